@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("jsonl-rotate: not built yet");
+    std::process::exit(2);
+}

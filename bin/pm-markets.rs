@@ -1,0 +1,155 @@
+const USAGE: &str = "
+pm-markets — discover the Polymarket BTC up/down markets and resolve their outcome token ids.
+
+For each family it computes the slugs of the current window and the next N from the clock
+(5m/15m/4h: btc-updown-<f>-<window start, unix s>; 1h and daily: dated in US Eastern time),
+fetches each from Gamma (GET /markets/slug/<slug>) and writes one normalized market record
+(schema pmarchive.market/1) per line on stdout. A slug that is not listed yet is normal.
+
+Usage:
+    pm-markets --once [options]
+    pm-markets --watch SECS [options]
+
+Modes:
+    --once              One pass; records have change=\"snapshot\".
+    --watch SECS        Re-discover every SECS seconds forever; write a record whenever a market
+                        appears (change=\"new\"), changes status (\"changed\") or expires
+                        (\"expired\", keep-after seconds after its window ended).
+
+Options:
+    --families LIST     Comma-separated subset of 5m,15m,1h,4h,daily. [default: all five]
+    --ahead N           Windows after the current one, per family. [default: 1]
+    --keep-after SECS   Watch: keep re-checking a market this long after its window ends, then
+                        report it expired. [default: 600]
+    --gamma-url URL     Gamma base URL. [default: https://gamma-api.polymarket.com]
+    --raw-out PATH      Append the raw Gamma exchanges (envelopes, schema pmarchive.raw/1, one per
+                        HTTP attempt) to PATH, a file or a FIFO. Without it they are not kept.
+    --now RFC3339       Compute the windows as of this instant instead of the clock (--once only).
+    --timeout SECS      Per-request timeout. [default: 15]
+    --user-agent UA     [default: pm-archive/<version> (public market-data archiver; ...)]
+    -h, --help          Show this help.
+    -V, --version       Show the version.
+
+Exit status: 0 success; 1 (--once) some window could not be fetched or its record was malformed;
+2 bad arguments or an I/O error. A closed stdout ends the tool with 0.
+";
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use pm_archive::cli::{self, ExitCode};
+use pm_archive::discover::{Config, Discoverer};
+use pm_archive::envelope::{RunInfo, Sequencer};
+use pm_archive::http::{self, Client, HttpConfig};
+use pm_archive::market::{Family, ALL_FAMILIES};
+use pm_archive::{clock, jsonl, signal};
+
+fn main() {
+    cli::main("pm-markets", run)
+}
+
+fn run() -> cli::Result<ExitCode> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let mut once = false;
+    let mut watch: Option<Duration> = None;
+    let mut families: Vec<Family> = ALL_FAMILIES.to_vec();
+    let mut ahead: u32 = 1;
+    let mut keep_after = Duration::from_secs(600);
+    let mut gamma_url = http::DEFAULT_GAMMA_URL.to_string();
+    let mut raw_out: Option<String> = None;
+    let mut now_override = None;
+    let mut hc = HttpConfig::default();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("once") => once = true,
+            Long("watch") => watch = Some(cli::seconds(&mut p, "--watch")?),
+            Long("families") => {
+                let list: String = cli::value(&mut p, "--families")?;
+                families = Vec::new();
+                for f in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    match Family::parse(f) {
+                        Some(fam) if !families.contains(&fam) => families.push(fam),
+                        Some(_) => {}
+                        None => return cli::usage(format!("--families: unknown family '{f}' (known: 5m,15m,1h,4h,daily)")),
+                    }
+                }
+                if families.is_empty() {
+                    return cli::usage("--families: empty list");
+                }
+            }
+            Long("ahead") => ahead = cli::value(&mut p, "--ahead")?,
+            Long("keep-after") => keep_after = Duration::from_secs_f64(cli::value::<f64>(&mut p, "--keep-after")?.max(0.0)),
+            Long("gamma-url") => gamma_url = cli::base_url(&mut p, "--gamma-url")?,
+            Long("raw-out") => raw_out = Some(cli::value(&mut p, "--raw-out")?),
+            Long("now") => {
+                let s: String = cli::value(&mut p, "--now")?;
+                now_override = Some(clock::parse_rfc3339(&s).ok_or_else(|| cli::Error::Usage(format!("--now: not an RFC 3339 time: '{s}'")))?);
+            }
+            Long("timeout") => hc.call_timeout = cli::seconds(&mut p, "--timeout")?,
+            Long("user-agent") => hc.user_agent = cli::value(&mut p, "--user-agent")?,
+            Short('h') | Long("help") => return cli::help(USAGE),
+            Short('V') | Long("version") => {
+                println!("pm-markets {}", pm_archive::VERSION);
+                return Ok(ExitCode::Success);
+            }
+            other => return cli::unexpected(other),
+        }
+    }
+    if once == watch.is_some() {
+        return cli::usage("give exactly one of --once or --watch SECS");
+    }
+    if ahead > 500 {
+        return cli::usage("--ahead: at most 500");
+    }
+    if now_override.is_some() && watch.is_some() {
+        return cli::usage("--now only works with --once");
+    }
+    let raw: Option<Box<dyn Write + Send>> = match &raw_out {
+        Some(path) => Some(Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| cli::Error::Usage(format!("--raw-out {path}: {e}")))?,
+        )),
+        None => None,
+    };
+    signal::install();
+    let cfg = Config { gamma_url, families, ahead, keep_after };
+    let mut d = Discoverer::new(cfg, Client::new(hc), Sequencer::new(RunInfo::new("pm-markets")), raw);
+    let mut out = jsonl::stdout_lines();
+
+    if once {
+        let now = now_override.unwrap_or_else(clock::now);
+        for m in d.once(now)? {
+            out.write(&m)?;
+        }
+        eprintln!("pm-markets: {}", d.summary());
+        let failed = d.stats.failed + d.stats.malformed > 0;
+        return Ok(if failed { ExitCode::Failure } else { ExitCode::Success });
+    }
+
+    let every = watch.expect("checked");
+    let start = Instant::now();
+    let mut k: u32 = 0;
+    while !signal::stop_requested() {
+        let before = d.stats.clone();
+        for m in d.watch_pass(clock::now())? {
+            out.write(&m)?;
+        }
+        if d.stats.failed > before.failed || d.stats.malformed > before.malformed {
+            eprintln!("pm-markets: {}", d.summary());
+        }
+        // Drift-free cadence: pass k starts at start + k·every.
+        k += 1;
+        let due = start + every * k;
+        let now = Instant::now();
+        if due > now && !signal::sleep(due - now) {
+            break;
+        }
+    }
+    eprintln!("pm-markets: stopped by signal {}; {}", signal::last_signal(), d.summary());
+    Ok(ExitCode::Success)
+}

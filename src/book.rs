@@ -1,0 +1,122 @@
+//! The venue's order-book hash (facts §6.3): SHA-1 hex of the compact JSON of
+//! `{"market","asset_id","timestamp","hash":"","bids":[{"price","size"}…],"asks":[…],
+//! "min_order_size","tick_size","neg_risk","last_trade_price"}` in that key order, values as they
+//! arrived (strings stay strings), levels in wire order (bids ascending, asks descending).
+//! One implementation, used by pm-normalize (REST books) and the websocket book rebuild.
+
+use serde_json::Value;
+use sha1::{Digest, Sha1};
+
+/// The fields of a book that enter the hash. Prices, sizes and timestamp are the wire strings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HashInput<'a> {
+    pub market: &'a str,
+    pub asset_id: &'a str,
+    pub timestamp: &'a str,
+    pub bids: Vec<(&'a str, &'a str)>,
+    pub asks: Vec<(&'a str, &'a str)>,
+    /// As on the wire (REST: string "5"); WS books lack it — pass the REST/Gamma value.
+    pub min_order_size: &'a Value,
+    pub tick_size: &'a Value,
+    pub neg_risk: &'a Value,
+    pub last_trade_price: &'a Value,
+}
+
+fn push_str(out: &mut String, s: &str) {
+    // serde_json escapes exactly like Python's json.dumps for the ASCII text the venue sends.
+    out.push_str(&serde_json::to_string(s).expect("string serializes"));
+}
+
+fn push_levels(out: &mut String, levels: &[(&str, &str)]) {
+    out.push('[');
+    for (i, (p, s)) in levels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"price\":");
+        push_str(out, p);
+        out.push_str(",\"size\":");
+        push_str(out, s);
+        out.push('}');
+    }
+    out.push(']');
+}
+
+/// The exact text that is hashed.
+pub fn hash_text(b: &HashInput<'_>) -> String {
+    let mut out = String::with_capacity(256 + 48 * (b.bids.len() + b.asks.len()));
+    out.push_str("{\"market\":");
+    push_str(&mut out, b.market);
+    out.push_str(",\"asset_id\":");
+    push_str(&mut out, b.asset_id);
+    out.push_str(",\"timestamp\":");
+    push_str(&mut out, b.timestamp);
+    out.push_str(",\"hash\":\"\",\"bids\":");
+    push_levels(&mut out, &b.bids);
+    out.push_str(",\"asks\":");
+    push_levels(&mut out, &b.asks);
+    out.push_str(",\"min_order_size\":");
+    out.push_str(&b.min_order_size.to_string());
+    out.push_str(",\"tick_size\":");
+    out.push_str(&b.tick_size.to_string());
+    out.push_str(",\"neg_risk\":");
+    out.push_str(&b.neg_risk.to_string());
+    out.push_str(",\"last_trade_price\":");
+    out.push_str(&b.last_trade_price.to_string());
+    out.push('}');
+    out
+}
+
+/// 40 lowercase hex characters.
+pub fn hash(b: &HashInput<'_>) -> String {
+    crate::util::hex(&Sha1::digest(hash_text(b).as_bytes()))
+}
+
+/// Levels of a wire book side as (price, size) string pairs; None if any level is malformed.
+pub fn levels(v: &Value) -> Option<Vec<(&str, &str)>> {
+    v.as_array()?
+        .iter()
+        .map(|l| Some((l.get("price")?.as_str()?, l.get("size")?.as_str()?)))
+        .collect()
+}
+
+/// Recomputes the hash of a REST `/book` object (as parsed). None when a field is missing.
+pub fn hash_of_rest_book(v: &Value) -> Option<String> {
+    let input = HashInput {
+        market: v.get("market")?.as_str()?,
+        asset_id: v.get("asset_id")?.as_str()?,
+        timestamp: v.get("timestamp")?.as_str()?,
+        bids: levels(v.get("bids")?)?,
+        asks: levels(v.get("asks")?)?,
+        min_order_size: v.get("min_order_size")?,
+        tick_size: v.get("tick_size")?,
+        neg_risk: v.get("neg_risk")?,
+        last_trade_price: v.get("last_trade_price")?,
+    };
+    Some(hash(&input))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reproduces_the_recorded_rest_hash() {
+        // ../shared/fixtures/polymarket/clob_book_rest_empty_ask.json (real, captured 2026-08-03).
+        let v: Value = serde_json::from_str(
+            r#"{"market":"0x9d839bf0aa31324b9848f5b89841b779238a7c07dee2f7fca675d934e8ab5bf2",
+            "asset_id":"72610532355343625199299853218161700546393390326785971247545541945337255643692",
+            "timestamp":"1785734468581","hash":"d7df883ae546b09533a4f485bfae0810da1af04e",
+            "bids":[{"price":"0.001","size":"667.12"},{"price":"0.002","size":"6.99"}],"asks":[],
+            "min_order_size":"5","tick_size":"0.001","neg_risk":true,"last_trade_price":""}"#,
+        )
+        .unwrap();
+        assert_eq!(hash_of_rest_book(&v).unwrap(), "d7df883ae546b09533a4f485bfae0810da1af04e");
+    }
+
+    #[test]
+    fn missing_field_gives_none() {
+        let v: Value = serde_json::from_str(r#"{"market":"0x1"}"#).unwrap();
+        assert!(hash_of_rest_book(&v).is_none());
+    }
+}

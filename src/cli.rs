@@ -1,0 +1,187 @@
+//! Exit codes, the one error type of the tools, and the `main` wrapper every binary uses.
+//!
+//! Exit codes (ripgrep/fd style):
+//! - 0: success (also: the downstream pipe closed — a normal end for a filter);
+//! - 1: the tool ran but found a failure it reports (e.g. `manifest verify` mismatch, stale archive);
+//! - 2: bad arguments or configuration, or an I/O error that stops the tool.
+
+use std::fmt;
+use std::io;
+use std::str::FromStr;
+
+/// What a tool exits with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitCode {
+    Success,
+    Failure,
+    Error,
+}
+
+impl From<ExitCode> for i32 {
+    fn from(c: ExitCode) -> i32 {
+        match c {
+            ExitCode::Success => 0,
+            ExitCode::Failure => 1,
+            ExitCode::Error => 2,
+        }
+    }
+}
+
+impl ExitCode {
+    /// The worse of two outcomes (Error > Failure > Success).
+    pub fn merge(self, other: ExitCode) -> ExitCode {
+        std::cmp::max_by_key(self, other, |c| i32::from(*c))
+    }
+}
+
+/// The error type of every tool.
+#[derive(Debug)]
+pub enum Error {
+    /// Bad arguments or configuration: message, exit 2.
+    Usage(String),
+    /// I/O failure; a broken pipe is turned into a clean exit by [`main`].
+    Io(io::Error),
+    /// Anything else that stops the tool: message, exit 2.
+    Msg(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(m) | Error::Msg(m) => f.write_str(m),
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<lexopt::Error> for Error {
+    fn from(e: lexopt::Error) -> Self {
+        Error::Usage(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        if e.is_io() {
+            Error::Io(e.into())
+        } else {
+            Error::Msg(format!("JSON error: {e}"))
+        }
+    }
+}
+
+/// Shorthand for a usage error.
+pub fn usage<T>(msg: impl Into<String>) -> Result<T> {
+    Err(Error::Usage(msg.into()))
+}
+
+/// True for the errors that mean "the reader of our stdout went away".
+pub fn is_broken_pipe(e: &Error) -> bool {
+    matches!(e, Error::Io(io) if io.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// Runs a tool's body and exits the process with its exit code. Prints errors as `<tool>: <message>`.
+pub fn main(tool: &str, body: impl FnOnce() -> Result<ExitCode>) -> ! {
+    let code = match body() {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::Success,
+        Err(Error::Usage(m)) => {
+            eprintln!("{tool}: {m}");
+            eprintln!("Try '{tool} --help' for more information.");
+            ExitCode::Error
+        }
+        Err(e) => {
+            eprintln!("{tool}: {e}");
+            ExitCode::Error
+        }
+    };
+    std::process::exit(code.into())
+}
+
+/// Parses the value of an option (`--flag value`) into `T`, with a usage error naming the flag.
+pub fn value<T: FromStr>(parser: &mut lexopt::Parser, flag: &str) -> Result<T>
+where
+    T::Err: fmt::Display,
+{
+    let raw = parser.value()?;
+    let s = raw
+        .to_str()
+        .ok_or_else(|| Error::Usage(format!("{flag}: value is not valid UTF-8")))?;
+    s.parse::<T>()
+        .map_err(|e| Error::Usage(format!("{flag}: invalid value '{s}': {e}")))
+}
+
+/// Parses a positive number of seconds (fractions allowed) into a Duration.
+pub fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<std::time::Duration> {
+    let v: f64 = value(parser, flag)?;
+    if !(v.is_finite() && v > 0.0 && v < 1e9) {
+        return usage(format!("{flag}: must be a positive number of seconds, got {v}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
+}
+
+/// Prints the usage text and exits 0 (`--help`).
+pub fn help(usage_text: &str) -> Result<ExitCode> {
+    print!("{}", usage_text.trim_start());
+    Ok(ExitCode::Success)
+}
+
+/// An argument the tool does not know.
+pub fn unexpected<T>(arg: lexopt::Arg<'_>) -> Result<T> {
+    Err(Error::Usage(arg.unexpected().to_string()))
+}
+
+/// Validates a base URL given on the command line: http(s) scheme, no trailing slash kept.
+pub fn base_url(parser: &mut lexopt::Parser, flag: &str) -> Result<String> {
+    let s: String = value(parser, flag)?;
+    check_base_url(&s, flag)
+}
+
+pub fn check_base_url(s: &str, flag: &str) -> Result<String> {
+    let ok = (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("ws://") || s.starts_with("wss://"))
+        && !s.contains(char::is_whitespace)
+        && !s.contains('?')
+        && !s.contains('#');
+    if !ok {
+        return usage(format!("{flag}: not a base URL: '{s}' (expected e.g. https://host[:port][/prefix])"));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_code_numbers_and_merge() {
+        assert_eq!(i32::from(ExitCode::Success), 0);
+        assert_eq!(i32::from(ExitCode::Failure), 1);
+        assert_eq!(i32::from(ExitCode::Error), 2);
+        assert_eq!(ExitCode::Success.merge(ExitCode::Failure), ExitCode::Failure);
+        assert_eq!(ExitCode::Error.merge(ExitCode::Failure), ExitCode::Error);
+        assert_eq!(ExitCode::Success.merge(ExitCode::Success), ExitCode::Success);
+    }
+
+    #[test]
+    fn broken_pipe_is_recognised() {
+        let e = Error::Io(io::Error::new(io::ErrorKind::BrokenPipe, "x"));
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&Error::Msg("x".into())));
+    }
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(check_base_url("https://clob.polymarket.com/", "--x").unwrap(), "https://clob.polymarket.com");
+        assert_eq!(check_base_url("http://127.0.0.1:8080/p", "--x").unwrap(), "http://127.0.0.1:8080/p");
+        assert!(check_base_url("clob.polymarket.com", "--x").is_err());
+        assert!(check_base_url("https://h/x?y=1", "--x").is_err());
+    }
+}

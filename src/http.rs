@@ -1,0 +1,511 @@
+//! The HTTP client every tool uses (ureq, blocking): a descriptive User-Agent, connect and call
+//! timeouts, a client-side rate limiter per endpoint family, and retries with exponential backoff and
+//! jitter on network errors, 5xx, 429 (honouring `Retry-After`) and unusable 200 replies. Never a
+//! tight loop: every retry waits at least `backoff_base` (jittered) and the limiter spaces requests.
+//!
+//! Every attempt — successful, failed, retried — is handed to the caller so that it becomes one raw
+//! envelope: nothing the venue said, and no failure to reach it, goes unrecorded.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+
+use crate::clock;
+use crate::envelope::{Body, Envelope, ReplyHeaders, RequestInfo, Sequencer};
+use crate::signal;
+use crate::util;
+
+/// The User-Agent sent by default. Cloudflare answers 403 to some default agents (facts §1).
+pub const DEFAULT_USER_AGENT: &str = concat!(
+    "pm-archive/",
+    env!("CARGO_PKG_VERSION"),
+    " (public market-data archiver; read-only; no trading)"
+);
+
+pub const DEFAULT_GAMMA_URL: &str = "https://gamma-api.polymarket.com";
+pub const DEFAULT_CLOB_URL: &str = "https://clob.polymarket.com";
+
+/// Requests per second we allow ourselves per endpoint family. Documented limits (facts §5, per 10 s):
+/// Gamma /markets 300, CLOB /books 500, /book 1 500, /price & /midpoint 1 500, tick size 200.
+/// Our budget is ≤ 20 % of each (and /books at 5/s covers 2 500 tokens a second).
+pub fn family_rate(family: &str) -> f64 {
+    match family {
+        "gamma" => 5.0,
+        "books" => 5.0,
+        "book" => 15.0,
+        "price" | "midpoint" | "spread" | "last-trade-price" => 10.0,
+        "tick-size" => 2.0,
+        "time" => 2.0,
+        _ => 5.0,
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    pub user_agent: String,
+    pub connect_timeout: Duration,
+    /// Whole request (connect, send, headers, body).
+    pub call_timeout: Duration,
+    /// Tries per request, the first included.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// The longest `Retry-After` we honour; longer values are capped (and the cap is logged in ctx).
+    pub retry_after_max: Duration,
+    /// Multiplies every family rate (e.g. 0.5 = half as fast). Tests raise it.
+    pub rate_scale: f64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            user_agent: DEFAULT_USER_AGENT.to_string(),
+            connect_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(15),
+            max_attempts: 4,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            retry_after_max: Duration::from_secs(120),
+            rate_scale: 1.0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
+
+/// One logical request.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Endpoint family for the rate limiter and the envelope (`gamma`, `books`, `book`, …).
+    pub family: &'static str,
+    pub method: Method,
+    /// URL without the query string.
+    pub url: String,
+    pub query: Vec<(String, String)>,
+    /// JSON body (POST).
+    pub body: Option<String>,
+}
+
+impl Request {
+    pub fn get(family: &'static str, url: impl Into<String>) -> Request {
+        Request { family, method: Method::Get, url: url.into(), query: Vec::new(), body: None }
+    }
+
+    pub fn post_json(family: &'static str, url: impl Into<String>, body: String) -> Request {
+        Request { family, method: Method::Post, url: url.into(), query: Vec::new(), body: Some(body) }
+    }
+
+    pub fn query(mut self, k: &str, v: &str) -> Request {
+        self.query.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    /// The URL as sent, query percent-encoded.
+    pub fn full_url(&self) -> String {
+        if self.query.is_empty() {
+            return self.url.clone();
+        }
+        let q: Vec<String> = self
+            .query
+            .iter()
+            .map(|(k, v)| format!("{}={}", util::percent_encode(k), util::percent_encode(v)))
+            .collect();
+        format!("{}?{}", self.url, q.join("&"))
+    }
+
+    pub fn info(&self) -> RequestInfo {
+        let params = self
+            .query
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        RequestInfo {
+            method: self.method.as_str(),
+            url: self.full_url(),
+            params,
+            body: self.body.as_ref().and_then(|b| RawValue::from_string(b.clone()).ok()),
+        }
+    }
+}
+
+/// What an attempt means for the caller.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// 2xx with a usable JSON body.
+    Ok,
+    /// Worth retrying (network error, 5xx, 429, unusable 200).
+    Retry(String),
+    /// A definitive answer that is not a success (4xx other than 429).
+    Final(String),
+}
+
+/// One try of a request, with everything that becomes the envelope.
+#[derive(Debug)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub sent_at: OffsetDateTime,
+    pub received_at: OffsetDateTime,
+    pub elapsed: Duration,
+    pub status: Option<u16>,
+    pub headers: ReplyHeaders,
+    pub body: Option<Body>,
+    /// Network/timeout/body-read error.
+    pub error: Option<String>,
+    pub verdict: Verdict,
+    /// Set on the last attempt when retries stopped (attempts exhausted, deadline, shutdown).
+    pub gave_up: Option<String>,
+    /// Seconds we waited before this attempt because of backoff/Retry-After (0 for the first).
+    pub waited_before: f64,
+}
+
+impl Attempt {
+    pub fn is_ok(&self) -> bool {
+        self.verdict == Verdict::Ok
+    }
+
+    /// The body text when it is JSON (embedded or kept as text).
+    pub fn json_text(&self) -> Option<&str> {
+        match &self.body {
+            Some(b) if b.kind == "json" || b.kind == "json_text" => b.as_str(),
+            _ => None,
+        }
+    }
+
+    /// The raw envelope of this attempt. `ctx` is the caller's context (slot, tokens, slug…).
+    pub fn envelope(&self, seq: &mut Sequencer, req: &Request, ctx: Option<serde_json::Value>) -> Envelope {
+        let mut env = seq.envelope("http");
+        env.endpoint = Some(req.family);
+        env.sent_at_utc = Some(clock::fmt_micros(self.sent_at));
+        env.collected_at_utc = clock::fmt_micros(self.received_at);
+        env.elapsed_ms = Some((self.elapsed.as_secs_f64() * 1e6).round() / 1e3);
+        env.attempt = Some(self.attempt);
+        env.request = Some(req.info());
+        env.status = self.status;
+        if self.status.is_some() {
+            env.headers = Some(self.headers.clone());
+        }
+        if let Some(b) = &self.body {
+            env = env.with_body(b.clone());
+        }
+        let mut error = self.error.clone();
+        if let Some(g) = &self.gave_up {
+            let reason = match &self.verdict {
+                Verdict::Retry(r) | Verdict::Final(r) => format!("{r}; gave up: {g}"),
+                Verdict::Ok => format!("gave up: {g}"),
+            };
+            error = Some(match error {
+                Some(e) => format!("{e}; {reason}"),
+                None => reason,
+            });
+        }
+        env.error = error;
+        let mut ctx = ctx.unwrap_or_else(|| serde_json::json!({}));
+        if let Some(obj) = ctx.as_object_mut() {
+            match &self.verdict {
+                Verdict::Ok => {}
+                Verdict::Retry(r) => {
+                    obj.insert("retryable".into(), serde_json::Value::String(r.clone()));
+                }
+                Verdict::Final(r) => {
+                    obj.insert("final".into(), serde_json::Value::String(r.clone()));
+                }
+            }
+            if self.waited_before > 0.0 {
+                obj.insert("waited_before_s".into(), serde_json::json!((self.waited_before * 1000.0).round() / 1000.0));
+            }
+        }
+        if ctx.as_object().map(|o| !o.is_empty()).unwrap_or(true) {
+            env.ctx = Some(ctx);
+        }
+        env
+    }
+}
+
+/// Spaces request starts per family (a minimum interval = 1 / rate).
+#[derive(Debug, Default)]
+struct Limiter {
+    next: Mutex<HashMap<&'static str, Instant>>,
+}
+
+impl Limiter {
+    /// Blocks until the family may send; returns false when a stop was requested meanwhile.
+    fn acquire(&self, family: &'static str, rate: f64) -> bool {
+        let wait = {
+            let mut next = self.next.lock().unwrap();
+            let now = Instant::now();
+            let slot = next.get(family).copied().unwrap_or(now).max(now);
+            next.insert(family, slot + Duration::from_secs_f64(1.0 / rate));
+            slot - now
+        };
+        wait.is_zero() || signal::sleep(wait)
+    }
+}
+
+pub struct Client {
+    agent: ureq::Agent,
+    pub cfg: HttpConfig,
+    limiter: Limiter,
+}
+
+impl Client {
+    pub fn new(cfg: HttpConfig) -> Client {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .user_agent(cfg.user_agent.as_str())
+            .timeout_connect(Some(cfg.connect_timeout))
+            .timeout_global(Some(cfg.call_timeout))
+            .max_redirects(3)
+            .build()
+            .into();
+        Client { agent, cfg, limiter: Limiter::default() }
+    }
+
+    /// Performs one try (after the rate limiter).
+    fn try_once(&self, req: &Request, attempt: u32, waited_before: f64) -> Attempt {
+        let url = req.full_url();
+        let sent_at = clock::now();
+        let start = Instant::now();
+        let result = match req.method {
+            Method::Get => self.agent.get(&url).call(),
+            Method::Post => self
+                .agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(req.body.clone().unwrap_or_default()),
+        };
+        let mut a = Attempt {
+            attempt,
+            sent_at,
+            received_at: sent_at,
+            elapsed: Duration::ZERO,
+            status: None,
+            headers: ReplyHeaders::default(),
+            body: None,
+            error: None,
+            verdict: Verdict::Ok,
+            gave_up: None,
+            waited_before,
+        };
+        match result {
+            Err(e) => {
+                a.error = Some(format!("network: {e}"));
+                a.verdict = Verdict::Retry("network".into());
+            }
+            Ok(mut resp) => {
+                let h = resp.headers();
+                let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+                a.headers = ReplyHeaders {
+                    date: get("date"),
+                    retry_after: get("retry-after"),
+                    content_type: get("content-type"),
+                    content_encoding: get("content-encoding"),
+                    cf_ray: get("cf-ray"),
+                };
+                let status = resp.status().as_u16();
+                a.status = Some(status);
+                match resp.body_mut().with_config().limit(64 * 1024 * 1024).read_to_vec() {
+                    Ok(bytes) => a.body = Some(Body::from_bytes(bytes)),
+                    Err(e) => a.error = Some(format!("body: {e}")),
+                }
+                a.verdict = classify(status, a.body.as_ref(), a.error.is_some());
+            }
+        }
+        a.received_at = clock::now();
+        a.elapsed = start.elapsed();
+        a
+    }
+
+    /// Runs a request with retries. `on_attempt` sees every try (write it as an envelope there); the
+    /// last try is returned. `deadline`: never start a wait that would end after it (pm-books uses the
+    /// next slot's due time). Stops early, with `gave_up = "shutdown"`, when SIGTERM/SIGINT arrives.
+    pub fn execute<E>(
+        &self,
+        req: &Request,
+        deadline: Option<Instant>,
+        mut on_attempt: impl FnMut(&Attempt) -> Result<(), E>,
+    ) -> Result<Attempt, E> {
+        let rate = family_rate(req.family) * self.cfg.rate_scale;
+        let mut waited = 0.0;
+        let mut n = 1;
+        loop {
+            if !self.limiter.acquire(req.family, rate) {
+                let mut a = self.try_placeholder(n, waited);
+                a.gave_up = Some("shutdown before sending".into());
+                a.verdict = Verdict::Retry("not sent".into());
+                a.error = Some("not sent: shutdown requested".into());
+                on_attempt(&a)?;
+                return Ok(a);
+            }
+            let mut a = self.try_once(req, n, waited);
+            let retry_reason = match &a.verdict {
+                Verdict::Retry(r) => Some(r.clone()),
+                _ => None,
+            };
+            let Some(_) = retry_reason else {
+                on_attempt(&a)?;
+                return Ok(a);
+            };
+            // Decide whether and how long to wait.
+            let delay = self.retry_delay(n, a.headers.retry_after.as_deref());
+            let give_up = if n >= self.cfg.max_attempts {
+                Some(format!("{n} attempts"))
+            } else if signal::stop_requested() {
+                Some("shutdown".to_string())
+            } else if deadline.is_some_and(|d| Instant::now() + delay > d) {
+                Some(format!("next try ({:.3} s away) would pass the deadline", delay.as_secs_f64()))
+            } else {
+                None
+            };
+            if let Some(g) = give_up {
+                a.gave_up = Some(g);
+                on_attempt(&a)?;
+                return Ok(a);
+            }
+            on_attempt(&a)?;
+            if !signal::sleep(delay) {
+                let mut p = self.try_placeholder(n + 1, delay.as_secs_f64());
+                p.gave_up = Some("shutdown".into());
+                p.verdict = Verdict::Retry("not sent".into());
+                p.error = Some("not sent: shutdown requested during backoff".into());
+                on_attempt(&p)?;
+                return Ok(p);
+            }
+            waited = delay.as_secs_f64();
+            n += 1;
+        }
+    }
+
+    fn try_placeholder(&self, attempt: u32, waited_before: f64) -> Attempt {
+        let now = clock::now();
+        Attempt {
+            attempt,
+            sent_at: now,
+            received_at: now,
+            elapsed: Duration::ZERO,
+            status: None,
+            headers: ReplyHeaders::default(),
+            body: None,
+            error: None,
+            verdict: Verdict::Retry("not sent".into()),
+            gave_up: None,
+            waited_before,
+        }
+    }
+
+    /// Backoff before try `n + 1`: exponential from `backoff_base`, capped, with jitter in [½, 1];
+    /// at least the (capped) `Retry-After`.
+    pub fn retry_delay(&self, n: u32, retry_after: Option<&str>) -> Duration {
+        let exp = self.cfg.backoff_base.as_secs_f64() * 2f64.powi(n.saturating_sub(1).min(30) as i32);
+        let capped = exp.min(self.cfg.backoff_max.as_secs_f64());
+        let jittered = capped * (0.5 + 0.5 * util::random_unit());
+        let ra = retry_after
+            .and_then(parse_retry_after)
+            .map(|d| d.min(self.cfg.retry_after_max).as_secs_f64())
+            .unwrap_or(0.0);
+        Duration::from_secs_f64(jittered.max(ra).max(0.05))
+    }
+}
+
+/// Classifies a reply.
+pub fn classify(status: u16, body: Option<&Body>, body_error: bool) -> Verdict {
+    if body_error {
+        return Verdict::Retry("body read failed".into());
+    }
+    match status {
+        429 => Verdict::Retry("429".into()),
+        500..=599 => Verdict::Retry(format!("{status}")),
+        200..=299 => match body {
+            Some(b) if b.kind == "json" || b.kind == "json_text" => {
+                let text = b.as_str().unwrap_or("");
+                if looks_throttled(text) {
+                    Verdict::Retry("throttled (error body with 2xx)".into())
+                } else {
+                    Verdict::Ok
+                }
+            }
+            Some(b) => Verdict::Retry(format!("unusable {status} body ({})", b.kind)),
+            None => Verdict::Retry(format!("no {status} body")),
+        },
+        _ => Verdict::Final(format!("{status}")),
+    }
+}
+
+/// A 2xx body that says "Too Many Requests" (seen from the Data API, facts §5).
+fn looks_throttled(text: &str) -> bool {
+    text.len() < 200 && text.trim_start().starts_with('{') && text.contains("\"error\"") && text.to_ascii_lowercase().contains("too many requests")
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+    }
+    let t = OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    let d = t - clock::now();
+    Some(if d.is_positive() { d.try_into().unwrap_or(Duration::ZERO) } else { Duration::ZERO })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_replies() {
+        let ok = Body::from_bytes(br#"{"a":1}"#.to_vec());
+        let html = Body::from_bytes(b"<html>".to_vec());
+        let thr = Body::from_bytes(br#"{"error":"Too Many Requests"}"#.to_vec());
+        assert_eq!(classify(200, Some(&ok), false), Verdict::Ok);
+        assert!(matches!(classify(200, Some(&html), false), Verdict::Retry(_)));
+        assert!(matches!(classify(200, Some(&thr), false), Verdict::Retry(_)));
+        assert!(matches!(classify(429, Some(&thr), false), Verdict::Retry(_)));
+        assert!(matches!(classify(503, None, false), Verdict::Retry(_)));
+        assert!(matches!(classify(404, Some(&ok), false), Verdict::Final(_)));
+        assert!(matches!(classify(200, Some(&ok), true), Verdict::Retry(_)));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_honours_retry_after() {
+        let c = Client::new(HttpConfig::default());
+        for n in 1..6 {
+            let d = c.retry_delay(n, None).as_secs_f64();
+            let full = (0.5 * 2f64.powi(n as i32 - 1)).min(30.0);
+            assert!(d >= full * 0.5 - 1e-9 && d <= full + 1e-9, "n={n} d={d}");
+        }
+        assert!(c.retry_delay(1, Some("7")).as_secs_f64() >= 7.0);
+        // Capped at retry_after_max.
+        assert!(c.retry_delay(1, Some("100000")).as_secs_f64() <= 120.0);
+        assert!(c.retry_delay(40, None).as_secs_f64() <= 30.0);
+    }
+
+    #[test]
+    fn full_url_encodes_query() {
+        let r = Request::get("book", "https://clob.polymarket.com/book").query("token_id", "12 3&x");
+        assert_eq!(r.full_url(), "https://clob.polymarket.com/book?token_id=12%203%26x");
+        assert_eq!(r.info().params["token_id"], "12 3&x");
+    }
+}

@@ -1,0 +1,20 @@
+//! pm-archive: the shared library behind the archive's small JSONL filters (`bin/`).
+//!
+//! Mechanisms exist once, here: exit codes and errors ([`cli`]), time ([`clock`]), the raw envelope
+//! ([`envelope`]), the HTTP client with rate limiting and backoff ([`http`]), JSONL reading/writing
+//! ([`jsonl`]), signals ([`signal`]), the book hash ([`book`]) and market discovery ([`market`]).
+//! Each tool's own logic lives in the module named after it.
+
+pub mod book;
+pub mod cli;
+pub mod clock;
+pub mod discover;
+pub mod envelope;
+pub mod http;
+pub mod jsonl;
+pub mod market;
+pub mod signal;
+pub mod util;
+
+/// The version every envelope and manifest records.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,494 @@
+//! Polymarket BTC up/down markets: the slug families computed from the clock (facts §3), Gamma's
+//! market record parsed with its quirks (facts §2.3), and the normalized market record
+//! (`pmarchive.market/1`) that `pm-markets` writes and `pm-books`/`pm-stream` read.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
+
+use crate::clock;
+
+pub const MARKET_SCHEMA: &str = "pmarchive.market/1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Family {
+    #[serde(rename = "5m")]
+    M5,
+    #[serde(rename = "15m")]
+    M15,
+    #[serde(rename = "1h")]
+    H1,
+    #[serde(rename = "4h")]
+    H4,
+    #[serde(rename = "daily")]
+    Daily,
+}
+
+pub const ALL_FAMILIES: [Family; 5] = [Family::M5, Family::M15, Family::H1, Family::H4, Family::Daily];
+
+const MONTHS: [&str; 12] = [
+    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december",
+];
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::M5 => "5m",
+            Family::M15 => "15m",
+            Family::H1 => "1h",
+            Family::H4 => "4h",
+            Family::Daily => "daily",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Family> {
+        ALL_FAMILIES.into_iter().find(|f| f.name() == s)
+    }
+
+    /// Fixed length in seconds for the UTC-aligned families.
+    fn period(self) -> Option<i64> {
+        match self {
+            Family::M5 => Some(300),
+            Family::M15 => Some(900),
+            Family::H1 => Some(3600),
+            Family::H4 => Some(14_400),
+            Family::Daily => None,
+        }
+    }
+
+    /// Start of the window that contains `t`.
+    ///
+    /// Daily windows run noon ET → noon ET (16:00 UTC in summer, 17:00 UTC in winter). This is our
+    /// assumption for computing the slug's date only (facts §3.1 cites a 3rd-party "16:00→16:00
+    /// UTC"); the market's real window always comes from Gamma (`eventStartTime`..`endDate`).
+    pub fn window_start(self, t: OffsetDateTime) -> OffsetDateTime {
+        match self.period() {
+            Some(p) => {
+                let s = t.unix_timestamp().div_euclid(p) * p;
+                clock::from_unix(s).expect("in range")
+            }
+            None => {
+                let date = clock::to_eastern(t).date();
+                let noon = noon_et(date);
+                if noon <= t {
+                    noon
+                } else {
+                    noon_et(date.previous_day().expect("in range"))
+                }
+            }
+        }
+    }
+
+    /// Start of the window after the one starting at `start` (= end of that window).
+    pub fn next_start(self, start: OffsetDateTime) -> OffsetDateTime {
+        match self.period() {
+            Some(p) => start + time::Duration::seconds(p),
+            None => noon_et(clock::to_eastern(start).date().next_day().expect("in range")),
+        }
+    }
+
+    /// The current window and the `ahead` windows after it: (start, end) pairs.
+    pub fn windows(self, now: OffsetDateTime, ahead: u32) -> Vec<(OffsetDateTime, OffsetDateTime)> {
+        let mut out = Vec::new();
+        let mut s = self.window_start(now);
+        for _ in 0..=ahead {
+            let e = self.next_start(s);
+            out.push((s, e));
+            s = e;
+        }
+        out
+    }
+
+    /// Candidate slugs of the window starting at `start`, most likely first. Hourly and daily slugs
+    /// are dated in US Eastern time; newer ones carry the year, older ones do not (facts §3.1).
+    pub fn slugs(self, start: OffsetDateTime) -> Vec<String> {
+        let unix = start.unix_timestamp();
+        match self {
+            Family::M5 => vec![format!("btc-updown-5m-{unix}")],
+            Family::M15 => vec![format!("btc-updown-15m-{unix}")],
+            Family::H4 => vec![format!("btc-updown-4h-{unix}")],
+            Family::H1 => {
+                let et = clock::to_eastern(start);
+                let h = et.hour();
+                let h12 = if h % 12 == 0 { 12 } else { h % 12 };
+                let ampm = if h < 12 { "am" } else { "pm" };
+                let m = MONTHS[u8::from(et.month()) as usize - 1];
+                vec![
+                    format!("bitcoin-up-or-down-{m}-{}-{}-{h12}{ampm}-et", et.day(), et.year()),
+                    format!("bitcoin-up-or-down-{m}-{}-{h12}{ampm}-et", et.day()),
+                ]
+            }
+            Family::Daily => {
+                let end = clock::to_eastern(self.next_start(start));
+                let m = MONTHS[u8::from(end.month()) as usize - 1];
+                vec![
+                    format!("bitcoin-up-or-down-on-{m}-{}-{}", end.day(), end.year()),
+                    format!("bitcoin-up-or-down-on-{m}-{}", end.day()),
+                ]
+            }
+        }
+    }
+}
+
+fn noon_et(date: Date) -> OffsetDateTime {
+    clock::from_eastern(PrimitiveDateTime::new(date, Time::from_hms(12, 0, 0).unwrap()))
+}
+
+fn month_from_name(s: &str) -> Option<Month> {
+    let i = MONTHS.iter().position(|m| *m == s)?;
+    Month::try_from(i as u8 + 1).ok()
+}
+
+/// The inverse of [`Family::slugs`]: family and window of a slug. Year-less hourly/daily slugs take
+/// the year of `now`.
+pub fn window_of_slug(slug: &str, now: OffsetDateTime) -> Option<(Family, OffsetDateTime, OffsetDateTime)> {
+    for (prefix, fam) in [("btc-updown-5m-", Family::M5), ("btc-updown-15m-", Family::M15), ("btc-updown-4h-", Family::H4)] {
+        if let Some(rest) = slug.strip_prefix(prefix) {
+            if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) || rest.len() > 12 {
+                return None;
+            }
+            let t: i64 = rest.parse().ok()?;
+            if t % fam.period()? != 0 {
+                return None;
+            }
+            let s = clock::from_unix(t)?;
+            return Some((fam, s, fam.next_start(s)));
+        }
+    }
+    if let Some(rest) = slug.strip_prefix("bitcoin-up-or-down-on-") {
+        let parts: Vec<&str> = rest.split('-').collect();
+        let (m, d, y) = match parts.as_slice() {
+            [m, d, y] => (*m, *d, y.parse::<i32>().ok()?),
+            [m, d] => (*m, *d, clock::to_eastern(now).year()),
+            _ => return None,
+        };
+        let end_date = Date::from_calendar_date(y, month_from_name(m)?, d.parse().ok()?).ok()?;
+        let end = noon_et(end_date);
+        return Some((Family::Daily, noon_et(end_date.previous_day()?), end));
+    }
+    if let Some(rest) = slug.strip_prefix("bitcoin-up-or-down-").and_then(|r| r.strip_suffix("-et")) {
+        let parts: Vec<&str> = rest.split('-').collect();
+        let (m, d, y, hm) = match parts.as_slice() {
+            [m, d, y, hm] => (*m, *d, y.parse::<i32>().ok()?, *hm),
+            [m, d, hm] => (*m, *d, clock::to_eastern(now).year(), *hm),
+            _ => return None,
+        };
+        let (h, pm) = if let Some(h) = hm.strip_suffix("am") {
+            (h, false)
+        } else {
+            (hm.strip_suffix("pm")?, true)
+        };
+        let h12: u8 = h.parse().ok()?;
+        if !(1..=12).contains(&h12) {
+            return None;
+        }
+        let h24 = (h12 % 12) + if pm { 12 } else { 0 };
+        let date = Date::from_calendar_date(y, month_from_name(m)?, d.parse().ok()?).ok()?;
+        let start = clock::from_eastern(PrimitiveDateTime::new(date, Time::from_hms(h24, 0, 0).ok()?));
+        return Some((Family::H1, start, start + time::Duration::hours(1)));
+    }
+    None
+}
+
+/// The family of a slug, if it is a BTC up/down slug.
+pub fn family_of_slug(slug: &str) -> Option<Family> {
+    window_of_slug(slug, clock::now()).map(|(f, _, _)| f)
+}
+
+/// One outcome token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub token_id: String,
+    pub outcome: String,
+}
+
+/// The normalized market record (one JSONL line).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Market {
+    pub record: String,
+    pub schema: String,
+    pub venue: String,
+    pub family: Option<Family>,
+    pub slug: String,
+    pub question: Option<String>,
+    pub market_id: Option<String>,
+    pub condition_id: String,
+    pub question_id: Option<String>,
+    pub tokens: Vec<Token>,
+    pub window_start_utc: String,
+    pub window_end_utc: String,
+    /// Gamma `startDate`: when the market was listed (not the window start).
+    pub listed_at_utc: Option<String>,
+    pub active: Option<bool>,
+    pub closed: Option<bool>,
+    pub archived: Option<bool>,
+    pub accepting_orders: Option<bool>,
+    pub enable_order_book: Option<bool>,
+    /// Derived at fetch time: `upcoming` (before the window), `open`, `ended` (after the window,
+    /// not yet closed), `closed` (Gamma `closed: true`, i.e. settled).
+    pub status: String,
+    /// Gamma `orderPriceMinTickSize`, as sent.
+    pub tick_size: Value,
+    /// Gamma `orderMinSize`, as sent.
+    pub min_order_size: Value,
+    pub neg_risk: Option<bool>,
+    pub resolution_source: Option<String>,
+    pub source_url: String,
+    pub fetched_at_utc: String,
+    /// Why this line was written: `snapshot` (--once), `new`, `changed`, `expired` (watch mode).
+    pub change: String,
+}
+
+impl Market {
+    pub fn window_start(&self) -> Option<OffsetDateTime> {
+        clock::parse_rfc3339(&self.window_start_utc)
+    }
+
+    pub fn window_end(&self) -> Option<OffsetDateTime> {
+        clock::parse_rfc3339(&self.window_end_utc)
+    }
+
+    /// The fields whose change watch mode reports.
+    pub fn state_key(&self) -> (String, Option<bool>, Option<bool>, Option<bool>, Option<bool>, Option<bool>) {
+        (self.status.clone(), self.active, self.closed, self.archived, self.accepting_orders, self.enable_order_book)
+    }
+}
+
+/// A token id as the venue uses it: a decimal string (up to 78 digits, facts §2.3).
+pub fn is_valid_token_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A condition id: `0x` + 64 hex.
+pub fn is_valid_condition_id(s: &str) -> bool {
+    s.len() == 66 && s.starts_with("0x") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Gamma's arrays-in-strings: accepts a JSON string holding a JSON array of strings, or a real array.
+fn string_array(v: Option<&Value>, field: &str) -> Result<Vec<String>, String> {
+    let v = v.ok_or_else(|| format!("missing {field}"))?;
+    let arr: Vec<Value> = match v {
+        Value::String(s) => serde_json::from_str(s).map_err(|e| format!("{field} is not a JSON array inside its string: {e}"))?,
+        Value::Array(a) => a.clone(),
+        _ => return Err(format!("{field} is neither a string nor an array")),
+    };
+    arr.into_iter()
+        .map(|x| x.as_str().map(str::to_string).ok_or_else(|| format!("{field} holds a non-string")))
+        .collect()
+}
+
+fn opt_str(v: &Value, k: &str) -> Option<String> {
+    v.get(k).and_then(Value::as_str).map(str::to_string)
+}
+
+fn opt_bool(v: &Value, k: &str) -> Option<bool> {
+    v.get(k).and_then(Value::as_bool)
+}
+
+fn time_field(v: &Value, k: &str) -> Result<OffsetDateTime, String> {
+    let s = v.get(k).and_then(Value::as_str).ok_or_else(|| format!("missing {k}"))?;
+    clock::parse_rfc3339(s).ok_or_else(|| format!("{k} is not a date: {s:?}"))
+}
+
+/// Parses one Gamma market object (the reply of `GET /markets/slug/{slug}`, or an element of an
+/// event's `markets[]`). Errors are one-line reasons.
+pub fn parse_gamma_market(v: &Value, source_url: &str, fetched_at: OffsetDateTime) -> Result<Market, String> {
+    if !v.is_object() {
+        return Err("not a JSON object".into());
+    }
+    let slug = opt_str(v, "slug").ok_or("missing slug")?;
+    let condition_id = opt_str(v, "conditionId").ok_or("missing conditionId")?;
+    if !is_valid_condition_id(&condition_id) {
+        return Err(format!("conditionId is not 0x+64 hex: {condition_id:?}"));
+    }
+    let ids = string_array(v.get("clobTokenIds"), "clobTokenIds")?;
+    let outcomes = string_array(v.get("outcomes"), "outcomes")?;
+    if ids.len() != outcomes.len() {
+        return Err(format!("{} clobTokenIds but {} outcomes", ids.len(), outcomes.len()));
+    }
+    if ids.len() != 2 {
+        return Err(format!("expected 2 outcome tokens, got {}", ids.len()));
+    }
+    if let Some(bad) = ids.iter().find(|t| !is_valid_token_id(t)) {
+        return Err(format!("token id is not a decimal string: {bad:?}"));
+    }
+    let start = time_field(v, "eventStartTime")?;
+    let end = time_field(v, "endDate")?;
+    if end <= start {
+        return Err("endDate is not after eventStartTime".into());
+    }
+    let listed = v.get("startDate").and_then(Value::as_str).and_then(clock::parse_rfc3339);
+    let closed = opt_bool(v, "closed");
+    let status = if closed == Some(true) {
+        "closed"
+    } else if fetched_at < start {
+        "upcoming"
+    } else if fetched_at < end {
+        "open"
+    } else {
+        "ended"
+    };
+    Ok(Market {
+        record: "market".into(),
+        schema: MARKET_SCHEMA.into(),
+        venue: crate::envelope::VENUE_POLYMARKET.into(),
+        family: family_of_slug(&slug),
+        question: opt_str(v, "question"),
+        market_id: opt_str(v, "id"),
+        condition_id,
+        question_id: opt_str(v, "questionID"),
+        tokens: ids.into_iter().zip(outcomes).map(|(token_id, outcome)| Token { token_id, outcome }).collect(),
+        window_start_utc: clock::fmt_secs(start),
+        window_end_utc: clock::fmt_secs(end),
+        listed_at_utc: listed.map(clock::fmt_micros),
+        active: opt_bool(v, "active"),
+        closed,
+        archived: opt_bool(v, "archived"),
+        accepting_orders: opt_bool(v, "acceptingOrders"),
+        enable_order_book: opt_bool(v, "enableOrderBook"),
+        status: status.into(),
+        tick_size: v.get("orderPriceMinTickSize").cloned().unwrap_or(Value::Null),
+        min_order_size: v.get("orderMinSize").cloned().unwrap_or(Value::Null),
+        neg_risk: opt_bool(v, "negRisk"),
+        resolution_source: opt_str(v, "resolutionSource"),
+        source_url: source_url.into(),
+        fetched_at_utc: clock::fmt_micros(fetched_at),
+        slug,
+        change: "snapshot".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn utc_aligned_slugs() {
+        let now = datetime!(2025-12-31 17:07:12 UTC);
+        let w = Family::M15.windows(now, 1);
+        assert_eq!(w[0].0, datetime!(2025-12-31 17:00 UTC));
+        assert_eq!(Family::M15.slugs(w[0].0), vec!["btc-updown-15m-1767200400"]);
+        assert_eq!(Family::M15.slugs(w[1].0), vec!["btc-updown-15m-1767201300"]);
+        let w5 = Family::M5.windows(datetime!(2026-08-22 16:04:59 UTC), 0);
+        assert_eq!(Family::M5.slugs(w5[0].0), vec!["btc-updown-5m-1787414400"]);
+        // 4h windows start at 00,04,..,20 UTC.
+        assert_eq!(Family::H4.window_start(datetime!(2026-08-22 17:00 UTC)), datetime!(2026-08-22 16:00 UTC));
+        assert_eq!(Family::H4.slugs(datetime!(2026-08-22 16:00 UTC)), vec!["btc-updown-4h-1787414400"]);
+    }
+
+    #[test]
+    fn hourly_slugs_are_dated_in_eastern_time() {
+        // Summer (EDT): 16:00Z = 12pm ET.
+        assert_eq!(Family::H1.slugs(datetime!(2026-08-30 16:00 UTC))[0], "bitcoin-up-or-down-august-30-2026-12pm-et");
+        assert_eq!(Family::H1.slugs(datetime!(2026-08-30 16:00 UTC))[1], "bitcoin-up-or-down-august-30-12pm-et");
+        // Winter (EST): 17:00Z = 12pm ET; 05:00Z = 12am ET.
+        assert_eq!(Family::H1.slugs(datetime!(2026-02-25 17:00 UTC))[1], "bitcoin-up-or-down-february-25-12pm-et");
+        assert_eq!(Family::H1.slugs(datetime!(2026-02-25 05:00 UTC))[1], "bitcoin-up-or-down-february-25-12am-et");
+        // Late evening ET is still the previous ET day while UTC has rolled over.
+        assert_eq!(Family::H1.slugs(datetime!(2026-02-26 03:00 UTC))[0], "bitcoin-up-or-down-february-25-2026-10pm-et");
+    }
+
+    #[test]
+    fn hourly_slugs_across_spring_forward_2026() {
+        // 2026-03-08: 06:00Z = 1am EST, 07:00Z = 3am EDT (2am ET does not exist).
+        assert_eq!(Family::H1.slugs(datetime!(2026-03-08 06:00 UTC))[0], "bitcoin-up-or-down-march-8-2026-1am-et");
+        assert_eq!(Family::H1.slugs(datetime!(2026-03-08 07:00 UTC))[0], "bitcoin-up-or-down-march-8-2026-3am-et");
+        let w = Family::H1.windows(datetime!(2026-03-08 06:30 UTC), 1);
+        assert_eq!(w[1].0, datetime!(2026-03-08 07:00 UTC));
+        assert_eq!(window_of_slug("bitcoin-up-or-down-march-8-2026-3am-et", datetime!(2026-03-08 00:00 UTC)).unwrap().1, datetime!(2026-03-08 07:00 UTC));
+        assert_eq!(window_of_slug("bitcoin-up-or-down-march-8-2026-1am-et", datetime!(2026-03-08 00:00 UTC)).unwrap().1, datetime!(2026-03-08 06:00 UTC));
+    }
+
+    #[test]
+    fn hourly_slugs_across_fall_back_2026() {
+        // 2026-11-01: 05:00Z = 1am EDT, 06:00Z = 1am EST (the hour happens twice), 07:00Z = 2am EST.
+        assert_eq!(Family::H1.slugs(datetime!(2026-11-01 04:00 UTC))[0], "bitcoin-up-or-down-november-1-2026-12am-et");
+        assert_eq!(Family::H1.slugs(datetime!(2026-11-01 05:00 UTC))[0], "bitcoin-up-or-down-november-1-2026-1am-et");
+        assert_eq!(Family::H1.slugs(datetime!(2026-11-01 06:00 UTC))[0], "bitcoin-up-or-down-november-1-2026-1am-et");
+        assert_eq!(Family::H1.slugs(datetime!(2026-11-01 07:00 UTC))[0], "bitcoin-up-or-down-november-1-2026-2am-et");
+    }
+
+    #[test]
+    fn daily_windows_and_slugs_across_dst() {
+        // Summer: noon ET = 16:00Z; the window ending 2026-10-08 16:00Z is "…-on-october-8-2026".
+        let s = Family::Daily.window_start(datetime!(2026-10-08 10:00 UTC));
+        assert_eq!(s, datetime!(2026-10-07 16:00 UTC));
+        assert_eq!(Family::Daily.slugs(s), vec!["bitcoin-up-or-down-on-october-8-2026", "bitcoin-up-or-down-on-october-8"]);
+        // Across fall-back: window 2026-10-31 16:00Z → 2026-11-01 17:00Z (25 h).
+        let s = Family::Daily.window_start(datetime!(2026-11-01 10:00 UTC));
+        assert_eq!(s, datetime!(2026-10-31 16:00 UTC));
+        assert_eq!(Family::Daily.next_start(s), datetime!(2026-11-01 17:00 UTC));
+        assert_eq!(Family::Daily.slugs(s)[0], "bitcoin-up-or-down-on-november-1-2026");
+        // Across spring-forward: window 2026-03-07 17:00Z → 2026-03-08 16:00Z (23 h).
+        let s = Family::Daily.window_start(datetime!(2026-03-08 12:00 UTC));
+        assert_eq!(s, datetime!(2026-03-07 17:00 UTC));
+        assert_eq!(Family::Daily.next_start(s), datetime!(2026-03-08 16:00 UTC));
+        let (f, ws, we) = window_of_slug("bitcoin-up-or-down-on-march-8-2026", datetime!(2026-01-01 00:00 UTC)).unwrap();
+        assert_eq!((f, ws, we), (Family::Daily, datetime!(2026-03-07 17:00 UTC), datetime!(2026-03-08 16:00 UTC)));
+    }
+
+    #[test]
+    fn inverse_slugs() {
+        let now = datetime!(2026-08-30 00:00 UTC);
+        assert_eq!(window_of_slug("btc-updown-5m-1787414400", now).unwrap().0, Family::M5);
+        assert!(window_of_slug("btc-updown-5m-1787414401", now).is_none());
+        assert!(window_of_slug("btc-updown-5m-../../x", now).is_none());
+        assert_eq!(window_of_slug("bitcoin-up-or-down-august-30-2026-12pm-et", now).unwrap().1, datetime!(2026-08-30 16:00 UTC));
+        assert_eq!(window_of_slug("bitcoin-up-or-down-august-30-12pm-et", now).unwrap().1, datetime!(2026-08-30 16:00 UTC));
+        assert!(window_of_slug("bitcoin-up-or-down-august-30-13pm-et", now).is_none());
+        assert!(window_of_slug("eth-updown-5m-1787414400", now).is_none());
+        for f in ALL_FAMILIES {
+            for (s, e) in f.windows(now, 3) {
+                for slug in f.slugs(s) {
+                    assert_eq!(window_of_slug(&slug, now), Some((f, s, e)), "{slug}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parses_the_recorded_gamma_record() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/polymarket/gamma_market_btc_updown_15m_1767200400.json")).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let m = parse_gamma_market(&v, "https://gamma-api.polymarket.com/markets/slug/btc-updown-15m-1767200400", datetime!(2025-12-31 17:07 UTC)).unwrap();
+        assert_eq!(m.family, Some(Family::M15));
+        assert_eq!(m.tokens[0].outcome, "Up");
+        assert_eq!(m.tokens[0].token_id, "8851848546962572193739008211889046036776198486765606333032192644001246174440");
+        assert_eq!(m.tokens[1].outcome, "Down");
+        assert_eq!(m.window_start_utc, "2025-12-31T17:00:00Z");
+        assert_eq!(m.window_end_utc, "2025-12-31T17:15:00Z");
+        assert_eq!(m.listed_at_utc.as_deref(), Some("2025-12-30T17:10:15.861305Z"));
+        assert_eq!(m.status, "open");
+        assert_eq!(m.tick_size, serde_json::json!(0.01));
+        assert_eq!(m.neg_risk, Some(false));
+    }
+
+    #[test]
+    fn rejects_malformed_records() {
+        let base = serde_json::json!({
+            "slug": "btc-updown-5m-1787414400",
+            "conditionId": format!("0x{}", "a".repeat(64)),
+            "clobTokenIds": "[\"1\", \"2\"]", "outcomes": "[\"Up\", \"Down\"]",
+            "eventStartTime": "2026-08-22T16:00:00Z", "endDate": "2026-08-22T16:05:00Z"
+        });
+        let t = datetime!(2026-08-22 16:00 UTC);
+        assert!(parse_gamma_market(&base, "u", t).is_ok());
+        let with = |k: &str, v: Value| {
+            let mut b = base.clone();
+            b[k] = v;
+            parse_gamma_market(&b, "u", t).unwrap_err()
+        };
+        assert!(with("clobTokenIds", Value::Null).contains("clobTokenIds"));
+        assert!(with("clobTokenIds", "[\"1\", ".into()).contains("not a JSON array"));
+        assert!(with("clobTokenIds", "[\"1\"]".into()).contains("1 clobTokenIds but 2 outcomes"));
+        assert!(with("clobTokenIds", "[\"1\", \"../x\"]".into()).contains("decimal"));
+        assert!(with("eventStartTime", "soon".into()).contains("not a date"));
+        assert!(with("conditionId", "0x12".into()).contains("conditionId"));
+        let mut no_start = base.clone();
+        no_start.as_object_mut().unwrap().remove("eventStartTime");
+        assert!(parse_gamma_market(&no_start, "u", t).unwrap_err().contains("missing eventStartTime"));
+        // Real arrays are accepted too (WS new_market style).
+        assert!(parse_gamma_market(&{ let mut b = base.clone(); b["clobTokenIds"] = serde_json::json!(["1", "2"]); b }, "u", t).is_ok());
+    }
+}

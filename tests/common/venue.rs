@@ -1,0 +1,517 @@
+//! A loopback test venue (127.0.0.1 only) that plays Polymarket's Gamma and CLOB REST APIs from the
+//! real recorded responses in `tests/fixtures/polymarket/`, with fault injection.
+//!
+//! What is served, and how much of it is recorded vs derived:
+//! - `GET /markets/slug/{slug}`: for `btc-updown-15m-1767200400` the recorded record **verbatim**
+//!   (file bytes); for any other BTC up/down slug whose window is within the listing horizon, a record
+//!   DERIVED from the recorded 5m TWAP market (same fields and quirks — `clobTokenIds`/`outcomes` as
+//!   JSON strings) with slug, window, listing time, conditionId, token ids and flags replaced;
+//!   otherwise 404 with a STAND-IN body (Gamma's real 404 body was not recorded).
+//! - `GET /book?token_id=`: for the recorded token `7261…3692` the recorded body **verbatim**; for
+//!   tokens this venue issued, a book DERIVED from the recorded websocket book capture (its real levels,
+//!   best-bid size nudged per request, timestamp = now, hash recomputed with the venue's algorithm);
+//!   unknown → the recorded 404 body; missing token_id → the recorded 400 body.
+//! - `POST /books`: derived books as above for known, live tokens, **in reverse request order**
+//!   (clients must match by `asset_id`); tokens without a book are silently omitted (as measured
+//!   live, facts §4.2); > 500 tokens → 400 with a STAND-IN body (text from the measurement note).
+//! - `/midpoint`, `/spread`, `/tick-size`, `/last-trade-price`, `/price`: the recorded bodies.
+//! - `/time`: STAND-IN (unix seconds as text; no recorded body).
+//!
+//! Faults (consumed first-come per path prefix): 429 with/without Retry-After, any status with a
+//! STAND-IN body, an HTML page with 200, truncated JSON, a slow reply, a connection closed without a
+//! reply, and a 200 `{"error":"Too Many Requests"}` (the Data-API behaviour of facts §5).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use pm_archive::{book, clock, market};
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/polymarket")
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures_dir().join(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+pub fn fixture_json(name: &str) -> Value {
+    serde_json::from_slice(&fixture(name)).unwrap()
+}
+
+/// The recorded REST book's token (clob_book_rest_empty_ask.json).
+pub const RECORDED_BOOK_TOKEN: &str = "72610532355343625199299853218161700546393390326785971247545541945337255643692";
+/// The recorded 15m market (gamma_market_btc_updown_15m_1767200400.json).
+pub const RECORDED_15M_SLUG: &str = "btc-updown-15m-1767200400";
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// 429 `{"error":"Too Many Requests"}` (docs body), optionally with `Retry-After`.
+    TooMany { retry_after: Option<String> },
+    /// This status with a STAND-IN JSON body.
+    Status(u16),
+    /// 200 with an HTML page (STAND-IN for a Cloudflare page).
+    Html,
+    /// 200 with the real reply cut in half.
+    Truncated,
+    /// Wait this long, then serve normally.
+    Slow(Duration),
+    /// Read the request and close the connection without replying.
+    Reset,
+    /// 200 with `{"error":"Too Many Requests"}`.
+    ThrottledOk,
+}
+
+/// One request the venue answered (or dropped).
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub at: OffsetDateTime,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: String,
+    /// None when the connection was closed without a reply.
+    pub status: Option<u16>,
+    pub response: Vec<u8>,
+    pub fault: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct TokenInfo {
+    condition_id: String,
+    window_end: OffsetDateTime,
+}
+
+struct State {
+    faults: Vec<(String, Fault)>,
+    log: Vec<Served>,
+    tokens: HashMap<String, TokenInfo>,
+    gamma_override: HashMap<String, (u16, Vec<u8>)>,
+    listing_horizon: Duration,
+    book_gone_after: Duration,
+    nudge: u64,
+    clock_start: Option<(Instant, OffsetDateTime, f64)>,
+}
+
+pub struct Venue {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Venue {
+    /// Starts the venue on 127.0.0.1 with an ephemeral port.
+    pub fn start() -> Venue {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State {
+            faults: Vec::new(),
+            log: Vec::new(),
+            tokens: HashMap::new(),
+            gamma_override: HashMap::new(),
+            listing_horizon: Duration::from_secs(24 * 3600 + 600),
+            book_gone_after: Duration::from_secs(120),
+            nudge: 0,
+            clock_start: None,
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sp.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(conn) = conn {
+                    let st = st.clone();
+                    std::thread::spawn(move || handle(conn, st));
+                }
+            }
+        });
+        Venue { addr, state, stop }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Makes the venue's clock a simulated one (same meaning as `PMARCHIVE_CLOCK`); returns the spec
+    /// to pass to the tools so that both clocks agree.
+    pub fn simulate_clock(&self, start: OffsetDateTime, rate: f64) -> String {
+        self.state.lock().unwrap().clock_start = Some((Instant::now(), start, rate));
+        format!("{}x{}", clock::fmt_micros(start), rate)
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        now_of(&self.state.lock().unwrap())
+    }
+
+    /// Queues a fault for the next request whose path starts with `path_prefix`.
+    pub fn fault(&self, path_prefix: &str, f: Fault) {
+        self.state.lock().unwrap().faults.push((path_prefix.to_string(), f));
+    }
+
+    /// Serves these bytes with this status for one Gamma slug (malformed-record tests).
+    pub fn gamma_override(&self, slug: &str, status: u16, body: &[u8]) {
+        self.state.lock().unwrap().gamma_override.insert(slug.to_string(), (status, body.to_vec()));
+    }
+
+    /// How far ahead of its window a market is listed (default 24 h 10 min, facts §3.2).
+    pub fn set_listing_horizon(&self, d: Duration) {
+        self.state.lock().unwrap().listing_horizon = d;
+    }
+
+    /// How long after its window ends a token still has a book (default 120 s).
+    pub fn set_book_gone_after(&self, d: Duration) {
+        self.state.lock().unwrap().book_gone_after = d;
+    }
+
+    pub fn log(&self) -> Vec<Served> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    pub fn count(&self, path_prefix: &str) -> usize {
+        self.state.lock().unwrap().log.iter().filter(|s| s.path.starts_with(path_prefix)).count()
+    }
+
+    /// Token ids the venue issued so far (through Gamma replies).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state.lock().unwrap().tokens.keys().cloned().collect()
+    }
+}
+
+impl Drop for Venue {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn now_of(st: &State) -> OffsetDateTime {
+    match st.clock_start {
+        None => OffsetDateTime::now_utc(),
+        Some((real, virt, rate)) => virt + time::Duration::seconds_f64(real.elapsed().as_secs_f64() * rate),
+    }
+}
+
+struct Req {
+    method: String,
+    path: String,
+    query: String,
+    body: String,
+}
+
+fn read_request(conn: &mut BufReader<TcpStream>) -> Option<Req> {
+    let mut line = String::new();
+    conn.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        conn.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    conn.read_exact(&mut body).ok()?;
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (target, String::new()),
+    };
+    Some(Req { method, path, query, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+fn query_param(q: &str, key: &str) -> Option<String> {
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let Some(req) = read_request(&mut reader) else { return };
+    let fault = {
+        let mut s = st.lock().unwrap();
+        let pos = s.faults.iter().position(|(p, _)| req.path.starts_with(p.as_str()));
+        pos.map(|i| s.faults.remove(i).1)
+    };
+    if let Some(Fault::Slow(d)) = &fault {
+        std::thread::sleep(*d);
+    }
+    let (status, ctype, body, retry_after) = match &fault {
+        Some(Fault::Reset) => {
+            log(&st, &req, None, Vec::new(), Some("reset".into()));
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        Some(Fault::TooMany { retry_after }) => (429, "application/json", br#"{"error":"Too Many Requests"}"#.to_vec(), retry_after.clone()),
+        // STAND-IN body: no recorded 5xx body exists.
+        Some(Fault::Status(code)) => (*code, "application/json", format!("{{\"error\":\"stand-in {code}\"}}").into_bytes(), None),
+        // STAND-IN: an HTML page like Cloudflare's.
+        Some(Fault::Html) => (200, "text/html", b"<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>stand-in challenge page</body></html>".to_vec(), None),
+        Some(Fault::ThrottledOk) => (200, "application/json", br#"{"error":"Too Many Requests"}"#.to_vec(), None),
+        Some(Fault::Truncated) => {
+            let (s, c, b) = route(&st, &req);
+            let cut = b.len() / 2;
+            (s, c, b[..cut].to_vec(), None)
+        }
+        _ => {
+            let (s, c, b) = route(&st, &req);
+            (s, c, b, None)
+        }
+    };
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\nDate: {}\r\n",
+        reason(status),
+        body.len(),
+        http_date(OffsetDateTime::now_utc())
+    );
+    if let Some(ra) = &retry_after {
+        head.push_str(&format!("Retry-After: {ra}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut w = stream;
+    let _ = w.write_all(head.as_bytes());
+    let _ = w.write_all(&body);
+    let _ = w.flush();
+    log(&st, &req, Some(status), body, fault.map(|f| format!("{f:?}")));
+}
+
+fn log(st: &Arc<Mutex<State>>, req: &Req, status: Option<u16>, response: Vec<u8>, fault: Option<String>) {
+    let mut s = st.lock().unwrap();
+    let at = now_of(&s);
+    s.log.push(Served { at, method: req.method.clone(), path: req.path.clone(), query: req.query.clone(), body: req.body.clone(), status, response, fault });
+}
+
+fn reason(s: u16) -> &'static str {
+    match s {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+fn http_date(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc2822).unwrap_or_default()
+}
+
+fn json(status: u16, v: &impl Serialize) -> (u16, &'static str, Vec<u8>) {
+    (status, "application/json", serde_json::to_vec(v).unwrap())
+}
+
+fn recorded(status: u16, name: &str) -> (u16, &'static str, Vec<u8>) {
+    (status, "application/json", fixture(name))
+}
+
+fn route(st: &Arc<Mutex<State>>, req: &Req) -> (u16, &'static str, Vec<u8>) {
+    let related = || fixture_json("clob_related_endpoints_2026-08-10.json")["responses"].clone();
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", p) if p.starts_with("/markets/slug/") => gamma(st, &percent_decode(&p["/markets/slug/".len()..])),
+        ("GET", "/book") => match query_param(&req.query, "token_id") {
+            None => recorded(400, "clob_error_book_400_invalid_token.json"),
+            Some(t) if t == RECORDED_BOOK_TOKEN => recorded(200, "clob_book_rest_empty_ask.json"),
+            Some(t) => match derived_book(st, &t) {
+                Some(b) => (200, "application/json", b),
+                None => recorded(404, "clob_error_book_404_no_orderbook.json"),
+            },
+        },
+        ("POST", "/books") => {
+            let Ok(items) = serde_json::from_str::<Vec<Value>>(&req.body) else {
+                return json(400, &serde_json::json!({"error": "Invalid payload"}));
+            };
+            if items.len() > 500 {
+                // STAND-IN: text from the 2026-05-28 measurement note; no recorded body.
+                return json(400, &serde_json::json!({"error": "Payload exceeds the limit"}));
+            }
+            let mut out: Vec<Vec<u8>> = Vec::new();
+            for it in items.iter().rev() {
+                if let Some(t) = it.get("token_id").and_then(Value::as_str) {
+                    if let Some(b) = derived_book(st, t) {
+                        out.push(b);
+                    }
+                }
+            }
+            let mut body = b"[".to_vec();
+            for (i, b) in out.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(b);
+            }
+            body.push(b']');
+            (200, "application/json", body)
+        }
+        ("GET", "/midpoint") => json(200, &related()["GET /midpoint?token_id=<fed_yes>"]),
+        ("GET", "/spread") => json(200, &related()["GET /spread?token_id=<fed_yes>"]),
+        ("GET", "/tick-size") => json(200, &related()["GET /tick-size?token_id=<fed_yes>"]),
+        ("GET", "/last-trade-price") => json(200, &related()["GET /last-trade-price?token_id=<fed_yes>"]),
+        ("GET", "/price") => match query_param(&req.query, "side").as_deref() {
+            Some("SELL") => json(200, &related()["GET /price?token_id=<fed_yes>&side=SELL"]),
+            _ => json(200, &related()["GET /price?token_id=<fed_yes>&side=BUY"]),
+        },
+        // STAND-IN: no recorded /time body; facts §1 says "server unix seconds".
+        ("GET", "/time") => (200, "application/json", OffsetDateTime::now_utc().unix_timestamp().to_string().into_bytes()),
+        // STAND-IN 404 body.
+        _ => json(404, &serde_json::json!({"error": "not found (stand-in)"})),
+    }
+}
+
+fn sha_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A decimal token id derived from the slug (77–78 digits like real ones).
+fn derived_token(slug: &str, outcome: &str) -> String {
+    let h = Sha256::digest(format!("{slug}/{outcome}").as_bytes());
+    let a = u128::from_be_bytes(h[..16].try_into().unwrap());
+    let b = u128::from_be_bytes(h[16..].try_into().unwrap());
+    format!("{}{:038}", a % 10u128.pow(38) + 10u128.pow(37), b % 10u128.pow(38))
+}
+
+fn gamma(st: &Arc<Mutex<State>>, slug: &str) -> (u16, &'static str, Vec<u8>) {
+    if let Some((s, b)) = st.lock().unwrap().gamma_override.get(slug).cloned() {
+        return (s, "application/json", b);
+    }
+    let not_found = || json(404, &serde_json::json!({"type": "not found error", "error": "not found (stand-in)"}));
+    if slug == RECORDED_15M_SLUG {
+        // The recorded record, verbatim, minus the file's final newline.
+        let mut b = fixture("gamma_market_btc_updown_15m_1767200400.json");
+        while b.last() == Some(&b'\n') {
+            b.pop();
+        }
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        register(st, &v);
+        return (200, "application/json", b);
+    }
+    let now = now_of(&st.lock().unwrap());
+    let Some((_fam, start, end)) = market::window_of_slug(slug, now) else { return not_found() };
+    let horizon = st.lock().unwrap().listing_horizon;
+    if start - time::Duration::seconds_f64(horizon.as_secs_f64()) > now {
+        return not_found();
+    }
+    // DERIVED from the recorded 5m TWAP record.
+    let mut v = fixture_json("gamma_market_btc_updown_5m_1787414400_twap_trimmed.json");
+    let up = derived_token(slug, "Up");
+    let down = derived_token(slug, "Down");
+    v["slug"] = slug.into();
+    v["question"] = format!("Bitcoin Up or Down (derived test record for {slug})").into();
+    v["conditionId"] = format!("0x{}", sha_hex(slug)).into();
+    v["clobTokenIds"] = format!("[\"{up}\", \"{down}\"]").into();
+    v["eventStartTime"] = clock::fmt_secs(start).into();
+    v["endDate"] = clock::fmt_secs(end).into();
+    v["startDate"] = clock::fmt_micros(start - time::Duration::hours(24) + time::Duration::seconds_f64(518.248161)).into();
+    v["acceptingOrders"] = (now < end).into();
+    v["closed"] = (now > end + time::Duration::minutes(1)).into();
+    register(st, &v);
+    json(200, &v)
+}
+
+fn register(st: &Arc<Mutex<State>>, v: &Value) {
+    let ids: Vec<String> = serde_json::from_str(v["clobTokenIds"].as_str().unwrap()).unwrap();
+    let end = clock::parse_rfc3339(v["endDate"].as_str().unwrap()).unwrap();
+    let cid = v["conditionId"].as_str().unwrap().to_string();
+    let mut s = st.lock().unwrap();
+    for id in ids {
+        s.tokens.insert(id, TokenInfo { condition_id: cid.clone(), window_end: end });
+    }
+}
+
+#[derive(Serialize)]
+struct WireBook<'a> {
+    market: &'a str,
+    asset_id: &'a str,
+    timestamp: String,
+    hash: String,
+    bids: Vec<WireLevel>,
+    asks: Vec<WireLevel>,
+    min_order_size: &'a str,
+    tick_size: &'a str,
+    neg_risk: bool,
+    last_trade_price: &'a str,
+}
+
+#[derive(Serialize)]
+struct WireLevel {
+    price: String,
+    size: String,
+}
+
+/// A REST book DERIVED from the recorded websocket book capture, or None when the token has none.
+fn derived_book(st: &Arc<Mutex<State>>, token: &str) -> Option<Vec<u8>> {
+    let (info, nudge, now, gone) = {
+        let mut s = st.lock().unwrap();
+        let info = s.tokens.get(token)?.clone();
+        s.nudge += 1;
+        (info, s.nudge, now_of(&s), s.book_gone_after)
+    };
+    if now > info.window_end + time::Duration::seconds_f64(gone.as_secs_f64()) {
+        return None;
+    }
+    let cap = fixture_json("ws_book_snapshot_captured.json");
+    let lv = |side: &str| -> Vec<WireLevel> {
+        cap[side].as_array().unwrap().iter().map(|l| WireLevel { price: l["price"].as_str().unwrap().into(), size: l["size"].as_str().unwrap().into() }).collect()
+    };
+    let mut bids = lv("bids");
+    let asks = lv("asks");
+    // Nudge the best bid (last element: bids ascending) so consecutive snapshots differ.
+    if let Some(best) = bids.last_mut() {
+        best.size = format!("{}.{:02}", 100 + nudge % 50, nudge % 100);
+    }
+    let ts = (now.unix_timestamp_nanos() / 1_000_000).to_string();
+    let (mos, tick, ltp) = (Value::from("5"), Value::from("0.01"), Value::from("0.920"));
+    let hash = book::hash(&book::HashInput {
+        market: &info.condition_id,
+        asset_id: token,
+        timestamp: &ts,
+        bids: bids.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect(),
+        asks: asks.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect(),
+        min_order_size: &mos,
+        tick_size: &tick,
+        neg_risk: &Value::Bool(false),
+        last_trade_price: &ltp,
+    });
+    let b = WireBook { market: &info.condition_id, asset_id: token, timestamp: ts, hash, bids, asks, min_order_size: "5", tick_size: "0.01", neg_risk: false, last_trade_price: "0.920" };
+    Some(serde_json::to_vec(&b).unwrap())
+}
