@@ -91,6 +91,47 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+/// sha256 (lowercase hex) and byte length of a file, streamed.
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex(&h.finalize()), n))
+}
+
+/// fsyncs a directory (after a rename or create inside it).
+pub fn fsync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes a file atomically: a temp file beside it, fsync, rename over the target, fsync the
+/// directory. Readers see the old content or the new, never a torn file.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    fsync_dir(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +163,19 @@ mod tests {
             let x = random_unit();
             assert!((0.0..1.0).contains(&x));
         }
+    }
+
+    #[test]
+    fn sha256_and_atomic_write() {
+        let d = std::env::temp_dir().join(format!("pmarchive-util-{}", std::process::id()));
+        let p = d.join("sub/x.json");
+        write_atomic(&p, b"abc").unwrap();
+        write_atomic(&p, b"abc").unwrap();
+        let (h, n) = sha256_file(&p).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(std::fs::read_dir(d.join("sub")).unwrap().count(), 1, "no temp file left");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

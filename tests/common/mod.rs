@@ -18,6 +18,7 @@ pub fn bin(name: &str) -> PathBuf {
         "manifest" => env!("CARGO_BIN_EXE_manifest"),
         "pm-normalize" => env!("CARGO_BIN_EXE_pm-normalize"),
         "pm-stream" => env!("CARGO_BIN_EXE_pm-stream"),
+        "pm-rebuild" => env!("CARGO_BIN_EXE_pm-rebuild"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("pm-rebuild: not built yet");
+    std::process::exit(2);
+}
