@@ -64,6 +64,9 @@ pub struct ReplyHeaders {
     pub content_encoding: Option<String>,
     #[serde(rename = "cf-ray", skip_serializing_if = "Option::is_none")]
     pub cf_ray: Option<String>,
+    /// Any header whose name contains `ratelimit` (e.g. `x-ratelimit-remaining`), lowercase names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratelimit: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// How the body is kept (see module docs).

@@ -316,6 +316,14 @@ impl Client {
                     content_type: get("content-type"),
                     content_encoding: get("content-encoding"),
                     cf_ray: get("cf-ray"),
+                    ratelimit: {
+                        let m: std::collections::BTreeMap<String, String> = h
+                            .iter()
+                            .filter(|(k, _)| k.as_str().contains("ratelimit"))
+                            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                            .collect();
+                        (!m.is_empty()).then_some(m)
+                    },
                 };
                 let status = resp.status().as_u16();
                 a.status = Some(status);
