@@ -112,7 +112,12 @@ pub struct Venue {
 impl Venue {
     /// Starts the venue on 127.0.0.1 with an ephemeral port.
     pub fn start() -> Venue {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        Venue::start_on(0)
+    }
+
+    /// Starts the venue on 127.0.0.1:`port` (0 = ephemeral).
+    pub fn start_on(port: u16) -> Venue {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind 127.0.0.1");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             faults: Vec::new(),
