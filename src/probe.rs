@@ -498,9 +498,7 @@ fn error_summary(last: &Attempt) -> Option<String> {
         parts.push(b.chars().take(200).collect());
     }
     if let Some(g) = &last.gave_up {
-        if last.error.is_none() {
-            parts.push(format!("gave up: {g}"));
-        }
+        parts.push(format!("gave up: {g}"));
     }
     (!parts.is_empty()).then(|| parts.join("; "))
 }
