@@ -824,6 +824,16 @@ impl Report {
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 
+    /// The roadmap's checkpoint-2 pass condition, as far as this run shows it: an active (open or
+    /// upcoming) market's metadata record and a current order book (200 from /book with a book
+    /// object, or /books with at least one book) were fetched. A loopback run never counts.
+    pub fn pass_condition_met(&self) -> bool {
+        let active = self.market.as_ref().is_some_and(|m| m.status == "open" || m.status == "upcoming");
+        let book = self.ep("clob_book").is_some_and(|e| e.status == Some(200) && e.notes.get("bid_levels").is_some())
+            || self.ep("clob_books").is_some_and(|e| e.status == Some(200) && e.notes["books"].as_array().is_some_and(|b| !b.is_empty()));
+        active && book
+    }
+
     /// 0 when complete, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         if self.complete() {
@@ -855,9 +865,9 @@ impl Report {
         out.push((
             "How to discover active Polymarket markets?",
             format!(
-                "Gamma `GET {}/markets/slug/<slug>` with the slug computed from the clock ({}): tried {}; last reply {}.",
+                "Gamma `GET {}/markets/slug/<slug>` {}: tried {}; last reply {}.",
                 self.gamma_url,
-                if self.slug_given { "slug given with --slug" } else { "current 5m window, then the next if not listed" },
+                if self.slug_given { "for the slug given with --slug" } else { "with the slug computed from the clock (current 5m window, then the next if not listed)" },
                 self.slugs_tried.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
                 Self::status_text(gamma)
             ),
@@ -950,7 +960,7 @@ impl Report {
             throttled += e.attempts.iter().filter(|a| a.status == Some(429) || a.verdict.contains("throttled")).count();
         }
         format!(
-            "Documented (facts §5): per-IP Cloudflare sliding 10 s windows, e.g. /book 1 500, /books 500, /price and /midpoint 1 500, tick size 200, Gamma /markets 300; excess is delayed rather than rejected. Observed in this run ({} requests, ≥ {:.1} s apart): {} throttled replies (429 or 200 with a Too-Many-Requests body); rate-limit headers: {}; Retry-After: {}.",
+            "Documented (facts §5): per-IP Cloudflare sliding 10 s windows, e.g. /book 1 500, /books 500, /price and /midpoint 1 500, tick size 200, Gamma /markets 300; excess is delayed rather than rejected. Observed in this run ({} requests, ≥ {} s apart): {} throttled replies (429 or 200 with a Too-Many-Requests body); rate-limit headers: {}; Retry-After: {}.",
             self.requests_used,
             self.min_spacing_s,
             throttled,
@@ -1005,6 +1015,11 @@ impl Report {
                 "max_attempts_per_request": self.max_attempts,
             },
             "complete": self.complete(),
+            "checkpoint2_pass_condition": {
+                "met_in_this_run": self.pass_condition_met(),
+                "counts_as_evidence": self.run_kind == "live",
+                "condition": "one active market metadata record and one current order book fetched",
+            },
             "stopped_reason": self.stopped_reason(),
             "exit_code": self.exit_code(),
             "endpoints": self.endpoints,
@@ -1049,8 +1064,7 @@ impl Report {
         if self.cap_reached {
             let _ = writeln_md(w, &format!("**Stopped early: the request cap ({}) was reached before all endpoints were probed.**\n", self.max_requests));
         }
-        let gate_book = self.ep("clob_book").is_some_and(|e| e.status == Some(200)) || self.ep("clob_books").is_some_and(|e| e.status == Some(200));
-        let gate = self.market.is_some() && gate_book;
+        let gate = self.pass_condition_met();
         let _ = writeln_md(
             w,
             &format!(

@@ -173,8 +173,18 @@ fn probes_every_endpoint_and_writes_both_reports() {
     assert!(r.md.contains("unix_ms"));
     assert!(r.md.contains("does not count"), "loopback never passes the gate");
     assert_eq!(j["answers"].as_array().unwrap().len(), 10);
+    assert_eq!(j["checkpoint2_pass_condition"]["met_in_this_run"], true);
+    assert_eq!(j["checkpoint2_pass_condition"]["counts_as_evidence"], false);
     // No temp files left beside the reports.
     assert_eq!(std::fs::read_dir(&r.dir).unwrap().count(), 2);
+    // On request, keep this run's reports as a labelled loopback example (see data/probes/README.md).
+    if let Ok(dest) = std::env::var("PMARCHIVE_PROBE_EXAMPLE_DIR") {
+        std::fs::create_dir_all(&dest).unwrap();
+        for ext in ["json", "md"] {
+            let name = format!("{REPORT}.{ext}");
+            std::fs::copy(r.dir.join(&name), Path::new(&dest).join(format!("loopback_example_{name}"))).unwrap();
+        }
+    }
 }
 
 #[test]
@@ -205,6 +215,9 @@ fn recorded_book_fields_and_ms_timestamp() {
     assert_eq!(bs["status"], 200);
     assert_eq!(bs["notes"]["missing"].as_array().unwrap().len(), 2);
     assert!(r.md.contains("2026-08-03T05:21:08.581000Z"));
+    // The market's window is long over: not an active market, so the pass condition is not met.
+    assert_eq!(r.json["market"]["status"], "ended");
+    assert_eq!(r.json["checkpoint2_pass_condition"]["met_in_this_run"], false);
 }
 
 #[test]
