@@ -110,13 +110,7 @@ fn run() -> cli::Result<ExitCode> {
     // A long Retry-After must not hold a bounded probe for minutes.
     hc.retry_after_max = Duration::from_secs(30);
     let raw: Option<Box<dyn Write + Send>> = match &raw_out {
-        Some(path) => Some(Box::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| cli::Error::Usage(format!("--raw-out {path}: {e}")))?,
-        )),
+        Some(path) => Some(Box::new(OpenOptions::new().create(true).append(true).open(path).map_err(|e| cli::Error::Usage(format!("--raw-out {path}: {e}")))?)),
         None => None,
     };
     signal::install();

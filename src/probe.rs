@@ -226,11 +226,7 @@ pub fn url_host(url: &str) -> String {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let authority = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        authority.split(':').next().unwrap_or("")
-    };
+    let host = if let Some(v6) = authority.strip_prefix('[') { v6.split(']').next().unwrap_or("") } else { authority.split(':').next().unwrap_or("") };
     host.to_ascii_lowercase()
 }
 
@@ -310,12 +306,7 @@ pub fn describe(text: &str) -> Shape {
                 Some(first) if first.get().trim_start().starts_with('{') => object_fields(first.get()),
                 _ => Vec::new(),
             };
-            Shape {
-                kind: "array".into(),
-                array_len: Some(a.len()),
-                element_kind: a.first().map(|e| kind_of(e).to_string()),
-                fields,
-            }
+            Shape { kind: "array".into(), array_len: Some(a.len()), element_kind: a.first().map(|e| kind_of(e).to_string()), fields }
         }
         other => Shape { kind: kind_of(other).into(), ..Shape::default() },
     }
@@ -481,10 +472,8 @@ fn books_notes(asked: &[String], reply: &Value) -> Value {
 
 /// What a non-2xx or unusable reply said, in one line.
 fn error_summary(last: &Attempt) -> Option<String> {
-    let body_error = last
-        .json_text()
-        .and_then(|t| serde_json::from_str::<Value>(t).ok())
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string));
+    let body_error =
+        last.json_text().and_then(|t| serde_json::from_str::<Value>(t).ok()).and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string));
     let mut parts = Vec::new();
     match (&last.verdict, last.status) {
         (Verdict::Ok, _) => {}
@@ -674,7 +663,11 @@ impl Prober {
                 let w = Family::M5.windows(now, 1);
                 vec![
                     (Family::M5.slugs(w[0].0).remove(0), "gamma_market_slug_current", "market metadata of the current 5m BTC window"),
-                    (Family::M5.slugs(w[1].0).remove(0), "gamma_market_slug_next", "market metadata of the next 5m BTC window (asked because the current one was not listed)"),
+                    (
+                        Family::M5.slugs(w[1].0).remove(0),
+                        "gamma_market_slug_next",
+                        "market metadata of the next 5m BTC window (asked because the current one was not listed)",
+                    ),
                 ]
             }
         };
@@ -735,7 +728,11 @@ impl Prober {
                 ("clob_price_sell", "best price, side=SELL", get("price", "/price").query("token_id", &t).query("side", "SELL")),
                 ("clob_midpoint", "midpoint price", get("midpoint", "/midpoint").query("token_id", &t)),
                 ("clob_spread", "bid-ask spread", get("spread", "/spread").query("token_id", &t)),
-                ("clob_last_trade_price", "last trade price and side (the only trade data probed)", get("last-trade-price", "/last-trade-price").query("token_id", &t)),
+                (
+                    "clob_last_trade_price",
+                    "last trade price and side (the only trade data probed)",
+                    get("last-trade-price", "/last-trade-price").query("token_id", &t),
+                ),
                 ("clob_tick_size", "minimum tick size", get("tick-size", "/tick-size").query("token_id", &t)),
             ]
         };
@@ -812,12 +809,8 @@ impl Report {
         if !unreached.is_empty() {
             parts.push(format!("no reply from: {}", unreached.join(", ")));
         }
-        let skipped: Vec<&str> = self
-            .endpoints
-            .iter()
-            .filter(|e| e.not_probed_reason.as_deref() == Some("no token id resolved from Gamma"))
-            .map(|e| e.name.as_str())
-            .collect();
+        let skipped: Vec<&str> =
+            self.endpoints.iter().filter(|e| e.not_probed_reason.as_deref() == Some("no token id resolved from Gamma")).map(|e| e.name.as_str()).collect();
         if !skipped.is_empty() {
             parts.push(format!("no token id resolved, so not probed: {}", skipped.join(", ")));
         }
@@ -857,7 +850,7 @@ impl Report {
     /// The roadmap's checkpoint-2 questions with what this run observed (plus where the fact sheet
     /// answers what the probe cannot).
     pub fn answers(&self) -> Vec<(&'static str, String)> {
-        let gamma = self.endpoints.iter().filter(|e| e.family == "gamma" && e.answered()).next_back();
+        let gamma = self.endpoints.iter().rfind(|e| e.family == "gamma" && e.answered());
         let book = self.ep("clob_book");
         let books = self.ep("clob_books");
         let ltp = self.ep("clob_last_trade_price");
@@ -867,7 +860,11 @@ impl Report {
             format!(
                 "Gamma `GET {}/markets/slug/<slug>` {}: tried {}; last reply {}.",
                 self.gamma_url,
-                if self.slug_given { "for the slug given with --slug" } else { "with the slug computed from the clock (current 5m window, then the next if not listed)" },
+                if self.slug_given {
+                    "for the slug given with --slug"
+                } else {
+                    "with the slug computed from the clock (current 5m window, then the next if not listed)"
+                },
                 self.slugs_tried.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
                 Self::status_text(gamma)
             ),
@@ -1070,7 +1067,7 @@ impl Report {
             &format!(
                 "Checkpoint-2 pass condition (one active market metadata record and one current order book fetched): **{}**{}\n",
                 if gate { "met in this run" } else { "not met in this run" },
-                if self.run_kind == "loopback" { " — but this is a loopback replay, so it does not count" } else { "" }
+                if self.run_kind == "loopback" { " (loopback replay: it does not count either way)" } else { "" }
             ),
         );
         let _ = writeln_md(w, "## Endpoints\n");
@@ -1117,7 +1114,9 @@ impl Report {
                     "- outcome: {}; status {}{}; content-type {}; {} bytes; body kind {}",
                     e.outcome,
                     e.status.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
-                    e.expected_status.map(|x| format!(" (expected {x}{})", if e.status == Some(x) { ", as expected" } else { ", NOT as expected" })).unwrap_or_default(),
+                    e.expected_status
+                        .map(|x| format!(" (expected {x}{})", if e.status == Some(x) { ", as expected" } else { ", NOT as expected" }))
+                        .unwrap_or_default(),
                     e.content_type.as_deref().map(|c| format!("`{c}`")).unwrap_or_else(|| "none".into()),
                     e.body_bytes.unwrap_or(0),
                     e.body_kind.as_deref().unwrap_or("none"),
@@ -1148,7 +1147,11 @@ impl Report {
                 w,
                 &format!(
                     "- rate-limit headers: {}; Retry-After: {}; Date: {}",
-                    if e.ratelimit_headers.is_empty() { "none".to_string() } else { e.ratelimit_headers.iter().map(|(k, v)| format!("`{k}: {v}`")).collect::<Vec<_>>().join(", ") },
+                    if e.ratelimit_headers.is_empty() {
+                        "none".to_string()
+                    } else {
+                        e.ratelimit_headers.iter().map(|(k, v)| format!("`{k}: {v}`")).collect::<Vec<_>>().join(", ")
+                    },
                     if e.retry_after.is_empty() { "none".to_string() } else { e.retry_after.join(", ") },
                     e.date_header.as_deref().unwrap_or("none")
                 ),
@@ -1161,7 +1164,10 @@ impl Report {
                 let _ = writeln_md(w, &line);
                 if !sh.fields.is_empty() {
                     let list: Vec<String> = sh.fields.iter().map(|f| format!("`{}`: {}", f.name, f.ty)).collect();
-                    let _ = writeln_md(w, &format!("- fields ({}{}): {}", sh.fields.len(), if sh.array_len.is_some() { ", of the first element" } else { "" }, list.join(", ")));
+                    let _ = writeln_md(
+                        w,
+                        &format!("- fields ({}{}): {}", sh.fields.len(), if sh.array_len.is_some() { ", of the first element" } else { "" }, list.join(", ")),
+                    );
                 }
             }
             for t in &e.timestamps {
@@ -1183,7 +1189,10 @@ impl Report {
             let _ = writeln_md(w, "");
         }
         let _ = writeln_md(w, "Not probed by design: the market websocket (see the API fact sheet §6; recorded by pm-stream) and trade endpoints other than `/last-trade-price`.\n");
-        let _ = writeln_md(w, &format!("Machine-readable twin: `{PROBE_NAME}.json`. Raw replies: the `--raw-out` file, if one was given (schema pmarchive.raw/1)."));
+        let _ = writeln_md(
+            w,
+            &format!("Machine-readable twin: `{PROBE_NAME}.json`. Raw replies: the `--raw-out` file, if one was given (schema pmarchive.raw/1)."),
+        );
         s
     }
 

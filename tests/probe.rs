@@ -348,9 +348,25 @@ fn bad_arguments_exit_2_and_write_nothing() {
         assert!(no_reports(&r.dir), "{args:?}");
     }
     assert_eq!(v.log().len(), 0, "no request was made");
-    let h = run_with_timeout({ let mut c = tool("pm-probe"); c.arg("--help"); c }, None, Duration::from_secs(10));
+    let h = run_with_timeout(
+        {
+            let mut c = tool("pm-probe");
+            c.arg("--help");
+            c
+        },
+        None,
+        Duration::from_secs(10),
+    );
     assert_eq!(h.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&h.stdout).contains("--max-requests N"));
-    let ver = run_with_timeout({ let mut c = tool("pm-probe"); c.arg("-V"); c }, None, Duration::from_secs(10));
+    let ver = run_with_timeout(
+        {
+            let mut c = tool("pm-probe");
+            c.arg("-V");
+            c
+        },
+        None,
+        Duration::from_secs(10),
+    );
     assert!(String::from_utf8_lossy(&ver.stdout).starts_with("pm-probe "));
 }
