@@ -381,6 +381,12 @@ impl<W: Write> Poller<W> {
             self.stats.input_ignored += 1;
             return Ok(());
         };
+        // Too late to matter (e.g. a status change of a market that already stopped): nothing to do.
+        let grace = time::Duration::seconds_f64(self.cfg.grace.as_secs_f64());
+        if !self.markets.contains_key(&slug) && clock::now() >= new.end + grace {
+            self.stats.input_ignored += 1;
+            return Ok(());
+        }
         match self.markets.get_mut(&slug) {
             None if informational => self.stats.input_ignored += 1,
             None => {
@@ -421,8 +427,9 @@ impl<W: Write> Poller<W> {
                     self.write_track(k, &e.market, "stop", "grace_elapsed", &toks)?;
                     self.finished.insert(slug, e.end + grace);
                 } else {
+                    // Its whole tracking span passed between two slots (possible only when slots
+                    // were missed): never polled.
                     self.stats.input_ignored += 1;
-                    eprintln!("pm-books: {slug}: window ended more than --grace ago; not tracked");
                 }
             } else if !e.tracked && now >= e.start - lead {
                 let (market, toks) = (e.market.clone(), e.market.tokens.clone());
@@ -461,6 +468,11 @@ impl<W: Write> Poller<W> {
         let batches: Vec<&[Asked]> = asked.chunks(self.cfg.batch).collect();
         let n = batches.len();
         for (i, batch) in batches.into_iter().enumerate() {
+            // After SIGTERM/SIGINT: the request in flight was finished; start no more (the stop
+            // records written at the end say why polling ended).
+            if i > 0 && signal::stop_requested() {
+                break;
+            }
             self.poll_batch(k, batch, i + 1, n)?;
         }
         Ok(())
