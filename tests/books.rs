@@ -534,3 +534,31 @@ fn bad_arguments_exit_2_and_help_version_exit_0() {
     assert!(out.stdout.is_empty());
     assert_eq!(v.count("/books"), 0);
 }
+
+#[test]
+fn tokens_are_split_into_batches_of_at_most_batch() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m,15m,4h", "0", &now_str());
+    assert_eq!(recs.len(), 3);
+    let all: Vec<String> = recs.iter().flat_map(|r| tokens_of(r)).collect();
+    let (code, lines, _, err) = run_books(&v, &["--interval", "0.5", "--duration", "1.4", "--batch", "4"], &recs);
+    assert_eq!(code, 0, "{err}");
+    check_envelopes(&lines);
+    let http = kind(&lines, "http");
+    assert!(http.len() >= 4 && http.len() % 2 == 0, "{}", http.len());
+    for pair in http.chunks(2) {
+        assert_eq!(pair[0]["ctx"]["slot"], pair[1]["ctx"]["slot"]);
+        assert_eq!((pair[0]["ctx"]["batch"].as_u64(), pair[0]["ctx"]["batches"].as_u64()), (Some(1), Some(2)));
+        assert_eq!((pair[1]["ctx"]["batch"].as_u64(), pair[1]["ctx"]["batches"].as_u64()), (Some(2), Some(2)));
+        assert_eq!(pair[0]["ctx"]["tokens"].as_array().unwrap().len(), 4);
+        assert_eq!(pair[1]["ctx"]["tokens"].as_array().unwrap().len(), 2);
+        let mut asked: Vec<String> = strs(&pair[0]["ctx"]["tokens"]);
+        asked.extend(strs(&pair[1]["ctx"]["tokens"]));
+        let mut want = all.clone();
+        asked.sort();
+        want.sort();
+        assert_eq!(asked, want, "every tracked token once per slot");
+        assert!(pair.iter().all(|l| l["status"] == 200));
+    }
+    assert!(kind(&lines, "gap").is_empty());
+}
