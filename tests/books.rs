@@ -127,7 +127,8 @@ fn check_envelopes(lines: &[Value]) {
                 assert!(l["ctx"]["slot"].is_u64() && l["ctx"]["due_at_utc"].is_string());
                 assert!(l["ctx"]["batch"].is_u64() && l["ctx"]["batches"].is_u64());
                 // The request body asks for exactly ctx.tokens, in that order.
-                let asked: Vec<String> = l["request"]["body"].as_array().unwrap().iter().map(|x| x["token_id"].as_str().unwrap().to_string()).collect();
+                let asked: Vec<String> =
+                    l["request"]["body"].as_array().unwrap().iter().map(|x| x["token_id"].as_str().unwrap().to_string()).collect();
                 assert_eq!(asked, strs(&l["ctx"]["tokens"]));
             }
             "gap" => {
@@ -160,7 +161,9 @@ fn every_served_book_reply_is_recorded_once_byte_for_byte_on_a_drift_free_schedu
     // Byte-for-byte: each 200 reply the venue sent is the `body` of exactly one line.
     let bodies: Vec<Vec<u8>> = raw
         .iter()
-        .filter_map(|l| serde_json::from_str::<HashMap<String, Box<RawValue>>>(l).unwrap().remove("body").map(|b| b.get().as_bytes().to_vec()))
+        .filter_map(|l| {
+            serde_json::from_str::<HashMap<String, Box<RawValue>>>(l).unwrap().remove("body").map(|b| b.get().as_bytes().to_vec())
+        })
         .collect();
     for s in &served {
         assert_eq!(s.status, Some(200));
@@ -232,7 +235,14 @@ fn faults_are_retried_within_the_slot_or_become_failed_request_gaps() {
     let recs = market_lines(&v, "5m", "0", &now_str());
     let ok = || Fault::Slow(Duration::ZERO); // served normally
     v.fault("/books", Fault::TooMany { retry_after: Some("5".into()) }); // longer than the slot: give up
-    for f in [Fault::Status(503), Fault::Reset, Fault::Html, Fault::Truncated, Fault::TooMany { retry_after: Some("0.3".into()) }, Fault::ThrottledOk] {
+    for f in [
+        Fault::Status(503),
+        Fault::Reset,
+        Fault::Html,
+        Fault::Truncated,
+        Fault::TooMany { retry_after: Some("0.3".into()) },
+        Fault::ThrottledOk,
+    ] {
         v.fault("/books", f);
         v.fault("/books", ok());
     }
@@ -405,7 +415,10 @@ fn tracking_follows_the_simulated_clock_lead_book_gone_and_late_arrivals() {
     let a_stop = track(&sa, "stop");
     assert_eq!(a_stop.len(), 1, "{a_stop:?}");
     assert_eq!(a_stop[0]["ctx"]["reason"], "book_gone");
-    assert_eq!(strs(&Value::Array(a_stop[0]["ctx"]["tokens"].as_array().unwrap().iter().map(|x| x["token_id"].clone()).collect())), tokens_of(&a));
+    assert_eq!(
+        strs(&Value::Array(a_stop[0]["ctx"]["tokens"].as_array().unwrap().iter().map(|x| x["token_id"].clone()).collect())),
+        tokens_of(&a)
+    );
     let a_stop_at = t(&a_stop[0]["collected_at_utc"]);
     assert!(a_stop_at > datetime!(2026-08-22 16:05:00 UTC) && a_stop_at < datetime!(2026-08-22 16:07:00 UTC), "{a_stop_at}");
     let a_missing: Vec<&Value> = gaps(&lines, "missing_token").into_iter().filter(|g| g["ctx"]["slug"] == sa.as_str()).collect();
