@@ -1,4 +1,120 @@
+const USAGE: &str = "
+pm-books — poll the order books of the Polymarket BTC up/down markets read on stdin.
+
+Reads market records (schema pmarchive.market/1, as written by `pm-markets --watch`) on stdin and
+polls both outcome tokens of every tracked market with batched `POST {clob}/books` on a fixed
+schedule: slot k is due at start + k·interval (no drift). Writes one raw envelope (schema
+pmarchive.raw/1, tool pm-books) per line on stdout, flushed per line:
+    kind \"http\"   every HTTP attempt, the reply body byte-for-byte (ctx: slot, due_at_utc, tokens,
+                  batch, batches);
+    kind \"gap\"    something that should be in the archive is not: missing_token (a token asked for
+                  is absent from a 200 reply), failed_request (no usable reply for a batch within its
+                  slot), missed_slots (slots never started because an earlier slot overran);
+    kind \"track\"  a market starts or stops being polled (reasons below).
+
+A market is tracked from --lead seconds before its window start until --grace seconds after its
+window end (reason grace_elapsed), or until the venue no longer has its books: after the window end,
+a token absent from 3 consecutive successful replies stops being polled (reason book_gone). A market
+arriving on stdin is picked up at the next slot. Records with change=\"expired\" start nothing; any
+other record of a known market replaces the stored one. Replies are matched to tokens by asset_id.
+Retries (429 with Retry-After, 5xx, network errors, unusable 200 replies) never wait past the next
+slot's due time. A slot with nothing tracked sends nothing and writes nothing.
+
+Usage:
+    pm-markets --watch 30 | pm-books [options] | jsonl-rotate ...
+
+Options:
+    --clob-url URL      CLOB base URL. [default: https://clob.polymarket.com]
+    --interval SECS     Time between slots; fractions allowed. [default: 1]
+    --lead SECS         Start tracking this long before the window start (0 allowed). [default: 60]
+    --grace SECS        Keep tracking this long after the window end (0 allowed). [default: 120]
+    --batch N           Tokens per request, 1..500. [default: 500]
+    --timeout SECS      Per-request timeout (connect, send, reply). A slower reply is kept and the
+                        slots it overran are recorded as missed. [default: 5 × interval, at least
+                        2, at most 15]
+    --retries N         Tries per request, the first included, 1..10; retries also stop at the
+                        next slot's due time. [default: 4]
+    --duration SECS     Stop after this long (sample runs, tests). [default: run until stopped]
+    --user-agent UA     [default: pm-archive/<version> (public market-data archiver; ...)]
+    -h, --help          Show this help.
+    -V, --version       Show the version.
+
+Ends: SIGTERM/SIGINT (the request in flight is finished), --duration, or the end of stdin once
+nothing is tracked or waiting to be tracked. Markets still tracked at the end get a track stop
+record with reason signal or duration. A one-line summary goes to stderr (slots, requests by
+status, gaps by type, markets tracked, input lines). Bad input lines are reported on stderr with
+their line number, counted and skipped.
+
+Exit status: 0 on every end above, also when stdout is closed by its reader; 2 bad arguments or an
+I/O error.
+";
+
+use std::time::Duration;
+
+use pm_archive::books::{self, Config, Poller};
+use pm_archive::cli::{self, ExitCode};
+use pm_archive::envelope::{RunInfo, Sequencer};
+use pm_archive::http::{self, Client, HttpConfig};
+use pm_archive::{jsonl, signal};
+
 fn main() {
-    eprintln!("pm-books: not built yet");
-    std::process::exit(2);
+    cli::main("pm-books", run)
+}
+
+/// A number of seconds ≥ 0 (fractions allowed).
+fn non_negative_seconds(p: &mut lexopt::Parser, flag: &str) -> cli::Result<Duration> {
+    let v: f64 = cli::value(p, flag)?;
+    if !(v.is_finite() && (0.0..1e9).contains(&v)) {
+        return cli::usage(format!("{flag}: must be a number of seconds ≥ 0, got {v}"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn run() -> cli::Result<ExitCode> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let mut cfg = Config::new(http::DEFAULT_CLOB_URL);
+    let mut hc = HttpConfig::default();
+    let mut timeout: Option<Duration> = None;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("clob-url") => cfg.clob_url = cli::base_url(&mut p, "--clob-url")?,
+            Long("interval") => cfg.interval = cli::seconds(&mut p, "--interval")?,
+            Long("lead") => cfg.lead = non_negative_seconds(&mut p, "--lead")?,
+            Long("grace") => cfg.grace = non_negative_seconds(&mut p, "--grace")?,
+            Long("batch") => {
+                cfg.batch = cli::value(&mut p, "--batch")?;
+                if !(1..=books::MAX_BATCH).contains(&cfg.batch) {
+                    return cli::usage(format!("--batch: must be 1..{}, got {}", books::MAX_BATCH, cfg.batch));
+                }
+            }
+            Long("timeout") => timeout = Some(cli::seconds(&mut p, "--timeout")?),
+            Long("retries") => {
+                hc.max_attempts = cli::value(&mut p, "--retries")?;
+                if !(1..=10).contains(&hc.max_attempts) {
+                    return cli::usage(format!("--retries: must be 1..10, got {}", hc.max_attempts));
+                }
+            }
+            Long("duration") => cfg.duration = Some(cli::seconds(&mut p, "--duration")?),
+            Long("user-agent") => hc.user_agent = cli::value(&mut p, "--user-agent")?,
+            Short('h') | Long("help") => return cli::help(USAGE),
+            Short('V') | Long("version") => {
+                println!("pm-books {}", pm_archive::VERSION);
+                return Ok(ExitCode::Success);
+            }
+            other => return cli::unexpected(other),
+        }
+    }
+    if cfg.interval < Duration::from_millis(10) {
+        return cli::usage("--interval: at least 0.01 s");
+    }
+    hc.call_timeout = timeout.unwrap_or_else(|| books::default_timeout(cfg.interval));
+    hc.connect_timeout = hc.connect_timeout.min(hc.call_timeout);
+    signal::install();
+    let input = books::spawn_reader(Box::new(std::io::stdin()));
+    let seq = Sequencer::new(RunInfo::new("pm-books"));
+    let mut poller = Poller::new(cfg, Client::new(hc), seq, jsonl::stdout_lines(), input);
+    let end = poller.run()?;
+    eprintln!("pm-books: {}", poller.summary(end));
+    Ok(ExitCode::Success)
 }

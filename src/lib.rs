@@ -6,6 +6,7 @@
 //! Each tool's own logic lives in the module named after it.
 
 pub mod book;
+pub mod books;
 pub mod cli;
 pub mod clock;
 pub mod discover;

@@ -1,0 +1,717 @@
+//! `pm-books`' engine: poll the order books of the tracked BTC up/down markets with batched
+//! `POST {clob}/books` on a drift-free schedule, and write every exchange, every gap and every
+//! tracking change as a raw envelope (`pmarchive.raw/1`, docs/DATA_CONTRACT.md).
+//!
+//! - Market records (`pmarchive.market/1`, from `pm-markets --watch`) arrive on a channel fed by a
+//!   reader thread ([`spawn_reader`]), so polling never waits on stdin.
+//! - A market is tracked from `lead` before its window start until `grace` after its window end, or
+//!   until the venue no longer has its books (after the window end, a token absent from
+//!   [`Config::gone_after`] consecutive successful replies stops being polled: `book_gone`).
+//! - Slot k is due at t0 + k·interval (monotonic clock). Retries inside a slot never wait past the next
+//!   slot's due time. Slots that could not start because an earlier one overran are recorded as one
+//!   `missed_slots` gap; a slot without a usable reply as `failed_request`; a token asked for and absent
+//!   from a 200 reply as `missing_token`.
+//! - Replies are matched to tokens by `asset_id`, never by position.
+//! - Memory stays bounded: a market is forgotten once it stops being tracked (its slug is remembered
+//!   only until its window end + grace, so that a late record update does not restart it).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, BufRead, Read, Write};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use crate::clock;
+use crate::envelope::Sequencer;
+use crate::http::{Attempt, Client, Request, Verdict};
+use crate::jsonl::{self, LineWriter};
+use crate::market::{self, Market, Token, MARKET_SCHEMA};
+use crate::signal;
+
+/// The most tokens one `POST /books` may ask for (the venue answers 400 above it, facts §4.2).
+pub const MAX_BATCH: usize = 500;
+/// Input lines longer than this are rejected (a market record is ~1.5 KB).
+pub const MAX_INPUT_LINE: usize = 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// CLOB base URL (no trailing slash).
+    pub clob_url: String,
+    pub interval: Duration,
+    /// Start tracking this long before the window start.
+    pub lead: Duration,
+    /// Stop tracking this long after the window end.
+    pub grace: Duration,
+    /// Tokens per request (1..=500).
+    pub batch: usize,
+    /// Stop after this long (None: run until a signal or the end of the input).
+    pub duration: Option<Duration>,
+    /// After the window end, a token absent from this many consecutive successful replies is gone.
+    pub gone_after: u32,
+}
+
+impl Config {
+    /// The defaults of the CLI (clob.polymarket.com, 1 s, lead 60 s, grace 120 s, batch 500).
+    pub fn new(clob_url: impl Into<String>) -> Config {
+        Config {
+            clob_url: clob_url.into(),
+            interval: Duration::from_secs(1),
+            lead: Duration::from_secs(60),
+            grace: Duration::from_secs(120),
+            batch: MAX_BATCH,
+            duration: None,
+            gone_after: 3,
+        }
+    }
+}
+
+/// The per-request timeout used when `--timeout` is not given: 5 intervals, at least 2 s, at most
+/// 15 s (a full 500-token reply took 3.2 s when measured, facts §4.2).
+pub fn default_timeout(interval: Duration) -> Duration {
+    (interval * 5).clamp(Duration::from_secs(2), Duration::from_secs(15))
+}
+
+/// One input line, as the reader thread saw it.
+#[derive(Debug)]
+pub enum Input {
+    Market { line: u64, market: Box<Market> },
+    Bad { line: u64, reason: String },
+}
+
+/// Checks a parsed market record enough to poll it.
+fn validate(m: &Market) -> Result<(), String> {
+    if m.schema != MARKET_SCHEMA || m.record != "market" {
+        return Err(format!("not a {MARKET_SCHEMA} market record (record {:?}, schema {:?})", m.record, m.schema));
+    }
+    if m.tokens.is_empty() {
+        return Err("no tokens".into());
+    }
+    if let Some(t) = m.tokens.iter().find(|t| !market::is_valid_token_id(&t.token_id)) {
+        return Err(format!("token id is not a decimal string: {:?}", t.token_id));
+    }
+    let (Some(s), Some(e)) = (m.window_start(), m.window_end()) else {
+        return Err(format!("window times are not RFC 3339: {:?} .. {:?}", m.window_start_utc, m.window_end_utc));
+    };
+    if e <= s {
+        return Err("window_end_utc is not after window_start_utc".into());
+    }
+    Ok(())
+}
+
+/// Parses one input line (blank lines give None).
+pub fn parse_line(line: &[u8]) -> Option<Result<Market, String>> {
+    let text = match std::str::from_utf8(line) {
+        Ok(t) => t.trim(),
+        Err(e) => return Some(Err(format!("not UTF-8: {e}"))),
+    };
+    if text.is_empty() {
+        return None;
+    }
+    Some(match serde_json::from_str::<Market>(text) {
+        Ok(m) => validate(&m).map(|_| m),
+        Err(e) => Err(format!("not a market record: {e}")),
+    })
+}
+
+/// Starts the thread that reads market records from `src` (plain or gzip JSONL) and sends them on
+/// the returned channel. The channel disconnects at the end of the input (or on a read error, which
+/// is reported as a bad line first).
+pub fn spawn_reader(src: Box<dyn Read + Send>) -> Receiver<Input> {
+    let (tx, rx) = crossbeam_channel::bounded(1024);
+    std::thread::Builder::new()
+        .name("stdin-reader".into())
+        .spawn(move || {
+            let mut r = match jsonl::reader(src) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Input::Bad { line: 0, reason: format!("read error: {e}") });
+                    return;
+                }
+            };
+            let mut n = 0u64;
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Input::Bad { line: n + 1, reason: format!("read error: {e}") });
+                        return;
+                    }
+                }
+                n += 1;
+                let msg = if buf.len() > MAX_INPUT_LINE {
+                    Some(Input::Bad { line: n, reason: format!("line longer than {MAX_INPUT_LINE} bytes") })
+                } else {
+                    parse_line(&buf).map(|r| match r {
+                        Ok(m) => Input::Market { line: n, market: Box::new(m) },
+                        Err(reason) => Input::Bad { line: n, reason },
+                    })
+                };
+                if let Some(msg) = msg {
+                    if tx.send(msg).is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+        .expect("spawn the stdin reader thread");
+    rx
+}
+
+/// Why the poller stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// SIGTERM/SIGINT (the signal number).
+    Signal(i32),
+    /// `--duration` reached.
+    Duration,
+    /// The input ended and nothing is tracked or waiting to be tracked.
+    InputDone,
+}
+
+impl End {
+    /// The `reason` of the stop records written at the end, and the summary's wording.
+    pub fn reason(self) -> &'static str {
+        match self {
+            End::Signal(_) => "signal",
+            End::Duration => "duration",
+            End::InputDone => "input_done",
+        }
+    }
+}
+
+/// Counters of one run (the summary line).
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Slots started.
+    pub slots: u64,
+    /// Slots that could not start because an earlier one overran.
+    pub slots_missed: u64,
+    /// Slots that sent at least one request.
+    pub slots_polled: u64,
+    /// HTTP attempts by status (`none` when no reply arrived).
+    pub requests: BTreeMap<String, u64>,
+    pub gaps: BTreeMap<&'static str, u64>,
+    /// Markets that started being tracked.
+    pub markets_tracked: u64,
+    pub input_lines: u64,
+    pub input_bad: u64,
+    /// Records that changed nothing: `expired` records of unknown markets, updates of markets that
+    /// already stopped, markets whose window + grace was over when they arrived.
+    pub input_ignored: u64,
+}
+
+/// Polling state of one token of a tracked market.
+#[derive(Clone, Debug)]
+struct TokenState {
+    token: Token,
+    gone: bool,
+    /// Consecutive successful replies after the window end that lacked this token.
+    misses: u32,
+}
+
+/// A market known to the poller (pending or tracked).
+#[derive(Clone, Debug)]
+struct Entry {
+    market: Market,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    tracked: bool,
+    tokens: Vec<TokenState>,
+}
+
+impl Entry {
+    fn new(market: Market) -> Option<Entry> {
+        let (start, end) = (market.window_start()?, market.window_end()?);
+        let tokens = market.tokens.iter().map(|t| TokenState { token: t.clone(), gone: false, misses: 0 }).collect();
+        Some(Entry { market, start, end, tracked: false, tokens })
+    }
+}
+
+/// Only the field replies are matched on; the rest of each book is skipped, not parsed.
+#[derive(Deserialize)]
+struct BookId {
+    #[serde(default)]
+    asset_id: Option<String>,
+}
+
+/// One token asked for in a request: which market and outcome it belongs to.
+#[derive(Clone, Debug)]
+struct Asked {
+    token_id: String,
+    slug: String,
+    outcome: String,
+}
+
+pub struct Poller<W: Write> {
+    cfg: Config,
+    client: Client,
+    seq: Sequencer,
+    out: LineWriter<W>,
+    input: Receiver<Input>,
+    input_done: bool,
+    /// Pending and tracked markets, by slug.
+    markets: HashMap<String, Entry>,
+    /// Slugs that stopped being tracked → when a record of them can no longer matter (end + grace).
+    finished: HashMap<String, OffsetDateTime>,
+    books_url: String,
+    t0: Instant,
+    wall0: OffsetDateTime,
+    pub stats: Stats,
+}
+
+impl<W: Write> Poller<W> {
+    pub fn new(cfg: Config, client: Client, seq: Sequencer, out: LineWriter<W>, input: Receiver<Input>) -> Poller<W> {
+        let books_url = format!("{}/books", cfg.clob_url);
+        Poller {
+            cfg,
+            client,
+            seq,
+            out,
+            input,
+            input_done: false,
+            markets: HashMap::new(),
+            finished: HashMap::new(),
+            books_url,
+            t0: Instant::now(),
+            wall0: clock::now(),
+            stats: Stats::default(),
+        }
+    }
+
+    fn offset(&self, k: u64) -> Duration {
+        Duration::from_nanos((self.cfg.interval.as_nanos() as u64).saturating_mul(k))
+    }
+
+    /// When slot k is due (monotonic).
+    fn due(&self, k: u64) -> Instant {
+        self.t0 + self.offset(k)
+    }
+
+    /// Slot k's due time on the wall clock: the start time + k·interval (so exactly spaced).
+    fn due_utc(&self, k: u64) -> String {
+        clock::fmt_micros(self.wall0 + self.offset(k))
+    }
+
+    /// Runs the schedule until a signal, the duration, or the end of the input; then writes the stop
+    /// records of what is still tracked. I/O errors (e.g. a closed stdout) end it.
+    pub fn run(&mut self) -> io::Result<End> {
+        self.t0 = Instant::now();
+        self.wall0 = clock::now();
+        let mut k: u64 = 0;
+        let mut missed: Option<(u64, u64)> = None;
+        let end = loop {
+            if self.cfg.duration.is_some_and(|d| self.offset(k) >= d) {
+                break End::Duration;
+            }
+            let now = Instant::now();
+            let due = self.due(k);
+            if due > now && !signal::sleep(due - now) {
+                break End::Signal(signal::last_signal());
+            }
+            if signal::stop_requested() {
+                break End::Signal(signal::last_signal());
+            }
+            self.stats.slots += 1;
+            if let Some((from, to)) = missed.take() {
+                self.write_missed(k, from, to)?;
+            }
+            self.drain_input(k)?;
+            self.update_tracking(k, clock::now())?;
+            if self.input_done && self.markets.is_empty() {
+                break End::InputDone;
+            }
+            self.poll_slot(k)?;
+            // The next slot: k + 1 if it is still ahead; otherwise the latest slot already due runs
+            // at once (late) and the ones between are recorded as missed.
+            let next = k + 1;
+            let now = Instant::now();
+            if self.due(next) > now {
+                k = next;
+            } else {
+                let latest = ((now - self.t0).as_nanos() / self.cfg.interval.as_nanos()) as u64;
+                if latest > next {
+                    missed = Some((next, latest - 1));
+                }
+                k = latest.max(next);
+            }
+        };
+        self.stop_all(end, k)?;
+        self.out.flush()?;
+        Ok(end)
+    }
+
+    /// Takes whatever the reader thread has sent so far (never blocks).
+    fn drain_input(&mut self, k: u64) -> io::Result<()> {
+        loop {
+            match self.input.try_recv() {
+                Ok(Input::Market { line, market }) => {
+                    self.stats.input_lines += 1;
+                    self.accept(k, *market, line)?;
+                }
+                Ok(Input::Bad { line, reason }) => {
+                    self.stats.input_lines += 1;
+                    self.stats.input_bad += 1;
+                    eprintln!("pm-books: stdin line {line}: skipped: {reason}");
+                }
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) => {
+                    self.input_done = true;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Stores a market record: a new market, or an update that replaces the stored record.
+    fn accept(&mut self, k: u64, m: Market, _line: u64) -> io::Result<()> {
+        let slug = m.slug.clone();
+        if self.finished.contains_key(&slug) {
+            self.stats.input_ignored += 1;
+            return Ok(());
+        }
+        // `expired` only says pm-markets stopped watching: tracking keeps its own lead/grace.
+        let informational = m.change == "expired";
+        let Some(new) = Entry::new(m) else {
+            self.stats.input_ignored += 1;
+            return Ok(());
+        };
+        // Too late to matter (e.g. a status change of a market that already stopped): nothing to do.
+        let grace = time::Duration::seconds_f64(self.cfg.grace.as_secs_f64());
+        if !self.markets.contains_key(&slug) && clock::now() >= new.end + grace {
+            self.stats.input_ignored += 1;
+            return Ok(());
+        }
+        match self.markets.get_mut(&slug) {
+            None if informational => self.stats.input_ignored += 1,
+            None => {
+                self.markets.insert(slug, new);
+            }
+            Some(old) if old.market.tokens == new.market.tokens => {
+                old.market = new.market;
+                old.start = new.start;
+                old.end = new.end;
+            }
+            Some(old) => {
+                // Different tokens for the same slug: stop the old ones, start over with the new.
+                let was_tracked = old.tracked;
+                let old = std::mem::replace(old, new);
+                if was_tracked {
+                    let toks: Vec<Token> = old.tokens.iter().filter(|t| !t.gone).map(|t| t.token.clone()).collect();
+                    self.write_track(k, &old.market, "stop", "tokens_changed", &toks)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts and stops tracking by the clock (window start − lead, window end + grace).
+    fn update_tracking(&mut self, k: u64, now: OffsetDateTime) -> io::Result<()> {
+        self.finished.retain(|_, until| *until > now);
+        let lead = time::Duration::seconds_f64(self.cfg.lead.as_secs_f64());
+        let grace = time::Duration::seconds_f64(self.cfg.grace.as_secs_f64());
+        let mut slugs: Vec<String> = self.markets.keys().cloned().collect();
+        slugs.sort_by_key(|s| (self.markets[s].start, s.clone()));
+        for slug in slugs {
+            let e = &self.markets[&slug];
+            let over = now >= e.end + grace;
+            if over {
+                let e = self.markets.remove(&slug).expect("present");
+                if e.tracked {
+                    let toks: Vec<Token> = e.tokens.iter().filter(|t| !t.gone).map(|t| t.token.clone()).collect();
+                    self.write_track(k, &e.market, "stop", "grace_elapsed", &toks)?;
+                    self.finished.insert(slug, e.end + grace);
+                } else {
+                    // Its whole tracking span passed between two slots (possible only when slots
+                    // were missed): never polled.
+                    self.stats.input_ignored += 1;
+                }
+            } else if !e.tracked && now >= e.start - lead {
+                let (market, toks) = (e.market.clone(), e.market.tokens.clone());
+                self.markets.get_mut(&slug).expect("present").tracked = true;
+                self.stats.markets_tracked += 1;
+                self.write_track(k, &market, "start", "window", &toks)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tokens to ask for in this slot, in a stable order (window start, slug, outcome order);
+    /// a token listed by two markets is asked for once.
+    fn asked_tokens(&self) -> Vec<Asked> {
+        let mut entries: Vec<&Entry> = self.markets.values().filter(|e| e.tracked).collect();
+        entries.sort_by(|a, b| (a.start, &a.market.slug).cmp(&(b.start, &b.market.slug)));
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for e in entries {
+            for t in e.tokens.iter().filter(|t| !t.gone) {
+                if seen.insert(t.token.token_id.clone()) {
+                    out.push(Asked { token_id: t.token.token_id.clone(), slug: e.market.slug.clone(), outcome: t.token.outcome.clone() });
+                }
+            }
+        }
+        out
+    }
+
+    /// Polls every tracked token once, in batches.
+    fn poll_slot(&mut self, k: u64) -> io::Result<()> {
+        let asked = self.asked_tokens();
+        if asked.is_empty() {
+            return Ok(());
+        }
+        self.stats.slots_polled += 1;
+        let batches: Vec<&[Asked]> = asked.chunks(self.cfg.batch).collect();
+        let n = batches.len();
+        for (i, batch) in batches.into_iter().enumerate() {
+            // After SIGTERM/SIGINT: the request in flight was finished; start no more (the stop
+            // records written at the end say why polling ended).
+            if i > 0 && signal::stop_requested() {
+                break;
+            }
+            self.poll_batch(k, batch, i + 1, n)?;
+        }
+        Ok(())
+    }
+
+    /// One `POST /books` (with retries until the next slot is due), its envelopes and its gaps.
+    fn poll_batch(&mut self, k: u64, batch: &[Asked], i: usize, n: usize) -> io::Result<()> {
+        let ids: Vec<&str> = batch.iter().map(|a| a.token_id.as_str()).collect();
+        let body: Vec<Value> = ids.iter().map(|t| json!({ "token_id": t })).collect();
+        let req = Request::post_json("books", self.books_url.clone(), serde_json::to_string(&body).expect("serializes"));
+        let ctx = json!({ "slot": k, "due_at_utc": self.due_utc(k), "tokens": ids, "batch": i, "batches": n });
+        let deadline = self.due(k + 1);
+        let (client, seq, out, stats) = (&self.client, &mut self.seq, &mut self.out, &mut self.stats);
+        let last: Attempt = client.execute(&req, Some(deadline), |a: &Attempt| -> io::Result<()> {
+            let key = a.status.map_or_else(|| "none".to_string(), |s| s.to_string());
+            *stats.requests.entry(key).or_default() += 1;
+            out.write_raw(&a.envelope(seq, &req, Some(ctx.clone())).to_line())
+        })?;
+        let received = match (&last.verdict, last.json_text()) {
+            (Verdict::Ok, Some(text)) => serde_json::from_str::<Vec<BookId>>(text)
+                .map(|books| books.into_iter().filter_map(|b| b.asset_id).collect::<HashSet<String>>())
+                .map_err(|e| format!("status {} reply is not a JSON array of books: {e}", last.status.unwrap_or(0))),
+            _ => Err(failure_text(&last)),
+        };
+        match received {
+            Ok(got) => self.after_reply(k, batch, &got, last.received_at),
+            Err(why) => {
+                let mut ctx = json!({ "tokens": ids });
+                if n > 1 {
+                    ctx["batch"] = json!(i);
+                    ctx["batches"] = json!(n);
+                }
+                self.write_gap(k, "failed_request", ctx, why)
+            }
+        }
+    }
+
+    /// Matches a successful reply to the tokens asked for (by `asset_id`): gaps for the missing
+    /// ones, and `book_gone` stops for tokens missing too long after their window end.
+    fn after_reply(&mut self, k: u64, batch: &[Asked], got: &HashSet<String>, at: OffsetDateTime) -> io::Result<()> {
+        let mut gone: Vec<(String, Token)> = Vec::new();
+        for a in batch {
+            let present = got.contains(&a.token_id);
+            if !present {
+                let ctx = json!({ "token_id": a.token_id, "slug": a.slug, "outcome": a.outcome });
+                self.write_gap(k, "missing_token", ctx, "token asked for is absent from the 200 reply".to_string())?;
+            }
+            let gone_after = self.cfg.gone_after;
+            let Some(e) = self.markets.get_mut(&a.slug) else { continue };
+            let after_end = at > e.end;
+            let Some(t) = e.tokens.iter_mut().find(|t| t.token.token_id == a.token_id) else { continue };
+            if present {
+                t.misses = 0;
+            } else if after_end {
+                t.misses += 1;
+                if t.misses >= gone_after {
+                    t.gone = true;
+                    gone.push((a.slug.clone(), t.token.clone()));
+                }
+            }
+        }
+        // One stop record per market, listing the tokens that stop being polled.
+        let mut by_slug: BTreeMap<String, Vec<Token>> = BTreeMap::new();
+        for (slug, tok) in gone {
+            by_slug.entry(slug).or_default().push(tok);
+        }
+        let grace = time::Duration::seconds_f64(self.cfg.grace.as_secs_f64());
+        for (slug, toks) in by_slug {
+            let market = self.markets[&slug].market.clone();
+            self.write_track(k, &market, "stop", "book_gone", &toks)?;
+            if self.markets[&slug].tokens.iter().all(|t| t.gone) {
+                let e = self.markets.remove(&slug).expect("present");
+                self.finished.insert(slug, e.end + grace);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the stop records of everything still tracked (end of run).
+    fn stop_all(&mut self, end: End, k: u64) -> io::Result<()> {
+        let mut tracked: Vec<Entry> = self.markets.values().filter(|e| e.tracked).cloned().collect();
+        tracked.sort_by(|a, b| (a.start, &a.market.slug).cmp(&(b.start, &b.market.slug)));
+        for e in tracked {
+            let toks: Vec<Token> = e.tokens.iter().filter(|t| !t.gone).map(|t| t.token.clone()).collect();
+            self.write_track(k, &e.market, "stop", end.reason(), &toks)?;
+        }
+        Ok(())
+    }
+
+    fn write_track(&mut self, k: u64, m: &Market, action: &str, reason: &str, tokens: &[Token]) -> io::Result<()> {
+        let ctx = json!({
+            "action": action,
+            "reason": reason,
+            "slug": m.slug,
+            "condition_id": m.condition_id,
+            "family": m.family,
+            "tokens": tokens,
+            "window_start_utc": m.window_start_utc,
+            "window_end_utc": m.window_end_utc,
+            "slot": k,
+            "due_at_utc": self.due_utc(k),
+        });
+        let env = self.seq.envelope("track").with_ctx(ctx);
+        self.out.write_raw(&env.to_line())
+    }
+
+    fn write_gap(&mut self, k: u64, gap: &'static str, mut ctx: Value, error: String) -> io::Result<()> {
+        *self.stats.gaps.entry(gap).or_default() += 1;
+        ctx["gap"] = json!(gap);
+        ctx["slot"] = json!(k);
+        ctx["due_at_utc"] = json!(self.due_utc(k));
+        ctx["endpoint_url"] = json!(self.books_url);
+        let env = self.seq.envelope("gap").with_ctx(ctx).with_error(error);
+        self.out.write_raw(&env.to_line())
+    }
+
+    fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
+        let count = to - from + 1;
+        self.stats.slots_missed += count;
+        let ctx = json!({ "from_slot": from, "to_slot": to, "count": count, "first_due_at_utc": self.due_utc(from) });
+        let error = format!("{count} slot(s) not started: the previous slot overran (slow reply or retries)");
+        self.write_gap(k, "missed_slots", ctx, error)
+    }
+
+    /// Markets currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.markets.values().filter(|e| e.tracked).count()
+    }
+
+    /// The one-line summary printed on stderr at exit.
+    pub fn summary(&self, end: End) -> String {
+        let s = &self.stats;
+        let join = |m: Vec<String>| if m.is_empty() { "none".to_string() } else { m.join(" ") };
+        let requests = join(s.requests.iter().map(|(k, v)| format!("{k}:{v}")).collect());
+        let gaps = join(s.gaps.iter().map(|(k, v)| format!("{k}:{v}")).collect());
+        let ended = match end {
+            End::Signal(sig) => format!("stopped by signal {sig}"),
+            End::Duration => "duration reached".to_string(),
+            End::InputDone => "input ended and nothing left to track".to_string(),
+        };
+        format!(
+            "{ended}; slots {} ({} polled, {} missed); requests {requests}; gaps {gaps}; markets tracked {} (still tracked at exit {}); input lines {} ({} bad, {} ignored)",
+            s.slots,
+            s.slots_polled,
+            s.slots_missed,
+            s.markets_tracked,
+            self.tracked(),
+            s.input_lines,
+            s.input_bad,
+            s.input_ignored
+        )
+    }
+}
+
+/// Why a request gave no usable reply, in one line.
+fn failure_text(a: &Attempt) -> String {
+    let what = match (&a.verdict, a.status) {
+        (Verdict::Ok, Some(s)) => format!("status {s} without a JSON body"),
+        (Verdict::Retry(r) | Verdict::Final(r), _) => r.clone(),
+        (Verdict::Ok, None) => "no reply".to_string(),
+    };
+    let mut s = format!("no usable reply after {} attempt(s): {what}", a.attempt);
+    if let Some(e) = &a.error {
+        s.push_str(&format!(" ({e})"));
+    } else if let Some(g) = &a.gave_up {
+        s.push_str(&format!(" (gave up: {g})"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Market {
+        Market {
+            record: "market".into(),
+            schema: MARKET_SCHEMA.into(),
+            venue: "polymarket".into(),
+            family: Some(market::Family::M5),
+            slug: "btc-updown-5m-1787414400".into(),
+            question: None,
+            market_id: None,
+            condition_id: format!("0x{}", "ab".repeat(32)),
+            question_id: None,
+            tokens: vec![Token { token_id: "123".into(), outcome: "Up".into() }, Token { token_id: "456".into(), outcome: "Down".into() }],
+            window_start_utc: "2026-08-22T16:00:00Z".into(),
+            window_end_utc: "2026-08-22T16:05:00Z".into(),
+            listed_at_utc: None,
+            active: Some(true),
+            closed: Some(false),
+            archived: Some(false),
+            accepting_orders: Some(true),
+            enable_order_book: Some(true),
+            status: "open".into(),
+            tick_size: Value::Null,
+            min_order_size: Value::Null,
+            neg_risk: None,
+            resolution_source: None,
+            source_url: "http://127.0.0.1/x".into(),
+            fetched_at_utc: "2026-08-22T16:00:01.000000Z".into(),
+            change: "new".into(),
+        }
+    }
+
+    #[test]
+    fn parses_and_validates_input_lines() {
+        let good = serde_json::to_vec(&record()).unwrap();
+        assert!(parse_line(&good).unwrap().is_ok());
+        assert!(parse_line(b"   \n").is_none());
+        assert!(parse_line(b"not json").unwrap().unwrap_err().starts_with("not a market record"));
+        assert!(parse_line(&[0xff, 0xfe]).unwrap().unwrap_err().starts_with("not UTF-8"));
+        let mut m = record();
+        m.tokens[0].token_id = "12a".into();
+        assert!(parse_line(&serde_json::to_vec(&m).unwrap()).unwrap().unwrap_err().contains("decimal"));
+        let mut m = record();
+        m.window_end_utc = m.window_start_utc.clone();
+        assert!(parse_line(&serde_json::to_vec(&m).unwrap()).unwrap().is_err());
+        let mut m = record();
+        m.schema = "other/1".into();
+        assert!(parse_line(&serde_json::to_vec(&m).unwrap()).unwrap().is_err());
+    }
+
+    #[test]
+    fn reader_thread_numbers_lines_and_disconnects_at_eof() {
+        let good = serde_json::to_string(&record()).unwrap();
+        let input = format!("{good}\nnot json\n\n{good}\n");
+        let rx = spawn_reader(Box::new(io::Cursor::new(input.into_bytes())));
+        let got: Vec<Input> = rx.iter().collect();
+        assert_eq!(got.len(), 3);
+        assert!(matches!(got[0], Input::Market { line: 1, .. }));
+        assert!(matches!(got[1], Input::Bad { line: 2, .. }));
+        assert!(matches!(got[2], Input::Market { line: 4, .. }));
+    }
+
+    #[test]
+    fn default_timeout_is_clamped() {
+        assert_eq!(default_timeout(Duration::from_millis(200)), Duration::from_secs(2));
+        assert_eq!(default_timeout(Duration::from_secs(1)), Duration::from_secs(5));
+        assert_eq!(default_timeout(Duration::from_secs(10)), Duration::from_secs(15));
+    }
+}

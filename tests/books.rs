@@ -1,0 +1,577 @@
+//! pm-books against the loopback venue (127.0.0.1): books DERIVED from the recorded websocket book,
+//! served in reverse request order, with injected faults. Input market records come from running
+//! pm-markets against the same venue. Runs that are not live are never called live.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::venue::{Fault, Venue};
+use common::{jsonl, run_with_timeout, tool};
+use pm_archive::clock;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+/// Market record lines from `pm-markets --once` against the venue, as of `now`.
+fn market_lines(v: &Venue, families: &str, ahead: &str, now: &str) -> Vec<String> {
+    let mut c = tool("pm-markets");
+    c.args(["--once", "--gamma-url", &v.url(), "--families", families, "--ahead", ahead, "--now", now]);
+    let out = run_with_timeout(c, None, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+fn now_str() -> String {
+    clock::fmt_secs(OffsetDateTime::now_utc())
+}
+
+fn books_cmd(v: &Venue, args: &[&str]) -> std::process::Command {
+    let mut c = tool("pm-books");
+    c.args(["--clob-url", &v.url()]).args(args);
+    c
+}
+
+/// Runs a command to completion, feeding `stdin` and draining stdout/stderr while it runs (book
+/// replies are large: a pipe left unread would block the tool). Returns (exit code, stdout, stderr).
+fn run_drained(mut cmd: std::process::Command, stdin: &[u8], limit: Duration) -> (i32, Vec<u8>, String) {
+    use std::io::Read;
+    let mut child = spawn_books_cmd(&mut cmd);
+    let mut si = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    std::thread::spawn(move || {
+        let _ = si.write_all(&input);
+    });
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = so.read_to_end(&mut b);
+        b
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("timed out after {limit:?}; stderr: {}", err.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (code, out.join().unwrap(), err.join().unwrap())
+}
+
+fn spawn_books_cmd(c: &mut std::process::Command) -> Child {
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.spawn().unwrap()
+}
+
+/// Runs pm-books to completion with these stdin lines; returns (exit code, lines, raw lines, stderr).
+fn run_books(v: &Venue, args: &[&str], input: &[String]) -> (i32, Vec<Value>, Vec<String>, String) {
+    let stdin = input.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let (code, out, err) = run_drained(books_cmd(v, args), stdin.as_bytes(), Duration::from_secs(60));
+    let text = String::from_utf8(out.clone()).unwrap();
+    (code, jsonl(&out), text.lines().map(str::to_string).collect(), err)
+}
+
+fn kind<'a>(lines: &'a [Value], k: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["kind"] == k).collect()
+}
+
+fn gaps<'a>(lines: &'a [Value], g: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["kind"] == "gap" && l["ctx"]["gap"] == g).collect()
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
+}
+
+fn tokens_of(record: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(record).unwrap();
+    v["tokens"].as_array().unwrap().iter().map(|t| t["token_id"].as_str().unwrap().to_string()).collect()
+}
+
+fn slug_of(record: &str) -> String {
+    let v: Value = serde_json::from_str(record).unwrap();
+    v["slug"].as_str().unwrap().to_string()
+}
+
+fn t(s: &Value) -> OffsetDateTime {
+    clock::parse_rfc3339(s.as_str().unwrap()).unwrap()
+}
+
+/// Checks the invariants every pm-books output has: valid envelopes, seq 0.. without holes.
+fn check_envelopes(lines: &[Value]) {
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["schema"], "pmarchive.raw/1");
+        assert_eq!(l["tool"], "pm-books");
+        assert_eq!(l["seq"], i as u64, "seq has no holes");
+        assert!(l["collected_at_utc"].as_str().unwrap().ends_with('Z'));
+        match l["kind"].as_str().unwrap() {
+            "http" => {
+                assert_eq!(l["endpoint"], "books");
+                assert_eq!(l["request"]["method"], "POST");
+                assert!(l["request"]["url"].as_str().unwrap().ends_with("/books"));
+                assert!(l["ctx"]["slot"].is_u64() && l["ctx"]["due_at_utc"].is_string());
+                assert!(l["ctx"]["batch"].is_u64() && l["ctx"]["batches"].is_u64());
+                // The request body asks for exactly ctx.tokens, in that order.
+                let asked: Vec<String> =
+                    l["request"]["body"].as_array().unwrap().iter().map(|x| x["token_id"].as_str().unwrap().to_string()).collect();
+                assert_eq!(asked, strs(&l["ctx"]["tokens"]));
+            }
+            "gap" => {
+                assert!(l["ctx"]["endpoint_url"].as_str().unwrap().ends_with("/books"));
+                assert!(l["ctx"]["slot"].is_u64() && l["ctx"]["due_at_utc"].is_string());
+                assert!(l["error"].is_string());
+            }
+            "track" => {
+                assert!(["start", "stop"].contains(&l["ctx"]["action"].as_str().unwrap()));
+                assert!(l["ctx"]["slug"].is_string() && l["ctx"]["condition_id"].is_string());
+                assert!(l["ctx"]["tokens"].is_array());
+            }
+            other => panic!("unexpected kind {other}"),
+        }
+    }
+}
+
+#[test]
+fn every_served_book_reply_is_recorded_once_byte_for_byte_on_a_drift_free_schedule() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m,15m", "0", &now_str());
+    assert_eq!(recs.len(), 2);
+    let (code, lines, raw, err) = run_books(&v, &["--interval", "0.2", "--duration", "1.5"], &recs);
+    assert_eq!(code, 0, "{err}");
+    check_envelopes(&lines);
+    let http = kind(&lines, "http");
+    let served: Vec<_> = v.log().into_iter().filter(|s| s.path == "/books").collect();
+    assert!(served.len() >= 4, "{} requests in 1.5 s at 0.2 s", served.len());
+    assert_eq!(http.len(), served.len(), "one envelope per request");
+    // Byte-for-byte: each 200 reply the venue sent is the `body` of exactly one line.
+    let bodies: Vec<Vec<u8>> = raw
+        .iter()
+        .filter_map(|l| {
+            serde_json::from_str::<HashMap<String, Box<RawValue>>>(l).unwrap().remove("body").map(|b| b.get().as_bytes().to_vec())
+        })
+        .collect();
+    for s in &served {
+        assert_eq!(s.status, Some(200));
+        assert_eq!(bodies.iter().filter(|b| **b == s.response).count(), 1, "reply recorded exactly once");
+    }
+    // Slots increase; due times are exactly start + k·0.2 s.
+    let slots: Vec<u64> = http.iter().map(|l| l["ctx"]["slot"].as_u64().unwrap()).collect();
+    assert!(slots.windows(2).all(|w| w[1] > w[0]), "{slots:?}");
+    let (k0, d0) = (slots[0] as i64, t(&http[0]["ctx"]["due_at_utc"]));
+    for l in &http {
+        let k = l["ctx"]["slot"].as_i64().unwrap();
+        assert_eq!(t(&l["ctx"]["due_at_utc"]) - d0, time::Duration::milliseconds(200 * (k - k0)));
+        assert_eq!(l["status"], 200);
+        assert_eq!(l["ctx"]["tokens"].as_array().unwrap().len(), 4);
+        assert_eq!((l["ctx"]["batch"].as_u64(), l["ctx"]["batches"].as_u64()), (Some(1), Some(1)));
+    }
+    assert!(gaps(&lines, "missing_token").is_empty() && kind(&lines, "gap").is_empty());
+    // Tracking: both markets started (reason window) and stopped at the end (reason duration).
+    let track = kind(&lines, "track");
+    assert_eq!(track.len(), 4, "{track:?}");
+    assert!(track[..2].iter().all(|l| l["ctx"]["action"] == "start" && l["ctx"]["reason"] == "window"));
+    assert!(track[2..].iter().all(|l| l["ctx"]["action"] == "stop" && l["ctx"]["reason"] == "duration"));
+    assert_eq!(track[0]["ctx"]["tokens"].as_array().unwrap().len(), 2);
+    assert!(err.contains("duration reached") && err.contains("markets tracked 2"), "{err}");
+}
+
+#[test]
+fn replies_are_matched_by_asset_id_and_unknown_tokens_are_missing_token_gaps() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    let real = recs[0].clone();
+    // A market whose tokens the venue never issued; its slug sorts first so its tokens are asked
+    // for first (a positional match of the reversed reply would blame the real tokens).
+    let mut fake: Value = serde_json::from_str(&real).unwrap();
+    let fake_ids = ["1".repeat(77), "2".repeat(77)];
+    fake["slug"] = "a-fake-market".into();
+    fake["condition_id"] = format!("0x{}", "cd".repeat(32)).into();
+    fake["tokens"][0]["token_id"] = fake_ids[0].clone().into();
+    fake["tokens"][1]["token_id"] = fake_ids[1].clone().into();
+    let end = t(&fake["window_end_utc"]) + time::Duration::hours(1);
+    fake["window_end_utc"] = clock::fmt_secs(end).into();
+    let input = vec![fake.to_string(), real.clone()];
+    let (code, lines, _, err) = run_books(&v, &["--interval", "0.2", "--duration", "1.2"], &input);
+    assert_eq!(code, 0, "{err}");
+    check_envelopes(&lines);
+    let real_ids = tokens_of(&real);
+    let http = kind(&lines, "http");
+    assert!(http.len() >= 3);
+    for l in &http {
+        assert_eq!(strs(&l["ctx"]["tokens"]), vec![fake_ids[0].clone(), fake_ids[1].clone(), real_ids[0].clone(), real_ids[1].clone()]);
+        let got: Vec<String> = l["body"].as_array().unwrap().iter().map(|b| b["asset_id"].as_str().unwrap().to_string()).collect();
+        assert_eq!(got, vec![real_ids[1].clone(), real_ids[0].clone()], "the venue answers in reverse order");
+    }
+    // One missing_token gap per unknown token per reply, naming the right token, slug and outcome.
+    let missing = gaps(&lines, "missing_token");
+    assert_eq!(missing.len(), 2 * http.len());
+    for g in &missing {
+        let id = g["ctx"]["token_id"].as_str().unwrap();
+        let i = fake_ids.iter().position(|f| f == id).expect("only the unknown tokens are missing");
+        assert_eq!(g["ctx"]["slug"], "a-fake-market");
+        assert_eq!(g["ctx"]["outcome"], fake["tokens"][i]["outcome"]);
+    }
+    assert!(err.contains("missing_token:"), "{err}");
+}
+
+#[test]
+fn faults_are_retried_within_the_slot_or_become_failed_request_gaps() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    let ok = || Fault::Slow(Duration::ZERO); // served normally
+    v.fault("/books", Fault::TooMany { retry_after: Some("5".into()) }); // longer than the slot: give up
+    for f in [
+        Fault::Status(503),
+        Fault::Reset,
+        Fault::Html,
+        Fault::Truncated,
+        Fault::TooMany { retry_after: Some("0.3".into()) },
+        Fault::ThrottledOk,
+    ] {
+        v.fault("/books", f);
+        v.fault("/books", ok());
+    }
+    let (code, lines, _, err) = run_books(&v, &["--interval", "0.8", "--duration", "6.5"], &recs);
+    assert_eq!(code, 0, "{err}");
+    check_envelopes(&lines);
+    let http = kind(&lines, "http");
+    assert_eq!(http.len(), v.count("/books"), "every attempt is one envelope");
+    // Group attempts by slot, in order.
+    let mut groups: Vec<(u64, Vec<&Value>)> = Vec::new();
+    for l in &http {
+        let k = l["ctx"]["slot"].as_u64().unwrap();
+        match groups.last_mut() {
+            Some((s, g)) if *s == k => g.push(l),
+            _ => groups.push((k, vec![l])),
+        }
+    }
+    assert!(groups.len() >= 8, "{} polled slots", groups.len());
+    // Slot 1: 429 Retry-After 5 s would pass the next slot's due time → one try, failed_request.
+    let (s0, g0) = &groups[0];
+    assert_eq!(g0.len(), 1);
+    assert_eq!(g0[0]["status"], 429);
+    assert_eq!(g0[0]["headers"]["retry-after"], "5");
+    assert!(g0[0]["error"].as_str().unwrap().contains("would pass the deadline"), "{}", g0[0]);
+    let failed = gaps(&lines, "failed_request");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["ctx"]["slot"], *s0);
+    assert_eq!(strs(&failed[0]["ctx"]["tokens"]), tokens_of(&recs[0]));
+    assert!(failed[0]["error"].as_str().unwrap().contains("429"));
+    // Slots 2..7: the fault, then a retry in the same slot that succeeds.
+    for (i, (_, g)) in groups[1..7].iter().enumerate() {
+        assert_eq!(g.len(), 2, "group {i}: {g:?}");
+        assert!(g[0]["ctx"]["retryable"].is_string(), "{}", g[0]);
+        assert_eq!((g[1]["status"].as_u64(), g[1]["attempt"].as_u64()), (Some(200), Some(2)));
+        assert!(g[1]["ctx"]["waited_before_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(g[1]["body_kind"], "json");
+    }
+    assert_eq!(groups[1].1[0]["status"], 503);
+    assert!(groups[2].1[0].get("status").is_none() && groups[2].1[0]["error"].as_str().unwrap().starts_with("network"));
+    assert!(groups[3].1[0]["body_text"].as_str().unwrap().contains("<html>"));
+    assert!(groups[4].1[0]["body_error"].as_str().unwrap().starts_with("not_json"));
+    assert_eq!(groups[5].1[0]["status"], 429);
+    assert!(groups[5].1[1]["ctx"]["waited_before_s"].as_f64().unwrap() >= 0.3);
+    assert_eq!(groups[6].1[0]["body"]["error"], "Too Many Requests");
+    // The schedule went on: every later slot is a single 200.
+    for (_, g) in &groups[7..] {
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0]["status"], 200);
+    }
+    assert!(groups.windows(2).all(|w| w[1].0 > w[0].0));
+    assert!(gaps(&lines, "missing_token").is_empty());
+    assert!(err.contains("failed_request:1"), "{err}");
+}
+
+#[test]
+fn a_slow_reply_is_kept_and_the_slots_it_overran_are_one_missed_slots_gap() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    v.fault("/books", Fault::Slow(Duration::from_millis(700)));
+    let (code, lines, _, err) = run_books(&v, &["--interval", "0.2", "--duration", "2"], &recs);
+    assert_eq!(code, 0, "{err}");
+    check_envelopes(&lines);
+    let http = kind(&lines, "http");
+    let slow = http[0];
+    assert_eq!(slow["status"], 200);
+    assert!(slow["elapsed_ms"].as_f64().unwrap() >= 700.0);
+    let missed = gaps(&lines, "missed_slots");
+    assert_eq!(missed.len(), 1, "{missed:?}");
+    let m = &missed[0]["ctx"];
+    let s = slow["ctx"]["slot"].as_u64().unwrap();
+    let next = http[1]["ctx"]["slot"].as_u64().unwrap();
+    // 0.7 s at 0.2 s per slot: at least the 2 slots after the slow one never started.
+    assert_eq!(m["from_slot"].as_u64(), Some(s + 1));
+    assert_eq!(m["to_slot"].as_u64(), Some(next - 1));
+    let count = m["count"].as_u64().unwrap();
+    assert_eq!(count, next - s - 1);
+    assert!(count >= 2, "{count}");
+    // Noticed in the slot that ran next, with the first missed slot's due time.
+    assert_eq!(m["slot"].as_u64(), Some(next));
+    assert_eq!(t(&m["first_due_at_utc"]) - t(&slow["ctx"]["due_at_utc"]), time::Duration::milliseconds(200));
+    assert!(err.contains(&format!("{count} missed")) && err.contains("missed_slots:1"), "{err}");
+}
+
+/// Spawns pm-books with piped stdin/stdout/stderr.
+fn spawn_books(mut c: std::process::Command) -> Child {
+    spawn_books_cmd(&mut c)
+}
+
+/// Collects a child's stdout lines on a thread.
+fn collect_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { return };
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code().expect("exited normally");
+        }
+        assert!(start.elapsed() < limit, "did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    use std::io::Read;
+    child.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn tracking_follows_the_simulated_clock_lead_book_gone_and_late_arrivals() {
+    let v = Venue::start();
+    let start = datetime!(2026-08-22 16:03:30 UTC);
+    let spec = v.simulate_clock(start, 60.0); // 0.2 s real = 12 s simulated
+    v.set_book_gone_after(Duration::from_secs(30));
+    let recs = market_lines(&v, "5m,15m", "1", "2026-08-22T16:03:30Z");
+    let find = |slug: &str| recs.iter().find(|r| slug_of(r) == slug).unwrap().clone();
+    let a = find("btc-updown-5m-1787414400"); // 16:00–16:05, in its window
+    let b = find("btc-updown-5m-1787414700"); // 16:05–16:10, lead 60 s → from 16:04:00
+    let c = find("btc-updown-15m-1787414400"); // 16:00–16:15, arrives later on stdin
+    let mut cmd = books_cmd(&v, &["--interval", "0.2", "--lead", "60", "--grace", "120", "--duration", "3.4"]);
+    cmd.env("PMARCHIVE_CLOCK", &spec);
+    let mut child = spawn_books(cmd);
+    let rx = collect_lines(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{a}\n{b}").unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    writeln!(stdin, "{c}").unwrap();
+    drop(stdin);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), 0);
+    let err = stderr_of(&mut child);
+    assert!(err.contains("simulated clock active"), "{err}");
+    let lines: Vec<Value> = rx.iter().map(|l| serde_json::from_str(&l).unwrap()).collect();
+    check_envelopes(&lines);
+    let track = |slug: &str, action: &str| -> Vec<&Value> {
+        lines.iter().filter(|l| l["kind"] == "track" && l["ctx"]["slug"] == slug && l["ctx"]["action"] == action).collect()
+    };
+    let pos = |l: &Value| l["seq"].as_u64().unwrap() as usize;
+    let asks = |l: &Value, rec: &str| l["kind"] == "http" && tokens_of(rec).iter().all(|tk| strs(&l["ctx"]["tokens"]).contains(tk));
+    let (sa, sb, sc) = (slug_of(&a), slug_of(&b), slug_of(&c));
+    // A: tracked from the first slot, in its window.
+    assert_eq!(track(&sa, "start").len(), 1);
+    // B: starts at window start − lead (16:04:00 simulated), not before; never asked for before that.
+    let b_start = track(&sb, "start")[0];
+    let b_at = t(&b_start["collected_at_utc"]);
+    assert!(b_at >= datetime!(2026-08-22 16:04:00 UTC) && b_at < datetime!(2026-08-22 16:04:40 UTC), "{b_at}");
+    assert!(lines[..pos(b_start)].iter().all(|l| !asks(l, &b)));
+    assert!(lines[pos(b_start)..].iter().any(|l| asks(l, &b)));
+    assert_eq!(b_start["ctx"]["window_start_utc"], "2026-08-22T16:05:00Z");
+    assert_eq!(b_start["ctx"]["reason"], "window");
+    // C: arrived ~1 s later on stdin; picked up then (not in the first slots).
+    let c_start = track(&sc, "start")[0];
+    let first_http = lines.iter().position(|l| l["kind"] == "http").unwrap();
+    assert!(pos(c_start) > first_http + 2, "C started at line {}", pos(c_start));
+    assert!(lines[pos(c_start)..].iter().any(|l| asks(l, &c)));
+    // A: its book disappears 30 s after its window end (16:05:00); after 3 replies without it, it
+    // stops (book_gone) — before its grace (16:07:00) would have stopped it.
+    let a_stop = track(&sa, "stop");
+    assert_eq!(a_stop.len(), 1, "{a_stop:?}");
+    assert_eq!(a_stop[0]["ctx"]["reason"], "book_gone");
+    assert_eq!(
+        strs(&Value::Array(a_stop[0]["ctx"]["tokens"].as_array().unwrap().iter().map(|x| x["token_id"].clone()).collect())),
+        tokens_of(&a)
+    );
+    let a_stop_at = t(&a_stop[0]["collected_at_utc"]);
+    assert!(a_stop_at > datetime!(2026-08-22 16:05:00 UTC) && a_stop_at < datetime!(2026-08-22 16:07:00 UTC), "{a_stop_at}");
+    let a_missing: Vec<&Value> = gaps(&lines, "missing_token").into_iter().filter(|g| g["ctx"]["slug"] == sa.as_str()).collect();
+    assert!(a_missing.len() >= 6, "3 replies without each of the 2 tokens");
+    assert!(lines[pos(a_stop[0])..].iter().all(|l| !(l["kind"] == "http" && strs(&l["ctx"]["tokens"]).contains(&tokens_of(&a)[0]))));
+    // B and C are still tracked when the duration ends.
+    for s in [&sb, &sc] {
+        let stop = track(s, "stop");
+        assert_eq!(stop.len(), 1);
+        assert_eq!(stop[0]["ctx"]["reason"], "duration");
+    }
+    assert!(err.contains("markets tracked 3"), "{err}");
+}
+
+#[test]
+fn grace_ends_tracking_expired_records_start_nothing_and_end_of_input_ends_the_run() {
+    let v = Venue::start();
+    let spec = v.simulate_clock(datetime!(2026-08-22 16:04:50 UTC), 60.0);
+    let recs = market_lines(&v, "5m,15m", "0", "2026-08-22T16:04:50Z");
+    let a = recs.iter().find(|r| slug_of(r) == "btc-updown-5m-1787414400").unwrap().clone();
+    let mut expired: Value = serde_json::from_str(recs.iter().find(|r| slug_of(r) == "btc-updown-15m-1787414400").unwrap()).unwrap();
+    expired["change"] = "expired".into();
+    let mut cmd = books_cmd(&v, &["--interval", "0.2", "--grace", "20"]);
+    cmd.env("PMARCHIVE_CLOCK", &spec);
+    let stdin = format!("{a}\n{expired}\n");
+    let (code, out, err) = run_drained(cmd, stdin.as_bytes(), Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+    let lines = jsonl(&out);
+    check_envelopes(&lines);
+    let track = kind(&lines, "track");
+    assert_eq!(track.len(), 2, "only A is tracked: {track:?}");
+    assert_eq!((&track[0]["ctx"]["action"], &track[1]["ctx"]["action"]), (&"start".into(), &"stop".into()));
+    assert_eq!(track[1]["ctx"]["reason"], "grace_elapsed");
+    assert!(t(&track[1]["collected_at_utc"]) >= datetime!(2026-08-22 16:05:20 UTC));
+    assert!(gaps(&lines, "missing_token").is_empty(), "the book was still there");
+    assert!(kind(&lines, "http").len() >= 2);
+    assert_eq!(lines.last().unwrap()["ctx"]["action"], "stop", "nothing after the last stop");
+    assert!(err.contains("input ended and nothing left to track") && err.contains("1 ignored"), "{err}");
+}
+
+#[test]
+fn sigterm_finishes_flushes_and_exits_0() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    let mut child = spawn_books(books_cmd(&v, &["--interval", "0.2"]));
+    let rx = collect_lines(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", recs[0]).unwrap();
+    // stdin stays open: only the signal ends the run.
+    let mut got = Vec::new();
+    while got.iter().filter(|l: &&String| l.contains("\"kind\":\"http\"")).count() < 3 {
+        got.push(rx.recv_timeout(Duration::from_secs(20)).expect("lines keep coming"));
+    }
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 0);
+    got.extend(rx.iter());
+    let lines: Vec<Value> = got.iter().map(|l| serde_json::from_str(l).expect("valid JSONL to the last line")).collect();
+    check_envelopes(&lines);
+    let last = lines.last().unwrap();
+    assert_eq!((&last["kind"], &last["ctx"]["action"], &last["ctx"]["reason"]), (&"track".into(), &"stop".into(), &"signal".into()));
+    let err = stderr_of(&mut child);
+    assert!(err.contains("stopped by signal 15") && err.contains("requests 200:"), "{err}");
+    drop(stdin);
+}
+
+#[test]
+fn a_closed_stdout_ends_the_run_with_0() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    let mut child = spawn_books(books_cmd(&v, &["--interval", "0.2"]));
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", recs[0]).unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..3 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        serde_json::from_str::<Value>(&l).unwrap();
+    }
+    drop(out);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 0);
+    let err = stderr_of(&mut child);
+    assert!(!err.contains("error"), "quiet: {err}");
+    drop(stdin);
+}
+
+#[test]
+fn bad_stdin_lines_are_reported_counted_and_skipped() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    let input = vec!["this is not json".to_string(), "{\"record\":\"market\"}".to_string(), recs[0].clone()];
+    let (code, lines, _, err) = run_books(&v, &["--interval", "0.2", "--duration", "0.8"], &input);
+    assert_eq!(code, 0, "{err}");
+    check_envelopes(&lines);
+    assert!(err.contains("pm-books: stdin line 1: skipped: not a market record"), "{err}");
+    assert!(err.contains("pm-books: stdin line 2: skipped:"), "{err}");
+    assert!(err.contains("input lines 3 (2 bad, 0 ignored)"), "{err}");
+    assert!(!kind(&lines, "http").is_empty(), "the good record is still polled");
+}
+
+#[test]
+fn bad_arguments_exit_2_and_help_version_exit_0() {
+    let v = Venue::start();
+    for args in [
+        vec!["--interval", "0"],
+        vec!["--interval", "abc"],
+        vec!["--batch", "501"],
+        vec!["--batch", "0"],
+        vec!["--lead", "-1"],
+        vec!["--retries", "0"],
+        vec!["--clob-url", "ftp://x"],
+        vec!["--bogus"],
+    ] {
+        let out = run_with_timeout(books_cmd(&v, &args), Some(b""), Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("pm-books: "), "{err}");
+    }
+    let out = run_with_timeout(books_cmd(&v, &["--help"]), None, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--interval SECS"));
+    let out = run_with_timeout(books_cmd(&v, &["-V"]), None, Duration::from_secs(20));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("pm-books "));
+    // Empty stdin: nothing to track, nothing to do.
+    let out = run_with_timeout(books_cmd(&v, &["--interval", "0.2"]), Some(b""), Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    assert_eq!(v.count("/books"), 0);
+}
+
+#[test]
+fn tokens_are_split_into_batches_of_at_most_batch() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m,15m,4h", "0", &now_str());
+    assert_eq!(recs.len(), 3);
+    let all: Vec<String> = recs.iter().flat_map(|r| tokens_of(r)).collect();
+    let (code, lines, _, err) = run_books(&v, &["--interval", "0.5", "--duration", "1.4", "--batch", "4"], &recs);
+    assert_eq!(code, 0, "{err}");
+    check_envelopes(&lines);
+    let http = kind(&lines, "http");
+    assert!(http.len() >= 4 && http.len() % 2 == 0, "{}", http.len());
+    for pair in http.chunks(2) {
+        assert_eq!(pair[0]["ctx"]["slot"], pair[1]["ctx"]["slot"]);
+        assert_eq!((pair[0]["ctx"]["batch"].as_u64(), pair[0]["ctx"]["batches"].as_u64()), (Some(1), Some(2)));
+        assert_eq!((pair[1]["ctx"]["batch"].as_u64(), pair[1]["ctx"]["batches"].as_u64()), (Some(2), Some(2)));
+        assert_eq!(pair[0]["ctx"]["tokens"].as_array().unwrap().len(), 4);
+        assert_eq!(pair[1]["ctx"]["tokens"].as_array().unwrap().len(), 2);
+        let mut asked: Vec<String> = strs(&pair[0]["ctx"]["tokens"]);
+        asked.extend(strs(&pair[1]["ctx"]["tokens"]));
+        let mut want = all.clone();
+        asked.sort();
+        want.sort();
+        assert_eq!(asked, want, "every tracked token once per slot");
+        assert!(pair.iter().all(|l| l["status"] == 200));
+    }
+    assert!(kind(&lines, "gap").is_empty());
+}
