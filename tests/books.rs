@@ -38,39 +38,9 @@ fn books_cmd(v: &Venue, args: &[&str]) -> std::process::Command {
 
 /// Runs a command to completion, feeding `stdin` and draining stdout/stderr while it runs (book
 /// replies are large: a pipe left unread would block the tool). Returns (exit code, stdout, stderr).
-fn run_drained(mut cmd: std::process::Command, stdin: &[u8], limit: Duration) -> (i32, Vec<u8>, String) {
-    use std::io::Read;
-    let mut child = spawn_books_cmd(&mut cmd);
-    let mut si = child.stdin.take().unwrap();
-    let input = stdin.to_vec();
-    std::thread::spawn(move || {
-        let _ = si.write_all(&input);
-    });
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = so.read_to_end(&mut b);
-        b
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code().unwrap_or(-1);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("timed out after {limit:?}; stderr: {}", err.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (code, out.join().unwrap(), err.join().unwrap())
+fn run_drained(cmd: std::process::Command, stdin: &[u8], limit: Duration) -> (i32, Vec<u8>, String) {
+    let out = common::run_with_timeout(cmd, Some(stdin), limit);
+    (out.status.code().unwrap_or(-1), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn spawn_books_cmd(c: &mut std::process::Command) -> Child {

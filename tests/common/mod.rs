@@ -46,8 +46,9 @@ pub fn tool(name: &str) -> Command {
 }
 
 /// Runs to completion with a hard timeout (kills the child and panics when it is exceeded).
+/// stdout and stderr are drained by threads while the child runs, so a large output never blocks it.
 pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
-    use std::io::Write;
+    use std::io::{Read, Write};
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -59,22 +60,29 @@ pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration)
             let _ = si.write_all(&input);
         });
     }
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = r.read_to_end(&mut b);
+            b
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
     let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
         }
         if start.elapsed() > limit {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "timed out after {limit:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let _ = child.wait();
+            let (o, e) = (out.join().unwrap(), err.join().unwrap());
+            panic!("timed out after {limit:?}\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&o), String::from_utf8_lossy(&e));
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
 }
 
 /// Parses JSONL text into values (panics on a bad line, naming it).
