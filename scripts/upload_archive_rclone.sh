@@ -256,7 +256,7 @@ fi
 # Returns 1 (and logs) when the remote could not be listed; a missing remote root is an empty listing.
 remote_list() {
     local list=$1 out=$2 rc=0
-    "$RCLONE" lsf -R --files-only --files-from-raw "$list" --format shp --separator $'\t' \
+    "$RCLONE" lsf -R --files-only --files-from-raw "$list" --format shp --separator '|' \
         "${LSF_HASH[@]}" --tpslimit "$TPSLIMIT" "$REMOTE" >"$out" 2>"$TMP/lsf.err" || rc=$?
     if ((rc == 3)); then : >"$out"; return 0; fi
     if ((rc != 0)); then
@@ -267,7 +267,7 @@ remote_list() {
 declare -A R_SIZE R_HASH
 load_listing() {
     local s h p
-    while IFS=$'\t' read -r s h p; do R_SIZE[$p]=$s; R_HASH[$p]=$h; done <"$1"
+    while IFS='|' read -r s h p; do R_SIZE[$p]=$s; R_HASH[$p]=$h; done <"$1"
 }
 
 # check REL -> sets V_OK (true/false), V_BY (md5/sha256/size/null), V_RMD5 (md5 or null)
