@@ -305,7 +305,11 @@ fn local_dry_run_changes_nothing() {
     let before = snapshot(&w.root);
     let out = w.upload(&w.local_remote(), &["--dry-run", "--retention-days", "0"]);
     assert_exit(&out, 0);
-    assert!(stderr(&out).contains(&format!("dry-run: would upload {HOUR}/h-r1-0.jsonl.gz (1000 bytes)")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("dry-run: would upload {HOUR}/h-r1-0.jsonl.gz (1000 bytes)")),
+        "{}",
+        stderr(&out)
+    );
     assert!(!stderr(&out).contains("h-r1-1.jsonl.gz.partial"), "{}", stderr(&out));
     assert_eq!(snapshot(&w.root), before, "the archive changed in a dry run");
     assert!(!w.remote_dir.exists(), "the remote was created in a dry run");
