@@ -212,6 +212,12 @@ if ((${#CANDS[@]} > 0)); then mapfile -t CANDS < <(printf '%s\n' "${CANDS[@]}" |
 declare -A SHA MD5
 if ((${#CANDS[@]} > 0)); then
     while read -r h p; do SHA[$p]=$h; done < <(cd "$ROOT" && printf '%s\0' "${CANDS[@]}" | xargs -0 sha256sum --)
+    # A file that vanished or could not be read since the listing is left for the next run.
+    kept=()
+    for rel in "${CANDS[@]}"; do
+        if [[ -n ${SHA[$rel]:-} ]]; then kept+=("$rel"); else say "warning: could not hash $rel; skipped"; fi
+    done
+    CANDS=("${kept[@]}")
 fi
 
 # ---------------------------------------------------------------- previous records
