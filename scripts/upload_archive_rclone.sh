@@ -3,6 +3,8 @@
 # verify every upload by hash, record it in <root>/manifests/uploads.jsonl, and delete local files only
 # after proof. The usage text below is the spec.
 set -euo pipefail
+# C locale (EPOCHREALTIME with a '.'), UTC for our timestamps and rclone's log lines.
+export LC_ALL=C TZ=UTC
 
 PROG=upload_archive_rclone
 VERSION=0.1.0
@@ -143,7 +145,12 @@ rjoin() {
         *) printf '%s/%s' "$REMOTE" "$1" ;;
     esac
 }
-now_utc() { date -u +%Y-%m-%dT%H:%M:%S.%6NZ; }
+# RFC 3339 UTC with 6 fractional digits, without a fork per record (bash 5 EPOCHREALTIME).
+# Sets AT (command substitution would fork).
+stamp() {
+    local t=$EPOCHREALTIME
+    printf -v AT '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%.*}" "${t#*.}"
+}
 
 # ---------------------------------------------------------------- lock
 # fd 9 stays open for the whole run (and is inherited by rclone, so an orphaned rclone keeps the lock).
@@ -296,17 +303,26 @@ check() {
     return 0
 }
 
-# Append one line to uploads.jsonl and fsync it (a torn last line from a crash is closed first).
-append_record() {
+# Records are collected in PENDING and appended in one write + one fsync by flush_records (a torn last
+# line left by a crash is closed first).
+PENDING=()
+flush_records() {
+    ((${#PENDING[@]} > 0)) || return 0
     if [[ -s $UPLOADS && $(tail -c 1 "$UPLOADS" | od -An -c | tr -d ' ') != '\n' ]]; then
         printf '\n' >>"$UPLOADS"
     fi
-    printf '%s\n' "$1" >>"$UPLOADS"
+    local created=0
+    [[ -e $UPLOADS ]] || created=1
+    printf '%s\n' "${PENDING[@]}" >>"$UPLOADS"
     sync "$UPLOADS"
+    # A new file's directory entry must be durable too before anything relies on the record.
+    ((created == 0)) || sync "$MDIR"
+    PENDING=()
 }
 upload_record() { # rel rclone_exit
     local rel=$1
-    append_record "{\"record\":\"upload\",\"schema\":\"pmarchive.upload/1\",\"at_utc\":\"$(now_utc)\",\"local_path\":\"$rel\",\"bytes\":${SIZE[$rel]},\"sha256\":\"${SHA[$rel]}\",\"md5\":\"${MD5[$rel]}\",\"remote\":\"$REMOTE\",\"remote_path\":\"$rel\",\"remote_md5\":$V_RMD5,\"verified\":$V_OK,\"verified_by\":$V_BY,\"rclone_exit\":$2,\"dry_run\":false}"
+    stamp
+    PENDING+=("{\"record\":\"upload\",\"schema\":\"pmarchive.upload/1\",\"at_utc\":\"$AT\",\"local_path\":\"$rel\",\"bytes\":${SIZE[$rel]},\"sha256\":\"${SHA[$rel]}\",\"md5\":\"${MD5[$rel]}\",\"remote\":\"$REMOTE\",\"remote_path\":\"$rel\",\"remote_md5\":$V_RMD5,\"verified\":$V_OK,\"verified_by\":$V_BY,\"rclone_exit\":$2,\"dry_run\":false}")
 }
 md5_of() { # fills MD5[] for the given relative paths
     (($# > 0)) || return 0
@@ -374,6 +390,7 @@ if ((${#TO_UPLOAD[@]} > 0)); then
                 fi
             fi
         done
+        flush_records
         n_uploaded=${#TO_UPLOAD[@]}
         # Every file of the journal now has a record: the journal is done.
         rm -f "$INFLIGHT"
@@ -416,6 +433,7 @@ if [[ $RETENTION != keep ]]; then
             remote_list "$TMP/recheck.list" "$TMP/recheck.lsf" || listed=0
             ((listed == 0)) || load_listing "$TMP/recheck.lsf"
         fi
+        DELETE=()
         for rel in "${DUE[@]}"; do
             if [[ -z ${FRESH_OK[$rel]:-} ]]; then
                 if ((listed == 0)); then failed=1; say "cannot re-verify $rel; kept"; continue; fi
@@ -436,12 +454,17 @@ if [[ $RETENTION != keep ]]; then
                 say "dry-run: would delete local $rel ($reason)"
                 continue
             fi
-            # Record first (fsynced), then unlink: a crash in between leaves a record for a file that
-            # still exists, which is harmless; the reverse (an unrecorded deletion) cannot happen.
-            append_record "{\"record\":\"local_delete\",\"schema\":\"pmarchive.upload/1\",\"at_utc\":\"$(now_utc)\",\"local_path\":\"$rel\",\"bytes\":${SIZE[$rel]},\"sha256\":\"${SHA[$rel]}\",\"remote\":\"$REMOTE\",\"remote_path\":\"$rel\",\"reason\":\"$reason\"}"
-            rm -f -- "$ROOT/$rel"
-            n_deleted=$((n_deleted + 1))
+            stamp
+            PENDING+=("{\"record\":\"local_delete\",\"schema\":\"pmarchive.upload/1\",\"at_utc\":\"$AT\",\"local_path\":\"$rel\",\"bytes\":${SIZE[$rel]},\"sha256\":\"${SHA[$rel]}\",\"remote\":\"$REMOTE\",\"remote_path\":\"$rel\",\"reason\":\"$reason\"}")
+            DELETE+=("$rel")
         done
+        # Records first (appended and fsynced), then the unlinks: a crash in between leaves records for
+        # files that still exist, which is harmless; an unrecorded deletion cannot happen.
+        flush_records
+        if ((${#DELETE[@]} > 0)); then
+            (cd "$ROOT" && printf '%s\0' "${DELETE[@]}" | xargs -0 rm -f --)
+            n_deleted=${#DELETE[@]}
+        fi
     fi
 fi
 
