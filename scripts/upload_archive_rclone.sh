@@ -1,0 +1,488 @@
+#!/usr/bin/env bash
+# upload_archive_rclone.sh - offload sealed archive files to a remote (Google Drive) with rclone,
+# verify every upload by hash, record it in <root>/manifests/uploads.jsonl, and delete local files only
+# after proof. The usage text below is the spec.
+set -euo pipefail
+# C locale (EPOCHREALTIME with a '.'), UTC for our timestamps and rclone's log lines.
+export LC_ALL=C TZ=UTC
+
+PROG=upload_archive_rclone
+VERSION=0.1.0
+
+usage() {
+    cat <<'EOF'
+upload_archive_rclone.sh - offload sealed archive files with rclone, verified, recorded, pruned.
+
+USAGE:
+    upload_archive_rclone.sh [OPTIONS]
+
+Uploads every SEALED archive file under ROOT (never a *.partial) to REMOTE, keeping the hive layout
+(venue=/stream=/date=/hour=/<host>-<run_id>-<n>.jsonl.gz and its *.jsonl.gz.unreadable-tail), with
+`rclone copy --immutable --checksum` (never sync). After the copy every file is verified against the
+remote's hash (md5 if the remote has it, else sha256, else size only) and one `pmarchive.upload/1`
+record per file is appended to ROOT/manifests/uploads.jsonl. A file that already has a verified upload
+record with the same sha256 is neither uploaded nor recorded again. Run manifests (manifests/run-*.json)
+and uploads.jsonl itself are then copied to REMOTE/manifests/ WITHOUT --immutable (they change).
+
+Local retention (off by default): a local file is deleted only when it is verified by hash (or by size
+with --allow-size-only-delete), its mtime is older than --retention-days, AND a fresh remote check made
+by this run still matches. The local_delete record is appended and fsynced BEFORE the unlink.
+
+OPTIONS (environment variable in brackets):
+    --root DIR              archive root [PMARCHIVE_ARCHIVE_ROOT] (default /var/lib/pm-archive/archive)
+    --remote REMOTE         rclone destination, e.g. gdrive:pm-archive [PMARCHIVE_REMOTE]
+                            (default gdrive:pm-archive)
+    --retention-days N|keep delete local files verified on the remote and older than N days (mtime);
+                            0 = as soon as verified; keep = never delete [PMARCHIVE_RETENTION_DAYS]
+                            (default keep)
+    --min-age DUR           skip sealed files modified less than DUR ago: N, Ns, Nm, Nh or Nd
+                            [PMARCHIVE_MIN_AGE] (default 15m)
+    --bwlimit RATE          rclone --bwlimit, e.g. 4M or off [PMARCHIVE_BWLIMIT] (default 4M)
+    --tpslimit N            rclone --tpslimit, 0 = off [PMARCHIVE_TPSLIMIT] (default 8)
+    --transfers N           rclone --transfers [PMARCHIVE_TRANSFERS] (default 2)
+    --rclone-config FILE    rclone config file (exported as RCLONE_CONFIG) [RCLONE_CONFIG]
+    --rclone BIN            rclone executable [PMARCHIVE_RCLONE] (default rclone)
+    --allow-size-only-delete
+                            allow retention to delete files verified by size only (remotes without
+                            hashes, e.g. webdav) [PMARCHIVE_ALLOW_SIZE_ONLY_DELETE=1]
+    --no-manifests          do not copy manifests/ to the remote
+    --dry-run               show what would be uploaded and deleted; upload nothing, append nothing,
+                            delete nothing (only read-only rclone commands run)
+    -h, --help              print this help
+    -V, --version           print the version
+
+EXIT STATUS:
+    0  every eligible file is uploaded and verified (or nothing to do)
+    1  reported failure: a verification mismatch (recorded verified:false), an rclone error, or another
+       run holds the lock (ROOT/manifests/.upload.lock)
+    2  bad arguments or a fatal error (missing tool, missing root, unusable remote)
+
+FILES:
+    ROOT/manifests/uploads.jsonl      upload and local_delete records (pmarchive.upload/1, append-only)
+    ROOT/manifests/.upload.lock       flock(1) lock: two runs never overlap
+    ROOT/manifests/.upload-inflight   files an unfinished run was uploading; a remote copy of one of
+                                      them that does not match is a torn upload and is replaced
+EOF
+}
+
+say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+die() { say "error: $*"; exit 2; }
+usage_err() { say "$*"; say "try --help"; exit 2; }
+
+# ---------------------------------------------------------------- configuration
+ROOT=${PMARCHIVE_ARCHIVE_ROOT:-/var/lib/pm-archive/archive}
+REMOTE=${PMARCHIVE_REMOTE:-gdrive:pm-archive}
+RETENTION=${PMARCHIVE_RETENTION_DAYS:-keep}
+MIN_AGE=${PMARCHIVE_MIN_AGE:-15m}
+BWLIMIT=${PMARCHIVE_BWLIMIT:-4M}
+TPSLIMIT=${PMARCHIVE_TPSLIMIT:-8}
+TRANSFERS=${PMARCHIVE_TRANSFERS:-2}
+RCLONE=${PMARCHIVE_RCLONE:-rclone}
+ALLOW_SIZE_DELETE=${PMARCHIVE_ALLOW_SIZE_ONLY_DELETE:-0}
+DRY_RUN=0
+MANIFESTS=1
+
+need_value() { [[ $# -ge 2 ]] || usage_err "missing value for $1"; }
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --root) need_value "$@"; ROOT=$2; shift 2 ;;
+        --remote) need_value "$@"; REMOTE=$2; shift 2 ;;
+        --retention-days) need_value "$@"; RETENTION=$2; shift 2 ;;
+        --min-age) need_value "$@"; MIN_AGE=$2; shift 2 ;;
+        --bwlimit) need_value "$@"; BWLIMIT=$2; shift 2 ;;
+        --tpslimit) need_value "$@"; TPSLIMIT=$2; shift 2 ;;
+        --transfers) need_value "$@"; TRANSFERS=$2; shift 2 ;;
+        --rclone-config) need_value "$@"; export RCLONE_CONFIG=$2; shift 2 ;;
+        --rclone) need_value "$@"; RCLONE=$2; shift 2 ;;
+        --allow-size-only-delete) ALLOW_SIZE_DELETE=1; shift ;;
+        --no-manifests) MANIFESTS=0; shift ;;
+        --dry-run|-n) DRY_RUN=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        -V|--version) echo "$PROG $VERSION"; exit 0 ;;
+        --*=*) usage_err "write '${1%%=*} ${1#*=}' (with a space), not '$1'" ;;
+        *) usage_err "unknown argument '$1'" ;;
+    esac
+done
+
+# Durations for --min-age: N (seconds), Ns, Nm, Nh, Nd.
+parse_duration() {
+    local v=$1
+    [[ $v =~ ^([0-9]+)([smhd]?)$ ]] || return 1
+    local n=$((10#${BASH_REMATCH[1]}))
+    case "${BASH_REMATCH[2]}" in
+        ''|s) echo "$n" ;;
+        m) echo $((n * 60)) ;;
+        h) echo $((n * 3600)) ;;
+        d) echo $((n * 86400)) ;;
+    esac
+}
+MIN_AGE_S=$(parse_duration "$MIN_AGE") || usage_err "bad --min-age '$MIN_AGE' (want N, Ns, Nm, Nh or Nd)"
+case "$RETENTION" in
+    keep|'') RETENTION=keep ;;
+    *) [[ $RETENTION =~ ^[0-9]+$ ]] || usage_err "bad --retention-days '$RETENTION' (want N or keep)" ;;
+esac
+[[ $TPSLIMIT =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage_err "bad --tpslimit '$TPSLIMIT'"
+[[ $TRANSFERS =~ ^[1-9][0-9]*$ ]] || usage_err "bad --transfers '$TRANSFERS'"
+[[ $BWLIMIT =~ ^[A-Za-z0-9.:,\ _-]+$ ]] || usage_err "bad --bwlimit '$BWLIMIT'"
+[[ -n $REMOTE && $REMOTE != *$'\n'* && $REMOTE != *'"'* && $REMOTE != *'\'* ]] \
+    || usage_err "bad --remote '$REMOTE'"
+case "$ALLOW_SIZE_DELETE" in 1|true|yes) ALLOW_SIZE_DELETE=1 ;; *) ALLOW_SIZE_DELETE=0 ;; esac
+
+for tool in "$RCLONE" flock md5sum sha256sum find sort awk xargs sync; do
+    command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found on PATH (rclone: apt-get install rclone)"
+done
+[[ -d $ROOT ]] || die "archive root '$ROOT' is not a directory"
+ROOT=$(cd "$ROOT" && pwd -P)
+MDIR=$ROOT/manifests
+UPLOADS=$MDIR/uploads.jsonl
+LOCK=$MDIR/.upload.lock
+INFLIGHT=$MDIR/.upload-inflight
+
+# The remote path of a file relative to the remote root ("gdrive:" + "a/b" has no slash in between).
+rjoin() {
+    case "$REMOTE" in
+        *:|*/) printf '%s%s' "$REMOTE" "$1" ;;
+        *) printf '%s/%s' "$REMOTE" "$1" ;;
+    esac
+}
+# RFC 3339 UTC with 6 fractional digits, without a fork per record (bash 5 EPOCHREALTIME).
+# Sets AT (command substitution would fork).
+stamp() {
+    local t=$EPOCHREALTIME
+    printf -v AT '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%.*}" "${t#*.}"
+}
+
+# ---------------------------------------------------------------- lock
+# fd 9 stays open for the whole run (and is inherited by rclone, so an orphaned rclone keeps the lock).
+if [[ $DRY_RUN == 1 ]]; then
+    # A dry run creates nothing: it only locks when the lock file already exists.
+    if [[ -f $LOCK ]]; then
+        exec 9<"$LOCK"
+        flock -n 9 || { say "another upload run holds the lock $LOCK; not running"; exit 1; }
+    fi
+else
+    mkdir -p "$MDIR"
+    exec 9>>"$LOCK"
+    flock -n 9 || { say "another upload run holds the lock $LOCK; not running"; exit 1; }
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/pm-upload.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+
+START_S=$(date +%s)
+say "start root=$ROOT remote=$REMOTE retention_days=$RETENTION min_age=$MIN_AGE bwlimit=$BWLIMIT tpslimit=$TPSLIMIT transfers=$TRANSFERS dry_run=$DRY_RUN"
+say "rclone: $("$RCLONE" version 2>&1 | head -n 1)"
+
+RC_FLAGS=(--log-level INFO --stats 0 --tpslimit "$TPSLIMIT" --bwlimit "$BWLIMIT" --transfers "$TRANSFERS"
+    --drive-stop-on-upload-limit)
+
+# ---------------------------------------------------------------- remote hash type
+features=$("$RCLONE" backend features "$REMOTE" 2>"$TMP/features.err") \
+    || { cat "$TMP/features.err" >&2; die "cannot use remote '$REMOTE' (rclone backend features failed)"; }
+hashes=$(printf '%s' "$features" | tr -d ' \t\n' | grep -o '"Hashes":\[[^]]*\]' || true)
+if [[ $hashes == *'"md5"'* ]]; then
+    HASH=md5; LSF_HASH=(--hash MD5)
+elif [[ $hashes == *'"sha256"'* ]]; then
+    HASH=sha256; LSF_HASH=(--hash SHA256)
+else
+    HASH=size; LSF_HASH=()
+    say "warning: remote '$REMOTE' has neither md5 nor sha256: verification falls back to size (recorded verified_by \"size\"); retention will not delete such files without --allow-size-only-delete"
+fi
+say "remote verification: $HASH"
+
+# ---------------------------------------------------------------- candidates
+HIVE_RE='^venue=[A-Za-z0-9._-]+/stream=[A-Za-z0-9._-]+/date=[0-9]{4}-[0-9]{2}-[0-9]{2}/hour=[0-9]{2}/[A-Za-z0-9._-]+\.jsonl\.gz(\.unreadable-tail)?$'
+NOW_S=$(date +%s)
+CUTOFF_S=$((NOW_S - MIN_AGE_S))
+declare -A SIZE MTIME
+CANDS=()
+n_partial=0; n_young=0; n_unknown=0
+while IFS= read -r -d '' entry; do
+    mt=${entry%% *}; rest=${entry#* }; sz=${rest%% *}; rel=${rest#* }
+    mt=${mt%%.*}
+    if [[ $rel == *.partial ]]; then
+        n_partial=$((n_partial + 1))
+    elif [[ $rel =~ $HIVE_RE ]]; then
+        if ((mt > CUTOFF_S)); then
+            n_young=$((n_young + 1))
+        else
+            CANDS+=("$rel"); SIZE[$rel]=$sz; MTIME[$rel]=$mt
+        fi
+    else
+        n_unknown=$((n_unknown + 1))
+        say "warning: not an archive file name, skipped: $rel"
+    fi
+done < <(find "$ROOT" -path "$MDIR" -prune -o -type f -printf '%T@ %s %P\0')
+if ((${#CANDS[@]} > 0)); then mapfile -t CANDS < <(printf '%s\n' "${CANDS[@]}" | LC_ALL=C sort); fi
+
+# sha256 of every candidate (sealed files never change; a changed hash is a new file version).
+declare -A SHA MD5
+if ((${#CANDS[@]} > 0)); then
+    while read -r h p; do SHA[$p]=$h; done < <(cd "$ROOT" && printf '%s\0' "${CANDS[@]}" | xargs -0 sha256sum --)
+    # A file that vanished or could not be read since the listing is left for the next run.
+    kept=()
+    for rel in "${CANDS[@]}"; do
+        if [[ -n ${SHA[$rel]:-} ]]; then kept+=("$rel"); else say "warning: could not hash $rel; skipped"; fi
+    done
+    CANDS=("${kept[@]}")
+fi
+
+# ---------------------------------------------------------------- previous records
+# Latest upload record per (local_path, sha256): "verified verified_by". Torn or foreign lines are counted.
+declare -A STATE
+n_badlines=0
+if [[ -f $UPLOADS ]]; then
+    while IFS=$'\t' read -r kind a b c d; do
+        if [[ $kind == S ]]; then STATE["$a|$b"]="$c $d"; else n_badlines=$a; fi
+    done < <(awk '
+        function field(k,   re, x) {
+            re = "\"" k "\":(\"[^\"]*\"|[A-Za-z0-9.]+)"
+            if (match($0, re) == 0) return ""
+            x = substr($0, RSTART + length(k) + 3, RLENGTH - length(k) - 3)
+            gsub(/"/, "", x); return x
+        }
+        /^[ \t\r]*$/ { next }
+        !/^\{.*\}[ \t\r]*$/ || index($0, "\"schema\":\"pmarchive.upload/1\"") == 0 { bad++; next }
+        index($0, "\"record\":\"upload\"") > 0 {
+            p = field("local_path"); s = field("sha256"); v = field("verified"); by = field("verified_by")
+            if (p == "" || s == "" || v == "") { bad++; next }
+            printf "S\t%s\t%s\t%s\t%s\n", p, s, v, by
+        }
+        END { printf "B\t%d\t\t\t\n", bad + 0 }' "$UPLOADS")
+    ((n_badlines == 0)) || say "warning: $n_badlines unreadable line(s) in $UPLOADS ignored"
+fi
+
+# ---------------------------------------------------------------- classify
+TO_UPLOAD=(); VERIFIED_OLD=()
+for rel in "${CANDS[@]}"; do
+    st=${STATE["$rel|${SHA[$rel]}"]:-}
+    if [[ $st == "true "* ]]; then VERIFIED_OLD+=("$rel"); else TO_UPLOAD+=("$rel"); fi
+done
+
+declare -A INFLIGHT_SET
+if [[ -f $INFLIGHT ]]; then
+    while IFS= read -r p; do [[ -n $p ]] && INFLIGHT_SET[$p]=1; done <"$INFLIGHT"
+    say "found ${#INFLIGHT_SET[@]} path(s) in $INFLIGHT: a previous run did not finish"
+fi
+
+# remote_list FILE OUT: "size<TAB>hash<TAB>path" for the listed files that exist on the remote.
+# Returns 1 (and logs) when the remote could not be listed; a missing remote root is an empty listing.
+remote_list() {
+    local list=$1 out=$2 rc=0
+    "$RCLONE" lsf -R --files-only --files-from-raw "$list" --format shp --separator '|' \
+        "${LSF_HASH[@]}" --tpslimit "$TPSLIMIT" "$REMOTE" >"$out" 2>"$TMP/lsf.err" || rc=$?
+    if ((rc == 3)); then : >"$out"; return 0; fi
+    if ((rc != 0)); then
+        cat "$TMP/lsf.err" >&2; say "rclone lsf failed (exit $rc)"; return 1
+    fi
+    return 0
+}
+declare -A R_SIZE R_HASH
+load_listing() {
+    local s h p
+    while IFS='|' read -r s h p; do R_SIZE[$p]=$s; R_HASH[$p]=$h; done <"$1"
+}
+
+# check REL -> sets V_OK (true/false), V_BY (md5/sha256/size/null), V_RMD5 (md5 or null)
+check() {
+    local rel=$1 rs=${R_SIZE[$1]:-} rh=${R_HASH[$1]:-}
+    V_OK=false; V_BY=null; V_RMD5=null
+    [[ -n $rs ]] || return 0
+    case "$HASH" in
+        md5)
+            [[ -n $rh ]] && V_RMD5="\"$rh\""
+            V_BY='"md5"'
+            [[ -n $rh && $rh == "${MD5[$rel]}" && $rs == "${SIZE[$rel]}" ]] && V_OK=true ;;
+        sha256)
+            V_BY='"sha256"'
+            [[ -n $rh && $rh == "${SHA[$rel]}" && $rs == "${SIZE[$rel]}" ]] && V_OK=true ;;
+        size)
+            V_BY='"size"'
+            [[ $rs == "${SIZE[$rel]}" ]] && V_OK=true ;;
+    esac
+    return 0
+}
+
+# Records are collected in PENDING and appended in one write + one fsync by flush_records (a torn last
+# line left by a crash is closed first).
+PENDING=()
+flush_records() {
+    ((${#PENDING[@]} > 0)) || return 0
+    if [[ -s $UPLOADS && $(tail -c 1 "$UPLOADS" | od -An -c | tr -d ' ') != '\n' ]]; then
+        printf '\n' >>"$UPLOADS"
+    fi
+    local created=0
+    [[ -e $UPLOADS ]] || created=1
+    printf '%s\n' "${PENDING[@]}" >>"$UPLOADS"
+    sync "$UPLOADS"
+    # A new file's directory entry must be durable too before anything relies on the record.
+    ((created == 0)) || sync "$MDIR"
+    PENDING=()
+}
+upload_record() { # rel rclone_exit
+    local rel=$1
+    stamp
+    PENDING+=("{\"record\":\"upload\",\"schema\":\"pmarchive.upload/1\",\"at_utc\":\"$AT\",\"local_path\":\"$rel\",\"bytes\":${SIZE[$rel]},\"sha256\":\"${SHA[$rel]}\",\"md5\":\"${MD5[$rel]}\",\"remote\":\"$REMOTE\",\"remote_path\":\"$rel\",\"remote_md5\":$V_RMD5,\"verified\":$V_OK,\"verified_by\":$V_BY,\"rclone_exit\":$2,\"dry_run\":false}")
+}
+md5_of() { # fills MD5[] for the given relative paths
+    (($# > 0)) || return 0
+    local h p
+    while read -r h p; do MD5[$p]=$h; done < <(cd "$ROOT" && printf '%s\0' "$@" | xargs -0 md5sum --)
+}
+
+failed=0; n_uploaded=0; n_verified=0; n_mismatch=0; n_deleted=0; copy_rc=0
+declare -A FRESH_OK
+
+# ---------------------------------------------------------------- upload
+if ((${#TO_UPLOAD[@]} > 0)); then
+    md5_of "${TO_UPLOAD[@]}"
+    printf '%s\n' "${TO_UPLOAD[@]}" >"$TMP/upload.list"
+    if [[ $DRY_RUN == 1 ]]; then
+        for rel in "${TO_UPLOAD[@]}"; do say "dry-run: would upload $rel (${SIZE[$rel]} bytes) to $(rjoin "$rel")"; done
+    else
+        # Torn uploads of a killed run: rclone writes some backends in place (local, sftp, webdav), so a
+        # killed run can leave a short remote file that --immutable would then refuse to replace. Only
+        # files listed in the inflight journal (our own unfinished uploads) are removed and re-uploaded.
+        torn=()
+        for rel in "${TO_UPLOAD[@]}"; do [[ -n ${INFLIGHT_SET[$rel]:-} ]] && torn+=("$rel"); done
+        if ((${#torn[@]} > 0)); then
+            printf '%s\n' "${torn[@]}" >"$TMP/torn.list"
+            if remote_list "$TMP/torn.list" "$TMP/torn.lsf"; then
+                load_listing "$TMP/torn.lsf"
+                for rel in "${torn[@]}"; do
+                    check "$rel"
+                    if [[ -n ${R_SIZE[$rel]:-} && $V_OK == false ]]; then
+                        say "removing torn remote copy of $rel left by an interrupted run (remote ${R_SIZE[$rel]} bytes, local ${SIZE[$rel]})"
+                        "$RCLONE" deletefile "$(rjoin "$rel")" || say "warning: could not remove $(rjoin "$rel")"
+                    fi
+                done
+            fi
+        fi
+        # Journal first (fsynced), so that the next run knows which remote files may be torn.
+        { [[ -f $INFLIGHT ]] && cat "$INFLIGHT"; cat "$TMP/upload.list"; } | sort -u >"$TMP/inflight.new"
+        cp "$TMP/inflight.new" "$INFLIGHT.tmp" && sync "$INFLIGHT.tmp" && mv "$INFLIGHT.tmp" "$INFLIGHT"
+        say "uploading ${#TO_UPLOAD[@]} file(s)"
+        "$RCLONE" copy "$ROOT" "$REMOTE" --files-from-raw "$TMP/upload.list" --no-traverse \
+            --immutable --checksum "${RC_FLAGS[@]}" || copy_rc=$?
+        case $copy_rc in
+            0) ;;
+            6) say "rclone copy exit 6: a remote file exists and differs (immutable); see verification below" ;;
+            7) say "rclone copy exit 7: fatal error, e.g. Google Drive's daily upload limit; the rest is retried next run" ;;
+            *) say "rclone copy exit $copy_rc" ;;
+        esac
+        ((copy_rc == 0)) || failed=1
+        # Verify what is on the remote now, file by file, and record it.
+        listed=1
+        remote_list "$TMP/upload.list" "$TMP/upload.lsf" || listed=0
+        ((listed == 0)) || load_listing "$TMP/upload.lsf"
+        for rel in "${TO_UPLOAD[@]}"; do
+            if ((listed == 1)); then check "$rel"; else V_OK=false; V_BY=null; V_RMD5=null; fi
+            upload_record "$rel" "$copy_rc"
+            if [[ $V_OK == true ]]; then
+                n_verified=$((n_verified + 1)); FRESH_OK[$rel]=1
+            else
+                failed=1
+                if [[ -n ${R_SIZE[$rel]:-} ]]; then
+                    n_mismatch=$((n_mismatch + 1))
+                    say "VERIFICATION FAILED: $(rjoin "$rel") does not match the local file (remote ${R_SIZE[$rel]} bytes ${R_HASH[$rel]:-no-hash}, local ${SIZE[$rel]} bytes md5 ${MD5[$rel]}); recorded verified:false"
+                else
+                    say "not on the remote after copy: $rel; recorded verified:false"
+                fi
+            fi
+        done
+        flush_records
+        n_uploaded=${#TO_UPLOAD[@]}
+        # Every file of the journal now has a record: the journal is done.
+        rm -f "$INFLIGHT"
+    fi
+elif [[ -f $INFLIGHT && $DRY_RUN == 0 ]]; then
+    rm -f "$INFLIGHT"
+fi
+
+# ---------------------------------------------------------------- retention
+n_kept_size=0
+if [[ $RETENTION != keep ]]; then
+    RET_CUTOFF=$((NOW_S - RETENTION * 86400))
+    DUE=()
+    for rel in "${CANDS[@]}"; do
+        ((MTIME[$rel] <= RET_CUTOFF)) || continue
+        if [[ -n ${FRESH_OK[$rel]:-} ]]; then
+            by=$HASH
+        else
+            st=${STATE["$rel|${SHA[$rel]}"]:-}
+            [[ $st == "true "* ]] || continue
+            by=${st#true }
+        fi
+        if [[ $by == size && $ALLOW_SIZE_DELETE != 1 ]]; then
+            n_kept_size=$((n_kept_size + 1)); continue
+        fi
+        DUE+=("$rel")
+    done
+    if ((n_kept_size > 0)); then
+        say "kept $n_kept_size file(s) past retention that are verified by size only (pass --allow-size-only-delete to delete them)"
+    fi
+    if ((${#DUE[@]} > 0)); then
+        # Fresh proof: re-list the remote now for files not verified by this very run.
+        recheck=()
+        for rel in "${DUE[@]}"; do [[ -n ${FRESH_OK[$rel]:-} ]] || recheck+=("$rel"); done
+        listed=1
+        if ((${#recheck[@]} > 0)); then
+            md5_of "${recheck[@]}"
+            printf '%s\n' "${recheck[@]}" >"$TMP/recheck.list"
+            R_SIZE=(); R_HASH=()
+            remote_list "$TMP/recheck.list" "$TMP/recheck.lsf" || listed=0
+            ((listed == 0)) || load_listing "$TMP/recheck.lsf"
+        fi
+        DELETE=()
+        for rel in "${DUE[@]}"; do
+            if [[ -z ${FRESH_OK[$rel]:-} ]]; then
+                if ((listed == 0)); then failed=1; say "cannot re-verify $rel; kept"; continue; fi
+                check "$rel"
+                if [[ $V_OK != true || ( $V_BY == '"size"' && $ALLOW_SIZE_DELETE != 1 ) ]]; then
+                    failed=1; n_mismatch=$((n_mismatch + 1))
+                    if [[ $DRY_RUN == 1 ]]; then
+                        say "dry-run: re-verification of $rel FAILED; would record verified:false and keep it"
+                    else
+                        upload_record "$rel" 0
+                        say "RE-VERIFICATION FAILED before deletion: $(rjoin "$rel") no longer matches (remote ${R_SIZE[$rel]:-missing} bytes ${R_HASH[$rel]:-}); recorded verified:false, local file kept"
+                    fi
+                    continue
+                fi
+            fi
+            reason="retention: older than $RETENTION day(s), verified on the remote by $HASH in this run"
+            if [[ $DRY_RUN == 1 ]]; then
+                say "dry-run: would delete local $rel ($reason)"
+                continue
+            fi
+            stamp
+            PENDING+=("{\"record\":\"local_delete\",\"schema\":\"pmarchive.upload/1\",\"at_utc\":\"$AT\",\"local_path\":\"$rel\",\"bytes\":${SIZE[$rel]},\"sha256\":\"${SHA[$rel]}\",\"remote\":\"$REMOTE\",\"remote_path\":\"$rel\",\"reason\":\"$reason\"}")
+            DELETE+=("$rel")
+        done
+        # Records first (appended and fsynced), then the unlinks: a crash in between leaves records for
+        # files that still exist, which is harmless; an unrecorded deletion cannot happen.
+        flush_records
+        if ((${#DELETE[@]} > 0)); then
+            (cd "$ROOT" && printf '%s\0' "${DELETE[@]}" | xargs -0 rm -f --)
+            n_deleted=${#DELETE[@]}
+        fi
+    fi
+fi
+
+# ---------------------------------------------------------------- manifests
+man_rc=0
+if [[ $MANIFESTS == 1 && -d $MDIR ]]; then
+    if [[ $DRY_RUN == 1 ]]; then
+        say "dry-run: would copy manifests/run-*.json and manifests/uploads.jsonl to $(rjoin manifests) (without --immutable)"
+    else
+        "$RCLONE" copy "$MDIR" "$(rjoin manifests)" --include 'run-*.json' --include uploads.jsonl \
+            --checksum "${RC_FLAGS[@]}" || man_rc=$?
+        if ((man_rc != 0)); then failed=1; say "copying manifests failed (rclone exit $man_rc)"; fi
+    fi
+fi
+
+say "summary dry_run=$DRY_RUN candidates=${#CANDS[@]} already_verified=${#VERIFIED_OLD[@]} uploaded=$n_uploaded verified=$n_verified mismatched=$n_mismatch deleted=$n_deleted kept_size_only=$n_kept_size skipped_partial=$n_partial skipped_young=$n_young skipped_unknown=$n_unknown copy_exit=$copy_rc manifests_exit=$man_rc verify_by=$HASH elapsed_s=$(($(date +%s) - START_S))"
+if ((failed != 0)); then
+    say "FAILED: see the messages above; nothing unverified was deleted"
+    exit 1
+fi
+exit 0
