@@ -148,7 +148,7 @@ main() {
         recover_stream "$bin" "$root" "$s"
     done
 
-    log "start: pid=$$ user=$(id -un 2>/dev/null || id -u) env=$env_file root=$root bin=$bin families=${PMARCHIVE_FAMILIES:-default} interval=${PMARCHIVE_INTERVAL:-default}s ws=${PMARCHIVE_WS:-0} duration=${PMARCHIVE_DURATION:-forever} label=${PMARCHIVE_LABEL:-} host=${PMARCHIVE_HOST:-$(hostname 2>/dev/null || echo unknown)}"
+    log "start: pid=$$ user=$(id -un 2>/dev/null || id -u) env=$env_file root=$root bin=$bin families=${PMARCHIVE_FAMILIES:-default} interval=${PMARCHIVE_INTERVAL:-default} ws=${PMARCHIVE_WS:-0} duration=${PMARCHIVE_DURATION:-forever} label=${PMARCHIVE_LABEL:-} host=${PMARCHIVE_HOST:-$(hostname 2>/dev/null || echo unknown)}"
     exec "$collect" "$env_file"
 }
 
