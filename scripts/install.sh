@@ -27,11 +27,13 @@ What it does (every step is skipped when already in place, and says "unchanged")
   - /opt/pm-archive/docs      docs/*.md
   - /etc/systemd/system       every unit in systemd/ (*.service *.timer *.path *.socket)
   - /etc/pm-archive/<name>.env from each config/<name>.example.env (a ".vps" suffix is
-                              dropped, and polymarket_collector becomes collector.env);
+                              dropped, and polymarket_collector becomes collector.env; a
+                              <name>.example.env that has a .vps variant is skipped);
                               an existing file you edited is never overwritten: the new
                               default is written beside it as <name>.env.new; a file you
                               never edited is updated to the new default;
-  - /var/lib/pm-archive/archive  the archive (owned by pm-archive, mode 0750);
+  - /var/lib/pm-archive/archive  the archive (owned by pm-archive, mode 0750), and
+    /var/lib/pm-archive/rclone   (mode 0700) when the uploader unit is present;
   - `systemctl daemon-reload` when a unit changed.
 It never enables, starts or restarts a unit; it prints the commands to do so.
 
@@ -253,6 +255,10 @@ install_config() {
     # Live configs first: put_config compares with the previously shipped pristine copy.
     for f in "$SRC"/config/*.example.env; do
         [ -f "$f" ] || continue
+        # <x>.example.env beside a <x>.vps.example.env is the development example (repo
+        # paths); only the .vps variant becomes the live config. Both are kept in
+        # /opt/pm-archive/config for reference.
+        case $f in *.vps.example.env) ;; *) [ -f "${f%.example.env}.vps.example.env" ] && continue ;; esac
         name=$(env_target_name "$(basename -- "$f")")
         pristine=$(T "/opt/pm-archive/config/$(basename -- "$f")")
         put_config "$f" "/etc/pm-archive/$name" "$pristine"
@@ -338,6 +344,11 @@ main() {
     ensure_dir /etc/systemd/system 0755 root:root
     ensure_dir /var/lib/pm-archive 0750 "$USER_NAME:$USER_NAME"
     ensure_dir /var/lib/pm-archive/archive 0750 "$USER_NAME:$USER_NAME"
+    if [ -f "$SRC/systemd/pm-archive-upload.service" ]; then
+        # The uploader's ReadWritePaths= and rclone.conf (OAuth token refreshes) live here;
+        # a ReadWritePaths= directory must exist or the unit fails to start.
+        ensure_dir /var/lib/pm-archive/rclone 0700 "$USER_NAME:$USER_NAME"
+    fi
     install_code
     install_config
     install_units

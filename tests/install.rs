@@ -76,6 +76,11 @@ fn fake_source(dir: &Path) -> PathBuf {
     for d in ["scripts", "systemd", "config", "docs"] {
         copy_dir(&repo().join(d), &src.join(d));
     }
+    // The development example (repo paths) that must not become /etc/pm-archive/collector.env.
+    let dev = src.join("config/polymarket_collector.example.env");
+    if !dev.exists() {
+        std::fs::write(&dev, "# development example (test stand-in)\n#PMARCHIVE_ROOT=/repo/data/archive\n").unwrap();
+    }
     write_exec(
         &src.join("pipelines/collect.sh"),
         "#!/bin/sh\n# fake collect.sh (test): records pid and arguments\n\
@@ -188,6 +193,23 @@ fn install_into_staging_root_then_rerun_changes_nothing() {
     let env = root.join("etc/pm-archive/collector.env");
     assert_eq!(std::fs::read(&env).unwrap(), std::fs::read(repo().join("config/polymarket_collector.vps.example.env")).unwrap());
     assert_eq!(std::fs::metadata(&env).unwrap().permissions().mode() & 0o777, 0o640);
+    let mut etc: Vec<String> = std::fs::read_dir(root.join("etc/pm-archive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    etc.sort();
+    let expected: Vec<String> = std::fs::read_dir(repo().join("config"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".example.env") && n != "polymarket_collector.example.env")
+        .map(|n| match n.as_str() {
+            "polymarket_collector.vps.example.env" => "collector.env".to_string(),
+            _ => n.replace(".vps.example.env", ".env").replace(".example.env", ".env"),
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(etc, expected, "one live env file per shipped example, the dev example skipped");
     assert_eq!(std::fs::metadata(root.join("etc/pm-archive")).unwrap().permissions().mode() & 0o777, 0o750);
     let units = std::fs::read_to_string(root.join("opt/pm-archive/installed-units.txt")).unwrap();
     for u in MY_UNITS {
