@@ -134,11 +134,13 @@ main() {
     [ -x "$bin/jsonl-rotate" ] || die 2 "$bin/jsonl-rotate not found or not executable (PMARCHIVE_BIN_DIR=$bin)"
     mkdir -p -- "$root/manifests" 2>/dev/null || die 2 "cannot create $root/manifests (is PMARCHIVE_ROOT=$root writable by $(id -un 2>/dev/null || id -u)?)"
 
-    # The lock stays held by collect.sh and its stages (fd 9 survives exec and is
-    # inherited), so it is released only when the whole pipeline is gone.
+    # The lock stays held by collect.sh and its stages (the descriptor survives exec and
+    # is inherited), so it is released only when the whole pipeline is gone. A bash-chosen
+    # descriptor (>= 10): collect.sh uses fd 9 for its own FIFO and would close a lock there.
+    local lock_fd
     if command -v flock >/dev/null 2>&1; then
-        exec 9>>"$root/.collector.lock" || die 2 "cannot open lock file $root/.collector.lock"
-        flock -n 9 || die 1 "another collector is already running on $root (lock $root/.collector.lock is held)"
+        exec {lock_fd}>>"$root/.collector.lock" || die 2 "cannot open lock file $root/.collector.lock"
+        flock -n "$lock_fd" || die 1 "another collector is already running on $root (lock $root/.collector.lock is held)"
     else
         log "warning: flock not found (util-linux); running without the single-collector lock"
     fi

@@ -84,7 +84,11 @@ fn fake_source(dir: &Path) -> PathBuf {
     write_exec(
         &src.join("pipelines/collect.sh"),
         "#!/bin/sh\n# fake collect.sh (test): records pid and arguments\n\
-         echo \"pid=$$ args=$*\" >> \"$PMARCHIVE_ROOT/collect-calls.txt\"\nexit \"${FAKE_COLLECT_EXIT:-0}\"\n",
+         echo \"pid=$$ args=$*\" >> \"$PMARCHIVE_ROOT/collect-calls.txt\"\n\
+         if [ -n \"$FAKE_COLLECT_CHECK_LOCK\" ]; then exec 9>/dev/null; \
+         if flock -n \"$PMARCHIVE_ROOT/.collector.lock\" true; then echo free; else echo held; fi \
+         > \"$PMARCHIVE_ROOT/lock-state.txt\"; fi\n\
+         exit \"${FAKE_COLLECT_EXIT:-0}\"\n",
     );
     src
 }
@@ -446,10 +450,12 @@ fn cycle_script_refuses_a_second_collector_on_the_same_archive() {
     let (env, archive) = staged_env(&dir, &bin);
     std::fs::create_dir_all(&archive).unwrap();
     // Hold the lock the way a running collector does.
-    let mut holder = Command::new("flock")
-        .arg("-n")
+    // (one process that holds the lock itself, so that killing it releases the lock)
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg("exec 8>>\"$1\"; flock -n 8 || exit 1; exec sleep 30")
+        .arg("sh")
         .arg(archive.join(".collector.lock"))
-        .args(["sleep", "30"])
         .spawn()
         .unwrap();
     let lock_seen = (0..200).any(|_| {
@@ -466,6 +472,14 @@ fn cycle_script_refuses_a_second_collector_on_the_same_archive() {
     assert!(text(&o).contains("another collector is already running"), "{}", text(&o));
     assert!(!archive.join("collect-calls.txt").exists(), "collect.sh ran despite the lock");
     assert!(!archive.join("rotate-calls.txt").exists(), "recovery ran despite the lock");
+
+    // Once the lock is free, the cycle script takes it and collect.sh still holds it after the
+    // exec, even after reusing fd 9 (which the real collect.sh does for its sealed-record FIFO).
+    let mut c = cycle(&root.join("opt/pm-archive"));
+    c.arg(&env).env("FAKE_COLLECT_CHECK_LOCK", "1");
+    let o = run(c);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(archive.join("lock-state.txt")).unwrap().trim(), "held");
 }
 
 #[test]
