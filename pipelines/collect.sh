@@ -141,7 +141,7 @@ trap 'log "signal received"; stop_producers' TERM INT HUP
 while [ "${#NAME[@]}" -gt 0 ]; do
   pid=""; rc=0
   wait -n -p pid "${!NAME[@]}" ${TIMER:+"$TIMER"} || rc=$?
-  if [ -z "$pid" ]; then continue; fi          # interrupted by a trapped signal
+  if [ -z "${pid:-}" ]; then continue; fi       # interrupted by a trapped signal (bash leaves pid unset)
   if [ "$pid" = "$TIMER" ]; then TIMER=""; log "duration ${DURATION}s reached"; stop_producers; continue; fi
   name="${NAME[$pid]}"; unset "NAME[$pid]"
   if [ "$rc" -ne 0 ] && ! { [ "$stopping" = 1 ] && [ "$rc" -eq 143 ]; }; then

@@ -29,7 +29,7 @@ with --allow-size-only-delete), its mtime is older than --retention-days, AND a 
 by this run still matches. The local_delete record is appended and fsynced BEFORE the unlink.
 
 OPTIONS (environment variable in brackets):
-    --root DIR              archive root [PMARCHIVE_ARCHIVE_ROOT] (default /var/lib/pm-archive/archive)
+    --root DIR              archive root [PMARCHIVE_ROOT] (default /var/lib/pm-archive/archive)
     --remote REMOTE         rclone destination, e.g. gdrive:pm-archive [PMARCHIVE_REMOTE]
                             (default gdrive:pm-archive)
     --retention-days N|keep delete local files verified on the remote and older than N days (mtime);
@@ -70,7 +70,7 @@ die() { say "error: $*"; exit 2; }
 usage_err() { say "$*"; say "try --help"; exit 2; }
 
 # ---------------------------------------------------------------- configuration
-ROOT=${PMARCHIVE_ARCHIVE_ROOT:-/var/lib/pm-archive/archive}
+ROOT=${PMARCHIVE_ROOT:-/var/lib/pm-archive/archive}
 REMOTE=${PMARCHIVE_REMOTE:-gdrive:pm-archive}
 RETENTION=${PMARCHIVE_RETENTION_DAYS:-keep}
 MIN_AGE=${PMARCHIVE_MIN_AGE:-15m}
