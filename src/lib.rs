@@ -12,6 +12,7 @@ pub mod discover;
 pub mod envelope;
 pub mod http;
 pub mod jsonl;
+pub mod manifest;
 pub mod market;
 pub mod signal;
 pub mod util;
