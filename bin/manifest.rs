@@ -61,9 +61,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pm_archive::cli::{self, ExitCode};
+use pm_archive::clock;
 use pm_archive::envelope::RunInfo;
 use pm_archive::manifest::{build, status, verify};
-use pm_archive::clock;
 
 fn main() {
     cli::main("manifest", run)

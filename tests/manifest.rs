@@ -54,9 +54,15 @@ fn http(seq: u64, at: &str, endpoint: &str, status: Option<u16>, attempt: u32) -
 }
 
 fn track(seq: u64, at: &str, action: &str, slug: &str, family: &str, reason: &str) -> String {
-    env("pm-books", "track", seq, at, json!({"ctx": {"action": action, "reason": reason, "slug": slug, "condition_id": "0xc0nd",
+    env(
+        "pm-books",
+        "track",
+        seq,
+        at,
+        json!({"ctx": {"action": action, "reason": reason, "slug": slug, "condition_id": "0xc0nd",
         "family": family, "tokens": [{"token_id": "1", "outcome": "Up"}], "window_start_utc": "2026-11-24T15:50:00Z",
-        "window_end_utc": "2026-11-24T16:25:00Z"}}))
+        "window_end_utc": "2026-11-24T16:25:00Z"}}),
+    )
 }
 
 fn gap(seq: u64, at: &str, gap: &str, count: Option<u64>) -> String {
@@ -86,6 +92,7 @@ fn sha256(path: &Path) -> (String, u64) {
 }
 
 /// The sealed-file record jsonl-rotate prints for a file (derived from the file).
+#[allow(clippy::too_many_arguments)]
 fn sealed(root: &Path, rel: &str, stream: &str, n: u64, rows: u64, first: &str, last: &str, tail: Option<&str>) -> String {
     let (sha, bytes) = sha256(&root.join(rel));
     let tail_bytes = tail.map_or(0, |t| std::fs::metadata(root.join(t)).unwrap().len());
@@ -135,7 +142,7 @@ fn make_archive(tag: &str) -> Archive {
     std::fs::write(root.join(&books0), gzip_members(&[g1, g2])).unwrap();
 
     let books1 = format!("{}/{HOST}-{RUN}-1.jsonl.gz", books_dir("16"));
-    let g = vec![
+    let g = [
         http(8, &t("16:20:00"), "books", Some(200), 1),
         http(9, &t("16:20:01"), "books", Some(200), 1),
         gap(10, &t("16:21:00"), "missed_slots", Some(2)),
@@ -146,7 +153,11 @@ fn make_archive(tag: &str) -> Archive {
 
     let gamma0 = format!("venue=polymarket/stream=gamma/date=2026-11-24/hour=16/{HOST}-{RUN}-0.jsonl.gz");
     let tail = format!("{gamma0}.unreadable-tail");
-    std::fs::write(root.join(&gamma0), gzip_members(&[vec![http(0, &t("16:28:00"), "gamma", Some(200), 1), http(1, &t("16:28:01"), "gamma", Some(404), 1)]])).unwrap();
+    std::fs::write(
+        root.join(&gamma0),
+        gzip_members(&[vec![http(0, &t("16:28:00"), "gamma", Some(200), 1), http(1, &t("16:28:01"), "gamma", Some(404), 1)]]),
+    )
+    .unwrap();
     std::fs::write(root.join(&tail), b"\x1f\x8b\x08garbage").unwrap();
 
     // The open file: one complete member, then a member cut in half (a writer mid-flush).
@@ -281,9 +292,14 @@ fn build_writes_tallies_files_and_drops_secrets() {
         assert!(!text.contains(secret), "{secret} leaked into the manifest");
     }
     // Unparseable line reported with file and line number.
-    assert!(m["problems"].as_array().unwrap().iter().any(|p| p["problem"] == "unparseable_line" && p["line"] == 4 && p["path"] == a.books1.as_str()));
+    assert!(m["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["problem"] == "unparseable_line" && p["line"] == 4 && p["path"] == a.books1.as_str()));
     // The atomic write leaves exactly the manifest, no temp file.
-    let names: Vec<String> = std::fs::read_dir(a.root.join("manifests")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(a.root.join("manifests")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, vec![format!("run-{HOST}-{RUN}.json")]);
 }
 
@@ -499,8 +515,9 @@ fn status_fresh_then_stale() {
     assert_eq!(g["last_hour"]["http_errors"], 1);
     assert_eq!(g["stale"], false);
     // Archive size, disk, rate, last upload.
-    let on_disk: u64 = [&a.books0, &a.books1, &a.gamma0, &a.tail].iter().map(|p| std::fs::metadata(a.root.join(p)).unwrap().len()).sum::<u64>()
-        + std::fs::metadata(a.root.join(format!("{}/{HOST}-{RUN}-2.jsonl.gz.partial", books_dir("16")))).unwrap().len();
+    let on_disk: u64 =
+        [&a.books0, &a.books1, &a.gamma0, &a.tail].iter().map(|p| std::fs::metadata(a.root.join(p)).unwrap().len()).sum::<u64>()
+            + std::fs::metadata(a.root.join(format!("{}/{HOST}-{RUN}-2.jsonl.gz.partial", books_dir("16")))).unwrap().len();
     assert_eq!(doc["archive_bytes"], on_disk);
     assert_eq!(doc["bytes_last_24h"], on_disk);
     assert!(doc["disk"]["free_bytes"].as_u64().unwrap() > 0, "{}", doc["disk"]);

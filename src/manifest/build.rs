@@ -268,7 +268,9 @@ impl Builder {
         };
         if rec.record != "sealed_file" {
             self.bad_input_lines += 1;
-            self.problem(json!({"problem": "bad_input_line", "input_line": n, "detail": format!("record is '{}', not 'sealed_file'", rec.record)}));
+            self.problem(
+                json!({"problem": "bad_input_line", "input_line": n, "detail": format!("record is '{}', not 'sealed_file'", rec.record)}),
+            );
             return;
         }
         if !is_safe_rel_path(&rec.path) || rec.tail_path.as_deref().is_some_and(|t| !is_safe_rel_path(t)) {

@@ -94,7 +94,9 @@ pub struct RawCtx {
     pub window_end_utc: Option<String>,
 }
 
-/// One line of a data file, classified.
+/// One line of a data file, classified. (Returned once per line and never stored, so the size of
+/// the `Line` variant does not matter.)
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed {
     /// A JSON object with the expected field types (`collected_at_utc` made canonical).
     Line(RawLine),
@@ -354,7 +356,10 @@ impl Tally {
             one.last_action_at_utc = at;
             one.last_action_run_id = l.run_id.clone();
         }
-        self.markets.entry(slug.to_string()).or_insert_with(|| MarketTrack { slug: slug.to_string(), ..MarketTrack::default() }).merge(&one);
+        self.markets
+            .entry(slug.to_string())
+            .or_insert_with(|| MarketTrack { slug: slug.to_string(), ..MarketTrack::default() })
+            .merge(&one);
     }
 
     /// Counts one line that is JSON but not an envelope.
@@ -699,7 +704,11 @@ mod tests {
         for (i, l) in lines.iter().enumerate() {
             let Parsed::Line(p) = parse_line(l.as_bytes()) else { panic!("{l}") };
             all.add(&p);
-            if i % 2 == 0 { a.add(&p) } else { b.add(&p) }
+            if i % 2 == 0 {
+                a.add(&p)
+            } else {
+                b.add(&p)
+            }
         }
         let mut ba = b.clone();
         ba.merge(&a);

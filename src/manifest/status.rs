@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::{human_bytes, load_manifests, max_time, read_data_file, read_uploads, walk, FileKind, MarketTrack, Parsed, Tally, STATUS_SCHEMA};
+use super::{
+    human_bytes, load_manifests, max_time, read_data_file, read_uploads, walk, FileKind, MarketTrack, Parsed, Tally, STATUS_SCHEMA,
+};
 use crate::cli::{self, ExitCode};
 use crate::clock;
 
@@ -251,7 +253,9 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
         let stale = age.is_none_or(|a| a > o.stale_after.as_secs_f64());
         match (&newest, age) {
             (None, _) | (_, None) => problems.push(format!("{name}: no line found")),
-            (Some(n), Some(a)) if stale => problems.push(format!("{name}: newest line {n} is {a:.0} s old (> {} s)", o.stale_after.as_secs_f64())),
+            (Some(n), Some(a)) if stale => {
+                problems.push(format!("{name}: newest line {n} is {a:.0} s old (> {} s)", o.stale_after.as_secs_f64()))
+            }
             _ => {}
         }
         let stream_fresh = !stale;
@@ -302,7 +306,11 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
     // Disk, write rate, days left.
     let disk = disk_usage(root);
     let day_from = floor_hour(now) - time::Duration::hours(23);
-    let bytes_24h: u64 = files.iter().filter(|f| f.kind != FileKind::Other && f.hour_start.is_some_and(|h| h >= day_from && h <= now)).map(|f| f.bytes).sum();
+    let bytes_24h: u64 = files
+        .iter()
+        .filter(|f| f.kind != FileKind::Other && f.hour_start.is_some_and(|h| h >= day_from && h <= now))
+        .map(|f| f.bytes)
+        .sum();
     let earliest = files.iter().filter(|f| f.kind != FileKind::Other).filter_map(|f| f.hour_start).min();
     // The rate is measured over the last 24 h, or over the archive's life when it is younger
     // (at least one hour, so that a fresh archive does not extrapolate from seconds).
@@ -378,7 +386,7 @@ pub fn human(doc: &Value) -> String {
         "pm-archive status  root={}  now={}  stale-after={}s\n",
         doc["root"].as_str().unwrap_or(""),
         doc["now_utc"].as_str().unwrap_or(""),
-        doc["stale_after_s"]
+        doc["stale_after_s"].as_f64().unwrap_or(0.0)
     ));
     s.push_str(&format!(
         "{:<22} {:<28} {:>8} {:>8} {:>7} {:>8} {:>6} {:>9} {:>10}\n",
@@ -392,10 +400,10 @@ pub fn human(doc: &Value) -> String {
             format!("{}/{}", st["venue"].as_str().unwrap_or(""), st["stream"].as_str().unwrap_or("")),
             st["newest_collected_at_utc"].as_str().unwrap_or("-"),
             age,
-            lh["rows"],
-            lh["missed_slots"],
-            lh["http_errors"],
-            lh["http_429"],
+            lh["rows"].to_string(),
+            lh["missed_slots"].to_string(),
+            lh["http_errors"].to_string(),
+            lh["http_429"].to_string(),
             format!(
                 "{}/{}",
                 st["markets_tracked_now"].as_array().map_or(0, Vec::len),

@@ -73,10 +73,8 @@ pub fn verify(root: &Path) -> cli::Result<(Value, ExitCode)> {
                 }
                 if let Some(prev) = expected.get(&path) {
                     if prev.sha256 != sha256 {
-                        problems.push(format!(
-                            "{path}: listed by manifests/{} and manifests/{} with different sha256",
-                            prev.manifest, m.name
-                        ));
+                        problems
+                            .push(format!("{path}: listed by manifests/{} and manifests/{} with different sha256", prev.manifest, m.name));
                     }
                     continue;
                 }
@@ -223,7 +221,7 @@ pub fn human(doc: &Value) -> String {
     }
     s.push_str(&format!("{:<10} {:>8} {:>8}\n", "STATUS", "FILES", "TAILS"));
     for st in STATUSES {
-        s.push_str(&format!("{:<10} {:>8} {:>8}\n", st, doc["summary"]["files"][st], doc["summary"]["tails"][st]));
+        s.push_str(&format!("{:<10} {:>8} {:>8}\n", st, doc["summary"]["files"][st].to_string(), doc["summary"]["tails"][st].to_string()));
     }
     if let Some(files) = doc["files"].as_array() {
         for f in files.iter().filter(|f| !matches!(f["status"].as_str(), Some("ok" | "offloaded"))) {
