@@ -132,7 +132,11 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
 
     // Streams present on disk, their sizes, and the files to read.
     let mut streams: BTreeMap<(String, String), StreamState> = BTreeMap::new();
-    let recent_from = floor_hour(now) - time::Duration::hours(2);
+    // Sealed files read: the current and previous hour partitions (hourly rotation puts every line of
+    // the last hour there), any older file a manifest says has lines in the last hour, and the newest
+    // partition of each stream (so that a dead stream without manifests still shows its newest line).
+    let recent_from = floor_hour(now) - time::Duration::hours(1);
+    let mut listed_last: BTreeMap<String, String> = BTreeMap::new();
     let mut newest_partition: BTreeMap<(String, String), OffsetDateTime> = BTreeMap::new();
     let (mut archive_bytes, mut archive_files) = (0u64, 0u64);
     for f in &files {
@@ -171,7 +175,11 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
             let venue = filesv.iter().find_map(|f| f.get("venue").and_then(Value::as_str)).unwrap_or("polymarket").to_string();
             let st = streams.entry((venue, sname.clone())).or_default();
             for f in &filesv {
-                max_time(&mut st.newest_sealed, f.get("last_collected_at_utc").and_then(Value::as_str));
+                let last = f.get("last_collected_at_utc").and_then(Value::as_str);
+                max_time(&mut st.newest_sealed, last);
+                if let (Some(p), Some(l)) = (f.get("path").and_then(Value::as_str), last) {
+                    listed_last.insert(p.to_string(), l.to_string());
+                }
             }
             if let Some(mk) = s.get("tally").and_then(|t| t.get("markets")) {
                 if let Ok(mk) = serde_json::from_value::<BTreeMap<String, MarketTrack>>(mk.clone()) {
@@ -189,7 +197,10 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
         let key = (v.clone(), s.clone());
         let take = match f.kind {
             FileKind::Partial => true,
-            FileKind::Sealed => f.hour_start.is_some_and(|h| h >= recent_from || Some(&h) == newest_partition.get(&key)),
+            FileKind::Sealed => {
+                f.hour_start.is_some_and(|h| h >= recent_from || Some(&h) == newest_partition.get(&key))
+                    || listed_last.get(&f.rel).is_some_and(|l| l.as_str() > hour_ago.as_str())
+            }
             _ => false,
         };
         if !take {
