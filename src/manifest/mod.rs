@@ -551,7 +551,14 @@ pub struct LoadedManifest {
 pub fn load_manifests(root: &Path) -> Vec<LoadedManifest> {
     let dir = root.join("manifests");
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(&dir) else { return out };
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return out,
+        Err(e) => {
+            out.push(LoadedManifest { name: "(directory)".into(), doc: Err(format!("cannot list manifests/: {e}")) });
+            return out;
+        }
+    };
     for ent in rd.flatten() {
         let name = ent.file_name().to_string_lossy().into_owned();
         if !(name.starts_with("run-") && name.ends_with(".json")) {
