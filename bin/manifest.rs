@@ -1,4 +1,189 @@
+const USAGE: &str = "
+manifest — run manifests, archive verification and health status for the pm-archive.
+
+Usage:
+    manifest build --root DIR [options]     < sealed-file records
+    manifest verify ROOT [--json]
+    manifest status ROOT [--json] [--stale-after SECS] [--now RFC3339]
+
+manifest build
+    Reads sealed-file records (pmarchive.sealed/1, jsonl-rotate's stdout; several writers may share
+    the pipe) on stdin. For each record it re-hashes the file (a sha256/size mismatch is reported in
+    the manifest and on stderr), reads it once (multi-member gzip) and tallies rows by stream and
+    kind, HTTP attempts by endpoint x status (\"none\" = no reply), retries, network errors, 429s,
+    gaps by type and missed slots, markets tracked (start/stop), collector versions and tools.
+    Unparseable lines are counted with file and line number, never fatal.
+    It writes ROOT/manifests/run-<host>-<run_id>.json (pmarchive.manifest/1) atomically at start,
+    after every record, every --refresh seconds (status \"running\"), and at stdin EOF (\"complete\")
+    or SIGTERM/SIGINT (\"stopped\"). Nothing is written to stdout.
+
+    --root DIR          Archive root (must exist).
+    --run-id ID         Run id. [default: $PMARCHIVE_RUN_ID or a new one]
+    --host H            Host name. [default: $PMARCHIVE_HOST or the machine's]
+    --config FILE       A KEY=VALUE file to record (repeatable). Comments are dropped, and so is
+                        every setting that looks like a secret: key contains SECRET, TOKEN,
+                        PASSWORD, PASS, CREDENTIAL or PRIVATE; key contains KEY and the value looks
+                        like a key (>= 16 chars of [A-Za-z0-9+/=_.-] with letters and digits, not a
+                        path); or the value is a URL with user:password@. Only their names are kept.
+    --refresh SECS      Rewrite the manifest at least this often while running. [default: 60]
+    --label TEXT        Free text recorded in the manifest (e.g. \"soak test 1\").
+    -v, --verbose       One summary line on stderr per manifest update.
+    Exit: 0; 1 when a listed file failed its re-hash or could not be read; 2 bad arguments or a
+    failure to write the manifest.
+
+manifest verify ROOT
+    Loads every ROOT/manifests/run-*.json, re-hashes every file (and unreadable tail) they list, and
+    walks ROOT for *.jsonl.gz and *.unreadable-tail files outside manifests/ (*.partial files are
+    ignored). Each file is: ok, offloaded (absent, but ROOT/manifests/uploads.jsonl has a
+    local_delete record and a verified upload record with the same path and sha256), missing,
+    changed (sha256 or size differs) or unlisted (on disk, in no manifest).
+    --json              One JSON document (pmarchive.verify/1) instead of the table.
+    Exit: 0 all ok; 1 any missing/changed/unlisted file or a bad manifest; 2 bad arguments or an
+    unreadable root.
+
+manifest status ROOT
+    Health: per stream, the newest line (newest sealed file and open *.partial files, whose complete
+    gzip members are decoded), rows, missed slots, HTTP errors (no status or >= 400) and 429s in the
+    last hour, markets tracked now and in the last hour; archive bytes, disk free (statvfs), bytes
+    written in the last 24 h and days of disk left at that rate; the last upload.
+    --json              One JSON document (pmarchive.status/1) instead of the table.
+    --stale-after SECS  A stream whose newest line is older is stale. [default: 300]
+    --now RFC3339       Evaluate as of this instant. [default: the clock; PMARCHIVE_CLOCK applies]
+    Exit: 0 healthy; 1 a stream is stale or there is no data at all; 2 bad arguments or an
+    unreadable root.
+
+Common:
+    -h, --help          Show this help.
+    -V, --version       Show the version.
+";
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pm_archive::cli::{self, ExitCode};
+use pm_archive::clock;
+use pm_archive::envelope::RunInfo;
+use pm_archive::manifest::{build, status, verify};
+
 fn main() {
-    eprintln!("manifest: not built yet");
-    std::process::exit(2);
+    cli::main("manifest", run)
+}
+
+fn run() -> cli::Result<ExitCode> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let sub = match p.next()? {
+        Some(Value(v)) => v.into_string().map_err(|_| cli::Error::Usage("subcommand is not UTF-8".into()))?,
+        Some(Short('h') | Long("help")) => return cli::help(USAGE),
+        Some(Short('V') | Long("version")) => {
+            println!("manifest {}", pm_archive::VERSION);
+            return Ok(ExitCode::Success);
+        }
+        Some(other) => return cli::unexpected(other),
+        None => return cli::usage("missing subcommand: build, verify or status"),
+    };
+    match sub.as_str() {
+        "build" => run_build(p),
+        "verify" => run_verify(p),
+        "status" => run_status(p),
+        other => cli::usage(format!("unknown subcommand '{other}' (build, verify, status)")),
+    }
+}
+
+fn run_build(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
+    use lexopt::prelude::*;
+    let (mut root, mut run_id, mut host, mut label) = (None::<PathBuf>, None::<String>, None::<String>, None::<String>);
+    let mut configs = Vec::new();
+    let mut refresh = Duration::from_secs(60);
+    let mut verbose = false;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("root") => root = Some(cli::value(&mut p, "--root")?),
+            Long("run-id") => run_id = Some(cli::value(&mut p, "--run-id")?),
+            Long("host") => host = Some(cli::value(&mut p, "--host")?),
+            Long("config") => configs.push(cli::value::<PathBuf>(&mut p, "--config")?),
+            Long("refresh") => refresh = cli::seconds(&mut p, "--refresh")?,
+            Long("label") => label = Some(cli::value(&mut p, "--label")?),
+            Short('v') | Long("verbose") => verbose = true,
+            Short('h') | Long("help") => return cli::help(USAGE),
+            other => return cli::unexpected(other),
+        }
+    }
+    let Some(root) = root else { return cli::usage("build: --root DIR is required") };
+    let info = RunInfo::new("manifest");
+    let opts = build::BuildOptions {
+        root,
+        run_id: run_id.unwrap_or(info.run_id),
+        host: host.unwrap_or(info.host),
+        configs,
+        refresh,
+        label,
+        verbose,
+    };
+    // Plain line reading: sealed records are never compressed, and a reader that sniffs for gzip
+    // would block on stdin before the first manifest is written.
+    build::run(opts, Box::new(std::io::BufReader::new(std::io::stdin())))
+}
+
+fn print_doc(doc: &serde_json::Value, json: bool, human: fn(&serde_json::Value) -> String) -> cli::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, doc)?;
+        out.write_all(b"\n")?;
+    } else {
+        out.write_all(human(doc).as_bytes())?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn root_arg(root: &mut Option<PathBuf>, v: std::ffi::OsString) -> cli::Result<()> {
+    if root.is_some() {
+        return cli::usage(format!("unexpected argument {:?}: only one ROOT", v));
+    }
+    *root = Some(PathBuf::from(v));
+    Ok(())
+}
+
+fn run_verify(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
+    use lexopt::prelude::*;
+    let (mut root, mut json) = (None::<PathBuf>, false);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("json") => json = true,
+            Short('h') | Long("help") => return cli::help(USAGE),
+            Value(v) => root_arg(&mut root, v)?,
+            other => return cli::unexpected(other),
+        }
+    }
+    let Some(root) = root else { return cli::usage("verify: ROOT is required") };
+    let (doc, code) = verify::verify(&root)?;
+    print_doc(&doc, json, verify::human)?;
+    Ok(code)
+}
+
+fn run_status(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
+    use lexopt::prelude::*;
+    let (mut root, mut json) = (None::<PathBuf>, false);
+    let mut stale_after = Duration::from_secs(300);
+    let mut now = None;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("json") => json = true,
+            Long("stale-after") => stale_after = cli::seconds(&mut p, "--stale-after")?,
+            Long("now") => {
+                let s: String = cli::value(&mut p, "--now")?;
+                now = Some(clock::parse_rfc3339(&s).ok_or_else(|| cli::Error::Usage(format!("--now: not an RFC 3339 time: '{s}'")))?);
+            }
+            Short('h') | Long("help") => return cli::help(USAGE),
+            Value(v) => root_arg(&mut root, v)?,
+            other => return cli::unexpected(other),
+        }
+    }
+    let Some(root) = root else { return cli::usage("status: ROOT is required") };
+    let opts = status::StatusOptions { stale_after, now: now.unwrap_or_else(clock::now) };
+    let (doc, code) = status::status(&root, &opts)?;
+    print_doc(&doc, json, status::human)?;
+    Ok(code)
 }

@@ -13,6 +13,7 @@ pub mod discover;
 pub mod envelope;
 pub mod http;
 pub mod jsonl;
+pub mod manifest;
 pub mod market;
 pub mod probe;
 pub mod signal;

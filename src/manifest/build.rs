@@ -1,0 +1,602 @@
+//! `manifest build`: turns the sealed-file records of a run (jsonl-rotate's stdout) into the run
+//! manifest `ROOT/manifests/run-<host>-<run_id>.json` (schema `pmarchive.manifest/1`), rewritten
+//! atomically after every record, every `--refresh` seconds, and at the end.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufRead};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{is_safe_rel_path, read_data_file, Parsed, Tally, MANIFEST_SCHEMA, MAX_PROBLEMS};
+use crate::cli::{self, ExitCode};
+use crate::{clock, signal, util};
+
+/// Options of `manifest build`.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub root: PathBuf,
+    pub run_id: String,
+    pub host: String,
+    pub configs: Vec<PathBuf>,
+    pub refresh: Duration,
+    pub label: Option<String>,
+    /// Print a one-line summary on stderr at every update.
+    pub verbose: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration files
+
+/// One `--config` file as recorded in the manifest: its `KEY=VALUE` settings minus secrets.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConfigFile {
+    pub path: String,
+    /// Settings kept (sorted by key).
+    pub entries: BTreeMap<String, String>,
+    /// Names of the keys left out because they look like secrets (values are never recorded).
+    pub dropped_keys: Vec<String>,
+    /// Line numbers of non-comment lines that are not `KEY=VALUE` (not recorded either).
+    pub ignored_lines: Vec<u64>,
+}
+
+/// Words in a key that mark its value as a secret, whatever the value looks like.
+const SECRET_WORDS: [&str; 6] = ["SECRET", "TOKEN", "PASSWORD", "PASS", "CREDENTIAL", "PRIVATE"];
+
+/// True when a value looks like a key or credential: at least 16 characters, no whitespace, only
+/// `[A-Za-z0-9+/=_.-]`, with both letters and digits, and not a path (`/`, `.`, `~` first).
+fn looks_like_secret(v: &str) -> bool {
+    let v = v.trim_matches(|c| c == '"' || c == '\'');
+    v.len() >= 16
+        && !v.starts_with(['/', '.', '~'])
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || "+/=_.-".contains(c))
+        && v.chars().any(|c| c.is_ascii_digit())
+        && v.chars().any(|c| c.is_ascii_alphabetic())
+}
+
+/// The secret rule (documented in docs/DATA_CONTRACT.md, "Run manifest"): a setting is dropped when
+/// its key (case-insensitive) contains SECRET, TOKEN, PASSWORD, PASS, CREDENTIAL or PRIVATE; or
+/// contains KEY and its value looks like a secret; or its value holds credentials in a URL
+/// (`scheme://user:password@host`). False positives only drop harmless settings.
+pub fn is_secret(key: &str, value: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    if SECRET_WORDS.iter().any(|w| k.contains(w)) {
+        return true;
+    }
+    if k.contains("KEY") && looks_like_secret(value) {
+        return true;
+    }
+    // URL user info with a password: scheme://user:pw@host
+    if let Some(i) = value.find("://") {
+        let rest = &value[i + 3..];
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            if userinfo.contains(':') {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Parses a `KEY=VALUE` file (shell env-file style: `#` comments, blank lines, optional `export `).
+pub fn parse_config(path: &str, text: &str) -> ConfigFile {
+    let mut c = ConfigFile { path: path.to_string(), entries: BTreeMap::new(), dropped_keys: Vec::new(), ignored_lines: Vec::new() };
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let t = t.strip_prefix("export ").map(str::trim_start).unwrap_or(t);
+        let Some((k, v)) = t.split_once('=') else {
+            c.ignored_lines.push(i as u64 + 1);
+            continue;
+        };
+        let k = k.trim();
+        if k.is_empty() || !k.chars().all(|ch| ch.is_ascii_alphanumeric() || "_.-".contains(ch)) {
+            c.ignored_lines.push(i as u64 + 1);
+            continue;
+        }
+        let v = v.trim();
+        if is_secret(k, v) {
+            c.dropped_keys.push(k.to_string());
+        } else {
+            c.entries.insert(k.to_string(), v.to_string());
+        }
+    }
+    c
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sealed-file records
+
+/// A `pmarchive.sealed/1` record (jsonl-rotate stdout). Only `record`, `path` and `sha256` are
+/// required; the rest is copied when present.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SealedRecord {
+    pub record: String,
+    pub schema: Option<String>,
+    pub path: String,
+    pub venue: Option<String>,
+    pub stream: Option<String>,
+    pub host: Option<String>,
+    pub run_id: Option<String>,
+    pub n: Option<u64>,
+    pub rows: Option<u64>,
+    pub bytes: Option<u64>,
+    pub sha256: String,
+    pub first_collected_at_utc: Option<String>,
+    pub last_collected_at_utc: Option<String>,
+    pub opened_at_utc: Option<String>,
+    pub sealed_at_utc: Option<String>,
+    #[serde(default)]
+    pub recovered: bool,
+    pub tail_path: Option<String>,
+    #[serde(default)]
+    pub tail_bytes: u64,
+    pub writer_version: Option<String>,
+}
+
+/// One file as listed in the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub venue: Option<String>,
+    pub stream: String,
+    pub host: Option<String>,
+    pub run_id: Option<String>,
+    pub n: Option<u64>,
+    /// As sealed (from the record).
+    pub rows: Option<u64>,
+    pub bytes: Option<u64>,
+    pub sha256: String,
+    /// `ok` (re-hash matches the record), `mismatch` (sha256 or size differ) or `unreadable`.
+    pub sha256_check: &'static str,
+    /// What the re-hash found, when it differs from the record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256_actual: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_actual: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_error: Option<String>,
+    /// Complete lines read back from the file, and those that were not JSON.
+    pub lines_read: u64,
+    pub unparseable_lines: u64,
+    pub first_collected_at_utc: Option<String>,
+    pub last_collected_at_utc: Option<String>,
+    pub opened_at_utc: Option<String>,
+    pub sealed_at_utc: Option<String>,
+    pub recovered: bool,
+    pub tail_path: Option<String>,
+    pub tail_bytes: u64,
+    /// sha256 of the unreadable tail (computed here; the sealed record has none).
+    pub tail_sha256: Option<String>,
+    pub writer_version: Option<String>,
+}
+
+struct FileState {
+    entry: FileEntry,
+    tally: Tally,
+}
+
+/// The manifest being built.
+pub struct Builder {
+    opts: BuildOptions,
+    started_at_utc: String,
+    writes: u64,
+    configs: Vec<ConfigFile>,
+    files: BTreeMap<String, FileState>,
+    input_lines: u64,
+    bad_input_lines: u64,
+    duplicate_records: u64,
+    hash_mismatches: u64,
+    unreadable_files: u64,
+    problems: Vec<Value>,
+    problems_dropped: u64,
+    writer_versions: BTreeSet<String>,
+}
+
+impl Builder {
+    /// Reads the config files (an unreadable one is a usage error).
+    pub fn new(opts: BuildOptions) -> cli::Result<Builder> {
+        if !util::is_safe_component(&opts.run_id) {
+            return cli::usage(format!("--run-id: not a safe file-name component: '{}'", opts.run_id));
+        }
+        if !util::is_safe_component(&opts.host) {
+            return cli::usage(format!("--host: not a safe file-name component: '{}'", opts.host));
+        }
+        if !opts.root.is_dir() {
+            return cli::usage(format!("--root {}: not a directory", opts.root.display()));
+        }
+        let mut configs = Vec::new();
+        for p in &opts.configs {
+            let text = std::fs::read_to_string(p).map_err(|e| cli::Error::Usage(format!("--config {}: {e}", p.display())))?;
+            configs.push(parse_config(&p.display().to_string(), &text));
+        }
+        Ok(Builder {
+            opts,
+            started_at_utc: clock::fmt_micros(clock::now()),
+            writes: 0,
+            configs,
+            files: BTreeMap::new(),
+            input_lines: 0,
+            bad_input_lines: 0,
+            duplicate_records: 0,
+            hash_mismatches: 0,
+            unreadable_files: 0,
+            problems: Vec::new(),
+            problems_dropped: 0,
+            writer_versions: BTreeSet::new(),
+        })
+    }
+
+    /// `ROOT/manifests/run-<host>-<run_id>.json`.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.opts.root.join("manifests").join(format!("run-{}-{}.json", self.opts.host, self.opts.run_id))
+    }
+
+    /// True when a sealed file failed its re-hash or could not be read.
+    pub fn has_failures(&self) -> bool {
+        self.hash_mismatches + self.unreadable_files > 0
+    }
+
+    fn problem(&mut self, v: Value) {
+        eprintln!("manifest: {}", problem_text(&v));
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(v);
+        } else {
+            self.problems_dropped += 1;
+        }
+    }
+
+    /// Handles one input line (a sealed-file record). Bad lines are counted and reported.
+    pub fn add_input_line(&mut self, line: &str) {
+        self.input_lines += 1;
+        let n = self.input_lines;
+        if line.trim().is_empty() {
+            return;
+        }
+        let rec = match serde_json::from_str::<SealedRecord>(line) {
+            Ok(r) => r,
+            Err(e) => {
+                self.bad_input_lines += 1;
+                self.problem(json!({"problem": "bad_input_line", "input_line": n, "detail": format!("not a sealed-file record: {e}")}));
+                return;
+            }
+        };
+        if rec.record != "sealed_file" {
+            self.bad_input_lines += 1;
+            self.problem(
+                json!({"problem": "bad_input_line", "input_line": n, "detail": format!("record is '{}', not 'sealed_file'", rec.record)}),
+            );
+            return;
+        }
+        if !is_safe_rel_path(&rec.path) || rec.tail_path.as_deref().is_some_and(|t| !is_safe_rel_path(t)) {
+            self.bad_input_lines += 1;
+            self.problem(json!({"problem": "bad_input_line", "input_line": n, "detail": format!("unsafe path in record: {:?}", rec.path)}));
+            return;
+        }
+        self.add_sealed(rec);
+    }
+
+    /// Re-hashes and reads one sealed file, and lists it.
+    pub fn add_sealed(&mut self, rec: SealedRecord) {
+        if let Some(old) = self.files.get(&rec.path) {
+            self.duplicate_records += 1;
+            if old.entry.sha256 == rec.sha256 {
+                return; // the same record twice (e.g. a replayed input): nothing new
+            }
+            let v = json!({"problem": "sealed_twice", "path": rec.path, "detail": format!("sealed again with another sha256 ({} → {}); the later record is listed", old.entry.sha256, rec.sha256)});
+            self.problem(v);
+        }
+        if let Some(w) = &rec.writer_version {
+            self.writer_versions.insert(w.clone());
+        }
+        let stream = rec.stream.clone().unwrap_or_else(|| stream_from_path(&rec.path).unwrap_or_else(|| "unknown".into()));
+        let abs = self.opts.root.join(&rec.path);
+        let mut entry = FileEntry {
+            path: rec.path.clone(),
+            venue: rec.venue.clone(),
+            stream,
+            host: rec.host.clone(),
+            run_id: rec.run_id.clone(),
+            n: rec.n,
+            rows: rec.rows,
+            bytes: rec.bytes,
+            sha256: rec.sha256.clone(),
+            sha256_check: "ok",
+            sha256_actual: None,
+            bytes_actual: None,
+            check_error: None,
+            lines_read: 0,
+            unparseable_lines: 0,
+            first_collected_at_utc: rec.first_collected_at_utc.clone(),
+            last_collected_at_utc: rec.last_collected_at_utc.clone(),
+            opened_at_utc: rec.opened_at_utc.clone(),
+            sealed_at_utc: rec.sealed_at_utc.clone(),
+            recovered: rec.recovered,
+            tail_path: rec.tail_path.clone(),
+            tail_bytes: rec.tail_bytes,
+            tail_sha256: None,
+            writer_version: rec.writer_version.clone(),
+        };
+        let mut tally = Tally::default();
+        match util::sha256_file(&abs) {
+            Err(e) => {
+                entry.sha256_check = "unreadable";
+                entry.check_error = Some(e.to_string());
+                self.unreadable_files += 1;
+                self.problem(json!({"problem": "unreadable", "path": rec.path, "detail": e.to_string()}));
+            }
+            Ok((sha, n)) => {
+                if sha != rec.sha256 || rec.bytes.is_some_and(|b| b != n) {
+                    entry.sha256_check = "mismatch";
+                    entry.sha256_actual = Some(sha.clone());
+                    entry.bytes_actual = Some(n);
+                    self.hash_mismatches += 1;
+                    self.problem(json!({"problem": "sha256_mismatch", "path": rec.path,
+                        "detail": format!("record says sha256 {} ({} bytes), file has {} ({} bytes)", rec.sha256, rec.bytes.map_or("?".into(), |b| b.to_string()), sha, n)}));
+                }
+                self.read_file(&abs, &mut entry, &mut tally);
+            }
+        }
+        if let Some(t) = &rec.tail_path {
+            match util::sha256_file(&self.opts.root.join(t)) {
+                Ok((sha, _)) => entry.tail_sha256 = Some(sha),
+                Err(e) => self.problem(json!({"problem": "tail_unreadable", "path": t, "detail": e.to_string()})),
+            }
+        }
+        self.files.insert(rec.path, FileState { entry, tally });
+    }
+
+    fn read_file(&mut self, abs: &Path, entry: &mut FileEntry, tally: &mut Tally) {
+        let mut bad: Vec<Value> = Vec::new();
+        let mut unparseable = 0u64;
+        let path = entry.path.clone();
+        let res = read_data_file(abs, false, |n, p| match p {
+            Parsed::Line(l) => tally.add(&l),
+            Parsed::Malformed(why) => {
+                tally.add_malformed();
+                bad.push(json!({"problem": "malformed_line", "path": path, "line": n, "detail": why}));
+            }
+            Parsed::Unparseable(why) => {
+                unparseable += 1;
+                bad.push(json!({"problem": "unparseable_line", "path": path, "line": n, "detail": why}));
+            }
+        });
+        entry.unparseable_lines = unparseable;
+        for b in bad {
+            self.problem(b);
+        }
+        match res {
+            Ok(out) => {
+                entry.lines_read = out.lines;
+                if let Some(e) = out.error {
+                    self.problem(json!({"problem": "decode_error", "path": entry.path, "detail": e}));
+                }
+                if entry.rows.is_some_and(|r| r != out.lines) {
+                    let v = json!({"problem": "row_count_mismatch", "path": entry.path,
+                        "detail": format!("record says {} rows, {} lines read", entry.rows.unwrap_or(0), out.lines)});
+                    self.problem(v);
+                }
+            }
+            Err(e) => self.problem(json!({"problem": "unreadable", "path": entry.path, "detail": e.to_string()})),
+        }
+        // Prefer the times the lines carry when the record has none.
+        if entry.first_collected_at_utc.is_none() {
+            entry.first_collected_at_utc.clone_from(&tally.first_collected_at_utc);
+        }
+        if entry.last_collected_at_utc.is_none() {
+            entry.last_collected_at_utc.clone_from(&tally.last_collected_at_utc);
+        }
+    }
+
+    /// The manifest document with the given status (`running`, `complete`, `stopped`).
+    pub fn document(&self, status: &str, now: &str) -> Value {
+        let mut streams: BTreeMap<String, (Vec<&FileEntry>, Tally)> = BTreeMap::new();
+        let mut all = Tally::default();
+        let (mut rows, mut bytes, mut lines_read, mut unparseable) = (0u64, 0u64, 0u64, 0u64);
+        for f in self.files.values() {
+            let s = streams.entry(f.entry.stream.clone()).or_default();
+            s.0.push(&f.entry);
+            s.1.merge(&f.tally);
+            all.merge(&f.tally);
+            rows += f.entry.rows.unwrap_or(f.entry.lines_read);
+            bytes += f.entry.bytes.or(f.entry.bytes_actual).unwrap_or(0);
+            lines_read += f.entry.lines_read;
+            unparseable += f.entry.unparseable_lines;
+        }
+        let mut rows_by_stream_kind: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        let mut streams_json = serde_json::Map::new();
+        for (name, (files, t)) in streams {
+            let totals = json!({
+                "files": files.len(),
+                "rows": files.iter().map(|f| f.rows.unwrap_or(f.lines_read)).sum::<u64>(),
+                "bytes": files.iter().map(|f| f.bytes.unwrap_or(0)).sum::<u64>(),
+                "first_collected_at_utc": t.first_collected_at_utc,
+                "last_collected_at_utc": t.last_collected_at_utc,
+            });
+            rows_by_stream_kind.insert(name.clone(), t.rows_by_kind.clone());
+            streams_json.insert(name, json!({"totals": totals, "files": files, "tally": t}));
+        }
+        let markets: Vec<&super::MarketTrack> = all.markets.values().collect();
+        json!({
+            "schema": MANIFEST_SCHEMA,
+            "run_id": self.opts.run_id,
+            "host": self.opts.host,
+            "label": self.opts.label,
+            "status": status,
+            "started_at_utc": self.started_at_utc,
+            "updated_at_utc": now,
+            "finished_at_utc": if status == "running" { Value::Null } else { json!(now) },
+            "manifest_version": self.writes + 1,
+            "versions": {
+                "manifest": crate::VERSION,
+                "writers": self.writer_versions,
+                "collectors": all.collector_versions,
+                "tools": all.tools,
+            },
+            "config": self.configs,
+            "totals": {
+                "files": self.files.len(),
+                "rows": rows,
+                "lines_read": lines_read,
+                "bytes": bytes,
+                "unparseable_lines": unparseable,
+                "hash_mismatches": self.hash_mismatches,
+                "unreadable_files": self.unreadable_files,
+                "input_lines": self.input_lines,
+                "bad_input_lines": self.bad_input_lines,
+                "duplicate_records": self.duplicate_records,
+                "first_collected_at_utc": all.first_collected_at_utc,
+                "last_collected_at_utc": all.last_collected_at_utc,
+            },
+            "tallies": {
+                "rows_by_stream_kind": rows_by_stream_kind,
+                "http": all.http,
+                "gaps": all.gaps,
+                "markets_tracked": markets.len(),
+                "markets": markets,
+                "collector_versions": all.collector_versions,
+                "tools": all.tools,
+            },
+            "streams": streams_json,
+            "problems": self.problems,
+            "problems_dropped": self.problems_dropped,
+        })
+    }
+
+    /// Writes the manifest atomically.
+    pub fn write(&mut self, status: &str) -> io::Result<()> {
+        let now = clock::fmt_micros(clock::now());
+        let doc = self.document(status, &now);
+        let mut bytes = serde_json::to_vec_pretty(&doc).map_err(io::Error::from)?;
+        bytes.push(b'\n');
+        util::write_atomic(&self.manifest_path(), &bytes)?;
+        self.writes += 1;
+        if self.opts.verbose {
+            eprintln!(
+                "manifest: {status}: {} files, {} rows, {} bytes, {} problems (v{})",
+                self.files.len(),
+                doc["totals"]["rows"],
+                doc["totals"]["bytes"],
+                self.problems.len() as u64 + self.problems_dropped,
+                self.writes
+            );
+        }
+        Ok(())
+    }
+}
+
+fn stream_from_path(p: &str) -> Option<String> {
+    p.split('/').find_map(|c| c.strip_prefix("stream=")).map(str::to_string)
+}
+
+/// One line of text for a problem entry (stderr).
+pub fn problem_text(v: &Value) -> String {
+    let mut s = v["problem"].as_str().unwrap_or("problem").to_string();
+    if let Some(p) = v.get("path").and_then(Value::as_str) {
+        s.push_str(&format!(" {p}"));
+    }
+    if let Some(l) = v.get("line").and_then(Value::as_u64) {
+        s.push_str(&format!(" line {l}"));
+    }
+    if let Some(l) = v.get("input_line").and_then(Value::as_u64) {
+        s.push_str(&format!(" (input line {l})"));
+    }
+    if let Some(d) = v.get("detail").and_then(Value::as_str) {
+        s.push_str(&format!(": {d}"));
+    }
+    s
+}
+
+enum Msg {
+    Line(String),
+    Eof,
+    Err(io::Error),
+}
+
+/// Runs `manifest build` over `input` until EOF (status `complete`) or SIGTERM/SIGINT (`stopped`).
+/// Exit 0, or 1 when a sealed file failed its re-hash or could not be read.
+pub fn run(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<ExitCode> {
+    let refresh = opts.refresh;
+    let mut b = Builder::new(opts)?;
+    signal::install();
+    b.write("running")?;
+    // stdin is read on its own thread: signal(2) restarts interrupted reads, so the main loop waits
+    // on a channel with a timeout to notice SIGTERM and the refresh deadline.
+    let (tx, rx) = crossbeam_channel::bounded::<Msg>(1024);
+    std::thread::spawn(move || {
+        let mut input = input;
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let m = match input.read_until(b'\n', &mut buf) {
+                Ok(0) => Msg::Eof,
+                Ok(_) => Msg::Line(String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string()),
+                Err(e) => Msg::Err(e),
+            };
+            let end = !matches!(m, Msg::Line(_));
+            if tx.send(m).is_err() || end {
+                return;
+            }
+        }
+    });
+    let mut next_refresh = Instant::now() + refresh;
+    let status = loop {
+        if signal::stop_requested() {
+            break "stopped";
+        }
+        let wait = next_refresh.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Line(l)) => {
+                b.add_input_line(&l);
+                b.write("running")?;
+                next_refresh = Instant::now() + refresh;
+            }
+            Ok(Msg::Eof) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break "complete",
+            Ok(Msg::Err(e)) => {
+                b.problem(json!({"problem": "input_error", "detail": e.to_string()}));
+                break "stopped";
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if Instant::now() >= next_refresh {
+                    b.write("running")?;
+                    next_refresh = Instant::now() + refresh;
+                }
+            }
+        }
+    };
+    b.write(status)?;
+    eprintln!(
+        "manifest: {status}: {} files, {} problems; wrote {}",
+        b.files.len(),
+        b.problems.len() as u64 + b.problems_dropped,
+        b.manifest_path().display()
+    );
+    Ok(if b.has_failures() { ExitCode::Failure } else { ExitCode::Success })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_dropped() {
+        let c = parse_config(
+            "x.env",
+            "# comment\nPMARCHIVE_ROOT=/srv/pm\nexport POLL_SECS=1\nRCLONE_TOKEN=abc\nDB_PASSWORD=hunter2\n\
+             api_key=AKIAIOSFODNN7EXAMPLE123\nKEY_FILE=/etc/pm/key.pem\nSORT_KEY=collected_at_utc\n\
+             REMOTE=https://bob:pw@example.org/x\nnot a setting\nGAMMA_URL=https://gamma-api.polymarket.com\n",
+        );
+        assert_eq!(c.dropped_keys, vec!["RCLONE_TOKEN", "DB_PASSWORD", "api_key", "REMOTE"]);
+        assert_eq!(c.entries["PMARCHIVE_ROOT"], "/srv/pm");
+        assert_eq!(c.entries["POLL_SECS"], "1");
+        assert_eq!(c.entries["KEY_FILE"], "/etc/pm/key.pem");
+        assert_eq!(c.entries["SORT_KEY"], "collected_at_utc");
+        assert_eq!(c.entries["GAMMA_URL"], "https://gamma-api.polymarket.com");
+        assert_eq!(c.ignored_lines, vec![10]);
+    }
+}

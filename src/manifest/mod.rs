@@ -1,0 +1,737 @@
+//! The `manifest` tool: run manifests (`build`), archive verification (`verify`) and the health
+//! status (`status`). Formats are documented in docs/DATA_CONTRACT.md ("Run manifest", "Health
+//! status").
+//!
+//! This module holds what the three subcommands share: reading raw lines tolerantly, the tallies
+//! over raw envelopes, walking the archive directory, loading manifests and the upload log.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::{clock, jsonl};
+
+pub mod build;
+pub mod status;
+pub mod verify;
+
+pub const MANIFEST_SCHEMA: &str = "pmarchive.manifest/1";
+pub const VERIFY_SCHEMA: &str = "pmarchive.verify/1";
+pub const STATUS_SCHEMA: &str = "pmarchive.status/1";
+pub const UPLOAD_SCHEMA: &str = "pmarchive.upload/1";
+
+/// At most this many problem entries are kept in one document; the rest are only counted.
+pub const MAX_PROBLEMS: usize = 200;
+
+/// A timestamp in the archive's canonical form (`2026-11-24T16:01:33.123456Z`), so that string
+/// comparison is time comparison. Non-canonical RFC 3339 is parsed and reformatted; None if unparseable.
+pub fn canonical_time(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let canonical = b.len() == 27
+        && b[4] == b'-'
+        && b[10] == b'T'
+        && b[19] == b'.'
+        && b[26] == b'Z'
+        && b.iter().enumerate().all(|(i, c)| matches!(i, 4 | 7 | 10 | 13 | 16 | 19 | 26) || c.is_ascii_digit());
+    if canonical {
+        return Some(s.to_string());
+    }
+    clock::parse_rfc3339(s).map(clock::fmt_micros)
+}
+
+/// The later of two optional canonical times.
+pub fn max_time(a: &mut Option<String>, b: Option<&str>) {
+    if let Some(b) = b {
+        if a.as_deref().is_none_or(|a| b > a) {
+            *a = Some(b.to_string());
+        }
+    }
+}
+
+/// The earlier of two optional canonical times.
+pub fn min_time(a: &mut Option<String>, b: Option<&str>) {
+    if let Some(b) = b {
+        if a.as_deref().is_none_or(|a| b < a) {
+            *a = Some(b.to_string());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw lines
+
+/// The fields of a `pmarchive.raw/1` envelope the tallies need (everything else, bodies included,
+/// is skipped by the parser without being built).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLine {
+    pub schema: Option<String>,
+    pub tool: Option<String>,
+    pub collector_version: Option<String>,
+    pub run_id: Option<String>,
+    pub kind: Option<String>,
+    pub endpoint: Option<String>,
+    pub collected_at_utc: Option<String>,
+    pub attempt: Option<u64>,
+    pub status: Option<u64>,
+    pub ctx: Option<RawCtx>,
+}
+
+/// The `ctx` fields the tallies use (gap type and size, tracking changes).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCtx {
+    pub gap: Option<String>,
+    pub count: Option<u64>,
+    pub action: Option<String>,
+    pub reason: Option<String>,
+    pub slug: Option<String>,
+    pub family: Option<String>,
+    pub condition_id: Option<String>,
+    pub window_start_utc: Option<String>,
+    pub window_end_utc: Option<String>,
+}
+
+/// One line of a data file, classified. (Returned once per line and never stored, so the size of
+/// the `Line` variant does not matter.)
+#[allow(clippy::large_enum_variant)]
+pub enum Parsed {
+    /// A JSON object with the expected field types (`collected_at_utc` made canonical).
+    Line(RawLine),
+    /// Valid JSON, but not shaped like an envelope (a field of the wrong type, not an object):
+    /// counted as a row of kind `malformed`, with the reason.
+    Malformed(String),
+    /// Not JSON (or not UTF-8): counted as unparseable, with the reason.
+    Unparseable(String),
+}
+
+/// Classifies one line (without its newline).
+pub fn parse_line(bytes: &[u8]) -> Parsed {
+    match serde_json::from_slice::<RawLine>(bytes) {
+        Ok(mut l) => {
+            l.collected_at_utc = l.collected_at_utc.as_deref().and_then(canonical_time);
+            Parsed::Line(l)
+        }
+        Err(e) => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Parsed::Malformed(format!("not an envelope: {e}")),
+            Err(_) => Parsed::Unparseable(format!("not JSON: {e}")),
+        },
+    }
+}
+
+/// What reading one data file found, besides the lines themselves.
+#[derive(Debug, Default, Clone)]
+pub struct ReadOutcome {
+    /// Lines handed to the callback (complete lines, including unparseable ones).
+    pub lines: u64,
+    /// The decode error that ended the read early (corrupt gzip, truncated file), if any.
+    pub error: Option<String>,
+    /// Partial files only: bytes of an incomplete last line that were not counted.
+    pub incomplete_tail_bytes: u64,
+}
+
+/// Reads a data file (plain or multi-member gzip) line by line, calling `f(line_number, parsed)`.
+///
+/// `partial`: the file is still being written (`*.partial`): a truncated last gzip member or an
+/// incomplete last line is expected and not an error; only complete (`\n`-terminated) lines count.
+/// For sealed files a last line without a newline is still read, and a decode error is reported.
+pub fn read_data_file(path: &Path, partial: bool, mut f: impl FnMut(u64, Parsed)) -> io::Result<ReadOutcome> {
+    let mut r = jsonl::open(path)?;
+    let mut out = ReadOutcome::default();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        buf.clear();
+        match r.read_until(b'\n', &mut buf) {
+            Ok(0) => break,
+            Ok(_) => {
+                let complete = buf.last() == Some(&b'\n');
+                if !complete && partial {
+                    out.incomplete_tail_bytes = buf.len() as u64;
+                    break;
+                }
+                let line = if complete { &buf[..buf.len() - 1] } else { &buf[..] };
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(|b| b.is_ascii_whitespace()) {
+                    continue;
+                }
+                out.lines += 1;
+                f(out.lines, parse_line(line));
+            }
+            Err(e) => {
+                // read_until keeps the bytes read before the error in `buf`: an incomplete line.
+                out.incomplete_tail_bytes = buf.len() as u64;
+                if !partial {
+                    out.error = Some(format!("decode error after line {}: {e}", out.lines));
+                }
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tallies
+
+/// HTTP attempts (`kind: "http"` lines).
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HttpTally {
+    /// Every attempt (one line each).
+    pub attempts: u64,
+    /// Attempts with `attempt > 1`.
+    pub retries: u64,
+    /// Attempts without a reply (`status` absent: network error or timeout).
+    pub network_errors: u64,
+    /// Attempts without a reply or with status >= 400.
+    pub errors: u64,
+    /// Attempts answered 429.
+    pub rate_limited_429: u64,
+    /// endpoint → status ("200", "429", … or "none") → attempts.
+    pub by_endpoint_status: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// Gaps (`kind: "gap"` lines).
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GapTally {
+    /// `ctx.gap` type (`missing_token`, `failed_request`, `missed_slots`, … or "unknown") → lines.
+    pub by_type: BTreeMap<String, u64>,
+    /// Sum of `ctx.count` over `missed_slots` gaps: poll slots never started.
+    pub missed_slots_total: u64,
+}
+
+/// One market's tracking history (`kind: "track"` lines).
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MarketTrack {
+    pub slug: String,
+    pub family: Option<String>,
+    pub condition_id: Option<String>,
+    pub window_start_utc: Option<String>,
+    pub window_end_utc: Option<String>,
+    pub starts: u64,
+    pub stops: u64,
+    pub first_start_at_utc: Option<String>,
+    pub first_start_reason: Option<String>,
+    pub last_stop_at_utc: Option<String>,
+    pub last_stop_reason: Option<String>,
+    /// The latest action (`start`/`stop`), when and by which run: "is it tracked now?".
+    pub last_action: Option<String>,
+    pub last_action_at_utc: Option<String>,
+    pub last_action_run_id: Option<String>,
+}
+
+impl MarketTrack {
+    fn merge(&mut self, o: &MarketTrack) {
+        for (a, b) in [
+            (&mut self.family, &o.family),
+            (&mut self.condition_id, &o.condition_id),
+            (&mut self.window_start_utc, &o.window_start_utc),
+            (&mut self.window_end_utc, &o.window_end_utc),
+        ] {
+            if a.is_none() {
+                a.clone_from(b);
+            }
+        }
+        self.starts += o.starts;
+        self.stops += o.stops;
+        if o.first_start_at_utc.is_some() && (self.first_start_at_utc.is_none() || o.first_start_at_utc < self.first_start_at_utc) {
+            self.first_start_at_utc.clone_from(&o.first_start_at_utc);
+            self.first_start_reason.clone_from(&o.first_start_reason);
+        }
+        if o.last_stop_at_utc.is_some() && o.last_stop_at_utc >= self.last_stop_at_utc {
+            self.last_stop_at_utc.clone_from(&o.last_stop_at_utc);
+            self.last_stop_reason.clone_from(&o.last_stop_reason);
+        }
+        if o.last_action.is_some() && o.last_action_at_utc >= self.last_action_at_utc {
+            self.last_action.clone_from(&o.last_action);
+            self.last_action_at_utc.clone_from(&o.last_action_at_utc);
+            self.last_action_run_id.clone_from(&o.last_action_run_id);
+        }
+    }
+}
+
+/// Counts over raw lines. Order-independent: the tally of a run is the merge of its files' tallies.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tally {
+    /// Rows (complete lines that are JSON; unparseable lines are counted by the reader instead).
+    pub rows: u64,
+    /// `kind` → rows (`unknown` when absent, `malformed` for JSON that is not an envelope).
+    pub rows_by_kind: BTreeMap<String, u64>,
+    pub http: HttpTally,
+    pub gaps: GapTally,
+    /// slug → tracking history.
+    pub markets: BTreeMap<String, MarketTrack>,
+    /// `collector_version` → rows.
+    pub collector_versions: BTreeMap<String, u64>,
+    /// `tool` → rows.
+    pub tools: BTreeMap<String, u64>,
+    pub first_collected_at_utc: Option<String>,
+    pub last_collected_at_utc: Option<String>,
+}
+
+fn bump(m: &mut BTreeMap<String, u64>, k: &str, n: u64) {
+    *m.entry(k.to_string()).or_insert(0) += n;
+}
+
+impl Tally {
+    /// Counts one envelope.
+    pub fn add(&mut self, l: &RawLine) {
+        self.rows += 1;
+        let kind = l.kind.as_deref().unwrap_or("unknown");
+        bump(&mut self.rows_by_kind, kind, 1);
+        bump(&mut self.collector_versions, l.collector_version.as_deref().unwrap_or("unknown"), 1);
+        bump(&mut self.tools, l.tool.as_deref().unwrap_or("unknown"), 1);
+        min_time(&mut self.first_collected_at_utc, l.collected_at_utc.as_deref());
+        max_time(&mut self.last_collected_at_utc, l.collected_at_utc.as_deref());
+        let ctx = l.ctx.as_ref();
+        match kind {
+            "http" => {
+                let h = &mut self.http;
+                h.attempts += 1;
+                if l.attempt.unwrap_or(1) > 1 {
+                    h.retries += 1;
+                }
+                let status = match l.status {
+                    None => {
+                        h.network_errors += 1;
+                        h.errors += 1;
+                        "none".to_string()
+                    }
+                    Some(s) => {
+                        if s >= 400 {
+                            h.errors += 1;
+                        }
+                        if s == 429 {
+                            h.rate_limited_429 += 1;
+                        }
+                        s.to_string()
+                    }
+                };
+                let ep = h.by_endpoint_status.entry(l.endpoint.clone().unwrap_or_else(|| "unknown".into())).or_default();
+                bump(ep, &status, 1);
+            }
+            "gap" => {
+                let gap = ctx.and_then(|c| c.gap.as_deref()).unwrap_or("unknown");
+                bump(&mut self.gaps.by_type, gap, 1);
+                if gap == "missed_slots" {
+                    self.gaps.missed_slots_total += ctx.and_then(|c| c.count).unwrap_or(0);
+                }
+            }
+            "track" => {
+                if let Some(c) = ctx {
+                    self.track(l, c);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn track(&mut self, l: &RawLine, c: &RawCtx) {
+        let Some(slug) = c.slug.as_deref() else { return };
+        let at = l.collected_at_utc.clone();
+        let mut one = MarketTrack {
+            slug: slug.to_string(),
+            family: c.family.clone(),
+            condition_id: c.condition_id.clone(),
+            window_start_utc: c.window_start_utc.clone(),
+            window_end_utc: c.window_end_utc.clone(),
+            ..MarketTrack::default()
+        };
+        match c.action.as_deref() {
+            Some("start") => {
+                one.starts = 1;
+                one.first_start_at_utc = at.clone();
+                one.first_start_reason = c.reason.clone();
+            }
+            Some("stop") => {
+                one.stops = 1;
+                one.last_stop_at_utc = at.clone();
+                one.last_stop_reason = c.reason.clone();
+            }
+            _ => {}
+        }
+        if let Some(a) = c.action.as_deref() {
+            one.last_action = Some(a.to_string());
+            one.last_action_at_utc = at;
+            one.last_action_run_id = l.run_id.clone();
+        }
+        self.markets
+            .entry(slug.to_string())
+            .or_insert_with(|| MarketTrack { slug: slug.to_string(), ..MarketTrack::default() })
+            .merge(&one);
+    }
+
+    /// Counts one line that is JSON but not an envelope.
+    pub fn add_malformed(&mut self) {
+        self.rows += 1;
+        bump(&mut self.rows_by_kind, "malformed", 1);
+    }
+
+    /// Adds another tally's counts.
+    pub fn merge(&mut self, o: &Tally) {
+        self.rows += o.rows;
+        for (k, n) in &o.rows_by_kind {
+            bump(&mut self.rows_by_kind, k, *n);
+        }
+        let (h, oh) = (&mut self.http, &o.http);
+        h.attempts += oh.attempts;
+        h.retries += oh.retries;
+        h.network_errors += oh.network_errors;
+        h.errors += oh.errors;
+        h.rate_limited_429 += oh.rate_limited_429;
+        for (ep, m) in &oh.by_endpoint_status {
+            let e = h.by_endpoint_status.entry(ep.clone()).or_default();
+            for (s, n) in m {
+                bump(e, s, *n);
+            }
+        }
+        for (k, n) in &o.gaps.by_type {
+            bump(&mut self.gaps.by_type, k, *n);
+        }
+        self.gaps.missed_slots_total += o.gaps.missed_slots_total;
+        for (slug, m) in &o.markets {
+            self.markets.entry(slug.clone()).or_insert_with(|| MarketTrack { slug: slug.clone(), ..MarketTrack::default() }).merge(m);
+        }
+        for (k, n) in &o.collector_versions {
+            bump(&mut self.collector_versions, k, *n);
+        }
+        for (k, n) in &o.tools {
+            bump(&mut self.tools, k, *n);
+        }
+        min_time(&mut self.first_collected_at_utc, o.first_collected_at_utc.as_deref());
+        max_time(&mut self.last_collected_at_utc, o.last_collected_at_utc.as_deref());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths and the archive directory
+
+/// True when `s` is a safe path relative to the archive root: not empty, not absolute, no empty,
+/// `.` or `..` component, no backslash or control character. Paths read from records and logs are
+/// checked with this before they are joined to the root.
+pub fn is_safe_rel_path(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('/')
+        && !s.chars().any(|c| c == '\\' || c.is_control())
+        && s.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// What a file under the root is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// `*.jsonl.gz`: a sealed data file.
+    Sealed,
+    /// `*.partial`: being written; never listed, never uploaded.
+    Partial,
+    /// `*.unreadable-tail`: bytes that could not be decoded, kept beside a recovered file.
+    Tail,
+    /// Anything else (not ours).
+    Other,
+}
+
+/// One file found under the root (outside `manifests/`).
+#[derive(Debug, Clone)]
+pub struct ArchiveFile {
+    /// Relative to the root, `/`-separated.
+    pub rel: String,
+    pub abs: PathBuf,
+    pub kind: FileKind,
+    pub bytes: u64,
+    /// From the hive partitions `venue=…/stream=…/date=…/hour=…` when present.
+    pub venue: Option<String>,
+    pub stream: Option<String>,
+    /// Start of the `date=`/`hour=` partition (the UTC hour the file was opened for).
+    pub hour_start: Option<OffsetDateTime>,
+}
+
+fn classify(name: &str) -> FileKind {
+    if name.ends_with(".partial") {
+        FileKind::Partial
+    } else if name.contains(".unreadable-tail") {
+        FileKind::Tail
+    } else if name.ends_with(".jsonl.gz") {
+        FileKind::Sealed
+    } else {
+        FileKind::Other
+    }
+}
+
+/// Start of the partition hour from `date=YYYY-MM-DD` and `hour=HH` components.
+fn partition_hour(date: &str, hour: &str) -> Option<OffsetDateTime> {
+    let mut it = date.split('-');
+    let y: i32 = it.next()?.parse().ok()?;
+    let m: u8 = it.next()?.parse().ok()?;
+    let d: u8 = it.next()?.parse().ok()?;
+    let h: u8 = hour.parse().ok()?;
+    let date = time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()?;
+    Some(time::PrimitiveDateTime::new(date, time::Time::from_hms(h, 0, 0).ok()?).assume_utc())
+}
+
+/// Lists every file under `root` except the `manifests/` directory, without following symlinks.
+/// Directories that cannot be read are returned as errors (path: message), not fatal.
+pub fn walk(root: &Path) -> io::Result<(Vec<ArchiveFile>, Vec<String>)> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    // The root itself must be readable: that error is fatal.
+    std::fs::read_dir(root)?;
+    while let Some((dir, rel)) = stack.pop() {
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) => {
+                errors.push(format!("{}: {e}", dir.display()));
+                continue;
+            }
+        };
+        for ent in rd {
+            let ent = match ent {
+                Ok(e) => e,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", dir.display()));
+                    continue;
+                }
+            };
+            let name = ent.file_name().to_string_lossy().into_owned();
+            let rel_child = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            let md = match std::fs::symlink_metadata(ent.path()) {
+                Ok(m) => m,
+                Err(e) => {
+                    errors.push(format!("{rel_child}: {e}"));
+                    continue;
+                }
+            };
+            if md.is_dir() {
+                if rel.is_empty() && name == "manifests" {
+                    continue;
+                }
+                stack.push((ent.path(), rel_child));
+            } else if md.is_file() {
+                let mut f = ArchiveFile {
+                    rel: rel_child.clone(),
+                    abs: ent.path(),
+                    kind: classify(&name),
+                    bytes: md.len(),
+                    venue: None,
+                    stream: None,
+                    hour_start: None,
+                };
+                let (mut date, mut hour) = (None, None);
+                for c in rel_child.split('/') {
+                    if let Some((k, v)) = c.split_once('=') {
+                        match k {
+                            "venue" => f.venue = Some(v.to_string()),
+                            "stream" => f.stream = Some(v.to_string()),
+                            "date" => date = Some(v),
+                            "hour" => hour = Some(v),
+                            _ => {}
+                        }
+                    }
+                }
+                if let (Some(d), Some(h)) = (date, hour) {
+                    f.hour_start = partition_hour(d, h);
+                }
+                files.push(f);
+            }
+        }
+    }
+    files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok((files, errors))
+}
+
+/// A manifest file read from `ROOT/manifests/`.
+pub struct LoadedManifest {
+    /// File name (`run-<host>-<run_id>.json`).
+    pub name: String,
+    pub doc: Result<Value, String>,
+}
+
+/// Loads every `ROOT/manifests/run-*.json` (sorted by name). Unreadable or invalid ones are
+/// returned with their error.
+pub fn load_manifests(root: &Path) -> Vec<LoadedManifest> {
+    let dir = root.join("manifests");
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return out,
+        Err(e) => {
+            out.push(LoadedManifest { name: "(directory)".into(), doc: Err(format!("cannot list manifests/: {e}")) });
+            return out;
+        }
+    };
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("run-") && name.ends_with(".json")) {
+            continue;
+        }
+        let doc = std::fs::read(ent.path())
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| format!("not JSON: {e}")))
+            .and_then(|v| {
+                if v.get("schema").and_then(Value::as_str) == Some(MANIFEST_SCHEMA) {
+                    Ok(v)
+                } else {
+                    Err(format!("schema is not {MANIFEST_SCHEMA}"))
+                }
+            });
+        out.push(LoadedManifest { name, doc });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The file entries of a manifest document: `streams.<stream>.files[]`.
+pub fn manifest_files(doc: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    if let Some(streams) = doc.get("streams").and_then(Value::as_object) {
+        for s in streams.values() {
+            if let Some(files) = s.get("files").and_then(Value::as_array) {
+                out.extend(files.iter());
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upload log
+
+/// `ROOT/manifests/uploads.jsonl` (`pmarchive.upload/1`), dry-run records left out.
+#[derive(Debug, Default)]
+pub struct UploadLog {
+    /// `record: "upload"` lines, in file order.
+    pub uploads: Vec<Value>,
+    /// `record: "local_delete"` lines, in file order.
+    pub deletes: Vec<Value>,
+    pub dry_run_skipped: u64,
+    /// (line number, reason) of lines that are not valid records.
+    pub bad_lines: Vec<(u64, String)>,
+}
+
+/// Reads the upload log; Ok(None) when it does not exist.
+pub fn read_uploads(root: &Path) -> io::Result<Option<UploadLog>> {
+    let path = root.join("manifests").join("uploads.jsonl");
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut log = UploadLog::default();
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        let n = i as u64 + 1;
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let v: Value = match serde_json::from_slice(line) {
+            Ok(v) => v,
+            Err(e) => {
+                log.bad_lines.push((n, format!("not JSON: {e}")));
+                continue;
+            }
+        };
+        if v.get("schema").and_then(Value::as_str) != Some(UPLOAD_SCHEMA) {
+            log.bad_lines.push((n, format!("schema is not {UPLOAD_SCHEMA}")));
+            continue;
+        }
+        if v.get("dry_run").and_then(Value::as_bool) == Some(true) {
+            log.dry_run_skipped += 1;
+            continue;
+        }
+        match v.get("record").and_then(Value::as_str) {
+            Some("upload") => log.uploads.push(v),
+            Some("local_delete") => log.deletes.push(v),
+            other => log.bad_lines.push((n, format!("unknown record {other:?}"))),
+        }
+    }
+    Ok(Some(log))
+}
+
+impl UploadLog {
+    /// True when `path` (relative to the root) with this sha256 was uploaded and verified, and then
+    /// deleted locally on purpose: its absence is an offload, not a loss.
+    pub fn offloaded(&self, path: &str, sha256: &str) -> bool {
+        let same = |v: &Value| {
+            v.get("local_path").and_then(Value::as_str) == Some(path) && v.get("sha256").and_then(Value::as_str) == Some(sha256)
+        };
+        self.deletes.iter().any(same) && self.uploads.iter().any(|v| same(v) && v.get("verified").and_then(Value::as_bool) == Some(true))
+    }
+}
+
+/// Human-readable byte count (binary units).
+pub fn human_bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_times() {
+        assert_eq!(canonical_time("2026-11-24T16:01:33.123456Z").unwrap(), "2026-11-24T16:01:33.123456Z");
+        assert_eq!(canonical_time("2026-11-24T16:01:33Z").unwrap(), "2026-11-24T16:01:33.000000Z");
+        assert_eq!(canonical_time("2026-11-24T17:01:33.5+01:00").unwrap(), "2026-11-24T16:01:33.500000Z");
+        assert!(canonical_time("yesterday").is_none());
+    }
+
+    #[test]
+    fn safe_paths() {
+        assert!(is_safe_rel_path("venue=polymarket/stream=books/date=2026-01-01/hour=00/h-r-0.jsonl.gz"));
+        assert!(!is_safe_rel_path("/etc/passwd"));
+        assert!(!is_safe_rel_path("a/../b"));
+        assert!(!is_safe_rel_path("a//b"));
+        assert!(!is_safe_rel_path(""));
+        assert!(!is_safe_rel_path("a\\b"));
+    }
+
+    #[test]
+    fn tally_counts_and_merges_order_independently() {
+        let lines = [
+            r#"{"kind":"http","endpoint":"books","status":200,"attempt":1,"tool":"pm-books","collector_version":"0.1.0","collected_at_utc":"2026-01-01T00:00:01.000000Z"}"#,
+            r#"{"kind":"http","endpoint":"books","status":429,"attempt":2,"collected_at_utc":"2026-01-01T00:00:02.000000Z"}"#,
+            r#"{"kind":"http","endpoint":"books","attempt":3,"error":"reset"}"#,
+            r#"{"kind":"gap","ctx":{"gap":"missed_slots","count":3}}"#,
+            r#"{"kind":"track","run_id":"r","collected_at_utc":"2026-01-01T00:00:00.000000Z","ctx":{"action":"start","reason":"new","slug":"s1","family":"5m"}}"#,
+            r#"{"kind":"track","run_id":"r","collected_at_utc":"2026-01-01T00:05:00.000000Z","ctx":{"action":"stop","reason":"expired","slug":"s1"}}"#,
+        ];
+        let mut all = Tally::default();
+        let mut a = Tally::default();
+        let mut b = Tally::default();
+        for (i, l) in lines.iter().enumerate() {
+            let Parsed::Line(p) = parse_line(l.as_bytes()) else { panic!("{l}") };
+            all.add(&p);
+            if i % 2 == 0 {
+                a.add(&p)
+            } else {
+                b.add(&p)
+            }
+        }
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert_eq!(ba, all);
+        assert_eq!(all.http.attempts, 3);
+        assert_eq!(all.http.retries, 2);
+        assert_eq!(all.http.network_errors, 1);
+        assert_eq!(all.http.errors, 2);
+        assert_eq!(all.http.rate_limited_429, 1);
+        assert_eq!(all.http.by_endpoint_status["books"]["none"], 1);
+        assert_eq!(all.gaps.missed_slots_total, 3);
+        let m = &all.markets["s1"];
+        assert_eq!((m.starts, m.stops), (1, 1));
+        assert_eq!(m.last_action.as_deref(), Some("stop"));
+        assert_eq!(m.family.as_deref(), Some("5m"));
+        assert!(matches!(parse_line(b"[1,2]"), Parsed::Malformed(_)));
+        assert!(matches!(parse_line(b"{\"kind\":"), Parsed::Unparseable(_)));
+    }
+}

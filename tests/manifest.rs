@@ -1,0 +1,601 @@
+//! `manifest build | verify | status` over a small archive written by the test itself.
+//!
+//! All archive data here is DERIVED/SYNTHETIC: raw envelope lines built with serde_json following
+//! docs/DATA_CONTRACT.md (pmarchive.raw/1), written as multi-member gzip in the hive layout, with
+//! pmarchive.sealed/1 records computed from the files, as jsonl-rotate would print them. No venue
+//! data and no network are involved.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{run_with_timeout, tempdir, tool};
+use flate2::write::GzEncoder;
+use serde_json::{json, Value};
+
+const RUN: &str = "20261124T150000Z-42-beef";
+const HOST: &str = "testhost";
+const LIMIT: Duration = Duration::from_secs(60);
+/// The instant the synthetic archive is "fresh" at.
+const NOW: &str = "2026-11-24T16:30:00Z";
+
+fn books_dir(hour: &str) -> String {
+    format!("venue=polymarket/stream=books/date=2026-11-24/hour={hour}")
+}
+
+/// A raw envelope line (synthetic) as pm-books / pm-markets write it.
+fn env(tool: &str, kind: &str, seq: u64, at: &str, extra: Value) -> String {
+    let mut v = json!({
+        "schema": "pmarchive.raw/1", "venue": "polymarket", "tool": tool, "collector_version": "0.1.0",
+        "run_id": RUN, "host": HOST, "seq": seq, "kind": kind, "collected_at_utc": at,
+    });
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    serde_json::to_string(&v).unwrap()
+}
+
+fn http(seq: u64, at: &str, endpoint: &str, status: Option<u16>, attempt: u32) -> String {
+    let mut extra = json!({"endpoint": endpoint, "sent_at_utc": at, "elapsed_ms": 12.5, "attempt": attempt,
+        "request": {"method": "POST", "url": "http://127.0.0.1:9/books", "params": {}}, "ctx": {"slot": seq}});
+    match status {
+        Some(s) => {
+            extra["status"] = json!(s);
+            extra["body_kind"] = json!("json");
+            extra["body"] = json!([{"market": "0xabc", "bids": [], "asks": []}]);
+        }
+        None => extra["error"] = json!("network: connection reset"),
+    }
+    let tool = if endpoint == "gamma" { "pm-markets" } else { "pm-books" };
+    env(tool, "http", seq, at, extra)
+}
+
+fn track(seq: u64, at: &str, action: &str, slug: &str, family: &str, reason: &str) -> String {
+    env(
+        "pm-books",
+        "track",
+        seq,
+        at,
+        json!({"ctx": {"action": action, "reason": reason, "slug": slug, "condition_id": "0xc0nd",
+        "family": family, "tokens": [{"token_id": "1", "outcome": "Up"}], "window_start_utc": "2026-11-24T15:50:00Z",
+        "window_end_utc": "2026-11-24T16:25:00Z"}}),
+    )
+}
+
+fn gap(seq: u64, at: &str, gap: &str, count: Option<u64>) -> String {
+    let mut ctx = json!({"gap": gap, "slot": seq, "due_at_utc": at});
+    if let Some(c) = count {
+        ctx["count"] = json!(c);
+    }
+    env("pm-books", "gap", seq, at, json!({"error": format!("{gap} (synthetic)"), "ctx": ctx}))
+}
+
+/// Multi-member gzip: one member per group of lines (as jsonl-rotate flushes).
+fn gzip_members(groups: &[Vec<String>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for g in groups {
+        let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for l in g {
+            e.write_all(l.as_bytes()).unwrap();
+            e.write_all(b"\n").unwrap();
+        }
+        out.extend(e.finish().unwrap());
+    }
+    out
+}
+
+fn sha256(path: &Path) -> (String, u64) {
+    pm_archive::util::sha256_file(path).unwrap()
+}
+
+/// The sealed-file record jsonl-rotate prints for a file (derived from the file).
+#[allow(clippy::too_many_arguments)]
+fn sealed(root: &Path, rel: &str, stream: &str, n: u64, rows: u64, first: &str, last: &str, tail: Option<&str>) -> String {
+    let (sha, bytes) = sha256(&root.join(rel));
+    let tail_bytes = tail.map_or(0, |t| std::fs::metadata(root.join(t)).unwrap().len());
+    serde_json::to_string(&json!({
+        "record": "sealed_file", "schema": "pmarchive.sealed/1", "path": rel, "venue": "polymarket", "stream": stream,
+        "host": HOST, "run_id": RUN, "n": n, "rows": rows, "bytes": bytes, "sha256": sha,
+        "first_collected_at_utc": first, "last_collected_at_utc": last, "opened_at_utc": first, "sealed_at_utc": last,
+        "recovered": tail.is_some(), "tail_path": tail, "tail_bytes": tail_bytes, "writer_version": "0.1.0",
+    }))
+    .unwrap()
+}
+
+struct Archive {
+    root: PathBuf,
+    /// Sealed records, one line each, as jsonl-rotate would print them.
+    records: Vec<String>,
+    books0: String,
+    books1: String,
+    gamma0: String,
+    tail: String,
+}
+
+fn t(hms: &str) -> String {
+    format!("2026-11-24T{hms}.000000Z")
+}
+
+/// Writes the synthetic archive: two sealed books files (hours 15 and 16), one recovered gamma file
+/// with its unreadable tail, and an open books `.partial` whose last gzip member is truncated.
+fn make_archive(tag: &str) -> Archive {
+    let root = tempdir(tag);
+    for d in [books_dir("15"), books_dir("16"), "venue=polymarket/stream=gamma/date=2026-11-24/hour=16".into()] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let books0 = format!("{}/{HOST}-{RUN}-0.jsonl.gz", books_dir("15"));
+    let g1 = vec![
+        track(0, &t("15:20:00"), "start", "btc-updown-15m-s2", "15m", "listed"),
+        track(1, &t("15:50:00"), "start", "btc-updown-5m-s1", "5m", "listed"),
+        http(2, &t("15:50:01"), "books", Some(200), 1),
+        http(3, &t("15:50:02"), "books", Some(429), 1),
+    ];
+    let g2 = vec![
+        http(4, &t("15:50:04"), "books", None, 2),
+        http(5, &t("15:50:06"), "books", Some(200), 3),
+        gap(6, &t("15:50:07"), "missed_slots", Some(3)),
+        gap(7, &t("15:50:08"), "missing_token", None),
+    ];
+    std::fs::write(root.join(&books0), gzip_members(&[g1, g2])).unwrap();
+
+    let books1 = format!("{}/{HOST}-{RUN}-1.jsonl.gz", books_dir("16"));
+    let g = [
+        http(8, &t("16:20:00"), "books", Some(200), 1),
+        http(9, &t("16:20:01"), "books", Some(200), 1),
+        gap(10, &t("16:21:00"), "missed_slots", Some(2)),
+        "this is not json {".to_string(),
+        track(11, &t("16:25:00"), "stop", "btc-updown-5m-s1", "5m", "window_ended"),
+    ];
+    std::fs::write(root.join(&books1), gzip_members(&[g[..2].to_vec(), g[2..].to_vec()])).unwrap();
+
+    let gamma0 = format!("venue=polymarket/stream=gamma/date=2026-11-24/hour=16/{HOST}-{RUN}-0.jsonl.gz");
+    let tail = format!("{gamma0}.unreadable-tail");
+    std::fs::write(
+        root.join(&gamma0),
+        gzip_members(&[vec![http(0, &t("16:28:00"), "gamma", Some(200), 1), http(1, &t("16:28:01"), "gamma", Some(404), 1)]]),
+    )
+    .unwrap();
+    std::fs::write(root.join(&tail), b"\x1f\x8b\x08garbage").unwrap();
+
+    // The open file: one complete member, then a member cut in half (a writer mid-flush).
+    let partial = root.join(format!("{}/{HOST}-{RUN}-2.jsonl.gz.partial", books_dir("16")));
+    let mut bytes = gzip_members(&[vec![http(12, &t("16:29:50"), "books", Some(200), 1), http(13, &t("16:29:55"), "books", None, 1)]]);
+    let cut = gzip_members(&[vec![http(14, &t("16:29:58"), "books", Some(200), 1)]]);
+    bytes.extend_from_slice(&cut[..cut.len() / 2]);
+    std::fs::write(&partial, bytes).unwrap();
+
+    let records = vec![
+        sealed(&root, &books0, "books", 0, 8, &t("15:20:00"), &t("15:50:08"), None),
+        sealed(&root, &gamma0, "gamma", 0, 2, &t("16:28:00"), &t("16:28:01"), Some(&tail)),
+        sealed(&root, &books1, "books", 1, 5, &t("16:20:00"), &t("16:25:00"), None),
+    ];
+    Archive { root, records, books0, books1, gamma0, tail }
+}
+
+fn manifest_path(root: &Path) -> PathBuf {
+    root.join("manifests").join(format!("run-{HOST}-{RUN}.json"))
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn build_cmd(root: &Path, extra: &[&str]) -> Command {
+    let mut c = tool("manifest");
+    c.args(["build", "--root", root.to_str().unwrap(), "--run-id", RUN, "--host", HOST]).args(extra);
+    c
+}
+
+/// Runs `manifest build` over all the archive's records; returns (exit code, stderr).
+fn build(a: &Archive, extra: &[&str]) -> (i32, String) {
+    let input = a.records.join("\n") + "\n";
+    let out = run_with_timeout(build_cmd(&a.root, extra), Some(input.as_bytes()), LIMIT);
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn run_json(args: &[&str]) -> (i32, Value, String) {
+    let mut c = tool("manifest");
+    c.args(args);
+    let out = run_with_timeout(c, None, LIMIT);
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap(), doc, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn verify(root: &Path) -> (i32, Value) {
+    let (code, doc, err) = run_json(&["verify", root.to_str().unwrap(), "--json"]);
+    assert!(doc.is_object(), "verify printed no JSON: {err}");
+    (code, doc)
+}
+
+fn file_status<'a>(doc: &'a Value, path: &str) -> &'a str {
+    doc["files"].as_array().unwrap().iter().find(|f| f["path"] == path).unwrap_or_else(|| panic!("{path} not in {doc}"))["status"]
+        .as_str()
+        .unwrap()
+}
+
+#[test]
+fn build_writes_tallies_files_and_drops_secrets() {
+    let a = make_archive("mf-build");
+    let cfg = a.root.join("collector.env");
+    std::fs::write(
+        &cfg,
+        "# collector settings (synthetic)\nPMARCHIVE_ROOT=/srv/pm-archive\nexport POLL_INTERVAL_SECS=1\n\
+         RCLONE_CONFIG_PASS=supersecret\nGDRIVE_TOKEN=tok-value-123\nAPI_KEY=sk9f8a7b6c5d4e3f2a1b0c\n",
+    )
+    .unwrap();
+    let (code, err) = build(&a, &["--config", cfg.to_str().unwrap(), "--label", "synthetic test"]);
+    assert_eq!(code, 0, "{err}");
+    let m = read_json(&manifest_path(&a.root));
+    assert_eq!(m["schema"], "pmarchive.manifest/1");
+    assert_eq!(m["status"], "complete");
+    assert_eq!(m["run_id"], RUN);
+    assert_eq!(m["host"], HOST);
+    assert_eq!(m["label"], "synthetic test");
+    assert!(m["manifest_version"].as_u64().unwrap() >= 5, "initial + 3 records + final");
+    assert!(m["finished_at_utc"].is_string());
+
+    // Files: listed per stream with the sealed sha256, checked ok.
+    let books = m["streams"]["books"]["files"].as_array().unwrap();
+    assert_eq!(books.len(), 2);
+    let b0 = books.iter().find(|f| f["path"] == a.books0.as_str()).unwrap();
+    assert_eq!(b0["sha256"], sha256(&a.root.join(&a.books0)).0);
+    assert_eq!(b0["sha256_check"], "ok");
+    assert_eq!(b0["rows"], 8);
+    assert_eq!(b0["lines_read"], 8);
+    let b1 = books.iter().find(|f| f["path"] == a.books1.as_str()).unwrap();
+    assert_eq!(b1["unparseable_lines"], 1);
+    let g = &m["streams"]["gamma"]["files"][0];
+    assert_eq!(g["recovered"], true);
+    assert_eq!(g["tail_path"], a.tail.as_str());
+    assert_eq!(g["tail_sha256"], sha256(&a.root.join(&a.tail)).0);
+    assert_eq!(m["totals"]["files"], 3);
+    assert_eq!(m["totals"]["rows"], 15);
+    assert_eq!(m["totals"]["unparseable_lines"], 1);
+    assert_eq!(m["totals"]["hash_mismatches"], 0);
+    assert_eq!(m["totals"]["first_collected_at_utc"], t("15:20:00"));
+    assert_eq!(m["totals"]["last_collected_at_utc"], t("16:28:01"));
+
+    // Tallies.
+    let ta = &m["tallies"];
+    assert_eq!(ta["rows_by_stream_kind"], json!({"books": {"http": 6, "gap": 3, "track": 3}, "gamma": {"http": 2}}));
+    assert_eq!(ta["http"]["by_endpoint_status"], json!({"books": {"200": 4, "429": 1, "none": 1}, "gamma": {"200": 1, "404": 1}}));
+    assert_eq!(ta["http"]["attempts"], 8);
+    assert_eq!(ta["http"]["retries"], 2);
+    assert_eq!(ta["http"]["network_errors"], 1);
+    assert_eq!(ta["http"]["rate_limited_429"], 1);
+    assert_eq!(ta["http"]["errors"], 3);
+    assert_eq!(ta["gaps"]["by_type"], json!({"missed_slots": 2, "missing_token": 1}));
+    assert_eq!(ta["gaps"]["missed_slots_total"], 5);
+    assert_eq!(ta["markets_tracked"], 2);
+    let s1 = ta["markets"].as_array().unwrap().iter().find(|x| x["slug"] == "btc-updown-5m-s1").unwrap();
+    assert_eq!(s1["family"], "5m");
+    assert_eq!(s1["first_start_at_utc"], t("15:50:00"));
+    assert_eq!(s1["first_start_reason"], "listed");
+    assert_eq!(s1["last_stop_at_utc"], t("16:25:00"));
+    assert_eq!(s1["last_stop_reason"], "window_ended");
+    let s2 = ta["markets"].as_array().unwrap().iter().find(|x| x["slug"] == "btc-updown-15m-s2").unwrap();
+    assert_eq!(s2["last_action"], "start");
+    assert!(s2["last_stop_at_utc"].is_null());
+    assert_eq!(ta["tools"], json!({"pm-books": 12, "pm-markets": 2}));
+    assert_eq!(ta["collector_versions"], json!({"0.1.0": 14}));
+    assert_eq!(m["versions"]["writers"], json!(["0.1.0"]));
+
+    // Config: settings kept, secrets dropped (by name only; values never written).
+    let c = &m["config"][0];
+    assert_eq!(c["entries"], json!({"PMARCHIVE_ROOT": "/srv/pm-archive", "POLL_INTERVAL_SECS": "1"}));
+    assert_eq!(c["dropped_keys"], json!(["RCLONE_CONFIG_PASS", "GDRIVE_TOKEN", "API_KEY"]));
+    let text = std::fs::read_to_string(manifest_path(&a.root)).unwrap();
+    for secret in ["supersecret", "tok-value-123", "sk9f8a7b6c5d4e3f2a1b0c"] {
+        assert!(!text.contains(secret), "{secret} leaked into the manifest");
+    }
+    // Unparseable line reported with file and line number.
+    assert!(m["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["problem"] == "unparseable_line" && p["line"] == 4 && p["path"] == a.books1.as_str()));
+    // The atomic write leaves exactly the manifest, no temp file.
+    let names: Vec<String> =
+        std::fs::read_dir(a.root.join("manifests")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, vec![format!("run-{HOST}-{RUN}.json")]);
+}
+
+#[test]
+fn build_reports_hash_mismatch_and_bad_input() {
+    let a = make_archive("mf-mismatch");
+    let mut rec: Value = serde_json::from_str(&a.records[0]).unwrap();
+    rec["sha256"] = json!("0".repeat(64));
+    let input = format!("{}\nnot a record\n{{\"record\":\"sealed_file\",\"path\":\"../etc/passwd\",\"sha256\":\"x\"}}\n", rec);
+    let out = run_with_timeout(build_cmd(&a.root, &[]), Some(input.as_bytes()), LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("sha256_mismatch"), "{err}");
+    let m = read_json(&manifest_path(&a.root));
+    assert_eq!(m["streams"]["books"]["files"][0]["sha256_check"], "mismatch");
+    assert_eq!(m["streams"]["books"]["files"][0]["sha256_actual"], sha256(&a.root.join(&a.books0)).0);
+    assert_eq!(m["totals"]["hash_mismatches"], 1);
+    assert_eq!(m["totals"]["bad_input_lines"], 2);
+    assert_eq!(m["totals"]["files"], 1, "the unsafe path is not listed");
+    // verify then reports the file as changed against the sealed sha256.
+    assert_eq!(verify(&a.root).0, 1);
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn_build(root: &Path, extra: &[&str]) -> Child {
+    let mut c = build_cmd(root, extra);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.spawn().unwrap()
+}
+
+fn manifest_now(root: &Path) -> Option<Value> {
+    std::fs::read(manifest_path(root)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+#[test]
+fn build_is_running_until_eof_then_complete() {
+    let a = make_archive("mf-running");
+    let mut child = spawn_build(&a.root, &["--refresh", "0.1"]);
+    let mut stdin = child.stdin.take().unwrap();
+    // Written at start, before any input.
+    wait_for("the first manifest", || manifest_now(&a.root).is_some_and(|m| m["status"] == "running"));
+    writeln!(stdin, "{}", a.records[0]).unwrap();
+    stdin.flush().unwrap();
+    wait_for("the first file", || manifest_now(&a.root).is_some_and(|m| m["totals"]["files"] == 1 && m["status"] == "running"));
+    // Rewritten on the refresh timer without new input.
+    let v = manifest_now(&a.root).unwrap()["manifest_version"].as_u64().unwrap();
+    wait_for("a refresh", || manifest_now(&a.root).is_some_and(|m| m["manifest_version"].as_u64().unwrap() > v));
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    let m = manifest_now(&a.root).unwrap();
+    assert_eq!(m["status"], "complete");
+    assert_eq!(m["totals"]["files"], 1);
+}
+
+#[test]
+fn build_sigterm_writes_stopped() {
+    let a = make_archive("mf-term");
+    let mut child = spawn_build(&a.root, &[]);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", a.records[0]).unwrap();
+    stdin.flush().unwrap();
+    wait_for("the first file", || manifest_now(&a.root).is_some_and(|m| m["totals"]["files"] == 1));
+    let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(stdin);
+    let m = manifest_now(&a.root).unwrap();
+    assert_eq!(m["status"], "stopped");
+    assert_eq!(m["totals"]["files"], 1);
+}
+
+#[test]
+fn verify_ok_then_changed_missing_unlisted() {
+    let a = make_archive("mf-verify");
+    assert_eq!(build(&a, &[]).0, 0);
+    let (code, doc) = verify(&a.root);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["summary"]["files"]["ok"], 3);
+    assert_eq!(doc["summary"]["tails"]["ok"], 1);
+    assert_eq!(doc["partials_ignored"], 1, "the .partial is ignored");
+    assert_eq!(file_status(&doc, &a.tail), "ok");
+
+    // Flip one byte: changed (same size, other sha256).
+    let p = a.root.join(&a.books1);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x01;
+    std::fs::write(&p, bytes).unwrap();
+    let (code, doc) = verify(&a.root);
+    assert_eq!(code, 1);
+    assert_eq!(file_status(&doc, &a.books1), "changed");
+    assert_eq!(doc["summary"]["files"]["ok"], 2);
+
+    // Delete one: missing.
+    std::fs::remove_file(a.root.join(&a.books0)).unwrap();
+    let (code, doc) = verify(&a.root);
+    assert_eq!(code, 1);
+    assert_eq!(file_status(&doc, &a.books0), "missing");
+
+    // An extra sealed file and an extra tail nobody lists: unlisted.
+    let extra = format!("{}/{HOST}-otherrun-0.jsonl.gz", books_dir("16"));
+    std::fs::write(a.root.join(&extra), gzip_members(&[vec![http(0, &t("16:00:00"), "books", Some(200), 1)]])).unwrap();
+    std::fs::write(a.root.join(format!("{extra}.unreadable-tail")), b"junk").unwrap();
+    let (code, doc) = verify(&a.root);
+    assert_eq!(code, 1);
+    assert_eq!(file_status(&doc, &extra), "unlisted");
+    assert_eq!(file_status(&doc, &format!("{extra}.unreadable-tail")), "unlisted");
+
+    // The human report names every problem.
+    let mut c = tool("manifest");
+    c.args(["verify", a.root.to_str().unwrap()]);
+    let out = run_with_timeout(c, None, LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in ["CHANGED", "MISSING", "UNLISTED", &a.books0, &a.books1, &extra, "RESULT: FAIL"] {
+        assert!(text.contains(needle), "{needle} not in\n{text}");
+    }
+}
+
+fn upload_line(rec: &str, path: &str, sha: &str, verified: bool, dry_run: bool) -> String {
+    let v = if rec == "upload" {
+        json!({"record": "upload", "schema": "pmarchive.upload/1", "at_utc": "2026-11-24T17:00:00.000000Z", "local_path": path,
+            "bytes": 1, "sha256": sha, "md5": "d41d8cd98f00b204e9800998ecf8427e", "remote": "gdrive:pm-archive", "remote_path": path,
+            "remote_md5": if verified { json!("d41d8cd98f00b204e9800998ecf8427e") } else { Value::Null }, "verified": verified,
+            "verified_by": if verified { json!("md5") } else { Value::Null }, "rclone_exit": if verified { 0 } else { 1 }, "dry_run": dry_run})
+    } else {
+        json!({"record": "local_delete", "schema": "pmarchive.upload/1", "at_utc": "2026-11-24T17:01:00.000000Z", "local_path": path,
+            "bytes": 1, "sha256": sha, "remote": "gdrive:pm-archive", "remote_path": path, "reason": "uploaded and verified", "dry_run": dry_run})
+    };
+    v.to_string()
+}
+
+#[test]
+fn verify_offloaded_needs_verified_upload_and_delete_with_same_sha() {
+    let a = make_archive("mf-offload");
+    assert_eq!(build(&a, &[]).0, 0);
+    let (sha0, _) = sha256(&a.root.join(&a.books0));
+    let (sha1, _) = sha256(&a.root.join(&a.books1));
+    let log = [
+        upload_line("upload", &a.books0, &sha0, true, false),
+        upload_line("local_delete", &a.books0, &sha0, true, false),
+        // books1: the upload was not verified; a dry-run "verified" record does not count.
+        upload_line("upload", &a.books1, &sha1, false, false),
+        upload_line("upload", &a.books1, &sha1, true, true),
+        upload_line("local_delete", &a.books1, &sha1, true, false),
+        // gamma: verified upload, but the delete record names another sha256.
+        upload_line("upload", &a.gamma0, &sha256(&a.root.join(&a.gamma0)).0, true, false),
+        upload_line("local_delete", &a.gamma0, &"f".repeat(64), true, false),
+    ];
+    std::fs::write(a.root.join("manifests/uploads.jsonl"), log.join("\n") + "\n").unwrap();
+    std::fs::remove_file(a.root.join(&a.books0)).unwrap();
+    let (code, doc) = verify(&a.root);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(file_status(&doc, &a.books0), "offloaded");
+    assert_eq!(doc["upload_log"]["dry_run_skipped"], 1);
+
+    std::fs::remove_file(a.root.join(&a.books1)).unwrap();
+    std::fs::remove_file(a.root.join(&a.gamma0)).unwrap();
+    let (code, doc) = verify(&a.root);
+    assert_eq!(code, 1);
+    assert_eq!(file_status(&doc, &a.books1), "missing");
+    assert_eq!(file_status(&doc, &a.gamma0), "missing");
+    assert_eq!(file_status(&doc, &a.books0), "offloaded");
+}
+
+fn status(root: &Path, now: &str) -> (i32, Value) {
+    let (code, doc, err) = run_json(&["status", root.to_str().unwrap(), "--json", "--now", now]);
+    assert!(doc.is_object(), "status printed no JSON: {err}");
+    (code, doc)
+}
+
+fn stream<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["streams"].as_array().unwrap().iter().find(|s| s["stream"] == name).unwrap_or_else(|| panic!("{name} not in {doc}"))
+}
+
+#[test]
+fn status_fresh_then_stale() {
+    let a = make_archive("mf-status");
+    assert_eq!(build(&a, &[]).0, 0);
+    let log = upload_line("upload", &a.books0, &sha256(&a.root.join(&a.books0)).0, true, false);
+    std::fs::write(a.root.join("manifests/uploads.jsonl"), log + "\n").unwrap();
+
+    let (code, doc) = status(&a.root, NOW);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["schema"], "pmarchive.status/1");
+    assert_eq!(doc["healthy"], true);
+    let b = stream(&doc, "books");
+    // The newest line is in the open .partial (its truncated last member is tolerated).
+    assert_eq!(b["newest_collected_at_utc"], t("16:29:55"));
+    assert_eq!(b["newest_source"], "partial");
+    assert_eq!(b["age_s"], 5.0);
+    assert_eq!(b["stale"], false);
+    // Last hour = (15:30, 16:30]: everything but the 15:20 track start; the unparseable line is not a row.
+    let lh = &b["last_hour"];
+    assert_eq!(lh["rows"], 13);
+    assert_eq!(lh["missed_slots"], 5);
+    assert_eq!(lh["http_errors"], 3, "429 + two without status");
+    assert_eq!(lh["http_429"], 1);
+    assert_eq!(b["markets_tracked_now"], json!(["btc-updown-15m-s2"]));
+    assert_eq!(b["markets_tracked_last_hour"], json!(["btc-updown-15m-s2", "btc-updown-5m-s1"]));
+    let g = stream(&doc, "gamma");
+    assert_eq!(g["last_hour"]["rows"], 2);
+    assert_eq!(g["last_hour"]["http_errors"], 1);
+    assert_eq!(g["stale"], false);
+    // Archive size, disk, rate, last upload.
+    let on_disk: u64 =
+        [&a.books0, &a.books1, &a.gamma0, &a.tail].iter().map(|p| std::fs::metadata(a.root.join(p)).unwrap().len()).sum::<u64>()
+            + std::fs::metadata(a.root.join(format!("{}/{HOST}-{RUN}-2.jsonl.gz.partial", books_dir("16")))).unwrap().len();
+    assert_eq!(doc["archive_bytes"], on_disk);
+    assert_eq!(doc["bytes_last_24h"], on_disk);
+    assert!(doc["disk"]["free_bytes"].as_u64().unwrap() > 0, "{}", doc["disk"]);
+    assert!(doc["disk"]["total_bytes"].as_u64().unwrap() >= doc["disk"]["free_bytes"].as_u64().unwrap());
+    assert!(doc["days_left"].as_f64().unwrap() > 0.0);
+    assert_eq!(doc["last_upload"]["local_path"], a.books0.as_str());
+    assert_eq!(doc["last_upload"]["verified"], true);
+    assert_eq!(doc["last_upload"]["rclone_exit"], 0);
+
+    // One hour later nothing new arrived: stale, exit 1, and nothing is tracked by a live run.
+    let (code, doc) = status(&a.root, "2026-11-24T17:30:00Z");
+    assert_eq!(code, 1);
+    assert_eq!(doc["healthy"], false);
+    let b = stream(&doc, "books");
+    assert_eq!(b["stale"], true);
+    assert_eq!(b["last_hour"]["rows"], 0);
+    assert_eq!(b["markets_tracked_now"], json!([]));
+    assert!(doc["problems"].as_array().unwrap().iter().any(|p| p.as_str().unwrap().contains("polymarket/books")));
+
+    // Human table.
+    let mut c = tool("manifest");
+    c.args(["status", a.root.to_str().unwrap(), "--now", NOW]);
+    let out = run_with_timeout(c, None, LIMIT);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("polymarket/books") && text.contains("HEALTHY") && text.contains("disk:"), "{text}");
+}
+
+#[test]
+fn status_without_manifests_reads_files_and_empty_root_is_unhealthy() {
+    // No manifest build ran: the files alone are enough to see the newest line.
+    let a = make_archive("mf-status-nomf");
+    let (code, doc) = status(&a.root, NOW);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(stream(&doc, "books")["last_hour"]["rows"], 13);
+    assert_eq!(stream(&doc, "books")["markets_tracked_now"], json!(["btc-updown-15m-s2"]));
+    assert!(doc["last_upload"].is_null());
+
+    let empty = tempdir("mf-empty");
+    let (code, doc) = status(&empty, NOW);
+    assert_eq!(code, 1);
+    assert_eq!(doc["problems"][0], "no data at all");
+    // An empty archive verifies trivially.
+    assert_eq!(verify(&empty).0, 0);
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let missing = tempdir("mf-args").join("nope");
+    let m = missing.to_str().unwrap();
+    let root = tempdir("mf-args2");
+    let r = root.to_str().unwrap();
+    for args in [
+        vec![],
+        vec!["frobnicate"],
+        vec!["status"],
+        vec!["status", m],
+        vec!["status", r, "--stale-after", "-1"],
+        vec!["status", r, "--now", "yesterday"],
+        vec!["status", r, "--bogus"],
+        vec!["verify"],
+        vec!["verify", m],
+        vec!["verify", r, r],
+        vec!["build"],
+        vec!["build", "--root", m],
+        vec!["build", "--root", r, "--run-id", "../x"],
+        vec!["build", "--root", r, "--config", m],
+        vec!["build", "--root", r, "--refresh", "0"],
+    ] {
+        let mut c = tool("manifest");
+        c.args(&args);
+        let out = run_with_timeout(c, Some(b""), LIMIT);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("manifest: "), "{args:?}");
+    }
+    let mut c = tool("manifest");
+    c.arg("--help");
+    let out = run_with_timeout(c, None, LIMIT);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("manifest verify ROOT"));
+}
