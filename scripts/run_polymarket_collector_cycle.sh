@@ -74,6 +74,7 @@ recover_stream() {
     out=$("$bin/jsonl-rotate" --root "$root" --stream "$stream" --recover-only)
     rc=$?
     if [ -n "$out" ]; then
+        RECOVERED+="$out"$'\n'
         printf '%s\n' "$out" >>"$root/manifests/recovered-files.jsonl" ||
             log "warning: could not append to $root/manifests/recovered-files.jsonl"
         n=$(printf '%s\n' "$out" | grep -c .)
@@ -146,9 +147,24 @@ main() {
     fi
 
     local s
+    RECOVERED=""
     for s in $STREAMS; do
         recover_stream "$bin" "$root" "$s"
     done
+    # Recovered files belong to no live run: list them in a manifest of their own, so that
+    # `manifest verify` accounts for them (the run id says what it is).
+    if [ -n "$RECOVERED" ]; then
+        if [ -x "$bin/manifest" ]; then
+            local rid
+            rid="$(date -u +%Y%m%dT%H%M%SZ)-recovery-$$"
+            printf '%s' "$RECOVERED" | PMARCHIVE_RUN_ID="$rid" "$bin/manifest" build --root "$root" \
+                --label "crash recovery: partial files of dead runs sealed before a collector start" ||
+                log "warning: manifest build for the recovered files exited $?"
+            log "recovery: listed in manifests/run-*-$rid.json"
+        else
+            log "warning: $bin/manifest not found; recovered files are only in manifests/recovered-files.jsonl"
+        fi
+    fi
 
     log "start: pid=$$ user=$(id -un 2>/dev/null || id -u) env=$env_file root=$root bin=$bin families=${PMARCHIVE_FAMILIES:-default} interval=${PMARCHIVE_INTERVAL:-default} ws=${PMARCHIVE_WS:-0} duration=${PMARCHIVE_DURATION:-forever} label=${PMARCHIVE_LABEL:-} host=${PMARCHIVE_HOST:-$(hostname 2>/dev/null || echo unknown)}"
     exec "$collect" "$env_file"
