@@ -14,7 +14,9 @@ pub mod http;
 pub mod jsonl;
 pub mod market;
 pub mod signal;
+pub mod stream;
 pub mod util;
+pub mod wsbook;
 
 /// The version every envelope and manifest records.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
