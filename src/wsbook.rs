@@ -463,7 +463,7 @@ impl Rebuilder {
             Some(cur) if ts_ms > cur.ts_ms => true,
             Some(cur) if ts_ms == cur.ts_ms => {
                 // Same exchange instant: the rebuilt book must equal the snapshot.
-                let agree = self.compute_hash(asset, cur, &cur.ltp) == hash || cur.hash == hash;
+                let agree = self.check(asset, cur, hash).0;
                 if agree {
                     self.stats.cross_checks_agree += 1;
                 } else {
