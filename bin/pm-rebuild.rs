@@ -88,9 +88,7 @@ fn run() -> cli::Result<ExitCode> {
     }
     let out: Box<dyn Write> = if rows { Box::new(BufWriter::with_capacity(1 << 20, io::stdout())) } else { Box::new(io::sink()) };
     let trades: Option<Box<dyn Write>> = match &trades_out {
-        Some(path) => Some(Box::new(BufWriter::new(
-            File::create(path).map_err(|e| cli::Error::Usage(format!("--trades-out {}: {e}", path.display())))?,
-        ))),
+        Some(path) => Some(Box::new(BufWriter::new(File::create(path).map_err(|e| cli::Error::Usage(format!("--trades-out {}: {e}", path.display())))?))),
         None => None,
     };
     let mut rb = Rebuilder::new(opts, out, trades);
@@ -134,4 +132,3 @@ fn run() -> cli::Result<ExitCode> {
     let failed = rb.found_problems() || stats.bad_lines > 0;
     Ok(if failed { ExitCode::Failure } else { ExitCode::Success })
 }
-

@@ -518,7 +518,10 @@ impl Conn<'_> {
             }
             if now.duration_since(opened) >= cfg.max_conn_age {
                 self.shared.counters.watchdogs.fetch_add(1, Ordering::Relaxed);
-                self.record("watchdog", json!({"reason": "max_conn_age", "age_s": now.duration_since(opened).as_secs(), "limit_s": cfg.max_conn_age.as_secs_f64()}));
+                self.record(
+                    "watchdog",
+                    json!({"reason": "max_conn_age", "age_s": now.duration_since(opened).as_secs(), "limit_s": cfg.max_conn_age.as_secs_f64()}),
+                );
                 self.close("max_conn_age");
                 return End::Reconnect { event: "watchdog", reason: "max_conn_age".into(), immediate: true };
             }
@@ -583,7 +586,10 @@ impl Conn<'_> {
                 Err(e) => {
                     self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
                     let closed = matches!(e, tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed);
-                    self.record(if closed { "close" } else { "error" }, json!({"phase": "read", "error": e.to_string(), "frames": self.frame_no, "by": "network"}));
+                    self.record(
+                        if closed { "close" } else { "error" },
+                        json!({"phase": "read", "error": e.to_string(), "frames": self.frame_no, "by": "network"}),
+                    );
                     return End::Reconnect { event: "error", reason: e.to_string(), immediate: true };
                 }
             }
@@ -681,7 +687,8 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
                 removals.entry(i).or_default().push(tok.clone());
             }
         }
-        for (i, toks) in removals {
+        for (i, mut toks) in removals {
+            toks.sort();
             for t in &toks {
                 owner.remove(t);
             }

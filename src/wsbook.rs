@@ -525,7 +525,8 @@ impl Rebuilder {
             self.stats.changes_applied += 1;
             self.stats.assets.entry(asset.to_string()).or_default().changes += 1;
             // Entries of one message that share the hash describe one state: verify after the last.
-            let later_same = entries[i + 1..].iter().any(|x| x.get("asset_id").and_then(Value::as_str) == Some(asset) && x.get("hash").and_then(Value::as_str) == hash);
+            let later_same =
+                entries[i + 1..].iter().any(|x| x.get("asset_id").and_then(Value::as_str) == Some(asset) && x.get("hash").and_then(Value::as_str) == hash);
             if later_same {
                 continue;
             }
@@ -546,7 +547,11 @@ impl Rebuilder {
             return Ok(true);
         };
         for c in changes {
-            let (Some(p), Some(s), Some(side)) = (c.get("price").and_then(Value::as_str), c.get("size").and_then(Value::as_str), c.get("side").and_then(Value::as_str)) else { return Ok(false) };
+            let (Some(p), Some(s), Some(side)) =
+                (c.get("price").and_then(Value::as_str), c.get("size").and_then(Value::as_str), c.get("side").and_then(Value::as_str))
+            else {
+                return Ok(false);
+            };
             match side {
                 "BUY" => set_level(&mut b.bids, true, p, s),
                 "SELL" => set_level(&mut b.asks, false, p, s),

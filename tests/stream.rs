@@ -172,7 +172,22 @@ fn market_line(cond: &str, tokens: &[&str], start_in: f64, end_in: f64) -> Strin
 
 fn stream_cmd(server: &WsServer, venue: &Venue, extra: &[&str]) -> std::process::Command {
     let mut c = common::tool("pm-stream");
-    c.args(["--ws-url", &server.url(), "--clob-url", &venue.url(), "--lead", "0", "--grace", "0", "--ping-secs", "0.2", "--backoff-base", "0.05", "--backoff-max", "0.2"]);
+    c.args([
+        "--ws-url",
+        &server.url(),
+        "--clob-url",
+        &venue.url(),
+        "--lead",
+        "0",
+        "--grace",
+        "0",
+        "--ping-secs",
+        "0.2",
+        "--backoff-base",
+        "0.05",
+        "--backoff-max",
+        "0.2",
+    ]);
     c.args(extra);
     c
 }
@@ -214,7 +229,12 @@ fn capture(frames: Vec<String>, after: After, secs: f64) -> (Vec<Value>, Vec<Got
 fn every_frame_is_archived_verbatim_and_the_recorded_hashes_verify() {
     let mut frames = vec![frame("ws_initial_book_frame_array_trimmed.json"), frame("ws_book_snapshot_captured.json")];
     frames.extend(capture_messages());
-    for f in ["ws_last_trade_price_docs_example.json", "ws_tick_size_change_docs_example.json", "ws_new_market_docs_example.json", "ws_market_resolved_docs_example.json"] {
+    for f in [
+        "ws_last_trade_price_docs_example.json",
+        "ws_tick_size_change_docs_example.json",
+        "ws_new_market_docs_example.json",
+        "ws_market_resolved_docs_example.json",
+    ] {
         frames.push(frame(f));
     }
     frames.push("NO NEW ASSETS".into());
@@ -383,6 +403,7 @@ fn a_silent_server_triggers_the_watchdog_and_a_reconnect() {
     assert!(opens.len() >= 2, "reconnected");
     assert_ne!(opens[0]["ctx"]["conn_id"], opens[1]["ctx"]["conn_id"]);
     assert!(server.conns.load(Ordering::SeqCst) >= 2);
+    assert!(server.got().iter().any(|g| g.conn == 1 && g.text.contains("\"assets_ids\"")), "re-subscribed on the new connection");
     // PONGs kept arriving (answered PINGs) but did not count as data.
     assert!(events(&lines, "frame").iter().any(|l| l["body_text"] == "PONG"));
     // A REST resync after every connect.
@@ -405,7 +426,9 @@ fn a_closed_connection_is_reconnected_and_the_gap_recorded() {
     let lines = common::jsonl(&out.stdout);
     let closes = events(&lines, "close");
     assert!(closes.iter().any(|l| l["ctx"]["by"] == "server" && l["ctx"]["conn_id"] == 0), "{closes:?}");
-    let conn1_end = lines.iter().any(|l| l["kind"] == "ws" && l["ctx"]["conn_id"] == 1 && (l["ctx"]["event"] == "error" || (l["ctx"]["event"] == "close" && l["ctx"]["by"] != "client")));
+    let conn1_end = lines.iter().any(|l| {
+        l["kind"] == "ws" && l["ctx"]["conn_id"] == 1 && (l["ctx"]["event"] == "error" || (l["ctx"]["event"] == "close" && l["ctx"]["by"] != "client"))
+    });
     assert!(conn1_end, "the dropped connection is recorded");
     assert!(events(&lines, "reconnect_wait").len() >= 2);
     assert_eq!(events(&lines, "open").len(), 3);
@@ -446,11 +469,8 @@ fn tokens_are_added_and_removed_without_a_reconnect() {
     assert_eq!(events(&lines, "subscribe").len(), 2);
     assert_eq!(events(&lines, "unsubscribe").len(), 1);
     assert_eq!(events(&lines, "open").len(), 1);
-    let tracks: Vec<(&str, &str)> = lines
-        .iter()
-        .filter(|l| l["kind"] == "track")
-        .map(|l| (l["ctx"]["slug"].as_str().unwrap(), l["ctx"]["action"].as_str().unwrap()))
-        .collect();
+    let tracks: Vec<(&str, &str)> =
+        lines.iter().filter(|l| l["kind"] == "track").map(|l| (l["ctx"]["slug"].as_str().unwrap(), l["ctx"]["action"].as_str().unwrap())).collect();
     assert_eq!(tracks, vec![("test-a1", "start"), ("test-b1", "start"), ("test-a1", "stop"), ("test-b1", "stop")]);
     // The tokens added later get their own REST snapshot.
     assert!(lines.iter().any(|l| l["kind"] == "http" && l["ctx"]["reason"] == "ws_subscribe"));
@@ -464,7 +484,8 @@ fn tokens_are_sharded_across_connections() {
     let out = common::run_with_timeout(stream_cmd(&server, &venue, &["--max-per-conn", "2"]), Some(input.as_bytes()), Duration::from_secs(30));
     assert!(out.status.success());
     assert_eq!(server.conns.load(Ordering::SeqCst), 2);
-    let mut subs: Vec<Value> = server.got().iter().filter(|g| g.text != "PING").map(|g| serde_json::from_str::<Value>(&g.text).unwrap()["assets_ids"].clone()).collect();
+    let mut subs: Vec<Value> =
+        server.got().iter().filter(|g| g.text != "PING").map(|g| serde_json::from_str::<Value>(&g.text).unwrap()["assets_ids"].clone()).collect();
     subs.sort_by_key(|v| v.as_array().unwrap().len());
     assert_eq!(subs, vec![json!(["3"]), json!(["1", "2"])]);
 }
