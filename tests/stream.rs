@@ -300,6 +300,11 @@ fn every_frame_is_archived_verbatim_and_the_recorded_hashes_verify() {
     let last = r7667.last().unwrap();
     assert_eq!(last["bids"][0][0], last["bid_px"]);
     assert!(last["bid_px"].as_str().unwrap().parse::<f64>().unwrap() < last["ask_px"].as_str().unwrap().parse::<f64>().unwrap());
+    // Sampled: at most one price_change row per 10 s of exchange time (book rows always).
+    let (_, s, rows) = rebuild(&raw, &dir, &["--every-ms", "10000"]);
+    assert_eq!(s["assets"][A7667]["matched"], 15, "sampling does not skip verification");
+    let ts: Vec<i64> = rows.iter().filter(|r| r["asset_id"] == A7667).map(|r| r["ts_event_ms"].as_i64().unwrap()).collect();
+    assert_eq!(ts, vec![1790658661234, 1790658674035, 1790658690317, 1790658701463]);
     let t = common::read_jsonl(&trades);
     assert_eq!(t.len(), 1);
     assert_eq!(t[0]["schema"], "pmarchive.trade/1");
