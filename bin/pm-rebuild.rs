@@ -1,4 +1,134 @@
+const USAGE: &str = "
+pm-rebuild — rebuild Polymarket order books from raw websocket frames and verify every change.
+
+Reads raw lines (schema pmarchive.raw/1, as written by pm-stream; plain or gzip, several files in
+order, or stdin): websocket frames (kind \"ws\", ctx.event \"frame\") and REST book replies (kind
+\"http\", endpoint \"books\"/\"book\", status 200). Per asset it applies `book` events (full state)
+and `price_change` entries (size = new absolute size at that price, \"0\" removes the level; BUY =
+bid, SELL = ask), recomputes the venue's SHA-1 book hash after the last entry of each message for
+that asset and compares it with the venue's `hash`. A mismatch marks the asset untrusted until the
+next `book`, a newer REST snapshot, or a later matching hash. REST books at the same exchange
+timestamp as the rebuilt book are cross-checked (agree/disagree).
+
+WS books carry no min_order_size/neg_risk (both enter the hash): they are taken from the latest
+REST book of the same token, else from --min-order-size/--neg-risk.
+
+Writes book rows (schema pmarchive.wsbook/1) on stdout: one per verified state (or sampled with
+--every-ms), with receive and exchange time, best bid/ask and sizes, top --depth levels best-first,
+the venue hash, hash_verified and trusted. Trades (last_trade_price events) go to --trades-out
+(schema pmarchive.trade/1). A verification summary goes to stderr and, with --summary, to a JSON
+file. Field lists: docs/WEBSOCKET.md.
+
+Usage:
+    pm-rebuild [options] [FILE ...]      (no FILE or '-': stdin)
+
+Options:
+    --depth N             Levels per side in each row. [default: 10]
+    --every-ms MS         At most one row per asset per MS of exchange time (rows of book and
+                          REST snapshots are always written). [default: a row per state]
+    --trades-out FILE     Write trade rows (pmarchive.trade/1) to FILE.
+    --summary FILE        Write the verification summary (JSON) to FILE.
+    --min-order-size S    min_order_size for hashing when no REST book is known. [default: 5]
+    --neg-risk BOOL       neg_risk for hashing when no REST book is known. [default: false]
+    --no-rows             Verify only; write no book rows.
+    -h, --help            Show this help.
+    -V, --version         Show the version.
+
+Exit status: 0 every check passed; 1 a hash mismatch on a trusted book, a REST cross-check
+disagreement, or unreadable input lines (each reported on stderr as FILE:LINE); 2 bad arguments or
+an I/O error. A closed stdout ends the tool with 0.
+";
+
+use std::fs::File;
+use std::io::{self, BufRead, BufWriter, Write};
+use std::path::PathBuf;
+
+use pm_archive::cli::{self, ExitCode};
+use pm_archive::jsonl;
+use pm_archive::wsbook::{Options, Rebuilder};
+
 fn main() {
-    eprintln!("pm-rebuild: not built yet");
-    std::process::exit(2);
+    cli::main("pm-rebuild", run)
+}
+
+fn run() -> cli::Result<ExitCode> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let mut opts = Options::default();
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut trades_out: Option<PathBuf> = None;
+    let mut summary: Option<PathBuf> = None;
+    let mut rows = true;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("depth") => opts.depth = cli::value(&mut p, "--depth")?,
+            Long("every-ms") => {
+                let v: i64 = cli::value(&mut p, "--every-ms")?;
+                if v <= 0 {
+                    return cli::usage("--every-ms: must be > 0");
+                }
+                opts.every_ms = Some(v);
+            }
+            Long("trades-out") => trades_out = Some(cli::value::<String>(&mut p, "--trades-out")?.into()),
+            Long("summary") => summary = Some(cli::value::<String>(&mut p, "--summary")?.into()),
+            Long("min-order-size") => opts.min_order_size = serde_json::Value::String(cli::value(&mut p, "--min-order-size")?),
+            Long("neg-risk") => opts.neg_risk = serde_json::Value::Bool(cli::value(&mut p, "--neg-risk")?),
+            Long("no-rows") => rows = false,
+            Short('h') | Long("help") => return cli::help(USAGE),
+            Short('V') | Long("version") => {
+                println!("pm-rebuild {}", pm_archive::VERSION);
+                return Ok(ExitCode::Success);
+            }
+            Value(v) => files.push(v.into()),
+            other => return cli::unexpected(other),
+        }
+    }
+    if files.is_empty() {
+        files.push("-".into());
+    }
+    let out: Box<dyn Write> = if rows { Box::new(BufWriter::with_capacity(1 << 20, io::stdout())) } else { Box::new(io::sink()) };
+    let trades: Option<Box<dyn Write>> = match &trades_out {
+        Some(path) => Some(Box::new(BufWriter::new(File::create(path).map_err(|e| cli::Error::Usage(format!("--trades-out {}: {e}", path.display())))?))),
+        None => None,
+    };
+    let mut rb = Rebuilder::new(opts, out, trades);
+    let mut reported = 0;
+    for f in &files {
+        let r = jsonl::open(f).map_err(|e| cli::Error::Msg(format!("{}: {e}", f.display())))?;
+        let mut n = 0u64;
+        for line in r.split(b'\n') {
+            n += 1;
+            let line = line.map_err(|e| cli::Error::Msg(format!("{}:{n}: read error: {e}", f.display())))?;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let text = match std::str::from_utf8(&line) {
+                Ok(t) => t,
+                Err(e) => {
+                    rb.stats.lines += 1;
+                    rb.stats.bad_lines += 1;
+                    if reported < 20 {
+                        eprintln!("pm-rebuild: {}:{n}: not UTF-8: {e}", f.display());
+                        reported += 1;
+                    }
+                    continue;
+                }
+            };
+            if let Err(why) = rb.line(text)? {
+                if reported < 20 {
+                    eprintln!("pm-rebuild: {}:{n}: {why}", f.display());
+                    reported += 1;
+                }
+            }
+        }
+    }
+    let stats = rb.finish()?;
+    eprintln!("pm-rebuild: {}", stats.line());
+    if let Some(path) = &summary {
+        let mut text = serde_json::to_vec_pretty(&stats)?;
+        text.push(b'\n');
+        std::fs::write(path, text).map_err(|e| cli::Error::Msg(format!("--summary {}: {e}", path.display())))?;
+    }
+    let failed = rb.found_problems() || stats.bad_lines > 0;
+    Ok(if failed { ExitCode::Failure } else { ExitCode::Success })
 }

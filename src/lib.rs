@@ -17,7 +17,9 @@ pub mod manifest;
 pub mod market;
 pub mod probe;
 pub mod signal;
+pub mod stream;
 pub mod util;
+pub mod wsbook;
 
 /// The version every envelope and manifest records.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

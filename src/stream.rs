@@ -1,0 +1,784 @@
+//! pm-stream's engine: raw capture of the websocket market channel (facts §6).
+//!
+//! Threads (all blocking):
+//! - a **reader** turns market records on stdin into [`Input`] messages;
+//! - the **controller** ([`run`]) decides which tokens are tracked (a market from `lead` before its
+//!   window to `grace` after it, plus fixed `--token`s) and shards them over connections
+//!   (≤ `max_per_conn` each), sending add/remove commands to the connection threads;
+//! - one **connection thread** per shard connects, subscribes, pings, reads frames, runs the silence
+//!   watchdog and the scheduled reconnect, and reconnects forever with capped, jittered back-off;
+//! - short-lived **snapshot threads** take the REST `/books` snapshot after every (re)connect;
+//! - one **writer** numbers every record (`seq`) and writes it to the output.
+//!
+//! Every frame becomes one raw envelope (`kind:"ws"`, `ctx.event:"frame"`); every open, close, error,
+//! subscription change, back-off wait and watchdog firing is a record too, so gaps are explicit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{self, BufRead, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+use crate::envelope::{Body, Envelope, RunInfo, Sequencer};
+use crate::http::{Client, Request};
+use crate::market::Market;
+use crate::{clock, signal, util};
+
+pub const DEFAULT_WS_URL: &str = "wss://ws-subscriptions-clob.polymarket.com/ws/market";
+/// The raw stream name (archive layout `stream=ws_market`).
+pub const STREAM_NAME: &str = "ws_market";
+pub const TOOL: &str = "pm-stream";
+
+/// Everything the engine needs; the CLI fills it.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub ws_url: String,
+    /// CLOB REST base URL for the `/books` resync snapshot; None disables it.
+    pub clob_url: Option<String>,
+    pub lead: Duration,
+    pub grace: Duration,
+    pub max_per_conn: usize,
+    pub ping_every: Duration,
+    /// No data frame for this long → reconnect.
+    pub silence: Duration,
+    /// Reconnect a connection once it is this old.
+    pub max_conn_age: Duration,
+    /// A subscribed asset without any event for this long → `asset_silence` record + REST snapshot.
+    pub asset_silence: Option<Duration>,
+    pub connect_timeout: Duration,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Tokens tracked for the whole run, whatever stdin says.
+    pub fixed_tokens: Vec<String>,
+    /// Stop after this many data frames in total (benchmarks, tests).
+    pub max_frames: Option<u64>,
+    pub user_agent: String,
+    /// How often the controller re-evaluates tracking windows.
+    pub tick: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ws_url: DEFAULT_WS_URL.to_string(),
+            clob_url: Some(crate::http::DEFAULT_CLOB_URL.to_string()),
+            lead: Duration::from_secs(120),
+            grace: Duration::from_secs(120),
+            max_per_conn: 200,
+            ping_every: Duration::from_secs(10),
+            silence: Duration::from_secs(60),
+            max_conn_age: Duration::from_secs(3600),
+            asset_silence: Some(Duration::from_secs(300)),
+            connect_timeout: Duration::from_secs(10),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            fixed_tokens: Vec::new(),
+            max_frames: None,
+            user_agent: crate::http::DEFAULT_USER_AGENT.to_string(),
+            tick: Duration::from_millis(200),
+        }
+    }
+}
+
+/// What the stdin reader hands the controller.
+#[derive(Debug)]
+pub enum Input {
+    Market(Box<Market>),
+    /// A line that is not a usable market record (line number, reason).
+    Bad(u64, String),
+    Eof,
+}
+
+/// Reads market records (pmarchive.market/1) line by line; never drops a bad line silently.
+pub fn read_markets(input: impl BufRead, tx: Sender<Input>) {
+    let mut n = 0u64;
+    for line in input.lines() {
+        n += 1;
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.send(Input::Bad(n, format!("read error: {e}")));
+                break;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let msg = match serde_json::from_str::<Market>(&line) {
+            Ok(m) if m.window_start().is_none() || m.window_end().is_none() => Input::Bad(n, "bad window times".into()),
+            Ok(m) if m.tokens.iter().any(|t| !crate::market::is_valid_token_id(&t.token_id)) => Input::Bad(n, "bad token id".into()),
+            Ok(m) => Input::Market(Box::new(m)),
+            Err(e) => Input::Bad(n, format!("not a market record: {e}")),
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+    let _ = tx.send(Input::Eof);
+}
+
+/// Counters shared by all threads (reported on stderr at the end).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub frames: AtomicU64,
+    pub data_frames: AtomicU64,
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub watchdogs: AtomicU64,
+    pub snapshots: AtomicU64,
+}
+
+impl Counters {
+    pub fn summary(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "frames={} data_frames={} connects={} connect_failures={} disconnects={} watchdogs={} rest_snapshots={}",
+            g(&self.frames),
+            g(&self.data_frames),
+            g(&self.connects),
+            g(&self.connect_failures),
+            g(&self.disconnects),
+            g(&self.watchdogs),
+            g(&self.snapshots)
+        )
+    }
+}
+
+/// Handle through which threads emit records: the writer numbers them.
+#[derive(Clone)]
+pub struct Sink {
+    tx: Sender<Envelope>,
+    run: Arc<RunInfo>,
+}
+
+impl Sink {
+    /// A `kind:"ws"` record stamped now, with this context.
+    pub fn ws(&self, ctx: Value) -> Envelope {
+        Envelope::new(&self.run, 0, "ws").with_ctx(ctx)
+    }
+
+    pub fn envelope(&self, kind: &'static str) -> Envelope {
+        Envelope::new(&self.run, 0, kind)
+    }
+
+    /// Hands a record to the writer. False when the writer is gone (output closed).
+    pub fn send(&self, e: Envelope) -> bool {
+        self.tx.send(e).is_ok()
+    }
+}
+
+/// Starts the writer thread over `out`. Lines are flushed whenever the queue runs empty, so a
+/// quiet stream is always fully written while a burst is written in large blocks.
+pub fn start_writer(run: RunInfo, out: Box<dyn Write + Send>) -> (Sink, std::thread::JoinHandle<io::Result<u64>>) {
+    let (tx, rx) = crossbeam_channel::bounded::<Envelope>(65_536);
+    let run = Arc::new(run);
+    let h = std::thread::spawn(move || {
+        let mut w = io::BufWriter::with_capacity(1 << 20, out);
+        let mut n = 0u64;
+        let res = (|| -> io::Result<()> {
+            while let Ok(mut e) = rx.recv() {
+                e.seq = n;
+                serde_json::to_writer(&mut w, &e)?;
+                w.write_all(b"\n")?;
+                n += 1;
+                if rx.is_empty() {
+                    w.flush()?;
+                }
+            }
+            w.flush()
+        })();
+        if res.is_err() {
+            // The reader of our output went away: the whole tool stops.
+            signal::request_stop();
+        }
+        res.map(|_| n)
+    });
+    (Sink { tx, run }, h)
+}
+
+/// Commands from the controller to a connection thread.
+#[derive(Debug)]
+enum Cmd {
+    Add(Vec<String>),
+    Remove(Vec<String>),
+    Stop,
+}
+
+/// Capped exponential back-off with jitter in [½, 1]: attempt 1 waits about `base`.
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = base.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
+    let capped = exp.min(max.as_secs_f64());
+    Duration::from_secs_f64((capped * (0.5 + 0.5 * util::random_unit())).max(0.001))
+}
+
+/// True for frames that carry market data. `PONG` and `NO NEW ASSETS` (facts §6.1) do not, so they
+/// never keep the silence watchdog quiet.
+pub fn is_data_frame(text: &str) -> bool {
+    let t = text.trim();
+    !(t.eq_ignore_ascii_case("PONG") || t.eq_ignore_ascii_case("NO NEW ASSETS") || t.is_empty())
+}
+
+/// Asset ids mentioned in a frame (`"asset_id":"…"`), found by a plain scan (no JSON parse).
+pub fn asset_ids_in(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices("\"asset_id\"").filter_map(move |(i, k)| {
+        let rest = text[i + k.len()..].trim_start();
+        let rest = rest.strip_prefix(':')?.trim_start().strip_prefix('"')?;
+        let end = rest.find('"')?;
+        Some(&rest[..end])
+    })
+}
+
+/// The subscribe message sent first on every connection (facts §6.1; `initial_dump` so that every
+/// asset starts with a book, anchors §3.4).
+pub fn subscribe_message(tokens: &[String]) -> String {
+    json!({"assets_ids": tokens, "type": "market", "custom_feature_enabled": true, "initial_dump": true}).to_string()
+}
+
+/// A subscription change on an open connection.
+pub fn operation_message(op: &str, tokens: &[String]) -> String {
+    json!({"operation": op, "assets_ids": tokens}).to_string()
+}
+
+type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// Opens the websocket: TCP connect with timeout, TLS for wss://, handshake with a deadline.
+fn connect(cfg: &Config) -> Result<(Ws, u16), String> {
+    let mut req = cfg.ws_url.as_str().into_client_request().map_err(|e| format!("bad url: {e}"))?;
+    if let Ok(v) = cfg.user_agent.parse() {
+        req.headers_mut().insert("User-Agent", v);
+    }
+    let uri = req.uri().clone();
+    let host = uri.host().ok_or("url has no host")?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let tls = uri.scheme_str() == Some("wss");
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let addrs: Vec<SocketAddr> = (host.as_str(), port).to_socket_addrs().map_err(|e| format!("resolve {host}: {e}"))?.collect();
+    let mut last = format!("no address for {host}");
+    let mut tcp = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, cfg.connect_timeout) {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = format!("connect {a}: {e}"),
+        }
+    }
+    let tcp = tcp.ok_or(last)?;
+    let _ = tcp.set_nodelay(true);
+    tcp.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(cfg.connect_timeout)).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + cfg.connect_timeout;
+    let mut hs = tungstenite::client_tls_with_config(req, tcp, None, None);
+    loop {
+        match hs {
+            Ok((ws, resp)) => return Ok((ws, resp.status().as_u16())),
+            Err(HandshakeError::Failure(e)) => return Err(format!("handshake: {e}")),
+            Err(HandshakeError::Interrupted(mid)) => {
+                if Instant::now() > deadline || signal::stop_requested() {
+                    return Err("handshake: timed out".into());
+                }
+                hs = mid.handshake();
+            }
+        }
+    }
+}
+
+fn is_timeout(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}
+
+/// Shared by the connection threads.
+struct Shared {
+    cfg: Config,
+    sink: Sink,
+    client: Option<Arc<Client>>,
+    counters: Arc<Counters>,
+    next_conn_id: AtomicU64,
+}
+
+impl Shared {
+    /// Takes a REST `/books` snapshot of `tokens` on its own thread (frames keep being read meanwhile);
+    /// every HTTP attempt becomes a normal http envelope with `ctx.reason` and the conn id.
+    fn snapshot(self: &Arc<Self>, conn_id: u64, reason: &'static str, tokens: Vec<String>) {
+        let (Some(client), Some(base)) = (self.client.clone(), self.cfg.clob_url.clone()) else { return };
+        if tokens.is_empty() {
+            return;
+        }
+        let me = self.clone();
+        std::thread::spawn(move || {
+            for chunk in tokens.chunks(500) {
+                let body: Vec<Value> = chunk.iter().map(|t| json!({"token_id": t})).collect();
+                let req = Request::post_json("books", format!("{base}/books"), Value::Array(body).to_string());
+                let ctx = json!({"reason": reason, "conn_id": conn_id, "tokens": chunk});
+                let mut dummy = Sequencer::new((*me.sink.run).clone());
+                let _ = client.execute(&req, None, |a| {
+                    let env = a.envelope(&mut dummy, &req, Some(ctx.clone()));
+                    if me.sink.send(env) {
+                        Ok(())
+                    } else {
+                        Err(())
+                    }
+                });
+                me.counters.snapshots.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+}
+
+/// Why a connection ended.
+enum End {
+    Stop,
+    Reconnect { event: &'static str, reason: String, immediate: bool },
+}
+
+/// One shard: connects, reads, reconnects forever until told to stop.
+fn conn_thread(shared: Arc<Shared>, shard: u32, rx: Receiver<Cmd>, initial: Vec<String>) {
+    let cfg = &shared.cfg;
+    let sink = &shared.sink;
+    let mut tokens: BTreeSet<String> = initial.into_iter().collect();
+    let mut attempt: u32 = 0;
+    let mut stopping = false;
+    while !stopping && !signal::stop_requested() {
+        if tokens.is_empty() {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(Cmd::Add(t)) => tokens.extend(t),
+                Ok(Cmd::Remove(t)) => t.iter().for_each(|x| {
+                    tokens.remove(x);
+                }),
+                Ok(Cmd::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            continue;
+        }
+        let conn_id = shared.next_conn_id.fetch_add(1, Ordering::SeqCst);
+        attempt += 1;
+        let end = match connect(cfg) {
+            Err(e) => {
+                shared.counters.connect_failures.fetch_add(1, Ordering::Relaxed);
+                sink.send(sink.ws(json!({"event": "error", "conn_id": conn_id, "shard": shard, "phase": "connect", "attempt": attempt})).with_error(e));
+                End::Reconnect { event: "connect_failed", reason: "connect failed".into(), immediate: false }
+            }
+            Ok((ws, status)) => {
+                shared.counters.connects.fetch_add(1, Ordering::Relaxed);
+                sink.send(sink.ws(json!({"event": "open", "conn_id": conn_id, "shard": shard, "attempt": attempt, "http_status": status, "url": cfg.ws_url})));
+                let mut c = Conn { shared: &shared, shard, conn_id, ws, frame_no: 0, got_data: false };
+                let end = c.serve(&rx, &mut tokens);
+                if c.got_data {
+                    attempt = 0; // a connection that delivered data resets the back-off
+                }
+                end
+            }
+        };
+        match end {
+            End::Stop => stopping = true,
+            End::Reconnect { event, reason, immediate } => {
+                if signal::stop_requested() {
+                    break;
+                }
+                let wait = if immediate && attempt <= 1 { Duration::from_millis(10) } else { backoff(cfg.backoff_base, cfg.backoff_max, attempt.max(1)) };
+                sink.send(sink.ws(json!({"event": "reconnect_wait", "conn_id": conn_id, "shard": shard, "after": event, "reason": reason,
+                    "wait_s": (wait.as_secs_f64() * 1000.0).round() / 1000.0, "attempt": attempt})));
+                // Wait, still following subscription changes.
+                let until = Instant::now() + wait;
+                while Instant::now() < until && !signal::stop_requested() {
+                    match rx.recv_timeout((until - Instant::now()).min(Duration::from_millis(50))) {
+                        Ok(Cmd::Add(t)) => tokens.extend(t),
+                        Ok(Cmd::Remove(t)) => t.iter().for_each(|x| {
+                            tokens.remove(x);
+                        }),
+                        Ok(Cmd::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                            stopping = true;
+                            break;
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One open connection.
+struct Conn<'a> {
+    shared: &'a Arc<Shared>,
+    shard: u32,
+    conn_id: u64,
+    ws: Ws,
+    frame_no: u64,
+    got_data: bool,
+}
+
+impl Conn<'_> {
+    fn ctx(&self, event: &str) -> Value {
+        json!({"event": event, "conn_id": self.conn_id, "shard": self.shard})
+    }
+
+    fn record(&self, event: &str, extra: Value) {
+        let mut ctx = self.ctx(event);
+        if let (Some(o), Some(x)) = (ctx.as_object_mut(), extra.as_object()) {
+            o.extend(x.clone());
+        }
+        self.shared.sink.send(self.shared.sink.ws(ctx));
+    }
+
+    fn send_text(&mut self, text: String) -> Result<(), tungstenite::Error> {
+        self.ws.send(Message::text(text))
+    }
+
+    /// Closes politely (best effort) and records the close.
+    fn close(&mut self, reason: &str) {
+        let _ = self.ws.close(None);
+        let _ = self.ws.flush();
+        self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+        self.record("close", json!({"by": "client", "reason": reason, "frames": self.frame_no}));
+    }
+
+    /// Subscribes, then reads until something ends the connection.
+    fn serve(&mut self, rx: &Receiver<Cmd>, tokens: &mut BTreeSet<String>) -> End {
+        let cfg = &self.shared.cfg;
+        let list: Vec<String> = tokens.iter().cloned().collect();
+        if let Err(e) = self.send_text(subscribe_message(&list)) {
+            self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+            self.record("error", json!({"phase": "subscribe", "error": e.to_string()}));
+            return End::Reconnect { event: "error", reason: format!("subscribe failed: {e}"), immediate: false };
+        }
+        self.record("subscribe", json!({"initial": true, "tokens": list, "message": subscribe_message(&list)}));
+        self.shared.snapshot(self.conn_id, "ws_resync", list);
+
+        let opened = Instant::now();
+        let mut last_data = Instant::now();
+        let mut next_ping = Instant::now() + cfg.ping_every;
+        let mut last_seen: HashMap<String, Instant> = HashMap::new();
+        let mut silent_reported: BTreeSet<String> = BTreeSet::new();
+        let mut next_asset_check = Instant::now() + Duration::from_secs(1);
+        loop {
+            if signal::stop_requested() {
+                self.close("shutdown");
+                return End::Stop;
+            }
+            // Subscription changes on the open connection.
+            while let Ok(cmd) = rx.try_recv() {
+                let (op, t) = match cmd {
+                    Cmd::Stop => {
+                        self.close("no_tokens");
+                        return End::Stop;
+                    }
+                    Cmd::Add(t) => ("subscribe", t),
+                    Cmd::Remove(t) => ("unsubscribe", t),
+                };
+                let t: Vec<String> = if op == "subscribe" {
+                    t.into_iter().filter(|x| tokens.insert(x.clone())).collect()
+                } else {
+                    t.into_iter().filter(|x| tokens.remove(x)).collect()
+                };
+                if t.is_empty() {
+                    continue;
+                }
+                let msg = operation_message(op, &t);
+                if let Err(e) = self.send_text(msg.clone()) {
+                    self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                    self.record("error", json!({"phase": op, "error": e.to_string()}));
+                    return End::Reconnect { event: "error", reason: format!("{op} failed: {e}"), immediate: true };
+                }
+                self.record(op, json!({"tokens": t, "message": msg}));
+                if op == "subscribe" {
+                    self.shared.snapshot(self.conn_id, "ws_subscribe", t);
+                } else {
+                    t.iter().for_each(|x| {
+                        last_seen.remove(x);
+                        silent_reported.remove(x);
+                    });
+                }
+            }
+            let now = Instant::now();
+            if now >= next_ping {
+                if let Err(e) = self.send_text("PING".into()) {
+                    self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                    self.record("error", json!({"phase": "ping", "error": e.to_string()}));
+                    return End::Reconnect { event: "error", reason: format!("ping failed: {e}"), immediate: true };
+                }
+                next_ping = now + cfg.ping_every;
+            }
+            if now.duration_since(last_data) >= cfg.silence {
+                self.shared.counters.watchdogs.fetch_add(1, Ordering::Relaxed);
+                let secs = now.duration_since(last_data).as_secs_f64();
+                self.record("watchdog", json!({"reason": "silence", "silent_s": (secs * 1000.0).round() / 1000.0, "limit_s": cfg.silence.as_secs_f64()}));
+                self.close("watchdog_silence");
+                return End::Reconnect { event: "watchdog", reason: "silence".into(), immediate: true };
+            }
+            if now.duration_since(opened) >= cfg.max_conn_age {
+                self.shared.counters.watchdogs.fetch_add(1, Ordering::Relaxed);
+                self.record(
+                    "watchdog",
+                    json!({"reason": "max_conn_age", "age_s": now.duration_since(opened).as_secs(), "limit_s": cfg.max_conn_age.as_secs_f64()}),
+                );
+                self.close("max_conn_age");
+                return End::Reconnect { event: "watchdog", reason: "max_conn_age".into(), immediate: true };
+            }
+            if let Some(limit) = cfg.asset_silence {
+                if now >= next_asset_check {
+                    next_asset_check = now + Duration::from_secs(1);
+                    let silent: Vec<String> = tokens
+                        .iter()
+                        .filter(|t| !silent_reported.contains(*t))
+                        .filter(|t| now.duration_since(*last_seen.get(*t).unwrap_or(&opened)) >= limit)
+                        .cloned()
+                        .collect();
+                    if !silent.is_empty() {
+                        self.record("asset_silence", json!({"tokens": silent, "limit_s": limit.as_secs_f64()}));
+                        silent_reported.extend(silent.iter().cloned());
+                        self.shared.snapshot(self.conn_id, "asset_silence", silent);
+                    }
+                }
+            }
+            match self.ws.read() {
+                Ok(msg) => {
+                    let at = clock::now();
+                    let (opcode, bytes, data) = match msg {
+                        Message::Text(t) => {
+                            let s = t.as_str();
+                            let data = is_data_frame(s);
+                            if data && cfg.asset_silence.is_some() {
+                                for a in asset_ids_in(s) {
+                                    if let Some(v) = last_seen.get_mut(a) {
+                                        *v = Instant::now();
+                                    } else if tokens.contains(a) {
+                                        last_seen.insert(a.to_string(), Instant::now());
+                                    }
+                                    silent_reported.remove(a);
+                                }
+                            }
+                            ("text", t.as_bytes().to_vec(), data)
+                        }
+                        Message::Binary(b) => ("binary", b.to_vec(), true),
+                        Message::Ping(b) => ("ping", b.to_vec(), false),
+                        Message::Pong(b) => ("pong", b.to_vec(), false),
+                        Message::Close(cf) => {
+                            self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                            let (code, reason) = cf.map(|c| (u16::from(c.code), c.reason.to_string())).unwrap_or((1005, String::new()));
+                            self.record("close", json!({"by": "server", "code": code, "reason": reason, "frames": self.frame_no}));
+                            let _ = self.ws.flush();
+                            return End::Reconnect { event: "close", reason: format!("server close {code}"), immediate: true };
+                        }
+                        Message::Frame(_) => continue,
+                    };
+                    self.write_frame(at, opcode, bytes);
+                    if data {
+                        last_data = Instant::now();
+                        self.got_data = true;
+                        let n = self.shared.counters.data_frames.fetch_add(1, Ordering::Relaxed) + 1;
+                        if cfg.max_frames.is_some_and(|m| n >= m) {
+                            signal::request_stop();
+                        }
+                    }
+                }
+                Err(e) if is_timeout(&e) => {}
+                Err(e) => {
+                    self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                    let closed = matches!(e, tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed);
+                    self.record(
+                        if closed { "close" } else { "error" },
+                        json!({"phase": "read", "error": e.to_string(), "frames": self.frame_no, "by": "network"}),
+                    );
+                    return End::Reconnect { event: "error", reason: e.to_string(), immediate: true };
+                }
+            }
+        }
+    }
+
+    fn write_frame(&mut self, at: OffsetDateTime, opcode: &str, bytes: Vec<u8>) {
+        let mut ctx = json!({"event": "frame", "conn_id": self.conn_id, "frame_no": self.frame_no});
+        if opcode != "text" {
+            ctx["opcode"] = opcode.into();
+        }
+        self.frame_no += 1;
+        self.shared.counters.frames.fetch_add(1, Ordering::Relaxed);
+        let mut env = self.shared.sink.ws(ctx).with_body(Body::from_bytes(bytes));
+        env.collected_at_utc = clock::fmt_micros(at);
+        self.shared.sink.send(env);
+    }
+}
+
+/// A market being followed, with its tracking interval.
+struct Tracked {
+    market: Market,
+    from: OffsetDateTime,
+    until: OffsetDateTime,
+    active: bool,
+}
+
+/// One shard as the controller sees it.
+struct Shard {
+    tokens: BTreeSet<String>,
+    tx: Sender<Cmd>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+/// The controller: runs until stdin ended and nothing is left to track, a signal, `max_frames`, or a
+/// closed output. Returns the number of bad input lines.
+pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Client>, counters: Arc<Counters>) -> u64 {
+    let shared = Arc::new(Shared { cfg: cfg.clone(), sink: sink.clone(), client: client.map(Arc::new), counters, next_conn_id: AtomicU64::new(0) });
+    let mut markets: BTreeMap<String, Tracked> = BTreeMap::new();
+    let mut shards: Vec<Option<Shard>> = Vec::new();
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    let mut eof = false;
+    let mut bad = 0u64;
+    let fixed: BTreeSet<String> = cfg.fixed_tokens.iter().cloned().collect();
+    loop {
+        if signal::stop_requested() {
+            break;
+        }
+        match inputs.recv_timeout(cfg.tick) {
+            Ok(Input::Market(m)) => {
+                let (Some(s), Some(e)) = (m.window_start(), m.window_end()) else { continue };
+                let from = s - time::Duration::seconds_f64(cfg.lead.as_secs_f64());
+                let until = e + time::Duration::seconds_f64(cfg.grace.as_secs_f64());
+                let key = m.condition_id.clone();
+                let active = markets.get(&key).map(|t| t.active).unwrap_or(false);
+                markets.insert(key, Tracked { market: *m, from, until, active });
+            }
+            Ok(Input::Bad(n, why)) => {
+                bad += 1;
+                eprintln!("{TOOL}: stdin line {n}: skipped: {why}");
+                let e = sink.envelope("gap").with_ctx(json!({"gap": "bad_input", "line": n})).with_error(why);
+                sink.send(e);
+            }
+            Ok(Input::Eof) | Err(RecvTimeoutError::Disconnected) => eof = true,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        // Drain whatever else is queued before re-evaluating.
+        if !inputs.is_empty() && !eof {
+            continue;
+        }
+        let now = clock::now();
+        for t in markets.values_mut() {
+            let want = now >= t.from && now < t.until;
+            if want != t.active {
+                t.active = want;
+                let m = &t.market;
+                let reason = if want { "window_lead" } else { "window_grace_over" };
+                sink.send(sink.envelope("track").with_ctx(json!({
+                    "action": if want { "start" } else { "stop" }, "reason": reason, "slug": m.slug,
+                    "condition_id": m.condition_id, "family": m.family, "tokens": m.tokens,
+                    "window_start_utc": m.window_start_utc, "window_end_utc": m.window_end_utc, "stream": STREAM_NAME,
+                })));
+            }
+        }
+        // Forget markets whose tracking is over.
+        markets.retain(|_, t| t.active || now < t.until);
+        let mut want: BTreeSet<String> = fixed.clone();
+        for t in markets.values().filter(|t| t.active) {
+            want.extend(t.market.tokens.iter().map(|x| x.token_id.clone()));
+        }
+        // Removals, grouped per shard.
+        let mut removals: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for (tok, &i) in owner.iter() {
+            if !want.contains(tok) {
+                removals.entry(i).or_default().push(tok.clone());
+            }
+        }
+        for (i, mut toks) in removals {
+            toks.sort();
+            for t in &toks {
+                owner.remove(t);
+            }
+            if let Some(s) = shards[i].as_mut() {
+                toks.iter().for_each(|t| {
+                    s.tokens.remove(t);
+                });
+                if s.tokens.is_empty() {
+                    let s = shards[i].take().expect("present");
+                    let _ = s.tx.send(Cmd::Stop);
+                    let _ = s.handle.join();
+                } else {
+                    let _ = s.tx.send(Cmd::Remove(toks));
+                }
+            }
+        }
+        // Additions: fill existing shards, then open new ones.
+        let mut adds: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let new: Vec<String> = want.iter().filter(|t| !owner.contains_key(*t)).cloned().collect();
+        for tok in new {
+            let pending = |i: usize, adds: &BTreeMap<usize, Vec<String>>| adds.get(&i).map_or(0, Vec::len);
+            let slot = (0..shards.len()).find(|&i| shards[i].as_ref().is_some_and(|s| s.tokens.len() + pending(i, &adds) < cfg.max_per_conn));
+            let i = match slot.or_else(|| (0..shards.len()).find(|&i| shards[i].is_none() && pending(i, &adds) < cfg.max_per_conn)) {
+                Some(i) => i,
+                None => {
+                    shards.push(None);
+                    shards.len() - 1
+                }
+            };
+            adds.entry(i).or_default().push(tok.clone());
+            owner.insert(tok, i);
+        }
+        for (i, toks) in adds {
+            match shards[i].as_mut() {
+                Some(s) => {
+                    s.tokens.extend(toks.iter().cloned());
+                    let _ = s.tx.send(Cmd::Add(toks));
+                }
+                None => {
+                    let (tx, rx) = crossbeam_channel::unbounded();
+                    let sh = shared.clone();
+                    let init = toks.clone();
+                    let handle = std::thread::spawn(move || conn_thread(sh, i as u32, rx, init));
+                    shards[i] = Some(Shard { tokens: toks.into_iter().collect(), tx, handle });
+                }
+            }
+        }
+        if eof && markets.is_empty() && fixed.is_empty() {
+            break;
+        }
+    }
+    for s in shards.into_iter().flatten() {
+        let _ = s.tx.send(Cmd::Stop);
+        let _ = s.handle.join();
+    }
+    bad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_frames_and_asset_scan() {
+        assert!(!is_data_frame("PONG"));
+        assert!(!is_data_frame("NO NEW ASSETS"));
+        assert!(is_data_frame("[]"));
+        assert!(is_data_frame(r#"{"event_type":"book"}"#));
+        let t = r#"[{"asset_id":"11","x":1},{"asset_id" : "22"}, {"price_changes":[{"asset_id":"33"}]}]"#;
+        assert_eq!(asset_ids_in(t).collect::<Vec<_>>(), vec!["11", "22", "33"]);
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        for n in 1..40 {
+            let d = backoff(Duration::from_secs(1), Duration::from_secs(60), n).as_secs_f64();
+            let full = 2f64.powi((n as i32 - 1).min(30)).min(60.0);
+            assert!(d >= full * 0.5 - 1e-9 && d <= full + 1e-9, "n={n} d={d}");
+        }
+    }
+
+    #[test]
+    fn messages() {
+        let t = vec!["1".to_string(), "2".to_string()];
+        let v: Value = serde_json::from_str(&subscribe_message(&t)).unwrap();
+        assert_eq!(v["type"], "market");
+        assert_eq!(v["assets_ids"][1], "2");
+        assert_eq!(v["initial_dump"], true);
+        assert_eq!(v["custom_feature_enabled"], true);
+        let v: Value = serde_json::from_str(&operation_message("unsubscribe", &t)).unwrap();
+        assert_eq!(v["operation"], "unsubscribe");
+    }
+}

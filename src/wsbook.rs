@@ -1,0 +1,774 @@
+//! pm-rebuild's engine: order books rebuilt from raw websocket frames (and REST `/books` replies),
+//! every change verified with the venue's hash (facts §6.3, [`crate::book`]).
+//!
+//! Per asset: a `book` event (or a REST book) sets the state; each `price_change` entry sets the
+//! absolute size at one level (`"0"` removes it; BUY = bid, SELL = ask); after the last entry of a
+//! message for an asset (entries of one message that share a hash describe one state) the hash of the
+//! rebuilt book is compared with the venue's. A mismatch marks the asset **untrusted** until the next
+//! `book`, a newer REST snapshot, or a later hash match. `tick_size_change` updates the tick size and
+//! `last_trade_price` offers a new `last_trade_price` for the hash (both enter it).
+//!
+//! Output: `pmarchive.wsbook/1` rows (one per verified state, or sampled), `pmarchive.trade/1` rows,
+//! and a [`Stats`] summary. Field by field in docs/WEBSOCKET.md.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Write};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::book::{self, HashInput};
+use crate::clock;
+
+pub const ROW_SCHEMA: &str = "pmarchive.wsbook/1";
+pub const TRADE_SCHEMA: &str = "pmarchive.trade/1";
+
+/// Rebuild options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Levels per side in each row.
+    pub depth: usize,
+    /// At most one row per asset per this many ms of exchange time (None: a row per state).
+    pub every_ms: Option<i64>,
+    /// Used for the hash when no REST book of the asset has been seen (WS books lack the field).
+    pub min_order_size: Value,
+    pub neg_risk: Value,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { depth: 10, every_ms: None, min_order_size: Value::from("5"), neg_risk: Value::Bool(false) }
+    }
+}
+
+/// Verification summary (also `--summary FILE`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    pub lines: u64,
+    pub bad_lines: u64,
+    /// Lines that are neither ws frames nor REST book replies (tracking records, other endpoints, …).
+    pub other_lines: u64,
+    pub ws_frames: u64,
+    /// Non-JSON frames (`PONG`, `NO NEW ASSETS`).
+    pub text_frames: u64,
+    pub ws_events: BTreeMap<String, u64>,
+    /// Events that could not be used (missing fields).
+    pub bad_events: u64,
+    pub ws_books: u64,
+    pub ws_book_hash_matched: u64,
+    pub ws_book_hash_mismatched: u64,
+    pub rest_books: u64,
+    pub rest_hash_matched: u64,
+    pub rest_hash_mismatched: u64,
+    /// REST books older than the rebuilt state (not applied).
+    pub rest_stale: u64,
+    pub changes_applied: u64,
+    /// price_change entries for an asset without a known book yet (not applied).
+    pub changes_without_book: u64,
+    pub hash_checks: u64,
+    pub hashes_matched: u64,
+    /// Mismatches on a trusted book: each one is a detected gap.
+    pub hashes_mismatched: u64,
+    /// Further mismatches while the asset was already untrusted.
+    pub mismatches_while_untrusted: u64,
+    /// Matches reached only with a `last_trade_price` from a trade event.
+    pub matched_with_trade_price: u64,
+    /// Untrusted → trusted transitions, by cause.
+    pub resyncs_ws_book: u64,
+    pub resyncs_rest: u64,
+    pub recovered_by_hash: u64,
+    /// Receive-time seconds summed over assets while untrusted.
+    pub untrusted_s: f64,
+    /// REST snapshots at the same exchange timestamp as the rebuilt book.
+    pub cross_checks_agree: u64,
+    pub cross_checks_disagree: u64,
+    pub rows: u64,
+    pub trades: u64,
+    pub assets: BTreeMap<String, AssetStats>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AssetStats {
+    pub changes: u64,
+    pub matched: u64,
+    pub mismatched: u64,
+    pub trusted_at_end: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Level {
+    key: f64,
+    price: String,
+    size: String,
+}
+
+#[derive(Clone, Debug)]
+struct Book {
+    market: String,
+    timestamp: String,
+    ts_ms: i64,
+    /// Ascending (wire order).
+    bids: Vec<Level>,
+    /// Descending (wire order).
+    asks: Vec<Level>,
+    tick_size: Value,
+    ltp: Value,
+    /// Prices of trades seen since the last match, tried when the hash does not match.
+    ltp_candidates: Vec<Value>,
+    hash: String,
+    verified: Option<bool>,
+    trusted: bool,
+    untrusted_since_us: Option<i64>,
+    last_row_ms: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct Ctx {
+    event: Option<String>,
+    conn_id: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Line<'a> {
+    kind: Option<&'a str>,
+    endpoint: Option<&'a str>,
+    status: Option<u16>,
+    collected_at_utc: Option<&'a str>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+    body_text: Option<String>,
+    ctx: Option<Ctx>,
+}
+
+fn parse_level(v: &Value) -> Option<Level> {
+    let price = v.get("price")?.as_str()?;
+    let size = v.get("size")?.as_str()?;
+    Some(Level { key: price.trim().parse().ok()?, price: price.to_string(), size: size.to_string() })
+}
+
+fn parse_side(v: Option<&Value>) -> Option<Vec<Level>> {
+    v?.as_array()?.iter().map(parse_level).collect()
+}
+
+fn is_zero(size: &str) -> bool {
+    size.trim().parse::<f64>().map(|x| x == 0.0).unwrap_or(false)
+}
+
+/// Sets the absolute size at a level; keeps `ascending` (bids) or descending (asks) order.
+fn set_level(side: &mut Vec<Level>, ascending: bool, price: &str, size: &str) -> Option<()> {
+    let key: f64 = price.trim().parse().ok()?;
+    let pos = side.iter().position(|l| l.key == key);
+    match (pos, is_zero(size)) {
+        (Some(i), true) => {
+            side.remove(i);
+        }
+        (Some(i), false) => side[i].size = size.to_string(),
+        (None, true) => {}
+        (None, false) => {
+            let at = side.iter().position(|l| if ascending { l.key > key } else { l.key < key }).unwrap_or(side.len());
+            side.insert(at, Level { key, price: price.to_string(), size: size.to_string() });
+        }
+    }
+    Some(())
+}
+
+fn micros_of(ts: &str) -> Option<i64> {
+    clock::parse_rfc3339(ts).map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+}
+
+#[derive(Serialize)]
+struct Row<'a> {
+    schema: &'static str,
+    ts_recv: &'a str,
+    ts_event: String,
+    ts_event_ms: i64,
+    asset_id: &'a str,
+    market: &'a str,
+    source: &'static str,
+    event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conn_id: Option<u64>,
+    bid_px: Option<&'a str>,
+    bid_sz: Option<&'a str>,
+    ask_px: Option<&'a str>,
+    ask_sz: Option<&'a str>,
+    bid_levels: usize,
+    ask_levels: usize,
+    bids: Vec<[&'a str; 2]>,
+    asks: Vec<[&'a str; 2]>,
+    tick_size: &'a Value,
+    last_trade_price: &'a Value,
+    hash: &'a str,
+    hash_verified: Option<bool>,
+    trusted: bool,
+}
+
+#[derive(Serialize)]
+struct Trade<'a> {
+    schema: &'static str,
+    ts_recv: &'a str,
+    ts_event: String,
+    ts_event_ms: i64,
+    asset_id: &'a str,
+    market: &'a str,
+    price: &'a str,
+    size: &'a str,
+    side: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fee_rate_bps: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction_hash: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conn_id: Option<u64>,
+}
+
+fn ts_event(ms: i64) -> String {
+    clock::from_unix_ms(ms).map(clock::fmt_micros).unwrap_or_default()
+}
+
+/// The receive context of the line being processed.
+struct Recv<'a> {
+    at: &'a str,
+    conn_id: Option<u64>,
+}
+
+/// The rebuild state machine over a stream of raw lines.
+pub struct Rebuilder {
+    opts: Options,
+    books: HashMap<String, Book>,
+    /// (min_order_size, neg_risk) from REST books, per asset.
+    meta: HashMap<String, (Value, Value)>,
+    rows: Box<dyn Write>,
+    trades: Option<Box<dyn Write>>,
+    pub stats: Stats,
+    last_recv_us: Option<i64>,
+}
+
+impl Rebuilder {
+    pub fn new(opts: Options, rows: Box<dyn Write>, trades: Option<Box<dyn Write>>) -> Rebuilder {
+        Rebuilder { opts, books: HashMap::new(), meta: HashMap::new(), rows, trades, stats: Stats::default(), last_recv_us: None }
+    }
+
+    /// Processes one raw line. Err: the line is unusable (reason); the caller reports it.
+    pub fn line(&mut self, text: &str) -> io::Result<Result<(), String>> {
+        self.stats.lines += 1;
+        let l: Line = match serde_json::from_str(text) {
+            Ok(l) => l,
+            Err(e) => {
+                self.stats.bad_lines += 1;
+                return Ok(Err(format!("not a raw envelope: {e}")));
+            }
+        };
+        let at = l.collected_at_utc.unwrap_or("");
+        let recv = Recv { at, conn_id: l.ctx.as_ref().and_then(|c| c.conn_id) };
+        let body: Option<&str> = l.body.map(RawValue::get).or(l.body_text.as_deref());
+        match (l.kind, l.endpoint) {
+            (Some("ws"), _) if l.ctx.as_ref().and_then(|c| c.event.as_deref()) == Some("frame") => {
+                self.stats.ws_frames += 1;
+                let Some(text) = body else {
+                    self.stats.text_frames += 1;
+                    return Ok(Ok(()));
+                };
+                match serde_json::from_str::<Value>(text) {
+                    Ok(Value::Array(events)) => {
+                        for ev in &events {
+                            self.event(ev, &recv)?;
+                        }
+                    }
+                    Ok(ev @ Value::Object(_)) => self.event(&ev, &recv)?,
+                    Ok(_) => self.stats.bad_events += 1,
+                    Err(_) => self.stats.text_frames += 1,
+                }
+            }
+            (Some("http"), Some("books" | "book")) if l.status == Some(200) => {
+                let Some(text) = body else { return Ok(Ok(())) };
+                match serde_json::from_str::<Value>(text) {
+                    Ok(Value::Array(bs)) => {
+                        for b in &bs {
+                            self.rest_book(b, &recv)?;
+                        }
+                    }
+                    Ok(b @ Value::Object(_)) => self.rest_book(&b, &recv)?,
+                    _ => self.stats.other_lines += 1,
+                }
+            }
+            _ => self.stats.other_lines += 1,
+        }
+        Ok(Ok(()))
+    }
+
+    fn event(&mut self, ev: &Value, recv: &Recv) -> io::Result<()> {
+        let et = ev.get("event_type").and_then(Value::as_str).unwrap_or("(none)");
+        *self.stats.ws_events.entry(et.to_string()).or_default() += 1;
+        let ok = match et {
+            "book" => self.ws_book(ev, recv)?,
+            "price_change" if ev.get("price_changes").is_some() => self.price_change(ev, recv)?,
+            "price_change" => self.legacy_price_change(ev, recv)?,
+            "last_trade_price" => self.trade(ev, recv)?,
+            "tick_size_change" => {
+                let a = ev.get("asset_id").and_then(Value::as_str);
+                let n = ev.get("new_tick_size");
+                match (a, n) {
+                    (Some(a), Some(n)) => {
+                        if let Some(b) = self.books.get_mut(a) {
+                            b.tick_size = n.clone();
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            _ => true,
+        };
+        if !ok {
+            self.stats.bad_events += 1;
+        }
+        Ok(())
+    }
+
+    fn mos_neg(&self, asset: &str) -> (Value, Value) {
+        self.meta.get(asset).cloned().unwrap_or_else(|| (self.opts.min_order_size.clone(), self.opts.neg_risk.clone()))
+    }
+
+    fn compute_hash(&self, asset: &str, b: &Book, ltp: &Value) -> String {
+        let (mos, neg) = self.mos_neg(asset);
+        book::hash(&HashInput {
+            market: &b.market,
+            asset_id: asset,
+            timestamp: &b.timestamp,
+            bids: b.bids.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect(),
+            asks: b.asks.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect(),
+            min_order_size: &mos,
+            tick_size: &b.tick_size,
+            neg_risk: &neg,
+            last_trade_price: ltp,
+        })
+    }
+
+    /// Checks the rebuilt state against the venue's hash, trying trade prices for
+    /// `last_trade_price` when the current one does not match. Returns (matched, via_trade_price).
+    fn check(&self, asset: &str, b: &Book, venue: &str) -> (bool, Option<Value>) {
+        if self.compute_hash(asset, b, &b.ltp) == venue {
+            return (true, None);
+        }
+        for c in b.ltp_candidates.iter().rev() {
+            if self.compute_hash(asset, b, c) == venue {
+                return (true, Some(c.clone()));
+            }
+        }
+        (false, None)
+    }
+
+    fn recv_us(&mut self, recv: &Recv) -> Option<i64> {
+        let us = micros_of(recv.at);
+        if us.is_some() {
+            self.last_recv_us = us;
+        }
+        us
+    }
+
+    /// Marks an asset trusted again; adds its untrusted time.
+    fn retrust(&mut self, asset: &str, now_us: Option<i64>) -> bool {
+        let Some(b) = self.books.get_mut(asset) else { return false };
+        let was = !b.trusted;
+        if was {
+            if let (Some(s), Some(n)) = (b.untrusted_since_us, now_us) {
+                self.stats.untrusted_s += (n - s).max(0) as f64 / 1e6;
+            }
+        }
+        b.trusted = true;
+        b.untrusted_since_us = None;
+        was
+    }
+
+    fn ws_book(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
+        let g = |k: &str| ev.get(k).and_then(Value::as_str);
+        let (Some(asset), Some(market), Some(ts), Some(hash)) = (g("asset_id"), g("market"), g("timestamp"), g("hash")) else { return Ok(false) };
+        let (Some(bids), Some(asks)) = (parse_side(ev.get("bids")), parse_side(ev.get("asks"))) else { return Ok(false) };
+        let Ok(ts_ms) = ts.parse::<i64>() else { return Ok(false) };
+        self.stats.ws_books += 1;
+        let prev = self.books.remove(asset);
+        let now_us = self.recv_us(recv);
+        let mut b = Book {
+            market: market.to_string(),
+            timestamp: ts.to_string(),
+            ts_ms,
+            bids,
+            asks,
+            tick_size: ev.get("tick_size").cloned().unwrap_or(Value::Null),
+            ltp: ev.get("last_trade_price").cloned().unwrap_or(Value::from("")),
+            ltp_candidates: Vec::new(),
+            hash: hash.to_string(),
+            verified: None,
+            trusted: prev.as_ref().map_or(true, |p| p.trusted),
+            untrusted_since_us: prev.as_ref().and_then(|p| p.untrusted_since_us),
+            last_row_ms: prev.as_ref().and_then(|p| p.last_row_ms),
+        };
+        let (ok, _) = self.check(asset, &b, hash);
+        b.verified = Some(ok);
+        if ok {
+            self.stats.ws_book_hash_matched += 1;
+        } else {
+            self.stats.ws_book_hash_mismatched += 1;
+        }
+        self.books.insert(asset.to_string(), b);
+        // A full book is a known state, verified or not.
+        if self.retrust(asset, now_us) {
+            self.stats.resyncs_ws_book += 1;
+        }
+        self.stats.assets.entry(asset.to_string()).or_default();
+        self.row(asset, recv, "ws", "book", true)?;
+        Ok(true)
+    }
+
+    fn rest_book(&mut self, v: &Value, recv: &Recv) -> io::Result<()> {
+        let g = |k: &str| v.get(k).and_then(Value::as_str);
+        let (Some(asset), Some(market), Some(ts), Some(hash)) = (g("asset_id"), g("market"), g("timestamp"), g("hash")) else {
+            self.stats.bad_events += 1;
+            return Ok(());
+        };
+        let (Some(bids), Some(asks), Ok(ts_ms)) = (parse_side(v.get("bids")), parse_side(v.get("asks")), ts.parse::<i64>()) else {
+            self.stats.bad_events += 1;
+            return Ok(());
+        };
+        self.stats.rest_books += 1;
+        let rest_ok = book::hash_of_rest_book(v).as_deref() == Some(hash);
+        if rest_ok {
+            self.stats.rest_hash_matched += 1;
+        } else {
+            self.stats.rest_hash_mismatched += 1;
+        }
+        if let (Some(m), Some(n)) = (v.get("min_order_size"), v.get("neg_risk")) {
+            self.meta.insert(asset.to_string(), (m.clone(), n.clone()));
+        }
+        let now_us = self.recv_us(recv);
+        let rest = Book {
+            market: market.to_string(),
+            timestamp: ts.to_string(),
+            ts_ms,
+            bids,
+            asks,
+            tick_size: v.get("tick_size").cloned().unwrap_or(Value::Null),
+            ltp: v.get("last_trade_price").cloned().unwrap_or(Value::from("")),
+            ltp_candidates: Vec::new(),
+            hash: hash.to_string(),
+            verified: Some(rest_ok),
+            trusted: true,
+            untrusted_since_us: None,
+            last_row_ms: None,
+        };
+        let apply = match self.books.get(asset) {
+            None => true,
+            Some(cur) if ts_ms > cur.ts_ms => true,
+            Some(cur) if ts_ms == cur.ts_ms => {
+                // Same exchange instant: the rebuilt book must equal the snapshot.
+                let agree = self.check(asset, cur, hash).0;
+                if agree {
+                    self.stats.cross_checks_agree += 1;
+                } else {
+                    self.stats.cross_checks_disagree += 1;
+                }
+                !agree
+            }
+            Some(_) => {
+                self.stats.rest_stale += 1;
+                false
+            }
+        };
+        if apply {
+            let prev = self.books.remove(asset);
+            let mut b = rest;
+            if let Some(p) = prev {
+                b.trusted = p.trusted;
+                b.untrusted_since_us = p.untrusted_since_us;
+                b.last_row_ms = p.last_row_ms;
+            }
+            self.books.insert(asset.to_string(), b);
+            if self.retrust(asset, now_us) {
+                self.stats.resyncs_rest += 1;
+            }
+            self.stats.assets.entry(asset.to_string()).or_default();
+            self.row(asset, recv, "rest", "rest_book", true)?;
+        }
+        Ok(())
+    }
+
+    fn price_change(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
+        let (Some(ts), Some(entries)) = (ev.get("timestamp").and_then(Value::as_str), ev.get("price_changes").and_then(Value::as_array)) else {
+            return Ok(false);
+        };
+        let Ok(ts_ms) = ts.parse::<i64>() else { return Ok(false) };
+        let mut all_ok = true;
+        for (i, e) in entries.iter().enumerate() {
+            let g = |k: &str| e.get(k).and_then(Value::as_str);
+            let (Some(asset), Some(price), Some(size), Some(side)) = (g("asset_id"), g("price"), g("size"), g("side")) else {
+                all_ok = false;
+                continue;
+            };
+            let hash = g("hash");
+            let Some(b) = self.books.get_mut(asset) else {
+                self.stats.changes_without_book += 1;
+                continue;
+            };
+            let r = match side {
+                "BUY" => set_level(&mut b.bids, true, price, size),
+                "SELL" => set_level(&mut b.asks, false, price, size),
+                _ => None,
+            };
+            if r.is_none() {
+                all_ok = false;
+                continue;
+            }
+            b.timestamp = ts.to_string();
+            b.ts_ms = ts_ms;
+            self.stats.changes_applied += 1;
+            self.stats.assets.entry(asset.to_string()).or_default().changes += 1;
+            // Entries of one message that share the hash describe one state: verify after the last.
+            let later_same =
+                entries[i + 1..].iter().any(|x| x.get("asset_id").and_then(Value::as_str) == Some(asset) && x.get("hash").and_then(Value::as_str) == hash);
+            if later_same {
+                continue;
+            }
+            match hash {
+                Some(h) => self.verify(asset, h, recv)?,
+                None => self.row(asset, recv, "ws", "price_change", false)?,
+            }
+        }
+        Ok(all_ok)
+    }
+
+    fn legacy_price_change(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
+        let g = |k: &str| ev.get(k).and_then(Value::as_str);
+        let (Some(asset), Some(ts), Some(changes)) = (g("asset_id"), g("timestamp"), ev.get("changes").and_then(Value::as_array)) else { return Ok(false) };
+        let Ok(ts_ms) = ts.parse::<i64>() else { return Ok(false) };
+        let Some(b) = self.books.get_mut(asset) else {
+            self.stats.changes_without_book += changes.len() as u64;
+            return Ok(true);
+        };
+        for c in changes {
+            let (Some(p), Some(s), Some(side)) =
+                (c.get("price").and_then(Value::as_str), c.get("size").and_then(Value::as_str), c.get("side").and_then(Value::as_str))
+            else {
+                return Ok(false);
+            };
+            match side {
+                "BUY" => set_level(&mut b.bids, true, p, s),
+                "SELL" => set_level(&mut b.asks, false, p, s),
+                _ => None,
+            };
+        }
+        b.timestamp = ts.to_string();
+        b.ts_ms = ts_ms;
+        self.stats.changes_applied += changes.len() as u64;
+        self.stats.assets.entry(asset.to_string()).or_default().changes += changes.len() as u64;
+        match g("hash") {
+            Some(h) => self.verify(asset, h, recv)?,
+            None => self.row(asset, recv, "ws", "price_change", false)?,
+        }
+        Ok(true)
+    }
+
+    /// Compares the rebuilt state with the venue's hash and updates trust.
+    fn verify(&mut self, asset: &str, venue: &str, recv: &Recv) -> io::Result<()> {
+        let (ok, via) = {
+            let b = &self.books[asset];
+            self.check(asset, b, venue)
+        };
+        self.stats.hash_checks += 1;
+        let via_trade = via.is_some();
+        let trusted = self.books[asset].trusted;
+        let now_us = if ok != trusted { self.recv_us(recv) } else { None };
+        {
+            let b = self.books.get_mut(asset).expect("present");
+            b.hash = venue.to_string();
+            b.verified = Some(ok);
+            if let Some(v) = via {
+                b.ltp = v;
+            }
+            if ok {
+                b.ltp_candidates.clear();
+            }
+        }
+        let a = self.stats.assets.entry(asset.to_string()).or_default();
+        if ok {
+            a.matched += 1;
+            self.stats.hashes_matched += 1;
+            if via_trade {
+                self.stats.matched_with_trade_price += 1;
+            }
+            if self.retrust(asset, now_us) {
+                self.stats.recovered_by_hash += 1;
+            }
+        } else if trusted {
+            a.mismatched += 1;
+            self.stats.hashes_mismatched += 1;
+            let b = self.books.get_mut(asset).expect("present");
+            b.trusted = false;
+            b.untrusted_since_us = now_us;
+        } else {
+            a.mismatched += 1;
+            self.stats.mismatches_while_untrusted += 1;
+        }
+        self.row(asset, recv, "ws", "price_change", false)
+    }
+
+    fn trade(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
+        let g = |k: &str| ev.get(k).and_then(Value::as_str);
+        let (Some(asset), Some(price)) = (g("asset_id"), g("price")) else { return Ok(false) };
+        if let Some(b) = self.books.get_mut(asset) {
+            b.ltp_candidates.push(Value::from(price));
+            // The REST/WS books sometimes carry a trailing zero ("0.430", facts §4.1).
+            if let Some((_, frac)) = price.split_once('.') {
+                if frac.len() < 3 {
+                    b.ltp_candidates.push(Value::from(format!("{price}{}", "0".repeat(3 - frac.len()))));
+                }
+            }
+            if b.ltp_candidates.len() > 8 {
+                let cut = b.ltp_candidates.len() - 8;
+                b.ltp_candidates.drain(..cut);
+            }
+        }
+        self.stats.trades += 1;
+        if let Some(w) = self.trades.as_mut() {
+            let ms = g("timestamp").and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
+            let t = Trade {
+                schema: TRADE_SCHEMA,
+                ts_recv: recv.at,
+                ts_event: ts_event(ms),
+                ts_event_ms: ms,
+                asset_id: asset,
+                market: g("market").unwrap_or(""),
+                price,
+                size: g("size").unwrap_or(""),
+                side: g("side").unwrap_or(""),
+                fee_rate_bps: g("fee_rate_bps"),
+                transaction_hash: g("transaction_hash"),
+                conn_id: recv.conn_id,
+            };
+            serde_json::to_writer(&mut *w, &t)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(true)
+    }
+
+    fn row(&mut self, asset: &str, recv: &Recv, source: &'static str, event: &'static str, force: bool) -> io::Result<()> {
+        let depth = self.opts.depth;
+        let every = self.opts.every_ms;
+        let Some(b) = self.books.get_mut(asset) else { return Ok(()) };
+        if let (Some(every), Some(last), false) = (every, b.last_row_ms, force) {
+            if b.ts_ms - last < every {
+                return Ok(());
+            }
+        }
+        b.last_row_ms = Some(b.ts_ms);
+        let b = &self.books[asset];
+        let best_bid = b.bids.last();
+        let best_ask = b.asks.last();
+        let r = Row {
+            schema: ROW_SCHEMA,
+            ts_recv: recv.at,
+            ts_event: ts_event(b.ts_ms),
+            ts_event_ms: b.ts_ms,
+            asset_id: asset,
+            market: &b.market,
+            source,
+            event,
+            conn_id: recv.conn_id,
+            bid_px: best_bid.map(|l| l.price.as_str()),
+            bid_sz: best_bid.map(|l| l.size.as_str()),
+            ask_px: best_ask.map(|l| l.price.as_str()),
+            ask_sz: best_ask.map(|l| l.size.as_str()),
+            bid_levels: b.bids.len(),
+            ask_levels: b.asks.len(),
+            bids: b.bids.iter().rev().take(depth).map(|l| [l.price.as_str(), l.size.as_str()]).collect(),
+            asks: b.asks.iter().rev().take(depth).map(|l| [l.price.as_str(), l.size.as_str()]).collect(),
+            tick_size: &b.tick_size,
+            last_trade_price: &b.ltp,
+            hash: &b.hash,
+            hash_verified: b.verified,
+            trusted: b.trusted,
+        };
+        serde_json::to_writer(&mut self.rows, &r)?;
+        self.rows.write_all(b"\n")?;
+        self.stats.rows += 1;
+        Ok(())
+    }
+
+    /// Closes the books: untrusted time up to the last receive time, flags per asset; flushes.
+    pub fn finish(&mut self) -> io::Result<Stats> {
+        let end = self.last_recv_us;
+        for (asset, b) in &self.books {
+            if !b.trusted {
+                if let (Some(s), Some(e)) = (b.untrusted_since_us, end) {
+                    self.stats.untrusted_s += (e - s).max(0) as f64 / 1e6;
+                }
+            }
+            self.stats.assets.entry(asset.clone()).or_default().trusted_at_end = b.trusted;
+        }
+        self.stats.untrusted_s = (self.stats.untrusted_s * 1e6).round() / 1e6;
+        self.rows.flush()?;
+        if let Some(t) = self.trades.as_mut() {
+            t.flush()?;
+        }
+        Ok(self.stats.clone())
+    }
+
+    /// True when the verification found a problem (a mismatch on a trusted book or a REST
+    /// cross-check disagreement).
+    pub fn found_problems(&self) -> bool {
+        self.stats.hashes_mismatched > 0 || self.stats.cross_checks_disagree > 0
+    }
+}
+
+impl Stats {
+    /// One line for stderr.
+    pub fn line(&self) -> String {
+        format!(
+            "lines={} frames={} books(ws/rest)={}/{} changes={} hashes matched={} mismatched={} (+{} while untrusted) resyncs(book/rest/hash)={}/{}/{} untrusted_s={:.3} cross_checks agree={} disagree={} rows={} trades={} bad_lines={} changes_without_book={}",
+            self.lines,
+            self.ws_frames,
+            self.ws_books,
+            self.rest_books,
+            self.changes_applied,
+            self.hashes_matched,
+            self.hashes_mismatched,
+            self.mismatches_while_untrusted,
+            self.resyncs_ws_book,
+            self.resyncs_rest,
+            self.recovered_by_hash,
+            self.untrusted_s,
+            self.cross_checks_agree,
+            self.cross_checks_disagree,
+            self.rows,
+            self.trades,
+            self.bad_lines,
+            self.changes_without_book
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_keep_wire_order() {
+        let mut bids = vec![];
+        set_level(&mut bids, true, "0.3", "10").unwrap();
+        set_level(&mut bids, true, "0.1", "5").unwrap();
+        set_level(&mut bids, true, "0.2", "7").unwrap();
+        assert_eq!(bids.iter().map(|l| l.price.as_str()).collect::<Vec<_>>(), ["0.1", "0.2", "0.3"]);
+        set_level(&mut bids, true, "0.2", "0").unwrap();
+        set_level(&mut bids, true, "0.30", "11").unwrap();
+        assert_eq!(bids.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect::<Vec<_>>(), [("0.1", "5"), ("0.3", "11")]);
+        let mut asks = vec![];
+        set_level(&mut asks, false, "0.5", "1").unwrap();
+        set_level(&mut asks, false, "0.9", "1").unwrap();
+        set_level(&mut asks, false, "0.7", "1").unwrap();
+        assert_eq!(asks.iter().map(|l| l.price.as_str()).collect::<Vec<_>>(), ["0.9", "0.7", "0.5"]);
+        // Removing an absent level is a no-op.
+        set_level(&mut asks, false, "0.6", "0").unwrap();
+        assert_eq!(asks.len(), 3);
+    }
+}
