@@ -22,7 +22,7 @@ Usage:
     pm-stream --token ID [--token ID ...] [options] < /dev/null
 
 Options:
-    --lead SECS           Start tracking a market this long before its window. [default: 120]
+    --lead SECS           Start tracking a market this long before its window. [default: 60]
     --grace SECS          Keep tracking this long after its window ends. [default: 120]
     --token ID            Also track this token for the whole run (repeatable).
     --ws-url URL          Websocket URL.

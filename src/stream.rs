@@ -71,7 +71,7 @@ impl Default for Config {
         Config {
             ws_url: DEFAULT_WS_URL.to_string(),
             clob_url: Some(crate::http::DEFAULT_CLOB_URL.to_string()),
-            lead: Duration::from_secs(120),
+            lead: Duration::from_secs(60),
             grace: Duration::from_secs(120),
             max_per_conn: 200,
             ping_every: Duration::from_secs(10),
