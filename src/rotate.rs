@@ -239,10 +239,7 @@ pub enum Input {
 /// Starts the reader thread over `input`; returns the receiving end of its bounded channel.
 pub fn spawn_reader<R: Read + Send + 'static>(input: R) -> Receiver<Input> {
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
-    std::thread::Builder::new()
-        .name("stdin-reader".into())
-        .spawn(move || read_lines(input, &tx))
-        .expect("spawn reader thread");
+    std::thread::Builder::new().name("stdin-reader".into()).spawn(move || read_lines(input, &tx)).expect("spawn reader thread");
     rx
 }
 
@@ -408,6 +405,10 @@ impl<'a, W: Write> Writer<'a, W> {
             }
             if stop_deadline.is_some_and(|d| Instant::now() >= d) {
                 eprintln!("jsonl-rotate: stdin still open {} s after the signal; sealing and stopping", DRAIN_AFTER_SIGNAL.as_secs());
+                // Lines already read off the pipe are accepted: they are ours now.
+                while let Ok(Input::Batch(b)) = rx.try_recv() {
+                    self.accept(b)?;
+                }
                 break;
             }
             match rx.recv_timeout(self.wait_time()) {
@@ -930,10 +931,7 @@ mod tests {
 
     #[test]
     fn file_names() {
-        assert_eq!(
-            parse_file_name("my-host-20261124T160133Z-12-ab01-7.jsonl.gz", "my-host"),
-            Some(("20261124T160133Z-12-ab01".into(), 7))
-        );
+        assert_eq!(parse_file_name("my-host-20261124T160133Z-12-ab01-7.jsonl.gz", "my-host"), Some(("20261124T160133Z-12-ab01".into(), 7)));
         assert_eq!(parse_file_name("other-x-1.jsonl.gz", "my-host"), None);
         assert_eq!(parse_file_name("my-host-x-1.jsonl", "my-host"), None);
     }
