@@ -3,9 +3,10 @@
 #
 # Generates ~200 MB (BENCH_MB) of synthetic envelope-like JSONL (pmarchive.raw/1-shaped lines with a
 # /books-like body: 8 fixed tokens whose books change a few sizes per poll; synthetic test data, not
-# venue replies), warms the page
-# cache, then times both writers reading it from a file. Prints MB/s of input (wall clock), CPU
-# seconds, the throughput ratio and both compression ratios. No network.
+# venue replies), warms the page cache, then times both writers reading it from a file. Prints MB/s
+# of input (wall clock), CPU seconds (all threads), the throughput ratios and both compression ratios.
+# Wall-clock numbers are only meaningful on an otherwise idle machine; MB per CPU second less so.
+# No network.
 #
 # Usage: scripts/bench_rotate.sh            (builds the release binary if needed)
 #        BIN=path/to/jsonl-rotate BENCH_MB=200 WORK=/tmp/dir scripts/bench_rotate.sh
@@ -21,6 +22,7 @@ WORK=${WORK:-$(mktemp -d /tmp/bench-rotate.XXXXXX)}
 mkdir -p "$WORK"
 IN=$WORK/input.jsonl
 
+if [[ ! -s $IN ]]; then # reused when WORK already holds one
 echo "generating ~${MB} MB of envelope-like JSONL in $IN ..." >&2
 awk -v target=$((MB * 1000000)) 'BEGIN {
     # 8 fixed tokens (as when polling the same markets), books that change a few levels per poll,
@@ -50,6 +52,7 @@ awk -v target=$((MB * 1000000)) 'BEGIN {
         bytes += length(line) + 1; seq++
     }
 }' > "$IN"
+fi
 SIZE=$(stat -c %s "$IN")
 LINES=$(wc -l < "$IN")
 cat "$IN" > /dev/null # warm the page cache for both runs
@@ -77,4 +80,5 @@ awk -v size="$SIZE" -v lines="$LINES" -v rw="$ROT_WALL" -v rc="$ROT_CPU" -v gw="
     printf "throughput ratio jsonl-rotate / gzip -6: %.2fx (wall), %.2fx (per CPU second)\n", gw / rw, (gc / rc)
     printf "output size ratio jsonl-rotate / gzip -6: %.3f\n", ro / go
 }'
+echo "flate2 backend: $(cargo tree -e features -i flate2 2>/dev/null | grep -q 'feature "zlib-rs"' && echo zlib-rs || echo miniz_oxide) (of this checkout; BIN may differ)" >&2
 echo "work dir: $WORK (delete when done)" >&2
