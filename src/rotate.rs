@@ -279,10 +279,8 @@ fn read_lines<R: Read>(input: R, tx: &Sender<Input>) {
                 note_invalid(line_no, &batch.data[start..]);
             }
         }
-        if batch.data.len() >= BATCH_BYTES || r.buffer().is_empty() {
-            if !send_batch(tx, &mut batch) {
-                return; // the writer is gone
-            }
+        if (batch.data.len() >= BATCH_BYTES || r.buffer().is_empty()) && !send_batch(tx, &mut batch) {
+            return; // the writer is gone
         }
     }
 }
@@ -292,7 +290,7 @@ fn note_invalid(line_no: u64, line: &[u8]) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static TOTAL: AtomicU64 = AtomicU64::new(0);
     let k = TOTAL.fetch_add(1, Ordering::Relaxed) + 1;
-    if k <= INVALID_NOTES || k % INVALID_NOTE_EVERY == 0 {
+    if k <= INVALID_NOTES || k.is_multiple_of(INVALID_NOTE_EVERY) {
         let err = serde_json::from_slice::<serde::de::IgnoredAny>(line).err().map(|e| e.to_string()).unwrap_or_default();
         let more = if k == INVALID_NOTES { " (further ones: every 10000th is noted; all are counted)" } else { "" };
         eprintln!("jsonl-rotate: input line {line_no}: not valid JSON, archived as is ({err}); {k} so far{more}");

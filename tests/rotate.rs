@@ -466,3 +466,21 @@ fn closed_stdout_does_not_stop_archiving() {
     assert!(err.contains("stdout closed"), "{err}");
     assert!(files(&root, ".partial").is_empty());
 }
+
+#[test]
+fn recovery_never_replaces_an_existing_final_file() {
+    let root = tempdir("rotate-taken");
+    let dir = root.join("venue=polymarket/stream=books/date=2026-11-24/hour=16");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = member("{\"old\":1}\n");
+    std::fs::write(dir.join("testhost-r-0.jsonl.gz"), &old).unwrap();
+    std::fs::write(dir.join("testhost-r-0.jsonl.gz.partial"), member("{\"new\":1}\n")).unwrap();
+    let out = run_with_timeout(rotate_cmd(&root, &["--recover-only"]), None, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = jsonl(&out.stdout);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["path"], "venue=polymarket/stream=books/date=2026-11-24/hour=16/testhost-r-1.jsonl.gz");
+    assert_eq!((recs[0]["n"].as_u64(), recs[0]["run_id"].as_str()), (Some(1), Some("r")));
+    assert_eq!(zcat(&check_record(&root, &recs[0])), "{\"new\":1}\n");
+    assert_eq!(std::fs::read(dir.join("testhost-r-0.jsonl.gz")).unwrap(), old, "existing file untouched");
+}
