@@ -1,4 +1,146 @@
+const USAGE: &str = "
+jsonl-rotate — write stdin JSONL into crash-safe, time-rotated gzip archive files.
+
+Every line read is archived (lines that are not JSON too: kept as they came, counted and noted on
+stderr with their input line number; empty lines are skipped and counted; a last line without a
+newline gets one). Files are named
+
+    <root>/venue=<v>/stream=<s>/date=YYYY-MM-DD/hour=HH/<host>-<run_id>-<n>.jsonl.gz
+
+where date/hour are the UTC start of the file's period [floor(t/R)·R, +R) (R = --rotate-secs, UTC
+epoch seconds; 3600 = UTC hours). A file is written as <name>.partial and opened only when a line
+arrives. Every --flush-secs (when there are new lines) the lines are written as one complete gzip
+member and fsynced: at most that much accepted input is ever only in memory. When the period ends
+the file is sealed, even if no line arrives: finish, fsync, rename to the final name, fsync the
+directory, and print one sealed-file record (schema pmarchive.sealed/1, docs/DATA_CONTRACT.md) on
+stdout. Existing files are never appended to or replaced.
+
+At start (and with --recover-only, which does only this) every <host>-*.partial under
+<root>/venue=<v>/stream=<s>/ (left by a dead run) is sealed: its complete gzip members become the
+final file, bytes after them are kept beside it as <final name>.unreadable-tail; its record has
+recovered=true and the dead run's run_id. Partials of other hosts are left alone. A lock file
+(<stream dir>/.jsonl-rotate-<host>.lock) keeps two writers off the same stream and host.
+
+Usage:
+    jsonl-rotate --root DIR --stream NAME [options]
+    jsonl-rotate --root DIR --stream NAME [--venue V] [--host H] --recover-only
+
+Options:
+    --root DIR          Archive root (created if missing).
+    --stream NAME       Stream name, e.g. books, gamma, ws_market ([A-Za-z0-9._-]).
+    --venue NAME        [default: polymarket]
+    --flush-secs SECS   Longest time an accepted line stays only in memory; > 0 and <= 60. [default: 5]
+    --rotate-secs N     Period length in whole seconds, 1..86400. [default: 3600]
+    --host H            Host part of file names. [default: $PMARCHIVE_HOST or the host name]
+    --run-id ID         Run part of file names. [default: $PMARCHIVE_RUN_ID or a new run id]
+    --recover-only      Seal the dead runs' partials, print their records, exit (stdin not read).
+    -h, --help          Show this help.
+    -V, --version       Show the version.
+
+Signals: after SIGTERM/SIGINT stdin is read until EOF or for 5 s more, then the open file is sealed
+and the tool exits 0. End of stdin: seal, exit 0. A closed stdout does not stop archiving: files
+are still sealed (their records are then lost; a note goes to stderr) until stdin ends.
+
+Exit status: 0 success; 1 a dead run's partial could not be recovered (reported on stderr);
+2 bad arguments, another writer holds the stream, or an I/O error (the open .partial is then left
+for the next start to recover).
+";
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pm_archive::cli::{self, ExitCode};
+use pm_archive::envelope::{RunInfo, VENUE_POLYMARKET};
+use pm_archive::rotate::{self, Config, RecordOut, Writer};
+use pm_archive::{signal, util};
+
 fn main() {
-    eprintln!("jsonl-rotate: not built yet");
-    std::process::exit(2);
+    cli::main("jsonl-rotate", run)
+}
+
+/// How long a new writer waits for a previous one (draining after SIGTERM) to release the stream.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+fn run() -> cli::Result<ExitCode> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let mut root: Option<PathBuf> = None;
+    let mut stream: Option<String> = None;
+    let mut venue = VENUE_POLYMARKET.to_string();
+    let mut flush_every = Duration::from_secs(5);
+    let mut rotate_secs: u64 = 3600;
+    let mut host: Option<String> = None;
+    let mut run_id: Option<String> = None;
+    let mut recover_only = false;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("root") => root = Some(PathBuf::from(p.value()?)),
+            Long("stream") => stream = Some(cli::value(&mut p, "--stream")?),
+            Long("venue") => venue = cli::value(&mut p, "--venue")?,
+            Long("flush-secs") => flush_every = cli::seconds(&mut p, "--flush-secs")?,
+            Long("rotate-secs") => rotate_secs = cli::value(&mut p, "--rotate-secs")?,
+            Long("host") => host = Some(cli::value(&mut p, "--host")?),
+            Long("run-id") => run_id = Some(cli::value(&mut p, "--run-id")?),
+            Long("recover-only") => recover_only = true,
+            Short('h') | Long("help") => return cli::help(USAGE),
+            Short('V') | Long("version") => {
+                println!("jsonl-rotate {}", pm_archive::VERSION);
+                return Ok(ExitCode::Success);
+            }
+            other => return cli::unexpected(other),
+        }
+    }
+    let Some(root) = root else { return cli::usage("--root DIR is required") };
+    let Some(stream) = stream else { return cli::usage("--stream NAME is required") };
+    if flush_every > Duration::from_secs(60) {
+        return cli::usage("--flush-secs: at most 60");
+    }
+    if !(1..=86_400).contains(&rotate_secs) {
+        return cli::usage(format!("--rotate-secs: must be 1..86400, got {rotate_secs}"));
+    }
+    let info = RunInfo::new("jsonl-rotate");
+    let host = host.unwrap_or(info.host);
+    let run_id = run_id.unwrap_or(info.run_id);
+    for (flag, v) in [("--venue", &venue), ("--stream", &stream), ("--host", &host), ("--run-id", &run_id)] {
+        if !util::is_safe_component(v) {
+            return cli::usage(format!("{flag}: '{v}' is not a safe path component (1-128 of [A-Za-z0-9._-], no leading dot)"));
+        }
+    }
+    let cfg = Config { root, venue, stream, host, run_id, flush_every, rotate_secs, level: 6 };
+
+    signal::install();
+    let _lock = match rotate::lock_stream(&cfg, LOCK_WAIT) {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            return Err(cli::Error::Msg(format!(
+                "another jsonl-rotate holds {} for host '{}' (waited {} s)",
+                cfg.stream_dir().display(),
+                cfg.host,
+                LOCK_WAIT.as_secs()
+            )))
+        }
+        Err(e) => return Err(cli::Error::Msg(format!("{}: {e}", cfg.stream_dir().display()))),
+    };
+    let mut out = RecordOut::new(std::io::stdout().lock());
+    let (recovered, failed) = rotate::recover_all(&cfg, &mut out)?;
+    let recovery = if failed > 0 { ExitCode::Failure } else { ExitCode::Success };
+    if recover_only {
+        eprintln!("jsonl-rotate: recovered {recovered} partial file(s), {failed} failed");
+        return Ok(recovery);
+    }
+
+    let rx = rotate::spawn_reader(std::io::stdin());
+    let mut w = Writer::new(&cfg, &mut out);
+    let result = w.run(&rx);
+    let s = &w.summary;
+    eprintln!(
+        "jsonl-rotate: {} file(s) sealed, {} rows ({} not JSON), {} empty lines skipped{}",
+        s.files,
+        s.stats.rows,
+        s.stats.invalid,
+        s.stats.empty + w.unfiled().empty,
+        if recovered > 0 { format!("; {recovered} dead-run partial(s) recovered") } else { String::new() }
+    );
+    result?;
+    Ok(recovery)
 }

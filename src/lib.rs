@@ -16,6 +16,7 @@ pub mod jsonl;
 pub mod manifest;
 pub mod market;
 pub mod probe;
+pub mod rotate;
 pub mod signal;
 pub mod stream;
 pub mod util;

@@ -1,0 +1,955 @@
+//! jsonl-rotate's engine: a crash-safe writer of hourly (or any period) gzip JSONL archive files.
+//!
+//! Data path: a reader thread splits stdin into lines, checks each is JSON (counting, never dropping,
+//! the ones that are not), notes each line's `collected_at_utc`, and sends batches of whole lines over
+//! a bounded channel. The writer compresses them into an in-memory gzip member; every `flush_every`
+//! (only when there are unflushed lines) the member is finished, written to `<final name>.partial` in
+//! one `write` and `sync_data`ed, so at most `flush_every` of accepted lines live only in memory.
+//! When the clock leaves the file's period the file is sealed (finish, fsync, rename, fsync dir) even
+//! if no line arrives, and one `pmarchive.sealed/1` record is printed.
+//!
+//! Recovery: a `.partial` left by a dead run holds complete gzip members followed by at most one torn
+//! member (or garbage). [`recover_partial`] keeps the complete members as the final file and the rest,
+//! byte for byte, beside it as `<final name>.unreadable-tail`. Nothing is deleted.
+//!
+//! Layout and records: docs/DATA_CONTRACT.md ("Archive layout", "Sealed-file record", "jsonl-rotate").
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::{clock, signal, util};
+
+/// Schema id of the sealed-file record.
+pub const SCHEMA: &str = "pmarchive.sealed/1";
+/// Suffix of a file being written (never uploaded, never listed).
+pub const PARTIAL_SUFFIX: &str = ".partial";
+/// Suffix of the unreadable bytes kept beside a recovered file.
+pub const TAIL_SUFFIX: &str = ".unreadable-tail";
+/// Suffix of every sealed archive file.
+pub const FILE_SUFFIX: &str = ".jsonl.gz";
+
+/// A member is also finished when this much input went into it (bounds memory at high rates).
+const MEMBER_MAX_INPUT: u64 = 64 << 20;
+/// The reader sends a batch when it holds this much, or when no more input is ready.
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches in flight between the reader and the writer (backpressure beyond that).
+const CHANNEL_BATCHES: usize = 32;
+/// The writer looks at the clock and the signal flag at least this often.
+const TICK: Duration = Duration::from_millis(200);
+/// After SIGTERM/SIGINT, stdin is read until EOF or for this long.
+pub const DRAIN_AFTER_SIGNAL: Duration = Duration::from_secs(5);
+/// Invalid-JSON notes on stderr: the first this many, then every `INVALID_NOTE_EVERY`-th.
+const INVALID_NOTES: u64 = 100;
+const INVALID_NOTE_EVERY: u64 = 10_000;
+
+/// What the writer needs to know.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub root: PathBuf,
+    pub venue: String,
+    pub stream: String,
+    pub host: String,
+    pub run_id: String,
+    /// Longest time an accepted line stays only in memory.
+    pub flush_every: Duration,
+    /// Length of a file's period in UTC epoch seconds (3600 = UTC hours).
+    pub rotate_secs: u64,
+    /// gzip level (0–9).
+    pub level: u32,
+}
+
+impl Config {
+    /// `<root>/venue=<v>/stream=<s>`: everything this writer (and its recovery) touches.
+    pub fn stream_dir(&self) -> PathBuf {
+        self.root.join(format!("venue={}", self.venue)).join(format!("stream={}", self.stream))
+    }
+
+    /// The period (index) an instant belongs to.
+    pub fn period_of(&self, t: OffsetDateTime) -> i64 {
+        t.unix_timestamp().div_euclid(self.rotate_secs as i64)
+    }
+
+    /// `<stream dir>/date=YYYY-MM-DD/hour=HH` of a period (from its start).
+    pub fn period_dir(&self, period: i64) -> PathBuf {
+        let start = clock::from_unix(period * self.rotate_secs as i64).expect("period start in range");
+        self.stream_dir()
+            .join(format!("date={:04}-{:02}-{:02}", start.year(), u8::from(start.month()), start.day()))
+            .join(format!("hour={:02}", start.hour()))
+    }
+}
+
+/// One line per sealed file on stdout: `pmarchive.sealed/1` (docs/DATA_CONTRACT.md).
+#[derive(Clone, Debug, Serialize)]
+pub struct Sealed {
+    pub record: &'static str,
+    pub schema: &'static str,
+    /// Relative to the root, `/`-separated.
+    pub path: String,
+    pub venue: String,
+    pub stream: String,
+    pub host: String,
+    /// The run that wrote the file (the dead run's, for a recovered file).
+    pub run_id: String,
+    pub n: u64,
+    /// Lines in the file (invalid ones included).
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    /// Earliest / latest `collected_at_utc` of the lines (null when no line has one).
+    pub first_collected_at_utc: Option<String>,
+    pub last_collected_at_utc: Option<String>,
+    /// When the file was opened (recovered: the file's birth time, else its mtime).
+    pub opened_at_utc: String,
+    pub sealed_at_utc: String,
+    pub recovered: bool,
+    /// The unreadable tail kept beside a recovered file (relative to the root), else null.
+    pub tail_path: Option<String>,
+    pub tail_bytes: u64,
+    pub writer_version: &'static str,
+    /// Lines in the file that are not valid JSON (archived as they came).
+    pub invalid_lines: u64,
+    /// Empty input lines skipped while this file was open (not in the file).
+    pub empty_lines: u64,
+}
+
+/// Our timestamp shape `2026-11-24T16:01:33.123456Z`, kept without allocation.
+type Ts = [u8; 27];
+
+/// Counts over a set of lines.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LineStats {
+    pub rows: u64,
+    pub invalid: u64,
+    pub empty: u64,
+    first: Option<Ts>,
+    last: Option<Ts>,
+}
+
+impl LineStats {
+    /// Adds another set of counts.
+    pub fn merge(&mut self, o: &LineStats) {
+        self.rows += o.rows;
+        self.invalid += o.invalid;
+        self.empty += o.empty;
+        if let Some(t) = o.first {
+            self.note_ts(&t);
+        }
+        if let Some(t) = o.last {
+            self.note_ts(&t);
+        }
+    }
+
+    fn note_ts(&mut self, t: &Ts) {
+        // Fixed-width UTC timestamps sort as byte strings.
+        if self.first.is_none_or(|f| *t < f) {
+            self.first = Some(*t);
+        }
+        if self.last.is_none_or(|l| *t > l) {
+            self.last = Some(*t);
+        }
+    }
+
+    /// Counts one non-empty line (with or without its `\n`); returns whether it is valid JSON.
+    pub fn add_line(&mut self, line: &[u8]) -> bool {
+        self.rows += 1;
+        if let Some(t) = collected_at(line) {
+            self.note_ts(&t);
+        }
+        let ok = serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok();
+        if !ok {
+            self.invalid += 1;
+        }
+        ok
+    }
+
+    /// Earliest `collected_at_utc` seen.
+    pub fn first(&self) -> Option<String> {
+        self.first.map(|t| String::from_utf8_lossy(&t).into_owned())
+    }
+
+    /// Latest `collected_at_utc` seen.
+    pub fn last(&self) -> Option<String> {
+        self.last.map(|t| String::from_utf8_lossy(&t).into_owned())
+    }
+}
+
+/// The first `"collected_at_utc":"…"` of a line, when it has our timestamp shape. A cheap byte
+/// search, no parsing: envelopes carry the field before the body, so the search stops early.
+pub fn collected_at(line: &[u8]) -> Option<Ts> {
+    const KEY: &[u8] = b"\"collected_at_utc\":\"";
+    let at = find(line, KEY)? + KEY.len();
+    let v = line.get(at..at + 28)?;
+    let shaped = v[27] == b'"'
+        && v[4] == b'-'
+        && v[7] == b'-'
+        && v[10] == b'T'
+        && v[13] == b':'
+        && v[19] == b'.'
+        && v[26] == b'Z'
+        && v[..4].iter().all(u8::is_ascii_digit);
+    if !shaped {
+        return None;
+    }
+    let mut t = [0u8; 27];
+    t.copy_from_slice(&v[..27]);
+    Some(t)
+}
+
+/// Byte-string search (first occurrence).
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        let k = hay[i..=hay.len() - needle.len()].iter().position(|&b| b == first)?;
+        i += k;
+        if &hay[i + 1..i + needle.len()] == rest {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading stdin
+
+/// Whole lines (each ending in `\n`) and their counts.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub data: Vec<u8>,
+    pub stats: LineStats,
+}
+
+/// What the reader thread sends.
+#[derive(Debug)]
+pub enum Input {
+    Batch(Batch),
+    /// End of input; with the read error when it was not a clean EOF.
+    End(Option<io::Error>),
+}
+
+/// Starts the reader thread over `input`; returns the receiving end of its bounded channel.
+pub fn spawn_reader<R: Read + Send + 'static>(input: R) -> Receiver<Input> {
+    let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
+    std::thread::Builder::new().name("stdin-reader".into()).spawn(move || read_lines(input, &tx)).expect("spawn reader thread");
+    rx
+}
+
+/// Splits input into lines and sends batches: a batch goes out when it is large or when no more
+/// input is ready without blocking, so a quiet stream is never held back.
+fn read_lines<R: Read>(input: R, tx: &Sender<Input>) {
+    let mut r = BufReader::with_capacity(BATCH_BYTES, input);
+    let mut batch = Batch::default();
+    let mut line_no: u64 = 0;
+    loop {
+        let start = batch.data.len();
+        let n = match r.read_until(b'\n', &mut batch.data) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                batch.data.truncate(start);
+                send_batch(tx, &mut batch);
+                let _ = tx.send(Input::End(Some(e)));
+                return;
+            }
+        };
+        if n == 0 {
+            send_batch(tx, &mut batch);
+            let _ = tx.send(Input::End(None));
+            return;
+        }
+        line_no += 1;
+        let line = &batch.data[start..];
+        if line.iter().all(u8::is_ascii_whitespace) {
+            batch.data.truncate(start);
+            batch.stats.empty += 1;
+        } else {
+            if !line.ends_with(b"\n") {
+                batch.data.push(b'\n'); // the last line lacked its newline
+            }
+            if !batch.stats.add_line(&batch.data[start..]) {
+                note_invalid(line_no, &batch.data[start..]);
+            }
+        }
+        if (batch.data.len() >= BATCH_BYTES || r.buffer().is_empty()) && !send_batch(tx, &mut batch) {
+            return; // the writer is gone
+        }
+    }
+}
+
+/// A stderr note for a line that is not JSON (rate-limited; every one is counted anyway).
+fn note_invalid(line_no: u64, line: &[u8]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static TOTAL: AtomicU64 = AtomicU64::new(0);
+    let k = TOTAL.fetch_add(1, Ordering::Relaxed) + 1;
+    if k <= INVALID_NOTES || k.is_multiple_of(INVALID_NOTE_EVERY) {
+        let err = serde_json::from_slice::<serde::de::IgnoredAny>(line).err().map(|e| e.to_string()).unwrap_or_default();
+        let more = if k == INVALID_NOTES { " (further ones: every 10000th is noted; all are counted)" } else { "" };
+        eprintln!("jsonl-rotate: input line {line_no}: not valid JSON, archived as is ({err}); {k} so far{more}");
+    }
+}
+
+/// Sends a non-empty batch (or one carrying only empty-line counts); false when the writer is gone.
+fn send_batch(tx: &Sender<Input>, batch: &mut Batch) -> bool {
+    if batch.data.is_empty() && batch.stats == LineStats::default() {
+        return true;
+    }
+    tx.send(Input::Batch(std::mem::take(batch))).is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sealed records out
+
+/// Where sealed records go. A closed or failing stdout never stops archiving: records are then
+/// only counted and a note goes to stderr once.
+pub struct RecordOut<W: Write> {
+    w: W,
+    pub closed: bool,
+    pub written: u64,
+}
+
+impl<W: Write> RecordOut<W> {
+    pub fn new(w: W) -> Self {
+        RecordOut { w, closed: false, written: 0 }
+    }
+
+    /// Writes one record line and flushes it.
+    pub fn emit(&mut self, rec: &Sealed) {
+        if self.closed {
+            return;
+        }
+        let mut line = serde_json::to_vec(rec).expect("record serializes");
+        line.push(b'\n');
+        match self.w.write_all(&line).and_then(|_| self.w.flush()) {
+            Ok(()) => self.written += 1,
+            Err(e) => {
+                self.closed = true;
+                let why = if e.kind() == io::ErrorKind::BrokenPipe { "closed by its reader".to_string() } else { e.to_string() };
+                eprintln!(
+                    "jsonl-rotate: stdout {why}: files are still sealed, their records are no longer printed (first missed: {})",
+                    rec.path
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+struct OpenFile {
+    period: i64,
+    n: u64,
+    dir: PathBuf,
+    final_path: PathBuf,
+    partial_path: PathBuf,
+    file: File,
+    /// The member being filled; None when every accepted line is on disk.
+    member: Option<GzEncoder<Vec<u8>>>,
+    member_input: u64,
+    /// When the oldest unflushed line must be on disk.
+    flush_due: Option<Instant>,
+    stats: LineStats,
+    opened_at: String,
+}
+
+/// Totals of one writer run.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub files: u64,
+    pub stats: LineStats,
+    pub recovered: u64,
+    pub recovery_failures: u64,
+}
+
+/// The writer: owns at most one open file.
+pub struct Writer<'a, W: Write> {
+    cfg: &'a Config,
+    out: &'a mut RecordOut<W>,
+    next_n: u64,
+    open: Option<OpenFile>,
+    /// Empty-line counts seen while no file was open (given to the next file).
+    carry: LineStats,
+    pub summary: Summary,
+}
+
+impl<'a, W: Write> Writer<'a, W> {
+    pub fn new(cfg: &'a Config, out: &'a mut RecordOut<W>) -> Self {
+        Writer { cfg, out, next_n: 0, open: None, carry: LineStats::default(), summary: Summary::default() }
+    }
+
+    /// Runs until end of input (or a signal and then EOF / [`DRAIN_AFTER_SIGNAL`]), sealing on the
+    /// clock and flushing on the cadence; seals the open file before returning.
+    pub fn run(&mut self, rx: &Receiver<Input>) -> io::Result<()> {
+        let mut stop_deadline: Option<Instant> = None;
+        let mut read_error = None;
+        loop {
+            self.on_clock()?;
+            if stop_deadline.is_none() && signal::stop_requested() {
+                stop_deadline = Some(Instant::now() + DRAIN_AFTER_SIGNAL);
+                eprintln!(
+                    "jsonl-rotate: signal {}: reading stdin until EOF or {} s, then sealing",
+                    signal::last_signal(),
+                    DRAIN_AFTER_SIGNAL.as_secs()
+                );
+            }
+            if stop_deadline.is_some_and(|d| Instant::now() >= d) {
+                eprintln!("jsonl-rotate: stdin still open {} s after the signal; sealing and stopping", DRAIN_AFTER_SIGNAL.as_secs());
+                // Lines already read off the pipe are accepted: they are ours now.
+                while let Ok(Input::Batch(b)) = rx.try_recv() {
+                    self.accept(b)?;
+                }
+                break;
+            }
+            match rx.recv_timeout(self.wait_time()) {
+                Ok(Input::Batch(b)) => self.accept(b)?,
+                Ok(Input::End(err)) => {
+                    read_error = err;
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.seal()?;
+        match read_error {
+            Some(e) => Err(io::Error::new(e.kind(), format!("reading stdin: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// How long to wait for input before looking at the clock again.
+    fn wait_time(&self) -> Duration {
+        let mut wait = TICK;
+        if let Some(due) = self.open.as_ref().and_then(|f| f.flush_due) {
+            wait = wait.min(due.saturating_duration_since(Instant::now()));
+        }
+        if let (Some(f), false) = (&self.open, clock::is_simulated()) {
+            // Real clock: wake right at the period's end.
+            let end_ns = (f.period + 1) as i128 * self.cfg.rotate_secs as i128 * 1_000_000_000;
+            let left_ns = end_ns - clock::now().unix_timestamp_nanos();
+            wait = wait.min(Duration::from_nanos(left_ns.clamp(0, u64::MAX as i128) as u64));
+        }
+        wait
+    }
+
+    /// Time-driven work: seal when the period ended, flush when the oldest line is due.
+    pub fn on_clock(&mut self) -> io::Result<()> {
+        let period = self.cfg.period_of(clock::now());
+        if self.open.as_ref().is_some_and(|f| f.period != period) {
+            self.seal()?;
+        }
+        if let Some(f) = &mut self.open {
+            if f.flush_due.is_some_and(|d| Instant::now() >= d) {
+                flush_member(f, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a batch: into the file of the current period (opened now if needed).
+    pub fn accept(&mut self, b: Batch) -> io::Result<()> {
+        if b.data.is_empty() {
+            match &mut self.open {
+                Some(f) => f.stats.merge(&b.stats),
+                None => self.carry.merge(&b.stats),
+            }
+            return Ok(());
+        }
+        let period = self.cfg.period_of(clock::now());
+        if self.open.as_ref().is_some_and(|f| f.period != period) {
+            self.seal()?;
+        }
+        if self.open.is_none() {
+            let mut f = self.open_file(period)?;
+            f.stats.merge(&std::mem::take(&mut self.carry));
+            self.open = Some(f);
+        }
+        let level = self.cfg.level;
+        let f = self.open.as_mut().expect("opened above");
+        let member = f.member.get_or_insert_with(|| GzEncoder::new(Vec::with_capacity(1 << 20), Compression::new(level)));
+        member.write_all(&b.data)?;
+        f.member_input += b.data.len() as u64;
+        f.stats.merge(&b.stats);
+        if f.flush_due.is_none() {
+            f.flush_due = Some(Instant::now() + self.cfg.flush_every);
+        }
+        if f.member_input >= MEMBER_MAX_INPUT {
+            flush_member(f, true)?;
+        }
+        Ok(())
+    }
+
+    /// Creates `<final name>.partial` for a period, with the first free `n`.
+    fn open_file(&mut self, period: i64) -> io::Result<OpenFile> {
+        let dir = self.cfg.period_dir(period);
+        fs::create_dir_all(&dir)?;
+        // Make the (maybe new) directory chain durable; once per file, cheap.
+        let mut d = dir.clone();
+        for _ in 0..4 {
+            util::fsync_dir(&d)?;
+            if !d.pop() {
+                break;
+            }
+        }
+        loop {
+            let n = self.next_n;
+            self.next_n += 1;
+            let name = format!("{}-{}-{}{}", self.cfg.host, self.cfg.run_id, n, FILE_SUFFIX);
+            let final_path = dir.join(&name);
+            let partial_path = dir.join(format!("{name}{PARTIAL_SUFFIX}"));
+            if final_path.exists() {
+                continue; // never append to, nor replace, an existing file
+            }
+            match OpenOptions::new().write(true).create_new(true).open(&partial_path) {
+                Ok(file) => {
+                    return Ok(OpenFile {
+                        period,
+                        n,
+                        dir,
+                        final_path,
+                        partial_path,
+                        file,
+                        member: None,
+                        member_input: 0,
+                        flush_due: None,
+                        stats: LineStats::default(),
+                        opened_at: clock::fmt_micros(clock::now()),
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io::Error::new(e.kind(), format!("creating {}: {e}", partial_path.display()))),
+            }
+        }
+    }
+
+    /// Seals the open file (if any): last member, fsync, rename, fsync dir, record.
+    pub fn seal(&mut self) -> io::Result<()> {
+        let Some(mut f) = self.open.take() else { return Ok(()) };
+        flush_member(&mut f, false)?;
+        f.file.sync_all()?;
+        drop(f.file);
+        fs::rename(&f.partial_path, &f.final_path)?;
+        util::fsync_dir(&f.dir)?;
+        let (sha256, bytes) = util::sha256_file(&f.final_path)?;
+        let rec = Sealed {
+            record: "sealed_file",
+            schema: SCHEMA,
+            path: rel_path(&self.cfg.root, &f.final_path),
+            venue: self.cfg.venue.clone(),
+            stream: self.cfg.stream.clone(),
+            host: self.cfg.host.clone(),
+            run_id: self.cfg.run_id.clone(),
+            n: f.n,
+            rows: f.stats.rows,
+            bytes,
+            sha256,
+            first_collected_at_utc: f.stats.first(),
+            last_collected_at_utc: f.stats.last(),
+            opened_at_utc: f.opened_at,
+            sealed_at_utc: clock::fmt_micros(clock::now()),
+            recovered: false,
+            tail_path: None,
+            tail_bytes: 0,
+            writer_version: crate::VERSION,
+            invalid_lines: f.stats.invalid,
+            empty_lines: f.stats.empty,
+        };
+        self.summary.files += 1;
+        self.summary.stats.merge(&f.stats);
+        self.out.emit(&rec);
+        Ok(())
+    }
+
+    /// Empty-line counts never given to a file (input ended with no file open).
+    pub fn unfiled(&self) -> &LineStats {
+        &self.carry
+    }
+}
+
+/// Finishes the current member and writes it in one call; `sync` makes it durable now.
+fn flush_member(f: &mut OpenFile, sync: bool) -> io::Result<()> {
+    if let Some(member) = f.member.take() {
+        let bytes = member.finish()?;
+        f.file.write_all(&bytes)?;
+        if sync {
+            f.file.sync_data()?;
+        }
+    }
+    f.member_input = 0;
+    f.flush_due = None;
+    Ok(())
+}
+
+/// `path` relative to `root`, `/`-separated (the form records carry).
+pub fn rel_path(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery
+
+/// Every `*.partial` under the stream directory, sorted (dot-files and other hosts' files are
+/// returned separately: they are left alone).
+pub fn find_partials(cfg: &Config) -> io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let mut ours = Vec::new();
+    let mut others = Vec::new();
+    let root = cfg.stream_dir();
+    if !root.exists() {
+        return Ok((ours, others));
+    }
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else if ft.is_file() && name.ends_with(PARTIAL_SUFFIX) && !name.starts_with('.') {
+                if name.starts_with(&format!("{}-", cfg.host)) {
+                    ours.push(entry.path());
+                } else {
+                    others.push(entry.path());
+                }
+            }
+        }
+    }
+    ours.sort();
+    others.sort();
+    Ok((ours, others))
+}
+
+/// `<host>-<run_id>-<n>.jsonl.gz` → (run_id, n).
+pub fn parse_file_name(name: &str, host: &str) -> Option<(String, u64)> {
+    let stem = name.strip_suffix(FILE_SUFFIX)?;
+    let rest = stem.strip_prefix(host)?.strip_prefix('-')?;
+    let (run_id, n) = rest.rsplit_once('-')?;
+    if run_id.is_empty() {
+        return None;
+    }
+    Some((run_id.to_string(), n.parse().ok()?))
+}
+
+/// A BufRead that counts the bytes consumed (to know where a gzip member ended).
+struct Counting<R> {
+    inner: R,
+    pos: u64,
+}
+
+impl<R: BufRead> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counting<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        self.pos += amt as u64;
+        self.inner.consume(amt)
+    }
+}
+
+/// Counts lines written into it (for a decoded member).
+#[derive(Default)]
+struct LineSink {
+    stats: LineStats,
+    pending: Vec<u8>,
+    run_id: Option<String>,
+}
+
+impl LineSink {
+    fn line(&mut self, line: &[u8]) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        self.stats.add_line(line);
+        if self.run_id.is_none() {
+            self.run_id = string_field(line, b"\"run_id\":\"").filter(|s| util::is_safe_component(s));
+        }
+    }
+
+    fn finish(mut self) -> Self {
+        if !self.pending.is_empty() {
+            let p = std::mem::take(&mut self.pending);
+            self.line(&p);
+        }
+        self
+    }
+}
+
+impl Write for LineSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            if self.pending.is_empty() {
+                self.line(&rest[..=i]);
+            } else {
+                let mut p = std::mem::take(&mut self.pending);
+                p.extend_from_slice(&rest[..=i]);
+                self.line(&p);
+            }
+            rest = &rest[i + 1..];
+        }
+        self.pending.extend_from_slice(rest);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A short JSON string field of a line, by byte search (no escapes expected).
+fn string_field(line: &[u8], key: &[u8]) -> Option<String> {
+    let at = find(line, key)? + key.len();
+    let len = line[at..].iter().take(200).position(|&b| b == b'"')?;
+    std::str::from_utf8(&line[at..at + len]).ok().map(str::to_string)
+}
+
+/// Where the readable prefix of a gzip file ends, and the counts of its lines.
+pub struct Scan {
+    pub good_bytes: u64,
+    pub members: u64,
+    pub stats: LineStats,
+    pub run_id: Option<String>,
+}
+
+/// Walks the gzip members of a file, one at a time; stops at the first one that does not decode
+/// completely (truncated, corrupt, bad CRC, garbage).
+pub fn scan_members<R: Read>(input: R) -> io::Result<Scan> {
+    let mut r = Counting { inner: BufReader::with_capacity(1 << 20, input), pos: 0 };
+    let mut scan = Scan { good_bytes: 0, members: 0, stats: LineStats::default(), run_id: None };
+    loop {
+        if r.fill_buf()?.is_empty() {
+            break;
+        }
+        let mut sink = LineSink::default();
+        let mut dec = flate2::bufread::GzDecoder::new(&mut r);
+        if io::copy(&mut dec, &mut sink).is_err() {
+            break;
+        }
+        let sink = sink.finish();
+        scan.good_bytes = r.pos;
+        scan.members += 1;
+        scan.stats.merge(&sink.stats);
+        if scan.run_id.is_none() {
+            scan.run_id = sink.run_id;
+        }
+    }
+    Ok(scan)
+}
+
+/// Seals a dead run's `.partial`: complete members stay as the final file, the rest is kept beside
+/// it as `<final name>.unreadable-tail`. Order (each step fsynced) so that a crash at any point
+/// loses nothing: tail copied out, partial truncated to its readable prefix, renamed.
+pub fn recover_partial(cfg: &Config, partial: &Path) -> io::Result<Sealed> {
+    let dir = partial.parent().expect("partial has a directory").to_path_buf();
+    let name = partial.file_name().expect("file name").to_string_lossy().into_owned();
+    let final_name = name.strip_suffix(PARTIAL_SUFFIX).expect("a .partial").to_string();
+    let parsed = parse_file_name(&final_name, &cfg.host);
+
+    let mut file = OpenOptions::new().read(true).write(true).open(partial)?;
+    let meta = file.metadata()?;
+    let len = meta.len();
+    let opened = meta.created().or_else(|_| meta.modified()).map(OffsetDateTime::from).unwrap_or_else(|_| clock::now());
+    let scan = scan_members(&mut file)?;
+
+    let mut tail: Option<(PathBuf, u64)> = None;
+    if scan.good_bytes < len {
+        let tail_len = len - scan.good_bytes;
+        let tail_path = free_name(&dir, &format!("{final_name}{TAIL_SUFFIX}"));
+        file.seek(SeekFrom::Start(scan.good_bytes))?;
+        let mut t = OpenOptions::new().write(true).create_new(true).open(&tail_path)?;
+        let copied = io::copy(&mut (&mut file).take(tail_len), &mut t)?;
+        if copied != tail_len {
+            return Err(io::Error::other(format!("{}: copied {copied} of {tail_len} tail bytes", partial.display())));
+        }
+        t.sync_all()?;
+        util::fsync_dir(&dir)?;
+        file.set_len(scan.good_bytes)?;
+        eprintln!(
+            "jsonl-rotate: {}: {} unreadable bytes after {} complete gzip members kept as {}",
+            partial.display(),
+            tail_len,
+            scan.members,
+            tail_path.display()
+        );
+        tail = Some((tail_path, tail_len));
+    } else {
+        // An earlier recovery may have stopped between copying the tail out and renaming.
+        let t = dir.join(format!("{final_name}{TAIL_SUFFIX}"));
+        if let Ok(m) = fs::metadata(&t) {
+            tail = Some((t, m.len()));
+        }
+    }
+    if scan.good_bytes == 0 {
+        // No readable member: the final file is a valid empty gzip.
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&GzEncoder::new(Vec::new(), Compression::default()).finish()?)?;
+    }
+    file.sync_all()?;
+    drop(file);
+
+    // The final name, or the next free n of that run when it is taken.
+    let (run_id, mut n) = match &parsed {
+        Some((r, n)) => (r.clone(), *n),
+        None => (scan.run_id.clone().unwrap_or_else(|| "unknown".into()), 0),
+    };
+    let mut final_path = dir.join(&final_name);
+    while final_path.exists() {
+        match &parsed {
+            Some(_) => {
+                n += 1;
+                final_path = dir.join(format!("{}-{}-{}{}", cfg.host, run_id, n, FILE_SUFFIX));
+            }
+            None => final_path = free_name(&dir, &final_name),
+        }
+    }
+    fs::rename(partial, &final_path)?;
+    util::fsync_dir(&dir)?;
+    let (sha256, bytes) = util::sha256_file(&final_path)?;
+    Ok(Sealed {
+        record: "sealed_file",
+        schema: SCHEMA,
+        path: rel_path(&cfg.root, &final_path),
+        venue: cfg.venue.clone(),
+        stream: cfg.stream.clone(),
+        host: cfg.host.clone(),
+        run_id,
+        n,
+        rows: scan.stats.rows,
+        bytes,
+        sha256,
+        first_collected_at_utc: scan.stats.first(),
+        last_collected_at_utc: scan.stats.last(),
+        opened_at_utc: clock::fmt_micros(opened),
+        sealed_at_utc: clock::fmt_micros(clock::now()),
+        recovered: true,
+        tail_path: tail.as_ref().map(|(p, _)| rel_path(&cfg.root, p)),
+        tail_bytes: tail.as_ref().map_or(0, |(_, n)| *n),
+        writer_version: crate::VERSION,
+        invalid_lines: scan.stats.invalid,
+        empty_lines: 0,
+    })
+}
+
+/// `name` in `dir`, or `name.1`, `name.2`, … — the first that does not exist.
+fn free_name(dir: &Path, name: &str) -> PathBuf {
+    let mut p = dir.join(name);
+    let mut k = 1;
+    while p.exists() {
+        p = dir.join(format!("{name}.{k}"));
+        k += 1;
+    }
+    p
+}
+
+/// Recovers every partial of this host under the stream directory, printing one record each.
+/// Returns (recovered, failed).
+pub fn recover_all<W: Write>(cfg: &Config, out: &mut RecordOut<W>) -> io::Result<(u64, u64)> {
+    let (ours, others) = find_partials(cfg)?;
+    for p in &others {
+        eprintln!("jsonl-rotate: {}: not written by host '{}', left alone", p.display(), cfg.host);
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for p in &ours {
+        match recover_partial(cfg, p) {
+            Ok(rec) => {
+                eprintln!("jsonl-rotate: recovered {} ({} rows) from a dead run", rec.path, rec.rows);
+                out.emit(&rec);
+                ok += 1;
+            }
+            Err(e) => {
+                eprintln!("jsonl-rotate: {}: could not recover: {e}", p.display());
+                failed += 1;
+            }
+        }
+    }
+    Ok((ok, failed))
+}
+
+/// Holds `<stream dir>/.jsonl-rotate-<host>.lock` so that two writers (or a writer and a recovery)
+/// never work on the same stream of the same host. Waits up to `wait` for a previous one to finish.
+pub fn lock_stream(cfg: &Config, wait: Duration) -> io::Result<Option<File>> {
+    let dir = cfg.stream_dir();
+    fs::create_dir_all(&dir)?;
+    let path = dir.join(format!(".jsonl-rotate-{}.lock", cfg.host));
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    let start = Instant::now();
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(Some(f)),
+            Err(fs::TryLockError::WouldBlock) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(100)),
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_collected_at() {
+        let l = br#"{"schema":"pmarchive.raw/1","collected_at_utc":"2026-11-24T16:01:33.123456Z","body":{}}"#;
+        assert_eq!(&collected_at(l).unwrap(), b"2026-11-24T16:01:33.123456Z");
+        assert!(collected_at(br#"{"collected_at_utc":"yesterday"}"#).is_none());
+        assert!(collected_at(br#"{"x":1}"#).is_none());
+        assert!(collected_at(br#"{"collected_at_utc":"2026-11-24T16:01:33.12345"#).is_none());
+        assert_eq!(find(b"abcabd", b"abd"), Some(3));
+        assert_eq!(find(b"ab", b"abd"), None);
+    }
+
+    #[test]
+    fn stats_take_min_and_max() {
+        let mut s = LineStats::default();
+        assert!(s.add_line(br#"{"collected_at_utc":"2026-11-24T16:00:02.000000Z"}"#));
+        assert!(s.add_line(br#"{"collected_at_utc":"2026-11-24T16:00:01.000000Z"}"#));
+        assert!(!s.add_line(b"not json\n"));
+        assert_eq!(s.rows, 3);
+        assert_eq!(s.invalid, 1);
+        assert_eq!(s.first().unwrap(), "2026-11-24T16:00:01.000000Z");
+        assert_eq!(s.last().unwrap(), "2026-11-24T16:00:02.000000Z");
+    }
+
+    #[test]
+    fn file_names() {
+        assert_eq!(parse_file_name("my-host-20261124T160133Z-12-ab01-7.jsonl.gz", "my-host"), Some(("20261124T160133Z-12-ab01".into(), 7)));
+        assert_eq!(parse_file_name("other-x-1.jsonl.gz", "my-host"), None);
+        assert_eq!(parse_file_name("my-host-x-1.jsonl", "my-host"), None);
+    }
+
+    #[test]
+    fn scan_stops_at_torn_member() {
+        let mut all = Vec::new();
+        for part in ["{\"a\":1}\n{\"a\":2}\n", "{\"a\":3}\n"] {
+            let mut e = GzEncoder::new(Vec::new(), Compression::default());
+            e.write_all(part.as_bytes()).unwrap();
+            all.extend(e.finish().unwrap());
+        }
+        let good = all.len() as u64;
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(b"{\"a\":4}\n").unwrap();
+        let third = e.finish().unwrap();
+        all.extend(&third[..third.len() / 2]);
+        let s = scan_members(io::Cursor::new(&all)).unwrap();
+        assert_eq!((s.good_bytes, s.members, s.stats.rows), (good, 2, 3));
+        let s = scan_members(io::Cursor::new(b"garbage".to_vec())).unwrap();
+        assert_eq!((s.good_bytes, s.members), (0, 0));
+    }
+}

@@ -1,0 +1,486 @@
+//! jsonl-rotate: layout, sealed records, rotation on the (real and simulated) clock, crash recovery
+//! (kill -9, crafted torn partials), input edge cases, signals, a closed stdout, bad arguments.
+//! Input lines are synthetic envelope-like JSON (derived test data, not venue replies).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{jsonl, run_with_timeout, tempdir, tool};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(40);
+
+/// An envelope-like line with a collected_at_utc (synthetic).
+fn line(i: usize, ts: &str) -> String {
+    format!(
+        r#"{{"schema":"pmarchive.raw/1","venue":"polymarket","tool":"pm-books","seq":{i},"kind":"http","collected_at_utc":"{ts}","status":200,"body":[{{"asset_id":"{i}","bids":[{{"price":"0.5","size":"10"}}]}}]}}"#
+    )
+}
+
+/// Files under `dir` whose name ends with `suffix`, sorted.
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn zcat(p: &Path) -> String {
+    let o = Command::new("zcat").arg(p).output().unwrap();
+    assert!(o.status.success(), "zcat {}: {}", p.display(), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn gzip_ok(p: &Path) -> bool {
+    Command::new("gzip").arg("-t").arg(p).status().unwrap().success()
+}
+
+fn sha256sum(p: &Path) -> String {
+    let o = Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8(o.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+/// Checks a record against the file it names: bytes, sha256, gzip validity.
+fn check_record(root: &Path, r: &Value) -> PathBuf {
+    assert_eq!(r["record"], "sealed_file");
+    assert_eq!(r["schema"], "pmarchive.sealed/1");
+    let p = root.join(r["path"].as_str().unwrap());
+    assert!(p.is_file(), "{}", p.display());
+    assert_eq!(r["bytes"].as_u64().unwrap(), std::fs::metadata(&p).unwrap().len());
+    assert_eq!(r["sha256"].as_str().unwrap(), sha256sum(&p));
+    assert!(gzip_ok(&p), "gzip -t {}", p.display());
+    assert_eq!(r["writer_version"], env!("CARGO_PKG_VERSION"));
+    p
+}
+
+/// A running jsonl-rotate with its stdin open and its records arriving on a channel.
+struct Live {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    recs: mpsc::Receiver<Value>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Live {
+    fn spawn(mut cmd: Command) -> Live {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let (tx, recs) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let l = l.unwrap();
+                tx.send(serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad record {l}: {e}"))).ok();
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (err, s2) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                s2.lock().unwrap().push_str(&(l + "\n"));
+            }
+        });
+        Live { stdin: child.stdin.take(), child, recs, stderr }
+    }
+
+    fn send(&mut self, text: &str) {
+        self.stdin.as_mut().unwrap().write_all(text.as_bytes()).unwrap();
+        self.stdin.as_mut().unwrap().flush().unwrap();
+    }
+
+    fn next_rec(&self, within: Duration) -> Value {
+        self.recs.recv_timeout(within).unwrap_or_else(|_| panic!("no record within {within:?}; stderr:\n{}", self.stderr()))
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Closes stdin and waits for the exit code.
+    fn finish(mut self) -> (i32, Vec<Value>, String) {
+        drop(self.stdin.take());
+        let start = Instant::now();
+        let code = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s.code().unwrap_or(-1);
+            }
+            assert!(start.elapsed() < LIMIT, "did not exit; stderr:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        std::thread::sleep(Duration::from_millis(100)); // let the reader threads drain
+        let recs: Vec<Value> = self.recs.try_iter().collect();
+        (code, recs, self.stderr())
+    }
+}
+
+fn rotate_cmd(root: &Path, extra: &[&str]) -> Command {
+    let mut c = tool("jsonl-rotate");
+    c.args(["--root", root.to_str().unwrap(), "--stream", "books"]).args(extra);
+    c
+}
+
+#[test]
+fn layout_names_and_sealed_record_match_the_file() {
+    let root = tempdir("rotate-layout");
+    let mut input = String::new();
+    let mut times = Vec::new();
+    for i in 0..2000 {
+        // Not in time order: first/last are the earliest/latest.
+        let ts = format!("2026-11-24T16:{:02}:{:02}.{:06}Z", 10 + (i * 7 % 40), i % 60, i);
+        input += &line(i, &ts);
+        input.push('\n');
+        times.push(ts);
+    }
+    times.sort();
+    let mut c = rotate_cmd(&root, &["--run-id", "r1"]);
+    c.env("PMARCHIVE_CLOCK", "2026-11-24T16:10:00Z");
+    let out = run_with_timeout(c, Some(input.as_bytes()), LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let recs = jsonl(&out.stdout);
+    assert_eq!(recs.len(), 1, "{err}");
+    let r = &recs[0];
+    assert_eq!(r["path"], "venue=polymarket/stream=books/date=2026-11-24/hour=16/testhost-r1-0.jsonl.gz");
+    let p = check_record(&root, r);
+    assert_eq!((r["venue"].as_str(), r["stream"].as_str(), r["host"].as_str()), (Some("polymarket"), Some("books"), Some("testhost")));
+    assert_eq!((r["run_id"].as_str(), r["n"].as_u64()), (Some("r1"), Some(0)));
+    assert_eq!(r["rows"], 2000);
+    assert_eq!(r["first_collected_at_utc"], times[0].as_str());
+    assert_eq!(r["last_collected_at_utc"], times[1999].as_str());
+    assert_eq!(times[0], "2026-11-24T16:10:00.000000Z");
+    assert_eq!((r["recovered"].as_bool(), r["tail_path"].is_null(), r["tail_bytes"].as_u64()), (Some(false), true, Some(0)));
+    assert_eq!((r["invalid_lines"].as_u64(), r["empty_lines"].as_u64()), (Some(0), Some(0)));
+    assert!(r["opened_at_utc"].as_str().unwrap().starts_with("2026-11-24T16:10:0"));
+    assert!(r["sealed_at_utc"].as_str().unwrap() >= r["opened_at_utc"].as_str().unwrap());
+    assert_eq!(zcat(&p), input, "content is the input, byte for byte");
+    assert!(files(&root, ".partial").is_empty());
+    assert_eq!(files(&root, ".gz").len(), 1);
+}
+
+#[test]
+fn rotates_on_the_clock_even_without_new_lines() {
+    let root = tempdir("rotate-clock");
+    let mut live = Live::spawn(rotate_cmd(&root, &["--rotate-secs", "1", "--flush-secs", "1", "--run-id", "rc"]));
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        let l = line(i, "2026-11-24T16:00:00.000000Z");
+        live.send(&format!("{l}\n"));
+        sent.push(l);
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    // Three 1-s periods, each sealed when its second ended; the last one with stdin still open.
+    let recs: Vec<Value> = (0..3).map(|_| live.next_rec(Duration::from_secs(5))).collect();
+    assert!(live.child.try_wait().unwrap().is_none(), "still running: the seal came from the clock");
+    for (i, r) in recs.iter().enumerate() {
+        let p = check_record(&root, r);
+        assert_eq!(r["n"], i as u64);
+        assert_eq!(r["rows"], 1);
+        assert_eq!(zcat(&p), format!("{}\n", sent[i]));
+        // Partition = the period start, which is within the file's open second.
+        let opened = r["opened_at_utc"].as_str().unwrap();
+        let part = format!("date={}/hour={}/", &opened[..10], &opened[11..13]);
+        assert!(r["path"].as_str().unwrap().contains(&part), "{} vs {opened}", r["path"]);
+    }
+    let (code, more, err) = live.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(more.is_empty(), "no empty file at EOF: {more:?}");
+    assert_eq!(files(&root, ".gz").len(), 3);
+}
+
+#[test]
+fn simulated_clock_rolls_hour_and_date_partitions() {
+    let root = tempdir("rotate-sim");
+    let mut c = rotate_cmd(&root, &["--run-id", "sim"]);
+    // 1 real second = 20 simulated minutes.
+    c.env("PMARCHIVE_CLOCK", "2026-12-31T23:50:00Zx1200");
+    let mut live = Live::spawn(c);
+    live.send(&format!("{}\n", line(0, "2026-12-31T23:50:00.000000Z")));
+    std::thread::sleep(Duration::from_millis(1500));
+    live.send(&format!("{}\n", line(1, "2027-01-01T00:20:00.000000Z")));
+    std::thread::sleep(Duration::from_millis(3000));
+    live.send(&format!("{}\n", line(2, "2027-01-01T01:20:00.000000Z")));
+    let (code, recs, err) = live.finish();
+    assert_eq!(code, 0, "{err}");
+    let paths: Vec<&str> = recs.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "venue=polymarket/stream=books/date=2026-12-31/hour=23/testhost-sim-0.jsonl.gz",
+            "venue=polymarket/stream=books/date=2027-01-01/hour=00/testhost-sim-1.jsonl.gz",
+            "venue=polymarket/stream=books/date=2027-01-01/hour=01/testhost-sim-2.jsonl.gz",
+        ],
+        "{err}"
+    );
+    for r in &recs {
+        check_record(&root, r);
+        assert_eq!(r["rows"], 1);
+    }
+    assert!(err.contains("simulated clock"));
+}
+
+#[test]
+fn kill_9_keeps_flushed_lines_and_a_restart_recovers_them() {
+    let root = tempdir("rotate-kill");
+    let clock = "2026-11-24T16:10:00Z";
+    let mut c = rotate_cmd(&root, &["--run-id", "dead", "--flush-secs", "1"]);
+    c.env("PMARCHIVE_CLOCK", clock);
+    let mut live = Live::spawn(c);
+    let mut first = String::new();
+    for i in 0..500 {
+        first += &(line(i, "2026-11-24T16:10:01.000000Z") + "\n");
+    }
+    live.send(&first[..first.len() / 2]);
+    std::thread::sleep(Duration::from_millis(300));
+    live.send(&first[first.len() / 2..]);
+    std::thread::sleep(Duration::from_millis(2500)); // > --flush-secs
+    live.child.kill().unwrap(); // SIGKILL
+    live.child.wait().unwrap();
+    let partials = files(&root, ".partial");
+    assert_eq!(partials.len(), 1);
+    assert!(partials[0].ends_with("date=2026-11-24/hour=16/testhost-dead-0.jsonl.gz.partial"));
+    assert!(gzip_ok(&partials[0]), "the partial is complete gzip members only");
+    assert_eq!(zcat(&partials[0]), first, "every accepted line is in the partial");
+
+    // Restart: a new run id; the dead run's partial is sealed first, then writing goes on.
+    let mut more = String::new();
+    for i in 500..600 {
+        more += &(line(i, "2026-11-24T16:10:05.000000Z") + "\n");
+    }
+    let mut c = rotate_cmd(&root, &["--run-id", "alive"]);
+    c.env("PMARCHIVE_CLOCK", clock);
+    let out = run_with_timeout(c, Some(more.as_bytes()), LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let recs = jsonl(&out.stdout);
+    assert_eq!(recs.len(), 2, "{err}");
+    let (old, new) = (&recs[0], &recs[1]);
+    assert_eq!(old["path"], "venue=polymarket/stream=books/date=2026-11-24/hour=16/testhost-dead-0.jsonl.gz");
+    assert_eq!((old["recovered"].as_bool(), old["run_id"].as_str(), old["rows"].as_u64()), (Some(true), Some("dead"), Some(500)));
+    assert_eq!((old["tail_path"].is_null(), old["tail_bytes"].as_u64()), (true, Some(0)));
+    assert_eq!(old["first_collected_at_utc"], "2026-11-24T16:10:01.000000Z");
+    assert_eq!(zcat(&check_record(&root, old)), first);
+    assert_eq!(new["path"], "venue=polymarket/stream=books/date=2026-11-24/hour=16/testhost-alive-0.jsonl.gz");
+    assert_eq!((new["recovered"].as_bool(), new["run_id"].as_str(), new["rows"].as_u64()), (Some(false), Some("alive"), Some(100)));
+    assert_eq!(zcat(&check_record(&root, new)), more);
+    assert!(files(&root, ".partial").is_empty());
+    assert!(err.contains("recovered"), "{err}");
+}
+
+fn member(text: &str) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(text.as_bytes()).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn torn_partial_is_sealed_with_its_readable_prefix_and_tail_kept() {
+    let root = tempdir("rotate-torn");
+    let dir = root.join("venue=polymarket/stream=books/date=2026-11-24/hour=15");
+    std::fs::create_dir_all(&dir).unwrap();
+    let complete = format!(
+        "{}\n{}\n{}\n",
+        line(0, "2026-11-24T15:00:01.000000Z"),
+        line(1, "2026-11-24T15:00:02.000000Z"),
+        line(2, "2026-11-24T15:00:03.000000Z")
+    );
+    let (a, b) = complete.split_at(complete.find('\n').unwrap() + 1);
+    let mut bytes = member(a);
+    bytes.extend(member(b));
+    let good = bytes.len();
+    let torn = member(&(line(3, "2026-11-24T15:00:04.000000Z") + "\n"));
+    bytes.extend(&torn[..torn.len() / 2]);
+    bytes.extend(b"\x00\x00garbage after the torn member");
+    let name = "testhost-20261124T150000Z-4242-beef-3.jsonl.gz";
+    std::fs::write(dir.join(format!("{name}.partial")), &bytes).unwrap();
+    // No readable member at all.
+    let junk = b"\x1f\x8b\x08 not really gzip".to_vec();
+    std::fs::write(dir.join("testhost-old-0.jsonl.gz.partial"), &junk).unwrap();
+    // Another host's partial: left alone.
+    std::fs::write(dir.join("otherhost-x-0.jsonl.gz.partial"), b"whatever").unwrap();
+
+    // --recover-only must not read stdin: keep it open and expect a prompt exit.
+    let mut c = rotate_cmd(&root, &["--recover-only"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let _stdin = child.stdin.take();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < LIMIT, "--recover-only waited for stdin");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let recs = jsonl(&out.stdout);
+    assert_eq!(recs.len(), 2, "{err}");
+    let r = recs.iter().find(|r| r["run_id"] == "20261124T150000Z-4242-beef").unwrap();
+    assert_eq!(r["path"], format!("venue=polymarket/stream=books/date=2026-11-24/hour=15/{name}"));
+    let p = check_record(&root, r);
+    assert_eq!((r["recovered"].as_bool(), r["n"].as_u64(), r["rows"].as_u64()), (Some(true), Some(3), Some(3)));
+    assert_eq!(std::fs::read(&p).unwrap(), bytes[..good], "the final file is the readable prefix, byte for byte");
+    assert_eq!(zcat(&p), complete);
+    assert_eq!(r["first_collected_at_utc"], "2026-11-24T15:00:01.000000Z");
+    assert_eq!(r["last_collected_at_utc"], "2026-11-24T15:00:03.000000Z");
+    let tail_rel = format!("venue=polymarket/stream=books/date=2026-11-24/hour=15/{name}.unreadable-tail");
+    assert_eq!(r["tail_path"], tail_rel.as_str());
+    assert_eq!(r["tail_bytes"].as_u64().unwrap() as usize, bytes.len() - good);
+    assert_eq!(std::fs::read(root.join(&tail_rel)).unwrap(), bytes[good..], "tail kept byte for byte");
+    assert!(err.contains("unreadable"), "{err}");
+
+    let e = recs.iter().find(|r| r["run_id"] == "old").unwrap();
+    let p = check_record(&root, e);
+    assert_eq!((e["rows"].as_u64(), e["recovered"].as_bool(), e["first_collected_at_utc"].is_null()), (Some(0), Some(true), true));
+    assert_eq!(zcat(&p), "", "a valid, empty gzip");
+    assert_eq!(std::fs::read(root.join(e["tail_path"].as_str().unwrap())).unwrap(), junk);
+
+    assert_eq!(files(&root, ".partial"), vec![dir.join("otherhost-x-0.jsonl.gz.partial")]);
+    assert_eq!(std::fs::read(dir.join("otherhost-x-0.jsonl.gz.partial")).unwrap(), b"whatever");
+    assert!(err.contains("left alone"), "{err}");
+}
+
+#[test]
+fn non_json_kept_and_counted_empty_lines_skipped_last_newline_added() {
+    let root = tempdir("rotate-input");
+    let input = format!("{}\nnot json at all\n\n   \n{{\"truncated\":\n{}", line(0, "2026-11-24T16:00:00.000000Z"), r#"{"no":"newline"}"#);
+    let out = run_with_timeout(rotate_cmd(&root, &["--run-id", "in"]), Some(input.as_bytes()), LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let recs = jsonl(&out.stdout);
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!((r["rows"].as_u64(), r["invalid_lines"].as_u64(), r["empty_lines"].as_u64()), (Some(4), Some(2), Some(2)));
+    let expected = format!("{}\nnot json at all\n{{\"truncated\":\n{}\n", line(0, "2026-11-24T16:00:00.000000Z"), r#"{"no":"newline"}"#);
+    assert_eq!(zcat(&check_record(&root, r)), expected);
+    assert!(err.contains("input line 2: not valid JSON"), "{err}");
+    assert!(err.contains("input line 5: not valid JSON"), "{err}");
+}
+
+#[test]
+fn empty_input_creates_no_file() {
+    let root = tempdir("rotate-empty");
+    for input in [&b""[..], b"\n\n"] {
+        let out = run_with_timeout(rotate_cmd(&root, &[]), Some(input), LIMIT);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(out.stdout.is_empty());
+        assert!(files(&root, ".gz").is_empty() && files(&root, ".partial").is_empty());
+    }
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let root = tempdir("rotate-args");
+    let r = root.to_str().unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--root", r, "--stream", "../x"],
+        vec!["--root", r, "--stream", "a/b"],
+        vec!["--root", r, "--stream", "books", "--flush-secs", "0"],
+        vec!["--root", r, "--stream", "books", "--flush-secs", "61"],
+        vec!["--root", r, "--stream", "books", "--rotate-secs", "0"],
+        vec!["--root", r, "--stream", "books", "--host", ".."],
+        vec!["--root", r, "--stream", "books", "--run-id", "x y"],
+        vec!["--root", r, "--stream", "books", "--venue", ""],
+        vec!["--stream", "books"],
+        vec!["--root", r],
+        vec!["--root", r, "--stream", "books", "--bogus"],
+    ];
+    for args in cases {
+        let mut c = tool("jsonl-rotate");
+        c.args(&args);
+        let out = run_with_timeout(c, Some(b"{}\n"), LIMIT);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("jsonl-rotate: "), "{args:?}");
+    }
+    assert!(files(&root, ".gz").is_empty());
+    let mut c = tool("jsonl-rotate");
+    c.arg("--help");
+    let out = run_with_timeout(c, None, LIMIT);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--recover-only"));
+}
+
+#[test]
+fn sigterm_with_stdin_open_seals_and_exits_0() {
+    let root = tempdir("rotate-term");
+    let mut live = Live::spawn(rotate_cmd(&root, &["--run-id", "term"]));
+    let text = format!("{}\n{}\n", line(0, "2026-11-24T16:00:00.000000Z"), line(1, "2026-11-24T16:00:01.000000Z"));
+    live.send(&text);
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &live.child.id().to_string()]).status().unwrap().success());
+    // Lines sent after the signal (upstream still draining) are kept too.
+    std::thread::sleep(Duration::from_millis(300));
+    let late = format!("{}\n", line(2, "2026-11-24T16:00:02.000000Z"));
+    live.send(&late);
+    let rec = live.next_rec(Duration::from_secs(15));
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_secs(4), "drained stdin for ~5 s, not {waited:?}");
+    assert_eq!(rec["rows"], 3);
+    assert_eq!(zcat(&check_record(&root, &rec)), text + &late);
+    let (code, _, err) = live.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("signal 15"), "{err}");
+}
+
+#[test]
+fn closed_stdout_does_not_stop_archiving() {
+    let root = tempdir("rotate-epipe");
+    let mut c = rotate_cmd(&root, &["--rotate-secs", "1", "--run-id", "ep"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    drop(child.stdout.take()); // nobody reads sealed records
+    let mut stdin = child.stdin.take().unwrap();
+    let mut sent = String::new();
+    for i in 0..3 {
+        let l = line(i, "2026-11-24T16:00:00.000000Z") + "\n";
+        stdin.write_all(l.as_bytes()).unwrap();
+        sent += &l;
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let gz = files(&root, ".gz");
+    assert_eq!(gz.len(), 3, "{err}");
+    let all: String = gz.iter().map(|p| zcat(p)).collect();
+    assert_eq!(all, sent);
+    assert!(err.contains("stdout closed"), "{err}");
+    assert!(files(&root, ".partial").is_empty());
+}
+
+#[test]
+fn recovery_never_replaces_an_existing_final_file() {
+    let root = tempdir("rotate-taken");
+    let dir = root.join("venue=polymarket/stream=books/date=2026-11-24/hour=16");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = member("{\"old\":1}\n");
+    std::fs::write(dir.join("testhost-r-0.jsonl.gz"), &old).unwrap();
+    std::fs::write(dir.join("testhost-r-0.jsonl.gz.partial"), member("{\"new\":1}\n")).unwrap();
+    let out = run_with_timeout(rotate_cmd(&root, &["--recover-only"]), None, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = jsonl(&out.stdout);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["path"], "venue=polymarket/stream=books/date=2026-11-24/hour=16/testhost-r-1.jsonl.gz");
+    assert_eq!((recs[0]["n"].as_u64(), recs[0]["run_id"].as_str()), (Some(1), Some("r")));
+    assert_eq!(zcat(&check_record(&root, &recs[0])), "{\"new\":1}\n");
+    assert_eq!(std::fs::read(dir.join("testhost-r-0.jsonl.gz")).unwrap(), old, "existing file untouched");
+}
