@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod http;
 pub mod jsonl;
 pub mod market;
+pub mod normalize;
 pub mod signal;
 pub mod util;
 
