@@ -18,6 +18,17 @@ pub struct Dec {
 const MAX_DIGITS: u32 = 20;
 const MAX_SCALE: u32 = 18;
 
+/// 10^k for k = 0..=38 (all that fit in i128).
+const POW10: [i128; 39] = {
+    let mut t = [1i128; 39];
+    let mut k = 1;
+    while k < 39 {
+        t[k] = t[k - 1] * 10;
+        k += 1;
+    }
+    t
+};
+
 impl Dec {
     pub const ZERO: Dec = Dec { m: 0, s: 0 };
 
@@ -54,11 +65,15 @@ impl Dec {
     }
 
     fn at_scale(self, s: u32) -> Option<i128> {
-        self.m.checked_mul(10i128.checked_pow(s - self.s)?)
+        self.m.checked_mul(*POW10.get((s - self.s) as usize)?)
     }
 
     /// Both values at their common scale.
+    #[inline]
     fn aligned(self, o: Dec) -> Option<(i128, i128, u32)> {
+        if self.s == o.s {
+            return Some((self.m, o.m, self.s));
+        }
         let s = self.s.max(o.s);
         Some((self.at_scale(s)?, o.at_scale(s)?, s))
     }
@@ -89,7 +104,11 @@ impl Dec {
     /// True when `self` is an integer multiple of `tick` (tick > 0).
     pub fn is_multiple_of(self, tick: Dec) -> bool {
         match self.aligned(tick) {
-            Some((a, t, _)) if t > 0 => a % t == 0,
+            // i64 remainder when it fits: i128 division is a slow library call.
+            Some((a, t, _)) if t > 0 => match (i64::try_from(a), i64::try_from(t)) {
+                (Ok(a), Ok(t)) => a % t == 0,
+                _ => a % t == 0,
+            },
             _ => false,
         }
     }

@@ -192,7 +192,12 @@ impl Normalizer {
             self.stats.blank_lines += 1;
             return;
         }
-        let env: Env = match serde_json::from_slice(line) {
+        // One UTF-8 check per line, then the str parser (cheaper than checking every string).
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => t,
+            Err(e) => return self.bad_input(file, lineno, "not_json", &format!("not UTF-8: {e}"), line, out),
+        };
+        let env: Env = match serde_json::from_str(text) {
             Ok(e) => e,
             Err(e) => return self.bad_input(file, lineno, "not_json", &e.to_string(), line, out),
         };

@@ -228,10 +228,15 @@ pub fn run(inputs: &[String], out: Output, nor: &mut Normalizer) -> io::Result<O
                     lineno = 0;
                 }
                 Msg::Data(data) => {
-                    let body = data.strip_suffix(b"\n").unwrap_or(&data);
-                    for line in body.split(|&b| b == b'\n') {
+                    let mut rest: &[u8] = &data;
+                    while !rest.is_empty() {
+                        let (line, next) = match find_newline(rest) {
+                            Some(i) => (&rest[..i], &rest[i + 1..]),
+                            None => (rest, &rest[rest.len()..]),
+                        };
                         lineno += 1;
                         nor.line(&file, lineno, line, &mut buf);
+                        rest = next;
                     }
                     let _ = pool_tx.try_send(data);
                     if !flush(&mut buf, false) {
@@ -253,6 +258,37 @@ pub fn run(inputs: &[String], out: Output, nor: &mut Normalizer) -> io::Result<O
         drop(rx); // stops the reader if we left early
         writer.join().expect("writer thread")
     })
+}
+
+/// Position of the first `\n`, eight bytes at a time (no memchr dependency).
+fn find_newline(h: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * b'\n' as u64;
+    let mut i = 0;
+    while i + 8 <= h.len() {
+        let w = u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes")) ^ NL;
+        // Classic "has zero byte": the lowest flagged byte is always a real zero.
+        let t = w.wrapping_sub(LO) & !w & HI;
+        if t != 0 {
+            return Some(i + (t.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    h[i..].iter().position(|&b| b == b'\n').map(|p| i + p)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn find_newline_agrees_with_position() {
+        let s = b"abcdefghij\nklmnopqrstuvwxyz0123456789\n\nx\xff\x8a\n";
+        for start in 0..s.len() {
+            let h = &s[start..];
+            assert_eq!(super::find_newline(h), h.iter().position(|&b| b == b'\n'), "{start}");
+        }
+        assert_eq!(super::find_newline(b""), None);
+    }
 }
 
 /// Expands `[]` to stdin.
