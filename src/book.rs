@@ -96,6 +96,76 @@ pub fn hash_of_rest_book(v: &Value) -> Option<String> {
     Some(hash(&input))
 }
 
+/// Appends `s` as a JSON string exactly as [`hash_text`] spells it (serde_json escaping; a fast path
+/// copies strings that need no escaping).
+fn put_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, s).expect("string serializes");
+    }
+}
+
+/// The same text as [`hash_text`], written into a reusable buffer (cleared first) without
+/// allocating per level: for bulk normalization. `tail` holds the JSON text of `min_order_size`,
+/// `tick_size`, `neg_risk` and `last_trade_price` exactly as `serde_json::Value::to_string` prints
+/// them (for strings without escapes and for booleans that is the wire text).
+pub fn write_hash_text<'s>(
+    out: &mut Vec<u8>,
+    market: &str,
+    asset_id: &str,
+    timestamp: &str,
+    bids: impl Iterator<Item = (&'s str, &'s str)>,
+    asks: impl Iterator<Item = (&'s str, &'s str)>,
+    tail: [&str; 4],
+) {
+    out.clear();
+    out.extend_from_slice(b"{\"market\":");
+    put_json_str(out, market);
+    out.extend_from_slice(b",\"asset_id\":");
+    put_json_str(out, asset_id);
+    out.extend_from_slice(b",\"timestamp\":");
+    put_json_str(out, timestamp);
+    out.extend_from_slice(b",\"hash\":\"\",\"bids\":");
+    put_levels(out, bids);
+    out.extend_from_slice(b",\"asks\":");
+    put_levels(out, asks);
+    for (key, text) in ["min_order_size", "tick_size", "neg_risk", "last_trade_price"].iter().zip(tail) {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(text.as_bytes());
+    }
+    out.push(b'}');
+}
+
+fn put_levels<'s>(out: &mut Vec<u8>, levels: impl Iterator<Item = (&'s str, &'s str)>) {
+    out.push(b'[');
+    for (i, (p, s)) in levels.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"price\":");
+        put_json_str(out, p);
+        out.extend_from_slice(b",\"size\":");
+        put_json_str(out, s);
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+/// SHA-1 of bytes as 40 lowercase hex characters, written into `out` (no allocation).
+pub fn sha1_hex_into(bytes: &[u8], out: &mut [u8; 40]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let d = Sha1::digest(bytes);
+    for (i, b) in d.iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +188,43 @@ mod tests {
     fn missing_field_gives_none() {
         let v: Value = serde_json::from_str(r#"{"market":"0x1"}"#).unwrap();
         assert!(hash_of_rest_book(&v).is_none());
+    }
+
+    #[test]
+    fn buffered_hash_text_equals_hash_text() {
+        let v: Value = serde_json::from_str(
+            r#"{"market":"0x9d839bf0aa31324b9848f5b89841b779238a7c07dee2f7fca675d934e8ab5bf2",
+            "asset_id":"72610532355343625199299853218161700546393390326785971247545541945337255643692",
+            "timestamp":"1785734468581","hash":"d7df883ae546b09533a4f485bfae0810da1af04e",
+            "bids":[{"price":"0.001","size":"667.12"},{"price":"0.002","size":"6.99"}],"asks":[],
+            "min_order_size":"5","tick_size":"0.001","neg_risk":true,"last_trade_price":""}"#,
+        )
+        .unwrap();
+        let bids = levels(&v["bids"]).unwrap();
+        let mut buf = Vec::new();
+        write_hash_text(
+            &mut buf,
+            v["market"].as_str().unwrap(),
+            v["asset_id"].as_str().unwrap(),
+            v["timestamp"].as_str().unwrap(),
+            bids.iter().copied(),
+            std::iter::empty(),
+            ["\"5\"", "\"0.001\"", "true", "\"\""],
+        );
+        let input = HashInput {
+            market: v["market"].as_str().unwrap(),
+            asset_id: v["asset_id"].as_str().unwrap(),
+            timestamp: v["timestamp"].as_str().unwrap(),
+            bids,
+            asks: vec![],
+            min_order_size: &v["min_order_size"],
+            tick_size: &v["tick_size"],
+            neg_risk: &v["neg_risk"],
+            last_trade_price: &v["last_trade_price"],
+        };
+        assert_eq!(String::from_utf8(buf.clone()).unwrap(), hash_text(&input));
+        let mut hex = [0u8; 40];
+        sha1_hex_into(&buf, &mut hex);
+        assert_eq!(&hex, b"d7df883ae546b09533a4f485bfae0810da1af04e");
     }
 }

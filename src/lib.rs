@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod market;
 pub mod probe;
 pub mod rotate;
+pub mod normalize;
 pub mod signal;
 pub mod stream;
 pub mod util;

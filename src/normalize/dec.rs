@@ -1,0 +1,284 @@
+//! Exact decimals for prices and sizes (never f64), and fast UTC time conversion.
+//!
+//! The venue sends prices and sizes as decimal strings (`"0.001"`, `"3149725.72"`). pm-normalize keeps
+//! those strings verbatim in the levels it outputs and computes derived values (mid, spread, depth) in
+//! exact integer arithmetic, printed in one canonical form: optional `-`, integer digits, and a
+//! fractional part only when non-zero, without trailing zeros (`0.5`, `12`, `0.015`, `-0.01`).
+
+use std::cmp::Ordering;
+
+/// A decimal number `m · 10^-s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dec {
+    pub m: i128,
+    pub s: u32,
+}
+
+/// At most this many digits and fractional digits: keeps every aligned value inside i128.
+const MAX_DIGITS: u32 = 20;
+const MAX_SCALE: u32 = 18;
+
+/// 10^k for k = 0..=38 (all that fit in i128).
+const POW10: [i128; 39] = {
+    let mut t = [1i128; 39];
+    let mut k = 1;
+    while k < 39 {
+        t[k] = t[k - 1] * 10;
+        k += 1;
+    }
+    t
+};
+
+impl Dec {
+    pub const ZERO: Dec = Dec { m: 0, s: 0 };
+
+    /// Parses `-?[0-9]+(\.[0-9]+)?` (no exponent, no `+`, no blanks). None otherwise.
+    pub fn parse(t: &str) -> Option<Dec> {
+        let b = t.as_bytes();
+        let (neg, b) = match b.first() {
+            Some(b'-') => (true, &b[1..]),
+            _ => (false, b),
+        };
+        let (mut m, mut s, mut digits, mut int_digits, mut dot) = (0i128, 0u32, 0u32, 0u32, false);
+        for &c in b {
+            match c {
+                b'0'..=b'9' => {
+                    m = m * 10 + (c - b'0') as i128;
+                    digits += 1;
+                    if dot {
+                        s += 1;
+                    } else {
+                        int_digits += 1;
+                    }
+                    if digits > MAX_DIGITS {
+                        return None;
+                    }
+                }
+                b'.' if !dot => dot = true,
+                _ => return None,
+            }
+        }
+        if int_digits == 0 || (dot && s == 0) || s > MAX_SCALE {
+            return None;
+        }
+        Some(Dec { m: if neg { -m } else { m }, s })
+    }
+
+    fn at_scale(self, s: u32) -> Option<i128> {
+        self.m.checked_mul(*POW10.get((s - self.s) as usize)?)
+    }
+
+    /// Both values at their common scale.
+    #[inline]
+    fn aligned(self, o: Dec) -> Option<(i128, i128, u32)> {
+        if self.s == o.s {
+            return Some((self.m, o.m, self.s));
+        }
+        let s = self.s.max(o.s);
+        Some((self.at_scale(s)?, o.at_scale(s)?, s))
+    }
+
+    pub fn checked_add(self, o: Dec) -> Option<Dec> {
+        let (a, b, s) = self.aligned(o)?;
+        Some(Dec { m: a.checked_add(b)?, s })
+    }
+
+    pub fn checked_sub(self, o: Dec) -> Option<Dec> {
+        let (a, b, s) = self.aligned(o)?;
+        Some(Dec { m: a.checked_sub(b)?, s })
+    }
+
+    /// Exactly half (one more fractional digit when odd).
+    pub fn half(self) -> Option<Dec> {
+        if self.m % 2 == 0 {
+            Some(Dec { m: self.m / 2, s: self.s })
+        } else {
+            Some(Dec { m: self.m.checked_mul(5)?, s: self.s + 1 })
+        }
+    }
+
+    pub fn signum(self) -> i32 {
+        self.m.signum() as i32
+    }
+
+    /// True when `self` is an integer multiple of `tick` (tick > 0).
+    pub fn is_multiple_of(self, tick: Dec) -> bool {
+        match self.aligned(tick) {
+            // i64 remainder when it fits: i128 division is a slow library call.
+            Some((a, t, _)) if t > 0 => match (i64::try_from(a), i64::try_from(t)) {
+                (Ok(a), Ok(t)) => a % t == 0,
+                _ => a % t == 0,
+            },
+            _ => false,
+        }
+    }
+
+    /// Writes the canonical form (module docs).
+    pub fn write(self, out: &mut Vec<u8>) {
+        let (mut m, mut s) = (self.m, self.s);
+        while s > 0 && m % 10 == 0 {
+            m /= 10;
+            s -= 1;
+        }
+        if m < 0 {
+            out.push(b'-');
+        }
+        let digits = m.unsigned_abs().to_string();
+        let d = digits.as_bytes();
+        let s = s as usize;
+        if s == 0 {
+            out.extend_from_slice(d);
+        } else if d.len() > s {
+            out.extend_from_slice(&d[..d.len() - s]);
+            out.push(b'.');
+            out.extend_from_slice(&d[d.len() - s..]);
+        } else {
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat(b'0').take(s - d.len()));
+            out.extend_from_slice(d);
+        }
+    }
+
+    /// The canonical form as a String (tests, summaries).
+    pub fn to_canonical(self) -> String {
+        let mut v = Vec::new();
+        self.write(&mut v);
+        String::from_utf8(v).expect("ascii")
+    }
+}
+
+impl PartialOrd for Dec {
+    fn partial_cmp(&self, o: &Dec) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for Dec {
+    fn cmp(&self, o: &Dec) -> Ordering {
+        // Parsed values (≤ 20 digits, scale ≤ 18) always align inside i128.
+        match self.aligned(*o) {
+            Some((a, b, _)) => a.cmp(&b),
+            None => (self.m.signum()).cmp(&o.m.signum()),
+        }
+    }
+}
+
+// ---- time ------------------------------------------------------------------------------------
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719468;
+    let era = if z >= 0 { z } else { z - 146096 } / 146097;
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + if m <= 2 { 1 } else { 0 }, m, d)
+}
+
+fn digits(b: &[u8]) -> Option<i64> {
+    if b.is_empty() {
+        return None;
+    }
+    let mut v = 0i64;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + (c - b'0') as i64;
+    }
+    Some(v)
+}
+
+/// Unix microseconds of an RFC 3339 UTC time. Fast path for the archive's own form
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`; anything else goes through [`crate::clock::parse_rfc3339`].
+pub fn parse_utc_micros(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() == 27 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':' && b[19] == b'.' && b[26] == b'Z' {
+        let (y, mo, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+        let (h, mi, se, us) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?, digits(&b[20..26])?);
+        if (1..=12).contains(&mo) && (1..=31).contains(&d) && h < 24 && mi < 60 && se < 61 {
+            return Some(((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000_000 + se * 1_000_000 + us);
+        }
+    }
+    let t = crate::clock::parse_rfc3339(s)?;
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1000)).ok()
+}
+
+/// Writes Unix microseconds as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (the archive's timestamp form).
+pub fn write_utc_micros(out: &mut Vec<u8>, us: i64) {
+    let secs = us.div_euclid(1_000_000);
+    let frac = us.rem_euclid(1_000_000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86400));
+    let sod = secs.rem_euclid(86400);
+    use std::io::Write;
+    let _ = write!(out, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", y, m, d, sod / 3600, sod / 60 % 60, sod % 60, frac);
+}
+
+/// The venue's book timestamp (Unix ms as a decimal string, 1–16 digits).
+pub fn parse_ms(s: &str) -> Option<i64> {
+    if s.len() > 16 {
+        return None;
+    }
+    digits(s.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Dec {
+        Dec::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parse_and_canonical() {
+        assert_eq!(d("0.001"), Dec { m: 1, s: 3 });
+        assert_eq!(d("0.50").to_canonical(), "0.5");
+        assert_eq!(d("12.000").to_canonical(), "12");
+        assert_eq!(d("-0.010").to_canonical(), "-0.01");
+        assert_eq!(d("0").to_canonical(), "0");
+        for bad in ["", "-", ".5", "5.", "1e3", "+1", " 1", "0.5 ", "abc", "1.2.3", "123456789012345678901"] {
+            assert!(Dec::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn arithmetic_is_exact() {
+        assert_eq!(d("0.48").checked_add(d("0.53")).unwrap().half().unwrap().to_canonical(), "0.505");
+        assert_eq!(d("0.53").checked_sub(d("0.48")).unwrap().to_canonical(), "0.05");
+        assert_eq!(d("0.48").checked_sub(d("0.53")).unwrap().to_canonical(), "-0.05");
+        assert_eq!(d("667.12").checked_add(d("6.99")).unwrap().to_canonical(), "674.11");
+        assert!(d("0.5") > d("0.49"));
+        assert!(d("0.50") == d("0.5").checked_add(Dec::ZERO).unwrap() || d("0.50").cmp(&d("0.5")).is_eq());
+        assert!(d("0.015").is_multiple_of(d("0.001")));
+        assert!(!d("0.015").is_multiple_of(d("0.01")));
+    }
+
+    #[test]
+    fn time_round_trip_matches_clock() {
+        for s in ["2026-11-24T16:01:33.123456Z", "1970-01-01T00:00:00.000000Z", "2028-02-29T23:59:59.999999Z"] {
+            let us = parse_utc_micros(s).unwrap();
+            let t = crate::clock::parse_rfc3339(s).unwrap();
+            assert_eq!(us as i128, t.unix_timestamp_nanos() / 1000);
+            let mut v = Vec::new();
+            write_utc_micros(&mut v, us);
+            assert_eq!(String::from_utf8(v).unwrap(), s);
+        }
+        assert_eq!(parse_utc_micros("2026-11-24T16:01:33Z").unwrap(), parse_utc_micros("2026-11-24T16:01:33.000000Z").unwrap());
+        assert_eq!(parse_ms("1785734468581"), Some(1785734468581));
+        assert_eq!(parse_ms("17857x"), None);
+    }
+}

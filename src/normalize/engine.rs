@@ -1,0 +1,717 @@
+//! Raw envelope lines in, normalized rows out (schema `pmarchive.orderbook/1`, docs/ORDERBOOK_SCHEMA.md).
+//!
+//! One [`Normalizer`] holds the state that spans lines: the token → slug/outcome join (from `track`
+//! lines and `--markets` files) and, per asset, the previous row's exchange time and hash (for the
+//! `duplicate` and `ts_backwards` flags). Rows are appended to a caller-owned buffer; their text is a
+//! pure function of the input lines and the options, so re-running gives byte-identical output.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::rc::Rc;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::dec::{self, Dec};
+use super::parse::{self, Body, Book, Ctx, Env, Item, Level, TrackCtx};
+use crate::book;
+
+/// Schema id of every normalized row.
+pub const SCHEMA: &str = "pmarchive.orderbook/1";
+
+/// Quality flags in their fixed output order (bit i = FLAGS[i]).
+pub const FLAGS: [&str; 18] = [
+    "crossed",
+    "locked",
+    "empty_bids",
+    "empty_asks",
+    "price_out_of_range",
+    "off_tick",
+    "nonpositive_size",
+    "bad_level",
+    "unsorted_wire",
+    "duplicate_price",
+    "hash_mismatch",
+    "hash_unverifiable",
+    "duplicate",
+    "ts_backwards",
+    "recv_far",
+    "bad_timestamp",
+    "missing_field",
+    "unknown_fields",
+];
+
+const CROSSED: u32 = 1 << 0;
+const LOCKED: u32 = 1 << 1;
+const EMPTY_BIDS: u32 = 1 << 2;
+const EMPTY_ASKS: u32 = 1 << 3;
+const OUT_OF_RANGE: u32 = 1 << 4;
+const OFF_TICK: u32 = 1 << 5;
+const NONPOS_SIZE: u32 = 1 << 6;
+const BAD_LEVEL: u32 = 1 << 7;
+const UNSORTED: u32 = 1 << 8;
+const DUP_PRICE: u32 = 1 << 9;
+const HASH_MISMATCH: u32 = 1 << 10;
+const HASH_UNVERIFIABLE: u32 = 1 << 11;
+const DUPLICATE: u32 = 1 << 12;
+const TS_BACKWARDS: u32 = 1 << 13;
+const RECV_FAR: u32 = 1 << 14;
+const BAD_TS: u32 = 1 << 15;
+const MISSING_FIELD: u32 = 1 << 16;
+const UNKNOWN_FIELDS: u32 = 1 << 17;
+
+/// Options that shape the rows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Options {
+    /// Levels per side in `bids`/`asks`; 0 = top of book only (the arrays are omitted).
+    pub depth: usize,
+    /// `recv_far` when |receive time − exchange time| exceeds this (ms).
+    pub max_lag_ms: i64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { depth: 10, max_lag_ms: 60_000 }
+    }
+}
+
+/// What the join knows about a token.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JoinInfo {
+    pub slug: Option<String>,
+    pub outcome: Option<String>,
+    pub condition_id: Option<String>,
+    pub family: Option<String>,
+}
+
+struct TokenState {
+    join: Option<Rc<JoinInfo>>,
+    last_ts: Option<i64>,
+    last_hash: Option<String>,
+}
+
+/// Counts of one run (printed as the summary and stored in the manifest).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    pub files: u64,
+    pub lines: u64,
+    pub blank_lines: u64,
+    pub rows: BTreeMap<&'static str, u64>,
+    pub book_rows_by_source: BTreeMap<String, u64>,
+    pub flags: BTreeMap<&'static str, u64>,
+    pub hash_match: u64,
+    pub hash_mismatch: u64,
+    pub hash_unverifiable: u64,
+    pub unjoined_book_rows: u64,
+    pub gaps: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub bad_input: BTreeMap<String, u64>,
+    pub track_lines: u64,
+    /// Raw lines that are not about books (other kinds/endpoints), by `kind` or `kind/endpoint`.
+    pub skipped: BTreeMap<String, u64>,
+}
+
+/// One valid level: parsed price and size, index into the wire side.
+#[derive(Clone, Copy)]
+struct Lvl {
+    px: Dec,
+    sz: Dec,
+    i: u32,
+}
+
+/// The normalizer (module docs).
+pub struct Normalizer {
+    opts: Options,
+    joins: HashMap<String, Rc<JoinInfo>>,
+    tokens: HashMap<Box<str>, TokenState>,
+    pub stats: Stats,
+    hash_buf: Vec<u8>,
+    bids: Vec<Lvl>,
+    asks: Vec<Lvl>,
+}
+
+const ONE: Dec = Dec { m: 1, s: 0 };
+
+impl Normalizer {
+    pub fn new(opts: Options) -> Normalizer {
+        let mut stats = Stats::default();
+        for f in FLAGS {
+            stats.flags.insert(f, 0);
+        }
+        for r in ["book", "gap", "error", "bad_input"] {
+            stats.rows.insert(r, 0);
+        }
+        Normalizer { opts, joins: HashMap::new(), tokens: HashMap::new(), stats, hash_buf: Vec::with_capacity(8192), bids: Vec::new(), asks: Vec::new() }
+    }
+
+    /// Records what is known about a token (later information replaces earlier).
+    pub fn add_join(&mut self, token_id: &str, info: JoinInfo) {
+        let info = Rc::new(info);
+        if let Some(st) = self.tokens.get_mut(token_id) {
+            st.join = Some(info.clone());
+        }
+        self.joins.insert(token_id.to_string(), info);
+    }
+
+    /// Loads one line of a `--markets` file: a market record (`pmarchive.market/1`) or a raw `track`
+    /// envelope. Returns the number of tokens learnt, or why the line was not usable.
+    pub fn load_join_line(&mut self, line: &[u8]) -> Result<usize, String> {
+        let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+        let ctx = match v.get("schema").and_then(|s| s.as_str()) {
+            Some(crate::market::MARKET_SCHEMA) => v.clone(),
+            Some(crate::envelope::SCHEMA) if v.get("kind").and_then(|k| k.as_str()) == Some("track") => v.get("ctx").cloned().unwrap_or_default(),
+            Some(crate::envelope::SCHEMA) => return Ok(0),
+            other => return Err(format!("not a market record or raw envelope (schema {other:?})")),
+        };
+        let mut t: TrackCtx = serde_json::from_value(ctx.clone()).map_err(|e| format!("bad tokens: {e}"))?;
+        if t.slug.is_none() {
+            t.slug = ctx.get("slug").and_then(|s| s.as_str()).map(String::from);
+        }
+        Ok(self.learn(t))
+    }
+
+    fn learn(&mut self, t: TrackCtx) -> usize {
+        let n = t.tokens.len();
+        for tok in t.tokens {
+            let info = JoinInfo { slug: t.slug.clone(), outcome: tok.outcome.clone(), condition_id: t.condition_id.clone(), family: t.family.clone() };
+            self.add_join(&tok.token_id, info);
+        }
+        n
+    }
+
+    /// Starts a new input file.
+    pub fn start_file(&mut self) {
+        self.stats.files += 1;
+    }
+
+    /// Normalizes one raw line (without its `\n`), appending zero or more rows to `out`.
+    pub fn line(&mut self, file: &str, lineno: u64, line: &[u8], out: &mut Vec<u8>) {
+        self.stats.lines += 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            self.stats.blank_lines += 1;
+            return;
+        }
+        // One UTF-8 check per line, then the str parser (cheaper than checking every string).
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => t,
+            Err(e) => return self.bad_input(file, lineno, "not_json", &format!("not UTF-8: {e}"), line, out),
+        };
+        let env: Env = match serde_json::from_str(text) {
+            Ok(e) => e,
+            Err(e) => return self.bad_input(file, lineno, "not_json", &e.to_string(), line, out),
+        };
+        if env.schema.as_deref() != Some(crate::envelope::SCHEMA) {
+            let detail = format!("schema is {:?}, expected {}", env.schema.as_deref(), crate::envelope::SCHEMA);
+            return self.bad_input(file, lineno, "not_raw_envelope", &detail, line, out);
+        }
+        match (env.kind.as_deref(), env.endpoint.as_deref()) {
+            (Some("http"), Some("books" | "book")) => self.http_books(&env, line, out),
+            (Some("gap"), _) => self.gap_row(&env, out),
+            (Some("track"), _) => {
+                self.stats.track_lines += 1;
+                if let Some(ctx) = env.ctx {
+                    if let Ok(t) = serde_json::from_str::<TrackCtx>(ctx.get()) {
+                        self.learn(t);
+                    }
+                }
+            }
+            (k, e) => {
+                let key = match e {
+                    Some(e) => format!("{}/{}", k.unwrap_or("?"), e),
+                    None => k.unwrap_or("?").to_string(),
+                };
+                *self.stats.skipped.entry(key).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// The input ended in a read error (truncated gzip, I/O error): one bad_input row at the line
+    /// that could not be completed, with the bytes that were read of it.
+    pub fn read_error(&mut self, file: &str, lineno: u64, partial: &[u8], err: &str, out: &mut Vec<u8>) {
+        self.bad_input(file, lineno, "read_error", err, partial, out);
+    }
+
+    fn bad_input(&mut self, file: &str, lineno: u64, reason: &str, detail: &str, line: &[u8], out: &mut Vec<u8>) {
+        *self.stats.rows.get_mut("bad_input").unwrap() += 1;
+        *self.stats.bad_input.entry(reason.to_string()).or_insert(0) += 1;
+        out.extend_from_slice(b"{\"record\":\"bad_input\",\"schema\":\"");
+        out.extend_from_slice(SCHEMA.as_bytes());
+        out.extend_from_slice(b"\",\"file\":");
+        put_str(out, file);
+        let _ = write!(out, ",\"line\":{lineno},\"reason\":");
+        put_str(out, reason);
+        out.extend_from_slice(b",\"detail\":");
+        put_str(out, detail);
+        let cut = line.len().min(200);
+        let _ = write!(out, ",\"bytes\":{},\"excerpt\":", line.len());
+        put_str(out, &String::from_utf8_lossy(&line[..cut]));
+        out.extend_from_slice(b"}\n");
+    }
+
+    fn ctx<'a>(env: &'a Env<'a>) -> Ctx<'a> {
+        env.ctx.and_then(|c| serde_json::from_str::<Ctx>(c.get()).ok()).unwrap_or_default()
+    }
+
+    fn gap_row(&mut self, env: &Env, out: &mut Vec<u8>) {
+        let ctx = Self::ctx(env);
+        let kind = ctx.gap.as_deref().unwrap_or("unknown");
+        *self.stats.rows.get_mut("gap").unwrap() += 1;
+        *self.stats.gaps.entry(kind.to_string()).or_insert(0) += 1;
+        let join = ctx.token_id.as_deref().and_then(|t| self.joins.get(t)).cloned();
+        head(out, "gap", env);
+        out.extend_from_slice(b",\"gap\":");
+        put_str(out, kind);
+        put_slot(out, &ctx);
+        out.extend_from_slice(b",\"market\":");
+        put_opt(out, join.as_ref().and_then(|j| j.condition_id.as_deref()));
+        out.extend_from_slice(b",\"asset_id\":");
+        put_opt(out, ctx.token_id.as_deref());
+        out.extend_from_slice(b",\"slug\":");
+        put_opt(out, ctx.slug.as_deref().or(join.as_ref().and_then(|j| j.slug.as_deref())));
+        out.extend_from_slice(b",\"outcome\":");
+        put_opt(out, ctx.outcome.as_deref().or(join.as_ref().and_then(|j| j.outcome.as_deref())));
+        out.extend_from_slice(b",\"error\":");
+        put_opt(out, env.error.as_deref());
+        put_prov(out, env);
+        out.extend_from_slice(b",\"ctx\":");
+        put_raw(out, env.ctx);
+        out.extend_from_slice(b"}\n");
+    }
+
+    fn http_books(&mut self, env: &Env, line: &[u8], out: &mut Vec<u8>) {
+        let ctx = Self::ctx(env);
+        match env.status {
+            None => return self.error_row(env, &ctx, "no_reply", None, None, line, out),
+            Some(200) => {}
+            Some(_) => return self.error_row(env, &ctx, "http_status", None, None, line, out),
+        }
+        match (env.body_kind.as_deref(), &env.body, &env.body_text) {
+            (Some("json"), Some(body), _) => self.body(env, &ctx, body, line, out),
+            (Some("json_text"), _, Some(text)) => match serde_json::from_str::<Body>(text) {
+                Ok(body) => self.body(env, &ctx, &body, line, out),
+                Err(_) => self.error_row(env, &ctx, "not_json", None, None, line, out),
+            },
+            _ => self.error_row(env, &ctx, "not_json", None, None, line, out),
+        }
+    }
+
+    fn body(&mut self, env: &Env, ctx: &Ctx, body: &Body, line: &[u8], out: &mut Vec<u8>) {
+        match body {
+            Body::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Item::Book(b) if b.asset_id.is_some() => self.book_row(env, ctx, b, out),
+                        Item::Book(b) if b.error.is_some() => self.error_row(env, ctx, "error_body", Some(i), None, line, out),
+                        _ => self.error_row(env, ctx, "bad_book", Some(i), None, line, out),
+                    }
+                }
+            }
+            Body::Object(b) if b.asset_id.is_some() => self.book_row(env, ctx, b, out),
+            Body::Object(b) if b.error.is_some() => self.error_row(env, ctx, "error_body", None, None, line, out),
+            _ => self.error_row(env, ctx, "bad_book", None, None, line, out),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn error_row(&mut self, env: &Env, ctx: &Ctx, reason: &str, index: Option<usize>, asset: Option<&str>, line: &[u8], out: &mut Vec<u8>) {
+        *self.stats.rows.get_mut("error").unwrap() += 1;
+        *self.stats.errors.entry(reason.to_string()).or_insert(0) += 1;
+        head(out, "error", env);
+        out.extend_from_slice(b",\"reason\":");
+        put_str(out, reason);
+        out.extend_from_slice(b",\"status\":");
+        put_u64(out, env.status);
+        out.extend_from_slice(b",\"attempt\":");
+        put_u64(out, env.attempt);
+        put_slot(out, ctx);
+        out.extend_from_slice(b",\"index\":");
+        put_u64(out, index.map(|i| i as u64));
+        out.extend_from_slice(b",\"asset_id\":");
+        put_opt(out, asset);
+        out.extend_from_slice(b",\"detail\":");
+        put_opt(out, env.error.as_deref().or(env.body_error.as_deref()));
+        out.extend_from_slice(b",\"body_kind\":");
+        put_opt(out, env.body_kind.as_deref());
+        out.extend_from_slice(b",\"reply\":");
+        put_opt(out, reply_excerpt(line, index).as_deref());
+        put_prov(out, env);
+        out.extend_from_slice(b",\"ctx\":");
+        put_raw(out, env.ctx);
+        out.extend_from_slice(b"}\n");
+    }
+
+    /// Collects the valid levels of a side (wire order) into `dst`; returns flags.
+    fn side(levels: Option<&Vec<Level>>, bids: bool, tick: Option<Dec>, dst: &mut Vec<Lvl>) -> u32 {
+        dst.clear();
+        let Some(levels) = levels else { return BAD_LEVEL | MISSING_FIELD };
+        let mut f = 0;
+        let mut prev: Option<Dec> = None;
+        for (i, l) in levels.iter().enumerate() {
+            let (Some(px), Some(sz)) = (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse)) else {
+                f |= BAD_LEVEL;
+                continue;
+            };
+            if px.signum() <= 0 || px >= ONE {
+                f |= OUT_OF_RANGE;
+            }
+            if sz.signum() <= 0 {
+                f |= NONPOS_SIZE;
+            }
+            if let Some(t) = tick {
+                if !px.is_multiple_of(t) {
+                    f |= OFF_TICK;
+                }
+            }
+            if let Some(p) = prev {
+                // Wire order: bids ascending, asks descending (best last), facts §4.1.
+                match (px.cmp(&p), bids) {
+                    (std::cmp::Ordering::Equal, _) => f |= DUP_PRICE,
+                    (std::cmp::Ordering::Less, true) | (std::cmp::Ordering::Greater, false) => f |= UNSORTED,
+                    _ => {}
+                }
+            }
+            prev = Some(px);
+            dst.push(Lvl { px, sz, i: i as u32 });
+        }
+        // Best first: reversing the wire order sorts a well-formed side; otherwise sort explicitly.
+        dst.reverse();
+        if f & UNSORTED != 0 {
+            if bids {
+                dst.sort_by(|a, b| b.px.cmp(&a.px));
+            } else {
+                dst.sort_by(|a, b| a.px.cmp(&b.px));
+            }
+        }
+        f
+    }
+
+    fn book_row(&mut self, env: &Env, ctx: &Ctx, b: &Book, out: &mut Vec<u8>) {
+        let asset = b.asset_id.as_deref().expect("caller checked");
+        let mut flags = 0u32;
+        let ts = b.timestamp.as_deref().and_then(dec::parse_ms);
+        if ts.is_none() {
+            flags |= BAD_TS;
+        }
+        let recv = env.collected_at_utc.as_deref().and_then(dec::parse_utc_micros);
+        let tick = b.tick_size.and_then(|r| serde_json::from_str::<&str>(r.get()).ok()).and_then(Dec::parse).filter(|t| t.signum() > 0);
+        let (mut bids, mut asks) = (std::mem::take(&mut self.bids), std::mem::take(&mut self.asks));
+        flags |= Self::side(b.bids.as_ref(), true, tick, &mut bids);
+        flags |= Self::side(b.asks.as_ref(), false, tick, &mut asks);
+        if bids.is_empty() {
+            flags |= EMPTY_BIDS;
+        }
+        if asks.is_empty() {
+            flags |= EMPTY_ASKS;
+        }
+        if let (Some(bb), Some(ba)) = (bids.first(), asks.first()) {
+            match bb.px.cmp(&ba.px) {
+                std::cmp::Ordering::Greater => flags |= CROSSED,
+                std::cmp::Ordering::Equal => flags |= LOCKED,
+                _ => {}
+            }
+        }
+        if b.market.is_none() || b.hash.is_none() || b.timestamp.is_none() || b.min_order_size.is_none() || b.tick_size.is_none() || b.neg_risk.is_none() || b.last_trade_price.is_none() {
+            flags |= MISSING_FIELD;
+        }
+        if b.unknown_fields > 0 {
+            flags |= UNKNOWN_FIELDS;
+        }
+        let hash_ok = self.verify_hash(b);
+        match hash_ok {
+            Some(true) => self.stats.hash_match += 1,
+            Some(false) => {
+                self.stats.hash_mismatch += 1;
+                flags |= HASH_MISMATCH;
+            }
+            None => {
+                self.stats.hash_unverifiable += 1;
+                flags |= HASH_UNVERIFIABLE;
+            }
+        }
+        if let (Some(r), Some(t)) = (recv, ts) {
+            if (r - t * 1000).abs() > self.opts.max_lag_ms * 1000 {
+                flags |= RECV_FAR;
+            }
+        }
+        // Per-asset state: previous row's exchange time and hash.
+        let st = match self.tokens.get_mut(asset) {
+            Some(st) => st,
+            None => {
+                let join = self.joins.get(asset).cloned();
+                self.tokens.entry(asset.into()).or_insert(TokenState { join, last_ts: None, last_hash: None })
+            }
+        };
+        if let (Some(prev), Some(t)) = (st.last_ts, ts) {
+            if t < prev {
+                flags |= TS_BACKWARDS;
+            } else if t == prev && st.last_hash.as_deref() == b.hash.as_deref() {
+                flags |= DUPLICATE;
+            }
+        }
+        if ts.is_some() {
+            st.last_ts = ts;
+            match (&mut st.last_hash, b.hash.as_deref()) {
+                (Some(h), Some(n)) => {
+                    h.clear();
+                    h.push_str(n);
+                }
+                (slot, n) => *slot = n.map(String::from),
+            }
+        }
+        let join = st.join.clone();
+        if join.as_ref().and_then(|j| j.slug.as_ref()).is_none() {
+            self.stats.unjoined_book_rows += 1;
+        }
+        *self.stats.rows.get_mut("book").unwrap() += 1;
+        *self.stats.book_rows_by_source.entry(env.endpoint.as_deref().unwrap_or("?").to_string()).or_insert(0) += 1;
+        for (i, name) in FLAGS.iter().enumerate() {
+            if flags & (1 << i) != 0 {
+                *self.stats.flags.get_mut(name).unwrap() += 1;
+            }
+        }
+
+        // ---- the row ----
+        head(out, "book", env);
+        out.extend_from_slice(b",\"exchange_at_utc\":");
+        match ts {
+            Some(t) => {
+                out.push(b'"');
+                dec::write_utc_micros(out, t.saturating_mul(1000));
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"exchange_ts_ms\":");
+        put_i64(out, ts);
+        out.extend_from_slice(b",\"recv_lag_ms\":");
+        match (recv, ts) {
+            (Some(r), Some(t)) => {
+                let lag = r - t * 1000;
+                let _ = write!(out, "{}{}.{:03}", if lag < 0 { "-" } else { "" }, lag.abs() / 1000, lag.abs() % 1000);
+            }
+            _ => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"market\":");
+        put_opt(out, b.market.as_deref());
+        out.extend_from_slice(b",\"asset_id\":");
+        put_str(out, asset);
+        let j = join.as_deref();
+        out.extend_from_slice(b",\"slug\":");
+        put_opt(out, j.and_then(|j| j.slug.as_deref()));
+        out.extend_from_slice(b",\"outcome\":");
+        put_opt(out, j.and_then(|j| j.outcome.as_deref()));
+        out.extend_from_slice(b",\"family\":");
+        put_opt(out, j.and_then(|j| j.family.as_deref()));
+        put_slot(out, ctx);
+        put_prov(out, env);
+        let bb = best(&bids, b.bids.as_ref());
+        let ba = best(&asks, b.asks.as_ref());
+        out.extend_from_slice(b",\"best_bid_price\":");
+        put_opt(out, bb.and_then(|(l, _)| l.price.as_deref()));
+        out.extend_from_slice(b",\"best_bid_size\":");
+        put_opt(out, bb.and_then(|(l, _)| l.size.as_deref()));
+        out.extend_from_slice(b",\"best_ask_price\":");
+        put_opt(out, ba.and_then(|(l, _)| l.price.as_deref()));
+        out.extend_from_slice(b",\"best_ask_size\":");
+        put_opt(out, ba.and_then(|(l, _)| l.size.as_deref()));
+        let (mid, spread) = match (bb, ba) {
+            (Some((_, b)), Some((_, a))) => (b.checked_add(a).and_then(Dec::half), a.checked_sub(b)),
+            _ => (None, None),
+        };
+        out.extend_from_slice(b",\"mid\":");
+        put_dec(out, mid);
+        out.extend_from_slice(b",\"spread\":");
+        put_dec(out, spread);
+        let _ = write!(out, ",\"bid_levels\":{},\"ask_levels\":{}", bids.len(), asks.len());
+        out.extend_from_slice(b",\"bid_depth\":");
+        put_dec(out, bids.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)));
+        out.extend_from_slice(b",\"ask_depth\":");
+        put_dec(out, asks.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)));
+        for (k, v) in [("tick_size", b.tick_size), ("min_order_size", b.min_order_size), ("neg_risk", b.neg_risk), ("last_trade_price", b.last_trade_price)] {
+            let _ = write!(out, ",\"{k}\":");
+            put_raw(out, v);
+        }
+        out.extend_from_slice(b",\"hash\":");
+        put_opt(out, b.hash.as_deref());
+        out.extend_from_slice(b",\"hash_ok\":");
+        out.extend_from_slice(match hash_ok {
+            Some(true) => b"true",
+            Some(false) => b"false",
+            None => b"null",
+        });
+        out.extend_from_slice(b",\"flags\":[");
+        let mut first = true;
+        for (i, name) in FLAGS.iter().enumerate() {
+            if flags & (1 << i) != 0 {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.push(b'"');
+                out.extend_from_slice(name.as_bytes());
+                out.push(b'"');
+            }
+        }
+        let _ = write!(out, "],\"depth\":{}", self.opts.depth);
+        if self.opts.depth > 0 {
+            out.extend_from_slice(b",\"bids\":");
+            put_levels(out, &bids, b.bids.as_ref(), self.opts.depth);
+            out.extend_from_slice(b",\"asks\":");
+            put_levels(out, &asks, b.asks.as_ref(), self.opts.depth);
+        }
+        out.extend_from_slice(b"}\n");
+        self.bids = bids;
+        self.asks = asks;
+    }
+
+    /// Recomputes the venue hash (facts §6.3). None when a field it needs is missing or a level
+    /// is not a pair of strings.
+    fn verify_hash(&mut self, b: &Book) -> Option<bool> {
+        let (market, asset, ts, want) = (b.market.as_deref()?, b.asset_id.as_deref()?, b.timestamp.as_deref()?, b.hash.as_deref()?);
+        let strs = |side: &Option<Vec<Level>>| -> Option<()> {
+            side.as_ref()?.iter().all(|l| l.price.is_some() && l.size.is_some()).then_some(())
+        };
+        strs(&b.bids)?;
+        strs(&b.asks)?;
+        let tail = [b.min_order_size?, b.tick_size?, b.neg_risk?, b.last_trade_price?].map(parse::hash_scalar_text);
+        book::write_hash_text(&mut self.hash_buf, market, asset, ts, pairs(&b.bids), pairs(&b.asks), [&tail[0], &tail[1], &tail[2], &tail[3]]);
+        let mut hex = [0u8; 40];
+        book::sha1_hex_into(&self.hash_buf, &mut hex);
+        Some(want.as_bytes() == hex)
+    }
+}
+
+/// The best level of a side: the wire level and its parsed price.
+fn best<'b, 'a>(side: &[Lvl], wire: Option<&'b Vec<Level<'a>>>) -> Option<(&'b Level<'a>, Dec)> {
+    let l = side.first()?;
+    Some((&wire?[l.i as usize], l.px))
+}
+
+/// A side's levels as (price, size) strings in wire order (callers checked that all are strings).
+fn pairs<'b>(side: &'b Option<Vec<Level<'_>>>) -> impl Iterator<Item = (&'b str, &'b str)> {
+    side.iter().flatten().map(|l| (l.price.as_deref().unwrap_or_default(), l.size.as_deref().unwrap_or_default()))
+}
+
+/// The reply (or the failing element of it) as at most 500 characters of text, for error rows.
+fn reply_excerpt(line: &[u8], index: Option<usize>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct R<'a> {
+        #[serde(borrow, default)]
+        body: Option<&'a RawValue>,
+        #[serde(default)]
+        body_text: Option<String>,
+        #[serde(default)]
+        body_hex: Option<String>,
+    }
+    let r: R = serde_json::from_slice(line).ok()?;
+    let text: String = match (r.body, index) {
+        (Some(b), Some(i)) => serde_json::from_str::<Vec<&RawValue>>(b.get()).ok()?.get(i)?.get().to_string(),
+        (Some(b), None) => b.get().to_string(),
+        (None, _) => r.body_text.or(r.body_hex)?,
+    };
+    Some(match text.char_indices().nth(500) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    })
+}
+
+/// `{"record":R,"schema":…,"venue":…,"source":endpoint,"collected_at_utc":…` (no closing brace).
+fn head(out: &mut Vec<u8>, record: &str, env: &Env) {
+    out.extend_from_slice(b"{\"record\":\"");
+    out.extend_from_slice(record.as_bytes());
+    out.extend_from_slice(b"\",\"schema\":\"");
+    out.extend_from_slice(SCHEMA.as_bytes());
+    out.extend_from_slice(b"\",\"venue\":");
+    put_opt(out, env.venue.as_deref());
+    out.extend_from_slice(b",\"source\":");
+    put_opt(out, env.endpoint.as_deref());
+    out.extend_from_slice(b",\"collected_at_utc\":");
+    put_opt(out, env.collected_at_utc.as_deref());
+}
+
+fn put_slot(out: &mut Vec<u8>, ctx: &Ctx) {
+    out.extend_from_slice(b",\"slot\":");
+    put_i64(out, ctx.slot);
+    out.extend_from_slice(b",\"due_at_utc\":");
+    put_opt(out, ctx.due_at_utc.as_deref());
+}
+
+fn put_prov(out: &mut Vec<u8>, env: &Env) {
+    out.extend_from_slice(b",\"raw_run_id\":");
+    put_opt(out, env.run_id.as_deref());
+    out.extend_from_slice(b",\"raw_seq\":");
+    put_u64(out, env.seq);
+}
+
+fn put_levels(out: &mut Vec<u8>, side: &[Lvl], wire: Option<&Vec<Level>>, n: usize) {
+    out.push(b'[');
+    if let Some(wire) = wire {
+        for (k, l) in side.iter().take(n).enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            let w = &wire[l.i as usize];
+            // Both parsed as decimals, so they hold only digits, '.', '-': copied verbatim.
+            out.extend_from_slice(b"{\"price\":\"");
+            out.extend_from_slice(w.price.as_deref().unwrap_or_default().as_bytes());
+            out.extend_from_slice(b"\",\"size\":\"");
+            out.extend_from_slice(w.size.as_deref().unwrap_or_default().as_bytes());
+            out.extend_from_slice(b"\"}");
+        }
+    }
+    out.push(b']');
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, s).expect("string serializes");
+    }
+}
+
+fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn put_raw(out: &mut Vec<u8>, r: Option<&RawValue>) {
+    match r {
+        Some(r) => out.extend_from_slice(r.get().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn put_u64(out: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            let _ = write!(out, "{v}");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn put_i64(out: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        Some(v) => {
+            let _ = write!(out, "{v}");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn put_dec(out: &mut Vec<u8>, d: Option<Dec>) {
+    match d {
+        Some(d) => {
+            out.push(b'"');
+            d.write(out);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}

@@ -1,0 +1,319 @@
+//! pm-normalize's engine: raw `pmarchive.raw/1` book envelopes → normalized order-book rows
+//! (`pmarchive.orderbook/1`, docs/ORDERBOOK_SCHEMA.md), and `--check` over normalized files.
+//!
+//! Work is split over three threads joined by crossbeam channels carrying large chunks: one reads
+//! and decompresses the inputs into newline-aligned 4 MiB chunks, the calling thread parses and
+//! formats (it owns the [`Normalizer`] state), one writes (and gzips, for `.gz` outputs). Buffers
+//! travel back on return channels, so steady state allocates almost nothing per line.
+
+pub mod check;
+pub mod dec;
+pub mod engine;
+pub mod parse;
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+pub use engine::{JoinInfo, Normalizer, Options, Stats, FLAGS, SCHEMA};
+
+use crate::jsonl;
+
+/// Bytes per chunk handed from the reader to the parser.
+const CHUNK: usize = 4 << 20;
+/// Output is handed to the writer once the buffer holds this much.
+const OUT_CHUNK: usize = 1 << 20;
+
+/// Reader → parser messages.
+enum Msg {
+    /// A new input file begins (its name as given).
+    File(String),
+    /// Complete lines (the last chunk of a file may end without `\n`).
+    Data(Vec<u8>),
+    /// The file ended; `error` when it ended in a read error, `partial` = the unfinished line.
+    End { partial: Vec<u8>, error: Option<String> },
+}
+
+fn take_buf(pool: &Receiver<Vec<u8>>) -> Vec<u8> {
+    let mut b = pool.try_recv().unwrap_or_default();
+    b.resize(CHUNK, 0);
+    b
+}
+
+/// Sends `buf[..cut]` and returns a fresh buffer holding `buf[cut..filled]`; None when the parser is gone.
+fn send_lines(tx: &Sender<Msg>, pool: &Receiver<Vec<u8>>, mut buf: Vec<u8>, cut: usize, filled: usize) -> Option<(Vec<u8>, usize)> {
+    let mut next = take_buf(pool);
+    let rest = filled - cut;
+    if next.len() < rest * 2 {
+        next.resize(rest * 2, 0);
+    }
+    next[..rest].copy_from_slice(&buf[cut..filled]);
+    buf.truncate(cut);
+    tx.send(Msg::Data(buf)).ok()?;
+    Some((next, rest))
+}
+
+/// The reader thread: each input in turn, decompressed, as newline-aligned chunks.
+fn read_inputs(inputs: Vec<String>, tx: Sender<Msg>, pool: Receiver<Vec<u8>>) {
+    for name in inputs {
+        if tx.send(Msg::File(name.clone())).is_err() {
+            return;
+        }
+        let mut r = match jsonl::open(Path::new(&name)) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Msg::End { partial: Vec::new(), error: Some(format!("cannot read {name}: {e}")) });
+                continue;
+            }
+        };
+        let mut buf = take_buf(&pool);
+        let mut filled = 0;
+        let end = loop {
+            if filled == buf.len() {
+                // A line longer than the buffer: grow.
+                let n = buf.len() * 2;
+                buf.resize(n, 0);
+            }
+            match r.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    buf.truncate(filled);
+                    if filled > 0 && tx.send(Msg::Data(buf)).is_err() {
+                        return;
+                    }
+                    break Msg::End { partial: Vec::new(), error: None };
+                }
+                Ok(n) => {
+                    filled += n;
+                    if filled >= CHUNK / 2 {
+                        // Cut after the last complete line; a longer line keeps accumulating.
+                        if let Some(i) = buf[..filled].iter().rposition(|&b| b == b'\n') {
+                            match send_lines(&tx, &pool, buf, i + 1, filled) {
+                                Some((b, f)) => (buf, filled) = (b, f),
+                                None => return,
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let (rest, partial) = match buf[..filled].iter().rposition(|&b| b == b'\n') {
+                        Some(i) => (i + 1, buf[i + 1..filled].to_vec()),
+                        None => (0, buf[..filled].to_vec()),
+                    };
+                    buf.truncate(rest);
+                    if rest > 0 && tx.send(Msg::Data(buf)).is_err() {
+                        return;
+                    }
+                    break Msg::End { partial, error: Some(format!("read error: {e}")) };
+                }
+            }
+        };
+        if tx.send(end).is_err() {
+            return;
+        }
+    }
+}
+
+/// Where rows go.
+pub enum Output {
+    Stdout(io::Stdout),
+    File(BufWriter<File>),
+    Gzip(flate2::write::GzEncoder<BufWriter<File>>),
+}
+
+impl Write for Output {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::Stdout(w) => w.write(b),
+            Output::File(w) => w.write(b),
+            Output::Gzip(w) => w.write(b),
+        }
+    }
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        match self {
+            Output::Stdout(w) => w.lock().write_all(b),
+            Output::File(w) => w.write_all(b),
+            Output::Gzip(w) => w.write_all(b),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::Stdout(w) => w.flush(),
+            Output::File(w) => w.flush(),
+            Output::Gzip(w) => w.flush(),
+        }
+    }
+}
+
+/// An output file written beside its final path and renamed into place when complete.
+pub struct OutFile {
+    pub path: PathBuf,
+    tmp: PathBuf,
+}
+
+impl OutFile {
+    /// Creates the temporary file; gzip (deterministic header: no name, mtime 0) when `path` ends in `.gz`.
+    pub fn create(path: &Path) -> io::Result<(OutFile, Output)> {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+        let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        let f = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        let out = if path.extension().is_some_and(|e| e == "gz") {
+            Output::Gzip(flate2::GzBuilder::new().mtime(0).write(f, flate2::Compression::new(6)))
+        } else {
+            Output::File(f)
+        };
+        Ok((OutFile { path: path.to_path_buf(), tmp }, out))
+    }
+
+    /// Finishes the stream, fsyncs, renames into place, fsyncs the directory.
+    pub fn commit(self, out: Output) -> io::Result<()> {
+        let f = match out {
+            Output::File(w) => w.into_inner().map_err(|e| e.into_error())?,
+            Output::Gzip(g) => g.finish()?.into_inner().map_err(|e| e.into_error())?,
+            Output::Stdout(_) => return Err(io::Error::other("stdout is not a file")),
+        };
+        f.sync_all()?;
+        std::fs::rename(&self.tmp, &self.path)?;
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        crate::util::fsync_dir(dir)
+    }
+
+    /// Removes the temporary file (after a failure).
+    pub fn abandon(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// Normalizes `inputs` (names; `-` = stdin) in order into `out`. Returns the output back (for
+/// [`OutFile::commit`]). Read errors become bad_input rows; write errors are returned.
+pub fn run(inputs: &[String], out: Output, nor: &mut Normalizer) -> io::Result<Output> {
+    let (tx, rx) = bounded::<Msg>(3);
+    let (pool_tx, pool_rx) = bounded::<Vec<u8>>(4);
+    let (otx, orx) = bounded::<Vec<u8>>(4);
+    let (opool_tx, opool_rx) = bounded::<Vec<u8>>(4);
+    let names = inputs.to_vec();
+    std::thread::scope(|s| {
+        s.spawn(move || read_inputs(names, tx, pool_rx));
+        let writer = s.spawn(move || -> io::Result<Output> {
+            let mut out = out;
+            for chunk in orx {
+                out.write_all(&chunk)?;
+                let _ = opool_tx.try_send(chunk);
+            }
+            out.flush()?;
+            Ok(out)
+        });
+        let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK + (64 << 10));
+        let mut file = String::new();
+        let mut lineno = 0u64;
+        let mut failed = false;
+        let flush = |buf: &mut Vec<u8>, force: bool| -> bool {
+            if buf.len() >= OUT_CHUNK || (force && !buf.is_empty()) {
+                let mut next = opool_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(OUT_CHUNK + (64 << 10)));
+                next.clear();
+                let full = std::mem::replace(buf, next);
+                return otx.send(full).is_ok();
+            }
+            true
+        };
+        for msg in rx.iter() {
+            match msg {
+                Msg::File(name) => {
+                    nor.start_file();
+                    file = name;
+                    lineno = 0;
+                }
+                Msg::Data(data) => {
+                    let mut rest: &[u8] = &data;
+                    while !rest.is_empty() {
+                        let (line, next) = match find_newline(rest) {
+                            Some(i) => (&rest[..i], &rest[i + 1..]),
+                            None => (rest, &rest[rest.len()..]),
+                        };
+                        lineno += 1;
+                        nor.line(&file, lineno, line, &mut buf);
+                        rest = next;
+                    }
+                    let _ = pool_tx.try_send(data);
+                    if !flush(&mut buf, false) {
+                        failed = true;
+                        break;
+                    }
+                }
+                Msg::End { partial, error } => {
+                    if let Some(e) = error {
+                        nor.read_error(&file, lineno + 1, &partial, &e, &mut buf);
+                    }
+                }
+            }
+        }
+        if !failed {
+            flush(&mut buf, true);
+        }
+        drop(otx); // ends the writer loop
+        drop(rx); // stops the reader if we left early
+        writer.join().expect("writer thread")
+    })
+}
+
+/// Position of the first `\n`, eight bytes at a time (no memchr dependency).
+fn find_newline(h: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * b'\n' as u64;
+    let mut i = 0;
+    while i + 8 <= h.len() {
+        let w = u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes")) ^ NL;
+        // Classic "has zero byte": the lowest flagged byte is always a real zero.
+        let t = w.wrapping_sub(LO) & !w & HI;
+        if t != 0 {
+            return Some(i + (t.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    h[i..].iter().position(|&b| b == b'\n').map(|p| i + p)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn find_newline_agrees_with_position() {
+        let s = b"abcdefghij\nklmnopqrstuvwxyz0123456789\n\nx\xff\x8a\n";
+        for start in 0..s.len() {
+            let h = &s[start..];
+            assert_eq!(super::find_newline(h), h.iter().position(|&b| b == b'\n'), "{start}");
+        }
+        assert_eq!(super::find_newline(b""), None);
+    }
+}
+
+/// Expands `[]` to stdin.
+pub fn input_names(files: &[PathBuf]) -> Vec<String> {
+    if files.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        files.iter().map(|p| p.to_string_lossy().into_owned()).collect()
+    }
+}
+
+/// Loads `--markets` files into the join. Returns (tokens learnt, unusable lines with reasons).
+pub fn load_markets(nor: &mut Normalizer, path: &Path) -> io::Result<(usize, Vec<String>)> {
+    use std::io::BufRead;
+    let r = jsonl::open(path)?;
+    let (mut n, mut bad) = (0, Vec::new());
+    for (i, line) in r.split(b'\n').enumerate() {
+        let line = line?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match nor.load_join_line(&line) {
+            Ok(k) => n += k,
+            Err(e) => bad.push(format!("{}:{}: {e}", path.display(), i + 1)),
+        }
+    }
+    Ok((n, bad))
+}

@@ -1,0 +1,402 @@
+//! Borrowing, total parsers for raw envelopes and book bodies: every JSON shape is accepted (a wrong
+//! shape becomes `None`/`NotObject`, never a parse error), strings borrow from the input line when
+//! they carry no escapes, and scalar fields that enter the book hash are kept as raw JSON text.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// A raw envelope (`pmarchive.raw/1`): only the fields pm-normalize reads; others are skipped.
+#[derive(serde::Deserialize, Default)]
+pub struct Env<'a> {
+    #[serde(borrow, default)]
+    pub schema: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub venue: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub run_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub seq: Option<u64>,
+    #[serde(borrow, default)]
+    pub kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub endpoint: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub collected_at_utc: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub attempt: Option<u64>,
+    #[serde(default)]
+    pub status: Option<u64>,
+    #[serde(borrow, default)]
+    pub body_kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub body: Option<Body<'a>>,
+    #[serde(borrow, default)]
+    pub body_text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub body_error: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub error: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub ctx: Option<&'a RawValue>,
+}
+
+/// The context fields pm-normalize uses (pm-books' `ctx`, docs/DATA_CONTRACT.md).
+#[derive(serde::Deserialize, Default)]
+pub struct Ctx<'a> {
+    #[serde(default)]
+    pub slot: Option<i64>,
+    #[serde(borrow, default)]
+    pub due_at_utc: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub gap: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub token_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub slug: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub outcome: Option<Cow<'a, str>>,
+}
+
+/// `ctx` of a `track` line, owned (rare).
+#[derive(serde::Deserialize, Default)]
+pub struct TrackCtx {
+    #[serde(default)]
+    pub slug: Option<String>,
+    #[serde(default)]
+    pub condition_id: Option<String>,
+    #[serde(default)]
+    pub family: Option<String>,
+    #[serde(default)]
+    pub tokens: Vec<TokenRef>,
+}
+
+/// `{token_id, outcome}` as in track lines and market records.
+#[derive(serde::Deserialize, Default, Clone)]
+pub struct TokenRef {
+    pub token_id: String,
+    #[serde(default)]
+    pub outcome: Option<String>,
+}
+
+/// A reply body as far as books go.
+pub enum Body<'a> {
+    /// `/books`: an array of book objects (or junk elements).
+    Array(Vec<Item<'a>>),
+    /// `/book` (or an error object such as `{"error":"…"}`).
+    Object(Book<'a>),
+    /// Any other JSON value.
+    Other,
+}
+
+/// One element of a `/books` array.
+pub enum Item<'a> {
+    Book(Book<'a>),
+    NotObject,
+}
+
+/// One level as sent; `None` for a missing or non-string price/size (or a level that is not an object).
+#[derive(Default)]
+pub struct Level<'a> {
+    pub price: Option<Cow<'a, str>>,
+    pub size: Option<Cow<'a, str>>,
+}
+
+/// A book object as sent. Fields absent or of the wrong type are `None`.
+#[derive(Default)]
+pub struct Book<'a> {
+    pub market: Option<Cow<'a, str>>,
+    pub asset_id: Option<Cow<'a, str>>,
+    pub timestamp: Option<Cow<'a, str>>,
+    pub hash: Option<Cow<'a, str>>,
+    /// None when missing or not an array.
+    pub bids: Option<Vec<Level<'a>>>,
+    pub asks: Option<Vec<Level<'a>>>,
+    pub min_order_size: Option<&'a RawValue>,
+    pub tick_size: Option<&'a RawValue>,
+    pub neg_risk: Option<&'a RawValue>,
+    pub last_trade_price: Option<&'a RawValue>,
+    /// An `error` member (error replies such as `{"error":"Invalid token id"}`).
+    pub error: Option<&'a RawValue>,
+    /// Members not in the REST book schema (facts §4.1).
+    pub unknown_fields: u32,
+}
+
+/// A string (borrowed when possible), or None for any other JSON value (consumed).
+pub struct Str<'a>(pub Option<Cow<'a, str>>);
+
+macro_rules! ignore_scalars {
+    ($v:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+    };
+}
+
+fn skip_seq<'de, A: SeqAccess<'de>>(mut a: A) -> Result<(), A::Error> {
+    while a.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn skip_map<'de, A: MapAccess<'de>>(mut a: A) -> Result<(), A::Error> {
+    while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+struct StrV;
+
+impl<'de> Visitor<'de> for StrV {
+    type Value = Str<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Str(Some(Cow::Borrowed(v))))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Str(Some(Cow::Owned(v.to_owned()))))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Str(Some(Cow::Owned(v))))
+    }
+    ignore_scalars!(Str(None));
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        skip_seq(a)?;
+        Ok(Str(None))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        skip_map(a)?;
+        Ok(Str(None))
+    }
+}
+
+impl<'de> Deserialize<'de> for Str<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrV)
+    }
+}
+
+struct LevelV;
+
+impl<'de> Visitor<'de> for LevelV {
+    type Value = Level<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a level")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut l = Level::default();
+        while let Some(k) = a.next_key::<Str<'de>>()? {
+            match k.0.as_deref() {
+                Some("price") => l.price = a.next_value::<Str<'de>>()?.0,
+                Some("size") => l.size = a.next_value::<Str<'de>>()?.0,
+                _ => {
+                    a.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(l)
+    }
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+        Ok(Level::default())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Level::default())
+    }
+    ignore_scalars!(Level::default());
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        skip_seq(a)?;
+        Ok(Level::default())
+    }
+}
+
+impl<'de> Deserialize<'de> for Level<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LevelV)
+    }
+}
+
+/// A side: Some(levels) for an array, None for anything else.
+struct Side<'a>(Option<Vec<Level<'a>>>);
+
+struct SideV;
+
+impl<'de> Visitor<'de> for SideV {
+    type Value = Side<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a book side")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut v = Vec::with_capacity(a.size_hint().unwrap_or(16));
+        while let Some(l) = a.next_element::<Level<'de>>()? {
+            v.push(l);
+        }
+        Ok(Side(Some(v)))
+    }
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+        Ok(Side(None))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Side(None))
+    }
+    ignore_scalars!(Side(None));
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        skip_map(a)?;
+        Ok(Side(None))
+    }
+}
+
+impl<'de> Deserialize<'de> for Side<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SideV)
+    }
+}
+
+fn book_from_map<'de, A: MapAccess<'de>>(mut a: A) -> Result<Book<'de>, A::Error> {
+    let mut b = Book::default();
+    while let Some(k) = a.next_key::<Str<'de>>()? {
+        match k.0.as_deref() {
+            Some("market") => b.market = a.next_value::<Str<'de>>()?.0,
+            Some("asset_id") => b.asset_id = a.next_value::<Str<'de>>()?.0,
+            Some("timestamp") => b.timestamp = a.next_value::<Str<'de>>()?.0,
+            Some("hash") => b.hash = a.next_value::<Str<'de>>()?.0,
+            Some("bids") => b.bids = a.next_value::<Side<'de>>()?.0,
+            Some("asks") => b.asks = a.next_value::<Side<'de>>()?.0,
+            Some("min_order_size") => b.min_order_size = Some(a.next_value()?),
+            Some("tick_size") => b.tick_size = Some(a.next_value()?),
+            Some("neg_risk") => b.neg_risk = Some(a.next_value()?),
+            Some("last_trade_price") => b.last_trade_price = Some(a.next_value()?),
+            Some("error") => b.error = Some(a.next_value()?),
+            _ => {
+                b.unknown_fields += 1;
+                a.next_value::<IgnoredAny>()?;
+            }
+        }
+    }
+    Ok(b)
+}
+
+struct ItemV;
+
+impl<'de> Visitor<'de> for ItemV {
+    type Value = Item<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a book")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        Ok(Item::Book(book_from_map(a)?))
+    }
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+        Ok(Item::NotObject)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Item::NotObject)
+    }
+    ignore_scalars!(Item::NotObject);
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        skip_seq(a)?;
+        Ok(Item::NotObject)
+    }
+}
+
+impl<'de> Deserialize<'de> for Item<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ItemV)
+    }
+}
+
+struct BodyV<'a>(std::marker::PhantomData<&'a ()>);
+
+// Generic over 'de: 'a (like serde_json's `&RawValue`) so that `#[serde(borrow)]` works on it.
+impl<'de: 'a, 'a> Visitor<'de> for BodyV<'a> {
+    type Value = Body<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a reply body")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut v = Vec::with_capacity(a.size_hint().unwrap_or(4));
+        while let Some(i) = a.next_element::<Item<'de>>()? {
+            v.push(i);
+        }
+        Ok(Body::Array(v))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        Ok(Body::Object(book_from_map(a)?))
+    }
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+        Ok(Body::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Body::Other)
+    }
+    ignore_scalars!(Body::Other);
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Body<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(BodyV(std::marker::PhantomData))
+    }
+}
+
+/// The JSON text `serde_json::Value::to_string` gives for a scalar (what the venue's hash uses):
+/// the raw text itself for strings without escapes, booleans and null; re-printed otherwise.
+pub fn hash_scalar_text(raw: &RawValue) -> Cow<'_, str> {
+    let t = raw.get();
+    let plain_string = t.len() >= 2 && t.starts_with('"') && !t.contains('\\');
+    if plain_string || t == "true" || t == "false" || t == "null" {
+        Cow::Borrowed(t)
+    } else {
+        match serde_json::from_str::<serde_json::Value>(t) {
+            Ok(v) => Cow::Owned(v.to_string()),
+            Err(_) => Cow::Borrowed(t),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_books_envelope_borrowing() {
+        let line = br#"{"schema":"pmarchive.raw/1","kind":"http","endpoint":"books","seq":3,"status":200,"headers":{"x":"y"},"body":[{"market":"0x1","asset_id":"7","timestamp":"1","hash":"h","bids":[{"price":"0.1","size":"2"},{"price":3,"size":"1"},"junk"],"asks":"nope","min_order_size":"5","tick_size":"0.01","neg_risk":false,"last_trade_price":"","extra":{"a":[1]}},17],"ctx":{"slot":4}}"#;
+        let e: Env = serde_json::from_slice(line).unwrap();
+        assert_eq!(e.seq, Some(3));
+        let Some(Body::Array(items)) = e.body else { panic!("array") };
+        assert_eq!(items.len(), 2);
+        let Item::Book(b) = &items[0] else { panic!("book") };
+        assert!(matches!(b.asset_id, Some(Cow::Borrowed("7"))));
+        let bids = b.bids.as_ref().unwrap();
+        assert_eq!(bids.len(), 3);
+        assert_eq!(bids[0].price.as_deref(), Some("0.1"));
+        assert!(bids[1].price.is_none() && bids[2].size.is_none());
+        assert!(b.asks.is_none());
+        assert_eq!(b.unknown_fields, 1);
+        assert_eq!(b.tick_size.unwrap().get(), "\"0.01\"");
+        assert!(matches!(items[1], Item::NotObject));
+    }
+
+    #[test]
+    fn scalar_text_for_hash() {
+        let r: &RawValue = serde_json::from_str("5.00").unwrap();
+        assert_eq!(hash_scalar_text(r), "5.0");
+        let r: &RawValue = serde_json::from_str("\"0.01\"").unwrap();
+        assert_eq!(hash_scalar_text(r), "\"0.01\"");
+    }
+}
