@@ -111,7 +111,7 @@ fn run() -> cli::Result<ExitCode> {
     hc.call_timeout = timeout.unwrap_or_else(|| books::default_timeout(cfg.interval));
     hc.connect_timeout = hc.connect_timeout.min(hc.call_timeout);
     signal::install();
-    let input = books::spawn_reader(Box::new(std::io::stdin()));
+    let input = pm_archive::feed::spawn_reader(Box::new(std::io::stdin()));
     let seq = Sequencer::new(RunInfo::new("pm-books"));
     let mut poller = Poller::new(cfg, Client::new(hc), seq, jsonl::stdout_lines(), input);
     let end = poller.run()?;

@@ -98,7 +98,7 @@ pub fn hash_of_rest_book(v: &Value) -> Option<String> {
 
 /// Appends `s` as a JSON string exactly as [`hash_text`] spells it (serde_json escaping; a fast path
 /// copies strings that need no escaping).
-fn put_json_str(out: &mut Vec<u8>, s: &str) {
+pub fn put_json_str(out: &mut Vec<u8>, s: &str) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());

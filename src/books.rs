@@ -3,7 +3,7 @@
 //! tracking change as a raw envelope (`pmarchive.raw/1`, docs/DATA_CONTRACT.md).
 //!
 //! - Market records (`pmarchive.market/1`, from `pm-markets --watch`) arrive on a channel fed by a
-//!   reader thread ([`spawn_reader`]), so polling never waits on stdin.
+//!   reader thread ([`crate::feed::spawn_reader`]), so polling never waits on stdin.
 //! - A market is tracked from `lead` before its window start until `grace` after its window end, or
 //!   until the venue no longer has its books (after the window end, a token absent from
 //!   [`Config::gone_after`] consecutive successful replies stops being polled: `book_gone`).
@@ -16,7 +16,7 @@
 //!   only until its window end + grace, so that a late record update does not restart it).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -27,14 +27,13 @@ use time::OffsetDateTime;
 use crate::clock;
 use crate::envelope::Sequencer;
 use crate::http::{Attempt, Client, Request, Verdict};
-use crate::jsonl::{self, LineWriter};
-use crate::market::{self, Market, Token, MARKET_SCHEMA};
+use crate::jsonl::LineWriter;
+use crate::feed::Input;
+use crate::market::{Market, Token};
 use crate::signal;
 
 /// The most tokens one `POST /books` may ask for (the venue answers 400 above it, facts §4.2).
 pub const MAX_BATCH: usize = 500;
-/// Input lines longer than this are rejected (a market record is ~1.5 KB).
-pub const MAX_INPUT_LINE: usize = 1024 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -72,95 +71,6 @@ impl Config {
 /// 15 s (a full 500-token reply took 3.2 s when measured, facts §4.2).
 pub fn default_timeout(interval: Duration) -> Duration {
     (interval * 5).clamp(Duration::from_secs(2), Duration::from_secs(15))
-}
-
-/// One input line, as the reader thread saw it.
-#[derive(Debug)]
-pub enum Input {
-    Market { line: u64, market: Box<Market> },
-    Bad { line: u64, reason: String },
-}
-
-/// Checks a parsed market record enough to poll it.
-fn validate(m: &Market) -> Result<(), String> {
-    if m.schema != MARKET_SCHEMA || m.record != "market" {
-        return Err(format!("not a {MARKET_SCHEMA} market record (record {:?}, schema {:?})", m.record, m.schema));
-    }
-    if m.tokens.is_empty() {
-        return Err("no tokens".into());
-    }
-    if let Some(t) = m.tokens.iter().find(|t| !market::is_valid_token_id(&t.token_id)) {
-        return Err(format!("token id is not a decimal string: {:?}", t.token_id));
-    }
-    let (Some(s), Some(e)) = (m.window_start(), m.window_end()) else {
-        return Err(format!("window times are not RFC 3339: {:?} .. {:?}", m.window_start_utc, m.window_end_utc));
-    };
-    if e <= s {
-        return Err("window_end_utc is not after window_start_utc".into());
-    }
-    Ok(())
-}
-
-/// Parses one input line (blank lines give None).
-pub fn parse_line(line: &[u8]) -> Option<Result<Market, String>> {
-    let text = match std::str::from_utf8(line) {
-        Ok(t) => t.trim(),
-        Err(e) => return Some(Err(format!("not UTF-8: {e}"))),
-    };
-    if text.is_empty() {
-        return None;
-    }
-    Some(match serde_json::from_str::<Market>(text) {
-        Ok(m) => validate(&m).map(|_| m),
-        Err(e) => Err(format!("not a market record: {e}")),
-    })
-}
-
-/// Starts the thread that reads market records from `src` (plain or gzip JSONL) and sends them on
-/// the returned channel. The channel disconnects at the end of the input (or on a read error, which
-/// is reported as a bad line first).
-pub fn spawn_reader(src: Box<dyn Read + Send>) -> Receiver<Input> {
-    let (tx, rx) = crossbeam_channel::bounded(1024);
-    std::thread::Builder::new()
-        .name("stdin-reader".into())
-        .spawn(move || {
-            let mut r = match jsonl::reader(src) {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = tx.send(Input::Bad { line: 0, reason: format!("read error: {e}") });
-                    return;
-                }
-            };
-            let mut n = 0u64;
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Input::Bad { line: n + 1, reason: format!("read error: {e}") });
-                        return;
-                    }
-                }
-                n += 1;
-                let msg = if buf.len() > MAX_INPUT_LINE {
-                    Some(Input::Bad { line: n, reason: format!("line longer than {MAX_INPUT_LINE} bytes") })
-                } else {
-                    parse_line(&buf).map(|r| match r {
-                        Ok(m) => Input::Market { line: n, market: Box::new(m) },
-                        Err(reason) => Input::Bad { line: n, reason },
-                    })
-                };
-                if let Some(msg) = msg {
-                    if tx.send(msg).is_err() {
-                        return;
-                    }
-                }
-            }
-        })
-        .expect("spawn the stdin reader thread");
-    rx
 }
 
 /// Why the poller stopped.
@@ -646,67 +556,6 @@ fn failure_text(a: &Attempt) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record() -> Market {
-        Market {
-            record: "market".into(),
-            schema: MARKET_SCHEMA.into(),
-            venue: "polymarket".into(),
-            family: Some(market::Family::M5),
-            slug: "btc-updown-5m-1787414400".into(),
-            question: None,
-            market_id: None,
-            condition_id: format!("0x{}", "ab".repeat(32)),
-            question_id: None,
-            tokens: vec![Token { token_id: "123".into(), outcome: "Up".into() }, Token { token_id: "456".into(), outcome: "Down".into() }],
-            window_start_utc: "2026-08-22T16:00:00Z".into(),
-            window_end_utc: "2026-08-22T16:05:00Z".into(),
-            listed_at_utc: None,
-            active: Some(true),
-            closed: Some(false),
-            archived: Some(false),
-            accepting_orders: Some(true),
-            enable_order_book: Some(true),
-            status: "open".into(),
-            tick_size: Value::Null,
-            min_order_size: Value::Null,
-            neg_risk: None,
-            resolution_source: None,
-            source_url: "http://127.0.0.1/x".into(),
-            fetched_at_utc: "2026-08-22T16:00:01.000000Z".into(),
-            change: "new".into(),
-        }
-    }
-
-    #[test]
-    fn parses_and_validates_input_lines() {
-        let good = serde_json::to_vec(&record()).unwrap();
-        assert!(parse_line(&good).unwrap().is_ok());
-        assert!(parse_line(b"   \n").is_none());
-        assert!(parse_line(b"not json").unwrap().unwrap_err().starts_with("not a market record"));
-        assert!(parse_line(&[0xff, 0xfe]).unwrap().unwrap_err().starts_with("not UTF-8"));
-        let mut m = record();
-        m.tokens[0].token_id = "12a".into();
-        assert!(parse_line(&serde_json::to_vec(&m).unwrap()).unwrap().unwrap_err().contains("decimal"));
-        let mut m = record();
-        m.window_end_utc = m.window_start_utc.clone();
-        assert!(parse_line(&serde_json::to_vec(&m).unwrap()).unwrap().is_err());
-        let mut m = record();
-        m.schema = "other/1".into();
-        assert!(parse_line(&serde_json::to_vec(&m).unwrap()).unwrap().is_err());
-    }
-
-    #[test]
-    fn reader_thread_numbers_lines_and_disconnects_at_eof() {
-        let good = serde_json::to_string(&record()).unwrap();
-        let input = format!("{good}\nnot json\n\n{good}\n");
-        let rx = spawn_reader(Box::new(io::Cursor::new(input.into_bytes())));
-        let got: Vec<Input> = rx.iter().collect();
-        assert_eq!(got.len(), 3);
-        assert!(matches!(got[0], Input::Market { line: 1, .. }));
-        assert!(matches!(got[1], Input::Bad { line: 2, .. }));
-        assert!(matches!(got[2], Input::Market { line: 4, .. }));
-    }
 
     #[test]
     fn default_timeout_is_clamped() {

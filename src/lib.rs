@@ -11,6 +11,7 @@ pub mod cli;
 pub mod clock;
 pub mod discover;
 pub mod envelope;
+pub mod feed;
 pub mod http;
 pub mod jsonl;
 pub mod manifest;

@@ -14,7 +14,7 @@
 //! subscription change, back-off wait and watchdog firing is a record too, so gaps are explicit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use tungstenite::{Message, WebSocket};
 
 use crate::envelope::{Body, Envelope, RunInfo, Sequencer};
 use crate::http::{Client, Request};
+use crate::feed::Input;
 use crate::market::Market;
 use crate::{clock, signal, util};
 
@@ -87,43 +88,6 @@ impl Default for Config {
             tick: Duration::from_millis(200),
         }
     }
-}
-
-/// What the stdin reader hands the controller.
-#[derive(Debug)]
-pub enum Input {
-    Market(Box<Market>),
-    /// A line that is not a usable market record (line number, reason).
-    Bad(u64, String),
-    Eof,
-}
-
-/// Reads market records (pmarchive.market/1) line by line; never drops a bad line silently.
-pub fn read_markets(input: impl BufRead, tx: Sender<Input>) {
-    let mut n = 0u64;
-    for line in input.lines() {
-        n += 1;
-        let line = match line {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = tx.send(Input::Bad(n, format!("read error: {e}")));
-                break;
-            }
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let msg = match serde_json::from_str::<Market>(&line) {
-            Ok(m) if m.window_start().is_none() || m.window_end().is_none() => Input::Bad(n, "bad window times".into()),
-            Ok(m) if m.tokens.iter().any(|t| !crate::market::is_valid_token_id(&t.token_id)) => Input::Bad(n, "bad token id".into()),
-            Ok(m) => Input::Market(Box::new(m)),
-            Err(e) => Input::Bad(n, format!("not a market record: {e}")),
-        };
-        if tx.send(msg).is_err() {
-            return;
-        }
-    }
-    let _ = tx.send(Input::Eof);
 }
 
 /// Counters shared by all threads (reported on stderr at the end).
@@ -639,7 +603,7 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
             break;
         }
         match inputs.recv_timeout(cfg.tick) {
-            Ok(Input::Market(m)) => {
+            Ok(Input::Market { market: m, .. }) => {
                 let (Some(s), Some(e)) = (m.window_start(), m.window_end()) else { continue };
                 let from = s - time::Duration::seconds_f64(cfg.lead.as_secs_f64());
                 let until = e + time::Duration::seconds_f64(cfg.grace.as_secs_f64());
@@ -647,13 +611,13 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
                 let active = markets.get(&key).map(|t| t.active).unwrap_or(false);
                 markets.insert(key, Tracked { market: *m, from, until, active });
             }
-            Ok(Input::Bad(n, why)) => {
+            Ok(Input::Bad { line: n, reason: why }) => {
                 bad += 1;
                 eprintln!("{TOOL}: stdin line {n}: skipped: {why}");
                 let e = sink.envelope("gap").with_ctx(json!({"gap": "bad_input", "line": n})).with_error(why);
                 sink.send(e);
             }
-            Ok(Input::Eof) | Err(RecvTimeoutError::Disconnected) => eof = true,
+            Err(RecvTimeoutError::Disconnected) => eof = true,
             Err(RecvTimeoutError::Timeout) => {}
         }
         // Drain whatever else is queued before re-evaluating.

@@ -238,14 +238,14 @@ impl Normalizer {
         out.extend_from_slice(b"{\"record\":\"bad_input\",\"schema\":\"");
         out.extend_from_slice(SCHEMA.as_bytes());
         out.extend_from_slice(b"\",\"file\":");
-        put_str(out, file);
+        book::put_json_str(out, file);
         let _ = write!(out, ",\"line\":{lineno},\"reason\":");
-        put_str(out, reason);
+        book::put_json_str(out, reason);
         out.extend_from_slice(b",\"detail\":");
-        put_str(out, detail);
+        book::put_json_str(out, detail);
         let cut = line.len().min(200);
         let _ = write!(out, ",\"bytes\":{},\"excerpt\":", line.len());
-        put_str(out, &String::from_utf8_lossy(&line[..cut]));
+        book::put_json_str(out, &String::from_utf8_lossy(&line[..cut]));
         out.extend_from_slice(b"}\n");
     }
 
@@ -261,7 +261,7 @@ impl Normalizer {
         let join = ctx.token_id.as_deref().and_then(|t| self.joins.get(t)).cloned();
         head(out, "gap", env);
         out.extend_from_slice(b",\"gap\":");
-        put_str(out, kind);
+        book::put_json_str(out, kind);
         put_slot(out, &ctx);
         out.extend_from_slice(b",\"market\":");
         put_opt(out, join.as_ref().and_then(|j| j.condition_id.as_deref()));
@@ -319,7 +319,7 @@ impl Normalizer {
         *self.stats.errors.entry(reason.to_string()).or_insert(0) += 1;
         head(out, "error", env);
         out.extend_from_slice(b",\"reason\":");
-        put_str(out, reason);
+        book::put_json_str(out, reason);
         out.extend_from_slice(b",\"status\":");
         put_u64(out, env.status);
         out.extend_from_slice(b",\"attempt\":");
@@ -495,7 +495,7 @@ impl Normalizer {
         out.extend_from_slice(b",\"market\":");
         put_opt(out, b.market.as_deref());
         out.extend_from_slice(b",\"asset_id\":");
-        put_str(out, asset);
+        book::put_json_str(out, asset);
         let j = join.as_deref();
         out.extend_from_slice(b",\"slug\":");
         put_opt(out, j.and_then(|j| j.slug.as_deref()));
@@ -663,19 +663,10 @@ fn put_levels(out: &mut Vec<u8>, side: &[Lvl], wire: Option<&Vec<Level>>, n: usi
     out.push(b']');
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        serde_json::to_writer(&mut *out, s).expect("string serializes");
-    }
-}
 
 fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
-        Some(s) => put_str(out, s),
+        Some(s) => book::put_json_str(out, s),
         None => out.extend_from_slice(b"null"),
     }
 }
