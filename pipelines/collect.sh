@@ -80,6 +80,9 @@ num PMARCHIVE_LEAD "$LEAD"; num PMARCHIVE_GRACE "$GRACE"; num PMARCHIVE_AHEAD "$
 num PMARCHIVE_FLUSH_SECS "$FLUSH_SECS"; num PMARCHIVE_ROTATE_SECS "$ROTATE_SECS"
 num PMARCHIVE_KEEP_AFTER "$KEEP_AFTER"; num PMARCHIVE_MANIFEST_REFRESH "$MANIFEST_REFRESH"
 [ -z "$DURATION" ] || num PMARCHIVE_DURATION "$DURATION"
+pos() { awk -v v="$2" 'BEGIN { exit !(v > 0) }' || die2 "$1 must be greater than 0, got '$2'"; }
+pos PMARCHIVE_DISCOVERY_EVERY "$DISCOVERY_EVERY"; pos PMARCHIVE_INTERVAL "$INTERVAL"
+pos PMARCHIVE_FLUSH_SECS "$FLUSH_SECS"; pos PMARCHIVE_ROTATE_SECS "$ROTATE_SECS"; pos PMARCHIVE_MANIFEST_REFRESH "$MANIFEST_REFRESH"
 case "$WS" in 0|1) ;; *) die2 "PMARCHIVE_WS must be 0 or 1, got '$WS'" ;; esac
 
 mkdir -p "$ROOT/manifests" || die2 "cannot create archive root '$ROOT'"
@@ -98,6 +101,15 @@ if [ "$WS" = 1 ]; then mkfifo "$work/markets_books" "$work/markets_ws" "$work/ws
 
 declare -A NAME=()
 PRODUCERS=()
+stopping=0; status=0
+stop_producers() {
+  [ "$stopping" = 1 ] && return 0
+  stopping=1
+  log "stopping producers: ${PRODUCERS[*]:-none yet}"
+  [ "${#PRODUCERS[@]}" -eq 0 ] || kill -TERM "${PRODUCERS[@]}" 2>/dev/null || true
+}
+# Installed before any stage starts, so that a stop during start-up is handled too.
+trap 'log "signal received"; stop_producers' TERM INT HUP
 log "run $PMARCHIVE_RUN_ID: root=$ROOT families=$FAMILIES interval=${INTERVAL}s gamma=$GAMMA_URL clob=$CLOB_URL ws=$WS${DURATION:+ duration=${DURATION}s}"
 
 # Consumers first (opening a FIFO blocks until both ends exist), producers last. Every child closes fd 9,
@@ -121,21 +133,17 @@ if [ "$WS" = 1 ]; then
 fi
 ( exec 9>&-; exec "$PM_BOOKS" --clob-url "$CLOB_URL" --interval "$INTERVAL" --lead "$LEAD" --grace "$GRACE" "${ua[@]}" < "$books_in" > "$work/books" ) &
 NAME[$!]=pm-books; PRODUCERS+=($!)
+# The shell opens the Gamma FIFO (fd 3), not pm-markets: if pm-markets rejects its arguments and exits,
+# the gamma rotator still sees end-of-input instead of waiting forever for a writer.
 ( exec 9>&-; exec "$PM_MARKETS" --watch "$DISCOVERY_EVERY" --families "$FAMILIES" --ahead "$AHEAD" --keep-after "$KEEP_AFTER" \
-    --gamma-url "$GAMMA_URL" --raw-out "$work/gamma" "${ua[@]}" > "$work/markets" ) &
+    --gamma-url "$GAMMA_URL" --raw-out /dev/fd/3 "${ua[@]}" 3> "$work/gamma" > "$work/markets" ) &
 NAME[$!]=pm-markets; PRODUCERS+=($!)
 TIMER=""
 if [ -n "$DURATION" ]; then { exec 9>&-; exec sleep "$DURATION"; } & TIMER=$!; fi
 for p in "${!NAME[@]}"; do log "started ${NAME[$p]} (pid $p)"; done
+# A stop that arrived while the stages were starting: stop the producers now that they exist.
+if [ "$stopping" = 1 ]; then stopping=0; stop_producers; fi
 
-stopping=0; status=0
-stop_producers() {
-  [ "$stopping" = 1 ] && return 0
-  stopping=1
-  log "stopping producers: ${PRODUCERS[*]}"
-  kill -TERM "${PRODUCERS[@]}" 2>/dev/null || true
-}
-trap 'log "signal received"; stop_producers' TERM INT HUP
 
 # Supervise: wait for any job; a failure stops everything; the end of a producer stops the others.
 while [ "${#NAME[@]}" -gt 0 ]; do

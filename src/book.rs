@@ -22,49 +22,20 @@ pub struct HashInput<'a> {
     pub last_trade_price: &'a Value,
 }
 
-fn push_str(out: &mut String, s: &str) {
-    // serde_json escapes exactly like Python's json.dumps for the ASCII text the venue sends.
-    out.push_str(&serde_json::to_string(s).expect("string serializes"));
-}
-
-fn push_levels(out: &mut String, levels: &[(&str, &str)]) {
-    out.push('[');
-    for (i, (p, s)) in levels.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"price\":");
-        push_str(out, p);
-        out.push_str(",\"size\":");
-        push_str(out, s);
-        out.push('}');
-    }
-    out.push(']');
-}
-
-/// The exact text that is hashed.
+/// The exact text that is hashed (one writer: [`write_hash_text`]).
 pub fn hash_text(b: &HashInput<'_>) -> String {
-    let mut out = String::with_capacity(256 + 48 * (b.bids.len() + b.asks.len()));
-    out.push_str("{\"market\":");
-    push_str(&mut out, b.market);
-    out.push_str(",\"asset_id\":");
-    push_str(&mut out, b.asset_id);
-    out.push_str(",\"timestamp\":");
-    push_str(&mut out, b.timestamp);
-    out.push_str(",\"hash\":\"\",\"bids\":");
-    push_levels(&mut out, &b.bids);
-    out.push_str(",\"asks\":");
-    push_levels(&mut out, &b.asks);
-    out.push_str(",\"min_order_size\":");
-    out.push_str(&b.min_order_size.to_string());
-    out.push_str(",\"tick_size\":");
-    out.push_str(&b.tick_size.to_string());
-    out.push_str(",\"neg_risk\":");
-    out.push_str(&b.neg_risk.to_string());
-    out.push_str(",\"last_trade_price\":");
-    out.push_str(&b.last_trade_price.to_string());
-    out.push('}');
-    out
+    let tail = [b.min_order_size.to_string(), b.tick_size.to_string(), b.neg_risk.to_string(), b.last_trade_price.to_string()];
+    let mut out = Vec::with_capacity(256 + 48 * (b.bids.len() + b.asks.len()));
+    write_hash_text(
+        &mut out,
+        b.market,
+        b.asset_id,
+        b.timestamp,
+        b.bids.iter().copied(),
+        b.asks.iter().copied(),
+        [&tail[0], &tail[1], &tail[2], &tail[3]],
+    );
+    String::from_utf8(out).expect("JSON text is UTF-8")
 }
 
 /// 40 lowercase hex characters.

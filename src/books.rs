@@ -251,6 +251,10 @@ impl<W: Write> Poller<W> {
                 k = latest.max(next);
             }
         };
+        // Slots skipped just before the stop are still recorded.
+        if let Some((from, to)) = missed.take() {
+            self.write_missed(k, from, to)?;
+        }
         self.stop_all(end, k)?;
         self.out.flush()?;
         Ok(end)
@@ -268,6 +272,9 @@ impl<W: Write> Poller<W> {
                     self.stats.input_lines += 1;
                     self.stats.input_bad += 1;
                     eprintln!("pm-books: stdin line {line}: skipped: {reason}");
+                    // Kept in the archive too (same record as pm-stream's), so a market that was
+                    // never polled because its record was unusable leaves a trace.
+                    self.write_gap(k, "bad_input", json!({"line": line}), reason)?;
                 }
                 Err(TryRecvError::Empty) => return Ok(()),
                 Err(TryRecvError::Disconnected) => {
@@ -373,6 +380,16 @@ impl<W: Write> Poller<W> {
         let asked = self.asked_tokens();
         if asked.is_empty() {
             return Ok(());
+        }
+        // The venue asked us to back off (429/5xx/network errors in a row) for longer than this slot:
+        // do not send; record the slot as a gap instead (the client honours Retry-After across slots).
+        if let Some((until, reason)) = self.client.backoff_until("books") {
+            if until > self.due(k + 1) {
+                let wait = (until - Instant::now()).as_secs_f64();
+                let tokens: Vec<&str> = asked.iter().map(|a| a.token_id.as_str()).collect();
+                let ctx = json!({ "tokens": tokens, "backoff_s": (wait * 1000.0).round() / 1000.0 });
+                return self.write_gap(k, "backoff", ctx, format!("not polled: backing off for {wait:.3} s more after {reason}"));
+            }
         }
         self.stats.slots_polled += 1;
         let batches: Vec<&[Asked]> = asked.chunks(self.cfg.batch).collect();

@@ -13,6 +13,7 @@ use crate::envelope::Sequencer;
 use crate::http::{Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::market::{self, Family, Market};
+use crate::signal;
 use crate::util;
 
 #[derive(Clone, Debug)]
@@ -137,6 +138,9 @@ impl Discoverer {
         self.asked.clear();
         for family in self.cfg.families.clone() {
             for window in family.windows(now, self.cfg.ahead) {
+                if signal::stop_requested() {
+                    return Ok(out);
+                }
                 if let Some(m) = self.fetch_window(family, window)? {
                     out.push(m);
                 }
@@ -154,6 +158,9 @@ impl Discoverer {
         let wanted: Vec<String> = seen.iter().map(|m| m.slug.clone()).collect();
         let older: Vec<Market> = self.known.values().filter(|m| !wanted.contains(&m.slug)).cloned().collect();
         for m in older {
+            if signal::stop_requested() {
+                break;
+            }
             let (Some(s), Some(e), Some(f)) = (m.window_start(), m.window_end(), m.family) else { continue };
             if e + self.cfg.keep_after < now {
                 continue;

@@ -1,7 +1,10 @@
 //! The HTTP client every tool uses (ureq, blocking): a descriptive User-Agent, connect and call
 //! timeouts, a client-side rate limiter per endpoint family, and retries with exponential backoff and
 //! jitter on network errors, 5xx, 429 (honouring `Retry-After`) and unusable 200 replies. Never a
-//! tight loop: every retry waits at least `backoff_base` (jittered) and the limiter spaces requests.
+//! tight loop: every retry waits at least `backoff_base` (jittered), the limiter spaces requests, and
+//! the backoff outlives a request: after a request gave up, the family's next request waits until the
+//! backoff (grown over the failures in a row, at least `Retry-After`) has passed — or, when the caller's
+//! deadline comes first, is not sent at all (pm-books records such slots as `backoff` gaps).
 //!
 //! Every attempt — successful, failed, retried — is handed to the caller so that it becomes one raw
 //! envelope: nothing the venue said, and no failure to reach it, goes unrecorded.
@@ -244,8 +247,11 @@ struct Limiter {
 }
 
 impl Limiter {
-    /// Blocks until the family may send; returns false when a stop was requested meanwhile.
+    /// Blocks until the family may send; returns false when a stop was requested (before or meanwhile).
     fn acquire(&self, family: &'static str, rate: f64) -> bool {
+        if signal::stop_requested() {
+            return false;
+        }
         let wait = {
             let mut next = self.next.lock().unwrap();
             let now = Instant::now();
@@ -261,6 +267,16 @@ pub struct Client {
     agent: ureq::Agent,
     pub cfg: HttpConfig,
     limiter: Limiter,
+    /// Per family: the backoff that outlives one request (see [`Client::backoff_until`]).
+    backoff: Mutex<HashMap<&'static str, Backoff>>,
+}
+
+/// A family's failures in a row (across requests) and when it may send again.
+#[derive(Clone, Debug, Default)]
+struct Backoff {
+    failures: u32,
+    not_before: Option<Instant>,
+    reason: String,
 }
 
 impl Client {
@@ -273,7 +289,7 @@ impl Client {
             .max_redirects(3)
             .build()
             .into();
-        Client { agent, cfg, limiter: Limiter::default() }
+        Client { agent, cfg, limiter: Limiter::default(), backoff: Mutex::new(HashMap::new()) }
     }
 
     /// Performs one try (after the rate limiter).
@@ -350,6 +366,29 @@ impl Client {
     ) -> Result<Attempt, E> {
         let rate = family_rate(req.family) * self.cfg.rate_scale;
         let mut waited = 0.0;
+        // A backoff left by earlier requests of this family (429, 5xx, network errors): wait it out,
+        // or — when it lasts past the caller's deadline — do not send at all.
+        if let Some((until, reason)) = self.backoff_until(req.family) {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| until > d) {
+                let mut a = self.try_placeholder(1, 0.0);
+                a.verdict = Verdict::Retry("not sent".into());
+                a.gave_up = Some("backing off".into());
+                a.error = Some(format!("not sent: backing off for {:.3} s more after {reason}", (until - now).as_secs_f64()));
+                on_attempt(&a)?;
+                return Ok(a);
+            }
+            if !signal::sleep(until - now) {
+                let mut a = self.try_placeholder(1, 0.0);
+                a.verdict = Verdict::Retry("not sent".into());
+                a.gave_up = Some("shutdown".into());
+                a.error = Some("not sent: shutdown requested during backoff".into());
+                on_attempt(&a)?;
+                return Ok(a);
+            }
+            waited = (until - now).as_secs_f64();
+        }
+        let earlier = self.backoff.lock().unwrap().get(req.family).map(|b| b.failures).unwrap_or(0);
         let mut n = 1;
         loop {
             if !self.limiter.acquire(req.family, rate) {
@@ -365,12 +404,15 @@ impl Client {
                 Verdict::Retry(r) => Some(r.clone()),
                 _ => None,
             };
-            let Some(_) = retry_reason else {
+            let Some(reason) = retry_reason else {
+                // A definitive answer (success or a 4xx): the family is healthy again.
+                self.backoff.lock().unwrap().remove(req.family);
                 on_attempt(&a)?;
                 return Ok(a);
             };
-            // Decide whether and how long to wait.
-            let delay = self.retry_delay(n, a.headers.retry_after.as_deref());
+            // Decide whether and how long to wait; failures of earlier requests count too, so
+            // that the wait keeps growing while the venue keeps failing.
+            let delay = self.retry_delay(earlier + n, a.headers.retry_after.as_deref());
             let give_up = if n >= self.cfg.max_attempts {
                 Some(format!("{n} attempts"))
             } else if signal::stop_requested() {
@@ -381,6 +423,10 @@ impl Client {
                 None
             };
             if let Some(g) = give_up {
+                self.backoff.lock().unwrap().insert(
+                    req.family,
+                    Backoff { failures: earlier + n, not_before: Some(Instant::now() + delay), reason: format!("{reason} (attempt {n})") },
+                );
                 a.gave_up = Some(g);
                 on_attempt(&a)?;
                 return Ok(a);
@@ -397,6 +443,16 @@ impl Client {
             waited = delay.as_secs_f64();
             n += 1;
         }
+    }
+
+    /// When the family may send again after failed requests, and why (None: it may send now).
+    /// The wait is the jittered exponential backoff over the failures in a row, at least the last
+    /// `Retry-After`; a success or a definitive 4xx clears it.
+    pub fn backoff_until(&self, family: &str) -> Option<(Instant, String)> {
+        let b = self.backoff.lock().unwrap();
+        let b = b.get(family)?;
+        let until = b.not_before?;
+        (until > Instant::now()).then(|| (until, b.reason.clone()))
     }
 
     fn try_placeholder(&self, attempt: u32, waited_before: f64) -> Attempt {
@@ -508,6 +564,51 @@ mod tests {
         // Capped at retry_after_max.
         assert!(c.retry_delay(1, Some("100000")).as_secs_f64() <= 120.0);
         assert!(c.retry_delay(40, None).as_secs_f64() <= 30.0);
+    }
+
+    /// A 127.0.0.1 server answering the given statuses in order, one connection each.
+    fn serve(statuses: Vec<u16>) -> String {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/x", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for status in statuses {
+                let (mut c, _) = l.accept().unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let body = "{}";
+                let _ = write!(c, "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn backoff_outlives_a_request_grows_with_failures_and_clears_on_success() {
+        let cfg = HttpConfig { max_attempts: 1, backoff_base: Duration::from_millis(100), rate_scale: 100.0, ..HttpConfig::default() };
+        let c = Client::new(cfg);
+        let url = serve(vec![503, 503, 200]);
+        let req = Request::get("test", url);
+        let run = |deadline| c.execute(&req, deadline, |_| Ok::<(), ()>(())).unwrap();
+        assert_eq!(run(None).status, Some(503));
+        let (until1, why) = c.backoff_until("test").expect("a backoff after giving up");
+        assert!(why.contains("503"), "{why}");
+        let d1 = until1 - Instant::now();
+        assert!(d1 <= Duration::from_millis(100), "{d1:?}");
+        // A caller whose deadline comes first is not sent at all (no connection is made).
+        let skipped = run(Some(Instant::now()));
+        assert_eq!(skipped.status, None);
+        assert!(skipped.error.as_deref().unwrap().starts_with("not sent: backing off"));
+        // Without a deadline the next request waits the backoff out, then fails again: the wait grows.
+        let start = Instant::now();
+        assert_eq!(run(None).status, Some(503));
+        assert!(start.elapsed() + Duration::from_millis(5) >= d1);
+        let (until2, _) = c.backoff_until("test").unwrap();
+        let d2 = until2 - Instant::now();
+        assert!(d2 >= Duration::from_millis(60) && d2 <= Duration::from_millis(200), "second failure in a row: 100–200 ms (less the time to measure), got {d2:?}");
+        std::thread::sleep(d2);
+        assert_eq!(run(None).status, Some(200));
+        assert!(c.backoff_until("test").is_none(), "a success clears the backoff");
     }
 
     #[test]

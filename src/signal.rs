@@ -20,12 +20,18 @@ extern "C" fn on_signal(sig: i32) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// Installs the handler for SIGTERM and SIGINT.
+const SIG_IGN: usize = 1;
+
+/// Installs the handler for SIGTERM and SIGINT. An inherited "ignore SIGINT" is kept: a
+/// non-interactive shell starts background jobs that way, so that Ctrl-C on a pipeline script
+/// reaches the script (which stops its stages in order) and not every stage at once.
 pub fn install() {
     let handler = on_signal as extern "C" fn(i32) as usize;
     unsafe {
         signal(SIGTERM, handler);
-        signal(SIGINT, handler);
+        if signal(SIGINT, handler) == SIG_IGN {
+            signal(SIGINT, SIG_IGN);
+        }
     }
 }
 

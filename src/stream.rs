@@ -602,7 +602,14 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
         if signal::stop_requested() {
             break;
         }
-        match inputs.recv_timeout(cfg.tick) {
+        // After the end of input the channel answers at once: wait one tick instead of spinning.
+        let next = if eof {
+            std::thread::sleep(cfg.tick);
+            Err(RecvTimeoutError::Timeout)
+        } else {
+            inputs.recv_timeout(cfg.tick)
+        };
+        match next {
             Ok(Input::Market { market: m, .. }) => {
                 let (Some(s), Some(e)) = (m.window_start(), m.window_end()) else { continue };
                 let from = s - time::Duration::seconds_f64(cfg.lead.as_secs_f64());

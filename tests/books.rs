@@ -204,7 +204,10 @@ fn faults_are_retried_within_the_slot_or_become_failed_request_gaps() {
     let v = Venue::start();
     let recs = market_lines(&v, "5m", "0", &now_str());
     let ok = || Fault::Slow(Duration::ZERO); // served normally
-    v.fault("/books", Fault::TooMany { retry_after: Some("5".into()) }); // longer than the slot: give up
+    v.fault("/books", Fault::TooMany { retry_after: Some("2".into()) }); // longer than the slot: give up
+    // A success after it clears the backoff (failures in a row would otherwise make the next
+    // fault's retry wait longer than a slot — tested by the backoff growth in src/http.rs).
+    v.fault("/books", ok());
     for f in [
         Fault::Status(503),
         Fault::Reset,
@@ -216,7 +219,7 @@ fn faults_are_retried_within_the_slot_or_become_failed_request_gaps() {
         v.fault("/books", f);
         v.fault("/books", ok());
     }
-    let (code, lines, _, err) = run_books(&v, &["--interval", "0.8", "--duration", "6.5"], &recs);
+    let (code, lines, _, err) = run_books(&v, &["--interval", "0.8", "--duration", "10"], &recs);
     assert_eq!(code, 0, "{err}");
     check_envelopes(&lines);
     let http = kind(&lines, "http");
@@ -230,41 +233,55 @@ fn faults_are_retried_within_the_slot_or_become_failed_request_gaps() {
             _ => groups.push((k, vec![l])),
         }
     }
-    assert!(groups.len() >= 8, "{} polled slots", groups.len());
-    // Slot 1: 429 Retry-After 5 s would pass the next slot's due time → one try, failed_request.
+    assert!(groups.len() >= 9, "{} polled slots", groups.len());
+    // Slot 1: 429 Retry-After 2 s would pass the next slot's due time → one try, failed_request.
     let (s0, g0) = &groups[0];
     assert_eq!(g0.len(), 1);
     assert_eq!(g0[0]["status"], 429);
-    assert_eq!(g0[0]["headers"]["retry-after"], "5");
+    assert_eq!(g0[0]["headers"]["retry-after"], "2");
+    // Retry-After is honoured across slots: nothing is sent for 2 s; each skipped slot is a
+    // `backoff` gap, and the next request goes out only after the 2 s.
+    let backoff = gaps(&lines, "backoff");
+    assert!(!backoff.is_empty(), "{backoff:?}");
+    for b in &backoff {
+        let k = b["ctx"]["slot"].as_u64().unwrap();
+        assert!(k > *s0 && k < groups[1].0, "backoff slot {k} lies between the 429 and the next request");
+        assert!(b["error"].as_str().unwrap().contains("backing off"), "{b}");
+    }
+    let at = |v: &Value, k: &str| clock::parse_rfc3339(v[k].as_str().unwrap()).unwrap();
+    let quiet = at(groups[1].1[0], "sent_at_utc") - at(g0[0], "collected_at_utc");
+    assert_eq!((groups[1].1.len(), groups[1].1[0]["status"].as_u64()), (1, Some(200)));
+    assert!(quiet >= time::Duration::seconds(2), "next request only {quiet} after the 429");
     assert!(g0[0]["error"].as_str().unwrap().contains("would pass the deadline"), "{}", g0[0]);
     let failed = gaps(&lines, "failed_request");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["ctx"]["slot"], *s0);
     assert_eq!(strs(&failed[0]["ctx"]["tokens"]), tokens_of(&recs[0]));
     assert!(failed[0]["error"].as_str().unwrap().contains("429"));
-    // Slots 2..7: the fault, then a retry in the same slot that succeeds.
-    for (i, (_, g)) in groups[1..7].iter().enumerate() {
+    // Slots 3..8: the fault, then a retry in the same slot that succeeds.
+    for (i, (_, g)) in groups[2..8].iter().enumerate() {
         assert_eq!(g.len(), 2, "group {i}: {g:?}");
         assert!(g[0]["ctx"]["retryable"].is_string(), "{}", g[0]);
         assert_eq!((g[1]["status"].as_u64(), g[1]["attempt"].as_u64()), (Some(200), Some(2)));
         assert!(g[1]["ctx"]["waited_before_s"].as_f64().unwrap() > 0.0);
         assert_eq!(g[1]["body_kind"], "json");
     }
-    assert_eq!(groups[1].1[0]["status"], 503);
-    assert!(groups[2].1[0].get("status").is_none() && groups[2].1[0]["error"].as_str().unwrap().starts_with("network"));
-    assert!(groups[3].1[0]["body_text"].as_str().unwrap().contains("<html>"));
-    assert!(groups[4].1[0]["body_error"].as_str().unwrap().starts_with("not_json"));
-    assert_eq!(groups[5].1[0]["status"], 429);
-    assert!(groups[5].1[1]["ctx"]["waited_before_s"].as_f64().unwrap() >= 0.3);
-    assert_eq!(groups[6].1[0]["body"]["error"], "Too Many Requests");
+    assert_eq!(groups[2].1[0]["status"], 503);
+    assert!(groups[3].1[0].get("status").is_none() && groups[3].1[0]["error"].as_str().unwrap().starts_with("network"));
+    assert!(groups[4].1[0]["body_text"].as_str().unwrap().contains("<html>"));
+    assert!(groups[5].1[0]["body_error"].as_str().unwrap().starts_with("not_json"));
+    assert_eq!(groups[6].1[0]["status"], 429);
+    assert!(groups[6].1[1]["ctx"]["waited_before_s"].as_f64().unwrap() >= 0.3);
+    assert_eq!(groups[7].1[0]["body"]["error"], "Too Many Requests");
     // The schedule went on: every later slot is a single 200.
-    for (_, g) in &groups[7..] {
+    for (_, g) in &groups[8..] {
         assert_eq!(g.len(), 1);
         assert_eq!(g[0]["status"], 200);
     }
     assert!(groups.windows(2).all(|w| w[1].0 > w[0].0));
     assert!(gaps(&lines, "missing_token").is_empty());
     assert!(err.contains("failed_request:1"), "{err}");
+    assert!(err.contains("backoff:"), "{err}");
 }
 
 #[test]

@@ -364,7 +364,7 @@ fn build_is_running_until_eof_then_complete() {
 }
 
 #[test]
-fn build_sigterm_writes_stopped() {
+fn build_after_sigterm_drains_until_eof_or_deadline() {
     let a = make_archive("mf-term");
     let mut child = spawn_build(&a.root, &[]);
     let mut stdin = child.stdin.take().unwrap();
@@ -373,12 +373,18 @@ fn build_sigterm_writes_stopped() {
     wait_for("the first file", || manifest_now(&a.root).is_some_and(|m| m["totals"]["files"] == 1));
     let st = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(st.success());
+    // A record sealed after the signal (a rotator finishing) is still listed.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    writeln!(stdin, "{}", a.records[1]).unwrap();
+    stdin.flush().unwrap();
+    wait_for("the second file", || manifest_now(&a.root).is_some_and(|m| m["totals"]["files"] == 2));
+    // With the input still open, the drain deadline (10 s) ends the run as `stopped`.
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     drop(stdin);
     let m = manifest_now(&a.root).unwrap();
     assert_eq!(m["status"], "stopped");
-    assert_eq!(m["totals"]["files"], 1);
+    assert_eq!(m["totals"]["files"], 2);
 }
 
 #[test]

@@ -518,7 +518,8 @@ enum Msg {
     Err(io::Error),
 }
 
-/// Runs `manifest build` over `input` until EOF (status `complete`) or SIGTERM/SIGINT (`stopped`).
+/// Runs `manifest build` over `input` until EOF (status `complete`), also after SIGTERM/SIGINT, which
+/// only bound the wait for EOF to 10 s (then status `stopped`).
 /// Exit 0, or 1 when a sealed file failed its re-hash or could not be read.
 pub fn run(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<ExitCode> {
     let refresh = opts.refresh;
@@ -545,8 +546,15 @@ pub fn run(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<Ex
         }
     });
     let mut next_refresh = Instant::now() + refresh;
+    // After SIGTERM/SIGINT keep reading until end of input (the rotators seal and report their last
+    // files after their own signal) or until DRAIN has passed; only then is the run `stopped`.
+    const DRAIN: Duration = Duration::from_secs(10);
+    let mut drain_until: Option<Instant> = None;
     let status = loop {
-        if signal::stop_requested() {
+        if signal::stop_requested() && drain_until.is_none() {
+            drain_until = Some(Instant::now() + DRAIN);
+        }
+        if drain_until.is_some_and(|d| Instant::now() >= d) {
             break "stopped";
         }
         let wait = next_refresh.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
