@@ -43,7 +43,9 @@ Ends: SIGTERM/SIGINT (the request in flight is finished), --duration, or the end
 nothing is tracked or waiting to be tracked. Markets still tracked at the end get a track stop
 record with reason signal or duration. A one-line summary goes to stderr (slots, requests by
 status, gaps by type, markets tracked, input lines). Bad input lines are reported on stderr with
-their line number, counted and skipped.
+their line number, counted, skipped and written as a bad_input gap record. Slots that fall inside
+a backoff the venue asked for (429 Retry-After, failures in a row) are not polled: each is a
+backoff gap record.
 
 Exit status: 0 on every end above, also when stdout is closed by its reader; 2 bad arguments or an
 I/O error.
