@@ -651,6 +651,21 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
         for t in markets.values().filter(|t| t.active) {
             want.extend(t.market.tokens.iter().map(|x| x.token_id.clone()));
         }
+        // A connection thread that ended on its own (it only ends on Stop, so this is a panic or
+        // a bug) must not orphan its tokens: record it and hand its tokens to a new connection.
+        for (i, slot) in shards.iter_mut().enumerate() {
+            if slot.as_ref().is_some_and(|s| s.handle.is_finished()) {
+                let dead = slot.take().expect("present");
+                let toks: Vec<String> = dead.tokens.iter().cloned().collect();
+                let _ = dead.handle.join();
+                owner.retain(|_, &mut j| j != i);
+                sink.send(
+                    sink.envelope("ws")
+                        .with_ctx(json!({"event": "error", "phase": "connection_thread", "shard": i, "tokens": toks}))
+                        .with_error("connection thread ended unexpectedly; its tokens move to a new connection"),
+                );
+            }
+        }
         // Removals, grouped per shard.
         let mut removals: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         for (tok, &i) in owner.iter() {

@@ -660,7 +660,7 @@ fn webdav_size_only_verification_needs_explicit_delete_flag() {
     assert_eq!(recs[1]["sha256"], recs[0]["sha256"]);
 }
 
-/// The uploader's units pass `systemd-analyze verify` with no output and the security threshold; a unit
+/// Every unit in systemd/ passes `systemd-analyze verify` with no output and the security threshold; a unit
 /// with an inline comment (only a warning or a parse error for systemd) fails the check.
 #[test]
 fn systemd_units_pass_the_offline_checks() {
@@ -670,11 +670,13 @@ fn systemd_units_pass_the_offline_checks() {
         return;
     }
     let check = repo().join("scripts/check_systemd_units.sh");
-    let mut c = Command::new(&check);
-    c.arg(repo().join("systemd/pm-archive-upload.service")).arg(repo().join("systemd/pm-archive-upload.timer"));
-    let out = common::run_with_timeout(c, None, Duration::from_secs(60));
+    // No arguments: every unit in systemd/ (collector, health, uploader) — the CI gate.
+    let c = Command::new(&check);
+    let out = common::run_with_timeout(c, None, Duration::from_secs(120));
     assert_exit(&out, 0);
-    assert!(stderr(&out).contains("ok   security pm-archive-upload.service"), "{}", stderr(&out));
+    for unit in ["pm-archive-upload.service", "polymarket-orderbook-collector.service", "pm-archive-health.service"] {
+        assert!(stderr(&out).contains(&format!("ok   security {unit}")), "{unit}: {}", stderr(&out));
+    }
 
     let dir = common::tempdir("offload-units");
     let bad = dir.join("inline-comment.service");

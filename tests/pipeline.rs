@@ -169,6 +169,23 @@ fn the_chain_archives_every_reply_exactly_once_while_markets_roll_over() {
     verify.args(["verify", root.to_str().unwrap()]);
     let vo = run_with_timeout(verify, None, Duration::from_secs(60));
     assert_eq!(vo.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&vo.stdout), String::from_utf8_lossy(&vo.stderr));
+
+    // The health command on this archive: fresh right after the run, stale an hour later.
+    let status = |now: time::OffsetDateTime| {
+        let mut c = tool("manifest");
+        c.args(["status", root.to_str().unwrap(), "--json", "--now", &pm_archive::clock::fmt_micros(now)]);
+        let o = run_with_timeout(c, None, Duration::from_secs(60));
+        (o.status.code(), serde_json::from_slice::<Value>(&o.stdout).unwrap_or(Value::Null))
+    };
+    let now = v.now();
+    let (code, fresh) = status(now);
+    assert_eq!(code, Some(0), "fresh archive is healthy: {fresh}");
+    let books_status = fresh.to_string();
+    assert!(fresh["disk"]["free_bytes"].as_u64().unwrap() > 0, "{fresh}");
+    assert!(books_status.contains("\"books\""), "{fresh}");
+    let (code, stale) = status(now + time::Duration::hours(1));
+    assert_eq!(code, Some(1), "an hour without lines is stale: {stale}");
+    assert!(!stale["problems"].as_array().unwrap().is_empty(), "{stale}");
 }
 
 fn pid_of(pattern: &str) -> Option<String> {
