@@ -46,12 +46,14 @@ PMARCHIVE_ROTATE_SECS=120 PMARCHIVE_DURATION=$((minutes * 60)) PMARCHIVE_LABEL="
   "$repo/pipelines/collect.sh" 2> "$out/collect.log"
 
 set +e
-"$bin/manifest" verify "$out/archive" > "$out/verify.txt"; verify_rc=$?
-"$bin/manifest" status "$out/archive" --json > "$out/status.json"; status_rc=$?
-mapfile -t raw < <(find "$out/archive" -path '*stream=books*' -name '*.jsonl.gz' | sort)
-"$bin/pm-normalize" "${raw[@]}" -o "$out/normalized/orderbook_snapshots.jsonl.gz" \
-  --manifest "$repo/data/manifests/orderbook_normalization_sample_manifest.json" 2> "$out/normalized/normalize.log"; norm_rc=$?
-"$bin/pm-normalize" --check "$out/normalized/orderbook_snapshots.jsonl.gz" > "$out/normalized/check.json"; check_rc=$?
+"$bin/manifest" verify "$(realpath --relative-to="$repo" "$out")/archive" > "$out/verify.txt"; verify_rc=$?
+"$bin/manifest" status "$(realpath --relative-to="$repo" "$out")/archive" --json > "$out/status.json"; status_rc=$?
+# Paths relative to the repository in the artefacts (they must make sense in any clone).
+rel="$(realpath --relative-to="$repo" "$out")"
+mapfile -t raw < <(find "$rel/archive" -path '*stream=books*' -name '*.jsonl.gz' | sort)
+"$bin/pm-normalize" "${raw[@]}" -o "$rel/normalized/orderbook_snapshots.jsonl.gz" \
+  --manifest "data/manifests/orderbook_normalization_sample_manifest.json" 2> "$out/normalized/normalize.log"; norm_rc=$?
+"$bin/pm-normalize" --check "$rel/normalized/orderbook_snapshots.jsonl.gz" > "$out/normalized/check.json"; check_rc=$?
 set -e
 cp "$(ls "$out"/archive/manifests/run-*.json | head -n 1)" "$repo/data/manifests/orderbook_collector_sample_manifest.json"
 
