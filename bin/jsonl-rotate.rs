@@ -103,7 +103,9 @@ fn run() -> cli::Result<ExitCode> {
     let run_id = run_id.unwrap_or(info.run_id);
     for (flag, v) in [("--venue", &venue), ("--stream", &stream), ("--host", &host), ("--run-id", &run_id)] {
         if !util::is_safe_component(v) {
-            return cli::usage(format!("{flag}: '{v}' is not a safe path component (1-128 of [A-Za-z0-9._-], no leading dot)"));
+            return cli::usage(format!(
+                "{flag}: '{v}' is not a safe path component (1-128 of [A-Za-z0-9._-], no leading dot)"
+            ));
         }
     }
     let cfg = Config { root, venue, stream, host, run_id, flush_every, rotate_secs, level: 6 };

@@ -174,7 +174,10 @@ fn run_status(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
             Long("stale-after") => stale_after = cli::seconds(&mut p, "--stale-after")?,
             Long("now") => {
                 let s: String = cli::value(&mut p, "--now")?;
-                now = Some(clock::parse_rfc3339(&s).ok_or_else(|| cli::Error::Usage(format!("--now: not an RFC 3339 time: '{s}'")))?);
+                now = Some(
+                    clock::parse_rfc3339(&s)
+                        .ok_or_else(|| cli::Error::Usage(format!("--now: not an RFC 3339 time: '{s}'")))?,
+                );
             }
             Short('h') | Long("help") => return cli::help(USAGE),
             Value(v) => root_arg(&mut root, v)?,

@@ -72,7 +72,9 @@ fn run() -> cli::Result<ExitCode> {
                     match Family::parse(f) {
                         Some(fam) if !families.contains(&fam) => families.push(fam),
                         Some(_) => {}
-                        None => return cli::usage(format!("--families: unknown family '{f}' (known: 5m,15m,1h,4h,daily)")),
+                        None => {
+                            return cli::usage(format!("--families: unknown family '{f}' (known: 5m,15m,1h,4h,daily)"))
+                        }
                     }
                 }
                 if families.is_empty() {
@@ -80,12 +82,17 @@ fn run() -> cli::Result<ExitCode> {
                 }
             }
             Long("ahead") => ahead = cli::value(&mut p, "--ahead")?,
-            Long("keep-after") => keep_after = Duration::from_secs_f64(cli::value::<f64>(&mut p, "--keep-after")?.max(0.0)),
+            Long("keep-after") => {
+                keep_after = Duration::from_secs_f64(cli::value::<f64>(&mut p, "--keep-after")?.max(0.0))
+            }
             Long("gamma-url") => gamma_url = cli::base_url(&mut p, "--gamma-url")?,
             Long("raw-out") => raw_out = Some(cli::value(&mut p, "--raw-out")?),
             Long("now") => {
                 let s: String = cli::value(&mut p, "--now")?;
-                now_override = Some(clock::parse_rfc3339(&s).ok_or_else(|| cli::Error::Usage(format!("--now: not an RFC 3339 time: '{s}'")))?);
+                now_override = Some(
+                    clock::parse_rfc3339(&s)
+                        .ok_or_else(|| cli::Error::Usage(format!("--now: not an RFC 3339 time: '{s}'")))?,
+                );
             }
             Long("timeout") => hc.call_timeout = cli::seconds(&mut p, "--timeout")?,
             Long("user-agent") => hc.user_agent = cli::value(&mut p, "--user-agent")?,

@@ -61,12 +61,15 @@ fn run() -> cli::Result<ExitCode> {
                 opts.depth = if v == "all" {
                     usize::MAX
                 } else {
-                    v.parse().map_err(|_| cli::Error::Usage(format!("--depth: expected a number or 'all', got '{v}'")))?
+                    v.parse()
+                        .map_err(|_| cli::Error::Usage(format!("--depth: expected a number or 'all', got '{v}'")))?
                 };
             }
             Long("top") => opts.depth = 0,
             Long("markets") => markets.push(cli::value(&mut p, "--markets")?),
-            Long("max-lag") => opts.max_lag_ms = (cli::seconds(&mut p, "--max-lag")?.as_secs_f64() * 1000.0).round() as i64,
+            Long("max-lag") => {
+                opts.max_lag_ms = (cli::seconds(&mut p, "--max-lag")?.as_secs_f64() * 1000.0).round() as i64
+            }
             Short('o') | Long("output") => output = Some(cli::value(&mut p, "--output")?),
             Long("manifest") => manifest = Some(cli::value(&mut p, "--manifest")?),
             Long("check") => check = true,
@@ -100,7 +103,8 @@ fn run() -> cli::Result<ExitCode> {
     let mut nor = Normalizer::new(opts.clone());
     let mut market_files = Vec::new();
     for m in &markets {
-        let (n, bad) = normalize::load_markets(&mut nor, m).map_err(|e| cli::Error::Msg(format!("--markets {}: {e}", m.display())))?;
+        let (n, bad) = normalize::load_markets(&mut nor, m)
+            .map_err(|e| cli::Error::Msg(format!("--markets {}: {e}", m.display())))?;
         for b in &bad {
             eprintln!("pm-normalize: --markets: skipped line {b}");
         }

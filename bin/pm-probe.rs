@@ -110,14 +110,22 @@ fn run() -> cli::Result<ExitCode> {
     // A long Retry-After must not hold a bounded probe for minutes.
     hc.retry_after_max = Duration::from_secs(30);
     let raw: Option<Box<dyn Write + Send>> = match &raw_out {
-        Some(path) => Some(Box::new(OpenOptions::new().create(true).append(true).open(path).map_err(|e| cli::Error::Usage(format!("--raw-out {path}: {e}")))?)),
+        Some(path) => Some(Box::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| cli::Error::Usage(format!("--raw-out {path}: {e}")))?,
+        )),
         None => None,
     };
     signal::install();
     let out_dir = cfg.out_dir.clone();
     let prober = Prober::new(cfg, Client::new(hc), Sequencer::new(RunInfo::new("pm-probe")), raw);
     let report = prober.run()?;
-    let (jp, mp) = report.write(&out_dir).map_err(|e| cli::Error::Msg(format!("writing the report to {}: {e}", out_dir.display())))?;
+    let (jp, mp) = report
+        .write(&out_dir)
+        .map_err(|e| cli::Error::Msg(format!("writing the report to {}: {e}", out_dir.display())))?;
     eprintln!("pm-probe: {}", report.summary());
     eprintln!("pm-probe: wrote {} and {}", jp.display(), mp.display());
     Ok(if report.exit_code() == 0 { ExitCode::Success } else { ExitCode::Failure })

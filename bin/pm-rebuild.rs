@@ -71,7 +71,9 @@ fn run() -> cli::Result<ExitCode> {
             }
             Long("trades-out") => trades_out = Some(cli::value::<String>(&mut p, "--trades-out")?.into()),
             Long("summary") => summary = Some(cli::value::<String>(&mut p, "--summary")?.into()),
-            Long("min-order-size") => opts.min_order_size = serde_json::Value::String(cli::value(&mut p, "--min-order-size")?),
+            Long("min-order-size") => {
+                opts.min_order_size = serde_json::Value::String(cli::value(&mut p, "--min-order-size")?)
+            }
             Long("neg-risk") => opts.neg_risk = serde_json::Value::Bool(cli::value(&mut p, "--neg-risk")?),
             Long("no-rows") => rows = false,
             Short('h') | Long("help") => return cli::help(USAGE),
@@ -86,9 +88,12 @@ fn run() -> cli::Result<ExitCode> {
     if files.is_empty() {
         files.push("-".into());
     }
-    let out: Box<dyn Write> = if rows { Box::new(BufWriter::with_capacity(1 << 20, io::stdout())) } else { Box::new(io::sink()) };
+    let out: Box<dyn Write> =
+        if rows { Box::new(BufWriter::with_capacity(1 << 20, io::stdout())) } else { Box::new(io::sink()) };
     let trades: Option<Box<dyn Write>> = match &trades_out {
-        Some(path) => Some(Box::new(BufWriter::new(File::create(path).map_err(|e| cli::Error::Usage(format!("--trades-out {}: {e}", path.display())))?))),
+        Some(path) => Some(Box::new(BufWriter::new(
+            File::create(path).map_err(|e| cli::Error::Usage(format!("--trades-out {}: {e}", path.display())))?,
+        ))),
         None => None,
     };
     let mut rb = Rebuilder::new(opts, out, trades);

@@ -20,7 +20,10 @@ fn main() {
         std::process::exit(2);
     }
     let n: u64 = args[2].parse().expect("N");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/polymarket/ws_market_book_then_price_changes_trimmed.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/polymarket/ws_market_book_then_price_changes_trimmed.json"
+    );
     let msgs: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(path).expect("fixture")).expect("json");
     let frames: Vec<String> = msgs.iter().map(|m| m.to_string()).collect();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -54,7 +57,8 @@ fn main() {
             }
             Ok(Message::Close(_)) => break,
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             Err(_) => break,
         }
     }

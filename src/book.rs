@@ -24,7 +24,8 @@ pub struct HashInput<'a> {
 
 /// The exact text that is hashed (one writer: [`write_hash_text`]).
 pub fn hash_text(b: &HashInput<'_>) -> String {
-    let tail = [b.min_order_size.to_string(), b.tick_size.to_string(), b.neg_risk.to_string(), b.last_trade_price.to_string()];
+    let tail =
+        [b.min_order_size.to_string(), b.tick_size.to_string(), b.neg_risk.to_string(), b.last_trade_price.to_string()];
     let mut out = Vec::with_capacity(256 + 48 * (b.bids.len() + b.asks.len()));
     write_hash_text(
         &mut out,
@@ -45,10 +46,7 @@ pub fn hash(b: &HashInput<'_>) -> String {
 
 /// Levels of a wire book side as (price, size) string pairs; None if any level is malformed.
 pub fn levels(v: &Value) -> Option<Vec<(&str, &str)>> {
-    v.as_array()?
-        .iter()
-        .map(|l| Some((l.get("price")?.as_str()?, l.get("size")?.as_str()?)))
-        .collect()
+    v.as_array()?.iter().map(|l| Some((l.get("price")?.as_str()?, l.get("size")?.as_str()?))).collect()
 }
 
 /// Recomputes the hash of a REST `/book` object (as parsed). None when a field is missing.

@@ -26,9 +26,9 @@ use time::OffsetDateTime;
 
 use crate::clock;
 use crate::envelope::Sequencer;
+use crate::feed::Input;
 use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
-use crate::feed::Input;
 use crate::market::{Market, Token};
 use crate::signal;
 
@@ -368,7 +368,11 @@ impl<W: Write> Poller<W> {
         for e in entries {
             for t in e.tokens.iter().filter(|t| !t.gone) {
                 if seen.insert(t.token.token_id.clone()) {
-                    out.push(Asked { token_id: t.token.token_id.clone(), slug: e.market.slug.clone(), outcome: t.token.outcome.clone() });
+                    out.push(Asked {
+                        token_id: t.token.token_id.clone(),
+                        slug: e.market.slug.clone(),
+                        outcome: t.token.outcome.clone(),
+                    });
                 }
             }
         }
@@ -388,7 +392,12 @@ impl<W: Write> Poller<W> {
                 let wait = (until - Instant::now()).as_secs_f64();
                 let tokens: Vec<&str> = asked.iter().map(|a| a.token_id.as_str()).collect();
                 let ctx = json!({ "tokens": tokens, "backoff_s": (wait * 1000.0).round() / 1000.0 });
-                return self.write_gap(k, "backoff", ctx, format!("not polled: backing off for {wait:.3} s more after {reason}"));
+                return self.write_gap(
+                    k,
+                    "backoff",
+                    ctx,
+                    format!("not polled: backing off for {wait:.3} s more after {reason}"),
+                );
             }
         }
         self.stats.slots_polled += 1;
@@ -409,7 +418,8 @@ impl<W: Write> Poller<W> {
     fn poll_batch(&mut self, k: u64, batch: &[Asked], i: usize, n: usize) -> io::Result<()> {
         let ids: Vec<&str> = batch.iter().map(|a| a.token_id.as_str()).collect();
         let body: Vec<Value> = ids.iter().map(|t| json!({ "token_id": t })).collect();
-        let req = Request::post_json("books", self.books_url.clone(), serde_json::to_string(&body).expect("serializes"));
+        let req =
+            Request::post_json("books", self.books_url.clone(), serde_json::to_string(&body).expect("serializes"));
         let ctx = json!({ "slot": k, "due_at_utc": self.due_utc(k), "tokens": ids, "batch": i, "batches": n });
         let deadline = self.due(k + 1);
         let (client, seq, out, stats) = (&self.client, &mut self.seq, &mut self.out, &mut self.stats);

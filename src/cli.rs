@@ -112,11 +112,8 @@ where
     T::Err: fmt::Display,
 {
     let raw = parser.value()?;
-    let s = raw
-        .to_str()
-        .ok_or_else(|| Error::Usage(format!("{flag}: value is not valid UTF-8")))?;
-    s.parse::<T>()
-        .map_err(|e| Error::Usage(format!("{flag}: invalid value '{s}': {e}")))
+    let s = raw.to_str().ok_or_else(|| Error::Usage(format!("{flag}: value is not valid UTF-8")))?;
+    s.parse::<T>().map_err(|e| Error::Usage(format!("{flag}: invalid value '{s}': {e}")))
 }
 
 /// Parses a positive number of seconds (fractions allowed) into a Duration.
@@ -146,10 +143,11 @@ pub fn base_url(parser: &mut lexopt::Parser, flag: &str) -> Result<String> {
 }
 
 pub fn check_base_url(s: &str, flag: &str) -> Result<String> {
-    let ok = (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("ws://") || s.starts_with("wss://"))
-        && !s.contains(char::is_whitespace)
-        && !s.contains('?')
-        && !s.contains('#');
+    let ok =
+        (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("ws://") || s.starts_with("wss://"))
+            && !s.contains(char::is_whitespace)
+            && !s.contains('?')
+            && !s.contains('#');
     if !ok {
         return usage(format!("{flag}: not a base URL: '{s}' (expected e.g. https://host[:port][/prefix])"));
     }

@@ -133,8 +133,12 @@ fn nth_weekday(year: i32, month: Month, weekday: Weekday, n: u8) -> Date {
 pub fn eastern_offset(utc: OffsetDateTime) -> UtcOffset {
     let utc = utc.to_offset(UtcOffset::UTC);
     let y = utc.year();
-    let dst_start = PrimitiveDateTime::new(nth_weekday(y, Month::March, Weekday::Sunday, 2), Time::from_hms(7, 0, 0).unwrap()).assume_utc();
-    let dst_end = PrimitiveDateTime::new(nth_weekday(y, Month::November, Weekday::Sunday, 1), Time::from_hms(6, 0, 0).unwrap()).assume_utc();
+    let dst_start =
+        PrimitiveDateTime::new(nth_weekday(y, Month::March, Weekday::Sunday, 2), Time::from_hms(7, 0, 0).unwrap())
+            .assume_utc();
+    let dst_end =
+        PrimitiveDateTime::new(nth_weekday(y, Month::November, Weekday::Sunday, 1), Time::from_hms(6, 0, 0).unwrap())
+            .assume_utc();
     let hours = if utc >= dst_start && utc < dst_end { -4 } else { -5 };
     UtcOffset::from_hms(hours, 0, 0).unwrap()
 }

@@ -59,7 +59,15 @@ pub struct Discoverer {
 
 impl Discoverer {
     pub fn new(cfg: Config, client: Client, seq: Sequencer, raw: Option<Box<dyn Write + Send>>) -> Discoverer {
-        Discoverer { cfg, client, seq, raw: raw.map(|w| LineWriter::new(w, true)), known: BTreeMap::new(), asked: Default::default(), stats: Stats::default() }
+        Discoverer {
+            cfg,
+            client,
+            seq,
+            raw: raw.map(|w| LineWriter::new(w, true)),
+            known: BTreeMap::new(),
+            asked: Default::default(),
+            stats: Stats::default(),
+        }
     }
 
     fn fetch(&mut self, slug: &str, family: Family, window: (OffsetDateTime, OffsetDateTime)) -> io::Result<Fetch> {

@@ -32,7 +32,10 @@ impl RunInfo {
             venue: VENUE_POLYMARKET,
             tool,
             version: crate::VERSION,
-            run_id: std::env::var("PMARCHIVE_RUN_ID").ok().filter(|s| util::is_safe_component(s)).unwrap_or_else(util::new_run_id),
+            run_id: std::env::var("PMARCHIVE_RUN_ID")
+                .ok()
+                .filter(|s| util::is_safe_component(s))
+                .unwrap_or_else(util::new_run_id),
             host: util::hostname(),
         }
     }

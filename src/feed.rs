@@ -119,7 +119,10 @@ mod tests {
             market_id: None,
             condition_id: format!("0x{}", "ab".repeat(32)),
             question_id: None,
-            tokens: vec![Token { token_id: "123".into(), outcome: "Up".into() }, Token { token_id: "456".into(), outcome: "Down".into() }],
+            tokens: vec![
+                Token { token_id: "123".into(), outcome: "Up".into() },
+                Token { token_id: "456".into(), outcome: "Down".into() },
+            ],
             window_start_utc: "2026-08-22T16:00:00Z".into(),
             window_end_utc: "2026-08-22T16:05:00Z".into(),
             listed_at_utc: None,

@@ -22,11 +22,8 @@ use crate::signal;
 use crate::util;
 
 /// The User-Agent sent by default. Cloudflare answers 403 to some default agents (facts §1).
-pub const DEFAULT_USER_AGENT: &str = concat!(
-    "pm-archive/",
-    env!("CARGO_PKG_VERSION"),
-    " (public market-data archiver; read-only; no trading)"
-);
+pub const DEFAULT_USER_AGENT: &str =
+    concat!("pm-archive/", env!("CARGO_PKG_VERSION"), " (public market-data archiver; read-only; no trading)");
 
 pub const DEFAULT_GAMMA_URL: &str = "https://gamma-api.polymarket.com";
 pub const DEFAULT_CLOB_URL: &str = "https://clob.polymarket.com";
@@ -133,11 +130,7 @@ impl Request {
     }
 
     pub fn info(&self) -> RequestInfo {
-        let params = self
-            .query
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
+        let params = self.query.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
         RequestInfo {
             method: self.method.as_str(),
             url: self.full_url(),
@@ -374,7 +367,8 @@ impl Client {
                 let mut a = self.try_placeholder(1, 0.0);
                 a.verdict = Verdict::Retry("not sent".into());
                 a.gave_up = Some("backing off".into());
-                a.error = Some(format!("not sent: backing off for {:.3} s more after {reason}", (until - now).as_secs_f64()));
+                a.error =
+                    Some(format!("not sent: backing off for {:.3} s more after {reason}", (until - now).as_secs_f64()));
                 on_attempt(&a)?;
                 return Ok(a);
             }
@@ -425,7 +419,11 @@ impl Client {
             if let Some(g) = give_up {
                 self.backoff.lock().unwrap().insert(
                     req.family,
-                    Backoff { failures: earlier + n, not_before: Some(Instant::now() + delay), reason: format!("{reason} (attempt {n})") },
+                    Backoff {
+                        failures: earlier + n,
+                        not_before: Some(Instant::now() + delay),
+                        reason: format!("{reason} (attempt {n})"),
+                    },
                 );
                 a.gave_up = Some(g);
                 on_attempt(&a)?;
@@ -512,7 +510,10 @@ pub fn classify(status: u16, body: Option<&Body>, body_error: bool) -> Verdict {
 
 /// A 2xx body that says "Too Many Requests" (seen from the Data API, facts §5).
 fn looks_throttled(text: &str) -> bool {
-    text.len() < 200 && text.trim_start().starts_with('{') && text.contains("\"error\"") && text.to_ascii_lowercase().contains("too many requests")
+    text.len() < 200
+        && text.trim_start().starts_with('{')
+        && text.contains("\"error\"")
+        && text.to_ascii_lowercase().contains("too many requests")
 }
 
 /// `Retry-After`: delay-seconds or an HTTP date.
@@ -577,7 +578,11 @@ mod tests {
                 let mut buf = [0u8; 4096];
                 let _ = c.read(&mut buf);
                 let body = "{}";
-                let _ = write!(c, "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
             }
         });
         url
@@ -585,7 +590,12 @@ mod tests {
 
     #[test]
     fn backoff_outlives_a_request_grows_with_failures_and_clears_on_success() {
-        let cfg = HttpConfig { max_attempts: 1, backoff_base: Duration::from_millis(100), rate_scale: 100.0, ..HttpConfig::default() };
+        let cfg = HttpConfig {
+            max_attempts: 1,
+            backoff_base: Duration::from_millis(100),
+            rate_scale: 100.0,
+            ..HttpConfig::default()
+        };
         let c = Client::new(cfg);
         let url = serve(vec![503, 503, 200]);
         let req = Request::get("test", url);
@@ -605,7 +615,10 @@ mod tests {
         assert!(start.elapsed() + Duration::from_millis(5) >= d1);
         let (until2, _) = c.backoff_until("test").unwrap();
         let d2 = until2 - Instant::now();
-        assert!(d2 >= Duration::from_millis(60) && d2 <= Duration::from_millis(200), "second failure in a row: 100–200 ms (less the time to measure), got {d2:?}");
+        assert!(
+            d2 >= Duration::from_millis(60) && d2 <= Duration::from_millis(200),
+            "second failure in a row: 100–200 ms (less the time to measure), got {d2:?}"
+        );
         std::thread::sleep(d2);
         assert_eq!(run(None).status, Some(200));
         assert!(c.backoff_until("test").is_none(), "a success clears the backoff");

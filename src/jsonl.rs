@@ -10,11 +10,8 @@ use serde::Serialize;
 /// Opens a file for line reading; gzip (any number of members) is decompressed transparently.
 /// `-` is stdin.
 pub fn open(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
-    let raw: Box<dyn Read + Send> = if path == Path::new("-") {
-        Box::new(io::stdin())
-    } else {
-        Box::new(File::open(path)?)
-    };
+    let raw: Box<dyn Read + Send> =
+        if path == Path::new("-") { Box::new(io::stdin()) } else { Box::new(File::open(path)?) };
     reader(raw)
 }
 

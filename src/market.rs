@@ -27,7 +27,18 @@ pub enum Family {
 pub const ALL_FAMILIES: [Family; 5] = [Family::M5, Family::M15, Family::H1, Family::H4, Family::Daily];
 
 const MONTHS: [&str; 12] = [
-    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
 ];
 
 impl Family {
@@ -142,7 +153,9 @@ fn month_from_name(s: &str) -> Option<Month> {
 /// The inverse of [`Family::slugs`]: family and window of a slug. Year-less hourly/daily slugs take
 /// the year of `now`.
 pub fn window_of_slug(slug: &str, now: OffsetDateTime) -> Option<(Family, OffsetDateTime, OffsetDateTime)> {
-    for (prefix, fam) in [("btc-updown-5m-", Family::M5), ("btc-updown-15m-", Family::M15), ("btc-updown-4h-", Family::H4)] {
+    for (prefix, fam) in
+        [("btc-updown-5m-", Family::M5), ("btc-updown-15m-", Family::M15), ("btc-updown-4h-", Family::H4)]
+    {
         if let Some(rest) = slug.strip_prefix(prefix) {
             if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) || rest.len() > 12 {
                 return None;
@@ -173,11 +186,7 @@ pub fn window_of_slug(slug: &str, now: OffsetDateTime) -> Option<(Family, Offset
             [m, d, hm] => (*m, *d, clock::to_eastern(now).year(), *hm),
             _ => return None,
         };
-        let (h, pm) = if let Some(h) = hm.strip_suffix("am") {
-            (h, false)
-        } else {
-            (hm.strip_suffix("pm")?, true)
-        };
+        let (h, pm) = if let Some(h) = hm.strip_suffix("am") { (h, false) } else { (hm.strip_suffix("pm")?, true) };
         let h12: u8 = h.parse().ok()?;
         if !(1..=12).contains(&h12) {
             return None;
@@ -268,7 +277,9 @@ pub fn is_valid_condition_id(s: &str) -> bool {
 fn string_array(v: Option<&Value>, field: &str) -> Result<Vec<String>, String> {
     let v = v.ok_or_else(|| format!("missing {field}"))?;
     let arr: Vec<Value> = match v {
-        Value::String(s) => serde_json::from_str(s).map_err(|e| format!("{field} is not a JSON array inside its string: {e}"))?,
+        Value::String(s) => {
+            serde_json::from_str(s).map_err(|e| format!("{field} is not a JSON array inside its string: {e}"))?
+        }
         Value::Array(a) => a.clone(),
         _ => return Err(format!("{field} is neither a string nor an array")),
     };
@@ -396,8 +407,14 @@ mod tests {
         assert_eq!(Family::H1.slugs(datetime!(2026-03-08 07:00 UTC))[0], "bitcoin-up-or-down-march-8-2026-3am-et");
         let w = Family::H1.windows(datetime!(2026-03-08 06:30 UTC), 1);
         assert_eq!(w[1].0, datetime!(2026-03-08 07:00 UTC));
-        assert_eq!(window_of_slug("bitcoin-up-or-down-march-8-2026-3am-et", datetime!(2026-03-08 00:00 UTC)).unwrap().1, datetime!(2026-03-08 07:00 UTC));
-        assert_eq!(window_of_slug("bitcoin-up-or-down-march-8-2026-1am-et", datetime!(2026-03-08 00:00 UTC)).unwrap().1, datetime!(2026-03-08 06:00 UTC));
+        assert_eq!(
+            window_of_slug("bitcoin-up-or-down-march-8-2026-3am-et", datetime!(2026-03-08 00:00 UTC)).unwrap().1,
+            datetime!(2026-03-08 07:00 UTC)
+        );
+        assert_eq!(
+            window_of_slug("bitcoin-up-or-down-march-8-2026-1am-et", datetime!(2026-03-08 00:00 UTC)).unwrap().1,
+            datetime!(2026-03-08 06:00 UTC)
+        );
     }
 
     #[test]
@@ -414,7 +431,10 @@ mod tests {
         // Summer: noon ET = 16:00Z; the window ending 2026-10-08 16:00Z is "…-on-october-8-2026".
         let s = Family::Daily.window_start(datetime!(2026-10-08 10:00 UTC));
         assert_eq!(s, datetime!(2026-10-07 16:00 UTC));
-        assert_eq!(Family::Daily.slugs(s), vec!["bitcoin-up-or-down-on-october-8-2026", "bitcoin-up-or-down-on-october-8"]);
+        assert_eq!(
+            Family::Daily.slugs(s),
+            vec!["bitcoin-up-or-down-on-october-8-2026", "bitcoin-up-or-down-on-october-8"]
+        );
         // Across fall-back: window 2026-10-31 16:00Z → 2026-11-01 17:00Z (25 h).
         let s = Family::Daily.window_start(datetime!(2026-11-01 10:00 UTC));
         assert_eq!(s, datetime!(2026-10-31 16:00 UTC));
@@ -424,7 +444,8 @@ mod tests {
         let s = Family::Daily.window_start(datetime!(2026-03-08 12:00 UTC));
         assert_eq!(s, datetime!(2026-03-07 17:00 UTC));
         assert_eq!(Family::Daily.next_start(s), datetime!(2026-03-08 16:00 UTC));
-        let (f, ws, we) = window_of_slug("bitcoin-up-or-down-on-march-8-2026", datetime!(2026-01-01 00:00 UTC)).unwrap();
+        let (f, ws, we) =
+            window_of_slug("bitcoin-up-or-down-on-march-8-2026", datetime!(2026-01-01 00:00 UTC)).unwrap();
         assert_eq!((f, ws, we), (Family::Daily, datetime!(2026-03-07 17:00 UTC), datetime!(2026-03-08 16:00 UTC)));
     }
 
@@ -434,8 +455,14 @@ mod tests {
         assert_eq!(window_of_slug("btc-updown-5m-1787414400", now).unwrap().0, Family::M5);
         assert!(window_of_slug("btc-updown-5m-1787414401", now).is_none());
         assert!(window_of_slug("btc-updown-5m-../../x", now).is_none());
-        assert_eq!(window_of_slug("bitcoin-up-or-down-august-30-2026-12pm-et", now).unwrap().1, datetime!(2026-08-30 16:00 UTC));
-        assert_eq!(window_of_slug("bitcoin-up-or-down-august-30-12pm-et", now).unwrap().1, datetime!(2026-08-30 16:00 UTC));
+        assert_eq!(
+            window_of_slug("bitcoin-up-or-down-august-30-2026-12pm-et", now).unwrap().1,
+            datetime!(2026-08-30 16:00 UTC)
+        );
+        assert_eq!(
+            window_of_slug("bitcoin-up-or-down-august-30-12pm-et", now).unwrap().1,
+            datetime!(2026-08-30 16:00 UTC)
+        );
         assert!(window_of_slug("bitcoin-up-or-down-august-30-13pm-et", now).is_none());
         assert!(window_of_slug("eth-updown-5m-1787414400", now).is_none());
         for f in ALL_FAMILIES {
@@ -449,12 +476,24 @@ mod tests {
 
     #[test]
     fn parses_the_recorded_gamma_record() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/polymarket/gamma_market_btc_updown_15m_1767200400.json")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/polymarket/gamma_market_btc_updown_15m_1767200400.json"
+        ))
+        .unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
-        let m = parse_gamma_market(&v, "https://gamma-api.polymarket.com/markets/slug/btc-updown-15m-1767200400", datetime!(2025-12-31 17:07 UTC)).unwrap();
+        let m = parse_gamma_market(
+            &v,
+            "https://gamma-api.polymarket.com/markets/slug/btc-updown-15m-1767200400",
+            datetime!(2025-12-31 17:07 UTC),
+        )
+        .unwrap();
         assert_eq!(m.family, Some(Family::M15));
         assert_eq!(m.tokens[0].outcome, "Up");
-        assert_eq!(m.tokens[0].token_id, "8851848546962572193739008211889046036776198486765606333032192644001246174440");
+        assert_eq!(
+            m.tokens[0].token_id,
+            "8851848546962572193739008211889046036776198486765606333032192644001246174440"
+        );
         assert_eq!(m.tokens[1].outcome, "Down");
         assert_eq!(m.window_start_utc, "2025-12-31T17:00:00Z");
         assert_eq!(m.window_end_utc, "2025-12-31T17:15:00Z");
@@ -489,6 +528,15 @@ mod tests {
         no_start.as_object_mut().unwrap().remove("eventStartTime");
         assert!(parse_gamma_market(&no_start, "u", t).unwrap_err().contains("missing eventStartTime"));
         // Real arrays are accepted too (WS new_market style).
-        assert!(parse_gamma_market(&{ let mut b = base.clone(); b["clobTokenIds"] = serde_json::json!(["1", "2"]); b }, "u", t).is_ok());
+        assert!(parse_gamma_market(
+            &{
+                let mut b = base.clone();
+                b["clobTokenIds"] = serde_json::json!(["1", "2"]);
+                b
+            },
+            "u",
+            t
+        )
+        .is_ok());
     }
 }

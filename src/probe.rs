@@ -226,7 +226,11 @@ pub fn url_host(url: &str) -> String {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let authority = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
-    let host = if let Some(v6) = authority.strip_prefix('[') { v6.split(']').next().unwrap_or("") } else { authority.split(':').next().unwrap_or("") };
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
     host.to_ascii_lowercase()
 }
 
@@ -273,7 +277,9 @@ pub fn type_name(v: &Value) -> String {
     match v {
         Value::String(s) if s.is_empty() => "string(empty)".into(),
         Value::String(s) if s.trim().parse::<f64>().is_ok_and(f64::is_finite) => "string(decimal)".into(),
-        Value::String(s) if (s.starts_with('[') || s.starts_with('{')) && serde_json::from_str::<Value>(s).is_ok() => "string(json)".into(),
+        Value::String(s) if (s.starts_with('[') || s.starts_with('{')) && serde_json::from_str::<Value>(s).is_ok() => {
+            "string(json)".into()
+        }
         Value::Number(n) if n.is_f64() => "number(float)".into(),
         Value::Number(_) => "number(integer)".into(),
         Value::Array(a) => format!("array[{}]", a.len()),
@@ -286,7 +292,9 @@ fn object_fields(text: &str) -> Vec<Field> {
         Ok(Ordered(kv)) => kv
             .into_iter()
             .map(|(name, raw)| {
-                let ty = serde_json::from_str::<Value>(raw.get()).map(|v| type_name(&v)).unwrap_or_else(|_| "invalid".into());
+                let ty = serde_json::from_str::<Value>(raw.get())
+                    .map(|v| type_name(&v))
+                    .unwrap_or_else(|_| "invalid".into());
                 Field { name, ty }
             })
             .collect(),
@@ -302,11 +310,17 @@ pub fn describe(text: &str) -> Shape {
     match &v {
         Value::Object(_) => Shape { kind: "object".into(), fields: object_fields(text), ..Shape::default() },
         Value::Array(a) => {
-            let fields = match serde_json::from_str::<Vec<Box<RawValue>>>(text).ok().and_then(|els| els.into_iter().next()) {
-                Some(first) if first.get().trim_start().starts_with('{') => object_fields(first.get()),
-                _ => Vec::new(),
-            };
-            Shape { kind: "array".into(), array_len: Some(a.len()), element_kind: a.first().map(|e| kind_of(e).to_string()), fields }
+            let fields =
+                match serde_json::from_str::<Vec<Box<RawValue>>>(text).ok().and_then(|els| els.into_iter().next()) {
+                    Some(first) if first.get().trim_start().starts_with('{') => object_fields(first.get()),
+                    _ => Vec::new(),
+                };
+            Shape {
+                kind: "array".into(),
+                array_len: Some(a.len()),
+                element_kind: a.first().map(|e| kind_of(e).to_string()),
+                fields,
+            }
         }
         other => Shape { kind: kind_of(other).into(), ..Shape::default() },
     }
@@ -326,7 +340,9 @@ pub fn interpret_time(v: &Value) -> (String, Option<OffsetDateTime>) {
     let (digits, float) = match v {
         Value::Number(n) if n.is_u64() || n.is_i64() => (Some(n.to_string()), None),
         Value::Number(n) => (None, n.as_f64()),
-        Value::String(s) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => (Some(s.clone()), None),
+        Value::String(s) if !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => {
+            (Some(s.clone()), None)
+        }
         Value::String(s) => return interpret_time_text(s),
         other => return (format!("other ({})", kind_of(other)), None),
     };
@@ -335,13 +351,17 @@ pub fn interpret_time(v: &Value) -> (String, Option<OffsetDateTime>) {
         let (unit, t) = match n {
             1_000_000_000..=99_999_999_999 => ("unix_s", clock::from_unix(n)),
             1_000_000_000_000..=99_999_999_999_999 => ("unix_ms", clock::from_unix_ms(n)),
-            1_000_000_000_000_000..=99_999_999_999_999_999 => ("unix_us", OffsetDateTime::from_unix_timestamp_nanos(n as i128 * 1000).ok()),
+            1_000_000_000_000_000..=99_999_999_999_999_999 => {
+                ("unix_us", OffsetDateTime::from_unix_timestamp_nanos(n as i128 * 1000).ok())
+            }
             _ => return ("other (integer, not a plausible epoch)".into(), None),
         };
         return (unit.into(), t);
     }
     match float {
-        Some(f) if (1e9..1e11).contains(&f) => ("unix_s".into(), OffsetDateTime::from_unix_timestamp_nanos((f * 1e9) as i128).ok()),
+        Some(f) if (1e9..1e11).contains(&f) => {
+            ("unix_s".into(), OffsetDateTime::from_unix_timestamp_nanos((f * 1e9) as i128).ok())
+        }
         _ => ("other (number, not a plausible epoch)".into(), None),
     }
 }
@@ -472,8 +492,10 @@ fn books_notes(asked: &[String], reply: &Value) -> Value {
 
 /// What a non-2xx or unusable reply said, in one line.
 fn error_summary(last: &Attempt) -> Option<String> {
-    let body_error =
-        last.json_text().and_then(|t| serde_json::from_str::<Value>(t).ok()).and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string));
+    let body_error = last
+        .json_text()
+        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string));
     let mut parts = Vec::new();
     match (&last.verdict, last.status) {
         (Verdict::Ok, _) => {}
@@ -578,7 +600,8 @@ impl Prober {
         let allowed = self.cfg.max_attempts.min(remaining);
         self.client.cfg.max_attempts = allowed;
         let ctx = json!({"probe": name});
-        let (seq, raw, used, last_end, attempts) = (&mut self.seq, &mut self.raw, &mut self.used, &mut self.last_end, &mut r.attempts);
+        let (seq, raw, used, last_end, attempts) =
+            (&mut self.seq, &mut self.raw, &mut self.used, &mut self.last_end, &mut r.attempts);
         let last = self.client.execute(&req, None, |a| {
             let sent = !a.error.as_deref().is_some_and(|e| e.starts_with("not sent"));
             if sent {
@@ -662,7 +685,11 @@ impl Prober {
             None => {
                 let w = Family::M5.windows(now, 1);
                 vec![
-                    (Family::M5.slugs(w[0].0).remove(0), "gamma_market_slug_current", "market metadata of the current 5m BTC window"),
+                    (
+                        Family::M5.slugs(w[0].0).remove(0),
+                        "gamma_market_slug_current",
+                        "market metadata of the current 5m BTC window",
+                    ),
                     (
                         Family::M5.slugs(w[1].0).remove(0),
                         "gamma_market_slug_next",
@@ -699,7 +726,10 @@ impl Prober {
                     }
                 },
                 _ => {
-                    error = Some(format!("{slug}: {}", self.results[i].error.clone().unwrap_or_else(|| "no usable reply".into())));
+                    error = Some(format!(
+                        "{slug}: {}",
+                        self.results[i].error.clone().unwrap_or_else(|| "no usable reply".into())
+                    ));
                     // Only a definitive "not listed" makes the next window worth a request.
                     if last.status != Some(404) {
                         break;
@@ -715,17 +745,35 @@ impl Prober {
         let started = clock::now();
         let (tried, market, market_error) = self.resolve_market(started)?;
         let clob = self.cfg.clob_url.clone();
-        let tokens: Vec<String> = market.as_ref().map(|m| m.tokens.iter().map(|t| t.token_id.clone()).collect()).unwrap_or_default();
+        let tokens: Vec<String> =
+            market.as_ref().map(|m| m.tokens.iter().map(|t| t.token_id.clone()).collect()).unwrap_or_default();
         let tok = tokens.first().cloned();
         let get = |fam: &'static str, path: &str| Request::get(fam, format!("{clob}{path}"));
         let per_token: Vec<(&str, &str, Request)> = {
             let t = tok.clone().unwrap_or_default();
-            let books_body = serde_json::to_string(&tokens.iter().map(|t| json!({"token_id": t})).collect::<Vec<_>>()).unwrap_or_default();
+            let books_body = serde_json::to_string(&tokens.iter().map(|t| json!({"token_id": t})).collect::<Vec<_>>())
+                .unwrap_or_default();
             vec![
-                ("clob_book", "current order book of one token (the first outcome)", get("book", "/book").query("token_id", &t)),
-                ("clob_books", "batch order books of both tokens", Request::post_json("books", format!("{clob}/books"), books_body)),
-                ("clob_price_buy", "best price, side=BUY", get("price", "/price").query("token_id", &t).query("side", "BUY")),
-                ("clob_price_sell", "best price, side=SELL", get("price", "/price").query("token_id", &t).query("side", "SELL")),
+                (
+                    "clob_book",
+                    "current order book of one token (the first outcome)",
+                    get("book", "/book").query("token_id", &t),
+                ),
+                (
+                    "clob_books",
+                    "batch order books of both tokens",
+                    Request::post_json("books", format!("{clob}/books"), books_body),
+                ),
+                (
+                    "clob_price_buy",
+                    "best price, side=BUY",
+                    get("price", "/price").query("token_id", &t).query("side", "BUY"),
+                ),
+                (
+                    "clob_price_sell",
+                    "best price, side=SELL",
+                    get("price", "/price").query("token_id", &t).query("side", "SELL"),
+                ),
                 ("clob_midpoint", "midpoint price", get("midpoint", "/midpoint").query("token_id", &t)),
                 ("clob_spread", "bid-ask spread", get("spread", "/spread").query("token_id", &t)),
                 (
@@ -805,12 +853,17 @@ impl Report {
         if self.interrupted {
             parts.push("interrupted by a signal".into());
         }
-        let unreached: Vec<&str> = self.endpoints.iter().filter(|e| e.outcome == "no_reply").map(|e| e.name.as_str()).collect();
+        let unreached: Vec<&str> =
+            self.endpoints.iter().filter(|e| e.outcome == "no_reply").map(|e| e.name.as_str()).collect();
         if !unreached.is_empty() {
             parts.push(format!("no reply from: {}", unreached.join(", ")));
         }
-        let skipped: Vec<&str> =
-            self.endpoints.iter().filter(|e| e.not_probed_reason.as_deref() == Some("no token id resolved from Gamma")).map(|e| e.name.as_str()).collect();
+        let skipped: Vec<&str> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.not_probed_reason.as_deref() == Some("no token id resolved from Gamma"))
+            .map(|e| e.name.as_str())
+            .collect();
         if !skipped.is_empty() {
             parts.push(format!("no token id resolved, so not probed: {}", skipped.join(", ")));
         }
@@ -823,7 +876,9 @@ impl Report {
     pub fn pass_condition_met(&self) -> bool {
         let active = self.market.as_ref().is_some_and(|m| m.status == "open" || m.status == "upcoming");
         let book = self.ep("clob_book").is_some_and(|e| e.status == Some(200) && e.notes.get("bid_levels").is_some())
-            || self.ep("clob_books").is_some_and(|e| e.status == Some(200) && e.notes["books"].as_array().is_some_and(|b| !b.is_empty()));
+            || self
+                .ep("clob_books")
+                .is_some_and(|e| e.status == Some(200) && e.notes["books"].as_array().is_some_and(|b| !b.is_empty()));
         active && book
     }
 
@@ -981,7 +1036,10 @@ impl Report {
         if parts.is_empty() {
             "No time-like field was seen in this run.".into()
         } else {
-            format!("{}. Our own receive time is each reply's `collected_at_utc` in the raw envelope.", parts.join("; "))
+            format!(
+                "{}. Our own receive time is each reply's `collected_at_utc` in the raw envelope.",
+                parts.join("; ")
+            )
         }
     }
 
@@ -1059,7 +1117,13 @@ impl Report {
             ),
         );
         if self.cap_reached {
-            let _ = writeln_md(w, &format!("**Stopped early: the request cap ({}) was reached before all endpoints were probed.**\n", self.max_requests));
+            let _ = writeln_md(
+                w,
+                &format!(
+                    "**Stopped early: the request cap ({}) was reached before all endpoints were probed.**\n",
+                    self.max_requests
+                ),
+            );
         }
         let gate = self.pass_condition_met();
         let _ = writeln_md(
@@ -1074,7 +1138,8 @@ impl Report {
         let _ = writeln_md(w, "| endpoint | request | outcome | status | latency ms | tries | bytes | JSON | fields |");
         let _ = writeln_md(w, "|---|---|---|---|---|---|---|---|---|");
         for e in &self.endpoints {
-            let path = e.url.split_once("://").map(|(_, r)| r).and_then(|r| r.find('/').map(|i| &r[i..])).unwrap_or(&e.url);
+            let path =
+                e.url.split_once("://").map(|(_, r)| r).and_then(|r| r.find('/').map(|i| &r[i..])).unwrap_or(&e.url);
             let _ = writeln_md(
                 w,
                 &format!(
@@ -1115,7 +1180,10 @@ impl Report {
                     e.outcome,
                     e.status.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
                     e.expected_status
-                        .map(|x| format!(" (expected {x}{})", if e.status == Some(x) { ", as expected" } else { ", NOT as expected" }))
+                        .map(|x| format!(
+                            " (expected {x}{})",
+                            if e.status == Some(x) { ", as expected" } else { ", NOT as expected" }
+                        ))
                         .unwrap_or_default(),
                     e.content_type.as_deref().map(|c| format!("`{c}`")).unwrap_or_else(|| "none".into()),
                     e.body_bytes.unwrap_or(0),
@@ -1133,7 +1201,11 @@ impl Report {
                         a.latency_ms,
                         a.verdict,
                         a.retry_after.as_deref().map(|r| format!(", Retry-After {r}")).unwrap_or_default(),
-                        if a.waited_before_s > 0.0 { format!(", waited {:.3} s before", a.waited_before_s) } else { String::new() }
+                        if a.waited_before_s > 0.0 {
+                            format!(", waited {:.3} s before", a.waited_before_s)
+                        } else {
+                            String::new()
+                        }
                     ),
                 );
             }
@@ -1166,7 +1238,12 @@ impl Report {
                     let list: Vec<String> = sh.fields.iter().map(|f| format!("`{}`: {}", f.name, f.ty)).collect();
                     let _ = writeln_md(
                         w,
-                        &format!("- fields ({}{}): {}", sh.fields.len(), if sh.array_len.is_some() { ", of the first element" } else { "" }, list.join(", ")),
+                        &format!(
+                            "- fields ({}{}): {}",
+                            sh.fields.len(),
+                            if sh.array_len.is_some() { ", of the first element" } else { "" },
+                            list.join(", ")
+                        ),
                     );
                 }
             }
@@ -1286,7 +1363,9 @@ mod tests {
 
     #[test]
     fn shapes_keep_wire_order_and_refine_string_types() {
-        let s = describe(r#"{"market":"0x9d","timestamp":"1785734468581","bids":[],"neg_risk":true,"tick":0.01,"ids":"[\"1\", \"2\"]","ltp":""}"#);
+        let s = describe(
+            r#"{"market":"0x9d","timestamp":"1785734468581","bids":[],"neg_risk":true,"tick":0.01,"ids":"[\"1\", \"2\"]","ltp":""}"#,
+        );
         assert_eq!(s.kind, "object");
         let got: Vec<(&str, &str)> = s.fields.iter().map(|f| (f.name.as_str(), f.ty.as_str())).collect();
         assert_eq!(

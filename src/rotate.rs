@@ -239,7 +239,10 @@ pub enum Input {
 /// Starts the reader thread over `input`; returns the receiving end of its bounded channel.
 pub fn spawn_reader<R: Read + Send + 'static>(input: R) -> Receiver<Input> {
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_BATCHES);
-    std::thread::Builder::new().name("stdin-reader".into()).spawn(move || read_lines(input, &tx)).expect("spawn reader thread");
+    std::thread::Builder::new()
+        .name("stdin-reader".into())
+        .spawn(move || read_lines(input, &tx))
+        .expect("spawn reader thread");
     rx
 }
 
@@ -291,7 +294,8 @@ fn note_invalid(line_no: u64, line: &[u8]) {
     static TOTAL: AtomicU64 = AtomicU64::new(0);
     let k = TOTAL.fetch_add(1, Ordering::Relaxed) + 1;
     if k <= INVALID_NOTES || k.is_multiple_of(INVALID_NOTE_EVERY) {
-        let err = serde_json::from_slice::<serde::de::IgnoredAny>(line).err().map(|e| e.to_string()).unwrap_or_default();
+        let err =
+            serde_json::from_slice::<serde::de::IgnoredAny>(line).err().map(|e| e.to_string()).unwrap_or_default();
         let more = if k == INVALID_NOTES { " (further ones: every 10000th is noted; all are counted)" } else { "" };
         eprintln!("jsonl-rotate: input line {line_no}: not valid JSON, archived as is ({err}); {k} so far{more}");
     }
@@ -332,7 +336,11 @@ impl<W: Write> RecordOut<W> {
             Ok(()) => self.written += 1,
             Err(e) => {
                 self.closed = true;
-                let why = if e.kind() == io::ErrorKind::BrokenPipe { "closed by its reader".to_string() } else { e.to_string() };
+                let why = if e.kind() == io::ErrorKind::BrokenPipe {
+                    "closed by its reader".to_string()
+                } else {
+                    e.to_string()
+                };
                 eprintln!(
                     "jsonl-rotate: stdout {why}: files are still sealed, their records are no longer printed (first missed: {})",
                     rec.path
@@ -402,7 +410,10 @@ impl<'a, W: Write> Writer<'a, W> {
                 );
             }
             if stop_deadline.is_some_and(|d| Instant::now() >= d) {
-                eprintln!("jsonl-rotate: stdin still open {} s after the signal; sealing and stopping", DRAIN_AFTER_SIGNAL.as_secs());
+                eprintln!(
+                    "jsonl-rotate: stdin still open {} s after the signal; sealing and stopping",
+                    DRAIN_AFTER_SIGNAL.as_secs()
+                );
                 // Lines already read off the pipe are accepted: they are ours now.
                 while let Ok(Input::Batch(b)) = rx.try_recv() {
                     self.accept(b)?;
@@ -475,7 +486,8 @@ impl<'a, W: Write> Writer<'a, W> {
         }
         let level = self.cfg.level;
         let f = self.open.as_mut().expect("opened above");
-        let member = f.member.get_or_insert_with(|| GzEncoder::new(Vec::with_capacity(1 << 20), Compression::new(level)));
+        let member =
+            f.member.get_or_insert_with(|| GzEncoder::new(Vec::with_capacity(1 << 20), Compression::new(level)));
         member.write_all(&b.data)?;
         f.member_input += b.data.len() as u64;
         f.stats.merge(&b.stats);
@@ -893,7 +905,9 @@ pub fn lock_stream(cfg: &Config, wait: Duration) -> io::Result<Option<File>> {
     loop {
         match f.try_lock() {
             Ok(()) => return Ok(Some(f)),
-            Err(fs::TryLockError::WouldBlock) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(100)),
+            Err(fs::TryLockError::WouldBlock) if start.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
             Err(fs::TryLockError::WouldBlock) => return Ok(None),
             Err(fs::TryLockError::Error(e)) => return Err(e),
         }
@@ -929,7 +943,10 @@ mod tests {
 
     #[test]
     fn file_names() {
-        assert_eq!(parse_file_name("my-host-20261124T160133Z-12-ab01-7.jsonl.gz", "my-host"), Some(("20261124T160133Z-12-ab01".into(), 7)));
+        assert_eq!(
+            parse_file_name("my-host-20261124T160133Z-12-ab01-7.jsonl.gz", "my-host"),
+            Some(("20261124T160133Z-12-ab01".into(), 7))
+        );
         assert_eq!(parse_file_name("other-x-1.jsonl.gz", "my-host"), None);
         assert_eq!(parse_file_name("my-host-x-1.jsonl", "my-host"), None);
     }

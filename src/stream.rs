@@ -29,8 +29,8 @@ use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
 use crate::envelope::{Body, Envelope, RunInfo, Sequencer};
-use crate::http::{Client, Request};
 use crate::feed::Input;
+use crate::http::{Client, Request};
 use crate::market::Market;
 use crate::{clock, signal, util};
 
@@ -225,7 +225,8 @@ fn connect(cfg: &Config) -> Result<(Ws, u16), String> {
     let host = uri.host().ok_or("url has no host")?.trim_start_matches('[').trim_end_matches(']').to_string();
     let tls = uri.scheme_str() == Some("wss");
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let addrs: Vec<SocketAddr> = (host.as_str(), port).to_socket_addrs().map_err(|e| format!("resolve {host}: {e}"))?.collect();
+    let addrs: Vec<SocketAddr> =
+        (host.as_str(), port).to_socket_addrs().map_err(|e| format!("resolve {host}: {e}"))?.collect();
     let mut last = format!("no address for {host}");
     let mut tcp = None;
     for a in addrs {
@@ -349,7 +350,11 @@ fn conn_thread(shared: Arc<Shared>, shard: u32, rx: Receiver<Cmd>, initial: Vec<
                 if signal::stop_requested() {
                     break;
                 }
-                let wait = if immediate && attempt <= 1 { Duration::from_millis(10) } else { backoff(cfg.backoff_base, cfg.backoff_max, attempt.max(1)) };
+                let wait = if immediate && attempt <= 1 {
+                    Duration::from_millis(10)
+                } else {
+                    backoff(cfg.backoff_base, cfg.backoff_max, attempt.max(1))
+                };
                 sink.send(sink.ws(json!({"event": "reconnect_wait", "conn_id": conn_id, "shard": shard, "after": event, "reason": reason,
                     "wait_s": (wait.as_secs_f64() * 1000.0).round() / 1000.0, "attempt": attempt})));
                 // Wait, still following subscription changes.
@@ -529,10 +534,18 @@ impl Conn<'_> {
                         Message::Pong(b) => ("pong", b.to_vec(), false),
                         Message::Close(cf) => {
                             self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
-                            let (code, reason) = cf.map(|c| (u16::from(c.code), c.reason.to_string())).unwrap_or((1005, String::new()));
-                            self.record("close", json!({"by": "server", "code": code, "reason": reason, "frames": self.frame_no}));
+                            let (code, reason) =
+                                cf.map(|c| (u16::from(c.code), c.reason.to_string())).unwrap_or((1005, String::new()));
+                            self.record(
+                                "close",
+                                json!({"by": "server", "code": code, "reason": reason, "frames": self.frame_no}),
+                            );
                             let _ = self.ws.flush();
-                            return End::Reconnect { event: "close", reason: format!("server close {code}"), immediate: true };
+                            return End::Reconnect {
+                                event: "close",
+                                reason: format!("server close {code}"),
+                                immediate: true,
+                            };
                         }
                         Message::Frame(_) => continue,
                     };
@@ -591,7 +604,13 @@ struct Shard {
 /// The controller: runs until stdin ended and nothing is left to track, a signal, `max_frames`, or a
 /// closed output. Returns the number of bad input lines.
 pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Client>, counters: Arc<Counters>) -> u64 {
-    let shared = Arc::new(Shared { cfg: cfg.clone(), sink: sink.clone(), client: client.map(Arc::new), counters, next_conn_id: AtomicU64::new(0) });
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        sink: sink.clone(),
+        client: client.map(Arc::new),
+        counters,
+        next_conn_id: AtomicU64::new(0),
+    });
     let mut markets: BTreeMap<String, Tracked> = BTreeMap::new();
     let mut shards: Vec<Option<Shard>> = Vec::new();
     let mut owner: HashMap<String, usize> = HashMap::new();
@@ -696,8 +715,11 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
         let new: Vec<String> = want.iter().filter(|t| !owner.contains_key(*t)).cloned().collect();
         for tok in new {
             let pending = |i: usize, adds: &BTreeMap<usize, Vec<String>>| adds.get(&i).map_or(0, Vec::len);
-            let slot = (0..shards.len()).find(|&i| shards[i].as_ref().is_some_and(|s| s.tokens.len() + pending(i, &adds) < cfg.max_per_conn));
-            let i = match slot.or_else(|| (0..shards.len()).find(|&i| shards[i].is_none() && pending(i, &adds) < cfg.max_per_conn)) {
+            let slot = (0..shards.len())
+                .find(|&i| shards[i].as_ref().is_some_and(|s| s.tokens.len() + pending(i, &adds) < cfg.max_per_conn));
+            let i = match slot
+                .or_else(|| (0..shards.len()).find(|&i| shards[i].is_none() && pending(i, &adds) < cfg.max_per_conn))
+            {
                 Some(i) => i,
                 None => {
                     shards.push(None);

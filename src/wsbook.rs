@@ -247,7 +247,15 @@ pub struct Rebuilder {
 
 impl Rebuilder {
     pub fn new(opts: Options, rows: Box<dyn Write>, trades: Option<Box<dyn Write>>) -> Rebuilder {
-        Rebuilder { opts, books: HashMap::new(), meta: HashMap::new(), rows, trades, stats: Stats::default(), last_recv_us: None }
+        Rebuilder {
+            opts,
+            books: HashMap::new(),
+            meta: HashMap::new(),
+            rows,
+            trades,
+            stats: Stats::default(),
+            last_recv_us: None,
+        }
     }
 
     /// Processes one raw line. Err: the line is unusable (reason); the caller reports it.
@@ -384,8 +392,13 @@ impl Rebuilder {
 
     fn ws_book(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
         let g = |k: &str| ev.get(k).and_then(Value::as_str);
-        let (Some(asset), Some(market), Some(ts), Some(hash)) = (g("asset_id"), g("market"), g("timestamp"), g("hash")) else { return Ok(false) };
-        let (Some(bids), Some(asks)) = (parse_side(ev.get("bids")), parse_side(ev.get("asks"))) else { return Ok(false) };
+        let (Some(asset), Some(market), Some(ts), Some(hash)) = (g("asset_id"), g("market"), g("timestamp"), g("hash"))
+        else {
+            return Ok(false);
+        };
+        let (Some(bids), Some(asks)) = (parse_side(ev.get("bids")), parse_side(ev.get("asks"))) else {
+            return Ok(false);
+        };
         let Ok(ts_ms) = ts.parse::<i64>() else { return Ok(false) };
         self.stats.ws_books += 1;
         let prev = self.books.remove(asset);
@@ -424,11 +437,14 @@ impl Rebuilder {
 
     fn rest_book(&mut self, v: &Value, recv: &Recv) -> io::Result<()> {
         let g = |k: &str| v.get(k).and_then(Value::as_str);
-        let (Some(asset), Some(market), Some(ts), Some(hash)) = (g("asset_id"), g("market"), g("timestamp"), g("hash")) else {
+        let (Some(asset), Some(market), Some(ts), Some(hash)) = (g("asset_id"), g("market"), g("timestamp"), g("hash"))
+        else {
             self.stats.bad_events += 1;
             return Ok(());
         };
-        let (Some(bids), Some(asks), Ok(ts_ms)) = (parse_side(v.get("bids")), parse_side(v.get("asks")), ts.parse::<i64>()) else {
+        let (Some(bids), Some(asks), Ok(ts_ms)) =
+            (parse_side(v.get("bids")), parse_side(v.get("asks")), ts.parse::<i64>())
+        else {
             self.stats.bad_events += 1;
             return Ok(());
         };
@@ -495,14 +511,17 @@ impl Rebuilder {
     }
 
     fn price_change(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
-        let (Some(ts), Some(entries)) = (ev.get("timestamp").and_then(Value::as_str), ev.get("price_changes").and_then(Value::as_array)) else {
+        let (Some(ts), Some(entries)) =
+            (ev.get("timestamp").and_then(Value::as_str), ev.get("price_changes").and_then(Value::as_array))
+        else {
             return Ok(false);
         };
         let Ok(ts_ms) = ts.parse::<i64>() else { return Ok(false) };
         let mut all_ok = true;
         for (i, e) in entries.iter().enumerate() {
             let g = |k: &str| e.get(k).and_then(Value::as_str);
-            let (Some(asset), Some(price), Some(size), Some(side)) = (g("asset_id"), g("price"), g("size"), g("side")) else {
+            let (Some(asset), Some(price), Some(size), Some(side)) = (g("asset_id"), g("price"), g("size"), g("side"))
+            else {
                 all_ok = false;
                 continue;
             };
@@ -525,8 +544,10 @@ impl Rebuilder {
             self.stats.changes_applied += 1;
             self.stats.assets.entry(asset.to_string()).or_default().changes += 1;
             // Entries of one message that share the hash describe one state: verify after the last.
-            let later_same =
-                entries[i + 1..].iter().any(|x| x.get("asset_id").and_then(Value::as_str) == Some(asset) && x.get("hash").and_then(Value::as_str) == hash);
+            let later_same = entries[i + 1..].iter().any(|x| {
+                x.get("asset_id").and_then(Value::as_str) == Some(asset)
+                    && x.get("hash").and_then(Value::as_str) == hash
+            });
             if later_same {
                 continue;
             }
@@ -540,16 +561,22 @@ impl Rebuilder {
 
     fn legacy_price_change(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
         let g = |k: &str| ev.get(k).and_then(Value::as_str);
-        let (Some(asset), Some(ts), Some(changes)) = (g("asset_id"), g("timestamp"), ev.get("changes").and_then(Value::as_array)) else { return Ok(false) };
+        let (Some(asset), Some(ts), Some(changes)) =
+            (g("asset_id"), g("timestamp"), ev.get("changes").and_then(Value::as_array))
+        else {
+            return Ok(false);
+        };
         let Ok(ts_ms) = ts.parse::<i64>() else { return Ok(false) };
         let Some(b) = self.books.get_mut(asset) else {
             self.stats.changes_without_book += changes.len() as u64;
             return Ok(true);
         };
         for c in changes {
-            let (Some(p), Some(s), Some(side)) =
-                (c.get("price").and_then(Value::as_str), c.get("size").and_then(Value::as_str), c.get("side").and_then(Value::as_str))
-            else {
+            let (Some(p), Some(s), Some(side)) = (
+                c.get("price").and_then(Value::as_str),
+                c.get("size").and_then(Value::as_str),
+                c.get("side").and_then(Value::as_str),
+            ) else {
                 return Ok(false);
             };
             match side {
@@ -652,7 +679,14 @@ impl Rebuilder {
         Ok(true)
     }
 
-    fn row(&mut self, asset: &str, recv: &Recv, source: &'static str, event: &'static str, force: bool) -> io::Result<()> {
+    fn row(
+        &mut self,
+        asset: &str,
+        recv: &Recv,
+        source: &'static str,
+        event: &'static str,
+        force: bool,
+    ) -> io::Result<()> {
         let depth = self.opts.depth;
         let every = self.opts.every_ms;
         let Some(b) = self.books.get_mut(asset) else { return Ok(()) };
@@ -761,7 +795,10 @@ mod tests {
         assert_eq!(bids.iter().map(|l| l.price.as_str()).collect::<Vec<_>>(), ["0.1", "0.2", "0.3"]);
         set_level(&mut bids, true, "0.2", "0").unwrap();
         set_level(&mut bids, true, "0.30", "11").unwrap();
-        assert_eq!(bids.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect::<Vec<_>>(), [("0.1", "5"), ("0.3", "11")]);
+        assert_eq!(
+            bids.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect::<Vec<_>>(),
+            [("0.1", "5"), ("0.3", "11")]
+        );
         let mut asks = vec![];
         set_level(&mut asks, false, "0.5", "1").unwrap();
         set_level(&mut asks, false, "0.9", "1").unwrap();

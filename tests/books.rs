@@ -97,8 +97,12 @@ fn check_envelopes(lines: &[Value]) {
                 assert!(l["ctx"]["slot"].is_u64() && l["ctx"]["due_at_utc"].is_string());
                 assert!(l["ctx"]["batch"].is_u64() && l["ctx"]["batches"].is_u64());
                 // The request body asks for exactly ctx.tokens, in that order.
-                let asked: Vec<String> =
-                    l["request"]["body"].as_array().unwrap().iter().map(|x| x["token_id"].as_str().unwrap().to_string()).collect();
+                let asked: Vec<String> = l["request"]["body"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x["token_id"].as_str().unwrap().to_string())
+                    .collect();
                 assert_eq!(asked, strs(&l["ctx"]["tokens"]));
             }
             "gap" => {
@@ -132,7 +136,10 @@ fn every_served_book_reply_is_recorded_once_byte_for_byte_on_a_drift_free_schedu
     let bodies: Vec<Vec<u8>> = raw
         .iter()
         .filter_map(|l| {
-            serde_json::from_str::<HashMap<String, Box<RawValue>>>(l).unwrap().remove("body").map(|b| b.get().as_bytes().to_vec())
+            serde_json::from_str::<HashMap<String, Box<RawValue>>>(l)
+                .unwrap()
+                .remove("body")
+                .map(|b| b.get().as_bytes().to_vec())
         })
         .collect();
     for s in &served {
@@ -183,8 +190,12 @@ fn replies_are_matched_by_asset_id_and_unknown_tokens_are_missing_token_gaps() {
     let http = kind(&lines, "http");
     assert!(http.len() >= 3);
     for l in &http {
-        assert_eq!(strs(&l["ctx"]["tokens"]), vec![fake_ids[0].clone(), fake_ids[1].clone(), real_ids[0].clone(), real_ids[1].clone()]);
-        let got: Vec<String> = l["body"].as_array().unwrap().iter().map(|b| b["asset_id"].as_str().unwrap().to_string()).collect();
+        assert_eq!(
+            strs(&l["ctx"]["tokens"]),
+            vec![fake_ids[0].clone(), fake_ids[1].clone(), real_ids[0].clone(), real_ids[1].clone()]
+        );
+        let got: Vec<String> =
+            l["body"].as_array().unwrap().iter().map(|b| b["asset_id"].as_str().unwrap().to_string()).collect();
         assert_eq!(got, vec![real_ids[1].clone(), real_ids[0].clone()], "the venue answers in reverse order");
     }
     // One missing_token gap per unknown token per reply, naming the right token, slug and outcome.
@@ -205,8 +216,8 @@ fn faults_are_retried_within_the_slot_or_become_failed_request_gaps() {
     let recs = market_lines(&v, "5m", "0", &now_str());
     let ok = || Fault::Slow(Duration::ZERO); // served normally
     v.fault("/books", Fault::TooMany { retry_after: Some("2".into()) }); // longer than the slot: give up
-    // A success after it clears the backoff (failures in a row would otherwise make the next
-    // fault's retry wait longer than a slot — tested by the backoff growth in src/http.rs).
+                                                                         // A success after it clears the backoff (failures in a row would otherwise make the next
+                                                                         // fault's retry wait longer than a slot — tested by the backoff growth in src/http.rs).
     v.fault("/books", ok());
     for f in [
         Fault::Status(503),
@@ -377,10 +388,15 @@ fn tracking_follows_the_simulated_clock_lead_book_gone_and_late_arrivals() {
     let lines: Vec<Value> = rx.iter().map(|l| serde_json::from_str(&l).unwrap()).collect();
     check_envelopes(&lines);
     let track = |slug: &str, action: &str| -> Vec<&Value> {
-        lines.iter().filter(|l| l["kind"] == "track" && l["ctx"]["slug"] == slug && l["ctx"]["action"] == action).collect()
+        lines
+            .iter()
+            .filter(|l| l["kind"] == "track" && l["ctx"]["slug"] == slug && l["ctx"]["action"] == action)
+            .collect()
     };
     let pos = |l: &Value| l["seq"].as_u64().unwrap() as usize;
-    let asks = |l: &Value, rec: &str| l["kind"] == "http" && tokens_of(rec).iter().all(|tk| strs(&l["ctx"]["tokens"]).contains(tk));
+    let asks = |l: &Value, rec: &str| {
+        l["kind"] == "http" && tokens_of(rec).iter().all(|tk| strs(&l["ctx"]["tokens"]).contains(tk))
+    };
     let (sa, sb, sc) = (slug_of(&a), slug_of(&b), slug_of(&c));
     // A: tracked from the first slot, in its window.
     assert_eq!(track(&sa, "start").len(), 1);
@@ -403,14 +419,22 @@ fn tracking_follows_the_simulated_clock_lead_book_gone_and_late_arrivals() {
     assert_eq!(a_stop.len(), 1, "{a_stop:?}");
     assert_eq!(a_stop[0]["ctx"]["reason"], "book_gone");
     assert_eq!(
-        strs(&Value::Array(a_stop[0]["ctx"]["tokens"].as_array().unwrap().iter().map(|x| x["token_id"].clone()).collect())),
+        strs(&Value::Array(
+            a_stop[0]["ctx"]["tokens"].as_array().unwrap().iter().map(|x| x["token_id"].clone()).collect()
+        )),
         tokens_of(&a)
     );
     let a_stop_at = t(&a_stop[0]["collected_at_utc"]);
-    assert!(a_stop_at > datetime!(2026-08-22 16:05:00 UTC) && a_stop_at < datetime!(2026-08-22 16:07:00 UTC), "{a_stop_at}");
-    let a_missing: Vec<&Value> = gaps(&lines, "missing_token").into_iter().filter(|g| g["ctx"]["slug"] == sa.as_str()).collect();
+    assert!(
+        a_stop_at > datetime!(2026-08-22 16:05:00 UTC) && a_stop_at < datetime!(2026-08-22 16:07:00 UTC),
+        "{a_stop_at}"
+    );
+    let a_missing: Vec<&Value> =
+        gaps(&lines, "missing_token").into_iter().filter(|g| g["ctx"]["slug"] == sa.as_str()).collect();
     assert!(a_missing.len() >= 6, "3 replies without each of the 2 tokens");
-    assert!(lines[pos(a_stop[0])..].iter().all(|l| !(l["kind"] == "http" && strs(&l["ctx"]["tokens"]).contains(&tokens_of(&a)[0]))));
+    assert!(lines[pos(a_stop[0])..]
+        .iter()
+        .all(|l| !(l["kind"] == "http" && strs(&l["ctx"]["tokens"]).contains(&tokens_of(&a)[0]))));
     // B and C are still tracked when the duration ends.
     for s in [&sb, &sc] {
         let stop = track(s, "stop");
@@ -426,7 +450,8 @@ fn grace_ends_tracking_expired_records_start_nothing_and_end_of_input_ends_the_r
     let spec = v.simulate_clock(datetime!(2026-08-22 16:04:50 UTC), 60.0);
     let recs = market_lines(&v, "5m,15m", "0", "2026-08-22T16:04:50Z");
     let a = recs.iter().find(|r| slug_of(r) == "btc-updown-5m-1787414400").unwrap().clone();
-    let mut expired: Value = serde_json::from_str(recs.iter().find(|r| slug_of(r) == "btc-updown-15m-1787414400").unwrap()).unwrap();
+    let mut expired: Value =
+        serde_json::from_str(recs.iter().find(|r| slug_of(r) == "btc-updown-15m-1787414400").unwrap()).unwrap();
     expired["change"] = "expired".into();
     let mut cmd = books_cmd(&v, &["--interval", "0.2", "--grace", "20"]);
     cmd.env("PMARCHIVE_CLOCK", &spec);
@@ -462,10 +487,14 @@ fn sigterm_finishes_flushes_and_exits_0() {
     std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 0);
     got.extend(rx.iter());
-    let lines: Vec<Value> = got.iter().map(|l| serde_json::from_str(l).expect("valid JSONL to the last line")).collect();
+    let lines: Vec<Value> =
+        got.iter().map(|l| serde_json::from_str(l).expect("valid JSONL to the last line")).collect();
     check_envelopes(&lines);
     let last = lines.last().unwrap();
-    assert_eq!((&last["kind"], &last["ctx"]["action"], &last["ctx"]["reason"]), (&"track".into(), &"stop".into(), &"signal".into()));
+    assert_eq!(
+        (&last["kind"], &last["ctx"]["action"], &last["ctx"]["reason"]),
+        (&"track".into(), &"stop".into(), &"signal".into())
+    );
     let err = stderr_of(&mut child);
     assert!(err.contains("stopped by signal 15") && err.contains("requests 200:"), "{err}");
     drop(stdin);

@@ -15,16 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-const BINARIES: [&str; 8] = [
-    "pm-markets",
-    "pm-books",
-    "jsonl-rotate",
-    "manifest",
-    "pm-normalize",
-    "pm-probe",
-    "pm-stream",
-    "pm-rebuild",
-];
+const BINARIES: [&str; 8] =
+    ["pm-markets", "pm-books", "jsonl-rotate", "manifest", "pm-normalize", "pm-probe", "pm-stream", "pm-rebuild"];
 const MY_UNITS: [&str; 3] =
     ["polymarket-orderbook-collector.service", "pm-archive-health.service", "pm-archive-health.timer"];
 
@@ -87,8 +79,7 @@ fn fake_source(dir: &Path) -> PathBuf {
     // The development example (repo paths) that must not become /etc/pm-archive/collector.env.
     let dev = src.join("config/polymarket_collector.example.env");
     if !dev.exists() {
-        std::fs::write(&dev, "# development example (test stand-in)\n#PMARCHIVE_ROOT=/repo/data/archive\n")
-            .unwrap();
+        std::fs::write(&dev, "# development example (test stand-in)\n#PMARCHIVE_ROOT=/repo/data/archive\n").unwrap();
     }
     write_exec(
         &src.join("pipelines/collect.sh"),
@@ -256,9 +247,8 @@ fn edited_config_is_kept_and_new_defaults_go_beside_it() {
     let example = src.join("config/polymarket_collector.vps.example.env");
 
     // The operator edits the config; a re-install with the same defaults keeps it, no .new.
-    let edited = std::fs::read_to_string(&env)
-        .unwrap()
-        .replace("PMARCHIVE_LABEL=vps", "PMARCHIVE_LABEL=edited-by-operator");
+    let edited =
+        std::fs::read_to_string(&env).unwrap().replace("PMARCHIVE_LABEL=vps", "PMARCHIVE_LABEL=edited-by-operator");
     assert!(edited.contains("edited-by-operator"));
     std::fs::write(&env, &edited).unwrap();
     let out = text(&install(&src, &root, &bin));
@@ -275,8 +265,7 @@ fn edited_config_is_kept_and_new_defaults_go_beside_it() {
     assert_eq!(std::fs::read_to_string(root.join("etc/pm-archive/collector.env.new")).unwrap(), new_default);
     assert!(out.contains("collector.env.new"), "{out}");
     assert_eq!(
-        std::fs::read_to_string(root.join("opt/pm-archive/config/polymarket_collector.vps.example.env"))
-            .unwrap(),
+        std::fs::read_to_string(root.join("opt/pm-archive/config/polymarket_collector.vps.example.env")).unwrap(),
         new_default
     );
 
@@ -286,11 +275,7 @@ fn edited_config_is_kept_and_new_defaults_go_beside_it() {
     install(&src2, &root2, &bin2);
     std::fs::write(src2.join("config/polymarket_collector.vps.example.env"), &new_default).unwrap();
     let out = text(&install(&src2, &root2, &bin2));
-    assert_eq!(
-        std::fs::read_to_string(root2.join("etc/pm-archive/collector.env")).unwrap(),
-        new_default,
-        "{out}"
-    );
+    assert_eq!(std::fs::read_to_string(root2.join("etc/pm-archive/collector.env")).unwrap(), new_default, "{out}");
     assert!(!root2.join("etc/pm-archive/collector.env.new").exists());
 }
 
@@ -299,9 +284,8 @@ fn uninstall_removes_code_and_units_but_keeps_data_and_config() {
     let dir = common::tempdir("uninstall");
     let (src, bin, root) = (fake_source(&dir), fake_bins(&dir), dir.join("root"));
     install(&src, &root, &bin);
-    let data = root.join(
-        "var/lib/pm-archive/archive/venue=polymarket/stream=books/date=2026-11-24/hour=16/h-r-0.jsonl.gz",
-    );
+    let data =
+        root.join("var/lib/pm-archive/archive/venue=polymarket/stream=books/date=2026-11-24/hour=16/h-r-0.jsonl.gz");
     std::fs::create_dir_all(data.parent().unwrap()).unwrap();
     std::fs::write(&data, b"archived bytes").unwrap();
     let env = root.join("etc/pm-archive/collector.env");
@@ -388,10 +372,7 @@ fn cycle_script_help_missing_env_and_bad_arguments() {
 
     let o = run({
         let mut c = cycle(&repo());
-        c.arg("--log-stop")
-            .env("SERVICE_RESULT", "exit-code")
-            .env("EXIT_CODE", "exited")
-            .env("EXIT_STATUS", "1");
+        c.arg("--log-stop").env("SERVICE_RESULT", "exit-code").env("EXIT_CODE", "exited").env("EXIT_STATUS", "1");
         c
     });
     assert_eq!(o.status.code(), Some(0));
@@ -529,11 +510,7 @@ fn example_env_lists_every_setting_and_is_valid_for_shell_and_systemd() {
         }
         if !line.starts_with('#') && !line.trim().is_empty() {
             // systemd EnvironmentFile= would read an inline comment as part of the value.
-            assert!(
-                !line.contains(" #") && !line.contains('$') && !line.contains('`'),
-                "line {}: {line}",
-                i + 1
-            );
+            assert!(!line.contains(" #") && !line.contains('$') && !line.contains('`'), "line {}: {line}", i + 1);
             assert!(line.starts_with("PMARCHIVE_"), "line {}: {line}", i + 1);
         }
     }
@@ -597,8 +574,7 @@ fn rendered_units(dir: &Path) -> PathBuf {
 }
 
 fn systemd_analyze() -> bool {
-    if Command::new("systemd-analyze").arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
-    {
+    if Command::new("systemd-analyze").arg("--version").output().map(|o| o.status.success()).unwrap_or(false) {
         return true;
     }
     println!("SKIP: systemd-analyze not installed; the unit checks did not run");
@@ -619,16 +595,10 @@ fn units_verify_without_any_output() {
     }
     let o = run(c);
     // Unknown keys and bad values are only warnings (exit 0): any output at all is a failure.
-    assert!(
-        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
-        "verify: {:?} {}",
-        o.status,
-        text(&o)
-    );
+    assert!(o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(), "verify: {:?} {}", o.status, text(&o));
 
     // The check really catches a typo (guards against a vacuous pass).
-    let bad =
-        std::fs::read_to_string(units.join(MY_UNITS[0])).unwrap().replace("ProtectSystem=", "ProtectSystm=");
+    let bad = std::fs::read_to_string(units.join(MY_UNITS[0])).unwrap().replace("ProtectSystem=", "ProtectSystm=");
     std::fs::write(units.join(MY_UNITS[0]), bad).unwrap();
     let o = run({
         let mut c = Command::new("systemd-analyze");
@@ -642,18 +612,12 @@ fn units_verify_without_any_output() {
 fn exposure(unit_dir: &Path, unit: &str) -> f64 {
     let o = run({
         let mut c = Command::new("systemd-analyze");
-        c.current_dir(unit_dir)
-            .arg("security")
-            .arg("--offline=true")
-            .arg("--no-pager")
-            .arg(format!("./{unit}"));
+        c.current_dir(unit_dir).arg("security").arg("--offline=true").arg("--no-pager").arg(format!("./{unit}"));
         c
     });
     let t = text(&o);
-    let line = t
-        .lines()
-        .find(|l| l.contains("Overall exposure level"))
-        .unwrap_or_else(|| panic!("no exposure line: {t}"));
+    let line =
+        t.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("no exposure line: {t}"));
     let after = line.rsplit_once(": ").unwrap().1;
     after.split_whitespace().next().unwrap().parse().unwrap_or_else(|e| panic!("{line}: {e}"))
 }

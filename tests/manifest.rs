@@ -93,7 +93,16 @@ fn sha256(path: &Path) -> (String, u64) {
 
 /// The sealed-file record jsonl-rotate prints for a file (derived from the file).
 #[allow(clippy::too_many_arguments)]
-fn sealed(root: &Path, rel: &str, stream: &str, n: u64, rows: u64, first: &str, last: &str, tail: Option<&str>) -> String {
+fn sealed(
+    root: &Path,
+    rel: &str,
+    stream: &str,
+    n: u64,
+    rows: u64,
+    first: &str,
+    last: &str,
+    tail: Option<&str>,
+) -> String {
     let (sha, bytes) = sha256(&root.join(rel));
     let tail_bytes = tail.map_or(0, |t| std::fs::metadata(root.join(t)).unwrap().len());
     serde_json::to_string(&json!({
@@ -155,14 +164,20 @@ fn make_archive(tag: &str) -> Archive {
     let tail = format!("{gamma0}.unreadable-tail");
     std::fs::write(
         root.join(&gamma0),
-        gzip_members(&[vec![http(0, &t("16:28:00"), "gamma", Some(200), 1), http(1, &t("16:28:01"), "gamma", Some(404), 1)]]),
+        gzip_members(&[vec![
+            http(0, &t("16:28:00"), "gamma", Some(200), 1),
+            http(1, &t("16:28:01"), "gamma", Some(404), 1),
+        ]]),
     )
     .unwrap();
     std::fs::write(root.join(&tail), b"\x1f\x8b\x08garbage").unwrap();
 
     // The open file: one complete member, then a member cut in half (a writer mid-flush).
     let partial = root.join(format!("{}/{HOST}-{RUN}-2.jsonl.gz.partial", books_dir("16")));
-    let mut bytes = gzip_members(&[vec![http(12, &t("16:29:50"), "books", Some(200), 1), http(13, &t("16:29:55"), "books", None, 1)]]);
+    let mut bytes = gzip_members(&[vec![
+        http(12, &t("16:29:50"), "books", Some(200), 1),
+        http(13, &t("16:29:55"), "books", None, 1),
+    ]]);
     let cut = gzip_members(&[vec![http(14, &t("16:29:58"), "books", Some(200), 1)]]);
     bytes.extend_from_slice(&cut[..cut.len() / 2]);
     std::fs::write(&partial, bytes).unwrap();
@@ -211,7 +226,8 @@ fn verify(root: &Path) -> (i32, Value) {
 }
 
 fn file_status<'a>(doc: &'a Value, path: &str) -> &'a str {
-    doc["files"].as_array().unwrap().iter().find(|f| f["path"] == path).unwrap_or_else(|| panic!("{path} not in {doc}"))["status"]
+    doc["files"].as_array().unwrap().iter().find(|f| f["path"] == path).unwrap_or_else(|| panic!("{path} not in {doc}"))
+        ["status"]
         .as_str()
         .unwrap()
 }
@@ -261,7 +277,10 @@ fn build_writes_tallies_files_and_drops_secrets() {
     // Tallies.
     let ta = &m["tallies"];
     assert_eq!(ta["rows_by_stream_kind"], json!({"books": {"http": 6, "gap": 3, "track": 3}, "gamma": {"http": 2}}));
-    assert_eq!(ta["http"]["by_endpoint_status"], json!({"books": {"200": 4, "429": 1, "none": 1}, "gamma": {"200": 1, "404": 1}}));
+    assert_eq!(
+        ta["http"]["by_endpoint_status"],
+        json!({"books": {"200": 4, "429": 1, "none": 1}, "gamma": {"200": 1, "404": 1}})
+    );
     assert_eq!(ta["http"]["attempts"], 8);
     assert_eq!(ta["http"]["retries"], 2);
     assert_eq!(ta["http"]["network_errors"], 1);
@@ -298,8 +317,10 @@ fn build_writes_tallies_files_and_drops_secrets() {
         .iter()
         .any(|p| p["problem"] == "unparseable_line" && p["line"] == 4 && p["path"] == a.books1.as_str()));
     // The atomic write leaves exactly the manifest, no temp file.
-    let names: Vec<String> =
-        std::fs::read_dir(a.root.join("manifests")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(a.root.join("manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names, vec![format!("run-{HOST}-{RUN}.json")]);
 }
 
@@ -308,7 +329,8 @@ fn build_reports_hash_mismatch_and_bad_input() {
     let a = make_archive("mf-mismatch");
     let mut rec: Value = serde_json::from_str(&a.records[0]).unwrap();
     rec["sha256"] = json!("0".repeat(64));
-    let input = format!("{}\nnot a record\n{{\"record\":\"sealed_file\",\"path\":\"../etc/passwd\",\"sha256\":\"x\"}}\n", rec);
+    let input =
+        format!("{}\nnot a record\n{{\"record\":\"sealed_file\",\"path\":\"../etc/passwd\",\"sha256\":\"x\"}}\n", rec);
     let out = run_with_timeout(build_cmd(&a.root, &[]), Some(input.as_bytes()), LIMIT);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -350,7 +372,9 @@ fn build_is_running_until_eof_then_complete() {
     wait_for("the first manifest", || manifest_now(&a.root).is_some_and(|m| m["status"] == "running"));
     writeln!(stdin, "{}", a.records[0]).unwrap();
     stdin.flush().unwrap();
-    wait_for("the first file", || manifest_now(&a.root).is_some_and(|m| m["totals"]["files"] == 1 && m["status"] == "running"));
+    wait_for("the first file", || {
+        manifest_now(&a.root).is_some_and(|m| m["totals"]["files"] == 1 && m["status"] == "running")
+    });
     // Rewritten on the refresh timer without new input.
     let v = manifest_now(&a.root).unwrap()["manifest_version"].as_u64().unwrap();
     wait_for("a refresh", || manifest_now(&a.root).is_some_and(|m| m["manifest_version"].as_u64().unwrap() > v));
@@ -488,7 +512,12 @@ fn status(root: &Path, now: &str) -> (i32, Value) {
 }
 
 fn stream<'a>(doc: &'a Value, name: &str) -> &'a Value {
-    doc["streams"].as_array().unwrap().iter().find(|s| s["stream"] == name).unwrap_or_else(|| panic!("{name} not in {doc}"))
+    doc["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {doc}"))
 }
 
 #[test]
@@ -521,9 +550,11 @@ fn status_fresh_then_stale() {
     assert_eq!(g["last_hour"]["http_errors"], 1);
     assert_eq!(g["stale"], false);
     // Archive size, disk, rate, last upload.
-    let on_disk: u64 =
-        [&a.books0, &a.books1, &a.gamma0, &a.tail].iter().map(|p| std::fs::metadata(a.root.join(p)).unwrap().len()).sum::<u64>()
-            + std::fs::metadata(a.root.join(format!("{}/{HOST}-{RUN}-2.jsonl.gz.partial", books_dir("16")))).unwrap().len();
+    let on_disk: u64 = [&a.books0, &a.books1, &a.gamma0, &a.tail]
+        .iter()
+        .map(|p| std::fs::metadata(a.root.join(p)).unwrap().len())
+        .sum::<u64>()
+        + std::fs::metadata(a.root.join(format!("{}/{HOST}-{RUN}-2.jsonl.gz.partial", books_dir("16")))).unwrap().len();
     assert_eq!(doc["archive_bytes"], on_disk);
     assert_eq!(doc["bytes_last_24h"], on_disk);
     assert!(doc["disk"]["free_bytes"].as_u64().unwrap() > 0, "{}", doc["disk"]);

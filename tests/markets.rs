@@ -82,14 +82,21 @@ fn discovers_current_and_next_windows_of_every_family() {
 #[test]
 fn raw_envelope_embeds_the_recorded_gamma_body_byte_for_byte() {
     let v = Venue::start();
-    let (code, recs, raw, err) = markets_once(&v, &["--families", "15m", "--ahead", "0", "--now", "2025-12-31T17:07:12Z"]);
+    let (code, recs, raw, err) =
+        markets_once(&v, &["--families", "15m", "--ahead", "0", "--now", "2025-12-31T17:07:12Z"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
     // The JSON-in-string quirks parsed, and the window is eventStartTime..endDate (not startDate).
     assert_eq!(r["slug"], venue::RECORDED_15M_SLUG);
-    assert_eq!(r["tokens"][0]["token_id"], "8851848546962572193739008211889046036776198486765606333032192644001246174440");
-    assert_eq!(r["tokens"][1]["token_id"], "10181859819235412241349111952383458602722012323104397550162049365057126390549");
+    assert_eq!(
+        r["tokens"][0]["token_id"],
+        "8851848546962572193739008211889046036776198486765606333032192644001246174440"
+    );
+    assert_eq!(
+        r["tokens"][1]["token_id"],
+        "10181859819235412241349111952383458602722012323104397550162049365057126390549"
+    );
     assert_eq!(r["window_start_utc"], "2025-12-31T17:00:00Z");
     assert_eq!(r["window_end_utc"], "2025-12-31T17:15:00Z");
     assert_eq!(r["listed_at_utc"], "2025-12-30T17:10:15.861305Z");
@@ -99,7 +106,19 @@ fn raw_envelope_embeds_the_recorded_gamma_body_byte_for_byte() {
     let dir = tempdir("markets-raw");
     let rawfile = dir.join("g.jsonl");
     let mut c = tool("pm-markets");
-    c.args(["--once", "--families", "15m", "--ahead", "0", "--now", "2025-12-31T17:07:12Z", "--gamma-url", &v.url(), "--raw-out", rawfile.to_str().unwrap()]);
+    c.args([
+        "--once",
+        "--families",
+        "15m",
+        "--ahead",
+        "0",
+        "--now",
+        "2025-12-31T17:07:12Z",
+        "--gamma-url",
+        &v.url(),
+        "--raw-out",
+        rawfile.to_str().unwrap(),
+    ]);
     run_with_timeout(c, None, Duration::from_secs(60));
     let text = std::fs::read_to_string(&rawfile).unwrap();
     let line = text.lines().next().unwrap();
@@ -143,7 +162,8 @@ fn every_injected_fault_is_retried_and_recorded() {
     v.fault(&p("btc-updown-15m-1787415300"), Fault::Reset);
     v.fault(&p("btc-updown-4h-1787414400"), Fault::ThrottledOk);
     v.fault(&p("btc-updown-4h-1787428800"), Fault::Slow(Duration::from_millis(700)));
-    let (code, recs, raw, err) = markets_once(&v, &["--families", "5m,15m,4h", "--ahead", "1", "--now", "2026-08-22T16:02:10Z"]);
+    let (code, recs, raw, err) =
+        markets_once(&v, &["--families", "5m,15m,4h", "--ahead", "1", "--now", "2026-08-22T16:02:10Z"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(recs.len(), 6, "all six windows found despite 8 faults: {err}");
     let served = v.log();
@@ -173,7 +193,8 @@ fn exhausted_retries_fail_the_window_but_not_the_run() {
     for _ in 0..4 {
         v.fault("/markets/slug/btc-updown-5m-1787414700", Fault::Status(502));
     }
-    let (code, recs, raw, err) = markets_once(&v, &["--families", "5m", "--ahead", "1", "--now", "2026-08-22T16:02:10Z"]);
+    let (code, recs, raw, err) =
+        markets_once(&v, &["--families", "5m", "--ahead", "1", "--now", "2026-08-22T16:02:10Z"]);
     assert_eq!(code, 1, "a window that could not be fetched makes --once exit 1");
     assert_eq!(recs.len(), 1);
     assert!(err.contains("could not fetch btc-updown-5m-1787414700"), "{err}");
@@ -202,7 +223,8 @@ fn malformed_gamma_records_are_kept_raw_skipped_and_counted() {
     v.gamma_override("btc-updown-5m-1787414700", 200, &serde_json::to_vec(&mismatch).unwrap());
     v.gamma_override("btc-updown-5m-1787415000", 200, &serde_json::to_vec(&bad_date).unwrap());
     v.gamma_override("btc-updown-5m-1787415300", 200, &serde_json::to_vec(&not_json_ids).unwrap());
-    let (code, recs, raw, err) = markets_once(&v, &["--families", "5m", "--ahead", "4", "--now", "2026-08-22T16:02:10Z"]);
+    let (code, recs, raw, err) =
+        markets_once(&v, &["--families", "5m", "--ahead", "4", "--now", "2026-08-22T16:02:10Z"]);
     assert_eq!(code, 1);
     assert_eq!(recs.len(), 1, "only the 5th window is well-formed");
     assert_eq!(recs[0]["slug"], "btc-updown-5m-1787415600");
@@ -222,10 +244,18 @@ fn eastern_time_slugs_across_the_2026_dst_changes() {
     // Spring forward, 2026-03-08: 06:00Z is 1am EST, the next hour starts 07:00Z = 3am EDT.
     let (code, recs, _, err) = markets_once(&v, &["--families", "1h", "--ahead", "1", "--now", "2026-03-08T06:30:00Z"]);
     assert_eq!(code, 0, "{err}");
-    let got: Vec<(&str, &str)> = recs.iter().map(|r| (r["slug"].as_str().unwrap(), r["window_start_utc"].as_str().unwrap())).collect();
-    assert_eq!(got, vec![("bitcoin-up-or-down-march-8-2026-1am-et", "2026-03-08T06:00:00Z"), ("bitcoin-up-or-down-march-8-2026-3am-et", "2026-03-08T07:00:00Z")]);
+    let got: Vec<(&str, &str)> =
+        recs.iter().map(|r| (r["slug"].as_str().unwrap(), r["window_start_utc"].as_str().unwrap())).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("bitcoin-up-or-down-march-8-2026-1am-et", "2026-03-08T06:00:00Z"),
+            ("bitcoin-up-or-down-march-8-2026-3am-et", "2026-03-08T07:00:00Z")
+        ]
+    );
     // Fall back, 2026-11-01: 05:00Z and 06:00Z are both "1am ET"; the slug is asked once.
-    let (code, recs, raw, err) = markets_once(&v, &["--families", "1h", "--ahead", "2", "--now", "2026-11-01T05:10:00Z"]);
+    let (code, recs, raw, err) =
+        markets_once(&v, &["--families", "1h", "--ahead", "2", "--now", "2026-11-01T05:10:00Z"]);
     assert_eq!(code, 0, "{err}");
     let got: Vec<&str> = recs.iter().map(|r| r["slug"].as_str().unwrap()).collect();
     assert_eq!(got, vec!["bitcoin-up-or-down-november-1-2026-1am-et", "bitcoin-up-or-down-november-1-2026-2am-et"]);
@@ -256,7 +286,13 @@ fn watch_mode_rolls_over_as_the_clock_moves() {
     let recs = jsonl(&out.stdout);
     let events: Vec<(String, String, String)> = recs
         .iter()
-        .map(|r| (r["slug"].as_str().unwrap().into(), r["change"].as_str().unwrap().into(), r["status"].as_str().unwrap().into()))
+        .map(|r| {
+            (
+                r["slug"].as_str().unwrap().into(),
+                r["change"].as_str().unwrap().into(),
+                r["status"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     let first = "btc-updown-5m-1787414400".to_string();
     let second = "btc-updown-5m-1787414700".to_string();

@@ -23,7 +23,9 @@ fn rest_book() -> Value {
 /// The real captured book with deep levels, as a REST-shaped book (derived: event_type removed,
 /// min_order_size/neg_risk added as facts §6.3 says the hash needs).
 fn deep_book() -> Value {
-    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(format!("{FIX}/ws_book_snapshot_captured.json")).unwrap()).unwrap();
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{FIX}/ws_book_snapshot_captured.json")).unwrap())
+            .unwrap();
     let o = v.as_object_mut().unwrap();
     o.remove("event_type");
     o.insert("min_order_size".into(), json!("5"));
@@ -34,7 +36,18 @@ fn deep_book() -> Value {
 /// A book object in the wire key order (serde_json would sort keys; the order is irrelevant to the
 /// hash but we keep the venue's for realism).
 fn wire(b: &Value) -> String {
-    let keys = ["market", "asset_id", "timestamp", "hash", "bids", "asks", "min_order_size", "tick_size", "neg_risk", "last_trade_price"];
+    let keys = [
+        "market",
+        "asset_id",
+        "timestamp",
+        "hash",
+        "bids",
+        "asks",
+        "min_order_size",
+        "tick_size",
+        "neg_risk",
+        "last_trade_price",
+    ];
     let mut parts: Vec<String> = keys.iter().filter_map(|k| b.get(*k).map(|v| format!("\"{k}\":{v}"))).collect();
     for (k, v) in b.as_object().unwrap() {
         if !keys.contains(&k.as_str()) {
@@ -45,19 +58,27 @@ fn wire(b: &Value) -> String {
 }
 
 fn head(seq: u64, kind: &str, at: &str) -> String {
-    format!(r#"{{"schema":"pmarchive.raw/1","venue":"polymarket","tool":"pm-books","collector_version":"0.1.0","run_id":"run1","host":"h","seq":{seq},"kind":"{kind}""#)
-        + &format!(r#","collected_at_utc":"{at}""#)
+    format!(
+        r#"{{"schema":"pmarchive.raw/1","venue":"polymarket","tool":"pm-books","collector_version":"0.1.0","run_id":"run1","host":"h","seq":{seq},"kind":"{kind}""#
+    ) + &format!(r#","collected_at_utc":"{at}""#)
 }
 
 /// A `/books` 200 envelope around the given book objects.
 fn books_line(seq: u64, at: &str, books: &[Value]) -> String {
     let body: Vec<String> = books.iter().map(wire).collect();
     let h = head(seq, "http", at).replacen(r#","collected_at_utc""#, r#","endpoint":"books","collected_at_utc""#, 1);
-    format!(r#"{h},"attempt":1,"status":200,"body_kind":"json","body":[{}],"ctx":{{"slot":{seq},"due_at_utc":"2026-08-13T06:54:00Z","tokens":["x"]}}}}"#, body.join(","))
+    format!(
+        r#"{h},"attempt":1,"status":200,"body_kind":"json","body":[{}],"ctx":{{"slot":{seq},"due_at_utc":"2026-08-13T06:54:00Z","tokens":["x"]}}}}"#,
+        body.join(",")
+    )
 }
 
 fn http_line(seq: u64, endpoint: &str, rest: &str) -> String {
-    let h = head(seq, "http", "2026-08-13T06:55:00.000000Z").replacen(r#","collected_at_utc""#, &format!(r#","endpoint":"{endpoint}","collected_at_utc""#), 1);
+    let h = head(seq, "http", "2026-08-13T06:55:00.000000Z").replacen(
+        r#","collected_at_utc""#,
+        &format!(r#","endpoint":"{endpoint}","collected_at_utc""#),
+        1,
+    );
     format!(r#"{h},"attempt":1{rest},"ctx":{{"slot":{seq},"due_at_utc":"2026-08-13T06:55:00Z","tokens":["x"]}}}}"#)
 }
 
@@ -170,7 +191,8 @@ fn every_flag_is_raised_where_it_applies() {
     cases.push(("missing_field", missing));
     let mut wrong_hash = rest_book();
     wrong_hash["hash"] = json!("1111111111111111111111111111111111111111");
-    let mut lines: Vec<String> = cases.iter().enumerate().map(|(i, (_, b))| books_line(i as u64, at, &[b.clone()])).collect();
+    let mut lines: Vec<String> =
+        cases.iter().enumerate().map(|(i, (_, b))| books_line(i as u64, at, &[b.clone()])).collect();
     lines.push(books_line(100, at, &[wrong_hash]));
     // duplicate: the real book twice; ts_backwards: an older state of the same asset afterwards.
     lines.push(books_line(101, "2026-08-13T06:54:34.000000Z", &[rest_book()]));
@@ -199,7 +221,8 @@ fn every_flag_is_raised_where_it_applies() {
     assert!(flags(&rows[n + 2]).contains(&"duplicate".to_string()));
     assert!(flags(&rows[n + 3]).contains(&"ts_backwards".to_string()));
     // The summary counts every flag, and --check sees all of them.
-    let summary: Value = serde_json::from_str(err.lines().find_map(|l| l.strip_prefix("pm-normalize: summary ")).unwrap()).unwrap();
+    let summary: Value =
+        serde_json::from_str(err.lines().find_map(|l| l.strip_prefix("pm-normalize: summary ")).unwrap()).unwrap();
     let dir = tempdir("flags");
     let norm = dir.join("n.jsonl");
     std::fs::write(&norm, &out).unwrap();
@@ -218,11 +241,17 @@ fn gaps_errors_and_failed_replies_become_rows() {
     let lines = [
         head(0, "gap", "2026-08-13T06:55:00.000000Z")
             + r#","error":"token absent from reply","ctx":{"gap":"missing_token","slot":4,"due_at_utc":"2026-08-13T06:55:00Z","token_id":"123","slug":"btc-updown-5m-1","outcome":"Up"}}"#,
-        head(1, "gap", "2026-08-13T06:55:01.000000Z") + r#","error":"gave up","ctx":{"gap":"failed_request","slot":5,"due_at_utc":"2026-08-13T06:55:01Z","tokens":["1","2"]}}"#,
-        head(2, "gap", "2026-08-13T06:55:02.000000Z") + r#","error":"overran","ctx":{"gap":"missed_slots","slot":8,"from_slot":6,"to_slot":7,"count":2}}"#,
+        head(1, "gap", "2026-08-13T06:55:01.000000Z")
+            + r#","error":"gave up","ctx":{"gap":"failed_request","slot":5,"due_at_utc":"2026-08-13T06:55:01Z","tokens":["1","2"]}}"#,
+        head(2, "gap", "2026-08-13T06:55:02.000000Z")
+            + r#","error":"overran","ctx":{"gap":"missed_slots","slot":8,"from_slot":6,"to_slot":7,"count":2}}"#,
         http_line(3, "book", &format!(r#","status":404,"body_kind":"json","body":{}"#, err404.trim())),
         http_line(4, "books", r#","error":"network: connection reset""#),
-        http_line(5, "books", r#","status":200,"body_kind":"text","body_text":"<html>oops","body_error":"not_json: expected value""#),
+        http_line(
+            5,
+            "books",
+            r#","status":200,"body_kind":"text","body_text":"<html>oops","body_error":"not_json: expected value""#,
+        ),
         http_line(6, "books", r#","status":200,"body_kind":"json","body":{"error":"Too Many Requests"}"#),
         http_line(7, "books", &format!(r#","status":200,"body_kind":"json","body":[17,{}]"#, wire(&rest_book()))),
         http_line(8, "gamma", r#","status":200,"body_kind":"json","body":{}"#),
@@ -232,7 +261,9 @@ fn gaps_errors_and_failed_replies_become_rows() {
     let rows = jsonl(&out);
     let kinds: Vec<(String, String)> = rows
         .iter()
-        .map(|r| (r["record"].as_str().unwrap().into(), r["gap"].as_str().or(r["reason"].as_str()).unwrap_or("").into()))
+        .map(|r| {
+            (r["record"].as_str().unwrap().into(), r["gap"].as_str().or(r["reason"].as_str()).unwrap_or("").into())
+        })
         .collect();
     let want = [
         ("gap", "missing_token"),
@@ -265,7 +296,9 @@ fn slug_and_outcome_join_from_track_lines_and_market_records() {
     let deep = deep_book();
     let deep_asset = deep["asset_id"].as_str().unwrap().to_string();
     let track = head(0, "track", "2026-08-13T06:50:00.000000Z")
-        + &format!(r#","ctx":{{"action":"start","reason":"discovered","slug":"btc-updown-5m-1786604100","condition_id":"0x9d83","family":"5m","tokens":[{{"token_id":"{asset}","outcome":"Up"}}]}}}}"#);
+        + &format!(
+            r#","ctx":{{"action":"start","reason":"discovered","slug":"btc-updown-5m-1786604100","condition_id":"0x9d83","family":"5m","tokens":[{{"token_id":"{asset}","outcome":"Up"}}]}}}}"#
+        );
     let books = books_line(1, "2026-08-13T06:54:33.123456Z", &[rb, deep]);
     let dir = tempdir("join");
     let markets = dir.join("markets.jsonl");
@@ -276,8 +309,14 @@ fn slug_and_outcome_join_from_track_lines_and_market_records() {
     assert_eq!(code, 0, "{err}");
     let rows = jsonl(&out);
     assert_eq!(rows.len(), 2, "the track line itself is not a row");
-    assert_eq!((rows[0]["slug"].as_str(), rows[0]["outcome"].as_str(), rows[0]["family"].as_str()), (Some("btc-updown-5m-1786604100"), Some("Up"), Some("5m")));
-    assert_eq!((rows[1]["slug"].as_str(), rows[1]["outcome"].as_str()), (Some("btc-updown-15m-1786603500"), Some("Down")));
+    assert_eq!(
+        (rows[0]["slug"].as_str(), rows[0]["outcome"].as_str(), rows[0]["family"].as_str()),
+        (Some("btc-updown-5m-1786604100"), Some("Up"), Some("5m"))
+    );
+    assert_eq!(
+        (rows[1]["slug"].as_str(), rows[1]["outcome"].as_str()),
+        (Some("btc-updown-15m-1786603500"), Some("Down"))
+    );
 }
 
 fn gz(data: &[u8], members: usize) -> Vec<u8> {
@@ -354,7 +393,8 @@ fn bad_input_is_flagged_or_counted_with_file_and_line_never_a_crash() {
     assert_eq!(code, 1, "damaged input is a reported failure: {err}");
     let rows = jsonl(&out);
     let bad: Vec<&Value> = rows.iter().filter(|r| r["record"] == "bad_input").collect();
-    let lines: Vec<(u64, &str)> = bad.iter().map(|r| (r["line"].as_u64().unwrap(), r["reason"].as_str().unwrap())).collect();
+    let lines: Vec<(u64, &str)> =
+        bad.iter().map(|r| (r["line"].as_u64().unwrap(), r["reason"].as_str().unwrap())).collect();
     assert_eq!(lines, vec![(52, "not_json"), (53, "not_raw_envelope"), (55, "not_json"), (56, "not_json")]);
     assert!(bad[0]["file"].as_str().unwrap().ends_with("raw.jsonl"));
     let lvl = rows.iter().find(|r| r["raw_seq"] == 50).unwrap();
@@ -438,9 +478,13 @@ fn jq_examples_in_the_schema_doc_run() {
     }
     assert!(examples.len() >= 4, "{examples:?}");
     let dir: PathBuf = tempdir("jqdoc");
-    let gap = head(99, "gap", "2026-08-13T06:59:00.000000Z") + r#","error":"x","ctx":{"gap":"missing_token","slot":9,"token_id":"5"}}"#;
+    let gap = head(99, "gap", "2026-08-13T06:59:00.000000Z")
+        + r#","error":"x","ctx":{"gap":"missing_token","slot":9,"token_id":"5"}}"#;
     let track = head(0, "track", "2026-08-13T06:50:00.000000Z")
-        + &format!(r#","ctx":{{"slug":"btc-updown-5m-1786604100","condition_id":"0x9d83","family":"5m","tokens":[{{"token_id":"{}","outcome":"Up"}}]}}}}"#, rest_book()["asset_id"].as_str().unwrap());
+        + &format!(
+            r#","ctx":{{"slug":"btc-updown-5m-1786604100","condition_id":"0x9d83","family":"5m","tokens":[{{"token_id":"{}","outcome":"Up"}}]}}}}"#,
+            rest_book()["asset_id"].as_str().unwrap()
+        );
     let raw = format!("{track}\n{}{gap}\n", sample_raw());
     let (_, out, _) = normalize(&raw, &[]);
     std::fs::write(dir.join("normalized.jsonl"), &out).unwrap();

@@ -146,21 +146,34 @@ fn the_chain_archives_every_reply_exactly_once_while_markets_roll_over() {
     assert!(served(&v, "/books", None).len() >= 20, "the chain polled");
 
     // Lines of one run and tool are numbered without holes.
-    let mut seqs: Vec<u64> = books.iter().map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap()).collect();
+    let mut seqs: Vec<u64> =
+        books.iter().map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap()).collect();
     seqs.sort();
     assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
 
     // Markets rolled over without a restart: at least three 5m windows were tracked, the first stopped.
-    let track: Vec<Value> = books.iter().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["kind"] == "track").collect();
-    let started: std::collections::BTreeSet<String> =
-        track.iter().filter(|t| t["ctx"]["action"] == "start").map(|t| t["ctx"]["slug"].as_str().unwrap().to_string()).collect();
+    let track: Vec<Value> =
+        books.iter().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["kind"] == "track").collect();
+    let started: std::collections::BTreeSet<String> = track
+        .iter()
+        .filter(|t| t["ctx"]["action"] == "start")
+        .map(|t| t["ctx"]["slug"].as_str().unwrap().to_string())
+        .collect();
     assert!(started.len() >= 3, "{started:?}");
-    assert!(track.iter().any(|t| t["ctx"]["action"] == "stop" && t["ctx"]["slug"] == "btc-updown-5m-1787414400"), "{track:?}");
+    assert!(
+        track.iter().any(|t| t["ctx"]["action"] == "stop" && t["ctx"]["slug"] == "btc-updown-5m-1787414400"),
+        "{track:?}"
+    );
     // Several files: rotation every 60 simulated seconds.
     assert!(files(&root, "books").len() >= 3);
 
     // The manifest is complete and verifies.
-    let manifests: Vec<PathBuf> = std::fs::read_dir(root.join("manifests")).unwrap().flatten().map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".json")).collect();
+    let manifests: Vec<PathBuf> = std::fs::read_dir(root.join("manifests"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".json"))
+        .collect();
     assert_eq!(manifests.len(), 1, "{manifests:?}");
     let m: Value = serde_json::from_slice(&std::fs::read(&manifests[0]).unwrap()).unwrap();
     assert_eq!(m["schema"], "pmarchive.manifest/1");
@@ -168,7 +181,13 @@ fn the_chain_archives_every_reply_exactly_once_while_markets_roll_over() {
     let mut verify = tool("manifest");
     verify.args(["verify", root.to_str().unwrap()]);
     let vo = run_with_timeout(verify, None, Duration::from_secs(60));
-    assert_eq!(vo.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&vo.stdout), String::from_utf8_lossy(&vo.stderr));
+    assert_eq!(
+        vo.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&vo.stdout),
+        String::from_utf8_lossy(&vo.stderr)
+    );
 
     // The health command on this archive: fresh right after the run, stale an hour later.
     let status = |now: time::OffsetDateTime| {
@@ -255,7 +274,9 @@ fn collect_sh_rejects_bad_configuration_with_exit_2() {
     std::fs::write(&env, "PMARCHIVE_INTERVAL=fast\n").unwrap();
     for args in [vec![env.to_str().unwrap().to_string()], vec!["/nonexistent.env".into()], vec!["--bogus".into()]] {
         let mut c = Command::new(repo().join("pipelines/collect.sh"));
-        c.args(&args).env("PMARCHIVE_BIN_DIR", common::bin("pm-markets").parent().unwrap()).env("PMARCHIVE_ROOT", dir.join("a"));
+        c.args(&args)
+            .env("PMARCHIVE_BIN_DIR", common::bin("pm-markets").parent().unwrap())
+            .env("PMARCHIVE_ROOT", dir.join("a"));
         let out = run_with_timeout(c, None, Duration::from_secs(20));
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stderr).starts_with("collect.sh: "));
@@ -277,9 +298,11 @@ fn discover_sh_writes_the_checkpoint_3_artefacts_labelled_loopback() {
         .args(["--", "--families", "5m,15m", "--ahead", "1"]);
     let out = run_with_timeout(c, None, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let latest: Value = serde_json::from_slice(&std::fs::read(out_dir.join("polymarket_btc_markets_latest.json")).unwrap()).unwrap();
+    let latest: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("polymarket_btc_markets_latest.json")).unwrap()).unwrap();
     assert_eq!(latest.as_array().unwrap().len(), 4);
-    let m: Value = serde_json::from_slice(&std::fs::read(out_dir.join("polymarket_btc_markets_manifest.json")).unwrap()).unwrap();
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("polymarket_btc_markets_manifest.json")).unwrap()).unwrap();
     assert_eq!(m["run_kind"], "loopback");
     assert_eq!(m["markets"], 4);
     for f in m["files"].as_array().unwrap() {

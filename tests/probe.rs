@@ -26,20 +26,37 @@ fn probe(v: &Venue, args: &[&str], clock: Option<&str>) -> Run {
     let raw = dir.join("raw.jsonl");
     let out = dir.join("out");
     let mut c = tool("pm-probe");
-    c.args(["--gamma-url", &v.url(), "--clob-url", &v.url(), "--out-dir", out.to_str().unwrap(), "--raw-out", raw.to_str().unwrap()]).args(args);
+    c.args([
+        "--gamma-url",
+        &v.url(),
+        "--clob-url",
+        &v.url(),
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--raw-out",
+        raw.to_str().unwrap(),
+    ])
+    .args(args);
     if let Some(spec) = clock {
         c.env("PMARCHIVE_CLOCK", spec);
     }
     let o = run_with_timeout(c, None, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    let json = std::fs::read(out.join(format!("{REPORT}.json"))).map(|b| serde_json::from_slice(&b).unwrap()).unwrap_or(Value::Null);
+    let json = std::fs::read(out.join(format!("{REPORT}.json")))
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap_or(Value::Null);
     let md = std::fs::read_to_string(out.join(format!("{REPORT}.md"))).unwrap_or_default();
     let raw = if raw.exists() { read_jsonl(&raw) } else { vec![] };
     Run { code: o.status.code().unwrap(), json, md, raw, stderr, dir: out }
 }
 
 fn ep<'a>(r: &'a Run, name: &str) -> &'a Value {
-    r.json["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("no endpoint {name}: {}", r.json))
+    r.json["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no endpoint {name}: {}", r.json))
 }
 
 fn names(r: &Run) -> Vec<String> {
@@ -104,10 +121,14 @@ fn probes_every_endpoint_and_writes_both_reports() {
     assert_eq!(j["requests"]["cap"], 30);
     assert_eq!(j["requests"]["cap_reached"], false);
     assert_eq!(r.raw.len(), 11, "one raw envelope per attempt");
-    assert!(r.raw.iter().all(|e| e["tool"] == "pm-probe" && e["schema"] == "pmarchive.raw/1" && e["ctx"]["probe"].is_string()));
+    assert!(r
+        .raw
+        .iter()
+        .all(|e| e["tool"] == "pm-probe" && e["schema"] == "pmarchive.raw/1" && e["ctx"]["probe"].is_string()));
     assert_spacing(&v, 0.25);
     // The market and its tokens come from the venue's (derived) Gamma record.
-    let tokens: Vec<String> = j["market"]["tokens"].as_array().unwrap().iter().map(|t| t["token_id"].as_str().unwrap().to_string()).collect();
+    let tokens: Vec<String> =
+        j["market"]["tokens"].as_array().unwrap().iter().map(|t| t["token_id"].as_str().unwrap().to_string()).collect();
     assert_eq!(tokens.len(), 2);
     let issued = v.issued_tokens();
     assert!(tokens.iter().all(|t| issued.contains(t)));
@@ -132,7 +153,21 @@ fn probes_every_endpoint_and_writes_both_reports() {
     // Single book: the book `timestamp` is a string of Unix milliseconds.
     let b = ep(&r, "clob_book");
     assert_eq!(b["status"], 200);
-    assert_eq!(field_names(b), ["market", "asset_id", "timestamp", "hash", "bids", "asks", "min_order_size", "tick_size", "neg_risk", "last_trade_price"]);
+    assert_eq!(
+        field_names(b),
+        [
+            "market",
+            "asset_id",
+            "timestamp",
+            "hash",
+            "bids",
+            "asks",
+            "min_order_size",
+            "tick_size",
+            "neg_risk",
+            "last_trade_price"
+        ]
+    );
     assert_eq!(field_type(b, "timestamp"), "string(decimal)");
     let ts = b["timestamps"].as_array().unwrap().iter().find(|t| t["path"] == "timestamp").unwrap();
     assert_eq!(ts["interpretation"], "unix_ms");
@@ -145,7 +180,11 @@ fn probes_every_endpoint_and_writes_both_reports() {
     assert_eq!(bs["shape"]["array_len"], 2);
     assert_eq!(bs["notes"]["reply_order"], "reversed");
     assert_eq!(bs["notes"]["missing"], serde_json::json!([]));
-    assert!(bs["timestamps"].as_array().unwrap().iter().any(|t| t["path"] == "[0].timestamp" && t["interpretation"] == "unix_ms"));
+    assert!(bs["timestamps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["path"] == "[0].timestamp" && t["interpretation"] == "unix_ms"));
     // Recorded bodies of the price endpoints.
     assert_eq!(field_names(ep(&r, "clob_midpoint")), ["mid"]);
     assert_eq!(field_type(ep(&r, "clob_midpoint"), "mid"), "string(decimal)");
@@ -261,7 +300,10 @@ fn faults_are_survived_and_count_against_the_cap() {
     let a = m["attempts"].as_array().unwrap();
     assert!(a[0]["status"].is_null() && a[0]["error"].as_str().unwrap().starts_with("network"));
     assert_eq!(m["outcome"], "answered");
-    assert!(r.md.contains("throttled replies") && r.md.contains("1 (clob_books)"), "rate-limit answer names the Retry-After");
+    assert!(
+        r.md.contains("throttled replies") && r.md.contains("1 (clob_books)"),
+        "rate-limit answer names the Retry-After"
+    );
 }
 
 #[test]

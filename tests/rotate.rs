@@ -108,7 +108,9 @@ impl Live {
     }
 
     fn next_rec(&self, within: Duration) -> Value {
-        self.recs.recv_timeout(within).unwrap_or_else(|_| panic!("no record within {within:?}; stderr:\n{}", self.stderr()))
+        self.recs
+            .recv_timeout(within)
+            .unwrap_or_else(|_| panic!("no record within {within:?}; stderr:\n{}", self.stderr()))
     }
 
     fn stderr(&self) -> String {
@@ -161,13 +163,19 @@ fn layout_names_and_sealed_record_match_the_file() {
     let r = &recs[0];
     assert_eq!(r["path"], "venue=polymarket/stream=books/date=2026-11-24/hour=16/testhost-r1-0.jsonl.gz");
     let p = check_record(&root, r);
-    assert_eq!((r["venue"].as_str(), r["stream"].as_str(), r["host"].as_str()), (Some("polymarket"), Some("books"), Some("testhost")));
+    assert_eq!(
+        (r["venue"].as_str(), r["stream"].as_str(), r["host"].as_str()),
+        (Some("polymarket"), Some("books"), Some("testhost"))
+    );
     assert_eq!((r["run_id"].as_str(), r["n"].as_u64()), (Some("r1"), Some(0)));
     assert_eq!(r["rows"], 2000);
     assert_eq!(r["first_collected_at_utc"], times[0].as_str());
     assert_eq!(r["last_collected_at_utc"], times[1999].as_str());
     assert_eq!(times[0], "2026-11-24T16:10:00.000000Z");
-    assert_eq!((r["recovered"].as_bool(), r["tail_path"].is_null(), r["tail_bytes"].as_u64()), (Some(false), true, Some(0)));
+    assert_eq!(
+        (r["recovered"].as_bool(), r["tail_path"].is_null(), r["tail_bytes"].as_u64()),
+        (Some(false), true, Some(0))
+    );
     assert_eq!((r["invalid_lines"].as_u64(), r["empty_lines"].as_u64()), (Some(0), Some(0)));
     assert!(r["opened_at_utc"].as_str().unwrap().starts_with("2026-11-24T16:10:0"));
     assert!(r["sealed_at_utc"].as_str().unwrap() >= r["opened_at_utc"].as_str().unwrap());
@@ -274,12 +282,18 @@ fn kill_9_keeps_flushed_lines_and_a_restart_recovers_them() {
     assert_eq!(recs.len(), 2, "{err}");
     let (old, new) = (&recs[0], &recs[1]);
     assert_eq!(old["path"], "venue=polymarket/stream=books/date=2026-11-24/hour=16/testhost-dead-0.jsonl.gz");
-    assert_eq!((old["recovered"].as_bool(), old["run_id"].as_str(), old["rows"].as_u64()), (Some(true), Some("dead"), Some(500)));
+    assert_eq!(
+        (old["recovered"].as_bool(), old["run_id"].as_str(), old["rows"].as_u64()),
+        (Some(true), Some("dead"), Some(500))
+    );
     assert_eq!((old["tail_path"].is_null(), old["tail_bytes"].as_u64()), (true, Some(0)));
     assert_eq!(old["first_collected_at_utc"], "2026-11-24T16:10:01.000000Z");
     assert_eq!(zcat(&check_record(&root, old)), first);
     assert_eq!(new["path"], "venue=polymarket/stream=books/date=2026-11-24/hour=16/testhost-alive-0.jsonl.gz");
-    assert_eq!((new["recovered"].as_bool(), new["run_id"].as_str(), new["rows"].as_u64()), (Some(false), Some("alive"), Some(100)));
+    assert_eq!(
+        (new["recovered"].as_bool(), new["run_id"].as_str(), new["rows"].as_u64()),
+        (Some(false), Some("alive"), Some(100))
+    );
     assert_eq!(zcat(&check_record(&root, new)), more);
     assert!(files(&root, ".partial").is_empty());
     assert!(err.contains("recovered"), "{err}");
@@ -348,7 +362,10 @@ fn torn_partial_is_sealed_with_its_readable_prefix_and_tail_kept() {
 
     let e = recs.iter().find(|r| r["run_id"] == "old").unwrap();
     let p = check_record(&root, e);
-    assert_eq!((e["rows"].as_u64(), e["recovered"].as_bool(), e["first_collected_at_utc"].is_null()), (Some(0), Some(true), true));
+    assert_eq!(
+        (e["rows"].as_u64(), e["recovered"].as_bool(), e["first_collected_at_utc"].is_null()),
+        (Some(0), Some(true), true)
+    );
     assert_eq!(zcat(&p), "", "a valid, empty gzip");
     assert_eq!(std::fs::read(root.join(e["tail_path"].as_str().unwrap())).unwrap(), junk);
 
@@ -360,15 +377,26 @@ fn torn_partial_is_sealed_with_its_readable_prefix_and_tail_kept() {
 #[test]
 fn non_json_kept_and_counted_empty_lines_skipped_last_newline_added() {
     let root = tempdir("rotate-input");
-    let input = format!("{}\nnot json at all\n\n   \n{{\"truncated\":\n{}", line(0, "2026-11-24T16:00:00.000000Z"), r#"{"no":"newline"}"#);
+    let input = format!(
+        "{}\nnot json at all\n\n   \n{{\"truncated\":\n{}",
+        line(0, "2026-11-24T16:00:00.000000Z"),
+        r#"{"no":"newline"}"#
+    );
     let out = run_with_timeout(rotate_cmd(&root, &["--run-id", "in"]), Some(input.as_bytes()), LIMIT);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     let recs = jsonl(&out.stdout);
     assert_eq!(recs.len(), 1);
     let r = &recs[0];
-    assert_eq!((r["rows"].as_u64(), r["invalid_lines"].as_u64(), r["empty_lines"].as_u64()), (Some(4), Some(2), Some(2)));
-    let expected = format!("{}\nnot json at all\n{{\"truncated\":\n{}\n", line(0, "2026-11-24T16:00:00.000000Z"), r#"{"no":"newline"}"#);
+    assert_eq!(
+        (r["rows"].as_u64(), r["invalid_lines"].as_u64(), r["empty_lines"].as_u64()),
+        (Some(4), Some(2), Some(2))
+    );
+    let expected = format!(
+        "{}\nnot json at all\n{{\"truncated\":\n{}\n",
+        line(0, "2026-11-24T16:00:00.000000Z"),
+        r#"{"no":"newline"}"#
+    );
     assert_eq!(zcat(&check_record(&root, r)), expected);
     assert!(err.contains("input line 2: not valid JSON"), "{err}");
     assert!(err.contains("input line 5: not valid JSON"), "{err}");

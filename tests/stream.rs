@@ -101,7 +101,8 @@ fn serve(tcp: std::net::TcpStream, k: usize, script: Script, got: Arc<Mutex<Vec<
                 break;
             }
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(tungstenite::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(_) => return,
         }
     }
@@ -135,7 +136,8 @@ fn serve(tcp: std::net::TcpStream, k: usize, script: Script, got: Arc<Mutex<Vec<
             }
             Ok(Message::Close(_)) => return,
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(tungstenite::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(_) => return,
         }
     }
@@ -157,7 +159,11 @@ fn capture_messages() -> Vec<String> {
 fn market_line(cond: &str, tokens: &[&str], start_in: f64, end_in: f64) -> String {
     let now = time::OffsetDateTime::now_utc();
     let at = |s: f64| pm_archive::clock::fmt_micros(now + time::Duration::seconds_f64(s));
-    let toks: Vec<Value> = tokens.iter().enumerate().map(|(i, t)| json!({"token_id": t, "outcome": if i == 0 {"Up"} else {"Down"}})).collect();
+    let toks: Vec<Value> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"token_id": t, "outcome": if i == 0 {"Up"} else {"Down"}}))
+        .collect();
     let m = json!({
         "record": "market", "schema": "pmarchive.market/1", "venue": "polymarket", "family": "5m",
         "slug": format!("test-{cond}"), "question": null, "market_id": null,
@@ -220,7 +226,11 @@ fn capture(frames: Vec<String>, after: After, secs: f64) -> (Vec<Value>, Vec<Got
     let server = WsServer::start(vec![Script { frames, after }]);
     let venue = Venue::start();
     let input = market_line("7667", &[A7667, "54176"], -5.0, secs);
-    let out = common::run_with_timeout(stream_cmd(&server, &venue, &["--silence-secs", "30"]), Some(input.as_bytes()), Duration::from_secs(30));
+    let out = common::run_with_timeout(
+        stream_cmd(&server, &venue, &["--silence-secs", "30"]),
+        Some(input.as_bytes()),
+        Duration::from_secs(30),
+    );
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     (common::jsonl(&out.stdout), server.got(), out)
 }
@@ -274,7 +284,10 @@ fn every_frame_is_archived_verbatim_and_the_recorded_hashes_verify() {
     // Connection events and the REST resync snapshot after connect.
     assert_eq!(events(&lines, "open").len(), 1);
     assert_eq!(events(&lines, "subscribe").len(), 1);
-    assert!(lines.iter().any(|l| l["kind"] == "http" && l["endpoint"] == "books" && l["ctx"]["reason"] == "ws_resync" && l["ctx"]["conn_id"] == 0));
+    assert!(lines.iter().any(|l| l["kind"] == "http"
+        && l["endpoint"] == "books"
+        && l["ctx"]["reason"] == "ws_resync"
+        && l["ctx"]["conn_id"] == 0));
     let close = events(&lines, "close");
     assert_eq!(close.len(), 1);
     assert_eq!(close[0]["ctx"]["by"], "client");
@@ -295,15 +308,21 @@ fn every_frame_is_archived_verbatim_and_the_recorded_hashes_verify() {
     assert_eq!(s["text_frames"].as_u64().unwrap() as usize, fr.len() - data.len() + 1);
     let r7667: Vec<&Value> = rows.iter().filter(|r| r["asset_id"] == A7667).collect();
     assert_eq!(r7667.len(), 16);
-    assert!(r7667.iter().all(|r| r["hash_verified"] == true && r["trusted"] == true && r["schema"] == "pmarchive.wsbook/1"));
+    assert!(r7667
+        .iter()
+        .all(|r| r["hash_verified"] == true && r["trusted"] == true && r["schema"] == "pmarchive.wsbook/1"));
     // Best-first levels, best bid < best ask.
     let last = r7667.last().unwrap();
     assert_eq!(last["bids"][0][0], last["bid_px"]);
-    assert!(last["bid_px"].as_str().unwrap().parse::<f64>().unwrap() < last["ask_px"].as_str().unwrap().parse::<f64>().unwrap());
+    assert!(
+        last["bid_px"].as_str().unwrap().parse::<f64>().unwrap()
+            < last["ask_px"].as_str().unwrap().parse::<f64>().unwrap()
+    );
     // Sampled: at most one price_change row per 10 s of exchange time (book rows always).
     let (_, s, rows) = rebuild(&raw, &dir, &["--every-ms", "10000"]);
     assert_eq!(s["assets"][A7667]["matched"], 15, "sampling does not skip verification");
-    let ts: Vec<i64> = rows.iter().filter(|r| r["asset_id"] == A7667).map(|r| r["ts_event_ms"].as_i64().unwrap()).collect();
+    let ts: Vec<i64> =
+        rows.iter().filter(|r| r["asset_id"] == A7667).map(|r| r["ts_event_ms"].as_i64().unwrap()).collect();
     assert_eq!(ts, vec![1790658661234, 1790658674035, 1790658690317, 1790658701463]);
     let t = common::read_jsonl(&trades);
     assert_eq!(t.len(), 1);
@@ -319,7 +338,9 @@ fn state_after(rows: &[Value], k: usize) -> Value {
 }
 
 fn rest_book_line(state: &Value) -> String {
-    let rev = |a: &Value| -> Vec<Value> { a.as_array().unwrap().iter().rev().map(|l| json!({"price": l[0], "size": l[1]})).collect() };
+    let rev = |a: &Value| -> Vec<Value> {
+        a.as_array().unwrap().iter().rev().map(|l| json!({"price": l[0], "size": l[1]})).collect()
+    };
     let b = json!({"market": state["market"], "asset_id": A7667, "timestamp": state["ts_event_ms"].to_string(), "hash": state["hash"],
         "bids": rev(&state["bids"]), "asks": rev(&state["asks"]), "min_order_size": "5", "tick_size": state["tick_size"], "neg_risk": false,
         "last_trade_price": state["last_trade_price"]});
@@ -329,7 +350,9 @@ fn rest_book_line(state: &Value) -> String {
 }
 
 fn ws_book_line(state: &Value) -> String {
-    let rev = |a: &Value| -> Vec<Value> { a.as_array().unwrap().iter().rev().map(|l| json!({"price": l[0], "size": l[1]})).collect() };
+    let rev = |a: &Value| -> Vec<Value> {
+        a.as_array().unwrap().iter().rev().map(|l| json!({"price": l[0], "size": l[1]})).collect()
+    };
     let b = json!({"market": state["market"], "asset_id": A7667, "timestamp": state["ts_event_ms"].to_string(), "hash": state["hash"],
         "bids": rev(&state["bids"]), "asks": rev(&state["asks"]), "tick_size": state["tick_size"], "event_type": "book",
         "last_trade_price": state["last_trade_price"]});
@@ -363,7 +386,8 @@ fn a_dropped_frame_is_a_mismatch_and_is_resynced() {
     assert!(rows.iter().any(|r| r["asset_id"] == A7667 && r["trusted"] == false && r["hash_verified"] == false));
 
     // Resync from a REST snapshot (DERIVED: the state after message 10) inserted after message 10.
-    let pos = raw.iter().position(|l| l.contains("\"frame_no\":9,") || l.contains("\"frame_no\":9}")).expect("frame 9") + 1;
+    let pos =
+        raw.iter().position(|l| l.contains("\"frame_no\":9,") || l.contains("\"frame_no\":9}")).expect("frame 9") + 1;
     raw.insert(pos, rest_book_line(&after10));
     let (_, s, _) = rebuild(raw.join("\n").as_bytes(), &dir, &[]);
     assert_eq!(s["resyncs_rest"], 1, "{s:#}");
@@ -397,7 +421,11 @@ fn a_silent_server_triggers_the_watchdog_and_a_reconnect() {
     let server = WsServer::start(vec![Script { frames: vec![book], after: After::Hold }]);
     let venue = Venue::start();
     let input = market_line("aa", &[A7667], -5.0, 3.5);
-    let out = common::run_with_timeout(stream_cmd(&server, &venue, &["--silence-secs", "1"]), Some(input.as_bytes()), Duration::from_secs(30));
+    let out = common::run_with_timeout(
+        stream_cmd(&server, &venue, &["--silence-secs", "1"]),
+        Some(input.as_bytes()),
+        Duration::from_secs(30),
+    );
     assert!(out.status.success());
     let lines = common::jsonl(&out.stdout);
     let wd = events(&lines, "watchdog");
@@ -408,7 +436,10 @@ fn a_silent_server_triggers_the_watchdog_and_a_reconnect() {
     assert!(opens.len() >= 2, "reconnected");
     assert_ne!(opens[0]["ctx"]["conn_id"], opens[1]["ctx"]["conn_id"]);
     assert!(server.conns.load(Ordering::SeqCst) >= 2);
-    assert!(server.got().iter().any(|g| g.conn == 1 && g.text.contains("\"assets_ids\"")), "re-subscribed on the new connection");
+    assert!(
+        server.got().iter().any(|g| g.conn == 1 && g.text.contains("\"assets_ids\"")),
+        "re-subscribed on the new connection"
+    );
     // PONGs kept arriving (answered PINGs) but did not count as data.
     assert!(events(&lines, "frame").iter().any(|l| l["body_text"] == "PONG"));
     // A REST resync after every connect.
@@ -426,13 +457,19 @@ fn a_closed_connection_is_reconnected_and_the_gap_recorded() {
     ]);
     let venue = Venue::start();
     let input = market_line("bb", &[A7667], -5.0, 2.0);
-    let out = common::run_with_timeout(stream_cmd(&server, &venue, &["--silence-secs", "30"]), Some(input.as_bytes()), Duration::from_secs(30));
+    let out = common::run_with_timeout(
+        stream_cmd(&server, &venue, &["--silence-secs", "30"]),
+        Some(input.as_bytes()),
+        Duration::from_secs(30),
+    );
     assert!(out.status.success());
     let lines = common::jsonl(&out.stdout);
     let closes = events(&lines, "close");
     assert!(closes.iter().any(|l| l["ctx"]["by"] == "server" && l["ctx"]["conn_id"] == 0), "{closes:?}");
     let conn1_end = lines.iter().any(|l| {
-        l["kind"] == "ws" && l["ctx"]["conn_id"] == 1 && (l["ctx"]["event"] == "error" || (l["ctx"]["event"] == "close" && l["ctx"]["by"] != "client"))
+        l["kind"] == "ws"
+            && l["ctx"]["conn_id"] == 1
+            && (l["ctx"]["event"] == "error" || (l["ctx"]["event"] == "close" && l["ctx"]["by"] != "client"))
     });
     assert!(conn1_end, "the dropped connection is recorded");
     assert!(events(&lines, "reconnect_wait").len() >= 2);
@@ -458,15 +495,21 @@ fn a_closed_connection_is_reconnected_and_the_gap_recorded() {
 
 #[test]
 fn tokens_are_added_and_removed_without_a_reconnect() {
-    let server = WsServer::start(vec![Script { frames: vec![frame("ws_book_snapshot_captured.json")], after: After::Hold }]);
+    let server =
+        WsServer::start(vec![Script { frames: vec![frame("ws_book_snapshot_captured.json")], after: After::Hold }]);
     let venue = Venue::start();
     // Market A is tracked now and ends at +1.5 s; market B starts at +1.0 s and ends at +3.0 s.
     let mut input = market_line("a1", &["111", "112"], -10.0, 1.5);
     input.push_str(&market_line("b1", &["221", "222"], 1.0, 3.0));
-    let out = common::run_with_timeout(stream_cmd(&server, &venue, &["--silence-secs", "30"]), Some(input.as_bytes()), Duration::from_secs(30));
+    let out = common::run_with_timeout(
+        stream_cmd(&server, &venue, &["--silence-secs", "30"]),
+        Some(input.as_bytes()),
+        Duration::from_secs(30),
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(server.conns.load(Ordering::SeqCst), 1, "one connection throughout");
-    let got: Vec<Value> = server.got().iter().filter(|g| g.text != "PING").map(|g| serde_json::from_str(&g.text).unwrap()).collect();
+    let got: Vec<Value> =
+        server.got().iter().filter(|g| g.text != "PING").map(|g| serde_json::from_str(&g.text).unwrap()).collect();
     assert_eq!(got[0]["assets_ids"], json!(["111", "112"]));
     assert_eq!(got[1], json!({"operation": "subscribe", "assets_ids": ["221", "222"]}));
     assert_eq!(got[2], json!({"operation": "unsubscribe", "assets_ids": ["111", "112"]}));
@@ -474,8 +517,11 @@ fn tokens_are_added_and_removed_without_a_reconnect() {
     assert_eq!(events(&lines, "subscribe").len(), 2);
     assert_eq!(events(&lines, "unsubscribe").len(), 1);
     assert_eq!(events(&lines, "open").len(), 1);
-    let tracks: Vec<(&str, &str)> =
-        lines.iter().filter(|l| l["kind"] == "track").map(|l| (l["ctx"]["slug"].as_str().unwrap(), l["ctx"]["action"].as_str().unwrap())).collect();
+    let tracks: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|l| l["kind"] == "track")
+        .map(|l| (l["ctx"]["slug"].as_str().unwrap(), l["ctx"]["action"].as_str().unwrap()))
+        .collect();
     assert_eq!(tracks, vec![("test-a1", "start"), ("test-b1", "start"), ("test-a1", "stop"), ("test-b1", "stop")]);
     // The tokens added later get their own REST snapshot.
     assert!(lines.iter().any(|l| l["kind"] == "http" && l["ctx"]["reason"] == "ws_subscribe"));
@@ -486,11 +532,19 @@ fn tokens_are_sharded_across_connections() {
     let server = WsServer::start(vec![Script { frames: vec![], after: After::Hold }]);
     let venue = Venue::start();
     let input = market_line("cc", &["1", "2", "3"], -5.0, 1.0);
-    let out = common::run_with_timeout(stream_cmd(&server, &venue, &["--max-per-conn", "2"]), Some(input.as_bytes()), Duration::from_secs(30));
+    let out = common::run_with_timeout(
+        stream_cmd(&server, &venue, &["--max-per-conn", "2"]),
+        Some(input.as_bytes()),
+        Duration::from_secs(30),
+    );
     assert!(out.status.success());
     assert_eq!(server.conns.load(Ordering::SeqCst), 2);
-    let mut subs: Vec<Value> =
-        server.got().iter().filter(|g| g.text != "PING").map(|g| serde_json::from_str::<Value>(&g.text).unwrap()["assets_ids"].clone()).collect();
+    let mut subs: Vec<Value> = server
+        .got()
+        .iter()
+        .filter(|g| g.text != "PING")
+        .map(|g| serde_json::from_str::<Value>(&g.text).unwrap()["assets_ids"].clone())
+        .collect();
     subs.sort_by_key(|v| v.as_array().unwrap().len());
     assert_eq!(subs, vec![json!(["3"]), json!(["1", "2"])]);
 }
@@ -501,7 +555,8 @@ fn bad_input_is_reported_not_dropped() {
     let venue = Venue::start();
     let mut input = String::from("{not json\n");
     input.push_str(&market_line("dd", &["1"], -5.0, 0.5));
-    let out = common::run_with_timeout(stream_cmd(&server, &venue, &[]), Some(input.as_bytes()), Duration::from_secs(30));
+    let out =
+        common::run_with_timeout(stream_cmd(&server, &venue, &[]), Some(input.as_bytes()), Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("stdin line 1"));
     let lines = common::jsonl(&out.stdout);

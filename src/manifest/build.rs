@@ -83,7 +83,12 @@ pub fn is_secret(key: &str, value: &str) -> bool {
 
 /// Parses a `KEY=VALUE` file (shell env-file style: `#` comments, blank lines, optional `export `).
 pub fn parse_config(path: &str, text: &str) -> ConfigFile {
-    let mut c = ConfigFile { path: path.to_string(), entries: BTreeMap::new(), dropped_keys: Vec::new(), ignored_lines: Vec::new() };
+    let mut c = ConfigFile {
+        path: path.to_string(),
+        entries: BTreeMap::new(),
+        dropped_keys: Vec::new(),
+        ignored_lines: Vec::new(),
+    };
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
         if t.is_empty() || t.starts_with('#') {
@@ -212,7 +217,8 @@ impl Builder {
         }
         let mut configs = Vec::new();
         for p in &opts.configs {
-            let text = std::fs::read_to_string(p).map_err(|e| cli::Error::Usage(format!("--config {}: {e}", p.display())))?;
+            let text =
+                std::fs::read_to_string(p).map_err(|e| cli::Error::Usage(format!("--config {}: {e}", p.display())))?;
             configs.push(parse_config(&p.display().to_string(), &text));
         }
         Ok(Builder {
@@ -294,7 +300,8 @@ impl Builder {
         if let Some(w) = &rec.writer_version {
             self.writer_versions.insert(w.clone());
         }
-        let stream = rec.stream.clone().unwrap_or_else(|| stream_from_path(&rec.path).unwrap_or_else(|| "unknown".into()));
+        let stream =
+            rec.stream.clone().unwrap_or_else(|| stream_from_path(&rec.path).unwrap_or_else(|| "unknown".into()));
         let abs = self.opts.root.join(&rec.path);
         let mut entry = FileEntry {
             path: rec.path.clone(),

@@ -235,7 +235,9 @@ impl MarketTrack {
         }
         self.starts += o.starts;
         self.stops += o.stops;
-        if o.first_start_at_utc.is_some() && (self.first_start_at_utc.is_none() || o.first_start_at_utc < self.first_start_at_utc) {
+        if o.first_start_at_utc.is_some()
+            && (self.first_start_at_utc.is_none() || o.first_start_at_utc < self.first_start_at_utc)
+        {
             self.first_start_at_utc.clone_from(&o.first_start_at_utc);
             self.first_start_reason.clone_from(&o.first_start_reason);
         }
@@ -308,7 +310,8 @@ impl Tally {
                         s.to_string()
                     }
                 };
-                let ep = h.by_endpoint_status.entry(l.endpoint.clone().unwrap_or_else(|| "unknown".into())).or_default();
+                let ep =
+                    h.by_endpoint_status.entry(l.endpoint.clone().unwrap_or_else(|| "unknown".into())).or_default();
                 bump(ep, &status, 1);
             }
             "gap" => {
@@ -391,7 +394,10 @@ impl Tally {
         }
         self.gaps.missed_slots_total += o.gaps.missed_slots_total;
         for (slug, m) in &o.markets {
-            self.markets.entry(slug.clone()).or_insert_with(|| MarketTrack { slug: slug.clone(), ..MarketTrack::default() }).merge(m);
+            self.markets
+                .entry(slug.clone())
+                .or_insert_with(|| MarketTrack { slug: slug.clone(), ..MarketTrack::default() })
+                .merge(m);
         }
         for (k, n) in &o.collector_versions {
             bump(&mut self.collector_versions, k, *n);
@@ -651,9 +657,11 @@ impl UploadLog {
     /// deleted locally on purpose: its absence is an offload, not a loss.
     pub fn offloaded(&self, path: &str, sha256: &str) -> bool {
         let same = |v: &Value| {
-            v.get("local_path").and_then(Value::as_str) == Some(path) && v.get("sha256").and_then(Value::as_str) == Some(sha256)
+            v.get("local_path").and_then(Value::as_str) == Some(path)
+                && v.get("sha256").and_then(Value::as_str) == Some(sha256)
         };
-        self.deletes.iter().any(same) && self.uploads.iter().any(|v| same(v) && v.get("verified").and_then(Value::as_bool) == Some(true))
+        self.deletes.iter().any(same)
+            && self.uploads.iter().any(|v| same(v) && v.get("verified").and_then(Value::as_bool) == Some(true))
     }
 }
 

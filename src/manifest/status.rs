@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::{
-    human_bytes, load_manifests, max_time, read_data_file, read_uploads, walk, FileKind, MarketTrack, Parsed, Tally, STATUS_SCHEMA,
+    human_bytes, load_manifests, max_time, read_data_file, read_uploads, walk, FileKind, MarketTrack, Parsed, Tally,
+    STATUS_SCHEMA,
 };
 use crate::cli::{self, ExitCode};
 use crate::clock;
@@ -58,7 +59,8 @@ pub fn disk_usage(path: &Path) -> std::io::Result<Disk> {
     extern "C" {
         fn statvfs(path: *const std::ffi::c_char, buf: *mut StatVfs) -> i32;
     }
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let mut s = StatVfs {
         f_bsize: 0,
         f_frsize: 0,
@@ -172,7 +174,8 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
         let Some(ss) = doc.get("streams").and_then(Value::as_object) else { continue };
         for (sname, s) in ss {
             let filesv = s.get("files").and_then(Value::as_array).cloned().unwrap_or_default();
-            let venue = filesv.iter().find_map(|f| f.get("venue").and_then(Value::as_str)).unwrap_or("polymarket").to_string();
+            let venue =
+                filesv.iter().find_map(|f| f.get("venue").and_then(Value::as_str)).unwrap_or("polymarket").to_string();
             let st = streams.entry((venue, sname.clone())).or_default();
             for f in &filesv {
                 let last = f.get("last_collected_at_utc").and_then(Value::as_str);
@@ -329,8 +332,12 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
     let span_s = (now - span_start).as_seconds_f64().max(3600.0);
     let per_day = bytes_24h as f64 * 86400.0 / span_s;
     let disk_json = match &disk {
-        Ok(d) => json!({"path": root.display().to_string(), "total_bytes": d.total_bytes, "free_bytes": d.free_bytes, "error": null}),
-        Err(e) => json!({"path": root.display().to_string(), "total_bytes": null, "free_bytes": null, "error": e.to_string()}),
+        Ok(d) => {
+            json!({"path": root.display().to_string(), "total_bytes": d.total_bytes, "free_bytes": d.free_bytes, "error": null})
+        }
+        Err(e) => {
+            json!({"path": root.display().to_string(), "total_bytes": null, "free_bytes": null, "error": e.to_string()})
+        }
     };
     let days_left = match (&disk, per_day > 0.0) {
         (Ok(d), true) => json!(((d.free_bytes as f64 / per_day) * 10.0).round() / 10.0),
@@ -359,7 +366,10 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
         }
         if let Some(l) = u.uploads.last() {
             if l.get("verified").and_then(Value::as_bool) != Some(true) {
-                warnings.push(format!("last upload not verified: {}", l.get("local_path").and_then(Value::as_str).unwrap_or("?")));
+                warnings.push(format!(
+                    "last upload not verified: {}",
+                    l.get("local_path").and_then(Value::as_str).unwrap_or("?")
+                ));
             }
         }
     }

@@ -73,8 +73,10 @@ pub fn verify(root: &Path) -> cli::Result<(Value, ExitCode)> {
                 }
                 if let Some(prev) = expected.get(&path) {
                     if prev.sha256 != sha256 {
-                        problems
-                            .push(format!("{path}: listed by manifests/{} and manifests/{} with different sha256", prev.manifest, m.name));
+                        problems.push(format!(
+                            "{path}: listed by manifests/{} and manifests/{} with different sha256",
+                            prev.manifest, m.name
+                        ));
                     }
                     continue;
                 }
@@ -177,7 +179,8 @@ pub fn verify(root: &Path) -> cli::Result<(Value, ExitCode)> {
         }
         summary.insert(format!("{kind}s"), Value::Object(m));
     }
-    let failed = checks.iter().filter(|c| matches!(c.status, "missing" | "changed" | "unlisted")).count() + problems.len();
+    let failed =
+        checks.iter().filter(|c| matches!(c.status, "missing" | "changed" | "unlisted")).count() + problems.len();
     let doc = json!({
         "schema": VERIFY_SCHEMA,
         "root": root.display().to_string(),
@@ -221,7 +224,12 @@ pub fn human(doc: &Value) -> String {
     }
     s.push_str(&format!("{:<10} {:>8} {:>8}\n", "STATUS", "FILES", "TAILS"));
     for st in STATUSES {
-        s.push_str(&format!("{:<10} {:>8} {:>8}\n", st, doc["summary"]["files"][st].to_string(), doc["summary"]["tails"][st].to_string()));
+        s.push_str(&format!(
+            "{:<10} {:>8} {:>8}\n",
+            st,
+            doc["summary"]["files"][st].to_string(),
+            doc["summary"]["tails"][st].to_string()
+        ));
     }
     if let Some(files) = doc["files"].as_array() {
         for f in files.iter().filter(|f| !matches!(f["status"].as_str(), Some("ok" | "offloaded"))) {
@@ -239,7 +247,11 @@ pub fn human(doc: &Value) -> String {
     }
     if let Some(bad) = doc.get("upload_log").and_then(|u| u.get("bad_lines")).and_then(Value::as_array) {
         for b in bad {
-            s.push_str(&format!("warning   manifests/uploads.jsonl line {}: {}\n", b["line"], b["detail"].as_str().unwrap_or("")));
+            s.push_str(&format!(
+                "warning   manifests/uploads.jsonl line {}: {}\n",
+                b["line"],
+                b["detail"].as_str().unwrap_or("")
+            ));
         }
     }
     s.push_str(if doc["ok"] == json!(true) { "RESULT: OK\n" } else { "RESULT: FAIL\n" });

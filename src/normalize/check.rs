@@ -137,7 +137,9 @@ impl Acc {
                 self.problem(name, lines, format!("invalid row: {e}"));
                 continue;
             }
-            if let (Some(run), Some(seq), Some(at)) = (v["raw_run_id"].as_str(), v["raw_seq"].as_u64(), v["collected_at_utc"].as_str()) {
+            if let (Some(run), Some(seq), Some(at)) =
+                (v["raw_run_id"].as_str(), v["raw_seq"].as_u64(), v["collected_at_utc"].as_str())
+            {
                 if let Some((ls, la)) = runs.get(run) {
                     if seq < *ls || at < la.as_str() {
                         self.out_of_order += 1;

@@ -206,7 +206,15 @@ fn digits(b: &[u8]) -> Option<i64> {
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`; anything else goes through [`crate::clock::parse_rfc3339`].
 pub fn parse_utc_micros(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() == 27 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':' && b[19] == b'.' && b[26] == b'Z' {
+    if b.len() == 27
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'.'
+        && b[26] == b'Z'
+    {
         let (y, mo, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
         let (h, mi, se, us) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?, digits(&b[20..26])?);
         if (1..=12).contains(&mo) && (1..=31).contains(&d) && h < 24 && mi < 60 && se < 61 {
@@ -224,7 +232,8 @@ pub fn write_utc_micros(out: &mut Vec<u8>, us: i64) {
     let (y, m, d) = civil_from_days(secs.div_euclid(86400));
     let sod = secs.rem_euclid(86400);
     use std::io::Write;
-    let _ = write!(out, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", y, m, d, sod / 3600, sod / 60 % 60, sod % 60, frac);
+    let _ =
+        write!(out, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", y, m, d, sod / 3600, sod / 60 % 60, sod % 60, frac);
 }
 
 /// The venue's book timestamp (Unix ms as a decimal string, 1–16 digits).
@@ -277,7 +286,10 @@ mod tests {
             write_utc_micros(&mut v, us);
             assert_eq!(String::from_utf8(v).unwrap(), s);
         }
-        assert_eq!(parse_utc_micros("2026-11-24T16:01:33Z").unwrap(), parse_utc_micros("2026-11-24T16:01:33.000000Z").unwrap());
+        assert_eq!(
+            parse_utc_micros("2026-11-24T16:01:33Z").unwrap(),
+            parse_utc_micros("2026-11-24T16:01:33.000000Z").unwrap()
+        );
         assert_eq!(parse_ms("1785734468581"), Some(1785734468581));
         assert_eq!(parse_ms("17857x"), None);
     }

@@ -141,7 +141,15 @@ impl Normalizer {
         for r in ["book", "gap", "error", "bad_input"] {
             stats.rows.insert(r, 0);
         }
-        Normalizer { opts, joins: HashMap::new(), tokens: HashMap::new(), stats, hash_buf: Vec::with_capacity(8192), bids: Vec::new(), asks: Vec::new() }
+        Normalizer {
+            opts,
+            joins: HashMap::new(),
+            tokens: HashMap::new(),
+            stats,
+            hash_buf: Vec::with_capacity(8192),
+            bids: Vec::new(),
+            asks: Vec::new(),
+        }
     }
 
     /// Records what is known about a token (later information replaces earlier).
@@ -159,7 +167,9 @@ impl Normalizer {
         let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
         let ctx = match v.get("schema").and_then(|s| s.as_str()) {
             Some(crate::market::MARKET_SCHEMA) => v.clone(),
-            Some(crate::envelope::SCHEMA) if v.get("kind").and_then(|k| k.as_str()) == Some("track") => v.get("ctx").cloned().unwrap_or_default(),
+            Some(crate::envelope::SCHEMA) if v.get("kind").and_then(|k| k.as_str()) == Some("track") => {
+                v.get("ctx").cloned().unwrap_or_default()
+            }
             Some(crate::envelope::SCHEMA) => return Ok(0),
             other => return Err(format!("not a market record or raw envelope (schema {other:?})")),
         };
@@ -173,7 +183,12 @@ impl Normalizer {
     fn learn(&mut self, t: TrackCtx) -> usize {
         let n = t.tokens.len();
         for tok in t.tokens {
-            let info = JoinInfo { slug: t.slug.clone(), outcome: tok.outcome.clone(), condition_id: t.condition_id.clone(), family: t.family.clone() };
+            let info = JoinInfo {
+                slug: t.slug.clone(),
+                outcome: tok.outcome.clone(),
+                condition_id: t.condition_id.clone(),
+                family: t.family.clone(),
+            };
             self.add_join(&tok.token_id, info);
         }
         n
@@ -302,7 +317,9 @@ impl Normalizer {
                 for (i, item) in items.iter().enumerate() {
                     match item {
                         Item::Book(b) if b.asset_id.is_some() => self.book_row(env, ctx, b, out),
-                        Item::Book(b) if b.error.is_some() => self.error_row(env, ctx, "error_body", Some(i), None, line, out),
+                        Item::Book(b) if b.error.is_some() => {
+                            self.error_row(env, ctx, "error_body", Some(i), None, line, out)
+                        }
                         _ => self.error_row(env, ctx, "bad_book", Some(i), None, line, out),
                     }
                 }
@@ -314,7 +331,16 @@ impl Normalizer {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn error_row(&mut self, env: &Env, ctx: &Ctx, reason: &str, index: Option<usize>, asset: Option<&str>, line: &[u8], out: &mut Vec<u8>) {
+    fn error_row(
+        &mut self,
+        env: &Env,
+        ctx: &Ctx,
+        reason: &str,
+        index: Option<usize>,
+        asset: Option<&str>,
+        line: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         *self.stats.rows.get_mut("error").unwrap() += 1;
         *self.stats.errors.entry(reason.to_string()).or_insert(0) += 1;
         head(out, "error", env);
@@ -348,7 +374,9 @@ impl Normalizer {
         let mut f = 0;
         let mut prev: Option<Dec> = None;
         for (i, l) in levels.iter().enumerate() {
-            let (Some(px), Some(sz)) = (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse)) else {
+            let (Some(px), Some(sz)) =
+                (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse))
+            else {
                 f |= BAD_LEVEL;
                 continue;
             };
@@ -394,7 +422,11 @@ impl Normalizer {
             flags |= BAD_TS;
         }
         let recv = env.collected_at_utc.as_deref().and_then(dec::parse_utc_micros);
-        let tick = b.tick_size.and_then(|r| serde_json::from_str::<&str>(r.get()).ok()).and_then(Dec::parse).filter(|t| t.signum() > 0);
+        let tick = b
+            .tick_size
+            .and_then(|r| serde_json::from_str::<&str>(r.get()).ok())
+            .and_then(Dec::parse)
+            .filter(|t| t.signum() > 0);
         let (mut bids, mut asks) = (std::mem::take(&mut self.bids), std::mem::take(&mut self.asks));
         flags |= Self::side(b.bids.as_ref(), true, tick, &mut bids);
         flags |= Self::side(b.asks.as_ref(), false, tick, &mut asks);
@@ -411,7 +443,14 @@ impl Normalizer {
                 _ => {}
             }
         }
-        if b.market.is_none() || b.hash.is_none() || b.timestamp.is_none() || b.min_order_size.is_none() || b.tick_size.is_none() || b.neg_risk.is_none() || b.last_trade_price.is_none() {
+        if b.market.is_none()
+            || b.hash.is_none()
+            || b.timestamp.is_none()
+            || b.min_order_size.is_none()
+            || b.tick_size.is_none()
+            || b.neg_risk.is_none()
+            || b.last_trade_price.is_none()
+        {
             flags |= MISSING_FIELD;
         }
         if b.unknown_fields > 0 {
@@ -528,7 +567,12 @@ impl Normalizer {
         put_dec(out, bids.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)));
         out.extend_from_slice(b",\"ask_depth\":");
         put_dec(out, asks.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)));
-        for (k, v) in [("tick_size", b.tick_size), ("min_order_size", b.min_order_size), ("neg_risk", b.neg_risk), ("last_trade_price", b.last_trade_price)] {
+        for (k, v) in [
+            ("tick_size", b.tick_size),
+            ("min_order_size", b.min_order_size),
+            ("neg_risk", b.neg_risk),
+            ("last_trade_price", b.last_trade_price),
+        ] {
             let _ = write!(out, ",\"{k}\":");
             put_raw(out, v);
         }
@@ -568,14 +612,23 @@ impl Normalizer {
     /// Recomputes the venue hash (facts §6.3). None when a field it needs is missing or a level
     /// is not a pair of strings.
     fn verify_hash(&mut self, b: &Book) -> Option<bool> {
-        let (market, asset, ts, want) = (b.market.as_deref()?, b.asset_id.as_deref()?, b.timestamp.as_deref()?, b.hash.as_deref()?);
+        let (market, asset, ts, want) =
+            (b.market.as_deref()?, b.asset_id.as_deref()?, b.timestamp.as_deref()?, b.hash.as_deref()?);
         let strs = |side: &Option<Vec<Level>>| -> Option<()> {
             side.as_ref()?.iter().all(|l| l.price.is_some() && l.size.is_some()).then_some(())
         };
         strs(&b.bids)?;
         strs(&b.asks)?;
         let tail = [b.min_order_size?, b.tick_size?, b.neg_risk?, b.last_trade_price?].map(parse::hash_scalar_text);
-        book::write_hash_text(&mut self.hash_buf, market, asset, ts, pairs(&b.bids), pairs(&b.asks), [&tail[0], &tail[1], &tail[2], &tail[3]]);
+        book::write_hash_text(
+            &mut self.hash_buf,
+            market,
+            asset,
+            ts,
+            pairs(&b.bids),
+            pairs(&b.asks),
+            [&tail[0], &tail[1], &tail[2], &tail[3]],
+        );
         let mut hex = [0u8; 40];
         book::sha1_hex_into(&self.hash_buf, &mut hex);
         Some(want.as_bytes() == hex)
@@ -662,7 +715,6 @@ fn put_levels(out: &mut Vec<u8>, side: &[Lvl], wire: Option<&Vec<Level>>, n: usi
     }
     out.push(b']');
 }
-
 
 fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
     match s {

@@ -43,7 +43,13 @@ fn take_buf(pool: &Receiver<Vec<u8>>) -> Vec<u8> {
 }
 
 /// Sends `buf[..cut]` and returns a fresh buffer holding `buf[cut..filled]`; None when the parser is gone.
-fn send_lines(tx: &Sender<Msg>, pool: &Receiver<Vec<u8>>, mut buf: Vec<u8>, cut: usize, filled: usize) -> Option<(Vec<u8>, usize)> {
+fn send_lines(
+    tx: &Sender<Msg>,
+    pool: &Receiver<Vec<u8>>,
+    mut buf: Vec<u8>,
+    cut: usize,
+    filled: usize,
+) -> Option<(Vec<u8>, usize)> {
     let mut next = take_buf(pool);
     let rest = filled - cut;
     if next.len() < rest * 2 {

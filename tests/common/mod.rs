@@ -78,7 +78,11 @@ pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration)
             let _ = child.kill();
             let _ = child.wait();
             let (o, e) = (out.join().unwrap(), err.join().unwrap());
-            panic!("timed out after {limit:?}\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&o), String::from_utf8_lossy(&e));
+            panic!(
+                "timed out after {limit:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&o),
+                String::from_utf8_lossy(&e)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -322,7 +322,16 @@ fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
 fn log(st: &Arc<Mutex<State>>, req: &Req, status: Option<u16>, response: Vec<u8>, fault: Option<String>) {
     let mut s = st.lock().unwrap();
     let at = now_of(&s);
-    s.log.push(Served { at, method: req.method.clone(), path: req.path.clone(), query: req.query.clone(), body: req.body.clone(), status, response, fault });
+    s.log.push(Served {
+        at,
+        method: req.method.clone(),
+        path: req.path.clone(),
+        query: req.query.clone(),
+        body: req.body.clone(),
+        status,
+        response,
+        fault,
+    });
 }
 
 fn reason(s: u16) -> &'static str {
@@ -397,7 +406,9 @@ fn route(st: &Arc<Mutex<State>>, req: &Req) -> (u16, &'static str, Vec<u8>) {
             _ => json(200, &related()["GET /price?token_id=<fed_yes>&side=BUY"]),
         },
         // STAND-IN: no recorded /time body; facts §1 says "server unix seconds".
-        ("GET", "/time") => (200, "application/json", OffsetDateTime::now_utc().unix_timestamp().to_string().into_bytes()),
+        ("GET", "/time") => {
+            (200, "application/json", OffsetDateTime::now_utc().unix_timestamp().to_string().into_bytes())
+        }
         // STAND-IN 404 body.
         _ => json(404, &serde_json::json!({"error": "not found (stand-in)"})),
     }
@@ -446,7 +457,8 @@ fn gamma(st: &Arc<Mutex<State>>, slug: &str) -> (u16, &'static str, Vec<u8>) {
     v["clobTokenIds"] = format!("[\"{up}\", \"{down}\"]").into();
     v["eventStartTime"] = clock::fmt_secs(start).into();
     v["endDate"] = clock::fmt_secs(end).into();
-    v["startDate"] = clock::fmt_micros(start - time::Duration::hours(24) + time::Duration::seconds_f64(518.248161)).into();
+    v["startDate"] =
+        clock::fmt_micros(start - time::Duration::hours(24) + time::Duration::seconds_f64(518.248161)).into();
     v["acceptingOrders"] = (now < end).into();
     v["closed"] = (now > end + time::Duration::minutes(1)).into();
     register(st, &v);
@@ -496,7 +508,12 @@ fn derived_book(st: &Arc<Mutex<State>>, token: &str) -> Option<Vec<u8>> {
     }
     let cap = fixture_json("ws_book_snapshot_captured.json");
     let lv = |side: &str| -> Vec<WireLevel> {
-        cap[side].as_array().unwrap().iter().map(|l| WireLevel { price: l["price"].as_str().unwrap().into(), size: l["size"].as_str().unwrap().into() }).collect()
+        cap[side]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| WireLevel { price: l["price"].as_str().unwrap().into(), size: l["size"].as_str().unwrap().into() })
+            .collect()
     };
     let mut bids = lv("bids");
     let asks = lv("asks");
@@ -517,6 +534,17 @@ fn derived_book(st: &Arc<Mutex<State>>, token: &str) -> Option<Vec<u8>> {
         neg_risk: &Value::Bool(false),
         last_trade_price: &ltp,
     });
-    let b = WireBook { market: &info.condition_id, asset_id: token, timestamp: ts, hash, bids, asks, min_order_size: "5", tick_size: "0.01", neg_risk: false, last_trade_price: "0.920" };
+    let b = WireBook {
+        market: &info.condition_id,
+        asset_id: token,
+        timestamp: ts,
+        hash,
+        bids,
+        asks,
+        min_order_size: "5",
+        tick_size: "0.01",
+        neg_risk: false,
+        last_trade_price: "0.920",
+    };
     Some(serde_json::to_vec(&b).unwrap())
 }
