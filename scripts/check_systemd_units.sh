@@ -9,15 +9,16 @@ usage() {
 check_systemd_units.sh - verify systemd units offline; any warning is a failure.
 
 USAGE:
-    check_systemd_units.sh [--stub-missing] [UNIT...]
+    check_systemd_units.sh [--bin-dir DIR] [--stub-missing] [UNIT...]
 
 UNIT defaults to every unit file in the repository's systemd/ directory. For each unit:
 
   1. The unit is rendered into a temp dir (with every other unit of its source directory, so that a
      timer finds its service), with paths under /opt/pm-archive/ in Exec*= lines rewritten to the
      checkout: /opt/pm-archive/<rel> -> <repo>/<rel> if that exists, else a binary of the same name in
-     <repo>/target/release/ or <repo>/target/debug/. A path found nowhere fails the check (build first:
-     cargo build --release), unless --stub-missing substitutes a stub executable.
+     --bin-dir DIR, or in the release/ or debug/ directory of $CARGO_TARGET_DIR (default <repo>/target).
+     A path found nowhere fails the check (build first: cargo build --release), unless --stub-missing
+     substitutes a stub executable.
   2. `systemd-analyze verify --man=no` runs on it. ANY output (stdout or stderr) fails: systemd reports
      unknown keys, bad values and inline comments only as warnings with exit 0.
   3. Services only: `systemd-analyze security --offline=true --threshold=MAX`. MAX is taken from a line
@@ -31,11 +32,14 @@ say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 STUB=0
+BIN_DIR=
 UNITS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
         --stub-missing) STUB=1; shift ;;
+        --bin-dir) [[ $# -ge 2 && -d $2 ]] || { say "--bin-dir needs an existing directory"; exit 2; }
+                   BIN_DIR=$2; shift 2 ;;
         -*) say "unknown option '$1'"; exit 2 ;;
         *) UNITS+=("$1"); shift ;;
     esac
@@ -53,8 +57,8 @@ trap 'rm -rf "$TMP"' EXIT
 
 # Checkout equivalent of a deployment path under /opt/pm-archive/.
 resolve() {
-    local rel=${1#/opt/pm-archive/} base=${1##*/} c
-    for c in "$REPO/$rel" "$REPO/target/release/$base" "$REPO/target/debug/$base"; do
+    local rel=${1#/opt/pm-archive/} base=${1##*/} c target=${CARGO_TARGET_DIR:-$REPO/target}
+    for c in "$REPO/$rel" ${BIN_DIR:+"$BIN_DIR/$base"} "$target/release/$base" "$target/debug/$base"; do
         [[ -f $c && -x $c ]] && { printf '%s' "$c"; return 0; }
     done
     if [[ $STUB == 1 ]]; then

@@ -517,12 +517,12 @@ fn example_env_lists_every_setting_and_is_valid_for_shell_and_systemd() {
     for s in SETTINGS {
         assert!(assigned.contains_key(s), "{s} not in the example env");
     }
-    // Production defaults the units and the docs rely on.
+    // Production defaults the units and the docs rely on (the venue URLs are the tools' own defaults).
     assert_eq!(assigned["PMARCHIVE_ROOT"].0, "/var/lib/pm-archive/archive");
     assert_eq!(assigned["PMARCHIVE_BIN_DIR"].0, "/opt/pm-archive/bin");
-    assert_eq!(assigned["PMARCHIVE_GAMMA_URL"].0, "https://gamma-api.polymarket.com");
-    assert_eq!(assigned["PMARCHIVE_CLOB_URL"].0, "https://clob.polymarket.com");
-    assert_eq!(assigned["PMARCHIVE_WS_URL"].0, "wss://ws-subscriptions-clob.polymarket.com/ws/market");
+    assert_eq!(assigned["PMARCHIVE_GAMMA_URL"].0, pm_archive::http::DEFAULT_GAMMA_URL);
+    assert_eq!(assigned["PMARCHIVE_CLOB_URL"].0, pm_archive::http::DEFAULT_CLOB_URL);
+    assert_eq!(assigned["PMARCHIVE_WS_URL"].0, pm_archive::stream::DEFAULT_WS_URL);
     assert_eq!(assigned["PMARCHIVE_FAMILIES"].0, "5m,15m,1h,4h,daily");
     assert_eq!(assigned["PMARCHIVE_INTERVAL"].0, "1");
     assert_eq!(assigned["PMARCHIVE_WS"].0, "0");

@@ -670,8 +670,11 @@ fn systemd_units_pass_the_offline_checks() {
         return;
     }
     let check = repo().join("scripts/check_systemd_units.sh");
-    // No arguments: every unit in systemd/ (collector, health, uploader) — the CI gate.
-    let c = Command::new(&check);
+    // No unit arguments: every unit in systemd/ (collector, health, uploader) — the CI gate. The binaries the
+    // units start are the ones this test run built (wherever CARGO_TARGET_DIR put them).
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_manifest")).parent().unwrap().to_path_buf();
+    let mut c = Command::new(&check);
+    c.arg("--bin-dir").arg(&bin_dir);
     let out = common::run_with_timeout(c, None, Duration::from_secs(120));
     assert_exit(&out, 0);
     for unit in ["pm-archive-upload.service", "polymarket-orderbook-collector.service", "pm-archive-health.service"] {
