@@ -5,6 +5,7 @@ Usage:
     manifest build --root DIR [options]     < sealed-file records
     manifest verify ROOT [--json]
     manifest status ROOT [--json] [--stale-after SECS] [--now RFC3339]
+    manifest unlisted ROOT                  > sealed-file records
 
 manifest build
     Reads sealed-file records (pmarchive.sealed/1, jsonl-rotate's stdout; several writers may share
@@ -52,6 +53,16 @@ manifest status ROOT
     Exit: 0 healthy; 1 a stream is stale or there is no data at all; 2 bad arguments or an
     unreadable root.
 
+manifest unlisted ROOT
+    Prints one pmarchive.sealed/1 record (with \"adopted\": true) for every sealed *.jsonl.gz file
+    under ROOT that no manifest lists, with its *.unreadable-tail when that is unlisted too: files
+    sealed after their run's manifest stage died (e.g. kill -9). Only those files are hashed. Pipe
+    the records into `manifest build` to list them (the collector's cycle script does, at start).
+    Run it only while no collector writes to ROOT: a live run's newest files are not listed yet.
+    Exit: 0 (also when nothing is unlisted); 1 a file could not be read (reported on stderr, the
+    others are printed); 2 bad arguments, an unreadable root or an unreadable manifest (then
+    nothing is printed: adopting files it may list would list them twice).
+
 Common:
     -h, --help          Show this help.
     -V, --version       Show the version.
@@ -80,13 +91,14 @@ fn run() -> cli::Result<ExitCode> {
             return Ok(ExitCode::Success);
         }
         Some(other) => return cli::unexpected(other),
-        None => return cli::usage("missing subcommand: build, verify or status"),
+        None => return cli::usage("missing subcommand: build, verify, status or unlisted"),
     };
     match sub.as_str() {
         "build" => run_build(p),
         "verify" => run_verify(p),
         "status" => run_status(p),
-        other => cli::usage(format!("unknown subcommand '{other}' (build, verify, status)")),
+        "unlisted" => run_unlisted(p),
+        other => cli::usage(format!("unknown subcommand '{other}' (build, verify, status, unlisted)")),
     }
 }
 
@@ -161,6 +173,31 @@ fn run_verify(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
     let (doc, code) = verify::verify(&root)?;
     print_doc(&doc, json, verify::human)?;
     Ok(code)
+}
+
+fn run_unlisted(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
+    use lexopt::prelude::*;
+    use std::io::Write;
+    let mut root = None::<PathBuf>;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return cli::help(USAGE),
+            Value(v) => root_arg(&mut root, v)?,
+            other => return cli::unexpected(other),
+        }
+    }
+    let Some(root) = root else { return cli::usage("unlisted: ROOT is required") };
+    let (records, problems) = verify::unlisted(&root)?;
+    for p in &problems {
+        eprintln!("manifest: unlisted: {p}");
+    }
+    let mut out = std::io::stdout().lock();
+    for r in &records {
+        serde_json::to_writer(&mut out, r)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(if problems.is_empty() { ExitCode::Success } else { ExitCode::Failure })
 }
 
 fn run_status(mut p: lexopt::Parser) -> cli::Result<ExitCode> {

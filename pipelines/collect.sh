@@ -18,6 +18,8 @@
 #   (systemd Restart=always) restarts it. Partial files left behind are sealed by the next start.
 # - SIGTERM/SIGINT (or PMARCHIVE_DURATION elapsed) stops the producers (pm-markets, pm-books, pm-stream);
 #   the rotators then see end-of-input, seal their files, the manifest is finalised, and the script exits 0.
+# - At start, sealed files that no manifest lists (their run's manifest stage died) are adopted into
+#   this run's manifest (`manifest unlisted`), and each rotator seals the partial files of dead runs.
 # - All stages share one run id (PMARCHIVE_RUN_ID) so envelopes, file names and the manifest agree.
 # Exit status: 0 clean stop; 1 a stage failed; 2 bad configuration.
 set -euo pipefail
@@ -117,6 +119,9 @@ log "run $PMARCHIVE_RUN_ID: root=$ROOT families=$FAMILIES interval=${INTERVAL}s 
 ( exec "$MANIFEST" build --root "$ROOT" --refresh "$MANIFEST_REFRESH" "${cfg[@]}" "${lbl[@]}" < "$work/sealed" ) &
 NAME[$!]=manifest; PID_MANIFEST=$!
 exec 9>"$work/sealed"
+# Sealed files that no manifest lists (a previous run's manifest stage died before it read their
+# records, e.g. kill -9) are adopted into this run's manifest, before any rotator starts.
+"$MANIFEST" unlisted "$ROOT" >&9 || log "warning: manifest unlisted exited $? (its message is above); continuing"
 ( exec 9>&-; exec "$ROTATE" --root "$ROOT" --stream gamma --flush-secs "$FLUSH_SECS" --rotate-secs "$ROTATE_SECS" < "$work/gamma" > "$work/sealed" ) &
 NAME[$!]="jsonl-rotate gamma"
 ( exec 9>&-; exec "$ROTATE" --root "$ROOT" --stream books --flush-secs "$FLUSH_SECS" --rotate-secs "$ROTATE_SECS" < "$work/books" > "$work/sealed" ) &

@@ -29,6 +29,8 @@ use crate::{clock, signal, util};
 
 /// Schema id of the sealed-file record.
 pub const SCHEMA: &str = "pmarchive.sealed/1";
+/// The `record` field of a sealed-file record.
+pub const RECORD: &str = "sealed_file";
 /// Suffix of a file being written (never uploaded, never listed).
 pub const PARTIAL_SUFFIX: &str = ".partial";
 /// Suffix of the unreadable bytes kept beside a recovered file.
@@ -553,7 +555,7 @@ impl<'a, W: Write> Writer<'a, W> {
         util::fsync_dir(&f.dir)?;
         let (sha256, bytes) = util::sha256_file(&f.final_path)?;
         let rec = Sealed {
-            record: "sealed_file",
+            record: RECORD,
             schema: SCHEMA,
             path: rel_path(&self.cfg.root, &f.final_path),
             venue: self.cfg.venue.clone(),
@@ -835,7 +837,7 @@ pub fn recover_partial(cfg: &Config, partial: &Path) -> io::Result<Sealed> {
     util::fsync_dir(&dir)?;
     let (sha256, bytes) = util::sha256_file(&final_path)?;
     Ok(Sealed {
-        record: "sealed_file",
+        record: RECORD,
         schema: SCHEMA,
         path: rel_path(&cfg.root, &final_path),
         venue: cfg.venue.clone(),

@@ -459,6 +459,62 @@ fn verify_ok_then_changed_missing_unlisted() {
     }
 }
 
+/// `manifest unlisted` prints a sealed record for each unlisted file (with its unlisted tail), and
+/// `manifest build` over those records makes the archive verify; a bad manifest adopts nothing (exit 2).
+#[test]
+fn unlisted_records_adopt_files_no_manifest_lists() {
+    let a = make_archive("mf-unlisted");
+    // Only books0 is listed by a run manifest; books1, gamma0 and its tail were sealed after the
+    // manifest stage died.
+    let input = a.records[0].clone() + "\n";
+    let out = run_with_timeout(build_cmd(&a.root, &[]), Some(input.as_bytes()), LIMIT);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(verify(&a.root).0, 1);
+
+    let mut c = tool("manifest");
+    c.args(["unlisted", a.root.to_str().unwrap()]);
+    let out = run_with_timeout(c, None, LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs: Vec<Value> =
+        String::from_utf8(out.stdout.clone()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let paths: Vec<&str> = recs.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, [a.books1.as_str(), a.gamma0.as_str()], "sorted, the partial and the listed file left out");
+    for r in &recs {
+        assert_eq!((r["record"].as_str(), r["schema"].as_str()), (Some("sealed_file"), Some("pmarchive.sealed/1")));
+        assert_eq!(r["adopted"], true);
+        assert_eq!((r["sha256"].clone(), r["bytes"].clone()), {
+            let (s, n) = sha256(&a.root.join(r["path"].as_str().unwrap()));
+            (json!(s), json!(n))
+        });
+    }
+    assert_eq!(recs[1]["tail_path"], a.tail.as_str(), "the unlisted tail goes with its file");
+    assert_eq!(recs[1]["stream"], "gamma");
+
+    // A recovery run lists them: the archive verifies, and nothing is unlisted any more.
+    let mut b = tool("manifest");
+    b.args(["build", "--root", a.root.to_str().unwrap(), "--run-id", "recovery-1", "--host", HOST]);
+    let built = run_with_timeout(b, Some(&out.stdout), LIMIT);
+    assert_eq!(built.status.code(), Some(0), "{}", String::from_utf8_lossy(&built.stderr));
+    let (code, doc) = verify(&a.root);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["summary"]["tails"]["ok"], 1);
+    let m = read_json(&a.root.join("manifests").join(format!("run-{HOST}-recovery-1.json")));
+    assert!(m.to_string().contains("\"adopted\":true"), "{m}");
+    let mut c = tool("manifest");
+    c.args(["unlisted", a.root.to_str().unwrap()]);
+    let again = run_with_timeout(c, None, LIMIT);
+    assert_eq!((again.status.code(), again.stdout.len()), (Some(0), 0));
+
+    // An unreadable manifest: nothing adopted, exit 2, a message that names it.
+    std::fs::write(a.root.join(&a.books1).with_extension("x.jsonl.gz"), b"x").unwrap();
+    std::fs::write(a.root.join("manifests/run-bad.json"), b"{not json").unwrap();
+    let mut c = tool("manifest");
+    c.args(["unlisted", a.root.to_str().unwrap()]);
+    let bad = run_with_timeout(c, None, LIMIT);
+    assert_eq!((bad.status.code(), bad.stdout.len()), (Some(2), 0));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("run-bad.json"));
+}
+
 fn upload_line(rec: &str, path: &str, sha: &str, verified: bool, dry_run: bool) -> String {
     let v = if rec == "upload" {
         json!({"record": "upload", "schema": "pmarchive.upload/1", "at_utc": "2026-11-24T17:00:00.000000Z", "local_path": path,

@@ -212,8 +212,10 @@ fn pid_of(pattern: &str) -> Option<String> {
     String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_string)
 }
 
-#[test]
-fn kill_9_of_a_stage_loses_nothing_older_than_the_flush_cadence() {
+/// kill -9 of the stage whose command line `pgrep -f` finds with `pattern(root, venue url)`, then a
+/// restart: nothing served more than the flush cadence before the kill is lost, `partials_left` partial
+/// files were left and are sealed by the restart, and the archive verifies. Returns the manifests.
+fn kill_9_then_restart(stage: &str, pattern: &dyn Fn(&Path, &str) -> String, partials_left: usize) -> Vec<Value> {
     let v = Venue::start();
     let clock = v.simulate_clock(time::macros::datetime!(2026-08-22 16:04:00 UTC), 1.0);
     let root = tempdir("kill9");
@@ -221,8 +223,7 @@ fn kill_9_of_a_stage_loses_nothing_older_than_the_flush_cadence() {
     c.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     std::thread::sleep(Duration::from_secs(6));
-    let pattern = format!("jsonl-rotate --root {} --stream books", root.display());
-    let pid = pid_of(&pattern).expect("books rotator running");
+    let pid = pid_of(&pattern(&root, &v.url())).unwrap_or_else(|| panic!("{stage} running"));
     let killed_at = v.now();
     Command::new("kill").args(["-KILL", &pid]).status().unwrap();
     // The supervisor notices, stops the other stages and exits 1.
@@ -231,40 +232,70 @@ fn kill_9_of_a_stage_loses_nothing_older_than_the_flush_cadence() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "collect.sh did not stop after a stage died");
+        assert!(start.elapsed() < Duration::from_secs(30), "collect.sh did not stop after {stage} died");
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(status.code(), Some(1), "{stage}");
     let left = partials(&root);
-    assert_eq!(left.len(), 1, "the killed rotator's partial file is left: {left:?}");
+    assert_eq!(left.len(), partials_left, "{stage}: partial files left: {left:?}");
 
-    // Restart: the new run seals the dead run's partial (recovered) and goes on collecting.
+    // Restart: the new run seals the dead run's partials (recovered), lists sealed files no manifest
+    // lists (adopted), and goes on collecting.
     let c2 = collect(&v, &root, &clock, &[("PMARCHIVE_DURATION", "4"), ("PMARCHIVE_ROTATE_SECS", "3600")]);
     let out = run_with_timeout(c2, None, Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(partials(&root).is_empty());
-    let books = lines(&root, "books");
+    assert_eq!(out.status.code(), Some(0), "{stage}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(partials(&root).is_empty(), "{stage}");
     // Every /books reply served more than the flush cadence (1 s, + 1 s margin for pipes) before the
-    // kill is in the archive.
+    // kill is in the archive, and so is every Gamma reply.
     let cutoff = killed_at - time::Duration::seconds(2);
-    let before = count(&served(&v, "/books", Some(cutoff)));
-    let got = count(&archived(&books, "books"));
-    for (k, n) in &before {
-        assert!(got.get(k).copied().unwrap_or(0) >= *n, "a reply served before the kill is missing");
+    for (stream, prefix, endpoint) in [("books", "/books", "books"), ("gamma", "/markets/slug/", "gamma")] {
+        let before = count(&served(&v, prefix, Some(cutoff)));
+        let got = count(&archived(&lines(&root, stream), endpoint));
+        assert!(!before.is_empty(), "{stage}: {prefix} served before the kill");
+        for (k, n) in &before {
+            assert!(
+                got.get(k).copied().unwrap_or(0) >= *n,
+                "{stage}: a {prefix} reply served before the kill is missing"
+            );
+        }
     }
-    assert!(!before.is_empty());
-    // The recovery is reported in the second run's manifest, and the archive verifies.
-    let manifests: Vec<Value> = std::fs::read_dir(root.join("manifests"))
+    let mut verify = tool("manifest");
+    verify.args(["verify", root.to_str().unwrap()]);
+    let vo = run_with_timeout(verify, None, Duration::from_secs(60));
+    assert_eq!(vo.status.code(), Some(0), "{stage}: {}", String::from_utf8_lossy(&vo.stdout));
+    std::fs::read_dir(root.join("manifests"))
         .unwrap()
         .flatten()
         .filter(|e| e.path().to_string_lossy().ends_with(".json"))
         .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn kill_9_of_a_stage_loses_nothing_older_than_the_flush_cadence() {
+    // The books rotator: its open file is left partial and sealed (recovered) by the restart.
+    let manifests =
+        kill_9_then_restart("books rotator", &|r, _| format!("jsonl-rotate --root {} --stream books", r.display()), 1);
     assert!(manifests.iter().any(|m| m.to_string().contains("\"recovered\":true")), "recovered file listed");
-    let mut verify = tool("manifest");
-    verify.args(["verify", root.to_str().unwrap()]);
-    let vo = run_with_timeout(verify, None, Duration::from_secs(60));
-    assert_eq!(vo.status.code(), Some(0), "{}", String::from_utf8_lossy(&vo.stdout));
+}
+
+#[test]
+fn kill_9_of_the_manifest_stage_then_restart_adopts_the_unlisted_files() {
+    // The rotators seal their files after the manifest stage died: no manifest lists them until the
+    // restart adopts them.
+    let manifests = kill_9_then_restart("manifest", &|r, _| format!("manifest build --root {}", r.display()), 0);
+    assert!(manifests.iter().any(|m| m.to_string().contains("\"adopted\":true")), "adopted file listed");
+}
+
+#[test]
+fn kill_9_of_a_producer_loses_nothing() {
+    // pm-books and pm-markets: the rotators see end-of-input and seal; nothing is left partial.
+    let books = |_: &Path, url: &str| format!("pm-books --clob-url {url} ");
+    let markets = |_: &Path, url: &str| format!("pm-markets --watch .* --gamma-url {url} ");
+    for (stage, pattern) in [("pm-books", &books as &dyn Fn(&Path, &str) -> String), ("pm-markets", &markets)] {
+        let manifests = kill_9_then_restart(stage, pattern, 0);
+        assert!(!manifests.iter().any(|m| m.to_string().contains("\"adopted\":true")), "{stage}");
+    }
 }
 
 #[test]

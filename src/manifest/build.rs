@@ -138,6 +138,9 @@ pub struct SealedRecord {
     pub sealed_at_utc: Option<String>,
     #[serde(default)]
     pub recovered: bool,
+    /// Listed by `manifest unlisted`: sealed by a run whose manifest stage died before listing it.
+    #[serde(default)]
+    pub adopted: bool,
     pub tail_path: Option<String>,
     #[serde(default)]
     pub tail_bytes: u64,
@@ -174,6 +177,9 @@ pub struct FileEntry {
     pub opened_at_utc: Option<String>,
     pub sealed_at_utc: Option<String>,
     pub recovered: bool,
+    /// Not listed by the run that sealed it (its manifest stage died); listed later by a recovery run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
     pub tail_path: Option<String>,
     pub tail_bytes: u64,
     /// sha256 of the unreadable tail (computed here; the sealed record has none).
@@ -272,7 +278,7 @@ impl Builder {
                 return;
             }
         };
-        if rec.record != "sealed_file" {
+        if rec.record != crate::rotate::RECORD {
             self.bad_input_lines += 1;
             self.problem(
                 json!({"problem": "bad_input_line", "input_line": n, "detail": format!("record is '{}', not 'sealed_file'", rec.record)}),
@@ -324,6 +330,7 @@ impl Builder {
             opened_at_utc: rec.opened_at_utc.clone(),
             sealed_at_utc: rec.sealed_at_utc.clone(),
             recovered: rec.recovered,
+            adopted: rec.adopted,
             tail_path: rec.tail_path.clone(),
             tail_bytes: rec.tail_bytes,
             tail_sha256: None,
