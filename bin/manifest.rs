@@ -4,7 +4,7 @@ manifest — run manifests, archive verification and health status for the pm-ar
 Usage:
     manifest build --root DIR [options]     < sealed-file records
     manifest verify ROOT [--json]
-    manifest status ROOT [--json] [--stale-after SECS] [--now RFC3339]
+    manifest status ROOT [--json] [--stale-after SECS] [--streams LIST] [--now RFC3339]
     manifest unlisted ROOT                  > sealed-file records
 
 manifest build
@@ -49,8 +49,12 @@ manifest status ROOT
     written in the last 24 h and days of disk left at that rate; the last upload.
     --json              One JSON document (pmarchive.status/1) instead of the table.
     --stale-after SECS  A stream whose newest line is older is stale. [default: 300]
+    --streams LIST      Comma-separated streams that must be fresh (e.g. books,gamma); other
+                        streams are shown (stale or not) but never fail the check. A listed stream
+                        with no file at all is a failure. An empty LIST means the default.
+                        [default: every stream found]
     --now RFC3339       Evaluate as of this instant. [default: the clock; PMARCHIVE_CLOCK applies]
-    Exit: 0 healthy; 1 a stream is stale or there is no data at all; 2 bad arguments or an
+    Exit: 0 healthy; 1 a required stream is stale or missing, or there is no data at all; 2 bad arguments or an
     unreadable root.
 
 manifest unlisted ROOT
@@ -205,10 +209,21 @@ fn run_status(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
     let (mut root, mut json) = (None::<PathBuf>, false);
     let mut stale_after = Duration::from_secs(300);
     let mut now = None;
+    let mut streams = None;
     while let Some(arg) = p.next()? {
         match arg {
             Long("json") => json = true,
             Long("stale-after") => stale_after = cli::seconds(&mut p, "--stale-after")?,
+            Long("streams") => {
+                let list: String = cli::value(&mut p, "--streams")?;
+                let names: Vec<String> =
+                    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+                if let Some(bad) = names.iter().find(|n| !pm_archive::util::is_safe_component(n)) {
+                    return cli::usage(format!("--streams: '{bad}' is not a stream name"));
+                }
+                // An empty list (e.g. an unset setting in a unit file) means every stream found.
+                streams = (!names.is_empty()).then_some(names);
+            }
             Long("now") => {
                 let s: String = cli::value(&mut p, "--now")?;
                 now = Some(
@@ -222,7 +237,7 @@ fn run_status(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
         }
     }
     let Some(root) = root else { return cli::usage("status: ROOT is required") };
-    let opts = status::StatusOptions { stale_after, now: now.unwrap_or_else(clock::now) };
+    let opts = status::StatusOptions { stale_after, now: now.unwrap_or_else(clock::now), streams };
     let (doc, code) = status::status(&root, &opts)?;
     print_doc(&doc, json, status::human)?;
     Ok(code)

@@ -21,7 +21,7 @@ const MY_UNITS: [&str; 3] =
     ["polymarket-orderbook-collector.service", "pm-archive-health.service", "pm-archive-health.timer"];
 
 /// Every setting pipelines/collect.sh reads; the example env file must list each one.
-const SETTINGS: [&str; 21] = [
+const SETTINGS: [&str; 22] = [
     "PMARCHIVE_ROOT",
     "PMARCHIVE_BIN_DIR",
     "PMARCHIVE_GAMMA_URL",
@@ -44,6 +44,7 @@ const SETTINGS: [&str; 21] = [
     "PMARCHIVE_HOST",
     // Not a collect.sh setting: the health unit's threshold.
     "PMARCHIVE_STALE_AFTER",
+    "PMARCHIVE_HEALTH_STREAMS",
 ];
 
 fn repo() -> PathBuf {

@@ -630,6 +630,30 @@ fn status_fresh_then_stale() {
     assert_eq!(b["markets_tracked_now"], json!([]));
     assert!(doc["problems"].as_array().unwrap().iter().any(|p| p.as_str().unwrap().contains("polymarket/books")));
 
+    // --stale-after decides: at NOW gamma's newest line is 119 s old, books' 5 s.
+    let root = a.root.to_str().unwrap();
+    let (code, doc, _) = run_json(&["status", root, "--json", "--now", NOW, "--stale-after", "60"]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(
+        (stream(&doc, "gamma")["stale"].clone(), stream(&doc, "books")["stale"].clone()),
+        (json!(true), json!(false))
+    );
+    // --streams: only the listed streams must be fresh; the others are shown, stale, not required.
+    let (code, doc, _) =
+        run_json(&["status", root, "--json", "--now", NOW, "--stale-after", "60", "--streams", "books"]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(stream(&doc, "gamma")["stale"], true);
+    assert_eq!(stream(&doc, "gamma")["required"], false);
+    assert_eq!(stream(&doc, "books")["required"], true);
+    // A required stream that has no file at all (e.g. ws_market when the capture never ran) fails.
+    let (code, doc, _) = run_json(&["status", root, "--json", "--now", NOW, "--streams", "books,ws_market"]);
+    assert_eq!(code, 1);
+    assert!(doc["problems"].to_string().contains("ws_market: required"), "{doc:#}");
+    // An empty list is the default (every stream), and a bad name is a usage error.
+    let (code, doc, _) = run_json(&["status", root, "--json", "--now", NOW, "--stale-after", "60", "--streams", ""]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(run_json(&["status", root, "--streams", "../x"]).0, 2);
+
     // Human table.
     let mut c = tool("manifest");
     c.args(["status", a.root.to_str().unwrap(), "--now", NOW]);

@@ -193,10 +193,12 @@ fn deletes_of<'a>(recs: &'a [Value], rel: &str) -> Vec<&'a Value> {
 
 /// Checks one upload record's shape and its hashes against the local file content `bytes`.
 fn check_upload_record(r: &Value, rel: &str, bytes: &[u8], remote: &str, by: &str) {
-    let tmp = std::env::temp_dir().join(format!("pmarchive-offload-hash-{}", std::process::id()));
+    // A directory of its own: tests run in parallel threads of one process (a per-process name raced).
+    let dir = common::tempdir("offload-hash");
+    let tmp = dir.join("content");
     std::fs::write(&tmp, bytes).unwrap();
     let (md5, sha) = (md5_hex(&tmp), sha256_hex(&tmp));
-    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(r["schema"], "pmarchive.upload/1");
     assert_eq!(r["local_path"], rel);
     assert_eq!(r["remote_path"], rel);

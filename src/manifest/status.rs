@@ -23,6 +23,10 @@ use crate::clock;
 pub struct StatusOptions {
     pub stale_after: Duration,
     pub now: OffsetDateTime,
+    /// The streams that must be fresh (`--streams`); `None`: every stream found. Other streams are
+    /// reported, and flagged stale, but do not make the archive unhealthy (e.g. `ws_market` after
+    /// the websocket capture was switched off).
+    pub streams: Option<Vec<String>>,
 }
 
 /// Disk space of the filesystem holding a path.
@@ -265,7 +269,9 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
         };
         let age = newest.as_deref().and_then(clock::parse_rfc3339).map(|t| (now - t).as_seconds_f64());
         let stale = age.is_none_or(|a| a > o.stale_after.as_secs_f64());
+        let required = o.streams.as_ref().is_none_or(|l| l.iter().any(|r| r == stream));
         match (&newest, age) {
+            _ if !required => {}
             (None, _) | (_, None) => problems.push(format!("{name}: no line found")),
             (Some(n), Some(a)) if stale => {
                 problems.push(format!("{name}: newest line {n} is {a:.0} s old (> {} s)", o.stale_after.as_secs_f64()))
@@ -293,6 +299,7 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
             "newest_source": source,
             "age_s": age.map(|a| (a * 1000.0).round() / 1000.0),
             "stale": stale,
+            "required": required,
             "files": st.files,
             "partials": st.partials,
             "bytes": st.bytes,
@@ -312,6 +319,11 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
             "markets_tracked_now": tracked_now,
             "markets_tracked_last_hour": last_hour,
         }));
+    }
+    for r in o.streams.iter().flatten() {
+        if !streams.keys().any(|(_, s)| s == r) {
+            problems.push(format!("{r}: required (--streams) but no file of it was found"));
+        }
     }
     if streams.is_empty() || streams.values().all(|s| s.newest_sealed.is_none() && s.newest_partial.is_none()) {
         problems.insert(0, "no data at all".to_string());
@@ -431,7 +443,11 @@ pub fn human(doc: &Value) -> String {
                 st["markets_tracked_last_hour"].as_array().map_or(0, Vec::len)
             ),
             human_bytes(st["bytes"].as_u64().unwrap_or(0)),
-            if st["stale"] == json!(true) { "  STALE" } else { "" }
+            match (st["stale"] == json!(true), st["required"] == json!(true)) {
+                (true, true) => "  STALE",
+                (true, false) => "  stale (not required)",
+                _ => "",
+            }
         ));
     }
     s.push_str(&format!(
