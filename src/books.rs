@@ -511,6 +511,8 @@ impl<W: Write> Poller<W> {
             "window_end_utc": m.window_end_utc,
             "slot": k,
             "due_at_utc": self.due_utc(k),
+            // Every raw line names the endpoint it is about (docs/POLYMARKET_COLLECTOR.md, Output).
+            "endpoint_url": self.books_url,
         });
         let env = self.seq.envelope("track").with_ctx(ctx);
         self.out.write_raw(&env.to_line())

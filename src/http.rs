@@ -624,6 +624,57 @@ mod tests {
         assert!(c.backoff_until("test").is_none(), "a success clears the backoff");
     }
 
+    /// The real limiter settings (no `rate_scale`): 6 `books` requests at 5/s cannot finish in less
+    /// than 5 intervals of 0.2 s. Lower bounds only: the limiter promises spacing, never speed.
+    #[test]
+    fn the_limiter_spaces_requests_of_a_family_at_its_real_rate() {
+        let c = Client::new(HttpConfig::default());
+        assert_eq!(c.cfg.rate_scale, 1.0);
+        let n = 6;
+        let interval = 1.0 / family_rate("books");
+        assert_eq!(interval, 0.2);
+        let url = serve(vec![200; n]);
+        let req = Request::get("books", url);
+        let start = Instant::now();
+        let mut sent = Vec::new();
+        for _ in 0..n {
+            let a = c.execute(&req, None, |_| Ok::<(), ()>(())).unwrap();
+            assert_eq!(a.status, Some(200));
+            sent.push(a.sent_at);
+        }
+        // Request k starts no earlier than its slot, start + k·interval (a hard bound).
+        let total = start.elapsed().as_secs_f64();
+        assert!(total >= (n - 1) as f64 * interval, "{n} requests in {total:.3} s");
+        let span = (sent[n - 1] - sent[0]).as_seconds_f64();
+        assert!(span / (n - 1) as f64 >= interval * 0.9, "mean spacing {:.3} s", span / (n - 1) as f64);
+        // Each gap on its own (generously: a late start of one request may shorten the next gap).
+        for w in sent.windows(2) {
+            let gap = (w[1] - w[0]).as_seconds_f64();
+            assert!(gap >= interval * 0.5, "gap {gap:.3} s");
+        }
+    }
+
+    /// Families do not share slots: a family whose next slot is an hour away does not hold up
+    /// another family's request (it would hang for an hour if they shared one limiter).
+    #[test]
+    fn limiter_families_are_independent() {
+        let c = std::sync::Arc::new(Client::new(HttpConfig::default()));
+        let far = Instant::now() + Duration::from_secs(3600);
+        c.limiter.next.lock().unwrap().insert("tick-size", far);
+        let url = serve(vec![200]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c2 = c.clone();
+        std::thread::spawn(move || {
+            let a = c2.execute(&Request::get("books", url), None, |_| Ok::<(), ()>(())).unwrap();
+            let _ = tx.send(a.status);
+        });
+        let status = rx.recv_timeout(Duration::from_secs(5)).expect("books is not held up by tick-size");
+        assert_eq!(status, Some(200));
+        let next = c.limiter.next.lock().unwrap();
+        assert_eq!(next["tick-size"], far, "the other family's slot is untouched");
+        assert!(next["books"] < far - Duration::from_secs(3000));
+    }
+
     #[test]
     fn full_url_encodes_query() {
         let r = Request::get("book", "https://clob.polymarket.com/book").query("token_id", "12 3&x");

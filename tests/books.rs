@@ -114,6 +114,8 @@ fn check_envelopes(lines: &[Value]) {
                 assert!(["start", "stop"].contains(&l["ctx"]["action"].as_str().unwrap()));
                 assert!(l["ctx"]["slug"].is_string() && l["ctx"]["condition_id"].is_string());
                 assert!(l["ctx"]["tokens"].is_array());
+                // Every line names its endpoint (docs/POLYMARKET_COLLECTOR.md, Output).
+                assert!(l["ctx"]["endpoint_url"].as_str().unwrap().ends_with("/books"));
             }
             other => panic!("unexpected kind {other}"),
         }
@@ -532,6 +534,18 @@ fn bad_stdin_lines_are_reported_counted_and_skipped() {
     assert!(err.contains("pm-books: stdin line 2: skipped:"), "{err}");
     assert!(err.contains("input lines 3 (2 bad, 0 ignored)"), "{err}");
     assert!(!kind(&lines, "http").is_empty(), "the good record is still polled");
+    // Each bad line is also kept in the archive: a bad_input gap naming its stdin line number,
+    // written before anything is polled, with the reason stderr gave.
+    let bad = gaps(&lines, "bad_input");
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert_eq!((bad[0]["ctx"]["line"].as_u64(), bad[1]["ctx"]["line"].as_u64()), (Some(1), Some(2)));
+    assert!(bad[0]["error"].as_str().unwrap().contains("not a market record"), "{}", bad[0]);
+    for b in &bad {
+        assert!(err.contains(&format!("stdin line {}: skipped: {}", b["ctx"]["line"], b["error"].as_str().unwrap())));
+    }
+    let first_http = lines.iter().position(|l| l["kind"] == "http").unwrap();
+    assert!(bad.iter().all(|b| (b["seq"].as_u64().unwrap() as usize) < first_http));
+    assert!(err.contains("gaps bad_input:2"), "{err}");
 }
 
 #[test]
@@ -590,4 +604,73 @@ fn tokens_are_split_into_batches_of_at_most_batch() {
         assert!(pair.iter().all(|l| l["status"] == 200));
     }
     assert!(kind(&lines, "gap").is_empty());
+}
+
+/// SIGTERM while a reply is still coming: the request in flight is finished (its envelope, with the
+/// whole reply, is written), then the stop records, flush, exit 0 — no further request is sent.
+#[test]
+fn sigterm_during_a_slow_reply_finishes_that_request_then_exits_0() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    v.fault("/books", Fault::Slow(Duration::from_millis(2500)));
+    let mut child = spawn_books(books_cmd(&v, &["--interval", "0.2", "--timeout", "10"]));
+    let rx = collect_lines(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", recs[0]).unwrap();
+    // The track start line is written right before the slot's request is sent.
+    let first = rx.recv_timeout(Duration::from_secs(20)).expect("a track start line");
+    assert!(first.contains("\"kind\":\"track\""), "{first}");
+    std::thread::sleep(Duration::from_millis(500));
+    let killed_at = OffsetDateTime::now_utc();
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 0);
+    let mut got = vec![first];
+    got.extend(rx.iter());
+    let lines: Vec<Value> = got.iter().map(|l| serde_json::from_str(l).expect("valid JSONL")).collect();
+    check_envelopes(&lines);
+    let http = kind(&lines, "http");
+    assert_eq!(http.len(), 1, "only the request in flight: {http:?}");
+    let h = http[0];
+    // It was in flight when the signal came, and its reply was still read in full.
+    assert!(t(&h["sent_at_utc"]) < killed_at && killed_at < t(&h["collected_at_utc"]), "{h}");
+    assert_eq!(h["status"], 200);
+    assert!(h["elapsed_ms"].as_f64().unwrap() >= 2500.0);
+    assert_eq!(h["body"].as_array().unwrap().len(), 2, "both books of the reply");
+    assert_eq!(v.count("/books"), 1, "no request after the signal");
+    let last = lines.last().unwrap();
+    assert_eq!((&last["ctx"]["action"], &last["ctx"]["reason"]), (&"stop".into(), &"signal".into()));
+    let err = stderr_of(&mut child);
+    assert!(err.contains("stopped by signal 15") && err.contains("requests 200:1;"), "{err}");
+    drop(stdin);
+}
+
+/// A reply slower than `--timeout`: the attempt ends at the timeout as an envelope without status
+/// and with a network (timeout) error; it is retried within the slot, and polling goes on.
+#[test]
+fn a_reply_slower_than_the_timeout_is_a_recorded_network_error_and_polling_goes_on() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    v.fault("/books", Fault::Slow(Duration::from_secs(3)));
+    let args = ["--interval", "1", "--timeout", "0.3", "--duration", "3"];
+    let (code, lines, _, err) = run_books(&v, &args, &recs);
+    assert_eq!(code, 0, "{err}");
+    check_envelopes(&lines);
+    let http = kind(&lines, "http");
+    assert!(http.len() >= 3, "{} http lines; {err}", http.len());
+    let cut = http[0];
+    assert!(cut.get("status").is_none() && cut.get("body").is_none(), "{cut}");
+    let e = cut["error"].as_str().unwrap();
+    assert!(e.starts_with("network") && e.to_lowercase().contains("timeout"), "{e}");
+    assert_eq!(cut["ctx"]["retryable"], "network");
+    let ms = cut["elapsed_ms"].as_f64().unwrap();
+    assert!((250.0..2900.0).contains(&ms), "cut at the 0.3 s timeout, not the venue's 3 s: {ms}");
+    // Retried in the same slot (0.3 s + a backoff of at most 0.5 s ends before the next slot), successfully.
+    let retry = http[1];
+    assert_eq!(retry["ctx"]["slot"], cut["ctx"]["slot"]);
+    assert_eq!((retry["attempt"].as_u64(), retry["status"].as_u64()), (Some(2), Some(200)));
+    // The next slot is polled normally.
+    assert!(http[2..].iter().all(|l| l["status"] == 200 && l["attempt"] == 1));
+    assert!(http[2]["ctx"]["slot"].as_u64() > cut["ctx"]["slot"].as_u64());
+    assert!(kind(&lines, "gap").is_empty(), "nothing lost: {:?}", kind(&lines, "gap"));
+    assert!(err.contains("requests 200:") && err.contains("none:1"), "{err}");
 }

@@ -332,3 +332,62 @@ fn bad_arguments_exit_2_with_a_message() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"));
 }
+
+/// The loopback venue records each request's `User-Agent` header: by default every Gamma request
+/// carries the project's descriptive agent (Cloudflare answers 403 to some default agents, facts §1),
+/// and `--user-agent` replaces it on every request, retries included.
+#[test]
+fn the_descriptive_user_agent_is_sent_and_user_agent_overrides_it() {
+    let args = ["--families", "5m", "--ahead", "1", "--now", "2026-08-22T16:02:10Z"];
+    let v = Venue::start();
+    let (code, recs, _, err) = markets_once(&v, &args);
+    assert_eq!((code, recs.len()), (0, 2), "{err}");
+    let agents: Vec<Option<String>> = v.log().into_iter().map(|s| s.user_agent).collect();
+    assert_eq!(agents.len(), 2);
+    for a in &agents {
+        let a = a.as_deref().expect("a User-Agent header is sent");
+        assert_eq!(a, pm_archive::http::DEFAULT_USER_AGENT);
+        assert!(a.starts_with(&format!("pm-archive/{} (", pm_archive::VERSION)), "{a}");
+        assert!(a.contains("read-only") && a.contains("no trading"), "{a}");
+    }
+    let v = Venue::start();
+    // A retried attempt carries the override too.
+    v.fault("/markets/slug/btc-updown-5m-1787414400", Fault::Status(503));
+    let mut with_ua = args.to_vec();
+    with_ua.extend(["--user-agent", "pm-archive-test/9 (loopback)"]);
+    let (code, recs, raw, err) = markets_once(&v, &with_ua);
+    assert_eq!((code, recs.len()), (0, 2), "{err}");
+    let served = v.log();
+    assert_eq!((served.len(), raw.len()), (3, 3), "one retry after the 503");
+    for s in &served {
+        assert_eq!(s.user_agent.as_deref(), Some("pm-archive-test/9 (loopback)"), "{} {:?}", s.path, s.status);
+    }
+}
+
+/// A reply slower than `--timeout` ends the attempt: it is an envelope with no status and a network
+/// (timeout) error, marked retryable; the next attempt succeeds and the run ends normally, long
+/// before the slow reply would have been complete.
+#[test]
+fn a_reply_slower_than_the_timeout_is_a_recorded_network_error_then_retried() {
+    let v = Venue::start();
+    let slug = "btc-updown-5m-1787414400";
+    v.fault(&format!("/markets/slug/{slug}"), Fault::Slow(Duration::from_secs(3)));
+    let (code, recs, raw, err) =
+        markets_once(&v, &["--families", "5m", "--ahead", "0", "--now", "2026-08-22T16:02:10Z", "--timeout", "0.5"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(recs.len(), 1, "{err}");
+    assert_eq!(recs[0]["slug"], slug);
+    assert_eq!(raw.len(), 2, "{raw:?}");
+    let (first, second) = (&raw[0], &raw[1]);
+    assert!(first.get("status").is_none(), "no reply within the timeout: {first}");
+    assert!(first.get("body").is_none() && first.get("headers").is_none(), "{first}");
+    let e = first["error"].as_str().unwrap();
+    assert!(e.starts_with("network") && e.to_lowercase().contains("timeout"), "{e}");
+    assert_eq!(first["ctx"]["retryable"], "network");
+    assert_eq!(first["attempt"], 1);
+    // Cut off at the timeout (0.5 s), not at the venue's 3 s.
+    let ms = first["elapsed_ms"].as_f64().unwrap();
+    assert!((400.0..2900.0).contains(&ms), "{ms}");
+    assert_eq!((second["attempt"].as_u64(), second["status"].as_u64()), (Some(2), Some(200)));
+    assert!(second["ctx"]["waited_before_s"].as_f64().unwrap() > 0.0);
+}

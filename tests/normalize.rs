@@ -287,6 +287,24 @@ fn gaps_errors_and_failed_replies_become_rows() {
     assert_eq!(rows[7]["index"], 0);
     assert_eq!(rows[8]["hash_ok"], true, "the good element of a partly bad reply is kept");
     assert!(err.contains(r#""skipped":{"http/gamma":1}"#), "{err}");
+    // --check counts these rows by gap type and error reason.
+    let norm = tempdir("gapcheck").join("norm.jsonl");
+    std::fs::write(&norm, &out).unwrap();
+    let (code, rep, _) = normalize_files(&[&norm], &["--check"]);
+    let rep: Value = serde_json::from_slice(&rep).unwrap();
+    // The derived input stamps seq 3.. at 06:55:00, after seq 2 at 06:55:02: --check sees exactly
+    // that one row out of order (and so fails), and nothing else.
+    assert_eq!((code, &rep["ok"], &rep["out_of_order_rows"]), (1, &json!(false), &json!(1)));
+    assert_eq!(rep["problems"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (&rep["problems"][0]["line"], &rep["unparseable_lines"], &rep["invalid_rows"]),
+        (&json!(4), &json!(0), &json!(0))
+    );
+    assert_eq!(rep["rows"], json!({"book": 1, "gap": 3, "error": 5, "bad_input": 0}));
+    assert_eq!(rep["gaps"], json!({"failed_request": 1, "missed_slots": 1, "missing_token": 1}));
+    assert_eq!(rep["errors"], json!({"bad_book": 1, "error_body": 1, "http_status": 1, "no_reply": 1, "not_json": 1}));
+    assert_eq!(rep["hash"]["match"], 1);
+    assert_eq!(rep["hash"]["match_rate"], json!(1.0));
 }
 
 #[test]
@@ -435,6 +453,13 @@ fn check_reports_counts_and_fails_on_broken_invariants() {
     assert_eq!(rep["markets"], 2);
     assert_eq!(rep["hash"]["match"], 84);
     assert_eq!(rep["hash"]["mismatch"], 16, "timestamps altered in every 3rd deep book (derived)");
+    assert_eq!(rep["hash"]["unverifiable"], 0);
+    assert_eq!(rep["hash"]["match_rate"], json!(0.84), "84 of the 100 verifiable rows");
+    assert_eq!(
+        (&rep["rows"]["gap"], &rep["rows"]["error"], &rep["rows"]["bad_input"]),
+        (&json!(0), &json!(0), &json!(0))
+    );
+    assert_eq!((&rep["gaps"], &rep["errors"]), (&json!({}), &json!({})), "no gap or error rows in this input");
     assert_eq!(rep["collected_at_utc"]["first"], "2026-08-13T06:54:00.000000Z");
     // REST book: 49 repeats; deep book: i = 1, 2 and every i = 3k+2 (k = 1..15) repeat the previous state.
     assert_eq!(rep["flags"]["duplicate"], 49 + 2 + 15);
@@ -492,5 +517,63 @@ fn jq_examples_in_the_schema_doc_run() {
         let o = std::process::Command::new("sh").arg("-c").arg(&ex).current_dir(&dir).output().unwrap();
         assert!(o.status.success(), "{ex}: {}", String::from_utf8_lossy(&o.stderr));
         assert!(!o.stdout.is_empty(), "{ex}: no output");
+    }
+}
+
+/// Rows from stdin (no FILE, and '-') are byte-for-byte the rows from the same bytes given as a file,
+/// plain and gzip.
+#[test]
+fn stdin_input_gives_the_same_rows_as_a_file() {
+    let raw = sample_raw();
+    let dir = tempdir("stdin");
+    let plain = dir.join("raw.jsonl");
+    std::fs::write(&plain, &raw).unwrap();
+    let (code, from_file, err) = normalize_files(&[&plain], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(jsonl(&from_file).len(), 100);
+    let gzipped = gz(raw.as_bytes(), 3);
+    for (args, input) in [(&[][..], raw.as_bytes()), (&["-"][..], raw.as_bytes()), (&[][..], &gzipped[..])] {
+        let mut c = tool("pm-normalize");
+        c.args(args);
+        let out = common::run_with_timeout(c, Some(input), Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stdout == from_file, "{args:?}: stdin rows differ from the file's");
+    }
+}
+
+#[test]
+fn help_version_and_bad_arguments() {
+    let (code, out, err) = normalize_files(&[], &["--help"]);
+    assert_eq!(code, 0, "{err}");
+    let help = String::from_utf8(out).unwrap();
+    assert!(help.starts_with("pm-normalize — "), "{help}");
+    for o in [
+        "Usage:",
+        "--depth N|all",
+        "--top",
+        "--markets FILE",
+        "--max-lag SECS",
+        "-o, --output PATH",
+        "--manifest PATH",
+        "--check",
+    ] {
+        assert!(help.contains(o), "usage mentions {o}");
+    }
+    let (code, out, _) = normalize_files(&[], &["--version"]);
+    assert_eq!(code, 0);
+    assert_eq!(String::from_utf8(out).unwrap(), format!("pm-normalize {}\n", pm_archive::VERSION));
+    let missing = tempdir("args").join("missing.jsonl");
+    for args in [
+        vec!["--depth", "deep"],
+        vec!["--max-lag", "soon"],
+        vec!["--bogus"],
+        vec!["--check", "-o", "x.jsonl"],
+        vec![missing.to_str().unwrap()],
+    ] {
+        let (code, out, err) = normalize_files(&[], &args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}");
+        let first = err.lines().next().unwrap_or("");
+        assert!(first.starts_with("pm-normalize: "), "{args:?}: {err}");
     }
 }

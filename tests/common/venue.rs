@@ -80,6 +80,8 @@ pub struct Served {
     pub path: String,
     pub query: String,
     pub body: String,
+    /// The request's `User-Agent` header (None when absent).
+    pub user_agent: Option<String>,
     /// None when the connection was closed without a reply.
     pub status: Option<u16>,
     pub response: Vec<u8>,
@@ -213,6 +215,7 @@ struct Req {
     path: String,
     query: String,
     body: String,
+    user_agent: Option<String>,
 }
 
 fn read_request(conn: &mut BufReader<TcpStream>) -> Option<Req> {
@@ -222,6 +225,7 @@ fn read_request(conn: &mut BufReader<TcpStream>) -> Option<Req> {
     let method = parts.next()?.to_string();
     let target = parts.next()?.to_string();
     let mut len = 0usize;
+    let mut user_agent = None;
     loop {
         let mut h = String::new();
         conn.read_line(&mut h).ok()?;
@@ -232,6 +236,8 @@ fn read_request(conn: &mut BufReader<TcpStream>) -> Option<Req> {
         if let Some((k, v)) = h.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
                 len = v.trim().parse().ok()?;
+            } else if k.eq_ignore_ascii_case("user-agent") {
+                user_agent = Some(v.trim().to_string());
             }
         }
     }
@@ -241,7 +247,7 @@ fn read_request(conn: &mut BufReader<TcpStream>) -> Option<Req> {
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (target, String::new()),
     };
-    Some(Req { method, path, query, body: String::from_utf8_lossy(&body).into_owned() })
+    Some(Req { method, path, query, body: String::from_utf8_lossy(&body).into_owned(), user_agent })
 }
 
 fn query_param(q: &str, key: &str) -> Option<String> {
@@ -328,6 +334,7 @@ fn log(st: &Arc<Mutex<State>>, req: &Req, status: Option<u16>, response: Vec<u8>
         path: req.path.clone(),
         query: req.query.clone(),
         body: req.body.clone(),
+        user_agent: req.user_agent.clone(),
         status,
         response,
         fault,
