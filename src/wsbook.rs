@@ -488,7 +488,7 @@ impl Rebuilder {
             ltp_candidates: Vec::new(),
             hash: Some(hash.to_string()),
             verified: None,
-            trusted: prev.as_ref().map_or(true, |p| p.trusted),
+            trusted: prev.as_ref().is_none_or(|p| p.trusted),
             untrusted_since_us: prev.as_ref().and_then(|p| p.untrusted_since_us),
             last_row_ms: prev.as_ref().and_then(|p| p.last_row_ms),
         };
