@@ -7,24 +7,32 @@ order, or stdin): websocket frames (kind \"ws\", ctx.event \"frame\") and REST b
 and `price_change` entries (size = new absolute size at that price, \"0\" removes the level; BUY =
 bid, SELL = ask), recomputes the venue's SHA-1 book hash after the last entry of each message for
 that asset and compares it with the venue's `hash`. A mismatch marks the asset untrusted until the
-next `book`, a newer REST snapshot, or a later matching hash. REST books at the same exchange
-timestamp as the rebuilt book are cross-checked (agree/disagree).
+next `book` event or REST snapshot (a later matching hash does not restore trust; it is counted as
+matches_while_untrusted). REST books at the same exchange timestamp as the rebuilt book are
+cross-checked (agree/disagree).
 
 WS books carry no min_order_size/neg_risk (both enter the hash): they are taken from the latest
 REST book of the same token, else from --min-order-size/--neg-risk.
 
-Writes book rows (schema pmarchive.wsbook/1) on stdout: one per verified state (or sampled with
---every-ms), with receive and exchange time, best bid/ask and sizes, top --depth levels best-first,
-the venue hash, hash_verified and trusted. Trades (last_trade_price events) go to --trades-out
-(schema pmarchive.trade/1). A verification summary goes to stderr and, with --summary, to a JSON
-file. Field lists: docs/WEBSOCKET.md.
+Writes the same rows as pm-normalize (schema pmarchive.orderbook/1, record \"book\", written by
+pm-normalize's row formatter, docs/ORDERBOOK_SCHEMA.md) on stdout: one per rebuilt state (or sampled
+with --every-ms), with `source` \"ws\" (state after a websocket message) or \"ws_rest\" (state set
+from a REST book in the stream), `hash_ok` = the rebuilt state reproduces the venue's hash, and the
+flag `untrusted` while the book is untrusted. The slug/outcome join comes from `track` lines in the
+input and --markets. Trades (last_trade_price events) go to --trades-out (schema pmarchive.trade/1).
+A verification summary goes to stderr and, with --summary, to a JSON file. (The former
+pmarchive.wsbook/1 rows are no longer written: replaced by these rows.)
 
 Usage:
     pm-rebuild [options] [FILE ...]      (no FILE or '-': stdin)
 
 Options:
-    --depth N             Levels per side in each row. [default: 10]
-    --every-ms MS         At most one row per asset per MS of exchange time (rows of book and
+    --depth N|all         Levels per side in `bids`/`asks`, as pm-normalize. [default: 10]
+    --top                 Top of book only (same as --depth 0: no `bids`/`asks` arrays).
+    --markets FILE        Join slug/outcome/family for tokens from FILE, as pm-normalize: market
+                          records (pmarchive.market/1) and/or raw files with `track` lines. Repeatable.
+    --max-lag SECS        Flag `recv_far` when receive and exchange time differ by more. [default: 60]
+    --every-ms MS         At most one row per asset per MS of exchange time (rows of book events and
                           REST snapshots are always written). [default: a row per state]
     --trades-out FILE     Write trade rows (pmarchive.trade/1) to FILE.
     --summary FILE        Write the verification summary (JSON) to FILE.
@@ -44,8 +52,8 @@ use std::io::{self, BufRead, BufWriter, Write};
 use std::path::PathBuf;
 
 use pm_archive::cli::{self, ExitCode};
-use pm_archive::jsonl;
 use pm_archive::wsbook::{Options, Rebuilder};
+use pm_archive::{jsonl, normalize};
 
 fn main() {
     cli::main("pm-rebuild", run)
@@ -58,10 +66,18 @@ fn run() -> cli::Result<ExitCode> {
     let mut files: Vec<PathBuf> = Vec::new();
     let mut trades_out: Option<PathBuf> = None;
     let mut summary: Option<PathBuf> = None;
-    let mut rows = true;
+    let mut markets: Vec<PathBuf> = Vec::new();
     while let Some(arg) = p.next()? {
         match arg {
-            Long("depth") => opts.depth = cli::value(&mut p, "--depth")?,
+            Long("depth") => {
+                let v: String = cli::value(&mut p, "--depth")?;
+                opts.rows.depth = normalize::parse_depth(&v).map_err(cli::Error::Usage)?;
+            }
+            Long("top") => opts.rows.depth = 0,
+            Long("markets") => markets.push(cli::value(&mut p, "--markets")?),
+            Long("max-lag") => {
+                opts.rows.max_lag_ms = (cli::seconds(&mut p, "--max-lag")?.as_secs_f64() * 1000.0).round() as i64
+            }
             Long("every-ms") => {
                 let v: i64 = cli::value(&mut p, "--every-ms")?;
                 if v <= 0 {
@@ -75,7 +91,7 @@ fn run() -> cli::Result<ExitCode> {
                 opts.min_order_size = serde_json::Value::String(cli::value(&mut p, "--min-order-size")?)
             }
             Long("neg-risk") => opts.neg_risk = serde_json::Value::Bool(cli::value(&mut p, "--neg-risk")?),
-            Long("no-rows") => rows = false,
+            Long("no-rows") => opts.write_rows = false,
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => {
                 println!("pm-rebuild {}", pm_archive::VERSION);
@@ -88,8 +104,12 @@ fn run() -> cli::Result<ExitCode> {
     if files.is_empty() {
         files.push("-".into());
     }
-    let out: Box<dyn Write> =
-        if rows { Box::new(BufWriter::with_capacity(1 << 20, io::stdout())) } else { Box::new(io::sink()) };
+    for m in &markets {
+        if !m.is_file() {
+            return cli::usage(format!("--markets: no such file: {}", m.display()));
+        }
+    }
+    let out: Box<dyn Write> = if opts.write_rows { Box::new(io::stdout()) } else { Box::new(io::sink()) };
     let trades: Option<Box<dyn Write>> = match &trades_out {
         Some(path) => Some(Box::new(BufWriter::new(
             File::create(path).map_err(|e| cli::Error::Usage(format!("--trades-out {}: {e}", path.display())))?,
@@ -97,6 +117,13 @@ fn run() -> cli::Result<ExitCode> {
         None => None,
     };
     let mut rb = Rebuilder::new(opts, out, trades);
+    for m in &markets {
+        let (_, bad) = normalize::load_markets(rb.normalizer(), m)
+            .map_err(|e| cli::Error::Msg(format!("--markets {}: {e}", m.display())))?;
+        for b in &bad {
+            eprintln!("pm-rebuild: --markets: skipped line {b}");
+        }
+    }
     let mut reported = 0;
     for f in &files {
         let r = jsonl::open(f).map_err(|e| cli::Error::Msg(format!("{}: {e}", f.display())))?;

@@ -4,41 +4,60 @@
 //! Per asset: a `book` event (or a REST book) sets the state; each `price_change` entry sets the
 //! absolute size at one level (`"0"` removes it; BUY = bid, SELL = ask); after the last entry of a
 //! message for an asset (entries of one message that share a hash describe one state) the hash of the
-//! rebuilt book is compared with the venue's. A mismatch marks the asset **untrusted** until the next
-//! `book`, a newer REST snapshot, or a later hash match. `tick_size_change` updates the tick size and
-//! `last_trade_price` offers a new `last_trade_price` for the hash (both enter it).
+//! rebuilt book is compared with the venue's. A mismatch marks the asset **untrusted until the next
+//! `book` event or REST snapshot** (issue 7's rule): a later hash that happens to match again does
+//! not restore trust; it is counted (`matches_while_untrusted`). `tick_size_change` updates the tick
+//! size and `last_trade_price` offers a new `last_trade_price` for the hash (both enter it).
 //!
-//! Output: `pmarchive.wsbook/1` rows (one per verified state, or sampled), `pmarchive.trade/1` rows,
-//! and a [`Stats`] summary. Field by field in docs/WEBSOCKET.md.
+//! Output: the REST path's rows, `pmarchive.orderbook/1` `book` rows written by pm-normalize's one
+//! row formatter ([`Normalizer::state_row`]) with `source` `ws` / `ws_rest` and the flag
+//! `untrusted`; `pmarchive.trade/1` rows; and a [`Stats`] summary. Fields: docs/ORDERBOOK_SCHEMA.md
+//! ("Derived websocket streams") and docs/WEBSOCKET.md.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
 
-use crate::book::{self, HashInput};
+use crate::book;
 use crate::clock;
+use crate::normalize::{self, dec, parse, Normalizer};
 
-pub const ROW_SCHEMA: &str = "pmarchive.wsbook/1";
 pub const TRADE_SCHEMA: &str = "pmarchive.trade/1";
+/// `source` of a row holding the rebuilt state after a websocket message (`book` or `price_change`).
+pub const SOURCE_WS: &str = "ws";
+/// `source` of a row holding the rebuilt state as set from a REST book reply in the stream.
+pub const SOURCE_WS_REST: &str = "ws_rest";
+
+/// Rows are handed to the writer once this much is buffered.
+const OUT_CHUNK: usize = 1 << 16;
 
 /// Rebuild options.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Levels per side in each row.
-    pub depth: usize,
+    /// Row shape, exactly as pm-normalize's (`depth`: levels per side, `max_lag_ms` for `recv_far`).
+    pub rows: normalize::Options,
     /// At most one row per asset per this many ms of exchange time (None: a row per state).
     pub every_ms: Option<i64>,
     /// Used for the hash when no REST book of the asset has been seen (WS books lack the field).
     pub min_order_size: Value,
     pub neg_risk: Value,
+    /// False: verify only, format no rows (`--no-rows`).
+    pub write_rows: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { depth: 10, every_ms: None, min_order_size: Value::from("5"), neg_risk: Value::Bool(false) }
+        Options {
+            rows: normalize::Options::default(),
+            every_ms: None,
+            min_order_size: Value::from("5"),
+            neg_risk: Value::Bool(false),
+            write_rows: true,
+        }
     }
 }
 
@@ -49,6 +68,8 @@ pub struct Stats {
     pub bad_lines: u64,
     /// Lines that are neither ws frames nor REST book replies (tracking records, other endpoints, …).
     pub other_lines: u64,
+    /// `track` lines (their tokens feed the slug/outcome join; also counted in `other_lines`).
+    pub track_lines: u64,
     pub ws_frames: u64,
     /// Non-JSON frames (`PONG`, `NO NEW ASSETS`).
     pub text_frames: u64,
@@ -72,18 +93,24 @@ pub struct Stats {
     pub hashes_mismatched: u64,
     /// Further mismatches while the asset was already untrusted.
     pub mismatches_while_untrusted: u64,
+    /// Matches on an untrusted book (also in `hashes_matched`): they do not restore trust.
+    pub matches_while_untrusted: u64,
     /// Matches reached only with a `last_trade_price` from a trade event.
     pub matched_with_trade_price: u64,
-    /// Untrusted → trusted transitions, by cause.
+    /// Untrusted → trusted transitions, by cause (the only two).
     pub resyncs_ws_book: u64,
     pub resyncs_rest: u64,
-    pub recovered_by_hash: u64,
     /// Receive-time seconds summed over assets while untrusted.
     pub untrusted_s: f64,
     /// REST snapshots at the same exchange timestamp as the rebuilt book.
     pub cross_checks_agree: u64,
     pub cross_checks_disagree: u64,
+    /// `book` rows written (pmarchive.orderbook/1).
     pub rows: u64,
+    /// Quality flags over the rows written (pm-normalize's counts, plus `untrusted` when raised).
+    pub row_flags: BTreeMap<&'static str, u64>,
+    /// Rows without a joined slug (no `track` line or `--markets` record for the token).
+    pub unjoined_rows: u64,
     pub trades: u64,
     pub assets: BTreeMap<String, AssetStats>,
 }
@@ -103,6 +130,13 @@ struct Level {
     size: String,
 }
 
+/// A hash-relevant scalar as JSON text (what the row writer copies verbatim).
+type Raw = Box<RawValue>;
+
+fn raw(v: &Value) -> Raw {
+    to_raw_value(v).expect("a JSON value serializes")
+}
+
 #[derive(Clone, Debug)]
 struct Book {
     market: String,
@@ -112,11 +146,12 @@ struct Book {
     bids: Vec<Level>,
     /// Descending (wire order).
     asks: Vec<Level>,
-    tick_size: Value,
-    ltp: Value,
+    tick_size: Raw,
+    ltp: Raw,
     /// Prices of trades seen since the last match, tried when the hash does not match.
-    ltp_candidates: Vec<Value>,
-    hash: String,
+    ltp_candidates: Vec<Raw>,
+    /// The venue's hash of this state; None after a change that came without one.
+    hash: Option<String>,
     verified: Option<bool>,
     trusted: bool,
     untrusted_since_us: Option<i64>,
@@ -131,6 +166,9 @@ struct Ctx {
 
 #[derive(Deserialize)]
 struct Line<'a> {
+    venue: Option<&'a str>,
+    run_id: Option<&'a str>,
+    seq: Option<u64>,
     kind: Option<&'a str>,
     endpoint: Option<&'a str>,
     status: Option<u16>,
@@ -139,6 +177,13 @@ struct Line<'a> {
     body: Option<&'a RawValue>,
     body_text: Option<String>,
     ctx: Option<Ctx>,
+}
+
+/// A `track` line's context, as JSON text (re-read only for those rare lines).
+#[derive(Deserialize)]
+struct TrackLine<'a> {
+    #[serde(borrow)]
+    ctx: Option<&'a RawValue>,
 }
 
 fn parse_level(v: &Value) -> Option<Level> {
@@ -173,35 +218,16 @@ fn set_level(side: &mut Vec<Level>, ascending: bool, price: &str, size: &str) ->
     Some(())
 }
 
-fn micros_of(ts: &str) -> Option<i64> {
-    clock::parse_rfc3339(ts).map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
-}
-
-#[derive(Serialize)]
-struct Row<'a> {
-    schema: &'static str,
-    ts_recv: &'a str,
-    ts_event: String,
-    ts_event_ms: i64,
-    asset_id: &'a str,
-    market: &'a str,
-    source: &'static str,
-    event: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    conn_id: Option<u64>,
-    bid_px: Option<&'a str>,
-    bid_sz: Option<&'a str>,
-    ask_px: Option<&'a str>,
-    ask_sz: Option<&'a str>,
-    bid_levels: usize,
-    ask_levels: usize,
-    bids: Vec<[&'a str; 2]>,
-    asks: Vec<[&'a str; 2]>,
-    tick_size: &'a Value,
-    last_trade_price: &'a Value,
-    hash: &'a str,
-    hash_verified: Option<bool>,
-    trusted: bool,
+/// A rebuilt side as the row writer's levels (borrowed, wire order).
+fn view_side(s: &[Level]) -> Option<Vec<parse::Level<'_>>> {
+    Some(
+        s.iter()
+            .map(|l| parse::Level {
+                price: Some(Cow::Borrowed(l.price.as_str())),
+                size: Some(Cow::Borrowed(l.size.as_str())),
+            })
+            .collect(),
+    )
 }
 
 #[derive(Serialize)]
@@ -227,10 +253,61 @@ fn ts_event(ms: i64) -> String {
     clock::from_unix_ms(ms).map(clock::fmt_micros).unwrap_or_default()
 }
 
-/// The receive context of the line being processed.
+/// The receive context and provenance of the line being processed.
 struct Recv<'a> {
-    at: &'a str,
+    at: Option<&'a str>,
     conn_id: Option<u64>,
+    venue: Option<&'a str>,
+    run_id: Option<&'a str>,
+    seq: Option<u64>,
+}
+
+impl Recv<'_> {
+    fn us(&self) -> Option<i64> {
+        self.at.and_then(dec::parse_utc_micros)
+    }
+}
+
+/// (min_order_size, neg_risk) for an asset's hash and row: the latest REST book's, else the defaults.
+fn meta_of<'m>(
+    meta: &'m HashMap<String, (Raw, Raw)>,
+    default: &'m (Raw, Raw),
+    asset: &str,
+) -> (&'m RawValue, &'m RawValue) {
+    let (m, n) = meta.get(asset).unwrap_or(default);
+    (m, n)
+}
+
+/// SHA-1 hex of the rebuilt state with `ltp` as `last_trade_price` (the one hash text writer,
+/// [`book::write_hash_text`], as pm-normalize uses it).
+fn hash_hex(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), ltp: &RawValue) -> [u8; 40] {
+    let tail = [meta.0, &*b.tick_size, meta.1, ltp].map(parse::hash_scalar_text);
+    book::write_hash_text(
+        buf,
+        &b.market,
+        asset,
+        &b.timestamp,
+        b.bids.iter().map(|l| (l.price.as_str(), l.size.as_str())),
+        b.asks.iter().map(|l| (l.price.as_str(), l.size.as_str())),
+        [&tail[0], &tail[1], &tail[2], &tail[3]],
+    );
+    let mut hex = [0u8; 40];
+    book::sha1_hex_into(buf, &mut hex);
+    hex
+}
+
+/// Checks the rebuilt state against the venue's hash, trying trade prices for `last_trade_price`
+/// when the current one does not match. Returns (matched, index of the trade price that matched).
+fn check(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), venue: &str) -> (bool, Option<usize>) {
+    if hash_hex(buf, asset, b, meta, &b.ltp) == venue.as_bytes() {
+        return (true, None);
+    }
+    for (i, c) in b.ltp_candidates.iter().enumerate().rev() {
+        if hash_hex(buf, asset, b, meta, c) == venue.as_bytes() {
+            return (true, Some(i));
+        }
+    }
+    (false, None)
 }
 
 /// The rebuild state machine over a stream of raw lines.
@@ -238,24 +315,40 @@ pub struct Rebuilder {
     opts: Options,
     books: HashMap<String, Book>,
     /// (min_order_size, neg_risk) from REST books, per asset.
-    meta: HashMap<String, (Value, Value)>,
+    meta: HashMap<String, (Raw, Raw)>,
+    default_meta: (Raw, Raw),
+    /// pm-normalize's row writer and its per-asset state (join, duplicate/ts_backwards).
+    nor: Normalizer,
+    buf: Vec<u8>,
+    hash_buf: Vec<u8>,
     rows: Box<dyn Write>,
     trades: Option<Box<dyn Write>>,
     pub stats: Stats,
-    last_recv_us: Option<i64>,
+    /// Receive time of the last line that had one (closes untrusted spans at the end).
+    last_at: String,
 }
 
 impl Rebuilder {
     pub fn new(opts: Options, rows: Box<dyn Write>, trades: Option<Box<dyn Write>>) -> Rebuilder {
+        let default_meta = (raw(&opts.min_order_size), raw(&opts.neg_risk));
         Rebuilder {
+            nor: Normalizer::new(opts.rows.clone()),
             opts,
             books: HashMap::new(),
             meta: HashMap::new(),
+            default_meta,
+            buf: Vec::with_capacity(OUT_CHUNK + (16 << 10)),
+            hash_buf: Vec::with_capacity(8192),
             rows,
             trades,
             stats: Stats::default(),
-            last_recv_us: None,
+            last_at: String::new(),
         }
+    }
+
+    /// The row writer, for loading the slug/outcome join ([`normalize::load_markets`]).
+    pub fn normalizer(&mut self) -> &mut Normalizer {
+        &mut self.nor
     }
 
     /// Processes one raw line. Err: the line is unusable (reason); the caller reports it.
@@ -268,8 +361,17 @@ impl Rebuilder {
                 return Ok(Err(format!("not a raw envelope: {e}")));
             }
         };
-        let at = l.collected_at_utc.unwrap_or("");
-        let recv = Recv { at, conn_id: l.ctx.as_ref().and_then(|c| c.conn_id) };
+        if let Some(at) = l.collected_at_utc {
+            self.last_at.clear();
+            self.last_at.push_str(at);
+        }
+        let recv = Recv {
+            at: l.collected_at_utc,
+            conn_id: l.ctx.as_ref().and_then(|c| c.conn_id),
+            venue: l.venue,
+            run_id: l.run_id,
+            seq: l.seq,
+        };
         let body: Option<&str> = l.body.map(RawValue::get).or(l.body_text.as_deref());
         match (l.kind, l.endpoint) {
             (Some("ws"), _) if l.ctx.as_ref().and_then(|c| c.event.as_deref()) == Some("frame") => {
@@ -301,6 +403,13 @@ impl Rebuilder {
                     _ => self.stats.other_lines += 1,
                 }
             }
+            (Some("track"), _) => {
+                self.stats.track_lines += 1;
+                self.stats.other_lines += 1;
+                if let Ok(TrackLine { ctx: Some(ctx) }) = serde_json::from_str::<TrackLine>(text) {
+                    self.nor.learn_track_ctx(ctx.get());
+                }
+            }
             _ => self.stats.other_lines += 1,
         }
         Ok(Ok(()))
@@ -320,7 +429,7 @@ impl Rebuilder {
                 match (a, n) {
                     (Some(a), Some(n)) => {
                         if let Some(b) = self.books.get_mut(a) {
-                            b.tick_size = n.clone();
+                            b.tick_size = raw(n);
                         }
                         true
                     }
@@ -335,48 +444,14 @@ impl Rebuilder {
         Ok(())
     }
 
-    fn mos_neg(&self, asset: &str) -> (Value, Value) {
-        self.meta.get(asset).cloned().unwrap_or_else(|| (self.opts.min_order_size.clone(), self.opts.neg_risk.clone()))
+    /// [`check`] of the asset's current rebuilt state.
+    fn check_asset(&mut self, asset: &str, venue: &str) -> (bool, Option<usize>) {
+        let b = &self.books[asset];
+        let meta = meta_of(&self.meta, &self.default_meta, asset);
+        check(&mut self.hash_buf, asset, b, meta, venue)
     }
 
-    fn compute_hash(&self, asset: &str, b: &Book, ltp: &Value) -> String {
-        let (mos, neg) = self.mos_neg(asset);
-        book::hash(&HashInput {
-            market: &b.market,
-            asset_id: asset,
-            timestamp: &b.timestamp,
-            bids: b.bids.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect(),
-            asks: b.asks.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect(),
-            min_order_size: &mos,
-            tick_size: &b.tick_size,
-            neg_risk: &neg,
-            last_trade_price: ltp,
-        })
-    }
-
-    /// Checks the rebuilt state against the venue's hash, trying trade prices for
-    /// `last_trade_price` when the current one does not match. Returns (matched, via_trade_price).
-    fn check(&self, asset: &str, b: &Book, venue: &str) -> (bool, Option<Value>) {
-        if self.compute_hash(asset, b, &b.ltp) == venue {
-            return (true, None);
-        }
-        for c in b.ltp_candidates.iter().rev() {
-            if self.compute_hash(asset, b, c) == venue {
-                return (true, Some(c.clone()));
-            }
-        }
-        (false, None)
-    }
-
-    fn recv_us(&mut self, recv: &Recv) -> Option<i64> {
-        let us = micros_of(recv.at);
-        if us.is_some() {
-            self.last_recv_us = us;
-        }
-        us
-    }
-
-    /// Marks an asset trusted again; adds its untrusted time.
+    /// Marks an asset trusted again (only a full book does this); adds its untrusted time.
     fn retrust(&mut self, asset: &str, now_us: Option<i64>) -> bool {
         let Some(b) = self.books.get_mut(asset) else { return false };
         let was = !b.trusted;
@@ -402,36 +477,35 @@ impl Rebuilder {
         let Ok(ts_ms) = ts.parse::<i64>() else { return Ok(false) };
         self.stats.ws_books += 1;
         let prev = self.books.remove(asset);
-        let now_us = self.recv_us(recv);
-        let mut b = Book {
+        let b = Book {
             market: market.to_string(),
             timestamp: ts.to_string(),
             ts_ms,
             bids,
             asks,
-            tick_size: ev.get("tick_size").cloned().unwrap_or(Value::Null),
-            ltp: ev.get("last_trade_price").cloned().unwrap_or(Value::from("")),
+            tick_size: raw(ev.get("tick_size").unwrap_or(&Value::Null)),
+            ltp: raw(ev.get("last_trade_price").unwrap_or(&Value::from(""))),
             ltp_candidates: Vec::new(),
-            hash: hash.to_string(),
+            hash: Some(hash.to_string()),
             verified: None,
-            trusted: prev.as_ref().map_or(true, |p| p.trusted),
+            trusted: prev.as_ref().is_none_or(|p| p.trusted),
             untrusted_since_us: prev.as_ref().and_then(|p| p.untrusted_since_us),
             last_row_ms: prev.as_ref().and_then(|p| p.last_row_ms),
         };
-        let (ok, _) = self.check(asset, &b, hash);
-        b.verified = Some(ok);
+        self.books.insert(asset.to_string(), b);
+        let (ok, _) = self.check_asset(asset, hash);
+        self.books.get_mut(asset).expect("inserted").verified = Some(ok);
         if ok {
             self.stats.ws_book_hash_matched += 1;
         } else {
             self.stats.ws_book_hash_mismatched += 1;
         }
-        self.books.insert(asset.to_string(), b);
         // A full book is a known state, verified or not.
-        if self.retrust(asset, now_us) {
+        if self.retrust(asset, recv.us()) {
             self.stats.resyncs_ws_book += 1;
         }
         self.stats.assets.entry(asset.to_string()).or_default();
-        self.row(asset, recv, "ws", "book", true)?;
+        self.row(asset, recv, SOURCE_WS, true)?;
         Ok(true)
     }
 
@@ -456,36 +530,36 @@ impl Rebuilder {
             self.stats.rest_hash_mismatched += 1;
         }
         if let (Some(m), Some(n)) = (v.get("min_order_size"), v.get("neg_risk")) {
-            self.meta.insert(asset.to_string(), (m.clone(), n.clone()));
+            self.meta.insert(asset.to_string(), (raw(m), raw(n)));
         }
-        let now_us = self.recv_us(recv);
         let rest = Book {
             market: market.to_string(),
             timestamp: ts.to_string(),
             ts_ms,
             bids,
             asks,
-            tick_size: v.get("tick_size").cloned().unwrap_or(Value::Null),
-            ltp: v.get("last_trade_price").cloned().unwrap_or(Value::from("")),
+            tick_size: raw(v.get("tick_size").unwrap_or(&Value::Null)),
+            ltp: raw(v.get("last_trade_price").unwrap_or(&Value::from(""))),
             ltp_candidates: Vec::new(),
-            hash: hash.to_string(),
+            hash: Some(hash.to_string()),
             verified: Some(rest_ok),
             trusted: true,
             untrusted_since_us: None,
             last_row_ms: None,
         };
-        let apply = match self.books.get(asset) {
+        let apply = match self.books.get(asset).map(|c| (c.ts_ms, c.trusted)) {
             None => true,
-            Some(cur) if ts_ms > cur.ts_ms => true,
-            Some(cur) if ts_ms == cur.ts_ms => {
+            Some((cur_ms, _)) if ts_ms > cur_ms => true,
+            Some((cur_ms, trusted)) if ts_ms == cur_ms => {
                 // Same exchange instant: the rebuilt book must equal the snapshot.
-                let agree = self.check(asset, cur, hash).0;
+                let agree = self.check_asset(asset, hash).0;
                 if agree {
                     self.stats.cross_checks_agree += 1;
                 } else {
                     self.stats.cross_checks_disagree += 1;
                 }
-                !agree
+                // An untrusted book is resynced by the snapshot even when they agree.
+                !agree || !trusted
             }
             Some(_) => {
                 self.stats.rest_stale += 1;
@@ -501,11 +575,11 @@ impl Rebuilder {
                 b.last_row_ms = p.last_row_ms;
             }
             self.books.insert(asset.to_string(), b);
-            if self.retrust(asset, now_us) {
+            if self.retrust(asset, recv.us()) {
                 self.stats.resyncs_rest += 1;
             }
             self.stats.assets.entry(asset.to_string()).or_default();
-            self.row(asset, recv, "rest", "rest_book", true)?;
+            self.row(asset, recv, SOURCE_WS_REST, true)?;
         }
         Ok(())
     }
@@ -539,7 +613,8 @@ impl Rebuilder {
                 all_ok = false;
                 continue;
             }
-            b.timestamp = ts.to_string();
+            b.timestamp.clear();
+            b.timestamp.push_str(ts);
             b.ts_ms = ts_ms;
             self.stats.changes_applied += 1;
             self.stats.assets.entry(asset.to_string()).or_default().changes += 1;
@@ -551,10 +626,7 @@ impl Rebuilder {
             if later_same {
                 continue;
             }
-            match hash {
-                Some(h) => self.verify(asset, h, recv)?,
-                None => self.row(asset, recv, "ws", "price_change", false)?,
-            }
+            self.state_done(asset, hash, recv)?;
         }
         Ok(all_ok)
     }
@@ -589,47 +661,61 @@ impl Rebuilder {
         b.ts_ms = ts_ms;
         self.stats.changes_applied += changes.len() as u64;
         self.stats.assets.entry(asset.to_string()).or_default().changes += changes.len() as u64;
-        match g("hash") {
-            Some(h) => self.verify(asset, h, recv)?,
-            None => self.row(asset, recv, "ws", "price_change", false)?,
-        }
+        self.state_done(asset, g("hash"), recv)?;
         Ok(true)
     }
 
-    /// Compares the rebuilt state with the venue's hash and updates trust.
+    /// A message's changes to an asset are applied: verify against its hash (if it has one), row.
+    fn state_done(&mut self, asset: &str, hash: Option<&str>, recv: &Recv) -> io::Result<()> {
+        match hash {
+            Some(h) => self.verify(asset, h, recv),
+            None => {
+                // No venue hash for this state: the row says so (hash null, hash_unverifiable).
+                let b = self.books.get_mut(asset).expect("present");
+                b.hash = None;
+                b.verified = None;
+                self.row(asset, recv, SOURCE_WS, false)
+            }
+        }
+    }
+
+    /// Compares the rebuilt state with the venue's hash and updates trust: a mismatch on a trusted
+    /// book makes it untrusted; a match never makes it trusted again (only a full book does).
     fn verify(&mut self, asset: &str, venue: &str, recv: &Recv) -> io::Result<()> {
-        let (ok, via) = {
-            let b = &self.books[asset];
-            self.check(asset, b, venue)
-        };
+        let (ok, via) = self.check_asset(asset, venue);
         self.stats.hash_checks += 1;
-        let via_trade = via.is_some();
-        let trusted = self.books[asset].trusted;
-        let now_us = if ok != trusted { self.recv_us(recv) } else { None };
-        {
+        let trusted = {
             let b = self.books.get_mut(asset).expect("present");
-            b.hash = venue.to_string();
+            match &mut b.hash {
+                Some(h) => {
+                    h.clear();
+                    h.push_str(venue);
+                }
+                None => b.hash = Some(venue.to_string()),
+            }
             b.verified = Some(ok);
-            if let Some(v) = via {
-                b.ltp = v;
+            if let Some(i) = via {
+                b.ltp = b.ltp_candidates[i].clone();
             }
             if ok {
                 b.ltp_candidates.clear();
             }
-        }
+            b.trusted
+        };
         let a = self.stats.assets.entry(asset.to_string()).or_default();
         if ok {
             a.matched += 1;
             self.stats.hashes_matched += 1;
-            if via_trade {
+            if via.is_some() {
                 self.stats.matched_with_trade_price += 1;
             }
-            if self.retrust(asset, now_us) {
-                self.stats.recovered_by_hash += 1;
+            if !trusted {
+                self.stats.matches_while_untrusted += 1;
             }
         } else if trusted {
             a.mismatched += 1;
             self.stats.hashes_mismatched += 1;
+            let now_us = recv.us();
             let b = self.books.get_mut(asset).expect("present");
             b.trusted = false;
             b.untrusted_since_us = now_us;
@@ -637,18 +723,18 @@ impl Rebuilder {
             a.mismatched += 1;
             self.stats.mismatches_while_untrusted += 1;
         }
-        self.row(asset, recv, "ws", "price_change", false)
+        self.row(asset, recv, SOURCE_WS, false)
     }
 
     fn trade(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
         let g = |k: &str| ev.get(k).and_then(Value::as_str);
         let (Some(asset), Some(price)) = (g("asset_id"), g("price")) else { return Ok(false) };
         if let Some(b) = self.books.get_mut(asset) {
-            b.ltp_candidates.push(Value::from(price));
+            b.ltp_candidates.push(raw(&Value::from(price)));
             // The REST/WS books sometimes carry a trailing zero ("0.430", facts §4.1).
             if let Some((_, frac)) = price.split_once('.') {
                 if frac.len() < 3 {
-                    b.ltp_candidates.push(Value::from(format!("{price}{}", "0".repeat(3 - frac.len()))));
+                    b.ltp_candidates.push(raw(&Value::from(format!("{price}{}", "0".repeat(3 - frac.len())))));
                 }
             }
             if b.ltp_candidates.len() > 8 {
@@ -661,7 +747,7 @@ impl Rebuilder {
             let ms = g("timestamp").and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
             let t = Trade {
                 schema: TRADE_SCHEMA,
-                ts_recv: recv.at,
+                ts_recv: recv.at.unwrap_or(""),
                 ts_event: ts_event(ms),
                 ts_event_ms: ms,
                 asset_id: asset,
@@ -679,15 +765,12 @@ impl Rebuilder {
         Ok(true)
     }
 
-    fn row(
-        &mut self,
-        asset: &str,
-        recv: &Recv,
-        source: &'static str,
-        event: &'static str,
-        force: bool,
-    ) -> io::Result<()> {
-        let depth = self.opts.depth;
+    /// Writes the asset's rebuilt state as a `pmarchive.orderbook/1` `book` row through
+    /// pm-normalize's row writer (unless sampled out by `--every-ms`; `force` for full books).
+    fn row(&mut self, asset: &str, recv: &Recv, source: &'static str, force: bool) -> io::Result<()> {
+        if !self.opts.write_rows {
+            return Ok(());
+        }
         let every = self.opts.every_ms;
         let Some(b) = self.books.get_mut(asset) else { return Ok(()) };
         if let (Some(every), Some(last), false) = (every, b.last_row_ms, force) {
@@ -697,41 +780,42 @@ impl Rebuilder {
         }
         b.last_row_ms = Some(b.ts_ms);
         let b = &self.books[asset];
-        let best_bid = b.bids.last();
-        let best_ask = b.asks.last();
-        let r = Row {
-            schema: ROW_SCHEMA,
-            ts_recv: recv.at,
-            ts_event: ts_event(b.ts_ms),
-            ts_event_ms: b.ts_ms,
-            asset_id: asset,
-            market: &b.market,
-            source,
-            event,
-            conn_id: recv.conn_id,
-            bid_px: best_bid.map(|l| l.price.as_str()),
-            bid_sz: best_bid.map(|l| l.size.as_str()),
-            ask_px: best_ask.map(|l| l.price.as_str()),
-            ask_sz: best_ask.map(|l| l.size.as_str()),
-            bid_levels: b.bids.len(),
-            ask_levels: b.asks.len(),
-            bids: b.bids.iter().rev().take(depth).map(|l| [l.price.as_str(), l.size.as_str()]).collect(),
-            asks: b.asks.iter().rev().take(depth).map(|l| [l.price.as_str(), l.size.as_str()]).collect(),
-            tick_size: &b.tick_size,
-            last_trade_price: &b.ltp,
-            hash: &b.hash,
-            hash_verified: b.verified,
-            trusted: b.trusted,
+        let (mos, neg) = meta_of(&self.meta, &self.default_meta, asset);
+        let view = parse::Book {
+            market: Some(Cow::Borrowed(&b.market)),
+            asset_id: Some(Cow::Borrowed(asset)),
+            timestamp: Some(Cow::Borrowed(&b.timestamp)),
+            hash: b.hash.as_deref().map(Cow::Borrowed),
+            bids: view_side(&b.bids),
+            asks: view_side(&b.asks),
+            min_order_size: Some(mos),
+            tick_size: Some(&b.tick_size),
+            neg_risk: Some(neg),
+            last_trade_price: Some(&b.ltp),
+            error: None,
+            unknown_fields: 0,
         };
-        serde_json::to_writer(&mut self.rows, &r)?;
-        self.rows.write_all(b"\n")?;
+        let env = parse::Env {
+            venue: recv.venue.map(Cow::Borrowed),
+            run_id: recv.run_id.map(Cow::Borrowed),
+            seq: recv.seq,
+            endpoint: Some(Cow::Borrowed(source)),
+            collected_at_utc: recv.at.map(Cow::Borrowed),
+            ..Default::default()
+        };
+        let flags = if b.trusted { 0 } else { normalize::UNTRUSTED };
+        self.nor.state_row(&env, &view, b.verified, flags, &mut self.buf);
         self.stats.rows += 1;
+        if self.buf.len() >= OUT_CHUNK {
+            self.rows.write_all(&self.buf)?;
+            self.buf.clear();
+        }
         Ok(())
     }
 
     /// Closes the books: untrusted time up to the last receive time, flags per asset; flushes.
     pub fn finish(&mut self) -> io::Result<Stats> {
-        let end = self.last_recv_us;
+        let end = dec::parse_utc_micros(&self.last_at);
         for (asset, b) in &self.books {
             if !b.trusted {
                 if let (Some(s), Some(e)) = (b.untrusted_since_us, end) {
@@ -741,6 +825,12 @@ impl Rebuilder {
             self.stats.assets.entry(asset.clone()).or_default().trusted_at_end = b.trusted;
         }
         self.stats.untrusted_s = (self.stats.untrusted_s * 1e6).round() / 1e6;
+        if self.opts.write_rows {
+            self.stats.row_flags = self.nor.stats.flags.clone();
+            self.stats.unjoined_rows = self.nor.stats.unjoined_book_rows;
+        }
+        self.rows.write_all(&self.buf)?;
+        self.buf.clear();
         self.rows.flush()?;
         if let Some(t) = self.trades.as_mut() {
             t.flush()?;
@@ -759,7 +849,7 @@ impl Stats {
     /// One line for stderr.
     pub fn line(&self) -> String {
         format!(
-            "lines={} frames={} books(ws/rest)={}/{} changes={} hashes matched={} mismatched={} (+{} while untrusted) resyncs(book/rest/hash)={}/{}/{} untrusted_s={:.3} cross_checks agree={} disagree={} rows={} trades={} bad_lines={} changes_without_book={}",
+            "lines={} frames={} books(ws/rest)={}/{} changes={} hashes matched={} mismatched={} (+{} while untrusted; {} matches while untrusted) resyncs(book/rest)={}/{} untrusted_s={:.3} cross_checks agree={} disagree={} rows={} trades={} bad_lines={} changes_without_book={}",
             self.lines,
             self.ws_frames,
             self.ws_books,
@@ -768,9 +858,9 @@ impl Stats {
             self.hashes_matched,
             self.hashes_mismatched,
             self.mismatches_while_untrusted,
+            self.matches_while_untrusted,
             self.resyncs_ws_book,
             self.resyncs_rest,
-            self.recovered_by_hash,
             self.untrusted_s,
             self.cross_checks_agree,
             self.cross_checks_disagree,

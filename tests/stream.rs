@@ -27,6 +27,9 @@ enum After {
     Close,
     /// Drop the TCP connection without a close frame.
     Drop,
+    /// Stay open, answer `PING`, and send the script's first frame again every this many ms
+    /// (a connection that never goes silent).
+    Repeat(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -124,9 +127,18 @@ fn serve(tcp: std::net::TcpStream, k: usize, script: Script, got: Arc<Mutex<Vec<
             std::thread::sleep(Duration::from_millis(300));
             return;
         }
-        After::Hold => {}
+        After::Hold | After::Repeat(_) => {}
     }
+    let mut next_send = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        if let (After::Repeat(ms), Some(f)) = (script.after, script.frames.first()) {
+            if std::time::Instant::now() >= next_send {
+                if ws.send(Message::text(f.clone())).is_err() {
+                    return;
+                }
+                next_send += Duration::from_millis(ms);
+            }
+        }
         match ws.read() {
             Ok(Message::Text(t)) => {
                 log(t.as_str());
@@ -214,7 +226,9 @@ fn rebuild(input: &[u8], dir: &Path, extra: &[&str]) -> (std::process::Output, V
     std::fs::write(&raw, input).unwrap();
     let summary = dir.join("summary.json");
     let mut c = common::tool("pm-rebuild");
-    c.args(["--summary", summary.to_str().unwrap(), "--depth", "1000"]).args(extra).arg(&raw);
+    // The loopback replays recorded frames long after their exchange time: --max-lag (~3 years)
+    // keeps `recv_far` out of these rows (that flag is pm-normalize's and tested there).
+    c.args(["--summary", summary.to_str().unwrap(), "--depth", "1000", "--max-lag", "100000000"]).args(extra).arg(&raw);
     let out = common::run_with_timeout(c, None, Duration::from_secs(30));
     let s: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     let rows = common::jsonl(&out.stdout);
@@ -308,22 +322,45 @@ fn every_frame_is_archived_verbatim_and_the_recorded_hashes_verify() {
     assert_eq!(s["text_frames"].as_u64().unwrap() as usize, fr.len() - data.len() + 1);
     let r7667: Vec<&Value> = rows.iter().filter(|r| r["asset_id"] == A7667).collect();
     assert_eq!(r7667.len(), 16);
-    assert!(r7667
-        .iter()
-        .all(|r| r["hash_verified"] == true && r["trusted"] == true && r["schema"] == "pmarchive.wsbook/1"));
-    // Best-first levels, best bid < best ask.
+    // The REST path's rows (pmarchive.orderbook/1), joined through the capture's `track` line.
+    assert!(r7667.iter().all(|r| r["record"] == "book"
+        && r["schema"] == "pmarchive.orderbook/1"
+        && r["source"] == "ws"
+        && r["hash_ok"] == true
+        && r["flags"] == json!([])
+        && r["slug"] == "test-7667"
+        && r["outcome"] == "Up"
+        && r["family"] == "5m"));
+    // Provenance: (raw_run_id, raw_seq) names the frame line the state came from.
+    for r in &r7667 {
+        let src = &lines[r["raw_seq"].as_u64().unwrap() as usize];
+        assert_eq!(src["ctx"]["event"], "frame");
+        assert_eq!(r["raw_run_id"], src["run_id"]);
+        assert_eq!(r["collected_at_utc"], src["collected_at_utc"]);
+    }
+    // Only the initial frame's probe book (asset "1111", zero hash) does not verify.
+    assert_eq!(s["row_flags"]["hash_mismatch"], s["ws_book_hash_mismatched"], "{s:#}");
+    assert!(s["row_flags"].get("untrusted").is_none(), "never raised: {s:#}");
+    // Best-first levels, best bid < best ask, all levels with --depth 1000.
     let last = r7667.last().unwrap();
-    assert_eq!(last["bids"][0][0], last["bid_px"]);
+    assert_eq!(last["bids"][0]["price"], last["best_bid_price"]);
+    assert_eq!(last["asks"][0]["price"], last["best_ask_price"]);
+    assert_eq!(last["bids"].as_array().unwrap().len() as u64, last["bid_levels"].as_u64().unwrap());
     assert!(
-        last["bid_px"].as_str().unwrap().parse::<f64>().unwrap()
-            < last["ask_px"].as_str().unwrap().parse::<f64>().unwrap()
+        last["best_bid_price"].as_str().unwrap().parse::<f64>().unwrap()
+            < last["best_ask_price"].as_str().unwrap().parse::<f64>().unwrap()
     );
     // Sampled: at most one price_change row per 10 s of exchange time (book rows always).
     let (_, s, rows) = rebuild(&raw, &dir, &["--every-ms", "10000"]);
     assert_eq!(s["assets"][A7667]["matched"], 15, "sampling does not skip verification");
     let ts: Vec<i64> =
-        rows.iter().filter(|r| r["asset_id"] == A7667).map(|r| r["ts_event_ms"].as_i64().unwrap()).collect();
+        rows.iter().filter(|r| r["asset_id"] == A7667).map(|r| r["exchange_ts_ms"].as_i64().unwrap()).collect();
     assert_eq!(ts, vec![1790658661234, 1790658674035, 1790658690317, 1790658701463]);
+    // --top: top of book only, as pm-normalize --top.
+    let (_, _, rows) = rebuild(&raw, &dir, &["--top"]);
+    let r = rows.iter().find(|r| r["asset_id"] == A7667).unwrap();
+    assert_eq!(r["depth"], 0);
+    assert!(r.get("bids").is_none() && r.get("asks").is_none());
     let t = common::read_jsonl(&trades);
     assert_eq!(t.len(), 1);
     assert_eq!(t[0]["schema"], "pmarchive.trade/1");
@@ -337,11 +374,13 @@ fn state_after(rows: &[Value], k: usize) -> Value {
     rows.iter().filter(|r| r["asset_id"] == A7667).nth(k).unwrap().clone()
 }
 
+/// A row's best-first levels back in wire order (bids ascending, asks descending).
+fn rev(a: &Value) -> Vec<Value> {
+    a.as_array().unwrap().iter().rev().cloned().collect()
+}
+
 fn rest_book_line(state: &Value) -> String {
-    let rev = |a: &Value| -> Vec<Value> {
-        a.as_array().unwrap().iter().rev().map(|l| json!({"price": l[0], "size": l[1]})).collect()
-    };
-    let b = json!({"market": state["market"], "asset_id": A7667, "timestamp": state["ts_event_ms"].to_string(), "hash": state["hash"],
+    let b = json!({"market": state["market"], "asset_id": A7667, "timestamp": state["exchange_ts_ms"].to_string(), "hash": state["hash"],
         "bids": rev(&state["bids"]), "asks": rev(&state["asks"]), "min_order_size": "5", "tick_size": state["tick_size"], "neg_risk": false,
         "last_trade_price": state["last_trade_price"]});
     json!({"schema": "pmarchive.raw/1", "kind": "http", "endpoint": "books", "status": 200, "collected_at_utc": "2026-09-29T05:11:40.000000Z",
@@ -350,10 +389,7 @@ fn rest_book_line(state: &Value) -> String {
 }
 
 fn ws_book_line(state: &Value) -> String {
-    let rev = |a: &Value| -> Vec<Value> {
-        a.as_array().unwrap().iter().rev().map(|l| json!({"price": l[0], "size": l[1]})).collect()
-    };
-    let b = json!({"market": state["market"], "asset_id": A7667, "timestamp": state["ts_event_ms"].to_string(), "hash": state["hash"],
+    let b = json!({"market": state["market"], "asset_id": A7667, "timestamp": state["exchange_ts_ms"].to_string(), "hash": state["hash"],
         "bids": rev(&state["bids"]), "asks": rev(&state["asks"]), "tick_size": state["tick_size"], "event_type": "book",
         "last_trade_price": state["last_trade_price"]});
     json!({"schema": "pmarchive.raw/1", "kind": "ws", "collected_at_utc": "2026-09-29T05:11:40.000000Z", "body": b,
@@ -383,7 +419,12 @@ fn a_dropped_frame_is_a_mismatch_and_is_resynced() {
     assert_eq!(s["assets"][A7667]["matched"], 4);
     assert_eq!(s["mismatches_while_untrusted"], 9);
     assert_eq!(s["assets"][A7667]["trusted_at_end"], false);
-    assert!(rows.iter().any(|r| r["asset_id"] == A7667 && r["trusted"] == false && r["hash_verified"] == false));
+    let r7667: Vec<&Value> = rows.iter().filter(|r| r["asset_id"] == A7667).collect();
+    assert_eq!(r7667.len(), 15);
+    assert!(r7667[..5].iter().all(|r| r["hash_ok"] == true && r["flags"] == json!([])));
+    // From the gap on: hash_mismatch, and untrusted until a resync (none in this capture).
+    assert!(r7667[5..].iter().all(|r| r["hash_ok"] == false && r["flags"] == json!(["hash_mismatch", "untrusted"])));
+    assert_eq!(s["row_flags"]["untrusted"], 10);
 
     // Resync from a REST snapshot (DERIVED: the state after message 10) inserted after message 10.
     let pos =
@@ -572,4 +613,212 @@ fn bad_input_is_reported_not_dropped() {
     let out = common::run_with_timeout(c, None, Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.jsonl:2"));
+}
+
+#[test]
+fn the_scheduled_reconnect_fires_on_a_busy_connection() {
+    // The server never goes silent (a `book` every 100 ms), so only --max-conn-age can end a connection.
+    let book = frame("ws_book_snapshot_captured.json");
+    let server = WsServer::start(vec![Script { frames: vec![book], after: After::Repeat(100) }]);
+    let venue = Venue::start();
+    let input = market_line("ee", &[A7667], -5.0, 2.6);
+    let out = common::run_with_timeout(
+        stream_cmd(&server, &venue, &["--silence-secs", "30", "--max-conn-age", "1"]),
+        Some(input.as_bytes()),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let lines = common::jsonl(&out.stdout);
+    let wd = events(&lines, "watchdog");
+    assert!(!wd.is_empty(), "the scheduled reconnect fired");
+    assert!(wd.iter().all(|l| l["ctx"]["reason"] == "max_conn_age"), "no silence watchdog: {wd:?}");
+    assert_eq!(wd[0]["ctx"]["limit_s"], 1.0);
+    assert_eq!(wd[0]["ctx"]["conn_id"], 0);
+    let closes = events(&lines, "close");
+    assert!(closes
+        .iter()
+        .any(|l| l["ctx"]["conn_id"] == 0 && l["ctx"]["by"] == "client" && l["ctx"]["reason"] == "max_conn_age"));
+    assert!(events(&lines, "reconnect_wait")
+        .iter()
+        .any(|l| l["ctx"]["after"] == "watchdog" && l["ctx"]["reason"] == "max_conn_age"));
+    let opens = events(&lines, "open");
+    assert!(opens.len() >= 2, "a second open");
+    assert_eq!(opens[1]["ctx"]["conn_id"], 1);
+    assert!(server.conns.load(Ordering::SeqCst) >= 2);
+    // Frames kept being archived before and after the reconnect, and the gap is ordered in the file.
+    let data = |conn: u64| {
+        events(&lines, "frame").iter().filter(|l| l["ctx"]["conn_id"] == conn && l["body_text"] != "PONG").count()
+    };
+    assert!(data(0) >= 3 && data(1) >= 3, "frames on conn 0: {}, conn 1: {}", data(0), data(1));
+    let pos = |pred: &dyn Fn(&Value) -> bool| lines.iter().position(pred).unwrap();
+    let w0 = pos(&|l| l["ctx"]["event"] == "watchdog" && l["ctx"]["conn_id"] == 0);
+    let o1 = pos(&|l| l["ctx"]["event"] == "open" && l["ctx"]["conn_id"] == 1);
+    let f1 = pos(&|l| l["ctx"]["event"] == "frame" && l["ctx"]["conn_id"] == 1);
+    assert!(w0 < o1 && o1 < f1);
+    assert!(server.got().iter().any(|g| g.conn == 1 && g.text.contains("\"assets_ids\"")), "re-subscribed");
+}
+
+/// Raw envelopes as pm-stream writes them for these frame texts (DERIVED: no capture run; receive
+/// times 05:12:00, 05:12:01, … on the capture's exchange day, so the lag stays under a minute).
+fn frame_lines(frames: &[String]) -> Vec<String> {
+    frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let body: Value = serde_json::from_str(f).unwrap();
+            json!({"schema": "pmarchive.raw/1", "venue": "polymarket", "run_id": "derived", "seq": i, "kind": "ws",
+                "collected_at_utc": format!("2026-09-29T05:12:{i:02}.000000Z"), "body_kind": "json", "body": body,
+                "ctx": {"event": "frame", "conn_id": 0, "frame_no": i}})
+            .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn trust_returns_only_with_a_book_or_rest_snapshot_not_with_a_later_matching_hash() {
+    let dir = common::tempdir("stream-trust");
+    let mut msgs = capture_messages();
+    let (_, _, full_rows) = rebuild(frame_lines(&msgs).join("\n").as_bytes(), &dir, &[]);
+    let after10 = state_after(&full_rows, 10);
+    // DERIVED: the venue hash of asset 7667…1111 in price_change #5 replaced by zeros. The rebuilt
+    // state stays right, so the hashes of #6…#15 match again.
+    let m5: Value = serde_json::from_str(&msgs[5]).unwrap();
+    let h5 = m5["price_changes"].as_array().unwrap().iter().find(|e| e["asset_id"] == A7667).unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    msgs[5] = msgs[5].replace(&h5, &"0".repeat(40));
+    let mut raw = frame_lines(&msgs);
+    let (out, s, rows) = rebuild(raw.join("\n").as_bytes(), &dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "the mismatch is a reported failure");
+    assert_eq!(s["hashes_mismatched"], 1, "{s:#}");
+    assert_eq!(s["assets"][A7667]["matched"], 14);
+    assert_eq!(s["matches_while_untrusted"], 10, "matches after the mismatch are counted…");
+    assert_eq!(s["assets"][A7667]["trusted_at_end"], false, "…but do not restore trust");
+    assert_eq!(s["resyncs_ws_book"], 0);
+    assert!(s.get("recovered_by_hash").is_none());
+    let r: Vec<&Value> = rows.iter().filter(|r| r["asset_id"] == A7667).collect();
+    assert_eq!(r.len(), 16);
+    assert!(r[..5].iter().all(|r| r["hash_ok"] == true && r["flags"] == json!([])));
+    assert_eq!(r[5]["hash_ok"], false);
+    assert_eq!(r[5]["flags"], json!(["hash_mismatch", "untrusted"]));
+    assert!(r[6..].iter().all(|r| r["hash_ok"] == true && r["flags"] == json!(["untrusted"])));
+    // untrusted from #5's receive time (05:12:05) to the last line (05:12:15).
+    assert_eq!(s["untrusted_s"], 10.0);
+
+    // A REST snapshot (DERIVED: the state after #10) after #10 agrees with the rebuilt book and
+    // still resyncs it: from there on the rows are trusted again.
+    raw.insert(11, rest_book_line(&after10));
+    let (out, s, rows) = rebuild(raw.join("\n").as_bytes(), &dir, &[]);
+    assert_eq!(out.status.code(), Some(1), "the earlier mismatch is still reported");
+    assert_eq!(s["cross_checks_agree"], 1, "{s:#}");
+    assert_eq!(s["resyncs_rest"], 1);
+    assert_eq!(s["matches_while_untrusted"], 5);
+    assert_eq!(s["assets"][A7667]["trusted_at_end"], true);
+    let r: Vec<&Value> = rows.iter().filter(|r| r["asset_id"] == A7667).collect();
+    assert_eq!(r.len(), 17);
+    assert_eq!(r[11]["source"], "ws_rest");
+    assert_eq!(r[11]["hash_ok"], true);
+    // The same state as the row before it (pm-normalize's `duplicate`), now without `untrusted`.
+    assert_eq!(r[11]["flags"], json!(["duplicate"]));
+    assert!(r[12..].iter().all(|r| r["flags"] == json!([])), "trusted again");
+    assert!(r[6..11].iter().all(|r| r["flags"] == json!(["untrusted"])));
+}
+
+/// Keys of a JSON object line, in the order written.
+fn keys_in_order(line: &[u8]) -> Vec<String> {
+    struct Keys(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Keys, A::Error> {
+                    let mut k = Vec::new();
+                    while let Some(key) = a.next_key::<String>()? {
+                        a.next_value::<serde::de::IgnoredAny>()?;
+                        k.push(key);
+                    }
+                    Ok(Keys(k))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_slice::<Keys>(line).unwrap().0
+}
+
+#[test]
+fn a_rebuilt_row_is_a_rest_row_for_the_same_book() {
+    // The recorded websocket `book` (hash verifies) and a REST `/books` reply with the same book
+    // (DERIVED: `event_type` dropped, the REST-only `min_order_size`/`neg_risk` added with the values
+    // its hash verifies with). Same receive time and provenance on both lines.
+    let dir = common::tempdir("stream-same-rows");
+    let ws_book: Value = serde_json::from_slice(&fixture("ws_book_snapshot_captured.json")).unwrap();
+    let token = ws_book["asset_id"].as_str().unwrap().to_string();
+    let mut rest_book = ws_book.clone();
+    rest_book.as_object_mut().unwrap().remove("event_type");
+    rest_book["min_order_size"] = json!("5");
+    rest_book["neg_risk"] = json!(false);
+    let env = |kind: &str, body: Value, ctx: Value| {
+        let mut e = json!({"schema": "pmarchive.raw/1", "venue": "polymarket", "run_id": "derived", "seq": 7,
+            "kind": kind, "collected_at_utc": "2026-08-13T06:54:32.500000Z", "status": 200, "body_kind": "json",
+            "body": body, "ctx": ctx});
+        if kind == "http" {
+            e["endpoint"] = json!("books");
+        }
+        format!("{e}\n")
+    };
+    let ws_raw = dir.join("ws.jsonl");
+    std::fs::write(&ws_raw, env("ws", ws_book.clone(), json!({"event": "frame", "conn_id": 0, "frame_no": 0})))
+        .unwrap();
+    let rest_raw = dir.join("rest.jsonl");
+    std::fs::write(&rest_raw, env("http", json!([rest_book]), json!({"reason": "ws_resync", "conn_id": 0}))).unwrap();
+    let markets = dir.join("markets.jsonl");
+    std::fs::write(&markets, market_line("ff", &[&token, "2"], -5.0, 60.0)).unwrap();
+
+    for depth in ["10", "all", "3"] {
+        let mut c = common::tool("pm-normalize");
+        c.args(["--depth", depth, "--markets", markets.to_str().unwrap()]).arg(&rest_raw);
+        let rest_out = common::run_with_timeout(c, None, Duration::from_secs(10));
+        assert!(rest_out.status.success(), "{}", String::from_utf8_lossy(&rest_out.stderr));
+        let mut c = common::tool("pm-rebuild");
+        c.args(["--depth", depth, "--markets", markets.to_str().unwrap()]).arg(&ws_raw);
+        let ws_out = common::run_with_timeout(c, None, Duration::from_secs(10));
+        assert!(ws_out.status.success(), "{}", String::from_utf8_lossy(&ws_out.stderr));
+        let (rest_line, ws_line) = (rest_out.stdout.trim_ascii_end(), ws_out.stdout.trim_ascii_end());
+        assert!(!rest_line.contains(&b'\n') && !ws_line.contains(&b'\n'), "one row each");
+        // Exactly the same keys in the same order.
+        assert_eq!(keys_in_order(ws_line), keys_in_order(rest_line), "depth {depth}");
+        let (mut w, r): (Value, Value) =
+            (serde_json::from_slice(ws_line).unwrap(), serde_json::from_slice(rest_line).unwrap());
+        assert_eq!(r["source"], "books");
+        assert_eq!(w["source"], "ws");
+        assert_eq!(w["hash_ok"], true);
+        assert_eq!(w["slug"], "test-ff");
+        assert_eq!(w["outcome"], "Up");
+        for k in ["best_bid_price", "best_bid_size", "best_ask_price", "best_ask_size", "bids", "asks", "mid", "spread"]
+        {
+            assert_eq!(w[k], r[k], "{k} (depth {depth})");
+        }
+        // The rest is equal too: only `source` tells the two rows apart.
+        w["source"] = r["source"].clone();
+        assert_eq!(w, r, "depth {depth}");
+    }
+    // pm-normalize --check accepts pm-rebuild's output as pmarchive.orderbook/1.
+    let rows = dir.join("rows.jsonl");
+    let mut c = common::tool("pm-rebuild");
+    c.args(["-", "--trades-out"]).arg(dir.join("t.jsonl"));
+    let out = common::run_with_timeout(c, Some(&std::fs::read(&ws_raw).unwrap()), Duration::from_secs(10));
+    std::fs::write(&rows, &out.stdout).unwrap();
+    let mut c = common::tool("pm-normalize");
+    c.arg("--check").arg(&rows);
+    let out = common::run_with_timeout(c, None, Duration::from_secs(10));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["rows"]["book"], 1);
+    assert_eq!(rep["hash"]["match"], 1);
 }

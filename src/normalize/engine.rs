@@ -60,6 +60,19 @@ const BAD_TS: u32 = 1 << 15;
 const MISSING_FIELD: u32 = 1 << 16;
 const UNKNOWN_FIELDS: u32 = 1 << 17;
 
+/// Flags only rows of the websocket rebuild (pm-rebuild, [`Normalizer::state_row`]) can raise; in
+/// the output they follow [`FLAGS`] (bit 18 + i = WS_FLAGS[i]). Kept apart from [`FLAGS`] so that
+/// REST rows, their summary and `--check` report stay exactly as they were.
+pub const WS_FLAGS: [&str; 1] = ["untrusted"];
+
+/// The rebuilt book is not trusted: a hash mismatch happened since its last full snapshot.
+pub const UNTRUSTED: u32 = 1 << 18;
+
+/// Every flag name, bit i = the i-th name ([`FLAGS`] then [`WS_FLAGS`]).
+fn flag_names() -> impl Iterator<Item = &'static str> {
+    FLAGS.iter().chain(WS_FLAGS.iter()).copied()
+}
+
 /// Options that shape the rows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Options {
@@ -194,6 +207,15 @@ impl Normalizer {
         n
     }
 
+    /// Learns the tokens of a raw `track` line's `ctx` (JSON text); returns how many (0 when the
+    /// text is not a track context).
+    pub fn learn_track_ctx(&mut self, ctx: &str) -> usize {
+        match serde_json::from_str::<TrackCtx>(ctx) {
+            Ok(t) => self.learn(t),
+            Err(_) => 0,
+        }
+    }
+
     /// Starts a new input file.
     pub fn start_file(&mut self) {
         self.stats.files += 1;
@@ -226,9 +248,7 @@ impl Normalizer {
             (Some("track"), _) => {
                 self.stats.track_lines += 1;
                 if let Some(ctx) = env.ctx {
-                    if let Ok(t) = serde_json::from_str::<TrackCtx>(ctx.get()) {
-                        self.learn(t);
-                    }
+                    self.learn_track_ctx(ctx.get());
                 }
             }
             (k, e) => {
@@ -414,9 +434,28 @@ impl Normalizer {
         f
     }
 
+    /// A REST book: its hash recomputed here, then the row.
     fn book_row(&mut self, env: &Env, ctx: &Ctx, b: &Book, out: &mut Vec<u8>) {
+        let hash_ok = self.verify_hash(b);
+        self.write_book_row(env, ctx, b, hash_ok, 0, out);
+    }
+
+    /// Writes a `book` row for a book state that did not come from a REST reply as such: pm-rebuild's
+    /// websocket rebuild. Same fields, order, flags and per-asset state as REST rows (one writer:
+    /// [`Self::write_book_row`]); `env.endpoint` becomes the row's `source` (`ws`, `ws_rest`),
+    /// `env.collected_at_utc`/`run_id`/`seq` the receive time and provenance. `hash_ok` is the
+    /// caller's verification of `b.hash` (the rebuild may have matched it with a trade price, so it
+    /// is not recomputed here); `ws_flags` are [`WS_FLAGS`] bits (e.g. [`UNTRUSTED`]). `b.asset_id`
+    /// must be set.
+    pub fn state_row(&mut self, env: &Env, b: &Book, hash_ok: Option<bool>, ws_flags: u32, out: &mut Vec<u8>) {
+        debug_assert!(b.asset_id.is_some());
+        self.write_book_row(env, &Ctx::default(), b, hash_ok, ws_flags & !((1u32 << FLAGS.len()) - 1), out);
+    }
+
+    /// The one formatter of `book` rows (REST and rebuilt): flags, stats, per-asset state, the row.
+    fn write_book_row(&mut self, env: &Env, ctx: &Ctx, b: &Book, hash_ok: Option<bool>, extra: u32, out: &mut Vec<u8>) {
         let asset = b.asset_id.as_deref().expect("caller checked");
-        let mut flags = 0u32;
+        let mut flags = extra;
         let ts = b.timestamp.as_deref().and_then(dec::parse_ms);
         if ts.is_none() {
             flags |= BAD_TS;
@@ -456,7 +495,6 @@ impl Normalizer {
         if b.unknown_fields > 0 {
             flags |= UNKNOWN_FIELDS;
         }
-        let hash_ok = self.verify_hash(b);
         match hash_ok {
             Some(true) => self.stats.hash_match += 1,
             Some(false) => {
@@ -504,9 +542,10 @@ impl Normalizer {
         }
         *self.stats.rows.get_mut("book").unwrap() += 1;
         *self.stats.book_rows_by_source.entry(env.endpoint.as_deref().unwrap_or("?").to_string()).or_insert(0) += 1;
-        for (i, name) in FLAGS.iter().enumerate() {
+        for (i, name) in flag_names().enumerate() {
             if flags & (1 << i) != 0 {
-                *self.stats.flags.get_mut(name).unwrap() += 1;
+                // FLAGS are pre-set to 0; a WS_FLAGS name appears once raised (REST summaries unchanged).
+                *self.stats.flags.entry(name).or_insert(0) += 1;
             }
         }
 
@@ -586,7 +625,7 @@ impl Normalizer {
         });
         out.extend_from_slice(b",\"flags\":[");
         let mut first = true;
-        for (i, name) in FLAGS.iter().enumerate() {
+        for (i, name) in flag_names().enumerate() {
             if flags & (1 << i) != 0 {
                 if !first {
                     out.push(b',');

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-pub use engine::{JoinInfo, Normalizer, Options, Stats, FLAGS, SCHEMA};
+pub use engine::{JoinInfo, Normalizer, Options, Stats, FLAGS, SCHEMA, UNTRUSTED, WS_FLAGS};
 
 use crate::jsonl;
 
@@ -294,6 +294,15 @@ mod tests {
             assert_eq!(super::find_newline(h), h.iter().position(|&b| b == b'\n'), "{start}");
         }
         assert_eq!(super::find_newline(b""), None);
+    }
+}
+
+/// The value of `--depth`: a number of levels or `all` (pm-normalize, pm-rebuild).
+pub fn parse_depth(v: &str) -> Result<usize, String> {
+    if v == "all" {
+        Ok(usize::MAX)
+    } else {
+        v.parse().map_err(|_| format!("--depth: expected a number or 'all', got '{v}'"))
     }
 }
 
