@@ -58,12 +58,7 @@ fn run() -> cli::Result<ExitCode> {
         match arg {
             Long("depth") => {
                 let v: String = cli::value(&mut p, "--depth")?;
-                opts.depth = if v == "all" {
-                    usize::MAX
-                } else {
-                    v.parse()
-                        .map_err(|_| cli::Error::Usage(format!("--depth: expected a number or 'all', got '{v}'")))?
-                };
+                opts.depth = normalize::parse_depth(&v).map_err(cli::Error::Usage)?;
             }
             Long("top") => opts.depth = 0,
             Long("markets") => markets.push(cli::value(&mut p, "--markets")?),
