@@ -319,6 +319,16 @@ next_steps() {
     log "  3. optional health check: sudo systemctl enable --now pm-archive-health.timer"
     log "  4. watch the logs:        journalctl -u polymarket-orderbook-collector -f"
     log "  5. check the archive:     sudo -u pm-archive /opt/pm-archive/bin/manifest status /var/lib/pm-archive/archive"
+    if [ -f "$SRC/systemd/pm-archive-upload.service" ]; then
+        log "  6. offload to Google Drive (optional; docs/GOOGLE_DRIVE_OFFLOAD.md):"
+        log "     a. create the rclone remote as pm-archive: /opt/pm-archive/config/rclone.example.md"
+        log "        (config file /var/lib/pm-archive/rclone/rclone.conf)"
+        log "     b. set PMARCHIVE_REMOTE (and later PMARCHIVE_RETENTION_DAYS): sudoedit /etc/pm-archive/uploader.env"
+        log "     c. try it:  sudo -u pm-archive env RCLONE_CONFIG=/var/lib/pm-archive/rclone/rclone.conf \\"
+        log "                 /opt/pm-archive/scripts/upload_archive_rclone.sh --dry-run"
+        log "     d. enable:  sudo systemctl enable --now pm-archive-upload.timer"
+        log "                 (journalctl -u pm-archive-upload; records in <archive>/manifests/uploads.jsonl)"
+    fi
     log "  Guide: /opt/pm-archive/docs/VPS_DEPLOYMENT.md"
 }
 

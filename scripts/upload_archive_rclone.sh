@@ -21,8 +21,27 @@ Uploads every SEALED archive file under ROOT (never a *.partial) to REMOTE, keep
 `rclone copy --immutable --checksum` (never sync). After the copy every file is verified against the
 remote's hash (md5 if the remote has it, else sha256, else size only) and one `pmarchive.upload/1`
 record per file is appended to ROOT/manifests/uploads.jsonl. A file that already has a verified upload
-record with the same sha256 is neither uploaded nor recorded again. Run manifests (manifests/run-*.json)
-and uploads.jsonl itself are then copied to REMOTE/manifests/ WITHOUT --immutable (they change).
+record with the same sha256 is neither uploaded nor recorded again. At the end, the manifests
+(manifests/*.json and *.jsonl: run manifests, uploads.jsonl, recovered-files.jsonl) are copied to
+REMOTE/manifests/ WITHOUT --immutable (they change); dot files (lock, journal, temp files) are not.
+
+Local check (every run, before anything is uploaded or deleted): each candidate's sha256 must equal
+the sha256 its run manifest (ROOT/manifests/run-*.json, streams.<s>.files[].sha256 or tail_sha256)
+recorded at sealing. A file that differs (rotted on disk), that two manifests list with different
+hashes, or that no manifest lists (adopt it: manifest unlisted ROOT | manifest build --root ROOT) is
+neither uploaded nor deleted: it gets an upload record with verified:false and "skipped" (once per
+path, sha256 and reason) and the run exits 1.
+
+Re-verification: files already verified on the remote and still present locally are re-checked
+against the remote's current hashes (one listing, no download) when the last complete re-check is
+older than --reverify-every (default 1d; state in ROOT/manifests/.upload-reverify) or with --reverify.
+A remote copy that no longer matches gets an upload record verified:false ("check":"reverify"), the
+run exits 1, and the local file is never deleted while its remote copy is bad. Repair (default on):
+a remote copy that differs from a local file that matches its manifest is renamed on the remote to
+<path>.corrupt-<UTC time> (kept, labelled, never deleted) and the file is uploaded again with
+--immutable; the new upload record names the renamed copy in "quarantined_as". With --no-repair the
+bad copy stays, --immutable refuses to overwrite it (rclone exit 6) and every run exits 1 until the
+operator acts (docs/GOOGLE_DRIVE_OFFLOAD.md).
 
 Local retention (off by default): a local file is deleted only when it is verified by hash (or by size
 with --allow-size-only-delete), its mtime is older than --retention-days, AND a fresh remote check made
@@ -45,6 +64,10 @@ OPTIONS (environment variable in brackets):
     --allow-size-only-delete
                             allow retention to delete files verified by size only (remotes without
                             hashes, e.g. webdav) [PMARCHIVE_ALLOW_SIZE_ONLY_DELETE=1]
+    --reverify              re-check every verified, still-local file on the remote in this run
+    --reverify-every DUR    re-check them when the last complete re-check is older than DUR (N, Ns,
+                            Nm, Nh, Nd; 0 = every run) [PMARCHIVE_REVERIFY_EVERY] (default 1d)
+    --no-repair             do not rename a bad remote copy aside and re-upload [PMARCHIVE_REPAIR=0]
     --no-manifests          do not copy manifests/ to the remote
     --dry-run               show what would be uploaded and deleted; upload nothing, append nothing,
                             delete nothing (only read-only rclone commands run)
@@ -53,8 +76,9 @@ OPTIONS (environment variable in brackets):
 
 EXIT STATUS:
     0  every eligible file is uploaded and verified (or nothing to do)
-    1  reported failure: a verification mismatch (recorded verified:false), an rclone error, or another
-       run holds the lock (ROOT/manifests/.upload.lock)
+    1  reported failure: a verification or re-verification mismatch (recorded verified:false), a local
+       file that differs from its manifest or is in no manifest, an rclone error, or another run
+       holds the lock (ROOT/manifests/.upload.lock)
     2  bad arguments or a fatal error (missing tool, missing root, unusable remote)
 
 FILES:
@@ -62,6 +86,7 @@ FILES:
     ROOT/manifests/.upload.lock       flock(1) lock: two runs never overlap
     ROOT/manifests/.upload-inflight   files an unfinished run was uploading; a remote copy of one of
                                       them that does not match is a torn upload and is replaced
+    ROOT/manifests/.upload-reverify   epoch seconds of the last complete re-verification
 EOF
 }
 
@@ -79,6 +104,9 @@ TPSLIMIT=${PMARCHIVE_TPSLIMIT:-8}
 TRANSFERS=${PMARCHIVE_TRANSFERS:-2}
 RCLONE=${PMARCHIVE_RCLONE:-rclone}
 ALLOW_SIZE_DELETE=${PMARCHIVE_ALLOW_SIZE_ONLY_DELETE:-0}
+REVERIFY_EVERY=${PMARCHIVE_REVERIFY_EVERY:-1d}
+REPAIR=${PMARCHIVE_REPAIR:-1}
+REVERIFY=0
 DRY_RUN=0
 MANIFESTS=1
 
@@ -95,6 +123,9 @@ while [[ $# -gt 0 ]]; do
         --rclone-config) need_value "$@"; export RCLONE_CONFIG=$2; shift 2 ;;
         --rclone) need_value "$@"; RCLONE=$2; shift 2 ;;
         --allow-size-only-delete) ALLOW_SIZE_DELETE=1; shift ;;
+        --reverify) REVERIFY=1; shift ;;
+        --reverify-every) need_value "$@"; REVERIFY_EVERY=$2; shift 2 ;;
+        --no-repair) REPAIR=0; shift ;;
         --no-manifests) MANIFESTS=0; shift ;;
         --dry-run|-n) DRY_RUN=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -117,6 +148,8 @@ parse_duration() {
     esac
 }
 MIN_AGE_S=$(parse_duration "$MIN_AGE") || usage_err "bad --min-age '$MIN_AGE' (want N, Ns, Nm, Nh or Nd)"
+REVERIFY_EVERY_S=$(parse_duration "$REVERIFY_EVERY") \
+    || usage_err "bad --reverify-every '$REVERIFY_EVERY' (want N, Ns, Nm, Nh or Nd)"
 case "$RETENTION" in
     keep|'') RETENTION=keep ;;
     *) [[ $RETENTION =~ ^[0-9]+$ ]] || usage_err "bad --retention-days '$RETENTION' (want N or keep)" ;;
@@ -127,6 +160,7 @@ esac
 [[ -n $REMOTE && $REMOTE != *$'\n'* && $REMOTE != *'"'* && $REMOTE != *'\'* ]] \
     || usage_err "bad --remote '$REMOTE'"
 case "$ALLOW_SIZE_DELETE" in 1|true|yes) ALLOW_SIZE_DELETE=1 ;; *) ALLOW_SIZE_DELETE=0 ;; esac
+case "$REPAIR" in 0|false|no) REPAIR=0 ;; *) REPAIR=1 ;; esac
 
 for tool in "$RCLONE" flock md5sum sha256sum find sort awk xargs sync; do
     command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found on PATH (rclone: apt-get install rclone)"
@@ -137,6 +171,7 @@ MDIR=$ROOT/manifests
 UPLOADS=$MDIR/uploads.jsonl
 LOCK=$MDIR/.upload.lock
 INFLIGHT=$MDIR/.upload-inflight
+REVERIFY_STATE=$MDIR/.upload-reverify
 
 # The remote path of a file relative to the remote root ("gdrive:" + "a/b" has no slash in between).
 rjoin() {
@@ -208,6 +243,8 @@ while IFS= read -r -d '' entry; do
         else
             CANDS+=("$rel"); SIZE[$rel]=$sz; MTIME[$rel]=$mt
         fi
+    elif [[ ${rel##*/} == .* ]]; then
+        n_unknown=$((n_unknown + 1)) # dot files: the rotators' lock files, temp files; never uploaded
     else
         n_unknown=$((n_unknown + 1))
         say "warning: not an archive file name, skipped: $rel"
@@ -228,12 +265,19 @@ if ((${#CANDS[@]} > 0)); then
 fi
 
 # ---------------------------------------------------------------- previous records
-# Latest upload record per (local_path, sha256): "verified verified_by". Torn or foreign lines are counted.
-declare -A STATE
+# Latest upload record per (local_path, sha256): STATE = "verified verified_by", LAST_SKIP = its "skipped"
+# reason ("-" for none), REC_MD5 = the md5 of the latest verified record (the local md5 of that very
+# content, so a re-check needs no re-hash). Torn or foreign lines are counted.
+declare -A STATE LAST_SKIP REC_MD5
 n_badlines=0
 if [[ -f $UPLOADS ]]; then
-    while IFS=$'\t' read -r kind a b c d; do
-        if [[ $kind == S ]]; then STATE["$a|$b"]="$c $d"; else n_badlines=$a; fi
+    while IFS=$'\t' read -r kind a b c d e f; do
+        if [[ $kind == S ]]; then
+            STATE["$a|$b"]="$c $d"; LAST_SKIP["$a|$b"]=$e
+            if [[ $c == true && $f != - ]]; then REC_MD5["$a|$b"]=$f; fi
+        else
+            n_badlines=$a
+        fi
     done < <(awk '
         function field(k,   re, x) {
             re = "\"" k "\":(\"[^\"]*\"|[A-Za-z0-9.]+)"
@@ -241,28 +285,16 @@ if [[ -f $UPLOADS ]]; then
             x = substr($0, RSTART + length(k) + 3, RLENGTH - length(k) - 3)
             gsub(/"/, "", x); return x
         }
+        function dash(x) { return (x == "" || x == "null") ? "-" : x }
         /^[ \t\r]*$/ { next }
         !/^\{.*\}[ \t\r]*$/ || index($0, "\"schema\":\"pmarchive.upload/1\"") == 0 { bad++; next }
         index($0, "\"record\":\"upload\"") > 0 {
             p = field("local_path"); s = field("sha256"); v = field("verified"); by = field("verified_by")
             if (p == "" || s == "" || v == "") { bad++; next }
-            printf "S\t%s\t%s\t%s\t%s\n", p, s, v, by
+            printf "S\t%s\t%s\t%s\t%s\t%s\t%s\n", p, s, v, dash(by), dash(field("skipped")), dash(field("md5"))
         }
-        END { printf "B\t%d\t\t\t\n", bad + 0 }' "$UPLOADS")
+        END { printf "B\t%d\t-\t-\t-\t-\t-\n", bad + 0 }' "$UPLOADS")
     ((n_badlines == 0)) || say "warning: $n_badlines unreadable line(s) in $UPLOADS ignored"
-fi
-
-# ---------------------------------------------------------------- classify
-TO_UPLOAD=(); VERIFIED_OLD=()
-for rel in "${CANDS[@]}"; do
-    st=${STATE["$rel|${SHA[$rel]}"]:-}
-    if [[ $st == "true "* ]]; then VERIFIED_OLD+=("$rel"); else TO_UPLOAD+=("$rel"); fi
-done
-
-declare -A INFLIGHT_SET
-if [[ -f $INFLIGHT ]]; then
-    while IFS= read -r p; do [[ -n $p ]] && INFLIGHT_SET[$p]=1; done <"$INFLIGHT"
-    say "found ${#INFLIGHT_SET[@]} path(s) in $INFLIGHT: a previous run did not finish"
 fi
 
 # remote_list FILE OUT: "size<TAB>hash<TAB>path" for the listed files that exist on the remote.
@@ -319,10 +351,10 @@ flush_records() {
     ((created == 0)) || sync "$MDIR"
     PENDING=()
 }
-upload_record() { # rel rclone_exit
+upload_record() { # rel rclone_exit [extra fields: ,"key":value...]
     local rel=$1
     stamp
-    PENDING+=("{\"record\":\"upload\",\"schema\":\"pmarchive.upload/1\",\"at_utc\":\"$AT\",\"local_path\":\"$rel\",\"bytes\":${SIZE[$rel]},\"sha256\":\"${SHA[$rel]}\",\"md5\":\"${MD5[$rel]}\",\"remote\":\"$REMOTE\",\"remote_path\":\"$rel\",\"remote_md5\":$V_RMD5,\"verified\":$V_OK,\"verified_by\":$V_BY,\"rclone_exit\":$2,\"dry_run\":false}")
+    PENDING+=("{\"record\":\"upload\",\"schema\":\"pmarchive.upload/1\",\"at_utc\":\"$AT\",\"local_path\":\"$rel\",\"bytes\":${SIZE[$rel]},\"sha256\":\"${SHA[$rel]}\",\"md5\":\"${MD5[$rel]}\",\"remote\":\"$REMOTE\",\"remote_path\":\"$rel\",\"remote_md5\":$V_RMD5,\"verified\":$V_OK,\"verified_by\":$V_BY,\"rclone_exit\":$2,\"dry_run\":false${3:-}}")
 }
 md5_of() { # fills MD5[] for the given relative paths
     (($# > 0)) || return 0
@@ -331,33 +363,198 @@ md5_of() { # fills MD5[] for the given relative paths
 }
 
 failed=0; n_uploaded=0; n_verified=0; n_mismatch=0; n_deleted=0; copy_rc=0
-declare -A FRESH_OK
+n_local_bad=0; n_unlisted=0; n_reverified=0; n_revoked=0; n_quarantined=0; reverify_ran=0
+declare -A FRESH_OK QUAR
+
+# ---------------------------------------------------------------- local check against the run manifests
+# MAN_SHA[path] = the sha256 recorded at sealing (streams.<s>.files[].sha256, or tail_sha256 for its
+# unreadable tail), "conflict" when two entries disagree. The manifests are manifest build's pretty-
+# printed JSON (one key per line); the reader follows object nesting line by line (mawk-compatible, no
+# jq on a minimal VPS). A manifest from which no entry can be read is reported, and the files only it
+# lists then count as unlisted: the safe side (kept locally, not uploaded).
+declare -A MAN_SHA
+man_files=()
+for m in "$MDIR"/run-*.json; do [[ -f $m ]] && man_files+=("$m"); done
+if ((${#man_files[@]} > 0)); then
+    while IFS=$'\t' read -r kind p h; do
+        case $kind in
+            F)
+                if [[ -z ${MAN_SHA[$p]:-} ]]; then MAN_SHA[$p]=$h
+                elif [[ ${MAN_SHA[$p]} != "$h" ]]; then MAN_SHA[$p]=conflict; fi ;;
+            U) say "warning: no file entry could be read from $p (not manifest build's pretty-printed JSON?); the files it lists count as unlisted" ;;
+        esac
+    done < <(awk '
+        function hex64(x) { return length(x) == 64 && x !~ /[^0-9a-f]/ }
+        function emit(d) {
+            if (P[d] != "" && hex64(S[d])) { print "F\t" P[d] "\t" S[d]; n++ }
+            if (TP[d] != "" && hex64(TS[d])) { print "F\t" TP[d] "\t" TS[d]; n++ }
+        }
+        function done_file() { if (fname != "" && n == 0 && sawsha) print "U\t" fname }
+        FNR == 1 { done_file(); fname = FILENAME; depth = 0; n = 0; sawsha = 0 }
+        { line = $0; sub(/^[ \t]+/, "", line); sub(/[ \t\r]+$/, "", line) }
+        index(line, "\"sha256\"") > 0 { sawsha = 1 }
+        substr(line, 1, 1) == "}" { if (depth > 0) { emit(depth); depth-- } next }
+        line ~ /\{$/ { depth++; P[depth] = ""; S[depth] = ""; TP[depth] = ""; TS[depth] = ""; next }
+        depth > 0 && line ~ /^"(path|sha256|tail_path|tail_sha256)": "[^"\\]*",?$/ {
+            k = line; sub(/^"/, "", k); sub(/".*$/, "", k)
+            v = line; sub(/^"[a-z_0-9]*": "/, "", v); sub(/",?$/, "", v)
+            if (k == "path") P[depth] = v
+            else if (k == "sha256") S[depth] = v
+            else if (k == "tail_path") TP[depth] = v
+            else TS[depth] = v
+        }
+        END { done_file() }' "${man_files[@]}")
+fi
+
+# skip_record REL REASON MANIFEST_SHA: an upload record for a file that was NOT uploaded because its
+# local bytes cannot be trusted (verified:false, rclone_exit null, "skipped" says why).
+skip_record() {
+    local ms=null
+    [[ -n $3 && $3 != conflict ]] && ms="\"$3\""
+    stamp
+    PENDING+=("{\"record\":\"upload\",\"schema\":\"pmarchive.upload/1\",\"at_utc\":\"$AT\",\"local_path\":\"$1\",\"bytes\":${SIZE[$1]},\"sha256\":\"${SHA[$1]}\",\"md5\":null,\"remote\":\"$REMOTE\",\"remote_path\":\"$1\",\"remote_md5\":null,\"verified\":false,\"verified_by\":null,\"rclone_exit\":null,\"dry_run\":false,\"skipped\":\"$2\",\"manifest_sha256\":$ms}")
+}
+kept=()
+for rel in "${CANDS[@]}"; do
+    ms=${MAN_SHA[$rel]:-}
+    if [[ -n $ms && $ms == "${SHA[$rel]}" ]]; then kept+=("$rel"); continue; fi
+    case $ms in
+        '') why=unlisted; n_unlisted=$((n_unlisted + 1))
+            msg="is listed in no run manifest; not uploaded (adopt it while no collector runs: manifest unlisted ROOT | manifest build --root ROOT)" ;;
+        conflict) why=manifest_conflict; n_local_bad=$((n_local_bad + 1))
+            msg="is listed by run manifests with different sha256; not uploaded, not deleted" ;;
+        *) why=manifest_mismatch; n_local_bad=$((n_local_bad + 1))
+            msg="has sha256 ${SHA[$rel]} but its run manifest recorded $ms at sealing (changed on disk); not uploaded, not deleted" ;;
+    esac
+    failed=1
+    say "LOCAL CHECK FAILED: $rel $msg"
+    # Recorded once per path, sha256 and reason (the timer would otherwise append it every 30 minutes).
+    if [[ $DRY_RUN == 0 && ${LAST_SKIP["$rel|${SHA[$rel]}"]:-} != "$why" ]]; then skip_record "$rel" "$why" "$ms"; fi
+done
+CANDS=("${kept[@]}")
+[[ $DRY_RUN == 1 ]] || flush_records
+
+# ---------------------------------------------------------------- classify
+TO_UPLOAD=(); VERIFIED_OLD=()
+for rel in "${CANDS[@]}"; do
+    st=${STATE["$rel|${SHA[$rel]}"]:-}
+    if [[ $st == "true "* ]]; then VERIFIED_OLD+=("$rel"); else TO_UPLOAD+=("$rel"); fi
+done
+
+declare -A INFLIGHT_SET
+if [[ -f $INFLIGHT ]]; then
+    while IFS= read -r p; do [[ -n $p ]] && INFLIGHT_SET[$p]=1; done <"$INFLIGHT"
+    say "found ${#INFLIGHT_SET[@]} path(s) in $INFLIGHT: a previous run did not finish"
+fi
+
+# ---------------------------------------------------------------- re-verification
+# Verified files still present locally are listed on the remote again (hashes come with the listing:
+# no download) when the last complete re-check is older than --reverify-every, or with --reverify.
+# Cost: about one listing per hour directory on Drive, hence daily by default, not every timer run.
+reverify_due=$REVERIFY
+if ((reverify_due == 0)); then
+    last=0
+    if [[ -f $REVERIFY_STATE ]]; then read -r last <"$REVERIFY_STATE" || true; fi
+    [[ $last =~ ^[0-9]+$ ]] || last=0
+    ((NOW_S - last < REVERIFY_EVERY_S)) || reverify_due=1
+fi
+if ((reverify_due == 1)); then
+    listed=1
+    if ((${#VERIFIED_OLD[@]} > 0)); then
+        say "re-verifying ${#VERIFIED_OLD[@]} verified file(s) still present locally against the remote ($HASH)"
+        need=()
+        for rel in "${VERIFIED_OLD[@]}"; do
+            MD5[$rel]=${REC_MD5["$rel|${SHA[$rel]}"]:-}
+            [[ -n ${MD5[$rel]} ]] || need+=("$rel")
+        done
+        md5_of "${need[@]}"
+        printf '%s\n' "${VERIFIED_OLD[@]}" >"$TMP/reverify.list"
+        R_SIZE=(); R_HASH=()
+        remote_list "$TMP/reverify.list" "$TMP/reverify.lsf" || listed=0
+        if ((listed == 1)); then
+            load_listing "$TMP/reverify.lsf"
+            still=()
+            for rel in "${VERIFIED_OLD[@]}"; do
+                check "$rel"
+                if [[ $V_OK == true ]]; then
+                    FRESH_OK[$rel]=1; still+=("$rel"); n_reverified=$((n_reverified + 1)); continue
+                fi
+                failed=1; n_revoked=$((n_revoked + 1)); n_mismatch=$((n_mismatch + 1))
+                say "RE-VERIFICATION FAILED: $(rjoin "$rel") no longer matches the local file (remote ${R_SIZE[$rel]:-missing} bytes ${R_HASH[$rel]:-}, local ${SIZE[$rel]} bytes md5 ${MD5[$rel]}); recorded verified:false, local file kept"
+                if [[ $DRY_RUN == 0 ]]; then
+                    upload_record "$rel" 0 ',"check":"reverify"'
+                    STATE["$rel|${SHA[$rel]}"]="false ${V_BY//\"/}"
+                fi
+                # Uploaded again below (after the bad copy is renamed aside, unless --no-repair).
+                TO_UPLOAD+=("$rel")
+            done
+            VERIFIED_OLD=("${still[@]}")
+        else
+            failed=1; say "re-verification could not list the remote; retried next run"
+        fi
+    fi
+    if ((listed == 1)); then
+        reverify_ran=1
+        if [[ $DRY_RUN == 0 ]]; then
+            flush_records
+            printf '%s\n' "$NOW_S" >"$REVERIFY_STATE.tmp" && mv "$REVERIFY_STATE.tmp" "$REVERIFY_STATE"
+        fi
+    fi
+fi
 
 # ---------------------------------------------------------------- upload
 if ((${#TO_UPLOAD[@]} > 0)); then
     md5_of "${TO_UPLOAD[@]}"
     printf '%s\n' "${TO_UPLOAD[@]}" >"$TMP/upload.list"
+    # Files that may already have a remote copy: our own unfinished uploads (inflight journal) and files
+    # with an earlier, unverified record. A remote copy that differs is, for an inflight file, a torn
+    # upload (rclone writes local, sftp and webdav in place; --immutable would refuse to replace it):
+    # removed. Otherwise it is a bad copy of a file whose local bytes match its run manifest: renamed
+    # aside to <path>.corrupt-<time> (kept as evidence, never deleted) unless --no-repair.
+    pre=()
+    for rel in "${TO_UPLOAD[@]}"; do
+        if [[ -n ${INFLIGHT_SET[$rel]:-} || -n ${STATE["$rel|${SHA[$rel]}"]:-} ]]; then pre+=("$rel"); fi
+    done
+    if ((${#pre[@]} > 0)); then
+        printf '%s\n' "${pre[@]}" >"$TMP/pre.list"
+        R_SIZE=(); R_HASH=()
+        if remote_list "$TMP/pre.list" "$TMP/pre.lsf"; then
+            load_listing "$TMP/pre.lsf"
+            for rel in "${pre[@]}"; do
+                check "$rel"
+                [[ -n ${R_SIZE[$rel]:-} && $V_OK == false ]] || continue
+                rs=${R_SIZE[$rel]}; rh=${R_HASH[$rel]:-}
+                if [[ -n ${INFLIGHT_SET[$rel]:-} ]]; then
+                    if [[ $DRY_RUN == 1 ]]; then
+                        say "dry-run: would remove the torn remote copy of $rel left by an interrupted run"
+                    else
+                        say "removing torn remote copy of $rel left by an interrupted run (remote $rs bytes, local ${SIZE[$rel]})"
+                        "$RCLONE" deletefile "$(rjoin "$rel")" || say "warning: could not remove $(rjoin "$rel")"
+                    fi
+                    continue
+                fi
+                # A missing remote hash proves nothing: only a size or hash difference counts.
+                if [[ $rs == "${SIZE[$rel]}" && ( $HASH == size || -z $rh ) ]]; then continue; fi
+                if [[ $REPAIR == 0 ]]; then
+                    say "remote copy of $rel differs (remote $rs bytes ${rh:-no-hash}) and --no-repair is set: --immutable will refuse to replace it (rclone exit 6)"
+                    continue
+                fi
+                printf -v qs '%(%Y%m%dT%H%M%SZ)T' "${EPOCHREALTIME%.*}"
+                q="$rel.corrupt-$qs"
+                if [[ $DRY_RUN == 1 ]]; then
+                    say "dry-run: would rename the bad remote copy of $rel to $q and upload it again"
+                elif "$RCLONE" moveto "$(rjoin "$rel")" "$(rjoin "$q")" --tpslimit "$TPSLIMIT"; then
+                    QUAR[$rel]=$q; n_quarantined=$((n_quarantined + 1))
+                    say "QUARANTINED the bad remote copy of $rel (remote $rs bytes ${rh:-no-hash}) as $q (kept); uploading the local file again"
+                else
+                    failed=1; say "could not rename the bad remote copy $(rjoin "$rel") aside; --immutable will refuse to replace it"
+                fi
+            done
+        fi
+    fi
     if [[ $DRY_RUN == 1 ]]; then
         for rel in "${TO_UPLOAD[@]}"; do say "dry-run: would upload $rel (${SIZE[$rel]} bytes) to $(rjoin "$rel")"; done
     else
-        # Torn uploads of a killed run: rclone writes some backends in place (local, sftp, webdav), so a
-        # killed run can leave a short remote file that --immutable would then refuse to replace. Only
-        # files listed in the inflight journal (our own unfinished uploads) are removed and re-uploaded.
-        torn=()
-        for rel in "${TO_UPLOAD[@]}"; do [[ -n ${INFLIGHT_SET[$rel]:-} ]] && torn+=("$rel"); done
-        if ((${#torn[@]} > 0)); then
-            printf '%s\n' "${torn[@]}" >"$TMP/torn.list"
-            if remote_list "$TMP/torn.list" "$TMP/torn.lsf"; then
-                load_listing "$TMP/torn.lsf"
-                for rel in "${torn[@]}"; do
-                    check "$rel"
-                    if [[ -n ${R_SIZE[$rel]:-} && $V_OK == false ]]; then
-                        say "removing torn remote copy of $rel left by an interrupted run (remote ${R_SIZE[$rel]} bytes, local ${SIZE[$rel]})"
-                        "$RCLONE" deletefile "$(rjoin "$rel")" || say "warning: could not remove $(rjoin "$rel")"
-                    fi
-                done
-            fi
-        fi
         # Journal first (fsynced), so that the next run knows which remote files may be torn.
         { [[ -f $INFLIGHT ]] && cat "$INFLIGHT"; cat "$TMP/upload.list"; } | sort -u >"$TMP/inflight.new"
         cp "$TMP/inflight.new" "$INFLIGHT.tmp" && sync "$INFLIGHT.tmp" && mv "$INFLIGHT.tmp" "$INFLIGHT"
@@ -377,7 +574,9 @@ if ((${#TO_UPLOAD[@]} > 0)); then
         ((listed == 0)) || load_listing "$TMP/upload.lsf"
         for rel in "${TO_UPLOAD[@]}"; do
             if ((listed == 1)); then check "$rel"; else V_OK=false; V_BY=null; V_RMD5=null; fi
-            upload_record "$rel" "$copy_rc"
+            extra=
+            [[ -n ${QUAR[$rel]:-} ]] && extra=",\"quarantined_as\":\"${QUAR[$rel]}\""
+            upload_record "$rel" "$copy_rc" "$extra"
             if [[ $V_OK == true ]]; then
                 n_verified=$((n_verified + 1)); FRESH_OK[$rel]=1
             else
@@ -443,7 +642,7 @@ if [[ $RETENTION != keep ]]; then
                     if [[ $DRY_RUN == 1 ]]; then
                         say "dry-run: re-verification of $rel FAILED; would record verified:false and keep it"
                     else
-                        upload_record "$rel" 0
+                        upload_record "$rel" 0 ',"check":"retention"'
                         say "RE-VERIFICATION FAILED before deletion: $(rjoin "$rel") no longer matches (remote ${R_SIZE[$rel]:-missing} bytes ${R_HASH[$rel]:-}); recorded verified:false, local file kept"
                     fi
                     continue
@@ -472,15 +671,17 @@ fi
 man_rc=0
 if [[ $MANIFESTS == 1 && -d $MDIR ]]; then
     if [[ $DRY_RUN == 1 ]]; then
-        say "dry-run: would copy manifests/run-*.json and manifests/uploads.jsonl to $(rjoin manifests) (without --immutable)"
+        say "dry-run: would copy manifests/*.json and manifests/*.jsonl to $(rjoin manifests) (without --immutable)"
     else
-        "$RCLONE" copy "$MDIR" "$(rjoin manifests)" --include 'run-*.json' --include uploads.jsonl \
-            --checksum "${RC_FLAGS[@]}" || man_rc=$?
+        # Every manifest (run-*.json, uploads.jsonl, recovered-files.jsonl, ...); never dot files (the
+        # lock, the inflight journal, the re-verify state, temp files of atomic writes) or subdirectories.
+        "$RCLONE" copy "$MDIR" "$(rjoin manifests)" --max-depth 1 --filter '- .*' --filter '+ *.json' \
+            --filter '+ *.jsonl' --filter '- *' --checksum "${RC_FLAGS[@]}" || man_rc=$?
         if ((man_rc != 0)); then failed=1; say "copying manifests failed (rclone exit $man_rc)"; fi
     fi
 fi
 
-say "summary dry_run=$DRY_RUN candidates=${#CANDS[@]} already_verified=${#VERIFIED_OLD[@]} uploaded=$n_uploaded verified=$n_verified mismatched=$n_mismatch deleted=$n_deleted kept_size_only=$n_kept_size skipped_partial=$n_partial skipped_young=$n_young skipped_unknown=$n_unknown copy_exit=$copy_rc manifests_exit=$man_rc verify_by=$HASH elapsed_s=$(($(date +%s) - START_S))"
+say "summary dry_run=$DRY_RUN candidates=${#CANDS[@]} already_verified=${#VERIFIED_OLD[@]} uploaded=$n_uploaded verified=$n_verified mismatched=$n_mismatch deleted=$n_deleted kept_size_only=$n_kept_size skipped_partial=$n_partial skipped_young=$n_young skipped_unknown=$n_unknown copy_exit=$copy_rc manifests_exit=$man_rc verify_by=$HASH local_mismatch=$n_local_bad unlisted=$n_unlisted reverify=$reverify_ran reverified=$n_reverified revoked=$n_revoked quarantined=$n_quarantined elapsed_s=$(($(date +%s) - START_S))"
 if ((failed != 0)); then
     say "FAILED: see the messages above; nothing unverified was deleted"
     exit 1

@@ -717,3 +717,108 @@ fn sigterm_to_the_main_pid_only_stops_the_chain_cleanly() {
     assert!(t.contains("stream books end of input") && t.contains("stream gamma end of input"), "{t}");
     assert!(t.contains("manifest: finalised"), "{t}");
 }
+
+/// A unit file's directives: section -> [(key, value)] in file order (comments and blank lines dropped,
+/// repeated keys kept). Enough for the units in systemd/ (no line continuations there).
+fn unit_directives(name: &str) -> BTreeMap<String, Vec<(String, String)>> {
+    let text = std::fs::read_to_string(repo().join("systemd").join(name)).unwrap();
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if line.starts_with('[') && line.ends_with(']') {
+            section = line[1..line.len() - 1].to_string();
+            continue;
+        }
+        assert!(!line.ends_with('\\'), "{name}: line continuations are not expected: {line}");
+        let (k, v) = line.split_once('=').unwrap_or_else(|| panic!("{name}: not KEY=VALUE: {line}"));
+        out.entry(section.clone()).or_default().push((k.trim().to_string(), v.trim().to_string()));
+    }
+    out
+}
+
+/// The single value of `key` in `section` (panics when absent or repeated).
+fn directive(units: &BTreeMap<String, Vec<(String, String)>>, section: &str, key: &str) -> String {
+    let vals: Vec<&String> =
+        units.get(section).into_iter().flatten().filter(|(k, _)| k == key).map(|(_, v)| v).collect();
+    assert_eq!(vals.len(), 1, "[{section}] {key}= should appear exactly once: {vals:?}");
+    vals[0].clone()
+}
+
+/// systemd time spans as the units write them: "90", "15s", "1min", "2min 30s", "6h".
+fn span_secs(v: &str) -> u64 {
+    v.split_whitespace()
+        .map(|part| {
+            let digits: String = part.chars().take_while(|c| c.is_ascii_digit()).collect();
+            let n: u64 = digits.parse().unwrap_or_else(|_| panic!("bad time span {v}"));
+            match &part[digits.len()..] {
+                "" | "s" | "sec" => n,
+                "min" | "m" => n * 60,
+                "h" => n * 3600,
+                other => panic!("unit {other} in {v}"),
+            }
+        })
+        .sum()
+}
+
+/// The directives issue 5 and issue 6 rely on, read from the unit files: the collector runs as the
+/// dedicated (install.sh's) user, restarts always with a back-off and stops within a timeout; the
+/// uploader is a oneshot of the same user (it deletes the collector's files) that may write exactly the
+/// archive and the rclone directory, reading the env file install.sh creates; its timer catches up
+/// after downtime (Persistent=true).
+#[test]
+fn units_declare_user_restart_timeouts_and_persistent_timer() {
+    let install_sh = std::fs::read_to_string(repo().join("scripts/install.sh")).unwrap();
+    assert!(install_sh.lines().any(|l| l == "USER_NAME=pm-archive"), "install.sh's user changed");
+
+    let c = unit_directives("polymarket-orderbook-collector.service");
+    assert_eq!(directive(&c, "Service", "User"), "pm-archive");
+    assert_eq!(directive(&c, "Service", "Restart"), "always");
+    let restart = span_secs(&directive(&c, "Service", "RestartSec"));
+    assert!((1..=300).contains(&restart), "RestartSec {restart}s: a back-off, not a hot loop");
+    let stop = span_secs(&directive(&c, "Service", "TimeoutStopSec"));
+    assert!((5..=300).contains(&stop), "TimeoutStopSec {stop}s");
+    assert_ne!(directive(&c, "Service", "KillSignal"), "SIGKILL");
+
+    let u = unit_directives("pm-archive-upload.service");
+    assert_eq!(directive(&u, "Service", "Type"), "oneshot");
+    assert_eq!(directive(&u, "Service", "User"), "pm-archive");
+    assert_eq!(directive(&u, "Service", "EnvironmentFile"), "/etc/pm-archive/uploader.env");
+    let rw: Vec<String> = directive(&u, "Service", "ReadWritePaths").split_whitespace().map(String::from).collect();
+    assert_eq!(rw, ["/var/lib/pm-archive/archive", "/var/lib/pm-archive/rclone"]);
+    assert_eq!(directive(&u, "Service", "ProtectSystem"), "strict");
+    assert!(directive(&u, "Service", "ExecStart").ends_with("/scripts/upload_archive_rclone.sh"));
+
+    let t = unit_directives("pm-archive-upload.timer");
+    assert_eq!(directive(&t, "Timer", "Persistent"), "true");
+    assert_eq!(directive(&t, "Timer", "Unit"), "pm-archive-upload.service");
+    assert!(!directive(&t, "Timer", "OnCalendar").is_empty());
+    assert_eq!(directive(&t, "Install", "WantedBy"), "timers.target");
+}
+
+/// install.sh prepares the uploader: its env file (0640, like every live config), the rclone directory
+/// (0700: it will hold an OAuth token) and next steps that name the rclone remote and the upload timer.
+#[test]
+fn install_prepares_the_uploader_and_says_how_to_enable_it() {
+    let dir = common::tempdir("install-uploader");
+    let (src, bin, root) = (fake_source(&dir), fake_bins(&dir), dir.join("root"));
+    let out = text(&install(&src, &root, &bin));
+    let env = root.join("etc/pm-archive/uploader.env");
+    assert_eq!(std::fs::read(&env).unwrap(), std::fs::read(repo().join("config/uploader.example.env")).unwrap());
+    assert_eq!(std::fs::metadata(&env).unwrap().permissions().mode() & 0o777, 0o640);
+    let rclone = root.join("var/lib/pm-archive/rclone");
+    assert_eq!(std::fs::metadata(&rclone).unwrap().permissions().mode() & 0o777, 0o700);
+    assert!(root.join("opt/pm-archive/scripts/upload_archive_rclone.sh").exists());
+    assert!(root.join("opt/pm-archive/config/rclone.example.md").exists());
+    let next = out.split("Next steps:").nth(1).unwrap_or_else(|| panic!("no next steps: {out}"));
+    for want in [
+        "rclone.example.md",
+        "/etc/pm-archive/uploader.env",
+        "upload_archive_rclone.sh --dry-run",
+        "systemctl enable --now pm-archive-upload.timer",
+    ] {
+        assert!(next.contains(want), "next steps lack {want}: {next}");
+    }
+}

@@ -7,7 +7,8 @@
 
 mod common;
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -53,6 +54,8 @@ struct World {
     remote_dir: PathBuf,
     /// extra env (remote definitions)
     env: Vec<(String, String)>,
+    /// Files listed in this world's run manifest: path -> entry (see `list`).
+    listed: RefCell<BTreeMap<String, Value>>,
 }
 
 impl World {
@@ -62,7 +65,7 @@ impl World {
         std::fs::create_dir_all(root.join("manifests")).unwrap();
         std::fs::write(dir.join("rclone.conf"), "").unwrap();
         std::fs::create_dir_all(dir.join("home")).unwrap();
-        World { remote_dir: dir.join("remote"), dir, root, env: Vec::new() }
+        World { remote_dir: dir.join("remote"), dir, root, env: Vec::new(), listed: RefCell::new(BTreeMap::new()) }
     }
 
     /// An rclone (or script) command with this world's isolated environment.
@@ -99,13 +102,52 @@ impl World {
         self.remote_dir.to_str().unwrap().to_string()
     }
 
-    /// Writes an archive file with `len` bytes of deterministic data, modified `age_s` seconds ago.
+    /// Writes an archive file with `len` bytes of deterministic data, modified `age_s` seconds ago, and
+    /// lists it (with its sha256 as sealed) in the world's run manifest unless it is a `.partial`.
     fn file(&self, rel: &str, len: usize, seed: u64, age_s: u64) -> PathBuf {
+        let p = self.file_unlisted(rel, len, seed, age_s);
+        if !rel.ends_with(".partial") {
+            self.list(rel);
+        }
+        p
+    }
+
+    /// Writes an archive file that no manifest lists.
+    fn file_unlisted(&self, rel: &str, len: usize, seed: u64, age_s: u64) -> PathBuf {
         let p = self.root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, data(len, seed)).unwrap();
         age(&p, age_s);
         p
+    }
+
+    /// Lists `rel` with its current sha256 in `manifests/run-testhost-20261120T130000Z-1-ab.json`, shaped
+    /// like manifest build's output (pmarchive.manifest/1, `streams.<s>.files[]`, an unreadable tail as
+    /// `tail_path`/`tail_sha256` of its file's entry) and written the same way (serde_json, pretty).
+    /// Derived test data, not a manifest build run.
+    fn list(&self, rel: &str) {
+        let sha = sha256_hex(&self.root.join(rel));
+        let mut listed = self.listed.borrow_mut();
+        if let Some(file) = rel.strip_suffix(".unreadable-tail") {
+            let e = listed.entry(file.to_string()).or_insert_with(|| json!({"path": file, "sha256": null}));
+            e["tail_path"] = json!(rel);
+            e["tail_sha256"] = json!(sha);
+        } else {
+            let e = listed.entry(rel.to_string()).or_insert_with(|| json!({"tail_path": null, "tail_sha256": null}));
+            e["path"] = json!(rel);
+            e["sha256"] = json!(sha);
+            e["sha256_check"] = json!("ok");
+        }
+        let mut streams = serde_json::Map::new();
+        for (path, e) in listed.iter() {
+            let stream = path.split('/').nth(1).unwrap().trim_start_matches("stream=").to_string();
+            let s = streams.entry(stream).or_insert_with(|| json!({"files": [], "totals": {"files": 0}}));
+            s["files"].as_array_mut().unwrap().push(e.clone());
+        }
+        let doc = json!({"schema": "pmarchive.manifest/1", "run_id": "20261120T130000Z-1-ab", "host": "testhost",
+            "label": "derived test manifest {\"not\": \"a file\"}", "problems": [], "config": [], "streams": streams});
+        let text = serde_json::to_string_pretty(&doc).unwrap();
+        std::fs::write(self.root.join("manifests/run-testhost-20261120T130000Z-1-ab.json"), text + "\n").unwrap();
     }
 
     fn records(&self) -> Vec<Value> {
@@ -285,10 +327,22 @@ fn help_and_bad_arguments() {
     let out = Command::new(script()).arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
-    for word in ["--dry-run", "--retention-days", "--allow-size-only-delete", "--immutable", "uploads.jsonl"] {
+    for word in [
+        "--dry-run",
+        "--retention-days",
+        "--allow-size-only-delete",
+        "--immutable",
+        "uploads.jsonl",
+        "--reverify",
+        "--reverify-every",
+        "--no-repair",
+        "manifest unlisted",
+    ] {
         assert!(help.contains(word), "--help lacks {word}");
     }
-    for bad in [&["--bogus"][..], &["--min-age", "soon"], &["--retention-days", "-1"], &["--root"]] {
+    for bad in
+        [&["--bogus"][..], &["--min-age", "soon"], &["--retention-days", "-1"], &["--root"], &["--reverify-every", "x"]]
+    {
         let out = Command::new(script()).args(bad).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
         assert!(stderr(&out).starts_with("upload_archive_rclone: "), "{}", stderr(&out));
@@ -345,6 +399,7 @@ fn local_upload_verifies_and_second_run_is_a_no_op() {
     w.file(&young, 100, 99, 0);
     std::fs::write(w.root.join("manifests/run-host1-20261120T130000Z-1-ab.json"), b"{\"v\":1}\n").unwrap();
     std::fs::write(w.root.join("manifests/.run-host1.json.tmp"), b"temp").unwrap();
+    std::fs::write(w.root.join("manifests/recovered-files.jsonl"), b"{\"record\":\"sealed_file\"}\n").unwrap();
 
     let remote = w.local_remote();
     let out = w.upload(&remote, &["--min-age", "15m"]);
@@ -371,6 +426,10 @@ fn local_upload_verifies_and_second_run_is_a_no_op() {
     assert!(w.remote_dir.join("manifests/uploads.jsonl").exists());
     assert!(!w.remote_dir.join("manifests/.run-host1.json.tmp").exists());
     assert!(!w.remote_dir.join("manifests/.upload.lock").exists());
+    assert!(w.remote_dir.join("manifests/recovered-files.jsonl").exists(), "recovered-files.jsonl not offloaded");
+    assert!(w.root.join("manifests/.upload-reverify").exists());
+    assert!(!w.remote_dir.join("manifests/.upload-reverify").exists());
+    assert!(!w.remote_dir.join("manifests/run-testhost-20261120T130000Z-1-ab.json.tmp").exists());
 
     // Second run: nothing new uploaded or recorded; the remote files are untouched. A changed run
     // manifest is uploaded again (manifests are not immutable).
@@ -502,10 +561,11 @@ fn local_corrupted_remote_is_detected_and_never_counts_as_verified() {
     assert!(up_pos < del_pos);
     assert_eq!(recs[up_pos]["sha256"], recs[del_pos]["sha256"]);
 
-    // Next run: still not verified, still not deleted, still exit 1.
-    let out = w.upload(&remote, &["--retention-days", "0"]);
+    // Next run with --no-repair: still not verified, still not deleted, still exit 1.
+    let out = w.upload(&remote, &["--retention-days", "0", "--no-repair"]);
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("VERIFICATION FAILED"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--no-repair is set"), "{}", stderr(&out));
     let recs = w.records();
     let ups = uploads_of(&recs, &bad);
     assert_eq!(ups.len(), 3);
@@ -513,6 +573,220 @@ fn local_corrupted_remote_is_detected_and_never_counts_as_verified() {
     assert_eq!(ups[2]["rclone_exit"], 6);
     assert!(w.root.join(&bad).exists());
     assert_eq!(std::fs::read(&rb).unwrap(), bytes, "the remote copy was overwritten");
+
+    // Default (repair): the bad copy is renamed aside (kept), the local file (which matches its run
+    // manifest) is uploaded again, verified, and only then deleted by retention.
+    let out = w.upload(&remote, &["--retention-days", "0"]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("QUARANTINED the bad remote copy"), "{}", stderr(&out));
+    let recs = w.records();
+    let last = *uploads_of(&recs, &bad).last().unwrap();
+    assert_eq!(last["verified"], true, "{last}");
+    let q = last["quarantined_as"].as_str().unwrap();
+    assert!(q.starts_with(&format!("{bad}.corrupt-")), "{q}");
+    assert_eq!(std::fs::read(w.remote_dir.join(q)).unwrap(), bytes, "the bad copy is kept under its new name");
+    assert_eq!(std::fs::read(&rb).unwrap(), data(5000, 2));
+    assert_eq!(deletes_of(&recs, &bad).len(), 1);
+    assert!(!w.root.join(&bad).exists());
+}
+
+/// Issue 6 under the DEFAULT retention (keep): a remote copy corrupted after a verified upload is found by
+/// the re-verification (daily by default, or --reverify), recorded verified:false with "check":"reverify",
+/// not counted as verified, and the local file is kept; with --no-repair --immutable refuses to replace
+/// it; by default the bad copy is renamed aside and the file uploaded again.
+#[test]
+fn local_corruption_is_detected_by_reverification_under_default_retention() {
+    if !rclone_ok() {
+        return;
+    }
+    let w = World::new("offload-reverify");
+    let a = format!("{HOUR}/h-r1-0.jsonl.gz");
+    let b = format!("{HOUR}/h-r1-1.jsonl.gz");
+    w.file(&a, 4000, 1, 10 * DAY);
+    w.file(&b, 4000, 2, 10 * DAY);
+    let remote = w.local_remote();
+    let out = w.upload(&remote, &[]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("reverify=1 reverified=0"), "first run starts the daily clock: {}", stderr(&out));
+
+    let corrupt = |rel: &str| -> (Vec<u8>, String) {
+        let p = w.remote_dir.join(rel);
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[200] ^= 0x55;
+        std::fs::write(&p, &bytes).unwrap();
+        (bytes, md5_hex(&p))
+    };
+    let (bad_b, bad_b_md5) = corrupt(&b);
+
+    // Within a day of the last complete re-check a default run does not list verified files again.
+    let out = w.upload(&remote, &[]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("already_verified=2 uploaded=0"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("reverify=0 reverified=0 revoked=0"), "{}", stderr(&out));
+
+    // --reverify --no-repair: detected, recorded, not verified, local kept, remote not overwritten.
+    let out = w.upload(&remote, &["--reverify", "--no-repair"]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains(&format!("RE-VERIFICATION FAILED: {}", w.remote_dir.join(&b).display())), "{err}");
+    assert!(err.contains("verified=0 mismatched=2"), "{err}");
+    assert!(err.contains("reverify=1 reverified=1 revoked=1 quarantined=0"), "{err}");
+    let recs = w.records();
+    let ups = uploads_of(&recs, &b);
+    assert_eq!(ups.len(), 3, "{recs:?}");
+    assert_eq!(ups[1]["verified"], false);
+    assert_eq!(ups[1]["check"], "reverify");
+    assert_eq!(ups[1]["remote_md5"], bad_b_md5.as_str());
+    assert_eq!(ups[1]["rclone_exit"], 0);
+    assert_eq!(ups[2]["verified"], false, "an --immutable copy cannot replace the bad one");
+    assert_eq!(ups[2]["rclone_exit"], 6);
+    assert_eq!(uploads_of(&recs, &a).len(), 1, "a good file gets no new record");
+    assert!(w.root.join(&b).exists());
+    assert_eq!(std::fs::read(w.remote_dir.join(&b)).unwrap(), bad_b);
+    assert!(recs.iter().all(|r| r["record"] == "upload"), "nothing deleted");
+
+    // Default flags again: the repair renames the bad copy aside and uploads the file again.
+    let out = w.upload(&remote, &[]);
+    assert_exit(&out, 0);
+    let recs = w.records();
+    let last = *uploads_of(&recs, &b).last().unwrap();
+    assert_eq!(last["verified"], true, "{last}");
+    let q = last["quarantined_as"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read(w.remote_dir.join(&q)).unwrap(), bad_b);
+    assert_eq!(std::fs::read(w.remote_dir.join(&b)).unwrap(), std::fs::read(w.root.join(&b)).unwrap());
+
+    // A day later (the state file says when the last complete re-check ran), a default run re-checks
+    // by itself: a freshly corrupted copy of `a` is caught with no flag at all.
+    let (bad_a, _) = corrupt(&a);
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    std::fs::write(w.root.join("manifests/.upload-reverify"), format!("{}\n", now - DAY - 60)).unwrap();
+    let out = w.upload(&remote, &[]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("reverify=1 reverified=1 revoked=1 quarantined=1"), "{err}");
+    let recs = w.records();
+    let ups = uploads_of(&recs, &a);
+    assert_eq!(ups.len(), 3, "{recs:?}");
+    assert_eq!((ups[1]["verified"].clone(), ups[1]["check"].clone()), (json!(false), json!("reverify")));
+    assert_eq!(ups[2]["verified"], true);
+    assert_eq!(std::fs::read(w.remote_dir.join(ups[2]["quarantined_as"].as_str().unwrap())).unwrap(), bad_a);
+    assert!(w.root.join(&a).exists() && w.root.join(&b).exists(), "default retention keeps everything");
+    // --reverify-every 0 re-checks on every run; all good now.
+    let out = w.upload(&remote, &["--reverify-every", "0"]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("reverify=1 reverified=2 revoked=0"), "{}", stderr(&out));
+}
+
+/// A local file whose bytes differ from the sha256 its run manifest recorded at sealing (rot on disk) is
+/// never uploaded and never deleted, also when it was uploaded and verified before it rotted; a file
+/// no manifest lists is not uploaded until a manifest lists it. Each case is recorded once.
+#[test]
+fn local_files_are_checked_against_their_run_manifest() {
+    if !rclone_ok() {
+        return;
+    }
+    let w = World::new("offload-localcheck");
+    let a = format!("{HOUR}/h-r1-0.jsonl.gz");
+    let rotten = format!("{HOUR}/h-r1-1.jsonl.gz");
+    let later = format!("{HOUR}/h-r1-2.jsonl.gz");
+    let unlisted = format!("{HOUR2}/h-r2-0.jsonl.gz");
+    let tail = format!("{a}.unreadable-tail");
+    w.file(&a, 3000, 1, 10 * DAY);
+    w.file(&tail, 30, 9, 10 * DAY);
+    w.file(&rotten, 3000, 2, 10 * DAY);
+    w.file(&later, 3000, 3, 10 * DAY);
+    w.file_unlisted(&unlisted, 3000, 4, 10 * DAY);
+    let flip = |rel: &str| {
+        let p = w.root.join(rel);
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[7] ^= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        age(&p, 10 * DAY);
+    };
+    let sealed_sha = sha256_hex(&w.root.join(&rotten));
+    flip(&rotten);
+
+    let remote = w.local_remote();
+    let out = w.upload(&remote, &[]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains(&format!("LOCAL CHECK FAILED: {rotten} has sha256")), "{err}");
+    assert!(err.contains(&format!("LOCAL CHECK FAILED: {unlisted} is listed in no run manifest")), "{err}");
+    assert!(err.contains("candidates=3 already_verified=0 uploaded=3 verified=3"), "{err}");
+    assert!(err.contains("local_mismatch=1 unlisted=1"), "{err}");
+    assert!(w.remote_dir.join(&tail).exists(), "an unreadable tail listed as tail_path is uploaded");
+    assert!(!w.remote_dir.join(&rotten).exists() && !w.remote_dir.join(&unlisted).exists());
+    let recs = w.records();
+    let r = uploads_of(&recs, &rotten);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0]["skipped"], "manifest_mismatch");
+    assert_eq!(r[0]["verified"], false);
+    assert_eq!(r[0]["manifest_sha256"], sealed_sha.as_str());
+    assert_eq!(r[0]["sha256"], sha256_hex(&w.root.join(&rotten)).as_str());
+    assert!(r[0]["rclone_exit"].is_null());
+    let u = uploads_of(&recs, &unlisted);
+    assert_eq!(
+        (u.len(), u[0]["skipped"].clone(), u[0]["manifest_sha256"].clone()),
+        (1, json!("unlisted"), Value::Null)
+    );
+
+    // `later` rots after its verified upload: retention must not delete it (its remote copy is the good
+    // one); nothing is uploaded over it; the skips of the first run are not recorded again.
+    let later_remote = std::fs::read(w.remote_dir.join(&later)).unwrap();
+    flip(&later);
+    let out = w.upload(&remote, &["--retention-days", "0"]);
+    assert_exit(&out, 1);
+    for rel in [&rotten, &later, &unlisted] {
+        assert!(w.root.join(rel).exists(), "{rel} deleted");
+        assert!(deletes_of(&w.records(), rel).is_empty());
+    }
+    assert!(!w.root.join(&a).exists() && !w.root.join(&tail).exists(), "verified, listed, past retention");
+    assert_eq!(std::fs::read(w.remote_dir.join(&later)).unwrap(), later_remote);
+    let recs = w.records();
+    assert_eq!(uploads_of(&recs, &rotten).len(), 1, "recorded once");
+    assert_eq!(uploads_of(&recs, &unlisted).len(), 1, "recorded once");
+    let l = uploads_of(&recs, &later);
+    assert_eq!((l.len(), l[1]["skipped"].clone()), (2, json!("manifest_mismatch")));
+
+    // Adopted into a manifest (as `manifest unlisted | manifest build` would): uploaded, verified, pruned.
+    w.list(&unlisted);
+    let out = w.upload(&remote, &["--retention-days", "0"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("local_mismatch=2 unlisted=0"), "{}", stderr(&out));
+    let recs = w.records();
+    assert_eq!(uploads_of(&recs, &unlisted).last().unwrap()["verified"], true);
+    assert_eq!(deletes_of(&recs, &unlisted).len(), 1);
+    assert!(w.remote_dir.join(&unlisted).exists() && !w.root.join(&unlisted).exists());
+}
+
+/// The real loopback sample archive (data/loopback_sample, written by the real tools, LOOPBACK data):
+/// its run manifest, as manifest build wrote it, lists every sealed file, so all of them pass the local
+/// check, upload and verify; after retention 0, `manifest verify` calls every file offloaded (exit 0).
+#[test]
+fn local_real_manifest_archive_uploads_and_verify_calls_it_offloaded() {
+    if !rclone_ok() {
+        return;
+    }
+    let w = World::new("offload-sample");
+    let src = repo().join("data/loopback_sample/archive");
+    let st = Command::new("cp").arg("-a").arg(format!("{}/.", src.display())).arg(&w.root).status().unwrap();
+    assert!(st.success());
+    let files: Vec<PathBuf> =
+        snapshot(&w.root).keys().filter(|k| k.ends_with(".jsonl.gz")).map(|k| w.root.join(k)).collect();
+    assert!(files.len() >= 5, "{files:?}");
+    for f in &files {
+        age(f, 2 * DAY);
+    }
+    let out = w.upload(&w.local_remote(), &["--retention-days", "0"]);
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    let n = files.len();
+    assert!(err.contains(&format!("candidates={n} already_verified=0 uploaded={n} verified={n}")), "{err}");
+    assert!(err.contains(&format!("deleted={n}")), "{err}");
+    assert!(err.contains("local_mismatch=0 unlisted=0"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_manifest")).arg("verify").arg(&w.root).output().unwrap();
+    assert_exit(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("offloaded"), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 /// Retention deletes exactly the verified files older than N days, records each deletion before the
