@@ -34,8 +34,6 @@ Exit status: 0 success; 1 (--once) some window could not be fetched or its recor
 2 bad arguments or an I/O error. A closed stdout ends the tool with 0.
 ";
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use pm_archive::cli::{self, ExitCode};
@@ -113,16 +111,7 @@ fn run() -> cli::Result<ExitCode> {
     if now_override.is_some() && watch.is_some() {
         return cli::usage("--now only works with --once");
     }
-    let raw: Option<Box<dyn Write + Send>> = match &raw_out {
-        Some(path) => Some(Box::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| cli::Error::Usage(format!("--raw-out {path}: {e}")))?,
-        )),
-        None => None,
-    };
+    let raw = cli::append_out(raw_out.as_deref(), "--raw-out")?;
     signal::install();
     let cfg = Config { gamma_url, families, ahead, keep_after };
     let mut d = Discoverer::new(cfg, Client::new(hc), Sequencer::new(RunInfo::new("pm-markets")), raw);

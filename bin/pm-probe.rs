@@ -40,8 +40,6 @@ or was not probed (request cap reached, no token id resolved, interrupted) — t
 either way; 2 bad arguments or an I/O error.
 ";
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -109,16 +107,7 @@ fn run() -> cli::Result<ExitCode> {
     hc.connect_timeout = hc.connect_timeout.min(hc.call_timeout);
     // A long Retry-After must not hold a bounded probe for minutes.
     hc.retry_after_max = Duration::from_secs(30);
-    let raw: Option<Box<dyn Write + Send>> = match &raw_out {
-        Some(path) => Some(Box::new(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| cli::Error::Usage(format!("--raw-out {path}: {e}")))?,
-        )),
-        None => None,
-    };
+    let raw = cli::append_out(raw_out.as_deref(), "--raw-out")?;
     signal::install();
     let out_dir = cfg.out_dir.clone();
     let prober = Prober::new(cfg, Client::new(hc), Sequencer::new(RunInfo::new("pm-probe")), raw);

@@ -142,6 +142,18 @@ pub fn base_url(parser: &mut lexopt::Parser, flag: &str) -> Result<String> {
     check_base_url(&s, flag)
 }
 
+/// Opens `--raw-out`-style output: an optional file, created if missing and appended to (never
+/// truncated: raw replies already written stay). An unopenable path is a usage error (exit 2).
+pub fn append_out(path: Option<&str>, flag: &str) -> Result<Option<Box<dyn io::Write + Send>>> {
+    let Some(path) = path else { return Ok(None) };
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::Usage(format!("{flag} {path}: {e}")))?;
+    Ok(Some(Box::new(f)))
+}
+
 pub fn check_base_url(s: &str, flag: &str) -> Result<String> {
     let ok =
         (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("ws://") || s.starts_with("wss://"))
