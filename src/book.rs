@@ -139,17 +139,16 @@ pub fn sha1_hex_into(bytes: &[u8], out: &mut [u8; 40]) {
 mod tests {
     use super::*;
 
+    /// ../shared/fixtures/polymarket/clob_book_rest_empty_ask.json (real, captured 2026-08-03).
+    const RECORDED_REST_BOOK: &str = r#"{"market":"0x9d839bf0aa31324b9848f5b89841b779238a7c07dee2f7fca675d934e8ab5bf2",
+        "asset_id":"72610532355343625199299853218161700546393390326785971247545541945337255643692",
+        "timestamp":"1785734468581","hash":"d7df883ae546b09533a4f485bfae0810da1af04e",
+        "bids":[{"price":"0.001","size":"667.12"},{"price":"0.002","size":"6.99"}],"asks":[],
+        "min_order_size":"5","tick_size":"0.001","neg_risk":true,"last_trade_price":""}"#;
+
     #[test]
     fn reproduces_the_recorded_rest_hash() {
-        // ../shared/fixtures/polymarket/clob_book_rest_empty_ask.json (real, captured 2026-08-03).
-        let v: Value = serde_json::from_str(
-            r#"{"market":"0x9d839bf0aa31324b9848f5b89841b779238a7c07dee2f7fca675d934e8ab5bf2",
-            "asset_id":"72610532355343625199299853218161700546393390326785971247545541945337255643692",
-            "timestamp":"1785734468581","hash":"d7df883ae546b09533a4f485bfae0810da1af04e",
-            "bids":[{"price":"0.001","size":"667.12"},{"price":"0.002","size":"6.99"}],"asks":[],
-            "min_order_size":"5","tick_size":"0.001","neg_risk":true,"last_trade_price":""}"#,
-        )
-        .unwrap();
+        let v: Value = serde_json::from_str(RECORDED_REST_BOOK).unwrap();
         assert_eq!(hash_of_rest_book(&v).unwrap(), "d7df883ae546b09533a4f485bfae0810da1af04e");
     }
 
@@ -161,14 +160,7 @@ mod tests {
 
     #[test]
     fn buffered_hash_text_equals_hash_text() {
-        let v: Value = serde_json::from_str(
-            r#"{"market":"0x9d839bf0aa31324b9848f5b89841b779238a7c07dee2f7fca675d934e8ab5bf2",
-            "asset_id":"72610532355343625199299853218161700546393390326785971247545541945337255643692",
-            "timestamp":"1785734468581","hash":"d7df883ae546b09533a4f485bfae0810da1af04e",
-            "bids":[{"price":"0.001","size":"667.12"},{"price":"0.002","size":"6.99"}],"asks":[],
-            "min_order_size":"5","tick_size":"0.001","neg_risk":true,"last_trade_price":""}"#,
-        )
-        .unwrap();
+        let v: Value = serde_json::from_str(RECORDED_REST_BOOK).unwrap();
         let bids = levels(&v["bids"]).unwrap();
         let mut buf = Vec::new();
         write_hash_text(
