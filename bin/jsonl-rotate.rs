@@ -34,6 +34,8 @@ Options:
     --host H            Host part of file names. [default: $PMARCHIVE_HOST or the host name]
     --run-id ID         Run part of file names. [default: $PMARCHIVE_RUN_ID or a new run id]
     --recover-only      Seal the dead runs' partials, print their records, exit (stdin not read).
+    --check-args        Check the arguments as for a real run, then exit 0 (or 2 with the error)
+                        without reading, writing or connecting (pipelines/collect.sh runs this first).
     -h, --help          Show this help.
     -V, --version       Show the version.
 
@@ -72,6 +74,7 @@ fn run() -> cli::Result<ExitCode> {
     let mut host: Option<String> = None;
     let mut run_id: Option<String> = None;
     let mut recover_only = false;
+    let mut check_args = false;
     while let Some(arg) = p.next()? {
         match arg {
             Long("root") => root = Some(PathBuf::from(p.value()?)),
@@ -82,6 +85,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("host") => host = Some(cli::value(&mut p, "--host")?),
             Long("run-id") => run_id = Some(cli::value(&mut p, "--run-id")?),
             Long("recover-only") => recover_only = true,
+            Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => {
                 println!("jsonl-rotate {}", pm_archive::VERSION);
@@ -107,6 +111,9 @@ fn run() -> cli::Result<ExitCode> {
                 "{flag}: '{v}' is not a safe path component (1-128 of [A-Za-z0-9._-], no leading dot)"
             ));
         }
+    }
+    if check_args {
+        return Ok(ExitCode::Success);
     }
     let cfg = Config { root, venue, stream, host, run_id, flush_every, rotate_secs, level: 6 };
 

@@ -28,6 +28,8 @@ manifest build
                         path); or the value is a URL with user:password@. Only their names are kept.
     --refresh SECS      Rewrite the manifest at least this often while running. [default: 60]
     --label TEXT        Free text recorded in the manifest (e.g. \"soak test 1\").
+    --check-args        Check the arguments as for a real run, then exit 0 (or 2 with the error)
+                        without reading or writing (pipelines/collect.sh runs this first).
     -v, --verbose       One summary line on stderr per manifest update.
     Exit: 0; 1 when a listed file failed its re-hash or could not be read; 2 bad arguments or a
     failure to write the manifest.
@@ -112,6 +114,7 @@ fn run_build(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
     let mut configs = Vec::new();
     let mut refresh = Duration::from_secs(60);
     let mut verbose = false;
+    let mut check_args = false;
     while let Some(arg) = p.next()? {
         match arg {
             Long("root") => root = Some(cli::value(&mut p, "--root")?),
@@ -121,6 +124,7 @@ fn run_build(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
             Long("refresh") => refresh = cli::seconds(&mut p, "--refresh")?,
             Long("label") => label = Some(cli::value(&mut p, "--label")?),
             Short('v') | Long("verbose") => verbose = true,
+            Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
             other => return cli::unexpected(other),
         }
@@ -136,6 +140,9 @@ fn run_build(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
         label,
         verbose,
     };
+    if check_args {
+        return Ok(ExitCode::Success);
+    }
     // Plain line reading: sealed records are never compressed, and a reader that sniffs for gzip
     // would block on stdin before the first manifest is written.
     build::run(opts, Box::new(std::io::BufReader::new(std::io::stdin())))

@@ -36,6 +36,8 @@ Options:
                         next slot's due time. [default: 4]
     --duration SECS     Stop after this long (sample runs, tests). [default: run until stopped]
     --user-agent UA     [default: pm-archive/<version> (public market-data archiver; ...)]
+    --check-args        Check the arguments as for a real run, then exit 0 (or 2 with the error)
+                        without reading, writing or connecting (pipelines/collect.sh runs this first).
     -h, --help          Show this help.
     -V, --version       Show the version.
 
@@ -78,6 +80,7 @@ fn run() -> cli::Result<ExitCode> {
     let mut cfg = Config::new(http::DEFAULT_CLOB_URL);
     let mut hc = HttpConfig::default();
     let mut timeout: Option<Duration> = None;
+    let mut check_args = false;
     while let Some(arg) = p.next()? {
         match arg {
             Long("clob-url") => cfg.clob_url = cli::base_url(&mut p, "--clob-url")?,
@@ -99,6 +102,7 @@ fn run() -> cli::Result<ExitCode> {
             }
             Long("duration") => cfg.duration = Some(cli::seconds(&mut p, "--duration")?),
             Long("user-agent") => hc.user_agent = cli::value(&mut p, "--user-agent")?,
+            Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => {
                 println!("pm-books {}", pm_archive::VERSION);
@@ -112,6 +116,9 @@ fn run() -> cli::Result<ExitCode> {
     }
     hc.call_timeout = timeout.unwrap_or_else(|| books::default_timeout(cfg.interval));
     hc.connect_timeout = hc.connect_timeout.min(hc.call_timeout);
+    if check_args {
+        return Ok(ExitCode::Success);
+    }
     signal::install();
     let input = pm_archive::feed::spawn_reader(Box::new(std::io::stdin()));
     let seq = Sequencer::new(RunInfo::new("pm-books"));

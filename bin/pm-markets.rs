@@ -27,6 +27,8 @@ Options:
     --now RFC3339       Compute the windows as of this instant instead of the clock (--once only).
     --timeout SECS      Per-request timeout. [default: 15]
     --user-agent UA     [default: pm-archive/<version> (public market-data archiver; ...)]
+    --check-args        Check the arguments as for a real run, then exit 0 (or 2 with the error)
+                        without reading, writing or connecting (pipelines/collect.sh runs this first).
     -h, --help          Show this help.
     -V, --version       Show the version.
 
@@ -59,6 +61,7 @@ fn run() -> cli::Result<ExitCode> {
     let mut raw_out: Option<String> = None;
     let mut now_override = None;
     let mut hc = HttpConfig::default();
+    let mut check_args = false;
     while let Some(arg) = p.next()? {
         match arg {
             Long("once") => once = true,
@@ -94,6 +97,7 @@ fn run() -> cli::Result<ExitCode> {
             }
             Long("timeout") => hc.call_timeout = cli::seconds(&mut p, "--timeout")?,
             Long("user-agent") => hc.user_agent = cli::value(&mut p, "--user-agent")?,
+            Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => {
                 println!("pm-markets {}", pm_archive::VERSION);
@@ -110,6 +114,9 @@ fn run() -> cli::Result<ExitCode> {
     }
     if now_override.is_some() && watch.is_some() {
         return cli::usage("--now only works with --once");
+    }
+    if check_args {
+        return Ok(ExitCode::Success);
     }
     let raw = cli::append_out(raw_out.as_deref(), "--raw-out")?;
     signal::install();

@@ -43,6 +43,8 @@ Options:
                           TCP connect + websocket handshake limit. [default: 10]
     --max-frames N        Stop after N data frames (benchmarks, tests).
     --user-agent UA       [default: pm-archive/<version> (public market-data archiver; ...)]
+    --check-args          Check the arguments as for a real run, then exit 0 (or 2 with the error)
+                          without reading, writing or connecting (pipelines/collect.sh runs this first).
     -h, --help            Show this help.
     -V, --version         Show the version.
 
@@ -78,6 +80,7 @@ fn run() -> cli::Result<ExitCode> {
     let mut p = lexopt::Parser::from_env();
     let mut cfg = Config::default();
     let mut hc = HttpConfig::default();
+    let mut check_args = false;
     while let Some(arg) = p.next()? {
         match arg {
             Long("lead") => cfg.lead = Duration::from_secs_f64(secs_or_zero(&mut p, "--lead")?),
@@ -123,6 +126,7 @@ fn run() -> cli::Result<ExitCode> {
                 cfg.user_agent = ua.clone();
                 hc.user_agent = ua;
             }
+            Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => {
                 println!("pm-stream {}", pm_archive::VERSION);
@@ -133,6 +137,9 @@ fn run() -> cli::Result<ExitCode> {
     }
     if cfg.backoff_max < cfg.backoff_base {
         return cli::usage("--backoff-max must be ≥ --backoff-base");
+    }
+    if check_args {
+        return Ok(ExitCode::Success);
     }
     let _ = clock::now(); // prints the simulated-clock warning early when active
     signal::install();
