@@ -8,23 +8,37 @@
 # Usage: pipelines/collect.sh [ENV_FILE]
 #        pipelines/collect.sh --help
 #
-# Configuration: environment variables, optionally read from ENV_FILE (KEY=VALUE lines; the same file
-# systemd's EnvironmentFile= reads). Every setting, its default and meaning:
-# config/polymarket_collector.example.env. Defaults point at the real Polymarket hosts.
+# Configuration: environment variables, optionally read from ENV_FILE. The file is read as DATA with
+# systemd's EnvironmentFile= rules (scripts/read_env_file.sh): KEY=VALUE lines, '#'/';' comment lines,
+# '…' and "…" quotes; it is never sourced and nothing in it runs or expands; its values win over the
+# environment. Every setting, its default and meaning: config/polymarket_collector.example.env.
+# Defaults point at the real Polymarket hosts.
 #
 # Behaviour:
-# - Every stage runs as its own job connected by FIFOs in a private temp dir; the script supervises them.
-# - A stage that fails (non-zero exit) stops the whole chain and the script exits 1, so that a supervisor
-#   (systemd Restart=always) restarts it. Partial files left behind are sealed by the next start.
-# - SIGTERM/SIGINT (or PMARCHIVE_DURATION elapsed) stops the producers (pm-markets, pm-books, pm-stream);
-#   the rotators then see end-of-input, seal their files, the manifest is finalised, and the script exits 0.
+# - Before anything starts, every stage's exact argument list is checked by the tool itself
+#   (`TOOL ARGS... --check-args`): a bad setting exits 2 with the tool's one-line message, and nothing
+#   is started or written.
+# - Every stage is a child of this script, connected by FIFOs in a private temp dir that this script
+#   also holds open (read+write), so no open() ever blocks and no stage sees end-of-input or a closed
+#   pipe until the script decides the chain stops.
+# - The script polls its stages (every 0.1 s). Any stage that ends while the chain runs, whatever it
+#   died of (exit code, signal, failure before its first line), stops the whole chain and the script
+#   exits 1, so that a supervisor (systemd Restart=always) restarts it.
+# - Stopping (a failure, SIGTERM/SIGINT/SIGHUP, or PMARCHIVE_DURATION elapsed), in order, each step
+#   bounded: the producers (pm-markets, tee, pm-books, pm-stream) get SIGTERM; the script closes its
+#   ends of their FIFOs, so the rotators see end-of-input, seal their files and print the sealed
+#   records; then the manifest stage sees end-of-input and finalises the run manifest. A stage still
+#   running 3 s into its step gets SIGTERM (the rotators seal on SIGTERM too), 2 s later SIGKILL. The
+#   whole chain is gone within about 10 s of the trigger.
 # - At start, sealed files that no manifest lists (their run's manifest stage died) are adopted into
 #   this run's manifest (`manifest unlisted`), and each rotator seals the partial files of dead runs.
 # - All stages share one run id (PMARCHIVE_RUN_ID) so envelopes, file names and the manifest agree.
-# Exit status: 0 clean stop; 1 a stage failed; 2 bad configuration.
-set -euo pipefail
+# Exit status: 0 clean stop (signal or duration, every stage ended by itself with 0);
+#              1 a stage ended or failed while the chain ran, or had to be killed while stopping;
+#              2 bad configuration (nothing was started).
+set -uo pipefail
 
-usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+usage() { sed -n '2,/^set -uo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 log() { printf 'collect.sh: %s\n' "$*" >&2; }
 die2() { log "$*"; exit 2; }
 
@@ -33,17 +47,15 @@ case "${1:-}" in
   -*) die2 "unknown option '$1' (usage: collect.sh [ENV_FILE])" ;;
 esac
 if [ $# -gt 1 ]; then die2 "too many arguments (usage: collect.sh [ENV_FILE])"; fi
-ENV_FILE="${1:-${PMARCHIVE_ENV:-}}"
-if [ -n "$ENV_FILE" ]; then
-  [ -r "$ENV_FILE" ] || die2 "cannot read env file '$ENV_FILE'"
-  set -a
-  # shellcheck disable=SC1090
-  . "$ENV_FILE"
-  set +a
-fi
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
+ENV_FILE="${1:-${PMARCHIVE_ENV:-}}"
+if [ -n "$ENV_FILE" ]; then
+  # shellcheck source=../scripts/read_env_file.sh
+  . "$repo/scripts/read_env_file.sh" 2>/dev/null || die2 "$repo/scripts/read_env_file.sh is missing"
+  PM_ENV_PROG=collect.sh pm_read_env_file "$ENV_FILE" || exit 2
+fi
 
 ROOT="${PMARCHIVE_ROOT:-$repo/data/archive}"
 BIN_DIR="${PMARCHIVE_BIN_DIR:-$repo/target/release}"
@@ -65,6 +77,13 @@ DURATION="${PMARCHIVE_DURATION:-}"
 USER_AGENT="${PMARCHIVE_USER_AGENT:-}"
 LABEL="${PMARCHIVE_LABEL:-}"
 
+# The only settings this script reads itself; all others are checked by the tools (--check-args).
+case "$WS" in 0|1) ;; *) die2 "PMARCHIVE_WS must be 0 or 1, got '$WS'" ;; esac
+if [ -n "$DURATION" ]; then
+  [[ "$DURATION" =~ ^[0-9]+([.][0-9]+)?$ ]] && [[ "$DURATION" =~ [1-9] ]] ||
+    die2 "PMARCHIVE_DURATION must be a number of seconds greater than 0 (or empty), got '$DURATION'"
+fi
+
 # Binaries: PMARCHIVE_BIN_DIR, else PATH.
 tool() {
   if [ -x "$BIN_DIR/$1" ]; then printf '%s\n' "$BIN_DIR/$1"
@@ -72,22 +91,12 @@ tool() {
   else die2 "binary '$1' not found in $BIN_DIR or PATH (build with: cargo build --release)"
   fi
 }
-PM_MARKETS="$(tool pm-markets)"; PM_BOOKS="$(tool pm-books)"
-ROTATE="$(tool jsonl-rotate)"; MANIFEST="$(tool manifest)"
-if [ "$WS" = 1 ]; then PM_STREAM="$(tool pm-stream)"; fi
+PM_MARKETS="$(tool pm-markets)" || exit 2
+PM_BOOKS="$(tool pm-books)" || exit 2
+ROTATE="$(tool jsonl-rotate)" || exit 2
+MANIFEST="$(tool manifest)" || exit 2
+if [ "$WS" = 1 ]; then PM_STREAM="$(tool pm-stream)" || exit 2; fi
 
-num() { [[ "$2" =~ ^[0-9]+([.][0-9]+)?$ ]] || die2 "$1 must be a number, got '$2'"; }
-num PMARCHIVE_DISCOVERY_EVERY "$DISCOVERY_EVERY"; num PMARCHIVE_INTERVAL "$INTERVAL"
-num PMARCHIVE_LEAD "$LEAD"; num PMARCHIVE_GRACE "$GRACE"; num PMARCHIVE_AHEAD "$AHEAD"
-num PMARCHIVE_FLUSH_SECS "$FLUSH_SECS"; num PMARCHIVE_ROTATE_SECS "$ROTATE_SECS"
-num PMARCHIVE_KEEP_AFTER "$KEEP_AFTER"; num PMARCHIVE_MANIFEST_REFRESH "$MANIFEST_REFRESH"
-[ -z "$DURATION" ] || num PMARCHIVE_DURATION "$DURATION"
-pos() { awk -v v="$2" 'BEGIN { exit !(v > 0) }' || die2 "$1 must be greater than 0, got '$2'"; }
-pos PMARCHIVE_DISCOVERY_EVERY "$DISCOVERY_EVERY"; pos PMARCHIVE_INTERVAL "$INTERVAL"
-pos PMARCHIVE_FLUSH_SECS "$FLUSH_SECS"; pos PMARCHIVE_ROTATE_SECS "$ROTATE_SECS"; pos PMARCHIVE_MANIFEST_REFRESH "$MANIFEST_REFRESH"
-case "$WS" in 0|1) ;; *) die2 "PMARCHIVE_WS must be 0 or 1, got '$WS'" ;; esac
-
-mkdir -p "$ROOT/manifests" || die2 "cannot create archive root '$ROOT'"
 if [ -z "${PMARCHIVE_RUN_ID:-}" ]; then
   PMARCHIVE_RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)-$$-$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
 fi
@@ -97,78 +106,187 @@ ua=(); [ -z "$USER_AGENT" ] || ua=(--user-agent "$USER_AGENT")
 cfg=(); [ -z "$ENV_FILE" ] || cfg=(--config "$ENV_FILE")
 lbl=(); [ -z "$LABEL" ] || lbl=(--label "$LABEL")
 
-work="$(mktemp -d "${TMPDIR:-/tmp}/pm-collect.XXXXXX")"
-mkfifo "$work/markets" "$work/gamma" "$work/books" "$work/sealed"
-if [ "$WS" = 1 ]; then mkfifo "$work/markets_books" "$work/markets_ws" "$work/ws"; fi
+# Each stage's exact argument list (the same arrays are checked, then run).
+A_MANIFEST=("$MANIFEST" build --root "$ROOT" --refresh "$MANIFEST_REFRESH" "${cfg[@]}" "${lbl[@]}")
+rotate_args() { A_ROTATE=("$ROTATE" --root "$ROOT" --stream "$1" --flush-secs "$FLUSH_SECS" --rotate-secs "$ROTATE_SECS"); }
+rotate_args gamma; A_ROT_GAMMA=("${A_ROTATE[@]}")
+rotate_args books; A_ROT_BOOKS=("${A_ROTATE[@]}")
+rotate_args ws_market; A_ROT_WS=("${A_ROTATE[@]}")
+A_BOOKS=("$PM_BOOKS" --clob-url "$CLOB_URL" --interval "$INTERVAL" --lead "$LEAD" --grace "$GRACE" "${ua[@]}")
+A_MARKETS=("$PM_MARKETS" --watch "$DISCOVERY_EVERY" --families "$FAMILIES" --ahead "$AHEAD" --keep-after "$KEEP_AFTER"
+  --gamma-url "$GAMMA_URL" --raw-out /dev/fd/3 "${ua[@]}")
+A_STREAM=()
+[ "$WS" = 0 ] || A_STREAM=("$PM_STREAM" --ws-url "$WS_URL" --clob-url "$CLOB_URL" --lead "$LEAD" --grace "$GRACE" "${ua[@]}")
 
-declare -A NAME=()
-PRODUCERS=()
-stopping=0; status=0
-stop_producers() {
-  [ "$stopping" = 1 ] && return 0
-  stopping=1
-  log "stopping producers: ${PRODUCERS[*]:-none yet}"
-  [ "${#PRODUCERS[@]}" -eq 0 ] || kill -TERM "${PRODUCERS[@]}" 2>/dev/null || true
+# check NAME ARGV...: the tool parses and validates its own arguments and exits (0, or 2 + message).
+check() {
+  local name=$1 out rc
+  shift
+  out=$(timeout -k 2 20 "$@" --check-args 2>&1 </dev/null >/dev/null)
+  rc=$?
+  [ "$rc" -eq 0 ] && return 0
+  out=$(printf '%s\n' "$out" | grep -v "^Try '.* --help' for more information\.$" | head -n 1)
+  if [ "$rc" -eq 2 ]; then
+    local flag setting=""
+    flag=$(printf '%s\n' "$out" | grep -o -- '--[a-z-]*' | head -n 1)
+    case $flag in
+      --interval) setting=INTERVAL ;; --lead) setting=LEAD ;; --grace) setting=GRACE ;;
+      --clob-url) setting=CLOB_URL ;; --gamma-url) setting=GAMMA_URL ;; --ws-url) setting=WS_URL ;;
+      --families) setting=FAMILIES ;; --ahead) setting=AHEAD ;; --watch) setting=DISCOVERY_EVERY ;;
+      --keep-after) setting=KEEP_AFTER ;; --flush-secs) setting=FLUSH_SECS ;; --rotate-secs) setting=ROTATE_SECS ;;
+      --refresh) setting=MANIFEST_REFRESH ;; --label) setting=LABEL ;; --user-agent) setting=USER_AGENT ;;
+      --host) setting=HOST ;; --run-id) setting=RUN_ID ;; --root) setting=ROOT ;;
+    esac
+    die2 "bad configuration${setting:+ in PMARCHIVE_$setting}: ${out:-$name rejected its arguments} (nothing was started)"
+  fi
+  log "cannot run $name ($1 --check-args exited $rc${out:+: $out}); nothing was started"
+  exit 1
 }
-# Installed before any stage starts, so that a stop during start-up is handled too.
-trap 'log "signal received"; stop_producers' TERM INT HUP
+check "manifest build" "${A_MANIFEST[@]}"
+check "jsonl-rotate" "${A_ROT_BOOKS[@]}"
+check pm-books "${A_BOOKS[@]}"
+check pm-markets "${A_MARKETS[@]}"
+[ "$WS" = 0 ] || check pm-stream "${A_STREAM[@]}"
+
+mkdir -p "$ROOT/manifests" 2>/dev/null || die2 "cannot create archive root '$ROOT/manifests'"
+
+# A stop requested from here on is acted on by the supervision loop (or right away before it runs).
+stop_requested=""
+trap 'stop_requested=signal' TERM INT HUP
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/pm-collect.XXXXXX")" || { log "cannot create a temp dir"; exit 1; }
+fifos=(sealed gamma books markets tick)
+[ "$WS" = 0 ] || fifos+=(markets_books markets_ws ws)
+HELD=()
+declare -A FD=()
+for f in "${fifos[@]}"; do
+  mkfifo "$work/$f" || { log "cannot create FIFO $work/$f"; rm -rf "$work"; exit 1; }
+  # Read+write: never blocks, and keeps both ends of every FIFO open until the stop sequence.
+  exec {fd}<>"$work/$f"
+  FD[$f]=$fd; HELD+=("$fd")
+done
+# Children close every descriptor the script holds (else a rotator would never see end-of-input).
+close_held() { local v; for v in "${HELD[@]}"; do exec {v}>&-; done; }
+tick() { read -r -t "${1:-0.1}" -u "${FD[tick]}" _ 2>/dev/null; return 0; }
+
+declare -A NAME=() KIND=() RC=()
+started() { NAME[$1]=$2; KIND[$1]=$3; log "started $2 (pid $1)"; }
+alive() { local p; for p in "$@"; do [ -z "${RC[$p]:-}" ] && kill -0 "$p" 2>/dev/null && printf '%s ' "$p"; done; }
+# reap PID: its exit status (bash keeps the status of a reaped background child).
+reap() { local rc=0; wait "$1" 2>/dev/null || rc=$?; RC[$1]=$rc; }
+describe() { # PID -> "NAME (pid P) exited N" / "... died of SIGX"
+  local rc=${RC[$1]}
+  if [ "$rc" -gt 128 ] && [ "$rc" -lt 160 ]; then
+    printf '%s (pid %s) died of SIG%s' "${NAME[$1]}" "$1" "$(kill -l "$((rc - 128))" 2>/dev/null || echo "$((rc - 128))")"
+  else
+    printf '%s (pid %s) exited %s' "${NAME[$1]}" "$1" "$rc"
+  fi
+}
+pids_of() { local p; for p in "${!KIND[@]}"; do [ "${KIND[$p]}" = "$1" ] && printf '%s ' "$p"; done; }
+
+status=0
+cleanup() { rm -rf "$work"; }
+if [ -n "$stop_requested" ]; then log "stopped before any stage started"; cleanup; exit 0; fi
 log "run $PMARCHIVE_RUN_ID: root=$ROOT families=$FAMILIES interval=${INTERVAL}s gamma=$GAMMA_URL clob=$CLOB_URL ws=$WS${DURATION:+ duration=${DURATION}s}"
 
-# Consumers first (opening a FIFO blocks until both ends exist), producers last. Every child closes fd 9,
-# the script's own writer on the sealed-record FIFO, which keeps the manifest reading until the end.
-( exec "$MANIFEST" build --root "$ROOT" --refresh "$MANIFEST_REFRESH" "${cfg[@]}" "${lbl[@]}" < "$work/sealed" ) &
-NAME[$!]=manifest; PID_MANIFEST=$!
-exec 9>"$work/sealed"
 # Sealed files that no manifest lists (a previous run's manifest stage died before it read their
-# records, e.g. kill -9) are adopted into this run's manifest, before any rotator starts.
-"$MANIFEST" unlisted "$ROOT" >&9 || log "warning: manifest unlisted exited $? (its message is above); continuing"
-( exec 9>&-; exec "$ROTATE" --root "$ROOT" --stream gamma --flush-secs "$FLUSH_SECS" --rotate-secs "$ROTATE_SECS" < "$work/gamma" > "$work/sealed" ) &
-NAME[$!]="jsonl-rotate gamma"
-( exec 9>&-; exec "$ROTATE" --root "$ROOT" --stream books --flush-secs "$FLUSH_SECS" --rotate-secs "$ROTATE_SECS" < "$work/books" > "$work/sealed" ) &
-NAME[$!]="jsonl-rotate books"
+# records, e.g. kill -9) are adopted into this run's manifest. Listed before any rotator starts (a
+# rotator seals dead-run partials at start, and those must not be listed twice); fed to the manifest
+# stage by a one-shot `cat`, so that a dead manifest stage cannot block the script.
+"$MANIFEST" unlisted "$ROOT" > "$work/unlisted" || log "warning: manifest unlisted exited $? (its message is above); continuing"
+
+( close_held; exec "${A_MANIFEST[@]}" < "$work/sealed" ) &
+started $! "manifest build" manifest
+( close_held; exec cat "$work/unlisted" ) > "$work/sealed" &
+started $! "unlisted feed" oneshot
+( close_held; exec "${A_ROT_GAMMA[@]}" < "$work/gamma" > "$work/sealed" ) &
+started $! "jsonl-rotate gamma" rotator
+( close_held; exec "${A_ROT_BOOKS[@]}" < "$work/books" > "$work/sealed" ) &
+started $! "jsonl-rotate books" rotator
 books_in="$work/markets"
 if [ "$WS" = 1 ]; then
-  ( exec 9>&-; exec "$ROTATE" --root "$ROOT" --stream ws_market --flush-secs "$FLUSH_SECS" --rotate-secs "$ROTATE_SECS" < "$work/ws" > "$work/sealed" ) &
-  NAME[$!]="jsonl-rotate ws_market"
-  ( exec 9>&-; exec "$PM_STREAM" --ws-url "$WS_URL" --clob-url "$CLOB_URL" --lead "$LEAD" --grace "$GRACE" "${ua[@]}" < "$work/markets_ws" > "$work/ws" ) &
-  NAME[$!]=pm-stream; PRODUCERS+=($!)
-  ( exec 9>&-; exec tee "$work/markets_ws" < "$work/markets" > "$work/markets_books" ) &
-  NAME[$!]=tee
+  ( close_held; exec "${A_ROT_WS[@]}" < "$work/ws" > "$work/sealed" ) &
+  started $! "jsonl-rotate ws_market" rotator
+  ( close_held; exec "${A_STREAM[@]}" < "$work/markets_ws" > "$work/ws" ) &
+  started $! pm-stream producer
+  ( close_held; exec tee "$work/markets_ws" < "$work/markets" > "$work/markets_books" ) &
+  started $! tee producer
   books_in="$work/markets_books"
 fi
-( exec 9>&-; exec "$PM_BOOKS" --clob-url "$CLOB_URL" --interval "$INTERVAL" --lead "$LEAD" --grace "$GRACE" "${ua[@]}" < "$books_in" > "$work/books" ) &
-NAME[$!]=pm-books; PRODUCERS+=($!)
-# The shell opens the Gamma FIFO (fd 3), not pm-markets: if pm-markets rejects its arguments and exits,
-# the gamma rotator still sees end-of-input instead of waiting forever for a writer.
-( exec 9>&-; exec "$PM_MARKETS" --watch "$DISCOVERY_EVERY" --families "$FAMILIES" --ahead "$AHEAD" --keep-after "$KEEP_AFTER" \
-    --gamma-url "$GAMMA_URL" --raw-out /dev/fd/3 "${ua[@]}" 3> "$work/gamma" > "$work/markets" ) &
-NAME[$!]=pm-markets; PRODUCERS+=($!)
+( close_held; exec "${A_BOOKS[@]}" < "$books_in" > "$work/books" ) &
+started $! pm-books producer
+( close_held; exec "${A_MARKETS[@]}" < /dev/null 3> "$work/gamma" > "$work/markets" ) &
+started $! pm-markets producer
 TIMER=""
-if [ -n "$DURATION" ]; then { exec 9>&-; exec sleep "$DURATION"; } & TIMER=$!; fi
-for p in "${!NAME[@]}"; do log "started ${NAME[$p]} (pid $p)"; done
-# A stop that arrived while the stages were starting: stop the producers now that they exist.
-if [ "$stopping" = 1 ]; then stopping=0; stop_producers; fi
+if [ -n "$DURATION" ]; then ( close_held; exec sleep "$DURATION" ) & TIMER=$!; fi
 
-
-# Supervise: wait for any job; a failure stops everything; the end of a producer stops the others.
-while [ "${#NAME[@]}" -gt 0 ]; do
-  pid=""; rc=0
-  wait -n -p pid "${!NAME[@]}" ${TIMER:+"$TIMER"} || rc=$?
-  if [ -z "${pid:-}" ]; then continue; fi       # interrupted by a trapped signal (bash leaves pid unset)
-  if [ "$pid" = "$TIMER" ]; then TIMER=""; log "duration ${DURATION}s reached"; stop_producers; continue; fi
-  name="${NAME[$pid]}"; unset "NAME[$pid]"
-  if [ "$rc" -ne 0 ] && ! { [ "$stopping" = 1 ] && [ "$rc" -eq 143 ]; }; then
-    log "$name (pid $pid) failed with exit $rc"
-    status=1
-    stop_producers
-  else
-    log "$name (pid $pid) ended (exit $rc)"
-  fi
-  case "$name" in pm-markets|pm-books|pm-stream) stop_producers ;; esac
-  # When only the manifest is left, close our end of its FIFO so that it sees end-of-input.
-  if [ "${#NAME[@]}" -eq 1 ] && [ -n "${NAME[$PID_MANIFEST]:-}" ]; then exec 9>&-; fi
+# Supervise: poll every stage; the first one to end (or a signal, or the duration) stops the chain.
+why=""
+while [ -z "$why" ]; do
+  if [ -n "$stop_requested" ]; then why="signal received"; break; fi
+  if [ -n "$TIMER" ] && ! kill -0 "$TIMER" 2>/dev/null; then why="duration ${DURATION}s reached"; break; fi
+  for p in "${!NAME[@]}"; do
+    [ -z "${RC[$p]:-}" ] || continue
+    kill -0 "$p" 2>/dev/null && continue
+    reap "$p"
+    if [ "${KIND[$p]}" = oneshot ]; then
+      [ "${RC[$p]}" -eq 0 ] || log "warning: $(describe "$p"); continuing"
+      continue
+    fi
+    log "$(describe "$p") while the chain was running: stopping the chain"
+    why="${NAME[$p]} ended"; status=1
+    break
+  done
+  [ -n "$why" ] || tick
 done
-[ -z "$TIMER" ] || kill "$TIMER" 2>/dev/null || true
-rm -rf "$work"
+
+# end_step SECS PID...: wait up to SECS for the stages to end by themselves, then SIGTERM, then SIGKILL.
+end_step() {
+  local secs=$1 n left p
+  shift
+  for sig in "" TERM KILL; do
+    case $sig in "") n=$((secs * 10)) ;; TERM) n=20 ;; KILL) n=20 ;; esac
+    if [ -n "$sig" ]; then
+      left=$(alive "$@")
+      [ -n "$left" ] || break
+      for p in $left; do log "${NAME[$p]} (pid $p) still running: sending SIG$sig"; done
+      # shellcheck disable=SC2086
+      kill -"$sig" $left 2>/dev/null
+      [ "$sig" = TERM ] || status=1
+    fi
+    while [ "$n" -gt 0 ] && [ -n "$(alive "$@")" ]; do tick; n=$((n - 1)); done
+  done
+  for p in "$@"; do
+    [ -n "${RC[$p]:-}" ] && continue
+    reap "$p"
+    local rc=${RC[$p]}
+    if [ "$rc" -eq 0 ] || { [ "$rc" -eq 143 ] && [ "${KIND[$p]}" = producer ]; }; then
+      log "${NAME[$p]} (pid $p) ended (exit $rc)"
+    else
+      log "$(describe "$p") while stopping"
+      status=1
+    fi
+  done
+}
+
+log "stopping the chain: $why"
+# shellcheck disable=SC2046
+{
+  producers=$(pids_of producer)
+  # shellcheck disable=SC2086
+  [ -z "$producers" ] || kill -TERM $producers 2>/dev/null
+  # shellcheck disable=SC2086
+  end_step 3 $producers $(pids_of oneshot)
+  for f in markets markets_books markets_ws gamma books ws; do
+    [ -z "${FD[$f]:-}" ] || { v=${FD[$f]}; exec {v}>&-; }
+  done
+  # shellcheck disable=SC2086
+  end_step 3 $(pids_of rotator)
+  v=${FD[sealed]}; exec {v}>&-
+  # shellcheck disable=SC2086
+  end_step 3 $(pids_of manifest)
+}
+[ -z "$TIMER" ] || { kill "$TIMER" 2>/dev/null; wait "$TIMER" 2>/dev/null; }
+cleanup
 log "run $PMARCHIVE_RUN_ID ended with status $status"
 exit "$status"
