@@ -207,62 +207,276 @@ fn the_chain_archives_every_reply_exactly_once_while_markets_roll_over() {
     assert!(!stale["problems"].as_array().unwrap().is_empty(), "{stale}");
 }
 
-fn pid_of(pattern: &str) -> Option<String> {
-    let out = Command::new("pgrep").args(["-f", pattern]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_string)
+/// A temp dir removed when the test passes (kept for inspection when it fails).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        Scratch(tempdir(tag))
+    }
 }
 
-/// kill -9 of the stage whose command line `pgrep -f` finds with `pattern(root, venue url)`, then a
-/// restart: nothing served more than the flush cadence before the kill is lost, `partials_left` partial
-/// files were left and are sealed by the restart, and the archive verifies. Returns the manifests.
-fn kill_9_then_restart(stage: &str, pattern: &dyn Fn(&Path, &str) -> String, partials_left: usize) -> Vec<Value> {
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// collect.sh spawned as the leader of its own process group, stderr to a file. Dropping the guard
+/// SIGKILLs the whole group, so a failing test never leaves a collector or a stage running.
+struct Chain {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Chain {
+    fn spawn(mut c: Command, log: &Path) -> Chain {
+        use std::os::unix::process::CommandExt;
+        c.process_group(0).stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(log).unwrap());
+        Chain { child: c.spawn().expect("spawn collect.sh"), log: log.to_path_buf() }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls for the exit of collect.sh; panics with its stderr after `limit`.
+    fn wait(&mut self, limit: Duration, what: &str) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(start.elapsed() < limit, "{what}: collect.sh still running after {limit:?}:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Processes still in the chain's process group (collect.sh itself included until reaped).
+    fn group(&self) -> Vec<String> {
+        let out = Command::new("pgrep").args(["-g", &self.pid()]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+
+    fn signal(&self, sig: &str, pid: &str) {
+        assert!(Command::new("kill").args([&format!("-{sig}"), pid]).status().unwrap().success(), "kill -{sig} {pid}");
+    }
+}
+
+impl Drop for Chain {
+    fn drop(&mut self) {
+        let _ =
+            Command::new("kill").args(["-KILL", "--", &format!("-{}", self.child.id())]).stderr(Stdio::null()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The stages of the chain (PMARCHIVE_WS=1 adds the last three).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stage {
+    Markets,
+    Books,
+    RotateBooks,
+    RotateGamma,
+    Manifest,
+    Stream,
+    Tee,
+    RotateWs,
+}
+
+impl Stage {
+    fn ws(self) -> bool {
+        matches!(self, Stage::Stream | Stage::Tee | Stage::RotateWs)
+    }
+
+    /// `pgrep -f` pattern finding exactly this stage of the test's chain.
+    fn pattern(self, root: &Path, tmp: &Path, url: &str) -> String {
+        let r = root.display();
+        match self {
+            Stage::Markets => format!("pm-markets --watch .* --gamma-url {url} "),
+            Stage::Books => format!("pm-books --clob-url {url} "),
+            Stage::RotateBooks => format!("jsonl-rotate --root {r} --stream books "),
+            Stage::RotateGamma => format!("jsonl-rotate --root {r} --stream gamma "),
+            Stage::RotateWs => format!("jsonl-rotate --root {r} --stream ws_market "),
+            Stage::Manifest => format!("manifest build --root {r} "),
+            Stage::Stream => format!("pm-stream --ws-url .* --clob-url {url} "),
+            Stage::Tee => format!("^tee {}/", tmp.display()),
+        }
+    }
+
+    /// The stream whose open file this stage's kill -9 may leave partial (a rotator's).
+    fn stream(self) -> Option<&'static str> {
+        match self {
+            Stage::RotateBooks => Some("books"),
+            Stage::RotateGamma => Some("gamma"),
+            Stage::RotateWs => Some("ws_market"),
+            _ => None,
+        }
+    }
+
+    /// A stand-in binary that passes `--check-args` to the real tool and otherwise dies of SIGKILL
+    /// before writing anything (a failure before the first line). Returns (file name, script).
+    fn failing_binary(self, real: &Path) -> (&'static str, String) {
+        let r = real.display();
+        let only = |name: &'static str, when: &str| {
+            let script = format!(
+                "#!/bin/sh\n# test stand-in: dies at start-up\nfor a in \"$@\"; do [ \"$a\" = --check-args ] && exec {r}/{name} \"$@\"; done\n\
+                 case \" $* \" in {when}) kill -9 $$ ;; esac\nexec {r}/{name} \"$@\"\n"
+            );
+            (name, script)
+        };
+        match self {
+            Stage::Markets => only("pm-markets", "*\" --watch \"*"),
+            Stage::Books => only("pm-books", "*"),
+            Stage::RotateBooks => only("jsonl-rotate", "*\" --stream books \"*"),
+            Stage::RotateGamma => only("jsonl-rotate", "*\" --stream gamma \"*"),
+            Stage::RotateWs => only("jsonl-rotate", "*\" --stream ws_market \"*"),
+            Stage::Manifest => only("manifest", "\" build \"*"),
+            Stage::Stream => only("pm-stream", "*"),
+            Stage::Tee => ("tee", "#!/bin/sh\n# test stand-in: tee dies at start-up\nkill -9 $$\n".to_string()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Death {
+    /// kill -9 of the stage while the chain runs.
+    Kill9,
+    /// kill -9 of the stage while collect.sh itself is SIGSTOPped; SIGCONT a second later.
+    Kill9WhileSupervisorStopped,
+    /// The stage dies of SIGKILL at start-up, before its first line.
+    AtStartUp,
+}
+
+/// Settings of a matrix run: fast cadences, the stage's WS setting, temp files under the test dir.
+fn matrix_env(stage: Stage, tmp: &Path) -> Vec<(String, String)> {
+    let mut e: Vec<(String, String)> = vec![
+        ("PMARCHIVE_ROTATE_SECS".into(), "3600".into()),
+        ("PMARCHIVE_WS".into(), if stage.ws() { "1" } else { "0" }.into()),
+        ("TMPDIR".into(), tmp.display().to_string()),
+    ];
+    if stage.ws() {
+        // Nothing listens there: pm-stream keeps retrying (and recording its failures), which is all a
+        // kill test needs from it.
+        e.push(("PMARCHIVE_WS_URL".into(), "ws://127.0.0.1:9/ws/market".into()));
+    }
+    e
+}
+
+fn with_env<'a>(extra: &'a [(String, String)], more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(more.iter().copied()).collect()
+}
+
+/// One cell of the matrix: the stage dies (as `death` says), collect.sh exits 1 within a generous
+/// deadline with no process of the chain left, then a restart seals/adopts what was left, collects,
+/// stops cleanly, and the archive verifies. After a kill in steady state, nothing the venue served
+/// more than the flush cadence (1 s, + 1 s for pipes) before the kill is missing. Returns the manifests.
+fn stage_dies(stage: Stage, death: Death) -> Vec<Value> {
+    let what = format!("{stage:?} {death:?}");
     let v = Venue::start();
     let clock = v.simulate_clock(time::macros::datetime!(2026-08-22 16:04:00 UTC), 1.0);
-    let root = tempdir("kill9");
-    let mut c = collect(&v, &root, &clock, &[("PMARCHIVE_ROTATE_SECS", "3600")]);
-    c.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    std::thread::sleep(Duration::from_secs(6));
-    let pid = pid_of(&pattern(&root, &v.url())).unwrap_or_else(|| panic!("{stage} running"));
-    let killed_at = v.now();
-    Command::new("kill").args(["-KILL", &pid]).status().unwrap();
-    // The supervisor notices, stops the other stages and exits 1.
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
+    let dir = Scratch::new("matrix");
+    let (root, tmp) = (dir.0.join("root"), dir.0.join("tmp"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let env = matrix_env(stage, &tmp);
+    let mut c = collect(&v, &root, &clock, &with_env(&env, &[]));
+    if death == Death::AtStartUp {
+        // A bin dir where this stage's binary dies at start-up (also first in PATH, for tee).
+        let bin = dir.0.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let real = common::bin("pm-markets").parent().unwrap().to_path_buf();
+        for b in ["pm-markets", "pm-books", "jsonl-rotate", "manifest", "pm-stream"] {
+            std::os::unix::fs::symlink(real.join(b), bin.join(b)).unwrap();
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "collect.sh did not stop after {stage} died");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(status.code(), Some(1), "{stage}");
-    let left = partials(&root);
-    assert_eq!(left.len(), partials_left, "{stage}: partial files left: {left:?}");
+        let (name, script) = stage.failing_binary(&real);
+        let _ = std::fs::remove_file(bin.join(name));
+        std::fs::write(bin.join(name), script).unwrap();
+        std::fs::set_permissions(bin.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        c.env("PMARCHIVE_BIN_DIR", &bin).env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()));
+    }
+    let mut chain = Chain::spawn(c, &dir.0.join("run1.log"));
 
-    // Restart: the new run seals the dead run's partials (recovered), lists sealed files no manifest
-    // lists (adopted), and goes on collecting.
-    let c2 = collect(&v, &root, &clock, &[("PMARCHIVE_DURATION", "4"), ("PMARCHIVE_ROTATE_SECS", "3600")]);
-    let out = run_with_timeout(c2, None, Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(0), "{stage}: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(partials(&root).is_empty(), "{stage}");
-    // Every /books reply served more than the flush cadence (1 s, + 1 s margin for pipes) before the
-    // kill is in the archive, and so is every Gamma reply.
-    let cutoff = killed_at - time::Duration::seconds(2);
-    for (stream, prefix, endpoint) in [("books", "/books", "books"), ("gamma", "/markets/slug/", "gamma")] {
-        let before = count(&served(&v, prefix, Some(cutoff)));
-        let got = count(&archived(&lines(&root, stream), endpoint));
-        assert!(!before.is_empty(), "{stage}: {prefix} served before the kill");
-        for (k, n) in &before {
-            assert!(
-                got.get(k).copied().unwrap_or(0) >= *n,
-                "{stage}: a {prefix} reply served before the kill is missing"
-            );
+    let mut killed_at = None;
+    if death != Death::AtStartUp {
+        // Steady state: a /books reply and a Gamma reply served at least 3 s ago (so that the loss check
+        // below has something to check), and the stage is running.
+        let start = Instant::now();
+        let pattern = stage.pattern(&root, &tmp, &v.url());
+        let pid = loop {
+            assert!(start.elapsed() < Duration::from_secs(90), "{what}: no steady state:\n{}", chain.stderr());
+            assert!(chain.child.try_wait().unwrap().is_none(), "{what}: collect.sh ended early:\n{}", chain.stderr());
+            std::thread::sleep(Duration::from_millis(200));
+            let old = v.now() - time::Duration::seconds(3);
+            if served(&v, "/books", Some(old)).is_empty() || served(&v, "/markets/slug/", Some(old)).is_empty() {
+                continue;
+            }
+            let out = Command::new("pgrep").args(["-f", &pattern]).output().unwrap();
+            let pids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+            match pids.len() {
+                1 => break pids[0].clone(),
+                0 => continue,
+                _ => panic!("{what}: pattern {pattern:?} matches several processes: {pids:?}"),
+            }
+        };
+        killed_at = Some(v.now());
+        if death == Death::Kill9WhileSupervisorStopped {
+            chain.signal("STOP", &chain.pid());
+            chain.signal("KILL", &pid);
+            std::thread::sleep(Duration::from_secs(1));
+            chain.signal("CONT", &chain.pid());
+        } else {
+            chain.signal("KILL", &pid);
+        }
+    }
+    let status = chain.wait(Duration::from_secs(60), &what);
+    let log = chain.stderr();
+    assert_eq!(status.code(), Some(1), "{what}:\n{log}");
+    let start = Instant::now();
+    while !chain.group().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "{what}: left running: {:?}\n{log}", chain.group());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(chain);
+    // Only a killed rotator can leave its open file partial.
+    for p in partials(&root) {
+        let s = p.to_string_lossy();
+        assert!(
+            stage.stream().is_some_and(|st| s.contains(&format!("stream={st}/"))),
+            "{what}: partial file left: {p:?}\n{log}"
+        );
+    }
+
+    // Restart (as systemd would): the new run seals the dead run's partials (recovered), lists sealed
+    // files no manifest lists (adopted), collects and stops cleanly.
+    let c2 = collect(&v, &root, &clock, &with_env(&env, &[("PMARCHIVE_DURATION", "3")]));
+    let mut chain2 = Chain::spawn(c2, &dir.0.join("run2.log"));
+    let status = chain2.wait(Duration::from_secs(60), &what);
+    assert_eq!(status.code(), Some(0), "{what}: restart:\n{}", chain2.stderr());
+    assert!(partials(&root).is_empty(), "{what}: {:?}", partials(&root));
+    if let Some(killed_at) = killed_at {
+        let cutoff = killed_at - time::Duration::seconds(2);
+        for (stream, prefix, endpoint) in [("books", "/books", "books"), ("gamma", "/markets/slug/", "gamma")] {
+            let before = count(&served(&v, prefix, Some(cutoff)));
+            let got = count(&archived(&lines(&root, stream), endpoint));
+            assert!(!before.is_empty(), "{what}: {prefix} served before the kill");
+            for (k, n) in &before {
+                assert!(
+                    got.get(k).copied().unwrap_or(0) >= *n,
+                    "{what}: a {prefix} reply served before the kill is missing"
+                );
+            }
         }
     }
     let mut verify = tool("manifest");
     verify.args(["verify", root.to_str().unwrap()]);
     let vo = run_with_timeout(verify, None, Duration::from_secs(60));
-    assert_eq!(vo.status.code(), Some(0), "{stage}: {}", String::from_utf8_lossy(&vo.stdout));
+    assert_eq!(vo.status.code(), Some(0), "{what}: {}", String::from_utf8_lossy(&vo.stdout));
     std::fs::read_dir(root.join("manifests"))
         .unwrap()
         .flatten()
@@ -271,31 +485,83 @@ fn kill_9_then_restart(stage: &str, pattern: &dyn Fn(&Path, &str) -> String, par
         .collect()
 }
 
-#[test]
-fn kill_9_of_a_stage_loses_nothing_older_than_the_flush_cadence() {
-    // The books rotator: its open file is left partial and sealed (recovered) by the restart.
-    let manifests =
-        kill_9_then_restart("books rotator", &|r, _| format!("jsonl-rotate --root {} --stream books", r.display()), 1);
-    assert!(manifests.iter().any(|m| m.to_string().contains("\"recovered\":true")), "recovered file listed");
-}
-
-#[test]
-fn kill_9_of_the_manifest_stage_then_restart_adopts_the_unlisted_files() {
-    // The rotators seal their files after the manifest stage died: no manifest lists them until the
-    // restart adopts them.
-    let manifests = kill_9_then_restart("manifest", &|r, _| format!("manifest build --root {}", r.display()), 0);
-    assert!(manifests.iter().any(|m| m.to_string().contains("\"adopted\":true")), "adopted file listed");
-}
-
-#[test]
-fn kill_9_of_a_producer_loses_nothing() {
-    // pm-books and pm-markets: the rotators see end-of-input and seal; nothing is left partial.
-    let books = |_: &Path, url: &str| format!("pm-books --clob-url {url} ");
-    let markets = |_: &Path, url: &str| format!("pm-markets --watch .* --gamma-url {url} ");
-    for (stage, pattern) in [("pm-books", &books as &dyn Fn(&Path, &str) -> String), ("pm-markets", &markets)] {
-        let manifests = kill_9_then_restart(stage, pattern, 0);
-        assert!(!manifests.iter().any(|m| m.to_string().contains("\"adopted\":true")), "{stage}");
+/// Every way of dying for one stage.
+fn stage_matrix(stage: Stage) {
+    for death in [Death::Kill9, Death::Kill9WhileSupervisorStopped, Death::AtStartUp] {
+        let manifests = stage_dies(stage, death);
+        let text: Vec<String> = manifests.iter().map(Value::to_string).collect();
+        let adopted = text.iter().any(|m| m.contains("\"adopted\":true"));
+        let recovered = text.iter().any(|m| m.contains("\"recovered\":true"));
+        match (stage, death) {
+            // The rotators seal after the manifest stage died: the restart adopts their files.
+            (Stage::Manifest, Death::Kill9 | Death::Kill9WhileSupervisorStopped) => assert!(adopted, "{death:?}"),
+            // A killed rotator's open file is sealed by the restart.
+            (Stage::RotateBooks | Stage::RotateGamma, Death::Kill9 | Death::Kill9WhileSupervisorStopped) => {
+                assert!(recovered, "{stage:?} {death:?}")
+            }
+            _ => assert!(!adopted, "{stage:?} {death:?}: nothing to adopt when the manifest stage lived"),
+        }
     }
+}
+
+#[test]
+fn chain_matrix_pm_markets_dies() {
+    stage_matrix(Stage::Markets);
+}
+
+#[test]
+fn chain_matrix_pm_books_dies() {
+    stage_matrix(Stage::Books);
+}
+
+#[test]
+fn chain_matrix_books_rotator_dies() {
+    stage_matrix(Stage::RotateBooks);
+}
+
+#[test]
+fn chain_matrix_gamma_rotator_dies() {
+    stage_matrix(Stage::RotateGamma);
+}
+
+#[test]
+fn chain_matrix_manifest_stage_dies() {
+    stage_matrix(Stage::Manifest);
+}
+
+#[test]
+fn chain_matrix_pm_stream_dies() {
+    stage_matrix(Stage::Stream);
+}
+
+#[test]
+fn chain_matrix_tee_dies() {
+    stage_matrix(Stage::Tee);
+}
+
+#[test]
+fn chain_matrix_ws_rotator_dies() {
+    stage_matrix(Stage::RotateWs);
+}
+
+#[test]
+fn sigterm_stops_the_chain_cleanly_even_during_start_up() {
+    let v = Venue::start();
+    let clock = v.simulate_clock(time::macros::datetime!(2026-08-22 16:04:00 UTC), 1.0);
+    let dir = Scratch::new("sigterm");
+    let root = dir.0.join("root");
+    for delay_ms in [0u64, 300, 4000] {
+        let mut chain = Chain::spawn(collect(&v, &root, &clock, &[("PMARCHIVE_WS", "0")]), &dir.0.join("run.log"));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        chain.signal("TERM", &chain.pid());
+        let status = chain.wait(Duration::from_secs(60), "SIGTERM");
+        assert_eq!(status.code(), Some(0), "after {delay_ms} ms:\n{}", chain.stderr());
+        assert!(chain.group().len() <= 1, "{:?}", chain.group());
+    }
+    assert!(partials(&root).is_empty());
+    let mut verify = tool("manifest");
+    verify.args(["verify", root.to_str().unwrap()]);
+    assert_eq!(run_with_timeout(verify, None, Duration::from_secs(60)).status.code(), Some(0));
 }
 
 #[test]
