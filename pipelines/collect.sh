@@ -37,6 +37,9 @@
 #              1 a stage ended or failed while the chain ran, or had to be killed while stopping;
 #              2 bad configuration (nothing was started).
 set -uo pipefail
+# A stop requested at any time is acted on by the supervision loop (or before any stage starts).
+stop_requested=""
+trap 'stop_requested=signal' TERM INT HUP
 
 usage() { sed -n '2,/^set -uo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 log() { printf 'collect.sh: %s\n' "$*" >&2; }
@@ -150,9 +153,6 @@ check pm-markets "${A_MARKETS[@]}"
 
 mkdir -p "$ROOT/manifests" 2>/dev/null || die2 "cannot create archive root '$ROOT/manifests'"
 
-# A stop requested from here on is acted on by the supervision loop (or right away before it runs).
-stop_requested=""
-trap 'stop_requested=signal' TERM INT HUP
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/pm-collect.XXXXXX")" || { log "cannot create a temp dir"; exit 1; }
 fifos=(sealed gamma books markets tick)
