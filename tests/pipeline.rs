@@ -18,7 +18,11 @@ fn repo() -> PathBuf {
 }
 
 fn collect(v: &Venue, root: &Path, clock: &str, env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(repo().join("pipelines/collect.sh"));
+    collect_as(Command::new(repo().join("pipelines/collect.sh")), v, root, clock, env)
+}
+
+/// `c` with the settings of a test chain on the loopback venue.
+fn collect_as(mut c: Command, v: &Venue, root: &Path, clock: &str, env: &[(&str, &str)]) -> Command {
     c.env_remove("PMARCHIVE_RUN_ID")
         .env("PMARCHIVE_HOST", "testhost")
         .env("PMARCHIVE_CLOCK", clock)
@@ -565,6 +569,81 @@ fn sigterm_stops_the_chain_cleanly_even_during_start_up() {
     let mut verify = tool("manifest");
     verify.args(["verify", root.to_str().unwrap()]);
     assert_eq!(run_with_timeout(verify, None, Duration::from_secs(60)).status.code(), Some(0));
+}
+
+/// Runs in a private mount namespace with a 16 MiB tmpfs as the archive root (plain `unshare -m` as
+/// root, as in CI; `unshare -rm` otherwise): a first run until the disk is full, a restart while it is
+/// still full, then (space freed) a restart as systemd would do it, `manifest verify`, and a copy of
+/// the archive out of the namespace. Prints `name=exit code` lines into OUT/rc.txt.
+const DISK_FULL_SCRIPT: &str = r#"
+set -u
+root=$PMARCHIVE_ROOT; out=$1; collect=$2; manifest=$3
+mount -t tmpfs -o size=16m pmtest "$root" || { echo "mount=97" >> "$out/rc.txt"; exit 97; }
+echo "mount=0" >> "$out/rc.txt"
+run() { # NAME [ENV...]: collect.sh bounded by timeout (124 = it hung)
+  local name=$1; shift
+  env "$@" timeout -k 5 120 "$collect" 2>> "$out/$name.log"; echo "$name=$?" >> "$out/rc.txt"
+}
+# 1. Collect; once the books stream has an open file, fill the disk.
+( for _ in $(seq 300); do
+    find "$root" -name '*.partial' -path '*stream=books*' | grep -q . && break; sleep 0.2
+  done
+  sleep 1; cat /dev/zero > "$root/filler" 2>/dev/null; echo "filled" >> "$out/rc.txt" ) &
+run full
+wait
+# 2. A restart while the disk is still full must not hang either.
+run still_full PMARCHIVE_DURATION=5
+# 3. Space returns; the next start collects again by itself.
+rm -f "$root/filler"
+run recovered PMARCHIVE_DURATION=4
+"$manifest" verify "$root" > "$out/verify.txt" 2>&1; echo "verify=$?" >> "$out/rc.txt"
+cp -a "$root" "$out/archive"
+"#;
+
+/// §2, the chain's side: the disk fills → the chain stops (exit 1, no hang); a restart while it is full
+/// does not hang; after space returns the next start collects again; the archive verifies.
+#[test]
+fn a_full_disk_stops_the_chain_and_the_next_start_after_space_returns_collects_again() {
+    let v = Venue::start();
+    let clock = v.simulate_clock(time::macros::datetime!(2026-08-22 16:04:00 UTC), 1.0);
+    let dir = Scratch::new("diskfull");
+    let (root, out) = (dir.0.join("root"), dir.0.join("out"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let is_root = String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim() == "0";
+    let mut unshare = Command::new("unshare");
+    unshare.arg(if is_root { "-m" } else { "-rm" }).args(["bash", "-c", DISK_FULL_SCRIPT, "disk-full"]);
+    unshare.arg(&out).arg(repo().join("pipelines/collect.sh")).arg(common::bin("manifest"));
+    let c = collect_as(unshare, &v, &root, &clock, &[("PMARCHIVE_WS", "0"), ("PMARCHIVE_ROTATE_SECS", "3600")]);
+    let mut chain = Chain::spawn(c, &dir.0.join("unshare.log"));
+    let status = chain.wait(Duration::from_secs(400), "disk-full script");
+    let rc: HashMap<String, String> = std::fs::read_to_string(out.join("rc.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let logs = |n: &str| std::fs::read_to_string(out.join(format!("{n}.log"))).unwrap_or_default();
+    assert_eq!(rc.get("mount").map(String::as_str), Some("0"), "tmpfs mount failed: {status:?} {}", chain.stderr());
+    assert_eq!(status.code(), Some(0), "{}", chain.stderr());
+    assert_eq!(rc["full"], "1", "the chain stops with exit 1 on a full disk:\n{}", logs("full"));
+    let still = rc["still_full"].as_str();
+    assert!(
+        still != "124" && still != "0",
+        "a restart on a full disk ends (non-zero), got {still}:\n{}",
+        logs("still_full")
+    );
+    assert_eq!(rc["recovered"], "0", "after space returns the chain collects again:\n{}", logs("recovered"));
+    // The recovered run collected books (its run id is in its log) and the archive verifies.
+    let log3 = logs("recovered");
+    let run_id = log3.split("collect.sh: run ").nth(1).and_then(|t| t.split(':').next()).unwrap().to_string();
+    let books = lines(&out.join("archive"), "books");
+    assert!(books.iter().any(|l| l.contains(&run_id) && l.contains("\"kind\":\"http\"")), "no books from {run_id}");
+    assert_eq!(
+        rc["verify"],
+        "0",
+        "manifest verify after recovery: {}",
+        std::fs::read_to_string(out.join("verify.txt")).unwrap_or_default()
+    );
 }
 
 /// Bad settings are refused by the tools' own parsers (`--check-args`) before anything starts: exit 2,
