@@ -10,8 +10,10 @@ Usage:
   run_polymarket_collector_cycle.sh --help
 
 Start (default):
-  1. reads ENV_FILE (default /etc/pm-archive/collector.env; KEY=value lines, the same file
-     systemd reads with EnvironmentFile=; its values win over the calling environment);
+  1. reads ENV_FILE (default /etc/pm-archive/collector.env) as data, with the rules of
+     systemd'"'"'s EnvironmentFile= (scripts/read_env_file.sh: KEY=value lines, comment lines,
+     quotes; never sourced, nothing in it runs or expands); its values win over the calling
+     environment;
   2. takes an exclusive lock on <PMARCHIVE_ROOT>/.collector.lock (flock), so that two
      collectors never write to (or recover files of) the same archive at once;
   3. seals partial files left by a dead run: `jsonl-rotate --root ROOT --stream S
@@ -32,7 +34,9 @@ Start (default):
 All messages go to stderr (journald under systemd), prefixed with the script name.
 Exit status: 0 --help/--log-stop; 1 another collector holds the lock; 2 bad arguments,
 missing env file, missing collect.sh or jsonl-rotate, archive root not writable;
-after the exec: whatever pipelines/collect.sh returns (non-zero when a stage failed).'
+after the exec: whatever pipelines/collect.sh returns: 0 clean stop, 1 a stage failed
+(systemd restarts it), 2 bad configuration (RestartPreventExitStatus=2: systemd does not
+restart until the env file is fixed and the unit restarted).'
 
 PROG=run_polymarket_collector_cycle
 STREAMS="books gamma ws_market"
@@ -71,7 +75,8 @@ recover_stream() {
     if [ ! -d "$root/venue=polymarket/stream=$stream" ]; then
         return 0
     fi
-    out=$("$bin/jsonl-rotate" --root "$root" --stream "$stream" --recover-only)
+    # Bounded: a start that hangs here would leave the service "running" with nothing collected.
+    out=$(timeout -k 5 300 "$bin/jsonl-rotate" --root "$root" --stream "$stream" --recover-only)
     rc=$?
     if [ -n "$out" ]; then
         RECOVERED+="$out"$'\n'
@@ -113,12 +118,12 @@ main() {
     [ -f "$env_file" ] || die 2 "env file $env_file not found (copy config/polymarket_collector.vps.example.env there, or run scripts/install.sh)"
     [ -r "$env_file" ] || die 2 "env file $env_file is not readable by $(id -un 2>/dev/null || id -u)"
 
-    # KEY=value lines; the same file is systemd's EnvironmentFile=, so keep it free of
-    # shell expansions (see the example file).
-    set -a
-    # shellcheck disable=SC1090
-    . "$env_file" || die 2 "env file $env_file could not be read as KEY=value lines"
-    set +a
+    # Read as data with systemd's EnvironmentFile= rules (never sourced: nothing in it runs).
+    local reader
+    reader="$(self_dir)/read_env_file.sh"
+    # shellcheck source=read_env_file.sh
+    . "$reader" 2>/dev/null || die 2 "$reader is missing (reinstall: scripts/install.sh)"
+    PM_ENV_PROG=$PROG pm_read_env_file "$env_file" || die 2 "env file $env_file could not be read"
 
     local base bin root collect
     base=$(dirname -- "$(self_dir)")
@@ -157,7 +162,7 @@ main() {
         if [ -x "$bin/manifest" ]; then
             local rid
             rid="$(date -u +%Y%m%dT%H%M%SZ)-recovery-$$"
-            printf '%s' "$RECOVERED" | PMARCHIVE_RUN_ID="$rid" "$bin/manifest" build --root "$root" \
+            printf '%s' "$RECOVERED" | PMARCHIVE_RUN_ID="$rid" timeout -k 5 300 "$bin/manifest" build --root "$root" \
                 --label "crash recovery: partial files of dead runs sealed before a collector start" ||
                 log "warning: manifest build for the recovered files exited $?"
             log "recovery: listed in manifests/run-*-$rid.json"

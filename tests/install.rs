@@ -645,13 +645,15 @@ fn behaving_bins(dir: &Path) -> PathBuf {
     let bin = fake_bins(dir);
     write_exec(
         &bin.join("pm-markets"),
-        "#!/bin/bash\nwhile [ $# -gt 0 ]; do [ \"$1\" = --raw-out ] && raw=$2; shift; done\n\
+        "#!/bin/bash\ncase \" $* \" in *\" --check-args \"*) exit 0 ;; esac\n\
+         while [ $# -gt 0 ]; do [ \"$1\" = --raw-out ] && raw=$2; shift; done\n\
          exec 3>\"$raw\"\ntrap 'echo \"pm-markets: TERM\" >&2; exit 0' TERM\n\
          for _ in $(seq 300); do sleep 0.2 & wait $!; done\n",
     );
     write_exec(
         &bin.join("pm-books"),
-        "#!/bin/bash\ntrap 'echo \"pm-books: TERM\" >&2; exit 0' TERM\n\
+        "#!/bin/bash\ncase \" $* \" in *\" --check-args \"*) exit 0 ;; esac\n\
+         trap 'echo \"pm-books: TERM\" >&2; exit 0' TERM\n\
          for _ in $(seq 300); do echo '{\"line\":1}'; sleep 0.2 & wait $!; done\n",
     );
     write_exec(

@@ -760,3 +760,53 @@ fn discover_sh_writes_the_checkpoint_3_artefacts_labelled_loopback() {
     assert!(md.contains("LOOPBACK REPLAY OF RECORDED RESPONSES"));
     assert!(md.contains("btc-updown-15m-"));
 }
+
+/// The cycle script (what systemd starts) reads the env file the same way as collect.sh: as data. The
+/// label with a space and '#' reaches the manifest, `$(…)` does not run, and a bad setting is exit 2,
+/// which the collector unit's RestartPreventExitStatus=2 turns into "stop restarting".
+#[test]
+fn the_cycle_script_reads_the_env_file_as_data_and_passes_exit_2_on() {
+    let v = Venue::start();
+    let clock = v.simulate_clock(time::macros::datetime!(2026-08-22 16:04:00 UTC), 1.0);
+    let dir = Scratch::new("cycle");
+    let root = dir.0.join("root");
+    let marker = dir.0.join("pwned");
+    let bins = common::bin("pm-markets").parent().unwrap().to_path_buf();
+    let body = |extra: &str| {
+        format!(
+            "PMARCHIVE_ROOT={}\nPMARCHIVE_BIN_DIR={}\nPMARCHIVE_LABEL=vps-fra1 soak #1\n\
+             PMARCHIVE_USER_AGENT=ua $(touch {})\nPMARCHIVE_DURATION=2\nPMARCHIVE_WS=0\n{extra}",
+            root.display(),
+            bins.display(),
+            marker.display()
+        )
+    };
+    let env = dir.0.join("collector.env");
+    let cycle = || {
+        let c = Command::new(repo().join("scripts/run_polymarket_collector_cycle.sh"));
+        let mut c = collect_as(c, &v, &root, &clock, &[]);
+        c.arg(&env).env_remove("PMARCHIVE_ROOT").env_remove("PMARCHIVE_BIN_DIR");
+        c
+    };
+    std::fs::write(&env, body("")).unwrap();
+    let mut chain = Chain::spawn(cycle(), &dir.0.join("run.log"));
+    let status = chain.wait(Duration::from_secs(60), "cycle script");
+    assert_eq!(status.code(), Some(0), "{}", chain.stderr());
+    assert!(!marker.exists(), "$(…) in the env file ran");
+    let labels: Vec<Value> = std::fs::read_dir(root.join("manifests"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().to_string_lossy().ends_with(".json"))
+        .map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).unwrap()).unwrap()["label"].clone())
+        .collect();
+    assert_eq!(labels, vec![Value::from("vps-fra1 soak #1")]);
+
+    std::fs::write(&env, body("PMARCHIVE_FLUSH_SECS=61\n")).unwrap();
+    let mut chain = Chain::spawn(cycle(), &dir.0.join("run2.log"));
+    let status = chain.wait(Duration::from_secs(60), "cycle script, bad setting");
+    assert_eq!(status.code(), Some(2), "{}", chain.stderr());
+    assert!(chain.stderr().contains("collect.sh: bad configuration in PMARCHIVE_FLUSH_SECS"), "{}", chain.stderr());
+
+    let unit = std::fs::read_to_string(repo().join("systemd/polymarket-orderbook-collector.service")).unwrap();
+    assert!(unit.lines().any(|l| l == "RestartPreventExitStatus=2"), "exit 2 stops systemd's restart loop");
+}
