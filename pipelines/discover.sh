@@ -12,7 +12,8 @@
 #                     artefacts as a LOOPBACK replay, never as live data)
 #   --bin-dir DIR     where pm-markets is (default: <repo>/target/release, else PATH)
 #   after --           extra pm-markets options, e.g. -- --families 5m,15m --ahead 2
-# Needs: jq, gzip, sha256sum. Exit status: pm-markets' (0 ok, 1 some window failed), 2 bad usage.
+# Needs: jq, gzip, sha256sum. Exit status: pm-markets' (0 ok, 1 some window failed), 2 bad usage,
+#   124 the pass took over 10 minutes, 143 stopped by SIGTERM/SIGINT (nothing written).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
@@ -40,10 +41,20 @@ run_id="${PMARCHIVE_RUN_ID:-$(date -u +%Y%m%dT%H%M%SZ)-$$}"
 mkdir -p "$out/raw"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 
+# pm-markets runs as a child this script waits for (a wait that a signal interrupts): SIGTERM/SIGINT
+# stop it and end the script (exit 143, nothing written); a pass is bounded to 10 minutes (exit 124).
 rc=0
-PMARCHIVE_RUN_ID="$run_id" "$pm_markets" --once --gamma-url "$gamma" --raw-out "$tmp/raw.jsonl" "${extra[@]}" \
-  > "$tmp/markets.jsonl" 2> "$tmp/stderr" || rc=$?
+PMARCHIVE_RUN_ID="$run_id" timeout -k 5 600 "$pm_markets" --once --gamma-url "$gamma" --raw-out "$tmp/raw.jsonl" \
+  "${extra[@]}" > "$tmp/markets.jsonl" 2> "$tmp/stderr" &
+pid=$!
+stopped=""
+trap 'stopped=1; kill -TERM "$pid" 2>/dev/null' TERM INT HUP
+while :; do
+  rc=0; wait "$pid" || rc=$?
+  kill -0 "$pid" 2>/dev/null || break
+done
 cat "$tmp/stderr" >&2
+if [ -n "$stopped" ]; then printf 'discover.sh: stopped by a signal; nothing written\n' >&2; exit 143; fi
 [ "$rc" -le 1 ] || exit "$rc"
 summary="$(grep -E '^pm-markets: [0-9]+ windows' "$tmp/stderr" | tail -n 1 | sed 's/^pm-markets: //')"
 

@@ -812,3 +812,30 @@ fn the_cycle_script_reads_the_env_file_as_data_and_passes_exit_2_on() {
     let unit = std::fs::read_to_string(repo().join("systemd/polymarket-orderbook-collector.service")).unwrap();
     assert!(unit.lines().any(|l| l == "RestartPreventExitStatus=2"), "exit 2 stops systemd's restart loop");
 }
+
+/// discover.sh never hangs on its child either: SIGTERM stops pm-markets and ends the script with 143,
+/// nothing written, no process left.
+#[test]
+fn discover_sh_stops_on_sigterm() {
+    let v = Venue::start();
+    for _ in 0..20 {
+        v.fault("/markets/slug/", Fault::Slow(Duration::from_secs(4)));
+    }
+    let dir = Scratch::new("discover-term");
+    let out_dir = dir.0.join("out");
+    let mut c = Command::new(repo().join("pipelines/discover.sh"));
+    c.args(["--out-dir", out_dir.to_str().unwrap(), "--gamma-url", &v.url(), "--bin-dir"])
+        .arg(common::bin("pm-markets").parent().unwrap())
+        .args(["--", "--families", "5m", "--timeout", "3"]);
+    let mut chain = Chain::spawn(c, &dir.0.join("run.log"));
+    let start = Instant::now();
+    while v.count("/markets/slug/") == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "pm-markets never asked: {}", chain.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    chain.signal("TERM", &chain.pid());
+    let status = chain.wait(Duration::from_secs(60), "discover.sh after SIGTERM");
+    assert_eq!(status.code(), Some(143), "{}", chain.stderr());
+    assert!(!out_dir.join("polymarket_btc_markets_latest.json").exists());
+    assert!(chain.group().is_empty(), "left running: {:?}", chain.group());
+}
