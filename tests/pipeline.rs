@@ -439,7 +439,10 @@ fn stage_dies(stage: Stage, death: Death) -> Vec<Value> {
             chain.signal("KILL", &pid);
         }
     }
+    let died = Instant::now();
     let status = chain.wait(Duration::from_secs(60), &what);
+    // A measurement for the report (`--nocapture`), never an assertion.
+    eprintln!("matrix: {what}: collect.sh exited {:.2} s after the death", died.elapsed().as_secs_f64());
     let log = chain.stderr();
     assert_eq!(status.code(), Some(1), "{what}:\n{log}");
     let start = Instant::now();
