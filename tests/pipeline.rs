@@ -442,7 +442,8 @@ fn stage_dies(stage: Stage, death: Death) -> Vec<Value> {
     let died = Instant::now();
     let status = chain.wait(Duration::from_secs(60), &what);
     // A measurement for the report (`--nocapture`), never an assertion.
-    eprintln!("matrix: {what}: collect.sh exited {:.2} s after the death", died.elapsed().as_secs_f64());
+    let since = if death == Death::AtStartUp { "its start" } else { "the kill (SIGCONT when stopped)" };
+    eprintln!("matrix: {what}: collect.sh exited {:.2} s after {since}", died.elapsed().as_secs_f64());
     let log = chain.stderr();
     assert_eq!(status.code(), Some(1), "{what}:\n{log}");
     let start = Instant::now();
