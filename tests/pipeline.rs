@@ -743,7 +743,8 @@ fn the_env_file_is_read_as_data_like_systemd_does() {
 #[test]
 fn discover_sh_writes_the_checkpoint_3_artefacts_labelled_loopback() {
     let v = Venue::start();
-    let out_dir = tempdir("discover");
+    let dir = Scratch::new("discover");
+    let out_dir = dir.0.clone();
     let mut c = Command::new(repo().join("pipelines/discover.sh"));
     c.args(["--out-dir", out_dir.to_str().unwrap(), "--gamma-url", &v.url(), "--bin-dir"])
         .arg(common::bin("pm-markets").parent().unwrap())
