@@ -844,3 +844,38 @@ fn discover_sh_stops_on_sigterm() {
     assert!(!out_dir.join("polymarket_btc_markets_latest.json").exists());
     assert!(chain.group().is_empty(), "left running: {:?}", chain.group());
 }
+
+/// scripts/read_env_file.sh follows systemd's EnvironmentFile= parser (src/basic/env-file.c) case by
+/// case; nothing in the file runs.
+#[test]
+fn read_env_file_follows_systemd_rules() {
+    let dir = Scratch::new("envrules");
+    let env = dir.0.join("x.env");
+    let marker = dir.0.join("ran");
+    let m = marker.display();
+    std::fs::write(
+        &env,
+        format!(
+            "# comment\n; also a comment\n   \nA=vps-fra1 soak #1  \n  B = spaced\t \nC=\"q \\\"x\\\" \\$HOME \\\\ \\n `touch {m}`\"\n\
+             D='lit $(touch {m}) \\n'\nE=a\\\nb\\\\c\nF=\nG\n1BAD=x\nH=x\"y\" 'z'\nI=\"two\nlines\"\nJ=$(touch {m})\nK=noeol"
+        ),
+    )
+    .unwrap();
+    let keys = ["A", "B", "C", "D", "E", "F", "H", "I", "J", "K"];
+    let script = format!(
+        ". \"$1\"; pm_read_env_file \"$2\" || exit 9; for k in {}; do printf '%s=[%s]\\n' \"$k\" \"${{!k}}\"; done; \
+         printf 'G=%s\\n' \"${{G-unset}}\"; env | grep -c '^1BAD=' || true",
+        keys.join(" ")
+    );
+    let mut c = Command::new("bash");
+    c.args(["-c", &script, "t"]).arg(repo().join("scripts/read_env_file.sh")).arg(&env).env("A", "from-env");
+    let out = run_with_timeout(c, None, Duration::from_secs(20));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = format!(
+        "A=[vps-fra1 soak #1]\nB=[spaced]\nC=[q \"x\" $HOME \\ \\n `touch {m}`]\nD=[lit $(touch {m}) \\n]\nE=[ab\\c]\nF=[]\n\
+         H=[x\"y\" 'z']\nI=[two\nlines]\nJ=[$(touch {m})]\nK=[noeol]\nG=unset\n0\n"
+    );
+    assert_eq!(text, expected, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ignoring invalid assignment to \"1BAD\""));
+    assert!(!marker.exists(), "nothing in the file may run");
+}
