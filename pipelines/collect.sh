@@ -153,7 +153,6 @@ check pm-markets "${A_MARKETS[@]}"
 
 mkdir -p "$ROOT/manifests" 2>/dev/null || die2 "cannot create archive root '$ROOT/manifests'"
 
-
 work="$(mktemp -d "${TMPDIR:-/tmp}/pm-collect.XXXXXX")" || { log "cannot create a temp dir"; exit 1; }
 fifos=(sealed gamma books markets tick)
 [ "$WS" = 0 ] || fifos+=(markets_books markets_ws ws)
@@ -258,6 +257,12 @@ end_step() {
   done
   for p in "$@"; do
     [ -n "${RC[$p]:-}" ] && continue
+    if kill -0 "$p" 2>/dev/null; then
+      # Unkillable (uninterruptible I/O): never wait for it, so the script still ends.
+      log "${NAME[$p]} (pid $p) survived SIGKILL; not waiting for it"
+      RC[$p]=137; status=1
+      continue
+    fi
     reap "$p"
     local rc=${RC[$p]}
     if [ "$rc" -eq 0 ] || { [ "$rc" -eq 143 ] && [ "${KIND[$p]}" = producer ]; }; then
