@@ -16,6 +16,7 @@ out=$(mktemp -d "${TMPDIR:-/tmp}/chain-matrix.XXXXXX")
 yes > /dev/null & y1=$!
 yes > /dev/null & y2=$!
 trap 'kill $y1 $y2 2>/dev/null' EXIT
+echo "chain_matrix_under_load.sh: LOOPBACK venue on 127.0.0.1 (recorded responses; not live), $runs runs, 2 yes loops, $(nproc) cores"
 failed=0
 for i in $(seq 1 "$runs"); do
   start=$(date +%s)
