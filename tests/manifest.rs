@@ -628,7 +628,11 @@ fn status_fresh_then_stale() {
     assert_eq!(b["stale"], true);
     assert_eq!(b["last_hour"]["rows"], 0);
     assert_eq!(b["markets_tracked_now"], json!([]));
-    assert!(doc["problems"].as_array().unwrap().iter().any(|p| p.as_str().unwrap().contains("polymarket/books")));
+    assert!(doc["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["reason"] == "stale" && p["stream"] == "polymarket/books"));
 
     // --stale-after decides: at NOW gamma's newest line is 119 s old, books' 5 s.
     let root = a.root.to_str().unwrap();
@@ -676,7 +680,8 @@ fn status_without_manifests_reads_files_and_empty_root_is_unhealthy() {
     let empty = tempdir("mf-empty");
     let (code, doc) = status(&empty, NOW);
     assert_eq!(code, 1);
-    assert_eq!(doc["problems"][0], "no data at all");
+    assert_eq!(doc["problems"][0]["reason"], "no_data");
+    assert_eq!(doc["reasons"], json!(["no_data"]));
     // An empty archive verifies trivially.
     assert_eq!(verify(&empty).0, 0);
 }
