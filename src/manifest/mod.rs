@@ -853,6 +853,30 @@ mod tests {
     }
 
     #[test]
+    fn data_lines_are_replies_with_books_or_records_and_ws_book_frames() {
+        let data = |l: &str| match parse_line(l.as_bytes()) {
+            Parsed::Line(p) => p.is_data(),
+            _ => panic!("{l}"),
+        };
+        assert!(data(
+            r#"{"kind":"http","endpoint":"books","status":200,"body":[{"asset_id":"1","bids":[],"asks":[]}]}"#
+        ));
+        assert!(!data(r#"{"kind":"http","endpoint":"books","status":200,"body":[]}"#));
+        assert!(!data(r#"{"kind":"http","endpoint":"books","status":200,"body":{"error":"Too Many Requests"}}"#));
+        assert!(!data(r#"{"kind":"http","endpoint":"books","status":503,"body":[{"bids":[]}]}"#));
+        assert!(!data(r#"{"kind":"http","endpoint":"books","status":200,"body_kind":"text","body_text":"<html>"}"#));
+        assert!(data(r#"{"kind":"http","endpoint":"gamma","status":200,"body":{"slug":"s","clobTokenIds":"[]"}}"#));
+        assert!(!data(r#"{"kind":"http","endpoint":"gamma","status":404,"body":{"error":"not found"}}"#));
+        assert!(data(r#"{"kind":"ws","ctx":{"event":"frame"},"body":[{"event_type":"book","bids":[]}]}"#));
+        assert!(data(
+            r#"{"kind":"ws","ctx":{"event":"frame"},"body":{"event_type":"price_change","price_changes":[]}}"#
+        ));
+        assert!(!data(r#"{"kind":"ws","ctx":{"event":"frame"},"body_kind":"text","body_text":"PONG"}"#));
+        assert!(!data(r#"{"kind":"ws","ctx":{"event":"open"}}"#));
+        assert!(!data(r#"{"kind":"gap","ctx":{"gap":"failed_request"}}"#));
+    }
+
+    #[test]
     fn safe_paths() {
         assert!(is_safe_rel_path("venue=polymarket/stream=books/date=2026-01-01/hour=00/h-r-0.jsonl.gz"));
         assert!(!is_safe_rel_path("/etc/passwd"));
