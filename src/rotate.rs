@@ -791,9 +791,8 @@ pub fn recover_partial(cfg: &Config, partial: &Path) -> io::Result<Sealed> {
         let tail_len = len - scan.good_bytes;
         let tail_path = free_name(&dir, &format!("{final_name}{TAIL_SUFFIX}"));
         file.seek(SeekFrom::Start(scan.good_bytes))?;
-        copy_tail(&mut file, tail_len, &dir.join(format!(".{final_name}{TAIL_TMP_SUFFIX}")), &tail_path).map_err(
-            |e| io::Error::new(e.kind(), format!("{}: keeping the unreadable tail: {e}", partial.display())),
-        )?;
+        copy_tail(&mut file, tail_len, &dir.join(format!(".{final_name}{TAIL_TMP_SUFFIX}")), &tail_path)
+            .map_err(|e| io::Error::new(e.kind(), format!("keeping its {tail_len} unreadable tail bytes: {e}")))?;
         file.set_len(scan.good_bytes)?;
         eprintln!(
             "jsonl-rotate: {}: {} unreadable bytes after {} complete gzip members kept as {}",
