@@ -325,6 +325,9 @@ fn torn_partial_is_sealed_with_its_readable_prefix_and_tail_kept() {
     bytes.extend(b"\x00\x00garbage after the torn member");
     let name = "testhost-20261124T150000Z-4242-beef-3.jsonl.gz";
     std::fs::write(dir.join(format!("{name}.partial")), &bytes).unwrap();
+    // An empty tail left by an earlier version's recovery on a full disk (it created the file before
+    // copying): it holds nothing, is removed, and the real tail takes its name.
+    std::fs::write(dir.join(format!("{name}.unreadable-tail")), b"").unwrap();
     // No readable member at all.
     let junk = b"\x1f\x8b\x08 not really gzip".to_vec();
     std::fs::write(dir.join("testhost-old-0.jsonl.gz.partial"), &junk).unwrap();
@@ -358,7 +361,7 @@ fn torn_partial_is_sealed_with_its_readable_prefix_and_tail_kept() {
     assert_eq!(r["tail_path"], tail_rel.as_str());
     assert_eq!(r["tail_bytes"].as_u64().unwrap() as usize, bytes.len() - good);
     assert_eq!(std::fs::read(root.join(&tail_rel)).unwrap(), bytes[good..], "tail kept byte for byte");
-    assert!(err.contains("unreadable"), "{err}");
+    assert!(err.contains("unreadable") && err.contains("removed an empty unreadable-tail"), "{err}");
 
     let e = recs.iter().find(|r| r["run_id"] == "old").unwrap();
     let p = check_record(&root, e);
