@@ -29,8 +29,13 @@ manifest build
     --refresh SECS      Rewrite the manifest at least this often while running. [default: 60]
     --label TEXT        Free text recorded in the manifest (e.g. \"soak test 1\").
     -v, --verbose       One summary line on stderr per manifest update.
-    Exit: 0; 1 when a listed file failed its re-hash or could not be read; 2 bad arguments or a
-    failure to write the manifest.
+    The manifest's \"outcome\" says what the run collected: ok, degraded (a stream recorded no
+    successful data, or more than half the HTTP attempts got no answer), failed (lines but not one
+    with successful data: e.g. the venue was unreachable all along) or empty, with the counts; the
+    last stderr line repeats it.
+    Exit: 0; 1 when a listed file failed its re-hash or could not be read, or the disk is full
+    (ENOSPC: \"manifest: disk full: ...\"; no temp file is left); 2 bad arguments or another failure
+    to write the manifest.
 
 manifest verify ROOT
     Loads every ROOT/manifests/run-*.json, re-hashes every file (and unreadable tail) they list, and

@@ -618,7 +618,8 @@ st status-after
     // Health names it.
     assert!(reasons("status-full.json").contains(&disk_full), "{}", note("status-full.json"));
     // 2. A failed manifest write leaves no .tmp-PID file.
-    assert_ne!(get("build_full"), "0", "{}", note("build-full.err"));
+    assert_eq!(get("build_full"), "1", "{}", note("build-full.err"));
+    assert!(note("build-full.err").starts_with("manifest: disk full: "), "{}", note("build-full.err"));
     assert_eq!(get("manifest_tmp"), "0", "no .tmp-PID file after a failed manifest write");
     // 3. Recovery on the full disk fails cleanly: no 0-byte tail, no temp file, partial untouched.
     assert_eq!(get("recover_full"), "1", "{}", note("rec-full.err"));

@@ -602,7 +602,20 @@ enum Msg {
 /// Runs `manifest build` over `input` until EOF (status `complete`), also after SIGTERM/SIGINT, which
 /// only bound the wait for EOF to 10 s (then status `stopped`).
 /// Exit 0, or 1 when a sealed file failed its re-hash or could not be read.
+/// A full disk (ENOSPC) while writing the manifest is a runtime failure (exit 1, one line), not a
+/// configuration error (exit 2): the run is restarted once space returns.
 pub fn run(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<ExitCode> {
+    let dir = opts.root.join("manifests");
+    match run_inner(opts, input) {
+        Err(cli::Error::Io(e)) if util::is_disk_full(&e) => {
+            eprintln!("manifest: disk full: cannot write the manifest in {}: {e}", dir.display());
+            Ok(ExitCode::Failure)
+        }
+        r => r,
+    }
+}
+
+fn run_inner(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<ExitCode> {
     let refresh = opts.refresh;
     let mut b = Builder::new(opts)?;
     signal::install();
