@@ -4,7 +4,8 @@ manifest — run manifests, archive verification and health status for the pm-ar
 Usage:
     manifest build --root DIR [options]     < sealed-file records
     manifest verify ROOT [--json]
-    manifest status ROOT [--json] [--stale-after SECS] [--streams LIST] [--now RFC3339]
+    manifest status ROOT [--json] [--stale-after SECS] [--books-after SECS] [--market-after SECS]
+                         [--future-tolerance SECS] [--min-free-mib N] [--streams LIST] [--now RFC3339]
     manifest unlisted ROOT                  > sealed-file records
 
 manifest build
