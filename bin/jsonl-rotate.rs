@@ -43,9 +43,15 @@ Signals: after SIGTERM/SIGINT stdin is read until EOF or for 5 s more, then the 
 and the tool exits 0. End of stdin: seal, exit 0. A closed stdout does not stop archiving: files
 are still sealed (their records are then lost; a note goes to stderr) until stdin ends.
 
-Exit status: 0 success; 1 a dead run's partial could not be recovered (reported on stderr);
-2 bad arguments, another writer holds the stream, or an I/O error (the open .partial is then left
-for the next start to recover).
+A full disk (ENOSPC) or another write error while running: one line on stderr (\"disk full under
+…\"), the open .partial is left as it is (its complete gzip members are sealed by the next start,
+bytes of a member cut short are kept as its unreadable tail) and the tool exits 1. Recovery on a
+full disk leaves no empty or temp file: a tail file is created only with all its bytes (copied to
+a dot temp file, fsynced, renamed); when that fails the partial stays as it was for the next start.
+
+Exit status: 0 success; 1 a dead run's partial could not be recovered, or a write failed while
+running (disk full; reported on stderr); 2 bad arguments, another writer holds the stream, or an
+I/O error before writing started (creating the root or the lock file).
 ";
 
 use std::path::PathBuf;
@@ -150,6 +156,25 @@ fn run() -> cli::Result<ExitCode> {
         s.stats.empty + w.unfiled().empty,
         if recovered > 0 { format!("; {recovered} dead-run partial(s) recovered") } else { String::new() }
     );
-    result?;
-    Ok(recovery)
+    match result {
+        Ok(()) => Ok(recovery),
+        // A runtime write failure is exit 1 (not 2, which means bad configuration and stops systemd's
+        // restart loop): after space returns, the next start recovers the partial and goes on.
+        Err(e) if util::is_disk_full(&e) => {
+            eprintln!(
+                "jsonl-rotate: disk full under {}: {e}; stopping. The open .partial (complete members) is \
+                 kept and sealed by the next start",
+                cfg.stream_dir().display()
+            );
+            Ok(ExitCode::Failure)
+        }
+        Err(e) => {
+            eprintln!(
+                "jsonl-rotate: I/O error under {}: {e}; stopping. The open .partial is kept and sealed by the \
+                 next start",
+                cfg.stream_dir().display()
+            );
+            Ok(ExitCode::Failure)
+        }
+    }
 }

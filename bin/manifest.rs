@@ -4,7 +4,8 @@ manifest — run manifests, archive verification and health status for the pm-ar
 Usage:
     manifest build --root DIR [options]     < sealed-file records
     manifest verify ROOT [--json]
-    manifest status ROOT [--json] [--stale-after SECS] [--streams LIST] [--now RFC3339]
+    manifest status ROOT [--json] [--stale-after SECS] [--books-after SECS] [--market-after SECS]
+                         [--future-tolerance SECS] [--min-free-mib N] [--streams LIST] [--now RFC3339]
     manifest unlisted ROOT                  > sealed-file records
 
 manifest build
@@ -31,8 +32,13 @@ manifest build
     --check-args        Check the arguments as for a real run, then exit 0 (or 2 with the error)
                         without reading or writing (pipelines/collect.sh runs this first).
     -v, --verbose       One summary line on stderr per manifest update.
-    Exit: 0; 1 when a listed file failed its re-hash or could not be read; 2 bad arguments or a
-    failure to write the manifest.
+    The manifest's \"outcome\" says what the run collected: ok, degraded (a stream recorded no
+    successful data, or more than half the HTTP attempts got no answer), failed (lines but not one
+    with successful data: e.g. the venue was unreachable all along) or empty, with the counts; the
+    last stderr line repeats it.
+    Exit: 0; 1 when a listed file failed its re-hash or could not be read, or the disk is full
+    (ENOSPC: \"manifest: disk full: ...\"; no temp file is left); 2 bad arguments or another failure
+    to write the manifest.
 
 manifest verify ROOT
     Loads every ROOT/manifests/run-*.json, re-hashes every file (and unreadable tail) they list, and
@@ -45,19 +51,38 @@ manifest verify ROOT
     unreadable root.
 
 manifest status ROOT
-    Health: per stream, the newest line (newest sealed file and open *.partial files, whose complete
-    gzip members are decoded), rows, missed slots, HTTP errors (no status or >= 400) and 429s in the
-    last hour, markets tracked now and in the last hour; archive bytes, disk free (statvfs), bytes
-    written in the last 24 h and days of disk left at that rate; the last upload.
-    --json              One JSON document (pmarchive.status/1) instead of the table.
-    --stale-after SECS  A stream whose newest line is older is stale. [default: 300]
+    Health: per stream, the newest line and the newest successful data (newest sealed file and open
+    *.partial files, whose complete gzip members are decoded), rows, missed slots, HTTP errors and
+    429s in the last hour, markets tracked now and in the last hour; archive bytes, disk free
+    (statvfs), bytes written in the last 24 h and days of disk left at that rate; the last upload.
+    Successful data is an HTTP 2xx reply with at least one book (books) or record (gamma), or a
+    websocket frame with book data: gap lines and failed attempts never make a stream fresh.
+    UNHEALTHY (exit 1), one PROBLEM line per finding, named by its reason:
+        no_data            no line at all under ROOT
+        missing_stream     a --streams stream has no file
+        stale              a required stream has no successful data within --stale-after
+        no_books           markets are tracked now but no book arrived within --books-after
+        no_market          no market tracked now and Gamma found none within --market-after
+        venue_unreachable  every HTTP attempt of a required stream in the last --stale-after got no
+                           answer (no reply, or an error status other than 404)
+        disk_full          free space below --min-free-mib, or no free inode
+        clock_ahead        a line is dated after now + --future-tolerance (the wall clock stepped);
+                           such lines never count as fresh
+    The last line is HEALTHY or UNHEALTHY: <reasons>.
+    --json              One JSON document (pmarchive.status/1) instead of the table; `reasons` and
+                        `problems[].reason` carry the names above.
+    --stale-after SECS  A stream without successful data for longer is stale. [default: 300]
+    --books-after SECS  Markets tracked and no book for longer: no_books. [default: 120]
+    --market-after SECS No market tracked or found for longer: no_market. [default: 900]
+    --future-tolerance SECS
+                        Lines dated later than now + this: clock_ahead. [default: 60]
+    --min-free-mib N    Less free disk (MiB) than this: disk_full. [default: 100]
     --streams LIST      Comma-separated streams that must be fresh (e.g. books,gamma); other
-                        streams are shown (stale or not) but never fail the check. A listed stream
-                        with no file at all is a failure. An empty LIST means the default.
-                        [default: every stream found]
+                        streams are shown (stale or not) but never fail the check (clock_ahead,
+                        disk_full and no_market still apply). A listed stream with no file at all is
+                        a failure. An empty LIST means the default. [default: every stream found]
     --now RFC3339       Evaluate as of this instant. [default: the clock; PMARCHIVE_CLOCK applies]
-    Exit: 0 healthy; 1 a required stream is stale or missing, or there is no data at all; 2 bad arguments or an
-    unreadable root.
+    Exit: 0 healthy; 1 unhealthy (any reason above); 2 bad arguments or an unreadable root.
 
 manifest unlisted ROOT
     Prints one pmarchive.sealed/1 record (with \"adopted\": true) for every sealed *.jsonl.gz file
@@ -148,7 +173,7 @@ fn run_build(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
     build::run(opts, Box::new(std::io::BufReader::new(std::io::stdin())))
 }
 
-fn print_doc(doc: &serde_json::Value, json: bool, human: fn(&serde_json::Value) -> String) -> cli::Result<()> {
+fn print_doc<T: serde::Serialize>(doc: &T, json: bool, human: fn(&T) -> String) -> cli::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if json {
@@ -215,12 +240,20 @@ fn run_status(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
     use lexopt::prelude::*;
     let (mut root, mut json) = (None::<PathBuf>, false);
     let mut stale_after = Duration::from_secs(300);
+    let mut books_after = Duration::from_secs(120);
+    let mut market_after = Duration::from_secs(900);
+    let mut future_tolerance = Duration::from_secs(60);
+    let mut min_free_mib: u64 = 100;
     let mut now = None;
     let mut streams = None;
     while let Some(arg) = p.next()? {
         match arg {
             Long("json") => json = true,
             Long("stale-after") => stale_after = cli::seconds(&mut p, "--stale-after")?,
+            Long("books-after") => books_after = cli::seconds(&mut p, "--books-after")?,
+            Long("market-after") => market_after = cli::seconds(&mut p, "--market-after")?,
+            Long("future-tolerance") => future_tolerance = cli::seconds(&mut p, "--future-tolerance")?,
+            Long("min-free-mib") => min_free_mib = cli::value(&mut p, "--min-free-mib")?,
             Long("streams") => {
                 let list: String = cli::value(&mut p, "--streams")?;
                 let names: Vec<String> =
@@ -244,8 +277,16 @@ fn run_status(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
         }
     }
     let Some(root) = root else { return cli::usage("status: ROOT is required") };
-    let opts = status::StatusOptions { stale_after, now: now.unwrap_or_else(clock::now), streams };
-    let (doc, code) = status::status(&root, &opts)?;
-    print_doc(&doc, json, status::human)?;
-    Ok(code)
+    let opts = status::StatusOptions {
+        stale_after,
+        books_after,
+        market_after,
+        future_tolerance,
+        min_free_bytes: min_free_mib.saturating_mul(1 << 20),
+        now: now.unwrap_or_else(clock::now),
+        streams,
+    };
+    let st = status::status(&root, &opts)?;
+    print_doc(&st, json, status::human)?;
+    Ok(st.exit_code())
 }

@@ -35,6 +35,9 @@ pub const RECORD: &str = "sealed_file";
 pub const PARTIAL_SUFFIX: &str = ".partial";
 /// Suffix of the unreadable bytes kept beside a recovered file.
 pub const TAIL_SUFFIX: &str = ".unreadable-tail";
+/// Suffix of the temp file a tail is copied into before it is renamed to its final name (a dot
+/// file: never listed, never uploaded).
+const TAIL_TMP_SUFFIX: &str = ".tail-tmp";
 /// Suffix of every sealed archive file.
 pub const FILE_SUFFIX: &str = ".jsonl.gz";
 
@@ -783,17 +786,13 @@ pub fn recover_partial(cfg: &Config, partial: &Path) -> io::Result<Sealed> {
     let scan = scan_members(&mut file)?;
 
     let mut tail: Option<(PathBuf, u64)> = None;
+    remove_empty_tails(&dir, &final_name)?;
     if scan.good_bytes < len {
         let tail_len = len - scan.good_bytes;
         let tail_path = free_name(&dir, &format!("{final_name}{TAIL_SUFFIX}"));
         file.seek(SeekFrom::Start(scan.good_bytes))?;
-        let mut t = OpenOptions::new().write(true).create_new(true).open(&tail_path)?;
-        let copied = io::copy(&mut (&mut file).take(tail_len), &mut t)?;
-        if copied != tail_len {
-            return Err(io::Error::other(format!("{}: copied {copied} of {tail_len} tail bytes", partial.display())));
-        }
-        t.sync_all()?;
-        util::fsync_dir(&dir)?;
+        copy_tail(&mut file, tail_len, &dir.join(format!(".{final_name}{TAIL_TMP_SUFFIX}")), &tail_path)
+            .map_err(|e| io::Error::new(e.kind(), format!("keeping its {tail_len} unreadable tail bytes: {e}")))?;
         file.set_len(scan.good_bytes)?;
         eprintln!(
             "jsonl-rotate: {}: {} unreadable bytes after {} complete gzip members kept as {}",
@@ -859,6 +858,54 @@ pub fn recover_partial(cfg: &Config, partial: &Path) -> io::Result<Sealed> {
         invalid_lines: scan.stats.invalid,
         empty_lines: 0,
     })
+}
+
+/// Copies `len` bytes from `src` (at its position) into `tmp`, fsyncs it, renames it to `dest` and
+/// fsyncs the directory. A tail file therefore appears only with all its bytes; on any failure (a
+/// full disk) the temp file is removed and the partial is untouched, so the next start retries.
+fn copy_tail(src: &mut File, len: u64, tmp: &Path, dest: &Path) -> io::Result<()> {
+    let res = (|| {
+        let mut t = OpenOptions::new().write(true).create(true).truncate(true).open(tmp)?;
+        let copied = io::copy(&mut src.take(len), &mut t)?;
+        if copied != len {
+            return Err(io::Error::other(format!("copied {copied} of {len} tail bytes")));
+        }
+        t.sync_all()?;
+        fs::rename(tmp, dest)
+    })();
+    if let Err(e) = res {
+        let _ = fs::remove_file(tmp);
+        return Err(e);
+    }
+    util::fsync_dir(dest.parent().expect("tail has a directory"))
+}
+
+/// Removes 0-byte `<final name>.unreadable-tail[.k]` files: earlier versions created the tail file
+/// before copying into it, so a full disk left it empty, and an empty tail holds no byte of
+/// data but made `manifest verify` and the uploader fail (an unlisted file) for ever.
+fn remove_empty_tails(dir: &Path, final_name: &str) -> io::Result<()> {
+    let base = format!("{final_name}{TAIL_SUFFIX}");
+    let mut removed = false;
+    for k in 0.. {
+        let p = if k == 0 { dir.join(&base) } else { dir.join(format!("{base}.{k}")) };
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() && m.len() == 0 => {
+                fs::remove_file(&p)?;
+                eprintln!(
+                    "jsonl-rotate: {}: removed an empty unreadable-tail file (left by a failed copy)",
+                    p.display()
+                );
+                removed = true;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if removed {
+        util::fsync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// `name` in `dir`, or `name.1`, `name.2`, … — the first that does not exist.

@@ -114,20 +114,31 @@ pub fn fsync_dir(dir: &std::path::Path) -> std::io::Result<()> {
 }
 
 /// Writes a file atomically: a temp file beside it, fsync, rename over the target, fsync the
-/// directory. Readers see the old content or the new, never a torn file.
+/// directory. Readers see the old content or the new, never a torn file. When any step fails (a full
+/// disk: ENOSPC) the temp file is removed: no `.tmp-PID` file is left behind.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
     let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    {
+    let written = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
     fsync_dir(dir)
+}
+
+/// True when an I/O error means the filesystem is out of space (ENOSPC) or over quota (EDQUOT).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        || matches!(e.raw_os_error(), Some(28 | 122))
 }
 
 #[cfg(test)]

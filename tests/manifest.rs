@@ -628,7 +628,11 @@ fn status_fresh_then_stale() {
     assert_eq!(b["stale"], true);
     assert_eq!(b["last_hour"]["rows"], 0);
     assert_eq!(b["markets_tracked_now"], json!([]));
-    assert!(doc["problems"].as_array().unwrap().iter().any(|p| p.as_str().unwrap().contains("polymarket/books")));
+    assert!(doc["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["reason"] == "stale" && p["stream"] == "polymarket/books"));
 
     // --stale-after decides: at NOW gamma's newest line is 119 s old, books' 5 s.
     let root = a.root.to_str().unwrap();
@@ -676,7 +680,8 @@ fn status_without_manifests_reads_files_and_empty_root_is_unhealthy() {
     let empty = tempdir("mf-empty");
     let (code, doc) = status(&empty, NOW);
     assert_eq!(code, 1);
-    assert_eq!(doc["problems"][0], "no data at all");
+    assert_eq!(doc["problems"][0]["reason"], "no_data");
+    assert_eq!(doc["reasons"], json!(["no_data"]));
     // An empty archive verifies trivially.
     assert_eq!(verify(&empty).0, 0);
 }
@@ -695,6 +700,10 @@ fn bad_arguments_exit_2() {
         vec!["status", r, "--stale-after", "-1"],
         vec!["status", r, "--now", "yesterday"],
         vec!["status", r, "--bogus"],
+        vec!["status", r, "--books-after", "0"],
+        vec!["status", r, "--market-after", "x"],
+        vec!["status", r, "--future-tolerance", "-5"],
+        vec!["status", r, "--min-free-mib", "-1"],
         vec!["verify"],
         vec!["verify", m],
         vec!["verify", r, r],
@@ -715,4 +724,197 @@ fn bad_arguments_exit_2() {
     let out = run_with_timeout(c, None, LIMIT);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("manifest verify ROOT"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health on archives recorded by the real tools (pm-markets, pm-books, jsonl-rotate, manifest build)
+// against the loopback venue (tests/common/venue.rs, 127.0.0.1; recorded and derived replies, faults).
+// These are LOOPBACK runs on the real clock, never live ones.
+
+use common::venue::{Fault, Venue};
+
+/// `jsonl-rotate --root ROOT --stream S` over these lines; returns its sealed records.
+fn rotate_lines(root: &Path, stream: &str, lines: &[u8]) -> Vec<String> {
+    let mut c = tool("jsonl-rotate");
+    c.args(["--root", root.to_str().unwrap(), "--stream", stream, "--run-id", RUN]);
+    let out = run_with_timeout(c, Some(lines), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+/// `manifest build` over sealed records; returns the manifest.
+fn build_records(root: &Path, records: &[String]) -> Value {
+    let input = records.join("\n") + "\n";
+    let out = run_with_timeout(build_cmd(root, &[]), Some(input.as_bytes()), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    read_json(&manifest_path(root))
+}
+
+/// `pm-markets --once` (5m family) against the venue: (market records, raw Gamma lines).
+fn discover(v: &Venue, root: &Path) -> (Vec<u8>, Vec<u8>) {
+    let raw = root.join("gamma.raw.jsonl");
+    let mut c = tool("pm-markets");
+    c.args(["--once", "--gamma-url", &v.url(), "--families", "5m", "--raw-out", raw.to_str().unwrap()]);
+    let out = run_with_timeout(c, None, LIMIT);
+    let lines = std::fs::read(&raw).unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    (out.stdout, lines)
+}
+
+/// `pm-books` for `secs` seconds at 0.5 s slots over these market records; returns its raw lines.
+fn poll_books(clob: &str, markets: &[u8], secs: &str) -> Vec<u8> {
+    let mut c = tool("pm-books");
+    c.args(["--clob-url", clob, "--interval", "0.5", "--duration", secs, "--timeout", "2"]);
+    let out = run_with_timeout(c, Some(markets), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+fn health(root: &Path, extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["status", root.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    let (code, doc, err) = run_json(&args);
+    assert!(doc.is_object(), "status printed no JSON: {err}");
+    (code, doc)
+}
+
+fn reasons(doc: &Value) -> Vec<String> {
+    doc["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect()
+}
+
+/// A good loopback run: discovery finds the 5m markets, pm-books polls them for 3 s; everything is
+/// rotated and listed. HEALTHY, the manifest's outcome is ok — and the same archive seen from a clock
+/// 2 h behind it (the wall clock had stepped forward while it was written) is clock_ahead.
+fn good_run(tag: &str) -> PathBuf {
+    let v = Venue::start();
+    let root = tempdir(tag);
+    let (markets, gamma) = discover(&v, &root);
+    assert!(!markets.is_empty(), "discovery found no market");
+    let books = poll_books(&v.url(), &markets, "3");
+    let mut records = rotate_lines(&root, "gamma", &gamma);
+    records.extend(rotate_lines(&root, "books", &books));
+    let m = build_records(&root, &records);
+    assert_eq!(m["outcome"]["status"], "ok", "{:#}", m["outcome"]);
+    assert!(m["outcome"]["data_rows"].as_u64().unwrap() > 2, "{:#}", m["outcome"]);
+    root
+}
+
+#[test]
+fn health_is_healthy_on_a_good_loopback_run_and_clock_ahead_when_its_lines_are_in_the_future() {
+    let root = good_run("health-good");
+    let (code, doc) = health(&root, &["--streams", "books,gamma"]);
+    assert_eq!((code, doc["healthy"].clone()), (0, json!(true)), "{doc:#}");
+    assert_eq!(doc["reasons"], json!([]));
+    let b = stream(&doc, "books");
+    assert!(b["newest_data_at_utc"].is_string() && b["last_hour"]["data_rows"].as_u64().unwrap() > 0, "{b:#}");
+    let mut c = tool("manifest");
+    c.args(["status", root.to_str().unwrap()]);
+    let text = String::from_utf8(run_with_timeout(c, None, LIMIT).stdout).unwrap();
+    assert_eq!(text.lines().last(), Some("HEALTHY"), "{text}");
+
+    // Seen from 2 h earlier: every line is in the future. Not fresh, and the reason is named.
+    let earlier = pm_archive::clock::fmt_secs(time::OffsetDateTime::now_utc() - time::Duration::hours(2));
+    let (code, doc) = health(&root, &["--now", &earlier]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(reasons(&doc).contains(&"clock_ahead".to_string()), "{doc:#}");
+    assert!(stream(&doc, "books")["future_lines"].as_u64().unwrap() > 0);
+    assert_eq!(stream(&doc, "books")["stale"], true, "future lines are not fresh");
+    let mut c = tool("manifest");
+    c.args(["status", root.to_str().unwrap(), "--now", &earlier]);
+    let text = String::from_utf8(run_with_timeout(c, None, LIMIT).stdout).unwrap();
+    let last = text.lines().last().unwrap();
+    assert!(last.starts_with("UNHEALTHY: ") && last.contains("clock_ahead"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("PROBLEM clock_ahead: polymarket/books: ")), "{text}");
+}
+
+#[test]
+fn health_names_venue_unreachable_and_the_manifest_says_failed_when_every_attempt_failed() {
+    // Markets found on the venue, then every /books request goes to a closed port (connection refused).
+    let v = Venue::start();
+    let root = tempdir("health-unreachable");
+    let (markets, _) = discover(&v, &root);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let books = poll_books(&closed, &markets, "2");
+    let records = rotate_lines(&root, "books", &books);
+    let m = build_records(&root, &records);
+    let o = &m["outcome"];
+    assert_eq!(o["status"], "failed", "{o:#}");
+    assert_eq!(o["data_rows"], 0);
+    assert!(o["http_attempts"].as_u64().unwrap() > 0 && o["http_unanswered"] == o["http_attempts"], "{o:#}");
+    assert_eq!(o["streams_without_data"], json!(["books"]));
+
+    let (code, doc) = health(&root, &["--streams", "books"]);
+    assert_eq!(code, 1, "{doc:#}");
+    let r = reasons(&doc);
+    assert!(r.contains(&"venue_unreachable".to_string()) && r.contains(&"stale".to_string()), "{doc:#}");
+    let p = doc["problems"].as_array().unwrap().iter().find(|p| p["reason"] == "venue_unreachable").unwrap();
+    assert_eq!(p["stream"], "polymarket/books");
+    // The lines themselves are recent: only their content says nothing was collected.
+    assert!(stream(&doc, "books")["age_s"].as_f64().unwrap() < 300.0);
+}
+
+#[test]
+fn health_names_no_books_while_markets_are_tracked_and_replies_hold_no_book() {
+    // The venue answers every /books with 200 and no book ({"error":…}): pm-books keeps tracking
+    // and writing lines (replies, failed_request gaps), so the stream looks alive by its lines alone.
+    let v = Venue::start();
+    let root = tempdir("health-nobooks");
+    let (markets, _) = discover(&v, &root);
+    for _ in 0..2000 {
+        v.fault("/books", Fault::ThrottledOk);
+    }
+    let mut books = tool("pm-books");
+    books.args(["--clob-url", &v.url(), "--interval", "0.5", "--timeout", "2"]);
+    books.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut books = books.spawn().unwrap();
+    let mut stdin = books.stdin.take().unwrap();
+    stdin.write_all(&markets).unwrap();
+    let mut rot = tool("jsonl-rotate");
+    rot.args(["--root", root.to_str().unwrap(), "--stream", "books", "--flush-secs", "0.5"]);
+    rot.stdin(books.stdout.take().unwrap()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut rot = rot.spawn().unwrap();
+
+    // Poll (generous deadline) until status sees lines in the open .partial and names no_books.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let doc = loop {
+        let (code, doc) = health(&root, &["--streams", "books", "--books-after", "1"]);
+        if reasons(&doc).contains(&"no_books".to_string()) {
+            assert_eq!(code, 1);
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "no no_books reason within 60 s: {doc:#}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let _ = books.kill();
+    drop(stdin);
+    let _ = books.wait();
+    let _ = rot.wait();
+    let b = stream(&doc, "books");
+    assert!(!b["markets_tracked_now"].as_array().unwrap().is_empty(), "{b:#}");
+    assert!(b["newest_data_at_utc"].is_null(), "{b:#}");
+    assert!(b["age_s"].as_f64().unwrap() < 60.0, "the lines are fresh: {b:#}");
+    // Answered (200), so not unreachable.
+    assert!(!reasons(&doc).contains(&"venue_unreachable".to_string()), "{doc:#}");
+}
+
+#[test]
+fn health_names_no_market_when_discovery_finds_none() {
+    // Gamma answers 404 (not listed) for every slug: answered, so not unreachable, but no market.
+    let v = Venue::start();
+    let root = tempdir("health-nomarket");
+    for _ in 0..50 {
+        v.fault("/markets", Fault::Status(404));
+    }
+    let (markets, gamma) = discover(&v, &root);
+    assert!(markets.is_empty());
+    let records = rotate_lines(&root, "gamma", &gamma);
+    assert_eq!(build_records(&root, &records)["outcome"]["status"], "failed");
+    let (code, doc) = health(&root, &[]);
+    assert_eq!(code, 1, "{doc:#}");
+    let r = reasons(&doc);
+    assert!(r.contains(&"no_market".to_string()), "{doc:#}");
+    assert!(!r.contains(&"venue_unreachable".to_string()), "{doc:#}");
 }

@@ -325,6 +325,9 @@ fn torn_partial_is_sealed_with_its_readable_prefix_and_tail_kept() {
     bytes.extend(b"\x00\x00garbage after the torn member");
     let name = "testhost-20261124T150000Z-4242-beef-3.jsonl.gz";
     std::fs::write(dir.join(format!("{name}.partial")), &bytes).unwrap();
+    // An empty tail left by an earlier version's recovery on a full disk (it created the file before
+    // copying): it holds nothing, is removed, and the real tail takes its name.
+    std::fs::write(dir.join(format!("{name}.unreadable-tail")), b"").unwrap();
     // No readable member at all.
     let junk = b"\x1f\x8b\x08 not really gzip".to_vec();
     std::fs::write(dir.join("testhost-old-0.jsonl.gz.partial"), &junk).unwrap();
@@ -358,7 +361,7 @@ fn torn_partial_is_sealed_with_its_readable_prefix_and_tail_kept() {
     assert_eq!(r["tail_path"], tail_rel.as_str());
     assert_eq!(r["tail_bytes"].as_u64().unwrap() as usize, bytes.len() - good);
     assert_eq!(std::fs::read(root.join(&tail_rel)).unwrap(), bytes[good..], "tail kept byte for byte");
-    assert!(err.contains("unreadable"), "{err}");
+    assert!(err.contains("unreadable") && err.contains("removed an empty unreadable-tail"), "{err}");
 
     let e = recs.iter().find(|r| r["run_id"] == "old").unwrap();
     let p = check_record(&root, e);
@@ -511,4 +514,125 @@ fn recovery_never_replaces_an_existing_final_file() {
     assert_eq!((recs[0]["n"].as_u64(), recs[0]["run_id"].as_str()), (Some(1), Some("r")));
     assert_eq!(zcat(&check_record(&root, &recs[0])), "{\"new\":1}\n");
     assert_eq!(std::fs::read(dir.join("testhost-r-0.jsonl.gz")).unwrap(), old, "existing file untouched");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A full disk: a size-limited tmpfs in a private mount namespace (`unshare -rm`, or `unshare -m` as
+// root). The test is never skipped: when neither can mount a tmpfs it fails, naming why.
+
+/// Runs `script` (sh) with a fresh tmpfs of `size` mounted at `$D`; returns its output.
+fn with_tmpfs(size: &str, script: &str, env: &[(&str, &Path)]) -> std::process::Output {
+    let d = tempdir("tmpfs");
+    let full = format!("mount -t tmpfs -o size={size} tmpfs \"$D\" || exit 97\necho MOUNTED >&2\n{script}");
+    let mut tried = Vec::new();
+    for flags in [&["-r", "-m"][..], &["-m"][..]] {
+        let mut c = Command::new("unshare");
+        c.args(flags)
+            .args(["sh", "-c", &full])
+            .env("D", &d)
+            .env("PMARCHIVE_HOST", "testhost")
+            .env_remove("PMARCHIVE_CLOCK");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = run_with_timeout(c, None, Duration::from_secs(120));
+        if String::from_utf8_lossy(&out.stderr).contains("MOUNTED") {
+            return out;
+        }
+        tried.push(format!(
+            "unshare {flags:?}: exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    panic!("cannot mount a size-limited tmpfs for the disk-full test (needs unshare -rm, or root): {tried:#?}");
+}
+
+#[test]
+fn a_full_disk_stops_the_writer_cleanly_leaves_no_empty_or_temp_file_and_recovery_resumes_after() {
+    // A dead run's partial on the gamma stream: one complete member, then 5000 bytes of a torn one.
+    let notes = tempdir("diskfull-notes");
+    let mut torn = member(&(line(0, "2026-12-01T08:00:01.000000Z") + "\n"));
+    let cut = member(&(0..200).map(|i| line(i, "2026-12-01T08:00:02.000000Z") + "\n").collect::<String>());
+    torn.extend((0..5000).map(|i| cut[i % cut.len()] ^ 0x5a));
+    std::fs::write(notes.join("torn.partial"), &torn).unwrap();
+    let partial =
+        "venue=polymarket/stream=gamma/date=2026-12-01/hour=08/testhost-20261201T080000Z-1-abcd-0.jsonl.gz.partial";
+    let script = format!(
+        r#"
+A="$D/arch"; P="$A/{partial}"; mkdir -p "$(dirname "$P")"
+cp "$N/torn.partial" "$P"
+dd if=/dev/zero of="$D/filler" bs=1024 count=3072 2>/dev/null
+st() {{ "$MAN" status "$A" --json --min-free-mib 1 --now 2026-12-01T08:30:00Z > "$N/$1.json"; }}
+st status-before
+# 1. The writer meets ENOSPC: incompressible lines until the disk is full.
+base64 -w 100 /dev/urandom | head -n 200000 | sed 's/.*/{{"x":"&"}}/' \
+  | "$ROT" --root "$A" --stream books --run-id 20261201T080500Z-2-beef --flush-secs 0.2 > "$N/sealed1" 2> "$N/rot1.err"
+echo "writer=$?"
+st status-full
+# 2. manifest build cannot write its manifest: no temp file may stay.
+"$MAN" build --root "$A" --run-id 20261201T080600Z-3-cafe < /dev/null 2> "$N/build-full.err"; echo "build_full=$?"
+echo "manifest_tmp=$(ls -a "$A/manifests" 2>/dev/null | grep -c tmp)"
+# 3. Recovery on the full disk cannot copy the tail out: no tail file, no temp file, partial intact.
+"$ROT" --root "$A" --stream gamma --recover-only > /dev/null 2> "$N/rec-full.err"; echo "recover_full=$?"
+echo "tails_full=$(find "$A" -name '*unreadable-tail*' -o -name '*tail-tmp*' | wc -l)"
+echo "partial_bytes=$(wc -c < "$P")"
+# 4. Space returns: recovery completes, collection resumes, everything verifies.
+rm "$D/filler"
+"$ROT" --root "$A" --stream gamma --recover-only > "$N/sealed2" 2> "$N/rec2.err"; echo "recover_gamma=$?"
+"$ROT" --root "$A" --stream books --recover-only > "$N/sealed3" 2> "$N/rec3.err"; echo "recover_books=$?"
+printf '{{"a":1}}\n{{"a":2}}\n' | "$ROT" --root "$A" --stream books --run-id 20261201T081000Z-4-f00d > "$N/sealed4" 2>/dev/null
+echo "resumed=$?"
+cat "$N/sealed1" "$N/sealed2" "$N/sealed3" "$N/sealed4" \
+  | "$MAN" build --root "$A" --run-id 20261201T081100Z-5-d00d 2> "$N/build2.err"; echo "build_after=$?"
+"$MAN" verify "$A" > "$N/verify.txt"; echo "verify=$?"
+echo "empty_files=$(find "$A" -type f -size 0 ! -name '.*.lock' | wc -l)"
+echo "tmp_files=$(find "$A" -name '*tmp*' | wc -l)"
+echo "tail_5000=$(find "$A" -name '*.unreadable-tail' -size 5000c | wc -l)"
+st status-after
+"#
+    );
+    let out = with_tmpfs(
+        "8m",
+        &script,
+        &[("N", &notes), ("ROT", &common::bin("jsonl-rotate")), ("MAN", &common::bin("manifest"))],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let get = |k: &str| -> String {
+        let pre = format!("{k}=");
+        let v = text.lines().find_map(|l| l.strip_prefix(pre.as_str()));
+        v.unwrap_or_else(|| panic!("{k} not printed:\n{text}\n{err}")).trim().to_string()
+    };
+    let note = |name: &str| std::fs::read_to_string(notes.join(name)).unwrap_or_default();
+    let reasons = |name: &str| -> Vec<String> {
+        let doc: Value = serde_json::from_str(&note(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        doc["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect()
+    };
+    let disk_full = "disk_full".to_string();
+    // Before: 8 MiB with 3 MiB taken: not full.
+    assert!(!reasons("status-before.json").contains(&disk_full), "{}", note("status-before.json"));
+    // 1. jsonl-rotate on ENOSPC: exit 1 (not 2: a restart must follow), one clear line.
+    assert_eq!(get("writer"), "1", "{text}\n{}", note("rot1.err"));
+    assert!(note("rot1.err").contains("jsonl-rotate: disk full under "), "{}", note("rot1.err"));
+    // Health names it.
+    assert!(reasons("status-full.json").contains(&disk_full), "{}", note("status-full.json"));
+    // 2. A failed manifest write leaves no .tmp-PID file.
+    assert_eq!(get("build_full"), "1", "{}", note("build-full.err"));
+    assert!(note("build-full.err").starts_with("manifest: disk full: "), "{}", note("build-full.err"));
+    assert_eq!(get("manifest_tmp"), "0", "no .tmp-PID file after a failed manifest write");
+    // 3. Recovery on the full disk fails cleanly: no 0-byte tail, no temp file, partial untouched.
+    assert_eq!(get("recover_full"), "1", "{}", note("rec-full.err"));
+    assert_eq!(get("tails_full"), "0", "{}", note("rec-full.err"));
+    assert_eq!(get("partial_bytes"), torn.len().to_string(), "the partial is untouched");
+    // 4. After space returns: recovered, resumed, listed, verified; the tail holds all its bytes.
+    assert_eq!(get("recover_gamma"), "0", "{}", note("rec2.err"));
+    assert_eq!(get("recover_books"), "0", "{}", note("rec3.err"));
+    assert_eq!(get("resumed"), "0");
+    assert_eq!(get("build_after"), "0", "{}", note("build2.err"));
+    assert_eq!(get("verify"), "0", "{}", note("verify.txt"));
+    assert_eq!(get("empty_files"), "0");
+    assert_eq!(get("tmp_files"), "0");
+    assert_eq!(get("tail_5000"), "1", "the tail exists with all its bytes");
+    assert!(!reasons("status-after.json").contains(&disk_full), "{}", note("status-after.json"));
 }

@@ -407,6 +407,17 @@ impl Builder {
         }
     }
 
+    /// The run's [`Outcome`] (as in the document).
+    pub fn outcome(&self) -> Outcome {
+        let mut all = Tally::default();
+        let mut streams: BTreeMap<String, Tally> = BTreeMap::new();
+        for f in self.files.values() {
+            all.merge(&f.tally);
+            streams.entry(f.entry.stream.clone()).or_default().merge(&f.tally);
+        }
+        Outcome::of(&all, &streams.into_iter().collect::<Vec<_>>())
+    }
+
     /// The manifest document with the given status (`running`, `complete`, `stopped`).
     pub fn document(&self, status: &str, now: &str) -> Value {
         let mut streams: BTreeMap<String, (Vec<&FileEntry>, Tally)> = BTreeMap::new();
@@ -436,12 +447,14 @@ impl Builder {
             streams_json.insert(name, json!({"totals": totals, "files": files, "tally": t}));
         }
         let markets: Vec<&super::MarketTrack> = all.markets.values().collect();
+        let outcome = self.outcome();
         json!({
             "schema": MANIFEST_SCHEMA,
             "run_id": self.opts.run_id,
             "host": self.opts.host,
             "label": self.opts.label,
             "status": status,
+            "outcome": outcome,
             "started_at_utc": self.started_at_utc,
             "updated_at_utc": now,
             "finished_at_utc": if status == "running" { Value::Null } else { json!(now) },
@@ -504,6 +517,60 @@ impl Builder {
     }
 }
 
+/// What a run collected, judged from its tally: `ok` (successful data, and every stream that
+/// recorded lines has some), `degraded` (successful data, but a stream recorded none, or more than
+/// half the HTTP attempts got no answer), `failed` (lines were recorded but not one carries
+/// successful data: the venue was unreachable or refused every request), `empty` (no line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: String,
+    /// Lines with successful data ([`super::RawLine::is_data`]), all rows, HTTP attempts and those
+    /// without an answer (no reply or an error status other than 404).
+    pub data_rows: u64,
+    pub rows: u64,
+    pub http_attempts: u64,
+    pub http_unanswered: u64,
+    /// Streams that recorded lines but no successful data.
+    pub streams_without_data: Vec<String>,
+}
+
+impl Outcome {
+    pub fn of(all: &Tally, streams: &[(String, Tally)]) -> Outcome {
+        let streams_without_data: Vec<String> =
+            streams.iter().filter(|(_, t)| t.rows > 0 && t.data_rows == 0).map(|(n, _)| n.clone()).collect();
+        let h = &all.http;
+        let status = if all.rows == 0 {
+            "empty"
+        } else if all.data_rows == 0 {
+            "failed"
+        } else if !streams_without_data.is_empty() || h.unanswered * 2 > h.attempts {
+            "degraded"
+        } else {
+            "ok"
+        };
+        Outcome {
+            status: status.to_string(),
+            data_rows: all.data_rows,
+            rows: all.rows,
+            http_attempts: h.attempts,
+            http_unanswered: h.unanswered,
+            streams_without_data,
+        }
+    }
+
+    /// One line of counts for stderr.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} rows with data of {}, {} of {} HTTP attempts unanswered",
+            self.data_rows, self.rows, self.http_unanswered, self.http_attempts
+        );
+        if !self.streams_without_data.is_empty() {
+            s.push_str(&format!("; no data in {}", self.streams_without_data.join(",")));
+        }
+        s
+    }
+}
+
 fn stream_from_path(p: &str) -> Option<String> {
     p.split('/').find_map(|c| c.strip_prefix("stream=")).map(str::to_string)
 }
@@ -535,7 +602,20 @@ enum Msg {
 /// Runs `manifest build` over `input` until EOF (status `complete`), also after SIGTERM/SIGINT, which
 /// only bound the wait for EOF to 10 s (then status `stopped`).
 /// Exit 0, or 1 when a sealed file failed its re-hash or could not be read.
+/// A full disk (ENOSPC) while writing the manifest is a runtime failure (exit 1, one line), not a
+/// configuration error (exit 2): the run is restarted once space returns.
 pub fn run(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<ExitCode> {
+    let dir = opts.root.join("manifests");
+    match run_inner(opts, input) {
+        Err(cli::Error::Io(e)) if util::is_disk_full(&e) => {
+            eprintln!("manifest: disk full: cannot write the manifest in {}: {e}", dir.display());
+            Ok(ExitCode::Failure)
+        }
+        r => r,
+    }
+}
+
+fn run_inner(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<ExitCode> {
     let refresh = opts.refresh;
     let mut b = Builder::new(opts)?;
     signal::install();
@@ -592,8 +672,11 @@ pub fn run(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<Ex
         }
     };
     b.write(status)?;
+    let outcome = b.outcome();
     eprintln!(
-        "manifest: {status}: {} files, {} problems; wrote {}",
+        "manifest: {status} ({}: {}): {} files, {} problems; wrote {}",
+        outcome.status,
+        outcome.summary(),
         b.files.len(),
         b.problems.len() as u64 + b.problems_dropped,
         b.manifest_path().display()

@@ -78,6 +78,145 @@ pub struct RawLine {
     pub attempt: Option<u64>,
     pub status: Option<u64>,
     pub ctx: Option<RawCtx>,
+    /// What the embedded reply body (`body`, only present for `body_kind: "json"`) holds.
+    pub body: Option<BodyPeek>,
+}
+
+impl RawLine {
+    /// True when the line carries successful data: an HTTP 2xx reply whose body holds at least one
+    /// order book (endpoints `books`/`book`) or at least one record (any other endpoint, e.g. a Gamma
+    /// market), or a websocket frame (`ctx.event: "frame"`) with book data (`event_type` `book` or
+    /// `price_change`, or `bids`/`asks`). Gaps, failed attempts, empty replies and connection events
+    /// are not data: they must not keep a stream "fresh".
+    pub fn is_data(&self) -> bool {
+        let Some(b) = &self.body else { return false };
+        match self.kind.as_deref() {
+            Some("http") => {
+                self.status.is_some_and(|s| (200..300).contains(&s))
+                    && match self.endpoint.as_deref() {
+                        Some("books" | "book") => b.books > 0,
+                        _ => b.items > 0,
+                    }
+            }
+            Some("ws") => self.ctx.as_ref().and_then(|c| c.event.as_deref()) == Some("frame") && b.books > 0,
+            _ => false,
+        }
+    }
+
+    /// True for an HTTP attempt that got no answer: no reply at all, or an error status other than
+    /// 404 (a 404 is an answer: "not listed (yet)").
+    pub fn is_unanswered(&self) -> bool {
+        self.kind.as_deref() == Some("http") && self.status.is_none_or(|s| s >= 400 && s != 404)
+    }
+}
+
+/// The shape of a reply body, read without building it: `items` = elements of a top-level array
+/// (or 1 for an object), `books` = those that look like an order book or a book event (an object
+/// with `bids`/`asks`, or `event_type` `book`/`price_change`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPeek {
+    pub items: u64,
+    pub books: u64,
+}
+
+/// One element of a body: is it an object that looks like a book?
+struct BookItem(bool);
+
+impl<'de> Deserialize<'de> for BookItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = BookItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<BookItem, A::Error> {
+                let mut book = false;
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match k.as_ref() {
+                        "bids" | "asks" => {
+                            book = true;
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                        "event_type" => {
+                            let v = m.next_value::<Value>()?;
+                            book |= matches!(v.as_str(), Some("book" | "price_change"));
+                        }
+                        _ => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(BookItem(book))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<BookItem, A::Error> {
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(BookItem(false))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<BookItem, E> {
+                Ok(BookItem(false))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<BookItem, E> {
+                Ok(BookItem(false))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<BookItem, E> {
+                Ok(BookItem(false))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<BookItem, E> {
+                Ok(BookItem(false))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<BookItem, E> {
+                Ok(BookItem(false))
+            }
+            fn visit_unit<E>(self) -> Result<BookItem, E> {
+                Ok(BookItem(false))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for BodyPeek {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = BodyPeek;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<BodyPeek, A::Error> {
+                let mut p = BodyPeek::default();
+                while let Some(BookItem(book)) = s.next_element::<BookItem>()? {
+                    p.items += 1;
+                    p.books += u64::from(book);
+                }
+                Ok(p)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<BodyPeek, A::Error> {
+                let BookItem(book) = BookItem::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
+                Ok(BodyPeek { items: 1, books: u64::from(book) })
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<BodyPeek, E> {
+                Ok(BodyPeek::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<BodyPeek, E> {
+                Ok(BodyPeek::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<BodyPeek, E> {
+                Ok(BodyPeek::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<BodyPeek, E> {
+                Ok(BodyPeek::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<BodyPeek, E> {
+                Ok(BodyPeek::default())
+            }
+            fn visit_unit<E>(self) -> Result<BodyPeek, E> {
+                Ok(BodyPeek::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The `ctx` fields the tallies use (gap type and size, tracking changes).
@@ -92,6 +231,8 @@ pub struct RawCtx {
     pub condition_id: Option<String>,
     pub window_start_utc: Option<String>,
     pub window_end_utc: Option<String>,
+    /// pm-stream: `frame` or a connection event.
+    pub event: Option<String>,
 }
 
 /// One line of a data file, classified. (Returned once per line and never stored, so the size of
@@ -188,6 +329,9 @@ pub struct HttpTally {
     pub errors: u64,
     /// Attempts answered 429.
     pub rate_limited_429: u64,
+    /// Attempts without an answer: no reply, or an error status other than 404 (429, 403, 5xx, …).
+    #[serde(default)]
+    pub unanswered: u64,
     /// endpoint → status ("200", "429", … or "none") → attempts.
     pub by_endpoint_status: BTreeMap<String, BTreeMap<String, u64>>,
 }
@@ -270,6 +414,11 @@ pub struct Tally {
     pub tools: BTreeMap<String, u64>,
     pub first_collected_at_utc: Option<String>,
     pub last_collected_at_utc: Option<String>,
+    /// Lines carrying successful data ([`RawLine::is_data`]) and the newest of them.
+    #[serde(default)]
+    pub data_rows: u64,
+    #[serde(default)]
+    pub last_data_at_utc: Option<String>,
 }
 
 fn bump(m: &mut BTreeMap<String, u64>, k: &str, n: u64) {
@@ -286,6 +435,13 @@ impl Tally {
         bump(&mut self.tools, l.tool.as_deref().unwrap_or("unknown"), 1);
         min_time(&mut self.first_collected_at_utc, l.collected_at_utc.as_deref());
         max_time(&mut self.last_collected_at_utc, l.collected_at_utc.as_deref());
+        if l.is_data() {
+            self.data_rows += 1;
+            max_time(&mut self.last_data_at_utc, l.collected_at_utc.as_deref());
+        }
+        if l.is_unanswered() {
+            self.http.unanswered += 1;
+        }
         let ctx = l.ctx.as_ref();
         match kind {
             "http" => {
@@ -383,6 +539,7 @@ impl Tally {
         h.network_errors += oh.network_errors;
         h.errors += oh.errors;
         h.rate_limited_429 += oh.rate_limited_429;
+        h.unanswered += oh.unanswered;
         for (ep, m) in &oh.by_endpoint_status {
             let e = h.by_endpoint_status.entry(ep.clone()).or_default();
             for (s, n) in m {
@@ -407,6 +564,8 @@ impl Tally {
         }
         min_time(&mut self.first_collected_at_utc, o.first_collected_at_utc.as_deref());
         max_time(&mut self.last_collected_at_utc, o.last_collected_at_utc.as_deref());
+        self.data_rows += o.data_rows;
+        max_time(&mut self.last_data_at_utc, o.last_data_at_utc.as_deref());
     }
 }
 
@@ -691,6 +850,30 @@ mod tests {
         assert_eq!(canonical_time("2026-11-24T16:01:33Z").unwrap(), "2026-11-24T16:01:33.000000Z");
         assert_eq!(canonical_time("2026-11-24T17:01:33.5+01:00").unwrap(), "2026-11-24T16:01:33.500000Z");
         assert!(canonical_time("yesterday").is_none());
+    }
+
+    #[test]
+    fn data_lines_are_replies_with_books_or_records_and_ws_book_frames() {
+        let data = |l: &str| match parse_line(l.as_bytes()) {
+            Parsed::Line(p) => p.is_data(),
+            _ => panic!("{l}"),
+        };
+        assert!(data(
+            r#"{"kind":"http","endpoint":"books","status":200,"body":[{"asset_id":"1","bids":[],"asks":[]}]}"#
+        ));
+        assert!(!data(r#"{"kind":"http","endpoint":"books","status":200,"body":[]}"#));
+        assert!(!data(r#"{"kind":"http","endpoint":"books","status":200,"body":{"error":"Too Many Requests"}}"#));
+        assert!(!data(r#"{"kind":"http","endpoint":"books","status":503,"body":[{"bids":[]}]}"#));
+        assert!(!data(r#"{"kind":"http","endpoint":"books","status":200,"body_kind":"text","body_text":"<html>"}"#));
+        assert!(data(r#"{"kind":"http","endpoint":"gamma","status":200,"body":{"slug":"s","clobTokenIds":"[]"}}"#));
+        assert!(!data(r#"{"kind":"http","endpoint":"gamma","status":404,"body":{"error":"not found"}}"#));
+        assert!(data(r#"{"kind":"ws","ctx":{"event":"frame"},"body":[{"event_type":"book","bids":[]}]}"#));
+        assert!(data(
+            r#"{"kind":"ws","ctx":{"event":"frame"},"body":{"event_type":"price_change","price_changes":[]}}"#
+        ));
+        assert!(!data(r#"{"kind":"ws","ctx":{"event":"frame"},"body_kind":"text","body_text":"PONG"}"#));
+        assert!(!data(r#"{"kind":"ws","ctx":{"event":"open"}}"#));
+        assert!(!data(r#"{"kind":"gap","ctx":{"gap":"failed_request"}}"#));
     }
 
     #[test]

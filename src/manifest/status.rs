@@ -1,14 +1,17 @@
-//! `manifest status ROOT`: the health command. Per stream: the newest line (sealed files via the
-//! manifests and the newest partitions, plus the open `*.partial` files), activity in the last hour,
-//! markets tracked; for the archive: bytes, disk free, write rate and days of disk left, the last
-//! upload. Unhealthy (exit 1) when any stream's newest line is older than `--stale-after` or there is
-//! no data at all.
+//! `manifest status ROOT`: the health command. Per stream: the newest line and the newest
+//! *successful data* (sealed files via the manifests and the newest partitions, plus the open
+//! `*.partial` files), activity in the last hour and in the last `--stale-after`, markets tracked;
+//! for the archive: bytes, disk free, write rate and days of disk left, the last upload.
+//!
+//! [`status`] computes a typed [`Status`] (serialized as `pmarchive.status/1`); [`human`] renders it.
+//! Unhealthy (exit 1) with one [`Reason`] per finding: see [`Reason`] and docs/OPERATIONS.md.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::{
@@ -21,7 +24,16 @@ use crate::clock;
 /// Options of `manifest status`.
 #[derive(Debug, Clone)]
 pub struct StatusOptions {
+    /// A required stream whose newest successful data is older is `stale`.
     pub stale_after: Duration,
+    /// Markets are tracked but no book arrived for this long: `no_books`.
+    pub books_after: Duration,
+    /// No market tracked and none found by discovery for this long: `no_market`.
+    pub market_after: Duration,
+    /// A line later than now + this is in the future: `clock_ahead`.
+    pub future_tolerance: Duration,
+    /// Less free space than this (or no free inode): `disk_full`.
+    pub min_free_bytes: u64,
     pub now: OffsetDateTime,
     /// The streams that must be fresh (`--streams`); `None`: every stream found. Other streams are
     /// reported, and flagged stale, but do not make the archive unhealthy (e.g. `ws_market` after
@@ -35,6 +47,9 @@ pub struct Disk {
     pub total_bytes: u64,
     /// Available to unprivileged users (`f_bavail`), which is what the collector (not root) can use.
     pub free_bytes: u64,
+    /// Inodes: total (`f_files`) and available to unprivileged users (`f_favail`).
+    pub total_inodes: u64,
+    pub free_inodes: u64,
 }
 
 /// Disk space via `statvfs(3)`, declared here for the two targets the VPS runs (x86_64 and aarch64
@@ -86,13 +101,194 @@ pub fn disk_usage(path: &Path) -> std::io::Result<Disk> {
         return Err(std::io::Error::last_os_error());
     }
     let unit = if s.f_frsize > 0 { s.f_frsize } else { s.f_bsize };
-    Ok(Disk { total_bytes: s.f_blocks.saturating_mul(unit), free_bytes: s.f_bavail.saturating_mul(unit) })
+    Ok(Disk {
+        total_bytes: s.f_blocks.saturating_mul(unit),
+        free_bytes: s.f_bavail.saturating_mul(unit),
+        total_inodes: s.f_files,
+        free_inodes: s.f_favail,
+    })
 }
 
 /// Other targets: not supported (the status reports the disk as unknown).
 #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
 pub fn disk_usage(_path: &Path) -> std::io::Result<Disk> {
     Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "disk usage only implemented for x86_64/aarch64 Linux"))
+}
+
+/// Why the archive is unhealthy (`problems[].reason` in the JSON document).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// No line at all under the root.
+    NoData,
+    /// A stream named in `--streams` has no file.
+    MissingStream,
+    /// A required stream's newest successful data is older than `--stale-after` (or there is none).
+    Stale,
+    /// Markets are tracked now but no book arrived for `--books-after`.
+    NoBooks,
+    /// No market is tracked and discovery found none for `--market-after`.
+    NoMarket,
+    /// Every HTTP attempt of a stream in the last `--stale-after` got no answer.
+    VenueUnreachable,
+    /// Free space below `--min-free-mib`, or no free inode.
+    DiskFull,
+    /// A line is dated after now + `--future-tolerance` (the wall clock stepped).
+    ClockAhead,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoData => "no_data",
+            Reason::MissingStream => "missing_stream",
+            Reason::Stale => "stale",
+            Reason::NoBooks => "no_books",
+            Reason::NoMarket => "no_market",
+            Reason::VenueUnreachable => "venue_unreachable",
+            Reason::DiskFull => "disk_full",
+            Reason::ClockAhead => "clock_ahead",
+        }
+    }
+}
+
+/// One finding that makes the archive unhealthy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    pub reason: Reason,
+    /// `venue/stream` when the finding is about one stream.
+    pub stream: Option<String>,
+    /// One line for a person.
+    pub message: String,
+}
+
+/// The thresholds the status was evaluated with (seconds, bytes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    pub stale_after_s: f64,
+    pub books_after_s: f64,
+    pub market_after_s: f64,
+    pub future_tolerance_s: f64,
+    pub min_free_bytes: u64,
+}
+
+/// Counts over the lines of the last hour of one stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LastHour {
+    pub rows: u64,
+    pub rows_by_kind: BTreeMap<String, u64>,
+    pub data_rows: u64,
+    pub missed_slots: u64,
+    pub gaps_by_type: BTreeMap<String, u64>,
+    pub http_attempts: u64,
+    pub http_errors: u64,
+    pub http_unanswered: u64,
+    pub http_network_errors: u64,
+    pub http_429: u64,
+    pub http_retries: u64,
+}
+
+/// Counts over the lines of the last `--stale-after` of one stream (what "recent" means).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recent {
+    pub rows: u64,
+    pub data_rows: u64,
+    pub http_attempts: u64,
+    pub http_unanswered: u64,
+    pub http_network_errors: u64,
+    pub http_429: u64,
+}
+
+/// One stream's health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamStatus {
+    pub venue: String,
+    pub stream: String,
+    /// Newest line of any kind (lines dated in the future excluded).
+    pub newest_collected_at_utc: Option<String>,
+    pub newest_source: String,
+    pub age_s: Option<f64>,
+    /// Newest line carrying successful data (a 2xx reply with books / a market, a ws book frame).
+    pub newest_data_at_utc: Option<String>,
+    pub data_age_s: Option<f64>,
+    /// No successful data within `--stale-after`.
+    pub stale: bool,
+    pub required: bool,
+    /// Lines dated after now + `--future-tolerance`, and the latest of them.
+    pub future_lines: u64,
+    pub newest_future_at_utc: Option<String>,
+    pub files: u64,
+    pub partials: u64,
+    pub bytes: u64,
+    pub files_read: u64,
+    pub unparseable_lines_read: u64,
+    pub last_hour: LastHour,
+    pub recent: Recent,
+    pub markets_tracked_now: BTreeSet<String>,
+    pub markets_tracked_last_hour: BTreeSet<String>,
+}
+
+/// The filesystem holding the root.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskStatus {
+    pub path: String,
+    pub total_bytes: Option<u64>,
+    pub free_bytes: Option<u64>,
+    pub total_inodes: Option<u64>,
+    pub free_inodes: Option<u64>,
+    pub error: Option<String>,
+}
+
+/// The last upload record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastUpload {
+    pub at_utc: Value,
+    pub local_path: Value,
+    pub verified: Value,
+    pub rclone_exit: Value,
+}
+
+/// Upload log counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadCounts {
+    pub uploads: usize,
+    pub unverified: usize,
+    pub local_deletes: usize,
+}
+
+/// The health status document (`pmarchive.status/1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub schema: String,
+    pub root: String,
+    pub now_utc: String,
+    pub stale_after_s: f64,
+    pub thresholds: Thresholds,
+    pub healthy: bool,
+    /// The distinct reasons of `problems`, in a fixed order (empty when healthy).
+    pub reasons: Vec<Reason>,
+    pub problems: Vec<Problem>,
+    /// Reported, never unhealthy.
+    pub warnings: Vec<String>,
+    pub streams: Vec<StreamStatus>,
+    pub archive_bytes: u64,
+    pub archive_files: u64,
+    pub disk: DiskStatus,
+    pub bytes_last_24h: u64,
+    pub bytes_per_day: u64,
+    pub days_left: Option<f64>,
+    pub last_upload: Option<LastUpload>,
+    pub uploads: Option<UploadCounts>,
+}
+
+impl Status {
+    pub fn exit_code(&self) -> ExitCode {
+        if self.healthy {
+            ExitCode::Success
+        } else {
+            ExitCode::Failure
+        }
+    }
 }
 
 #[derive(Default)]
@@ -102,14 +298,33 @@ struct StreamState {
     bytes: u64,
     newest_sealed: Option<String>,
     newest_partial: Option<String>,
+    newest_data: Option<String>,
+    future_lines: u64,
+    newest_future: Option<String>,
     /// Lines in the last hour.
     window: Tally,
+    /// Lines in the last `--stale-after`.
+    recent: Tally,
     /// Track events of every file looked at (any time) plus the manifests' market histories.
     markets: BTreeMap<String, MarketTrack>,
     /// run id → newest line of that run in the files looked at.
     run_newest: BTreeMap<String, String>,
     unparseable_lines: u64,
     files_read: u64,
+}
+
+impl StreamState {
+    /// Takes a time from a manifest: into `newest` unless it is in the future.
+    fn note_listed(&mut self, t: Option<&str>, future_after: &str, data: bool) {
+        let Some(t) = t else { return };
+        if t > future_after {
+            max_time(&mut self.newest_future, Some(t));
+        } else if data {
+            max_time(&mut self.newest_data, Some(t));
+        } else {
+            max_time(&mut self.newest_sealed, Some(t));
+        }
+    }
 }
 
 fn floor_hour(t: OffsetDateTime) -> OffsetDateTime {
@@ -124,15 +339,28 @@ fn merge_market(map: &mut BTreeMap<String, MarketTrack>, m: &MarketTrack) {
     *map = t.markets;
 }
 
-/// Computes the status document and the exit code.
-pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> {
+fn rfc(t: OffsetDateTime) -> String {
+    clock::fmt_micros(t)
+}
+
+fn before(now: OffsetDateTime, d: Duration) -> String {
+    rfc(now - time::Duration::seconds_f64(d.as_secs_f64()))
+}
+
+fn age(now: OffsetDateTime, t: Option<&str>) -> Option<f64> {
+    t.and_then(clock::parse_rfc3339).map(|t| ((now - t).as_seconds_f64() * 1000.0).round() / 1000.0)
+}
+
+/// Computes the status.
+pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<Status> {
     if !root.is_dir() {
         return Err(cli::Error::Msg(format!("{}: not a readable directory", root.display())));
     }
     let now = o.now;
-    let now_s = clock::fmt_micros(now);
-    let hour_ago = clock::fmt_micros(now - time::Duration::hours(1));
-    let live_after = clock::fmt_micros(now - time::Duration::seconds_f64(o.stale_after.as_secs_f64()));
+    let now_s = rfc(now);
+    let hour_ago = rfc(now - time::Duration::hours(1));
+    let live_after = before(now, o.stale_after);
+    let future_after = rfc(now + time::Duration::seconds_f64(o.future_tolerance.as_secs_f64()));
     let (files, walk_errors) = walk(root).map_err(|e| cli::Error::Msg(format!("{}: {e}", root.display())))?;
     let mut warnings: Vec<String> = walk_errors.iter().map(|e| format!("unreadable: {e}")).collect();
 
@@ -166,7 +394,7 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
         }
     }
 
-    // Manifests: the newest sealed line per stream and the market histories.
+    // Manifests: the newest sealed line and data per stream, and the market histories.
     for m in load_manifests(root) {
         let doc = match m.doc {
             Ok(d) => d,
@@ -183,12 +411,14 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
             let st = streams.entry((venue, sname.clone())).or_default();
             for f in &filesv {
                 let last = f.get("last_collected_at_utc").and_then(Value::as_str);
-                max_time(&mut st.newest_sealed, last);
+                st.note_listed(last, &future_after, false);
                 if let (Some(p), Some(l)) = (f.get("path").and_then(Value::as_str), last) {
                     listed_last.insert(p.to_string(), l.to_string());
                 }
             }
-            if let Some(mk) = s.get("tally").and_then(|t| t.get("markets")) {
+            let tally = s.get("tally");
+            st.note_listed(tally.and_then(|t| t.get("last_data_at_utc")).and_then(Value::as_str), &future_after, true);
+            if let Some(mk) = tally.and_then(|t| t.get("markets")) {
                 if let Ok(mk) = serde_json::from_value::<BTreeMap<String, MarketTrack>>(mk.clone()) {
                     for m in mk.values() {
                         merge_market(&mut st.markets, m);
@@ -221,7 +451,16 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
         let res = read_data_file(&f.abs, partial, |_, p| match p {
             Parsed::Line(l) => {
                 let Some(t) = l.collected_at_utc.as_deref() else { return };
+                if t > future_after.as_str() {
+                    // Dated after now: the wall clock stepped. Never fresh, never "the newest".
+                    st.future_lines += 1;
+                    max_time(&mut st.newest_future, Some(t));
+                    return;
+                }
                 max_time(&mut newest, Some(t));
+                if l.is_data() {
+                    max_time(&mut st.newest_data, Some(t));
+                }
                 if let Some(r) = &l.run_id {
                     let e = st.run_newest.entry(r.clone()).or_default();
                     if t > e.as_str() {
@@ -230,6 +469,9 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
                 }
                 if t > hour_ago.as_str() && t <= now_s.as_str() {
                     st.window.add(&l);
+                }
+                if t > live_after.as_str() && t <= now_s.as_str() {
+                    st.recent.add(&l);
                 }
                 if l.kind.as_deref() == Some("track") {
                     tracks.add(&l);
@@ -257,7 +499,8 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
 
     // Per-stream health.
     let mut problems = Vec::new();
-    let mut streams_json = Vec::new();
+    let mut streams_out = Vec::new();
+    let (stale_s, books_s) = (o.stale_after.as_secs_f64(), o.books_after.as_secs_f64());
     for ((venue, stream), st) in &streams {
         let name = format!("{venue}/{stream}");
         let mut newest = st.newest_sealed.clone();
@@ -267,70 +510,174 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
             (_, Some(_)) => "sealed",
             _ => "none",
         };
-        let age = newest.as_deref().and_then(clock::parse_rfc3339).map(|t| (now - t).as_seconds_f64());
-        let stale = age.is_none_or(|a| a > o.stale_after.as_secs_f64());
+        let line_age = age(now, newest.as_deref());
+        let data_age = age(now, st.newest_data.as_deref());
+        let stale = data_age.is_none_or(|a| a > stale_s);
         let required = o.streams.as_ref().is_none_or(|l| l.iter().any(|r| r == stream));
-        match (&newest, age) {
-            _ if !required => {}
-            (None, _) | (_, None) => problems.push(format!("{name}: no line found")),
-            (Some(n), Some(a)) if stale => {
-                problems.push(format!("{name}: newest line {n} is {a:.0} s old (> {} s)", o.stale_after.as_secs_f64()))
-            }
-            _ => {}
-        }
-        let stream_fresh = !stale;
-        let tracked_now: BTreeSet<&str> = st
+        let tracked_now: BTreeSet<String> = st
             .markets
             .values()
             .filter(|m| m.last_action.as_deref() == Some("start"))
             .filter(|m| match &m.last_action_run_id {
                 Some(r) => st.run_newest.get(r).is_some_and(|t| t.as_str() >= live_after.as_str()),
-                None => stream_fresh,
+                None => line_age.is_some_and(|a| a <= stale_s),
             })
-            .map(|m| m.slug.as_str())
+            .map(|m| m.slug.clone())
             .collect();
-        let mut last_hour: BTreeSet<&str> = tracked_now.clone();
-        last_hour.extend(st.window.markets.keys().map(String::as_str));
-        let w = &st.window;
-        streams_json.push(json!({
-            "venue": venue,
-            "stream": stream,
-            "newest_collected_at_utc": newest,
-            "newest_source": source,
-            "age_s": age.map(|a| (a * 1000.0).round() / 1000.0),
-            "stale": stale,
-            "required": required,
-            "files": st.files,
-            "partials": st.partials,
-            "bytes": st.bytes,
-            "files_read": st.files_read,
-            "unparseable_lines_read": st.unparseable_lines,
-            "last_hour": {
-                "rows": w.rows,
-                "rows_by_kind": w.rows_by_kind,
-                "missed_slots": w.gaps.missed_slots_total,
-                "gaps_by_type": w.gaps.by_type,
-                "http_attempts": w.http.attempts,
-                "http_errors": w.http.errors,
-                "http_network_errors": w.http.network_errors,
-                "http_429": w.http.rate_limited_429,
-                "http_retries": w.http.retries,
+        let mut last_hour: BTreeSet<String> = tracked_now.clone();
+        last_hour.extend(st.window.markets.keys().cloned());
+        let mut problem = |reason, message: String| {
+            problems.push(Problem { reason, stream: Some(name.clone()), message: format!("{name}: {message}") })
+        };
+        if st.future_lines > 0 || st.newest_future.is_some() {
+            problem(
+                Reason::ClockAhead,
+                format!(
+                    "{} line(s) dated in the future, the latest {} (now {now_s}): the wall clock stepped",
+                    st.future_lines,
+                    st.newest_future.as_deref().unwrap_or("?")
+                ),
+            );
+        }
+        if required {
+            let newest_txt = newest.as_deref().unwrap_or("none");
+            match (&st.newest_data, data_age) {
+                (None, _) | (_, None) => {
+                    problem(Reason::Stale, format!("no successful data found (newest line of any kind: {newest_txt})"))
+                }
+                (Some(d), Some(a)) if a > stale_s => problem(
+                    Reason::Stale,
+                    format!("newest successful data {d} is {a:.0} s old (> {stale_s} s); newest line: {newest_txt}"),
+                ),
+                _ => {}
+            }
+            if !tracked_now.is_empty() && data_age.is_none_or(|a| a > books_s) {
+                problem(
+                    Reason::NoBooks,
+                    format!(
+                        "{} market(s) tracked but no book for {} (> {books_s} s)",
+                        tracked_now.len(),
+                        data_age.map_or("ever".to_string(), |a| format!("{a:.0} s"))
+                    ),
+                );
+            }
+            let r = &st.recent.http;
+            if r.attempts > 0 && r.unanswered == r.attempts {
+                problem(
+                    Reason::VenueUnreachable,
+                    format!(
+                        "all {} HTTP attempts in the last {stale_s} s got no answer ({} without a reply, {} 429)",
+                        r.attempts, r.network_errors, r.rate_limited_429
+                    ),
+                );
+            }
+        }
+        let (w, rc) = (&st.window, &st.recent);
+        streams_out.push(StreamStatus {
+            venue: venue.clone(),
+            stream: stream.clone(),
+            newest_collected_at_utc: newest.clone(),
+            newest_source: source.to_string(),
+            age_s: line_age,
+            newest_data_at_utc: st.newest_data.clone(),
+            data_age_s: data_age,
+            stale,
+            required,
+            future_lines: st.future_lines,
+            newest_future_at_utc: st.newest_future.clone(),
+            files: st.files,
+            partials: st.partials,
+            bytes: st.bytes,
+            files_read: st.files_read,
+            unparseable_lines_read: st.unparseable_lines,
+            last_hour: LastHour {
+                rows: w.rows,
+                rows_by_kind: w.rows_by_kind.clone(),
+                data_rows: w.data_rows,
+                missed_slots: w.gaps.missed_slots_total,
+                gaps_by_type: w.gaps.by_type.clone(),
+                http_attempts: w.http.attempts,
+                http_errors: w.http.errors,
+                http_unanswered: w.http.unanswered,
+                http_network_errors: w.http.network_errors,
+                http_429: w.http.rate_limited_429,
+                http_retries: w.http.retries,
             },
-            "markets_tracked_now": tracked_now,
-            "markets_tracked_last_hour": last_hour,
-        }));
+            recent: Recent {
+                rows: rc.rows,
+                data_rows: rc.data_rows,
+                http_attempts: rc.http.attempts,
+                http_unanswered: rc.http.unanswered,
+                http_network_errors: rc.http.network_errors,
+                http_429: rc.http.rate_limited_429,
+            },
+            markets_tracked_now: tracked_now,
+            markets_tracked_last_hour: last_hour,
+        });
     }
     for r in o.streams.iter().flatten() {
         if !streams.keys().any(|(_, s)| s == r) {
-            problems.push(format!("{r}: required (--streams) but no file of it was found"));
+            problems.push(Problem {
+                reason: Reason::MissingStream,
+                stream: Some(r.clone()),
+                message: format!("{r}: required (--streams) but no file of it was found"),
+            });
         }
     }
-    if streams.is_empty() || streams.values().all(|s| s.newest_sealed.is_none() && s.newest_partial.is_none()) {
-        problems.insert(0, "no data at all".to_string());
+    let no_data = streams.is_empty()
+        || streams
+            .values()
+            .all(|s| s.newest_sealed.is_none() && s.newest_partial.is_none() && s.newest_future.is_none());
+    if no_data {
+        problems.insert(0, Problem { reason: Reason::NoData, stream: None, message: "no data at all".to_string() });
+    }
+
+    // Discovery: a market is tracked now, or Gamma answered with one within --market-after.
+    let market_streams = ["gamma", "books", "ws_market"];
+    let market_checked = match &o.streams {
+        Some(l) => l.iter().any(|s| market_streams.contains(&s.as_str())),
+        None => streams.keys().any(|(_, s)| market_streams.contains(&s.as_str())),
+    };
+    if market_checked && !no_data {
+        let tracked = streams_out.iter().any(|s| !s.markets_tracked_now.is_empty());
+        let mut found: Option<String> = None;
+        for ((_, s), st) in &streams {
+            if s == "gamma" {
+                max_time(&mut found, st.newest_data.as_deref());
+            }
+        }
+        let found_age = age(now, found.as_deref());
+        let market_s = o.market_after.as_secs_f64();
+        if !tracked && found_age.is_none_or(|a| a > market_s) {
+            problems.push(Problem {
+                reason: Reason::NoMarket,
+                stream: None,
+                message: format!(
+                    "no market tracked now and none found by discovery (Gamma 2xx) in the last {market_s} s; \
+                     newest found: {}",
+                    found.as_deref().unwrap_or("never")
+                ),
+            });
+        }
     }
 
     // Disk, write rate, days left.
     let disk = disk_usage(root);
+    if let Ok(d) = &disk {
+        if d.free_bytes < o.min_free_bytes || (d.total_inodes > 0 && d.free_inodes == 0) {
+            problems.push(Problem {
+                reason: Reason::DiskFull,
+                stream: None,
+                message: format!(
+                    "{} free of {} (minimum {}), {} free inodes: writers fail with ENOSPC",
+                    human_bytes(d.free_bytes),
+                    human_bytes(d.total_bytes),
+                    human_bytes(o.min_free_bytes),
+                    d.free_inodes
+                ),
+            });
+        }
+    }
     let day_from = floor_hour(now) - time::Duration::hours(23);
     let bytes_24h: u64 = files
         .iter()
@@ -343,17 +690,28 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
     let span_start = earliest.map_or(now - time::Duration::hours(24), |e| e.max(now - time::Duration::hours(24)));
     let span_s = (now - span_start).as_seconds_f64().max(3600.0);
     let per_day = bytes_24h as f64 * 86400.0 / span_s;
-    let disk_json = match &disk {
-        Ok(d) => {
-            json!({"path": root.display().to_string(), "total_bytes": d.total_bytes, "free_bytes": d.free_bytes, "error": null})
-        }
-        Err(e) => {
-            json!({"path": root.display().to_string(), "total_bytes": null, "free_bytes": null, "error": e.to_string()})
-        }
+    let path = root.display().to_string();
+    let disk_out = match &disk {
+        Ok(d) => DiskStatus {
+            path,
+            total_bytes: Some(d.total_bytes),
+            free_bytes: Some(d.free_bytes),
+            total_inodes: Some(d.total_inodes),
+            free_inodes: Some(d.free_inodes),
+            error: None,
+        },
+        Err(e) => DiskStatus {
+            path,
+            total_bytes: None,
+            free_bytes: None,
+            total_inodes: None,
+            free_inodes: None,
+            error: Some(e.to_string()),
+        },
     };
     let days_left = match (&disk, per_day > 0.0) {
-        (Ok(d), true) => json!(((d.free_bytes as f64 / per_day) * 10.0).round() / 10.0),
-        _ => Value::Null,
+        (Ok(d), true) => Some(((d.free_bytes as f64 / per_day) * 10.0).round() / 10.0),
+        _ => None,
     };
 
     // Upload log.
@@ -364,13 +722,12 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
             None
         }
     };
-    let last_upload = uploads.as_ref().and_then(|u| u.uploads.last()).map(|v| {
-        json!({
-            "at_utc": v.get("at_utc"),
-            "local_path": v.get("local_path"),
-            "verified": v.get("verified"),
-            "rclone_exit": v.get("rclone_exit"),
-        })
+    let field = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+    let last_upload = uploads.as_ref().and_then(|u| u.uploads.last()).map(|v| LastUpload {
+        at_utc: field(v, "at_utc"),
+        local_path: field(v, "local_path"),
+        verified: field(v, "verified"),
+        rclone_exit: field(v, "rclone_exit"),
     });
     if let Some(u) = &uploads {
         for (n, e) in &u.bad_lines {
@@ -386,64 +743,70 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<(Value, ExitCode)> 
         }
     }
 
-    let healthy = problems.is_empty();
-    let doc = json!({
-        "schema": STATUS_SCHEMA,
-        "root": root.display().to_string(),
-        "now_utc": now_s,
-        "stale_after_s": o.stale_after.as_secs_f64(),
-        "healthy": healthy,
-        "problems": problems,
-        "warnings": warnings,
-        "streams": streams_json,
-        "archive_bytes": archive_bytes,
-        "archive_files": archive_files,
-        "disk": disk_json,
-        "bytes_last_24h": bytes_24h,
-        "bytes_per_day": per_day.round() as u64,
-        "days_left": days_left,
-        "last_upload": last_upload,
-        "uploads": uploads.as_ref().map(|u| json!({
-            "uploads": u.uploads.len(),
-            "unverified": u.uploads.iter().filter(|v| v.get("verified").and_then(Value::as_bool) != Some(true)).count(),
-            "local_deletes": u.deletes.len(),
-        })),
-    });
-    Ok((doc, if healthy { ExitCode::Success } else { ExitCode::Failure }))
+    let mut reasons: Vec<Reason> = problems.iter().map(|p| p.reason).collect();
+    reasons.sort();
+    reasons.dedup();
+    Ok(Status {
+        schema: STATUS_SCHEMA.to_string(),
+        root: root.display().to_string(),
+        now_utc: now_s,
+        stale_after_s: stale_s,
+        thresholds: Thresholds {
+            stale_after_s: stale_s,
+            books_after_s: books_s,
+            market_after_s: o.market_after.as_secs_f64(),
+            future_tolerance_s: o.future_tolerance.as_secs_f64(),
+            min_free_bytes: o.min_free_bytes,
+        },
+        healthy: problems.is_empty(),
+        reasons,
+        problems,
+        warnings,
+        streams: streams_out,
+        archive_bytes,
+        archive_files,
+        disk: disk_out,
+        bytes_last_24h: bytes_24h,
+        bytes_per_day: per_day.round() as u64,
+        days_left,
+        last_upload,
+        uploads: uploads.as_ref().map(|u| UploadCounts {
+            uploads: u.uploads.len(),
+            unverified: u.uploads.iter().filter(|v| v.get("verified").and_then(Value::as_bool) != Some(true)).count(),
+            local_deletes: u.deletes.len(),
+        }),
+    })
 }
 
-/// The human report: one table row per stream, then archive, disk and upload lines.
-pub fn human(doc: &Value) -> String {
+/// The human report: one table row per stream, then archive, disk and upload lines, one line per
+/// problem, and a last line `HEALTHY` or `UNHEALTHY: <reasons>`.
+pub fn human(st: &Status) -> String {
     let mut s = String::new();
+    let th = &st.thresholds;
     s.push_str(&format!(
-        "pm-archive status  root={}  now={}  stale-after={}s\n",
-        doc["root"].as_str().unwrap_or(""),
-        doc["now_utc"].as_str().unwrap_or(""),
-        doc["stale_after_s"].as_f64().unwrap_or(0.0)
+        "pm-archive status  root={}  now={}  stale-after={}s books-after={}s market-after={}s\n",
+        st.root, st.now_utc, th.stale_after_s, th.books_after_s, th.market_after_s
     ));
     s.push_str(&format!(
-        "{:<22} {:<28} {:>8} {:>8} {:>7} {:>8} {:>6} {:>9} {:>10}\n",
-        "STREAM", "NEWEST LINE", "AGE", "ROWS/1h", "MISS/1h", "HTTPERR", "429", "MKT NOW/1h", "BYTES"
+        "{:<22} {:<28} {:>8} {:>9} {:>8} {:>7} {:>8} {:>6} {:>9} {:>10}\n",
+        "STREAM", "NEWEST LINE", "AGE", "DATA AGE", "ROWS/1h", "MISS/1h", "HTTPERR", "429", "MKT NOW/1h", "BYTES"
     ));
-    for st in doc["streams"].as_array().into_iter().flatten() {
-        let lh = &st["last_hour"];
-        let age = st["age_s"].as_f64().map_or("-".to_string(), |a| format!("{a:.0}s"));
+    let secs = |a: Option<f64>| a.map_or("-".to_string(), |a| format!("{a:.0}s"));
+    for x in &st.streams {
+        let lh = &x.last_hour;
         s.push_str(&format!(
-            "{:<22} {:<28} {:>8} {:>8} {:>7} {:>8} {:>6} {:>9} {:>10}{}\n",
-            format!("{}/{}", st["venue"].as_str().unwrap_or(""), st["stream"].as_str().unwrap_or("")),
-            st["newest_collected_at_utc"].as_str().unwrap_or("-"),
-            age,
-            lh["rows"].to_string(),
-            lh["missed_slots"].to_string(),
-            lh["http_errors"].to_string(),
-            lh["http_429"].to_string(),
-            format!(
-                "{}/{}",
-                st["markets_tracked_now"].as_array().map_or(0, Vec::len),
-                st["markets_tracked_last_hour"].as_array().map_or(0, Vec::len)
-            ),
-            human_bytes(st["bytes"].as_u64().unwrap_or(0)),
-            match (st["stale"] == json!(true), st["required"] == json!(true)) {
+            "{:<22} {:<28} {:>8} {:>9} {:>8} {:>7} {:>8} {:>6} {:>9} {:>10}{}\n",
+            format!("{}/{}", x.venue, x.stream),
+            x.newest_collected_at_utc.as_deref().unwrap_or("-"),
+            secs(x.age_s),
+            secs(x.data_age_s),
+            lh.rows,
+            lh.missed_slots,
+            lh.http_errors,
+            lh.http_429,
+            format!("{}/{}", x.markets_tracked_now.len(), x.markets_tracked_last_hour.len()),
+            human_bytes(x.bytes),
+            match (x.stale, x.required) {
                 (true, true) => "  STALE",
                 (true, false) => "  stale (not required)",
                 _ => "",
@@ -452,37 +815,41 @@ pub fn human(doc: &Value) -> String {
     }
     s.push_str(&format!(
         "archive: {} in {} files; written last 24h: {} ({}/day)\n",
-        human_bytes(doc["archive_bytes"].as_u64().unwrap_or(0)),
-        doc["archive_files"],
-        human_bytes(doc["bytes_last_24h"].as_u64().unwrap_or(0)),
-        human_bytes(doc["bytes_per_day"].as_u64().unwrap_or(0))
+        human_bytes(st.archive_bytes),
+        st.archive_files,
+        human_bytes(st.bytes_last_24h),
+        human_bytes(st.bytes_per_day)
     ));
-    let d = &doc["disk"];
-    match (d["free_bytes"].as_u64(), d["total_bytes"].as_u64()) {
+    match (st.disk.free_bytes, st.disk.total_bytes) {
         (Some(f), Some(t)) => s.push_str(&format!(
             "disk: {} free of {}; days left at this rate: {}\n",
             human_bytes(f),
             human_bytes(t),
-            doc["days_left"].as_f64().map_or("-".to_string(), |x| format!("{x:.1}"))
+            st.days_left.map_or("-".to_string(), |x| format!("{x:.1}"))
         )),
-        _ => s.push_str(&format!("disk: unknown ({})\n", d["error"].as_str().unwrap_or(""))),
+        _ => s.push_str(&format!("disk: unknown ({})\n", st.disk.error.as_deref().unwrap_or(""))),
     }
-    match doc.get("last_upload").filter(|u| !u.is_null()) {
+    match &st.last_upload {
         Some(u) => s.push_str(&format!(
             "last upload: {} {} verified={} rclone_exit={}\n",
-            u["at_utc"].as_str().unwrap_or("?"),
-            u["local_path"].as_str().unwrap_or("?"),
-            u["verified"],
-            u["rclone_exit"]
+            u.at_utc.as_str().unwrap_or("?"),
+            u.local_path.as_str().unwrap_or("?"),
+            u.verified,
+            u.rclone_exit
         )),
         None => s.push_str("last upload: none recorded\n"),
     }
-    for w in doc["warnings"].as_array().into_iter().flatten() {
-        s.push_str(&format!("warning: {}\n", w.as_str().unwrap_or("")));
+    for w in &st.warnings {
+        s.push_str(&format!("warning: {w}\n"));
     }
-    for p in doc["problems"].as_array().into_iter().flatten() {
-        s.push_str(&format!("PROBLEM: {}\n", p.as_str().unwrap_or("")));
+    for p in &st.problems {
+        s.push_str(&format!("PROBLEM {}: {}\n", p.reason.as_str(), p.message));
     }
-    s.push_str(if doc["healthy"] == json!(true) { "HEALTHY\n" } else { "UNHEALTHY\n" });
+    if st.healthy {
+        s.push_str("HEALTHY\n");
+    } else {
+        let r: Vec<&str> = st.reasons.iter().map(|r| r.as_str()).collect();
+        s.push_str(&format!("UNHEALTHY: {}\n", r.join(", ")));
+    }
     s
 }
