@@ -21,6 +21,7 @@ pub mod probe;
 pub mod rotate;
 pub mod signal;
 pub mod stream;
+pub mod track;
 pub mod util;
 pub mod wsbook;
 

@@ -82,8 +82,43 @@ fn t(s: &Value) -> OffsetDateTime {
     clock::parse_rfc3339(s.as_str().unwrap()).unwrap()
 }
 
-/// Checks the invariants every pm-books output has: valid envelopes, seq 0.. without holes.
+/// A JSON value's type, arrays with their elements' types (`[string]`, `[{object}]`): what a columnar
+/// reader (pyarrow, DuckDB) infers for a field.
+fn json_type(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "bool".into(),
+        Value::Number(n) if n.is_f64() => "float".into(),
+        Value::Number(_) => "int".into(),
+        Value::String(_) => "string".into(),
+        Value::Array(a) => {
+            let mut t: Vec<String> = a.iter().map(json_type).collect();
+            t.dedup();
+            format!("[{}]", t.join("|"))
+        }
+        Value::Object(_) => "{object}".into(),
+    }
+}
+
+/// Every `ctx` key keeps one JSON type across all lines (an empty array fits any array type).
+fn check_one_type_per_ctx_key(lines: &[Value]) {
+    let mut seen: HashMap<String, (String, u64)> = HashMap::new();
+    for l in lines {
+        for (k, v) in l["ctx"].as_object().into_iter().flatten() {
+            let t = json_type(v);
+            if t == "[]" {
+                continue;
+            }
+            let (first, seq) = seen.entry(k.clone()).or_insert((t.clone(), l["seq"].as_u64().unwrap()));
+            assert_eq!(*first, t, "ctx.{k} is {first} at seq {seq} but {t} at seq {}", l["seq"]);
+        }
+    }
+}
+
+/// Checks the invariants every pm-books output has: valid envelopes, seq 0.. without holes, one JSON
+/// type per ctx key.
 fn check_envelopes(lines: &[Value]) {
+    check_one_type_per_ctx_key(lines);
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["schema"], "pmarchive.raw/1");
         assert_eq!(l["tool"], "pm-books");
@@ -103,7 +138,7 @@ fn check_envelopes(lines: &[Value]) {
                     .iter()
                     .map(|x| x["token_id"].as_str().unwrap().to_string())
                     .collect();
-                assert_eq!(asked, strs(&l["ctx"]["tokens"]));
+                assert_eq!(asked, strs(&l["ctx"]["token_ids"]));
             }
             "gap" => {
                 assert!(l["ctx"]["endpoint_url"].as_str().unwrap().ends_with("/books"));
@@ -156,7 +191,7 @@ fn every_served_book_reply_is_recorded_once_byte_for_byte_on_a_drift_free_schedu
         let k = l["ctx"]["slot"].as_i64().unwrap();
         assert_eq!(t(&l["ctx"]["due_at_utc"]) - d0, time::Duration::milliseconds(200 * (k - k0)));
         assert_eq!(l["status"], 200);
-        assert_eq!(l["ctx"]["tokens"].as_array().unwrap().len(), 4);
+        assert_eq!(l["ctx"]["token_ids"].as_array().unwrap().len(), 4);
         assert_eq!((l["ctx"]["batch"].as_u64(), l["ctx"]["batches"].as_u64()), (Some(1), Some(1)));
     }
     assert!(gaps(&lines, "missing_token").is_empty() && kind(&lines, "gap").is_empty());
@@ -193,7 +228,7 @@ fn replies_are_matched_by_asset_id_and_unknown_tokens_are_missing_token_gaps() {
     assert!(http.len() >= 3);
     for l in &http {
         assert_eq!(
-            strs(&l["ctx"]["tokens"]),
+            strs(&l["ctx"]["token_ids"]),
             vec![fake_ids[0].clone(), fake_ids[1].clone(), real_ids[0].clone(), real_ids[1].clone()]
         );
         let got: Vec<String> =
@@ -269,7 +304,7 @@ fn faults_are_retried_within_the_slot_or_become_failed_request_gaps() {
     let failed = gaps(&lines, "failed_request");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["ctx"]["slot"], *s0);
-    assert_eq!(strs(&failed[0]["ctx"]["tokens"]), tokens_of(&recs[0]));
+    assert_eq!(strs(&failed[0]["ctx"]["token_ids"]), tokens_of(&recs[0]));
     assert!(failed[0]["error"].as_str().unwrap().contains("429"));
     // Slots 3..8: the fault, then a retry in the same slot that succeeds.
     for (i, (_, g)) in groups[2..8].iter().enumerate() {
@@ -397,7 +432,7 @@ fn tracking_follows_the_simulated_clock_lead_book_gone_and_late_arrivals() {
     };
     let pos = |l: &Value| l["seq"].as_u64().unwrap() as usize;
     let asks = |l: &Value, rec: &str| {
-        l["kind"] == "http" && tokens_of(rec).iter().all(|tk| strs(&l["ctx"]["tokens"]).contains(tk))
+        l["kind"] == "http" && tokens_of(rec).iter().all(|tk| strs(&l["ctx"]["token_ids"]).contains(tk))
     };
     let (sa, sb, sc) = (slug_of(&a), slug_of(&b), slug_of(&c));
     // A: tracked from the first slot, in its window.
@@ -436,7 +471,7 @@ fn tracking_follows_the_simulated_clock_lead_book_gone_and_late_arrivals() {
     assert!(a_missing.len() >= 6, "3 replies without each of the 2 tokens");
     assert!(lines[pos(a_stop[0])..]
         .iter()
-        .all(|l| !(l["kind"] == "http" && strs(&l["ctx"]["tokens"]).contains(&tokens_of(&a)[0]))));
+        .all(|l| !(l["kind"] == "http" && strs(&l["ctx"]["token_ids"]).contains(&tokens_of(&a)[0]))));
     // B and C are still tracked when the duration ends.
     for s in [&sb, &sc] {
         let stop = track(s, "stop");
@@ -593,10 +628,10 @@ fn tokens_are_split_into_batches_of_at_most_batch() {
         assert_eq!(pair[0]["ctx"]["slot"], pair[1]["ctx"]["slot"]);
         assert_eq!((pair[0]["ctx"]["batch"].as_u64(), pair[0]["ctx"]["batches"].as_u64()), (Some(1), Some(2)));
         assert_eq!((pair[1]["ctx"]["batch"].as_u64(), pair[1]["ctx"]["batches"].as_u64()), (Some(2), Some(2)));
-        assert_eq!(pair[0]["ctx"]["tokens"].as_array().unwrap().len(), 4);
-        assert_eq!(pair[1]["ctx"]["tokens"].as_array().unwrap().len(), 2);
-        let mut asked: Vec<String> = strs(&pair[0]["ctx"]["tokens"]);
-        asked.extend(strs(&pair[1]["ctx"]["tokens"]));
+        assert_eq!(pair[0]["ctx"]["token_ids"].as_array().unwrap().len(), 4);
+        assert_eq!(pair[1]["ctx"]["token_ids"].as_array().unwrap().len(), 2);
+        let mut asked: Vec<String> = strs(&pair[0]["ctx"]["token_ids"]);
+        asked.extend(strs(&pair[1]["ctx"]["token_ids"]));
         let mut want = all.clone();
         asked.sort();
         want.sort();
