@@ -709,3 +709,153 @@ fn a_reply_slower_than_the_timeout_is_a_recorded_network_error_and_polling_goes_
     assert!(kind(&lines, "gap").is_empty(), "nothing lost: {:?}", kind(&lines, "gap"));
     assert!(err.contains("requests 200:") && err.contains("none:1"), "{err}");
 }
+
+/// Track lines of one market with this action.
+fn tracks<'a>(lines: &'a [Value], slug: &str, action: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["kind"] == "track" && l["ctx"]["slug"] == slug && l["ctx"]["action"] == action).collect()
+}
+
+/// Issue 11 §4: the wall clock jumps +3 h for a while (NTP step, VM resume) and comes back. Every
+/// live market keeps being polled in every slot — during the step and after it — and stops only at
+/// the end of the run: no `grace_elapsed` stop, no restart, no window lost.
+#[test]
+fn a_wall_clock_step_forward_and_back_stops_no_live_market() {
+    let v = Venue::start();
+    // 0.2 s real = 12 s simulated; the venue's clock is the true one (it does not step).
+    let spec = v.simulate_clock(datetime!(2026-08-22 16:03:30 UTC), 60.0);
+    let recs = market_lines(&v, "5m,15m,4h", "0", "2026-08-22T16:03:30Z");
+    assert_eq!(recs.len(), 3);
+    let all: Vec<String> = recs.iter().flat_map(|r| tokens_of(r)).collect();
+    // +3 h from 0.3 s to 1.5 s real (72 s simulated), then back.
+    let mut cmd = books_cmd(&v, &["--interval", "0.2", "--lead", "60", "--grace", "120", "--duration", "2.4"]);
+    cmd.env("PMARCHIVE_CLOCK", format!("{spec},+10800@0.3,-10800@1.5"));
+    let input: String = recs.iter().map(|r| format!("{r}\n")).collect();
+    let (code, out, err) = run_drained(cmd, input.as_bytes(), Duration::from_secs(60));
+    assert_eq!(code, 0, "{err}");
+    let lines = jsonl(&out);
+    check_envelopes(&lines);
+    let http = kind(&lines, "http");
+    let at = |l: &Value| t(&l["collected_at_utc"]);
+    let stepped = datetime!(2026-08-22 19:00 UTC);
+    let during: Vec<&&Value> = http.iter().filter(|l| at(l) >= stepped).collect();
+    assert!(!during.is_empty(), "polled while the wall clock was 3 h ahead");
+    let last_during = during.last().unwrap()["seq"].as_u64().unwrap();
+    let after: Vec<&&Value> =
+        http.iter().filter(|l| l["seq"].as_u64().unwrap() > last_during && at(l) < stepped).collect();
+    assert!(!after.is_empty(), "polled after the wall clock came back");
+    // Every polled slot, before, during and after the step, asks for every token of every market.
+    for l in &http {
+        let mut asked = strs(&l["ctx"]["token_ids"]);
+        asked.sort();
+        let mut want = all.clone();
+        want.sort();
+        assert_eq!(asked, want, "slot {} asks for every tracked token", l["ctx"]["slot"]);
+    }
+    for r in &recs {
+        let s = slug_of(r);
+        let (start, stop) = (tracks(&lines, &s, "start"), tracks(&lines, &s, "stop"));
+        assert_eq!(start.len(), 1, "{s}: started once: {start:?}");
+        assert_eq!(stop.len(), 1, "{s}: stopped once: {stop:?}");
+        assert_eq!(stop[0]["ctx"]["reason"], "duration", "{s}");
+    }
+    assert!(err.contains("markets tracked 3 (still tracked at exit 3)"), "{err}");
+}
+
+/// The wall clock jumps 3 h back and stays there: a market due to start (window start − lead)
+/// starts on time by the monotonic clock, and a market whose window truly ended stops on the venue's
+/// evidence (its book is gone), although the wall clock says its window has not even begun.
+#[test]
+fn a_wall_clock_step_back_starts_on_time_and_book_gone_still_stops() {
+    let v = Venue::start();
+    let spec = v.simulate_clock(datetime!(2026-08-22 16:03:30 UTC), 60.0);
+    v.set_book_gone_after(Duration::from_secs(30));
+    let recs = market_lines(&v, "5m", "1", "2026-08-22T16:03:30Z");
+    let find = |slug: &str| recs.iter().find(|r| slug_of(r) == slug).unwrap().clone();
+    let a = find("btc-updown-5m-1787414400"); // 16:00–16:05: its book is gone from 16:05:30
+    let b = find("btc-updown-5m-1787414700"); // 16:05–16:10, lead 60 s → from 16:04:00
+    let mut cmd = books_cmd(&v, &["--interval", "0.2", "--lead", "60", "--grace", "120", "--duration", "3.4"]);
+    cmd.env("PMARCHIVE_CLOCK", format!("{spec},-10800@0.2"));
+    let (code, out, err) = run_drained(cmd, format!("{a}\n{b}\n").as_bytes(), Duration::from_secs(60));
+    assert_eq!(code, 0, "{err}");
+    let lines = jsonl(&out);
+    check_envelopes(&lines);
+    let back = datetime!(2026-08-22 14:00 UTC);
+    // B starts while the wall clock reads about 13:04 — three hours before its window.
+    let b_start = tracks(&lines, &slug_of(&b), "start");
+    assert_eq!(b_start.len(), 1, "{b_start:?}");
+    assert!(t(&b_start[0]["collected_at_utc"]) < back, "{}", b_start[0]);
+    assert!(lines.iter().any(|l| l["kind"] == "http" && strs(&l["ctx"]["token_ids"]).contains(&tokens_of(&b)[0])));
+    // A stops because the venue no longer has its books, with the wall clock still 3 h behind.
+    let a_stop = tracks(&lines, &slug_of(&a), "stop");
+    assert_eq!(a_stop.len(), 1, "{a_stop:?}");
+    assert_eq!(a_stop[0]["ctx"]["reason"], "book_gone");
+    assert!(t(&a_stop[0]["collected_at_utc"]) < back);
+    assert_eq!(tracks(&lines, &slug_of(&b), "stop")[0]["ctx"]["reason"], "duration");
+}
+
+/// A process started while the wall clock was 3 h ahead judges a market's window by that clock (it
+/// has no other): the record of a market in its window is ignored as over. Once the clock is
+/// corrected, the next record of that market (pm-markets re-sends it on any change) starts it.
+#[test]
+fn a_record_of_a_market_still_live_restarts_it_after_the_clock_is_corrected() {
+    let v = Venue::start();
+    v.simulate_clock(datetime!(2026-08-22 16:03:30 UTC), 60.0);
+    let recs = market_lines(&v, "15m", "0", "2026-08-22T16:03:30Z");
+    let a = recs[0].clone(); // 16:00–16:15
+                             // Both readings start 3 h ahead; the wall clock is corrected after 0.5 s real.
+    let spec = format!("{}x60,-10800@0.5", clock::fmt_micros(datetime!(2026-08-22 19:03:30 UTC)));
+    let mut cmd = books_cmd(&v, &["--interval", "0.2", "--duration", "2"]);
+    cmd.env("PMARCHIVE_CLOCK", &spec);
+    let mut child = spawn_books(cmd);
+    let rx = collect_lines(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{a}").unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    writeln!(stdin, "{a}").unwrap();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), 0);
+    drop(stdin);
+    let err = stderr_of(&mut child);
+    let lines: Vec<Value> = rx.iter().map(|l| serde_json::from_str(&l).unwrap()).collect();
+    check_envelopes(&lines);
+    let start = tracks(&lines, &slug_of(&a), "start");
+    assert_eq!(start.len(), 1, "{start:?}");
+    assert!(t(&start[0]["collected_at_utc"]) < datetime!(2026-08-22 17:00 UTC), "started after the correction");
+    assert!(kind(&lines, "http").iter().all(|l| strs(&l["ctx"]["token_ids"]) == tokens_of(&a)));
+    assert!(!kind(&lines, "http").is_empty());
+    assert!(err.contains("input lines 2 (0 bad, 1 ignored)"), "{err}");
+}
+
+/// Venue evidence: a record saying the market is closed (Gamma `closed: true`) stops it (reason
+/// `closed`), and a later record of it does not restart it.
+#[test]
+fn a_closed_record_stops_the_market() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    let mut closed: Value = serde_json::from_str(&recs[0]).unwrap();
+    closed["closed"] = true.into();
+    closed["status"] = "closed".into();
+    closed["change"] = "changed".into();
+    let mut child = spawn_books(books_cmd(&v, &["--interval", "0.2", "--duration", "2.5"]));
+    let rx = collect_lines(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", recs[0]).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    writeln!(stdin, "{closed}").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    writeln!(stdin, "{}", recs[0]).unwrap();
+    drop(stdin);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), 0);
+    let err = stderr_of(&mut child);
+    let lines: Vec<Value> = rx.iter().map(|l| serde_json::from_str(&l).unwrap()).collect();
+    check_envelopes(&lines);
+    let s = slug_of(&recs[0]);
+    assert_eq!(tracks(&lines, &s, "start").len(), 1);
+    let stop = tracks(&lines, &s, "stop");
+    assert_eq!(stop.len(), 1, "{stop:?}");
+    assert_eq!(stop[0]["ctx"]["reason"], "closed");
+    assert_eq!(stop[0]["ctx"]["tokens"].as_array().unwrap().len(), 2);
+    let stop_seq = stop[0]["seq"].as_u64().unwrap();
+    assert!(kind(&lines, "http").iter().all(|l| l["seq"].as_u64().unwrap() < stop_seq), "nothing polled after");
+    assert!(err.contains("input ended and nothing left to track"), "{err}");
+    assert!(err.contains("input lines 3 (0 bad, 1 ignored)"), "{err}");
+}
