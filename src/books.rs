@@ -181,8 +181,9 @@ impl Outage {
             None => {
                 self.current = Some((Instant::now(), failed));
                 Some(format!(
-                    "outage: no usable reply from {what} ({why}); retrying every slot ({} s), each failed slot \
-                     is a gap record; one more line when it answers again",
+                    "outage: {what}: {why}; retrying every slot ({} s), less often \
+                     while failures repeat; each slot without a reply is a gap record; one more line when it \
+                     answers again",
                     interval.as_secs_f64()
                 ))
             }

@@ -859,3 +859,91 @@ fn a_closed_record_stops_the_market() {
     assert!(err.contains("input ended and nothing left to track"), "{err}");
     assert!(err.contains("input lines 3 (0 bad, 1 ignored)"), "{err}");
 }
+
+/// The `pm-books: outage…` lines of a stderr text.
+fn outage_lines(err: &str) -> (Vec<&str>, Vec<&str>) {
+    let starts = err.lines().filter(|l| l.starts_with("pm-books: outage: ")).collect();
+    let ends = err.lines().filter(|l| l.starts_with("pm-books: outage over: ")).collect();
+    (starts, ends)
+}
+
+/// Issue 11 §3: with no venue at all (nothing listens on the port: connection refused), the journal
+/// says within seconds what is happening — one line, not one per slot — and the summary says the
+/// outage is still going on.
+#[test]
+fn no_venue_one_outage_line_within_seconds_then_quiet() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut c = tool("pm-books");
+    c.args(["--clob-url", &url, "--interval", "0.2"]);
+    let mut child = spawn_books(c);
+    let rx = collect_lines(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", recs[0]).unwrap();
+    // Read stderr as it comes: the outage line arrives while the tool keeps running.
+    let err = child.stderr.take().unwrap();
+    let (etx, erx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines() {
+            let Ok(l) = l else { return };
+            if etx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let first = loop {
+        let l = erx.recv_timeout(Duration::from_secs(30)).expect("an outage line on stderr while running");
+        if l.starts_with("pm-books: outage: ") {
+            break l;
+        }
+    };
+    assert!(first.starts_with(&format!("pm-books: outage: {url}/books: no usable reply after ")), "{first}");
+    assert!(first.contains("retrying") && first.contains("gap record"), "{first}");
+    // Several failed slots later, still that one line.
+    let mut failed = 0;
+    while failed < 3 {
+        let l = rx.recv_timeout(Duration::from_secs(30)).expect("gap lines keep coming");
+        failed += usize::from(l.contains("\"gap\":\"failed_request\"") || l.contains("\"gap\":\"backoff\""));
+    }
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 0);
+    drop(stdin);
+    let rest: Vec<String> = erx.iter().collect();
+    let all = format!("{first}\n{}", rest.join("\n"));
+    let (starts, ends) = outage_lines(&all);
+    assert_eq!((starts.len(), ends.len()), (1, 0), "{all}");
+    assert!(all.contains("outages 1 (one still going on for"), "{all}");
+}
+
+/// A venue that fails for a few requests and then answers: one line when the outage starts, one
+/// when it ends, naming how many attempts failed (every one of them is also an envelope on stdout).
+#[test]
+fn an_outage_is_one_line_when_it_starts_and_one_when_it_ends() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    // One good reply first (the outage starts after a success), then three failures in a row.
+    v.fault("/books", Fault::Slow(Duration::ZERO));
+    for _ in 0..3 {
+        v.fault("/books", Fault::Status(503));
+    }
+    let (code, lines, _, err) = run_books(&v, &["--interval", "0.2", "--retries", "1", "--duration", "5"], &recs);
+    assert_eq!(code, 0, "{err}");
+    check_envelopes(&lines);
+    let (starts, ends) = outage_lines(&err);
+    assert_eq!((starts.len(), ends.len()), (1, 1), "{err}");
+    assert!(starts[0].contains("/books: no usable reply after 1 attempt(s): 503"), "{}", starts[0]);
+    let failed = kind(&lines, "http").iter().filter(|l| l["status"] == 503).count();
+    assert_eq!(failed, 3);
+    assert!(
+        ends[0].contains("/books answered again after ") && ends[0].ends_with(" s and 3 failed attempt(s)"),
+        "{}",
+        ends[0]
+    );
+    let pos = |needle: &str| err.find(needle).unwrap();
+    assert!(pos("pm-books: outage: ") < pos("pm-books: outage over: "));
+    assert!(err.contains("; outages 1"), "{err}");
+    // Polling went on after it.
+    assert!(kind(&lines, "http").last().unwrap()["status"] == 200);
+}
