@@ -124,7 +124,8 @@ pub enum Reason {
     Signal,
     /// stop at the end of the run: `--duration` reached.
     Duration,
-    /// stop at the end of the run: the input ended (only when nothing is left to track).
+    /// The run ended with the input (only when nothing is left to track, so no track line carries
+    /// it; the summary uses the same word).
     InputDone,
 }
 
