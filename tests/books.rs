@@ -623,7 +623,7 @@ fn tokens_are_split_into_batches_of_at_most_batch() {
     assert_eq!(code, 0, "{err}");
     check_envelopes(&lines);
     let http = kind(&lines, "http");
-    assert!(http.len() >= 4 && http.len() % 2 == 0, "{}", http.len());
+    assert!(http.len() >= 4 && http.len().is_multiple_of(2), "{}", http.len());
     for pair in http.chunks(2) {
         assert_eq!(pair[0]["ctx"]["slot"], pair[1]["ctx"]["slot"]);
         assert_eq!((pair[0]["ctx"]["batch"].as_u64(), pair[0]["ctx"]["batches"].as_u64()), (Some(1), Some(2)));
