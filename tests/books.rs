@@ -723,6 +723,8 @@ fn a_wall_clock_step_forward_and_back_stops_no_live_market() {
     let v = Venue::start();
     // 0.2 s real = 12 s simulated; the venue's clock is the true one (it does not step).
     let spec = v.simulate_clock(datetime!(2026-08-22 16:03:30 UTC), 60.0);
+    // The venue's clock runs ahead of the tool's by the time pm-markets takes: keep every book.
+    v.set_book_gone_after(Duration::from_secs(3600));
     let recs = market_lines(&v, "5m,15m,4h", "0", "2026-08-22T16:03:30Z");
     assert_eq!(recs.len(), 3);
     let all: Vec<String> = recs.iter().flat_map(|r| tokens_of(r)).collect();
@@ -773,7 +775,7 @@ fn a_wall_clock_step_back_starts_on_time_and_book_gone_still_stops() {
     let find = |slug: &str| recs.iter().find(|r| slug_of(r) == slug).unwrap().clone();
     let a = find("btc-updown-5m-1787414400"); // 16:00–16:05: its book is gone from 16:05:30
     let b = find("btc-updown-5m-1787414700"); // 16:05–16:10, lead 60 s → from 16:04:00
-    let mut cmd = books_cmd(&v, &["--interval", "0.2", "--lead", "60", "--grace", "120", "--duration", "3.4"]);
+    let mut cmd = books_cmd(&v, &["--interval", "0.2", "--lead", "60", "--grace", "120", "--duration", "4.4"]);
     cmd.env("PMARCHIVE_CLOCK", format!("{spec},-10800@0.2"));
     let (code, out, err) = run_drained(cmd, format!("{a}\n{b}\n").as_bytes(), Duration::from_secs(60));
     assert_eq!(code, 0, "{err}");
