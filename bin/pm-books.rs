@@ -5,7 +5,7 @@ Reads market records (schema pmarchive.market/1, as written by `pm-markets --wat
 polls both outcome tokens of every tracked market with batched `POST {clob}/books` on a fixed
 schedule: slot k is due at start + k·interval (no drift). Writes one raw envelope (schema
 pmarchive.raw/1, tool pm-books) per line on stdout, flushed per line:
-    kind \"http\"   every HTTP attempt, the reply body byte-for-byte (ctx: slot, due_at_utc, tokens,
+    kind \"http\"   every HTTP attempt, the reply body byte-for-byte (ctx: slot, due_at_utc, token_ids,
                   batch, batches);
     kind \"gap\"    something that should be in the archive is not: missing_token (a token asked for
                   is absent from a 200 reply), failed_request (no usable reply for a batch within its
@@ -14,9 +14,14 @@ pmarchive.raw/1, tool pm-books) per line on stdout, flushed per line:
 
 A market is tracked from --lead seconds before its window start until --grace seconds after its
 window end (reason grace_elapsed), or until the venue no longer has its books: after the window end,
-a token absent from 3 consecutive successful replies stops being polled (reason book_gone). A market
-arriving on stdin is picked up at the next slot. Records with change=\"expired\" start nothing; any
-other record of a known market replaces the stored one. Replies are matched to tokens by asset_id.
+a token absent from 3 consecutive successful replies stops being polled (reason book_gone), or until
+a record says the market is closed (reason closed). The window is judged on the wall clock and on the
+monotonic clock: tracking starts when either reached window start - lead and stops by the clock only
+when both passed window end + grace, so a wall-clock step (NTP, VM resume) stops no live market. A
+market arriving on stdin is picked up at the next slot; a record of a market that is still live
+starts it (also one ignored earlier as over); after a book_gone or closed stop it restarts nothing.
+Records with change=\"expired\" start nothing; any other record of
+a known market replaces the stored one. Replies are matched to tokens by asset_id.
 Retries (429 with Retry-After, 5xx, network errors, unusable 200 replies) never wait past the next
 slot's due time. A slot with nothing tracked sends nothing and writes nothing.
 
@@ -41,13 +46,20 @@ Options:
     -h, --help          Show this help.
     -V, --version       Show the version.
 
+Outages: one stderr line when requests stop getting a usable reply (\"pm-books: outage: ...\", the
+first failure after a success or since the start) and one when a reply comes back (\"pm-books: outage
+over: ... after S s and N failed attempt(s)\"); every failure is also a record on stdout.
+
 Ends: SIGTERM/SIGINT (the request in flight is finished), --duration, or the end of stdin once
 nothing is tracked or waiting to be tracked. Markets still tracked at the end get a track stop
-record with reason signal or duration. A one-line summary goes to stderr (slots, requests by
-status, gaps by type, markets tracked, input lines). Bad input lines are reported on stderr with
-their line number, counted, skipped and written as a bad_input gap record. Slots that fall inside
-a backoff the venue asked for (429 Retry-After, failures in a row) are not polled: each is a
-backoff gap record.
+record with reason signal or duration. A one-line summary goes to stderr (slots,
+requests by status, gaps by type, markets tracked, input lines, outages). Bad input lines are
+reported on stderr with their line number, counted, skipped and written as a bad_input gap record.
+Slots that fall inside a backoff the venue asked for (429 Retry-After, failures in a row) are not
+polled: each is a backoff gap record.
+
+Environment: PMARCHIVE_CLOCK=<RFC3339>[x<rate>][,<±secs>@<secs>]... simulates the clock (tests and
+replays only; src/clock.rs).
 
 Exit status: 0 on every end above, also when stdout is closed by its reader; 2 bad arguments or an
 I/O error.

@@ -6,14 +6,19 @@
 //!   reader thread ([`crate::feed::spawn_reader`]), so polling never waits on stdin.
 //! - A market is tracked from `lead` before its window start until `grace` after its window end, or
 //!   until the venue no longer has its books (after the window end, a token absent from
-//!   [`Config::gone_after`] consecutive successful replies stops being polled: `book_gone`).
+//!   [`Config::gone_after`] consecutive successful replies stops being polled: `book_gone`) or a
+//!   record says it is closed. The window is judged on both the wall clock and the monotonic clock
+//!   ([`crate::track`]), so a wall-clock step never stops a live market.
+//! - An outage (requests without a usable reply) is announced by one stderr line when it starts and
+//!   one when it ends ([`Outage`]).
 //! - Slot k is due at t0 + k·interval (monotonic clock). Retries inside a slot never wait past the next
 //!   slot's due time. Slots that could not start because an earlier one overran are recorded as one
 //!   `missed_slots` gap; a slot without a usable reply as `failed_request`; a token asked for and absent
 //!   from a 200 reply as `missing_token`.
 //! - Replies are matched to tokens by `asset_id`, never by position.
-//! - Memory stays bounded: a market is forgotten once it stops being tracked (its slug is remembered
-//!   only until its window end + grace, so that a late record update does not restart it).
+//! - Memory stays bounded: a market is forgotten once it stops being tracked (a market stopped on
+//!   venue evidence is remembered until its window end + grace, so that a late record update does
+//!   not restart it; any other market that is still live is restarted by its next record).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
@@ -31,6 +36,7 @@ use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::market::{Market, Token};
 use crate::signal;
+use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, TrackCtx, Window};
 
 /// The most tokens one `POST /books` may ask for (the venue answers 400 above it, facts §4.2).
 pub const MAX_BATCH: usize = 500;
@@ -85,12 +91,12 @@ pub enum End {
 }
 
 impl End {
-    /// The `reason` of the stop records written at the end, and the summary's wording.
-    pub fn reason(self) -> &'static str {
+    /// The `reason` of the stop records written at the end.
+    pub fn reason(self) -> Reason {
         match self {
-            End::Signal(_) => "signal",
-            End::Duration => "duration",
-            End::InputDone => "input_done",
+            End::Signal(_) => Reason::Signal,
+            End::Duration => Reason::Duration,
+            End::InputDone => Reason::InputDone,
         }
     }
 }
@@ -107,6 +113,8 @@ pub struct Stats {
     /// HTTP attempts by status (`none` when no reply arrived).
     pub requests: BTreeMap<String, u64>,
     pub gaps: BTreeMap<&'static str, u64>,
+    /// Outages (see [`Outage`]) that started.
+    pub outages: u64,
     /// Markets that started being tracked.
     pub markets_tracked: u64,
     pub input_lines: u64,
@@ -129,17 +137,73 @@ struct TokenState {
 #[derive(Clone, Debug)]
 struct Entry {
     market: Market,
-    start: OffsetDateTime,
-    end: OffsetDateTime,
+    window: Window,
     tracked: bool,
     tokens: Vec<TokenState>,
 }
 
 impl Entry {
-    fn new(market: Market) -> Option<Entry> {
-        let (start, end) = (market.window_start()?, market.window_end()?);
+    fn new(market: Market, cfg: &Config) -> Option<Entry> {
+        let window = Window::of(&market, cfg.lead, cfg.grace)?;
         let tokens = market.tokens.iter().map(|t| TokenState { token: t.clone(), gone: false, misses: 0 }).collect();
-        Some(Entry { market, start, end, tracked: false, tokens })
+        Some(Entry { market, window, tracked: false, tokens })
+    }
+
+    /// The tokens still polled.
+    fn live_tokens(&self) -> Vec<Token> {
+        self.tokens.iter().filter(|t| !t.gone).map(|t| t.token.clone()).collect()
+    }
+
+    fn closed(&self) -> bool {
+        self.market.closed == Some(true)
+    }
+}
+
+/// Outage announcements on stderr: one line when requests stop getting a usable reply (the first
+/// failed request after a success, or since the start), one when a usable reply comes back, with
+/// how long it lasted and how many attempts failed. Every failure is also a record on stdout; these
+/// lines are for the journal, which is otherwise silent until the run ends.
+#[derive(Debug, Default)]
+pub struct Outage {
+    /// When the current outage started (monotonic) and its failed attempts so far.
+    current: Option<(Instant, u64)>,
+}
+
+impl Outage {
+    /// A request ended without a usable reply after `failed` failed attempts. Returns the line that
+    /// announces a new outage.
+    pub fn failed(&mut self, failed: u64, what: &str, why: &str, interval: Duration) -> Option<String> {
+        match &mut self.current {
+            Some((_, n)) => {
+                *n += failed;
+                None
+            }
+            None => {
+                self.current = Some((Instant::now(), failed));
+                Some(format!(
+                    "outage: {what}: {why}; retrying every slot ({} s), less often \
+                     while failures repeat; each slot without a reply is a gap record; one more line when it \
+                     answers again",
+                    interval.as_secs_f64()
+                ))
+            }
+        }
+    }
+
+    /// A request got a usable reply after `failed` failed attempts. Returns the line that announces
+    /// the end of an outage.
+    pub fn succeeded(&mut self, failed: u64, what: &str) -> Option<String> {
+        let (since, n) = self.current.take()?;
+        Some(format!(
+            "outage over: {what} answered again after {:.1} s and {} failed attempt(s)",
+            since.elapsed().as_secs_f64(),
+            n + failed
+        ))
+    }
+
+    /// The outage still going on: (seconds, failed attempts).
+    pub fn ongoing(&self) -> Option<(f64, u64)> {
+        self.current.map(|(since, n)| (since.elapsed().as_secs_f64(), n))
     }
 }
 
@@ -167,8 +231,10 @@ pub struct Poller<W: Write> {
     input_done: bool,
     /// Pending and tracked markets, by slug.
     markets: HashMap<String, Entry>,
-    /// Slugs that stopped being tracked → when a record of them can no longer matter (end + grace).
+    /// Slugs stopped on venue evidence (book_gone, closed) → their tracking window end (end + grace),
+    /// until which a record of them restarts nothing.
     finished: HashMap<String, OffsetDateTime>,
+    outage: Outage,
     books_url: String,
     t0: Instant,
     wall0: OffsetDateTime,
@@ -187,6 +253,7 @@ impl<W: Write> Poller<W> {
             input_done: false,
             markets: HashMap::new(),
             finished: HashMap::new(),
+            outage: Outage::default(),
             books_url,
             t0: Instant::now(),
             wall0: clock::now(),
@@ -213,6 +280,8 @@ impl<W: Write> Poller<W> {
     pub fn run(&mut self) -> io::Result<End> {
         self.t0 = Instant::now();
         self.wall0 = clock::now();
+        // Anchors the monotonic reading of the clock now, before any market is judged.
+        clock::steady();
         let mut k: u64 = 0;
         let mut missed: Option<(u64, u64)> = None;
         let end = loop {
@@ -232,7 +301,7 @@ impl<W: Write> Poller<W> {
                 self.write_missed(k, from, to)?;
             }
             self.drain_input(k)?;
-            self.update_tracking(k, clock::now())?;
+            self.update_tracking(k, Now::read())?;
             if self.input_done && self.markets.is_empty() {
                 break End::InputDone;
             }
@@ -274,7 +343,9 @@ impl<W: Write> Poller<W> {
                     eprintln!("pm-books: stdin line {line}: skipped: {reason}");
                     // Kept in the archive too (same record as pm-stream's), so a market that was
                     // never polled because its record was unusable leaves a trace.
-                    self.write_gap(k, "bad_input", json!({"line": line}), reason)?;
+                    let mut ctx = GapCtx::new(GapKind::BadInput);
+                    ctx.line = Some(line);
+                    self.write_gap(k, ctx, reason)?;
                 }
                 Err(TryRecvError::Empty) => return Ok(()),
                 Err(TryRecvError::Disconnected) => {
@@ -294,13 +365,13 @@ impl<W: Write> Poller<W> {
         }
         // `expired` only says pm-markets stopped watching: tracking keeps its own lead/grace.
         let informational = m.change == "expired";
-        let Some(new) = Entry::new(m) else {
+        let Some(new) = Entry::new(m, &self.cfg) else {
             self.stats.input_ignored += 1;
             return Ok(());
         };
-        // Too late to matter (e.g. a status change of a market that already stopped): nothing to do.
-        let grace = time::Duration::seconds_f64(self.cfg.grace.as_secs_f64());
-        if !self.markets.contains_key(&slug) && clock::now() >= new.end + grace {
+        // Too late to matter (its tracking window is over on both clocks, or the venue closed it):
+        // nothing to do. Any other record of a market not known (any more) starts it.
+        if !self.markets.contains_key(&slug) && (new.window.phase(&Now::read()) == Phase::Over || new.closed()) {
             self.stats.input_ignored += 1;
             return Ok(());
         }
@@ -311,48 +382,50 @@ impl<W: Write> Poller<W> {
             }
             Some(old) if old.market.tokens == new.market.tokens => {
                 old.market = new.market;
-                old.start = new.start;
-                old.end = new.end;
+                old.window = new.window;
             }
             Some(old) => {
                 // Different tokens for the same slug: stop the old ones, start over with the new.
                 let was_tracked = old.tracked;
                 let old = std::mem::replace(old, new);
                 if was_tracked {
-                    let toks: Vec<Token> = old.tokens.iter().filter(|t| !t.gone).map(|t| t.token.clone()).collect();
-                    self.write_track(k, &old.market, "stop", "tokens_changed", &toks)?;
+                    self.write_track(k, &old.market, Action::Stop, Reason::TokensChanged, old.live_tokens())?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Starts and stops tracking by the clock (window start − lead, window end + grace).
-    fn update_tracking(&mut self, k: u64, now: OffsetDateTime) -> io::Result<()> {
-        self.finished.retain(|_, until| *until > now);
-        let lead = time::Duration::seconds_f64(self.cfg.lead.as_secs_f64());
-        let grace = time::Duration::seconds_f64(self.cfg.grace.as_secs_f64());
+    /// Starts and stops tracking by the tracking window (window start − lead, window end + grace,
+    /// judged on both clocks: [`Window::phase`]) and by a record saying the market is closed.
+    fn update_tracking(&mut self, k: u64, now: Now) -> io::Result<()> {
+        self.finished.retain(|_, until| !now.passed(*until));
         let mut slugs: Vec<String> = self.markets.keys().cloned().collect();
-        slugs.sort_by_key(|s| (self.markets[s].start, s.clone()));
+        slugs.sort_by_key(|s| (self.markets[s].window.start, s.clone()));
         for slug in slugs {
             let e = &self.markets[&slug];
-            let over = now >= e.end + grace;
-            if over {
+            let stop = match e.window.phase(&now) {
+                Phase::Over => Some(Reason::GraceElapsed),
+                _ if e.closed() => Some(Reason::Closed),
+                _ => None,
+            };
+            if let Some(reason) = stop {
                 let e = self.markets.remove(&slug).expect("present");
                 if e.tracked {
-                    let toks: Vec<Token> = e.tokens.iter().filter(|t| !t.gone).map(|t| t.token.clone()).collect();
-                    self.write_track(k, &e.market, "stop", "grace_elapsed", &toks)?;
-                    self.finished.insert(slug, e.end + grace);
+                    self.write_track(k, &e.market, Action::Stop, reason, e.live_tokens())?;
+                    if reason == Reason::Closed {
+                        self.finished.insert(slug, e.window.until);
+                    }
                 } else {
-                    // Its whole tracking span passed between two slots (possible only when slots
-                    // were missed): never polled.
+                    // Closed before it started, or its whole tracking span passed between two slots
+                    // (possible only when slots were missed): never polled.
                     self.stats.input_ignored += 1;
                 }
-            } else if !e.tracked && now >= e.start - lead {
+            } else if !e.tracked && e.window.phase(&now) == Phase::Open {
                 let (market, toks) = (e.market.clone(), e.market.tokens.clone());
                 self.markets.get_mut(&slug).expect("present").tracked = true;
                 self.stats.markets_tracked += 1;
-                self.write_track(k, &market, "start", "window", &toks)?;
+                self.write_track(k, &market, Action::Start, Reason::Window, toks)?;
             }
         }
         Ok(())
@@ -362,7 +435,7 @@ impl<W: Write> Poller<W> {
     /// a token listed by two markets is asked for once.
     fn asked_tokens(&self) -> Vec<Asked> {
         let mut entries: Vec<&Entry> = self.markets.values().filter(|e| e.tracked).collect();
-        entries.sort_by(|a, b| (a.start, &a.market.slug).cmp(&(b.start, &b.market.slug)));
+        entries.sort_by(|a, b| (a.window.start, &a.market.slug).cmp(&(b.window.start, &b.market.slug)));
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for e in entries {
@@ -389,15 +462,11 @@ impl<W: Write> Poller<W> {
         // do not send; record the slot as a gap instead (the client honours Retry-After across slots).
         if let Some((until, reason)) = self.client.backoff_until("books") {
             if until > self.due(k + 1) {
-                let wait = (until - Instant::now()).as_secs_f64();
-                let tokens: Vec<&str> = asked.iter().map(|a| a.token_id.as_str()).collect();
-                let ctx = json!({ "tokens": tokens, "backoff_s": (wait * 1000.0).round() / 1000.0 });
-                return self.write_gap(
-                    k,
-                    "backoff",
-                    ctx,
-                    format!("not polled: backing off for {wait:.3} s more after {reason}"),
-                );
+                let wait = until.saturating_duration_since(Instant::now()).as_secs_f64();
+                let mut ctx = GapCtx::new(GapKind::Backoff);
+                ctx.token_ids = Some(asked.iter().map(|a| a.token_id.clone()).collect());
+                ctx.backoff_s = Some((wait * 1000.0).round() / 1000.0);
+                return self.write_gap(k, ctx, format!("not polled: backing off for {wait:.3} s more after {reason}"));
             }
         }
         self.stats.slots_polled += 1;
@@ -420,12 +489,14 @@ impl<W: Write> Poller<W> {
         let body: Vec<Value> = ids.iter().map(|t| json!({ "token_id": t })).collect();
         let req =
             Request::post_json("books", self.books_url.clone(), serde_json::to_string(&body).expect("serializes"));
-        let ctx = json!({ "slot": k, "due_at_utc": self.due_utc(k), "tokens": ids, "batch": i, "batches": n });
+        let ctx = json!({ "slot": k, "due_at_utc": self.due_utc(k), "token_ids": ids, "batch": i, "batches": n });
         let deadline = self.due(k + 1);
         let (client, seq, out, stats) = (&self.client, &mut self.seq, &mut self.out, &mut self.stats);
+        let mut failed: u64 = 0;
         let last: Attempt = client.execute(&req, Some(deadline), |a: &Attempt| -> io::Result<()> {
             let key = a.status.map_or_else(|| "none".to_string(), |s| s.to_string());
             *stats.requests.entry(key).or_default() += 1;
+            failed += u64::from(!a.is_ok());
             out.write_raw(&a.envelope(seq, &req, Some(ctx.clone())).to_line())
         })?;
         let received = match (&last.verdict, last.json_text()) {
@@ -435,31 +506,45 @@ impl<W: Write> Poller<W> {
             _ => Err(failure_text(&last)),
         };
         match received {
-            Ok(got) => self.after_reply(k, batch, &got, last.received_at),
-            Err(why) => {
-                let mut ctx = json!({ "tokens": ids });
-                if n > 1 {
-                    ctx["batch"] = json!(i);
-                    ctx["batches"] = json!(n);
+            Ok(got) => {
+                if let Some(line) = self.outage.succeeded(failed, &self.books_url) {
+                    eprintln!("pm-books: {line}");
                 }
-                self.write_gap(k, "failed_request", ctx, why)
+                self.after_reply(k, batch, &got)
+            }
+            Err(why) => {
+                // A 200 whose body is not a JSON array counts as a failed attempt too.
+                let failed = failed.max(1);
+                if let Some(line) = self.outage.failed(failed, &self.books_url, &why, self.cfg.interval) {
+                    self.stats.outages += 1;
+                    eprintln!("pm-books: {line}");
+                }
+                let mut ctx = GapCtx::new(GapKind::FailedRequest);
+                ctx.token_ids = Some(ids.iter().map(|t| t.to_string()).collect());
+                if n > 1 {
+                    (ctx.batch, ctx.batches) = (Some(i), Some(n));
+                }
+                self.write_gap(k, ctx, why)
             }
         }
     }
 
     /// Matches a successful reply to the tokens asked for (by `asset_id`): gaps for the missing
     /// ones, and `book_gone` stops for tokens missing too long after their window end.
-    fn after_reply(&mut self, k: u64, batch: &[Asked], got: &HashSet<String>, at: OffsetDateTime) -> io::Result<()> {
+    fn after_reply(&mut self, k: u64, batch: &[Asked], got: &HashSet<String>) -> io::Result<()> {
         let mut gone: Vec<(String, Token)> = Vec::new();
+        let now = Now::read();
         for a in batch {
             let present = got.contains(&a.token_id);
             if !present {
-                let ctx = json!({ "token_id": a.token_id, "slug": a.slug, "outcome": a.outcome });
-                self.write_gap(k, "missing_token", ctx, "token asked for is absent from the 200 reply".to_string())?;
+                let mut ctx = GapCtx::new(GapKind::MissingToken);
+                (ctx.token_id, ctx.slug, ctx.outcome) =
+                    (Some(a.token_id.clone()), Some(a.slug.clone()), Some(a.outcome.clone()));
+                self.write_gap(k, ctx, "token asked for is absent from the 200 reply".to_string())?;
             }
             let gone_after = self.cfg.gone_after;
             let Some(e) = self.markets.get_mut(&a.slug) else { continue };
-            let after_end = at > e.end;
+            let after_end = e.window.ended(&now);
             let Some(t) = e.tokens.iter_mut().find(|t| t.token.token_id == a.token_id) else { continue };
             if present {
                 t.misses = 0;
@@ -476,13 +561,12 @@ impl<W: Write> Poller<W> {
         for (slug, tok) in gone {
             by_slug.entry(slug).or_default().push(tok);
         }
-        let grace = time::Duration::seconds_f64(self.cfg.grace.as_secs_f64());
         for (slug, toks) in by_slug {
             let market = self.markets[&slug].market.clone();
-            self.write_track(k, &market, "stop", "book_gone", &toks)?;
+            self.write_track(k, &market, Action::Stop, Reason::BookGone, toks)?;
             if self.markets[&slug].tokens.iter().all(|t| t.gone) {
                 let e = self.markets.remove(&slug).expect("present");
-                self.finished.insert(slug, e.end + grace);
+                self.finished.insert(slug, e.window.until);
             }
         }
         Ok(())
@@ -491,49 +575,47 @@ impl<W: Write> Poller<W> {
     /// Writes the stop records of everything still tracked (end of run).
     fn stop_all(&mut self, end: End, k: u64) -> io::Result<()> {
         let mut tracked: Vec<Entry> = self.markets.values().filter(|e| e.tracked).cloned().collect();
-        tracked.sort_by(|a, b| (a.start, &a.market.slug).cmp(&(b.start, &b.market.slug)));
+        tracked.sort_by(|a, b| (a.window.start, &a.market.slug).cmp(&(b.window.start, &b.market.slug)));
         for e in tracked {
-            let toks: Vec<Token> = e.tokens.iter().filter(|t| !t.gone).map(|t| t.token.clone()).collect();
-            self.write_track(k, &e.market, "stop", end.reason(), &toks)?;
+            self.write_track(k, &e.market, Action::Stop, end.reason(), e.live_tokens())?;
         }
         Ok(())
     }
 
-    fn write_track(&mut self, k: u64, m: &Market, action: &str, reason: &str, tokens: &[Token]) -> io::Result<()> {
-        let ctx = json!({
-            "action": action,
-            "reason": reason,
-            "slug": m.slug,
-            "condition_id": m.condition_id,
-            "family": m.family,
-            "tokens": tokens,
-            "window_start_utc": m.window_start_utc,
-            "window_end_utc": m.window_end_utc,
-            "slot": k,
-            "due_at_utc": self.due_utc(k),
-            // Every raw line names the endpoint it is about (docs/POLYMARKET_COLLECTOR.md, Output).
-            "endpoint_url": self.books_url,
-        });
-        let env = self.seq.envelope("track").with_ctx(ctx);
+    fn write_track(
+        &mut self,
+        k: u64,
+        m: &Market,
+        action: Action,
+        reason: Reason,
+        tokens: Vec<Token>,
+    ) -> io::Result<()> {
+        let mut ctx = TrackCtx::new(action, reason, m, tokens);
+        ctx.slot = Some(k);
+        ctx.due_at_utc = Some(self.due_utc(k));
+        // Every raw line names the endpoint it is about (docs/POLYMARKET_COLLECTOR.md, Output).
+        ctx.endpoint_url = Some(self.books_url.clone());
+        let env = self.seq.envelope("track").with_ctx(ctx.to_value());
         self.out.write_raw(&env.to_line())
     }
 
-    fn write_gap(&mut self, k: u64, gap: &'static str, mut ctx: Value, error: String) -> io::Result<()> {
-        *self.stats.gaps.entry(gap).or_default() += 1;
-        ctx["gap"] = json!(gap);
-        ctx["slot"] = json!(k);
-        ctx["due_at_utc"] = json!(self.due_utc(k));
-        ctx["endpoint_url"] = json!(self.books_url);
-        let env = self.seq.envelope("gap").with_ctx(ctx).with_error(error);
+    fn write_gap(&mut self, k: u64, mut ctx: GapCtx, error: String) -> io::Result<()> {
+        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
+        ctx.slot = Some(k);
+        ctx.due_at_utc = Some(self.due_utc(k));
+        ctx.endpoint_url = Some(self.books_url.clone());
+        let env = self.seq.envelope("gap").with_ctx(ctx.to_value()).with_error(error);
         self.out.write_raw(&env.to_line())
     }
 
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
         let count = to - from + 1;
         self.stats.slots_missed += count;
-        let ctx = json!({ "from_slot": from, "to_slot": to, "count": count, "first_due_at_utc": self.due_utc(from) });
+        let mut ctx = GapCtx::new(GapKind::MissedSlots);
+        (ctx.from_slot, ctx.to_slot, ctx.count) = (Some(from), Some(to), Some(count));
+        ctx.first_due_at_utc = Some(self.due_utc(from));
         let error = format!("{count} slot(s) not started: the previous slot overran (slow reply or retries)");
-        self.write_gap(k, "missed_slots", ctx, error)
+        self.write_gap(k, ctx, error)
     }
 
     /// Markets currently tracked.
@@ -552,8 +634,14 @@ impl<W: Write> Poller<W> {
             End::Duration => "duration reached".to_string(),
             End::InputDone => "input ended and nothing left to track".to_string(),
         };
+        let outage = match self.outage.ongoing() {
+            Some((secs, n)) => {
+                format!("; outages {} (one still going on for {secs:.1} s, {n} failed attempts)", s.outages)
+            }
+            None => format!("; outages {}", s.outages),
+        };
         format!(
-            "{ended}; slots {} ({} polled, {} missed); requests {requests}; gaps {gaps}; markets tracked {} (still tracked at exit {}); input lines {} ({} bad, {} ignored)",
+            "{ended}; slots {} ({} polled, {} missed); requests {requests}; gaps {gaps}; markets tracked {} (still tracked at exit {}); input lines {} ({} bad, {} ignored){outage}",
             s.slots,
             s.slots_polled,
             s.slots_missed,

@@ -3,10 +3,20 @@
 //! Every timestamp the archive writes is UTC, RFC 3339, `Z`, exactly six fractional digits
 //! (`2026-11-24T16:01:33.123456Z`), so that they sort as strings.
 //!
+//! Two readings of "now":
+//! - [`now`]: the wall clock. It is what every record's timestamps say, and it can step (NTP
+//!   correction, VM resume, an operator's `date -s`) by hours in either direction.
+//! - [`steady`]: the wall clock as it was when the process first asked, advanced by the monotonic
+//!   clock since. It never steps. Decisions that a clock step must not flip (tracking windows,
+//!   src/track.rs) look at both readings; durations and schedules use [`std::time::Instant`].
+//!
 //! Simulated clock (tests and replays only): when the environment variable `PMARCHIVE_CLOCK` is set to
-//! `<RFC 3339 start>` or `<RFC 3339 start>x<rate>`, [`now`] starts at that instant and runs `rate` times
-//! faster than real time. Only the wall-clock reading is warped; timeouts, sleeps and poll schedules
-//! stay in real time. Tools print a warning on stderr when it is active. Never set it in production.
+//! `<RFC 3339 start>[x<rate>][,<step>@<at>]…`, [`now`] and [`steady`] start at that instant and run
+//! `rate` times faster than real time; each `<step>@<at>` (signed seconds, `@` real seconds since the
+//! first reading, e.g. `+10800@1.5`) steps the wall clock [`now`] by that much at that moment, as an
+//! NTP step would, while [`steady`] does not move. Only the readings are warped; timeouts, sleeps and
+//! poll schedules stay in real time. Tools print a warning on stderr when it is active. Never set it
+//! in production.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -19,6 +29,8 @@ struct Simulated {
     start_real: Instant,
     start_virtual: OffsetDateTime,
     rate: f64,
+    /// (real seconds since `start_real`, wall-clock step in seconds), in the order given.
+    steps: Vec<(f64, f64)>,
 }
 
 fn simulated() -> Option<&'static Simulated> {
@@ -26,12 +38,12 @@ fn simulated() -> Option<&'static Simulated> {
     SIM.get_or_init(|| {
         let spec = std::env::var(CLOCK_ENV).ok()?;
         match parse_clock_spec(&spec) {
-            Some((start, rate)) => {
+            Some((start, rate, steps)) => {
                 eprintln!("warning: {CLOCK_ENV}={spec}: simulated clock active (tests/replays only)");
-                Some(Simulated { start_real: Instant::now(), start_virtual: start, rate })
+                Some(Simulated { start_real: Instant::now(), start_virtual: start, rate, steps })
             }
             None => {
-                eprintln!("error: {CLOCK_ENV}={spec}: expected <RFC3339>[x<rate>]; ignoring it");
+                eprintln!("error: {CLOCK_ENV}={spec}: expected <RFC3339>[x<rate>][,<±secs>@<secs>]…");
                 std::process::exit(2);
             }
         }
@@ -39,7 +51,25 @@ fn simulated() -> Option<&'static Simulated> {
     .as_ref()
 }
 
-fn parse_clock_spec(spec: &str) -> Option<(OffsetDateTime, f64)> {
+type Steps = Vec<(f64, f64)>;
+
+fn parse_clock_spec(spec: &str) -> Option<(OffsetDateTime, f64, Steps)> {
+    let mut parts = spec.split(',');
+    let head = parts.next()?;
+    let mut steps = Vec::new();
+    for p in parts {
+        let (step, at) = p.split_once('@')?;
+        let (step, at): (f64, f64) = (step.trim().parse().ok()?, at.trim().parse().ok()?);
+        if !(step.is_finite() && step.abs() < 1e9 && at.is_finite() && at >= 0.0) {
+            return None;
+        }
+        steps.push((at, step));
+    }
+    let (start, rate) = parse_clock_head(head)?;
+    Some((start, rate, steps))
+}
+
+fn parse_clock_head(spec: &str) -> Option<(OffsetDateTime, f64)> {
     let (start, rate) = match spec.rsplit_once('x') {
         Some((s, r)) if !s.is_empty() && r.parse::<f64>().is_ok() => (s, r.parse::<f64>().ok()?),
         _ => (spec, 1.0),
@@ -55,13 +85,29 @@ pub fn is_simulated() -> bool {
     simulated().is_some()
 }
 
-/// The current UTC time (or the simulated clock's).
+/// The current UTC time on the wall clock (or the simulated clock's, steps included).
 pub fn now() -> OffsetDateTime {
     match simulated() {
         None => OffsetDateTime::now_utc(),
         Some(s) => {
-            let elapsed = s.start_real.elapsed().as_secs_f64() * s.rate;
-            s.start_virtual + time::Duration::seconds_f64(elapsed)
+            let real = s.start_real.elapsed().as_secs_f64();
+            let stepped: f64 = s.steps.iter().filter(|(at, _)| *at <= real).map(|(_, step)| step).sum();
+            s.start_virtual + time::Duration::seconds_f64(real * s.rate + stepped)
+        }
+    }
+}
+
+/// The current UTC time as the monotonic clock sees it: the wall clock at the first call (of this
+/// or, when simulated, of the simulated clock) plus the monotonic time elapsed since. A wall-clock
+/// step after that first call does not move it; a lasting correction makes it differ from [`now`]
+/// by the step for the rest of the process.
+pub fn steady() -> OffsetDateTime {
+    match simulated() {
+        Some(s) => s.start_virtual + time::Duration::seconds_f64(s.start_real.elapsed().as_secs_f64() * s.rate),
+        None => {
+            static ANCHOR: OnceLock<(Instant, OffsetDateTime)> = OnceLock::new();
+            let (t0, wall0) = ANCHOR.get_or_init(|| (Instant::now(), OffsetDateTime::now_utc()));
+            *wall0 + t0.elapsed()
         }
     }
 }
@@ -204,11 +250,19 @@ mod tests {
 
     #[test]
     fn clock_spec() {
-        let (t, r) = parse_clock_spec("2026-03-08T06:00:00Zx60").unwrap();
+        let (t, r, steps) = parse_clock_spec("2026-03-08T06:00:00Zx60").unwrap();
         assert_eq!(t, datetime!(2026-03-08 06:00 UTC));
         assert_eq!(r, 60.0);
+        assert!(steps.is_empty());
         assert_eq!(parse_clock_spec("2026-03-08T06:00:00Z").unwrap().1, 1.0);
         assert!(parse_clock_spec("nonsense").is_none());
         assert!(parse_clock_spec("2026-03-08T06:00:00Zx0").is_none());
+        // Steps: signed seconds @ real seconds, in the order given.
+        let (t, r, steps) = parse_clock_spec("2026-03-08T06:00:00+00:00x2,+10800@1.5,-10800@3").unwrap();
+        assert_eq!((t, r), (datetime!(2026-03-08 06:00 UTC), 2.0));
+        assert_eq!(steps, vec![(1.5, 10800.0), (3.0, -10800.0)]);
+        assert!(parse_clock_spec("2026-03-08T06:00:00Z,+5").is_none());
+        assert!(parse_clock_spec("2026-03-08T06:00:00Z,x@1").is_none());
+        assert!(parse_clock_spec("2026-03-08T06:00:00Z,5@-1").is_none());
     }
 }

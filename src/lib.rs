@@ -2,7 +2,8 @@
 //!
 //! Mechanisms exist once, here: exit codes and errors ([`cli`]), time ([`clock`]), the raw envelope
 //! ([`envelope`]), the HTTP client with rate limiting and backoff ([`http`]), JSONL reading/writing
-//! ([`jsonl`]), signals ([`signal`]), the book hash ([`book`]) and market discovery ([`market`]).
+//! ([`jsonl`]), signals ([`signal`]), the book hash ([`book`]), market discovery ([`market`]) and
+//! tracking windows with the track/gap records' `ctx` ([`track`]).
 //! Each tool's own logic lives in the module named after it.
 
 pub mod book;
@@ -21,6 +22,7 @@ pub mod probe;
 pub mod rotate;
 pub mod signal;
 pub mod stream;
+pub mod track;
 pub mod util;
 pub mod wsbook;
 

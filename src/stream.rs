@@ -32,7 +32,7 @@ use crate::envelope::{Body, Envelope, RunInfo, Sequencer};
 use crate::feed::Input;
 use crate::http::{Client, Request};
 use crate::market::Market;
-use crate::{clock, signal, util};
+use crate::{clock, signal, track, util};
 
 pub const DEFAULT_WS_URL: &str = "wss://ws-subscriptions-clob.polymarket.com/ws/market";
 /// The raw stream name (archive layout `stream=ws_market`).
@@ -586,11 +586,10 @@ impl Conn<'_> {
     }
 }
 
-/// A market being followed, with its tracking interval.
+/// A market being followed, with its tracking window (src/track.rs, shared with pm-books).
 struct Tracked {
     market: Market,
-    from: OffsetDateTime,
-    until: OffsetDateTime,
+    window: track::Window,
     active: bool,
 }
 
@@ -630,12 +629,10 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
         };
         match next {
             Ok(Input::Market { market: m, .. }) => {
-                let (Some(s), Some(e)) = (m.window_start(), m.window_end()) else { continue };
-                let from = s - time::Duration::seconds_f64(cfg.lead.as_secs_f64());
-                let until = e + time::Duration::seconds_f64(cfg.grace.as_secs_f64());
+                let Some(window) = track::Window::of(&m, cfg.lead, cfg.grace) else { continue };
                 let key = m.condition_id.clone();
                 let active = markets.get(&key).map(|t| t.active).unwrap_or(false);
-                markets.insert(key, Tracked { market: *m, from, until, active });
+                markets.insert(key, Tracked { market: *m, window, active });
             }
             Ok(Input::Bad { line: n, reason: why }) => {
                 bad += 1;
@@ -650,22 +647,25 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
         if !inputs.is_empty() && !eof {
             continue;
         }
-        let now = clock::now();
+        // Both clock readings (src/track.rs): a wall-clock step neither starts late nor stops early.
+        let now = track::Now::read();
         for t in markets.values_mut() {
-            let want = now >= t.from && now < t.until;
+            let phase = t.window.phase(&now);
+            let want = if t.active { phase != track::Phase::Over } else { phase == track::Phase::Open };
             if want != t.active {
                 t.active = want;
-                let m = &t.market;
-                let reason = if want { "window_lead" } else { "window_grace_over" };
-                sink.send(sink.envelope("track").with_ctx(json!({
-                    "action": if want { "start" } else { "stop" }, "reason": reason, "slug": m.slug,
-                    "condition_id": m.condition_id, "family": m.family, "tokens": m.tokens,
-                    "window_start_utc": m.window_start_utc, "window_end_utc": m.window_end_utc, "stream": STREAM_NAME,
-                })));
+                let (action, reason) = if want {
+                    (track::Action::Start, track::Reason::Window)
+                } else {
+                    (track::Action::Stop, track::Reason::GraceElapsed)
+                };
+                let mut ctx = track::TrackCtx::new(action, reason, &t.market, t.market.tokens.clone());
+                ctx.stream = Some(STREAM_NAME.to_string());
+                sink.send(sink.envelope("track").with_ctx(ctx.to_value()));
             }
         }
         // Forget markets whose tracking is over.
-        markets.retain(|_, t| t.active || now < t.until);
+        markets.retain(|_, t| t.active || t.window.phase(&now) != track::Phase::Over);
         let mut want: BTreeSet<String> = fixed.clone();
         for t in markets.values().filter(|t| t.active) {
             want.extend(t.market.tokens.iter().map(|x| x.token_id.clone()));

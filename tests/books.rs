@@ -82,8 +82,43 @@ fn t(s: &Value) -> OffsetDateTime {
     clock::parse_rfc3339(s.as_str().unwrap()).unwrap()
 }
 
-/// Checks the invariants every pm-books output has: valid envelopes, seq 0.. without holes.
+/// A JSON value's type, arrays with their elements' types (`[string]`, `[{object}]`): what a columnar
+/// reader (pyarrow, DuckDB) infers for a field.
+fn json_type(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "bool".into(),
+        Value::Number(n) if n.is_f64() => "float".into(),
+        Value::Number(_) => "int".into(),
+        Value::String(_) => "string".into(),
+        Value::Array(a) => {
+            let mut t: Vec<String> = a.iter().map(json_type).collect();
+            t.dedup();
+            format!("[{}]", t.join("|"))
+        }
+        Value::Object(_) => "{object}".into(),
+    }
+}
+
+/// Every `ctx` key keeps one JSON type across all lines (an empty array fits any array type).
+fn check_one_type_per_ctx_key(lines: &[Value]) {
+    let mut seen: HashMap<String, (String, u64)> = HashMap::new();
+    for l in lines {
+        for (k, v) in l["ctx"].as_object().into_iter().flatten() {
+            let t = json_type(v);
+            if t == "[]" {
+                continue;
+            }
+            let (first, seq) = seen.entry(k.clone()).or_insert((t.clone(), l["seq"].as_u64().unwrap()));
+            assert_eq!(*first, t, "ctx.{k} is {first} at seq {seq} but {t} at seq {}", l["seq"]);
+        }
+    }
+}
+
+/// Checks the invariants every pm-books output has: valid envelopes, seq 0.. without holes, one JSON
+/// type per ctx key.
 fn check_envelopes(lines: &[Value]) {
+    check_one_type_per_ctx_key(lines);
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["schema"], "pmarchive.raw/1");
         assert_eq!(l["tool"], "pm-books");
@@ -103,7 +138,7 @@ fn check_envelopes(lines: &[Value]) {
                     .iter()
                     .map(|x| x["token_id"].as_str().unwrap().to_string())
                     .collect();
-                assert_eq!(asked, strs(&l["ctx"]["tokens"]));
+                assert_eq!(asked, strs(&l["ctx"]["token_ids"]));
             }
             "gap" => {
                 assert!(l["ctx"]["endpoint_url"].as_str().unwrap().ends_with("/books"));
@@ -156,7 +191,7 @@ fn every_served_book_reply_is_recorded_once_byte_for_byte_on_a_drift_free_schedu
         let k = l["ctx"]["slot"].as_i64().unwrap();
         assert_eq!(t(&l["ctx"]["due_at_utc"]) - d0, time::Duration::milliseconds(200 * (k - k0)));
         assert_eq!(l["status"], 200);
-        assert_eq!(l["ctx"]["tokens"].as_array().unwrap().len(), 4);
+        assert_eq!(l["ctx"]["token_ids"].as_array().unwrap().len(), 4);
         assert_eq!((l["ctx"]["batch"].as_u64(), l["ctx"]["batches"].as_u64()), (Some(1), Some(1)));
     }
     assert!(gaps(&lines, "missing_token").is_empty() && kind(&lines, "gap").is_empty());
@@ -193,7 +228,7 @@ fn replies_are_matched_by_asset_id_and_unknown_tokens_are_missing_token_gaps() {
     assert!(http.len() >= 3);
     for l in &http {
         assert_eq!(
-            strs(&l["ctx"]["tokens"]),
+            strs(&l["ctx"]["token_ids"]),
             vec![fake_ids[0].clone(), fake_ids[1].clone(), real_ids[0].clone(), real_ids[1].clone()]
         );
         let got: Vec<String> =
@@ -269,7 +304,7 @@ fn faults_are_retried_within_the_slot_or_become_failed_request_gaps() {
     let failed = gaps(&lines, "failed_request");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["ctx"]["slot"], *s0);
-    assert_eq!(strs(&failed[0]["ctx"]["tokens"]), tokens_of(&recs[0]));
+    assert_eq!(strs(&failed[0]["ctx"]["token_ids"]), tokens_of(&recs[0]));
     assert!(failed[0]["error"].as_str().unwrap().contains("429"));
     // Slots 3..8: the fault, then a retry in the same slot that succeeds.
     for (i, (_, g)) in groups[2..8].iter().enumerate() {
@@ -397,7 +432,7 @@ fn tracking_follows_the_simulated_clock_lead_book_gone_and_late_arrivals() {
     };
     let pos = |l: &Value| l["seq"].as_u64().unwrap() as usize;
     let asks = |l: &Value, rec: &str| {
-        l["kind"] == "http" && tokens_of(rec).iter().all(|tk| strs(&l["ctx"]["tokens"]).contains(tk))
+        l["kind"] == "http" && tokens_of(rec).iter().all(|tk| strs(&l["ctx"]["token_ids"]).contains(tk))
     };
     let (sa, sb, sc) = (slug_of(&a), slug_of(&b), slug_of(&c));
     // A: tracked from the first slot, in its window.
@@ -436,7 +471,7 @@ fn tracking_follows_the_simulated_clock_lead_book_gone_and_late_arrivals() {
     assert!(a_missing.len() >= 6, "3 replies without each of the 2 tokens");
     assert!(lines[pos(a_stop[0])..]
         .iter()
-        .all(|l| !(l["kind"] == "http" && strs(&l["ctx"]["tokens"]).contains(&tokens_of(&a)[0]))));
+        .all(|l| !(l["kind"] == "http" && strs(&l["ctx"]["token_ids"]).contains(&tokens_of(&a)[0]))));
     // B and C are still tracked when the duration ends.
     for s in [&sb, &sc] {
         let stop = track(s, "stop");
@@ -588,15 +623,15 @@ fn tokens_are_split_into_batches_of_at_most_batch() {
     assert_eq!(code, 0, "{err}");
     check_envelopes(&lines);
     let http = kind(&lines, "http");
-    assert!(http.len() >= 4 && http.len() % 2 == 0, "{}", http.len());
+    assert!(http.len() >= 4 && http.len().is_multiple_of(2), "{}", http.len());
     for pair in http.chunks(2) {
         assert_eq!(pair[0]["ctx"]["slot"], pair[1]["ctx"]["slot"]);
         assert_eq!((pair[0]["ctx"]["batch"].as_u64(), pair[0]["ctx"]["batches"].as_u64()), (Some(1), Some(2)));
         assert_eq!((pair[1]["ctx"]["batch"].as_u64(), pair[1]["ctx"]["batches"].as_u64()), (Some(2), Some(2)));
-        assert_eq!(pair[0]["ctx"]["tokens"].as_array().unwrap().len(), 4);
-        assert_eq!(pair[1]["ctx"]["tokens"].as_array().unwrap().len(), 2);
-        let mut asked: Vec<String> = strs(&pair[0]["ctx"]["tokens"]);
-        asked.extend(strs(&pair[1]["ctx"]["tokens"]));
+        assert_eq!(pair[0]["ctx"]["token_ids"].as_array().unwrap().len(), 4);
+        assert_eq!(pair[1]["ctx"]["token_ids"].as_array().unwrap().len(), 2);
+        let mut asked: Vec<String> = strs(&pair[0]["ctx"]["token_ids"]);
+        asked.extend(strs(&pair[1]["ctx"]["token_ids"]));
         let mut want = all.clone();
         asked.sort();
         want.sort();
@@ -673,4 +708,244 @@ fn a_reply_slower_than_the_timeout_is_a_recorded_network_error_and_polling_goes_
     assert!(http[2]["ctx"]["slot"].as_u64() > cut["ctx"]["slot"].as_u64());
     assert!(kind(&lines, "gap").is_empty(), "nothing lost: {:?}", kind(&lines, "gap"));
     assert!(err.contains("requests 200:") && err.contains("none:1"), "{err}");
+}
+
+/// Track lines of one market with this action.
+fn tracks<'a>(lines: &'a [Value], slug: &str, action: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["kind"] == "track" && l["ctx"]["slug"] == slug && l["ctx"]["action"] == action).collect()
+}
+
+/// Issue 11 §4: the wall clock jumps +3 h for a while (NTP step, VM resume) and comes back. Every
+/// live market keeps being polled in every slot — during the step and after it — and stops only at
+/// the end of the run: no `grace_elapsed` stop, no restart, no window lost.
+#[test]
+fn a_wall_clock_step_forward_and_back_stops_no_live_market() {
+    let v = Venue::start();
+    // 0.2 s real = 12 s simulated; the venue's clock is the true one (it does not step).
+    let spec = v.simulate_clock(datetime!(2026-08-22 16:03:30 UTC), 60.0);
+    // The venue's clock runs ahead of the tool's by the time pm-markets takes: keep every book.
+    v.set_book_gone_after(Duration::from_secs(3600));
+    let recs = market_lines(&v, "5m,15m,4h", "0", "2026-08-22T16:03:30Z");
+    assert_eq!(recs.len(), 3);
+    let all: Vec<String> = recs.iter().flat_map(|r| tokens_of(r)).collect();
+    // +3 h from 0.3 s to 1.5 s real (72 s simulated), then back.
+    let mut cmd = books_cmd(&v, &["--interval", "0.2", "--lead", "60", "--grace", "120", "--duration", "2.4"]);
+    cmd.env("PMARCHIVE_CLOCK", format!("{spec},+10800@0.3,-10800@1.5"));
+    let input: String = recs.iter().map(|r| format!("{r}\n")).collect();
+    let (code, out, err) = run_drained(cmd, input.as_bytes(), Duration::from_secs(60));
+    assert_eq!(code, 0, "{err}");
+    let lines = jsonl(&out);
+    check_envelopes(&lines);
+    let http = kind(&lines, "http");
+    let at = |l: &Value| t(&l["collected_at_utc"]);
+    let stepped = datetime!(2026-08-22 19:00 UTC);
+    let during: Vec<&&Value> = http.iter().filter(|l| at(l) >= stepped).collect();
+    assert!(!during.is_empty(), "polled while the wall clock was 3 h ahead");
+    let last_during = during.last().unwrap()["seq"].as_u64().unwrap();
+    let after: Vec<&&Value> =
+        http.iter().filter(|l| l["seq"].as_u64().unwrap() > last_during && at(l) < stepped).collect();
+    assert!(!after.is_empty(), "polled after the wall clock came back");
+    // Every polled slot, before, during and after the step, asks for every token of every market.
+    for l in &http {
+        let mut asked = strs(&l["ctx"]["token_ids"]);
+        asked.sort();
+        let mut want = all.clone();
+        want.sort();
+        assert_eq!(asked, want, "slot {} asks for every tracked token", l["ctx"]["slot"]);
+    }
+    for r in &recs {
+        let s = slug_of(r);
+        let (start, stop) = (tracks(&lines, &s, "start"), tracks(&lines, &s, "stop"));
+        assert_eq!(start.len(), 1, "{s}: started once: {start:?}");
+        assert_eq!(stop.len(), 1, "{s}: stopped once: {stop:?}");
+        assert_eq!(stop[0]["ctx"]["reason"], "duration", "{s}");
+    }
+    assert!(err.contains("markets tracked 3 (still tracked at exit 3)"), "{err}");
+}
+
+/// The wall clock jumps 3 h back and stays there: a market due to start (window start − lead)
+/// starts on time by the monotonic clock, and a market whose window truly ended stops on the venue's
+/// evidence (its book is gone), although the wall clock says its window has not even begun.
+#[test]
+fn a_wall_clock_step_back_starts_on_time_and_book_gone_still_stops() {
+    let v = Venue::start();
+    let spec = v.simulate_clock(datetime!(2026-08-22 16:03:30 UTC), 60.0);
+    v.set_book_gone_after(Duration::from_secs(30));
+    let recs = market_lines(&v, "5m", "1", "2026-08-22T16:03:30Z");
+    let find = |slug: &str| recs.iter().find(|r| slug_of(r) == slug).unwrap().clone();
+    let a = find("btc-updown-5m-1787414400"); // 16:00–16:05: its book is gone from 16:05:30
+    let b = find("btc-updown-5m-1787414700"); // 16:05–16:10, lead 60 s → from 16:04:00
+    let mut cmd = books_cmd(&v, &["--interval", "0.2", "--lead", "60", "--grace", "120", "--duration", "4.4"]);
+    cmd.env("PMARCHIVE_CLOCK", format!("{spec},-10800@0.2"));
+    let (code, out, err) = run_drained(cmd, format!("{a}\n{b}\n").as_bytes(), Duration::from_secs(60));
+    assert_eq!(code, 0, "{err}");
+    let lines = jsonl(&out);
+    check_envelopes(&lines);
+    let back = datetime!(2026-08-22 14:00 UTC);
+    // B starts while the wall clock reads about 13:04 — three hours before its window.
+    let b_start = tracks(&lines, &slug_of(&b), "start");
+    assert_eq!(b_start.len(), 1, "{b_start:?}");
+    assert!(t(&b_start[0]["collected_at_utc"]) < back, "{}", b_start[0]);
+    assert!(lines.iter().any(|l| l["kind"] == "http" && strs(&l["ctx"]["token_ids"]).contains(&tokens_of(&b)[0])));
+    // A stops because the venue no longer has its books, with the wall clock still 3 h behind.
+    let a_stop = tracks(&lines, &slug_of(&a), "stop");
+    assert_eq!(a_stop.len(), 1, "{a_stop:?}");
+    assert_eq!(a_stop[0]["ctx"]["reason"], "book_gone");
+    assert!(t(&a_stop[0]["collected_at_utc"]) < back);
+    assert_eq!(tracks(&lines, &slug_of(&b), "stop")[0]["ctx"]["reason"], "duration");
+}
+
+/// A process started while the wall clock was 3 h ahead judges a market's window by that clock (it
+/// has no other): the record of a market in its window is ignored as over. Once the clock is
+/// corrected, the next record of that market (pm-markets re-sends it on any change) starts it.
+#[test]
+fn a_record_of_a_market_still_live_restarts_it_after_the_clock_is_corrected() {
+    let v = Venue::start();
+    v.simulate_clock(datetime!(2026-08-22 16:03:30 UTC), 60.0);
+    let recs = market_lines(&v, "15m", "0", "2026-08-22T16:03:30Z");
+    let a = recs[0].clone(); // 16:00–16:15
+                             // Both readings start 3 h ahead; the wall clock is corrected after 0.5 s real.
+    let spec = format!("{}x60,-10800@0.5", clock::fmt_micros(datetime!(2026-08-22 19:03:30 UTC)));
+    let mut cmd = books_cmd(&v, &["--interval", "0.2", "--duration", "2"]);
+    cmd.env("PMARCHIVE_CLOCK", &spec);
+    let mut child = spawn_books(cmd);
+    let rx = collect_lines(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{a}").unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    writeln!(stdin, "{a}").unwrap();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), 0);
+    drop(stdin);
+    let err = stderr_of(&mut child);
+    let lines: Vec<Value> = rx.iter().map(|l| serde_json::from_str(&l).unwrap()).collect();
+    check_envelopes(&lines);
+    let start = tracks(&lines, &slug_of(&a), "start");
+    assert_eq!(start.len(), 1, "{start:?}");
+    assert!(t(&start[0]["collected_at_utc"]) < datetime!(2026-08-22 17:00 UTC), "started after the correction");
+    assert!(kind(&lines, "http").iter().all(|l| strs(&l["ctx"]["token_ids"]) == tokens_of(&a)));
+    assert!(!kind(&lines, "http").is_empty());
+    assert!(err.contains("input lines 2 (0 bad, 1 ignored)"), "{err}");
+}
+
+/// Venue evidence: a record saying the market is closed (Gamma `closed: true`) stops it (reason
+/// `closed`), and a later record of it does not restart it.
+#[test]
+fn a_closed_record_stops_the_market() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    let mut closed: Value = serde_json::from_str(&recs[0]).unwrap();
+    closed["closed"] = true.into();
+    closed["status"] = "closed".into();
+    closed["change"] = "changed".into();
+    let mut child = spawn_books(books_cmd(&v, &["--interval", "0.2", "--duration", "2.5"]));
+    let rx = collect_lines(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", recs[0]).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    writeln!(stdin, "{closed}").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    writeln!(stdin, "{}", recs[0]).unwrap();
+    drop(stdin);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(30)), 0);
+    let err = stderr_of(&mut child);
+    let lines: Vec<Value> = rx.iter().map(|l| serde_json::from_str(&l).unwrap()).collect();
+    check_envelopes(&lines);
+    let s = slug_of(&recs[0]);
+    assert_eq!(tracks(&lines, &s, "start").len(), 1);
+    let stop = tracks(&lines, &s, "stop");
+    assert_eq!(stop.len(), 1, "{stop:?}");
+    assert_eq!(stop[0]["ctx"]["reason"], "closed");
+    assert_eq!(stop[0]["ctx"]["tokens"].as_array().unwrap().len(), 2);
+    let stop_seq = stop[0]["seq"].as_u64().unwrap();
+    assert!(kind(&lines, "http").iter().all(|l| l["seq"].as_u64().unwrap() < stop_seq), "nothing polled after");
+    assert!(err.contains("input ended and nothing left to track"), "{err}");
+    assert!(err.contains("input lines 3 (0 bad, 1 ignored)"), "{err}");
+}
+
+/// The `pm-books: outage…` lines of a stderr text.
+fn outage_lines(err: &str) -> (Vec<&str>, Vec<&str>) {
+    let starts = err.lines().filter(|l| l.starts_with("pm-books: outage: ")).collect();
+    let ends = err.lines().filter(|l| l.starts_with("pm-books: outage over: ")).collect();
+    (starts, ends)
+}
+
+/// Issue 11 §3: with no venue at all (nothing listens on the port: connection refused), the journal
+/// says within seconds what is happening — one line, not one per slot — and the summary says the
+/// outage is still going on.
+#[test]
+fn no_venue_one_outage_line_within_seconds_then_quiet() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut c = tool("pm-books");
+    c.args(["--clob-url", &url, "--interval", "0.2"]);
+    let mut child = spawn_books(c);
+    let rx = collect_lines(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", recs[0]).unwrap();
+    // Read stderr as it comes: the outage line arrives while the tool keeps running.
+    let err = child.stderr.take().unwrap();
+    let (etx, erx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines() {
+            let Ok(l) = l else { return };
+            if etx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let first = loop {
+        let l = erx.recv_timeout(Duration::from_secs(30)).expect("an outage line on stderr while running");
+        if l.starts_with("pm-books: outage: ") {
+            break l;
+        }
+    };
+    assert!(first.starts_with(&format!("pm-books: outage: {url}/books: no usable reply after ")), "{first}");
+    assert!(first.contains("retrying") && first.contains("gap record"), "{first}");
+    // Several failed slots later, still that one line.
+    let mut failed = 0;
+    while failed < 3 {
+        let l = rx.recv_timeout(Duration::from_secs(30)).expect("gap lines keep coming");
+        failed += usize::from(l.contains("\"gap\":\"failed_request\"") || l.contains("\"gap\":\"backoff\""));
+    }
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(20)), 0);
+    drop(stdin);
+    let rest: Vec<String> = erx.iter().collect();
+    let all = format!("{first}\n{}", rest.join("\n"));
+    let (starts, ends) = outage_lines(&all);
+    assert_eq!((starts.len(), ends.len()), (1, 0), "{all}");
+    assert!(all.contains("outages 1 (one still going on for"), "{all}");
+}
+
+/// A venue that fails for a few requests and then answers: one line when the outage starts, one
+/// when it ends, naming how many attempts failed (every one of them is also an envelope on stdout).
+#[test]
+fn an_outage_is_one_line_when_it_starts_and_one_when_it_ends() {
+    let v = Venue::start();
+    let recs = market_lines(&v, "5m", "0", &now_str());
+    // One good reply first (the outage starts after a success), then three failures in a row.
+    v.fault("/books", Fault::Slow(Duration::ZERO));
+    for _ in 0..3 {
+        v.fault("/books", Fault::Status(503));
+    }
+    let (code, lines, _, err) = run_books(&v, &["--interval", "0.2", "--retries", "1", "--duration", "5"], &recs);
+    assert_eq!(code, 0, "{err}");
+    check_envelopes(&lines);
+    let (starts, ends) = outage_lines(&err);
+    assert_eq!((starts.len(), ends.len()), (1, 1), "{err}");
+    assert!(starts[0].contains("/books: no usable reply after 1 attempt(s): 503"), "{}", starts[0]);
+    let failed = kind(&lines, "http").iter().filter(|l| l["status"] == 503).count();
+    assert_eq!(failed, 3);
+    assert!(
+        ends[0].contains("/books answered again after ") && ends[0].ends_with(" s and 3 failed attempt(s)"),
+        "{}",
+        ends[0]
+    );
+    let pos = |needle: &str| err.find(needle).unwrap();
+    assert!(pos("pm-books: outage: ") < pos("pm-books: outage over: "));
+    assert!(err.contains("; outages 1"), "{err}");
+    // Polling went on after it.
+    assert!(kind(&lines, "http").last().unwrap()["status"] == 200);
 }
