@@ -83,10 +83,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("run-id") => run_id = Some(cli::value(&mut p, "--run-id")?),
             Long("recover-only") => recover_only = true,
             Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => {
-                println!("jsonl-rotate {}", pm_archive::VERSION);
-                return Ok(ExitCode::Success);
-            }
+            Short('V') | Long("version") => return cli::version("jsonl-rotate"),
             other => return cli::unexpected(other),
         }
     }

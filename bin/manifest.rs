@@ -90,10 +90,7 @@ fn run() -> cli::Result<ExitCode> {
     let sub = match p.next()? {
         Some(Value(v)) => v.into_string().map_err(|_| cli::Error::Usage("subcommand is not UTF-8".into()))?,
         Some(Short('h') | Long("help")) => return cli::help(USAGE),
-        Some(Short('V') | Long("version")) => {
-            println!("manifest {}", pm_archive::VERSION);
-            return Ok(ExitCode::Success);
-        }
+        Some(Short('V') | Long("version")) => return cli::version("manifest"),
         Some(other) => return cli::unexpected(other),
         None => return cli::usage("missing subcommand: build, verify, status or unlisted"),
     };

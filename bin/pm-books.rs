@@ -100,10 +100,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("duration") => cfg.duration = Some(cli::seconds(&mut p, "--duration")?),
             Long("user-agent") => hc.user_agent = cli::value(&mut p, "--user-agent")?,
             Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => {
-                println!("pm-books {}", pm_archive::VERSION);
-                return Ok(ExitCode::Success);
-            }
+            Short('V') | Long("version") => return cli::version("pm-books"),
             other => return cli::unexpected(other),
         }
     }

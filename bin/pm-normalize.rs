@@ -69,10 +69,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("manifest") => manifest = Some(cli::value(&mut p, "--manifest")?),
             Long("check") => check = true,
             Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => {
-                println!("pm-normalize {}", pm_archive::VERSION);
-                return Ok(ExitCode::Success);
-            }
+            Short('V') | Long("version") => return cli::version("pm-normalize"),
             Value(v) => files.push(PathBuf::from(v)),
             other => return cli::unexpected(other),
         }
@@ -88,7 +85,7 @@ fn run() -> cli::Result<ExitCode> {
             return cli::usage("--check takes only FILE arguments");
         }
         let (report, ok) = normalize::check::check(&inputs);
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        cli::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
         return Ok(if ok { ExitCode::Success } else { ExitCode::Failure });
     }
     if manifest.is_some() && (output.is_none() || files.is_empty() || files.iter().any(|f| f.as_os_str() == "-")) {

@@ -93,10 +93,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("neg-risk") => opts.neg_risk = serde_json::Value::Bool(cli::value(&mut p, "--neg-risk")?),
             Long("no-rows") => opts.write_rows = false,
             Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => {
-                println!("pm-rebuild {}", pm_archive::VERSION);
-                return Ok(ExitCode::Success);
-            }
+            Short('V') | Long("version") => return cli::version("pm-rebuild"),
             Value(v) => files.push(v.into()),
             other => return cli::unexpected(other),
         }

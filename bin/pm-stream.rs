@@ -124,10 +124,7 @@ fn run() -> cli::Result<ExitCode> {
                 hc.user_agent = ua;
             }
             Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => {
-                println!("pm-stream {}", pm_archive::VERSION);
-                return Ok(ExitCode::Success);
-            }
+            Short('V') | Long("version") => return cli::version("pm-stream"),
             other => return cli::unexpected(other),
         }
     }
