@@ -128,7 +128,7 @@ fn run() -> cli::Result<ExitCode> {
         return Ok(recovery);
     }
 
-    let rx = rotate::spawn_reader(std::io::stdin());
+    let rx = rotate::spawn_reader(cli::stdin()?);
     let mut w = Writer::new(&cfg, &mut out);
     let result = w.run(&rx);
     let s = &w.summary;

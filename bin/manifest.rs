@@ -135,7 +135,7 @@ fn run_build(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
     };
     // Plain line reading: sealed records are never compressed, and a reader that sniffs for gzip
     // would block on stdin before the first manifest is written.
-    build::run(opts, Box::new(std::io::BufReader::new(std::io::stdin())))
+    build::run(opts, Box::new(std::io::BufReader::new(cli::stdin()?)))
 }
 
 fn print_doc(doc: &serde_json::Value, json: bool, human: fn(&serde_json::Value) -> String) -> cli::Result<()> {

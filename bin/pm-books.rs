@@ -47,8 +47,9 @@ their line number, counted, skipped and written as a bad_input gap record. Slots
 a backoff the venue asked for (429 Retry-After, failures in a row) are not polled: each is a
 backoff gap record.
 
-Exit status: 0 on every end above, also when stdout is closed by its reader; 2 bad arguments or an
-I/O error.
+Exit status: 0 on every end above, also when stdout is closed by its reader; 1 some stdin lines
+were not usable market records (bad_input gaps); 2 bad arguments, stdin is a directory, or an I/O
+error.
 ";
 
 use std::time::Duration;
@@ -110,10 +111,10 @@ fn run() -> cli::Result<ExitCode> {
     hc.call_timeout = timeout.unwrap_or_else(|| books::default_timeout(cfg.interval));
     hc.connect_timeout = hc.connect_timeout.min(hc.call_timeout);
     signal::install();
-    let input = pm_archive::feed::spawn_reader(Box::new(std::io::stdin()));
+    let input = pm_archive::feed::spawn_reader(Box::new(cli::stdin()?));
     let seq = Sequencer::new(RunInfo::new("pm-books"));
     let mut poller = Poller::new(cfg, Client::new(hc), seq, jsonl::stdout_lines(), input);
     let end = poller.run()?;
     eprintln!("pm-books: {}", poller.summary(end));
-    Ok(ExitCode::Success)
+    Ok(if poller.stats.input_bad > 0 { ExitCode::Failure } else { ExitCode::Success })
 }

@@ -148,6 +148,19 @@ pub fn help(usage_text: &str) -> Result<ExitCode> {
     Ok(ExitCode::Success)
 }
 
+/// stdin, for a tool that reads it. A directory on stdin (`tool < dir`) cannot be read at all: that is
+/// exit 2 with one line, before anything starts (reading it would fail at once with EISDIR).
+pub fn stdin() -> Result<io::Stdin> {
+    use std::os::fd::AsFd;
+    let s = io::stdin();
+    if let Ok(fd) = s.as_fd().try_clone_to_owned() {
+        if std::fs::File::from(fd).metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(Error::Msg("stdin is a directory, not a stream of lines".into()));
+        }
+    }
+    Ok(s)
+}
+
 /// Prints `<tool> <version>` and exits 0 (`--version`).
 pub fn version(tool: &str) -> Result<ExitCode> {
     print(&format!("{tool} {}\n", crate::VERSION))?;

@@ -189,9 +189,23 @@ pub fn open_lines(path: &Path) -> io::Result<LineReader<Box<dyn BufRead + Send>>
 
 /// Opens a file for line reading; gzip (any number of members) is decompressed transparently.
 /// `-` is stdin.
+/// A directory (given as a path or on stdin) is an error here, not at the first read.
 pub fn open(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
-    let raw: Box<dyn Read + Send> =
-        if path == Path::new("-") { Box::new(io::stdin()) } else { Box::new(File::open(path)?) };
+    let raw: Box<dyn Read + Send> = if path == Path::new("-") {
+        use std::os::fd::AsFd;
+        let s = io::stdin();
+        let fd = s.as_fd().try_clone_to_owned()?;
+        if File::from(fd).metadata()?.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, "stdin is a directory"));
+        }
+        Box::new(s)
+    } else {
+        let f = File::open(path)?;
+        if f.metadata()?.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory"));
+        }
+        Box::new(f)
+    };
     reader(raw)
 }
 
