@@ -41,7 +41,12 @@ Signals: after SIGTERM/SIGINT stdin is read until EOF or for 5 s more, then the 
 and the tool exits 0. End of stdin: seal, exit 0. A closed stdout does not stop archiving: files
 are still sealed (their records are then lost; a note goes to stderr) until stdin ends.
 
-Exit status: 0 success; 1 a dead run's partial could not be recovered (reported on stderr);
+An input line longer than 256 MiB (the maximum line length, docs/DATA_CONTRACT.md) is not archived:
+a pmarchive.skipped_line/1 record with its line number, length and sha256 takes its place, a note
+goes to stderr, and the tool exits 1 at its end.
+
+Exit status: 0 success; 1 a dead run's partial could not be recovered (reported on stderr), or an
+input line was too long (see above);
 2 bad arguments, another writer holds the stream, or an I/O error (the open .partial is then left
 for the next start to recover).
 ";
@@ -141,5 +146,5 @@ fn run() -> cli::Result<ExitCode> {
         if recovered > 0 { format!("; {recovered} dead-run partial(s) recovered") } else { String::new() }
     );
     result?;
-    Ok(recovery)
+    Ok(if rotate::too_long_lines() > 0 { ExitCode::Failure } else { recovery })
 }

@@ -47,6 +47,45 @@ impl fmt::Display for TooLong {
     }
 }
 
+/// The record that stands in an archive for an input line that was too long to keep
+/// (`pmarchive.skipped_line/1`, written by jsonl-rotate; docs/DATA_CONTRACT.md): the line's bytes are
+/// gone, but its place, length and sha256 are not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SkippedLine {
+    pub schema: String,
+    /// Always `line_too_long`.
+    pub record: String,
+    /// The tool that skipped it.
+    pub tool: String,
+    /// 1-based line number in that tool's input.
+    pub input_line: u64,
+    pub bytes: u64,
+    pub max_line: u64,
+    pub sha256: String,
+    /// The first bytes of the line, lossily as text.
+    pub head: String,
+    /// False when the input ended before the line's `\n`.
+    pub terminated: bool,
+}
+
+pub const SKIPPED_LINE_SCHEMA: &str = "pmarchive.skipped_line/1";
+
+impl TooLong {
+    pub fn record(&self, tool: &str) -> SkippedLine {
+        SkippedLine {
+            schema: SKIPPED_LINE_SCHEMA.into(),
+            record: "line_too_long".into(),
+            tool: tool.into(),
+            input_line: self.line_no,
+            bytes: self.bytes,
+            max_line: self.max as u64,
+            sha256: self.sha256.clone(),
+            head: self.head.clone(),
+            terminated: self.terminated,
+        }
+    }
+}
+
 /// What [`LineReader::next_into`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {

@@ -6,7 +6,7 @@
 //! over raw envelopes, walking the archive directory, loading manifests and the upload log.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -138,14 +138,23 @@ pub struct ReadOutcome {
 /// incomplete last line is expected and not an error; only complete (`\n`-terminated) lines count.
 /// For sealed files a last line without a newline is still read, and a decode error is reported.
 pub fn read_data_file(path: &Path, partial: bool, mut f: impl FnMut(u64, Parsed)) -> io::Result<ReadOutcome> {
-    let mut r = jsonl::open(path)?;
+    let mut r = jsonl::open_lines(path)?;
     let mut out = ReadOutcome::default();
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
         buf.clear();
-        match r.read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {
+        match r.next_into(&mut buf) {
+            Ok(jsonl::Next::Eof) => break,
+            Ok(jsonl::Next::TooLong(t)) => {
+                if !t.terminated && partial {
+                    out.incomplete_tail_bytes = t.bytes;
+                    break;
+                }
+                // Longer than any tool reads (jsonl::MAX_LINE): counted as unparseable, never held.
+                out.lines += 1;
+                f(out.lines, Parsed::Unparseable(t.to_string()));
+            }
+            Ok(jsonl::Next::Line) => {
                 let complete = buf.last() == Some(&b'\n');
                 if !complete && partial {
                     out.incomplete_tail_bytes = buf.len() as u64;
@@ -160,7 +169,7 @@ pub fn read_data_file(path: &Path, partial: bool, mut f: impl FnMut(u64, Parsed)
                 f(out.lines, parse_line(line));
             }
             Err(e) => {
-                // read_until keeps the bytes read before the error in `buf`: an incomplete line.
+                // The bytes of the unfinished line read before the error are in `buf`.
                 out.incomplete_tail_bytes = buf.len() as u64;
                 if !partial {
                     out.error = Some(format!("decode error after line {}: {e}", out.lines));
