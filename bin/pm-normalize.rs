@@ -30,9 +30,10 @@ Options:
 
 A one-line JSON summary of counts goes to stderr after normalizing.
 
-Exit status: 0 success; 1 some input was unreadable (truncated gzip, non-JSON or non-envelope
-lines: each is a bad_input row) or, with --check, an invariant failed; 2 bad arguments or an I/O
-error. A closed stdout ends the tool with 0.
+Exit status: 0 success; 1 some input was damaged (truncated gzip, non-JSON or non-envelope lines,
+lines over 256 MiB: each is a bad_input row) or, with --check, an invariant failed; 2 bad arguments,
+an input that cannot be opened (stdin a directory included), or an I/O error on output. A closed
+stdout ends the tool with 0.
 ";
 
 use std::path::PathBuf;
@@ -77,6 +78,11 @@ fn run() -> cli::Result<ExitCode> {
     for f in files.iter().chain(&markets) {
         if f.as_os_str() != "-" && !f.is_file() {
             return cli::usage(format!("no such file: {}", f.display()));
+        }
+        if f.as_os_str() == "-" {
+            cli::stdin()?; // only checks that stdin is not a directory; reads nothing
+        } else if let Err(e) = pm_archive::jsonl::open(f) {
+            return Err(cli::Error::Msg(format!("cannot read {}: {e}", f.display())));
         }
     }
     let inputs = normalize::input_names(&files);

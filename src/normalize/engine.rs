@@ -267,7 +267,27 @@ impl Normalizer {
         self.bad_input(file, lineno, "read_error", err, partial, out);
     }
 
+    /// A line over the maximum line length (skipped by the reader): one bad_input row.
+    pub fn line_too_long(&mut self, file: &str, t: &crate::jsonl::TooLong, out: &mut Vec<u8>) {
+        let (head, bytes) = (t.head.as_bytes(), t.bytes);
+        self.bad_input_row(file, t.line_no, "line_too_long", &t.to_string(), head, bytes, out);
+    }
+
     fn bad_input(&mut self, file: &str, lineno: u64, reason: &str, detail: &str, line: &[u8], out: &mut Vec<u8>) {
+        self.bad_input_row(file, lineno, reason, detail, line, line.len() as u64, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn bad_input_row(
+        &mut self,
+        file: &str,
+        lineno: u64,
+        reason: &str,
+        detail: &str,
+        line: &[u8],
+        bytes: u64,
+        out: &mut Vec<u8>,
+    ) {
         *self.stats.rows.get_mut("bad_input").unwrap() += 1;
         *self.stats.bad_input.entry(reason.to_string()).or_insert(0) += 1;
         out.extend_from_slice(b"{\"record\":\"bad_input\",\"schema\":\"");
@@ -279,7 +299,7 @@ impl Normalizer {
         out.extend_from_slice(b",\"detail\":");
         book::put_json_str(out, detail);
         let cut = line.len().min(200);
-        let _ = write!(out, ",\"bytes\":{},\"excerpt\":", line.len());
+        let _ = write!(out, ",\"bytes\":{bytes},\"excerpt\":");
         book::put_json_str(out, &String::from_utf8_lossy(&line[..cut]));
         out.extend_from_slice(b"}\n");
     }
