@@ -234,7 +234,7 @@ impl Normalizer {
             Ok(t) => t,
             Err(e) => return self.bad_input(file, lineno, "not_json", &format!("not UTF-8: {e}"), line, out),
         };
-        let env: Env = match serde_json::from_str(text) {
+        let env: Env = match parse::env(text) {
             Ok(e) => e,
             Err(e) => return self.bad_input(file, lineno, "not_json", &e.to_string(), line, out),
         };
@@ -343,7 +343,7 @@ impl Normalizer {
         }
         match (env.body_kind.as_deref(), &env.body, &env.body_text) {
             (Some("json"), Some(body), _) => self.body(env, &ctx, body, line, out),
-            (Some("json_text"), _, Some(text)) => match serde_json::from_str::<Body>(text) {
+            (Some("json_text"), _, Some(text)) => match parse::body(text) {
                 Ok(body) => self.body(env, &ctx, &body, line, out),
                 Err(_) => self.error_row(env, &ctx, "not_json", None, None, line, out),
             },
@@ -360,12 +360,14 @@ impl Normalizer {
                         Item::Book(b) if b.error.is_some() => {
                             self.error_row(env, ctx, "error_body", Some(i), None, line, out)
                         }
+                        Item::Unreadable(_) => self.error_row(env, ctx, "unreadable_book", Some(i), None, line, out),
                         _ => self.error_row(env, ctx, "bad_book", Some(i), None, line, out),
                     }
                 }
             }
             Body::Object(b) if b.asset_id.is_some() => self.book_row(env, ctx, b, out),
             Body::Object(b) if b.error.is_some() => self.error_row(env, ctx, "error_body", None, None, line, out),
+            Body::Unreadable(_) => self.error_row(env, ctx, "unreadable_book", None, None, line, out),
             _ => self.error_row(env, ctx, "bad_book", None, None, line, out),
         }
     }
