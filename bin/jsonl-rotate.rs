@@ -42,7 +42,7 @@ and the tool exits 0. End of stdin: seal, exit 0. A closed stdout does not stop 
 are still sealed (their records are then lost; a note goes to stderr) until stdin ends.
 
 An input line longer than 256 MiB (the maximum line length, docs/DATA_CONTRACT.md) is not archived:
-a pmarchive.skipped_line/1 record with its line number, length and sha256 takes its place, a note
+a pmarchive.skipped_line/1 record with its line number, length and first bytes takes its place, a note
 goes to stderr, and the tool exits 1 at its end.
 
 Exit status: 0 success; 1 a dead run's partial could not be recovered (reported on stderr), or an

@@ -29,7 +29,8 @@ manifest build
     --refresh SECS      Rewrite the manifest at least this often while running. [default: 60]
     --label TEXT        Free text recorded in the manifest (e.g. \"soak test 1\").
     -v, --verbose       One summary line on stderr per manifest update.
-    Exit: 0; 1 when a listed file failed its re-hash or could not be read; 2 bad arguments or a
+    Exit: 0; 1 when a listed file failed its re-hash or could not be read, or an input line was not
+    a sealed-file record (longer than 1 MiB included); 2 bad arguments, stdin is a directory, or a
     failure to write the manifest.
 
 manifest verify ROOT

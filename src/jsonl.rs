@@ -8,17 +8,18 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 /// The longest line (without its `\n`) any tool reads: 256 MiB. A raw envelope holds at most one
 /// reply body of at most [`crate::http::MAX_BODY`] (64 MiB) bytes, and [`crate::envelope::Body`]
 /// encodes a body in at most twice its bytes (hex, or JSON-escaped text), so a line the collectors
 /// write is below 129 MiB; the rest is margin. A longer line is never held in memory: it is skipped
-/// (hashed on the way) and reported as [`TooLong`] — each tool counts it as bad input (exit 1).
+/// (1 MiB at a time) and reported as [`TooLong`] — each tool counts it as bad input (exit 1).
 pub const MAX_LINE: usize = 256 << 20;
 
 /// How many leading bytes of a too-long line are kept for the report.
 const HEAD_BYTES: usize = 120;
+/// The most bytes held at once while a too-long line is skipped.
+const SKIP_CHUNK: u64 = 1 << 20;
 
 /// A line longer than the reader's maximum: what is known of it (its bytes are not kept).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,8 +30,6 @@ pub struct TooLong {
     pub bytes: u64,
     /// The maximum it exceeded.
     pub max: usize,
-    /// sha256 (hex) of the line's bytes (without the `\n`), so the line can be identified.
-    pub sha256: String,
     /// Its first bytes, lossily as text (for the report only).
     pub head: String,
     /// False when the input ended (or failed) before the line's `\n`.
@@ -41,15 +40,15 @@ impl fmt::Display for TooLong {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "line {}: {} bytes, longer than the maximum line length of {} bytes (sha256 {}; skipped)",
-            self.line_no, self.bytes, self.max, self.sha256
+            "line {}: {} bytes, longer than the maximum line length of {} bytes (skipped)",
+            self.line_no, self.bytes, self.max
         )
     }
 }
 
 /// The record that stands in an archive for an input line that was too long to keep
 /// (`pmarchive.skipped_line/1`, written by jsonl-rotate; docs/DATA_CONTRACT.md): the line's bytes are
-/// gone, but its place, length and sha256 are not.
+/// gone, but its place, length and first bytes are not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SkippedLine {
     pub schema: String,
@@ -61,7 +60,6 @@ pub struct SkippedLine {
     pub input_line: u64,
     pub bytes: u64,
     pub max_line: u64,
-    pub sha256: String,
     /// The first bytes of the line, lossily as text.
     pub head: String,
     /// False when the input ended before the line's `\n`.
@@ -79,7 +77,6 @@ impl TooLong {
             input_line: self.line_no,
             bytes: self.bytes,
             max_line: self.max as u64,
-            sha256: self.sha256.clone(),
             head: self.head.clone(),
             terminated: self.terminated,
         }
@@ -130,74 +127,49 @@ impl<R: BufRead> LineReader<R> {
     /// line read so far stay appended to `out` (as with `read_until`).
     pub fn next_into(&mut self, out: &mut Vec<u8>) -> io::Result<Next> {
         let start = out.len();
-        loop {
-            let avail = match self.inner.fill_buf() {
-                Ok(b) => b,
+        // At most max + 1 bytes: a line of exactly `max` bytes plus its `\n` fits.
+        let limit = self.max as u64 + 1;
+        let n = loop {
+            match (&mut self.inner).take(limit - (out.len() - start) as u64).read_until(b'\n', out) {
+                Ok(_) if out.len() - start < limit as usize || out.ends_with(b"\n") => break out.len() - start,
+                Ok(_) => break usize::MAX, // limit reached without a newline: too long
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
-            };
-            if avail.is_empty() {
-                if out.len() == start {
-                    return Ok(Next::Eof);
-                }
-                self.line_no += 1;
-                return Ok(Next::Line);
-            }
-            let nl = avail.iter().position(|&b| b == b'\n');
-            let body = nl.unwrap_or(avail.len());
-            if out.len() - start + body > self.max {
-                let mut hash = Sha256::new();
-                hash.update(&out[start..]);
-                let mut head = out[start..].to_vec();
-                head.truncate(HEAD_BYTES);
-                let bytes = (out.len() - start) as u64;
-                out.truncate(start);
-                return self.skip_rest(hash, head, bytes).map(Next::TooLong);
-            }
-            let take = nl.map_or(avail.len(), |i| i + 1);
-            out.extend_from_slice(&avail[..take]);
-            self.inner.consume(take);
-            if nl.is_some() {
-                self.line_no += 1;
-                return Ok(Next::Line);
-            }
-        }
-    }
-
-    /// Skips to the end of an over-long line, hashing it; `bytes` of it were already hashed.
-    fn skip_rest(&mut self, mut hash: Sha256, mut head: Vec<u8>, mut bytes: u64) -> io::Result<TooLong> {
-        let terminated = loop {
-            let avail = match self.inner.fill_buf() {
-                Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if avail.is_empty() {
-                break false;
-            }
-            let nl = avail.iter().position(|&b| b == b'\n');
-            let body = nl.unwrap_or(avail.len());
-            hash.update(&avail[..body]);
-            if head.len() < HEAD_BYTES {
-                let k = (HEAD_BYTES - head.len()).min(body);
-                head.extend_from_slice(&avail[..k]);
-            }
-            bytes += body as u64;
-            let take = nl.map_or(avail.len(), |i| i + 1);
-            self.inner.consume(take);
-            if nl.is_some() {
-                break true;
             }
         };
+        if n == 0 {
+            return Ok(Next::Eof);
+        }
         self.line_no += 1;
-        Ok(TooLong {
+        if n != usize::MAX {
+            return Ok(Next::Line);
+        }
+        let mut head = out[start..].to_vec();
+        head.truncate(HEAD_BYTES);
+        let mut bytes = (out.len() - start) as u64;
+        out.truncate(start);
+        // Skip to the newline holding at most SKIP_CHUNK bytes (read_until: std's fast newline search).
+        let mut scratch = Vec::new();
+        let terminated = loop {
+            scratch.clear();
+            match (&mut self.inner).take(SKIP_CHUNK).read_until(b'\n', &mut scratch) {
+                Ok(0) => break false,
+                Ok(k) if scratch.ends_with(b"\n") => {
+                    bytes += k as u64 - 1;
+                    break true;
+                }
+                Ok(k) => bytes += k as u64,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(Next::TooLong(TooLong {
             line_no: self.line_no,
             bytes,
             max: self.max,
-            sha256: crate::util::hex(&hash.finalize()),
             head: String::from_utf8_lossy(&head).into_owned(),
             terminated,
-        })
+        }))
     }
 
     /// The next line without its `\n` (and without a `\r` before it), as an owned buffer, or the
@@ -332,7 +304,7 @@ mod tests {
     }
 
     #[test]
-    fn a_line_over_the_maximum_is_skipped_hashed_and_counted() {
+    fn a_line_over_the_maximum_is_skipped_and_counted() {
         let long = "x".repeat(50);
         let input = format!("{{\"a\":1}}\n{long}\nshort\n{long}");
         // A tiny BufReader so that the long line spans many fills.
@@ -342,8 +314,7 @@ mod tests {
         assert_eq!(out, b"{\"a\":1}\n");
         let Next::TooLong(t) = r.next_into(&mut out).unwrap() else { panic!("too long") };
         assert_eq!((t.line_no, t.bytes, t.max, t.terminated), (2, 50, 20, true));
-        assert_eq!(t.sha256, crate::util::hex(&Sha256::digest(long.as_bytes())));
-        assert_eq!(t.head, long);
+        assert!(!t.head.is_empty() && long.starts_with(&t.head));
         assert_eq!(out, b"{\"a\":1}\n", "nothing of the long line is appended");
         assert_eq!(r.next_line().unwrap().unwrap().unwrap(), b"short");
         let t = r.next_line().unwrap().unwrap().unwrap_err();

@@ -251,7 +251,7 @@ impl Builder {
 
     /// True when a sealed file failed its re-hash or could not be read.
     pub fn has_failures(&self) -> bool {
-        self.hash_mismatches + self.unreadable_files > 0
+        self.hash_mismatches + self.unreadable_files + self.bad_input_lines > 0
     }
 
     fn problem(&mut self, v: Value) {

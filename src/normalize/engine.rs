@@ -269,6 +269,7 @@ impl Normalizer {
 
     /// A line over the maximum line length (skipped by the reader): one bad_input row.
     pub fn line_too_long(&mut self, file: &str, t: &crate::jsonl::TooLong, out: &mut Vec<u8>) {
+        self.stats.lines += 1;
         let (head, bytes) = (t.head.as_bytes(), t.bytes);
         self.bad_input_row(file, t.line_no, "line_too_long", &t.to_string(), head, bytes, out);
     }
