@@ -79,13 +79,16 @@ fn run() -> cli::Result<ExitCode> {
         if f.as_os_str() != "-" && !f.is_file() {
             return cli::usage(format!("no such file: {}", f.display()));
         }
-        if f.as_os_str() == "-" {
-            cli::stdin()?; // only checks that stdin is not a directory; reads nothing
-        } else if let Err(e) = pm_archive::jsonl::open(f) {
-            return Err(cli::Error::Msg(format!("cannot read {}: {e}", f.display())));
+        if f.as_os_str() != "-" {
+            if let Err(e) = pm_archive::jsonl::open(f) {
+                return Err(cli::Error::Msg(format!("cannot read {}: {e}", f.display())));
+            }
         }
     }
     let inputs = normalize::input_names(&files);
+    if inputs.iter().any(|i| i == "-") {
+        cli::stdin()?; // only checks that stdin is not a directory; reads nothing
+    }
     if check {
         if output.is_some() || manifest.is_some() || !markets.is_empty() {
             return cli::usage("--check takes only FILE arguments");
