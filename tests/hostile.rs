@@ -13,11 +13,11 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::venue::{fixture_json, Fault, Venue};
-use common::{jsonl, run_with_timeout, tempdir, tool};
+use common::{jsonl, run_feeding, run_with_timeout, tempdir, tool};
 use serde_json::{json, Value};
 
 /// The address-space limit the tools run under: far below what holding a 1.25 GiB line needs.
@@ -36,14 +36,11 @@ fn limited(name: &str, args: &[&str]) -> Command {
     c
 }
 
-/// Runs `cmd` feeding it `ENDLESS` bytes of `x` without a newline, then `\n` and `tail`; drains its
-/// output; kills it at the deadline (a test failure).
-fn feed_endless_line(mut cmd: Command, tail: &[u8]) -> Output {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    let mut stdin = child.stdin.take().unwrap();
+/// Runs `cmd` feeding it `ENDLESS` bytes of `x` without a newline, then `\n` and `tail`; a tool
+/// still running at the deadline is a failure.
+fn feed_endless_line(cmd: Command, tail: &[u8]) -> Output {
     let tail = tail.to_vec();
-    let writer = std::thread::spawn(move || {
+    let feed = move |mut stdin: std::process::ChildStdin| {
         let chunk = vec![b'x'; 1 << 20];
         for _ in 0..ENDLESS / chunk.len() {
             if stdin.write_all(&chunk).is_err() {
@@ -52,30 +49,8 @@ fn feed_endless_line(mut cmd: Command, tail: &[u8]) -> Output {
         }
         let _ = stdin.write_all(b"\n");
         let _ = stdin.write_all(&tail);
-    });
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = r.read_to_end(&mut b);
-            b
-        })
     };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("still running after {DEADLINE:?}: {}", String::from_utf8_lossy(&err.join().unwrap()));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    writer.join().unwrap();
-    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+    run_feeding(cmd, Some(Box::new(feed)), DEADLINE)
 }
 
 fn text(b: &[u8]) -> String {

@@ -4,7 +4,7 @@
 pub mod venue;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -110,18 +110,28 @@ pub fn tool(name: &str) -> Command {
 
 /// Runs to completion with a hard timeout (kills the child and panics when it is exceeded).
 /// stdout and stderr are drained by threads while the child runs, so a large output never blocks it.
-pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
-    use std::io::{Read, Write};
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+pub fn run_with_timeout(cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
+    use std::io::Write;
+    let feed = stdin.map(|input| {
+        let input = input.to_vec();
+        Box::new(move |mut si: ChildStdin| {
+            let _ = si.write_all(&input);
+        }) as Box<dyn FnOnce(ChildStdin) + Send>
+    });
+    run_feeding(cmd, feed, limit)
+}
+
+/// [`run_with_timeout`] with stdin written by `feed` on its own thread (e.g. more bytes than fit in
+/// memory); stdin is closed when `feed` returns. None: stdin is /dev/null.
+pub fn run_feeding(mut cmd: Command, feed: Option<Box<dyn FnOnce(ChildStdin) + Send>>, limit: Duration) -> Output {
+    use std::io::Read;
+    cmd.stdin(if feed.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
-    if let Some(input) = stdin {
-        let mut si = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        std::thread::spawn(move || {
-            let _ = si.write_all(&input);
-        });
+    if let Some(feed) = feed {
+        let si = child.stdin.take().unwrap();
+        std::thread::spawn(move || feed(si));
     }
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
