@@ -626,18 +626,25 @@ pub struct UploadLog {
 /// Reads the upload log; Ok(None) when it does not exist.
 pub fn read_uploads(root: &Path) -> io::Result<Option<UploadLog>> {
     let path = root.join("manifests").join("uploads.jsonl");
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
+    let mut r = match std::fs::File::open(&path) {
+        Ok(f) => jsonl::LineReader::new(io::BufReader::new(f)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut log = UploadLog::default();
-    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
-        let n = i as u64 + 1;
+    while let Some(line) = r.next_line() {
+        let n = r.line_no();
+        let line = match line? {
+            Ok(l) => l,
+            Err(too_long) => {
+                log.bad_lines.push((n, too_long.to_string()));
+                continue;
+            }
+        };
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        let v: Value = match serde_json::from_slice(line) {
+        let v: Value = match serde_json::from_slice(&line) {
             Ok(v) => v,
             Err(e) => {
                 log.bad_lines.push((n, format!("not JSON: {e}")));
