@@ -694,11 +694,14 @@ impl<R: BufRead> BufRead for Counting<R> {
     }
 }
 
-/// Counts lines written into it (for a decoded member).
+/// Counts lines written into it (for a decoded member). A line longer than [`jsonl::MAX_LINE`] (not
+/// one jsonl-rotate writes; a foreign file) is counted as a row that is not JSON without being held.
 #[derive(Default)]
 struct LineSink {
     stats: LineStats,
     pending: Vec<u8>,
+    /// Inside an over-long line (already counted): bytes are dropped until its newline.
+    skipping: bool,
     run_id: Option<String>,
 }
 
@@ -714,7 +717,7 @@ impl LineSink {
     }
 
     fn finish(mut self) -> Self {
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() && !self.skipping {
             let p = std::mem::take(&mut self.pending);
             self.line(&p);
         }
@@ -726,7 +729,9 @@ impl Write for LineSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut rest = buf;
         while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-            if self.pending.is_empty() {
+            if self.skipping {
+                self.skipping = false;
+            } else if self.pending.is_empty() {
                 self.line(&rest[..=i]);
             } else {
                 let mut p = std::mem::take(&mut self.pending);
@@ -735,7 +740,15 @@ impl Write for LineSink {
             }
             rest = &rest[i + 1..];
         }
-        self.pending.extend_from_slice(rest);
+        if !self.skipping {
+            self.pending.extend_from_slice(rest);
+            if self.pending.len() > jsonl::MAX_LINE {
+                self.stats.rows += 1;
+                self.stats.invalid += 1;
+                self.pending = Vec::new();
+                self.skipping = true;
+            }
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -935,6 +948,20 @@ pub fn lock_stream(cfg: &Config, wait: Duration) -> io::Result<Option<File>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scanning_a_line_over_max_line_holds_at_most_max_line() {
+        let mut sink = LineSink::default();
+        sink.write_all(b"{\"a\":1}\n").unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..(jsonl::MAX_LINE >> 20) + 2 {
+            sink.write_all(&chunk).unwrap();
+            assert!(sink.pending.len() <= jsonl::MAX_LINE + chunk.len());
+        }
+        sink.write_all(b"xx\n{\"b\":2}\n").unwrap();
+        let sink = sink.finish();
+        assert_eq!((sink.stats.rows, sink.stats.invalid), (3, 1), "the long line is one row, not JSON");
+    }
 
     #[test]
     fn finds_collected_at() {
