@@ -167,16 +167,6 @@ pub fn version(tool: &str) -> Result<ExitCode> {
     Ok(ExitCode::Success)
 }
 
-/// Classifies an error reading an input: one that failed before its first byte (not found, permission
-/// denied, a directory) stops the tool (exit 2); one in the middle of the input is damage (exit 1).
-pub fn input_error_code(e: &io::Error, bytes_read: u64) -> ExitCode {
-    if bytes_read == 0 && e.kind() != io::ErrorKind::UnexpectedEof {
-        ExitCode::Error
-    } else {
-        ExitCode::Failure
-    }
-}
-
 /// An argument the tool does not know.
 pub fn unexpected<T>(arg: lexopt::Arg<'_>) -> Result<T> {
     Err(Error::Usage(arg.unexpected().to_string()))
