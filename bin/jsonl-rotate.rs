@@ -49,9 +49,13 @@ bytes of a member cut short are kept as its unreadable tail) and the tool exits 
 full disk leaves no empty or temp file: a tail file is created only with all its bytes (copied to
 a dot temp file, fsynced, renamed); when that fails the partial stays as it was for the next start.
 
-Exit status: 0 success; 1 a dead run's partial could not be recovered, or a write failed while
-running (disk full; reported on stderr); 2 bad arguments, another writer holds the stream, or an
-I/O error before writing started (creating the root or the lock file).
+An input line longer than 256 MiB (the maximum line length, docs/DATA_CONTRACT.md) is not archived:
+a pmarchive.skipped_line/1 record with its line number, length and first bytes takes its place, a note
+goes to stderr, and the tool exits 1 at its end.
+
+Exit status: 0 success; 1 a dead run's partial could not be recovered, a write failed while running
+(disk full; reported on stderr), or an input line was too long (see above); 2 bad arguments, another
+writer holds the stream, or an I/O error before writing started (creating the root or the lock file).
 ";
 
 use std::path::PathBuf;
@@ -93,10 +97,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("recover-only") => recover_only = true,
             Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => {
-                println!("jsonl-rotate {}", pm_archive::VERSION);
-                return Ok(ExitCode::Success);
-            }
+            Short('V') | Long("version") => return cli::version("jsonl-rotate"),
             other => return cli::unexpected(other),
         }
     }
@@ -144,7 +145,7 @@ fn run() -> cli::Result<ExitCode> {
         return Ok(recovery);
     }
 
-    let rx = rotate::spawn_reader(std::io::stdin());
+    let rx = rotate::spawn_reader(cli::stdin()?);
     let mut w = Writer::new(&cfg, &mut out);
     let result = w.run(&rx);
     let s = &w.summary;
@@ -157,7 +158,7 @@ fn run() -> cli::Result<ExitCode> {
         if recovered > 0 { format!("; {recovered} dead-run partial(s) recovered") } else { String::new() }
     );
     match result {
-        Ok(()) => Ok(recovery),
+        Ok(()) => Ok(if rotate::too_long_lines() > 0 { ExitCode::Failure } else { recovery }),
         // A runtime write failure is exit 1 (not 2, which means bad configuration and stops systemd's
         // restart loop): after space returns, the next start recovers the partial and goes on.
         Err(e) if util::is_disk_full(&e) => {

@@ -36,9 +36,10 @@ manifest build
     successful data, or more than half the HTTP attempts got no answer), failed (lines but not one
     with successful data: e.g. the venue was unreachable all along) or empty, with the counts; the
     last stderr line repeats it.
-    Exit: 0; 1 when a listed file failed its re-hash or could not be read, or the disk is full
-    (ENOSPC: \"manifest: disk full: ...\"; no temp file is left); 2 bad arguments or another failure
-    to write the manifest.
+    Exit: 0; 1 when a listed file failed its re-hash or could not be read, an input line was not a
+    sealed-file record (longer than 1 MiB included), or the disk is full (ENOSPC: \"manifest: disk
+    full: ...\"; no temp file is left); 2 bad arguments, stdin is a directory, or another failure to
+    write the manifest.
 
 manifest verify ROOT
     Loads every ROOT/manifests/run-*.json, re-hashes every file (and unreadable tail) they list, and
@@ -117,10 +118,7 @@ fn run() -> cli::Result<ExitCode> {
     let sub = match p.next()? {
         Some(Value(v)) => v.into_string().map_err(|_| cli::Error::Usage("subcommand is not UTF-8".into()))?,
         Some(Short('h') | Long("help")) => return cli::help(USAGE),
-        Some(Short('V') | Long("version")) => {
-            println!("manifest {}", pm_archive::VERSION);
-            return Ok(ExitCode::Success);
-        }
+        Some(Short('V') | Long("version")) => return cli::version("manifest"),
         Some(other) => return cli::unexpected(other),
         None => return cli::usage("missing subcommand: build, verify, status or unlisted"),
     };
@@ -170,7 +168,7 @@ fn run_build(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
     }
     // Plain line reading: sealed records are never compressed, and a reader that sniffs for gzip
     // would block on stdin before the first manifest is written.
-    build::run(opts, Box::new(std::io::BufReader::new(std::io::stdin())))
+    build::run(opts, Box::new(std::io::BufReader::new(cli::stdin()?)))
 }
 
 fn print_doc<T: serde::Serialize>(doc: &T, json: bool, human: fn(&T) -> String) -> cli::Result<()> {

@@ -61,8 +61,9 @@ polled: each is a backoff gap record.
 Environment: PMARCHIVE_CLOCK=<RFC3339>[x<rate>][,<±secs>@<secs>]... simulates the clock (tests and
 replays only; src/clock.rs).
 
-Exit status: 0 on every end above, also when stdout is closed by its reader; 2 bad arguments or an
-I/O error.
+Exit status: 0 on every end above, also when stdout is closed by its reader; 1 some stdin lines
+were not usable market records (bad_input gaps); 2 bad arguments, stdin is a directory, or an I/O
+error.
 ";
 
 use std::time::Duration;
@@ -116,10 +117,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("user-agent") => hc.user_agent = cli::value(&mut p, "--user-agent")?,
             Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => {
-                println!("pm-books {}", pm_archive::VERSION);
-                return Ok(ExitCode::Success);
-            }
+            Short('V') | Long("version") => return cli::version("pm-books"),
             other => return cli::unexpected(other),
         }
     }
@@ -132,10 +130,10 @@ fn run() -> cli::Result<ExitCode> {
         return Ok(ExitCode::Success);
     }
     signal::install();
-    let input = pm_archive::feed::spawn_reader(Box::new(std::io::stdin()));
+    let input = pm_archive::feed::spawn_reader(Box::new(cli::stdin()?));
     let seq = Sequencer::new(RunInfo::new("pm-books"));
     let mut poller = Poller::new(cfg, Client::new(hc), seq, jsonl::stdout_lines(), input);
     let end = poller.run()?;
     eprintln!("pm-books: {}", poller.summary(end));
-    Ok(ExitCode::Success)
+    Ok(if poller.stats.input_bad > 0 { ExitCode::Failure } else { ExitCode::Success })
 }

@@ -99,10 +99,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("user-agent") => hc.user_agent = cli::value(&mut p, "--user-agent")?,
             Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => {
-                println!("pm-markets {}", pm_archive::VERSION);
-                return Ok(ExitCode::Success);
-            }
+            Short('V') | Long("version") => return cli::version("pm-markets"),
             other => return cli::unexpected(other),
         }
     }

@@ -30,9 +30,10 @@ Options:
 
 A one-line JSON summary of counts goes to stderr after normalizing.
 
-Exit status: 0 success; 1 some input was unreadable (truncated gzip, non-JSON or non-envelope
-lines: each is a bad_input row) or, with --check, an invariant failed; 2 bad arguments or an I/O
-error. A closed stdout ends the tool with 0.
+Exit status: 0 success; 1 some input was damaged (truncated gzip, non-JSON or non-envelope lines,
+lines over 256 MiB: each is a bad_input row) or, with --check, an invariant failed; 2 bad arguments,
+an input that cannot be opened (stdin a directory included), or an I/O error on output. A closed
+stdout ends the tool with 0.
 ";
 
 use std::path::PathBuf;
@@ -69,10 +70,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("manifest") => manifest = Some(cli::value(&mut p, "--manifest")?),
             Long("check") => check = true,
             Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => {
-                println!("pm-normalize {}", pm_archive::VERSION);
-                return Ok(ExitCode::Success);
-            }
+            Short('V') | Long("version") => return cli::version("pm-normalize"),
             Value(v) => files.push(PathBuf::from(v)),
             other => return cli::unexpected(other),
         }
@@ -81,14 +79,22 @@ fn run() -> cli::Result<ExitCode> {
         if f.as_os_str() != "-" && !f.is_file() {
             return cli::usage(format!("no such file: {}", f.display()));
         }
+        if f.as_os_str() != "-" {
+            if let Err(e) = pm_archive::jsonl::open(f) {
+                return Err(cli::Error::Msg(format!("cannot read {}: {e}", f.display())));
+            }
+        }
     }
     let inputs = normalize::input_names(&files);
+    if inputs.iter().any(|i| i == "-") {
+        cli::stdin()?; // only checks that stdin is not a directory; reads nothing
+    }
     if check {
         if output.is_some() || manifest.is_some() || !markets.is_empty() {
             return cli::usage("--check takes only FILE arguments");
         }
         let (report, ok) = normalize::check::check(&inputs);
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        cli::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
         return Ok(if ok { ExitCode::Success } else { ExitCode::Failure });
     }
     if manifest.is_some() && (output.is_none() || files.is_empty() || files.iter().any(|f| f.as_os_str() == "-")) {

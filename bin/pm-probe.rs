@@ -97,10 +97,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("timeout") => hc.call_timeout = cli::seconds(&mut p, "--timeout")?,
             Long("user-agent") => hc.user_agent = cli::value(&mut p, "--user-agent")?,
             Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => {
-                println!("pm-probe {}", pm_archive::VERSION);
-                return Ok(ExitCode::Success);
-            }
+            Short('V') | Long("version") => return cli::version("pm-probe"),
             other => return cli::unexpected(other),
         }
     }

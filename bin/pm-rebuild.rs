@@ -43,12 +43,13 @@ Options:
     -V, --version         Show the version.
 
 Exit status: 0 every check passed; 1 a hash mismatch on a trusted book, a REST cross-check
-disagreement, or unreadable input lines (each reported on stderr as FILE:LINE); 2 bad arguments or
-an I/O error. A closed stdout ends the tool with 0.
+disagreement, or unreadable input (bad lines, lines over 256 MiB, a truncated gzip: each reported on
+stderr as FILE:LINE); 2 bad arguments, an input that cannot be opened, or an I/O error on output.
+A closed stdout ends the tool with 0.
 ";
 
 use std::fs::File;
-use std::io::{self, BufRead, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use pm_archive::cli::{self, ExitCode};
@@ -93,10 +94,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("neg-risk") => opts.neg_risk = serde_json::Value::Bool(cli::value(&mut p, "--neg-risk")?),
             Long("no-rows") => opts.write_rows = false,
             Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => {
-                println!("pm-rebuild {}", pm_archive::VERSION);
-                return Ok(ExitCode::Success);
-            }
+            Short('V') | Long("version") => return cli::version("pm-rebuild"),
             Value(v) => files.push(v.into()),
             other => return cli::unexpected(other),
         }
@@ -126,11 +124,26 @@ fn run() -> cli::Result<ExitCode> {
     }
     let mut reported = 0;
     for f in &files {
-        let r = jsonl::open(f).map_err(|e| cli::Error::Msg(format!("{}: {e}", f.display())))?;
-        let mut n = 0u64;
-        for line in r.split(b'\n') {
-            n += 1;
-            let line = line.map_err(|e| cli::Error::Msg(format!("{}:{n}: read error: {e}", f.display())))?;
+        let mut r = jsonl::open_lines(f).map_err(|e| cli::Error::Msg(format!("{}: {e}", f.display())))?;
+        while let Some(line) = r.next_line() {
+            let n = r.line_no();
+            // Damage inside an input (a truncated gzip, a read error, a line over the maximum length)
+            // is a bad line (exit 1), like an unparseable one; what was readable is kept.
+            let line = match line {
+                Ok(Ok(l)) => l,
+                Ok(Err(too_long)) => {
+                    rb.stats.lines += 1;
+                    rb.stats.bad_lines += 1;
+                    eprintln!("pm-rebuild: {}: {too_long}", f.display());
+                    continue;
+                }
+                Err(e) => {
+                    rb.stats.lines += 1;
+                    rb.stats.bad_lines += 1;
+                    eprintln!("pm-rebuild: {}:{}: read error: {e}", f.display(), n + 1);
+                    break;
+                }
+            };
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }

@@ -128,10 +128,7 @@ fn run() -> cli::Result<ExitCode> {
             }
             Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => {
-                println!("pm-stream {}", pm_archive::VERSION);
-                return Ok(ExitCode::Success);
-            }
+            Short('V') | Long("version") => return cli::version("pm-stream"),
             other => return cli::unexpected(other),
         }
     }
@@ -145,7 +142,7 @@ fn run() -> cli::Result<ExitCode> {
     signal::install();
     let run = RunInfo::new(stream::TOOL);
     let (sink, writer) = stream::start_writer(run, Box::new(std::io::stdout()));
-    let rx = pm_archive::feed::spawn_reader(Box::new(std::io::stdin()));
+    let rx = pm_archive::feed::spawn_reader(Box::new(cli::stdin()?));
     let counters = std::sync::Arc::new(Counters::default());
     let client = cfg.clob_url.as_ref().map(|_| Client::new(hc));
     let bad = stream::run(cfg, rx, sink, client, counters.clone());

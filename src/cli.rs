@@ -1,9 +1,16 @@
 //! Exit codes, the one error type of the tools, and the `main` wrapper every binary uses.
 //!
-//! Exit codes (ripgrep/fd style):
-//! - 0: success (also: the downstream pipe closed — a normal end for a filter);
-//! - 1: the tool ran but found a failure it reports (e.g. `manifest verify` mismatch, stale archive);
-//! - 2: bad arguments or configuration, or an I/O error that stops the tool.
+//! Exit codes — one rule for every tool (AGENTS.md §7; the table in tests/help.rs checks it):
+//! - 0: success. Also when the downstream pipe closed (EPIPE on stdout, including for `--help`,
+//!   `--version` and reports): a closed stdout is a normal end for a filter.
+//! - 1: the tool ran to its end but reports a failure or a finding: damaged input (a line that is not
+//!   JSON / not a usable record, a line longer than [`crate::jsonl::MAX_LINE`], a truncated or corrupt
+//!   gzip, a read error in the middle of an input), a failed check (`manifest verify` mismatch,
+//!   stale archive, hash mismatch), a venue that did not answer. What was readable was processed.
+//! - 2: the tool could not do its job at all: bad arguments or configuration, an input that cannot be
+//!   opened or read from its first byte (missing, permission denied, a directory — stdin included), an
+//!   output that cannot be written (other than a closed pipe).
+//! - Never 101 (panic) or 134 (abort): bad input is counted, not fatal.
 
 use std::fmt;
 use std::io;
@@ -125,9 +132,38 @@ pub fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<std::time::Dur
     Ok(std::time::Duration::from_secs_f64(v))
 }
 
+/// Writes `text` to stdout and flushes it. Unlike `print!` it never panics: a closed stdout is
+/// an [`Error::Io`] broken pipe, which [`main`] turns into exit 0.
+pub fn print(text: &str) -> Result<()> {
+    use io::Write;
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
 /// Prints the usage text and exits 0 (`--help`).
 pub fn help(usage_text: &str) -> Result<ExitCode> {
-    print!("{}", usage_text.trim_start());
+    print(usage_text.trim_start())?;
+    Ok(ExitCode::Success)
+}
+
+/// stdin, for a tool that reads it. A directory on stdin (`tool < dir`) cannot be read at all: that is
+/// exit 2 with one line, before anything starts (reading it would fail at once with EISDIR).
+pub fn stdin() -> Result<io::Stdin> {
+    use std::os::fd::AsFd;
+    let s = io::stdin();
+    if let Ok(fd) = s.as_fd().try_clone_to_owned() {
+        if std::fs::File::from(fd).metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(Error::Msg("stdin is a directory, not a stream of lines".into()));
+        }
+    }
+    Ok(s)
+}
+
+/// Prints `<tool> <version>` and exits 0 (`--version`).
+pub fn version(tool: &str) -> Result<ExitCode> {
+    print(&format!("{tool} {}\n", crate::VERSION))?;
     Ok(ExitCode::Success)
 }
 

@@ -2,10 +2,17 @@
 //! websocket frame), schema `pmarchive.raw/1`. Documented field by field in docs/DATA_CONTRACT.md.
 //!
 //! The reply body is embedded **byte-for-byte** as JSON (`body`) when the bytes are valid JSON with
-//! no surrounding whitespace and no line break (so the line stays one JSONL line). Otherwise it is
-//! kept losslessly as a string: `body_text` (valid UTF-8) or `body_hex` (not UTF-8), with
-//! `body_error` saying why (`not_json: …`) — or nothing when it is valid JSON that merely could not
-//! be embedded (`body_kind: "json_text"`).
+//! no surrounding whitespace, no line break (so the line stays one JSONL line) and a nesting depth of
+//! at most [`MAX_BODY_DEPTH`] (so that every documented reader can read the line: serde_json, DuckDB
+//! and others stop at depth 128, and one unreadable line makes some of them reject the whole file).
+//! Otherwise it is kept losslessly as a string: `body_text` (valid UTF-8) or `body_hex` (not UTF-8),
+//! with `body_error` saying why (`not_json: …`, `too_deep: …`) — or nothing when it is valid JSON that
+//! merely could not be embedded (`body_kind: "json_text"`).
+//!
+//! Size: every encoding is at most twice the body's bytes (hex is 2×; text that JSON escaping would
+//! blow up beyond 2× — control characters become `\u00XX` — is kept as hex instead, with
+//! `body_error` saying so), so with [`crate::http::MAX_BODY`] a line always fits in
+//! [`crate::jsonl::MAX_LINE`].
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -14,6 +21,11 @@ use crate::clock;
 use crate::util;
 
 pub const SCHEMA: &str = "pmarchive.raw/1";
+
+/// The deepest body embedded as JSON (arrays and objects nested in each other; a `/books` reply is 4
+/// deep). The line adds one level (the envelope object), so an embedded line is at most 101 deep,
+/// within the 128 of serde_json and DuckDB, jq's 10000 and Python's recursion limit.
+pub const MAX_BODY_DEPTH: usize = 100;
 pub const VENUE_POLYMARKET: &str = "polymarket";
 
 /// Who is writing: constant for one process run.
@@ -101,6 +113,11 @@ impl Body {
         };
         match serde_json::from_str::<&RawValue>(&text) {
             Ok(_) => {
+                let depth = json_depth(text.as_bytes());
+                if depth > MAX_BODY_DEPTH {
+                    let error = format!("too_deep: nesting depth {depth} > {MAX_BODY_DEPTH}; kept as text");
+                    return Body { kind: "text", text: Some(text), error: Some(error), ..Body::default() };
+                }
                 let embeddable = !text.contains(['\n', '\r']) && text.trim() == text;
                 if embeddable {
                     // Valid and exact: embed the very bytes.
@@ -110,7 +127,19 @@ impl Body {
                     Body { kind: "json_text", text: Some(text), ..Body::default() }
                 }
             }
-            Err(e) => Body { kind: "text", text: Some(text), error: Some(format!("not_json: {e}")), ..Body::default() },
+            Err(e) => {
+                let escaped = escaped_len(&text);
+                if escaped > 2 * text.len() {
+                    let error = format!("not_json: {e}; kept as hex: as a JSON string it would take {escaped} bytes");
+                    return Body {
+                        kind: "hex",
+                        hex: Some(util::hex(text.as_bytes())),
+                        error: Some(error),
+                        ..Body::default()
+                    };
+                }
+                Body { kind: "text", text: Some(text), error: Some(format!("not_json: {e}")), ..Body::default() }
+            }
         }
     }
 
@@ -118,6 +147,44 @@ impl Body {
     pub fn as_str(&self) -> Option<&str> {
         self.json.as_deref().map(RawValue::get).or(self.text.as_deref())
     }
+}
+
+/// The deepest nesting of arrays/objects in JSON text (brackets inside strings do not count).
+pub fn json_depth(json: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Bytes of `s` as the inside of a JSON string (serde_json's escaping).
+fn escaped_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// One raw line. Build with [`Envelope::new`] and the `with_*` setters, write with [`Envelope::to_line`].
@@ -287,6 +354,36 @@ mod tests {
         assert_eq!(b.kind, "json_text");
         assert!(b.error.is_none());
         assert_eq!(b.text.unwrap().as_bytes(), &pretty[..]);
+    }
+
+    #[test]
+    fn a_body_deeper_than_readers_accept_is_kept_verbatim_as_text() {
+        let n = 200_000;
+        let deep = format!("{}{}", "[".repeat(n), "]".repeat(n)).into_bytes();
+        let b = Body::from_bytes(deep.clone());
+        assert_eq!(b.kind, "text");
+        assert!(b.json.is_none());
+        assert_eq!(b.text.as_deref().unwrap().as_bytes(), &deep[..], "the exact bytes");
+        assert!(b.error.as_deref().unwrap().starts_with("too_deep: nesting depth 200000 > 100"), "{:?}", b.error);
+        // The line is readable by a depth-limited parser (serde_json: 128).
+        let line = Envelope::new(&run(), 0, "http").with_body(b).to_line();
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["body_text"].as_str().unwrap().len(), 2 * n);
+        // At the limit it is still embedded; brackets inside strings do not count.
+        let at = format!("{}\"]]]]\"{}", "[".repeat(MAX_BODY_DEPTH), "]".repeat(MAX_BODY_DEPTH));
+        assert_eq!(json_depth(at.as_bytes()), MAX_BODY_DEPTH);
+        assert_eq!(Body::from_bytes(at.into_bytes()).kind, "json");
+    }
+
+    #[test]
+    fn text_that_escaping_would_blow_up_is_kept_as_hex() {
+        let ctl = vec![0x01u8; 1000];
+        let b = Body::from_bytes(ctl);
+        assert_eq!(b.kind, "hex");
+        assert_eq!(b.hex.as_deref().unwrap(), "01".repeat(1000));
+        assert!(b.error.as_deref().unwrap().contains("kept as hex"), "{:?}", b.error);
+        // Ordinary text with a few escapes stays text.
+        assert_eq!(Body::from_bytes(b"line 1\nline \"2\"\n".to_vec()).kind, "text");
     }
 
     #[test]

@@ -3,14 +3,14 @@
 //! ids, RFC 3339 window with end after start); an unusable line is handed on as [`Input::Bad`] with
 //! its line number, never dropped silently. The channel disconnects at the end of the input.
 
-use std::io::{BufRead, Read};
+use std::io::Read;
 
 use crossbeam_channel::Receiver;
 
 use crate::jsonl;
 use crate::market::{self, Market, MARKET_SCHEMA};
 
-/// Input lines longer than this are rejected (a market record is ~1.5 KB).
+/// Input lines longer than this are skipped and reported as bad (a market record is ~1.5 KB).
 pub const MAX_INPUT_LINE: usize = 1024 * 1024;
 
 /// One input line, as the reader thread saw it.
@@ -63,33 +63,28 @@ pub fn spawn_reader(src: Box<dyn Read + Send>) -> Receiver<Input> {
     std::thread::Builder::new()
         .name("stdin-reader".into())
         .spawn(move || {
-            let mut r = match jsonl::reader(src) {
+            let r = match jsonl::reader(src) {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = tx.send(Input::Bad { line: 0, reason: format!("read error: {e}") });
                     return;
                 }
             };
-            let mut n = 0u64;
+            let mut r = jsonl::LineReader::with_max(r, MAX_INPUT_LINE);
             let mut buf = Vec::new();
             loop {
                 buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) => return,
-                    Ok(_) => {}
+                let msg = match r.next_into(&mut buf) {
+                    Ok(jsonl::Next::Eof) => return,
+                    Ok(jsonl::Next::Line) => parse_line(&buf).map(|res| match res {
+                        Ok(m) => Input::Market { line: r.line_no(), market: Box::new(m) },
+                        Err(reason) => Input::Bad { line: r.line_no(), reason },
+                    }),
+                    Ok(jsonl::Next::TooLong(t)) => Some(Input::Bad { line: t.line_no, reason: t.to_string() }),
                     Err(e) => {
-                        let _ = tx.send(Input::Bad { line: n + 1, reason: format!("read error: {e}") });
+                        let _ = tx.send(Input::Bad { line: r.line_no() + 1, reason: format!("read error: {e}") });
                         return;
                     }
-                }
-                n += 1;
-                let msg = if buf.len() > MAX_INPUT_LINE {
-                    Some(Input::Bad { line: n, reason: format!("line longer than {MAX_INPUT_LINE} bytes") })
-                } else {
-                    parse_line(&buf).map(|r| match r {
-                        Ok(m) => Input::Market { line: n, market: Box::new(m) },
-                        Err(reason) => Input::Bad { line: n, reason },
-                    })
                 };
                 if let Some(msg) = msg {
                     if tx.send(msg).is_err() {

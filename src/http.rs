@@ -28,6 +28,10 @@ pub const DEFAULT_USER_AGENT: &str =
 pub const DEFAULT_GAMMA_URL: &str = "https://gamma-api.polymarket.com";
 pub const DEFAULT_CLOB_URL: &str = "https://clob.polymarket.com";
 
+/// The largest reply body read (64 MiB); a longer reply is recorded as a gap naming this limit
+/// (`error: "body: reply larger than the 67108864-byte limit …"`), never embedded.
+pub const MAX_BODY: u64 = 64 << 20;
+
 /// Requests per second we allow ourselves per endpoint family. Documented limits (facts §5, per 10 s):
 /// Gamma /markets 300, CLOB /books 500, /book 1 500, /price & /midpoint 1 500, tick size 200.
 /// Our budget is ≤ 20 % of each (and /books at 5/s covers 2 500 tokens a second).
@@ -336,8 +340,11 @@ impl Client {
                 };
                 let status = resp.status().as_u16();
                 a.status = Some(status);
-                match resp.body_mut().with_config().limit(64 * 1024 * 1024).read_to_vec() {
+                match resp.body_mut().with_config().limit(MAX_BODY).read_to_vec() {
                     Ok(bytes) => a.body = Some(Body::from_bytes(bytes)),
+                    Err(ureq::Error::BodyExceedsLimit(_)) => {
+                        a.error = Some(format!("body: reply larger than the {MAX_BODY}-byte limit; body not kept"))
+                    }
                     Err(e) => a.error = Some(format!("body: {e}")),
                 }
                 a.verdict = classify(status, a.body.as_ref(), a.error.is_some());

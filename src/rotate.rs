@@ -25,7 +25,7 @@ use flate2::Compression;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::{clock, signal, util};
+use crate::{clock, jsonl, signal, util};
 
 /// Schema id of the sealed-file record.
 pub const SCHEMA: &str = "pmarchive.sealed/1";
@@ -254,27 +254,34 @@ pub fn spawn_reader<R: Read + Send + 'static>(input: R) -> Receiver<Input> {
 /// Splits input into lines and sends batches: a batch goes out when it is large or when no more
 /// input is ready without blocking, so a quiet stream is never held back.
 fn read_lines<R: Read>(input: R, tx: &Sender<Input>) {
-    let mut r = BufReader::with_capacity(BATCH_BYTES, input);
+    let mut r = jsonl::LineReader::new(BufReader::with_capacity(BATCH_BYTES, input));
     let mut batch = Batch::default();
-    let mut line_no: u64 = 0;
     loop {
         let start = batch.data.len();
-        let n = match r.read_until(b'\n', &mut batch.data) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+        let n = match r.next_into(&mut batch.data) {
+            Ok(jsonl::Next::Line) => r.line_no(),
+            Ok(jsonl::Next::TooLong(t)) => {
+                // The line is not kept (it would not fit in memory, and no reader could read it): a
+                // pmarchive.skipped_line/1 record with its length and sha256 takes its place.
+                TOO_LONG.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                eprintln!("jsonl-rotate: input {t}; a {} record takes its place", jsonl::SKIPPED_LINE_SCHEMA);
+                serde_json::to_writer(&mut batch.data, &t.record("jsonl-rotate")).expect("serializes");
+                batch.data.push(b'\n');
+                t.line_no
+            }
             Err(e) => {
                 batch.data.truncate(start);
                 send_batch(tx, &mut batch);
                 let _ = tx.send(Input::End(Some(e)));
                 return;
             }
+            Ok(jsonl::Next::Eof) => {
+                send_batch(tx, &mut batch);
+                let _ = tx.send(Input::End(None));
+                return;
+            }
         };
-        if n == 0 {
-            send_batch(tx, &mut batch);
-            let _ = tx.send(Input::End(None));
-            return;
-        }
-        line_no += 1;
+        let line_no = n;
         let line = &batch.data[start..];
         if line.iter().all(u8::is_ascii_whitespace) {
             batch.data.truncate(start);
@@ -287,10 +294,19 @@ fn read_lines<R: Read>(input: R, tx: &Sender<Input>) {
                 note_invalid(line_no, &batch.data[start..]);
             }
         }
-        if (batch.data.len() >= BATCH_BYTES || r.buffer().is_empty()) && !send_batch(tx, &mut batch) {
+        if (batch.data.len() >= BATCH_BYTES || r.get_ref().buffer().is_empty()) && !send_batch(tx, &mut batch) {
             return; // the writer is gone
         }
     }
+}
+
+/// Input lines longer than [`jsonl::MAX_LINE`] seen by this process (each replaced by a
+/// `pmarchive.skipped_line/1` record); jsonl-rotate exits 1 when there were any.
+static TOO_LONG: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many input lines were too long to archive (see [`TOO_LONG`]).
+pub fn too_long_lines() -> u64 {
+    TOO_LONG.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A stderr note for a line that is not JSON (rate-limited; every one is counted anyway).
@@ -681,11 +697,14 @@ impl<R: BufRead> BufRead for Counting<R> {
     }
 }
 
-/// Counts lines written into it (for a decoded member).
+/// Counts lines written into it (for a decoded member). A line longer than [`jsonl::MAX_LINE`] (not
+/// one jsonl-rotate writes; a foreign file) is counted as a row that is not JSON without being held.
 #[derive(Default)]
 struct LineSink {
     stats: LineStats,
     pending: Vec<u8>,
+    /// Inside an over-long line (already counted): bytes are dropped until its newline.
+    skipping: bool,
     run_id: Option<String>,
 }
 
@@ -701,7 +720,7 @@ impl LineSink {
     }
 
     fn finish(mut self) -> Self {
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() && !self.skipping {
             let p = std::mem::take(&mut self.pending);
             self.line(&p);
         }
@@ -713,7 +732,9 @@ impl Write for LineSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut rest = buf;
         while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-            if self.pending.is_empty() {
+            if self.skipping {
+                self.skipping = false;
+            } else if self.pending.is_empty() {
                 self.line(&rest[..=i]);
             } else {
                 let mut p = std::mem::take(&mut self.pending);
@@ -722,7 +743,15 @@ impl Write for LineSink {
             }
             rest = &rest[i + 1..];
         }
-        self.pending.extend_from_slice(rest);
+        if !self.skipping {
+            self.pending.extend_from_slice(rest);
+            if self.pending.len() > jsonl::MAX_LINE {
+                self.stats.rows += 1;
+                self.stats.invalid += 1;
+                self.pending = Vec::new();
+                self.skipping = true;
+            }
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -966,6 +995,20 @@ pub fn lock_stream(cfg: &Config, wait: Duration) -> io::Result<Option<File>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scanning_a_line_over_max_line_holds_at_most_max_line() {
+        let mut sink = LineSink::default();
+        sink.write_all(b"{\"a\":1}\n").unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..(jsonl::MAX_LINE >> 20) + 2 {
+            sink.write_all(&chunk).unwrap();
+            assert!(sink.pending.len() <= jsonl::MAX_LINE + chunk.len());
+        }
+        sink.write_all(b"xx\n{\"b\":2}\n").unwrap();
+        let sink = sink.finish();
+        assert_eq!((sink.stats.rows, sink.stats.invalid), (3, 1), "the long line is one row, not JSON");
+    }
 
     #[test]
     fn finds_collected_at() {

@@ -563,7 +563,7 @@ fn bad_stdin_lines_are_reported_counted_and_skipped() {
     let recs = market_lines(&v, "5m", "0", &now_str());
     let input = vec!["this is not json".to_string(), "{\"record\":\"market\"}".to_string(), recs[0].clone()];
     let (code, lines, _, err) = run_books(&v, &["--interval", "0.2", "--duration", "0.8"], &input);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "bad input lines are a finding (cli.rs exit rule): {err}");
     check_envelopes(&lines);
     assert!(err.contains("pm-books: stdin line 1: skipped: not a market record"), "{err}");
     assert!(err.contains("pm-books: stdin line 2: skipped:"), "{err}");

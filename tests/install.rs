@@ -1,7 +1,7 @@
 //! The VPS runtime package: scripts/install.sh and scripts/uninstall.sh against a staging root
 //! (`--root DIR`, no real system change), the cycle script systemd starts, the example env file,
 //! and the systemd units checked offline with `systemd-analyze` (skipped with a notice when it is
-//! not installed).
+//! not installed; a failure under CI=true: common::require_tool).
 //!
 //! The install tests work on a copy of the source tree with a fake `pipelines/collect.sh` and
 //! fake binaries (tiny shell scripts passed with `--bin-dir`), so no release build is needed and
@@ -449,8 +449,7 @@ fn cycle_script_recovers_leftovers_then_execs_collect() {
 
 #[test]
 fn cycle_script_refuses_a_second_collector_on_the_same_archive() {
-    if Command::new("flock").arg("--version").output().is_err() {
-        println!("SKIP: flock (util-linux) not installed");
+    if !common::require_tool("flock") {
         return;
     }
     let dir = common::tempdir("cycle-lock");
@@ -575,11 +574,7 @@ fn rendered_units(dir: &Path) -> PathBuf {
 }
 
 fn systemd_analyze() -> bool {
-    if Command::new("systemd-analyze").arg("--version").output().map(|o| o.status.success()).unwrap_or(false) {
-        return true;
-    }
-    println!("SKIP: systemd-analyze not installed; the unit checks did not run");
-    false
+    common::require_tool("systemd-analyze")
 }
 
 #[test]

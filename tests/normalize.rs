@@ -485,8 +485,7 @@ fn check_reports_counts_and_fails_on_broken_invariants() {
 /// a small derived file `normalized.jsonl` and each produce output.
 #[test]
 fn jq_examples_in_the_schema_doc_run() {
-    if std::process::Command::new("jq").arg("--version").output().is_err() {
-        eprintln!("jq not installed: skipped");
+    if !common::require_tool("jq") {
         return;
     }
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ORDERBOOK_SCHEMA.md")).unwrap();

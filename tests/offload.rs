@@ -940,9 +940,7 @@ fn webdav_size_only_verification_needs_explicit_delete_flag() {
 /// with an inline comment (only a warning or a parse error for systemd) fails the check.
 #[test]
 fn systemd_units_pass_the_offline_checks() {
-    let have = Command::new("systemd-analyze").arg("--version").output().map(|o| o.status.success());
-    if have.map(|ok| !ok).unwrap_or(true) {
-        eprintln!("NOTICE: systemd-analyze not found; systemd unit check SKIPPED");
+    if !common::require_tool("systemd-analyze") {
         return;
     }
     let check = repo().join("scripts/check_systemd_units.sh");

@@ -416,6 +416,9 @@ fn a_dropped_frame_is_a_mismatch_and_is_resynced() {
     let (out, s, rows) = rebuild(raw.join("\n").as_bytes(), &dir, &[]);
     assert_eq!(out.status.code(), Some(1), "a gap is a reported failure");
     assert_eq!(s["hashes_mismatched"], 1, "{s:#}");
+    // Untrusted from the mismatch to the end of the capture: a real, positive time.
+    let untrusted_to_end = s["untrusted_s"].as_f64().unwrap();
+    assert!(untrusted_to_end > 0.0, "{s:#}");
     assert_eq!(s["assets"][A7667]["matched"], 4);
     assert_eq!(s["mismatches_while_untrusted"], 9);
     assert_eq!(s["assets"][A7667]["trusted_at_end"], false);
@@ -436,7 +439,8 @@ fn a_dropped_frame_is_a_mismatch_and_is_resynced() {
     assert_eq!(s["rest_hash_matched"], 1);
     assert_eq!(s["assets"][A7667]["matched"], 4 + 5);
     assert_eq!(s["assets"][A7667]["trusted_at_end"], true);
-    assert!(s["untrusted_s"].as_f64().unwrap() >= 0.0);
+    // The resync ends the untrusted time: shorter than without it.
+    assert!(s["untrusted_s"].as_f64().unwrap() < untrusted_to_end, "{s:#}");
 
     // Resync from the next `book` instead (DERIVED book frame, same state).
     raw[pos] = ws_book_line(&after10);

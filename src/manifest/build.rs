@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{is_safe_rel_path, read_data_file, Parsed, Tally, MANIFEST_SCHEMA, MAX_PROBLEMS};
 use crate::cli::{self, ExitCode};
-use crate::{clock, signal, util};
+use crate::{clock, jsonl, signal, util};
 
 /// Options of `manifest build`.
 #[derive(Debug, Clone)]
@@ -251,7 +251,7 @@ impl Builder {
 
     /// True when a sealed file failed its re-hash or could not be read.
     pub fn has_failures(&self) -> bool {
-        self.hash_mismatches + self.unreadable_files > 0
+        self.hash_mismatches + self.unreadable_files + self.bad_input_lines > 0
     }
 
     fn problem(&mut self, v: Value) {
@@ -595,6 +595,7 @@ pub fn problem_text(v: &Value) -> String {
 
 enum Msg {
     Line(String),
+    TooLong(jsonl::TooLong),
     Eof,
     Err(io::Error),
 }
@@ -624,16 +625,20 @@ fn run_inner(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<
     // on a channel with a timeout to notice SIGTERM and the refresh deadline.
     let (tx, rx) = crossbeam_channel::bounded::<Msg>(1024);
     std::thread::spawn(move || {
-        let mut input = input;
+        // A sealed record is < 2 KiB; a longer line is a bad input line, never accumulated.
+        let mut input = jsonl::LineReader::with_max(input, 1 << 20);
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            let m = match input.read_until(b'\n', &mut buf) {
-                Ok(0) => Msg::Eof,
-                Ok(_) => Msg::Line(String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string()),
+            let m = match input.next_into(&mut buf) {
+                Ok(jsonl::Next::Eof) => Msg::Eof,
+                Ok(jsonl::Next::Line) => {
+                    Msg::Line(String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string())
+                }
+                Ok(jsonl::Next::TooLong(t)) => Msg::TooLong(t),
                 Err(e) => Msg::Err(e),
             };
-            let end = !matches!(m, Msg::Line(_));
+            let end = !matches!(m, Msg::Line(_) | Msg::TooLong(_));
             if tx.send(m).is_err() || end {
                 return;
             }
@@ -659,6 +664,11 @@ fn run_inner(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<
                 next_refresh = Instant::now() + refresh;
             }
             Ok(Msg::Eof) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break "complete",
+            Ok(Msg::TooLong(t)) => {
+                b.input_lines += 1;
+                b.bad_input_lines += 1;
+                b.problem(json!({"problem": "bad_input_line", "input_line": t.line_no, "detail": t.to_string()}));
+            }
             Ok(Msg::Err(e)) => {
                 b.problem(json!({"problem": "input_error", "detail": e.to_string()}));
                 break "stopped";

@@ -6,7 +6,7 @@
 //! over raw envelopes, walking the archive directory, loading manifests and the upload log.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -279,14 +279,23 @@ pub struct ReadOutcome {
 /// incomplete last line is expected and not an error; only complete (`\n`-terminated) lines count.
 /// For sealed files a last line without a newline is still read, and a decode error is reported.
 pub fn read_data_file(path: &Path, partial: bool, mut f: impl FnMut(u64, Parsed)) -> io::Result<ReadOutcome> {
-    let mut r = jsonl::open(path)?;
+    let mut r = jsonl::open_lines(path)?;
     let mut out = ReadOutcome::default();
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
         buf.clear();
-        match r.read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {
+        match r.next_into(&mut buf) {
+            Ok(jsonl::Next::Eof) => break,
+            Ok(jsonl::Next::TooLong(t)) => {
+                if !t.terminated && partial {
+                    out.incomplete_tail_bytes = t.bytes;
+                    break;
+                }
+                // Longer than any tool reads (jsonl::MAX_LINE): counted as unparseable, never held.
+                out.lines += 1;
+                f(out.lines, Parsed::Unparseable(t.to_string()));
+            }
+            Ok(jsonl::Next::Line) => {
                 let complete = buf.last() == Some(&b'\n');
                 if !complete && partial {
                     out.incomplete_tail_bytes = buf.len() as u64;
@@ -301,7 +310,7 @@ pub fn read_data_file(path: &Path, partial: bool, mut f: impl FnMut(u64, Parsed)
                 f(out.lines, parse_line(line));
             }
             Err(e) => {
-                // read_until keeps the bytes read before the error in `buf`: an incomplete line.
+                // The bytes of the unfinished line read before the error are in `buf`.
                 out.incomplete_tail_bytes = buf.len() as u64;
                 if !partial {
                     out.error = Some(format!("decode error after line {}: {e}", out.lines));
@@ -776,18 +785,25 @@ pub struct UploadLog {
 /// Reads the upload log; Ok(None) when it does not exist.
 pub fn read_uploads(root: &Path) -> io::Result<Option<UploadLog>> {
     let path = root.join("manifests").join("uploads.jsonl");
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
+    let mut r = match std::fs::File::open(&path) {
+        Ok(f) => jsonl::LineReader::new(io::BufReader::new(f)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     let mut log = UploadLog::default();
-    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
-        let n = i as u64 + 1;
+    while let Some(line) = r.next_line() {
+        let n = r.line_no();
+        let line = match line? {
+            Ok(l) => l,
+            Err(too_long) => {
+                log.bad_lines.push((n, too_long.to_string()));
+                continue;
+            }
+        };
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        let v: Value = match serde_json::from_slice(line) {
+        let v: Value = match serde_json::from_slice(&line) {
             Ok(v) => v,
             Err(e) => {
                 log.bad_lines.push((n, format!("not JSON: {e}")));

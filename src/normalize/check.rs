@@ -5,7 +5,6 @@
 //! `collected_at_utc` never goes back).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::BufRead;
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -105,7 +104,7 @@ impl Acc {
         let mut lines = 0u64;
         // Order is checked per raw run within this file: (last raw_seq, last collected_at_utc).
         let mut runs: HashMap<String, (u64, String)> = HashMap::new();
-        let r = match jsonl::open(Path::new(name)) {
+        let mut r = match jsonl::open_lines(Path::new(name)) {
             Ok(r) => r,
             Err(e) => {
                 self.unparseable += 1;
@@ -114,9 +113,15 @@ impl Acc {
                 return;
             }
         };
-        for line in r.split(b'\n') {
+        while let Some(line) = r.next_line() {
             let line = match line {
-                Ok(l) => l,
+                Ok(Ok(l)) => l,
+                Ok(Err(too_long)) => {
+                    lines += 1;
+                    self.unparseable += 1;
+                    self.problem(name, lines, format!("unparseable: {too_long}"));
+                    continue;
+                }
                 Err(e) => {
                     self.unparseable += 1;
                     self.problem(name, lines + 1, format!("read error: {e}"));

@@ -234,7 +234,7 @@ impl Normalizer {
             Ok(t) => t,
             Err(e) => return self.bad_input(file, lineno, "not_json", &format!("not UTF-8: {e}"), line, out),
         };
-        let env: Env = match serde_json::from_str(text) {
+        let env: Env = match parse::env(text) {
             Ok(e) => e,
             Err(e) => return self.bad_input(file, lineno, "not_json", &e.to_string(), line, out),
         };
@@ -267,7 +267,28 @@ impl Normalizer {
         self.bad_input(file, lineno, "read_error", err, partial, out);
     }
 
+    /// A line over the maximum line length (skipped by the reader): one bad_input row.
+    pub fn line_too_long(&mut self, file: &str, t: &crate::jsonl::TooLong, out: &mut Vec<u8>) {
+        self.stats.lines += 1;
+        let (head, bytes) = (t.head.as_bytes(), t.bytes);
+        self.bad_input_row(file, t.line_no, "line_too_long", &t.to_string(), head, bytes, out);
+    }
+
     fn bad_input(&mut self, file: &str, lineno: u64, reason: &str, detail: &str, line: &[u8], out: &mut Vec<u8>) {
+        self.bad_input_row(file, lineno, reason, detail, line, line.len() as u64, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn bad_input_row(
+        &mut self,
+        file: &str,
+        lineno: u64,
+        reason: &str,
+        detail: &str,
+        line: &[u8],
+        bytes: u64,
+        out: &mut Vec<u8>,
+    ) {
         *self.stats.rows.get_mut("bad_input").unwrap() += 1;
         *self.stats.bad_input.entry(reason.to_string()).or_insert(0) += 1;
         out.extend_from_slice(b"{\"record\":\"bad_input\",\"schema\":\"");
@@ -279,7 +300,7 @@ impl Normalizer {
         out.extend_from_slice(b",\"detail\":");
         book::put_json_str(out, detail);
         let cut = line.len().min(200);
-        let _ = write!(out, ",\"bytes\":{},\"excerpt\":", line.len());
+        let _ = write!(out, ",\"bytes\":{bytes},\"excerpt\":");
         book::put_json_str(out, &String::from_utf8_lossy(&line[..cut]));
         out.extend_from_slice(b"}\n");
     }
@@ -323,7 +344,7 @@ impl Normalizer {
         }
         match (env.body_kind.as_deref(), &env.body, &env.body_text) {
             (Some("json"), Some(body), _) => self.body(env, &ctx, body, line, out),
-            (Some("json_text"), _, Some(text)) => match serde_json::from_str::<Body>(text) {
+            (Some("json_text"), _, Some(text)) => match parse::body(text) {
                 Ok(body) => self.body(env, &ctx, &body, line, out),
                 Err(_) => self.error_row(env, &ctx, "not_json", None, None, line, out),
             },
@@ -340,12 +361,14 @@ impl Normalizer {
                         Item::Book(b) if b.error.is_some() => {
                             self.error_row(env, ctx, "error_body", Some(i), None, line, out)
                         }
+                        Item::Unreadable(_) => self.error_row(env, ctx, "unreadable_book", Some(i), None, line, out),
                         _ => self.error_row(env, ctx, "bad_book", Some(i), None, line, out),
                     }
                 }
             }
             Body::Object(b) if b.asset_id.is_some() => self.book_row(env, ctx, b, out),
             Body::Object(b) if b.error.is_some() => self.error_row(env, ctx, "error_body", None, None, line, out),
+            Body::Unreadable(_) => self.error_row(env, ctx, "unreadable_book", None, None, line, out),
             _ => self.error_row(env, ctx, "bad_book", None, None, line, out),
         }
     }

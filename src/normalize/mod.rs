@@ -2,7 +2,7 @@
 //! (`pmarchive.orderbook/1`, docs/ORDERBOOK_SCHEMA.md), and `--check` over normalized files.
 //!
 //! Work is split over three threads joined by crossbeam channels carrying large chunks: one reads
-//! and decompresses the inputs into newline-aligned 4 MiB chunks, the calling thread parses and
+//! and decompresses the inputs into 4 MiB chunks of whole lines (bounded: [`jsonl::LineReader`]), the calling thread parses and
 //! formats (it owns the [`Normalizer`] state), one writes (and gzips, for `.gz` outputs). Buffers
 //! travel back on return channels, so steady state allocates almost nothing per line.
 
@@ -12,7 +12,7 @@ pub mod engine;
 pub mod parse;
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -32,42 +32,26 @@ enum Msg {
     File(String),
     /// Complete lines (the last chunk of a file may end without `\n`).
     Data(Vec<u8>),
+    /// A line longer than [`jsonl::MAX_LINE`], skipped by the reader.
+    TooLong(jsonl::TooLong),
     /// The file ended; `error` when it ended in a read error, `partial` = the unfinished line.
     End { partial: Vec<u8>, error: Option<String> },
 }
 
 fn take_buf(pool: &Receiver<Vec<u8>>) -> Vec<u8> {
-    let mut b = pool.try_recv().unwrap_or_default();
-    b.resize(CHUNK, 0);
+    let mut b = pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK + (64 << 10)));
+    b.clear();
     b
 }
 
-/// Sends `buf[..cut]` and returns a fresh buffer holding `buf[cut..filled]`; None when the parser is gone.
-fn send_lines(
-    tx: &Sender<Msg>,
-    pool: &Receiver<Vec<u8>>,
-    mut buf: Vec<u8>,
-    cut: usize,
-    filled: usize,
-) -> Option<(Vec<u8>, usize)> {
-    let mut next = take_buf(pool);
-    let rest = filled - cut;
-    if next.len() < rest * 2 {
-        next.resize(rest * 2, 0);
-    }
-    next[..rest].copy_from_slice(&buf[cut..filled]);
-    buf.truncate(cut);
-    tx.send(Msg::Data(buf)).ok()?;
-    Some((next, rest))
-}
-
-/// The reader thread: each input in turn, decompressed, as newline-aligned chunks.
+/// The reader thread: each input in turn, decompressed, as chunks of whole lines read with the
+/// bounded [`jsonl::LineReader`] (a line over [`jsonl::MAX_LINE`] is skipped and sent as [`Msg::TooLong`]).
 fn read_inputs(inputs: Vec<String>, tx: Sender<Msg>, pool: Receiver<Vec<u8>>) {
     for name in inputs {
         if tx.send(Msg::File(name.clone())).is_err() {
             return;
         }
-        let mut r = match jsonl::open(Path::new(&name)) {
+        let mut r = match jsonl::open_lines(Path::new(&name)) {
             Ok(r) => r,
             Err(e) => {
                 let _ = tx.send(Msg::End { partial: Vec::new(), error: Some(format!("cannot read {name}: {e}")) });
@@ -75,39 +59,31 @@ fn read_inputs(inputs: Vec<String>, tx: Sender<Msg>, pool: Receiver<Vec<u8>>) {
             }
         };
         let mut buf = take_buf(&pool);
-        let mut filled = 0;
         let end = loop {
-            if filled == buf.len() {
-                // A line longer than the buffer: grow.
-                let n = buf.len() * 2;
-                buf.resize(n, 0);
-            }
-            match r.read(&mut buf[filled..]) {
-                Ok(0) => {
-                    buf.truncate(filled);
-                    if filled > 0 && tx.send(Msg::Data(buf)).is_err() {
+            match r.next_into(&mut buf) {
+                Ok(jsonl::Next::Line) => {
+                    if buf.len() >= CHUNK && tx.send(Msg::Data(std::mem::replace(&mut buf, take_buf(&pool)))).is_err() {
+                        return;
+                    }
+                }
+                Ok(jsonl::Next::TooLong(t)) => {
+                    if !buf.is_empty() && tx.send(Msg::Data(std::mem::replace(&mut buf, take_buf(&pool)))).is_err() {
+                        return;
+                    }
+                    if tx.send(Msg::TooLong(t)).is_err() {
+                        return;
+                    }
+                }
+                Ok(jsonl::Next::Eof) => {
+                    if !buf.is_empty() && tx.send(Msg::Data(buf)).is_err() {
                         return;
                     }
                     break Msg::End { partial: Vec::new(), error: None };
                 }
-                Ok(n) => {
-                    filled += n;
-                    if filled >= CHUNK / 2 {
-                        // Cut after the last complete line; a longer line keeps accumulating.
-                        if let Some(i) = buf[..filled].iter().rposition(|&b| b == b'\n') {
-                            match send_lines(&tx, &pool, buf, i + 1, filled) {
-                                Some((b, f)) => (buf, filled) = (b, f),
-                                None => return,
-                            }
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let (rest, partial) = match buf[..filled].iter().rposition(|&b| b == b'\n') {
-                        Some(i) => (i + 1, buf[i + 1..filled].to_vec()),
-                        None => (0, buf[..filled].to_vec()),
-                    };
+                    // `buf` holds whole lines, then the bytes read of the unfinished one.
+                    let rest = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    let partial = buf[rest..].to_vec();
                     buf.truncate(rest);
                     if rest > 0 && tx.send(Msg::Data(buf)).is_err() {
                         return;
@@ -250,6 +226,10 @@ pub fn run(inputs: &[String], out: Output, nor: &mut Normalizer) -> io::Result<O
                         break;
                     }
                 }
+                Msg::TooLong(t) => {
+                    lineno += 1;
+                    nor.line_too_long(&file, &t, &mut buf);
+                }
                 Msg::End { partial, error } => {
                     if let Some(e) = error {
                         nor.read_error(&file, lineno + 1, &partial, &e, &mut buf);
@@ -317,17 +297,22 @@ pub fn input_names(files: &[PathBuf]) -> Vec<String> {
 
 /// Loads `--markets` files into the join. Returns (tokens learnt, unusable lines with reasons).
 pub fn load_markets(nor: &mut Normalizer, path: &Path) -> io::Result<(usize, Vec<String>)> {
-    use std::io::BufRead;
-    let r = jsonl::open(path)?;
+    let mut r = jsonl::open_lines(path)?;
     let (mut n, mut bad) = (0, Vec::new());
-    for (i, line) in r.split(b'\n').enumerate() {
-        let line = line?;
+    while let Some(line) = r.next_line() {
+        let line = match line? {
+            Ok(l) => l,
+            Err(t) => {
+                bad.push(format!("{}: {t}", path.display()));
+                continue;
+            }
+        };
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         match nor.load_join_line(&line) {
             Ok(k) => n += k,
-            Err(e) => bad.push(format!("{}:{}: {e}", path.display(), i + 1)),
+            Err(e) => bad.push(format!("{}:{}: {e}", path.display(), r.line_no())),
         }
     }
     Ok((n, bad))

@@ -1,6 +1,13 @@
 //! Borrowing, total parsers for raw envelopes and book bodies: every JSON shape is accepted (a wrong
 //! shape becomes `None`/`NotObject`, never a parse error), strings borrow from the input line when
 //! they carry no escapes, and scalar fields that enter the book hash are kept as raw JSON text.
+//!
+//! A string that is valid JSON text but not a Rust string (a lone surrogate such as `"\ud800"`)
+//! fails only its own book: [`env`] and [`body`] parse fast first and, when that fails, parse again
+//! element by element, so such a book becomes [`Item::Unreadable`] / [`Body::Unreadable`] with the
+//! reason and every other book of the reply is kept.
+
+use std::cell::Cell;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -81,6 +88,57 @@ pub struct TokenRef {
     pub outcome: Option<String>,
 }
 
+/// Parses a raw envelope line; see the module docs for the element-by-element fallback.
+pub fn env(text: &str) -> Result<Env<'_>, serde_json::Error> {
+    serde_json::from_str(text).or_else(|e| careful(|| serde_json::from_str(text)).map_err(|_| e))
+}
+
+/// Parses a body given as text (`json_text`), with the same fallback as [`env`].
+pub fn body(text: &str) -> Result<Body<'_>, serde_json::Error> {
+    serde_json::from_str(text).or_else(|e| careful(|| serde_json::from_str(text)).map_err(|_| e))
+}
+
+thread_local! {
+    /// Set while [`env`]/[`body`] re-parse after a failure: bodies are then parsed element by element.
+    static CAREFUL: Cell<bool> = const { Cell::new(false) };
+}
+
+fn careful<T>(f: impl FnOnce() -> T) -> T {
+    let before = CAREFUL.replace(true);
+    let r = f();
+    CAREFUL.set(before);
+    r
+}
+
+/// The careful path of [`Body`]: the body is taken as raw JSON text (which accepts any escape), then
+/// parsed fast; when that fails, an array is parsed one element at a time.
+fn body_carefully<'de>(raw: &'de RawValue) -> Body<'de> {
+    let fast = |t: &'de str| {
+        let before = CAREFUL.replace(false);
+        let r = serde_json::from_str::<Body<'de>>(t);
+        CAREFUL.set(before);
+        r
+    };
+    let text = raw.get();
+    match fast(text) {
+        Ok(b) => b,
+        Err(e) => match serde_json::from_str::<Vec<&'de RawValue>>(text) {
+            Ok(items) => Body::Array(
+                items
+                    .into_iter()
+                    .map(|r| {
+                        let before = CAREFUL.replace(false);
+                        let item = serde_json::from_str::<Item<'de>>(r.get());
+                        CAREFUL.set(before);
+                        item.unwrap_or_else(|e| Item::Unreadable(e.to_string()))
+                    })
+                    .collect(),
+            ),
+            Err(_) => Body::Unreadable(e.to_string()),
+        },
+    }
+}
+
 /// A reply body as far as books go.
 pub enum Body<'a> {
     /// `/books`: an array of book objects (or junk elements).
@@ -89,12 +147,18 @@ pub enum Body<'a> {
     Object(Book<'a>),
     /// Any other JSON value.
     Other,
+    /// A `/book` object that is valid JSON text but has a string no parser can hold (a lone
+    /// surrogate escape); the reason.
+    Unreadable(String),
 }
 
 /// One element of a `/books` array.
 pub enum Item<'a> {
     Book(Book<'a>),
     NotObject,
+    /// A book that is valid JSON text but has a string no parser can hold (a lone surrogate
+    /// escape); the reason. The other books of the reply are not affected.
+    Unreadable(String),
 }
 
 /// One level as sent; `None` for a missing or non-string price/size (or a level that is not an object).
@@ -350,6 +414,9 @@ impl<'de: 'a, 'a> Visitor<'de> for BodyV<'a> {
 
 impl<'de: 'a, 'a> Deserialize<'de> for Body<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if CAREFUL.get() {
+            return Ok(body_carefully(<&'de RawValue>::deserialize(d)?));
+        }
         d.deserialize_any(BodyV(std::marker::PhantomData))
     }
 }
@@ -390,6 +457,28 @@ mod tests {
         assert_eq!(b.unknown_fields, 1);
         assert_eq!(b.tick_size.unwrap().get(), "\"0.01\"");
         assert!(matches!(items[1], Item::NotObject));
+    }
+
+    #[test]
+    fn a_lone_surrogate_spoils_only_its_own_book() {
+        let book = |id: &str, m: &str| format!(r#"{{"market":"{m}","asset_id":"{id}","bids":[],"asks":[]}}"#);
+        let reply = format!("[{},{},{}]", book("1", "0x1"), book("2", r"0x\ud800"), book("3", "0x3"));
+        let line =
+            format!(r#"{{"schema":"pmarchive.raw/1","kind":"http","endpoint":"books","status":200,"body":{reply}}}"#);
+        assert!(serde_json::from_str::<Env>(&line).is_err(), "the plain parse fails on the whole line");
+        let e = env(&line).unwrap();
+        assert_eq!(e.status, Some(200));
+        let Some(Body::Array(items)) = e.body else { panic!("array") };
+        assert_eq!(items.len(), 3);
+        assert!(matches!(&items[0], Item::Book(b) if b.asset_id.as_deref() == Some("1")));
+        assert!(matches!(&items[1], Item::Unreadable(why) if why.contains("escape")), "flagged");
+        assert!(matches!(&items[2], Item::Book(b) if b.asset_id.as_deref() == Some("3")));
+        // The same as json_text, and a single /book object.
+        let Ok(Body::Array(items)) = body(&reply) else { panic!("array") };
+        assert_eq!(items.iter().filter(|i| matches!(i, Item::Book(_))).count(), 2);
+        assert!(matches!(body(&book("2", r"\udc00")), Ok(Body::Unreadable(_))));
+        // Not JSON at all is still an error (the first one).
+        assert!(env("{not json").is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 pub mod venue;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,8 @@ pub fn bin(name: &str) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// A fresh empty directory under the system temp dir (kept after the test for inspection).
+/// A fresh empty directory under the system temp dir. It is removed when the test that made it
+/// passes, and kept (its path printed) when the test fails, for inspection.
 pub fn tempdir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let d = std::env::temp_dir().join(format!(
@@ -35,7 +36,69 @@ pub fn tempdir(tag: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
+    cleanup::register(d.clone());
     d
+}
+
+/// Removes a test's temp dirs when its thread ends, unless that thread panicked (libtest runs each
+/// test on its own thread; a panic hook marks the failing thread).
+mod cleanup {
+    use std::cell::{Cell, RefCell};
+    use std::path::PathBuf;
+
+    thread_local! {
+        static FAILED: Cell<bool> = const { Cell::new(false) };
+        static DIRS: Dirs = const { Dirs(RefCell::new(Vec::new())) };
+    }
+
+    struct Dirs(RefCell<Vec<PathBuf>>);
+
+    impl Drop for Dirs {
+        fn drop(&mut self) {
+            let failed = FAILED.with(Cell::get);
+            for d in self.0.borrow().iter() {
+                if failed {
+                    eprintln!("test failed: temp dir kept: {}", d.display());
+                } else {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+            }
+        }
+    }
+
+    pub fn register(d: PathBuf) {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                FAILED.with(|f| f.set(true));
+                previous(info)
+            }));
+        });
+        DIRS.with(|v| v.0.borrow_mut().push(d));
+    }
+}
+
+/// Whether the external tool `name` can be run (`name --version`). When it cannot: under `CI=true`
+/// the test fails (CI promises its tools; a missing one is not a pass); elsewhere a notice is printed
+/// and false returned, and the caller skips the part that needs the tool.
+pub fn require_tool(name: &str) -> bool {
+    let ok = Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{name} is not installed but CI=true: a missing tool is a failure here (.ci/run installs it)");
+    }
+    eprintln!(
+        "NOTICE: {name} not installed; the part of this test that needs it was SKIPPED (CI=true makes this fail)"
+    );
+    false
 }
 
 /// A command for a tool with a clean environment for the archive's variables.
@@ -47,18 +110,28 @@ pub fn tool(name: &str) -> Command {
 
 /// Runs to completion with a hard timeout (kills the child and panics when it is exceeded).
 /// stdout and stderr are drained by threads while the child runs, so a large output never blocks it.
-pub fn run_with_timeout(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
-    use std::io::{Read, Write};
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+pub fn run_with_timeout(cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
+    use std::io::Write;
+    let feed = stdin.map(|input| {
+        let input = input.to_vec();
+        Box::new(move |mut si: ChildStdin| {
+            let _ = si.write_all(&input);
+        }) as Box<dyn FnOnce(ChildStdin) + Send>
+    });
+    run_feeding(cmd, feed, limit)
+}
+
+/// [`run_with_timeout`] with stdin written by `feed` on its own thread (e.g. more bytes than fit in
+/// memory); stdin is closed when `feed` returns. None: stdin is /dev/null.
+pub fn run_feeding(mut cmd: Command, feed: Option<Box<dyn FnOnce(ChildStdin) + Send>>, limit: Duration) -> Output {
+    use std::io::Read;
+    cmd.stdin(if feed.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
-    if let Some(input) = stdin {
-        let mut si = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        std::thread::spawn(move || {
-            let _ = si.write_all(&input);
-        });
+    if let Some(feed) = feed {
+        let si = child.stdin.take().unwrap();
+        std::thread::spawn(move || feed(si));
     }
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {

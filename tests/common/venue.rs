@@ -70,6 +70,8 @@ pub enum Fault {
     Reset,
     /// 200 with `{"error":"Too Many Requests"}`.
     ThrottledOk,
+    /// 200 with exactly these bytes as `application/json` (hostile replies: deep, huge, bad escapes).
+    Body(Vec<u8>),
 }
 
 /// One request the venue answered (or dropped).
@@ -298,6 +300,7 @@ fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
         // STAND-IN: an HTML page like Cloudflare's.
         Some(Fault::Html) => (200, "text/html", b"<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>stand-in challenge page</body></html>".to_vec(), None),
         Some(Fault::ThrottledOk) => (200, "application/json", br#"{"error":"Too Many Requests"}"#.to_vec(), None),
+        Some(Fault::Body(b)) => (200, "application/json", b.clone(), None),
         Some(Fault::Truncated) => {
             let (s, c, b) = route(&st, &req);
             let cut = b.len() / 2;
