@@ -1,6 +1,7 @@
 //! The HTTP client every tool uses (ureq, blocking): a descriptive User-Agent, connect and call
 //! timeouts, a client-side rate limiter per endpoint family, and retries with exponential backoff and
-//! jitter on network errors, 5xx, 429 (honouring `Retry-After`) and unusable 200 replies. Never a
+//! jitter on network errors, 5xx, 429 (honouring `Retry-After`), 425 ("service not ready", seen
+//! around the 5-minute windows, docs/VENUE_FACTS_2026.md) and unusable 200 replies. Never a
 //! tight loop: every retry waits at least `backoff_base` (jittered), the limiter spaces requests, and
 //! the backoff outlives a request: after a request gave up, the family's next request waits until the
 //! backoff (grown over the failures in a row, at least `Retry-After`) has passed — or, when the caller's
@@ -145,9 +146,9 @@ impl Request {
 pub enum Verdict {
     /// 2xx with a usable JSON body.
     Ok,
-    /// Worth retrying (network error, 5xx, 429, unusable 200).
+    /// Worth retrying (network error, 5xx, 429, 425, unusable 200).
     Retry(String),
-    /// A definitive answer that is not a success (4xx other than 429).
+    /// A definitive answer that is not a success (4xx other than 425 and 429).
     Final(String),
 }
 
@@ -491,6 +492,8 @@ pub fn classify(status: u16, body: Option<&Body>, body_error: bool) -> Verdict {
     }
     match status {
         429 => Verdict::Retry("429".into()),
+        // "service not ready": the CLOB says it around the 5m windows (py-clob-client#273).
+        425 => Verdict::Retry("425 service not ready".into()),
         500..=599 => Verdict::Retry(format!("{status}")),
         200..=299 => match body {
             Some(b) if b.kind == "json" || b.kind == "json_text" => {
@@ -540,6 +543,8 @@ mod tests {
         assert!(matches!(classify(200, Some(&html), false), Verdict::Retry(_)));
         assert!(matches!(classify(200, Some(&thr), false), Verdict::Retry(_)));
         assert!(matches!(classify(429, Some(&thr), false), Verdict::Retry(_)));
+        let not_ready = Body::from_bytes(br#"{"error":"service not ready"}"#.to_vec());
+        assert_eq!(classify(425, Some(&not_ready), false), Verdict::Retry("425 service not ready".into()));
         assert!(matches!(classify(503, None, false), Verdict::Retry(_)));
         assert!(matches!(classify(404, Some(&ok), false), Verdict::Final(_)));
         assert!(matches!(classify(200, Some(&ok), true), Verdict::Retry(_)));
