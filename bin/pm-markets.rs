@@ -42,7 +42,8 @@ Options:
     -h, --help          Show this help.
     -V, --version       Show the version.
 
-Exit status: 0 success; 1 (--once) some window could not be fetched or its record was malformed;
+Exit status: 0 success; 1 (--once) some window could not be fetched or its record was malformed
+or of an unsupported version;
 2 bad arguments or an I/O error. A closed stdout ends the tool with 0.
 ";
 
@@ -145,7 +146,7 @@ fn run() -> cli::Result<ExitCode> {
             out.write(&m)?;
         }
         eprintln!("pm-markets: {}", d.summary());
-        let failed = d.stats.failed + d.stats.malformed > 0;
+        let failed = d.stats.failed + d.stats.malformed + d.stats.unknown_version > 0;
         return Ok(if failed { ExitCode::Failure } else { ExitCode::Success });
     }
 

@@ -153,11 +153,13 @@ impl Discoverer {
                 }
             }
             (_, Some(404)) => Fetch::NotListed,
-            (v, s) => Fetch::Failed(format!(
-                "status {} ({})",
-                s.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
-                last.error.clone().unwrap_or_else(|| format!("{v:?}"))
-            )),
+            (v, s) => {
+                let why = last.error.clone().unwrap_or_else(|| format!("{v:?}"));
+                Fetch::Failed(match s {
+                    Some(s) => format!("status {s} ({why})"),
+                    None => why,
+                })
+            }
         };
         self.note_outage(&fetch, last.received_at);
         Ok(fetch)
