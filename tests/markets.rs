@@ -605,6 +605,14 @@ fn resolutions_are_followed_after_the_window_and_recorded_once() {
     // The raw reply that said so is kept.
     let raws = read_jsonl(&raw);
     assert!(raws.iter().any(|e| e["ctx"]["slug"] == slug && e["body"]["umaResolutionStatus"] == "resolved"));
+    // pm-markets' stdout, resolution lines included, is a usable `pm-normalize --markets` file.
+    let records = dir.join("markets.jsonl");
+    std::fs::write(&records, lines.join("\n") + "\n").unwrap();
+    let mut c = tool("pm-normalize");
+    c.args(["--markets", records.to_str().unwrap()]);
+    let out = run_with_timeout(c, Some(b""), Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("skipped line"), "{err}");
 }
 
 /// A market Gamma never reports resolved (closed, prices still trading) is given up after
