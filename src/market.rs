@@ -240,7 +240,7 @@ pub struct Market {
     pub active: Option<bool>,
     pub closed: Option<bool>,
     pub archived: Option<bool>,
-    /// As Gamma sent it: a market can keep accepting orders long after its window (facts §2.4).
+    /// As Gamma sent it: a market can keep accepting orders long after its window (docs/VENUE_FACTS_2026.md).
     pub accepting_orders: Option<bool>,
     pub enable_order_book: Option<bool>,
     /// Gamma `umaResolutionStatus` as sent (absent on most BTC up/down records).

@@ -522,7 +522,7 @@ fn gamma(st: &Arc<Mutex<State>>, slug: &str) -> (u16, &'static str, Vec<u8>) {
         }
     }
     if open_late {
-        // Facts §2.4: a market stayed open 68 days past endDate with acceptingOrders=true.
+        // docs/VENUE_FACTS_2026.md: a market stayed open 68 days past endDate with acceptingOrders=true.
         v["acceptingOrders"] = true.into();
         v["closed"] = false.into();
     } else if let Some(after) = resolve_after {
