@@ -56,6 +56,8 @@ enum Fetch {
     Malformed(String),
     UnknownVersion(String),
     Failed(String),
+    /// Not answered because a stop was requested (SIGTERM): neither a failure nor an outage.
+    Stopped,
 }
 
 /// A market whose window ended, followed until Gamma says it is resolved.
@@ -153,6 +155,7 @@ impl Discoverer {
                 }
             }
             (_, Some(404)) => Fetch::NotListed,
+            _ if signal::stop_requested() => Fetch::Stopped,
             (v, s) => {
                 let why = last.error.clone().unwrap_or_else(|| format!("{v:?}"));
                 Fetch::Failed(match s {
@@ -182,16 +185,16 @@ impl Discoverer {
                 self.outage = Some(Outage { since: at, failed: 1, first_reason: reason.clone() });
             }
             (Fetch::Failed(_), Some(o)) => o.failed += 1,
-            (_, Some(o)) => {
+            (Fetch::Found(..) | Fetch::NotListed | Fetch::Malformed(_) | Fetch::UnknownVersion(_), Some(o)) => {
                 eprintln!(
-                    "pm-markets: outage over: Gamma answers again after {:.1} s ({} requests gave up; first: {})",
+                    "pm-markets: outage over: Gamma answers again after {:.1} s (requests that gave up: {}; first: {})",
                     (at - o.since).as_seconds_f64().max(0.0),
                     o.failed,
                     o.first_reason
                 );
                 self.outage = None;
             }
-            (_, None) => {}
+            (Fetch::Stopped, _) | (_, None) => {}
         }
     }
 
@@ -213,7 +216,7 @@ impl Discoverer {
                     eprintln!("pm-markets: could not fetch {slug}: {reason}");
                 }
             }
-            Fetch::Found(..) | Fetch::NotListed => {}
+            Fetch::Found(..) | Fetch::NotListed | Fetch::Stopped => {}
         }
     }
 
