@@ -380,7 +380,10 @@ impl Discoverer {
                 let mut r = Resolution::of_market(&p.market, "unresolved", p.checks);
                 r.fetched_at_utc = clock::fmt_micros(now);
                 emit.push(to_value(&r));
-                if !self.known.contains_key(&slug) {
+                // Reported once: a market still re-fetched as known is not followed again.
+                if self.known.contains_key(&slug) {
+                    self.reported.insert(slug);
+                } else {
                     self.reported.remove(&slug);
                 }
                 continue;

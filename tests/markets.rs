@@ -624,13 +624,17 @@ fn an_unresolved_market_is_given_up_after_resolve_for() {
     let spec = v.simulate_clock(time::macros::datetime!(2026-08-22 16:04:30 UTC), 30.0);
     let dir = tempdir("markets-unresolved");
     let raw = dir.join("gamma.jsonl");
+    // --resolve-for ends before --keep-after: the market is still re-fetched after it gave up, and
+    // must not be followed (or reported) again.
     let args =
-        ["--families", "5m", "--ahead", "0", "--keep-after", "20", "--resolve-every", "10", "--resolve-for", "60"];
+        ["--families", "5m", "--ahead", "0", "--keep-after", "90", "--resolve-every", "10", "--resolve-for", "40"];
     let mut child = watch(&v, &spec, &args, &raw);
     let mut out = Lines::of(child.stdout.take().unwrap());
     let line = out.wait_for("unresolved record", Duration::from_secs(90), |l| l.contains("pmarchive.resolution/1"));
+    out.wait_for("expiry", Duration::from_secs(90), |l| l.contains(slug) && l.contains("\"change\":\"expired\""));
     sigterm(&child);
-    out.rest();
+    let lines = out.rest();
+    assert_eq!(lines.iter().filter(|l| l.contains("pmarchive.resolution/1")).count(), 1, "{lines:#?}");
     let err = {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut s).unwrap();
