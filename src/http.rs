@@ -629,6 +629,25 @@ mod tests {
         assert!(c.backoff_until("test").is_none(), "a success clears the backoff");
     }
 
+    /// 425 "service not ready" is retried by the shared client (pm-books, pm-markets, pm-probe) and
+    /// every attempt is handed over to be recorded, the 425 marked retryable.
+    #[test]
+    fn a_425_is_retried_and_every_attempt_is_seen() {
+        let cfg = HttpConfig { backoff_base: Duration::from_millis(20), rate_scale: 100.0, ..HttpConfig::default() };
+        let c = Client::new(cfg);
+        let req = Request::get("test425", serve(vec![425, 425, 200]));
+        let mut seen = Vec::new();
+        let last = c
+            .execute(&req, None, |a| {
+                seen.push((a.status, a.verdict.clone()));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        assert_eq!((last.status, last.attempt), (Some(200), 3));
+        let not_ready = Verdict::Retry("425 service not ready".into());
+        assert_eq!(seen, vec![(Some(425), not_ready.clone()), (Some(425), not_ready), (Some(200), Verdict::Ok)]);
+    }
+
     /// The real limiter settings (no `rate_scale`): 6 `books` requests at 5/s cannot finish in less
     /// than 5 intervals of 0.2 s. Lower bounds only: the limiter promises spacing, never speed.
     #[test]
