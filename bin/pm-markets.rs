@@ -6,6 +6,15 @@ For each family it computes the slugs of the current window and the next N from 
 fetches each from Gamma (GET /markets/slug/<slug>) and writes one normalized market record
 (schema pmarchive.market/1) per line on stdout. A slug that is not listed yet is normal.
 
+Outcome ids are chosen by the record's `version` (Polymarket Protocol V2): \"v2\" -> positionIds,
+\"v1\" or none -> clobTokenIds. Any other version is counted, reported and kept raw, never guessed.
+
+Watch mode follows every market after its window: it re-checks Gamma until Gamma says the market
+is resolved and then writes one resolution record (schema pmarchive.resolution/1: winning token,
+outcome prices, closedTime), or, when --resolve-for runs out first, one with result \"unresolved\".
+When Gamma cannot be reached, one stderr line says so (\"outage: ... no market yet\") and one says
+when it answers again.
+
 Usage:
     pm-markets --once [options]
     pm-markets --watch SECS [options]
@@ -21,6 +30,9 @@ Options:
     --ahead N           Windows after the current one, per family. [default: 1]
     --keep-after SECS   Watch: keep re-checking a market this long after its window ends, then
                         report it expired. [default: 600]
+    --resolve-every SECS  Watch: re-check an expired, unresolved market this often. [default: 60]
+    --resolve-for SECS  Watch: follow a market's resolution at most this long after its window
+                        ends; 0 = do not follow resolutions. [default: 10800]
     --gamma-url URL     Gamma base URL. [default: https://gamma-api.polymarket.com]
     --raw-out PATH      Append the raw Gamma exchanges (envelopes, schema pmarchive.raw/1, one per
                         HTTP attempt) to PATH, a file or a FIFO. Without it they are not kept.
@@ -32,7 +44,8 @@ Options:
     -h, --help          Show this help.
     -V, --version       Show the version.
 
-Exit status: 0 success; 1 (--once) some window could not be fetched or its record was malformed;
+Exit status: 0 success; 1 (--once) some window could not be fetched or its record was malformed
+or of an unsupported version;
 2 bad arguments or an I/O error. A closed stdout ends the tool with 0.
 ";
 
@@ -57,6 +70,8 @@ fn run() -> cli::Result<ExitCode> {
     let mut families: Vec<Family> = ALL_FAMILIES.to_vec();
     let mut ahead: u32 = 1;
     let mut keep_after = Duration::from_secs(600);
+    let mut resolve_every = Duration::from_secs(60);
+    let mut resolve_for = Duration::from_secs(10_800);
     let mut gamma_url = http::DEFAULT_GAMMA_URL.to_string();
     let mut raw_out: Option<String> = None;
     let mut now_override = None;
@@ -85,6 +100,14 @@ fn run() -> cli::Result<ExitCode> {
             Long("ahead") => ahead = cli::value(&mut p, "--ahead")?,
             Long("keep-after") => {
                 keep_after = Duration::from_secs_f64(cli::value::<f64>(&mut p, "--keep-after")?.max(0.0))
+            }
+            Long("resolve-every") => resolve_every = cli::seconds(&mut p, "--resolve-every")?,
+            Long("resolve-for") => {
+                let v: f64 = cli::value(&mut p, "--resolve-for")?;
+                if !(v.is_finite() && (0.0..=30.0 * 86_400.0).contains(&v)) {
+                    return cli::usage(format!("--resolve-for: 0 to 2592000 seconds, got {v}"));
+                }
+                resolve_for = Duration::from_secs_f64(v);
             }
             Long("gamma-url") => gamma_url = cli::base_url(&mut p, "--gamma-url")?,
             Long("raw-out") => raw_out = Some(cli::value(&mut p, "--raw-out")?),
@@ -117,7 +140,7 @@ fn run() -> cli::Result<ExitCode> {
     }
     let raw = cli::append_out(raw_out.as_deref(), "--raw-out")?;
     signal::install();
-    let cfg = Config { gamma_url, families, ahead, keep_after };
+    let cfg = Config { gamma_url, families, ahead, keep_after, resolve_every, resolve_for };
     let mut d = Discoverer::new(cfg, Client::new(hc), Sequencer::new(RunInfo::new("pm-markets")), raw);
     let mut out = jsonl::stdout_lines();
 
@@ -127,7 +150,7 @@ fn run() -> cli::Result<ExitCode> {
             out.write(&m)?;
         }
         eprintln!("pm-markets: {}", d.summary());
-        let failed = d.stats.failed + d.stats.malformed > 0;
+        let failed = d.stats.failed + d.stats.malformed + d.stats.unknown_version > 0;
         return Ok(if failed { ExitCode::Failure } else { ExitCode::Success });
     }
 
@@ -139,7 +162,8 @@ fn run() -> cli::Result<ExitCode> {
         for m in d.watch_pass(clock::now())? {
             out.write(&m)?;
         }
-        if d.stats.failed > before.failed || d.stats.malformed > before.malformed {
+        let bad = |s: &pm_archive::discover::Stats| s.failed + s.malformed + s.unknown_version;
+        if bad(&d.stats) > bad(&before) && !d.in_outage() {
             eprintln!("pm-markets: {}", d.summary());
         }
         // Drift-free cadence: pass k starts at start + k·every.

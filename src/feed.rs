@@ -46,13 +46,25 @@ pub fn parse_line(line: &[u8]) -> Option<Result<Market, String>> {
         Ok(t) => t.trim(),
         Err(e) => return Some(Err(format!("not UTF-8: {e}"))),
     };
-    if text.is_empty() {
+    if text.is_empty() || is_resolution(text) {
         return None;
     }
     Some(match serde_json::from_str::<Market>(text) {
         Ok(m) => validate(&m).map(|_| m),
         Err(e) => Err(format!("not a market record: {e}")),
     })
+}
+
+/// A `pmarchive.resolution/1` line (pm-markets writes them into the same stream): not a market to
+/// poll, skipped like a blank line.
+fn is_resolution(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(borrow)]
+        schema: Option<&'a str>,
+    }
+    text.contains(market::RESOLUTION_SCHEMA)
+        && serde_json::from_str::<Kind>(text).is_ok_and(|k| k.schema == Some(market::RESOLUTION_SCHEMA))
 }
 
 /// Starts the thread that reads market records from `src` (plain or gzip JSONL) and sends them on
@@ -126,6 +138,9 @@ mod tests {
             archived: Some(false),
             accepting_orders: Some(true),
             enable_order_book: Some(true),
+            uma_resolution_status: None,
+            version: None,
+            token_id_field: market::CLOB_TOKEN_IDS.into(),
             status: "open".into(),
             tick_size: Value::Null,
             min_order_size: Value::Null,
@@ -153,6 +168,9 @@ mod tests {
         let mut m = record();
         m.schema = "other/1".into();
         assert!(parse_line(&serde_json::to_vec(&m).unwrap()).unwrap().is_err());
+        // pm-markets' resolution records share the stream: skipped, not counted as bad lines.
+        let r = market::Resolution::of_market(&record(), "resolved", 1);
+        assert!(parse_line(&serde_json::to_vec(&r).unwrap()).is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HTTP client every tool uses (ureq, blocking): a descriptive User-Agent, connect and call
 //! timeouts, a client-side rate limiter per endpoint family, and retries with exponential backoff and
-//! jitter on network errors, 5xx, 429 (honouring `Retry-After`) and unusable 200 replies. Never a
+//! jitter on network errors, 5xx, 429 (honouring `Retry-After`), 425 ("service not ready", seen
+//! around the 5-minute windows, docs/VENUE_FACTS_2026.md) and unusable 200 replies. Never a
 //! tight loop: every retry waits at least `backoff_base` (jittered), the limiter spaces requests, and
 //! the backoff outlives a request: after a request gave up, the family's next request waits until the
 //! backoff (grown over the failures in a row, at least `Retry-After`) has passed — or, when the caller's
@@ -149,9 +150,9 @@ impl Request {
 pub enum Verdict {
     /// 2xx with a usable JSON body.
     Ok,
-    /// Worth retrying (network error, 5xx, 429, unusable 200).
+    /// Worth retrying (network error, 5xx, 429, 425, unusable 200).
     Retry(String),
-    /// A definitive answer that is not a success (4xx other than 429).
+    /// A definitive answer that is not a success (4xx other than 425 and 429).
     Final(String),
 }
 
@@ -498,6 +499,8 @@ pub fn classify(status: u16, body: Option<&Body>, body_error: bool) -> Verdict {
     }
     match status {
         429 => Verdict::Retry("429".into()),
+        // "service not ready": the CLOB says it around the 5m windows (py-clob-client#273).
+        425 => Verdict::Retry("425 service not ready".into()),
         500..=599 => Verdict::Retry(format!("{status}")),
         200..=299 => match body {
             Some(b) if b.kind == "json" || b.kind == "json_text" => {
@@ -547,6 +550,8 @@ mod tests {
         assert!(matches!(classify(200, Some(&html), false), Verdict::Retry(_)));
         assert!(matches!(classify(200, Some(&thr), false), Verdict::Retry(_)));
         assert!(matches!(classify(429, Some(&thr), false), Verdict::Retry(_)));
+        let not_ready = Body::from_bytes(br#"{"error":"service not ready"}"#.to_vec());
+        assert_eq!(classify(425, Some(&not_ready), false), Verdict::Retry("425 service not ready".into()));
         assert!(matches!(classify(503, None, false), Verdict::Retry(_)));
         assert!(matches!(classify(404, Some(&ok), false), Verdict::Final(_)));
         assert!(matches!(classify(200, Some(&ok), true), Verdict::Retry(_)));
@@ -629,6 +634,25 @@ mod tests {
         std::thread::sleep(d2);
         assert_eq!(run(None).status, Some(200));
         assert!(c.backoff_until("test").is_none(), "a success clears the backoff");
+    }
+
+    /// 425 "service not ready" is retried by the shared client (pm-books, pm-markets, pm-probe) and
+    /// every attempt is handed over to be recorded, the 425 marked retryable.
+    #[test]
+    fn a_425_is_retried_and_every_attempt_is_seen() {
+        let cfg = HttpConfig { backoff_base: Duration::from_millis(20), rate_scale: 100.0, ..HttpConfig::default() };
+        let c = Client::new(cfg);
+        let req = Request::get("test425", serve(vec![425, 425, 200]));
+        let mut seen = Vec::new();
+        let last = c
+            .execute(&req, None, |a| {
+                seen.push((a.status, a.verdict.clone()));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        assert_eq!((last.status, last.attempt), (Some(200), 3));
+        let not_ready = Verdict::Retry("425 service not ready".into());
+        assert_eq!(seen, vec![(Some(425), not_ready.clone()), (Some(425), not_ready), (Some(200), Verdict::Ok)]);
     }
 
     /// The real limiter settings (no `rate_scale`): 6 `books` requests at 5/s cannot finish in less

@@ -1,6 +1,8 @@
 //! Polymarket BTC up/down markets: the slug families computed from the clock (facts §3), Gamma's
-//! market record parsed with its quirks (facts §2.3), and the normalized market record
-//! (`pmarchive.market/1`) that `pm-markets` writes and `pm-books`/`pm-stream` read.
+//! market record parsed with its quirks (facts §2.3) and its Protocol V2 `version`
+//! (docs/VENUE_FACTS_2026.md), the normalized market record (`pmarchive.market/1`) that `pm-markets`
+//! writes and `pm-books`/`pm-stream` read, and the resolution record (`pmarchive.resolution/1`) that
+//! `pm-markets` writes once Gamma says a market is resolved.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -9,6 +11,7 @@ use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 use crate::clock;
 
 pub const MARKET_SCHEMA: &str = "pmarchive.market/1";
+pub const RESOLUTION_SCHEMA: &str = "pmarchive.resolution/1";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Family {
@@ -224,6 +227,12 @@ pub struct Market {
     pub condition_id: String,
     pub question_id: Option<String>,
     pub tokens: Vec<Token>,
+    /// Gamma `version` as sent (`"v1"`, `"v2"`; None when the record has none, as older records).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Where the outcome ids in `tokens` came from: `positionIds` (version `"v2"`) or `clobTokenIds`.
+    #[serde(default = "default_id_field")]
+    pub token_id_field: String,
     pub window_start_utc: String,
     pub window_end_utc: String,
     /// Gamma `startDate`: when the market was listed (not the window start).
@@ -231,8 +240,12 @@ pub struct Market {
     pub active: Option<bool>,
     pub closed: Option<bool>,
     pub archived: Option<bool>,
+    /// As Gamma sent it: a market can keep accepting orders long after its window (docs/VENUE_FACTS_2026.md).
     pub accepting_orders: Option<bool>,
     pub enable_order_book: Option<bool>,
+    /// Gamma `umaResolutionStatus` as sent (absent on most BTC up/down records).
+    #[serde(default)]
+    pub uma_resolution_status: Option<String>,
     /// Derived at fetch time: `upcoming` (before the window), `open`, `ended` (after the window,
     /// not yet closed), `closed` (Gamma `closed: true`, i.e. settled).
     pub status: String,
@@ -258,9 +271,147 @@ impl Market {
     }
 
     /// The fields whose change watch mode reports.
-    pub fn state_key(&self) -> (String, Option<bool>, Option<bool>, Option<bool>, Option<bool>, Option<bool>) {
-        (self.status.clone(), self.active, self.closed, self.archived, self.accepting_orders, self.enable_order_book)
+    pub fn state_key(&self) -> (String, [Option<bool>; 5], Option<String>) {
+        let flags = [self.active, self.closed, self.archived, self.accepting_orders, self.enable_order_book];
+        (self.status.clone(), flags, self.uma_resolution_status.clone())
     }
+}
+
+/// What Gamma says about a market's outcome (one JSONL line, schema `pmarchive.resolution/1`),
+/// written by `pm-markets --watch` once per market after its window: when Gamma first reports it
+/// resolved, or when `--resolve-for` ran out without that (`result: "unresolved"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// Always `resolution`.
+    pub record: String,
+    pub schema: String,
+    pub venue: String,
+    pub family: Option<Family>,
+    pub slug: String,
+    pub market_id: Option<String>,
+    pub condition_id: String,
+    pub version: Option<String>,
+    pub tokens: Vec<Token>,
+    pub window_start_utc: String,
+    pub window_end_utc: String,
+    /// `resolved` (one token won), `split` (Gamma says resolved but no single token is at 1, e.g.
+    /// 50/50), `unresolved` (not resolved when `--resolve-for` ran out).
+    pub result: String,
+    pub winning_token_id: Option<String>,
+    pub winning_outcome: Option<String>,
+    /// Gamma `outcomePrices`, decoded from its JSON string, in `tokens` order.
+    pub outcome_prices: Option<Vec<String>>,
+    /// Gamma `umaResolutionStatus` as sent (absent on most BTC up/down records).
+    pub uma_resolution_status: Option<String>,
+    /// Gamma `closedTime` as sent (`"YYYY-MM-DD HH:MM:SS+00"`), and the same instant in RFC 3339.
+    pub closed_time: Option<String>,
+    pub closed_at_utc: Option<String>,
+    pub closed: Option<bool>,
+    pub accepting_orders: Option<bool>,
+    /// Gamma fetches of this market after its window, this one included.
+    pub checks: u32,
+    pub source_url: String,
+    pub fetched_at_utc: String,
+}
+
+impl Resolution {
+    /// The record for `m` with `result`; the outcome fields are filled by [`resolution_of`].
+    pub fn of_market(m: &Market, result: &str, checks: u32) -> Resolution {
+        Resolution {
+            record: "resolution".into(),
+            schema: RESOLUTION_SCHEMA.into(),
+            venue: m.venue.clone(),
+            family: m.family,
+            slug: m.slug.clone(),
+            market_id: m.market_id.clone(),
+            condition_id: m.condition_id.clone(),
+            version: m.version.clone(),
+            tokens: m.tokens.clone(),
+            window_start_utc: m.window_start_utc.clone(),
+            window_end_utc: m.window_end_utc.clone(),
+            result: result.into(),
+            winning_token_id: None,
+            winning_outcome: None,
+            outcome_prices: None,
+            uma_resolution_status: m.uma_resolution_status.clone(),
+            closed_time: None,
+            closed_at_utc: None,
+            closed: m.closed,
+            accepting_orders: m.accepting_orders,
+            checks,
+            source_url: m.source_url.clone(),
+            fetched_at_utc: m.fetched_at_utc.clone(),
+        }
+    }
+}
+
+/// The resolution Gamma reports in market object `v` (already parsed as `m`), or None while it is
+/// not resolved. Resolved means: `closed: true`, `umaResolutionStatus` absent or `"resolved"`, and
+/// `outcomePrices` settled — exactly one token at 1 and the others at 0 (the winner), or, when
+/// `umaResolutionStatus` says `"resolved"`, any other prices (`split`). Closed with trading prices
+/// and no UMA status is not resolved yet: the winner is never guessed from prices.
+pub fn resolution_of(v: &Value, m: &Market, checks: u32) -> Option<Resolution> {
+    if m.closed != Some(true) {
+        return None;
+    }
+    let uma = m.uma_resolution_status.as_deref();
+    if uma.is_some_and(|s| s != "resolved") {
+        return None;
+    }
+    let prices = string_array(v.get("outcomePrices"), "outcomePrices").ok()?;
+    if prices.len() != m.tokens.len() {
+        return None;
+    }
+    let nums: Vec<Option<f64>> = prices.iter().map(|p| p.trim().parse::<f64>().ok()).collect();
+    let winners: Vec<usize> = (0..nums.len()).filter(|&i| nums[i] == Some(1.0)).collect();
+    let zeros = nums.iter().filter(|p| **p == Some(0.0)).count();
+    let winner = (winners.len() == 1 && zeros + 1 == nums.len()).then(|| winners[0]);
+    let result = match (winner, uma) {
+        (Some(_), _) => "resolved",
+        (None, Some("resolved")) => "split",
+        (None, _) => return None,
+    };
+    let mut r = Resolution::of_market(m, result, checks);
+    if let Some(i) = winner {
+        r.winning_token_id = Some(m.tokens[i].token_id.clone());
+        r.winning_outcome = Some(m.tokens[i].outcome.clone());
+    }
+    r.outcome_prices = Some(prices);
+    r.closed_time = opt_str(v, "closedTime");
+    r.closed_at_utc = r.closed_time.as_deref().and_then(parse_gamma_time).map(clock::fmt_secs);
+    Some(r)
+}
+
+fn default_id_field() -> String {
+    CLOB_TOKEN_IDS.to_string()
+}
+
+pub const CLOB_TOKEN_IDS: &str = "clobTokenIds";
+pub const POSITION_IDS: &str = "positionIds";
+
+/// Which field holds a Gamma market's outcome ids, chosen by its `version` (Protocol V2 docs: "Choose
+/// the ID field by `version`, even when both fields are present"): `"v2"` → `positionIds`; `"v1"`
+/// or no `version` (records from before V2) → `clobTokenIds`. Any other value is an error — never a
+/// guess; the caller counts it and keeps the reply raw.
+pub fn id_field(v: &Value) -> Result<&'static str, String> {
+    match v.get("version") {
+        None | Some(Value::Null) => Ok(CLOB_TOKEN_IDS),
+        Some(Value::String(s)) if s == "v1" => Ok(CLOB_TOKEN_IDS),
+        Some(Value::String(s)) if s == "v2" => Ok(POSITION_IDS),
+        Some(other) => Err(format!("unsupported market version {other} (known: \"v1\", \"v2\")")),
+    }
+}
+
+/// A Gamma time: RFC 3339, or `closedTime`'s `"YYYY-MM-DD HH:MM:SS+00"` (facts §2.3).
+pub fn parse_gamma_time(s: &str) -> Option<OffsetDateTime> {
+    let s = s.trim();
+    clock::parse_rfc3339(s).or_else(|| {
+        let b = s.as_bytes();
+        let n = b.len();
+        (n > 3 && (b[n - 3] == b'+' || b[n - 3] == b'-') && b[n - 2..].iter().all(u8::is_ascii_digit))
+            .then(|| clock::parse_rfc3339(&format!("{s}:00")))
+            .flatten()
+    })
 }
 
 /// A token id as the venue uses it: a decimal string (up to 78 digits, facts §2.3).
@@ -312,10 +463,11 @@ pub fn parse_gamma_market(v: &Value, source_url: &str, fetched_at: OffsetDateTim
     if !is_valid_condition_id(&condition_id) {
         return Err(format!("conditionId is not 0x+64 hex: {condition_id:?}"));
     }
-    let ids = string_array(v.get("clobTokenIds"), "clobTokenIds")?;
+    let field = id_field(v)?;
+    let ids = string_array(v.get(field), field)?;
     let outcomes = string_array(v.get("outcomes"), "outcomes")?;
     if ids.len() != outcomes.len() {
-        return Err(format!("{} clobTokenIds but {} outcomes", ids.len(), outcomes.len()));
+        return Err(format!("{} {field} but {} outcomes", ids.len(), outcomes.len()));
     }
     if ids.len() != 2 {
         return Err(format!("expected 2 outcome tokens, got {}", ids.len()));
@@ -349,6 +501,8 @@ pub fn parse_gamma_market(v: &Value, source_url: &str, fetched_at: OffsetDateTim
         condition_id,
         question_id: opt_str(v, "questionID"),
         tokens: ids.into_iter().zip(outcomes).map(|(token_id, outcome)| Token { token_id, outcome }).collect(),
+        version: opt_str(v, "version"),
+        token_id_field: field.into(),
         window_start_utc: clock::fmt_secs(start),
         window_end_utc: clock::fmt_secs(end),
         listed_at_utc: listed.map(clock::fmt_micros),
@@ -357,6 +511,7 @@ pub fn parse_gamma_market(v: &Value, source_url: &str, fetched_at: OffsetDateTim
         archived: opt_bool(v, "archived"),
         accepting_orders: opt_bool(v, "acceptingOrders"),
         enable_order_book: opt_bool(v, "enableOrderBook"),
+        uma_resolution_status: opt_str(v, "umaResolutionStatus"),
         status: status.into(),
         tick_size: v.get("orderPriceMinTickSize").cloned().unwrap_or(Value::Null),
         min_order_size: v.get("orderMinSize").cloned().unwrap_or(Value::Null),
@@ -538,5 +693,98 @@ mod tests {
             t
         )
         .is_ok());
+    }
+
+    fn base_record() -> Value {
+        serde_json::json!({
+            "slug": "btc-updown-5m-1787414400",
+            "conditionId": format!("0x{}", "a".repeat(64)),
+            "clobTokenIds": "[\"1\", \"2\"]", "outcomes": "[\"Up\", \"Down\"]",
+            "eventStartTime": "2026-08-22T16:00:00Z", "endDate": "2026-08-22T16:05:00Z"
+        })
+    }
+
+    /// Protocol V2: the id field follows `version`, even when both fields are present.
+    #[test]
+    fn outcome_ids_are_chosen_by_version() {
+        let t = datetime!(2026-08-22 16:00 UTC);
+        let mut v = base_record();
+        v["positionIds"] = serde_json::json!(["31", "32"]);
+        let m = parse_gamma_market(&v, "u", t).unwrap();
+        assert_eq!((m.tokens[0].token_id.as_str(), m.version.as_deref()), ("1", None), "no version: clobTokenIds");
+        assert_eq!(m.token_id_field, "clobTokenIds");
+        v["version"] = "v1".into();
+        assert_eq!(parse_gamma_market(&v, "u", t).unwrap().tokens[1].token_id, "2");
+        v["version"] = "v2".into();
+        let m = parse_gamma_market(&v, "u", t).unwrap();
+        assert_eq!((m.tokens[0].token_id.as_str(), m.tokens[1].token_id.as_str()), ("31", "32"));
+        assert_eq!((m.version.as_deref(), m.token_id_field.as_str()), (Some("v2"), "positionIds"));
+        assert_eq!(m.tokens[0].outcome, "Up");
+        // A V2 record without positionIds is malformed: clobTokenIds is not used instead.
+        v.as_object_mut().unwrap().remove("positionIds");
+        assert!(parse_gamma_market(&v, "u", t).unwrap_err().contains("missing positionIds"));
+        for bad in [serde_json::json!("v3"), serde_json::json!(2), serde_json::json!("V2")] {
+            v["version"] = bad.clone();
+            assert!(id_field(&v).unwrap_err().contains("unsupported market version"), "{bad}");
+        }
+    }
+
+    /// Tick sizes are kept as sent: 0.005 and 0.0025 exist since 2026 (no tick set is assumed).
+    #[test]
+    fn any_tick_size_is_kept_as_sent() {
+        for tick in [serde_json::json!(0.0025), serde_json::json!(0.005), serde_json::json!("0.0001")] {
+            let mut v = base_record();
+            v["orderPriceMinTickSize"] = tick.clone();
+            assert_eq!(parse_gamma_market(&v, "u", datetime!(2026-08-22 16:00 UTC)).unwrap().tick_size, tick);
+        }
+    }
+
+    #[test]
+    fn closed_time_in_gammas_own_format() {
+        assert_eq!(parse_gamma_time("2026-05-25 23:57:11+00"), Some(datetime!(2026-05-25 23:57:11 UTC)));
+        assert_eq!(parse_gamma_time("2026-05-25T23:57:11Z"), Some(datetime!(2026-05-25 23:57:11 UTC)));
+        assert_eq!(parse_gamma_time("2026-05-25 23:57:11+02"), Some(datetime!(2026-05-25 21:57:11 UTC)));
+        assert_eq!(parse_gamma_time("yesterday"), None);
+    }
+
+    #[test]
+    fn resolution_only_when_gamma_says_so() {
+        let t = datetime!(2026-08-22 16:20 UTC);
+        let res = |f: &dyn Fn(&mut Value)| {
+            let mut v = base_record();
+            v["closed"] = true.into();
+            v["outcomePrices"] = "[\"0\", \"1\"]".into();
+            v["closedTime"] = "2026-08-22 16:06:03+00".into();
+            f(&mut v);
+            let m = parse_gamma_market(&v, "u", t).unwrap();
+            resolution_of(&v, &m, 3)
+        };
+        let r = res(&|_| {}).expect("closed with settled prices");
+        assert_eq!(
+            (r.result.as_str(), r.winning_token_id.as_deref(), r.winning_outcome.as_deref()),
+            ("resolved", Some("2"), Some("Down"))
+        );
+        assert_eq!(r.closed_at_utc.as_deref(), Some("2026-08-22T16:06:03Z"));
+        assert_eq!(r.closed_time.as_deref(), Some("2026-08-22 16:06:03+00"));
+        assert_eq!((r.checks, r.schema.as_str(), r.record.as_str()), (3, RESOLUTION_SCHEMA, "resolution"));
+        // Not closed, UMA still proposed/disputed, trading prices: not resolved, never guessed.
+        assert!(res(&|v| v["closed"] = false.into()).is_none());
+        assert!(res(&|v| v["umaResolutionStatus"] = "proposed".into()).is_none());
+        assert!(res(&|v| v["outcomePrices"] = "[\"0.97\", \"0.03\"]".into()).is_none());
+        assert!(res(&|v| v["outcomePrices"] = "[\"1\", \"1\"]".into()).is_none());
+        assert!(res(&|v| v["outcomePrices"] = "garbage".into()).is_none());
+        assert!(res(&|v| v["outcomePrices"] = "[\"1\"]".into()).is_none());
+        // UMA resolved: a winner, or a split without one.
+        let r = res(&|v| v["umaResolutionStatus"] = "resolved".into()).unwrap();
+        assert_eq!(r.winning_outcome.as_deref(), Some("Down"));
+        let r = res(&|v| {
+            v["umaResolutionStatus"] = "resolved".into();
+            v["outcomePrices"] = "[\"0.5\", \"0.5\"]".into();
+        })
+        .unwrap();
+        assert_eq!((r.result.as_str(), r.winning_token_id.as_ref()), ("split", None));
+        // The record round-trips (one type, Serialize + Deserialize).
+        let back: Resolution = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
     }
 }

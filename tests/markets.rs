@@ -391,3 +391,290 @@ fn a_reply_slower_than_the_timeout_is_a_recorded_network_error_then_retried() {
     assert_eq!((second["attempt"].as_u64(), second["status"].as_u64()), (Some(2), Some(200)));
     assert!(second["ctx"]["waited_before_s"].as_f64().unwrap() > 0.0);
 }
+
+/// Lines of a running tool's stdout or stderr, collected by a thread.
+struct Lines(std::sync::mpsc::Receiver<String>, Vec<String>);
+
+impl Lines {
+    fn of(r: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Lines(rx, Vec::new())
+    }
+
+    /// Waits (generously) for a line satisfying `f`; all lines read so far stay in `.1`.
+    fn wait_for(&mut self, what: &str, limit: Duration, f: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        if let Some(l) = self.1.iter().find(|l| f(l)) {
+            return l.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(l) => {
+                    self.1.push(l.clone());
+                    if f(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no {what} within {limit:?}; lines so far: {:#?}", self.1),
+            }
+        }
+    }
+
+    /// Everything left once the writer has ended.
+    fn rest(mut self) -> Vec<String> {
+        while let Ok(l) = self.0.recv_timeout(Duration::from_secs(30)) {
+            self.1.push(l);
+        }
+        self.1
+    }
+}
+
+fn sigterm(child: &std::process::Child) {
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+}
+
+/// Protocol V2: a "v2" record's outcome ids are its `positionIds` (a real array), even though it also
+/// carries `clobTokenIds`; the market record says so, and pm-books polls the position ids (the
+/// loopback venue has books for those only). A resolution line in pm-books' input is skipped.
+#[test]
+fn v2_markets_use_position_ids_and_pm_books_polls_them() {
+    let v = Venue::start();
+    v.set_version("btc-updown-5m-", "v2");
+    let (code, recs, raw, err) = markets_once(&v, &["--families", "5m,15m", "--ahead", "0", "--now", &now_plus(0)]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(recs.len(), 2, "{err}");
+    let (m5, m15) = (&recs[0], &recs[1]);
+    let body5 = &raw.iter().find(|e| e["ctx"]["slug"] == m5["slug"]).unwrap()["body"];
+    let position_ids: Vec<Value> = body5["positionIds"].as_array().unwrap().clone();
+    let clob_ids: Vec<String> = serde_json::from_str(body5["clobTokenIds"].as_str().unwrap()).unwrap();
+    let ids =
+        |r: &Value| -> Vec<Value> { r["tokens"].as_array().unwrap().iter().map(|t| t["token_id"].clone()).collect() };
+    assert_eq!(ids(m5), position_ids);
+    assert!(clob_ids.iter().all(|c| !position_ids.contains(&Value::from(c.as_str()))), "the two id sets differ");
+    assert_eq!((m5["version"].as_str(), m5["token_id_field"].as_str()), (Some("v2"), Some("positionIds")));
+    // A record without `version` (the 15m one, as every record before V2) uses clobTokenIds.
+    assert_eq!((m15["version"].clone(), m15["token_id_field"].as_str()), (Value::Null, Some("clobTokenIds")));
+
+    // pm-books reads both records plus a resolution line, and asks for the V2 market's position ids.
+    let resolution = serde_json::json!({"record": "resolution", "schema": "pmarchive.resolution/1", "slug": "x"});
+    let input =
+        format!("{}\n{}\n{}\n", serde_json::to_string(m5).unwrap(), resolution, serde_json::to_string(m15).unwrap());
+    let mut c = tool("pm-books");
+    c.args(["--clob-url", &v.url(), "--interval", "0.3", "--duration", "1.5"]);
+    let out = run_with_timeout(c, Some(input.as_bytes()), Duration::from_secs(60));
+    let books_err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{books_err}");
+    assert!(!books_err.contains("line 2"), "the resolution line is not a bad input line: {books_err}");
+    let envs = jsonl(&out.stdout);
+    let polled: Vec<&Value> = envs.iter().filter(|e| e["kind"] == "http" && e["status"] == 200).collect();
+    assert!(!polled.is_empty(), "{books_err}");
+    for e in &polled {
+        let asked: Vec<Value> =
+            e["request"]["body"].as_array().unwrap().iter().map(|x| x["token_id"].clone()).collect();
+        for p in &position_ids {
+            assert!(asked.contains(p), "position id {p} polled: {asked:?}");
+        }
+        for c in &clob_ids {
+            assert!(!asked.contains(&Value::from(c.as_str())), "V2 clobTokenId {c} is not polled");
+        }
+        let got: Vec<Value> = e["body"].as_array().unwrap().iter().map(|b| b["asset_id"].clone()).collect();
+        for p in &position_ids {
+            assert!(got.contains(p), "the venue answered with the V2 market's book: {got:?}");
+        }
+    }
+}
+
+/// An unknown `version` is never guessed: counted, on stderr, kept raw, and --once exits 1.
+#[test]
+fn unknown_versions_are_counted_kept_raw_and_never_guessed() {
+    let v = Venue::start();
+    v.set_version("btc-updown-5m-1787414700", "v3");
+    let (code, recs, raw, err) =
+        markets_once(&v, &["--families", "5m", "--ahead", "1", "--now", "2026-08-22T16:02:10Z"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["slug"], "btc-updown-5m-1787414400");
+    assert!(err.contains("skipped btc-updown-5m-1787414700: unsupported market version \"v3\""), "{err}");
+    assert!(err.contains("1 with an unsupported version"), "{err}");
+    assert_eq!(raw.len(), 2);
+    assert!(raw.iter().all(|e| e["status"] == 200));
+    assert!(raw.iter().any(|e| e["body"]["version"] == "v3"), "the reply is kept raw");
+}
+
+/// 425 "service not ready" is retried within the run like 429/5xx and recorded as such.
+#[test]
+fn a_425_service_not_ready_is_retried_and_recorded() {
+    let v = Venue::start();
+    let slug = "btc-updown-5m-1787414400";
+    v.fault(&format!("/markets/slug/{slug}"), Fault::NotReady);
+    v.fault(&format!("/markets/slug/{slug}"), Fault::NotReady);
+    let (code, recs, raw, err) =
+        markets_once(&v, &["--families", "5m", "--ahead", "0", "--now", "2026-08-22T16:02:10Z"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(recs.len(), 1, "{err}");
+    assert_eq!(raw.len(), 3, "{raw:?}");
+    for e in &raw[..2] {
+        assert_eq!(e["status"], 425);
+        assert_eq!(e["ctx"]["retryable"], "425 service not ready");
+        assert_eq!(e["body"]["error"], "service not ready");
+    }
+    assert_eq!((raw[2]["status"].as_u64(), raw[2]["attempt"].as_u64()), (Some(200), Some(3)));
+    assert!(raw[2]["ctx"]["waited_before_s"].as_f64().unwrap() > 0.0);
+}
+
+/// A market can stay open long after `endDate`: the record carries what Gamma said (closed false,
+/// accepting orders) beside the window-derived status.
+#[test]
+fn markets_open_past_end_date_are_recorded_as_seen() {
+    let an_hour_ago = now_plus(-3600);
+    let v = Venue::start();
+    v.stay_open("btc-updown-5m-");
+    let (code, recs, _, err) = markets_once(&v, &["--families", "5m,15m", "--ahead", "0", "--now", &an_hour_ago]);
+    assert_eq!(code, 0, "{err}");
+    let (m5, m15) = (&recs[0], &recs[1]);
+    assert_eq!(
+        (m5["status"].as_str(), m5["closed"].as_bool(), m5["accepting_orders"].as_bool()),
+        (Some("ended"), Some(false), Some(true))
+    );
+    assert_eq!(
+        (m15["status"].as_str(), m15["closed"].as_bool(), m15["accepting_orders"].as_bool()),
+        (Some("closed"), Some(true), Some(false))
+    );
+}
+
+fn watch(v: &Venue, spec: &str, args: &[&str], raw: &std::path::Path) -> std::process::Child {
+    let mut c = tool("pm-markets");
+    c.env("PMARCHIVE_CLOCK", spec)
+        .args(["--watch", "0.3", "--gamma-url", &v.url(), "--raw-out", raw.to_str().unwrap()])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c.spawn().unwrap()
+}
+
+/// After its window a market is re-checked until Gamma says it is resolved; then one resolution
+/// record (winning token, closedTime) follows, and the replies that said so are in the raw file.
+#[test]
+fn resolutions_are_followed_after_the_window_and_recorded_once() {
+    let v = Venue::start();
+    v.resolve_after(Duration::from_secs(90));
+    let slug = "btc-updown-5m-1787414400";
+    // 30 simulated seconds per real second; the window ends 16:05, Gamma resolves it at 16:06:30.
+    let spec = v.simulate_clock(time::macros::datetime!(2026-08-22 16:03:30 UTC), 30.0);
+    let dir = tempdir("markets-resolve");
+    let raw = dir.join("gamma.jsonl");
+    let args =
+        ["--families", "5m", "--ahead", "0", "--keep-after", "30", "--resolve-every", "10", "--resolve-for", "3600"];
+    let mut child = watch(&v, &spec, &args, &raw);
+    let mut out = Lines::of(child.stdout.take().unwrap());
+    let line = out.wait_for("resolution record", Duration::from_secs(90), |l| l.contains("pmarchive.resolution/1"));
+    // Let a few more passes run: the resolution is not reported twice.
+    out.wait_for("a later window's record", Duration::from_secs(90), |l| l.contains("btc-updown-5m-1787415000"));
+    sigterm(&child);
+    let lines = out.rest();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let r: Value = serde_json::from_str(&line).unwrap();
+    let market: Value =
+        lines.iter().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|m| m["slug"] == slug).unwrap();
+    let winner = venue::winner_of(slug);
+    let i = if winner == "Up" { 0 } else { 1 };
+    assert_eq!(
+        (r["record"].as_str(), r["slug"].as_str(), r["result"].as_str()),
+        (Some("resolution"), Some(slug), Some("resolved"))
+    );
+    assert_eq!(r["winning_outcome"], winner);
+    assert_eq!(r["winning_token_id"], market["tokens"][i]["token_id"]);
+    assert_eq!(r["outcome_prices"][i], "1");
+    assert_eq!(
+        (r["closed_time"].as_str(), r["closed_at_utc"].as_str()),
+        (Some("2026-08-22 16:06:30+00"), Some("2026-08-22T16:06:30Z"))
+    );
+    assert_eq!(r["uma_resolution_status"], "resolved");
+    assert!(r["checks"].as_u64().unwrap() >= 1);
+    let count = lines.iter().filter(|l| l.contains("pmarchive.resolution/1")).count();
+    assert_eq!(count, 1, "reported once: {lines:#?}");
+    // The raw reply that said so is kept.
+    let raws = read_jsonl(&raw);
+    assert!(raws.iter().any(|e| e["ctx"]["slug"] == slug && e["body"]["umaResolutionStatus"] == "resolved"));
+    // pm-markets' stdout, resolution lines included, is a usable `pm-normalize --markets` file.
+    let records = dir.join("markets.jsonl");
+    std::fs::write(&records, lines.join("\n") + "\n").unwrap();
+    let mut c = tool("pm-normalize");
+    c.args(["--markets", records.to_str().unwrap()]);
+    let out = run_with_timeout(c, Some(b""), Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("skipped line"), "{err}");
+}
+
+/// A market Gamma never reports resolved (closed, prices still trading) is given up after
+/// --resolve-for with one `unresolved` record; the winner is never guessed from prices.
+#[test]
+fn an_unresolved_market_is_given_up_after_resolve_for() {
+    let v = Venue::start();
+    let slug = "btc-updown-5m-1787414400";
+    let spec = v.simulate_clock(time::macros::datetime!(2026-08-22 16:04:30 UTC), 30.0);
+    let dir = tempdir("markets-unresolved");
+    let raw = dir.join("gamma.jsonl");
+    // --resolve-for ends before --keep-after: the market is still re-fetched after it gave up, and
+    // must not be followed (or reported) again.
+    let args =
+        ["--families", "5m", "--ahead", "0", "--keep-after", "90", "--resolve-every", "10", "--resolve-for", "40"];
+    let mut child = watch(&v, &spec, &args, &raw);
+    let mut out = Lines::of(child.stdout.take().unwrap());
+    let line = out.wait_for("unresolved record", Duration::from_secs(90), |l| l.contains("pmarchive.resolution/1"));
+    out.wait_for("expiry", Duration::from_secs(90), |l| l.contains(slug) && l.contains("\"change\":\"expired\""));
+    sigterm(&child);
+    let lines = out.rest();
+    assert_eq!(lines.iter().filter(|l| l.contains("pmarchive.resolution/1")).count(), 1, "{lines:#?}");
+    let err = {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut s).unwrap();
+        s
+    };
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{err}");
+    let r: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!((r["slug"].as_str(), r["result"].as_str()), (Some(slug), Some("unresolved")));
+    assert_eq!(r["winning_token_id"], Value::Null);
+    assert_eq!(r["closed"], true, "closed, but not resolved");
+    assert!(r["checks"].as_u64().unwrap() >= 2, "{r}");
+    assert!(err.contains("1 unresolved when --resolve-for ran out"), "{err}");
+}
+
+/// With no venue at all, pm-markets says within seconds that it is retrying and has no market yet
+/// (one line, not one per window and pass), and one line when the venue answers again.
+#[test]
+fn an_outage_is_one_line_when_it_starts_and_one_when_it_ends() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut c = tool("pm-markets");
+    c.args(["--watch", "0.5", "--families", "5m,15m", "--ahead", "1", "--gamma-url", &url, "--timeout", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let started = std::time::Instant::now();
+    let mut child = c.spawn().unwrap();
+    let mut err = Lines::of(child.stderr.take().unwrap());
+    let line = err.wait_for("outage line", Duration::from_secs(60), |l| l.contains("outage:"));
+    eprintln!("outage line after {:.1} s: {line}", started.elapsed().as_secs_f64());
+    assert!(
+        line.contains("Gamma unreachable") && line.contains("retrying") && line.contains("no market yet"),
+        "{line}"
+    );
+    let v = Venue::start_on(port);
+    let over = err.wait_for("outage-over line", Duration::from_secs(120), |l| l.contains("outage over"));
+    assert!(over.contains("Gamma answers again after"), "{over}");
+    sigterm(&child);
+    let lines = err.rest();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(lines.iter().filter(|l| l.contains("outage:")).count(), 1, "{lines:#?}");
+    assert!(lines.iter().filter(|l| l.contains("could not fetch")).count() <= 1, "{lines:#?}");
+    assert!(v.count("/markets/slug/") > 0);
+}

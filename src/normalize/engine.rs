@@ -174,12 +174,12 @@ impl Normalizer {
         self.joins.insert(token_id.to_string(), info);
     }
 
-    /// Loads one line of a `--markets` file: a market record (`pmarchive.market/1`) or a raw `track`
+    /// Loads one line of a `--markets` file: a market or resolution record (pm-markets) or a raw `track`
     /// envelope. Returns the number of tokens learnt, or why the line was not usable.
     pub fn load_join_line(&mut self, line: &[u8]) -> Result<usize, String> {
         let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
         let ctx = match v.get("schema").and_then(|s| s.as_str()) {
-            Some(crate::market::MARKET_SCHEMA) => v.clone(),
+            Some(crate::market::MARKET_SCHEMA | crate::market::RESOLUTION_SCHEMA) => v.clone(),
             Some(crate::envelope::SCHEMA) if v.get("kind").and_then(|k| k.as_str()) == Some("track") => {
                 v.get("ctx").cloned().unwrap_or_default()
             }

@@ -7,6 +7,15 @@
 //!   DERIVED from the recorded 5m TWAP market (same fields and quirks — `clobTokenIds`/`outcomes` as
 //!   JSON strings) with slug, window, listing time, conditionId, token ids and flags replaced;
 //!   otherwise 404 with a STAND-IN body (Gamma's real 404 body was not recorded).
+//!   Options (all DERIVED, see docs/VENUE_FACTS_2026.md for the facts they model):
+//!   [`Venue::set_version`] serves slugs as Protocol V2 (`version: "v2"`, outcome ids in a real
+//!   `positionIds` array that differ from the `clobTokenIds` also present; books exist only for the
+//!   position ids) or with any other `version`; [`Venue::resolve_after`] makes markets resolve that
+//!   long after their window (`closed: true`, `acceptingOrders: false`, `outcomePrices` 1/0 for
+//!   [`winner_of`], `umaResolutionStatus: "resolved"`, `closedTime` in Gamma's `+00` format);
+//!   [`Venue::stay_open`] keeps markets open past `endDate` (`closed: false`, `acceptingOrders:
+//!   true`, books kept). Without options a derived market reads `closed: true` one minute after its
+//!   window, with its trading prices unchanged (never resolved).
 //! - `GET /book?token_id=`: for the recorded token `7261…3692` the recorded body **verbatim**; for
 //!   tokens this venue issued, a book DERIVED from the recorded websocket book capture (its real levels,
 //!   best-bid size nudged per request, timestamp = now, hash recomputed with the venue's algorithm);
@@ -17,8 +26,8 @@
 //! - `/midpoint`, `/spread`, `/tick-size`, `/last-trade-price`, `/price`: the recorded bodies.
 //! - `/time`: STAND-IN (unix seconds as text; no recorded body).
 //!
-//! Faults (consumed first-come per path prefix): 429 with/without Retry-After, any status with a
-//! STAND-IN body, an HTML page with 200, truncated JSON, a slow reply, a connection closed without a
+//! Faults (consumed first-come per path prefix): 429 with/without Retry-After, 425 "service not
+//! ready" (STAND-IN body), any status with a STAND-IN body, an HTML page with 200, truncated JSON, a slow reply, a connection closed without a
 //! reply, and a 200 `{"error":"Too Many Requests"}` (the Data-API behaviour of facts §5).
 #![allow(dead_code)]
 
@@ -72,6 +81,9 @@ pub enum Fault {
     ThrottledOk,
     /// 200 with exactly these bytes as `application/json` (hostile replies: deep, huge, bad escapes).
     Body(Vec<u8>),
+    /// 425 with a STAND-IN `{"error":"service not ready"}` (the status and message users reported
+    /// around the 5m windows, py-clob-client#273; the wire body was not recorded).
+    NotReady,
 }
 
 /// One request the venue answered (or dropped).
@@ -94,6 +106,8 @@ pub struct Served {
 struct TokenInfo {
     condition_id: String,
     window_end: OffsetDateTime,
+    /// The market stays open past its window: its book does not go away.
+    open_late: bool,
 }
 
 struct State {
@@ -105,6 +119,11 @@ struct State {
     book_gone_after: Duration,
     nudge: u64,
     clock_start: Option<(Instant, OffsetDateTime, f64)>,
+    /// (slug prefix, `version` to serve).
+    versions: Vec<(String, String)>,
+    resolve_after: Option<Duration>,
+    /// Slug prefixes of markets that stay open past their window.
+    open_late: Vec<String>,
 }
 
 pub struct Venue {
@@ -132,6 +151,9 @@ impl Venue {
             book_gone_after: Duration::from_secs(120),
             nudge: 0,
             clock_start: None,
+            versions: Vec::new(),
+            resolve_after: None,
+            open_late: Vec::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (state.clone(), stop.clone());
@@ -182,6 +204,22 @@ impl Venue {
     /// How long after its window ends a token still has a book (default 120 s).
     pub fn set_book_gone_after(&self, d: Duration) {
         self.state.lock().unwrap().book_gone_after = d;
+    }
+
+    /// Serves the derived markets whose slug starts with `slug_prefix` with this `version`; "v2" adds
+    /// `positionIds` (the ids that have books) beside `clobTokenIds`.
+    pub fn set_version(&self, slug_prefix: &str, version: &str) {
+        self.state.lock().unwrap().versions.push((slug_prefix.to_string(), version.to_string()));
+    }
+
+    /// Derived markets resolve this long after their window ends (see the module doc).
+    pub fn resolve_after(&self, d: Duration) {
+        self.state.lock().unwrap().resolve_after = Some(d);
+    }
+
+    /// Derived markets whose slug starts with `slug_prefix` stay open past `endDate`.
+    pub fn stay_open(&self, slug_prefix: &str) {
+        self.state.lock().unwrap().open_late.push(slug_prefix.to_string());
     }
 
     pub fn log(&self) -> Vec<Served> {
@@ -301,6 +339,8 @@ fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
         Some(Fault::Html) => (200, "text/html", b"<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>stand-in challenge page</body></html>".to_vec(), None),
         Some(Fault::ThrottledOk) => (200, "application/json", br#"{"error":"Too Many Requests"}"#.to_vec(), None),
         Some(Fault::Body(b)) => (200, "application/json", b.clone(), None),
+        // STAND-IN body: only the status and the message "service not ready" were reported.
+        Some(Fault::NotReady) => (425, "application/json", br#"{"error":"service not ready"}"#.to_vec(), None),
         Some(Fault::Truncated) => {
             let (s, c, b) = route(&st, &req);
             let cut = b.len() / 2;
@@ -349,6 +389,7 @@ fn reason(s: u16) -> &'static str {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        425 => "Too Early",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
@@ -369,6 +410,8 @@ fn recorded(status: u16, name: &str) -> (u16, &'static str, Vec<u8>) {
     (status, "application/json", fixture(name))
 }
 
+/// The router: one arm per (method, path). A new API (e.g. the Data API) is one more arm here and
+/// one handler function below.
 fn route(st: &Arc<Mutex<State>>, req: &Req) -> (u16, &'static str, Vec<u8>) {
     let related = || fixture_json("clob_related_endpoints_2026-08-10.json")["responses"].clone();
     match (req.method.as_str(), req.path.as_str()) {
@@ -469,19 +512,78 @@ fn gamma(st: &Arc<Mutex<State>>, slug: &str) -> (u16, &'static str, Vec<u8>) {
     v["endDate"] = clock::fmt_secs(end).into();
     v["startDate"] =
         clock::fmt_micros(start - time::Duration::hours(24) + time::Duration::seconds_f64(518.248161)).into();
-    v["acceptingOrders"] = (now < end).into();
-    v["closed"] = (now > end + time::Duration::minutes(1)).into();
-    register(st, &v);
+    let (version, resolve_after, open_late) = {
+        let s = st.lock().unwrap();
+        let version = s.versions.iter().rev().find(|(p, _)| slug.starts_with(p.as_str())).map(|(_, v)| v.clone());
+        (version, s.resolve_after, s.open_late.iter().any(|p| slug.starts_with(p.as_str())))
+    };
+    if let Some(ver) = version {
+        v["version"] = ver.as_str().into();
+        if ver == "v2" {
+            // DERIVED: V2 outcome ids are a real JSON array (docs: "Array of decimal strings").
+            v["positionIds"] = serde_json::json!([derived_token(slug, "Up/v2"), derived_token(slug, "Down/v2")]);
+        }
+    }
+    if open_late {
+        // docs/VENUE_FACTS_2026.md: a market stayed open 68 days past endDate with acceptingOrders=true.
+        v["acceptingOrders"] = true.into();
+        v["closed"] = false.into();
+    } else if let Some(after) = resolve_after {
+        let at = end + time::Duration::seconds_f64(after.as_secs_f64());
+        v["acceptingOrders"] = (now < end).into();
+        v["closed"] = (now >= at).into();
+        if now >= at {
+            let up_won = winner_of(slug) == "Up";
+            v["outcomePrices"] = if up_won { "[\"1\", \"0\"]" } else { "[\"0\", \"1\"]" }.into();
+            v["umaResolutionStatus"] = "resolved".into();
+            v["closedTime"] = gamma_closed_time(at).into();
+        }
+    } else {
+        v["acceptingOrders"] = (now < end).into();
+        v["closed"] = (now > end + time::Duration::minutes(1)).into();
+    }
+    register_as(st, &v, open_late);
     json(200, &v)
 }
 
+/// The outcome a derived market resolves to (`resolve_after`): "Up" or "Down", fixed per slug.
+pub fn winner_of(slug: &str) -> &'static str {
+    if Sha256::digest(slug.as_bytes())[0] % 2 == 0 {
+        "Up"
+    } else {
+        "Down"
+    }
+}
+
+/// Gamma's `closedTime` format, `"YYYY-MM-DD HH:MM:SS+00"` (facts §2.3).
+fn gamma_closed_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}+00",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 fn register(st: &Arc<Mutex<State>>, v: &Value) {
-    let ids: Vec<String> = serde_json::from_str(v["clobTokenIds"].as_str().unwrap()).unwrap();
+    register_as(st, v, false)
+}
+
+/// Registers the ids that have books: `positionIds` for a "v2" record, else `clobTokenIds`.
+fn register_as(st: &Arc<Mutex<State>>, v: &Value, open_late: bool) {
+    let ids: Vec<String> = match v.get("version").and_then(Value::as_str) {
+        Some("v2") => serde_json::from_value(v["positionIds"].clone()).unwrap(),
+        _ => serde_json::from_str(v["clobTokenIds"].as_str().unwrap()).unwrap(),
+    };
     let end = clock::parse_rfc3339(v["endDate"].as_str().unwrap()).unwrap();
     let cid = v["conditionId"].as_str().unwrap().to_string();
     let mut s = st.lock().unwrap();
     for id in ids {
-        s.tokens.insert(id, TokenInfo { condition_id: cid.clone(), window_end: end });
+        s.tokens.insert(id, TokenInfo { condition_id: cid.clone(), window_end: end, open_late });
     }
 }
 
@@ -513,7 +615,7 @@ fn derived_book(st: &Arc<Mutex<State>>, token: &str) -> Option<Vec<u8>> {
         s.nudge += 1;
         (info, s.nudge, now_of(&s), s.book_gone_after)
     };
-    if now > info.window_end + time::Duration::seconds_f64(gone.as_secs_f64()) {
+    if !info.open_late && now > info.window_end + time::Duration::seconds_f64(gone.as_secs_f64()) {
         return None;
     }
     let cap = fixture_json("ws_book_snapshot_captured.json");
