@@ -960,3 +960,103 @@ fn the_modelled_venue_streams_what_real_captures_show_and_pm_rebuild_reads_it() 
     assert!(s["ws_book_hash_matched"].as_u64().unwrap() >= 4, "{s:#}");
     assert!(s["hashes_matched"].as_u64().unwrap() > 0, "{s:#}");
 }
+
+#[test]
+fn the_modelled_venue_hashes_verify_under_an_independent_check() {
+    // An oracle independent of pm-rebuild: apply the model's frames to books kept here, verify a
+    // same-timestamp burst once at its end, and carry `tick_size`/the traded price over into the
+    // refresh books that lack them. Every hash the model sends must verify.
+    use std::collections::BTreeMap;
+    let mut m = common::ws::Model::new(11);
+    let ids: Vec<String> = vec!["501".into(), "502".into(), "503".into()];
+    let mut msgs: Vec<Value> = serde_json::from_str(&m.initial_dump(&ids)).unwrap();
+    for i in 0..3000 {
+        for f in m.event(&ids[i % 3]) {
+            msgs.push(serde_json::from_str(&f).unwrap());
+        }
+    }
+    // asset → (market, bids, asks, last_trade_price), levels in wire order.
+    type Side = Vec<(String, String)>;
+    let mut books: BTreeMap<String, (String, Side, Side, String)> = BTreeMap::new();
+    let side = |v: &Value| -> Side {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l["price"].as_str().unwrap().into(), l["size"].as_str().unwrap().into()))
+            .collect()
+    };
+    let check = |b: &(String, Side, Side, String), asset: &str, ts: &str| -> String {
+        let (mos, tick, neg, ltp) = (json!("5"), json!("0.01"), json!(false), json!(b.3));
+        pm_archive::book::hash(&pm_archive::book::HashInput {
+            market: &b.0,
+            asset_id: asset,
+            timestamp: ts,
+            bids: b.1.iter().map(|(p, s)| (p.as_str(), s.as_str())).collect(),
+            asks: b.2.iter().map(|(p, s)| (p.as_str(), s.as_str())).collect(),
+            min_order_size: &mos,
+            tick_size: &tick,
+            neg_risk: &neg,
+            last_trade_price: &ltp,
+        })
+    };
+    let (mut ok, mut bursts, mut refreshes) = (0, 0, 0);
+    let mut i = 0;
+    while i < msgs.len() {
+        let m = &msgs[i];
+        match m["event_type"].as_str().unwrap() {
+            "book" => {
+                let a = m["asset_id"].as_str().unwrap().to_string();
+                let ltp = match m.get("last_trade_price") {
+                    Some(v) => v.as_str().unwrap().to_string(),
+                    None => {
+                        assert!(m.get("tick_size").is_none());
+                        refreshes += 1;
+                        books[&a].3.clone()
+                    }
+                };
+                let b = (m["market"].as_str().unwrap().to_string(), side(&m["bids"]), side(&m["asks"]), ltp);
+                assert_eq!(check(&b, &a, m["timestamp"].as_str().unwrap()), m["hash"], "book {i}");
+                books.insert(a, b);
+                ok += 1;
+            }
+            "last_trade_price" => {
+                books.get_mut(m["asset_id"].as_str().unwrap()).unwrap().3 = m["price"].as_str().unwrap().into();
+            }
+            "price_change" => {
+                let ts = m["timestamp"].clone();
+                let mut j = i;
+                while j < msgs.len() && msgs[j]["event_type"] == "price_change" && msgs[j]["timestamp"] == ts {
+                    for e in msgs[j]["price_changes"].as_array().unwrap() {
+                        let b = books.get_mut(e["asset_id"].as_str().unwrap()).unwrap();
+                        let bid = e["side"] == "BUY";
+                        let lv = if bid { &mut b.1 } else { &mut b.2 };
+                        let p = e["price"].as_str().unwrap();
+                        lv.retain(|(q, _)| q != p);
+                        if e["size"] != "0" {
+                            lv.push((p.into(), e["size"].as_str().unwrap().into()));
+                        }
+                        let num = |s: &str| s.parse::<f64>().unwrap();
+                        lv.sort_by(|x, y| num(&x.0).partial_cmp(&num(&y.0)).unwrap());
+                        if !bid {
+                            lv.reverse();
+                        }
+                    }
+                    j += 1;
+                }
+                if j - i > 1 {
+                    bursts += 1;
+                }
+                let last = msgs[j - 1]["price_changes"].as_array().unwrap().last().unwrap().clone();
+                let a = last["asset_id"].as_str().unwrap();
+                assert_eq!(check(&books[a], a, ts.as_str().unwrap()), last["hash"], "price_change {i}..{j}");
+                ok += 1;
+                i = j;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    assert!(bursts > 50 && refreshes > 30, "bursts {bursts}, refreshes {refreshes}");
+    assert!(ok > 2500, "{ok} hashes verified");
+}
