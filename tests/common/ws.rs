@@ -396,11 +396,45 @@ impl serde_json::ser::Formatter for PySeparators {
     }
 }
 
-pub fn py_json(v: &Value) -> String {
-    let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, PySeparators);
-    serde::Serialize::serialize(v, &mut ser).unwrap();
-    String::from_utf8(out).unwrap()
+// Wire messages, fields in the order live frames show them (`event_type` near the end; facts §6.1).
+#[derive(serde::Serialize)]
+struct Level {
+    price: String,
+    size: String,
+}
+
+#[derive(serde::Serialize)]
+struct BookMsg {
+    market: String,
+    asset_id: String,
+    timestamp: String,
+    hash: String,
+    bids: Vec<Level>,
+    asks: Vec<Level>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tick_size: Option<String>,
+    event_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_trade_price: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Entry {
+    asset_id: String,
+    price: String,
+    size: String,
+    side: &'static str,
+    hash: String,
+    best_bid: String,
+    best_ask: String,
+}
+
+#[derive(serde::Serialize)]
+struct PriceChangeMsg<'a> {
+    market: &'a str,
+    price_changes: Vec<Entry>,
+    timestamp: &'a str,
+    event_type: &'static str,
 }
 
 /// Prices in ticks of 0.01, spelled without trailing zeros ("0.5", "0.45", "0.01").
@@ -524,29 +558,29 @@ impl Model {
 
     /// The `book` object of an asset's current state; `refresh` = as sent after a trade (no
     /// `tick_size`, no `last_trade_price`).
-    fn book_json(&mut self, id: &str, refresh: bool) -> Value {
+    fn book_msg(&mut self, id: &str, refresh: bool) -> BookMsg {
         self.book_mut(id);
         let ts = self.ts().to_string();
         let hash = self.hash(id, &ts);
         let b = &self.books[id];
-        let lv = |t: &u32, s: &String| json!({"price": price(*t), "size": s});
-        let mut v = json!({"market": b.market, "asset_id": id, "timestamp": ts, "hash": hash,
-            "bids": b.bids.iter().map(|(t, s)| lv(t, s)).collect::<Vec<_>>(),
-            "asks": b.asks.iter().rev().map(|(t, s)| lv(t, s)).collect::<Vec<_>>()});
-        if !refresh {
-            v["tick_size"] = json!(MODEL_TICK_SIZE);
+        let lv = |t: &u32, s: &String| Level { price: price(*t), size: s.clone() };
+        BookMsg {
+            market: b.market.clone(),
+            asset_id: id.to_string(),
+            timestamp: ts,
+            hash,
+            bids: b.bids.iter().map(|(t, s)| lv(t, s)).collect(),
+            asks: b.asks.iter().rev().map(|(t, s)| lv(t, s)).collect(),
+            tick_size: (!refresh).then(|| MODEL_TICK_SIZE.to_string()),
+            event_type: "book",
+            last_trade_price: (!refresh).then(|| b.last_trade_price.clone()),
         }
-        v["event_type"] = json!("book");
-        if !refresh {
-            v["last_trade_price"] = json!(b.last_trade_price);
-        }
-        v
     }
 
     /// The initial dump for newly subscribed assets: one array frame.
     pub fn initial_dump(&mut self, ids: &[String]) -> String {
-        let books: Vec<Value> = ids.iter().map(|id| self.book_json(id, false)).collect();
-        Value::Array(books).to_string()
+        let books: Vec<BookMsg> = ids.iter().map(|id| self.book_msg(id, false)).collect();
+        serde_json::to_string(&books).unwrap()
     }
 
     fn best(&self, id: &str) -> (String, String) {
@@ -558,8 +592,8 @@ impl Model {
     }
 
     /// Applies one random order-book change to `id` (never crossing the book); returns the entry
-    /// without its hash.
-    fn change(&mut self, id: &str) -> Value {
+    /// with the new best bid/ask, without its hash.
+    fn change(&mut self, id: &str) -> Entry {
         let bid_side = self.below(2) == 0;
         let (best_bid, best_ask) = {
             let b = self.book_mut(id);
@@ -584,11 +618,23 @@ impl Model {
         } else {
             side.insert(tick, new_size.clone());
         }
-        json!({"asset_id": id, "price": price(tick), "size": new_size, "side": if bid_side {"BUY"} else {"SELL"}})
+        let (best_bid, best_ask) = self.best(id);
+        Entry {
+            asset_id: id.to_string(),
+            price: price(tick),
+            size: new_size,
+            side: if bid_side { "BUY" } else { "SELL" },
+            hash: String::new(),
+            best_bid,
+            best_ask,
+        }
     }
 
-    fn price_change(&self, market: &str, entries: Vec<Value>, ts: &str) -> String {
-        py_json(&json!({"market": market, "price_changes": entries, "timestamp": ts, "event_type": "price_change"}))
+    fn price_change(&self, market: &str, entries: Vec<Entry>, ts: &str) -> String {
+        let m = PriceChangeMsg { market, price_changes: entries, timestamp: ts, event_type: "price_change" };
+        let mut out = Vec::new();
+        serde::Serialize::serialize(&m, &mut serde_json::Serializer::with_formatter(&mut out, PySeparators)).unwrap();
+        String::from_utf8(out).unwrap()
     }
 
     /// The frames of one event about `id` (or a broadcast).
@@ -600,27 +646,17 @@ impl Model {
         if roll < 800 {
             let mut e = self.change(id);
             let ts = self.ts().to_string();
-            e["hash"] = json!(self.hash(id, &ts));
-            let (bb, ba) = self.best(id);
-            e["best_bid"] = json!(bb);
-            e["best_ask"] = json!(ba);
+            e.hash = self.hash(id, &ts);
             vec![self.price_change(&market, vec![e], &ts)]
         } else if roll < 860 {
             // A same-timestamp burst: three messages, one timestamp, the final state's hash on all.
             let ts = self.ts().to_string();
-            let mut entries: Vec<Value> = Vec::new();
-            for _ in 0..3 {
-                let mut e = self.change(id);
-                let (bb, ba) = self.best(id);
-                e["best_bid"] = json!(bb);
-                e["best_ask"] = json!(ba);
-                entries.push(e);
-            }
+            let entries: Vec<Entry> = (0..3).map(|_| self.change(id)).collect();
             let h = self.hash(id, &ts);
             entries
                 .into_iter()
                 .map(|mut e| {
-                    e["hash"] = json!(h);
+                    e.hash = h.clone();
                     self.price_change(&market, vec![e], &ts)
                 })
                 .collect()
@@ -644,8 +680,8 @@ impl Model {
             let trade = json!({"asset_id": id, "event_type": "last_trade_price", "fee_rate_bps": "0", "market": market,
                 "price": price(top), "side": if buy {"BUY"} else {"SELL"}, "size": format!("{qty}"), "timestamp": ts,
                 "transaction_hash": format!("0x{:064x}", self.events)});
-            let refresh = self.book_json(id, true);
-            vec![trade.to_string(), refresh.to_string()]
+            let refresh = self.book_msg(id, true);
+            vec![trade.to_string(), serde_json::to_string(&refresh).unwrap()]
         } else if roll < 970 {
             let (bb, ba) = self.best(id);
             let spread = match (bb.parse::<f64>(), ba.parse::<f64>()) {
