@@ -222,7 +222,9 @@ pub fn subscribe_message(tokens: &[String]) -> String {
 
 /// A subscription change on an open connection (dynamic subscribe/unsubscribe, shipped by the venue
 /// about 2025-12: nevuamarkets/poly-websockets#20). A subscribe names `custom_feature_enabled` again:
-/// the venue applies that flag to the connection on every subscribe (venue_changes_2026 §3 A9).
+/// the venue applies the flag a subscribe carries to the live connection ("re-naming any active asset
+/// toggles the flag in place", venue_changes_2026 §3 A9), so one without it might turn the custom
+/// events off.
 pub fn operation_message(op: &str, tokens: &[String]) -> String {
     if op == "subscribe" {
         json!({"operation": op, "assets_ids": tokens, "custom_feature_enabled": true}).to_string()
