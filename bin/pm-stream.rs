@@ -5,17 +5,23 @@ Reads market records (schema pmarchive.market/1, as written by pm-markets) on st
 market's tokens from --lead seconds before its window starts until --grace seconds after it ends.
 Tracked tokens are sharded over websocket connections (at most --max-per-conn each); tokens are
 added and removed on the open connections ({\"operation\":\"subscribe\"|\"unsubscribe\",...}) as
-markets roll over. Every received frame becomes one raw line on stdout (schema pmarchive.raw/1,
-kind \"ws\", ctx.event \"frame\", ctx.conn_id, ctx.frame_no, frame text verbatim in body or
-body_text, receive time in collected_at_utc). Opens, closes, errors, subscription changes, back-off
+markets roll over. Every subscription is sent in frames of at most --max-ids-per-frame ids (a frame
+with thousands of ids makes the venue close the socket), and each new connection subscribes the
+whole wanted set again from scratch. Every received frame becomes one raw line on stdout (schema
+pmarchive.raw/1, kind \"ws\", ctx.event \"frame\", ctx.conn_id, ctx.frame_no, frame text verbatim
+in body or body_text, receive time in collected_at_utc). Opens, closes, errors, subscription changes, back-off
 waits and watchdog firings are lines too (ctx.event), so every gap in coverage is explicit. After
 every (re)connect a REST POST /books snapshot of the connection's tokens is written as http lines
-with ctx.reason \"ws_resync\" (\"ws_subscribe\" for tokens added later).
+with ctx.reason \"ws_resync\" (\"ws_subscribe\" for tokens added later). Every frame is kept, whatever
+its event type; each connection writes a ctx.event \"stats\" line every --stats-secs and when it ends,
+counting the events received since its last one by event_type (ctx.ws_event_types; unknown types
+under their own name), which `manifest build` sums.
 
 It never gives up: connections are re-opened forever with capped exponential back-off and jitter.
-A connection is re-opened when no data frame (PONG and NO NEW ASSETS do not count) arrived for
---silence-secs, and in any case once it is --max-conn-age old (the venue is known to keep
-answering PING while sending no data).
+A connection is terminated and re-opened when nothing at all (any frame counts, PONG included)
+arrived for --idle-secs (a half-open connection), when no data frame (PONG and NO NEW ASSETS do not
+count) arrived for --silence-secs, and in any case once it is --max-conn-age old (the venue is known
+to keep answering PING while sending no data).
 
 Usage:
     pm-markets --watch 30 | pm-stream [options] > ws_market.jsonl
@@ -31,7 +37,9 @@ Options:
                           [default: https://clob.polymarket.com]
     --no-rest             Take no REST snapshots.
     --max-per-conn N      Tokens per connection. [default: 200]
+    --max-ids-per-frame N Asset ids per subscribe/unsubscribe frame. [default: 100]
     --ping-secs SECS      Send the text PING this often. [default: 10]
+    --idle-secs SECS      Reconnect after this long without any inbound frame. [default: 30]
     --silence-secs SECS   Reconnect after this long without a data frame. [default: 60]
     --max-conn-age SECS   Reconnect every connection after this long. [default: 3600]
     --asset-silence-secs SECS
@@ -41,6 +49,7 @@ Options:
     --backoff-max SECS    Back-off cap. [default: 60]
     --connect-timeout SECS
                           TCP connect + websocket handshake limit. [default: 10]
+    --stats-secs SECS     Write each connection's stats line this often. [default: 60]
     --max-frames N        Stop after N data frames (benchmarks, tests).
     --user-agent UA       [default: pm-archive/<version> (public market-data archiver; ...)]
     --check-args          Check the arguments as for a real run, then exit 0 (or 2 with the error)
@@ -107,7 +116,15 @@ fn run() -> cli::Result<ExitCode> {
                     return cli::usage("--max-per-conn: must be 1..500");
                 }
             }
+            Long("max-ids-per-frame") => {
+                cfg.max_ids_per_frame = cli::value(&mut p, "--max-ids-per-frame")?;
+                if !(1..=500).contains(&cfg.max_ids_per_frame) {
+                    return cli::usage("--max-ids-per-frame: must be 1..500");
+                }
+            }
             Long("ping-secs") => cfg.ping_every = cli::seconds(&mut p, "--ping-secs")?,
+            Long("idle-secs") => cfg.idle = cli::seconds(&mut p, "--idle-secs")?,
+            Long("stats-secs") => cfg.stats_every = cli::seconds(&mut p, "--stats-secs")?,
             Long("silence-secs") => cfg.silence = cli::seconds(&mut p, "--silence-secs")?,
             Long("max-conn-age") => cfg.max_conn_age = cli::seconds(&mut p, "--max-conn-age")?,
             Long("asset-silence-secs") => {
@@ -131,6 +148,9 @@ fn run() -> cli::Result<ExitCode> {
             Short('V') | Long("version") => return cli::version("pm-stream"),
             other => return cli::unexpected(other),
         }
+    }
+    if cfg.idle <= cfg.ping_every {
+        return cli::usage("--idle-secs must be greater than --ping-secs (the PONG replies keep a link alive)");
     }
     if cfg.backoff_max < cfg.backoff_base {
         return cli::usage("--backoff-max must be ≥ --backoff-base");

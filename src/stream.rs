@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tungstenite::client::IntoClientRequest;
@@ -48,7 +49,13 @@ pub struct Config {
     pub lead: Duration,
     pub grace: Duration,
     pub max_per_conn: usize,
+    /// Asset ids per subscribe frame: a frame with a few thousand ids makes the venue close the
+    /// socket (rs-clob-client-v2#116), so every subscription is sent in batches of at most this many.
+    pub max_ids_per_frame: usize,
     pub ping_every: Duration,
+    /// No inbound frame of any kind (PONG included) for this long → the connection is half-open:
+    /// terminate and reconnect (rs-clob-client-v2#60).
+    pub idle: Duration,
     /// No data frame for this long → reconnect.
     pub silence: Duration,
     /// Reconnect a connection once it is this old.
@@ -65,6 +72,8 @@ pub struct Config {
     pub user_agent: String,
     /// How often the controller re-evaluates tracking windows.
     pub tick: Duration,
+    /// How often each connection writes its `stats` record (event counts by type).
+    pub stats_every: Duration,
 }
 
 impl Default for Config {
@@ -75,7 +84,9 @@ impl Default for Config {
             lead: Duration::from_secs(60),
             grace: Duration::from_secs(120),
             max_per_conn: 200,
+            max_ids_per_frame: 100,
             ping_every: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
             silence: Duration::from_secs(60),
             max_conn_age: Duration::from_secs(3600),
             asset_silence: Some(Duration::from_secs(300)),
@@ -86,6 +97,7 @@ impl Default for Config {
             max_frames: None,
             user_agent: crate::http::DEFAULT_USER_AGENT.to_string(),
             tick: Duration::from_millis(200),
+            stats_every: Duration::from_secs(60),
         }
     }
 }
@@ -208,9 +220,127 @@ pub fn subscribe_message(tokens: &[String]) -> String {
     json!({"assets_ids": tokens, "type": "market", "custom_feature_enabled": true, "initial_dump": true}).to_string()
 }
 
-/// A subscription change on an open connection.
+/// A subscription change on an open connection (dynamic subscribe/unsubscribe, shipped by the venue
+/// about 2025-12: nevuamarkets/poly-websockets#20). A subscribe names `custom_feature_enabled` again:
+/// the venue applies the flag a subscribe carries to the live connection ("re-naming any active asset
+/// toggles the flag in place", venue_changes_2026 §3 A9), so one without it might turn the custom
+/// events off.
 pub fn operation_message(op: &str, tokens: &[String]) -> String {
-    json!({"operation": op, "assets_ids": tokens}).to_string()
+    if op == "subscribe" {
+        json!({"operation": op, "assets_ids": tokens, "custom_feature_enabled": true}).to_string()
+    } else {
+        json!({"operation": op, "assets_ids": tokens}).to_string()
+    }
+}
+
+/// The frames that subscribe `tokens` on a fresh connection, at most `max` ids each: the first is
+/// the [`subscribe_message`], the rest are `subscribe` operations (rs-clob-client-v2#116/#117).
+pub fn subscribe_frames(tokens: &[String], max: usize) -> Vec<(Vec<String>, String)> {
+    tokens
+        .chunks(max.max(1))
+        .enumerate()
+        .map(|(i, c)| {
+            let msg = if i == 0 { subscribe_message(c) } else { operation_message("subscribe", c) };
+            (c.to_vec(), msg)
+        })
+        .collect()
+}
+
+/// Counts of websocket events by type, as a connection's `stats` record carries them and
+/// `manifest build` sums them (`ws_event_types`). Every event of a frame is counted: an array frame
+/// (the initial dump) counts each element. Venue types are counted under their own name, unknown ones
+/// included; what is not a venue event is counted under a name in parentheses: `(pong)`,
+/// `(no_new_assets)`, `(not_json)`, `(empty_array)`, `(no_event_type)`, `(binary)`, `(ws_ping)`,
+/// `(ws_pong)`. Names come from the venue, so they are bounded: longer than 64 bytes or not
+/// `[A-Za-z0-9_.-]` → `(bad_name)`; more than [`MAX_EVENT_TYPES`] names in one record → `(other)`.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventCounts(pub BTreeMap<String, u64>);
+
+pub const MAX_EVENT_TYPES: usize = 64;
+
+impl EventCounts {
+    /// Counts a name the venue sent (checked).
+    fn venue(&mut self, name: &str) {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+        self.bump(if ok { name } else { "(bad_name)" });
+    }
+
+    fn bump(&mut self, key: &str) {
+        if let Some(n) = self.0.get_mut(key) {
+            *n += 1;
+        } else if self.0.len() < MAX_EVENT_TYPES {
+            self.0.insert(key.to_string(), 1);
+        } else {
+            *self.0.entry("(other)".to_string()).or_insert(0) += 1;
+        }
+    }
+
+    /// Counts the events of one text frame.
+    pub fn add_text(&mut self, text: &str) {
+        #[derive(Deserialize)]
+        struct Tag<'a> {
+            #[serde(borrow)]
+            event_type: Option<&'a serde_json::value::RawValue>,
+        }
+        let count = |me: &mut Self, t: Tag<'_>| match t.event_type.map(|r| serde_json::from_str::<String>(r.get())) {
+            Some(Ok(s)) => me.venue(&s),
+            Some(Err(_)) => me.bump("(bad_name)"),
+            None => me.bump("(no_event_type)"),
+        };
+        let t = text.trim_start();
+        if t.starts_with('[') {
+            match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(t) {
+                Ok(items) if items.is_empty() => self.bump("(empty_array)"),
+                Ok(items) => {
+                    for it in items {
+                        match serde_json::from_str::<Tag>(it.get()) {
+                            Ok(tag) => count(self, tag),
+                            Err(_) => self.bump("(no_event_type)"),
+                        }
+                    }
+                }
+                Err(_) => self.bump("(not_json)"),
+            }
+        } else if t.starts_with('{') {
+            match serde_json::from_str::<Tag>(t) {
+                Ok(tag) => count(self, tag),
+                Err(_) => self.bump("(not_json)"),
+            }
+        } else if t.trim_end().eq_ignore_ascii_case("PONG") {
+            self.bump("(pong)");
+        } else if t.trim_end().eq_ignore_ascii_case("NO NEW ASSETS") {
+            self.bump("(no_new_assets)");
+        } else {
+            self.bump("(not_json)");
+        }
+    }
+
+    pub fn add(&mut self, name: &str) {
+        self.bump(name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The `ctx` of a `kind:"ws"`, `event:"stats"` record: what one connection received since its
+/// previous stats record (so records sum across files and runs). Written every `--stats-secs` and
+/// when the connection ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsCtx {
+    /// Always `"stats"`.
+    pub event: String,
+    pub conn_id: u64,
+    pub shard: u32,
+    /// Seconds covered by this record.
+    pub interval_s: f64,
+    /// Frames received (every opcode), and their payload bytes.
+    pub frames: u64,
+    pub bytes: u64,
+    pub ws_event_types: EventCounts,
 }
 
 type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
@@ -336,7 +466,7 @@ fn conn_thread(shared: Arc<Shared>, shard: u32, rx: Receiver<Cmd>, initial: Vec<
             Ok((ws, status)) => {
                 shared.counters.connects.fetch_add(1, Ordering::Relaxed);
                 sink.send(sink.ws(json!({"event": "open", "conn_id": conn_id, "shard": shard, "attempt": attempt, "http_status": status, "url": cfg.ws_url})));
-                let mut c = Conn { shared: &shared, shard, conn_id, ws, frame_no: 0, got_data: false };
+                let mut c = Conn::new(&shared, shard, conn_id, ws);
                 let end = c.serve(&rx, &mut tokens);
                 if c.got_data {
                     attempt = 0; // a connection that delivered data resets the back-off
@@ -385,9 +515,33 @@ struct Conn<'a> {
     ws: Ws,
     frame_no: u64,
     got_data: bool,
+    /// What has been sent on *this* connection: starts empty on every connection, so a reconnect
+    /// always subscribes the whole wanted set again (nautilus_trader PR #4895).
+    subscribed: BTreeSet<String>,
+    /// Received since the last `stats` record.
+    counts: EventCounts,
+    stats_frames: u64,
+    stats_bytes: u64,
+    stats_since: Instant,
 }
 
 impl Conn<'_> {
+    fn new(shared: &Arc<Shared>, shard: u32, conn_id: u64, ws: Ws) -> Conn<'_> {
+        Conn {
+            shared,
+            shard,
+            conn_id,
+            ws,
+            frame_no: 0,
+            got_data: false,
+            subscribed: BTreeSet::new(),
+            counts: EventCounts::default(),
+            stats_frames: 0,
+            stats_bytes: 0,
+            stats_since: Instant::now(),
+        }
+    }
+
     fn ctx(&self, event: &str) -> Value {
         json!({"event": event, "conn_id": self.conn_id, "shard": self.shard})
     }
@@ -397,6 +551,28 @@ impl Conn<'_> {
         if let (Some(o), Some(x)) = (ctx.as_object_mut(), extra.as_object()) {
             o.extend(x.clone());
         }
+        self.shared.sink.send(self.shared.sink.ws(ctx));
+    }
+
+    /// Writes the `stats` record for what arrived since the last one (if anything did).
+    fn flush_stats(&mut self) {
+        if self.stats_frames == 0 && self.counts.is_empty() {
+            self.stats_since = Instant::now();
+            return;
+        }
+        let ctx = StatsCtx {
+            event: "stats".into(),
+            conn_id: self.conn_id,
+            shard: self.shard,
+            interval_s: (self.stats_since.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            frames: self.stats_frames,
+            bytes: self.stats_bytes,
+            ws_event_types: std::mem::take(&mut self.counts),
+        };
+        self.stats_frames = 0;
+        self.stats_bytes = 0;
+        self.stats_since = Instant::now();
+        let ctx = serde_json::to_value(ctx).expect("stats serialize");
         self.shared.sink.send(self.shared.sink.ws(ctx));
     }
 
@@ -412,20 +588,57 @@ impl Conn<'_> {
         self.record("close", json!({"by": "client", "reason": reason, "frames": self.frame_no}));
     }
 
-    /// Subscribes, then reads until something ends the connection.
-    fn serve(&mut self, rx: &Receiver<Cmd>, tokens: &mut BTreeSet<String>) -> End {
-        let cfg = &self.shared.cfg;
-        let list: Vec<String> = tokens.iter().cloned().collect();
-        if let Err(e) = self.send_text(subscribe_message(&list)) {
-            self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
-            self.record("error", json!({"phase": "subscribe", "error": e.to_string()}));
-            return End::Reconnect { event: "error", reason: format!("subscribe failed: {e}"), immediate: false };
+    /// Sends `op` (`subscribe`/`unsubscribe`) for `tokens` in frames of at most `max_ids_per_frame`
+    /// ids, each recorded with its exact text; `initial` uses [`subscribe_frames`].
+    fn send_batched(&mut self, op: &str, tokens: Vec<String>, initial: bool) -> Result<(), End> {
+        let max = self.shared.cfg.max_ids_per_frame;
+        let frames = if initial {
+            subscribe_frames(&tokens, max)
+        } else {
+            tokens.chunks(max.max(1)).map(|c| (c.to_vec(), operation_message(op, c))).collect()
+        };
+        let n = frames.len();
+        for (i, (ids, msg)) in frames.into_iter().enumerate() {
+            if let Err(e) = self.send_text(msg.clone()) {
+                self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                self.record("error", json!({"phase": op, "error": e.to_string()}));
+                return Err(End::Reconnect { event: "error", reason: format!("{op} failed: {e}"), immediate: true });
+            }
+            for t in &ids {
+                if op == "subscribe" {
+                    self.subscribed.insert(t.clone());
+                } else {
+                    self.subscribed.remove(t);
+                }
+            }
+            let mut extra = json!({"tokens": ids, "message": msg, "batch": i, "batches": n});
+            if initial {
+                extra["initial"] = true.into();
+            }
+            self.record(op, extra);
         }
-        self.record("subscribe", json!({"initial": true, "tokens": list, "message": subscribe_message(&list)}));
+        Ok(())
+    }
+
+    /// Subscribes, then reads until something ends the connection; the last `stats` record is
+    /// written whatever ended it.
+    fn serve(&mut self, rx: &Receiver<Cmd>, wanted: &mut BTreeSet<String>) -> End {
+        let end = self.serve_inner(rx, wanted);
+        self.flush_stats();
+        end
+    }
+
+    fn serve_inner(&mut self, rx: &Receiver<Cmd>, wanted: &mut BTreeSet<String>) -> End {
+        let cfg = &self.shared.cfg;
+        let list: Vec<String> = wanted.iter().cloned().collect();
+        if let Err(end) = self.send_batched("subscribe", list.clone(), true) {
+            return end;
+        }
         self.shared.snapshot(self.conn_id, "ws_resync", list);
 
         let opened = Instant::now();
         let mut last_data = Instant::now();
+        let mut last_inbound = Instant::now();
         let mut next_ping = Instant::now() + cfg.ping_every;
         let mut last_seen: HashMap<String, Instant> = HashMap::new();
         let mut silent_reported: BTreeSet<String> = BTreeSet::new();
@@ -435,39 +648,43 @@ impl Conn<'_> {
                 self.close("shutdown");
                 return End::Stop;
             }
-            // Subscription changes on the open connection.
+            // Subscription changes on the open connection: the wanted set changes, then what this
+            // connection has subscribed is brought to it.
+            let mut changed = false;
             while let Ok(cmd) = rx.try_recv() {
-                let (op, t) = match cmd {
+                changed = true;
+                match cmd {
                     Cmd::Stop => {
                         self.close("no_tokens");
                         return End::Stop;
                     }
-                    Cmd::Add(t) => ("subscribe", t),
-                    Cmd::Remove(t) => ("unsubscribe", t),
-                };
-                let t: Vec<String> = if op == "subscribe" {
-                    t.into_iter().filter(|x| tokens.insert(x.clone())).collect()
-                } else {
-                    t.into_iter().filter(|x| tokens.remove(x)).collect()
-                };
-                if t.is_empty() {
-                    continue;
+                    Cmd::Add(t) => wanted.extend(t),
+                    Cmd::Remove(t) => t.iter().for_each(|x| {
+                        wanted.remove(x);
+                    }),
                 }
-                let msg = operation_message(op, &t);
-                if let Err(e) = self.send_text(msg.clone()) {
-                    self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
-                    self.record("error", json!({"phase": op, "error": e.to_string()}));
-                    return End::Reconnect { event: "error", reason: format!("{op} failed: {e}"), immediate: true };
-                }
-                self.record(op, json!({"tokens": t, "message": msg}));
-                if op == "subscribe" {
-                    self.shared.snapshot(self.conn_id, "ws_subscribe", t);
-                } else {
-                    t.iter().for_each(|x| {
+            }
+            if changed {
+                let add: Vec<String> = wanted.difference(&self.subscribed).cloned().collect();
+                let remove: Vec<String> = self.subscribed.difference(wanted).cloned().collect();
+                if !remove.is_empty() {
+                    if let Err(end) = self.send_batched("unsubscribe", remove.clone(), false) {
+                        return end;
+                    }
+                    remove.iter().for_each(|x| {
                         last_seen.remove(x);
                         silent_reported.remove(x);
                     });
                 }
+                if !add.is_empty() {
+                    if let Err(end) = self.send_batched("subscribe", add.clone(), false) {
+                        return end;
+                    }
+                    self.shared.snapshot(self.conn_id, "ws_subscribe", add);
+                }
+            }
+            if signal::stop_requested() {
+                continue;
             }
             let now = Instant::now();
             if now >= next_ping {
@@ -477,6 +694,18 @@ impl Conn<'_> {
                     return End::Reconnect { event: "error", reason: format!("ping failed: {e}"), immediate: true };
                 }
                 next_ping = now + cfg.ping_every;
+            }
+            if now.duration_since(self.stats_since) >= cfg.stats_every {
+                self.flush_stats();
+            }
+            if now.duration_since(last_inbound) >= cfg.idle {
+                // Half-open: not even a PONG came back. Terminate (the close frame is best effort;
+                // the socket is dropped right after) and reconnect.
+                self.shared.counters.watchdogs.fetch_add(1, Ordering::Relaxed);
+                let secs = now.duration_since(last_inbound).as_secs_f64();
+                self.record("watchdog", json!({"reason": "inbound_silence", "silent_s": (secs * 1000.0).round() / 1000.0, "limit_s": cfg.idle.as_secs_f64()}));
+                self.close("watchdog_inbound_silence");
+                return End::Reconnect { event: "watchdog", reason: "inbound_silence".into(), immediate: true };
             }
             if now.duration_since(last_data) >= cfg.silence {
                 self.shared.counters.watchdogs.fetch_add(1, Ordering::Relaxed);
@@ -497,7 +726,8 @@ impl Conn<'_> {
             if let Some(limit) = cfg.asset_silence {
                 if now >= next_asset_check {
                     next_asset_check = now + Duration::from_secs(1);
-                    let silent: Vec<String> = tokens
+                    let silent: Vec<String> = self
+                        .subscribed
                         .iter()
                         .filter(|t| !silent_reported.contains(*t))
                         .filter(|t| now.duration_since(*last_seen.get(*t).unwrap_or(&opened)) >= limit)
@@ -513,6 +743,7 @@ impl Conn<'_> {
             match self.ws.read() {
                 Ok(msg) => {
                     let at = clock::now();
+                    last_inbound = Instant::now();
                     let (opcode, bytes, data) = match msg {
                         Message::Text(t) => {
                             let s = t.as_str();
@@ -521,17 +752,27 @@ impl Conn<'_> {
                                 for a in asset_ids_in(s) {
                                     if let Some(v) = last_seen.get_mut(a) {
                                         *v = Instant::now();
-                                    } else if tokens.contains(a) {
+                                    } else if self.subscribed.contains(a) {
                                         last_seen.insert(a.to_string(), Instant::now());
                                     }
                                     silent_reported.remove(a);
                                 }
                             }
+                            self.counts.add_text(s);
                             ("text", t.as_bytes().to_vec(), data)
                         }
-                        Message::Binary(b) => ("binary", b.to_vec(), true),
-                        Message::Ping(b) => ("ping", b.to_vec(), false),
-                        Message::Pong(b) => ("pong", b.to_vec(), false),
+                        Message::Binary(b) => {
+                            self.counts.add("(binary)");
+                            ("binary", b.to_vec(), true)
+                        }
+                        Message::Ping(b) => {
+                            self.counts.add("(ws_ping)");
+                            ("ping", b.to_vec(), false)
+                        }
+                        Message::Pong(b) => {
+                            self.counts.add("(ws_pong)");
+                            ("pong", b.to_vec(), false)
+                        }
                         Message::Close(cf) => {
                             self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
                             let (code, reason) =
@@ -549,6 +790,8 @@ impl Conn<'_> {
                         }
                         Message::Frame(_) => continue,
                     };
+                    self.stats_frames += 1;
+                    self.stats_bytes += bytes.len() as u64;
                     self.write_frame(at, opcode, bytes);
                     if data {
                         last_data = Instant::now();
@@ -787,6 +1030,65 @@ mod tests {
         assert_eq!(v["initial_dump"], true);
         assert_eq!(v["custom_feature_enabled"], true);
         let v: Value = serde_json::from_str(&operation_message("unsubscribe", &t)).unwrap();
-        assert_eq!(v["operation"], "unsubscribe");
+        assert_eq!(v, json!({"operation": "unsubscribe", "assets_ids": ["1", "2"]}));
+        let v: Value = serde_json::from_str(&operation_message("subscribe", &t)).unwrap();
+        assert_eq!(v, json!({"operation": "subscribe", "assets_ids": ["1", "2"], "custom_feature_enabled": true}));
+    }
+
+    #[test]
+    fn subscriptions_are_batched() {
+        let t: Vec<String> = (0..250).map(|i| i.to_string()).collect();
+        let f = subscribe_frames(&t, 100);
+        assert_eq!(f.iter().map(|(ids, _)| ids.len()).collect::<Vec<_>>(), vec![100, 100, 50]);
+        let first: Value = serde_json::from_str(&f[0].1).unwrap();
+        assert_eq!(first["type"], "market");
+        assert_eq!(first["assets_ids"].as_array().unwrap().len(), 100);
+        for (ids, msg) in &f[1..] {
+            let v: Value = serde_json::from_str(msg).unwrap();
+            assert_eq!(v["operation"], "subscribe");
+            assert_eq!(v["assets_ids"], json!(ids));
+        }
+        let all: Vec<String> = f.into_iter().flat_map(|(ids, _)| ids).collect();
+        assert_eq!(all, t, "every id once, in order");
+        assert!(subscribe_frames(&[], 100).is_empty());
+    }
+
+    #[test]
+    fn events_are_counted_by_type_unknown_ones_included() {
+        let mut c = EventCounts::default();
+        c.add_text(r#"[{"event_type":"book","asset_id":"1"}, {"asset_id":"2","event_type":"book"}]"#);
+        c.add_text(r#"{"market": "0x1", "price_changes": [{"asset_id": "1"}], "event_type": "price_change"}"#);
+        c.add_text(r#"{"event_type":"best_bid_ask"}"#);
+        c.add_text(r#"{"event_type":"some_future_event","x":{"event_type":"nested"}}"#);
+        c.add_text("[]");
+        c.add_text("PONG");
+        c.add_text("NO NEW ASSETS");
+        c.add_text("{truncated");
+        c.add_text(r#"{"no":"type"}"#);
+        c.add_text(r#"{"event_type":"../../etc/passwd"}"#);
+        c.add_text(r#"{"event_type":7}"#);
+        let want: BTreeMap<String, u64> = [
+            ("book", 2),
+            ("price_change", 1),
+            ("best_bid_ask", 1),
+            ("some_future_event", 1),
+            ("(empty_array)", 1),
+            ("(pong)", 1),
+            ("(no_new_assets)", 1),
+            ("(not_json)", 1),
+            ("(no_event_type)", 1),
+            ("(bad_name)", 2),
+        ]
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+        assert_eq!(c.0, want);
+        // Bounded: a venue inventing names cannot grow the record without limit.
+        let mut c = EventCounts::default();
+        for i in 0..200 {
+            c.add_text(&format!(r#"{{"event_type":"t{i}"}}"#));
+        }
+        assert_eq!(c.0.len(), MAX_EVENT_TYPES + 1);
+        assert_eq!(c.0["(other)"], 200 - MAX_EVENT_TYPES as u64);
     }
 }

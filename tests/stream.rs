@@ -1,159 +1,21 @@
-//! pm-stream and pm-rebuild against a loopback websocket server (127.0.0.1, a thread per connection)
-//! that replays the recorded frames in tests/fixtures/polymarket, plus the loopback REST venue for the
-//! `/books` resync snapshots. Frames marked DERIVED below are built by the test from recorded ones.
+//! pm-stream and pm-rebuild against the loopback websocket venue (tests/common/ws.rs: 127.0.0.1, a
+//! thread per connection) that replays the recorded frames in tests/fixtures/polymarket or runs the
+//! modelled venue, plus the loopback REST venue for the `/books` resync snapshots. Frames marked
+//! DERIVED below are built by the test from recorded ones.
 
 mod common;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::venue::{fixture, Venue};
+use common::ws::{After, Behaviour, Got, Script, WsServer};
 use serde_json::{json, Value};
-use tungstenite::Message;
 
 const A7667: &str = "76670567130917723816490572615540605537878462672464291990940067659127658071111";
 const PC_FIXTURE: &str = "ws_market_book_then_price_changes_trimmed.json";
-
-/// What the server does after sending a connection's frames.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum After {
-    /// Stay open; answer `PING` with `PONG`; send nothing else (a "silent freeze").
-    Hold,
-    /// Send a close frame.
-    Close,
-    /// Drop the TCP connection without a close frame.
-    Drop,
-    /// Stay open, answer `PING`, and send the script's first frame again every this many ms
-    /// (a connection that never goes silent).
-    Repeat(u64),
-}
-
-#[derive(Clone, Debug)]
-struct Script {
-    frames: Vec<String>,
-    after: After,
-}
-
-/// A text message the server received, with the index of its connection.
-#[derive(Clone, Debug)]
-struct Got {
-    conn: usize,
-    text: String,
-}
-
-struct WsServer {
-    port: u16,
-    got: Arc<Mutex<Vec<Got>>>,
-    conns: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-impl WsServer {
-    /// Connection k follows `scripts[k]` (the last script for any later connection).
-    fn start(scripts: Vec<Script>) -> WsServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let conns = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (g, c, s) = (got.clone(), conns.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for tcp in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(tcp) = tcp else { continue };
-                let k = c.fetch_add(1, Ordering::SeqCst);
-                let script = scripts[k.min(scripts.len() - 1)].clone();
-                let (g, s) = (g.clone(), s.clone());
-                std::thread::spawn(move || serve(tcp, k, script, g, s));
-            }
-        });
-        WsServer { port, got, conns, stop }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws/market", self.port)
-    }
-
-    fn got(&self) -> Vec<Got> {
-        self.got.lock().unwrap().clone()
-    }
-}
-
-impl Drop for WsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
-    }
-}
-
-fn serve(tcp: std::net::TcpStream, k: usize, script: Script, got: Arc<Mutex<Vec<Got>>>, stop: Arc<AtomicBool>) {
-    let Ok(mut ws) = tungstenite::accept(tcp) else { return };
-    ws.get_mut().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let log = |t: &str| got.lock().unwrap().push(Got { conn: k, text: t.to_string() });
-    // Wait for the subscribe message before replaying (as the venue does).
-    loop {
-        match ws.read() {
-            Ok(Message::Text(t)) => {
-                log(t.as_str());
-                break;
-            }
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => return,
-        }
-    }
-    for f in &script.frames {
-        if ws.send(Message::text(f.clone())).is_err() {
-            return;
-        }
-    }
-    match script.after {
-        After::Close => {
-            let _ = ws.close(None);
-            let _ = ws.flush();
-            std::thread::sleep(Duration::from_millis(100));
-            return;
-        }
-        After::Drop => {
-            // FIN without a close frame; linger so that unread client bytes do not turn it into a RST.
-            let _ = ws.get_mut().shutdown(std::net::Shutdown::Write);
-            std::thread::sleep(Duration::from_millis(300));
-            return;
-        }
-        After::Hold | After::Repeat(_) => {}
-    }
-    let mut next_send = std::time::Instant::now();
-    while !stop.load(Ordering::SeqCst) {
-        if let (After::Repeat(ms), Some(f)) = (script.after, script.frames.first()) {
-            if std::time::Instant::now() >= next_send {
-                if ws.send(Message::text(f.clone())).is_err() {
-                    return;
-                }
-                next_send += Duration::from_millis(ms);
-            }
-        }
-        match ws.read() {
-            Ok(Message::Text(t)) => {
-                log(t.as_str());
-                if t.as_str() == "PING" && ws.send(Message::text("PONG")).is_err() {
-                    return;
-                }
-            }
-            Ok(Message::Close(_)) => return,
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => return,
-        }
-    }
-}
 
 /// A file's text, as a frame (verbatim, line breaks included).
 fn frame(name: &str) -> String {
@@ -556,7 +418,7 @@ fn tokens_are_added_and_removed_without_a_reconnect() {
     let got: Vec<Value> =
         server.got().iter().filter(|g| g.text != "PING").map(|g| serde_json::from_str(&g.text).unwrap()).collect();
     assert_eq!(got[0]["assets_ids"], json!(["111", "112"]));
-    assert_eq!(got[1], json!({"operation": "subscribe", "assets_ids": ["221", "222"]}));
+    assert_eq!(got[1], json!({"operation": "subscribe", "assets_ids": ["221", "222"], "custom_feature_enabled": true}));
     assert_eq!(got[2], json!({"operation": "unsubscribe", "assets_ids": ["111", "112"]}));
     let lines = common::jsonl(&out.stdout);
     assert_eq!(events(&lines, "subscribe").len(), 2);
@@ -825,4 +687,376 @@ fn a_rebuilt_row_is_a_rest_row_for_the_same_book() {
     let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rep["rows"]["book"], 1);
     assert_eq!(rep["hash"]["match"], 1);
+}
+
+/// pm-stream's `stats` lines summed: websocket events by type.
+fn summed_event_types(lines: &[Value]) -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for l in events(lines, "stats") {
+        let ctx: pm_archive::stream::StatsCtx = serde_json::from_value(l["ctx"].clone()).expect("a StatsCtx");
+        for (k, n) in ctx.ws_event_types.0 {
+            *m.entry(k).or_insert(0) += n;
+        }
+    }
+    m
+}
+
+/// Archives `raw` lines with jsonl-rotate and builds the run manifest from its sealed records.
+fn manifest_of(raw: &[u8], dir: &Path) -> Value {
+    let root = dir.join("archive");
+    let mut c = common::tool("jsonl-rotate");
+    c.args(["--root", root.to_str().unwrap(), "--stream", "ws_market", "--run-id", "wsrun", "--host", "testhost"]);
+    let sealed = common::run_with_timeout(c, Some(raw), Duration::from_secs(30));
+    assert!(sealed.status.success(), "{}", String::from_utf8_lossy(&sealed.stderr));
+    let mut c = common::tool("manifest");
+    c.args(["build", "--root", root.to_str().unwrap(), "--run-id", "wsrun", "--host", "testhost"]);
+    let out = common::run_with_timeout(c, Some(&sealed.stdout), Duration::from_secs(30));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&std::fs::read(root.join("manifests/run-testhost-wsrun.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn every_event_type_is_kept_raw_and_counted_in_the_manifest() {
+    let mut frames = vec![frame("ws_initial_book_frame_array_trimmed.json"), frame("ws_book_snapshot_captured.json")];
+    for f in [
+        "ws_price_change_docs_example.json",
+        "ws_best_bid_ask_docs_example.json",
+        "ws_last_trade_price_docs_example.json",
+        "ws_tick_size_change_docs_example.json",
+        "ws_new_market_docs_example.json",
+        "ws_market_resolved_docs_example.json",
+    ] {
+        frames.push(frame(f));
+    }
+    // DERIVED: an event type no client knows yet, and a frame that is not an event at all.
+    frames.push(r#"{"event_type":"brand_new_thing","market":"0x01","timestamp":"1790658661234"}"#.into());
+    frames.push("[]".into());
+    frames.push("NO NEW ASSETS".into());
+    let (lines, _, _) = capture(frames.clone(), After::Hold, 1.5);
+    // Every frame is archived verbatim, whatever its type.
+    let data: Vec<String> =
+        events(&lines, "frame").iter().filter(|l| l["body_text"] != "PONG").map(|l| frame_text(l)).collect();
+    assert_eq!(data, frames);
+    // The stats lines count every event by type (the initial array counts per element).
+    let counts = summed_event_types(&lines);
+    let pongs = events(&lines, "frame").iter().filter(|l| l["body_text"] == "PONG").count() as u64;
+    for (k, n) in [
+        ("book", 3),
+        ("price_change", 1),
+        ("best_bid_ask", 1),
+        ("last_trade_price", 1),
+        ("tick_size_change", 1),
+        ("new_market", 1),
+        ("market_resolved", 1),
+        ("brand_new_thing", 1),
+        ("(empty_array)", 1),
+        ("(no_new_assets)", 1),
+    ] {
+        assert_eq!(counts.get(k), Some(&n), "{k}: {counts:?}");
+    }
+    assert_eq!(counts.get("(pong)").copied().unwrap_or(0), pongs);
+    let stats = events(&lines, "stats");
+    let frames_in_stats: u64 = stats.iter().map(|l| l["ctx"]["frames"].as_u64().unwrap()).sum();
+    assert_eq!(frames_in_stats as usize, events(&lines, "frame").len(), "every frame is in a stats line");
+    // A stats line is written when the connection ends, after its close.
+    let close = lines.iter().position(|l| l["ctx"]["event"] == "close").unwrap();
+    assert!(lines.iter().rposition(|l| l["ctx"]["event"] == "stats").unwrap() > close);
+    // manifest build sums them per stream and per run.
+    let m = manifest_of(&pm_lines(&lines), &common::tempdir("stream-manifest"));
+    let want: Value = serde_json::to_value(&counts).unwrap();
+    assert_eq!(m["tallies"]["ws_event_types"], want, "{:#}", m["tallies"]);
+    assert_eq!(m["streams"]["ws_market"]["tally"]["ws_event_types"], want);
+}
+
+fn pm_lines(lines: &[Value]) -> Vec<u8> {
+    lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect()
+}
+
+/// A market record with `n` tokens ("9000", "9001", …).
+fn many_tokens(n: usize) -> Vec<String> {
+    (0..n).map(|i| (9000 + i).to_string()).collect()
+}
+
+#[test]
+fn subscribe_frames_are_batched_so_the_venue_does_not_close_the_socket() {
+    let toks = many_tokens(250);
+    let refs: Vec<&str> = toks.iter().map(String::as_str).collect();
+    let venue = Venue::start();
+    // The venue closes a connection right after a subscribe frame with more than 100 ids.
+    let run = |per_frame: &str| {
+        let server =
+            WsServer::start_with(Behaviour::Scripts(vec![Script { frames: vec![], after: After::Hold }]), Some(100));
+        let input = market_line("ab", &refs, -5.0, 1.5);
+        let out = common::run_with_timeout(
+            stream_cmd(&server, &venue, &["--max-per-conn", "500", "--max-ids-per-frame", per_frame, "--no-rest"]),
+            Some(input.as_bytes()),
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (
+            server.got(),
+            server.conns.load(Ordering::SeqCst),
+            server.closed_too_big.load(Ordering::SeqCst),
+            common::jsonl(&out.stdout),
+        )
+    };
+    // Batched (the default, 100): one connection, three frames, every id once.
+    let (got, conns, closed, lines) = run("100");
+    assert_eq!((conns, closed), (1, 0), "no close for a batched subscribe");
+    let subs: Vec<Value> =
+        got.iter().filter(|g| g.text != "PING").map(|g| serde_json::from_str(&g.text).unwrap()).collect();
+    assert_eq!(subs.len(), 3, "{subs:?}");
+    assert_eq!(subs[0]["type"], "market");
+    assert!(subs[1..].iter().all(|s| s["operation"] == "subscribe" && s["custom_feature_enabled"] == true));
+    let sizes: Vec<usize> = subs.iter().map(|s| s["assets_ids"].as_array().unwrap().len()).collect();
+    assert_eq!(sizes, vec![100, 100, 50]);
+    let mut all: Vec<String> = subs
+        .iter()
+        .flat_map(|s| s["assets_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()))
+        .collect();
+    all.sort();
+    assert_eq!(all, toks);
+    let recs = events(&lines, "subscribe");
+    assert_eq!(recs.len(), 3);
+    assert!(recs
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r["ctx"]["batch"] == i && r["ctx"]["batches"] == 3 && r["ctx"]["initial"] == true));
+    assert!(recs.iter().zip(&got).all(|(r, g)| r["ctx"]["message"] == g.text.as_str()), "each frame recorded verbatim");
+    // One frame with all 250 ids (what rs-clob-client-v2#116 did): closed after every subscribe,
+    // reconnected again and again — recorded, with back-off, never a crash.
+    let (_, conns, closed, lines) = run("250");
+    assert!(closed >= 2 && conns >= 2, "closed {closed} of {conns}");
+    assert!(events(&lines, "close").iter().any(|l| l["ctx"]["by"] == "server"));
+    assert!(events(&lines, "reconnect_wait").len() >= 2);
+}
+
+#[test]
+fn a_half_open_connection_is_ended_by_the_inbound_silence_watchdog() {
+    // Connection 0 freezes after its first frame (no close, no FIN, no PONG); connection 1 holds and
+    // answers PING: its PONGs alone keep the inbound-silence watchdog quiet.
+    let book = frame("ws_book_snapshot_captured.json");
+    let server = WsServer::start(vec![
+        Script { frames: vec![book.clone()], after: After::Freeze },
+        Script { frames: vec![book], after: After::Hold },
+    ]);
+    let venue = Venue::start();
+    let input = market_line("ac", &[A7667], -5.0, 4.0);
+    let out = common::run_with_timeout(
+        stream_cmd(&server, &venue, &["--idle-secs", "1", "--silence-secs", "30"]),
+        Some(input.as_bytes()),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = common::jsonl(&out.stdout);
+    let wd = events(&lines, "watchdog");
+    assert!(!wd.is_empty(), "the watchdog fired");
+    assert_eq!(wd[0]["ctx"]["reason"], "inbound_silence");
+    assert_eq!(wd[0]["ctx"]["conn_id"], 0);
+    assert_eq!(wd[0]["ctx"]["limit_s"], 1.0);
+    assert!(events(&lines, "close").iter().any(|l| l["ctx"]["conn_id"] == 0
+        && l["ctx"]["by"] == "client"
+        && l["ctx"]["reason"] == "watchdog_inbound_silence"));
+    assert!(events(&lines, "reconnect_wait")
+        .iter()
+        .any(|l| l["ctx"]["after"] == "watchdog" && l["ctx"]["reason"] == "inbound_silence"));
+    // Reconnected and re-subscribed; the healthy connection (PONGs only after its book) was not cut.
+    assert!(server.got().iter().any(|g| g.conn == 1 && g.text.contains("\"assets_ids\"")), "re-subscribed");
+    assert!(wd.iter().all(|l| l["ctx"]["conn_id"] == 0), "only the frozen connection: {wd:?}");
+    let pongs1 =
+        events(&lines, "frame").iter().filter(|l| l["ctx"]["conn_id"] == 1 && l["body_text"] == "PONG").count();
+    assert!(pongs1 >= 2, "PONGs on the healthy connection: {pongs1}");
+}
+
+#[test]
+fn a_reconnect_subscribes_the_wanted_set_from_scratch() {
+    // Market A is tracked at start and ends at +1 s; market B is tracked from +0.5 s to +6 s. The
+    // server closes connection 0 after 3 s: connection 1 must subscribe exactly B's tokens (added
+    // and removed on connection 0 meanwhile) in its first frame.
+    let server = WsServer::start(vec![
+        Script { frames: vec![], after: After::CloseAfterMs(3000) },
+        Script { frames: vec![], after: After::Hold },
+    ]);
+    let venue = Venue::start();
+    let mut input = market_line("ad", &["111", "112"], -10.0, 1.0);
+    input.push_str(&market_line("ae", &["221", "222"], 0.5, 6.0));
+    let out = common::run_with_timeout(
+        stream_cmd(&server, &venue, &["--silence-secs", "30"]),
+        Some(input.as_bytes()),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = server.got();
+    let on = |k: usize| -> Vec<Value> {
+        got.iter().filter(|g| g.conn == k && g.text != "PING").map(|g| serde_json::from_str(&g.text).unwrap()).collect()
+    };
+    let c0 = on(0);
+    assert_eq!(c0[0]["assets_ids"], json!(["111", "112"]));
+    assert!(c0.iter().any(|m| m["operation"] == "subscribe" && m["assets_ids"] == json!(["221", "222"])), "{c0:?}");
+    assert!(c0.iter().any(|m| m["operation"] == "unsubscribe" && m["assets_ids"] == json!(["111", "112"])), "{c0:?}");
+    let c1 = on(1);
+    assert_eq!(
+        c1[0],
+        serde_json::from_str::<Value>(&pm_archive::stream::subscribe_message(&["221".into(), "222".into()])).unwrap()
+    );
+    assert_eq!(c1.len(), 1, "nothing else to send: {c1:?}");
+    let lines = common::jsonl(&out.stdout);
+    assert!(events(&lines, "close").iter().any(|l| l["ctx"]["conn_id"] == 0 && l["ctx"]["by"] == "server"));
+    let sub1: Vec<&Value> = events(&lines, "subscribe").into_iter().filter(|l| l["ctx"]["conn_id"] == 1).collect();
+    assert_eq!(sub1.len(), 1);
+    assert_eq!(sub1[0]["ctx"]["tokens"], json!(["221", "222"]));
+    assert_eq!(sub1[0]["ctx"]["initial"], true);
+}
+
+#[test]
+fn the_modelled_venue_streams_what_real_captures_show_and_pm_rebuild_reads_it() {
+    // Two windows back to back on one connection, 200 events/s from the modelled venue.
+    let server = WsServer::start_with(Behaviour::Model { events_per_sec: 200.0, seed: 7 }, Some(100));
+    let venue = Venue::start();
+    let mut input = market_line("af", &["31", "32"], -5.0, 1.5);
+    input.push_str(&market_line("ag", &["41", "42"], 1.5, 3.0));
+    let out = common::run_with_timeout(
+        stream_cmd(&server, &venue, &["--silence-secs", "30", "--no-rest"]),
+        Some(input.as_bytes()),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = common::jsonl(&out.stdout);
+    let texts: Vec<String> = events(&lines, "frame").iter().map(|l| frame_text(l)).collect();
+    // Initial dumps are arrays of books with tick_size and last_trade_price, one per (re)subscribe.
+    let dumps: Vec<&String> = texts.iter().filter(|t| t.starts_with("[{")).collect();
+    assert!(dumps.len() >= 2, "one per subscribe: {}", dumps.len());
+    assert!(dumps.iter().all(|t| t.contains("\"tick_size\"") && t.contains("\"last_trade_price\"")));
+    // price_change frames with `", "` / `": "` separators and `event_type` last, kept as sent.
+    let out_text = String::from_utf8_lossy(&out.stdout);
+    let pc =
+        out_text.lines().find(|l| l.contains("\"price_changes\": [{\"asset_id\": ")).expect("a spaced price_change");
+    assert!(pc.contains("\"body\":{\"market\": \"0x") && pc.contains(", \"event_type\": \"price_change\"}"), "{pc}");
+    // Refreshes after trades: `book` without tick_size / last_trade_price, right after a last_trade_price.
+    let bodies: Vec<Value> = texts.iter().filter_map(|t| serde_json::from_str(t).ok()).collect();
+    let refresh = bodies.windows(2).any(|w| {
+        w[0]["event_type"] == "last_trade_price"
+            && w[1]["event_type"] == "book"
+            && w[1].get("tick_size").is_none()
+            && w[1].get("last_trade_price").is_none()
+    });
+    assert!(refresh, "a trade followed by a refresh book");
+    // Same-timestamp bursts: consecutive price_change messages of one asset with one timestamp and hash.
+    let burst = bodies.windows(3).any(|w| {
+        w.iter().all(|b| b["event_type"] == "price_change")
+            && w[0]["timestamp"] == w[1]["timestamp"]
+            && w[1]["timestamp"] == w[2]["timestamp"]
+            && w[0]["price_changes"][0]["hash"] == w[2]["price_changes"][0]["hash"]
+    });
+    assert!(burst, "a same-timestamp burst");
+    let counts = summed_event_types(&lines);
+    for k in ["book", "price_change", "last_trade_price", "best_bid_ask", "future_event"] {
+        assert!(counts.get(k).is_some_and(|n| *n > 0), "{k}: {counts:?}");
+    }
+    // The modelled hashes follow the venue's routine: pm-rebuild verifies the books and the changes.
+    let dir = common::tempdir("stream-model");
+    let (out, s, _) = rebuild(&pm_lines(&lines), &dir, &[]);
+    assert!(out.status.code().is_some(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(s["ws_book_hash_matched"].as_u64().unwrap() >= 4, "{s:#}");
+    assert!(s["hashes_matched"].as_u64().unwrap() > 0, "{s:#}");
+}
+
+#[test]
+fn the_modelled_venue_hashes_verify_under_an_independent_check() {
+    // An oracle independent of pm-rebuild: apply the model's frames to books kept here, verify a
+    // same-timestamp burst once at its end, and carry `tick_size`/the traded price over into the
+    // refresh books that lack them. Every hash the model sends must verify.
+    use std::collections::BTreeMap;
+    let mut m = common::ws::Model::new(11);
+    let ids: Vec<String> = vec!["501".into(), "502".into(), "503".into()];
+    let mut msgs: Vec<Value> = serde_json::from_str(&m.initial_dump(&ids)).unwrap();
+    for i in 0..3000 {
+        for f in m.event(&ids[i % 3]) {
+            msgs.push(serde_json::from_str(&f).unwrap());
+        }
+    }
+    // asset → (market, bids, asks, last_trade_price), levels in wire order.
+    type Side = Vec<(String, String)>;
+    let mut books: BTreeMap<String, (String, Side, Side, String)> = BTreeMap::new();
+    let side = |v: &Value| -> Side {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l["price"].as_str().unwrap().into(), l["size"].as_str().unwrap().into()))
+            .collect()
+    };
+    let check = |b: &(String, Side, Side, String), asset: &str, ts: &str| -> String {
+        let (mos, tick, neg, ltp) = (json!("5"), json!("0.01"), json!(false), json!(b.3));
+        pm_archive::book::hash(&pm_archive::book::HashInput {
+            market: &b.0,
+            asset_id: asset,
+            timestamp: ts,
+            bids: b.1.iter().map(|(p, s)| (p.as_str(), s.as_str())).collect(),
+            asks: b.2.iter().map(|(p, s)| (p.as_str(), s.as_str())).collect(),
+            min_order_size: &mos,
+            tick_size: &tick,
+            neg_risk: &neg,
+            last_trade_price: &ltp,
+        })
+    };
+    let (mut ok, mut bursts, mut refreshes) = (0, 0, 0);
+    let mut i = 0;
+    while i < msgs.len() {
+        let m = &msgs[i];
+        match m["event_type"].as_str().unwrap() {
+            "book" => {
+                let a = m["asset_id"].as_str().unwrap().to_string();
+                let ltp = match m.get("last_trade_price") {
+                    Some(v) => v.as_str().unwrap().to_string(),
+                    None => {
+                        assert!(m.get("tick_size").is_none());
+                        refreshes += 1;
+                        books[&a].3.clone()
+                    }
+                };
+                let b = (m["market"].as_str().unwrap().to_string(), side(&m["bids"]), side(&m["asks"]), ltp);
+                assert_eq!(check(&b, &a, m["timestamp"].as_str().unwrap()), m["hash"], "book {i}");
+                books.insert(a, b);
+                ok += 1;
+            }
+            "last_trade_price" => {
+                books.get_mut(m["asset_id"].as_str().unwrap()).unwrap().3 = m["price"].as_str().unwrap().into();
+            }
+            "price_change" => {
+                let ts = m["timestamp"].clone();
+                let mut j = i;
+                while j < msgs.len() && msgs[j]["event_type"] == "price_change" && msgs[j]["timestamp"] == ts {
+                    for e in msgs[j]["price_changes"].as_array().unwrap() {
+                        let b = books.get_mut(e["asset_id"].as_str().unwrap()).unwrap();
+                        let bid = e["side"] == "BUY";
+                        let lv = if bid { &mut b.1 } else { &mut b.2 };
+                        let p = e["price"].as_str().unwrap();
+                        lv.retain(|(q, _)| q != p);
+                        if e["size"] != "0" {
+                            lv.push((p.into(), e["size"].as_str().unwrap().into()));
+                        }
+                        let num = |s: &str| s.parse::<f64>().unwrap();
+                        lv.sort_by(|x, y| num(&x.0).partial_cmp(&num(&y.0)).unwrap());
+                        if !bid {
+                            lv.reverse();
+                        }
+                    }
+                    j += 1;
+                }
+                if j - i > 1 {
+                    bursts += 1;
+                }
+                let last = msgs[j - 1]["price_changes"].as_array().unwrap().last().unwrap().clone();
+                let a = last["asset_id"].as_str().unwrap();
+                assert_eq!(check(&books[a], a, ts.as_str().unwrap()), last["hash"], "price_change {i}..{j}");
+                ok += 1;
+                i = j;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    assert!(bursts > 50 && refreshes > 30, "bursts {bursts}, refreshes {refreshes}");
+    assert!(ok > 2500, "{ok} hashes verified");
 }

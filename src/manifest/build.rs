@@ -488,6 +488,7 @@ impl Builder {
                 "markets": markets,
                 "collector_versions": all.collector_versions,
                 "tools": all.tools,
+                "ws_event_types": all.ws_event_types,
             },
             "streams": streams_json,
             "problems": self.problems,

@@ -233,6 +233,8 @@ pub struct RawCtx {
     pub window_end_utc: Option<String>,
     /// pm-stream: `frame` or a connection event.
     pub event: Option<String>,
+    /// pm-stream's `stats` lines: websocket events by type (stream::StatsCtx).
+    pub ws_event_types: Option<BTreeMap<String, u64>>,
 }
 
 /// One line of a data file, classified. (Returned once per line and never stored, so the size of
@@ -421,6 +423,9 @@ pub struct Tally {
     pub collector_versions: BTreeMap<String, u64>,
     /// `tool` → rows.
     pub tools: BTreeMap<String, u64>,
+    /// Websocket events by `event_type`, summed over pm-stream's `stats` lines (`ctx.ws_event_types`).
+    #[serde(default)]
+    pub ws_event_types: BTreeMap<String, u64>,
     pub first_collected_at_utc: Option<String>,
     pub last_collected_at_utc: Option<String>,
     /// Lines carrying successful data ([`RawLine::is_data`]) and the newest of them.
@@ -489,6 +494,11 @@ impl Tally {
             "track" => {
                 if let Some(c) = ctx {
                     self.track(l, c);
+                }
+            }
+            "ws" => {
+                for (k, n) in ctx.and_then(|c| c.ws_event_types.as_ref()).into_iter().flatten() {
+                    bump(&mut self.ws_event_types, k, *n);
                 }
             }
             _ => {}
@@ -570,6 +580,9 @@ impl Tally {
         }
         for (k, n) in &o.tools {
             bump(&mut self.tools, k, *n);
+        }
+        for (k, n) in &o.ws_event_types {
+            bump(&mut self.ws_event_types, k, *n);
         }
         min_time(&mut self.first_collected_at_utc, o.first_collected_at_utc.as_deref());
         max_time(&mut self.last_collected_at_utc, o.last_collected_at_utc.as_deref());

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod venue;
+pub mod ws;
 
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Output, Stdio};
