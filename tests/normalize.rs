@@ -142,6 +142,8 @@ fn real_books_sorted_best_first_and_hashes_recompute() {
 
     let (_, out, _) = normalize(&format!("{line}\n"), &["--depth", "all"]);
     let rows = jsonl(&out);
+    assert!(rows[1]["depth"].is_null(), "all levels: depth null, not 2^64-1 (lossy in jq, pyarrow)");
+    assert!(!String::from_utf8_lossy(&out).contains("18446744073709551615"));
     let all = prices(&rows[1]["asks"]);
     assert_eq!(all.len(), 57);
     assert_eq!(all.last().unwrap(), "0.99");
@@ -151,7 +153,7 @@ fn real_books_sorted_best_first_and_hashes_recompute() {
 
     let (_, out, _) = normalize(&format!("{line}\n"), &["--top"]);
     let rows = jsonl(&out);
-    assert!(rows[1].get("bids").is_none() && rows[1].get("asks").is_none());
+    assert!(rows[1]["bids"].is_null() && rows[1]["asks"].is_null(), "present and null with --top");
     assert_eq!(rows[1]["depth"], 0);
     assert_eq!(rows[1]["best_ask_price"], "0.08");
 }
@@ -233,6 +235,43 @@ fn every_flag_is_raised_where_it_applies() {
         assert!(summary["flags"][f].as_u64().unwrap() >= 1, "summary: {f}");
         assert_eq!(rep["flags"][f], summary["flags"][f], "check vs summary: {f}");
     }
+}
+
+/// One JSON type per field whatever the venue sends (issue 12 §4): tick_size, min_order_size and
+/// last_trade_price are strings (a JSON number keeps its digits, in quotes), neg_risk a boolean; any
+/// other value is null and flags `missing_field`. A raw `ctx` that is not an object becomes null.
+#[test]
+fn scalar_fields_keep_one_json_type() {
+    let at = "2026-08-13T06:54:33.000000Z";
+    let ts = "1786604073000";
+    let base = book("1", ts, &[("0.40", "10")], &[("0.60", "10")]);
+    let mut numbers = base.clone();
+    numbers["tick_size"] = json!(0.01);
+    numbers["min_order_size"] = json!(5);
+    numbers["last_trade_price"] = json!(0.5);
+    let mut wrong = book("2", ts, &[("0.40", "10")], &[("0.60", "10")]);
+    wrong["tick_size"] = json!({"v": "0.01"});
+    wrong["neg_risk"] = json!("false");
+    wrong["last_trade_price"] = Value::Null;
+    let lines = [base, numbers, wrong].into_iter().enumerate().map(|(i, b)| books_line(i as u64, at, &[b]));
+    let gap = head(9, "gap", at) + r#","error":"x","ctx":[1,2]}"#;
+    let raw = lines.chain([gap]).collect::<Vec<_>>().join("\n") + "\n";
+    let (code, out, err) = normalize(&raw, &[]);
+    assert_eq!(code, 0, "{err}");
+    let rows = jsonl(&out);
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0]["tick_size"], "0.01");
+    assert!(!flags(&rows[0]).contains(&"missing_field".to_string()));
+    assert_eq!(
+        (&rows[1]["tick_size"], &rows[1]["min_order_size"], &rows[1]["last_trade_price"], &rows[1]["neg_risk"]),
+        (&json!("0.01"), &json!("5"), &json!("0.5"), &json!(false))
+    );
+    assert!(!flags(&rows[1]).contains(&"missing_field".to_string()), "{:?}", flags(&rows[1]));
+    assert!(rows[2]["tick_size"].is_null() && rows[2]["neg_risk"].is_null() && rows[2]["last_trade_price"].is_null());
+    assert_eq!(rows[2]["min_order_size"], "5");
+    assert!(flags(&rows[2]).contains(&"missing_field".to_string()));
+    assert_eq!(rows[3]["record"], "gap");
+    assert!(rows[3]["ctx"].is_null(), "{}", rows[3]);
 }
 
 #[test]
