@@ -520,45 +520,6 @@ fn check_reports_counts_and_fails_on_broken_invariants() {
     assert_eq!(rep["problems"][0]["line"], 12);
 }
 
-/// The jq examples of docs/ORDERBOOK_SCHEMA.md (lines starting with `jq ` inside ```sh blocks) run on
-/// a small derived file `normalized.jsonl` and each produce output.
-#[test]
-fn jq_examples_in_the_schema_doc_run() {
-    if std::process::Command::new("jq").arg("--version").output().is_err() {
-        eprintln!("jq not installed: skipped");
-        return;
-    }
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ORDERBOOK_SCHEMA.md")).unwrap();
-    let mut examples = Vec::new();
-    let mut in_sh = false;
-    for l in doc.lines() {
-        if l.starts_with("```") {
-            in_sh = l.trim() == "```sh";
-            continue;
-        }
-        if in_sh && l.starts_with("jq ") {
-            examples.push(l.to_string());
-        }
-    }
-    assert!(examples.len() >= 4, "{examples:?}");
-    let dir: PathBuf = tempdir("jqdoc");
-    let gap = head(99, "gap", "2026-08-13T06:59:00.000000Z")
-        + r#","error":"x","ctx":{"gap":"missing_token","slot":9,"token_id":"5"}}"#;
-    let track = head(0, "track", "2026-08-13T06:50:00.000000Z")
-        + &format!(
-            r#","ctx":{{"slug":"btc-updown-5m-1786604100","condition_id":"0x9d83","family":"5m","tokens":[{{"token_id":"{}","outcome":"Up"}}]}}}}"#,
-            rest_book()["asset_id"].as_str().unwrap()
-        );
-    let raw = format!("{track}\n{}{gap}\n", sample_raw());
-    let (_, out, _) = normalize(&raw, &[]);
-    std::fs::write(dir.join("normalized.jsonl"), &out).unwrap();
-    for ex in examples {
-        let o = std::process::Command::new("sh").arg("-c").arg(&ex).current_dir(&dir).output().unwrap();
-        assert!(o.status.success(), "{ex}: {}", String::from_utf8_lossy(&o.stderr));
-        assert!(!o.stdout.is_empty(), "{ex}: no output");
-    }
-}
-
 /// Rows from stdin (no FILE, and '-') are byte-for-byte the rows from the same bytes given as a file,
 /// plain and gzip.
 #[test]
