@@ -429,6 +429,12 @@ fn output_is_deterministic_and_gzip_input_reads_the_same() {
     assert_eq!(man["outputs"][0]["rows"], 100);
     assert_eq!(man["inputs"][0]["sha256"], pm_archive::util::sha256_file(&gzp).unwrap().0.as_str());
     assert_eq!(man["tool_version"], pm_archive::VERSION);
+    assert_eq!(man["options"]["depth"], 10);
+    let (code, _, err) =
+        normalize_files(&[&gzp], &["--depth", "all", "-o", o2.to_str().unwrap(), "--manifest", m.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let man: Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    assert!(man["options"]["depth"].is_null(), "all levels: null, as in the rows: {}", man["options"]);
     // --manifest without -o is refused.
     let (code, _, _) = normalize_files(&[&gzp], &["--manifest", m.to_str().unwrap()]);
     assert_eq!(code, 2);
