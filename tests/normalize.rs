@@ -524,6 +524,29 @@ fn check_reports_counts_and_fails_on_broken_invariants() {
     assert_eq!(rep["unparseable_lines"], 1);
     assert!(rep["out_of_order_rows"].as_u64().unwrap() >= 1);
     assert_eq!(rep["problems"][0]["line"], 12);
+
+    // Rows off their documented type are invalid: a key missing, a key unknown, a value of another
+    // JSON type, the former 2^64-1 depth of --depth all, a level that is not {price,size} strings.
+    let row: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let mut broken = Vec::new();
+    for (what, f) in [
+        ("missing", &(|r: &mut Value| drop(r.as_object_mut().unwrap().remove("bids"))) as &dyn Fn(&mut Value)),
+        ("unknown", &|r: &mut Value| r["surprise"] = json!(1)),
+        ("type", &|r: &mut Value| r["tick_size"] = json!(0.01)),
+        ("depth", &|r: &mut Value| r["depth"] = json!(u64::MAX)),
+        ("level", &|r: &mut Value| r["bids"][0]["price"] = json!(0.4)),
+    ] {
+        let mut r = row.clone();
+        f(&mut r);
+        broken.push((what, r.to_string()));
+    }
+    let bad = dir.join("types.jsonl");
+    std::fs::write(&bad, broken.iter().map(|(_, l)| format!("{l}\n")).collect::<String>()).unwrap();
+    let (code, rep, _) = normalize_files(&[&bad], &["--check"]);
+    assert_eq!(code, 1);
+    let rep: Value = serde_json::from_slice(&rep).unwrap();
+    assert_eq!(rep["invalid_rows"], broken.len(), "{}", rep["problems"]);
+    assert!(rep["problems"][0]["problem"].as_str().unwrap().contains("missing field `bids`"), "{}", rep["problems"]);
 }
 
 /// Rows from stdin (no FILE, and '-') are byte-for-byte the rows from the same bytes given as a file,

@@ -308,6 +308,12 @@ fn normalized_rows_keep_one_type_per_field() {
         let non_null: Vec<_> = ts.iter().filter(|t| **t != "null").collect();
         assert!(non_null.len() <= 1, "{rec}.{k} has types {ts:?}");
     }
+    // pm-normalize --check reads every row into its Rust type (src/normalize/rows.rs).
+    let mut c = tool("pm-normalize");
+    c.arg("--check").args(files_under(&sample().join("archive/venue=polymarket/stream=books_normalized")));
+    let o = run_with_timeout(c, None, Duration::from_secs(60));
+    let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((o.status.code(), &rep["invalid_rows"]), (Some(0), &json!(0)), "{}", rep["problems"]);
     // Integers stay integers readers can hold exactly (no 2^64-1 for --depth all).
     for r in &rows {
         for k in ["depth", "exchange_ts_ms", "slot", "raw_seq", "bid_levels", "ask_levels", "status", "attempt"] {
