@@ -26,7 +26,8 @@ Options:
     --manifest PATH     Write a normalization manifest (pmarchive.normalize_manifest/1): inputs and
                         outputs with sha256 and bytes, options, tool version, counts. Needs -o and
                         FILE arguments.
-    --check             Check mode (see above); exit 1 when a hard invariant fails.
+    --check             Check mode (see above): every row against its documented type (all keys,
+                        none unknown, one JSON type each) and in order; exit 1 when one fails.
     -h, --help          Show this help.
     -V, --version       Show the version.
 
