@@ -6,15 +6,17 @@ per token snapshot (schema pmarchive.orderbook/1, docs/ORDERBOOK_SCHEMA.md): rec
 time in UTC, market, asset, slug/outcome (joined), best bid/ask with sizes, mid, spread, the top N
 levels per side best-first, depth per side, the venue hash and whether it recomputes (SHA-1), and
 quality flags. Gaps, failed requests and unreadable input become explicit rows, never dropped.
-The same input and options always give byte-identical output.
+The same input and options always give byte-identical output. Every row of a kind has all its
+keys, each with one JSON type (or null), so jq, DuckDB and pyarrow read them as documented.
 
 Usage:
     pm-normalize [options] [FILE...]      normalize FILEs in order (none or '-': stdin)
     pm-normalize --check [FILE...]        check normalized files: JSON report on stdout
 
 Options:
-    --depth N|all       Levels per side in `bids`/`asks`. [default: 10]
-    --top               Top of book only (same as --depth 0: no `bids`/`asks` arrays).
+    --depth N|all       Levels per side in `bids`/`asks` (all: every level, the rows' `depth` is
+                        null). [default: 10]
+    --top               Top of book only (same as --depth 0: `bids`/`asks` are null).
     --markets FILE      Join slug/outcome/family for tokens from FILE: market records
                         (pmarchive.market/1, pm-markets output) and/or raw files with `track` lines.
                         Repeatable. `track` lines inside the input are always used too.
@@ -24,7 +26,8 @@ Options:
     --manifest PATH     Write a normalization manifest (pmarchive.normalize_manifest/1): inputs and
                         outputs with sha256 and bytes, options, tool version, counts. Needs -o and
                         FILE arguments.
-    --check             Check mode (see above); exit 1 when a hard invariant fails.
+    --check             Check mode (see above): every row against its documented type (all keys,
+                        none unknown, one JSON type each) and in order; exit 1 when one fails.
     -h, --help          Show this help.
     -V, --version       Show the version.
 

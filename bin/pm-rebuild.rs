@@ -28,7 +28,7 @@ Usage:
 
 Options:
     --depth N|all         Levels per side in `bids`/`asks`, as pm-normalize. [default: 10]
-    --top                 Top of book only (same as --depth 0: no `bids`/`asks` arrays).
+    --top                 Top of book only (same as --depth 0: `bids`/`asks` are null).
     --markets FILE        Join slug/outcome/family for tokens from FILE, as pm-normalize: market
                           records (pmarchive.market/1) and/or raw files with `track` lines. Repeatable.
     --max-lag SECS        Flag `recv_far` when receive and exchange time differ by more. [default: 60]

@@ -6,7 +6,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{jsonl, tempdir, tool};
@@ -142,6 +142,8 @@ fn real_books_sorted_best_first_and_hashes_recompute() {
 
     let (_, out, _) = normalize(&format!("{line}\n"), &["--depth", "all"]);
     let rows = jsonl(&out);
+    assert!(rows[1]["depth"].is_null(), "all levels: depth null, not 2^64-1 (lossy in jq, pyarrow)");
+    assert!(!String::from_utf8_lossy(&out).contains("18446744073709551615"));
     let all = prices(&rows[1]["asks"]);
     assert_eq!(all.len(), 57);
     assert_eq!(all.last().unwrap(), "0.99");
@@ -151,7 +153,7 @@ fn real_books_sorted_best_first_and_hashes_recompute() {
 
     let (_, out, _) = normalize(&format!("{line}\n"), &["--top"]);
     let rows = jsonl(&out);
-    assert!(rows[1].get("bids").is_none() && rows[1].get("asks").is_none());
+    assert!(rows[1]["bids"].is_null() && rows[1]["asks"].is_null(), "present and null with --top");
     assert_eq!(rows[1]["depth"], 0);
     assert_eq!(rows[1]["best_ask_price"], "0.08");
 }
@@ -233,6 +235,43 @@ fn every_flag_is_raised_where_it_applies() {
         assert!(summary["flags"][f].as_u64().unwrap() >= 1, "summary: {f}");
         assert_eq!(rep["flags"][f], summary["flags"][f], "check vs summary: {f}");
     }
+}
+
+/// One JSON type per field whatever the venue sends (issue 12 §4): tick_size, min_order_size and
+/// last_trade_price are strings (a JSON number keeps its digits, in quotes), neg_risk a boolean; any
+/// other value is null and flags `missing_field`. A raw `ctx` that is not an object becomes null.
+#[test]
+fn scalar_fields_keep_one_json_type() {
+    let at = "2026-08-13T06:54:33.000000Z";
+    let ts = "1786604073000";
+    let base = book("1", ts, &[("0.40", "10")], &[("0.60", "10")]);
+    let mut numbers = base.clone();
+    numbers["tick_size"] = json!(0.01);
+    numbers["min_order_size"] = json!(5);
+    numbers["last_trade_price"] = json!(0.5);
+    let mut wrong = book("2", ts, &[("0.40", "10")], &[("0.60", "10")]);
+    wrong["tick_size"] = json!({"v": "0.01"});
+    wrong["neg_risk"] = json!("false");
+    wrong["last_trade_price"] = Value::Null;
+    let lines = [base, numbers, wrong].into_iter().enumerate().map(|(i, b)| books_line(i as u64, at, &[b]));
+    let gap = head(9, "gap", at) + r#","error":"x","ctx":[1,2]}"#;
+    let raw = lines.chain([gap]).collect::<Vec<_>>().join("\n") + "\n";
+    let (code, out, err) = normalize(&raw, &[]);
+    assert_eq!(code, 0, "{err}");
+    let rows = jsonl(&out);
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0]["tick_size"], "0.01");
+    assert!(!flags(&rows[0]).contains(&"missing_field".to_string()));
+    assert_eq!(
+        (&rows[1]["tick_size"], &rows[1]["min_order_size"], &rows[1]["last_trade_price"], &rows[1]["neg_risk"]),
+        (&json!("0.01"), &json!("5"), &json!("0.5"), &json!(false))
+    );
+    assert!(!flags(&rows[1]).contains(&"missing_field".to_string()), "{:?}", flags(&rows[1]));
+    assert!(rows[2]["tick_size"].is_null() && rows[2]["neg_risk"].is_null() && rows[2]["last_trade_price"].is_null());
+    assert_eq!(rows[2]["min_order_size"], "5");
+    assert!(flags(&rows[2]).contains(&"missing_field".to_string()));
+    assert_eq!(rows[3]["record"], "gap");
+    assert!(rows[3]["ctx"].is_null(), "{}", rows[3]);
 }
 
 #[test]
@@ -390,6 +429,12 @@ fn output_is_deterministic_and_gzip_input_reads_the_same() {
     assert_eq!(man["outputs"][0]["rows"], 100);
     assert_eq!(man["inputs"][0]["sha256"], pm_archive::util::sha256_file(&gzp).unwrap().0.as_str());
     assert_eq!(man["tool_version"], pm_archive::VERSION);
+    assert_eq!(man["options"]["depth"], 10);
+    let (code, _, err) =
+        normalize_files(&[&gzp], &["--depth", "all", "-o", o2.to_str().unwrap(), "--manifest", m.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let man: Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    assert!(man["options"]["depth"].is_null(), "all levels: null, as in the rows: {}", man["options"]);
     // --manifest without -o is refused.
     let (code, _, _) = normalize_files(&[&gzp], &["--manifest", m.to_str().unwrap()]);
     assert_eq!(code, 2);
@@ -479,44 +524,29 @@ fn check_reports_counts_and_fails_on_broken_invariants() {
     assert_eq!(rep["unparseable_lines"], 1);
     assert!(rep["out_of_order_rows"].as_u64().unwrap() >= 1);
     assert_eq!(rep["problems"][0]["line"], 12);
-}
 
-/// The jq examples of docs/ORDERBOOK_SCHEMA.md (lines starting with `jq ` inside ```sh blocks) run on
-/// a small derived file `normalized.jsonl` and each produce output.
-#[test]
-fn jq_examples_in_the_schema_doc_run() {
-    if !common::require_tool("jq") {
-        return;
+    // Rows off their documented type are invalid: a key missing, a key unknown, a value of another
+    // JSON type, the former 2^64-1 depth of --depth all, a level that is not {price,size} strings.
+    let row: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let mut broken = Vec::new();
+    for (what, f) in [
+        ("missing", &(|r: &mut Value| drop(r.as_object_mut().unwrap().remove("bids"))) as &dyn Fn(&mut Value)),
+        ("unknown", &|r: &mut Value| r["surprise"] = json!(1)),
+        ("type", &|r: &mut Value| r["tick_size"] = json!(0.01)),
+        ("depth", &|r: &mut Value| r["depth"] = json!(u64::MAX)),
+        ("level", &|r: &mut Value| r["bids"][0]["price"] = json!(0.4)),
+    ] {
+        let mut r = row.clone();
+        f(&mut r);
+        broken.push((what, r.to_string()));
     }
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ORDERBOOK_SCHEMA.md")).unwrap();
-    let mut examples = Vec::new();
-    let mut in_sh = false;
-    for l in doc.lines() {
-        if l.starts_with("```") {
-            in_sh = l.trim() == "```sh";
-            continue;
-        }
-        if in_sh && l.starts_with("jq ") {
-            examples.push(l.to_string());
-        }
-    }
-    assert!(examples.len() >= 4, "{examples:?}");
-    let dir: PathBuf = tempdir("jqdoc");
-    let gap = head(99, "gap", "2026-08-13T06:59:00.000000Z")
-        + r#","error":"x","ctx":{"gap":"missing_token","slot":9,"token_id":"5"}}"#;
-    let track = head(0, "track", "2026-08-13T06:50:00.000000Z")
-        + &format!(
-            r#","ctx":{{"slug":"btc-updown-5m-1786604100","condition_id":"0x9d83","family":"5m","tokens":[{{"token_id":"{}","outcome":"Up"}}]}}}}"#,
-            rest_book()["asset_id"].as_str().unwrap()
-        );
-    let raw = format!("{track}\n{}{gap}\n", sample_raw());
-    let (_, out, _) = normalize(&raw, &[]);
-    std::fs::write(dir.join("normalized.jsonl"), &out).unwrap();
-    for ex in examples {
-        let o = std::process::Command::new("sh").arg("-c").arg(&ex).current_dir(&dir).output().unwrap();
-        assert!(o.status.success(), "{ex}: {}", String::from_utf8_lossy(&o.stderr));
-        assert!(!o.stdout.is_empty(), "{ex}: no output");
-    }
+    let bad = dir.join("types.jsonl");
+    std::fs::write(&bad, broken.iter().map(|(_, l)| format!("{l}\n")).collect::<String>()).unwrap();
+    let (code, rep, _) = normalize_files(&[&bad], &["--check"]);
+    assert_eq!(code, 1);
+    let rep: Value = serde_json::from_slice(&rep).unwrap();
+    assert_eq!(rep["invalid_rows"], broken.len(), "{}", rep["problems"]);
+    assert!(rep["problems"][0]["problem"].as_str().unwrap().contains("missing field `bids`"), "{}", rep["problems"]);
 }
 
 /// Rows from stdin (no FILE, and '-') are byte-for-byte the rows from the same bytes given as a file,

@@ -222,7 +222,7 @@ fn every_frame_is_archived_verbatim_and_the_recorded_hashes_verify() {
     let (_, _, rows) = rebuild(&raw, &dir, &["--top"]);
     let r = rows.iter().find(|r| r["asset_id"] == A7667).unwrap();
     assert_eq!(r["depth"], 0);
-    assert!(r.get("bids").is_none() && r.get("asks").is_none());
+    assert!(r["bids"].is_null() && r["asks"].is_null(), "--top: bids/asks present and null");
     let t = common::read_jsonl(&trades);
     assert_eq!(t.len(), 1);
     assert_eq!(t[0]["schema"], "pmarchive.trade/1");

@@ -1,7 +1,7 @@
 //! `pm-normalize --check`: reads normalized files and reports every count and flag as one JSON
 //! document. Hard invariants (a failure makes `ok` false and the tool exit 1): every line parses as
-//! a JSON object of schema `pmarchive.orderbook/1` with a known `record` and the fields that record
-//! needs, and within each file the rows of one raw run are in order (`raw_seq` never decreases,
+//! a JSON object of schema `pmarchive.orderbook/1` with a known `record` whose keys and types are
+//! exactly those of its type in [`super::rows`], and within each file the rows of one raw run are in order (`raw_seq` never decreases,
 //! `collected_at_utc` never goes back).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -59,6 +59,7 @@ impl Acc {
         if obj.get("schema").and_then(Value::as_str) != Some(SCHEMA) {
             return Err(format!("schema is not {SCHEMA}"));
         }
+        super::rows::validate(v)?;
         let record = obj.get("record").and_then(Value::as_str).ok_or("no record")?;
         let s = |k: &str| obj.get(k).and_then(Value::as_str);
         let count = |m: &mut BTreeMap<String, u64>, k: &str| *m.entry(k.to_string()).or_insert(0) += 1;

@@ -76,10 +76,20 @@ fn flag_names() -> impl Iterator<Item = &'static str> {
 /// Options that shape the rows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Options {
-    /// Levels per side in `bids`/`asks`; 0 = top of book only (the arrays are omitted).
+    /// Levels per side in `bids`/`asks`; 0 = top of book only (the arrays are null); `usize::MAX` =
+    /// all levels (`--depth all`, written as `null`: readers get one integer type, never 2^64−1).
+    #[serde(serialize_with = "depth_json")]
     pub depth: usize,
     /// `recv_far` when |receive time − exchange time| exceeds this (ms).
     pub max_lag_ms: i64,
+}
+
+/// `depth` as rows and manifests write it: the number of levels, or null for all levels.
+fn depth_json<S: serde::Serializer>(d: &usize, s: S) -> Result<S::Ok, S::Error> {
+    match *d {
+        usize::MAX => s.serialize_none(),
+        d => s.serialize_u64(d as u64),
+    }
 }
 
 impl Default for Options {
@@ -331,7 +341,7 @@ impl Normalizer {
         put_opt(out, env.error.as_deref());
         put_prov(out, env);
         out.extend_from_slice(b",\"ctx\":");
-        put_raw(out, env.ctx);
+        put_raw(out, env.ctx.filter(|c| c.get().starts_with('{')));
         out.extend_from_slice(b"}\n");
     }
 
@@ -406,7 +416,7 @@ impl Normalizer {
         put_opt(out, reply_excerpt(line, index).as_deref());
         put_prov(out, env);
         out.extend_from_slice(b",\"ctx\":");
-        put_raw(out, env.ctx);
+        put_raw(out, env.ctx.filter(|c| c.get().starts_with('{')));
         out.extend_from_slice(b"}\n");
     }
 
@@ -508,10 +518,8 @@ impl Normalizer {
         if b.market.is_none()
             || b.hash.is_none()
             || b.timestamp.is_none()
-            || b.min_order_size.is_none()
-            || b.tick_size.is_none()
-            || b.neg_risk.is_none()
-            || b.last_trade_price.is_none()
+            || !b.neg_risk.is_some_and(|r| matches!(r.get(), "true" | "false"))
+            || [b.min_order_size, b.tick_size, b.last_trade_price].iter().any(|r| !str_or_number(*r))
         {
             flags |= MISSING_FIELD;
         }
@@ -629,15 +637,14 @@ impl Normalizer {
         put_dec(out, bids.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)));
         out.extend_from_slice(b",\"ask_depth\":");
         put_dec(out, asks.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)));
-        for (k, v) in [
-            ("tick_size", b.tick_size),
-            ("min_order_size", b.min_order_size),
-            ("neg_risk", b.neg_risk),
-            ("last_trade_price", b.last_trade_price),
-        ] {
+        for (k, v) in [("tick_size", b.tick_size), ("min_order_size", b.min_order_size)] {
             let _ = write!(out, ",\"{k}\":");
-            put_raw(out, v);
+            put_str_or_number(out, v);
         }
+        out.extend_from_slice(b",\"neg_risk\":");
+        put_raw(out, b.neg_risk.filter(|r| matches!(r.get(), "true" | "false")));
+        out.extend_from_slice(b",\"last_trade_price\":");
+        put_str_or_number(out, b.last_trade_price);
         out.extend_from_slice(b",\"hash\":");
         put_opt(out, b.hash.as_deref());
         out.extend_from_slice(b",\"hash_ok\":");
@@ -659,12 +666,16 @@ impl Normalizer {
                 out.push(b'"');
             }
         }
-        let _ = write!(out, "],\"depth\":{}", self.opts.depth);
-        if self.opts.depth > 0 {
-            out.extend_from_slice(b",\"bids\":");
-            put_levels(out, &bids, b.bids.as_ref(), self.opts.depth);
-            out.extend_from_slice(b",\"asks\":");
-            put_levels(out, &asks, b.asks.as_ref(), self.opts.depth);
+        match self.opts.depth {
+            0 => out.extend_from_slice(b"],\"depth\":0,\"bids\":null,\"asks\":null"),
+            d => {
+                out.extend_from_slice(b"],\"depth\":");
+                put_u64(out, (d != usize::MAX).then_some(d as u64));
+                out.extend_from_slice(b",\"bids\":");
+                put_levels(out, &bids, b.bids.as_ref(), d);
+                out.extend_from_slice(b",\"asks\":");
+                put_levels(out, &asks, b.asks.as_ref(), d);
+            }
         }
         out.extend_from_slice(b"}\n");
         self.bids = bids;
@@ -788,6 +799,25 @@ fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
 fn put_raw(out: &mut Vec<u8>, r: Option<&RawValue>) {
     match r {
         Some(r) => out.extend_from_slice(r.get().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Whether a field is a JSON string or number (the fields [`put_str_or_number`] keeps).
+fn str_or_number(r: Option<&RawValue>) -> bool {
+    r.is_some_and(|r| r.get().starts_with(|c: char| c == '"' || c == '-' || c.is_ascii_digit()))
+}
+
+/// A field the row keeps as a string: a JSON string verbatim, a JSON number as its text in quotes
+/// (digits as sent, never re-printed), anything else (or absent) as null. One JSON type per field.
+fn put_str_or_number(out: &mut Vec<u8>, r: Option<&RawValue>) {
+    match r.filter(|r| str_or_number(Some(r))).map(RawValue::get) {
+        Some(t) if t.starts_with('"') => out.extend_from_slice(t.as_bytes()),
+        Some(t) => {
+            out.push(b'"');
+            out.extend_from_slice(t.as_bytes());
+            out.push(b'"');
+        }
         None => out.extend_from_slice(b"null"),
     }
 }

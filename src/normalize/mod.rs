@@ -10,6 +10,7 @@ pub mod check;
 pub mod dec;
 pub mod engine;
 pub mod parse;
+pub mod rows;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
