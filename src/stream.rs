@@ -414,7 +414,7 @@ impl Shared {
             for chunk in tokens.chunks(500) {
                 let body: Vec<Value> = chunk.iter().map(|t| json!({"token_id": t})).collect();
                 let req = Request::post_json("books", format!("{base}/books"), Value::Array(body).to_string());
-                let ctx = json!({"reason": reason, "conn_id": conn_id, "tokens": chunk});
+                let ctx = json!({"reason": reason, "conn_id": conn_id, "token_ids": chunk});
                 let mut dummy = Sequencer::new((*me.sink.run).clone());
                 let _ = client.execute(&req, None, |a| {
                     let env = a.envelope(&mut dummy, &req, Some(ctx.clone()));
@@ -611,7 +611,7 @@ impl Conn<'_> {
                     self.subscribed.remove(t);
                 }
             }
-            let mut extra = json!({"tokens": ids, "message": msg, "batch": i, "batches": n});
+            let mut extra = json!({"token_ids": ids, "message": msg, "batch": i, "batches": n});
             if initial {
                 extra["initial"] = true.into();
             }
@@ -734,7 +734,7 @@ impl Conn<'_> {
                         .cloned()
                         .collect();
                     if !silent.is_empty() {
-                        self.record("asset_silence", json!({"tokens": silent, "limit_s": limit.as_secs_f64()}));
+                        self.record("asset_silence", json!({"token_ids": silent, "limit_s": limit.as_secs_f64()}));
                         silent_reported.extend(silent.iter().cloned());
                         self.shared.snapshot(self.conn_id, "asset_silence", silent);
                     }
@@ -923,7 +923,7 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
                 owner.retain(|_, &mut j| j != i);
                 sink.send(
                     sink.envelope("ws")
-                        .with_ctx(json!({"event": "error", "phase": "connection_thread", "shard": i, "tokens": toks}))
+                        .with_ctx(json!({"event": "error", "phase": "connection_thread", "shard": i, "token_ids": toks}))
                         .with_error("connection thread ended unexpectedly; its tokens move to a new connection"),
                 );
             }

@@ -520,7 +520,6 @@ fn inline_jq_filters_in_all_docs_run() {
 /// nature. Today pm-books' `ctx.tokens` is an array of ids on http/gap lines and of
 /// `{token_id, outcome}` objects on track lines: the `clock` branch changes what pm-books writes.
 #[test]
-#[ignore = "needs pm-books' one-type ctx.tokens (clock branch, issue 11/12); run with --ignored after merging it"]
 fn raw_lines_keep_one_type_per_field() {
     let mut types: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let elem = |v: &Value| match v {

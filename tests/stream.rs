@@ -904,7 +904,7 @@ fn a_reconnect_subscribes_the_wanted_set_from_scratch() {
     assert!(events(&lines, "close").iter().any(|l| l["ctx"]["conn_id"] == 0 && l["ctx"]["by"] == "server"));
     let sub1: Vec<&Value> = events(&lines, "subscribe").into_iter().filter(|l| l["ctx"]["conn_id"] == 1).collect();
     assert_eq!(sub1.len(), 1);
-    assert_eq!(sub1[0]["ctx"]["tokens"], json!(["221", "222"]));
+    assert_eq!(sub1[0]["ctx"]["token_ids"], json!(["221", "222"]));
     assert_eq!(sub1[0]["ctx"]["initial"], true);
 }
 
