@@ -127,6 +127,7 @@ fn run() -> cli::Result<ExitCode> {
     let mut reported = 0;
     for f in &files {
         let r = jsonl::open(f).map_err(|e| cli::Error::Msg(format!("{}: {e}", f.display())))?;
+        rb.start_file(&f.display().to_string())?;
         let mut n = 0u64;
         for line in r.split(b'\n') {
             n += 1;
@@ -137,8 +138,7 @@ fn run() -> cli::Result<ExitCode> {
             let text = match std::str::from_utf8(&line) {
                 Ok(t) => t,
                 Err(e) => {
-                    rb.stats.lines += 1;
-                    rb.stats.bad_lines += 1;
+                    rb.unreadable_line();
                     if reported < 20 {
                         eprintln!("pm-rebuild: {}:{n}: not UTF-8: {e}", f.display());
                         reported += 1;
@@ -153,6 +153,7 @@ fn run() -> cli::Result<ExitCode> {
                 }
             }
         }
+        rb.end_file()?;
     }
     let stats = rb.finish()?;
     eprintln!("pm-rebuild: {}", stats.line());

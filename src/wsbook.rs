@@ -1,18 +1,27 @@
 //! pm-rebuild's engine: order books rebuilt from raw websocket frames (and REST `/books` replies),
-//! every change verified with the venue's hash (facts §6.3, [`crate::book`]).
+//! every state verified with the venue's hash (facts §6.3, [`crate::book`]).
 //!
 //! Per asset: a `book` event (or a REST book) sets the state; each `price_change` entry sets the
-//! absolute size at one level (`"0"` removes it; BUY = bid, SELL = ask); after the last entry of a
-//! message for an asset (entries of one message that share a hash describe one state) the hash of the
-//! rebuilt book is compared with the venue's. A mismatch marks the asset **untrusted until the next
-//! `book` event or REST snapshot** (issue 7's rule): a later hash that happens to match again does
-//! not restore trust; it is counted (`matches_while_untrusted`). `tick_size_change` updates the tick
-//! size and `last_trade_price` offers a new `last_trade_price` for the hash (both enter it).
+//! absolute size at one level (`"0"` removes it; BUY = bid, SELL = ask). Consecutive changes of an
+//! asset that carry the same `timestamp` and the same venue hash describe **one state** (entries of
+//! one message, and same-timestamp bursts of several messages, which all carry the hash of the state
+//! after the last of them): that state is checked once, when the next event of the asset (or the end
+//! of the file) shows the burst is over, and gets one row; the intermediate states get none.
+//! pm-rebuild is offline, so it looks ahead: `last_trade_price` events that arrive before the next
+//! state change are still tried for the pending state's `last_trade_price`.
+//!
+//! Book refreshes the venue sends after a trade lack `tick_size` and `last_trade_price`: both are
+//! carried over from the current state (a REST book included), trade prices seen are tried, and when
+//! none reproduces the hash the state's hash is *unverifiable* (`trade_price_unknown`), not a
+//! mismatch; so is a change state whose rebuilt levels the next `book` (same timestamp and hash)
+//! confirms. A mismatch otherwise marks the asset **untrusted until the next `book` event or REST
+//! snapshot** (issue 7's rule): a later hash that happens to match again does not restore trust; it
+//! is counted (`matches_while_untrusted`). `tick_size_change` updates the tick size.
 //!
 //! Output: the REST path's rows, `pmarchive.orderbook/1` `book` rows written by pm-normalize's one
 //! row formatter ([`Normalizer::state_row`]) with `source` `ws` / `ws_rest` and the flag
-//! `untrusted`; `pmarchive.trade/1` rows; and a [`Stats`] summary. Fields: docs/ORDERBOOK_SCHEMA.md
-//! ("Derived websocket streams") and docs/WEBSOCKET.md.
+//! `untrusted`; `pmarchive.trade/1` rows; and a [`Stats`] summary with a verification rate per
+//! input file. Fields: docs/ORDERBOOK_SCHEMA.md ("Derived websocket streams") and docs/WEBSOCKET.md.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -32,8 +41,20 @@ pub const SOURCE_WS: &str = "ws";
 /// `source` of a row holding the rebuilt state as set from a REST book reply in the stream.
 pub const SOURCE_WS_REST: &str = "ws_rest";
 
+/// Why a venue hash could not be checked (keys of [`Stats::unverifiable`]).
+/// The levels are known but a field outside them is not: a `book` refresh without
+/// `last_trade_price` that no trade price in the input reproduces, or a rebuilt state whose levels
+/// the next `book` (same timestamp and hash) confirms. In practice: a trade the input does not hold.
+pub const UNV_TRADE_PRICE: &str = "trade_price_unknown";
+/// No tick size known for the asset (a `book` without `tick_size` and no earlier state).
+pub const UNV_TICK_SIZE: &str = "tick_size_unknown";
+/// A REST book without a field the hash needs (pm-normalize's `hash_unverifiable`).
+pub const UNV_REST_FIELDS: &str = "rest_fields_missing";
+
 /// Rows are handed to the writer once this much is buffered.
 const OUT_CHUNK: usize = 1 << 16;
+/// Trade prices kept per asset for the hash (each trade adds one or two spellings).
+const MAX_CANDIDATES: usize = 8;
 
 /// Rebuild options.
 #[derive(Clone, Debug)]
@@ -74,33 +95,56 @@ pub struct Stats {
     /// Non-JSON frames (`PONG`, `NO NEW ASSETS`).
     pub text_frames: u64,
     pub ws_events: BTreeMap<String, u64>,
-    /// Events that could not be used (missing fields).
+    /// Events that could not be used (missing or malformed fields).
     pub bad_events: u64,
+    /// Events whose `timestamp` was a JSON number instead of a string (accepted as its digits).
+    pub numeric_timestamps: u64,
     pub ws_books: u64,
+    /// `book` events without `tick_size` / `last_trade_price` (the venue's refreshes after a
+    /// trade): the values are carried over from the asset's current state.
+    pub books_without_tick_size: u64,
+    pub books_without_last_trade_price: u64,
     pub ws_book_hash_matched: u64,
     pub ws_book_hash_mismatched: u64,
+    pub ws_book_hash_unverifiable: u64,
     pub rest_books: u64,
     pub rest_hash_matched: u64,
     pub rest_hash_mismatched: u64,
+    pub rest_hash_unverifiable: u64,
     /// REST books older than the rebuilt state (not applied).
     pub rest_stale: u64,
     pub changes_applied: u64,
+    /// Changes folded into a later state (same asset, timestamp and hash: entries of one message,
+    /// same-timestamp bursts): not checked and not written on their own.
+    pub changes_merged: u64,
     /// price_change entries for an asset without a known book yet (not applied).
     pub changes_without_book: u64,
+    /// Every hash check — `book` events, rebuilt states, REST books:
+    /// `hash_checks = hash_checks_matched + hash_checks_mismatched + hash_checks_unverifiable`.
     pub hash_checks: u64,
+    pub hash_checks_matched: u64,
+    pub hash_checks_mismatched: u64,
+    pub hash_checks_unverifiable: u64,
+    /// `hash_checks_matched / hash_checks` (null without checks): the measured verification rate.
+    pub verified_rate: Option<f64>,
+    /// Unverifiable checks by reason ([`UNV_TRADE_PRICE`], [`UNV_TICK_SIZE`], [`UNV_REST_FIELDS`]).
+    pub unverifiable: BTreeMap<&'static str, u64>,
+    /// Rebuilt states that came without a venue hash (not checks).
+    pub states_without_hash: u64,
+    /// Rebuilt states (after price_change messages) whose hash matched.
     pub hashes_matched: u64,
-    /// Mismatches on a trusted book: each one is a detected gap.
+    /// Mismatches of rebuilt states on a trusted book: each one is a detected gap.
     pub hashes_mismatched: u64,
     /// Further mismatches while the asset was already untrusted.
     pub mismatches_while_untrusted: u64,
     /// Matches on an untrusted book (also in `hashes_matched`): they do not restore trust.
     pub matches_while_untrusted: u64,
-    /// Matches reached only with a `last_trade_price` from a trade event.
+    /// Matches (of any kind) reached only with a price from a `last_trade_price` event.
     pub matched_with_trade_price: u64,
     /// Untrusted → trusted transitions, by cause (the only two).
     pub resyncs_ws_book: u64,
     pub resyncs_rest: u64,
-    /// Receive-time seconds summed over assets while untrusted.
+    /// Receive-time seconds summed over assets while untrusted, counted inside each file's span.
     pub untrusted_s: f64,
     /// REST snapshots at the same exchange timestamp as the rebuilt book.
     pub cross_checks_agree: u64,
@@ -113,14 +157,42 @@ pub struct Stats {
     pub unjoined_rows: u64,
     pub trades: u64,
     pub assets: BTreeMap<String, AssetStats>,
+    /// Per input file, in order.
+    pub files: Vec<FileStats>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AssetStats {
+    /// Rebuilt states (price_change) of the asset: changes applied, hashes matched / mismatched /
+    /// unverifiable.
     pub changes: u64,
     pub matched: u64,
     pub mismatched: u64,
+    pub unverifiable: u64,
     pub trusted_at_end: bool,
+}
+
+/// The verification of one input file: every hash check settled while reading it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FileStats {
+    pub file: String,
+    pub lines: u64,
+    pub hash_checks: u64,
+    pub matched: u64,
+    pub mismatched: u64,
+    pub unverifiable: u64,
+    /// `matched / hash_checks` (null without checks).
+    pub verified_rate: Option<f64>,
+    /// Receive-time seconds assets were untrusted between the file's first and last receive time.
+    pub untrusted_s: f64,
+    #[serde(skip)]
+    first_us: Option<i64>,
+    #[serde(skip)]
+    last_us: Option<i64>,
+}
+
+fn rate(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| (num as f64 / den as f64 * 1e6).round() / 1e6)
 }
 
 #[derive(Clone, Debug)]
@@ -137,6 +209,58 @@ fn raw(v: &Value) -> Raw {
     to_raw_value(v).expect("a JSON value serializes")
 }
 
+fn raw_str(s: &str) -> Raw {
+    to_raw_value(s).expect("a string serializes")
+}
+
+/// What a rebuilt state waits for before it is checked (the next event of its asset).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Pend {
+    /// After price_change entries.
+    Change,
+    /// A `book` event; `complete` = it carried both `tick_size` and `last_trade_price`.
+    Book { complete: bool, had_ltp: bool },
+}
+
+/// Owned receive context of the line that completed a pending state (buffers reused).
+#[derive(Clone, Debug, Default)]
+struct RecvBuf {
+    at: Option<String>,
+    conn_id: Option<u64>,
+    venue: Option<String>,
+    run_id: Option<String>,
+    seq: Option<u64>,
+}
+
+fn put_opt_string(dst: &mut Option<String>, src: Option<&str>) {
+    match (dst.as_mut(), src) {
+        (Some(d), Some(s)) => {
+            d.clear();
+            d.push_str(s);
+        }
+        (_, s) => *dst = s.map(String::from),
+    }
+}
+
+impl RecvBuf {
+    fn set(&mut self, r: &Recv) {
+        put_opt_string(&mut self.at, r.at);
+        put_opt_string(&mut self.venue, r.venue);
+        put_opt_string(&mut self.run_id, r.run_id);
+        self.conn_id = r.conn_id;
+        self.seq = r.seq;
+    }
+    fn view(&self) -> Recv<'_> {
+        Recv {
+            at: self.at.as_deref(),
+            conn_id: self.conn_id,
+            venue: self.venue.as_deref(),
+            run_id: self.run_id.as_deref(),
+            seq: self.seq,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Book {
     market: String,
@@ -146,16 +270,41 @@ struct Book {
     bids: Vec<Level>,
     /// Descending (wire order).
     asks: Vec<Level>,
-    tick_size: Raw,
+    /// None: never known for this asset.
+    tick_size: Option<Raw>,
     ltp: Raw,
-    /// Prices of trades seen since the last match, tried when the hash does not match.
-    ltp_candidates: Vec<Raw>,
+    /// False while no known `last_trade_price` reproduces the venue's hash (after a refresh
+    /// without one): mismatches are then unverifiable, not gaps.
+    ltp_known: bool,
+    /// Trade prices seen (newest last), tried when the hash does not match with `ltp`; a match
+    /// adopts one and drops it and older ones. Kept otherwise (the venue's hash may take a trade
+    /// into account before or after its `last_trade_price` event arrives).
+    cands: Vec<Raw>,
     /// The venue's hash of this state; None after a change that came without one.
     hash: Option<String>,
     verified: Option<bool>,
     trusted: bool,
+    /// Receive time the asset became untrusted (None while untrusted: since the file's start).
     untrusted_since_us: Option<i64>,
     last_row_ms: Option<i64>,
+    /// A state waiting for its check and row.
+    pending: Option<Pend>,
+    recv: RecvBuf,
+    /// Order in which states became pending (settled in this order at the end of a file).
+    order: u64,
+}
+
+/// A `book` event that is about to replace an asset's state: a pending state at the same
+/// timestamp and hash with the same levels is confirmed by it (levels right, fields outside not).
+struct Next<'a> {
+    ts_ms: i64,
+    hash: &'a str,
+    bids: &'a [Level],
+    asks: &'a [Level],
+}
+
+fn same_levels(a: &[Level], b: &[Level]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.price == y.price && x.size == y.size)
 }
 
 #[derive(Deserialize)]
@@ -196,6 +345,17 @@ fn parse_side(v: Option<&Value>) -> Option<Vec<Level>> {
     v?.as_array()?.iter().map(parse_level).collect()
 }
 
+/// A REST side as owned levels; None if a level is not a pair of numeric strings.
+fn rest_side(side: Option<&Vec<parse::Level>>) -> Option<Vec<Level>> {
+    side?
+        .iter()
+        .map(|l| {
+            let (p, s) = (l.price.as_deref()?, l.size.as_deref()?);
+            Some(Level { key: p.trim().parse().ok()?, price: p.to_string(), size: s.to_string() })
+        })
+        .collect()
+}
+
 fn is_zero(size: &str) -> bool {
     size.trim().parse::<f64>().map(|x| x == 0.0).unwrap_or(false)
 }
@@ -208,7 +368,11 @@ fn set_level(side: &mut Vec<Level>, ascending: bool, price: &str, size: &str) ->
         (Some(i), true) => {
             side.remove(i);
         }
-        (Some(i), false) => side[i].size = size.to_string(),
+        (Some(i), false) => {
+            let s = &mut side[i].size;
+            s.clear();
+            s.push_str(size);
+        }
         (None, true) => {}
         (None, false) => {
             let at = side.iter().position(|l| if ascending { l.key > key } else { l.key < key }).unwrap_or(side.len());
@@ -280,8 +444,15 @@ fn meta_of<'m>(
 
 /// SHA-1 hex of the rebuilt state with `ltp` as `last_trade_price` (the one hash text writer,
 /// [`book::write_hash_text`], as pm-normalize uses it).
-fn hash_hex(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), ltp: &RawValue) -> [u8; 40] {
-    let tail = [meta.0, &*b.tick_size, meta.1, ltp].map(parse::hash_scalar_text);
+fn hash_hex(
+    buf: &mut Vec<u8>,
+    asset: &str,
+    b: &Book,
+    tick: &RawValue,
+    meta: (&RawValue, &RawValue),
+    ltp: &RawValue,
+) -> [u8; 40] {
+    let tail = [meta.0, tick, meta.1, ltp].map(parse::hash_scalar_text);
     book::write_hash_text(
         buf,
         &b.market,
@@ -296,18 +467,28 @@ fn hash_hex(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValu
     hex
 }
 
-/// Checks the rebuilt state against the venue's hash, trying trade prices for `last_trade_price`
-/// when the current one does not match. Returns (matched, index of the trade price that matched).
-fn check(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), venue: &str) -> (bool, Option<usize>) {
-    if hash_hex(buf, asset, b, meta, &b.ltp) == venue.as_bytes() {
-        return (true, None);
+/// Checks the rebuilt state against the venue's hash, trying trade prices (newest first) for
+/// `last_trade_price` when the current one does not match. None: no tick size known (no check).
+/// Some((matched, index of the trade price that matched)).
+fn check(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), venue: &str) -> Option<(bool, Option<usize>)> {
+    let tick = b.tick_size.as_deref()?;
+    if hash_hex(buf, asset, b, tick, meta, &b.ltp) == venue.as_bytes() {
+        return Some((true, None));
     }
-    for (i, c) in b.ltp_candidates.iter().enumerate().rev() {
-        if hash_hex(buf, asset, b, meta, c) == venue.as_bytes() {
-            return (true, Some(i));
+    for (i, c) in b.cands.iter().enumerate().rev() {
+        if hash_hex(buf, asset, b, tick, meta, c) == venue.as_bytes() {
+            return Some((true, Some(i)));
         }
     }
-    (false, None)
+    Some((false, None))
+}
+
+/// The outcome of one hash check, for the counters.
+#[derive(Clone, Copy, PartialEq)]
+enum Tally {
+    Matched,
+    Mismatched,
+    Unverifiable(&'static str),
 }
 
 /// The rebuild state machine over a stream of raw lines.
@@ -324,8 +505,10 @@ pub struct Rebuilder {
     rows: Box<dyn Write>,
     trades: Option<Box<dyn Write>>,
     pub stats: Stats,
-    /// Receive time of the last line that had one (closes untrusted spans at the end).
-    last_at: String,
+    /// The file being read (its counters), if any.
+    file: Option<FileStats>,
+    /// Pending-state order counter.
+    order: u64,
 }
 
 impl Rebuilder {
@@ -342,7 +525,8 @@ impl Rebuilder {
             rows,
             trades,
             stats: Stats::default(),
-            last_at: String::new(),
+            file: None,
+            order: 0,
         }
     }
 
@@ -351,9 +535,56 @@ impl Rebuilder {
         &mut self.nor
     }
 
+    /// Starts an input file: its checks and untrusted time are counted apart ([`Stats::files`]).
+    pub fn start_file(&mut self, name: &str) -> io::Result<()> {
+        self.end_file()?;
+        self.file = Some(FileStats { file: name.to_string(), ..Default::default() });
+        Ok(())
+    }
+
+    /// Ends the current file: settles its pending states, closes untrusted spans at its last
+    /// receive time (they reopen at the next file's first), records its counters.
+    pub fn end_file(&mut self) -> io::Result<()> {
+        if self.file.is_none() {
+            return Ok(());
+        }
+        let mut pending: Vec<(u64, String)> =
+            self.books.iter().filter(|(_, b)| b.pending.is_some()).map(|(a, b)| (b.order, a.clone())).collect();
+        pending.sort_unstable();
+        for (_, asset) in &pending {
+            self.settle(asset, None)?;
+        }
+        let last = self.file.as_ref().and_then(|f| f.last_us);
+        let spans: Vec<Option<i64>> =
+            self.books.values_mut().filter(|b| !b.trusted).map(|b| b.untrusted_since_us.take()).collect();
+        for since in spans {
+            self.close_span(since, last);
+        }
+        let mut f = self.file.take().expect("checked");
+        f.verified_rate = rate(f.matched, f.hash_checks);
+        f.untrusted_s = (f.untrusted_s * 1e6).round() / 1e6;
+        self.stats.files.push(f);
+        Ok(())
+    }
+
+    /// A line that could not be read at all (not UTF-8): counted like a bad line.
+    pub fn unreadable_line(&mut self) {
+        self.stats.lines += 1;
+        self.stats.bad_lines += 1;
+        if let Some(f) = self.file.as_mut() {
+            f.lines += 1;
+        }
+    }
+
     /// Processes one raw line. Err: the line is unusable (reason); the caller reports it.
     pub fn line(&mut self, text: &str) -> io::Result<Result<(), String>> {
         self.stats.lines += 1;
+        if self.file.is_none() {
+            self.file = Some(FileStats { file: "-".into(), ..Default::default() });
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.lines += 1;
+        }
         let l: Line = match serde_json::from_str(text) {
             Ok(l) => l,
             Err(e) => {
@@ -361,9 +592,9 @@ impl Rebuilder {
                 return Ok(Err(format!("not a raw envelope: {e}")));
             }
         };
-        if let Some(at) = l.collected_at_utc {
-            self.last_at.clear();
-            self.last_at.push_str(at);
+        if let (Some(us), Some(f)) = (l.collected_at_utc.and_then(dec::parse_utc_micros), self.file.as_mut()) {
+            f.first_us.get_or_insert(us);
+            f.last_us = Some(us);
         }
         let recv = Recv {
             at: l.collected_at_utc,
@@ -393,13 +624,16 @@ impl Rebuilder {
             }
             (Some("http"), Some("books" | "book")) if l.status == Some(200) => {
                 let Some(text) = body else { return Ok(Ok(())) };
-                match serde_json::from_str::<Value>(text) {
-                    Ok(Value::Array(bs)) => {
-                        for b in &bs {
-                            self.rest_book(b, &recv)?;
+                match serde_json::from_str::<parse::Body>(text) {
+                    Ok(parse::Body::Array(items)) => {
+                        for it in &items {
+                            match it {
+                                parse::Item::Book(b) => self.rest_book(b, &recv)?,
+                                parse::Item::NotObject => self.stats.bad_events += 1,
+                            }
                         }
                     }
-                    Ok(b @ Value::Object(_)) => self.rest_book(&b, &recv)?,
+                    Ok(parse::Body::Object(b)) => self.rest_book(&b, &recv)?,
                     _ => self.stats.other_lines += 1,
                 }
             }
@@ -415,6 +649,19 @@ impl Rebuilder {
         Ok(Ok(()))
     }
 
+    /// An event's `timestamp`: a string of Unix ms as sent, or a JSON number (counted, accepted).
+    fn timestamp<'v>(&mut self, v: Option<&'v Value>) -> Option<(Cow<'v, str>, i64)> {
+        match v? {
+            Value::String(s) => Some((Cow::Borrowed(s.as_str()), s.parse().ok()?)),
+            Value::Number(n) => {
+                let ms = n.as_i64()?;
+                self.stats.numeric_timestamps += 1;
+                Some((Cow::Owned(ms.to_string()), ms))
+            }
+            _ => None,
+        }
+    }
+
     fn event(&mut self, ev: &Value, recv: &Recv) -> io::Result<()> {
         let et = ev.get("event_type").and_then(Value::as_str).unwrap_or("(none)");
         *self.stats.ws_events.entry(et.to_string()).or_default() += 1;
@@ -428,8 +675,10 @@ impl Rebuilder {
                 let n = ev.get("new_tick_size");
                 match (a, n) {
                     (Some(a), Some(n)) => {
+                        // The pending state was hashed with the tick size before the change.
+                        self.settle(a, None)?;
                         if let Some(b) = self.books.get_mut(a) {
-                            b.tick_size = raw(n);
+                            b.tick_size = Some(raw(n));
                         }
                         true
                     }
@@ -444,115 +693,300 @@ impl Rebuilder {
         Ok(())
     }
 
-    /// [`check`] of the asset's current rebuilt state.
-    fn check_asset(&mut self, asset: &str, venue: &str) -> (bool, Option<usize>) {
-        let b = &self.books[asset];
-        let meta = meta_of(&self.meta, &self.default_meta, asset);
-        check(&mut self.hash_buf, asset, b, meta, venue)
+    fn tally(&mut self, t: Tally) {
+        self.stats.hash_checks += 1;
+        let f = self.file.as_mut();
+        let (g, fc) = match t {
+            Tally::Matched => (&mut self.stats.hash_checks_matched, f.map(|f| &mut f.matched)),
+            Tally::Mismatched => (&mut self.stats.hash_checks_mismatched, f.map(|f| &mut f.mismatched)),
+            Tally::Unverifiable(why) => {
+                *self.stats.unverifiable.entry(why).or_default() += 1;
+                (&mut self.stats.hash_checks_unverifiable, f.map(|f| &mut f.unverifiable))
+            }
+        };
+        *g += 1;
+        if let Some(c) = fc {
+            *c += 1;
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.hash_checks += 1;
+        }
+    }
+
+    /// Adds an untrusted span (from `since`, or the file's start, to `now`) to the totals.
+    fn close_span(&mut self, since: Option<i64>, now: Option<i64>) {
+        let first = self.file.as_ref().and_then(|f| f.first_us);
+        let start = match (since, first) {
+            (Some(s), Some(f)) => Some(s.max(f)),
+            (s, f) => s.or(f),
+        };
+        if let (Some(s), Some(n)) = (start, now) {
+            let d = (n - s).max(0) as f64 / 1e6;
+            self.stats.untrusted_s += d;
+            if let Some(f) = self.file.as_mut() {
+                f.untrusted_s += d;
+            }
+        }
     }
 
     /// Marks an asset trusted again (only a full book does this); adds its untrusted time.
     fn retrust(&mut self, asset: &str, now_us: Option<i64>) -> bool {
         let Some(b) = self.books.get_mut(asset) else { return false };
         let was = !b.trusted;
+        let since = b.untrusted_since_us.take();
+        b.trusted = true;
         if was {
-            if let (Some(s), Some(n)) = (b.untrusted_since_us, now_us) {
-                self.stats.untrusted_s += (n - s).max(0) as f64 / 1e6;
+            self.close_span(since, now_us);
+        }
+        was
+    }
+
+    /// Makes the asset's current state pending: checked and written when its next event shows
+    /// that no further message of the same state follows.
+    fn pend(&mut self, asset: &str, kind: Pend, recv: &Recv) {
+        self.order += 1;
+        let b = self.books.get_mut(asset).expect("present");
+        b.pending = Some(kind);
+        b.recv.set(recv);
+        b.order = self.order;
+    }
+
+    /// Checks a pending state against the venue's hash, updates trust and counters, writes its row.
+    /// `next`: the `book` event about to replace the state, if that is what ends it.
+    fn settle(&mut self, asset: &str, next: Option<&Next>) -> io::Result<()> {
+        let Some(b) = self.books.get_mut(asset) else { return Ok(()) };
+        let Some(kind) = b.pending.take() else { return Ok(()) };
+        let is_book = kind != Pend::Change;
+        let outcome = match &b.hash {
+            None => None,
+            Some(h) => {
+                let meta = meta_of(&self.meta, &self.default_meta, asset);
+                Some(check(&mut self.hash_buf, asset, b, meta, h))
+            }
+        };
+        let tally = match outcome {
+            None => {
+                self.stats.states_without_hash += 1;
+                b.verified = None;
+                None
+            }
+            Some(None) => {
+                b.verified = None;
+                Some(Tally::Unverifiable(UNV_TICK_SIZE))
+            }
+            Some(Some((true, via))) => {
+                b.verified = Some(true);
+                b.ltp_known = true;
+                match via {
+                    Some(i) => {
+                        b.ltp = b.cands[i].clone();
+                        b.cands.drain(..=i);
+                        self.stats.matched_with_trade_price += 1;
+                    }
+                    None => {}
+                }
+                Some(Tally::Matched)
+            }
+            Some(Some((false, _))) => {
+                let confirmed = next.is_some_and(|n| {
+                    n.ts_ms == b.ts_ms
+                        && b.hash.as_deref() == Some(n.hash)
+                        && same_levels(&b.bids, n.bids)
+                        && same_levels(&b.asks, n.asks)
+                });
+                let unknown_field = match kind {
+                    Pend::Book { complete, had_ltp } => {
+                        if !had_ltp {
+                            b.ltp_known = false;
+                        }
+                        (!complete).then_some(if had_ltp { UNV_TICK_SIZE } else { UNV_TRADE_PRICE })
+                    }
+                    Pend::Change => (!b.ltp_known || confirmed).then_some(UNV_TRADE_PRICE),
+                };
+                match unknown_field {
+                    Some(why) => {
+                        b.verified = None;
+                        Some(Tally::Unverifiable(why))
+                    }
+                    None => {
+                        b.verified = Some(false);
+                        Some(Tally::Mismatched)
+                    }
+                }
+            }
+        };
+        let trusted = b.trusted;
+        let now_us = b.recv.view().us();
+        if let Some(t) = tally {
+            self.tally(t);
+            let a = if is_book { None } else { Some(self.stats.assets.entry(asset.to_string()).or_default()) };
+            match (t, is_book) {
+                (Tally::Matched, true) => self.stats.ws_book_hash_matched += 1,
+                (Tally::Mismatched, true) => self.stats.ws_book_hash_mismatched += 1,
+                (Tally::Unverifiable(_), true) => self.stats.ws_book_hash_unverifiable += 1,
+                (Tally::Matched, false) => {
+                    a.expect("change").matched += 1;
+                    self.stats.hashes_matched += 1;
+                    if !trusted {
+                        self.stats.matches_while_untrusted += 1;
+                    }
+                }
+                (Tally::Unverifiable(_), false) => a.expect("change").unverifiable += 1,
+                (Tally::Mismatched, false) => {
+                    a.expect("change").mismatched += 1;
+                    if trusted {
+                        self.stats.hashes_mismatched += 1;
+                        let b = self.books.get_mut(asset).expect("present");
+                        b.trusted = false;
+                        b.untrusted_since_us = now_us;
+                    } else {
+                        self.stats.mismatches_while_untrusted += 1;
+                    }
+                }
             }
         }
-        b.trusted = true;
-        b.untrusted_since_us = None;
-        was
+        let b = self.books.get_mut(asset).expect("present");
+        let recv = std::mem::take(&mut b.recv);
+        let r = self.row(asset, &recv.view(), SOURCE_WS, is_book);
+        self.books.get_mut(asset).expect("present").recv = recv;
+        r
     }
 
     fn ws_book(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
         let g = |k: &str| ev.get(k).and_then(Value::as_str);
-        let (Some(asset), Some(market), Some(ts), Some(hash)) = (g("asset_id"), g("market"), g("timestamp"), g("hash"))
-        else {
+        let (Some(asset), Some(market), Some(hash)) = (g("asset_id"), g("market"), g("hash")) else {
             return Ok(false);
         };
         let (Some(bids), Some(asks)) = (parse_side(ev.get("bids")), parse_side(ev.get("asks"))) else {
             return Ok(false);
         };
-        let Ok(ts_ms) = ts.parse::<i64>() else { return Ok(false) };
+        let Some((ts, ts_ms)) = self.timestamp(ev.get("timestamp")) else { return Ok(false) };
+        let (tick, ltp) = (ev.get("tick_size"), ev.get("last_trade_price"));
+        self.ws_book_state(asset, market, &ts, ts_ms, hash, bids, asks, tick.map(raw), ltp.map(raw), recv)?;
+        Ok(true)
+    }
+
+    /// A `book` event: the asset's full state. `tick_size`/`last_trade_price` missing (refreshes
+    /// after a trade) are carried over from the current state; trade prices seen stay candidates.
+    #[allow(clippy::too_many_arguments)]
+    fn ws_book_state(
+        &mut self,
+        asset: &str,
+        market: &str,
+        ts: &str,
+        ts_ms: i64,
+        hash: &str,
+        bids: Vec<Level>,
+        asks: Vec<Level>,
+        tick: Option<Raw>,
+        ltp: Option<Raw>,
+        recv: &Recv,
+    ) -> io::Result<()> {
         self.stats.ws_books += 1;
-        let prev = self.books.remove(asset);
-        let b = Book {
-            market: market.to_string(),
-            timestamp: ts.to_string(),
-            ts_ms,
-            bids,
-            asks,
-            tick_size: raw(ev.get("tick_size").unwrap_or(&Value::Null)),
-            ltp: raw(ev.get("last_trade_price").unwrap_or(&Value::from(""))),
-            ltp_candidates: Vec::new(),
-            hash: Some(hash.to_string()),
-            verified: None,
-            trusted: prev.as_ref().is_none_or(|p| p.trusted),
-            untrusted_since_us: prev.as_ref().and_then(|p| p.untrusted_since_us),
-            last_row_ms: prev.as_ref().and_then(|p| p.last_row_ms),
-        };
-        self.books.insert(asset.to_string(), b);
-        let (ok, _) = self.check_asset(asset, hash);
-        self.books.get_mut(asset).expect("inserted").verified = Some(ok);
-        if ok {
-            self.stats.ws_book_hash_matched += 1;
-        } else {
-            self.stats.ws_book_hash_mismatched += 1;
+        if tick.is_none() {
+            self.stats.books_without_tick_size += 1;
         }
-        // A full book is a known state, verified or not.
+        if ltp.is_none() {
+            self.stats.books_without_last_trade_price += 1;
+        }
+        self.settle(asset, Some(&Next { ts_ms, hash, bids: &bids, asks: &asks }))?;
+        let pend = Pend::Book { complete: tick.is_some() && ltp.is_some(), had_ltp: ltp.is_some() };
+        match self.books.get_mut(asset) {
+            Some(b) => {
+                b.market.clear();
+                b.market.push_str(market);
+                b.timestamp.clear();
+                b.timestamp.push_str(ts);
+                b.ts_ms = ts_ms;
+                b.bids = bids;
+                b.asks = asks;
+                if tick.is_some() {
+                    b.tick_size = tick;
+                }
+                if let Some(l) = ltp {
+                    b.ltp = l;
+                    b.ltp_known = true;
+                }
+                put_opt_string(&mut b.hash, Some(hash));
+            }
+            None => {
+                let ltp_known = ltp.is_some();
+                let b = Book {
+                    market: market.to_string(),
+                    timestamp: ts.to_string(),
+                    ts_ms,
+                    bids,
+                    asks,
+                    tick_size: tick,
+                    ltp: ltp.unwrap_or_else(|| raw_str("")),
+                    ltp_known,
+                    cands: Vec::new(),
+                    hash: Some(hash.to_string()),
+                    verified: None,
+                    trusted: true,
+                    untrusted_since_us: None,
+                    last_row_ms: None,
+                    pending: None,
+                    recv: RecvBuf::default(),
+                    order: 0,
+                };
+                self.books.insert(asset.to_string(), b);
+            }
+        }
+        // A full book is a known set of levels, verified or not.
         if self.retrust(asset, recv.us()) {
             self.stats.resyncs_ws_book += 1;
         }
         self.stats.assets.entry(asset.to_string()).or_default();
-        self.row(asset, recv, SOURCE_WS, true)?;
-        Ok(true)
+        self.pend(asset, pend, recv);
+        Ok(())
     }
 
-    fn rest_book(&mut self, v: &Value, recv: &Recv) -> io::Result<()> {
-        let g = |k: &str| v.get(k).and_then(Value::as_str);
-        let (Some(asset), Some(market), Some(ts), Some(hash)) = (g("asset_id"), g("market"), g("timestamp"), g("hash"))
+    /// A REST book in the stream: verified as pm-normalize verifies it (same `hash_ok`, missing
+    /// fields → unverifiable), its row written from the reply itself; newer than the rebuilt state
+    /// (or at the same exchange time and disagreeing, or the book untrusted) it replaces it.
+    fn rest_book(&mut self, rb: &parse::Book, recv: &Recv) -> io::Result<()> {
+        let (Some(asset), Some(market), Some(ts)) = (rb.asset_id.as_deref(), rb.market.as_deref(), rb.timestamp.as_deref())
         else {
             self.stats.bad_events += 1;
             return Ok(());
         };
-        let (Some(bids), Some(asks), Ok(ts_ms)) =
-            (parse_side(v.get("bids")), parse_side(v.get("asks")), ts.parse::<i64>())
+        let (Some(bids), Some(asks), Ok(ts_ms)) = (rest_side(rb.bids.as_ref()), rest_side(rb.asks.as_ref()), ts.parse::<i64>())
         else {
             self.stats.bad_events += 1;
             return Ok(());
         };
         self.stats.rest_books += 1;
-        let rest_ok = book::hash_of_rest_book(v).as_deref() == Some(hash);
-        if rest_ok {
-            self.stats.rest_hash_matched += 1;
-        } else {
-            self.stats.rest_hash_mismatched += 1;
+        let rest_ok = self.nor.verify_hash(rb);
+        match rest_ok {
+            Some(true) => {
+                self.stats.rest_hash_matched += 1;
+                self.tally(Tally::Matched);
+            }
+            Some(false) => {
+                self.stats.rest_hash_mismatched += 1;
+                self.tally(Tally::Mismatched);
+            }
+            None => {
+                self.stats.rest_hash_unverifiable += 1;
+                self.tally(Tally::Unverifiable(UNV_REST_FIELDS));
+            }
         }
-        if let (Some(m), Some(n)) = (v.get("min_order_size"), v.get("neg_risk")) {
-            self.meta.insert(asset.to_string(), (raw(m), raw(n)));
+        if let (Some(m), Some(n)) = (rb.min_order_size, rb.neg_risk) {
+            self.meta.insert(asset.to_string(), (m.to_owned(), n.to_owned()));
         }
-        let rest = Book {
-            market: market.to_string(),
-            timestamp: ts.to_string(),
-            ts_ms,
-            bids,
-            asks,
-            tick_size: raw(v.get("tick_size").unwrap_or(&Value::Null)),
-            ltp: raw(v.get("last_trade_price").unwrap_or(&Value::from(""))),
-            ltp_candidates: Vec::new(),
-            hash: Some(hash.to_string()),
-            verified: Some(rest_ok),
-            trusted: true,
-            untrusted_since_us: None,
-            last_row_ms: None,
-        };
+        self.settle(asset, None)?;
         let apply = match self.books.get(asset).map(|c| (c.ts_ms, c.trusted)) {
             None => true,
             Some((cur_ms, _)) if ts_ms > cur_ms => true,
             Some((cur_ms, trusted)) if ts_ms == cur_ms => {
                 // Same exchange instant: the rebuilt book must equal the snapshot.
-                let agree = self.check_asset(asset, hash).0;
+                let b = &self.books[asset];
+                let meta = meta_of(&self.meta, &self.default_meta, asset);
+                let agree = match rb.hash.as_deref() {
+                    Some(h) => check(&mut self.hash_buf, asset, b, meta, h).is_some_and(|(ok, _)| ok),
+                    None => false,
+                };
                 if agree {
                     self.stats.cross_checks_agree += 1;
                 } else {
@@ -566,185 +1000,175 @@ impl Rebuilder {
                 false
             }
         };
-        if apply {
-            let prev = self.books.remove(asset);
-            let mut b = rest;
-            if let Some(p) = prev {
-                b.trusted = p.trusted;
-                b.untrusted_since_us = p.untrusted_since_us;
-                b.last_row_ms = p.last_row_ms;
+        if !apply {
+            return Ok(());
+        }
+        let (tick, ltp) = (rb.tick_size.map(RawValue::to_owned), rb.last_trade_price.map(RawValue::to_owned));
+        match self.books.get_mut(asset) {
+            Some(b) => {
+                b.market.clear();
+                b.market.push_str(market);
+                b.timestamp.clear();
+                b.timestamp.push_str(ts);
+                b.ts_ms = ts_ms;
+                b.bids = bids;
+                b.asks = asks;
+                if tick.is_some() {
+                    b.tick_size = tick;
+                }
+                if let Some(l) = ltp {
+                    b.ltp = l;
+                    b.ltp_known = true;
+                }
+                put_opt_string(&mut b.hash, rb.hash.as_deref());
+                b.verified = rest_ok;
             }
-            self.books.insert(asset.to_string(), b);
-            if self.retrust(asset, recv.us()) {
-                self.stats.resyncs_rest += 1;
+            None => {
+                let ltp_known = ltp.is_some();
+                let b = Book {
+                    market: market.to_string(),
+                    timestamp: ts.to_string(),
+                    ts_ms,
+                    bids,
+                    asks,
+                    tick_size: tick,
+                    ltp: ltp.unwrap_or_else(|| raw_str("")),
+                    ltp_known,
+                    cands: Vec::new(),
+                    hash: rb.hash.as_deref().map(String::from),
+                    verified: rest_ok,
+                    trusted: true,
+                    untrusted_since_us: None,
+                    last_row_ms: None,
+                    pending: None,
+                    recv: RecvBuf::default(),
+                    order: 0,
+                };
+                self.books.insert(asset.to_string(), b);
             }
-            self.stats.assets.entry(asset.to_string()).or_default();
-            self.row(asset, recv, SOURCE_WS_REST, true)?;
+        }
+        if self.retrust(asset, recv.us()) {
+            self.stats.resyncs_rest += 1;
+        }
+        self.stats.assets.entry(asset.to_string()).or_default();
+        // The row is the reply's own book (as pm-normalize writes it; only `source` differs).
+        if self.opts.write_rows {
+            let b = self.books.get_mut(asset).expect("present");
+            b.last_row_ms = Some(ts_ms);
+            let env = parse::Env {
+                venue: recv.venue.map(Cow::Borrowed),
+                run_id: recv.run_id.map(Cow::Borrowed),
+                seq: recv.seq,
+                endpoint: Some(Cow::Borrowed(SOURCE_WS_REST)),
+                collected_at_utc: recv.at.map(Cow::Borrowed),
+                ..Default::default()
+            };
+            self.nor.state_row(&env, rb, rest_ok, 0, &mut self.buf);
+            self.stats.rows += 1;
+            self.flush_chunk()?;
         }
         Ok(())
     }
 
     fn price_change(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
-        let (Some(ts), Some(entries)) =
-            (ev.get("timestamp").and_then(Value::as_str), ev.get("price_changes").and_then(Value::as_array))
-        else {
-            return Ok(false);
-        };
-        let Ok(ts_ms) = ts.parse::<i64>() else { return Ok(false) };
+        let Some(entries) = ev.get("price_changes").and_then(Value::as_array) else { return Ok(false) };
+        let Some((ts, ts_ms)) = self.timestamp(ev.get("timestamp")) else { return Ok(false) };
         let mut all_ok = true;
-        for (i, e) in entries.iter().enumerate() {
+        for e in entries {
             let g = |k: &str| e.get(k).and_then(Value::as_str);
             let (Some(asset), Some(price), Some(size), Some(side)) = (g("asset_id"), g("price"), g("size"), g("side"))
             else {
                 all_ok = false;
                 continue;
             };
-            let hash = g("hash");
-            let Some(b) = self.books.get_mut(asset) else {
-                self.stats.changes_without_book += 1;
-                continue;
-            };
-            let r = match side {
-                "BUY" => set_level(&mut b.bids, true, price, size),
-                "SELL" => set_level(&mut b.asks, false, price, size),
-                _ => None,
-            };
-            if r.is_none() {
-                all_ok = false;
-                continue;
-            }
-            b.timestamp.clear();
-            b.timestamp.push_str(ts);
-            b.ts_ms = ts_ms;
-            self.stats.changes_applied += 1;
-            self.stats.assets.entry(asset.to_string()).or_default().changes += 1;
-            // Entries of one message that share the hash describe one state: verify after the last.
-            let later_same = entries[i + 1..].iter().any(|x| {
-                x.get("asset_id").and_then(Value::as_str) == Some(asset)
-                    && x.get("hash").and_then(Value::as_str) == hash
-            });
-            if later_same {
-                continue;
-            }
-            self.state_done(asset, hash, recv)?;
+            all_ok &= self.change(asset, side, price, size, g("hash"), &ts, ts_ms, recv)?;
         }
         Ok(all_ok)
     }
 
     fn legacy_price_change(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
         let g = |k: &str| ev.get(k).and_then(Value::as_str);
-        let (Some(asset), Some(ts), Some(changes)) =
-            (g("asset_id"), g("timestamp"), ev.get("changes").and_then(Value::as_array))
-        else {
+        let (Some(asset), Some(changes)) = (g("asset_id"), ev.get("changes").and_then(Value::as_array)) else {
             return Ok(false);
         };
-        let Ok(ts_ms) = ts.parse::<i64>() else { return Ok(false) };
-        let Some(b) = self.books.get_mut(asset) else {
-            self.stats.changes_without_book += changes.len() as u64;
+        let Some((ts, ts_ms)) = self.timestamp(ev.get("timestamp")) else { return Ok(false) };
+        let mut all_ok = true;
+        for c in changes {
+            let s = |k: &str| c.get(k).and_then(Value::as_str);
+            let (Some(p), Some(sz), Some(side)) = (s("price"), s("size"), s("side")) else {
+                all_ok = false;
+                continue;
+            };
+            all_ok &= self.change(asset, side, p, sz, g("hash"), &ts, ts_ms, recv)?;
+        }
+        Ok(all_ok)
+    }
+
+    /// One price_change entry. A change with the same timestamp and hash as the asset's pending
+    /// state continues it (one state); any other settles the pending state first. False: unusable.
+    #[allow(clippy::too_many_arguments)]
+    fn change(
+        &mut self,
+        asset: &str,
+        side: &str,
+        price: &str,
+        size: &str,
+        hash: Option<&str>,
+        ts: &str,
+        ts_ms: i64,
+        recv: &Recv,
+    ) -> io::Result<bool> {
+        let Some(b) = self.books.get(asset) else {
+            self.stats.changes_without_book += 1;
             return Ok(true);
         };
-        for c in changes {
-            let (Some(p), Some(s), Some(side)) = (
-                c.get("price").and_then(Value::as_str),
-                c.get("size").and_then(Value::as_str),
-                c.get("side").and_then(Value::as_str),
-            ) else {
-                return Ok(false);
-            };
-            match side {
-                "BUY" => set_level(&mut b.bids, true, p, s),
-                "SELL" => set_level(&mut b.asks, false, p, s),
-                _ => None,
-            };
+        let same = b.pending == Some(Pend::Change) && b.ts_ms == ts_ms && b.hash.as_deref() == hash;
+        if !same {
+            self.settle(asset, None)?;
         }
-        b.timestamp = ts.to_string();
-        b.ts_ms = ts_ms;
-        self.stats.changes_applied += changes.len() as u64;
-        self.stats.assets.entry(asset.to_string()).or_default().changes += changes.len() as u64;
-        self.state_done(asset, g("hash"), recv)?;
-        Ok(true)
-    }
-
-    /// A message's changes to an asset are applied: verify against its hash (if it has one), row.
-    fn state_done(&mut self, asset: &str, hash: Option<&str>, recv: &Recv) -> io::Result<()> {
-        match hash {
-            Some(h) => self.verify(asset, h, recv),
-            None => {
-                // No venue hash for this state: the row says so (hash null, hash_unverifiable).
-                let b = self.books.get_mut(asset).expect("present");
-                b.hash = None;
-                b.verified = None;
-                self.row(asset, recv, SOURCE_WS, false)
-            }
-        }
-    }
-
-    /// Compares the rebuilt state with the venue's hash and updates trust: a mismatch on a trusted
-    /// book makes it untrusted; a match never makes it trusted again (only a full book does).
-    fn verify(&mut self, asset: &str, venue: &str, recv: &Recv) -> io::Result<()> {
-        let (ok, via) = self.check_asset(asset, venue);
-        self.stats.hash_checks += 1;
-        let trusted = {
-            let b = self.books.get_mut(asset).expect("present");
-            match &mut b.hash {
-                Some(h) => {
-                    h.clear();
-                    h.push_str(venue);
-                }
-                None => b.hash = Some(venue.to_string()),
-            }
-            b.verified = Some(ok);
-            if let Some(i) = via {
-                b.ltp = b.ltp_candidates[i].clone();
-            }
-            if ok {
-                b.ltp_candidates.clear();
-            }
-            b.trusted
+        let b = self.books.get_mut(asset).expect("present");
+        let r = match side {
+            "BUY" => set_level(&mut b.bids, true, price, size),
+            "SELL" => set_level(&mut b.asks, false, price, size),
+            _ => None,
         };
-        let a = self.stats.assets.entry(asset.to_string()).or_default();
-        if ok {
-            a.matched += 1;
-            self.stats.hashes_matched += 1;
-            if via.is_some() {
-                self.stats.matched_with_trade_price += 1;
-            }
-            if !trusted {
-                self.stats.matches_while_untrusted += 1;
-            }
-        } else if trusted {
-            a.mismatched += 1;
-            self.stats.hashes_mismatched += 1;
-            let now_us = recv.us();
-            let b = self.books.get_mut(asset).expect("present");
-            b.trusted = false;
-            b.untrusted_since_us = now_us;
-        } else {
-            a.mismatched += 1;
-            self.stats.mismatches_while_untrusted += 1;
+        if r.is_none() {
+            return Ok(false);
         }
-        self.row(asset, recv, SOURCE_WS, false)
+        if b.timestamp != ts {
+            b.timestamp.clear();
+            b.timestamp.push_str(ts);
+        }
+        b.ts_ms = ts_ms;
+        put_opt_string(&mut b.hash, hash);
+        if same {
+            self.stats.changes_merged += 1;
+        }
+        self.stats.changes_applied += 1;
+        self.stats.assets.entry(asset.to_string()).or_default().changes += 1;
+        self.pend(asset, Pend::Change, recv);
+        Ok(true)
     }
 
     fn trade(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
         let g = |k: &str| ev.get(k).and_then(Value::as_str);
         let (Some(asset), Some(price)) = (g("asset_id"), g("price")) else { return Ok(false) };
+        let ms = self.timestamp(ev.get("timestamp")).map(|(_, ms)| ms).unwrap_or(0);
         if let Some(b) = self.books.get_mut(asset) {
-            b.ltp_candidates.push(raw(&Value::from(price)));
+            b.cands.push(raw_str(price));
             // The REST/WS books sometimes carry a trailing zero ("0.430", facts §4.1).
             if let Some((_, frac)) = price.split_once('.') {
                 if frac.len() < 3 {
-                    b.ltp_candidates.push(raw(&Value::from(format!("{price}{}", "0".repeat(3 - frac.len())))));
+                    b.cands.push(raw_str(&format!("{price}{}", "0".repeat(3 - frac.len()))));
                 }
             }
-            if b.ltp_candidates.len() > 8 {
-                let cut = b.ltp_candidates.len() - 8;
-                b.ltp_candidates.drain(..cut);
+            if b.cands.len() > MAX_CANDIDATES {
+                let cut = b.cands.len() - MAX_CANDIDATES;
+                b.cands.drain(..cut);
             }
         }
         self.stats.trades += 1;
         if let Some(w) = self.trades.as_mut() {
-            let ms = g("timestamp").and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
             let t = Trade {
                 schema: TRADE_SCHEMA,
                 ts_recv: recv.at.unwrap_or(""),
@@ -789,7 +1213,7 @@ impl Rebuilder {
             bids: view_side(&b.bids),
             asks: view_side(&b.asks),
             min_order_size: Some(mos),
-            tick_size: Some(&b.tick_size),
+            tick_size: b.tick_size.as_deref(),
             neg_risk: Some(neg),
             last_trade_price: Some(&b.ltp),
             error: None,
@@ -806,6 +1230,10 @@ impl Rebuilder {
         let flags = if b.trusted { 0 } else { normalize::UNTRUSTED };
         self.nor.state_row(&env, &view, b.verified, flags, &mut self.buf);
         self.stats.rows += 1;
+        self.flush_chunk()
+    }
+
+    fn flush_chunk(&mut self) -> io::Result<()> {
         if self.buf.len() >= OUT_CHUNK {
             self.rows.write_all(&self.buf)?;
             self.buf.clear();
@@ -813,18 +1241,14 @@ impl Rebuilder {
         Ok(())
     }
 
-    /// Closes the books: untrusted time up to the last receive time, flags per asset; flushes.
+    /// Ends the input: settles what is pending, closes untrusted spans, flags per asset; flushes.
     pub fn finish(&mut self) -> io::Result<Stats> {
-        let end = dec::parse_utc_micros(&self.last_at);
+        self.end_file()?;
         for (asset, b) in &self.books {
-            if !b.trusted {
-                if let (Some(s), Some(e)) = (b.untrusted_since_us, end) {
-                    self.stats.untrusted_s += (e - s).max(0) as f64 / 1e6;
-                }
-            }
             self.stats.assets.entry(asset.clone()).or_default().trusted_at_end = b.trusted;
         }
         self.stats.untrusted_s = (self.stats.untrusted_s * 1e6).round() / 1e6;
+        self.stats.verified_rate = rate(self.stats.hash_checks_matched, self.stats.hash_checks);
         if self.opts.write_rows {
             self.stats.row_flags = self.nor.stats.flags.clone();
             self.stats.unjoined_rows = self.nor.stats.unjoined_book_rows;
@@ -848,13 +1272,21 @@ impl Rebuilder {
 impl Stats {
     /// One line for stderr.
     pub fn line(&self) -> String {
+        let unv: Vec<String> = self.unverifiable.iter().map(|(k, v)| format!("{k}={v}")).collect();
         format!(
-            "lines={} frames={} books(ws/rest)={}/{} changes={} hashes matched={} mismatched={} (+{} while untrusted; {} matches while untrusted) resyncs(book/rest)={}/{} untrusted_s={:.3} cross_checks agree={} disagree={} rows={} trades={} bad_lines={} changes_without_book={}",
+            "lines={} frames={} books(ws/rest)={}/{} changes={} (merged {}) hash_checks={} matched={} mismatched={} unverifiable={}{} verified_rate={} state hashes matched={} mismatched={} (+{} while untrusted; {} matches while untrusted) resyncs(book/rest)={}/{} untrusted_s={:.3} cross_checks agree={} disagree={} rows={} trades={} bad_lines={} bad_events={} numeric_timestamps={} changes_without_book={}",
             self.lines,
             self.ws_frames,
             self.ws_books,
             self.rest_books,
             self.changes_applied,
+            self.changes_merged,
+            self.hash_checks,
+            self.hash_checks_matched,
+            self.hash_checks_mismatched,
+            self.hash_checks_unverifiable,
+            if unv.is_empty() { String::new() } else { format!(" ({})", unv.join(" ")) },
+            self.verified_rate.map_or("-".to_string(), |r| format!("{r:.4}")),
             self.hashes_matched,
             self.hashes_mismatched,
             self.mismatches_while_untrusted,
@@ -867,6 +1299,8 @@ impl Stats {
             self.rows,
             self.trades,
             self.bad_lines,
+            self.bad_events,
+            self.numeric_timestamps,
             self.changes_without_book
         )
     }

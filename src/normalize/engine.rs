@@ -649,8 +649,8 @@ impl Normalizer {
     }
 
     /// Recomputes the venue hash (facts §6.3). None when a field it needs is missing or a level
-    /// is not a pair of strings.
-    fn verify_hash(&mut self, b: &Book) -> Option<bool> {
+    /// is not a pair of strings. Public: pm-rebuild checks REST books with it, so both tools agree.
+    pub fn verify_hash(&mut self, b: &Book) -> Option<bool> {
         let (market, asset, ts, want) =
             (b.market.as_deref()?, b.asset_id.as_deref()?, b.timestamp.as_deref()?, b.hash.as_deref()?);
         let strs = |side: &Option<Vec<Level>>| -> Option<()> {
