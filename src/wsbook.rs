@@ -470,7 +470,13 @@ fn hash_hex(
 /// Checks the rebuilt state against the venue's hash, trying trade prices (newest first) for
 /// `last_trade_price` when the current one does not match. None: no tick size known (no check).
 /// Some((matched, index of the trade price that matched)).
-fn check(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), venue: &str) -> Option<(bool, Option<usize>)> {
+fn check(
+    buf: &mut Vec<u8>,
+    asset: &str,
+    b: &Book,
+    meta: (&RawValue, &RawValue),
+    venue: &str,
+) -> Option<(bool, Option<usize>)> {
     let tick = b.tick_size.as_deref()?;
     if hash_hex(buf, asset, b, tick, meta, &b.ltp) == venue.as_bytes() {
         return Some((true, None));
@@ -946,12 +952,14 @@ impl Rebuilder {
     /// fields → unverifiable), its row written from the reply itself; newer than the rebuilt state
     /// (or at the same exchange time and disagreeing, or the book untrusted) it replaces it.
     fn rest_book(&mut self, rb: &parse::Book, recv: &Recv) -> io::Result<()> {
-        let (Some(asset), Some(market), Some(ts)) = (rb.asset_id.as_deref(), rb.market.as_deref(), rb.timestamp.as_deref())
+        let (Some(asset), Some(market), Some(ts)) =
+            (rb.asset_id.as_deref(), rb.market.as_deref(), rb.timestamp.as_deref())
         else {
             self.stats.bad_events += 1;
             return Ok(());
         };
-        let (Some(bids), Some(asks), Ok(ts_ms)) = (rest_side(rb.bids.as_ref()), rest_side(rb.asks.as_ref()), ts.parse::<i64>())
+        let (Some(bids), Some(asks), Ok(ts_ms)) =
+            (rest_side(rb.bids.as_ref()), rest_side(rb.asks.as_ref()), ts.parse::<i64>())
         else {
             self.stats.bad_events += 1;
             return Ok(());
