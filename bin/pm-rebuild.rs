@@ -91,6 +91,13 @@ fn run() -> cli::Result<ExitCode> {
                 opts.min_order_size = serde_json::Value::String(cli::value(&mut p, "--min-order-size")?)
             }
             Long("neg-risk") => opts.neg_risk = serde_json::Value::Bool(cli::value(&mut p, "--neg-risk")?),
+            Long("tick-size") => {
+                let v: String = cli::value(&mut p, "--tick-size")?;
+                if !v.parse::<f64>().is_ok_and(|t| t > 0.0 && t < 1.0) {
+                    return cli::usage(format!("--tick-size: not a tick size in (0, 1): {v}"));
+                }
+                opts.tick_size = Some(serde_json::Value::String(v));
+            }
             Long("no-rows") => opts.write_rows = false,
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => {

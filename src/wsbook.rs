@@ -66,6 +66,9 @@ pub struct Options {
     /// Used for the hash when no REST book of the asset has been seen (WS books lack the field).
     pub min_order_size: Value,
     pub neg_risk: Value,
+    /// Used when a `book` carries no `tick_size` and the asset has no earlier state (`--tick-size`;
+    /// captures whose initial books lack the field). None: such a state's hash is unverifiable.
+    pub tick_size: Option<Value>,
     /// False: verify only, format no rows (`--no-rows`).
     pub write_rows: bool,
 }
@@ -77,6 +80,7 @@ impl Default for Options {
             every_ms: None,
             min_order_size: Value::from("5"),
             neg_risk: Value::Bool(false),
+            tick_size: None,
             write_rows: true,
         }
     }
@@ -141,6 +145,9 @@ pub struct Stats {
     pub matches_while_untrusted: u64,
     /// Matches (of any kind) reached only with a price from a `last_trade_price` event.
     pub matched_with_trade_price: u64,
+    /// Matches reached only with a `last_trade_price` found by searching the tick grid: the state
+    /// includes a trade the input does not hold (its price is then known from the hash).
+    pub matched_with_inferred_trade_price: u64,
     /// Untrusted → trusted transitions, by cause (the only two).
     pub resyncs_ws_book: u64,
     pub resyncs_rest: u64,
@@ -489,6 +496,46 @@ fn check(
     Some((false, None))
 }
 
+/// Searches the tick grid for the `last_trade_price` that reproduces the venue's hash (the price
+/// of a trade the input does not hold): every multiple of the tick size in (0, 1), spelled as the
+/// venue spells prices (`"0.490"`, `"0.49"`, `"0.50"`), and `""`. None when nothing matches, or no
+/// tick size is known or it is finer than 0.001 (more than 1000 prices).
+fn search_ltp(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), venue: &str) -> Option<Raw> {
+    let tick = b.tick_size.as_deref()?;
+    let t: &str = serde_json::from_str(tick.get()).ok()?;
+    let step: f64 = t.trim().parse().ok()?;
+    if !(step >= 0.001 && step < 1.0) {
+        return None;
+    }
+    let places = t.split_once('.').map_or(0, |(_, f)| f.len()).max(3);
+    let n = (1.0 / step).round() as u64;
+    let mut tried: Vec<String> = Vec::with_capacity(4);
+    for k in 0..n {
+        tried.clear();
+        if k == 0 {
+            tried.push(String::new());
+        } else {
+            let p = k as f64 * step;
+            let padded = format!("{p:.places$}");
+            let minimal = padded.trim_end_matches('0').trim_end_matches('.').to_string();
+            let two = format!("{p:.2}");
+            tried.push(padded);
+            tried.push(minimal);
+            if (p * 100.0 - (p * 100.0).round()).abs() < 1e-9 {
+                tried.push(two);
+            }
+            tried.dedup();
+        }
+        for s in &tried {
+            let l = raw_str(s);
+            if hash_hex(buf, asset, b, tick, meta, &l) == venue.as_bytes() {
+                return Some(l);
+            }
+        }
+    }
+    None
+}
+
 /// The outcome of one hash check, for the counters.
 #[derive(Clone, Copy, PartialEq)]
 enum Tally {
@@ -800,23 +847,44 @@ impl Rebuilder {
                         && same_levels(&b.bids, n.bids)
                         && same_levels(&b.asks, n.asks)
                 });
-                let unknown_field = match kind {
-                    Pend::Book { complete, had_ltp } => {
-                        if !had_ltp {
-                            b.ltp_known = false;
-                        }
-                        (!complete).then_some(if had_ltp { UNV_TICK_SIZE } else { UNV_TRADE_PRICE })
-                    }
-                    Pend::Change => (!b.ltp_known || confirmed).then_some(UNV_TRADE_PRICE),
+                // The last trade price may be one the input does not hold (a trade event not kept):
+                // search the tick grid for it — at most once per refresh or per trusted stretch, and
+                // only a SHA-1 match counts, so nothing is guessed.
+                let search = match kind {
+                    Pend::Book { had_ltp, .. } => !had_ltp,
+                    Pend::Change => b.trusted && b.ltp_known,
                 };
-                match unknown_field {
-                    Some(why) => {
-                        b.verified = None;
-                        Some(Tally::Unverifiable(why))
-                    }
-                    None => {
-                        b.verified = Some(false);
-                        Some(Tally::Mismatched)
+                let meta = meta_of(&self.meta, &self.default_meta, asset);
+                let found = if search {
+                    search_ltp(&mut self.hash_buf, asset, b, meta, b.hash.as_deref().unwrap_or(""))
+                } else {
+                    None
+                };
+                if let Some(l) = found {
+                    b.ltp = l;
+                    b.ltp_known = true;
+                    b.verified = Some(true);
+                    self.stats.matched_with_inferred_trade_price += 1;
+                    Some(Tally::Matched)
+                } else {
+                    let unknown_field = match kind {
+                        Pend::Book { complete, had_ltp } => {
+                            if !had_ltp {
+                                b.ltp_known = false;
+                            }
+                            (!complete).then_some(if had_ltp { UNV_TICK_SIZE } else { UNV_TRADE_PRICE })
+                        }
+                        Pend::Change => (!b.ltp_known || confirmed).then_some(UNV_TRADE_PRICE),
+                    };
+                    match unknown_field {
+                        Some(why) => {
+                            b.verified = None;
+                            Some(Tally::Unverifiable(why))
+                        }
+                        None => {
+                            b.verified = Some(false);
+                            Some(Tally::Mismatched)
+                        }
                     }
                 }
             }
@@ -908,6 +976,8 @@ impl Rebuilder {
                 b.asks = asks;
                 if tick.is_some() {
                     b.tick_size = tick;
+                } else if b.tick_size.is_none() {
+                    b.tick_size = self.opts.tick_size.as_ref().map(raw);
                 }
                 if let Some(l) = ltp {
                     b.ltp = l;
@@ -923,7 +993,7 @@ impl Rebuilder {
                     ts_ms,
                     bids,
                     asks,
-                    tick_size: tick,
+                    tick_size: tick.or_else(|| self.opts.tick_size.as_ref().map(raw)),
                     ltp: ltp.unwrap_or_else(|| raw_str("")),
                     ltp_known,
                     cands: Vec::new(),
