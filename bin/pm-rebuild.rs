@@ -5,11 +5,20 @@ Reads raw lines (schema pmarchive.raw/1, as written by pm-stream; plain or gzip,
 order, or stdin): websocket frames (kind \"ws\", ctx.event \"frame\") and REST book replies (kind
 \"http\", endpoint \"books\"/\"book\", status 200). Per asset it applies `book` events (full state)
 and `price_change` entries (size = new absolute size at that price, \"0\" removes the level; BUY =
-bid, SELL = ask), recomputes the venue's SHA-1 book hash after the last entry of each message for
-that asset and compares it with the venue's `hash`. A mismatch marks the asset untrusted until the
-next `book` event or REST snapshot (a later matching hash does not restore trust; it is counted as
-matches_while_untrusted). REST books at the same exchange timestamp as the rebuilt book are
-cross-checked (agree/disagree).
+bid, SELL = ask) and checks each rebuilt state against the venue's SHA-1 book hash (the ten-field
+routine with last_trade_price, docs/WEBSOCKET.md). Consecutive changes of an asset with the same
+timestamp and hash (entries of one message, same-timestamp bursts of several messages) are one
+state: checked once, one row. The input is read offline, so trade prices that arrive before the
+asset's next change are still tried for a state.
+
+`book` refreshes without tick_size/last_trade_price (the venue's books after a trade) take both
+from the asset's current state; the trade prices seen are tried, and when none reproduces the hash
+the tick grid is searched for the price of a trade the input does not hold (only a SHA-1 match
+counts). A state that still cannot be checked is unverifiable (counted by reason), not a mismatch.
+A mismatch marks the asset untrusted until the next `book` event or REST snapshot (a later matching
+hash does not restore trust; it is counted as matches_while_untrusted). REST books are checked as
+pm-normalize checks them (missing fields: hash_ok null); those at the same exchange timestamp as
+the rebuilt book are cross-checked (agree/disagree).
 
 WS books carry no min_order_size/neg_risk (both enter the hash): they are taken from the latest
 REST book of the same token, else from --min-order-size/--neg-risk.
@@ -17,11 +26,13 @@ REST book of the same token, else from --min-order-size/--neg-risk.
 Writes the same rows as pm-normalize (schema pmarchive.orderbook/1, record \"book\", written by
 pm-normalize's row formatter, docs/ORDERBOOK_SCHEMA.md) on stdout: one per rebuilt state (or sampled
 with --every-ms), with `source` \"ws\" (state after a websocket message) or \"ws_rest\" (state set
-from a REST book in the stream), `hash_ok` = the rebuilt state reproduces the venue's hash, and the
-flag `untrusted` while the book is untrusted. The slug/outcome join comes from `track` lines in the
-input and --markets. Trades (last_trade_price events) go to --trades-out (schema pmarchive.trade/1).
-A verification summary goes to stderr and, with --summary, to a JSON file. (The former
-pmarchive.wsbook/1 rows are no longer written: replaced by these rows.)
+from a REST book in the stream), `hash_ok` = the rebuilt state reproduces the venue's hash (null:
+unverifiable), and the flag `untrusted` while the book is untrusted. A state's row is written when
+the asset's next event (or the end of its file) shows the state complete, so rows of different
+assets can interleave differently from the input. The slug/outcome join comes from `track` lines
+in the input and --markets. Trades (last_trade_price events) go to --trades-out (schema
+pmarchive.trade/1). A verification summary (every hash check, a verified rate per input file) goes
+to stderr and, with --summary, to a JSON file.
 
 Usage:
     pm-rebuild [options] [FILE ...]      (no FILE or '-': stdin)
@@ -38,13 +49,16 @@ Options:
     --summary FILE        Write the verification summary (JSON) to FILE.
     --min-order-size S    min_order_size for hashing when no REST book is known. [default: 5]
     --neg-risk BOOL       neg_risk for hashing when no REST book is known. [default: false]
+    --tick-size S         tick_size for a `book` without one when the asset has no earlier state
+                          (older captures' initial books). [default: none: such states are
+                          unverifiable and their rows have tick_size null]
     --no-rows             Verify only; write no book rows.
     -h, --help            Show this help.
     -V, --version         Show the version.
 
-Exit status: 0 every check passed; 1 a hash mismatch on a trusted book, a REST cross-check
-disagreement, or unreadable input lines (each reported on stderr as FILE:LINE); 2 bad arguments or
-an I/O error. A closed stdout ends the tool with 0.
+Exit status: 0 every check passed or was unverifiable; 1 a hash mismatch on a trusted book, a REST
+cross-check disagreement, or unreadable input lines (each reported on stderr as FILE:LINE); 2 bad
+arguments or an I/O error. A closed stdout ends the tool with 0.
 ";
 
 use std::fs::File;
