@@ -27,13 +27,17 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
 
 use crate::book;
 use crate::clock;
-use crate::normalize::{self, dec, parse, Normalizer};
+use crate::normalize::dec::{self, Dec};
+use crate::normalize::{self, parse, Normalizer, Parsed};
 
 pub const TRADE_SCHEMA: &str = "pmarchive.trade/1";
 /// `source` of a row holding the rebuilt state after a websocket message (`book` or `price_change`).
@@ -202,11 +206,110 @@ fn rate(num: u64, den: u64) -> Option<f64> {
     (den > 0).then(|| (num as f64 / den as f64 * 1e6).round() / 1e6)
 }
 
+/// One level of a rebuilt side: the wire strings, and what the hash and the row writer need of them,
+/// computed once when the level is set (not for every state).
 #[derive(Clone, Debug)]
 struct Level {
     key: f64,
     price: String,
     size: String,
+    /// `{"price":…,"size":…}` exactly as in the hash text ([`book::put_level`]).
+    text: Vec<u8>,
+}
+
+impl Level {
+    fn new(price: &str, size: &str) -> Option<(Level, Parsed)> {
+        let key: f64 = price.trim().parse().ok()?;
+        let mut text = Vec::with_capacity(price.len() + size.len() + 22);
+        book::put_level(&mut text, price, size);
+        let l = Level { key, price: price.to_string(), size: size.to_string(), text };
+        Some((l, (Dec::parse(price), Dec::parse(size))))
+    }
+}
+
+/// A rebuilt side in wire order, with every level's (price, size) as [`Dec::parse`] gives them for
+/// the row writer (same order).
+#[derive(Clone, Debug, Default)]
+struct Side {
+    levels: Vec<Level>,
+    parsed: Vec<Parsed>,
+}
+
+impl Side {
+    /// Sets the absolute size at a level; keeps `ascending` (bids) or descending (asks) order.
+    fn set(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
+        let key: f64 = price.trim().parse().ok()?;
+        let pos = self.levels.iter().position(|l| l.key == key);
+        match (pos, is_zero(size)) {
+            (Some(i), true) => {
+                self.levels.remove(i);
+                self.parsed.remove(i);
+            }
+            (Some(i), false) => {
+                let l = &mut self.levels[i];
+                if l.size != size {
+                    l.size.clear();
+                    l.size.push_str(size);
+                    l.text.clear();
+                    book::put_level(&mut l.text, &l.price, size);
+                    self.parsed[i].1 = Dec::parse(size);
+                }
+            }
+            (None, true) => {}
+            (None, false) => {
+                let at = self
+                    .levels
+                    .iter()
+                    .position(|l| if ascending { l.key > key } else { l.key < key })
+                    .unwrap_or(self.levels.len());
+                let (l, p) = Level::new(price, size)?;
+                self.levels.insert(at, l);
+                self.parsed.insert(at, p);
+            }
+        }
+        Some(())
+    }
+
+    /// A wire side (all levels pairs of strings with a numeric price), else None.
+    fn from_wire(levels: &[parse::Level]) -> Option<Side> {
+        let mut s = Side { levels: Vec::with_capacity(levels.len()), parsed: Vec::with_capacity(levels.len()) };
+        for l in levels {
+            let (l, p) = Level::new(l.price.as_deref()?, l.size.as_deref()?)?;
+            s.levels.push(l);
+            s.parsed.push(p);
+        }
+        Some(s)
+    }
+
+    /// The side as the hash text's array.
+    fn put_text(&self, out: &mut Vec<u8>) {
+        out.push(b'[');
+        for (i, l) in self.levels.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&l.text);
+        }
+        out.push(b']');
+    }
+
+    /// The side as the row writer's levels (borrowed, wire order).
+    fn view(&self) -> Option<Vec<parse::Level<'_>>> {
+        Some(
+            self.levels
+                .iter()
+                .map(|l| parse::Level {
+                    price: Some(Cow::Borrowed(l.price.as_str())),
+                    size: Some(Cow::Borrowed(l.size.as_str())),
+                })
+                .collect(),
+        )
+    }
+
+    fn same_levels(&self, o: &Side) -> bool {
+        self.levels.len() == o.levels.len()
+            && self.levels.iter().zip(&o.levels).all(|(x, y)| x.price == y.price && x.size == y.size)
+    }
 }
 
 /// A hash-relevant scalar as JSON text (what the row writer copies verbatim).
@@ -274,9 +377,9 @@ struct Book {
     timestamp: String,
     ts_ms: i64,
     /// Ascending (wire order).
-    bids: Vec<Level>,
+    bids: Side,
     /// Descending (wire order).
-    asks: Vec<Level>,
+    asks: Side,
     /// None: never known for this asset.
     tick_size: Option<Raw>,
     ltp: Raw,
@@ -306,20 +409,328 @@ struct Book {
 struct Next<'a> {
     ts_ms: i64,
     hash: &'a str,
-    bids: &'a [Level],
-    asks: &'a [Level],
+    bids: &'a Side,
+    asks: &'a Side,
 }
 
-fn same_levels(a: &[Level], b: &[Level]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.price == y.price && x.size == y.size)
+// ---- Websocket messages, parsed once, borrowing from the line (no generic JSON value) ----
+
+/// An event's `timestamp`: a string as sent, or a JSON number (other recorders' captures).
+enum Ts<'a> {
+    Str(Cow<'a, str>),
+    Num(i64),
+    Other,
+}
+
+struct TsV;
+
+impl<'de> Visitor<'de> for TsV {
+    type Value = Ts<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a timestamp")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Ts::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Ts::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Ts::Num(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(i64::try_from(v).map_or(Ts::Other, Ts::Num))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Ts::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Ts::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Ts::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Ts::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Ts::Other)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ts<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TsV)
+    }
+}
+
+/// One `price_change` entry (or a legacy `changes[]` element); a non-object gives all None.
+#[derive(Default)]
+struct Entry<'a> {
+    asset_id: Option<Cow<'a, str>>,
+    price: Option<Cow<'a, str>>,
+    size: Option<Cow<'a, str>>,
+    side: Option<Cow<'a, str>>,
+    hash: Option<Cow<'a, str>>,
+}
+
+/// One websocket message of any event type: the fields pm-rebuild reads (wrong types read as
+/// absent, others skipped). `object` is false for an array element that is not an object.
+#[derive(Default)]
+struct Msg<'a> {
+    object: bool,
+    event_type: Option<Cow<'a, str>>,
+    market: Option<Cow<'a, str>>,
+    asset_id: Option<Cow<'a, str>>,
+    timestamp: Option<Ts<'a>>,
+    hash: Option<Cow<'a, str>>,
+    bids: Option<Vec<parse::Level<'a>>>,
+    asks: Option<Vec<parse::Level<'a>>>,
+    tick_size: Option<&'a RawValue>,
+    last_trade_price: Option<&'a RawValue>,
+    new_tick_size: Option<&'a RawValue>,
+    /// `price_changes` (current schema) or `changes` (legacy): Some(entries) for an array.
+    price_changes: Option<Vec<Entry<'a>>>,
+    changes: Option<Vec<Entry<'a>>>,
+    price: Option<Cow<'a, str>>,
+    size: Option<Cow<'a, str>>,
+    side: Option<Cow<'a, str>>,
+    fee_rate_bps: Option<Cow<'a, str>>,
+    transaction_hash: Option<Cow<'a, str>>,
+}
+
+/// Entries of an array; None for anything else.
+struct Entries<'a>(Option<Vec<Entry<'a>>>);
+
+macro_rules! other_values {
+    ($v:expr) => {
+        fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+    };
+}
+
+struct EntryV;
+
+impl<'de> Visitor<'de> for EntryV {
+    type Value = Entry<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a price change")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut e = Entry::default();
+        while let Some(k) = a.next_key::<parse::Str<'de>>()? {
+            let slot = match k.0.as_deref() {
+                Some("asset_id") => &mut e.asset_id,
+                Some("price") => &mut e.price,
+                Some("size") => &mut e.size,
+                Some("side") => &mut e.side,
+                Some("hash") => &mut e.hash,
+                _ => {
+                    a.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = a.next_value::<parse::Str<'de>>()?.0;
+        }
+        Ok(e)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Entry::default())
+    }
+    other_values!(Entry::default());
+}
+
+impl<'de> Deserialize<'de> for Entry<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EntryV)
+    }
+}
+
+struct EntriesV;
+
+impl<'de> Visitor<'de> for EntriesV {
+    type Value = Entries<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("price changes")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut v = Vec::with_capacity(a.size_hint().unwrap_or(4));
+        while let Some(e) = a.next_element::<Entry<'de>>()? {
+            v.push(e);
+        }
+        Ok(Entries(Some(v)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Entries(None))
+    }
+    other_values!(Entries(None));
+}
+
+impl<'de> Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EntriesV)
+    }
+}
+
+struct MsgV;
+
+impl<'de> Visitor<'de> for MsgV {
+    type Value = Msg<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a websocket message")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut m = Msg { object: true, ..Msg::default() };
+        while let Some(k) = a.next_key::<parse::Str<'de>>()? {
+            let slot = match k.0.as_deref() {
+                Some("event_type") => &mut m.event_type,
+                Some("market") => &mut m.market,
+                Some("asset_id") => &mut m.asset_id,
+                Some("hash") => &mut m.hash,
+                Some("price") => &mut m.price,
+                Some("size") => &mut m.size,
+                Some("side") => &mut m.side,
+                Some("fee_rate_bps") => &mut m.fee_rate_bps,
+                Some("transaction_hash") => &mut m.transaction_hash,
+                Some("timestamp") => {
+                    m.timestamp = Some(a.next_value()?);
+                    continue;
+                }
+                Some("bids") => {
+                    m.bids = a.next_value::<parse::Side<'de>>()?.0;
+                    continue;
+                }
+                Some("asks") => {
+                    m.asks = a.next_value::<parse::Side<'de>>()?.0;
+                    continue;
+                }
+                Some("tick_size") => {
+                    m.tick_size = Some(a.next_value()?);
+                    continue;
+                }
+                Some("last_trade_price") => {
+                    m.last_trade_price = Some(a.next_value()?);
+                    continue;
+                }
+                Some("new_tick_size") => {
+                    m.new_tick_size = Some(a.next_value()?);
+                    continue;
+                }
+                Some("price_changes") => {
+                    m.price_changes = a.next_value::<Entries<'de>>()?.0;
+                    continue;
+                }
+                Some("changes") => {
+                    m.changes = a.next_value::<Entries<'de>>()?.0;
+                    continue;
+                }
+                _ => {
+                    a.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = a.next_value::<parse::Str<'de>>()?.0;
+        }
+        Ok(m)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Msg::default())
+    }
+    other_values!(Msg::default());
+}
+
+impl<'de> Deserialize<'de> for Msg<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(MsgV)
+    }
+}
+
+/// A frame body: one message, an array of them (initial dumps), or any other JSON value.
+enum Frame<'a> {
+    One(Msg<'a>),
+    Many(Vec<Msg<'a>>),
+    Other,
+}
+
+struct FrameV<'a>(std::marker::PhantomData<&'a ()>);
+
+// Generic over 'de: 'a (like parse::Body) so that `#[serde(borrow)]` works on it.
+impl<'de: 'a, 'a> Visitor<'de> for FrameV<'a> {
+    type Value = Frame<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a frame body")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        Ok(Frame::One(MsgV.visit_map(a)?))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut v = Vec::with_capacity(a.size_hint().unwrap_or(2));
+        while let Some(m) = a.next_element::<Msg<'de>>()? {
+            v.push(m);
+        }
+        Ok(Frame::Many(v))
+    }
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Frame<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FrameV(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
-struct Ctx {
-    event: Option<String>,
+struct Ctx<'a> {
+    #[serde(borrow)]
+    event: Option<Cow<'a, str>>,
     conn_id: Option<u64>,
 }
 
+/// A raw line: the envelope and, for websocket frames, the body's messages in the same pass.
 #[derive(Deserialize)]
 struct Line<'a> {
     venue: Option<&'a str>,
@@ -330,9 +741,20 @@ struct Line<'a> {
     status: Option<u16>,
     collected_at_utc: Option<&'a str>,
     #[serde(borrow)]
-    body: Option<&'a RawValue>,
-    body_text: Option<String>,
-    ctx: Option<Ctx>,
+    body: Option<Frame<'a>>,
+    #[serde(borrow)]
+    body_text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ctx: Option<Ctx<'a>>,
+}
+
+/// A REST book reply line (re-read with pm-normalize's parser; those lines are rare).
+#[derive(Deserialize)]
+struct RestLine<'a> {
+    #[serde(borrow)]
+    body: Option<parse::Body<'a>>,
+    #[serde(borrow)]
+    body_text: Option<Cow<'a, str>>,
 }
 
 /// A `track` line's context, as JSON text (re-read only for those rare lines).
@@ -342,63 +764,8 @@ struct TrackLine<'a> {
     ctx: Option<&'a RawValue>,
 }
 
-fn parse_level(v: &Value) -> Option<Level> {
-    let price = v.get("price")?.as_str()?;
-    let size = v.get("size")?.as_str()?;
-    Some(Level { key: price.trim().parse().ok()?, price: price.to_string(), size: size.to_string() })
-}
-
-fn parse_side(v: Option<&Value>) -> Option<Vec<Level>> {
-    v?.as_array()?.iter().map(parse_level).collect()
-}
-
-/// A REST side as owned levels; None if a level is not a pair of numeric strings.
-fn rest_side(side: Option<&Vec<parse::Level>>) -> Option<Vec<Level>> {
-    side?
-        .iter()
-        .map(|l| {
-            let (p, s) = (l.price.as_deref()?, l.size.as_deref()?);
-            Some(Level { key: p.trim().parse().ok()?, price: p.to_string(), size: s.to_string() })
-        })
-        .collect()
-}
-
 fn is_zero(size: &str) -> bool {
     size.trim().parse::<f64>().map(|x| x == 0.0).unwrap_or(false)
-}
-
-/// Sets the absolute size at a level; keeps `ascending` (bids) or descending (asks) order.
-fn set_level(side: &mut Vec<Level>, ascending: bool, price: &str, size: &str) -> Option<()> {
-    let key: f64 = price.trim().parse().ok()?;
-    let pos = side.iter().position(|l| l.key == key);
-    match (pos, is_zero(size)) {
-        (Some(i), true) => {
-            side.remove(i);
-        }
-        (Some(i), false) => {
-            let s = &mut side[i].size;
-            s.clear();
-            s.push_str(size);
-        }
-        (None, true) => {}
-        (None, false) => {
-            let at = side.iter().position(|l| if ascending { l.key > key } else { l.key < key }).unwrap_or(side.len());
-            side.insert(at, Level { key, price: price.to_string(), size: size.to_string() });
-        }
-    }
-    Some(())
-}
-
-/// A rebuilt side as the row writer's levels (borrowed, wire order).
-fn view_side(s: &[Level]) -> Option<Vec<parse::Level<'_>>> {
-    Some(
-        s.iter()
-            .map(|l| parse::Level {
-                price: Some(Cow::Borrowed(l.price.as_str())),
-                size: Some(Cow::Borrowed(l.size.as_str())),
-            })
-            .collect(),
-    )
 }
 
 #[derive(Serialize)]
@@ -460,13 +827,13 @@ fn hash_hex(
     ltp: &RawValue,
 ) -> [u8; 40] {
     let tail = [meta.0, tick, meta.1, ltp].map(parse::hash_scalar_text);
-    book::write_hash_text(
+    book::write_hash_text_with(
         buf,
         &b.market,
         asset,
         &b.timestamp,
-        b.bids.iter().map(|l| (l.price.as_str(), l.size.as_str())),
-        b.asks.iter().map(|l| (l.price.as_str(), l.size.as_str())),
+        |o| b.bids.put_text(o),
+        |o| b.asks.put_text(o),
         [&tail[0], &tail[1], &tail[2], &tail[3]],
     );
     let mut hex = [0u8; 40];
@@ -656,29 +1023,28 @@ impl Rebuilder {
             run_id: l.run_id,
             seq: l.seq,
         };
-        let body: Option<&str> = l.body.map(RawValue::get).or(l.body_text.as_deref());
         match (l.kind, l.endpoint) {
             (Some("ws"), _) if l.ctx.as_ref().and_then(|c| c.event.as_deref()) == Some("frame") => {
                 self.stats.ws_frames += 1;
-                let Some(text) = body else {
-                    self.stats.text_frames += 1;
-                    return Ok(Ok(()));
-                };
-                match serde_json::from_str::<Value>(text) {
-                    Ok(Value::Array(events)) => {
-                        for ev in &events {
-                            self.event(ev, &recv)?;
-                        }
-                    }
-                    Ok(ev @ Value::Object(_)) => self.event(&ev, &recv)?,
-                    Ok(_) => self.stats.bad_events += 1,
-                    Err(_) => self.stats.text_frames += 1,
+                match (l.body, l.body_text.as_deref()) {
+                    (Some(f), _) => self.frame(f, &recv)?,
+                    // Frames kept as text (multi-line JSON, or not JSON: PONG, NO NEW ASSETS).
+                    (None, Some(t)) => match serde_json::from_str::<Frame>(t) {
+                        Ok(f) => self.frame(f, &recv)?,
+                        Err(_) => self.stats.text_frames += 1,
+                    },
+                    (None, None) => self.stats.text_frames += 1,
                 }
             }
             (Some("http"), Some("books" | "book")) if l.status == Some(200) => {
-                let Some(text) = body else { return Ok(Ok(())) };
-                match serde_json::from_str::<parse::Body>(text) {
-                    Ok(parse::Body::Array(items)) => {
+                let Ok(r) = serde_json::from_str::<RestLine>(text) else { return Ok(Ok(())) };
+                let body = match (r.body, r.body_text.as_deref()) {
+                    (Some(b), _) => Some(b),
+                    (None, Some(t)) => serde_json::from_str::<parse::Body>(t).ok(),
+                    (None, None) => None,
+                };
+                match body {
+                    Some(parse::Body::Array(items)) => {
                         for it in &items {
                             match it {
                                 parse::Item::Book(b) => self.rest_book(b, &recv)?,
@@ -686,8 +1052,9 @@ impl Rebuilder {
                             }
                         }
                     }
-                    Ok(parse::Body::Object(b)) => self.rest_book(&b, &recv)?,
-                    _ => self.stats.other_lines += 1,
+                    Some(parse::Body::Object(b)) => self.rest_book(&b, &recv)?,
+                    Some(parse::Body::Other) => self.stats.other_lines += 1,
+                    None => {}
                 }
             }
             (Some("track"), _) => {
@@ -702,42 +1069,62 @@ impl Rebuilder {
         Ok(Ok(()))
     }
 
-    /// An event's `timestamp`: a string of Unix ms as sent, or a JSON number (counted, accepted).
-    fn timestamp<'v>(&mut self, v: Option<&'v Value>) -> Option<(Cow<'v, str>, i64)> {
-        match v? {
-            Value::String(s) => Some((Cow::Borrowed(s.as_str()), s.parse().ok()?)),
-            Value::Number(n) => {
-                let ms = n.as_i64()?;
-                self.stats.numeric_timestamps += 1;
-                Some((Cow::Owned(ms.to_string()), ms))
+    fn frame(&mut self, f: Frame, recv: &Recv) -> io::Result<()> {
+        match f {
+            Frame::One(m) => self.event(&m, recv),
+            Frame::Many(ms) => {
+                for m in &ms {
+                    self.event(m, recv)?;
+                }
+                Ok(())
             }
-            _ => None,
+            Frame::Other => {
+                self.stats.bad_events += 1;
+                Ok(())
+            }
         }
     }
 
-    fn event(&mut self, ev: &Value, recv: &Recv) -> io::Result<()> {
-        let et = ev.get("event_type").and_then(Value::as_str).unwrap_or("(none)");
-        *self.stats.ws_events.entry(et.to_string()).or_default() += 1;
+    /// An event's `timestamp`: a string of Unix ms as sent, or a JSON number (counted, accepted).
+    fn timestamp<'v>(&mut self, t: Option<&'v Ts>) -> Option<(Cow<'v, str>, i64)> {
+        match t? {
+            Ts::Str(s) => Some((Cow::Borrowed(s.as_ref()), s.parse().ok()?)),
+            Ts::Num(n) => {
+                self.stats.numeric_timestamps += 1;
+                Some((Cow::Owned(n.to_string()), *n))
+            }
+            Ts::Other => None,
+        }
+    }
+
+    fn event(&mut self, ev: &Msg, recv: &Recv) -> io::Result<()> {
+        if !ev.object {
+            self.stats.bad_events += 1;
+            return Ok(());
+        }
+        let et = ev.event_type.as_deref().unwrap_or("(none)");
+        match self.stats.ws_events.get_mut(et) {
+            Some(n) => *n += 1,
+            None => {
+                self.stats.ws_events.insert(et.to_string(), 1);
+            }
+        }
         let ok = match et {
             "book" => self.ws_book(ev, recv)?,
-            "price_change" if ev.get("price_changes").is_some() => self.price_change(ev, recv)?,
+            "price_change" if ev.price_changes.is_some() => self.price_change(ev, recv)?,
             "price_change" => self.legacy_price_change(ev, recv)?,
             "last_trade_price" => self.trade(ev, recv)?,
-            "tick_size_change" => {
-                let a = ev.get("asset_id").and_then(Value::as_str);
-                let n = ev.get("new_tick_size");
-                match (a, n) {
-                    (Some(a), Some(n)) => {
-                        // The pending state was hashed with the tick size before the change.
-                        self.settle(a, None)?;
-                        if let Some(b) = self.books.get_mut(a) {
-                            b.tick_size = Some(raw(n));
-                        }
-                        true
+            "tick_size_change" => match (ev.asset_id.as_deref(), ev.new_tick_size) {
+                (Some(a), Some(n)) => {
+                    // The pending state was hashed with the tick size before the change.
+                    self.settle(a, None)?;
+                    if let Some(b) = self.books.get_mut(a) {
+                        b.tick_size = Some(n.to_owned());
                     }
-                    _ => false,
+                    true
                 }
-            }
+                _ => false,
+            },
             _ => true,
         };
         if !ok {
@@ -844,8 +1231,8 @@ impl Rebuilder {
                 let confirmed = next.is_some_and(|n| {
                     n.ts_ms == b.ts_ms
                         && b.hash.as_deref() == Some(n.hash)
-                        && same_levels(&b.bids, n.bids)
-                        && same_levels(&b.asks, n.asks)
+                        && b.bids.same_levels(n.bids)
+                        && b.asks.same_levels(n.asks)
                 });
                 // The last trade price may be one the input does not hold (a trade event not kept):
                 // search the tick grid for it — at most once per refresh or per trusted stretch, and
@@ -926,17 +1313,20 @@ impl Rebuilder {
         r
     }
 
-    fn ws_book(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
-        let g = |k: &str| ev.get(k).and_then(Value::as_str);
-        let (Some(asset), Some(market), Some(hash)) = (g("asset_id"), g("market"), g("hash")) else {
+    fn ws_book(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
+        let (Some(asset), Some(market), Some(hash)) =
+            (ev.asset_id.as_deref(), ev.market.as_deref(), ev.hash.as_deref())
+        else {
             return Ok(false);
         };
-        let (Some(bids), Some(asks)) = (parse_side(ev.get("bids")), parse_side(ev.get("asks"))) else {
+        let (Some(bids), Some(asks)) =
+            (ev.bids.as_deref().and_then(Side::from_wire), ev.asks.as_deref().and_then(Side::from_wire))
+        else {
             return Ok(false);
         };
-        let Some((ts, ts_ms)) = self.timestamp(ev.get("timestamp")) else { return Ok(false) };
-        let (tick, ltp) = (ev.get("tick_size"), ev.get("last_trade_price"));
-        self.ws_book_state(asset, market, &ts, ts_ms, hash, bids, asks, tick.map(raw), ltp.map(raw), recv)?;
+        let Some((ts, ts_ms)) = self.timestamp(ev.timestamp.as_ref()) else { return Ok(false) };
+        let (tick, ltp) = (ev.tick_size.map(RawValue::to_owned), ev.last_trade_price.map(RawValue::to_owned));
+        self.ws_book_state(asset, market, &ts, ts_ms, hash, bids, asks, tick, ltp, recv)?;
         Ok(true)
     }
 
@@ -950,8 +1340,8 @@ impl Rebuilder {
         ts: &str,
         ts_ms: i64,
         hash: &str,
-        bids: Vec<Level>,
-        asks: Vec<Level>,
+        bids: Side,
+        asks: Side,
         tick: Option<Raw>,
         ltp: Option<Raw>,
         recv: &Recv,
@@ -1028,9 +1418,11 @@ impl Rebuilder {
             self.stats.bad_events += 1;
             return Ok(());
         };
-        let (Some(bids), Some(asks), Ok(ts_ms)) =
-            (rest_side(rb.bids.as_ref()), rest_side(rb.asks.as_ref()), ts.parse::<i64>())
-        else {
+        let (Some(bids), Some(asks), Ok(ts_ms)) = (
+            rb.bids.as_deref().and_then(Side::from_wire),
+            rb.asks.as_deref().and_then(Side::from_wire),
+            ts.parse::<i64>(),
+        ) else {
             self.stats.bad_events += 1;
             return Ok(());
         };
@@ -1141,43 +1533,41 @@ impl Rebuilder {
                 collected_at_utc: recv.at.map(Cow::Borrowed),
                 ..Default::default()
             };
-            self.nor.state_row(&env, rb, rest_ok, 0, &mut self.buf);
+            self.nor.state_row(&env, rb, None, rest_ok, 0, &mut self.buf);
             self.stats.rows += 1;
             self.flush_chunk()?;
         }
         Ok(())
     }
 
-    fn price_change(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
-        let Some(entries) = ev.get("price_changes").and_then(Value::as_array) else { return Ok(false) };
-        let Some((ts, ts_ms)) = self.timestamp(ev.get("timestamp")) else { return Ok(false) };
+    fn price_change(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
+        let Some(entries) = ev.price_changes.as_deref() else { return Ok(false) };
+        let Some((ts, ts_ms)) = self.timestamp(ev.timestamp.as_ref()) else { return Ok(false) };
         let mut all_ok = true;
         for e in entries {
-            let g = |k: &str| e.get(k).and_then(Value::as_str);
-            let (Some(asset), Some(price), Some(size), Some(side)) = (g("asset_id"), g("price"), g("size"), g("side"))
+            let (Some(asset), Some(price), Some(size), Some(side)) =
+                (e.asset_id.as_deref(), e.price.as_deref(), e.size.as_deref(), e.side.as_deref())
             else {
                 all_ok = false;
                 continue;
             };
-            all_ok &= self.change(asset, side, price, size, g("hash"), &ts, ts_ms, recv)?;
+            all_ok &= self.change(asset, side, price, size, e.hash.as_deref(), &ts, ts_ms, recv)?;
         }
         Ok(all_ok)
     }
 
-    fn legacy_price_change(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
-        let g = |k: &str| ev.get(k).and_then(Value::as_str);
-        let (Some(asset), Some(changes)) = (g("asset_id"), ev.get("changes").and_then(Value::as_array)) else {
+    fn legacy_price_change(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
+        let (Some(asset), Some(changes)) = (ev.asset_id.as_deref(), ev.changes.as_deref()) else {
             return Ok(false);
         };
-        let Some((ts, ts_ms)) = self.timestamp(ev.get("timestamp")) else { return Ok(false) };
+        let Some((ts, ts_ms)) = self.timestamp(ev.timestamp.as_ref()) else { return Ok(false) };
         let mut all_ok = true;
         for c in changes {
-            let s = |k: &str| c.get(k).and_then(Value::as_str);
-            let (Some(p), Some(sz), Some(side)) = (s("price"), s("size"), s("side")) else {
+            let (Some(p), Some(sz), Some(side)) = (c.price.as_deref(), c.size.as_deref(), c.side.as_deref()) else {
                 all_ok = false;
                 continue;
             };
-            all_ok &= self.change(asset, side, p, sz, g("hash"), &ts, ts_ms, recv)?;
+            all_ok &= self.change(asset, side, p, sz, ev.hash.as_deref(), &ts, ts_ms, recv)?;
         }
         Ok(all_ok)
     }
@@ -1206,8 +1596,8 @@ impl Rebuilder {
         }
         let b = self.books.get_mut(asset).expect("present");
         let r = match side {
-            "BUY" => set_level(&mut b.bids, true, price, size),
-            "SELL" => set_level(&mut b.asks, false, price, size),
+            "BUY" => b.bids.set(true, price, size),
+            "SELL" => b.asks.set(false, price, size),
             _ => None,
         };
         if r.is_none() {
@@ -1228,10 +1618,9 @@ impl Rebuilder {
         Ok(true)
     }
 
-    fn trade(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
-        let g = |k: &str| ev.get(k).and_then(Value::as_str);
-        let (Some(asset), Some(price)) = (g("asset_id"), g("price")) else { return Ok(false) };
-        let ms = self.timestamp(ev.get("timestamp")).map(|(_, ms)| ms).unwrap_or(0);
+    fn trade(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
+        let (Some(asset), Some(price)) = (ev.asset_id.as_deref(), ev.price.as_deref()) else { return Ok(false) };
+        let ms = self.timestamp(ev.timestamp.as_ref()).map(|(_, ms)| ms).unwrap_or(0);
         if let Some(b) = self.books.get_mut(asset) {
             b.cands.push(raw_str(price));
             // The REST/WS books sometimes carry a trailing zero ("0.430", facts §4.1).
@@ -1253,12 +1642,12 @@ impl Rebuilder {
                 ts_event: ts_event(ms),
                 ts_event_ms: ms,
                 asset_id: asset,
-                market: g("market").unwrap_or(""),
+                market: ev.market.as_deref().unwrap_or(""),
                 price,
-                size: g("size").unwrap_or(""),
-                side: g("side").unwrap_or(""),
-                fee_rate_bps: g("fee_rate_bps"),
-                transaction_hash: g("transaction_hash"),
+                size: ev.size.as_deref().unwrap_or(""),
+                side: ev.side.as_deref().unwrap_or(""),
+                fee_rate_bps: ev.fee_rate_bps.as_deref(),
+                transaction_hash: ev.transaction_hash.as_deref(),
                 conn_id: recv.conn_id,
             };
             serde_json::to_writer(&mut *w, &t)?;
@@ -1288,8 +1677,8 @@ impl Rebuilder {
             asset_id: Some(Cow::Borrowed(asset)),
             timestamp: Some(Cow::Borrowed(&b.timestamp)),
             hash: b.hash.as_deref().map(Cow::Borrowed),
-            bids: view_side(&b.bids),
-            asks: view_side(&b.asks),
+            bids: b.bids.view(),
+            asks: b.asks.view(),
             min_order_size: Some(mos),
             tick_size: b.tick_size.as_deref(),
             neg_risk: Some(neg),
@@ -1306,7 +1695,8 @@ impl Rebuilder {
             ..Default::default()
         };
         let flags = if b.trusted { 0 } else { normalize::UNTRUSTED };
-        self.nor.state_row(&env, &view, b.verified, flags, &mut self.buf);
+        let pre = [b.bids.parsed.as_slice(), b.asks.parsed.as_slice()];
+        self.nor.state_row(&env, &view, Some(pre), b.verified, flags, &mut self.buf);
         self.stats.rows += 1;
         self.flush_chunk()
     }
@@ -1390,24 +1780,45 @@ mod tests {
 
     #[test]
     fn levels_keep_wire_order() {
-        let mut bids = vec![];
-        set_level(&mut bids, true, "0.3", "10").unwrap();
-        set_level(&mut bids, true, "0.1", "5").unwrap();
-        set_level(&mut bids, true, "0.2", "7").unwrap();
-        assert_eq!(bids.iter().map(|l| l.price.as_str()).collect::<Vec<_>>(), ["0.1", "0.2", "0.3"]);
-        set_level(&mut bids, true, "0.2", "0").unwrap();
-        set_level(&mut bids, true, "0.30", "11").unwrap();
+        let mut bids = Side::default();
+        bids.set(true, "0.3", "10").unwrap();
+        bids.set(true, "0.1", "5").unwrap();
+        bids.set(true, "0.2", "7").unwrap();
+        assert_eq!(bids.levels.iter().map(|l| l.price.as_str()).collect::<Vec<_>>(), ["0.1", "0.2", "0.3"]);
+        bids.set(true, "0.2", "0").unwrap();
+        bids.set(true, "0.30", "11").unwrap();
         assert_eq!(
-            bids.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect::<Vec<_>>(),
+            bids.levels.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect::<Vec<_>>(),
             [("0.1", "5"), ("0.3", "11")]
         );
-        let mut asks = vec![];
-        set_level(&mut asks, false, "0.5", "1").unwrap();
-        set_level(&mut asks, false, "0.9", "1").unwrap();
-        set_level(&mut asks, false, "0.7", "1").unwrap();
-        assert_eq!(asks.iter().map(|l| l.price.as_str()).collect::<Vec<_>>(), ["0.9", "0.7", "0.5"]);
+        // The kept hash text and parsed values follow every change.
+        let mut text = Vec::new();
+        bids.put_text(&mut text);
+        assert_eq!(text, br#"[{"price":"0.1","size":"5"},{"price":"0.3","size":"11"}]"#);
+        assert_eq!(bids.parsed, [(Dec::parse("0.1"), Dec::parse("5")), (Dec::parse("0.3"), Dec::parse("11"))]);
+        let mut asks = Side::default();
+        asks.set(false, "0.5", "1").unwrap();
+        asks.set(false, "0.9", "1").unwrap();
+        asks.set(false, "0.7", "1").unwrap();
+        assert_eq!(asks.levels.iter().map(|l| l.price.as_str()).collect::<Vec<_>>(), ["0.9", "0.7", "0.5"]);
         // Removing an absent level is a no-op.
-        set_level(&mut asks, false, "0.6", "0").unwrap();
-        assert_eq!(asks.len(), 3);
+        asks.set(false, "0.6", "0").unwrap();
+        assert_eq!(asks.levels.len(), 3);
+        assert_eq!(asks.parsed.len(), 3);
+    }
+
+    #[test]
+    fn a_frame_is_parsed_once_tolerating_wrong_types() {
+        let line = r#"{"kind":"ws","body":[{"event_type":"price_change","market":"m","timestamp":17,"price_changes":[{"asset_id":"a","price":"0.5","size":"1","side":"BUY","hash":3},"junk"]},7],"ctx":{"event":"frame"}}"#;
+        let l: Line = serde_json::from_str(line).unwrap();
+        let Some(Frame::Many(ms)) = l.body else { panic!("array") };
+        assert_eq!(ms.len(), 2);
+        assert!(ms[0].object && !ms[1].object);
+        assert!(matches!(ms[0].timestamp, Some(Ts::Num(17))));
+        let e = ms[0].price_changes.as_ref().unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].price.as_deref(), Some("0.5"));
+        assert!(e[0].hash.is_none() && e[1].asset_id.is_none());
+        assert!(matches!(e[0].asset_id, Some(Cow::Borrowed("a"))), "borrowed from the line");
     }
 }
