@@ -202,6 +202,14 @@ pub struct FileStats {
     last_us: Option<i64>,
 }
 
+/// An asset's counters (no allocation once it has some).
+fn asset_stats<'m>(m: &'m mut BTreeMap<String, AssetStats>, asset: &str) -> &'m mut AssetStats {
+    if !m.contains_key(asset) {
+        m.insert(asset.to_string(), AssetStats::default());
+    }
+    m.get_mut(asset).expect("inserted")
+}
+
 fn rate(num: u64, den: u64) -> Option<f64> {
     (den > 0).then(|| (num as f64 / den as f64 * 1e6).round() / 1e6)
 }
@@ -233,11 +241,19 @@ impl Level {
 struct Side {
     levels: Vec<Level>,
     parsed: Vec<Parsed>,
+    /// The side as the hash text's array, kept up to date with every change.
+    text: Vec<u8>,
 }
 
 impl Side {
     /// Sets the absolute size at a level; keeps `ascending` (bids) or descending (asks) order.
     fn set(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
+        self.apply(ascending, price, size)?;
+        self.render();
+        Some(())
+    }
+
+    fn apply(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
         let key: f64 = price.trim().parse().ok()?;
         let pos = self.levels.iter().position(|l| l.key == key);
         match (pos, is_zero(size)) {
@@ -272,25 +288,37 @@ impl Side {
 
     /// A wire side (all levels pairs of strings with a numeric price), else None.
     fn from_wire(levels: &[parse::Level]) -> Option<Side> {
-        let mut s = Side { levels: Vec::with_capacity(levels.len()), parsed: Vec::with_capacity(levels.len()) };
+        let mut s = Side {
+            levels: Vec::with_capacity(levels.len()),
+            parsed: Vec::with_capacity(levels.len()),
+            text: Vec::new(),
+        };
         for l in levels {
             let (l, p) = Level::new(l.price.as_deref()?, l.size.as_deref()?)?;
             s.levels.push(l);
             s.parsed.push(p);
         }
+        s.render();
         Some(s)
+    }
+
+    /// Rebuilds the side's hash text from its levels' texts.
+    fn render(&mut self) {
+        let t = &mut self.text;
+        t.clear();
+        t.push(b'[');
+        for (i, l) in self.levels.iter().enumerate() {
+            if i > 0 {
+                t.push(b',');
+            }
+            t.extend_from_slice(&l.text);
+        }
+        t.push(b']');
     }
 
     /// The side as the hash text's array.
     fn put_text(&self, out: &mut Vec<u8>) {
-        out.push(b'[');
-        for (i, l) in self.levels.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(&l.text);
-        }
-        out.push(b']');
+        out.extend_from_slice(&self.text);
     }
 
     /// The side as the row writer's levels (borrowed, wire order).
@@ -1280,7 +1308,7 @@ impl Rebuilder {
         let now_us = b.recv.view().us();
         if let Some(t) = tally {
             self.tally(t);
-            let a = if is_book { None } else { Some(self.stats.assets.entry(asset.to_string()).or_default()) };
+            let a = if is_book { None } else { Some(asset_stats(&mut self.stats.assets, asset)) };
             match (t, is_book) {
                 (Tally::Matched, true) => self.stats.ws_book_hash_matched += 1,
                 (Tally::Mismatched, true) => self.stats.ws_book_hash_mismatched += 1,
@@ -1403,7 +1431,7 @@ impl Rebuilder {
         if self.retrust(asset, recv.us()) {
             self.stats.resyncs_ws_book += 1;
         }
-        self.stats.assets.entry(asset.to_string()).or_default();
+        asset_stats(&mut self.stats.assets, asset);
         self.pend(asset, pend, recv);
         Ok(())
     }
@@ -1520,7 +1548,7 @@ impl Rebuilder {
         if self.retrust(asset, recv.us()) {
             self.stats.resyncs_rest += 1;
         }
-        self.stats.assets.entry(asset.to_string()).or_default();
+        asset_stats(&mut self.stats.assets, asset);
         // The row is the reply's own book (as pm-normalize writes it; only `source` differs).
         if self.opts.write_rows {
             let b = self.books.get_mut(asset).expect("present");
@@ -1613,7 +1641,7 @@ impl Rebuilder {
             self.stats.changes_merged += 1;
         }
         self.stats.changes_applied += 1;
-        self.stats.assets.entry(asset.to_string()).or_default().changes += 1;
+        asset_stats(&mut self.stats.assets, asset).changes += 1;
         self.pend(asset, Pend::Change, recv);
         Ok(true)
     }
