@@ -130,7 +130,7 @@ fn run() -> cli::Result<ExitCode> {
             return cli::usage(format!("--markets: no such file: {}", m.display()));
         }
     }
-    let out: Box<dyn Write> = if opts.write_rows { Box::new(io::stdout()) } else { Box::new(io::sink()) };
+    let out: Box<dyn Write + Send> = if opts.write_rows { Box::new(io::stdout()) } else { Box::new(io::sink()) };
     let trades: Option<Box<dyn Write>> = match &trades_out {
         Some(path) => Some(Box::new(BufWriter::new(
             File::create(path).map_err(|e| cli::Error::Usage(format!("--trades-out {}: {e}", path.display())))?,
@@ -139,8 +139,7 @@ fn run() -> cli::Result<ExitCode> {
     };
     let mut rb = Rebuilder::new(opts, out, trades);
     for m in &markets {
-        let (_, bad) = normalize::load_markets(rb.normalizer(), m)
-            .map_err(|e| cli::Error::Msg(format!("--markets {}: {e}", m.display())))?;
+        let (_, bad) = rb.load_markets(m).map_err(|e| cli::Error::Msg(format!("--markets {}: {e}", m.display())))?;
         for b in &bad {
             eprintln!("pm-rebuild: --markets: skipped line {b}");
         }

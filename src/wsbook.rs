@@ -22,10 +22,18 @@
 //! row formatter ([`Normalizer::state_row`]) with `source` `ws` / `ws_rest` and the flag
 //! `untrusted`; `pmarchive.trade/1` rows; and a [`Stats`] summary with a verification rate per
 //! input file. Fields: docs/ORDERBOOK_SCHEMA.md ("Derived websocket streams") and docs/WEBSOCKET.md.
+//!
+//! Speed (issue 14 §2): each line is parsed once into typed structs borrowing from it; every level
+//! keeps its hash text and parsed decimals; the rows are formatted on a second thread (the row
+//! thread keeps its own copy of the levels from the changes sent with each row), in order.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
 
 use std::fmt;
 
@@ -430,6 +438,8 @@ struct Book {
     recv: RecvBuf,
     /// Order in which states became pending (settled in this order at the end of a file).
     order: u64,
+    /// Level changes since the asset's last row, encoded for the row thread ([`put_set`]).
+    ops: Vec<u8>,
 }
 
 /// A `book` event that is about to replace an asset's state: a pending state at the same
@@ -939,6 +949,252 @@ enum Tally {
     Unverifiable(&'static str),
 }
 
+// ---- The row thread: pm-normalize's row writer on the second core ----
+//
+// The rebuild (parse, apply, hash) runs on the calling thread; each row is a job for the row
+// thread, which keeps its own copy of every book's levels (the level changes travel with the job,
+// encoded in a byte buffer) and writes the rows in job order, so the output is the same bytes as
+// when written inline.
+
+/// A level change for the row thread: `B`/`A` (bid/ask), price, size (u16 length-prefixed).
+fn put_set(ops: &mut Vec<u8>, side: u8, price: &str, size: &str) {
+    ops.push(side);
+    put_field(ops, price);
+    put_field(ops, size);
+}
+
+/// A whole side for the row thread: `b`/`a`, the level count (u32), then price, size per level.
+fn put_replace(ops: &mut Vec<u8>, side: u8, s: &Side) {
+    ops.push(side);
+    ops.extend_from_slice(&(s.levels.len() as u32).to_le_bytes());
+    for l in &s.levels {
+        put_field(ops, &l.price);
+        put_field(ops, &l.size);
+    }
+}
+
+fn put_field(ops: &mut Vec<u8>, f: &str) {
+    let n = f.len().min(u16::MAX as usize);
+    ops.extend_from_slice(&(n as u16).to_le_bytes());
+    ops.extend_from_slice(&f.as_bytes()[..n]);
+}
+
+fn take_field<'o>(ops: &'o [u8], at: &mut usize) -> &'o str {
+    let n = u16::from_le_bytes([ops[*at], ops[*at + 1]]) as usize;
+    let f = &ops[*at + 2..*at + 2 + n];
+    *at += 2 + n;
+    std::str::from_utf8(f).expect("written from a str")
+}
+
+/// Applies encoded level changes to the row thread's copy of a book.
+fn apply_ops(ops: &[u8], bids: &mut Side, asks: &mut Side) {
+    let mut at = 0;
+    while at < ops.len() {
+        let tag = ops[at];
+        at += 1;
+        match tag {
+            b'B' | b'A' => {
+                let p = take_field(ops, &mut at);
+                let z = take_field(ops, &mut at);
+                let side = if tag == b'B' { &mut *bids } else { &mut *asks };
+                side.apply(tag == b'B', p, z);
+            }
+            _ => {
+                let n = u32::from_le_bytes([ops[at], ops[at + 1], ops[at + 2], ops[at + 3]]) as usize;
+                at += 4;
+                let side = if tag == b'b' { &mut *bids } else { &mut *asks };
+                side.levels.clear();
+                side.parsed.clear();
+                for _ in 0..n {
+                    let p = take_field(ops, &mut at);
+                    let z = take_field(ops, &mut at);
+                    if let Some((l, d)) = Level::new(p, z) {
+                        side.levels.push(l);
+                        side.parsed.push(d);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One row of a rebuilt state.
+#[derive(Default)]
+struct RowJob {
+    asset: String,
+    ops: Vec<u8>,
+    market: String,
+    timestamp: String,
+    hash: Option<String>,
+    /// min_order_size, tick_size, neg_risk, last_trade_price.
+    scalars: [Option<Raw>; 4],
+    verified: Option<bool>,
+    flags: u32,
+    source: &'static str,
+    recv: RecvBuf,
+}
+
+/// The row of a REST reply in the stream: the reply's own book (owned), written as is.
+struct RestJob {
+    market: Option<String>,
+    asset_id: Option<String>,
+    timestamp: Option<String>,
+    hash: Option<String>,
+    bids: Option<Vec<(Option<String>, Option<String>)>>,
+    asks: Option<Vec<(Option<String>, Option<String>)>>,
+    scalars: [Option<Raw>; 4],
+    error: Option<Raw>,
+    unknown_fields: u32,
+    recv: RecvBuf,
+    hash_ok: Option<bool>,
+}
+
+impl RestJob {
+    fn of(b: &parse::Book, recv: RecvBuf, hash_ok: Option<bool>) -> RestJob {
+        let s = |c: &Option<Cow<str>>| c.as_deref().map(String::from);
+        let side =
+            |v: &Option<Vec<parse::Level>>| v.as_ref().map(|v| v.iter().map(|l| (s(&l.price), s(&l.size))).collect());
+        RestJob {
+            market: s(&b.market),
+            asset_id: s(&b.asset_id),
+            timestamp: s(&b.timestamp),
+            hash: s(&b.hash),
+            bids: side(&b.bids),
+            asks: side(&b.asks),
+            scalars: [b.min_order_size, b.tick_size, b.neg_risk, b.last_trade_price].map(|r| r.map(RawValue::to_owned)),
+            error: b.error.map(RawValue::to_owned),
+            unknown_fields: b.unknown_fields,
+            recv,
+            hash_ok,
+        }
+    }
+}
+
+enum Job {
+    Row(Box<RowJob>),
+    Rest(Box<RestJob>),
+    /// A `track` line's context (the join).
+    Track(String),
+}
+
+/// What the row thread reports at the end (pm-normalize's counts over the rows).
+struct WriterStats {
+    flags: BTreeMap<&'static str, u64>,
+    unjoined_book_rows: u64,
+}
+
+/// Jobs travel in batches of this many (fewer thread wake-ups).
+const BATCH: usize = 128;
+
+struct Writer {
+    tx: Sender<Vec<Job>>,
+    /// Jobs not sent yet.
+    batch: Vec<Job>,
+    back: Receiver<Box<RowJob>>,
+    handle: JoinHandle<io::Result<WriterStats>>,
+}
+
+impl Writer {
+    fn start(opts: normalize::Options, markets: Vec<PathBuf>, out: Box<dyn Write + Send>) -> Writer {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<Job>>(16);
+        let (back_tx, back) = crossbeam_channel::bounded::<Box<RowJob>>(4 * BATCH);
+        let handle = std::thread::spawn(move || write_rows(opts, &markets, rx, back_tx, out));
+        Writer { tx, batch: Vec::with_capacity(BATCH), back, handle }
+    }
+}
+
+fn env_of<'r>(recv: &'r RecvBuf, source: &'static str) -> parse::Env<'r> {
+    parse::Env {
+        venue: recv.venue.as_deref().map(Cow::Borrowed),
+        run_id: recv.run_id.as_deref().map(Cow::Borrowed),
+        seq: recv.seq,
+        endpoint: Some(Cow::Borrowed(source)),
+        collected_at_utc: recv.at.as_deref().map(Cow::Borrowed),
+        ..Default::default()
+    }
+}
+
+/// The row thread: pm-normalize's row writer over the jobs, in order.
+fn write_rows(
+    opts: normalize::Options,
+    markets: &[PathBuf],
+    rx: Receiver<Vec<Job>>,
+    back: Sender<Box<RowJob>>,
+    mut out: Box<dyn Write + Send>,
+) -> io::Result<WriterStats> {
+    let mut nor = Normalizer::new(opts);
+    for m in markets {
+        normalize::load_markets(&mut nor, m)?;
+    }
+    let mut books: HashMap<String, (Side, Side)> = HashMap::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK + (16 << 10));
+    for job in rx.into_iter().flatten() {
+        match job {
+            Job::Track(ctx) => {
+                nor.learn_track_ctx(&ctx);
+            }
+            Job::Row(mut j) => {
+                let (bids, asks) = match books.get_mut(j.asset.as_str()) {
+                    Some(b) => b,
+                    None => books.entry(j.asset.clone()).or_default(),
+                };
+                apply_ops(&j.ops, bids, asks);
+                j.ops.clear();
+                let [mos, tick, neg, ltp] = &j.scalars;
+                let view = parse::Book {
+                    market: Some(Cow::Borrowed(&j.market)),
+                    asset_id: Some(Cow::Borrowed(&j.asset)),
+                    timestamp: Some(Cow::Borrowed(&j.timestamp)),
+                    hash: j.hash.as_deref().map(Cow::Borrowed),
+                    bids: bids.view(),
+                    asks: asks.view(),
+                    min_order_size: mos.as_deref(),
+                    tick_size: tick.as_deref(),
+                    neg_risk: neg.as_deref(),
+                    last_trade_price: ltp.as_deref(),
+                    error: None,
+                    unknown_fields: 0,
+                };
+                let pre = [bids.parsed.as_slice(), asks.parsed.as_slice()];
+                nor.state_row(&env_of(&j.recv, j.source), &view, Some(pre), j.verified, j.flags, &mut buf);
+                let _ = back.try_send(j);
+            }
+            Job::Rest(j) => {
+                fn c(s: &Option<String>) -> Option<Cow<'_, str>> {
+                    s.as_deref().map(Cow::Borrowed)
+                }
+                #[allow(clippy::type_complexity)]
+                fn side(v: &Option<Vec<(Option<String>, Option<String>)>>) -> Option<Vec<parse::Level<'_>>> {
+                    v.as_ref().map(|v| v.iter().map(|(p, z)| parse::Level { price: c(p), size: c(z) }).collect())
+                }
+                let [mos, tick, neg, ltp] = &j.scalars;
+                let view = parse::Book {
+                    market: c(&j.market),
+                    asset_id: c(&j.asset_id),
+                    timestamp: c(&j.timestamp),
+                    hash: c(&j.hash),
+                    bids: side(&j.bids),
+                    asks: side(&j.asks),
+                    min_order_size: mos.as_deref(),
+                    tick_size: tick.as_deref(),
+                    neg_risk: neg.as_deref(),
+                    last_trade_price: ltp.as_deref(),
+                    error: j.error.as_deref(),
+                    unknown_fields: j.unknown_fields,
+                };
+                nor.state_row(&env_of(&j.recv, SOURCE_WS_REST), &view, None, j.hash_ok, 0, &mut buf);
+            }
+        }
+        if buf.len() >= OUT_CHUNK {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    out.write_all(&buf)?;
+    out.flush()?;
+    Ok(WriterStats { flags: nor.stats.flags.clone(), unjoined_book_rows: nor.stats.unjoined_book_rows })
+}
+
 /// The rebuild state machine over a stream of raw lines.
 pub struct Rebuilder {
     opts: Options,
@@ -946,11 +1202,17 @@ pub struct Rebuilder {
     /// (min_order_size, neg_risk) from REST books, per asset.
     meta: HashMap<String, (Raw, Raw)>,
     default_meta: (Raw, Raw),
-    /// pm-normalize's row writer and its per-asset state (join, duplicate/ts_backwards).
-    nor: Normalizer,
-    buf: Vec<u8>,
+    /// REST books are verified with pm-normalize's check; `--markets` are loaded into it first to
+    /// report their bad lines (the row thread loads them again for its join).
+    verifier: Normalizer,
     hash_buf: Vec<u8>,
-    rows: Box<dyn Write>,
+    /// The row thread (pm-normalize's row writer on the second core), started with the first line.
+    writer: Option<Writer>,
+    /// The row output until the row thread takes it.
+    rows: Option<Box<dyn Write + Send>>,
+    markets: Vec<PathBuf>,
+    /// Row jobs back from the row thread, for reuse.
+    spare: Vec<Box<RowJob>>,
     trades: Option<Box<dyn Write>>,
     pub stats: Stats,
     /// The file being read (its counters), if any.
@@ -960,17 +1222,19 @@ pub struct Rebuilder {
 }
 
 impl Rebuilder {
-    pub fn new(opts: Options, rows: Box<dyn Write>, trades: Option<Box<dyn Write>>) -> Rebuilder {
+    pub fn new(opts: Options, rows: Box<dyn Write + Send>, trades: Option<Box<dyn Write>>) -> Rebuilder {
         let default_meta = (raw(&opts.min_order_size), raw(&opts.neg_risk));
         Rebuilder {
-            nor: Normalizer::new(opts.rows.clone()),
+            verifier: Normalizer::new(opts.rows.clone()),
             opts,
             books: HashMap::new(),
             meta: HashMap::new(),
             default_meta,
-            buf: Vec::with_capacity(OUT_CHUNK + (16 << 10)),
             hash_buf: Vec::with_capacity(8192),
-            rows,
+            writer: None,
+            rows: Some(rows),
+            markets: Vec::new(),
+            spare: Vec::new(),
             trades,
             stats: Stats::default(),
             file: None,
@@ -978,9 +1242,41 @@ impl Rebuilder {
         }
     }
 
-    /// The row writer, for loading the slug/outcome join ([`normalize::load_markets`]).
-    pub fn normalizer(&mut self) -> &mut Normalizer {
-        &mut self.nor
+    /// Loads the slug/outcome join from a `--markets` file (before the first line): the number of
+    /// records and the lines skipped ([`normalize::load_markets`]).
+    pub fn load_markets(&mut self, path: &Path) -> io::Result<(usize, Vec<String>)> {
+        let r = normalize::load_markets(&mut self.verifier, path)?;
+        self.markets.push(path.to_path_buf());
+        Ok(r)
+    }
+
+    /// The row thread, started on first use (after `--markets` are loaded).
+    fn writer(&mut self) -> &mut Writer {
+        if self.writer.is_none() {
+            let out = self.rows.take().expect("rows not taken yet");
+            self.writer = Some(Writer::start(self.opts.rows.clone(), self.markets.clone(), out));
+        }
+        self.writer.as_mut().expect("started")
+    }
+
+    /// Hands a job to the row thread (in batches; `flush`: now); when that thread stopped (a
+    /// write error), its error.
+    fn send(&mut self, job: Option<Job>, flush: bool) -> io::Result<()> {
+        let w = self.writer();
+        w.batch.extend(job);
+        if w.batch.len() < BATCH && !flush {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut w.batch, Vec::with_capacity(BATCH));
+        if w.tx.send(batch).is_ok() {
+            return Ok(());
+        }
+        let w = self.writer.take().expect("started");
+        drop(w.tx);
+        match w.handle.join() {
+            Ok(Err(e)) => Err(e),
+            _ => Err(io::Error::other("the row thread stopped")),
+        }
     }
 
     /// Starts an input file: its checks and untrusted time are counted apart ([`Stats::files`]).
@@ -1088,8 +1384,10 @@ impl Rebuilder {
             (Some("track"), _) => {
                 self.stats.track_lines += 1;
                 self.stats.other_lines += 1;
-                if let Ok(TrackLine { ctx: Some(ctx) }) = serde_json::from_str::<TrackLine>(text) {
-                    self.nor.learn_track_ctx(ctx.get());
+                if let (Ok(TrackLine { ctx: Some(ctx) }), true) =
+                    (serde_json::from_str::<TrackLine>(text), self.opts.write_rows)
+                {
+                    self.send(Some(Job::Track(ctx.get().to_string())), false)?;
                 }
             }
             _ => self.stats.other_lines += 1,
@@ -1423,9 +1721,15 @@ impl Rebuilder {
                     pending: None,
                     recv: RecvBuf::default(),
                     order: 0,
+                    ops: Vec::new(),
                 };
                 self.books.insert(asset.to_string(), b);
             }
+        }
+        if self.opts.write_rows {
+            let b = self.books.get_mut(asset).expect("present");
+            put_replace(&mut b.ops, b'b', &b.bids);
+            put_replace(&mut b.ops, b'a', &b.asks);
         }
         // A full book is a known set of levels, verified or not.
         if self.retrust(asset, recv.us()) {
@@ -1455,7 +1759,7 @@ impl Rebuilder {
             return Ok(());
         };
         self.stats.rest_books += 1;
-        let rest_ok = self.nor.verify_hash(rb);
+        let rest_ok = self.verifier.verify_hash(rb);
         match rest_ok {
             Some(true) => {
                 self.stats.rest_hash_matched += 1;
@@ -1541,6 +1845,7 @@ impl Rebuilder {
                     pending: None,
                     recv: RecvBuf::default(),
                     order: 0,
+                    ops: Vec::new(),
                 };
                 self.books.insert(asset.to_string(), b);
             }
@@ -1553,17 +1858,12 @@ impl Rebuilder {
         if self.opts.write_rows {
             let b = self.books.get_mut(asset).expect("present");
             b.last_row_ms = Some(ts_ms);
-            let env = parse::Env {
-                venue: recv.venue.map(Cow::Borrowed),
-                run_id: recv.run_id.map(Cow::Borrowed),
-                seq: recv.seq,
-                endpoint: Some(Cow::Borrowed(SOURCE_WS_REST)),
-                collected_at_utc: recv.at.map(Cow::Borrowed),
-                ..Default::default()
-            };
-            self.nor.state_row(&env, rb, None, rest_ok, 0, &mut self.buf);
+            put_replace(&mut b.ops, b'b', &b.bids);
+            put_replace(&mut b.ops, b'a', &b.asks);
+            let mut r = RecvBuf::default();
+            r.set(recv);
             self.stats.rows += 1;
-            self.flush_chunk()?;
+            self.send(Some(Job::Rest(Box::new(RestJob::of(rb, r, rest_ok)))), false)?;
         }
         Ok(())
     }
@@ -1630,6 +1930,9 @@ impl Rebuilder {
         };
         if r.is_none() {
             return Ok(false);
+        }
+        if self.opts.write_rows {
+            put_set(&mut b.ops, if side == "BUY" { b'B' } else { b'A' }, price, size);
         }
         if b.timestamp != ts {
             b.timestamp.clear();
@@ -1698,41 +2001,29 @@ impl Rebuilder {
             }
         }
         b.last_row_ms = Some(b.ts_ms);
-        let b = &self.books[asset];
+        let mut job = self.spare.pop().unwrap_or_default();
+        let b = self.books.get_mut(asset).expect("present");
+        std::mem::swap(&mut job.ops, &mut b.ops);
+        b.ops.clear();
+        job.asset.clear();
+        job.asset.push_str(asset);
+        job.market.clear();
+        job.market.push_str(&b.market);
+        job.timestamp.clear();
+        job.timestamp.push_str(&b.timestamp);
+        put_opt_string(&mut job.hash, b.hash.as_deref());
         let (mos, neg) = meta_of(&self.meta, &self.default_meta, asset);
-        let view = parse::Book {
-            market: Some(Cow::Borrowed(&b.market)),
-            asset_id: Some(Cow::Borrowed(asset)),
-            timestamp: Some(Cow::Borrowed(&b.timestamp)),
-            hash: b.hash.as_deref().map(Cow::Borrowed),
-            bids: b.bids.view(),
-            asks: b.asks.view(),
-            min_order_size: Some(mos),
-            tick_size: b.tick_size.as_deref(),
-            neg_risk: Some(neg),
-            last_trade_price: Some(&b.ltp),
-            error: None,
-            unknown_fields: 0,
-        };
-        let env = parse::Env {
-            venue: recv.venue.map(Cow::Borrowed),
-            run_id: recv.run_id.map(Cow::Borrowed),
-            seq: recv.seq,
-            endpoint: Some(Cow::Borrowed(source)),
-            collected_at_utc: recv.at.map(Cow::Borrowed),
-            ..Default::default()
-        };
-        let flags = if b.trusted { 0 } else { normalize::UNTRUSTED };
-        let pre = [b.bids.parsed.as_slice(), b.asks.parsed.as_slice()];
-        self.nor.state_row(&env, &view, Some(pre), b.verified, flags, &mut self.buf);
+        job.scalars = [Some(mos.to_owned()), b.tick_size.clone(), Some(neg.to_owned()), Some(b.ltp.clone())];
+        job.verified = b.verified;
+        job.flags = if b.trusted { 0 } else { normalize::UNTRUSTED };
+        job.source = source;
+        job.recv.set(recv);
         self.stats.rows += 1;
-        self.flush_chunk()
-    }
-
-    fn flush_chunk(&mut self) -> io::Result<()> {
-        if self.buf.len() >= OUT_CHUNK {
-            self.rows.write_all(&self.buf)?;
-            self.buf.clear();
+        self.send(Some(Job::Row(job)), false)?;
+        if let Some(w) = &self.writer {
+            while let Ok(j) = w.back.try_recv() {
+                self.spare.push(j);
+            }
         }
         Ok(())
     }
@@ -1746,12 +2037,14 @@ impl Rebuilder {
         self.stats.untrusted_s = (self.stats.untrusted_s * 1e6).round() / 1e6;
         self.stats.verified_rate = rate(self.stats.hash_checks_matched, self.stats.hash_checks);
         if self.opts.write_rows {
-            self.stats.row_flags = self.nor.stats.flags.clone();
-            self.stats.unjoined_rows = self.nor.stats.unjoined_book_rows;
+            self.send(None, true)?;
         }
-        self.rows.write_all(&self.buf)?;
-        self.buf.clear();
-        self.rows.flush()?;
+        if let Some(w) = self.writer.take() {
+            drop(w.tx);
+            let st = w.handle.join().map_err(|_| io::Error::other("the row thread panicked"))??;
+            self.stats.row_flags = st.flags;
+            self.stats.unjoined_rows = st.unjoined_book_rows;
+        }
         if let Some(t) = self.trades.as_mut() {
             t.flush()?;
         }
