@@ -1026,12 +1026,22 @@ struct RowJob {
     market: String,
     timestamp: String,
     hash: Option<String>,
-    /// min_order_size, tick_size, neg_risk, last_trade_price.
-    scalars: [Option<Raw>; 4],
+    /// min_order_size, tick_size, neg_risk, last_trade_price as JSON text ("" = absent): buffers
+    /// reused, no allocation per row.
+    scalars: [String; 4],
     verified: Option<bool>,
     flags: u32,
     source: &'static str,
     recv: RecvBuf,
+}
+
+/// A scalar's JSON text back as a raw value (written from one, so it parses).
+fn raw_of(text: &str) -> Option<&RawValue> {
+    if text.is_empty() {
+        None
+    } else {
+        serde_json::from_str(text).ok()
+    }
 }
 
 /// The row of a REST reply in the stream: the reply's own book (owned), written as is.
@@ -1148,10 +1158,10 @@ fn write_rows(
                     hash: j.hash.as_deref().map(Cow::Borrowed),
                     bids: bids.view(),
                     asks: asks.view(),
-                    min_order_size: mos.as_deref(),
-                    tick_size: tick.as_deref(),
-                    neg_risk: neg.as_deref(),
-                    last_trade_price: ltp.as_deref(),
+                    min_order_size: raw_of(mos),
+                    tick_size: raw_of(tick),
+                    neg_risk: raw_of(neg),
+                    last_trade_price: raw_of(ltp),
                     error: None,
                     unknown_fields: 0,
                 };
@@ -2013,7 +2023,10 @@ impl Rebuilder {
         job.timestamp.push_str(&b.timestamp);
         put_opt_string(&mut job.hash, b.hash.as_deref());
         let (mos, neg) = meta_of(&self.meta, &self.default_meta, asset);
-        job.scalars = [Some(mos.to_owned()), b.tick_size.clone(), Some(neg.to_owned()), Some(b.ltp.clone())];
+        for (dst, src) in job.scalars.iter_mut().zip([Some(mos), b.tick_size.as_deref(), Some(neg), Some(&*b.ltp)]) {
+            dst.clear();
+            dst.push_str(src.map_or("", RawValue::get));
+        }
         job.verified = b.verified;
         job.flags = if b.trusted { 0 } else { normalize::UNTRUSTED };
         job.source = source;
