@@ -5,11 +5,20 @@ Reads raw lines (schema pmarchive.raw/1, as written by pm-stream; plain or gzip,
 order, or stdin): websocket frames (kind \"ws\", ctx.event \"frame\") and REST book replies (kind
 \"http\", endpoint \"books\"/\"book\", status 200). Per asset it applies `book` events (full state)
 and `price_change` entries (size = new absolute size at that price, \"0\" removes the level; BUY =
-bid, SELL = ask), recomputes the venue's SHA-1 book hash after the last entry of each message for
-that asset and compares it with the venue's `hash`. A mismatch marks the asset untrusted until the
-next `book` event or REST snapshot (a later matching hash does not restore trust; it is counted as
-matches_while_untrusted). REST books at the same exchange timestamp as the rebuilt book are
-cross-checked (agree/disagree).
+bid, SELL = ask) and checks each rebuilt state against the venue's SHA-1 book hash (the ten-field
+routine with last_trade_price, docs/WEBSOCKET.md). Consecutive changes of an asset with the same
+timestamp and hash (entries of one message, same-timestamp bursts of several messages) are one
+state: checked once, one row. The input is read offline, so trade prices that arrive before the
+asset's next change are still tried for a state.
+
+`book` refreshes without tick_size/last_trade_price (the venue's books after a trade) take both
+from the asset's current state; the trade prices seen are tried, and when none reproduces the hash
+the tick grid is searched for the price of a trade the input does not hold (only a SHA-1 match
+counts). A state that still cannot be checked is unverifiable (counted by reason), not a mismatch.
+A mismatch marks the asset untrusted until the next `book` event or REST snapshot (a later matching
+hash does not restore trust; it is counted as matches_while_untrusted). REST books are checked as
+pm-normalize checks them (missing fields: hash_ok null); those at the same exchange timestamp as
+the rebuilt book are cross-checked (agree/disagree).
 
 WS books carry no min_order_size/neg_risk (both enter the hash): they are taken from the latest
 REST book of the same token, else from --min-order-size/--neg-risk.
@@ -17,11 +26,13 @@ REST book of the same token, else from --min-order-size/--neg-risk.
 Writes the same rows as pm-normalize (schema pmarchive.orderbook/1, record \"book\", written by
 pm-normalize's row formatter, docs/ORDERBOOK_SCHEMA.md) on stdout: one per rebuilt state (or sampled
 with --every-ms), with `source` \"ws\" (state after a websocket message) or \"ws_rest\" (state set
-from a REST book in the stream), `hash_ok` = the rebuilt state reproduces the venue's hash, and the
-flag `untrusted` while the book is untrusted. The slug/outcome join comes from `track` lines in the
-input and --markets. Trades (last_trade_price events) go to --trades-out (schema pmarchive.trade/1).
-A verification summary goes to stderr and, with --summary, to a JSON file. (The former
-pmarchive.wsbook/1 rows are no longer written: replaced by these rows.)
+from a REST book in the stream), `hash_ok` = the rebuilt state reproduces the venue's hash (null:
+unverifiable), and the flag `untrusted` while the book is untrusted. A state's row is written when
+the asset's next event (or the end of its file) shows the state complete, so rows of different
+assets can interleave differently from the input. The slug/outcome join comes from `track` lines
+in the input and --markets. Trades (last_trade_price events) go to --trades-out (schema
+pmarchive.trade/1). A verification summary (every hash check, a verified rate per input file) goes
+to stderr and, with --summary, to a JSON file.
 
 Usage:
     pm-rebuild [options] [FILE ...]      (no FILE or '-': stdin)
@@ -38,14 +49,17 @@ Options:
     --summary FILE        Write the verification summary (JSON) to FILE.
     --min-order-size S    min_order_size for hashing when no REST book is known. [default: 5]
     --neg-risk BOOL       neg_risk for hashing when no REST book is known. [default: false]
+    --tick-size S         tick_size for a `book` without one when the asset has no earlier state
+                          (older captures' initial books). [default: none: such states are
+                          unverifiable and their rows have tick_size null]
     --no-rows             Verify only; write no book rows.
     -h, --help            Show this help.
     -V, --version         Show the version.
 
-Exit status: 0 every check passed; 1 a hash mismatch on a trusted book, a REST cross-check
-disagreement, or unreadable input (bad lines, lines over 256 MiB, a truncated gzip: each reported on
-stderr as FILE:LINE); 2 bad arguments, an input that cannot be opened, or an I/O error on output.
-A closed stdout ends the tool with 0.
+Exit status: 0 every check passed or was unverifiable; 1 a hash mismatch on a trusted book, a REST
+cross-check disagreement, or unreadable input (bad lines, lines over 256 MiB, a truncated gzip: each
+reported on stderr as FILE:LINE); 2 bad arguments, an input that cannot be opened, or an I/O error on
+output. A closed stdout ends the tool with 0.
 ";
 
 use std::fs::File;
@@ -92,6 +106,13 @@ fn run() -> cli::Result<ExitCode> {
                 opts.min_order_size = serde_json::Value::String(cli::value(&mut p, "--min-order-size")?)
             }
             Long("neg-risk") => opts.neg_risk = serde_json::Value::Bool(cli::value(&mut p, "--neg-risk")?),
+            Long("tick-size") => {
+                let v: String = cli::value(&mut p, "--tick-size")?;
+                if !v.parse::<f64>().is_ok_and(|t| t > 0.0 && t < 1.0) {
+                    return cli::usage(format!("--tick-size: not a tick size in (0, 1): {v}"));
+                }
+                opts.tick_size = Some(serde_json::Value::String(v));
+            }
             Long("no-rows") => opts.write_rows = false,
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => return cli::version("pm-rebuild"),
@@ -107,7 +128,7 @@ fn run() -> cli::Result<ExitCode> {
             return cli::usage(format!("--markets: no such file: {}", m.display()));
         }
     }
-    let out: Box<dyn Write> = if opts.write_rows { Box::new(io::stdout()) } else { Box::new(io::sink()) };
+    let out: Box<dyn Write + Send> = if opts.write_rows { Box::new(io::stdout()) } else { Box::new(io::sink()) };
     let trades: Option<Box<dyn Write>> = match &trades_out {
         Some(path) => Some(Box::new(BufWriter::new(
             File::create(path).map_err(|e| cli::Error::Usage(format!("--trades-out {}: {e}", path.display())))?,
@@ -116,8 +137,7 @@ fn run() -> cli::Result<ExitCode> {
     };
     let mut rb = Rebuilder::new(opts, out, trades);
     for m in &markets {
-        let (_, bad) = normalize::load_markets(rb.normalizer(), m)
-            .map_err(|e| cli::Error::Msg(format!("--markets {}: {e}", m.display())))?;
+        let (_, bad) = rb.load_markets(m).map_err(|e| cli::Error::Msg(format!("--markets {}: {e}", m.display())))?;
         for b in &bad {
             eprintln!("pm-rebuild: --markets: skipped line {b}");
         }
@@ -125,6 +145,7 @@ fn run() -> cli::Result<ExitCode> {
     let mut reported = 0;
     for f in &files {
         let mut r = jsonl::open_lines(f).map_err(|e| cli::Error::Msg(format!("{}: {e}", f.display())))?;
+        rb.start_file(&f.display().to_string())?;
         while let Some(line) = r.next_line() {
             let n = r.line_no();
             // Damage inside an input (a truncated gzip, a read error, a line over the maximum length)
@@ -132,14 +153,12 @@ fn run() -> cli::Result<ExitCode> {
             let line = match line {
                 Ok(Ok(l)) => l,
                 Ok(Err(too_long)) => {
-                    rb.stats.lines += 1;
-                    rb.stats.bad_lines += 1;
+                    rb.unreadable_line();
                     eprintln!("pm-rebuild: {}: {too_long}", f.display());
                     continue;
                 }
                 Err(e) => {
-                    rb.stats.lines += 1;
-                    rb.stats.bad_lines += 1;
+                    rb.unreadable_line();
                     eprintln!("pm-rebuild: {}:{}: read error: {e}", f.display(), n + 1);
                     break;
                 }
@@ -150,8 +169,7 @@ fn run() -> cli::Result<ExitCode> {
             let text = match std::str::from_utf8(&line) {
                 Ok(t) => t,
                 Err(e) => {
-                    rb.stats.lines += 1;
-                    rb.stats.bad_lines += 1;
+                    rb.unreadable_line();
                     if reported < 20 {
                         eprintln!("pm-rebuild: {}:{n}: not UTF-8: {e}", f.display());
                         reported += 1;
@@ -166,6 +184,7 @@ fn run() -> cli::Result<ExitCode> {
                 }
             }
         }
+        rb.end_file()?;
     }
     let stats = rb.finish()?;
     eprintln!("pm-rebuild: {}", stats.line());

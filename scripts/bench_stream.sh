@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Throughput of pm-stream (capture) and pm-rebuild (reconstruction + hash verification), with peers
-# run in the same script for scale. Loopback only (127.0.0.1): this is NOT a live measurement.
+# run in the same script for scale. Loopback and DERIVED data only: this is NOT a live measurement.
 #
-#   scripts/bench_stream.sh [FRAMES]        (default 1000000)
+#   scripts/bench_stream.sh [CAPTURE_FRAMES] [REBUILD_FRAMES] [RUNS]      (defaults 200000 200000 3)
 #
-# Capture: examples/ws_replay_server.rs (a test-only helper, built here) replays the recorded
-# book + 15 price_change messages of tests/fixtures/polymarket/ws_market_book_then_price_changes_trimmed.json
-# in a loop, FRAMES frames as fast as possible, into `pm-stream --max-frames FRAMES > raw.jsonl`.
-# Reconstruction: pm-rebuild over that raw file (every price_change hash verified), against
-# `wc -l` and `jq -c .` over the same file.
+# 1. Capture: examples/ws_replay_server.rs (a test-only helper, built here) replays the recorded
+#    book + 15 price_change messages of tests/fixtures/polymarket/ws_market_book_then_price_changes_trimmed.json
+#    in a loop, CAPTURE_FRAMES frames as fast as possible, into `pm-stream --max-frames N > raw.jsonl`.
+# 2. Rebuild (issue 14 §2; target: pm-rebuild with rows and hash verification >= 5x faster than
+#    `jq -c .`): scripts/gen_ws_bench.py writes REBUILD_FRAMES DERIVED frame lines of one market whose
+#    two books keep 60-100 levels (both sides together, the size of the real captures' books),
+#    every hash the venue's, with trades, refreshes without tick_size/last_trade_price and
+#    same-timestamp bursts. pm-rebuild (rows to a file; and --no-rows) and `jq -c .` run RUNS times,
+#    interleaved; medians of wall and user-CPU seconds are printed with the ratios, the target beside
+#    them, the load average before and after, and the sha256 of the rows (equal across builds = rows
+#    byte-identical). Set BENCH_INPUT=FILE to reuse a generated input (it is kept in TMPDIR otherwise
+#    only for the run). The machine may be shared: say so when quoting the numbers.
 set -euo pipefail
 
-N=${1:-1000000}
+N=${1:-200000}
+RN=${2:-200000}
+RUNS=${3:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 cargo build --release --quiet --bin pm-stream --bin pm-rebuild --example ws_replay_server
@@ -23,7 +32,19 @@ TOKEN=76670567130917723816490572615540605537878462672464291990940067659127658071
 now() { date +%s.%N; }
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# Runs a command with stdout to $1; prints "wall user" seconds.
+timed() {
+    local out=$1
+    shift
+    local TIMEFORMAT='%R %U'
+    { time "$@" > "$out" 2> /dev/null; } 2>&1 | tail -n 1
+}
 
+echo "load before: $(uptime)"
+
+# ---- 1. capture ----
 "$BIN/examples/ws_replay_server" "$TMP/port" "$N" 2> "$TMP/server.err" &
 SERVER=$!
 for _ in $(seq 100); do [ -s "$TMP/port" ] && break; sleep 0.05; done
@@ -37,22 +58,37 @@ wait "$SERVER" || true
 cap_s=$(secs "$t0" "$t1")
 frames=$(grep -c '"event":"frame"' "$TMP/raw.jsonl")
 bytes=$(stat -c %s "$TMP/raw.jsonl")
-
-t0=$(now); wc -l < "$TMP/raw.jsonl" > /dev/null; t1=$(now); wc_s=$(secs "$t0" "$t1")
 t0=$(now); jq -c . "$TMP/raw.jsonl" > /dev/null; t1=$(now); jq_s=$(secs "$t0" "$t1")
-t0=$(now)
-"$BIN/pm-rebuild" --summary "$TMP/summary.json" "$TMP/raw.jsonl" > "$TMP/rows.jsonl" 2> "$TMP/rebuild.err" || true
-t1=$(now); rb_s=$(secs "$t0" "$t1")
-t0=$(now)
-"$BIN/pm-rebuild" --no-rows "$TMP/raw.jsonl" 2> /dev/null || true
-t1=$(now); rbv_s=$(secs "$t0" "$t1")
-
-echo "frames: $N sent, $frames archived ($((bytes / 1024 / 1024)) MiB raw JSONL)"
+echo "capture  frames: $N sent, $frames archived ($((bytes / 1024 / 1024)) MiB raw JSONL; 24-level recorded book)"
 echo "capture  pm-stream (loopback server -> file):   ${cap_s} s  $(rate "$frames" "$cap_s") frames/s"
-echo "peer     wc -l over the raw file:               ${wc_s} s  $(rate "$frames" "$wc_s") lines/s"
-echo "peer     jq -c . over the raw file:             ${jq_s} s  $(rate "$frames" "$jq_s") lines/s"
-echo "rebuild  pm-rebuild (rows to file):             ${rb_s} s  $(rate "$frames" "$rb_s") frames/s"
-echo "rebuild  pm-rebuild --no-rows (verify only):    ${rbv_s} s  $(rate "$frames" "$rbv_s") frames/s"
-echo "ratios   pm-stream/jq $(awk -v a="$jq_s" -v b="$cap_s" 'BEGIN{printf "%.2f", a/b}')x  pm-rebuild/jq $(awk -v a="$jq_s" -v b="$rb_s" 'BEGIN{printf "%.2f", a/b}')x (>1 = faster than jq)"
-echo "verification: $(jq -c '{changes_applied, hashes_matched, hashes_mismatched, ws_books, rows}' "$TMP/summary.json")"
+echo "capture  jq -c . over the raw file:             ${jq_s} s  $(rate "$frames" "$jq_s") lines/s"
+echo "capture  ratio pm-stream/jq $(ratio "$jq_s" "$cap_s")x (>1 = faster than jq)"
 echo "pm-stream: $(tail -n 1 "$TMP/stream.err")"
+
+# ---- 2. rebuild on 60-100-level books ----
+IN=${BENCH_INPUT:-$TMP/rebuild.jsonl}
+if [ ! -s "$IN" ]; then
+    python3 scripts/gen_ws_bench.py "$RN" 7 60 100 > "$IN"
+fi
+lines=$(wc -l < "$IN")
+ibytes=$(stat -c %s "$IN")
+declare -a jq_w jq_u rb_w rb_u rv_w rv_u
+for r in $(seq "$RUNS"); do
+    read -r w u < <(timed /dev/null jq -c . "$IN"); jq_w+=("$w"); jq_u+=("$u")
+    read -r w u < <(timed "$TMP/rows.jsonl" "$BIN/pm-rebuild" --summary "$TMP/summary.json" "$IN"); rb_w+=("$w"); rb_u+=("$u")
+    read -r w u < <(timed /dev/null "$BIN/pm-rebuild" --no-rows "$IN"); rv_w+=("$w"); rv_u+=("$u")
+    echo "rebuild  run $r: jq ${jq_w[-1]} s (user ${jq_u[-1]})  pm-rebuild ${rb_w[-1]} s (user ${rb_u[-1]})  --no-rows ${rv_w[-1]} s (user ${rv_u[-1]})"
+done
+mjw=$(median "${jq_w[@]}"); mju=$(median "${jq_u[@]}")
+mrw=$(median "${rb_w[@]}"); mru=$(median "${rb_u[@]}")
+mvw=$(median "${rv_w[@]}"); mvu=$(median "${rv_u[@]}")
+echo "rebuild  input: $lines DERIVED frame lines, $((ibytes / 1024 / 1024)) MiB, books of 60-100 levels (scripts/gen_ws_bench.py)"
+echo "rebuild  medians of $RUNS runs (wall / user CPU seconds):"
+echo "rebuild    jq -c .                    $mjw / $mju  ($(rate "$lines" "$mjw") lines/s)"
+echo "rebuild    pm-rebuild (rows + hashes) $mrw / $mru  ($(rate "$lines" "$mrw") frames/s)"
+echo "rebuild    pm-rebuild --no-rows       $mvw / $mvu  ($(rate "$lines" "$mvw") frames/s)"
+echo "rebuild  ratio pm-rebuild/jq with rows: wall $(ratio "$mjw" "$mrw")x, user CPU $(ratio "$mju" "$mru")x   (target >= 5x)"
+echo "rebuild  ratio pm-rebuild/jq --no-rows: wall $(ratio "$mjw" "$mvw")x, user CPU $(ratio "$mju" "$mvu")x"
+echo "rebuild  verification: $(jq -c '{hash_checks, hash_checks_matched, hash_checks_mismatched, hash_checks_unverifiable, rows}' "$TMP/summary.json")"
+echo "rebuild  rows sha256: $(sha256sum < "$TMP/rows.jsonl" | cut -d' ' -f1)"
+echo "load after: $(uptime)"

@@ -90,6 +90,20 @@ pub fn write_hash_text<'s>(
     asks: impl Iterator<Item = (&'s str, &'s str)>,
     tail: [&str; 4],
 ) {
+    write_hash_text_with(out, market, asset_id, timestamp, |o| put_levels(o, bids), |o| put_levels(o, asks), tail);
+}
+
+/// [`write_hash_text`] with the two level arrays written by the caller (`[` … `]`, each level as
+/// [`put_level`] writes it): pm-rebuild keeps every level's text with its book.
+pub fn write_hash_text_with(
+    out: &mut Vec<u8>,
+    market: &str,
+    asset_id: &str,
+    timestamp: &str,
+    bids: impl FnOnce(&mut Vec<u8>),
+    asks: impl FnOnce(&mut Vec<u8>),
+    tail: [&str; 4],
+) {
     out.clear();
     out.extend_from_slice(b"{\"market\":");
     put_json_str(out, market);
@@ -98,9 +112,9 @@ pub fn write_hash_text<'s>(
     out.extend_from_slice(b",\"timestamp\":");
     put_json_str(out, timestamp);
     out.extend_from_slice(b",\"hash\":\"\",\"bids\":");
-    put_levels(out, bids);
+    bids(out);
     out.extend_from_slice(b",\"asks\":");
-    put_levels(out, asks);
+    asks(out);
     for (key, text) in ["min_order_size", "tick_size", "neg_risk", "last_trade_price"].iter().zip(tail) {
         out.extend_from_slice(b",\"");
         out.extend_from_slice(key.as_bytes());
@@ -110,17 +124,22 @@ pub fn write_hash_text<'s>(
     out.push(b'}');
 }
 
+/// One level as it appears in the hash text: `{"price":…,"size":…}`.
+pub fn put_level(out: &mut Vec<u8>, price: &str, size: &str) {
+    out.extend_from_slice(b"{\"price\":");
+    put_json_str(out, price);
+    out.extend_from_slice(b",\"size\":");
+    put_json_str(out, size);
+    out.push(b'}');
+}
+
 fn put_levels<'s>(out: &mut Vec<u8>, levels: impl Iterator<Item = (&'s str, &'s str)>) {
     out.push(b'[');
     for (i, (p, s)) in levels.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(b"{\"price\":");
-        put_json_str(out, p);
-        out.extend_from_slice(b",\"size\":");
-        put_json_str(out, s);
-        out.push(b'}');
+        put_level(out, p, s);
     }
     out.push(b']');
 }

@@ -1,30 +1,51 @@
 //! pm-rebuild's engine: order books rebuilt from raw websocket frames (and REST `/books` replies),
-//! every change verified with the venue's hash (facts §6.3, [`crate::book`]).
+//! every state verified with the venue's hash (facts §6.3, [`crate::book`]).
 //!
 //! Per asset: a `book` event (or a REST book) sets the state; each `price_change` entry sets the
-//! absolute size at one level (`"0"` removes it; BUY = bid, SELL = ask); after the last entry of a
-//! message for an asset (entries of one message that share a hash describe one state) the hash of the
-//! rebuilt book is compared with the venue's. A mismatch marks the asset **untrusted until the next
-//! `book` event or REST snapshot** (issue 7's rule): a later hash that happens to match again does
-//! not restore trust; it is counted (`matches_while_untrusted`). `tick_size_change` updates the tick
-//! size and `last_trade_price` offers a new `last_trade_price` for the hash (both enter it).
+//! absolute size at one level (`"0"` removes it; BUY = bid, SELL = ask). Consecutive changes of an
+//! asset that carry the same `timestamp` and the same venue hash describe **one state** (entries of
+//! one message, and same-timestamp bursts of several messages, which all carry the hash of the state
+//! after the last of them): that state is checked once, when the next event of the asset (or the end
+//! of the file) shows the burst is over, and gets one row; the intermediate states get none.
+//! pm-rebuild is offline, so it looks ahead: `last_trade_price` events that arrive before the next
+//! state change are still tried for the pending state's `last_trade_price`.
+//!
+//! Book refreshes the venue sends after a trade lack `tick_size` and `last_trade_price`: both are
+//! carried over from the current state (a REST book included), trade prices seen are tried, and when
+//! none reproduces the hash the state's hash is *unverifiable* (`trade_price_unknown`), not a
+//! mismatch; so is a change state whose rebuilt levels the next `book` (same timestamp and hash)
+//! confirms. A mismatch otherwise marks the asset **untrusted until the next `book` event or REST
+//! snapshot** (issue 7's rule): a later hash that happens to match again does not restore trust; it
+//! is counted (`matches_while_untrusted`). `tick_size_change` updates the tick size.
 //!
 //! Output: the REST path's rows, `pmarchive.orderbook/1` `book` rows written by pm-normalize's one
 //! row formatter ([`Normalizer::state_row`]) with `source` `ws` / `ws_rest` and the flag
-//! `untrusted`; `pmarchive.trade/1` rows; and a [`Stats`] summary. Fields: docs/ORDERBOOK_SCHEMA.md
-//! ("Derived websocket streams") and docs/WEBSOCKET.md.
+//! `untrusted`; `pmarchive.trade/1` rows; and a [`Stats`] summary with a verification rate per
+//! input file. Fields: docs/ORDERBOOK_SCHEMA.md ("Derived websocket streams") and docs/WEBSOCKET.md.
+//!
+//! Speed (issue 14 §2): each line is parsed once into typed structs borrowing from it; every level
+//! keeps its hash text and parsed decimals; the rows are formatted on a second thread (the row
+//! thread keeps its own copy of the levels from the changes sent with each row), in order.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
-use serde::{Deserialize, Serialize};
+use crossbeam_channel::{Receiver, Sender};
+
+use std::fmt;
+
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
 
 use crate::book;
 use crate::clock;
-use crate::normalize::{self, dec, parse, Normalizer};
+use crate::normalize::dec::{self, Dec};
+use crate::normalize::{self, parse, Normalizer, Parsed};
 
 pub const TRADE_SCHEMA: &str = "pmarchive.trade/1";
 /// `source` of a row holding the rebuilt state after a websocket message (`book` or `price_change`).
@@ -32,8 +53,20 @@ pub const SOURCE_WS: &str = "ws";
 /// `source` of a row holding the rebuilt state as set from a REST book reply in the stream.
 pub const SOURCE_WS_REST: &str = "ws_rest";
 
+/// Why a venue hash could not be checked (keys of [`Stats::unverifiable`]).
+/// The levels are known but a field outside them is not: a `book` refresh without
+/// `last_trade_price` that no trade price in the input reproduces, or a rebuilt state whose levels
+/// the next `book` (same timestamp and hash) confirms. In practice: a trade the input does not hold.
+pub const UNV_TRADE_PRICE: &str = "trade_price_unknown";
+/// No tick size known for the asset (a `book` without `tick_size` and no earlier state).
+pub const UNV_TICK_SIZE: &str = "tick_size_unknown";
+/// A REST book without a field the hash needs (pm-normalize's `hash_unverifiable`).
+pub const UNV_REST_FIELDS: &str = "rest_fields_missing";
+
 /// Rows are handed to the writer once this much is buffered.
 const OUT_CHUNK: usize = 1 << 16;
+/// Trade prices kept per asset for the hash (each trade adds one or two spellings).
+const MAX_CANDIDATES: usize = 8;
 
 /// Rebuild options.
 #[derive(Clone, Debug)]
@@ -45,6 +78,9 @@ pub struct Options {
     /// Used for the hash when no REST book of the asset has been seen (WS books lack the field).
     pub min_order_size: Value,
     pub neg_risk: Value,
+    /// Used when a `book` carries no `tick_size` and the asset has no earlier state (`--tick-size`;
+    /// captures whose initial books lack the field). None: such a state's hash is unverifiable.
+    pub tick_size: Option<Value>,
     /// False: verify only, format no rows (`--no-rows`).
     pub write_rows: bool,
 }
@@ -56,6 +92,7 @@ impl Default for Options {
             every_ms: None,
             min_order_size: Value::from("5"),
             neg_risk: Value::Bool(false),
+            tick_size: None,
             write_rows: true,
         }
     }
@@ -74,33 +111,59 @@ pub struct Stats {
     /// Non-JSON frames (`PONG`, `NO NEW ASSETS`).
     pub text_frames: u64,
     pub ws_events: BTreeMap<String, u64>,
-    /// Events that could not be used (missing fields).
+    /// Events that could not be used (missing or malformed fields).
     pub bad_events: u64,
+    /// Events whose `timestamp` was a JSON number instead of a string (accepted as its digits).
+    pub numeric_timestamps: u64,
     pub ws_books: u64,
+    /// `book` events without `tick_size` / `last_trade_price` (the venue's refreshes after a
+    /// trade): the values are carried over from the asset's current state.
+    pub books_without_tick_size: u64,
+    pub books_without_last_trade_price: u64,
     pub ws_book_hash_matched: u64,
     pub ws_book_hash_mismatched: u64,
+    pub ws_book_hash_unverifiable: u64,
     pub rest_books: u64,
     pub rest_hash_matched: u64,
     pub rest_hash_mismatched: u64,
+    pub rest_hash_unverifiable: u64,
     /// REST books older than the rebuilt state (not applied).
     pub rest_stale: u64,
     pub changes_applied: u64,
+    /// Changes folded into a later state (same asset, timestamp and hash: entries of one message,
+    /// same-timestamp bursts): not checked and not written on their own.
+    pub changes_merged: u64,
     /// price_change entries for an asset without a known book yet (not applied).
     pub changes_without_book: u64,
+    /// Every hash check — `book` events, rebuilt states, REST books:
+    /// `hash_checks = hash_checks_matched + hash_checks_mismatched + hash_checks_unverifiable`.
     pub hash_checks: u64,
+    pub hash_checks_matched: u64,
+    pub hash_checks_mismatched: u64,
+    pub hash_checks_unverifiable: u64,
+    /// `hash_checks_matched / hash_checks` (null without checks): the measured verification rate.
+    pub verified_rate: Option<f64>,
+    /// Unverifiable checks by reason ([`UNV_TRADE_PRICE`], [`UNV_TICK_SIZE`], [`UNV_REST_FIELDS`]).
+    pub unverifiable: BTreeMap<&'static str, u64>,
+    /// Rebuilt states that came without a venue hash (not checks).
+    pub states_without_hash: u64,
+    /// Rebuilt states (after price_change messages) whose hash matched.
     pub hashes_matched: u64,
-    /// Mismatches on a trusted book: each one is a detected gap.
+    /// Mismatches of rebuilt states on a trusted book: each one is a detected gap.
     pub hashes_mismatched: u64,
     /// Further mismatches while the asset was already untrusted.
     pub mismatches_while_untrusted: u64,
     /// Matches on an untrusted book (also in `hashes_matched`): they do not restore trust.
     pub matches_while_untrusted: u64,
-    /// Matches reached only with a `last_trade_price` from a trade event.
+    /// Matches (of any kind) reached only with a price from a `last_trade_price` event.
     pub matched_with_trade_price: u64,
+    /// Matches reached only with a `last_trade_price` found by searching the tick grid: the state
+    /// includes a trade the input does not hold (its price is then known from the hash).
+    pub matched_with_inferred_trade_price: u64,
     /// Untrusted → trusted transitions, by cause (the only two).
     pub resyncs_ws_book: u64,
     pub resyncs_rest: u64,
-    /// Receive-time seconds summed over assets while untrusted.
+    /// Receive-time seconds summed over assets while untrusted, counted inside each file's span.
     pub untrusted_s: f64,
     /// REST snapshots at the same exchange timestamp as the rebuilt book.
     pub cross_checks_agree: u64,
@@ -113,21 +176,176 @@ pub struct Stats {
     pub unjoined_rows: u64,
     pub trades: u64,
     pub assets: BTreeMap<String, AssetStats>,
+    /// Per input file, in order.
+    pub files: Vec<FileStats>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AssetStats {
+    /// Rebuilt states (price_change) of the asset: changes applied, hashes matched / mismatched /
+    /// unverifiable.
     pub changes: u64,
     pub matched: u64,
     pub mismatched: u64,
+    pub unverifiable: u64,
     pub trusted_at_end: bool,
 }
 
+/// The verification of one input file: every hash check settled while reading it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FileStats {
+    pub file: String,
+    pub lines: u64,
+    pub hash_checks: u64,
+    pub matched: u64,
+    pub mismatched: u64,
+    pub unverifiable: u64,
+    /// `matched / hash_checks` (null without checks).
+    pub verified_rate: Option<f64>,
+    /// Receive-time seconds assets were untrusted between the file's first and last receive time.
+    pub untrusted_s: f64,
+    #[serde(skip)]
+    first_us: Option<i64>,
+    #[serde(skip)]
+    last_us: Option<i64>,
+}
+
+/// An asset's counters (no allocation once it has some).
+fn asset_stats<'m>(m: &'m mut BTreeMap<String, AssetStats>, asset: &str) -> &'m mut AssetStats {
+    if !m.contains_key(asset) {
+        m.insert(asset.to_string(), AssetStats::default());
+    }
+    m.get_mut(asset).expect("inserted")
+}
+
+fn rate(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| (num as f64 / den as f64 * 1e6).round() / 1e6)
+}
+
+/// One level of a rebuilt side: the wire strings, and what the hash and the row writer need of them,
+/// computed once when the level is set (not for every state).
 #[derive(Clone, Debug)]
 struct Level {
     key: f64,
     price: String,
     size: String,
+    /// `{"price":…,"size":…}` exactly as in the hash text ([`book::put_level`]).
+    text: Vec<u8>,
+}
+
+impl Level {
+    fn new(price: &str, size: &str) -> Option<(Level, Parsed)> {
+        let key: f64 = price.trim().parse().ok()?;
+        let mut text = Vec::with_capacity(price.len() + size.len() + 22);
+        book::put_level(&mut text, price, size);
+        let l = Level { key, price: price.to_string(), size: size.to_string(), text };
+        Some((l, (Dec::parse(price), Dec::parse(size))))
+    }
+}
+
+/// A rebuilt side in wire order, with every level's (price, size) as [`Dec::parse`] gives them for
+/// the row writer (same order).
+#[derive(Clone, Debug, Default)]
+struct Side {
+    levels: Vec<Level>,
+    parsed: Vec<Parsed>,
+    /// The side as the hash text's array, kept up to date with every change.
+    text: Vec<u8>,
+}
+
+impl Side {
+    /// Sets the absolute size at a level; keeps `ascending` (bids) or descending (asks) order.
+    fn set(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
+        self.apply(ascending, price, size)?;
+        self.render();
+        Some(())
+    }
+
+    fn apply(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
+        let key: f64 = price.trim().parse().ok()?;
+        let pos = self.levels.iter().position(|l| l.key == key);
+        match (pos, is_zero(size)) {
+            (Some(i), true) => {
+                self.levels.remove(i);
+                self.parsed.remove(i);
+            }
+            (Some(i), false) => {
+                let l = &mut self.levels[i];
+                if l.size != size {
+                    l.size.clear();
+                    l.size.push_str(size);
+                    l.text.clear();
+                    book::put_level(&mut l.text, &l.price, size);
+                    self.parsed[i].1 = Dec::parse(size);
+                }
+            }
+            (None, true) => {}
+            (None, false) => {
+                let at = self
+                    .levels
+                    .iter()
+                    .position(|l| if ascending { l.key > key } else { l.key < key })
+                    .unwrap_or(self.levels.len());
+                let (l, p) = Level::new(price, size)?;
+                self.levels.insert(at, l);
+                self.parsed.insert(at, p);
+            }
+        }
+        Some(())
+    }
+
+    /// A wire side (all levels pairs of strings with a numeric price), else None.
+    fn from_wire(levels: &[parse::Level]) -> Option<Side> {
+        let mut s = Side {
+            levels: Vec::with_capacity(levels.len()),
+            parsed: Vec::with_capacity(levels.len()),
+            text: Vec::new(),
+        };
+        for l in levels {
+            let (l, p) = Level::new(l.price.as_deref()?, l.size.as_deref()?)?;
+            s.levels.push(l);
+            s.parsed.push(p);
+        }
+        s.render();
+        Some(s)
+    }
+
+    /// Rebuilds the side's hash text from its levels' texts.
+    fn render(&mut self) {
+        let t = &mut self.text;
+        t.clear();
+        t.push(b'[');
+        for (i, l) in self.levels.iter().enumerate() {
+            if i > 0 {
+                t.push(b',');
+            }
+            t.extend_from_slice(&l.text);
+        }
+        t.push(b']');
+    }
+
+    /// The side as the hash text's array.
+    fn put_text(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.text);
+    }
+
+    /// The side as the row writer's levels (borrowed, wire order).
+    fn view(&self) -> Option<Vec<parse::Level<'_>>> {
+        Some(
+            self.levels
+                .iter()
+                .map(|l| parse::Level {
+                    price: Some(Cow::Borrowed(l.price.as_str())),
+                    size: Some(Cow::Borrowed(l.size.as_str())),
+                })
+                .collect(),
+        )
+    }
+
+    fn same_levels(&self, o: &Side) -> bool {
+        self.levels.len() == o.levels.len()
+            && self.levels.iter().zip(&o.levels).all(|(x, y)| x.price == y.price && x.size == y.size)
+    }
 }
 
 /// A hash-relevant scalar as JSON text (what the row writer copies verbatim).
@@ -137,33 +355,420 @@ fn raw(v: &Value) -> Raw {
     to_raw_value(v).expect("a JSON value serializes")
 }
 
+fn raw_str(s: &str) -> Raw {
+    to_raw_value(s).expect("a string serializes")
+}
+
+/// What a rebuilt state waits for before it is checked (the next event of its asset).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Pend {
+    /// After price_change entries.
+    Change,
+    /// A `book` event; `complete` = it carried both `tick_size` and `last_trade_price`.
+    Book { complete: bool, had_ltp: bool },
+}
+
+/// Owned receive context of the line that completed a pending state (buffers reused).
+#[derive(Clone, Debug, Default)]
+struct RecvBuf {
+    at: Option<String>,
+    conn_id: Option<u64>,
+    venue: Option<String>,
+    run_id: Option<String>,
+    seq: Option<u64>,
+}
+
+fn put_opt_string(dst: &mut Option<String>, src: Option<&str>) {
+    match (dst.as_mut(), src) {
+        (Some(d), Some(s)) => {
+            d.clear();
+            d.push_str(s);
+        }
+        (_, s) => *dst = s.map(String::from),
+    }
+}
+
+impl RecvBuf {
+    fn set(&mut self, r: &Recv) {
+        put_opt_string(&mut self.at, r.at);
+        put_opt_string(&mut self.venue, r.venue);
+        put_opt_string(&mut self.run_id, r.run_id);
+        self.conn_id = r.conn_id;
+        self.seq = r.seq;
+    }
+    fn view(&self) -> Recv<'_> {
+        Recv {
+            at: self.at.as_deref(),
+            conn_id: self.conn_id,
+            venue: self.venue.as_deref(),
+            run_id: self.run_id.as_deref(),
+            seq: self.seq,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Book {
     market: String,
     timestamp: String,
     ts_ms: i64,
     /// Ascending (wire order).
-    bids: Vec<Level>,
+    bids: Side,
     /// Descending (wire order).
-    asks: Vec<Level>,
-    tick_size: Raw,
+    asks: Side,
+    /// None: never known for this asset.
+    tick_size: Option<Raw>,
     ltp: Raw,
-    /// Prices of trades seen since the last match, tried when the hash does not match.
-    ltp_candidates: Vec<Raw>,
+    /// False while no known `last_trade_price` reproduces the venue's hash (after a refresh
+    /// without one): mismatches are then unverifiable, not gaps.
+    ltp_known: bool,
+    /// Trade prices seen (newest last), tried when the hash does not match with `ltp`; a match
+    /// adopts one and drops it and older ones. Kept otherwise (the venue's hash may take a trade
+    /// into account before or after its `last_trade_price` event arrives).
+    cands: Vec<Raw>,
     /// The venue's hash of this state; None after a change that came without one.
     hash: Option<String>,
     verified: Option<bool>,
     trusted: bool,
+    /// Receive time the asset became untrusted (None while untrusted: since the file's start).
     untrusted_since_us: Option<i64>,
     last_row_ms: Option<i64>,
+    /// A state waiting for its check and row.
+    pending: Option<Pend>,
+    recv: RecvBuf,
+    /// Order in which states became pending (settled in this order at the end of a file).
+    order: u64,
+    /// Level changes since the asset's last row, encoded for the row thread ([`put_set`]).
+    ops: Vec<u8>,
+}
+
+/// A `book` event that is about to replace an asset's state: a pending state at the same
+/// timestamp and hash with the same levels is confirmed by it (levels right, fields outside not).
+struct Next<'a> {
+    ts_ms: i64,
+    hash: &'a str,
+    bids: &'a Side,
+    asks: &'a Side,
+}
+
+// ---- Websocket messages, parsed once, borrowing from the line (no generic JSON value) ----
+
+/// An event's `timestamp`: a string as sent, or a JSON number (other recorders' captures).
+enum Ts<'a> {
+    Str(Cow<'a, str>),
+    Num(i64),
+    Other,
+}
+
+struct TsV;
+
+impl<'de> Visitor<'de> for TsV {
+    type Value = Ts<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a timestamp")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Ts::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Ts::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Ts::Num(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(i64::try_from(v).map_or(Ts::Other, Ts::Num))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Ts::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Ts::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Ts::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Ts::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Ts::Other)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ts<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TsV)
+    }
+}
+
+/// One `price_change` entry (or a legacy `changes[]` element); a non-object gives all None.
+#[derive(Default)]
+struct Entry<'a> {
+    asset_id: Option<Cow<'a, str>>,
+    price: Option<Cow<'a, str>>,
+    size: Option<Cow<'a, str>>,
+    side: Option<Cow<'a, str>>,
+    hash: Option<Cow<'a, str>>,
+}
+
+/// One websocket message of any event type: the fields pm-rebuild reads (wrong types read as
+/// absent, others skipped). `object` is false for an array element that is not an object.
+#[derive(Default)]
+struct Msg<'a> {
+    object: bool,
+    event_type: Option<Cow<'a, str>>,
+    market: Option<Cow<'a, str>>,
+    asset_id: Option<Cow<'a, str>>,
+    timestamp: Option<Ts<'a>>,
+    hash: Option<Cow<'a, str>>,
+    bids: Option<Vec<parse::Level<'a>>>,
+    asks: Option<Vec<parse::Level<'a>>>,
+    tick_size: Option<&'a RawValue>,
+    last_trade_price: Option<&'a RawValue>,
+    new_tick_size: Option<&'a RawValue>,
+    /// `price_changes` (current schema) or `changes` (legacy): Some(entries) for an array.
+    price_changes: Option<Vec<Entry<'a>>>,
+    changes: Option<Vec<Entry<'a>>>,
+    price: Option<Cow<'a, str>>,
+    size: Option<Cow<'a, str>>,
+    side: Option<Cow<'a, str>>,
+    fee_rate_bps: Option<Cow<'a, str>>,
+    transaction_hash: Option<Cow<'a, str>>,
+}
+
+/// Entries of an array; None for anything else.
+struct Entries<'a>(Option<Vec<Entry<'a>>>);
+
+macro_rules! other_values {
+    ($v:expr) => {
+        fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+    };
+}
+
+struct EntryV;
+
+impl<'de> Visitor<'de> for EntryV {
+    type Value = Entry<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a price change")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut e = Entry::default();
+        while let Some(k) = a.next_key::<parse::Str<'de>>()? {
+            let slot = match k.0.as_deref() {
+                Some("asset_id") => &mut e.asset_id,
+                Some("price") => &mut e.price,
+                Some("size") => &mut e.size,
+                Some("side") => &mut e.side,
+                Some("hash") => &mut e.hash,
+                _ => {
+                    a.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = a.next_value::<parse::Str<'de>>()?.0;
+        }
+        Ok(e)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Entry::default())
+    }
+    other_values!(Entry::default());
+}
+
+impl<'de> Deserialize<'de> for Entry<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EntryV)
+    }
+}
+
+struct EntriesV;
+
+impl<'de> Visitor<'de> for EntriesV {
+    type Value = Entries<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("price changes")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut v = Vec::with_capacity(a.size_hint().unwrap_or(4));
+        while let Some(e) = a.next_element::<Entry<'de>>()? {
+            v.push(e);
+        }
+        Ok(Entries(Some(v)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Entries(None))
+    }
+    other_values!(Entries(None));
+}
+
+impl<'de> Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EntriesV)
+    }
+}
+
+struct MsgV;
+
+impl<'de> Visitor<'de> for MsgV {
+    type Value = Msg<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a websocket message")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut m = Msg { object: true, ..Msg::default() };
+        while let Some(k) = a.next_key::<parse::Str<'de>>()? {
+            let slot = match k.0.as_deref() {
+                Some("event_type") => &mut m.event_type,
+                Some("market") => &mut m.market,
+                Some("asset_id") => &mut m.asset_id,
+                Some("hash") => &mut m.hash,
+                Some("price") => &mut m.price,
+                Some("size") => &mut m.size,
+                Some("side") => &mut m.side,
+                Some("fee_rate_bps") => &mut m.fee_rate_bps,
+                Some("transaction_hash") => &mut m.transaction_hash,
+                Some("timestamp") => {
+                    m.timestamp = Some(a.next_value()?);
+                    continue;
+                }
+                Some("bids") => {
+                    m.bids = a.next_value::<parse::Side<'de>>()?.0;
+                    continue;
+                }
+                Some("asks") => {
+                    m.asks = a.next_value::<parse::Side<'de>>()?.0;
+                    continue;
+                }
+                Some("tick_size") => {
+                    m.tick_size = Some(a.next_value()?);
+                    continue;
+                }
+                Some("last_trade_price") => {
+                    m.last_trade_price = Some(a.next_value()?);
+                    continue;
+                }
+                Some("new_tick_size") => {
+                    m.new_tick_size = Some(a.next_value()?);
+                    continue;
+                }
+                Some("price_changes") => {
+                    m.price_changes = a.next_value::<Entries<'de>>()?.0;
+                    continue;
+                }
+                Some("changes") => {
+                    m.changes = a.next_value::<Entries<'de>>()?.0;
+                    continue;
+                }
+                _ => {
+                    a.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = a.next_value::<parse::Str<'de>>()?.0;
+        }
+        Ok(m)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        while a.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Msg::default())
+    }
+    other_values!(Msg::default());
+}
+
+impl<'de> Deserialize<'de> for Msg<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(MsgV)
+    }
+}
+
+/// A frame body: one message, an array of them (initial dumps), or any other JSON value.
+enum Frame<'a> {
+    One(Msg<'a>),
+    Many(Vec<Msg<'a>>),
+    Other,
+}
+
+struct FrameV<'a>(std::marker::PhantomData<&'a ()>);
+
+// Generic over 'de: 'a (like parse::Body) so that `#[serde(borrow)]` works on it.
+impl<'de: 'a, 'a> Visitor<'de> for FrameV<'a> {
+    type Value = Frame<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a frame body")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        Ok(Frame::One(MsgV.visit_map(a)?))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        let mut v = Vec::with_capacity(a.size_hint().unwrap_or(2));
+        while let Some(m) = a.next_element::<Msg<'de>>()? {
+            v.push(m);
+        }
+        Ok(Frame::Many(v))
+    }
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Frame::Other)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Frame<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FrameV(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
-struct Ctx {
-    event: Option<String>,
+struct Ctx<'a> {
+    #[serde(borrow)]
+    event: Option<Cow<'a, str>>,
     conn_id: Option<u64>,
 }
 
+/// A raw line: the envelope and, for websocket frames, the body's messages in the same pass.
 #[derive(Deserialize)]
 struct Line<'a> {
     venue: Option<&'a str>,
@@ -174,9 +779,20 @@ struct Line<'a> {
     status: Option<u16>,
     collected_at_utc: Option<&'a str>,
     #[serde(borrow)]
-    body: Option<&'a RawValue>,
-    body_text: Option<String>,
-    ctx: Option<Ctx>,
+    body: Option<Frame<'a>>,
+    #[serde(borrow)]
+    body_text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ctx: Option<Ctx<'a>>,
+}
+
+/// A REST book reply line (re-read with pm-normalize's parser; those lines are rare).
+#[derive(Deserialize)]
+struct RestLine<'a> {
+    #[serde(borrow)]
+    body: Option<parse::Body<'a>>,
+    #[serde(borrow)]
+    body_text: Option<Cow<'a, str>>,
 }
 
 /// A `track` line's context, as JSON text (re-read only for those rare lines).
@@ -186,48 +802,8 @@ struct TrackLine<'a> {
     ctx: Option<&'a RawValue>,
 }
 
-fn parse_level(v: &Value) -> Option<Level> {
-    let price = v.get("price")?.as_str()?;
-    let size = v.get("size")?.as_str()?;
-    Some(Level { key: price.trim().parse().ok()?, price: price.to_string(), size: size.to_string() })
-}
-
-fn parse_side(v: Option<&Value>) -> Option<Vec<Level>> {
-    v?.as_array()?.iter().map(parse_level).collect()
-}
-
 fn is_zero(size: &str) -> bool {
     size.trim().parse::<f64>().map(|x| x == 0.0).unwrap_or(false)
-}
-
-/// Sets the absolute size at a level; keeps `ascending` (bids) or descending (asks) order.
-fn set_level(side: &mut Vec<Level>, ascending: bool, price: &str, size: &str) -> Option<()> {
-    let key: f64 = price.trim().parse().ok()?;
-    let pos = side.iter().position(|l| l.key == key);
-    match (pos, is_zero(size)) {
-        (Some(i), true) => {
-            side.remove(i);
-        }
-        (Some(i), false) => side[i].size = size.to_string(),
-        (None, true) => {}
-        (None, false) => {
-            let at = side.iter().position(|l| if ascending { l.key > key } else { l.key < key }).unwrap_or(side.len());
-            side.insert(at, Level { key, price: price.to_string(), size: size.to_string() });
-        }
-    }
-    Some(())
-}
-
-/// A rebuilt side as the row writer's levels (borrowed, wire order).
-fn view_side(s: &[Level]) -> Option<Vec<parse::Level<'_>>> {
-    Some(
-        s.iter()
-            .map(|l| parse::Level {
-                price: Some(Cow::Borrowed(l.price.as_str())),
-                size: Some(Cow::Borrowed(l.size.as_str())),
-            })
-            .collect(),
-    )
 }
 
 #[derive(Serialize)]
@@ -280,15 +856,22 @@ fn meta_of<'m>(
 
 /// SHA-1 hex of the rebuilt state with `ltp` as `last_trade_price` (the one hash text writer,
 /// [`book::write_hash_text`], as pm-normalize uses it).
-fn hash_hex(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), ltp: &RawValue) -> [u8; 40] {
-    let tail = [meta.0, &*b.tick_size, meta.1, ltp].map(parse::hash_scalar_text);
-    book::write_hash_text(
+fn hash_hex(
+    buf: &mut Vec<u8>,
+    asset: &str,
+    b: &Book,
+    tick: &RawValue,
+    meta: (&RawValue, &RawValue),
+    ltp: &RawValue,
+) -> [u8; 40] {
+    let tail = [meta.0, tick, meta.1, ltp].map(parse::hash_scalar_text);
+    book::write_hash_text_with(
         buf,
         &b.market,
         asset,
         &b.timestamp,
-        b.bids.iter().map(|l| (l.price.as_str(), l.size.as_str())),
-        b.asks.iter().map(|l| (l.price.as_str(), l.size.as_str())),
+        |o| b.bids.put_text(o),
+        |o| b.asks.put_text(o),
         [&tail[0], &tail[1], &tail[2], &tail[3]],
     );
     let mut hex = [0u8; 40];
@@ -296,18 +879,330 @@ fn hash_hex(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValu
     hex
 }
 
-/// Checks the rebuilt state against the venue's hash, trying trade prices for `last_trade_price`
-/// when the current one does not match. Returns (matched, index of the trade price that matched).
-fn check(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), venue: &str) -> (bool, Option<usize>) {
-    if hash_hex(buf, asset, b, meta, &b.ltp) == venue.as_bytes() {
-        return (true, None);
+/// Checks the rebuilt state against the venue's hash, trying trade prices (newest first) for
+/// `last_trade_price` when the current one does not match. None: no tick size known (no check).
+/// Some((matched, index of the trade price that matched)).
+fn check(
+    buf: &mut Vec<u8>,
+    asset: &str,
+    b: &Book,
+    meta: (&RawValue, &RawValue),
+    venue: &str,
+) -> Option<(bool, Option<usize>)> {
+    let tick = b.tick_size.as_deref()?;
+    if hash_hex(buf, asset, b, tick, meta, &b.ltp) == venue.as_bytes() {
+        return Some((true, None));
     }
-    for (i, c) in b.ltp_candidates.iter().enumerate().rev() {
-        if hash_hex(buf, asset, b, meta, c) == venue.as_bytes() {
-            return (true, Some(i));
+    for (i, c) in b.cands.iter().enumerate().rev() {
+        if hash_hex(buf, asset, b, tick, meta, c) == venue.as_bytes() {
+            return Some((true, Some(i)));
         }
     }
-    (false, None)
+    Some((false, None))
+}
+
+/// Searches the tick grid for the `last_trade_price` that reproduces the venue's hash (the price
+/// of a trade the input does not hold): every multiple of the tick size in (0, 1), spelled as the
+/// venue spells prices (`"0.490"`, `"0.49"`, `"0.50"`), and `""`. None when nothing matches, or no
+/// tick size is known or it is finer than 0.001 (more than 1000 prices).
+fn search_ltp(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), venue: &str) -> Option<Raw> {
+    let tick = b.tick_size.as_deref()?;
+    let t: &str = serde_json::from_str(tick.get()).ok()?;
+    let step: f64 = t.trim().parse().ok()?;
+    if !(step >= 0.001 && step < 1.0) {
+        return None;
+    }
+    let places = t.split_once('.').map_or(0, |(_, f)| f.len()).max(3);
+    let n = (1.0 / step).round() as u64;
+    let mut tried: Vec<String> = Vec::with_capacity(4);
+    for k in 0..n {
+        tried.clear();
+        if k == 0 {
+            tried.push(String::new());
+        } else {
+            let p = k as f64 * step;
+            let padded = format!("{p:.places$}");
+            let minimal = padded.trim_end_matches('0').trim_end_matches('.').to_string();
+            let two = format!("{p:.2}");
+            tried.push(padded);
+            tried.push(minimal);
+            if (p * 100.0 - (p * 100.0).round()).abs() < 1e-9 {
+                tried.push(two);
+            }
+            tried.dedup();
+        }
+        for s in &tried {
+            let l = raw_str(s);
+            if hash_hex(buf, asset, b, tick, meta, &l) == venue.as_bytes() {
+                return Some(l);
+            }
+        }
+    }
+    None
+}
+
+/// The outcome of one hash check, for the counters.
+#[derive(Clone, Copy, PartialEq)]
+enum Tally {
+    Matched,
+    Mismatched,
+    Unverifiable(&'static str),
+}
+
+// ---- The row thread: pm-normalize's row writer on the second core ----
+//
+// The rebuild (parse, apply, hash) runs on the calling thread; each row is a job for the row
+// thread, which keeps its own copy of every book's levels (the level changes travel with the job,
+// encoded in a byte buffer) and writes the rows in job order, so the output is the same bytes as
+// when written inline.
+
+/// A level change for the row thread: `B`/`A` (bid/ask), price, size (u16 length-prefixed).
+fn put_set(ops: &mut Vec<u8>, side: u8, price: &str, size: &str) {
+    ops.push(side);
+    put_field(ops, price);
+    put_field(ops, size);
+}
+
+/// A whole side for the row thread: `b`/`a`, the level count (u32), then price, size per level.
+fn put_replace(ops: &mut Vec<u8>, side: u8, s: &Side) {
+    ops.push(side);
+    ops.extend_from_slice(&(s.levels.len() as u32).to_le_bytes());
+    for l in &s.levels {
+        put_field(ops, &l.price);
+        put_field(ops, &l.size);
+    }
+}
+
+fn put_field(ops: &mut Vec<u8>, f: &str) {
+    let n = f.len().min(u16::MAX as usize);
+    ops.extend_from_slice(&(n as u16).to_le_bytes());
+    ops.extend_from_slice(&f.as_bytes()[..n]);
+}
+
+fn take_field<'o>(ops: &'o [u8], at: &mut usize) -> &'o str {
+    let n = u16::from_le_bytes([ops[*at], ops[*at + 1]]) as usize;
+    let f = &ops[*at + 2..*at + 2 + n];
+    *at += 2 + n;
+    std::str::from_utf8(f).expect("written from a str")
+}
+
+/// Applies encoded level changes to the row thread's copy of a book.
+fn apply_ops(ops: &[u8], bids: &mut Side, asks: &mut Side) {
+    let mut at = 0;
+    while at < ops.len() {
+        let tag = ops[at];
+        at += 1;
+        match tag {
+            b'B' | b'A' => {
+                let p = take_field(ops, &mut at);
+                let z = take_field(ops, &mut at);
+                let side = if tag == b'B' { &mut *bids } else { &mut *asks };
+                side.apply(tag == b'B', p, z);
+            }
+            _ => {
+                let n = u32::from_le_bytes([ops[at], ops[at + 1], ops[at + 2], ops[at + 3]]) as usize;
+                at += 4;
+                let side = if tag == b'b' { &mut *bids } else { &mut *asks };
+                side.levels.clear();
+                side.parsed.clear();
+                for _ in 0..n {
+                    let p = take_field(ops, &mut at);
+                    let z = take_field(ops, &mut at);
+                    if let Some((l, d)) = Level::new(p, z) {
+                        side.levels.push(l);
+                        side.parsed.push(d);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One row of a rebuilt state.
+#[derive(Default)]
+struct RowJob {
+    asset: String,
+    ops: Vec<u8>,
+    market: String,
+    timestamp: String,
+    hash: Option<String>,
+    /// min_order_size, tick_size, neg_risk, last_trade_price as JSON text ("" = absent): buffers
+    /// reused, no allocation per row.
+    scalars: [String; 4],
+    verified: Option<bool>,
+    flags: u32,
+    source: &'static str,
+    recv: RecvBuf,
+}
+
+/// A scalar's JSON text back as a raw value (written from one, so it parses).
+fn raw_of(text: &str) -> Option<&RawValue> {
+    if text.is_empty() {
+        None
+    } else {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// The row of a REST reply in the stream: the reply's own book (owned), written as is.
+struct RestJob {
+    market: Option<String>,
+    asset_id: Option<String>,
+    timestamp: Option<String>,
+    hash: Option<String>,
+    bids: Option<Vec<(Option<String>, Option<String>)>>,
+    asks: Option<Vec<(Option<String>, Option<String>)>>,
+    scalars: [Option<Raw>; 4],
+    error: Option<Raw>,
+    unknown_fields: u32,
+    recv: RecvBuf,
+    hash_ok: Option<bool>,
+}
+
+impl RestJob {
+    fn of(b: &parse::Book, recv: RecvBuf, hash_ok: Option<bool>) -> RestJob {
+        let s = |c: &Option<Cow<str>>| c.as_deref().map(String::from);
+        let side =
+            |v: &Option<Vec<parse::Level>>| v.as_ref().map(|v| v.iter().map(|l| (s(&l.price), s(&l.size))).collect());
+        RestJob {
+            market: s(&b.market),
+            asset_id: s(&b.asset_id),
+            timestamp: s(&b.timestamp),
+            hash: s(&b.hash),
+            bids: side(&b.bids),
+            asks: side(&b.asks),
+            scalars: [b.min_order_size, b.tick_size, b.neg_risk, b.last_trade_price].map(|r| r.map(RawValue::to_owned)),
+            error: b.error.map(RawValue::to_owned),
+            unknown_fields: b.unknown_fields,
+            recv,
+            hash_ok,
+        }
+    }
+}
+
+enum Job {
+    Row(Box<RowJob>),
+    Rest(Box<RestJob>),
+    /// A `track` line's context (the join).
+    Track(String),
+}
+
+/// What the row thread reports at the end (pm-normalize's counts over the rows).
+struct WriterStats {
+    flags: BTreeMap<&'static str, u64>,
+    unjoined_book_rows: u64,
+}
+
+/// Jobs travel in batches of this many (fewer thread wake-ups).
+const BATCH: usize = 128;
+
+struct Writer {
+    tx: Sender<Vec<Job>>,
+    /// Jobs not sent yet.
+    batch: Vec<Job>,
+    back: Receiver<Box<RowJob>>,
+    handle: JoinHandle<io::Result<WriterStats>>,
+}
+
+impl Writer {
+    fn start(opts: normalize::Options, markets: Vec<PathBuf>, out: Box<dyn Write + Send>) -> Writer {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<Job>>(16);
+        let (back_tx, back) = crossbeam_channel::bounded::<Box<RowJob>>(4 * BATCH);
+        let handle = std::thread::spawn(move || write_rows(opts, &markets, rx, back_tx, out));
+        Writer { tx, batch: Vec::with_capacity(BATCH), back, handle }
+    }
+}
+
+fn env_of<'r>(recv: &'r RecvBuf, source: &'static str) -> parse::Env<'r> {
+    parse::Env {
+        venue: recv.venue.as_deref().map(Cow::Borrowed),
+        run_id: recv.run_id.as_deref().map(Cow::Borrowed),
+        seq: recv.seq,
+        endpoint: Some(Cow::Borrowed(source)),
+        collected_at_utc: recv.at.as_deref().map(Cow::Borrowed),
+        ..Default::default()
+    }
+}
+
+/// The row thread: pm-normalize's row writer over the jobs, in order.
+fn write_rows(
+    opts: normalize::Options,
+    markets: &[PathBuf],
+    rx: Receiver<Vec<Job>>,
+    back: Sender<Box<RowJob>>,
+    mut out: Box<dyn Write + Send>,
+) -> io::Result<WriterStats> {
+    let mut nor = Normalizer::new(opts);
+    for m in markets {
+        normalize::load_markets(&mut nor, m)?;
+    }
+    let mut books: HashMap<String, (Side, Side)> = HashMap::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK + (16 << 10));
+    for job in rx.into_iter().flatten() {
+        match job {
+            Job::Track(ctx) => {
+                nor.learn_track_ctx(&ctx);
+            }
+            Job::Row(mut j) => {
+                let (bids, asks) = match books.get_mut(j.asset.as_str()) {
+                    Some(b) => b,
+                    None => books.entry(j.asset.clone()).or_default(),
+                };
+                apply_ops(&j.ops, bids, asks);
+                j.ops.clear();
+                let [mos, tick, neg, ltp] = &j.scalars;
+                let view = parse::Book {
+                    market: Some(Cow::Borrowed(&j.market)),
+                    asset_id: Some(Cow::Borrowed(&j.asset)),
+                    timestamp: Some(Cow::Borrowed(&j.timestamp)),
+                    hash: j.hash.as_deref().map(Cow::Borrowed),
+                    bids: bids.view(),
+                    asks: asks.view(),
+                    min_order_size: raw_of(mos),
+                    tick_size: raw_of(tick),
+                    neg_risk: raw_of(neg),
+                    last_trade_price: raw_of(ltp),
+                    error: None,
+                    unknown_fields: 0,
+                };
+                let pre = [bids.parsed.as_slice(), asks.parsed.as_slice()];
+                nor.state_row(&env_of(&j.recv, j.source), &view, Some(pre), j.verified, j.flags, &mut buf);
+                let _ = back.try_send(j);
+            }
+            Job::Rest(j) => {
+                fn c(s: &Option<String>) -> Option<Cow<'_, str>> {
+                    s.as_deref().map(Cow::Borrowed)
+                }
+                #[allow(clippy::type_complexity)]
+                fn side(v: &Option<Vec<(Option<String>, Option<String>)>>) -> Option<Vec<parse::Level<'_>>> {
+                    v.as_ref().map(|v| v.iter().map(|(p, z)| parse::Level { price: c(p), size: c(z) }).collect())
+                }
+                let [mos, tick, neg, ltp] = &j.scalars;
+                let view = parse::Book {
+                    market: c(&j.market),
+                    asset_id: c(&j.asset_id),
+                    timestamp: c(&j.timestamp),
+                    hash: c(&j.hash),
+                    bids: side(&j.bids),
+                    asks: side(&j.asks),
+                    min_order_size: mos.as_deref(),
+                    tick_size: tick.as_deref(),
+                    neg_risk: neg.as_deref(),
+                    last_trade_price: ltp.as_deref(),
+                    error: j.error.as_deref(),
+                    unknown_fields: j.unknown_fields,
+                };
+                nor.state_row(&env_of(&j.recv, SOURCE_WS_REST), &view, None, j.hash_ok, 0, &mut buf);
+            }
+        }
+        if buf.len() >= OUT_CHUNK {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
+    }
+    out.write_all(&buf)?;
+    out.flush()?;
+    Ok(WriterStats { flags: nor.stats.flags.clone(), unjoined_book_rows: nor.stats.unjoined_book_rows })
 }
 
 /// The rebuild state machine over a stream of raw lines.
@@ -317,43 +1212,133 @@ pub struct Rebuilder {
     /// (min_order_size, neg_risk) from REST books, per asset.
     meta: HashMap<String, (Raw, Raw)>,
     default_meta: (Raw, Raw),
-    /// pm-normalize's row writer and its per-asset state (join, duplicate/ts_backwards).
-    nor: Normalizer,
-    buf: Vec<u8>,
+    /// REST books are verified with pm-normalize's check; `--markets` are loaded into it first to
+    /// report their bad lines (the row thread loads them again for its join).
+    verifier: Normalizer,
     hash_buf: Vec<u8>,
-    rows: Box<dyn Write>,
+    /// The row thread (pm-normalize's row writer on the second core), started with the first line.
+    writer: Option<Writer>,
+    /// The row output until the row thread takes it.
+    rows: Option<Box<dyn Write + Send>>,
+    markets: Vec<PathBuf>,
+    /// Row jobs back from the row thread, for reuse.
+    spare: Vec<Box<RowJob>>,
     trades: Option<Box<dyn Write>>,
     pub stats: Stats,
-    /// Receive time of the last line that had one (closes untrusted spans at the end).
-    last_at: String,
+    /// The file being read (its counters), if any.
+    file: Option<FileStats>,
+    /// Pending-state order counter.
+    order: u64,
 }
 
 impl Rebuilder {
-    pub fn new(opts: Options, rows: Box<dyn Write>, trades: Option<Box<dyn Write>>) -> Rebuilder {
+    pub fn new(opts: Options, rows: Box<dyn Write + Send>, trades: Option<Box<dyn Write>>) -> Rebuilder {
         let default_meta = (raw(&opts.min_order_size), raw(&opts.neg_risk));
         Rebuilder {
-            nor: Normalizer::new(opts.rows.clone()),
+            verifier: Normalizer::new(opts.rows.clone()),
             opts,
             books: HashMap::new(),
             meta: HashMap::new(),
             default_meta,
-            buf: Vec::with_capacity(OUT_CHUNK + (16 << 10)),
             hash_buf: Vec::with_capacity(8192),
-            rows,
+            writer: None,
+            rows: Some(rows),
+            markets: Vec::new(),
+            spare: Vec::new(),
             trades,
             stats: Stats::default(),
-            last_at: String::new(),
+            file: None,
+            order: 0,
         }
     }
 
-    /// The row writer, for loading the slug/outcome join ([`normalize::load_markets`]).
-    pub fn normalizer(&mut self) -> &mut Normalizer {
-        &mut self.nor
+    /// Loads the slug/outcome join from a `--markets` file (before the first line): the number of
+    /// records and the lines skipped ([`normalize::load_markets`]).
+    pub fn load_markets(&mut self, path: &Path) -> io::Result<(usize, Vec<String>)> {
+        let r = normalize::load_markets(&mut self.verifier, path)?;
+        self.markets.push(path.to_path_buf());
+        Ok(r)
+    }
+
+    /// The row thread, started on first use (after `--markets` are loaded).
+    fn writer(&mut self) -> &mut Writer {
+        if self.writer.is_none() {
+            let out = self.rows.take().expect("rows not taken yet");
+            self.writer = Some(Writer::start(self.opts.rows.clone(), self.markets.clone(), out));
+        }
+        self.writer.as_mut().expect("started")
+    }
+
+    /// Hands a job to the row thread (in batches; `flush`: now); when that thread stopped (a
+    /// write error), its error.
+    fn send(&mut self, job: Option<Job>, flush: bool) -> io::Result<()> {
+        let w = self.writer();
+        w.batch.extend(job);
+        if w.batch.len() < BATCH && !flush {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut w.batch, Vec::with_capacity(BATCH));
+        if w.tx.send(batch).is_ok() {
+            return Ok(());
+        }
+        let w = self.writer.take().expect("started");
+        drop(w.tx);
+        match w.handle.join() {
+            Ok(Err(e)) => Err(e),
+            _ => Err(io::Error::other("the row thread stopped")),
+        }
+    }
+
+    /// Starts an input file: its checks and untrusted time are counted apart ([`Stats::files`]).
+    pub fn start_file(&mut self, name: &str) -> io::Result<()> {
+        self.end_file()?;
+        self.file = Some(FileStats { file: name.to_string(), ..Default::default() });
+        Ok(())
+    }
+
+    /// Ends the current file: settles its pending states, closes untrusted spans at its last
+    /// receive time (they reopen at the next file's first), records its counters.
+    pub fn end_file(&mut self) -> io::Result<()> {
+        if self.file.is_none() {
+            return Ok(());
+        }
+        let mut pending: Vec<(u64, String)> =
+            self.books.iter().filter(|(_, b)| b.pending.is_some()).map(|(a, b)| (b.order, a.clone())).collect();
+        pending.sort_unstable();
+        for (_, asset) in &pending {
+            self.settle(asset, None)?;
+        }
+        let last = self.file.as_ref().and_then(|f| f.last_us);
+        let spans: Vec<Option<i64>> =
+            self.books.values_mut().filter(|b| !b.trusted).map(|b| b.untrusted_since_us.take()).collect();
+        for since in spans {
+            self.close_span(since, last);
+        }
+        let mut f = self.file.take().expect("checked");
+        f.verified_rate = rate(f.matched, f.hash_checks);
+        f.untrusted_s = (f.untrusted_s * 1e6).round() / 1e6;
+        self.stats.files.push(f);
+        Ok(())
+    }
+
+    /// A line that could not be read at all (not UTF-8): counted like a bad line.
+    pub fn unreadable_line(&mut self) {
+        self.stats.lines += 1;
+        self.stats.bad_lines += 1;
+        if let Some(f) = self.file.as_mut() {
+            f.lines += 1;
+        }
     }
 
     /// Processes one raw line. Err: the line is unusable (reason); the caller reports it.
     pub fn line(&mut self, text: &str) -> io::Result<Result<(), String>> {
         self.stats.lines += 1;
+        if self.file.is_none() {
+            self.file = Some(FileStats { file: "-".into(), ..Default::default() });
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.lines += 1;
+        }
         let l: Line = match serde_json::from_str(text) {
             Ok(l) => l,
             Err(e) => {
@@ -361,9 +1346,9 @@ impl Rebuilder {
                 return Ok(Err(format!("not a raw envelope: {e}")));
             }
         };
-        if let Some(at) = l.collected_at_utc {
-            self.last_at.clear();
-            self.last_at.push_str(at);
+        if let (Some(us), Some(f)) = (l.collected_at_utc.and_then(dec::parse_utc_micros), self.file.as_mut()) {
+            f.first_us.get_or_insert(us);
+            f.last_us = Some(us);
         }
         let recv = Recv {
             at: l.collected_at_utc,
@@ -372,42 +1357,49 @@ impl Rebuilder {
             run_id: l.run_id,
             seq: l.seq,
         };
-        let body: Option<&str> = l.body.map(RawValue::get).or(l.body_text.as_deref());
         match (l.kind, l.endpoint) {
             (Some("ws"), _) if l.ctx.as_ref().and_then(|c| c.event.as_deref()) == Some("frame") => {
                 self.stats.ws_frames += 1;
-                let Some(text) = body else {
-                    self.stats.text_frames += 1;
-                    return Ok(Ok(()));
-                };
-                match serde_json::from_str::<Value>(text) {
-                    Ok(Value::Array(events)) => {
-                        for ev in &events {
-                            self.event(ev, &recv)?;
-                        }
-                    }
-                    Ok(ev @ Value::Object(_)) => self.event(&ev, &recv)?,
-                    Ok(_) => self.stats.bad_events += 1,
-                    Err(_) => self.stats.text_frames += 1,
+                match (l.body, l.body_text.as_deref()) {
+                    (Some(f), _) => self.frame(f, &recv)?,
+                    // Frames kept as text (multi-line JSON, or not JSON: PONG, NO NEW ASSETS).
+                    (None, Some(t)) => match serde_json::from_str::<Frame>(t) {
+                        Ok(f) => self.frame(f, &recv)?,
+                        Err(_) => self.stats.text_frames += 1,
+                    },
+                    (None, None) => self.stats.text_frames += 1,
                 }
             }
             (Some("http"), Some("books" | "book")) if l.status == Some(200) => {
-                let Some(text) = body else { return Ok(Ok(())) };
-                match serde_json::from_str::<Value>(text) {
-                    Ok(Value::Array(bs)) => {
-                        for b in &bs {
-                            self.rest_book(b, &recv)?;
+                let Ok(r) = serde_json::from_str::<RestLine>(text) else { return Ok(Ok(())) };
+                let body = match (r.body, r.body_text.as_deref()) {
+                    (Some(b), _) => Some(b),
+                    (None, Some(t)) => serde_json::from_str::<parse::Body>(t).ok(),
+                    (None, None) => None,
+                };
+                match body {
+                    Some(parse::Body::Array(items)) => {
+                        for it in &items {
+                            match it {
+                                parse::Item::Book(b) => self.rest_book(b, &recv)?,
+                                // A book spoiled by a bad string (a lone surrogate): counted, the others go on.
+                                parse::Item::NotObject | parse::Item::Unreadable(_) => self.stats.bad_events += 1,
+                            }
                         }
                     }
-                    Ok(b @ Value::Object(_)) => self.rest_book(&b, &recv)?,
-                    _ => self.stats.other_lines += 1,
+                    Some(parse::Body::Object(b)) => self.rest_book(&b, &recv)?,
+                    Some(parse::Body::Other) => self.stats.other_lines += 1,
+                    Some(parse::Body::Unreadable(_)) => self.stats.bad_events += 1,
+                    None => {}
                 }
             }
             (Some("track"), _) => {
                 self.stats.track_lines += 1;
                 self.stats.other_lines += 1;
-                if let Ok(TrackLine { ctx: Some(ctx) }) = serde_json::from_str::<TrackLine>(text) {
-                    self.nor.learn_track_ctx(ctx.get());
+                if let (Ok(TrackLine { ctx: Some(ctx) }), true) =
+                    (serde_json::from_str::<TrackLine>(text), self.opts.write_rows)
+                {
+                    self.send(Some(Job::Track(ctx.get().to_string())), false)?;
                 }
             }
             _ => self.stats.other_lines += 1,
@@ -415,27 +1407,62 @@ impl Rebuilder {
         Ok(Ok(()))
     }
 
-    fn event(&mut self, ev: &Value, recv: &Recv) -> io::Result<()> {
-        let et = ev.get("event_type").and_then(Value::as_str).unwrap_or("(none)");
-        *self.stats.ws_events.entry(et.to_string()).or_default() += 1;
+    fn frame(&mut self, f: Frame, recv: &Recv) -> io::Result<()> {
+        match f {
+            Frame::One(m) => self.event(&m, recv),
+            Frame::Many(ms) => {
+                for m in &ms {
+                    self.event(m, recv)?;
+                }
+                Ok(())
+            }
+            Frame::Other => {
+                self.stats.bad_events += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// An event's `timestamp`: a string of Unix ms as sent, or a JSON number (counted, accepted).
+    fn timestamp<'v>(&mut self, t: Option<&'v Ts>) -> Option<(Cow<'v, str>, i64)> {
+        match t? {
+            Ts::Str(s) => Some((Cow::Borrowed(s.as_ref()), s.parse().ok()?)),
+            Ts::Num(n) => {
+                self.stats.numeric_timestamps += 1;
+                Some((Cow::Owned(n.to_string()), *n))
+            }
+            Ts::Other => None,
+        }
+    }
+
+    fn event(&mut self, ev: &Msg, recv: &Recv) -> io::Result<()> {
+        if !ev.object {
+            self.stats.bad_events += 1;
+            return Ok(());
+        }
+        let et = ev.event_type.as_deref().unwrap_or("(none)");
+        match self.stats.ws_events.get_mut(et) {
+            Some(n) => *n += 1,
+            None => {
+                self.stats.ws_events.insert(et.to_string(), 1);
+            }
+        }
         let ok = match et {
             "book" => self.ws_book(ev, recv)?,
-            "price_change" if ev.get("price_changes").is_some() => self.price_change(ev, recv)?,
+            "price_change" if ev.price_changes.is_some() => self.price_change(ev, recv)?,
             "price_change" => self.legacy_price_change(ev, recv)?,
             "last_trade_price" => self.trade(ev, recv)?,
-            "tick_size_change" => {
-                let a = ev.get("asset_id").and_then(Value::as_str);
-                let n = ev.get("new_tick_size");
-                match (a, n) {
-                    (Some(a), Some(n)) => {
-                        if let Some(b) = self.books.get_mut(a) {
-                            b.tick_size = raw(n);
-                        }
-                        true
+            "tick_size_change" => match (ev.asset_id.as_deref(), ev.new_tick_size) {
+                (Some(a), Some(n)) => {
+                    // The pending state was hashed with the tick size before the change.
+                    self.settle(a, None)?;
+                    if let Some(b) = self.books.get_mut(a) {
+                        b.tick_size = Some(n.to_owned());
                     }
-                    _ => false,
+                    true
                 }
-            }
+                _ => false,
+            },
             _ => true,
         };
         if !ok {
@@ -444,115 +1471,336 @@ impl Rebuilder {
         Ok(())
     }
 
-    /// [`check`] of the asset's current rebuilt state.
-    fn check_asset(&mut self, asset: &str, venue: &str) -> (bool, Option<usize>) {
-        let b = &self.books[asset];
-        let meta = meta_of(&self.meta, &self.default_meta, asset);
-        check(&mut self.hash_buf, asset, b, meta, venue)
+    fn tally(&mut self, t: Tally) {
+        self.stats.hash_checks += 1;
+        let f = self.file.as_mut();
+        let (g, fc) = match t {
+            Tally::Matched => (&mut self.stats.hash_checks_matched, f.map(|f| &mut f.matched)),
+            Tally::Mismatched => (&mut self.stats.hash_checks_mismatched, f.map(|f| &mut f.mismatched)),
+            Tally::Unverifiable(why) => {
+                *self.stats.unverifiable.entry(why).or_default() += 1;
+                (&mut self.stats.hash_checks_unverifiable, f.map(|f| &mut f.unverifiable))
+            }
+        };
+        *g += 1;
+        if let Some(c) = fc {
+            *c += 1;
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.hash_checks += 1;
+        }
+    }
+
+    /// Adds an untrusted span (from `since`, or the file's start, to `now`) to the totals.
+    fn close_span(&mut self, since: Option<i64>, now: Option<i64>) {
+        let first = self.file.as_ref().and_then(|f| f.first_us);
+        let start = match (since, first) {
+            (Some(s), Some(f)) => Some(s.max(f)),
+            (s, f) => s.or(f),
+        };
+        if let (Some(s), Some(n)) = (start, now) {
+            let d = (n - s).max(0) as f64 / 1e6;
+            self.stats.untrusted_s += d;
+            if let Some(f) = self.file.as_mut() {
+                f.untrusted_s += d;
+            }
+        }
     }
 
     /// Marks an asset trusted again (only a full book does this); adds its untrusted time.
     fn retrust(&mut self, asset: &str, now_us: Option<i64>) -> bool {
         let Some(b) = self.books.get_mut(asset) else { return false };
         let was = !b.trusted;
-        if was {
-            if let (Some(s), Some(n)) = (b.untrusted_since_us, now_us) {
-                self.stats.untrusted_s += (n - s).max(0) as f64 / 1e6;
-            }
-        }
+        let since = b.untrusted_since_us.take();
         b.trusted = true;
-        b.untrusted_since_us = None;
+        if was {
+            self.close_span(since, now_us);
+        }
         was
     }
 
-    fn ws_book(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
-        let g = |k: &str| ev.get(k).and_then(Value::as_str);
-        let (Some(asset), Some(market), Some(ts), Some(hash)) = (g("asset_id"), g("market"), g("timestamp"), g("hash"))
+    /// Makes the asset's current state pending: checked and written when its next event shows
+    /// that no further message of the same state follows.
+    fn pend(&mut self, asset: &str, kind: Pend, recv: &Recv) {
+        self.order += 1;
+        let b = self.books.get_mut(asset).expect("present");
+        b.pending = Some(kind);
+        b.recv.set(recv);
+        b.order = self.order;
+    }
+
+    /// Checks a pending state against the venue's hash, updates trust and counters, writes its row.
+    /// `next`: the `book` event about to replace the state, if that is what ends it.
+    fn settle(&mut self, asset: &str, next: Option<&Next>) -> io::Result<()> {
+        let Some(b) = self.books.get_mut(asset) else { return Ok(()) };
+        let Some(kind) = b.pending.take() else { return Ok(()) };
+        let is_book = kind != Pend::Change;
+        let outcome = match &b.hash {
+            None => None,
+            Some(h) => {
+                let meta = meta_of(&self.meta, &self.default_meta, asset);
+                Some(check(&mut self.hash_buf, asset, b, meta, h))
+            }
+        };
+        let tally = match outcome {
+            None => {
+                self.stats.states_without_hash += 1;
+                b.verified = None;
+                None
+            }
+            Some(None) => {
+                b.verified = None;
+                Some(Tally::Unverifiable(UNV_TICK_SIZE))
+            }
+            Some(Some((true, via))) => {
+                b.verified = Some(true);
+                b.ltp_known = true;
+                match via {
+                    Some(i) => {
+                        b.ltp = b.cands[i].clone();
+                        b.cands.drain(..=i);
+                        self.stats.matched_with_trade_price += 1;
+                    }
+                    None => {}
+                }
+                Some(Tally::Matched)
+            }
+            Some(Some((false, _))) => {
+                let confirmed = next.is_some_and(|n| {
+                    n.ts_ms == b.ts_ms
+                        && b.hash.as_deref() == Some(n.hash)
+                        && b.bids.same_levels(n.bids)
+                        && b.asks.same_levels(n.asks)
+                });
+                // The last trade price may be one the input does not hold (a trade event not kept):
+                // search the tick grid for it — at most once per refresh or per trusted stretch, and
+                // only a SHA-1 match counts, so nothing is guessed.
+                let search = match kind {
+                    Pend::Book { had_ltp, .. } => !had_ltp,
+                    Pend::Change => b.trusted && b.ltp_known,
+                };
+                let meta = meta_of(&self.meta, &self.default_meta, asset);
+                let found = if search {
+                    search_ltp(&mut self.hash_buf, asset, b, meta, b.hash.as_deref().unwrap_or(""))
+                } else {
+                    None
+                };
+                if let Some(l) = found {
+                    b.ltp = l;
+                    b.ltp_known = true;
+                    b.verified = Some(true);
+                    self.stats.matched_with_inferred_trade_price += 1;
+                    Some(Tally::Matched)
+                } else {
+                    let unknown_field = match kind {
+                        Pend::Book { complete, had_ltp } => {
+                            if !had_ltp {
+                                b.ltp_known = false;
+                            }
+                            (!complete).then_some(if had_ltp { UNV_TICK_SIZE } else { UNV_TRADE_PRICE })
+                        }
+                        Pend::Change => (!b.ltp_known || confirmed).then_some(UNV_TRADE_PRICE),
+                    };
+                    match unknown_field {
+                        Some(why) => {
+                            b.verified = None;
+                            Some(Tally::Unverifiable(why))
+                        }
+                        None => {
+                            b.verified = Some(false);
+                            Some(Tally::Mismatched)
+                        }
+                    }
+                }
+            }
+        };
+        let trusted = b.trusted;
+        let now_us = b.recv.view().us();
+        if let Some(t) = tally {
+            self.tally(t);
+            let a = if is_book { None } else { Some(asset_stats(&mut self.stats.assets, asset)) };
+            match (t, is_book) {
+                (Tally::Matched, true) => self.stats.ws_book_hash_matched += 1,
+                (Tally::Mismatched, true) => self.stats.ws_book_hash_mismatched += 1,
+                (Tally::Unverifiable(_), true) => self.stats.ws_book_hash_unverifiable += 1,
+                (Tally::Matched, false) => {
+                    a.expect("change").matched += 1;
+                    self.stats.hashes_matched += 1;
+                    if !trusted {
+                        self.stats.matches_while_untrusted += 1;
+                    }
+                }
+                (Tally::Unverifiable(_), false) => a.expect("change").unverifiable += 1,
+                (Tally::Mismatched, false) => {
+                    a.expect("change").mismatched += 1;
+                    if trusted {
+                        self.stats.hashes_mismatched += 1;
+                        let b = self.books.get_mut(asset).expect("present");
+                        b.trusted = false;
+                        b.untrusted_since_us = now_us;
+                    } else {
+                        self.stats.mismatches_while_untrusted += 1;
+                    }
+                }
+            }
+        }
+        let b = self.books.get_mut(asset).expect("present");
+        let recv = std::mem::take(&mut b.recv);
+        let r = self.row(asset, &recv.view(), SOURCE_WS, is_book);
+        self.books.get_mut(asset).expect("present").recv = recv;
+        r
+    }
+
+    fn ws_book(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
+        let (Some(asset), Some(market), Some(hash)) =
+            (ev.asset_id.as_deref(), ev.market.as_deref(), ev.hash.as_deref())
         else {
             return Ok(false);
         };
-        let (Some(bids), Some(asks)) = (parse_side(ev.get("bids")), parse_side(ev.get("asks"))) else {
+        let (Some(bids), Some(asks)) =
+            (ev.bids.as_deref().and_then(Side::from_wire), ev.asks.as_deref().and_then(Side::from_wire))
+        else {
             return Ok(false);
         };
-        let Ok(ts_ms) = ts.parse::<i64>() else { return Ok(false) };
-        self.stats.ws_books += 1;
-        let prev = self.books.remove(asset);
-        let b = Book {
-            market: market.to_string(),
-            timestamp: ts.to_string(),
-            ts_ms,
-            bids,
-            asks,
-            tick_size: raw(ev.get("tick_size").unwrap_or(&Value::Null)),
-            ltp: raw(ev.get("last_trade_price").unwrap_or(&Value::from(""))),
-            ltp_candidates: Vec::new(),
-            hash: Some(hash.to_string()),
-            verified: None,
-            trusted: prev.as_ref().is_none_or(|p| p.trusted),
-            untrusted_since_us: prev.as_ref().and_then(|p| p.untrusted_since_us),
-            last_row_ms: prev.as_ref().and_then(|p| p.last_row_ms),
-        };
-        self.books.insert(asset.to_string(), b);
-        let (ok, _) = self.check_asset(asset, hash);
-        self.books.get_mut(asset).expect("inserted").verified = Some(ok);
-        if ok {
-            self.stats.ws_book_hash_matched += 1;
-        } else {
-            self.stats.ws_book_hash_mismatched += 1;
-        }
-        // A full book is a known state, verified or not.
-        if self.retrust(asset, recv.us()) {
-            self.stats.resyncs_ws_book += 1;
-        }
-        self.stats.assets.entry(asset.to_string()).or_default();
-        self.row(asset, recv, SOURCE_WS, true)?;
+        let Some((ts, ts_ms)) = self.timestamp(ev.timestamp.as_ref()) else { return Ok(false) };
+        let (tick, ltp) = (ev.tick_size.map(RawValue::to_owned), ev.last_trade_price.map(RawValue::to_owned));
+        self.ws_book_state(asset, market, &ts, ts_ms, hash, bids, asks, tick, ltp, recv)?;
         Ok(true)
     }
 
-    fn rest_book(&mut self, v: &Value, recv: &Recv) -> io::Result<()> {
-        let g = |k: &str| v.get(k).and_then(Value::as_str);
-        let (Some(asset), Some(market), Some(ts), Some(hash)) = (g("asset_id"), g("market"), g("timestamp"), g("hash"))
+    /// A `book` event: the asset's full state. `tick_size`/`last_trade_price` missing (refreshes
+    /// after a trade) are carried over from the current state; trade prices seen stay candidates.
+    #[allow(clippy::too_many_arguments)]
+    fn ws_book_state(
+        &mut self,
+        asset: &str,
+        market: &str,
+        ts: &str,
+        ts_ms: i64,
+        hash: &str,
+        bids: Side,
+        asks: Side,
+        tick: Option<Raw>,
+        ltp: Option<Raw>,
+        recv: &Recv,
+    ) -> io::Result<()> {
+        self.stats.ws_books += 1;
+        if tick.is_none() {
+            self.stats.books_without_tick_size += 1;
+        }
+        if ltp.is_none() {
+            self.stats.books_without_last_trade_price += 1;
+        }
+        self.settle(asset, Some(&Next { ts_ms, hash, bids: &bids, asks: &asks }))?;
+        let pend = Pend::Book { complete: tick.is_some() && ltp.is_some(), had_ltp: ltp.is_some() };
+        match self.books.get_mut(asset) {
+            Some(b) => {
+                b.market.clear();
+                b.market.push_str(market);
+                b.timestamp.clear();
+                b.timestamp.push_str(ts);
+                b.ts_ms = ts_ms;
+                b.bids = bids;
+                b.asks = asks;
+                if tick.is_some() {
+                    b.tick_size = tick;
+                } else if b.tick_size.is_none() {
+                    b.tick_size = self.opts.tick_size.as_ref().map(raw);
+                }
+                if let Some(l) = ltp {
+                    b.ltp = l;
+                    b.ltp_known = true;
+                }
+                put_opt_string(&mut b.hash, Some(hash));
+            }
+            None => {
+                let ltp_known = ltp.is_some();
+                let b = Book {
+                    market: market.to_string(),
+                    timestamp: ts.to_string(),
+                    ts_ms,
+                    bids,
+                    asks,
+                    tick_size: tick.or_else(|| self.opts.tick_size.as_ref().map(raw)),
+                    ltp: ltp.unwrap_or_else(|| raw_str("")),
+                    ltp_known,
+                    cands: Vec::new(),
+                    hash: Some(hash.to_string()),
+                    verified: None,
+                    trusted: true,
+                    untrusted_since_us: None,
+                    last_row_ms: None,
+                    pending: None,
+                    recv: RecvBuf::default(),
+                    order: 0,
+                    ops: Vec::new(),
+                };
+                self.books.insert(asset.to_string(), b);
+            }
+        }
+        if self.opts.write_rows {
+            let b = self.books.get_mut(asset).expect("present");
+            put_replace(&mut b.ops, b'b', &b.bids);
+            put_replace(&mut b.ops, b'a', &b.asks);
+        }
+        // A full book is a known set of levels, verified or not.
+        if self.retrust(asset, recv.us()) {
+            self.stats.resyncs_ws_book += 1;
+        }
+        asset_stats(&mut self.stats.assets, asset);
+        self.pend(asset, pend, recv);
+        Ok(())
+    }
+
+    /// A REST book in the stream: verified as pm-normalize verifies it (same `hash_ok`, missing
+    /// fields → unverifiable), its row written from the reply itself; newer than the rebuilt state
+    /// (or at the same exchange time and disagreeing, or the book untrusted) it replaces it.
+    fn rest_book(&mut self, rb: &parse::Book, recv: &Recv) -> io::Result<()> {
+        let (Some(asset), Some(market), Some(ts)) =
+            (rb.asset_id.as_deref(), rb.market.as_deref(), rb.timestamp.as_deref())
         else {
             self.stats.bad_events += 1;
             return Ok(());
         };
-        let (Some(bids), Some(asks), Ok(ts_ms)) =
-            (parse_side(v.get("bids")), parse_side(v.get("asks")), ts.parse::<i64>())
-        else {
+        let (Some(bids), Some(asks), Ok(ts_ms)) = (
+            rb.bids.as_deref().and_then(Side::from_wire),
+            rb.asks.as_deref().and_then(Side::from_wire),
+            ts.parse::<i64>(),
+        ) else {
             self.stats.bad_events += 1;
             return Ok(());
         };
         self.stats.rest_books += 1;
-        let rest_ok = book::hash_of_rest_book(v).as_deref() == Some(hash);
-        if rest_ok {
-            self.stats.rest_hash_matched += 1;
-        } else {
-            self.stats.rest_hash_mismatched += 1;
+        let rest_ok = self.verifier.verify_hash(rb);
+        match rest_ok {
+            Some(true) => {
+                self.stats.rest_hash_matched += 1;
+                self.tally(Tally::Matched);
+            }
+            Some(false) => {
+                self.stats.rest_hash_mismatched += 1;
+                self.tally(Tally::Mismatched);
+            }
+            None => {
+                self.stats.rest_hash_unverifiable += 1;
+                self.tally(Tally::Unverifiable(UNV_REST_FIELDS));
+            }
         }
-        if let (Some(m), Some(n)) = (v.get("min_order_size"), v.get("neg_risk")) {
-            self.meta.insert(asset.to_string(), (raw(m), raw(n)));
+        if let (Some(m), Some(n)) = (rb.min_order_size, rb.neg_risk) {
+            self.meta.insert(asset.to_string(), (m.to_owned(), n.to_owned()));
         }
-        let rest = Book {
-            market: market.to_string(),
-            timestamp: ts.to_string(),
-            ts_ms,
-            bids,
-            asks,
-            tick_size: raw(v.get("tick_size").unwrap_or(&Value::Null)),
-            ltp: raw(v.get("last_trade_price").unwrap_or(&Value::from(""))),
-            ltp_candidates: Vec::new(),
-            hash: Some(hash.to_string()),
-            verified: Some(rest_ok),
-            trusted: true,
-            untrusted_since_us: None,
-            last_row_ms: None,
-        };
+        self.settle(asset, None)?;
         let apply = match self.books.get(asset).map(|c| (c.ts_ms, c.trusted)) {
             None => true,
             Some((cur_ms, _)) if ts_ms > cur_ms => true,
             Some((cur_ms, trusted)) if ts_ms == cur_ms => {
                 // Same exchange instant: the rebuilt book must equal the snapshot.
-                let agree = self.check_asset(asset, hash).0;
+                let b = &self.books[asset];
+                let meta = meta_of(&self.meta, &self.default_meta, asset);
+                let agree = match rb.hash.as_deref() {
+                    Some(h) => check(&mut self.hash_buf, asset, b, meta, h).is_some_and(|(ok, _)| ok),
+                    None => false,
+                };
                 if agree {
                     self.stats.cross_checks_agree += 1;
                 } else {
@@ -566,197 +1814,183 @@ impl Rebuilder {
                 false
             }
         };
-        if apply {
-            let prev = self.books.remove(asset);
-            let mut b = rest;
-            if let Some(p) = prev {
-                b.trusted = p.trusted;
-                b.untrusted_since_us = p.untrusted_since_us;
-                b.last_row_ms = p.last_row_ms;
+        if !apply {
+            return Ok(());
+        }
+        let (tick, ltp) = (rb.tick_size.map(RawValue::to_owned), rb.last_trade_price.map(RawValue::to_owned));
+        match self.books.get_mut(asset) {
+            Some(b) => {
+                b.market.clear();
+                b.market.push_str(market);
+                b.timestamp.clear();
+                b.timestamp.push_str(ts);
+                b.ts_ms = ts_ms;
+                b.bids = bids;
+                b.asks = asks;
+                if tick.is_some() {
+                    b.tick_size = tick;
+                }
+                if let Some(l) = ltp {
+                    b.ltp = l;
+                    b.ltp_known = true;
+                }
+                put_opt_string(&mut b.hash, rb.hash.as_deref());
+                b.verified = rest_ok;
             }
-            self.books.insert(asset.to_string(), b);
-            if self.retrust(asset, recv.us()) {
-                self.stats.resyncs_rest += 1;
+            None => {
+                let ltp_known = ltp.is_some();
+                let b = Book {
+                    market: market.to_string(),
+                    timestamp: ts.to_string(),
+                    ts_ms,
+                    bids,
+                    asks,
+                    tick_size: tick,
+                    ltp: ltp.unwrap_or_else(|| raw_str("")),
+                    ltp_known,
+                    cands: Vec::new(),
+                    hash: rb.hash.as_deref().map(String::from),
+                    verified: rest_ok,
+                    trusted: true,
+                    untrusted_since_us: None,
+                    last_row_ms: None,
+                    pending: None,
+                    recv: RecvBuf::default(),
+                    order: 0,
+                    ops: Vec::new(),
+                };
+                self.books.insert(asset.to_string(), b);
             }
-            self.stats.assets.entry(asset.to_string()).or_default();
-            self.row(asset, recv, SOURCE_WS_REST, true)?;
+        }
+        if self.retrust(asset, recv.us()) {
+            self.stats.resyncs_rest += 1;
+        }
+        asset_stats(&mut self.stats.assets, asset);
+        // The row is the reply's own book (as pm-normalize writes it; only `source` differs).
+        if self.opts.write_rows {
+            let b = self.books.get_mut(asset).expect("present");
+            b.last_row_ms = Some(ts_ms);
+            put_replace(&mut b.ops, b'b', &b.bids);
+            put_replace(&mut b.ops, b'a', &b.asks);
+            let mut r = RecvBuf::default();
+            r.set(recv);
+            self.stats.rows += 1;
+            self.send(Some(Job::Rest(Box::new(RestJob::of(rb, r, rest_ok)))), false)?;
         }
         Ok(())
     }
 
-    fn price_change(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
-        let (Some(ts), Some(entries)) =
-            (ev.get("timestamp").and_then(Value::as_str), ev.get("price_changes").and_then(Value::as_array))
-        else {
-            return Ok(false);
-        };
-        let Ok(ts_ms) = ts.parse::<i64>() else { return Ok(false) };
+    fn price_change(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
+        let Some(entries) = ev.price_changes.as_deref() else { return Ok(false) };
+        let Some((ts, ts_ms)) = self.timestamp(ev.timestamp.as_ref()) else { return Ok(false) };
         let mut all_ok = true;
-        for (i, e) in entries.iter().enumerate() {
-            let g = |k: &str| e.get(k).and_then(Value::as_str);
-            let (Some(asset), Some(price), Some(size), Some(side)) = (g("asset_id"), g("price"), g("size"), g("side"))
+        for e in entries {
+            let (Some(asset), Some(price), Some(size), Some(side)) =
+                (e.asset_id.as_deref(), e.price.as_deref(), e.size.as_deref(), e.side.as_deref())
             else {
                 all_ok = false;
                 continue;
             };
-            let hash = g("hash");
-            let Some(b) = self.books.get_mut(asset) else {
-                self.stats.changes_without_book += 1;
-                continue;
-            };
-            let r = match side {
-                "BUY" => set_level(&mut b.bids, true, price, size),
-                "SELL" => set_level(&mut b.asks, false, price, size),
-                _ => None,
-            };
-            if r.is_none() {
-                all_ok = false;
-                continue;
-            }
-            b.timestamp.clear();
-            b.timestamp.push_str(ts);
-            b.ts_ms = ts_ms;
-            self.stats.changes_applied += 1;
-            self.stats.assets.entry(asset.to_string()).or_default().changes += 1;
-            // Entries of one message that share the hash describe one state: verify after the last.
-            let later_same = entries[i + 1..].iter().any(|x| {
-                x.get("asset_id").and_then(Value::as_str) == Some(asset)
-                    && x.get("hash").and_then(Value::as_str) == hash
-            });
-            if later_same {
-                continue;
-            }
-            self.state_done(asset, hash, recv)?;
+            all_ok &= self.change(asset, side, price, size, e.hash.as_deref(), &ts, ts_ms, recv)?;
         }
         Ok(all_ok)
     }
 
-    fn legacy_price_change(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
-        let g = |k: &str| ev.get(k).and_then(Value::as_str);
-        let (Some(asset), Some(ts), Some(changes)) =
-            (g("asset_id"), g("timestamp"), ev.get("changes").and_then(Value::as_array))
-        else {
+    fn legacy_price_change(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
+        let (Some(asset), Some(changes)) = (ev.asset_id.as_deref(), ev.changes.as_deref()) else {
             return Ok(false);
         };
-        let Ok(ts_ms) = ts.parse::<i64>() else { return Ok(false) };
-        let Some(b) = self.books.get_mut(asset) else {
-            self.stats.changes_without_book += changes.len() as u64;
+        let Some((ts, ts_ms)) = self.timestamp(ev.timestamp.as_ref()) else { return Ok(false) };
+        let mut all_ok = true;
+        for c in changes {
+            let (Some(p), Some(sz), Some(side)) = (c.price.as_deref(), c.size.as_deref(), c.side.as_deref()) else {
+                all_ok = false;
+                continue;
+            };
+            all_ok &= self.change(asset, side, p, sz, ev.hash.as_deref(), &ts, ts_ms, recv)?;
+        }
+        Ok(all_ok)
+    }
+
+    /// One price_change entry. A change with the same timestamp and hash as the asset's pending
+    /// state continues it (one state); any other settles the pending state first. False: unusable.
+    #[allow(clippy::too_many_arguments)]
+    fn change(
+        &mut self,
+        asset: &str,
+        side: &str,
+        price: &str,
+        size: &str,
+        hash: Option<&str>,
+        ts: &str,
+        ts_ms: i64,
+        recv: &Recv,
+    ) -> io::Result<bool> {
+        let Some(b) = self.books.get(asset) else {
+            self.stats.changes_without_book += 1;
             return Ok(true);
         };
-        for c in changes {
-            let (Some(p), Some(s), Some(side)) = (
-                c.get("price").and_then(Value::as_str),
-                c.get("size").and_then(Value::as_str),
-                c.get("side").and_then(Value::as_str),
-            ) else {
-                return Ok(false);
-            };
-            match side {
-                "BUY" => set_level(&mut b.bids, true, p, s),
-                "SELL" => set_level(&mut b.asks, false, p, s),
-                _ => None,
-            };
+        let same = b.pending == Some(Pend::Change) && b.ts_ms == ts_ms && b.hash.as_deref() == hash;
+        if !same {
+            self.settle(asset, None)?;
         }
-        b.timestamp = ts.to_string();
+        let b = self.books.get_mut(asset).expect("present");
+        let r = match side {
+            "BUY" => b.bids.set(true, price, size),
+            "SELL" => b.asks.set(false, price, size),
+            _ => None,
+        };
+        if r.is_none() {
+            return Ok(false);
+        }
+        if self.opts.write_rows {
+            put_set(&mut b.ops, if side == "BUY" { b'B' } else { b'A' }, price, size);
+        }
+        if b.timestamp != ts {
+            b.timestamp.clear();
+            b.timestamp.push_str(ts);
+        }
         b.ts_ms = ts_ms;
-        self.stats.changes_applied += changes.len() as u64;
-        self.stats.assets.entry(asset.to_string()).or_default().changes += changes.len() as u64;
-        self.state_done(asset, g("hash"), recv)?;
+        put_opt_string(&mut b.hash, hash);
+        if same {
+            self.stats.changes_merged += 1;
+        }
+        self.stats.changes_applied += 1;
+        asset_stats(&mut self.stats.assets, asset).changes += 1;
+        self.pend(asset, Pend::Change, recv);
         Ok(true)
     }
 
-    /// A message's changes to an asset are applied: verify against its hash (if it has one), row.
-    fn state_done(&mut self, asset: &str, hash: Option<&str>, recv: &Recv) -> io::Result<()> {
-        match hash {
-            Some(h) => self.verify(asset, h, recv),
-            None => {
-                // No venue hash for this state: the row says so (hash null, hash_unverifiable).
-                let b = self.books.get_mut(asset).expect("present");
-                b.hash = None;
-                b.verified = None;
-                self.row(asset, recv, SOURCE_WS, false)
-            }
-        }
-    }
-
-    /// Compares the rebuilt state with the venue's hash and updates trust: a mismatch on a trusted
-    /// book makes it untrusted; a match never makes it trusted again (only a full book does).
-    fn verify(&mut self, asset: &str, venue: &str, recv: &Recv) -> io::Result<()> {
-        let (ok, via) = self.check_asset(asset, venue);
-        self.stats.hash_checks += 1;
-        let trusted = {
-            let b = self.books.get_mut(asset).expect("present");
-            match &mut b.hash {
-                Some(h) => {
-                    h.clear();
-                    h.push_str(venue);
-                }
-                None => b.hash = Some(venue.to_string()),
-            }
-            b.verified = Some(ok);
-            if let Some(i) = via {
-                b.ltp = b.ltp_candidates[i].clone();
-            }
-            if ok {
-                b.ltp_candidates.clear();
-            }
-            b.trusted
-        };
-        let a = self.stats.assets.entry(asset.to_string()).or_default();
-        if ok {
-            a.matched += 1;
-            self.stats.hashes_matched += 1;
-            if via.is_some() {
-                self.stats.matched_with_trade_price += 1;
-            }
-            if !trusted {
-                self.stats.matches_while_untrusted += 1;
-            }
-        } else if trusted {
-            a.mismatched += 1;
-            self.stats.hashes_mismatched += 1;
-            let now_us = recv.us();
-            let b = self.books.get_mut(asset).expect("present");
-            b.trusted = false;
-            b.untrusted_since_us = now_us;
-        } else {
-            a.mismatched += 1;
-            self.stats.mismatches_while_untrusted += 1;
-        }
-        self.row(asset, recv, SOURCE_WS, false)
-    }
-
-    fn trade(&mut self, ev: &Value, recv: &Recv) -> io::Result<bool> {
-        let g = |k: &str| ev.get(k).and_then(Value::as_str);
-        let (Some(asset), Some(price)) = (g("asset_id"), g("price")) else { return Ok(false) };
+    fn trade(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
+        let (Some(asset), Some(price)) = (ev.asset_id.as_deref(), ev.price.as_deref()) else { return Ok(false) };
+        let ms = self.timestamp(ev.timestamp.as_ref()).map(|(_, ms)| ms).unwrap_or(0);
         if let Some(b) = self.books.get_mut(asset) {
-            b.ltp_candidates.push(raw(&Value::from(price)));
+            b.cands.push(raw_str(price));
             // The REST/WS books sometimes carry a trailing zero ("0.430", facts §4.1).
             if let Some((_, frac)) = price.split_once('.') {
                 if frac.len() < 3 {
-                    b.ltp_candidates.push(raw(&Value::from(format!("{price}{}", "0".repeat(3 - frac.len())))));
+                    b.cands.push(raw_str(&format!("{price}{}", "0".repeat(3 - frac.len()))));
                 }
             }
-            if b.ltp_candidates.len() > 8 {
-                let cut = b.ltp_candidates.len() - 8;
-                b.ltp_candidates.drain(..cut);
+            if b.cands.len() > MAX_CANDIDATES {
+                let cut = b.cands.len() - MAX_CANDIDATES;
+                b.cands.drain(..cut);
             }
         }
         self.stats.trades += 1;
         if let Some(w) = self.trades.as_mut() {
-            let ms = g("timestamp").and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
             let t = Trade {
                 schema: TRADE_SCHEMA,
                 ts_recv: recv.at.unwrap_or(""),
                 ts_event: ts_event(ms),
                 ts_event_ms: ms,
                 asset_id: asset,
-                market: g("market").unwrap_or(""),
+                market: ev.market.as_deref().unwrap_or(""),
                 price,
-                size: g("size").unwrap_or(""),
-                side: g("side").unwrap_or(""),
-                fee_rate_bps: g("fee_rate_bps"),
-                transaction_hash: g("transaction_hash"),
+                size: ev.size.as_deref().unwrap_or(""),
+                side: ev.side.as_deref().unwrap_or(""),
+                fee_rate_bps: ev.fee_rate_bps.as_deref(),
+                transaction_hash: ev.transaction_hash.as_deref(),
                 conn_id: recv.conn_id,
             };
             serde_json::to_writer(&mut *w, &t)?;
@@ -779,59 +2013,53 @@ impl Rebuilder {
             }
         }
         b.last_row_ms = Some(b.ts_ms);
-        let b = &self.books[asset];
+        let mut job = self.spare.pop().unwrap_or_default();
+        let b = self.books.get_mut(asset).expect("present");
+        std::mem::swap(&mut job.ops, &mut b.ops);
+        b.ops.clear();
+        job.asset.clear();
+        job.asset.push_str(asset);
+        job.market.clear();
+        job.market.push_str(&b.market);
+        job.timestamp.clear();
+        job.timestamp.push_str(&b.timestamp);
+        put_opt_string(&mut job.hash, b.hash.as_deref());
         let (mos, neg) = meta_of(&self.meta, &self.default_meta, asset);
-        let view = parse::Book {
-            market: Some(Cow::Borrowed(&b.market)),
-            asset_id: Some(Cow::Borrowed(asset)),
-            timestamp: Some(Cow::Borrowed(&b.timestamp)),
-            hash: b.hash.as_deref().map(Cow::Borrowed),
-            bids: view_side(&b.bids),
-            asks: view_side(&b.asks),
-            min_order_size: Some(mos),
-            tick_size: Some(&b.tick_size),
-            neg_risk: Some(neg),
-            last_trade_price: Some(&b.ltp),
-            error: None,
-            unknown_fields: 0,
-        };
-        let env = parse::Env {
-            venue: recv.venue.map(Cow::Borrowed),
-            run_id: recv.run_id.map(Cow::Borrowed),
-            seq: recv.seq,
-            endpoint: Some(Cow::Borrowed(source)),
-            collected_at_utc: recv.at.map(Cow::Borrowed),
-            ..Default::default()
-        };
-        let flags = if b.trusted { 0 } else { normalize::UNTRUSTED };
-        self.nor.state_row(&env, &view, b.verified, flags, &mut self.buf);
+        for (dst, src) in job.scalars.iter_mut().zip([Some(mos), b.tick_size.as_deref(), Some(neg), Some(&*b.ltp)]) {
+            dst.clear();
+            dst.push_str(src.map_or("", RawValue::get));
+        }
+        job.verified = b.verified;
+        job.flags = if b.trusted { 0 } else { normalize::UNTRUSTED };
+        job.source = source;
+        job.recv.set(recv);
         self.stats.rows += 1;
-        if self.buf.len() >= OUT_CHUNK {
-            self.rows.write_all(&self.buf)?;
-            self.buf.clear();
+        self.send(Some(Job::Row(job)), false)?;
+        if let Some(w) = &self.writer {
+            while let Ok(j) = w.back.try_recv() {
+                self.spare.push(j);
+            }
         }
         Ok(())
     }
 
-    /// Closes the books: untrusted time up to the last receive time, flags per asset; flushes.
+    /// Ends the input: settles what is pending, closes untrusted spans, flags per asset; flushes.
     pub fn finish(&mut self) -> io::Result<Stats> {
-        let end = dec::parse_utc_micros(&self.last_at);
+        self.end_file()?;
         for (asset, b) in &self.books {
-            if !b.trusted {
-                if let (Some(s), Some(e)) = (b.untrusted_since_us, end) {
-                    self.stats.untrusted_s += (e - s).max(0) as f64 / 1e6;
-                }
-            }
             self.stats.assets.entry(asset.clone()).or_default().trusted_at_end = b.trusted;
         }
         self.stats.untrusted_s = (self.stats.untrusted_s * 1e6).round() / 1e6;
+        self.stats.verified_rate = rate(self.stats.hash_checks_matched, self.stats.hash_checks);
         if self.opts.write_rows {
-            self.stats.row_flags = self.nor.stats.flags.clone();
-            self.stats.unjoined_rows = self.nor.stats.unjoined_book_rows;
+            self.send(None, true)?;
         }
-        self.rows.write_all(&self.buf)?;
-        self.buf.clear();
-        self.rows.flush()?;
+        if let Some(w) = self.writer.take() {
+            drop(w.tx);
+            let st = w.handle.join().map_err(|_| io::Error::other("the row thread panicked"))??;
+            self.stats.row_flags = st.flags;
+            self.stats.unjoined_rows = st.unjoined_book_rows;
+        }
         if let Some(t) = self.trades.as_mut() {
             t.flush()?;
         }
@@ -848,13 +2076,21 @@ impl Rebuilder {
 impl Stats {
     /// One line for stderr.
     pub fn line(&self) -> String {
+        let unv: Vec<String> = self.unverifiable.iter().map(|(k, v)| format!("{k}={v}")).collect();
         format!(
-            "lines={} frames={} books(ws/rest)={}/{} changes={} hashes matched={} mismatched={} (+{} while untrusted; {} matches while untrusted) resyncs(book/rest)={}/{} untrusted_s={:.3} cross_checks agree={} disagree={} rows={} trades={} bad_lines={} changes_without_book={}",
+            "lines={} frames={} books(ws/rest)={}/{} changes={} (merged {}) hash_checks={} matched={} mismatched={} unverifiable={}{} verified_rate={} state hashes matched={} mismatched={} (+{} while untrusted; {} matches while untrusted) resyncs(book/rest)={}/{} untrusted_s={:.3} cross_checks agree={} disagree={} rows={} trades={} bad_lines={} bad_events={} numeric_timestamps={} changes_without_book={}",
             self.lines,
             self.ws_frames,
             self.ws_books,
             self.rest_books,
             self.changes_applied,
+            self.changes_merged,
+            self.hash_checks,
+            self.hash_checks_matched,
+            self.hash_checks_mismatched,
+            self.hash_checks_unverifiable,
+            if unv.is_empty() { String::new() } else { format!(" ({})", unv.join(" ")) },
+            self.verified_rate.map_or("-".to_string(), |r| format!("{r:.4}")),
             self.hashes_matched,
             self.hashes_mismatched,
             self.mismatches_while_untrusted,
@@ -867,6 +2103,8 @@ impl Stats {
             self.rows,
             self.trades,
             self.bad_lines,
+            self.bad_events,
+            self.numeric_timestamps,
             self.changes_without_book
         )
     }
@@ -878,24 +2116,45 @@ mod tests {
 
     #[test]
     fn levels_keep_wire_order() {
-        let mut bids = vec![];
-        set_level(&mut bids, true, "0.3", "10").unwrap();
-        set_level(&mut bids, true, "0.1", "5").unwrap();
-        set_level(&mut bids, true, "0.2", "7").unwrap();
-        assert_eq!(bids.iter().map(|l| l.price.as_str()).collect::<Vec<_>>(), ["0.1", "0.2", "0.3"]);
-        set_level(&mut bids, true, "0.2", "0").unwrap();
-        set_level(&mut bids, true, "0.30", "11").unwrap();
+        let mut bids = Side::default();
+        bids.set(true, "0.3", "10").unwrap();
+        bids.set(true, "0.1", "5").unwrap();
+        bids.set(true, "0.2", "7").unwrap();
+        assert_eq!(bids.levels.iter().map(|l| l.price.as_str()).collect::<Vec<_>>(), ["0.1", "0.2", "0.3"]);
+        bids.set(true, "0.2", "0").unwrap();
+        bids.set(true, "0.30", "11").unwrap();
         assert_eq!(
-            bids.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect::<Vec<_>>(),
+            bids.levels.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect::<Vec<_>>(),
             [("0.1", "5"), ("0.3", "11")]
         );
-        let mut asks = vec![];
-        set_level(&mut asks, false, "0.5", "1").unwrap();
-        set_level(&mut asks, false, "0.9", "1").unwrap();
-        set_level(&mut asks, false, "0.7", "1").unwrap();
-        assert_eq!(asks.iter().map(|l| l.price.as_str()).collect::<Vec<_>>(), ["0.9", "0.7", "0.5"]);
+        // The kept hash text and parsed values follow every change.
+        let mut text = Vec::new();
+        bids.put_text(&mut text);
+        assert_eq!(text, br#"[{"price":"0.1","size":"5"},{"price":"0.3","size":"11"}]"#);
+        assert_eq!(bids.parsed, [(Dec::parse("0.1"), Dec::parse("5")), (Dec::parse("0.3"), Dec::parse("11"))]);
+        let mut asks = Side::default();
+        asks.set(false, "0.5", "1").unwrap();
+        asks.set(false, "0.9", "1").unwrap();
+        asks.set(false, "0.7", "1").unwrap();
+        assert_eq!(asks.levels.iter().map(|l| l.price.as_str()).collect::<Vec<_>>(), ["0.9", "0.7", "0.5"]);
         // Removing an absent level is a no-op.
-        set_level(&mut asks, false, "0.6", "0").unwrap();
-        assert_eq!(asks.len(), 3);
+        asks.set(false, "0.6", "0").unwrap();
+        assert_eq!(asks.levels.len(), 3);
+        assert_eq!(asks.parsed.len(), 3);
+    }
+
+    #[test]
+    fn a_frame_is_parsed_once_tolerating_wrong_types() {
+        let line = r#"{"kind":"ws","body":[{"event_type":"price_change","market":"m","timestamp":17,"price_changes":[{"asset_id":"a","price":"0.5","size":"1","side":"BUY","hash":3},"junk"]},7],"ctx":{"event":"frame"}}"#;
+        let l: Line = serde_json::from_str(line).unwrap();
+        let Some(Frame::Many(ms)) = l.body else { panic!("array") };
+        assert_eq!(ms.len(), 2);
+        assert!(ms[0].object && !ms[1].object);
+        assert!(matches!(ms[0].timestamp, Some(Ts::Num(17))));
+        let e = ms[0].price_changes.as_ref().unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].price.as_deref(), Some("0.5"));
+        assert!(e[0].hash.is_none() && e[1].asset_id.is_none());
+        assert!(matches!(e[0].asset_id, Some(Cow::Borrowed("a"))), "borrowed from the line");
     }
 }

@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::venue::{fixture_json, Fault, Venue, RECORDED_BOOK_TOKEN};
-use common::{run_with_timeout, tempdir, tool};
+use common::{run_with_timeout, shared_tempdir, tempdir, tool};
 use serde_json::{json, Value};
 
 fn repo() -> PathBuf {
@@ -142,7 +142,7 @@ fn sample() -> &'static Path {
 }
 
 fn build_sample() -> PathBuf {
-    let dir = tempdir("readers");
+    let dir = shared_tempdir("readers");
     let v = Venue::start();
     // 10 simulated seconds per real second; each tool's simulated clock starts at START when the
     // tool starts, and slots, --duration and rotation periods follow it (9 s ≈ 23:59:20 → 00:00:50).
@@ -455,7 +455,7 @@ fn every_sql_and_python_block_in_the_docs_is_tested() {
 // jq.
 
 fn jq_available() -> bool {
-    Command::new("jq").arg("--version").output().is_ok_and(|o| o.status.success())
+    common::require_tool("jq")
 }
 
 /// Every line starting with `jq ` in a ```sh test block runs in the sample directory (files
@@ -504,7 +504,9 @@ fn inline_jq_filters_in_all_docs_run() {
             let Some(q) = span[i..].find('\'') else { continue };
             let rest = &span[i + q + 1..];
             let Some(end) = rest.find('\'') else { continue };
-            let filter = &rest[..end];
+            // In a Markdown table a `|` inside a code span is written `\|` (GFM); the reader sees `|`.
+            let filter = rest[..end].replace("\\|", "|");
+            let filter = filter.as_str();
             n += 1;
             for input in ["raw.jsonl", "normalized.jsonl"] {
                 let o = Command::new("jq").args(["-c", filter]).arg(input).current_dir(sample()).output().unwrap();

@@ -134,6 +134,9 @@ pub struct Stats {
     pub skipped: BTreeMap<String, u64>,
 }
 
+/// A level's price and size as [`Dec::parse`] gives them (None: not a decimal).
+pub type Parsed = (Option<Dec>, Option<Dec>);
+
 /// One valid level: parsed price and size, index into the wire side.
 #[derive(Clone, Copy)]
 struct Lvl {
@@ -421,15 +424,25 @@ impl Normalizer {
     }
 
     /// Collects the valid levels of a side (wire order) into `dst`; returns flags.
-    fn side(levels: Option<&Vec<Level>>, bids: bool, tick: Option<Dec>, dst: &mut Vec<Lvl>) -> u32 {
+    /// `pre`: the levels' (price, size) already parsed with [`Dec::parse`], same order (pm-rebuild
+    /// keeps them with its book); parsed here otherwise.
+    fn side(
+        levels: Option<&Vec<Level>>,
+        pre: Option<&[Parsed]>,
+        bids: bool,
+        tick: Option<Dec>,
+        dst: &mut Vec<Lvl>,
+    ) -> u32 {
         dst.clear();
         let Some(levels) = levels else { return BAD_LEVEL | MISSING_FIELD };
         let mut f = 0;
         let mut prev: Option<Dec> = None;
         for (i, l) in levels.iter().enumerate() {
-            let (Some(px), Some(sz)) =
-                (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse))
-            else {
+            let parsed = match pre {
+                Some(p) => p[i],
+                None => (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse)),
+            };
+            let (Some(px), Some(sz)) = parsed else {
                 f |= BAD_LEVEL;
                 continue;
             };
@@ -470,7 +483,7 @@ impl Normalizer {
     /// A REST book: its hash recomputed here, then the row.
     fn book_row(&mut self, env: &Env, ctx: &Ctx, b: &Book, out: &mut Vec<u8>) {
         let hash_ok = self.verify_hash(b);
-        self.write_book_row(env, ctx, b, hash_ok, 0, out);
+        self.write_book_row(env, ctx, b, None, hash_ok, 0, out);
     }
 
     /// Writes a `book` row for a book state that did not come from a REST reply as such: pm-rebuild's
@@ -480,13 +493,32 @@ impl Normalizer {
     /// caller's verification of `b.hash` (the rebuild may have matched it with a trade price, so it
     /// is not recomputed here); `ws_flags` are [`WS_FLAGS`] bits (e.g. [`UNTRUSTED`]). `b.asset_id`
     /// must be set.
-    pub fn state_row(&mut self, env: &Env, b: &Book, hash_ok: Option<bool>, ws_flags: u32, out: &mut Vec<u8>) {
+    /// `pre`: the bid and ask levels already parsed (as [`Self::side`] takes them), or None.
+    pub fn state_row(
+        &mut self,
+        env: &Env,
+        b: &Book,
+        pre: Option<[&[Parsed]; 2]>,
+        hash_ok: Option<bool>,
+        ws_flags: u32,
+        out: &mut Vec<u8>,
+    ) {
         debug_assert!(b.asset_id.is_some());
-        self.write_book_row(env, &Ctx::default(), b, hash_ok, ws_flags & !((1u32 << FLAGS.len()) - 1), out);
+        self.write_book_row(env, &Ctx::default(), b, pre, hash_ok, ws_flags & !((1u32 << FLAGS.len()) - 1), out);
     }
 
     /// The one formatter of `book` rows (REST and rebuilt): flags, stats, per-asset state, the row.
-    fn write_book_row(&mut self, env: &Env, ctx: &Ctx, b: &Book, hash_ok: Option<bool>, extra: u32, out: &mut Vec<u8>) {
+    #[allow(clippy::too_many_arguments)]
+    fn write_book_row(
+        &mut self,
+        env: &Env,
+        ctx: &Ctx,
+        b: &Book,
+        pre: Option<[&[Parsed]; 2]>,
+        hash_ok: Option<bool>,
+        extra: u32,
+        out: &mut Vec<u8>,
+    ) {
         let asset = b.asset_id.as_deref().expect("caller checked");
         let mut flags = extra;
         let ts = b.timestamp.as_deref().and_then(dec::parse_ms);
@@ -500,8 +532,8 @@ impl Normalizer {
             .and_then(Dec::parse)
             .filter(|t| t.signum() > 0);
         let (mut bids, mut asks) = (std::mem::take(&mut self.bids), std::mem::take(&mut self.asks));
-        flags |= Self::side(b.bids.as_ref(), true, tick, &mut bids);
-        flags |= Self::side(b.asks.as_ref(), false, tick, &mut asks);
+        flags |= Self::side(b.bids.as_ref(), pre.map(|p| p[0]), true, tick, &mut bids);
+        flags |= Self::side(b.asks.as_ref(), pre.map(|p| p[1]), false, tick, &mut asks);
         if bids.is_empty() {
             flags |= EMPTY_BIDS;
         }
@@ -683,8 +715,8 @@ impl Normalizer {
     }
 
     /// Recomputes the venue hash (facts §6.3). None when a field it needs is missing or a level
-    /// is not a pair of strings.
-    fn verify_hash(&mut self, b: &Book) -> Option<bool> {
+    /// is not a pair of strings. Public: pm-rebuild checks REST books with it, so both tools agree.
+    pub fn verify_hash(&mut self, b: &Book) -> Option<bool> {
         let (market, asset, ts, want) =
             (b.market.as_deref()?, b.asset_id.as_deref()?, b.timestamp.as_deref()?, b.hash.as_deref()?);
         let strs = |side: &Option<Vec<Level>>| -> Option<()> {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-pub use engine::{JoinInfo, Normalizer, Options, Stats, FLAGS, SCHEMA, UNTRUSTED, WS_FLAGS};
+pub use engine::{JoinInfo, Normalizer, Options, Parsed, Stats, FLAGS, SCHEMA, UNTRUSTED, WS_FLAGS};
 
 use crate::jsonl;
 

@@ -1,0 +1,288 @@
+//! pm-rebuild on real captures (issue 12 §1): same-timestamp bursts, book refreshes without
+//! `tick_size`/`last_trade_price`, trades the capture does not hold, REST books with missing
+//! fields, numeric timestamps, and what the summary counts. No network: the raw lines are built
+//! here from recorded frames (DERIVED envelopes, as pm-stream writes them).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use common::venue::fixture;
+use serde_json::{json, Value};
+
+/// Asset 7667…1111 of the crossing-burst capture (the one whose `book` the capture holds).
+const A: &str = "76670567130917723816490572615540605537878462672464291990940067659127658071111";
+const BURST: &str = "ws_market_price_change_crossing_burst_full.json";
+/// Exchange time of the same-timestamp burst (three `price_change` messages, one hash).
+const BURST_TS: i64 = 1790658827000;
+
+/// The messages of a recorded file (a JSON array of messages), each as a JSON value.
+fn messages(name: &str) -> Vec<Value> {
+    serde_json::from_slice(&fixture(name)).unwrap()
+}
+
+/// Raw envelopes as pm-stream writes them for these frame bodies (DERIVED: receive times one
+/// second apart from `start`, HH:MM:SS on the capture's day).
+fn frame_lines(bodies: &[Value], day: &str, start_s: u32) -> Vec<String> {
+    bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let s = start_s + i as u32;
+            json!({"schema": "pmarchive.raw/1", "venue": "polymarket", "run_id": "derived", "seq": i, "kind": "ws",
+                "collected_at_utc": format!("{day}T{:02}:{:02}:{:02}.000000Z", s / 3600, s / 60 % 60, s % 60),
+                "body_kind": "json", "body": b, "ctx": {"event": "frame", "conn_id": 0, "frame_no": i}})
+            .to_string()
+        })
+        .collect()
+}
+
+fn write_lines(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    p
+}
+
+/// Runs pm-rebuild over files; returns (output, summary, rows).
+fn rebuild(dir: &Path, files: &[&Path], extra: &[&str]) -> (Output, Value, Vec<Value>) {
+    let summary = dir.join("summary.json");
+    let mut c = common::tool("pm-rebuild");
+    // The captures are replayed long after their exchange time: --max-lag keeps `recv_far` out.
+    c.args(["--summary", summary.to_str().unwrap(), "--depth", "all", "--max-lag", "100000000"]).args(extra);
+    c.args(files);
+    let out = common::run_with_timeout(c, None, Duration::from_secs(60));
+    let s: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    (out.clone(), s, common::jsonl(&out.stdout))
+}
+
+fn flags(r: &Value) -> Vec<&str> {
+    r["flags"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect()
+}
+
+/// A `last_trade_price` event of asset A (DERIVED: the trade the capture did not keep, at the price
+/// the venue's hash after the burst needs).
+fn trade_0301() -> Value {
+    json!({"market": "0x285746de0e4f751fd4dc8f9dc2cecd0101ba9ad0096a43145ed9643b09514f01", "asset_id": A,
+        "price": "0.301", "size": "45.83", "side": "SELL", "fee_rate_bps": "0", "timestamp": BURST_TS.to_string(),
+        "event_type": "last_trade_price"})
+}
+
+#[test]
+fn the_full_crossing_burst_capture_verifies_with_one_row_per_burst() {
+    let dir = common::tempdir("rebuild-burst");
+    let msgs = messages(BURST);
+    assert_eq!(msgs.len(), 51);
+    let raw = write_lines(&dir, "raw.jsonl", &frame_lines(&msgs, "2026-09-29", 5 * 3600 + 11 * 60));
+    let (out, s, rows) = rebuild(&dir, &[&raw], &[]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Every hash the capture holds for asset A verifies: its `book`, the 46 states of single
+    // price_change messages, the burst's end state, and the refresh after the trade.
+    assert_eq!(s["hash_checks"], 49, "{s:#}");
+    assert_eq!(s["hash_checks_matched"], 49);
+    assert_eq!(s["hash_checks_mismatched"], 0);
+    assert_eq!(s["hash_checks_unverifiable"], 0);
+    assert_eq!(s["verified_rate"], 1.0);
+    assert_eq!(s["hashes_mismatched"], 0);
+    assert_eq!(s["assets"][A]["trusted_at_end"], true);
+    // The burst's end state needs `last_trade_price` "0.301", from a trade the source did not keep:
+    // found on the tick grid (the hash proves it); the refresh then verifies with that price.
+    assert_eq!(s["matched_with_inferred_trade_price"], 1);
+    assert_eq!(s["books_without_tick_size"], 1);
+    assert_eq!(s["books_without_last_trade_price"], 1);
+    // The three burst messages are one state: two changes merged, one check, one row.
+    assert_eq!(s["changes_merged"], 2);
+    assert_eq!(s["files"].as_array().unwrap().len(), 1);
+    assert_eq!(s["files"][0]["hash_checks"], 49);
+    assert_eq!(s["files"][0]["verified_rate"], 1.0);
+
+    let ra: Vec<&Value> = rows.iter().filter(|r| r["asset_id"] == A).collect();
+    assert_eq!(ra.len(), 1 + 46 + 1 + 1, "book, 46 single states, the burst, the refresh");
+    assert!(ra.iter().all(|r| r["hash_ok"] == true), "every row verified");
+    assert!(ra.iter().all(|r| r["tick_size"] == "0.001"), "the refresh's tick size is carried over");
+    assert!(
+        ra.iter().all(|r| !flags(r).iter().any(|f| ["crossed", "locked", "hash_mismatch", "untrusted"].contains(f))),
+        "no false crossed/locked rows: {:#?}",
+        ra.iter().map(|r| &r["flags"]).collect::<Vec<_>>()
+    );
+    let burst: Vec<&&Value> = ra.iter().filter(|r| r["exchange_ts_ms"] == BURST_TS).collect();
+    assert_eq!(burst.len(), 2);
+    // The burst's row is the state after its last message (frame 49), then the refresh (frame 50).
+    assert_eq!(burst[0]["raw_seq"], 49);
+    assert_eq!(burst[0]["last_trade_price"], "0.301");
+    assert_eq!((&burst[0]["best_bid_price"], &burst[0]["best_ask_price"]), (&json!("0.29"), &json!("0.301")));
+    assert_eq!(burst[1]["raw_seq"], 50);
+    assert_eq!(burst[1]["flags"], json!(["duplicate"]), "the refresh repeats the burst's state");
+
+    // With the trade in the input (DERIVED) before the burst's end is settled, the price comes from
+    // it; arriving only after the refresh, it is too late for the burst and the grid finds it.
+    for at in [46, 50, 51] {
+        let mut m = msgs.clone();
+        m.insert(at, trade_0301());
+        let raw = write_lines(&dir, "raw-trade.jsonl", &frame_lines(&m, "2026-09-29", 5 * 3600 + 11 * 60));
+        let (out, s, _) = rebuild(&dir, &[&raw], &[]);
+        assert!(out.status.success());
+        assert_eq!(s["hash_checks_matched"], 49, "trade at {at}: {s:#}");
+        let via_trade = u64::from(at < 51);
+        assert_eq!(s["matched_with_trade_price"], via_trade, "trade at {at}");
+        assert_eq!(s["matched_with_inferred_trade_price"], 1 - via_trade, "trade at {at}");
+    }
+}
+
+#[test]
+fn a_refresh_whose_trade_price_cannot_be_found_is_unverifiable_not_a_gap() {
+    // DERIVED: the refresh's hash replaced by one no trade price reproduces. Its levels are the
+    // venue's, so the asset stays trusted; the check is unverifiable, the exit status 0.
+    let dir = common::tempdir("rebuild-unverifiable");
+    let mut msgs = messages(BURST);
+    msgs[50]["hash"] = json!("1".repeat(40));
+    let raw = write_lines(&dir, "raw.jsonl", &frame_lines(&msgs, "2026-09-29", 5 * 3600 + 11 * 60));
+    let (out, s, rows) = rebuild(&dir, &[&raw], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s["hash_checks"], 49, "{s:#}");
+    assert_eq!(s["hash_checks_matched"], 48);
+    assert_eq!(s["unverifiable"]["trade_price_unknown"], 1);
+    assert_eq!(s["ws_book_hash_unverifiable"], 1);
+    assert_eq!(s["hashes_mismatched"], 0);
+    let last = rows.iter().rfind(|r| r["asset_id"] == A).unwrap();
+    assert_eq!(last["hash_ok"], Value::Null);
+    assert_eq!(last["tick_size"], "0.001", "never a null tick size when a state had one");
+    assert_eq!(flags(last), ["hash_unverifiable"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("trade_price_unknown=1"));
+}
+
+#[test]
+fn another_real_capture_verifies_book_change_and_refresh() {
+    // tests/fixtures/external: three real frames of 2025-12-23 (initial books without tick_size,
+    // a price_change whose hashes need a trade at 0.490 the capture does not hold, a refresh
+    // without tick_size/last_trade_price whose hash needs 0.500).
+    let dir = common::tempdir("rebuild-external");
+    let text = std::fs::read_to_string(
+        common::venue::fixtures_dir().join("../external/ws_market_frames_polybot_go_2025-12-23.txt"),
+    )
+    .unwrap();
+    let bodies: Vec<Value> =
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(bodies.len(), 3);
+    let raw = write_lines(&dir, "raw.jsonl", &frame_lines(&bodies, "2025-12-23", 9 * 3600 + 19 * 60 + 7));
+
+    // The initial books carry no tick size and nothing earlier has one: unverifiable, said so.
+    let (out, s, rows) = rebuild(&dir, &[&raw], &[]);
+    assert!(out.status.success());
+    assert_eq!(s["hash_checks"], 5, "{s:#}");
+    assert_eq!(s["unverifiable"]["tick_size_unknown"], 5);
+    assert!(rows.iter().all(|r| r["hash_ok"].is_null() && flags(r).contains(&"missing_field")));
+
+    // With the market's tick size (Gamma `orderPriceMinTickSize`), all five verify.
+    let (out, s, rows) = rebuild(&dir, &[&raw], &["--tick-size", "0.01"]);
+    assert!(out.status.success());
+    assert_eq!(s["hash_checks_matched"], 5, "{s:#}");
+    assert_eq!(s["matched_with_inferred_trade_price"], 3);
+    let ltp: Vec<&str> = rows.iter().map(|r| r["last_trade_price"].as_str().unwrap()).collect();
+    assert_eq!(ltp, ["0.500", "0.500", "0.490", "0.490", "0.500"]);
+    assert!(rows.iter().all(|r| r["tick_size"] == "0.01" && r["hash_ok"] == true));
+}
+
+#[test]
+fn a_rest_book_with_missing_fields_is_unverifiable_as_in_pm_normalize() {
+    // The recorded REST book (clob_book_rest_empty_ask.json) without min_order_size and neg_risk
+    // (DERIVED): pm-normalize says hash_ok null + hash_unverifiable; pm-rebuild must agree, invent
+    // nothing and count no mismatch.
+    let dir = common::tempdir("rebuild-rest-missing");
+    let mut book: Value = serde_json::from_slice(&fixture("clob_book_rest_empty_ask.json")).unwrap();
+    book.as_object_mut().unwrap().remove("min_order_size");
+    book.as_object_mut().unwrap().remove("neg_risk");
+    let line = json!({"schema": "pmarchive.raw/1", "venue": "polymarket", "run_id": "derived", "seq": 3, "kind": "http",
+        "endpoint": "books", "status": 200, "collected_at_utc": "2026-08-03T05:27:48.100000Z", "body_kind": "json",
+        "body": [book], "ctx": {"reason": "ws_resync", "conn_id": 0}});
+    let raw = write_lines(&dir, "raw.jsonl", &[line.to_string()]);
+    let (out, s, rows) = rebuild(&dir, &[&raw], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s["rest_books"], 1);
+    assert_eq!(s["rest_hash_unverifiable"], 1, "{s:#}");
+    assert_eq!(s["rest_hash_mismatched"], 0);
+    assert_eq!(s["hash_checks"], 1);
+    assert_eq!(s["unverifiable"]["rest_fields_missing"], 1);
+    assert_eq!(rows.len(), 1);
+    let mut c = common::tool("pm-normalize");
+    c.args(["--depth", "all", "--max-lag", "100000000"]).arg(&raw);
+    let n = common::run_with_timeout(c, None, Duration::from_secs(10));
+    let nrows = common::jsonl(&n.stdout);
+    assert_eq!(nrows.len(), 1);
+    let (mut w, r) = (rows[0].clone(), nrows[0].clone());
+    assert_eq!(w["source"], "ws_rest");
+    assert_eq!(w["hash_ok"], Value::Null);
+    assert_eq!(w["min_order_size"], Value::Null, "nothing invented");
+    assert_eq!(w["neg_risk"], Value::Null);
+    assert!(flags(&w).contains(&"hash_unverifiable") && flags(&w).contains(&"missing_field"));
+    w["source"] = r["source"].clone();
+    assert_eq!(w, r, "the rows differ only in source");
+}
+
+#[test]
+fn numeric_timestamps_are_accepted_and_counted() {
+    // DERIVED: the capture's first 16 messages with every `timestamp` as a JSON number.
+    let dir = common::tempdir("rebuild-numeric-ts");
+    let mut msgs: Vec<Value> = messages(BURST).into_iter().take(16).collect();
+    for m in &mut msgs {
+        let t: i64 = m["timestamp"].as_str().unwrap().parse().unwrap();
+        m["timestamp"] = json!(t);
+    }
+    let raw = write_lines(&dir, "raw.jsonl", &frame_lines(&msgs, "2026-09-29", 5 * 3600 + 11 * 60));
+    let (out, s, rows) = rebuild(&dir, &[&raw], &[]);
+    assert!(out.status.success());
+    assert_eq!(s["numeric_timestamps"], 16, "{s:#}");
+    assert_eq!(s["hash_checks_matched"], 16, "the hash is over the digits, as for strings");
+    assert_eq!(rows.len(), 16);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("numeric_timestamps=16"));
+}
+
+#[test]
+fn untrusted_time_is_counted_per_file_and_every_check_is_in_the_summary() {
+    // DERIVED: the venue hash of asset A in message 5 zeroed (a detected gap, untrusted from its
+    // receive time to the end of file 1); file 2 holds the next messages a day later, then a REST
+    // snapshot (DERIVED from pm-rebuild's own row) that resyncs.
+    let dir = common::tempdir("rebuild-per-file");
+    let mut msgs = messages(BURST);
+    for e in msgs[5]["price_changes"].as_array_mut().unwrap() {
+        if e["asset_id"] == A {
+            e["hash"] = json!("0".repeat(40));
+        }
+    }
+    let f1 = write_lines(&dir, "f1.jsonl", &frame_lines(&msgs[..11], "2026-09-29", 5 * 3600 + 12 * 60));
+    let (_, _, ref_rows) =
+        rebuild(&dir, &[&write_lines(&dir, "all.jsonl", &frame_lines(&messages(BURST), "2026-09-29", 0))], &[]);
+    let after15 = ref_rows.iter().filter(|r| r["asset_id"] == A).nth(15).unwrap().clone();
+    let rev = |a: &Value| a.as_array().unwrap().iter().rev().cloned().collect::<Vec<_>>();
+    let rest = json!({"schema": "pmarchive.raw/1", "kind": "http", "endpoint": "books", "status": 200,
+        "collected_at_utc": "2026-09-30T06:00:05.000000Z", "body": [{"market": after15["market"], "asset_id": A,
+        "timestamp": after15["exchange_ts_ms"].to_string(), "hash": after15["hash"], "bids": rev(&after15["bids"]),
+        "asks": rev(&after15["asks"]), "min_order_size": "5", "tick_size": "0.001", "neg_risk": false,
+        "last_trade_price": after15["last_trade_price"]}], "ctx": {"reason": "ws_resync", "conn_id": 1}});
+    let mut l2 = frame_lines(&msgs[11..16], "2026-09-30", 6 * 3600);
+    l2.push(rest.to_string());
+    let f2 = write_lines(&dir, "f2.jsonl", &l2);
+    let (out, s, _) = rebuild(&dir, &[&f1, &f2], &[]);
+    assert_eq!(out.status.code(), Some(1), "the gap is a finding");
+    assert_eq!(s["hashes_mismatched"], 1, "{s:#}");
+    assert_eq!(s["resyncs_rest"], 1);
+    assert_eq!(s["assets"][A]["trusted_at_end"], true);
+    // File 1: untrusted from message 5 (05:12:05) to its last line (05:12:10); file 2: from its
+    // first line (06:00:00) to the REST snapshot (06:00:05) — not the day in between.
+    let files = s["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0]["untrusted_s"], 5.0, "{s:#}");
+    assert_eq!(files[1]["untrusted_s"], 5.0);
+    assert_eq!(s["untrusted_s"], 10.0);
+    // Every check is counted: book + 10 states in file 1; 5 states + the REST book in file 2.
+    assert_eq!(files[0]["hash_checks"], 11);
+    assert_eq!(files[1]["hash_checks"], 6);
+    assert_eq!(s["hash_checks"], 17);
+    assert_eq!(s["rest_hash_matched"], 1);
+    assert_eq!(files[0]["mismatched"], 1, "the gap; the states after it match again (still untrusted)");
+    assert_eq!(s["matches_while_untrusted"], 10);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hash_checks=17"), "{stderr}");
+}
