@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::venue::{fixture_json, Fault, Venue, RECORDED_BOOK_TOKEN};
-use common::{run_with_timeout, shared_tempdir, tempdir, tool};
+use common::{run_with_timeout, shared_tempdir, tool};
 use serde_json::{json, Value};
 
 fn repo() -> PathBuf {
