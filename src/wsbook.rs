@@ -1,5 +1,5 @@
 //! pm-rebuild's engine: order books rebuilt from raw websocket frames (and REST `/books` replies),
-//! every change verified with the venue's hash (facts §6.3, [`crate::book`]).
+//! every change verified with the venue's hash (facts §6.3, [`crate::bookhash`]).
 //!
 //! Per asset: a `book` event (or a REST book) sets the state; each `price_change` entry sets the
 //! absolute size at one level (`"0"` removes it; BUY = bid, SELL = ask); after the last entry of a
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
 
-use crate::book;
+use crate::bookhash as book;
 use crate::clock;
 use crate::normalize::{self, dec, parse, Normalizer};
 

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -402,6 +402,42 @@ impl Discoverer {
                 p.checks += 1;
             }
         }
+        Ok(())
+    }
+
+    /// `--once`: one pass at `now`, every market found written to `out`, the summary on stderr.
+    /// Returns true when a window failed or its record was malformed or of an unknown version.
+    pub fn run_once<W: Write>(&mut self, now: OffsetDateTime, out: &mut LineWriter<W>) -> io::Result<bool> {
+        for m in self.once(now)? {
+            out.write(&m)?;
+        }
+        eprintln!("pm-markets: {}", self.summary());
+        Ok(self.stats.failed + self.stats.malformed + self.stats.unknown_version > 0)
+    }
+
+    /// `--watch`: a pass every `every` (drift-free: pass k starts at start + k·every) until a stop is
+    /// requested, each pass's lines written to `out`. The summary goes to stderr when a pass added a
+    /// failure outside an outage (an outage reports itself), and once more at the end.
+    pub fn run_watch<W: Write>(&mut self, every: Duration, out: &mut LineWriter<W>) -> io::Result<()> {
+        let start = Instant::now();
+        let mut k: u32 = 0;
+        let bad = |s: &Stats| s.failed + s.malformed + s.unknown_version;
+        while !signal::stop_requested() {
+            let before = bad(&self.stats);
+            for m in self.watch_pass(clock::now())? {
+                out.write(&m)?;
+            }
+            if bad(&self.stats) > before && !self.in_outage() {
+                eprintln!("pm-markets: {}", self.summary());
+            }
+            k += 1;
+            let due = start + every * k;
+            let now = Instant::now();
+            if due > now && !signal::sleep(due - now) {
+                break;
+            }
+        }
+        eprintln!("pm-markets: stopped by signal {}; {}", signal::last_signal(), self.summary());
         Ok(())
     }
 
