@@ -1,5 +1,5 @@
 //! pm-rebuild's engine: order books rebuilt from raw websocket frames (and REST `/books` replies),
-//! every change verified with the venue's hash (facts §6.3, [`crate::bookhash`]).
+//! every change verified with the venue's hash (facts §6.3, [`crate::book`]).
 //!
 //! Per asset: a `book` event (or a REST book) sets the state; each `price_change` entry sets the
 //! absolute size at one level (`"0"` removes it; BUY = bid, SELL = ask); after the last entry of a
