@@ -393,7 +393,6 @@ mod tests {
     }
 
     #[test]
-    #[test]
     fn book_order_and_books_matching() {
         let b = json!({"asset_id": "7", "bids": [{"price": "0.1", "size": "1"}, {"price": "0.2", "size": "1"}], "asks": [{"price": "0.9", "size": "1"}, {"price": "0.8", "size": "1"}], "hash": "d7df883ae546b09533a4f485bfae0810da1af04e"});
         let n = book_notes(&b);
