@@ -204,9 +204,9 @@ fn run_verify(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
         }
     }
     let Some(root) = root else { return cli::usage("verify: ROOT is required") };
-    let (doc, code) = verify::verify(&root)?;
-    print_doc(&doc, json, verify::human)?;
-    Ok(code)
+    let report = verify::verify(&root)?;
+    print_doc(&report, json, verify::human)?;
+    Ok(if report.ok { ExitCode::Success } else { ExitCode::Failure })
 }
 
 fn run_unlisted(mut p: lexopt::Parser) -> cli::Result<ExitCode> {

@@ -49,13 +49,13 @@ or of an unsupported version;
 2 bad arguments or an I/O error. A closed stdout ends the tool with 0.
 ";
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pm_archive::cli::{self, ExitCode};
-use pm_archive::discover::{Config, Discoverer};
 use pm_archive::envelope::{RunInfo, Sequencer};
 use pm_archive::http::{self, Client, HttpConfig};
 use pm_archive::market::{Family, ALL_FAMILIES};
+use pm_archive::markets::{Config, Discoverer};
 use pm_archive::{clock, jsonl, signal};
 
 fn main() {
@@ -143,37 +143,14 @@ fn run() -> cli::Result<ExitCode> {
     let cfg = Config { gamma_url, families, ahead, keep_after, resolve_every, resolve_for };
     let mut d = Discoverer::new(cfg, Client::new(hc), Sequencer::new(RunInfo::new("pm-markets")), raw);
     let mut out = jsonl::stdout_lines();
-
-    if once {
-        let now = now_override.unwrap_or_else(clock::now);
-        for m in d.once(now)? {
-            out.write(&m)?;
+    match watch {
+        None => {
+            let failed = d.run_once(now_override.unwrap_or_else(clock::now), &mut out)?;
+            Ok(if failed { ExitCode::Failure } else { ExitCode::Success })
         }
-        eprintln!("pm-markets: {}", d.summary());
-        let failed = d.stats.failed + d.stats.malformed + d.stats.unknown_version > 0;
-        return Ok(if failed { ExitCode::Failure } else { ExitCode::Success });
-    }
-
-    let every = watch.expect("checked");
-    let start = Instant::now();
-    let mut k: u32 = 0;
-    while !signal::stop_requested() {
-        let before = d.stats.clone();
-        for m in d.watch_pass(clock::now())? {
-            out.write(&m)?;
-        }
-        let bad = |s: &pm_archive::discover::Stats| s.failed + s.malformed + s.unknown_version;
-        if bad(&d.stats) > bad(&before) && !d.in_outage() {
-            eprintln!("pm-markets: {}", d.summary());
-        }
-        // Drift-free cadence: pass k starts at start + k·every.
-        k += 1;
-        let due = start + every * k;
-        let now = Instant::now();
-        if due > now && !signal::sleep(due - now) {
-            break;
+        Some(every) => {
+            d.run_watch(every, &mut out)?;
+            Ok(ExitCode::Success)
         }
     }
-    eprintln!("pm-markets: stopped by signal {}; {}", signal::last_signal(), d.summary());
-    Ok(ExitCode::Success)
 }

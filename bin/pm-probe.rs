@@ -114,5 +114,5 @@ fn run() -> cli::Result<ExitCode> {
         .map_err(|e| cli::Error::Msg(format!("writing the report to {}: {e}", out_dir.display())))?;
     eprintln!("pm-probe: {}", report.summary());
     eprintln!("pm-probe: wrote {} and {}", jp.display(), mp.display());
-    Ok(if report.exit_code() == 0 { ExitCode::Success } else { ExitCode::Failure })
+    Ok(if report.complete { ExitCode::Success } else { ExitCode::Failure })
 }

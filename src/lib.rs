@@ -2,21 +2,23 @@
 //!
 //! Mechanisms exist once, here: exit codes and errors ([`cli`]), time ([`clock`]), the raw envelope
 //! ([`envelope`]), the HTTP client with rate limiting and backoff ([`http`]), JSONL reading/writing
-//! ([`jsonl`]), signals ([`signal`]), the book hash ([`book`]), market discovery ([`market`]) and
-//! tracking windows with the track/gap records' `ctx` ([`track`]).
-//! Each tool's own logic lives in the module named after it.
+//! ([`jsonl`]), signals ([`signal`]), the venue's book hash ([`bookhash`]), the market records and slug
+//! families ([`market`]) and tracking windows with the track/gap records' `ctx` ([`track`]).
+//! Each tool's engine lives in the module named after it: [`markets`] (pm-markets), [`books`]
+//! (pm-books), [`stream`] (pm-stream), [`normalize`], [`probe`], [`rotate`] (jsonl-rotate),
+//! [`manifest`], and [`wsbook`] (pm-rebuild).
 
-pub mod book;
+pub mod bookhash;
 pub mod books;
 pub mod cli;
 pub mod clock;
-pub mod discover;
 pub mod envelope;
 pub mod feed;
 pub mod http;
 pub mod jsonl;
 pub mod manifest;
 pub mod market;
+pub mod markets;
 pub mod normalize;
 pub mod probe;
 pub mod rotate;

@@ -42,7 +42,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
 
-use crate::book;
+use crate::bookhash as book;
 use crate::clock;
 use crate::normalize::dec::{self, Dec};
 use crate::normalize::{self, parse, Normalizer, Parsed};

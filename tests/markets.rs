@@ -582,6 +582,12 @@ fn resolutions_are_followed_after_the_window_and_recorded_once() {
     sigterm(&child);
     let lines = out.rest();
     assert_eq!(child.wait().unwrap().code(), Some(0));
+    // Each line is its record type (markets::Record: a market or a resolution) written as itself.
+    for l in std::iter::once(&line).chain(&lines) {
+        let rec: pm_archive::markets::Record = serde_json::from_str(l).unwrap();
+        assert_eq!(&serde_json::to_string(&rec).unwrap(), l);
+    }
+    assert!(matches!(serde_json::from_str(&line).unwrap(), pm_archive::markets::Record::Resolution(_)));
     let r: Value = serde_json::from_str(&line).unwrap();
     let market: Value =
         lines.iter().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|m| m["slug"] == slug).unwrap();

@@ -418,3 +418,22 @@ fn bad_arguments_exit_2_and_write_nothing() {
     );
     assert!(String::from_utf8_lossy(&ver.stdout).starts_with("pm-probe "));
 }
+
+/// The JSON report reads back into its one Rust type, and both files are renderings of that value
+/// alone: re-rendering the read-back report gives the written bytes (the Markdown included), for a
+/// complete run and for one the cap cut short (not_probed endpoints, a stopped reason).
+#[test]
+fn both_reports_are_renderings_of_the_typed_report() {
+    use pm_archive::probe::{render_json, render_md, Outcome, Report};
+    let v = Venue::start();
+    for args in [&["--min-spacing", "0.05"][..], &["--max-requests", "3", "--min-spacing", "0.05"][..]] {
+        let r = probe(&v, args, None);
+        let bytes = std::fs::read(r.dir.join(format!("{REPORT}.json"))).unwrap();
+        let report: Report = serde_json::from_slice(&bytes).expect("the report reads back into probe::Report");
+        assert_eq!(render_json::render(&report).unwrap(), bytes, "{args:?}");
+        assert_eq!(render_md::render(&report), r.md, "{args:?}");
+        assert_eq!(report.endpoints.len(), ALL.len());
+        let not_probed = report.endpoints.iter().filter(|e| e.outcome == Outcome::NotProbed).count();
+        assert_eq!((report.complete, not_probed == 0), (r.code == 0, r.code == 0), "{args:?}");
+    }
+}

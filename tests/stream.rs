@@ -987,7 +987,7 @@ fn the_modelled_venue_hashes_verify_under_an_independent_check() {
     };
     let check = |b: &(String, Side, Side, String), asset: &str, ts: &str| -> String {
         let (mos, tick, neg, ltp) = (json!("5"), json!("0.01"), json!(false), json!(b.3));
-        pm_archive::book::hash(&pm_archive::book::HashInput {
+        pm_archive::bookhash::hash(&pm_archive::bookhash::HashInput {
             market: &b.0,
             asset_id: asset,
             timestamp: ts,

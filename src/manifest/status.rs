@@ -15,8 +15,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::{
-    human_bytes, load_manifests, max_time, read_data_file, read_uploads, walk, FileKind, MarketTrack, Parsed, Tally,
-    STATUS_SCHEMA,
+    human_bytes, load_manifests, max_time, read_data_file, read_uploads, walk, ArchiveFile, FileKind, MarketTrack,
+    Parsed, RawLine, Tally, STATUS_SCHEMA,
 };
 use crate::cli::{self, ExitCode};
 use crate::clock;
@@ -327,6 +327,69 @@ impl StreamState {
     }
 }
 
+impl StreamState {
+    /// Takes one line read from a data file into the stream's times and tallies.
+    fn note_line(&mut self, l: &RawLine, cuts: &Cuts, newest: &mut Option<String>, tracks: &mut Tally) {
+        let Some(t) = l.collected_at_utc.as_deref() else { return };
+        if t > cuts.future_after.as_str() {
+            // Dated after now: the wall clock stepped. Never fresh, never "the newest".
+            self.future_lines += 1;
+            max_time(&mut self.newest_future, Some(t));
+            return;
+        }
+        max_time(newest, Some(t));
+        if l.is_data() {
+            max_time(&mut self.newest_data, Some(t));
+        }
+        if let Some(r) = &l.run_id {
+            let e = self.run_newest.entry(r.clone()).or_default();
+            if t > e.as_str() {
+                *e = t.to_string();
+            }
+        }
+        if t > cuts.hour_ago.as_str() && t <= cuts.now_s.as_str() {
+            self.window.add(l);
+        }
+        if t > cuts.live_after.as_str() && t <= cuts.now_s.as_str() {
+            self.recent.add(l);
+        }
+        if l.kind.as_deref() == Some("track") {
+            tracks.add(l);
+        }
+    }
+}
+
+impl LastHour {
+    fn of(w: &Tally) -> LastHour {
+        LastHour {
+            rows: w.rows,
+            rows_by_kind: w.rows_by_kind.clone(),
+            data_rows: w.data_rows,
+            missed_slots: w.gaps.missed_slots_total,
+            gaps_by_type: w.gaps.by_type.clone(),
+            http_attempts: w.http.attempts,
+            http_errors: w.http.errors,
+            http_unanswered: w.http.unanswered,
+            http_network_errors: w.http.network_errors,
+            http_429: w.http.rate_limited_429,
+            http_retries: w.http.retries,
+        }
+    }
+}
+
+impl Recent {
+    fn of(rc: &Tally) -> Recent {
+        Recent {
+            rows: rc.rows,
+            data_rows: rc.data_rows,
+            http_attempts: rc.http.attempts,
+            http_unanswered: rc.http.unanswered,
+            http_network_errors: rc.http.network_errors,
+            http_429: rc.http.rate_limited_429,
+        }
+    }
+}
+
 fn floor_hour(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_minute(0).and_then(|t| t.replace_second(0)).and_then(|t| t.replace_nanosecond(0)).unwrap_or(t)
 }
@@ -351,317 +414,68 @@ fn age(now: OffsetDateTime, t: Option<&str>) -> Option<f64> {
     t.and_then(clock::parse_rfc3339).map(|t| ((now - t).as_seconds_f64() * 1000.0).round() / 1000.0)
 }
 
+/// The instants a status is evaluated against, as canonical UTC strings (compared as text).
+struct Cuts {
+    now: OffsetDateTime,
+    now_s: String,
+    /// Lines after this are in the last hour.
+    hour_ago: String,
+    /// Lines after this are "recent" (within `--stale-after`).
+    live_after: String,
+    /// Lines after this are dated in the future (`clock_ahead`).
+    future_after: String,
+    /// Sealed partitions from this hour on are read.
+    recent_from: OffsetDateTime,
+}
+
+impl Cuts {
+    fn new(o: &StatusOptions) -> Cuts {
+        let now = o.now;
+        Cuts {
+            now,
+            now_s: rfc(now),
+            hour_ago: rfc(now - time::Duration::hours(1)),
+            live_after: before(now, o.stale_after),
+            future_after: rfc(now + time::Duration::seconds_f64(o.future_tolerance.as_secs_f64())),
+            recent_from: floor_hour(now) - time::Duration::hours(1),
+        }
+    }
+}
+
+type StreamKey = (String, String);
+
+/// The streams found on disk, keyed by (venue, stream).
+#[derive(Default)]
+struct Scan {
+    streams: BTreeMap<StreamKey, StreamState>,
+    /// The newest sealed hour partition of each stream.
+    newest_partition: BTreeMap<StreamKey, OffsetDateTime>,
+    /// Path → the newest line a manifest lists for that file.
+    listed_last: BTreeMap<String, String>,
+    archive_bytes: u64,
+    archive_files: u64,
+}
+
 /// Computes the status.
 pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<Status> {
     if !root.is_dir() {
         return Err(cli::Error::Msg(format!("{}: not a readable directory", root.display())));
     }
-    let now = o.now;
-    let now_s = rfc(now);
-    let hour_ago = rfc(now - time::Duration::hours(1));
-    let live_after = before(now, o.stale_after);
-    let future_after = rfc(now + time::Duration::seconds_f64(o.future_tolerance.as_secs_f64()));
+    let cuts = Cuts::new(o);
     let (files, walk_errors) = walk(root).map_err(|e| cli::Error::Msg(format!("{}: {e}", root.display())))?;
     let mut warnings: Vec<String> = walk_errors.iter().map(|e| format!("unreadable: {e}")).collect();
-
-    // Streams present on disk, their sizes, and the files to read.
-    let mut streams: BTreeMap<(String, String), StreamState> = BTreeMap::new();
+    let mut scan = scan_files(&files);
+    read_manifests(root, &mut scan, &cuts, &mut warnings);
     // Sealed files read: the current and previous hour partitions (hourly rotation puts every line of
     // the last hour there), any older file a manifest says has lines in the last hour, and the newest
     // partition of each stream (so that a dead stream without manifests still shows its newest line).
-    let recent_from = floor_hour(now) - time::Duration::hours(1);
-    let mut listed_last: BTreeMap<String, String> = BTreeMap::new();
-    let mut newest_partition: BTreeMap<(String, String), OffsetDateTime> = BTreeMap::new();
-    let (mut archive_bytes, mut archive_files) = (0u64, 0u64);
     for f in &files {
-        if f.kind == FileKind::Other {
-            continue;
-        }
-        archive_bytes += f.bytes;
-        archive_files += 1;
-        let (Some(v), Some(s)) = (&f.venue, &f.stream) else { continue };
-        let st = streams.entry((v.clone(), s.clone())).or_default();
-        st.bytes += f.bytes;
-        match f.kind {
-            FileKind::Partial => st.partials += 1,
-            _ => st.files += 1,
-        }
-        if f.kind == FileKind::Sealed {
-            if let Some(h) = f.hour_start {
-                let e = newest_partition.entry((v.clone(), s.clone())).or_insert(h);
-                *e = (*e).max(h);
-            }
-        }
+        read_if_recent(f, &mut scan, &cuts, &mut warnings);
     }
-
-    // Manifests: the newest sealed line and data per stream, and the market histories.
-    for m in load_manifests(root) {
-        let doc = match m.doc {
-            Ok(d) => d,
-            Err(e) => {
-                warnings.push(format!("bad manifest manifests/{}: {e}", m.name));
-                continue;
-            }
-        };
-        let Some(ss) = doc.get("streams").and_then(Value::as_object) else { continue };
-        for (sname, s) in ss {
-            let filesv = s.get("files").and_then(Value::as_array).cloned().unwrap_or_default();
-            let venue =
-                filesv.iter().find_map(|f| f.get("venue").and_then(Value::as_str)).unwrap_or("polymarket").to_string();
-            let st = streams.entry((venue, sname.clone())).or_default();
-            for f in &filesv {
-                let last = f.get("last_collected_at_utc").and_then(Value::as_str);
-                st.note_listed(last, &future_after, false);
-                if let (Some(p), Some(l)) = (f.get("path").and_then(Value::as_str), last) {
-                    listed_last.insert(p.to_string(), l.to_string());
-                }
-            }
-            let tally = s.get("tally");
-            st.note_listed(tally.and_then(|t| t.get("last_data_at_utc")).and_then(Value::as_str), &future_after, true);
-            if let Some(mk) = tally.and_then(|t| t.get("markets")) {
-                if let Ok(mk) = serde_json::from_value::<BTreeMap<String, MarketTrack>>(mk.clone()) {
-                    for m in mk.values() {
-                        merge_market(&mut st.markets, m);
-                    }
-                }
-            }
-        }
-    }
-
-    // Read the recent sealed files, the newest partition of each stream, and every partial file.
-    for f in &files {
-        let (Some(v), Some(s)) = (&f.venue, &f.stream) else { continue };
-        let key = (v.clone(), s.clone());
-        let take = match f.kind {
-            FileKind::Partial => true,
-            FileKind::Sealed => {
-                f.hour_start.is_some_and(|h| h >= recent_from || Some(&h) == newest_partition.get(&key))
-                    || listed_last.get(&f.rel).is_some_and(|l| l.as_str() > hour_ago.as_str())
-            }
-            _ => false,
-        };
-        if !take {
-            continue;
-        }
-        let partial = f.kind == FileKind::Partial;
-        let st = streams.entry(key).or_default();
-        st.files_read += 1;
-        let mut newest: Option<String> = None;
-        let mut tracks = Tally::default();
-        let res = read_data_file(&f.abs, partial, |_, p| match p {
-            Parsed::Line(l) => {
-                let Some(t) = l.collected_at_utc.as_deref() else { return };
-                if t > future_after.as_str() {
-                    // Dated after now: the wall clock stepped. Never fresh, never "the newest".
-                    st.future_lines += 1;
-                    max_time(&mut st.newest_future, Some(t));
-                    return;
-                }
-                max_time(&mut newest, Some(t));
-                if l.is_data() {
-                    max_time(&mut st.newest_data, Some(t));
-                }
-                if let Some(r) = &l.run_id {
-                    let e = st.run_newest.entry(r.clone()).or_default();
-                    if t > e.as_str() {
-                        *e = t.to_string();
-                    }
-                }
-                if t > hour_ago.as_str() && t <= now_s.as_str() {
-                    st.window.add(&l);
-                }
-                if t > live_after.as_str() && t <= now_s.as_str() {
-                    st.recent.add(&l);
-                }
-                if l.kind.as_deref() == Some("track") {
-                    tracks.add(&l);
-                }
-            }
-            Parsed::Malformed(_) | Parsed::Unparseable(_) => st.unparseable_lines += 1,
-        });
-        match res {
-            Ok(out) => {
-                if let Some(e) = out.error {
-                    warnings.push(format!("{}: {e}", f.rel));
-                }
-            }
-            Err(e) => warnings.push(format!("{}: {e}", f.rel)),
-        }
-        for m in tracks.markets.values() {
-            merge_market(&mut st.markets, m);
-        }
-        if partial {
-            max_time(&mut st.newest_partial, newest.as_deref());
-        } else {
-            max_time(&mut st.newest_sealed, newest.as_deref());
-        }
-    }
-
-    // Per-stream health.
     let mut problems = Vec::new();
-    let mut streams_out = Vec::new();
-    let (stale_s, books_s) = (o.stale_after.as_secs_f64(), o.books_after.as_secs_f64());
-    for ((venue, stream), st) in &streams {
-        let name = format!("{venue}/{stream}");
-        let mut newest = st.newest_sealed.clone();
-        max_time(&mut newest, st.newest_partial.as_deref());
-        let source = match (&st.newest_partial, &newest) {
-            (Some(p), Some(n)) if p == n => "partial",
-            (_, Some(_)) => "sealed",
-            _ => "none",
-        };
-        let line_age = age(now, newest.as_deref());
-        let data_age = age(now, st.newest_data.as_deref());
-        let stale = data_age.is_none_or(|a| a > stale_s);
-        let required = o.streams.as_ref().is_none_or(|l| l.iter().any(|r| r == stream));
-        let tracked_now: BTreeSet<String> = st
-            .markets
-            .values()
-            .filter(|m| m.last_action.as_deref() == Some("start"))
-            .filter(|m| match &m.last_action_run_id {
-                Some(r) => st.run_newest.get(r).is_some_and(|t| t.as_str() >= live_after.as_str()),
-                None => line_age.is_some_and(|a| a <= stale_s),
-            })
-            .map(|m| m.slug.clone())
-            .collect();
-        let mut last_hour: BTreeSet<String> = tracked_now.clone();
-        last_hour.extend(st.window.markets.keys().cloned());
-        let mut problem = |reason, message: String| {
-            problems.push(Problem { reason, stream: Some(name.clone()), message: format!("{name}: {message}") })
-        };
-        if st.future_lines > 0 || st.newest_future.is_some() {
-            problem(
-                Reason::ClockAhead,
-                format!(
-                    "{} line(s) dated in the future, the latest {} (now {now_s}): the wall clock stepped",
-                    st.future_lines,
-                    st.newest_future.as_deref().unwrap_or("?")
-                ),
-            );
-        }
-        if required {
-            let newest_txt = newest.as_deref().unwrap_or("none");
-            match (&st.newest_data, data_age) {
-                (None, _) | (_, None) => {
-                    problem(Reason::Stale, format!("no successful data found (newest line of any kind: {newest_txt})"))
-                }
-                (Some(d), Some(a)) if a > stale_s => problem(
-                    Reason::Stale,
-                    format!("newest successful data {d} is {a:.0} s old (> {stale_s} s); newest line: {newest_txt}"),
-                ),
-                _ => {}
-            }
-            if !tracked_now.is_empty() && data_age.is_none_or(|a| a > books_s) {
-                problem(
-                    Reason::NoBooks,
-                    format!(
-                        "{} market(s) tracked but no book for {} (> {books_s} s)",
-                        tracked_now.len(),
-                        data_age.map_or("ever".to_string(), |a| format!("{a:.0} s"))
-                    ),
-                );
-            }
-            let r = &st.recent.http;
-            if r.attempts > 0 && r.unanswered == r.attempts {
-                problem(
-                    Reason::VenueUnreachable,
-                    format!(
-                        "all {} HTTP attempts in the last {stale_s} s got no answer ({} without a reply, {} 429)",
-                        r.attempts, r.network_errors, r.rate_limited_429
-                    ),
-                );
-            }
-        }
-        let (w, rc) = (&st.window, &st.recent);
-        streams_out.push(StreamStatus {
-            venue: venue.clone(),
-            stream: stream.clone(),
-            newest_collected_at_utc: newest.clone(),
-            newest_source: source.to_string(),
-            age_s: line_age,
-            newest_data_at_utc: st.newest_data.clone(),
-            data_age_s: data_age,
-            stale,
-            required,
-            future_lines: st.future_lines,
-            newest_future_at_utc: st.newest_future.clone(),
-            files: st.files,
-            partials: st.partials,
-            bytes: st.bytes,
-            files_read: st.files_read,
-            unparseable_lines_read: st.unparseable_lines,
-            last_hour: LastHour {
-                rows: w.rows,
-                rows_by_kind: w.rows_by_kind.clone(),
-                data_rows: w.data_rows,
-                missed_slots: w.gaps.missed_slots_total,
-                gaps_by_type: w.gaps.by_type.clone(),
-                http_attempts: w.http.attempts,
-                http_errors: w.http.errors,
-                http_unanswered: w.http.unanswered,
-                http_network_errors: w.http.network_errors,
-                http_429: w.http.rate_limited_429,
-                http_retries: w.http.retries,
-            },
-            recent: Recent {
-                rows: rc.rows,
-                data_rows: rc.data_rows,
-                http_attempts: rc.http.attempts,
-                http_unanswered: rc.http.unanswered,
-                http_network_errors: rc.http.network_errors,
-                http_429: rc.http.rate_limited_429,
-            },
-            markets_tracked_now: tracked_now,
-            markets_tracked_last_hour: last_hour,
-        });
-    }
-    for r in o.streams.iter().flatten() {
-        if !streams.keys().any(|(_, s)| s == r) {
-            problems.push(Problem {
-                reason: Reason::MissingStream,
-                stream: Some(r.clone()),
-                message: format!("{r}: required (--streams) but no file of it was found"),
-            });
-        }
-    }
-    let no_data = streams.is_empty()
-        || streams
-            .values()
-            .all(|s| s.newest_sealed.is_none() && s.newest_partial.is_none() && s.newest_future.is_none());
-    if no_data {
-        problems.insert(0, Problem { reason: Reason::NoData, stream: None, message: "no data at all".to_string() });
-    }
-
-    // Discovery: a market is tracked now, or Gamma answered with one within --market-after.
-    let market_streams = ["gamma", "books", "ws_market"];
-    let market_checked = match &o.streams {
-        Some(l) => l.iter().any(|s| market_streams.contains(&s.as_str())),
-        None => streams.keys().any(|(_, s)| market_streams.contains(&s.as_str())),
-    };
-    if market_checked && !no_data {
-        let tracked = streams_out.iter().any(|s| !s.markets_tracked_now.is_empty());
-        let mut found: Option<String> = None;
-        for ((_, s), st) in &streams {
-            if s == "gamma" {
-                max_time(&mut found, st.newest_data.as_deref());
-            }
-        }
-        let found_age = age(now, found.as_deref());
-        let market_s = o.market_after.as_secs_f64();
-        if !tracked && found_age.is_none_or(|a| a > market_s) {
-            problems.push(Problem {
-                reason: Reason::NoMarket,
-                stream: None,
-                message: format!(
-                    "no market tracked now and none found by discovery (Gamma 2xx) in the last {market_s} s; \
-                     newest found: {}",
-                    found.as_deref().unwrap_or("never")
-                ),
-            });
-        }
-    }
-
-    // Disk, write rate, days left.
+    let streams_out: Vec<StreamStatus> =
+        scan.streams.iter().map(|(key, st)| stream_status(key, st, o, &cuts, &mut problems)).collect();
+    archive_problems(&scan.streams, &streams_out, o, &cuts, &mut problems);
     let disk = disk_usage(root);
     if let Ok(d) = &disk {
         if d.free_bytes < o.min_free_bytes || (d.total_inodes > 0 && d.free_inodes == 0) {
@@ -678,6 +492,316 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<Status> {
             });
         }
     }
+    let (bytes_24h, per_day) = write_rate(&files, cuts.now);
+    let days_left = match (&disk, per_day > 0.0) {
+        (Ok(d), true) => Some(((d.free_bytes as f64 / per_day) * 10.0).round() / 10.0),
+        _ => None,
+    };
+    let (last_upload, uploads) = upload_summary(root, &mut warnings);
+    let mut reasons: Vec<Reason> = problems.iter().map(|p| p.reason).collect();
+    reasons.sort();
+    reasons.dedup();
+    let stale_s = o.stale_after.as_secs_f64();
+    Ok(Status {
+        schema: STATUS_SCHEMA.to_string(),
+        root: root.display().to_string(),
+        now_utc: cuts.now_s.clone(),
+        stale_after_s: stale_s,
+        thresholds: Thresholds {
+            stale_after_s: stale_s,
+            books_after_s: o.books_after.as_secs_f64(),
+            market_after_s: o.market_after.as_secs_f64(),
+            future_tolerance_s: o.future_tolerance.as_secs_f64(),
+            min_free_bytes: o.min_free_bytes,
+        },
+        healthy: problems.is_empty(),
+        reasons,
+        problems,
+        warnings,
+        streams: streams_out,
+        archive_bytes: scan.archive_bytes,
+        archive_files: scan.archive_files,
+        disk: disk_status(root, &disk),
+        bytes_last_24h: bytes_24h,
+        bytes_per_day: per_day.round() as u64,
+        days_left,
+        last_upload,
+        uploads,
+    })
+}
+
+/// Streams present on disk, their sizes, and each stream's newest sealed partition.
+fn scan_files(files: &[ArchiveFile]) -> Scan {
+    let mut scan = Scan::default();
+    for f in files {
+        if f.kind == FileKind::Other {
+            continue;
+        }
+        scan.archive_bytes += f.bytes;
+        scan.archive_files += 1;
+        let (Some(v), Some(s)) = (&f.venue, &f.stream) else { continue };
+        let st = scan.streams.entry((v.clone(), s.clone())).or_default();
+        st.bytes += f.bytes;
+        match f.kind {
+            FileKind::Partial => st.partials += 1,
+            _ => st.files += 1,
+        }
+        if f.kind == FileKind::Sealed {
+            if let Some(h) = f.hour_start {
+                let e = scan.newest_partition.entry((v.clone(), s.clone())).or_insert(h);
+                *e = (*e).max(h);
+            }
+        }
+    }
+    scan
+}
+
+/// Manifests: the newest sealed line and data per stream, the newest line of each listed file, and
+/// the market histories.
+fn read_manifests(root: &Path, scan: &mut Scan, cuts: &Cuts, warnings: &mut Vec<String>) {
+    for m in load_manifests(root) {
+        let doc = match m.doc {
+            Ok(d) => d,
+            Err(e) => {
+                warnings.push(format!("bad manifest manifests/{}: {e}", m.name));
+                continue;
+            }
+        };
+        let Some(ss) = doc.get("streams").and_then(Value::as_object) else { continue };
+        for (sname, s) in ss {
+            let filesv = s.get("files").and_then(Value::as_array).cloned().unwrap_or_default();
+            let venue =
+                filesv.iter().find_map(|f| f.get("venue").and_then(Value::as_str)).unwrap_or("polymarket").to_string();
+            let st = scan.streams.entry((venue, sname.clone())).or_default();
+            for f in &filesv {
+                let last = f.get("last_collected_at_utc").and_then(Value::as_str);
+                st.note_listed(last, &cuts.future_after, false);
+                if let (Some(p), Some(l)) = (f.get("path").and_then(Value::as_str), last) {
+                    scan.listed_last.insert(p.to_string(), l.to_string());
+                }
+            }
+            let tally = s.get("tally");
+            let last_data = tally.and_then(|t| t.get("last_data_at_utc")).and_then(Value::as_str);
+            st.note_listed(last_data, &cuts.future_after, true);
+            if let Some(mk) = tally.and_then(|t| t.get("markets")) {
+                if let Ok(mk) = serde_json::from_value::<BTreeMap<String, MarketTrack>>(mk.clone()) {
+                    for m in mk.values() {
+                        merge_market(&mut st.markets, m);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads a data file when it can hold recent lines: every partial file, the sealed partitions of
+/// the current and previous hour, the newest partition of its stream, and any file a manifest says
+/// has lines in the last hour.
+fn read_if_recent(f: &ArchiveFile, scan: &mut Scan, cuts: &Cuts, warnings: &mut Vec<String>) {
+    let (Some(v), Some(s)) = (&f.venue, &f.stream) else { return };
+    let key = (v.clone(), s.clone());
+    let take = match f.kind {
+        FileKind::Partial => true,
+        FileKind::Sealed => {
+            f.hour_start.is_some_and(|h| h >= cuts.recent_from || Some(&h) == scan.newest_partition.get(&key))
+                || scan.listed_last.get(&f.rel).is_some_and(|l| l.as_str() > cuts.hour_ago.as_str())
+        }
+        _ => false,
+    };
+    if !take {
+        return;
+    }
+    let partial = f.kind == FileKind::Partial;
+    let st = scan.streams.entry(key).or_default();
+    st.files_read += 1;
+    let mut newest: Option<String> = None;
+    let mut tracks = Tally::default();
+    let res = read_data_file(&f.abs, partial, |_, p| match p {
+        Parsed::Line(l) => st.note_line(&l, cuts, &mut newest, &mut tracks),
+        Parsed::Malformed(_) | Parsed::Unparseable(_) => st.unparseable_lines += 1,
+    });
+    match res {
+        Ok(out) => {
+            if let Some(e) = out.error {
+                warnings.push(format!("{}: {e}", f.rel));
+            }
+        }
+        Err(e) => warnings.push(format!("{}: {e}", f.rel)),
+    }
+    for m in tracks.markets.values() {
+        merge_market(&mut st.markets, m);
+    }
+    if partial {
+        max_time(&mut st.newest_partial, newest.as_deref());
+    } else {
+        max_time(&mut st.newest_sealed, newest.as_deref());
+    }
+}
+
+/// One stream's health: its [`StreamStatus`], and its problems pushed onto `problems`.
+fn stream_status(
+    (venue, stream): &StreamKey,
+    st: &StreamState,
+    o: &StatusOptions,
+    cuts: &Cuts,
+    problems: &mut Vec<Problem>,
+) -> StreamStatus {
+    let name = format!("{venue}/{stream}");
+    let (stale_s, books_s) = (o.stale_after.as_secs_f64(), o.books_after.as_secs_f64());
+    let mut newest = st.newest_sealed.clone();
+    max_time(&mut newest, st.newest_partial.as_deref());
+    let source = match (&st.newest_partial, &newest) {
+        (Some(p), Some(n)) if p == n => "partial",
+        (_, Some(_)) => "sealed",
+        _ => "none",
+    };
+    let line_age = age(cuts.now, newest.as_deref());
+    let data_age = age(cuts.now, st.newest_data.as_deref());
+    let stale = data_age.is_none_or(|a| a > stale_s);
+    let required = o.streams.as_ref().is_none_or(|l| l.iter().any(|r| r == stream));
+    let tracked_now: BTreeSet<String> = st
+        .markets
+        .values()
+        .filter(|m| m.last_action.as_deref() == Some("start"))
+        .filter(|m| match &m.last_action_run_id {
+            Some(r) => st.run_newest.get(r).is_some_and(|t| t.as_str() >= cuts.live_after.as_str()),
+            None => line_age.is_some_and(|a| a <= stale_s),
+        })
+        .map(|m| m.slug.clone())
+        .collect();
+    let mut last_hour: BTreeSet<String> = tracked_now.clone();
+    last_hour.extend(st.window.markets.keys().cloned());
+    let mut problem = |reason, message: String| {
+        problems.push(Problem { reason, stream: Some(name.clone()), message: format!("{name}: {message}") })
+    };
+    if st.future_lines > 0 || st.newest_future.is_some() {
+        problem(
+            Reason::ClockAhead,
+            format!(
+                "{} line(s) dated in the future, the latest {} (now {}): the wall clock stepped",
+                st.future_lines,
+                st.newest_future.as_deref().unwrap_or("?"),
+                cuts.now_s
+            ),
+        );
+    }
+    if required {
+        let newest_txt = newest.as_deref().unwrap_or("none");
+        match (&st.newest_data, data_age) {
+            (None, _) | (_, None) => {
+                problem(Reason::Stale, format!("no successful data found (newest line of any kind: {newest_txt})"))
+            }
+            (Some(d), Some(a)) if a > stale_s => problem(
+                Reason::Stale,
+                format!("newest successful data {d} is {a:.0} s old (> {stale_s} s); newest line: {newest_txt}"),
+            ),
+            _ => {}
+        }
+        if !tracked_now.is_empty() && data_age.is_none_or(|a| a > books_s) {
+            problem(
+                Reason::NoBooks,
+                format!(
+                    "{} market(s) tracked but no book for {} (> {books_s} s)",
+                    tracked_now.len(),
+                    data_age.map_or("ever".to_string(), |a| format!("{a:.0} s"))
+                ),
+            );
+        }
+        let r = &st.recent.http;
+        if r.attempts > 0 && r.unanswered == r.attempts {
+            problem(
+                Reason::VenueUnreachable,
+                format!(
+                    "all {} HTTP attempts in the last {stale_s} s got no answer ({} without a reply, {} 429)",
+                    r.attempts, r.network_errors, r.rate_limited_429
+                ),
+            );
+        }
+    }
+    StreamStatus {
+        venue: venue.clone(),
+        stream: stream.clone(),
+        newest_collected_at_utc: newest.clone(),
+        newest_source: source.to_string(),
+        age_s: line_age,
+        newest_data_at_utc: st.newest_data.clone(),
+        data_age_s: data_age,
+        stale,
+        required,
+        future_lines: st.future_lines,
+        newest_future_at_utc: st.newest_future.clone(),
+        files: st.files,
+        partials: st.partials,
+        bytes: st.bytes,
+        files_read: st.files_read,
+        unparseable_lines_read: st.unparseable_lines,
+        last_hour: LastHour::of(&st.window),
+        recent: Recent::of(&st.recent),
+        markets_tracked_now: tracked_now,
+        markets_tracked_last_hour: last_hour,
+    }
+}
+
+/// The archive-wide problems: required streams without a file, no data at all, no market.
+fn archive_problems(
+    streams: &BTreeMap<StreamKey, StreamState>,
+    streams_out: &[StreamStatus],
+    o: &StatusOptions,
+    cuts: &Cuts,
+    problems: &mut Vec<Problem>,
+) {
+    for r in o.streams.iter().flatten() {
+        if !streams.keys().any(|(_, s)| s == r) {
+            problems.push(Problem {
+                reason: Reason::MissingStream,
+                stream: Some(r.clone()),
+                message: format!("{r}: required (--streams) but no file of it was found"),
+            });
+        }
+    }
+    let no_data = streams.is_empty()
+        || streams
+            .values()
+            .all(|s| s.newest_sealed.is_none() && s.newest_partial.is_none() && s.newest_future.is_none());
+    if no_data {
+        problems.insert(0, Problem { reason: Reason::NoData, stream: None, message: "no data at all".to_string() });
+        return;
+    }
+    // Discovery: a market is tracked now, or Gamma answered with one within --market-after.
+    let market_streams = ["gamma", "books", "ws_market"];
+    let market_checked = match &o.streams {
+        Some(l) => l.iter().any(|s| market_streams.contains(&s.as_str())),
+        None => streams.keys().any(|(_, s)| market_streams.contains(&s.as_str())),
+    };
+    if !market_checked {
+        return;
+    }
+    let tracked = streams_out.iter().any(|s| !s.markets_tracked_now.is_empty());
+    let mut found: Option<String> = None;
+    for ((_, s), st) in streams {
+        if s == "gamma" {
+            max_time(&mut found, st.newest_data.as_deref());
+        }
+    }
+    let found_age = age(cuts.now, found.as_deref());
+    let market_s = o.market_after.as_secs_f64();
+    if !tracked && found_age.is_none_or(|a| a > market_s) {
+        problems.push(Problem {
+            reason: Reason::NoMarket,
+            stream: None,
+            message: format!(
+                "no market tracked now and none found by discovery (Gamma 2xx) in the last {market_s} s; \
+                 newest found: {}",
+                found.as_deref().unwrap_or("never")
+            ),
+        });
+    }
+}
+
+/// Bytes written in the hour partitions of the last 24 h, and the rate per day: measured over the
+/// last 24 h, or over the archive's life when it is younger (at least one hour, so that a fresh
+/// archive does not extrapolate from seconds).
+fn write_rate(files: &[ArchiveFile], now: OffsetDateTime) -> (u64, f64) {
     let day_from = floor_hour(now) - time::Duration::hours(23);
     let bytes_24h: u64 = files
         .iter()
@@ -685,13 +809,14 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<Status> {
         .map(|f| f.bytes)
         .sum();
     let earliest = files.iter().filter(|f| f.kind != FileKind::Other).filter_map(|f| f.hour_start).min();
-    // The rate is measured over the last 24 h, or over the archive's life when it is younger
-    // (at least one hour, so that a fresh archive does not extrapolate from seconds).
     let span_start = earliest.map_or(now - time::Duration::hours(24), |e| e.max(now - time::Duration::hours(24)));
     let span_s = (now - span_start).as_seconds_f64().max(3600.0);
-    let per_day = bytes_24h as f64 * 86400.0 / span_s;
+    (bytes_24h, bytes_24h as f64 * 86400.0 / span_s)
+}
+
+fn disk_status(root: &Path, disk: &std::io::Result<Disk>) -> DiskStatus {
     let path = root.display().to_string();
-    let disk_out = match &disk {
+    match disk {
         Ok(d) => DiskStatus {
             path,
             total_bytes: Some(d.total_bytes),
@@ -708,13 +833,12 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<Status> {
             free_inodes: None,
             error: Some(e.to_string()),
         },
-    };
-    let days_left = match (&disk, per_day > 0.0) {
-        (Ok(d), true) => Some(((d.free_bytes as f64 / per_day) * 10.0).round() / 10.0),
-        _ => None,
-    };
+    }
+}
 
-    // Upload log.
+/// The last upload record and the upload log's counts (None without a log); its bad lines and an
+/// unverified last upload become warnings.
+fn upload_summary(root: &Path, warnings: &mut Vec<String>) -> (Option<LastUpload>, Option<UploadCounts>) {
     let uploads = match read_uploads(root) {
         Ok(u) => u,
         Err(e) => {
@@ -722,60 +846,32 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<Status> {
             None
         }
     };
+    let Some(u) = uploads else { return (None, None) };
+    for (n, e) in &u.bad_lines {
+        warnings.push(format!("manifests/uploads.jsonl line {n}: {e}"));
+    }
+    let verified = |v: &Value| v.get("verified").and_then(Value::as_bool) == Some(true);
     let field = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
-    let last_upload = uploads.as_ref().and_then(|u| u.uploads.last()).map(|v| LastUpload {
+    if let Some(l) = u.uploads.last() {
+        if !verified(l) {
+            warnings.push(format!(
+                "last upload not verified: {}",
+                l.get("local_path").and_then(Value::as_str).unwrap_or("?")
+            ));
+        }
+    }
+    let last = u.uploads.last().map(|v| LastUpload {
         at_utc: field(v, "at_utc"),
         local_path: field(v, "local_path"),
         verified: field(v, "verified"),
         rclone_exit: field(v, "rclone_exit"),
     });
-    if let Some(u) = &uploads {
-        for (n, e) in &u.bad_lines {
-            warnings.push(format!("manifests/uploads.jsonl line {n}: {e}"));
-        }
-        if let Some(l) = u.uploads.last() {
-            if l.get("verified").and_then(Value::as_bool) != Some(true) {
-                warnings.push(format!(
-                    "last upload not verified: {}",
-                    l.get("local_path").and_then(Value::as_str).unwrap_or("?")
-                ));
-            }
-        }
-    }
-
-    let mut reasons: Vec<Reason> = problems.iter().map(|p| p.reason).collect();
-    reasons.sort();
-    reasons.dedup();
-    Ok(Status {
-        schema: STATUS_SCHEMA.to_string(),
-        root: root.display().to_string(),
-        now_utc: now_s,
-        stale_after_s: stale_s,
-        thresholds: Thresholds {
-            stale_after_s: stale_s,
-            books_after_s: books_s,
-            market_after_s: o.market_after.as_secs_f64(),
-            future_tolerance_s: o.future_tolerance.as_secs_f64(),
-            min_free_bytes: o.min_free_bytes,
-        },
-        healthy: problems.is_empty(),
-        reasons,
-        problems,
-        warnings,
-        streams: streams_out,
-        archive_bytes,
-        archive_files,
-        disk: disk_out,
-        bytes_last_24h: bytes_24h,
-        bytes_per_day: per_day.round() as u64,
-        days_left,
-        last_upload,
-        uploads: uploads.as_ref().map(|u| UploadCounts {
-            uploads: u.uploads.len(),
-            unverified: u.uploads.iter().filter(|v| v.get("verified").and_then(Value::as_bool) != Some(true)).count(),
-            local_deletes: u.deletes.len(),
-        }),
-    })
+    let counts = UploadCounts {
+        uploads: u.uploads.len(),
+        unverified: u.uploads.iter().filter(|v| !verified(v)).count(),
+        local_deletes: u.deletes.len(),
+    };
+    (last, Some(counts))
 }
 
 /// The human report: one table row per stream, then archive, disk and upload lines, one line per

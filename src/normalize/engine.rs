@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::dec::{self, Dec};
 use super::parse::{self, Body, Book, Ctx, Env, Item, Level, TrackCtx};
-use crate::book;
+use crate::bookhash as book;
 
 /// Schema id of every normalized row.
 pub const SCHEMA: &str = "pmarchive.orderbook/1";

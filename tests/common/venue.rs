@@ -44,7 +44,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use pm_archive::{book, clock, market};
+use pm_archive::{bookhash, clock, market};
 
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/polymarket")
@@ -635,7 +635,7 @@ fn derived_book(st: &Arc<Mutex<State>>, token: &str) -> Option<Vec<u8>> {
     }
     let ts = (now.unix_timestamp_nanos() / 1_000_000).to_string();
     let (mos, tick, ltp) = (Value::from("5"), Value::from("0.01"), Value::from("0.920"));
-    let hash = book::hash(&book::HashInput {
+    let hash = bookhash::hash(&bookhash::HashInput {
         market: &info.condition_id,
         asset_id: token,
         timestamp: &ts,

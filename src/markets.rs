@@ -7,8 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -31,6 +32,15 @@ pub struct Config {
     pub resolve_every: Duration,
     /// ... until this long after its window ended (zero: do not follow resolutions).
     pub resolve_for: Duration,
+}
+
+/// One line pm-markets writes: a market record (`pmarchive.market/1`) or a resolution record
+/// (`pmarchive.resolution/1`), each serialized as its own type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Record {
+    Market(Box<Market>),
+    Resolution(Box<Resolution>),
 }
 
 /// Counters of one process run (printed as the summary line).
@@ -284,9 +294,9 @@ impl Discoverer {
     }
 
     /// One watch pass: returns the lines to emit (market records `new`, `changed`, `expired`, and
-    /// resolution records), as JSON values in emission order.
-    pub fn watch_pass(&mut self, now: OffsetDateTime) -> io::Result<Vec<Value>> {
-        let mut emit: Vec<Value> = Vec::new();
+    /// resolution records), in emission order.
+    pub fn watch_pass(&mut self, now: OffsetDateTime) -> io::Result<Vec<Record>> {
+        let mut emit: Vec<Record> = Vec::new();
         let mut seen = self.pass(now)?;
         // Markets found earlier whose window is no longer wanted but not yet expired: re-fetch them so
         // that closing and resolution are reported.
@@ -311,7 +321,7 @@ impl Discoverer {
             };
             if let Some(c) = change {
                 m.change = c.into();
-                emit.push(to_value(&m));
+                emit.push(Record::Market(Box::new(m.clone())));
             }
             if m.window_end().is_some_and(|e| e <= now) {
                 self.follow(&m, r, now, &mut emit);
@@ -328,7 +338,7 @@ impl Discoverer {
             let mut m = self.known.remove(&slug).expect("present");
             m.change = "expired".into();
             m.fetched_at_utc = clock::fmt_micros(now);
-            emit.push(to_value(&m));
+            emit.push(Record::Market(Box::new(m.clone())));
             if !self.pending.contains_key(&slug) {
                 self.reported.remove(&slug);
             }
@@ -338,14 +348,14 @@ impl Discoverer {
     }
 
     /// Notes a fetch of an ended market: reports its resolution once, or keeps it pending.
-    fn follow(&mut self, m: &Market, r: Option<Box<Resolution>>, now: OffsetDateTime, emit: &mut Vec<Value>) {
+    fn follow(&mut self, m: &Market, r: Option<Box<Resolution>>, now: OffsetDateTime, emit: &mut Vec<Record>) {
         if self.cfg.resolve_for.is_zero() || self.reported.contains(&m.slug) {
             return;
         }
         match r {
             Some(r) => {
                 self.stats.resolved += 1;
-                emit.push(to_value(&*r));
+                emit.push(Record::Resolution(r));
                 self.pending.remove(&m.slug);
                 self.reported.insert(m.slug.clone());
             }
@@ -364,7 +374,7 @@ impl Discoverer {
 
     /// Re-checks pending markets that left `known` (every `resolve_every`), and gives up on those
     /// whose `resolve_for` ran out (one `unresolved` record each).
-    fn check_pending(&mut self, now: OffsetDateTime, emit: &mut Vec<Value>) -> io::Result<()> {
+    fn check_pending(&mut self, now: OffsetDateTime, emit: &mut Vec<Record>) -> io::Result<()> {
         let every = time::Duration::seconds_f64(self.cfg.resolve_every.as_secs_f64());
         let limit = time::Duration::seconds_f64(self.cfg.resolve_for.as_secs_f64());
         let slugs: Vec<String> = self.pending.keys().cloned().collect();
@@ -379,7 +389,7 @@ impl Discoverer {
                 self.stats.unresolved += 1;
                 let mut r = Resolution::of_market(&p.market, "unresolved", p.checks);
                 r.fetched_at_utc = clock::fmt_micros(now);
-                emit.push(to_value(&r));
+                emit.push(Record::Resolution(Box::new(r)));
                 // Reported once: a market still re-fetched as known is not followed again.
                 if self.known.contains_key(&slug) {
                     self.reported.insert(slug);
@@ -402,6 +412,42 @@ impl Discoverer {
                 p.checks += 1;
             }
         }
+        Ok(())
+    }
+
+    /// `--once`: one pass at `now`, every market found written to `out`, the summary on stderr.
+    /// Returns true when a window failed or its record was malformed or of an unknown version.
+    pub fn run_once<W: Write>(&mut self, now: OffsetDateTime, out: &mut LineWriter<W>) -> io::Result<bool> {
+        for m in self.once(now)? {
+            out.write(&m)?;
+        }
+        eprintln!("pm-markets: {}", self.summary());
+        Ok(self.stats.failed + self.stats.malformed + self.stats.unknown_version > 0)
+    }
+
+    /// `--watch`: a pass every `every` (drift-free: pass k starts at start + k·every) until a stop is
+    /// requested, each pass's lines written to `out`. The summary goes to stderr when a pass added a
+    /// failure outside an outage (an outage reports itself), and once more at the end.
+    pub fn run_watch<W: Write>(&mut self, every: Duration, out: &mut LineWriter<W>) -> io::Result<()> {
+        let start = Instant::now();
+        let mut k: u32 = 0;
+        let bad = |s: &Stats| s.failed + s.malformed + s.unknown_version;
+        while !signal::stop_requested() {
+            let before = bad(&self.stats);
+            for m in self.watch_pass(clock::now())? {
+                out.write(&m)?;
+            }
+            if bad(&self.stats) > before && !self.in_outage() {
+                eprintln!("pm-markets: {}", self.summary());
+            }
+            k += 1;
+            let due = start + every * k;
+            let now = Instant::now();
+            if due > now && !signal::sleep(due - now) {
+                break;
+            }
+        }
+        eprintln!("pm-markets: stopped by signal {}; {}", signal::last_signal(), self.summary());
         Ok(())
     }
 
@@ -429,8 +475,4 @@ impl Discoverer {
         }
         line
     }
-}
-
-fn to_value<T: serde::Serialize>(t: &T) -> Value {
-    serde_json::to_value(t).expect("records serialize")
 }
