@@ -67,7 +67,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use pm_archive::cli::{self, ExitCode};
-use pm_archive::wsbook::{Options, Rebuilder};
+use pm_archive::rebuild::{Options, Rebuilder};
 use pm_archive::{jsonl, normalize};
 
 fn main() {

@@ -6,7 +6,7 @@
 //! families ([`market`]) and tracking windows with the track/gap records' `ctx` ([`track`]).
 //! Each tool's engine lives in the module named after it: [`markets`] (pm-markets), [`books`]
 //! (pm-books), [`stream`] (pm-stream), [`normalize`], [`probe`], [`rotate`] (jsonl-rotate),
-//! [`manifest`], and [`wsbook`] (pm-rebuild).
+//! [`manifest`], and [`rebuild`] (pm-rebuild).
 
 pub mod bookhash;
 pub mod books;
@@ -21,12 +21,12 @@ pub mod market;
 pub mod markets;
 pub mod normalize;
 pub mod probe;
+pub mod rebuild;
 pub mod rotate;
 pub mod signal;
 pub mod stream;
 pub mod track;
 pub mod util;
-pub mod wsbook;
 
 /// The version every envelope and manifest records.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,5 +1,5 @@
 //! pm-rebuild's engine: order books rebuilt from raw websocket frames (and REST `/books` replies),
-//! every state verified with the venue's hash (facts §6.3, [`crate::book`]).
+//! every state verified with the venue's hash (facts §6.3, [`crate::bookhash`]).
 //!
 //! Per asset: a `book` event (or a REST book) sets the state; each `price_change` entry sets the
 //! absolute size at one level (`"0"` removes it; BUY = bid, SELL = ask). Consecutive changes of an
@@ -42,7 +42,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
 
-use crate::bookhash as book;
+use crate::bookhash;
 use crate::clock;
 use crate::normalize::dec::{self, Dec};
 use crate::normalize::{self, parse, Normalizer, Parsed};
@@ -229,7 +229,7 @@ struct Level {
     key: f64,
     price: String,
     size: String,
-    /// `{"price":…,"size":…}` exactly as in the hash text ([`book::put_level`]).
+    /// `{"price":…,"size":…}` exactly as in the hash text ([`bookhash::put_level`]).
     text: Vec<u8>,
 }
 
@@ -237,7 +237,7 @@ impl Level {
     fn new(price: &str, size: &str) -> Option<(Level, Parsed)> {
         let key: f64 = price.trim().parse().ok()?;
         let mut text = Vec::with_capacity(price.len() + size.len() + 22);
-        book::put_level(&mut text, price, size);
+        bookhash::put_level(&mut text, price, size);
         let l = Level { key, price: price.to_string(), size: size.to_string(), text };
         Some((l, (Dec::parse(price), Dec::parse(size))))
     }
@@ -275,7 +275,7 @@ impl Side {
                     l.size.clear();
                     l.size.push_str(size);
                     l.text.clear();
-                    book::put_level(&mut l.text, &l.price, size);
+                    bookhash::put_level(&mut l.text, &l.price, size);
                     self.parsed[i].1 = Dec::parse(size);
                 }
             }
@@ -855,7 +855,7 @@ fn meta_of<'m>(
 }
 
 /// SHA-1 hex of the rebuilt state with `ltp` as `last_trade_price` (the one hash text writer,
-/// [`book::write_hash_text`], as pm-normalize uses it).
+/// [`bookhash::write_hash_text`], as pm-normalize uses it).
 fn hash_hex(
     buf: &mut Vec<u8>,
     asset: &str,
@@ -865,7 +865,7 @@ fn hash_hex(
     ltp: &RawValue,
 ) -> [u8; 40] {
     let tail = [meta.0, tick, meta.1, ltp].map(parse::hash_scalar_text);
-    book::write_hash_text_with(
+    bookhash::write_hash_text_with(
         buf,
         &b.market,
         asset,
@@ -875,7 +875,7 @@ fn hash_hex(
         [&tail[0], &tail[1], &tail[2], &tail[3]],
     );
     let mut hex = [0u8; 40];
-    book::sha1_hex_into(buf, &mut hex);
+    bookhash::sha1_hex_into(buf, &mut hex);
     hex
 }
 
