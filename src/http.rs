@@ -478,18 +478,19 @@ impl Client {
         }
     }
 
-    /// Backoff before try `n + 1`: exponential from `backoff_base`, capped, with jitter in [½, 1];
-    /// at least the (capped) `Retry-After`.
+    /// Backoff before try `n + 1`: [`backoff`] from `backoff_base` to `backoff_max`, at least the
+    /// (capped) `Retry-After`, never under 50 ms.
     pub fn retry_delay(&self, n: u32, retry_after: Option<&str>) -> Duration {
-        let exp = self.cfg.backoff_base.as_secs_f64() * 2f64.powi(n.saturating_sub(1).min(30) as i32);
-        let capped = exp.min(self.cfg.backoff_max.as_secs_f64());
-        let jittered = capped * (0.5 + 0.5 * util::random_unit());
-        let ra = retry_after
-            .and_then(parse_retry_after)
-            .map(|d| d.min(self.cfg.retry_after_max).as_secs_f64())
-            .unwrap_or(0.0);
-        Duration::from_secs_f64(jittered.max(ra).max(0.05))
+        let ra = retry_after.and_then(parse_retry_after).map(|d| d.min(self.cfg.retry_after_max)).unwrap_or_default();
+        backoff(self.cfg.backoff_base, self.cfg.backoff_max, n).max(ra).max(Duration::from_millis(50))
     }
+}
+
+/// The one backoff formula (HTTP retries here, pm-stream's reconnects): capped exponential with
+/// jitter in [½, 1] — failure `n` (1-based) waits between half and all of `min(base·2ⁿ⁻¹, max)`.
+pub fn backoff(base: Duration, max: Duration, n: u32) -> Duration {
+    let exp = base.as_secs_f64() * 2f64.powi(n.saturating_sub(1).min(30) as i32);
+    Duration::from_secs_f64(exp.min(max.as_secs_f64()) * (0.5 + 0.5 * util::random_unit()))
 }
 
 /// Classifies a reply.
@@ -555,6 +556,15 @@ mod tests {
         assert!(matches!(classify(503, None, false), Verdict::Retry(_)));
         assert!(matches!(classify(404, Some(&ok), false), Verdict::Final(_)));
         assert!(matches!(classify(200, Some(&ok), true), Verdict::Retry(_)));
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        for n in 1..40 {
+            let d = backoff(Duration::from_secs(1), Duration::from_secs(60), n).as_secs_f64();
+            let full = 2f64.powi((n as i32 - 1).min(30)).min(60.0);
+            assert!(d >= full * 0.5 - 1e-9 && d <= full + 1e-9, "n={n} d={d}");
+        }
     }
 
     #[test]

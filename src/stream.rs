@@ -31,9 +31,9 @@ use tungstenite::{Message, WebSocket};
 
 use crate::envelope::{Body, Envelope, RunInfo, Sequencer};
 use crate::feed::Input;
-use crate::http::{Client, Request};
+use crate::http::{self, Client, Request};
 use crate::market::Market;
-use crate::{clock, signal, track, util};
+use crate::{clock, signal, track};
 
 pub const DEFAULT_WS_URL: &str = "wss://ws-subscriptions-clob.polymarket.com/ws/market";
 /// The raw stream name (archive layout `stream=ws_market`).
@@ -188,13 +188,6 @@ enum Cmd {
     Add(Vec<String>),
     Remove(Vec<String>),
     Stop,
-}
-
-/// Capped exponential back-off with jitter in [½, 1]: attempt 1 waits about `base`.
-pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let exp = base.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
-    let capped = exp.min(max.as_secs_f64());
-    Duration::from_secs_f64((capped * (0.5 + 0.5 * util::random_unit())).max(0.001))
 }
 
 /// True for frames that carry market data. `PONG` and `NO NEW ASSETS` (facts §6.1) do not, so they
@@ -483,7 +476,7 @@ fn conn_thread(shared: Arc<Shared>, shard: u32, rx: Receiver<Cmd>, initial: Vec<
                 let wait = if immediate && attempt <= 1 {
                     Duration::from_millis(10)
                 } else {
-                    backoff(cfg.backoff_base, cfg.backoff_max, attempt.max(1))
+                    http::backoff(cfg.backoff_base, cfg.backoff_max, attempt.max(1)).max(Duration::from_millis(1))
                 };
                 sink.send(sink.ws(json!({"event": "reconnect_wait", "conn_id": conn_id, "shard": shard, "after": event, "reason": reason,
                     "wait_s": (wait.as_secs_f64() * 1000.0).round() / 1000.0, "attempt": attempt})));
@@ -923,7 +916,9 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
                 owner.retain(|_, &mut j| j != i);
                 sink.send(
                     sink.envelope("ws")
-                        .with_ctx(json!({"event": "error", "phase": "connection_thread", "shard": i, "token_ids": toks}))
+                        .with_ctx(
+                            json!({"event": "error", "phase": "connection_thread", "shard": i, "token_ids": toks}),
+                        )
                         .with_error("connection thread ended unexpectedly; its tokens move to a new connection"),
                 );
             }
@@ -1010,15 +1005,6 @@ mod tests {
         assert!(is_data_frame(r#"{"event_type":"book"}"#));
         let t = r#"[{"asset_id":"11","x":1},{"asset_id" : "22"}, {"price_changes":[{"asset_id":"33"}]}]"#;
         assert_eq!(asset_ids_in(t).collect::<Vec<_>>(), vec!["11", "22", "33"]);
-    }
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        for n in 1..40 {
-            let d = backoff(Duration::from_secs(1), Duration::from_secs(60), n).as_secs_f64();
-            let full = 2f64.powi((n as i32 - 1).min(30)).min(60.0);
-            assert!(d >= full * 0.5 - 1e-9 && d <= full + 1e-9, "n={n} d={d}");
-        }
     }
 
     #[test]
