@@ -192,15 +192,7 @@ pub fn collected_at(line: &[u8]) -> Option<Ts> {
     const KEY: &[u8] = b"\"collected_at_utc\":\"";
     let at = find(line, KEY)? + KEY.len();
     let v = line.get(at..at + 28)?;
-    let shaped = v[27] == b'"'
-        && v[4] == b'-'
-        && v[7] == b'-'
-        && v[10] == b'T'
-        && v[13] == b':'
-        && v[19] == b'.'
-        && v[26] == b'Z'
-        && v[..4].iter().all(u8::is_ascii_digit);
-    if !shaped {
+    if v[27] != b'"' || !clock::is_canonical(&v[..27]) {
         return None;
     }
     let mut t = [0u8; 27];
