@@ -127,18 +127,11 @@ pub fn fmt_micros(t: OffsetDateTime) -> String {
     )
 }
 
-/// `2026-11-24T16:00:00Z` (whole seconds, for window boundaries).
+/// `2026-11-24T16:00:00Z` (whole seconds, for window boundaries): [`fmt_micros`] without the fraction.
 pub fn fmt_secs(t: OffsetDateTime) -> String {
-    let t = t.to_offset(UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    let mut s = fmt_micros(t);
+    s.replace_range(s.len() - 8..s.len() - 1, "");
+    s
 }
 
 /// True when `b` is a timestamp in the archive's one form, as [`fmt_micros`] writes it:

@@ -33,18 +33,8 @@ pub fn is_safe_component(s: &str) -> bool {
 
 /// A new run id: `20261124T160133Z-<pid>-<4 hex>`; unique per process start, safe in file names.
 pub fn new_run_id() -> String {
-    let t = crate::clock::now();
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{}-{:04x}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        std::process::id(),
-        random_u64() & 0xffff
-    )
+    let stamp = crate::clock::fmt_secs(crate::clock::now()).replace(['-', ':'], "");
+    format!("{stamp}-{}-{:04x}", std::process::id(), random_u64() & 0xffff)
 }
 
 /// A fast non-cryptographic random number (splitmix64 over time, pid and a counter). For jitter only.
@@ -164,6 +154,14 @@ mod tests {
         let b = new_run_id();
         assert!(is_safe_component(&a), "{a}");
         assert_ne!(a, b);
+        // `20261124T160133Z-<pid>-<4 hex>`
+        let parts: Vec<&str> = a.split('-').collect();
+        assert_eq!(parts.len(), 3, "{a}");
+        let stamp = parts[0].as_bytes();
+        assert_eq!((stamp.len(), stamp[8], stamp[15]), (16, b'T', b'Z'), "{a}");
+        assert!(stamp.iter().enumerate().all(|(i, c)| i == 8 || i == 15 || c.is_ascii_digit()), "{a}");
+        assert_eq!(parts[1], std::process::id().to_string());
+        assert!(parts[2].len() == 4 && parts[2].bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
     }
 
     #[test]
