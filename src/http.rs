@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
@@ -116,6 +117,16 @@ impl Request {
         Request { family, method: Method::Post, url: url.into(), query: Vec::new(), body: Some(body) }
     }
 
+    /// `POST <url>` with the `/books` body `[{"token_id": "…"}, …]` (pm-books' polls, pm-stream's snapshots).
+    pub fn post_books(url: impl Into<String>, token_ids: &[impl AsRef<str>]) -> Request {
+        #[derive(Serialize)]
+        struct Param<'a> {
+            token_id: &'a str,
+        }
+        let params: Vec<Param> = token_ids.iter().map(|t| Param { token_id: t.as_ref() }).collect();
+        Request::post_json("books", url, serde_json::to_string(&params).expect("serializes"))
+    }
+
     pub fn query(mut self, k: &str, v: &str) -> Request {
         self.query.push((k.to_string(), v.to_string()));
         self
@@ -188,8 +199,9 @@ impl Attempt {
         }
     }
 
-    /// The raw envelope of this attempt. `ctx` is the caller's context (slot, tokens, slug…).
-    pub fn envelope(&self, seq: &mut Sequencer, req: &Request, ctx: Option<serde_json::Value>) -> Envelope {
+    /// The raw envelope of this attempt. `ctx` is the caller's context (a type with named fields:
+    /// slot, tokens, slug…), written with the client's [`RetryCtx`] as one [`HttpCtx`].
+    pub fn envelope<C: Serialize>(&self, seq: &mut Sequencer, req: &Request, ctx: Option<C>) -> Envelope {
         let mut env = seq.envelope("http");
         env.endpoint = Some(req.family);
         env.sent_at_utc = Some(clock::fmt_micros(self.sent_at));
@@ -216,26 +228,48 @@ impl Attempt {
             });
         }
         env.error = error;
-        let mut ctx = ctx.unwrap_or_else(|| serde_json::json!({}));
-        if let Some(obj) = ctx.as_object_mut() {
-            match &self.verdict {
-                Verdict::Ok => {}
-                Verdict::Retry(r) => {
-                    obj.insert("retryable".into(), serde_json::Value::String(r.clone()));
-                }
-                Verdict::Final(r) => {
-                    obj.insert("final".into(), serde_json::Value::String(r.clone()));
-                }
-            }
-            if self.waited_before > 0.0 {
-                obj.insert("waited_before_s".into(), serde_json::json!((self.waited_before * 1000.0).round() / 1000.0));
-            }
-        }
-        if ctx.as_object().map(|o| !o.is_empty()).unwrap_or(true) {
+        let retry = RetryCtx {
+            retryable: match &self.verdict {
+                Verdict::Retry(r) => Some(r.clone()),
+                _ => None,
+            },
+            final_: match &self.verdict {
+                Verdict::Final(r) => Some(r.clone()),
+                _ => None,
+            },
+            waited_before_s: (self.waited_before > 0.0).then(|| (self.waited_before * 1000.0).round() / 1000.0),
+        };
+        let ctx = serde_json::to_value(HttpCtx { caller: ctx, retry }).expect("an http ctx is a JSON object");
+        if ctx.as_object().is_some_and(|o| !o.is_empty()) {
             env.ctx = Some(ctx);
         }
         env
     }
+}
+
+/// The `ctx` of an http line: the caller's fields (pm-books' [`crate::books::PollCtx`], pm-stream's
+/// [`crate::stream::SnapshotCtx`], pm-markets' and pm-probe's) and the client's [`RetryCtx`], in
+/// one object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HttpCtx<C> {
+    #[serde(flatten)]
+    pub caller: Option<C>,
+    #[serde(flatten)]
+    pub retry: RetryCtx,
+}
+
+/// What the client adds to the `ctx` of an http line about the try.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetryCtx {
+    /// A failed try worth retrying, and why (`429`, `network`, `425 service not ready`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<String>,
+    /// A definitive failure (a 4xx other than 425 and 429): the status.
+    #[serde(rename = "final", default, skip_serializing_if = "Option::is_none")]
+    pub final_: Option<String>,
+    /// Seconds waited (backoff, `Retry-After`) before this try; absent for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_before_s: Option<f64>,
 }
 
 /// Spaces request starts per family (a minimum interval = 1 / rate).
@@ -565,6 +599,40 @@ mod tests {
             let full = 2f64.powi((n as i32 - 1).min(30)).min(60.0);
             assert!(d >= full * 0.5 - 1e-9 && d <= full + 1e-9, "n={n} d={d}");
         }
+    }
+
+    /// The ctx of an http line: the caller's fields (a type, or a JSON object) plus the retry fields.
+    #[test]
+    fn http_ctx_is_the_callers_fields_and_the_retry_fields() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Caller {
+            slot: u64,
+        }
+        let run = crate::envelope::RunInfo {
+            venue: "polymarket",
+            tool: "test",
+            version: "0",
+            run_id: "r".into(),
+            host: "h".into(),
+        };
+        let mut seq = Sequencer::new(run);
+        let req = Request::get("test", "http://127.0.0.1:9/x");
+        let c = Client::new(HttpConfig::default());
+        let mut a = c.try_placeholder(2, 0.5);
+        a.verdict = Verdict::Retry("429".into());
+        let ctx = a.envelope(&mut seq, &req, Some(&Caller { slot: 3 })).ctx.unwrap();
+        assert_eq!(ctx.to_string(), r#"{"retryable":"429","slot":3,"waited_before_s":0.5}"#);
+        let back: HttpCtx<Caller> = serde_json::from_value(ctx).unwrap();
+        assert_eq!(back.caller, Some(Caller { slot: 3 }));
+        assert_eq!(back.retry.retryable.as_deref(), Some("429"));
+        a.verdict = Verdict::Final("404".into());
+        let ctx = a.envelope(&mut seq, &req, Some(serde_json::json!({"probe": "book"}))).ctx.unwrap();
+        assert_eq!(ctx, serde_json::json!({"probe": "book", "final": "404", "waited_before_s": 0.5}));
+        a.verdict = Verdict::Ok;
+        a.waited_before = 0.0;
+        assert!(a.envelope(&mut seq, &req, None::<()>).ctx.is_none(), "nothing to say: no ctx");
+        let post = Request::post_books("http://127.0.0.1:9/books", &["1", "2"]);
+        assert_eq!(post.body.as_deref(), Some(r#"[{"token_id":"1"},{"token_id":"2"}]"#));
     }
 
     #[test]
