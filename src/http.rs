@@ -187,6 +187,34 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// A try started at `sent_at`, nothing known yet.
+    fn blank(attempt: u32, sent_at: OffsetDateTime, waited_before: f64) -> Attempt {
+        Attempt {
+            attempt,
+            sent_at,
+            received_at: sent_at,
+            elapsed: Duration::ZERO,
+            status: None,
+            headers: ReplyHeaders::default(),
+            body: None,
+            error: None,
+            verdict: Verdict::Ok,
+            gave_up: None,
+            waited_before,
+        }
+    }
+
+    /// A try that was not sent (backing off past the deadline, shutdown): recorded like any other,
+    /// `error: "not sent: <why>"`.
+    fn not_sent(attempt: u32, waited_before: f64, gave_up: &str, why: String) -> Attempt {
+        Attempt {
+            error: Some(format!("not sent: {why}")),
+            verdict: Verdict::Retry("not sent".into()),
+            gave_up: Some(gave_up.into()),
+            ..Attempt::blank(attempt, clock::now(), waited_before)
+        }
+    }
+
     pub fn is_ok(&self) -> bool {
         self.verdict == Verdict::Ok
     }
@@ -337,19 +365,7 @@ impl Client {
                 .header("Content-Type", "application/json")
                 .send(req.body.clone().unwrap_or_default()),
         };
-        let mut a = Attempt {
-            attempt,
-            sent_at,
-            received_at: sent_at,
-            elapsed: Duration::ZERO,
-            status: None,
-            headers: ReplyHeaders::default(),
-            body: None,
-            error: None,
-            verdict: Verdict::Ok,
-            gave_up: None,
-            waited_before,
-        };
+        let mut a = Attempt::blank(attempt, sent_at, waited_before);
         match result {
             Err(e) => {
                 a.error = Some(format!("network: {e}"));
@@ -406,19 +422,18 @@ impl Client {
         if let Some((until, reason)) = self.backoff_until(req.family) {
             let now = Instant::now();
             if deadline.is_some_and(|d| until > d) {
-                let mut a = self.try_placeholder(1, 0.0);
-                a.verdict = Verdict::Retry("not sent".into());
-                a.gave_up = Some("backing off".into());
-                a.error =
-                    Some(format!("not sent: backing off for {:.3} s more after {reason}", (until - now).as_secs_f64()));
+                let more = (until - now).as_secs_f64();
+                let a = Attempt::not_sent(
+                    1,
+                    0.0,
+                    "backing off",
+                    format!("backing off for {more:.3} s more after {reason}"),
+                );
                 on_attempt(&a)?;
                 return Ok(a);
             }
             if !signal::sleep(until - now) {
-                let mut a = self.try_placeholder(1, 0.0);
-                a.verdict = Verdict::Retry("not sent".into());
-                a.gave_up = Some("shutdown".into());
-                a.error = Some("not sent: shutdown requested during backoff".into());
+                let a = Attempt::not_sent(1, 0.0, "shutdown", "shutdown requested during backoff".into());
                 on_attempt(&a)?;
                 return Ok(a);
             }
@@ -428,10 +443,7 @@ impl Client {
         let mut n = 1;
         loop {
             if !self.limiter.acquire(req.family, rate) {
-                let mut a = self.try_placeholder(n, waited);
-                a.gave_up = Some("shutdown before sending".into());
-                a.verdict = Verdict::Retry("not sent".into());
-                a.error = Some("not sent: shutdown requested".into());
+                let a = Attempt::not_sent(n, waited, "shutdown before sending", "shutdown requested".into());
                 on_attempt(&a)?;
                 return Ok(a);
             }
@@ -473,10 +485,12 @@ impl Client {
             }
             on_attempt(&a)?;
             if !signal::sleep(delay) {
-                let mut p = self.try_placeholder(n + 1, delay.as_secs_f64());
-                p.gave_up = Some("shutdown".into());
-                p.verdict = Verdict::Retry("not sent".into());
-                p.error = Some("not sent: shutdown requested during backoff".into());
+                let p = Attempt::not_sent(
+                    n + 1,
+                    delay.as_secs_f64(),
+                    "shutdown",
+                    "shutdown requested during backoff".into(),
+                );
                 on_attempt(&p)?;
                 return Ok(p);
             }
@@ -493,23 +507,6 @@ impl Client {
         let b = b.get(family)?;
         let until = b.not_before?;
         (until > Instant::now()).then(|| (until, b.reason.clone()))
-    }
-
-    fn try_placeholder(&self, attempt: u32, waited_before: f64) -> Attempt {
-        let now = clock::now();
-        Attempt {
-            attempt,
-            sent_at: now,
-            received_at: now,
-            elapsed: Duration::ZERO,
-            status: None,
-            headers: ReplyHeaders::default(),
-            body: None,
-            error: None,
-            verdict: Verdict::Retry("not sent".into()),
-            gave_up: None,
-            waited_before,
-        }
     }
 
     /// Backoff before try `n + 1`: [`backoff`] from `backoff_base` to `backoff_max`, at least the
@@ -617,8 +614,7 @@ mod tests {
         };
         let mut seq = Sequencer::new(run);
         let req = Request::get("test", "http://127.0.0.1:9/x");
-        let c = Client::new(HttpConfig::default());
-        let mut a = c.try_placeholder(2, 0.5);
+        let mut a = Attempt::blank(2, clock::now(), 0.5);
         a.verdict = Verdict::Retry("429".into());
         let ctx = a.envelope(&mut seq, &req, Some(&Caller { slot: 3 })).ctx.unwrap();
         assert_eq!(ctx.to_string(), r#"{"retryable":"429","slot":3,"waited_before_s":0.5}"#);

@@ -1092,26 +1092,37 @@ struct Shard {
     handle: std::thread::JoinHandle<()>,
 }
 
+/// The controller's state: the markets followed, the shards and which shard owns which token.
+struct Controller {
+    shared: Arc<Shared>,
+    markets: BTreeMap<String, Tracked>,
+    shards: Vec<Option<Shard>>,
+    owner: HashMap<String, usize>,
+    /// `--token`s, tracked for the whole run.
+    fixed: BTreeSet<String>,
+    /// Bad stdin lines.
+    bad: u64,
+}
+
 /// The controller: runs until stdin ended and nothing is left to track, a signal, `max_frames`, or a
 /// closed output. Returns the number of bad input lines.
 pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Client>, counters: Arc<Counters>) -> u64 {
-    let shared = Arc::new(Shared {
-        cfg: cfg.clone(),
-        sink: sink.clone(),
-        client: client.map(Arc::new),
-        counters,
-        next_conn_id: AtomicU64::new(0),
-    });
-    let mut markets: BTreeMap<String, Tracked> = BTreeMap::new();
-    let mut shards: Vec<Option<Shard>> = Vec::new();
-    let mut owner: HashMap<String, usize> = HashMap::new();
+    let mut c = Controller {
+        fixed: cfg.fixed_tokens.iter().cloned().collect(),
+        shared: Arc::new(Shared {
+            cfg: cfg.clone(),
+            sink,
+            client: client.map(Arc::new),
+            counters,
+            next_conn_id: AtomicU64::new(0),
+        }),
+        markets: BTreeMap::new(),
+        shards: Vec::new(),
+        owner: HashMap::new(),
+        bad: 0,
+    };
     let mut eof = false;
-    let mut bad = 0u64;
-    let fixed: BTreeSet<String> = cfg.fixed_tokens.iter().cloned().collect();
-    loop {
-        if signal::stop_requested() {
-            break;
-        }
+    while !signal::stop_requested() {
         // After the end of input the channel answers at once: wait one tick instead of spinning.
         let next = if eof {
             std::thread::sleep(cfg.tick);
@@ -1120,18 +1131,10 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
             inputs.recv_timeout(cfg.tick)
         };
         match next {
-            Ok(Input::Market { market: m, .. }) => {
-                let Some(window) = track::Window::of(&m, cfg.lead, cfg.grace) else { continue };
-                let key = m.condition_id.clone();
-                let active = markets.get(&key).map(|t| t.active).unwrap_or(false);
-                markets.insert(key, Tracked { market: *m, window, active });
-            }
-            Ok(Input::Bad { line: n, reason: why }) => {
-                bad += 1;
-                eprintln!("{TOOL}: stdin line {n}: skipped: {why}");
-                let ctx = track::GapCtx { line: Some(n), ..track::GapCtx::new(track::GapKind::BadInput) };
-                let e = sink.envelope("gap").with_ctx(&ctx).with_error(why);
-                sink.send(e);
+            Ok(input) => {
+                if !c.on_input(input) {
+                    continue;
+                }
             }
             Err(RecvTimeoutError::Disconnected) => eof = true,
             Err(RecvTimeoutError::Timeout) => {}
@@ -1140,10 +1143,51 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
         if !inputs.is_empty() && !eof {
             continue;
         }
-        // Both clock readings (src/track.rs): a wall-clock step neither starts late nor stops early.
-        let now = track::Now::read();
-        for t in markets.values_mut() {
-            let phase = t.window.phase(&now);
+        let want = c.track(&track::Now::read());
+        c.reap_dead_shards();
+        c.remove_unwanted(&want);
+        c.add_wanted(&want);
+        if eof && c.markets.is_empty() && c.fixed.is_empty() {
+            break;
+        }
+    }
+    for s in c.shards.into_iter().flatten() {
+        let _ = s.tx.send(Cmd::Stop);
+        let _ = s.handle.join();
+    }
+    c.bad
+}
+
+impl Controller {
+    /// Takes one stdin message: a market (its latest record wins) or a bad line (a gap record).
+    /// False for a market whose window does not parse (nothing to re-evaluate).
+    fn on_input(&mut self, input: Input) -> bool {
+        let cfg = &self.shared.cfg;
+        match input {
+            Input::Market { market: m, .. } => {
+                let Some(window) = track::Window::of(&m, cfg.lead, cfg.grace) else { return false };
+                let key = m.condition_id.clone();
+                let active = self.markets.get(&key).map(|t| t.active).unwrap_or(false);
+                self.markets.insert(key, Tracked { market: *m, window, active });
+            }
+            Input::Bad { line: n, reason: why } => {
+                self.bad += 1;
+                eprintln!("{TOOL}: stdin line {n}: skipped: {why}");
+                let ctx = track::GapCtx { line: Some(n), ..track::GapCtx::new(track::GapKind::BadInput) };
+                let sink = &self.shared.sink;
+                sink.send(sink.envelope("gap").with_ctx(&ctx).with_error(why));
+            }
+        }
+        true
+    }
+
+    /// Starts and stops markets by their tracking windows on both clock readings (src/track.rs: a
+    /// wall-clock step neither starts late nor stops early), writing a `track` line for each change,
+    /// and forgets markets whose tracking is over. Returns the tokens wanted now.
+    fn track(&mut self, now: &track::Now) -> BTreeSet<String> {
+        let sink = &self.shared.sink;
+        for t in self.markets.values_mut() {
+            let phase = t.window.phase(now);
             let want = if t.active { phase != track::Phase::Over } else { phase == track::Phase::Open };
             if want != t.active {
                 t.active = want;
@@ -1157,35 +1201,40 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
                 sink.send(sink.envelope("track").with_ctx(&ctx));
             }
         }
-        // Forget markets whose tracking is over.
-        markets.retain(|_, t| t.active || t.window.phase(&now) != track::Phase::Over);
-        let mut want: BTreeSet<String> = fixed.clone();
-        for t in markets.values().filter(|t| t.active) {
+        self.markets.retain(|_, t| t.active || t.window.phase(now) != track::Phase::Over);
+        let mut want: BTreeSet<String> = self.fixed.clone();
+        for t in self.markets.values().filter(|t| t.active) {
             want.extend(t.market.tokens.iter().map(|x| x.token_id.clone()));
         }
-        // A connection thread that ended on its own (it only ends on Stop, so this is a panic or
-        // a bug) must not orphan its tokens: record it and hand its tokens to a new connection.
-        for (i, slot) in shards.iter_mut().enumerate() {
+        want
+    }
+
+    /// A connection thread that ended on its own (it only ends on Stop, so this is a panic or a
+    /// bug) must not orphan its tokens: record it and hand its tokens to a new connection.
+    fn reap_dead_shards(&mut self) {
+        let sink = &self.shared.sink;
+        for (i, slot) in self.shards.iter_mut().enumerate() {
             if slot.as_ref().is_some_and(|s| s.handle.is_finished()) {
                 let dead = slot.take().expect("present");
                 let toks: Vec<String> = dead.tokens.iter().cloned().collect();
                 let _ = dead.handle.join();
-                owner.retain(|_, &mut j| j != i);
+                self.owner.retain(|_, &mut j| j != i);
                 let ctx = WsCtx {
                     phase: Some(WsPhase::ConnectionThread),
                     shard: Some(i as u32),
                     token_ids: Some(toks),
                     ..WsCtx::new(WsEvent::Error)
                 };
-                sink.send(
-                    sink.ws(&ctx)
-                        .with_error("connection thread ended unexpectedly; its tokens move to a new connection"),
-                );
+                let why = "connection thread ended unexpectedly; its tokens move to a new connection";
+                sink.send(sink.ws(&ctx).with_error(why));
             }
         }
-        // Removals, grouped per shard.
+    }
+
+    /// Removals, grouped per shard; a shard left without tokens is stopped.
+    fn remove_unwanted(&mut self, want: &BTreeSet<String>) {
         let mut removals: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        for (tok, &i) in owner.iter() {
+        for (tok, &i) in self.owner.iter() {
             if !want.contains(tok) {
                 removals.entry(i).or_default().push(tok.clone());
             }
@@ -1193,64 +1242,56 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
         for (i, mut toks) in removals {
             toks.sort();
             for t in &toks {
-                owner.remove(t);
+                self.owner.remove(t);
             }
-            if let Some(s) = shards[i].as_mut() {
-                toks.iter().for_each(|t| {
-                    s.tokens.remove(t);
-                });
-                if s.tokens.is_empty() {
-                    let s = shards[i].take().expect("present");
-                    let _ = s.tx.send(Cmd::Stop);
-                    let _ = s.handle.join();
-                } else {
-                    let _ = s.tx.send(Cmd::Remove(toks));
-                }
+            let Some(s) = self.shards[i].as_mut() else { continue };
+            toks.iter().for_each(|t| {
+                s.tokens.remove(t);
+            });
+            if s.tokens.is_empty() {
+                let s = self.shards[i].take().expect("present");
+                let _ = s.tx.send(Cmd::Stop);
+                let _ = s.handle.join();
+            } else {
+                let _ = s.tx.send(Cmd::Remove(toks));
             }
         }
-        // Additions: fill existing shards, then open new ones.
+    }
+
+    /// Additions: fill existing shards (at most `max_per_conn` tokens each), then open new ones.
+    fn add_wanted(&mut self, want: &BTreeSet<String>) {
+        let max = self.shared.cfg.max_per_conn;
         let mut adds: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        let new: Vec<String> = want.iter().filter(|t| !owner.contains_key(*t)).cloned().collect();
+        let new: Vec<String> = want.iter().filter(|t| !self.owner.contains_key(*t)).cloned().collect();
         for tok in new {
+            let shards = &mut self.shards;
             let pending = |i: usize, adds: &BTreeMap<usize, Vec<String>>| adds.get(&i).map_or(0, Vec::len);
             let slot = (0..shards.len())
-                .find(|&i| shards[i].as_ref().is_some_and(|s| s.tokens.len() + pending(i, &adds) < cfg.max_per_conn));
-            let i = match slot
-                .or_else(|| (0..shards.len()).find(|&i| shards[i].is_none() && pending(i, &adds) < cfg.max_per_conn))
-            {
-                Some(i) => i,
-                None => {
-                    shards.push(None);
-                    shards.len() - 1
-                }
-            };
+                .find(|&i| shards[i].as_ref().is_some_and(|s| s.tokens.len() + pending(i, &adds) < max))
+                .or_else(|| (0..shards.len()).find(|&i| shards[i].is_none() && pending(i, &adds) < max));
+            let i = slot.unwrap_or_else(|| {
+                shards.push(None);
+                shards.len() - 1
+            });
             adds.entry(i).or_default().push(tok.clone());
-            owner.insert(tok, i);
+            self.owner.insert(tok, i);
         }
         for (i, toks) in adds {
-            match shards[i].as_mut() {
+            match self.shards[i].as_mut() {
                 Some(s) => {
                     s.tokens.extend(toks.iter().cloned());
                     let _ = s.tx.send(Cmd::Add(toks));
                 }
                 None => {
                     let (tx, rx) = crossbeam_channel::unbounded();
-                    let sh = shared.clone();
+                    let sh = self.shared.clone();
                     let init = toks.clone();
                     let handle = std::thread::spawn(move || conn_thread(sh, i as u32, rx, init));
-                    shards[i] = Some(Shard { tokens: toks.into_iter().collect(), tx, handle });
+                    self.shards[i] = Some(Shard { tokens: toks.into_iter().collect(), tx, handle });
                 }
             }
         }
-        if eof && markets.is_empty() && fixed.is_empty() {
-            break;
-        }
     }
-    for s in shards.into_iter().flatten() {
-        let _ = s.tx.send(Cmd::Stop);
-        let _ = s.handle.join();
-    }
-    bad
 }
 
 #[cfg(test)]
