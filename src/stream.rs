@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use time::OffsetDateTime;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
@@ -207,10 +206,38 @@ pub fn asset_ids_in(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// A message we send on the market channel (facts §6.1). The fields are in alphabetical order, the
+/// order the texts recorded in `ctx.message` have always had.
+#[derive(Serialize)]
+struct ChannelMessage<'a> {
+    assets_ids: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    custom_feature_enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initial_dump: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operation: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a str>,
+}
+
+impl ChannelMessage<'_> {
+    fn text(&self) -> String {
+        serde_json::to_string(self).expect("serializes")
+    }
+}
+
 /// The subscribe message sent first on every connection (facts §6.1; `initial_dump` so that every
 /// asset starts with a book, anchors §3.4).
 pub fn subscribe_message(tokens: &[String]) -> String {
-    json!({"assets_ids": tokens, "type": "market", "custom_feature_enabled": true, "initial_dump": true}).to_string()
+    ChannelMessage {
+        assets_ids: tokens,
+        custom_feature_enabled: Some(true),
+        initial_dump: Some(true),
+        operation: None,
+        kind: Some("market"),
+    }
+    .text()
 }
 
 /// A subscription change on an open connection (dynamic subscribe/unsubscribe, shipped by the venue
@@ -219,11 +246,9 @@ pub fn subscribe_message(tokens: &[String]) -> String {
 /// toggles the flag in place", venue_changes_2026 §3 A9), so one without it might turn the custom
 /// events off.
 pub fn operation_message(op: &str, tokens: &[String]) -> String {
-    if op == "subscribe" {
-        json!({"operation": op, "assets_ids": tokens, "custom_feature_enabled": true}).to_string()
-    } else {
-        json!({"operation": op, "assets_ids": tokens}).to_string()
-    }
+    let custom_feature_enabled = (op == "subscribe").then_some(true);
+    ChannelMessage { assets_ids: tokens, custom_feature_enabled, initial_dump: None, operation: Some(op), kind: None }
+        .text()
 }
 
 /// The frames that subscribe `tokens` on a fresh connection, at most `max` ids each: the first is
@@ -1297,7 +1322,7 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use serde_json::{json, Value};
 
     #[test]
     fn data_frames_and_asset_scan() {
@@ -1346,6 +1371,16 @@ mod tests {
     #[test]
     fn messages() {
         let t = vec!["1".to_string(), "2".to_string()];
+        // The exact texts (recorded in ctx.message), as before they had a type.
+        assert_eq!(
+            subscribe_message(&t),
+            r#"{"assets_ids":["1","2"],"custom_feature_enabled":true,"initial_dump":true,"type":"market"}"#
+        );
+        assert_eq!(operation_message("unsubscribe", &t), r#"{"assets_ids":["1","2"],"operation":"unsubscribe"}"#);
+        assert_eq!(
+            operation_message("subscribe", &t),
+            r#"{"assets_ids":["1","2"],"custom_feature_enabled":true,"operation":"subscribe"}"#
+        );
         let v: Value = serde_json::from_str(&subscribe_message(&t)).unwrap();
         assert_eq!(v["type"], "market");
         assert_eq!(v["assets_ids"][1], "2");
