@@ -35,7 +35,7 @@ use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::market::{Market, Token};
 use crate::signal;
-use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, TrackCtx, Window};
+use crate::track::{Action, GapCtx, GapKind, Now, Phase, PollSlot, Reason, TrackCtx, Window};
 
 /// The caller's part of the `ctx` of pm-books' http lines (one `POST /books` of a slot); the
 /// client adds its retry fields ([`crate::http::HttpCtx`]).
@@ -599,6 +599,12 @@ impl<W: Write> Poller<W> {
         Ok(())
     }
 
+    /// Slot `k`, its due time and the endpoint, for a track or gap line (every raw line names the
+    /// endpoint it is about: docs/POLYMARKET_COLLECTOR.md, Output).
+    fn slot_of_line(&self, k: u64) -> PollSlot {
+        PollSlot { slot: Some(k), due_at_utc: Some(self.due_utc(k)), endpoint_url: Some(self.books_url.clone()) }
+    }
+
     fn write_track(
         &mut self,
         k: u64,
@@ -607,20 +613,14 @@ impl<W: Write> Poller<W> {
         reason: Reason,
         tokens: Vec<Token>,
     ) -> io::Result<()> {
-        let mut ctx = TrackCtx::new(action, reason, m, tokens);
-        ctx.slot = Some(k);
-        ctx.due_at_utc = Some(self.due_utc(k));
-        // Every raw line names the endpoint it is about (docs/POLYMARKET_COLLECTOR.md, Output).
-        ctx.endpoint_url = Some(self.books_url.clone());
+        let ctx = TrackCtx { poll: self.slot_of_line(k), ..TrackCtx::new(action, reason, m, tokens) };
         let env = self.seq.envelope("track").with_ctx(&ctx);
         self.out.write_raw(&env.to_line())
     }
 
     fn write_gap(&mut self, k: u64, mut ctx: GapCtx, error: String) -> io::Result<()> {
         *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
-        ctx.slot = Some(k);
-        ctx.due_at_utc = Some(self.due_utc(k));
-        ctx.endpoint_url = Some(self.books_url.clone());
+        ctx.poll = self.slot_of_line(k);
         let env = self.seq.envelope("gap").with_ctx(&ctx).with_error(error);
         self.out.write_raw(&env.to_line())
     }
