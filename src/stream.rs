@@ -1368,6 +1368,77 @@ mod tests {
         );
     }
 
+    /// The JSON type of every `WsCtx` key, as written before the type existed (docs/DATA_CONTRACT.md;
+    /// tests/readers.rs wants one type per key): a field whose Rust type changes fails here.
+    #[test]
+    fn ws_ctx_json_types_are_pinned() {
+        let all = WsCtx {
+            event: WsEvent::Watchdog,
+            conn_id: Some(1),
+            shard: Some(2),
+            frame_no: Some(3),
+            opcode: Some("ping".into()),
+            attempt: Some(4),
+            http_status: Some(101),
+            url: Some("ws://127.0.0.1:1/ws/market".into()),
+            token_ids: Some(vec!["7".into()]),
+            message: Some("{}".into()),
+            batch: Some(0),
+            batches: Some(1),
+            initial: Some(true),
+            phase: Some(WsPhase::Read),
+            error: Some("e".into()),
+            by: Some(ClosedBy::Server),
+            code: Some(1000),
+            frames: Some(5),
+            reason: Some("silence".into()),
+            silent_s: Some(1.5),
+            age_s: Some(3600),
+            limit_s: Some(60.0),
+            after: Some("watchdog".into()),
+            wait_s: Some(0.25),
+        };
+        let v = serde_json::to_value(&all).unwrap();
+        let jtype = |v: &Value| match v {
+            Value::Number(n) if n.is_f64() => "float",
+            Value::Number(_) => "integer",
+            Value::String(_) => "string",
+            Value::Bool(_) => "boolean",
+            Value::Array(a) if a.iter().all(Value::is_string) => "array<string>",
+            _ => "other",
+        };
+        let got: BTreeMap<&str, &str> = v.as_object().unwrap().iter().map(|(k, x)| (k.as_str(), jtype(x))).collect();
+        let want: BTreeMap<&str, &str> = [
+            ("event", "string"),
+            ("conn_id", "integer"),
+            ("shard", "integer"),
+            ("frame_no", "integer"),
+            ("opcode", "string"),
+            ("attempt", "integer"),
+            ("http_status", "integer"),
+            ("url", "string"),
+            ("token_ids", "array<string>"),
+            ("message", "string"),
+            ("batch", "integer"),
+            ("batches", "integer"),
+            ("initial", "boolean"),
+            ("phase", "string"),
+            ("error", "string"),
+            ("by", "string"),
+            ("code", "integer"),
+            ("frames", "integer"),
+            ("reason", "string"),
+            ("silent_s", "float"),
+            ("age_s", "integer"),
+            ("limit_s", "float"),
+            ("after", "string"),
+            ("wait_s", "float"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn messages() {
         let t = vec!["1".to_string(), "2".to_string()];
