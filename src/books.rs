@@ -25,8 +25,7 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::clock;
@@ -36,7 +35,21 @@ use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::market::{Market, Token};
 use crate::signal;
-use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, TrackCtx, Window};
+use crate::track::{Action, GapCtx, GapKind, Now, Phase, PollSlot, Reason, TrackCtx, Window};
+
+/// The caller's part of the `ctx` of pm-books' http lines (one `POST /books` of a slot); the
+/// client adds its retry fields ([`crate::http::HttpCtx`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PollCtx {
+    /// Slot k is due at t0 + k·interval.
+    pub slot: u64,
+    pub due_at_utc: String,
+    /// The ids asked for, in request order.
+    pub token_ids: Vec<String>,
+    /// 1-based, of `batches` requests in this slot.
+    pub batch: usize,
+    pub batches: usize,
+}
 
 /// The most tokens one `POST /books` may ask for (the venue answers 400 above it, facts §4.2).
 pub const MAX_BATCH: usize = 500;
@@ -486,10 +499,14 @@ impl<W: Write> Poller<W> {
     /// One `POST /books` (with retries until the next slot is due), its envelopes and its gaps.
     fn poll_batch(&mut self, k: u64, batch: &[Asked], i: usize, n: usize) -> io::Result<()> {
         let ids: Vec<&str> = batch.iter().map(|a| a.token_id.as_str()).collect();
-        let body: Vec<Value> = ids.iter().map(|t| json!({ "token_id": t })).collect();
-        let req =
-            Request::post_json("books", self.books_url.clone(), serde_json::to_string(&body).expect("serializes"));
-        let ctx = json!({ "slot": k, "due_at_utc": self.due_utc(k), "token_ids": ids, "batch": i, "batches": n });
+        let req = Request::post_books(self.books_url.clone(), &ids);
+        let ctx = PollCtx {
+            slot: k,
+            due_at_utc: self.due_utc(k),
+            token_ids: ids.iter().map(|t| t.to_string()).collect(),
+            batch: i,
+            batches: n,
+        };
         let deadline = self.due(k + 1);
         let (client, seq, out, stats) = (&self.client, &mut self.seq, &mut self.out, &mut self.stats);
         let mut failed: u64 = 0;
@@ -497,7 +514,7 @@ impl<W: Write> Poller<W> {
             let key = a.status.map_or_else(|| "none".to_string(), |s| s.to_string());
             *stats.requests.entry(key).or_default() += 1;
             failed += u64::from(!a.is_ok());
-            out.write_raw(&a.envelope(seq, &req, Some(ctx.clone())).to_line())
+            out.write_raw(&a.envelope(seq, &req, Some(&ctx)).to_line())
         })?;
         let received = match (&last.verdict, last.json_text()) {
             (Verdict::Ok, Some(text)) => serde_json::from_str::<Vec<BookId>>(text)
@@ -582,6 +599,12 @@ impl<W: Write> Poller<W> {
         Ok(())
     }
 
+    /// Slot `k`, its due time and the endpoint, for a track or gap line (every raw line names the
+    /// endpoint it is about: docs/POLYMARKET_COLLECTOR.md, Output).
+    fn slot_of_line(&self, k: u64) -> PollSlot {
+        PollSlot { slot: Some(k), due_at_utc: Some(self.due_utc(k)), endpoint_url: Some(self.books_url.clone()) }
+    }
+
     fn write_track(
         &mut self,
         k: u64,
@@ -590,21 +613,15 @@ impl<W: Write> Poller<W> {
         reason: Reason,
         tokens: Vec<Token>,
     ) -> io::Result<()> {
-        let mut ctx = TrackCtx::new(action, reason, m, tokens);
-        ctx.slot = Some(k);
-        ctx.due_at_utc = Some(self.due_utc(k));
-        // Every raw line names the endpoint it is about (docs/POLYMARKET_COLLECTOR.md, Output).
-        ctx.endpoint_url = Some(self.books_url.clone());
-        let env = self.seq.envelope("track").with_ctx(ctx.to_value());
+        let ctx = TrackCtx { poll: self.slot_of_line(k), ..TrackCtx::new(action, reason, m, tokens) };
+        let env = self.seq.envelope("track").with_ctx(&ctx);
         self.out.write_raw(&env.to_line())
     }
 
     fn write_gap(&mut self, k: u64, mut ctx: GapCtx, error: String) -> io::Result<()> {
         *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
-        ctx.slot = Some(k);
-        ctx.due_at_utc = Some(self.due_utc(k));
-        ctx.endpoint_url = Some(self.books_url.clone());
-        let env = self.seq.envelope("gap").with_ctx(ctx.to_value()).with_error(error);
+        ctx.poll = self.slot_of_line(k);
+        let env = self.seq.envelope("gap").with_ctx(&ctx).with_error(error);
         self.out.write_raw(&env.to_line())
     }
 

@@ -127,18 +127,27 @@ pub fn fmt_micros(t: OffsetDateTime) -> String {
     )
 }
 
-/// `2026-11-24T16:00:00Z` (whole seconds, for window boundaries).
+/// `2026-11-24T16:00:00Z` (whole seconds, for window boundaries): [`fmt_micros`] without the fraction.
 pub fn fmt_secs(t: OffsetDateTime) -> String {
-    let t = t.to_offset(UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    let mut s = fmt_micros(t);
+    s.replace_range(s.len() - 8..s.len() - 1, "");
+    s
+}
+
+/// True when `b` is a timestamp in the archive's one form, as [`fmt_micros`] writes it:
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`, 27 bytes, every separator in its place and digits elsewhere. Such
+/// timestamps sort as strings. The one shape check (manifest, rotator and normalizer use it); it
+/// does not check the ranges of the fields (month 13 passes).
+pub fn is_canonical(b: &[u8]) -> bool {
+    b.len() == 27
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            4 | 7 => c == b'-',
+            10 => c == b'T',
+            13 | 16 => c == b':',
+            19 => c == b'.',
+            26 => c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
 }
 
 /// Parses RFC 3339 / ISO 8601 with `Z` or an offset and any number of fractional digits
@@ -219,6 +228,25 @@ mod tests {
         assert_eq!(fmt_micros(t), "2026-11-24T16:01:33.123456Z");
         assert_eq!(fmt_secs(t), "2026-11-24T16:01:33Z");
         assert_eq!(fmt_micros(datetime!(2026-01-02 03:04:05 +02:00)), "2026-01-02T01:04:05.000000Z");
+    }
+
+    #[test]
+    fn canonical_shape() {
+        assert!(is_canonical(fmt_micros(datetime!(2026-11-24 16:01:33.123456 UTC)).as_bytes()));
+        assert!(is_canonical(b"0000-99-99T99:99:99.999999Z"), "shape only");
+        for bad in [
+            &b"2026-11-24T16:01:33Z"[..],
+            b"2026-11-24T16:01:33.123456+00:00",
+            b"2026-11-24 16:01:33.123456Z",
+            b"2026-11-24T16:01:33.12345aZ",
+            b"2026x11-24T16:01:33.123456Z",
+            b"2026-11-24T16:01x33.123456Z",
+            b"2026-11-24T16:01:33.123456z",
+            b"2026-11-24T16:01:33.1234567Z",
+            b"",
+        ] {
+            assert!(!is_canonical(bad), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -276,8 +276,9 @@ impl Envelope {
         self
     }
 
-    pub fn with_ctx(mut self, ctx: serde_json::Value) -> Envelope {
-        self.ctx = Some(ctx);
+    /// Sets `ctx` from its type (`track::TrackCtx`, `track::GapCtx`, `stream::WsCtx`, …; or a JSON value).
+    pub fn with_ctx(mut self, ctx: impl Serialize) -> Envelope {
+        self.ctx = Some(serde_json::to_value(ctx).expect("a ctx type serializes to JSON"));
         self
     }
 

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
@@ -116,6 +117,16 @@ impl Request {
         Request { family, method: Method::Post, url: url.into(), query: Vec::new(), body: Some(body) }
     }
 
+    /// `POST <url>` with the `/books` body `[{"token_id": "…"}, …]` (pm-books' polls, pm-stream's snapshots).
+    pub fn post_books(url: impl Into<String>, token_ids: &[impl AsRef<str>]) -> Request {
+        #[derive(Serialize)]
+        struct Param<'a> {
+            token_id: &'a str,
+        }
+        let params: Vec<Param> = token_ids.iter().map(|t| Param { token_id: t.as_ref() }).collect();
+        Request::post_json("books", url, serde_json::to_string(&params).expect("serializes"))
+    }
+
     pub fn query(mut self, k: &str, v: &str) -> Request {
         self.query.push((k.to_string(), v.to_string()));
         self
@@ -176,6 +187,34 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// A try started at `sent_at`, nothing known yet.
+    fn blank(attempt: u32, sent_at: OffsetDateTime, waited_before: f64) -> Attempt {
+        Attempt {
+            attempt,
+            sent_at,
+            received_at: sent_at,
+            elapsed: Duration::ZERO,
+            status: None,
+            headers: ReplyHeaders::default(),
+            body: None,
+            error: None,
+            verdict: Verdict::Ok,
+            gave_up: None,
+            waited_before,
+        }
+    }
+
+    /// A try that was not sent (backing off past the deadline, shutdown): recorded like any other,
+    /// `error: "not sent: <why>"`.
+    fn not_sent(attempt: u32, waited_before: f64, gave_up: &str, why: String) -> Attempt {
+        Attempt {
+            error: Some(format!("not sent: {why}")),
+            verdict: Verdict::Retry("not sent".into()),
+            gave_up: Some(gave_up.into()),
+            ..Attempt::blank(attempt, clock::now(), waited_before)
+        }
+    }
+
     pub fn is_ok(&self) -> bool {
         self.verdict == Verdict::Ok
     }
@@ -188,8 +227,9 @@ impl Attempt {
         }
     }
 
-    /// The raw envelope of this attempt. `ctx` is the caller's context (slot, tokens, slug…).
-    pub fn envelope(&self, seq: &mut Sequencer, req: &Request, ctx: Option<serde_json::Value>) -> Envelope {
+    /// The raw envelope of this attempt. `ctx` is the caller's context (a type with named fields:
+    /// slot, tokens, slug…), written with the client's [`RetryCtx`] as one [`HttpCtx`].
+    pub fn envelope<C: Serialize>(&self, seq: &mut Sequencer, req: &Request, ctx: Option<C>) -> Envelope {
         let mut env = seq.envelope("http");
         env.endpoint = Some(req.family);
         env.sent_at_utc = Some(clock::fmt_micros(self.sent_at));
@@ -216,26 +256,48 @@ impl Attempt {
             });
         }
         env.error = error;
-        let mut ctx = ctx.unwrap_or_else(|| serde_json::json!({}));
-        if let Some(obj) = ctx.as_object_mut() {
-            match &self.verdict {
-                Verdict::Ok => {}
-                Verdict::Retry(r) => {
-                    obj.insert("retryable".into(), serde_json::Value::String(r.clone()));
-                }
-                Verdict::Final(r) => {
-                    obj.insert("final".into(), serde_json::Value::String(r.clone()));
-                }
-            }
-            if self.waited_before > 0.0 {
-                obj.insert("waited_before_s".into(), serde_json::json!((self.waited_before * 1000.0).round() / 1000.0));
-            }
-        }
-        if ctx.as_object().map(|o| !o.is_empty()).unwrap_or(true) {
+        let retry = RetryCtx {
+            retryable: match &self.verdict {
+                Verdict::Retry(r) => Some(r.clone()),
+                _ => None,
+            },
+            final_: match &self.verdict {
+                Verdict::Final(r) => Some(r.clone()),
+                _ => None,
+            },
+            waited_before_s: (self.waited_before > 0.0).then(|| (self.waited_before * 1000.0).round() / 1000.0),
+        };
+        let ctx = serde_json::to_value(HttpCtx { caller: ctx, retry }).expect("an http ctx is a JSON object");
+        if ctx.as_object().is_some_and(|o| !o.is_empty()) {
             env.ctx = Some(ctx);
         }
         env
     }
+}
+
+/// The `ctx` of an http line: the caller's fields (pm-books' [`crate::books::PollCtx`], pm-stream's
+/// [`crate::stream::SnapshotCtx`], pm-markets' and pm-probe's) and the client's [`RetryCtx`], in
+/// one object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HttpCtx<C> {
+    #[serde(flatten)]
+    pub caller: Option<C>,
+    #[serde(flatten)]
+    pub retry: RetryCtx,
+}
+
+/// What the client adds to the `ctx` of an http line about the try.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetryCtx {
+    /// A failed try worth retrying, and why (`429`, `network`, `425 service not ready`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<String>,
+    /// A definitive failure (a 4xx other than 425 and 429): the status.
+    #[serde(rename = "final", default, skip_serializing_if = "Option::is_none")]
+    pub final_: Option<String>,
+    /// Seconds waited (backoff, `Retry-After`) before this try; absent for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_before_s: Option<f64>,
 }
 
 /// Spaces request starts per family (a minimum interval = 1 / rate).
@@ -303,19 +365,7 @@ impl Client {
                 .header("Content-Type", "application/json")
                 .send(req.body.clone().unwrap_or_default()),
         };
-        let mut a = Attempt {
-            attempt,
-            sent_at,
-            received_at: sent_at,
-            elapsed: Duration::ZERO,
-            status: None,
-            headers: ReplyHeaders::default(),
-            body: None,
-            error: None,
-            verdict: Verdict::Ok,
-            gave_up: None,
-            waited_before,
-        };
+        let mut a = Attempt::blank(attempt, sent_at, waited_before);
         match result {
             Err(e) => {
                 a.error = Some(format!("network: {e}"));
@@ -372,19 +422,18 @@ impl Client {
         if let Some((until, reason)) = self.backoff_until(req.family) {
             let now = Instant::now();
             if deadline.is_some_and(|d| until > d) {
-                let mut a = self.try_placeholder(1, 0.0);
-                a.verdict = Verdict::Retry("not sent".into());
-                a.gave_up = Some("backing off".into());
-                a.error =
-                    Some(format!("not sent: backing off for {:.3} s more after {reason}", (until - now).as_secs_f64()));
+                let more = (until - now).as_secs_f64();
+                let a = Attempt::not_sent(
+                    1,
+                    0.0,
+                    "backing off",
+                    format!("backing off for {more:.3} s more after {reason}"),
+                );
                 on_attempt(&a)?;
                 return Ok(a);
             }
             if !signal::sleep(until - now) {
-                let mut a = self.try_placeholder(1, 0.0);
-                a.verdict = Verdict::Retry("not sent".into());
-                a.gave_up = Some("shutdown".into());
-                a.error = Some("not sent: shutdown requested during backoff".into());
+                let a = Attempt::not_sent(1, 0.0, "shutdown", "shutdown requested during backoff".into());
                 on_attempt(&a)?;
                 return Ok(a);
             }
@@ -394,10 +443,7 @@ impl Client {
         let mut n = 1;
         loop {
             if !self.limiter.acquire(req.family, rate) {
-                let mut a = self.try_placeholder(n, waited);
-                a.gave_up = Some("shutdown before sending".into());
-                a.verdict = Verdict::Retry("not sent".into());
-                a.error = Some("not sent: shutdown requested".into());
+                let a = Attempt::not_sent(n, waited, "shutdown before sending", "shutdown requested".into());
                 on_attempt(&a)?;
                 return Ok(a);
             }
@@ -439,10 +485,12 @@ impl Client {
             }
             on_attempt(&a)?;
             if !signal::sleep(delay) {
-                let mut p = self.try_placeholder(n + 1, delay.as_secs_f64());
-                p.gave_up = Some("shutdown".into());
-                p.verdict = Verdict::Retry("not sent".into());
-                p.error = Some("not sent: shutdown requested during backoff".into());
+                let p = Attempt::not_sent(
+                    n + 1,
+                    delay.as_secs_f64(),
+                    "shutdown",
+                    "shutdown requested during backoff".into(),
+                );
                 on_attempt(&p)?;
                 return Ok(p);
             }
@@ -461,35 +509,19 @@ impl Client {
         (until > Instant::now()).then(|| (until, b.reason.clone()))
     }
 
-    fn try_placeholder(&self, attempt: u32, waited_before: f64) -> Attempt {
-        let now = clock::now();
-        Attempt {
-            attempt,
-            sent_at: now,
-            received_at: now,
-            elapsed: Duration::ZERO,
-            status: None,
-            headers: ReplyHeaders::default(),
-            body: None,
-            error: None,
-            verdict: Verdict::Retry("not sent".into()),
-            gave_up: None,
-            waited_before,
-        }
-    }
-
-    /// Backoff before try `n + 1`: exponential from `backoff_base`, capped, with jitter in [½, 1];
-    /// at least the (capped) `Retry-After`.
+    /// Backoff before try `n + 1`: [`backoff`] from `backoff_base` to `backoff_max`, at least the
+    /// (capped) `Retry-After`, never under 50 ms.
     pub fn retry_delay(&self, n: u32, retry_after: Option<&str>) -> Duration {
-        let exp = self.cfg.backoff_base.as_secs_f64() * 2f64.powi(n.saturating_sub(1).min(30) as i32);
-        let capped = exp.min(self.cfg.backoff_max.as_secs_f64());
-        let jittered = capped * (0.5 + 0.5 * util::random_unit());
-        let ra = retry_after
-            .and_then(parse_retry_after)
-            .map(|d| d.min(self.cfg.retry_after_max).as_secs_f64())
-            .unwrap_or(0.0);
-        Duration::from_secs_f64(jittered.max(ra).max(0.05))
+        let ra = retry_after.and_then(parse_retry_after).map(|d| d.min(self.cfg.retry_after_max)).unwrap_or_default();
+        backoff(self.cfg.backoff_base, self.cfg.backoff_max, n).max(ra).max(Duration::from_millis(50))
     }
+}
+
+/// The one backoff formula (HTTP retries here, pm-stream's reconnects): capped exponential with
+/// jitter in [½, 1] — failure `n` (1-based) waits between half and all of `min(base·2ⁿ⁻¹, max)`.
+pub fn backoff(base: Duration, max: Duration, n: u32) -> Duration {
+    let exp = base.as_secs_f64() * 2f64.powi(n.saturating_sub(1).min(30) as i32);
+    Duration::from_secs_f64(exp.min(max.as_secs_f64()) * (0.5 + 0.5 * util::random_unit()))
 }
 
 /// Classifies a reply.
@@ -555,6 +587,48 @@ mod tests {
         assert!(matches!(classify(503, None, false), Verdict::Retry(_)));
         assert!(matches!(classify(404, Some(&ok), false), Verdict::Final(_)));
         assert!(matches!(classify(200, Some(&ok), true), Verdict::Retry(_)));
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        for n in 1..40 {
+            let d = backoff(Duration::from_secs(1), Duration::from_secs(60), n).as_secs_f64();
+            let full = 2f64.powi((n as i32 - 1).min(30)).min(60.0);
+            assert!(d >= full * 0.5 - 1e-9 && d <= full + 1e-9, "n={n} d={d}");
+        }
+    }
+
+    /// The ctx of an http line: the caller's fields (a type, or a JSON object) plus the retry fields.
+    #[test]
+    fn http_ctx_is_the_callers_fields_and_the_retry_fields() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Caller {
+            slot: u64,
+        }
+        let run = crate::envelope::RunInfo {
+            venue: "polymarket",
+            tool: "test",
+            version: "0",
+            run_id: "r".into(),
+            host: "h".into(),
+        };
+        let mut seq = Sequencer::new(run);
+        let req = Request::get("test", "http://127.0.0.1:9/x");
+        let mut a = Attempt::blank(2, clock::now(), 0.5);
+        a.verdict = Verdict::Retry("429".into());
+        let ctx = a.envelope(&mut seq, &req, Some(&Caller { slot: 3 })).ctx.unwrap();
+        assert_eq!(ctx.to_string(), r#"{"retryable":"429","slot":3,"waited_before_s":0.5}"#);
+        let back: HttpCtx<Caller> = serde_json::from_value(ctx).unwrap();
+        assert_eq!(back.caller, Some(Caller { slot: 3 }));
+        assert_eq!(back.retry.retryable.as_deref(), Some("429"));
+        a.verdict = Verdict::Final("404".into());
+        let ctx = a.envelope(&mut seq, &req, Some(serde_json::json!({"probe": "book"}))).ctx.unwrap();
+        assert_eq!(ctx, serde_json::json!({"probe": "book", "final": "404", "waited_before_s": 0.5}));
+        a.verdict = Verdict::Ok;
+        a.waited_before = 0.0;
+        assert!(a.envelope(&mut seq, &req, None::<()>).ctx.is_none(), "nothing to say: no ctx");
+        let post = Request::post_books("http://127.0.0.1:9/books", &["1", "2"]);
+        assert_eq!(post.body.as_deref(), Some(r#"[{"token_id":"1"},{"token_id":"2"}]"#));
     }
 
     #[test]

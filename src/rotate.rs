@@ -192,15 +192,7 @@ pub fn collected_at(line: &[u8]) -> Option<Ts> {
     const KEY: &[u8] = b"\"collected_at_utc\":\"";
     let at = find(line, KEY)? + KEY.len();
     let v = line.get(at..at + 28)?;
-    let shaped = v[27] == b'"'
-        && v[4] == b'-'
-        && v[7] == b'-'
-        && v[10] == b'T'
-        && v[13] == b':'
-        && v[19] == b'.'
-        && v[26] == b'Z'
-        && v[..4].iter().all(u8::is_ascii_digit);
-    if !shaped {
+    if v[27] != b'"' || !clock::is_canonical(&v[..27]) {
         return None;
     }
     let mut t = [0u8; 27];
@@ -889,24 +881,16 @@ pub fn recover_partial(cfg: &Config, partial: &Path) -> io::Result<Sealed> {
     })
 }
 
-/// Copies `len` bytes from `src` (at its position) into `tmp`, fsyncs it, renames it to `dest` and
-/// fsyncs the directory. A tail file therefore appears only with all its bytes; on any failure (a
+/// Copies `len` bytes from `src` (at its position) into `dest` through the temp file `tmp`
+/// ([`util::AtomicFile`]). A tail file therefore appears only with all its bytes; on any failure (a
 /// full disk) the temp file is removed and the partial is untouched, so the next start retries.
 fn copy_tail(src: &mut File, len: u64, tmp: &Path, dest: &Path) -> io::Result<()> {
-    let res = (|| {
-        let mut t = OpenOptions::new().write(true).create(true).truncate(true).open(tmp)?;
-        let copied = io::copy(&mut src.take(len), &mut t)?;
-        if copied != len {
-            return Err(io::Error::other(format!("copied {copied} of {len} tail bytes")));
-        }
-        t.sync_all()?;
-        fs::rename(tmp, dest)
-    })();
-    if let Err(e) = res {
-        let _ = fs::remove_file(tmp);
-        return Err(e);
+    let (file, mut t) = util::AtomicFile::create_as(dest, tmp.to_path_buf())?;
+    let copied = io::copy(&mut src.take(len), &mut t)?;
+    if copied != len {
+        return Err(io::Error::other(format!("copied {copied} of {len} tail bytes")));
     }
-    util::fsync_dir(dest.parent().expect("tail has a directory"))
+    file.commit(t)
 }
 
 /// Removes 0-byte `<final name>.unreadable-tail[.k]` files: earlier versions created the tail file

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use time::OffsetDateTime;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
@@ -31,9 +30,9 @@ use tungstenite::{Message, WebSocket};
 
 use crate::envelope::{Body, Envelope, RunInfo, Sequencer};
 use crate::feed::Input;
-use crate::http::{Client, Request};
+use crate::http::{self, Client, Request};
 use crate::market::Market;
-use crate::{clock, signal, track, util};
+use crate::{clock, signal, track};
 
 pub const DEFAULT_WS_URL: &str = "wss://ws-subscriptions-clob.polymarket.com/ws/market";
 /// The raw stream name (archive layout `stream=ws_market`).
@@ -138,8 +137,8 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// A `kind:"ws"` record stamped now, with this context.
-    pub fn ws(&self, ctx: Value) -> Envelope {
+    /// A `kind:"ws"` record stamped now, with this context ([`WsCtx`] or [`StatsCtx`]).
+    pub fn ws(&self, ctx: &impl Serialize) -> Envelope {
         Envelope::new(&self.run, 0, "ws").with_ctx(ctx)
     }
 
@@ -190,13 +189,6 @@ enum Cmd {
     Stop,
 }
 
-/// Capped exponential back-off with jitter in [½, 1]: attempt 1 waits about `base`.
-pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let exp = base.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
-    let capped = exp.min(max.as_secs_f64());
-    Duration::from_secs_f64((capped * (0.5 + 0.5 * util::random_unit())).max(0.001))
-}
-
 /// True for frames that carry market data. `PONG` and `NO NEW ASSETS` (facts §6.1) do not, so they
 /// never keep the silence watchdog quiet.
 pub fn is_data_frame(text: &str) -> bool {
@@ -214,10 +206,38 @@ pub fn asset_ids_in(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// A message we send on the market channel (facts §6.1). The fields are in alphabetical order, the
+/// order the texts recorded in `ctx.message` have always had.
+#[derive(Serialize)]
+struct ChannelMessage<'a> {
+    assets_ids: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    custom_feature_enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initial_dump: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operation: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'a str>,
+}
+
+impl ChannelMessage<'_> {
+    fn text(&self) -> String {
+        serde_json::to_string(self).expect("serializes")
+    }
+}
+
 /// The subscribe message sent first on every connection (facts §6.1; `initial_dump` so that every
 /// asset starts with a book, anchors §3.4).
 pub fn subscribe_message(tokens: &[String]) -> String {
-    json!({"assets_ids": tokens, "type": "market", "custom_feature_enabled": true, "initial_dump": true}).to_string()
+    ChannelMessage {
+        assets_ids: tokens,
+        custom_feature_enabled: Some(true),
+        initial_dump: Some(true),
+        operation: None,
+        kind: Some("market"),
+    }
+    .text()
 }
 
 /// A subscription change on an open connection (dynamic subscribe/unsubscribe, shipped by the venue
@@ -226,11 +246,9 @@ pub fn subscribe_message(tokens: &[String]) -> String {
 /// toggles the flag in place", venue_changes_2026 §3 A9), so one without it might turn the custom
 /// events off.
 pub fn operation_message(op: &str, tokens: &[String]) -> String {
-    if op == "subscribe" {
-        json!({"operation": op, "assets_ids": tokens, "custom_feature_enabled": true}).to_string()
-    } else {
-        json!({"operation": op, "assets_ids": tokens}).to_string()
-    }
+    let custom_feature_enabled = (op == "subscribe").then_some(true);
+    ChannelMessage { assets_ids: tokens, custom_feature_enabled, initial_dump: None, operation: Some(op), kind: None }
+        .text()
 }
 
 /// The frames that subscribe `tokens` on a fresh connection, at most `max` ids each: the first is
@@ -331,8 +349,8 @@ impl EventCounts {
 /// when the connection ends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsCtx {
-    /// Always `"stats"`.
-    pub event: String,
+    /// Always [`WsEvent::Stats`].
+    pub event: WsEvent,
     pub conn_id: u64,
     pub shard: u32,
     /// Seconds covered by this record.
@@ -341,6 +359,148 @@ pub struct StatsCtx {
     pub frames: u64,
     pub bytes: u64,
     pub ws_event_types: EventCounts,
+}
+
+/// `ctx.event` of a `kind:"ws"` line: a frame, a connection event or a connection's stats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WsEvent {
+    /// A frame as received (the body).
+    #[default]
+    Frame,
+    Open,
+    Subscribe,
+    Unsubscribe,
+    Close,
+    Error,
+    Watchdog,
+    ReconnectWait,
+    AssetSilence,
+    /// [`StatsCtx`].
+    Stats,
+}
+
+/// `ctx.phase` of an `error` (or network `close`) line: what was being done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WsPhase {
+    Connect,
+    Subscribe,
+    Unsubscribe,
+    Ping,
+    Read,
+    /// The controller found a connection thread ended (its tokens move to a new connection).
+    ConnectionThread,
+}
+
+/// `ctx.by` of a `close` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosedBy {
+    Client,
+    Server,
+    Network,
+}
+
+/// The `ctx` of pm-stream's `kind:"ws"` lines except `stats` ([`StatsCtx`]): the event and the
+/// fields of that event (docs/DATA_CONTRACT.md, "websocket lines"); absent fields are omitted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsCtx {
+    pub event: WsEvent,
+    /// Every line but the controller's `error`: the connection (a reconnect is a new id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn_id: Option<u64>,
+    /// Connection events: the shard (token group) the connection serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
+    /// `frame`: the 0-based frame counter of the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_no: Option<u64>,
+    /// `frame`: only for non-text frames (`binary`, `ping`, `pong`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opcode: Option<String>,
+    /// `open`, connect `error`, `reconnect_wait`: connection attempts since the last one that
+    /// delivered data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// `open`: the handshake's HTTP status and the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `subscribe`/`unsubscribe`: the ids of the frame; `asset_silence`: the silent ones; the
+    /// controller's `error`: the ids of the connection that ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ids: Option<Vec<String>>,
+    /// `subscribe`/`unsubscribe`: the exact text sent, its batch (0-based) of `batches`, and
+    /// `initial` on the frames that open a connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batches: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<bool>,
+    /// `error` and network `close`: what was being done, and the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<WsPhase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `close`: who closed, the server's close code, and frames received on the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<ClosedBy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<u64>,
+    /// `close`: the close reason; `watchdog`: `inbound_silence`, `silence` or `max_conn_age`;
+    /// `reconnect_wait`: why the connection ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `watchdog`: seconds without a frame (silences) or the connection's age, and the limit;
+    /// `asset_silence`: the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_s: Option<f64>,
+    /// `reconnect_wait`: the event that ended the connection (`close`, `error`, `watchdog`,
+    /// `connect_failed`) and the seconds waited before the next attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_s: Option<f64>,
+}
+
+impl WsCtx {
+    /// An event with no other field set.
+    pub fn new(event: WsEvent) -> WsCtx {
+        WsCtx { event, ..WsCtx::default() }
+    }
+}
+
+/// `ctx.reason` of a REST `/books` snapshot taken by pm-stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotReason {
+    /// After every (re)connect, for every token of the connection.
+    WsResync,
+    /// For tokens added to an open connection.
+    WsSubscribe,
+    /// For assets silent for `--asset-silence`.
+    AssetSilence,
+}
+
+/// The caller's part of the `ctx` of pm-stream's http lines (the `/books` snapshots); the client
+/// adds its retry fields ([`crate::http::HttpCtx`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotCtx {
+    pub reason: SnapshotReason,
+    pub conn_id: u64,
+    pub token_ids: Vec<String>,
 }
 
 type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
@@ -403,8 +563,8 @@ struct Shared {
 
 impl Shared {
     /// Takes a REST `/books` snapshot of `tokens` on its own thread (frames keep being read meanwhile);
-    /// every HTTP attempt becomes a normal http envelope with `ctx.reason` and the conn id.
-    fn snapshot(self: &Arc<Self>, conn_id: u64, reason: &'static str, tokens: Vec<String>) {
+    /// every HTTP attempt becomes a normal http envelope with a [`SnapshotCtx`].
+    fn snapshot(self: &Arc<Self>, conn_id: u64, reason: SnapshotReason, tokens: Vec<String>) {
         let (Some(client), Some(base)) = (self.client.clone(), self.cfg.clob_url.clone()) else { return };
         if tokens.is_empty() {
             return;
@@ -412,12 +572,11 @@ impl Shared {
         let me = self.clone();
         std::thread::spawn(move || {
             for chunk in tokens.chunks(500) {
-                let body: Vec<Value> = chunk.iter().map(|t| json!({"token_id": t})).collect();
-                let req = Request::post_json("books", format!("{base}/books"), Value::Array(body).to_string());
-                let ctx = json!({"reason": reason, "conn_id": conn_id, "token_ids": chunk});
+                let req = Request::post_books(format!("{base}/books"), chunk);
+                let ctx = SnapshotCtx { reason, conn_id, token_ids: chunk.to_vec() };
                 let mut dummy = Sequencer::new((*me.sink.run).clone());
                 let _ = client.execute(&req, None, |a| {
-                    let env = a.envelope(&mut dummy, &req, Some(ctx.clone()));
+                    let env = a.envelope(&mut dummy, &req, Some(&ctx));
                     if me.sink.send(env) {
                         Ok(())
                     } else {
@@ -436,36 +595,66 @@ enum End {
     Reconnect { event: &'static str, reason: String, immediate: bool },
 }
 
+impl Cmd {
+    /// Applies an add or remove to `tokens`; true for [`Cmd::Stop`].
+    fn apply(self, tokens: &mut BTreeSet<String>) -> bool {
+        match self {
+            Cmd::Add(t) => tokens.extend(t),
+            Cmd::Remove(t) => t.iter().for_each(|x| {
+                tokens.remove(x);
+            }),
+            Cmd::Stop => return true,
+        }
+        false
+    }
+
+    /// Waits up to `timeout` for one command and applies it; true when told to stop (or the
+    /// controller is gone).
+    fn follow(rx: &Receiver<Cmd>, timeout: Duration, tokens: &mut BTreeSet<String>) -> bool {
+        match rx.recv_timeout(timeout) {
+            Ok(cmd) => cmd.apply(tokens),
+            Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+        }
+    }
+}
+
+/// Seconds rounded to the millisecond, as the ws records carry durations.
+fn secs_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
 /// One shard: connects, reads, reconnects forever until told to stop.
 fn conn_thread(shared: Arc<Shared>, shard: u32, rx: Receiver<Cmd>, initial: Vec<String>) {
     let cfg = &shared.cfg;
     let sink = &shared.sink;
     let mut tokens: BTreeSet<String> = initial.into_iter().collect();
     let mut attempt: u32 = 0;
-    let mut stopping = false;
-    while !stopping && !signal::stop_requested() {
+    while !signal::stop_requested() {
         if tokens.is_empty() {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(Cmd::Add(t)) => tokens.extend(t),
-                Ok(Cmd::Remove(t)) => t.iter().for_each(|x| {
-                    tokens.remove(x);
-                }),
-                Ok(Cmd::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
+            if Cmd::follow(&rx, Duration::from_millis(200), &mut tokens) {
+                break;
             }
             continue;
         }
         let conn_id = shared.next_conn_id.fetch_add(1, Ordering::SeqCst);
         attempt += 1;
+        let ctx = move |event| WsCtx {
+            conn_id: Some(conn_id),
+            shard: Some(shard),
+            attempt: Some(attempt),
+            ..WsCtx::new(event)
+        };
         let end = match connect(cfg) {
             Err(e) => {
                 shared.counters.connect_failures.fetch_add(1, Ordering::Relaxed);
-                sink.send(sink.ws(json!({"event": "error", "conn_id": conn_id, "shard": shard, "phase": "connect", "attempt": attempt})).with_error(e));
+                sink.send(sink.ws(&WsCtx { phase: Some(WsPhase::Connect), ..ctx(WsEvent::Error) }).with_error(e));
                 End::Reconnect { event: "connect_failed", reason: "connect failed".into(), immediate: false }
             }
             Ok((ws, status)) => {
                 shared.counters.connects.fetch_add(1, Ordering::Relaxed);
-                sink.send(sink.ws(json!({"event": "open", "conn_id": conn_id, "shard": shard, "attempt": attempt, "http_status": status, "url": cfg.ws_url})));
+                let open = WsCtx { http_status: Some(status), url: Some(cfg.ws_url.clone()), ..ctx(WsEvent::Open) };
+                sink.send(sink.ws(&open));
                 let mut c = Conn::new(&shared, shard, conn_id, ws);
                 let end = c.serve(&rx, &mut tokens);
                 if c.got_data {
@@ -474,37 +663,55 @@ fn conn_thread(shared: Arc<Shared>, shard: u32, rx: Receiver<Cmd>, initial: Vec<
                 end
             }
         };
-        match end {
-            End::Stop => stopping = true,
-            End::Reconnect { event, reason, immediate } => {
-                if signal::stop_requested() {
-                    break;
-                }
-                let wait = if immediate && attempt <= 1 {
-                    Duration::from_millis(10)
-                } else {
-                    backoff(cfg.backoff_base, cfg.backoff_max, attempt.max(1))
-                };
-                sink.send(sink.ws(json!({"event": "reconnect_wait", "conn_id": conn_id, "shard": shard, "after": event, "reason": reason,
-                    "wait_s": (wait.as_secs_f64() * 1000.0).round() / 1000.0, "attempt": attempt})));
-                // Wait, still following subscription changes.
-                let until = Instant::now() + wait;
-                while Instant::now() < until && !signal::stop_requested() {
-                    match rx.recv_timeout((until - Instant::now()).min(Duration::from_millis(50))) {
-                        Ok(Cmd::Add(t)) => tokens.extend(t),
-                        Ok(Cmd::Remove(t)) => t.iter().for_each(|x| {
-                            tokens.remove(x);
-                        }),
-                        Ok(Cmd::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                            stopping = true;
-                            break;
-                        }
-                        Err(RecvTimeoutError::Timeout) => {}
-                    }
-                }
+        let End::Reconnect { event, reason, immediate } = end else { break };
+        if signal::stop_requested() {
+            break;
+        }
+        let wait = if immediate && attempt <= 1 {
+            Duration::from_millis(10)
+        } else {
+            http::backoff(cfg.backoff_base, cfg.backoff_max, attempt.max(1)).max(Duration::from_millis(1))
+        };
+        let waiting = WsCtx {
+            after: Some(event.into()),
+            reason: Some(reason),
+            wait_s: Some(secs_ms(wait)),
+            attempt: Some(attempt),
+            ..ctx(WsEvent::ReconnectWait)
+        };
+        sink.send(sink.ws(&waiting));
+        // Wait, still following subscription changes.
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !signal::stop_requested() {
+            if Cmd::follow(&rx, (until - Instant::now()).min(Duration::from_millis(50)), &mut tokens) {
+                return;
             }
         }
     }
+}
+
+/// A subscription change sent on an open connection.
+#[derive(Clone, Copy)]
+enum Op {
+    Subscribe,
+    Unsubscribe,
+}
+
+impl Op {
+    fn word(self) -> &'static str {
+        match self {
+            Op::Subscribe => "subscribe",
+            Op::Unsubscribe => "unsubscribe",
+        }
+    }
+}
+
+/// The connection's watchdogs (see [`Config`]): what fired, since when, against which limit.
+struct Watchdog {
+    reason: &'static str,
+    close_reason: &'static str,
+    since: Instant,
+    limit: Duration,
 }
 
 /// One open connection.
@@ -523,10 +730,20 @@ struct Conn<'a> {
     stats_frames: u64,
     stats_bytes: u64,
     stats_since: Instant,
+    opened: Instant,
+    last_data: Instant,
+    /// Any inbound frame, PONG included.
+    last_inbound: Instant,
+    next_ping: Instant,
+    /// Per subscribed asset: when it last appeared in a data frame (`--asset-silence`).
+    last_seen: HashMap<String, Instant>,
+    silent_reported: BTreeSet<String>,
+    next_asset_check: Instant,
 }
 
 impl Conn<'_> {
     fn new(shared: &Arc<Shared>, shard: u32, conn_id: u64, ws: Ws) -> Conn<'_> {
+        let now = Instant::now();
         Conn {
             shared,
             shard,
@@ -538,19 +755,23 @@ impl Conn<'_> {
             counts: EventCounts::default(),
             stats_frames: 0,
             stats_bytes: 0,
-            stats_since: Instant::now(),
+            stats_since: now,
+            opened: now,
+            last_data: now,
+            last_inbound: now,
+            next_ping: now + shared.cfg.ping_every,
+            last_seen: HashMap::new(),
+            silent_reported: BTreeSet::new(),
+            next_asset_check: now + Duration::from_secs(1),
         }
     }
 
-    fn ctx(&self, event: &str) -> Value {
-        json!({"event": event, "conn_id": self.conn_id, "shard": self.shard})
+    /// A connection event's ctx: the event, this connection and its shard.
+    fn ctx(&self, event: WsEvent) -> WsCtx {
+        WsCtx { conn_id: Some(self.conn_id), shard: Some(self.shard), ..WsCtx::new(event) }
     }
 
-    fn record(&self, event: &str, extra: Value) {
-        let mut ctx = self.ctx(event);
-        if let (Some(o), Some(x)) = (ctx.as_object_mut(), extra.as_object()) {
-            o.extend(x.clone());
-        }
+    fn record(&self, ctx: &WsCtx) {
         self.shared.sink.send(self.shared.sink.ws(ctx));
     }
 
@@ -561,10 +782,10 @@ impl Conn<'_> {
             return;
         }
         let ctx = StatsCtx {
-            event: "stats".into(),
+            event: WsEvent::Stats,
             conn_id: self.conn_id,
             shard: self.shard,
-            interval_s: (self.stats_since.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            interval_s: secs_ms(self.stats_since.elapsed()),
             frames: self.stats_frames,
             bytes: self.stats_bytes,
             ws_event_types: std::mem::take(&mut self.counts),
@@ -572,12 +793,18 @@ impl Conn<'_> {
         self.stats_frames = 0;
         self.stats_bytes = 0;
         self.stats_since = Instant::now();
-        let ctx = serde_json::to_value(ctx).expect("stats serialize");
-        self.shared.sink.send(self.shared.sink.ws(ctx));
+        self.shared.sink.send(self.shared.sink.ws(&ctx));
     }
 
     fn send_text(&mut self, text: String) -> Result<(), tungstenite::Error> {
         self.ws.send(Message::text(text))
+    }
+
+    /// Records a failed send (`phase`) and ends the connection.
+    fn send_failed(&mut self, phase: WsPhase, what: &str, e: tungstenite::Error) -> End {
+        self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+        self.record(&WsCtx { phase: Some(phase), error: Some(e.to_string()), ..self.ctx(WsEvent::Error) });
+        End::Reconnect { event: "error", reason: format!("{what} failed: {e}"), immediate: true }
     }
 
     /// Closes politely (best effort) and records the close.
@@ -585,37 +812,46 @@ impl Conn<'_> {
         let _ = self.ws.close(None);
         let _ = self.ws.flush();
         self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
-        self.record("close", json!({"by": "client", "reason": reason, "frames": self.frame_no}));
+        self.record(&WsCtx {
+            by: Some(ClosedBy::Client),
+            reason: Some(reason.into()),
+            frames: Some(self.frame_no),
+            ..self.ctx(WsEvent::Close)
+        });
     }
 
-    /// Sends `op` (`subscribe`/`unsubscribe`) for `tokens` in frames of at most `max_ids_per_frame`
-    /// ids, each recorded with its exact text; `initial` uses [`subscribe_frames`].
-    fn send_batched(&mut self, op: &str, tokens: Vec<String>, initial: bool) -> Result<(), End> {
+    /// Sends `op` for `tokens` in frames of at most `max_ids_per_frame` ids, each recorded with its
+    /// exact text; `initial` uses [`subscribe_frames`].
+    fn send_batched(&mut self, op: Op, tokens: Vec<String>, initial: bool) -> Result<(), End> {
         let max = self.shared.cfg.max_ids_per_frame;
         let frames = if initial {
             subscribe_frames(&tokens, max)
         } else {
-            tokens.chunks(max.max(1)).map(|c| (c.to_vec(), operation_message(op, c))).collect()
+            tokens.chunks(max.max(1)).map(|c| (c.to_vec(), operation_message(op.word(), c))).collect()
         };
         let n = frames.len();
+        let (event, phase) = match op {
+            Op::Subscribe => (WsEvent::Subscribe, WsPhase::Subscribe),
+            Op::Unsubscribe => (WsEvent::Unsubscribe, WsPhase::Unsubscribe),
+        };
         for (i, (ids, msg)) in frames.into_iter().enumerate() {
             if let Err(e) = self.send_text(msg.clone()) {
-                self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
-                self.record("error", json!({"phase": op, "error": e.to_string()}));
-                return Err(End::Reconnect { event: "error", reason: format!("{op} failed: {e}"), immediate: true });
+                return Err(self.send_failed(phase, op.word(), e));
             }
             for t in &ids {
-                if op == "subscribe" {
-                    self.subscribed.insert(t.clone());
-                } else {
-                    self.subscribed.remove(t);
-                }
+                match op {
+                    Op::Subscribe => self.subscribed.insert(t.clone()),
+                    Op::Unsubscribe => self.subscribed.remove(t),
+                };
             }
-            let mut extra = json!({"token_ids": ids, "message": msg, "batch": i, "batches": n});
-            if initial {
-                extra["initial"] = true.into();
-            }
-            self.record(op, extra);
+            self.record(&WsCtx {
+                token_ids: Some(ids),
+                message: Some(msg),
+                batch: Some(i),
+                batches: Some(n),
+                initial: initial.then_some(true),
+                ..self.ctx(event)
+            });
         }
         Ok(())
     }
@@ -629,201 +865,239 @@ impl Conn<'_> {
     }
 
     fn serve_inner(&mut self, rx: &Receiver<Cmd>, wanted: &mut BTreeSet<String>) -> End {
-        let cfg = &self.shared.cfg;
         let list: Vec<String> = wanted.iter().cloned().collect();
-        if let Err(end) = self.send_batched("subscribe", list.clone(), true) {
+        if let Err(end) = self.send_batched(Op::Subscribe, list.clone(), true) {
             return end;
         }
-        self.shared.snapshot(self.conn_id, "ws_resync", list);
-
-        let opened = Instant::now();
-        let mut last_data = Instant::now();
-        let mut last_inbound = Instant::now();
-        let mut next_ping = Instant::now() + cfg.ping_every;
-        let mut last_seen: HashMap<String, Instant> = HashMap::new();
-        let mut silent_reported: BTreeSet<String> = BTreeSet::new();
-        let mut next_asset_check = Instant::now() + Duration::from_secs(1);
+        self.shared.snapshot(self.conn_id, SnapshotReason::WsResync, list);
         loop {
             if signal::stop_requested() {
                 self.close("shutdown");
                 return End::Stop;
             }
-            // Subscription changes on the open connection: the wanted set changes, then what this
-            // connection has subscribed is brought to it.
-            let mut changed = false;
-            while let Ok(cmd) = rx.try_recv() {
-                changed = true;
-                match cmd {
-                    Cmd::Stop => {
-                        self.close("no_tokens");
-                        return End::Stop;
-                    }
-                    Cmd::Add(t) => wanted.extend(t),
-                    Cmd::Remove(t) => t.iter().for_each(|x| {
-                        wanted.remove(x);
-                    }),
-                }
-            }
-            if changed {
-                let add: Vec<String> = wanted.difference(&self.subscribed).cloned().collect();
-                let remove: Vec<String> = self.subscribed.difference(wanted).cloned().collect();
-                if !remove.is_empty() {
-                    if let Err(end) = self.send_batched("unsubscribe", remove.clone(), false) {
-                        return end;
-                    }
-                    remove.iter().for_each(|x| {
-                        last_seen.remove(x);
-                        silent_reported.remove(x);
-                    });
-                }
-                if !add.is_empty() {
-                    if let Err(end) = self.send_batched("subscribe", add.clone(), false) {
-                        return end;
-                    }
-                    self.shared.snapshot(self.conn_id, "ws_subscribe", add);
-                }
-            }
-            if signal::stop_requested() {
-                continue;
-            }
-            let now = Instant::now();
-            if now >= next_ping {
-                if let Err(e) = self.send_text("PING".into()) {
-                    self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
-                    self.record("error", json!({"phase": "ping", "error": e.to_string()}));
-                    return End::Reconnect { event: "error", reason: format!("ping failed: {e}"), immediate: true };
-                }
-                next_ping = now + cfg.ping_every;
-            }
-            if now.duration_since(self.stats_since) >= cfg.stats_every {
-                self.flush_stats();
-            }
-            if now.duration_since(last_inbound) >= cfg.idle {
-                // Half-open: not even a PONG came back. Terminate (the close frame is best effort;
-                // the socket is dropped right after) and reconnect.
-                self.shared.counters.watchdogs.fetch_add(1, Ordering::Relaxed);
-                let secs = now.duration_since(last_inbound).as_secs_f64();
-                self.record("watchdog", json!({"reason": "inbound_silence", "silent_s": (secs * 1000.0).round() / 1000.0, "limit_s": cfg.idle.as_secs_f64()}));
-                self.close("watchdog_inbound_silence");
-                return End::Reconnect { event: "watchdog", reason: "inbound_silence".into(), immediate: true };
-            }
-            if now.duration_since(last_data) >= cfg.silence {
-                self.shared.counters.watchdogs.fetch_add(1, Ordering::Relaxed);
-                let secs = now.duration_since(last_data).as_secs_f64();
-                self.record("watchdog", json!({"reason": "silence", "silent_s": (secs * 1000.0).round() / 1000.0, "limit_s": cfg.silence.as_secs_f64()}));
-                self.close("watchdog_silence");
-                return End::Reconnect { event: "watchdog", reason: "silence".into(), immediate: true };
-            }
-            if now.duration_since(opened) >= cfg.max_conn_age {
-                self.shared.counters.watchdogs.fetch_add(1, Ordering::Relaxed);
-                self.record(
-                    "watchdog",
-                    json!({"reason": "max_conn_age", "age_s": now.duration_since(opened).as_secs(), "limit_s": cfg.max_conn_age.as_secs_f64()}),
-                );
-                self.close("max_conn_age");
-                return End::Reconnect { event: "watchdog", reason: "max_conn_age".into(), immediate: true };
-            }
-            if let Some(limit) = cfg.asset_silence {
-                if now >= next_asset_check {
-                    next_asset_check = now + Duration::from_secs(1);
-                    let silent: Vec<String> = self
-                        .subscribed
-                        .iter()
-                        .filter(|t| !silent_reported.contains(*t))
-                        .filter(|t| now.duration_since(*last_seen.get(*t).unwrap_or(&opened)) >= limit)
-                        .cloned()
-                        .collect();
-                    if !silent.is_empty() {
-                        self.record("asset_silence", json!({"token_ids": silent, "limit_s": limit.as_secs_f64()}));
-                        silent_reported.extend(silent.iter().cloned());
-                        self.shared.snapshot(self.conn_id, "asset_silence", silent);
-                    }
-                }
-            }
-            match self.ws.read() {
-                Ok(msg) => {
-                    let at = clock::now();
-                    last_inbound = Instant::now();
-                    let (opcode, bytes, data) = match msg {
-                        Message::Text(t) => {
-                            let s = t.as_str();
-                            let data = is_data_frame(s);
-                            if data && cfg.asset_silence.is_some() {
-                                for a in asset_ids_in(s) {
-                                    if let Some(v) = last_seen.get_mut(a) {
-                                        *v = Instant::now();
-                                    } else if self.subscribed.contains(a) {
-                                        last_seen.insert(a.to_string(), Instant::now());
-                                    }
-                                    silent_reported.remove(a);
-                                }
-                            }
-                            self.counts.add_text(s);
-                            ("text", t.as_bytes().to_vec(), data)
-                        }
-                        Message::Binary(b) => {
-                            self.counts.add("(binary)");
-                            ("binary", b.to_vec(), true)
-                        }
-                        Message::Ping(b) => {
-                            self.counts.add("(ws_ping)");
-                            ("ping", b.to_vec(), false)
-                        }
-                        Message::Pong(b) => {
-                            self.counts.add("(ws_pong)");
-                            ("pong", b.to_vec(), false)
-                        }
-                        Message::Close(cf) => {
-                            self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
-                            let (code, reason) =
-                                cf.map(|c| (u16::from(c.code), c.reason.to_string())).unwrap_or((1005, String::new()));
-                            self.record(
-                                "close",
-                                json!({"by": "server", "code": code, "reason": reason, "frames": self.frame_no}),
-                            );
-                            let _ = self.ws.flush();
-                            return End::Reconnect {
-                                event: "close",
-                                reason: format!("server close {code}"),
-                                immediate: true,
-                            };
-                        }
-                        Message::Frame(_) => continue,
-                    };
-                    self.stats_frames += 1;
-                    self.stats_bytes += bytes.len() as u64;
-                    self.write_frame(at, opcode, bytes);
-                    if data {
-                        last_data = Instant::now();
-                        self.got_data = true;
-                        let n = self.shared.counters.data_frames.fetch_add(1, Ordering::Relaxed) + 1;
-                        if cfg.max_frames.is_some_and(|m| n >= m) {
-                            signal::request_stop();
-                        }
-                    }
-                }
-                Err(e) if is_timeout(&e) => {}
-                Err(e) => {
-                    self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
-                    let closed = matches!(e, tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed);
-                    self.record(
-                        if closed { "close" } else { "error" },
-                        json!({"phase": "read", "error": e.to_string(), "frames": self.frame_no, "by": "network"}),
-                    );
-                    return End::Reconnect { event: "error", reason: e.to_string(), immediate: true };
-                }
+            if let Err(end) = self.step(rx, wanted) {
+                return end;
             }
         }
     }
 
-    fn write_frame(&mut self, at: OffsetDateTime, opcode: &str, bytes: Vec<u8>) {
-        let mut ctx = json!({"event": "frame", "conn_id": self.conn_id, "frame_no": self.frame_no});
-        if opcode != "text" {
-            ctx["opcode"] = opcode.into();
+    /// One turn of the connection's loop: subscription changes, timers, one read.
+    fn step(&mut self, rx: &Receiver<Cmd>, wanted: &mut BTreeSet<String>) -> Result<(), End> {
+        self.follow_changes(rx, wanted)?;
+        if signal::stop_requested() {
+            return Ok(());
         }
+        let now = Instant::now();
+        self.ping(now)?;
+        if now.duration_since(self.stats_since) >= self.shared.cfg.stats_every {
+            self.flush_stats();
+        }
+        self.watchdogs(now)?;
+        self.check_asset_silence(now);
+        self.read_one()
+    }
+
+    /// Subscription changes on the open connection: the wanted set changes, then what this
+    /// connection has subscribed is brought to it.
+    fn follow_changes(&mut self, rx: &Receiver<Cmd>, wanted: &mut BTreeSet<String>) -> Result<(), End> {
+        let mut changed = false;
+        while let Ok(cmd) = rx.try_recv() {
+            changed = true;
+            if cmd.apply(wanted) {
+                self.close("no_tokens");
+                return Err(End::Stop);
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let add: Vec<String> = wanted.difference(&self.subscribed).cloned().collect();
+        let remove: Vec<String> = self.subscribed.difference(wanted).cloned().collect();
+        if !remove.is_empty() {
+            self.send_batched(Op::Unsubscribe, remove.clone(), false)?;
+            remove.iter().for_each(|x| {
+                self.last_seen.remove(x);
+                self.silent_reported.remove(x);
+            });
+        }
+        if !add.is_empty() {
+            self.send_batched(Op::Subscribe, add.clone(), false)?;
+            self.shared.snapshot(self.conn_id, SnapshotReason::WsSubscribe, add);
+        }
+        Ok(())
+    }
+
+    fn ping(&mut self, now: Instant) -> Result<(), End> {
+        if now >= self.next_ping {
+            if let Err(e) = self.send_text("PING".into()) {
+                return Err(self.send_failed(WsPhase::Ping, "ping", e));
+            }
+            self.next_ping = now + self.shared.cfg.ping_every;
+        }
+        Ok(())
+    }
+
+    /// The first watchdog that fires ends the connection: no inbound frame at all for `idle` (half
+    /// open: not even a PONG came back; the close frame is best effort, the socket is dropped right
+    /// after), no data frame for `silence`, or the connection is `max_conn_age` old.
+    fn watchdogs(&mut self, now: Instant) -> Result<(), End> {
+        let cfg = &self.shared.cfg;
+        let dogs = [
+            Watchdog {
+                reason: "inbound_silence",
+                close_reason: "watchdog_inbound_silence",
+                since: self.last_inbound,
+                limit: cfg.idle,
+            },
+            Watchdog { reason: "silence", close_reason: "watchdog_silence", since: self.last_data, limit: cfg.silence },
+            Watchdog {
+                reason: "max_conn_age",
+                close_reason: "max_conn_age",
+                since: self.opened,
+                limit: cfg.max_conn_age,
+            },
+        ];
+        let Some(dog) = dogs.into_iter().find(|d| now.duration_since(d.since) >= d.limit) else { return Ok(()) };
+        self.shared.counters.watchdogs.fetch_add(1, Ordering::Relaxed);
+        let elapsed = now.duration_since(dog.since);
+        let mut ctx = WsCtx {
+            reason: Some(dog.reason.into()),
+            limit_s: Some(dog.limit.as_secs_f64()),
+            ..self.ctx(WsEvent::Watchdog)
+        };
+        if dog.reason == "max_conn_age" {
+            ctx.age_s = Some(elapsed.as_secs());
+        } else {
+            ctx.silent_s = Some(secs_ms(elapsed));
+        }
+        self.record(&ctx);
+        self.close(dog.close_reason);
+        Err(End::Reconnect { event: "watchdog", reason: dog.reason.into(), immediate: true })
+    }
+
+    /// Subscribed assets without an event for `--asset-silence`: one record and a REST snapshot
+    /// (checked once a second; each silence is reported once, until the asset speaks again).
+    fn check_asset_silence(&mut self, now: Instant) {
+        let Some(limit) = self.shared.cfg.asset_silence else { return };
+        if now < self.next_asset_check {
+            return;
+        }
+        self.next_asset_check = now + Duration::from_secs(1);
+        let silent: Vec<String> = self
+            .subscribed
+            .iter()
+            .filter(|t| !self.silent_reported.contains(*t))
+            .filter(|t| now.duration_since(*self.last_seen.get(*t).unwrap_or(&self.opened)) >= limit)
+            .cloned()
+            .collect();
+        if !silent.is_empty() {
+            self.record(&WsCtx {
+                token_ids: Some(silent.clone()),
+                limit_s: Some(limit.as_secs_f64()),
+                ..self.ctx(WsEvent::AssetSilence)
+            });
+            self.silent_reported.extend(silent.iter().cloned());
+            self.shared.snapshot(self.conn_id, SnapshotReason::AssetSilence, silent);
+        }
+    }
+
+    /// Reads one frame (or times out after the socket's read timeout) and records it.
+    fn read_one(&mut self) -> Result<(), End> {
+        match self.ws.read() {
+            Ok(msg) => self.on_message(clock::now(), msg),
+            Err(e) if is_timeout(&e) => Ok(()),
+            Err(e) => {
+                self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                let closed = matches!(e, tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed);
+                self.record(&WsCtx {
+                    phase: Some(WsPhase::Read),
+                    error: Some(e.to_string()),
+                    frames: Some(self.frame_no),
+                    by: Some(ClosedBy::Network),
+                    ..self.ctx(if closed { WsEvent::Close } else { WsEvent::Error })
+                });
+                Err(End::Reconnect { event: "error", reason: e.to_string(), immediate: true })
+            }
+        }
+    }
+
+    /// Counts and records one frame received at `at`; a close frame ends the connection.
+    fn on_message(&mut self, at: OffsetDateTime, msg: Message) -> Result<(), End> {
+        self.last_inbound = Instant::now();
+        let (opcode, bytes, data) = match msg {
+            Message::Text(t) => {
+                let data = self.on_text(t.as_str());
+                ("text", t.as_bytes().to_vec(), data)
+            }
+            Message::Binary(b) => {
+                self.counts.add("(binary)");
+                ("binary", b.to_vec(), true)
+            }
+            Message::Ping(b) => {
+                self.counts.add("(ws_ping)");
+                ("ping", b.to_vec(), false)
+            }
+            Message::Pong(b) => {
+                self.counts.add("(ws_pong)");
+                ("pong", b.to_vec(), false)
+            }
+            Message::Close(cf) => {
+                self.shared.counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                let (code, reason) =
+                    cf.map(|c| (u16::from(c.code), c.reason.to_string())).unwrap_or((1005, String::new()));
+                self.record(&WsCtx {
+                    by: Some(ClosedBy::Server),
+                    code: Some(code),
+                    reason: Some(reason),
+                    frames: Some(self.frame_no),
+                    ..self.ctx(WsEvent::Close)
+                });
+                let _ = self.ws.flush();
+                return Err(End::Reconnect { event: "close", reason: format!("server close {code}"), immediate: true });
+            }
+            Message::Frame(_) => return Ok(()),
+        };
+        self.stats_frames += 1;
+        self.stats_bytes += bytes.len() as u64;
+        self.write_frame(at, opcode, bytes);
+        if data {
+            self.last_data = Instant::now();
+            self.got_data = true;
+            let n = self.shared.counters.data_frames.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.shared.cfg.max_frames.is_some_and(|m| n >= m) {
+                signal::request_stop();
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a text frame's events and notes the assets it names; true when it carries data.
+    fn on_text(&mut self, s: &str) -> bool {
+        let data = is_data_frame(s);
+        if data && self.shared.cfg.asset_silence.is_some() {
+            for a in asset_ids_in(s) {
+                if let Some(v) = self.last_seen.get_mut(a) {
+                    *v = Instant::now();
+                } else if self.subscribed.contains(a) {
+                    self.last_seen.insert(a.to_string(), Instant::now());
+                }
+                self.silent_reported.remove(a);
+            }
+        }
+        self.counts.add_text(s);
+        data
+    }
+
+    fn write_frame(&mut self, at: OffsetDateTime, opcode: &'static str, bytes: Vec<u8>) {
+        let ctx = WsCtx {
+            conn_id: Some(self.conn_id),
+            frame_no: Some(self.frame_no),
+            opcode: (opcode != "text").then(|| opcode.to_string()),
+            ..WsCtx::new(WsEvent::Frame)
+        };
         self.frame_no += 1;
         self.shared.counters.frames.fetch_add(1, Ordering::Relaxed);
-        let mut env = self.shared.sink.ws(ctx).with_body(Body::from_bytes(bytes));
+        let mut env = self.shared.sink.ws(&ctx).with_body(Body::from_bytes(bytes));
         env.collected_at_utc = clock::fmt_micros(at);
         self.shared.sink.send(env);
     }
@@ -843,26 +1117,37 @@ struct Shard {
     handle: std::thread::JoinHandle<()>,
 }
 
+/// The controller's state: the markets followed, the shards and which shard owns which token.
+struct Controller {
+    shared: Arc<Shared>,
+    markets: BTreeMap<String, Tracked>,
+    shards: Vec<Option<Shard>>,
+    owner: HashMap<String, usize>,
+    /// `--token`s, tracked for the whole run.
+    fixed: BTreeSet<String>,
+    /// Bad stdin lines.
+    bad: u64,
+}
+
 /// The controller: runs until stdin ended and nothing is left to track, a signal, `max_frames`, or a
 /// closed output. Returns the number of bad input lines.
 pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Client>, counters: Arc<Counters>) -> u64 {
-    let shared = Arc::new(Shared {
-        cfg: cfg.clone(),
-        sink: sink.clone(),
-        client: client.map(Arc::new),
-        counters,
-        next_conn_id: AtomicU64::new(0),
-    });
-    let mut markets: BTreeMap<String, Tracked> = BTreeMap::new();
-    let mut shards: Vec<Option<Shard>> = Vec::new();
-    let mut owner: HashMap<String, usize> = HashMap::new();
+    let mut c = Controller {
+        fixed: cfg.fixed_tokens.iter().cloned().collect(),
+        shared: Arc::new(Shared {
+            cfg: cfg.clone(),
+            sink,
+            client: client.map(Arc::new),
+            counters,
+            next_conn_id: AtomicU64::new(0),
+        }),
+        markets: BTreeMap::new(),
+        shards: Vec::new(),
+        owner: HashMap::new(),
+        bad: 0,
+    };
     let mut eof = false;
-    let mut bad = 0u64;
-    let fixed: BTreeSet<String> = cfg.fixed_tokens.iter().cloned().collect();
-    loop {
-        if signal::stop_requested() {
-            break;
-        }
+    while !signal::stop_requested() {
         // After the end of input the channel answers at once: wait one tick instead of spinning.
         let next = if eof {
             std::thread::sleep(cfg.tick);
@@ -871,17 +1156,10 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
             inputs.recv_timeout(cfg.tick)
         };
         match next {
-            Ok(Input::Market { market: m, .. }) => {
-                let Some(window) = track::Window::of(&m, cfg.lead, cfg.grace) else { continue };
-                let key = m.condition_id.clone();
-                let active = markets.get(&key).map(|t| t.active).unwrap_or(false);
-                markets.insert(key, Tracked { market: *m, window, active });
-            }
-            Ok(Input::Bad { line: n, reason: why }) => {
-                bad += 1;
-                eprintln!("{TOOL}: stdin line {n}: skipped: {why}");
-                let e = sink.envelope("gap").with_ctx(json!({"gap": "bad_input", "line": n})).with_error(why);
-                sink.send(e);
+            Ok(input) => {
+                if !c.on_input(input) {
+                    continue;
+                }
             }
             Err(RecvTimeoutError::Disconnected) => eof = true,
             Err(RecvTimeoutError::Timeout) => {}
@@ -890,10 +1168,51 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
         if !inputs.is_empty() && !eof {
             continue;
         }
-        // Both clock readings (src/track.rs): a wall-clock step neither starts late nor stops early.
-        let now = track::Now::read();
-        for t in markets.values_mut() {
-            let phase = t.window.phase(&now);
+        let want = c.track(&track::Now::read());
+        c.reap_dead_shards();
+        c.remove_unwanted(&want);
+        c.add_wanted(&want);
+        if eof && c.markets.is_empty() && c.fixed.is_empty() {
+            break;
+        }
+    }
+    for s in c.shards.into_iter().flatten() {
+        let _ = s.tx.send(Cmd::Stop);
+        let _ = s.handle.join();
+    }
+    c.bad
+}
+
+impl Controller {
+    /// Takes one stdin message: a market (its latest record wins) or a bad line (a gap record).
+    /// False for a market whose window does not parse (nothing to re-evaluate).
+    fn on_input(&mut self, input: Input) -> bool {
+        let cfg = &self.shared.cfg;
+        match input {
+            Input::Market { market: m, .. } => {
+                let Some(window) = track::Window::of(&m, cfg.lead, cfg.grace) else { return false };
+                let key = m.condition_id.clone();
+                let active = self.markets.get(&key).map(|t| t.active).unwrap_or(false);
+                self.markets.insert(key, Tracked { market: *m, window, active });
+            }
+            Input::Bad { line: n, reason: why } => {
+                self.bad += 1;
+                eprintln!("{TOOL}: stdin line {n}: skipped: {why}");
+                let ctx = track::GapCtx { line: Some(n), ..track::GapCtx::new(track::GapKind::BadInput) };
+                let sink = &self.shared.sink;
+                sink.send(sink.envelope("gap").with_ctx(&ctx).with_error(why));
+            }
+        }
+        true
+    }
+
+    /// Starts and stops markets by their tracking windows on both clock readings (src/track.rs: a
+    /// wall-clock step neither starts late nor stops early), writing a `track` line for each change,
+    /// and forgets markets whose tracking is over. Returns the tokens wanted now.
+    fn track(&mut self, now: &track::Now) -> BTreeSet<String> {
+        let sink = &self.shared.sink;
+        for t in self.markets.values_mut() {
+            let phase = t.window.phase(now);
             let want = if t.active { phase != track::Phase::Over } else { phase == track::Phase::Open };
             if want != t.active {
                 t.active = want;
@@ -904,35 +1223,43 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
                 };
                 let mut ctx = track::TrackCtx::new(action, reason, &t.market, t.market.tokens.clone());
                 ctx.stream = Some(STREAM_NAME.to_string());
-                sink.send(sink.envelope("track").with_ctx(ctx.to_value()));
+                sink.send(sink.envelope("track").with_ctx(&ctx));
             }
         }
-        // Forget markets whose tracking is over.
-        markets.retain(|_, t| t.active || t.window.phase(&now) != track::Phase::Over);
-        let mut want: BTreeSet<String> = fixed.clone();
-        for t in markets.values().filter(|t| t.active) {
+        self.markets.retain(|_, t| t.active || t.window.phase(now) != track::Phase::Over);
+        let mut want: BTreeSet<String> = self.fixed.clone();
+        for t in self.markets.values().filter(|t| t.active) {
             want.extend(t.market.tokens.iter().map(|x| x.token_id.clone()));
         }
-        // A connection thread that ended on its own (it only ends on Stop, so this is a panic or
-        // a bug) must not orphan its tokens: record it and hand its tokens to a new connection.
-        for (i, slot) in shards.iter_mut().enumerate() {
+        want
+    }
+
+    /// A connection thread that ended on its own (it only ends on Stop, so this is a panic or a
+    /// bug) must not orphan its tokens: record it and hand its tokens to a new connection.
+    fn reap_dead_shards(&mut self) {
+        let sink = &self.shared.sink;
+        for (i, slot) in self.shards.iter_mut().enumerate() {
             if slot.as_ref().is_some_and(|s| s.handle.is_finished()) {
                 let dead = slot.take().expect("present");
                 let toks: Vec<String> = dead.tokens.iter().cloned().collect();
                 let _ = dead.handle.join();
-                owner.retain(|_, &mut j| j != i);
-                sink.send(
-                    sink.envelope("ws")
-                        .with_ctx(
-                            json!({"event": "error", "phase": "connection_thread", "shard": i, "token_ids": toks}),
-                        )
-                        .with_error("connection thread ended unexpectedly; its tokens move to a new connection"),
-                );
+                self.owner.retain(|_, &mut j| j != i);
+                let ctx = WsCtx {
+                    phase: Some(WsPhase::ConnectionThread),
+                    shard: Some(i as u32),
+                    token_ids: Some(toks),
+                    ..WsCtx::new(WsEvent::Error)
+                };
+                let why = "connection thread ended unexpectedly; its tokens move to a new connection";
+                sink.send(sink.ws(&ctx).with_error(why));
             }
         }
-        // Removals, grouped per shard.
+    }
+
+    /// Removals, grouped per shard; a shard left without tokens is stopped.
+    fn remove_unwanted(&mut self, want: &BTreeSet<String>) {
         let mut removals: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        for (tok, &i) in owner.iter() {
+        for (tok, &i) in self.owner.iter() {
             if !want.contains(tok) {
                 removals.entry(i).or_default().push(tok.clone());
             }
@@ -940,69 +1267,62 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
         for (i, mut toks) in removals {
             toks.sort();
             for t in &toks {
-                owner.remove(t);
+                self.owner.remove(t);
             }
-            if let Some(s) = shards[i].as_mut() {
-                toks.iter().for_each(|t| {
-                    s.tokens.remove(t);
-                });
-                if s.tokens.is_empty() {
-                    let s = shards[i].take().expect("present");
-                    let _ = s.tx.send(Cmd::Stop);
-                    let _ = s.handle.join();
-                } else {
-                    let _ = s.tx.send(Cmd::Remove(toks));
-                }
+            let Some(s) = self.shards[i].as_mut() else { continue };
+            toks.iter().for_each(|t| {
+                s.tokens.remove(t);
+            });
+            if s.tokens.is_empty() {
+                let s = self.shards[i].take().expect("present");
+                let _ = s.tx.send(Cmd::Stop);
+                let _ = s.handle.join();
+            } else {
+                let _ = s.tx.send(Cmd::Remove(toks));
             }
         }
-        // Additions: fill existing shards, then open new ones.
+    }
+
+    /// Additions: fill existing shards (at most `max_per_conn` tokens each), then open new ones.
+    fn add_wanted(&mut self, want: &BTreeSet<String>) {
+        let max = self.shared.cfg.max_per_conn;
         let mut adds: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        let new: Vec<String> = want.iter().filter(|t| !owner.contains_key(*t)).cloned().collect();
+        let new: Vec<String> = want.iter().filter(|t| !self.owner.contains_key(*t)).cloned().collect();
         for tok in new {
+            let shards = &mut self.shards;
             let pending = |i: usize, adds: &BTreeMap<usize, Vec<String>>| adds.get(&i).map_or(0, Vec::len);
             let slot = (0..shards.len())
-                .find(|&i| shards[i].as_ref().is_some_and(|s| s.tokens.len() + pending(i, &adds) < cfg.max_per_conn));
-            let i = match slot
-                .or_else(|| (0..shards.len()).find(|&i| shards[i].is_none() && pending(i, &adds) < cfg.max_per_conn))
-            {
-                Some(i) => i,
-                None => {
-                    shards.push(None);
-                    shards.len() - 1
-                }
-            };
+                .find(|&i| shards[i].as_ref().is_some_and(|s| s.tokens.len() + pending(i, &adds) < max))
+                .or_else(|| (0..shards.len()).find(|&i| shards[i].is_none() && pending(i, &adds) < max));
+            let i = slot.unwrap_or_else(|| {
+                shards.push(None);
+                shards.len() - 1
+            });
             adds.entry(i).or_default().push(tok.clone());
-            owner.insert(tok, i);
+            self.owner.insert(tok, i);
         }
         for (i, toks) in adds {
-            match shards[i].as_mut() {
+            match self.shards[i].as_mut() {
                 Some(s) => {
                     s.tokens.extend(toks.iter().cloned());
                     let _ = s.tx.send(Cmd::Add(toks));
                 }
                 None => {
                     let (tx, rx) = crossbeam_channel::unbounded();
-                    let sh = shared.clone();
+                    let sh = self.shared.clone();
                     let init = toks.clone();
                     let handle = std::thread::spawn(move || conn_thread(sh, i as u32, rx, init));
-                    shards[i] = Some(Shard { tokens: toks.into_iter().collect(), tx, handle });
+                    self.shards[i] = Some(Shard { tokens: toks.into_iter().collect(), tx, handle });
                 }
             }
         }
-        if eof && markets.is_empty() && fixed.is_empty() {
-            break;
-        }
     }
-    for s in shards.into_iter().flatten() {
-        let _ = s.tx.send(Cmd::Stop);
-        let _ = s.handle.join();
-    }
-    bad
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     #[test]
     fn data_frames_and_asset_scan() {
@@ -1014,18 +1334,124 @@ mod tests {
         assert_eq!(asset_ids_in(t).collect::<Vec<_>>(), vec!["11", "22", "33"]);
     }
 
+    /// The typed ctx writes what the `json!` objects before it wrote: same keys, same JSON types.
     #[test]
-    fn backoff_is_capped_and_jittered() {
-        for n in 1..40 {
-            let d = backoff(Duration::from_secs(1), Duration::from_secs(60), n).as_secs_f64();
-            let full = 2f64.powi((n as i32 - 1).min(30)).min(60.0);
-            assert!(d >= full * 0.5 - 1e-9 && d <= full + 1e-9, "n={n} d={d}");
-        }
+    fn ws_ctx_keeps_keys_and_types() {
+        let frame = WsCtx { conn_id: Some(0), frame_no: Some(3), ..WsCtx::new(WsEvent::Frame) };
+        assert_eq!(serde_json::to_value(&frame).unwrap(), json!({"event": "frame", "conn_id": 0, "frame_no": 3}));
+        let dog = WsCtx {
+            conn_id: Some(1),
+            shard: Some(0),
+            reason: Some("silence".into()),
+            silent_s: Some(1.5),
+            limit_s: Some(1.0),
+            ..WsCtx::new(WsEvent::Watchdog)
+        };
+        let v = serde_json::to_value(&dog).unwrap();
+        assert_eq!(
+            v.to_string(),
+            r#"{"conn_id":1,"event":"watchdog","limit_s":1.0,"reason":"silence","shard":0,"silent_s":1.5}"#
+        );
+        assert_eq!(serde_json::from_value::<WsCtx>(v).unwrap(), dog);
+        let err =
+            WsCtx { phase: Some(WsPhase::ConnectionThread), by: Some(ClosedBy::Network), ..WsCtx::new(WsEvent::Error) };
+        let v = serde_json::to_value(&err).unwrap();
+        assert_eq!(v, json!({"event": "error", "phase": "connection_thread", "by": "network"}));
+        assert!(
+            serde_json::from_value::<WsCtx>(json!({"event": "frame", "typo": 1})).is_err(),
+            "unknown keys are refused"
+        );
+        let snap = SnapshotCtx { reason: SnapshotReason::WsResync, conn_id: 2, token_ids: vec!["1".into()] };
+        assert_eq!(
+            serde_json::to_value(&snap).unwrap(),
+            json!({"reason": "ws_resync", "conn_id": 2, "token_ids": ["1"]})
+        );
+    }
+
+    /// The JSON type of every `WsCtx` key, as written before the type existed (docs/DATA_CONTRACT.md;
+    /// tests/readers.rs wants one type per key): a field whose Rust type changes fails here.
+    #[test]
+    fn ws_ctx_json_types_are_pinned() {
+        let all = WsCtx {
+            event: WsEvent::Watchdog,
+            conn_id: Some(1),
+            shard: Some(2),
+            frame_no: Some(3),
+            opcode: Some("ping".into()),
+            attempt: Some(4),
+            http_status: Some(101),
+            url: Some("ws://127.0.0.1:1/ws/market".into()),
+            token_ids: Some(vec!["7".into()]),
+            message: Some("{}".into()),
+            batch: Some(0),
+            batches: Some(1),
+            initial: Some(true),
+            phase: Some(WsPhase::Read),
+            error: Some("e".into()),
+            by: Some(ClosedBy::Server),
+            code: Some(1000),
+            frames: Some(5),
+            reason: Some("silence".into()),
+            silent_s: Some(1.5),
+            age_s: Some(3600),
+            limit_s: Some(60.0),
+            after: Some("watchdog".into()),
+            wait_s: Some(0.25),
+        };
+        let v = serde_json::to_value(&all).unwrap();
+        let jtype = |v: &Value| match v {
+            Value::Number(n) if n.is_f64() => "float",
+            Value::Number(_) => "integer",
+            Value::String(_) => "string",
+            Value::Bool(_) => "boolean",
+            Value::Array(a) if a.iter().all(Value::is_string) => "array<string>",
+            _ => "other",
+        };
+        let got: BTreeMap<&str, &str> = v.as_object().unwrap().iter().map(|(k, x)| (k.as_str(), jtype(x))).collect();
+        let want: BTreeMap<&str, &str> = [
+            ("event", "string"),
+            ("conn_id", "integer"),
+            ("shard", "integer"),
+            ("frame_no", "integer"),
+            ("opcode", "string"),
+            ("attempt", "integer"),
+            ("http_status", "integer"),
+            ("url", "string"),
+            ("token_ids", "array<string>"),
+            ("message", "string"),
+            ("batch", "integer"),
+            ("batches", "integer"),
+            ("initial", "boolean"),
+            ("phase", "string"),
+            ("error", "string"),
+            ("by", "string"),
+            ("code", "integer"),
+            ("frames", "integer"),
+            ("reason", "string"),
+            ("silent_s", "float"),
+            ("age_s", "integer"),
+            ("limit_s", "float"),
+            ("after", "string"),
+            ("wait_s", "float"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
     fn messages() {
         let t = vec!["1".to_string(), "2".to_string()];
+        // The exact texts (recorded in ctx.message), as before they had a type.
+        assert_eq!(
+            subscribe_message(&t),
+            r#"{"assets_ids":["1","2"],"custom_feature_enabled":true,"initial_dump":true,"type":"market"}"#
+        );
+        assert_eq!(operation_message("unsubscribe", &t), r#"{"assets_ids":["1","2"],"operation":"unsubscribe"}"#);
+        assert_eq!(
+            operation_message("subscribe", &t),
+            r#"{"assets_ids":["1","2"],"custom_feature_enabled":true,"operation":"subscribe"}"#
+        );
         let v: Value = serde_json::from_str(&subscribe_message(&t)).unwrap();
         assert_eq!(v["type"], "market");
         assert_eq!(v["assets_ids"][1], "2");

@@ -142,14 +142,9 @@ pub struct TrackCtx {
     pub tokens: Vec<Token>,
     pub window_start_utc: String,
     pub window_end_utc: String,
-    /// pm-books: the slot it happened in and that slot's due time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slot: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_at_utc: Option<String>,
-    /// pm-books: the endpoint polled (every raw line names the endpoint it is about).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_url: Option<String>,
+    /// pm-books: the slot it happened in.
+    #[serde(flatten)]
+    pub poll: PollSlot,
     /// pm-stream: the stream name (`ws_market`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
@@ -166,9 +161,7 @@ impl TrackCtx {
             tokens,
             window_start_utc: m.window_start_utc.clone(),
             window_end_utc: m.window_end_utc.clone(),
-            slot: None,
-            due_at_utc: None,
-            endpoint_url: None,
+            poll: PollSlot::default(),
             stream: None,
         }
     }
@@ -236,6 +229,15 @@ pub struct GapCtx {
     pub first_due_at_utc: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
+    /// pm-books: the slot where the gap was noticed.
+    #[serde(flatten)]
+    pub poll: PollSlot,
+}
+
+/// pm-books' part of its track and gap lines: the slot, that slot's due time and the endpoint
+/// polled (every raw line names the endpoint it is about). Empty (no keys) for pm-stream.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PollSlot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,9 +263,7 @@ impl GapCtx {
             count: None,
             first_due_at_utc: None,
             line: None,
-            slot: None,
-            due_at_utc: None,
-            endpoint_url: None,
+            poll: PollSlot::default(),
         }
     }
 

@@ -33,18 +33,8 @@ pub fn is_safe_component(s: &str) -> bool {
 
 /// A new run id: `20261124T160133Z-<pid>-<4 hex>`; unique per process start, safe in file names.
 pub fn new_run_id() -> String {
-    let t = crate::clock::now();
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{}-{:04x}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        std::process::id(),
-        random_u64() & 0xffff
-    )
+    let stamp = crate::clock::fmt_secs(crate::clock::now()).replace(['-', ':'], "");
+    format!("{stamp}-{}-{:04x}", std::process::id(), random_u64() & 0xffff)
 }
 
 /// A fast non-cryptographic random number (splitmix64 over time, pid and a counter). For jitter only.
@@ -113,26 +103,70 @@ pub fn fsync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Writes a file atomically: a temp file beside it, fsync, rename over the target, fsync the
-/// directory. Readers see the old content or the new, never a torn file. When any step fails (a full
-/// disk: ENOSPC) the temp file is removed: no `.tmp-PID` file is left behind.
+/// Writes a file atomically with [`AtomicFile`]: readers see the old content or the new, never a
+/// torn file, and no temp file is left behind when a step fails (a full disk: ENOSPC).
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+    let (file, mut f) = AtomicFile::create(path)?;
+    f.write_all(bytes)?;
+    file.commit(f)
+}
+
+/// The one atomic write (`write_atomic`, `pm-normalize --output`, the rotator's recovered tails): a
+/// temp file beside the final path, written by the caller, then fsync, rename over the final path,
+/// fsync the directory. The temp file is removed when any step fails or the `AtomicFile` is dropped
+/// before [`AtomicFile::commit`], so a failure leaves the final path as it was and no temp file.
+#[derive(Debug)]
+pub struct AtomicFile {
+    path: std::path::PathBuf,
+    /// None once committed.
+    tmp: Option<std::path::PathBuf>,
+}
+
+impl AtomicFile {
+    /// Creates the directory of `path` and the temp file `.<name>.tmp-<pid>` beside it.
+    pub fn create(path: &std::path::Path) -> std::io::Result<(AtomicFile, std::fs::File)> {
+        let dir = parent_dir(path);
+        std::fs::create_dir_all(dir)?;
+        let name =
+            path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
+        let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        AtomicFile::create_as(path, tmp)
     }
-    fsync_dir(dir)
+
+    /// Like [`AtomicFile::create`] with the temp file at `tmp` (in the directory of `path`, which
+    /// exists), truncated if it is there.
+    pub fn create_as(path: &std::path::Path, tmp: std::path::PathBuf) -> std::io::Result<(AtomicFile, std::fs::File)> {
+        let f = std::fs::File::create(&tmp)?;
+        Ok((AtomicFile { path: path.to_path_buf(), tmp: Some(tmp) }, f))
+    }
+
+    /// Puts `f` (the file `create` returned, written to its end) in place: fsync, rename over the
+    /// final path, fsync the directory.
+    pub fn commit(mut self, f: std::fs::File) -> std::io::Result<()> {
+        let tmp = self.tmp.as_deref().expect("not committed yet");
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(tmp, &self.path)?;
+        self.tmp = None;
+        fsync_dir(parent_dir(&self.path))
+    }
+
+    /// Removes the temp file (after a failure); the same as dropping it.
+    pub fn abandon(self) {}
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// The directory a path is in (`.` for a bare file name).
+fn parent_dir(path: &std::path::Path) -> &std::path::Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."))
 }
 
 /// True when an I/O error means the filesystem is out of space (ENOSPC) or over quota (EDQUOT).
@@ -164,6 +198,14 @@ mod tests {
         let b = new_run_id();
         assert!(is_safe_component(&a), "{a}");
         assert_ne!(a, b);
+        // `20261124T160133Z-<pid>-<4 hex>`
+        let parts: Vec<&str> = a.split('-').collect();
+        assert_eq!(parts.len(), 3, "{a}");
+        let stamp = parts[0].as_bytes();
+        assert_eq!((stamp.len(), stamp[8], stamp[15]), (16, b'T', b'Z'), "{a}");
+        assert!(stamp.iter().enumerate().all(|(i, c)| i == 8 || i == 15 || c.is_ascii_digit()), "{a}");
+        assert_eq!(parts[1], std::process::id().to_string());
+        assert!(parts[2].len() == 4 && parts[2].bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
     }
 
     #[test]
@@ -184,6 +226,17 @@ mod tests {
         assert_eq!(n, 3);
         assert_eq!(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(std::fs::read_dir(d.join("sub")).unwrap().count(), 1, "no temp file left");
+        // A failed or abandoned write leaves the old content and no temp file.
+        let (file, mut f) = AtomicFile::create(&p).unwrap();
+        std::io::Write::write_all(&mut f, b"torn").unwrap();
+        drop((file, f));
+        assert_eq!(std::fs::read(&p).unwrap(), b"abc");
+        assert_eq!(std::fs::read_dir(d.join("sub")).unwrap().count(), 1, "no temp file left after a drop");
+        assert!(write_atomic(&d.join("sub/x.json/y"), b"abc").is_err(), "a file is not a directory");
+        let (file, f) = AtomicFile::create(&p).unwrap();
+        std::fs::remove_file(d.join(format!("sub/.x.json.tmp-{}", std::process::id()))).unwrap();
+        assert!(file.commit(f).is_err(), "the temp file vanished: rename fails");
+        assert_eq!(std::fs::read(&p).unwrap(), b"abc");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

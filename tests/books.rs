@@ -115,10 +115,32 @@ fn check_one_type_per_ctx_key(lines: &[Value]) {
     }
 }
 
+/// Every `ctx` reads back through its Rust type (`HttpCtx<PollCtx>`, `GapCtx`, `TrackCtx`) and writes
+/// again as the same JSON: no key without a type, none of another JSON type.
+fn check_typed_ctx(lines: &[Value]) {
+    use pm_archive::books::PollCtx;
+    use pm_archive::http::HttpCtx;
+    use pm_archive::track::{GapCtx, TrackCtx};
+    fn again<T: serde::de::DeserializeOwned + serde::Serialize>(l: &Value) -> Value {
+        let t: T = serde_json::from_value(l["ctx"].clone()).unwrap_or_else(|e| panic!("{e}: {l}"));
+        serde_json::to_value(t).unwrap()
+    }
+    for l in lines {
+        let back = match l["kind"].as_str().unwrap() {
+            "http" => again::<HttpCtx<PollCtx>>(l),
+            "gap" => again::<GapCtx>(l),
+            "track" => again::<TrackCtx>(l),
+            other => panic!("unexpected kind {other}"),
+        };
+        assert_eq!(back, l["ctx"], "{l}");
+    }
+}
+
 /// Checks the invariants every pm-books output has: valid envelopes, seq 0.. without holes, one JSON
 /// type per ctx key.
 fn check_envelopes(lines: &[Value]) {
     check_one_type_per_ctx_key(lines);
+    check_typed_ctx(lines);
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["schema"], "pmarchive.raw/1");
         assert_eq!(l["tool"], "pm-books");

@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::venue::{fixture_json, Fault, Venue, RECORDED_BOOK_TOKEN};
-use common::{run_with_timeout, shared_tempdir, tool};
+use common::{run_with_timeout, tool};
 use serde_json::{json, Value};
 
 fn repo() -> PathBuf {
@@ -142,7 +142,11 @@ fn sample() -> &'static Path {
 }
 
 fn build_sample() -> PathBuf {
-    let dir = shared_tempdir("readers");
+    // Shared by every test of this file, so not a `tempdir` (removed when the test that made it
+    // passes, while the others still read it): a fixed folder of this build's target, remade per run.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("readers-sample");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
     let v = Venue::start();
     // 10 simulated seconds per real second; each tool's simulated clock starts at START when the
     // tool starts, and slots, --duration and rotation periods follow it (9 s ≈ 23:59:20 → 00:00:50).
@@ -455,7 +459,7 @@ fn every_sql_and_python_block_in_the_docs_is_tested() {
 // jq.
 
 fn jq_available() -> bool {
-    common::require_tool("jq")
+    Command::new("jq").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// Every line starting with `jq ` in a ```sh test block runs in the sample directory (files
@@ -504,9 +508,8 @@ fn inline_jq_filters_in_all_docs_run() {
             let Some(q) = span[i..].find('\'') else { continue };
             let rest = &span[i + q + 1..];
             let Some(end) = rest.find('\'') else { continue };
-            // In a Markdown table a `|` inside a code span is written `\|` (GFM); the reader sees `|`.
-            let filter = rest[..end].replace("\\|", "|");
-            let filter = filter.as_str();
+            // Inside a Markdown table a literal `|` is written `\|`.
+            let filter = &rest[..end].replace("\\|", "|");
             n += 1;
             for input in ["raw.jsonl", "normalized.jsonl"] {
                 let o = Command::new("jq").args(["-c", filter]).arg(input).current_dir(sample()).output().unwrap();

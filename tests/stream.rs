@@ -76,6 +76,30 @@ fn events<'a>(lines: &'a [Value], ev: &str) -> Vec<&'a Value> {
     lines.iter().filter(|l| l["kind"] == "ws" && l["ctx"]["event"] == ev).collect()
 }
 
+/// Every `ctx` pm-stream wrote reads back through its Rust type and writes again as the same JSON:
+/// no key the type does not know (a `WsCtx` refuses unknown keys; the others would drop them and
+/// differ), no key whose JSON type differs. One type per record, for its writer and its readers.
+fn assert_typed_ctx(lines: &[Value]) {
+    use pm_archive::http::HttpCtx;
+    use pm_archive::stream::{SnapshotCtx, StatsCtx, WsCtx};
+    use pm_archive::track::{GapCtx, TrackCtx};
+    fn again<T: serde::de::DeserializeOwned + serde::Serialize>(l: &Value) -> Value {
+        let t: T = serde_json::from_value(l["ctx"].clone()).unwrap_or_else(|e| panic!("{e}: {l}"));
+        serde_json::to_value(t).unwrap()
+    }
+    for l in lines {
+        let back = match (l["kind"].as_str().unwrap(), l["ctx"]["event"].as_str()) {
+            ("ws", Some("stats")) => again::<StatsCtx>(l),
+            ("ws", _) => again::<WsCtx>(l),
+            ("http", _) => again::<HttpCtx<SnapshotCtx>>(l),
+            ("track", _) => again::<TrackCtx>(l),
+            ("gap", _) => again::<GapCtx>(l),
+            (k, _) => panic!("unexpected kind {k}: {l}"),
+        };
+        assert_eq!(back, l["ctx"], "{l}");
+    }
+}
+
 fn frame_text(l: &Value) -> String {
     match l.get("body") {
         Some(b) => serde_json::to_string(b).unwrap(),
@@ -335,6 +359,7 @@ fn a_silent_server_triggers_the_watchdog_and_a_reconnect() {
     );
     assert!(out.status.success());
     let lines = common::jsonl(&out.stdout);
+    assert_typed_ctx(&lines);
     let wd = events(&lines, "watchdog");
     assert!(!wd.is_empty(), "watchdog fired");
     assert_eq!(wd[0]["ctx"]["reason"], "silence");
@@ -371,6 +396,7 @@ fn a_closed_connection_is_reconnected_and_the_gap_recorded() {
     );
     assert!(out.status.success());
     let lines = common::jsonl(&out.stdout);
+    assert_typed_ctx(&lines);
     let closes = events(&lines, "close");
     assert!(closes.iter().any(|l| l["ctx"]["by"] == "server" && l["ctx"]["conn_id"] == 0), "{closes:?}");
     let conn1_end = lines.iter().any(|l| {
@@ -421,6 +447,7 @@ fn tokens_are_added_and_removed_without_a_reconnect() {
     assert_eq!(got[1], json!({"operation": "subscribe", "assets_ids": ["221", "222"], "custom_feature_enabled": true}));
     assert_eq!(got[2], json!({"operation": "unsubscribe", "assets_ids": ["111", "112"]}));
     let lines = common::jsonl(&out.stdout);
+    assert_typed_ctx(&lines);
     assert_eq!(events(&lines, "subscribe").len(), 2);
     assert_eq!(events(&lines, "unsubscribe").len(), 1);
     assert_eq!(events(&lines, "open").len(), 1);
@@ -467,6 +494,7 @@ fn bad_input_is_reported_not_dropped() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("stdin line 1"));
     let lines = common::jsonl(&out.stdout);
+    assert_typed_ctx(&lines);
     assert!(lines.iter().any(|l| l["kind"] == "gap" && l["ctx"]["gap"] == "bad_input" && l["ctx"]["line"] == 1));
     // pm-rebuild reports unreadable lines with file and line number.
     let dir = common::tempdir("stream-bad");
@@ -495,6 +523,7 @@ fn the_scheduled_reconnect_fires_on_a_busy_connection() {
     );
     assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let lines = common::jsonl(&out.stdout);
+    assert_typed_ctx(&lines);
     let wd = events(&lines, "watchdog");
     assert!(!wd.is_empty(), "the scheduled reconnect fired");
     assert!(wd.iter().all(|l| l["ctx"]["reason"] == "max_conn_age"), "no silence watchdog: {wd:?}");
@@ -733,6 +762,7 @@ fn every_event_type_is_kept_raw_and_counted_in_the_manifest() {
     frames.push("[]".into());
     frames.push("NO NEW ASSETS".into());
     let (lines, _, _) = capture(frames.clone(), After::Hold, 1.5);
+    assert_typed_ctx(&lines);
     // Every frame is archived verbatim, whatever its type.
     let data: Vec<String> =
         events(&lines, "frame").iter().filter(|l| l["body_text"] != "PONG").map(|l| frame_text(l)).collect();
@@ -849,6 +879,7 @@ fn a_half_open_connection_is_ended_by_the_inbound_silence_watchdog() {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines = common::jsonl(&out.stdout);
+    assert_typed_ctx(&lines);
     let wd = events(&lines, "watchdog");
     assert!(!wd.is_empty(), "the watchdog fired");
     assert_eq!(wd[0]["ctx"]["reason"], "inbound_silence");

@@ -30,14 +30,7 @@ pub const MAX_PROBLEMS: usize = 200;
 /// A timestamp in the archive's canonical form (`2026-11-24T16:01:33.123456Z`), so that string
 /// comparison is time comparison. Non-canonical RFC 3339 is parsed and reformatted; None if unparseable.
 pub fn canonical_time(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let canonical = b.len() == 27
-        && b[4] == b'-'
-        && b[10] == b'T'
-        && b[19] == b'.'
-        && b[26] == b'Z'
-        && b.iter().enumerate().all(|(i, c)| matches!(i, 4 | 7 | 10 | 13 | 16 | 19 | 26) || c.is_ascii_digit());
-    if canonical {
+    if clock::is_canonical(s.as_bytes()) {
         return Some(s.to_string());
     }
     clock::parse_rfc3339(s).map(clock::fmt_micros)

@@ -206,15 +206,7 @@ fn digits(b: &[u8]) -> Option<i64> {
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`; anything else goes through [`crate::clock::parse_rfc3339`].
 pub fn parse_utc_micros(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() == 27
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b[10] == b'T'
-        && b[13] == b':'
-        && b[16] == b':'
-        && b[19] == b'.'
-        && b[26] == b'Z'
-    {
+    if crate::clock::is_canonical(b) {
         let (y, mo, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
         let (h, mi, se, us) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?, digits(&b[20..26])?);
         if (1..=12).contains(&mo) && (1..=31).contains(&d) && h < 24 && mi < 60 && se < 61 {

@@ -130,26 +130,24 @@ impl Write for Output {
     }
 }
 
-/// An output file written beside its final path and renamed into place when complete.
+/// An output file written beside its final path and renamed into place when complete
+/// ([`crate::util::AtomicFile`]).
 pub struct OutFile {
     pub path: PathBuf,
-    tmp: PathBuf,
+    file: crate::util::AtomicFile,
 }
 
 impl OutFile {
     /// Creates the temporary file; gzip (deterministic header: no name, mtime 0) when `path` ends in `.gz`.
     pub fn create(path: &Path) -> io::Result<(OutFile, Output)> {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let name = path.file_name().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-        let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-        let f = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        let (file, f) = crate::util::AtomicFile::create(path)?;
+        let f = BufWriter::with_capacity(1 << 20, f);
         let out = if path.extension().is_some_and(|e| e == "gz") {
             Output::Gzip(flate2::GzBuilder::new().mtime(0).write(f, flate2::Compression::new(6)))
         } else {
             Output::File(f)
         };
-        Ok((OutFile { path: path.to_path_buf(), tmp }, out))
+        Ok((OutFile { path: path.to_path_buf(), file }, out))
     }
 
     /// Finishes the stream, fsyncs, renames into place, fsyncs the directory.
@@ -159,15 +157,12 @@ impl OutFile {
             Output::Gzip(g) => g.finish()?.into_inner().map_err(|e| e.into_error())?,
             Output::Stdout(_) => return Err(io::Error::other("stdout is not a file")),
         };
-        f.sync_all()?;
-        std::fs::rename(&self.tmp, &self.path)?;
-        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        crate::util::fsync_dir(dir)
+        self.file.commit(f)
     }
 
     /// Removes the temporary file (after a failure).
     pub fn abandon(self) {
-        let _ = std::fs::remove_file(&self.tmp);
+        self.file.abandon()
     }
 }
 

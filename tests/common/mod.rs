@@ -41,15 +41,6 @@ pub fn tempdir(tag: &str) -> PathBuf {
     d
 }
 
-/// A temp dir shared by several tests of one test binary (a sample built once): not removed when the
-/// test that made it ends, since other tests still read it. One such dir per run is left behind.
-pub fn shared_tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pmarchive-test-{}-{}-shared", tag, std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Removes a test's temp dirs when its thread ends, unless that thread panicked (libtest runs each
 /// test on its own thread; a panic hook marks the failing thread).
 mod cleanup {
