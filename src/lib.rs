@@ -3,7 +3,8 @@
 //! Mechanisms exist once, here: exit codes and errors ([`cli`]), time ([`clock`]), the raw envelope
 //! ([`envelope`]), the HTTP client with rate limiting and backoff ([`http`]), JSONL reading/writing
 //! ([`jsonl`]), signals ([`signal`]), the book hash ([`book`]), market discovery ([`market`]) and
-//! tracking windows with the track/gap records' `ctx` ([`track`]).
+//! tracking windows with the track/gap records' `ctx` ([`track`]), the archive layout and the
+//! sealed-file record ([`layout`]).
 //! Each tool's own logic lives in the module named after it.
 
 pub mod book;
@@ -15,6 +16,7 @@ pub mod envelope;
 pub mod feed;
 pub mod http;
 pub mod jsonl;
+pub mod layout;
 pub mod manifest;
 pub mod market;
 pub mod normalize;

@@ -722,24 +722,18 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<Status> {
             None
         }
     };
-    let field = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
-    let last_upload = uploads.as_ref().and_then(|u| u.uploads.last()).map(|v| LastUpload {
-        at_utc: field(v, "at_utc"),
-        local_path: field(v, "local_path"),
-        verified: field(v, "verified"),
-        rclone_exit: field(v, "rclone_exit"),
+    let last_upload = uploads.as_ref().and_then(|u| u.uploads.last()).map(|u| LastUpload {
+        at_utc: u.at_utc.clone().into(),
+        local_path: u.local_path.clone().into(),
+        verified: u.verified.into(),
+        rclone_exit: u.rclone_exit.into(),
     });
     if let Some(u) = &uploads {
         for (n, e) in &u.bad_lines {
             warnings.push(format!("manifests/uploads.jsonl line {n}: {e}"));
         }
-        if let Some(l) = u.uploads.last() {
-            if l.get("verified").and_then(Value::as_bool) != Some(true) {
-                warnings.push(format!(
-                    "last upload not verified: {}",
-                    l.get("local_path").and_then(Value::as_str).unwrap_or("?")
-                ));
-            }
+        if let Some(l) = u.uploads.last().filter(|l| !l.verified) {
+            warnings.push(format!("last upload not verified: {}", l.local_path));
         }
     }
 
@@ -772,7 +766,7 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<Status> {
         last_upload,
         uploads: uploads.as_ref().map(|u| UploadCounts {
             uploads: u.uploads.len(),
-            unverified: u.uploads.iter().filter(|v| v.get("verified").and_then(Value::as_bool) != Some(true)).count(),
+            unverified: u.uploads.iter().filter(|u| !u.verified).count(),
             local_deletes: u.deletes.len(),
         }),
     })

@@ -50,47 +50,6 @@ fn listings(f: &Value) -> [Listing; 2] {
     ]
 }
 
-/// `manifest unlisted ROOT`: one `pmarchive.sealed/1` record (with `"adopted": true`) for every sealed
-/// data file on disk that no manifest lists — a file sealed after its run's manifest stage died — with
-/// its unreadable tail when that is unlisted too, so that `manifest build` can list it. Hashes only
-/// those files. Returns the records and the problems met (unreadable manifests or directories).
-pub fn unlisted(root: &Path) -> cli::Result<(Vec<Value>, Vec<String>)> {
-    if !root.is_dir() {
-        return Err(cli::Error::Msg(format!("{}: not a readable directory", root.display())));
-    }
-    let (found, mut problems) = walk(root).map_err(|e| cli::Error::Msg(format!("{}: {e}", root.display())))?;
-    let mut listed = std::collections::BTreeSet::new();
-    for m in load_manifests(root) {
-        match &m.doc {
-            // A manifest that cannot be read lists nothing we can trust: adopting its files would list
-            // them twice once it is repaired, so say so and adopt nothing.
-            Err(e) => return Err(cli::Error::Msg(format!("bad manifest manifests/{}: {e}; nothing adopted", m.name))),
-            Ok(doc) => listed.extend(manifest_files(doc).into_iter().flat_map(listings).filter_map(|l| l.1)),
-        }
-    }
-    let mut records = Vec::new();
-    for f in found.iter().filter(|f| matches!(f.kind, FileKind::Sealed) && !listed.contains(&f.rel)) {
-        let (sha256, bytes) = match util::sha256_file(&f.abs) {
-            Ok(x) => x,
-            Err(e) => {
-                problems.push(format!("{}: {e}", f.rel));
-                continue;
-            }
-        };
-        let mut rec = json!({
-            "record": crate::rotate::RECORD, "schema": crate::rotate::SCHEMA, "path": f.rel, "venue": f.venue,
-            "stream": f.stream, "bytes": bytes, "sha256": sha256, "recovered": false, "adopted": true,
-        });
-        let tail = format!("{}{}", f.rel, crate::rotate::TAIL_SUFFIX);
-        if let Some(t) = found.iter().find(|t| t.rel == tail && !listed.contains(&t.rel)) {
-            rec["tail_path"] = json!(t.rel);
-            rec["tail_bytes"] = json!(t.bytes);
-        }
-        records.push(rec);
-    }
-    Ok((records, problems))
-}
-
 /// Verifies the archive under `root`; returns the report document and the exit code.
 pub fn verify(root: &Path) -> cli::Result<(Value, ExitCode)> {
     if !root.is_dir() {
