@@ -365,7 +365,10 @@ mod tests {
         let sha = "a".repeat(64);
         let up = format!("upload\tv/a.jsonl.gz\t12\t{sha}\t\tgd:x\t\tfalse\t\t\tunlisted\t\t\t");
         let UploadRecord::Upload(u) = parse_record_line(&up, "T").unwrap() else { panic!() };
-        assert_eq!((u.skipped.as_deref(), u.md5, u.rclone_exit, u.bytes), (Some("unlisted"), None, None, 12));
+        assert_eq!(
+            (u.skipped.as_deref(), u.md5.as_deref(), u.rclone_exit, u.bytes),
+            (Some("unlisted"), None, None, 12)
+        );
         let line = serde_json::to_string(&UploadRecord::Upload(u)).unwrap();
         assert!(line.starts_with(r#"{"record":"upload","schema":"pmarchive.upload/1","at_utc":"T","#), "{line}");
         assert!(!line.contains("manifest_sha256"), "{line}");
