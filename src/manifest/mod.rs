@@ -64,25 +64,12 @@ pub fn min_time(a: &mut Option<String>, b: Option<&str>) {
 // ---------------------------------------------------------------------------------------------
 // Raw lines
 
-/// The fields of a `pmarchive.raw/1` envelope the tallies need (everything else, bodies included,
-/// is skipped by the parser without being built).
-#[derive(Debug, Default, Deserialize)]
-pub struct RawLine {
-    pub schema: Option<String>,
-    pub tool: Option<String>,
-    pub collector_version: Option<String>,
-    pub run_id: Option<String>,
-    pub kind: Option<String>,
-    pub endpoint: Option<String>,
-    pub collected_at_utc: Option<String>,
-    pub attempt: Option<u64>,
-    pub status: Option<u64>,
-    pub ctx: Option<RawCtx>,
-    /// What the embedded reply body (`body`, only present for `body_kind: "json"`) holds.
-    pub body: Option<BodyPeek>,
-}
+/// A `pmarchive.raw/1` line as the tallies read it: the one envelope reader type
+/// ([`crate::envelope::RawLine`]) with the reply body peeked at ([`BodyPeek`], never built) and the
+/// `ctx` fields the tallies use ([`RawCtx`]).
+pub type RawLine<'a> = crate::envelope::RawLine<'a, BodyPeek, RawCtx>;
 
-impl RawLine {
+impl RawLine<'_> {
     /// True when the line carries successful data: an HTTP 2xx reply whose body holds at least one
     /// order book (endpoints `books`/`book`) or at least one record (any other endpoint, e.g. a Gamma
     /// market), or a websocket frame (`ctx.event: "frame"`) with book data (`event_type` `book` or
@@ -240,9 +227,9 @@ pub struct RawCtx {
 /// One line of a data file, classified. (Returned once per line and never stored, so the size of
 /// the `Line` variant does not matter.)
 #[allow(clippy::large_enum_variant)]
-pub enum Parsed {
+pub enum Parsed<'a> {
     /// A JSON object with the expected field types (`collected_at_utc` made canonical).
-    Line(RawLine),
+    Line(RawLine<'a>),
     /// Valid JSON, but not shaped like an envelope (a field of the wrong type, not an object):
     /// counted as a row of kind `malformed`, with the reason.
     Malformed(String),
@@ -251,10 +238,10 @@ pub enum Parsed {
 }
 
 /// Classifies one line (without its newline).
-pub fn parse_line(bytes: &[u8]) -> Parsed {
+pub fn parse_line(bytes: &[u8]) -> Parsed<'_> {
     match serde_json::from_slice::<RawLine>(bytes) {
         Ok(mut l) => {
-            l.collected_at_utc = l.collected_at_utc.as_deref().and_then(canonical_time);
+            l.collected_at_utc = l.collected_at_utc.as_deref().and_then(canonical_time).map(Into::into);
             Parsed::Line(l)
         }
         Err(e) => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
@@ -280,7 +267,7 @@ pub struct ReadOutcome {
 /// `partial`: the file is still being written (`*.partial`): a truncated last gzip member or an
 /// incomplete last line is expected and not an error; only complete (`\n`-terminated) lines count.
 /// For sealed files a last line without a newline is still read, and a decode error is reported.
-pub fn read_data_file(path: &Path, partial: bool, mut f: impl FnMut(u64, Parsed)) -> io::Result<ReadOutcome> {
+pub fn read_data_file(path: &Path, partial: bool, mut f: impl FnMut(u64, Parsed<'_>)) -> io::Result<ReadOutcome> {
     let mut r = jsonl::open_lines(path)?;
     let mut out = ReadOutcome::default();
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -481,7 +468,7 @@ impl Tally {
                     }
                 };
                 let ep =
-                    h.by_endpoint_status.entry(l.endpoint.clone().unwrap_or_else(|| "unknown".into())).or_default();
+                    h.by_endpoint_status.entry(l.endpoint.as_deref().unwrap_or("unknown").to_string()).or_default();
                 bump(ep, &status, 1);
             }
             "gap" => {
@@ -507,7 +494,7 @@ impl Tally {
 
     fn track(&mut self, l: &RawLine, c: &RawCtx) {
         let Some(slug) = c.slug.as_deref() else { return };
-        let at = l.collected_at_utc.clone();
+        let at = l.collected_at_utc.as_deref().map(str::to_string);
         let mut one = MarketTrack {
             slug: slug.to_string(),
             family: c.family.clone(),
@@ -532,7 +519,7 @@ impl Tally {
         if let Some(a) = c.action.as_deref() {
             one.last_action = Some(a.to_string());
             one.last_action_at_utc = at;
-            one.last_action_run_id = l.run_id.clone();
+            one.last_action_run_id = l.run_id.as_deref().map(str::to_string);
         }
         self.markets
             .entry(slug.to_string())
@@ -1074,6 +1061,31 @@ mod tests {
         assert!(!data(r#"{"kind":"ws","ctx":{"event":"frame"},"body_kind":"text","body_text":"PONG"}"#));
         assert!(!data(r#"{"kind":"ws","ctx":{"event":"open"}}"#));
         assert!(!data(r#"{"kind":"gap","ctx":{"gap":"failed_request"}}"#));
+    }
+
+    /// The writer's envelope reads back through the one reader type, escapes and all.
+    #[test]
+    fn envelopes_read_back_through_the_reader_type() {
+        use crate::envelope::{Body, Envelope, RunInfo};
+        let run =
+            RunInfo { venue: "polymarket", tool: "pm-books", version: "0.1.0", run_id: "r1".into(), host: "h".into() };
+        let mut e = Envelope::new(&run, 7, "http")
+            .with_body(Body::from_bytes(br#"[{"asset_id":"1","bids":[],"asks":[]}]"#.to_vec()))
+            .with_ctx(serde_json::json!({"slot": 3, "slug": "s\"q"}))
+            .with_error("a \"quoted\" error");
+        e.endpoint = Some("books");
+        e.status = Some(200);
+        let line = e.to_line();
+        let Parsed::Line(l) = parse_line(line.strip_suffix(b"\n").unwrap_or(&line)) else { panic!() };
+        assert_eq!(
+            (l.tool.as_deref(), l.run_id.as_deref(), l.seq, l.kind.as_deref()),
+            (Some("pm-books"), Some("r1"), Some(7), Some("http"))
+        );
+        assert_eq!(l.error.as_deref(), Some("a \"quoted\" error"));
+        assert_eq!(l.ctx.as_ref().and_then(|c| c.slug.as_deref()), Some("s\"q"));
+        assert_eq!(l.body, Some(BodyPeek { items: 1, books: 1 }));
+        assert!(l.is_data());
+        assert_eq!(l.collected_at_utc.as_deref(), Some(e.collected_at_utc.as_str()));
     }
 
     #[test]

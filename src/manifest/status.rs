@@ -462,7 +462,7 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<Status> {
                     max_time(&mut st.newest_data, Some(t));
                 }
                 if let Some(r) = &l.run_id {
-                    let e = st.run_newest.entry(r.clone()).or_default();
+                    let e = st.run_newest.entry(r.to_string()).or_default();
                     if t > e.as_str() {
                         *e = t.to_string();
                     }
