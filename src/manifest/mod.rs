@@ -800,15 +800,7 @@ impl RunManifest {
 pub struct LoadedManifest {
     /// File name (`run-<host>-<run_id>.json`).
     pub name: String,
-    pub doc: Result<Value, String>,
-}
-
-impl LoadedManifest {
-    /// The document as a [`RunManifest`].
-    pub fn run_manifest(&self) -> Result<RunManifest, String> {
-        let doc = self.doc.as_ref().map_err(Clone::clone)?;
-        RunManifest::deserialize(doc).map_err(|e| format!("not a run manifest: {e}"))
-    }
+    pub doc: Result<RunManifest, String>,
 }
 
 /// Loads every `ROOT/manifests/run-*.json` (sorted by name). Unreadable or invalid ones are
@@ -834,7 +826,7 @@ pub fn load_manifests(root: &Path) -> Vec<LoadedManifest> {
             .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| format!("not JSON: {e}")))
             .and_then(|v| {
                 if v.get("schema").and_then(Value::as_str) == Some(MANIFEST_SCHEMA) {
-                    Ok(v)
+                    RunManifest::deserialize(v).map_err(|e| format!("not a run manifest: {e}"))
                 } else {
                     Err(format!("schema is not {MANIFEST_SCHEMA}"))
                 }
@@ -842,19 +834,6 @@ pub fn load_manifests(root: &Path) -> Vec<LoadedManifest> {
         out.push(LoadedManifest { name, doc });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
-}
-
-/// The file entries of a manifest document: `streams.<stream>.files[]`.
-pub fn manifest_files(doc: &Value) -> Vec<&Value> {
-    let mut out = Vec::new();
-    if let Some(streams) = doc.get("streams").and_then(Value::as_object) {
-        for s in streams.values() {
-            if let Some(files) = s.get("files").and_then(Value::as_array) {
-                out.extend(files.iter());
-            }
-        }
-    }
     out
 }
 

@@ -403,27 +403,19 @@ pub fn status(root: &Path, o: &StatusOptions) -> cli::Result<Status> {
                 continue;
             }
         };
-        let Some(ss) = doc.get("streams").and_then(Value::as_object) else { continue };
-        for (sname, s) in ss {
-            let filesv = s.get("files").and_then(Value::as_array).cloned().unwrap_or_default();
-            let venue =
-                filesv.iter().find_map(|f| f.get("venue").and_then(Value::as_str)).unwrap_or("polymarket").to_string();
+        for (sname, s) in &doc.streams {
+            let venue = s.files.iter().find_map(|f| f.venue.clone()).unwrap_or_else(|| "polymarket".into());
             let st = streams.entry((venue, sname.clone())).or_default();
-            for f in &filesv {
-                let last = f.get("last_collected_at_utc").and_then(Value::as_str);
+            for f in &s.files {
+                let last = f.last_collected_at_utc.as_deref();
                 st.note_listed(last, &future_after, false);
-                if let (Some(p), Some(l)) = (f.get("path").and_then(Value::as_str), last) {
-                    listed_last.insert(p.to_string(), l.to_string());
+                if let (false, Some(l)) = (f.path.is_empty(), last) {
+                    listed_last.insert(f.path.clone(), l.to_string());
                 }
             }
-            let tally = s.get("tally");
-            st.note_listed(tally.and_then(|t| t.get("last_data_at_utc")).and_then(Value::as_str), &future_after, true);
-            if let Some(mk) = tally.and_then(|t| t.get("markets")) {
-                if let Ok(mk) = serde_json::from_value::<BTreeMap<String, MarketTrack>>(mk.clone()) {
-                    for m in mk.values() {
-                        merge_market(&mut st.markets, m);
-                    }
-                }
+            st.note_listed(s.tally.last_data_at_utc.as_deref(), &future_after, true);
+            for m in s.tally.markets.values() {
+                merge_market(&mut st.markets, m);
             }
         }
     }

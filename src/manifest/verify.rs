@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{is_safe_rel_path, load_manifests, manifest_files, read_uploads, walk, FileKind, UploadLog, VERIFY_SCHEMA};
+use super::{is_safe_rel_path, load_manifests, read_uploads, walk, FileEntry, FileKind, UploadLog, VERIFY_SCHEMA};
 use crate::cli::{self, ExitCode};
 use crate::{clock, util};
 
@@ -42,11 +42,11 @@ const STATUSES: [&str; 5] = ["ok", "offloaded", "missing", "changed", "unlisted"
 /// What one manifest file entry lists: the data file and its unreadable tail, each as
 /// (kind, path, sha256, bytes).
 type Listing = (&'static str, Option<String>, Option<String>, Option<u64>);
-fn listings(f: &Value) -> [Listing; 2] {
-    let str_of = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_string);
+fn listings(f: &FileEntry) -> [Listing; 2] {
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
     [
-        ("file", str_of("path"), str_of("sha256"), f.get("bytes").and_then(Value::as_u64)),
-        ("tail", str_of("tail_path"), str_of("tail_sha256"), f.get("tail_bytes").and_then(Value::as_u64)),
+        ("file", some(&f.path), some(&f.sha256), f.bytes),
+        ("tail", f.tail_path.clone(), f.tail_sha256.clone(), f.tail_path.as_ref().map(|_| f.tail_bytes)),
     ]
 }
 
@@ -70,7 +70,7 @@ pub fn verify(root: &Path) -> cli::Result<(Value, ExitCode)> {
                 continue;
             }
         };
-        for f in manifest_files(doc) {
+        for f in doc.files() {
             for (kind, path, sha256, bytes) in listings(f) {
                 let Some(path) = path else { continue };
                 if !is_safe_rel_path(&path) {
