@@ -353,21 +353,21 @@ fn offload_error(e: offload::Error) -> cli::Error {
     }
 }
 
-/// Only ROOT (and --help) as arguments.
-fn only_root(mut p: lexopt::Parser, what: &str) -> cli::Result<PathBuf> {
+/// Only ROOT (and --help) as arguments; None when the help was printed.
+fn only_root(mut p: lexopt::Parser, what: &str) -> cli::Result<Option<PathBuf>> {
     use lexopt::prelude::*;
     let mut root = None::<PathBuf>;
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => {
                 cli::help(USAGE)?;
-                std::process::exit(0);
+                return Ok(None);
             }
             Value(v) => root_arg(&mut root, v)?,
             other => return cli::unexpected(other),
         }
     }
-    root.ok_or_else(|| cli::Error::Usage(format!("{what}: ROOT is required")))
+    root.map(Some).ok_or_else(|| cli::Error::Usage(format!("{what}: ROOT is required")))
 }
 
 fn run_streams(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
@@ -431,18 +431,20 @@ fn run_offload(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
     let mut code = ExitCode::Success;
     match sub.as_str() {
         "files" => {
-            let root = only_root(p, "offload files")?;
+            let Some(root) = only_root(p, "offload files")? else { return Ok(ExitCode::Success) };
             let (files, errors) = offload::files(&root).map_err(offload_error)?;
             for e in &errors {
                 eprintln!("manifest: offload files: unreadable: {e}");
                 code = ExitCode::Failure;
             }
             for (class, f) in files {
-                out.push_str(&format!("{}\t{}\t{}\t{}\n", class.word(), f.mtime, f.bytes, f.rel));
+                // A name with a tab or line break (never an archive file) must not break the lines.
+                let rel: String = f.rel.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+                out.push_str(&format!("{}\t{}\t{}\t{rel}\n", class.word(), f.mtime, f.bytes));
             }
         }
         "expected" | "check" => {
-            let root = only_root(p, &format!("offload {sub}"))?;
+            let Some(root) = only_root(p, &format!("offload {sub}"))? else { return Ok(ExitCode::Success) };
             if !root.is_dir() {
                 return Err(cli::Error::Msg(format!("{}: not a readable directory", root.display())));
             }
@@ -479,7 +481,7 @@ fn run_offload(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
             }
         }
         "state" => {
-            let root = only_root(p, "offload state")?;
+            let Some(root) = only_root(p, "offload state")? else { return Ok(ExitCode::Success) };
             let (state, bad) = offload::state(&root).map_err(|e| {
                 cli::Error::Msg(format!("{}: {e}", pm_archive::manifest::uploads_path(&root).display()))
             })?;
@@ -497,7 +499,7 @@ fn run_offload(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
             }
         }
         "append" => {
-            let root = only_root(p, "offload append")?;
+            let Some(root) = only_root(p, "offload append")? else { return Ok(ExitCode::Success) };
             if !root.join("manifests").is_dir() {
                 return Err(cli::Error::Msg(format!("{}/manifests: not a directory", root.display())));
             }
