@@ -578,30 +578,29 @@ fn flush_member(f: &mut OpenFile, sync: bool) -> io::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Recovery
 
-/// Every `*.partial` under the stream directory, sorted (dot-files and other hosts' files are
-/// returned separately: they are left alone).
+/// Every `*.partial` under the stream directory (the layout's walk), sorted (dot-files and other
+/// hosts' files are returned separately: they are left alone). A directory that cannot be read is an
+/// error: recovery must not skip a dead run's file silently.
 pub fn find_partials(cfg: &Config) -> io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    let mut ours = Vec::new();
-    let mut others = Vec::new();
-    let root = cfg.stream_dir();
-    if !root.exists() {
+    let (mut ours, mut others) = (Vec::new(), Vec::new());
+    let dir = cfg.stream_dir();
+    if !dir.exists() {
         return Ok((ours, others));
     }
-    let mut stack = vec![root];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let ft = entry.file_type()?;
-            if ft.is_dir() {
-                stack.push(entry.path());
-            } else if ft.is_file() && name.ends_with(PARTIAL_SUFFIX) && !name.starts_with('.') {
-                if name.starts_with(&format!("{}-", cfg.host)) {
-                    ours.push(entry.path());
-                } else {
-                    others.push(entry.path());
-                }
-            }
+    let (files, errors) = layout::walk(&dir)?;
+    if let Some(e) = errors.into_iter().next() {
+        return Err(io::Error::other(e));
+    }
+    let prefix = format!("{}-", cfg.host);
+    for f in files.into_iter().filter(|f| f.kind == layout::FileKind::Partial) {
+        let name = f.abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with('.') {
+            continue;
+        }
+        if name.starts_with(&prefix) {
+            ours.push(f.abs);
+        } else {
+            others.push(f.abs);
         }
     }
     ours.sort();
