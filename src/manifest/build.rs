@@ -241,8 +241,10 @@ impl Builder {
         if let Some(w) = &rec.writer_version {
             self.writer_versions.insert(w.clone());
         }
-        let stream =
-            rec.stream.clone().unwrap_or_else(|| stream_from_path(&rec.path).unwrap_or_else(|| "unknown".into()));
+        let stream = rec
+            .stream
+            .clone()
+            .unwrap_or_else(|| crate::layout::partition(&rec.path).stream.unwrap_or_else(|| "unknown".into()));
         let abs = self.opts.root.join(&rec.path);
         let mut entry = FileEntry {
             path: rec.path.clone(),
@@ -504,10 +506,6 @@ impl Outcome {
         }
         s
     }
-}
-
-fn stream_from_path(p: &str) -> Option<String> {
-    p.split('/').find_map(|c| c.strip_prefix("stream=")).map(str::to_string)
 }
 
 enum Msg {
