@@ -1,5 +1,6 @@
 const USAGE: &str = "
-manifest — run manifests, archive verification and health status for the pm-archive.
+manifest — run manifests, archive verification, health status and the archive layout and upload
+records for the scripts (pm-archive).
 
 Usage:
     manifest build --root DIR [options]     < sealed-file records
