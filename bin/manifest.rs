@@ -1,5 +1,6 @@
 const USAGE: &str = "
-manifest — run manifests, archive verification and health status for the pm-archive.
+manifest — run manifests, archive verification, health status and the archive layout and upload
+records for the scripts (pm-archive).
 
 Usage:
     manifest build --root DIR [options]     < sealed-file records
@@ -7,6 +8,12 @@ Usage:
     manifest status ROOT [--json] [--stale-after SECS] [--books-after SECS] [--market-after SECS]
                          [--future-tolerance SECS] [--min-free-mib N] [--streams LIST] [--now RFC3339]
     manifest unlisted ROOT                  > sealed-file records
+    manifest streams ROOT [--venue V]
+    manifest run-id
+    manifest offload (files|expected|state) ROOT
+    manifest offload check ROOT             < sha256sum lines
+    manifest offload append ROOT            < record lines
+    manifest offload hash-type              < rclone backend features JSON
 
 manifest build
     Reads sealed-file records (pmarchive.sealed/1, jsonl-rotate's stdout; several writers may share
@@ -95,6 +102,49 @@ manifest unlisted ROOT
     others are printed); 2 bad arguments, an unreadable root or an unreadable manifest (then
     nothing is printed: adopting files it may list would list them twice).
 
+manifest streams ROOT
+    Prints the streams of a venue: the stream=<name> directories under ROOT/venue=V/ (default
+    --venue polymarket), one per line, sorted; nothing when the venue has no directory (the
+    collector's cycle script asks this instead of keeping a list).
+    Exit: 0; 2 bad arguments or an unreadable root.
+
+manifest run-id
+    Prints a new run id, 20261124T160133Z-<pid>-<4 hex> (UTC start, process id, random): the one
+    generator of run ids (a tool without PMARCHIVE_RUN_ID makes one the same way); the scripts call
+    this. Exit: 0.
+
+manifest offload SUBCOMMAND
+    What the uploader (scripts/upload_archive_rclone.sh) needs from the archive's JSON, as
+    tab-separated lines (- = none), so that the script parses no JSON:
+    files ROOT          CLASS<TAB>MTIME<TAB>BYTES<TAB>PATH for every file under ROOT outside
+                        manifests/ (MTIME in epoch seconds). CLASS: archive (a sealed *.jsonl.gz or
+                        its *.jsonl.gz.unreadable-tail exactly in the layout
+                        venue=V/stream=S/date=YYYY-MM-DD/hour=HH/NAME), partial, dot (a dot file:
+                        locks, temp files) or other.
+    expected ROOT       SHA256<TAB>PATH for every file and unreadable tail the run manifests list,
+                        with the sha256 recorded at sealing (conflict when two entries disagree).
+                        A manifest nothing can be read from is named on stderr: the files only it
+                        lists are unlisted (the safe side).
+    check ROOT          The local check. Reads sha256sum's lines (SHA256, two spaces, PATH) on
+                        stdin; prints RESULT<TAB>PATH<TAB>MANIFEST_SHA256 for each: ok, unlisted,
+                        manifest_mismatch (the local bytes differ from the sha256 recorded at
+                        sealing, printed) or manifest_conflict. Unreadable manifests as for expected.
+    state ROOT          PATH<TAB>SHA256<TAB>VERIFIED<TAB>VERIFIED_BY<TAB>SKIPPED<TAB>MD5: the latest
+                        upload record of each path and sha256 in ROOT/manifests/uploads.jsonl (MD5 of
+                        a verified record only). Lines that are not records are counted on stderr.
+    append ROOT         Appends pmarchive.upload/1 records to ROOT/manifests/uploads.jsonl, stamped
+                        now, in one write and one fsync (a torn last line is closed first, a new
+                        file's directory is fsynced). One tab-separated line per record on stdin
+                        (an empty column is null; remote_path = local_path):
+                          upload LOCAL_PATH BYTES SHA256 MD5 REMOTE REMOTE_MD5 VERIFIED VERIFIED_BY
+                                 RCLONE_EXIT SKIPPED MANIFEST_SHA256 CHECK QUARANTINED_AS
+                          local_delete LOCAL_PATH BYTES SHA256 REMOTE REASON
+                        A bad line: nothing is written (exit 2).
+    hash-type           Reads `rclone backend features REMOTE` (JSON) on stdin; prints md5 or
+                        sha256 (the remote has that hash) or size (neither).
+    Exit: 0; 1 (files) a directory could not be read; 2 bad arguments or input, an unreadable root
+    or upload log, a failed write.
+
 Common:
     -h, --help          Show this help.
     -V, --version       Show the version.
@@ -106,7 +156,7 @@ use std::time::Duration;
 use pm_archive::cli::{self, ExitCode};
 use pm_archive::clock;
 use pm_archive::envelope::RunInfo;
-use pm_archive::manifest::{build, status, verify};
+use pm_archive::manifest::{build, offload, status, verify};
 
 fn main() {
     cli::main("manifest", run)
@@ -120,14 +170,19 @@ fn run() -> cli::Result<ExitCode> {
         Some(Short('h') | Long("help")) => return cli::help(USAGE),
         Some(Short('V') | Long("version")) => return cli::version("manifest"),
         Some(other) => return cli::unexpected(other),
-        None => return cli::usage("missing subcommand: build, verify, status or unlisted"),
+        None => return cli::usage("missing subcommand: build, verify, status, unlisted, streams, run-id or offload"),
     };
     match sub.as_str() {
         "build" => run_build(p),
         "verify" => run_verify(p),
         "status" => run_status(p),
         "unlisted" => run_unlisted(p),
-        other => cli::usage(format!("unknown subcommand '{other}' (build, verify, status, unlisted)")),
+        "streams" => run_streams(p),
+        "run-id" => run_run_id(p),
+        "offload" => run_offload(p),
+        other => cli::usage(format!(
+            "unknown subcommand '{other}' (build, verify, status, unlisted, streams, run-id, offload)"
+        )),
     }
 }
 
@@ -168,7 +223,10 @@ fn run_build(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
     }
     // Plain line reading: sealed records are never compressed, and a reader that sniffs for gzip
     // would block on stdin before the first manifest is written.
-    build::run(opts, Box::new(std::io::BufReader::new(cli::stdin()?)))
+    Ok(match build::run(opts, Box::new(std::io::BufReader::new(cli::stdin()?)))? {
+        build::BuildEnd::Done { failures: false } => ExitCode::Success,
+        build::BuildEnd::Done { failures: true } | build::BuildEnd::DiskFull => ExitCode::Failure,
+    })
 }
 
 fn print_doc<T: serde::Serialize>(doc: &T, json: bool, human: fn(&T) -> String) -> cli::Result<()> {
@@ -221,7 +279,7 @@ fn run_unlisted(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
         }
     }
     let Some(root) = root else { return cli::usage("unlisted: ROOT is required") };
-    let (records, problems) = verify::unlisted(&root)?;
+    let (records, problems) = offload::unlisted(&root).map_err(offload_error)?;
     for p in &problems {
         eprintln!("manifest: unlisted: {p}");
     }
@@ -287,4 +345,191 @@ fn run_status(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
     let st = status::status(&root, &opts)?;
     print_doc(&st, json, status::human)?;
     Ok(st.exit_code())
+}
+
+fn offload_error(e: offload::Error) -> cli::Error {
+    match e {
+        offload::Error::Io(e) => cli::Error::Io(e),
+        e => cli::Error::Msg(e.to_string()),
+    }
+}
+
+/// Only ROOT (and --help) as arguments; None when the help was printed.
+fn only_root(mut p: lexopt::Parser, what: &str) -> cli::Result<Option<PathBuf>> {
+    use lexopt::prelude::*;
+    let mut root = None::<PathBuf>;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => {
+                cli::help(USAGE)?;
+                return Ok(None);
+            }
+            Value(v) => root_arg(&mut root, v)?,
+            other => return cli::unexpected(other),
+        }
+    }
+    root.map(Some).ok_or_else(|| cli::Error::Usage(format!("{what}: ROOT is required")))
+}
+
+fn run_streams(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
+    use lexopt::prelude::*;
+    let (mut root, mut venue) = (None::<PathBuf>, "polymarket".to_string());
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("venue") => venue = cli::value(&mut p, "--venue")?,
+            Short('h') | Long("help") => return cli::help(USAGE),
+            Value(v) => root_arg(&mut root, v)?,
+            other => return cli::unexpected(other),
+        }
+    }
+    let Some(root) = root else { return cli::usage("streams: ROOT is required") };
+    if !pm_archive::util::is_safe_component(&venue) {
+        return cli::usage(format!("--venue: '{venue}' is not a venue name"));
+    }
+    if !root.is_dir() {
+        return Err(cli::Error::Msg(format!("{}: not a readable directory", root.display())));
+    }
+    let streams = pm_archive::layout::streams(&root, &venue)
+        .map_err(|e| cli::Error::Msg(format!("{}: {e}", root.display())))?
+        .unwrap_or_default();
+    cli::print(&streams.iter().map(|s| format!("{s}\n")).collect::<String>())?;
+    Ok(ExitCode::Success)
+}
+
+fn run_run_id(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
+    use lexopt::prelude::*;
+    if let Some(arg) = p.next()? {
+        return match arg {
+            Short('h') | Long("help") => cli::help(USAGE),
+            other => cli::unexpected(other),
+        };
+    }
+    cli::print(&format!("{}\n", pm_archive::util::new_run_id()))?;
+    Ok(ExitCode::Success)
+}
+
+fn read_stdin() -> cli::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    cli::stdin()?.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn dash(s: Option<&str>) -> &str {
+    s.filter(|s| !s.is_empty()).unwrap_or("-")
+}
+
+fn run_offload(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
+    use lexopt::prelude::*;
+    use offload::Expected;
+    let sub = match p.next()? {
+        Some(Value(v)) => v.into_string().map_err(|_| cli::Error::Usage("offload: subcommand is not UTF-8".into()))?,
+        Some(Short('h') | Long("help")) => return cli::help(USAGE),
+        Some(other) => return cli::unexpected(other),
+        None => return cli::usage("offload: missing subcommand: files, expected, check, state, append or hash-type"),
+    };
+    let mut out = String::new();
+    let mut code = ExitCode::Success;
+    match sub.as_str() {
+        "files" => {
+            let Some(root) = only_root(p, "offload files")? else { return Ok(ExitCode::Success) };
+            let (files, errors) = offload::files(&root).map_err(offload_error)?;
+            for e in &errors {
+                eprintln!("manifest: offload files: unreadable: {e}");
+                code = ExitCode::Failure;
+            }
+            for (class, f) in files {
+                // A name with a tab or line break (never an archive file) must not break the lines.
+                let rel: String = f.rel.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
+                out.push_str(&format!("{}\t{}\t{}\t{rel}\n", class.word(), f.mtime, f.bytes));
+            }
+        }
+        "expected" | "check" => {
+            let Some(root) = only_root(p, &format!("offload {sub}"))? else { return Ok(ExitCode::Success) };
+            if !root.is_dir() {
+                return Err(cli::Error::Msg(format!("{}: not a readable directory", root.display())));
+            }
+            let (expected, unreadable) = offload::expected(&root);
+            for u in &unreadable {
+                eprintln!(
+                    "manifest: offload: no file entry could be read from {u}; the files it lists count as unlisted"
+                );
+            }
+            if sub == "expected" {
+                for (path, e) in &expected {
+                    let sha = match e {
+                        Expected::Sha256(s) => s.as_str(),
+                        Expected::Conflict => "conflict",
+                    };
+                    out.push_str(&format!("{sha}\t{path}\n"));
+                }
+            } else {
+                let input = read_stdin()?;
+                for (i, line) in String::from_utf8_lossy(&input).lines().enumerate() {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let Some((sha, path)) = line.split_once("  ") else {
+                        return cli::usage(format!("offload check: input line {}: not 'SHA256  PATH'", i + 1));
+                    };
+                    let c = offload::check(&expected, sha, path);
+                    let recorded = match &c {
+                        offload::LocalCheck::ManifestMismatch(s) => Some(s.as_str()),
+                        _ => None,
+                    };
+                    out.push_str(&format!("{}\t{path}\t{}\n", c.word(), dash(recorded)));
+                }
+            }
+        }
+        "state" => {
+            let Some(root) = only_root(p, "offload state")? else { return Ok(ExitCode::Success) };
+            let (state, bad) = offload::state(&root).map_err(|e| {
+                cli::Error::Msg(format!("{}: {e}", pm_archive::manifest::uploads_path(&root).display()))
+            })?;
+            if bad > 0 {
+                eprintln!("manifest: offload state: {bad} line(s) of the upload log are not records; ignored");
+            }
+            for ((path, sha), st) in &state {
+                out.push_str(&format!(
+                    "{path}\t{sha}\t{}\t{}\t{}\t{}\n",
+                    st.verified,
+                    dash(st.verified_by.as_deref()),
+                    dash(st.skipped.as_deref()),
+                    dash(st.md5.as_deref())
+                ));
+            }
+        }
+        "append" => {
+            let Some(root) = only_root(p, "offload append")? else { return Ok(ExitCode::Success) };
+            if !root.join("manifests").is_dir() {
+                return Err(cli::Error::Msg(format!("{}/manifests: not a directory", root.display())));
+            }
+            let input = read_stdin()?;
+            let at = offload::now_utc();
+            let mut records = Vec::new();
+            for (i, line) in String::from_utf8_lossy(&input).lines().enumerate() {
+                if line.is_empty() {
+                    continue;
+                }
+                let rec = offload::parse_record_line(line, &at)
+                    .map_err(|e| cli::Error::Usage(format!("offload append: input line {}: {e}", i + 1)))?;
+                records.push(rec);
+            }
+            offload::append(&root, &records)?;
+        }
+        "hash-type" => {
+            if let Some(arg) = p.next()? {
+                return cli::unexpected(arg);
+            }
+            let t = offload::hash_type(&read_stdin()?).map_err(offload_error)?;
+            out = format!("{t}\n");
+        }
+        other => {
+            return cli::usage(format!(
+                "offload: unknown subcommand '{other}' (files, expected, check, state, append, hash-type)"
+            ))
+        }
+    }
+    cli::print(&out)?;
+    Ok(code)
 }

@@ -191,7 +191,8 @@ fn run() -> cli::Result<ExitCode> {
     if let Some(path) = &summary {
         let mut text = serde_json::to_vec_pretty(&stats)?;
         text.push(b'\n');
-        pm_archive::util::write_atomic(path, &text).map_err(|e| cli::Error::Msg(format!("--summary {}: {e}", path.display())))?;
+        pm_archive::util::write_atomic(path, &text)
+            .map_err(|e| cli::Error::Msg(format!("--summary {}: {e}", path.display())))?;
     }
     let failed = rb.found_problems() || stats.bad_lines > 0;
     Ok(if failed { ExitCode::Failure } else { ExitCode::Success })

@@ -101,7 +101,7 @@ MANIFEST="$(tool manifest)" || exit 2
 if [ "$WS" = 1 ]; then PM_STREAM="$(tool pm-stream)" || exit 2; fi
 
 if [ -z "${PMARCHIVE_RUN_ID:-}" ]; then
-  PMARCHIVE_RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)-$$-$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
+  PMARCHIVE_RUN_ID="$("$MANIFEST" run-id)" || die2 "$MANIFEST run-id failed"
 fi
 export PMARCHIVE_RUN_ID
 

@@ -10,7 +10,8 @@
 #   --out-dir DIR     default: <repo>/data/discovery
 #   --gamma-url URL   default: https://gamma-api.polymarket.com (a 127.0.0.1/localhost URL marks the
 #                     artefacts as a LOOPBACK replay, never as live data)
-#   --bin-dir DIR     where pm-markets is (default: <repo>/target/release, else PATH)
+#   --bin-dir DIR     where pm-markets and manifest (its run id: manifest run-id) are
+#                     (default: <repo>/target/release, else PATH)
 #   after --           extra pm-markets options, e.g. -- --families 5m,15m --ahead 2
 # Needs: jq, gzip, sha256sum. Exit status: pm-markets' (0 ok, 1 some window failed), 2 bad usage,
 #   124 the pass took over 10 minutes, 143 stopped by SIGTERM/SIGINT (nothing written).
@@ -34,10 +35,14 @@ for t in jq gzip sha256sum; do command -v "$t" >/dev/null || die2 "$t is require
 if [ -x "$bin_dir/pm-markets" ]; then pm_markets="$bin_dir/pm-markets"
 elif command -v pm-markets >/dev/null; then pm_markets="$(command -v pm-markets)"
 else die2 "pm-markets not found (build with: cargo build --release)"; fi
+if [ -x "$bin_dir/manifest" ]; then manifest="$bin_dir/manifest"
+elif command -v manifest >/dev/null; then manifest="$(command -v manifest)"
+else die2 "manifest not found (build with: cargo build --release)"; fi
 
 run_kind=live
 case "$gamma" in http://127.0.0.1*|https://127.0.0.1*|http://localhost*|https://localhost*|http://\[::1\]*) run_kind=loopback ;; esac
-run_id="${PMARCHIVE_RUN_ID:-$(date -u +%Y%m%dT%H%M%SZ)-$$}"
+run_id="${PMARCHIVE_RUN_ID:-}"
+[ -n "$run_id" ] || run_id="$("$manifest" run-id)" || die2 "$manifest run-id failed"
 mkdir -p "$out/raw"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 

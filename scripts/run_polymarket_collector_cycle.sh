@@ -17,9 +17,11 @@ Start (default):
   2. takes an exclusive lock on <PMARCHIVE_ROOT>/.collector.lock (flock), so that two
      collectors never write to (or recover files of) the same archive at once;
   3. seals partial files left by a dead run: `jsonl-rotate --root ROOT --stream S
-     --recover-only` for each stream S in books, gamma, ws_market that exists under
-     ROOT/venue=polymarket/; the pmarchive.sealed/1 records it prints are appended to
-     ROOT/manifests/recovered-files.jsonl and counted in the log;
+     --recover-only` for each stream S under ROOT/venue=polymarket/ (as `manifest streams
+     ROOT` lists them: every stream=S directory); the pmarchive.sealed/1 records it prints
+     are appended to ROOT/manifests/recovered-files.jsonl, counted in the log, and listed in
+     a run manifest of their own (`manifest build`, run id from `manifest run-id`, label
+     "crash recovery: ...");
   4. logs one start line and execs pipelines/collect.sh ENV_FILE (same PID, so systemd
      signals the pipeline owner directly).
 
@@ -33,13 +35,12 @@ Start (default):
 
 All messages go to stderr (journald under systemd), prefixed with the script name.
 Exit status: 0 --help/--log-stop; 1 another collector holds the lock; 2 bad arguments,
-missing env file, missing collect.sh or jsonl-rotate, archive root not writable;
+missing env file, missing collect.sh, jsonl-rotate or manifest, archive root not writable;
 after the exec: whatever pipelines/collect.sh returns: 0 clean stop, 1 a stage failed
 (systemd restarts it), 2 bad configuration (RestartPreventExitStatus=2: systemd does not
 restart until the env file is fixed and the unit restarted).'
 
 PROG=run_polymarket_collector_cycle
-STREAMS="books gamma ws_market"
 
 log() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 die() {
@@ -72,9 +73,6 @@ self_dir() {
 # Seals one stream's leftovers; appends the sealed records to the recovered-files log.
 recover_stream() {
     local bin=$1 root=$2 stream=$3 out rc n
-    if [ ! -d "$root/venue=polymarket/stream=$stream" ]; then
-        return 0
-    fi
     # Bounded: a start that hangs here would leave the service "running" with nothing collected.
     out=$(timeout -k 5 300 "$bin/jsonl-rotate" --root "$root" --stream "$stream" --recover-only)
     rc=$?
@@ -138,6 +136,7 @@ main() {
     collect=$base/pipelines/collect.sh
     [ -x "$collect" ] || die 2 "$collect not found or not executable"
     [ -x "$bin/jsonl-rotate" ] || die 2 "$bin/jsonl-rotate not found or not executable (PMARCHIVE_BIN_DIR=$bin)"
+    [ -x "$bin/manifest" ] || die 2 "$bin/manifest not found or not executable (PMARCHIVE_BIN_DIR=$bin)"
     mkdir -p -- "$root/manifests" 2>/dev/null || die 2 "cannot create $root/manifests (is PMARCHIVE_ROOT=$root writable by $(id -un 2>/dev/null || id -u)?)"
 
     # The lock stays held by collect.sh and its stages (the descriptor survives exec and
@@ -151,24 +150,24 @@ main() {
         log "warning: flock not found (util-linux); running without the single-collector lock"
     fi
 
-    local s
+    # The streams come from the archive layout (manifest streams): every stream=S directory of the
+    # venue, so that a new stream's leftovers are recovered without editing this script.
+    local s streams
+    streams=$("$bin/manifest" streams "$root" --venue polymarket) ||
+        log "warning: manifest streams $root exited $?; no partial files recovered this start"
     RECOVERED=""
-    for s in $STREAMS; do
+    for s in $streams; do
         recover_stream "$bin" "$root" "$s"
     done
     # Recovered files belong to no live run: list them in a manifest of their own, so that
-    # `manifest verify` accounts for them (the run id says what it is).
+    # `manifest verify` accounts for them (its label says what it is).
     if [ -n "$RECOVERED" ]; then
-        if [ -x "$bin/manifest" ]; then
-            local rid
-            rid="$(date -u +%Y%m%dT%H%M%SZ)-recovery-$$"
-            printf '%s' "$RECOVERED" | PMARCHIVE_RUN_ID="$rid" timeout -k 5 300 "$bin/manifest" build --root "$root" \
-                --label "crash recovery: partial files of dead runs sealed before a collector start" ||
-                log "warning: manifest build for the recovered files exited $?"
-            log "recovery: listed in manifests/run-*-$rid.json"
-        else
-            log "warning: $bin/manifest not found; recovered files are only in manifests/recovered-files.jsonl"
-        fi
+        local rid
+        rid=$("$bin/manifest" run-id) || die 2 "$bin/manifest run-id failed"
+        printf '%s' "$RECOVERED" | PMARCHIVE_RUN_ID="$rid" timeout -k 5 300 "$bin/manifest" build --root "$root" \
+            --label "crash recovery: partial files of dead runs sealed before a collector start" ||
+            log "warning: manifest build for the recovered files exited $?"
+        log "recovery: listed in manifests/run-*-$rid.json"
     fi
 
     log "start: pid=$$ user=$(id -un 2>/dev/null || id -u) env=$env_file root=$root bin=$bin families=${PMARCHIVE_FAMILIES:-default} interval=${PMARCHIVE_INTERVAL:-default} ws=${PMARCHIVE_WS:-0} duration=${PMARCHIVE_DURATION:-forever} label=${PMARCHIVE_LABEL:-} host=${PMARCHIVE_HOST:-$(hostname 2>/dev/null || echo unknown)}"

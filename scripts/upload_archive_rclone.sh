@@ -47,6 +47,12 @@ Local retention (off by default): a local file is deleted only when it is verifi
 with --allow-size-only-delete), its mtime is older than --retention-days, AND a fresh remote check made
 by this run still matches. The local_delete record is appended and fsynced BEFORE the unlink.
 
+The archive's JSON (run manifests, uploads.jsonl, rclone's feature list) and its layout are read and
+written by the `manifest` tool (`manifest offload files|expected|check|state|append|hash-type`); this
+script keeps rclone, the lock and retention, and parses no JSON. `manifest` is taken from
+PMARCHIVE_BIN_DIR, else ../bin beside this script (the installed layout), else the newer of
+../target/release and ../target/debug (a checkout), else PATH.
+
 OPTIONS (environment variable in brackets):
     --root DIR              archive root [PMARCHIVE_ROOT] (default /var/lib/pm-archive/archive)
     --remote REMOTE         rclone destination, e.g. gdrive:pm-archive [PMARCHIVE_REMOTE]
@@ -157,14 +163,32 @@ esac
 [[ $TPSLIMIT =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage_err "bad --tpslimit '$TPSLIMIT'"
 [[ $TRANSFERS =~ ^[1-9][0-9]*$ ]] || usage_err "bad --transfers '$TRANSFERS'"
 [[ $BWLIMIT =~ ^[A-Za-z0-9.:,\ _-]+$ ]] || usage_err "bad --bwlimit '$BWLIMIT'"
-[[ -n $REMOTE && $REMOTE != *$'\n'* && $REMOTE != *'"'* && $REMOTE != *'\'* ]] \
+[[ -n $REMOTE && $REMOTE != *$'\n'* && $REMOTE != *$'\t'* && $REMOTE != *'"'* && $REMOTE != *'\'* ]] \
     || usage_err "bad --remote '$REMOTE'"
 case "$ALLOW_SIZE_DELETE" in 1|true|yes) ALLOW_SIZE_DELETE=1 ;; *) ALLOW_SIZE_DELETE=0 ;; esac
 case "$REPAIR" in 0|false|no) REPAIR=0 ;; *) REPAIR=1 ;; esac
 
-for tool in "$RCLONE" flock md5sum sha256sum find sort awk xargs sync; do
+for tool in "$RCLONE" flock md5sum sha256sum sort xargs sync; do
     command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found on PATH (rclone: apt-get install rclone)"
 done
+# The manifest tool (see the usage text): the archive's JSON and layout are its business.
+find_manifest() {
+    local self base rel dbg
+    self=$(readlink -f -- "${BASH_SOURCE[0]}" 2>/dev/null || printf '%s' "${BASH_SOURCE[0]}")
+    base=$(cd -- "$(dirname -- "$self")/.." && pwd)
+    if [[ -n ${PMARCHIVE_BIN_DIR:-} ]]; then
+        printf '%s\n' "$PMARCHIVE_BIN_DIR/manifest"
+    elif [[ -x $base/bin/manifest ]]; then
+        printf '%s\n' "$base/bin/manifest"
+    else
+        rel=$base/target/release/manifest dbg=$base/target/debug/manifest
+        if [[ -x $rel && ( ! -x $dbg || $rel -nt $dbg ) ]]; then printf '%s\n' "$rel"
+        elif [[ -x $dbg ]]; then printf '%s\n' "$dbg"
+        else command -v manifest || printf '%s\n' manifest; fi
+    fi
+}
+MANIFEST=$(find_manifest)
+[[ -x $MANIFEST ]] || die "the manifest tool was not found ($MANIFEST; set PMARCHIVE_BIN_DIR or install: scripts/install.sh)"
 [[ -d $ROOT ]] || die "archive root '$ROOT' is not a directory"
 ROOT=$(cd "$ROOT" && pwd -P)
 MDIR=$ROOT/manifests
@@ -180,13 +204,6 @@ rjoin() {
         *) printf '%s/%s' "$REMOTE" "$1" ;;
     esac
 }
-# RFC 3339 UTC with 6 fractional digits, without a fork per record (bash 5 EPOCHREALTIME).
-# Sets AT (command substitution would fork).
-stamp() {
-    local t=$EPOCHREALTIME
-    printf -v AT '%(%Y-%m-%dT%H:%M:%S)T.%sZ' "${t%.*}" "${t#*.}"
-}
-
 # ---------------------------------------------------------------- lock
 # fd 9 stays open for the whole run (and is inherited by rclone, so an orphaned rclone keeps the lock).
 if [[ $DRY_RUN == 1 ]]; then
@@ -214,11 +231,12 @@ RC_FLAGS=(--log-level INFO --stats 0 --tpslimit "$TPSLIMIT" --bwlimit "$BWLIMIT"
 # ---------------------------------------------------------------- remote hash type
 features=$("$RCLONE" backend features "$REMOTE" 2>"$TMP/features.err") \
     || { cat "$TMP/features.err" >&2; die "cannot use remote '$REMOTE' (rclone backend features failed)"; }
-hashes=$(printf '%s' "$features" | tr -d ' \t\n' | grep -o '"Hashes":\[[^]]*\]' || true)
-if [[ $hashes == *'"md5"'* ]]; then
-    HASH=md5; LSF_HASH=(--hash MD5)
-elif [[ $hashes == *'"sha256"'* ]]; then
-    HASH=sha256; LSF_HASH=(--hash SHA256)
+HASH=$(printf '%s' "$features" | "$MANIFEST" offload hash-type) \
+    || die "cannot read the features of remote '$REMOTE' (rclone backend features: not the expected JSON)"
+if [[ $HASH == md5 ]]; then
+    LSF_HASH=(--hash MD5)
+elif [[ $HASH == sha256 ]]; then
+    LSF_HASH=(--hash SHA256)
 else
     HASH=size; LSF_HASH=()
     say "warning: remote '$REMOTE' has neither md5 nor sha256: verification falls back to size (recorded verified_by \"size\"); retention will not delete such files without --allow-size-only-delete"
@@ -226,30 +244,29 @@ fi
 say "remote verification: $HASH"
 
 # ---------------------------------------------------------------- candidates
-HIVE_RE='^venue=[A-Za-z0-9._-]+/stream=[A-Za-z0-9._-]+/date=[0-9]{4}-[0-9]{2}-[0-9]{2}/hour=[0-9]{2}/[A-Za-z0-9._-]+\.jsonl\.gz(\.unreadable-tail)?$'
 NOW_S=$(date +%s)
 CUTOFF_S=$((NOW_S - MIN_AGE_S))
 declare -A SIZE MTIME
 CANDS=()
 n_partial=0; n_young=0; n_unknown=0
-while IFS= read -r -d '' entry; do
-    mt=${entry%% *}; rest=${entry#* }; sz=${rest%% *}; rel=${rest#* }
-    mt=${mt%%.*}
-    if [[ $rel == *.partial ]]; then
-        n_partial=$((n_partial + 1))
-    elif [[ $rel =~ $HIVE_RE ]]; then
-        if ((mt > CUTOFF_S)); then
-            n_young=$((n_young + 1))
-        else
-            CANDS+=("$rel"); SIZE[$rel]=$sz; MTIME[$rel]=$mt
-        fi
-    elif [[ ${rel##*/} == .* ]]; then
-        n_unknown=$((n_unknown + 1)) # dot files: the rotators' lock files, temp files; never uploaded
-    else
-        n_unknown=$((n_unknown + 1))
-        say "warning: not an archive file name, skipped: $rel"
-    fi
-done < <(find "$ROOT" -path "$MDIR" -prune -o -type f -printf '%T@ %s %P\0')
+# Every file outside manifests/, classified by the layout (manifest offload files): sorted by path.
+rc=0
+"$MANIFEST" offload files "$ROOT" >"$TMP/files.tsv" || rc=$?
+((rc <= 1)) || die "cannot list the archive root '$ROOT' (manifest offload files exit $rc)"
+((rc == 0)) || say "warning: some directories under $ROOT could not be read (see above); their files wait for the next run"
+while IFS=$'\t' read -r class mt sz rel; do
+    case $class in
+        partial) n_partial=$((n_partial + 1)) ;;
+        archive)
+            if ((mt > CUTOFF_S)); then
+                n_young=$((n_young + 1))
+            else
+                CANDS+=("$rel"); SIZE[$rel]=$sz; MTIME[$rel]=$mt
+            fi ;;
+        dot) n_unknown=$((n_unknown + 1)) ;; # the rotators' lock files, temp files; never uploaded
+        *) n_unknown=$((n_unknown + 1)); say "warning: not an archive file name, skipped: $rel" ;;
+    esac
+done <"$TMP/files.tsv"
 if ((${#CANDS[@]} > 0)); then mapfile -t CANDS < <(printf '%s\n' "${CANDS[@]}" | LC_ALL=C sort); fi
 
 # sha256 of every candidate (sealed files never change; a changed hash is a new file version).
@@ -265,36 +282,17 @@ if ((${#CANDS[@]} > 0)); then
 fi
 
 # ---------------------------------------------------------------- previous records
-# Latest upload record per (local_path, sha256): STATE = "verified verified_by", LAST_SKIP = its "skipped"
-# reason ("-" for none), REC_MD5 = the md5 of the latest verified record (the local md5 of that very
-# content, so a re-check needs no re-hash). Torn or foreign lines are counted.
+# Latest upload record per (local_path, sha256) (manifest offload state): STATE = "verified verified_by",
+# LAST_SKIP = its "skipped" reason ("-" for none), REC_MD5 = the md5 of the latest verified record (the
+# local md5 of that very content, so a re-check needs no re-hash). Lines that are not records are
+# counted on stderr by manifest.
 declare -A STATE LAST_SKIP REC_MD5
-n_badlines=0
 if [[ -f $UPLOADS ]]; then
-    while IFS=$'\t' read -r kind a b c d e f; do
-        if [[ $kind == S ]]; then
-            STATE["$a|$b"]="$c $d"; LAST_SKIP["$a|$b"]=$e
-            if [[ $c == true && $f != - ]]; then REC_MD5["$a|$b"]=$f; fi
-        else
-            n_badlines=$a
-        fi
-    done < <(awk '
-        function field(k,   re, x) {
-            re = "\"" k "\":(\"[^\"]*\"|[A-Za-z0-9.]+)"
-            if (match($0, re) == 0) return ""
-            x = substr($0, RSTART + length(k) + 3, RLENGTH - length(k) - 3)
-            gsub(/"/, "", x); return x
-        }
-        function dash(x) { return (x == "" || x == "null") ? "-" : x }
-        /^[ \t\r]*$/ { next }
-        !/^\{.*\}[ \t\r]*$/ || index($0, "\"schema\":\"pmarchive.upload/1\"") == 0 { bad++; next }
-        index($0, "\"record\":\"upload\"") > 0 {
-            p = field("local_path"); s = field("sha256"); v = field("verified"); by = field("verified_by")
-            if (p == "" || s == "" || v == "") { bad++; next }
-            printf "S\t%s\t%s\t%s\t%s\t%s\t%s\n", p, s, v, dash(by), dash(field("skipped")), dash(field("md5"))
-        }
-        END { printf "B\t%d\t-\t-\t-\t-\t-\n", bad + 0 }' "$UPLOADS")
-    ((n_badlines == 0)) || say "warning: $n_badlines unreadable line(s) in $UPLOADS ignored"
+    "$MANIFEST" offload state "$ROOT" >"$TMP/state.tsv" || die "cannot read $UPLOADS (manifest offload state failed)"
+    while IFS=$'\t' read -r p s v by sk m; do
+        STATE["$p|$s"]="$v $by"; LAST_SKIP["$p|$s"]=$sk
+        if [[ $v == true && $m != - ]]; then REC_MD5["$p|$s"]=$m; fi
+    done <"$TMP/state.tsv"
 fi
 
 # remote_list FILE OUT: "size<TAB>hash<TAB>path" for the listed files that exist on the remote.
@@ -315,46 +313,38 @@ load_listing() {
     while IFS='|' read -r s h p; do R_SIZE[$p]=$s; R_HASH[$p]=$h; done <"$1"
 }
 
-# check REL -> sets V_OK (true/false), V_BY (md5/sha256/size/null), V_RMD5 (md5 or null)
+# check REL -> sets V_OK (true/false), V_BY (md5/sha256/size, empty = none), V_RMD5 (md5, empty = none)
 check() {
     local rel=$1 rs=${R_SIZE[$1]:-} rh=${R_HASH[$1]:-}
-    V_OK=false; V_BY=null; V_RMD5=null
+    V_OK=false; V_BY=; V_RMD5=
     [[ -n $rs ]] || return 0
+    V_BY=$HASH
     case "$HASH" in
         md5)
-            [[ -n $rh ]] && V_RMD5="\"$rh\""
-            V_BY='"md5"'
+            V_RMD5=$rh
             [[ -n $rh && $rh == "${MD5[$rel]}" && $rs == "${SIZE[$rel]}" ]] && V_OK=true ;;
         sha256)
-            V_BY='"sha256"'
             [[ -n $rh && $rh == "${SHA[$rel]}" && $rs == "${SIZE[$rel]}" ]] && V_OK=true ;;
         size)
-            V_BY='"size"'
             [[ $rs == "${SIZE[$rel]}" ]] && V_OK=true ;;
     esac
     return 0
 }
 
-# Records are collected in PENDING and appended in one write + one fsync by flush_records (a torn last
-# line left by a crash is closed first).
+# Records are collected in PENDING as tab-separated lines (columns: manifest --help, "offload append")
+# and appended by flush_records in one write + one fsync by `manifest offload append` (which stamps
+# them, closes a torn last line first and makes a new file's directory entry durable).
 PENDING=()
 flush_records() {
     ((${#PENDING[@]} > 0)) || return 0
-    if [[ -s $UPLOADS && $(tail -c 1 "$UPLOADS" | od -An -c | tr -d ' ') != '\n' ]]; then
-        printf '\n' >>"$UPLOADS"
-    fi
-    local created=0
-    [[ -e $UPLOADS ]] || created=1
-    printf '%s\n' "${PENDING[@]}" >>"$UPLOADS"
-    sync "$UPLOADS"
-    # A new file's directory entry must be durable too before anything relies on the record.
-    ((created == 0)) || sync "$MDIR"
+    printf '%s\n' "${PENDING[@]}" | "$MANIFEST" offload append "$ROOT" \
+        || { say "could not append ${#PENDING[@]} record(s) to $UPLOADS; stopping (nothing is deleted unrecorded)"; exit 1; }
     PENDING=()
 }
-upload_record() { # rel rclone_exit [extra fields: ,"key":value...]
-    local rel=$1
-    stamp
-    PENDING+=("{\"record\":\"upload\",\"schema\":\"pmarchive.upload/1\",\"at_utc\":\"$AT\",\"local_path\":\"$rel\",\"bytes\":${SIZE[$rel]},\"sha256\":\"${SHA[$rel]}\",\"md5\":\"${MD5[$rel]}\",\"remote\":\"$REMOTE\",\"remote_path\":\"$rel\",\"remote_md5\":$V_RMD5,\"verified\":$V_OK,\"verified_by\":$V_BY,\"rclone_exit\":$2,\"dry_run\":false${3:-}}")
+# upload_record REL RCLONE_EXIT [CHECK [QUARANTINED_AS]]: the verification result of check().
+upload_record() {
+    local rel=$1 t=$'\t'
+    PENDING+=("upload$t$rel$t${SIZE[$rel]}$t${SHA[$rel]}$t${MD5[$rel]:-}$t$REMOTE$t$V_RMD5$t$V_OK$t$V_BY$t$2$t$t$t${3:-}$t${4:-}")
 }
 md5_of() { # fills MD5[] for the given relative paths
     (($# > 0)) || return 0
@@ -367,71 +357,39 @@ n_local_bad=0; n_unlisted=0; n_reverified=0; n_revoked=0; n_quarantined=0; rever
 declare -A FRESH_OK QUAR
 
 # ---------------------------------------------------------------- local check against the run manifests
-# MAN_SHA[path] = the sha256 recorded at sealing (streams.<s>.files[].sha256, or tail_sha256 for its
-# unreadable tail), "conflict" when two entries disagree. The manifests are manifest build's pretty-
-# printed JSON (one key per line); the reader follows object nesting line by line (mawk-compatible, no
-# jq on a minimal VPS). A manifest from which no entry can be read is reported, and the files only it
-# lists then count as unlisted: the safe side (kept locally, not uploaded).
-declare -A MAN_SHA
-man_files=()
-for m in "$MDIR"/run-*.json; do [[ -f $m ]] && man_files+=("$m"); done
-if ((${#man_files[@]} > 0)); then
-    while IFS=$'\t' read -r kind p h; do
-        case $kind in
-            F)
-                if [[ -z ${MAN_SHA[$p]:-} ]]; then MAN_SHA[$p]=$h
-                elif [[ ${MAN_SHA[$p]} != "$h" ]]; then MAN_SHA[$p]=conflict; fi ;;
-            U) say "warning: no file entry could be read from $p (not manifest build's pretty-printed JSON?); the files it lists count as unlisted" ;;
-        esac
-    done < <(awk '
-        function hex64(x) { return length(x) == 64 && x !~ /[^0-9a-f]/ }
-        function emit(d) {
-            if (P[d] != "" && hex64(S[d])) { print "F\t" P[d] "\t" S[d]; n++ }
-            if (TP[d] != "" && hex64(TS[d])) { print "F\t" TP[d] "\t" TS[d]; n++ }
-        }
-        function done_file() { if (fname != "" && n == 0 && sawsha) print "U\t" fname }
-        FNR == 1 { done_file(); fname = FILENAME; depth = 0; n = 0; sawsha = 0 }
-        { line = $0; sub(/^[ \t]+/, "", line); sub(/[ \t\r]+$/, "", line) }
-        index(line, "\"sha256\"") > 0 { sawsha = 1 }
-        substr(line, 1, 1) == "}" { if (depth > 0) { emit(depth); depth-- } next }
-        line ~ /\{$/ { depth++; P[depth] = ""; S[depth] = ""; TP[depth] = ""; TS[depth] = ""; next }
-        depth > 0 && line ~ /^"(path|sha256|tail_path|tail_sha256)": "[^"\\]*",?$/ {
-            k = line; sub(/^"/, "", k); sub(/".*$/, "", k)
-            v = line; sub(/^"[a-z_0-9]*": "/, "", v); sub(/",?$/, "", v)
-            if (k == "path") P[depth] = v
-            else if (k == "sha256") S[depth] = v
-            else if (k == "tail_path") TP[depth] = v
-            else TS[depth] = v
-        }
-        END { done_file() }' "${man_files[@]}")
-fi
-
+# Each candidate's sha256 against the one its run manifest recorded at sealing (manifest offload check:
+# ok, unlisted, manifest_mismatch with the recorded sha256, manifest_conflict). A manifest from which no
+# entry can be read is reported by manifest, and the files only it lists count as unlisted: the safe
+# side (kept locally, not uploaded).
 # skip_record REL REASON MANIFEST_SHA: an upload record for a file that was NOT uploaded because its
 # local bytes cannot be trusted (verified:false, rclone_exit null, "skipped" says why).
 skip_record() {
-    local ms=null
-    [[ -n $3 && $3 != conflict ]] && ms="\"$3\""
-    stamp
-    PENDING+=("{\"record\":\"upload\",\"schema\":\"pmarchive.upload/1\",\"at_utc\":\"$AT\",\"local_path\":\"$1\",\"bytes\":${SIZE[$1]},\"sha256\":\"${SHA[$1]}\",\"md5\":null,\"remote\":\"$REMOTE\",\"remote_path\":\"$1\",\"remote_md5\":null,\"verified\":false,\"verified_by\":null,\"rclone_exit\":null,\"dry_run\":false,\"skipped\":\"$2\",\"manifest_sha256\":$ms}")
+    local t=$'\t' ms=$3
+    [[ $ms != - ]] || ms=
+    PENDING+=("upload$t$1$t${SIZE[$1]}$t${SHA[$1]}$t$t$REMOTE$t${t}false$t$t$t$2$t$ms$t$t")
 }
-kept=()
-for rel in "${CANDS[@]}"; do
-    ms=${MAN_SHA[$rel]:-}
-    if [[ -n $ms && $ms == "${SHA[$rel]}" ]]; then kept+=("$rel"); continue; fi
-    case $ms in
-        '') why=unlisted; n_unlisted=$((n_unlisted + 1))
-            msg="is listed in no run manifest; not uploaded (adopt it while no collector runs: manifest unlisted ROOT | manifest build --root ROOT)" ;;
-        conflict) why=manifest_conflict; n_local_bad=$((n_local_bad + 1))
-            msg="is listed by run manifests with different sha256; not uploaded, not deleted" ;;
-        *) why=manifest_mismatch; n_local_bad=$((n_local_bad + 1))
-            msg="has sha256 ${SHA[$rel]} but its run manifest recorded $ms at sealing (changed on disk); not uploaded, not deleted" ;;
-    esac
-    failed=1
-    say "LOCAL CHECK FAILED: $rel $msg"
-    # Recorded once per path, sha256 and reason (the timer would otherwise append it every 30 minutes).
-    if [[ $DRY_RUN == 0 && ${LAST_SKIP["$rel|${SHA[$rel]}"]:-} != "$why" ]]; then skip_record "$rel" "$why" "$ms"; fi
-done
-CANDS=("${kept[@]}")
+if ((${#CANDS[@]} > 0)); then
+    for rel in "${CANDS[@]}"; do printf '%s  %s\n' "${SHA[$rel]}" "$rel"; done >"$TMP/local.sha"
+    "$MANIFEST" offload check "$ROOT" <"$TMP/local.sha" >"$TMP/local.check" \
+        || die "cannot check local files against the run manifests (manifest offload check failed)"
+    kept=()
+    while IFS=$'\t' read -r why rel ms; do
+        case $why in
+            ok) kept+=("$rel"); continue ;;
+            unlisted) n_unlisted=$((n_unlisted + 1))
+                msg="is listed in no run manifest; not uploaded (adopt it while no collector runs: manifest unlisted ROOT | manifest build --root ROOT)" ;;
+            manifest_conflict) n_local_bad=$((n_local_bad + 1))
+                msg="is listed by run manifests with different sha256; not uploaded, not deleted" ;;
+            *) n_local_bad=$((n_local_bad + 1))
+                msg="has sha256 ${SHA[$rel]} but its run manifest recorded $ms at sealing (changed on disk); not uploaded, not deleted" ;;
+        esac
+        failed=1
+        say "LOCAL CHECK FAILED: $rel $msg"
+        # Recorded once per path, sha256 and reason (the timer would otherwise append it every 30 minutes).
+        if [[ $DRY_RUN == 0 && ${LAST_SKIP["$rel|${SHA[$rel]}"]:-} != "$why" ]]; then skip_record "$rel" "$why" "$ms"; fi
+    done <"$TMP/local.check"
+    CANDS=("${kept[@]}")
+fi
 [[ $DRY_RUN == 1 ]] || flush_records
 
 # ---------------------------------------------------------------- classify
@@ -482,8 +440,8 @@ if ((reverify_due == 1)); then
                 failed=1; n_revoked=$((n_revoked + 1)); n_mismatch=$((n_mismatch + 1))
                 say "RE-VERIFICATION FAILED: $(rjoin "$rel") no longer matches the local file (remote ${R_SIZE[$rel]:-missing} bytes ${R_HASH[$rel]:-}, local ${SIZE[$rel]} bytes md5 ${MD5[$rel]}); recorded verified:false, local file kept"
                 if [[ $DRY_RUN == 0 ]]; then
-                    upload_record "$rel" 0 ',"check":"reverify"'
-                    STATE["$rel|${SHA[$rel]}"]="false ${V_BY//\"/}"
+                    upload_record "$rel" 0 reverify
+                    STATE["$rel|${SHA[$rel]}"]="false ${V_BY:--}"
                 fi
                 # Uploaded again below (after the bad copy is renamed aside, unless --no-repair).
                 TO_UPLOAD+=("$rel")
@@ -573,10 +531,8 @@ if ((${#TO_UPLOAD[@]} > 0)); then
         remote_list "$TMP/upload.list" "$TMP/upload.lsf" || listed=0
         ((listed == 0)) || load_listing "$TMP/upload.lsf"
         for rel in "${TO_UPLOAD[@]}"; do
-            if ((listed == 1)); then check "$rel"; else V_OK=false; V_BY=null; V_RMD5=null; fi
-            extra=
-            [[ -n ${QUAR[$rel]:-} ]] && extra=",\"quarantined_as\":\"${QUAR[$rel]}\""
-            upload_record "$rel" "$copy_rc" "$extra"
+            if ((listed == 1)); then check "$rel"; else V_OK=false; V_BY=; V_RMD5=; fi
+            upload_record "$rel" "$copy_rc" "" "${QUAR[$rel]:-}"
             if [[ $V_OK == true ]]; then
                 n_verified=$((n_verified + 1)); FRESH_OK[$rel]=1
             else
@@ -637,12 +593,12 @@ if [[ $RETENTION != keep ]]; then
             if [[ -z ${FRESH_OK[$rel]:-} ]]; then
                 if ((listed == 0)); then failed=1; say "cannot re-verify $rel; kept"; continue; fi
                 check "$rel"
-                if [[ $V_OK != true || ( $V_BY == '"size"' && $ALLOW_SIZE_DELETE != 1 ) ]]; then
+                if [[ $V_OK != true || ( $V_BY == size && $ALLOW_SIZE_DELETE != 1 ) ]]; then
                     failed=1; n_mismatch=$((n_mismatch + 1))
                     if [[ $DRY_RUN == 1 ]]; then
                         say "dry-run: re-verification of $rel FAILED; would record verified:false and keep it"
                     else
-                        upload_record "$rel" 0 ',"check":"retention"'
+                        upload_record "$rel" 0 retention
                         say "RE-VERIFICATION FAILED before deletion: $(rjoin "$rel") no longer matches (remote ${R_SIZE[$rel]:-missing} bytes ${R_HASH[$rel]:-}); recorded verified:false, local file kept"
                     fi
                     continue
@@ -653,8 +609,7 @@ if [[ $RETENTION != keep ]]; then
                 say "dry-run: would delete local $rel ($reason)"
                 continue
             fi
-            stamp
-            PENDING+=("{\"record\":\"local_delete\",\"schema\":\"pmarchive.upload/1\",\"at_utc\":\"$AT\",\"local_path\":\"$rel\",\"bytes\":${SIZE[$rel]},\"sha256\":\"${SHA[$rel]}\",\"remote\":\"$REMOTE\",\"remote_path\":\"$rel\",\"reason\":\"$reason\"}")
+            PENDING+=("local_delete"$'\t'"$rel"$'\t'"${SIZE[$rel]}"$'\t'"${SHA[$rel]}"$'\t'"$REMOTE"$'\t'"$reason")
             DELETE+=("$rel")
         done
         # Records first (appended and fsynced), then the unlinks: a crash in between leaves records for

@@ -187,6 +187,52 @@ fn escaped_len(s: &str) -> usize {
         .sum()
 }
 
+/// The reader's view of a raw line (`pmarchive.raw/1`): the envelope's fields as written by
+/// [`Envelope`], every one optional (a reader keeps a line it cannot use, with a reason), strings
+/// borrowed from the line when they have no escapes. Each reader chooses how to read the reply body
+/// `B` and the tool's context `C` (skipped by default); fields it does not name are skipped.
+#[derive(Debug, serde::Deserialize)]
+pub struct RawLine<'a, B = serde::de::IgnoredAny, C = serde::de::IgnoredAny> {
+    #[serde(borrow, default)]
+    pub schema: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub venue: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub tool: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub collector_version: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub run_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub host: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    pub seq: Option<u64>,
+    #[serde(borrow, default)]
+    pub kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub endpoint: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub sent_at_utc: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub collected_at_utc: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    pub attempt: Option<u64>,
+    #[serde(default)]
+    pub status: Option<u64>,
+    #[serde(borrow, default)]
+    pub body_kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    pub body: Option<B>,
+    #[serde(borrow, default)]
+    pub body_text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub body_error: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub error: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    pub ctx: Option<C>,
+}
+
 /// One raw line. Build with [`Envelope::new`] and the `with_*` setters, write with [`Envelope::to_line`].
 #[derive(Clone, Debug, Serialize)]
 pub struct Envelope {

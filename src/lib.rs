@@ -3,7 +3,8 @@
 //! Mechanisms exist once, here: exit codes and errors ([`cli`]), time ([`clock`]), the raw envelope
 //! ([`envelope`]), the HTTP client with rate limiting and backoff ([`http`]), JSONL reading/writing
 //! ([`jsonl`]), signals ([`signal`]), the venue's book hash ([`bookhash`]), the market records and slug
-//! families ([`market`]) and tracking windows with the track/gap records' `ctx` ([`track`]).
+//! families ([`market`]), tracking windows with the track/gap records' `ctx` ([`track`]), and the
+//! archive layout with the sealed-file record ([`layout`]).
 //! Each tool's engine lives in the module named after it: [`markets`] (pm-markets), [`books`]
 //! (pm-books), [`stream`] (pm-stream), [`normalize`], [`probe`], [`rotate`] (jsonl-rotate),
 //! [`manifest`], and [`rebuild`] (pm-rebuild).
@@ -16,6 +17,7 @@ pub mod envelope;
 pub mod feed;
 pub mod http;
 pub mod jsonl;
+pub mod layout;
 pub mod manifest;
 pub mod market;
 pub mod markets;

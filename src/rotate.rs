@@ -22,24 +22,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::{clock, jsonl, signal, util};
 
-/// Schema id of the sealed-file record.
-pub const SCHEMA: &str = "pmarchive.sealed/1";
-/// The `record` field of a sealed-file record.
-pub const RECORD: &str = "sealed_file";
-/// Suffix of a file being written (never uploaded, never listed).
-pub const PARTIAL_SUFFIX: &str = ".partial";
-/// Suffix of the unreadable bytes kept beside a recovered file.
-pub const TAIL_SUFFIX: &str = ".unreadable-tail";
-/// Suffix of the temp file a tail is copied into before it is renamed to its final name (a dot
-/// file: never listed, never uploaded).
-const TAIL_TMP_SUFFIX: &str = ".tail-tmp";
-/// Suffix of every sealed archive file.
-pub const FILE_SUFFIX: &str = ".jsonl.gz";
+pub use crate::layout::Sealed;
+use crate::layout::{self, PARTIAL_SUFFIX, SEALED_RECORD, SEALED_SCHEMA, TAIL_SUFFIX, TAIL_TMP_SUFFIX};
 
 /// A member is also finished when this much input went into it (bounds memory at high rates).
 const MEMBER_MAX_INPUT: u64 = 64 << 20;
@@ -74,7 +62,7 @@ pub struct Config {
 impl Config {
     /// `<root>/venue=<v>/stream=<s>`: everything this writer (and its recovery) touches.
     pub fn stream_dir(&self) -> PathBuf {
-        self.root.join(format!("venue={}", self.venue)).join(format!("stream={}", self.stream))
+        layout::stream_dir(&self.root, &self.venue, &self.stream)
     }
 
     /// The period (index) an instant belongs to.
@@ -85,44 +73,8 @@ impl Config {
     /// `<stream dir>/date=YYYY-MM-DD/hour=HH` of a period (from its start).
     pub fn period_dir(&self, period: i64) -> PathBuf {
         let start = clock::from_unix(period * self.rotate_secs as i64).expect("period start in range");
-        self.stream_dir()
-            .join(format!("date={:04}-{:02}-{:02}", start.year(), u8::from(start.month()), start.day()))
-            .join(format!("hour={:02}", start.hour()))
+        self.stream_dir().join(layout::partition_dir(start))
     }
-}
-
-/// One line per sealed file on stdout: `pmarchive.sealed/1` (docs/DATA_CONTRACT.md).
-#[derive(Clone, Debug, Serialize)]
-pub struct Sealed {
-    pub record: &'static str,
-    pub schema: &'static str,
-    /// Relative to the root, `/`-separated.
-    pub path: String,
-    pub venue: String,
-    pub stream: String,
-    pub host: String,
-    /// The run that wrote the file (the dead run's, for a recovered file).
-    pub run_id: String,
-    pub n: u64,
-    /// Lines in the file (invalid ones included).
-    pub rows: u64,
-    pub bytes: u64,
-    pub sha256: String,
-    /// Earliest / latest `collected_at_utc` of the lines (null when no line has one).
-    pub first_collected_at_utc: Option<String>,
-    pub last_collected_at_utc: Option<String>,
-    /// When the file was opened (recovered: the file's birth time, else its mtime).
-    pub opened_at_utc: String,
-    pub sealed_at_utc: String,
-    pub recovered: bool,
-    /// The unreadable tail kept beside a recovered file (relative to the root), else null.
-    pub tail_path: Option<String>,
-    pub tail_bytes: u64,
-    pub writer_version: &'static str,
-    /// Lines in the file that are not valid JSON (archived as they came).
-    pub invalid_lines: u64,
-    /// Empty input lines skipped while this file was open (not in the file).
-    pub empty_lines: u64,
 }
 
 /// Our timestamp shape `2026-11-24T16:01:33.123456Z`, kept without allocation.
@@ -528,7 +480,7 @@ impl<'a, W: Write> Writer<'a, W> {
         loop {
             let n = self.next_n;
             self.next_n += 1;
-            let name = format!("{}-{}-{}{}", self.cfg.host, self.cfg.run_id, n, FILE_SUFFIX);
+            let name = layout::file_name(&self.cfg.host, &self.cfg.run_id, n);
             let final_path = dir.join(&name);
             let partial_path = dir.join(format!("{name}{PARTIAL_SUFFIX}"));
             if final_path.exists() {
@@ -566,27 +518,28 @@ impl<'a, W: Write> Writer<'a, W> {
         util::fsync_dir(&f.dir)?;
         let (sha256, bytes) = util::sha256_file(&f.final_path)?;
         let rec = Sealed {
-            record: RECORD,
-            schema: SCHEMA,
-            path: rel_path(&self.cfg.root, &f.final_path),
-            venue: self.cfg.venue.clone(),
-            stream: self.cfg.stream.clone(),
-            host: self.cfg.host.clone(),
-            run_id: self.cfg.run_id.clone(),
-            n: f.n,
-            rows: f.stats.rows,
-            bytes,
+            record: SEALED_RECORD.into(),
+            schema: Some(SEALED_SCHEMA.into()),
+            path: layout::rel_path(&self.cfg.root, &f.final_path),
+            venue: Some(self.cfg.venue.clone()),
+            stream: Some(self.cfg.stream.clone()),
+            host: Some(self.cfg.host.clone()),
+            run_id: Some(self.cfg.run_id.clone()),
+            n: Some(f.n),
+            rows: Some(f.stats.rows),
+            bytes: Some(bytes),
             sha256,
             first_collected_at_utc: f.stats.first(),
             last_collected_at_utc: f.stats.last(),
-            opened_at_utc: f.opened_at,
-            sealed_at_utc: clock::fmt_micros(clock::now()),
+            opened_at_utc: Some(f.opened_at),
+            sealed_at_utc: Some(clock::fmt_micros(clock::now())),
             recovered: false,
+            adopted: false,
             tail_path: None,
             tail_bytes: 0,
-            writer_version: crate::VERSION,
-            invalid_lines: f.stats.invalid,
-            empty_lines: f.stats.empty,
+            writer_version: Some(crate::VERSION.into()),
+            invalid_lines: Some(f.stats.invalid),
+            empty_lines: Some(f.stats.empty),
         };
         self.summary.files += 1;
         self.summary.stats.merge(&f.stats);
@@ -614,55 +567,37 @@ fn flush_member(f: &mut OpenFile, sync: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// `path` relative to `root`, `/`-separated (the form records carry).
-pub fn rel_path(root: &Path, path: &Path) -> String {
-    let rel = path.strip_prefix(root).unwrap_or(path);
-    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Recovery
 
-/// Every `*.partial` under the stream directory, sorted (dot-files and other hosts' files are
-/// returned separately: they are left alone).
+/// Every `*.partial` under the stream directory (the layout's walk), sorted (dot-files and other
+/// hosts' files are returned separately: they are left alone). A directory that cannot be read is an
+/// error: recovery must not skip a dead run's file silently.
 pub fn find_partials(cfg: &Config) -> io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    let mut ours = Vec::new();
-    let mut others = Vec::new();
-    let root = cfg.stream_dir();
-    if !root.exists() {
+    let (mut ours, mut others) = (Vec::new(), Vec::new());
+    let dir = cfg.stream_dir();
+    if !dir.exists() {
         return Ok((ours, others));
     }
-    let mut stack = vec![root];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let ft = entry.file_type()?;
-            if ft.is_dir() {
-                stack.push(entry.path());
-            } else if ft.is_file() && name.ends_with(PARTIAL_SUFFIX) && !name.starts_with('.') {
-                if name.starts_with(&format!("{}-", cfg.host)) {
-                    ours.push(entry.path());
-                } else {
-                    others.push(entry.path());
-                }
-            }
+    let (files, errors) = layout::walk(&dir)?;
+    if let Some(e) = errors.into_iter().next() {
+        return Err(io::Error::other(e));
+    }
+    let prefix = format!("{}-", cfg.host);
+    for f in files.into_iter().filter(|f| f.kind == layout::FileKind::Partial) {
+        let name = f.abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with('.') {
+            continue;
+        }
+        if name.starts_with(&prefix) {
+            ours.push(f.abs);
+        } else {
+            others.push(f.abs);
         }
     }
     ours.sort();
     others.sort();
     Ok((ours, others))
-}
-
-/// `<host>-<run_id>-<n>.jsonl.gz` → (run_id, n).
-pub fn parse_file_name(name: &str, host: &str) -> Option<(String, u64)> {
-    let stem = name.strip_suffix(FILE_SUFFIX)?;
-    let rest = stem.strip_prefix(host)?.strip_prefix('-')?;
-    let (run_id, n) = rest.rsplit_once('-')?;
-    if run_id.is_empty() {
-        return None;
-    }
-    Some((run_id.to_string(), n.parse().ok()?))
 }
 
 /// A BufRead that counts the bytes consumed (to know where a gzip member ended).
@@ -798,7 +733,7 @@ pub fn recover_partial(cfg: &Config, partial: &Path) -> io::Result<Sealed> {
     let dir = partial.parent().expect("partial has a directory").to_path_buf();
     let name = partial.file_name().expect("file name").to_string_lossy().into_owned();
     let final_name = name.strip_suffix(PARTIAL_SUFFIX).expect("a .partial").to_string();
-    let parsed = parse_file_name(&final_name, &cfg.host);
+    let parsed = layout::parse_file_name(&final_name, &cfg.host);
 
     let mut file = OpenOptions::new().read(true).write(true).open(partial)?;
     let meta = file.metadata()?;
@@ -848,7 +783,7 @@ pub fn recover_partial(cfg: &Config, partial: &Path) -> io::Result<Sealed> {
         match &parsed {
             Some(_) => {
                 n += 1;
-                final_path = dir.join(format!("{}-{}-{}{}", cfg.host, run_id, n, FILE_SUFFIX));
+                final_path = dir.join(layout::file_name(&cfg.host, &run_id, n));
             }
             None => final_path = free_name(&dir, &final_name),
         }
@@ -857,27 +792,28 @@ pub fn recover_partial(cfg: &Config, partial: &Path) -> io::Result<Sealed> {
     util::fsync_dir(&dir)?;
     let (sha256, bytes) = util::sha256_file(&final_path)?;
     Ok(Sealed {
-        record: RECORD,
-        schema: SCHEMA,
-        path: rel_path(&cfg.root, &final_path),
-        venue: cfg.venue.clone(),
-        stream: cfg.stream.clone(),
-        host: cfg.host.clone(),
-        run_id,
-        n,
-        rows: scan.stats.rows,
-        bytes,
+        record: SEALED_RECORD.into(),
+        schema: Some(SEALED_SCHEMA.into()),
+        path: layout::rel_path(&cfg.root, &final_path),
+        venue: Some(cfg.venue.clone()),
+        stream: Some(cfg.stream.clone()),
+        host: Some(cfg.host.clone()),
+        run_id: Some(run_id),
+        n: Some(n),
+        rows: Some(scan.stats.rows),
+        bytes: Some(bytes),
         sha256,
         first_collected_at_utc: scan.stats.first(),
         last_collected_at_utc: scan.stats.last(),
-        opened_at_utc: clock::fmt_micros(opened),
-        sealed_at_utc: clock::fmt_micros(clock::now()),
+        opened_at_utc: Some(clock::fmt_micros(opened)),
+        sealed_at_utc: Some(clock::fmt_micros(clock::now())),
         recovered: true,
-        tail_path: tail.as_ref().map(|(p, _)| rel_path(&cfg.root, p)),
+        adopted: false,
+        tail_path: tail.as_ref().map(|(p, _)| layout::rel_path(&cfg.root, p)),
         tail_bytes: tail.as_ref().map_or(0, |(_, n)| *n),
-        writer_version: crate::VERSION,
-        invalid_lines: scan.stats.invalid,
-        empty_lines: 0,
+        writer_version: Some(crate::VERSION.into()),
+        invalid_lines: Some(scan.stats.invalid),
+        empty_lines: Some(0),
     })
 }
 
@@ -943,7 +879,7 @@ pub fn recover_all<W: Write>(cfg: &Config, out: &mut RecordOut<W>) -> io::Result
     for p in &ours {
         match recover_partial(cfg, p) {
             Ok(rec) => {
-                eprintln!("jsonl-rotate: recovered {} ({} rows) from a dead run", rec.path, rec.rows);
+                eprintln!("jsonl-rotate: recovered {} ({} rows) from a dead run", rec.path, rec.rows.unwrap_or(0));
                 out.emit(&rec);
                 ok += 1;
             }
@@ -1015,16 +951,6 @@ mod tests {
         assert_eq!(s.invalid, 1);
         assert_eq!(s.first().unwrap(), "2026-11-24T16:00:01.000000Z");
         assert_eq!(s.last().unwrap(), "2026-11-24T16:00:02.000000Z");
-    }
-
-    #[test]
-    fn file_names() {
-        assert_eq!(
-            parse_file_name("my-host-20261124T160133Z-12-ab01-7.jsonl.gz", "my-host"),
-            Some(("20261124T160133Z-12-ab01".into(), 7))
-        );
-        assert_eq!(parse_file_name("other-x-1.jsonl.gz", "my-host"), None);
-        assert_eq!(parse_file_name("my-host-x-1.jsonl", "my-host"), None);
     }
 
     #[test]

@@ -106,6 +106,18 @@ fn fake_bins(dir: &Path) -> PathBuf {
          echo \"$*\" >> \"$2/rotate-calls.txt\"\n\
          echo \"{\\\"record\\\":\\\"sealed_file\\\",\\\"schema\\\":\\\"pmarchive.sealed/1\\\",\\\"stream\\\":\\\"$4\\\",\\\"recovered\\\":true}\"\n",
     );
+    // fake manifest: answers the layout questions the cycle script asks (streams, run-id) like the
+    // real one; anything else is echoed.
+    write_exec(
+        &bin.join("manifest"),
+        "#!/bin/sh
+case $1 in
+         streams) ls \"$2/venue=polymarket\" 2>/dev/null | sed -n 's/^stream=//p' | sort ;;
+         run-id) echo 20261124T160133Z-1-abcd ;;
+         *) echo \"manifest $*\" ;;
+esac
+",
+    );
     bin
 }
 

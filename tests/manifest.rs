@@ -918,3 +918,145 @@ fn health_names_no_market_when_discovery_finds_none() {
     assert!(r.contains(&"no_market".to_string()), "{doc:#}");
     assert!(!r.contains(&"venue_unreachable".to_string()), "{doc:#}");
 }
+
+fn manifest_out(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+    let mut c = tool("manifest");
+    c.args(args);
+    let o = run_with_timeout(c, stdin, LIMIT);
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+/// The uploader's questions, answered from a manifest written by `manifest build` itself (the run
+/// manifest's one type, written and read back): the expected `path → sha256` list (the tail too),
+/// the local check of sha256sum lines, and each file's class in the layout.
+#[test]
+fn offload_expected_and_local_check_read_what_build_wrote() {
+    let a = make_archive("mf-offload-check");
+    let input = a.records.join("\n") + "\n";
+    let out = run_with_timeout(build_cmd(&a.root, &[]), Some(input.as_bytes()), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = a.root.to_str().unwrap();
+
+    let (code, text, err) = manifest_out(&["offload", "expected", root], None);
+    assert_eq!(code, 0, "{err}");
+    let expected: Vec<(String, String)> =
+        text.lines().map(|l| l.split_once('\t').map(|(s, p)| (p.to_string(), s.to_string())).unwrap()).collect();
+    let paths: Vec<&str> = expected.iter().map(|(p, _)| p.as_str()).collect();
+    for p in [&a.books0, &a.books1, &a.gamma0, &a.tail] {
+        assert!(paths.contains(&p.as_str()), "{p} not expected: {text}");
+        let want = sha256(&a.root.join(p)).0;
+        assert!(expected.contains(&(p.to_string(), want)), "{p}: {text}");
+    }
+
+    // The local check: one ok, one changed, one nobody lists; the recorded sha256 of the changed one.
+    let (books0_sha, _) = sha256(&a.root.join(&a.books0));
+    let other = "0".repeat(64);
+    let sums = format!(
+        "{books0_sha}  {}\n{other}  {}\n{other}  venue=polymarket/stream=books/date=2026-11-24/hour=16/x-0.jsonl.gz\n",
+        a.books0, a.books1
+    );
+    let (code, text, err) = manifest_out(&["offload", "check", root], Some(sums.as_bytes()));
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], format!("ok\t{}\t-", a.books0));
+    assert_eq!(lines[1], format!("manifest_mismatch\t{}\t{}", a.books1, sha256(&a.root.join(&a.books1)).0));
+    assert!(lines[2].starts_with("unlisted\t"), "{text}");
+
+    // The layout's classes: sealed files and the tail are archive files; the partial is not.
+    std::fs::write(a.root.join(books_dir("16")).join(".jsonl-rotate-x.lock"), b"").unwrap();
+    std::fs::write(a.root.join("stray.txt"), b"").unwrap();
+    let (code, text, err) = manifest_out(&["offload", "files", root], None);
+    assert_eq!(code, 0, "{err}");
+    let class = |p: &str| text.lines().find(|l| l.ends_with(&format!("\t{p}"))).map(|l| l.split('\t').next().unwrap());
+    for p in [&a.books0, &a.books1, &a.gamma0, &a.tail] {
+        assert_eq!(class(p), Some("archive"), "{p}: {text}");
+    }
+    assert_eq!(class("stray.txt"), Some("other"));
+    assert_eq!(class(&format!("{}/.jsonl-rotate-x.lock", books_dir("16"))), Some("dot"));
+    assert!(text.lines().any(|l| l.starts_with("partial\t")), "{text}");
+    assert!(!text.contains("manifests/"), "{text}");
+}
+
+/// Upload records written by `manifest offload append` are the records verify and status read: one
+/// type. A torn last line is closed first; a bad input line writes nothing (exit 2); `state` gives
+/// the latest record per path and sha256.
+#[test]
+fn offload_append_writes_the_records_readers_read() {
+    let a = make_archive("mf-offload-append");
+    let root = a.root.to_str().unwrap();
+    std::fs::create_dir_all(a.root.join("manifests")).unwrap();
+    let log = a.root.join("manifests/uploads.jsonl");
+    std::fs::write(&log, b"{\"record\":\"upload\",\"torn").unwrap();
+    let (sha, bytes) = sha256(&a.root.join(&a.books0));
+    let lines = format!(
+        "upload\t{p}\t{bytes}\t{sha}\tmd5x\tgd:pm\tmd5x\ttrue\tmd5\t0\t\t\t\t\n\
+         local_delete\t{p}\t{bytes}\t{sha}\tgd:pm\tretention: test\n",
+        p = a.books0
+    );
+    let (code, _, err) = manifest_out(&["offload", "append", root], Some(lines.as_bytes()));
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let recs: Vec<&str> = text.lines().collect();
+    assert_eq!(recs.len(), 3, "{text}");
+    let up: Value = serde_json::from_str(recs[1]).unwrap();
+    assert_eq!(
+        (up["record"].as_str(), up["verified"].as_bool(), up["remote_path"].as_str()),
+        (Some("upload"), Some(true), Some(a.books0.as_str()))
+    );
+    assert_eq!(up["rclone_exit"], 0);
+    let del: Value = serde_json::from_str(recs[2]).unwrap();
+    assert_eq!(del.as_object().unwrap().len(), 9, "{del}");
+
+    // The readers: the file is offloaded once it is gone; the torn line is one bad line.
+    std::fs::remove_file(a.root.join(&a.books0)).unwrap();
+    let input = a.records[0].clone() + "\n";
+    let out = run_with_timeout(build_cmd(&a.root, &[]), Some(input.as_bytes()), LIMIT);
+    assert_eq!(out.status.code(), Some(1), "the file is gone: the build reports it");
+    let (_, doc) = verify(&a.root);
+    let f = doc["files"].as_array().unwrap().iter().find(|f| f["path"] == a.books0.as_str()).unwrap();
+    assert_eq!(f["status"], "offloaded", "{doc}");
+    assert_eq!(doc["upload_log"]["bad_lines"].as_array().unwrap().len(), 1, "{doc}");
+    let (code, text, err) = manifest_out(&["offload", "state", root], None);
+    assert_eq!(code, 0);
+    assert_eq!(text, format!("{}\t{sha}\ttrue\tmd5\t-\tmd5x\n", a.books0));
+    assert!(err.contains("1 line(s)"), "{err}");
+
+    // A bad line: nothing appended.
+    let before = std::fs::read(&log).unwrap();
+    let bad = format!(
+        "upload\t../escape\t1\t{sha}\t\tgd:pm\t\tfalse\t\t\t\t\t\t\nlocal_delete\t{}\tx\t{sha}\tgd\twhy\n",
+        a.books0
+    );
+    let (code, _, err) = manifest_out(&["offload", "append", root], Some(bad.as_bytes()));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("input line 1"), "{err}");
+    assert_eq!(std::fs::read(&log).unwrap(), before);
+}
+
+/// The layout's other answers: the streams of a venue (what the cycle script recovers), and run ids
+/// from the one generator.
+#[test]
+fn streams_and_run_ids_come_from_the_tool() {
+    let a = make_archive("mf-streams");
+    let (code, text, err) = manifest_out(&["streams", a.root.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(text, "books\ngamma\n");
+    let (code, text, _) = manifest_out(&["streams", a.root.to_str().unwrap(), "--venue", "other"], None);
+    assert_eq!((code, text.as_str()), (0, ""));
+    let (code, _, _) = manifest_out(&["streams", a.root.to_str().unwrap(), "--venue", "../x"], None);
+    assert_eq!(code, 2);
+    let (code, one, _) = manifest_out(&["run-id"], None);
+    let (_, two, _) = manifest_out(&["run-id"], None);
+    assert_eq!(code, 0);
+    let id = one.trim_end();
+    let parts: Vec<&str> = id.split('-').collect();
+    assert_eq!(parts.len(), 3, "{id}");
+    assert!(parts[0].len() == 16 && parts[0].ends_with('Z') && parts[0].as_bytes()[8] == b'T', "{id}");
+    assert!(parts[1].parse::<u32>().is_ok() && parts[2].len() == 4, "{id}");
+    assert!(pm_archive::util::is_safe_component(id));
+    assert_ne!(one, two);
+}

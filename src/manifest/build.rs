@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
-use super::{is_safe_rel_path, read_data_file, Parsed, Tally, MANIFEST_SCHEMA, MAX_PROBLEMS};
-use crate::cli::{self, ExitCode};
+use super::{
+    read_data_file, FileEntry, Parsed, Problem, RunManifest, RunTallies, RunTotals, StreamEntry, StreamTotals, Tally,
+    Versions, MANIFEST_SCHEMA, MAX_PROBLEMS,
+};
+use crate::cli;
+use crate::layout::{is_safe_rel_path, Sealed, SEALED_RECORD};
 use crate::{clock, jsonl, signal, util};
 
 /// Options of `manifest build`.
@@ -31,7 +34,8 @@ pub struct BuildOptions {
 // Configuration files
 
 /// One `--config` file as recorded in the manifest: its `KEY=VALUE` settings minus secrets.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct ConfigFile {
     pub path: String,
     /// Settings kept (sorted by key).
@@ -115,77 +119,7 @@ pub fn parse_config(path: &str, text: &str) -> ConfigFile {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sealed-file records
-
-/// A `pmarchive.sealed/1` record (jsonl-rotate stdout). Only `record`, `path` and `sha256` are
-/// required; the rest is copied when present.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SealedRecord {
-    pub record: String,
-    pub schema: Option<String>,
-    pub path: String,
-    pub venue: Option<String>,
-    pub stream: Option<String>,
-    pub host: Option<String>,
-    pub run_id: Option<String>,
-    pub n: Option<u64>,
-    pub rows: Option<u64>,
-    pub bytes: Option<u64>,
-    pub sha256: String,
-    pub first_collected_at_utc: Option<String>,
-    pub last_collected_at_utc: Option<String>,
-    pub opened_at_utc: Option<String>,
-    pub sealed_at_utc: Option<String>,
-    #[serde(default)]
-    pub recovered: bool,
-    /// Listed by `manifest unlisted`: sealed by a run whose manifest stage died before listing it.
-    #[serde(default)]
-    pub adopted: bool,
-    pub tail_path: Option<String>,
-    #[serde(default)]
-    pub tail_bytes: u64,
-    pub writer_version: Option<String>,
-}
-
-/// One file as listed in the manifest.
-#[derive(Debug, Clone, Serialize)]
-pub struct FileEntry {
-    pub path: String,
-    pub venue: Option<String>,
-    pub stream: String,
-    pub host: Option<String>,
-    pub run_id: Option<String>,
-    pub n: Option<u64>,
-    /// As sealed (from the record).
-    pub rows: Option<u64>,
-    pub bytes: Option<u64>,
-    pub sha256: String,
-    /// `ok` (re-hash matches the record), `mismatch` (sha256 or size differ) or `unreadable`.
-    pub sha256_check: &'static str,
-    /// What the re-hash found, when it differs from the record.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256_actual: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bytes_actual: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub check_error: Option<String>,
-    /// Complete lines read back from the file, and those that were not JSON.
-    pub lines_read: u64,
-    pub unparseable_lines: u64,
-    pub first_collected_at_utc: Option<String>,
-    pub last_collected_at_utc: Option<String>,
-    pub opened_at_utc: Option<String>,
-    pub sealed_at_utc: Option<String>,
-    pub recovered: bool,
-    /// Not listed by the run that sealed it (its manifest stage died); listed later by a recovery run.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub adopted: bool,
-    pub tail_path: Option<String>,
-    pub tail_bytes: u64,
-    /// sha256 of the unreadable tail (computed here; the sealed record has none).
-    pub tail_sha256: Option<String>,
-    pub writer_version: Option<String>,
-}
+// The manifest
 
 struct FileState {
     entry: FileEntry,
@@ -204,7 +138,7 @@ pub struct Builder {
     duplicate_records: u64,
     hash_mismatches: u64,
     unreadable_files: u64,
-    problems: Vec<Value>,
+    problems: Vec<Problem>,
     problems_dropped: u64,
     writer_versions: BTreeSet<String>,
 }
@@ -254,8 +188,8 @@ impl Builder {
         self.hash_mismatches + self.unreadable_files + self.bad_input_lines > 0
     }
 
-    fn problem(&mut self, v: Value) {
-        eprintln!("manifest: {}", problem_text(&v));
+    fn problem(&mut self, v: Problem) {
+        eprintln!("manifest: {}", v.text());
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(v);
         } else {
@@ -270,44 +204,47 @@ impl Builder {
         if line.trim().is_empty() {
             return;
         }
-        let rec = match serde_json::from_str::<SealedRecord>(line) {
-            Ok(r) => r,
-            Err(e) => {
+        let bad = match serde_json::from_str::<Sealed>(line) {
+            Err(e) => Err(format!("not a sealed-file record: {e}")),
+            Ok(rec) if rec.record != SEALED_RECORD => Err(format!("record is '{}', not '{SEALED_RECORD}'", rec.record)),
+            Ok(rec)
+                if !is_safe_rel_path(&rec.path) || rec.tail_path.as_deref().is_some_and(|t| !is_safe_rel_path(t)) =>
+            {
+                Err(format!("unsafe path in record: {:?}", rec.path))
+            }
+            Ok(rec) => Ok(rec),
+        };
+        let rec = match bad {
+            Ok(rec) => rec,
+            Err(why) => {
                 self.bad_input_lines += 1;
-                self.problem(json!({"problem": "bad_input_line", "input_line": n, "detail": format!("not a sealed-file record: {e}")}));
+                self.problem(Problem::input("bad_input_line", Some(n), why));
                 return;
             }
         };
-        if rec.record != crate::rotate::RECORD {
-            self.bad_input_lines += 1;
-            self.problem(
-                json!({"problem": "bad_input_line", "input_line": n, "detail": format!("record is '{}', not 'sealed_file'", rec.record)}),
-            );
-            return;
-        }
-        if !is_safe_rel_path(&rec.path) || rec.tail_path.as_deref().is_some_and(|t| !is_safe_rel_path(t)) {
-            self.bad_input_lines += 1;
-            self.problem(json!({"problem": "bad_input_line", "input_line": n, "detail": format!("unsafe path in record: {:?}", rec.path)}));
-            return;
-        }
         self.add_sealed(rec);
     }
 
     /// Re-hashes and reads one sealed file, and lists it.
-    pub fn add_sealed(&mut self, rec: SealedRecord) {
+    pub fn add_sealed(&mut self, rec: Sealed) {
         if let Some(old) = self.files.get(&rec.path) {
             self.duplicate_records += 1;
             if old.entry.sha256 == rec.sha256 {
                 return; // the same record twice (e.g. a replayed input): nothing new
             }
-            let v = json!({"problem": "sealed_twice", "path": rec.path, "detail": format!("sealed again with another sha256 ({} → {}); the later record is listed", old.entry.sha256, rec.sha256)});
-            self.problem(v);
+            let why = format!(
+                "sealed again with another sha256 ({} → {}); the later record is listed",
+                old.entry.sha256, rec.sha256
+            );
+            self.problem(Problem::file("sealed_twice", &rec.path, why));
         }
         if let Some(w) = &rec.writer_version {
             self.writer_versions.insert(w.clone());
         }
-        let stream =
-            rec.stream.clone().unwrap_or_else(|| stream_from_path(&rec.path).unwrap_or_else(|| "unknown".into()));
+        let stream = rec
+            .stream
+            .clone()
+            .unwrap_or_else(|| crate::layout::partition(&rec.path).stream.unwrap_or_else(|| "unknown".into()));
         let abs = self.opts.root.join(&rec.path);
         let mut entry = FileEntry {
             path: rec.path.clone(),
@@ -319,7 +256,7 @@ impl Builder {
             rows: rec.rows,
             bytes: rec.bytes,
             sha256: rec.sha256.clone(),
-            sha256_check: "ok",
+            sha256_check: "ok".into(),
             sha256_actual: None,
             bytes_actual: None,
             check_error: None,
@@ -339,19 +276,25 @@ impl Builder {
         let mut tally = Tally::default();
         match util::sha256_file(&abs) {
             Err(e) => {
-                entry.sha256_check = "unreadable";
+                entry.sha256_check = "unreadable".into();
                 entry.check_error = Some(e.to_string());
                 self.unreadable_files += 1;
-                self.problem(json!({"problem": "unreadable", "path": rec.path, "detail": e.to_string()}));
+                self.problem(Problem::file("unreadable", &rec.path, e.to_string()));
             }
             Ok((sha, n)) => {
                 if sha != rec.sha256 || rec.bytes.is_some_and(|b| b != n) {
-                    entry.sha256_check = "mismatch";
+                    entry.sha256_check = "mismatch".into();
                     entry.sha256_actual = Some(sha.clone());
                     entry.bytes_actual = Some(n);
                     self.hash_mismatches += 1;
-                    self.problem(json!({"problem": "sha256_mismatch", "path": rec.path,
-                        "detail": format!("record says sha256 {} ({} bytes), file has {} ({} bytes)", rec.sha256, rec.bytes.map_or("?".into(), |b| b.to_string()), sha, n)}));
+                    let why = format!(
+                        "record says sha256 {} ({} bytes), file has {} ({} bytes)",
+                        rec.sha256,
+                        rec.bytes.map_or("?".into(), |b| b.to_string()),
+                        sha,
+                        n
+                    );
+                    self.problem(Problem::file("sha256_mismatch", &rec.path, why));
                 }
                 self.read_file(&abs, &mut entry, &mut tally);
             }
@@ -359,25 +302,25 @@ impl Builder {
         if let Some(t) = &rec.tail_path {
             match util::sha256_file(&self.opts.root.join(t)) {
                 Ok((sha, _)) => entry.tail_sha256 = Some(sha),
-                Err(e) => self.problem(json!({"problem": "tail_unreadable", "path": t, "detail": e.to_string()})),
+                Err(e) => self.problem(Problem::file("tail_unreadable", t, e.to_string())),
             }
         }
         self.files.insert(rec.path, FileState { entry, tally });
     }
 
     fn read_file(&mut self, abs: &Path, entry: &mut FileEntry, tally: &mut Tally) {
-        let mut bad: Vec<Value> = Vec::new();
+        let mut bad: Vec<Problem> = Vec::new();
         let mut unparseable = 0u64;
         let path = entry.path.clone();
         let res = read_data_file(abs, false, |n, p| match p {
             Parsed::Line(l) => tally.add(&l),
             Parsed::Malformed(why) => {
                 tally.add_malformed();
-                bad.push(json!({"problem": "malformed_line", "path": path, "line": n, "detail": why}));
+                bad.push(Problem { line: Some(n), ..Problem::file("malformed_line", &path, why) });
             }
             Parsed::Unparseable(why) => {
                 unparseable += 1;
-                bad.push(json!({"problem": "unparseable_line", "path": path, "line": n, "detail": why}));
+                bad.push(Problem { line: Some(n), ..Problem::file("unparseable_line", &path, why) });
             }
         });
         entry.unparseable_lines = unparseable;
@@ -388,15 +331,14 @@ impl Builder {
             Ok(out) => {
                 entry.lines_read = out.lines;
                 if let Some(e) = out.error {
-                    self.problem(json!({"problem": "decode_error", "path": entry.path, "detail": e}));
+                    self.problem(Problem::file("decode_error", &entry.path, e));
                 }
                 if entry.rows.is_some_and(|r| r != out.lines) {
-                    let v = json!({"problem": "row_count_mismatch", "path": entry.path,
-                        "detail": format!("record says {} rows, {} lines read", entry.rows.unwrap_or(0), out.lines)});
-                    self.problem(v);
+                    let why = format!("record says {} rows, {} lines read", entry.rows.unwrap_or(0), out.lines);
+                    self.problem(Problem::file("row_count_mismatch", &entry.path, why));
                 }
             }
-            Err(e) => self.problem(json!({"problem": "unreadable", "path": entry.path, "detail": e.to_string()})),
+            Err(e) => self.problem(Problem::file("unreadable", &entry.path, e.to_string())),
         }
         // Prefer the times the lines carry when the record has none.
         if entry.first_collected_at_utc.is_none() {
@@ -419,81 +361,74 @@ impl Builder {
     }
 
     /// The manifest document with the given status (`running`, `complete`, `stopped`).
-    pub fn document(&self, status: &str, now: &str) -> Value {
-        let mut streams: BTreeMap<String, (Vec<&FileEntry>, Tally)> = BTreeMap::new();
+    pub fn document(&self, status: &str, now: &str) -> RunManifest {
+        let mut streams: BTreeMap<String, StreamEntry> = BTreeMap::new();
         let mut all = Tally::default();
-        let (mut rows, mut bytes, mut lines_read, mut unparseable) = (0u64, 0u64, 0u64, 0u64);
+        let mut totals = RunTotals {
+            files: self.files.len() as u64,
+            hash_mismatches: self.hash_mismatches,
+            unreadable_files: self.unreadable_files,
+            input_lines: self.input_lines,
+            bad_input_lines: self.bad_input_lines,
+            duplicate_records: self.duplicate_records,
+            ..RunTotals::default()
+        };
         for f in self.files.values() {
             let s = streams.entry(f.entry.stream.clone()).or_default();
-            s.0.push(&f.entry);
-            s.1.merge(&f.tally);
+            s.files.push(f.entry.clone());
+            s.tally.merge(&f.tally);
+            s.totals.files += 1;
+            s.totals.rows += f.entry.rows.unwrap_or(f.entry.lines_read);
+            s.totals.bytes += f.entry.bytes.unwrap_or(0);
             all.merge(&f.tally);
-            rows += f.entry.rows.unwrap_or(f.entry.lines_read);
-            bytes += f.entry.bytes.or(f.entry.bytes_actual).unwrap_or(0);
-            lines_read += f.entry.lines_read;
-            unparseable += f.entry.unparseable_lines;
+            totals.rows += f.entry.rows.unwrap_or(f.entry.lines_read);
+            totals.bytes += f.entry.bytes.or(f.entry.bytes_actual).unwrap_or(0);
+            totals.lines_read += f.entry.lines_read;
+            totals.unparseable_lines += f.entry.unparseable_lines;
         }
-        let mut rows_by_stream_kind: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-        let mut streams_json = serde_json::Map::new();
-        for (name, (files, t)) in streams {
-            let totals = json!({
-                "files": files.len(),
-                "rows": files.iter().map(|f| f.rows.unwrap_or(f.lines_read)).sum::<u64>(),
-                "bytes": files.iter().map(|f| f.bytes.unwrap_or(0)).sum::<u64>(),
-                "first_collected_at_utc": t.first_collected_at_utc,
-                "last_collected_at_utc": t.last_collected_at_utc,
-            });
-            rows_by_stream_kind.insert(name.clone(), t.rows_by_kind.clone());
-            streams_json.insert(name, json!({"totals": totals, "files": files, "tally": t}));
+        for s in streams.values_mut() {
+            s.totals = StreamTotals {
+                first_collected_at_utc: s.tally.first_collected_at_utc.clone(),
+                last_collected_at_utc: s.tally.last_collected_at_utc.clone(),
+                ..s.totals.clone()
+            };
         }
-        let markets: Vec<&super::MarketTrack> = all.markets.values().collect();
-        let outcome = self.outcome();
-        json!({
-            "schema": MANIFEST_SCHEMA,
-            "run_id": self.opts.run_id,
-            "host": self.opts.host,
-            "label": self.opts.label,
-            "status": status,
-            "outcome": outcome,
-            "started_at_utc": self.started_at_utc,
-            "updated_at_utc": now,
-            "finished_at_utc": if status == "running" { Value::Null } else { json!(now) },
-            "manifest_version": self.writes + 1,
-            "versions": {
-                "manifest": crate::VERSION,
-                "writers": self.writer_versions,
-                "collectors": all.collector_versions,
-                "tools": all.tools,
+        totals.first_collected_at_utc.clone_from(&all.first_collected_at_utc);
+        totals.last_collected_at_utc.clone_from(&all.last_collected_at_utc);
+        let markets: Vec<super::MarketTrack> = all.markets.values().cloned().collect();
+        RunManifest {
+            schema: MANIFEST_SCHEMA.into(),
+            run_id: self.opts.run_id.clone(),
+            host: self.opts.host.clone(),
+            label: self.opts.label.clone(),
+            status: status.into(),
+            outcome: self.outcome(),
+            started_at_utc: self.started_at_utc.clone(),
+            updated_at_utc: now.into(),
+            finished_at_utc: (status != "running").then(|| now.to_string()),
+            manifest_version: self.writes + 1,
+            versions: Versions {
+                manifest: crate::VERSION.into(),
+                writers: self.writer_versions.clone(),
+                collectors: all.collector_versions.clone(),
+                tools: all.tools.clone(),
             },
-            "config": self.configs,
-            "totals": {
-                "files": self.files.len(),
-                "rows": rows,
-                "lines_read": lines_read,
-                "bytes": bytes,
-                "unparseable_lines": unparseable,
-                "hash_mismatches": self.hash_mismatches,
-                "unreadable_files": self.unreadable_files,
-                "input_lines": self.input_lines,
-                "bad_input_lines": self.bad_input_lines,
-                "duplicate_records": self.duplicate_records,
-                "first_collected_at_utc": all.first_collected_at_utc,
-                "last_collected_at_utc": all.last_collected_at_utc,
+            config: self.configs.clone(),
+            totals,
+            tallies: RunTallies {
+                rows_by_stream_kind: streams.iter().map(|(n, s)| (n.clone(), s.tally.rows_by_kind.clone())).collect(),
+                http: all.http.clone(),
+                gaps: all.gaps.clone(),
+                markets_tracked: markets.len() as u64,
+                markets,
+                collector_versions: all.collector_versions.clone(),
+                tools: all.tools.clone(),
+                ws_event_types: all.ws_event_types.clone(),
             },
-            "tallies": {
-                "rows_by_stream_kind": rows_by_stream_kind,
-                "http": all.http,
-                "gaps": all.gaps,
-                "markets_tracked": markets.len(),
-                "markets": markets,
-                "collector_versions": all.collector_versions,
-                "tools": all.tools,
-                "ws_event_types": all.ws_event_types,
-            },
-            "streams": streams_json,
-            "problems": self.problems,
-            "problems_dropped": self.problems_dropped,
-        })
+            streams,
+            problems: self.problems.clone(),
+            problems_dropped: self.problems_dropped,
+        }
     }
 
     /// Writes the manifest atomically.
@@ -508,8 +443,8 @@ impl Builder {
             eprintln!(
                 "manifest: {status}: {} files, {} rows, {} bytes, {} problems (v{})",
                 self.files.len(),
-                doc["totals"]["rows"],
-                doc["totals"]["bytes"],
+                doc.totals.rows,
+                doc.totals.bytes,
                 self.problems.len() as u64 + self.problems_dropped,
                 self.writes
             );
@@ -522,7 +457,8 @@ impl Builder {
 /// recorded lines has some), `degraded` (successful data, but a stream recorded none, or more than
 /// half the HTTP attempts got no answer), `failed` (lines were recorded but not one carries
 /// successful data: the venue was unreachable or refused every request), `empty` (no line).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Outcome {
     pub status: String,
     /// Lines with successful data ([`super::RawLine::is_data`]), all rows, HTTP attempts and those
@@ -572,28 +508,6 @@ impl Outcome {
     }
 }
 
-fn stream_from_path(p: &str) -> Option<String> {
-    p.split('/').find_map(|c| c.strip_prefix("stream=")).map(str::to_string)
-}
-
-/// One line of text for a problem entry (stderr).
-pub fn problem_text(v: &Value) -> String {
-    let mut s = v["problem"].as_str().unwrap_or("problem").to_string();
-    if let Some(p) = v.get("path").and_then(Value::as_str) {
-        s.push_str(&format!(" {p}"));
-    }
-    if let Some(l) = v.get("line").and_then(Value::as_u64) {
-        s.push_str(&format!(" line {l}"));
-    }
-    if let Some(l) = v.get("input_line").and_then(Value::as_u64) {
-        s.push_str(&format!(" (input line {l})"));
-    }
-    if let Some(d) = v.get("detail").and_then(Value::as_str) {
-        s.push_str(&format!(": {d}"));
-    }
-    s
-}
-
 enum Msg {
     Line(String),
     TooLong(jsonl::TooLong),
@@ -601,23 +515,31 @@ enum Msg {
     Err(io::Error),
 }
 
+/// How `manifest build` ended (the binary turns it into the exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildEnd {
+    /// Every record was handled; `failures`: a listed file failed its re-hash or could not be read,
+    /// or an input line was not a sealed-file record.
+    Done { failures: bool },
+    /// The disk filled (ENOSPC) while writing the manifest: a runtime failure (reported on stderr,
+    /// the run is restarted once space returns), not a configuration error.
+    DiskFull,
+}
+
 /// Runs `manifest build` over `input` until EOF (status `complete`), also after SIGTERM/SIGINT, which
 /// only bound the wait for EOF to 10 s (then status `stopped`).
-/// Exit 0, or 1 when a sealed file failed its re-hash or could not be read.
-/// A full disk (ENOSPC) while writing the manifest is a runtime failure (exit 1, one line), not a
-/// configuration error (exit 2): the run is restarted once space returns.
-pub fn run(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<ExitCode> {
+pub fn run(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<BuildEnd> {
     let dir = opts.root.join("manifests");
     match run_inner(opts, input) {
         Err(cli::Error::Io(e)) if util::is_disk_full(&e) => {
             eprintln!("manifest: disk full: cannot write the manifest in {}: {e}", dir.display());
-            Ok(ExitCode::Failure)
+            Ok(BuildEnd::DiskFull)
         }
         r => r,
     }
 }
 
-fn run_inner(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<ExitCode> {
+fn run_inner(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<BuildEnd> {
     let refresh = opts.refresh;
     let mut b = Builder::new(opts)?;
     signal::install();
@@ -668,10 +590,10 @@ fn run_inner(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<
             Ok(Msg::TooLong(t)) => {
                 b.input_lines += 1;
                 b.bad_input_lines += 1;
-                b.problem(json!({"problem": "bad_input_line", "input_line": t.line_no, "detail": t.to_string()}));
+                b.problem(Problem::input("bad_input_line", Some(t.line_no), t.to_string()));
             }
             Ok(Msg::Err(e)) => {
-                b.problem(json!({"problem": "input_error", "detail": e.to_string()}));
+                b.problem(Problem { problem: "input_error".into(), detail: Some(e.to_string()), ..Problem::default() });
                 break "stopped";
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
@@ -692,7 +614,7 @@ fn run_inner(opts: BuildOptions, input: Box<dyn BufRead + Send>) -> cli::Result<
         b.problems.len() as u64 + b.problems_dropped,
         b.manifest_path().display()
     );
-    Ok(if b.has_failures() { ExitCode::Failure } else { ExitCode::Success })
+    Ok(BuildEnd::Done { failures: b.has_failures() })
 }
 
 #[cfg(test)]

@@ -7,15 +7,15 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::OffsetDateTime;
 
 use crate::{clock, jsonl};
 
 pub mod build;
+pub mod offload;
 pub mod status;
 pub mod verify;
 
@@ -57,25 +57,12 @@ pub fn min_time(a: &mut Option<String>, b: Option<&str>) {
 // ---------------------------------------------------------------------------------------------
 // Raw lines
 
-/// The fields of a `pmarchive.raw/1` envelope the tallies need (everything else, bodies included,
-/// is skipped by the parser without being built).
-#[derive(Debug, Default, Deserialize)]
-pub struct RawLine {
-    pub schema: Option<String>,
-    pub tool: Option<String>,
-    pub collector_version: Option<String>,
-    pub run_id: Option<String>,
-    pub kind: Option<String>,
-    pub endpoint: Option<String>,
-    pub collected_at_utc: Option<String>,
-    pub attempt: Option<u64>,
-    pub status: Option<u64>,
-    pub ctx: Option<RawCtx>,
-    /// What the embedded reply body (`body`, only present for `body_kind: "json"`) holds.
-    pub body: Option<BodyPeek>,
-}
+/// A `pmarchive.raw/1` line as the tallies read it: the one envelope reader type
+/// ([`crate::envelope::RawLine`]) with the reply body peeked at ([`BodyPeek`], never built) and the
+/// `ctx` fields the tallies use ([`RawCtx`]).
+pub type RawLine<'a> = crate::envelope::RawLine<'a, BodyPeek, RawCtx>;
 
-impl RawLine {
+impl RawLine<'_> {
     /// True when the line carries successful data: an HTTP 2xx reply whose body holds at least one
     /// order book (endpoints `books`/`book`) or at least one record (any other endpoint, e.g. a Gamma
     /// market), or a websocket frame (`ctx.event: "frame"`) with book data (`event_type` `book` or
@@ -233,9 +220,9 @@ pub struct RawCtx {
 /// One line of a data file, classified. (Returned once per line and never stored, so the size of
 /// the `Line` variant does not matter.)
 #[allow(clippy::large_enum_variant)]
-pub enum Parsed {
+pub enum Parsed<'a> {
     /// A JSON object with the expected field types (`collected_at_utc` made canonical).
-    Line(RawLine),
+    Line(RawLine<'a>),
     /// Valid JSON, but not shaped like an envelope (a field of the wrong type, not an object):
     /// counted as a row of kind `malformed`, with the reason.
     Malformed(String),
@@ -244,10 +231,10 @@ pub enum Parsed {
 }
 
 /// Classifies one line (without its newline).
-pub fn parse_line(bytes: &[u8]) -> Parsed {
+pub fn parse_line(bytes: &[u8]) -> Parsed<'_> {
     match serde_json::from_slice::<RawLine>(bytes) {
         Ok(mut l) => {
-            l.collected_at_utc = l.collected_at_utc.as_deref().and_then(canonical_time);
+            l.collected_at_utc = l.collected_at_utc.as_deref().and_then(canonical_time).map(Into::into);
             Parsed::Line(l)
         }
         Err(e) => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
@@ -273,7 +260,7 @@ pub struct ReadOutcome {
 /// `partial`: the file is still being written (`*.partial`): a truncated last gzip member or an
 /// incomplete last line is expected and not an error; only complete (`\n`-terminated) lines count.
 /// For sealed files a last line without a newline is still read, and a decode error is reported.
-pub fn read_data_file(path: &Path, partial: bool, mut f: impl FnMut(u64, Parsed)) -> io::Result<ReadOutcome> {
+pub fn read_data_file(path: &Path, partial: bool, mut f: impl FnMut(u64, Parsed<'_>)) -> io::Result<ReadOutcome> {
     let mut r = jsonl::open_lines(path)?;
     let mut out = ReadOutcome::default();
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -474,7 +461,7 @@ impl Tally {
                     }
                 };
                 let ep =
-                    h.by_endpoint_status.entry(l.endpoint.clone().unwrap_or_else(|| "unknown".into())).or_default();
+                    h.by_endpoint_status.entry(l.endpoint.as_deref().unwrap_or("unknown").to_string()).or_default();
                 bump(ep, &status, 1);
             }
             "gap" => {
@@ -500,7 +487,7 @@ impl Tally {
 
     fn track(&mut self, l: &RawLine, c: &RawCtx) {
         let Some(slug) = c.slug.as_deref() else { return };
-        let at = l.collected_at_utc.clone();
+        let at = l.collected_at_utc.as_deref().map(str::to_string);
         let mut one = MarketTrack {
             slug: slug.to_string(),
             family: c.family.clone(),
@@ -525,7 +512,7 @@ impl Tally {
         if let Some(a) = c.action.as_deref() {
             one.last_action = Some(a.to_string());
             one.last_action_at_utc = at;
-            one.last_action_run_id = l.run_id.clone();
+            one.last_action_run_id = l.run_id.as_deref().map(str::to_string);
         }
         self.markets
             .entry(slug.to_string())
@@ -585,151 +572,234 @@ impl Tally {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Paths and the archive directory
+// The archive directory (the layout, walk and path rules live in crate::layout)
 
-/// True when `s` is a safe path relative to the archive root: not empty, not absolute, no empty,
-/// `.` or `..` component, no backslash or control character. Paths read from records and logs are
-/// checked with this before they are joined to the root.
-pub fn is_safe_rel_path(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with('/')
-        && !s.chars().any(|c| c == '\\' || c.is_control())
-        && s.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+pub use crate::layout::{is_safe_rel_path, walk, ArchiveFile, FileKind};
+
+// ---------------------------------------------------------------------------------------------
+// The run manifest (pmarchive.manifest/1): one type, written by `manifest build`, read by
+// `manifest unlisted`, `manifest offload` and (through [`load_manifests`]) verify and status.
+
+/// Accepts `null` as the default value (hand-made or older manifests write `"sha256": null`).
+fn null_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-/// What a file under the root is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileKind {
-    /// `*.jsonl.gz`: a sealed data file.
-    Sealed,
-    /// `*.partial`: being written; never listed, never uploaded.
-    Partial,
-    /// `*.unreadable-tail`: bytes that could not be decoded, kept beside a recovered file.
-    Tail,
-    /// Anything else (not ours).
-    Other,
-}
-
-/// One file found under the root (outside `manifests/`).
-#[derive(Debug, Clone)]
-pub struct ArchiveFile {
-    /// Relative to the root, `/`-separated.
-    pub rel: String,
-    pub abs: PathBuf,
-    pub kind: FileKind,
-    pub bytes: u64,
-    /// From the hive partitions `venue=…/stream=…/date=…/hour=…` when present.
+/// One file as listed in a run manifest: what its sealed-file record said, plus what the re-hash
+/// and the read-back found. (A different record from [`crate::layout::Sealed`]: `manifest build`
+/// turns each sealed record into one of these.)
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FileEntry {
+    #[serde(deserialize_with = "null_default")]
+    pub path: String,
     pub venue: Option<String>,
-    pub stream: Option<String>,
-    /// Start of the `date=`/`hour=` partition (the UTC hour the file was opened for).
-    pub hour_start: Option<OffsetDateTime>,
+    #[serde(deserialize_with = "null_default")]
+    pub stream: String,
+    pub host: Option<String>,
+    pub run_id: Option<String>,
+    pub n: Option<u64>,
+    /// As sealed (from the record).
+    pub rows: Option<u64>,
+    pub bytes: Option<u64>,
+    #[serde(deserialize_with = "null_default")]
+    pub sha256: String,
+    /// `ok` (re-hash matches the record), `mismatch` (sha256 or size differ) or `unreadable`.
+    #[serde(deserialize_with = "null_default")]
+    pub sha256_check: String,
+    /// What the re-hash found, when it differs from the record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256_actual: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_actual: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_error: Option<String>,
+    /// Complete lines read back from the file, and those that were not JSON.
+    pub lines_read: u64,
+    pub unparseable_lines: u64,
+    pub first_collected_at_utc: Option<String>,
+    pub last_collected_at_utc: Option<String>,
+    pub opened_at_utc: Option<String>,
+    pub sealed_at_utc: Option<String>,
+    pub recovered: bool,
+    /// Not listed by the run that sealed it (its manifest stage died); listed later by a recovery run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
+    pub tail_path: Option<String>,
+    pub tail_bytes: u64,
+    /// sha256 of the unreadable tail (computed by `manifest build`; the sealed record has none).
+    pub tail_sha256: Option<String>,
+    pub writer_version: Option<String>,
 }
 
-fn classify(name: &str) -> FileKind {
-    if name.ends_with(".partial") {
-        FileKind::Partial
-    } else if name.contains(".unreadable-tail") {
-        FileKind::Tail
-    } else if name.ends_with(".jsonl.gz") {
-        FileKind::Sealed
-    } else {
-        FileKind::Other
+impl FileEntry {
+    /// What this entry lists, as (path, sha256 recorded at sealing): the data file and its unreadable
+    /// tail. A sha256 that is not 64 lowercase hex digits lists nothing.
+    pub fn listed(&self) -> impl Iterator<Item = (&str, &str)> {
+        let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let data = (!self.path.is_empty()).then_some((self.path.as_str(), self.sha256.as_str()));
+        let tail = self.tail_path.as_deref().zip(self.tail_sha256.as_deref());
+        data.into_iter().chain(tail).filter(move |(p, s)| !p.is_empty() && hex64(s))
     }
 }
 
-/// Start of the partition hour from `date=YYYY-MM-DD` and `hour=HH` components.
-fn partition_hour(date: &str, hour: &str) -> Option<OffsetDateTime> {
-    let mut it = date.split('-');
-    let y: i32 = it.next()?.parse().ok()?;
-    let m: u8 = it.next()?.parse().ok()?;
-    let d: u8 = it.next()?.parse().ok()?;
-    let h: u8 = hour.parse().ok()?;
-    let date = time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()?;
-    Some(time::PrimitiveDateTime::new(date, time::Time::from_hms(h, 0, 0).ok()?).assume_utc())
+/// One problem a manifest build met (also printed on stderr as [`Problem::text`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Problem {
+    /// `bad_input_line`, `sealed_twice`, `unreadable`, `sha256_mismatch`, `tail_unreadable`,
+    /// `malformed_line`, `unparseable_line`, `decode_error`, `row_count_mismatch`, `input_error`.
+    pub problem: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
-/// Lists every file under `root` except the `manifests/` directory, without following symlinks.
-/// Directories that cannot be read are returned as errors (path: message), not fatal.
-pub fn walk(root: &Path) -> io::Result<(Vec<ArchiveFile>, Vec<String>)> {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    // The root itself must be readable: that error is fatal.
-    std::fs::read_dir(root)?;
-    while let Some((dir, rel)) = stack.pop() {
-        let rd = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) => {
-                errors.push(format!("{}: {e}", dir.display()));
-                continue;
-            }
-        };
-        for ent in rd {
-            let ent = match ent {
-                Ok(e) => e,
-                Err(e) => {
-                    errors.push(format!("{}: {e}", dir.display()));
-                    continue;
-                }
-            };
-            let name = ent.file_name().to_string_lossy().into_owned();
-            let rel_child = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
-            let md = match std::fs::symlink_metadata(ent.path()) {
-                Ok(m) => m,
-                Err(e) => {
-                    errors.push(format!("{rel_child}: {e}"));
-                    continue;
-                }
-            };
-            if md.is_dir() {
-                if rel.is_empty() && name == "manifests" {
-                    continue;
-                }
-                stack.push((ent.path(), rel_child));
-            } else if md.is_file() {
-                let mut f = ArchiveFile {
-                    rel: rel_child.clone(),
-                    abs: ent.path(),
-                    kind: classify(&name),
-                    bytes: md.len(),
-                    venue: None,
-                    stream: None,
-                    hour_start: None,
-                };
-                let (mut date, mut hour) = (None, None);
-                for c in rel_child.split('/') {
-                    if let Some((k, v)) = c.split_once('=') {
-                        match k {
-                            "venue" => f.venue = Some(v.to_string()),
-                            "stream" => f.stream = Some(v.to_string()),
-                            "date" => date = Some(v),
-                            "hour" => hour = Some(v),
-                            _ => {}
-                        }
-                    }
-                }
-                if let (Some(d), Some(h)) = (date, hour) {
-                    f.hour_start = partition_hour(d, h);
-                }
-                files.push(f);
-            }
+impl Problem {
+    /// A problem about a file.
+    pub fn file(problem: &str, path: &str, detail: impl Into<String>) -> Problem {
+        Problem { problem: problem.into(), path: Some(path.into()), detail: Some(detail.into()), ..Problem::default() }
+    }
+
+    /// A problem about a line of the input.
+    pub fn input(problem: &str, input_line: Option<u64>, detail: impl Into<String>) -> Problem {
+        Problem { problem: problem.into(), input_line, detail: Some(detail.into()), ..Problem::default() }
+    }
+
+    /// One line of text (stderr).
+    pub fn text(&self) -> String {
+        let mut s = self.problem.clone();
+        if let Some(p) = &self.path {
+            s.push_str(&format!(" {p}"));
         }
+        if let Some(l) = self.line {
+            s.push_str(&format!(" line {l}"));
+        }
+        if let Some(l) = self.input_line {
+            s.push_str(&format!(" (input line {l})"));
+        }
+        if let Some(d) = &self.detail {
+            s.push_str(&format!(": {d}"));
+        }
+        s
     }
-    files.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok((files, errors))
+}
+
+/// Totals of one stream of a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamTotals {
+    pub files: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub first_collected_at_utc: Option<String>,
+    pub last_collected_at_utc: Option<String>,
+}
+
+/// One stream of a run: its totals, files and tally.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamEntry {
+    pub totals: StreamTotals,
+    pub files: Vec<FileEntry>,
+    pub tally: Tally,
+}
+
+/// Versions seen in a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Versions {
+    /// The `manifest` tool that wrote the document.
+    pub manifest: String,
+    /// jsonl-rotate versions (`writer_version` of the sealed records).
+    pub writers: std::collections::BTreeSet<String>,
+    /// `collector_version` → rows, `tool` → rows.
+    pub collectors: BTreeMap<String, u64>,
+    pub tools: BTreeMap<String, u64>,
+}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunTotals {
+    pub files: u64,
+    pub rows: u64,
+    pub lines_read: u64,
+    pub bytes: u64,
+    pub unparseable_lines: u64,
+    pub hash_mismatches: u64,
+    pub unreadable_files: u64,
+    pub input_lines: u64,
+    pub bad_input_lines: u64,
+    pub duplicate_records: u64,
+    pub first_collected_at_utc: Option<String>,
+    pub last_collected_at_utc: Option<String>,
+}
+
+/// The run's tallies over every file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunTallies {
+    /// stream → kind → rows.
+    pub rows_by_stream_kind: BTreeMap<String, BTreeMap<String, u64>>,
+    pub http: HttpTally,
+    pub gaps: GapTally,
+    pub markets_tracked: u64,
+    pub markets: Vec<MarketTrack>,
+    pub collector_versions: BTreeMap<String, u64>,
+    pub tools: BTreeMap<String, u64>,
+    pub ws_event_types: BTreeMap<String, u64>,
+}
+
+/// A run manifest `ROOT/manifests/run-<host>-<run_id>.json` (pmarchive.manifest/1,
+/// docs/DATA_CONTRACT.md "Run manifest"). Every field defaults when reading, so that a partial or
+/// older document still yields its file list.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunManifest {
+    pub schema: String,
+    pub run_id: String,
+    pub host: String,
+    pub label: Option<String>,
+    /// `running`, `complete` or `stopped`.
+    pub status: String,
+    pub outcome: build::Outcome,
+    pub started_at_utc: String,
+    pub updated_at_utc: String,
+    pub finished_at_utc: Option<String>,
+    pub manifest_version: u64,
+    pub versions: Versions,
+    pub config: Vec<build::ConfigFile>,
+    pub totals: RunTotals,
+    pub tallies: RunTallies,
+    pub streams: BTreeMap<String, StreamEntry>,
+    pub problems: Vec<Problem>,
+    pub problems_dropped: u64,
+}
+
+impl RunManifest {
+    /// Every file entry, stream by stream.
+    pub fn files(&self) -> impl Iterator<Item = &FileEntry> {
+        self.streams.values().flat_map(|s| s.files.iter())
+    }
 }
 
 /// A manifest file read from `ROOT/manifests/`.
 pub struct LoadedManifest {
     /// File name (`run-<host>-<run_id>.json`).
     pub name: String,
-    pub doc: Result<Value, String>,
+    pub doc: Result<RunManifest, String>,
 }
 
 /// Loads every `ROOT/manifests/run-*.json` (sorted by name). Unreadable or invalid ones are
 /// returned with their error.
 pub fn load_manifests(root: &Path) -> Vec<LoadedManifest> {
-    let dir = root.join("manifests");
+    let dir = root.join(crate::layout::MANIFESTS_DIR);
     let mut out = Vec::new();
     let rd = match std::fs::read_dir(&dir) {
         Ok(rd) => rd,
@@ -749,7 +819,7 @@ pub fn load_manifests(root: &Path) -> Vec<LoadedManifest> {
             .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| format!("not JSON: {e}")))
             .and_then(|v| {
                 if v.get("schema").and_then(Value::as_str) == Some(MANIFEST_SCHEMA) {
-                    Ok(v)
+                    RunManifest::deserialize(v).map_err(|e| format!("not a run manifest: {e}"))
                 } else {
                     Err(format!("schema is not {MANIFEST_SCHEMA}"))
                 }
@@ -760,38 +830,109 @@ pub fn load_manifests(root: &Path) -> Vec<LoadedManifest> {
     out
 }
 
-/// The file entries of a manifest document: `streams.<stream>.files[]`.
-pub fn manifest_files(doc: &Value) -> Vec<&Value> {
-    let mut out = Vec::new();
-    if let Some(streams) = doc.get("streams").and_then(Value::as_object) {
-        for s in streams.values() {
-            if let Some(files) = s.get("files").and_then(Value::as_array) {
-                out.extend(files.iter());
-            }
-        }
-    }
-    out
+// ---------------------------------------------------------------------------------------------
+// Upload log (pmarchive.upload/1): one type, written by `manifest offload append` (for the
+// uploader script), read by verify, status and `manifest offload state`.
+
+/// One line of `ROOT/manifests/uploads.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum UploadRecord {
+    /// A file copied (or not: `skipped`) to the remote, and what its verification found.
+    Upload(Upload),
+    /// A local file deleted by retention after a verified remote copy (recorded before the unlink).
+    LocalDelete(LocalDelete),
 }
 
-// ---------------------------------------------------------------------------------------------
-// Upload log
+/// `record: "upload"`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Upload {
+    pub schema: String,
+    #[serde(default)]
+    pub at_utc: Option<String>,
+    pub local_path: String,
+    #[serde(default)]
+    pub bytes: u64,
+    pub sha256: String,
+    /// md5 of the local file (null on a skipped record: never hashed for the remote).
+    #[serde(default)]
+    pub md5: Option<String>,
+    #[serde(default)]
+    pub remote: String,
+    #[serde(default)]
+    pub remote_path: String,
+    #[serde(default)]
+    pub remote_md5: Option<String>,
+    pub verified: bool,
+    /// `md5`, `sha256`, `size`, or null (not on the remote).
+    #[serde(default)]
+    pub verified_by: Option<String>,
+    #[serde(default)]
+    pub rclone_exit: Option<i64>,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Not uploaded because the local file cannot be trusted: `unlisted`, `manifest_mismatch`,
+    /// `manifest_conflict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// With `skipped`: the sha256 its run manifest recorded at sealing (null when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
+    /// `reverify` or `retention`: a re-check of an earlier verified upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    /// The remote name a bad copy was renamed to before this upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined_as: Option<String>,
+}
+
+/// `record: "local_delete"`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LocalDelete {
+    pub schema: String,
+    #[serde(default)]
+    pub at_utc: Option<String>,
+    pub local_path: String,
+    #[serde(default)]
+    pub bytes: u64,
+    pub sha256: String,
+    #[serde(default)]
+    pub remote: String,
+    #[serde(default)]
+    pub remote_path: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl UploadRecord {
+    pub fn schema(&self) -> &str {
+        match self {
+            UploadRecord::Upload(u) => &u.schema,
+            UploadRecord::LocalDelete(d) => &d.schema,
+        }
+    }
+}
 
 /// `ROOT/manifests/uploads.jsonl` (`pmarchive.upload/1`), dry-run records left out.
 #[derive(Debug, Default)]
 pub struct UploadLog {
     /// `record: "upload"` lines, in file order.
-    pub uploads: Vec<Value>,
+    pub uploads: Vec<Upload>,
     /// `record: "local_delete"` lines, in file order.
-    pub deletes: Vec<Value>,
+    pub deletes: Vec<LocalDelete>,
     pub dry_run_skipped: u64,
     /// (line number, reason) of lines that are not valid records.
     pub bad_lines: Vec<(u64, String)>,
 }
 
+/// `ROOT/manifests/uploads.jsonl`.
+pub fn uploads_path(root: &Path) -> std::path::PathBuf {
+    root.join(crate::layout::MANIFESTS_DIR).join("uploads.jsonl")
+}
+
 /// Reads the upload log; Ok(None) when it does not exist.
 pub fn read_uploads(root: &Path) -> io::Result<Option<UploadLog>> {
-    let path = root.join("manifests").join("uploads.jsonl");
-    let mut r = match std::fs::File::open(&path) {
+    let mut r = match std::fs::File::open(uploads_path(root)) {
         Ok(f) => jsonl::LineReader::new(io::BufReader::new(f)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
@@ -809,25 +950,25 @@ pub fn read_uploads(root: &Path) -> io::Result<Option<UploadLog>> {
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        let v: Value = match serde_json::from_slice(&line) {
+        let rec: UploadRecord = match serde_json::from_slice(&line) {
             Ok(v) => v,
             Err(e) => {
-                log.bad_lines.push((n, format!("not JSON: {e}")));
+                let why = match serde_json::from_slice::<serde::de::IgnoredAny>(&line) {
+                    Ok(_) => format!("not a {UPLOAD_SCHEMA} record: {e}"),
+                    Err(_) => format!("not JSON: {e}"),
+                };
+                log.bad_lines.push((n, why));
                 continue;
             }
         };
-        if v.get("schema").and_then(Value::as_str) != Some(UPLOAD_SCHEMA) {
+        if rec.schema() != UPLOAD_SCHEMA {
             log.bad_lines.push((n, format!("schema is not {UPLOAD_SCHEMA}")));
             continue;
         }
-        if v.get("dry_run").and_then(Value::as_bool) == Some(true) {
-            log.dry_run_skipped += 1;
-            continue;
-        }
-        match v.get("record").and_then(Value::as_str) {
-            Some("upload") => log.uploads.push(v),
-            Some("local_delete") => log.deletes.push(v),
-            other => log.bad_lines.push((n, format!("unknown record {other:?}"))),
+        match rec {
+            UploadRecord::Upload(u) if u.dry_run => log.dry_run_skipped += 1,
+            UploadRecord::Upload(u) => log.uploads.push(u),
+            UploadRecord::LocalDelete(d) => log.deletes.push(d),
         }
     }
     Ok(Some(log))
@@ -837,12 +978,8 @@ impl UploadLog {
     /// True when `path` (relative to the root) with this sha256 was uploaded and verified, and then
     /// deleted locally on purpose: its absence is an offload, not a loss.
     pub fn offloaded(&self, path: &str, sha256: &str) -> bool {
-        let same = |v: &Value| {
-            v.get("local_path").and_then(Value::as_str) == Some(path)
-                && v.get("sha256").and_then(Value::as_str) == Some(sha256)
-        };
-        self.deletes.iter().any(same)
-            && self.uploads.iter().any(|v| same(v) && v.get("verified").and_then(Value::as_bool) == Some(true))
+        self.deletes.iter().any(|d| d.local_path == path && d.sha256 == sha256)
+            && self.uploads.iter().any(|u| u.local_path == path && u.sha256 == sha256 && u.verified)
     }
 }
 
@@ -898,14 +1035,29 @@ mod tests {
         assert!(!data(r#"{"kind":"gap","ctx":{"gap":"failed_request"}}"#));
     }
 
+    /// The writer's envelope reads back through the one reader type, escapes and all.
     #[test]
-    fn safe_paths() {
-        assert!(is_safe_rel_path("venue=polymarket/stream=books/date=2026-01-01/hour=00/h-r-0.jsonl.gz"));
-        assert!(!is_safe_rel_path("/etc/passwd"));
-        assert!(!is_safe_rel_path("a/../b"));
-        assert!(!is_safe_rel_path("a//b"));
-        assert!(!is_safe_rel_path(""));
-        assert!(!is_safe_rel_path("a\\b"));
+    fn envelopes_read_back_through_the_reader_type() {
+        use crate::envelope::{Body, Envelope, RunInfo};
+        let run =
+            RunInfo { venue: "polymarket", tool: "pm-books", version: "0.1.0", run_id: "r1".into(), host: "h".into() };
+        let mut e = Envelope::new(&run, 7, "http")
+            .with_body(Body::from_bytes(br#"[{"asset_id":"1","bids":[],"asks":[]}]"#.to_vec()))
+            .with_ctx(serde_json::json!({"slot": 3, "slug": "s\"q"}))
+            .with_error("a \"quoted\" error");
+        e.endpoint = Some("books");
+        e.status = Some(200);
+        let line = e.to_line();
+        let Parsed::Line(l) = parse_line(line.strip_suffix(b"\n").unwrap_or(&line)) else { panic!() };
+        assert_eq!(
+            (l.tool.as_deref(), l.run_id.as_deref(), l.seq, l.kind.as_deref()),
+            (Some("pm-books"), Some("r1"), Some(7), Some("http"))
+        );
+        assert_eq!(l.error.as_deref(), Some("a \"quoted\" error"));
+        assert_eq!(l.ctx.as_ref().and_then(|c| c.slug.as_deref()), Some("s\"q"));
+        assert_eq!(l.body, Some(BodyPeek { items: 1, books: 1 }));
+        assert!(l.is_data());
+        assert_eq!(l.collected_at_utc.as_deref(), Some(e.collected_at_utc.as_str()));
     }
 
     #[test]

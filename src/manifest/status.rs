@@ -342,7 +342,7 @@ impl StreamState {
             max_time(&mut self.newest_data, Some(t));
         }
         if let Some(r) = &l.run_id {
-            let e = self.run_newest.entry(r.clone()).or_default();
+            let e = self.run_newest.entry(r.to_string()).or_default();
             if t > e.as_str() {
                 *e = t.to_string();
             }
@@ -567,28 +567,19 @@ fn read_manifests(root: &Path, scan: &mut Scan, cuts: &Cuts, warnings: &mut Vec<
                 continue;
             }
         };
-        let Some(ss) = doc.get("streams").and_then(Value::as_object) else { continue };
-        for (sname, s) in ss {
-            let filesv = s.get("files").and_then(Value::as_array).cloned().unwrap_or_default();
-            let venue =
-                filesv.iter().find_map(|f| f.get("venue").and_then(Value::as_str)).unwrap_or("polymarket").to_string();
+        for (sname, s) in &doc.streams {
+            let venue = s.files.iter().find_map(|f| f.venue.clone()).unwrap_or_else(|| "polymarket".into());
             let st = scan.streams.entry((venue, sname.clone())).or_default();
-            for f in &filesv {
-                let last = f.get("last_collected_at_utc").and_then(Value::as_str);
+            for f in &s.files {
+                let last = f.last_collected_at_utc.as_deref();
                 st.note_listed(last, &cuts.future_after, false);
-                if let (Some(p), Some(l)) = (f.get("path").and_then(Value::as_str), last) {
-                    scan.listed_last.insert(p.to_string(), l.to_string());
+                if let (false, Some(l)) = (f.path.is_empty(), last) {
+                    scan.listed_last.insert(f.path.clone(), l.to_string());
                 }
             }
-            let tally = s.get("tally");
-            let last_data = tally.and_then(|t| t.get("last_data_at_utc")).and_then(Value::as_str);
-            st.note_listed(last_data, &cuts.future_after, true);
-            if let Some(mk) = tally.and_then(|t| t.get("markets")) {
-                if let Ok(mk) = serde_json::from_value::<BTreeMap<String, MarketTrack>>(mk.clone()) {
-                    for m in mk.values() {
-                        merge_market(&mut st.markets, m);
-                    }
-                }
+            st.note_listed(s.tally.last_data_at_utc.as_deref(), &cuts.future_after, true);
+            for m in s.tally.markets.values() {
+                merge_market(&mut st.markets, m);
             }
         }
     }
@@ -850,25 +841,18 @@ fn upload_summary(root: &Path, warnings: &mut Vec<String>) -> (Option<LastUpload
     for (n, e) in &u.bad_lines {
         warnings.push(format!("manifests/uploads.jsonl line {n}: {e}"));
     }
-    let verified = |v: &Value| v.get("verified").and_then(Value::as_bool) == Some(true);
-    let field = |v: &Value, k: &str| v.get(k).cloned().unwrap_or(Value::Null);
-    if let Some(l) = u.uploads.last() {
-        if !verified(l) {
-            warnings.push(format!(
-                "last upload not verified: {}",
-                l.get("local_path").and_then(Value::as_str).unwrap_or("?")
-            ));
-        }
+    if let Some(l) = u.uploads.last().filter(|l| !l.verified) {
+        warnings.push(format!("last upload not verified: {}", l.local_path));
     }
-    let last = u.uploads.last().map(|v| LastUpload {
-        at_utc: field(v, "at_utc"),
-        local_path: field(v, "local_path"),
-        verified: field(v, "verified"),
-        rclone_exit: field(v, "rclone_exit"),
+    let last = u.uploads.last().map(|u| LastUpload {
+        at_utc: u.at_utc.clone().into(),
+        local_path: u.local_path.clone().into(),
+        verified: u.verified.into(),
+        rclone_exit: u.rclone_exit.into(),
     });
     let counts = UploadCounts {
         uploads: u.uploads.len(),
-        unverified: u.uploads.iter().filter(|v| !verified(v)).count(),
+        unverified: u.uploads.iter().filter(|u| !u.verified).count(),
         local_deletes: u.deletes.len(),
     };
     (last, Some(counts))

@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use super::{
-    is_safe_rel_path, load_manifests, manifest_files, read_uploads, walk, ArchiveFile, FileKind, LoadedManifest,
-    UploadLog, VERIFY_SCHEMA,
+    is_safe_rel_path, load_manifests, read_uploads, walk, ArchiveFile, FileEntry, FileKind, LoadedManifest, UploadLog,
+    VERIFY_SCHEMA,
 };
 use crate::cli;
 use crate::{clock, util};
@@ -178,53 +177,12 @@ struct Expect {
 /// What one manifest file entry lists: the data file and its unreadable tail, each as
 /// (kind, path, sha256, bytes).
 type Listing = (CheckKind, Option<String>, Option<String>, Option<u64>);
-fn listings(f: &Value) -> [Listing; 2] {
-    let str_of = |k: &str| f.get(k).and_then(Value::as_str).map(str::to_string);
+fn listings(f: &FileEntry) -> [Listing; 2] {
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
     [
-        (CheckKind::File, str_of("path"), str_of("sha256"), f.get("bytes").and_then(Value::as_u64)),
-        (CheckKind::Tail, str_of("tail_path"), str_of("tail_sha256"), f.get("tail_bytes").and_then(Value::as_u64)),
+        (CheckKind::File, some(&f.path), some(&f.sha256), f.bytes),
+        (CheckKind::Tail, f.tail_path.clone(), f.tail_sha256.clone(), f.tail_path.as_ref().map(|_| f.tail_bytes)),
     ]
-}
-
-/// `manifest unlisted ROOT`: one `pmarchive.sealed/1` record (with `"adopted": true`) for every sealed
-/// data file on disk that no manifest lists — a file sealed after its run's manifest stage died — with
-/// its unreadable tail when that is unlisted too, so that `manifest build` can list it. Hashes only
-/// those files. Returns the records and the problems met (unreadable manifests or directories).
-pub fn unlisted(root: &Path) -> cli::Result<(Vec<Value>, Vec<String>)> {
-    if !root.is_dir() {
-        return Err(cli::Error::Msg(format!("{}: not a readable directory", root.display())));
-    }
-    let (found, mut problems) = walk(root).map_err(|e| cli::Error::Msg(format!("{}: {e}", root.display())))?;
-    let mut listed = std::collections::BTreeSet::new();
-    for m in load_manifests(root) {
-        match &m.doc {
-            // A manifest that cannot be read lists nothing we can trust: adopting its files would list
-            // them twice once it is repaired, so say so and adopt nothing.
-            Err(e) => return Err(cli::Error::Msg(format!("bad manifest manifests/{}: {e}; nothing adopted", m.name))),
-            Ok(doc) => listed.extend(manifest_files(doc).into_iter().flat_map(listings).filter_map(|l| l.1)),
-        }
-    }
-    let mut records = Vec::new();
-    for f in found.iter().filter(|f| matches!(f.kind, FileKind::Sealed) && !listed.contains(&f.rel)) {
-        let (sha256, bytes) = match util::sha256_file(&f.abs) {
-            Ok(x) => x,
-            Err(e) => {
-                problems.push(format!("{}: {e}", f.rel));
-                continue;
-            }
-        };
-        let mut rec = json!({
-            "record": crate::rotate::RECORD, "schema": crate::rotate::SCHEMA, "path": f.rel, "venue": f.venue,
-            "stream": f.stream, "bytes": bytes, "sha256": sha256, "recovered": false, "adopted": true,
-        });
-        let tail = format!("{}{}", f.rel, crate::rotate::TAIL_SUFFIX);
-        if let Some(t) = found.iter().find(|t| t.rel == tail && !listed.contains(&t.rel)) {
-            rec["tail_path"] = json!(t.rel);
-            rec["tail_bytes"] = json!(t.bytes);
-        }
-        records.push(rec);
-    }
-    Ok((records, problems))
 }
 
 /// Verifies the archive under `root`. `Err` only when the root cannot be walked; a failed check is a
@@ -294,7 +252,7 @@ fn expected_files(
                 continue;
             }
         };
-        for f in manifest_files(doc) {
+        for f in doc.files() {
             for (kind, path, sha256, bytes) in listings(f) {
                 let Some(path) = path else { continue };
                 if !is_safe_rel_path(&path) {
