@@ -669,6 +669,41 @@ fn lines(from: usize, to: usize) -> String {
     (from..to).map(|i| line(i, &format!("2026-11-24T16:10:{:02}.000000Z", i / 100)) + "\n").collect()
 }
 
+/// Reads each gzip file with Python's `gzip` and with DuckDB (`read_json`): the line counts of both,
+/// per file. None (skipped) without a Python that has duckdb (`.ci/run` provides one in
+/// `target/pyvenv`, named by `PMARCHIVE_PYTHON`); under `CI=true` that is a failure.
+fn python_and_duckdb_line_counts(paths: &[PathBuf]) -> Option<Vec<(usize, usize)>> {
+    let py = std::env::var("PMARCHIVE_PYTHON").unwrap_or_else(|_| "target/pyvenv/bin/python".into());
+    let have = Command::new(&py).args(["-c", "import duckdb"]).output().is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{py}: no duckdb under CI");
+        eprintln!("{py}: cannot import duckdb: the Python gzip / DuckDB read check is skipped");
+        return None;
+    }
+    const READ: &str = r#"
+import duckdb, gzip, sys
+con = duckdb.connect()
+for p in sys.argv[1:]:
+    with gzip.open(p, "rt") as f:
+        n_py = sum(1 for _ in f)
+    q = "select count(*) from read_json(?, format='newline_delimited', records=false)"
+    n_db = con.execute(q, [p]).fetchone()[0]
+    print(n_py, n_db)
+"#;
+    let o = Command::new(&py).args(["-c", READ]).args(paths).output().unwrap();
+    assert!(o.status.success(), "python/duckdb: {}", String::from_utf8_lossy(&o.stderr));
+    let counts = String::from_utf8(o.stdout).unwrap();
+    Some(
+        counts
+            .lines()
+            .map(|l| {
+                let (a, b) = l.split_once(' ').unwrap();
+                (a.parse().unwrap(), b.parse().unwrap())
+            })
+            .collect(),
+    )
+}
+
 #[test]
 fn killed_between_two_sync_flushes_of_one_member_every_flushed_line_is_kept() {
     let root = tempdir("rotate-sync-kill");
@@ -751,6 +786,7 @@ fn a_member_cut_short_between_sync_points_is_ended_at_the_last_one_and_the_rest_
         (sync(2) + 4, &[0u8; 4096], 2),
         (sync(0), b"", 0),
     ];
+    let mut recovered = Vec::new();
     for (i, (cut, after, k)) in cases.into_iter().enumerate() {
         let case_root = tempdir(&format!("rotate-sync-torn-{i}"));
         let dir = case_root.join("venue=polymarket/stream=books/date=2026-11-24/hour=16");
@@ -773,5 +809,10 @@ fn a_member_cut_short_between_sync_points_is_ended_at_the_last_one_and_the_rest_
             assert_eq!(kept, tail, "case {i}: every byte after the readable prefix kept");
         }
         assert!(files(&case_root, ".partial").is_empty(), "case {i}");
+        recovered.push((p, want_text.lines().count()));
+    }
+    let (paths, want): (Vec<PathBuf>, Vec<usize>) = recovered.into_iter().unzip();
+    if let Some(counts) = python_and_duckdb_line_counts(&paths) {
+        assert_eq!(counts, want.iter().map(|&n| (n, n)).collect::<Vec<_>>(), "Python gzip and DuckDB read them");
     }
 }
