@@ -38,8 +38,11 @@ Options:
     --flush-bytes N     Also flush when N bytes of accepted input are only in memory, 1..67108864
                         (scripts/bench_rotate.sh uses it to model --flush-secs at a data rate).
                         [default: 67108864]
+    --level N           gzip level 0..9 [default: 7] (zlib-rs: 7 is the first level with the full
+                        matcher; 4-6 miss most repeats of a book one poll back).
     --member-per-flush  Write the older format: every flush a complete gzip member with a fresh
-                        dictionary (larger; kept for comparisons by the benchmarks).
+                        dictionary (with --level 6: what jsonl-rotate wrote before 2026-12-01;
+                        larger; kept for comparisons by the benchmarks).
     --host H            Host part of file names. [default: $PMARCHIVE_HOST or the host name]
     --run-id ID         Run part of file names. [default: $PMARCHIVE_RUN_ID or a new run id]
     --recover-only      Seal the dead runs' partials, print their records, exit (stdin not read).
@@ -95,6 +98,7 @@ fn run() -> cli::Result<ExitCode> {
     let mut recover_only = false;
     let mut flush_bytes = rotate::FLUSH_BYTES;
     let mut member_per_flush = false;
+    let mut level = rotate::DEFAULT_LEVEL;
     let mut check_args = false;
     while let Some(arg) = p.next()? {
         match arg {
@@ -107,6 +111,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("run-id") => run_id = Some(cli::value(&mut p, "--run-id")?),
             Long("flush-bytes") => flush_bytes = cli::value(&mut p, "--flush-bytes")?,
             Long("member-per-flush") => member_per_flush = true,
+            Long("level") => level = cli::value(&mut p, "--level")?,
             Long("recover-only") => recover_only = true,
             Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
@@ -121,6 +126,9 @@ fn run() -> cli::Result<ExitCode> {
     }
     if !(1..=rotate::FLUSH_BYTES).contains(&flush_bytes) {
         return cli::usage(format!("--flush-bytes: must be 1..{}, got {flush_bytes}", rotate::FLUSH_BYTES));
+    }
+    if level > 9 {
+        return cli::usage(format!("--level: must be 0..9, got {level}"));
     }
     if !(1..=86_400).contains(&rotate_secs) {
         return cli::usage(format!("--rotate-secs: must be 1..86400, got {rotate_secs}"));
@@ -139,7 +147,7 @@ fn run() -> cli::Result<ExitCode> {
         return Ok(ExitCode::Success);
     }
     let cfg =
-        Config { root, venue, stream, host, run_id, flush_every, rotate_secs, level: 6, flush_bytes, member_per_flush };
+        Config { root, venue, stream, host, run_id, flush_every, rotate_secs, level, flush_bytes, member_per_flush };
 
     signal::install();
     let _lock = match rotate::lock_stream(&cfg, LOCK_WAIT) {

@@ -6,8 +6,8 @@
 # Prints, for 8 tokens and for 500 tokens polled every second for SECS seconds: peak RSS of each stage,
 # CPU seconds per hour of collection (extrapolated from the measured run), raw and gzip bytes per hour,
 # the compression ratio of the raw stream, and gzip -6 on the same raw stream as a peer. The same
-# pm-books output also goes (tee, a FIFO) to a second jsonl-rotate writing the older format
-# (--member-per-flush: one gzip member per 5 s flush); both flush every 5 s on the real clock, so the
+# pm-books output also goes (tee, a FIFO) to a second jsonl-rotate writing the format before
+# 2026-12-01 (--member-per-flush --level 6: one gzip member per 5 s flush); both flush every 5 s on the real clock, so the
 # size ratio "older / current" (target >= 1.6x, issue 14) is measured at the same durability, in
 # the same run. `uptime` is printed before and after (CPU figures are only comparable when idle).
 #
@@ -35,7 +35,7 @@ run_case() { # run_case NAME RECORDS
   local tokens; tokens=$(( $(wc -l < "$recs") * 2 ))
   mkfifo "$work/$name.fifo"
   /usr/bin/time -f '%M %U %S' -o "$work/$name.rotate-old.time" \
-    "$bin/jsonl-rotate" --root "$root-old" --stream books --member-per-flush < "$work/$name.fifo" > /dev/null 2>&1 &
+    "$bin/jsonl-rotate" --root "$root-old" --stream books --member-per-flush --level 6 < "$work/$name.fifo" > /dev/null 2>&1 &
   local old_pid=$!
   /usr/bin/time -f '%M %U %S' -o "$work/$name.books.time" \
     "$bin/pm-books" --clob-url "$url" --interval 1 --lead 100000 --grace 100000 --duration "$secs" < "$recs" 2> "$work/$name.books.err" \

@@ -56,6 +56,11 @@ pub const FILE_SUFFIX: &str = ".jsonl.gz";
 const MEMBER_MAX_INPUT: u64 = 64 << 20;
 /// Default of [`Config::flush_bytes`]: with it, memory holds at most this much unflushed input.
 pub const FLUSH_BYTES: u64 = 64 << 20;
+/// Default gzip level. zlib-rs (flate2's backend here) compresses levels 4-6 with a faster "medium"
+/// matcher that misses most matches one 20-25 kB book reply back; level 7 is the first with the
+/// classic lazy matcher: 1.3-1.8x smaller on /books lines at about the same CPU per MB
+/// (scripts/bench_rotate.sh, reports/bench_rotate_loopback_2026-12-01.txt).
+pub const DEFAULT_LEVEL: u32 = 7;
 /// The reader sends a batch when it holds this much, or when no more input is ready.
 const BATCH_BYTES: usize = 1 << 20;
 /// Batches in flight between the reader and the writer (backpressure beyond that).
@@ -527,18 +532,29 @@ impl<'a, W: Write> Writer<'a, W> {
             f.stats.merge(&std::mem::take(&mut self.carry));
             self.open = Some(f);
         }
-        let level = self.cfg.level;
+        let (level, flush_bytes) = (self.cfg.level, self.cfg.flush_bytes);
         let f = self.open.as_mut().expect("opened above");
-        let member = f.member.get_or_insert_with(|| Member::new(level));
-        member.write(&b.data)?;
-        let member_full = member.enc.total_in() >= MEMBER_MAX_INPUT;
-        f.unflushed += b.data.len() as u64;
         f.stats.merge(&b.stats);
-        if f.flush_due.is_none() {
-            f.flush_due = Some(Instant::now() + self.cfg.flush_every);
-        }
-        if member_full || f.unflushed >= self.cfg.flush_bytes {
-            flush(f, member_full || self.cfg.member_per_flush, true)?;
+        let mut data = &b.data[..];
+        while !data.is_empty() {
+            // Up to the end of the line that fills the flush window (`flush_bytes`), then flush.
+            let room = flush_bytes.saturating_sub(f.unflushed).max(1) as usize;
+            let cut = match data.get(room - 1..) {
+                Some(after) => after.iter().position(|&c| c == b'\n').map_or(data.len(), |i| room + i),
+                None => data.len(),
+            };
+            let (now, rest) = data.split_at(cut);
+            data = rest;
+            let member = f.member.get_or_insert_with(|| Member::new(level));
+            member.write(now)?;
+            let member_full = member.enc.total_in() >= MEMBER_MAX_INPUT;
+            f.unflushed += now.len() as u64;
+            if f.flush_due.is_none() {
+                f.flush_due = Some(Instant::now() + self.cfg.flush_every);
+            }
+            if member_full || f.unflushed >= flush_bytes {
+                flush(f, member_full || self.cfg.member_per_flush, true)?;
+            }
         }
         Ok(())
     }
