@@ -432,6 +432,9 @@ fn bad_arguments_exit_2() {
         vec!["--stream", "books"],
         vec!["--root", r],
         vec!["--root", r, "--stream", "books", "--bogus"],
+        vec!["--root", r, "--stream", "books", "--level", "10"],
+        vec!["--root", r, "--stream", "books", "--flush-bytes", "0"],
+        vec!["--root", r, "--stream", "books", "--flush-bytes", "67108865"],
     ];
     for args in cases {
         let mut c = tool("jsonl-rotate");
@@ -814,5 +817,33 @@ fn a_member_cut_short_between_sync_points_is_ended_at_the_last_one_and_the_rest_
     let (paths, want): (Vec<PathBuf>, Vec<usize>) = recovered.into_iter().unzip();
     if let Some(counts) = python_and_duckdb_line_counts(&paths) {
         assert_eq!(counts, want.iter().map(|&n| (n, n)).collect::<Vec<_>>(), "Python gzip and DuckDB read them");
+    }
+}
+
+#[test]
+fn flush_bytes_flushes_by_volume_at_line_ends_and_every_level_and_format_reads_back() {
+    // --flush-secs 60 never fires here: only --flush-bytes makes the lines durable.
+    let sent = lines(100, 140); // 40 lines of one length
+    let line_len = sent.len() / 40;
+    assert!(sent.lines().all(|l| l.len() + 1 == line_len));
+    for extra in [&[][..], &["--level", "1"], &["--level", "9"], &["--member-per-flush", "--level", "6"]] {
+        let root = tempdir("rotate-flush-bytes");
+        let mut args = vec!["--run-id", "vol", "--flush-secs", "60", "--flush-bytes"];
+        let window = (line_len * 10).to_string();
+        args.push(&window);
+        args.extend_from_slice(extra);
+        let mut c = rotate_cmd(&root, &args);
+        c.env("PMARCHIVE_CLOCK", "2026-11-24T16:10:00Z");
+        let mut live = Live::spawn(c);
+        live.send(&sent); // one batch of 40 lines: four windows of 10 lines, each flushed at once
+        let bytes = partial_when_it_holds(&root, &sent, &live);
+        if extra.is_empty() {
+            // Four sync points in one member, each right after a whole line.
+            let points = bytes.windows(4).filter(|w| *w == b"\x00\x00\xff\xff").count();
+            assert!(points >= 4, "{extra:?}: {points} sync points");
+        }
+        let (code, recs, err) = live.finish();
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(zcat(&check_record(&root, &recs[0])), sent, "{extra:?}");
     }
 }
