@@ -38,8 +38,8 @@ Options:
     --flush-bytes N     Also flush when N bytes of accepted input are only in memory, 1..67108864
                         (scripts/bench_rotate.sh uses it to model --flush-secs at a data rate).
                         [default: 67108864]
-    --level N           gzip level 0..9 [default: 7] (zlib-rs: 7 is the first level with the full
-                        matcher; 4-6 miss most repeats of a book one poll back).
+    --level N           gzip level 0..9 [default: 7] (zlib-rs: 7 is the first level with the lazy
+                        matcher; 3-6 miss most repeats of a book one poll back).
     --member-per-flush  Write the older format: every flush a complete gzip member with a fresh
                         dictionary (with --level 6: what jsonl-rotate wrote before 2026-12-01;
                         larger; kept for comparisons by the benchmarks).

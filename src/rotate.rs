@@ -56,10 +56,10 @@ pub const FILE_SUFFIX: &str = ".jsonl.gz";
 const MEMBER_MAX_INPUT: u64 = 64 << 20;
 /// Default of [`Config::flush_bytes`]: with it, memory holds at most this much unflushed input.
 pub const FLUSH_BYTES: u64 = 64 << 20;
-/// Default gzip level. zlib-rs (flate2's backend here) compresses levels 4-6 with a faster "medium"
-/// matcher that misses most matches one 20-25 kB book reply back; level 7 is the first with the
-/// classic lazy matcher: 1.3-1.8x smaller on /books lines at about the same CPU per MB
-/// (scripts/bench_rotate.sh, reports/bench_rotate_loopback_2026-12-01.txt).
+/// Default gzip level. zlib-rs (flate2's backend here; zlib-ng's level table) compresses levels 3-6
+/// with a faster "medium" matcher that misses most matches one 20-25 kB book reply back; level 7 is
+/// the first with the lazy "slow" matcher: 1.85x smaller than level 6 on the synthetic /books lines of
+/// scripts/bench_rotate.sh at about the same CPU per MB (reports/bench_rotate_local_2026-12-01.txt).
 pub const DEFAULT_LEVEL: u32 = 7;
 /// The reader sends a batch when it holds this much, or when no more input is ready.
 const BATCH_BYTES: usize = 1 << 20;
