@@ -1314,6 +1314,37 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_member_with_a_named_header_is_ended_at_its_last_sync_point() {
+        // A member from another gzip writer (header with FNAME and FEXTRA), sync-flushed twice, cut
+        // inside the data after its second sync point.
+        let mut e =
+            flate2::GzBuilder::new().filename("x.jsonl").extra(vec![1, 2, 3]).write(Vec::new(), Compression::new(7));
+        e.write_all(b"{\"a\":1}\n").unwrap();
+        e.flush().unwrap();
+        e.write_all(b"{\"a\":2}\n{\"a\":3}\n").unwrap();
+        e.flush().unwrap();
+        let second = e.get_ref().len();
+        e.write_all(&b"{\"a\":4}\n".repeat(50)).unwrap();
+        let all = e.finish().unwrap();
+        let path = std::env::temp_dir().join(format!("rotate-unit-torn-{}", std::process::id()));
+        let mut bytes = b"garbage before".to_vec(); // the member starts at an offset
+        bytes.extend_from_slice(&all[..all.len() - 12]);
+        fs::write(&path, &bytes).unwrap();
+        let p = torn_member_prefix(&File::open(&path).unwrap(), 14).unwrap().expect("a sync point");
+        fs::remove_file(&path).unwrap();
+        assert_eq!(p.len as usize, second, "up to the second sync point");
+        assert_eq!((p.stats.rows, p.isize), (3, 24));
+        let mut ended = all[..second].to_vec();
+        ended.extend_from_slice(&member_end(p.crc, p.isize));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&ended[..]).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
+        let mut header = &all[..];
+        assert_eq!(gzip_header_len(&mut header).unwrap(), Some(10 + 2 + 3 + 8));
+        assert_eq!(gzip_header_len(&mut &all[..11]).unwrap(), None, "cut short");
+    }
+
+    #[test]
     fn scan_stops_at_torn_member() {
         let mut all = Vec::new();
         for part in ["{\"a\":1}\n{\"a\":2}\n", "{\"a\":3}\n"] {
