@@ -9,16 +9,20 @@ newline gets one). Files are named
 
 where date/hour are the UTC start of the file's period [floor(t/R)·R, +R) (R = --rotate-secs, UTC
 epoch seconds; 3600 = UTC hours). A file is written as <name>.partial and opened only when a line
-arrives. Every --flush-secs (when there are new lines) the lines are written as one complete gzip
-member and fsynced: at most that much accepted input is ever only in memory. When the period ends
-the file is sealed, even if no line arrives: finish, fsync, rename to the final name, fsync the
-directory, and print one sealed-file record (schema pmarchive.sealed/1, docs/DATA_CONTRACT.md) on
-stdout. Existing files are never appended to or replaced.
+arrives. A file is one gzip member (a new one after every 64 MiB of input). Every --flush-secs (when
+there are new lines) the member is sync-flushed (its dictionary is kept), the new bytes and an end
+that makes the file complete gzip are written, and the file is fsynced: at most that much accepted
+input is ever only in memory, and the .partial is always a valid gzip file. The next flush replaces
+that 10-byte end. When the period ends the file is sealed, even if no line arrives: finish, fsync,
+rename to the final name, fsync the directory, and print one sealed-file record (schema
+pmarchive.sealed/1, docs/DATA_CONTRACT.md) on stdout. Existing files are never appended to or
+replaced. Any gzip reader reads the files (zcat, Python gzip, DuckDB).
 
 At start (and with --recover-only, which does only this) every <host>-*.partial under
 <root>/venue=<v>/stream=<s>/ (left by a dead run) is sealed: its complete gzip members become the
-final file, bytes after them are kept beside it as <final name>.unreadable-tail; its record has
-recovered=true and the dead run's run_id. Partials of other hosts are left alone. A lock file
+final file, and of a member cut short (a write interrupted) the part up to its last flush, ended
+anew; every byte after that readable prefix is kept beside it as <final name>.unreadable-tail; its
+record has recovered=true and the dead run's run_id. Partials of other hosts are left alone. A lock file
 (<stream dir>/.jsonl-rotate-<host>.lock) keeps two writers off the same stream and host.
 
 Usage:
@@ -31,6 +35,14 @@ Options:
     --venue NAME        [default: polymarket]
     --flush-secs SECS   Longest time an accepted line stays only in memory; > 0 and <= 60. [default: 5]
     --rotate-secs N     Period length in whole seconds, 1..86400. [default: 3600]
+    --flush-bytes N     Also flush when N bytes of accepted input are only in memory, 1..67108864
+                        (scripts/bench_rotate.sh uses it to model --flush-secs at a data rate).
+                        [default: 67108864]
+    --level N           gzip level 0..9 [default: 7] (zlib-rs: 7 is the first level with the lazy
+                        matcher; 3-6 miss most repeats of a book one poll back).
+    --member-per-flush  Write the older format: every flush a complete gzip member with a fresh
+                        dictionary (with --level 6: what jsonl-rotate wrote before 2026-12-01;
+                        larger; kept for comparisons by the benchmarks).
     --host H            Host part of file names. [default: $PMARCHIVE_HOST or the host name]
     --run-id ID         Run part of file names. [default: $PMARCHIVE_RUN_ID or a new run id]
     --recover-only      Seal the dead runs' partials, print their records, exit (stdin not read).
@@ -44,8 +56,8 @@ and the tool exits 0. End of stdin: seal, exit 0. A closed stdout does not stop 
 are still sealed (their records are then lost; a note goes to stderr) until stdin ends.
 
 A full disk (ENOSPC) or another write error while running: one line on stderr (\"disk full under
-…\"), the open .partial is left as it is (its complete gzip members are sealed by the next start,
-bytes of a member cut short are kept as its unreadable tail) and the tool exits 1. Recovery on a
+…\"), the open .partial is left as it is (the next start seals its readable prefix; bytes of a write cut
+short are kept as its unreadable tail) and the tool exits 1. Recovery on a
 full disk leaves no empty or temp file: a tail file is created only with all its bytes (copied to
 a dot temp file, fsynced, renamed); when that fails the partial stays as it was for the next start.
 
@@ -84,6 +96,9 @@ fn run() -> cli::Result<ExitCode> {
     let mut host: Option<String> = None;
     let mut run_id: Option<String> = None;
     let mut recover_only = false;
+    let mut flush_bytes = rotate::FLUSH_BYTES;
+    let mut member_per_flush = false;
+    let mut level = rotate::DEFAULT_LEVEL;
     let mut check_args = false;
     while let Some(arg) = p.next()? {
         match arg {
@@ -94,6 +109,9 @@ fn run() -> cli::Result<ExitCode> {
             Long("rotate-secs") => rotate_secs = cli::value(&mut p, "--rotate-secs")?,
             Long("host") => host = Some(cli::value(&mut p, "--host")?),
             Long("run-id") => run_id = Some(cli::value(&mut p, "--run-id")?),
+            Long("flush-bytes") => flush_bytes = cli::value(&mut p, "--flush-bytes")?,
+            Long("member-per-flush") => member_per_flush = true,
+            Long("level") => level = cli::value(&mut p, "--level")?,
             Long("recover-only") => recover_only = true,
             Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
@@ -105,6 +123,12 @@ fn run() -> cli::Result<ExitCode> {
     let Some(stream) = stream else { return cli::usage("--stream NAME is required") };
     if flush_every > Duration::from_secs(60) {
         return cli::usage("--flush-secs: at most 60");
+    }
+    if !(1..=rotate::FLUSH_BYTES).contains(&flush_bytes) {
+        return cli::usage(format!("--flush-bytes: must be 1..{}, got {flush_bytes}", rotate::FLUSH_BYTES));
+    }
+    if level > 9 {
+        return cli::usage(format!("--level: must be 0..9, got {level}"));
     }
     if !(1..=86_400).contains(&rotate_secs) {
         return cli::usage(format!("--rotate-secs: must be 1..86400, got {rotate_secs}"));
@@ -122,7 +146,8 @@ fn run() -> cli::Result<ExitCode> {
     if check_args {
         return Ok(ExitCode::Success);
     }
-    let cfg = Config { root, venue, stream, host, run_id, flush_every, rotate_secs, level: 6 };
+    let cfg =
+        Config { root, venue, stream, host, run_id, flush_every, rotate_secs, level, flush_bytes, member_per_flush };
 
     signal::install();
     let _lock = match rotate::lock_stream(&cfg, LOCK_WAIT) {

@@ -2,26 +2,36 @@
 //!
 //! Data path: a reader thread splits stdin into lines, checks each is JSON (counting, never dropping,
 //! the ones that are not), notes each line's `collected_at_utc`, and sends batches of whole lines over
-//! a bounded channel. The writer compresses them into an in-memory gzip member; every `flush_every`
-//! (only when there are unflushed lines) the member is finished, written to `<final name>.partial` in
-//! one `write` and `sync_data`ed, so at most `flush_every` of accepted lines live only in memory.
-//! When the clock leaves the file's period the file is sealed (finish, fsync, rename, fsync dir) even
-//! if no line arrives, and one `pmarchive.sealed/1` record is printed.
+//! a bounded channel. The writer compresses them into one gzip member per file (a new member after
+//! [`MEMBER_MAX_INPUT`] of input). Every `flush_every` (only when there are unflushed lines) the
+//! deflate stream is sync-flushed (Z_SYNC_FLUSH: byte-aligned, ends with `00 00 ff ff`, the dictionary
+//! is kept) and the new bytes are written, followed by a provisional end (an empty final deflate block
+//! `03 00` and the CRC-32/length of the member so far), in one `write` at the end of the previous
+//! flush point, then `sync_data`ed. So the `.partial` is a complete gzip file after every flush, and
+//! at most `flush_every` of accepted lines live only in memory; the next flush overwrites the 10-byte
+//! provisional end. When the clock leaves the file's period the file is sealed (member finished,
+//! fsync, rename, fsync dir) even if no line arrives, and one `pmarchive.sealed/1` record is printed.
+//! `member_per_flush` writes the older format instead (every flush a complete member with a fresh
+//! dictionary; about 1.6-1.8x larger), kept for comparisons by the benchmarks.
 //!
 //! Recovery: a `.partial` left by a dead run holds complete gzip members followed by at most one torn
-//! member (or garbage). [`recover_partial`] keeps the complete members as the final file and the rest,
-//! byte for byte, beside it as `<final name>.unreadable-tail`. Nothing is deleted.
+//! member (a write cut short, or garbage). [`recover_partial`] keeps the complete members as the final
+//! file; of a torn member it keeps the bytes up to its last sync point (`00 00 ff ff` after which the
+//! readable data ends in a whole line) and appends an end (`03 00`, CRC-32, length) so that it is a
+//! valid member again; every byte after the readable prefix is kept, byte for byte, beside it as
+//! `<final name>.unreadable-tail`. Nothing is deleted.
 //!
 //! Layout and records: docs/DATA_CONTRACT.md ("Archive layout", "Sealed-file record", "jsonl-rotate").
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use flate2::write::GzEncoder;
-use flate2::Compression;
+use flate2::write::{DeflateEncoder, GzEncoder};
+use flate2::{Compression, Crc};
 use time::OffsetDateTime;
 
 use crate::{clock, jsonl, signal, util};
@@ -29,8 +39,16 @@ use crate::{clock, jsonl, signal, util};
 pub use crate::layout::Sealed;
 use crate::layout::{self, PARTIAL_SUFFIX, SEALED_RECORD, SEALED_SCHEMA, TAIL_SUFFIX, TAIL_TMP_SUFFIX};
 
-/// A member is also finished when this much input went into it (bounds memory at high rates).
+/// A member is finished (and a new one started) when this much input went into it: bounds the work
+/// of recovering a torn member, and costs one fresh dictionary per 64 MiB.
 const MEMBER_MAX_INPUT: u64 = 64 << 20;
+/// Default of [`Config::flush_bytes`]: with it, memory holds at most this much unflushed input.
+pub const FLUSH_BYTES: u64 = 64 << 20;
+/// Default gzip level. zlib-rs (flate2's backend here; zlib-ng's level table) compresses levels 3-6
+/// with a faster "medium" matcher that misses most matches one 20-25 kB book reply back; level 7 is
+/// the first with the lazy "slow" matcher: 1.85x smaller than level 6 on the synthetic /books lines of
+/// scripts/bench_rotate.sh at about the same CPU per MB (reports/bench_rotate_local_2026-12-01.txt).
+pub const DEFAULT_LEVEL: u32 = 7;
 /// The reader sends a batch when it holds this much, or when no more input is ready.
 const BATCH_BYTES: usize = 1 << 20;
 /// Batches in flight between the reader and the writer (backpressure beyond that).
@@ -57,6 +75,10 @@ pub struct Config {
     pub rotate_secs: u64,
     /// gzip level (0–9).
     pub level: u32,
+    /// Also flush when this much accepted input is only in memory.
+    pub flush_bytes: u64,
+    /// The older format: every flush finishes the member (a fresh dictionary each time).
+    pub member_per_flush: bool,
 }
 
 impl Config {
@@ -325,9 +347,14 @@ struct OpenFile {
     final_path: PathBuf,
     partial_path: PathBuf,
     file: File,
-    /// The member being filled; None when every accepted line is on disk.
-    member: Option<GzEncoder<Vec<u8>>>,
-    member_input: u64,
+    /// The member being written; None when the file ends after complete members.
+    member: Option<Member>,
+    /// Where the next bytes go: the end of the last flush point (a provisional end follows it).
+    end: u64,
+    /// Bytes in the file (`end` plus the provisional end, if any).
+    len: u64,
+    /// Input accepted since the last flush.
+    unflushed: u64,
     /// When the oldest unflushed line must be on disk.
     flush_due: Option<Instant>,
     stats: LineStats,
@@ -425,7 +452,7 @@ impl<'a, W: Write> Writer<'a, W> {
         }
         if let Some(f) = &mut self.open {
             if f.flush_due.is_some_and(|d| Instant::now() >= d) {
-                flush_member(f, true)?;
+                flush(f, self.cfg.member_per_flush, true)?;
             }
         }
         Ok(())
@@ -449,18 +476,29 @@ impl<'a, W: Write> Writer<'a, W> {
             f.stats.merge(&std::mem::take(&mut self.carry));
             self.open = Some(f);
         }
-        let level = self.cfg.level;
+        let (level, flush_bytes) = (self.cfg.level, self.cfg.flush_bytes);
         let f = self.open.as_mut().expect("opened above");
-        let member =
-            f.member.get_or_insert_with(|| GzEncoder::new(Vec::with_capacity(1 << 20), Compression::new(level)));
-        member.write_all(&b.data)?;
-        f.member_input += b.data.len() as u64;
         f.stats.merge(&b.stats);
-        if f.flush_due.is_none() {
-            f.flush_due = Some(Instant::now() + self.cfg.flush_every);
-        }
-        if f.member_input >= MEMBER_MAX_INPUT {
-            flush_member(f, true)?;
+        let mut data = &b.data[..];
+        while !data.is_empty() {
+            // Up to the end of the line that fills the flush window (`flush_bytes`), then flush.
+            let room = flush_bytes.saturating_sub(f.unflushed).max(1) as usize;
+            let cut = match data.get(room - 1..) {
+                Some(after) => after.iter().position(|&c| c == b'\n').map_or(data.len(), |i| room + i),
+                None => data.len(),
+            };
+            let (now, rest) = data.split_at(cut);
+            data = rest;
+            let member = f.member.get_or_insert_with(|| Member::new(level));
+            member.write(now)?;
+            let member_full = member.enc.total_in() >= MEMBER_MAX_INPUT;
+            f.unflushed += now.len() as u64;
+            if f.flush_due.is_none() {
+                f.flush_due = Some(Instant::now() + self.cfg.flush_every);
+            }
+            if member_full || f.unflushed >= flush_bytes {
+                flush(f, member_full || self.cfg.member_per_flush, true)?;
+            }
         }
         Ok(())
     }
@@ -496,7 +534,9 @@ impl<'a, W: Write> Writer<'a, W> {
                         partial_path,
                         file,
                         member: None,
-                        member_input: 0,
+                        end: 0,
+                        len: 0,
+                        unflushed: 0,
                         flush_due: None,
                         stats: LineStats::default(),
                         opened_at: clock::fmt_micros(clock::now()),
@@ -511,7 +551,7 @@ impl<'a, W: Write> Writer<'a, W> {
     /// Seals the open file (if any): last member, fsync, rename, fsync dir, record.
     pub fn seal(&mut self) -> io::Result<()> {
         let Some(mut f) = self.open.take() else { return Ok(()) };
-        flush_member(&mut f, false)?;
+        flush(&mut f, true, false)?;
         f.file.sync_all()?;
         drop(f.file);
         fs::rename(&f.partial_path, &f.final_path)?;
@@ -553,17 +593,88 @@ impl<'a, W: Write> Writer<'a, W> {
     }
 }
 
-/// Finishes the current member and writes it in one call; `sync` makes it durable now.
-fn flush_member(f: &mut OpenFile, sync: bool) -> io::Result<()> {
-    if let Some(member) = f.member.take() {
-        let bytes = member.finish()?;
-        f.file.write_all(&bytes)?;
-        if sync {
-            f.file.sync_data()?;
-        }
+/// An open gzip member: its header and deflate output not yet on disk, and the CRC of its input.
+struct Member {
+    enc: DeflateEncoder<Vec<u8>>,
+    crc: Crc,
+}
+
+impl Member {
+    fn new(level: u32) -> Member {
+        let mut buf = Vec::with_capacity(1 << 20);
+        buf.extend_from_slice(&gzip_header(level));
+        Member { enc: DeflateEncoder::new(buf, Compression::new(level)), crc: Crc::new() }
     }
-    f.member_input = 0;
+
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.crc.update(data);
+        self.enc.write_all(data)
+    }
+}
+
+/// The 10-byte gzip header flate2's `GzEncoder` writes: no name, mtime 0, OS unknown (255).
+fn gzip_header(level: u32) -> [u8; 10] {
+    let xfl = match level {
+        9.. => 2,
+        0 | 1 => 4,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]
+}
+
+/// An empty final deflate block (fixed Huffman: BFINAL=1, BTYPE=01, end-of-block), valid after a
+/// sync point (byte-aligned, between blocks); what zlib itself writes to finish a sync-flushed stream.
+const EMPTY_FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
+
+/// What ends a member whose deflate data stopped at a sync point: the empty final block, then the
+/// gzip trailer (CRC-32 and length mod 2^32 of the data, little-endian).
+fn member_end(crc: u32, len: u32) -> [u8; 10] {
+    let mut e = [0u8; 10];
+    e[..2].copy_from_slice(&EMPTY_FINAL_BLOCK);
+    e[2..6].copy_from_slice(&crc.to_le_bytes());
+    e[6..].copy_from_slice(&len.to_le_bytes());
+    e
+}
+
+/// Puts every accepted line on disk with one positioned write at the last flush point (over its
+/// provisional end). The open member gets a sync point and a new provisional end, or, when `close`,
+/// is finished. `sync` makes the write durable now. After it the file is complete gzip members.
+fn flush(f: &mut OpenFile, close: bool, sync: bool) -> io::Result<()> {
+    f.unflushed = 0;
     f.flush_due = None;
+    let Some(mut m) = f.member.take() else { return Ok(()) };
+    if close {
+        let (crc, len) = (m.crc.sum(), m.crc.amount());
+        let mut bytes = m.enc.finish()?;
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes.extend_from_slice(&len.to_le_bytes());
+        write_at_end(f, &bytes, bytes.len())?;
+    } else {
+        m.enc.flush()?; // Z_SYNC_FLUSH: everything so far is decodable, the dictionary stays
+        let end = member_end(m.crc.sum(), m.crc.amount());
+        let bytes = m.enc.get_mut();
+        let keep = bytes.len();
+        bytes.extend_from_slice(&end);
+        let res = write_at_end(f, bytes, keep);
+        bytes.clear(); // the buffer is reused for the next flush's compressed bytes
+        res?;
+        f.member = Some(m);
+    }
+    if sync {
+        f.file.sync_data()?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` at the last flush point; the first `keep` of them stay (the rest is a provisional end).
+fn write_at_end(f: &mut OpenFile, bytes: &[u8], keep: usize) -> io::Result<()> {
+    f.file.write_all_at(bytes, f.end)?;
+    let written = f.end + bytes.len() as u64;
+    if written < f.len {
+        f.file.set_len(written)?; // not reached (a new end is never shorter than the old), a guard
+    }
+    f.len = written;
+    f.end += keep as u64;
     Ok(())
 }
 
@@ -726,9 +837,151 @@ pub fn scan_members<R: Read>(input: R) -> io::Result<Scan> {
     Ok(scan)
 }
 
-/// Seals a dead run's `.partial`: complete members stay as the final file, the rest is kept beside
-/// it as `<final name>.unreadable-tail`. Order (each step fsynced) so that a crash at any point
-/// loses nothing: tail copied out, partial truncated to its readable prefix, renamed.
+/// The readable prefix of a member cut short: its bytes up to a sync point, and what they hold.
+pub struct SyncPrefix {
+    /// Bytes of the member (header included) up to and with the sync point's `00 00 ff ff`.
+    pub len: u64,
+    /// CRC-32 and length (mod 2^32) of the data up to the sync point: the trailer it needs.
+    pub crc: u32,
+    pub isize: u32,
+    pub stats: LineStats,
+    pub run_id: Option<String>,
+}
+
+/// Reads a gzip member header; returns its length, or None when it is not one (or is cut short).
+fn gzip_header_len<R: Read>(r: &mut R) -> io::Result<Option<u64>> {
+    fn byte<R: Read>(r: &mut R) -> io::Result<Option<u8>> {
+        let mut b = [0u8; 1];
+        match r.read_exact(&mut b) {
+            Ok(()) => Ok(Some(b[0])),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    let mut fixed = [0u8; 10];
+    for b in fixed.iter_mut() {
+        let Some(v) = byte(r)? else { return Ok(None) };
+        *b = v;
+    }
+    let flg = fixed[3];
+    if fixed[..3] != [0x1f, 0x8b, 8] || flg & 0xe0 != 0 {
+        return Ok(None);
+    }
+    let mut len = 10u64;
+    if flg & 0x04 != 0 {
+        // FEXTRA: a 2-byte length, then that many bytes.
+        let (Some(lo), Some(hi)) = (byte(r)?, byte(r)?) else { return Ok(None) };
+        let n = u16::from_le_bytes([lo, hi]) as u64;
+        if io::copy(&mut r.take(n), &mut io::sink())? < n {
+            return Ok(None);
+        }
+        len += 2 + n;
+    }
+    for flag in [0x08, 0x10] {
+        // FNAME, FCOMMENT: zero-terminated.
+        if flg & flag != 0 {
+            loop {
+                let Some(b) = byte(r)? else { return Ok(None) };
+                len += 1;
+                if b == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    if flg & 0x02 != 0 {
+        // FHCRC
+        if byte(r)?.is_none() || byte(r)?.is_none() {
+            return Ok(None);
+        }
+        len += 2;
+    }
+    Ok(Some(len))
+}
+
+/// The readable prefix of the gzip member that starts at `start` in `file` and does not decode
+/// completely (cut short, or damaged): the last sync point (`00 00 ff ff` ending an empty stored
+/// block) at which the data decoded so far ends in a whole line, checked by decoding that prefix
+/// with its end ([`member_end`]) as a member of its own. None when there is no such point (a
+/// member of the older format, garbage, a write cut short before the member's first flush).
+/// Decodes the member once (plus the check); reads at most the rest of the file.
+pub fn torn_member_prefix(file: &File, start: u64) -> io::Result<Option<SyncPrefix>> {
+    const SYNC: [u8; 4] = [0, 0, 0xff, 0xff];
+    let mut r = BufReader::with_capacity(1 << 20, file.try_clone()?);
+    r.seek(SeekFrom::Start(start))?;
+    let Some(header) = gzip_header_len(&mut r)? else { return Ok(None) };
+    let mut dec = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(256 << 10);
+    let mut sink = LineSink::default();
+    let mut crc = Crc::new();
+    // Candidates, oldest first: (member bytes up to the point, data bytes, crc, stats, run_id).
+    let mut points: Vec<(u64, u64, u32, LineStats, Option<String>)> = Vec::new();
+    let mut last4 = [1u8; 4]; // the last 4 deflate bytes fed (across reads)
+    'read: loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let n = buf.len();
+        let mut fed = 0;
+        while fed < n {
+            // Feed up to (and with) the next possible sync point, or to the end of the buffer.
+            let mut stop = n;
+            for (i, &b) in buf[fed..].iter().enumerate() {
+                last4 = [last4[1], last4[2], last4[3], b];
+                if last4 == SYNC {
+                    stop = fed + i + 1;
+                    break;
+                }
+            }
+            let mut input = &buf[fed..stop];
+            loop {
+                let before = dec.total_in();
+                out.clear();
+                let status = dec.decompress_vec(input, &mut out, flate2::FlushDecompress::None);
+                let used = (dec.total_in() - before) as usize;
+                input = &input[used..];
+                crc.update(&out);
+                sink.write_all(&out)?;
+                match status {
+                    Ok(flate2::Status::StreamEnd) | Err(_) => break 'read, // the deflate data ends here
+                    Ok(_) if input.is_empty() && out.len() < out.capacity() => break, // all decoded
+                    Ok(_) if used == 0 && out.is_empty() => break 'read,   // no progress
+                    Ok(_) => {}
+                }
+            }
+            if last4 == SYNC {
+                let data = dec.total_out();
+                if data > 0 && sink.pending.is_empty() && !sink.skipping {
+                    let at = header + dec.total_in();
+                    points.push((at, data, crc.sum(), sink.stats.clone(), sink.run_id.clone()));
+                }
+                last4 = [1; 4];
+            }
+            fed = stop;
+        }
+        r.consume(n);
+    }
+    // The last point whose prefix, ended, decodes as a member on its own.
+    while let Some((at, data, sum, stats, run_id)) = points.pop() {
+        let isize = data as u32; // mod 2^32, as gzip's ISIZE
+        let mut f = file.try_clone()?;
+        f.seek(SeekFrom::Start(start))?;
+        let end = member_end(sum, isize);
+        let mut d = flate2::read::GzDecoder::new(BufReader::new(f.take(at)).chain(&end[..]));
+        if io::copy(&mut d, &mut io::sink()).is_ok_and(|n| n == data) {
+            return Ok(Some(SyncPrefix { len: at, crc: sum, isize, stats, run_id }));
+        }
+    }
+    Ok(None)
+}
+
+/// Seals a dead run's `.partial`: complete members stay as the final file, and of a member cut short
+/// its prefix up to its last sync point ([`torn_member_prefix`]), ended anew ([`member_end`]); every
+/// byte after that readable prefix is kept beside it as `<final name>.unreadable-tail`. Order (each
+/// step fsynced) so that a crash at any point loses nothing: tail copied out, partial truncated to its
+/// readable prefix (a crash here leaves a partial that ends at a sync point: the next recovery ends
+/// it), end written, renamed.
 pub fn recover_partial(cfg: &Config, partial: &Path) -> io::Result<Sealed> {
     let dir = partial.parent().expect("partial has a directory").to_path_buf();
     let name = partial.file_name().expect("file name").to_string_lossy().into_owned();
@@ -739,19 +992,34 @@ pub fn recover_partial(cfg: &Config, partial: &Path) -> io::Result<Sealed> {
     let meta = file.metadata()?;
     let len = meta.len();
     let opened = meta.created().or_else(|_| meta.modified()).map(OffsetDateTime::from).unwrap_or_else(|_| clock::now());
-    let scan = scan_members(&mut file)?;
+    let mut scan = scan_members(&mut file)?;
+    // A member cut short: its readable prefix, and the end it needs.
+    let mut readable = scan.good_bytes;
+    let mut end = None;
+    if readable < len {
+        if let Some(p) = torn_member_prefix(&file, readable)? {
+            readable += p.len;
+            end = Some(member_end(p.crc, p.isize));
+            scan.stats.merge(&p.stats);
+            if scan.run_id.is_none() {
+                scan.run_id = p.run_id;
+            }
+        }
+    }
 
     let mut tail: Option<(PathBuf, u64)> = None;
     remove_empty_tails(&dir, &final_name)?;
-    if scan.good_bytes < len {
-        let tail_len = len - scan.good_bytes;
+    if readable < len {
+        let tail_len = len - readable;
         let tail_path = free_name(&dir, &format!("{final_name}{TAIL_SUFFIX}"));
-        file.seek(SeekFrom::Start(scan.good_bytes))?;
+        file.seek(SeekFrom::Start(readable))?;
         copy_tail(&mut file, tail_len, &dir.join(format!(".{final_name}{TAIL_TMP_SUFFIX}")), &tail_path)
             .map_err(|e| io::Error::new(e.kind(), format!("keeping its {tail_len} unreadable tail bytes: {e}")))?;
-        file.set_len(scan.good_bytes)?;
+        file.set_len(readable)?;
+        file.sync_all()?;
+        let torn = if end.is_some() { ", and a member cut short kept up to its last flush" } else { "" };
         eprintln!(
-            "jsonl-rotate: {}: {} unreadable bytes after {} complete gzip members kept as {}",
+            "jsonl-rotate: {}: {} unreadable bytes after {} complete gzip members{torn} kept as {}",
             partial.display(),
             tail_len,
             scan.members,
@@ -765,7 +1033,9 @@ pub fn recover_partial(cfg: &Config, partial: &Path) -> io::Result<Sealed> {
             tail = Some((t, m.len()));
         }
     }
-    if scan.good_bytes == 0 {
+    if let Some(e) = end {
+        file.write_all_at(&e, readable)?;
+    } else if readable == 0 {
         // No readable member: the final file is a valid empty gzip.
         file.seek(SeekFrom::Start(0))?;
         file.write_all(&GzEncoder::new(Vec::new(), Compression::default()).finish()?)?;
@@ -951,6 +1221,37 @@ mod tests {
         assert_eq!(s.invalid, 1);
         assert_eq!(s.first().unwrap(), "2026-11-24T16:00:01.000000Z");
         assert_eq!(s.last().unwrap(), "2026-11-24T16:00:02.000000Z");
+    }
+
+    #[test]
+    fn a_torn_member_with_a_named_header_is_ended_at_its_last_sync_point() {
+        // A member from another gzip writer (header with FNAME and FEXTRA), sync-flushed twice, cut
+        // inside the data after its second sync point.
+        let mut e =
+            flate2::GzBuilder::new().filename("x.jsonl").extra(vec![1, 2, 3]).write(Vec::new(), Compression::new(7));
+        e.write_all(b"{\"a\":1}\n").unwrap();
+        e.flush().unwrap();
+        e.write_all(b"{\"a\":2}\n{\"a\":3}\n").unwrap();
+        e.flush().unwrap();
+        let second = e.get_ref().len();
+        e.write_all(&b"{\"a\":4}\n".repeat(50)).unwrap();
+        let all = e.finish().unwrap();
+        let path = std::env::temp_dir().join(format!("rotate-unit-torn-{}", std::process::id()));
+        let mut bytes = b"garbage before".to_vec(); // the member starts at an offset
+        bytes.extend_from_slice(&all[..all.len() - 12]);
+        fs::write(&path, &bytes).unwrap();
+        let p = torn_member_prefix(&File::open(&path).unwrap(), 14).unwrap().expect("a sync point");
+        fs::remove_file(&path).unwrap();
+        assert_eq!(p.len as usize, second, "up to the second sync point");
+        assert_eq!((p.stats.rows, p.isize), (3, 24));
+        let mut ended = all[..second].to_vec();
+        ended.extend_from_slice(&member_end(p.crc, p.isize));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&ended[..]).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
+        let mut header = &all[..];
+        assert_eq!(gzip_header_len(&mut header).unwrap(), Some(10 + 2 + 3 + 8));
+        assert_eq!(gzip_header_len(&mut &all[..11]).unwrap(), None, "cut short");
     }
 
     #[test]

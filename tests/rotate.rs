@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -432,6 +432,9 @@ fn bad_arguments_exit_2() {
         vec!["--stream", "books"],
         vec!["--root", r],
         vec!["--root", r, "--stream", "books", "--bogus"],
+        vec!["--root", r, "--stream", "books", "--level", "10"],
+        vec!["--root", r, "--stream", "books", "--flush-bytes", "0"],
+        vec!["--root", r, "--stream", "books", "--flush-bytes", "67108865"],
     ];
     for args in cases {
         let mut c = tool("jsonl-rotate");
@@ -635,4 +638,212 @@ st status-after
     assert_eq!(get("tmp_files"), "0");
     assert_eq!(get("tail_5000"), "1", "the tail exists with all its bytes");
     assert!(!reasons("status-after.json").contains(&disk_full), "{}", note("status-after.json"));
+}
+
+/// The partial's bytes once it holds exactly `want` (decoded), polled with a generous deadline.
+fn partial_when_it_holds(root: &Path, want: &str, live: &Live) -> Vec<u8> {
+    let start = Instant::now();
+    loop {
+        if let Some(p) = files(root, ".partial").first() {
+            let bytes = std::fs::read(p).unwrap();
+            let mut text = String::new();
+            let decoded = flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut text).is_ok();
+            if decoded && text == want {
+                return bytes;
+            }
+        }
+        assert!(start.elapsed() < LIMIT, "the partial never held the lines sent; stderr:\n{}", live.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `--recover-only` on `root`; returns its one record.
+fn recover_only(root: &Path) -> Value {
+    let out = run_with_timeout(rotate_cmd(root, &["--recover-only"]), None, LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let recs = jsonl(&out.stdout);
+    assert_eq!(recs.len(), 1, "{err}");
+    recs.into_iter().next().unwrap()
+}
+
+/// Lines `from..to`, each batch with its own timestamp second.
+fn lines(from: usize, to: usize) -> String {
+    (from..to).map(|i| line(i, &format!("2026-11-24T16:10:{:02}.000000Z", i / 100)) + "\n").collect()
+}
+
+/// Reads each gzip file with Python's `gzip` and with DuckDB (`read_json`): the line counts of both,
+/// per file. None (skipped) without a Python that has duckdb (`.ci/run` provides one in
+/// `target/pyvenv`, named by `PMARCHIVE_PYTHON`); under `CI=true` that is a failure.
+fn python_and_duckdb_line_counts(paths: &[PathBuf]) -> Option<Vec<(usize, usize)>> {
+    let py = std::env::var("PMARCHIVE_PYTHON").unwrap_or_else(|_| "target/pyvenv/bin/python".into());
+    let have = Command::new(&py).args(["-c", "import duckdb"]).output().is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{py}: no duckdb under CI");
+        eprintln!("{py}: cannot import duckdb: the Python gzip / DuckDB read check is skipped");
+        return None;
+    }
+    const READ: &str = r#"
+import duckdb, gzip, sys
+con = duckdb.connect()
+for p in sys.argv[1:]:
+    with gzip.open(p, "rt") as f:
+        n_py = sum(1 for _ in f)
+    q = "select count(*) from read_json(?, format='newline_delimited', records=false)"
+    n_db = con.execute(q, [p]).fetchone()[0]
+    print(n_py, n_db)
+"#;
+    let o = Command::new(&py).args(["-c", READ]).args(paths).output().unwrap();
+    assert!(o.status.success(), "python/duckdb: {}", String::from_utf8_lossy(&o.stderr));
+    let counts = String::from_utf8(o.stdout).unwrap();
+    Some(
+        counts
+            .lines()
+            .map(|l| {
+                let (a, b) = l.split_once(' ').unwrap();
+                (a.parse().unwrap(), b.parse().unwrap())
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn killed_between_two_sync_flushes_of_one_member_every_flushed_line_is_kept() {
+    let root = tempdir("rotate-sync-kill");
+    let clock = "2026-11-24T16:10:00Z";
+    let mut c = rotate_cmd(&root, &["--run-id", "dead", "--flush-secs", "0.2"]);
+    c.env("PMARCHIVE_CLOCK", clock);
+    let mut live = Live::spawn(c);
+    // Three flushes of one member: after each, the partial is a complete gzip file holding every
+    // line sent so far, and each flush only adds to the bytes of the one before (minus its 10-byte
+    // provisional end): the dictionary is kept across flushes.
+    let mut sent = String::new();
+    let mut snapshots: Vec<(Vec<u8>, String)> = Vec::new();
+    for k in 0..3 {
+        let batch = lines(k * 100, k * 100 + 100);
+        live.send(&batch);
+        sent += &batch;
+        let bytes = partial_when_it_holds(&root, &sent, &live);
+        if let Some((prev, _)) = snapshots.last() {
+            assert_eq!(bytes[..prev.len() - 10], prev[..prev.len() - 10], "a flush only appends");
+            assert!(bytes.len() > prev.len());
+        }
+        assert_eq!(&bytes[bytes.len() - 14..bytes.len() - 8], b"\x00\x00\xff\xff\x03\x00", "sync point, then end");
+        snapshots.push((bytes, sent.clone()));
+    }
+    let partial = files(&root, ".partial")[0].clone();
+    assert!(gzip_ok(&partial));
+    let (last, _) = snapshots.last().unwrap();
+    let mut one = flate2::read::GzDecoder::new(&last[..]);
+    let mut text = String::new();
+    one.read_to_string(&mut text).unwrap();
+    assert_eq!(text, sent, "one gzip member holds all three flushes");
+    // Killed between two flushes: lines sent after the last flush may be lost (at most the window).
+    let unflushed = lines(300, 350);
+    live.send(&unflushed);
+    live.child.kill().unwrap(); // SIGKILL
+    live.child.wait().unwrap();
+    let on_disk = std::fs::read(&partial).unwrap();
+    let r = recover_only(&root);
+    let p = check_record(&root, &r);
+    let text = zcat(&p);
+    assert!(text == sent || text == sent.clone() + &unflushed, "lost more than the unflushed lines");
+    if flate2::read::MultiGzDecoder::new(&on_disk[..]).read_to_end(&mut Vec::new()).is_ok() {
+        // Not killed inside a write (the usual case): the partial was complete, sealed as it is.
+        assert_eq!(std::fs::read(&p).unwrap(), on_disk, "an intact partial is sealed as it is");
+        assert_eq!((r["recovered"].as_bool(), r["tail_bytes"].as_u64()), (Some(true), Some(0)));
+    }
+    assert_eq!(r["rows"].as_u64().unwrap() as usize, text.lines().count());
+}
+
+#[test]
+fn a_member_cut_short_between_sync_points_is_ended_at_the_last_one_and_the_rest_kept() {
+    // A real partial written by jsonl-rotate with three sync points, then cut (a write interrupted
+    // by kill -9 or a power loss) at places inside the third flush's bytes and its end, with and
+    // without garbage after the cut.
+    let root = tempdir("rotate-sync-torn");
+    let mut c = rotate_cmd(&root, &["--run-id", "dead", "--flush-secs", "0.2"]);
+    c.env("PMARCHIVE_CLOCK", "2026-11-24T16:10:00Z");
+    let mut live = Live::spawn(c);
+    let mut sent = String::new();
+    let mut snapshots: Vec<(Vec<u8>, String)> = Vec::new();
+    for k in 0..3 {
+        let batch = lines(k * 100, k * 100 + 100);
+        live.send(&batch);
+        sent += &batch;
+        snapshots.push((partial_when_it_holds(&root, &sent, &live), sent.clone()));
+    }
+    live.child.kill().unwrap();
+    live.child.wait().unwrap();
+    let name = files(&root, ".partial")[0].file_name().unwrap().to_string_lossy().into_owned();
+    let full = snapshots[2].0.clone();
+    let sync = |k: usize| snapshots[k].0.len() - 10; // where flush k's provisional end starts
+    let cases: Vec<(usize, &[u8], usize)> = vec![
+        // (cut at, bytes after the cut, the flush whose data is the readable prefix)
+        (sync(1) + 1, b"", 1),
+        (sync(1) + (sync(2) - sync(1)) / 2, b"", 1),
+        (sync(2) - 1, b"", 1),
+        (sync(2) - 1, b"\x00\x00\xff\xff junk \x00\x00\x00\x00", 1),
+        (sync(2), b"", 2),
+        (sync(2) + 4, b"", 2),
+        (sync(2) + 4, &[0u8; 4096], 2),
+        (sync(0), b"", 0),
+    ];
+    let mut recovered = Vec::new();
+    for (i, (cut, after, k)) in cases.into_iter().enumerate() {
+        let case_root = tempdir(&format!("rotate-sync-torn-{i}"));
+        let dir = case_root.join("venue=polymarket/stream=books/date=2026-11-24/hour=16");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut bytes = full[..cut].to_vec();
+        bytes.extend_from_slice(after);
+        std::fs::write(dir.join(&name), &bytes).unwrap();
+        let r = recover_only(&case_root);
+        let p = check_record(&case_root, &r);
+        let (want_bytes, want_text) = &snapshots[k];
+        assert_eq!(&zcat(&p), want_text, "case {i}: the lines of every complete flush");
+        assert_eq!(&std::fs::read(&p).unwrap(), want_bytes, "case {i}: ended exactly as the writer had");
+        assert_eq!(r["rows"].as_u64().unwrap() as usize, want_text.lines().count(), "case {i}");
+        let tail = &bytes[sync(k)..];
+        if tail.is_empty() {
+            assert!(r["tail_path"].is_null(), "case {i}");
+        } else {
+            assert_eq!(r["tail_bytes"].as_u64().unwrap() as usize, tail.len(), "case {i}");
+            let kept = std::fs::read(case_root.join(r["tail_path"].as_str().unwrap())).unwrap();
+            assert_eq!(kept, tail, "case {i}: every byte after the readable prefix kept");
+        }
+        assert!(files(&case_root, ".partial").is_empty(), "case {i}");
+        recovered.push((p, want_text.lines().count()));
+    }
+    let (paths, want): (Vec<PathBuf>, Vec<usize>) = recovered.into_iter().unzip();
+    if let Some(counts) = python_and_duckdb_line_counts(&paths) {
+        assert_eq!(counts, want.iter().map(|&n| (n, n)).collect::<Vec<_>>(), "Python gzip and DuckDB read them");
+    }
+}
+
+#[test]
+fn flush_bytes_flushes_by_volume_at_line_ends_and_every_level_and_format_reads_back() {
+    // --flush-secs 60 never fires here: only --flush-bytes makes the lines durable.
+    let sent = lines(100, 140); // 40 lines of one length
+    let line_len = sent.len() / 40;
+    assert!(sent.lines().all(|l| l.len() + 1 == line_len));
+    for extra in [&[][..], &["--level", "1"], &["--level", "9"], &["--member-per-flush", "--level", "6"]] {
+        let root = tempdir("rotate-flush-bytes");
+        let mut args = vec!["--run-id", "vol", "--flush-secs", "60", "--flush-bytes"];
+        let window = (line_len * 10).to_string();
+        args.push(&window);
+        args.extend_from_slice(extra);
+        let mut c = rotate_cmd(&root, &args);
+        c.env("PMARCHIVE_CLOCK", "2026-11-24T16:10:00Z");
+        let mut live = Live::spawn(c);
+        live.send(&sent); // one batch of 40 lines: four windows of 10 lines, each flushed at once
+        let bytes = partial_when_it_holds(&root, &sent, &live);
+        if extra.is_empty() {
+            // Four sync points in one member, each right after a whole line.
+            let points = bytes.windows(4).filter(|w| *w == b"\x00\x00\xff\xff").count();
+            assert!(points >= 4, "{extra:?}: {points} sync points");
+        }
+        let (code, recs, err) = live.finish();
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(zcat(&check_record(&root, &recs[0])), sent, "{extra:?}");
+    }
 }
