@@ -23,6 +23,7 @@ pub mod rotate;
 pub mod signal;
 pub mod stream;
 pub mod track;
+pub mod trades;
 pub mod util;
 pub mod wsbook;
 

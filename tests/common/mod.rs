@@ -20,6 +20,7 @@ pub fn bin(name: &str) -> PathBuf {
         "pm-normalize" => env!("CARGO_BIN_EXE_pm-normalize"),
         "pm-stream" => env!("CARGO_BIN_EXE_pm-stream"),
         "pm-rebuild" => env!("CARGO_BIN_EXE_pm-rebuild"),
+        "pm-trades" => env!("CARGO_BIN_EXE_pm-trades"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)
