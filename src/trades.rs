@@ -365,6 +365,9 @@ impl<W: Write> Poller<W> {
         for cid in self.sorted(|_| true) {
             let e = &self.markets[&cid];
             match e.window.phase(&now) {
+                // Inside a backoff the venue asked for that outlasts this slot, the sweep waits for a
+                // later slot (the poll of this slot records the backoff gap).
+                Phase::Over if e.tracked && self.backing_off(k) => {}
                 Phase::Over if e.tracked => self.final_sweep(k, &cid)?,
                 Phase::Over => {
                     self.markets.remove(&cid);
@@ -383,6 +386,11 @@ impl<W: Write> Poller<W> {
             }
         }
         Ok(())
+    }
+
+    /// True when the family's backoff lasts past the next slot's due time.
+    fn backing_off(&self, k: u64) -> bool {
+        self.client.backoff_until("trades").is_some_and(|(until, _)| until > self.due(k + 1))
     }
 
     /// Condition ids of the markets matching `f`, in a stable order (window start, slug).
@@ -421,7 +429,7 @@ impl<W: Write> Poller<W> {
             return Ok(());
         }
         if let Some((until, reason)) = self.client.backoff_until("trades") {
-            if until > self.due(k + 1) {
+            if self.backing_off(k) {
                 let wait = until.saturating_duration_since(Instant::now()).as_secs_f64();
                 let mut ctx = GapCtx::new(GapKind::Backoff);
                 ctx.backoff_s = Some((wait * 1000.0).round() / 1000.0);

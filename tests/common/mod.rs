@@ -1,6 +1,7 @@
 //! Shared test helpers: the loopback venue, temp dirs, running the tools.
 #![allow(dead_code)]
 
+pub mod dataapi;
 pub mod venue;
 pub mod ws;
 
