@@ -24,6 +24,7 @@ pub mod signal;
 pub mod stream;
 pub mod track;
 pub mod trades;
+pub mod tradeset;
 pub mod util;
 pub mod wsbook;
 

@@ -351,3 +351,117 @@ fn bad_arguments_exit_2_and_check_args_connects_nowhere() {
     c.args(["--check-args", "--data-url", "http://127.0.0.1:9"]);
     assert_eq!(run_with_timeout(c, None, Duration::from_secs(20)).status.code(), Some(0));
 }
+
+/// A websocket raw line (pm-stream's frame envelope) holding these events.
+fn ws_line(seq: u64, recv: &str, conn: u64, events: Value) -> String {
+    serde_json::json!({"schema": "pmarchive.raw/1", "venue": "polymarket", "tool": "pm-stream", "seq": seq,
+        "kind": "ws", "collected_at_utc": recv, "body_kind": "json", "body": events,
+        "ctx": {"event": "frame", "conn_id": conn, "frame_no": seq}})
+    .to_string()
+}
+
+/// The trade rows of both sources from one pm-trades run plus websocket prints derived from the
+/// same fills: deterministic bytes whatever the input order, profile fields never copied, roles from
+/// the final sweep, and the reconciliation counts in the check output and the manifest.
+#[test]
+fn trade_rows_are_deterministic_deduplicated_and_reconciled() {
+    let v = Venue::start();
+    let api = DataApi::start();
+    let start = datetime!(2026-08-22 16:04:00 UTC);
+    let spec = api.simulate_clock(start, 60.0);
+    v.simulate_clock(start, 60.0);
+    let recs = market_lines(&v, "5m", "0", "2026-08-22T16:04:00Z");
+    let markets = register_all(&api, &recs[..1]);
+    api.set_spacing(Duration::from_secs(10));
+    api.duplicate_across_pages(true);
+    let cmd = trades_cmd(&api, Some(&spec), &["--interval", "0.5", "--settle", "5", "--page-size", "7"]);
+    let (code, lines, err) = run_trades(cmd, &recs[..1]);
+    assert_eq!(code, 0, "{err}");
+    let dir = common::tempdir("tradeset");
+    let raw = dir.join("trades.jsonl");
+    std::fs::write(&raw, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let cid = markets[0]["condition_id"].as_str().unwrap();
+    let all = api.rows(cid);
+    let takers: Vec<&Value> = all.iter().filter(|r| r.taker).map(|r| &r.value).collect();
+    let n = takers.len();
+    assert!(n >= 5, "{n} matches");
+    // Prints: #0 without a hash (matched on price/size/time), #1 missing (a fill no print matched),
+    // #2 twice on two connections (one row, 2 copies), one print no fill matches.
+    let mut ws = Vec::new();
+    for (i, t) in takers.iter().enumerate() {
+        if i == 1 {
+            continue;
+        }
+        let ms = t["timestamp"].as_i64().unwrap() * 1000 + 250 + (i as i64 % 3) * 100;
+        let ev = serde_json::json!({"event_type": "last_trade_price", "asset_id": t["token_id"], "market": cid,
+            "price": t["price"].to_string(), "size": t["size"].to_string(), "fee_rate_bps": "0", "side": t["side"],
+            "timestamp": ms.to_string(), "transaction_hash": if i == 0 { "".into() } else { t["transaction_hash"].clone() }});
+        let recv = clock::fmt_micros(clock::from_unix_ms(ms + 40).unwrap());
+        ws.push(ws_line(i as u64, &recv, 0, serde_json::json!([ev.clone()])));
+        if i == 2 {
+            ws.push(ws_line(1000, &recv, 1, ev));
+        }
+    }
+    let odd = serde_json::json!({"event_type": "last_trade_price", "asset_id": takers[0]["token_id"], "market": cid,
+        "price": "0.99", "size": "1", "side": "BUY", "timestamp": "1787414500000", "transaction_hash": "0xnotafill"});
+    ws.push(ws_line(2000, "2026-08-22T16:01:40.100000Z", 0, odd));
+    let wsf = dir.join("ws_market.jsonl");
+    std::fs::write(&wsf, ws.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let run = |args: &[&std::path::Path]| {
+        let mut c = tool("pm-tradeset");
+        c.args(args);
+        let out = run_with_timeout(c, None, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let a = run(&[&raw, &wsf]);
+    let b = run(&[&wsf, &raw]);
+    assert_eq!(a, b, "same input, same bytes, in any input order");
+    let text = String::from_utf8(a.clone()).unwrap();
+    for profile in ["name-", "Pseudo-", "derived bio", "example.invalid/p", "pseudonym", "profile_image", "\"bio\""] {
+        assert!(!text.contains(profile), "profile field copied: {profile}");
+    }
+    let rows = jsonl(&a);
+    let api_rows: Vec<&Value> = rows.iter().filter(|r| r["source"] == "data_api").collect();
+    assert_eq!(api_rows.len(), all.len(), "each fill once, however often it was served");
+    assert!(api_rows.iter().any(|r| r["copies"].as_u64() > Some(1)), "pages overlapped and polls re-read rows");
+    assert_eq!(api_rows.iter().filter(|r| r["role"] == "taker").count(), n);
+    assert_eq!(api_rows.iter().filter(|r| r["role"] == "maker").count(), all.len() - n);
+    let ws_rows: Vec<&Value> = rows.iter().filter(|r| r["source"] == "ws").collect();
+    assert_eq!(ws_rows.len(), n, "n − 1 missing + 1 extra, the duplicate collapsed");
+    assert_eq!(ws_rows.iter().filter(|r| r["copies"] == 2).count(), 1);
+    for r in &rows {
+        assert_eq!(r.as_object().unwrap().len(), 21, "every key present: {r}");
+        let t = serde_json::from_value::<pm_archive::tradeset::TradeRow>((*r).clone()).unwrap();
+        assert_eq!(serde_json::to_value(&t).unwrap(), *r, "one Rust type reads and writes the row");
+    }
+    let ms: Vec<i64> = rows.iter().map(|r| r["ts_event_ms"].as_i64().unwrap()).collect();
+    assert!(ms.windows(2).all(|w| w[0] <= w[1]), "sorted by exchange time");
+    // The check output.
+    let mut c = tool("pm-tradeset");
+    c.arg("--check").arg(&raw).arg(&wsf);
+    let out = run_with_timeout(c, None, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0));
+    let rep: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = &rep["markets"][0];
+    assert_eq!(m["market"], cid);
+    assert_eq!(m["slug"], markets[0]["slug"]);
+    assert_eq!(m["swept"], true);
+    let counts = |k: &str| m[k].as_u64().unwrap();
+    assert_eq!(counts("ws_prints"), n as u64);
+    assert_eq!(counts("matched_by_hash"), n as u64 - 2);
+    assert_eq!(counts("matched_by_fields"), 1);
+    assert_eq!(counts("unmatched_ws"), 1);
+    assert_eq!(counts("data_api_only"), 1);
+    assert_eq!(m["offset"]["n"], n as u64 - 1);
+    assert_eq!((m["offset"]["min_ms"].as_i64(), m["offset"]["max_ms"].as_i64()), (Some(250), Some(450)));
+    // The manifest of the derived file carries the same reconciliation.
+    let (o, man) = (dir.join("trades.rows.jsonl"), dir.join("trades.manifest.json"));
+    let mut c = tool("pm-tradeset");
+    c.arg("-o").arg(&o).arg("--manifest").arg(&man).arg(&raw).arg(&wsf);
+    assert_eq!(run_with_timeout(c, None, Duration::from_secs(60)).status.code(), Some(0));
+    assert_eq!(std::fs::read(&o).unwrap(), a);
+    let doc: Value = serde_json::from_slice(&std::fs::read(&man).unwrap()).unwrap();
+    assert_eq!(doc["reconciliation"], rep);
+    assert_eq!(doc["outputs"][0]["rows"], rows.len());
+}

@@ -22,6 +22,7 @@ pub fn bin(name: &str) -> PathBuf {
         "pm-stream" => env!("CARGO_BIN_EXE_pm-stream"),
         "pm-rebuild" => env!("CARGO_BIN_EXE_pm-rebuild"),
         "pm-trades" => env!("CARGO_BIN_EXE_pm-trades"),
+        "pm-tradeset" => env!("CARGO_BIN_EXE_pm-tradeset"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)
