@@ -151,6 +151,15 @@ impl DataApi {
         self.state.lock().unwrap().specs.insert(cid.into(), Spec { slug: slug.into(), tokens, start, end: Some(end) });
     }
 
+    /// A market of the loopback venue by its slug: the condition id as the venue derives it
+    /// (`0x` + sha256 of the slug), tokens derived here; trades inside [start, end).
+    pub fn register_slug(&self, slug: &str, start: OffsetDateTime, end: OffsetDateTime) -> String {
+        let cid = format!("0x{}", sha_hex(slug));
+        let (up, down) = (derived_token(&format!("{cid}|Up")), derived_token(&format!("{cid}|Down")));
+        self.register(&cid, slug, &[(&up, "Up"), (&down, "Down")], start, end);
+        cid
+    }
+
     /// Time between two matches of a market (API clock). Default 20 s.
     pub fn set_spacing(&self, d: Duration) {
         self.state.lock().unwrap().spacing = d;
