@@ -35,8 +35,8 @@ Options:
     --lead SECS         Start polling this long before the window start (0 allowed). [default: 0]
     --settle SECS       Final sweep this long after the window end (0 allowed). [default: 120]
     --batch N           Condition ids per request, 1..20. [default: 20]
-    --page-size N       limit of a walk's first page, 1..1000 (later pages: the cursor's size).
-                        [default: 500]
+    --page-size N       limit of a poll's first page, 1..1000 (later pages: the cursor's size;
+                        the final sweep asks for 1000, the documented maximum). [default: 100]
     --timeout SECS      Per-request timeout. [default: 15]
     --retries N         Tries per page, the first included, 1..10. [default: 4]
     --duration SECS     Stop after this long (sample runs, tests). [default: run until stopped]

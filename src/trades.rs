@@ -58,13 +58,13 @@ pub struct Config {
     pub settle: Duration,
     /// Condition ids per request (1..=20).
     pub batch: usize,
-    /// `limit` of a walk's first page (1..=1000).
+    /// `limit` of a poll walk's first page (1..=1000); the final sweep asks for [`MAX_PAGE`].
     pub page_size: u32,
     pub duration: Option<Duration>,
 }
 
 impl Config {
-    /// The CLI defaults: every 5 s, lead 0, settle 120 s, 20 conditions, 500 rows a page.
+    /// The CLI defaults: every 5 s, lead 0, settle 120 s, 20 conditions, 100 rows a poll page.
     pub fn new(data_url: impl Into<String>) -> Config {
         Config {
             data_url: data_url.into(),
@@ -72,7 +72,7 @@ impl Config {
             lead: Duration::ZERO,
             settle: Duration::from_secs(120),
             batch: MAX_CONDITIONS,
-            page_size: 500,
+            page_size: 100,
             duration: None,
         }
     }
@@ -463,7 +463,10 @@ impl<W: Write> Poller<W> {
             req = match &cursor {
                 // The cursor carries the page size; `limit` is only sent on the first page.
                 Some(c) => req.query("cursor", c),
-                None => req.query("limit", &self.cfg.page_size.to_string()),
+                // Polls ask for small pages (most rows of a poll's first page were seen before);
+                // the sweeps walk whole feeds with the largest documented page.
+                None if walk == Walk::Poll => req.query("limit", &self.cfg.page_size.to_string()),
+                None => req.query("limit", &MAX_PAGE.to_string()),
             };
             let ctx = json!({
                 "slot": k, "due_at_utc": self.due_utc(k), "walk": walk.name(), "page": page,
