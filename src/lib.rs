@@ -20,6 +20,7 @@ pub mod market;
 pub mod normalize;
 pub mod probe;
 pub mod rotate;
+pub mod schedule;
 pub mod signal;
 pub mod stream;
 pub mod track;

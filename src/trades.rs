@@ -27,13 +27,14 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::books::{End, Outage};
+use crate::books::{failure_text, End, Outage};
 use crate::clock;
 use crate::envelope::Sequencer;
 use crate::feed::Input;
 use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::market::Market;
+use crate::schedule::Schedule;
 use crate::signal;
 use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, TrackCtx, Window};
 
@@ -215,8 +216,7 @@ pub struct Poller<W: Write> {
     finished: HashSet<String>,
     outage: Outage,
     trades_url: String,
-    t0: Instant,
-    wall0: time::OffsetDateTime,
+    sched: Schedule,
     pub stats: Stats,
 }
 
@@ -224,7 +224,6 @@ impl<W: Write> Poller<W> {
     pub fn new(cfg: Config, client: Client, seq: Sequencer, out: LineWriter<W>, input: Receiver<Input>) -> Poller<W> {
         let trades_url = format!("{}/v2/trades", cfg.data_url);
         Poller {
-            cfg,
             client,
             seq,
             out,
@@ -233,35 +232,30 @@ impl<W: Write> Poller<W> {
             markets: HashMap::new(),
             finished: HashSet::new(),
             outage: Outage::default(),
+            sched: Schedule::new(cfg.interval),
+            cfg,
             trades_url,
-            t0: Instant::now(),
-            wall0: clock::now(),
             stats: Stats::default(),
         }
     }
 
-    fn offset(&self, k: u64) -> Duration {
-        Duration::from_nanos((self.cfg.interval.as_nanos() as u64).saturating_mul(k))
-    }
-
     fn due(&self, k: u64) -> Instant {
-        self.t0 + self.offset(k)
+        self.sched.due(k)
     }
 
     fn due_utc(&self, k: u64) -> String {
-        clock::fmt_micros(self.wall0 + self.offset(k))
+        self.sched.due_utc(k)
     }
 
     /// Runs the schedule until a signal, the duration, or the end of the input (once nothing is
     /// tracked or waiting); then writes the stop records of what is still tracked.
     pub fn run(&mut self) -> io::Result<End> {
-        self.t0 = Instant::now();
-        self.wall0 = clock::now();
+        self.sched = Schedule::new(self.cfg.interval);
         clock::steady();
         let mut k: u64 = 0;
         let mut missed: Option<(u64, u64)> = None;
         let end = loop {
-            if self.cfg.duration.is_some_and(|d| self.offset(k) >= d) {
+            if self.cfg.duration.is_some_and(|d| self.sched.offset(k) >= d) {
                 break End::Duration;
             }
             let now = Instant::now();
@@ -283,17 +277,7 @@ impl<W: Write> Poller<W> {
             }
             self.stats.tracked_secs += self.cfg.interval.as_secs_f64() * self.tracked() as f64;
             self.poll_slot(k)?;
-            let next = k + 1;
-            let now = Instant::now();
-            if self.due(next) > now {
-                k = next;
-            } else {
-                let latest = ((now - self.t0).as_nanos() / self.cfg.interval.as_nanos()) as u64;
-                if latest > next {
-                    missed = Some((next, latest - 1));
-                }
-                k = latest.max(next);
-            }
+            (k, missed) = self.sched.next(k);
         };
         if let Some((from, to)) = missed.take() {
             self.write_missed(k, from, to)?;
@@ -656,22 +640,6 @@ impl<W: Write> Poller<W> {
 fn gap_name(s: &str) -> Option<&'static str> {
     let g: GapKind = serde_json::from_value(json!(s)).ok()?;
     Some(g.name())
-}
-
-/// Why a request gave no usable reply, in one line.
-fn failure_text(a: &Attempt) -> String {
-    let what = match (&a.verdict, a.status) {
-        (Verdict::Ok, Some(s)) => format!("status {s} without a JSON body"),
-        (Verdict::Retry(r) | Verdict::Final(r), _) => r.clone(),
-        (Verdict::Ok, None) => "no reply".to_string(),
-    };
-    let mut s = format!("no usable reply after {} attempt(s): {what}", a.attempt);
-    if let Some(e) = &a.error {
-        s.push_str(&format!(" ({e})"));
-    } else if let Some(g) = &a.gave_up {
-        s.push_str(&format!(" (gave up: {g})"));
-    }
-    s
 }
 
 #[cfg(test)]
