@@ -540,6 +540,8 @@ fn example_env_lists_every_setting_and_is_valid_for_shell_and_systemd() {
     assert_eq!(assigned["PMARCHIVE_FAMILIES"].0, "5m,15m,1h,4h,daily");
     assert_eq!(assigned["PMARCHIVE_INTERVAL"].0, "1");
     assert_eq!(assigned["PMARCHIVE_WS"].0, "0");
+    assert_eq!(assigned["PMARCHIVE_DATA_URL"].0, pm_archive::trades::DEFAULT_DATA_URL);
+    assert_eq!(assigned["PMARCHIVE_TRADES"].0, "1");
     assert_eq!(assigned["PMARCHIVE_DURATION"].0, "");
     // An empty PMARCHIVE_HOST would name the host "unknown-host": it must stay commented out.
     assert!(assigned["PMARCHIVE_HOST"].1, "PMARCHIVE_HOST must be commented out");

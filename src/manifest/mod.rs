@@ -267,9 +267,9 @@ struct RecordLine {
 /// Classifies one line (without its newline).
 pub fn parse_line(bytes: &[u8]) -> Parsed {
     let schemas = [crate::market::MARKET_SCHEMA, crate::market::RESOLUTION_SCHEMA];
-    // pm-markets writes `record` and `schema` first: only the head of a line is searched.
-    let head = &bytes[..bytes.len().min(128)];
-    if schemas.iter().any(|s| head.windows(s.len()).any(|w| w == s.as_bytes())) {
+    // Envelopes (the bulk, some of them megabytes) start with their schema and are not searched.
+    let envelope = bytes.starts_with(br#"{"schema":"pmarchive.raw/1""#);
+    if !envelope && schemas.iter().any(|s| bytes.windows(s.len()).any(|w| w == s.as_bytes())) {
         if let Ok(r) = serde_json::from_slice::<RecordLine>(bytes) {
             if schemas.contains(&r.schema.as_str()) {
                 let collected_at_utc = r.fetched_at_utc.as_deref().and_then(canonical_time);
@@ -929,6 +929,12 @@ mod tests {
         assert!(!data(r#"{"kind":"ws","ctx":{"event":"open"}}"#));
         assert!(!data(r#"{"kind":"gap","ctx":{"gap":"failed_request"}}"#));
         assert!(data(r#"{"record":"market","schema":"pmarchive.market/1","slug":"s","status":"open"}"#));
+        // As pm-markets writes them: keys in alphabetical order, the schema far from the start.
+        let long = format!(
+            r#"{{"accepting_orders":true,"a":"{}","schema":"pmarchive.market/1","status":"open"}}"#,
+            "x".repeat(300)
+        );
+        assert!(data(&long));
         assert!(data(r#"{"record":"resolution","schema":"pmarchive.resolution/1","slug":"s"}"#));
     }
 
