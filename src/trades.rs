@@ -469,9 +469,11 @@ impl<W: Write> Poller<W> {
             let parsed = match (&last.verdict, last.json_text()) {
                 (Verdict::Ok, Some(text)) => serde_json::from_str::<Page>(text)
                     .map_err(|e| format!("status {} reply is not a trades page: {e}", last.status.unwrap_or(0)))
-                    .and_then(|p| match p.data {
-                        Some(rows) => Ok((rows, p.pagination)),
-                        None => Err(format!("status {} reply has no `data` array", last.status.unwrap_or(0))),
+                    .and_then(|p| match (p.data, p.pagination) {
+                        (Some(rows), pagination) => Ok((rows, pagination)),
+                        // "A documented miss is `data: null` or an empty list, never an error."
+                        (None, Some(pagination)) => Ok((Vec::new(), Some(pagination))),
+                        (None, None) => Err(format!("status {} reply is not a trades page", last.status.unwrap_or(0))),
                     }),
                 _ => Err(failure_text(&last)),
             };

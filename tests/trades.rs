@@ -185,8 +185,12 @@ fn a_row_served_twice_across_pages_is_kept_twice_in_the_raw() {
     let markets = register_all(&api, &recs);
     api.duplicate_across_pages(true);
     api.set_spacing(Duration::from_secs(10));
+    // The first reply is a documented miss (`data: null`): an empty page, not a failure.
+    api.fault(Fault::NullData);
     let cmd = trades_cmd(&api, Some(&spec), &["--interval", "0.5", "--settle", "5", "--page-size", "3"]);
     let (code, lines, err) = run_trades(cmd, &recs[..1]);
+    assert!(lines.iter().any(|l| l["status"] == 200 && l["body"]["data"].is_null()));
+    assert!(gaps(&lines, "failed_request").is_empty(), "{err}");
     assert_eq!(code, 0, "{err}");
     check_envelopes(&lines);
     let keys = archived_keys(&lines);

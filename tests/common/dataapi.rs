@@ -51,6 +51,8 @@ pub enum Fault {
     Reset,
     /// A normal reply (consumes a place in the queue: faults after it hit later requests).
     Pass,
+    /// 200 `{"data":null,"pagination":{…,"has_more":false,"next_cursor":null}}` (a documented miss).
+    NullData,
     /// A normal page whose pagination says `has_more: true, next_cursor: null`.
     BrokenCursor,
 }
@@ -439,6 +441,12 @@ fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
         Some(Fault::NotReady) => (425, br#"{"error":"service not ready"}"#.to_vec(), vec![], false),
         Some(Fault::Status(c)) => (*c, format!("{{\"error\":\"stand-in {c}\"}}").into_bytes(), vec![], false),
         Some(Fault::ThrottledOk) => (200, br#"{"error":"Too Many Requests"}"#.to_vec(), vec![], false),
+        Some(Fault::NullData) => (
+            200,
+            br#"{"data":null,"pagination":{"limit":100,"has_more":false,"next_cursor":null}}"#.to_vec(),
+            vec![],
+            false,
+        ),
         Some(Fault::BrokenCursor) => page(&mut s, &req.query, true),
         None | Some(Fault::Pass) => page(&mut s, &req.query, false),
     };
