@@ -178,10 +178,11 @@ fn every_trade_of_several_windows_is_archived_and_each_market_is_swept() {
 fn a_row_served_twice_across_pages_is_kept_twice_in_the_raw() {
     let api = DataApi::start();
     let v = Venue::start();
-    let start = datetime!(2026-08-22 16:04:30 UTC);
+    // 2 s of window left (60×): several poll slots, even under load.
+    let start = datetime!(2026-08-22 16:03:00 UTC);
     let spec = api.simulate_clock(start, 60.0);
     v.simulate_clock(start, 60.0);
-    let recs = market_lines(&v, "5m", "0", "2026-08-22T16:04:30Z");
+    let recs = market_lines(&v, "5m", "0", "2026-08-22T16:03:00Z");
     let markets = register_all(&api, &recs);
     api.duplicate_across_pages(true);
     api.set_spacing(Duration::from_secs(10));
