@@ -78,15 +78,6 @@ fn main() {
     cli::main("pm-books", run)
 }
 
-/// A number of seconds ≥ 0 (fractions allowed).
-fn non_negative_seconds(p: &mut lexopt::Parser, flag: &str) -> cli::Result<Duration> {
-    let v: f64 = cli::value(p, flag)?;
-    if !(v.is_finite() && (0.0..1e9).contains(&v)) {
-        return cli::usage(format!("{flag}: must be a number of seconds ≥ 0, got {v}"));
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
 fn run() -> cli::Result<ExitCode> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
@@ -98,8 +89,8 @@ fn run() -> cli::Result<ExitCode> {
         match arg {
             Long("clob-url") => cfg.clob_url = cli::base_url(&mut p, "--clob-url")?,
             Long("interval") => cfg.interval = cli::seconds(&mut p, "--interval")?,
-            Long("lead") => cfg.lead = non_negative_seconds(&mut p, "--lead")?,
-            Long("grace") => cfg.grace = non_negative_seconds(&mut p, "--grace")?,
+            Long("lead") => cfg.lead = cli::non_negative_seconds(&mut p, "--lead")?,
+            Long("grace") => cfg.grace = cli::non_negative_seconds(&mut p, "--grace")?,
             Long("batch") => {
                 cfg.batch = cli::value(&mut p, "--batch")?;
                 if !(1..=books::MAX_BATCH).contains(&cfg.batch) {

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # collect.sh — the collection chain in one command.
 #
-#   pm-markets --watch ──market records──▶ pm-books ──raw envelopes──▶ jsonl-rotate --stream books ─┐
-#        └──── raw Gamma replies (--raw-out) ─────────────────────────▶ jsonl-rotate --stream gamma ─┼─▶ manifest build
-#   (PMARCHIVE_WS=1: the market records are teed to pm-stream ────────▶ jsonl-rotate --stream ws_market ┘)
+#   pm-markets --watch ──market records──▶ tee ─▶ pm-books ──raw envelopes──▶ jsonl-rotate --stream books ───┐
+#        │                                   ├──▶ jsonl-rotate --stream markets (market + resolution records) ┤
+#        │                                   ├──▶ pm-trades ──raw envelopes──▶ jsonl-rotate --stream trades ──┤
+#        │                                   └──▶ pm-stream ──raw envelopes──▶ jsonl-rotate --stream ws_market┼─▶ manifest build
+#        └──── raw Gamma replies (--raw-out) ────────────────────────────────▶ jsonl-rotate --stream gamma ───┘
+#   (pm-trades: on unless PMARCHIVE_TRADES=0; pm-stream: only with PMARCHIVE_WS=1)
 #
 # Usage: pipelines/collect.sh [ENV_FILE]
 #        pipelines/collect.sh --help
@@ -25,7 +28,7 @@
 #   died of (exit code, signal, failure before its first line), stops the whole chain and the script
 #   exits 1, so that a supervisor (systemd Restart=always) restarts it.
 # - Stopping (a failure, SIGTERM/SIGINT/SIGHUP, or PMARCHIVE_DURATION elapsed), in order, each step
-#   bounded: the producers (pm-markets, tee, pm-books, pm-stream) get SIGTERM; the script closes its
+#   bounded: the producers (pm-markets, tee, pm-books, pm-trades, pm-stream) get SIGTERM; the script closes its
 #   ends of their FIFOs, so the rotators see end-of-input, seal their files and print the sealed
 #   records; then the manifest stage sees end-of-input and finalises the run manifest. A stage still
 #   running 3 s into its step gets SIGTERM (the rotators seal on SIGTERM too), 2 s later SIGKILL. The
@@ -65,6 +68,7 @@ BIN_DIR="${PMARCHIVE_BIN_DIR:-$repo/target/release}"
 GAMMA_URL="${PMARCHIVE_GAMMA_URL:-https://gamma-api.polymarket.com}"
 CLOB_URL="${PMARCHIVE_CLOB_URL:-https://clob.polymarket.com}"
 WS_URL="${PMARCHIVE_WS_URL:-wss://ws-subscriptions-clob.polymarket.com/ws/market}"
+DATA_URL="${PMARCHIVE_DATA_URL:-https://data-api.polymarket.com}"
 FAMILIES="${PMARCHIVE_FAMILIES:-5m,15m,1h,4h,daily}"
 AHEAD="${PMARCHIVE_AHEAD:-1}"
 DISCOVERY_EVERY="${PMARCHIVE_DISCOVERY_EVERY:-60}"
@@ -76,12 +80,16 @@ FLUSH_SECS="${PMARCHIVE_FLUSH_SECS:-5}"
 ROTATE_SECS="${PMARCHIVE_ROTATE_SECS:-3600}"
 MANIFEST_REFRESH="${PMARCHIVE_MANIFEST_REFRESH:-60}"
 WS="${PMARCHIVE_WS:-0}"
+TRADES="${PMARCHIVE_TRADES:-1}"
+TRADES_INTERVAL="${PMARCHIVE_TRADES_INTERVAL:-5}"
+TRADES_SETTLE="${PMARCHIVE_TRADES_SETTLE:-120}"
 DURATION="${PMARCHIVE_DURATION:-}"
 USER_AGENT="${PMARCHIVE_USER_AGENT:-}"
 LABEL="${PMARCHIVE_LABEL:-}"
 
 # The only settings this script reads itself; all others are checked by the tools (--check-args).
 case "$WS" in 0|1) ;; *) die2 "PMARCHIVE_WS must be 0 or 1, got '$WS'" ;; esac
+case "$TRADES" in 0|1) ;; *) die2 "PMARCHIVE_TRADES must be 0 or 1, got '$TRADES'" ;; esac
 if [ -n "$DURATION" ]; then
   [[ "$DURATION" =~ ^[0-9]+([.][0-9]+)?$ ]] && [[ "$DURATION" =~ [1-9] ]] ||
     die2 "PMARCHIVE_DURATION must be a number of seconds greater than 0 (or empty), got '$DURATION'"
@@ -99,6 +107,7 @@ PM_BOOKS="$(tool pm-books)" || exit 2
 ROTATE="$(tool jsonl-rotate)" || exit 2
 MANIFEST="$(tool manifest)" || exit 2
 if [ "$WS" = 1 ]; then PM_STREAM="$(tool pm-stream)" || exit 2; fi
+if [ "$TRADES" = 1 ]; then PM_TRADES="$(tool pm-trades)" || exit 2; fi
 
 if [ -z "${PMARCHIVE_RUN_ID:-}" ]; then
   PMARCHIVE_RUN_ID="$("$MANIFEST" run-id)" || die2 "$MANIFEST run-id failed"
@@ -115,9 +124,13 @@ rotate_args() { A_ROTATE=("$ROTATE" --root "$ROOT" --stream "$1" --flush-secs "$
 rotate_args gamma; A_ROT_GAMMA=("${A_ROTATE[@]}")
 rotate_args books; A_ROT_BOOKS=("${A_ROTATE[@]}")
 rotate_args ws_market; A_ROT_WS=("${A_ROTATE[@]}")
+rotate_args markets; A_ROT_MARKETS=("${A_ROTATE[@]}")
+rotate_args trades; A_ROT_TRADES=("${A_ROTATE[@]}")
 A_BOOKS=("$PM_BOOKS" --clob-url "$CLOB_URL" --interval "$INTERVAL" --lead "$LEAD" --grace "$GRACE" "${ua[@]}")
 A_MARKETS=("$PM_MARKETS" --watch "$DISCOVERY_EVERY" --families "$FAMILIES" --ahead "$AHEAD" --keep-after "$KEEP_AFTER"
   --gamma-url "$GAMMA_URL" --raw-out /dev/fd/3 "${ua[@]}")
+A_TRADES=()
+[ "$TRADES" = 0 ] || A_TRADES=("$PM_TRADES" --data-url "$DATA_URL" --interval "$TRADES_INTERVAL" --settle "$TRADES_SETTLE" "${ua[@]}")
 A_STREAM=()
 [ "$WS" = 0 ] || A_STREAM=("$PM_STREAM" --ws-url "$WS_URL" --clob-url "$CLOB_URL" --lead "$LEAD" --grace "$GRACE" "${ua[@]}")
 
@@ -132,7 +145,11 @@ check() {
   if [ "$rc" -eq 2 ]; then
     local flag setting=""
     flag=$(printf '%s\n' "$out" | grep -o -- '--[a-z-]*' | head -n 1)
+    case "$name $flag" in
+      "pm-trades --interval") flag=; setting=TRADES_INTERVAL ;; "pm-trades --settle") flag=; setting=TRADES_SETTLE ;;
+    esac
     case $flag in
+      --data-url) setting=DATA_URL ;;
       --interval) setting=INTERVAL ;; --lead) setting=LEAD ;; --grace) setting=GRACE ;;
       --clob-url) setting=CLOB_URL ;; --gamma-url) setting=GAMMA_URL ;; --ws-url) setting=WS_URL ;;
       --families) setting=FAMILIES ;; --ahead) setting=AHEAD ;; --watch) setting=DISCOVERY_EVERY ;;
@@ -150,12 +167,14 @@ check "jsonl-rotate" "${A_ROT_BOOKS[@]}"
 check pm-books "${A_BOOKS[@]}"
 check pm-markets "${A_MARKETS[@]}"
 [ "$WS" = 0 ] || check pm-stream "${A_STREAM[@]}"
+[ "$TRADES" = 0 ] || check pm-trades "${A_TRADES[@]}"
 
 mkdir -p "$ROOT/manifests" 2>/dev/null || die2 "cannot create archive root '$ROOT/manifests'"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/pm-collect.XXXXXX")" || { log "cannot create a temp dir"; exit 1; }
-fifos=(sealed gamma books markets tick)
-[ "$WS" = 0 ] || fifos+=(markets_books markets_ws ws)
+fifos=(sealed gamma books markets tick markets_books markets_rot)
+[ "$WS" = 0 ] || fifos+=(markets_ws ws)
+[ "$TRADES" = 0 ] || fifos+=(markets_trades trades)
 HELD=()
 declare -A FD=()
 for f in "${fifos[@]}"; do
@@ -186,7 +205,7 @@ pids_of() { local p; for p in "${!KIND[@]}"; do [ "${KIND[$p]}" = "$1" ] && prin
 status=0
 cleanup() { rm -rf "$work"; }
 if [ -n "$stop_requested" ]; then log "stopped before any stage started"; cleanup; exit 0; fi
-log "run $PMARCHIVE_RUN_ID: root=$ROOT families=$FAMILIES interval=${INTERVAL}s gamma=$GAMMA_URL clob=$CLOB_URL ws=$WS${DURATION:+ duration=${DURATION}s}"
+log "run $PMARCHIVE_RUN_ID: root=$ROOT families=$FAMILIES interval=${INTERVAL}s gamma=$GAMMA_URL clob=$CLOB_URL ws=$WS trades=$TRADES data=$DATA_URL${DURATION:+ duration=${DURATION}s}"
 
 # Sealed files that no manifest lists (a previous run's manifest stage died before it read their
 # records, e.g. kill -9) are adopted into this run's manifest. Listed before any rotator starts (a
@@ -202,17 +221,27 @@ started $! "unlisted feed" oneshot
 started $! "jsonl-rotate gamma" rotator
 ( close_held; exec "${A_ROT_BOOKS[@]}" < "$work/books" > "$work/sealed" ) &
 started $! "jsonl-rotate books" rotator
-books_in="$work/markets"
+# pm-markets' records (market and resolution records) go to every consumer and into the archive.
+( close_held; exec "${A_ROT_MARKETS[@]}" < "$work/markets_rot" > "$work/sealed" ) &
+started $! "jsonl-rotate markets" rotator
+tee_out=("$work/markets_rot")
 if [ "$WS" = 1 ]; then
   ( close_held; exec "${A_ROT_WS[@]}" < "$work/ws" > "$work/sealed" ) &
   started $! "jsonl-rotate ws_market" rotator
   ( close_held; exec "${A_STREAM[@]}" < "$work/markets_ws" > "$work/ws" ) &
   started $! pm-stream producer
-  ( close_held; exec tee "$work/markets_ws" < "$work/markets" > "$work/markets_books" ) &
-  started $! tee producer
-  books_in="$work/markets_books"
+  tee_out+=("$work/markets_ws")
 fi
-( close_held; exec "${A_BOOKS[@]}" < "$books_in" > "$work/books" ) &
+if [ "$TRADES" = 1 ]; then
+  ( close_held; exec "${A_ROT_TRADES[@]}" < "$work/trades" > "$work/sealed" ) &
+  started $! "jsonl-rotate trades" rotator
+  ( close_held; exec "${A_TRADES[@]}" < "$work/markets_trades" > "$work/trades" ) &
+  started $! pm-trades producer
+  tee_out+=("$work/markets_trades")
+fi
+( close_held; exec tee "${tee_out[@]}" < "$work/markets" > "$work/markets_books" ) &
+started $! tee producer
+( close_held; exec "${A_BOOKS[@]}" < "$work/markets_books" > "$work/books" ) &
 started $! pm-books producer
 ( close_held; exec "${A_MARKETS[@]}" < /dev/null 3> "$work/gamma" > "$work/markets" ) &
 started $! pm-markets producer
@@ -282,7 +311,7 @@ log "stopping the chain: $why"
   [ -z "$producers" ] || kill -TERM $producers 2>/dev/null
   # shellcheck disable=SC2086
   end_step 3 $producers $(pids_of oneshot)
-  for f in markets markets_books markets_ws gamma books ws; do
+  for f in markets markets_books markets_rot markets_ws markets_trades gamma books ws trades; do
     [ -z "${FD[$f]:-}" ] || { v=${FD[$f]}; exec {v}>&-; }
   done
   # shellcheck disable=SC2086

@@ -42,7 +42,7 @@ binaries, not root without --root, or a failed step.'
 
 PROG=install.sh
 USER_NAME=pm-archive
-BINARIES="pm-markets pm-books jsonl-rotate manifest pm-normalize pm-probe pm-stream pm-rebuild"
+BINARIES="pm-markets pm-books jsonl-rotate manifest pm-normalize pm-probe pm-stream pm-rebuild pm-trades pm-tradeset"
 CHANGED=0
 UNCHANGED=0
 UNITS_CHANGED=0

@@ -40,6 +40,8 @@ url="$(cat "$work/url")"
 label="LOOPBACK REPLAY of recorded responses (examples/loopback_venue on 127.0.0.1) — not live data"
 started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
+# The example venue has no Data API: the trade lane stays off (and its URL loopback all the same).
+PMARCHIVE_TRADES=0 PMARCHIVE_DATA_URL="$url" \
 PMARCHIVE_ROOT="$out/archive" PMARCHIVE_BIN_DIR="$bin" PMARCHIVE_GAMMA_URL="$url" PMARCHIVE_CLOB_URL="$url" \
 PMARCHIVE_FAMILIES=5m,15m,1h,4h PMARCHIVE_AHEAD=1 PMARCHIVE_DISCOVERY_EVERY=30 PMARCHIVE_INTERVAL=1 \
 PMARCHIVE_ROTATE_SECS=120 PMARCHIVE_DURATION=$((minutes * 60)) PMARCHIVE_LABEL="$label" \

@@ -671,8 +671,8 @@ impl<W: Write> Poller<W> {
     }
 }
 
-/// Why a request gave no usable reply, in one line.
-fn failure_text(a: &Attempt) -> String {
+/// Why a request gave no usable reply, in one line (pm-trades' too).
+pub fn failure_text(a: &Attempt) -> String {
     let what = match (&a.verdict, a.status) {
         (Verdict::Ok, Some(s)) => format!("status {s} without a JSON body"),
         (Verdict::Retry(r) | Verdict::Final(r), _) => r.clone(),

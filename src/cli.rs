@@ -132,6 +132,15 @@ pub fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<std::time::Dur
     Ok(std::time::Duration::from_secs_f64(v))
 }
 
+/// Parses a number of seconds ≥ 0 (fractions allowed) into a Duration.
+pub fn non_negative_seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<std::time::Duration> {
+    let v: f64 = value(parser, flag)?;
+    if !(v.is_finite() && (0.0..1e9).contains(&v)) {
+        return usage(format!("{flag}: must be a number of seconds ≥ 0, got {v}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
+}
+
 /// Writes `text` to stdout and flushes it. Unlike `print!` it never panics: a closed stdout is
 /// an [`Error::Io`] broken pipe, which [`main`] turns into exit 0.
 pub fn print(text: &str) -> Result<()> {

@@ -191,7 +191,7 @@ fn escaped_len(s: &str) -> usize {
 /// [`Envelope`], every one optional (a reader keeps a line it cannot use, with a reason), strings
 /// borrowed from the line when they have no escapes. Each reader chooses how to read the reply body
 /// `B` and the tool's context `C` (skipped by default); fields it does not name are skipped.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize)]
 pub struct RawLine<'a, B = serde::de::IgnoredAny, C = serde::de::IgnoredAny> {
     #[serde(borrow, default)]
     pub schema: Option<std::borrow::Cow<'a, str>>,

@@ -25,9 +25,12 @@ pub mod normalize;
 pub mod probe;
 pub mod rebuild;
 pub mod rotate;
+pub mod schedule;
 pub mod signal;
 pub mod stream;
 pub mod track;
+pub mod trades;
+pub mod tradeset;
 pub mod util;
 
 /// The version every envelope and manifest records.

@@ -186,6 +186,9 @@ pub enum GapKind {
     Backoff,
     /// A stdin line that is not a usable market record (`line`).
     BadInput,
+    /// pm-trades: a page said `has_more` but gave no usable `next_cursor`, so the rest of the walk
+    /// could not be fetched.
+    CursorUnfollowable,
 }
 
 impl GapKind {
@@ -196,6 +199,7 @@ impl GapKind {
             GapKind::MissedSlots => "missed_slots",
             GapKind::Backoff => "backoff",
             GapKind::BadInput => "bad_input",
+            GapKind::CursorUnfollowable => "cursor_unfollowable",
         }
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{run_with_timeout, tool};
 
 /// Every binary of the crate, with options its usage text must mention.
-const TOOLS: [(&str, &[&str]); 8] = [
+const TOOLS: [(&str, &[&str]); 10] = [
     ("pm-markets", &["--once", "--watch SECS", "--gamma-url URL", "--user-agent UA"]),
     ("pm-probe", &["--max-requests N", "--min-spacing SECS", "--timeout SECS"]),
     ("pm-books", &["--interval SECS", "--batch N", "--timeout SECS", "--user-agent UA"]),
@@ -25,6 +25,8 @@ const TOOLS: [(&str, &[&str]); 8] = [
     ("pm-normalize", &["--depth N|all", "--markets FILE", "--check", "--manifest PATH"]),
     ("pm-stream", &["--ws-url URL", "--max-per-conn N", "--silence-secs SECS", "--user-agent UA"]),
     ("pm-rebuild", &["--depth N", "--every-ms MS", "--trades-out FILE", "--summary FILE"]),
+    ("pm-tradeset", &["--check", "--manifest PATH", "--match-secs SECS"]),
+    ("pm-trades", &["--data-url URL", "--interval SECS", "--settle SECS", "--batch N", "--page-size N"]),
 ];
 
 /// The `USAGE` constant of `bin/<name>.rs`, as the program prints it (leading blank line trimmed).
@@ -168,10 +170,12 @@ fn one_exit_code_rule_for_every_tool() {
     let stdin_args: Vec<(&str, Vec<String>)> = vec![
         ("pm-books", s(&["--clob-url", loopback])),
         ("pm-stream", s(&["--ws-url", "ws://127.0.0.1:9"])),
+        ("pm-trades", s(&["--data-url", loopback])),
         ("jsonl-rotate", s(&["--root", &p("root"), "--stream", "s"])),
         ("manifest", s(&["build", "--root", &p("root")])),
         ("pm-normalize", vec![]),
         ("pm-rebuild", vec![]),
+        ("pm-tradeset", vec![]),
     ];
 
     // (what, tool, args, stdin, stdout, expected exit code)
@@ -192,7 +196,7 @@ fn one_exit_code_rule_for_every_tool() {
         Out::Closed,
         0,
     ));
-    for name in ["pm-normalize", "pm-rebuild"] {
+    for name in ["pm-normalize", "pm-rebuild", "pm-tradeset"] {
         table.push(("truncated gzip", name, s(&[&p("cut.jsonl.gz")]), In::Empty, Out::Piped, 1));
         table.push(("missing input file", name, s(&[&p("no-such.jsonl")]), In::Empty, Out::Piped, 2));
         table.push(("input is a directory", name, s(&[&p("a_dir")]), In::Empty, Out::Piped, 2));

@@ -135,6 +135,26 @@ fn an_endless_line_in_pm_books_is_a_bad_input_gap() {
     assert!(bad[0]["error"].as_str().unwrap().contains("longer than the maximum line length"), "{}", bad[0]);
 }
 
+#[test]
+fn an_endless_line_in_pm_trades_is_a_bad_input_gap() {
+    let out = feed_endless_line(limited("pm-trades", &["--data-url", "http://127.0.0.1:9", "--interval", "0.2"]), b"");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines = jsonl(&out.stdout);
+    let bad: Vec<&Value> = lines.iter().filter(|l| l["ctx"]["gap"] == "bad_input").collect();
+    assert_eq!(bad.len(), 1, "{lines:?}");
+    assert!(bad[0]["error"].as_str().unwrap().contains("longer than the maximum line length"), "{}", bad[0]);
+}
+
+#[test]
+fn an_endless_line_in_pm_tradeset_is_a_bad_line_and_the_next_line_is_read() {
+    let out = feed_endless_line(limited("pm-tradeset", &[]), b"{}\n");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("longer than the maximum line length"), "{err}");
+    assert!(err.contains(r#""lines":1,"bad_lines":1"#), "the long line, then `{{}}` read: {err}");
+}
+
 /// Decompressed lines of a gzip file.
 fn read_gz_lines(path: &Path) -> Vec<Value> {
     let mut s = Vec::new();

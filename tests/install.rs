@@ -15,13 +15,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-const BINARIES: [&str; 8] =
-    ["pm-markets", "pm-books", "jsonl-rotate", "manifest", "pm-normalize", "pm-probe", "pm-stream", "pm-rebuild"];
+const BINARIES: [&str; 10] = [
+    "pm-markets",
+    "pm-books",
+    "jsonl-rotate",
+    "manifest",
+    "pm-normalize",
+    "pm-probe",
+    "pm-stream",
+    "pm-rebuild",
+    "pm-trades",
+    "pm-tradeset",
+];
 const MY_UNITS: [&str; 3] =
     ["polymarket-orderbook-collector.service", "pm-archive-health.service", "pm-archive-health.timer"];
 
 /// Every setting pipelines/collect.sh reads; the example env file must list each one.
-const SETTINGS: [&str; 22] = [
+const SETTINGS: [&str; 26] = [
     "PMARCHIVE_ROOT",
     "PMARCHIVE_BIN_DIR",
     "PMARCHIVE_GAMMA_URL",
@@ -38,6 +48,10 @@ const SETTINGS: [&str; 22] = [
     "PMARCHIVE_ROTATE_SECS",
     "PMARCHIVE_MANIFEST_REFRESH",
     "PMARCHIVE_WS",
+    "PMARCHIVE_TRADES",
+    "PMARCHIVE_DATA_URL",
+    "PMARCHIVE_TRADES_INTERVAL",
+    "PMARCHIVE_TRADES_SETTLE",
     "PMARCHIVE_DURATION",
     "PMARCHIVE_USER_AGENT",
     "PMARCHIVE_LABEL",
@@ -538,6 +552,8 @@ fn example_env_lists_every_setting_and_is_valid_for_shell_and_systemd() {
     assert_eq!(assigned["PMARCHIVE_FAMILIES"].0, "5m,15m,1h,4h,daily");
     assert_eq!(assigned["PMARCHIVE_INTERVAL"].0, "1");
     assert_eq!(assigned["PMARCHIVE_WS"].0, "0");
+    assert_eq!(assigned["PMARCHIVE_DATA_URL"].0, pm_archive::trades::DEFAULT_DATA_URL);
+    assert_eq!(assigned["PMARCHIVE_TRADES"].0, "1");
     assert_eq!(assigned["PMARCHIVE_DURATION"].0, "");
     // An empty PMARCHIVE_HOST would name the host "unknown-host": it must stay commented out.
     assert!(assigned["PMARCHIVE_HOST"].1, "PMARCHIVE_HOST must be commented out");
@@ -661,6 +677,12 @@ fn behaving_bins(dir: &Path) -> PathBuf {
         &bin.join("pm-books"),
         "#!/bin/bash\ncase \" $* \" in *\" --check-args \"*) exit 0 ;; esac\n\
          trap 'echo \"pm-books: TERM\" >&2; exit 0' TERM\n\
+         for _ in $(seq 300); do echo '{\"line\":1}'; sleep 0.2 & wait $!; done\n",
+    );
+    write_exec(
+        &bin.join("pm-trades"),
+        "#!/bin/bash\ncase \" $* \" in *\" --check-args \"*) exit 0 ;; esac\n\
+         trap 'echo \"pm-trades: TERM\" >&2; exit 0' TERM\n\
          for _ in $(seq 300); do echo '{\"line\":1}'; sleep 0.2 & wait $!; done\n",
     );
     write_exec(

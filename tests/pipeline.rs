@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::dataapi::DataApi;
 use common::venue::{Fault, Served, Venue};
 use common::{run_with_timeout, tempdir, tool};
 use serde_json::value::RawValue;
@@ -30,6 +31,9 @@ fn collect_as(mut c: Command, v: &Venue, root: &Path, clock: &str, env: &[(&str,
         .env("PMARCHIVE_BIN_DIR", common::bin("pm-markets").parent().unwrap())
         .env("PMARCHIVE_GAMMA_URL", v.url())
         .env("PMARCHIVE_CLOB_URL", v.url())
+        // Loopback only: the venue answers /v2/trades with a stand-in 404 (tests that check trades
+        // set a loopback Data API instead).
+        .env("PMARCHIVE_DATA_URL", v.url())
         .env("PMARCHIVE_FAMILIES", "5m")
         .env("PMARCHIVE_AHEAD", "1")
         .env("PMARCHIVE_DISCOVERY_EVERY", "1")
@@ -135,9 +139,27 @@ fn the_chain_archives_every_reply_exactly_once_while_markets_roll_over() {
         v.fault("/books", f);
     }
     v.fault("/markets/slug/", Fault::Status(502));
+    // Markets resolve 20 simulated seconds after their window: pm-markets writes resolution records.
+    v.resolve_after(Duration::from_secs(20));
+    // The trade lane: a loopback Data API on the same simulated clock, trading the venue's 5m markets.
+    let api = DataApi::start();
+    api.simulate_clock(time::macros::datetime!(2026-08-22 16:04:00 UTC), 20.0);
+    let t0 = time::macros::datetime!(2026-08-22 16:00:00 UTC);
+    for k in 0..4 {
+        let start = t0 + time::Duration::minutes(5 * k);
+        let slug = format!("btc-updown-5m-{}", start.unix_timestamp());
+        api.register_slug(&slug, start, start + time::Duration::minutes(5));
+    }
     let dir = Scratch::new("chain");
     let root = dir.0.join("root");
-    let c = collect(&v, &root, &clock, &[("PMARCHIVE_DURATION", "24")]);
+    let api_url = api.url();
+    let trades_env = [
+        ("PMARCHIVE_DURATION", "24"),
+        ("PMARCHIVE_DATA_URL", api_url.as_str()),
+        ("PMARCHIVE_TRADES_INTERVAL", "0.5"),
+        ("PMARCHIVE_TRADES_SETTLE", "20"),
+    ];
+    let c = collect(&v, &root, &clock, &trades_env);
     let mut chain = Chain::spawn(c, &dir.0.join("run.log"));
     let status = chain.wait(Duration::from_secs(120), "24 s run");
     assert_eq!(status.code(), Some(0), "{}", chain.stderr());
@@ -171,6 +193,40 @@ fn the_chain_archives_every_reply_exactly_once_while_markets_roll_over() {
     );
     // Several files: rotation every 60 simulated seconds.
     assert!(files(&root, "books").len() >= 3);
+
+    // pm-markets' own records are archived (stream markets), resolution records included.
+    let markets = lines(&root, "markets");
+    assert!(markets.iter().any(|l| l.contains("\"schema\":\"pmarchive.market/1\"")), "market records archived");
+    assert!(
+        markets.iter().any(|l| l.contains("\"schema\":\"pmarchive.resolution/1\"")),
+        "a resolution record reached a sealed file: {} markets lines",
+        markets.len()
+    );
+    // The trade lane: every row the Data API served is archived, and every market swept has all its
+    // trades in the archive.
+    let trades: Vec<Value> = lines(&root, "trades").iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut keys = std::collections::HashSet::new();
+    for l in trades.iter().filter(|l| l["kind"] == "http" && l["status"] == 200) {
+        for r in l["body"]["data"].as_array().unwrap() {
+            keys.insert(pm_archive::trades::row_key(&serde_json::from_value(r.clone()).unwrap()));
+        }
+    }
+    let log = api.log();
+    assert!(log.iter().filter(|s| s.status == Some(200)).count() >= 10, "the trade lane polled");
+    for s in &log {
+        for k in &s.rows {
+            assert!(keys.contains(k), "a trade served by the Data API is missing from the archive: {k}");
+        }
+    }
+    let swept: Vec<&Value> =
+        trades.iter().filter(|l| l["kind"] == "track" && l["ctx"]["final_sweep"] == "complete").collect();
+    assert!(swept.len() >= 2, "{} markets swept", swept.len());
+    for s in swept {
+        for r in api.rows(s["ctx"]["condition_id"].as_str().unwrap()) {
+            let k = pm_archive::trades::row_key(&serde_json::from_value(r.value).unwrap());
+            assert!(keys.contains(&k), "{}: trade missing after the sweep", s["ctx"]["slug"]);
+        }
+    }
 
     // The manifest is complete and verifies.
     let manifests: Vec<PathBuf> = std::fs::read_dir(root.join("manifests"))
@@ -285,6 +341,7 @@ impl Drop for Chain {
 /// The stages of the chain (PMARCHIVE_WS=1 adds the last three).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Stage {
+    Trades,
     Markets,
     Books,
     RotateBooks,
@@ -304,6 +361,7 @@ impl Stage {
     fn pattern(self, root: &Path, tmp: &Path, url: &str) -> String {
         let r = root.display();
         match self {
+            Stage::Trades => format!("pm-trades --data-url {url} "),
             Stage::Markets => format!("pm-markets --watch .* --gamma-url {url} "),
             Stage::Books => format!("pm-books --clob-url {url} "),
             Stage::RotateBooks => format!("jsonl-rotate --root {r} --stream books "),
@@ -337,6 +395,7 @@ impl Stage {
             (name, script)
         };
         match self {
+            Stage::Trades => only("pm-trades", "*"),
             Stage::Markets => only("pm-markets", "*\" --watch \"*"),
             Stage::Books => only("pm-books", "*"),
             Stage::RotateBooks => only("jsonl-rotate", "*\" --stream books \"*"),
@@ -396,7 +455,7 @@ fn stage_dies(stage: Stage, death: Death) -> Vec<Value> {
         let bin = dir.0.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let real = common::bin("pm-markets").parent().unwrap().to_path_buf();
-        for b in ["pm-markets", "pm-books", "jsonl-rotate", "manifest", "pm-stream"] {
+        for b in ["pm-markets", "pm-books", "jsonl-rotate", "manifest", "pm-stream", "pm-trades"] {
             std::os::unix::fs::symlink(real.join(b), bin.join(b)).unwrap();
         }
         let (name, script) = stage.failing_binary(&real);
@@ -513,6 +572,11 @@ fn stage_matrix(stage: Stage) {
             _ => assert!(!adopted, "{stage:?} {death:?}: nothing to adopt when the manifest stage lived"),
         }
     }
+}
+
+#[test]
+fn chain_matrix_pm_trades_dies() {
+    stage_matrix(Stage::Trades);
 }
 
 #[test]
@@ -668,6 +732,9 @@ fn collect_sh_rejects_bad_configuration_with_exit_2_before_anything_starts() {
         ("PMARCHIVE_CLOB_URL=ftp://x\n", "PMARCHIVE_CLOB_URL"),
         ("PMARCHIVE_AHEAD=many\n", "PMARCHIVE_AHEAD"),
         ("PMARCHIVE_WS=2\n", "PMARCHIVE_WS"),
+        ("PMARCHIVE_TRADES=yes\n", "PMARCHIVE_TRADES"),
+        ("PMARCHIVE_DATA_URL=ftp://x\n", "PMARCHIVE_DATA_URL"),
+        ("PMARCHIVE_TRADES_INTERVAL=0.001\n", "PMARCHIVE_TRADES_INTERVAL"),
         ("PMARCHIVE_DURATION=0\n", "PMARCHIVE_DURATION"),
     ];
     for (i, (body, setting)) in cases.iter().enumerate() {

@@ -63,12 +63,18 @@ pub fn min_time(a: &mut Option<String>, b: Option<&str>) {
 pub type RawLine<'a> = crate::envelope::RawLine<'a, BodyPeek, RawCtx>;
 
 impl RawLine<'_> {
-    /// True when the line carries successful data: an HTTP 2xx reply whose body holds at least one
+    /// True when the line carries successful data: a market or resolution record (stream
+    /// `markets`), an HTTP 2xx reply whose body holds at least one
     /// order book (endpoints `books`/`book`) or at least one record (any other endpoint, e.g. a Gamma
     /// market), or a websocket frame (`ctx.event: "frame"`) with book data (`event_type` `book` or
     /// `price_change`, or `bids`/`asks`). Gaps, failed attempts, empty replies and connection events
     /// are not data: they must not keep a stream "fresh".
     pub fn is_data(&self) -> bool {
+        // pm-markets' own records (stream `markets`): each is a market or resolution the venue
+        // listed, so data (they are not envelopes and carry no body).
+        if matches!(self.schema.as_deref(), Some(crate::market::MARKET_SCHEMA | crate::market::RESOLUTION_SCHEMA)) {
+            return true;
+        }
         let Some(b) = &self.body else { return false };
         match self.kind.as_deref() {
             Some("http") => {
@@ -230,8 +236,31 @@ pub enum Parsed<'a> {
     Unparseable(String),
 }
 
+/// A pm-markets record (stream `markets`): not an envelope; read as a data line timed by the time
+/// pm-markets fetched it.
+#[derive(Deserialize)]
+struct RecordLine {
+    schema: String,
+    fetched_at_utc: Option<String>,
+}
+
 /// Classifies one line (without its newline).
 pub fn parse_line(bytes: &[u8]) -> Parsed<'_> {
+    let schemas = [crate::market::MARKET_SCHEMA, crate::market::RESOLUTION_SCHEMA];
+    // Envelopes (the bulk, some of them megabytes) start with their schema and are not searched.
+    let envelope = bytes.starts_with(br#"{"schema":"pmarchive.raw/1""#);
+    if !envelope && schemas.iter().any(|s| bytes.windows(s.len()).any(|w| w == s.as_bytes())) {
+        if let Ok(r) = serde_json::from_slice::<RecordLine>(bytes) {
+            if schemas.contains(&r.schema.as_str()) {
+                let collected_at_utc = r.fetched_at_utc.as_deref().and_then(canonical_time);
+                return Parsed::Line(RawLine {
+                    schema: Some(r.schema.into()),
+                    collected_at_utc: collected_at_utc.map(Into::into),
+                    ..RawLine::default()
+                });
+            }
+        }
+    }
     match serde_json::from_slice::<RawLine>(bytes) {
         Ok(mut l) => {
             l.collected_at_utc = l.collected_at_utc.as_deref().and_then(canonical_time).map(Into::into);
@@ -1033,6 +1062,14 @@ mod tests {
         assert!(!data(r#"{"kind":"ws","ctx":{"event":"frame"},"body_kind":"text","body_text":"PONG"}"#));
         assert!(!data(r#"{"kind":"ws","ctx":{"event":"open"}}"#));
         assert!(!data(r#"{"kind":"gap","ctx":{"gap":"failed_request"}}"#));
+        assert!(data(r#"{"record":"market","schema":"pmarchive.market/1","slug":"s","status":"open"}"#));
+        // As pm-markets writes them: keys in alphabetical order, the schema far from the start.
+        let long = format!(
+            r#"{{"accepting_orders":true,"a":"{}","schema":"pmarchive.market/1","status":"open"}}"#,
+            "x".repeat(300)
+        );
+        assert!(data(&long));
+        assert!(data(r#"{"record":"resolution","schema":"pmarchive.resolution/1","slug":"s"}"#));
     }
 
     /// The writer's envelope reads back through the one reader type, escapes and all.

@@ -1,6 +1,7 @@
 //! Shared test helpers: the loopback venue, temp dirs, running the tools.
 #![allow(dead_code)]
 
+pub mod dataapi;
 pub mod venue;
 pub mod ws;
 
@@ -20,6 +21,8 @@ pub fn bin(name: &str) -> PathBuf {
         "pm-normalize" => env!("CARGO_BIN_EXE_pm-normalize"),
         "pm-stream" => env!("CARGO_BIN_EXE_pm-stream"),
         "pm-rebuild" => env!("CARGO_BIN_EXE_pm-rebuild"),
+        "pm-trades" => env!("CARGO_BIN_EXE_pm-trades"),
+        "pm-tradeset" => env!("CARGO_BIN_EXE_pm-tradeset"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)

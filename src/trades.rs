@@ -1,0 +1,664 @@
+//! `pm-trades`' engine: walk the Data API trade feed (`GET {data-api}/v2/trades`) of the tracked BTC
+//! up/down markets and write every page, every gap and every tracking change as a raw envelope
+//! (`pmarchive.raw/1`, stream `trades`; docs/TRADES.md has the venue facts this relies on).
+//!
+//! - Market records arrive on a channel fed by the shared reader thread ([`crate::feed`]).
+//! - A market is tracked from `lead` before its window start until `settle` after its window end,
+//!   judged on both clocks ([`crate::track::Window`]). While tracked it is polled every slot: one
+//!   request per batch of at most [`MAX_CONDITIONS`] condition ids, `taker_only=false`.
+//! - **Stop rule** of a poll walk: pages are followed (`pagination.next_cursor`) until a page holds a
+//!   row already seen in a *completed* walk of the same markets, or `has_more` is false. A walk that
+//!   failed half-way commits nothing, so the next walk goes at least as deep again (the rows are
+//!   fetched twice; the raw keeps both, the derived rows deduplicate). A market whose first walk has
+//!   not completed yet is walked to the end of its feed.
+//! - **Final sweep**: once window end + `settle` has passed on both clocks, the market's whole feed
+//!   is walked once more to the end with `taker_only=false`, then with `taker_only=true` (the venue's
+//!   own taker rows, from which the derived rows take their maker/taker role); then it stops
+//!   (`grace_elapsed`). A sweep that fails is retried at the next slots, [`FINAL_TRIES`] times in all.
+//! - Slot k is due at t0 + k·interval (monotonic clock, no drift); slots an overrunning walk skipped
+//!   are one `missed_slots` gap. A slot inside a backoff the venue asked for is a `backoff` gap.
+//! - SIGTERM/SIGINT: the request in flight is finished, no further page is asked for.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::books::{failure_text, End, Outage};
+use crate::clock;
+use crate::envelope::Sequencer;
+use crate::feed::Input;
+use crate::http::{Attempt, Client, Request, Verdict};
+use crate::jsonl::LineWriter;
+use crate::market::Market;
+use crate::schedule::Schedule;
+use crate::signal;
+use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, TrackCtx, Window};
+
+/// The real Data API host.
+pub const DEFAULT_DATA_URL: &str = "https://data-api.polymarket.com";
+/// The most condition ids one `/v2/trades` request may name ("at most 20 distinct values").
+pub const MAX_CONDITIONS: usize = 20;
+/// The largest documented page size (`limit` 0..=1000, "rejected-not-clamped").
+pub const MAX_PAGE: u32 = 1000;
+/// Tries of a market's final sweep (one per slot) before it stops with the failure recorded.
+pub const FINAL_TRIES: u32 = 3;
+/// A walk never follows more pages than this (a cursor loop on the venue's side ends as a gap).
+pub const MAX_PAGES: u32 = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Data API base URL (no trailing slash).
+    pub data_url: String,
+    pub interval: Duration,
+    pub lead: Duration,
+    /// The final sweep is due this long after the window end.
+    pub settle: Duration,
+    /// Condition ids per request (1..=20).
+    pub batch: usize,
+    /// `limit` of a poll walk's first page (1..=1000); the final sweep asks for [`MAX_PAGE`].
+    pub page_size: u32,
+    pub duration: Option<Duration>,
+}
+
+impl Config {
+    /// The CLI defaults: every 5 s, lead 0, settle 120 s, 20 conditions, 100 rows a poll page.
+    pub fn new(data_url: impl Into<String>) -> Config {
+        Config {
+            data_url: data_url.into(),
+            interval: Duration::from_secs(5),
+            lead: Duration::ZERO,
+            settle: Duration::from_secs(120),
+            batch: MAX_CONDITIONS,
+            page_size: 100,
+            duration: None,
+        }
+    }
+}
+
+/// Which walk a page belongs to (`ctx.walk`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// A cadence poll (stop rule applies).
+    Poll,
+    /// The final sweep, `taker_only=false`, to the end of the feed.
+    Final,
+    /// The final sweep's taker pass, `taker_only=true`, to the end of the feed.
+    FinalTaker,
+}
+
+impl Walk {
+    pub fn name(self) -> &'static str {
+        match self {
+            Walk::Poll => "poll",
+            Walk::Final => "final",
+            Walk::FinalTaker => "final_taker",
+        }
+    }
+
+    fn taker_only(self) -> bool {
+        self == Walk::FinalTaker
+    }
+}
+
+/// The fields of a Data API row that identify a fill (docs/TRADES.md, "Deduplication key"). The row
+/// has no trade id, so the key is the fill's content; values are kept as the venue wrote them.
+#[derive(Debug, Default, Deserialize)]
+pub struct RowId {
+    #[serde(default)]
+    pub transaction_hash: Value,
+    #[serde(default)]
+    pub token_id: Value,
+    #[serde(default)]
+    pub condition_id: Value,
+    #[serde(default)]
+    pub proxy_wallet: Value,
+    #[serde(default)]
+    pub side: Value,
+    #[serde(default)]
+    pub price: Value,
+    #[serde(default)]
+    pub size: Value,
+    #[serde(default)]
+    pub timestamp: Value,
+}
+
+/// The deduplication key of a Data API row: transaction hash, token, wallet, side, price, size and
+/// timestamp, as the venue wrote them, joined by `|`.
+pub fn row_key(r: &RowId) -> String {
+    let t = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    [&r.transaction_hash, &r.token_id, &r.proxy_wallet, &r.side, &r.price, &r.size, &r.timestamp].map(t).join("|")
+}
+
+/// The paging part of a `/v2/trades` reply.
+#[derive(Debug, Deserialize)]
+pub struct Pagination {
+    #[serde(default)]
+    pub has_more: Option<bool>,
+    #[serde(default)]
+    pub next_cursor: Option<Value>,
+}
+
+/// A `/v2/trades` reply: `{data: [...], pagination: {...}}`.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    pub data: Option<Vec<RowId>>,
+    pub pagination: Option<Pagination>,
+}
+
+/// Counters of one run (the summary line).
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub slots: u64,
+    pub slots_missed: u64,
+    /// HTTP attempts by status (`none` when no reply arrived).
+    pub requests: BTreeMap<String, u64>,
+    pub pages: u64,
+    pub rows: u64,
+    /// Rows not seen before in this run (by [`row_key`]).
+    pub rows_new: u64,
+    pub walks_complete: u64,
+    pub walks_incomplete: u64,
+    pub gaps: BTreeMap<&'static str, u64>,
+    pub outages: u64,
+    pub markets_tracked: u64,
+    pub markets_swept: u64,
+    /// Σ over slots of interval × markets tracked (for the request rate per tracked market).
+    pub tracked_secs: f64,
+    pub input_lines: u64,
+    pub input_bad: u64,
+    pub input_ignored: u64,
+}
+
+impl Stats {
+    /// All HTTP attempts.
+    pub fn attempts(&self) -> u64 {
+        self.requests.values().sum()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    market: Market,
+    window: Window,
+    tracked: bool,
+    /// A walk naming this market reached its stop (the feed end or rows seen before).
+    completed: bool,
+    /// Keys of the rows committed by completed walks.
+    seen: HashSet<String>,
+    final_tries: u32,
+}
+
+/// How a walk ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Complete,
+    Incomplete,
+}
+
+pub struct Poller<W: Write> {
+    cfg: Config,
+    client: Client,
+    seq: Sequencer,
+    out: LineWriter<W>,
+    input: Receiver<Input>,
+    input_done: bool,
+    /// Pending and tracked markets, by condition id.
+    markets: HashMap<String, Entry>,
+    /// Condition ids swept and stopped (a later record of them restarts nothing).
+    finished: HashSet<String>,
+    outage: Outage,
+    trades_url: String,
+    sched: Schedule,
+    pub stats: Stats,
+}
+
+impl<W: Write> Poller<W> {
+    pub fn new(cfg: Config, client: Client, seq: Sequencer, out: LineWriter<W>, input: Receiver<Input>) -> Poller<W> {
+        let trades_url = format!("{}/v2/trades", cfg.data_url);
+        Poller {
+            client,
+            seq,
+            out,
+            input,
+            input_done: false,
+            markets: HashMap::new(),
+            finished: HashSet::new(),
+            outage: Outage::default(),
+            sched: Schedule::new(cfg.interval),
+            cfg,
+            trades_url,
+            stats: Stats::default(),
+        }
+    }
+
+    fn due(&self, k: u64) -> Instant {
+        self.sched.due(k)
+    }
+
+    fn due_utc(&self, k: u64) -> String {
+        self.sched.due_utc(k)
+    }
+
+    /// Runs the schedule until a signal, the duration, or the end of the input (once nothing is
+    /// tracked or waiting); then writes the stop records of what is still tracked.
+    pub fn run(&mut self) -> io::Result<End> {
+        self.sched = Schedule::new(self.cfg.interval);
+        clock::steady();
+        let mut k: u64 = 0;
+        let mut missed: Option<(u64, u64)> = None;
+        let end = loop {
+            if self.cfg.duration.is_some_and(|d| self.sched.offset(k) >= d) {
+                break End::Duration;
+            }
+            let now = Instant::now();
+            let due = self.due(k);
+            if due > now && !signal::sleep(due - now) {
+                break End::Signal(signal::last_signal());
+            }
+            if signal::stop_requested() {
+                break End::Signal(signal::last_signal());
+            }
+            self.stats.slots += 1;
+            if let Some((from, to)) = missed.take() {
+                self.write_missed(k, from, to)?;
+            }
+            self.drain_input(k)?;
+            self.update_tracking(k)?;
+            if self.input_done && self.markets.is_empty() {
+                break End::InputDone;
+            }
+            self.stats.tracked_secs += self.cfg.interval.as_secs_f64() * self.tracked() as f64;
+            self.poll_slot(k)?;
+            (k, missed) = self.sched.next(k);
+        };
+        if let Some((from, to)) = missed.take() {
+            self.write_missed(k, from, to)?;
+        }
+        let mut tracked: Vec<Entry> = self.markets.values().filter(|e| e.tracked).cloned().collect();
+        tracked.sort_by(|a, b| (a.window.start, &a.market.slug).cmp(&(b.window.start, &b.market.slug)));
+        for e in tracked {
+            self.write_track(k, &e.market, Action::Stop, end.reason(), None)?;
+        }
+        self.out.flush()?;
+        Ok(end)
+    }
+
+    fn drain_input(&mut self, k: u64) -> io::Result<()> {
+        loop {
+            match self.input.try_recv() {
+                Ok(Input::Market { market, .. }) => {
+                    self.stats.input_lines += 1;
+                    self.accept(*market);
+                }
+                Ok(Input::Bad { line, reason }) => {
+                    self.stats.input_lines += 1;
+                    self.stats.input_bad += 1;
+                    eprintln!("pm-trades: stdin line {line}: skipped: {reason}");
+                    let mut ctx = GapCtx::new(GapKind::BadInput);
+                    ctx.line = Some(line);
+                    self.write_gap(k, ctx.to_value(), reason)?;
+                }
+                Err(TryRecvError::Empty) => return Ok(()),
+                Err(TryRecvError::Disconnected) => {
+                    self.input_done = true;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Stores a market record (new, or an update of a known market's record).
+    fn accept(&mut self, m: Market) {
+        let cid = m.condition_id.clone();
+        if self.finished.contains(&cid) || !crate::market::is_valid_condition_id(&cid) {
+            self.stats.input_ignored += 1;
+            return;
+        }
+        let Some(window) = Window::of(&m, self.cfg.lead, self.cfg.settle) else {
+            self.stats.input_ignored += 1;
+            return;
+        };
+        match self.markets.get_mut(&cid) {
+            Some(e) => {
+                e.market = m;
+                e.window = window;
+            }
+            None if m.change == "expired" || window.phase(&Now::read()) == Phase::Over => {
+                // Its window and settle delay were over before it arrived: nothing left to poll.
+                self.stats.input_ignored += 1;
+            }
+            None => {
+                let e =
+                    Entry { market: m, window, tracked: false, completed: false, seen: HashSet::new(), final_tries: 0 };
+                self.markets.insert(cid, e);
+            }
+        }
+    }
+
+    /// Starts tracking markets whose window opened; sweeps and stops those whose settle delay passed.
+    fn update_tracking(&mut self, k: u64) -> io::Result<()> {
+        let now = Now::read();
+        for cid in self.sorted(|_| true) {
+            let e = &self.markets[&cid];
+            match e.window.phase(&now) {
+                // Inside a backoff the venue asked for that outlasts this slot, the sweep waits for a
+                // later slot (the poll of this slot records the backoff gap).
+                Phase::Over if e.tracked && self.backing_off(k) => {}
+                Phase::Over if e.tracked => self.final_sweep(k, &cid)?,
+                Phase::Over => {
+                    self.markets.remove(&cid);
+                    self.stats.input_ignored += 1;
+                }
+                Phase::Open if !e.tracked => {
+                    let m = e.market.clone();
+                    self.markets.get_mut(&cid).expect("present").tracked = true;
+                    self.stats.markets_tracked += 1;
+                    self.write_track(k, &m, Action::Start, Reason::Window, None)?;
+                }
+                _ => {}
+            }
+            if signal::stop_requested() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// True when the family's backoff lasts past the next slot's due time.
+    fn backing_off(&self, k: u64) -> bool {
+        self.client.backoff_until("trades").is_some_and(|(until, _)| until > self.due(k + 1))
+    }
+
+    /// Condition ids of the markets matching `f`, in a stable order (window start, slug).
+    fn sorted(&self, f: impl Fn(&Entry) -> bool) -> Vec<String> {
+        let mut v: Vec<&Entry> = self.markets.values().filter(|e| f(e)).collect();
+        v.sort_by(|a, b| (a.window.start, &a.market.slug).cmp(&(b.window.start, &b.market.slug)));
+        v.into_iter().map(|e| e.market.condition_id.clone()).collect()
+    }
+
+    /// The final sweep of one market: its whole feed with `taker_only=false`, then `true`.
+    fn final_sweep(&mut self, k: u64, cid: &str) -> io::Result<()> {
+        let ids = vec![cid.to_string()];
+        let a = self.walk(k, &ids, Walk::Final)?;
+        let b = if a == Outcome::Complete { self.walk(k, &ids, Walk::FinalTaker)? } else { Outcome::Incomplete };
+        let e = self.markets.get_mut(cid).expect("present");
+        e.final_tries += 1;
+        let (done, tries) = (b == Outcome::Complete, e.final_tries);
+        if done || tries >= FINAL_TRIES || signal::stop_requested() {
+            if signal::stop_requested() && !done {
+                // The run ends: the stop record at the end says why.
+                return Ok(());
+            }
+            let e = self.markets.remove(cid).expect("present");
+            self.finished.insert(cid.to_string());
+            self.stats.markets_swept += u64::from(done);
+            let sweep = if done { "complete" } else { "failed" };
+            self.write_track(k, &e.market, Action::Stop, Reason::GraceElapsed, Some(sweep))?;
+        }
+        Ok(())
+    }
+
+    /// One slot: a poll walk per batch of tracked markets.
+    fn poll_slot(&mut self, k: u64) -> io::Result<()> {
+        let ids = self.sorted(|e| e.tracked);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if let Some((until, reason)) = self.client.backoff_until("trades") {
+            if self.backing_off(k) {
+                let wait = until.saturating_duration_since(Instant::now()).as_secs_f64();
+                let mut ctx = GapCtx::new(GapKind::Backoff);
+                ctx.backoff_s = Some((wait * 1000.0).round() / 1000.0);
+                let mut ctx = ctx.to_value();
+                ctx["condition_ids"] = json!(ids);
+                return self.write_gap(k, ctx, format!("not polled: backing off for {wait:.3} s more after {reason}"));
+            }
+        }
+        for batch in ids.chunks(self.cfg.batch) {
+            if signal::stop_requested() {
+                break;
+            }
+            self.walk(k, batch, Walk::Poll)?;
+        }
+        Ok(())
+    }
+
+    /// Walks the feed of these markets page by page (see the module doc for when it stops). Every
+    /// attempt is an envelope; a page without a usable reply, or a cursor that cannot be followed,
+    /// is a gap and leaves the walk incomplete (nothing committed).
+    fn walk(&mut self, k: u64, ids: &[String], walk: Walk) -> io::Result<Outcome> {
+        let to_end = walk != Walk::Poll || ids.iter().any(|c| !self.markets[c].completed);
+        let slugs: Vec<String> = ids.iter().map(|c| self.markets[c].market.slug.clone()).collect();
+        let mut fresh: Vec<(String, String)> = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut page: u32 = 1;
+        let outcome = loop {
+            let mut req = Request::get("trades", self.trades_url.clone())
+                .query("condition", &ids.join(","))
+                .query("taker_only", if walk.taker_only() { "true" } else { "false" });
+            req = match &cursor {
+                // The cursor carries the page size; `limit` is only sent on the first page.
+                Some(c) => req.query("cursor", c),
+                // Polls ask for small pages (most rows of a poll's first page were seen before);
+                // the sweeps walk whole feeds with the largest documented page.
+                None if walk == Walk::Poll => req.query("limit", &self.cfg.page_size.to_string()),
+                None => req.query("limit", &MAX_PAGE.to_string()),
+            };
+            let ctx = json!({
+                "slot": k, "due_at_utc": self.due_utc(k), "walk": walk.name(), "page": page,
+                "condition_ids": ids, "slugs": slugs, "taker_only": walk.taker_only(),
+            });
+            // Retries of one page never wait past one interval from now.
+            let deadline = Instant::now() + self.cfg.interval;
+            let (client, seq, out, stats) = (&self.client, &mut self.seq, &mut self.out, &mut self.stats);
+            let mut failed: u64 = 0;
+            let last: Attempt = client.execute(&req, Some(deadline), |a: &Attempt| -> io::Result<()> {
+                let key = a.status.map_or_else(|| "none".to_string(), |s| s.to_string());
+                *stats.requests.entry(key).or_default() += 1;
+                failed += u64::from(!a.is_ok());
+                out.write_raw(&a.envelope(seq, &req, Some(ctx.clone())).to_line())
+            })?;
+            let parsed = match (&last.verdict, last.json_text()) {
+                (Verdict::Ok, Some(text)) => serde_json::from_str::<Page>(text)
+                    .map_err(|e| format!("status {} reply is not a trades page: {e}", last.status.unwrap_or(0)))
+                    .and_then(|p| match (p.data, p.pagination) {
+                        (Some(rows), pagination) => Ok((rows, pagination)),
+                        // "A documented miss is `data: null` or an empty list, never an error."
+                        (None, Some(pagination)) => Ok((Vec::new(), Some(pagination))),
+                        (None, None) => Err(format!("status {} reply is not a trades page", last.status.unwrap_or(0))),
+                    }),
+                _ => Err(failure_text(&last)),
+            };
+            let (rows, pagination) = match parsed {
+                Ok(p) => p,
+                Err(why) => {
+                    if let Some(line) = self.outage.failed(failed.max(1), &self.trades_url, &why, self.cfg.interval) {
+                        self.stats.outages += 1;
+                        eprintln!("pm-trades: {line}");
+                    }
+                    let mut ctx = GapCtx::new(GapKind::FailedRequest).to_value();
+                    (ctx["condition_ids"], ctx["walk"], ctx["page"]) = (json!(ids), json!(walk.name()), json!(page));
+                    self.write_gap(k, ctx, why)?;
+                    break Outcome::Incomplete;
+                }
+            };
+            if let Some(line) = self.outage.succeeded(failed, &self.trades_url) {
+                eprintln!("pm-trades: {line}");
+            }
+            self.stats.pages += 1;
+            let mut reached_seen = false;
+            for r in &rows {
+                self.stats.rows += 1;
+                let key = row_key(r);
+                let cid = r.condition_id.as_str().unwrap_or("").to_string();
+                let seen = self.markets.get(&cid).is_some_and(|e| e.seen.contains(&key));
+                if seen {
+                    reached_seen = true;
+                } else if !fresh.iter().any(|(c, k)| *c == cid && *k == key) {
+                    self.stats.rows_new += 1;
+                    fresh.push((cid, key));
+                }
+            }
+            let has_more = pagination.as_ref().and_then(|p| p.has_more).unwrap_or(false);
+            if !has_more || (reached_seen && !to_end) {
+                break Outcome::Complete;
+            }
+            let next = pagination.and_then(|p| p.next_cursor).and_then(|c| c.as_str().map(str::to_string));
+            match next {
+                Some(c) if !c.is_empty() && page < MAX_PAGES && cursor.as_deref() != Some(c.as_str()) => {
+                    cursor = Some(c);
+                    page += 1;
+                }
+                other => {
+                    let why = match other {
+                        None => "has_more is true but next_cursor is missing or not a string".to_string(),
+                        Some(c) if c.is_empty() => "has_more is true but next_cursor is empty".to_string(),
+                        Some(_) if page >= MAX_PAGES => format!("walk reached {MAX_PAGES} pages"),
+                        Some(_) => "next_cursor repeats the cursor just followed".to_string(),
+                    };
+                    let mut ctx = GapCtx::new(GapKind::CursorUnfollowable).to_value();
+                    (ctx["condition_ids"], ctx["walk"], ctx["page"]) = (json!(ids), json!(walk.name()), json!(page));
+                    self.write_gap(k, ctx, why)?;
+                    break Outcome::Incomplete;
+                }
+            }
+            // After SIGTERM/SIGINT the page in flight was finished; no further page is asked for.
+            if signal::stop_requested() {
+                break Outcome::Incomplete;
+            }
+        };
+        if outcome == Outcome::Complete {
+            self.stats.walks_complete += 1;
+            for c in ids {
+                if let Some(e) = self.markets.get_mut(c) {
+                    e.completed = true;
+                }
+            }
+            for (cid, key) in fresh {
+                if let Some(e) = self.markets.get_mut(&cid) {
+                    e.seen.insert(key);
+                }
+            }
+        } else {
+            self.stats.walks_incomplete += 1;
+        }
+        Ok(outcome)
+    }
+
+    fn write_track(
+        &mut self,
+        k: u64,
+        m: &Market,
+        action: Action,
+        reason: Reason,
+        sweep: Option<&str>,
+    ) -> io::Result<()> {
+        let mut ctx = TrackCtx::new(action, reason, m, m.tokens.clone());
+        ctx.poll.slot = Some(k);
+        ctx.poll.due_at_utc = Some(self.due_utc(k));
+        ctx.poll.endpoint_url = Some(self.trades_url.clone());
+        let mut ctx = ctx.to_value();
+        if let Some(s) = sweep {
+            ctx["final_sweep"] = json!(s);
+        }
+        let env = self.seq.envelope("track").with_ctx(ctx);
+        self.out.write_raw(&env.to_line())
+    }
+
+    fn write_gap(&mut self, k: u64, mut ctx: Value, error: String) -> io::Result<()> {
+        let name = ctx["gap"].as_str().and_then(gap_name).unwrap_or("unknown");
+        *self.stats.gaps.entry(name).or_default() += 1;
+        ctx["slot"] = json!(k);
+        ctx["due_at_utc"] = json!(self.due_utc(k));
+        ctx["endpoint_url"] = json!(self.trades_url);
+        let env = self.seq.envelope("gap").with_ctx(ctx).with_error(error);
+        self.out.write_raw(&env.to_line())
+    }
+
+    fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
+        let count = to - from + 1;
+        self.stats.slots_missed += count;
+        let mut ctx = GapCtx::new(GapKind::MissedSlots);
+        (ctx.from_slot, ctx.to_slot, ctx.count) = (Some(from), Some(to), Some(count));
+        ctx.first_due_at_utc = Some(self.due_utc(from));
+        let error = format!("{count} slot(s) not started: the previous slot overran (long walk or retries)");
+        self.write_gap(k, ctx.to_value(), error)
+    }
+
+    /// Markets currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.markets.values().filter(|e| e.tracked).count()
+    }
+
+    /// HTTP attempts per tracked market per minute over the run (None before any market was
+    /// tracked).
+    pub fn rate_per_market_minute(&self) -> Option<f64> {
+        (self.stats.tracked_secs > 0.0).then(|| self.stats.attempts() as f64 / (self.stats.tracked_secs / 60.0))
+    }
+
+    /// The one-line summary printed on stderr at exit.
+    pub fn summary(&self, end: End) -> String {
+        let s = &self.stats;
+        let join = |m: Vec<String>| if m.is_empty() { "none".to_string() } else { m.join(" ") };
+        let requests = join(s.requests.iter().map(|(k, v)| format!("{k}:{v}")).collect());
+        let gaps = join(s.gaps.iter().map(|(k, v)| format!("{k}:{v}")).collect());
+        let ended = match end {
+            End::Signal(sig) => format!("stopped by signal {sig}"),
+            End::Duration => "duration reached".to_string(),
+            End::InputDone => "input ended and nothing left to track".to_string(),
+        };
+        let rate = match self.rate_per_market_minute() {
+            Some(r) => format!("{r:.2} requests per tracked market-minute"),
+            None => "no market tracked".to_string(),
+        };
+        format!(
+            "{ended}; slots {} ({} missed); requests {requests}; pages {} rows {} ({} new); walks {} complete {} incomplete; gaps {gaps}; markets tracked {} (swept {}, still tracked at exit {}); {rate}; input lines {} ({} bad, {} ignored); outages {}",
+            s.slots,
+            s.slots_missed,
+            s.pages,
+            s.rows,
+            s.rows_new,
+            s.walks_complete,
+            s.walks_incomplete,
+            s.markets_tracked,
+            s.markets_swept,
+            self.tracked(),
+            s.input_lines,
+            s.input_bad,
+            s.input_ignored,
+            s.outages
+        )
+    }
+}
+
+fn gap_name(s: &str) -> Option<&'static str> {
+    let g: GapKind = serde_json::from_value(json!(s)).ok()?;
+    Some(g.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_key_uses_the_venue_values_and_ignores_profile_fields() {
+        let a: RowId = serde_json::from_str(
+            r#"{"transaction_hash":"0xab","token_id":"1","proxy_wallet":"0xw","side":"BUY","price":0.5,"size":"10","timestamp":1700000000,"name":"x"}"#,
+        )
+        .unwrap();
+        let b: RowId = serde_json::from_str(
+            r#"{"transaction_hash":"0xab","token_id":"1","proxy_wallet":"0xw","side":"BUY","price":0.5,"size":"10","timestamp":1700000000,"name":"y","bio":"z"}"#,
+        )
+        .unwrap();
+        assert_eq!(row_key(&a), row_key(&b));
+        assert_eq!(row_key(&a), "0xab|1|0xw|BUY|0.5|10|1700000000");
+    }
+}
