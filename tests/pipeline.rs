@@ -95,7 +95,7 @@ fn archived_body(line: &str) -> Option<String> {
 fn served(v: &Venue, prefix: &str, before: Option<time::OffsetDateTime>) -> Vec<(u16, String)> {
     v.log()
         .into_iter()
-        .filter(|s: &Served| s.path.starts_with(prefix) && s.status.is_some() && before.map_or(true, |b| s.at < b))
+        .filter(|s: &Served| s.path.starts_with(prefix) && s.status.is_some() && before.is_none_or(|b| s.at < b))
         .map(|s| (s.status.unwrap(), String::from_utf8(s.response).unwrap()))
         .collect()
 }

@@ -172,6 +172,38 @@ pub fn run_feeding(mut cmd: Command, feed: Option<Box<dyn FnOnce(ChildStdin) + S
     Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
 }
 
+/// fd-style assertion: the tool exited with `code` (a signal or another code fails, showing stderr).
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status {:?}, expected {code}; stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// fd-style assertion: stderr contains `needle` (the whole stderr is shown when it does not).
+#[track_caller]
+pub fn assert_stderr_contains(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(needle), "stderr does not contain {needle:?}:\n{err}");
+}
+
+/// fd-style assertion: nothing was written on stdout.
+#[track_caller]
+pub fn assert_stdout_empty(out: &Output) {
+    assert!(out.stdout.is_empty(), "stdout is not empty:\n{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// fd-style assertion: stderr is exactly `lines` (each line compared, the whole stderr shown on a difference).
+#[track_caller]
+pub fn assert_stderr_lines(out: &Output, lines: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().collect::<Vec<_>>(), lines, "stderr:\n{err}");
+}
+
 /// Parses JSONL text into values (panics on a bad line, naming it).
 pub fn jsonl(text: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(text)
