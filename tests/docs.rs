@@ -65,30 +65,9 @@ fn doc_table_fields(doc: &str, heading: &str) -> Vec<String> {
 }
 
 /// A row type's fields in declaration order (the order in which a row is written): the keys of its
-/// serialized default, read in document order.
+/// serialized default, read in the order written.
 fn type_fields<T: Default + Serialize>() -> Vec<String> {
-    struct Keys(Vec<String>);
-    impl<'de> serde::Deserialize<'de> for Keys {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> serde::de::Visitor<'de> for V {
-                type Value = Keys;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a JSON object")
-                }
-                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Keys, A::Error> {
-                    let mut keys = Vec::new();
-                    while let Some((k, _)) = m.next_entry::<String, serde::de::IgnoredAny>()? {
-                        keys.push(k);
-                    }
-                    Ok(Keys(keys))
-                }
-            }
-            d.deserialize_map(V)
-        }
-    }
-    let json = serde_json::to_string(&T::default()).unwrap();
-    serde_json::from_str::<Keys>(&json).unwrap().0
+    common::keys_in_order(&serde_json::to_vec(&T::default()).unwrap())
 }
 
 #[test]

@@ -204,6 +204,32 @@ pub fn assert_stderr_lines(out: &Output, lines: &[&str]) {
     assert_eq!(err.lines().collect::<Vec<_>>(), lines, "stderr:\n{err}");
 }
 
+/// Keys of a JSON object line, in the order written (serde_json::Value sorts them).
+pub fn keys_in_order(line: &[u8]) -> Vec<String> {
+    struct Keys(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Keys, A::Error> {
+                    let mut k = Vec::new();
+                    while let Some(key) = a.next_key::<String>()? {
+                        a.next_value::<serde::de::IgnoredAny>()?;
+                        k.push(key);
+                    }
+                    Ok(Keys(k))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_slice::<Keys>(line).unwrap().0
+}
+
 /// Parses JSONL text into values (panics on a bad line, naming it).
 pub fn jsonl(text: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(text)
