@@ -48,21 +48,7 @@ fn collect_as(mut c: Command, v: &Venue, root: &Path, clock: &str, env: &[(&str,
 
 /// All archive files of a stream (sealed, `.jsonl.gz`).
 fn files(root: &Path, stream: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.join(format!("venue=polymarket/stream={stream}"))];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(".jsonl.gz") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    common::files_under(&root.join(format!("venue=polymarket/stream={stream}")), ".jsonl.gz")
 }
 
 fn partials(root: &Path) -> Vec<PathBuf> {

@@ -230,6 +230,25 @@ pub fn keys_in_order(line: &[u8]) -> Vec<String> {
     serde_json::from_slice::<Keys>(line).unwrap().0
 }
 
+/// Files under `dir` (recursively; none when it does not exist) whose name ends with `suffix`, sorted.
+pub fn files_under(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Parses JSONL text into values (panics on a bad line, naming it).
 pub fn jsonl(text: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(text)
