@@ -8,7 +8,7 @@
 set -uo pipefail
 runs=${1:-20}
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "chain_matrix_under_load.sh: RUNS must be a positive integer" >&2; exit 2; }
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 bin=$(cargo test --test pipeline --no-run --message-format=json 2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*pipeline-[^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$bin" ] || { echo "chain_matrix_under_load.sh: could not build tests/pipeline.rs" >&2; exit 2; }

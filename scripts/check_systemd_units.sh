@@ -76,10 +76,10 @@ render() {
     while IFS= read -r line || [[ -n $line ]]; do
         if [[ $line =~ ^[[:space:]]*Exec[A-Za-z]*= ]]; then
             out=$line
-            for tok in $(grep -o '/opt/pm-archive/[^[:space:]'"'"'";|&]*' <<<"$line" | sort -u); do
+            while IFS= read -r tok; do
                 p=$(resolve "$tok") || { say "$src: $tok has no counterpart in the checkout (build first: cargo build --release; or --stub-missing)"; return 1; }
                 out=${out//"$tok"/"$p"}
-            done
+            done < <(grep -o '/opt/pm-archive/[^[:space:]'"'"'";|&]*' <<<"$line" | sort -u)
             line=$out
         fi
         printf '%s\n' "$line" >>"$dst"

@@ -251,7 +251,7 @@ install_code() {
 }
 
 install_config() {
-    local f name pristine tmp
+    local f name pristine
     # Live configs first: put_config compares with the previously shipped pristine copy.
     for f in "$SRC"/config/*.example.env; do
         [ -f "$f" ] || continue

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # read_env_file.sh — sourced (never run) by pipelines/collect.sh and scripts/run_polymarket_collector_cycle.sh.
 #
 # pm_read_env_file FILE
@@ -58,7 +59,7 @@ pm_read_env_file() {
           $'\n' | $'\r') state=pre_key; _pm_env_push ;;
           "'") state=squote ;;
           '"') state=dquote ;;
-          '\') state=value_escape ;;
+          "\\") state=value_escape ;;
           ' ' | $'\t') ;;
           *) state=value value+=$c ;;
         esac ;;
@@ -68,7 +69,7 @@ pm_read_env_file() {
             state=pre_key
             [ "$vws" -lt 0 ] || value=${value:0:vws}
             _pm_env_push ;;
-          '\') state=value_escape vws=-1 ;;
+          "\\") state=value_escape vws=-1 ;;
           ' ' | $'\t')
             [ "$vws" -ge 0 ] || vws=${#value}
             value+=$c ;;
@@ -82,13 +83,13 @@ pm_read_env_file() {
       dquote)
         case $c in
           '"') state=pre_value ;;
-          '\') state=dquote_escape ;;
+          "\\") state=dquote_escape ;;
           *) value+=$c ;;
         esac ;;
       dquote_escape)
         state=dquote
         case $c in
-          '"' | '\' | '`' | '$') value+=$c ;;
+          '"' | "\\" | '`' | '$') value+=$c ;;
           $'\n') ;;
           *) value+="\\$c" ;;
         esac ;;

@@ -57,12 +57,13 @@ mapfile -t raw < <(find "$rel/archive" -path '*stream=books*' -name '*.jsonl.gz'
   --manifest "data/manifests/orderbook_normalization_sample_manifest.json" 2> "$out/normalized/normalize.log"; norm_rc=$?
 "$bin/pm-normalize" --check "$rel/normalized/orderbook_snapshots.jsonl.gz" > "$out/normalized/check.json"; check_rc=$?
 set -e
-cp "$(ls "$out"/archive/manifests/run-*.json | head -n 1)" "$repo/data/manifests/orderbook_collector_sample_manifest.json"
+runs=("$out"/archive/manifests/run-*.json)
+cp "${runs[0]}" "$repo/data/manifests/orderbook_collector_sample_manifest.json"
 
 files=$(find "$out/archive" -name '*.jsonl.gz' | wc -l)
 gz=$(find "$out/archive" -name '*.jsonl.gz' -exec cat {} + | wc -c)
 rawb=$(find "$out/archive" -name '*.jsonl.gz' -exec zcat {} + | wc -c)
-gzip_ok=yes; for f in $(find "$out/archive" -name '*.jsonl.gz'); do gzip -t "$f" || gzip_ok=no; done
+gzip_ok=yes; while IFS= read -r f; do gzip -t "$f" || gzip_ok=no; done < <(find "$out/archive" -name '*.jsonl.gz')
 cat > "$out/README.md" <<EOF
 # Collector sample run — LOOPBACK REPLAY, NOT LIVE DATA
 

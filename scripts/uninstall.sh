@@ -75,6 +75,7 @@ unit_list() {
         for f in "$here"/../systemd/*.service "$here"/../systemd/*.timer; do
             [ -f "$f" ] && basename -- "$f"
         done
+        # shellcheck disable=SC2086  # KNOWN_UNITS is a space-separated list: one unit a line
         printf '%s\n' $KNOWN_UNITS
     } | grep -E '^[A-Za-z0-9@._-]+\.(service|timer|path|socket|target)$' | sort -u
 }

@@ -124,7 +124,7 @@ impl Family {
             Family::H1 => {
                 let et = clock::to_eastern(start);
                 let h = et.hour();
-                let h12 = if h % 12 == 0 { 12 } else { h % 12 };
+                let h12 = if h.is_multiple_of(12) { 12 } else { h % 12 };
                 let ampm = if h < 12 { "am" } else { "pm" };
                 let m = MONTHS[u8::from(et.month()) as usize - 1];
                 vec![

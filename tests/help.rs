@@ -10,10 +10,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{run_with_timeout, tool};
+use common::{assert_exit, assert_stderr_contains, assert_stdout_empty, run_with_timeout, tool};
 
 /// Every binary of the crate, with options its usage text must mention.
 const TOOLS: [(&str, &[&str]); 10] = [
@@ -39,16 +39,11 @@ fn usage_in_source(name: &str) -> String {
     src[start..end].replace("\\\"", "\"").trim_start().to_string()
 }
 
-fn run(name: &str, args: &[&str]) -> (Option<i32>, String, String) {
+fn run(name: &str, args: &[&str]) -> Output {
     let mut c = tool(name);
     c.args(args);
     // Empty stdin: a tool that wrongly started working would see the end of its input at once.
-    let out = run_with_timeout(c, Some(b""), Duration::from_secs(20));
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_with_timeout(c, Some(b""), Duration::from_secs(20))
 }
 
 #[test]
@@ -56,10 +51,14 @@ fn help_prints_the_usage_text_and_exits_0() {
     for (name, options) in TOOLS {
         let usage = usage_in_source(name);
         for flag in ["--help", "-h"] {
-            let (code, out, err) = run(name, &[flag]);
-            assert_eq!(code, Some(0), "{name} {flag}: {err}");
-            assert_eq!(out, usage, "{name} {flag}: stdout is the USAGE text of bin/{name}.rs");
-            assert!(err.is_empty(), "{name} {flag}: {err}");
+            let out = run(name, &[flag]);
+            assert_exit(&out, 0);
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                usage,
+                "{name} {flag}: stdout is the USAGE of bin/{name}.rs"
+            );
+            assert!(out.stderr.is_empty(), "{name} {flag}: {}", String::from_utf8_lossy(&out.stderr));
         }
         assert!(usage.starts_with(&format!("{name} — ")), "{name}: the first line names the tool");
         assert!(usage.contains("Usage:"), "{name}");
@@ -73,9 +72,13 @@ fn help_prints_the_usage_text_and_exits_0() {
 fn version_prints_the_tool_and_crate_version() {
     for (name, _) in TOOLS {
         for flag in ["--version", "-V"] {
-            let (code, out, err) = run(name, &[flag]);
-            assert_eq!(code, Some(0), "{name} {flag}: {err}");
-            assert_eq!(out, format!("{name} {}\n", pm_archive::VERSION), "{name} {flag}");
+            let out = run(name, &[flag]);
+            assert_exit(&out, 0);
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                format!("{name} {}\n", pm_archive::VERSION),
+                "{name} {flag}"
+            );
         }
     }
 }
@@ -83,9 +86,11 @@ fn version_prints_the_tool_and_crate_version() {
 #[test]
 fn an_unknown_flag_is_a_one_line_error_and_exit_2() {
     for (name, _) in TOOLS {
-        let (code, out, err) = run(name, &["--no-such-flag"]);
-        assert_eq!(code, Some(2), "{name}: {err}");
-        assert!(out.is_empty(), "{name}: nothing on stdout: {out}");
+        let out = run(name, &["--no-such-flag"]);
+        assert_exit(&out, 2);
+        assert_stdout_empty(&out);
+        assert_stderr_contains(&out, &format!("Try '{name} --help' for more information."));
+        let err = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = err.lines().collect();
         assert_eq!(lines.len(), 2, "{name}: the message and the --help hint: {err}");
         assert!(lines[0].starts_with(&format!("{name}: ")) && lines[0].contains("--no-such-flag"), "{name}: {err}");
@@ -153,6 +158,9 @@ fn run_case(name: &str, args: &[String], stdin: In, stdout: Out, dir: &Path) -> 
     (status.code(), out.join().unwrap(), err.join().unwrap())
 }
 
+/// One row of the exit-code table: (what, tool, args, stdin, stdout, expected exit code).
+type Case<'a> = (&'a str, &'a str, Vec<String>, In, Out, i32);
+
 #[test]
 fn one_exit_code_rule_for_every_tool() {
     let dir = common::tempdir("exit-table");
@@ -178,8 +186,7 @@ fn one_exit_code_rule_for_every_tool() {
         ("pm-tradeset", vec![]),
     ];
 
-    // (what, tool, args, stdin, stdout, expected exit code)
-    let mut table: Vec<(&str, &str, Vec<String>, In, Out, i32)> = Vec::new();
+    let mut table: Vec<Case> = Vec::new();
     for (name, _) in TOOLS {
         table.push(("--help, stdout closed", name, s(&["--help"]), In::Empty, Out::Closed, 0));
         table.push(("--version, stdout closed", name, s(&["--version"]), In::Empty, Out::Closed, 0));

@@ -52,21 +52,7 @@ fn collect_as(mut c: Command, v: &Venue, root: &Path, clock: &str, env: &[(&str,
 
 /// All archive files of a stream (sealed, `.jsonl.gz`).
 fn files(root: &Path, stream: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.join(format!("venue=polymarket/stream={stream}"))];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(".jsonl.gz") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
+    common::files_under(&root.join(format!("venue=polymarket/stream={stream}")), ".jsonl.gz")
 }
 
 fn partials(root: &Path) -> Vec<PathBuf> {
@@ -99,7 +85,7 @@ fn archived_body(line: &str) -> Option<String> {
 fn served(v: &Venue, prefix: &str, before: Option<time::OffsetDateTime>) -> Vec<(u16, String)> {
     v.log()
         .into_iter()
-        .filter(|s: &Served| s.path.starts_with(prefix) && s.status.is_some() && before.map_or(true, |b| s.at < b))
+        .filter(|s: &Served| s.path.starts_with(prefix) && s.status.is_some() && before.is_none_or(|b| s.at < b))
         .map(|s| (s.status.unwrap(), String::from_utf8(s.response).unwrap()))
         .collect()
 }

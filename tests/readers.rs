@@ -176,7 +176,7 @@ fn build_sample() -> PathBuf {
     assert_eq!(out.status.code(), Some(0), "pm-books | jsonl-rotate: {}", String::from_utf8_lossy(&out.stderr));
     let books = dir.join("archive/venue=polymarket/stream=books");
     gz_write(&books.join("date=2026-08-14/hour=01/testhost-derived-0.jsonl.gz"), &derived_raw());
-    let raw_files = files_under(&books);
+    let raw_files = common::files_under(&books, ".jsonl.gz");
     let hours: BTreeSet<String> =
         raw_files.iter().map(|p| p.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(
@@ -204,7 +204,7 @@ fn build_sample() -> PathBuf {
     c.env("PATH", format!("{}:{}", bins.display(), std::env::var("PATH").unwrap_or_default()));
     let o = run_with_timeout(c, None, Duration::from_secs(120));
     assert!(o.status.success(), "{}: {}", loop_block.doc, String::from_utf8_lossy(&o.stderr));
-    let norm_files = files_under(&dir.join("archive/venue=polymarket/stream=books_normalized"));
+    let norm_files = common::files_under(&dir.join("archive/venue=polymarket/stream=books_normalized"), ".jsonl.gz");
     assert_eq!(norm_files.len(), raw_files.len(), "one normalized file per raw file");
     let cat = |files: &[PathBuf], to: &str| {
         let mut all = Vec::new();
@@ -226,23 +226,6 @@ fn build_sample() -> PathBuf {
         std::fs::copy(f, dir.join("clean").join(rel)).unwrap();
     }
     dir
-}
-
-fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(".jsonl.gz") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn rows(name: &str) -> Vec<Value> {
@@ -314,7 +297,8 @@ fn normalized_rows_keep_one_type_per_field() {
     }
     // pm-normalize --check reads every row into its Rust type (src/normalize/rows.rs).
     let mut c = tool("pm-normalize");
-    c.arg("--check").args(files_under(&sample().join("archive/venue=polymarket/stream=books_normalized")));
+    c.arg("--check")
+        .args(common::files_under(&sample().join("archive/venue=polymarket/stream=books_normalized"), ".jsonl.gz"));
     let o = run_with_timeout(c, None, Duration::from_secs(60));
     let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((o.status.code(), &rep["invalid_rows"]), (Some(0), &json!(0)), "{}", rep["problems"]);

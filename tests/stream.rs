@@ -620,32 +620,6 @@ fn trust_returns_only_with_a_book_or_rest_snapshot_not_with_a_later_matching_has
     assert!(r[6..11].iter().all(|r| r["flags"] == json!(["untrusted"])));
 }
 
-/// Keys of a JSON object line, in the order written.
-fn keys_in_order(line: &[u8]) -> Vec<String> {
-    struct Keys(Vec<String>);
-    impl<'de> serde::Deserialize<'de> for Keys {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> serde::de::Visitor<'de> for V {
-                type Value = Keys;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("an object")
-                }
-                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Keys, A::Error> {
-                    let mut k = Vec::new();
-                    while let Some(key) = a.next_key::<String>()? {
-                        a.next_value::<serde::de::IgnoredAny>()?;
-                        k.push(key);
-                    }
-                    Ok(Keys(k))
-                }
-            }
-            d.deserialize_map(V)
-        }
-    }
-    serde_json::from_slice::<Keys>(line).unwrap().0
-}
-
 #[test]
 fn a_rebuilt_row_is_a_rest_row_for_the_same_book() {
     // The recorded websocket `book` (hash verifies) and a REST `/books` reply with the same book
@@ -687,7 +661,7 @@ fn a_rebuilt_row_is_a_rest_row_for_the_same_book() {
         let (rest_line, ws_line) = (rest_out.stdout.trim_ascii_end(), ws_out.stdout.trim_ascii_end());
         assert!(!rest_line.contains(&b'\n') && !ws_line.contains(&b'\n'), "one row each");
         // Exactly the same keys in the same order.
-        assert_eq!(keys_in_order(ws_line), keys_in_order(rest_line), "depth {depth}");
+        assert_eq!(common::keys_in_order(ws_line), common::keys_in_order(rest_line), "depth {depth}");
         let (mut w, r): (Value, Value) =
             (serde_json::from_slice(ws_line).unwrap(), serde_json::from_slice(rest_line).unwrap());
         assert_eq!(r["source"], "books");

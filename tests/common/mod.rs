@@ -166,6 +166,83 @@ pub fn run_feeding(mut cmd: Command, feed: Option<Box<dyn FnOnce(ChildStdin) + S
     Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
 }
 
+/// fd-style assertion: the tool exited with `code` (a signal or another code fails, showing stderr).
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status {:?}, expected {code}; stderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// fd-style assertion: stderr contains `needle` (the whole stderr is shown when it does not).
+#[track_caller]
+pub fn assert_stderr_contains(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(needle), "stderr does not contain {needle:?}:\n{err}");
+}
+
+/// fd-style assertion: nothing was written on stdout.
+#[track_caller]
+pub fn assert_stdout_empty(out: &Output) {
+    assert!(out.stdout.is_empty(), "stdout is not empty:\n{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// fd-style assertion: stderr is exactly `lines` (each line compared, the whole stderr shown on a difference).
+#[track_caller]
+pub fn assert_stderr_lines(out: &Output, lines: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().collect::<Vec<_>>(), lines, "stderr:\n{err}");
+}
+
+/// Keys of a JSON object line, in the order written (serde_json::Value sorts them).
+pub fn keys_in_order(line: &[u8]) -> Vec<String> {
+    struct Keys(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Keys, A::Error> {
+                    let mut k = Vec::new();
+                    while let Some(key) = a.next_key::<String>()? {
+                        a.next_value::<serde::de::IgnoredAny>()?;
+                        k.push(key);
+                    }
+                    Ok(Keys(k))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_slice::<Keys>(line).unwrap().0
+}
+
+/// Files under `dir` (recursively; none when it does not exist) whose name ends with `suffix`, sorted.
+pub fn files_under(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Parses JSONL text into values (panics on a bad line, naming it).
 pub fn jsonl(text: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(text)
