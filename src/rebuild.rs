@@ -708,6 +708,9 @@ impl<'de> Deserialize<'de> for Msg<'de> {
 }
 
 /// A frame body: one message, an array of them (initial dumps), or any other JSON value.
+// One frame at a time lives on the stack while it is handled; boxing `Msg` would cost an allocation
+// per frame on the hot path.
+#[allow(clippy::large_enum_variant)]
 enum Frame<'a> {
     One(Msg<'a>),
     Many(Vec<Msg<'a>>),
@@ -909,7 +912,7 @@ fn search_ltp(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawVa
     let tick = b.tick_size.as_deref()?;
     let t: &str = serde_json::from_str(tick.get()).ok()?;
     let step: f64 = t.trim().parse().ok()?;
-    if !(step >= 0.001 && step < 1.0) {
+    if !(0.001..1.0).contains(&step) {
         return None;
     }
     let places = t.split_once('.').map_or(0, |(_, f)| f.len()).max(3);
@@ -1221,7 +1224,9 @@ pub struct Rebuilder {
     /// The row output until the row thread takes it.
     rows: Option<Box<dyn Write + Send>>,
     markets: Vec<PathBuf>,
-    /// Row jobs back from the row thread, for reuse.
+    /// Row jobs back from the row thread, for reuse (boxed: a job moves through the channels as a
+    /// pointer, not as its whole buffers' headers).
+    #[allow(clippy::vec_box)]
     spare: Vec<Box<RowJob>>,
     trades: Option<Box<dyn Write>>,
     pub stats: Stats,
@@ -1555,13 +1560,10 @@ impl Rebuilder {
             Some(Some((true, via))) => {
                 b.verified = Some(true);
                 b.ltp_known = true;
-                match via {
-                    Some(i) => {
-                        b.ltp = b.cands[i].clone();
-                        b.cands.drain(..=i);
-                        self.stats.matched_with_trade_price += 1;
-                    }
-                    None => {}
+                if let Some(i) = via {
+                    b.ltp = b.cands[i].clone();
+                    b.cands.drain(..=i);
+                    self.stats.matched_with_trade_price += 1;
                 }
                 Some(Tally::Matched)
             }

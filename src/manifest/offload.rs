@@ -187,8 +187,11 @@ impl UploadClass {
     }
 }
 
+/// Files with their class for the uploader, and the walk's problems.
+pub type ClassifiedFiles = (Vec<(UploadClass, layout::ArchiveFile)>, Vec<String>);
+
 /// Every file under the root (outside `manifests/`) with its class for the uploader.
-pub fn files(root: &Path) -> Result<(Vec<(UploadClass, layout::ArchiveFile)>, Vec<String>), Error> {
+pub fn files(root: &Path) -> Result<ClassifiedFiles, Error> {
     let (found, errors) = walk_root(root)?;
     let out = found
         .into_iter()
@@ -219,8 +222,11 @@ pub struct FileState {
     pub md5: Option<String>,
 }
 
+/// The upload log's state per (path, sha256).
+pub type UploadStates = BTreeMap<(String, String), FileState>;
+
 /// The upload log's state per (path, sha256), and the number of lines that are not valid records.
-pub fn state(root: &Path) -> io::Result<(BTreeMap<(String, String), FileState>, usize)> {
+pub fn state(root: &Path) -> io::Result<(UploadStates, usize)> {
     let Some(log) = read_uploads(root)? else { return Ok((BTreeMap::new(), 0)) };
     let mut out = BTreeMap::new();
     for u in log.uploads {
