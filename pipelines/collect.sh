@@ -185,7 +185,7 @@ for f in "${fifos[@]}"; do
 done
 # Children close every descriptor the script holds (else a rotator would never see end-of-input).
 close_held() { local v; for v in "${HELD[@]}"; do exec {v}>&-; done; }
-tick() { read -r -t "${1:-0.1}" -u "${FD[tick]}" _ 2>/dev/null; return 0; }
+tick() { read -r -t 0.1 -u "${FD[tick]}" _ 2>/dev/null; return 0; }  # one supervision step (0.1 s)
 
 declare -A NAME=() KIND=() RC=()
 started() { NAME[$1]=$2; KIND[$1]=$3; log "started $2 (pid $1)"; }

@@ -69,7 +69,7 @@ awk -v target=$((MB * 1000000)) -v levels="$LEVELS" 'BEGIN {
 fi
 SIZE=$(stat -c %s "$IN")
 LINES=$(wc -l < "$IN")
-FLUSH_BYTES=$((SIZE / LINES * POLLS_PER_FLUSH)) # one flush window: POLLS_PER_FLUSH lines (polls)
+FLUSH_BYTES=$((SIZE * POLLS_PER_FLUSH / LINES)) # one flush window: POLLS_PER_FLUSH lines (polls)
 cat "$IN" > /dev/null # warm the page cache for both runs
 
 # bash's `time` keyword: wall, user and system seconds of the command (all threads).

@@ -163,7 +163,7 @@ esac
 [[ $TPSLIMIT =~ ^[0-9]+(\.[0-9]+)?$ ]] || usage_err "bad --tpslimit '$TPSLIMIT'"
 [[ $TRANSFERS =~ ^[1-9][0-9]*$ ]] || usage_err "bad --transfers '$TRANSFERS'"
 [[ $BWLIMIT =~ ^[A-Za-z0-9.:,\ _-]+$ ]] || usage_err "bad --bwlimit '$BWLIMIT'"
-[[ -n $REMOTE && $REMOTE != *$'\n'* && $REMOTE != *$'\t'* && $REMOTE != *'"'* && $REMOTE != *'\'* ]] \
+[[ -n $REMOTE && $REMOTE != *$'\n'* && $REMOTE != *$'\t'* && $REMOTE != *'"'* && $REMOTE != *"\\"* ]] \
     || usage_err "bad --remote '$REMOTE'"
 case "$ALLOW_SIZE_DELETE" in 1|true|yes) ALLOW_SIZE_DELETE=1 ;; *) ALLOW_SIZE_DELETE=0 ;; esac
 case "$REPAIR" in 0|false|no) REPAIR=0 ;; *) REPAIR=1 ;; esac
