@@ -6,7 +6,7 @@
 #        │                                   ├──▶ pm-trades ──raw envelopes──▶ jsonl-rotate --stream trades ──┤
 #        │                                   └──▶ pm-stream ──raw envelopes──▶ jsonl-rotate --stream ws_market┼─▶ manifest build
 #        └──── raw Gamma replies (--raw-out) ────────────────────────────────▶ jsonl-rotate --stream gamma ───┘
-#   (pm-trades: on unless PMARCHIVE_TRADES=0; pm-stream: only with PMARCHIVE_WS=1)
+#   (pm-trades: on unless PMARCHIVE_TRADES=0; pm-stream: on unless PMARCHIVE_WS=0)
 #
 # Usage: pipelines/collect.sh [ENV_FILE]
 #        pipelines/collect.sh --help
@@ -79,7 +79,7 @@ GRACE="${PMARCHIVE_GRACE:-120}"
 FLUSH_SECS="${PMARCHIVE_FLUSH_SECS:-5}"
 ROTATE_SECS="${PMARCHIVE_ROTATE_SECS:-3600}"
 MANIFEST_REFRESH="${PMARCHIVE_MANIFEST_REFRESH:-60}"
-WS="${PMARCHIVE_WS:-0}"
+WS="${PMARCHIVE_WS:-1}"
 TRADES="${PMARCHIVE_TRADES:-1}"
 TRADES_INTERVAL="${PMARCHIVE_TRADES_INTERVAL:-5}"
 TRADES_SETTLE="${PMARCHIVE_TRADES_SETTLE:-120}"

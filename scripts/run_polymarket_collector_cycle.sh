@@ -170,7 +170,7 @@ main() {
         log "recovery: listed in manifests/run-*-$rid.json"
     fi
 
-    log "start: pid=$$ user=$(id -un 2>/dev/null || id -u) env=$env_file root=$root bin=$bin families=${PMARCHIVE_FAMILIES:-default} interval=${PMARCHIVE_INTERVAL:-default} ws=${PMARCHIVE_WS:-0} duration=${PMARCHIVE_DURATION:-forever} label=${PMARCHIVE_LABEL:-} host=${PMARCHIVE_HOST:-$(hostname 2>/dev/null || echo unknown)}"
+    log "start: pid=$$ user=$(id -un 2>/dev/null || id -u) env=$env_file root=$root bin=$bin families=${PMARCHIVE_FAMILIES:-default} interval=${PMARCHIVE_INTERVAL:-default} ws=${PMARCHIVE_WS:-1} duration=${PMARCHIVE_DURATION:-forever} label=${PMARCHIVE_LABEL:-} host=${PMARCHIVE_HOST:-$(hostname 2>/dev/null || echo unknown)}"
     exec "$collect" "$env_file"
 }
 

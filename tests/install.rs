@@ -551,7 +551,7 @@ fn example_env_lists_every_setting_and_is_valid_for_shell_and_systemd() {
     assert_eq!(assigned["PMARCHIVE_WS_URL"].0, pm_archive::stream::DEFAULT_WS_URL);
     assert_eq!(assigned["PMARCHIVE_FAMILIES"].0, "5m,15m,1h,4h,daily");
     assert_eq!(assigned["PMARCHIVE_INTERVAL"].0, "1");
-    assert_eq!(assigned["PMARCHIVE_WS"].0, "0");
+    assert_eq!(assigned["PMARCHIVE_WS"].0, "1");
     assert_eq!(assigned["PMARCHIVE_DATA_URL"].0, pm_archive::trades::DEFAULT_DATA_URL);
     assert_eq!(assigned["PMARCHIVE_TRADES"].0, "1");
     assert_eq!(assigned["PMARCHIVE_DURATION"].0, "");
@@ -679,12 +679,16 @@ fn behaving_bins(dir: &Path) -> PathBuf {
          trap 'echo \"pm-books: TERM\" >&2; exit 0' TERM\n\
          for _ in $(seq 300); do echo '{\"line\":1}'; sleep 0.2 & wait $!; done\n",
     );
-    write_exec(
-        &bin.join("pm-trades"),
-        "#!/bin/bash\ncase \" $* \" in *\" --check-args \"*) exit 0 ;; esac\n\
-         trap 'echo \"pm-trades: TERM\" >&2; exit 0' TERM\n\
-         for _ in $(seq 300); do echo '{\"line\":1}'; sleep 0.2 & wait $!; done\n",
-    );
+    for name in ["pm-trades", "pm-stream"] {
+        write_exec(
+            &bin.join(name),
+            &format!(
+                "#!/bin/bash\ncase \" $* \" in *\" --check-args \"*) exit 0 ;; esac\n\
+                 trap 'echo \"{name}: TERM\" >&2; exit 0' TERM\n\
+                 for _ in $(seq 300); do echo '{{\"line\":1}}'; sleep 0.2 & wait $!; done\n"
+            ),
+        );
+    }
     write_exec(
         &bin.join("jsonl-rotate"),
         "#!/bin/bash\ntrap 'echo \"jsonl-rotate: got SIGTERM\" >&2' TERM\n\

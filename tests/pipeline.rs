@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::dataapi::DataApi;
 use common::venue::{Fault, Served, Venue};
+use common::ws::{Behaviour, WsServer};
 use common::{run_with_timeout, tempdir, tool};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -34,6 +35,9 @@ fn collect_as(mut c: Command, v: &Venue, root: &Path, clock: &str, env: &[(&str,
         // Loopback only: the venue answers /v2/trades with a stand-in 404 (tests that check trades
         // set a loopback Data API instead).
         .env("PMARCHIVE_DATA_URL", v.url())
+        // Loopback only: the websocket lane is on by default; nothing listens on port 9 (pm-stream
+        // records its failed connects and retries). Tests that check the lane set a loopback venue.
+        .env("PMARCHIVE_WS_URL", "ws://127.0.0.1:9/ws/market")
         .env("PMARCHIVE_FAMILIES", "5m")
         .env("PMARCHIVE_AHEAD", "1")
         .env("PMARCHIVE_DISCOVERY_EVERY", "1")
@@ -136,10 +140,14 @@ fn the_chain_archives_every_reply_exactly_once_while_markets_roll_over() {
         let slug = format!("btc-updown-5m-{}", start.unix_timestamp());
         api.register_slug(&slug, start, start + time::Duration::minutes(5));
     }
+    // The websocket lane (on by default, no PMARCHIVE_WS set here): the modelled loopback channel.
+    let ws = WsServer::start_with(Behaviour::Model { events_per_sec: 20.0, seed: 7 }, Some(100));
+    let ws_url = ws.url();
     let dir = Scratch::new("chain");
     let root = dir.0.join("root");
     let api_url = api.url();
     let trades_env = [
+        ("PMARCHIVE_WS_URL", ws_url.as_str()),
         ("PMARCHIVE_DURATION", "24"),
         ("PMARCHIVE_DATA_URL", api_url.as_str()),
         ("PMARCHIVE_TRADES_INTERVAL", "0.5"),
@@ -154,7 +162,11 @@ fn the_chain_archives_every_reply_exactly_once_while_markets_roll_over() {
     // Every reply the venue served is in the archive exactly once (bodies compared byte for byte).
     let books = lines(&root, "books");
     let gamma = lines(&root, "gamma");
-    assert_eq!(count(&archived(&books, "books")), count(&served(&v, "/books", None)), "books replies");
+    // /books replies go to stream books (pm-books' polls) and to ws_market (pm-stream's REST snapshots
+    // after each connect, `ctx.reason: ws_resync`): together, every reply exactly once.
+    let mut polled = archived(&books, "books");
+    polled.extend(archived(&lines(&root, "ws_market"), "books"));
+    assert_eq!(count(&polled), count(&served(&v, "/books", None)), "books replies");
     assert_eq!(count(&archived(&gamma, "gamma")), count(&served(&v, "/markets/slug/", None)), "gamma replies");
     assert!(served(&v, "/books", None).len() >= 20, "the chain polled");
 
@@ -213,6 +225,17 @@ fn the_chain_archives_every_reply_exactly_once_while_markets_roll_over() {
             assert!(keys.contains(&k), "{}: trade missing after the sweep", s["ctx"]["slug"]);
         }
     }
+
+    // The websocket lane ran by default: its frames are archived in stream ws_market, with book data.
+    let wsl: Vec<Value> = lines(&root, "ws_market").iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let frames: Vec<&Value> = wsl.iter().filter(|l| l["kind"] == "ws" && l["ctx"]["event"] == "frame").collect();
+    assert!(ws.conns.load(std::sync::atomic::Ordering::SeqCst) >= 1, "pm-stream connected");
+    assert!(
+        frames.iter().any(|f| f["body"].to_string().contains("price_change")),
+        "{} ws lines, {} frames: price changes archived",
+        wsl.len(),
+        frames.len()
+    );
 
     // The manifest is complete and verifies.
     let manifests: Vec<PathBuf> = std::fs::read_dir(root.join("manifests"))
