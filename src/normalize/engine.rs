@@ -223,13 +223,9 @@ enum Op {
 }
 
 impl Part {
-    /// Bytes of row text held (for flushing decisions).
-    pub fn len(&self) -> usize {
-        self.out.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.out.is_empty() && self.ops.is_empty()
+    /// Bytes of row text it can hold without growing (a part grown by a huge line is not reused).
+    pub fn capacity(&self) -> usize {
+        self.out.capacity()
     }
 
     fn keep(&mut self, s: &str) -> (usize, usize) {
