@@ -142,6 +142,9 @@ pub struct Stats {
     pub skipped: BTreeMap<String, u64>,
 }
 
+/// A level's price and size as [`Dec::parse`] gives them (None: not a decimal).
+pub type Parsed = (Option<Dec>, Option<Dec>);
+
 /// One valid level: parsed price and size, index into the wire side.
 #[derive(Clone, Copy)]
 struct Lvl {
@@ -271,6 +274,11 @@ impl Normalizer {
             rows: Rows::new(opts),
             scratch: Part::default(),
         }
+    }
+
+    /// [`Rows::verify_hash`] (pm-rebuild checks REST books with it, so both tools agree).
+    pub fn verify_hash(&mut self, b: &Book) -> Option<bool> {
+        self.rows.verify_hash(b)
     }
 
     /// A formatter with the same options, for another thread.
@@ -494,7 +502,7 @@ impl Normalizer {
         debug_assert!(b.asset_id.is_some());
         let mut part = std::mem::take(&mut self.scratch);
         let extra = ws_flags & !((1u32 << FLAGS.len()) - 1);
-        self.rows.book_row(env, &Ctx::default(), b, hash_ok, extra, &mut part);
+        self.rows.book_row(env, &Ctx::default(), b, None, hash_ok, extra, &mut part);
         self.apply(&mut part, out);
         self.scratch = part;
     }
@@ -600,12 +608,23 @@ impl Rows {
     /// A REST book: its hash recomputed here, then the row.
     fn rest_book(&mut self, env: &Env, ctx: &Ctx, b: &Book, part: &mut Part) {
         let hash_ok = self.verify_hash(b);
-        self.book_row(env, ctx, b, hash_ok, 0, part);
+        self.book_row(env, ctx, b, None, hash_ok, 0, part);
     }
 
     /// The one formatter of `book` rows (REST and rebuilt): the flags known from this book alone,
     /// the counts, and the row with its two holes ([`Op::Book`]).
-    fn book_row(&mut self, env: &Env, ctx: &Ctx, b: &Book, hash_ok: Option<bool>, extra: u32, part: &mut Part) {
+    /// `pre`: the bid and ask levels already parsed (as [`side`] takes them), or None.
+    #[allow(clippy::too_many_arguments)]
+    fn book_row(
+        &mut self,
+        env: &Env,
+        ctx: &Ctx,
+        b: &Book,
+        pre: Option<[&[Parsed]; 2]>,
+        hash_ok: Option<bool>,
+        extra: u32,
+        part: &mut Part,
+    ) {
         let asset = b.asset_id.as_deref().expect("caller checked");
         let mut flags = extra;
         let ts = b.timestamp.as_deref().and_then(dec::parse_ms);
@@ -619,8 +638,8 @@ impl Rows {
             .and_then(Dec::parse)
             .filter(|t| t.signum() > 0);
         let (mut bids, mut asks) = (std::mem::take(&mut self.bids), std::mem::take(&mut self.asks));
-        flags |= side(b.bids.as_ref(), true, tick, &mut bids);
-        flags |= side(b.asks.as_ref(), false, tick, &mut asks);
+        flags |= side(b.bids.as_ref(), pre.map(|p| p[0]), true, tick, &mut bids);
+        flags |= side(b.asks.as_ref(), pre.map(|p| p[1]), false, tick, &mut asks);
         if bids.is_empty() {
             flags |= EMPTY_BIDS;
         }
@@ -758,7 +777,7 @@ impl Rows {
 
     /// Recomputes the venue hash (facts §6.3). None when a field it needs is missing or a level
     /// is not a pair of strings.
-    fn verify_hash(&mut self, b: &Book) -> Option<bool> {
+    pub fn verify_hash(&mut self, b: &Book) -> Option<bool> {
         let (market, asset, ts, want) =
             (b.market.as_deref()?, b.asset_id.as_deref()?, b.timestamp.as_deref()?, b.hash.as_deref()?);
         let strs = |side: &Option<Vec<Level>>| -> Option<()> {
@@ -858,14 +877,19 @@ fn error_row(
 }
 
 /// Collects the valid levels of a side (wire order) into `dst`; returns flags.
-fn side(levels: Option<&Vec<Level>>, bids: bool, tick: Option<Dec>, dst: &mut Vec<Lvl>) -> u32 {
+/// `pre`: the levels' (price, size) already parsed with [`Dec::parse`], same order (pm-rebuild
+/// keeps them with its book); parsed here otherwise.
+fn side(levels: Option<&Vec<Level>>, pre: Option<&[Parsed]>, bids: bool, tick: Option<Dec>, dst: &mut Vec<Lvl>) -> u32 {
     dst.clear();
     let Some(levels) = levels else { return BAD_LEVEL | MISSING_FIELD };
     let mut f = 0;
     let mut prev: Option<Dec> = None;
     for (i, l) in levels.iter().enumerate() {
-        let (Some(px), Some(sz)) = (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse))
-        else {
+        let parsed = match pre {
+            Some(p) => p[i],
+            None => (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse)),
+        };
+        let (Some(px), Some(sz)) = parsed else {
             f |= BAD_LEVEL;
             continue;
         };

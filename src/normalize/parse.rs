@@ -297,7 +297,7 @@ impl<'de> Deserialize<'de> for Level<'de> {
 }
 
 /// A side: Some(levels) for an array, None for anything else.
-struct Side<'a>(Option<Vec<Level<'a>>>);
+pub struct Side<'a>(pub Option<Vec<Level<'a>>>);
 
 struct SideV;
 
