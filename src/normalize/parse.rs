@@ -88,19 +88,34 @@ pub struct TokenRef {
     pub outcome: Option<String>,
 }
 
-/// Parses a raw envelope line; see the module docs for the element-by-element fallback.
+/// Parses a raw envelope line; see the module docs for the element-by-element fallback. A line that
+/// no parse accepts is parsed once more through the general side visitor ([`classic`]), so that its
+/// error (the `detail` of its bad_input row) is worded exactly as before the fast side reader.
 pub fn env(text: &str) -> Result<Env<'_>, serde_json::Error> {
-    serde_json::from_str(text).or_else(|e| careful(|| serde_json::from_str(text)).map_err(|_| e))
+    serde_json::from_str(text)
+        .or_else(|_| careful(|| serde_json::from_str(text)))
+        .or_else(|_| classic(|| serde_json::from_str(text)))
 }
 
-/// Parses a body given as text (`json_text`), with the same fallback as [`env`].
+/// Parses a body given as text (`json_text`), with the same fallbacks as [`env`].
 pub fn body(text: &str) -> Result<Body<'_>, serde_json::Error> {
-    serde_json::from_str(text).or_else(|e| careful(|| serde_json::from_str(text)).map_err(|_| e))
+    serde_json::from_str(text)
+        .or_else(|_| careful(|| serde_json::from_str(text)))
+        .or_else(|_| classic(|| serde_json::from_str(text)))
 }
 
 thread_local! {
     /// Set while [`env`]/[`body`] re-parse after a failure: bodies are then parsed element by element.
     static CAREFUL: Cell<bool> = const { Cell::new(false) };
+    /// Set while [`env`]/[`body`] parse a line that failed for its error: sides through [`SideV`].
+    static CLASSIC: Cell<bool> = const { Cell::new(false) };
+}
+
+fn classic<T>(f: impl FnOnce() -> T) -> T {
+    let before = CLASSIC.replace(true);
+    let r = f();
+    CLASSIC.set(before);
+    r
 }
 
 fn careful<T>(f: impl FnOnce() -> T) -> T {
@@ -340,6 +355,9 @@ impl<'de> Deserialize<'de> for Side<'de> {
     /// [`canonical_side`] when it has the venue's shape; any other text goes through the general
     /// visitor, which gives the same result for the canonical shape, only slower.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if CLASSIC.get() {
+            return d.deserialize_any(SideV);
+        }
         let raw = <&'de RawValue>::deserialize(d)?;
         match canonical_side(raw.get()) {
             Some(levels) => Ok(Side(Some(levels))),
@@ -575,6 +593,15 @@ mod tests {
         }
         assert!(canonical_side(r#"[{"price":"0.01","size":"12.5"}]"#).is_some());
         assert!(canonical_side(r#"[{"price":"0.01","size":"12.5"},]"#).is_none());
+        // A line no parse accepts keeps the general visitor's error (a bad_input row's `detail`).
+        let head = r#"{"schema":"pmarchive.raw/1","kind":"http","status":200,"body":[{"asset_id":"1","bids":"#;
+        for (side, want) in [
+            (r#"[{"price":"0.5","size":"1"},]}]}"#, "trailing comma at line 1 column 115"),
+            (r#"[{"price":"\ud800","size":"1"}],"asks":[]}]"#, "unexpected end of hex escape at line 1 column 104"),
+        ] {
+            let e = env(&format!("{head}{side}")).err().expect("not JSON");
+            assert_eq!(e.to_string(), want);
+        }
         // A lone surrogate in a level still fails the side (and only its book, see above).
         assert!(serde_json::from_str::<Side>(r#"[{"price":"\ud800","size":"1"}]"#).is_err());
     }
