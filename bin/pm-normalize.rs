@@ -26,6 +26,10 @@ Options:
     --manifest PATH     Write a normalization manifest (pmarchive.normalize_manifest/1): inputs and
                         outputs with sha256 and bytes, options, tool version, counts. Needs -o and
                         FILE arguments.
+    --threads N         Threads that parse (1..=64): chunks of about 1 MiB of whole lines are parsed
+                        in parallel and their rows written in input order, byte-identical for every
+                        N; 1 parses on the main thread. Reading/gunzip and writing have a thread
+                        each. [default: the number of cores, at most 8]
     --check             Check mode (see above): every row against its documented type (all keys,
                         none unknown, one JSON type each) and in order; exit 1 when one fails.
     -h, --help          Show this help.
@@ -57,6 +61,7 @@ fn run() -> cli::Result<ExitCode> {
     let mut output: Option<PathBuf> = None;
     let mut manifest: Option<PathBuf> = None;
     let mut check = false;
+    let mut threads = normalize::default_threads();
     let mut files: Vec<PathBuf> = Vec::new();
     while let Some(arg) = p.next()? {
         match arg {
@@ -72,6 +77,12 @@ fn run() -> cli::Result<ExitCode> {
             Short('o') | Long("output") => output = Some(cli::value(&mut p, "--output")?),
             Long("manifest") => manifest = Some(cli::value(&mut p, "--manifest")?),
             Long("check") => check = true,
+            Long("threads") => {
+                threads = cli::value(&mut p, "--threads")?;
+                if !(1..=64).contains(&threads) {
+                    return cli::usage(format!("--threads: expected 1 to 64, got {threads}"));
+                }
+            }
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => return cli::version("pm-normalize"),
             Value(v) => files.push(PathBuf::from(v)),
@@ -130,7 +141,7 @@ fn run() -> cli::Result<ExitCode> {
         }
         None => (None, Output::Stdout(std::io::stdout())),
     };
-    let out = match normalize::run(&inputs, out, &mut nor) {
+    let out = match normalize::run(&inputs, out, &mut nor, threads) {
         Ok(o) => o,
         Err(e) => {
             if let Some(f) = out_file {

@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Benchmark: pm-normalize (release build) against an equivalent jq filter and bare zcat, on the same
-# generated input, in one run. Not a test: it prints figures and ratios, it asserts nothing.
+# Benchmark: pm-normalize (release build) against bare zcat and an equivalent jq filter, on the same
+# generated input, in one run. Not a test: it prints figures and ratios (each with its target beside
+# it, issue 14) and the machine's load; it asserts nothing.
 #
 # Input (DERIVED, synthetic): gzip JSONL of pmarchive.raw/1 envelopes shaped like pm-books' /books
 # lines — each body holds 2 books with 20–60 levels a side, prices/sizes as decimal strings, bids
 # ascending / asks descending as the venue sends them (facts §4.1), and valid SHA-1 hashes (§6.3).
 #
-# Usage: scripts/bench_normalize.sh            (BENCH_MB=200 raw MB by default; BENCH_DIR for the data)
-# Targets (from the issue): pm-normalize ≥ 10× jq's throughput and no slower than 2× zcat.
+# Every timed command runs BENCH_RUNS times (default 5; jq BENCH_JQ_RUNS, default 3), interleaved
+# (zcat, pm-normalize, pm-normalize --threads 1, … then the next round); the MEDIAN wall time and
+# CPU time (user+sys) are printed. "one core" rows run under `taskset -c 0`. The output of each
+# pm-normalize variant is hashed (sha256) in the same run: figures compare only the same bytes.
+#
+# Usage: scripts/bench_normalize.sh
+#   BENCH_MB=200          raw MB to generate (default 200); BENCH_DIR keeps the data between runs
+#   BENCH_BASELINE=BIN    also time another pm-normalize binary (e.g. built from an older commit)
+#                         and compare its output bytes
+# Targets (issue 14): pm-normalize <= 0.5x the time of bare zcat (using both cores), >= 10x jq's
+# throughput, and --threads 1 no slower than the previous build (BENCH_BASELINE) on one core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB=${BENCH_MB:-200}
@@ -62,10 +72,8 @@ PY
 fi
 
 RAW_BYTES=$(zcat "$RAW" | wc -c)
-echo "input: $RAW ($(stat -c %s "$RAW") bytes gzip, $RAW_BYTES bytes raw JSON, $(zcat "$RAW" | wc -l) lines)" >&2
-
-now() { date +%s.%N; }
-t() { local a b; a=$(now); "$@"; b=$(now); echo "$b - $a" | bc -l; }
+RAW_LINES=$(zcat "$RAW" | wc -l)
+echo "input: $RAW ($(stat -c %s "$RAW") bytes gzip, $RAW_BYTES bytes raw JSON, $RAW_LINES lines)"
 
 JQ_FILTER='select(.kind=="http" and (.endpoint=="books" or .endpoint=="book") and .status==200 and .body_kind=="json")
 | . as $e | (.body | if type=="array" then .[] else . end)
@@ -80,20 +88,80 @@ JQ_FILTER='select(.kind=="http" and (.endpoint=="books" or .endpoint=="book") an
    tick_size, min_order_size, neg_risk, last_trade_price, hash,
    bids:(.bids|reverse|.[:10]), asks:(.asks|reverse|.[:10])}'
 
-echo "timing zcat …" >&2
-T_ZCAT=$(t sh -c "zcat '$RAW' > /dev/null")
-echo "timing pm-normalize …" >&2
-T_NORM=$(t sh -c "'$BIN' '$RAW' > /dev/null 2>'$DIR/summary.txt'")
-echo "timing jq (zcat | jq -c) …" >&2
-T_JQ=$(t sh -c "zcat '$RAW' | jq -c '$JQ_FILTER' > /dev/null")
+RUNS=${BENCH_RUNS:-5}
+JQ_RUNS=${BENCH_JQ_RUNS:-3}
+BASE=${BENCH_BASELINE:-}
+ONE=""
+command -v taskset >/dev/null && ONE="taskset -c 0"
+RAW_MB=$(echo "scale=1; $RAW_BYTES / 1000000" | bc -l)
+rm -f "$DIR"/t.*.txt
+
+# t NAME CMD : one timed run of the shell command CMD (its output discarded inside CMD); appends
+# "wall user sys" to $DIR/t.NAME.txt.
+t() {
+  local name=$1 TIMEFORMAT='%R %U %S'
+  { time sh -c "$2" ; } 2>> "$DIR/t.$name.txt"
+}
+med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+wall() { awk '{print $1}' "$DIR/t.$1.txt" | med; }
+cpu() { awk '{print $2+$3}' "$DIR/t.$1.txt" | med; }
+
+echo "load before: $(uptime)"
+echo "cores: $(nproc) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'))"
+echo "timing: $RUNS rounds (jq: $JQ_RUNS), interleaved; medians" >&2
+for r in $(seq "$RUNS"); do
+  echo "round $r/$RUNS …" >&2
+  t zcat "zcat '$RAW' > /dev/null"
+  t norm "'$BIN' '$RAW' > /dev/null 2>&1"
+  t norm1 "'$BIN' --threads 1 '$RAW' > /dev/null 2>&1"
+  [ -n "$BASE" ] && t base "'$BASE' '$RAW' > /dev/null 2>&1"
+  if [ -n "$ONE" ]; then
+    t zcat_1c "$ONE zcat '$RAW' > /dev/null"
+    t norm_1c "$ONE '$BIN' '$RAW' > /dev/null 2>&1"
+    t norm1_1c "$ONE '$BIN' --threads 1 '$RAW' > /dev/null 2>&1"
+    [ -n "$BASE" ] && t base_1c "$ONE '$BASE' '$RAW' > /dev/null 2>&1"
+  fi
+  if [ "$r" -le "$JQ_RUNS" ]; then
+    echo "  jq …" >&2
+    t jq "zcat '$RAW' | jq -c '$JQ_FILTER' > /dev/null"
+  fi
+done
+echo "load after:  $(uptime)"
 
 ROWS=$("$BIN" "$RAW" 2>/dev/null | wc -l)
-mbs() { echo "scale=1; $RAW_BYTES / 1000000 / $1" | bc -l; }
-printf '\nraw JSON: %.1f MB, pm-normalize rows: %s, cores: %s\n' "$(echo "$RAW_BYTES/1000000" | bc -l)" "$ROWS" "$(nproc)"
-printf '%-28s %8.2f s  %8s MB/s\n' "zcat > /dev/null" "$T_ZCAT" "$(mbs "$T_ZCAT")"
-printf '%-28s %8.2f s  %8s MB/s\n' "pm-normalize (release)" "$T_NORM" "$(mbs "$T_NORM")"
-printf '%-28s %8.2f s  %8s MB/s\n' "zcat | jq -c (equivalent)" "$T_JQ" "$(mbs "$T_JQ")"
-printf 'pm-normalize vs jq:   %.1fx faster   (target >= 10x)\n' "$(echo "$T_JQ / $T_NORM" | bc -l)"
-printf 'pm-normalize vs zcat: %.2fx zcat time (target <= 2x)\n' "$(echo "$T_NORM / $T_ZCAT" | bc -l)"
+SHA_N=$("$BIN" "$RAW" 2>/dev/null | sha256sum | cut -c1-16)
+SHA_1=$("$BIN" --threads 1 "$RAW" 2>/dev/null | sha256sum | cut -c1-16)
+printf '\nraw JSON: %s MB in %s lines, pm-normalize rows: %s\n' "$RAW_MB" "$RAW_LINES" "$ROWS"
+printf '%-40s %8s %8s %9s\n' "median of runs" "wall s" "CPU s" "MB/s"
+row() { printf '%-40s %8.3f %8.3f %9.1f\n' "$1" "$(wall "$2")" "$(cpu "$2")" "$(echo "$RAW_BYTES / 1000000 / $(wall "$2")" | bc -l)"; }
+row "zcat > /dev/null" zcat
+row "pm-normalize (default: $("$BIN" --help | grep -q threads && echo "$(nproc) cores"))" norm
+row "pm-normalize --threads 1" norm1
+[ -n "$BASE" ] && row "baseline ($BASE)" base
+if [ -n "$ONE" ]; then
+  row "one core: zcat" zcat_1c
+  row "one core: pm-normalize (default)" norm_1c
+  row "one core: pm-normalize --threads 1" norm1_1c
+  [ -n "$BASE" ] && row "one core: baseline" base_1c
+fi
+row "zcat | jq -c (equivalent)" jq
+ratio() { echo "$1 / $2" | bc -l; }
+echo
+printf 'pm-normalize vs zcat:             %.2fx zcat time      (target <= 0.50x)\n' "$(ratio "$(wall norm)" "$(wall zcat)")"
+printf 'pm-normalize vs jq:               %.1fx faster          (target >= 10x)\n' "$(ratio "$(wall jq)" "$(wall norm)")"
+printf 'pm-normalize cores used:          %.2f (CPU s / wall s)\n' "$(ratio "$(cpu norm)" "$(wall norm)")"
+printf 'pm-normalize --threads 1 vs zcat: %.2fx zcat time\n' "$(ratio "$(wall norm1)" "$(wall zcat)")"
+if [ -n "$BASE" ]; then
+  SHA_B=$("$BASE" "$RAW" 2>/dev/null | sha256sum | cut -c1-16)
+  printf 'baseline vs zcat:                 %.2fx zcat time\n' "$(ratio "$(wall base)" "$(wall zcat)")"
+  if [ -n "$ONE" ]; then
+    printf 'one core: --threads 1 vs baseline: %.2fx its time     (target <= 1.00x)\n' "$(ratio "$(wall norm1_1c)" "$(wall base_1c)")"
+  fi
+fi
+if [ -n "$ONE" ]; then
+  printf 'one core: default vs --threads 1:  %.2fx its time\n' "$(ratio "$(wall norm_1c)" "$(wall norm1_1c)")"
+fi
+echo "output sha256 (first 16 hex): default $SHA_N, --threads 1 $SHA_1${BASE:+, baseline $SHA_B}"
+if [ "$SHA_N" = "$SHA_1" ] && { [ -z "$BASE" ] || [ "$SHA_N" = "$SHA_B" ]; }; then echo "outputs: byte-identical"; else echo "outputs: DIFFERENT"; fi
 echo "(jq does less work: no SHA-1 hash recomputation, no flags, float arithmetic.)"
 echo "data kept in $DIR (delete it when done)"

@@ -584,6 +584,7 @@ fn help_version_and_bad_arguments() {
         "--max-lag SECS",
         "-o, --output PATH",
         "--manifest PATH",
+        "--threads N",
         "--check",
     ] {
         assert!(help.contains(o), "usage mentions {o}");
@@ -604,5 +605,82 @@ fn help_version_and_bad_arguments() {
         assert!(out.is_empty(), "{args:?}");
         let first = err.lines().next().unwrap_or("");
         assert!(first.starts_with("pm-normalize: "), "{args:?}: {err}");
+    }
+}
+
+/// Parsing on several threads gives the rows of one thread, byte for byte, also where a row
+/// depends on earlier lines in other chunks (chunks are about 1 MiB: this input spans several):
+/// `duplicate`/`ts_backwards` against the asset's previous row, the join learnt from a `track`
+/// line, gap rows joined, line numbers of bad lines, and a truncated gzip input.
+#[test]
+fn threads_and_chunks_change_nothing() {
+    let (rb, deep) = (rest_book(), deep_book());
+    let rest_asset = rb["asset_id"].as_str().unwrap().to_string();
+    let (n, track_at, bad_at) = (900usize, 400usize, 600usize);
+    let mut lines = Vec::new();
+    let mut bad_line_no = 0;
+    for i in 0..n {
+        if i == track_at {
+            lines.push(head(0, "track", "2026-08-13T06:50:00.000000Z") + &format!(
+                r#","ctx":{{"action":"start","reason":"window","slug":"btc-updown-5m-1","condition_id":"0x9d83","family":"5m","tokens":[{{"token_id":"{rest_asset}","outcome":"Up"}}]}}}}"#
+            ));
+        }
+        if i == track_at - 100 || i == track_at + 100 {
+            lines.push(
+                head(i as u64, "gap", "2026-08-13T06:54:00.000000Z")
+                    + &format!(r#","ctx":{{"gap":"missed_slot","slot":{i},"token_id":"{rest_asset}"}}}}"#),
+            );
+        }
+        if i == bad_at {
+            lines.push("not json".to_string());
+            bad_line_no = lines.len();
+        }
+        let mut d = deep.clone();
+        // A new exchange time every 100 lines, and ten lines that go back in time.
+        let ts = if (450..460).contains(&i) { 1786604000000 } else { 1786604072222 + (i / 100) as u64 * 1000 };
+        d["timestamp"] = json!(ts.to_string());
+        lines.push(books_line(i as u64, &format!("2026-08-13T06:54:{:02}.000000Z", i % 60), &[rb.clone(), d]));
+    }
+    let raw = lines.join("\n") + "\n";
+    assert!(raw.len() > 2 << 20, "spans several chunks: {} bytes", raw.len());
+    let dir = tempdir("threads");
+    let (plain, cut) = (dir.join("a.jsonl"), dir.join("b.jsonl.gz"));
+    std::fs::write(&plain, &raw).unwrap();
+    let z = gz(raw.as_bytes(), 1);
+    std::fs::write(&cut, &z[..z.len() * 2 / 3]).unwrap();
+
+    let (code, one, err1) = normalize_files(&[&plain, &cut], &["--threads", "1"]);
+    assert_eq!(code, 1, "the truncated gzip is damaged input: {err1}");
+    for t in ["2", "3", "7"] {
+        let (code, many, err) = normalize_files(&[&plain, &cut], &["--threads", t]);
+        assert_eq!(code, 1, "{err}");
+        assert!(one == many, "--threads {t}: the same bytes as --threads 1");
+        assert_eq!(err, err1, "--threads {t}: the same summary");
+    }
+    assert_eq!(jsonl(&one).last().unwrap()["reason"], "read_error", "the truncated file ends in a read_error row");
+    // What the rows of the whole file say (parsed on 3 threads).
+    let (code, out, err) = normalize_files(&[&plain], &["--threads", "3"]);
+    assert_eq!(code, 1, "one bad line: {err}");
+    let rows = jsonl(&out);
+    let first: Vec<&Value> = rows.iter().collect();
+    let rest_rows: Vec<&&Value> =
+        first.iter().filter(|r| r["record"] == "book" && r["asset_id"] == rest_asset.as_str()).collect();
+    assert_eq!(rest_rows.len(), n);
+    // The same REST book on every line: each row after the first is a duplicate of the previous one.
+    assert_eq!(rest_rows.iter().filter(|r| flags(r).contains(&"duplicate".to_string())).count(), n - 1);
+    // Joined from the track line on, whichever chunk the rows are in.
+    assert_eq!(rest_rows.iter().filter(|r| r["slug"] == "btc-updown-5m-1").count(), n - track_at);
+    assert!(rest_rows[..track_at].iter().all(|r| r["slug"].is_null()));
+    let gaps: Vec<&&Value> = first.iter().filter(|r| r["record"] == "gap").collect();
+    assert_eq!((gaps[0]["slug"].as_str(), gaps[1]["slug"].as_str()), (None, Some("btc-updown-5m-1")));
+    let deep_back = first.iter().filter(|r| r["record"] == "book" && flags(r).contains(&"ts_backwards".to_string()));
+    assert_eq!(deep_back.count(), 1, "only the first row that goes back in time");
+    let bad: Vec<&&Value> = first.iter().filter(|r| r["record"] == "bad_input").collect();
+    assert_eq!((bad.len(), bad[0]["line"].as_u64()), (1, Some(bad_line_no as u64)));
+
+    // Bad values for --threads are usage errors.
+    for v in ["0", "65", "many"] {
+        let (code, _, err) = normalize_files(&[&plain], &["--threads", v]);
+        assert_eq!(code, 2, "--threads {v}: {err}");
     }
 }

@@ -39,6 +39,31 @@ impl Dec {
             Some(b'-') => (true, &b[1..]),
             _ => (false, b),
         };
+        if b.len() > 19 {
+            return Self::parse_wide(neg, b);
+        }
+        // At most 19 digits: the mantissa fits a u64 whatever they are.
+        let (mut m, mut dot) = (0u64, usize::MAX);
+        for (i, &c) in b.iter().enumerate() {
+            let d = c.wrapping_sub(b'0');
+            if d < 10 {
+                m = m * 10 + d as u64;
+            } else if c == b'.' && dot == usize::MAX {
+                dot = i;
+            } else {
+                return None;
+            }
+        }
+        let (int_digits, s) = if dot == usize::MAX { (b.len(), 0) } else { (dot, b.len() - dot - 1) };
+        if int_digits == 0 || (dot != usize::MAX && s == 0) || s > MAX_SCALE as usize {
+            return None;
+        }
+        let m = m as i128;
+        Some(Dec { m: if neg { -m } else { m }, s: s as u32 })
+    }
+
+    /// [`Self::parse`] for 20 or more characters (after the sign), in i128.
+    fn parse_wide(neg: bool, b: &[u8]) -> Option<Dec> {
         let (mut m, mut s, mut digits, mut int_digits, mut dot) = (0i128, 0u32, 0u32, 0u32, false);
         for &c in b {
             match c {
@@ -74,6 +99,16 @@ impl Dec {
         if self.s == o.s {
             return Some((self.m, o.m, self.s));
         }
+        // Fast path: |m| < 2^63 times 10^k ≤ 10^18 < 2^60 cannot overflow i128 (a single widening
+        // multiply instead of a checked i128 one).
+        if let (Ok(a), Ok(b)) = (i64::try_from(self.m), i64::try_from(o.m)) {
+            if self.s < o.s && o.s - self.s <= 18 {
+                return Some((a as i128 * POW10[(o.s - self.s) as usize] as i64 as i128, b as i128, o.s));
+            }
+            if o.s < self.s && self.s - o.s <= 18 {
+                return Some((a as i128, b as i128 * POW10[(self.s - o.s) as usize] as i64 as i128, self.s));
+            }
+        }
         let s = self.s.max(o.s);
         Some((self.at_scale(s)?, o.at_scale(s)?, s))
     }
@@ -104,6 +139,8 @@ impl Dec {
     /// True when `self` is an integer multiple of `tick` (tick > 0).
     pub fn is_multiple_of(self, tick: Dec) -> bool {
         match self.aligned(tick) {
+            // The venue's ticks (0.01, 0.001) align to 1 for prices of no finer scale: no division.
+            Some((_, 1, _)) => true,
             // i64 remainder when it fits: i128 division is a slow library call.
             Some((a, t, _)) if t > 0 => match (i64::try_from(a), i64::try_from(t)) {
                 (Ok(a), Ok(t)) => a % t == 0,
@@ -253,6 +290,44 @@ mod tests {
         assert_eq!(d("0").to_canonical(), "0");
         for bad in ["", "-", ".5", "5.", "1e3", "+1", " 1", "0.5 ", "abc", "1.2.3", "123456789012345678901"] {
             assert!(Dec::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fast_paths_agree_with_i128() {
+        // 19 digits (u64 path), 20 digits (i128 path), and alignment across every scale gap.
+        assert_eq!(d("12345678901234567890"), Dec { m: 12345678901234567890, s: 0 });
+        assert_eq!(d("-9999999999999999999.9"), Dec { m: -99999999999999999999, s: 1 });
+        assert_eq!(d("0.000000000000000001"), Dec { m: 1, s: 18 });
+        assert_eq!(d("-1234567890123456789"), Dec { m: -1234567890123456789, s: 0 });
+        assert_eq!(d("123456789.012345678"), Dec { m: 123456789012345678, s: 9 });
+        for bad in ["0.0000000000000000001", "1..2", "-", "-.", "1.", ".1", "--1", "1-", "1/2", "1:2"] {
+            assert!(Dec::parse(bad).is_none(), "{bad}");
+        }
+        let vals = [
+            "0",
+            "0.5",
+            "-0.5",
+            "0.49",
+            "1",
+            "9223372036854775807",
+            "9223372036854775808",
+            "0.000000000000000001",
+            "-12345678901234567890",
+            "12.000000000000000001",
+            "99999999999999999999",
+        ];
+        for a in vals {
+            for b in vals {
+                let (x, y) = (d(a), d(b));
+                let s = x.s.max(y.s);
+                let want = x.at_scale(s).zip(y.at_scale(s)).map(|(p, q)| p.cmp(&q));
+                assert_eq!(x.aligned(y).map(|(p, q, _)| p.cmp(&q)), want, "{a} vs {b}");
+                assert_eq!(
+                    x.checked_add(y),
+                    x.at_scale(s).zip(y.at_scale(s)).and_then(|(p, q)| p.checked_add(q)).map(|m| Dec { m, s })
+                );
+            }
         }
     }
 

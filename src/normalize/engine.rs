@@ -1,9 +1,17 @@
 //! Raw envelope lines in, normalized rows out (schema `pmarchive.orderbook/1`, docs/ORDERBOOK_SCHEMA.md).
 //!
-//! One [`Normalizer`] holds the state that spans lines: the token → slug/outcome join (from `track`
-//! lines and `--markets` files) and, per asset, the previous row's exchange time and hash (for the
-//! `duplicate` and `ts_backwards` flags). Rows are appended to a caller-owned buffer; their text is a
-//! pure function of the input lines and the options, so re-running gives byte-identical output.
+//! The work is split in two so that lines can be parsed on several threads (src/normalize/mod.rs):
+//! - [`Rows`] (one per worker, no state across lines) parses lines and writes every row into a
+//!   [`Part`], except what depends on earlier lines: a `book` row is written with two holes (the
+//!   join `slug`/`outcome`/`family`, and the names in `flags`) recorded as an [`Op`]; `track` and
+//!   `gap` lines (which read or change the join) are kept whole for the sequential stage.
+//! - One [`Normalizer`] holds the state that spans lines: the token → slug/outcome join (from `track`
+//!   lines and `--markets` files) and, per asset, the previous row's exchange time and hash (for the
+//!   `duplicate` and `ts_backwards` flags). [`Normalizer::apply`] takes the parts in input order,
+//!   fills the holes and appends the final rows to a caller-owned buffer.
+//!
+//! The output text is a pure function of the input lines and the options, whatever the number of
+//! threads or the chunking, so re-running gives byte-identical output.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -145,12 +153,104 @@ struct Lvl {
     i: u32,
 }
 
-/// The normalizer (module docs).
+impl Stats {
+    /// Adds the counts of `o` (a [`Part`]'s) to these.
+    fn merge(&mut self, o: &Stats) {
+        fn add<K: Ord + Clone>(a: &mut BTreeMap<K, u64>, b: &BTreeMap<K, u64>) {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(n) => *n += v,
+                    None => {
+                        a.insert(k.clone(), *v);
+                    }
+                }
+            }
+        }
+        self.files += o.files;
+        self.lines += o.lines;
+        self.blank_lines += o.blank_lines;
+        add(&mut self.rows, &o.rows);
+        add(&mut self.book_rows_by_source, &o.book_rows_by_source);
+        add(&mut self.flags, &o.flags);
+        self.hash_match += o.hash_match;
+        self.hash_mismatch += o.hash_mismatch;
+        self.hash_unverifiable += o.hash_unverifiable;
+        self.unjoined_book_rows += o.unjoined_book_rows;
+        add(&mut self.gaps, &o.gaps);
+        add(&mut self.errors, &o.errors);
+        add(&mut self.bad_input, &o.bad_input);
+        self.track_lines += o.track_lines;
+        add(&mut self.skipped, &o.skipped);
+    }
+}
+
+/// `*map[key] += 1`, allocating the key only the first time.
+fn count(map: &mut BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_string(), 1);
+        }
+    }
+}
+
+fn count_static(map: &mut BTreeMap<&'static str, u64>, key: &'static str) {
+    *map.entry(key).or_insert(0) += 1;
+}
+
+/// What [`Rows`] made of a run of lines: row text with holes, the holes in order, and counts.
+/// Reused (cleared by [`Normalizer::apply`]); holds nothing borrowed from the input.
+#[derive(Default)]
+pub struct Part {
+    out: Vec<u8>,
+    ops: Vec<Op>,
+    /// Text the ops point into: asset ids, hashes, deferred lines.
+    arena: String,
+    stats: Stats,
+}
+
+/// A place in [`Part::out`] where the sequential stage has to write something.
+enum Op {
+    /// A `book` row: the join fields go at `join_at`, the flag names at `flags_at`. `asset` and
+    /// `hash` are ranges of [`Part::arena`]; `flags` are the flags known without earlier lines.
+    Book {
+        join_at: usize,
+        flags_at: usize,
+        asset: (usize, usize),
+        hash: Option<(usize, usize)>,
+        ts: Option<i64>,
+        flags: u32,
+    },
+    /// A `track` or `gap` line (a range of [`Part::arena`]): handled at `at` by the sequential stage.
+    Line { at: usize, text: (usize, usize) },
+}
+
+impl Part {
+    /// Bytes of row text it can hold without growing (a part grown by a huge line is not reused).
+    pub fn capacity(&self) -> usize {
+        self.out.capacity()
+    }
+
+    fn keep(&mut self, s: &str) -> (usize, usize) {
+        let a = self.arena.len();
+        self.arena.push_str(s);
+        (a, self.arena.len())
+    }
+}
+
+/// The normalizer's sequential state (module docs).
 pub struct Normalizer {
-    opts: Options,
     joins: HashMap<String, Rc<JoinInfo>>,
     tokens: HashMap<Box<str>, TokenState>,
     pub stats: Stats,
+    /// The formatter used on this thread (single-threaded runs, [`Self::state_row`]).
+    rows: Rows,
+    scratch: Part,
+}
+
+/// The per-line formatter (module docs): owns only scratch space, so one can run on each thread.
+pub struct Rows {
+    opts: Options,
     hash_buf: Vec<u8>,
     bids: Vec<Lvl>,
     asks: Vec<Lvl>,
@@ -168,14 +268,22 @@ impl Normalizer {
             stats.rows.insert(r, 0);
         }
         Normalizer {
-            opts,
             joins: HashMap::new(),
             tokens: HashMap::new(),
             stats,
-            hash_buf: Vec::with_capacity(8192),
-            bids: Vec::new(),
-            asks: Vec::new(),
+            rows: Rows::new(opts),
+            scratch: Part::default(),
         }
+    }
+
+    /// [`Rows::verify_hash`] (pm-rebuild checks REST books with it, so both tools agree).
+    pub fn verify_hash(&mut self, b: &Book) -> Option<bool> {
+        self.rows.verify_hash(b)
+    }
+
+    /// A formatter with the same options, for another thread.
+    pub fn rows(&self) -> Rows {
+        Rows::new(self.rows.opts.clone())
     }
 
     /// Records what is known about a token (later information replaces earlier).
@@ -234,99 +342,117 @@ impl Normalizer {
         self.stats.files += 1;
     }
 
-    /// Normalizes one raw line (without its `\n`), appending zero or more rows to `out`.
+    /// Normalizes one raw line (without its `\n`), appending zero or more rows to `out`
+    /// (single-threaded: [`Rows::line`] then [`Self::apply`]).
     pub fn line(&mut self, file: &str, lineno: u64, line: &[u8], out: &mut Vec<u8>) {
-        self.stats.lines += 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            self.stats.blank_lines += 1;
-            return;
+        let mut part = std::mem::take(&mut self.scratch);
+        self.rows.line(file, lineno, line, &mut part);
+        self.apply(&mut part, out);
+        self.scratch = part;
+    }
+
+    /// Appends the rows of `part` (made by a [`Rows`] from the next lines of the input) to `out`,
+    /// filling in what depends on earlier lines, and adds its counts; `part` is left empty.
+    pub fn apply(&mut self, part: &mut Part, out: &mut Vec<u8>) {
+        self.stats.merge(&part.stats);
+        part.stats = Stats::default();
+        let mut pos = 0;
+        for op in part.ops.drain(..) {
+            match op {
+                Op::Book { join_at, flags_at, asset, hash, ts, flags } => {
+                    out.extend_from_slice(&part.out[pos..join_at]);
+                    let asset = &part.arena[asset.0..asset.1];
+                    let hash = hash.map(|h| &part.arena[h.0..h.1]);
+                    let flags = self.book_state(asset, hash, ts, flags, out);
+                    out.extend_from_slice(&part.out[join_at..flags_at]);
+                    put_flags(out, flags);
+                    pos = flags_at;
+                }
+                Op::Line { at, text } => {
+                    out.extend_from_slice(&part.out[pos..at]);
+                    pos = at;
+                    self.stateful_line(&part.arena[text.0..text.1], out);
+                }
+            }
         }
-        // One UTF-8 check per line, then the str parser (cheaper than checking every string).
-        let text = match std::str::from_utf8(line) {
-            Ok(t) => t,
-            Err(e) => return self.bad_input(file, lineno, "not_json", &format!("not UTF-8: {e}"), line, out),
-        };
-        let env: Env = match parse::env(text) {
-            Ok(e) => e,
-            Err(e) => return self.bad_input(file, lineno, "not_json", &e.to_string(), line, out),
-        };
-        if env.schema.as_deref() != Some(crate::envelope::SCHEMA) {
-            let detail = format!("schema is {:?}, expected {}", env.schema.as_deref(), crate::envelope::SCHEMA);
-            return self.bad_input(file, lineno, "not_raw_envelope", &detail, line, out);
-        }
-        match (env.kind.as_deref(), env.endpoint.as_deref()) {
-            (Some("http"), Some("books" | "book")) => self.http_books(&env, line, out),
-            (Some("gap"), _) => self.gap_row(&env, out),
-            (Some("track"), _) => {
+        out.extend_from_slice(&part.out[pos..]);
+        part.out.clear();
+        part.arena.clear();
+    }
+
+    /// A `track` or `gap` line that [`Rows::line`] deferred (it already counted the line).
+    fn stateful_line(&mut self, text: &str, out: &mut Vec<u8>) {
+        let Ok(env) = parse::env(text) else { return };
+        match env.kind.as_deref() {
+            Some("gap") => self.gap_row(&env, out),
+            Some("track") => {
                 self.stats.track_lines += 1;
                 if let Some(ctx) = env.ctx {
                     self.learn_track_ctx(ctx.get());
                 }
             }
-            (k, e) => {
-                let key = match e {
-                    Some(e) => format!("{}/{}", k.unwrap_or("?"), e),
-                    None => k.unwrap_or("?").to_string(),
-                };
-                *self.stats.skipped.entry(key).or_insert(0) += 1;
-            }
+            _ => {}
         }
     }
 
-    /// The input ended in a read error (truncated gzip, I/O error): one bad_input row at the line
-    /// that could not be completed, with the bytes that were read of it.
-    pub fn read_error(&mut self, file: &str, lineno: u64, partial: &[u8], err: &str, out: &mut Vec<u8>) {
-        self.bad_input(file, lineno, "read_error", err, partial, out);
-    }
-
-    /// A line over the maximum line length (skipped by the reader): one bad_input row.
-    pub fn line_too_long(&mut self, file: &str, t: &crate::jsonl::TooLong, out: &mut Vec<u8>) {
-        self.stats.lines += 1;
-        let (head, bytes) = (t.head.as_bytes(), t.bytes);
-        self.bad_input_row(file, t.line_no, "line_too_long", &t.to_string(), head, bytes, out);
-    }
-
-    fn bad_input(&mut self, file: &str, lineno: u64, reason: &str, detail: &str, line: &[u8], out: &mut Vec<u8>) {
-        self.bad_input_row(file, lineno, reason, detail, line, line.len() as u64, out);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn bad_input_row(
+    /// The per-asset part of a `book` row: `duplicate`/`ts_backwards` against the asset's previous
+    /// row, the state update, the join fields (written to `out`) and the counts. Returns all flags.
+    fn book_state(
         &mut self,
-        file: &str,
-        lineno: u64,
-        reason: &str,
-        detail: &str,
-        line: &[u8],
-        bytes: u64,
+        asset: &str,
+        hash: Option<&str>,
+        ts: Option<i64>,
+        mut flags: u32,
         out: &mut Vec<u8>,
-    ) {
-        *self.stats.rows.get_mut("bad_input").unwrap() += 1;
-        *self.stats.bad_input.entry(reason.to_string()).or_insert(0) += 1;
-        out.extend_from_slice(b"{\"record\":\"bad_input\",\"schema\":\"");
-        out.extend_from_slice(SCHEMA.as_bytes());
-        out.extend_from_slice(b"\",\"file\":");
-        book::put_json_str(out, file);
-        let _ = write!(out, ",\"line\":{lineno},\"reason\":");
-        book::put_json_str(out, reason);
-        out.extend_from_slice(b",\"detail\":");
-        book::put_json_str(out, detail);
-        let cut = line.len().min(200);
-        let _ = write!(out, ",\"bytes\":{bytes},\"excerpt\":");
-        book::put_json_str(out, &String::from_utf8_lossy(&line[..cut]));
-        out.extend_from_slice(b"}\n");
-    }
-
-    fn ctx<'a>(env: &'a Env<'a>) -> Ctx<'a> {
-        env.ctx.and_then(|c| serde_json::from_str::<Ctx>(c.get()).ok()).unwrap_or_default()
+    ) -> u32 {
+        let st = match self.tokens.get_mut(asset) {
+            Some(st) => st,
+            None => {
+                let join = self.joins.get(asset).cloned();
+                self.tokens.entry(asset.into()).or_insert(TokenState { join, last_ts: None, last_hash: None })
+            }
+        };
+        if let (Some(prev), Some(t)) = (st.last_ts, ts) {
+            if t < prev {
+                flags |= TS_BACKWARDS;
+            } else if t == prev && st.last_hash.as_deref() == hash {
+                flags |= DUPLICATE;
+            }
+        }
+        if ts.is_some() {
+            st.last_ts = ts;
+            match (&mut st.last_hash, hash) {
+                (Some(h), Some(n)) => {
+                    h.clear();
+                    h.push_str(n);
+                }
+                (slot, n) => *slot = n.map(String::from),
+            }
+        }
+        let j = st.join.as_deref();
+        if j.and_then(|j| j.slug.as_ref()).is_none() {
+            self.stats.unjoined_book_rows += 1;
+        }
+        out.extend_from_slice(b",\"slug\":");
+        put_opt(out, j.and_then(|j| j.slug.as_deref()));
+        out.extend_from_slice(b",\"outcome\":");
+        put_opt(out, j.and_then(|j| j.outcome.as_deref()));
+        out.extend_from_slice(b",\"family\":");
+        put_opt(out, j.and_then(|j| j.family.as_deref()));
+        for (i, name) in flag_names().enumerate() {
+            if flags & (1 << i) != 0 {
+                // FLAGS are pre-set to 0; a WS_FLAGS name appears once raised (REST summaries unchanged).
+                count_static(&mut self.stats.flags, name);
+            }
+        }
+        flags
     }
 
     fn gap_row(&mut self, env: &Env, out: &mut Vec<u8>) {
-        let ctx = Self::ctx(env);
+        let ctx = ctx(env);
         let kind = ctx.gap.as_deref().unwrap_or("unknown");
-        *self.stats.rows.get_mut("gap").unwrap() += 1;
-        *self.stats.gaps.entry(kind.to_string()).or_insert(0) += 1;
+        count_static(&mut self.stats.rows, "gap");
+        count(&mut self.stats.gaps, kind);
         let join = ctx.token_id.as_deref().and_then(|t| self.joins.get(t)).cloned();
         head(out, "gap", env);
         out.extend_from_slice(b",\"gap\":");
@@ -348,152 +474,31 @@ impl Normalizer {
         out.extend_from_slice(b"}\n");
     }
 
-    fn http_books(&mut self, env: &Env, line: &[u8], out: &mut Vec<u8>) {
-        let ctx = Self::ctx(env);
-        match env.status {
-            None => return self.error_row(env, &ctx, "no_reply", None, None, line, out),
-            Some(200) => {}
-            Some(_) => return self.error_row(env, &ctx, "http_status", None, None, line, out),
-        }
-        match (env.body_kind.as_deref(), &env.body, &env.body_text) {
-            (Some("json"), Some(body), _) => self.body(env, &ctx, body, line, out),
-            (Some("json_text"), _, Some(text)) => match parse::body(text) {
-                Ok(body) => self.body(env, &ctx, &body, line, out),
-                Err(_) => self.error_row(env, &ctx, "not_json", None, None, line, out),
-            },
-            _ => self.error_row(env, &ctx, "not_json", None, None, line, out),
-        }
+    /// The input ended in a read error (truncated gzip, I/O error): one bad_input row at the line
+    /// that could not be completed, with the bytes that were read of it.
+    pub fn read_error(&mut self, file: &str, lineno: u64, partial: &[u8], err: &str, out: &mut Vec<u8>) {
+        let mut part = std::mem::take(&mut self.scratch);
+        self.rows.read_error(file, lineno, partial, err, &mut part);
+        self.apply(&mut part, out);
+        self.scratch = part;
     }
 
-    fn body(&mut self, env: &Env, ctx: &Ctx, body: &Body, line: &[u8], out: &mut Vec<u8>) {
-        match body {
-            Body::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    match item {
-                        Item::Book(b) if b.asset_id.is_some() => self.book_row(env, ctx, b, out),
-                        Item::Book(b) if b.error.is_some() => {
-                            self.error_row(env, ctx, "error_body", Some(i), None, line, out)
-                        }
-                        Item::Unreadable(_) => self.error_row(env, ctx, "unreadable_book", Some(i), None, line, out),
-                        _ => self.error_row(env, ctx, "bad_book", Some(i), None, line, out),
-                    }
-                }
-            }
-            Body::Object(b) if b.asset_id.is_some() => self.book_row(env, ctx, b, out),
-            Body::Object(b) if b.error.is_some() => self.error_row(env, ctx, "error_body", None, None, line, out),
-            Body::Unreadable(_) => self.error_row(env, ctx, "unreadable_book", None, None, line, out),
-            _ => self.error_row(env, ctx, "bad_book", None, None, line, out),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn error_row(
-        &mut self,
-        env: &Env,
-        ctx: &Ctx,
-        reason: &str,
-        index: Option<usize>,
-        asset: Option<&str>,
-        line: &[u8],
-        out: &mut Vec<u8>,
-    ) {
-        *self.stats.rows.get_mut("error").unwrap() += 1;
-        *self.stats.errors.entry(reason.to_string()).or_insert(0) += 1;
-        head(out, "error", env);
-        out.extend_from_slice(b",\"reason\":");
-        book::put_json_str(out, reason);
-        out.extend_from_slice(b",\"status\":");
-        put_u64(out, env.status);
-        out.extend_from_slice(b",\"attempt\":");
-        put_u64(out, env.attempt);
-        put_slot(out, ctx);
-        out.extend_from_slice(b",\"index\":");
-        put_u64(out, index.map(|i| i as u64));
-        out.extend_from_slice(b",\"asset_id\":");
-        put_opt(out, asset);
-        out.extend_from_slice(b",\"detail\":");
-        put_opt(out, env.error.as_deref().or(env.body_error.as_deref()));
-        out.extend_from_slice(b",\"body_kind\":");
-        put_opt(out, env.body_kind.as_deref());
-        out.extend_from_slice(b",\"reply\":");
-        put_opt(out, reply_excerpt(line, index).as_deref());
-        put_prov(out, env);
-        out.extend_from_slice(b",\"ctx\":");
-        put_raw(out, env.ctx.filter(|c| c.get().starts_with('{')));
-        out.extend_from_slice(b"}\n");
-    }
-
-    /// Collects the valid levels of a side (wire order) into `dst`; returns flags.
-    /// `pre`: the levels' (price, size) already parsed with [`Dec::parse`], same order (pm-rebuild
-    /// keeps them with its book); parsed here otherwise.
-    fn side(
-        levels: Option<&Vec<Level>>,
-        pre: Option<&[Parsed]>,
-        bids: bool,
-        tick: Option<Dec>,
-        dst: &mut Vec<Lvl>,
-    ) -> u32 {
-        dst.clear();
-        let Some(levels) = levels else { return BAD_LEVEL | MISSING_FIELD };
-        let mut f = 0;
-        let mut prev: Option<Dec> = None;
-        for (i, l) in levels.iter().enumerate() {
-            let parsed = match pre {
-                Some(p) => p[i],
-                None => (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse)),
-            };
-            let (Some(px), Some(sz)) = parsed else {
-                f |= BAD_LEVEL;
-                continue;
-            };
-            if px.signum() <= 0 || px >= ONE {
-                f |= OUT_OF_RANGE;
-            }
-            if sz.signum() <= 0 {
-                f |= NONPOS_SIZE;
-            }
-            if let Some(t) = tick {
-                if !px.is_multiple_of(t) {
-                    f |= OFF_TICK;
-                }
-            }
-            if let Some(p) = prev {
-                // Wire order: bids ascending, asks descending (best last), facts §4.1.
-                match (px.cmp(&p), bids) {
-                    (std::cmp::Ordering::Equal, _) => f |= DUP_PRICE,
-                    (std::cmp::Ordering::Less, true) | (std::cmp::Ordering::Greater, false) => f |= UNSORTED,
-                    _ => {}
-                }
-            }
-            prev = Some(px);
-            dst.push(Lvl { px, sz, i: i as u32 });
-        }
-        // Best first: reversing the wire order sorts a well-formed side; otherwise sort explicitly.
-        dst.reverse();
-        if f & UNSORTED != 0 {
-            if bids {
-                dst.sort_by(|a, b| b.px.cmp(&a.px));
-            } else {
-                dst.sort_by(|a, b| a.px.cmp(&b.px));
-            }
-        }
-        f
-    }
-
-    /// A REST book: its hash recomputed here, then the row.
-    fn book_row(&mut self, env: &Env, ctx: &Ctx, b: &Book, out: &mut Vec<u8>) {
-        let hash_ok = self.verify_hash(b);
-        self.write_book_row(env, ctx, b, None, hash_ok, 0, out);
+    /// A line over the maximum line length (skipped by the reader): one bad_input row.
+    pub fn line_too_long(&mut self, file: &str, t: &crate::jsonl::TooLong, out: &mut Vec<u8>) {
+        let mut part = std::mem::take(&mut self.scratch);
+        self.rows.line_too_long(file, t, &mut part);
+        self.apply(&mut part, out);
+        self.scratch = part;
     }
 
     /// Writes a `book` row for a book state that did not come from a REST reply as such: pm-rebuild's
     /// websocket rebuild. Same fields, order, flags and per-asset state as REST rows (one writer:
-    /// [`Self::write_book_row`]); `env.endpoint` becomes the row's `source` (`ws`, `ws_rest`),
+    /// [`Rows::book_row`]); `env.endpoint` becomes the row's `source` (`ws`, `ws_rest`),
     /// `env.collected_at_utc`/`run_id`/`seq` the receive time and provenance. `hash_ok` is the
     /// caller's verification of `b.hash` (the rebuild may have matched it with a trade price, so it
     /// is not recomputed here); `ws_flags` are [`WS_FLAGS`] bits (e.g. [`UNTRUSTED`]). `b.asset_id`
-    /// must be set.
-    /// `pre`: the bid and ask levels already parsed (as [`Self::side`] takes them), or None.
+    /// must be set. `pre`: the bid and ask levels already parsed (as [`Rows::book_row`] takes them),
+    /// or None.
     pub fn state_row(
         &mut self,
         env: &Env,
@@ -504,12 +509,122 @@ impl Normalizer {
         out: &mut Vec<u8>,
     ) {
         debug_assert!(b.asset_id.is_some());
-        self.write_book_row(env, &Ctx::default(), b, pre, hash_ok, ws_flags & !((1u32 << FLAGS.len()) - 1), out);
+        let mut part = std::mem::take(&mut self.scratch);
+        let extra = ws_flags & !((1u32 << FLAGS.len()) - 1);
+        self.rows.book_row(env, &Ctx::default(), b, pre, hash_ok, extra, &mut part);
+        self.apply(&mut part, out);
+        self.scratch = part;
+    }
+}
+
+fn ctx<'a>(env: &'a Env<'a>) -> Ctx<'a> {
+    env.ctx.and_then(|c| serde_json::from_str::<Ctx>(c.get()).ok()).unwrap_or_default()
+}
+
+impl Rows {
+    pub fn new(opts: Options) -> Rows {
+        Rows { opts, hash_buf: Vec::with_capacity(8192), bids: Vec::new(), asks: Vec::new() }
     }
 
-    /// The one formatter of `book` rows (REST and rebuilt): flags, stats, per-asset state, the row.
+    /// Parses one raw line (without its `\n`) into `part`: rows, holes, counts (module docs).
+    pub fn line(&mut self, file: &str, lineno: u64, line: &[u8], part: &mut Part) {
+        part.stats.lines += 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            part.stats.blank_lines += 1;
+            return;
+        }
+        // One UTF-8 check per line, then the str parser (cheaper than checking every string).
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => t,
+            Err(e) => return bad_input(part, file, lineno, "not_json", &format!("not UTF-8: {e}"), line),
+        };
+        let env: Env = match parse::env(text) {
+            Ok(e) => e,
+            Err(e) => return bad_input(part, file, lineno, "not_json", &e.to_string(), line),
+        };
+        if env.schema.as_deref() != Some(crate::envelope::SCHEMA) {
+            let detail = format!("schema is {:?}, expected {}", env.schema.as_deref(), crate::envelope::SCHEMA);
+            return bad_input(part, file, lineno, "not_raw_envelope", &detail, line);
+        }
+        match (env.kind.as_deref(), env.endpoint.as_deref()) {
+            (Some("http"), Some("books" | "book")) => self.http_books(&env, line, part),
+            (Some("gap" | "track"), _) => {
+                let (at, text) = (part.out.len(), part.keep(text));
+                part.ops.push(Op::Line { at, text });
+            }
+            (k, e) => {
+                let key = match e {
+                    Some(e) => format!("{}/{}", k.unwrap_or("?"), e),
+                    None => k.unwrap_or("?").to_string(),
+                };
+                count(&mut part.stats.skipped, &key);
+            }
+        }
+    }
+
+    /// The input ended in a read error (truncated gzip, I/O error): one bad_input row at the line
+    /// that could not be completed, with the bytes that were read of it.
+    pub fn read_error(&mut self, file: &str, lineno: u64, partial: &[u8], err: &str, part: &mut Part) {
+        bad_input(part, file, lineno, "read_error", err, partial);
+    }
+
+    /// A line over the maximum line length (skipped by the reader): one bad_input row.
+    pub fn line_too_long(&mut self, file: &str, t: &crate::jsonl::TooLong, part: &mut Part) {
+        part.stats.lines += 1;
+        let (head, bytes) = (t.head.as_bytes(), t.bytes);
+        bad_input_row(part, file, t.line_no, "line_too_long", &t.to_string(), head, bytes);
+    }
+
+    fn http_books(&mut self, env: &Env, line: &[u8], part: &mut Part) {
+        let ctx = ctx(env);
+        match env.status {
+            None => return error_row(part, env, &ctx, "no_reply", None, None, line),
+            Some(200) => {}
+            Some(_) => return error_row(part, env, &ctx, "http_status", None, None, line),
+        }
+        match (env.body_kind.as_deref(), &env.body, &env.body_text) {
+            (Some("json"), Some(body), _) => self.body(env, &ctx, body, line, part),
+            (Some("json_text"), _, Some(text)) => match parse::body(text) {
+                Ok(body) => self.body(env, &ctx, &body, line, part),
+                Err(_) => error_row(part, env, &ctx, "not_json", None, None, line),
+            },
+            _ => error_row(part, env, &ctx, "not_json", None, None, line),
+        }
+    }
+
+    fn body(&mut self, env: &Env, ctx: &Ctx, body: &Body, line: &[u8], part: &mut Part) {
+        match body {
+            Body::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Item::Book(b) if b.asset_id.is_some() => self.rest_book(env, ctx, b, part),
+                        Item::Book(b) if b.error.is_some() => {
+                            error_row(part, env, ctx, "error_body", Some(i), None, line)
+                        }
+                        Item::Unreadable(_) => error_row(part, env, ctx, "unreadable_book", Some(i), None, line),
+                        _ => error_row(part, env, ctx, "bad_book", Some(i), None, line),
+                    }
+                }
+            }
+            Body::Object(b) if b.asset_id.is_some() => self.rest_book(env, ctx, b, part),
+            Body::Object(b) if b.error.is_some() => error_row(part, env, ctx, "error_body", None, None, line),
+            Body::Unreadable(_) => error_row(part, env, ctx, "unreadable_book", None, None, line),
+            _ => error_row(part, env, ctx, "bad_book", None, None, line),
+        }
+    }
+
+    /// A REST book: its hash recomputed here, then the row.
+    fn rest_book(&mut self, env: &Env, ctx: &Ctx, b: &Book, part: &mut Part) {
+        let hash_ok = self.verify_hash(b);
+        self.book_row(env, ctx, b, None, hash_ok, 0, part);
+    }
+
+    /// The one formatter of `book` rows (REST and rebuilt): the flags known from this book alone,
+    /// the counts, and the row with its two holes ([`Op::Book`]).
+    /// `pre`: the bid and ask levels already parsed (as [`side`] takes them), or None.
     #[allow(clippy::too_many_arguments)]
-    fn write_book_row(
+    fn book_row(
         &mut self,
         env: &Env,
         ctx: &Ctx,
@@ -517,7 +632,7 @@ impl Normalizer {
         pre: Option<[&[Parsed]; 2]>,
         hash_ok: Option<bool>,
         extra: u32,
-        out: &mut Vec<u8>,
+        part: &mut Part,
     ) {
         let asset = b.asset_id.as_deref().expect("caller checked");
         let mut flags = extra;
@@ -532,8 +647,8 @@ impl Normalizer {
             .and_then(Dec::parse)
             .filter(|t| t.signum() > 0);
         let (mut bids, mut asks) = (std::mem::take(&mut self.bids), std::mem::take(&mut self.asks));
-        flags |= Self::side(b.bids.as_ref(), pre.map(|p| p[0]), true, tick, &mut bids);
-        flags |= Self::side(b.asks.as_ref(), pre.map(|p| p[1]), false, tick, &mut asks);
+        flags |= side(b.bids.as_ref(), pre.map(|p| p[0]), true, tick, &mut bids);
+        flags |= side(b.asks.as_ref(), pre.map(|p| p[1]), false, tick, &mut asks);
         if bids.is_empty() {
             flags |= EMPTY_BIDS;
         }
@@ -558,14 +673,15 @@ impl Normalizer {
         if b.unknown_fields > 0 {
             flags |= UNKNOWN_FIELDS;
         }
+        let stats = &mut part.stats;
         match hash_ok {
-            Some(true) => self.stats.hash_match += 1,
+            Some(true) => stats.hash_match += 1,
             Some(false) => {
-                self.stats.hash_mismatch += 1;
+                stats.hash_mismatch += 1;
                 flags |= HASH_MISMATCH;
             }
             None => {
-                self.stats.hash_unverifiable += 1;
+                stats.hash_unverifiable += 1;
                 flags |= HASH_UNVERIFIABLE;
             }
         }
@@ -574,45 +690,11 @@ impl Normalizer {
                 flags |= RECV_FAR;
             }
         }
-        // Per-asset state: previous row's exchange time and hash.
-        let st = match self.tokens.get_mut(asset) {
-            Some(st) => st,
-            None => {
-                let join = self.joins.get(asset).cloned();
-                self.tokens.entry(asset.into()).or_insert(TokenState { join, last_ts: None, last_hash: None })
-            }
-        };
-        if let (Some(prev), Some(t)) = (st.last_ts, ts) {
-            if t < prev {
-                flags |= TS_BACKWARDS;
-            } else if t == prev && st.last_hash.as_deref() == b.hash.as_deref() {
-                flags |= DUPLICATE;
-            }
-        }
-        if ts.is_some() {
-            st.last_ts = ts;
-            match (&mut st.last_hash, b.hash.as_deref()) {
-                (Some(h), Some(n)) => {
-                    h.clear();
-                    h.push_str(n);
-                }
-                (slot, n) => *slot = n.map(String::from),
-            }
-        }
-        let join = st.join.clone();
-        if join.as_ref().and_then(|j| j.slug.as_ref()).is_none() {
-            self.stats.unjoined_book_rows += 1;
-        }
-        *self.stats.rows.get_mut("book").unwrap() += 1;
-        *self.stats.book_rows_by_source.entry(env.endpoint.as_deref().unwrap_or("?").to_string()).or_insert(0) += 1;
-        for (i, name) in flag_names().enumerate() {
-            if flags & (1 << i) != 0 {
-                // FLAGS are pre-set to 0; a WS_FLAGS name appears once raised (REST summaries unchanged).
-                *self.stats.flags.entry(name).or_insert(0) += 1;
-            }
-        }
+        count_static(&mut stats.rows, "book");
+        count(&mut stats.book_rows_by_source, env.endpoint.as_deref().unwrap_or("?"));
 
         // ---- the row ----
+        let out = &mut part.out;
         head(out, "book", env);
         out.extend_from_slice(b",\"exchange_at_utc\":");
         match ts {
@@ -637,13 +719,8 @@ impl Normalizer {
         put_opt(out, b.market.as_deref());
         out.extend_from_slice(b",\"asset_id\":");
         book::put_json_str(out, asset);
-        let j = join.as_deref();
-        out.extend_from_slice(b",\"slug\":");
-        put_opt(out, j.and_then(|j| j.slug.as_deref()));
-        out.extend_from_slice(b",\"outcome\":");
-        put_opt(out, j.and_then(|j| j.outcome.as_deref()));
-        out.extend_from_slice(b",\"family\":");
-        put_opt(out, j.and_then(|j| j.family.as_deref()));
+        // Hole 1: `slug`, `outcome`, `family` (Normalizer::book_state).
+        let join_at = out.len();
         put_slot(out, ctx);
         put_prov(out, env);
         let bb = best(&bids, b.bids.as_ref());
@@ -686,18 +763,8 @@ impl Normalizer {
             None => b"null",
         });
         out.extend_from_slice(b",\"flags\":[");
-        let mut first = true;
-        for (i, name) in flag_names().enumerate() {
-            if flags & (1 << i) != 0 {
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                out.push(b'"');
-                out.extend_from_slice(name.as_bytes());
-                out.push(b'"');
-            }
-        }
+        // Hole 2: the flag names (Normalizer::book_state adds `duplicate`/`ts_backwards`).
+        let flags_at = out.len();
         match self.opts.depth {
             0 => out.extend_from_slice(b"],\"depth\":0,\"bids\":null,\"asks\":null"),
             d => {
@@ -712,6 +779,9 @@ impl Normalizer {
         out.extend_from_slice(b"}\n");
         self.bids = bids;
         self.asks = asks;
+        let asset = part.keep(asset);
+        let hash = b.hash.as_deref().map(|h| part.keep(h));
+        part.ops.push(Op::Book { join_at, flags_at, asset, hash, ts, flags });
     }
 
     /// Recomputes the venue hash (facts §6.3). None when a field it needs is missing or a level
@@ -738,6 +808,132 @@ impl Normalizer {
         book::sha1_hex_into(&self.hash_buf, &mut hex);
         Some(want.as_bytes() == hex)
     }
+}
+
+/// The flag names of `flags` inside the row's `flags` array.
+fn put_flags(out: &mut Vec<u8>, flags: u32) {
+    let mut first = true;
+    for (i, name) in flag_names().enumerate() {
+        if flags & (1 << i) != 0 {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'"');
+        }
+    }
+}
+
+fn bad_input(part: &mut Part, file: &str, lineno: u64, reason: &str, detail: &str, line: &[u8]) {
+    bad_input_row(part, file, lineno, reason, detail, line, line.len() as u64);
+}
+
+fn bad_input_row(part: &mut Part, file: &str, lineno: u64, reason: &str, detail: &str, line: &[u8], bytes: u64) {
+    count_static(&mut part.stats.rows, "bad_input");
+    count(&mut part.stats.bad_input, reason);
+    let out = &mut part.out;
+    out.extend_from_slice(b"{\"record\":\"bad_input\",\"schema\":\"");
+    out.extend_from_slice(SCHEMA.as_bytes());
+    out.extend_from_slice(b"\",\"file\":");
+    book::put_json_str(out, file);
+    let _ = write!(out, ",\"line\":{lineno},\"reason\":");
+    book::put_json_str(out, reason);
+    out.extend_from_slice(b",\"detail\":");
+    book::put_json_str(out, detail);
+    let cut = line.len().min(200);
+    let _ = write!(out, ",\"bytes\":{bytes},\"excerpt\":");
+    book::put_json_str(out, &String::from_utf8_lossy(&line[..cut]));
+    out.extend_from_slice(b"}\n");
+}
+
+#[allow(clippy::too_many_arguments)]
+fn error_row(
+    part: &mut Part,
+    env: &Env,
+    ctx: &Ctx,
+    reason: &str,
+    index: Option<usize>,
+    asset: Option<&str>,
+    line: &[u8],
+) {
+    count_static(&mut part.stats.rows, "error");
+    count(&mut part.stats.errors, reason);
+    let out = &mut part.out;
+    head(out, "error", env);
+    out.extend_from_slice(b",\"reason\":");
+    book::put_json_str(out, reason);
+    out.extend_from_slice(b",\"status\":");
+    put_u64(out, env.status);
+    out.extend_from_slice(b",\"attempt\":");
+    put_u64(out, env.attempt);
+    put_slot(out, ctx);
+    out.extend_from_slice(b",\"index\":");
+    put_u64(out, index.map(|i| i as u64));
+    out.extend_from_slice(b",\"asset_id\":");
+    put_opt(out, asset);
+    out.extend_from_slice(b",\"detail\":");
+    put_opt(out, env.error.as_deref().or(env.body_error.as_deref()));
+    out.extend_from_slice(b",\"body_kind\":");
+    put_opt(out, env.body_kind.as_deref());
+    out.extend_from_slice(b",\"reply\":");
+    put_opt(out, reply_excerpt(line, index).as_deref());
+    put_prov(out, env);
+    out.extend_from_slice(b",\"ctx\":");
+    put_raw(out, env.ctx.filter(|c| c.get().starts_with('{')));
+    out.extend_from_slice(b"}\n");
+}
+
+/// Collects the valid levels of a side (wire order) into `dst`; returns flags.
+/// `pre`: the levels' (price, size) already parsed with [`Dec::parse`], same order (pm-rebuild
+/// keeps them with its book); parsed here otherwise.
+fn side(levels: Option<&Vec<Level>>, pre: Option<&[Parsed]>, bids: bool, tick: Option<Dec>, dst: &mut Vec<Lvl>) -> u32 {
+    dst.clear();
+    let Some(levels) = levels else { return BAD_LEVEL | MISSING_FIELD };
+    let mut f = 0;
+    let mut prev: Option<Dec> = None;
+    for (i, l) in levels.iter().enumerate() {
+        let parsed = match pre {
+            Some(p) => p[i],
+            None => (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse)),
+        };
+        let (Some(px), Some(sz)) = parsed else {
+            f |= BAD_LEVEL;
+            continue;
+        };
+        if px.signum() <= 0 || px >= ONE {
+            f |= OUT_OF_RANGE;
+        }
+        if sz.signum() <= 0 {
+            f |= NONPOS_SIZE;
+        }
+        if let Some(t) = tick {
+            if !px.is_multiple_of(t) {
+                f |= OFF_TICK;
+            }
+        }
+        if let Some(p) = prev {
+            // Wire order: bids ascending, asks descending (best last), facts §4.1.
+            match (px.cmp(&p), bids) {
+                (std::cmp::Ordering::Equal, _) => f |= DUP_PRICE,
+                (std::cmp::Ordering::Less, true) | (std::cmp::Ordering::Greater, false) => f |= UNSORTED,
+                _ => {}
+            }
+        }
+        prev = Some(px);
+        dst.push(Lvl { px, sz, i: i as u32 });
+    }
+    // Best first: reversing the wire order sorts a well-formed side; otherwise sort explicitly.
+    dst.reverse();
+    if f & UNSORTED != 0 {
+        if bids {
+            dst.sort_by(|a, b| b.px.cmp(&a.px));
+        } else {
+            dst.sort_by(|a, b| a.px.cmp(&b.px));
+        }
+    }
+    f
 }
 
 /// The best level of a side: the wire level and its parsed price.

@@ -1,10 +1,19 @@
 //! pm-normalize's engine: raw `pmarchive.raw/1` book envelopes → normalized order-book rows
 //! (`pmarchive.orderbook/1`, docs/ORDERBOOK_SCHEMA.md), and `--check` over normalized files.
 //!
-//! Work is split over three threads joined by crossbeam channels carrying large chunks: one reads
-//! and decompresses the inputs into 4 MiB chunks of whole lines (bounded: [`jsonl::LineReader`]), the calling thread parses and
-//! formats (it owns the [`Normalizer`] state), one writes (and gzips, for `.gz` outputs). Buffers
-//! travel back on return channels, so steady state allocates almost nothing per line.
+//! Work is split over threads joined by bounded crossbeam channels carrying chunks of whole lines:
+//! one thread reads and decompresses the inputs into chunks of about [`CHUNK`] bytes (bounded:
+//! [`jsonl::LineReader`]); `threads` workers each parse and format whole chunks with their own
+//! [`Rows`] into a [`Part`] (rows with holes for what depends on earlier lines); the calling thread
+//! takes the parts back in input order and fills the holes ([`Normalizer::apply`], it owns the
+//! state that spans lines); one thread writes (and gzips, for `.gz` outputs). With `threads` = 1
+//! the calling thread parses too (no worker threads). The output is the same bytes either way.
+//!
+//! Memory is bounded: at most [`in_flight`]`(threads)` chunks are between the reader and the
+//! ordered apply (a ticket per chunk, returned once its part is applied), each about [`CHUNK`]
+//! bytes of input plus its formatted rows (a single line longer than [`CHUNK`] makes a chunk of
+//! its own, up to [`jsonl::MAX_LINE`]), and at most 4 output buffers of about [`OUT_CHUNK`].
+//! Buffers travel back on return channels, so steady state allocates almost nothing per line.
 
 pub mod check;
 pub mod dec;
@@ -15,28 +24,49 @@ pub mod rows;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-pub use engine::{JoinInfo, Normalizer, Options, Parsed, Stats, FLAGS, SCHEMA, UNTRUSTED, WS_FLAGS};
+pub use engine::{JoinInfo, Normalizer, Options, Parsed, Part, Rows, Stats, FLAGS, SCHEMA, UNTRUSTED, WS_FLAGS};
 
 use crate::jsonl;
 
-/// Bytes per chunk handed from the reader to the parser.
-const CHUNK: usize = 4 << 20;
+/// Bytes of whole lines per chunk handed from the reader to a parser (1 MiB: small enough for
+/// the workers to share a file evenly, large enough that per-chunk costs do not show).
+pub const CHUNK: usize = 1 << 20;
 /// Output is handed to the writer once the buffer holds this much.
-const OUT_CHUNK: usize = 1 << 20;
+pub const OUT_CHUNK: usize = 1 << 20;
 
-/// Reader → parser messages.
-enum Msg {
-    /// A new input file begins (its name as given).
-    File(String),
+/// Chunks allowed between the reader and the ordered apply with `threads` workers: enough to keep
+/// every worker busy while the reader fills the next ones.
+pub fn in_flight(threads: usize) -> usize {
+    2 * threads.max(1) + 2
+}
+
+/// The default number of parse threads: the machine's cores (at most 8).
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
+}
+
+/// A chunk of one input: whole lines, then possibly what ended it.
+struct Job {
+    seq: u64,
+    /// The first chunk of an input file.
+    new_file: bool,
+    file: Arc<str>,
+    /// Lines of the file before this chunk.
+    line0: u64,
     /// Complete lines (the last chunk of a file may end without `\n`).
-    Data(Vec<u8>),
+    data: Vec<u8>,
+    tail: Option<Tail>,
+}
+
+enum Tail {
     /// A line longer than [`jsonl::MAX_LINE`], skipped by the reader.
     TooLong(jsonl::TooLong),
-    /// The file ended; `error` when it ended in a read error, `partial` = the unfinished line.
-    End { partial: Vec<u8>, error: Option<String> },
+    /// The file ended in a read error; `partial` = the unfinished line.
+    Error { partial: Vec<u8>, error: String },
 }
 
 fn take_buf(pool: &Receiver<Vec<u8>>) -> Vec<u8> {
@@ -46,56 +76,89 @@ fn take_buf(pool: &Receiver<Vec<u8>>) -> Vec<u8> {
 }
 
 /// The reader thread: each input in turn, decompressed, as chunks of whole lines read with the
-/// bounded [`jsonl::LineReader`] (a line over [`jsonl::MAX_LINE`] is skipped and sent as [`Msg::TooLong`]).
-fn read_inputs(inputs: Vec<String>, tx: Sender<Msg>, pool: Receiver<Vec<u8>>) {
+/// bounded [`jsonl::LineReader`] (a line over [`jsonl::MAX_LINE`] is skipped and ends its chunk as
+/// [`Tail::TooLong`]). Each chunk waits for a ticket before it is sent.
+fn read_inputs(inputs: Vec<String>, tx: Sender<Job>, pool: Receiver<Vec<u8>>, tickets: Receiver<()>) {
+    let send = |job: Job| -> bool { tickets.recv().is_ok() && tx.send(job).is_ok() };
+    let mut seq = 0u64;
+    let mut job = |new_file: bool, file: &Arc<str>, line0: u64, pool: &Receiver<Vec<u8>>| {
+        seq += 1;
+        Job { seq: seq - 1, new_file, file: file.clone(), line0, data: take_buf(pool), tail: None }
+    };
     for name in inputs {
-        if tx.send(Msg::File(name.clone())).is_err() {
-            return;
-        }
+        let file: Arc<str> = name.as_str().into();
+        let mut cur = job(true, &file, 0, &pool);
         let mut r = match jsonl::open_lines(Path::new(&name)) {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx.send(Msg::End { partial: Vec::new(), error: Some(format!("cannot read {name}: {e}")) });
+                cur.tail = Some(Tail::Error { partial: Vec::new(), error: format!("cannot read {name}: {e}") });
+                if !send(cur) {
+                    return;
+                }
                 continue;
             }
         };
-        let mut buf = take_buf(&pool);
-        let end = loop {
-            match r.next_into(&mut buf) {
+        loop {
+            match r.next_into(&mut cur.data) {
                 Ok(jsonl::Next::Line) => {
-                    if buf.len() >= CHUNK && tx.send(Msg::Data(std::mem::replace(&mut buf, take_buf(&pool)))).is_err() {
+                    if cur.data.len() >= CHUNK
+                        && !send(std::mem::replace(&mut cur, job(false, &file, r.line_no(), &pool)))
+                    {
                         return;
                     }
                 }
                 Ok(jsonl::Next::TooLong(t)) => {
-                    if !buf.is_empty() && tx.send(Msg::Data(std::mem::replace(&mut buf, take_buf(&pool)))).is_err() {
-                        return;
-                    }
-                    if tx.send(Msg::TooLong(t)).is_err() {
+                    cur.tail = Some(Tail::TooLong(t));
+                    if !send(std::mem::replace(&mut cur, job(false, &file, r.line_no(), &pool))) {
                         return;
                     }
                 }
                 Ok(jsonl::Next::Eof) => {
-                    if !buf.is_empty() && tx.send(Msg::Data(buf)).is_err() {
+                    if (cur.new_file || !cur.data.is_empty()) && !send(cur) {
                         return;
                     }
-                    break Msg::End { partial: Vec::new(), error: None };
+                    break;
                 }
                 Err(e) => {
-                    // `buf` holds whole lines, then the bytes read of the unfinished one.
-                    let rest = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-                    let partial = buf[rest..].to_vec();
-                    buf.truncate(rest);
-                    if rest > 0 && tx.send(Msg::Data(buf)).is_err() {
+                    // `data` holds whole lines, then the bytes read of the unfinished one.
+                    let rest = cur.data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    let partial = cur.data[rest..].to_vec();
+                    cur.data.truncate(rest);
+                    cur.tail = Some(Tail::Error { partial, error: format!("read error: {e}") });
+                    if !send(cur) {
                         return;
                     }
-                    break Msg::End { partial, error: Some(format!("read error: {e}")) };
+                    break;
                 }
             }
-        };
-        if tx.send(end).is_err() {
-            return;
         }
+    }
+}
+
+/// Returns a chunk's buffer to the reader (a chunk grown by a huge line is not kept).
+fn recycle(pool: &Sender<Vec<u8>>, data: Vec<u8>) {
+    if data.capacity() <= 2 * CHUNK {
+        let _ = pool.try_send(data);
+    }
+}
+
+/// Formats one chunk into `part` (workers, or the calling thread with one thread).
+fn work(rows: &mut Rows, job: &Job, part: &mut Part) {
+    let mut lineno = job.line0;
+    let mut rest: &[u8] = &job.data;
+    while !rest.is_empty() {
+        let (line, next) = match find_newline(rest) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        lineno += 1;
+        rows.line(&job.file, lineno, line, part);
+        rest = next;
+    }
+    match &job.tail {
+        Some(Tail::TooLong(t)) => rows.line_too_long(&job.file, t, part),
+        Some(Tail::Error { partial, error }) => rows.read_error(&job.file, lineno + 1, partial, error, part),
+        None => {}
     }
 }
 
@@ -166,16 +229,25 @@ impl OutFile {
     }
 }
 
-/// Normalizes `inputs` (names; `-` = stdin) in order into `out`. Returns the output back (for
-/// [`OutFile::commit`]). Read errors become bad_input rows; write errors are returned.
-pub fn run(inputs: &[String], out: Output, nor: &mut Normalizer) -> io::Result<Output> {
-    let (tx, rx) = bounded::<Msg>(3);
-    let (pool_tx, pool_rx) = bounded::<Vec<u8>>(4);
+/// Normalizes `inputs` (names; `-` = stdin) in order into `out`, parsing on `threads` threads (see
+/// the module docs). Returns the output back (for [`OutFile::commit`]). Read errors become
+/// bad_input rows; write errors are returned.
+pub fn run(inputs: &[String], out: Output, nor: &mut Normalizer, threads: usize) -> io::Result<Output> {
+    let threads = threads.max(1);
+    let k = in_flight(threads);
+    let (tx, rx) = bounded::<Job>(k);
+    let (pool_tx, pool_rx) = bounded::<Vec<u8>>(k);
+    let (ticket_tx, ticket_rx) = bounded::<()>(k);
+    for _ in 0..k {
+        ticket_tx.send(()).expect("room for every ticket");
+    }
+    let (done_tx, done_rx) = bounded::<(u64, bool, Part)>(k);
+    let (part_tx, part_rx) = bounded::<Part>(k);
     let (otx, orx) = bounded::<Vec<u8>>(4);
     let (opool_tx, opool_rx) = bounded::<Vec<u8>>(4);
     let names = inputs.to_vec();
     std::thread::scope(|s| {
-        s.spawn(move || read_inputs(names, tx, pool_rx));
+        s.spawn(move || read_inputs(names, tx, pool_rx, ticket_rx));
         let writer = s.spawn(move || -> io::Result<Output> {
             let mut out = out;
             for chunk in orx {
@@ -185,10 +257,7 @@ pub fn run(inputs: &[String], out: Output, nor: &mut Normalizer) -> io::Result<O
             out.flush()?;
             Ok(out)
         });
-        let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK + (64 << 10));
-        let mut file = String::new();
-        let mut lineno = 0u64;
-        let mut failed = false;
+        // Hands `buf` to the writer once it is full (or at the end); false when the writer stopped.
         let flush = |buf: &mut Vec<u8>, force: bool| -> bool {
             if buf.len() >= OUT_CHUNK || (force && !buf.is_empty()) {
                 let mut next = opool_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(OUT_CHUNK + (64 << 10)));
@@ -198,46 +267,69 @@ pub fn run(inputs: &[String], out: Output, nor: &mut Normalizer) -> io::Result<O
             }
             true
         };
-        for msg in rx.iter() {
-            match msg {
-                Msg::File(name) => {
+        let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK + (64 << 10));
+        let mut ok = true;
+        if threads == 1 {
+            let mut rows = nor.rows();
+            let mut part = Part::default();
+            for job in rx.iter() {
+                work(&mut rows, &job, &mut part);
+                recycle(&pool_tx, job.data);
+                if job.new_file {
                     nor.start_file();
-                    file = name;
-                    lineno = 0;
                 }
-                Msg::Data(data) => {
-                    let mut rest: &[u8] = &data;
-                    while !rest.is_empty() {
-                        let (line, next) = match find_newline(rest) {
-                            Some(i) => (&rest[..i], &rest[i + 1..]),
-                            None => (rest, &rest[rest.len()..]),
-                        };
-                        lineno += 1;
-                        nor.line(&file, lineno, line, &mut buf);
-                        rest = next;
+                nor.apply(&mut part, &mut buf);
+                let _ = ticket_tx.try_send(());
+                if !flush(&mut buf, false) {
+                    ok = false;
+                    break;
+                }
+            }
+        } else {
+            for _ in 0..threads {
+                let (rx, done_tx, part_rx, pool_tx) = (rx.clone(), done_tx.clone(), part_rx.clone(), pool_tx.clone());
+                let mut rows = nor.rows();
+                s.spawn(move || {
+                    for job in rx.iter() {
+                        let mut part = part_rx.try_recv().unwrap_or_default();
+                        work(&mut rows, &job, &mut part);
+                        recycle(&pool_tx, job.data);
+                        if done_tx.send((job.seq, job.new_file, part)).is_err() {
+                            return;
+                        }
                     }
-                    let _ = pool_tx.try_send(data);
+                });
+            }
+            drop(done_tx);
+            // Parts come back in any order; they are applied in input order (at most k are out).
+            let mut ring: Vec<Option<(bool, Part)>> = (0..k).map(|_| None).collect();
+            let mut next = 0u64;
+            'parts: for (seq, new_file, part) in done_rx.iter() {
+                ring[(seq % k as u64) as usize] = Some((new_file, part));
+                while let Some((new_file, mut part)) = ring[(next % k as u64) as usize].take() {
+                    if new_file {
+                        nor.start_file();
+                    }
+                    nor.apply(&mut part, &mut buf);
+                    if part.capacity() <= 4 * CHUNK {
+                        let _ = part_tx.try_send(part);
+                    }
+                    let _ = ticket_tx.try_send(());
+                    next += 1;
                     if !flush(&mut buf, false) {
-                        failed = true;
-                        break;
-                    }
-                }
-                Msg::TooLong(t) => {
-                    lineno += 1;
-                    nor.line_too_long(&file, &t, &mut buf);
-                }
-                Msg::End { partial, error } => {
-                    if let Some(e) = error {
-                        nor.read_error(&file, lineno + 1, &partial, &e, &mut buf);
+                        ok = false;
+                        break 'parts;
                     }
                 }
             }
+            drop(done_rx); // stops the workers if we left early
         }
-        if !failed {
+        if ok {
             flush(&mut buf, true);
         }
         drop(otx); // ends the writer loop
-        drop(rx); // stops the reader if we left early
+        drop(ticket_tx); // stops the reader if we left early
+        drop(rx);
         writer.join().expect("writer thread")
     })
 }

@@ -88,19 +88,34 @@ pub struct TokenRef {
     pub outcome: Option<String>,
 }
 
-/// Parses a raw envelope line; see the module docs for the element-by-element fallback.
+/// Parses a raw envelope line; see the module docs for the element-by-element fallback. A line that
+/// no parse accepts is parsed once more through the general side visitor ([`classic`]), so that its
+/// error (the `detail` of its bad_input row) is worded exactly as before the fast side reader.
 pub fn env(text: &str) -> Result<Env<'_>, serde_json::Error> {
-    serde_json::from_str(text).or_else(|e| careful(|| serde_json::from_str(text)).map_err(|_| e))
+    serde_json::from_str(text)
+        .or_else(|_| careful(|| serde_json::from_str(text)))
+        .or_else(|_| classic(|| serde_json::from_str(text)))
 }
 
-/// Parses a body given as text (`json_text`), with the same fallback as [`env`].
+/// Parses a body given as text (`json_text`), with the same fallbacks as [`env`].
 pub fn body(text: &str) -> Result<Body<'_>, serde_json::Error> {
-    serde_json::from_str(text).or_else(|e| careful(|| serde_json::from_str(text)).map_err(|_| e))
+    serde_json::from_str(text)
+        .or_else(|_| careful(|| serde_json::from_str(text)))
+        .or_else(|_| classic(|| serde_json::from_str(text)))
 }
 
 thread_local! {
     /// Set while [`env`]/[`body`] re-parse after a failure: bodies are then parsed element by element.
     static CAREFUL: Cell<bool> = const { Cell::new(false) };
+    /// Set while [`env`]/[`body`] parse a line that failed for its error: sides through [`SideV`].
+    static CLASSIC: Cell<bool> = const { Cell::new(false) };
+}
+
+fn classic<T>(f: impl FnOnce() -> T) -> T {
+    let before = CLASSIC.replace(true);
+    let r = f();
+    CLASSIC.set(before);
+    r
 }
 
 fn careful<T>(f: impl FnOnce() -> T) -> T {
@@ -326,9 +341,73 @@ impl<'de> Visitor<'de> for SideV {
     }
 }
 
-impl<'de> Deserialize<'de> for Side<'de> {
+/// A side through the general visitor ([`SideV`]).
+struct SlowSide<'a>(Side<'a>);
+
+impl<'de> Deserialize<'de> for SlowSide<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(SideV)
+        d.deserialize_any(SideV).map(SlowSide)
+    }
+}
+
+impl<'de> Deserialize<'de> for Side<'de> {
+    /// The side is taken as raw JSON text (serde_json checks its syntax), then read by
+    /// [`canonical_side`] when it has the venue's shape; any other text goes through the general
+    /// visitor, which gives the same result for the canonical shape, only slower.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if CLASSIC.get() {
+            return d.deserialize_any(SideV);
+        }
+        let raw = <&'de RawValue>::deserialize(d)?;
+        match canonical_side(raw.get()) {
+            Some(levels) => Ok(Side(Some(levels))),
+            None => serde_json::from_str::<SlowSide<'de>>(raw.get()).map(|s| s.0).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The levels of a side written exactly as the venue writes them, `[{"price":"…","size":"…"},…]`
+/// (no blanks, these two keys in this order, strings without escapes), borrowed from `t`; None for
+/// any other text. `t` is JSON already checked by serde_json, so a string without a backslash ends
+/// at the next `"` and holds no control character.
+fn canonical_side(t: &str) -> Option<Vec<Level<'_>>> {
+    const PRICE: &[u8] = b"{\"price\":\"";
+    const SIZE: &[u8] = b"\",\"size\":\"";
+    let b = t.as_bytes();
+    if b == b"[]" {
+        return Some(Vec::new());
+    }
+    if b.first() != Some(&b'[') {
+        return None;
+    }
+    // A string's end: the next `"`; None when a backslash comes first.
+    let string_end = |from: usize| -> Option<usize> {
+        let n = b[from..].iter().position(|&c| c == b'"' || c == b'\\')?;
+        (b[from + n] == b'"').then_some(from + n)
+    };
+    let mut levels = Vec::with_capacity(b.len() / 36 + 1);
+    let mut i = 1;
+    loop {
+        if !b[i..].starts_with(PRICE) {
+            return None;
+        }
+        let p = i + PRICE.len();
+        let pe = string_end(p)?;
+        if !b[pe..].starts_with(SIZE) {
+            return None;
+        }
+        let s = pe + SIZE.len();
+        let se = string_end(s)?;
+        if b.get(se + 1) != Some(&b'}') {
+            return None;
+        }
+        levels.push(Level { price: Some(Cow::Borrowed(&t[p..pe])), size: Some(Cow::Borrowed(&t[s..se])) });
+        i = se + 2;
+        match b.get(i) {
+            Some(b',') => i += 1,
+            Some(b']') if i + 1 == b.len() => return Some(levels),
+            _ => return None,
+        }
     }
 }
 
@@ -479,6 +558,52 @@ mod tests {
         assert!(matches!(body(&book("2", r"\udc00")), Ok(Body::Unreadable(_))));
         // Not JSON at all is still an error (the first one).
         assert!(env("{not json").is_err());
+    }
+
+    #[test]
+    fn canonical_sides_read_like_the_general_visitor() {
+        let cases = [
+            r#"[]"#,
+            r#"[{"price":"0.01","size":"12.5"}]"#,
+            r#"[{"price":"0.01","size":"12.5"},{"price":"0.02","size":"3"}]"#,
+            r#"[ {"price":"0.01","size":"12.5"}]"#,
+            r#"[{"size":"1","price":"0.5"}]"#,
+            r#"[{"price":"0.\u0035","size":"1"}]"#,
+            r#"[{"price":0.5,"size":"1"},"x",{"price":"","size":""}]"#,
+            r#"[{"price":"0.5","size":"1","x":2}]"#,
+            r#"{"price":"0.5"}"#,
+            r#""nope""#,
+            r#"[[]]"#,
+        ];
+        let show = |s: &Side| -> Option<Vec<(Option<String>, Option<String>, bool)>> {
+            s.0.as_ref().map(|v| {
+                v.iter()
+                    .map(|l| {
+                        let borrowed =
+                            matches!(l.price, Some(Cow::Borrowed(_))) && matches!(l.size, Some(Cow::Borrowed(_)));
+                        (l.price.as_deref().map(String::from), l.size.as_deref().map(String::from), borrowed)
+                    })
+                    .collect()
+            })
+        };
+        for c in cases {
+            let fast: Side = serde_json::from_str(c).unwrap();
+            let slow: SlowSide = serde_json::from_str(c).unwrap();
+            assert_eq!(show(&fast), show(&slow.0), "{c}");
+        }
+        assert!(canonical_side(r#"[{"price":"0.01","size":"12.5"}]"#).is_some());
+        assert!(canonical_side(r#"[{"price":"0.01","size":"12.5"},]"#).is_none());
+        // A line no parse accepts keeps the general visitor's error (a bad_input row's `detail`).
+        let head = r#"{"schema":"pmarchive.raw/1","kind":"http","status":200,"body":[{"asset_id":"1","bids":"#;
+        for (side, want) in [
+            (r#"[{"price":"0.5","size":"1"},]}]}"#, "trailing comma at line 1 column 115"),
+            (r#"[{"price":"\ud800","size":"1"}],"asks":[]}]"#, "unexpected end of hex escape at line 1 column 104"),
+        ] {
+            let e = env(&format!("{head}{side}")).err().expect("not JSON");
+            assert_eq!(e.to_string(), want);
+        }
+        // A lone surrogate in a level still fails the side (and only its book, see above).
+        assert!(serde_json::from_str::<Side>(r#"[{"price":"\ud800","size":"1"}]"#).is_err());
     }
 
     #[test]
