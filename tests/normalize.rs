@@ -194,7 +194,7 @@ fn every_flag_is_raised_where_it_applies() {
     let mut wrong_hash = rest_book();
     wrong_hash["hash"] = json!("1111111111111111111111111111111111111111");
     let mut lines: Vec<String> =
-        cases.iter().enumerate().map(|(i, (_, b))| books_line(i as u64, at, &[b.clone()])).collect();
+        cases.iter().enumerate().map(|(i, (_, b))| books_line(i as u64, at, std::slice::from_ref(b))).collect();
     lines.push(books_line(100, at, &[wrong_hash]));
     // duplicate: the real book twice; ts_backwards: an older state of the same asset afterwards.
     lines.push(books_line(101, "2026-08-13T06:54:34.000000Z", &[rest_book()]));

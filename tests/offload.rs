@@ -555,7 +555,7 @@ fn local_corrupted_remote_is_detected_and_never_counts_as_verified() {
     assert!(deletes_of(&recs, &bad).is_empty());
     assert_eq!(deletes_of(&recs, &good).len(), 1);
     // The delete record comes after the verified upload record of the same sha256.
-    let pos = |pred: &dyn Fn(&Value) -> bool| recs.iter().position(|r| pred(r)).unwrap();
+    let pos = |pred: &dyn Fn(&Value) -> bool| recs.iter().position(pred).unwrap();
     let up_pos = pos(&|r| r["record"] == "upload" && r["local_path"] == good.as_str() && r["verified"] == true);
     let del_pos = pos(&|r| r["record"] == "local_delete" && r["local_path"] == good.as_str());
     assert!(up_pos < del_pos);

@@ -38,10 +38,10 @@ struct Acc {
 }
 
 fn span(s: &mut (Option<String>, Option<String>), v: &str) {
-    if s.0.as_deref().map_or(true, |f| v < f) {
+    if s.0.as_deref().is_none_or(|f| v < f) {
         s.0 = Some(v.to_string());
     }
-    if s.1.as_deref().map_or(true, |l| v > l) {
+    if s.1.as_deref().is_none_or(|l| v > l) {
         s.1 = Some(v.to_string());
     }
 }

@@ -171,7 +171,7 @@ impl Dec {
             out.extend_from_slice(&d[d.len() - s..]);
         } else {
             out.extend_from_slice(b"0.");
-            out.extend(std::iter::repeat(b'0').take(s - d.len()));
+            out.extend(std::iter::repeat_n(b'0', s - d.len()));
             out.extend_from_slice(d);
         }
     }

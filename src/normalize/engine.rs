@@ -928,9 +928,9 @@ fn side(levels: Option<&Vec<Level>>, pre: Option<&[Parsed]>, bids: bool, tick: O
     dst.reverse();
     if f & UNSORTED != 0 {
         if bids {
-            dst.sort_by(|a, b| b.px.cmp(&a.px));
+            dst.sort_by_key(|l| std::cmp::Reverse(l.px));
         } else {
-            dst.sort_by(|a, b| a.px.cmp(&b.px));
+            dst.sort_by_key(|l| l.px);
         }
     }
     f
