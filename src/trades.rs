@@ -27,14 +27,13 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::books::{failure_text, End, Outage};
-use crate::clock;
+use crate::books::{failure_text, Outage};
 use crate::envelope::Sequencer;
 use crate::feed::Input;
 use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::market::Market;
-use crate::schedule::Schedule;
+use crate::schedule::{self, End, Schedule, Slotted};
 use crate::signal;
 use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, TrackCtx, Window};
 
@@ -251,37 +250,7 @@ impl<W: Write> Poller<W> {
     /// tracked or waiting); then writes the stop records of what is still tracked.
     pub fn run(&mut self) -> io::Result<End> {
         self.sched = Schedule::new(self.cfg.interval);
-        clock::steady();
-        let mut k: u64 = 0;
-        let mut missed: Option<(u64, u64)> = None;
-        let end = loop {
-            if self.cfg.duration.is_some_and(|d| self.sched.offset(k) >= d) {
-                break End::Duration;
-            }
-            let now = Instant::now();
-            let due = self.due(k);
-            if due > now && !signal::sleep(due - now) {
-                break End::Signal(signal::last_signal());
-            }
-            if signal::stop_requested() {
-                break End::Signal(signal::last_signal());
-            }
-            self.stats.slots += 1;
-            if let Some((from, to)) = missed.take() {
-                self.write_missed(k, from, to)?;
-            }
-            self.drain_input(k)?;
-            self.update_tracking(k)?;
-            if self.input_done && self.markets.is_empty() {
-                break End::InputDone;
-            }
-            self.stats.tracked_secs += self.cfg.interval.as_secs_f64() * self.tracked() as f64;
-            self.poll_slot(k)?;
-            (k, missed) = self.sched.next(k);
-        };
-        if let Some((from, to)) = missed.take() {
-            self.write_missed(k, from, to)?;
-        }
+        let (end, k) = schedule::run(self)?;
         let mut tracked: Vec<Entry> = self.markets.values().filter(|e| e.tracked).cloned().collect();
         tracked.sort_by(|a, b| (a.window.start, &a.market.slug).cmp(&(b.window.start, &b.market.slug)));
         for e in tracked {
@@ -610,11 +579,7 @@ impl<W: Write> Poller<W> {
         let join = |m: Vec<String>| if m.is_empty() { "none".to_string() } else { m.join(" ") };
         let requests = join(s.requests.iter().map(|(k, v)| format!("{k}:{v}")).collect());
         let gaps = join(s.gaps.iter().map(|(k, v)| format!("{k}:{v}")).collect());
-        let ended = match end {
-            End::Signal(sig) => format!("stopped by signal {sig}"),
-            End::Duration => "duration reached".to_string(),
-            End::InputDone => "input ended and nothing left to track".to_string(),
-        };
+        let ended = end.describe();
         let rate = match self.rate_per_market_minute() {
             Some(r) => format!("{r:.2} requests per tracked market-minute"),
             None => "no market tracked".to_string(),
@@ -642,6 +607,36 @@ impl<W: Write> Poller<W> {
 fn gap_name(s: &str) -> Option<&'static str> {
     let g: GapKind = serde_json::from_value(json!(s)).ok()?;
     Some(g.name())
+}
+
+
+impl<W: Write> Slotted for Poller<W> {
+    fn schedule(&self) -> &Schedule {
+        &self.sched
+    }
+
+    fn duration(&self) -> Option<Duration> {
+        self.cfg.duration
+    }
+
+    fn count_slot(&mut self) {
+        self.stats.slots += 1;
+    }
+
+    fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
+        Poller::write_missed(self, k, from, to)
+    }
+
+    fn slot(&mut self, k: u64) -> io::Result<bool> {
+        self.drain_input(k)?;
+        self.update_tracking(k)?;
+        if self.input_done && self.markets.is_empty() {
+            return Ok(false);
+        }
+        self.stats.tracked_secs += self.cfg.interval.as_secs_f64() * self.tracked() as f64;
+        self.poll_slot(k)?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
