@@ -24,12 +24,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::envelope::Sequencer;
-use crate::feed::Input;
+use crate::feed::{self, Input};
 use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::market::{Market, Token};
@@ -274,29 +274,20 @@ impl<W: Write> Poller<W> {
 
     /// Takes whatever the reader thread has sent so far (never blocks).
     fn drain_input(&mut self, k: u64) -> io::Result<()> {
-        loop {
-            match self.input.try_recv() {
-                Ok(Input::Market { line, market }) => {
-                    self.stats.input_lines += 1;
-                    self.accept(k, *market, line)?;
-                }
-                Ok(Input::Bad { line, reason }) => {
-                    self.stats.input_lines += 1;
+        let rx = self.input.clone();
+        let ended = feed::drain(&rx, |input| {
+            self.stats.input_lines += 1;
+            match input {
+                Input::Market { line, market } => self.accept(k, *market, line),
+                Input::Bad { line, reason } => {
                     self.stats.input_bad += 1;
-                    eprintln!("pm-books: stdin line {line}: skipped: {reason}");
-                    // Kept in the archive too (same record as pm-stream's), so a market that was
-                    // never polled because its record was unusable leaves a trace.
-                    let mut ctx = GapCtx::new(GapKind::BadInput);
-                    ctx.line = Some(line);
-                    self.write_gap(k, ctx, reason)?;
-                }
-                Err(TryRecvError::Empty) => return Ok(()),
-                Err(TryRecvError::Disconnected) => {
-                    self.input_done = true;
-                    return Ok(());
+                    let ctx = feed::bad_line("pm-books", line, &reason);
+                    self.write_gap(k, ctx, reason)
                 }
             }
-        }
+        })?;
+        self.input_done |= ended;
+        Ok(())
     }
 
     /// Stores a market record: a new market, or an update that replaces the stored record.
@@ -558,9 +549,7 @@ impl<W: Write> Poller<W> {
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
         let count = to - from + 1;
         self.stats.slots_missed += count;
-        let mut ctx = GapCtx::new(GapKind::MissedSlots);
-        (ctx.from_slot, ctx.to_slot, ctx.count) = (Some(from), Some(to), Some(count));
-        ctx.first_due_at_utc = Some(self.due_utc(from));
+        let ctx = GapCtx::missed_slots(from, to, self.due_utc(from));
         let error = format!("{count} slot(s) not started: the previous slot overran (slow reply or retries)");
         self.write_gap(k, ctx, error)
     }
@@ -612,7 +601,6 @@ pub fn failure_text(a: &Attempt) -> String {
     }
     s
 }
-
 
 impl<W: Write> Slotted for Poller<W> {
     fn schedule(&self) -> &Schedule {

@@ -23,13 +23,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::Receiver;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::books::{failure_text, Outage};
 use crate::envelope::Sequencer;
-use crate::feed::Input;
+use crate::feed::{self, Input};
 use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::market::Market;
@@ -261,27 +261,21 @@ impl<W: Write> Poller<W> {
     }
 
     fn drain_input(&mut self, k: u64) -> io::Result<()> {
-        loop {
-            match self.input.try_recv() {
-                Ok(Input::Market { market, .. }) => {
-                    self.stats.input_lines += 1;
-                    self.accept(*market);
-                }
-                Ok(Input::Bad { line, reason }) => {
-                    self.stats.input_lines += 1;
+        let rx = self.input.clone();
+        let ended = feed::drain(&rx, |input| {
+            self.stats.input_lines += 1;
+            match input {
+                Input::Market { market, .. } => self.accept(*market),
+                Input::Bad { line, reason } => {
                     self.stats.input_bad += 1;
-                    eprintln!("pm-trades: stdin line {line}: skipped: {reason}");
-                    let mut ctx = GapCtx::new(GapKind::BadInput);
-                    ctx.line = Some(line);
+                    let ctx = feed::bad_line("pm-trades", line, &reason);
                     self.write_gap(k, ctx.to_value(), reason)?;
                 }
-                Err(TryRecvError::Empty) => return Ok(()),
-                Err(TryRecvError::Disconnected) => {
-                    self.input_done = true;
-                    return Ok(());
-                }
             }
-        }
+            Ok(())
+        })?;
+        self.input_done |= ended;
+        Ok(())
     }
 
     /// Stores a market record (new, or an update of a known market's record).
@@ -555,9 +549,7 @@ impl<W: Write> Poller<W> {
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
         let count = to - from + 1;
         self.stats.slots_missed += count;
-        let mut ctx = GapCtx::new(GapKind::MissedSlots);
-        (ctx.from_slot, ctx.to_slot, ctx.count) = (Some(from), Some(to), Some(count));
-        ctx.first_due_at_utc = Some(self.due_utc(from));
+        let ctx = GapCtx::missed_slots(from, to, self.due_utc(from));
         let error = format!("{count} slot(s) not started: the previous slot overran (long walk or retries)");
         self.write_gap(k, ctx.to_value(), error)
     }
@@ -608,7 +600,6 @@ fn gap_name(s: &str) -> Option<&'static str> {
     let g: GapKind = serde_json::from_value(json!(s)).ok()?;
     Some(g.name())
 }
-
 
 impl<W: Write> Slotted for Poller<W> {
     fn schedule(&self) -> &Schedule {
