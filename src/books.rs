@@ -252,16 +252,6 @@ impl<W: Write> Poller<W> {
         }
     }
 
-    /// When slot k is due (monotonic).
-    fn due(&self, k: u64) -> Instant {
-        self.sched.due(k)
-    }
-
-    /// Slot k's due time on the wall clock: the start time + k·interval (so exactly spaced).
-    fn due_utc(&self, k: u64) -> String {
-        self.sched.due_utc(k)
-    }
-
     /// Runs the schedule until a signal, the duration, or the end of the input; then writes the stop
     /// records of what is still tracked. I/O errors (e.g. a closed stdout) end it.
     pub fn run(&mut self) -> io::Result<End> {
@@ -395,7 +385,7 @@ impl<W: Write> Poller<W> {
         // The venue asked us to back off (429/5xx/network errors in a row) for longer than this slot:
         // do not send; record the slot as a gap instead (the client honours Retry-After across slots).
         if let Some((until, reason)) = self.client.backoff_until("books") {
-            if until > self.due(k + 1) {
+            if until > self.sched.due(k + 1) {
                 let wait = until.saturating_duration_since(Instant::now()).as_secs_f64();
                 let mut ctx = GapCtx::new(GapKind::Backoff);
                 ctx.token_ids = Some(asked.iter().map(|a| a.token_id.clone()).collect());
@@ -423,12 +413,12 @@ impl<W: Write> Poller<W> {
         let req = Request::post_books(self.books_url.clone(), &ids);
         let ctx = PollCtx {
             slot: k,
-            due_at_utc: self.due_utc(k),
+            due_at_utc: self.sched.due_utc(k),
             token_ids: ids.iter().map(|t| t.to_string()).collect(),
             batch: i,
             batches: n,
         };
-        let deadline = self.due(k + 1);
+        let deadline = self.sched.due(k + 1);
         let (client, seq, out, stats) = (&self.client, &mut self.seq, &mut self.out, &mut self.stats);
         let mut failed: u64 = 0;
         let last: Attempt = client.execute(&req, Some(deadline), |a: &Attempt| -> io::Result<()> {
@@ -523,7 +513,7 @@ impl<W: Write> Poller<W> {
     /// Slot `k`, its due time and the endpoint, for a track or gap line (every raw line names the
     /// endpoint it is about: docs/POLYMARKET_COLLECTOR.md, Output).
     fn slot_of_line(&self, k: u64) -> PollSlot {
-        PollSlot { slot: Some(k), due_at_utc: Some(self.due_utc(k)), endpoint_url: Some(self.books_url.clone()) }
+        PollSlot { slot: Some(k), due_at_utc: Some(self.sched.due_utc(k)), endpoint_url: Some(self.books_url.clone()) }
     }
 
     fn write_track(
@@ -549,7 +539,7 @@ impl<W: Write> Poller<W> {
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
         let count = to - from + 1;
         self.stats.slots_missed += count;
-        let ctx = GapCtx::missed_slots(from, to, self.due_utc(from));
+        let ctx = GapCtx::missed_slots(from, to, self.sched.due_utc(from));
         let error = format!("{count} slot(s) not started: the previous slot overran (slow reply or retries)");
         self.write_gap(k, ctx, error)
     }

@@ -238,14 +238,6 @@ impl<W: Write> Poller<W> {
         }
     }
 
-    fn due(&self, k: u64) -> Instant {
-        self.sched.due(k)
-    }
-
-    fn due_utc(&self, k: u64) -> String {
-        self.sched.due_utc(k)
-    }
-
     /// Runs the schedule until a signal, the duration, or the end of the input (once nothing is
     /// tracked or waiting); then writes the stop records of what is still tracked.
     pub fn run(&mut self) -> io::Result<End> {
@@ -337,7 +329,7 @@ impl<W: Write> Poller<W> {
 
     /// True when the family's backoff lasts past the next slot's due time.
     fn backing_off(&self, k: u64) -> bool {
-        self.client.backoff_until("trades").is_some_and(|(until, _)| until > self.due(k + 1))
+        self.client.backoff_until("trades").is_some_and(|(until, _)| until > self.sched.due(k + 1))
     }
 
     /// Condition ids of the markets matching `f`, in a stable order (window start, slug).
@@ -416,7 +408,7 @@ impl<W: Write> Poller<W> {
                 None => req.query("limit", &MAX_PAGE.to_string()),
             };
             let ctx = json!({
-                "slot": k, "due_at_utc": self.due_utc(k), "walk": walk.name(), "page": page,
+                "slot": k, "due_at_utc": self.sched.due_utc(k), "walk": walk.name(), "page": page,
                 "condition_ids": ids, "slugs": slugs, "taker_only": walk.taker_only(),
             });
             // Retries of one page never wait past one interval from now.
@@ -526,7 +518,7 @@ impl<W: Write> Poller<W> {
     ) -> io::Result<()> {
         let mut ctx = TrackCtx::new(action, reason, m, m.tokens.clone());
         ctx.poll.slot = Some(k);
-        ctx.poll.due_at_utc = Some(self.due_utc(k));
+        ctx.poll.due_at_utc = Some(self.sched.due_utc(k));
         ctx.poll.endpoint_url = Some(self.trades_url.clone());
         let mut ctx = ctx.to_value();
         if let Some(s) = sweep {
@@ -540,7 +532,7 @@ impl<W: Write> Poller<W> {
         let name = ctx["gap"].as_str().and_then(gap_name).unwrap_or("unknown");
         *self.stats.gaps.entry(name).or_default() += 1;
         ctx["slot"] = json!(k);
-        ctx["due_at_utc"] = json!(self.due_utc(k));
+        ctx["due_at_utc"] = json!(self.sched.due_utc(k));
         ctx["endpoint_url"] = json!(self.trades_url);
         let env = self.seq.envelope("gap").with_ctx(ctx).with_error(error);
         self.out.write_raw(&env.to_line())
@@ -549,7 +541,7 @@ impl<W: Write> Poller<W> {
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
         let count = to - from + 1;
         self.stats.slots_missed += count;
-        let ctx = GapCtx::missed_slots(from, to, self.due_utc(from));
+        let ctx = GapCtx::missed_slots(from, to, self.sched.due_utc(from));
         let error = format!("{count} slot(s) not started: the previous slot overran (long walk or retries)");
         self.write_gap(k, ctx.to_value(), error)
     }
