@@ -256,7 +256,7 @@ impl<W: Write> Poller<W> {
     /// records of what is still tracked. I/O errors (e.g. a closed stdout) end it.
     pub fn run(&mut self) -> io::Result<End> {
         self.sched = Schedule::new(self.cfg.interval);
-        let (end, k) = schedule::run(self)?;
+        let (end, k) = schedule::run(self, &self.sched.clone(), self.cfg.duration)?;
         self.stop_all(end, k)?;
         self.out.flush()?;
         Ok(end)
@@ -536,14 +536,6 @@ impl<W: Write> Poller<W> {
         self.out.write_raw(&env.to_line())
     }
 
-    fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
-        let count = to - from + 1;
-        self.stats.slots_missed += count;
-        let ctx = GapCtx::missed_slots(from, to, self.sched.due_utc(from));
-        let error = format!("{count} slot(s) not started: the previous slot overran (slow reply or retries)");
-        self.write_gap(k, ctx, error)
-    }
-
     /// Markets currently tracked.
     pub fn tracked(&self) -> usize {
         self.markets.values().filter(|e| e.tracked).count()
@@ -593,23 +585,16 @@ pub fn failure_text(a: &Attempt) -> String {
 }
 
 impl<W: Write> Slotted for Poller<W> {
-    fn schedule(&self) -> &Schedule {
-        &self.sched
-    }
-
-    fn duration(&self) -> Option<Duration> {
-        self.cfg.duration
-    }
-
-    fn count_slot(&mut self) {
-        self.stats.slots += 1;
-    }
-
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
-        Poller::write_missed(self, k, from, to)
+        let count = to - from + 1;
+        self.stats.slots_missed += count;
+        let ctx = GapCtx::missed_slots(from, to, self.sched.due_utc(from));
+        let error = format!("{count} slot(s) not started: the previous slot overran (slow reply or retries)");
+        self.write_gap(k, ctx, error)
     }
 
     fn slot(&mut self, k: u64) -> io::Result<bool> {
+        self.stats.slots += 1;
         self.drain_input(k)?;
         self.update_tracking(k, Now::read())?;
         if self.input_done && self.markets.is_empty() {

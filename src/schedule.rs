@@ -48,46 +48,39 @@ impl End {
 
 /// A polling engine driven by [`run`].
 pub trait Slotted {
-    /// The schedule (started by the engine just before [`run`]).
-    fn schedule(&self) -> &Schedule;
-    /// `--duration`, if any.
-    fn duration(&self) -> Option<Duration>;
-    /// Counts a started slot.
-    fn count_slot(&mut self);
     /// Records slots `from..=to` as never started (written at slot `k`).
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()>;
-    /// Slot `k`'s work; `Ok(false)` when the input ended and nothing is left to track (the loop
-    /// ends with [`End::InputDone`]).
+    /// Slot `k`'s work (after the missed slots before it were recorded); `Ok(false)` when the input
+    /// ended and nothing is left to track (the loop ends with [`End::InputDone`]).
     fn slot(&mut self, k: u64) -> io::Result<bool>;
 }
 
-/// Runs the slots of `e` until a signal, the duration, or the end of its input; records the slots
-/// skipped just before the stop too. Returns how it ended and the last slot.
-pub fn run<E: Slotted>(e: &mut E) -> io::Result<(End, u64)> {
+/// Runs the slots of `e` on `sched` until a signal, `duration`, or the end of its input; records the
+/// slots skipped just before the stop too. Returns how it ended and the last slot.
+pub fn run<E: Slotted>(e: &mut E, sched: &Schedule, duration: Option<Duration>) -> io::Result<(End, u64)> {
     // Anchors the monotonic reading of the clock now, before any market is judged.
     clock::steady();
     let mut k: u64 = 0;
     let mut missed: Option<(u64, u64)> = None;
     let end = loop {
-        if e.duration().is_some_and(|d| e.schedule().offset(k) >= d) {
+        if duration.is_some_and(|d| sched.offset(k) >= d) {
             break End::Duration;
         }
         let now = Instant::now();
-        let due = e.schedule().due(k);
+        let due = sched.due(k);
         if due > now && !signal::sleep(due - now) {
             break End::Signal(signal::last_signal());
         }
         if signal::stop_requested() {
             break End::Signal(signal::last_signal());
         }
-        e.count_slot();
         if let Some((from, to)) = missed.take() {
             e.write_missed(k, from, to)?;
         }
         if !e.slot(k)? {
             break End::InputDone;
         }
-        (k, missed) = e.schedule().next(k);
+        (k, missed) = sched.next(k);
     };
     // Slots skipped just before the stop are still recorded.
     if let Some((from, to)) = missed.take() {

@@ -242,7 +242,7 @@ impl<W: Write> Poller<W> {
     /// tracked or waiting); then writes the stop records of what is still tracked.
     pub fn run(&mut self) -> io::Result<End> {
         self.sched = Schedule::new(self.cfg.interval);
-        let (end, k) = schedule::run(self)?;
+        let (end, k) = schedule::run(self, &self.sched.clone(), self.cfg.duration)?;
         let mut tracked: Vec<Entry> = self.markets.values().filter(|e| e.tracked).cloned().collect();
         tracked.sort_by(|a, b| (a.window.start, &a.market.slug).cmp(&(b.window.start, &b.market.slug)));
         for e in tracked {
@@ -538,14 +538,6 @@ impl<W: Write> Poller<W> {
         self.out.write_raw(&env.to_line())
     }
 
-    fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
-        let count = to - from + 1;
-        self.stats.slots_missed += count;
-        let ctx = GapCtx::missed_slots(from, to, self.sched.due_utc(from));
-        let error = format!("{count} slot(s) not started: the previous slot overran (long walk or retries)");
-        self.write_gap(k, ctx.to_value(), error)
-    }
-
     /// Markets currently tracked.
     pub fn tracked(&self) -> usize {
         self.markets.values().filter(|e| e.tracked).count()
@@ -594,23 +586,16 @@ fn gap_name(s: &str) -> Option<&'static str> {
 }
 
 impl<W: Write> Slotted for Poller<W> {
-    fn schedule(&self) -> &Schedule {
-        &self.sched
-    }
-
-    fn duration(&self) -> Option<Duration> {
-        self.cfg.duration
-    }
-
-    fn count_slot(&mut self) {
-        self.stats.slots += 1;
-    }
-
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
-        Poller::write_missed(self, k, from, to)
+        let count = to - from + 1;
+        self.stats.slots_missed += count;
+        let ctx = GapCtx::missed_slots(from, to, self.sched.due_utc(from));
+        let error = format!("{count} slot(s) not started: the previous slot overran (long walk or retries)");
+        self.write_gap(k, ctx.to_value(), error)
     }
 
     fn slot(&mut self, k: u64) -> io::Result<bool> {
+        self.stats.slots += 1;
         self.drain_input(k)?;
         self.update_tracking(k)?;
         if self.input_done && self.markets.is_empty() {
