@@ -66,13 +66,10 @@ were not usable market records (bad_input gaps); 2 bad arguments, stdin is a dir
 error.
 ";
 
-use std::time::Duration;
-
 use pm_archive::books::{self, Config, Poller};
-use pm_archive::cli::{self, ExitCode};
-use pm_archive::envelope::{RunInfo, Sequencer};
-use pm_archive::http::{self, Client, HttpConfig};
-use pm_archive::{jsonl, signal};
+use pm_archive::cli::{self, ExitCode, PollArgs};
+use pm_archive::http::{self, Client};
+use pm_archive::{feed, jsonl};
 
 fn main() {
     cli::main("pm-books", run)
@@ -82,47 +79,28 @@ fn run() -> cli::Result<ExitCode> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
     let mut cfg = Config::new(http::DEFAULT_CLOB_URL);
-    let mut hc = HttpConfig::default();
-    let mut timeout: Option<Duration> = None;
-    let mut check_args = false;
+    let mut args = PollArgs::default();
     while let Some(arg) = p.next()? {
         match arg {
             Long("clob-url") => cfg.clob_url = cli::base_url(&mut p, "--clob-url")?,
             Long("interval") => cfg.interval = cli::seconds(&mut p, "--interval")?,
             Long("lead") => cfg.lead = cli::non_negative_seconds(&mut p, "--lead")?,
             Long("grace") => cfg.grace = cli::non_negative_seconds(&mut p, "--grace")?,
-            Long("batch") => {
-                cfg.batch = cli::value(&mut p, "--batch")?;
-                if !(1..=books::MAX_BATCH).contains(&cfg.batch) {
-                    return cli::usage(format!("--batch: must be 1..{}, got {}", books::MAX_BATCH, cfg.batch));
-                }
+            Long("batch") => cfg.batch = cli::value_in(&mut p, "--batch", 1, books::MAX_BATCH)?,
+            Long(name) if PollArgs::OPTIONS.contains(&name) => {
+                let name = name.to_owned();
+                args.take(&mut p, &name)?
             }
-            Long("timeout") => timeout = Some(cli::seconds(&mut p, "--timeout")?),
-            Long("retries") => {
-                hc.max_attempts = cli::value(&mut p, "--retries")?;
-                if !(1..=10).contains(&hc.max_attempts) {
-                    return cli::usage(format!("--retries: must be 1..10, got {}", hc.max_attempts));
-                }
-            }
-            Long("duration") => cfg.duration = Some(cli::seconds(&mut p, "--duration")?),
-            Long("user-agent") => hc.user_agent = cli::value(&mut p, "--user-agent")?,
-            Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => return cli::version("pm-books"),
             other => return cli::unexpected(other),
         }
     }
-    if cfg.interval < Duration::from_millis(10) {
-        return cli::usage("--interval: at least 0.01 s");
-    }
-    hc.call_timeout = timeout.unwrap_or_else(|| books::default_timeout(cfg.interval));
-    hc.connect_timeout = hc.connect_timeout.min(hc.call_timeout);
-    if check_args {
+    cfg.duration = args.duration;
+    let Some(hc) = args.finish(cfg.interval, books::default_timeout(cfg.interval))? else {
         return Ok(ExitCode::Success);
-    }
-    signal::install();
-    let input = pm_archive::feed::spawn_reader(Box::new(cli::stdin()?));
-    let seq = Sequencer::new(RunInfo::new("pm-books"));
+    };
+    let (input, seq) = feed::start("pm-books")?;
     let mut poller = Poller::new(cfg, Client::new(hc), seq, jsonl::stdout_lines(), input);
     let end = poller.run()?;
     eprintln!("pm-books: {}", poller.summary(end));

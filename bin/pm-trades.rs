@@ -59,13 +59,10 @@ Exit status: 0 on every end above, also when stdout is closed by its reader; 1 s
 not usable market records (bad_input gaps); 2 bad arguments, stdin is a directory, or an I/O error.
 ";
 
-use std::time::Duration;
-
-use pm_archive::cli::{self, ExitCode};
-use pm_archive::envelope::{RunInfo, Sequencer};
+use pm_archive::cli::{self, ExitCode, PollArgs};
 use pm_archive::http::{Client, HttpConfig};
 use pm_archive::trades::{self, Config, Poller};
-use pm_archive::{jsonl, signal};
+use pm_archive::{feed, jsonl};
 
 fn main() {
     cli::main("pm-trades", run)
@@ -75,51 +72,29 @@ fn run() -> cli::Result<ExitCode> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
     let mut cfg = Config::new(trades::DEFAULT_DATA_URL);
-    let mut hc = HttpConfig::default();
-    let mut check_args = false;
+    let mut args = PollArgs::default();
     while let Some(arg) = p.next()? {
         match arg {
             Long("data-url") => cfg.data_url = cli::base_url(&mut p, "--data-url")?,
             Long("interval") => cfg.interval = cli::seconds(&mut p, "--interval")?,
             Long("lead") => cfg.lead = cli::non_negative_seconds(&mut p, "--lead")?,
             Long("settle") => cfg.settle = cli::non_negative_seconds(&mut p, "--settle")?,
-            Long("batch") => {
-                cfg.batch = cli::value(&mut p, "--batch")?;
-                if !(1..=trades::MAX_CONDITIONS).contains(&cfg.batch) {
-                    return cli::usage(format!("--batch: must be 1..{}, got {}", trades::MAX_CONDITIONS, cfg.batch));
-                }
+            Long("batch") => cfg.batch = cli::value_in(&mut p, "--batch", 1, trades::MAX_CONDITIONS)?,
+            Long("page-size") => cfg.page_size = cli::value_in(&mut p, "--page-size", 1, trades::MAX_PAGE)?,
+            Long(name) if PollArgs::OPTIONS.contains(&name) => {
+                let name = name.to_owned();
+                args.take(&mut p, &name)?
             }
-            Long("page-size") => {
-                cfg.page_size = cli::value(&mut p, "--page-size")?;
-                if !(1..=trades::MAX_PAGE).contains(&cfg.page_size) {
-                    return cli::usage(format!("--page-size: must be 1..{}, got {}", trades::MAX_PAGE, cfg.page_size));
-                }
-            }
-            Long("timeout") => hc.call_timeout = cli::seconds(&mut p, "--timeout")?,
-            Long("retries") => {
-                hc.max_attempts = cli::value(&mut p, "--retries")?;
-                if !(1..=10).contains(&hc.max_attempts) {
-                    return cli::usage(format!("--retries: must be 1..10, got {}", hc.max_attempts));
-                }
-            }
-            Long("duration") => cfg.duration = Some(cli::seconds(&mut p, "--duration")?),
-            Long("user-agent") => hc.user_agent = cli::value(&mut p, "--user-agent")?,
-            Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => return cli::version("pm-trades"),
             other => return cli::unexpected(other),
         }
     }
-    if cfg.interval < Duration::from_millis(10) {
-        return cli::usage("--interval: at least 0.01 s");
-    }
-    hc.connect_timeout = hc.connect_timeout.min(hc.call_timeout);
-    if check_args {
+    cfg.duration = args.duration;
+    let Some(hc) = args.finish(cfg.interval, HttpConfig::default().call_timeout)? else {
         return Ok(ExitCode::Success);
-    }
-    signal::install();
-    let input = pm_archive::feed::spawn_reader(Box::new(cli::stdin()?));
-    let seq = Sequencer::new(RunInfo::new("pm-trades"));
+    };
+    let (input, seq) = feed::start("pm-trades")?;
     let mut poller = Poller::new(cfg, Client::new(hc), seq, jsonl::stdout_lines(), input);
     let end = poller.run()?;
     eprintln!("pm-trades: {}", poller.summary(end));

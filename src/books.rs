@@ -24,16 +24,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::clock;
 use crate::envelope::Sequencer;
-use crate::feed::Input;
+use crate::feed::{self, Input};
 use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::market::{Market, Token};
+use crate::schedule::{self, Schedule, Slotted};
 use crate::signal;
 use crate::track::{Action, GapCtx, GapKind, Now, Phase, PollSlot, Reason, TrackCtx, Window};
 
@@ -92,27 +92,7 @@ pub fn default_timeout(interval: Duration) -> Duration {
     (interval * 5).clamp(Duration::from_secs(2), Duration::from_secs(15))
 }
 
-/// Why the poller stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
-    /// SIGTERM/SIGINT (the signal number).
-    Signal(i32),
-    /// `--duration` reached.
-    Duration,
-    /// The input ended and nothing is tracked or waiting to be tracked.
-    InputDone,
-}
-
-impl End {
-    /// The `reason` of the stop records written at the end.
-    pub fn reason(self) -> Reason {
-        match self {
-            End::Signal(_) => Reason::Signal,
-            End::Duration => Reason::Duration,
-            End::InputDone => Reason::InputDone,
-        }
-    }
-}
+pub use crate::schedule::End;
 
 /// Counters of one run (the summary line).
 #[derive(Clone, Debug, Default)]
@@ -249,8 +229,7 @@ pub struct Poller<W: Write> {
     finished: HashMap<String, OffsetDateTime>,
     outage: Outage,
     books_url: String,
-    t0: Instant,
-    wall0: OffsetDateTime,
+    sched: Schedule,
     pub stats: Stats,
 }
 
@@ -258,6 +237,7 @@ impl<W: Write> Poller<W> {
     pub fn new(cfg: Config, client: Client, seq: Sequencer, out: LineWriter<W>, input: Receiver<Input>) -> Poller<W> {
         let books_url = format!("{}/books", cfg.clob_url);
         Poller {
+            sched: Schedule::new(cfg.interval),
             cfg,
             client,
             seq,
@@ -268,75 +248,15 @@ impl<W: Write> Poller<W> {
             finished: HashMap::new(),
             outage: Outage::default(),
             books_url,
-            t0: Instant::now(),
-            wall0: clock::now(),
             stats: Stats::default(),
         }
-    }
-
-    fn offset(&self, k: u64) -> Duration {
-        Duration::from_nanos((self.cfg.interval.as_nanos() as u64).saturating_mul(k))
-    }
-
-    /// When slot k is due (monotonic).
-    fn due(&self, k: u64) -> Instant {
-        self.t0 + self.offset(k)
-    }
-
-    /// Slot k's due time on the wall clock: the start time + k·interval (so exactly spaced).
-    fn due_utc(&self, k: u64) -> String {
-        clock::fmt_micros(self.wall0 + self.offset(k))
     }
 
     /// Runs the schedule until a signal, the duration, or the end of the input; then writes the stop
     /// records of what is still tracked. I/O errors (e.g. a closed stdout) end it.
     pub fn run(&mut self) -> io::Result<End> {
-        self.t0 = Instant::now();
-        self.wall0 = clock::now();
-        // Anchors the monotonic reading of the clock now, before any market is judged.
-        clock::steady();
-        let mut k: u64 = 0;
-        let mut missed: Option<(u64, u64)> = None;
-        let end = loop {
-            if self.cfg.duration.is_some_and(|d| self.offset(k) >= d) {
-                break End::Duration;
-            }
-            let now = Instant::now();
-            let due = self.due(k);
-            if due > now && !signal::sleep(due - now) {
-                break End::Signal(signal::last_signal());
-            }
-            if signal::stop_requested() {
-                break End::Signal(signal::last_signal());
-            }
-            self.stats.slots += 1;
-            if let Some((from, to)) = missed.take() {
-                self.write_missed(k, from, to)?;
-            }
-            self.drain_input(k)?;
-            self.update_tracking(k, Now::read())?;
-            if self.input_done && self.markets.is_empty() {
-                break End::InputDone;
-            }
-            self.poll_slot(k)?;
-            // The next slot: k + 1 if it is still ahead; otherwise the latest slot already due runs
-            // at once (late) and the ones between are recorded as missed.
-            let next = k + 1;
-            let now = Instant::now();
-            if self.due(next) > now {
-                k = next;
-            } else {
-                let latest = ((now - self.t0).as_nanos() / self.cfg.interval.as_nanos()) as u64;
-                if latest > next {
-                    missed = Some((next, latest - 1));
-                }
-                k = latest.max(next);
-            }
-        };
-        // Slots skipped just before the stop are still recorded.
-        if let Some((from, to)) = missed.take() {
-            self.write_missed(k, from, to)?;
-        }
+        self.sched = Schedule::new(self.cfg.interval);
+        let (end, k) = schedule::run(self, &self.sched.clone(), self.cfg.duration)?;
         self.stop_all(end, k)?;
         self.out.flush()?;
         Ok(end)
@@ -344,29 +264,20 @@ impl<W: Write> Poller<W> {
 
     /// Takes whatever the reader thread has sent so far (never blocks).
     fn drain_input(&mut self, k: u64) -> io::Result<()> {
-        loop {
-            match self.input.try_recv() {
-                Ok(Input::Market { line, market }) => {
-                    self.stats.input_lines += 1;
-                    self.accept(k, *market, line)?;
-                }
-                Ok(Input::Bad { line, reason }) => {
-                    self.stats.input_lines += 1;
+        let rx = self.input.clone();
+        let ended = feed::drain(&rx, |input| {
+            self.stats.input_lines += 1;
+            match input {
+                Input::Market { line, market } => self.accept(k, *market, line),
+                Input::Bad { line, reason } => {
                     self.stats.input_bad += 1;
-                    eprintln!("pm-books: stdin line {line}: skipped: {reason}");
-                    // Kept in the archive too (same record as pm-stream's), so a market that was
-                    // never polled because its record was unusable leaves a trace.
-                    let mut ctx = GapCtx::new(GapKind::BadInput);
-                    ctx.line = Some(line);
-                    self.write_gap(k, ctx, reason)?;
-                }
-                Err(TryRecvError::Empty) => return Ok(()),
-                Err(TryRecvError::Disconnected) => {
-                    self.input_done = true;
-                    return Ok(());
+                    let ctx = feed::bad_line("pm-books", line, &reason);
+                    self.write_gap(k, ctx, reason)
                 }
             }
-        }
+        })?;
+        self.input_done |= ended;
+        Ok(())
     }
 
     /// Stores a market record: a new market, or an update that replaces the stored record.
@@ -474,7 +385,7 @@ impl<W: Write> Poller<W> {
         // The venue asked us to back off (429/5xx/network errors in a row) for longer than this slot:
         // do not send; record the slot as a gap instead (the client honours Retry-After across slots).
         if let Some((until, reason)) = self.client.backoff_until("books") {
-            if until > self.due(k + 1) {
+            if until > self.sched.due(k + 1) {
                 let wait = until.saturating_duration_since(Instant::now()).as_secs_f64();
                 let mut ctx = GapCtx::new(GapKind::Backoff);
                 ctx.token_ids = Some(asked.iter().map(|a| a.token_id.clone()).collect());
@@ -502,12 +413,12 @@ impl<W: Write> Poller<W> {
         let req = Request::post_books(self.books_url.clone(), &ids);
         let ctx = PollCtx {
             slot: k,
-            due_at_utc: self.due_utc(k),
+            due_at_utc: self.sched.due_utc(k),
             token_ids: ids.iter().map(|t| t.to_string()).collect(),
             batch: i,
             batches: n,
         };
-        let deadline = self.due(k + 1);
+        let deadline = self.sched.due(k + 1);
         let (client, seq, out, stats) = (&self.client, &mut self.seq, &mut self.out, &mut self.stats);
         let mut failed: u64 = 0;
         let last: Attempt = client.execute(&req, Some(deadline), |a: &Attempt| -> io::Result<()> {
@@ -602,7 +513,7 @@ impl<W: Write> Poller<W> {
     /// Slot `k`, its due time and the endpoint, for a track or gap line (every raw line names the
     /// endpoint it is about: docs/POLYMARKET_COLLECTOR.md, Output).
     fn slot_of_line(&self, k: u64) -> PollSlot {
-        PollSlot { slot: Some(k), due_at_utc: Some(self.due_utc(k)), endpoint_url: Some(self.books_url.clone()) }
+        PollSlot { slot: Some(k), due_at_utc: Some(self.sched.due_utc(k)), endpoint_url: Some(self.books_url.clone()) }
     }
 
     fn write_track(
@@ -625,16 +536,6 @@ impl<W: Write> Poller<W> {
         self.out.write_raw(&env.to_line())
     }
 
-    fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
-        let count = to - from + 1;
-        self.stats.slots_missed += count;
-        let mut ctx = GapCtx::new(GapKind::MissedSlots);
-        (ctx.from_slot, ctx.to_slot, ctx.count) = (Some(from), Some(to), Some(count));
-        ctx.first_due_at_utc = Some(self.due_utc(from));
-        let error = format!("{count} slot(s) not started: the previous slot overran (slow reply or retries)");
-        self.write_gap(k, ctx, error)
-    }
-
     /// Markets currently tracked.
     pub fn tracked(&self) -> usize {
         self.markets.values().filter(|e| e.tracked).count()
@@ -646,11 +547,7 @@ impl<W: Write> Poller<W> {
         let join = |m: Vec<String>| if m.is_empty() { "none".to_string() } else { m.join(" ") };
         let requests = join(s.requests.iter().map(|(k, v)| format!("{k}:{v}")).collect());
         let gaps = join(s.gaps.iter().map(|(k, v)| format!("{k}:{v}")).collect());
-        let ended = match end {
-            End::Signal(sig) => format!("stopped by signal {sig}"),
-            End::Duration => "duration reached".to_string(),
-            End::InputDone => "input ended and nothing left to track".to_string(),
-        };
+        let ended = end.describe();
         let outage = match self.outage.ongoing() {
             Some((secs, n)) => {
                 format!("; outages {} (one still going on for {secs:.1} s, {n} failed attempts)", s.outages)
@@ -685,6 +582,27 @@ pub fn failure_text(a: &Attempt) -> String {
         s.push_str(&format!(" (gave up: {g})"));
     }
     s
+}
+
+impl<W: Write> Slotted for Poller<W> {
+    fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
+        let count = to - from + 1;
+        self.stats.slots_missed += count;
+        let ctx = GapCtx::missed_slots(from, to, self.sched.due_utc(from));
+        let error = format!("{count} slot(s) not started: the previous slot overran (slow reply or retries)");
+        self.write_gap(k, ctx, error)
+    }
+
+    fn slot(&mut self, k: u64) -> io::Result<bool> {
+        self.stats.slots += 1;
+        self.drain_input(k)?;
+        self.update_tracking(k, Now::read())?;
+        if self.input_done && self.markets.is_empty() {
+            return Ok(false);
+        }
+        self.poll_slot(k)?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

@@ -123,6 +123,19 @@ where
     s.parse::<T>().map_err(|e| Error::Usage(format!("{flag}: invalid value '{s}': {e}")))
 }
 
+/// Parses the value of an option into an integer in `lo..=hi` (`{flag}: must be lo..hi, got v`).
+pub fn value_in<T>(parser: &mut lexopt::Parser, flag: &str, lo: T, hi: T) -> Result<T>
+where
+    T: FromStr + PartialOrd + fmt::Display + Copy,
+    T::Err: fmt::Display,
+{
+    let v: T = value(parser, flag)?;
+    if !(lo..=hi).contains(&v) {
+        return usage(format!("{flag}: must be {lo}..{hi}, got {v}"));
+    }
+    Ok(v)
+}
+
 /// Parses a positive number of seconds (fractions allowed) into a Duration.
 pub fn seconds(parser: &mut lexopt::Parser, flag: &str) -> Result<std::time::Duration> {
     let v: f64 = value(parser, flag)?;
@@ -209,6 +222,51 @@ pub fn check_base_url(s: &str, flag: &str) -> Result<String> {
         return usage(format!("{flag}: not a base URL: '{s}' (expected e.g. https://host[:port][/prefix])"));
     }
     Ok(s.trim_end_matches('/').to_string())
+}
+
+/// The options the stdin-fed polling tools (pm-books, pm-trades) share, as their usage texts say:
+/// `--timeout`, `--retries` (1..10), `--duration`, `--user-agent`, `--check-args`.
+#[derive(Debug, Default)]
+pub struct PollArgs {
+    pub http: crate::http::HttpConfig,
+    pub timeout: Option<std::time::Duration>,
+    pub duration: Option<std::time::Duration>,
+    pub check_args: bool,
+}
+
+impl PollArgs {
+    /// The long options [`PollArgs::take`] handles.
+    pub const OPTIONS: [&'static str; 5] = ["timeout", "retries", "duration", "user-agent", "check-args"];
+
+    /// Takes one of [`PollArgs::OPTIONS`] (`name` without the dashes) and its value.
+    pub fn take(&mut self, parser: &mut lexopt::Parser, name: &str) -> Result<()> {
+        match name {
+            "timeout" => self.timeout = Some(seconds(parser, "--timeout")?),
+            "retries" => self.http.max_attempts = value_in(parser, "--retries", 1, 10)?,
+            "duration" => self.duration = Some(seconds(parser, "--duration")?),
+            "user-agent" => self.http.user_agent = value(parser, "--user-agent")?,
+            "check-args" => self.check_args = true,
+            _ => unreachable!("not one of PollArgs::OPTIONS: {name}"),
+        }
+        Ok(())
+    }
+
+    /// Checks `--interval` (at least 10 ms) and returns the HTTP configuration (the per-request
+    /// timeout `--timeout`, else `default_timeout`; the connect timeout never longer), or None
+    /// after `--check-args`.
+    pub fn finish(
+        self,
+        interval: std::time::Duration,
+        default_timeout: std::time::Duration,
+    ) -> Result<Option<crate::http::HttpConfig>> {
+        if interval < std::time::Duration::from_millis(10) {
+            return usage("--interval: at least 0.01 s");
+        }
+        let mut hc = self.http;
+        hc.call_timeout = self.timeout.unwrap_or(default_timeout);
+        hc.connect_timeout = hc.connect_timeout.min(hc.call_timeout);
+        Ok((!self.check_args).then_some(hc))
+    }
 }
 
 #[cfg(test)]

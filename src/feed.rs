@@ -3,12 +3,13 @@
 //! ids, RFC 3339 window with end after start); an unusable line is handed on as [`Input::Bad`] with
 //! its line number, never dropped silently. The channel disconnects at the end of the input.
 
-use std::io::Read;
+use std::io::{self, Read};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::jsonl;
 use crate::market::{self, Market, MARKET_SCHEMA};
+use crate::track::{GapCtx, GapKind};
 
 /// Input lines longer than this are skipped and reported as bad (a market record is ~1.5 KB).
 pub const MAX_INPUT_LINE: usize = 1024 * 1024;
@@ -18,6 +19,26 @@ pub const MAX_INPUT_LINE: usize = 1024 * 1024;
 pub enum Input {
     Market { line: u64, market: Box<Market> },
     Bad { line: u64, reason: String },
+}
+
+/// Takes whatever the reader thread has sent so far (never blocks), handing each message to `f`.
+/// True once the input has ended (the channel disconnected).
+pub fn drain(rx: &Receiver<Input>, mut f: impl FnMut(Input) -> io::Result<()>) -> io::Result<bool> {
+    loop {
+        match rx.try_recv() {
+            Ok(input) => f(input)?,
+            Err(TryRecvError::Empty) => return Ok(false),
+            Err(TryRecvError::Disconnected) => return Ok(true),
+        }
+    }
+}
+
+/// A bad input line: reported on stderr (`<tool>: stdin line N: skipped: <reason>`) and returned
+/// as the bad_input gap that keeps it in the archive too, so a market that was never polled because
+/// its record was unusable leaves a trace.
+pub fn bad_line(tool: &str, line: u64, reason: &str) -> GapCtx {
+    eprintln!("{tool}: stdin line {line}: skipped: {reason}");
+    GapCtx { line: Some(line), ..GapCtx::new(GapKind::BadInput) }
 }
 
 /// Checks a parsed market record enough to poll it.
@@ -107,6 +128,14 @@ pub fn spawn_reader(src: Box<dyn Read + Send>) -> Receiver<Input> {
         })
         .expect("spawn the stdin reader thread");
     rx
+}
+
+/// The start of a stdin-fed polling tool's run, after its arguments were checked: installs the
+/// signal handlers, starts the stdin reader thread and the envelope sequencer of `tool`.
+pub fn start(tool: &'static str) -> crate::cli::Result<(Receiver<Input>, crate::envelope::Sequencer)> {
+    crate::signal::install();
+    let input = spawn_reader(Box::new(crate::cli::stdin()?));
+    Ok((input, crate::envelope::Sequencer::new(crate::envelope::RunInfo::new(tool))))
 }
 
 #[cfg(test)]

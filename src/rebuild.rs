@@ -488,12 +488,12 @@ impl<'de> Visitor<'de> for TsV {
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(Ts::Other)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_element::<IgnoredAny>()?.is_some() {}
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        parse::skip_seq(a)?;
         Ok(Ts::Other)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        parse::skip_map(a)?;
         Ok(Ts::Other)
     }
 }
@@ -542,32 +542,6 @@ struct Msg<'a> {
 /// Entries of an array; None for anything else.
 struct Entries<'a>(Option<Vec<Entry<'a>>>);
 
-macro_rules! other_values {
-    ($v:expr) => {
-        fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-    };
-}
-
 struct EntryV;
 
 impl<'de> Visitor<'de> for EntryV {
@@ -593,11 +567,11 @@ impl<'de> Visitor<'de> for EntryV {
         }
         Ok(e)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_element::<IgnoredAny>()?.is_some() {}
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        parse::skip_seq(a)?;
         Ok(Entry::default())
     }
-    other_values!(Entry::default());
+    parse::ignore_scalars!(Entry::default(), strings);
 }
 
 impl<'de> Deserialize<'de> for Entry<'de> {
@@ -620,11 +594,11 @@ impl<'de> Visitor<'de> for EntriesV {
         }
         Ok(Entries(Some(v)))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        parse::skip_map(a)?;
         Ok(Entries(None))
     }
-    other_values!(Entries(None));
+    parse::ignore_scalars!(Entries(None), strings);
 }
 
 impl<'de> Deserialize<'de> for Entries<'de> {
@@ -694,11 +668,11 @@ impl<'de> Visitor<'de> for MsgV {
         }
         Ok(m)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
-        while a.next_element::<IgnoredAny>()?.is_some() {}
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+        parse::skip_seq(a)?;
         Ok(Msg::default())
     }
-    other_values!(Msg::default());
+    parse::ignore_scalars!(Msg::default(), strings);
 }
 
 impl<'de> Deserialize<'de> for Msg<'de> {
@@ -735,27 +709,7 @@ impl<'de: 'a, 'a> Visitor<'de> for FrameV<'a> {
         }
         Ok(Frame::Many(v))
     }
-    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
-        Ok(Frame::Other)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Frame::Other)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Frame::Other)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Frame::Other)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Frame::Other)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Frame::Other)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Frame::Other)
-    }
+    parse::ignore_scalars!(Frame::Other, strings);
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Frame<'a> {

@@ -2,14 +2,92 @@
 //! clock, and its wall-clock due time is the start time + k·interval (exactly spaced). A slot that
 //! overran skips the slots whose due time already passed; [`Schedule::next`] says which.
 //!
-//! pm-trades uses it; pm-books' engine (src/books.rs) has the same arithmetic inline and can switch
-//! to this type.
+//! [`run`] is the slot loop of pm-books and pm-trades: the wait for each slot's due time, the stop
+//! on a signal, `--duration` or the end of the input, and the missed-slot records; the engine
+//! supplies one slot's work ([`Slotted`]).
 
+use std::io;
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
 use crate::clock;
+use crate::signal;
+use crate::track::Reason;
+
+/// How a slot loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// SIGTERM/SIGINT (the signal number).
+    Signal(i32),
+    /// `--duration` reached.
+    Duration,
+    /// The input ended and nothing is tracked or waiting to be tracked.
+    InputDone,
+}
+
+impl End {
+    /// The `reason` of the stop records written at the end.
+    pub fn reason(self) -> Reason {
+        match self {
+            End::Signal(_) => Reason::Signal,
+            End::Duration => Reason::Duration,
+            End::InputDone => Reason::InputDone,
+        }
+    }
+
+    /// How the run ended, for the summary line.
+    pub fn describe(self) -> String {
+        match self {
+            End::Signal(sig) => format!("stopped by signal {sig}"),
+            End::Duration => "duration reached".to_string(),
+            End::InputDone => "input ended and nothing left to track".to_string(),
+        }
+    }
+}
+
+/// A polling engine driven by [`run`].
+pub trait Slotted {
+    /// Records slots `from..=to` as never started (written at slot `k`).
+    fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()>;
+    /// Slot `k`'s work (after the missed slots before it were recorded); `Ok(false)` when the input
+    /// ended and nothing is left to track (the loop ends with [`End::InputDone`]).
+    fn slot(&mut self, k: u64) -> io::Result<bool>;
+}
+
+/// Runs the slots of `e` on `sched` until a signal, `duration`, or the end of its input; records the
+/// slots skipped just before the stop too. Returns how it ended and the last slot.
+pub fn run<E: Slotted>(e: &mut E, sched: &Schedule, duration: Option<Duration>) -> io::Result<(End, u64)> {
+    // Anchors the monotonic reading of the clock now, before any market is judged.
+    clock::steady();
+    let mut k: u64 = 0;
+    let mut missed: Option<(u64, u64)> = None;
+    let end = loop {
+        if duration.is_some_and(|d| sched.offset(k) >= d) {
+            break End::Duration;
+        }
+        let now = Instant::now();
+        let due = sched.due(k);
+        if due > now && !signal::sleep(due - now) {
+            break End::Signal(signal::last_signal());
+        }
+        if signal::stop_requested() {
+            break End::Signal(signal::last_signal());
+        }
+        if let Some((from, to)) = missed.take() {
+            e.write_missed(k, from, to)?;
+        }
+        if !e.slot(k)? {
+            break End::InputDone;
+        }
+        (k, missed) = sched.next(k);
+    };
+    // Slots skipped just before the stop are still recorded.
+    if let Some((from, to)) = missed.take() {
+        e.write_missed(k, from, to)?;
+    }
+    Ok((end, k))
+}
 
 #[derive(Clone, Debug)]
 pub struct Schedule {

@@ -1197,8 +1197,7 @@ impl Controller {
             }
             Input::Bad { line: n, reason: why } => {
                 self.bad += 1;
-                eprintln!("{TOOL}: stdin line {n}: skipped: {why}");
-                let ctx = track::GapCtx { line: Some(n), ..track::GapCtx::new(track::GapKind::BadInput) };
+                let ctx = crate::feed::bad_line(TOOL, n, &why);
                 let sink = &self.shared.sink;
                 sink.send(sink.envelope("gap").with_ctx(&ctx).with_error(why));
             }

@@ -271,6 +271,18 @@ impl GapCtx {
         }
     }
 
+    /// The missed_slots gap of slots `from..=to` (never started: an earlier slot overran), the
+    /// first of them due at `first_due_at_utc`.
+    pub fn missed_slots(from: u64, to: u64, first_due_at_utc: String) -> GapCtx {
+        GapCtx {
+            from_slot: Some(from),
+            to_slot: Some(to),
+            count: Some(to - from + 1),
+            first_due_at_utc: Some(first_due_at_utc),
+            ..GapCtx::new(GapKind::MissedSlots)
+        }
+    }
+
     pub fn to_value(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("serializes")
     }

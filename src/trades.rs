@@ -23,18 +23,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::Receiver;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::books::{failure_text, End, Outage};
-use crate::clock;
+use crate::books::{failure_text, Outage};
 use crate::envelope::Sequencer;
-use crate::feed::Input;
+use crate::feed::{self, Input};
 use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::market::Market;
-use crate::schedule::Schedule;
+use crate::schedule::{self, End, Schedule, Slotted};
 use crate::signal;
 use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, TrackCtx, Window};
 
@@ -239,49 +238,11 @@ impl<W: Write> Poller<W> {
         }
     }
 
-    fn due(&self, k: u64) -> Instant {
-        self.sched.due(k)
-    }
-
-    fn due_utc(&self, k: u64) -> String {
-        self.sched.due_utc(k)
-    }
-
     /// Runs the schedule until a signal, the duration, or the end of the input (once nothing is
     /// tracked or waiting); then writes the stop records of what is still tracked.
     pub fn run(&mut self) -> io::Result<End> {
         self.sched = Schedule::new(self.cfg.interval);
-        clock::steady();
-        let mut k: u64 = 0;
-        let mut missed: Option<(u64, u64)> = None;
-        let end = loop {
-            if self.cfg.duration.is_some_and(|d| self.sched.offset(k) >= d) {
-                break End::Duration;
-            }
-            let now = Instant::now();
-            let due = self.due(k);
-            if due > now && !signal::sleep(due - now) {
-                break End::Signal(signal::last_signal());
-            }
-            if signal::stop_requested() {
-                break End::Signal(signal::last_signal());
-            }
-            self.stats.slots += 1;
-            if let Some((from, to)) = missed.take() {
-                self.write_missed(k, from, to)?;
-            }
-            self.drain_input(k)?;
-            self.update_tracking(k)?;
-            if self.input_done && self.markets.is_empty() {
-                break End::InputDone;
-            }
-            self.stats.tracked_secs += self.cfg.interval.as_secs_f64() * self.tracked() as f64;
-            self.poll_slot(k)?;
-            (k, missed) = self.sched.next(k);
-        };
-        if let Some((from, to)) = missed.take() {
-            self.write_missed(k, from, to)?;
-        }
+        let (end, k) = schedule::run(self, &self.sched.clone(), self.cfg.duration)?;
         let mut tracked: Vec<Entry> = self.markets.values().filter(|e| e.tracked).cloned().collect();
         tracked.sort_by(|a, b| (a.window.start, &a.market.slug).cmp(&(b.window.start, &b.market.slug)));
         for e in tracked {
@@ -292,27 +253,21 @@ impl<W: Write> Poller<W> {
     }
 
     fn drain_input(&mut self, k: u64) -> io::Result<()> {
-        loop {
-            match self.input.try_recv() {
-                Ok(Input::Market { market, .. }) => {
-                    self.stats.input_lines += 1;
-                    self.accept(*market);
-                }
-                Ok(Input::Bad { line, reason }) => {
-                    self.stats.input_lines += 1;
+        let rx = self.input.clone();
+        let ended = feed::drain(&rx, |input| {
+            self.stats.input_lines += 1;
+            match input {
+                Input::Market { market, .. } => self.accept(*market),
+                Input::Bad { line, reason } => {
                     self.stats.input_bad += 1;
-                    eprintln!("pm-trades: stdin line {line}: skipped: {reason}");
-                    let mut ctx = GapCtx::new(GapKind::BadInput);
-                    ctx.line = Some(line);
+                    let ctx = feed::bad_line("pm-trades", line, &reason);
                     self.write_gap(k, ctx.to_value(), reason)?;
                 }
-                Err(TryRecvError::Empty) => return Ok(()),
-                Err(TryRecvError::Disconnected) => {
-                    self.input_done = true;
-                    return Ok(());
-                }
             }
-        }
+            Ok(())
+        })?;
+        self.input_done |= ended;
+        Ok(())
     }
 
     /// Stores a market record (new, or an update of a known market's record).
@@ -374,7 +329,7 @@ impl<W: Write> Poller<W> {
 
     /// True when the family's backoff lasts past the next slot's due time.
     fn backing_off(&self, k: u64) -> bool {
-        self.client.backoff_until("trades").is_some_and(|(until, _)| until > self.due(k + 1))
+        self.client.backoff_until("trades").is_some_and(|(until, _)| until > self.sched.due(k + 1))
     }
 
     /// Condition ids of the markets matching `f`, in a stable order (window start, slug).
@@ -453,7 +408,7 @@ impl<W: Write> Poller<W> {
                 None => req.query("limit", &MAX_PAGE.to_string()),
             };
             let ctx = json!({
-                "slot": k, "due_at_utc": self.due_utc(k), "walk": walk.name(), "page": page,
+                "slot": k, "due_at_utc": self.sched.due_utc(k), "walk": walk.name(), "page": page,
                 "condition_ids": ids, "slugs": slugs, "taker_only": walk.taker_only(),
             });
             // Retries of one page never wait past one interval from now.
@@ -563,7 +518,7 @@ impl<W: Write> Poller<W> {
     ) -> io::Result<()> {
         let mut ctx = TrackCtx::new(action, reason, m, m.tokens.clone());
         ctx.poll.slot = Some(k);
-        ctx.poll.due_at_utc = Some(self.due_utc(k));
+        ctx.poll.due_at_utc = Some(self.sched.due_utc(k));
         ctx.poll.endpoint_url = Some(self.trades_url.clone());
         let mut ctx = ctx.to_value();
         if let Some(s) = sweep {
@@ -577,20 +532,10 @@ impl<W: Write> Poller<W> {
         let name = ctx["gap"].as_str().and_then(gap_name).unwrap_or("unknown");
         *self.stats.gaps.entry(name).or_default() += 1;
         ctx["slot"] = json!(k);
-        ctx["due_at_utc"] = json!(self.due_utc(k));
+        ctx["due_at_utc"] = json!(self.sched.due_utc(k));
         ctx["endpoint_url"] = json!(self.trades_url);
         let env = self.seq.envelope("gap").with_ctx(ctx).with_error(error);
         self.out.write_raw(&env.to_line())
-    }
-
-    fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
-        let count = to - from + 1;
-        self.stats.slots_missed += count;
-        let mut ctx = GapCtx::new(GapKind::MissedSlots);
-        (ctx.from_slot, ctx.to_slot, ctx.count) = (Some(from), Some(to), Some(count));
-        ctx.first_due_at_utc = Some(self.due_utc(from));
-        let error = format!("{count} slot(s) not started: the previous slot overran (long walk or retries)");
-        self.write_gap(k, ctx.to_value(), error)
     }
 
     /// Markets currently tracked.
@@ -610,11 +555,7 @@ impl<W: Write> Poller<W> {
         let join = |m: Vec<String>| if m.is_empty() { "none".to_string() } else { m.join(" ") };
         let requests = join(s.requests.iter().map(|(k, v)| format!("{k}:{v}")).collect());
         let gaps = join(s.gaps.iter().map(|(k, v)| format!("{k}:{v}")).collect());
-        let ended = match end {
-            End::Signal(sig) => format!("stopped by signal {sig}"),
-            End::Duration => "duration reached".to_string(),
-            End::InputDone => "input ended and nothing left to track".to_string(),
-        };
+        let ended = end.describe();
         let rate = match self.rate_per_market_minute() {
             Some(r) => format!("{r:.2} requests per tracked market-minute"),
             None => "no market tracked".to_string(),
@@ -642,6 +583,28 @@ impl<W: Write> Poller<W> {
 fn gap_name(s: &str) -> Option<&'static str> {
     let g: GapKind = serde_json::from_value(json!(s)).ok()?;
     Some(g.name())
+}
+
+impl<W: Write> Slotted for Poller<W> {
+    fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
+        let count = to - from + 1;
+        self.stats.slots_missed += count;
+        let ctx = GapCtx::missed_slots(from, to, self.sched.due_utc(from));
+        let error = format!("{count} slot(s) not started: the previous slot overran (long walk or retries)");
+        self.write_gap(k, ctx.to_value(), error)
+    }
+
+    fn slot(&mut self, k: u64) -> io::Result<bool> {
+        self.stats.slots += 1;
+        self.drain_input(k)?;
+        self.update_tracking(k)?;
+        if self.input_done && self.markets.is_empty() {
+            return Ok(false);
+        }
+        self.stats.tracked_secs += self.cfg.interval.as_secs_f64() * self.tracked() as f64;
+        self.poll_slot(k)?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

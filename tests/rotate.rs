@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{jsonl, run_with_timeout, tempdir, tool};
+use common::{files_under, jsonl, run_with_timeout, tempdir, tool};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::Value;
@@ -23,25 +23,6 @@ fn line(i: usize, ts: &str) -> String {
     format!(
         r#"{{"schema":"pmarchive.raw/1","venue":"polymarket","tool":"pm-books","seq":{i},"kind":"http","collected_at_utc":"{ts}","status":200,"body":[{{"asset_id":"{i}","bids":[{{"price":"0.5","size":"10"}}]}}]}}"#
     )
-}
-
-/// Files under `dir` whose name ends with `suffix`, sorted.
-fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(suffix) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn zcat(p: &Path) -> String {
@@ -180,8 +161,8 @@ fn layout_names_and_sealed_record_match_the_file() {
     assert!(r["opened_at_utc"].as_str().unwrap().starts_with("2026-11-24T16:10:0"));
     assert!(r["sealed_at_utc"].as_str().unwrap() >= r["opened_at_utc"].as_str().unwrap());
     assert_eq!(zcat(&p), input, "content is the input, byte for byte");
-    assert!(files(&root, ".partial").is_empty());
-    assert_eq!(files(&root, ".gz").len(), 1);
+    assert!(files_under(&root, ".partial").is_empty());
+    assert_eq!(files_under(&root, ".gz").len(), 1);
 }
 
 #[test]
@@ -211,7 +192,7 @@ fn rotates_on_the_clock_even_without_new_lines() {
     let (code, more, err) = live.finish();
     assert_eq!(code, 0, "{err}");
     assert!(more.is_empty(), "no empty file at EOF: {more:?}");
-    assert_eq!(files(&root, ".gz").len(), 3);
+    assert_eq!(files_under(&root, ".gz").len(), 3);
 }
 
 #[test]
@@ -262,7 +243,7 @@ fn kill_9_keeps_flushed_lines_and_a_restart_recovers_them() {
     std::thread::sleep(Duration::from_millis(2500)); // > --flush-secs
     live.child.kill().unwrap(); // SIGKILL
     live.child.wait().unwrap();
-    let partials = files(&root, ".partial");
+    let partials = files_under(&root, ".partial");
     assert_eq!(partials.len(), 1);
     assert!(partials[0].ends_with("date=2026-11-24/hour=16/testhost-dead-0.jsonl.gz.partial"));
     assert!(gzip_ok(&partials[0]), "the partial is complete gzip members only");
@@ -295,7 +276,7 @@ fn kill_9_keeps_flushed_lines_and_a_restart_recovers_them() {
         (Some(false), Some("alive"), Some(100))
     );
     assert_eq!(zcat(&check_record(&root, new)), more);
-    assert!(files(&root, ".partial").is_empty());
+    assert!(files_under(&root, ".partial").is_empty());
     assert!(err.contains("recovered"), "{err}");
 }
 
@@ -372,7 +353,7 @@ fn torn_partial_is_sealed_with_its_readable_prefix_and_tail_kept() {
     assert_eq!(zcat(&p), "", "a valid, empty gzip");
     assert_eq!(std::fs::read(root.join(e["tail_path"].as_str().unwrap())).unwrap(), junk);
 
-    assert_eq!(files(&root, ".partial"), vec![dir.join("otherhost-x-0.jsonl.gz.partial")]);
+    assert_eq!(files_under(&root, ".partial"), vec![dir.join("otherhost-x-0.jsonl.gz.partial")]);
     assert_eq!(std::fs::read(dir.join("otherhost-x-0.jsonl.gz.partial")).unwrap(), b"whatever");
     assert!(err.contains("left alone"), "{err}");
 }
@@ -412,7 +393,7 @@ fn empty_input_creates_no_file() {
         let out = run_with_timeout(rotate_cmd(&root, &[]), Some(input), LIMIT);
         assert_eq!(out.status.code(), Some(0));
         assert!(out.stdout.is_empty());
-        assert!(files(&root, ".gz").is_empty() && files(&root, ".partial").is_empty());
+        assert!(files_under(&root, ".gz").is_empty() && files_under(&root, ".partial").is_empty());
     }
 }
 
@@ -443,7 +424,7 @@ fn bad_arguments_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).starts_with("jsonl-rotate: "), "{args:?}");
     }
-    assert!(files(&root, ".gz").is_empty());
+    assert!(files_under(&root, ".gz").is_empty());
     let mut c = tool("jsonl-rotate");
     c.arg("--help");
     let out = run_with_timeout(c, None, LIMIT);
@@ -493,12 +474,12 @@ fn closed_stdout_does_not_stop_archiving() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    let gz = files(&root, ".gz");
+    let gz = files_under(&root, ".gz");
     assert_eq!(gz.len(), 3, "{err}");
     let all: String = gz.iter().map(|p| zcat(p)).collect();
     assert_eq!(all, sent);
     assert!(err.contains("stdout closed"), "{err}");
-    assert!(files(&root, ".partial").is_empty());
+    assert!(files_under(&root, ".partial").is_empty());
 }
 
 #[test]
@@ -644,7 +625,7 @@ st status-after
 fn partial_when_it_holds(root: &Path, want: &str, live: &Live) -> Vec<u8> {
     let start = Instant::now();
     loop {
-        if let Some(p) = files(root, ".partial").first() {
+        if let Some(p) = files_under(root, ".partial").first() {
             let bytes = std::fs::read(p).unwrap();
             let mut text = String::new();
             let decoded = flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_string(&mut text).is_ok();
@@ -731,7 +712,7 @@ fn killed_between_two_sync_flushes_of_one_member_every_flushed_line_is_kept() {
         assert_eq!(&bytes[bytes.len() - 14..bytes.len() - 8], b"\x00\x00\xff\xff\x03\x00", "sync point, then end");
         snapshots.push((bytes, sent.clone()));
     }
-    let partial = files(&root, ".partial")[0].clone();
+    let partial = files_under(&root, ".partial")[0].clone();
     assert!(gzip_ok(&partial));
     let (last, _) = snapshots.last().unwrap();
     let mut one = flate2::read::GzDecoder::new(&last[..]);
@@ -775,7 +756,7 @@ fn a_member_cut_short_between_sync_points_is_ended_at_the_last_one_and_the_rest_
     }
     live.child.kill().unwrap();
     live.child.wait().unwrap();
-    let name = files(&root, ".partial")[0].file_name().unwrap().to_string_lossy().into_owned();
+    let name = files_under(&root, ".partial")[0].file_name().unwrap().to_string_lossy().into_owned();
     let full = snapshots[2].0.clone();
     let sync = |k: usize| snapshots[k].0.len() - 10; // where flush k's provisional end starts
     let cases: Vec<(usize, &[u8], usize)> = vec![
@@ -811,7 +792,7 @@ fn a_member_cut_short_between_sync_points_is_ended_at_the_last_one_and_the_rest_
             let kept = std::fs::read(case_root.join(r["tail_path"].as_str().unwrap())).unwrap();
             assert_eq!(kept, tail, "case {i}: every byte after the readable prefix kept");
         }
-        assert!(files(&case_root, ".partial").is_empty(), "case {i}");
+        assert!(files_under(&case_root, ".partial").is_empty(), "case {i}");
         recovered.push((p, want_text.lines().count()));
     }
     let (paths, want): (Vec<PathBuf>, Vec<usize>) = recovered.into_iter().unzip();

@@ -135,28 +135,11 @@ impl<'de> Deserialize<'de> for BookItem {
                 }
                 Ok(BookItem(book))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<BookItem, A::Error> {
-                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, s: A) -> Result<BookItem, A::Error> {
+                crate::normalize::parse::skip_seq(s)?;
                 Ok(BookItem(false))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<BookItem, E> {
-                Ok(BookItem(false))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<BookItem, E> {
-                Ok(BookItem(false))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<BookItem, E> {
-                Ok(BookItem(false))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<BookItem, E> {
-                Ok(BookItem(false))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<BookItem, E> {
-                Ok(BookItem(false))
-            }
-            fn visit_unit<E>(self) -> Result<BookItem, E> {
-                Ok(BookItem(false))
-            }
+            crate::normalize::parse::ignore_scalars!(BookItem(false), strings);
         }
         d.deserialize_any(V)
     }
@@ -182,24 +165,7 @@ impl<'de> Deserialize<'de> for BodyPeek {
                 let BookItem(book) = BookItem::deserialize(serde::de::value::MapAccessDeserializer::new(m))?;
                 Ok(BodyPeek { items: 1, books: u64::from(book) })
             }
-            fn visit_bool<E>(self, _: bool) -> Result<BodyPeek, E> {
-                Ok(BodyPeek::default())
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<BodyPeek, E> {
-                Ok(BodyPeek::default())
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<BodyPeek, E> {
-                Ok(BodyPeek::default())
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<BodyPeek, E> {
-                Ok(BodyPeek::default())
-            }
-            fn visit_str<E>(self, _: &str) -> Result<BodyPeek, E> {
-                Ok(BodyPeek::default())
-            }
-            fn visit_unit<E>(self) -> Result<BodyPeek, E> {
-                Ok(BodyPeek::default())
-            }
+            crate::normalize::parse::ignore_scalars!(BodyPeek::default(), strings);
         }
         d.deserialize_any(V)
     }

@@ -209,7 +209,18 @@ pub struct Book<'a> {
 /// A string (borrowed when possible), or None for any other JSON value (consumed).
 pub struct Str<'a>(pub Option<Cow<'a, str>>);
 
+/// Visitor methods that take any scalar (bool, number, null) as `$v`; with `strings`, any string too.
+/// Shared by the typed, borrowed parsers of pm-normalize, pm-rebuild and `manifest` (the body peek).
 macro_rules! ignore_scalars {
+    ($v:expr, strings) => {
+        fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($v)
+        }
+        $crate::normalize::parse::ignore_scalars!($v);
+    };
     ($v:expr) => {
         fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
             Ok($v)
@@ -231,13 +242,16 @@ macro_rules! ignore_scalars {
         }
     };
 }
+pub(crate) use ignore_scalars;
 
-fn skip_seq<'de, A: SeqAccess<'de>>(mut a: A) -> Result<(), A::Error> {
+/// Consumes the rest of an array.
+pub(crate) fn skip_seq<'de, A: SeqAccess<'de>>(mut a: A) -> Result<(), A::Error> {
     while a.next_element::<IgnoredAny>()?.is_some() {}
     Ok(())
 }
 
-fn skip_map<'de, A: MapAccess<'de>>(mut a: A) -> Result<(), A::Error> {
+/// Consumes the rest of an object.
+pub(crate) fn skip_map<'de, A: MapAccess<'de>>(mut a: A) -> Result<(), A::Error> {
     while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
     Ok(())
 }
@@ -295,13 +309,7 @@ impl<'de> Visitor<'de> for LevelV {
         }
         Ok(l)
     }
-    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
-        Ok(Level::default())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Level::default())
-    }
-    ignore_scalars!(Level::default());
+    ignore_scalars!(Level::default(), strings);
     fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
         skip_seq(a)?;
         Ok(Level::default())
@@ -331,13 +339,7 @@ impl<'de> Visitor<'de> for SideV {
         }
         Ok(Side(Some(v)))
     }
-    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
-        Ok(Side(None))
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Side(None))
-    }
-    ignore_scalars!(Side(None));
+    ignore_scalars!(Side(None), strings);
     fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
         skip_map(a)?;
         Ok(Side(None))
