@@ -21,6 +21,7 @@ pub mod normalize;
 pub mod probe;
 pub mod rotate;
 pub mod signal;
+pub mod soak;
 pub mod stream;
 pub mod track;
 pub mod util;
