@@ -419,7 +419,7 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
             }
         }
     }
-    r.files.manifest_lines = listed.values().filter_map(|f| f.get("lines").and_then(Value::as_u64)).sum();
+    r.files.manifest_lines = listed.values().filter_map(|f| f.get("lines_read").and_then(Value::as_u64)).sum();
     r.files.recovered =
         listed.values().filter(|f| f.get("recovered").and_then(Value::as_bool) == Some(true)).count() as u64;
     let uploads = manifest::read_uploads(&inp.archive)?.unwrap_or_default();
@@ -667,13 +667,49 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
     r.reconcile.not_served = archived_hash.iter().filter(|h| !served_hash.contains_key(*h)).count() as u64;
 
     // --- faults: each scheduled fault and what the archive shows of it
+    // Clock steps the chain saw: its lines carry the stepped time while a step lasts.
+    let steps: Vec<f64> = sup
+        .iter()
+        .filter(|l| l.event == "clock_step")
+        .filter_map(|l| l.detail.as_deref().and_then(|d| d.parse::<f64>().ok()))
+        .filter(|s| *s > 0.0)
+        .collect();
+    // Windows (chain clock) when a reply in flight may be lost: a stop sequence (12 s before each
+    // chain exit), chain down, kill windows, disk full.
+    let exits_v: Vec<(f64, f64)> =
+        up_spans.iter().map(|&(_, b)| (venue_of_real(b - 12.0), venue_of_real(b + 1.0))).collect();
+    let lossy = |t: f64| in_any(t, &exits_v) || in_any(t, &down_v) || in_any(t, &kill_v) || in_any(t, &disk_v);
     for l in ven.iter().filter(|l| l.kind == "fault") {
         let at = vt(l);
         let f = l.fault.clone().unwrap_or_default();
         let target = l.detail.clone().unwrap_or_default();
-        let window = (at - 2.0 * r.rate, at + (if f.starts_with("ws_Freeze") { 200.0 } else { 30.0 }) * r.rate);
+        let is_ws = f.starts_with("ws_");
+        // The reply that carried it (HTTP): the first served reply with that fault at or after `at`.
+        let served_at = if is_ws {
+            Some(at)
+        } else {
+            fault_replies.iter().find(|(ft, ff, _, _)| ff == &f && *ft >= at - 0.5).map(|x| x.0)
+        };
+        let Some(t) = served_at else {
+            r.faults.push(FaultSeen {
+                at_utc: fmt_t(at),
+                fault: f,
+                target,
+                visible: false,
+                evidence: "never served: no request took it before the venue stopped".into(),
+            });
+            continue;
+        };
+        let window = (t - 2.0 * r.rate, t + (if f.starts_with("ws_Freeze") { 200.0 } else { 15.0 }) * r.rate);
         let near = |p: &dyn Fn(&(f64, String, Option<u64>, bool, Option<String>, Option<String>)) -> bool| {
-            evidence.iter().filter(|e| e.0 >= window.0 && e.0 <= window.1).find(|e| p(e)).map(|e| fmt_t(e.0))
+            evidence
+                .iter()
+                .filter(|e| {
+                    let inw = |x: f64| x >= window.0 && x <= window.1;
+                    inw(e.0) || steps.iter().any(|st| inw(e.0 - st))
+                })
+                .find(|e| p(e))
+                .map(|e| fmt_t(e.0))
         };
         let want_ep = if target == "/books" { "books" } else { "gamma" };
         let (seen, what) = if f.starts_with("TooMany") {
@@ -689,30 +725,25 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
             (near(&|e| e.1 == want_ep && e.2 == Some(200) && e.3), "a 200 line with a body error / non-JSON body")
         } else if f == "OmitOne" {
             (near(&|e| e.4.as_deref() == Some("missing_token")), "a missing_token gap")
-        } else if f.starts_with("ws_") {
+        } else if is_ws {
             (
-                near(&|e| e.1 == "ws" && e.4.as_deref().is_some_and(|x| x != "open" && x != "stats")),
-                "a websocket reconnect event",
+                near(&|e| {
+                    e.1 == "ws" && e.4.as_deref().is_some_and(|x| x != "open" && x != "stats" && x != "subscribe")
+                }),
+                "a websocket close/error/reconnect event",
             )
         } else {
             (None, "?")
         };
-        let down = in_any(at, &down_v) || in_any(at, &outage_venue);
-        let served = fault_replies.iter().any(|(ft, ff, _, _)| ff == &f && *ft >= at && *ft <= window.1);
-        r.faults.push(FaultSeen {
-            at_utc: fmt_t(at),
-            fault: f.clone(),
-            target,
-            visible: seen.is_some(),
-            evidence: match seen {
-                Some(t) => format!("{what} at {t}"),
-                None if down => "not visible: the chain was down or the venue in an outage".into(),
-                None if !served && !f.starts_with("ws_") => {
-                    "never served: no request took it before the soak ended".into()
-                }
-                None => format!("NOT VISIBLE (looked for {what})"),
-            },
-        });
+        let evidence = match &seen {
+            Some(x) => format!("{what} at {x}"),
+            None if lossy(t) => format!(
+                "served {} while the chain was stopping, down, killed or on a full disk: lost in flight",
+                fmt_t(t)
+            ),
+            None => format!("NOT VISIBLE (served {}, looked for {what})", fmt_t(t)),
+        };
+        r.faults.push(FaultSeen { at_utc: fmt_t(at), fault: f, target, visible: seen.is_some(), evidence });
     }
     for (s, e) in &r.outages {
         let a = parse_t(s).map(venue_of_real).unwrap_or(0.0);

@@ -371,7 +371,7 @@ fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
     }
     let (status, ctype, body, retry_after) = match &fault {
         Some(Fault::Reset) => {
-            log(&st, &req, None, Vec::new(), Some("reset".into()));
+            log(&st, &req, None, Vec::new(), Some("Reset".into()));
             let _ = stream.shutdown(std::net::Shutdown::Both);
             return;
         }
