@@ -38,6 +38,9 @@ Options:
     --ws-freeze-secs S    Length of a websocket freeze. [default: 75]
     --ws-events-per-sec R Websocket events per connection and second. [default: 5]
     --book-gone-after S   Seconds after its window end that a token still has a book. [default: 120]
+    --resolve-after S     Markets resolve (closed, outcome prices 1/0, umaResolutionStatus resolved)
+                          this many seconds (venue clock) after their window. [default: never: closed
+                          one minute after the window, outcome prices unchanged]
     --duration SECS       Stop after this many seconds.
     -h, --help            Show this help.
     -V, --version         Show the version.
@@ -121,6 +124,7 @@ fn run() -> cli::Result<ExitCode> {
     let mut eps: f64 = 5.0;
     let mut gone = Duration::from_secs(120);
     let mut duration: Option<Duration> = None;
+    let mut resolve_after = Duration::ZERO;
     while let Some(arg) = p.next()? {
         match arg {
             Long("port") => port = cli::value(&mut p, "--port")?,
@@ -142,6 +146,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("ws-freeze-secs") => freeze = cli::seconds(&mut p, "--ws-freeze-secs")?,
             Long("ws-events-per-sec") => eps = cli::value(&mut p, "--ws-events-per-sec")?,
             Long("book-gone-after") => gone = cli::seconds(&mut p, "--book-gone-after")?,
+            Long("resolve-after") => resolve_after = cli::seconds(&mut p, "--resolve-after")?,
             Long("duration") => duration = Some(cli::seconds(&mut p, "--duration")?),
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => return cli::version("pm-venue"),
@@ -176,6 +181,9 @@ fn run() -> cli::Result<ExitCode> {
     let v = Venue::try_start_on(port)
         .map_err(|e| cli::Error::Usage(format!("--port: cannot bind 127.0.0.1:{port}: {e}")))?;
     v.set_book_gone_after(gone);
+    if !resolve_after.is_zero() {
+        v.resolve_after(resolve_after);
+    }
     v.log_to(&log).map_err(|e| cli::Error::Usage(format!("--log: {}: {e}", log.display())))?;
     let w = WsServer::start_with_port(ws_port, Behaviour::Model { events_per_sec: eps, seed: 16 }, None)
         .map_err(|e| cli::Error::Usage(format!("--ws-port: cannot bind 127.0.0.1:{ws_port}: {e}")))?;

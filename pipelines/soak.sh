@@ -137,7 +137,7 @@ ev soak_start "" "$([ -n "$real_env" ] && echo real || echo loopback) duration=$
 # --- the venue (loopback)
 export PMARCHIVE_ROOT="$ROOT" PMARCHIVE_BIN_DIR="$bin"
 if [ -z "$real_env" ]; then
-  vargs=(--log "$out/venue.jsonl" --faults "$faults" --fault-every "$fault_every")
+  vargs=(--log "$out/venue.jsonl" --faults "$faults" --fault-every "$fault_every" --resolve-after 120)
   for o in "${outages[@]}"; do vargs+=(--outage "$o"); done
   if [ -n "$rate" ]; then
     vargs+=(--clock "${start:-$(iso)}x$rate" --clock-file "$out/venue.clock")

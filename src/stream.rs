@@ -923,7 +923,9 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
                 owner.retain(|_, &mut j| j != i);
                 sink.send(
                     sink.envelope("ws")
-                        .with_ctx(json!({"event": "error", "phase": "connection_thread", "shard": i, "token_ids": toks}))
+                        .with_ctx(
+                            json!({"event": "error", "phase": "connection_thread", "shard": i, "token_ids": toks}),
+                        )
                         .with_error("connection thread ended unexpectedly; its tokens move to a new connection"),
                 );
             }

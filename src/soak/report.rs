@@ -490,6 +490,15 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
             let at = a.collected_at_utc.as_deref().and_then(parse_t).unwrap_or(0.0);
             let ctx = a.ctx.as_ref();
             let cs = |k: &str| ctx.and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_string);
+            // Books in any stream (pm-stream archives its REST books in ws_market).
+            if a.kind.as_deref() == Some("http") && stream != "books" && a.status == Some(200) {
+                if let (Some(body), Some("books" | "book")) = (&a.body, a.endpoint.as_deref()) {
+                    let books = serde_json::from_str::<Vec<BookLite>>(body.get())
+                        .or_else(|_| serde_json::from_str::<BookLite>(body.get()).map(|b| vec![b]))
+                        .unwrap_or_default();
+                    archived_hash.extend(books.into_iter().filter_map(|b| b.hash));
+                }
+            }
             match (a.kind.as_deref(), stream.as_str()) {
                 (Some("http"), "books") => {
                     let mut books: Vec<BookLite> = Vec::new();
@@ -780,8 +789,9 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
 
     // --- window coverage: every window of every family inside the judged span
     if let (Some(first), Some(last)) = (up_spans.first(), up_spans.last()) {
-        let from = venue_of_real(first.0) + inp.lead_secs + 120.0 * r.rate;
-        let to = venue_of_real(last.1) - inp.grace_secs - 60.0 * r.rate;
+        // Margins: the first discovery rounds after the start, the stop sequence at the end.
+        let from = venue_of_real(first.0 + 10.0);
+        let to = venue_of_real(last.1 - 12.0);
         r.windows.from_utc = fmt_t(from);
         r.windows.to_utc = fmt_t(to);
         for fam in &inp.families {
