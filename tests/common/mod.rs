@@ -20,6 +20,8 @@ pub fn bin(name: &str) -> PathBuf {
         "pm-normalize" => env!("CARGO_BIN_EXE_pm-normalize"),
         "pm-stream" => env!("CARGO_BIN_EXE_pm-stream"),
         "pm-rebuild" => env!("CARGO_BIN_EXE_pm-rebuild"),
+        "pm-venue" => env!("CARGO_BIN_EXE_pm-venue"),
+        "soak-report" => env!("CARGO_BIN_EXE_soak-report"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)
