@@ -19,7 +19,8 @@
 #                         report. Required.
 #   --bin-dir DIR         Where the tools are. [default: <repo>/target/release]
 #   --restart-sec SECS    Wait before restarting the chain after it exits (systemd RestartSec). An
-#                         exit status of 2 is not restarted (RestartPreventExitStatus=2). [default: 5]
+#                         exit status of 2 is not restarted (RestartPreventExitStatus=2). [default: 15,
+#                         as systemd/polymarket-orderbook-collector.service]
 #   --kill-every SECS     SIGKILL one random stage of the chain every SECS on average (0 = never).
 #                         [default: 300 in loopback mode, 0 with --real]
 #   --disk-full AT:SECS   At AT seconds, fill the archive's disk (a size-limited tmpfs mounted on
@@ -34,6 +35,9 @@
 #   --rate N              Compressed time: venue and chain on a simulated clock N times real time.
 #   --start RFC3339       Simulated clock start (with --rate). [default: now]
 #   --offload-every SECS  Run the uploader this often (and once at the end). [default: 300]
+#   --remote REMOTE       rclone destination of the offload. [default: a local-backend remote,
+#                         soakremote:DIR/remote, configured in DIR/rclone.conf]
+#   --rclone-config FILE  rclone config for --remote (e.g. the VPS's Drive config).
 #   --report FILE.md      The report. [default: DIR/soak_test_<date>.md]
 #   --label TEXT          Report label. [default: "LOOPBACK soak" or "REAL soak (VPS)"]
 #   --seed N              Seed of the kill schedule. [default: 16]
@@ -52,8 +56,8 @@ usage() { sed -n '2,/^set -uo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 die2() { printf 'soak.sh: %s\n' "$*" >&2; exit 2; }
 say() { printf 'soak.sh: %s\n' "$*" >&2; }
 
-duration="" out="" bin="$repo/target/release" restart_sec=5 kill_every="" tmpfs_size=512m
-fault_every=30 faults=soak rate="" start="" offload_every=300 report="" label="" seed=16 real_env=""
+duration="" out="" bin="$repo/target/release" restart_sec=15 kill_every="" tmpfs_size=512m
+remote="" rclone_config="" fault_every=30 faults=soak rate="" start="" offload_every=300 report="" label="" seed=16 real_env=""
 disk_full=() clock_steps=() outages=()
 num() { [[ "$2" =~ ^[0-9]+([.][0-9]+)?$ ]] || die2 "$1: expected a number, got '$2'"; }
 while [ $# -gt 0 ]; do
@@ -74,6 +78,8 @@ while [ $# -gt 0 ]; do
     --start) start=${2:?}; shift 2 ;;
     --offload-every) num "$1" "${2:-}"; offload_every=$2; shift 2 ;;
     --report) report=${2:?}; shift 2 ;;
+    --remote) remote=${2:?}; shift 2 ;;
+    --rclone-config) rclone_config=${2:?}; shift 2 ;;
     --label) label=${2:?}; shift 2 ;;
     --seed) num "$1" "${2:-}"; seed=$2; shift 2 ;;
     --real) real_env=${2:?--real needs an ENV_FILE}; shift 2 ;;
@@ -89,6 +95,9 @@ done
 if [ -n "$real_env" ]; then
   [ -r "$real_env" ] || die2 "--real: cannot read $real_env"
   [ -z "$rate" ] || die2 "--rate is for loopback soaks only"
+  # The env file's values win over the environment (collect.sh): the soak's archive must be its own.
+  ! grep -Eq '^[[:space:]]*(export[[:space:]]+)?PMARCHIVE_ROOT=' "$real_env" ||
+    die2 "--real: $real_env sets PMARCHIVE_ROOT; remove it (the soak archives under --out DIR/archive)"
   kill_every=${kill_every:-0}; label=${label:-REAL soak (VPS)}
 else
   [ -x "$bin/pm-venue" ] || die2 "$bin/pm-venue not found (cargo build --release)"
@@ -182,12 +191,16 @@ chain_clock() {
   [ -z "$spec" ] || printf '%s%s\n' "$spec" "$steps"
 }
 
+if [ -z "$remote" ]; then
+  printf '[soakremote]\ntype = local\n' > "$out/rclone.conf"
+  remote="soakremote:$out/remote" rclone_config="$out/rclone.conf"
+fi
 offload() {
-  "$repo/scripts/upload_archive_rclone.sh" --root "$ROOT" --remote "soakremote:$out/remote" \
-    --rclone-config "$out/rclone.conf" --min-age 0 --bwlimit off --tpslimit 0 >> "$out/offload.log" 2>&1
+  local cfg=(); [ -z "$rclone_config" ] || cfg=(--rclone-config "$rclone_config")
+  "$repo/scripts/upload_archive_rclone.sh" --root "$ROOT" --remote "$remote" "${cfg[@]}" \
+    --min-age 0 --bwlimit off --tpslimit 0 >> "$out/offload.log" 2>&1
   ev offload "$?"
 }
-printf '[soakremote]\ntype = local\n' > "$out/rclone.conf"
 
 # --- the supervisor
 RANDOM=$seed
