@@ -98,7 +98,7 @@ if [ -n "$real_env" ]; then
   # The env file's values win over the environment (collect.sh): the soak's archive must be its own.
   ! grep -Eq '^[[:space:]]*(export[[:space:]]+)?PMARCHIVE_ROOT=' "$real_env" ||
     die2 "--real: $real_env sets PMARCHIVE_ROOT; remove it (the soak archives under --out DIR/archive)"
-  kill_every=${kill_every:-0}; label=${label:-REAL soak (VPS)}
+  kill_every=${kill_every:-0}; label=${label:-REAL soak (VPS)}; faults=none
 else
   [ -x "$bin/pm-venue" ] || die2 "$bin/pm-venue not found (cargo build --release)"
   kill_every=${kill_every:-300}; label=${label:-LOOPBACK soak}

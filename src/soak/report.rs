@@ -907,13 +907,22 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
             ),
             pass: r.uploads.sealed_not_uploaded.is_empty() && r.files.sealed > 0,
         },
-        Gate {
-            name: "every book served is archived or its loss explained".into(),
-            value: format!(
-                "{} of {} archived, {} unexplained",
-                r.reconcile.matched, r.reconcile.served_books, unexplained
-            ),
-            pass: unexplained == 0 && r.reconcile.not_served == 0,
+        if r.reconcile.served_replies == 0 {
+            // A real run has no venue log: there is nothing to reconcile against.
+            Gate {
+                name: "every book served is archived or its loss explained".into(),
+                value: "not applicable: the venue log is empty (a real run has none)".into(),
+                pass: true,
+            }
+        } else {
+            Gate {
+                name: "every book served is archived or its loss explained".into(),
+                value: format!(
+                    "{} of {} archived, {} unexplained, {} archived but not served",
+                    r.reconcile.matched, r.reconcile.served_books, unexplained, r.reconcile.not_served
+                ),
+                pass: unexplained == 0 && r.reconcile.not_served == 0,
+            }
         },
         Gate {
             name: "every market window of every family tracked from lead to grace".into(),
