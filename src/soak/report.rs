@@ -232,6 +232,13 @@ struct BookLite {
     timestamp: Option<String>,
 }
 
+/// The books of a `/books` (array) or `/book` (object) reply body; none when it is neither.
+fn books_of(body: &RawValue) -> Vec<BookLite> {
+    serde_json::from_str::<Vec<BookLite>>(body.get())
+        .or_else(|_| serde_json::from_str::<BookLite>(body.get()).map(|b| vec![b]))
+        .unwrap_or_default()
+}
+
 fn parse_t(s: &str) -> Option<f64> {
     clock::parse_rfc3339(s).map(|t| t.unix_timestamp_nanos() as f64 / 1e9)
 }
@@ -495,9 +502,7 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
             // Books in any stream (pm-stream archives its REST books in ws_market).
             if a.kind.as_deref() == Some("http") && stream != "books" && a.status == Some(200) {
                 if let (Some(body), Some("books" | "book")) = (&a.body, a.endpoint.as_deref()) {
-                    let books = serde_json::from_str::<Vec<BookLite>>(body.get())
-                        .or_else(|_| serde_json::from_str::<BookLite>(body.get()).map(|b| vec![b]))
-                        .unwrap_or_default();
+                    let books = books_of(body);
                     archived_hash.extend(books.into_iter().filter_map(|b| b.hash));
                 }
             }
@@ -506,9 +511,7 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
                     let mut books: Vec<BookLite> = Vec::new();
                     if a.status == Some(200) {
                         if let Some(body) = &a.body {
-                            books = serde_json::from_str::<Vec<BookLite>>(body.get())
-                                .or_else(|_| serde_json::from_str::<BookLite>(body.get()).map(|b| vec![b]))
-                                .unwrap_or_default();
+                            books = books_of(body);
                         }
                     }
                     for b in &books {
