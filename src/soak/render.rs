@@ -14,7 +14,7 @@ fn esc(s: &str) -> String {
 pub fn timeline_svg(r: &Report) -> String {
     let n = r.minutes.len().max(1);
     let bw = (900.0 / n as f64).clamp(1.0, 12.0);
-    let w = 120.0 + bw * n as f64 + 20.0;
+    let w = (120.0 + bw * n as f64 + 20.0).max(900.0);
     let (top, h) = (30.0, 160.0);
     let gap_kinds: Vec<String> = {
         let mut k: Vec<String> = r.minutes.iter().flat_map(|m| m.gaps.keys().cloned()).collect();
@@ -92,7 +92,7 @@ pub fn timeline_svg(r: &Report) -> String {
         s,
         "<text x=\"10\" y=\"{ly}\"><tspan fill=\"#3a3\">■ captured</tspan>  <tspan fill=\"#d33\">■ not captured</tspan>  \
          <tspan fill=\"#999\">■ chain down</tspan>  <tspan fill=\"#e90\">■ venue outage</tspan>  \
-         <tspan fill=\"#36c\">■ injected fault</tspan>  first minute {}, {} minutes</text>",
+         <tspan fill=\"#36c\">■ injected fault</tspan>  first minute {}, {} minutes of pm-books slot due times</text>",
         r.minutes.first().map(|m| crate::clock::from_unix(m.minute * 60).map(crate::clock::fmt_secs).unwrap_or_default()).unwrap_or_default(),
         r.minutes.len()
     );
@@ -154,6 +154,12 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
         let _ = writeln!(s, "| {} | {} | {} |", g.name, g.value, pass(g.pass));
     }
     let _ = writeln!(s, "\n## Pictures\n\n![timeline]({timeline})\n\n![latency]({latency})\n");
+    let _ = writeln!(
+        s,
+        "The timeline's minutes are pm-books' slot due times: one slot per --interval of real time from each \
+         run's start on the chain's clock, so with a simulated clock at ×N they advance N times slower than the \
+         venue's clock.\n"
+    );
     let _ = writeln!(s, "## Uptime and restart behaviour\n");
     let _ = writeln!(
         s,
