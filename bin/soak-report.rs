@@ -23,6 +23,7 @@ Options:
     --lead SECS             The chain's PMARCHIVE_LEAD. [default: 60]
     --grace SECS            The chain's PMARCHIVE_GRACE. [default: 120]
     --families LIST         The chain's PMARCHIVE_FAMILIES. [default: 5m,15m,1h,4h,daily]
+    --note TEXT             A note for the report (a shortfall and why, a re-run check). Repeatable.
     -h, --help              Show this help.
     -V, --version           Show the version.
 
@@ -46,6 +47,7 @@ fn run() -> cli::Result<ExitCode> {
     let mut label = String::from("LOOPBACK soak");
     let (mut flush, mut interval, mut lead, mut grace) = (5.0f64, 1.0f64, 60.0f64, 120.0f64);
     let mut families = String::from("5m,15m,1h,4h,daily");
+    let mut notes: Vec<String> = Vec::new();
     while let Some(arg) = p.next()? {
         match arg {
             Long("archive") => archive = Some(PathBuf::from(p.value()?)),
@@ -59,6 +61,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("lead") => lead = cli::value(&mut p, "--lead")?,
             Long("grace") => grace = cli::value(&mut p, "--grace")?,
             Long("families") => families = cli::value(&mut p, "--families")?,
+            Long("note") => notes.push(cli::value(&mut p, "--note")?),
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => return cli::version("soak-report"),
             other => return cli::unexpected(other),
@@ -89,6 +92,7 @@ fn run() -> cli::Result<ExitCode> {
         grace_secs: grace,
         families: families.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
         label,
+        notes,
     };
     let r = report::build(&inp).map_err(|e| cli::Error::Msg(format!("cannot read the inputs: {e}")))?;
     let base = |suffix: &str| PathBuf::from(format!("{stem}{suffix}"));

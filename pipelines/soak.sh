@@ -274,7 +274,11 @@ ev soak_end
 for p in "${offload_pids[@]}"; do wait "$p"; done
 offload  # the last one: every file sealed by the last stop
 
-# --- data-quality checks (outputs for the report)
+# --- data-quality checks (outputs for the report), judged at the chain's clock now (compressed
+# time: the venue's clock; real time: the wall clock, steps are over)
+clock_steps=()
+spec=$(chain_clock)
+if [ -n "$spec" ]; then export PMARCHIVE_CLOCK="${spec%x*}"; else unset PMARCHIVE_CLOCK; fi
 C="$out/checks"
 chk() { local name=$1; shift; "$@" > "$C/$name.out" 2> "$C/$name.err"; echo $? > "$C/$name.rc"; }
 chk manifest_verify "$bin/manifest" verify "$ROOT"

@@ -149,6 +149,13 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
         r.label, r.soak_start_utc, r.soak_end_utc, r.soak_secs, r.rate, r.mode
     );
     let _ = writeln!(s, "Written by `soak-report` (bin/soak-report.rs, src/soak/) from the archive, its run manifests, the upload manifest, the venue's log and the supervisor's log. Procedure: docs/SOAK.md.\n");
+    if !r.notes.is_empty() {
+        let _ = writeln!(s, "## Notes\n");
+        for n in &r.notes {
+            let _ = writeln!(s, "- {}", esc(n));
+        }
+        let _ = writeln!(s);
+    }
     let _ = writeln!(s, "## Gate\n\n| check | value | |\n|---|---|---|");
     for g in &r.gate {
         let _ = writeln!(s, "| {} | {} | {} |", g.name, g.value, pass(g.pass));

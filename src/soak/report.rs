@@ -33,6 +33,7 @@ pub struct Inputs {
     pub families: Vec<String>,
     /// The run's label (e.g. "LOOPBACK soak").
     pub label: String,
+    pub notes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -68,6 +69,8 @@ pub struct Report {
     pub latency: Latency,
     pub windows: Windows,
     pub gate: Vec<Gate>,
+    /// Notes of the person who ran the soak (`soak-report --note`): shortfalls and why.
+    pub notes: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -271,7 +274,7 @@ fn in_any(t: f64, spans: &[(f64, f64)]) -> bool {
 pub fn build(inp: &Inputs) -> std::io::Result<Report> {
     let (sup, _) = read_jsonl::<SupervisorLine>(&inp.supervisor_log)?;
     let (ven, _) = read_jsonl::<VenueLine>(&inp.venue_log)?;
-    let mut r = Report { label: inp.label.clone(), rate: 1.0, ..Report::default() };
+    let mut r = Report { label: inp.label.clone(), notes: inp.notes.clone(), rate: 1.0, ..Report::default() };
 
     // --- supervisor: uptime, restarts, kills, disk fill, clock steps, offloads
     let t = |l: &SupervisorLine| parse_t(&l.at_utc).unwrap_or(0.0);
@@ -862,7 +865,9 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
             if out.is_none() && rc.is_none() {
                 continue;
             }
-            r.checks.push(Check { name: name.into(), rc, summary: summarize(out.as_deref().unwrap_or("")) });
+            let err = std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap_or_default();
+            let summary = check_summary(name, out.as_deref().unwrap_or(""), &err);
+            r.checks.push(Check { name: name.into(), rc, summary });
         }
     }
 
@@ -951,6 +956,46 @@ fn pct(a: u64, b: u64) -> f64 {
         0.0
     } else {
         100.0 * a as f64 / b as f64
+    }
+}
+
+/// What a check found, in a line: the health problems, pm-normalize's flags and errors,
+/// pm-rebuild's hash verify rate; else the output itself, shortened.
+fn check_summary(name: &str, out: &str, err: &str) -> String {
+    let v = serde_json::from_str::<Value>(out).ok();
+    match (name, &v) {
+        ("manifest_status", Some(v)) => {
+            let problems: Vec<&str> = v["problems"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p["message"].as_str()).collect())
+                .unwrap_or_default();
+            summarize(&format!("healthy: {}; problems: {}", v["healthy"], problems.join("; ")))
+        }
+        ("normalize_check", Some(v)) => {
+            let flags: BTreeMap<&str, &Value> = v["flags"]
+                .as_object()
+                .map(|m| m.iter().filter(|(_, n)| n.as_u64() != Some(0)).map(|(k, n)| (k.as_str(), n)).collect())
+                .unwrap_or_default();
+            summarize(&format!(
+                "ok: {}; rows: {}; flags other than 0: {:?}; errors: {}; problems: {}",
+                v["ok"], v["rows"], flags, v["errors"], v["problems"]
+            ))
+        }
+        ("rebuild", _) => {
+            let line = err.lines().rev().find(|l| l.starts_with("pm-rebuild: lines=")).unwrap_or("");
+            let num = |key: &str| -> Option<f64> {
+                let i = line.find(key)? + key.len();
+                line[i..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            };
+            let rate = match (num("hashes matched="), num(" mismatched=")) {
+                (Some(m), Some(x)) if m + x > 0.0 => {
+                    format!("hash verify rate {:.2} % ({m} of {}); ", 100.0 * m / (m + x), m + x)
+                }
+                _ => String::new(),
+            };
+            summarize(&format!("{rate}{line}"))
+        }
+        _ => summarize(out),
     }
 }
 
