@@ -157,6 +157,9 @@ if [ -z "$real_env" ]; then
   [ "$(wc -l < "$out/venue.urls")" -ge 2 ] || die2 "pm-venue did not start (see $out/venue.log)"
   http_url=$(sed -n 1p "$out/venue.urls"); ws_url=$(sed -n 2p "$out/venue.urls")
   export PMARCHIVE_GAMMA_URL="$http_url" PMARCHIVE_CLOB_URL="$http_url" PMARCHIVE_WS_URL="$ws_url"
+  # pm-venue does not serve the Data API yet: the trades lane (pm-trades, where collect.sh has it) is
+  # off, and its URL points at the venue anyway, so that a loopback soak never reaches a real host.
+  export PMARCHIVE_DATA_URL="$http_url" PMARCHIVE_TRADES=0
   export PMARCHIVE_LABEL="$label: pm-venue on 127.0.0.1 (recorded and derived responses) — not live data"
   export PMARCHIVE_FAMILIES=${PMARCHIVE_FAMILIES:-5m,15m,1h,4h,daily} PMARCHIVE_WS=${PMARCHIVE_WS:-1}
   export PMARCHIVE_ROTATE_SECS=${PMARCHIVE_ROTATE_SECS:-300} PMARCHIVE_FLUSH_SECS=${PMARCHIVE_FLUSH_SECS:-5}

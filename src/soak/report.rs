@@ -12,7 +12,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::{SupervisorLine, VenueLine};
-use crate::{clock, jsonl, manifest};
+use crate::{clock, jsonl};
 
 /// Where the inputs are.
 #[derive(Clone, Debug)]
@@ -417,13 +417,25 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
     r.reconcile.served_books = served_hash.len() as u64;
 
     // --- archive: walk, read every file
-    let (files, _errs) = manifest::walk(&inp.archive)?;
-    let manifests = manifest::load_manifests(&inp.archive);
+    // The manifests and the upload log are read here as plain JSON, by their documented fields
+    // (docs/DATA_CONTRACT.md): the report only needs paths, line counts and verified flags.
+    std::fs::read_dir(&inp.archive)?;
+    let mut files = Vec::new();
+    walk(&inp.archive, "", &mut files);
+    files.sort();
     let mut listed: BTreeMap<String, Value> = BTreeMap::new();
-    for m in &manifests {
-        if let Ok(doc) = &m.doc {
-            for f in manifest::manifest_files(doc) {
-                if let Some(p) = f.get("path").and_then(Value::as_str) {
+    let mdir = inp.archive.join("manifests");
+    for e in std::fs::read_dir(&mdir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("run-") && name.ends_with(".json")) {
+            continue;
+        }
+        let Ok(doc) = std::fs::read(e.path()).map(|b| serde_json::from_slice::<Value>(&b).unwrap_or_default()) else {
+            continue;
+        };
+        for s in doc["streams"].as_object().into_iter().flat_map(|m| m.values()) {
+            for f in s["files"].as_array().into_iter().flatten() {
+                if let Some(p) = f["path"].as_str() {
                     listed.insert(p.to_string(), f.clone());
                 }
             }
@@ -432,17 +444,20 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
     r.files.manifest_lines = listed.values().filter_map(|f| f.get("lines_read").and_then(Value::as_u64)).sum();
     r.files.recovered =
         listed.values().filter(|f| f.get("recovered").and_then(Value::as_bool) == Some(true)).count() as u64;
-    let uploads = manifest::read_uploads(&inp.archive)?.unwrap_or_default();
+    let uploads: Vec<Value> = match read_jsonl::<Value>(&mdir.join("uploads.jsonl")) {
+        Ok((v, _)) => v.into_iter().filter(|u| u["record"] == "upload" && u["dry_run"] != true).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
     let verified: BTreeSet<String> = uploads
-        .uploads
         .iter()
         .filter(|v| v.get("verified").and_then(Value::as_bool) == Some(true))
         .filter_map(|v| v.get("local_path").and_then(Value::as_str).map(str::to_string))
         .collect();
-    r.uploads.records = uploads.uploads.len() as u64;
+    r.uploads.records = uploads.len() as u64;
     r.uploads.verified = verified.len() as u64;
     r.uploads.not_verified =
-        uploads.uploads.iter().filter(|v| v.get("verified").and_then(Value::as_bool) != Some(true)).count() as u64;
+        uploads.iter().filter(|v| v.get("verified").and_then(Value::as_bool) != Some(true)).count() as u64;
 
     let mut archived_hash: BTreeSet<String> = BTreeSet::new();
     let mut slot_state: BTreeMap<(String, u64), (f64, bool, bool)> = BTreeMap::new();
@@ -455,20 +470,18 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
     let mut evidence: Vec<(f64, String, Option<u64>, bool, Option<String>, Option<String>)> = Vec::new();
     let mut track: BTreeMap<String, (String, Option<f64>, Option<String>)> = BTreeMap::new();
     let mut resolved: BTreeSet<String> = BTreeSet::new();
-    for f in &files {
-        use manifest::FileKind;
-        match f.kind {
-            FileKind::Partial => {
-                r.files.partials += 1;
-                continue;
-            }
-            FileKind::Tail => {
-                r.files.unreadable_tails += 1;
-                continue;
-            }
-            FileKind::Other => continue,
-            FileKind::Sealed => {}
+    for (rel, abs, bytes) in &files {
+        let name = rel.rsplit('/').next().unwrap_or("");
+        if name.ends_with(".partial") {
+            r.files.partials += 1;
+            continue;
+        } else if name.contains(".unreadable-tail") {
+            r.files.unreadable_tails += 1;
+            continue;
+        } else if !name.ends_with(".jsonl.gz") {
+            continue;
         }
+        let f = ArchFile { rel: rel.clone(), abs: abs.clone(), bytes: *bytes };
         r.files.sealed += 1;
         r.files.sealed_bytes += f.bytes;
         if !listed.contains_key(&f.rel) {
@@ -477,7 +490,7 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
         if !verified.contains(&f.rel) {
             r.uploads.sealed_not_uploaded.push(f.rel.clone());
         }
-        let stream = f.stream.clone().unwrap_or_default();
+        let stream = f.rel.split('/').find_map(|c| c.strip_prefix("stream=")).unwrap_or_default().to_string();
         // Uncompressed size: decode the whole file.
         let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(&f.abs)?));
         let mut sink = [0u8; 64 * 1024];
@@ -943,6 +956,28 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
         },
     ];
     Ok(r)
+}
+
+struct ArchFile {
+    rel: String,
+    abs: PathBuf,
+    bytes: u64,
+}
+
+/// Every file under `dir` except `manifests/` and dot files: (relative path, path, bytes).
+fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf, u64)>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || (rel.is_empty() && name == "manifests") {
+            continue;
+        }
+        let r = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk(&e.path(), &r, out),
+            Ok(t) if t.is_file() => out.push((r, e.path(), e.metadata().map(|m| m.len()).unwrap_or(0))),
+            _ => {}
+        }
+    }
 }
 
 /// The `<host>-<run_id>` part of a raw file's name (`…/<host>-<run_id>-<n>.jsonl.gz`).
