@@ -45,8 +45,9 @@ Options:
     -h, --help            Show this help.
     -V, --version         Show the version.
 
-Not built yet: the Data API trade feed (the loopback Data API is being added to tests/common by
-another change; pm-venue will serve it from there once it has landed).
+Not built yet: the Data API trade feed. The loopback Data API (tests/common/dataapi.rs) reached
+main after this tool was written; until pm-venue serves it, pipelines/soak.sh runs loopback soaks
+with the trades lane off.
 
 Exit status: 0 stopped by a signal or --duration; 2 bad arguments, a port or the log that cannot be
 opened.
