@@ -274,7 +274,7 @@ for d in "${disk_full[@]}"; do
 done
 ev soak_end
 [ -z "${venue_pid:-}" ] || { kill "$venue_pid" 2>/dev/null; wait "$venue_pid" 2>/dev/null; venue_pid=""; }
-for p in "${offload_pids[@]}"; do wait "$p"; done
+for p in "${offload_pids[@]}"; do wait "$p" 2>/dev/null; done  # (already reaped ones: nothing to wait for)
 offload  # the last one: every file sealed by the last stop
 
 # --- data-quality checks (outputs for the report), judged at the chain's clock now (compressed

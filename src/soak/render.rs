@@ -305,6 +305,12 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
     for (f, (e, t, res)) in &r.windows.per_family {
         let _ = writeln!(s, "| {f} | {e} | {t} | {res} |");
     }
+    let _ = writeln!(
+        s,
+        "\nWindows whose lead…grace span overlaps a SIGKILL window, a venue outage, a full disk or chain-down time \
+         (not judged above: an injected fault interrupted them): {}",
+        r.windows.interrupted
+    );
     if !r.windows.missed.is_empty() {
         let _ = writeln!(s, "\nNot tracked end to end:\n");
         for m in &r.windows.missed {
