@@ -27,6 +27,7 @@ pub mod rebuild;
 pub mod rotate;
 pub mod schedule;
 pub mod signal;
+pub mod soak;
 pub mod stream;
 pub mod track;
 pub mod trades;

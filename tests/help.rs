@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{assert_exit, assert_stderr_contains, assert_stdout_empty, run_with_timeout, tool};
 
 /// Every binary of the crate, with options its usage text must mention.
-const TOOLS: [(&str, &[&str]); 10] = [
+const TOOLS: [(&str, &[&str]); 12] = [
     ("pm-markets", &["--once", "--watch SECS", "--gamma-url URL", "--user-agent UA"]),
     ("pm-probe", &["--max-requests N", "--min-spacing SECS", "--timeout SECS"]),
     ("pm-books", &["--interval SECS", "--batch N", "--timeout SECS", "--user-agent UA"]),
@@ -27,6 +27,8 @@ const TOOLS: [(&str, &[&str]); 10] = [
     ("pm-rebuild", &["--depth N", "--every-ms MS", "--trades-out FILE", "--summary FILE"]),
     ("pm-tradeset", &["--check", "--manifest PATH", "--match-secs SECS"]),
     ("pm-trades", &["--data-url URL", "--interval SECS", "--settle SECS", "--batch N", "--page-size N"]),
+    ("pm-venue", &["--log FILE", "--faults PROFILE", "--outage AT:SECS", "--clock SPEC"]),
+    ("soak-report", &["--archive ROOT", "--venue-log FILE", "--supervisor-log FILE", "--out FILE.md"]),
 ];
 
 /// The `USAGE` constant of `bin/<name>.rs`, as the program prints it (leading blank line trimmed).
@@ -209,6 +211,11 @@ fn one_exit_code_rule_for_every_tool() {
         table.push(("input is a directory", name, s(&[&p("a_dir")]), In::Empty, Out::Piped, 2));
     }
 
+    let sr = |log: &str| {
+        s(&["--archive", &p("root"), "--venue-log", log, "--supervisor-log", &p("empty.jsonl"), "--out", &p("r.md")])
+    };
+    table.push(("missing input file", "soak-report", sr(&p("no-such.jsonl")), In::Empty, Out::Piped, 2));
+    table.push(("input is a directory", "soak-report", sr(&p("a_dir")), In::Empty, Out::Piped, 2));
     let mut wrong = Vec::new();
     for (what, name, args, stdin, stdout, expected) in &table {
         let (code, _, err) = run_case(name, args, *stdin, *stdout, &dir.join("a_dir"));

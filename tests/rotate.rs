@@ -546,7 +546,7 @@ fn a_full_disk_stops_the_writer_cleanly_leaves_no_empty_or_temp_file_and_recover
         r#"
 A="$D/arch"; P="$A/{partial}"; mkdir -p "$(dirname "$P")"
 cp "$N/torn.partial" "$P"
-dd if=/dev/zero of="$D/filler" bs=1024 count=3072 2>/dev/null
+dd if=/dev/zero of="$D/filler" bs=1024 count=8192 2>/dev/null
 st() {{ "$MAN" status "$A" --json --min-free-mib 1 --now 2026-12-01T08:30:00Z > "$N/$1.json"; }}
 st status-before
 # 1. The writer meets ENOSPC: incompressible lines until the disk is full.
@@ -576,8 +576,10 @@ echo "tail_5000=$(find "$A" -name '*.unreadable-tail' -size 5000c | wc -l)"
 st status-after
 "#
     );
+    // The filler is half the disk: whatever the writer's torn tail (up to the rest of the disk) is, it
+    // fits beside its partial once the filler is gone.
     let out = with_tmpfs(
-        "8m",
+        "16m",
         &script,
         &[("N", &notes), ("ROT", &common::bin("jsonl-rotate")), ("MAN", &common::bin("manifest"))],
     );
@@ -594,7 +596,7 @@ st status-after
         doc["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect()
     };
     let disk_full = "disk_full".to_string();
-    // Before: 8 MiB with 3 MiB taken: not full.
+    // Before: 16 MiB with 8 MiB taken: not full.
     assert!(!reasons("status-before.json").contains(&disk_full), "{}", note("status-before.json"));
     // 1. jsonl-rotate on ENOSPC: exit 1 (not 2: a restart must follow), one clear line.
     assert_eq!(get("writer"), "1", "{text}\n{}", note("rot1.err"));

@@ -23,6 +23,8 @@ pub fn bin(name: &str) -> PathBuf {
         "pm-rebuild" => env!("CARGO_BIN_EXE_pm-rebuild"),
         "pm-trades" => env!("CARGO_BIN_EXE_pm-trades"),
         "pm-tradeset" => env!("CARGO_BIN_EXE_pm-tradeset"),
+        "pm-venue" => env!("CARGO_BIN_EXE_pm-venue"),
+        "soak-report" => env!("CARGO_BIN_EXE_soak-report"),
         other => panic!("unknown binary {other}"),
     };
     PathBuf::from(p)

@@ -28,7 +28,11 @@
 //!
 //! Faults (consumed first-come per path prefix): 429 with/without Retry-After, 425 "service not
 //! ready" (STAND-IN body), any status with a STAND-IN body, an HTML page with 200, truncated JSON, a slow reply, a connection closed without a
-//! reply, and a 200 `{"error":"Too Many Requests"}` (the Data-API behaviour of facts §5).
+//! reply, a 200 `{"error":"Too Many Requests"}` (the Data-API behaviour of facts §5), and a `/books`
+//! reply that silently omits one token's book (facts §4.2). [`Venue::outage`] closes every HTTP
+//! connection without a reply for a while. [`Venue::log_to`] streams the log as JSONL
+//! (`pm_archive::soak::VenueLine`, one line per reply) instead of keeping it in memory: the soak
+//! venue (`pm-venue`, which includes this file by path) reconciles the archive against it.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -84,6 +88,8 @@ pub enum Fault {
     /// 425 with a STAND-IN `{"error":"service not ready"}` (the status and message users reported
     /// around the 5m windows, py-clob-client#273; the wire body was not recorded).
     NotReady,
+    /// The normal reply minus its first book (`/books`: a token silently missing, facts §4.2).
+    OmitOne,
 }
 
 /// One request the venue answered (or dropped).
@@ -124,6 +130,10 @@ struct State {
     resolve_after: Option<Duration>,
     /// Slug prefixes of markets that stay open past their window.
     open_late: Vec<String>,
+    /// Every HTTP connection is closed without a reply until then.
+    down_until: Option<Instant>,
+    /// When set, the log is written here as JSONL and not kept in memory.
+    sink: Option<std::io::LineWriter<std::fs::File>>,
 }
 
 pub struct Venue {
@@ -140,8 +150,13 @@ impl Venue {
 
     /// Starts the venue on 127.0.0.1:`port` (0 = ephemeral).
     pub fn start_on(port: u16) -> Venue {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind 127.0.0.1");
-        let addr = listener.local_addr().unwrap();
+        Venue::try_start_on(port).expect("bind 127.0.0.1")
+    }
+
+    /// As [`Venue::start_on`], with the bind error.
+    pub fn try_start_on(port: u16) -> std::io::Result<Venue> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
             faults: Vec::new(),
             log: Vec::new(),
@@ -154,6 +169,8 @@ impl Venue {
             versions: Vec::new(),
             resolve_after: None,
             open_late: Vec::new(),
+            down_until: None,
+            sink: None,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (state.clone(), stop.clone());
@@ -168,7 +185,7 @@ impl Venue {
                 }
             }
         });
-        Venue { addr, state, stop }
+        Ok(Venue { addr, state, stop })
     }
 
     pub fn url(&self) -> String {
@@ -220,6 +237,26 @@ impl Venue {
     /// Derived markets whose slug starts with `slug_prefix` stay open past `endDate`.
     pub fn stay_open(&self, slug_prefix: &str) {
         self.state.lock().unwrap().open_late.push(slug_prefix.to_string());
+    }
+
+    /// Every HTTP connection is closed without a reply for this long from now (an outage).
+    pub fn outage(&self, d: Duration) {
+        self.state.lock().unwrap().down_until = Some(Instant::now() + d);
+    }
+
+    /// Streams the log to this file as JSONL (`pm_archive::soak::VenueLine`) instead of keeping it.
+    pub fn log_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        self.state.lock().unwrap().sink = Some(std::io::LineWriter::new(f));
+        Ok(())
+    }
+
+    /// Writes one line to the JSONL log (no-op without [`Venue::log_to`]).
+    pub fn note(&self, line: &pm_archive::soak::VenueLine) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(w) = s.sink.as_mut() {
+            let _ = writeln!(w, "{}", serde_json::to_string(line).unwrap());
+        }
     }
 
     pub fn log(&self) -> Vec<Served> {
@@ -320,6 +357,12 @@ fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
     let Some(req) = read_request(&mut reader) else { return };
     let fault = {
         let mut s = st.lock().unwrap();
+        if s.down_until.is_some_and(|t| Instant::now() < t) {
+            drop(s);
+            log(&st, &req, None, Vec::new(), Some("outage".into()));
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
         let pos = s.faults.iter().position(|(p, _)| req.path.starts_with(p.as_str()));
         pos.map(|i| s.faults.remove(i).1)
     };
@@ -328,7 +371,7 @@ fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
     }
     let (status, ctype, body, retry_after) = match &fault {
         Some(Fault::Reset) => {
-            log(&st, &req, None, Vec::new(), Some("reset".into()));
+            log(&st, &req, None, Vec::new(), Some("Reset".into()));
             let _ = stream.shutdown(std::net::Shutdown::Both);
             return;
         }
@@ -341,6 +384,14 @@ fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
         Some(Fault::Body(b)) => (200, "application/json", b.clone(), None),
         // STAND-IN body: only the status and the message "service not ready" were reported.
         Some(Fault::NotReady) => (425, "application/json", br#"{"error":"service not ready"}"#.to_vec(), None),
+        Some(Fault::OmitOne) => {
+            let (s, c, b) = route(&st, &req);
+            let mut items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_slice(&b).unwrap_or_default();
+            if !items.is_empty() {
+                items.remove(0);
+            }
+            (s, c, serde_json::to_vec(&items).unwrap(), None)
+        }
         Some(Fault::Truncated) => {
             let (s, c, b) = route(&st, &req);
             let cut = b.len() / 2;
@@ -371,6 +422,24 @@ fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
 fn log(st: &Arc<Mutex<State>>, req: &Req, status: Option<u16>, response: Vec<u8>, fault: Option<String>) {
     let mut s = st.lock().unwrap();
     let at = now_of(&s);
+    if let Some(w) = s.sink.as_mut() {
+        let line = pm_archive::soak::VenueLine {
+            schema: pm_archive::soak::VENUE_SCHEMA.into(),
+            kind: "served".into(),
+            at_utc: clock::fmt_micros(at),
+            real_utc: clock::fmt_micros(OffsetDateTime::now_utc()),
+            method: Some(req.method.clone()),
+            path: Some(req.path.clone()),
+            status,
+            bytes: status.map(|_| response.len() as u64),
+            fault,
+            hashes: book_hashes(&req.path, &response),
+            slug: req.path.strip_prefix("/markets/slug/").map(percent_decode),
+            detail: None,
+        };
+        let _ = writeln!(w, "{}", serde_json::to_string(&line).unwrap());
+        return;
+    }
     s.log.push(Served {
         at,
         method: req.method.clone(),
@@ -382,6 +451,19 @@ fn log(st: &Arc<Mutex<State>>, req: &Req, status: Option<u16>, response: Vec<u8>
         response,
         fault,
     });
+}
+
+/// The `hash` of every book in a `/book` or `/books` reply (none for anything else or a bad body).
+fn book_hashes(path: &str, body: &[u8]) -> Vec<String> {
+    if path != "/book" && path != "/books" {
+        return Vec::new();
+    }
+    let hash = |v: &Value| v.get("hash").and_then(Value::as_str).map(str::to_string);
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(items)) => items.iter().filter_map(hash).collect(),
+        Ok(v) => hash(&v).into_iter().collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 fn reason(s: u16) -> &'static str {

@@ -14,6 +14,9 @@
 //! [`WsServer::max_ids_per_frame`] is set — closes the connection right after a subscribe frame that
 //! names more asset ids than that (the venue does so for "a few thousand" ids:
 //! Polymarket/rs-clob-client-v2#116; the real limit is not published, the test picks one).
+//!
+//! [`WsServer::inject`] applies a [`WsFault`] to every open `Model` connection at once (the soak
+//! venue, `pm-venue`, schedules them): a freeze (no frame, no `PONG`, no close) or a server close.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,6 +84,7 @@ pub struct WsServer {
     /// Connections the server closed because a subscribe frame named too many ids.
     pub closed_too_big: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    fault: Arc<Mutex<(usize, Option<WsFault>)>>,
 }
 
 struct Shared {
@@ -89,9 +93,27 @@ struct Shared {
     got: Arc<Mutex<Vec<Got>>>,
     stop: Arc<AtomicBool>,
     closed_too_big: Arc<AtomicUsize>,
+    /// (generation, fault): a connection applies each new generation once.
+    fault: Arc<Mutex<(usize, Option<WsFault>)>>,
+}
+
+/// A fault applied to every open `Model` connection ([`WsServer::inject`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WsFault {
+    /// Silent for this long: nothing sent, nothing read (no `PONG`), no close; then the TCP
+    /// connection is dropped.
+    Freeze(Duration),
+    /// A close frame from the server.
+    Close,
 }
 
 impl WsServer {
+    /// Applies `f` to every `Model` connection open now (see [`WsFault`]).
+    pub fn inject(&self, f: WsFault) {
+        let mut g = self.fault.lock().unwrap();
+        *g = (g.0 + 1, Some(f));
+    }
+
     /// Connection k follows `scripts[k]` (the last script for any later connection).
     pub fn start(scripts: Vec<Script>) -> WsServer {
         WsServer::start_with(Behaviour::Scripts(scripts), None)
@@ -99,19 +121,30 @@ impl WsServer {
 
     /// Any behaviour; `max_ids_per_frame` makes the server close on a too-big subscribe frame.
     pub fn start_with(behaviour: Behaviour, max_ids_per_frame: Option<usize>) -> WsServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
+        WsServer::start_with_port(0, behaviour, max_ids_per_frame).expect("bind 127.0.0.1")
+    }
+
+    /// As [`WsServer::start_with`] on 127.0.0.1:`port` (0 = any free port).
+    pub fn start_with_port(
+        port: u16,
+        behaviour: Behaviour,
+        max_ids_per_frame: Option<usize>,
+    ) -> std::io::Result<WsServer> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let port = listener.local_addr()?.port();
         let got = Arc::new(Mutex::new(Vec::new()));
         let conns = Arc::new(AtomicUsize::new(0));
         let finished = Arc::new(AtomicUsize::new(0));
         let closed_too_big = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let fault = Arc::new(Mutex::new((0, None)));
         let shared = Arc::new(Shared {
             behaviour,
             max_ids_per_frame,
             got: got.clone(),
             stop: stop.clone(),
             closed_too_big: closed_too_big.clone(),
+            fault: fault.clone(),
         });
         let (c, f) = (conns.clone(), finished.clone());
         std::thread::spawn(move || {
@@ -128,7 +161,7 @@ impl WsServer {
                 });
             }
         });
-        WsServer { port, got, conns, finished, closed_too_big, stop }
+        Ok(WsServer { port, got, conns, finished, closed_too_big, stop, fault })
     }
 
     pub fn url(&self) -> String {
@@ -337,7 +370,28 @@ impl Conn<'_> {
         let mut m = Model::new(seed);
         let start = Instant::now();
         let mut sent = 0u64;
+        let mut seen = self.sh.fault.lock().unwrap().0;
         while !self.stopping() {
+            let (generation, fault) = *self.sh.fault.lock().unwrap();
+            if generation != seen {
+                seen = generation;
+                match fault {
+                    Some(WsFault::Close) => {
+                        let _ = self.ws.close(None);
+                        let _ = self.ws.flush();
+                        std::thread::sleep(Duration::from_millis(100));
+                        return;
+                    }
+                    Some(WsFault::Freeze(d)) => {
+                        let until = Instant::now() + d;
+                        while Instant::now() < until && !self.stopping() {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        return;
+                    }
+                    None => {}
+                }
+            }
             if !self.new_ids.is_empty() {
                 // Every (re)subscribe pushes a fresh `book` per asset, as one array frame.
                 let ids = std::mem::take(&mut self.new_ids);

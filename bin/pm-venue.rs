@@ -1,0 +1,251 @@
+const USAGE: &str = "
+pm-venue — the soak venue: a LOOPBACK Polymarket (Gamma, CLOB REST, websocket market channel) on
+127.0.0.1 with a fault schedule, logging every reply it serves (docs/SOAK.md).
+
+It is the loopback venue of the tests (tests/common/venue.rs and tests/common/ws.rs, included by
+path: one implementation): the REAL RECORDED responses of tests/fixtures/polymarket and records
+DERIVED from them — BTC up/down markets of every family (5m, 15m, 1h, 4h, daily) listed on the real
+cadence on its clock, books that change on every request, hashes recomputed with the venue's
+algorithm, `/books` replies in reverse order — and the modelled websocket market channel (initial
+dump as an array, same-timestamp bursts, book refreshes without tick size after trades). Nothing it
+serves is live data. It binds 127.0.0.1 only.
+
+Usage:
+    pm-venue [options]
+
+Prints two lines on stdout, then serves until SIGTERM/SIGINT or --duration:
+    http://127.0.0.1:<port>              (Gamma and CLOB REST base URL)
+    ws://127.0.0.1:<port>/ws/market      (websocket market channel)
+
+Options:
+    --port N              HTTP port (0 = any free port). [default: 0]
+    --ws-port N           Websocket port (0 = any free port). [default: 0]
+    --log FILE            Append one JSONL line (schema pmarchive.soak_venue/1) per reply served,
+                          fault injected and outage start/end. Required.
+    --clock SPEC          Run the venue on a simulated clock, <RFC 3339 start>[x<rate>] (the meaning
+                          of PMARCHIVE_CLOCK; the chain must run the same clock).
+    --clock-file FILE     Write '<real unix secs> <venue unix secs> <rate>' of the clock's start, so
+                          that a supervisor can start the chain on the same clock at any later time.
+    --faults PROFILE      none | soak. soak: every --fault-every seconds the next fault of this
+                          cycle is injected: 429 burst (3) with Retry-After: 2, 429 burst (3)
+                          without Retry-After, 425, 503, 500 on Gamma, a reply slower than the
+                          chain's timeout (7 s), a reset connection, an HTML page, a truncated body,
+                          a /books reply that silently omits one token, a websocket freeze without
+                          close (--ws-freeze-secs), a server close of every websocket. [default: none]
+    --fault-every SECS    Real seconds between two scheduled faults. [default: 30]
+    --outage AT:SECS      From AT real seconds after start, close every HTTP connection without a
+                          reply for SECS seconds. Repeatable.
+    --ws-freeze-secs S    Length of a websocket freeze. [default: 75]
+    --ws-events-per-sec R Websocket events per connection and second. [default: 5]
+    --book-gone-after S   Seconds after its window end that a token still has a book. [default: 120]
+    --resolve-after S     Markets resolve (closed, outcome prices 1/0, umaResolutionStatus resolved)
+                          this many seconds (venue clock) after their window. [default: never: closed
+                          one minute after the window, outcome prices unchanged]
+    --duration SECS       Stop after this many seconds.
+    -h, --help            Show this help.
+    -V, --version         Show the version.
+
+Not built yet: the Data API trade feed. The loopback Data API (tests/common/dataapi.rs) reached
+main after this tool was written; until pm-venue serves it, pipelines/soak.sh runs loopback soaks
+with the trades lane off.
+
+Exit status: 0 stopped by a signal or --duration; 2 bad arguments, a port or the log that cannot be
+opened.
+";
+
+#[path = "../tests/common/venue.rs"]
+mod venue;
+#[path = "../tests/common/ws.rs"]
+mod ws;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pm_archive::cli::{self, ExitCode};
+use pm_archive::soak::{VenueLine, VENUE_SCHEMA};
+use pm_archive::{clock, signal};
+use time::OffsetDateTime;
+
+use venue::{Fault, Venue};
+use ws::{Behaviour, WsFault, WsServer};
+
+fn main() {
+    cli::main("pm-venue", run)
+}
+
+/// One scheduled fault: where it goes and what it is.
+enum Injection {
+    Http(&'static str, Vec<Fault>),
+    Ws(WsFault),
+}
+
+/// The `soak` profile's cycle, in order.
+fn soak_cycle(freeze: Duration) -> Vec<Injection> {
+    use Injection::{Http, Ws};
+    let too_many = |ra: Option<&str>| Fault::TooMany { retry_after: ra.map(str::to_string) };
+    vec![
+        Http("/books", vec![too_many(Some("2")), too_many(Some("2")), too_many(Some("2"))]),
+        Http("/books", vec![too_many(None), too_many(None), too_many(None)]),
+        Http("/books", vec![Fault::NotReady]),
+        Http("/books", vec![Fault::Status(503)]),
+        Http("/markets/slug/", vec![Fault::Status(500)]),
+        Http("/books", vec![Fault::Slow(Duration::from_secs(7))]),
+        Http("/books", vec![Fault::Reset]),
+        Http("/books", vec![Fault::Html]),
+        Http("/books", vec![Fault::Truncated]),
+        Http("/books", vec![Fault::OmitOne]),
+        Ws(WsFault::Freeze(freeze)),
+        Ws(WsFault::Close),
+    ]
+}
+
+fn line(v: &Venue, kind: &str, fault: String, detail: &str) -> VenueLine {
+    VenueLine {
+        schema: VENUE_SCHEMA.into(),
+        kind: kind.into(),
+        at_utc: clock::fmt_micros(v.now()),
+        real_utc: clock::fmt_micros(OffsetDateTime::now_utc()),
+        fault: Some(fault),
+        detail: Some(detail.into()),
+        ..VenueLine::default()
+    }
+}
+
+fn run() -> cli::Result<ExitCode> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let (mut port, mut ws_port) = (0u16, 0u16);
+    let mut log: Option<PathBuf> = None;
+    let mut clock_spec: Option<String> = None;
+    let mut clock_file: Option<PathBuf> = None;
+    let mut profile = String::from("none");
+    let mut every = Duration::from_secs(30);
+    let mut outages: Vec<(f64, f64)> = Vec::new();
+    let mut freeze = Duration::from_secs(75);
+    let mut eps: f64 = 5.0;
+    let mut gone = Duration::from_secs(120);
+    let mut duration: Option<Duration> = None;
+    let mut resolve_after = Duration::ZERO;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("port") => port = cli::value(&mut p, "--port")?,
+            Long("ws-port") => ws_port = cli::value(&mut p, "--ws-port")?,
+            Long("log") => log = Some(PathBuf::from(p.value()?)),
+            Long("clock") => clock_spec = Some(cli::value(&mut p, "--clock")?),
+            Long("clock-file") => clock_file = Some(PathBuf::from(p.value()?)),
+            Long("faults") => profile = cli::value(&mut p, "--faults")?,
+            Long("fault-every") => every = cli::seconds(&mut p, "--fault-every")?,
+            Long("outage") => {
+                let s: String = cli::value(&mut p, "--outage")?;
+                let parsed =
+                    s.split_once(':').and_then(|(a, b)| Some((a.parse::<f64>().ok()?, b.parse::<f64>().ok()?)));
+                match parsed {
+                    Some((a, b)) if a >= 0.0 && b > 0.0 && a.is_finite() && b.is_finite() => outages.push((a, b)),
+                    _ => return cli::usage(format!("--outage: expected AT:SECS (seconds >= 0, > 0), got '{s}'")),
+                }
+            }
+            Long("ws-freeze-secs") => freeze = cli::seconds(&mut p, "--ws-freeze-secs")?,
+            Long("ws-events-per-sec") => eps = cli::value(&mut p, "--ws-events-per-sec")?,
+            Long("book-gone-after") => gone = cli::seconds(&mut p, "--book-gone-after")?,
+            Long("resolve-after") => resolve_after = cli::seconds(&mut p, "--resolve-after")?,
+            Long("duration") => duration = Some(cli::seconds(&mut p, "--duration")?),
+            Short('h') | Long("help") => return cli::help(USAGE),
+            Short('V') | Long("version") => return cli::version("pm-venue"),
+            other => return cli::unexpected(other),
+        }
+    }
+    let Some(log) = log else { return cli::usage("--log FILE is required") };
+    if profile != "none" && profile != "soak" {
+        return cli::usage(format!("--faults: expected none or soak, got '{profile}'"));
+    }
+    if every.is_zero() {
+        return cli::usage("--fault-every: must be > 0");
+    }
+    if !(eps.is_finite() && eps > 0.0 && eps <= 10_000.0) {
+        return cli::usage("--ws-events-per-sec: must be > 0 and <= 10000");
+    }
+    let sim = match &clock_spec {
+        None => None,
+        Some(s) => {
+            let (start, rate) = match s.rsplit_once('x') {
+                Some((a, r)) if r.parse::<f64>().is_ok() => (a, r.parse::<f64>().unwrap()),
+                _ => (s.as_str(), 1.0),
+            };
+            match clock::parse_rfc3339(start) {
+                Some(t) if rate.is_finite() && rate > 0.0 => Some((t, rate)),
+                _ => return cli::usage(format!("--clock: expected <RFC 3339>[x<rate>], got '{s}'")),
+            }
+        }
+    };
+
+    signal::install();
+    let v = Venue::try_start_on(port)
+        .map_err(|e| cli::Error::Usage(format!("--port: cannot bind 127.0.0.1:{port}: {e}")))?;
+    v.set_book_gone_after(gone);
+    if !resolve_after.is_zero() {
+        v.resolve_after(resolve_after);
+    }
+    v.log_to(&log).map_err(|e| cli::Error::Usage(format!("--log: {}: {e}", log.display())))?;
+    let w = WsServer::start_with_port(ws_port, Behaviour::Model { events_per_sec: eps, seed: 16 }, None)
+        .map_err(|e| cli::Error::Usage(format!("--ws-port: cannot bind 127.0.0.1:{ws_port}: {e}")))?;
+    if let Some((start, rate)) = sim {
+        let real = OffsetDateTime::now_utc();
+        v.simulate_clock(start, rate);
+        if let Some(f) = &clock_file {
+            let text = format!(
+                "{:.6} {:.6} {rate}\n",
+                real.unix_timestamp_nanos() as f64 / 1e9,
+                start.unix_timestamp_nanos() as f64 / 1e9
+            );
+            std::fs::write(f, text).map_err(|e| cli::Error::Usage(format!("--clock-file: {}: {e}", f.display())))?;
+        }
+    }
+    cli::print(&format!("{}\n{}\n", v.url(), w.url()))?;
+    v.note(&line(&v, "start", format!("profile={profile}"), &format!("{} {}", v.url(), w.url())));
+
+    let cycle = if profile == "soak" { soak_cycle(freeze) } else { Vec::new() };
+    let t0 = Instant::now();
+    let mut next_fault = every;
+    let mut k = 0usize;
+    // (start, end, started, ended) per outage.
+    let mut outs: Vec<(Duration, Duration, bool, bool)> = outages
+        .iter()
+        .map(|&(a, d)| (Duration::from_secs_f64(a), Duration::from_secs_f64(a + d), false, false))
+        .collect();
+    loop {
+        if signal::stop_requested() || duration.is_some_and(|d| t0.elapsed() >= d) {
+            break;
+        }
+        let now = t0.elapsed();
+        for o in outs.iter_mut() {
+            if !o.2 && now >= o.0 {
+                o.2 = true;
+                v.outage(o.1 - o.0);
+                v.note(&line(&v, "outage", "outage".into(), &format!("start {:.0} s", (o.1 - o.0).as_secs_f64())));
+            }
+            if o.2 && !o.3 && now >= o.1 {
+                o.3 = true;
+                v.note(&line(&v, "outage", "outage".into(), "end"));
+            }
+        }
+        if !cycle.is_empty() && now >= next_fault {
+            next_fault += every;
+            match &cycle[k % cycle.len()] {
+                Injection::Http(path, faults) => {
+                    for f in faults {
+                        v.fault(path, f.clone());
+                        v.note(&line(&v, "fault", format!("{f:?}"), path));
+                    }
+                }
+                Injection::Ws(f) => {
+                    w.inject(*f);
+                    v.note(&line(&v, "fault", format!("ws_{f:?}"), "ws"));
+                }
+            }
+            k += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    v.note(&line(&v, "stop", "stop".into(), ""));
+    Ok(ExitCode::Success)
+}

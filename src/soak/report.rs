@@ -1,0 +1,1072 @@
+//! The soak report as one typed value: [`build`] reads the archive (raw files, run manifests, upload
+//! manifest), the venue's log, the supervisor's log and the outputs of the data-quality checks, and
+//! computes every metric of docs/SOAK.md; [`super::render`] writes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::{SupervisorLine, VenueLine};
+use crate::{clock, jsonl};
+
+/// Where the inputs are.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    pub archive: PathBuf,
+    pub venue_log: PathBuf,
+    pub supervisor_log: PathBuf,
+    /// Directory of check outputs written by pipelines/soak.sh (`<name>.out` + `<name>.rc`).
+    pub checks_dir: Option<PathBuf>,
+    /// The chain's --flush-secs (lines accepted less than this before a SIGKILL may be lost).
+    pub flush_secs: f64,
+    /// pm-books' --interval (seconds per slot).
+    pub interval_secs: f64,
+    /// The chain's tracking lead and grace (seconds), for the window coverage.
+    pub lead_secs: f64,
+    pub grace_secs: f64,
+    /// Families the chain collected (for the window coverage).
+    pub families: Vec<String>,
+    /// The run's label (e.g. "LOOPBACK soak").
+    pub label: String,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub label: String,
+    pub soak_start_utc: String,
+    pub soak_end_utc: String,
+    pub soak_secs: f64,
+    /// `soak_start`'s detail: the mode line soak.sh wrote.
+    pub mode: String,
+    /// Venue clock rate (1 = real time).
+    pub rate: f64,
+    pub uptime: Uptime,
+    pub kills: Vec<Event>,
+    pub disk_full: Vec<(String, String)>,
+    pub clock_steps: Vec<Event>,
+    pub outages: Vec<(String, String)>,
+    pub offloads: Vec<Event>,
+    pub markets: BTreeMap<String, FamilyTrack>,
+    pub snapshots: u64,
+    pub slots: Slots,
+    pub minutes: Vec<Minute>,
+    /// endpoint → status ("none" = no reply) → lines.
+    pub http: BTreeMap<String, BTreeMap<String, u64>>,
+    pub gaps: BTreeMap<String, u64>,
+    pub ws: BTreeMap<String, u64>,
+    pub files: Files,
+    pub uploads: Uploads,
+    pub disk_bytes: u64,
+    pub checks: Vec<Check>,
+    pub reconcile: Reconcile,
+    pub faults: Vec<FaultSeen>,
+    pub latency: Latency,
+    pub windows: Windows,
+    pub gate: Vec<Gate>,
+    /// Notes of the person who ran the soak (`soak-report --note`): shortfalls and why.
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Event {
+    pub at_utc: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Uptime {
+    pub chain_up_secs: f64,
+    pub pct: f64,
+    pub chain_starts: u64,
+    /// Exit status → count.
+    pub exits: BTreeMap<String, u64>,
+    /// Seconds between a chain exit and the next start.
+    pub restart_waits: Vec<f64>,
+    /// The supervisor refused to restart (exit 2, as RestartPreventExitStatus=2).
+    pub no_restart: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FamilyTrack {
+    pub started: u64,
+    /// Stop reason → count.
+    pub stops: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Slots {
+    pub scheduled: u64,
+    pub captured: u64,
+    /// Scheduled slots inside an outage or a kill window (kill → next chain start + lead).
+    pub excluded: u64,
+    /// Of the others, slots whose failure is the reply of an injected fault (429, 5xx, reset, …).
+    pub hit_by_fault: u64,
+    /// Seconds the chain was not running (between runs), as slots at --interval.
+    pub down_slots: u64,
+    pub missed_interval_estimate: u64,
+    pub pct_outside_outage_kill: f64,
+    pub pct_outside_outage_kill_fault: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Minute {
+    /// Unix minute (chain clock).
+    pub minute: i64,
+    pub scheduled: u64,
+    pub captured: u64,
+    pub gaps: BTreeMap<String, u64>,
+    pub faults: u64,
+    pub kills: u64,
+    pub outage: bool,
+    pub chain_down: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Files {
+    pub sealed: u64,
+    pub sealed_bytes: u64,
+    pub uncompressed_bytes: u64,
+    pub ratio: f64,
+    pub partials: u64,
+    pub unreadable_tails: u64,
+    pub recovered: u64,
+    /// Sealed files that do not decode to the end.
+    pub corrupt: Vec<String>,
+    /// Sealed files no run manifest lists.
+    pub unlisted: Vec<String>,
+    /// Lines in sealed files; lines the manifests say were sealed.
+    pub lines: u64,
+    pub manifest_lines: u64,
+    pub per_stream: BTreeMap<String, (u64, u64)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Uploads {
+    pub records: u64,
+    pub verified: u64,
+    pub not_verified: u64,
+    pub sealed_not_uploaded: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub rc: Option<i64>,
+    pub summary: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Reconcile {
+    pub served_replies: u64,
+    pub served_books: u64,
+    pub archived_books: u64,
+    pub matched: u64,
+    /// Explanation → books served but not archived.
+    pub missing: BTreeMap<String, u64>,
+    /// Books archived that the venue log does not show as served.
+    pub not_served: u64,
+    pub gamma_served: u64,
+    pub gamma_archived: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FaultSeen {
+    pub at_utc: String,
+    pub fault: String,
+    pub target: String,
+    pub visible: bool,
+    pub evidence: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Latency {
+    pub n: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// (upper bound ms, count), last bound = +inf.
+    pub histogram: Vec<(f64, u64)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Windows {
+    /// Virtual span the coverage is judged on (first chain start + lead … soak end − grace).
+    pub from_utc: String,
+    pub to_utc: String,
+    /// family → (expected windows, tracked from lead to grace, resolved seen in Gamma replies).
+    pub per_family: BTreeMap<String, (u64, u64, u64)>,
+    /// Slugs expected but not tracked end to end, with what was seen.
+    pub missed: Vec<String>,
+    /// Windows whose lead…grace span overlaps a kill window, an outage, a full disk or chain-down
+    /// time (judged separately: an injected fault interrupted them).
+    pub interrupted: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Gate {
+    pub name: String,
+    pub value: String,
+    pub pass: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The fields of an archived line the report needs.
+#[derive(Debug, Default, Deserialize)]
+struct ArchLine {
+    kind: Option<String>,
+    endpoint: Option<String>,
+    collected_at_utc: Option<String>,
+    status: Option<u64>,
+    error: Option<String>,
+    body_error: Option<String>,
+    body_kind: Option<String>,
+    ctx: Option<Value>,
+    body: Option<Box<RawValue>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct BookLite {
+    hash: Option<String>,
+    timestamp: Option<String>,
+}
+
+/// The books of a `/books` (array) or `/book` (object) reply body; none when it is neither.
+fn books_of(body: &RawValue) -> Vec<BookLite> {
+    serde_json::from_str::<Vec<BookLite>>(body.get())
+        .or_else(|_| serde_json::from_str::<BookLite>(body.get()).map(|b| vec![b]))
+        .unwrap_or_default()
+}
+
+fn parse_t(s: &str) -> Option<f64> {
+    clock::parse_rfc3339(s).map(|t| t.unix_timestamp_nanos() as f64 / 1e9)
+}
+
+fn fmt_t(secs: f64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128).map(clock::fmt_secs).unwrap_or_default()
+}
+
+fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<(Vec<T>, u64)> {
+    let mut r = jsonl::open_lines(path)?;
+    let (mut out, mut bad) = (Vec::new(), 0);
+    while let Some(l) = r.next_line() {
+        match l? {
+            Ok(b) if b.iter().all(u8::is_ascii_whitespace) => {}
+            Ok(b) => match serde_json::from_slice::<T>(&b) {
+                Ok(v) => out.push(v),
+                Err(_) => bad += 1,
+            },
+            Err(_) => bad += 1,
+        }
+    }
+    Ok((out, bad))
+}
+
+fn in_any(t: f64, spans: &[(f64, f64)]) -> bool {
+    spans.iter().any(|&(a, b)| t >= a && t <= b)
+}
+
+/// Builds the report. Errors only when an input cannot be read at all.
+pub fn build(inp: &Inputs) -> std::io::Result<Report> {
+    let (sup, _) = read_jsonl::<SupervisorLine>(&inp.supervisor_log)?;
+    let (ven, _) = read_jsonl::<VenueLine>(&inp.venue_log)?;
+    let mut r = Report { label: inp.label.clone(), notes: inp.notes.clone(), rate: 1.0, ..Report::default() };
+
+    // --- supervisor: uptime, restarts, kills, disk fill, clock steps, offloads
+    let t = |l: &SupervisorLine| parse_t(&l.at_utc).unwrap_or(0.0);
+    let start = sup.iter().find(|l| l.event == "soak_start").map(t).unwrap_or(0.0);
+    let end = sup.iter().rev().find(|l| l.event == "soak_end").map(t).or_else(|| sup.last().map(t)).unwrap_or(start);
+    r.soak_start_utc = fmt_t(start);
+    r.soak_end_utc = fmt_t(end);
+    r.soak_secs = end - start;
+    r.mode = sup.iter().find(|l| l.event == "soak_start").and_then(|l| l.detail.clone()).unwrap_or_default();
+    let mut up_spans: Vec<(f64, f64)> = Vec::new();
+    let mut open: Option<f64> = None;
+    let mut last_exit: Option<f64> = None;
+    let mut disk_open: Option<f64> = None;
+    let mut kill_spans: Vec<(f64, f64)> = Vec::new();
+    let mut disk_spans: Vec<(f64, f64)> = Vec::new();
+    let mut kills_real: Vec<(f64, String)> = Vec::new();
+    for l in &sup {
+        let at = t(l);
+        let ev = || Event { at_utc: fmt_t(at), detail: l.detail.clone().unwrap_or_default() };
+        match l.event.as_str() {
+            "chain_start" => {
+                r.uptime.chain_starts += 1;
+                if let Some(e) = last_exit.take() {
+                    r.uptime.restart_waits.push(at - e);
+                }
+                for k in kill_spans.iter_mut().filter(|k| k.1.is_nan()) {
+                    k.1 = at + inp.lead_secs.min(60.0) + 5.0;
+                }
+                open = Some(at);
+            }
+            "chain_exit" => {
+                *r.uptime.exits.entry(l.rc.map(|c| c.to_string()).unwrap_or("?".into())).or_default() += 1;
+                if let Some(s) = open.take() {
+                    up_spans.push((s, at));
+                }
+                last_exit = Some(at);
+            }
+            "no_restart" => r.uptime.no_restart += 1,
+            "kill" => {
+                r.kills.push(ev());
+                kills_real.push((at, l.detail.clone().unwrap_or_default()));
+                kill_spans.push((at, f64::NAN));
+            }
+            "disk_full_start" => disk_open = Some(at),
+            "disk_full_end" => {
+                if let Some(s) = disk_open.take() {
+                    disk_spans.push((s, at));
+                    r.disk_full.push((fmt_t(s), fmt_t(at)));
+                }
+            }
+            "clock_step" => r.clock_steps.push(ev()),
+            "offload" => r.offloads.push(Event {
+                at_utc: fmt_t(at),
+                detail: format!("exit {}", l.rc.map(|c| c.to_string()).unwrap_or("?".into())),
+            }),
+            _ => {}
+        }
+    }
+    if let Some(s) = open {
+        up_spans.push((s, end));
+    }
+    for k in kill_spans.iter_mut().filter(|k| k.1.is_nan()) {
+        k.1 = end;
+    }
+    r.uptime.chain_up_secs = up_spans.iter().map(|(a, b)| b - a).sum();
+    r.uptime.pct = if r.soak_secs > 0.0 { 100.0 * r.uptime.chain_up_secs / r.soak_secs } else { 0.0 };
+
+    // --- venue: clock offset (venue clock − real), outages, faults, served books
+    let vt = |l: &VenueLine| parse_t(&l.at_utc).unwrap_or(0.0);
+    let vr = |l: &VenueLine| parse_t(&l.real_utc).unwrap_or(0.0);
+    if let Some(detail) = ven.iter().find(|l| l.kind == "start").and_then(|l| l.fault.clone()) {
+        let _ = detail;
+    }
+    // The venue clock's rate, from its first and last lines.
+    if let (Some(a), Some(b)) = (ven.first(), ven.last()) {
+        let (dr, dv) = (vr(b) - vr(a), vt(b) - vt(a));
+        if dr > 1.0 {
+            r.rate = (dv / dr * 10.0).round() / 10.0;
+        }
+    }
+    let mut outage_real: Vec<(f64, f64)> = Vec::new();
+    let mut outage_venue: Vec<(f64, f64)> = Vec::new();
+    let mut o_open: Option<(f64, f64)> = None;
+    for l in ven.iter().filter(|l| l.kind == "outage") {
+        if l.detail.as_deref() == Some("end") {
+            if let Some((sr, sv)) = o_open.take() {
+                outage_real.push((sr, vr(l)));
+                outage_venue.push((sv, vt(l)));
+                r.outages.push((fmt_t(sr), fmt_t(vr(l))));
+            }
+        } else {
+            o_open = Some((vr(l), vt(l)));
+        }
+    }
+    if let Some((sr, sv)) = o_open {
+        outage_real.push((sr, end));
+        outage_venue.push((sv, f64::MAX));
+        r.outages.push((fmt_t(sr), "(end of soak)".into()));
+    }
+    // Real → chain clock: the chain runs the venue's clock (same start and rate).
+    let venue_of_real = |x: f64| -> f64 {
+        match (ven.first(), ven.last()) {
+            (Some(a), Some(_)) => vt(a) + (x - vr(a)) * r.rate,
+            _ => x,
+        }
+    };
+    let kill_v: Vec<(f64, f64)> = kill_spans.iter().map(|&(a, b)| (venue_of_real(a), venue_of_real(b))).collect();
+    let down_v: Vec<(f64, f64)> = {
+        let mut v = Vec::new();
+        let mut prev = start;
+        for &(a, b) in &up_spans {
+            if a > prev {
+                v.push((venue_of_real(prev), venue_of_real(a)));
+            }
+            prev = b;
+        }
+        if end > prev {
+            v.push((venue_of_real(prev), venue_of_real(end)));
+        }
+        v
+    };
+    let disk_v: Vec<(f64, f64)> = disk_spans.iter().map(|&(a, b)| (venue_of_real(a), venue_of_real(b))).collect();
+
+    let mut served_hash: BTreeMap<String, f64> = BTreeMap::new();
+    let mut fault_replies: Vec<(f64, String, String, Option<u16>)> = Vec::new();
+    for l in ven.iter().filter(|l| l.kind == "served") {
+        r.reconcile.served_replies += 1;
+        if l.slug.is_some() && l.status.is_some() {
+            r.reconcile.gamma_served += 1;
+        }
+        if l.status == Some(200) && l.fault.is_none() || l.fault.as_deref() == Some("OmitOne") {
+            for h in &l.hashes {
+                served_hash.insert(h.clone(), vr(l));
+            }
+        }
+        if let Some(f) = &l.fault {
+            fault_replies.push((vt(l), f.clone(), l.path.clone().unwrap_or_default(), l.status));
+        }
+    }
+    r.reconcile.served_books = served_hash.len() as u64;
+
+    // --- archive: walk, read every file
+    // The manifests and the upload log are read here as plain JSON, by their documented fields
+    // (docs/DATA_CONTRACT.md): the report only needs paths, line counts and verified flags.
+    std::fs::read_dir(&inp.archive)?;
+    let mut files = Vec::new();
+    walk(&inp.archive, "", &mut files);
+    files.sort();
+    let mut listed: BTreeMap<String, Value> = BTreeMap::new();
+    let mdir = inp.archive.join("manifests");
+    for e in std::fs::read_dir(&mdir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("run-") && name.ends_with(".json")) {
+            continue;
+        }
+        let Ok(doc) = std::fs::read(e.path()).map(|b| serde_json::from_slice::<Value>(&b).unwrap_or_default()) else {
+            continue;
+        };
+        for s in doc["streams"].as_object().into_iter().flat_map(|m| m.values()) {
+            for f in s["files"].as_array().into_iter().flatten() {
+                if let Some(p) = f["path"].as_str() {
+                    listed.insert(p.to_string(), f.clone());
+                }
+            }
+        }
+    }
+    r.files.manifest_lines = listed.values().filter_map(|f| f.get("lines_read").and_then(Value::as_u64)).sum();
+    r.files.recovered =
+        listed.values().filter(|f| f.get("recovered").and_then(Value::as_bool) == Some(true)).count() as u64;
+    let uploads: Vec<Value> = match read_jsonl::<Value>(&mdir.join("uploads.jsonl")) {
+        Ok((v, _)) => v.into_iter().filter(|u| u["record"] == "upload" && u["dry_run"] != true).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let verified: BTreeSet<String> = uploads
+        .iter()
+        .filter(|v| v.get("verified").and_then(Value::as_bool) == Some(true))
+        .filter_map(|v| v.get("local_path").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    r.uploads.records = uploads.len() as u64;
+    r.uploads.verified = verified.len() as u64;
+    r.uploads.not_verified =
+        uploads.iter().filter(|v| v.get("verified").and_then(Value::as_bool) != Some(true)).count() as u64;
+
+    let mut archived_hash: BTreeSet<String> = BTreeSet::new();
+    let mut slot_state: BTreeMap<(String, u64), (f64, bool, bool)> = BTreeMap::new();
+    // pm-books' gap lines by (run, slot): `backoff`, `failed_request`, `missed_slots`, ….
+    let mut slot_gap: BTreeMap<(String, u64), String> = BTreeMap::new();
+    let mut run_slots: BTreeMap<String, (u64, u64, f64, f64)> = BTreeMap::new();
+    let mut minutes: BTreeMap<i64, Minute> = BTreeMap::new();
+    let mut lat: Vec<f64> = Vec::new();
+    // (chain time, endpoint, status, error-ish, gap kind)
+    let mut evidence: Vec<(f64, String, Option<u64>, bool, Option<String>, Option<String>)> = Vec::new();
+    let mut track: BTreeMap<String, (String, Option<f64>, Option<String>)> = BTreeMap::new();
+    let mut resolved: BTreeSet<String> = BTreeSet::new();
+    for (rel, abs, bytes) in &files {
+        let name = rel.rsplit('/').next().unwrap_or("");
+        if name.ends_with(".partial") {
+            r.files.partials += 1;
+            continue;
+        } else if name.contains(".unreadable-tail") {
+            r.files.unreadable_tails += 1;
+            continue;
+        } else if !name.ends_with(".jsonl.gz") {
+            continue;
+        }
+        let f = ArchFile { rel: rel.clone(), abs: abs.clone(), bytes: *bytes };
+        r.files.sealed += 1;
+        r.files.sealed_bytes += f.bytes;
+        if !listed.contains_key(&f.rel) {
+            r.files.unlisted.push(f.rel.clone());
+        }
+        if !verified.contains(&f.rel) {
+            r.uploads.sealed_not_uploaded.push(f.rel.clone());
+        }
+        let stream = f.rel.split('/').find_map(|c| c.strip_prefix("stream=")).unwrap_or_default().to_string();
+        // Uncompressed size: decode the whole file.
+        let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(&f.abs)?));
+        let mut sink = [0u8; 64 * 1024];
+        let mut n = 0u64;
+        loop {
+            match dec.read(&mut sink) {
+                Ok(0) => break,
+                Ok(k) => n += k as u64,
+                Err(e) => {
+                    r.files.corrupt.push(format!("{}: {e}", f.rel));
+                    break;
+                }
+            }
+        }
+        r.files.uncompressed_bytes += n;
+        let mut rd = jsonl::open_lines(&f.abs)?;
+        let mut lines = 0u64;
+        while let Some(l) = rd.next_line() {
+            let Ok(Ok(b)) = l else { break };
+            lines += 1;
+            let Ok(a) = serde_json::from_slice::<ArchLine>(&b) else { continue };
+            let at = a.collected_at_utc.as_deref().and_then(parse_t).unwrap_or(0.0);
+            let ctx = a.ctx.as_ref();
+            let cs = |k: &str| ctx.and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_string);
+            // Books in any stream (pm-stream archives its REST books in ws_market).
+            if a.kind.as_deref() == Some("http") && stream != "books" && a.status == Some(200) {
+                if let (Some(body), Some("books" | "book")) = (&a.body, a.endpoint.as_deref()) {
+                    let books = books_of(body);
+                    archived_hash.extend(books.into_iter().filter_map(|b| b.hash));
+                }
+            }
+            match (a.kind.as_deref(), stream.as_str()) {
+                (Some("http"), "books") => {
+                    let mut books: Vec<BookLite> = Vec::new();
+                    if a.status == Some(200) {
+                        if let Some(body) = &a.body {
+                            books = books_of(body);
+                        }
+                    }
+                    for b in &books {
+                        if let Some(h) = &b.hash {
+                            archived_hash.insert(h.clone());
+                        }
+                        if let Some(ts) = b.timestamp.as_deref().and_then(|s| s.parse::<f64>().ok()) {
+                            lat.push(at * 1000.0 - ts);
+                        }
+                    }
+                    r.snapshots += books.len() as u64;
+                    let slot = ctx.and_then(|c| c.get("slot")).and_then(Value::as_u64);
+                    let due = cs("due_at_utc").as_deref().and_then(parse_t).unwrap_or(at);
+                    if let Some(k) = slot {
+                        let run = run_of(&f.rel);
+                        let e = slot_state.entry((run.clone(), k)).or_insert((due, false, false));
+                        if !books.is_empty() {
+                            e.1 = true;
+                        } else {
+                            e.2 = true;
+                        }
+                        let rs = run_slots.entry(run).or_insert((k, k, due, due));
+                        if k < rs.0 {
+                            rs.0 = k;
+                            rs.2 = due;
+                        }
+                        if k > rs.1 {
+                            rs.1 = k;
+                            rs.3 = due;
+                        }
+                    }
+                    let key = a.status.map(|s| s.to_string()).unwrap_or("none".into());
+                    *r.http.entry(a.endpoint.clone().unwrap_or_default()).or_default().entry(key).or_default() += 1;
+                    let errish = a.error.is_some() || a.body_error.is_some() || a.body_kind.as_deref() != Some("json");
+                    evidence.push((at, "books".into(), a.status, errish, None, a.body_kind.clone()));
+                }
+                (Some("http"), _) => {
+                    let key = a.status.map(|s| s.to_string()).unwrap_or("none".into());
+                    *r.http.entry(a.endpoint.clone().unwrap_or_default()).or_default().entry(key).or_default() += 1;
+                    if a.endpoint.as_deref() == Some("gamma") && a.status.is_some() {
+                        r.reconcile.gamma_archived += 1;
+                    }
+                    if let Some(body) = &a.body {
+                        if body.get().contains("\"umaResolutionStatus\":\"resolved\"") {
+                            if let Ok(v) = serde_json::from_str::<Value>(body.get()) {
+                                if let Some(s) = v.get("slug").and_then(Value::as_str) {
+                                    resolved.insert(s.to_string());
+                                }
+                            }
+                        }
+                    }
+                    let errish = a.error.is_some() || a.body_error.is_some() || a.body_kind.as_deref() != Some("json");
+                    evidence.push((at, a.endpoint.clone().unwrap_or_default(), a.status, errish, None, a.body_kind));
+                }
+                (Some("gap"), _) => {
+                    let g = cs("gap").unwrap_or_default();
+                    let count = ctx.and_then(|c| c.get("count")).and_then(Value::as_u64).unwrap_or(1);
+                    *r.gaps.entry(format!("{stream}/{g}")).or_default() += if g == "missed_slots" { count } else { 1 };
+                    let due = cs("due_at_utc").as_deref().and_then(parse_t).unwrap_or(at);
+                    *minutes.entry((due / 60.0).floor() as i64).or_default().gaps.entry(g.clone()).or_default() += 1;
+                    if stream == "books" {
+                        let u = |k: &str| ctx.and_then(|c| c.get(k)).and_then(Value::as_u64);
+                        let run = run_of(&f.rel);
+                        match (g.as_str(), u("from_slot"), u("to_slot"), u("slot")) {
+                            ("missed_slots", Some(a), Some(b), _) => {
+                                for k in a..=b.min(a + 100_000) {
+                                    slot_gap.insert((run.clone(), k), g.clone());
+                                }
+                            }
+                            (_, _, _, Some(k)) => {
+                                slot_gap.insert((run, k), g.clone());
+                            }
+                            _ => {}
+                        }
+                    }
+                    evidence.push((at, stream.clone(), None, true, Some(g), None));
+                }
+                (Some("track"), "books") => {
+                    let slug = cs("slug").unwrap_or_default();
+                    let fam = cs("family").unwrap_or_else(|| "?".into());
+                    let action = cs("action").unwrap_or_default();
+                    let reason = cs("reason").unwrap_or_default();
+                    let e = r.markets.entry(fam.clone()).or_default();
+                    let tr = track.entry(slug).or_insert((fam, None, None));
+                    if action == "start" {
+                        e.started += 1;
+                        tr.1.get_or_insert(at);
+                    } else {
+                        *e.stops.entry(reason.clone()).or_default() += 1;
+                        tr.2 = Some(reason);
+                    }
+                }
+                (Some("ws"), _) => {
+                    let ev = cs("event").unwrap_or_default();
+                    *r.ws.entry(ev.clone()).or_default() += 1;
+                    if ev != "frame" {
+                        evidence.push((at, "ws".into(), None, a.error.is_some(), Some(ev), None));
+                    }
+                }
+                _ => {}
+            }
+        }
+        r.files.lines += lines;
+        let e = r.files.per_stream.entry(stream).or_default();
+        e.0 += 1;
+        e.1 += f.bytes;
+    }
+    r.files.ratio =
+        if r.files.sealed_bytes > 0 { r.files.uncompressed_bytes as f64 / r.files.sealed_bytes as f64 } else { 0.0 };
+    r.disk_bytes = dir_bytes(&inp.archive);
+
+    // --- slots
+    // A slot not captured because of an injected fault: its own failed request met a fault reply;
+    // a back-off slot follows a 429/425/5xx fault reply (the back-off grows with repeated 429s); a
+    // slot not started follows a slow reply.
+    let fault_hit = |gap: Option<&str>, due: f64| {
+        let served = |kinds: &[&str], before: f64, after: f64| {
+            fault_replies.iter().any(|(ft, f, p, _)| {
+                p == "/books" && kinds.iter().any(|k| f.starts_with(k)) && due >= ft - before && due <= ft + after
+            })
+        };
+        match gap {
+            Some("backoff") => served(&["TooMany", "NotReady", "Status"], 0.0, 90.0 * r.rate),
+            // The venue logs a slow reply when it ends (7 s after the request).
+            Some("missed_slots") => served(&["Slow"], 20.0 * r.rate, 20.0 * r.rate),
+            _ => served(&[""], inp.interval_secs + 10.0 * r.rate, 12.0 * r.rate),
+        }
+    };
+    for (run, &(lo, hi, due_lo, due_hi)) in &run_slots {
+        let per = if hi > lo { (due_hi - due_lo) / (hi - lo) as f64 } else { inp.interval_secs * r.rate };
+        for k in lo..=hi {
+            let (due, ok) = match slot_state.get(&(run.clone(), k)) {
+                Some(&(d, ok, _)) => (d, ok),
+                None => (due_lo + per * (k - lo) as f64, false),
+            };
+            r.slots.scheduled += 1;
+            let m = minutes.entry((due / 60.0).floor() as i64).or_default();
+            m.scheduled += 1;
+            if ok {
+                r.slots.captured += 1;
+                m.captured += 1;
+            } else if in_any(due, &outage_venue) || in_any(due, &kill_v) || in_any(due, &disk_v) {
+                r.slots.excluded += 1;
+            } else if fault_hit(slot_gap.get(&(run.clone(), k)).map(String::as_str), due) {
+                r.slots.hit_by_fault += 1;
+            } else if std::env::var_os("SOAK_DEBUG").is_some() {
+                eprintln!("slot not captured: {run} {k} {} {:?}", fmt_t(due), slot_gap.get(&(run.clone(), k)));
+            }
+        }
+    }
+    let down_secs: f64 = down_v.iter().map(|(a, b)| b - a).sum::<f64>() / r.rate;
+    r.slots.down_slots = (down_secs / inp.interval_secs).round() as u64;
+    r.slots.missed_interval_estimate = r.slots.scheduled - r.slots.captured + r.slots.down_slots;
+    let outside = r.slots.scheduled - r.slots.excluded;
+    r.slots.pct_outside_outage_kill = pct(r.slots.captured, outside);
+    r.slots.pct_outside_outage_kill_fault = pct(r.slots.captured, outside.saturating_sub(r.slots.hit_by_fault));
+
+    // --- per-minute decorations
+    for (ft, _, _, _) in &fault_replies {
+        minutes.entry((ft / 60.0).floor() as i64).or_default().faults += 1;
+    }
+    for (kt, _) in &kills_real {
+        minutes.entry((venue_of_real(*kt) / 60.0).floor() as i64).or_default().kills += 1;
+    }
+    for (m, v) in minutes.iter_mut() {
+        let mid = *m as f64 * 60.0 + 30.0;
+        v.minute = *m;
+        v.outage = in_any(mid, &outage_venue);
+        v.chain_down = in_any(mid, &down_v);
+    }
+    r.minutes = minutes.into_values().collect();
+
+    // --- reconciliation: books served vs archived
+    for (h, &at) in &served_hash {
+        if archived_hash.contains(h) {
+            r.reconcile.matched += 1;
+            continue;
+        }
+        let why = if let Some((_, s)) = kills_real.iter().find(|(k, _)| at >= k - inp.flush_secs - 2.0 && at <= k + 2.0)
+        {
+            format!("served within the flush window ({} s) before a SIGKILL of {s}", inp.flush_secs)
+        } else if in_any(at, &disk_spans) {
+            "served while the archive's disk was full (the rotator stops; the chain restarts)".into()
+        } else if !in_any(at, &up_spans) || in_any(at - 12.0, &[(end - 12.0, end)]) {
+            "served while the chain was stopping or down (in flight at stop)".into()
+        } else if up_spans.iter().any(|&(a, b)| (at - b).abs() < 12.0 || (at - a).abs() < 2.0) {
+            "served in the chain's stop sequence (in flight when its stages were stopped)".into()
+        } else {
+            "UNEXPLAINED".into()
+        };
+        *r.reconcile.missing.entry(why).or_default() += 1;
+    }
+    r.reconcile.archived_books = archived_hash.len() as u64;
+    r.reconcile.not_served = archived_hash.iter().filter(|h| !served_hash.contains_key(*h)).count() as u64;
+
+    // --- faults: each scheduled fault and what the archive shows of it
+    // Clock steps the chain saw: its lines carry the stepped time while a step lasts.
+    let steps: Vec<f64> = sup
+        .iter()
+        .filter(|l| l.event == "clock_step")
+        .filter_map(|l| l.detail.as_deref().and_then(|d| d.parse::<f64>().ok()))
+        .filter(|s| *s > 0.0)
+        .collect();
+    // Windows (chain clock) when a reply in flight may be lost: a stop sequence (12 s before each
+    // chain exit), chain down, kill windows, disk full.
+    let exits_v: Vec<(f64, f64)> =
+        up_spans.iter().map(|&(_, b)| (venue_of_real(b - 12.0), venue_of_real(b + 1.0))).collect();
+    let lossy = |t: f64| in_any(t, &exits_v) || in_any(t, &down_v) || in_any(t, &kill_v) || in_any(t, &disk_v);
+    for l in ven.iter().filter(|l| l.kind == "fault") {
+        let at = vt(l);
+        let f = l.fault.clone().unwrap_or_default();
+        let target = l.detail.clone().unwrap_or_default();
+        let is_ws = f.starts_with("ws_");
+        // The reply that carried it (HTTP): the first served reply with that fault at or after `at`.
+        let served_at = if is_ws {
+            Some(at)
+        } else {
+            fault_replies.iter().find(|(ft, ff, _, _)| ff == &f && *ft >= at - 0.5).map(|x| x.0)
+        };
+        let Some(t) = served_at else {
+            r.faults.push(FaultSeen {
+                at_utc: fmt_t(at),
+                fault: f,
+                target,
+                visible: false,
+                evidence: "never served: no request took it before the venue stopped".into(),
+            });
+            continue;
+        };
+        // From 10 s before: a slow reply is logged when the venue finishes it, after the client gave up.
+        let window = (t - 10.0 * r.rate, t + (if f.starts_with("ws_Freeze") { 200.0 } else { 15.0 }) * r.rate);
+        let near = |p: &dyn Fn(&(f64, String, Option<u64>, bool, Option<String>, Option<String>)) -> bool| {
+            evidence
+                .iter()
+                .filter(|e| {
+                    let inw = |x: f64| x >= window.0 && x <= window.1;
+                    inw(e.0) || steps.iter().any(|st| inw(e.0 - st))
+                })
+                .find(|e| p(e))
+                .map(|e| fmt_t(e.0))
+        };
+        let want_ep = if target == "/books" { "books" } else { "gamma" };
+        let (seen, what) = if f.starts_with("TooMany") {
+            (near(&|e| e.1 == want_ep && e.2 == Some(429)), "a 429 line")
+        } else if f == "NotReady" {
+            (near(&|e| e.1 == want_ep && e.2 == Some(425)), "a 425 line")
+        } else if let Some(code) = f.strip_prefix("Status(").and_then(|s| s.strip_suffix(')')) {
+            let code: u64 = code.parse().unwrap_or(0);
+            (near(&|e| e.1 == want_ep && e.2 == Some(code)), "a line with that status")
+        } else if f.starts_with("Slow") || f == "Reset" {
+            (near(&|e| e.1 == want_ep && e.2.is_none() && e.3), "a line with no reply and an error")
+        } else if f == "Html" || f == "Truncated" {
+            (near(&|e| e.1 == want_ep && e.2 == Some(200) && e.3), "a 200 line with a body error / non-JSON body")
+        } else if f == "OmitOne" {
+            (near(&|e| e.4.as_deref() == Some("missing_token")), "a missing_token gap")
+        } else if is_ws {
+            (
+                near(&|e| {
+                    e.1 == "ws" && e.4.as_deref().is_some_and(|x| x != "open" && x != "stats" && x != "subscribe")
+                }),
+                "a websocket close/error/reconnect event",
+            )
+        } else {
+            (None, "?")
+        };
+        let evidence = match &seen {
+            Some(x) => format!("{what} at {x}"),
+            None if lossy(t) => format!(
+                "served {} while the chain was stopping, down, killed or on a full disk: lost in flight",
+                fmt_t(t)
+            ),
+            None => format!("NOT VISIBLE (served {}, looked for {what})", fmt_t(t)),
+        };
+        r.faults.push(FaultSeen { at_utc: fmt_t(at), fault: f, target, visible: seen.is_some(), evidence });
+    }
+    for (s, e) in &r.outages {
+        let a = parse_t(s).map(venue_of_real).unwrap_or(0.0);
+        let seen =
+            evidence.iter().find(|x| x.0 >= a && x.0 <= a + 30.0 * r.rate && x.2.is_none() && x.3).map(|x| fmt_t(x.0));
+        r.faults.push(FaultSeen {
+            at_utc: s.clone(),
+            fault: format!("outage until {e}"),
+            target: "all HTTP".into(),
+            visible: seen.is_some(),
+            evidence: seen.map(|t| format!("failed requests from {t}")).unwrap_or("NOT VISIBLE".into()),
+        });
+    }
+
+    // --- latency
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let q = |p: f64| if lat.is_empty() { 0.0 } else { lat[((lat.len() - 1) as f64 * p).round() as usize] };
+    r.latency = Latency {
+        n: lat.len() as u64,
+        p50_ms: q(0.5),
+        p90_ms: q(0.9),
+        p99_ms: q(0.99),
+        max_ms: lat.last().copied().unwrap_or(0.0),
+        histogram: {
+            let bounds = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, f64::INFINITY];
+            let mut h: Vec<(f64, u64)> = bounds.iter().map(|&b| (b, 0)).collect();
+            for &x in &lat {
+                let i = bounds.iter().position(|&b| x <= b).unwrap_or(bounds.len() - 1);
+                h[i].1 += 1;
+            }
+            h
+        },
+    };
+
+    // --- window coverage: every window of every family inside the judged span
+    if let (Some(first), Some(last)) = (up_spans.first(), up_spans.last()) {
+        // Margins: the first discovery rounds after the start, the stop sequence at the end.
+        let from = venue_of_real(first.0 + 10.0);
+        let to = venue_of_real(last.1 - 12.0);
+        r.windows.from_utc = fmt_t(from);
+        r.windows.to_utc = fmt_t(to);
+        for fam in &inp.families {
+            let Some(f) = crate::market::Family::parse(fam) else { continue };
+            let e = r.windows.per_family.entry(fam.clone()).or_default();
+            let mut ws = f.window_start(clock::from_unix(from as i64 - 86_400).unwrap_or(OffsetDateTime::UNIX_EPOCH));
+            loop {
+                let we = f.next_start(ws);
+                let s = ws.unix_timestamp() as f64 - inp.lead_secs;
+                let en = we.unix_timestamp() as f64 + inp.grace_secs;
+                if s > to {
+                    break;
+                }
+                let hit = |spans: &[(f64, f64)]| spans.iter().any(|&(a, b)| a < en && b > s);
+                if s >= from && en <= to && (hit(&down_v) || hit(&kill_v) || hit(&outage_venue) || hit(&disk_v)) {
+                    r.windows.interrupted += 1;
+                } else if s >= from && en <= to {
+                    e.0 += 1;
+                    let slugs = f.slugs(ws);
+                    let seen = slugs.iter().find_map(|x| track.get(x).map(|t| (x, t)));
+                    match seen {
+                        Some((_, (_, Some(_), Some(reason)))) if reason != "signal" && reason != "duration" => e.1 += 1,
+                        other => r.windows.missed.push(format!("{}: {:?}", slugs[0], other.map(|o| o.1))),
+                    }
+                    if slugs.iter().any(|x| resolved.contains(x)) {
+                        e.2 += 1;
+                    }
+                }
+                ws = we;
+            }
+        }
+    }
+
+    // --- checks written by soak.sh
+    if let Some(dir) = &inp.checks_dir {
+        for name in ["manifest_verify", "manifest_status", "normalize", "normalize_check", "rebuild"] {
+            let out = std::fs::read_to_string(dir.join(format!("{name}.out"))).ok();
+            let rc = std::fs::read_to_string(dir.join(format!("{name}.rc"))).ok().and_then(|s| s.trim().parse().ok());
+            if out.is_none() && rc.is_none() {
+                continue;
+            }
+            let err = std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap_or_default();
+            let summary = check_summary(name, out.as_deref().unwrap_or(""), &err);
+            r.checks.push(Check { name: name.into(), rc, summary });
+        }
+    }
+
+    // --- the gate (issue 16, "Done means")
+    let all_visible = r.faults.iter().all(|f| f.visible || !f.evidence.starts_with("NOT VISIBLE"));
+    let unexplained = r.reconcile.missing.get("UNEXPLAINED").copied().unwrap_or(0);
+    r.gate = vec![
+        Gate {
+            name: "slots captured outside injected outages and kill windows ≥ 99.9 %".into(),
+            value: format!("{:.3} %", r.slots.pct_outside_outage_kill),
+            pass: r.slots.pct_outside_outage_kill >= 99.9,
+        },
+        Gate {
+            name: "… and outside slots hit by an injected per-request fault ≥ 99.9 %".into(),
+            value: format!("{:.3} %", r.slots.pct_outside_outage_kill_fault),
+            pass: r.slots.pct_outside_outage_kill_fault >= 99.9,
+        },
+        Gate {
+            name: "zero sealed lines lost (lines in sealed files = lines the manifests list)".into(),
+            value: format!("{} read, {} listed", r.files.lines, r.files.manifest_lines),
+            pass: r.files.lines == r.files.manifest_lines && r.files.unlisted.is_empty(),
+        },
+        Gate {
+            name: "zero corrupt files".into(),
+            value: r.files.corrupt.len().to_string(),
+            pass: r.files.corrupt.is_empty(),
+        },
+        Gate {
+            name: "every injected fault visible in the archive".into(),
+            value: format!(
+                "{} of {} visible, {} not visible with a reason",
+                r.faults.iter().filter(|f| f.visible).count(),
+                r.faults.len(),
+                r.faults.iter().filter(|f| !f.visible && !f.evidence.starts_with("NOT VISIBLE")).count()
+            ),
+            pass: all_visible,
+        },
+        Gate {
+            name: "every sealed file uploaded and verified".into(),
+            value: format!(
+                "{} of {} (not verified records: {})",
+                r.files.sealed - r.uploads.sealed_not_uploaded.len() as u64,
+                r.files.sealed,
+                r.uploads.not_verified
+            ),
+            pass: r.uploads.sealed_not_uploaded.is_empty() && r.files.sealed > 0,
+        },
+        if r.reconcile.served_replies == 0 {
+            // A real run has no venue log: there is nothing to reconcile against.
+            Gate {
+                name: "every book served is archived or its loss explained".into(),
+                value: "not applicable: the venue log is empty (a real run has none)".into(),
+                pass: true,
+            }
+        } else {
+            Gate {
+                name: "every book served is archived or its loss explained".into(),
+                value: format!(
+                    "{} of {} archived, {} unexplained, {} archived but not served",
+                    r.reconcile.matched, r.reconcile.served_books, unexplained, r.reconcile.not_served
+                ),
+                pass: unexplained == 0 && r.reconcile.not_served == 0,
+            }
+        },
+        Gate {
+            name: "every market window of every family tracked from lead to grace".into(),
+            value: format!(
+                "{} of {} windows ({} more interrupted by an injected fault, not judged)",
+                r.windows.per_family.values().map(|v| v.1).sum::<u64>(),
+                r.windows.per_family.values().map(|v| v.0).sum::<u64>(),
+                r.windows.interrupted
+            ),
+            // No window judged is no evidence.
+            pass: r.windows.missed.is_empty() && r.windows.per_family.values().any(|v| v.0 > 0),
+        },
+    ];
+    Ok(r)
+}
+
+struct ArchFile {
+    rel: String,
+    abs: PathBuf,
+    bytes: u64,
+}
+
+/// Every file under `dir` except `manifests/` and dot files: (relative path, path, bytes).
+fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf, u64)>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || (rel.is_empty() && name == "manifests") {
+            continue;
+        }
+        let r = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk(&e.path(), &r, out),
+            Ok(t) if t.is_file() => out.push((r, e.path(), e.metadata().map(|m| m.len()).unwrap_or(0))),
+            _ => {}
+        }
+    }
+}
+
+/// The `<host>-<run_id>` part of a raw file's name (`…/<host>-<run_id>-<n>.jsonl.gz`).
+fn run_of(rel: &str) -> String {
+    let name = rel.rsplit('/').next().unwrap_or("");
+    name.strip_suffix(".jsonl.gz").unwrap_or(name).rsplit_once('-').map(|(a, _)| a.to_string()).unwrap_or_default()
+}
+
+fn pct(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        100.0 * a as f64 / b as f64
+    }
+}
+
+/// What a check found, in a line: the health problems, pm-normalize's flags and errors,
+/// pm-rebuild's hash verify rate; else the output itself, shortened.
+fn check_summary(name: &str, out: &str, err: &str) -> String {
+    let v = serde_json::from_str::<Value>(out).ok();
+    match (name, &v) {
+        ("manifest_status", Some(v)) => {
+            let problems: Vec<&str> = v["problems"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p["message"].as_str()).collect())
+                .unwrap_or_default();
+            summarize(&format!("healthy: {}; problems: {}", v["healthy"], problems.join("; ")))
+        }
+        ("normalize_check", Some(v)) => {
+            let flags: BTreeMap<&str, &Value> = v["flags"]
+                .as_object()
+                .map(|m| m.iter().filter(|(_, n)| n.as_u64() != Some(0)).map(|(k, n)| (k.as_str(), n)).collect())
+                .unwrap_or_default();
+            summarize(&format!(
+                "ok: {}; rows: {}; flags other than 0: {:?}; errors: {}; problems: {}",
+                v["ok"], v["rows"], flags, v["errors"], v["problems"]
+            ))
+        }
+        ("rebuild", _) => {
+            let line = err.lines().rev().find(|l| l.starts_with("pm-rebuild: lines=")).unwrap_or("");
+            let num = |key: &str| -> Option<f64> {
+                let i = line.find(key)? + key.len();
+                line[i..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            };
+            let rate = match (num("hashes matched="), num(" mismatched=")) {
+                (Some(m), Some(x)) if m + x > 0.0 => {
+                    format!("hash verify rate {:.2} % ({m} of {}); ", 100.0 * m / (m + x), m + x)
+                }
+                _ => String::new(),
+            };
+            summarize(&format!("{rate}{line}"))
+        }
+        _ => summarize(out),
+    }
+}
+
+/// The first lines of a check's output (JSON compacted), at most 600 characters.
+fn summarize(s: &str) -> String {
+    let s = match serde_json::from_str::<Value>(s) {
+        Ok(v) => v.to_string(),
+        Err(_) => s.lines().take(6).collect::<Vec<_>>().join(" | "),
+    };
+    if s.len() > 600 {
+        let mut cut = 600;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}…", &s[..cut])
+    } else {
+        s
+    }
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}

@@ -1,0 +1,126 @@
+//! The CI soak (issue 16): pipelines/soak.sh runs the real chain (pipelines/collect.sh) against the
+//! soak venue (pm-venue, 127.0.0.1) for two minutes with every kind of fault — scheduled HTTP faults
+//! every 8 s, a venue outage, SIGKILLs of random stages, a wall-clock step, a full disk (tmpfs, when
+//! the test runs as root) — offloads to a local rclone remote, and writes the report with
+//! soak-report. The test asserts the report's gate metrics, then damages a copy of the archive and
+//! checks that the report sees the loss (it is not a report that always passes).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, run_with_timeout, tempdir};
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn report_json(md: &Path) -> Value {
+    let js = md.to_str().unwrap().strip_suffix(".md").unwrap().to_string() + ".json";
+    serde_json::from_slice(&std::fs::read(&js).unwrap_or_else(|e| panic!("{js}: {e}"))).unwrap()
+}
+
+fn gate<'a>(r: &'a Value, starts: &str) -> &'a Value {
+    r["gate"].as_array().unwrap().iter().find(|g| g["name"].as_str().unwrap().starts_with(starts)).unwrap()
+}
+
+#[test]
+fn two_minute_soak_with_every_fault_meets_the_gate() {
+    if !common::require_tool("rclone") {
+        return;
+    }
+    let dir = tempdir("soak");
+    let out = dir.join("run");
+    let md = dir.join("soak_test_ci.md");
+    let bin_dir = bin("pm-venue").parent().unwrap().to_path_buf();
+    let mut cmd = Command::new(repo().join("pipelines/soak.sh"));
+    cmd.args(["--duration", "120", "--out"]).arg(&out).arg("--bin-dir").arg(&bin_dir);
+    cmd.args(["--kill-every", "40", "--fault-every", "8", "--outage", "50:15", "--clock-step", "25:8:3600"]);
+    cmd.args(["--offload-every", "45", "--restart-sec", "2", "--seed", "7", "--report"]).arg(&md);
+    let root = nix_is_root();
+    if root {
+        cmd.args(["--disk-full", "85:8", "--tmpfs-size", "64m"]);
+    }
+    let o = run_with_timeout(cmd, None, Duration::from_secs(600));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(md.exists(), "no report; soak.sh exit {:?}: {stderr}", o.status.code());
+    let r = report_json(&md);
+    let text = std::fs::read_to_string(&md).unwrap();
+    assert!(text.contains("LOOPBACK soak"), "the report says it is a loopback soak");
+    for svg in ["_timeline.svg", "_latency.svg"] {
+        let p = dir.join(format!("soak_test_ci{svg}"));
+        let s = std::fs::read_to_string(&p).unwrap();
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"), "{svg}");
+        assert!(text.contains(&format!("soak_test_ci{svg}")), "{svg} is linked from the Markdown");
+    }
+
+    // The supervisor restarted the chain after every SIGKILL, as systemd would.
+    let kills = r["kills"].as_array().unwrap().len();
+    assert!(kills >= 1, "at least one SIGKILL in two minutes: {}", r["kills"]);
+    assert!(r["uptime"]["chain_starts"].as_u64().unwrap() > kills as u64, "{}", r["uptime"]);
+    assert!(r["clock_steps"].as_array().unwrap().len() == 2, "step and step back: {}", r["clock_steps"]);
+    assert_eq!(r["outages"].as_array().unwrap().len(), 1);
+    if root {
+        assert_eq!(r["disk_full"].as_array().unwrap().len(), 1, "the disk was filled once");
+    }
+
+    // The gate: no sealed line lost, no corrupt file, every upload verified, every book served
+    // archived or its loss explained, every fault visible or why not.
+    for g in [
+        "zero sealed lines lost",
+        "zero corrupt files",
+        "every sealed file uploaded",
+        "every book served",
+        "every injected fault visible",
+    ] {
+        assert_eq!(gate(&r, g)["pass"], true, "{g}: {}\n{text}", gate(&r, g)["value"]);
+    }
+    assert!(r["snapshots"].as_u64().unwrap() > 100, "snapshots: {}", r["snapshots"]);
+    assert!(r["faults"].as_array().unwrap().iter().filter(|f| f["visible"] == true).count() >= 8, "{}", r["faults"]);
+    // Slots outside outages, kill windows and slots hit by an injected fault: the gate says 99.9 %; a
+    // loaded CI machine may miss a slot of its own (a missed_slots gap), so 99 % here; the report
+    // prints the exact figure.
+    let pct = r["slots"]["pct_outside_outage_kill_fault"].as_f64().unwrap();
+    assert!(pct >= 99.0, "slots captured: {pct} %: {}", r["slots"]);
+    let served = r["reconcile"]["served_books"].as_u64().unwrap();
+    assert!(served > 100 && r["reconcile"]["matched"].as_u64().unwrap() > served / 2, "{}", r["reconcile"]);
+
+    // A damaged archive is seen: drop one sealed books file that the manifests list.
+    let copy = dir.join("damaged");
+    assert!(Command::new("cp").arg("-a").arg(out.join("archive")).arg(&copy).status().unwrap().success());
+    let victim = walk(&copy).into_iter().find(|p| {
+        let s = p.to_str().unwrap();
+        s.contains("stream=books") && s.ends_with(".jsonl.gz")
+    });
+    std::fs::remove_file(victim.expect("a sealed books file")).unwrap();
+    let md2 = dir.join("damaged.md");
+    let mut cmd = Command::new(bin("soak-report"));
+    cmd.arg("--archive").arg(&copy).arg("--venue-log").arg(out.join("venue.jsonl"));
+    cmd.arg("--supervisor-log").arg(out.join("supervisor.jsonl")).arg("--out").arg(&md2);
+    let o = run_with_timeout(cmd, None, Duration::from_secs(120));
+    assert_eq!(o.status.code(), Some(1), "a failing gate is exit 1");
+    let r2 = report_json(&md2);
+    assert_eq!(gate(&r2, "zero sealed lines lost")["pass"], false);
+    assert_eq!(gate(&r2, "every book served")["pass"], false, "{}", r2["reconcile"]);
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
