@@ -233,7 +233,7 @@ while [ -z "$stop" ] && ! past "$end_at"; do
     for c in "${!step_seen[@]}"; do
       IFS=: read -r at len step <<< "$c"
       if [ "${step_seen[$c]}" = pending ] && past "$at"; then step_seen[$c]=stepped; ev clock_step "" "$step"; fi
-      if [ "${step_seen[$c]}" = stepped ] && past "$((at + len))"; then step_seen[$c]=done; ev clock_step "" "$(( -step ))"; fi
+      if [ "${step_seen[$c]}" = stepped ] && past "$((at + len))"; then step_seen[$c]="done"; ev clock_step "" "$(( -step ))"; fi
     done
     for d in "${disk_full[@]}"; do
       IFS=: read -r at len <<< "$d"

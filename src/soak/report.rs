@@ -273,6 +273,10 @@ fn in_any(t: f64, spans: &[(f64, f64)]) -> bool {
     spans.iter().any(|&(a, b)| t >= a && t <= b)
 }
 
+/// One archived line that can show an injected fault: (chain time, endpoint or stream, HTTP status,
+/// error-ish, gap kind, body kind).
+type Evidence = (f64, String, Option<u64>, bool, Option<String>, Option<String>);
+
 /// Builds the report. Errors only when an input cannot be read at all.
 pub fn build(inp: &Inputs) -> std::io::Result<Report> {
     let (sup, _) = read_jsonl::<SupervisorLine>(&inp.supervisor_log)?;
@@ -470,7 +474,7 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
     let mut minutes: BTreeMap<i64, Minute> = BTreeMap::new();
     let mut lat: Vec<f64> = Vec::new();
     // (chain time, endpoint, status, error-ish, gap kind)
-    let mut evidence: Vec<(f64, String, Option<u64>, bool, Option<String>, Option<String>)> = Vec::new();
+    let mut evidence: Vec<Evidence> = Vec::new();
     let mut track: BTreeMap<String, (String, Option<f64>, Option<String>)> = BTreeMap::new();
     let mut resolved: BTreeSet<String> = BTreeSet::new();
     for (rel, abs, bytes) in &files {
@@ -762,7 +766,7 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
         };
         // From 10 s before: a slow reply is logged when the venue finishes it, after the client gave up.
         let window = (t - 10.0 * r.rate, t + (if f.starts_with("ws_Freeze") { 200.0 } else { 15.0 }) * r.rate);
-        let near = |p: &dyn Fn(&(f64, String, Option<u64>, bool, Option<String>, Option<String>)) -> bool| {
+        let near = |p: &dyn Fn(&Evidence) -> bool| {
             evidence
                 .iter()
                 .filter(|e| {
