@@ -67,8 +67,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use pm_archive::cli::{self, ExitCode};
-use pm_archive::rebuild::{Options, Rebuilder};
-use pm_archive::{jsonl, normalize};
+use pm_archive::normalize;
+use pm_archive::rebuild::{Options, ReadError, Rebuilder};
 
 fn main() {
     cli::main("pm-rebuild", run)
@@ -144,47 +144,10 @@ fn run() -> cli::Result<ExitCode> {
     }
     let mut reported = 0;
     for f in &files {
-        let mut r = jsonl::open_lines(f).map_err(|e| cli::Error::Msg(format!("{}: {e}", f.display())))?;
-        rb.start_file(&f.display().to_string())?;
-        while let Some(line) = r.next_line() {
-            let n = r.line_no();
-            // Damage inside an input (a truncated gzip, a read error, a line over the maximum length)
-            // is a bad line (exit 1), like an unparseable one; what was readable is kept.
-            let line = match line {
-                Ok(Ok(l)) => l,
-                Ok(Err(too_long)) => {
-                    rb.unreadable_line();
-                    eprintln!("pm-rebuild: {}: {too_long}", f.display());
-                    continue;
-                }
-                Err(e) => {
-                    rb.unreadable_line();
-                    eprintln!("pm-rebuild: {}:{}: read error: {e}", f.display(), n + 1);
-                    break;
-                }
-            };
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let text = match std::str::from_utf8(&line) {
-                Ok(t) => t,
-                Err(e) => {
-                    rb.unreadable_line();
-                    if reported < 20 {
-                        eprintln!("pm-rebuild: {}:{n}: not UTF-8: {e}", f.display());
-                        reported += 1;
-                    }
-                    continue;
-                }
-            };
-            if let Err(why) = rb.line(text)? {
-                if reported < 20 {
-                    eprintln!("pm-rebuild: {}:{n}: {why}", f.display());
-                    reported += 1;
-                }
-            }
-        }
-        rb.end_file()?;
+        rb.read_file(f, &mut reported).map_err(|e| match e {
+            ReadError::Open(e) => cli::Error::Msg(format!("{}: {e}", f.display())),
+            ReadError::Output(e) => cli::Error::from(e),
+        })?;
     }
     let stats = rb.finish()?;
     eprintln!("pm-rebuild: {}", stats.line());

@@ -68,6 +68,15 @@ const OUT_CHUNK: usize = 1 << 16;
 /// Trade prices kept per asset for the hash (each trade adds one or two spellings).
 const MAX_CANDIDATES: usize = 8;
 
+/// Why [`Rebuilder::read_file`] stopped: the input could not be opened (exit 2), or writing rows or
+/// trades failed (exit 2 as an I/O error on output). Damage inside an input is not an error: it is
+/// counted as bad lines (exit 1 at the end).
+#[derive(Debug)]
+pub enum ReadError {
+    Open(io::Error),
+    Output(io::Error),
+}
+
 /// Rebuild options.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -1278,6 +1287,49 @@ impl Rebuilder {
         f.untrusted_s = (f.untrusted_s * 1e6).round() / 1e6;
         self.stats.files.push(f);
         Ok(())
+    }
+
+    /// Reads one input file (`-` = stdin; gzip or plain) line by line: a blank line is skipped, a line
+    /// that is not UTF-8, over [`crate::jsonl::MAX_LINE`] or cut by a read error (a truncated gzip) counts
+    /// as a bad line and is reported on stderr as FILE:LINE (at most 20 reports per run, `reported`);
+    /// what was readable is kept.
+    pub fn read_file(&mut self, f: &Path, reported: &mut u32) -> Result<(), ReadError> {
+        let mut r = crate::jsonl::open_lines(f).map_err(ReadError::Open)?;
+        self.start_file(&f.display().to_string()).map_err(ReadError::Output)?;
+        while let Some(line) = r.next_line() {
+            let n = r.line_no();
+            let line = match line {
+                Ok(Ok(l)) => l,
+                Ok(Err(too_long)) => {
+                    self.unreadable_line();
+                    eprintln!("pm-rebuild: {}: {too_long}", f.display());
+                    continue;
+                }
+                Err(e) => {
+                    self.unreadable_line();
+                    eprintln!("pm-rebuild: {}:{}: read error: {e}", f.display(), n + 1);
+                    break;
+                }
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let why = match std::str::from_utf8(&line) {
+                Ok(text) => match self.line(text).map_err(ReadError::Output)? {
+                    Ok(()) => continue,
+                    Err(why) => why,
+                },
+                Err(e) => {
+                    self.unreadable_line();
+                    format!("not UTF-8: {e}")
+                }
+            };
+            if *reported < 20 {
+                eprintln!("pm-rebuild: {}:{n}: {why}", f.display());
+                *reported += 1;
+            }
+        }
+        self.end_file().map_err(ReadError::Output)
     }
 
     /// A line that could not be read at all (not UTF-8): counted like a bad line.
