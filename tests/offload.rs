@@ -81,6 +81,8 @@ impl World {
                 c.env_remove(k);
             }
         }
+        // The uploader asks the `manifest` tool of this build (CARGO_TARGET_DIR may be anywhere).
+        c.env("PMARCHIVE_BIN_DIR", common::bin("manifest").parent().unwrap());
         for (k, v) in &self.env {
             c.env(k, v);
         }
