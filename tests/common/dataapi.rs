@@ -25,17 +25,18 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use pm_archive::{clock, trades};
+
+use super::venue::{percent_decode, read_request, sha_hex};
 
 #[derive(Clone, Debug)]
 pub enum Fault {
@@ -216,12 +217,6 @@ fn now_of(st: &State) -> OffsetDateTime {
     }
 }
 
-fn sha_hex(s: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(s.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A decimal token id derived from a string (for unregistered markets).
 fn derived_token(s: &str) -> String {
     sha_hex(s).bytes().take(40).map(|b| char::from(b'0' + b % 10)).collect::<String>().trim_start_matches('0').into()
@@ -278,54 +273,8 @@ fn key_of(v: &Value) -> String {
     trades::row_key(&serde_json::from_value(v.clone()).unwrap())
 }
 
-struct Req {
-    query: String,
-}
-
-fn read_request(conn: &mut BufReader<TcpStream>) -> Option<Req> {
-    let mut line = String::new();
-    conn.read_line(&mut line).ok()?;
-    let target = line.split_whitespace().nth(1)?.to_string();
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        conn.read_line(&mut h).ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().ok()?;
-            }
-        }
-    }
-    let mut body = vec![0; len];
-    conn.read_exact(&mut body).ok()?;
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    (path == "/v2/trades").then(|| Req { query: query.to_string() })
-}
-
 fn params(q: &str) -> HashMap<String, String> {
     q.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), percent_decode(v))).collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The opaque cursor: the keyset anchor (timestamp, sequence), the page size and the role filter.
@@ -409,7 +358,7 @@ fn page(st: &mut State, query: &str, broken_cursor: bool) -> (u16, Vec<u8>, Vec<
 
 fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let Some(req) = read_request(&mut reader) else {
+    let Some(req) = read_request(&mut reader).filter(|r| r.path == "/v2/trades") else {
         let mut w = stream;
         let body = br#"{"error":"not found (stand-in)"}"#;
         let _ = write!(w, "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());

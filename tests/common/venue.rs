@@ -287,15 +287,18 @@ fn now_of(st: &State) -> OffsetDateTime {
     }
 }
 
-struct Req {
-    method: String,
-    path: String,
-    query: String,
-    body: String,
-    user_agent: Option<String>,
+/// One HTTP request as the loopback servers read it (the venue here, the Data API in dataapi.rs).
+pub struct Req {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: String,
+    pub user_agent: Option<String>,
 }
 
-fn read_request(conn: &mut BufReader<TcpStream>) -> Option<Req> {
+/// Reads one HTTP/1.1 request (request line, headers, a Content-Length body); None when the peer went
+/// away or sent something that is not a request.
+pub fn read_request(conn: &mut BufReader<TcpStream>) -> Option<Req> {
     let mut line = String::new();
     conn.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
@@ -334,7 +337,7 @@ fn query_param(q: &str, key: &str) -> Option<String> {
     })
 }
 
-fn percent_decode(s: &str) -> String {
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -549,7 +552,7 @@ fn route(st: &Arc<Mutex<State>>, req: &Req) -> (u16, &'static str, Vec<u8>) {
     }
 }
 
-fn sha_hex(s: &str) -> String {
+pub fn sha_hex(s: &str) -> String {
     Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
