@@ -1,20 +1,23 @@
 const USAGE: &str = "
-pm-venue — the soak venue: a LOOPBACK Polymarket (Gamma, CLOB REST, websocket market channel) on
-127.0.0.1 with a fault schedule, logging every reply it serves (docs/SOAK.md).
+pm-venue — the soak venue: a LOOPBACK Polymarket (Gamma, CLOB REST, Data API trade feed, websocket
+market channel) on 127.0.0.1 with a fault schedule, logging every reply it serves (docs/SOAK.md).
 
-It is the loopback venue of the tests (tests/common/venue.rs and tests/common/ws.rs, included by
+It is the loopback venue of the tests (tests/common/venue.rs, dataapi.rs and ws.rs, included by
 path: one implementation): the REAL RECORDED responses of tests/fixtures/polymarket and records
 DERIVED from them — BTC up/down markets of every family (5m, 15m, 1h, 4h, daily) listed on the real
 cadence on its clock, books that change on every request, hashes recomputed with the venue's
 algorithm, `/books` replies in reverse order — and the modelled websocket market channel (initial
-dump as an array, same-timestamp bursts, book refreshes without tick size after trades). Nothing it
-serves is live data. It binds 127.0.0.1 only.
+dump as an array, same-timestamp bursts, book refreshes without tick size after trades). The Data
+API (`GET /v2/trades`, cursor paging, documented v2 shape, DERIVED rows) is served on the HTTP base
+URL: every market the venue issued trades inside its window, one match (a taker row and two maker
+rows) every --trade-every seconds of venue time, every 4th match at the timestamp of the one before.
+Nothing it serves is live data. It binds 127.0.0.1 only.
 
 Usage:
     pm-venue [options]
 
 Prints two lines on stdout, then serves until SIGTERM/SIGINT or --duration:
-    http://127.0.0.1:<port>              (Gamma and CLOB REST base URL)
+    http://127.0.0.1:<port>              (Gamma, CLOB REST and Data API base URL)
     ws://127.0.0.1:<port>/ws/market      (websocket market channel)
 
 Options:
@@ -30,7 +33,8 @@ Options:
                           cycle is injected: 429 burst (3) with Retry-After: 2, 429 burst (3)
                           without Retry-After, 425, 503, 500 on Gamma, a reply slower than the
                           chain's timeout (7 s), a reset connection, an HTML page, a truncated body,
-                          a /books reply that silently omits one token, a websocket freeze without
+                          a /books reply that silently omits one token, a 429 burst (2) without
+                          Retry-After on /v2/trades, a 503 on /v2/trades, a websocket freeze without
                           close (--ws-freeze-secs), a server close of every websocket. [default: none]
     --fault-every SECS    Real seconds between two scheduled faults. [default: 30]
     --outage AT:SECS      From AT real seconds after start, close every HTTP connection without a
@@ -38,6 +42,7 @@ Options:
     --ws-freeze-secs S    Length of a websocket freeze. [default: 75]
     --ws-events-per-sec R Websocket events per connection and second. [default: 5]
     --book-gone-after S   Seconds after its window end that a token still has a book. [default: 120]
+    --trade-every S       Venue seconds between two matches of a market on /v2/trades. [default: 20]
     --resolve-after S     Markets resolve (closed, outcome prices 1/0, umaResolutionStatus resolved)
                           this many seconds (venue clock) after their window. [default: never: closed
                           one minute after the window, outcome prices unchanged]
@@ -45,14 +50,12 @@ Options:
     -h, --help            Show this help.
     -V, --version         Show the version.
 
-Not built yet: the Data API trade feed. The loopback Data API (tests/common/dataapi.rs) reached
-main after this tool was written; until pm-venue serves it, pipelines/soak.sh runs loopback soaks
-with the trades lane off.
-
 Exit status: 0 stopped by a signal or --duration; 2 bad arguments, a port or the log that cannot be
 opened.
 ";
 
+#[path = "../tests/common/dataapi.rs"]
+mod dataapi;
 #[path = "../tests/common/venue.rs"]
 mod venue;
 #[path = "../tests/common/ws.rs"]
@@ -66,6 +69,7 @@ use pm_archive::soak::{VenueLine, VENUE_SCHEMA};
 use pm_archive::{clock, signal};
 use time::OffsetDateTime;
 
+use dataapi::DataApi;
 use venue::{Fault, Venue};
 use ws::{Behaviour, WsFault, WsServer};
 
@@ -94,6 +98,8 @@ fn soak_cycle(freeze: Duration) -> Vec<Injection> {
         Http("/books", vec![Fault::Html]),
         Http("/books", vec![Fault::Truncated]),
         Http("/books", vec![Fault::OmitOne]),
+        Http("/v2/trades", vec![too_many(None), too_many(None)]),
+        Http("/v2/trades", vec![Fault::Status(503)]),
         Ws(WsFault::Freeze(freeze)),
         Ws(WsFault::Close),
     ]
@@ -126,6 +132,7 @@ fn run() -> cli::Result<ExitCode> {
     let mut gone = Duration::from_secs(120);
     let mut duration: Option<Duration> = None;
     let mut resolve_after = Duration::ZERO;
+    let mut trade_every = Duration::from_secs(20);
     while let Some(arg) = p.next()? {
         match arg {
             Long("port") => port = cli::value(&mut p, "--port")?,
@@ -147,6 +154,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("ws-freeze-secs") => freeze = cli::seconds(&mut p, "--ws-freeze-secs")?,
             Long("ws-events-per-sec") => eps = cli::value(&mut p, "--ws-events-per-sec")?,
             Long("book-gone-after") => gone = cli::seconds(&mut p, "--book-gone-after")?,
+            Long("trade-every") => trade_every = cli::seconds(&mut p, "--trade-every")?,
             Long("resolve-after") => resolve_after = cli::seconds(&mut p, "--resolve-after")?,
             Long("duration") => duration = Some(cli::seconds(&mut p, "--duration")?),
             Short('h') | Long("help") => return cli::help(USAGE),
@@ -158,8 +166,8 @@ fn run() -> cli::Result<ExitCode> {
     if profile != "none" && profile != "soak" {
         return cli::usage(format!("--faults: expected none or soak, got '{profile}'"));
     }
-    if every.is_zero() {
-        return cli::usage("--fault-every: must be > 0");
+    if every.is_zero() || trade_every.is_zero() {
+        return cli::usage("--fault-every, --trade-every: must be > 0");
     }
     if !(eps.is_finite() && eps > 0.0 && eps <= 10_000.0) {
         return cli::usage("--ws-events-per-sec: must be > 0 and <= 10000");
@@ -185,12 +193,17 @@ fn run() -> cli::Result<ExitCode> {
     if !resolve_after.is_zero() {
         v.resolve_after(resolve_after);
     }
+    let data = DataApi::start();
+    data.set_spacing(trade_every);
+    data.set_burst_every(4);
+    data.mount_on(&v);
     v.log_to(&log).map_err(|e| cli::Error::Usage(format!("--log: {}: {e}", log.display())))?;
     let w = WsServer::start_with_port(ws_port, Behaviour::Model { events_per_sec: eps, seed: 16 }, None)
         .map_err(|e| cli::Error::Usage(format!("--ws-port: cannot bind 127.0.0.1:{ws_port}: {e}")))?;
     if let Some((start, rate)) = sim {
         let real = OffsetDateTime::now_utc();
         v.simulate_clock(start, rate);
+        data.simulate_clock(start, rate);
         if let Some(f) = &clock_file {
             let text = format!(
                 "{:.6} {:.6} {rate}\n",

@@ -42,7 +42,7 @@
 #   --label TEXT          Report label. [default: "LOOPBACK soak" or "REAL soak (VPS)"]
 #   --seed N              Seed of the kill schedule. [default: 16]
 # Chain settings (loopback mode; --real reads them from ENV_FILE): PMARCHIVE_* in the environment
-# override the soak's defaults (families all five, ws on, rotate 300 s, flush 5 s).
+# override the soak's defaults (families all five, ws on, trades on, rotate 300 s, flush 5 s).
 #
 # Writes DIR/supervisor.jsonl (schema pmarchive.soak_supervisor/1), DIR/venue.jsonl (loopback),
 # DIR/collect.log (the chain's stderr), DIR/offload.log, DIR/checks/*, and the report.
@@ -89,7 +89,7 @@ done
 [ -n "$duration" ] || die2 "--duration SECS is required"
 [ -n "$out" ] || die2 "--out DIR is required"
 [ ! -e "$out" ] || die2 "$out exists; artefacts are never overwritten"
-for t in pm-markets pm-books pm-stream jsonl-rotate manifest pm-normalize pm-rebuild soak-report; do
+for t in pm-markets pm-books pm-stream pm-trades jsonl-rotate manifest pm-normalize pm-rebuild soak-report; do
   [ -x "$bin/$t" ] || die2 "$bin/$t not found (cargo build --release)"
 done
 if [ -n "$real_env" ]; then
@@ -157,9 +157,8 @@ if [ -z "$real_env" ]; then
   [ "$(wc -l < "$out/venue.urls")" -ge 2 ] || die2 "pm-venue did not start (see $out/venue.log)"
   http_url=$(sed -n 1p "$out/venue.urls"); ws_url=$(sed -n 2p "$out/venue.urls")
   export PMARCHIVE_GAMMA_URL="$http_url" PMARCHIVE_CLOB_URL="$http_url" PMARCHIVE_WS_URL="$ws_url"
-  # pm-venue does not serve the Data API yet: the trades lane (pm-trades, where collect.sh has it) is
-  # off, and its URL points at the venue anyway, so that a loopback soak never reaches a real host.
-  export PMARCHIVE_DATA_URL="$http_url" PMARCHIVE_TRADES=0
+  # pm-venue serves the Data API (/v2/trades) on the same base URL: the trades lane is on.
+  export PMARCHIVE_DATA_URL="$http_url" PMARCHIVE_TRADES=${PMARCHIVE_TRADES:-1}
   export PMARCHIVE_LABEL="$label: pm-venue on 127.0.0.1 (recorded and derived responses) — not live data"
   export PMARCHIVE_FAMILIES=${PMARCHIVE_FAMILIES:-5m,15m,1h,4h,daily} PMARCHIVE_WS=${PMARCHIVE_WS:-1}
   export PMARCHIVE_ROTATE_SECS=${PMARCHIVE_ROTATE_SECS:-300} PMARCHIVE_FLUSH_SECS=${PMARCHIVE_FLUSH_SECS:-5}
@@ -285,7 +284,10 @@ if [ -n "$spec" ]; then export PMARCHIVE_CLOCK="${spec%x*}"; else unset PMARCHIV
 C="$out/checks"
 chk() { local name=$1; shift; "$@" > "$C/$name.out" 2> "$C/$name.err"; echo $? > "$C/$name.rc"; }
 chk manifest_verify "$bin/manifest" verify "$ROOT"
-chk manifest_status "$bin/manifest" status "$ROOT" --json
+# Health: in loopback mode every lane the chain ran must be fresh (trades included); --real: every stream found.
+health=()
+[ -n "$real_env" ] || health=(--streams "books,gamma$([ "${PMARCHIVE_WS:-1}" = 0 ] || echo ,ws_market)$([ "${PMARCHIVE_TRADES:-1}" = 0 ] || echo ,trades)")
+chk manifest_status "$bin/manifest" status "$ROOT" --json "${health[@]}"
 mapfile -t books < <(find "$ROOT" -path '*stream=books*' -name '*.jsonl.gz' | sort)
 mapfile -t wsf < <(find "$ROOT" -path '*stream=ws_market*' -name '*.jsonl.gz' | sort)
 if [ ${#books[@]} -gt 0 ]; then

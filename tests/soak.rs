@@ -2,7 +2,8 @@
 //! soak venue (pm-venue, 127.0.0.1) for two minutes with every kind of fault — scheduled HTTP faults
 //! every 8 s, a venue outage, SIGKILLs of random stages, a wall-clock step, a full disk (tmpfs, when
 //! the test runs as root) — offloads to a local rclone remote, and writes the report with
-//! soak-report. The test asserts the report's gate metrics, then damages a copy of the archive and
+//! soak-report. The trades lane runs too (pm-venue serves /v2/trades; trades are reconciled). The
+//! test asserts the report's gate metrics, then damages a copy of the archive and
 //! checks that the report sees the loss (it is not a report that always passes).
 
 mod common;
@@ -85,6 +86,15 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
     // prints the exact figure.
     let pct = r["slots"]["pct_outside_outage_kill_fault"].as_f64().unwrap();
     assert!(pct >= 99.0, "slots captured: {pct} %: {}", r["slots"]);
+    // The trades lane: the venue's /v2/trades served trades, the trades stream archived them, and
+    // every one served is archived or its loss explained; the /v2/trades faults are visible.
+    let t = &r["trades"];
+    assert!(t["served"].as_u64().unwrap() > 0 && t["matched"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(gate(&r, "every trade served")["pass"], true, "{t}\n{text}");
+    assert!(text.contains("### Trades: served vs archived"), "the report has the trade section");
+    let trade_faults: Vec<&Value> =
+        r["faults"].as_array().unwrap().iter().filter(|f| f["target"] == "/v2/trades").collect();
+    assert!(!trade_faults.is_empty() && trade_faults.iter().any(|f| f["visible"] == true), "{trade_faults:?}");
     let served = r["reconcile"]["served_books"].as_u64().unwrap();
     assert!(served > 100 && r["reconcile"]["matched"].as_u64().unwrap() > served / 2, "{}", r["reconcile"]);
 
@@ -96,6 +106,10 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
         s.contains("stream=books") && s.ends_with(".jsonl.gz")
     });
     std::fs::remove_file(victim.expect("a sealed books file")).unwrap();
+    // … and every trades file: the trades served are then not archived, without a reason.
+    for p in walk(&copy).into_iter().filter(|p| p.to_str().unwrap().contains("stream=trades")) {
+        std::fs::remove_file(p).unwrap();
+    }
     let md2 = dir.join("damaged.md");
     let mut cmd = Command::new(bin("soak-report"));
     cmd.arg("--archive").arg(&copy).arg("--venue-log").arg(out.join("venue.jsonl"));
@@ -105,6 +119,7 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
     let r2 = report_json(&md2);
     assert_eq!(gate(&r2, "zero sealed lines lost")["pass"], false);
     assert_eq!(gate(&r2, "every book served")["pass"], false, "{}", r2["reconcile"]);
+    assert_eq!(gate(&r2, "every trade served")["pass"], false, "{}", r2["trades"]);
 }
 
 fn nix_is_root() -> bool {

@@ -46,6 +46,9 @@ pub struct VenueLine {
     /// For books served (`/book`, `/books`): the `hash` of every book in the reply, in reply order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hashes: Vec<String>,
+    /// For a 200 `/v2/trades` reply: the key (`trades::row_key`) of every row in it, in reply order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trades: Vec<String>,
     /// `/markets/slug/{slug}`: the slug.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slug: Option<String>,

@@ -264,8 +264,6 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
             c.summary.replace('|', "\\|").replace('`', "'")
         );
     }
-    let _ =
-        writeln!(s, "\nTrade reconciliation: not part of this run (the Data API trade lane has not landed on main).");
     let _ = writeln!(s, "\n## Reconciliation: served vs archived\n");
     let rc = &r.reconcile;
     let _ = writeln!(
@@ -281,6 +279,7 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
     for (why, n) in &rc.missing {
         let _ = writeln!(s, "- {n} books served but not archived: {why}");
     }
+    trades_section(&mut s, &r.trades);
     let _ = writeln!(s, "\n## Injected faults and what the archive shows\n\n| at | fault | target | visible | evidence |\n|---|---|---|---|---|");
     for x in &r.faults {
         let _ = writeln!(
@@ -318,4 +317,24 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
         }
     }
     s
+}
+
+/// The trade reconciliation (distinct trades served by `/v2/trades` vs archived in the trades stream).
+fn trades_section(s: &mut String, t: &super::report::TradeReconcile) {
+    let _ = writeln!(s, "\n### Trades: served vs archived\n");
+    if t.requests == 0 {
+        let _ = writeln!(s, "- no /v2/trades request in the venue log: the trades lane was off or there is no venue");
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "- /v2/trades requests {} (200 replies {}); distinct trades served {}; archived {}; matched {}; archived but not served {}",
+        t.requests, t.ok_replies, t.served, t.archived, t.matched, t.not_served
+    );
+    for (why, n) in &t.missing {
+        let _ = writeln!(s, "- {n} trades served but not archived: {why}");
+    }
+    for k in &t.unexplained_keys {
+        let _ = writeln!(s, "  - unexplained: `{k}`");
+    }
 }

@@ -65,6 +65,7 @@ pub struct Report {
     pub disk_bytes: u64,
     pub checks: Vec<Check>,
     pub reconcile: Reconcile,
+    pub trades: TradeReconcile,
     pub faults: Vec<FaultSeen>,
     pub latency: Latency,
     pub windows: Windows,
@@ -173,6 +174,25 @@ pub struct Reconcile {
     pub not_served: u64,
     pub gamma_served: u64,
     pub gamma_archived: u64,
+}
+
+/// Trades served (`/v2/trades` 200 replies in the venue log) vs trades archived (rows of the 200
+/// replies in the `trades` stream), by row key (`trades::row_key`), distinct.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TradeReconcile {
+    /// `/v2/trades` requests in the venue log (any status, or none).
+    pub requests: u64,
+    /// 200 replies among them.
+    pub ok_replies: u64,
+    pub served: u64,
+    pub archived: u64,
+    pub matched: u64,
+    /// Explanation → trades served but not archived (`UNEXPLAINED` when none applies).
+    pub missing: BTreeMap<String, u64>,
+    /// Up to 20 keys of unexplained misses.
+    pub unexplained_keys: Vec<String>,
+    /// Trades archived that the venue log does not show as served.
+    pub not_served: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -405,16 +425,35 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
     };
     let disk_v: Vec<(f64, f64)> = disk_spans.iter().map(|&(a, b)| (venue_of_real(a), venue_of_real(b))).collect();
 
+    // Trade key → real times it was served in a 200 reply.
+    let mut served_trade: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut archived_trade: BTreeSet<String> = BTreeSet::new();
+    for l in ven.iter().filter(|l| l.kind == "served" && l.path.as_deref() == Some("/v2/trades")) {
+        r.trades.requests += 1;
+        if l.status == Some(200) {
+            r.trades.ok_replies += 1;
+        }
+        for k in &l.trades {
+            served_trade.entry(k.clone()).or_default().push(vr(l));
+        }
+    }
     let mut served_hash: BTreeMap<String, f64> = BTreeMap::new();
+    let mut slow_hash: BTreeSet<String> = BTreeSet::new();
     let mut fault_replies: Vec<(f64, String, String, Option<u16>)> = Vec::new();
     for l in ven.iter().filter(|l| l.kind == "served") {
         r.reconcile.served_replies += 1;
         if l.slug.is_some() && l.status.is_some() {
             r.reconcile.gamma_served += 1;
         }
-        if l.status == Some(200) && l.fault.is_none() || l.fault.as_deref() == Some("OmitOne") {
+        // A slow reply is a whole reply, late: a client with a longer timeout (pm-stream's REST
+        // books) archives it; one that gave up does not (explained below).
+        let slow = l.fault.as_deref().is_some_and(|f| f.starts_with("Slow"));
+        if l.status == Some(200) && (l.fault.is_none() || slow) || l.fault.as_deref() == Some("OmitOne") {
             for h in &l.hashes {
                 served_hash.insert(h.clone(), vr(l));
+                if slow {
+                    slow_hash.insert(h.clone());
+                }
             }
         }
         if let Some(f) = &l.fault {
@@ -572,6 +611,9 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
                     evidence.push((at, "books".into(), a.status, errish, None, a.body_kind.clone()));
                 }
                 (Some("http"), _) => {
+                    if let (Some(body), "trades", Some(200)) = (&a.body, stream.as_str(), a.status) {
+                        archived_trade.extend(trade_keys(body));
+                    }
                     let key = a.status.map(|s| s.to_string()).unwrap_or("none".into());
                     *r.http.entry(a.endpoint.clone().unwrap_or_default()).or_default().entry(key).or_default() += 1;
                     if a.endpoint.as_deref() == Some("gamma") && a.status.is_some() {
@@ -708,27 +750,22 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
     r.minutes = minutes.into_values().collect();
 
     // --- reconciliation: books served vs archived
+    let loss = Loss { kills: &kills_real, flush_secs: inp.flush_secs, disk: &disk_spans, up: &up_spans, end };
     for (h, &at) in &served_hash {
         if archived_hash.contains(h) {
             r.reconcile.matched += 1;
             continue;
         }
-        let why = if let Some((_, s)) = kills_real.iter().find(|(k, _)| at >= k - inp.flush_secs - 2.0 && at <= k + 2.0)
-        {
-            format!("served within the flush window ({} s) before a SIGKILL of {s}", inp.flush_secs)
-        } else if in_any(at, &disk_spans) {
-            "served while the archive's disk was full (the rotator stops; the chain restarts)".into()
-        } else if !in_any(at, &up_spans) || in_any(at - 12.0, &[(end - 12.0, end)]) {
-            "served while the chain was stopping or down (in flight at stop)".into()
-        } else if up_spans.iter().any(|&(a, b)| (at - b).abs() < 12.0 || (at - a).abs() < 2.0) {
-            "served in the chain's stop sequence (in flight when its stages were stopped)".into()
-        } else {
-            "UNEXPLAINED".into()
+        let why = match slow_hash.contains(h) {
+            true => "served in a reply slower than the client's timeout (injected Slow fault)".to_string(),
+            false => loss.reason(at),
         };
         *r.reconcile.missing.entry(why).or_default() += 1;
     }
     r.reconcile.archived_books = archived_hash.len() as u64;
     r.reconcile.not_served = archived_hash.iter().filter(|h| !served_hash.contains_key(*h)).count() as u64;
+    let counted = reconcile_trades(&served_trade, &archived_trade, &loss);
+    r.trades = TradeReconcile { requests: r.trades.requests, ok_replies: r.trades.ok_replies, ..counted };
 
     // --- faults: each scheduled fault and what the archive shows of it
     // Clock steps the chain saw: its lines carry the stepped time while a step lasts.
@@ -776,7 +813,11 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
                 .find(|e| p(e))
                 .map(|e| fmt_t(e.0))
         };
-        let want_ep = if target == "/books" { "books" } else { "gamma" };
+        let want_ep = match target.as_str() {
+            "/books" => "books",
+            "/v2/trades" => "trades",
+            _ => "gamma",
+        };
         let (seen, what) = if f.starts_with("TooMany") {
             (near(&|e| e.1 == want_ep && e.2 == Some(429)), "a 429 line")
         } else if f == "NotReady" {
@@ -956,6 +997,7 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
                 pass: unexplained == 0 && r.reconcile.not_served == 0,
             }
         },
+        trade_gate(&r.trades, r.reconcile.served_replies),
         Gate {
             name: "every market window of every family tracked from lead to grace".into(),
             value: format!(
@@ -969,6 +1011,90 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
         },
     ];
     Ok(r)
+}
+
+/// Why something the venue served (at real time `at`) is not in the archive.
+struct Loss<'a> {
+    kills: &'a [(f64, String)],
+    flush_secs: f64,
+    disk: &'a [(f64, f64)],
+    up: &'a [(f64, f64)],
+    end: f64,
+}
+
+impl Loss<'_> {
+    /// The reason, or `UNEXPLAINED`.
+    fn reason(&self, at: f64) -> String {
+        if let Some((_, s)) = self.kills.iter().find(|(k, _)| at >= k - self.flush_secs - 2.0 && at <= k + 2.0) {
+            format!("served within the flush window ({} s) before a SIGKILL of {s}", self.flush_secs)
+        } else if in_any(at, self.disk) {
+            "served while the archive's disk was full (the rotator stops; the chain restarts)".into()
+        } else if !in_any(at, self.up) || in_any(at - 12.0, &[(self.end - 12.0, self.end)]) {
+            "served while the chain was stopping or down (in flight at stop)".into()
+        } else if self.up.iter().any(|&(a, b)| (at - b).abs() < 12.0 || (at - a).abs() < 2.0) {
+            "served in the chain's stop sequence (in flight when its stages were stopped)".into()
+        } else {
+            "UNEXPLAINED".into()
+        }
+    }
+}
+
+/// The row keys of a `/v2/trades` reply body (`{data: [row…]}`); none when it is not one.
+fn trade_keys(body: &RawValue) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Page {
+        data: Option<Vec<crate::trades::RowId>>,
+    }
+    match serde_json::from_str::<Page>(body.get()) {
+        Ok(p) => p.data.unwrap_or_default().iter().map(crate::trades::row_key).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Trades served vs archived. A trade served several times and never archived is explained only when
+/// every serve of it is (the reason of its last serve is shown).
+fn reconcile_trades(served: &BTreeMap<String, Vec<f64>>, archived: &BTreeSet<String>, loss: &Loss) -> TradeReconcile {
+    let mut t = TradeReconcile {
+        served: served.len() as u64,
+        archived: archived.len() as u64,
+        not_served: archived.iter().filter(|k| !served.contains_key(*k)).count() as u64,
+        ..TradeReconcile::default()
+    };
+    for (key, times) in served {
+        if archived.contains(key) {
+            t.matched += 1;
+            continue;
+        }
+        let reasons: Vec<String> = times.iter().map(|&at| loss.reason(at)).collect();
+        let why = match reasons.iter().any(|w| w == "UNEXPLAINED") {
+            true => "UNEXPLAINED".to_string(),
+            false => reasons.last().cloned().unwrap_or_default(),
+        };
+        if why == "UNEXPLAINED" && t.unexplained_keys.len() < 20 {
+            t.unexplained_keys.push(key.clone());
+        }
+        *t.missing.entry(why).or_default() += 1;
+    }
+    t
+}
+
+/// The trade reconciliation's gate line (not applicable when no `/v2/trades` request was served:
+/// a real run has no venue log, a loopback run may have the trades lane off).
+fn trade_gate(t: &TradeReconcile, venue_replies: u64) -> Gate {
+    let name = "every trade served is archived or its loss explained".to_string();
+    if t.requests == 0 {
+        let why = if venue_replies == 0 { "the venue log is empty (a real run has none)" } else { "trades lane off" };
+        return Gate { name, value: format!("not applicable: no /v2/trades request ({why})"), pass: true };
+    }
+    let unexplained = t.missing.get("UNEXPLAINED").copied().unwrap_or(0);
+    Gate {
+        name,
+        value: format!(
+            "{} of {} distinct trades archived, {} unexplained, {} archived but not served",
+            t.matched, t.served, unexplained, t.not_served
+        ),
+        pass: unexplained == 0 && t.not_served == 0 && t.served > 0,
+    }
 }
 
 struct ArchFile {

@@ -36,7 +36,7 @@ use time::OffsetDateTime;
 
 use pm_archive::{clock, trades};
 
-use super::venue::{percent_decode, read_request, sha_hex};
+use super::venue::{accept_loop, clock_now, percent_decode, read_request, sha_hex, MarketSeen, SimClock, Venue};
 
 #[derive(Clone, Debug)]
 pub enum Fault {
@@ -86,7 +86,9 @@ struct State {
     matches: u32,
     lag: Duration,
     dup: bool,
-    clock_start: Option<(Instant, OffsetDateTime, f64)>,
+    /// Every this many matches of a market, one shares the previous one's timestamp (0 = never).
+    burst_every: u64,
+    clock_start: SimClock,
 }
 
 pub struct DataApi {
@@ -116,21 +118,12 @@ impl DataApi {
             matches: 12,
             lag: Duration::ZERO,
             dup: false,
+            burst_every: 0,
             clock_start: None,
         }));
         let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp) = (state.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sp.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(conn) = conn {
-                    let st = st.clone();
-                    std::thread::spawn(move || handle(conn, st));
-                }
-            }
-        });
+        let st = state.clone();
+        accept_loop(listener, stop.clone(), move |conn| handle(conn, st.clone()));
         DataApi { addr, state, stop }
     }
 
@@ -178,6 +171,31 @@ impl DataApi {
         self.state.lock().unwrap().lag = d;
     }
 
+    /// Every `n`-th match of a market has the timestamp of the match before it (0 = never). Default 0.
+    pub fn set_burst_every(&self, n: u64) {
+        self.state.lock().unwrap().burst_every = n;
+    }
+
+    /// Serves `/v2/trades` on the venue's own port (behind the venue's faults, outages and log) for
+    /// the markets the venue issues through Gamma, each traded inside its window.
+    pub fn mount_on(&self, v: &Venue) {
+        let st = self.state.clone();
+        v.on_market(Arc::new(move |m: &MarketSeen| {
+            let spec = Spec { slug: m.slug.clone(), tokens: m.tokens.clone(), start: m.start, end: Some(m.end) };
+            if !spec.tokens.is_empty() {
+                st.lock().unwrap().specs.insert(m.condition_id.clone(), spec);
+            }
+        }));
+        let st = self.state.clone();
+        v.mount(
+            "/v2/trades",
+            Arc::new(move |req| {
+                let (status, body, _, _) = page(&mut st.lock().unwrap(), &req.query, false);
+                (status, body)
+            }),
+        );
+    }
+
     pub fn duplicate_across_pages(&self, on: bool) {
         self.state.lock().unwrap().dup = on;
     }
@@ -211,10 +229,7 @@ impl Drop for DataApi {
 }
 
 fn now_of(st: &State) -> OffsetDateTime {
-    match st.clock_start {
-        None => OffsetDateTime::now_utc(),
-        Some((real, virt, rate)) => virt + time::Duration::seconds_f64(real.elapsed().as_secs_f64() * rate),
-    }
+    clock_now(&st.clock_start)
 }
 
 /// A decimal token id derived from a string (for unregistered markets).
@@ -232,7 +247,9 @@ fn rows_of(st: &State, cid: &str, now: OffsetDateTime) -> Vec<Row> {
     let spacing = st.spacing.as_secs_f64();
     let mut out = Vec::new();
     for i in 0..10_000u64 {
-        let t = spec.start + time::Duration::seconds_f64(spacing * (i + 1) as f64);
+        // With bursts, every `burst_every`-th match shares the timestamp of the one before it.
+        let n = i + 1 - (i + 1).checked_div(st.burst_every).unwrap_or(0);
+        let t = spec.start + time::Duration::seconds_f64(spacing * n as f64);
         let past_end = match spec.end {
             Some(end) => t >= end,
             None => i >= u64::from(st.matches),

@@ -124,7 +124,7 @@ struct State {
     listing_horizon: Duration,
     book_gone_after: Duration,
     nudge: u64,
-    clock_start: Option<(Instant, OffsetDateTime, f64)>,
+    clock_start: SimClock,
     /// (slug prefix, `version` to serve).
     versions: Vec<(String, String)>,
     resolve_after: Option<Duration>,
@@ -134,7 +134,30 @@ struct State {
     down_until: Option<Instant>,
     /// When set, the log is written here as JSONL and not kept in memory.
     sink: Option<std::io::LineWriter<std::fs::File>>,
+    /// Other APIs served on this port (the Data API, [`Venue::mount`]): (exact path, handler).
+    mounts: Vec<(String, Handler)>,
+    /// Called for every market a Gamma reply issued ([`Venue::on_market`]).
+    market_hooks: Vec<MarketHook>,
 }
+
+/// The simulated clock of a loopback server: (real start, simulated start, rate); None = wall clock.
+pub type SimClock = Option<(Instant, OffsetDateTime, f64)>;
+
+/// A mounted API: the request in, (status, JSON body) out. Faults and the log stay the venue's.
+pub type Handler = Arc<dyn Fn(&Req) -> (u16, Vec<u8>) + Send + Sync>;
+
+/// A market the venue issued through Gamma: what another loopback API needs to serve its trades.
+#[derive(Clone, Debug)]
+pub struct MarketSeen {
+    pub condition_id: String,
+    pub slug: String,
+    /// (token id, outcome) in Gamma's order.
+    pub tokens: Vec<(String, String)>,
+    pub start: OffsetDateTime,
+    pub end: OffsetDateTime,
+}
+
+pub type MarketHook = Arc<dyn Fn(&MarketSeen) + Send + Sync>;
 
 pub struct Venue {
     pub addr: SocketAddr,
@@ -171,20 +194,12 @@ impl Venue {
             open_late: Vec::new(),
             down_until: None,
             sink: None,
+            mounts: Vec::new(),
+            market_hooks: Vec::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
-        let (st, sp) = (state.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if sp.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(conn) = conn {
-                    let st = st.clone();
-                    std::thread::spawn(move || handle(conn, st));
-                }
-            }
-        });
+        let st = state.clone();
+        accept_loop(listener, stop.clone(), move |conn| handle(conn, st.clone()));
         Ok(Venue { addr, state, stop })
     }
 
@@ -239,6 +254,16 @@ impl Venue {
         self.state.lock().unwrap().open_late.push(slug_prefix.to_string());
     }
 
+    /// Serves `path` (exact) with this handler, behind the venue's faults, outages and log.
+    pub fn mount(&self, path: &str, h: Handler) {
+        self.state.lock().unwrap().mounts.push((path.to_string(), h));
+    }
+
+    /// Calls `h` for every market a Gamma reply issues (again at every reply of it).
+    pub fn on_market(&self, h: MarketHook) {
+        self.state.lock().unwrap().market_hooks.push(h);
+    }
+
     /// Every HTTP connection is closed without a reply for this long from now (an outage).
     pub fn outage(&self, d: Duration) {
         self.state.lock().unwrap().down_until = Some(Instant::now() + d);
@@ -281,10 +306,35 @@ impl Drop for Venue {
 }
 
 fn now_of(st: &State) -> OffsetDateTime {
-    match st.clock_start {
+    clock_now(&st.clock_start)
+}
+
+/// The time on a loopback server's clock.
+pub fn clock_now(c: &SimClock) -> OffsetDateTime {
+    match *c {
         None => OffsetDateTime::now_utc(),
         Some((real, virt, rate)) => virt + time::Duration::seconds_f64(real.elapsed().as_secs_f64() * rate),
     }
+}
+
+/// The accept loop of the loopback HTTP servers: one thread per connection until `stop` is set
+/// (and one more connection arrives: [`Drop`] connects once).
+pub fn accept_loop<H>(listener: TcpListener, stop: Arc<AtomicBool>, handler: H)
+where
+    H: Fn(TcpStream) + Send + Sync + 'static,
+{
+    let handler = Arc::new(handler);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Ok(conn) = conn {
+                let h = handler.clone();
+                std::thread::spawn(move || h(conn));
+            }
+        }
+    });
 }
 
 /// One HTTP request as the loopback servers read it (the venue here, the Data API in dataapi.rs).
@@ -437,6 +487,7 @@ fn log(st: &Arc<Mutex<State>>, req: &Req, status: Option<u16>, response: Vec<u8>
             bytes: status.map(|_| response.len() as u64),
             fault,
             hashes: book_hashes(&req.path, &response),
+            trades: trade_keys(&req.path, status, &response),
             slug: req.path.strip_prefix("/markets/slug/").map(percent_decode),
             detail: None,
         };
@@ -465,6 +516,21 @@ fn book_hashes(path: &str, body: &[u8]) -> Vec<String> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(items)) => items.iter().filter_map(hash).collect(),
         Ok(v) => hash(&v).into_iter().collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The key (`pm_archive::trades::row_key`) of every row of a 200 `/v2/trades` reply.
+fn trade_keys(path: &str, status: Option<u16>, body: &[u8]) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        data: Option<Vec<pm_archive::trades::RowId>>,
+    }
+    if path != "/v2/trades" || status != Some(200) {
+        return Vec::new();
+    }
+    match serde_json::from_slice::<Page>(body) {
+        Ok(p) => p.data.unwrap_or_default().iter().map(pm_archive::trades::row_key).collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -498,6 +564,11 @@ fn recorded(status: u16, name: &str) -> (u16, &'static str, Vec<u8>) {
 /// The router: one arm per (method, path). A new API (e.g. the Data API) is one more arm here and
 /// one handler function below.
 fn route(st: &Arc<Mutex<State>>, req: &Req) -> (u16, &'static str, Vec<u8>) {
+    let mounted = st.lock().unwrap().mounts.iter().find(|(p, _)| *p == req.path).map(|(_, h)| h.clone());
+    if let Some(h) = mounted {
+        let (status, body) = h(req);
+        return (status, "application/json", body);
+    }
     let related = || fixture_json("clob_related_endpoints_2026-08-10.json")["responses"].clone();
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", p) if p.starts_with("/markets/slug/") => gamma(st, &percent_decode(&p["/markets/slug/".len()..])),
@@ -667,8 +738,19 @@ fn register_as(st: &Arc<Mutex<State>>, v: &Value, open_late: bool) {
     let end = clock::parse_rfc3339(v["endDate"].as_str().unwrap()).unwrap();
     let cid = v["conditionId"].as_str().unwrap().to_string();
     let mut s = st.lock().unwrap();
-    for id in ids {
-        s.tokens.insert(id, TokenInfo { condition_id: cid.clone(), window_end: end, open_late });
+    for id in &ids {
+        s.tokens.insert(id.clone(), TokenInfo { condition_id: cid.clone(), window_end: end, open_late });
+    }
+    let hooks = s.market_hooks.clone();
+    drop(s);
+    let start = v.get("eventStartTime").and_then(Value::as_str).and_then(clock::parse_rfc3339);
+    let outcomes: Vec<String> =
+        v.get("outcomes").and_then(Value::as_str).and_then(|o| serde_json::from_str(o).ok()).unwrap_or_default();
+    if let (Some(start), false) = (start, hooks.is_empty()) {
+        let slug = v.get("slug").and_then(Value::as_str).unwrap_or_default().to_string();
+        let tokens = ids.into_iter().zip(outcomes).collect();
+        let m = MarketSeen { condition_id: cid, slug, tokens, start, end };
+        hooks.iter().for_each(|h| h(&m));
     }
 }
 
