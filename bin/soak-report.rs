@@ -27,7 +27,8 @@ Options:
     -h, --help              Show this help.
     -V, --version           Show the version.
 
-Exit status: 0 the report was written and every gate line passes; 1 written, some gate line fails;
+Exit status: 0 the report was written and every gate line passes; 1 written, some gate line fails
+or is not judgeable in this run (no evidence, e.g. no market window fitted between kills);
 2 bad arguments, an input that cannot be read or an output that cannot be written.
 ";
 
@@ -106,8 +107,9 @@ fn run() -> cli::Result<ExitCode> {
     write(&js, serde_json::to_string_pretty(&r).expect("serializes") + "\n")?;
     write(&out, render::markdown(&r, &name(&tl), &name(&la)))?;
     let failed: Vec<&str> = r.gate.iter().filter(|g| !g.pass).map(|g| g.name.as_str()).collect();
+    let nj = r.gate.iter().filter(|g| g.not_judgeable).count();
     cli::print(&format!(
-        "soak-report: wrote {} ({} of {} gate lines pass)\n",
+        "soak-report: wrote {} ({} of {} gate lines pass, {nj} not judgeable in this run)\n",
         out.display(),
         r.gate.len() - failed.len(),
         r.gate.len()
