@@ -13,7 +13,9 @@ use common::dataapi::{DataApi, Fault};
 use common::venue::Venue;
 use common::{jsonl, run_with_timeout, tool};
 use pm_archive::clock;
-use pm_archive::trades::{row_key, RowId};
+use pm_archive::http::HttpCtx;
+use pm_archive::track::{GapCtx, TrackCtx};
+use pm_archive::trades::{row_key, PageCtx, RowId};
 use serde_json::Value;
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -88,9 +90,22 @@ fn gaps<'a>(lines: &'a [Value], g: &str) -> Vec<&'a Value> {
     lines.iter().filter(|l| l["kind"] == "gap" && l["ctx"]["gap"] == g).collect()
 }
 
-/// Every envelope is a pm-trades raw line numbered 0.. without a hole; http lines name the page.
+/// Every envelope is a pm-trades raw line numbered 0.. without a hole; http lines name the page;
+/// every `ctx` reads back through its Rust type (`HttpCtx<PageCtx>`, `GapCtx`, `TrackCtx`) and writes
+/// again as the same JSON: no key without a type, none of another JSON type.
 fn check_envelopes(lines: &[Value]) {
+    fn again<T: serde::de::DeserializeOwned + serde::Serialize>(l: &Value) -> Value {
+        let t: T = serde_json::from_value(l["ctx"].clone()).unwrap_or_else(|e| panic!("{e}: {l}"));
+        serde_json::to_value(t).unwrap()
+    }
     for (i, l) in lines.iter().enumerate() {
+        let back = match l["kind"].as_str().unwrap() {
+            "http" => again::<HttpCtx<PageCtx>>(l),
+            "gap" => again::<GapCtx>(l),
+            "track" => again::<TrackCtx>(l),
+            other => panic!("unexpected kind {other}"),
+        };
+        assert_eq!(back, l["ctx"], "{l}");
         assert_eq!(l["schema"], "pmarchive.raw/1");
         assert_eq!(l["tool"], "pm-trades");
         assert_eq!(l["seq"].as_u64(), Some(i as u64), "seq without holes");
@@ -516,6 +531,7 @@ fn a_walk_that_failed_half_way_commits_nothing_and_the_next_poll_goes_as_deep() 
     let args = ["--interval", "1", "--settle", "3600", "--page-size", "4", "--retries", "1", "--duration", "2.5"];
     let (code, lines, err) = run_trades(trades_cmd(&api, Some(&spec), &args), &recs[..1]);
     assert_eq!(code, 0, "{err}");
+    check_envelopes(&lines);
     assert_eq!(gaps(&lines, "failed_request").len(), 1, "{err}");
     assert!(!lines.iter().any(|l| l["ctx"]["walk"] == "final"), "no sweep in this run");
     let archived: HashSet<String> = archived_keys(&lines).into_iter().collect();
