@@ -69,7 +69,7 @@ pub struct TradeRow {
 }
 
 /// A market window as the track lines describe it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct WindowInfo {
     pub slug: Option<String>,
     pub window_start_utc: Option<String>,
@@ -77,7 +77,7 @@ pub struct WindowInfo {
 }
 
 /// Counts of one run.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub lines: u64,
     pub bad_lines: u64,
@@ -89,7 +89,7 @@ pub struct Counts {
 }
 
 /// The offset distribution (ws exchange ms − Data API exchange s × 1000) of matched prints.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Offsets {
     pub n: u64,
     pub min_ms: Option<i64>,
@@ -108,7 +108,7 @@ impl Offsets {
 }
 
 /// One market window's reconciliation.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MarketReconciliation {
     pub market: String,
     #[serde(flatten)]
@@ -127,15 +127,32 @@ pub struct MarketReconciliation {
 }
 
 /// The reconciliation report (`--check` output, and in the manifest).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Reconciliation {
-    pub schema: &'static str,
+    pub schema: String,
     pub match_window_ms: i64,
     pub markets: Vec<MarketReconciliation>,
     pub totals: MarketTotals,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+/// pm-tradeset's `options` in its manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Options {
+    /// `--match-secs`: the largest |offset| of a price/size/time match, in seconds.
+    pub match_secs: f64,
+}
+
+/// pm-tradeset's own key in its manifest (`pmarchive.tradeset_manifest/1`): the reconciliation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ManifestExtra {
+    pub reconciliation: Reconciliation,
+}
+
+/// pm-tradeset's manifest: the derived-file manifest ([`crate::derived`]) with its options, counts
+/// and reconciliation.
+pub type Manifest = crate::derived::DerivedManifest<Options, Counts, ManifestExtra>;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MarketTotals {
     pub markets: u64,
     pub ws_prints: u64,
@@ -463,7 +480,7 @@ impl TradeSet {
             markets.push(m);
         }
         totals.offset = Offsets::of(all_offsets);
-        Reconciliation { schema: RECONCILIATION_SCHEMA, match_window_ms: window_ms, markets, totals }
+        Reconciliation { schema: RECONCILIATION_SCHEMA.to_string(), match_window_ms: window_ms, markets, totals }
     }
 }
 

@@ -485,6 +485,14 @@ fn trade_rows_are_deterministic_deduplicated_and_reconciled() {
     let doc: Value = serde_json::from_slice(&std::fs::read(&man).unwrap()).unwrap();
     assert_eq!(doc["reconciliation"], rep);
     assert_eq!(doc["outputs"][0]["rows"], rows.len());
+    // One Rust type writes and reads it: the same JSON again, its inputs hashed as they were read.
+    let typed: pm_archive::tradeset::Manifest = serde_json::from_value(doc.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&typed).unwrap(), doc);
+    assert_eq!(typed.schema, pm_archive::derived::TRADESET_SCHEMA);
+    assert_eq!(typed.inputs.iter().map(|i| &i.path).collect::<Vec<_>>(), [&raw, &wsf]);
+    assert_eq!(typed.inputs[0], pm_archive::derived::HashedFile::of(&raw).unwrap());
+    assert_eq!(typed.outputs[0].file, pm_archive::derived::HashedFile::of(&o).unwrap());
+    assert_eq!((typed.options.match_secs, typed.tool.as_str()), (5.0, "pm-tradeset"));
 }
 
 /// The request rate of the defaults (5 s cadence, 20 conditions a request) on the real clock, with
