@@ -216,6 +216,72 @@ fn opt_text(v: &Value) -> Option<String> {
     (!v.is_null()).then(|| text(v)).filter(|s| !s.is_empty())
 }
 
+/// The row of a Data API fill (`key`: its [`row_key`]), received at `recv`.
+fn api_row(a: ApiRow, key: &str, recv: &str) -> TradeRow {
+    let secs = match &a.id.timestamp {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    let ms = secs.unwrap_or(0).saturating_mul(1000);
+    TradeRow {
+        schema: SCHEMA.into(),
+        source: SOURCE_DATA_API.into(),
+        ts_recv: recv.to_string(),
+        ts_event: clock::from_unix_ms(ms).map(clock::fmt_micros).unwrap_or_default(),
+        ts_event_ms: ms,
+        ts_event_resolution: "s".into(),
+        asset_id: text(&a.id.token_id),
+        market: text(&a.id.condition_id),
+        price: text(&a.id.price),
+        size: text(&a.id.size),
+        side: text(&a.id.side),
+        role: None,
+        outcome: a.outcome,
+        outcome_index: a.outcome_index,
+        proxy_wallet: opt_text(&a.id.proxy_wallet),
+        fee_rate_bps: None,
+        transaction_hash: opt_text(&a.id.transaction_hash),
+        conn_id: None,
+        slug: a.slug,
+        key: format!("{SOURCE_DATA_API}|{key}"),
+        copies: 1,
+    }
+}
+
+/// The row of a websocket `last_trade_price` event that arrived on connection `conn_id` at `recv`.
+fn ws_row(e: &Value, conn_id: Option<u64>, recv: &str) -> TradeRow {
+    let ms = match &e["timestamp"] {
+        Value::String(s) => s.parse::<i64>().unwrap_or(0),
+        v => v.as_i64().unwrap_or(0),
+    };
+    let g = |k: &str| text(&e[k]);
+    let key = [g("asset_id"), g("price"), g("size"), g("side"), ms.to_string(), g("transaction_hash")].join("|");
+    TradeRow {
+        schema: SCHEMA.into(),
+        source: SOURCE_WS.into(),
+        ts_recv: recv.to_string(),
+        ts_event: clock::from_unix_ms(ms).map(clock::fmt_micros).unwrap_or_default(),
+        ts_event_ms: ms,
+        ts_event_resolution: "ms".into(),
+        asset_id: g("asset_id"),
+        market: g("market"),
+        price: g("price"),
+        size: g("size"),
+        side: g("side"),
+        role: None,
+        outcome: None,
+        outcome_index: None,
+        proxy_wallet: None,
+        fee_rate_bps: opt_text(&e["fee_rate_bps"]),
+        transaction_hash: opt_text(&e["transaction_hash"]),
+        conn_id,
+        slug: None,
+        key: format!("{SOURCE_WS}|{key}"),
+        copies: 1,
+    }
+}
+
 impl TradeSet {
     pub fn new() -> TradeSet {
         TradeSet::default()
@@ -259,109 +325,58 @@ impl TradeSet {
     }
 
     fn line(&mut self, l: Line) {
-        let ctx = l.ctx.unwrap_or(Value::Null);
-        let recv = l.collected_at_utc.unwrap_or_default();
+        let ctx = l.ctx.as_ref().unwrap_or(&Value::Null);
+        let recv = l.collected_at_utc.as_deref().unwrap_or_default();
         match l.kind.as_deref() {
-            Some("track") => {
-                if let Some(cid) = ctx["condition_id"].as_str() {
-                    let w = self.windows.entry(cid.to_string()).or_default();
-                    w.slug = ctx["slug"].as_str().map(str::to_string).or(w.slug.take());
-                    w.window_start_utc = ctx["window_start_utc"].as_str().map(str::to_string);
-                    w.window_end_utc = ctx["window_end_utc"].as_str().map(str::to_string);
-                    if l.tool.as_deref() == Some("pm-trades") && ctx["final_sweep"] == "complete" {
-                        self.swept.insert(cid.to_string());
-                    }
-                }
-            }
+            Some("track") => self.track(ctx, l.tool.as_deref() == Some("pm-trades")),
             Some("http") if l.tool.as_deref() == Some("pm-trades") && l.status == Some(200) => {
-                let Some(rows) = l.body.as_ref().and_then(|b| b.get("data")).and_then(Value::as_array) else {
-                    return;
-                };
-                self.counts.pages += 1;
-                let taker_only = ctx["taker_only"] == true;
-                for r in rows {
-                    let Ok(a) = serde_json::from_value::<ApiRow>(r.clone()) else { continue };
-                    self.counts.data_api_copies += 1;
-                    let key = row_key(&a.id);
-                    let cid = text(&a.id.condition_id);
-                    if taker_only {
-                        self.taker_keys.entry(cid.clone()).or_default().insert(key.clone());
-                    }
-                    let secs = match &a.id.timestamp {
-                        Value::Number(n) => n.as_i64(),
-                        Value::String(s) => s.parse().ok(),
-                        _ => None,
-                    };
-                    let ms = secs.unwrap_or(0).saturating_mul(1000);
-                    let row = TradeRow {
-                        schema: SCHEMA.into(),
-                        source: SOURCE_DATA_API.into(),
-                        ts_recv: recv.clone(),
-                        ts_event: clock::from_unix_ms(ms).map(clock::fmt_micros).unwrap_or_default(),
-                        ts_event_ms: ms,
-                        ts_event_resolution: "s".into(),
-                        asset_id: text(&a.id.token_id),
-                        market: cid,
-                        price: text(&a.id.price),
-                        size: text(&a.id.size),
-                        side: text(&a.id.side),
-                        role: None,
-                        outcome: a.outcome,
-                        outcome_index: a.outcome_index,
-                        proxy_wallet: opt_text(&a.id.proxy_wallet),
-                        fee_rate_bps: None,
-                        transaction_hash: opt_text(&a.id.transaction_hash),
-                        conn_id: None,
-                        slug: a.slug,
-                        key: format!("{SOURCE_DATA_API}|{key}"),
-                        copies: 1,
-                    };
-                    self.add(row);
+                if let Some(rows) = l.body.as_ref().and_then(|b| b.get("data")).and_then(Value::as_array) {
+                    self.page(rows, ctx["taker_only"] == true, recv);
                 }
             }
-            Some("ws") if ctx["event"] == "frame" => {
-                let events: Vec<&Value> = match &l.body {
-                    Some(Value::Array(a)) => a.iter().collect(),
-                    Some(v @ Value::Object(_)) => vec![v],
-                    _ => return,
-                };
-                self.counts.frames += 1;
-                for e in events.into_iter().filter(|e| e["event_type"] == "last_trade_price") {
-                    self.counts.ws_copies += 1;
-                    let ms = match &e["timestamp"] {
-                        Value::String(s) => s.parse::<i64>().unwrap_or(0),
-                        v => v.as_i64().unwrap_or(0),
-                    };
-                    let g = |k: &str| text(&e[k]);
-                    let key = [g("asset_id"), g("price"), g("size"), g("side"), ms.to_string(), g("transaction_hash")]
-                        .join("|");
-                    let row = TradeRow {
-                        schema: SCHEMA.into(),
-                        source: SOURCE_WS.into(),
-                        ts_recv: recv.clone(),
-                        ts_event: clock::from_unix_ms(ms).map(clock::fmt_micros).unwrap_or_default(),
-                        ts_event_ms: ms,
-                        ts_event_resolution: "ms".into(),
-                        asset_id: g("asset_id"),
-                        market: g("market"),
-                        price: g("price"),
-                        size: g("size"),
-                        side: g("side"),
-                        role: None,
-                        outcome: None,
-                        outcome_index: None,
-                        proxy_wallet: None,
-                        fee_rate_bps: opt_text(&e["fee_rate_bps"]),
-                        transaction_hash: opt_text(&e["transaction_hash"]),
-                        conn_id: ctx["conn_id"].as_u64(),
-                        slug: None,
-                        key: format!("{SOURCE_WS}|{key}"),
-                        copies: 1,
-                    };
-                    self.add(row);
-                }
-            }
+            Some("ws") if ctx["event"] == "frame" => match &l.body {
+                Some(Value::Array(a)) => self.frame(a.iter(), ctx["conn_id"].as_u64(), recv),
+                Some(v @ Value::Object(_)) => self.frame(std::iter::once(v), ctx["conn_id"].as_u64(), recv),
+                _ => {}
+            },
             _ => {}
+        }
+    }
+
+    /// A track line: the market's window and slug; pm-trades' stop after a complete final sweep
+    /// makes the market's roles known.
+    fn track(&mut self, ctx: &Value, by_trades: bool) {
+        let Some(cid) = ctx["condition_id"].as_str() else { return };
+        let w = self.windows.entry(cid.to_string()).or_default();
+        w.slug = ctx["slug"].as_str().map(str::to_string).or(w.slug.take());
+        w.window_start_utc = ctx["window_start_utc"].as_str().map(str::to_string);
+        w.window_end_utc = ctx["window_end_utc"].as_str().map(str::to_string);
+        if by_trades && ctx["final_sweep"] == "complete" {
+            self.swept.insert(cid.to_string());
+        }
+    }
+
+    /// A 200 page of pm-trades: one row per Data API fill (a `taker_only=true` page also marks its
+    /// rows as the taker's).
+    fn page(&mut self, rows: &[Value], taker_only: bool, recv: &str) {
+        self.counts.pages += 1;
+        for r in rows {
+            let Ok(a) = serde_json::from_value::<ApiRow>(r.clone()) else { continue };
+            self.counts.data_api_copies += 1;
+            let key = row_key(&a.id);
+            if taker_only {
+                self.taker_keys.entry(text(&a.id.condition_id)).or_default().insert(key.clone());
+            }
+            self.add(api_row(a, &key, recv));
+        }
+    }
+
+    /// A websocket frame of pm-stream: one row per `last_trade_price` event.
+    fn frame<'a>(&mut self, events: impl Iterator<Item = &'a Value>, conn_id: Option<u64>, recv: &str) {
+        self.counts.frames += 1;
+        for e in events.filter(|e| e["event_type"] == "last_trade_price") {
+            self.counts.ws_copies += 1;
+            self.add(ws_row(e, conn_id, recv));
         }
     }
 
