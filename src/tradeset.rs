@@ -117,13 +117,30 @@ pub struct MarketReconciliation {
     pub data_api_taker_rows: u64,
     /// Whether the market's final sweep (both passes) completed: only then are roles known.
     pub swept: bool,
+    #[serde(flatten)]
+    pub matches: Matches,
+    pub offset: Offsets,
+}
+
+/// How the websocket prints and the Data API fills of a market (or of all) matched.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Matches {
     pub ws_prints: u64,
     pub matched_by_hash: u64,
     pub matched_by_fields: u64,
     pub unmatched_ws: u64,
     /// Data API taker rows (all rows when roles are unknown) that no websocket print matched.
     pub data_api_only: u64,
-    pub offset: Offsets,
+}
+
+impl Matches {
+    fn add(&mut self, o: &Matches) {
+        self.ws_prints += o.ws_prints;
+        self.matched_by_hash += o.matched_by_hash;
+        self.matched_by_fields += o.matched_by_fields;
+        self.unmatched_ws += o.unmatched_ws;
+        self.data_api_only += o.data_api_only;
+    }
 }
 
 /// The reconciliation report (`--check` output, and in the manifest).
@@ -155,11 +172,8 @@ pub type Manifest = crate::derived::DerivedManifest<Options, Counts, ManifestExt
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MarketTotals {
     pub markets: u64,
-    pub ws_prints: u64,
-    pub matched_by_hash: u64,
-    pub matched_by_fields: u64,
-    pub unmatched_ws: u64,
-    pub data_api_only: u64,
+    #[serde(flatten)]
+    pub matches: Matches,
     pub offset: Offsets,
 }
 
@@ -428,7 +442,6 @@ impl TradeSet {
                 e.1.push(r);
             }
         }
-        let num = |s: &str| s.parse::<f64>().ok();
         let mut markets = Vec::new();
         let mut all_offsets = Vec::new();
         let mut totals = MarketTotals::default();
@@ -436,67 +449,67 @@ impl TradeSet {
             let swept = self.swept.contains(market);
             let fills: Vec<&TradeRow> =
                 api.iter().copied().filter(|r| !swept || r.role.as_deref() == Some("taker")).collect();
-            let mut used = vec![false; fills.len()];
-            let (mut by_hash, mut by_fields, mut unmatched) = (0u64, 0u64, 0u64);
-            let mut offsets = Vec::new();
-            for p in &ws {
-                let hash_hit = p.transaction_hash.as_ref().and_then(|h| {
-                    (0..fills.len()).find(|&i| {
-                        !used[i] && fills[i].transaction_hash.as_ref() == Some(h) && fills[i].asset_id == p.asset_id
-                    })
-                });
-                let hit = hash_hit.map(|i| (i, true)).or_else(|| {
-                    (0..fills.len())
-                        .filter(|&i| {
-                            let f = fills[i];
-                            !used[i]
-                                && f.asset_id == p.asset_id
-                                && num(&f.price).is_some()
-                                && num(&f.price) == num(&p.price)
-                                && num(&f.size) == num(&p.size)
-                                && (p.ts_event_ms - f.ts_event_ms).abs() <= window_ms
-                        })
-                        .min_by_key(|&i| ((p.ts_event_ms - fills[i].ts_event_ms).abs(), i))
-                        .map(|i| (i, false))
-                });
-                match hit {
-                    Some((i, h)) => {
-                        used[i] = true;
-                        if h {
-                            by_hash += 1;
-                        } else {
-                            by_fields += 1;
-                        }
-                        offsets.push(p.ts_event_ms - fills[i].ts_event_ms);
-                    }
-                    None => unmatched += 1,
-                }
-            }
+            let (matches, offsets) = match_prints(&ws, &fills, window_ms);
             all_offsets.extend_from_slice(&offsets);
-            let m = MarketReconciliation {
+            totals.markets += 1;
+            totals.matches.add(&matches);
+            markets.push(MarketReconciliation {
                 market: market.to_string(),
                 window: self.windows.get(market).cloned().unwrap_or_default(),
                 data_api_rows: api.len() as u64,
                 data_api_taker_rows: api.iter().filter(|r| r.role.as_deref() == Some("taker")).count() as u64,
                 swept,
-                ws_prints: ws.len() as u64,
-                matched_by_hash: by_hash,
-                matched_by_fields: by_fields,
-                unmatched_ws: unmatched,
-                data_api_only: used.iter().filter(|u| !**u).count() as u64,
+                matches,
                 offset: Offsets::of(offsets),
-            };
-            totals.markets += 1;
-            totals.ws_prints += m.ws_prints;
-            totals.matched_by_hash += by_hash;
-            totals.matched_by_fields += by_fields;
-            totals.unmatched_ws += unmatched;
-            totals.data_api_only += m.data_api_only;
-            markets.push(m);
+            });
         }
         totals.offset = Offsets::of(all_offsets);
         Reconciliation { schema: RECONCILIATION_SCHEMA.to_string(), match_window_ms: window_ms, markets, totals }
     }
+}
+
+/// Matches each websocket print of a market to at most one of its Data API fills: by transaction
+/// hash (and asset), else by asset, price, size and the nearest time within `window_ms`; returns the
+/// counts and the offsets (ws ms − fill ms) of the matches.
+fn match_prints(ws: &[&TradeRow], fills: &[&TradeRow], window_ms: i64) -> (Matches, Vec<i64>) {
+    let num = |s: &str| s.parse::<f64>().ok();
+    let mut used = vec![false; fills.len()];
+    let mut m = Matches { ws_prints: ws.len() as u64, ..Matches::default() };
+    let mut offsets = Vec::new();
+    for p in ws {
+        let hash_hit = p.transaction_hash.as_ref().and_then(|h| {
+            (0..fills.len())
+                .find(|&i| !used[i] && fills[i].transaction_hash.as_ref() == Some(h) && fills[i].asset_id == p.asset_id)
+        });
+        let hit = hash_hit.map(|i| (i, true)).or_else(|| {
+            (0..fills.len())
+                .filter(|&i| {
+                    let f = fills[i];
+                    !used[i]
+                        && f.asset_id == p.asset_id
+                        && num(&f.price).is_some()
+                        && num(&f.price) == num(&p.price)
+                        && num(&f.size) == num(&p.size)
+                        && (p.ts_event_ms - f.ts_event_ms).abs() <= window_ms
+                })
+                .min_by_key(|&i| ((p.ts_event_ms - fills[i].ts_event_ms).abs(), i))
+                .map(|i| (i, false))
+        });
+        match hit {
+            Some((i, by_hash)) => {
+                used[i] = true;
+                if by_hash {
+                    m.matched_by_hash += 1;
+                } else {
+                    m.matched_by_fields += 1;
+                }
+                offsets.push(p.ts_event_ms - fills[i].ts_event_ms);
+            }
+            None => m.unmatched_ws += 1,
+        }
+    }
+    m.data_api_only = used.iter().filter(|u| !**u).count() as u64;
+    (m, offsets)
 }
 
 /// The rows as JSONL text.
