@@ -10,21 +10,12 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::venue::{Fault, Venue};
-use common::{jsonl, run_with_timeout, tool};
+use common::{jsonl, market_lines, run_with_timeout, tool};
 use pm_archive::clock;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use time::macros::datetime;
 use time::OffsetDateTime;
-
-/// Market record lines from `pm-markets --once` against the venue, as of `now`.
-fn market_lines(v: &Venue, families: &str, ahead: &str, now: &str) -> Vec<String> {
-    let mut c = tool("pm-markets");
-    c.args(["--once", "--gamma-url", &v.url(), "--families", families, "--ahead", ahead, "--now", now]);
-    let out = run_with_timeout(c, None, Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
-}
 
 fn now_str() -> String {
     clock::fmt_secs(OffsetDateTime::now_utc())

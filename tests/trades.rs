@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::dataapi::{DataApi, Fault};
 use common::venue::Venue;
-use common::{assert_typed_ctx, jsonl, run_with_timeout, tool};
+use common::{assert_typed_ctx, jsonl, market_lines, run_with_timeout, tool};
 use pm_archive::clock;
 use pm_archive::http::HttpCtx;
 use pm_archive::track::{GapCtx, TrackCtx};
@@ -19,15 +19,6 @@ use pm_archive::trades::{row_key, PageCtx, RowId};
 use serde_json::Value;
 use time::macros::datetime;
 use time::OffsetDateTime;
-
-/// Market record lines from `pm-markets --once` against the loopback venue, as of `now`.
-fn market_lines(v: &Venue, families: &str, ahead: &str, now: &str) -> Vec<String> {
-    let mut c = tool("pm-markets");
-    c.args(["--once", "--gamma-url", &v.url(), "--families", families, "--ahead", ahead, "--now", now]);
-    let out = run_with_timeout(c, None, Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
-}
 
 /// Registers every market record with the Data API (trades inside its window); returns the records.
 fn register_all(api: &DataApi, recs: &[String]) -> Vec<Value> {

@@ -264,3 +264,12 @@ pub fn assert_typed_ctx<T: serde::de::DeserializeOwned + serde::Serialize>(line:
     let t: T = serde_json::from_value(line["ctx"].clone()).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(serde_json::to_value(t).unwrap(), line["ctx"], "{line}");
 }
+
+/// Market record lines from `pm-markets --once` against the loopback venue, as of `now`.
+pub fn market_lines(v: &venue::Venue, families: &str, ahead: &str, now: &str) -> Vec<String> {
+    let mut c = tool("pm-markets");
+    c.args(["--once", "--gamma-url", &v.url(), "--families", families, "--ahead", ahead, "--now", now]);
+    let out = run_with_timeout(c, None, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
