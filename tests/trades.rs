@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::dataapi::{DataApi, Fault};
 use common::venue::Venue;
-use common::{assert_typed_ctx, jsonl, market_lines, run_with_timeout, tool};
+use common::{assert_ctx_reads_as, jsonl, market_lines, run_with_timeout, tool};
 use pm_archive::clock;
 use pm_archive::http::HttpCtx;
 use pm_archive::track::{GapCtx, TrackCtx};
@@ -87,9 +87,9 @@ fn gaps<'a>(lines: &'a [Value], g: &str) -> Vec<&'a Value> {
 fn check_envelopes(lines: &[Value]) {
     for (i, l) in lines.iter().enumerate() {
         match l["kind"].as_str().unwrap() {
-            "http" => assert_typed_ctx::<HttpCtx<PageCtx>>(l),
-            "gap" => assert_typed_ctx::<GapCtx>(l),
-            "track" => assert_typed_ctx::<TrackCtx>(l),
+            "http" => assert_ctx_reads_as::<HttpCtx<PageCtx>>(l),
+            "gap" => assert_ctx_reads_as::<GapCtx>(l),
+            "track" => assert_ctx_reads_as::<TrackCtx>(l),
             other => panic!("unexpected kind {other}"),
         }
         assert_eq!(l["schema"], "pmarchive.raw/1");

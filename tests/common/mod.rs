@@ -260,7 +260,7 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
 
 /// Asserts that a raw line's `ctx` reads back through its Rust type `T` and writes again as the same
 /// JSON: no key without a type, none of another JSON type.
-pub fn assert_typed_ctx<T: serde::de::DeserializeOwned + serde::Serialize>(line: &serde_json::Value) {
+pub fn assert_ctx_reads_as<T: serde::de::DeserializeOwned + serde::Serialize>(line: &serde_json::Value) {
     let t: T = serde_json::from_value(line["ctx"].clone()).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(serde_json::to_value(t).unwrap(), line["ctx"], "{line}");
 }
