@@ -43,138 +43,115 @@ an input that cannot be opened (stdin a directory included), or an I/O error on 
 stdout ends the tool with 0.
 ";
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pm_archive::cli::{self, ExitCode};
+use pm_archive::derived::{self, Derivation, MarketsFile, NormalizeExtra, OutputFile, NORMALIZE_SCHEMA};
 use pm_archive::normalize::{self, Normalizer, OutFile, Output};
-use pm_archive::{clock, util};
 
 fn main() {
     cli::main("pm-normalize", run)
 }
 
+/// The command line after parsing.
+struct Args {
+    opts: normalize::Options,
+    markets: Vec<PathBuf>,
+    output: Option<PathBuf>,
+    manifest: Option<PathBuf>,
+    threads: usize,
+    files: Vec<PathBuf>,
+}
+
 fn run() -> cli::Result<ExitCode> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
-    let mut opts = normalize::Options::default();
-    let mut markets: Vec<PathBuf> = Vec::new();
-    let mut output: Option<PathBuf> = None;
-    let mut manifest: Option<PathBuf> = None;
+    let mut a = Args {
+        opts: normalize::Options::default(),
+        markets: Vec::new(),
+        output: None,
+        manifest: None,
+        threads: normalize::default_threads(),
+        files: Vec::new(),
+    };
     let mut check = false;
-    let mut threads = normalize::default_threads();
-    let mut files: Vec<PathBuf> = Vec::new();
     while let Some(arg) = p.next()? {
         match arg {
             Long("depth") => {
                 let v: String = cli::value(&mut p, "--depth")?;
-                opts.depth = normalize::parse_depth(&v).map_err(cli::Error::Usage)?;
+                a.opts.depth = normalize::parse_depth(&v).map_err(cli::Error::Usage)?;
             }
-            Long("top") => opts.depth = 0,
-            Long("markets") => markets.push(cli::value(&mut p, "--markets")?),
+            Long("top") => a.opts.depth = 0,
+            Long("markets") => a.markets.push(cli::value(&mut p, "--markets")?),
             Long("max-lag") => {
-                opts.max_lag_ms = (cli::seconds(&mut p, "--max-lag")?.as_secs_f64() * 1000.0).round() as i64
+                a.opts.max_lag_ms = (cli::seconds(&mut p, "--max-lag")?.as_secs_f64() * 1000.0).round() as i64
             }
-            Short('o') | Long("output") => output = Some(cli::value(&mut p, "--output")?),
-            Long("manifest") => manifest = Some(cli::value(&mut p, "--manifest")?),
+            Short('o') | Long("output") => a.output = Some(cli::value(&mut p, "--output")?),
+            Long("manifest") => a.manifest = Some(cli::value(&mut p, "--manifest")?),
             Long("check") => check = true,
-            Long("threads") => {
-                threads = cli::value(&mut p, "--threads")?;
-                if !(1..=64).contains(&threads) {
-                    return cli::usage(format!("--threads: expected 1 to 64, got {threads}"));
-                }
-            }
+            Long("threads") => a.threads = cli::value_in(&mut p, "--threads", 1, 64)?,
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => return cli::version("pm-normalize"),
-            Value(v) => files.push(PathBuf::from(v)),
+            Value(v) => a.files.push(PathBuf::from(v)),
             other => return cli::unexpected(other),
         }
     }
-    for f in files.iter().chain(&markets) {
-        if f.as_os_str() != "-" && !f.is_file() {
-            return cli::usage(format!("no such file: {}", f.display()));
-        }
-        if f.as_os_str() != "-" {
-            if let Err(e) = pm_archive::jsonl::open(f) {
-                return Err(cli::Error::Msg(format!("cannot read {}: {e}", f.display())));
-            }
-        }
-    }
-    let inputs = normalize::input_names(&files);
+    derived::check_inputs(a.files.iter().chain(&a.markets))?;
+    let inputs = normalize::input_names(&a.files);
     if inputs.iter().any(|i| i == "-") {
         cli::stdin()?; // only checks that stdin is not a directory; reads nothing
     }
     if check {
-        if output.is_some() || manifest.is_some() || !markets.is_empty() {
+        if a.output.is_some() || a.manifest.is_some() || !a.markets.is_empty() {
             return cli::usage("--check takes only FILE arguments");
         }
         let (report, ok) = normalize::check::check(&inputs);
         cli::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
         return Ok(if ok { ExitCode::Success } else { ExitCode::Failure });
     }
-    if manifest.is_some() && (output.is_none() || files.is_empty() || files.iter().any(|f| f.as_os_str() == "-")) {
-        return cli::usage("--manifest needs -o PATH and FILE arguments (stdin cannot be hashed)");
-    }
+    derived::check_manifest_args(a.manifest.as_deref(), a.output.as_deref(), &a.files)?;
+    normalize_files(a, &inputs)
+}
 
-    let mut nor = Normalizer::new(opts.clone());
+/// Normalizes the inputs (to `-o` or stdout) and writes the manifest when asked.
+fn normalize_files(a: Args, inputs: &[String]) -> cli::Result<ExitCode> {
+    let mut nor = Normalizer::new(a.opts.clone());
     let mut market_files = Vec::new();
-    for m in &markets {
-        let (n, bad) = normalize::load_markets(&mut nor, m)
+    for m in &a.markets {
+        let (tokens, bad) = normalize::load_markets(&mut nor, m)
             .map_err(|e| cli::Error::Msg(format!("--markets {}: {e}", m.display())))?;
         for b in &bad {
             eprintln!("pm-normalize: --markets: skipped line {b}");
         }
-        market_files.push(serde_json::json!({"path": m, "tokens": n, "skipped_lines": bad.len()}));
+        market_files.push(MarketsFile { path: m.clone(), tokens, skipped_lines: bad.len() });
     }
     // Inputs are hashed before they are read, so the manifest describes the bytes normalized.
-    let mut input_records = Vec::new();
-    if manifest.is_some() {
-        for f in files.iter().chain(&markets) {
-            let (sha, bytes) = util::sha256_file(f)?;
-            input_records.push(serde_json::json!({"path": f, "bytes": bytes, "sha256": sha}));
-        }
-    }
-    let started = clock::fmt_micros(clock::now());
-    let (out_file, out) = match &output {
-        Some(p) => {
-            let (f, o) = OutFile::create(p).map_err(|e| cli::Error::Msg(format!("{}: {e}", p.display())))?;
-            (Some(f), o)
-        }
-        None => (None, Output::Stdout(std::io::stdout())),
-    };
-    let out = match normalize::run(&inputs, out, &mut nor, threads) {
-        Ok(o) => o,
-        Err(e) => {
-            if let Some(f) = out_file {
-                f.abandon();
-            }
-            return Err(e.into());
-        }
-    };
-    if let Some(f) = out_file {
-        f.commit(out)?;
-    }
+    let hashed = a.files.iter().chain(&a.markets);
+    let derivation = a.manifest.as_ref().map(|_| Derivation::start(NORMALIZE_SCHEMA, "pm-normalize", hashed));
+    let derivation = derivation.transpose()?;
+    write_rows(inputs, a.output.as_deref(), &mut nor, a.threads)?;
     let stats = &nor.stats;
     eprintln!("pm-normalize: summary {}", serde_json::to_string(stats)?);
-    if let (Some(mpath), Some(opath)) = (&manifest, &output) {
-        let (sha, bytes) = util::sha256_file(opath)?;
-        let rows: u64 = stats.rows.values().sum();
-        let doc = serde_json::json!({
-            "schema": "pmarchive.normalize_manifest/1",
-            "tool": "pm-normalize",
-            "tool_version": pm_archive::VERSION,
-            "started_at_utc": started,
-            "finished_at_utc": clock::fmt_micros(clock::now()),
-            "host": util::hostname(),
-            "options": opts,
-            "markets": market_files,
-            "inputs": input_records,
-            "outputs": [{"path": opath, "bytes": bytes, "sha256": sha, "rows": rows, "schema": normalize::SCHEMA}],
-            "summary": stats,
-        });
-        let mut text = serde_json::to_vec_pretty(&doc)?;
-        text.push(b'\n');
-        util::write_atomic(mpath, &text)?;
+    if let (Some(d), Some(mpath), Some(opath)) = (derivation, &a.manifest, &a.output) {
+        let out = OutputFile::of(opath, stats.rows.values().sum(), normalize::SCHEMA)?;
+        d.finish(a.opts, out, stats, NormalizeExtra { markets: market_files }).write(mpath)?;
     }
     let damaged = stats.rows.get("bad_input").copied().unwrap_or(0) > 0;
     Ok(if damaged { ExitCode::Failure } else { ExitCode::Success })
+}
+
+/// Normalizes the inputs to stdout, or to `output` atomically (nothing replaced when it fails).
+fn write_rows(inputs: &[String], output: Option<&Path>, nor: &mut Normalizer, threads: usize) -> cli::Result<()> {
+    let Some(path) = output else {
+        normalize::run(inputs, Output::Stdout(std::io::stdout()), nor, threads)?;
+        return Ok(());
+    };
+    let (file, out) = OutFile::create(path).map_err(|e| cli::Error::Msg(format!("{}: {e}", path.display())))?;
+    match normalize::run(inputs, out, nor, threads) {
+        Ok(out) => Ok(file.commit(out)?),
+        Err(e) => {
+            file.abandon();
+            Err(e.into())
+        }
+    }
 }

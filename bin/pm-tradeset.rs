@@ -41,8 +41,9 @@ A closed stdout ends the tool with 0.
 use std::path::PathBuf;
 
 use pm_archive::cli::{self, ExitCode};
-use pm_archive::tradeset::{self, TradeSet};
-use pm_archive::{clock, util};
+use pm_archive::derived::{self, Derivation, OutputFile};
+use pm_archive::tradeset::{self, ManifestExtra, TradeSet};
+use pm_archive::util;
 
 fn main() {
     cli::main("pm-tradeset", run)
@@ -70,32 +71,18 @@ fn run() -> cli::Result<ExitCode> {
             other => return cli::unexpected(other),
         }
     }
-    for f in files.iter().filter(|f| f.as_os_str() != "-") {
-        if !f.is_file() {
-            return cli::usage(format!("no such file: {}", f.display()));
-        }
-        if let Err(e) = pm_archive::jsonl::open(f) {
-            return Err(cli::Error::Msg(format!("cannot read {}: {e}", f.display())));
-        }
-    }
+    derived::check_inputs(&files)?;
     if check && (output.is_some() || manifest.is_some()) {
         return cli::usage("--check takes only FILE arguments and --match-secs");
     }
-    if manifest.is_some() && (output.is_none() || files.is_empty() || files.iter().any(|f| f.as_os_str() == "-")) {
-        return cli::usage("--manifest needs -o PATH and FILE arguments (stdin cannot be hashed)");
-    }
+    derived::check_manifest_args(manifest.as_deref(), output.as_deref(), &files)?;
     let inputs = pm_archive::normalize::input_names(&files);
     if inputs.iter().any(|i| i == "-") {
         cli::stdin()?; // only checks that stdin is not a directory
     }
-    let started = clock::fmt_micros(clock::now());
-    let mut input_records = Vec::new();
-    if manifest.is_some() {
-        for f in &files {
-            let (sha, bytes) = util::sha256_file(f)?;
-            input_records.push(serde_json::json!({"path": f, "bytes": bytes, "sha256": sha}));
-        }
-    }
+    // Inputs are hashed before they are read, so the manifest describes the bytes the rows come from.
+    let derivation = manifest.as_ref().map(|_| Derivation::start(derived::TRADESET_SCHEMA, "pm-tradeset", &files));
+    let derivation = derivation.transpose()?;
     let mut set = TradeSet::new();
     for i in &inputs {
         set.read(i).map_err(|e| cli::Error::Msg(format!("{i}: {e}")))?;
@@ -122,24 +109,11 @@ fn run() -> cli::Result<ExitCode> {
         }
         Some(o) => util::write_atomic(o, &text)?,
     }
-    if let (Some(mpath), Some(opath)) = (&manifest, &output) {
-        let (sha, bytes) = util::sha256_file(opath)?;
-        let doc = serde_json::json!({
-            "schema": "pmarchive.tradeset_manifest/1",
-            "tool": "pm-tradeset",
-            "tool_version": pm_archive::VERSION,
-            "started_at_utc": started,
-            "finished_at_utc": clock::fmt_micros(clock::now()),
-            "host": util::hostname(),
-            "options": {"match_secs": match_ms as f64 / 1000.0},
-            "inputs": input_records,
-            "outputs": [{"path": opath, "bytes": bytes, "sha256": sha, "rows": rows.len(), "schema": tradeset::SCHEMA}],
-            "summary": set.counts,
-            "reconciliation": rec,
-        });
-        let mut text = serde_json::to_vec_pretty(&doc)?;
-        text.push(b'\n');
-        util::write_atomic(mpath, &text)?;
+    if let (Some(d), Some(mpath), Some(opath)) = (derivation, &manifest, &output) {
+        let out = OutputFile::of(opath, rows.len() as u64, tradeset::SCHEMA)?;
+        let options = tradeset::Options { match_secs: match_ms as f64 / 1000.0 };
+        let m: tradeset::Manifest = d.finish(options, out, set.counts, ManifestExtra { reconciliation: rec });
+        m.write(mpath)?;
     }
     Ok(code)
 }

@@ -4,7 +4,8 @@
 //! ([`envelope`]), the HTTP client with rate limiting and backoff ([`http`]), JSONL reading/writing
 //! ([`jsonl`]), signals ([`signal`]), the venue's book hash ([`bookhash`]), the market records and slug
 //! families ([`market`]), tracking windows with the track/gap records' `ctx` ([`track`]), and the
-//! archive layout with the sealed-file record ([`layout`]).
+//! archive layout with the sealed-file record ([`layout`]), the manifest of a derived file
+//! ([`derived`]: pm-normalize's and pm-tradeset's).
 //! Each tool's engine lives in the module named after it: [`markets`] (pm-markets), [`books`]
 //! (pm-books), [`stream`] (pm-stream), [`normalize`], [`probe`], [`rotate`] (jsonl-rotate),
 //! [`manifest`], and [`rebuild`] (pm-rebuild).
@@ -13,6 +14,7 @@ pub mod bookhash;
 pub mod books;
 pub mod cli;
 pub mod clock;
+pub mod derived;
 pub mod envelope;
 pub mod feed;
 pub mod http;

@@ -43,6 +43,16 @@ pub enum Record {
     Resolution(Box<Resolution>),
 }
 
+/// The `ctx` of pm-markets' http lines (with the client's retry fields, [`crate::http::HttpCtx`]): the
+/// market asked for and the window its slug names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GammaCtx {
+    pub slug: String,
+    pub family: Family,
+    pub window_start_utc: String,
+    pub window_end_utc: String,
+}
+
 /// Counters of one process run (printed as the summary line).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -131,15 +141,17 @@ impl Discoverer {
         }
         let url = format!("{}/markets/slug/{}", self.cfg.gamma_url, util::percent_encode(slug));
         let req = Request::get("gamma", url.clone());
-        let ctx = serde_json::json!({
-            "slug": slug, "family": family.name(),
-            "window_start_utc": clock::fmt_secs(window.0), "window_end_utc": clock::fmt_secs(window.1),
-        });
+        let ctx = GammaCtx {
+            slug: slug.to_string(),
+            family,
+            window_start_utc: clock::fmt_secs(window.0),
+            window_end_utc: clock::fmt_secs(window.1),
+        };
         let (seq, raw, stats) = (&mut self.seq, &mut self.raw, &mut self.stats);
         let last = self.client.execute(&req, None, |a| {
             stats.requests += 1;
             match raw.as_mut() {
-                Some(w) => w.write_raw(&a.envelope(seq, &req, Some(ctx.clone())).to_line()),
+                Some(w) => w.write_raw(&a.envelope(seq, &req, Some(&ctx)).to_line()),
                 None => Ok(()),
             }
         })?;

@@ -148,6 +148,46 @@ pub struct TrackCtx {
     /// pm-stream: the stream name (`ws_market`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
+    /// pm-trades, on the stop after the final sweep: whether the sweep completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_sweep: Option<Sweep>,
+}
+
+/// `ctx.final_sweep` of pm-trades' stop line after a market's final sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sweep {
+    /// Both passes (`taker_only=false`, then `true`) reached the end of the market's feed.
+    Complete,
+    /// The sweep failed [`crate::trades::FINAL_TRIES`] times; what was fetched is in the raw.
+    Failed,
+}
+
+/// `ctx.walk` of pm-trades' lines: which walk of the Data API trade feed a page or gap belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Walk {
+    /// A cadence poll (the stop rule applies).
+    Poll,
+    /// The final sweep, `taker_only=false`, to the end of the feed.
+    Final,
+    /// The final sweep's taker pass, `taker_only=true`, to the end of the feed.
+    FinalTaker,
+}
+
+impl Walk {
+    pub fn name(self) -> &'static str {
+        match self {
+            Walk::Poll => "poll",
+            Walk::Final => "final",
+            Walk::FinalTaker => "final_taker",
+        }
+    }
+
+    /// The `taker_only` query parameter of its requests.
+    pub fn taker_only(self) -> bool {
+        self == Walk::FinalTaker
+    }
 }
 
 impl TrackCtx {
@@ -163,11 +203,8 @@ impl TrackCtx {
             window_end_utc: m.window_end_utc.clone(),
             poll: PollSlot::default(),
             stream: None,
+            final_sweep: None,
         }
-    }
-
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::to_value(self).expect("serializes")
     }
 }
 
@@ -233,7 +270,15 @@ pub struct GapCtx {
     pub first_due_at_utc: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<u64>,
-    /// pm-books: the slot where the gap was noticed.
+    /// pm-trades: the markets of the walk or slot concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition_ids: Option<Vec<String>>,
+    /// pm-trades: the walk and its page (1-based) where a walk broke off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walk: Option<Walk>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// pm-books and pm-trades: the slot where the gap was noticed.
     #[serde(flatten)]
     pub poll: PollSlot,
 }
@@ -267,6 +312,9 @@ impl GapCtx {
             count: None,
             first_due_at_utc: None,
             line: None,
+            condition_ids: None,
+            walk: None,
+            page: None,
             poll: PollSlot::default(),
         }
     }
@@ -281,10 +329,6 @@ impl GapCtx {
             first_due_at_utc: Some(first_due_at_utc),
             ..GapCtx::new(GapKind::MissedSlots)
         }
-    }
-
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::to_value(self).expect("serializes")
     }
 }
 
@@ -351,7 +395,8 @@ mod tests {
         }
         let mut c = GapCtx::new(GapKind::BadInput);
         c.line = Some(3);
-        assert_eq!(c.to_value().to_string(), r#"{"gap":"bad_input","line":3}"#);
-        assert_eq!(serde_json::from_value::<GapCtx>(c.to_value()).unwrap(), c);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v.to_string(), r#"{"gap":"bad_input","line":3}"#);
+        assert_eq!(serde_json::from_value::<GapCtx>(v).unwrap(), c);
     }
 }

@@ -24,8 +24,8 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::books::{failure_text, Outage};
 use crate::envelope::Sequencer;
@@ -35,7 +35,7 @@ use crate::jsonl::LineWriter;
 use crate::market::Market;
 use crate::schedule::{self, End, Schedule, Slotted};
 use crate::signal;
-use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, TrackCtx, Window};
+use crate::track::{Action, GapCtx, GapKind, Now, Phase, PollSlot, Reason, Sweep, TrackCtx, Walk, Window};
 
 /// The real Data API host.
 pub const DEFAULT_DATA_URL: &str = "https://data-api.polymarket.com";
@@ -78,29 +78,19 @@ impl Config {
     }
 }
 
-/// Which walk a page belongs to (`ctx.walk`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Walk {
-    /// A cadence poll (stop rule applies).
-    Poll,
-    /// The final sweep, `taker_only=false`, to the end of the feed.
-    Final,
-    /// The final sweep's taker pass, `taker_only=true`, to the end of the feed.
-    FinalTaker,
-}
-
-impl Walk {
-    pub fn name(self) -> &'static str {
-        match self {
-            Walk::Poll => "poll",
-            Walk::Final => "final",
-            Walk::FinalTaker => "final_taker",
-        }
-    }
-
-    fn taker_only(self) -> bool {
-        self == Walk::FinalTaker
-    }
+/// The `ctx` of a trades page's http line (with the client's retry fields, [`crate::http::HttpCtx`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PageCtx {
+    /// Slot k is due at t0 + k·interval.
+    pub slot: u64,
+    pub due_at_utc: String,
+    pub walk: Walk,
+    /// 1-based within the walk.
+    pub page: u32,
+    /// The markets asked for, in request order, and their slugs.
+    pub condition_ids: Vec<String>,
+    pub slugs: Vec<String>,
+    pub taker_only: bool,
 }
 
 /// The fields of a Data API row that identify a fill (docs/TRADES.md, "Deduplication key"). The row
@@ -261,7 +251,7 @@ impl<W: Write> Poller<W> {
                 Input::Bad { line, reason } => {
                     self.stats.input_bad += 1;
                     let ctx = feed::bad_line("pm-trades", line, &reason);
-                    self.write_gap(k, ctx.to_value(), reason)?;
+                    self.write_gap(k, ctx, reason)?;
                 }
             }
             Ok(())
@@ -355,7 +345,7 @@ impl<W: Write> Poller<W> {
             let e = self.markets.remove(cid).expect("present");
             self.finished.insert(cid.to_string());
             self.stats.markets_swept += u64::from(done);
-            let sweep = if done { "complete" } else { "failed" };
+            let sweep = if done { Sweep::Complete } else { Sweep::Failed };
             self.write_track(k, &e.market, Action::Stop, Reason::GraceElapsed, Some(sweep))?;
         }
         Ok(())
@@ -372,8 +362,7 @@ impl<W: Write> Poller<W> {
                 let wait = until.saturating_duration_since(Instant::now()).as_secs_f64();
                 let mut ctx = GapCtx::new(GapKind::Backoff);
                 ctx.backoff_s = Some((wait * 1000.0).round() / 1000.0);
-                let mut ctx = ctx.to_value();
-                ctx["condition_ids"] = json!(ids);
+                ctx.condition_ids = Some(ids);
                 return self.write_gap(k, ctx, format!("not polled: backing off for {wait:.3} s more after {reason}"));
             }
         }
@@ -391,121 +380,135 @@ impl<W: Write> Poller<W> {
     /// is a gap and leaves the walk incomplete (nothing committed).
     fn walk(&mut self, k: u64, ids: &[String], walk: Walk) -> io::Result<Outcome> {
         let to_end = walk != Walk::Poll || ids.iter().any(|c| !self.markets[c].completed);
-        let slugs: Vec<String> = ids.iter().map(|c| self.markets[c].market.slug.clone()).collect();
+        let mut ctx = PageCtx {
+            slot: k,
+            due_at_utc: self.sched.due_utc(k),
+            walk,
+            page: 1,
+            condition_ids: ids.to_vec(),
+            slugs: ids.iter().map(|c| self.markets[c].market.slug.clone()).collect(),
+            taker_only: walk.taker_only(),
+        };
         let mut fresh: Vec<(String, String)> = Vec::new();
         let mut cursor: Option<String> = None;
-        let mut page: u32 = 1;
         let outcome = loop {
-            let mut req = Request::get("trades", self.trades_url.clone())
-                .query("condition", &ids.join(","))
-                .query("taker_only", if walk.taker_only() { "true" } else { "false" });
-            req = match &cursor {
-                // The cursor carries the page size; `limit` is only sent on the first page.
-                Some(c) => req.query("cursor", c),
-                // Polls ask for small pages (most rows of a poll's first page were seen before);
-                // the sweeps walk whole feeds with the largest documented page.
-                None if walk == Walk::Poll => req.query("limit", &self.cfg.page_size.to_string()),
-                None => req.query("limit", &MAX_PAGE.to_string()),
-            };
-            let ctx = json!({
-                "slot": k, "due_at_utc": self.sched.due_utc(k), "walk": walk.name(), "page": page,
-                "condition_ids": ids, "slugs": slugs, "taker_only": walk.taker_only(),
-            });
-            // Retries of one page never wait past one interval from now.
-            let deadline = Instant::now() + self.cfg.interval;
-            let (client, seq, out, stats) = (&self.client, &mut self.seq, &mut self.out, &mut self.stats);
-            let mut failed: u64 = 0;
-            let last: Attempt = client.execute(&req, Some(deadline), |a: &Attempt| -> io::Result<()> {
-                let key = a.status.map_or_else(|| "none".to_string(), |s| s.to_string());
-                *stats.requests.entry(key).or_default() += 1;
-                failed += u64::from(!a.is_ok());
-                out.write_raw(&a.envelope(seq, &req, Some(ctx.clone())).to_line())
-            })?;
-            let parsed = match (&last.verdict, last.json_text()) {
-                (Verdict::Ok, Some(text)) => serde_json::from_str::<Page>(text)
-                    .map_err(|e| format!("status {} reply is not a trades page: {e}", last.status.unwrap_or(0)))
-                    .and_then(|p| match (p.data, p.pagination) {
-                        (Some(rows), pagination) => Ok((rows, pagination)),
-                        // "A documented miss is `data: null` or an empty list, never an error."
-                        (None, Some(pagination)) => Ok((Vec::new(), Some(pagination))),
-                        (None, None) => Err(format!("status {} reply is not a trades page", last.status.unwrap_or(0))),
-                    }),
-                _ => Err(failure_text(&last)),
-            };
-            let (rows, pagination) = match parsed {
+            let (rows, pagination) = match self.fetch_page(&ctx, cursor.as_deref())? {
                 Ok(p) => p,
-                Err(why) => {
-                    if let Some(line) = self.outage.failed(failed.max(1), &self.trades_url, &why, self.cfg.interval) {
-                        self.stats.outages += 1;
-                        eprintln!("pm-trades: {line}");
-                    }
-                    let mut ctx = GapCtx::new(GapKind::FailedRequest).to_value();
-                    (ctx["condition_ids"], ctx["walk"], ctx["page"]) = (json!(ids), json!(walk.name()), json!(page));
-                    self.write_gap(k, ctx, why)?;
-                    break Outcome::Incomplete;
-                }
+                Err(why) => break self.broken_walk(GapKind::FailedRequest, &ctx, why)?,
             };
-            if let Some(line) = self.outage.succeeded(failed, &self.trades_url) {
-                eprintln!("pm-trades: {line}");
-            }
-            self.stats.pages += 1;
-            let mut reached_seen = false;
-            for r in &rows {
-                self.stats.rows += 1;
-                let key = row_key(r);
-                let cid = r.condition_id.as_str().unwrap_or("").to_string();
-                let seen = self.markets.get(&cid).is_some_and(|e| e.seen.contains(&key));
-                if seen {
-                    reached_seen = true;
-                } else if !fresh.iter().any(|(c, k)| *c == cid && *k == key) {
-                    self.stats.rows_new += 1;
-                    fresh.push((cid, key));
-                }
-            }
+            let reached_seen = self.take_rows(&rows, &mut fresh);
             let has_more = pagination.as_ref().and_then(|p| p.has_more).unwrap_or(false);
             if !has_more || (reached_seen && !to_end) {
                 break Outcome::Complete;
             }
-            let next = pagination.and_then(|p| p.next_cursor).and_then(|c| c.as_str().map(str::to_string));
-            match next {
-                Some(c) if !c.is_empty() && page < MAX_PAGES && cursor.as_deref() != Some(c.as_str()) => {
-                    cursor = Some(c);
-                    page += 1;
-                }
-                other => {
-                    let why = match other {
-                        None => "has_more is true but next_cursor is missing or not a string".to_string(),
-                        Some(c) if c.is_empty() => "has_more is true but next_cursor is empty".to_string(),
-                        Some(_) if page >= MAX_PAGES => format!("walk reached {MAX_PAGES} pages"),
-                        Some(_) => "next_cursor repeats the cursor just followed".to_string(),
-                    };
-                    let mut ctx = GapCtx::new(GapKind::CursorUnfollowable).to_value();
-                    (ctx["condition_ids"], ctx["walk"], ctx["page"]) = (json!(ids), json!(walk.name()), json!(page));
-                    self.write_gap(k, ctx, why)?;
-                    break Outcome::Incomplete;
-                }
+            match next_cursor(pagination, cursor.as_deref(), ctx.page) {
+                Ok(c) => (cursor, ctx.page) = (Some(c), ctx.page + 1),
+                Err(why) => break self.broken_walk(GapKind::CursorUnfollowable, &ctx, why)?,
             }
             // After SIGTERM/SIGINT the page in flight was finished; no further page is asked for.
             if signal::stop_requested() {
                 break Outcome::Incomplete;
             }
         };
-        if outcome == Outcome::Complete {
-            self.stats.walks_complete += 1;
-            for c in ids {
-                if let Some(e) = self.markets.get_mut(c) {
-                    e.completed = true;
-                }
-            }
-            for (cid, key) in fresh {
-                if let Some(e) = self.markets.get_mut(&cid) {
-                    e.seen.insert(key);
-                }
-            }
-        } else {
-            self.stats.walks_incomplete += 1;
-        }
+        self.commit(ids, fresh, &outcome);
         Ok(outcome)
+    }
+
+    /// The request of one page: the first page names its size, a later one the cursor.
+    fn page_request(&self, ctx: &PageCtx, cursor: Option<&str>) -> Request {
+        let req = Request::get("trades", self.trades_url.clone())
+            .query("condition", &ctx.condition_ids.join(","))
+            .query("taker_only", if ctx.taker_only { "true" } else { "false" });
+        match cursor {
+            // The cursor carries the page size; `limit` is only sent on the first page.
+            Some(c) => req.query("cursor", c),
+            // Polls ask for small pages (most rows of a poll's first page were seen before);
+            // the sweeps walk whole feeds with the largest documented page.
+            None if ctx.walk == Walk::Poll => req.query("limit", &self.cfg.page_size.to_string()),
+            None => req.query("limit", &MAX_PAGE.to_string()),
+        }
+    }
+
+    /// Asks for one page (every attempt written as an envelope) and reads the reply; Err(why) when
+    /// no usable page arrived.
+    fn fetch_page(&mut self, ctx: &PageCtx, cursor: Option<&str>) -> io::Result<Result<PageParts, String>> {
+        let req = self.page_request(ctx, cursor);
+        // Retries of one page never wait past one interval from now.
+        let deadline = Instant::now() + self.cfg.interval;
+        let (client, seq, out, stats) = (&self.client, &mut self.seq, &mut self.out, &mut self.stats);
+        let mut failed: u64 = 0;
+        let last: Attempt = client.execute(&req, Some(deadline), |a: &Attempt| -> io::Result<()> {
+            let key = a.status.map_or_else(|| "none".to_string(), |s| s.to_string());
+            *stats.requests.entry(key).or_default() += 1;
+            failed += u64::from(!a.is_ok());
+            out.write_raw(&a.envelope(seq, &req, Some(ctx)).to_line())
+        })?;
+        let parsed = match (&last.verdict, last.json_text()) {
+            (Verdict::Ok, Some(text)) => page_parts(text, last.status.unwrap_or(0)),
+            _ => Err(failure_text(&last)),
+        };
+        let line = match &parsed {
+            Ok(_) => self.outage.succeeded(failed, &self.trades_url),
+            Err(why) => self.outage.failed(failed.max(1), &self.trades_url, why, self.cfg.interval).inspect(|_| {
+                self.stats.outages += 1;
+            }),
+        };
+        if let Some(line) = line {
+            eprintln!("pm-trades: {line}");
+        }
+        Ok(parsed)
+    }
+
+    /// Counts a page's rows and keeps the new ones in `fresh` (committed only when the walk
+    /// completes); true when the page holds a row a completed walk had seen.
+    fn take_rows(&mut self, rows: &[RowId], fresh: &mut Vec<(String, String)>) -> bool {
+        self.stats.pages += 1;
+        let mut reached_seen = false;
+        for r in rows {
+            self.stats.rows += 1;
+            let key = row_key(r);
+            let cid = r.condition_id.as_str().unwrap_or("").to_string();
+            if self.markets.get(&cid).is_some_and(|e| e.seen.contains(&key)) {
+                reached_seen = true;
+            } else if !fresh.iter().any(|(c, k)| *c == cid && *k == key) {
+                self.stats.rows_new += 1;
+                fresh.push((cid, key));
+            }
+        }
+        reached_seen
+    }
+
+    /// The gap of a walk that broke off at `ctx.page`.
+    fn broken_walk(&mut self, gap: GapKind, ctx: &PageCtx, why: String) -> io::Result<Outcome> {
+        let mut g = GapCtx::new(gap);
+        (g.condition_ids, g.walk, g.page) = (Some(ctx.condition_ids.clone()), Some(ctx.walk), Some(ctx.page));
+        self.write_gap(ctx.slot, g, why)?;
+        Ok(Outcome::Incomplete)
+    }
+
+    /// A complete walk marks its markets walked and commits its new rows; an incomplete one
+    /// commits nothing.
+    fn commit(&mut self, ids: &[String], fresh: Vec<(String, String)>, outcome: &Outcome) {
+        if *outcome == Outcome::Incomplete {
+            self.stats.walks_incomplete += 1;
+            return;
+        }
+        self.stats.walks_complete += 1;
+        for c in ids {
+            if let Some(e) = self.markets.get_mut(c) {
+                e.completed = true;
+            }
+        }
+        for (cid, key) in fresh {
+            if let Some(e) = self.markets.get_mut(&cid) {
+                e.seen.insert(key);
+            }
+        }
+    }
+
+    /// The slot part of a track or gap line.
+    fn slot_of_line(&self, k: u64) -> PollSlot {
+        PollSlot { slot: Some(k), due_at_utc: Some(self.sched.due_utc(k)), endpoint_url: Some(self.trades_url.clone()) }
     }
 
     fn write_track(
@@ -514,27 +517,18 @@ impl<W: Write> Poller<W> {
         m: &Market,
         action: Action,
         reason: Reason,
-        sweep: Option<&str>,
+        final_sweep: Option<Sweep>,
     ) -> io::Result<()> {
-        let mut ctx = TrackCtx::new(action, reason, m, m.tokens.clone());
-        ctx.poll.slot = Some(k);
-        ctx.poll.due_at_utc = Some(self.sched.due_utc(k));
-        ctx.poll.endpoint_url = Some(self.trades_url.clone());
-        let mut ctx = ctx.to_value();
-        if let Some(s) = sweep {
-            ctx["final_sweep"] = json!(s);
-        }
-        let env = self.seq.envelope("track").with_ctx(ctx);
+        let ctx =
+            TrackCtx { poll: self.slot_of_line(k), final_sweep, ..TrackCtx::new(action, reason, m, m.tokens.clone()) };
+        let env = self.seq.envelope("track").with_ctx(&ctx);
         self.out.write_raw(&env.to_line())
     }
 
-    fn write_gap(&mut self, k: u64, mut ctx: Value, error: String) -> io::Result<()> {
-        let name = ctx["gap"].as_str().and_then(gap_name).unwrap_or("unknown");
-        *self.stats.gaps.entry(name).or_default() += 1;
-        ctx["slot"] = json!(k);
-        ctx["due_at_utc"] = json!(self.sched.due_utc(k));
-        ctx["endpoint_url"] = json!(self.trades_url);
-        let env = self.seq.envelope("gap").with_ctx(ctx).with_error(error);
+    fn write_gap(&mut self, k: u64, mut ctx: GapCtx, error: String) -> io::Result<()> {
+        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
+        ctx.poll = self.slot_of_line(k);
+        let env = self.seq.envelope("gap").with_ctx(&ctx).with_error(error);
         self.out.write_raw(&env.to_line())
     }
 
@@ -580,9 +574,30 @@ impl<W: Write> Poller<W> {
     }
 }
 
-fn gap_name(s: &str) -> Option<&'static str> {
-    let g: GapKind = serde_json::from_value(json!(s)).ok()?;
-    Some(g.name())
+/// The rows and paging of a `/v2/trades` reply; Err(why) when the reply is not a trades page.
+type PageParts = (Vec<RowId>, Option<Pagination>);
+
+fn page_parts(text: &str, status: u16) -> Result<PageParts, String> {
+    let p =
+        serde_json::from_str::<Page>(text).map_err(|e| format!("status {status} reply is not a trades page: {e}"))?;
+    match (p.data, p.pagination) {
+        (Some(rows), pagination) => Ok((rows, pagination)),
+        // "A documented miss is `data: null` or an empty list, never an error."
+        (None, Some(pagination)) => Ok((Vec::new(), Some(pagination))),
+        (None, None) => Err(format!("status {status} reply is not a trades page")),
+    }
+}
+
+/// The cursor of the next page, or why the walk cannot follow it: missing, empty, the cursor just
+/// followed again (a loop), or the walk at [`MAX_PAGES`].
+fn next_cursor(pagination: Option<Pagination>, followed: Option<&str>, page: u32) -> Result<String, String> {
+    match pagination.and_then(|p| p.next_cursor).and_then(|c| c.as_str().map(str::to_string)) {
+        None => Err("has_more is true but next_cursor is missing or not a string".to_string()),
+        Some(c) if c.is_empty() => Err("has_more is true but next_cursor is empty".to_string()),
+        Some(_) if page >= MAX_PAGES => Err(format!("walk reached {MAX_PAGES} pages")),
+        Some(c) if followed == Some(c.as_str()) => Err("next_cursor repeats the cursor just followed".to_string()),
+        Some(c) => Ok(c),
+    }
 }
 
 impl<W: Write> Slotted for Poller<W> {
@@ -591,7 +606,7 @@ impl<W: Write> Slotted for Poller<W> {
         self.stats.slots_missed += count;
         let ctx = GapCtx::missed_slots(from, to, self.sched.due_utc(from));
         let error = format!("{count} slot(s) not started: the previous slot overran (long walk or retries)");
-        self.write_gap(k, ctx.to_value(), error)
+        self.write_gap(k, ctx, error)
     }
 
     fn slot(&mut self, k: u64) -> io::Result<bool> {

@@ -69,7 +69,7 @@ pub struct TradeRow {
 }
 
 /// A market window as the track lines describe it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct WindowInfo {
     pub slug: Option<String>,
     pub window_start_utc: Option<String>,
@@ -77,7 +77,7 @@ pub struct WindowInfo {
 }
 
 /// Counts of one run.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub lines: u64,
     pub bad_lines: u64,
@@ -89,7 +89,7 @@ pub struct Counts {
 }
 
 /// The offset distribution (ws exchange ms − Data API exchange s × 1000) of matched prints.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Offsets {
     pub n: u64,
     pub min_ms: Option<i64>,
@@ -108,7 +108,7 @@ impl Offsets {
 }
 
 /// One market window's reconciliation.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MarketReconciliation {
     pub market: String,
     #[serde(flatten)]
@@ -117,32 +117,63 @@ pub struct MarketReconciliation {
     pub data_api_taker_rows: u64,
     /// Whether the market's final sweep (both passes) completed: only then are roles known.
     pub swept: bool,
+    #[serde(flatten)]
+    pub matches: Matches,
+    pub offset: Offsets,
+}
+
+/// How the websocket prints and the Data API fills of a market (or of all) matched.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Matches {
     pub ws_prints: u64,
     pub matched_by_hash: u64,
     pub matched_by_fields: u64,
     pub unmatched_ws: u64,
     /// Data API taker rows (all rows when roles are unknown) that no websocket print matched.
     pub data_api_only: u64,
-    pub offset: Offsets,
+}
+
+impl Matches {
+    fn add(&mut self, o: &Matches) {
+        self.ws_prints += o.ws_prints;
+        self.matched_by_hash += o.matched_by_hash;
+        self.matched_by_fields += o.matched_by_fields;
+        self.unmatched_ws += o.unmatched_ws;
+        self.data_api_only += o.data_api_only;
+    }
 }
 
 /// The reconciliation report (`--check` output, and in the manifest).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Reconciliation {
-    pub schema: &'static str,
+    pub schema: String,
     pub match_window_ms: i64,
     pub markets: Vec<MarketReconciliation>,
     pub totals: MarketTotals,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+/// pm-tradeset's `options` in its manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Options {
+    /// `--match-secs`: the largest |offset| of a price/size/time match, in seconds.
+    pub match_secs: f64,
+}
+
+/// pm-tradeset's own key in its manifest (`pmarchive.tradeset_manifest/1`): the reconciliation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ManifestExtra {
+    pub reconciliation: Reconciliation,
+}
+
+/// pm-tradeset's manifest: the derived-file manifest ([`crate::derived`]) with its options, counts
+/// and reconciliation.
+pub type Manifest = crate::derived::DerivedManifest<Options, Counts, ManifestExtra>;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MarketTotals {
     pub markets: u64,
-    pub ws_prints: u64,
-    pub matched_by_hash: u64,
-    pub matched_by_fields: u64,
-    pub unmatched_ws: u64,
-    pub data_api_only: u64,
+    #[serde(flatten)]
+    pub matches: Matches,
     pub offset: Offsets,
 }
 
@@ -199,6 +230,72 @@ fn opt_text(v: &Value) -> Option<String> {
     (!v.is_null()).then(|| text(v)).filter(|s| !s.is_empty())
 }
 
+/// The row of a Data API fill (`key`: its [`row_key`]), received at `recv`.
+fn api_row(a: ApiRow, key: &str, recv: &str) -> TradeRow {
+    let secs = match &a.id.timestamp {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    let ms = secs.unwrap_or(0).saturating_mul(1000);
+    TradeRow {
+        schema: SCHEMA.into(),
+        source: SOURCE_DATA_API.into(),
+        ts_recv: recv.to_string(),
+        ts_event: clock::from_unix_ms(ms).map(clock::fmt_micros).unwrap_or_default(),
+        ts_event_ms: ms,
+        ts_event_resolution: "s".into(),
+        asset_id: text(&a.id.token_id),
+        market: text(&a.id.condition_id),
+        price: text(&a.id.price),
+        size: text(&a.id.size),
+        side: text(&a.id.side),
+        role: None,
+        outcome: a.outcome,
+        outcome_index: a.outcome_index,
+        proxy_wallet: opt_text(&a.id.proxy_wallet),
+        fee_rate_bps: None,
+        transaction_hash: opt_text(&a.id.transaction_hash),
+        conn_id: None,
+        slug: a.slug,
+        key: format!("{SOURCE_DATA_API}|{key}"),
+        copies: 1,
+    }
+}
+
+/// The row of a websocket `last_trade_price` event that arrived on connection `conn_id` at `recv`.
+fn ws_row(e: &Value, conn_id: Option<u64>, recv: &str) -> TradeRow {
+    let ms = match &e["timestamp"] {
+        Value::String(s) => s.parse::<i64>().unwrap_or(0),
+        v => v.as_i64().unwrap_or(0),
+    };
+    let g = |k: &str| text(&e[k]);
+    let key = [g("asset_id"), g("price"), g("size"), g("side"), ms.to_string(), g("transaction_hash")].join("|");
+    TradeRow {
+        schema: SCHEMA.into(),
+        source: SOURCE_WS.into(),
+        ts_recv: recv.to_string(),
+        ts_event: clock::from_unix_ms(ms).map(clock::fmt_micros).unwrap_or_default(),
+        ts_event_ms: ms,
+        ts_event_resolution: "ms".into(),
+        asset_id: g("asset_id"),
+        market: g("market"),
+        price: g("price"),
+        size: g("size"),
+        side: g("side"),
+        role: None,
+        outcome: None,
+        outcome_index: None,
+        proxy_wallet: None,
+        fee_rate_bps: opt_text(&e["fee_rate_bps"]),
+        transaction_hash: opt_text(&e["transaction_hash"]),
+        conn_id,
+        slug: None,
+        key: format!("{SOURCE_WS}|{key}"),
+        copies: 1,
+    }
+}
+
 impl TradeSet {
     pub fn new() -> TradeSet {
         TradeSet::default()
@@ -242,109 +339,58 @@ impl TradeSet {
     }
 
     fn line(&mut self, l: Line) {
-        let ctx = l.ctx.unwrap_or(Value::Null);
-        let recv = l.collected_at_utc.unwrap_or_default();
+        let ctx = l.ctx.as_ref().unwrap_or(&Value::Null);
+        let recv = l.collected_at_utc.as_deref().unwrap_or_default();
         match l.kind.as_deref() {
-            Some("track") => {
-                if let Some(cid) = ctx["condition_id"].as_str() {
-                    let w = self.windows.entry(cid.to_string()).or_default();
-                    w.slug = ctx["slug"].as_str().map(str::to_string).or(w.slug.take());
-                    w.window_start_utc = ctx["window_start_utc"].as_str().map(str::to_string);
-                    w.window_end_utc = ctx["window_end_utc"].as_str().map(str::to_string);
-                    if l.tool.as_deref() == Some("pm-trades") && ctx["final_sweep"] == "complete" {
-                        self.swept.insert(cid.to_string());
-                    }
-                }
-            }
+            Some("track") => self.track(ctx, l.tool.as_deref() == Some("pm-trades")),
             Some("http") if l.tool.as_deref() == Some("pm-trades") && l.status == Some(200) => {
-                let Some(rows) = l.body.as_ref().and_then(|b| b.get("data")).and_then(Value::as_array) else {
-                    return;
-                };
-                self.counts.pages += 1;
-                let taker_only = ctx["taker_only"] == true;
-                for r in rows {
-                    let Ok(a) = serde_json::from_value::<ApiRow>(r.clone()) else { continue };
-                    self.counts.data_api_copies += 1;
-                    let key = row_key(&a.id);
-                    let cid = text(&a.id.condition_id);
-                    if taker_only {
-                        self.taker_keys.entry(cid.clone()).or_default().insert(key.clone());
-                    }
-                    let secs = match &a.id.timestamp {
-                        Value::Number(n) => n.as_i64(),
-                        Value::String(s) => s.parse().ok(),
-                        _ => None,
-                    };
-                    let ms = secs.unwrap_or(0).saturating_mul(1000);
-                    let row = TradeRow {
-                        schema: SCHEMA.into(),
-                        source: SOURCE_DATA_API.into(),
-                        ts_recv: recv.clone(),
-                        ts_event: clock::from_unix_ms(ms).map(clock::fmt_micros).unwrap_or_default(),
-                        ts_event_ms: ms,
-                        ts_event_resolution: "s".into(),
-                        asset_id: text(&a.id.token_id),
-                        market: cid,
-                        price: text(&a.id.price),
-                        size: text(&a.id.size),
-                        side: text(&a.id.side),
-                        role: None,
-                        outcome: a.outcome,
-                        outcome_index: a.outcome_index,
-                        proxy_wallet: opt_text(&a.id.proxy_wallet),
-                        fee_rate_bps: None,
-                        transaction_hash: opt_text(&a.id.transaction_hash),
-                        conn_id: None,
-                        slug: a.slug,
-                        key: format!("{SOURCE_DATA_API}|{key}"),
-                        copies: 1,
-                    };
-                    self.add(row);
+                if let Some(rows) = l.body.as_ref().and_then(|b| b.get("data")).and_then(Value::as_array) {
+                    self.page(rows, ctx["taker_only"] == true, recv);
                 }
             }
-            Some("ws") if ctx["event"] == "frame" => {
-                let events: Vec<&Value> = match &l.body {
-                    Some(Value::Array(a)) => a.iter().collect(),
-                    Some(v @ Value::Object(_)) => vec![v],
-                    _ => return,
-                };
-                self.counts.frames += 1;
-                for e in events.into_iter().filter(|e| e["event_type"] == "last_trade_price") {
-                    self.counts.ws_copies += 1;
-                    let ms = match &e["timestamp"] {
-                        Value::String(s) => s.parse::<i64>().unwrap_or(0),
-                        v => v.as_i64().unwrap_or(0),
-                    };
-                    let g = |k: &str| text(&e[k]);
-                    let key = [g("asset_id"), g("price"), g("size"), g("side"), ms.to_string(), g("transaction_hash")]
-                        .join("|");
-                    let row = TradeRow {
-                        schema: SCHEMA.into(),
-                        source: SOURCE_WS.into(),
-                        ts_recv: recv.clone(),
-                        ts_event: clock::from_unix_ms(ms).map(clock::fmt_micros).unwrap_or_default(),
-                        ts_event_ms: ms,
-                        ts_event_resolution: "ms".into(),
-                        asset_id: g("asset_id"),
-                        market: g("market"),
-                        price: g("price"),
-                        size: g("size"),
-                        side: g("side"),
-                        role: None,
-                        outcome: None,
-                        outcome_index: None,
-                        proxy_wallet: None,
-                        fee_rate_bps: opt_text(&e["fee_rate_bps"]),
-                        transaction_hash: opt_text(&e["transaction_hash"]),
-                        conn_id: ctx["conn_id"].as_u64(),
-                        slug: None,
-                        key: format!("{SOURCE_WS}|{key}"),
-                        copies: 1,
-                    };
-                    self.add(row);
-                }
-            }
+            Some("ws") if ctx["event"] == "frame" => match &l.body {
+                Some(Value::Array(a)) => self.frame(a.iter(), ctx["conn_id"].as_u64(), recv),
+                Some(v @ Value::Object(_)) => self.frame(std::iter::once(v), ctx["conn_id"].as_u64(), recv),
+                _ => {}
+            },
             _ => {}
+        }
+    }
+
+    /// A track line: the market's window and slug; pm-trades' stop after a complete final sweep
+    /// makes the market's roles known.
+    fn track(&mut self, ctx: &Value, by_trades: bool) {
+        let Some(cid) = ctx["condition_id"].as_str() else { return };
+        let w = self.windows.entry(cid.to_string()).or_default();
+        w.slug = ctx["slug"].as_str().map(str::to_string).or(w.slug.take());
+        w.window_start_utc = ctx["window_start_utc"].as_str().map(str::to_string);
+        w.window_end_utc = ctx["window_end_utc"].as_str().map(str::to_string);
+        if by_trades && ctx["final_sweep"] == "complete" {
+            self.swept.insert(cid.to_string());
+        }
+    }
+
+    /// A 200 page of pm-trades: one row per Data API fill (a `taker_only=true` page also marks its
+    /// rows as the taker's).
+    fn page(&mut self, rows: &[Value], taker_only: bool, recv: &str) {
+        self.counts.pages += 1;
+        for r in rows {
+            let Ok(a) = serde_json::from_value::<ApiRow>(r.clone()) else { continue };
+            self.counts.data_api_copies += 1;
+            let key = row_key(&a.id);
+            if taker_only {
+                self.taker_keys.entry(text(&a.id.condition_id)).or_default().insert(key.clone());
+            }
+            self.add(api_row(a, &key, recv));
+        }
+    }
+
+    /// A websocket frame of pm-stream: one row per `last_trade_price` event.
+    fn frame<'a>(&mut self, events: impl Iterator<Item = &'a Value>, conn_id: Option<u64>, recv: &str) {
+        self.counts.frames += 1;
+        for e in events.filter(|e| e["event_type"] == "last_trade_price") {
+            self.counts.ws_copies += 1;
+            self.add(ws_row(e, conn_id, recv));
         }
     }
 
@@ -396,7 +442,6 @@ impl TradeSet {
                 e.1.push(r);
             }
         }
-        let num = |s: &str| s.parse::<f64>().ok();
         let mut markets = Vec::new();
         let mut all_offsets = Vec::new();
         let mut totals = MarketTotals::default();
@@ -404,67 +449,67 @@ impl TradeSet {
             let swept = self.swept.contains(market);
             let fills: Vec<&TradeRow> =
                 api.iter().copied().filter(|r| !swept || r.role.as_deref() == Some("taker")).collect();
-            let mut used = vec![false; fills.len()];
-            let (mut by_hash, mut by_fields, mut unmatched) = (0u64, 0u64, 0u64);
-            let mut offsets = Vec::new();
-            for p in &ws {
-                let hash_hit = p.transaction_hash.as_ref().and_then(|h| {
-                    (0..fills.len()).find(|&i| {
-                        !used[i] && fills[i].transaction_hash.as_ref() == Some(h) && fills[i].asset_id == p.asset_id
-                    })
-                });
-                let hit = hash_hit.map(|i| (i, true)).or_else(|| {
-                    (0..fills.len())
-                        .filter(|&i| {
-                            let f = fills[i];
-                            !used[i]
-                                && f.asset_id == p.asset_id
-                                && num(&f.price).is_some()
-                                && num(&f.price) == num(&p.price)
-                                && num(&f.size) == num(&p.size)
-                                && (p.ts_event_ms - f.ts_event_ms).abs() <= window_ms
-                        })
-                        .min_by_key(|&i| ((p.ts_event_ms - fills[i].ts_event_ms).abs(), i))
-                        .map(|i| (i, false))
-                });
-                match hit {
-                    Some((i, h)) => {
-                        used[i] = true;
-                        if h {
-                            by_hash += 1;
-                        } else {
-                            by_fields += 1;
-                        }
-                        offsets.push(p.ts_event_ms - fills[i].ts_event_ms);
-                    }
-                    None => unmatched += 1,
-                }
-            }
+            let (matches, offsets) = match_prints(&ws, &fills, window_ms);
             all_offsets.extend_from_slice(&offsets);
-            let m = MarketReconciliation {
+            totals.markets += 1;
+            totals.matches.add(&matches);
+            markets.push(MarketReconciliation {
                 market: market.to_string(),
                 window: self.windows.get(market).cloned().unwrap_or_default(),
                 data_api_rows: api.len() as u64,
                 data_api_taker_rows: api.iter().filter(|r| r.role.as_deref() == Some("taker")).count() as u64,
                 swept,
-                ws_prints: ws.len() as u64,
-                matched_by_hash: by_hash,
-                matched_by_fields: by_fields,
-                unmatched_ws: unmatched,
-                data_api_only: used.iter().filter(|u| !**u).count() as u64,
+                matches,
                 offset: Offsets::of(offsets),
-            };
-            totals.markets += 1;
-            totals.ws_prints += m.ws_prints;
-            totals.matched_by_hash += by_hash;
-            totals.matched_by_fields += by_fields;
-            totals.unmatched_ws += unmatched;
-            totals.data_api_only += m.data_api_only;
-            markets.push(m);
+            });
         }
         totals.offset = Offsets::of(all_offsets);
-        Reconciliation { schema: RECONCILIATION_SCHEMA, match_window_ms: window_ms, markets, totals }
+        Reconciliation { schema: RECONCILIATION_SCHEMA.to_string(), match_window_ms: window_ms, markets, totals }
     }
+}
+
+/// Matches each websocket print of a market to at most one of its Data API fills: by transaction
+/// hash (and asset), else by asset, price, size and the nearest time within `window_ms`; returns the
+/// counts and the offsets (ws ms − fill ms) of the matches.
+fn match_prints(ws: &[&TradeRow], fills: &[&TradeRow], window_ms: i64) -> (Matches, Vec<i64>) {
+    let num = |s: &str| s.parse::<f64>().ok();
+    let mut used = vec![false; fills.len()];
+    let mut m = Matches { ws_prints: ws.len() as u64, ..Matches::default() };
+    let mut offsets = Vec::new();
+    for p in ws {
+        let hash_hit = p.transaction_hash.as_ref().and_then(|h| {
+            (0..fills.len())
+                .find(|&i| !used[i] && fills[i].transaction_hash.as_ref() == Some(h) && fills[i].asset_id == p.asset_id)
+        });
+        let hit = hash_hit.map(|i| (i, true)).or_else(|| {
+            (0..fills.len())
+                .filter(|&i| {
+                    let f = fills[i];
+                    !used[i]
+                        && f.asset_id == p.asset_id
+                        && num(&f.price).is_some()
+                        && num(&f.price) == num(&p.price)
+                        && num(&f.size) == num(&p.size)
+                        && (p.ts_event_ms - f.ts_event_ms).abs() <= window_ms
+                })
+                .min_by_key(|&i| ((p.ts_event_ms - fills[i].ts_event_ms).abs(), i))
+                .map(|i| (i, false))
+        });
+        match hit {
+            Some((i, by_hash)) => {
+                used[i] = true;
+                if by_hash {
+                    m.matched_by_hash += 1;
+                } else {
+                    m.matched_by_fields += 1;
+                }
+                offsets.push(p.ts_event_ms - fills[i].ts_event_ms);
+            }
+            None => m.unmatched_ws += 1,
+        }
+    }
+    m.data_api_only = used.iter().filter(|u| !**u).count() as u64;
+    (m, offsets)
 }
 
 /// The rows as JSONL text.

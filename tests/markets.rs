@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::venue::{self, Fault, Venue};
-use common::{jsonl, read_jsonl, run_with_timeout, tempdir, tool};
+use common::{assert_ctx_reads_as, jsonl, read_jsonl, run_with_timeout, tempdir, tool};
+use pm_archive::http::HttpCtx;
+use pm_archive::markets::GammaCtx;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -76,6 +78,7 @@ fn discovers_current_and_next_windows_of_every_family() {
         assert_eq!(e["status"], 200);
         assert_eq!(e["request"]["method"], "GET");
         assert!(e["ctx"]["slug"].is_string());
+        assert_ctx_reads_as::<HttpCtx<GammaCtx>>(e);
     }
 }
 

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::venue::{self, Fault, Venue};
-use common::{read_jsonl, run_with_timeout, tempdir, tool};
+use common::{assert_ctx_reads_as, read_jsonl, run_with_timeout, tempdir, tool};
+use pm_archive::http::HttpCtx;
+use pm_archive::probe::run::ProbeCtx;
 use serde_json::Value;
 
 const REPORT: &str = "polymarket_public_sources_probe_v1";
@@ -125,6 +127,7 @@ fn probes_every_endpoint_and_writes_both_reports() {
         .raw
         .iter()
         .all(|e| e["tool"] == "pm-probe" && e["schema"] == "pmarchive.raw/1" && e["ctx"]["probe"].is_string()));
+    r.raw.iter().for_each(assert_ctx_reads_as::<HttpCtx<ProbeCtx>>);
     assert_spacing(&v, 0.25);
     // The market and its tokens come from the venue's (derived) Gamma record.
     let tokens: Vec<String> =

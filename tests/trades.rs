@@ -11,21 +11,14 @@ use std::time::Duration;
 
 use common::dataapi::{DataApi, Fault};
 use common::venue::Venue;
-use common::{jsonl, run_with_timeout, tool};
+use common::{assert_ctx_reads_as, jsonl, market_lines, run_with_timeout, tool};
 use pm_archive::clock;
-use pm_archive::trades::{row_key, RowId};
+use pm_archive::http::HttpCtx;
+use pm_archive::track::{GapCtx, TrackCtx};
+use pm_archive::trades::{row_key, PageCtx, RowId};
 use serde_json::Value;
 use time::macros::datetime;
 use time::OffsetDateTime;
-
-/// Market record lines from `pm-markets --once` against the loopback venue, as of `now`.
-fn market_lines(v: &Venue, families: &str, ahead: &str, now: &str) -> Vec<String> {
-    let mut c = tool("pm-markets");
-    c.args(["--once", "--gamma-url", &v.url(), "--families", families, "--ahead", ahead, "--now", now]);
-    let out = run_with_timeout(c, None, Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
-}
 
 /// Registers every market record with the Data API (trades inside its window); returns the records.
 fn register_all(api: &DataApi, recs: &[String]) -> Vec<Value> {
@@ -88,9 +81,17 @@ fn gaps<'a>(lines: &'a [Value], g: &str) -> Vec<&'a Value> {
     lines.iter().filter(|l| l["kind"] == "gap" && l["ctx"]["gap"] == g).collect()
 }
 
-/// Every envelope is a pm-trades raw line numbered 0.. without a hole; http lines name the page.
+/// Every envelope is a pm-trades raw line numbered 0.. without a hole; http lines name the page;
+/// every `ctx` reads back through its Rust type (`HttpCtx<PageCtx>`, `GapCtx`, `TrackCtx`) and writes
+/// again as the same JSON: no key without a type, none of another JSON type.
 fn check_envelopes(lines: &[Value]) {
     for (i, l) in lines.iter().enumerate() {
+        match l["kind"].as_str().unwrap() {
+            "http" => assert_ctx_reads_as::<HttpCtx<PageCtx>>(l),
+            "gap" => assert_ctx_reads_as::<GapCtx>(l),
+            "track" => assert_ctx_reads_as::<TrackCtx>(l),
+            other => panic!("unexpected kind {other}"),
+        }
         assert_eq!(l["schema"], "pmarchive.raw/1");
         assert_eq!(l["tool"], "pm-trades");
         assert_eq!(l["seq"].as_u64(), Some(i as u64), "seq without holes");
@@ -475,6 +476,14 @@ fn trade_rows_are_deterministic_deduplicated_and_reconciled() {
     let doc: Value = serde_json::from_slice(&std::fs::read(&man).unwrap()).unwrap();
     assert_eq!(doc["reconciliation"], rep);
     assert_eq!(doc["outputs"][0]["rows"], rows.len());
+    // One Rust type writes and reads it: the same JSON again, its inputs hashed as they were read.
+    let typed: pm_archive::tradeset::Manifest = serde_json::from_value(doc.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&typed).unwrap(), doc);
+    assert_eq!(typed.schema, pm_archive::derived::TRADESET_SCHEMA);
+    assert_eq!(typed.inputs.iter().map(|i| &i.path).collect::<Vec<_>>(), [&raw, &wsf]);
+    assert_eq!(typed.inputs[0], pm_archive::derived::HashedFile::of(&raw).unwrap());
+    assert_eq!(typed.outputs[0].file, pm_archive::derived::HashedFile::of(&o).unwrap());
+    assert_eq!((typed.options.match_secs, typed.tool.as_str()), (5.0, "pm-tradeset"));
 }
 
 /// The request rate of the defaults (5 s cadence, 20 conditions a request) on the real clock, with
@@ -516,6 +525,7 @@ fn a_walk_that_failed_half_way_commits_nothing_and_the_next_poll_goes_as_deep() 
     let args = ["--interval", "1", "--settle", "3600", "--page-size", "4", "--retries", "1", "--duration", "2.5"];
     let (code, lines, err) = run_trades(trades_cmd(&api, Some(&spec), &args), &recs[..1]);
     assert_eq!(code, 0, "{err}");
+    check_envelopes(&lines);
     assert_eq!(gaps(&lines, "failed_request").len(), 1, "{err}");
     assert!(!lines.iter().any(|l| l["ctx"]["walk"] == "final"), "no sweep in this run");
     let archived: HashSet<String> = archived_keys(&lines).into_iter().collect();

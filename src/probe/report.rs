@@ -241,107 +241,106 @@ impl Observed {
     /// The roadmap's checkpoint-2 questions with what this run observed (plus where the fact sheet
     /// answers what the probe cannot).
     pub fn answers(&self) -> Vec<(&'static str, String)> {
-        let gamma = self.endpoints.iter().rfind(|e| e.family == "gamma" && e.answered());
-        let book = self.ep("clob_book");
-        let books = self.ep("clob_books");
-        let ltp = self.ep("clob_last_trade_price");
-        let mut out = Vec::new();
-        out.push((
-            "How to discover active Polymarket markets?",
-            format!(
-                "Gamma `GET {}/markets/slug/<slug>` {}: tried {}; last reply {}.",
-                self.gamma_url,
-                if self.slug_given {
-                    "for the slug given with --slug"
-                } else {
-                    "with the slug computed from the clock (current 5m window, then the next if not listed)"
-                },
-                self.slugs_tried.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
-                Self::status_text(gamma)
+        vec![
+            ("How to discover active Polymarket markets?", self.discovery_answer()),
+            ("How to filter BTC up/down markets?", self.filter_answer()),
+            ("How to resolve conditionId and token IDs?", self.ids_answer()),
+            ("How to fetch the current order book for one token?", self.book_answer()),
+            ("Is there a batch order-book endpoint?", self.books_answer()),
+            (
+                "Is there a market websocket for order-book updates?",
+                "Not probed by this tool (REST only). The market channel `wss://ws-subscriptions-clob.polymarket.com/ws/market` and its event types are documented in the API fact sheet (polymarket_api_facts.md §6); pm-stream records it.".into(),
             ),
-        ));
-        out.push((
-            "How to filter BTC up/down markets?",
-            match &self.market {
-                Some(m) => format!(
-                    "By slug family: `btc-updown-5m-<window start unix s>` (also 15m/4h, hourly/daily ET-dated slugs; see market::Family). This run: `{}` → family {}, question {:?}.",
-                    m.slug,
-                    m.family.map(|f| f.name()).unwrap_or("unknown"),
-                    m.question.clone().unwrap_or_default()
-                ),
-                None => "By slug family (`btc-updown-5m-<window start unix s>` etc.); no market record was obtained in this run.".into(),
+            ("Is there a trade websocket or recent-trades endpoint?", self.trades_answer()),
+            ("What rate limits are documented or observed?", self.rate_limit_answer()),
+            (
+                "What fields are returned?",
+                "See the per-endpoint field lists below (wire order, with JSON types; `string(decimal)` = a number sent as a string, `string(json)` = JSON inside a string).".into(),
+            ),
+            ("What timestamps exist?", self.timestamps_answer()),
+        ]
+    }
+
+    fn discovery_answer(&self) -> String {
+        let gamma = self.endpoints.iter().rfind(|e| e.family == "gamma" && e.answered());
+        format!(
+            "Gamma `GET {}/markets/slug/<slug>` {}: tried {}; last reply {}.",
+            self.gamma_url,
+            if self.slug_given {
+                "for the slug given with --slug"
+            } else {
+                "with the slug computed from the clock (current 5m window, then the next if not listed)"
             },
-        ));
-        out.push((
-            "How to resolve conditionId and token IDs?",
-            match &self.market {
-                Some(m) => format!(
-                    "From the Gamma record: `conditionId` = {}; `clobTokenIds` (a JSON string inside JSON) zipped with `outcomes`: {}. Window {} → {} (eventStartTime..endDate), status {}.",
-                    m.condition_id,
-                    m.tokens.iter().map(|t| format!("{} = {}", t.outcome, t.token_id)).collect::<Vec<_>>().join(", "),
-                    m.window_start_utc,
-                    m.window_end_utc,
-                    m.status
-                ),
-                None => format!("Not resolved in this run: {}.", self.market_error.clone().unwrap_or_else(|| "no reply".into())),
-            },
-        ));
-        out.push((
-            "How to fetch the current order book for one token?",
-            match book {
-                Some(e) => format!(
-                    "`GET {}/book?token_id=<id>`: {}, {} ms, {} bytes; {}.",
-                    self.clob_url,
-                    Self::status_text(Some(e)),
-                    e.latency_ms.unwrap_or(0.0),
-                    e.body_bytes.unwrap_or(0),
-                    notes_line(e.notes.as_ref())
-                ),
-                None => format!("`GET {}/book?token_id=<id>`: not answered in this run.", self.clob_url),
-            },
-        ));
-        out.push((
-            "Is there a batch order-book endpoint?",
-            match books {
-                Some(e) => format!(
-                    "Yes: `POST {}/books` with body `[{{\"token_id\":\"…\"}},…]` (≤ 500 per facts §4.2): {}, {} ms; reply order: {}; missing ids: {}.",
-                    self.clob_url,
-                    Self::status_text(Some(e)),
-                    e.latency_ms.unwrap_or(0.0),
-                    match &e.notes {
-                        Some(Notes::Books(b)) => b.reply_order.as_str(),
-                        _ => "n/a",
-                    },
-                    match &e.notes {
-                        Some(Notes::Books(b)) => b.missing.len(),
-                        _ => 0,
-                    }
-                ),
-                None => format!("`POST {}/books` exists (facts §4.2) but was not answered in this run.", self.clob_url),
-            },
-        ));
-        out.push((
-            "Is there a market websocket for order-book updates?",
-            "Not probed by this tool (REST only). The market channel `wss://ws-subscriptions-clob.polymarket.com/ws/market` and its event types are documented in the API fact sheet (polymarket_api_facts.md §6); pm-stream records it.".into(),
-        ));
-        out.push((
-            "Is there a trade websocket or recent-trades endpoint?",
-            match ltp {
-                Some(e) => format!(
-                    "Only `GET /last-trade-price` was probed: {}, fields {}. Trade prints on the websocket (`last_trade_price` events, facts §6.2) and the Data API `/trades` were not probed.",
-                    Self::status_text(Some(e)),
-                    field_list(e, 10)
-                ),
-                None => "Only `GET /last-trade-price` is in scope, and it was not answered in this run; websocket trade prints (facts §6.2) and the Data API were not probed.".into(),
-            },
-        ));
-        out.push(("What rate limits are documented or observed?", self.rate_limit_answer()));
-        out.push((
-            "What fields are returned?",
-            "See the per-endpoint field lists below (wire order, with JSON types; `string(decimal)` = a number sent as a string, `string(json)` = JSON inside a string).".into(),
-        ));
-        out.push(("What timestamps exist?", self.timestamps_answer()));
-        out
+            self.slugs_tried.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
+            Self::status_text(gamma)
+        )
+    }
+
+    fn filter_answer(&self) -> String {
+        match &self.market {
+            Some(m) => format!(
+                "By slug family: `btc-updown-5m-<window start unix s>` (also 15m/4h, hourly/daily ET-dated slugs; see market::Family). This run: `{}` → family {}, question {:?}.",
+                m.slug,
+                m.family.map(|f| f.name()).unwrap_or("unknown"),
+                m.question.clone().unwrap_or_default()
+            ),
+            None => "By slug family (`btc-updown-5m-<window start unix s>` etc.); no market record was obtained in this run.".into(),
+        }
+    }
+
+    fn ids_answer(&self) -> String {
+        match &self.market {
+            Some(m) => format!(
+                "From the Gamma record: `conditionId` = {}; `clobTokenIds` (a JSON string inside JSON) zipped with `outcomes`: {}. Window {} → {} (eventStartTime..endDate), status {}.",
+                m.condition_id,
+                m.tokens.iter().map(|t| format!("{} = {}", t.outcome, t.token_id)).collect::<Vec<_>>().join(", "),
+                m.window_start_utc,
+                m.window_end_utc,
+                m.status
+            ),
+            None => format!("Not resolved in this run: {}.", self.market_error.clone().unwrap_or_else(|| "no reply".into())),
+        }
+    }
+
+    fn book_answer(&self) -> String {
+        match self.ep("clob_book") {
+            Some(e) => format!(
+                "`GET {}/book?token_id=<id>`: {}, {} ms, {} bytes; {}.",
+                self.clob_url,
+                Self::status_text(Some(e)),
+                e.latency_ms.unwrap_or(0.0),
+                e.body_bytes.unwrap_or(0),
+                notes_line(e.notes.as_ref())
+            ),
+            None => format!("`GET {}/book?token_id=<id>`: not answered in this run.", self.clob_url),
+        }
+    }
+
+    fn books_answer(&self) -> String {
+        let Some(e) = self.ep("clob_books") else {
+            return format!("`POST {}/books` exists (facts §4.2) but was not answered in this run.", self.clob_url);
+        };
+        let (order, missing) = match &e.notes {
+            Some(Notes::Books(b)) => (b.reply_order.as_str(), b.missing.len()),
+            _ => ("n/a", 0),
+        };
+        format!(
+            "Yes: `POST {}/books` with body `[{{\"token_id\":\"…\"}},…]` (≤ 500 per facts §4.2): {}, {} ms; reply order: {order}; missing ids: {missing}.",
+            self.clob_url,
+            Self::status_text(Some(e)),
+            e.latency_ms.unwrap_or(0.0),
+        )
+    }
+
+    fn trades_answer(&self) -> String {
+        match self.ep("clob_last_trade_price") {
+            Some(e) => format!(
+                "Only `GET /last-trade-price` was probed: {}, fields {}. Trade prints on the websocket (`last_trade_price` events, facts §6.2) and the Data API `/trades` were not probed.",
+                Self::status_text(Some(e)),
+                field_list(e, 10)
+            ),
+            None => "Only `GET /last-trade-price` is in scope, and it was not answered in this run; websocket trade prints (facts §6.2) and the Data API were not probed.".into(),
+        }
     }
 
     fn rate_limit_answer(&self) -> String {

@@ -5,7 +5,8 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::report::{AttemptSummary, EndpointResult, MarketNotes, Notes, Observed, Outcome, Report};
@@ -16,6 +17,13 @@ use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::market::{self, Family, Market};
 use crate::{clock, signal, util};
+
+/// The `ctx` of pm-probe's http lines (with the client's retry fields, [`crate::http::HttpCtx`]): the
+/// probe's name (`gamma_market`, `clob_book`, …, the report's `endpoints[].name`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeCtx {
+    pub probe: String,
+}
 
 /// An endpoint's result before it is probed (`not_probed`, nothing observed).
 fn new_result(name: &str, family: &str, purpose: &str, req: &Request) -> EndpointResult {
@@ -160,7 +168,7 @@ impl Prober {
         }
         let allowed = self.cfg.max_attempts.min(remaining);
         self.client.cfg.max_attempts = allowed;
-        let ctx = json!({"probe": name});
+        let ctx = ProbeCtx { probe: name.to_string() };
         let (seq, raw, used, last_end, attempts) =
             (&mut self.seq, &mut self.raw, &mut self.used, &mut self.last_end, &mut r.attempts);
         let last = self.client.execute(&req, None, |a| {
@@ -184,7 +192,7 @@ impl Prober {
                 });
             }
             match raw.as_mut() {
-                Some(w) => w.write_raw(&a.envelope(seq, &req, Some(ctx.clone())).to_line()),
+                Some(w) => w.write_raw(&a.envelope(seq, &req, Some(&ctx)).to_line()),
                 None => Ok(()),
             }
         })?;
@@ -363,19 +371,13 @@ impl Prober {
 fn token_requests(clob: &str, tokens: &[String]) -> Vec<(&'static str, &'static str, Request)> {
     let t = tokens.first().cloned().unwrap_or_default();
     let get = |fam: &'static str, path: &str| Request::get(fam, format!("{clob}{path}"));
-    let books_body =
-        serde_json::to_string(&tokens.iter().map(|t| json!({"token_id": t})).collect::<Vec<_>>()).unwrap_or_default();
     vec![
         (
             "clob_book",
             "current order book of one token (the first outcome)",
             get("book", "/book").query("token_id", &t),
         ),
-        (
-            "clob_books",
-            "batch order books of both tokens",
-            Request::post_json("books", format!("{clob}/books"), books_body),
-        ),
+        ("clob_books", "batch order books of both tokens", Request::post_books(format!("{clob}/books"), tokens)),
         ("clob_price_buy", "best price, side=BUY", get("price", "/price").query("token_id", &t).query("side", "BUY")),
         (
             "clob_price_sell",

@@ -257,3 +257,19 @@ pub fn jsonl(text: &[u8]) -> Vec<serde_json::Value> {
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     jsonl(&std::fs::read(path).unwrap())
 }
+
+/// Asserts that a raw line's `ctx` reads back through its Rust type `T` and writes again as the same
+/// JSON: no key without a type, none of another JSON type.
+pub fn assert_ctx_reads_as<T: serde::de::DeserializeOwned + serde::Serialize>(line: &serde_json::Value) {
+    let t: T = serde_json::from_value(line["ctx"].clone()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(serde_json::to_value(t).unwrap(), line["ctx"], "{line}");
+}
+
+/// Market record lines from `pm-markets --once` against the loopback venue, as of `now`.
+pub fn market_lines(v: &venue::Venue, families: &str, ahead: &str, now: &str) -> Vec<String> {
+    let mut c = tool("pm-markets");
+    c.args(["--once", "--gamma-url", &v.url(), "--families", families, "--ahead", ahead, "--now", now]);
+    let out = run_with_timeout(c, None, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
