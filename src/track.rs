@@ -176,14 +176,6 @@ pub enum Walk {
 }
 
 impl Walk {
-    pub fn name(self) -> &'static str {
-        match self {
-            Walk::Poll => "poll",
-            Walk::Final => "final",
-            Walk::FinalTaker => "final_taker",
-        }
-    }
-
     /// The `taker_only` query parameter of its requests.
     pub fn taker_only(self) -> bool {
         self == Walk::FinalTaker
@@ -392,6 +384,12 @@ mod tests {
             [GapKind::MissingToken, GapKind::FailedRequest, GapKind::MissedSlots, GapKind::Backoff, GapKind::BadInput]
         {
             assert_eq!(serde_json::to_value(g).unwrap(), g.name());
+        }
+        for (w, s) in [(Walk::Poll, "poll"), (Walk::Final, "final"), (Walk::FinalTaker, "final_taker")] {
+            assert_eq!(serde_json::to_value(w).unwrap(), s);
+        }
+        for (x, s) in [(Sweep::Complete, "complete"), (Sweep::Failed, "failed")] {
+            assert_eq!(serde_json::to_value(x).unwrap(), s);
         }
         let mut c = GapCtx::new(GapKind::BadInput);
         c.line = Some(3);
