@@ -380,9 +380,14 @@ mod tests {
             assert_eq!(serde_json::to_value(r).unwrap(), s);
             assert_eq!(serde_json::from_value::<Reason>(s.into()).unwrap(), r);
         }
-        for g in
-            [GapKind::MissingToken, GapKind::FailedRequest, GapKind::MissedSlots, GapKind::Backoff, GapKind::BadInput]
-        {
+        for g in [
+            GapKind::MissingToken,
+            GapKind::FailedRequest,
+            GapKind::MissedSlots,
+            GapKind::Backoff,
+            GapKind::BadInput,
+            GapKind::CursorUnfollowable,
+        ] {
             assert_eq!(serde_json::to_value(g).unwrap(), g.name());
         }
         for (w, s) in [(Walk::Poll, "poll"), (Walk::Final, "final"), (Walk::FinalTaker, "final_taker")] {
