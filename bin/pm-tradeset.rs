@@ -87,10 +87,7 @@ fn run() -> cli::Result<ExitCode> {
     for i in &inputs {
         set.read(i).map_err(|e| cli::Error::Msg(format!("{i}: {e}")))?;
     }
-    let rows = set.rows();
-    for r in &rows {
-        *set.counts.rows.entry(r.source.clone()).or_default() += 1;
-    }
+    let rows = set.finish();
     let rec = set.reconcile(&rows, match_ms);
     eprintln!("pm-tradeset: summary {}", serde_json::to_string(&set.counts)?);
     let code = if set.counts.bad_lines > 0 { ExitCode::Failure } else { ExitCode::Success };

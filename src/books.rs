@@ -200,6 +200,74 @@ impl Outage {
     }
 }
 
+/// The raw output of a slot-polling engine (pm-books, pm-trades): one sequencer numbers every line;
+/// an http line per attempt with the caller's `ctx`; track and gap lines stamped with the slot, its
+/// due time and the endpoint polled (every raw line names the endpoint it is about:
+/// docs/POLYMARKET_COLLECTOR.md, Output).
+pub struct SlotLines<W: Write> {
+    pub seq: Sequencer,
+    pub out: LineWriter<W>,
+    pub sched: Schedule,
+    pub endpoint_url: String,
+}
+
+impl<W: Write> SlotLines<W> {
+    pub fn new(seq: Sequencer, out: LineWriter<W>, interval: Duration, endpoint_url: String) -> SlotLines<W> {
+        SlotLines { seq, out, sched: Schedule::new(interval), endpoint_url }
+    }
+
+    /// Sends `req` (retries until `deadline`), writing each attempt as an http line with `ctx` and
+    /// counting it by status (`none` when no reply arrived) in `requests`. Returns the last attempt
+    /// and how many attempts failed.
+    pub fn execute<C: Serialize>(
+        &mut self,
+        client: &Client,
+        req: &Request,
+        deadline: Instant,
+        ctx: &C,
+        requests: &mut BTreeMap<String, u64>,
+    ) -> io::Result<(Attempt, u64)> {
+        let (seq, out) = (&mut self.seq, &mut self.out);
+        let mut failed: u64 = 0;
+        let last = client.execute(req, Some(deadline), |a: &Attempt| -> io::Result<()> {
+            let key = a.status.map_or_else(|| "none".to_string(), |s| s.to_string());
+            *requests.entry(key).or_default() += 1;
+            failed += u64::from(!a.is_ok());
+            out.write_raw(&a.envelope(seq, req, Some(ctx)).to_line())
+        })?;
+        Ok((last, failed))
+    }
+
+    /// Slot `k`, its due time and the endpoint.
+    fn slot_of_line(&self, k: u64) -> PollSlot {
+        PollSlot {
+            slot: Some(k),
+            due_at_utc: Some(self.sched.due_utc(k)),
+            endpoint_url: Some(self.endpoint_url.clone()),
+        }
+    }
+
+    /// A track line at slot `k`.
+    pub fn track(&mut self, k: u64, ctx: TrackCtx) -> io::Result<()> {
+        let ctx = TrackCtx { poll: self.slot_of_line(k), ..ctx };
+        self.out.write_raw(&self.seq.envelope("track").with_ctx(&ctx).to_line())
+    }
+
+    /// A gap line at slot `k`.
+    pub fn gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
+        let ctx = GapCtx { poll: self.slot_of_line(k), ..ctx };
+        self.out.write_raw(&self.seq.envelope("gap").with_ctx(&ctx).with_error(error).to_line())
+    }
+
+    /// The missed_slots gap of slots `from..=to`, written at slot `k`: they never started because the
+    /// slot before them overran (`cause`).
+    pub fn missed(&mut self, k: u64, from: u64, to: u64, cause: &str) -> io::Result<()> {
+        let ctx = GapCtx::missed_slots(from, to, self.sched.due_utc(from));
+        let error = format!("{} slot(s) not started: the previous slot overran ({cause})", to - from + 1);
+        self.gap(k, ctx, error)
+    }
+}
+
 /// Only the field replies are matched on; the rest of each book is skipped, not parsed.
 #[derive(Deserialize)]
 struct BookId {
@@ -218,8 +286,7 @@ struct Asked {
 pub struct Poller<W: Write> {
     cfg: Config,
     client: Client,
-    seq: Sequencer,
-    out: LineWriter<W>,
+    lines: SlotLines<W>,
     input: Receiver<Input>,
     input_done: bool,
     /// Pending and tracked markets, by slug.
@@ -228,26 +295,21 @@ pub struct Poller<W: Write> {
     /// until which a record of them restarts nothing.
     finished: HashMap<String, OffsetDateTime>,
     outage: Outage,
-    books_url: String,
-    sched: Schedule,
     pub stats: Stats,
 }
 
 impl<W: Write> Poller<W> {
     pub fn new(cfg: Config, client: Client, seq: Sequencer, out: LineWriter<W>, input: Receiver<Input>) -> Poller<W> {
-        let books_url = format!("{}/books", cfg.clob_url);
+        let lines = SlotLines::new(seq, out, cfg.interval, format!("{}/books", cfg.clob_url));
         Poller {
-            sched: Schedule::new(cfg.interval),
             cfg,
             client,
-            seq,
-            out,
+            lines,
             input,
             input_done: false,
             markets: HashMap::new(),
             finished: HashMap::new(),
             outage: Outage::default(),
-            books_url,
             stats: Stats::default(),
         }
     }
@@ -255,10 +317,10 @@ impl<W: Write> Poller<W> {
     /// Runs the schedule until a signal, the duration, or the end of the input; then writes the stop
     /// records of what is still tracked. I/O errors (e.g. a closed stdout) end it.
     pub fn run(&mut self) -> io::Result<End> {
-        self.sched = Schedule::new(self.cfg.interval);
-        let (end, k) = schedule::run(self, &self.sched.clone(), self.cfg.duration)?;
+        self.lines.sched = Schedule::new(self.cfg.interval);
+        let (end, k) = schedule::run(self, &self.lines.sched.clone(), self.cfg.duration)?;
         self.stop_all(end, k)?;
-        self.out.flush()?;
+        self.lines.out.flush()?;
         Ok(end)
     }
 
@@ -385,7 +447,7 @@ impl<W: Write> Poller<W> {
         // The venue asked us to back off (429/5xx/network errors in a row) for longer than this slot:
         // do not send; record the slot as a gap instead (the client honours Retry-After across slots).
         if let Some((until, reason)) = self.client.backoff_until("books") {
-            if until > self.sched.due(k + 1) {
+            if until > self.lines.sched.due(k + 1) {
                 let wait = until.saturating_duration_since(Instant::now()).as_secs_f64();
                 let mut ctx = GapCtx::new(GapKind::Backoff);
                 ctx.token_ids = Some(asked.iter().map(|a| a.token_id.clone()).collect());
@@ -410,23 +472,16 @@ impl<W: Write> Poller<W> {
     /// One `POST /books` (with retries until the next slot is due), its envelopes and its gaps.
     fn poll_batch(&mut self, k: u64, batch: &[Asked], i: usize, n: usize) -> io::Result<()> {
         let ids: Vec<&str> = batch.iter().map(|a| a.token_id.as_str()).collect();
-        let req = Request::post_books(self.books_url.clone(), &ids);
+        let req = Request::post_books(self.lines.endpoint_url.clone(), &ids);
         let ctx = PollCtx {
             slot: k,
-            due_at_utc: self.sched.due_utc(k),
+            due_at_utc: self.lines.sched.due_utc(k),
             token_ids: ids.iter().map(|t| t.to_string()).collect(),
             batch: i,
             batches: n,
         };
-        let deadline = self.sched.due(k + 1);
-        let (client, seq, out, stats) = (&self.client, &mut self.seq, &mut self.out, &mut self.stats);
-        let mut failed: u64 = 0;
-        let last: Attempt = client.execute(&req, Some(deadline), |a: &Attempt| -> io::Result<()> {
-            let key = a.status.map_or_else(|| "none".to_string(), |s| s.to_string());
-            *stats.requests.entry(key).or_default() += 1;
-            failed += u64::from(!a.is_ok());
-            out.write_raw(&a.envelope(seq, &req, Some(&ctx)).to_line())
-        })?;
+        let deadline = self.lines.sched.due(k + 1);
+        let (last, failed) = self.lines.execute(&self.client, &req, deadline, &ctx, &mut self.stats.requests)?;
         let received = match (&last.verdict, last.json_text()) {
             (Verdict::Ok, Some(text)) => serde_json::from_str::<Vec<BookId>>(text)
                 .map(|books| books.into_iter().filter_map(|b| b.asset_id).collect::<HashSet<String>>())
@@ -435,7 +490,7 @@ impl<W: Write> Poller<W> {
         };
         match received {
             Ok(got) => {
-                if let Some(line) = self.outage.succeeded(failed, &self.books_url) {
+                if let Some(line) = self.outage.succeeded(failed, &self.lines.endpoint_url) {
                     eprintln!("pm-books: {line}");
                 }
                 self.after_reply(k, batch, &got)
@@ -443,7 +498,7 @@ impl<W: Write> Poller<W> {
             Err(why) => {
                 // A 200 whose body is not a JSON array counts as a failed attempt too.
                 let failed = failed.max(1);
-                if let Some(line) = self.outage.failed(failed, &self.books_url, &why, self.cfg.interval) {
+                if let Some(line) = self.outage.failed(failed, &self.lines.endpoint_url, &why, self.cfg.interval) {
                     self.stats.outages += 1;
                     eprintln!("pm-books: {line}");
                 }
@@ -510,12 +565,6 @@ impl<W: Write> Poller<W> {
         Ok(())
     }
 
-    /// Slot `k`, its due time and the endpoint, for a track or gap line (every raw line names the
-    /// endpoint it is about: docs/POLYMARKET_COLLECTOR.md, Output).
-    fn slot_of_line(&self, k: u64) -> PollSlot {
-        PollSlot { slot: Some(k), due_at_utc: Some(self.sched.due_utc(k)), endpoint_url: Some(self.books_url.clone()) }
-    }
-
     fn write_track(
         &mut self,
         k: u64,
@@ -524,16 +573,12 @@ impl<W: Write> Poller<W> {
         reason: Reason,
         tokens: Vec<Token>,
     ) -> io::Result<()> {
-        let ctx = TrackCtx { poll: self.slot_of_line(k), ..TrackCtx::new(action, reason, m, tokens) };
-        let env = self.seq.envelope("track").with_ctx(&ctx);
-        self.out.write_raw(&env.to_line())
+        self.lines.track(k, TrackCtx::new(action, reason, m, tokens))
     }
 
-    fn write_gap(&mut self, k: u64, mut ctx: GapCtx, error: String) -> io::Result<()> {
+    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
         *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
-        ctx.poll = self.slot_of_line(k);
-        let env = self.seq.envelope("gap").with_ctx(&ctx).with_error(error);
-        self.out.write_raw(&env.to_line())
+        self.lines.gap(k, ctx, error)
     }
 
     /// Markets currently tracked.
@@ -586,11 +631,9 @@ pub fn failure_text(a: &Attempt) -> String {
 
 impl<W: Write> Slotted for Poller<W> {
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
-        let count = to - from + 1;
-        self.stats.slots_missed += count;
-        let ctx = GapCtx::missed_slots(from, to, self.sched.due_utc(from));
-        let error = format!("{count} slot(s) not started: the previous slot overran (slow reply or retries)");
-        self.write_gap(k, ctx, error)
+        self.stats.slots_missed += to - from + 1;
+        *self.stats.gaps.entry(GapKind::MissedSlots.name()).or_default() += 1;
+        self.lines.missed(k, from, to, "slow reply or retries")
     }
 
     fn slot(&mut self, k: u64) -> io::Result<bool> {

@@ -176,14 +176,6 @@ pub enum Walk {
 }
 
 impl Walk {
-    pub fn name(self) -> &'static str {
-        match self {
-            Walk::Poll => "poll",
-            Walk::Final => "final",
-            Walk::FinalTaker => "final_taker",
-        }
-    }
-
     /// The `taker_only` query parameter of its requests.
     pub fn taker_only(self) -> bool {
         self == Walk::FinalTaker
@@ -388,10 +380,21 @@ mod tests {
             assert_eq!(serde_json::to_value(r).unwrap(), s);
             assert_eq!(serde_json::from_value::<Reason>(s.into()).unwrap(), r);
         }
-        for g in
-            [GapKind::MissingToken, GapKind::FailedRequest, GapKind::MissedSlots, GapKind::Backoff, GapKind::BadInput]
-        {
+        for g in [
+            GapKind::MissingToken,
+            GapKind::FailedRequest,
+            GapKind::MissedSlots,
+            GapKind::Backoff,
+            GapKind::BadInput,
+            GapKind::CursorUnfollowable,
+        ] {
             assert_eq!(serde_json::to_value(g).unwrap(), g.name());
+        }
+        for (w, s) in [(Walk::Poll, "poll"), (Walk::Final, "final"), (Walk::FinalTaker, "final_taker")] {
+            assert_eq!(serde_json::to_value(w).unwrap(), s);
+        }
+        for (x, s) in [(Sweep::Complete, "complete"), (Sweep::Failed, "failed")] {
+            assert_eq!(serde_json::to_value(x).unwrap(), s);
         }
         let mut c = GapCtx::new(GapKind::BadInput);
         c.line = Some(3);

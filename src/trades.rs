@@ -27,15 +27,15 @@ use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::books::{failure_text, Outage};
+use crate::books::{failure_text, Outage, SlotLines};
 use crate::envelope::Sequencer;
 use crate::feed::{self, Input};
-use crate::http::{Attempt, Client, Request, Verdict};
+use crate::http::{Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::market::Market;
 use crate::schedule::{self, End, Schedule, Slotted};
 use crate::signal;
-use crate::track::{Action, GapCtx, GapKind, Now, Phase, PollSlot, Reason, Sweep, TrackCtx, Walk, Window};
+use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, Sweep, TrackCtx, Walk, Window};
 
 /// The real Data API host.
 pub const DEFAULT_DATA_URL: &str = "https://data-api.polymarket.com";
@@ -195,8 +195,7 @@ enum Outcome {
 pub struct Poller<W: Write> {
     cfg: Config,
     client: Client,
-    seq: Sequencer,
-    out: LineWriter<W>,
+    lines: SlotLines<W>,
     input: Receiver<Input>,
     input_done: bool,
     /// Pending and tracked markets, by condition id.
@@ -204,26 +203,21 @@ pub struct Poller<W: Write> {
     /// Condition ids swept and stopped (a later record of them restarts nothing).
     finished: HashSet<String>,
     outage: Outage,
-    trades_url: String,
-    sched: Schedule,
     pub stats: Stats,
 }
 
 impl<W: Write> Poller<W> {
     pub fn new(cfg: Config, client: Client, seq: Sequencer, out: LineWriter<W>, input: Receiver<Input>) -> Poller<W> {
-        let trades_url = format!("{}/v2/trades", cfg.data_url);
+        let lines = SlotLines::new(seq, out, cfg.interval, format!("{}/v2/trades", cfg.data_url));
         Poller {
             client,
-            seq,
-            out,
+            lines,
             input,
             input_done: false,
             markets: HashMap::new(),
             finished: HashSet::new(),
             outage: Outage::default(),
-            sched: Schedule::new(cfg.interval),
             cfg,
-            trades_url,
             stats: Stats::default(),
         }
     }
@@ -231,14 +225,14 @@ impl<W: Write> Poller<W> {
     /// Runs the schedule until a signal, the duration, or the end of the input (once nothing is
     /// tracked or waiting); then writes the stop records of what is still tracked.
     pub fn run(&mut self) -> io::Result<End> {
-        self.sched = Schedule::new(self.cfg.interval);
-        let (end, k) = schedule::run(self, &self.sched.clone(), self.cfg.duration)?;
+        self.lines.sched = Schedule::new(self.cfg.interval);
+        let (end, k) = schedule::run(self, &self.lines.sched.clone(), self.cfg.duration)?;
         let mut tracked: Vec<Entry> = self.markets.values().filter(|e| e.tracked).cloned().collect();
         tracked.sort_by(|a, b| (a.window.start, &a.market.slug).cmp(&(b.window.start, &b.market.slug)));
         for e in tracked {
             self.write_track(k, &e.market, Action::Stop, end.reason(), None)?;
         }
-        self.out.flush()?;
+        self.lines.out.flush()?;
         Ok(end)
     }
 
@@ -319,7 +313,7 @@ impl<W: Write> Poller<W> {
 
     /// True when the family's backoff lasts past the next slot's due time.
     fn backing_off(&self, k: u64) -> bool {
-        self.client.backoff_until("trades").is_some_and(|(until, _)| until > self.sched.due(k + 1))
+        self.client.backoff_until("trades").is_some_and(|(until, _)| until > self.lines.sched.due(k + 1))
     }
 
     /// Condition ids of the markets matching `f`, in a stable order (window start, slug).
@@ -382,7 +376,7 @@ impl<W: Write> Poller<W> {
         let to_end = walk != Walk::Poll || ids.iter().any(|c| !self.markets[c].completed);
         let mut ctx = PageCtx {
             slot: k,
-            due_at_utc: self.sched.due_utc(k),
+            due_at_utc: self.lines.sched.due_utc(k),
             walk,
             page: 1,
             condition_ids: ids.to_vec(),
@@ -416,7 +410,7 @@ impl<W: Write> Poller<W> {
 
     /// The request of one page: the first page names its size, a later one the cursor.
     fn page_request(&self, ctx: &PageCtx, cursor: Option<&str>) -> Request {
-        let req = Request::get("trades", self.trades_url.clone())
+        let req = Request::get("trades", self.lines.endpoint_url.clone())
             .query("condition", &ctx.condition_ids.join(","))
             .query("taker_only", if ctx.taker_only { "true" } else { "false" });
         match cursor {
@@ -435,23 +429,18 @@ impl<W: Write> Poller<W> {
         let req = self.page_request(ctx, cursor);
         // Retries of one page never wait past one interval from now.
         let deadline = Instant::now() + self.cfg.interval;
-        let (client, seq, out, stats) = (&self.client, &mut self.seq, &mut self.out, &mut self.stats);
-        let mut failed: u64 = 0;
-        let last: Attempt = client.execute(&req, Some(deadline), |a: &Attempt| -> io::Result<()> {
-            let key = a.status.map_or_else(|| "none".to_string(), |s| s.to_string());
-            *stats.requests.entry(key).or_default() += 1;
-            failed += u64::from(!a.is_ok());
-            out.write_raw(&a.envelope(seq, &req, Some(ctx)).to_line())
-        })?;
+        let (last, failed) = self.lines.execute(&self.client, &req, deadline, ctx, &mut self.stats.requests)?;
         let parsed = match (&last.verdict, last.json_text()) {
             (Verdict::Ok, Some(text)) => page_parts(text, last.status.unwrap_or(0)),
             _ => Err(failure_text(&last)),
         };
         let line = match &parsed {
-            Ok(_) => self.outage.succeeded(failed, &self.trades_url),
-            Err(why) => self.outage.failed(failed.max(1), &self.trades_url, why, self.cfg.interval).inspect(|_| {
-                self.stats.outages += 1;
-            }),
+            Ok(_) => self.outage.succeeded(failed, &self.lines.endpoint_url),
+            Err(why) => {
+                self.outage.failed(failed.max(1), &self.lines.endpoint_url, why, self.cfg.interval).inspect(|_| {
+                    self.stats.outages += 1;
+                })
+            }
         };
         if let Some(line) = line {
             eprintln!("pm-trades: {line}");
@@ -506,11 +495,6 @@ impl<W: Write> Poller<W> {
         }
     }
 
-    /// The slot part of a track or gap line.
-    fn slot_of_line(&self, k: u64) -> PollSlot {
-        PollSlot { slot: Some(k), due_at_utc: Some(self.sched.due_utc(k)), endpoint_url: Some(self.trades_url.clone()) }
-    }
-
     fn write_track(
         &mut self,
         k: u64,
@@ -519,17 +503,12 @@ impl<W: Write> Poller<W> {
         reason: Reason,
         final_sweep: Option<Sweep>,
     ) -> io::Result<()> {
-        let ctx =
-            TrackCtx { poll: self.slot_of_line(k), final_sweep, ..TrackCtx::new(action, reason, m, m.tokens.clone()) };
-        let env = self.seq.envelope("track").with_ctx(&ctx);
-        self.out.write_raw(&env.to_line())
+        self.lines.track(k, TrackCtx { final_sweep, ..TrackCtx::new(action, reason, m, m.tokens.clone()) })
     }
 
-    fn write_gap(&mut self, k: u64, mut ctx: GapCtx, error: String) -> io::Result<()> {
+    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
         *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
-        ctx.poll = self.slot_of_line(k);
-        let env = self.seq.envelope("gap").with_ctx(&ctx).with_error(error);
-        self.out.write_raw(&env.to_line())
+        self.lines.gap(k, ctx, error)
     }
 
     /// Markets currently tracked.
@@ -602,11 +581,9 @@ fn next_cursor(pagination: Option<Pagination>, followed: Option<&str>, page: u32
 
 impl<W: Write> Slotted for Poller<W> {
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
-        let count = to - from + 1;
-        self.stats.slots_missed += count;
-        let ctx = GapCtx::missed_slots(from, to, self.sched.due_utc(from));
-        let error = format!("{count} slot(s) not started: the previous slot overran (long walk or retries)");
-        self.write_gap(k, ctx, error)
+        self.stats.slots_missed += to - from + 1;
+        *self.stats.gaps.entry(GapKind::MissedSlots.name()).or_default() += 1;
+        self.lines.missed(k, from, to, "long walk or retries")
     }
 
     fn slot(&mut self, k: u64) -> io::Result<bool> {

@@ -410,6 +410,15 @@ impl TradeSet {
         }
     }
 
+    /// The rows after the last input, counted by source in [`Counts::rows`] (call it once).
+    pub fn finish(&mut self) -> Vec<TradeRow> {
+        let rows = self.rows();
+        for r in &rows {
+            *self.counts.rows.entry(r.source.clone()).or_default() += 1;
+        }
+        rows
+    }
+
     /// The rows, roles and slugs filled in, in the documented order.
     pub fn rows(&self) -> Vec<TradeRow> {
         let mut out: Vec<TradeRow> = self.rows.values().cloned().collect();
