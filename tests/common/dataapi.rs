@@ -355,7 +355,7 @@ fn page(st: &mut State, query: &str, broken_cursor: bool) -> (u16, Vec<u8>, Vec<
         }
     };
     let mut rows: Vec<Row> = ids.iter().flat_map(|c| rows_of(st, c, now)).filter(|r| !taker_only || r.taker).collect();
-    rows.sort_by_key(|r| std::cmp::Reverse((r.ts, r.seq, key_of(&r.value))));
+    rows.sort_by_cached_key(|r| std::cmp::Reverse((r.ts, r.seq, key_of(&r.value))));
     let rest: Vec<Row> = match anchor {
         None => rows,
         // Strictly older than the anchor; with duplicates on, the anchor row itself again.
