@@ -235,10 +235,9 @@ fn start(a: &Args) -> cli::Result<(Venue, WsServer, DataApi)> {
     if !a.resolve_after.is_zero() {
         v.resolve_after(a.resolve_after);
     }
-    let data = DataApi::start();
+    let data = DataApi::mount_on(&v);
     data.set_spacing(a.trade_every);
     data.set_burst_every(4);
-    data.mount_on(&v);
     v.log_to(&a.log).map_err(|e| cli::Error::Usage(format!("--log: {}: {e}", a.log.display())))?;
     let ws_port = a.ws_port;
     let w = WsServer::start_with_port(ws_port, Behaviour::Model { events_per_sec: a.eps, seed: 16 }, None)
