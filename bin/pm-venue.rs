@@ -117,94 +117,136 @@ fn line(v: &Venue, kind: &str, fault: String, detail: &str) -> VenueLine {
     }
 }
 
+/// The parsed command line.
+struct Args {
+    port: u16,
+    ws_port: u16,
+    log: PathBuf,
+    /// (start, rate) of a simulated clock.
+    clock: Option<(OffsetDateTime, f64)>,
+    clock_file: Option<PathBuf>,
+    profile: String,
+    every: Duration,
+    /// (at, length) in real seconds after the start.
+    outages: Vec<(f64, f64)>,
+    freeze: Duration,
+    eps: f64,
+    gone: Duration,
+    duration: Option<Duration>,
+    resolve_after: Duration,
+    trade_every: Duration,
+}
+
 fn run() -> cli::Result<ExitCode> {
+    let a = match parse()? {
+        Ok(a) => a,
+        Err(code) => return Ok(code),
+    };
+    signal::install();
+    let (v, w, _data) = start(&a)?;
+    serve(&a, &v, &w);
+    v.note(&line(&v, "stop", "stop".into(), ""));
+    Ok(ExitCode::Success)
+}
+
+/// Parses and checks the arguments; `Err(code)` after --help / --version.
+fn parse() -> cli::Result<Result<Args, ExitCode>> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
-    let (mut port, mut ws_port) = (0u16, 0u16);
+    let mut a = Args {
+        port: 0,
+        ws_port: 0,
+        log: PathBuf::new(),
+        clock: None,
+        clock_file: None,
+        profile: "none".into(),
+        every: Duration::from_secs(30),
+        outages: Vec::new(),
+        freeze: Duration::from_secs(75),
+        eps: 5.0,
+        gone: Duration::from_secs(120),
+        duration: None,
+        resolve_after: Duration::ZERO,
+        trade_every: Duration::from_secs(20),
+    };
     let mut log: Option<PathBuf> = None;
-    let mut clock_spec: Option<String> = None;
-    let mut clock_file: Option<PathBuf> = None;
-    let mut profile = String::from("none");
-    let mut every = Duration::from_secs(30);
-    let mut outages: Vec<(f64, f64)> = Vec::new();
-    let mut freeze = Duration::from_secs(75);
-    let mut eps: f64 = 5.0;
-    let mut gone = Duration::from_secs(120);
-    let mut duration: Option<Duration> = None;
-    let mut resolve_after = Duration::ZERO;
-    let mut trade_every = Duration::from_secs(20);
     while let Some(arg) = p.next()? {
         match arg {
-            Long("port") => port = cli::value(&mut p, "--port")?,
-            Long("ws-port") => ws_port = cli::value(&mut p, "--ws-port")?,
+            Long("port") => a.port = cli::value(&mut p, "--port")?,
+            Long("ws-port") => a.ws_port = cli::value(&mut p, "--ws-port")?,
             Long("log") => log = Some(PathBuf::from(p.value()?)),
-            Long("clock") => clock_spec = Some(cli::value(&mut p, "--clock")?),
-            Long("clock-file") => clock_file = Some(PathBuf::from(p.value()?)),
-            Long("faults") => profile = cli::value(&mut p, "--faults")?,
-            Long("fault-every") => every = cli::seconds(&mut p, "--fault-every")?,
-            Long("outage") => {
-                let s: String = cli::value(&mut p, "--outage")?;
-                let parsed =
-                    s.split_once(':').and_then(|(a, b)| Some((a.parse::<f64>().ok()?, b.parse::<f64>().ok()?)));
-                match parsed {
-                    Some((a, b)) if a >= 0.0 && b > 0.0 && a.is_finite() && b.is_finite() => outages.push((a, b)),
-                    _ => return cli::usage(format!("--outage: expected AT:SECS (seconds >= 0, > 0), got '{s}'")),
-                }
-            }
-            Long("ws-freeze-secs") => freeze = cli::seconds(&mut p, "--ws-freeze-secs")?,
-            Long("ws-events-per-sec") => eps = cli::value(&mut p, "--ws-events-per-sec")?,
-            Long("book-gone-after") => gone = cli::seconds(&mut p, "--book-gone-after")?,
-            Long("trade-every") => trade_every = cli::seconds(&mut p, "--trade-every")?,
-            Long("resolve-after") => resolve_after = cli::seconds(&mut p, "--resolve-after")?,
-            Long("duration") => duration = Some(cli::seconds(&mut p, "--duration")?),
-            Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => return cli::version("pm-venue"),
+            Long("clock") => a.clock = Some(parse_clock(&cli::value::<String>(&mut p, "--clock")?)?),
+            Long("clock-file") => a.clock_file = Some(PathBuf::from(p.value()?)),
+            Long("faults") => a.profile = cli::value(&mut p, "--faults")?,
+            Long("fault-every") => a.every = cli::seconds(&mut p, "--fault-every")?,
+            Long("outage") => a.outages.push(parse_outage(&cli::value::<String>(&mut p, "--outage")?)?),
+            Long("ws-freeze-secs") => a.freeze = cli::seconds(&mut p, "--ws-freeze-secs")?,
+            Long("ws-events-per-sec") => a.eps = cli::value(&mut p, "--ws-events-per-sec")?,
+            Long("book-gone-after") => a.gone = cli::seconds(&mut p, "--book-gone-after")?,
+            Long("trade-every") => a.trade_every = cli::seconds(&mut p, "--trade-every")?,
+            Long("resolve-after") => a.resolve_after = cli::seconds(&mut p, "--resolve-after")?,
+            Long("duration") => a.duration = Some(cli::seconds(&mut p, "--duration")?),
+            Short('h') | Long("help") => return cli::help(USAGE).map(Err),
+            Short('V') | Long("version") => return cli::version("pm-venue").map(Err),
             other => return cli::unexpected(other),
         }
     }
     let Some(log) = log else { return cli::usage("--log FILE is required") };
-    if profile != "none" && profile != "soak" {
-        return cli::usage(format!("--faults: expected none or soak, got '{profile}'"));
+    a.log = log;
+    if a.profile != "none" && a.profile != "soak" {
+        return cli::usage(format!("--faults: expected none or soak, got '{}'", a.profile));
     }
-    if every.is_zero() || trade_every.is_zero() {
+    if a.every.is_zero() || a.trade_every.is_zero() {
         return cli::usage("--fault-every, --trade-every: must be > 0");
     }
-    if !(eps.is_finite() && eps > 0.0 && eps <= 10_000.0) {
+    if !(a.eps.is_finite() && a.eps > 0.0 && a.eps <= 10_000.0) {
         return cli::usage("--ws-events-per-sec: must be > 0 and <= 10000");
     }
-    let sim = match &clock_spec {
-        None => None,
-        Some(s) => {
-            let (start, rate) = match s.rsplit_once('x') {
-                Some((a, r)) if r.parse::<f64>().is_ok() => (a, r.parse::<f64>().unwrap()),
-                _ => (s.as_str(), 1.0),
-            };
-            match clock::parse_rfc3339(start) {
-                Some(t) if rate.is_finite() && rate > 0.0 => Some((t, rate)),
-                _ => return cli::usage(format!("--clock: expected <RFC 3339>[x<rate>], got '{s}'")),
-            }
-        }
-    };
+    Ok(Ok(a))
+}
 
-    signal::install();
+/// `--clock <RFC 3339>[x<rate>]`.
+fn parse_clock(s: &str) -> cli::Result<(OffsetDateTime, f64)> {
+    let (start, rate) = match s.rsplit_once('x') {
+        Some((a, r)) if r.parse::<f64>().is_ok() => (a, r.parse::<f64>().unwrap()),
+        _ => (s, 1.0),
+    };
+    match clock::parse_rfc3339(start) {
+        Some(t) if rate.is_finite() && rate > 0.0 => Ok((t, rate)),
+        _ => cli::usage(format!("--clock: expected <RFC 3339>[x<rate>], got '{s}'")),
+    }
+}
+
+/// `--outage AT:SECS`.
+fn parse_outage(s: &str) -> cli::Result<(f64, f64)> {
+    let parsed = s.split_once(':').and_then(|(a, b)| Some((a.parse::<f64>().ok()?, b.parse::<f64>().ok()?)));
+    match parsed {
+        Some((a, b)) if a >= 0.0 && b > 0.0 && a.is_finite() && b.is_finite() => Ok((a, b)),
+        _ => cli::usage(format!("--outage: expected AT:SECS (seconds >= 0, > 0), got '{s}'")),
+    }
+}
+
+/// Starts the venue, its Data API and the websocket server, on the clock asked for; prints the URLs.
+fn start(a: &Args) -> cli::Result<(Venue, WsServer, DataApi)> {
+    let port = a.port;
     let v = Venue::try_start_on(port)
         .map_err(|e| cli::Error::Usage(format!("--port: cannot bind 127.0.0.1:{port}: {e}")))?;
-    v.set_book_gone_after(gone);
-    if !resolve_after.is_zero() {
-        v.resolve_after(resolve_after);
+    v.set_book_gone_after(a.gone);
+    if !a.resolve_after.is_zero() {
+        v.resolve_after(a.resolve_after);
     }
-    let data = DataApi::start();
-    data.set_spacing(trade_every);
+    let data = DataApi::mount_on(&v);
+    data.set_spacing(a.trade_every);
     data.set_burst_every(4);
-    data.mount_on(&v);
-    v.log_to(&log).map_err(|e| cli::Error::Usage(format!("--log: {}: {e}", log.display())))?;
-    let w = WsServer::start_with_port(ws_port, Behaviour::Model { events_per_sec: eps, seed: 16 }, None)
+    v.log_to(&a.log).map_err(|e| cli::Error::Usage(format!("--log: {}: {e}", a.log.display())))?;
+    let ws_port = a.ws_port;
+    let w = WsServer::start_with_port(ws_port, Behaviour::Model { events_per_sec: a.eps, seed: 16 }, None)
         .map_err(|e| cli::Error::Usage(format!("--ws-port: cannot bind 127.0.0.1:{ws_port}: {e}")))?;
-    if let Some((start, rate)) = sim {
+    if let Some((start, rate)) = a.clock {
         let real = OffsetDateTime::now_utc();
         v.simulate_clock(start, rate);
         data.simulate_clock(start, rate);
-        if let Some(f) = &clock_file {
+        if let Some(f) = &a.clock_file {
             let text = format!(
                 "{:.6} {:.6} {rate}\n",
                 real.unix_timestamp_nanos() as f64 / 1e9,
@@ -214,19 +256,25 @@ fn run() -> cli::Result<ExitCode> {
         }
     }
     cli::print(&format!("{}\n{}\n", v.url(), w.url()))?;
-    v.note(&line(&v, "start", format!("profile={profile}"), &format!("{} {}", v.url(), w.url())));
+    v.note(&line(&v, "start", format!("profile={}", a.profile), &format!("{} {}", v.url(), w.url())));
+    Ok((v, w, data))
+}
 
-    let cycle = if profile == "soak" { soak_cycle(freeze) } else { Vec::new() };
+/// Serves until a signal or --duration: outages start and end on time, the fault cycle advances
+/// every --fault-every seconds.
+fn serve(a: &Args, v: &Venue, w: &WsServer) {
+    let cycle = if a.profile == "soak" { soak_cycle(a.freeze) } else { Vec::new() };
     let t0 = Instant::now();
-    let mut next_fault = every;
+    let mut next_fault = a.every;
     let mut k = 0usize;
     // (start, end, started, ended) per outage.
-    let mut outs: Vec<(Duration, Duration, bool, bool)> = outages
+    let mut outs: Vec<(Duration, Duration, bool, bool)> = a
+        .outages
         .iter()
-        .map(|&(a, d)| (Duration::from_secs_f64(a), Duration::from_secs_f64(a + d), false, false))
+        .map(|&(at, d)| (Duration::from_secs_f64(at), Duration::from_secs_f64(at + d), false, false))
         .collect();
     loop {
-        if signal::stop_requested() || duration.is_some_and(|d| t0.elapsed() >= d) {
+        if signal::stop_requested() || a.duration.is_some_and(|d| t0.elapsed() >= d) {
             break;
         }
         let now = t0.elapsed();
@@ -234,31 +282,34 @@ fn run() -> cli::Result<ExitCode> {
             if !o.2 && now >= o.0 {
                 o.2 = true;
                 v.outage(o.1 - o.0);
-                v.note(&line(&v, "outage", "outage".into(), &format!("start {:.0} s", (o.1 - o.0).as_secs_f64())));
+                v.note(&line(v, "outage", "outage".into(), &format!("start {:.0} s", (o.1 - o.0).as_secs_f64())));
             }
             if o.2 && !o.3 && now >= o.1 {
                 o.3 = true;
-                v.note(&line(&v, "outage", "outage".into(), "end"));
+                v.note(&line(v, "outage", "outage".into(), "end"));
             }
         }
         if !cycle.is_empty() && now >= next_fault {
-            next_fault += every;
-            match &cycle[k % cycle.len()] {
-                Injection::Http(path, faults) => {
-                    for f in faults {
-                        v.fault(path, f.clone());
-                        v.note(&line(&v, "fault", format!("{f:?}"), path));
-                    }
-                }
-                Injection::Ws(f) => {
-                    w.inject(*f);
-                    v.note(&line(&v, "fault", format!("ws_{f:?}"), "ws"));
-                }
-            }
+            next_fault += a.every;
+            inject(v, w, &cycle[k % cycle.len()]);
             k += 1;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    v.note(&line(&v, "stop", "stop".into(), ""));
-    Ok(ExitCode::Success)
+}
+
+/// Injects one scheduled fault and logs it.
+fn inject(v: &Venue, w: &WsServer, i: &Injection) {
+    match i {
+        Injection::Http(path, faults) => {
+            for f in faults {
+                v.fault(path, f.clone());
+                v.note(&line(v, "fault", format!("{f:?}"), path));
+            }
+        }
+        Injection::Ws(f) => {
+            w.inject(*f);
+            v.note(&line(v, "fault", format!("ws_{f:?}"), "ws"));
+        }
+    }
 }

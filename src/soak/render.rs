@@ -138,9 +138,26 @@ pub fn latency_svg(r: &Report) -> String {
     s
 }
 
-/// The Markdown report; `timeline` and `latency` are the SVG file names (same directory).
+/// The Markdown report; `timeline` and `latency` are the SVG file names (same directory): one
+/// renderer per section, in report order.
 pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
     let mut s = String::new();
+    md_head(&mut s, r);
+    gate_section(&mut s, r);
+    md_pictures(&mut s, timeline, latency);
+    md_uptime(&mut s, r);
+    md_collection(&mut s, r);
+    md_files(&mut s, r);
+    md_quality(&mut s, r);
+    md_reconciliation(&mut s, r);
+    md_faults(&mut s, r);
+    md_latency(&mut s, r);
+    md_windows(&mut s, r);
+    s
+}
+
+/// Title, what the run was, the notes.
+fn md_head(s: &mut String, r: &Report) {
     let _ = writeln!(s, "# Soak test report — {}\n", r.label);
     let _ = writeln!(
         s,
@@ -155,7 +172,10 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
         }
         let _ = writeln!(s);
     }
-    gate_section(&mut s, r);
+}
+
+/// The two SVG pictures.
+fn md_pictures(s: &mut String, timeline: &str, latency: &str) {
     let _ = writeln!(s, "\n## Pictures\n\n![timeline]({timeline})\n\n![latency]({latency})\n");
     let _ = writeln!(
         s,
@@ -163,6 +183,10 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
          run's start on the chain's clock, so with a simulated clock at ×N they advance N times slower than the \
          venue's clock.\n"
     );
+}
+
+/// Uptime, restarts, SIGKILLs, disk fill, clock steps, outages.
+fn md_uptime(s: &mut String, r: &Report) {
     let _ = writeln!(s, "## Uptime and restart behaviour\n");
     let _ = writeln!(
         s,
@@ -189,6 +213,10 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
         r.clock_steps.iter().map(|e| format!("{} {} s", e.at_utc, e.detail)).collect::<Vec<_>>().join(", ")
     );
     let _ = writeln!(s, "- venue outages: {:?}", r.outages);
+}
+
+/// Snapshots, slots, markets, API replies, gaps, websocket events.
+fn md_collection(s: &mut String, r: &Report) {
     let _ = writeln!(s, "\n## Collection\n");
     let _ = writeln!(s, "- total snapshots (books in 200 replies): **{}**", r.snapshots);
     let sl = &r.slots;
@@ -219,6 +247,10 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
     let _ = writeln!(s, "\n- API errors (no reply or status ≥ 400 except 404): {errs}; rate limits (429): {rl}");
     let _ = writeln!(s, "- gaps by stream/kind: {:?}", r.gaps);
     let _ = writeln!(s, "- websocket events (non-frame counts include opens, errors, reconnect waits): {:?}", r.ws);
+}
+
+/// Files, compression, uploads, disk.
+fn md_files(s: &mut String, r: &Report) {
     let _ = writeln!(s, "\n## Files, compression, uploads, disk\n");
     let f = &r.files;
     let _ = writeln!(
@@ -254,6 +286,10 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
         r.offloads.iter().map(|e| format!("{} {}", e.at_utc, e.detail)).collect::<Vec<_>>().join(", ")
     );
     let _ = writeln!(s, "- disk usage of the archive root at the end: {}", human_bytes(r.disk_bytes));
+}
+
+/// The data-quality checks.
+fn md_quality(s: &mut String, r: &Report) {
     let _ = writeln!(s, "\n## Data quality\n\n| check | exit | summary |\n|---|---|---|");
     for c in &r.checks {
         let _ = writeln!(
@@ -264,6 +300,10 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
             c.summary.replace('|', "\\|").replace('`', "'")
         );
     }
+}
+
+/// Books (and Gamma replies) served vs archived, then trades.
+fn md_reconciliation(s: &mut String, r: &Report) {
     let _ = writeln!(s, "\n## Reconciliation: served vs archived\n");
     let rc = &r.reconcile;
     let _ = writeln!(
@@ -279,7 +319,11 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
     for (why, n) in &rc.missing {
         let _ = writeln!(s, "- {n} books served but not archived: {why}");
     }
-    trades_section(&mut s, &r.trades);
+    trades_section(s, &r.trades);
+}
+
+/// Every injected fault and what the archive shows of it.
+fn md_faults(s: &mut String, r: &Report) {
     let _ = writeln!(s, "\n## Injected faults and what the archive shows\n\n| at | fault | target | visible | evidence |\n|---|---|---|---|---|");
     for x in &r.faults {
         let _ = writeln!(
@@ -292,6 +336,10 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
             esc(&x.evidence)
         );
     }
+}
+
+/// Receive latency quantiles.
+fn md_latency(s: &mut String, r: &Report) {
     let _ = writeln!(s, "\n## Receive latency (our receive time − the book's timestamp)\n");
     let l = &r.latency;
     let _ = writeln!(
@@ -299,6 +347,10 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
         "- {} books: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         l.n, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
     );
+}
+
+/// Market windows per family.
+fn md_windows(s: &mut String, r: &Report) {
     let _ = writeln!(s, "\n## Market windows (every family, lead → grace)\n");
     let _ = writeln!(s, "Judged span (chain clock): {} → {}\n\n| family | expected | tracked lead→grace | resolved seen |\n|---|---|---|---|", r.windows.from_utc, r.windows.to_utc);
     for (f, (e, t, res)) in &r.windows.per_family {
@@ -321,7 +373,6 @@ pub fn markdown(r: &Report, timeline: &str, latency: &str) -> String {
             let _ = writeln!(s, "- {}", esc(m));
         }
     }
-    s
 }
 
 /// The trade reconciliation (distinct trades served by `/v2/trades` vs archived in the trades stream).

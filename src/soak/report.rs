@@ -318,176 +318,680 @@ type Evidence = (f64, String, Option<u64>, bool, Option<String>, Option<String>)
 pub fn build(inp: &Inputs) -> std::io::Result<Report> {
     let (sup, _) = read_jsonl::<SupervisorLine>(&inp.supervisor_log)?;
     let (ven, _) = read_jsonl::<VenueLine>(&inp.venue_log)?;
-    let mut r = Report { label: inp.label.clone(), notes: inp.notes.clone(), rate: 1.0, ..Report::default() };
+    let mut b = Build::new(inp);
+    b.supervisor(&sup);
+    b.venue(&ven);
+    b.archive()?;
+    b.slots();
+    b.minutes();
+    b.reconcile();
+    b.faults(&sup, &ven);
+    b.r.latency = latency(std::mem::take(&mut b.lat));
+    b.windows();
+    b.r.checks = inp.checks_dir.as_deref().map(checks).unwrap_or_default();
+    b.r.gate = gates(&b.r);
+    Ok(b.r)
+}
 
-    // --- supervisor: uptime, restarts, kills, disk fill, clock steps, offloads
-    let t = |l: &SupervisorLine| parse_t(&l.at_utc).unwrap_or(0.0);
-    let start = sup.iter().find(|l| l.event == "soak_start").map(t).unwrap_or(0.0);
-    let end = sup.iter().rev().find(|l| l.event == "soak_end").map(t).or_else(|| sup.last().map(t)).unwrap_or(start);
-    r.soak_start_utc = fmt_t(start);
-    r.soak_end_utc = fmt_t(end);
-    r.soak_secs = end - start;
-    r.mode = sup.iter().find(|l| l.event == "soak_start").and_then(|l| l.detail.clone()).unwrap_or_default();
-    let mut up_spans: Vec<(f64, f64)> = Vec::new();
-    let mut open: Option<f64> = None;
-    let mut last_exit: Option<f64> = None;
-    let mut disk_open: Option<f64> = None;
-    let mut kill_spans: Vec<(f64, f64)> = Vec::new();
-    let mut disk_spans: Vec<(f64, f64)> = Vec::new();
-    let mut kills_real: Vec<(f64, String)> = Vec::new();
-    for l in &sup {
-        let at = t(l);
-        let ev = || Event { at_utc: fmt_t(at), detail: l.detail.clone().unwrap_or_default() };
-        match l.event.as_str() {
-            "chain_start" => {
-                r.uptime.chain_starts += 1;
-                if let Some(e) = last_exit.take() {
-                    r.uptime.restart_waits.push(at - e);
-                }
-                for k in kill_spans.iter_mut().filter(|k| k.1.is_nan()) {
-                    k.1 = at + inp.lead_secs.min(60.0) + 5.0;
-                }
-                open = Some(at);
-            }
-            "chain_exit" => {
-                *r.uptime.exits.entry(l.rc.map(|c| c.to_string()).unwrap_or("?".into())).or_default() += 1;
-                if let Some(s) = open.take() {
-                    up_spans.push((s, at));
-                }
-                last_exit = Some(at);
-            }
-            "no_restart" => r.uptime.no_restart += 1,
-            "kill" => {
-                r.kills.push(ev());
-                kills_real.push((at, l.detail.clone().unwrap_or_default()));
-                kill_spans.push((at, f64::NAN));
-            }
-            "disk_full_start" => disk_open = Some(at),
-            "disk_full_end" => {
-                if let Some(s) = disk_open.take() {
-                    disk_spans.push((s, at));
-                    r.disk_full.push((fmt_t(s), fmt_t(at)));
-                }
-            }
-            "clock_step" => r.clock_steps.push(ev()),
-            "offload" => r.offloads.push(Event {
-                at_utc: fmt_t(at),
-                detail: format!("exit {}", l.rc.map(|c| c.to_string()).unwrap_or("?".into())),
-            }),
-            _ => {}
-        }
-    }
-    if let Some(s) = open {
-        up_spans.push((s, end));
-    }
-    for k in kill_spans.iter_mut().filter(|k| k.1.is_nan()) {
-        k.1 = end;
-    }
-    r.uptime.chain_up_secs = up_spans.iter().map(|(a, b)| b - a).sum();
-    r.uptime.pct = if r.soak_secs > 0.0 { 100.0 * r.uptime.chain_up_secs / r.soak_secs } else { 0.0 };
+type Spans = Vec<(f64, f64)>;
 
-    // --- venue: clock offset (venue clock − real), outages, faults, served books
-    let vt = |l: &VenueLine| parse_t(&l.at_utc).unwrap_or(0.0);
-    let vr = |l: &VenueLine| parse_t(&l.real_utc).unwrap_or(0.0);
-    if let Some(detail) = ven.iter().find(|l| l.kind == "start").and_then(|l| l.fault.clone()) {
-        let _ = detail;
+/// The report being built and what its sections share: spans on the real clock (supervisor) and on
+/// the chain's clock (`_v`: the venue's clock, which the chain runs), the venue's replies, and what
+/// the archive holds.
+#[derive(Default)]
+struct Build<'a> {
+    inp: Option<&'a Inputs>,
+    r: Report,
+    // Supervisor (real clock).
+    start: f64,
+    end: f64,
+    up: Spans,
+    kill_spans: Spans,
+    disk: Spans,
+    kills_real: Vec<(f64, String)>,
+    // The venue clock at its first line: (venue time, real time).
+    clock0: Option<(f64, f64)>,
+    outage_venue: Spans,
+    kill_v: Spans,
+    down_v: Spans,
+    disk_v: Spans,
+    // Venue replies.
+    served_hash: BTreeMap<String, f64>,
+    slow_hash: BTreeSet<String>,
+    served_trade: BTreeMap<String, Vec<f64>>,
+    fault_replies: Vec<(f64, String, String, Option<u16>)>,
+    // Archive.
+    archived_hash: BTreeSet<String>,
+    archived_trade: BTreeSet<String>,
+    slot_state: BTreeMap<SlotKey, (f64, bool, bool)>,
+    // pm-books' gap lines by (run, slot): `backoff`, `failed_request`, `missed_slots`, ….
+    slot_gap: BTreeMap<SlotKey, String>,
+    run_slots: BTreeMap<String, (u64, u64, f64, f64)>,
+    minutes: BTreeMap<i64, Minute>,
+    lat: Vec<f64>,
+    evidence: Vec<Evidence>,
+    track: BTreeMap<String, (String, Option<f64>, Option<String>)>,
+    resolved: BTreeSet<String>,
+}
+
+impl<'a> Build<'a> {
+    fn new(inp: &'a Inputs) -> Build<'a> {
+        let r = Report { label: inp.label.clone(), notes: inp.notes.clone(), rate: 1.0, ..Report::default() };
+        Build { inp: Some(inp), r, ..Build::default() }
     }
-    // The venue clock's rate, from its first and last lines.
-    if let (Some(a), Some(b)) = (ven.first(), ven.last()) {
-        let (dr, dv) = (vr(b) - vr(a), vt(b) - vt(a));
-        if dr > 1.0 {
-            r.rate = (dv / dr * 10.0).round() / 10.0;
+
+    fn inp(&self) -> &'a Inputs {
+        self.inp.expect("Build::new sets the inputs")
+    }
+
+    /// Real → chain clock: the chain runs the venue's clock (same start and rate).
+    fn venue_of_real(&self, x: f64) -> f64 {
+        match self.clock0 {
+            Some((v0, r0)) => v0 + (x - r0) * self.r.rate,
+            None => x,
         }
     }
-    let mut outage_real: Vec<(f64, f64)> = Vec::new();
-    let mut outage_venue: Vec<(f64, f64)> = Vec::new();
-    let mut o_open: Option<(f64, f64)> = None;
-    for l in ven.iter().filter(|l| l.kind == "outage") {
-        if l.detail.as_deref() == Some("end") {
-            if let Some((sr, sv)) = o_open.take() {
-                outage_real.push((sr, vr(l)));
-                outage_venue.push((sv, vt(l)));
-                r.outages.push((fmt_t(sr), fmt_t(vr(l))));
+
+    fn to_venue(&self, spans: &[(f64, f64)]) -> Spans {
+        spans.iter().map(|&(a, b)| (self.venue_of_real(a), self.venue_of_real(b))).collect()
+    }
+
+    /// Supervisor: uptime, restarts, kills, disk fill, clock steps, offloads.
+    fn supervisor(&mut self, sup: &[SupervisorLine]) {
+        let lead = self.inp().lead_secs;
+        let r = &mut self.r;
+        let t = |l: &SupervisorLine| parse_t(&l.at_utc).unwrap_or(0.0);
+        let start = sup.iter().find(|l| l.event == "soak_start").map(t).unwrap_or(0.0);
+        let end =
+            sup.iter().rev().find(|l| l.event == "soak_end").map(t).or_else(|| sup.last().map(t)).unwrap_or(start);
+        r.soak_start_utc = fmt_t(start);
+        r.soak_end_utc = fmt_t(end);
+        r.soak_secs = end - start;
+        r.mode = sup.iter().find(|l| l.event == "soak_start").and_then(|l| l.detail.clone()).unwrap_or_default();
+        let mut open: Option<f64> = None;
+        let mut last_exit: Option<f64> = None;
+        let mut disk_open: Option<f64> = None;
+        for l in sup {
+            let at = t(l);
+            let ev = || Event { at_utc: fmt_t(at), detail: l.detail.clone().unwrap_or_default() };
+            match l.event.as_str() {
+                "chain_start" => {
+                    r.uptime.chain_starts += 1;
+                    if let Some(e) = last_exit.take() {
+                        r.uptime.restart_waits.push(at - e);
+                    }
+                    for k in self.kill_spans.iter_mut().filter(|k| k.1.is_nan()) {
+                        k.1 = at + lead.min(60.0) + 5.0;
+                    }
+                    open = Some(at);
+                }
+                "chain_exit" => {
+                    *r.uptime.exits.entry(l.rc.map(|c| c.to_string()).unwrap_or("?".into())).or_default() += 1;
+                    if let Some(s) = open.take() {
+                        self.up.push((s, at));
+                    }
+                    last_exit = Some(at);
+                }
+                "no_restart" => r.uptime.no_restart += 1,
+                "kill" => {
+                    r.kills.push(ev());
+                    self.kills_real.push((at, l.detail.clone().unwrap_or_default()));
+                    self.kill_spans.push((at, f64::NAN));
+                }
+                "disk_full_start" => disk_open = Some(at),
+                "disk_full_end" => {
+                    if let Some(s) = disk_open.take() {
+                        self.disk.push((s, at));
+                        r.disk_full.push((fmt_t(s), fmt_t(at)));
+                    }
+                }
+                "clock_step" => r.clock_steps.push(ev()),
+                "offload" => r.offloads.push(Event {
+                    at_utc: fmt_t(at),
+                    detail: format!("exit {}", l.rc.map(|c| c.to_string()).unwrap_or("?".into())),
+                }),
+                _ => {}
             }
-        } else {
-            o_open = Some((vr(l), vt(l)));
         }
-    }
-    if let Some((sr, sv)) = o_open {
-        outage_real.push((sr, end));
-        outage_venue.push((sv, f64::MAX));
-        r.outages.push((fmt_t(sr), "(end of soak)".into()));
-    }
-    // Real → chain clock: the chain runs the venue's clock (same start and rate).
-    let venue_of_real = |x: f64| -> f64 {
-        match (ven.first(), ven.last()) {
-            (Some(a), Some(_)) => vt(a) + (x - vr(a)) * r.rate,
-            _ => x,
+        if let Some(s) = open {
+            self.up.push((s, end));
         }
-    };
-    let kill_v: Vec<(f64, f64)> = kill_spans.iter().map(|&(a, b)| (venue_of_real(a), venue_of_real(b))).collect();
-    let down_v: Vec<(f64, f64)> = {
-        let mut v = Vec::new();
-        let mut prev = start;
-        for &(a, b) in &up_spans {
+        for k in self.kill_spans.iter_mut().filter(|k| k.1.is_nan()) {
+            k.1 = end;
+        }
+        r.uptime.chain_up_secs = self.up.iter().map(|(a, b)| b - a).sum();
+        r.uptime.pct = if r.soak_secs > 0.0 { 100.0 * r.uptime.chain_up_secs / r.soak_secs } else { 0.0 };
+        (self.start, self.end) = (start, end);
+    }
+
+    /// Venue: its clock (rate, offset), outages, the chain-clock spans, replies served.
+    fn venue(&mut self, ven: &[VenueLine]) {
+        // The venue clock's rate, from its first and last lines.
+        if let (Some(a), Some(b)) = (ven.first(), ven.last()) {
+            let (dr, dv) = (vr(b) - vr(a), vt(b) - vt(a));
+            if dr > 1.0 {
+                self.r.rate = (dv / dr * 10.0).round() / 10.0;
+            }
+            self.clock0 = Some((vt(a), vr(a)));
+        }
+        self.outages(ven);
+        self.kill_v = self.to_venue(&self.kill_spans);
+        self.disk_v = self.to_venue(&self.disk);
+        let mut down = Vec::new();
+        let mut prev = self.start;
+        for &(a, b) in &self.up {
             if a > prev {
-                v.push((venue_of_real(prev), venue_of_real(a)));
+                down.push((prev, a));
             }
             prev = b;
         }
-        if end > prev {
-            v.push((venue_of_real(prev), venue_of_real(end)));
+        if self.end > prev {
+            down.push((prev, self.end));
         }
-        v
-    };
-    let disk_v: Vec<(f64, f64)> = disk_spans.iter().map(|&(a, b)| (venue_of_real(a), venue_of_real(b))).collect();
+        self.down_v = self.to_venue(&down);
+        self.served(ven);
+    }
 
-    // Trade key → real times it was served in a 200 reply.
-    let mut served_trade: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut archived_trade: BTreeSet<String> = BTreeSet::new();
-    for l in ven.iter().filter(|l| l.kind == "served" && l.path.as_deref() == Some("/v2/trades")) {
-        r.trades.requests += 1;
-        if l.status == Some(200) {
-            r.trades.ok_replies += 1;
+    /// Outage start/end lines: the report's list (real clock) and the chain-clock spans.
+    fn outages(&mut self, ven: &[VenueLine]) {
+        let mut o_open: Option<(f64, f64)> = None;
+        for l in ven.iter().filter(|l| l.kind == "outage") {
+            if l.detail.as_deref() == Some("end") {
+                if let Some((sr, sv)) = o_open.take() {
+                    self.outage_venue.push((sv, vt(l)));
+                    self.r.outages.push((fmt_t(sr), fmt_t(vr(l))));
+                }
+            } else {
+                o_open = Some((vr(l), vt(l)));
+            }
         }
-        for k in &l.trades {
-            served_trade.entry(k.clone()).or_default().push(vr(l));
+        if let Some((sr, sv)) = o_open {
+            self.outage_venue.push((sv, f64::MAX));
+            self.r.outages.push((fmt_t(sr), "(end of soak)".into()));
         }
     }
-    let mut served_hash: BTreeMap<String, f64> = BTreeMap::new();
-    let mut slow_hash: BTreeSet<String> = BTreeSet::new();
-    let mut fault_replies: Vec<(f64, String, String, Option<u16>)> = Vec::new();
-    for l in ven.iter().filter(|l| l.kind == "served") {
-        r.reconcile.served_replies += 1;
-        if l.slug.is_some() && l.status.is_some() {
-            r.reconcile.gamma_served += 1;
+
+    /// Replies served: book hashes, trade keys, fault replies.
+    fn served(&mut self, ven: &[VenueLine]) {
+        let r = &mut self.r;
+        for l in ven.iter().filter(|l| l.kind == "served" && l.path.as_deref() == Some("/v2/trades")) {
+            r.trades.requests += 1;
+            if l.status == Some(200) {
+                r.trades.ok_replies += 1;
+            }
+            for k in &l.trades {
+                self.served_trade.entry(k.clone()).or_default().push(vr(l));
+            }
         }
-        // A slow reply is a whole reply, late: a client with a longer timeout (pm-stream's REST
-        // books) archives it; one that gave up does not (explained below).
-        let slow = l.fault.as_deref().is_some_and(|f| f.starts_with("Slow"));
-        if l.status == Some(200) && (l.fault.is_none() || slow) || l.fault.as_deref() == Some("OmitOne") {
-            for h in &l.hashes {
-                served_hash.insert(h.clone(), vr(l));
-                if slow {
-                    slow_hash.insert(h.clone());
+        for l in ven.iter().filter(|l| l.kind == "served") {
+            r.reconcile.served_replies += 1;
+            if l.slug.is_some() && l.status.is_some() {
+                r.reconcile.gamma_served += 1;
+            }
+            // A slow reply is a whole reply, late: a client with a longer timeout (pm-stream's REST
+            // books) archives it; one that gave up does not (explained below).
+            let slow = l.fault.as_deref().is_some_and(|f| f.starts_with("Slow"));
+            if l.status == Some(200) && (l.fault.is_none() || slow) || l.fault.as_deref() == Some("OmitOne") {
+                for h in &l.hashes {
+                    self.served_hash.insert(h.clone(), vr(l));
+                    if slow {
+                        self.slow_hash.insert(h.clone());
+                    }
+                }
+            }
+            if let Some(f) = &l.fault {
+                self.fault_replies.push((vt(l), f.clone(), l.path.clone().unwrap_or_default(), l.status));
+            }
+        }
+        r.reconcile.served_books = self.served_hash.len() as u64;
+    }
+
+    /// Archive: walk, the manifests and the upload log, then every sealed file, line by line.
+    fn archive(&mut self) -> std::io::Result<()> {
+        let inp = self.inp();
+        std::fs::read_dir(&inp.archive)?;
+        let mut files = Vec::new();
+        walk(&inp.archive, "", &mut files);
+        files.sort();
+        let (listed, verified) = manifests(&inp.archive, &mut self.r)?;
+        for (rel, abs, bytes) in files {
+            let name = rel.rsplit('/').next().unwrap_or("");
+            if name.ends_with(".partial") {
+                self.r.files.partials += 1;
+                continue;
+            } else if name.contains(".unreadable-tail") {
+                self.r.files.unreadable_tails += 1;
+                continue;
+            } else if !name.ends_with(".jsonl.gz") {
+                continue;
+            }
+            let f = ArchFile { rel, abs, bytes };
+            self.r.files.sealed += 1;
+            self.r.files.sealed_bytes += f.bytes;
+            if !listed.contains(&f.rel) {
+                self.r.files.unlisted.push(f.rel.clone());
+            }
+            if !verified.contains(&f.rel) {
+                self.r.uploads.sealed_not_uploaded.push(f.rel.clone());
+            }
+            self.file(&f)?;
+        }
+        let fl = &mut self.r.files;
+        fl.ratio = if fl.sealed_bytes > 0 { fl.uncompressed_bytes as f64 / fl.sealed_bytes as f64 } else { 0.0 };
+        self.r.disk_bytes = dir_bytes(&inp.archive);
+        Ok(())
+    }
+
+    /// One sealed file: its uncompressed size (decoded to the end), then every line.
+    fn file(&mut self, f: &ArchFile) -> std::io::Result<()> {
+        let stream = f.rel.split('/').find_map(|c| c.strip_prefix("stream=")).unwrap_or_default().to_string();
+        let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(&f.abs)?));
+        let mut sink = [0u8; 64 * 1024];
+        let mut n = 0u64;
+        loop {
+            match dec.read(&mut sink) {
+                Ok(0) => break,
+                Ok(k) => n += k as u64,
+                Err(e) => {
+                    self.r.files.corrupt.push(format!("{}: {e}", f.rel));
+                    break;
                 }
             }
         }
-        if let Some(f) = &l.fault {
-            fault_replies.push((vt(l), f.clone(), l.path.clone().unwrap_or_default(), l.status));
+        self.r.files.uncompressed_bytes += n;
+        let mut rd = jsonl::open_lines(&f.abs)?;
+        let mut lines = 0u64;
+        while let Some(l) = rd.next_line() {
+            let Ok(Ok(b)) = l else { break };
+            lines += 1;
+            if let Ok(a) = serde_json::from_slice::<ArchLine>(&b) {
+                self.line(&a, &stream, &f.rel);
+            }
+        }
+        self.r.files.lines += lines;
+        let e = self.r.files.per_stream.entry(stream).or_default();
+        e.0 += 1;
+        e.1 += f.bytes;
+        Ok(())
+    }
+
+    /// One archived line, by kind and stream.
+    fn line(&mut self, a: &ArchLine, stream: &str, rel: &str) {
+        let at = a.collected_at_utc.as_deref().and_then(parse_t).unwrap_or(0.0);
+        // Books in any stream (pm-stream archives its REST books in ws_market).
+        if a.kind.as_deref() == Some("http") && stream != "books" && a.status == Some(200) {
+            if let (Some(body), Some("books" | "book")) = (&a.body, a.endpoint.as_deref()) {
+                self.archived_hash.extend(books_of(body).into_iter().filter_map(|b| b.hash));
+            }
+        }
+        match (a.kind.as_deref(), stream) {
+            (Some("http"), "books") => self.books_http(a, at, rel),
+            (Some("http"), _) => self.other_http(a, at, stream),
+            (Some("gap"), _) => self.gap(a, at, stream, rel),
+            (Some("track"), "books") => self.track(a, at),
+            (Some("ws"), _) => {
+                let ev = ctx_str(a, "event").unwrap_or_default();
+                *self.r.ws.entry(ev.clone()).or_default() += 1;
+                if ev != "frame" {
+                    self.evidence.push((at, "ws".into(), None, a.error.is_some(), Some(ev), None));
+                }
+            }
+            _ => {}
         }
     }
-    r.reconcile.served_books = served_hash.len() as u64;
 
-    // --- archive: walk, read every file
-    // The manifests and the upload log are read here as plain JSON, by their documented fields
-    // (docs/DATA_CONTRACT.md): the report only needs paths, line counts and verified flags.
-    std::fs::read_dir(&inp.archive)?;
-    let mut files = Vec::new();
-    walk(&inp.archive, "", &mut files);
-    files.sort();
+    /// pm-books' replies: snapshots, latency, slot states, statuses.
+    fn books_http(&mut self, a: &ArchLine, at: f64, rel: &str) {
+        let mut books: Vec<BookLite> = Vec::new();
+        if a.status == Some(200) {
+            if let Some(body) = &a.body {
+                books = books_of(body);
+            }
+        }
+        for b in &books {
+            if let Some(h) = &b.hash {
+                self.archived_hash.insert(h.clone());
+            }
+            if let Some(ts) = b.timestamp.as_deref().and_then(|s| s.parse::<f64>().ok()) {
+                self.lat.push(at * 1000.0 - ts);
+            }
+        }
+        self.r.snapshots += books.len() as u64;
+        let slot = a.ctx.as_ref().and_then(|c| c.get("slot")).and_then(Value::as_u64);
+        let due = ctx_str(a, "due_at_utc").as_deref().and_then(parse_t).unwrap_or(at);
+        if let Some(k) = slot {
+            let run = run_of(rel);
+            let e = self.slot_state.entry((run.clone(), k)).or_insert((due, false, false));
+            if !books.is_empty() {
+                e.1 = true;
+            } else {
+                e.2 = true;
+            }
+            let rs = self.run_slots.entry(run).or_insert((k, k, due, due));
+            if k < rs.0 {
+                rs.0 = k;
+                rs.2 = due;
+            }
+            if k > rs.1 {
+                rs.1 = k;
+                rs.3 = due;
+            }
+        }
+        let key = a.status.map(|s| s.to_string()).unwrap_or("none".into());
+        *self.r.http.entry(a.endpoint.clone().unwrap_or_default()).or_default().entry(key).or_default() += 1;
+        let errish = a.error.is_some() || a.body_error.is_some() || a.body_kind.as_deref() != Some("json");
+        self.evidence.push((at, "books".into(), a.status, errish, None, a.body_kind.clone()));
+    }
+
+    /// Other streams' replies: statuses, Gamma lines, resolved markets, trades archived.
+    fn other_http(&mut self, a: &ArchLine, at: f64, stream: &str) {
+        if let (Some(body), "trades", Some(200)) = (&a.body, stream, a.status) {
+            self.archived_trade.extend(trade_keys(body));
+        }
+        let key = a.status.map(|s| s.to_string()).unwrap_or("none".into());
+        *self.r.http.entry(a.endpoint.clone().unwrap_or_default()).or_default().entry(key).or_default() += 1;
+        if a.endpoint.as_deref() == Some("gamma") && a.status.is_some() {
+            self.r.reconcile.gamma_archived += 1;
+        }
+        if let Some(body) = &a.body {
+            if body.get().contains("\"umaResolutionStatus\":\"resolved\"") {
+                if let Ok(v) = serde_json::from_str::<Value>(body.get()) {
+                    if let Some(s) = v.get("slug").and_then(Value::as_str) {
+                        self.resolved.insert(s.to_string());
+                    }
+                }
+            }
+        }
+        let errish = a.error.is_some() || a.body_error.is_some() || a.body_kind.as_deref() != Some("json");
+        self.evidence.push((at, a.endpoint.clone().unwrap_or_default(), a.status, errish, None, a.body_kind.clone()));
+    }
+
+    /// Gap lines: counts by stream/kind, per minute, pm-books' slots they name.
+    fn gap(&mut self, a: &ArchLine, at: f64, stream: &str, rel: &str) {
+        let ctx = a.ctx.as_ref();
+        let g = ctx_str(a, "gap").unwrap_or_default();
+        let count = ctx.and_then(|c| c.get("count")).and_then(Value::as_u64).unwrap_or(1);
+        *self.r.gaps.entry(format!("{stream}/{g}")).or_default() += if g == "missed_slots" { count } else { 1 };
+        let due = ctx_str(a, "due_at_utc").as_deref().and_then(parse_t).unwrap_or(at);
+        *self.minutes.entry((due / 60.0).floor() as i64).or_default().gaps.entry(g.clone()).or_default() += 1;
+        if stream == "books" {
+            let u = |k: &str| ctx.and_then(|c| c.get(k)).and_then(Value::as_u64);
+            let run = run_of(rel);
+            match (g.as_str(), u("from_slot"), u("to_slot"), u("slot")) {
+                ("missed_slots", Some(a), Some(b), _) => {
+                    for k in a..=b.min(a + 100_000) {
+                        self.slot_gap.insert((run.clone(), k), g.clone());
+                    }
+                }
+                (_, _, _, Some(k)) => {
+                    self.slot_gap.insert((run, k), g.clone());
+                }
+                _ => {}
+            }
+        }
+        self.evidence.push((at, stream.to_string(), None, true, Some(g), None));
+    }
+
+    /// pm-books' track lines: markets tracked per family, and per slug its start and stop reason.
+    fn track(&mut self, a: &ArchLine, at: f64) {
+        let slug = ctx_str(a, "slug").unwrap_or_default();
+        let fam = ctx_str(a, "family").unwrap_or_else(|| "?".into());
+        let action = ctx_str(a, "action").unwrap_or_default();
+        let reason = ctx_str(a, "reason").unwrap_or_default();
+        let e = self.r.markets.entry(fam.clone()).or_default();
+        let tr = self.track.entry(slug).or_insert((fam, None, None));
+        if action == "start" {
+            e.started += 1;
+            tr.1.get_or_insert(at);
+        } else {
+            *e.stops.entry(reason.clone()).or_default() += 1;
+            tr.2 = Some(reason);
+        }
+    }
+
+    /// Slots: every scheduled slot judged, the percentages.
+    fn slots(&mut self) {
+        let interval = self.inp().interval_secs;
+        let judge = SlotJudge {
+            spans: [&self.outage_venue, &self.kill_v, &self.disk_v],
+            faults: &self.fault_replies,
+            interval,
+            rate: self.r.rate,
+        };
+        let sl = &mut self.r.slots;
+        judge_slots(sl, &mut self.minutes, &self.run_slots, &self.slot_state, &self.slot_gap, &judge);
+        let down_secs: f64 = self.down_v.iter().map(|(a, b)| b - a).sum::<f64>() / self.r.rate;
+        sl.down_slots = (down_secs / interval).round() as u64;
+        sl.missed_interval_estimate = sl.scheduled - sl.captured + sl.down_slots;
+        let outside = sl.scheduled - sl.excluded;
+        sl.pct_outside_outage_kill = pct(sl.captured, outside);
+        let judged = outside.saturating_sub(sl.excluded_tail + sl.hit_by_fault);
+        sl.pct_outside_outage_kill_fault = pct(sl.captured, judged);
+    }
+
+    /// Per-minute decorations: faults, kills, outage, chain down.
+    fn minutes(&mut self) {
+        for (ft, _, _, _) in &self.fault_replies {
+            self.minutes.entry((ft / 60.0).floor() as i64).or_default().faults += 1;
+        }
+        for (kt, _) in &self.kills_real {
+            let m = (self.venue_of_real(*kt) / 60.0).floor() as i64;
+            self.minutes.entry(m).or_default().kills += 1;
+        }
+        for (m, v) in self.minutes.iter_mut() {
+            let mid = *m as f64 * 60.0 + 30.0;
+            v.minute = *m;
+            v.outage = in_any(mid, &self.outage_venue);
+            v.chain_down = in_any(mid, &self.down_v);
+        }
+        self.r.minutes = std::mem::take(&mut self.minutes).into_values().collect();
+    }
+
+    /// Reconciliation: books and trades served vs archived.
+    fn reconcile(&mut self) {
+        let loss = Loss {
+            kills: &self.kills_real,
+            flush_secs: self.inp().flush_secs,
+            disk: &self.disk,
+            up: &self.up,
+            end: self.end,
+        };
+        let rc = &mut self.r.reconcile;
+        for (h, &at) in &self.served_hash {
+            if self.archived_hash.contains(h) {
+                rc.matched += 1;
+                continue;
+            }
+            let why = match self.slow_hash.contains(h) {
+                true => "served in a reply slower than the client's timeout (injected Slow fault)".to_string(),
+                false => loss.reason(at),
+            };
+            *rc.missing.entry(why).or_default() += 1;
+        }
+        rc.archived_books = self.archived_hash.len() as u64;
+        rc.not_served = self.archived_hash.iter().filter(|h| !self.served_hash.contains_key(*h)).count() as u64;
+        let counted = reconcile_trades(&self.served_trade, &self.archived_trade, &loss);
+        let (requests, ok_replies) = (self.r.trades.requests, self.r.trades.ok_replies);
+        self.r.trades = TradeReconcile { requests, ok_replies, ..counted };
+    }
+
+    /// Faults: each scheduled fault and what the archive shows of it, then each outage.
+    fn faults(&mut self, sup: &[SupervisorLine], ven: &[VenueLine]) {
+        // Clock steps the chain saw: its lines carry the stepped time while a step lasts.
+        let steps: Vec<f64> = sup
+            .iter()
+            .filter(|l| l.event == "clock_step")
+            .filter_map(|l| l.detail.as_deref().and_then(|d| d.parse::<f64>().ok()))
+            .filter(|s| *s > 0.0)
+            .collect();
+        // Windows (chain clock) when a reply in flight may be lost: a stop sequence (12 s before each
+        // chain exit), chain down, kill windows, disk full.
+        let exits_v: Spans =
+            self.up.iter().map(|&(_, b)| (self.venue_of_real(b - 12.0), self.venue_of_real(b + 1.0))).collect();
+        let lossy =
+            |t: f64| [&exits_v, &self.down_v, &self.kill_v, &self.disk_v].iter().any(|sp| in_any(t, sp.as_slice()));
+        let seen = Seen { evidence: &self.evidence, steps: &steps, rate: self.r.rate };
+        let mut out = Vec::new();
+        for l in ven.iter().filter(|l| l.kind == "fault") {
+            let at = vt(l);
+            let f = l.fault.clone().unwrap_or_default();
+            let target = l.detail.clone().unwrap_or_default();
+            // The reply that carried it (HTTP): the first served reply with that fault at or after `at`.
+            let served_at = if f.starts_with("ws_") {
+                Some(at)
+            } else {
+                self.fault_replies.iter().find(|(ft, ff, _, _)| ff == &f && *ft >= at - 0.5).map(|x| x.0)
+            };
+            let Some(t) = served_at else {
+                let evidence = "never served: no request took it before the venue stopped".into();
+                out.push(FaultSeen { at_utc: fmt_t(at), fault: f, target, visible: false, evidence });
+                continue;
+            };
+            let (found, what) = seen.fault(&f, &target, t);
+            let evidence = match &found {
+                Some(x) => format!("{what} at {x}"),
+                None if lossy(t) => format!(
+                    "served {} while the chain was stopping, down, killed or on a full disk: lost in flight",
+                    fmt_t(t)
+                ),
+                None => format!("NOT VISIBLE (served {}, looked for {what})", fmt_t(t)),
+            };
+            out.push(FaultSeen { at_utc: fmt_t(at), fault: f, target, visible: found.is_some(), evidence });
+        }
+        for (s, e) in &self.r.outages {
+            let a = parse_t(s).map(|x| self.venue_of_real(x)).unwrap_or(0.0);
+            let rate = self.r.rate;
+            let found = self.evidence.iter().find(|x| x.0 >= a && x.0 <= a + 30.0 * rate && x.2.is_none() && x.3);
+            out.push(FaultSeen {
+                at_utc: s.clone(),
+                fault: format!("outage until {e}"),
+                target: "all HTTP".into(),
+                visible: found.is_some(),
+                evidence: found.map(|x| format!("failed requests from {}", fmt_t(x.0))).unwrap_or("NOT VISIBLE".into()),
+            });
+        }
+        self.r.faults = out;
+    }
+
+    /// Window coverage: every window of every family inside the judged span.
+    fn windows(&mut self) {
+        let (Some(first), Some(last)) = (self.up.first(), self.up.last()) else { return };
+        // Margins: the first discovery rounds after the start, the stop sequence at the end.
+        let from = self.venue_of_real(first.0 + 10.0);
+        let to = self.venue_of_real(last.1 - 12.0);
+        let inp = self.inp();
+        let w = &mut self.r.windows;
+        w.from_utc = fmt_t(from);
+        w.to_utc = fmt_t(to);
+        let interrupting = [&self.down_v, &self.kill_v, &self.outage_venue, &self.disk_v];
+        for fam in &inp.families {
+            let Some(f) = crate::market::Family::parse(fam) else { continue };
+            w.per_family.entry(fam.clone()).or_default();
+            let mut ws = f.window_start(clock::from_unix(from as i64 - 86_400).unwrap_or(OffsetDateTime::UNIX_EPOCH));
+            loop {
+                let we = f.next_start(ws);
+                let s = ws.unix_timestamp() as f64 - inp.lead_secs;
+                let en = we.unix_timestamp() as f64 + inp.grace_secs;
+                if s > to {
+                    break;
+                }
+                let hit = |spans: &Spans| spans.iter().any(|&(a, b)| a < en && b > s);
+                if s >= from && en <= to && interrupting.iter().any(|sp| hit(sp)) {
+                    w.interrupted += 1;
+                    *w.interrupted_per_family.entry(fam.clone()).or_default() += 1;
+                } else if s >= from && en <= to {
+                    let e = w.per_family.entry(fam.clone()).or_default();
+                    e.0 += 1;
+                    let slugs = f.slugs(ws);
+                    let seen = slugs.iter().find_map(|x| self.track.get(x).map(|t| (x, t)));
+                    match seen {
+                        Some((_, (_, Some(_), Some(reason)))) if reason != "signal" && reason != "duration" => e.1 += 1,
+                        other => w.missed.push(format!("{}: {:?}", slugs[0], other.map(|o| o.1))),
+                    }
+                    if slugs.iter().any(|x| self.resolved.contains(x)) {
+                        e.2 += 1;
+                    }
+                }
+                ws = we;
+            }
+        }
+    }
+}
+
+/// Looks for the archived line that shows a fault served at `t` (chain clock).
+struct Seen<'a> {
+    evidence: &'a [Evidence],
+    steps: &'a [f64],
+    rate: f64,
+}
+
+impl Seen<'_> {
+    /// The time of the first archived line near `t` that shows fault `f` on `target`, and what was
+    /// looked for.
+    fn fault(&self, f: &str, target: &str, t: f64) -> (Option<String>, &'static str) {
+        let is_ws = f.starts_with("ws_");
+        // From 10 s before: a slow reply is logged when the venue finishes it, after the client gave up.
+        let window = (t - 10.0 * self.rate, t + (if f.starts_with("ws_Freeze") { 200.0 } else { 15.0 }) * self.rate);
+        let near = |p: &dyn Fn(&Evidence) -> bool| {
+            self.evidence
+                .iter()
+                .filter(|e| {
+                    let inw = |x: f64| x >= window.0 && x <= window.1;
+                    inw(e.0) || self.steps.iter().any(|st| inw(e.0 - st))
+                })
+                .find(|e| p(e))
+                .map(|e| fmt_t(e.0))
+        };
+        let want_ep = match target {
+            "/books" => "books",
+            "/v2/trades" => "trades",
+            _ => "gamma",
+        };
+        if f.starts_with("TooMany") {
+            (near(&|e| e.1 == want_ep && e.2 == Some(429)), "a 429 line")
+        } else if f == "NotReady" {
+            (near(&|e| e.1 == want_ep && e.2 == Some(425)), "a 425 line")
+        } else if let Some(code) = f.strip_prefix("Status(").and_then(|s| s.strip_suffix(')')) {
+            let code: u64 = code.parse().unwrap_or(0);
+            (near(&|e| e.1 == want_ep && e.2 == Some(code)), "a line with that status")
+        } else if f.starts_with("Slow") || f == "Reset" {
+            (near(&|e| e.1 == want_ep && e.2.is_none() && e.3), "a line with no reply and an error")
+        } else if f == "Html" || f == "Truncated" {
+            (near(&|e| e.1 == want_ep && e.2 == Some(200) && e.3), "a 200 line with a body error / non-JSON body")
+        } else if f == "OmitOne" {
+            (near(&|e| e.4.as_deref() == Some("missing_token")), "a missing_token gap")
+        } else if is_ws {
+            let ws_event = |e: &Evidence| {
+                e.1 == "ws" && e.4.as_deref().is_some_and(|x| x != "open" && x != "stats" && x != "subscribe")
+            };
+            (near(&ws_event), "a websocket close/error/reconnect event")
+        } else {
+            (None, "?")
+        }
+    }
+}
+
+/// The venue clock of a venue line.
+fn vt(l: &VenueLine) -> f64 {
+    parse_t(&l.at_utc).unwrap_or(0.0)
+}
+
+/// The real clock of a venue line.
+fn vr(l: &VenueLine) -> f64 {
+    parse_t(&l.real_utc).unwrap_or(0.0)
+}
+
+/// A string field of an archived line's `ctx`.
+fn ctx_str(a: &ArchLine, k: &str) -> Option<String> {
+    a.ctx.as_ref().and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_string)
+}
+
+/// The run manifests (the sealed files they list, `lines_read`, recovered files) and the upload log
+/// (verified uploads), read as plain JSON by their documented fields (docs/DATA_CONTRACT.md): the
+/// report only needs paths, line counts and verified flags. Returns (listed paths, verified paths).
+fn manifests(archive: &Path, r: &mut Report) -> std::io::Result<(BTreeSet<String>, BTreeSet<String>)> {
     let mut listed: BTreeMap<String, Value> = BTreeMap::new();
-    let mdir = inp.archive.join("manifests");
+    let mdir = archive.join("manifests");
     for e in std::fs::read_dir(&mdir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if !(name.starts_with("run-") && name.ends_with(".json")) {
@@ -521,471 +1025,98 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
     r.uploads.verified = verified.len() as u64;
     r.uploads.not_verified =
         uploads.iter().filter(|v| v.get("verified").and_then(Value::as_bool) != Some(true)).count() as u64;
+    Ok((listed.into_keys().collect(), verified))
+}
 
-    let mut archived_hash: BTreeSet<String> = BTreeSet::new();
-    let mut slot_state: BTreeMap<(String, u64), (f64, bool, bool)> = BTreeMap::new();
-    // pm-books' gap lines by (run, slot): `backoff`, `failed_request`, `missed_slots`, ….
-    let mut slot_gap: BTreeMap<(String, u64), String> = BTreeMap::new();
-    let mut run_slots: BTreeMap<String, (u64, u64, f64, f64)> = BTreeMap::new();
-    let mut minutes: BTreeMap<i64, Minute> = BTreeMap::new();
-    let mut lat: Vec<f64> = Vec::new();
-    // (chain time, endpoint, status, error-ish, gap kind)
-    let mut evidence: Vec<Evidence> = Vec::new();
-    let mut track: BTreeMap<String, (String, Option<f64>, Option<String>)> = BTreeMap::new();
-    let mut resolved: BTreeSet<String> = BTreeSet::new();
-    for (rel, abs, bytes) in &files {
-        let name = rel.rsplit('/').next().unwrap_or("");
-        if name.ends_with(".partial") {
-            r.files.partials += 1;
-            continue;
-        } else if name.contains(".unreadable-tail") {
-            r.files.unreadable_tails += 1;
-            continue;
-        } else if !name.ends_with(".jsonl.gz") {
-            continue;
-        }
-        let f = ArchFile { rel: rel.clone(), abs: abs.clone(), bytes: *bytes };
-        r.files.sealed += 1;
-        r.files.sealed_bytes += f.bytes;
-        if !listed.contains_key(&f.rel) {
-            r.files.unlisted.push(f.rel.clone());
-        }
-        if !verified.contains(&f.rel) {
-            r.uploads.sealed_not_uploaded.push(f.rel.clone());
-        }
-        let stream = f.rel.split('/').find_map(|c| c.strip_prefix("stream=")).unwrap_or_default().to_string();
-        // Uncompressed size: decode the whole file.
-        let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(&f.abs)?));
-        let mut sink = [0u8; 64 * 1024];
-        let mut n = 0u64;
-        loop {
-            match dec.read(&mut sink) {
-                Ok(0) => break,
-                Ok(k) => n += k as u64,
-                Err(e) => {
-                    r.files.corrupt.push(format!("{}: {e}", f.rel));
-                    break;
-                }
-            }
-        }
-        r.files.uncompressed_bytes += n;
-        let mut rd = jsonl::open_lines(&f.abs)?;
-        let mut lines = 0u64;
-        while let Some(l) = rd.next_line() {
-            let Ok(Ok(b)) = l else { break };
-            lines += 1;
-            let Ok(a) = serde_json::from_slice::<ArchLine>(&b) else { continue };
-            let at = a.collected_at_utc.as_deref().and_then(parse_t).unwrap_or(0.0);
-            let ctx = a.ctx.as_ref();
-            let cs = |k: &str| ctx.and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_string);
-            // Books in any stream (pm-stream archives its REST books in ws_market).
-            if a.kind.as_deref() == Some("http") && stream != "books" && a.status == Some(200) {
-                if let (Some(body), Some("books" | "book")) = (&a.body, a.endpoint.as_deref()) {
-                    let books = books_of(body);
-                    archived_hash.extend(books.into_iter().filter_map(|b| b.hash));
-                }
-            }
-            match (a.kind.as_deref(), stream.as_str()) {
-                (Some("http"), "books") => {
-                    let mut books: Vec<BookLite> = Vec::new();
-                    if a.status == Some(200) {
-                        if let Some(body) = &a.body {
-                            books = books_of(body);
-                        }
-                    }
-                    for b in &books {
-                        if let Some(h) = &b.hash {
-                            archived_hash.insert(h.clone());
-                        }
-                        if let Some(ts) = b.timestamp.as_deref().and_then(|s| s.parse::<f64>().ok()) {
-                            lat.push(at * 1000.0 - ts);
-                        }
-                    }
-                    r.snapshots += books.len() as u64;
-                    let slot = ctx.and_then(|c| c.get("slot")).and_then(Value::as_u64);
-                    let due = cs("due_at_utc").as_deref().and_then(parse_t).unwrap_or(at);
-                    if let Some(k) = slot {
-                        let run = run_of(&f.rel);
-                        let e = slot_state.entry((run.clone(), k)).or_insert((due, false, false));
-                        if !books.is_empty() {
-                            e.1 = true;
-                        } else {
-                            e.2 = true;
-                        }
-                        let rs = run_slots.entry(run).or_insert((k, k, due, due));
-                        if k < rs.0 {
-                            rs.0 = k;
-                            rs.2 = due;
-                        }
-                        if k > rs.1 {
-                            rs.1 = k;
-                            rs.3 = due;
-                        }
-                    }
-                    let key = a.status.map(|s| s.to_string()).unwrap_or("none".into());
-                    *r.http.entry(a.endpoint.clone().unwrap_or_default()).or_default().entry(key).or_default() += 1;
-                    let errish = a.error.is_some() || a.body_error.is_some() || a.body_kind.as_deref() != Some("json");
-                    evidence.push((at, "books".into(), a.status, errish, None, a.body_kind.clone()));
-                }
-                (Some("http"), _) => {
-                    if let (Some(body), "trades", Some(200)) = (&a.body, stream.as_str(), a.status) {
-                        archived_trade.extend(trade_keys(body));
-                    }
-                    let key = a.status.map(|s| s.to_string()).unwrap_or("none".into());
-                    *r.http.entry(a.endpoint.clone().unwrap_or_default()).or_default().entry(key).or_default() += 1;
-                    if a.endpoint.as_deref() == Some("gamma") && a.status.is_some() {
-                        r.reconcile.gamma_archived += 1;
-                    }
-                    if let Some(body) = &a.body {
-                        if body.get().contains("\"umaResolutionStatus\":\"resolved\"") {
-                            if let Ok(v) = serde_json::from_str::<Value>(body.get()) {
-                                if let Some(s) = v.get("slug").and_then(Value::as_str) {
-                                    resolved.insert(s.to_string());
-                                }
-                            }
-                        }
-                    }
-                    let errish = a.error.is_some() || a.body_error.is_some() || a.body_kind.as_deref() != Some("json");
-                    evidence.push((at, a.endpoint.clone().unwrap_or_default(), a.status, errish, None, a.body_kind));
-                }
-                (Some("gap"), _) => {
-                    let g = cs("gap").unwrap_or_default();
-                    let count = ctx.and_then(|c| c.get("count")).and_then(Value::as_u64).unwrap_or(1);
-                    *r.gaps.entry(format!("{stream}/{g}")).or_default() += if g == "missed_slots" { count } else { 1 };
-                    let due = cs("due_at_utc").as_deref().and_then(parse_t).unwrap_or(at);
-                    *minutes.entry((due / 60.0).floor() as i64).or_default().gaps.entry(g.clone()).or_default() += 1;
-                    if stream == "books" {
-                        let u = |k: &str| ctx.and_then(|c| c.get(k)).and_then(Value::as_u64);
-                        let run = run_of(&f.rel);
-                        match (g.as_str(), u("from_slot"), u("to_slot"), u("slot")) {
-                            ("missed_slots", Some(a), Some(b), _) => {
-                                for k in a..=b.min(a + 100_000) {
-                                    slot_gap.insert((run.clone(), k), g.clone());
-                                }
-                            }
-                            (_, _, _, Some(k)) => {
-                                slot_gap.insert((run, k), g.clone());
-                            }
-                            _ => {}
-                        }
-                    }
-                    evidence.push((at, stream.clone(), None, true, Some(g), None));
-                }
-                (Some("track"), "books") => {
-                    let slug = cs("slug").unwrap_or_default();
-                    let fam = cs("family").unwrap_or_else(|| "?".into());
-                    let action = cs("action").unwrap_or_default();
-                    let reason = cs("reason").unwrap_or_default();
-                    let e = r.markets.entry(fam.clone()).or_default();
-                    let tr = track.entry(slug).or_insert((fam, None, None));
-                    if action == "start" {
-                        e.started += 1;
-                        tr.1.get_or_insert(at);
-                    } else {
-                        *e.stops.entry(reason.clone()).or_default() += 1;
-                        tr.2 = Some(reason);
-                    }
-                }
-                (Some("ws"), _) => {
-                    let ev = cs("event").unwrap_or_default();
-                    *r.ws.entry(ev.clone()).or_default() += 1;
-                    if ev != "frame" {
-                        evidence.push((at, "ws".into(), None, a.error.is_some(), Some(ev), None));
-                    }
-                }
-                _ => {}
-            }
-        }
-        r.files.lines += lines;
-        let e = r.files.per_stream.entry(stream).or_default();
-        e.0 += 1;
-        e.1 += f.bytes;
-    }
-    r.files.ratio =
-        if r.files.sealed_bytes > 0 { r.files.uncompressed_bytes as f64 / r.files.sealed_bytes as f64 } else { 0.0 };
-    r.disk_bytes = dir_bytes(&inp.archive);
-
-    // --- slots
-    let judge = SlotJudge {
-        spans: [&outage_venue, &kill_v, &disk_v],
-        faults: &fault_replies,
-        interval: inp.interval_secs,
-        rate: r.rate,
-    };
-    judge_slots(&mut r.slots, &mut minutes, &run_slots, &slot_state, &slot_gap, &judge);
-    let down_secs: f64 = down_v.iter().map(|(a, b)| b - a).sum::<f64>() / r.rate;
-    r.slots.down_slots = (down_secs / inp.interval_secs).round() as u64;
-    r.slots.missed_interval_estimate = r.slots.scheduled - r.slots.captured + r.slots.down_slots;
-    let outside = r.slots.scheduled - r.slots.excluded;
-    r.slots.pct_outside_outage_kill = pct(r.slots.captured, outside);
-    let judged = outside.saturating_sub(r.slots.excluded_tail + r.slots.hit_by_fault);
-    r.slots.pct_outside_outage_kill_fault = pct(r.slots.captured, judged);
-
-    // --- per-minute decorations
-    for (ft, _, _, _) in &fault_replies {
-        minutes.entry((ft / 60.0).floor() as i64).or_default().faults += 1;
-    }
-    for (kt, _) in &kills_real {
-        minutes.entry((venue_of_real(*kt) / 60.0).floor() as i64).or_default().kills += 1;
-    }
-    for (m, v) in minutes.iter_mut() {
-        let mid = *m as f64 * 60.0 + 30.0;
-        v.minute = *m;
-        v.outage = in_any(mid, &outage_venue);
-        v.chain_down = in_any(mid, &down_v);
-    }
-    r.minutes = minutes.into_values().collect();
-
-    // --- reconciliation: books served vs archived
-    let loss = Loss { kills: &kills_real, flush_secs: inp.flush_secs, disk: &disk_spans, up: &up_spans, end };
-    for (h, &at) in &served_hash {
-        if archived_hash.contains(h) {
-            r.reconcile.matched += 1;
-            continue;
-        }
-        let why = match slow_hash.contains(h) {
-            true => "served in a reply slower than the client's timeout (injected Slow fault)".to_string(),
-            false => loss.reason(at),
-        };
-        *r.reconcile.missing.entry(why).or_default() += 1;
-    }
-    r.reconcile.archived_books = archived_hash.len() as u64;
-    r.reconcile.not_served = archived_hash.iter().filter(|h| !served_hash.contains_key(*h)).count() as u64;
-    let counted = reconcile_trades(&served_trade, &archived_trade, &loss);
-    r.trades = TradeReconcile { requests: r.trades.requests, ok_replies: r.trades.ok_replies, ..counted };
-
-    // --- faults: each scheduled fault and what the archive shows of it
-    // Clock steps the chain saw: its lines carry the stepped time while a step lasts.
-    let steps: Vec<f64> = sup
-        .iter()
-        .filter(|l| l.event == "clock_step")
-        .filter_map(|l| l.detail.as_deref().and_then(|d| d.parse::<f64>().ok()))
-        .filter(|s| *s > 0.0)
-        .collect();
-    // Windows (chain clock) when a reply in flight may be lost: a stop sequence (12 s before each
-    // chain exit), chain down, kill windows, disk full.
-    let exits_v: Vec<(f64, f64)> =
-        up_spans.iter().map(|&(_, b)| (venue_of_real(b - 12.0), venue_of_real(b + 1.0))).collect();
-    let lossy = |t: f64| in_any(t, &exits_v) || in_any(t, &down_v) || in_any(t, &kill_v) || in_any(t, &disk_v);
-    for l in ven.iter().filter(|l| l.kind == "fault") {
-        let at = vt(l);
-        let f = l.fault.clone().unwrap_or_default();
-        let target = l.detail.clone().unwrap_or_default();
-        let is_ws = f.starts_with("ws_");
-        // The reply that carried it (HTTP): the first served reply with that fault at or after `at`.
-        let served_at = if is_ws {
-            Some(at)
-        } else {
-            fault_replies.iter().find(|(ft, ff, _, _)| ff == &f && *ft >= at - 0.5).map(|x| x.0)
-        };
-        let Some(t) = served_at else {
-            r.faults.push(FaultSeen {
-                at_utc: fmt_t(at),
-                fault: f,
-                target,
-                visible: false,
-                evidence: "never served: no request took it before the venue stopped".into(),
-            });
-            continue;
-        };
-        // From 10 s before: a slow reply is logged when the venue finishes it, after the client gave up.
-        let window = (t - 10.0 * r.rate, t + (if f.starts_with("ws_Freeze") { 200.0 } else { 15.0 }) * r.rate);
-        let near = |p: &dyn Fn(&Evidence) -> bool| {
-            evidence
-                .iter()
-                .filter(|e| {
-                    let inw = |x: f64| x >= window.0 && x <= window.1;
-                    inw(e.0) || steps.iter().any(|st| inw(e.0 - st))
-                })
-                .find(|e| p(e))
-                .map(|e| fmt_t(e.0))
-        };
-        let want_ep = match target.as_str() {
-            "/books" => "books",
-            "/v2/trades" => "trades",
-            _ => "gamma",
-        };
-        let (seen, what) = if f.starts_with("TooMany") {
-            (near(&|e| e.1 == want_ep && e.2 == Some(429)), "a 429 line")
-        } else if f == "NotReady" {
-            (near(&|e| e.1 == want_ep && e.2 == Some(425)), "a 425 line")
-        } else if let Some(code) = f.strip_prefix("Status(").and_then(|s| s.strip_suffix(')')) {
-            let code: u64 = code.parse().unwrap_or(0);
-            (near(&|e| e.1 == want_ep && e.2 == Some(code)), "a line with that status")
-        } else if f.starts_with("Slow") || f == "Reset" {
-            (near(&|e| e.1 == want_ep && e.2.is_none() && e.3), "a line with no reply and an error")
-        } else if f == "Html" || f == "Truncated" {
-            (near(&|e| e.1 == want_ep && e.2 == Some(200) && e.3), "a 200 line with a body error / non-JSON body")
-        } else if f == "OmitOne" {
-            (near(&|e| e.4.as_deref() == Some("missing_token")), "a missing_token gap")
-        } else if is_ws {
-            (
-                near(&|e| {
-                    e.1 == "ws" && e.4.as_deref().is_some_and(|x| x != "open" && x != "stats" && x != "subscribe")
-                }),
-                "a websocket close/error/reconnect event",
-            )
-        } else {
-            (None, "?")
-        };
-        let evidence = match &seen {
-            Some(x) => format!("{what} at {x}"),
-            None if lossy(t) => format!(
-                "served {} while the chain was stopping, down, killed or on a full disk: lost in flight",
-                fmt_t(t)
-            ),
-            None => format!("NOT VISIBLE (served {}, looked for {what})", fmt_t(t)),
-        };
-        r.faults.push(FaultSeen { at_utc: fmt_t(at), fault: f, target, visible: seen.is_some(), evidence });
-    }
-    for (s, e) in &r.outages {
-        let a = parse_t(s).map(venue_of_real).unwrap_or(0.0);
-        let seen =
-            evidence.iter().find(|x| x.0 >= a && x.0 <= a + 30.0 * r.rate && x.2.is_none() && x.3).map(|x| fmt_t(x.0));
-        r.faults.push(FaultSeen {
-            at_utc: s.clone(),
-            fault: format!("outage until {e}"),
-            target: "all HTTP".into(),
-            visible: seen.is_some(),
-            evidence: seen.map(|t| format!("failed requests from {t}")).unwrap_or("NOT VISIBLE".into()),
-        });
-    }
-
-    // --- latency
+/// Receive latency: quantiles and a histogram.
+fn latency(mut lat: Vec<f64>) -> Latency {
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let q = |p: f64| if lat.is_empty() { 0.0 } else { lat[((lat.len() - 1) as f64 * p).round() as usize] };
-    r.latency = Latency {
+    let bounds = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, f64::INFINITY];
+    let mut histogram: Vec<(f64, u64)> = bounds.iter().map(|&b| (b, 0)).collect();
+    for &x in &lat {
+        let i = bounds.iter().position(|&b| x <= b).unwrap_or(bounds.len() - 1);
+        histogram[i].1 += 1;
+    }
+    Latency {
         n: lat.len() as u64,
         p50_ms: q(0.5),
         p90_ms: q(0.9),
         p99_ms: q(0.99),
         max_ms: lat.last().copied().unwrap_or(0.0),
-        histogram: {
-            let bounds = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, f64::INFINITY];
-            let mut h: Vec<(f64, u64)> = bounds.iter().map(|&b| (b, 0)).collect();
-            for &x in &lat {
-                let i = bounds.iter().position(|&b| x <= b).unwrap_or(bounds.len() - 1);
-                h[i].1 += 1;
-            }
-            h
-        },
-    };
-
-    // --- window coverage: every window of every family inside the judged span
-    if let (Some(first), Some(last)) = (up_spans.first(), up_spans.last()) {
-        // Margins: the first discovery rounds after the start, the stop sequence at the end.
-        let from = venue_of_real(first.0 + 10.0);
-        let to = venue_of_real(last.1 - 12.0);
-        r.windows.from_utc = fmt_t(from);
-        r.windows.to_utc = fmt_t(to);
-        for fam in &inp.families {
-            let Some(f) = crate::market::Family::parse(fam) else { continue };
-            let e = r.windows.per_family.entry(fam.clone()).or_default();
-            let mut ws = f.window_start(clock::from_unix(from as i64 - 86_400).unwrap_or(OffsetDateTime::UNIX_EPOCH));
-            loop {
-                let we = f.next_start(ws);
-                let s = ws.unix_timestamp() as f64 - inp.lead_secs;
-                let en = we.unix_timestamp() as f64 + inp.grace_secs;
-                if s > to {
-                    break;
-                }
-                let hit = |spans: &[(f64, f64)]| spans.iter().any(|&(a, b)| a < en && b > s);
-                if s >= from && en <= to && (hit(&down_v) || hit(&kill_v) || hit(&outage_venue) || hit(&disk_v)) {
-                    r.windows.interrupted += 1;
-                    *r.windows.interrupted_per_family.entry(fam.clone()).or_default() += 1;
-                } else if s >= from && en <= to {
-                    e.0 += 1;
-                    let slugs = f.slugs(ws);
-                    let seen = slugs.iter().find_map(|x| track.get(x).map(|t| (x, t)));
-                    match seen {
-                        Some((_, (_, Some(_), Some(reason)))) if reason != "signal" && reason != "duration" => e.1 += 1,
-                        other => r.windows.missed.push(format!("{}: {:?}", slugs[0], other.map(|o| o.1))),
-                    }
-                    if slugs.iter().any(|x| resolved.contains(x)) {
-                        e.2 += 1;
-                    }
-                }
-                ws = we;
-            }
-        }
+        histogram,
     }
+}
 
-    // --- checks written by soak.sh
-    if let Some(dir) = &inp.checks_dir {
-        for name in ["manifest_verify", "manifest_status", "normalize", "normalize_check", "rebuild"] {
-            let out = std::fs::read_to_string(dir.join(format!("{name}.out"))).ok();
-            let rc = std::fs::read_to_string(dir.join(format!("{name}.rc"))).ok().and_then(|s| s.trim().parse().ok());
-            if out.is_none() && rc.is_none() {
-                continue;
-            }
-            let err = std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap_or_default();
-            let summary = check_summary(name, out.as_deref().unwrap_or(""), &err);
-            r.checks.push(Check { name: name.into(), rc, summary });
+/// The data-quality checks soak.sh wrote.
+fn checks(dir: &Path) -> Vec<Check> {
+    let mut out = Vec::new();
+    for name in ["manifest_verify", "manifest_status", "normalize", "normalize_check", "rebuild"] {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.out"))).ok();
+        let rc = std::fs::read_to_string(dir.join(format!("{name}.rc"))).ok().and_then(|s| s.trim().parse().ok());
+        if text.is_none() && rc.is_none() {
+            continue;
         }
+        let err = std::fs::read_to_string(dir.join(format!("{name}.err"))).unwrap_or_default();
+        let summary = check_summary(name, text.as_deref().unwrap_or(""), &err);
+        out.push(Check { name: name.into(), rc, summary });
     }
+    out
+}
 
-    // --- the gate (issue 16, "Done means")
+/// A gate line that the run always holds evidence for.
+fn judged(name: &str, value: String, pass: bool) -> Gate {
+    Gate { name: name.into(), value, pass, not_judgeable: false }
+}
+
+/// The gate (issue 16, "Done means").
+fn gates(r: &Report) -> Vec<Gate> {
     let all_visible = r.faults.iter().all(|f| f.visible || !f.evidence.starts_with("NOT VISIBLE"));
     let unexplained = r.reconcile.missing.get("UNEXPLAINED").copied().unwrap_or(0);
-    r.gate = vec![
+    let books = "every book served is archived or its loss explained";
+    vec![
         slot_gate(&r.slots),
-        Gate {
-            not_judgeable: false,
-            name: "zero sealed lines lost (lines in sealed files = lines the manifests list)".into(),
-            value: format!("{} read, {} listed", r.files.lines, r.files.manifest_lines),
-            pass: r.files.lines == r.files.manifest_lines && r.files.unlisted.is_empty(),
-        },
-        Gate {
-            not_judgeable: false,
-            name: "zero corrupt files".into(),
-            value: r.files.corrupt.len().to_string(),
-            pass: r.files.corrupt.is_empty(),
-        },
-        Gate {
-            not_judgeable: false,
-            name: "every injected fault visible in the archive".into(),
-            value: format!(
+        judged(
+            "zero sealed lines lost (lines in sealed files = lines the manifests list)",
+            format!("{} read, {} listed", r.files.lines, r.files.manifest_lines),
+            r.files.lines == r.files.manifest_lines && r.files.unlisted.is_empty(),
+        ),
+        judged("zero corrupt files", r.files.corrupt.len().to_string(), r.files.corrupt.is_empty()),
+        judged(
+            "every injected fault visible in the archive",
+            format!(
                 "{} of {} visible, {} not visible with a reason",
                 r.faults.iter().filter(|f| f.visible).count(),
                 r.faults.len(),
                 r.faults.iter().filter(|f| !f.visible && !f.evidence.starts_with("NOT VISIBLE")).count()
             ),
-            pass: all_visible,
-        },
-        Gate {
-            not_judgeable: false,
-            name: "every sealed file uploaded and verified".into(),
-            value: format!(
+            all_visible,
+        ),
+        judged(
+            "every sealed file uploaded and verified",
+            format!(
                 "{} of {} (not verified records: {})",
                 r.files.sealed - r.uploads.sealed_not_uploaded.len() as u64,
                 r.files.sealed,
                 r.uploads.not_verified
             ),
-            pass: r.uploads.sealed_not_uploaded.is_empty() && r.files.sealed > 0,
-        },
-        if r.reconcile.served_replies == 0 {
-            // A real run has no venue log: there is nothing to reconcile against.
-            Gate {
-                not_judgeable: false,
-                name: "every book served is archived or its loss explained".into(),
-                value: "not applicable: the venue log is empty (a real run has none)".into(),
-                pass: true,
-            }
-        } else {
-            Gate {
-                not_judgeable: false,
-                name: "every book served is archived or its loss explained".into(),
-                value: format!(
+            r.uploads.sealed_not_uploaded.is_empty() && r.files.sealed > 0,
+        ),
+        // A real run has no venue log: there is nothing to reconcile against.
+        match r.reconcile.served_replies {
+            0 => judged(books, "not applicable: the venue log is empty (a real run has none)".into(), true),
+            _ => judged(
+                books,
+                format!(
                     "{} of {} archived, {} unexplained, {} archived but not served",
                     r.reconcile.matched, r.reconcile.served_books, unexplained, r.reconcile.not_served
                 ),
-                pass: unexplained == 0 && r.reconcile.not_served == 0,
-            }
+                unexplained == 0 && r.reconcile.not_served == 0,
+            ),
         },
         trade_gate(&r.trades, r.reconcile.served_replies),
         window_gate(&r.windows),
-    ];
-    Ok(r)
+    ]
 }
 
 /// Why something the venue served (at real time `at`) is not in the archive.

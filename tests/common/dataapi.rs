@@ -110,21 +110,35 @@ impl DataApi {
     pub fn start() -> DataApi {
         let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind 127.0.0.1");
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State {
-            specs: HashMap::new(),
-            faults: Vec::new(),
-            log: Vec::new(),
-            spacing: Duration::from_secs(20),
-            matches: 12,
-            lag: Duration::ZERO,
-            dup: false,
-            burst_every: 0,
-            clock_start: None,
-        }));
+        let state = new_state();
         let stop = Arc::new(AtomicBool::new(false));
         let st = state.clone();
         accept_loop(listener, stop.clone(), move |conn| handle(conn, st.clone()));
         DataApi { addr, state, stop }
+    }
+
+    /// The Data API served by the venue itself, on its port (`url()` is the venue's): `/v2/trades`
+    /// behind the venue's faults, outages and log, for the markets the venue issues through Gamma,
+    /// each traded inside its window. It has no listener of its own.
+    pub fn mount_on(v: &Venue) -> DataApi {
+        let state = new_state();
+        let st = state.clone();
+        v.on_market(Arc::new(move |m: &MarketSeen| {
+            let spec = Spec { slug: m.slug.clone(), tokens: m.tokens.clone(), start: m.start, end: Some(m.end) };
+            if !spec.tokens.is_empty() {
+                st.lock().unwrap().specs.insert(m.condition_id.clone(), spec);
+            }
+        }));
+        let st = state.clone();
+        v.mount(
+            "/v2/trades",
+            Arc::new(move |req| {
+                let (status, body, _, _) = page(&mut st.lock().unwrap(), &req.query, false);
+                (status, body)
+            }),
+        );
+        // Already stopped: dropping it wakes no listener.
+        DataApi { addr: v.addr, state, stop: Arc::new(AtomicBool::new(true)) }
     }
 
     pub fn url(&self) -> String {
@@ -176,26 +190,6 @@ impl DataApi {
         self.state.lock().unwrap().burst_every = n;
     }
 
-    /// Serves `/v2/trades` on the venue's own port (behind the venue's faults, outages and log) for
-    /// the markets the venue issues through Gamma, each traded inside its window.
-    pub fn mount_on(&self, v: &Venue) {
-        let st = self.state.clone();
-        v.on_market(Arc::new(move |m: &MarketSeen| {
-            let spec = Spec { slug: m.slug.clone(), tokens: m.tokens.clone(), start: m.start, end: Some(m.end) };
-            if !spec.tokens.is_empty() {
-                st.lock().unwrap().specs.insert(m.condition_id.clone(), spec);
-            }
-        }));
-        let st = self.state.clone();
-        v.mount(
-            "/v2/trades",
-            Arc::new(move |req| {
-                let (status, body, _, _) = page(&mut st.lock().unwrap(), &req.query, false);
-                (status, body)
-            }),
-        );
-    }
-
     pub fn duplicate_across_pages(&self, on: bool) {
         self.state.lock().unwrap().dup = on;
     }
@@ -223,9 +217,25 @@ impl DataApi {
 
 impl Drop for DataApi {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
+        // Wake the accept loop (a mounted API has none: it starts stopped).
+        if !self.stop.swap(true, Ordering::SeqCst) {
+            let _ = TcpStream::connect(self.addr);
+        }
     }
+}
+
+fn new_state() -> Arc<Mutex<State>> {
+    Arc::new(Mutex::new(State {
+        specs: HashMap::new(),
+        faults: Vec::new(),
+        log: Vec::new(),
+        spacing: Duration::from_secs(20),
+        matches: 12,
+        lag: Duration::ZERO,
+        dup: false,
+        burst_every: 0,
+        clock_start: None,
+    }))
 }
 
 fn now_of(st: &State) -> OffsetDateTime {
@@ -355,7 +365,7 @@ fn page(st: &mut State, query: &str, broken_cursor: bool) -> (u16, Vec<u8>, Vec<
         }
     };
     let mut rows: Vec<Row> = ids.iter().flat_map(|c| rows_of(st, c, now)).filter(|r| !taker_only || r.taker).collect();
-    rows.sort_by_key(|r| std::cmp::Reverse((r.ts, r.seq, key_of(&r.value))));
+    rows.sort_by_cached_key(|r| std::cmp::Reverse((r.ts, r.seq, key_of(&r.value))));
     let rest: Vec<Row> = match anchor {
         None => rows,
         // Strictly older than the anchor; with duplicates on, the anchor row itself again.
