@@ -41,6 +41,7 @@ use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
+use sha1::{Digest, Sha1};
 
 use crate::bookhash;
 use crate::clock;
@@ -231,24 +232,43 @@ fn rate(num: u64, den: u64) -> Option<f64> {
     (den > 0).then(|| (num as f64 / den as f64 * 1e6).round() / 1e6)
 }
 
+/// A price as an exact integer: the decimal text scaled to 10^-18 ([`Dec::parse`] accepts at most 18
+/// fractional digits and 20 digits, so the product fits an i128). `"0.1"`, `"0.10"` and `"0.100"` are
+/// one key; `"0.1"` and `"0.100000000000000001"` (one f64) are two. Never an f64 (issue 13 §5).
+fn price_key(p: Dec) -> i128 {
+    p.m * 10i128.pow(18 - p.s)
+}
+
+/// True when a size is an exact decimal zero (`"0"`, `"0.00"`): the level is removed. A size that is
+/// not a decimal is kept as sent (the row writer flags it).
+fn is_zero(size: &str) -> bool {
+    Dec::parse(size).is_some_and(|d| d.m == 0)
+}
+
 /// One level of a rebuilt side: the wire strings, and what the hash and the row writer need of them,
 /// computed once when the level is set (not for every state).
 #[derive(Clone, Debug)]
 struct Level {
-    key: f64,
+    /// The exact price ([`price_key`]).
+    key: i128,
     price: String,
     size: String,
-    /// `{"price":…,"size":…}` exactly as in the hash text ([`bookhash::put_level`]).
+    /// `{"price":…,"size":…}` exactly as in the hash text ([`bookhash::put_level`]); empty in the
+    /// row thread's copy of a book, which hashes nothing.
     text: Vec<u8>,
 }
 
 impl Level {
-    fn new(price: &str, size: &str) -> Option<(Level, Parsed)> {
-        let key: f64 = price.trim().parse().ok()?;
-        let mut text = Vec::with_capacity(price.len() + size.len() + 22);
-        bookhash::put_level(&mut text, price, size);
-        let l = Level { key, price: price.to_string(), size: size.to_string(), text };
-        Some((l, (Dec::parse(price), Dec::parse(size))))
+    /// None when the price is not an exact decimal ([`Dec::parse`]).
+    fn new(price: &str, size: &str, hashed: bool) -> Option<(Level, Parsed)> {
+        let px = Dec::parse(price)?;
+        let mut text = Vec::new();
+        if hashed {
+            text.reserve_exact(price.len() + size.len() + 22);
+            bookhash::put_level(&mut text, price, size);
+        }
+        let l = Level { key: price_key(px), price: price.to_string(), size: size.to_string(), text };
+        Some((l, (Some(px), Dec::parse(size))))
     }
 }
 
@@ -258,20 +278,24 @@ impl Level {
 struct Side {
     levels: Vec<Level>,
     parsed: Vec<Parsed>,
-    /// The side as the hash text's array, kept up to date with every change.
+    /// The side as the hash text's array, kept up to date with every change (when `hashed`).
     text: Vec<u8>,
+    /// False for the row thread's copy (no hash text kept).
+    hashed: bool,
 }
 
 impl Side {
     /// Sets the absolute size at a level; keeps `ascending` (bids) or descending (asks) order.
     fn set(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
         self.apply(ascending, price, size)?;
-        self.render();
+        if self.hashed {
+            self.render();
+        }
         Some(())
     }
 
     fn apply(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
-        let key: f64 = price.trim().parse().ok()?;
+        let key = price_key(Dec::parse(price)?);
         let pos = self.levels.iter().position(|l| l.key == key);
         match (pos, is_zero(size)) {
             (Some(i), true) => {
@@ -283,8 +307,10 @@ impl Side {
                 if l.size != size {
                     l.size.clear();
                     l.size.push_str(size);
-                    l.text.clear();
-                    bookhash::put_level(&mut l.text, &l.price, size);
+                    if self.hashed {
+                        l.text.clear();
+                        bookhash::put_level(&mut l.text, &l.price, size);
+                    }
                     self.parsed[i].1 = Dec::parse(size);
                 }
             }
@@ -295,7 +321,7 @@ impl Side {
                     .iter()
                     .position(|l| if ascending { l.key > key } else { l.key < key })
                     .unwrap_or(self.levels.len());
-                let (l, p) = Level::new(price, size)?;
+                let (l, p) = Level::new(price, size, self.hashed)?;
                 self.levels.insert(at, l);
                 self.parsed.insert(at, p);
             }
@@ -303,15 +329,16 @@ impl Side {
         Some(())
     }
 
-    /// A wire side (all levels pairs of strings with a numeric price), else None.
+    /// A wire side (all levels pairs of strings with an exact decimal price), else None.
     fn from_wire(levels: &[parse::Level]) -> Option<Side> {
         let mut s = Side {
             levels: Vec::with_capacity(levels.len()),
             parsed: Vec::with_capacity(levels.len()),
             text: Vec::new(),
+            hashed: true,
         };
         for l in levels {
-            let (l, p) = Level::new(l.price.as_deref()?, l.size.as_deref()?)?;
+            let (l, p) = Level::new(l.price.as_deref()?, l.size.as_deref()?, true)?;
             s.levels.push(l);
             s.parsed.push(p);
         }
@@ -331,11 +358,6 @@ impl Side {
             t.extend_from_slice(&l.text);
         }
         t.push(b']');
-    }
-
-    /// The side as the hash text's array.
-    fn put_text(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.text);
     }
 
     /// The side as the row writer's levels (borrowed, wire order).
@@ -458,6 +480,43 @@ struct Next<'a> {
     hash: &'a str,
     bids: &'a Side,
     asks: &'a Side,
+}
+
+/// A full book (a `book` event or a REST book) about to set an asset's state ([`Rebuilder::set_book`]).
+struct Full<'a> {
+    market: &'a str,
+    ts: &'a str,
+    ts_ms: i64,
+    bids: Side,
+    asks: Side,
+    tick: Option<Raw>,
+    ltp: Option<Raw>,
+}
+
+impl Book {
+    /// A book before its first state: trusted, no levels, no trade price known.
+    fn new() -> Book {
+        Book {
+            market: String::new(),
+            timestamp: String::new(),
+            ts_ms: 0,
+            bids: Side::default(),
+            asks: Side::default(),
+            tick_size: None,
+            ltp: raw_str(""),
+            ltp_known: false,
+            cands: Vec::new(),
+            hash: None,
+            verified: None,
+            trusted: true,
+            untrusted_since_us: None,
+            last_row_ms: None,
+            pending: None,
+            recv: RecvBuf::default(),
+            order: 0,
+            ops: Vec::new(),
+        }
+    }
 }
 
 // ---- Websocket messages, parsed once, borrowing from the line (no generic JSON value) ----
@@ -768,10 +827,6 @@ struct TrackLine<'a> {
     ctx: Option<&'a RawValue>,
 }
 
-fn is_zero(size: &str) -> bool {
-    size.trim().parse::<f64>().map(|x| x == 0.0).unwrap_or(false)
-}
-
 #[derive(Serialize)]
 struct Trade<'a> {
     schema: &'static str,
@@ -820,29 +875,79 @@ fn meta_of<'m>(
     (m, n)
 }
 
-/// SHA-1 hex of the rebuilt state with `ltp` as `last_trade_price` (the one hash text writer,
-/// [`bookhash::write_hash_text`], as pm-normalize uses it).
-fn hash_hex(
-    buf: &mut Vec<u8>,
-    asset: &str,
-    b: &Book,
-    tick: &RawValue,
-    meta: (&RawValue, &RawValue),
-    ltp: &RawValue,
-) -> [u8; 40] {
-    let tail = [meta.0, tick, meta.1, ltp].map(parse::hash_scalar_text);
-    bookhash::write_hash_text_with(
-        buf,
-        &b.market,
-        asset,
-        &b.timestamp,
-        |o| b.bids.put_text(o),
-        |o| b.asks.put_text(o),
-        [&tail[0], &tail[1], &tail[2], &tail[3]],
-    );
-    let mut hex = [0u8; 40];
-    bookhash::sha1_hex_into(buf, &mut hex);
-    hex
+/// The SHA-1 of one rebuilt state, streamed: the one hash text writer
+/// ([`bookhash::write_hash_text_with`], as pm-normalize uses it) writes into `buf`, and the sides'
+/// kept texts are fed to SHA-1 in place instead of being copied. The SHA-1 state after the text
+/// before `last_trade_price` (the last field) is kept, so that each trade price tried costs a block
+/// or two, not the whole book.
+struct StateHash<'b> {
+    head: Sha1,
+    /// The text after `asks` up to `"last_trade_price":`.
+    tail: &'b [u8],
+}
+
+impl<'b> StateHash<'b> {
+    fn new(
+        buf: &'b mut Vec<u8>,
+        asset: &str,
+        b: &Book,
+        tick: &RawValue,
+        meta: (&RawValue, &RawValue),
+    ) -> StateHash<'b> {
+        let tail = [meta.0, tick, meta.1].map(parse::hash_scalar_text);
+        let head = std::cell::RefCell::new(Sha1::new());
+        let feed = |o: &mut Vec<u8>, side: &Side| {
+            let mut h = head.borrow_mut();
+            h.update(&o[..]);
+            o.clear();
+            h.update(&side.text);
+        };
+        // `last_trade_price` written as nothing: the text then ends in `"last_trade_price":}`.
+        bookhash::write_hash_text_with(
+            buf,
+            &b.market,
+            asset,
+            &b.timestamp,
+            |o| feed(o, &b.bids),
+            |o| feed(o, &b.asks),
+            [&tail[0], &tail[1], &tail[2], ""],
+        );
+        let text: &'b Vec<u8> = buf;
+        debug_assert!(text.ends_with(b":}"));
+        StateHash { head: head.into_inner(), tail: &text[..text.len() - 1] }
+    }
+
+    /// The SHA-1 with `ltp` (its JSON text as the hash spells it) as `last_trade_price`.
+    fn with_ltp(&self, ltp: &str) -> [u8; 20] {
+        let mut h = self.head.clone();
+        h.update(self.tail);
+        h.update(ltp.as_bytes());
+        h.update(b"}");
+        h.finalize().into()
+    }
+
+    fn with_raw_ltp(&self, ltp: &RawValue) -> [u8; 20] {
+        self.with_ltp(&parse::hash_scalar_text(ltp))
+    }
+}
+
+/// The venue's hash (40 lowercase hex digits, as [`bookhash`] writes them) as bytes; None for any
+/// other text, which no state reproduces.
+fn venue_digest(h: &str) -> Option<[u8; 20]> {
+    let b = h.as_bytes();
+    if b.len() != 40 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut d = [0u8; 20];
+    for (i, x) in d.iter_mut().enumerate() {
+        *x = nibble(b[2 * i])? << 4 | nibble(b[2 * i + 1])?;
+    }
+    Some(d)
 }
 
 /// Checks the rebuilt state against the venue's hash, trying trade prices (newest first) for
@@ -856,55 +961,150 @@ fn check(
     venue: &str,
 ) -> Option<(bool, Option<usize>)> {
     let tick = b.tick_size.as_deref()?;
-    if hash_hex(buf, asset, b, tick, meta, &b.ltp) == venue.as_bytes() {
+    let Some(want) = venue_digest(venue) else { return Some((false, None)) };
+    let h = StateHash::new(buf, asset, b, tick, meta);
+    if h.with_raw_ltp(&b.ltp) == want {
         return Some((true, None));
     }
     for (i, c) in b.cands.iter().enumerate().rev() {
-        if hash_hex(buf, asset, b, tick, meta, c) == venue.as_bytes() {
+        if h.with_raw_ltp(c) == want {
             return Some((true, Some(i)));
         }
     }
     Some((false, None))
 }
 
+/// The spellings of the price `k` ticks of `step` as the venue writes prices: padded to the tick's
+/// decimals and at least three (`"0.490"`), without trailing zeros (`"0.49"`), and with two decimals
+/// when exact (`"0.50"`); in that order, repeats dropped. Exact integer arithmetic.
+fn grid_spellings(step: Dec, k: i128, out: &mut Vec<String>) {
+    out.clear();
+    let places = step.s.max(3);
+    let p = k * step.m * 10i128.pow(places - step.s);
+    let padded = format!("{}.{:0w$}", p / 10i128.pow(places), p % 10i128.pow(places), w = places as usize);
+    let minimal = padded.trim_end_matches('0').trim_end_matches('.').to_string();
+    let cents = 10i128.pow(places - 2);
+    let two = (p % cents == 0).then(|| format!("{}.{:02}", p / 10i128.pow(places), p / cents % 100));
+    out.push(padded);
+    out.push(minimal);
+    out.extend(two);
+    out.dedup();
+}
+
 /// Searches the tick grid for the `last_trade_price` that reproduces the venue's hash (the price
-/// of a trade the input does not hold): every multiple of the tick size in (0, 1), spelled as the
-/// venue spells prices (`"0.490"`, `"0.49"`, `"0.50"`), and `""`. None when nothing matches, or no
-/// tick size is known or it is finer than 0.001 (more than 1000 prices).
+/// of a trade the input does not hold): `""`, then every multiple of the tick size in (0, 1) as
+/// [`grid_spellings`] spells it. None when nothing matches, or no tick size is known or it is not
+/// a decimal in [0.001, 1) (at most 1000 prices).
 fn search_ltp(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), venue: &str) -> Option<Raw> {
     let tick = b.tick_size.as_deref()?;
     let t: &str = serde_json::from_str(tick.get()).ok()?;
-    let step: f64 = t.trim().parse().ok()?;
-    if !(0.001..1.0).contains(&step) {
+    let step = Dec::parse(t.trim())?;
+    let one = 10i128.pow(step.s);
+    if step.m <= 0 || step.m >= one || step.m * 1000 < one {
         return None;
     }
-    let places = t.split_once('.').map_or(0, |(_, f)| f.len()).max(3);
-    let n = (1.0 / step).round() as u64;
+    let want = venue_digest(venue)?;
+    let h = StateHash::new(buf, asset, b, tick, meta);
+    if h.with_ltp("\"\"") == want {
+        return Some(raw_str(""));
+    }
     let mut tried: Vec<String> = Vec::with_capacity(4);
-    for k in 0..n {
-        tried.clear();
-        if k == 0 {
-            tried.push(String::new());
-        } else {
-            let p = k as f64 * step;
-            let padded = format!("{p:.places$}");
-            let minimal = padded.trim_end_matches('0').trim_end_matches('.').to_string();
-            let two = format!("{p:.2}");
-            tried.push(padded);
-            tried.push(minimal);
-            if (p * 100.0 - (p * 100.0).round()).abs() < 1e-9 {
-                tried.push(two);
-            }
-            tried.dedup();
-        }
+    let mut quoted = String::with_capacity(16);
+    for k in (1..).take_while(|k| k * step.m < one) {
+        grid_spellings(step, k, &mut tried);
         for s in &tried {
-            let l = raw_str(s);
-            if hash_hex(buf, asset, b, tick, meta, &l) == venue.as_bytes() {
-                return Some(l);
+            // Digits and a dot: the JSON text is the string in quotes.
+            quoted.clear();
+            quoted.push('"');
+            quoted.push_str(s);
+            quoted.push('"');
+            if h.with_ltp(&quoted) == want {
+                return Some(raw_str(s));
             }
         }
     }
     None
+}
+
+/// The verdict on a pending state (`kind`) of `b`: its hash checked with the current and the seen
+/// trade prices, else (when allowed) the tick grid searched; sets `b.verified` and, on a match
+/// through another trade price, adopts it. None: the state came without a hash (no check).
+fn verdict(
+    buf: &mut Vec<u8>,
+    asset: &str,
+    b: &mut Book,
+    meta: (&RawValue, &RawValue),
+    kind: Pend,
+    next: Option<&Next>,
+    stats: &mut Stats,
+) -> Option<Tally> {
+    let Some(h) = &b.hash else {
+        stats.states_without_hash += 1;
+        b.verified = None;
+        return None;
+    };
+    let t = match check(buf, asset, b, meta, h) {
+        None => Tally::Unverifiable(UNV_TICK_SIZE),
+        Some((true, via)) => {
+            b.ltp_known = true;
+            if let Some(i) = via {
+                b.ltp = b.cands[i].clone();
+                b.cands.drain(..=i);
+                stats.matched_with_trade_price += 1;
+            }
+            Tally::Matched
+        }
+        Some((false, _)) => no_match(buf, asset, b, meta, kind, next, stats),
+    };
+    b.verified = match t {
+        Tally::Matched => Some(true),
+        Tally::Mismatched => Some(false),
+        Tally::Unverifiable(_) => None,
+    };
+    Some(t)
+}
+
+/// A state no known trade price reproduces: the price of a trade the input does not hold is
+/// searched on the tick grid — at most once per refresh or per trusted stretch, and only a SHA-1
+/// match counts, so nothing is guessed — else the state is unverifiable when a field outside its
+/// levels is unknown (or the next `book` confirms its levels), and a mismatch otherwise.
+fn no_match(
+    buf: &mut Vec<u8>,
+    asset: &str,
+    b: &mut Book,
+    meta: (&RawValue, &RawValue),
+    kind: Pend,
+    next: Option<&Next>,
+    stats: &mut Stats,
+) -> Tally {
+    let confirmed = next.is_some_and(|n| {
+        n.ts_ms == b.ts_ms
+            && b.hash.as_deref() == Some(n.hash)
+            && b.bids.same_levels(n.bids)
+            && b.asks.same_levels(n.asks)
+    });
+    let search = match kind {
+        Pend::Book { had_ltp, .. } => !had_ltp,
+        Pend::Change => b.trusted && b.ltp_known,
+    };
+    if search {
+        if let Some(l) = search_ltp(buf, asset, b, meta, b.hash.as_deref().unwrap_or("")) {
+            b.ltp = l;
+            b.ltp_known = true;
+            stats.matched_with_inferred_trade_price += 1;
+            return Tally::Matched;
+        }
+    }
+    let unknown_field = match kind {
+        Pend::Book { complete, had_ltp } => {
+            if !had_ltp {
+                b.ltp_known = false;
+            }
+            (!complete).then_some(if had_ltp { UNV_TICK_SIZE } else { UNV_TRADE_PRICE })
+        }
+        Pend::Change => (!b.ltp_known || confirmed).then_some(UNV_TRADE_PRICE),
+    };
+    unknown_field.map_or(Tally::Mismatched, Tally::Unverifiable)
 }
 
 /// The outcome of one hash check, for the counters.
@@ -974,7 +1174,7 @@ fn apply_ops(ops: &[u8], bids: &mut Side, asks: &mut Side) {
                 for _ in 0..n {
                     let p = take_field(ops, &mut at);
                     let z = take_field(ops, &mut at);
-                    if let Some((l, d)) = Level::new(p, z) {
+                    if let Some((l, d)) = Level::new(p, z, false) {
                         side.levels.push(l);
                         side.parsed.push(d);
                     }
@@ -1546,117 +1746,53 @@ impl Rebuilder {
         let Some(b) = self.books.get_mut(asset) else { return Ok(()) };
         let Some(kind) = b.pending.take() else { return Ok(()) };
         let is_book = kind != Pend::Change;
-        let outcome = match &b.hash {
-            None => None,
-            Some(h) => {
-                let meta = meta_of(&self.meta, &self.default_meta, asset);
-                Some(check(&mut self.hash_buf, asset, b, meta, h))
-            }
-        };
-        let tally = match outcome {
-            None => {
-                self.stats.states_without_hash += 1;
-                b.verified = None;
-                None
-            }
-            Some(None) => {
-                b.verified = None;
-                Some(Tally::Unverifiable(UNV_TICK_SIZE))
-            }
-            Some(Some((true, via))) => {
-                b.verified = Some(true);
-                b.ltp_known = true;
-                if let Some(i) = via {
-                    b.ltp = b.cands[i].clone();
-                    b.cands.drain(..=i);
-                    self.stats.matched_with_trade_price += 1;
-                }
-                Some(Tally::Matched)
-            }
-            Some(Some((false, _))) => {
-                let confirmed = next.is_some_and(|n| {
-                    n.ts_ms == b.ts_ms
-                        && b.hash.as_deref() == Some(n.hash)
-                        && b.bids.same_levels(n.bids)
-                        && b.asks.same_levels(n.asks)
-                });
-                // The last trade price may be one the input does not hold (a trade event not kept):
-                // search the tick grid for it — at most once per refresh or per trusted stretch, and
-                // only a SHA-1 match counts, so nothing is guessed.
-                let search = match kind {
-                    Pend::Book { had_ltp, .. } => !had_ltp,
-                    Pend::Change => b.trusted && b.ltp_known,
-                };
-                let meta = meta_of(&self.meta, &self.default_meta, asset);
-                let found = if search {
-                    search_ltp(&mut self.hash_buf, asset, b, meta, b.hash.as_deref().unwrap_or(""))
-                } else {
-                    None
-                };
-                if let Some(l) = found {
-                    b.ltp = l;
-                    b.ltp_known = true;
-                    b.verified = Some(true);
-                    self.stats.matched_with_inferred_trade_price += 1;
-                    Some(Tally::Matched)
-                } else {
-                    let unknown_field = match kind {
-                        Pend::Book { complete, had_ltp } => {
-                            if !had_ltp {
-                                b.ltp_known = false;
-                            }
-                            (!complete).then_some(if had_ltp { UNV_TICK_SIZE } else { UNV_TRADE_PRICE })
-                        }
-                        Pend::Change => (!b.ltp_known || confirmed).then_some(UNV_TRADE_PRICE),
-                    };
-                    match unknown_field {
-                        Some(why) => {
-                            b.verified = None;
-                            Some(Tally::Unverifiable(why))
-                        }
-                        None => {
-                            b.verified = Some(false);
-                            Some(Tally::Mismatched)
-                        }
-                    }
-                }
-            }
-        };
+        let meta = meta_of(&self.meta, &self.default_meta, asset);
+        let tally = verdict(&mut self.hash_buf, asset, b, meta, kind, next, &mut self.stats);
         let trusted = b.trusted;
         let now_us = b.recv.view().us();
         if let Some(t) = tally {
-            self.tally(t);
-            let a = if is_book { None } else { Some(asset_stats(&mut self.stats.assets, asset)) };
-            match (t, is_book) {
-                (Tally::Matched, true) => self.stats.ws_book_hash_matched += 1,
-                (Tally::Mismatched, true) => self.stats.ws_book_hash_mismatched += 1,
-                (Tally::Unverifiable(_), true) => self.stats.ws_book_hash_unverifiable += 1,
-                (Tally::Matched, false) => {
-                    a.expect("change").matched += 1;
-                    self.stats.hashes_matched += 1;
-                    if !trusted {
-                        self.stats.matches_while_untrusted += 1;
-                    }
-                }
-                (Tally::Unverifiable(_), false) => a.expect("change").unverifiable += 1,
-                (Tally::Mismatched, false) => {
-                    a.expect("change").mismatched += 1;
-                    if trusted {
-                        self.stats.hashes_mismatched += 1;
-                        let b = self.books.get_mut(asset).expect("present");
-                        b.trusted = false;
-                        b.untrusted_since_us = now_us;
-                    } else {
-                        self.stats.mismatches_while_untrusted += 1;
-                    }
-                }
-            }
+            self.count_settled(asset, t, is_book, trusted, now_us);
         }
         let b = self.books.get_mut(asset).expect("present");
         let recv = std::mem::take(&mut b.recv);
         let r = self.row(asset, &recv.view(), SOURCE_WS, is_book);
         self.books.get_mut(asset).expect("present").recv = recv;
         r
+    }
+
+    /// Counts a settled state's check; a mismatch on a trusted book makes it untrusted (from `now_us`).
+    fn count_settled(&mut self, asset: &str, t: Tally, is_book: bool, trusted: bool, now_us: Option<i64>) {
+        self.tally(t);
+        if is_book {
+            match t {
+                Tally::Matched => self.stats.ws_book_hash_matched += 1,
+                Tally::Mismatched => self.stats.ws_book_hash_mismatched += 1,
+                Tally::Unverifiable(_) => self.stats.ws_book_hash_unverifiable += 1,
+            }
+            return;
+        }
+        let a = asset_stats(&mut self.stats.assets, asset);
+        match t {
+            Tally::Matched => {
+                a.matched += 1;
+                self.stats.hashes_matched += 1;
+                if !trusted {
+                    self.stats.matches_while_untrusted += 1;
+                }
+            }
+            Tally::Unverifiable(_) => a.unverifiable += 1,
+            Tally::Mismatched => {
+                a.mismatched += 1;
+                if trusted {
+                    self.stats.hashes_mismatched += 1;
+                    let b = self.books.get_mut(asset).expect("present");
+                    b.trusted = false;
+                    b.untrusted_since_us = now_us;
+                } else {
+                    self.stats.mismatches_while_untrusted += 1;
+                }
+            }
+        }
     }
 
     fn ws_book(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
@@ -1672,85 +1808,24 @@ impl Rebuilder {
         };
         let Some((ts, ts_ms)) = self.timestamp(ev.timestamp.as_ref()) else { return Ok(false) };
         let (tick, ltp) = (ev.tick_size.map(RawValue::to_owned), ev.last_trade_price.map(RawValue::to_owned));
-        self.ws_book_state(asset, market, &ts, ts_ms, hash, bids, asks, tick, ltp, recv)?;
+        self.ws_book_state(asset, Full { market, ts: &ts, ts_ms, bids, asks, tick, ltp }, hash, recv)?;
         Ok(true)
     }
 
     /// A `book` event: the asset's full state. `tick_size`/`last_trade_price` missing (refreshes
     /// after a trade) are carried over from the current state; trade prices seen stay candidates.
-    #[allow(clippy::too_many_arguments)]
-    fn ws_book_state(
-        &mut self,
-        asset: &str,
-        market: &str,
-        ts: &str,
-        ts_ms: i64,
-        hash: &str,
-        bids: Side,
-        asks: Side,
-        tick: Option<Raw>,
-        ltp: Option<Raw>,
-        recv: &Recv,
-    ) -> io::Result<()> {
+    fn ws_book_state(&mut self, asset: &str, f: Full, hash: &str, recv: &Recv) -> io::Result<()> {
         self.stats.ws_books += 1;
-        if tick.is_none() {
+        if f.tick.is_none() {
             self.stats.books_without_tick_size += 1;
         }
-        if ltp.is_none() {
+        if f.ltp.is_none() {
             self.stats.books_without_last_trade_price += 1;
         }
-        self.settle(asset, Some(&Next { ts_ms, hash, bids: &bids, asks: &asks }))?;
-        let pend = Pend::Book { complete: tick.is_some() && ltp.is_some(), had_ltp: ltp.is_some() };
-        match self.books.get_mut(asset) {
-            Some(b) => {
-                b.market.clear();
-                b.market.push_str(market);
-                b.timestamp.clear();
-                b.timestamp.push_str(ts);
-                b.ts_ms = ts_ms;
-                b.bids = bids;
-                b.asks = asks;
-                if tick.is_some() {
-                    b.tick_size = tick;
-                } else if b.tick_size.is_none() {
-                    b.tick_size = self.opts.tick_size.as_ref().map(raw);
-                }
-                if let Some(l) = ltp {
-                    b.ltp = l;
-                    b.ltp_known = true;
-                }
-                put_opt_string(&mut b.hash, Some(hash));
-            }
-            None => {
-                let ltp_known = ltp.is_some();
-                let b = Book {
-                    market: market.to_string(),
-                    timestamp: ts.to_string(),
-                    ts_ms,
-                    bids,
-                    asks,
-                    tick_size: tick.or_else(|| self.opts.tick_size.as_ref().map(raw)),
-                    ltp: ltp.unwrap_or_else(|| raw_str("")),
-                    ltp_known,
-                    cands: Vec::new(),
-                    hash: Some(hash.to_string()),
-                    verified: None,
-                    trusted: true,
-                    untrusted_since_us: None,
-                    last_row_ms: None,
-                    pending: None,
-                    recv: RecvBuf::default(),
-                    order: 0,
-                    ops: Vec::new(),
-                };
-                self.books.insert(asset.to_string(), b);
-            }
-        }
-        if self.opts.write_rows {
-            let b = self.books.get_mut(asset).expect("present");
-            put_replace(&mut b.ops, b'b', &b.bids);
-            put_replace(&mut b.ops, b'a', &b.asks);
-        }
+        self.settle(asset, Some(&Next { ts_ms: f.ts_ms, hash, bids: &f.bids, asks: &f.asks }))?;
+        let pend = Pend::Book { complete: f.tick.is_some() && f.ltp.is_some(), had_ltp: f.ltp.is_some() };
+        let default_tick = self.opts.tick_size.as_ref().map(raw);
+        self.set_book(asset, f, Some(hash), default_tick);
         // A full book is a known set of levels, verified or not.
         if self.retrust(asset, recv.us()) {
             self.stats.resyncs_ws_book += 1;
@@ -1758,6 +1833,37 @@ impl Rebuilder {
         asset_stats(&mut self.stats.assets, asset);
         self.pend(asset, pend, recv);
         Ok(())
+    }
+
+    /// Sets an asset's state from a full book (a `book` event or a REST book; a new asset starts
+    /// trusted). A missing `tick_size` keeps the current one (else `default_tick`), a missing
+    /// `last_trade_price` the current one; the level changes go to the row thread as whole sides.
+    fn set_book(&mut self, asset: &str, f: Full, hash: Option<&str>, default_tick: Option<Raw>) {
+        if !self.books.contains_key(asset) {
+            self.books.insert(asset.to_string(), Book::new());
+        }
+        let b = self.books.get_mut(asset).expect("present");
+        b.market.clear();
+        b.market.push_str(f.market);
+        b.timestamp.clear();
+        b.timestamp.push_str(f.ts);
+        b.ts_ms = f.ts_ms;
+        b.bids = f.bids;
+        b.asks = f.asks;
+        if f.tick.is_some() {
+            b.tick_size = f.tick;
+        } else if b.tick_size.is_none() {
+            b.tick_size = default_tick;
+        }
+        if let Some(l) = f.ltp {
+            b.ltp = l;
+            b.ltp_known = true;
+        }
+        put_opt_string(&mut b.hash, hash);
+        if self.opts.write_rows {
+            put_replace(&mut b.ops, b'b', &b.bids);
+            put_replace(&mut b.ops, b'a', &b.asks);
+        }
     }
 
     /// A REST book in the stream: verified as pm-normalize verifies it (same `hash_ok`, missing
@@ -1780,112 +1886,59 @@ impl Rebuilder {
         };
         self.stats.rest_books += 1;
         let rest_ok = self.verifier.verify_hash(rb);
-        match rest_ok {
-            Some(true) => {
-                self.stats.rest_hash_matched += 1;
-                self.tally(Tally::Matched);
-            }
-            Some(false) => {
-                self.stats.rest_hash_mismatched += 1;
-                self.tally(Tally::Mismatched);
-            }
-            None => {
-                self.stats.rest_hash_unverifiable += 1;
-                self.tally(Tally::Unverifiable(UNV_REST_FIELDS));
-            }
-        }
+        let (t, n) = match rest_ok {
+            Some(true) => (Tally::Matched, &mut self.stats.rest_hash_matched),
+            Some(false) => (Tally::Mismatched, &mut self.stats.rest_hash_mismatched),
+            None => (Tally::Unverifiable(UNV_REST_FIELDS), &mut self.stats.rest_hash_unverifiable),
+        };
+        *n += 1;
+        self.tally(t);
         if let (Some(m), Some(n)) = (rb.min_order_size, rb.neg_risk) {
             self.meta.insert(asset.to_string(), (m.to_owned(), n.to_owned()));
         }
         self.settle(asset, None)?;
-        let apply = match self.books.get(asset).map(|c| (c.ts_ms, c.trusted)) {
-            None => true,
-            Some((cur_ms, _)) if ts_ms > cur_ms => true,
-            Some((cur_ms, trusted)) if ts_ms == cur_ms => {
-                // Same exchange instant: the rebuilt book must equal the snapshot.
-                let b = &self.books[asset];
-                let meta = meta_of(&self.meta, &self.default_meta, asset);
-                let agree = match rb.hash.as_deref() {
-                    Some(h) => check(&mut self.hash_buf, asset, b, meta, h).is_some_and(|(ok, _)| ok),
-                    None => false,
-                };
-                if agree {
-                    self.stats.cross_checks_agree += 1;
-                } else {
-                    self.stats.cross_checks_disagree += 1;
-                }
-                // An untrusted book is resynced by the snapshot even when they agree.
-                !agree || !trusted
-            }
-            Some(_) => {
-                self.stats.rest_stale += 1;
-                false
-            }
-        };
-        if !apply {
+        if !self.rest_applies(asset, ts_ms, rb.hash.as_deref()) {
             return Ok(());
         }
         let (tick, ltp) = (rb.tick_size.map(RawValue::to_owned), rb.last_trade_price.map(RawValue::to_owned));
-        match self.books.get_mut(asset) {
-            Some(b) => {
-                b.market.clear();
-                b.market.push_str(market);
-                b.timestamp.clear();
-                b.timestamp.push_str(ts);
-                b.ts_ms = ts_ms;
-                b.bids = bids;
-                b.asks = asks;
-                if tick.is_some() {
-                    b.tick_size = tick;
-                }
-                if let Some(l) = ltp {
-                    b.ltp = l;
-                    b.ltp_known = true;
-                }
-                put_opt_string(&mut b.hash, rb.hash.as_deref());
-                b.verified = rest_ok;
-            }
-            None => {
-                let ltp_known = ltp.is_some();
-                let b = Book {
-                    market: market.to_string(),
-                    timestamp: ts.to_string(),
-                    ts_ms,
-                    bids,
-                    asks,
-                    tick_size: tick,
-                    ltp: ltp.unwrap_or_else(|| raw_str("")),
-                    ltp_known,
-                    cands: Vec::new(),
-                    hash: rb.hash.as_deref().map(String::from),
-                    verified: rest_ok,
-                    trusted: true,
-                    untrusted_since_us: None,
-                    last_row_ms: None,
-                    pending: None,
-                    recv: RecvBuf::default(),
-                    order: 0,
-                    ops: Vec::new(),
-                };
-                self.books.insert(asset.to_string(), b);
-            }
-        }
+        self.set_book(asset, Full { market, ts, ts_ms, bids, asks, tick, ltp }, rb.hash.as_deref(), None);
+        self.books.get_mut(asset).expect("present").verified = rest_ok;
         if self.retrust(asset, recv.us()) {
             self.stats.resyncs_rest += 1;
         }
         asset_stats(&mut self.stats.assets, asset);
         // The row is the reply's own book (as pm-normalize writes it; only `source` differs).
         if self.opts.write_rows {
-            let b = self.books.get_mut(asset).expect("present");
-            b.last_row_ms = Some(ts_ms);
-            put_replace(&mut b.ops, b'b', &b.bids);
-            put_replace(&mut b.ops, b'a', &b.asks);
+            self.books.get_mut(asset).expect("present").last_row_ms = Some(ts_ms);
             let mut r = RecvBuf::default();
             r.set(recv);
             self.stats.rows += 1;
             self.send(Some(Job::Rest(Box::new(RestJob::of(rb, r, rest_ok)))), false)?;
         }
         Ok(())
+    }
+
+    /// Whether a REST book at `ts_ms` replaces the rebuilt state: it does for a new asset and when
+    /// newer; at the same exchange instant the rebuilt book must equal the snapshot (cross-check),
+    /// and it replaces it when they disagree or the book is untrusted; an older one is stale.
+    fn rest_applies(&mut self, asset: &str, ts_ms: i64, hash: Option<&str>) -> bool {
+        let Some(b) = self.books.get(asset) else { return true };
+        if ts_ms > b.ts_ms {
+            return true;
+        }
+        if ts_ms < b.ts_ms {
+            self.stats.rest_stale += 1;
+            return false;
+        }
+        let meta = meta_of(&self.meta, &self.default_meta, asset);
+        let agree = hash.is_some_and(|h| check(&mut self.hash_buf, asset, b, meta, h).is_some_and(|(ok, _)| ok));
+        if agree {
+            self.stats.cross_checks_agree += 1;
+        } else {
+            self.stats.cross_checks_disagree += 1;
+        }
+        // An untrusted book is resynced by the snapshot even when they agree.
+        !agree || !b.trusted
     }
 
     fn price_change(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
@@ -2124,7 +2177,7 @@ mod tests {
 
     #[test]
     fn levels_keep_wire_order() {
-        let mut bids = Side::default();
+        let mut bids = Side { hashed: true, ..Side::default() };
         bids.set(true, "0.3", "10").unwrap();
         bids.set(true, "0.1", "5").unwrap();
         bids.set(true, "0.2", "7").unwrap();
@@ -2136,11 +2189,9 @@ mod tests {
             [("0.1", "5"), ("0.3", "11")]
         );
         // The kept hash text and parsed values follow every change.
-        let mut text = Vec::new();
-        bids.put_text(&mut text);
-        assert_eq!(text, br#"[{"price":"0.1","size":"5"},{"price":"0.3","size":"11"}]"#);
+        assert_eq!(bids.text, br#"[{"price":"0.1","size":"5"},{"price":"0.3","size":"11"}]"#);
         assert_eq!(bids.parsed, [(Dec::parse("0.1"), Dec::parse("5")), (Dec::parse("0.3"), Dec::parse("11"))]);
-        let mut asks = Side::default();
+        let mut asks = Side { hashed: true, ..Side::default() };
         asks.set(false, "0.5", "1").unwrap();
         asks.set(false, "0.9", "1").unwrap();
         asks.set(false, "0.7", "1").unwrap();
@@ -2149,6 +2200,56 @@ mod tests {
         asks.set(false, "0.6", "0").unwrap();
         assert_eq!(asks.levels.len(), 3);
         assert_eq!(asks.parsed.len(), 3);
+    }
+
+    #[test]
+    fn price_levels_are_exact_decimals_never_f64() {
+        let mut bids = Side { hashed: true, ..Side::default() };
+        let levels = |s: &Side| s.levels.iter().map(|l| (l.price.clone(), l.size.clone())).collect::<Vec<_>>();
+        let pair = |p: &str, z: &str| (p.to_string(), z.to_string());
+        bids.set(true, "0.1", "5").unwrap();
+        // One f64, two prices: two levels, in order.
+        bids.set(true, "0.100000000000000001", "7").unwrap();
+        // "0.10" is the price 0.1: it sets that level (which keeps its first spelling).
+        bids.set(true, "0.10", "6").unwrap();
+        assert_eq!(levels(&bids), [pair("0.1", "6"), pair("0.100000000000000001", "7")]);
+        // 0.1 + 0.2 in f64 is its own price, above 0.3.
+        bids.set(true, "0.30000000000000004", "2").unwrap();
+        bids.set(true, "0.3", "1").unwrap();
+        assert_eq!(
+            bids.levels[2..].iter().map(|l| l.price.as_str()).collect::<Vec<_>>(),
+            ["0.3", "0.30000000000000004"]
+        );
+        // An exact zero in any spelling removes a level; "0" of another price removes nothing.
+        bids.set(true, "0.100000000000000001", "0.000").unwrap();
+        bids.set(true, "0.2", "0").unwrap();
+        assert_eq!(levels(&bids), [pair("0.1", "6"), pair("0.3", "1"), pair("0.30000000000000004", "2")]);
+        // A price that is not a decimal is refused (the event is counted as bad), the side unchanged.
+        assert!(bids.set(true, "1e-1", "3").is_none());
+        assert!(bids.set(true, " 0.5", "3").is_none());
+        assert_eq!(bids.levels.len(), 3);
+        assert_eq!(bids.parsed.len(), 3);
+    }
+
+    #[test]
+    fn tick_grid_prices_are_spelled_in_exact_arithmetic() {
+        let mut v = Vec::new();
+        let cent = Dec::parse("0.01").unwrap();
+        grid_spellings(cent, 49, &mut v);
+        assert_eq!(v, ["0.490", "0.49"]);
+        grid_spellings(cent, 50, &mut v);
+        assert_eq!(v, ["0.500", "0.5", "0.50"]);
+        let milli = Dec::parse("0.001").unwrap();
+        grid_spellings(milli, 5, &mut v);
+        assert_eq!(v, ["0.005"]);
+        grid_spellings(milli, 300, &mut v);
+        assert_eq!(v, ["0.300", "0.3", "0.30"]);
+        grid_spellings(Dec::parse("0.0001").unwrap(), 4900, &mut v);
+        assert_eq!(v, ["0.4900", "0.49"]);
+        // Hex of a venue hash: only 40 lowercase digits can match.
+        assert_eq!(venue_digest(&"ab".repeat(20)), Some([0xab; 20]));
+        assert_eq!(venue_digest(&"AB".repeat(20)), None);
+        assert_eq!(venue_digest("ab"), None);
     }
 
     #[test]
