@@ -45,10 +45,12 @@ use sha1::{Digest, Sha1};
 
 use crate::bookhash;
 use crate::clock;
+use crate::envelope::RawLine;
 use crate::normalize::dec::{self, Dec};
 use crate::normalize::{self, parse, Normalizer, Parsed};
+use crate::tradeset::{self, TradeRow};
+use crate::util::AtomicFile;
 
-pub const TRADE_SCHEMA: &str = "pmarchive.trade/1";
 /// `source` of a row holding the rebuilt state after a websocket message (`book` or `price_change`).
 pub const SOURCE_WS: &str = "ws";
 /// `source` of a row holding the rebuilt state as set from a REST book reply in the stream.
@@ -780,38 +782,32 @@ impl<'de: 'a, 'a> Visitor<'de> for FrameV<'a> {
     parse::ignore_scalars!(Frame::Other, strings);
 }
 
+/// Only for [`RawLine`]'s `Default` (a missing body is `None`, never this).
+impl Default for Frame<'_> {
+    fn default() -> Self {
+        Frame::Other
+    }
+}
+
 impl<'de: 'a, 'a> Deserialize<'de> for Frame<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(FrameV(std::marker::PhantomData))
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct Ctx<'a> {
     #[serde(borrow)]
     event: Option<Cow<'a, str>>,
     conn_id: Option<u64>,
 }
 
-/// A raw line: the envelope and, for websocket frames, the body's messages in the same pass.
-#[derive(Deserialize)]
-struct Line<'a> {
-    venue: Option<&'a str>,
-    run_id: Option<&'a str>,
-    seq: Option<u64>,
-    kind: Option<&'a str>,
-    endpoint: Option<&'a str>,
-    status: Option<u16>,
-    collected_at_utc: Option<&'a str>,
-    #[serde(borrow)]
-    body: Option<Frame<'a>>,
-    #[serde(borrow)]
-    body_text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    ctx: Option<Ctx<'a>>,
-}
+/// A raw line (the envelope reader every tool shares, [`RawLine`]) with, for websocket frames, the
+/// body's messages parsed in the same pass.
+type Line<'a> = RawLine<'a, Frame<'a>, Ctx<'a>>;
 
-/// A REST book reply line (re-read with pm-normalize's parser; those lines are rare).
+/// The body of a REST book reply line, re-read with pm-normalize's parser once [`Line`] has shown
+/// what the line is (those lines are rare). Not a [`RawLine`]: that reader needs `Default` bodies.
 #[derive(Deserialize)]
 struct RestLine<'a> {
     #[serde(borrow)]
@@ -820,34 +816,54 @@ struct RestLine<'a> {
     body_text: Option<Cow<'a, str>>,
 }
 
-/// A `track` line's context, as JSON text (re-read only for those rare lines).
+/// The context of a `track` line as JSON text, re-read the same way (rare lines).
 #[derive(Deserialize)]
 struct TrackLine<'a> {
     #[serde(borrow)]
     ctx: Option<&'a RawValue>,
 }
 
-#[derive(Serialize)]
-struct Trade<'a> {
-    schema: &'static str,
-    ts_recv: &'a str,
-    ts_event: String,
-    ts_event_ms: i64,
-    asset_id: &'a str,
-    market: &'a str,
-    price: &'a str,
-    size: &'a str,
-    side: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fee_rate_bps: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    transaction_hash: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    conn_id: Option<u64>,
-}
-
 fn ts_event(ms: i64) -> String {
     clock::from_unix_ms(ms).map(clock::fmt_micros).unwrap_or_default()
+}
+
+/// A `last_trade_price` event as the trade row pm-tradeset writes for a websocket print (one type
+/// for `pmarchive.trade/1`: [`TradeRow`], with its key); pm-rebuild does not deduplicate (`copies` 1)
+/// nor join a slug.
+fn trade_row(ev: &Msg, asset: &str, price: &str, ms: i64, recv: &Recv) -> TradeRow {
+    let text = |v: &Option<Cow<str>>| v.as_deref().unwrap_or_default().to_string();
+    let opt = |v: &Option<Cow<str>>| v.as_deref().filter(|t| !t.is_empty()).map(String::from);
+    let (size, side, tx) = (text(&ev.size), text(&ev.side), text(&ev.transaction_hash));
+    TradeRow {
+        schema: tradeset::SCHEMA.into(),
+        source: tradeset::SOURCE_WS.into(),
+        ts_recv: recv.at.unwrap_or_default().into(),
+        ts_event: ts_event(ms),
+        ts_event_ms: ms,
+        ts_event_resolution: "ms".into(),
+        asset_id: asset.into(),
+        market: text(&ev.market),
+        price: price.into(),
+        key: format!("{}|{asset}|{price}|{size}|{side}|{ms}|{tx}", tradeset::SOURCE_WS),
+        size,
+        side,
+        role: None,
+        outcome: None,
+        outcome_index: None,
+        proxy_wallet: None,
+        fee_rate_bps: opt(&ev.fee_rate_bps),
+        transaction_hash: opt(&ev.transaction_hash),
+        conn_id: recv.conn_id,
+        slug: None,
+        copies: 1,
+    }
+}
+
+/// `--trades-out`: written through the one atomic write (a temp file beside FILE, renamed over it
+/// by [`Rebuilder::finish`]; removed when the run stops on an error).
+struct TradesOut {
+    file: AtomicFile,
+    w: io::BufWriter<std::fs::File>,
 }
 
 /// The receive context and provenance of the line being processed.
@@ -1391,7 +1407,7 @@ pub struct Rebuilder {
     /// pointer, not as its whole buffers' headers).
     #[allow(clippy::vec_box)]
     spare: Vec<Box<RowJob>>,
-    trades: Option<Box<dyn Write>>,
+    trades: Option<TradesOut>,
     pub stats: Stats,
     /// The file being read (its counters), if any.
     file: Option<FileStats>,
@@ -1400,7 +1416,7 @@ pub struct Rebuilder {
 }
 
 impl Rebuilder {
-    pub fn new(opts: Options, rows: Box<dyn Write + Send>, trades: Option<Box<dyn Write>>) -> Rebuilder {
+    pub fn new(opts: Options, rows: Box<dyn Write + Send>) -> Rebuilder {
         let default_meta = (raw(&opts.min_order_size), raw(&opts.neg_risk));
         Rebuilder {
             verifier: Normalizer::new(opts.rows.clone()),
@@ -1413,7 +1429,7 @@ impl Rebuilder {
             rows: Some(rows),
             markets: Vec::new(),
             spare: Vec::new(),
-            trades,
+            trades: None,
             stats: Stats::default(),
             file: None,
             order: 0,
@@ -1426,6 +1442,14 @@ impl Rebuilder {
         let r = normalize::load_markets(&mut self.verifier, path)?;
         self.markets.push(path.to_path_buf());
         Ok(r)
+    }
+
+    /// Writes trade rows (`pmarchive.trade/1`) to `path` (before the first line), atomically:
+    /// `path` appears complete when [`Rebuilder::finish`] returns, or not at all.
+    pub fn trades_out(&mut self, path: &Path) -> io::Result<()> {
+        let (file, f) = AtomicFile::create(path)?;
+        self.trades = Some(TradesOut { file, w: io::BufWriter::new(f) });
+        Ok(())
     }
 
     /// The row thread, started on first use (after `--markets` are loaded).
@@ -1557,18 +1581,19 @@ impl Rebuilder {
                 return Ok(Err(format!("not a raw envelope: {e}")));
             }
         };
-        if let (Some(us), Some(f)) = (l.collected_at_utc.and_then(dec::parse_utc_micros), self.file.as_mut()) {
+        let at = l.collected_at_utc.as_deref();
+        if let (Some(us), Some(f)) = (at.and_then(dec::parse_utc_micros), self.file.as_mut()) {
             f.first_us.get_or_insert(us);
             f.last_us = Some(us);
         }
         let recv = Recv {
-            at: l.collected_at_utc,
+            at,
             conn_id: l.ctx.as_ref().and_then(|c| c.conn_id),
-            venue: l.venue,
-            run_id: l.run_id,
+            venue: l.venue.as_deref(),
+            run_id: l.run_id.as_deref(),
             seq: l.seq,
         };
-        match (l.kind, l.endpoint) {
+        match (l.kind.as_deref(), l.endpoint.as_deref()) {
             (Some("ws"), _) if l.ctx.as_ref().and_then(|c| c.event.as_deref()) == Some("frame") => {
                 self.stats.ws_frames += 1;
                 match (l.body, l.body_text.as_deref()) {
@@ -2039,23 +2064,9 @@ impl Rebuilder {
             }
         }
         self.stats.trades += 1;
-        if let Some(w) = self.trades.as_mut() {
-            let t = Trade {
-                schema: TRADE_SCHEMA,
-                ts_recv: recv.at.unwrap_or(""),
-                ts_event: ts_event(ms),
-                ts_event_ms: ms,
-                asset_id: asset,
-                market: ev.market.as_deref().unwrap_or(""),
-                price,
-                size: ev.size.as_deref().unwrap_or(""),
-                side: ev.side.as_deref().unwrap_or(""),
-                fee_rate_bps: ev.fee_rate_bps.as_deref(),
-                transaction_hash: ev.transaction_hash.as_deref(),
-                conn_id: recv.conn_id,
-            };
-            serde_json::to_writer(&mut *w, &t)?;
-            w.write_all(b"\n")?;
+        if let Some(t) = self.trades.as_mut() {
+            serde_json::to_writer(&mut t.w, &trade_row(ev, asset, price, ms, recv))?;
+            t.w.write_all(b"\n")?;
         }
         Ok(true)
     }
@@ -2121,8 +2132,9 @@ impl Rebuilder {
             self.stats.row_flags = st.flags;
             self.stats.unjoined_rows = st.unjoined_book_rows;
         }
-        if let Some(t) = self.trades.as_mut() {
-            t.flush()?;
+        if let Some(t) = self.trades.take() {
+            let f = t.w.into_inner().map_err(io::IntoInnerError::into_error)?;
+            t.file.commit(f)?;
         }
         Ok(self.stats.clone())
     }

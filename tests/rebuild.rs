@@ -286,3 +286,39 @@ fn untrusted_time_is_counted_per_file_and_every_check_is_in_the_summary() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("hash_checks=17"), "{stderr}");
 }
+
+#[test]
+fn trades_out_writes_pm_tradesets_row_type_atomically() {
+    // Two DERIVED prints in the recorded capture: one without a transaction hash, one with.
+    let dir = common::tempdir("rebuild-trades");
+    let mut msgs = messages(BURST);
+    let mut second = trade_0301();
+    second["timestamp"] = json!((BURST_TS + 5).to_string());
+    second["side"] = json!("BUY");
+    second["transaction_hash"] = json!("0x5eed");
+    msgs.insert(1, second);
+    msgs.insert(1, trade_0301());
+    let raw = write_lines(&dir, "raw.jsonl", &frame_lines(&msgs, "2026-09-29", 5 * 3600 + 11 * 60));
+    let out_dir = dir.join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let trades = out_dir.join("trades.jsonl");
+    let (out, s, _) = rebuild(&dir, &[&raw], &["--trades-out", trades.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s["trades"], 2);
+    // Written through the atomic write: the final file only, no temp file left beside it.
+    let names: Vec<String> =
+        std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["trades.jsonl"]);
+    // One type for pmarchive.trade/1: the rows are pm-tradeset's TradeRow ...
+    let text = std::fs::read_to_string(&trades).unwrap();
+    let rows: Vec<pm_archive::tradeset::TradeRow> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0].source.as_str(), rows[0].transaction_hash.as_deref()), ("ws", None));
+    assert_eq!(rows[1].key, format!("ws|{A}|0.301|45.83|BUY|{}|0x5eed", BURST_TS + 5));
+    // ... byte for byte what pm-tradeset writes for the same raw file.
+    let mut c = common::tool("pm-tradeset");
+    c.arg(&raw);
+    let ts = common::run_with_timeout(c, None, Duration::from_secs(60));
+    assert!(ts.status.success(), "{}", String::from_utf8_lossy(&ts.stderr));
+    assert_eq!(String::from_utf8(ts.stdout).unwrap(), text);
+}
