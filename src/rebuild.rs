@@ -1110,85 +1110,83 @@ fn search_ltp(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawVa
     None
 }
 
-/// The verdict on a pending state (`kind`) of `b`: its hash checked with the current and the seen
-/// trade prices, else (when allowed) the tick grid searched; sets `b.verified` and, on a match
-/// through another trade price, adopts it. None: the state came without a hash (no check).
-fn verdict(
-    buf: &mut Vec<u8>,
-    asset: &str,
-    b: &mut Book,
-    meta: (&RawValue, &RawValue),
+/// What the verdict on a pending state needs besides its book: the hash buffer, the asset, its
+/// (min_order_size, neg_risk), what the state waited for, the `book` event ending it, the counters.
+struct Verify<'v, 'n> {
+    buf: &'v mut Vec<u8>,
+    asset: &'v str,
+    meta: (&'v RawValue, &'v RawValue),
     kind: Pend,
-    next: Option<&Next>,
-    stats: &mut Stats,
-) -> Option<Tally> {
-    let Some(h) = &b.hash else {
-        stats.states_without_hash += 1;
-        b.verified = None;
-        return None;
-    };
-    let t = match check(buf, asset, b, meta, h) {
-        None => Tally::Unverifiable(UNV_TICK_SIZE),
-        Some((true, via)) => {
-            b.ltp_known = true;
-            if let Some(i) = via {
-                b.ltp = b.cands[i].clone();
-                b.cands.drain(..=i);
-                stats.matched_with_trade_price += 1;
-            }
-            Tally::Matched
-        }
-        Some((false, _)) => no_match(buf, asset, b, meta, kind, next, stats),
-    };
-    b.verified = match t {
-        Tally::Matched => Some(true),
-        Tally::Mismatched => Some(false),
-        Tally::Unverifiable(_) => None,
-    };
-    Some(t)
+    next: Option<&'v Next<'n>>,
+    stats: &'v mut Stats,
 }
 
-/// A state no known trade price reproduces: the price of a trade the input does not hold is
-/// searched on the tick grid — at most once per refresh or per trusted stretch, and only a SHA-1
-/// match counts, so nothing is guessed — else the state is unverifiable when a field outside its
-/// levels is unknown (or the next `book` confirms its levels), and a mismatch otherwise.
-fn no_match(
-    buf: &mut Vec<u8>,
-    asset: &str,
-    b: &mut Book,
-    meta: (&RawValue, &RawValue),
-    kind: Pend,
-    next: Option<&Next>,
-    stats: &mut Stats,
-) -> Tally {
-    let confirmed = next.is_some_and(|n| {
-        n.ts_ms == b.ts_ms
-            && b.hash.as_deref() == Some(n.hash)
-            && b.bids.same_levels(n.bids)
-            && b.asks.same_levels(n.asks)
-    });
-    let search = match kind {
-        Pend::Book { had_ltp, .. } => !had_ltp,
-        Pend::Change => b.trusted && b.ltp_known,
-    };
-    if search {
-        if let Some(l) = search_ltp(buf, asset, b, meta, b.hash.as_deref().unwrap_or("")) {
-            b.ltp = l;
-            b.ltp_known = true;
-            stats.matched_with_inferred_trade_price += 1;
-            return Tally::Matched;
-        }
-    }
-    let unknown_field = match kind {
-        Pend::Book { complete, had_ltp } => {
-            if !had_ltp {
-                b.ltp_known = false;
+impl Verify<'_, '_> {
+    /// The verdict on the state of `b`: its hash checked with the current and the seen trade
+    /// prices, else (when allowed) the tick grid searched; sets `b.verified` and, on a match
+    /// through another trade price, adopts it. None: the state came without a hash (no check).
+    fn verdict(&mut self, b: &mut Book) -> Option<Tally> {
+        let Some(h) = &b.hash else {
+            self.stats.states_without_hash += 1;
+            b.verified = None;
+            return None;
+        };
+        let t = match check(self.buf, self.asset, b, self.meta, h) {
+            None => Tally::Unverifiable(UNV_TICK_SIZE),
+            Some((true, via)) => {
+                b.ltp_known = true;
+                if let Some(i) = via {
+                    b.ltp = b.cands[i].clone();
+                    b.cands.drain(..=i);
+                    self.stats.matched_with_trade_price += 1;
+                }
+                Tally::Matched
             }
-            (!complete).then_some(if had_ltp { UNV_TICK_SIZE } else { UNV_TRADE_PRICE })
+            Some((false, _)) => self.no_match(b),
+        };
+        b.verified = match t {
+            Tally::Matched => Some(true),
+            Tally::Mismatched => Some(false),
+            Tally::Unverifiable(_) => None,
+        };
+        Some(t)
+    }
+
+    /// A state no known trade price reproduces: the price of a trade the input does not hold is
+    /// searched on the tick grid — at most once per refresh or per trusted stretch, and only a
+    /// SHA-1 match counts, so nothing is guessed — else the state is unverifiable when a field
+    /// outside its levels is unknown (or the next `book` confirms its levels), and a mismatch
+    /// otherwise.
+    fn no_match(&mut self, b: &mut Book) -> Tally {
+        let confirmed = self.next.is_some_and(|n| {
+            n.ts_ms == b.ts_ms
+                && b.hash.as_deref() == Some(n.hash)
+                && b.bids.same_levels(n.bids)
+                && b.asks.same_levels(n.asks)
+        });
+        let search = match self.kind {
+            Pend::Book { had_ltp, .. } => !had_ltp,
+            Pend::Change => b.trusted && b.ltp_known,
+        };
+        if search {
+            if let Some(l) = search_ltp(self.buf, self.asset, b, self.meta, b.hash.as_deref().unwrap_or("")) {
+                b.ltp = l;
+                b.ltp_known = true;
+                self.stats.matched_with_inferred_trade_price += 1;
+                return Tally::Matched;
+            }
         }
-        Pend::Change => (!b.ltp_known || confirmed).then_some(UNV_TRADE_PRICE),
-    };
-    unknown_field.map_or(Tally::Mismatched, Tally::Unverifiable)
+        let unknown_field = match self.kind {
+            Pend::Book { complete, had_ltp } => {
+                if !had_ltp {
+                    b.ltp_known = false;
+                }
+                (!complete).then_some(if had_ltp { UNV_TICK_SIZE } else { UNV_TRADE_PRICE })
+            }
+            Pend::Change => (!b.ltp_known || confirmed).then_some(UNV_TRADE_PRICE),
+        };
+        unknown_field.map_or(Tally::Mismatched, Tally::Unverifiable)
+    }
 }
 
 /// The outcome of one hash check, for the counters.
@@ -1880,7 +1878,8 @@ impl Rebuilder {
         let Some(kind) = b.pending.take() else { return Ok(()) };
         let is_book = kind != Pend::Change;
         let meta = meta_of(&self.meta, &self.default_meta, asset);
-        let tally = verdict(&mut self.hash_buf, asset, b, meta, kind, next, &mut self.stats);
+        let mut v = Verify { buf: &mut self.hash_buf, asset, meta, kind, next, stats: &mut self.stats };
+        let tally = v.verdict(b);
         let trusted = b.trusted;
         let now_us = b.recv.view().us();
         if let Some(t) = tally {
