@@ -3,10 +3,13 @@
 # run in the same script for scale. Loopback and DERIVED data only: this is NOT a live measurement.
 #
 #   scripts/bench_stream.sh [--runs N] [--rebuild-frames N] [--capture-frames N] [--no-capture]
+#                           [--base-bin PATH]
 #       --runs N             interleaved runs of each rebuild command (default 5); medians are printed
 #       --rebuild-frames N   frame lines of the rebuild input (default 200000)
 #       --capture-frames N   frames of the capture part (default 200000)
 #       --no-capture         skip the capture part (rebuild only)
+#       --base-bin PATH      also run another pm-rebuild build (e.g. of the previous commit) with rows,
+#                            interleaved, and print its medians, its rows sha256 and the speed-up (A/B)
 #
 # 1. Capture: examples/ws_replay_server.rs (a test-only helper, built here) replays the recorded
 #    book + 15 price_change messages of tests/fixtures/polymarket/ws_market_book_then_price_changes_trimmed.json
@@ -15,10 +18,13 @@
 #    `jq -c .`): scripts/gen_ws_bench.py writes REBUILD_FRAMES DERIVED frame lines of one market whose
 #    two books keep 60-100 levels (both sides together, the size of the real captures' books),
 #    every hash the venue's, with trades, refreshes without tick_size/last_trade_price and
-#    same-timestamp bursts. `jq -c .`, pm-rebuild (rows to a file) and pm-rebuild --no-rows run RUNS
-#    times each, interleaved (jq, rows, no-rows, jq, ...); the medians of wall and user-CPU seconds
-#    are printed with the ratios against jq and the TARGET beside them, `uptime` before and after, and
-#    the sha256 of the rows of every run (equal across runs and builds = rows byte-identical). Set
+#    same-timestamp bursts. `jq -c .`, pm-rebuild (rows) and pm-rebuild --no-rows run RUNS times
+#    each, interleaved (jq, rows, no-rows, jq, ...), every output to /dev/null as jq's (the disk is
+#    not what is measured); the medians of wall and user-CPU seconds are printed with the ratios
+#    against jq and the TARGET beside them, and `uptime` before and after. The wall ratio needs two
+#    free cores (pm-rebuild formats rows on a second thread, jq uses one): on a loaded machine it
+#    understates pm-rebuild, the user-CPU ratio less so. One more, untimed run writes the rows to a
+#    file for their sha256 (equal across builds = rows byte-identical) and the summary. Set
 #    BENCH_INPUT=FILE to reuse a generated input (else it is generated into TMPDIR for the run).
 #    The machine may be shared: quote the load printed with the numbers.
 set -euo pipefail
@@ -27,18 +33,21 @@ RUNS=5
 RN=200000
 N=200000
 CAPTURE=1
+BASE=
 while [ $# -gt 0 ]; do
     case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --rebuild-frames) RN=$2; shift 2 ;;
     --capture-frames) N=$2; shift 2 ;;
     --no-capture) CAPTURE=0; shift ;;
+    --base-bin) BASE=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "bench_stream.sh: unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 case $RUNS in '' | *[!0-9]* | 0) echo "bench_stream.sh: --runs: not a positive number: $RUNS" >&2; exit 2 ;; esac
 TARGET=5
+if [ -n "$BASE" ] && [ ! -x "$BASE" ]; then echo "bench_stream.sh: --base-bin: not an executable: $BASE" >&2; exit 2; fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 if [ "$CAPTURE" = 1 ]; then
@@ -98,14 +107,19 @@ if [ ! -s "$IN" ]; then
 fi
 lines=$(wc -l < "$IN")
 ibytes=$(stat -c %s "$IN")
-declare -a jq_w jq_u rb_w rb_u rv_w rv_u shas
+declare -a jq_w jq_u rb_w rb_u rv_w rv_u ba_w ba_u
 for r in $(seq "$RUNS"); do
     read -r w u < <(timed /dev/null jq -c . "$IN"); jq_w+=("$w"); jq_u+=("$u")
-    read -r w u < <(timed "$TMP/rows.jsonl" "$BIN/pm-rebuild" --summary "$TMP/summary.json" "$IN"); rb_w+=("$w"); rb_u+=("$u")
-    shas+=("$(sha256sum < "$TMP/rows.jsonl" | cut -d' ' -f1)")
+    read -r w u < <(timed /dev/null "$BIN/pm-rebuild" "$IN"); rb_w+=("$w"); rb_u+=("$u")
     read -r w u < <(timed /dev/null "$BIN/pm-rebuild" --no-rows "$IN"); rv_w+=("$w"); rv_u+=("$u")
-    echo "rebuild  run $r: jq ${jq_w[-1]} s (user ${jq_u[-1]})  pm-rebuild ${rb_w[-1]} s (user ${rb_u[-1]})  --no-rows ${rv_w[-1]} s (user ${rv_u[-1]})  load $(cut -d' ' -f1 /proc/loadavg)"
+    base=
+    if [ -n "$BASE" ]; then
+        read -r w u < <(timed /dev/null "$BASE" "$IN"); ba_w+=("$w"); ba_u+=("$u")
+        base="  base ${ba_w[-1]} s (user ${ba_u[-1]})"
+    fi
+    echo "rebuild  run $r: jq ${jq_w[-1]} s (user ${jq_u[-1]})  pm-rebuild ${rb_w[-1]} s (user ${rb_u[-1]})  --no-rows ${rv_w[-1]} s (user ${rv_u[-1]})$base  load $(cut -d' ' -f1 /proc/loadavg)"
 done
+"$BIN/pm-rebuild" --summary "$TMP/summary.json" "$IN" > "$TMP/rows.jsonl" 2> /dev/null || true
 mjw=$(median "${jq_w[@]}"); mju=$(median "${jq_u[@]}")
 mrw=$(median "${rb_w[@]}"); mru=$(median "${rb_u[@]}")
 mvw=$(median "${rv_w[@]}"); mvu=$(median "${rv_u[@]}")
@@ -120,9 +134,11 @@ echo "rebuild    pm-rebuild --no-rows       $mvw / $mvu  ($(rate "$lines" "$mvw"
 echo "rebuild  ratio pm-rebuild/jq with rows: wall ${rw}x (TARGET >= ${TARGET}x: $(verdict "$rw")), user CPU ${ru}x"
 echo "rebuild  ratio pm-rebuild/jq --no-rows: wall $(ratio "$mjw" "$mvw")x, user CPU $(ratio "$mju" "$mvu")x"
 echo "rebuild  verification: $(jq -c '{hash_checks, hash_checks_matched, hash_checks_mismatched, hash_checks_unverifiable, verified_rate, rows}' "$TMP/summary.json")"
-if [ "$(printf '%s\n' "${shas[@]}" | sort -u | wc -l)" = 1 ]; then
-    echo "rebuild  rows sha256 (all $RUNS runs): ${shas[0]}"
-else
-    echo "rebuild  rows sha256 DIFFER between runs: ${shas[*]}"
+echo "rebuild  rows sha256: $(sha256sum < "$TMP/rows.jsonl" | cut -d' ' -f1)"
+if [ -n "$BASE" ]; then
+    mbw=$(median "${ba_w[@]}"); mbu=$(median "${ba_u[@]}")
+    "$BASE" "$IN" > "$TMP/base_rows.jsonl" 2> /dev/null || true
+    echo "rebuild  base $BASE: $mbw / $mbu (wall / user CPU s, medians); ratio base/pm-rebuild: wall $(ratio "$mbw" "$mrw")x, user CPU $(ratio "$mbu" "$mru")x"
+    echo "rebuild  base rows sha256: $(sha256sum < "$TMP/base_rows.jsonl" | cut -d' ' -f1)"
 fi
 echo "uptime after: $(uptime)"
