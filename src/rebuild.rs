@@ -23,9 +23,11 @@
 //! `untrusted`; `pmarchive.trade/1` rows; and a [`Stats`] summary with a verification rate per
 //! input file. Fields: docs/ORDERBOOK_SCHEMA.md ("Derived websocket streams") and docs/WEBSOCKET.md.
 //!
-//! Speed (issue 14 §2): each line is parsed once into typed structs borrowing from it; every level
-//! keeps its hash text and parsed decimals; the rows are formatted on a second thread (the row
-//! thread keeps its own copy of the levels from the changes sent with each row), in order.
+//! Speed (issue 14 §2; docs/WEBSOCKET.md "Throughput"): each line is parsed once into typed
+//! structs borrowing from it; prices are exact integers (`price_key`); every level keeps its hash
+//! text and each side its array text, streamed into SHA-1 in place (`StateHash`); the rows are
+//! formatted on a second thread (the row thread keeps its own copy of the levels, with their parsed
+//! decimals, from the changes sent with each row), in order.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
