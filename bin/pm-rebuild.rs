@@ -45,7 +45,8 @@ Options:
     --max-lag SECS        Flag `recv_far` when receive and exchange time differ by more. [default: 60]
     --every-ms MS         At most one row per asset per MS of exchange time (rows of book events and
                           REST snapshots are always written). [default: a row per state]
-    --trades-out FILE     Write trade rows (pmarchive.trade/1) to FILE.
+    --trades-out FILE     Write trade rows (pmarchive.trade/1, pm-tradeset's row; one per print, not
+                          deduplicated) to FILE, atomically (complete at the end, or not there).
     --summary FILE        Write the verification summary (JSON) to FILE.
     --min-order-size S    min_order_size for hashing when no REST book is known. [default: 5]
     --neg-risk BOOL       neg_risk for hashing when no REST book is known. [default: false]
@@ -62,12 +63,11 @@ reported on stderr as FILE:LINE); 2 bad arguments, an input that cannot be opene
 output. A closed stdout ends the tool with 0.
 ";
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 use pm_archive::cli::{self, ExitCode};
-use pm_archive::normalize;
+use pm_archive::normalize::{self, dec::Dec};
 use pm_archive::rebuild::{Options, ReadError, Rebuilder};
 
 fn main() {
@@ -108,8 +108,8 @@ fn run() -> cli::Result<ExitCode> {
             Long("neg-risk") => opts.neg_risk = serde_json::Value::Bool(cli::value(&mut p, "--neg-risk")?),
             Long("tick-size") => {
                 let v: String = cli::value(&mut p, "--tick-size")?;
-                if !v.parse::<f64>().is_ok_and(|t| t > 0.0 && t < 1.0) {
-                    return cli::usage(format!("--tick-size: not a tick size in (0, 1): {v}"));
+                if !Dec::parse(&v).is_some_and(|t| t.signum() > 0 && t < Dec { m: 1, s: 0 }) {
+                    return cli::usage(format!("--tick-size: not a decimal tick size in (0, 1): {v}"));
                 }
                 opts.tick_size = Some(serde_json::Value::String(v));
             }
@@ -129,13 +129,10 @@ fn run() -> cli::Result<ExitCode> {
         }
     }
     let out: Box<dyn Write + Send> = if opts.write_rows { Box::new(io::stdout()) } else { Box::new(io::sink()) };
-    let trades: Option<Box<dyn Write>> = match &trades_out {
-        Some(path) => Some(Box::new(BufWriter::new(
-            File::create(path).map_err(|e| cli::Error::Usage(format!("--trades-out {}: {e}", path.display())))?,
-        ))),
-        None => None,
-    };
-    let mut rb = Rebuilder::new(opts, out, trades);
+    let mut rb = Rebuilder::new(opts, out);
+    if let Some(path) = &trades_out {
+        rb.trades_out(path).map_err(|e| cli::Error::Usage(format!("--trades-out {}: {e}", path.display())))?;
+    }
     for m in &markets {
         let (_, bad) = rb.load_markets(m).map_err(|e| cli::Error::Msg(format!("--markets {}: {e}", m.display())))?;
         for b in &bad {

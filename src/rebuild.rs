@@ -23,12 +23,15 @@
 //! `untrusted`; `pmarchive.trade/1` rows; and a [`Stats`] summary with a verification rate per
 //! input file. Fields: docs/ORDERBOOK_SCHEMA.md ("Derived websocket streams") and docs/WEBSOCKET.md.
 //!
-//! Speed (issue 14 §2): each line is parsed once into typed structs borrowing from it; every level
-//! keeps its hash text and parsed decimals; the rows are formatted on a second thread (the row
-//! thread keeps its own copy of the levels from the changes sent with each row), in order.
+//! Speed (issue 14 §2; docs/WEBSOCKET.md "Throughput"): each line is parsed once into typed
+//! structs borrowing from it; prices are exact integers (`price_key`); every level keeps its hash
+//! text and each side its array text, streamed into SHA-1 in place (`StateHash`); the rows are
+//! formatted on a second thread (the row thread keeps its own copy of the levels, with their parsed
+//! decimals, from the changes sent with each row), in order.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -41,13 +44,16 @@ use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
+use sha1::{Digest, Sha1};
 
 use crate::bookhash;
 use crate::clock;
+use crate::envelope::RawLine;
 use crate::normalize::dec::{self, Dec};
 use crate::normalize::{self, parse, Normalizer, Parsed};
+use crate::tradeset::{self, TradeRow};
+use crate::util::AtomicFile;
 
-pub const TRADE_SCHEMA: &str = "pmarchive.trade/1";
 /// `source` of a row holding the rebuilt state after a websocket message (`book` or `price_change`).
 pub const SOURCE_WS: &str = "ws";
 /// `source` of a row holding the rebuilt state as set from a REST book reply in the stream.
@@ -219,6 +225,34 @@ pub struct FileStats {
     last_us: Option<i64>,
 }
 
+/// Per-asset state, keyed by asset id. Looked up several times per change: hashed a word at a time
+/// ([`AssetHasher`]) instead of with SipHash, which cost ~5 % of the rebuild thread.
+type Assets<V> = HashMap<String, V, BuildHasherDefault<AssetHasher>>;
+
+/// FxHash's word-at-a-time multiply-rotate over the key bytes. The keys are the asset ids of our own
+/// archive (a few hundred per run), so SipHash's resistance to crafted collisions buys nothing here.
+#[derive(Clone, Copy, Default)]
+struct AssetHasher(u64);
+
+impl Hasher for AssetHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.0;
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w.try_into().expect("8 bytes"))).wrapping_mul(K);
+        }
+        for &b in words.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// An asset's counters (no allocation once it has some).
 fn asset_stats<'m>(m: &'m mut BTreeMap<String, AssetStats>, asset: &str) -> &'m mut AssetStats {
     if !m.contains_key(asset) {
@@ -231,61 +265,115 @@ fn rate(num: u64, den: u64) -> Option<f64> {
     (den > 0).then(|| (num as f64 / den as f64 * 1e6).round() / 1e6)
 }
 
-/// One level of a rebuilt side: the wire strings, and what the hash and the row writer need of them,
-/// computed once when the level is set (not for every state).
+/// A price as an exact integer: the decimal text scaled to 10^-18 ([`Dec::parse`] accepts at most 18
+/// fractional digits and 20 digits, so the product fits an i128). `"0.1"`, `"0.10"` and `"0.100"` are
+/// one key; `"0.1"` and `"0.100000000000000001"` (one f64) are two. Never an f64 (issue 13 §5).
+fn price_key(p: Dec) -> i128 {
+    p.m * 10i128.pow(18 - p.s)
+}
+
+/// True when a size is an exact decimal zero (`"0"`, `"0.00"`): the level is removed. A size that is
+/// not a decimal is kept as sent (the row writer flags it).
+fn is_zero(size: &str) -> bool {
+    Dec::parse(size).is_some_and(|d| d.m == 0)
+}
+
+/// One level of a rebuilt side: the wire strings, and what the hash needs of them, computed once
+/// when the level is set (not for every state).
 #[derive(Clone, Debug)]
 struct Level {
-    key: f64,
-    price: String,
-    size: String,
-    /// `{"price":…,"size":…}` exactly as in the hash text ([`bookhash::put_level`]).
+    /// The exact price ([`price_key`]).
+    key: i128,
+    /// Price then size, as sent (one allocation); the size starts at `split`.
+    ps: String,
+    split: u32,
+    /// `{"price":…,"size":…}` exactly as in the hash text ([`bookhash::put_level`]); empty in the
+    /// row thread's copy of a book, which hashes nothing.
     text: Vec<u8>,
 }
 
 impl Level {
-    fn new(price: &str, size: &str) -> Option<(Level, Parsed)> {
-        let key: f64 = price.trim().parse().ok()?;
-        let mut text = Vec::with_capacity(price.len() + size.len() + 22);
-        bookhash::put_level(&mut text, price, size);
-        let l = Level { key, price: price.to_string(), size: size.to_string(), text };
-        Some((l, (Dec::parse(price), Dec::parse(size))))
+    /// None when the price is not an exact decimal ([`Dec::parse`]); else the level and its price.
+    fn new(price: &str, size: &str, hashed: bool) -> Option<(Level, Dec)> {
+        let px = Dec::parse(price)?;
+        let mut text = Vec::new();
+        if hashed {
+            text.reserve_exact(price.len() + size.len() + 22);
+            bookhash::put_level(&mut text, price, size);
+        }
+        let mut ps = String::with_capacity(price.len() + size.len());
+        ps.push_str(price);
+        ps.push_str(size);
+        Some((Level { key: price_key(px), ps, split: price.len() as u32, text }, px))
+    }
+
+    /// [`Level::new`] in this level's buffers (`px`: the price, parsed).
+    fn reset(&mut self, price: &str, size: &str, px: Dec, hashed: bool) {
+        self.key = price_key(px);
+        self.ps.clear();
+        self.ps.push_str(price);
+        self.ps.push_str(size);
+        self.split = price.len() as u32;
+        self.text.clear();
+        if hashed {
+            bookhash::put_level(&mut self.text, price, size);
+        }
+    }
+
+    fn price(&self) -> &str {
+        &self.ps[..self.split as usize]
+    }
+
+    fn size(&self) -> &str {
+        &self.ps[self.split as usize..]
     }
 }
 
-/// A rebuilt side in wire order, with every level's (price, size) as [`Dec::parse`] gives them for
-/// the row writer (same order).
+/// A rebuilt side in wire order. The rebuild thread's copy (`hashed`) keeps the side's hash text;
+/// the row thread's keeps every level's (price, size) as [`Dec::parse`] gives them for the row
+/// writer (same order).
 #[derive(Clone, Debug, Default)]
 struct Side {
     levels: Vec<Level>,
+    /// Row thread only (empty when `hashed`).
     parsed: Vec<Parsed>,
-    /// The side as the hash text's array, kept up to date with every change.
+    /// The side as the hash text's array, kept up to date with every change (when `hashed`).
     text: Vec<u8>,
+    /// True for the rebuild thread's copy, false for the row thread's.
+    hashed: bool,
 }
 
 impl Side {
     /// Sets the absolute size at a level; keeps `ascending` (bids) or descending (asks) order.
     fn set(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
         self.apply(ascending, price, size)?;
-        self.render();
+        if self.hashed {
+            self.render();
+        }
         Some(())
     }
 
     fn apply(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
-        let key: f64 = price.trim().parse().ok()?;
+        let key = price_key(Dec::parse(price)?);
         let pos = self.levels.iter().position(|l| l.key == key);
         match (pos, is_zero(size)) {
             (Some(i), true) => {
                 self.levels.remove(i);
-                self.parsed.remove(i);
+                if !self.hashed {
+                    self.parsed.remove(i);
+                }
             }
             (Some(i), false) => {
                 let l = &mut self.levels[i];
-                if l.size != size {
-                    l.size.clear();
-                    l.size.push_str(size);
-                    l.text.clear();
-                    bookhash::put_level(&mut l.text, &l.price, size);
-                    self.parsed[i].1 = Dec::parse(size);
+                if l.size() != size {
+                    l.ps.truncate(l.split as usize);
+                    l.ps.push_str(size);
+                    if self.hashed {
+                        l.text.clear();
+                        bookhash::put_level(&mut l.text, &l.ps[..l.split as usize], size);
+                    } else {
+                        self.parsed[i].1 = Dec::parse(size);
+                    }
                 }
             }
             (None, true) => {}
@@ -295,28 +383,46 @@ impl Side {
                     .iter()
                     .position(|l| if ascending { l.key > key } else { l.key < key })
                     .unwrap_or(self.levels.len());
-                let (l, p) = Level::new(price, size)?;
+                let (l, px) = Level::new(price, size, self.hashed)?;
                 self.levels.insert(at, l);
-                self.parsed.insert(at, p);
+                if !self.hashed {
+                    self.parsed.insert(at, (Some(px), Dec::parse(size)));
+                }
             }
         }
         Some(())
     }
 
-    /// A wire side (all levels pairs of strings with a numeric price), else None.
-    fn from_wire(levels: &[parse::Level]) -> Option<Side> {
-        let mut s = Side {
-            levels: Vec::with_capacity(levels.len()),
-            parsed: Vec::with_capacity(levels.len()),
-            text: Vec::new(),
-        };
+    /// Replaces the levels (in wire order), reusing the buffers of the levels there; None when a
+    /// level is None or its price not an exact decimal (the side is then unusable).
+    fn replace<'l>(&mut self, levels: impl Iterator<Item = Option<(&'l str, &'l str)>>) -> Option<()> {
+        self.parsed.clear();
+        let mut n = 0;
         for l in levels {
-            let (l, p) = Level::new(l.price.as_deref()?, l.size.as_deref()?)?;
-            s.levels.push(l);
-            s.parsed.push(p);
+            let (p, z) = l?;
+            let px = Dec::parse(p)?;
+            match self.levels.get_mut(n) {
+                Some(l) => l.reset(p, z, px, self.hashed),
+                None => self.levels.push(Level::new(p, z, self.hashed)?.0),
+            }
+            if !self.hashed {
+                self.parsed.push((Some(px), Dec::parse(z)));
+            }
+            n += 1;
         }
-        s.render();
-        Some(s)
+        self.levels.truncate(n);
+        if self.hashed {
+            self.render();
+        }
+        Some(())
+    }
+
+    /// A wire side for the rebuild (all levels pairs of strings with an exact decimal price), else
+    /// None; built in `spare`'s buffers (a side no longer used).
+    fn from_wire(levels: &[parse::Level], mut spare: Side) -> Option<Side> {
+        spare.hashed = true;
+        spare.replace(levels.iter().map(|l| Some((l.price.as_deref()?, l.size.as_deref()?))))?;
+        Some(spare)
     }
 
     /// Rebuilds the side's hash text from its levels' texts.
@@ -333,27 +439,19 @@ impl Side {
         t.push(b']');
     }
 
-    /// The side as the hash text's array.
-    fn put_text(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.text);
-    }
-
-    /// The side as the row writer's levels (borrowed, wire order).
-    fn view(&self) -> Option<Vec<parse::Level<'_>>> {
-        Some(
+    /// The side as the row writer's levels (borrowed, wire order), into `v` (cleared first).
+    fn view<'s>(&'s self, v: &mut Vec<parse::Level<'s>>) {
+        v.clear();
+        v.extend(
             self.levels
                 .iter()
-                .map(|l| parse::Level {
-                    price: Some(Cow::Borrowed(l.price.as_str())),
-                    size: Some(Cow::Borrowed(l.size.as_str())),
-                })
-                .collect(),
-        )
+                .map(|l| parse::Level { price: Some(Cow::Borrowed(l.price())), size: Some(Cow::Borrowed(l.size())) }),
+        );
     }
 
     fn same_levels(&self, o: &Side) -> bool {
         self.levels.len() == o.levels.len()
-            && self.levels.iter().zip(&o.levels).all(|(x, y)| x.price == y.price && x.size == y.size)
+            && self.levels.iter().zip(&o.levels).all(|(x, y)| x.ps == y.ps && x.split == y.split)
     }
 }
 
@@ -458,6 +556,43 @@ struct Next<'a> {
     hash: &'a str,
     bids: &'a Side,
     asks: &'a Side,
+}
+
+/// A full book (a `book` event or a REST book) about to set an asset's state ([`Rebuilder::set_book`]).
+struct Full<'a> {
+    market: &'a str,
+    ts: &'a str,
+    ts_ms: i64,
+    bids: Side,
+    asks: Side,
+    tick: Option<Raw>,
+    ltp: Option<Raw>,
+}
+
+impl Book {
+    /// A book before its first state: trusted, no levels, no trade price known.
+    fn new() -> Book {
+        Book {
+            market: String::new(),
+            timestamp: String::new(),
+            ts_ms: 0,
+            bids: Side::default(),
+            asks: Side::default(),
+            tick_size: None,
+            ltp: raw_str(""),
+            ltp_known: false,
+            cands: Vec::new(),
+            hash: None,
+            verified: None,
+            trusted: true,
+            untrusted_since_us: None,
+            last_row_ms: None,
+            pending: None,
+            recv: RecvBuf::default(),
+            order: 0,
+            ops: Vec::new(),
+        }
+    }
 }
 
 // ---- Websocket messages, parsed once, borrowing from the line (no generic JSON value) ----
@@ -721,38 +856,32 @@ impl<'de: 'a, 'a> Visitor<'de> for FrameV<'a> {
     parse::ignore_scalars!(Frame::Other, strings);
 }
 
+/// Only for [`RawLine`]'s `Default` (a missing body is `None`, never this).
+impl Default for Frame<'_> {
+    fn default() -> Self {
+        Frame::Other
+    }
+}
+
 impl<'de: 'a, 'a> Deserialize<'de> for Frame<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(FrameV(std::marker::PhantomData))
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct Ctx<'a> {
     #[serde(borrow)]
     event: Option<Cow<'a, str>>,
     conn_id: Option<u64>,
 }
 
-/// A raw line: the envelope and, for websocket frames, the body's messages in the same pass.
-#[derive(Deserialize)]
-struct Line<'a> {
-    venue: Option<&'a str>,
-    run_id: Option<&'a str>,
-    seq: Option<u64>,
-    kind: Option<&'a str>,
-    endpoint: Option<&'a str>,
-    status: Option<u16>,
-    collected_at_utc: Option<&'a str>,
-    #[serde(borrow)]
-    body: Option<Frame<'a>>,
-    #[serde(borrow)]
-    body_text: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    ctx: Option<Ctx<'a>>,
-}
+/// A raw line (the envelope reader every tool shares, [`RawLine`]) with, for websocket frames, the
+/// body's messages parsed in the same pass.
+type Line<'a> = RawLine<'a, Frame<'a>, Ctx<'a>>;
 
-/// A REST book reply line (re-read with pm-normalize's parser; those lines are rare).
+/// The body of a REST book reply line, re-read with pm-normalize's parser once [`Line`] has shown
+/// what the line is (those lines are rare). Not a [`RawLine`]: that reader needs `Default` bodies.
 #[derive(Deserialize)]
 struct RestLine<'a> {
     #[serde(borrow)]
@@ -761,38 +890,54 @@ struct RestLine<'a> {
     body_text: Option<Cow<'a, str>>,
 }
 
-/// A `track` line's context, as JSON text (re-read only for those rare lines).
+/// The context of a `track` line as JSON text, re-read the same way (rare lines).
 #[derive(Deserialize)]
 struct TrackLine<'a> {
     #[serde(borrow)]
     ctx: Option<&'a RawValue>,
 }
 
-fn is_zero(size: &str) -> bool {
-    size.trim().parse::<f64>().map(|x| x == 0.0).unwrap_or(false)
-}
-
-#[derive(Serialize)]
-struct Trade<'a> {
-    schema: &'static str,
-    ts_recv: &'a str,
-    ts_event: String,
-    ts_event_ms: i64,
-    asset_id: &'a str,
-    market: &'a str,
-    price: &'a str,
-    size: &'a str,
-    side: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fee_rate_bps: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    transaction_hash: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    conn_id: Option<u64>,
-}
-
 fn ts_event(ms: i64) -> String {
     clock::from_unix_ms(ms).map(clock::fmt_micros).unwrap_or_default()
+}
+
+/// A `last_trade_price` event as the trade row pm-tradeset writes for a websocket print (one type
+/// for `pmarchive.trade/1`: [`TradeRow`], with its key); pm-rebuild does not deduplicate (`copies` 1)
+/// nor join a slug.
+fn trade_row(ev: &Msg, asset: &str, price: &str, ms: i64, recv: &Recv) -> TradeRow {
+    let text = |v: &Option<Cow<str>>| v.as_deref().unwrap_or_default().to_string();
+    let opt = |v: &Option<Cow<str>>| v.as_deref().filter(|t| !t.is_empty()).map(String::from);
+    let (size, side, tx) = (text(&ev.size), text(&ev.side), text(&ev.transaction_hash));
+    TradeRow {
+        schema: tradeset::SCHEMA.into(),
+        source: tradeset::SOURCE_WS.into(),
+        ts_recv: recv.at.unwrap_or_default().into(),
+        ts_event: ts_event(ms),
+        ts_event_ms: ms,
+        ts_event_resolution: "ms".into(),
+        asset_id: asset.into(),
+        market: text(&ev.market),
+        price: price.into(),
+        key: format!("{}|{asset}|{price}|{size}|{side}|{ms}|{tx}", tradeset::SOURCE_WS),
+        size,
+        side,
+        role: None,
+        outcome: None,
+        outcome_index: None,
+        proxy_wallet: None,
+        fee_rate_bps: opt(&ev.fee_rate_bps),
+        transaction_hash: opt(&ev.transaction_hash),
+        conn_id: recv.conn_id,
+        slug: None,
+        copies: 1,
+    }
+}
+
+/// `--trades-out`: written through the one atomic write (a temp file beside FILE, renamed over it
+/// by [`Rebuilder::finish`]; removed when the run stops on an error).
+struct TradesOut {
+    file: AtomicFile,
+    w: io::BufWriter<std::fs::File>,
 }
 
 /// The receive context and provenance of the line being processed.
@@ -811,38 +956,84 @@ impl Recv<'_> {
 }
 
 /// (min_order_size, neg_risk) for an asset's hash and row: the latest REST book's, else the defaults.
-fn meta_of<'m>(
-    meta: &'m HashMap<String, (Raw, Raw)>,
-    default: &'m (Raw, Raw),
-    asset: &str,
-) -> (&'m RawValue, &'m RawValue) {
+fn meta_of<'m>(meta: &'m Assets<(Raw, Raw)>, default: &'m (Raw, Raw), asset: &str) -> (&'m RawValue, &'m RawValue) {
     let (m, n) = meta.get(asset).unwrap_or(default);
     (m, n)
 }
 
-/// SHA-1 hex of the rebuilt state with `ltp` as `last_trade_price` (the one hash text writer,
-/// [`bookhash::write_hash_text`], as pm-normalize uses it).
-fn hash_hex(
-    buf: &mut Vec<u8>,
-    asset: &str,
-    b: &Book,
-    tick: &RawValue,
-    meta: (&RawValue, &RawValue),
-    ltp: &RawValue,
-) -> [u8; 40] {
-    let tail = [meta.0, tick, meta.1, ltp].map(parse::hash_scalar_text);
-    bookhash::write_hash_text_with(
-        buf,
-        &b.market,
-        asset,
-        &b.timestamp,
-        |o| b.bids.put_text(o),
-        |o| b.asks.put_text(o),
-        [&tail[0], &tail[1], &tail[2], &tail[3]],
-    );
-    let mut hex = [0u8; 40];
-    bookhash::sha1_hex_into(buf, &mut hex);
-    hex
+/// The SHA-1 of one rebuilt state, streamed: the one hash text writer
+/// ([`bookhash::write_hash_text_with`], as pm-normalize uses it) writes into `buf`, and the sides'
+/// kept texts are fed to SHA-1 in place instead of being copied. The SHA-1 state after the text
+/// before `last_trade_price` (the last field) is kept, so that each trade price tried costs a block
+/// or two, not the whole book.
+struct StateHash<'b> {
+    head: Sha1,
+    /// The text after `asks` up to `"last_trade_price":`.
+    tail: &'b [u8],
+}
+
+impl<'b> StateHash<'b> {
+    fn new(
+        buf: &'b mut Vec<u8>,
+        asset: &str,
+        b: &Book,
+        tick: &RawValue,
+        meta: (&RawValue, &RawValue),
+    ) -> StateHash<'b> {
+        let tail = [meta.0, tick, meta.1].map(parse::hash_scalar_text);
+        let head = std::cell::RefCell::new(Sha1::new());
+        let feed = |o: &mut Vec<u8>, side: &Side| {
+            let mut h = head.borrow_mut();
+            h.update(&o[..]);
+            o.clear();
+            h.update(&side.text);
+        };
+        // `last_trade_price` written as nothing: the text then ends in `"last_trade_price":}`.
+        bookhash::write_hash_text_with(
+            buf,
+            &b.market,
+            asset,
+            &b.timestamp,
+            |o| feed(o, &b.bids),
+            |o| feed(o, &b.asks),
+            [&tail[0], &tail[1], &tail[2], ""],
+        );
+        let text: &'b Vec<u8> = buf;
+        debug_assert!(text.ends_with(b":}"));
+        StateHash { head: head.into_inner(), tail: &text[..text.len() - 1] }
+    }
+
+    /// The SHA-1 with `ltp` (its JSON text as the hash spells it) as `last_trade_price`.
+    fn with_ltp(&self, ltp: &str) -> [u8; 20] {
+        let mut h = self.head.clone();
+        h.update(self.tail);
+        h.update(ltp.as_bytes());
+        h.update(b"}");
+        h.finalize().into()
+    }
+
+    fn with_raw_ltp(&self, ltp: &RawValue) -> [u8; 20] {
+        self.with_ltp(&parse::hash_scalar_text(ltp))
+    }
+}
+
+/// The venue's hash (40 lowercase hex digits, as [`bookhash`] writes them) as bytes; None for any
+/// other text, which no state reproduces.
+fn venue_digest(h: &str) -> Option<[u8; 20]> {
+    let b = h.as_bytes();
+    if b.len() != 40 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut d = [0u8; 20];
+    for (i, x) in d.iter_mut().enumerate() {
+        *x = nibble(b[2 * i])? << 4 | nibble(b[2 * i + 1])?;
+    }
+    Some(d)
 }
 
 /// Checks the rebuilt state against the venue's hash, trying trade prices (newest first) for
@@ -856,55 +1047,148 @@ fn check(
     venue: &str,
 ) -> Option<(bool, Option<usize>)> {
     let tick = b.tick_size.as_deref()?;
-    if hash_hex(buf, asset, b, tick, meta, &b.ltp) == venue.as_bytes() {
+    let Some(want) = venue_digest(venue) else { return Some((false, None)) };
+    let h = StateHash::new(buf, asset, b, tick, meta);
+    if h.with_raw_ltp(&b.ltp) == want {
         return Some((true, None));
     }
     for (i, c) in b.cands.iter().enumerate().rev() {
-        if hash_hex(buf, asset, b, tick, meta, c) == venue.as_bytes() {
+        if h.with_raw_ltp(c) == want {
             return Some((true, Some(i)));
         }
     }
     Some((false, None))
 }
 
+/// The spellings of the price `k` ticks of `step` as the venue writes prices: padded to the tick's
+/// decimals and at least three (`"0.490"`), without trailing zeros (`"0.49"`), and with two decimals
+/// when exact (`"0.50"`); in that order, repeats dropped. Exact integer arithmetic.
+fn grid_spellings(step: Dec, k: i128, out: &mut Vec<String>) {
+    out.clear();
+    let places = step.s.max(3);
+    let p = k * step.m * 10i128.pow(places - step.s);
+    let padded = format!("{}.{:0w$}", p / 10i128.pow(places), p % 10i128.pow(places), w = places as usize);
+    let minimal = padded.trim_end_matches('0').trim_end_matches('.').to_string();
+    let cents = 10i128.pow(places - 2);
+    let two = (p % cents == 0).then(|| format!("{}.{:02}", p / 10i128.pow(places), p / cents % 100));
+    out.push(padded);
+    out.push(minimal);
+    out.extend(two);
+    out.dedup();
+}
+
 /// Searches the tick grid for the `last_trade_price` that reproduces the venue's hash (the price
-/// of a trade the input does not hold): every multiple of the tick size in (0, 1), spelled as the
-/// venue spells prices (`"0.490"`, `"0.49"`, `"0.50"`), and `""`. None when nothing matches, or no
-/// tick size is known or it is finer than 0.001 (more than 1000 prices).
+/// of a trade the input does not hold): `""`, then every multiple of the tick size in (0, 1) as
+/// [`grid_spellings`] spells it. None when nothing matches, or no tick size is known or it is not
+/// a decimal in [0.001, 1) (at most 1000 prices).
 fn search_ltp(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), venue: &str) -> Option<Raw> {
     let tick = b.tick_size.as_deref()?;
     let t: &str = serde_json::from_str(tick.get()).ok()?;
-    let step: f64 = t.trim().parse().ok()?;
-    if !(0.001..1.0).contains(&step) {
+    let step = Dec::parse(t.trim())?;
+    let one = 10i128.pow(step.s);
+    if step.m <= 0 || step.m >= one || step.m * 1000 < one {
         return None;
     }
-    let places = t.split_once('.').map_or(0, |(_, f)| f.len()).max(3);
-    let n = (1.0 / step).round() as u64;
+    let want = venue_digest(venue)?;
+    let h = StateHash::new(buf, asset, b, tick, meta);
+    if h.with_ltp("\"\"") == want {
+        return Some(raw_str(""));
+    }
     let mut tried: Vec<String> = Vec::with_capacity(4);
-    for k in 0..n {
-        tried.clear();
-        if k == 0 {
-            tried.push(String::new());
-        } else {
-            let p = k as f64 * step;
-            let padded = format!("{p:.places$}");
-            let minimal = padded.trim_end_matches('0').trim_end_matches('.').to_string();
-            let two = format!("{p:.2}");
-            tried.push(padded);
-            tried.push(minimal);
-            if (p * 100.0 - (p * 100.0).round()).abs() < 1e-9 {
-                tried.push(two);
-            }
-            tried.dedup();
-        }
+    let mut quoted = String::with_capacity(16);
+    for k in (1..).take_while(|k| k * step.m < one) {
+        grid_spellings(step, k, &mut tried);
         for s in &tried {
-            let l = raw_str(s);
-            if hash_hex(buf, asset, b, tick, meta, &l) == venue.as_bytes() {
-                return Some(l);
+            // Digits and a dot: the JSON text is the string in quotes.
+            quoted.clear();
+            quoted.push('"');
+            quoted.push_str(s);
+            quoted.push('"');
+            if h.with_ltp(&quoted) == want {
+                return Some(raw_str(s));
             }
         }
     }
     None
+}
+
+/// What the verdict on a pending state needs besides its book: the hash buffer, the asset, its
+/// (min_order_size, neg_risk), what the state waited for, the `book` event ending it, the counters.
+struct Verify<'v, 'n> {
+    buf: &'v mut Vec<u8>,
+    asset: &'v str,
+    meta: (&'v RawValue, &'v RawValue),
+    kind: Pend,
+    next: Option<&'v Next<'n>>,
+    stats: &'v mut Stats,
+}
+
+impl Verify<'_, '_> {
+    /// The verdict on the state of `b`: its hash checked with the current and the seen trade
+    /// prices, else (when allowed) the tick grid searched; sets `b.verified` and, on a match
+    /// through another trade price, adopts it. None: the state came without a hash (no check).
+    fn verdict(&mut self, b: &mut Book) -> Option<Tally> {
+        let Some(h) = &b.hash else {
+            self.stats.states_without_hash += 1;
+            b.verified = None;
+            return None;
+        };
+        let t = match check(self.buf, self.asset, b, self.meta, h) {
+            None => Tally::Unverifiable(UNV_TICK_SIZE),
+            Some((true, via)) => {
+                b.ltp_known = true;
+                if let Some(i) = via {
+                    b.ltp = b.cands[i].clone();
+                    b.cands.drain(..=i);
+                    self.stats.matched_with_trade_price += 1;
+                }
+                Tally::Matched
+            }
+            Some((false, _)) => self.no_match(b),
+        };
+        b.verified = match t {
+            Tally::Matched => Some(true),
+            Tally::Mismatched => Some(false),
+            Tally::Unverifiable(_) => None,
+        };
+        Some(t)
+    }
+
+    /// A state no known trade price reproduces: the price of a trade the input does not hold is
+    /// searched on the tick grid — at most once per refresh or per trusted stretch, and only a
+    /// SHA-1 match counts, so nothing is guessed — else the state is unverifiable when a field
+    /// outside its levels is unknown (or the next `book` confirms its levels), and a mismatch
+    /// otherwise.
+    fn no_match(&mut self, b: &mut Book) -> Tally {
+        let confirmed = self.next.is_some_and(|n| {
+            n.ts_ms == b.ts_ms
+                && b.hash.as_deref() == Some(n.hash)
+                && b.bids.same_levels(n.bids)
+                && b.asks.same_levels(n.asks)
+        });
+        let search = match self.kind {
+            Pend::Book { had_ltp, .. } => !had_ltp,
+            Pend::Change => b.trusted && b.ltp_known,
+        };
+        if search {
+            if let Some(l) = search_ltp(self.buf, self.asset, b, self.meta, b.hash.as_deref().unwrap_or("")) {
+                b.ltp = l;
+                b.ltp_known = true;
+                self.stats.matched_with_inferred_trade_price += 1;
+                return Tally::Matched;
+            }
+        }
+        let unknown_field = match self.kind {
+            Pend::Book { complete, had_ltp } => {
+                if !had_ltp {
+                    b.ltp_known = false;
+                }
+                (!complete).then_some(if had_ltp { UNV_TICK_SIZE } else { UNV_TRADE_PRICE })
+            }
+            Pend::Change => (!b.ltp_known || confirmed).then_some(UNV_TRADE_PRICE),
+        };
+        unknown_field.map_or(Tally::Mismatched, Tally::Unverifiable)
+    }
 }
 
 /// The outcome of one hash check, for the counters.
@@ -934,8 +1218,8 @@ fn put_replace(ops: &mut Vec<u8>, side: u8, s: &Side) {
     ops.push(side);
     ops.extend_from_slice(&(s.levels.len() as u32).to_le_bytes());
     for l in &s.levels {
-        put_field(ops, &l.price);
-        put_field(ops, &l.size);
+        put_field(ops, l.price());
+        put_field(ops, l.size());
     }
 }
 
@@ -969,16 +1253,9 @@ fn apply_ops(ops: &[u8], bids: &mut Side, asks: &mut Side) {
                 let n = u32::from_le_bytes([ops[at], ops[at + 1], ops[at + 2], ops[at + 3]]) as usize;
                 at += 4;
                 let side = if tag == b'b' { &mut *bids } else { &mut *asks };
-                side.levels.clear();
-                side.parsed.clear();
-                for _ in 0..n {
-                    let p = take_field(ops, &mut at);
-                    let z = take_field(ops, &mut at);
-                    if let Some((l, d)) = Level::new(p, z) {
-                        side.levels.push(l);
-                        side.parsed.push(d);
-                    }
-                }
+                let mut level = || (take_field(ops, &mut at), take_field(ops, &mut at));
+                // Written from a side whose prices all parsed.
+                side.replace((0..n).map(|_| Some(level())));
             }
         }
     }
@@ -1001,13 +1278,73 @@ struct RowJob {
     recv: RecvBuf,
 }
 
-/// A scalar's JSON text back as a raw value (written from one, so it parses).
-fn raw_of(text: &str) -> Option<&RawValue> {
-    if text.is_empty() {
-        None
-    } else {
-        serde_json::from_str(text).ok()
+/// The row thread's copy of a book: its levels, and the hash-relevant scalars as raw values, read
+/// back from their JSON text only when that text changes (not for every row).
+#[derive(Default)]
+struct RowBook {
+    bids: Side,
+    asks: Side,
+    scalars: [(String, Option<Box<RawValue>>); 4],
+}
+
+impl RowBook {
+    /// Takes a row job's scalars (JSON text, "" = absent: written from raw values, so they parse).
+    fn set_scalars(&mut self, texts: &[String; 4]) {
+        for ((have, raw), text) in self.scalars.iter_mut().zip(texts) {
+            if have != text {
+                have.clone_from(text);
+                *raw = (!text.is_empty()).then(|| serde_json::from_str(text).ok()).flatten();
+            }
+        }
     }
+}
+
+/// An emptied vector of borrowed levels, as one of another lifetime: the row thread reuses the
+/// allocation of its level views from row to row (collecting an emptied vector into one of the
+/// same layout keeps the buffer).
+fn recycle<'x>(mut v: Vec<parse::Level<'_>>) -> Vec<parse::Level<'x>> {
+    v.clear();
+    v.into_iter().map(|_| -> parse::Level<'x> { unreachable!("emptied") }).collect()
+}
+
+/// One row job: the level changes applied to the row thread's copy of the book, the row written
+/// by pm-normalize's row writer.
+fn book_row(
+    nor: &mut Normalizer,
+    books: &mut Assets<RowBook>,
+    views: &mut [Vec<parse::Level<'static>>; 2],
+    j: &mut RowJob,
+    buf: &mut Vec<u8>,
+) {
+    let b = match books.get_mut(j.asset.as_str()) {
+        Some(b) => b,
+        None => books.entry(j.asset.clone()).or_default(),
+    };
+    apply_ops(&j.ops, &mut b.bids, &mut b.asks);
+    j.ops.clear();
+    b.set_scalars(&j.scalars);
+    let [mut bv, mut av] = [0, 1].map(|i| recycle(std::mem::take(&mut views[i])));
+    b.bids.view(&mut bv);
+    b.asks.view(&mut av);
+    let [mos, tick, neg, ltp] = &b.scalars;
+    let view = parse::Book {
+        market: Some(Cow::Borrowed(&j.market)),
+        asset_id: Some(Cow::Borrowed(&j.asset)),
+        timestamp: Some(Cow::Borrowed(&j.timestamp)),
+        hash: j.hash.as_deref().map(Cow::Borrowed),
+        bids: Some(bv),
+        asks: Some(av),
+        min_order_size: mos.1.as_deref(),
+        tick_size: tick.1.as_deref(),
+        neg_risk: neg.1.as_deref(),
+        last_trade_price: ltp.1.as_deref(),
+        error: None,
+        unknown_fields: 0,
+    };
+    let pre = [b.bids.parsed.as_slice(), b.asks.parsed.as_slice()];
+    nor.state_row(&env_of(&j.recv, j.source), &view, Some(pre), j.verified, j.flags, buf);
+    let parse::Book { bids, asks, .. } = view;
+    *views = [bids, asks].map(|v| recycle(v.unwrap_or_default()));
 }
 
 /// The row of a REST reply in the stream: the reply's own book (owned), written as is.
@@ -1102,7 +1439,8 @@ fn write_rows(
     for m in markets {
         normalize::load_markets(&mut nor, m)?;
     }
-    let mut books: HashMap<String, (Side, Side)> = HashMap::new();
+    let mut books: Assets<RowBook> = Assets::default();
+    let mut views = [Vec::new(), Vec::new()];
     let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK + (16 << 10));
     for job in rx.into_iter().flatten() {
         match job {
@@ -1110,29 +1448,7 @@ fn write_rows(
                 nor.learn_track_ctx(&ctx);
             }
             Job::Row(mut j) => {
-                let (bids, asks) = match books.get_mut(j.asset.as_str()) {
-                    Some(b) => b,
-                    None => books.entry(j.asset.clone()).or_default(),
-                };
-                apply_ops(&j.ops, bids, asks);
-                j.ops.clear();
-                let [mos, tick, neg, ltp] = &j.scalars;
-                let view = parse::Book {
-                    market: Some(Cow::Borrowed(&j.market)),
-                    asset_id: Some(Cow::Borrowed(&j.asset)),
-                    timestamp: Some(Cow::Borrowed(&j.timestamp)),
-                    hash: j.hash.as_deref().map(Cow::Borrowed),
-                    bids: bids.view(),
-                    asks: asks.view(),
-                    min_order_size: raw_of(mos),
-                    tick_size: raw_of(tick),
-                    neg_risk: raw_of(neg),
-                    last_trade_price: raw_of(ltp),
-                    error: None,
-                    unknown_fields: 0,
-                };
-                let pre = [bids.parsed.as_slice(), asks.parsed.as_slice()];
-                nor.state_row(&env_of(&j.recv, j.source), &view, Some(pre), j.verified, j.flags, &mut buf);
+                book_row(&mut nor, &mut books, &mut views, &mut j, &mut buf);
                 let _ = back.try_send(j);
             }
             Job::Rest(j) => {
@@ -1174,9 +1490,9 @@ fn write_rows(
 /// The rebuild state machine over a stream of raw lines.
 pub struct Rebuilder {
     opts: Options,
-    books: HashMap<String, Book>,
+    books: Assets<Book>,
     /// (min_order_size, neg_risk) from REST books, per asset.
-    meta: HashMap<String, (Raw, Raw)>,
+    meta: Assets<(Raw, Raw)>,
     default_meta: (Raw, Raw),
     /// REST books are verified with pm-normalize's check; `--markets` are loaded into it first to
     /// report their bad lines (the row thread loads them again for its join).
@@ -1191,7 +1507,9 @@ pub struct Rebuilder {
     /// pointer, not as its whole buffers' headers).
     #[allow(clippy::vec_box)]
     spare: Vec<Box<RowJob>>,
-    trades: Option<Box<dyn Write>>,
+    trades: Option<TradesOut>,
+    /// Sides replaced by full books, reused for the next ones (no allocation per level).
+    spare_sides: Vec<Side>,
     pub stats: Stats,
     /// The file being read (its counters), if any.
     file: Option<FileStats>,
@@ -1200,20 +1518,21 @@ pub struct Rebuilder {
 }
 
 impl Rebuilder {
-    pub fn new(opts: Options, rows: Box<dyn Write + Send>, trades: Option<Box<dyn Write>>) -> Rebuilder {
+    pub fn new(opts: Options, rows: Box<dyn Write + Send>) -> Rebuilder {
         let default_meta = (raw(&opts.min_order_size), raw(&opts.neg_risk));
         Rebuilder {
             verifier: Normalizer::new(opts.rows.clone()),
             opts,
-            books: HashMap::new(),
-            meta: HashMap::new(),
+            books: Assets::default(),
+            meta: Assets::default(),
             default_meta,
             hash_buf: Vec::with_capacity(8192),
             writer: None,
             rows: Some(rows),
             markets: Vec::new(),
             spare: Vec::new(),
-            trades,
+            trades: None,
+            spare_sides: Vec::new(),
             stats: Stats::default(),
             file: None,
             order: 0,
@@ -1226,6 +1545,19 @@ impl Rebuilder {
         let r = normalize::load_markets(&mut self.verifier, path)?;
         self.markets.push(path.to_path_buf());
         Ok(r)
+    }
+
+    /// A side no longer used (its buffers), for the next full book.
+    fn spare_side(&mut self) -> Side {
+        self.spare_sides.pop().unwrap_or_default()
+    }
+
+    /// Writes trade rows (`pmarchive.trade/1`) to `path` (before the first line), atomically:
+    /// `path` appears complete when [`Rebuilder::finish`] returns, or not at all.
+    pub fn trades_out(&mut self, path: &Path) -> io::Result<()> {
+        let (file, f) = AtomicFile::create(path)?;
+        self.trades = Some(TradesOut { file, w: io::BufWriter::new(f) });
+        Ok(())
     }
 
     /// The row thread, started on first use (after `--markets` are loaded).
@@ -1357,18 +1689,19 @@ impl Rebuilder {
                 return Ok(Err(format!("not a raw envelope: {e}")));
             }
         };
-        if let (Some(us), Some(f)) = (l.collected_at_utc.and_then(dec::parse_utc_micros), self.file.as_mut()) {
+        let at = l.collected_at_utc.as_deref();
+        if let (Some(us), Some(f)) = (at.and_then(dec::parse_utc_micros), self.file.as_mut()) {
             f.first_us.get_or_insert(us);
             f.last_us = Some(us);
         }
         let recv = Recv {
-            at: l.collected_at_utc,
+            at,
             conn_id: l.ctx.as_ref().and_then(|c| c.conn_id),
-            venue: l.venue,
-            run_id: l.run_id,
+            venue: l.venue.as_deref(),
+            run_id: l.run_id.as_deref(),
             seq: l.seq,
         };
-        match (l.kind, l.endpoint) {
+        match (l.kind.as_deref(), l.endpoint.as_deref()) {
             (Some("ws"), _) if l.ctx.as_ref().and_then(|c| c.event.as_deref()) == Some("frame") => {
                 self.stats.ws_frames += 1;
                 match (l.body, l.body_text.as_deref()) {
@@ -1546,111 +1879,13 @@ impl Rebuilder {
         let Some(b) = self.books.get_mut(asset) else { return Ok(()) };
         let Some(kind) = b.pending.take() else { return Ok(()) };
         let is_book = kind != Pend::Change;
-        let outcome = match &b.hash {
-            None => None,
-            Some(h) => {
-                let meta = meta_of(&self.meta, &self.default_meta, asset);
-                Some(check(&mut self.hash_buf, asset, b, meta, h))
-            }
-        };
-        let tally = match outcome {
-            None => {
-                self.stats.states_without_hash += 1;
-                b.verified = None;
-                None
-            }
-            Some(None) => {
-                b.verified = None;
-                Some(Tally::Unverifiable(UNV_TICK_SIZE))
-            }
-            Some(Some((true, via))) => {
-                b.verified = Some(true);
-                b.ltp_known = true;
-                if let Some(i) = via {
-                    b.ltp = b.cands[i].clone();
-                    b.cands.drain(..=i);
-                    self.stats.matched_with_trade_price += 1;
-                }
-                Some(Tally::Matched)
-            }
-            Some(Some((false, _))) => {
-                let confirmed = next.is_some_and(|n| {
-                    n.ts_ms == b.ts_ms
-                        && b.hash.as_deref() == Some(n.hash)
-                        && b.bids.same_levels(n.bids)
-                        && b.asks.same_levels(n.asks)
-                });
-                // The last trade price may be one the input does not hold (a trade event not kept):
-                // search the tick grid for it — at most once per refresh or per trusted stretch, and
-                // only a SHA-1 match counts, so nothing is guessed.
-                let search = match kind {
-                    Pend::Book { had_ltp, .. } => !had_ltp,
-                    Pend::Change => b.trusted && b.ltp_known,
-                };
-                let meta = meta_of(&self.meta, &self.default_meta, asset);
-                let found = if search {
-                    search_ltp(&mut self.hash_buf, asset, b, meta, b.hash.as_deref().unwrap_or(""))
-                } else {
-                    None
-                };
-                if let Some(l) = found {
-                    b.ltp = l;
-                    b.ltp_known = true;
-                    b.verified = Some(true);
-                    self.stats.matched_with_inferred_trade_price += 1;
-                    Some(Tally::Matched)
-                } else {
-                    let unknown_field = match kind {
-                        Pend::Book { complete, had_ltp } => {
-                            if !had_ltp {
-                                b.ltp_known = false;
-                            }
-                            (!complete).then_some(if had_ltp { UNV_TICK_SIZE } else { UNV_TRADE_PRICE })
-                        }
-                        Pend::Change => (!b.ltp_known || confirmed).then_some(UNV_TRADE_PRICE),
-                    };
-                    match unknown_field {
-                        Some(why) => {
-                            b.verified = None;
-                            Some(Tally::Unverifiable(why))
-                        }
-                        None => {
-                            b.verified = Some(false);
-                            Some(Tally::Mismatched)
-                        }
-                    }
-                }
-            }
-        };
+        let meta = meta_of(&self.meta, &self.default_meta, asset);
+        let mut v = Verify { buf: &mut self.hash_buf, asset, meta, kind, next, stats: &mut self.stats };
+        let tally = v.verdict(b);
         let trusted = b.trusted;
         let now_us = b.recv.view().us();
         if let Some(t) = tally {
-            self.tally(t);
-            let a = if is_book { None } else { Some(asset_stats(&mut self.stats.assets, asset)) };
-            match (t, is_book) {
-                (Tally::Matched, true) => self.stats.ws_book_hash_matched += 1,
-                (Tally::Mismatched, true) => self.stats.ws_book_hash_mismatched += 1,
-                (Tally::Unverifiable(_), true) => self.stats.ws_book_hash_unverifiable += 1,
-                (Tally::Matched, false) => {
-                    a.expect("change").matched += 1;
-                    self.stats.hashes_matched += 1;
-                    if !trusted {
-                        self.stats.matches_while_untrusted += 1;
-                    }
-                }
-                (Tally::Unverifiable(_), false) => a.expect("change").unverifiable += 1,
-                (Tally::Mismatched, false) => {
-                    a.expect("change").mismatched += 1;
-                    if trusted {
-                        self.stats.hashes_mismatched += 1;
-                        let b = self.books.get_mut(asset).expect("present");
-                        b.trusted = false;
-                        b.untrusted_since_us = now_us;
-                    } else {
-                        self.stats.mismatches_while_untrusted += 1;
-                    }
-                }
-            }
+            self.count_settled(asset, t, is_book, trusted, now_us);
         }
         let b = self.books.get_mut(asset).expect("present");
         let recv = std::mem::take(&mut b.recv);
@@ -1659,98 +1894,73 @@ impl Rebuilder {
         r
     }
 
+    /// Counts a settled state's check; a mismatch on a trusted book makes it untrusted (from `now_us`).
+    fn count_settled(&mut self, asset: &str, t: Tally, is_book: bool, trusted: bool, now_us: Option<i64>) {
+        self.tally(t);
+        if is_book {
+            match t {
+                Tally::Matched => self.stats.ws_book_hash_matched += 1,
+                Tally::Mismatched => self.stats.ws_book_hash_mismatched += 1,
+                Tally::Unverifiable(_) => self.stats.ws_book_hash_unverifiable += 1,
+            }
+            return;
+        }
+        let a = asset_stats(&mut self.stats.assets, asset);
+        match t {
+            Tally::Matched => {
+                a.matched += 1;
+                self.stats.hashes_matched += 1;
+                if !trusted {
+                    self.stats.matches_while_untrusted += 1;
+                }
+            }
+            Tally::Unverifiable(_) => a.unverifiable += 1,
+            Tally::Mismatched => {
+                a.mismatched += 1;
+                if trusted {
+                    self.stats.hashes_mismatched += 1;
+                    let b = self.books.get_mut(asset).expect("present");
+                    b.trusted = false;
+                    b.untrusted_since_us = now_us;
+                } else {
+                    self.stats.mismatches_while_untrusted += 1;
+                }
+            }
+        }
+    }
+
     fn ws_book(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
         let (Some(asset), Some(market), Some(hash)) =
             (ev.asset_id.as_deref(), ev.market.as_deref(), ev.hash.as_deref())
         else {
             return Ok(false);
         };
-        let (Some(bids), Some(asks)) =
-            (ev.bids.as_deref().and_then(Side::from_wire), ev.asks.as_deref().and_then(Side::from_wire))
-        else {
+        let (Some(bids), Some(asks)) = (
+            ev.bids.as_deref().and_then(|l| Side::from_wire(l, self.spare_side())),
+            ev.asks.as_deref().and_then(|l| Side::from_wire(l, self.spare_side())),
+        ) else {
             return Ok(false);
         };
         let Some((ts, ts_ms)) = self.timestamp(ev.timestamp.as_ref()) else { return Ok(false) };
         let (tick, ltp) = (ev.tick_size.map(RawValue::to_owned), ev.last_trade_price.map(RawValue::to_owned));
-        self.ws_book_state(asset, market, &ts, ts_ms, hash, bids, asks, tick, ltp, recv)?;
+        self.ws_book_state(asset, Full { market, ts: &ts, ts_ms, bids, asks, tick, ltp }, hash, recv)?;
         Ok(true)
     }
 
     /// A `book` event: the asset's full state. `tick_size`/`last_trade_price` missing (refreshes
     /// after a trade) are carried over from the current state; trade prices seen stay candidates.
-    #[allow(clippy::too_many_arguments)]
-    fn ws_book_state(
-        &mut self,
-        asset: &str,
-        market: &str,
-        ts: &str,
-        ts_ms: i64,
-        hash: &str,
-        bids: Side,
-        asks: Side,
-        tick: Option<Raw>,
-        ltp: Option<Raw>,
-        recv: &Recv,
-    ) -> io::Result<()> {
+    fn ws_book_state(&mut self, asset: &str, f: Full, hash: &str, recv: &Recv) -> io::Result<()> {
         self.stats.ws_books += 1;
-        if tick.is_none() {
+        if f.tick.is_none() {
             self.stats.books_without_tick_size += 1;
         }
-        if ltp.is_none() {
+        if f.ltp.is_none() {
             self.stats.books_without_last_trade_price += 1;
         }
-        self.settle(asset, Some(&Next { ts_ms, hash, bids: &bids, asks: &asks }))?;
-        let pend = Pend::Book { complete: tick.is_some() && ltp.is_some(), had_ltp: ltp.is_some() };
-        match self.books.get_mut(asset) {
-            Some(b) => {
-                b.market.clear();
-                b.market.push_str(market);
-                b.timestamp.clear();
-                b.timestamp.push_str(ts);
-                b.ts_ms = ts_ms;
-                b.bids = bids;
-                b.asks = asks;
-                if tick.is_some() {
-                    b.tick_size = tick;
-                } else if b.tick_size.is_none() {
-                    b.tick_size = self.opts.tick_size.as_ref().map(raw);
-                }
-                if let Some(l) = ltp {
-                    b.ltp = l;
-                    b.ltp_known = true;
-                }
-                put_opt_string(&mut b.hash, Some(hash));
-            }
-            None => {
-                let ltp_known = ltp.is_some();
-                let b = Book {
-                    market: market.to_string(),
-                    timestamp: ts.to_string(),
-                    ts_ms,
-                    bids,
-                    asks,
-                    tick_size: tick.or_else(|| self.opts.tick_size.as_ref().map(raw)),
-                    ltp: ltp.unwrap_or_else(|| raw_str("")),
-                    ltp_known,
-                    cands: Vec::new(),
-                    hash: Some(hash.to_string()),
-                    verified: None,
-                    trusted: true,
-                    untrusted_since_us: None,
-                    last_row_ms: None,
-                    pending: None,
-                    recv: RecvBuf::default(),
-                    order: 0,
-                    ops: Vec::new(),
-                };
-                self.books.insert(asset.to_string(), b);
-            }
-        }
-        if self.opts.write_rows {
-            let b = self.books.get_mut(asset).expect("present");
-            put_replace(&mut b.ops, b'b', &b.bids);
-            put_replace(&mut b.ops, b'a', &b.asks);
-        }
+        self.settle(asset, Some(&Next { ts_ms: f.ts_ms, hash, bids: &f.bids, asks: &f.asks }))?;
+        let pend = Pend::Book { complete: f.tick.is_some() && f.ltp.is_some(), had_ltp: f.ltp.is_some() };
+        let default_tick = self.opts.tick_size.as_ref().map(raw);
+        self.set_book(asset, f, Some(hash), default_tick);
         // A full book is a known set of levels, verified or not.
         if self.retrust(asset, recv.us()) {
             self.stats.resyncs_ws_book += 1;
@@ -1758,6 +1968,37 @@ impl Rebuilder {
         asset_stats(&mut self.stats.assets, asset);
         self.pend(asset, pend, recv);
         Ok(())
+    }
+
+    /// Sets an asset's state from a full book (a `book` event or a REST book; a new asset starts
+    /// trusted). A missing `tick_size` keeps the current one (else `default_tick`), a missing
+    /// `last_trade_price` the current one; the level changes go to the row thread as whole sides.
+    fn set_book(&mut self, asset: &str, f: Full, hash: Option<&str>, default_tick: Option<Raw>) {
+        if !self.books.contains_key(asset) {
+            self.books.insert(asset.to_string(), Book::new());
+        }
+        let b = self.books.get_mut(asset).expect("present");
+        b.market.clear();
+        b.market.push_str(f.market);
+        b.timestamp.clear();
+        b.timestamp.push_str(f.ts);
+        b.ts_ms = f.ts_ms;
+        let old = [std::mem::replace(&mut b.bids, f.bids), std::mem::replace(&mut b.asks, f.asks)];
+        self.spare_sides.extend(old);
+        if f.tick.is_some() {
+            b.tick_size = f.tick;
+        } else if b.tick_size.is_none() {
+            b.tick_size = default_tick;
+        }
+        if let Some(l) = f.ltp {
+            b.ltp = l;
+            b.ltp_known = true;
+        }
+        put_opt_string(&mut b.hash, hash);
+        if self.opts.write_rows {
+            put_replace(&mut b.ops, b'b', &b.bids);
+            put_replace(&mut b.ops, b'a', &b.asks);
+        }
     }
 
     /// A REST book in the stream: verified as pm-normalize verifies it (same `hash_ok`, missing
@@ -1771,8 +2012,8 @@ impl Rebuilder {
             return Ok(());
         };
         let (Some(bids), Some(asks), Ok(ts_ms)) = (
-            rb.bids.as_deref().and_then(Side::from_wire),
-            rb.asks.as_deref().and_then(Side::from_wire),
+            rb.bids.as_deref().and_then(|l| Side::from_wire(l, self.spare_side())),
+            rb.asks.as_deref().and_then(|l| Side::from_wire(l, self.spare_side())),
             ts.parse::<i64>(),
         ) else {
             self.stats.bad_events += 1;
@@ -1780,112 +2021,59 @@ impl Rebuilder {
         };
         self.stats.rest_books += 1;
         let rest_ok = self.verifier.verify_hash(rb);
-        match rest_ok {
-            Some(true) => {
-                self.stats.rest_hash_matched += 1;
-                self.tally(Tally::Matched);
-            }
-            Some(false) => {
-                self.stats.rest_hash_mismatched += 1;
-                self.tally(Tally::Mismatched);
-            }
-            None => {
-                self.stats.rest_hash_unverifiable += 1;
-                self.tally(Tally::Unverifiable(UNV_REST_FIELDS));
-            }
-        }
+        let (t, n) = match rest_ok {
+            Some(true) => (Tally::Matched, &mut self.stats.rest_hash_matched),
+            Some(false) => (Tally::Mismatched, &mut self.stats.rest_hash_mismatched),
+            None => (Tally::Unverifiable(UNV_REST_FIELDS), &mut self.stats.rest_hash_unverifiable),
+        };
+        *n += 1;
+        self.tally(t);
         if let (Some(m), Some(n)) = (rb.min_order_size, rb.neg_risk) {
             self.meta.insert(asset.to_string(), (m.to_owned(), n.to_owned()));
         }
         self.settle(asset, None)?;
-        let apply = match self.books.get(asset).map(|c| (c.ts_ms, c.trusted)) {
-            None => true,
-            Some((cur_ms, _)) if ts_ms > cur_ms => true,
-            Some((cur_ms, trusted)) if ts_ms == cur_ms => {
-                // Same exchange instant: the rebuilt book must equal the snapshot.
-                let b = &self.books[asset];
-                let meta = meta_of(&self.meta, &self.default_meta, asset);
-                let agree = match rb.hash.as_deref() {
-                    Some(h) => check(&mut self.hash_buf, asset, b, meta, h).is_some_and(|(ok, _)| ok),
-                    None => false,
-                };
-                if agree {
-                    self.stats.cross_checks_agree += 1;
-                } else {
-                    self.stats.cross_checks_disagree += 1;
-                }
-                // An untrusted book is resynced by the snapshot even when they agree.
-                !agree || !trusted
-            }
-            Some(_) => {
-                self.stats.rest_stale += 1;
-                false
-            }
-        };
-        if !apply {
+        if !self.rest_applies(asset, ts_ms, rb.hash.as_deref()) {
             return Ok(());
         }
         let (tick, ltp) = (rb.tick_size.map(RawValue::to_owned), rb.last_trade_price.map(RawValue::to_owned));
-        match self.books.get_mut(asset) {
-            Some(b) => {
-                b.market.clear();
-                b.market.push_str(market);
-                b.timestamp.clear();
-                b.timestamp.push_str(ts);
-                b.ts_ms = ts_ms;
-                b.bids = bids;
-                b.asks = asks;
-                if tick.is_some() {
-                    b.tick_size = tick;
-                }
-                if let Some(l) = ltp {
-                    b.ltp = l;
-                    b.ltp_known = true;
-                }
-                put_opt_string(&mut b.hash, rb.hash.as_deref());
-                b.verified = rest_ok;
-            }
-            None => {
-                let ltp_known = ltp.is_some();
-                let b = Book {
-                    market: market.to_string(),
-                    timestamp: ts.to_string(),
-                    ts_ms,
-                    bids,
-                    asks,
-                    tick_size: tick,
-                    ltp: ltp.unwrap_or_else(|| raw_str("")),
-                    ltp_known,
-                    cands: Vec::new(),
-                    hash: rb.hash.as_deref().map(String::from),
-                    verified: rest_ok,
-                    trusted: true,
-                    untrusted_since_us: None,
-                    last_row_ms: None,
-                    pending: None,
-                    recv: RecvBuf::default(),
-                    order: 0,
-                    ops: Vec::new(),
-                };
-                self.books.insert(asset.to_string(), b);
-            }
-        }
+        self.set_book(asset, Full { market, ts, ts_ms, bids, asks, tick, ltp }, rb.hash.as_deref(), None);
+        self.books.get_mut(asset).expect("present").verified = rest_ok;
         if self.retrust(asset, recv.us()) {
             self.stats.resyncs_rest += 1;
         }
         asset_stats(&mut self.stats.assets, asset);
         // The row is the reply's own book (as pm-normalize writes it; only `source` differs).
         if self.opts.write_rows {
-            let b = self.books.get_mut(asset).expect("present");
-            b.last_row_ms = Some(ts_ms);
-            put_replace(&mut b.ops, b'b', &b.bids);
-            put_replace(&mut b.ops, b'a', &b.asks);
+            self.books.get_mut(asset).expect("present").last_row_ms = Some(ts_ms);
             let mut r = RecvBuf::default();
             r.set(recv);
             self.stats.rows += 1;
             self.send(Some(Job::Rest(Box::new(RestJob::of(rb, r, rest_ok)))), false)?;
         }
         Ok(())
+    }
+
+    /// Whether a REST book at `ts_ms` replaces the rebuilt state: it does for a new asset and when
+    /// newer; at the same exchange instant the rebuilt book must equal the snapshot (cross-check),
+    /// and it replaces it when they disagree or the book is untrusted; an older one is stale.
+    fn rest_applies(&mut self, asset: &str, ts_ms: i64, hash: Option<&str>) -> bool {
+        let Some(b) = self.books.get(asset) else { return true };
+        if ts_ms > b.ts_ms {
+            return true;
+        }
+        if ts_ms < b.ts_ms {
+            self.stats.rest_stale += 1;
+            return false;
+        }
+        let meta = meta_of(&self.meta, &self.default_meta, asset);
+        let agree = hash.is_some_and(|h| check(&mut self.hash_buf, asset, b, meta, h).is_some_and(|(ok, _)| ok));
+        if agree {
+            self.stats.cross_checks_agree += 1;
+        } else {
+            self.stats.cross_checks_disagree += 1;
+        }
+        // An untrusted book is resynced by the snapshot even when they agree.
+        !agree || !b.trusted
     }
 
     fn price_change(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
@@ -1986,23 +2174,9 @@ impl Rebuilder {
             }
         }
         self.stats.trades += 1;
-        if let Some(w) = self.trades.as_mut() {
-            let t = Trade {
-                schema: TRADE_SCHEMA,
-                ts_recv: recv.at.unwrap_or(""),
-                ts_event: ts_event(ms),
-                ts_event_ms: ms,
-                asset_id: asset,
-                market: ev.market.as_deref().unwrap_or(""),
-                price,
-                size: ev.size.as_deref().unwrap_or(""),
-                side: ev.side.as_deref().unwrap_or(""),
-                fee_rate_bps: ev.fee_rate_bps.as_deref(),
-                transaction_hash: ev.transaction_hash.as_deref(),
-                conn_id: recv.conn_id,
-            };
-            serde_json::to_writer(&mut *w, &t)?;
-            w.write_all(b"\n")?;
+        if let Some(t) = self.trades.as_mut() {
+            serde_json::to_writer(&mut t.w, &trade_row(ev, asset, price, ms, recv))?;
+            t.w.write_all(b"\n")?;
         }
         Ok(true)
     }
@@ -2068,8 +2242,9 @@ impl Rebuilder {
             self.stats.row_flags = st.flags;
             self.stats.unjoined_rows = st.unjoined_book_rows;
         }
-        if let Some(t) = self.trades.as_mut() {
-            t.flush()?;
+        if let Some(t) = self.trades.take() {
+            let f = t.w.into_inner().map_err(io::IntoInnerError::into_error)?;
+            t.file.commit(f)?;
         }
         Ok(self.stats.clone())
     }
@@ -2124,31 +2299,86 @@ mod tests {
 
     #[test]
     fn levels_keep_wire_order() {
-        let mut bids = Side::default();
-        bids.set(true, "0.3", "10").unwrap();
+        // The rebuild thread's copy (hash text) and the row thread's (parsed values) alike.
+        for hashed in [true, false] {
+            let prices = |s: &Side| s.levels.iter().map(|l| l.price().to_string()).collect::<Vec<_>>();
+            let mut bids = Side { hashed, ..Side::default() };
+            bids.set(true, "0.3", "10").unwrap();
+            bids.set(true, "0.1", "5").unwrap();
+            bids.set(true, "0.2", "7").unwrap();
+            assert_eq!(prices(&bids), ["0.1", "0.2", "0.3"]);
+            bids.set(true, "0.2", "0").unwrap();
+            bids.set(true, "0.30", "11").unwrap();
+            assert_eq!(
+                bids.levels.iter().map(|l| (l.price(), l.size())).collect::<Vec<_>>(),
+                [("0.1", "5"), ("0.3", "11")]
+            );
+            // The kept hash text or parsed values follow every change.
+            if hashed {
+                assert_eq!(bids.text, br#"[{"price":"0.1","size":"5"},{"price":"0.3","size":"11"}]"#);
+                assert!(bids.parsed.is_empty());
+            } else {
+                let want = [(Dec::parse("0.1"), Dec::parse("5")), (Dec::parse("0.3"), Dec::parse("11"))];
+                assert_eq!(bids.parsed, want);
+                assert!(bids.text.is_empty() && bids.levels.iter().all(|l| l.text.is_empty()));
+            }
+            let mut asks = Side { hashed, ..Side::default() };
+            asks.set(false, "0.5", "1").unwrap();
+            asks.set(false, "0.9", "1").unwrap();
+            asks.set(false, "0.7", "1").unwrap();
+            assert_eq!(prices(&asks), ["0.9", "0.7", "0.5"]);
+            // Removing an absent level is a no-op.
+            asks.set(false, "0.6", "0").unwrap();
+            assert_eq!(asks.levels.len(), 3);
+            assert_eq!(asks.parsed.len(), if hashed { 0 } else { 3 });
+        }
+    }
+
+    #[test]
+    fn price_levels_are_exact_decimals_never_f64() {
+        let mut bids = Side { hashed: true, ..Side::default() };
+        let levels =
+            |s: &Side| s.levels.iter().map(|l| (l.price().to_string(), l.size().to_string())).collect::<Vec<_>>();
+        let pair = |p: &str, z: &str| (p.to_string(), z.to_string());
         bids.set(true, "0.1", "5").unwrap();
-        bids.set(true, "0.2", "7").unwrap();
-        assert_eq!(bids.levels.iter().map(|l| l.price.as_str()).collect::<Vec<_>>(), ["0.1", "0.2", "0.3"]);
+        // One f64, two prices: two levels, in order.
+        bids.set(true, "0.100000000000000001", "7").unwrap();
+        // "0.10" is the price 0.1: it sets that level (which keeps its first spelling).
+        bids.set(true, "0.10", "6").unwrap();
+        assert_eq!(levels(&bids), [pair("0.1", "6"), pair("0.100000000000000001", "7")]);
+        // 0.1 + 0.2 in f64 is its own price, above 0.3.
+        bids.set(true, "0.30000000000000004", "2").unwrap();
+        bids.set(true, "0.3", "1").unwrap();
+        assert_eq!(bids.levels[2..].iter().map(|l| l.price()).collect::<Vec<_>>(), ["0.3", "0.30000000000000004"]);
+        // An exact zero in any spelling removes a level; "0" of another price removes nothing.
+        bids.set(true, "0.100000000000000001", "0.000").unwrap();
         bids.set(true, "0.2", "0").unwrap();
-        bids.set(true, "0.30", "11").unwrap();
-        assert_eq!(
-            bids.levels.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect::<Vec<_>>(),
-            [("0.1", "5"), ("0.3", "11")]
-        );
-        // The kept hash text and parsed values follow every change.
-        let mut text = Vec::new();
-        bids.put_text(&mut text);
-        assert_eq!(text, br#"[{"price":"0.1","size":"5"},{"price":"0.3","size":"11"}]"#);
-        assert_eq!(bids.parsed, [(Dec::parse("0.1"), Dec::parse("5")), (Dec::parse("0.3"), Dec::parse("11"))]);
-        let mut asks = Side::default();
-        asks.set(false, "0.5", "1").unwrap();
-        asks.set(false, "0.9", "1").unwrap();
-        asks.set(false, "0.7", "1").unwrap();
-        assert_eq!(asks.levels.iter().map(|l| l.price.as_str()).collect::<Vec<_>>(), ["0.9", "0.7", "0.5"]);
-        // Removing an absent level is a no-op.
-        asks.set(false, "0.6", "0").unwrap();
-        assert_eq!(asks.levels.len(), 3);
-        assert_eq!(asks.parsed.len(), 3);
+        assert_eq!(levels(&bids), [pair("0.1", "6"), pair("0.3", "1"), pair("0.30000000000000004", "2")]);
+        // A price that is not a decimal is refused (the event is counted as bad), the side unchanged.
+        assert!(bids.set(true, "1e-1", "3").is_none());
+        assert!(bids.set(true, " 0.5", "3").is_none());
+        assert_eq!(bids.levels.len(), 3);
+    }
+
+    #[test]
+    fn tick_grid_prices_are_spelled_in_exact_arithmetic() {
+        let mut v = Vec::new();
+        let cent = Dec::parse("0.01").unwrap();
+        grid_spellings(cent, 49, &mut v);
+        assert_eq!(v, ["0.490", "0.49"]);
+        grid_spellings(cent, 50, &mut v);
+        assert_eq!(v, ["0.500", "0.5", "0.50"]);
+        let milli = Dec::parse("0.001").unwrap();
+        grid_spellings(milli, 5, &mut v);
+        assert_eq!(v, ["0.005"]);
+        grid_spellings(milli, 300, &mut v);
+        assert_eq!(v, ["0.300", "0.3", "0.30"]);
+        grid_spellings(Dec::parse("0.0001").unwrap(), 4900, &mut v);
+        assert_eq!(v, ["0.4900", "0.49"]);
+        // Hex of a venue hash: only 40 lowercase digits can match.
+        assert_eq!(venue_digest(&"ab".repeat(20)), Some([0xab; 20]));
+        assert_eq!(venue_digest(&"AB".repeat(20)), None);
+        assert_eq!(venue_digest("ab"), None);
     }
 
     #[test]

@@ -286,3 +286,66 @@ fn untrusted_time_is_counted_per_file_and_every_check_is_in_the_summary() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("hash_checks=17"), "{stderr}");
 }
+
+#[test]
+fn trades_out_writes_pm_tradesets_row_type_atomically() {
+    // Two DERIVED prints in the recorded capture: one without a transaction hash, one with.
+    let dir = common::tempdir("rebuild-trades");
+    let mut msgs = messages(BURST);
+    let mut second = trade_0301();
+    second["timestamp"] = json!((BURST_TS + 5).to_string());
+    second["side"] = json!("BUY");
+    second["transaction_hash"] = json!("0x5eed");
+    msgs.insert(1, second);
+    msgs.insert(1, trade_0301());
+    let raw = write_lines(&dir, "raw.jsonl", &frame_lines(&msgs, "2026-09-29", 5 * 3600 + 11 * 60));
+    let out_dir = dir.join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let trades = out_dir.join("trades.jsonl");
+    let (out, s, _) = rebuild(&dir, &[&raw], &["--trades-out", trades.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s["trades"], 2);
+    // Written through the atomic write: the final file only, no temp file left beside it.
+    let names: Vec<String> =
+        std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["trades.jsonl"]);
+    // One type for pmarchive.trade/1: the rows are pm-tradeset's TradeRow ...
+    let text = std::fs::read_to_string(&trades).unwrap();
+    let rows: Vec<pm_archive::tradeset::TradeRow> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0].source.as_str(), rows[0].transaction_hash.as_deref()), ("ws", None));
+    assert_eq!(rows[1].key, format!("ws|{A}|0.301|45.83|BUY|{}|0x5eed", BURST_TS + 5));
+    // ... byte for byte what pm-tradeset writes for the same raw file.
+    let mut c = common::tool("pm-tradeset");
+    c.arg(&raw);
+    let ts = common::run_with_timeout(c, None, Duration::from_secs(60));
+    assert!(ts.status.success(), "{}", String::from_utf8_lossy(&ts.stderr));
+    assert_eq!(String::from_utf8(ts.stdout).unwrap(), text);
+}
+
+/// sha256 of the rows pm-rebuild wrote for the golden input below with the code before issue 14's
+/// rebuild work (commit 911f5d2, release build): the rows must stay byte-identical.
+const GOLDEN_ROWS_SHA256: &str = "a244a906432863d98e79232a78e95a842352083c51cdc815d0558c650ff8ecfd";
+
+#[test]
+fn rows_are_byte_identical_to_the_golden_rows() {
+    // The recorded crossing burst with a DERIVED trade (a match through a trade price, a grid
+    // search, a refresh) and the external capture (inferred trade prices, --tick-size), every level.
+    let dir = common::tempdir("rebuild-golden");
+    let mut msgs = messages(BURST);
+    msgs.insert(46, trade_0301());
+    let burst = write_lines(&dir, "burst.jsonl", &frame_lines(&msgs, "2026-09-29", 5 * 3600 + 11 * 60));
+    let text = std::fs::read_to_string(
+        common::venue::fixtures_dir().join("../external/ws_market_frames_polybot_go_2025-12-23.txt"),
+    )
+    .unwrap();
+    let bodies: Vec<Value> =
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let external = write_lines(&dir, "external.jsonl", &frame_lines(&bodies, "2025-12-23", 9 * 3600 + 19 * 60 + 7));
+    let (out, s, rows) = rebuild(&dir, &[&burst, &external], &["--tick-size", "0.01"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!((s["hash_checks"].as_u64(), s["hash_checks_matched"].as_u64()), (Some(54), Some(54)), "{s:#}");
+    assert_eq!(rows.len(), 54);
+    let sha = pm_archive::util::hex(&<sha2::Sha256 as sha2::Digest>::digest(&out.stdout));
+    assert_eq!(sha, GOLDEN_ROWS_SHA256);
+}
