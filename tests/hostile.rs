@@ -215,8 +215,10 @@ fn market_lines(v: &Venue) -> String {
 fn books_with_reply(v: &Venue, body: Vec<u8>) -> Vec<String> {
     v.fault("/books", Fault::Body(body));
     let mut c = tool("pm-books");
-    c.args(["--clob-url", &v.url(), "--interval", "0.3", "--duration", "1.5"]);
-    let out = run_with_timeout(c, Some(market_lines(v).as_bytes()), Duration::from_secs(90));
+    // A generous per-request timeout: a 64 MiB reply read by a debug build on a loaded machine must end
+    // at the size limit, not at the default 5 s timeout (a hostile-test flake seen at load ~17).
+    c.args(["--clob-url", &v.url(), "--interval", "0.3", "--duration", "1.5", "--timeout", "60"]);
+    let out = run_with_timeout(c, Some(market_lines(v).as_bytes()), Duration::from_secs(180));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     text(&out.stdout).lines().map(str::to_string).collect()
 }
