@@ -18,6 +18,7 @@
 pub mod check;
 pub mod dec;
 pub mod engine;
+pub mod fast;
 pub mod parse;
 pub mod rows;
 
