@@ -663,20 +663,55 @@ impl Rows {
         part: &mut Part,
     ) {
         let asset = b.asset_id.as_deref().expect("caller checked");
-        let mut flags = extra;
         let ts = b.timestamp.as_deref().and_then(dec::parse_ms);
+        let recv = env.collected_at_utc.as_deref().and_then(dec::parse_utc_micros);
+        let (mut bids, mut asks) = (std::mem::take(&mut self.bids), std::mem::take(&mut self.asks));
+        let mut flags = extra | self.book_flags(b, pre, ts, recv, &mut bids, &mut asks);
+        let stats = &mut part.stats;
+        match hash_ok {
+            Some(true) => stats.hash_match += 1,
+            Some(false) => {
+                stats.hash_mismatch += 1;
+                flags |= HASH_MISMATCH;
+            }
+            None => {
+                stats.hash_unverifiable += 1;
+                flags |= HASH_UNVERIFIABLE;
+            }
+        }
+        count_static(&mut stats.rows, "book");
+        count(&mut stats.book_rows_by_source, env.endpoint.as_deref().unwrap_or("?"));
+        let row = BookText { env, ctx, b, asset, ts, recv, hash_ok, bids: &bids, asks: &asks };
+        let (join_at, flags_at) = row.write(&mut part.out, self.opts.depth);
+        self.bids = bids;
+        self.asks = asks;
+        let asset = part.keep(asset);
+        let hash = b.hash.as_deref().map(|h| part.keep(h));
+        part.ops.push(Op::Book { join_at, flags_at, asset, hash, ts, flags });
+    }
+
+    /// The flags a book raises on its own (all but the hash's and the per-asset ones); its valid
+    /// levels, best first, go to `bids`/`asks`.
+    fn book_flags(
+        &self,
+        b: &Book,
+        pre: Option<[&[Parsed]; 2]>,
+        ts: Option<i64>,
+        recv: Option<i64>,
+        bids: &mut Vec<Lvl>,
+        asks: &mut Vec<Lvl>,
+    ) -> u32 {
+        let mut flags = 0;
         if ts.is_none() {
             flags |= BAD_TS;
         }
-        let recv = env.collected_at_utc.as_deref().and_then(dec::parse_utc_micros);
         let tick = b
             .tick_size
             .and_then(|r| serde_json::from_str::<&str>(r.get()).ok())
             .and_then(Dec::parse)
             .filter(|t| t.signum() > 0);
-        let (mut bids, mut asks) = (std::mem::take(&mut self.bids), std::mem::take(&mut self.asks));
-        flags |= side(b.bids.as_ref(), pre.map(|p| p[0]), true, tick, &mut bids);
-        flags |= side(b.asks.as_ref(), pre.map(|p| p[1]), false, tick, &mut asks);
+        flags |= side(b.bids.as_ref(), pre.map(|p| p[0]), true, tick, bids);
+        flags |= side(b.asks.as_ref(), pre.map(|p| p[1]), false, tick, asks);
         if bids.is_empty() {
             flags |= EMPTY_BIDS;
         }
@@ -701,28 +736,68 @@ impl Rows {
         if b.unknown_fields > 0 {
             flags |= UNKNOWN_FIELDS;
         }
-        let stats = &mut part.stats;
-        match hash_ok {
-            Some(true) => stats.hash_match += 1,
-            Some(false) => {
-                stats.hash_mismatch += 1;
-                flags |= HASH_MISMATCH;
-            }
-            None => {
-                stats.hash_unverifiable += 1;
-                flags |= HASH_UNVERIFIABLE;
-            }
-        }
         if let (Some(r), Some(t)) = (recv, ts) {
             if (r - t * 1000).abs() > self.opts.max_lag_ms * 1000 {
                 flags |= RECV_FAR;
             }
         }
-        count_static(&mut stats.rows, "book");
-        count(&mut stats.book_rows_by_source, env.endpoint.as_deref().unwrap_or("?"));
+        flags
+    }
 
-        // ---- the row ----
-        let out = &mut part.out;
+    /// Recomputes the venue hash (facts §6.3). None when a field it needs is missing or a level
+    /// is not a pair of strings. Public: pm-rebuild checks REST books with it, so both tools agree.
+    pub fn verify_hash(&mut self, b: &Book) -> Option<bool> {
+        self.hash_ok(b, None)
+    }
+
+    /// [`Self::verify_hash`]; `wire`: the sides' text in the venue's shape (copied as the hash text).
+    fn hash_ok(&mut self, b: &Book, wire: Option<[&str; 2]>) -> Option<bool> {
+        let (market, asset, ts, want) =
+            (b.market.as_deref()?, b.asset_id.as_deref()?, b.timestamp.as_deref()?, b.hash.as_deref()?);
+        let strs = |side: &Option<Vec<Level>>| -> Option<()> {
+            side.as_ref()?.iter().all(|l| l.price.is_some() && l.size.is_some()).then_some(())
+        };
+        strs(&b.bids)?;
+        strs(&b.asks)?;
+        let tail = [b.min_order_size?, b.tick_size?, b.neg_risk?, b.last_trade_price?].map(parse::hash_scalar_text);
+        let tail = [&*tail[0], &*tail[1], &*tail[2], &*tail[3]];
+        match wire {
+            Some([bids, asks]) => book::write_hash_text_with(
+                &mut self.hash_buf,
+                market,
+                asset,
+                ts,
+                |o| o.extend_from_slice(bids.as_bytes()),
+                |o| o.extend_from_slice(asks.as_bytes()),
+                tail,
+            ),
+            None => book::write_hash_text(&mut self.hash_buf, market, asset, ts, pairs(&b.bids), pairs(&b.asks), tail),
+        }
+        let mut hex = [0u8; 40];
+        book::sha1_hex_into(&self.hash_buf, &mut hex);
+        Some(want.as_bytes() == hex)
+    }
+}
+
+/// What a `book` row shows of a book ([`Rows::book_row`] writes it).
+struct BookText<'r, 'a> {
+    env: &'r Env<'a>,
+    ctx: &'r Ctx<'r>,
+    b: &'r Book<'a>,
+    asset: &'r str,
+    ts: Option<i64>,
+    recv: Option<i64>,
+    hash_ok: Option<bool>,
+    /// Valid levels, best first.
+    bids: &'r [Lvl],
+    asks: &'r [Lvl],
+}
+
+impl BookText<'_, '_> {
+    /// Appends the row (with `depth` levels a side) to `out`, leaving out the join fields and the
+    /// flag names; returns where they go (hole 1, hole 2).
+    fn write(&self, out: &mut Vec<u8>, depth: usize) -> (usize, usize) {
+        let BookText { env, ctx, b, asset, ts, recv, hash_ok, bids, asks } = *self;
         head(out, "book", env);
         out.extend_from_slice(b",\"exchange_at_utc\":");
         match ts {
@@ -751,8 +826,8 @@ impl Rows {
         let join_at = out.len();
         put_slot(out, ctx);
         put_prov(out, env);
-        let bb = best(&bids, b.bids.as_ref());
-        let ba = best(&asks, b.asks.as_ref());
+        let bb = best(bids, b.bids.as_ref());
+        let ba = best(asks, b.asks.as_ref());
         out.extend_from_slice(b",\"best_bid_price\":");
         put_opt(out, bb.and_then(|(l, _)| l.price.as_deref()));
         out.extend_from_slice(b",\"best_bid_size\":");
@@ -793,57 +868,19 @@ impl Rows {
         out.extend_from_slice(b",\"flags\":[");
         // Hole 2: the flag names (Normalizer::book_state adds `duplicate`/`ts_backwards`).
         let flags_at = out.len();
-        match self.opts.depth {
+        match depth {
             0 => out.extend_from_slice(b"],\"depth\":0,\"bids\":null,\"asks\":null"),
             d => {
                 out.extend_from_slice(b"],\"depth\":");
                 put_u64(out, (d != usize::MAX).then_some(d as u64));
                 out.extend_from_slice(b",\"bids\":");
-                put_levels(out, &bids, b.bids.as_ref(), d);
+                put_levels(out, bids, b.bids.as_ref(), d);
                 out.extend_from_slice(b",\"asks\":");
-                put_levels(out, &asks, b.asks.as_ref(), d);
+                put_levels(out, asks, b.asks.as_ref(), d);
             }
         }
         out.extend_from_slice(b"}\n");
-        self.bids = bids;
-        self.asks = asks;
-        let asset = part.keep(asset);
-        let hash = b.hash.as_deref().map(|h| part.keep(h));
-        part.ops.push(Op::Book { join_at, flags_at, asset, hash, ts, flags });
-    }
-
-    /// Recomputes the venue hash (facts §6.3). None when a field it needs is missing or a level
-    /// is not a pair of strings. Public: pm-rebuild checks REST books with it, so both tools agree.
-    pub fn verify_hash(&mut self, b: &Book) -> Option<bool> {
-        self.hash_ok(b, None)
-    }
-
-    /// [`Self::verify_hash`]; `wire`: the sides' text in the venue's shape (copied as the hash text).
-    fn hash_ok(&mut self, b: &Book, wire: Option<[&str; 2]>) -> Option<bool> {
-        let (market, asset, ts, want) =
-            (b.market.as_deref()?, b.asset_id.as_deref()?, b.timestamp.as_deref()?, b.hash.as_deref()?);
-        let strs = |side: &Option<Vec<Level>>| -> Option<()> {
-            side.as_ref()?.iter().all(|l| l.price.is_some() && l.size.is_some()).then_some(())
-        };
-        strs(&b.bids)?;
-        strs(&b.asks)?;
-        let tail = [b.min_order_size?, b.tick_size?, b.neg_risk?, b.last_trade_price?].map(parse::hash_scalar_text);
-        let tail = [&*tail[0], &*tail[1], &*tail[2], &*tail[3]];
-        match wire {
-            Some([bids, asks]) => book::write_hash_text_with(
-                &mut self.hash_buf,
-                market,
-                asset,
-                ts,
-                |o| o.extend_from_slice(bids.as_bytes()),
-                |o| o.extend_from_slice(asks.as_bytes()),
-                tail,
-            ),
-            None => book::write_hash_text(&mut self.hash_buf, market, asset, ts, pairs(&b.bids), pairs(&b.asks), tail),
-        }
-        let mut hex = [0u8; 40];
-        book::sha1_hex_into(&self.hash_buf, &mut hex);
-        Some(want.as_bytes() == hex)
+        (join_at, flags_at)
     }
 }
 
