@@ -724,3 +724,19 @@ fn loopback_sample_rows_match_their_golden_sha256() {
         }
     }
 }
+
+/// `--check` writes its typed report (normalize::check::CheckReport) exactly as the committed
+/// report of the LOOPBACK sample (data/loopback_sample/normalized/check.json, written when the
+/// report was built as untyped JSON), and the report reads back into its type.
+#[test]
+fn check_report_of_the_loopback_sample_is_the_committed_one() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut c = tool("pm-normalize");
+    c.current_dir(root).args(["--check", "data/loopback_sample/normalized/orderbook_snapshots.jsonl.gz"]);
+    let out = common::run_with_timeout(c, None, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = std::fs::read(Path::new(root).join("data/loopback_sample/normalized/check.json")).unwrap();
+    assert!(out.stdout == want, "report differs:\n{}", String::from_utf8_lossy(&out.stdout));
+    let rep: pm_archive::normalize::check::CheckReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((rep.ok, rep.hash.r#match, rep.hash.match_rate, rep.rows["book"]), (true, 3356, Some(1.0), 3356));
+}
