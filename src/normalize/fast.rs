@@ -604,6 +604,75 @@ mod tests {
         }
     }
 
+    /// 20,000 lines made from the venue's line by deleting, inserting and replacing JSON tokens at
+    /// random places (a fixed seed): every one either reads exactly like the serde reader or is
+    /// left to it.
+    #[test]
+    fn mutated_lines_read_like_serde_or_are_left_to_it() {
+        const TOKENS: [&str; 22] = [
+            "\"",
+            "\\",
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "0",
+            "-",
+            "e",
+            ".",
+            "null",
+            "\\u0041",
+            "\\ud800",
+            "\u{1}",
+            "é",
+            "1e400",
+            "\"x\"",
+            "true",
+            "{\"price\":\"1\",\"size\":\"2\"}",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let (mut taken, mut n) = (0, 0);
+        while n < 20_000 {
+            let mut l = LINE.to_string();
+            for _ in 0..1 + rnd(3) {
+                let mut i = rnd(l.len());
+                while !l.is_char_boundary(i) {
+                    i -= 1;
+                }
+                let t = TOKENS[rnd(TOKENS.len())];
+                match rnd(3) {
+                    0 => {
+                        let mut j = (i + 1 + rnd(5)).min(l.len());
+                        while !l.is_char_boundary(j) {
+                            j -= 1;
+                        }
+                        l.replace_range(i..j, "");
+                    }
+                    1 => l.insert_str(i, t),
+                    _ => {
+                        let mut j = (i + 1).min(l.len());
+                        while !l.is_char_boundary(j) {
+                            j += 1;
+                        }
+                        l.replace_range(i..j, t);
+                    }
+                }
+            }
+            taken += agree(&l) as usize;
+            n += 1;
+        }
+        assert!(taken > 1000, "some mutated lines are still the venue's shape: {taken}");
+    }
+
     #[test]
     fn string_stop_finds_the_first_stop() {
         let s = b"abcdefghijklmnop\"q\\r\x01";
