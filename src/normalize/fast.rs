@@ -172,37 +172,11 @@ impl<'a> P<'a, '_> {
         serde_json::from_str::<&'a RawValue>(t).ok()
     }
 
-    /// The members of an object whose `{` was read: `f(p, key)` reads each value.
-    fn members(&mut self, mut f: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    /// The items of an object or array whose opening bracket was read, up to `close`: `f` reads
+    /// each (serde_json's rules: no trailing comma, blanks anywhere between tokens).
+    fn items(&mut self, close: u8, mut f: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.ws();
-        if self.peek()? == b'}' {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
-            self.ws();
-            if self.peek()? != b'"' {
-                return None;
-            }
-            let key = self.string()?;
-            self.eat(b':')?;
-            f(self, key)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
-    }
-
-    /// The elements of an array whose `[` was read: `f(p)` reads each.
-    fn elements(&mut self, mut f: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.ws();
-        if self.peek()? == b']' {
+        if self.peek()? == close {
             self.i += 1;
             return Some(());
         }
@@ -211,13 +185,31 @@ impl<'a> P<'a, '_> {
             self.ws();
             match self.peek()? {
                 b',' => self.i += 1,
-                b']' => {
+                c if c == close => {
                     self.i += 1;
                     return Some(());
                 }
                 _ => return None,
             }
         }
+    }
+
+    /// The members of an object whose `{` was read: `f(p, key)` reads each value.
+    fn members(&mut self, mut f: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.items(b'}', |p| {
+            p.ws();
+            if p.peek()? != b'"' {
+                return None;
+            }
+            let key = p.string()?;
+            p.eat(b':')?;
+            f(p, key)
+        })
+    }
+
+    /// The elements of an array whose `[` was read: `f(p)` reads each.
+    fn elements(&mut self, f: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.items(b']', f)
     }
 
     /// An `Option<Cow<str>>` member of the envelope: a string or null (anything else fails serde).
