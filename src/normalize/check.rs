@@ -39,7 +39,7 @@ pub struct CheckReport {
     /// No unparseable line, no invalid row, nothing out of order.
     pub ok: bool,
     pub out_of_order_rows: u64,
-    /// The first [`MAX_PROBLEMS`] problems (all are counted above).
+    /// The first 50 problems (`MAX_PROBLEMS`; all are counted above).
     pub problems: Vec<Problem>,
     /// Rows by `record` (book, gap, error, bad_input; 0 included).
     pub rows: BTreeMap<String, u64>,
