@@ -7,21 +7,49 @@
 # lines — each body holds 2 books with 20–60 levels a side, prices/sizes as decimal strings, bids
 # ascending / asks descending as the venue sends them (facts §4.1), and valid SHA-1 hashes (§6.3).
 #
-# Every timed command runs BENCH_RUNS times (default 5; jq BENCH_JQ_RUNS, default 3), interleaved
-# (zcat, pm-normalize, pm-normalize --threads 1, … then the next round); the MEDIAN wall time and
-# CPU time (user+sys) are printed. "one core" rows run under `taskset -c 0`. The output of each
-# pm-normalize variant is hashed (sha256) in the same run: figures compare only the same bytes.
+# Every timed command runs N times (--runs, default 5), interleaved A/B: each round runs zcat,
+# pm-normalize, pm-normalize --threads 1, … and jq once, then the next round; the MEDIAN wall time and
+# CPU time (user+sys) of each are printed. "one core" rows run under `taskset -c 0`. The output of
+# each pm-normalize variant is hashed (sha256) in the same run: figures compare only the same bytes.
+# The machine's load (`uptime`) and its busiest other processes are printed before and after: on a
+# shared machine the ratios are only as good as that load.
 #
-# Usage: scripts/bench_normalize.sh
-#   BENCH_MB=200          raw MB to generate (default 200); BENCH_DIR keeps the data between runs
-#   BENCH_BASELINE=BIN    also time another pm-normalize binary (e.g. built from an older commit)
-#                         and compare its output bytes
+# Usage: scripts/bench_normalize.sh [--runs N] [--jq-runs N] [--mb MB] [--dir DIR] [--baseline BIN]
+#   --runs N          timed rounds (default 5)
+#   --jq-runs N       rounds that also run jq (default: all of them; jq takes ~13 s a round)
+#   --mb MB           raw MB to generate (default 200); --dir DIR keeps the data between runs
+#   --baseline BIN    also time another pm-normalize binary (e.g. built from an older commit)
+#                     and compare its output bytes
+#   (the environment variables BENCH_RUNS, BENCH_JQ_RUNS, BENCH_MB, BENCH_DIR, BENCH_BASELINE
+#   set the same defaults)
 # Targets (issue 14): pm-normalize <= 0.5x the time of bare zcat (using both cores), >= 10x jq's
-# throughput, and --threads 1 no slower than the previous build (BENCH_BASELINE) on one core.
+# throughput, and --threads 1 no slower than the previous build (--baseline) on one core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB=${BENCH_MB:-200}
-DIR=${BENCH_DIR:-$(mktemp -d /tmp/pmarchive-bench-normalize.XXXXXX)}
+DIR=${BENCH_DIR:-}
+RUNS=${BENCH_RUNS:-5}
+JQ_RUNS=${BENCH_JQ_RUNS:-}
+BASE=${BENCH_BASELINE:-}
+usage() { sed -n '/^# Usage:/,/^# Targets/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --runs) RUNS=${2:?--runs N}; shift 2 ;;
+    --jq-runs) JQ_RUNS=${2:?--jq-runs N}; shift 2 ;;
+    --mb) MB=${2:?--mb MB}; shift 2 ;;
+    --dir) DIR=${2:?--dir DIR}; shift 2 ;;
+    --baseline) BASE=${2:?--baseline BIN}; shift 2 ;;
+    -h|--help) usage ;;
+    *) echo "bench_normalize: unknown argument '$1'" >&2; usage ;;
+  esac
+done
+for n in "$RUNS" "${JQ_RUNS:-1}" "$MB"; do
+  case $n in ''|*[!0-9]*|0) echo "bench_normalize: --runs/--jq-runs/--mb take a positive number, got '$n'" >&2; exit 2 ;; esac
+done
+JQ_RUNS=${JQ_RUNS:-$RUNS}
+[ -z "$BASE" ] || [ -x "$BASE" ] || { echo "bench_normalize: --baseline $BASE is not an executable" >&2; exit 2; }
+[ -n "$DIR" ] || DIR=$(mktemp -d /tmp/pmarchive-bench-normalize.XXXXXX)
+mkdir -p "$DIR"
 BIN=target/release/pm-normalize
 RAW="$DIR/raw_books.jsonl.gz"
 
@@ -88,9 +116,6 @@ JQ_FILTER='select(.kind=="http" and (.endpoint=="books" or .endpoint=="book") an
    tick_size, min_order_size, neg_risk, last_trade_price, hash,
    bids:(.bids|reverse|.[:10]), asks:(.asks|reverse|.[:10])}'
 
-RUNS=${BENCH_RUNS:-5}
-JQ_RUNS=${BENCH_JQ_RUNS:-3}
-BASE=${BENCH_BASELINE:-}
 ONE=""
 command -v taskset >/dev/null && ONE="taskset -c 0"
 RAW_MB=$(echo "scale=1; $RAW_BYTES / 1000000" | bc -l)
@@ -106,9 +131,13 @@ med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 wall() { awk '{print $1}' "$DIR/t.$1.txt" | med; }
 cpu() { awk '{print $2+$3}' "$DIR/t.$1.txt" | med; }
 
+# The busiest processes other than this benchmark (what else ran on the machine).
+others() { ps -eo pcpu=,etime=,comm= --sort=-pcpu | awk '$3 != "ps" && $3 !~ /bench_normal/ && n++ < 5 { print "    " $0 }'; }
 echo "load before: $(uptime)"
+echo "  busiest processes (%CPU since start, elapsed, name):"
+others
 echo "cores: $(nproc) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'))"
-echo "timing: $RUNS rounds (jq: $JQ_RUNS), interleaved; medians" >&2
+echo "timing: $RUNS rounds (jq: $JQ_RUNS), interleaved; medians"
 for r in $(seq "$RUNS"); do
   echo "round $r/$RUNS …" >&2
   t zcat "zcat '$RAW' > /dev/null"
@@ -127,6 +156,8 @@ for r in $(seq "$RUNS"); do
   fi
 done
 echo "load after:  $(uptime)"
+echo "  busiest processes (%CPU since start, elapsed, name):"
+others
 
 ROWS=$("$BIN" "$RAW" 2>/dev/null | wc -l)
 SHA_N=$("$BIN" "$RAW" 2>/dev/null | sha256sum | cut -c1-16)
@@ -147,15 +178,21 @@ fi
 row "zcat | jq -c (equivalent)" jq
 ratio() { echo "$1 / $2" | bc -l; }
 echo
-printf 'pm-normalize vs zcat:             %.2fx zcat time      (target <= 0.50x)\n' "$(ratio "$(wall norm)" "$(wall zcat)")"
-printf 'pm-normalize vs jq:               %.1fx faster          (target >= 10x)\n' "$(ratio "$(wall jq)" "$(wall norm)")"
+# met VALUE OP TARGET: "met" or "NOT met".
+met() { if [ "$(echo "$1 $2 $3" | bc -l)" = 1 ]; then echo "met"; else echo "NOT met"; fi; }
+R_ZCAT=$(ratio "$(wall norm)" "$(wall zcat)")
+R_JQ=$(ratio "$(wall jq)" "$(wall norm)")
+printf 'pm-normalize vs zcat:             %.2fx zcat time      (target <= 0.50x: %s)\n' "$R_ZCAT" "$(met "$R_ZCAT" '<=' 0.5)"
+printf 'pm-normalize vs jq:               %.1fx faster          (target >= 10x: %s)\n' "$R_JQ" "$(met "$R_JQ" '>=' 10)"
 printf 'pm-normalize cores used:          %.2f (CPU s / wall s)\n' "$(ratio "$(cpu norm)" "$(wall norm)")"
+printf 'pm-normalize CPU vs zcat CPU:     %.2fx (the work done, whatever the load)\n' "$(ratio "$(cpu norm)" "$(cpu zcat)")"
 printf 'pm-normalize --threads 1 vs zcat: %.2fx zcat time\n' "$(ratio "$(wall norm1)" "$(wall zcat)")"
 if [ -n "$BASE" ]; then
   SHA_B=$("$BASE" "$RAW" 2>/dev/null | sha256sum | cut -c1-16)
   printf 'baseline vs zcat:                 %.2fx zcat time\n' "$(ratio "$(wall base)" "$(wall zcat)")"
   if [ -n "$ONE" ]; then
-    printf 'one core: --threads 1 vs baseline: %.2fx its time     (target <= 1.00x)\n' "$(ratio "$(wall norm1_1c)" "$(wall base_1c)")"
+    R_BASE=$(ratio "$(wall norm1_1c)" "$(wall base_1c)")
+    printf 'one core: --threads 1 vs baseline: %.2fx its time     (target <= 1.00x: %s)\n' "$R_BASE" "$(met "$R_BASE" '<=' 1)"
   fi
 fi
 if [ -n "$ONE" ]; then

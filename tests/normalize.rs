@@ -684,3 +684,59 @@ fn threads_and_chunks_change_nothing() {
         assert_eq!(code, 2, "--threads {v}: {err}");
     }
 }
+
+/// The rows of the committed LOOPBACK sample (data/loopback_sample, 4 raw books files, 3,356 book
+/// rows) are exactly the bytes pm-normalize wrote before the hot-path reader (src/normalize/fast.rs)
+/// and the copied hash text: sha256 of the output of main at 911f5d2 (= the committed
+/// normalized/orderbook_snapshots.jsonl.gz), for the default depth, `--top` and `--depth all`,
+/// parsed on 1 and 2 threads.
+#[test]
+fn loopback_sample_rows_match_their_golden_sha256() {
+    use sha2::{Digest, Sha256};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/loopback_sample/archive/venue=polymarket/stream=books");
+    let (mut files, mut dirs) = (Vec::new(), vec![dir]);
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.to_string_lossy().ends_with(".jsonl.gz") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    assert_eq!(files.len(), 4, "{files:?}");
+    let files: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
+    for (args, want) in [
+        (&[][..], "3e50be22043d7b6188bcd5af5df371839c7c6c56e13651bc01ece3d88994d77a"),
+        (&["--top"][..], "5de85333c60beae1e57993f1aca82bb9c7144ddd76ab863412080fdc92d723c2"),
+        (&["--depth", "all"][..], "da9f6d8f80b13763aa6d4cf750a8288cb763f4b42774dcf06d7ec3310a3f66c0"),
+    ] {
+        for threads in ["1", "2"] {
+            let mut a = args.to_vec();
+            a.extend(["--threads", threads]);
+            let (code, out, err) = normalize_files(&files, &a);
+            assert_eq!(code, 0, "{a:?}: {err}");
+            assert!(err.contains(r#""hash_match":3356,"hash_mismatch":0"#), "{a:?}: {err}");
+            let got = pm_archive::util::hex(&Sha256::digest(&out));
+            assert_eq!(got, want, "{a:?}: rows differ from the golden output");
+        }
+    }
+}
+
+/// `--check` writes its typed report (normalize::check::CheckReport) exactly as the committed
+/// report of the LOOPBACK sample (data/loopback_sample/normalized/check.json, written when the
+/// report was built as untyped JSON), and the report reads back into its type.
+#[test]
+fn check_report_of_the_loopback_sample_is_the_committed_one() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut c = tool("pm-normalize");
+    c.current_dir(root).args(["--check", "data/loopback_sample/normalized/orderbook_snapshots.jsonl.gz"]);
+    let out = common::run_with_timeout(c, None, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = std::fs::read(Path::new(root).join("data/loopback_sample/normalized/check.json")).unwrap();
+    assert!(out.stdout == want, "report differs:\n{}", String::from_utf8_lossy(&out.stdout));
+    let rep: pm_archive::normalize::check::CheckReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((rep.ok, rep.hash.r#match, rep.hash.match_rate, rep.rows["book"]), (true, 3356, Some(1.0), 3356));
+}

@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::engine::{FLAGS, SCHEMA};
 use crate::jsonl;
@@ -15,41 +16,111 @@ use crate::jsonl;
 /// At most this many problems are listed (all are counted).
 const MAX_PROBLEMS: usize = 50;
 
+/// The `--check` report (`pmarchive.orderbook_check/1`). Fields in alphabetical order: the
+/// report's keys have always been printed sorted (docs/ORDERBOOK_SCHEMA.md shows it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckReport {
+    /// bad_input rows by reason.
+    pub bad_input: BTreeMap<String, u64>,
+    pub collected_at_utc: Span,
+    /// error rows by reason.
+    pub errors: BTreeMap<String, u64>,
+    pub exchange_at_utc: Span,
+    pub files: Vec<FileLines>,
+    /// Book rows by flag (every flag of [`FLAGS`], 0 included).
+    pub flags: BTreeMap<String, u64>,
+    /// gap rows by kind.
+    pub gaps: BTreeMap<String, u64>,
+    pub hash: HashCounts,
+    pub invalid_rows: u64,
+    pub lines: u64,
+    pub markets: u64,
+    /// No unparseable line, no invalid row, nothing out of order.
+    pub ok: bool,
+    pub out_of_order_rows: u64,
+    /// The first 50 problems (`MAX_PROBLEMS`; all are counted above).
+    pub problems: Vec<Problem>,
+    /// Rows by `record` (book, gap, error, bad_input; 0 included).
+    pub rows: BTreeMap<String, u64>,
+    pub schema: String,
+    pub slugs: u64,
+    pub tokens: u64,
+    pub unjoined_book_rows: u64,
+    pub unparseable_lines: u64,
+}
+
+/// The first and last of a time column (strings compare in time order: one fixed format).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Span {
+    pub first: Option<String>,
+    pub last: Option<String>,
+}
+
+/// A checked file and its lines.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLines {
+    pub lines: u64,
+    pub path: String,
+}
+
+/// A problem found at a line (0: the file itself).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Problem {
+    pub file: String,
+    pub line: u64,
+    pub problem: String,
+}
+
+/// Book rows by `hash_ok`: true, false, null; `match_rate` = match / (match + mismatch), null
+/// when no hash was verified.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashCounts {
+    pub r#match: u64,
+    pub match_rate: Option<f64>,
+    pub mismatch: u64,
+    pub unverifiable: u64,
+}
+
 #[derive(Default)]
 struct Acc {
     lines: u64,
     unparseable: u64,
     invalid: u64,
     out_of_order: u64,
-    problems: Vec<Value>,
+    problems: Vec<Problem>,
     rows: BTreeMap<String, u64>,
     tokens: BTreeSet<String>,
     markets: BTreeSet<String>,
     slugs: BTreeSet<String>,
     unjoined: u64,
-    collected: (Option<String>, Option<String>),
-    exchange: (Option<String>, Option<String>),
+    collected: Span,
+    exchange: Span,
     hash: [u64; 3],
     flags: BTreeMap<String, u64>,
     gaps: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
     bad_input: BTreeMap<String, u64>,
-    files: Vec<Value>,
+    files: Vec<FileLines>,
 }
 
-fn span(s: &mut (Option<String>, Option<String>), v: &str) {
-    if s.0.as_deref().is_none_or(|f| v < f) {
-        s.0 = Some(v.to_string());
+fn span(s: &mut Span, v: &str) {
+    if s.first.as_deref().is_none_or(|f| v < f) {
+        s.first = Some(v.to_string());
     }
-    if s.1.as_deref().is_none_or(|l| v > l) {
-        s.1 = Some(v.to_string());
+    if s.last.as_deref().is_none_or(|l| v > l) {
+        s.last = Some(v.to_string());
     }
 }
 
 impl Acc {
     fn problem(&mut self, file: &str, line: u64, what: String) {
         if self.problems.len() < MAX_PROBLEMS {
-            self.problems.push(json!({"file": file, "line": line, "problem": what}));
+            self.problems.push(Problem { file: file.to_string(), line, problem: what });
         }
     }
 
@@ -110,7 +181,7 @@ impl Acc {
             Err(e) => {
                 self.unparseable += 1;
                 self.problem(name, 0, format!("cannot read: {e}"));
-                self.files.push(json!({"path": name, "lines": 0}));
+                self.files.push(FileLines { lines: 0, path: name.to_string() });
                 return;
             }
         };
@@ -157,12 +228,12 @@ impl Acc {
             }
         }
         self.lines += lines;
-        self.files.push(json!({"path": name, "lines": lines}));
+        self.files.push(FileLines { lines, path: name.to_string() });
     }
 }
 
 /// Checks the files (names; `-` = stdin) and returns (report, ok).
-pub fn check(inputs: &[String]) -> (Value, bool) {
+pub fn check(inputs: &[String]) -> (CheckReport, bool) {
     let mut a = Acc::default();
     for f in FLAGS {
         a.flags.insert(f.to_string(), 0);
@@ -175,32 +246,32 @@ pub fn check(inputs: &[String]) -> (Value, bool) {
     }
     let ok = a.unparseable == 0 && a.invalid == 0 && a.out_of_order == 0;
     let verified = a.hash[0] + a.hash[1];
-    let report = json!({
-        "schema": "pmarchive.orderbook_check/1",
-        "ok": ok,
-        "files": a.files,
-        "lines": a.lines,
-        "unparseable_lines": a.unparseable,
-        "invalid_rows": a.invalid,
-        "out_of_order_rows": a.out_of_order,
-        "problems": a.problems,
-        "rows": a.rows,
-        "tokens": a.tokens.len(),
-        "markets": a.markets.len(),
-        "slugs": a.slugs.len(),
-        "unjoined_book_rows": a.unjoined,
-        "collected_at_utc": {"first": a.collected.0, "last": a.collected.1},
-        "exchange_at_utc": {"first": a.exchange.0, "last": a.exchange.1},
-        "hash": {
-            "match": a.hash[0],
-            "mismatch": a.hash[1],
-            "unverifiable": a.hash[2],
-            "match_rate": if verified > 0 { json!(a.hash[0] as f64 / verified as f64) } else { Value::Null },
+    let report = CheckReport {
+        bad_input: a.bad_input,
+        collected_at_utc: a.collected,
+        errors: a.errors,
+        exchange_at_utc: a.exchange,
+        files: a.files,
+        flags: a.flags,
+        gaps: a.gaps,
+        hash: HashCounts {
+            r#match: a.hash[0],
+            match_rate: (verified > 0).then(|| a.hash[0] as f64 / verified as f64),
+            mismatch: a.hash[1],
+            unverifiable: a.hash[2],
         },
-        "flags": a.flags,
-        "gaps": a.gaps,
-        "errors": a.errors,
-        "bad_input": a.bad_input,
-    });
+        invalid_rows: a.invalid,
+        lines: a.lines,
+        markets: a.markets.len() as u64,
+        ok,
+        out_of_order_rows: a.out_of_order,
+        problems: a.problems,
+        rows: a.rows,
+        schema: "pmarchive.orderbook_check/1".to_string(),
+        slugs: a.slugs.len() as u64,
+        tokens: a.tokens.len() as u64,
+        unjoined_book_rows: a.unjoined,
+        unparseable_lines: a.unparseable,
+    };
     (report, ok)
 }

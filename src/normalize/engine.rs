@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::dec::{self, Dec};
+use super::fast::{self, SideText};
 use super::parse::{self, Body, Book, Ctx, Env, Item, Level, TrackCtx};
 use crate::bookhash as book;
 
@@ -252,6 +253,8 @@ pub struct Normalizer {
 pub struct Rows {
     opts: Options,
     hash_buf: Vec<u8>,
+    /// Where the current line's book sides are ([`fast::env`]).
+    sides: Vec<SideText>,
     bids: Vec<Lvl>,
     asks: Vec<Lvl>,
 }
@@ -523,7 +526,7 @@ fn ctx<'a>(env: &'a Env<'a>) -> Ctx<'a> {
 
 impl Rows {
     pub fn new(opts: Options) -> Rows {
-        Rows { opts, hash_buf: Vec::with_capacity(8192), bids: Vec::new(), asks: Vec::new() }
+        Rows { opts, hash_buf: Vec::with_capacity(8192), sides: Vec::new(), bids: Vec::new(), asks: Vec::new() }
     }
 
     /// Parses one raw line (without its `\n`) into `part`: rows, holes, counts (module docs).
@@ -539,16 +542,23 @@ impl Rows {
             Ok(t) => t,
             Err(e) => return bad_input(part, file, lineno, "not_json", &format!("not UTF-8: {e}"), line),
         };
-        let env: Env = match parse::env(text) {
-            Ok(e) => e,
-            Err(e) => return bad_input(part, file, lineno, "not_json", &e.to_string(), line),
+        // The hot-path reader first; any line it does not take is read by serde (src/normalize/fast.rs).
+        let env: Env = match fast::env(text, &mut self.sides) {
+            Some(e) => e,
+            None => {
+                self.sides.clear();
+                match parse::env(text) {
+                    Ok(e) => e,
+                    Err(e) => return bad_input(part, file, lineno, "not_json", &e.to_string(), line),
+                }
+            }
         };
         if env.schema.as_deref() != Some(crate::envelope::SCHEMA) {
             let detail = format!("schema is {:?}, expected {}", env.schema.as_deref(), crate::envelope::SCHEMA);
             return bad_input(part, file, lineno, "not_raw_envelope", &detail, line);
         }
         match (env.kind.as_deref(), env.endpoint.as_deref()) {
-            (Some("http"), Some("books" | "book")) => self.http_books(&env, line, part),
+            (Some("http"), Some("books" | "book")) => self.http_books(&env, text, part),
             (Some("gap" | "track"), _) => {
                 let (at, text) = (part.out.len(), part.keep(text));
                 part.ops.push(Op::Line { at, text });
@@ -576,7 +586,8 @@ impl Rows {
         bad_input_row(part, file, t.line_no, "line_too_long", &t.to_string(), head, bytes);
     }
 
-    fn http_books(&mut self, env: &Env, line: &[u8], part: &mut Part) {
+    fn http_books(&mut self, env: &Env, text: &str, part: &mut Part) {
+        let line = text.as_bytes();
         let ctx = ctx(env);
         match env.status {
             None => return error_row(part, env, &ctx, "no_reply", None, None, line),
@@ -584,21 +595,34 @@ impl Rows {
             Some(_) => return error_row(part, env, &ctx, "http_status", None, None, line),
         }
         match (env.body_kind.as_deref(), &env.body, &env.body_text) {
-            (Some("json"), Some(body), _) => self.body(env, &ctx, body, line, part),
-            (Some("json_text"), _, Some(text)) => match parse::body(text) {
-                Ok(body) => self.body(env, &ctx, &body, line, part),
+            (Some("json"), Some(body), _) => self.body(env, &ctx, body, text, part),
+            (Some("json_text"), _, Some(body_text)) => match parse::body(body_text) {
+                Ok(body) => {
+                    self.sides.clear(); // its sides are not in the line
+                    self.body(env, &ctx, &body, text, part)
+                }
                 Err(_) => error_row(part, env, &ctx, "not_json", None, None, line),
             },
             _ => error_row(part, env, &ctx, "not_json", None, None, line),
         }
     }
 
-    fn body(&mut self, env: &Env, ctx: &Ctx, body: &Body, line: &[u8], part: &mut Part) {
+    /// The rows of a reply body; `text` is the line (its book sides may be in it: `self.sides`).
+    fn body(&mut self, env: &Env, ctx: &Ctx, body: &Body, text: &str, part: &mut Part) {
+        let line = text.as_bytes();
+        // The wire text of element i's sides when both are in the venue's shape.
+        let wire = |sides: &[SideText], i: usize| match sides.get(i) {
+            Some([Some(b), Some(a)]) => Some([fast::side_text(text, *b), fast::side_text(text, *a)]),
+            _ => None,
+        };
         match body {
             Body::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     match item {
-                        Item::Book(b) if b.asset_id.is_some() => self.rest_book(env, ctx, b, part),
+                        Item::Book(b) if b.asset_id.is_some() => {
+                            let w = wire(&self.sides, i);
+                            self.rest_book(env, ctx, b, w, part)
+                        }
                         Item::Book(b) if b.error.is_some() => {
                             error_row(part, env, ctx, "error_body", Some(i), None, line)
                         }
@@ -607,16 +631,20 @@ impl Rows {
                     }
                 }
             }
-            Body::Object(b) if b.asset_id.is_some() => self.rest_book(env, ctx, b, part),
+            Body::Object(b) if b.asset_id.is_some() => {
+                let w = wire(&self.sides, 0);
+                self.rest_book(env, ctx, b, w, part)
+            }
             Body::Object(b) if b.error.is_some() => error_row(part, env, ctx, "error_body", None, None, line),
             Body::Unreadable(_) => error_row(part, env, ctx, "unreadable_book", None, None, line),
             _ => error_row(part, env, ctx, "bad_book", None, None, line),
         }
     }
 
-    /// A REST book: its hash recomputed here, then the row.
-    fn rest_book(&mut self, env: &Env, ctx: &Ctx, b: &Book, part: &mut Part) {
-        let hash_ok = self.verify_hash(b);
+    /// A REST book: its hash recomputed here, then the row. `wire`: the text of its two sides
+    /// when both are in the venue's shape (then that text is the hash text of the sides).
+    fn rest_book(&mut self, env: &Env, ctx: &Ctx, b: &Book, wire: Option<[&str; 2]>, part: &mut Part) {
+        let hash_ok = self.hash_ok(b, wire);
         self.book_row(env, ctx, b, None, hash_ok, 0, part);
     }
 
@@ -635,20 +663,55 @@ impl Rows {
         part: &mut Part,
     ) {
         let asset = b.asset_id.as_deref().expect("caller checked");
-        let mut flags = extra;
         let ts = b.timestamp.as_deref().and_then(dec::parse_ms);
+        let recv = env.collected_at_utc.as_deref().and_then(dec::parse_utc_micros);
+        let (mut bids, mut asks) = (std::mem::take(&mut self.bids), std::mem::take(&mut self.asks));
+        let mut flags = extra | self.book_flags(b, pre, ts, recv, &mut bids, &mut asks);
+        let stats = &mut part.stats;
+        match hash_ok {
+            Some(true) => stats.hash_match += 1,
+            Some(false) => {
+                stats.hash_mismatch += 1;
+                flags |= HASH_MISMATCH;
+            }
+            None => {
+                stats.hash_unverifiable += 1;
+                flags |= HASH_UNVERIFIABLE;
+            }
+        }
+        count_static(&mut stats.rows, "book");
+        count(&mut stats.book_rows_by_source, env.endpoint.as_deref().unwrap_or("?"));
+        let row = BookText { env, ctx, b, asset, ts, recv, hash_ok, bids: &bids, asks: &asks };
+        let (join_at, flags_at) = row.write(&mut part.out, self.opts.depth);
+        self.bids = bids;
+        self.asks = asks;
+        let asset = part.keep(asset);
+        let hash = b.hash.as_deref().map(|h| part.keep(h));
+        part.ops.push(Op::Book { join_at, flags_at, asset, hash, ts, flags });
+    }
+
+    /// The flags a book raises on its own (all but the hash's and the per-asset ones); its valid
+    /// levels, best first, go to `bids`/`asks`.
+    fn book_flags(
+        &self,
+        b: &Book,
+        pre: Option<[&[Parsed]; 2]>,
+        ts: Option<i64>,
+        recv: Option<i64>,
+        bids: &mut Vec<Lvl>,
+        asks: &mut Vec<Lvl>,
+    ) -> u32 {
+        let mut flags = 0;
         if ts.is_none() {
             flags |= BAD_TS;
         }
-        let recv = env.collected_at_utc.as_deref().and_then(dec::parse_utc_micros);
         let tick = b
             .tick_size
             .and_then(|r| serde_json::from_str::<&str>(r.get()).ok())
             .and_then(Dec::parse)
             .filter(|t| t.signum() > 0);
-        let (mut bids, mut asks) = (std::mem::take(&mut self.bids), std::mem::take(&mut self.asks));
-        flags |= side(b.bids.as_ref(), pre.map(|p| p[0]), true, tick, &mut bids);
-        flags |= side(b.asks.as_ref(), pre.map(|p| p[1]), false, tick, &mut asks);
+        flags |= side(b.bids.as_ref(), pre.map(|p| p[0]), true, tick, bids);
+        flags |= side(b.asks.as_ref(), pre.map(|p| p[1]), false, tick, asks);
         if bids.is_empty() {
             flags |= EMPTY_BIDS;
         }
@@ -673,28 +736,68 @@ impl Rows {
         if b.unknown_fields > 0 {
             flags |= UNKNOWN_FIELDS;
         }
-        let stats = &mut part.stats;
-        match hash_ok {
-            Some(true) => stats.hash_match += 1,
-            Some(false) => {
-                stats.hash_mismatch += 1;
-                flags |= HASH_MISMATCH;
-            }
-            None => {
-                stats.hash_unverifiable += 1;
-                flags |= HASH_UNVERIFIABLE;
-            }
-        }
         if let (Some(r), Some(t)) = (recv, ts) {
             if (r - t * 1000).abs() > self.opts.max_lag_ms * 1000 {
                 flags |= RECV_FAR;
             }
         }
-        count_static(&mut stats.rows, "book");
-        count(&mut stats.book_rows_by_source, env.endpoint.as_deref().unwrap_or("?"));
+        flags
+    }
 
-        // ---- the row ----
-        let out = &mut part.out;
+    /// Recomputes the venue hash (facts §6.3). None when a field it needs is missing or a level
+    /// is not a pair of strings. Public: pm-rebuild checks REST books with it, so both tools agree.
+    pub fn verify_hash(&mut self, b: &Book) -> Option<bool> {
+        self.hash_ok(b, None)
+    }
+
+    /// [`Self::verify_hash`]; `wire`: the sides' text in the venue's shape (copied as the hash text).
+    fn hash_ok(&mut self, b: &Book, wire: Option<[&str; 2]>) -> Option<bool> {
+        let (market, asset, ts, want) =
+            (b.market.as_deref()?, b.asset_id.as_deref()?, b.timestamp.as_deref()?, b.hash.as_deref()?);
+        let strs = |side: &Option<Vec<Level>>| -> Option<()> {
+            side.as_ref()?.iter().all(|l| l.price.is_some() && l.size.is_some()).then_some(())
+        };
+        strs(&b.bids)?;
+        strs(&b.asks)?;
+        let tail = [b.min_order_size?, b.tick_size?, b.neg_risk?, b.last_trade_price?].map(parse::hash_scalar_text);
+        let tail = [&*tail[0], &*tail[1], &*tail[2], &*tail[3]];
+        match wire {
+            Some([bids, asks]) => book::write_hash_text_with(
+                &mut self.hash_buf,
+                market,
+                asset,
+                ts,
+                |o| o.extend_from_slice(bids.as_bytes()),
+                |o| o.extend_from_slice(asks.as_bytes()),
+                tail,
+            ),
+            None => book::write_hash_text(&mut self.hash_buf, market, asset, ts, pairs(&b.bids), pairs(&b.asks), tail),
+        }
+        let mut hex = [0u8; 40];
+        book::sha1_hex_into(&self.hash_buf, &mut hex);
+        Some(want.as_bytes() == hex)
+    }
+}
+
+/// What a `book` row shows of a book ([`Rows::book_row`] writes it).
+struct BookText<'r, 'a> {
+    env: &'r Env<'a>,
+    ctx: &'r Ctx<'r>,
+    b: &'r Book<'a>,
+    asset: &'r str,
+    ts: Option<i64>,
+    recv: Option<i64>,
+    hash_ok: Option<bool>,
+    /// Valid levels, best first.
+    bids: &'r [Lvl],
+    asks: &'r [Lvl],
+}
+
+impl BookText<'_, '_> {
+    /// Appends the row (with `depth` levels a side) to `out`, leaving out the join fields and the
+    /// flag names; returns where they go (hole 1, hole 2).
+    fn write(&self, out: &mut Vec<u8>, depth: usize) -> (usize, usize) {
+        let BookText { env, ctx, b, asset, ts, recv, hash_ok, bids, asks } = *self;
         head(out, "book", env);
         out.extend_from_slice(b",\"exchange_at_utc\":");
         match ts {
@@ -723,8 +826,8 @@ impl Rows {
         let join_at = out.len();
         put_slot(out, ctx);
         put_prov(out, env);
-        let bb = best(&bids, b.bids.as_ref());
-        let ba = best(&asks, b.asks.as_ref());
+        let bb = best(bids, b.bids.as_ref());
+        let ba = best(asks, b.asks.as_ref());
         out.extend_from_slice(b",\"best_bid_price\":");
         put_opt(out, bb.and_then(|(l, _)| l.price.as_deref()));
         out.extend_from_slice(b",\"best_bid_size\":");
@@ -765,48 +868,19 @@ impl Rows {
         out.extend_from_slice(b",\"flags\":[");
         // Hole 2: the flag names (Normalizer::book_state adds `duplicate`/`ts_backwards`).
         let flags_at = out.len();
-        match self.opts.depth {
+        match depth {
             0 => out.extend_from_slice(b"],\"depth\":0,\"bids\":null,\"asks\":null"),
             d => {
                 out.extend_from_slice(b"],\"depth\":");
                 put_u64(out, (d != usize::MAX).then_some(d as u64));
                 out.extend_from_slice(b",\"bids\":");
-                put_levels(out, &bids, b.bids.as_ref(), d);
+                put_levels(out, bids, b.bids.as_ref(), d);
                 out.extend_from_slice(b",\"asks\":");
-                put_levels(out, &asks, b.asks.as_ref(), d);
+                put_levels(out, asks, b.asks.as_ref(), d);
             }
         }
         out.extend_from_slice(b"}\n");
-        self.bids = bids;
-        self.asks = asks;
-        let asset = part.keep(asset);
-        let hash = b.hash.as_deref().map(|h| part.keep(h));
-        part.ops.push(Op::Book { join_at, flags_at, asset, hash, ts, flags });
-    }
-
-    /// Recomputes the venue hash (facts §6.3). None when a field it needs is missing or a level
-    /// is not a pair of strings. Public: pm-rebuild checks REST books with it, so both tools agree.
-    pub fn verify_hash(&mut self, b: &Book) -> Option<bool> {
-        let (market, asset, ts, want) =
-            (b.market.as_deref()?, b.asset_id.as_deref()?, b.timestamp.as_deref()?, b.hash.as_deref()?);
-        let strs = |side: &Option<Vec<Level>>| -> Option<()> {
-            side.as_ref()?.iter().all(|l| l.price.is_some() && l.size.is_some()).then_some(())
-        };
-        strs(&b.bids)?;
-        strs(&b.asks)?;
-        let tail = [b.min_order_size?, b.tick_size?, b.neg_risk?, b.last_trade_price?].map(parse::hash_scalar_text);
-        book::write_hash_text(
-            &mut self.hash_buf,
-            market,
-            asset,
-            ts,
-            pairs(&b.bids),
-            pairs(&b.asks),
-            [&tail[0], &tail[1], &tail[2], &tail[3]],
-        );
-        let mut hex = [0u8; 40];
-        book::sha1_hex_into(&self.hash_buf, &mut hex);
-        Some(want.as_bytes() == hex)
+        (join_at, flags_at)
     }
 }
 

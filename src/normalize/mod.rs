@@ -18,6 +18,7 @@
 pub mod check;
 pub mod dec;
 pub mod engine;
+pub mod fast;
 pub mod parse;
 pub mod rows;
 
@@ -242,8 +243,6 @@ pub fn run(inputs: &[String], out: Output, nor: &mut Normalizer, threads: usize)
     for _ in 0..k {
         ticket_tx.send(()).expect("room for every ticket");
     }
-    let (done_tx, done_rx) = bounded::<(u64, bool, Part)>(k);
-    let (part_tx, part_rx) = bounded::<Part>(k);
     let (otx, orx) = bounded::<Vec<u8>>(4);
     let (opool_tx, opool_rx) = bounded::<Vec<u8>>(4);
     let names = inputs.to_vec();
@@ -258,81 +257,117 @@ pub fn run(inputs: &[String], out: Output, nor: &mut Normalizer, threads: usize)
             out.flush()?;
             Ok(out)
         });
-        // Hands `buf` to the writer once it is full (or at the end); false when the writer stopped.
-        let flush = |buf: &mut Vec<u8>, force: bool| -> bool {
-            if buf.len() >= OUT_CHUNK || (force && !buf.is_empty()) {
-                let mut next = opool_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(OUT_CHUNK + (64 << 10)));
-                next.clear();
-                let full = std::mem::replace(buf, next);
-                return otx.send(full).is_ok();
-            }
-            true
-        };
-        let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK + (64 << 10));
-        let mut ok = true;
-        if threads == 1 {
-            let mut rows = nor.rows();
-            let mut part = Part::default();
-            for job in rx.iter() {
-                work(&mut rows, &job, &mut part);
-                recycle(&pool_tx, job.data);
-                if job.new_file {
-                    nor.start_file();
-                }
-                nor.apply(&mut part, &mut buf);
-                let _ = ticket_tx.try_send(());
-                if !flush(&mut buf, false) {
-                    ok = false;
-                    break;
-                }
-            }
+        let mut sink = Sink { buf: Vec::with_capacity(OUT_CHUNK + (64 << 10)), tx: otx, pool: opool_rx };
+        let chunks = Chunks { rx, pool: pool_tx, tickets: ticket_tx };
+        let ok = if threads == 1 {
+            serial(&chunks, nor, &mut sink)
         } else {
-            for _ in 0..threads {
-                let (rx, done_tx, part_rx, pool_tx) = (rx.clone(), done_tx.clone(), part_rx.clone(), pool_tx.clone());
-                let mut rows = nor.rows();
-                s.spawn(move || {
-                    for job in rx.iter() {
-                        let mut part = part_rx.try_recv().unwrap_or_default();
-                        work(&mut rows, &job, &mut part);
-                        recycle(&pool_tx, job.data);
-                        if done_tx.send((job.seq, job.new_file, part)).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            drop(done_tx);
-            // Parts come back in any order; they are applied in input order (at most k are out).
-            let mut ring: Vec<Option<(bool, Part)>> = (0..k).map(|_| None).collect();
-            let mut next = 0u64;
-            'parts: for (seq, new_file, part) in done_rx.iter() {
-                ring[(seq % k as u64) as usize] = Some((new_file, part));
-                while let Some((new_file, mut part)) = ring[(next % k as u64) as usize].take() {
-                    if new_file {
-                        nor.start_file();
-                    }
-                    nor.apply(&mut part, &mut buf);
-                    if part.capacity() <= 4 * CHUNK {
-                        let _ = part_tx.try_send(part);
-                    }
-                    let _ = ticket_tx.try_send(());
-                    next += 1;
-                    if !flush(&mut buf, false) {
-                        ok = false;
-                        break 'parts;
-                    }
-                }
-            }
-            drop(done_rx); // stops the workers if we left early
-        }
+            parallel(s, &chunks, nor, &mut sink, threads, k)
+        };
         if ok {
-            flush(&mut buf, true);
+            sink.flush(true);
         }
-        drop(otx); // ends the writer loop
-        drop(ticket_tx); // stops the reader if we left early
-        drop(rx);
+        drop(sink); // ends the writer loop
+        drop(chunks); // stops the reader if we left early
         writer.join().expect("writer thread")
     })
+}
+
+/// The reader's chunks, the way their buffers go back, and the tickets that let it read on.
+struct Chunks {
+    rx: Receiver<Job>,
+    pool: Sender<Vec<u8>>,
+    tickets: Sender<()>,
+}
+
+/// The output buffer and the writer thread it goes to.
+struct Sink {
+    buf: Vec<u8>,
+    tx: Sender<Vec<u8>>,
+    pool: Receiver<Vec<u8>>,
+}
+
+impl Sink {
+    /// Hands the buffer to the writer once it is full (or at the end); false when the writer stopped.
+    fn flush(&mut self, force: bool) -> bool {
+        if self.buf.len() >= OUT_CHUNK || (force && !self.buf.is_empty()) {
+            let mut next = self.pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(OUT_CHUNK + (64 << 10)));
+            next.clear();
+            let full = std::mem::replace(&mut self.buf, next);
+            return self.tx.send(full).is_ok();
+        }
+        true
+    }
+}
+
+/// One thread: the calling thread parses each chunk and applies it. False when the writer stopped.
+fn serial(chunks: &Chunks, nor: &mut Normalizer, sink: &mut Sink) -> bool {
+    let mut rows = nor.rows();
+    let mut part = Part::default();
+    for job in chunks.rx.iter() {
+        work(&mut rows, &job, &mut part);
+        recycle(&chunks.pool, job.data);
+        if job.new_file {
+            nor.start_file();
+        }
+        nor.apply(&mut part, &mut sink.buf);
+        let _ = chunks.tickets.try_send(());
+        if !sink.flush(false) {
+            return false;
+        }
+    }
+    true
+}
+
+/// `threads` workers parse chunks into parts; the calling thread applies the parts in input order
+/// (at most `k` are out). False when the writer stopped.
+fn parallel<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    chunks: &Chunks,
+    nor: &mut Normalizer,
+    sink: &mut Sink,
+    threads: usize,
+    k: usize,
+) -> bool {
+    let (done_tx, done_rx) = bounded::<(u64, bool, Part)>(k);
+    let (part_tx, part_rx) = bounded::<Part>(k);
+    for _ in 0..threads {
+        let (rx, done_tx, part_rx, pool_tx) =
+            (chunks.rx.clone(), done_tx.clone(), part_rx.clone(), chunks.pool.clone());
+        let mut rows = nor.rows();
+        s.spawn(move || {
+            for job in rx.iter() {
+                let mut part = part_rx.try_recv().unwrap_or_default();
+                work(&mut rows, &job, &mut part);
+                recycle(&pool_tx, job.data);
+                if done_tx.send((job.seq, job.new_file, part)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(done_tx);
+    // Parts come back in any order; they are applied in input order.
+    let mut ring: Vec<Option<(bool, Part)>> = (0..k).map(|_| None).collect();
+    let mut next = 0u64;
+    for (seq, new_file, part) in done_rx.iter() {
+        ring[(seq % k as u64) as usize] = Some((new_file, part));
+        while let Some((new_file, mut part)) = ring[(next % k as u64) as usize].take() {
+            if new_file {
+                nor.start_file();
+            }
+            nor.apply(&mut part, &mut sink.buf);
+            if part.capacity() <= 4 * CHUNK {
+                let _ = part_tx.try_send(part);
+            }
+            let _ = chunks.tickets.try_send(());
+            next += 1;
+            if !sink.flush(false) {
+                return false; // dropping done_rx stops the workers
+            }
+        }
+    }
+    true
 }
 
 /// Position of the first `\n`, eight bytes at a time (no memchr dependency).

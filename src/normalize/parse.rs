@@ -16,6 +16,17 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Vis
 use serde_json::value::RawValue;
 
 /// A raw envelope (`pmarchive.raw/1`): only the fields pm-normalize reads; others are skipped.
+///
+/// Why not [`crate::envelope::RawLine`] (the envelope's reader type): pm-normalize reads every
+/// line first with its own one-pass reader ([`super::fast`], about twice as fast as serde on the
+/// venue's lines); this type is what that reader returns and the serde definition it falls back
+/// to. `RawLine` types every envelope field, so a line whose `tool`, `host`, `sent_at_utc`… has the
+/// wrong JSON type fails as a whole there, while pm-normalize keeps its books (those fields are not
+/// in the rows); and its `ctx` as `&RawValue` leaves it without a `Default`, which the hot-path
+/// reader and pm-rebuild build on. What keeps the three in step: `fast::tests` (the hot-path
+/// reader gives this type's exact value or leaves the line to serde) and
+/// `tests::env_reads_the_envelope_like_raw_line` (the same lines accepted and rejected as
+/// `RawLine`, the same values, except for exactly that difference).
 #[derive(serde::Deserialize, Default)]
 pub struct Env<'a> {
     #[serde(borrow, default)]
@@ -610,6 +621,57 @@ mod tests {
         }
         // A lone surrogate in a level still fails the side (and only its book, see above).
         assert!(serde_json::from_str::<Side>(r#"[{"price":"\ud800","size":"1"}]"#).is_err());
+    }
+
+    /// [`Env`] and [`crate::envelope::RawLine`] read the envelope's fields alike: the same lines
+    /// accepted, the same values; the one difference is a wrongly typed field pm-normalize does not
+    /// use (kept here, refused by `RawLine`).
+    #[test]
+    fn env_reads_the_envelope_like_raw_line() {
+        type Raw<'a> = crate::envelope::RawLine<'a>;
+        let line = r#"{"schema":"pmarchive.raw/1","venue":"polymarket","tool":"pm-books","collector_version":"0.1.0","run_id":"r","host":"h","seq":4,"kind":"http","endpoint":"books","sent_at_utc":"2026-08-13T00:00:00.000000Z","collected_at_utc":"2026-08-13T00:00:00.100000Z","elapsed_ms":84.5,"attempt":2,"request":{"method":"POST"},"status":200,"headers":{},"body_kind":"json","body":[{"asset_id":"1","bids":[{"price":"0.5","size":"1"}]}],"ctx":{"slot":1}}"#;
+        let show = |e: &Env| {
+            let f = [&e.schema, &e.venue, &e.run_id, &e.kind, &e.endpoint, &e.collected_at_utc, &e.body_kind];
+            format!(
+                "{f:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                e.seq, e.attempt, e.status, e.body_text, e.body_error, e.error
+            )
+        };
+        let show_raw = |e: &Raw| {
+            let f = [&e.schema, &e.venue, &e.run_id, &e.kind, &e.endpoint, &e.collected_at_utc, &e.body_kind];
+            format!(
+                "{f:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                e.seq, e.attempt, e.status, e.body_text, e.body_error, e.error
+            )
+        };
+        let same = [
+            line.to_string(),
+            line.replace(r#""seq":4"#, r#""seq":null"#),
+            line.replace(r#""seq":4"#, r#""seq":-4"#),
+            line.replace(r#""seq":4"#, r#""seq":4.5"#),
+            line.replace(r#""seq":4"#, r#""seq":"4""#),
+            line.replace(r#""kind":"http""#, r#""kind":7"#),
+            line.replace(r#""run_id":"r""#, r#""run_id":"\u0072""#),
+            line.replace(r#""run_id":"r","#, r#""run_id":"r","run_id":"s","#),
+            line.replace(r#""body_kind":"json""#, r#""body_kind":"json_text","body_text":"[]""#),
+            line.replace(r#""status":200"#, r#""status":null,"error":"timeout""#),
+            line.replace(r#""elapsed_ms":84.5"#, r#""elapsed_ms":"x""#),
+            line.replace(r#""request":{"method":"POST"}"#, r#""request":[1,{"a":null}]"#),
+            format!("{line} x"),
+            line[..line.len() - 2].to_string(),
+            "[]".to_string(),
+            "{}".to_string(),
+        ];
+        for l in &same {
+            match (env(l), serde_json::from_str::<Raw>(l)) {
+                (Ok(e), Ok(r)) => assert_eq!(show(&e), show_raw(&r), "{l}"),
+                (Err(_), Err(_)) => {}
+                (e, r) => panic!("accepted by one only ({}, {}): {l}", e.is_ok(), r.is_ok()),
+            }
+        }
+        for l in [line.replace(r#""host":"h""#, r#""host":5"#), line.replace(r#""tool":"pm-books""#, r#""tool":[]"#)] {
+            assert!(env(&l).is_ok() && serde_json::from_str::<Raw>(&l).is_err(), "{l}");
+        }
     }
 
     #[test]
