@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{bin, run_with_timeout, tempdir};
+use pm_archive::soak::{SupervisorEvent, SupervisorLine, SUPERVISOR_SCHEMA};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -127,6 +128,58 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
     assert_eq!(gate(&r2, "zero sealed lines lost")["pass"], false);
     assert_eq!(gate(&r2, "every book served")["pass"], false, "{}", r2["reconcile"]);
     assert_eq!(gate(&r2, "every trade served")["pass"], false, "{}", r2["trades"]);
+}
+
+/// Every event word soak.sh's `ev` writes is a [`SupervisorEvent`], and every line `ev` writes (rc,
+/// detail with a double quote, pid) parses as the [`SupervisorLine`] soak-report reads.
+#[test]
+fn the_supervisor_lines_soak_sh_writes_parse_as_supervisor_lines() {
+    let script = std::fs::read_to_string(repo().join("pipelines/soak.sh")).unwrap();
+    // The writer itself: soak.sh's `iso` and `ev` functions, cut out of the script.
+    let mut funcs = String::new();
+    let mut inside = false;
+    for l in script.lines() {
+        inside |= l.starts_with("iso()") || l.starts_with("ev() {");
+        if inside {
+            funcs.push_str(l);
+            funcs.push('\n');
+        }
+        inside &= !(l.starts_with("iso()") || l == "}");
+    }
+    assert!(funcs.contains("ev() {") && funcs.contains("printf"), "soak.sh has no ev(): {funcs}");
+    // Every `ev WORD` call: `ev ` at a line start or after a space, `;`, `&` or `|`.
+    let mut words: Vec<&str> = script
+        .match_indices("ev ")
+        .filter(|&(i, _)| i == 0 || matches!(script.as_bytes()[i - 1], b' ' | b'\n' | b';' | b'&' | b'|'))
+        .filter_map(|(i, _)| script[i + 3..].split([' ', '\n', ';']).next())
+        .filter(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .collect();
+    words.sort_unstable();
+    words.dedup();
+    assert!(words.len() >= 12 && words.contains(&"no_restart"), "event words found in soak.sh: {words:?}");
+    let dir = tempdir("soak-sup");
+    let sup = dir.join("supervisor.jsonl");
+    let mut body = format!("{funcs}SUP={}\n", sup.display());
+    for w in &words {
+        body.push_str(&format!("ev {w}\n"));
+    }
+    body.push_str("ev chain_exit 1\nev kill \"\" pm-books 4242\nev soak_start \"\" 'loopback \"quoted\" mode'\n");
+    let o = Command::new("bash").arg("-c").arg(&body).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&sup).unwrap();
+    let lines: Vec<SupervisorLine> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
+    assert_eq!(lines.len(), words.len() + 3, "{text}");
+    for (l, w) in lines.iter().zip(&words) {
+        assert_eq!(l.schema, SUPERVISOR_SCHEMA);
+        assert_ne!(l.event, SupervisorEvent::Other, "soak.sh writes an event soak-report does not know: {w}");
+        assert!(pm_archive::clock::parse_rfc3339(&l.at_utc).is_some(), "{}", l.at_utc);
+    }
+    let n = lines.len();
+    assert_eq!((lines[n - 3].event, lines[n - 3].rc), (SupervisorEvent::ChainExit, Some(1)));
+    let kill = &lines[n - 2];
+    assert_eq!((kill.event, kill.detail.as_deref(), kill.pid), (SupervisorEvent::Kill, Some("pm-books"), Some(4242)));
+    assert_eq!(lines[n - 1].detail.as_deref(), Some("loopback 'quoted' mode"), "soak.sh turns \" into '");
 }
 
 fn nix_is_root() -> bool {

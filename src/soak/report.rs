@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{SupervisorLine, VenueLine};
+use super::{SupervisorEvent, SupervisorLine, VenueLine};
 use crate::books::PollCtx;
 use crate::envelope::RawLine;
 use crate::http::HttpCtx;
@@ -408,21 +408,30 @@ impl<'a> Build<'a> {
         let lead = self.inp().lead_secs;
         let r = &mut self.r;
         let t = |l: &SupervisorLine| parse_t(&l.at_utc).unwrap_or(0.0);
-        let start = sup.iter().find(|l| l.event == "soak_start").map(t).unwrap_or(0.0);
-        let end =
-            sup.iter().rev().find(|l| l.event == "soak_end").map(t).or_else(|| sup.last().map(t)).unwrap_or(start);
+        let start = sup.iter().find(|l| l.event == SupervisorEvent::SoakStart).map(t).unwrap_or(0.0);
+        let end = sup
+            .iter()
+            .rev()
+            .find(|l| l.event == SupervisorEvent::SoakEnd)
+            .map(t)
+            .or_else(|| sup.last().map(t))
+            .unwrap_or(start);
         r.soak_start_utc = fmt_t(start);
         r.soak_end_utc = fmt_t(end);
         r.soak_secs = end - start;
-        r.mode = sup.iter().find(|l| l.event == "soak_start").and_then(|l| l.detail.clone()).unwrap_or_default();
+        r.mode = sup
+            .iter()
+            .find(|l| l.event == SupervisorEvent::SoakStart)
+            .and_then(|l| l.detail.clone())
+            .unwrap_or_default();
         let mut open: Option<f64> = None;
         let mut last_exit: Option<f64> = None;
         let mut disk_open: Option<f64> = None;
         for l in sup {
             let at = t(l);
             let ev = || Event { at_utc: fmt_t(at), detail: l.detail.clone().unwrap_or_default() };
-            match l.event.as_str() {
-                "chain_start" => {
+            match l.event {
+                SupervisorEvent::ChainStart => {
                     r.uptime.chain_starts += 1;
                     if let Some(e) = last_exit.take() {
                         r.uptime.restart_waits.push(at - e);
@@ -432,28 +441,28 @@ impl<'a> Build<'a> {
                     }
                     open = Some(at);
                 }
-                "chain_exit" => {
+                SupervisorEvent::ChainExit => {
                     *r.uptime.exits.entry(l.rc.map(|c| c.to_string()).unwrap_or("?".into())).or_default() += 1;
                     if let Some(s) = open.take() {
                         self.up.push((s, at));
                     }
                     last_exit = Some(at);
                 }
-                "no_restart" => r.uptime.no_restart += 1,
-                "kill" => {
+                SupervisorEvent::NoRestart => r.uptime.no_restart += 1,
+                SupervisorEvent::Kill => {
                     r.kills.push(ev());
                     self.kills_real.push((at, l.detail.clone().unwrap_or_default()));
                     self.kill_spans.push((at, f64::NAN));
                 }
-                "disk_full_start" => disk_open = Some(at),
-                "disk_full_end" => {
+                SupervisorEvent::DiskFullStart => disk_open = Some(at),
+                SupervisorEvent::DiskFullEnd => {
                     if let Some(s) = disk_open.take() {
                         self.disk.push((s, at));
                         r.disk_full.push((fmt_t(s), fmt_t(at)));
                     }
                 }
-                "clock_step" => r.clock_steps.push(ev()),
-                "offload" => r.offloads.push(Event {
+                SupervisorEvent::ClockStep => r.clock_steps.push(ev()),
+                SupervisorEvent::Offload => r.offloads.push(Event {
                     at_utc: fmt_t(at),
                     detail: format!("exit {}", l.rc.map(|c| c.to_string()).unwrap_or("?".into())),
                 }),
@@ -828,7 +837,7 @@ impl<'a> Build<'a> {
         // Clock steps the chain saw: its lines carry the stepped time while a step lasts.
         let steps: Vec<f64> = sup
             .iter()
-            .filter(|l| l.event == "clock_step")
+            .filter(|l| l.event == SupervisorEvent::ClockStep)
             .filter_map(|l| l.detail.as_deref().and_then(|d| d.parse::<f64>().ok()))
             .filter(|s| *s > 0.0)
             .collect();
