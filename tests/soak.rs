@@ -128,6 +128,22 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
     assert_eq!(gate(&r2, "zero sealed lines lost")["pass"], false);
     assert_eq!(gate(&r2, "every book served")["pass"], false, "{}", r2["reconcile"]);
     assert_eq!(gate(&r2, "every trade served")["pass"], false, "{}", r2["trades"]);
+
+    // A loopback run whose trades lane made no request fails the trade line (it is not "not
+    // applicable"): the venue log without its /v2/trades replies.
+    let venue = std::fs::read_to_string(out.join("venue.jsonl")).unwrap();
+    let no_trades: String =
+        venue.lines().filter(|l| !l.contains(r#""path":"/v2/trades""#)).map(|l| format!("{l}\n")).collect();
+    assert!(no_trades.len() < venue.len(), "the venue served /v2/trades");
+    std::fs::write(dir.join("venue-no-trades.jsonl"), no_trades).unwrap();
+    let md3 = dir.join("no_trades.md");
+    let mut cmd = Command::new(bin("soak-report"));
+    cmd.arg("--archive").arg(out.join("archive")).arg("--venue-log").arg(dir.join("venue-no-trades.jsonl"));
+    cmd.arg("--supervisor-log").arg(out.join("supervisor.jsonl")).arg("--out").arg(&md3);
+    let o = run_with_timeout(cmd, None, Duration::from_secs(120));
+    assert_eq!(o.status.code(), Some(1), "a failing gate is exit 1");
+    let t = gate(&report_json(&md3), "every trade served").clone();
+    assert!(t["pass"] == false && t["value"].as_str().unwrap().starts_with("the trades lane made no request"), "{t}");
 }
 
 /// Every event word soak.sh's `ev` writes is a [`SupervisorEvent`], and every line `ev` writes (rc,

@@ -1182,14 +1182,18 @@ fn reconcile_trades(served: &BTreeMap<String, Vec<f64>>, archived: &BTreeSet<Str
     t
 }
 
-/// The trade reconciliation's gate line (not applicable when no `/v2/trades` request was served:
-/// a real run has no venue log, a loopback run may have the trades lane off).
+/// The trade reconciliation's gate line. Not applicable when the venue log is empty (a real run has
+/// none: nothing to reconcile against, trades lane on or off); a loopback run (venue log present)
+/// whose trades lane made no `/v2/trades` request fails: the soak runs every lane.
 fn trade_gate(t: &TradeReconcile, venue_replies: u64) -> Gate {
     let name = "every trade served is archived or its loss explained".to_string();
-    if t.requests == 0 {
-        let why = if venue_replies == 0 { "the venue log is empty (a real run has none)" } else { "trades lane off" };
-        let value = format!("not applicable: no /v2/trades request ({why})");
+    if venue_replies == 0 {
+        let value = "not applicable: the venue log is empty (a real run has none)".to_string();
         return Gate { name, value, pass: true, not_judgeable: false };
+    }
+    if t.requests == 0 {
+        let value = "the trades lane made no request (no /v2/trades request in the venue log)".to_string();
+        return Gate { name, value, pass: false, not_judgeable: false };
     }
     let unexplained = t.missing.get("UNEXPLAINED").copied().unwrap_or(0);
     Gate {
@@ -1458,6 +1462,20 @@ mod tests {
         assert!(matches!(j.fate(260.0, 250.0), Fate::Unexplained), "a run that began later is not the fault's");
         let gamma = [(200.3, "Status(500)".to_string(), "/markets/slug/".to_string(), Some(500))];
         assert!(matches!(judge([&[], &[], &[]], &gamma).fate(200.0, 200.0), Fate::Unexplained));
+    }
+
+    #[test]
+    fn a_loopback_run_whose_trades_lane_made_no_request_fails_the_trade_line() {
+        let none = TradeReconcile::default();
+        let g = trade_gate(&none, 120);
+        assert!(!g.pass && !g.not_judgeable, "{g:?}");
+        assert!(g.value.starts_with("the trades lane made no request"), "{}", g.value);
+        // A real run (no venue log): nothing to reconcile against, trades lane on or off.
+        let g = trade_gate(&none, 0);
+        assert!(g.pass && g.value.starts_with("not applicable: the venue log is empty"), "{g:?}");
+        let served = TradeReconcile { requests: 3, ok_replies: 3, served: 2, archived: 2, matched: 2, ..none };
+        let g = trade_gate(&served, 120);
+        assert!(g.pass && g.value.starts_with("2 of 2 distinct trades archived"), "{g:?}");
     }
 
     #[test]
