@@ -1366,15 +1366,15 @@ fn pct(a: u64, b: u64) -> f64 {
 /// What a check found, in a line: the health problems, pm-normalize's flags and errors,
 /// pm-rebuild's hash verify rate; else the output itself, shortened.
 fn check_summary(name: &str, out: &str, err: &str) -> String {
+    if name == "manifest_status" {
+        if let Ok(st) = serde_json::from_str::<manifest::status::Status>(out) {
+            let problems: Vec<&str> = st.problems.iter().map(|p| p.message.as_str()).collect();
+            return summarize(&format!("healthy: {}; problems: {}", st.healthy, problems.join("; ")));
+        }
+    }
+    // pm-normalize --check writes its document with json! (no Rust type to read it through yet).
     let v = serde_json::from_str::<Value>(out).ok();
     match (name, &v) {
-        ("manifest_status", Some(v)) => {
-            let problems: Vec<&str> = v["problems"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|p| p["message"].as_str()).collect())
-                .unwrap_or_default();
-            summarize(&format!("healthy: {}; problems: {}", v["healthy"], problems.join("; ")))
-        }
         ("normalize_check", Some(v)) => {
             let flags: BTreeMap<&str, &Value> = v["flags"]
                 .as_object()
