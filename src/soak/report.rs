@@ -1478,6 +1478,39 @@ mod tests {
         assert!(g.pass && g.value.starts_with("2 of 2 distinct trades archived"), "{g:?}");
     }
 
+    /// Archived lines are read through their writers' ctx types: a gap line as `GapCtx` (its
+    /// count and slots), a track line as `TrackCtx` (old pm-stream reason words too), a websocket
+    /// `stats` line as `StatsCtx`.
+    #[test]
+    fn archived_lines_are_read_through_their_ctx_types() {
+        let inp = Inputs {
+            archive: PathBuf::new(),
+            venue_log: PathBuf::new(),
+            supervisor_log: PathBuf::new(),
+            checks_dir: None,
+            flush_secs: 5.0,
+            interval_secs: 1.0,
+            lead_secs: 60.0,
+            grace_secs: 120.0,
+            families: vec!["5m".into()],
+            label: "test".into(),
+            notes: vec![],
+        };
+        let mut b = Build::new(&inp);
+        let rel = "venue=polymarket/stream=books/date=2026-01-01/hour=00/vm-run1-0.jsonl.gz";
+        let gap = GapCtx::missed_slots(10, 12, "2026-01-01T00:00:10.000000Z".into());
+        let gap = format!(r#"{{"kind":"gap","ctx":{}}}"#, serde_json::to_string(&gap).unwrap());
+        let track = r#"{"kind":"track","collected_at_utc":"2026-01-01T00:06:00.000000Z","ctx":{"action":"stop","reason":"window_grace_over","slug":"btc-updown-5m-1767225600","condition_id":"0xc","family":"5m","tokens":[],"window_start_utc":"2026-01-01T00:00:00Z","window_end_utc":"2026-01-01T00:05:00Z"}}"#;
+        let stats = r#"{"kind":"ws","ctx":{"event":"stats","conn_id":1,"shard":0,"interval_s":5.0,"frames":3,"bytes":99,"ws_event_types":{"book":3}}}"#;
+        for (l, stream) in [(gap.as_str(), "books"), (track, "books"), (stats, "ws_market")] {
+            b.line(&serde_json::from_str::<ArchLine>(l).unwrap(), stream, rel);
+        }
+        assert_eq!(b.r.gaps.get("books/missed_slots"), Some(&3), "{:?}", b.r.gaps);
+        assert_eq!(b.slot_gap.keys().map(|k| k.1).collect::<Vec<_>>(), [10, 11, 12]);
+        assert_eq!(b.r.markets["5m"].stops.get("grace_elapsed"), Some(&1), "{:?}", b.r.markets);
+        assert_eq!(b.r.ws.get("stats"), Some(&1), "{:?}", b.r.ws);
+    }
+
     #[test]
     fn no_window_judged_is_not_judgeable_never_a_pass() {
         let mut w = Windows::default();
