@@ -13,20 +13,21 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{bin, run_with_timeout, tempdir};
+use pm_archive::soak::report::{FaultSeen, Gate, Report};
 use pm_archive::soak::{SupervisorEvent, SupervisorLine, SUPERVISOR_SCHEMA};
-use serde_json::Value;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn report_json(md: &Path) -> Value {
+/// The report's JSON, read as the type soak-report writes it.
+fn report_json(md: &Path) -> Report {
     let js = md.to_str().unwrap().strip_suffix(".md").unwrap().to_string() + ".json";
     serde_json::from_slice(&std::fs::read(&js).unwrap_or_else(|e| panic!("{js}: {e}"))).unwrap()
 }
 
-fn gate<'a>(r: &'a Value, starts: &str) -> &'a Value {
-    r["gate"].as_array().unwrap().iter().find(|g| g["name"].as_str().unwrap().starts_with(starts)).unwrap()
+fn gate<'a>(r: &'a Report, starts: &str) -> &'a Gate {
+    r.gate.iter().find(|g| g.name.starts_with(starts)).unwrap_or_else(|| panic!("no gate line {starts}"))
 }
 
 #[test]
@@ -60,13 +61,13 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
     }
 
     // The supervisor restarted the chain after every SIGKILL, as systemd would.
-    let kills = r["kills"].as_array().unwrap().len();
-    assert!(kills >= 1, "at least one SIGKILL in two minutes: {}", r["kills"]);
-    assert!(r["uptime"]["chain_starts"].as_u64().unwrap() > kills as u64, "{}", r["uptime"]);
-    assert!(r["clock_steps"].as_array().unwrap().len() == 2, "step and step back: {}", r["clock_steps"]);
-    assert_eq!(r["outages"].as_array().unwrap().len(), 1);
+    let kills = r.kills.len();
+    assert!(kills >= 1, "at least one SIGKILL in two minutes: {:?}", r.kills);
+    assert!(r.uptime.chain_starts > kills as u64, "{:?}", r.uptime);
+    assert!(r.clock_steps.len() == 2, "step and step back: {:?}", r.clock_steps);
+    assert_eq!(r.outages.len(), 1);
     if root {
-        assert_eq!(r["disk_full"].as_array().unwrap().len(), 1, "the disk was filled once");
+        assert_eq!(r.disk_full.len(), 1, "the disk was filled once");
     }
 
     // The gate: no sealed line lost, no corrupt file, every upload verified, every book served
@@ -78,33 +79,32 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
         "every book served",
         "every injected fault visible",
     ] {
-        assert_eq!(gate(&r, g)["pass"], true, "{g}: {}\n{text}", gate(&r, g)["value"]);
+        assert!(gate(&r, g).pass, "{g}: {}\n{text}", gate(&r, g).value);
     }
-    assert!(r["snapshots"].as_u64().unwrap() > 100, "snapshots: {}", r["snapshots"]);
-    assert!(r["faults"].as_array().unwrap().iter().filter(|f| f["visible"] == true).count() >= 8, "{}", r["faults"]);
+    assert!(r.snapshots > 100, "snapshots: {}", r.snapshots);
+    assert!(r.faults.iter().filter(|f| f.visible).count() >= 8, "{:?}", r.faults);
     // Slots outside outages, kill and disk-full windows (and their back-off tails) and runs of missed
     // slots that begin with an injected fault's reply: the gate says 99.9 %; a loaded CI machine may
     // miss a slot of its own (a missed_slots gap), so 99 % here; the report lists every slot it could
     // not attribute.
-    let pct = r["slots"]["pct_outside_outage_kill_fault"].as_f64().unwrap();
-    assert!(pct >= 99.0, "slots captured: {pct} %: {}", r["slots"]);
+    let pct = r.slots.pct_outside_outage_kill_fault;
+    assert!(pct >= 99.0, "slots captured: {pct} %: {:?}", r.slots);
     assert!(text.contains("Information, not a gate line: slots captured outside injected outages"), "{text}");
     // No market window (lead 60 s + 5 min + grace 120 s) fits in two minutes: the window line says
     // so instead of passing or failing silently.
     let w = gate(&r, "every market window");
-    assert!(w["not_judgeable"] == true && w["pass"] == false, "{w}");
-    assert!(w["value"].as_str().unwrap().starts_with("not judgeable in this run ("), "{w}");
+    assert!(w.not_judgeable && !w.pass, "{w:?}");
+    assert!(w.value.starts_with("not judgeable in this run ("), "{w:?}");
     // The trades lane: the venue's /v2/trades served trades, the trades stream archived them, and
     // every one served is archived or its loss explained; the /v2/trades faults are visible.
-    let t = &r["trades"];
-    assert!(t["served"].as_u64().unwrap() > 0 && t["matched"].as_u64().unwrap() > 0, "{t}");
-    assert_eq!(gate(&r, "every trade served")["pass"], true, "{t}\n{text}");
+    let t = &r.trades;
+    assert!(t.served > 0 && t.matched > 0, "{t:?}");
+    assert!(gate(&r, "every trade served").pass, "{t:?}\n{text}");
     assert!(text.contains("### Trades: served vs archived"), "the report has the trade section");
-    let trade_faults: Vec<&Value> =
-        r["faults"].as_array().unwrap().iter().filter(|f| f["target"] == "/v2/trades").collect();
-    assert!(!trade_faults.is_empty() && trade_faults.iter().any(|f| f["visible"] == true), "{trade_faults:?}");
-    let served = r["reconcile"]["served_books"].as_u64().unwrap();
-    assert!(served > 100 && r["reconcile"]["matched"].as_u64().unwrap() > served / 2, "{}", r["reconcile"]);
+    let trade_faults: Vec<&FaultSeen> = r.faults.iter().filter(|f| f.target == "/v2/trades").collect();
+    assert!(!trade_faults.is_empty() && trade_faults.iter().any(|f| f.visible), "{trade_faults:?}");
+    let served = r.reconcile.served_books;
+    assert!(served > 100 && r.reconcile.matched > served / 2, "{:?}", r.reconcile);
 
     // A damaged archive is seen: drop one sealed books file that the manifests list.
     let copy = dir.join("damaged");
@@ -125,9 +125,9 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
     let o = run_with_timeout(cmd, None, Duration::from_secs(120));
     assert_eq!(o.status.code(), Some(1), "a failing gate is exit 1");
     let r2 = report_json(&md2);
-    assert_eq!(gate(&r2, "zero sealed lines lost")["pass"], false);
-    assert_eq!(gate(&r2, "every book served")["pass"], false, "{}", r2["reconcile"]);
-    assert_eq!(gate(&r2, "every trade served")["pass"], false, "{}", r2["trades"]);
+    assert!(!gate(&r2, "zero sealed lines lost").pass);
+    assert!(!gate(&r2, "every book served").pass, "{:?}", r2.reconcile);
+    assert!(!gate(&r2, "every trade served").pass, "{:?}", r2.trades);
 
     // A loopback run whose trades lane made no request fails the trade line (it is not "not
     // applicable"): the venue log without its /v2/trades replies.
@@ -143,7 +143,7 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
     let o = run_with_timeout(cmd, None, Duration::from_secs(120));
     assert_eq!(o.status.code(), Some(1), "a failing gate is exit 1");
     let t = gate(&report_json(&md3), "every trade served").clone();
-    assert!(t["pass"] == false && t["value"].as_str().unwrap().starts_with("the trades lane made no request"), "{t}");
+    assert!(!t.pass && t.value.starts_with("the trades lane made no request"), "{t:?}");
 }
 
 /// Every event word soak.sh's `ev` writes is a [`SupervisorEvent`], and every line `ev` writes (rc,

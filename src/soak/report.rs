@@ -227,7 +227,8 @@ pub struct Latency {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-    /// (upper bound ms, count), last bound = +inf.
+    /// (upper bound ms, count), last bound = +inf (written as `null`: JSON has no infinity).
+    #[serde(deserialize_with = "null_is_infinity")]
     pub histogram: Vec<(f64, u64)>,
 }
 
@@ -1026,6 +1027,12 @@ fn manifests(archive: &Path, r: &mut Report) -> Io<(BTreeSet<String>, BTreeSet<S
     Ok((listed.into_keys().collect(), verified))
 }
 
+/// Reads [`Latency::histogram`] back: a `null` bound is the +inf that serde_json wrote as `null`.
+fn null_is_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(f64, u64)>, D::Error> {
+    let bins = Vec::<(Option<f64>, u64)>::deserialize(d)?;
+    Ok(bins.into_iter().map(|(b, n)| (b.unwrap_or(f64::INFINITY), n)).collect())
+}
+
 /// Receive latency: quantiles and a histogram.
 fn latency(mut lat: Vec<f64>) -> Latency {
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -1509,6 +1516,17 @@ mod tests {
         assert_eq!(b.slot_gap.keys().map(|k| k.1).collect::<Vec<_>>(), [10, 11, 12]);
         assert_eq!(b.r.markets["5m"].stops.get("grace_elapsed"), Some(&1), "{:?}", b.r.markets);
         assert_eq!(b.r.ws.get("stats"), Some(&1), "{:?}", b.r.ws);
+    }
+
+    /// The report's JSON reads back as the report (the histogram's +inf bound is written as null).
+    #[test]
+    fn the_report_json_reads_back_as_the_report() {
+        let r = Report { latency: latency(vec![0.5, 7.0, 9000.0]), ..Report::default() };
+        let text = serde_json::to_string_pretty(&r).unwrap();
+        let back: Report = serde_json::from_str(&text).expect("the report's JSON is a Report");
+        assert_eq!(back.latency.histogram, r.latency.histogram);
+        assert_eq!(back.latency.histogram.last(), Some(&(f64::INFINITY, 1)));
+        assert_eq!(serde_json::to_string_pretty(&back).unwrap(), text);
     }
 
     #[test]
