@@ -109,9 +109,13 @@ pub enum Action {
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// start: the tracking window is open (window start − lead reached on either reading), also when
-    /// a record of a market that is still live arrives after it had stopped.
+    /// a record of a market that is still live arrives after it had stopped. (Read also as
+    /// `window_lead`, pm-stream's word before the vocabularies were one.)
+    #[serde(alias = "window_lead")]
     Window,
-    /// stop: window end + grace passed on both the wall clock and the monotonic clock.
+    /// stop: window end + grace passed on both the wall clock and the monotonic clock. (Read also
+    /// as `window_grace_over`, pm-stream's former word.)
+    #[serde(alias = "window_grace_over")]
     GraceElapsed,
     /// stop: after the window end, the token(s) were missing from consecutive successful replies
     /// (pm-books).

@@ -17,11 +17,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::clock;
+use crate::envelope::RawLine;
+use crate::http::HttpCtx;
 use crate::jsonl::{self, LineReader, Next};
-use crate::trades::{row_key, RowId};
+use crate::stream::{WsCtx, WsEvent};
+use crate::track::{Sweep, TrackCtx};
+use crate::trades::{row_key, PageCtx, RowId};
 
 pub const SCHEMA: &str = "pmarchive.trade/1";
 pub const RECONCILIATION_SCHEMA: &str = "pmarchive.trade_reconciliation/1";
@@ -177,21 +182,14 @@ pub struct MarketTotals {
     pub offset: Offsets,
 }
 
-/// The raw line fields read (everything else is skipped unparsed where serde allows).
-#[derive(Deserialize)]
-struct Line {
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    tool: Option<String>,
-    #[serde(default)]
-    collected_at_utc: Option<String>,
-    #[serde(default)]
-    status: Option<u16>,
-    #[serde(default)]
-    body: Option<Value>,
-    #[serde(default)]
-    ctx: Option<Value>,
+/// A raw line, read through the envelope's reader type: the reply body as JSON, the `ctx` raw until
+/// the line's kind and tool say which type it is (pm-books'/pm-stream's/pm-trades' [`TrackCtx`],
+/// pm-trades' [`PageCtx`], pm-stream's [`WsCtx`]).
+type Line<'a> = RawLine<'a, Value, Box<RawValue>>;
+
+/// The line's `ctx` as its writer's type; None when absent or not of that type.
+fn ctx<T: serde::de::DeserializeOwned>(l: &Line) -> Option<T> {
+    l.ctx.as_ref().and_then(|c| serde_json::from_str(c.get()).ok())
 }
 
 /// A Data API row's fields that go into a trade row (profile fields are not among them).
@@ -317,7 +315,7 @@ impl TradeSet {
                         continue;
                     }
                     self.counts.lines += 1;
-                    match serde_json::from_slice::<Line>(&buf) {
+                    match serde_json::from_slice::<Line<'_>>(&buf) {
                         Ok(l) => self.line(l),
                         Err(e) => {
                             self.counts.bad_lines += 1;
@@ -339,18 +337,27 @@ impl TradeSet {
     }
 
     fn line(&mut self, l: Line) {
-        let ctx = l.ctx.as_ref().unwrap_or(&Value::Null);
         let recv = l.collected_at_utc.as_deref().unwrap_or_default();
+        let by_trades = l.tool.as_deref() == Some("pm-trades");
         match l.kind.as_deref() {
-            Some("track") => self.track(ctx, l.tool.as_deref() == Some("pm-trades")),
-            Some("http") if l.tool.as_deref() == Some("pm-trades") && l.status == Some(200) => {
-                if let Some(rows) = l.body.as_ref().and_then(|b| b.get("data")).and_then(Value::as_array) {
-                    self.page(rows, ctx["taker_only"] == true, recv);
+            Some("track") => {
+                if let Some(c) = ctx::<TrackCtx>(&l) {
+                    self.track(c, by_trades);
                 }
             }
-            Some("ws") if ctx["event"] == "frame" => match &l.body {
-                Some(Value::Array(a)) => self.frame(a.iter(), ctx["conn_id"].as_u64(), recv),
-                Some(v @ Value::Object(_)) => self.frame(std::iter::once(v), ctx["conn_id"].as_u64(), recv),
+            Some("http") if by_trades && l.status == Some(200) => {
+                if let Some(rows) = l.body.as_ref().and_then(|b| b.get("data")).and_then(Value::as_array) {
+                    let page = ctx::<HttpCtx<PageCtx>>(&l).and_then(|c| c.caller);
+                    self.page(rows, page.is_some_and(|p| p.taker_only), recv);
+                }
+            }
+            Some("ws") => match (ctx::<WsCtx>(&l), &l.body) {
+                (Some(c @ WsCtx { event: WsEvent::Frame, .. }), Some(Value::Array(a))) => {
+                    self.frame(a.iter(), c.conn_id, recv)
+                }
+                (Some(c @ WsCtx { event: WsEvent::Frame, .. }), Some(v @ Value::Object(_))) => {
+                    self.frame(std::iter::once(v), c.conn_id, recv)
+                }
                 _ => {}
             },
             _ => {}
@@ -359,15 +366,14 @@ impl TradeSet {
 
     /// A track line: the market's window and slug; pm-trades' stop after a complete final sweep
     /// makes the market's roles known.
-    fn track(&mut self, ctx: &Value, by_trades: bool) {
-        let Some(cid) = ctx["condition_id"].as_str() else { return };
-        let w = self.windows.entry(cid.to_string()).or_default();
-        w.slug = ctx["slug"].as_str().map(str::to_string).or(w.slug.take());
-        w.window_start_utc = ctx["window_start_utc"].as_str().map(str::to_string);
-        w.window_end_utc = ctx["window_end_utc"].as_str().map(str::to_string);
-        if by_trades && ctx["final_sweep"] == "complete" {
-            self.swept.insert(cid.to_string());
+    fn track(&mut self, c: TrackCtx, by_trades: bool) {
+        if by_trades && c.final_sweep == Some(Sweep::Complete) {
+            self.swept.insert(c.condition_id.clone());
         }
+        let w = self.windows.entry(c.condition_id).or_default();
+        w.slug = Some(c.slug);
+        w.window_start_utc = Some(c.window_start_utc);
+        w.window_end_utc = Some(c.window_end_utc);
     }
 
     /// A 200 page of pm-trades: one row per Data API fill (a `taker_only=true` page also marks its
@@ -540,6 +546,33 @@ mod tests {
         let o = Offsets::of(vec![300, 100, 200, 400, 500]);
         assert_eq!((o.n, o.min_ms, o.p50_ms, o.max_ms), (5, Some(100), Some(300), Some(500)));
         assert_eq!(Offsets::of(vec![]).p50_ms, None);
+    }
+
+    /// pm-stream's track lines before the one reason vocabulary (commit 3c32ffe) said `window_lead`
+    /// and `window_grace_over`: they still name the market's window and slug.
+    #[test]
+    fn old_pm_stream_track_lines_with_the_retired_reason_words_still_name_the_window() {
+        let mut s = TradeSet::new();
+        let track = |m: &str, action: &str, reason: &str| {
+            format!(
+                r#"{{"kind":"track","tool":"pm-stream","ctx":{{"action":"{action}","reason":"{reason}","slug":"btc-updown-5m-{m}","condition_id":"0x{m}","family":"5m","tokens":[{{"token_id":"1","outcome":"Up"}}],"window_start_utc":"2026-01-01T00:00:00Z","window_end_utc":"2026-01-01T00:05:00Z","stream":"ws_market"}}}}"#
+            )
+        };
+        let start = track("a", "start", "window_lead");
+        let stop = track("b", "stop", "window_grace_over");
+        for l in [&start, &stop] {
+            let c: TrackCtx = serde_json::from_str::<Line>(l).ok().as_ref().and_then(ctx).expect(l);
+            assert!(matches!(c.reason, crate::track::Reason::Window | crate::track::Reason::GraceElapsed), "{l}");
+            s.line(serde_json::from_str(l).unwrap());
+        }
+        for m in ["a", "b"] {
+            s.line(serde_json::from_str(&format!(r#"{{"kind":"ws","collected_at_utc":"2026-01-01T00:00:01.000000Z","body":{{"event_type":"last_trade_price","asset_id":"{m}1","market":"0x{m}","price":"0.5","size":"10","side":"BUY","timestamp":"1767225600500"}},"ctx":{{"event":"frame","conn_id":1}}}}"#)).unwrap());
+        }
+        let rows = s.rows();
+        let slugs: Vec<Option<&str>> = rows.iter().map(|r| r.slug.as_deref()).collect();
+        assert_eq!(slugs, [Some("btc-updown-5m-a"), Some("btc-updown-5m-b")]);
+        let rec = s.reconcile(&rows, 5000);
+        assert_eq!(rec.markets[1].window.window_end_utc.as_deref(), Some("2026-01-01T00:05:00Z"));
     }
 
     #[test]

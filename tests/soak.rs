@@ -13,19 +13,21 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{bin, run_with_timeout, tempdir};
-use serde_json::Value;
+use pm_archive::soak::report::{FaultSeen, Gate, Report};
+use pm_archive::soak::{SupervisorEvent, SupervisorLine, SUPERVISOR_SCHEMA};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn report_json(md: &Path) -> Value {
+/// The report's JSON, read as the type soak-report writes it.
+fn report_json(md: &Path) -> Report {
     let js = md.to_str().unwrap().strip_suffix(".md").unwrap().to_string() + ".json";
     serde_json::from_slice(&std::fs::read(&js).unwrap_or_else(|e| panic!("{js}: {e}"))).unwrap()
 }
 
-fn gate<'a>(r: &'a Value, starts: &str) -> &'a Value {
-    r["gate"].as_array().unwrap().iter().find(|g| g["name"].as_str().unwrap().starts_with(starts)).unwrap()
+fn gate<'a>(r: &'a Report, starts: &str) -> &'a Gate {
+    r.gate.iter().find(|g| g.name.starts_with(starts)).unwrap_or_else(|| panic!("no gate line {starts}"))
 }
 
 #[test]
@@ -59,13 +61,13 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
     }
 
     // The supervisor restarted the chain after every SIGKILL, as systemd would.
-    let kills = r["kills"].as_array().unwrap().len();
-    assert!(kills >= 1, "at least one SIGKILL in two minutes: {}", r["kills"]);
-    assert!(r["uptime"]["chain_starts"].as_u64().unwrap() > kills as u64, "{}", r["uptime"]);
-    assert!(r["clock_steps"].as_array().unwrap().len() == 2, "step and step back: {}", r["clock_steps"]);
-    assert_eq!(r["outages"].as_array().unwrap().len(), 1);
+    let kills = r.kills.len();
+    assert!(kills >= 1, "at least one SIGKILL in two minutes: {:?}", r.kills);
+    assert!(r.uptime.chain_starts > kills as u64, "{:?}", r.uptime);
+    assert!(r.clock_steps.len() == 2, "step and step back: {:?}", r.clock_steps);
+    assert_eq!(r.outages.len(), 1);
     if root {
-        assert_eq!(r["disk_full"].as_array().unwrap().len(), 1, "the disk was filled once");
+        assert_eq!(r.disk_full.len(), 1, "the disk was filled once");
     }
 
     // The gate: no sealed line lost, no corrupt file, every upload verified, every book served
@@ -77,33 +79,32 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
         "every book served",
         "every injected fault visible",
     ] {
-        assert_eq!(gate(&r, g)["pass"], true, "{g}: {}\n{text}", gate(&r, g)["value"]);
+        assert!(gate(&r, g).pass, "{g}: {}\n{text}", gate(&r, g).value);
     }
-    assert!(r["snapshots"].as_u64().unwrap() > 100, "snapshots: {}", r["snapshots"]);
-    assert!(r["faults"].as_array().unwrap().iter().filter(|f| f["visible"] == true).count() >= 8, "{}", r["faults"]);
+    assert!(r.snapshots > 100, "snapshots: {}", r.snapshots);
+    assert!(r.faults.iter().filter(|f| f.visible).count() >= 8, "{:?}", r.faults);
     // Slots outside outages, kill and disk-full windows (and their back-off tails) and runs of missed
     // slots that begin with an injected fault's reply: the gate says 99.9 %; a loaded CI machine may
     // miss a slot of its own (a missed_slots gap), so 99 % here; the report lists every slot it could
     // not attribute.
-    let pct = r["slots"]["pct_outside_outage_kill_fault"].as_f64().unwrap();
-    assert!(pct >= 99.0, "slots captured: {pct} %: {}", r["slots"]);
+    let pct = r.slots.pct_outside_outage_kill_fault;
+    assert!(pct >= 99.0, "slots captured: {pct} %: {:?}", r.slots);
     assert!(text.contains("Information, not a gate line: slots captured outside injected outages"), "{text}");
     // No market window (lead 60 s + 5 min + grace 120 s) fits in two minutes: the window line says
     // so instead of passing or failing silently.
     let w = gate(&r, "every market window");
-    assert!(w["not_judgeable"] == true && w["pass"] == false, "{w}");
-    assert!(w["value"].as_str().unwrap().starts_with("not judgeable in this run ("), "{w}");
+    assert!(w.not_judgeable && !w.pass, "{w:?}");
+    assert!(w.value.starts_with("not judgeable in this run ("), "{w:?}");
     // The trades lane: the venue's /v2/trades served trades, the trades stream archived them, and
     // every one served is archived or its loss explained; the /v2/trades faults are visible.
-    let t = &r["trades"];
-    assert!(t["served"].as_u64().unwrap() > 0 && t["matched"].as_u64().unwrap() > 0, "{t}");
-    assert_eq!(gate(&r, "every trade served")["pass"], true, "{t}\n{text}");
+    let t = &r.trades;
+    assert!(t.served > 0 && t.matched > 0, "{t:?}");
+    assert!(gate(&r, "every trade served").pass, "{t:?}\n{text}");
     assert!(text.contains("### Trades: served vs archived"), "the report has the trade section");
-    let trade_faults: Vec<&Value> =
-        r["faults"].as_array().unwrap().iter().filter(|f| f["target"] == "/v2/trades").collect();
-    assert!(!trade_faults.is_empty() && trade_faults.iter().any(|f| f["visible"] == true), "{trade_faults:?}");
-    let served = r["reconcile"]["served_books"].as_u64().unwrap();
-    assert!(served > 100 && r["reconcile"]["matched"].as_u64().unwrap() > served / 2, "{}", r["reconcile"]);
+    let trade_faults: Vec<&FaultSeen> = r.faults.iter().filter(|f| f.target == "/v2/trades").collect();
+    assert!(!trade_faults.is_empty() && trade_faults.iter().any(|f| f.visible), "{trade_faults:?}");
+    let served = r.reconcile.served_books;
+    assert!(served > 100 && r.reconcile.matched > served / 2, "{:?}", r.reconcile);
 
     // A damaged archive is seen: drop one sealed books file that the manifests list.
     let copy = dir.join("damaged");
@@ -124,9 +125,77 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
     let o = run_with_timeout(cmd, None, Duration::from_secs(120));
     assert_eq!(o.status.code(), Some(1), "a failing gate is exit 1");
     let r2 = report_json(&md2);
-    assert_eq!(gate(&r2, "zero sealed lines lost")["pass"], false);
-    assert_eq!(gate(&r2, "every book served")["pass"], false, "{}", r2["reconcile"]);
-    assert_eq!(gate(&r2, "every trade served")["pass"], false, "{}", r2["trades"]);
+    assert!(!gate(&r2, "zero sealed lines lost").pass);
+    assert!(!gate(&r2, "every book served").pass, "{:?}", r2.reconcile);
+    assert!(!gate(&r2, "every trade served").pass, "{:?}", r2.trades);
+
+    // A loopback run whose trades lane made no request fails the trade line (it is not "not
+    // applicable"): the venue log without its /v2/trades replies.
+    let venue = std::fs::read_to_string(out.join("venue.jsonl")).unwrap();
+    let no_trades: String =
+        venue.lines().filter(|l| !l.contains(r#""path":"/v2/trades""#)).map(|l| format!("{l}\n")).collect();
+    assert!(no_trades.len() < venue.len(), "the venue served /v2/trades");
+    std::fs::write(dir.join("venue-no-trades.jsonl"), no_trades).unwrap();
+    let md3 = dir.join("no_trades.md");
+    let mut cmd = Command::new(bin("soak-report"));
+    cmd.arg("--archive").arg(out.join("archive")).arg("--venue-log").arg(dir.join("venue-no-trades.jsonl"));
+    cmd.arg("--supervisor-log").arg(out.join("supervisor.jsonl")).arg("--out").arg(&md3);
+    let o = run_with_timeout(cmd, None, Duration::from_secs(120));
+    assert_eq!(o.status.code(), Some(1), "a failing gate is exit 1");
+    let t = gate(&report_json(&md3), "every trade served").clone();
+    assert!(!t.pass && t.value.starts_with("the trades lane made no request"), "{t:?}");
+}
+
+/// Every event word soak.sh's `ev` writes is a [`SupervisorEvent`], and every line `ev` writes (rc,
+/// detail with a double quote, pid) parses as the [`SupervisorLine`] soak-report reads.
+#[test]
+fn the_supervisor_lines_soak_sh_writes_parse_as_supervisor_lines() {
+    let script = std::fs::read_to_string(repo().join("pipelines/soak.sh")).unwrap();
+    // The writer itself: soak.sh's `iso` and `ev` functions, cut out of the script.
+    let mut funcs = String::new();
+    let mut inside = false;
+    for l in script.lines() {
+        inside |= l.starts_with("iso()") || l.starts_with("ev() {");
+        if inside {
+            funcs.push_str(l);
+            funcs.push('\n');
+        }
+        inside &= !(l.starts_with("iso()") || l == "}");
+    }
+    assert!(funcs.contains("ev() {") && funcs.contains("printf"), "soak.sh has no ev(): {funcs}");
+    // Every `ev WORD` call: `ev ` at a line start or after a space, `;`, `&` or `|`.
+    let mut words: Vec<&str> = script
+        .match_indices("ev ")
+        .filter(|&(i, _)| i == 0 || matches!(script.as_bytes()[i - 1], b' ' | b'\n' | b';' | b'&' | b'|'))
+        .filter_map(|(i, _)| script[i + 3..].split([' ', '\n', ';']).next())
+        .filter(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .collect();
+    words.sort_unstable();
+    words.dedup();
+    assert!(words.len() >= 12 && words.contains(&"no_restart"), "event words found in soak.sh: {words:?}");
+    let dir = tempdir("soak-sup");
+    let sup = dir.join("supervisor.jsonl");
+    let mut body = format!("{funcs}SUP={}\n", sup.display());
+    for w in &words {
+        body.push_str(&format!("ev {w}\n"));
+    }
+    body.push_str("ev chain_exit 1\nev kill \"\" pm-books 4242\nev soak_start \"\" 'loopback \"quoted\" mode'\n");
+    let o = Command::new("bash").arg("-c").arg(&body).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&sup).unwrap();
+    let lines: Vec<SupervisorLine> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
+    assert_eq!(lines.len(), words.len() + 3, "{text}");
+    for (l, w) in lines.iter().zip(&words) {
+        assert_eq!(l.schema, SUPERVISOR_SCHEMA);
+        assert_ne!(l.event, SupervisorEvent::Other, "soak.sh writes an event soak-report does not know: {w}");
+        assert!(pm_archive::clock::parse_rfc3339(&l.at_utc).is_some(), "{}", l.at_utc);
+    }
+    let n = lines.len();
+    assert_eq!((lines[n - 3].event, lines[n - 3].rc), (SupervisorEvent::ChainExit, Some(1)));
+    let kill = &lines[n - 2];
+    assert_eq!((kill.event, kill.detail.as_deref(), kill.pid), (SupervisorEvent::Kill, Some("pm-books"), Some(4242)));
+    assert_eq!(lines[n - 1].detail.as_deref(), Some("loopback 'quoted' mode"), "soak.sh turns \" into '");
 }
 
 fn nix_is_root() -> bool {

@@ -57,16 +57,14 @@ pub struct VenueLine {
     pub detail: Option<String>,
 }
 
-/// One line of the soak supervisor's log (pipelines/soak.sh writes these with printf; the field
-/// names are this type's).
+/// One line of the soak supervisor's log (pipelines/soak.sh writes these with printf, its `ev`
+/// function; the field names and event words are this type's, tests/soak.rs parses what `ev` writes).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SupervisorLine {
     pub schema: String,
     /// Real wall clock, RFC 3339.
     pub at_utc: String,
-    /// `soak_start`, `soak_end`, `chain_start`, `chain_exit`, `restart_wait`, `no_restart`,
-    /// `kill` (SIGKILL of one stage), `disk_full_start`, `disk_full_end`, `clock_step`, `offload`.
-    pub event: String,
+    pub event: SupervisorEvent,
     /// `chain_exit`/`offload`: the exit status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rc: Option<i64>,
@@ -75,4 +73,37 @@ pub struct SupervisorLine {
     pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i64>,
+}
+
+/// `event` of a supervisor line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupervisorEvent {
+    /// The soak began (`detail`: the mode line).
+    SoakStart,
+    /// The soak's duration is over (the checks and the report follow).
+    SoakEnd,
+    /// The chain (pipelines/collect.sh) started (`pid`; `detail`: its simulated clock, if any).
+    ChainStart,
+    /// The chain exited (`rc`).
+    ChainExit,
+    /// Waiting before the restart (`detail`: how long), as systemd's `RestartSec`.
+    RestartWait,
+    /// The chain exited 2 and is not restarted (as `RestartPreventExitStatus=2`).
+    NoRestart,
+    /// SIGKILL of one stage (`detail`: its process name, `pid`).
+    Kill,
+    /// The archive's disk was filled / freed again (`detail`: the fill's start offset).
+    DiskFullStart,
+    DiskFullEnd,
+    /// `--disk-full` asked for but no tmpfs could be mounted.
+    DiskFullSkipped,
+    /// The chain's clock stepped (`detail`: the step in seconds, negative when it steps back).
+    ClockStep,
+    /// An uploader run (`rc`).
+    Offload,
+    /// An event word this reader does not know (read, not used).
+    #[default]
+    #[serde(other)]
+    Other,
 }

@@ -11,8 +11,14 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{SupervisorLine, VenueLine};
-use crate::{clock, jsonl};
+use super::{SupervisorEvent, SupervisorLine, VenueLine};
+use crate::books::PollCtx;
+use crate::envelope::RawLine;
+use crate::http::HttpCtx;
+use crate::layout::{self, FileKind};
+use crate::stream::{StatsCtx, WsCtx};
+use crate::track::{Action, GapCtx, TrackCtx};
+use crate::{clock, jsonl, manifest};
 
 /// Where the inputs are.
 #[derive(Clone, Debug)]
@@ -221,7 +227,8 @@ pub struct Latency {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-    /// (upper bound ms, count), last bound = +inf.
+    /// (upper bound ms, count), last bound = +inf (written as `null`: JSON has no infinity).
+    #[serde(deserialize_with = "null_is_infinity")]
     pub histogram: Vec<(f64, u64)>,
 }
 
@@ -255,18 +262,18 @@ pub struct Gate {
 
 // ---------------------------------------------------------------------------------------------
 
-/// The fields of an archived line the report needs.
-#[derive(Debug, Default, Deserialize)]
-struct ArchLine {
-    kind: Option<String>,
-    endpoint: Option<String>,
-    collected_at_utc: Option<String>,
-    status: Option<u64>,
-    error: Option<String>,
-    body_error: Option<String>,
-    body_kind: Option<String>,
-    ctx: Option<Value>,
-    body: Option<Box<RawValue>>,
+/// An archived line, read through the envelope's reader type: the reply body and the `ctx` stay
+/// raw until the line's kind and stream say which type the ctx is (see [`ctx`]).
+type ArchLine<'a> = RawLine<'a, Box<RawValue>, Box<RawValue>>;
+
+/// The line's `ctx` read as its writer's type; None when absent or not of that type.
+fn ctx<T: serde::de::DeserializeOwned>(a: &ArchLine) -> Option<T> {
+    a.ctx.as_ref().and_then(|c| serde_json::from_str(c.get()).ok())
+}
+
+/// The word a `snake_case` enum of a record is written as (`grace_elapsed`, `frame`, …).
+fn word(v: impl Serialize) -> String {
+    serde_json::to_string(&v).map(|s| s.trim_matches('"').to_string()).unwrap_or_default()
 }
 
 #[derive(Debug, Deserialize)]
@@ -334,6 +341,7 @@ pub fn build(inp: &Inputs) -> std::io::Result<Report> {
 }
 
 type Spans = Vec<(f64, f64)>;
+type Io<T> = std::io::Result<T>;
 
 /// The report being built and what its sections share: spans on the real clock (supervisor) and on
 /// the chain's clock (`_v`: the venue's clock, which the chain runs), the venue's replies, and what
@@ -401,21 +409,30 @@ impl<'a> Build<'a> {
         let lead = self.inp().lead_secs;
         let r = &mut self.r;
         let t = |l: &SupervisorLine| parse_t(&l.at_utc).unwrap_or(0.0);
-        let start = sup.iter().find(|l| l.event == "soak_start").map(t).unwrap_or(0.0);
-        let end =
-            sup.iter().rev().find(|l| l.event == "soak_end").map(t).or_else(|| sup.last().map(t)).unwrap_or(start);
+        let start = sup.iter().find(|l| l.event == SupervisorEvent::SoakStart).map(t).unwrap_or(0.0);
+        let end = sup
+            .iter()
+            .rev()
+            .find(|l| l.event == SupervisorEvent::SoakEnd)
+            .map(t)
+            .or_else(|| sup.last().map(t))
+            .unwrap_or(start);
         r.soak_start_utc = fmt_t(start);
         r.soak_end_utc = fmt_t(end);
         r.soak_secs = end - start;
-        r.mode = sup.iter().find(|l| l.event == "soak_start").and_then(|l| l.detail.clone()).unwrap_or_default();
+        r.mode = sup
+            .iter()
+            .find(|l| l.event == SupervisorEvent::SoakStart)
+            .and_then(|l| l.detail.clone())
+            .unwrap_or_default();
         let mut open: Option<f64> = None;
         let mut last_exit: Option<f64> = None;
         let mut disk_open: Option<f64> = None;
         for l in sup {
             let at = t(l);
             let ev = || Event { at_utc: fmt_t(at), detail: l.detail.clone().unwrap_or_default() };
-            match l.event.as_str() {
-                "chain_start" => {
+            match l.event {
+                SupervisorEvent::ChainStart => {
                     r.uptime.chain_starts += 1;
                     if let Some(e) = last_exit.take() {
                         r.uptime.restart_waits.push(at - e);
@@ -425,28 +442,28 @@ impl<'a> Build<'a> {
                     }
                     open = Some(at);
                 }
-                "chain_exit" => {
+                SupervisorEvent::ChainExit => {
                     *r.uptime.exits.entry(l.rc.map(|c| c.to_string()).unwrap_or("?".into())).or_default() += 1;
                     if let Some(s) = open.take() {
                         self.up.push((s, at));
                     }
                     last_exit = Some(at);
                 }
-                "no_restart" => r.uptime.no_restart += 1,
-                "kill" => {
+                SupervisorEvent::NoRestart => r.uptime.no_restart += 1,
+                SupervisorEvent::Kill => {
                     r.kills.push(ev());
                     self.kills_real.push((at, l.detail.clone().unwrap_or_default()));
                     self.kill_spans.push((at, f64::NAN));
                 }
-                "disk_full_start" => disk_open = Some(at),
-                "disk_full_end" => {
+                SupervisorEvent::DiskFullStart => disk_open = Some(at),
+                SupervisorEvent::DiskFullEnd => {
                     if let Some(s) = disk_open.take() {
                         self.disk.push((s, at));
                         r.disk_full.push((fmt_t(s), fmt_t(at)));
                     }
                 }
-                "clock_step" => r.clock_steps.push(ev()),
-                "offload" => r.offloads.push(Event {
+                SupervisorEvent::ClockStep => r.clock_steps.push(ev()),
+                SupervisorEvent::Offload => r.offloads.push(Event {
                     at_utc: fmt_t(at),
                     detail: format!("exit {}", l.rc.map(|c| c.to_string()).unwrap_or("?".into())),
                 }),
@@ -549,32 +566,15 @@ impl<'a> Build<'a> {
     /// Archive: walk, the manifests and the upload log, then every sealed file, line by line.
     fn archive(&mut self) -> std::io::Result<()> {
         let inp = self.inp();
-        std::fs::read_dir(&inp.archive)?;
-        let mut files = Vec::new();
-        walk(&inp.archive, "", &mut files);
-        files.sort();
+        let (files, _unreadable_dirs) = layout::walk(&inp.archive)?;
         let (listed, verified) = manifests(&inp.archive, &mut self.r)?;
-        for (rel, abs, bytes) in files {
-            let name = rel.rsplit('/').next().unwrap_or("");
-            if name.ends_with(".partial") {
-                self.r.files.partials += 1;
-                continue;
-            } else if name.contains(".unreadable-tail") {
-                self.r.files.unreadable_tails += 1;
-                continue;
-            } else if !name.ends_with(".jsonl.gz") {
-                continue;
+        for f in files {
+            match f.kind {
+                FileKind::Partial => self.r.files.partials += 1,
+                FileKind::Tail => self.r.files.unreadable_tails += 1,
+                FileKind::Other => {}
+                FileKind::Sealed => self.sealed(&f, &listed, &verified)?,
             }
-            let f = ArchFile { rel, abs, bytes };
-            self.r.files.sealed += 1;
-            self.r.files.sealed_bytes += f.bytes;
-            if !listed.contains(&f.rel) {
-                self.r.files.unlisted.push(f.rel.clone());
-            }
-            if !verified.contains(&f.rel) {
-                self.r.uploads.sealed_not_uploaded.push(f.rel.clone());
-            }
-            self.file(&f)?;
         }
         let fl = &mut self.r.files;
         fl.ratio = if fl.sealed_bytes > 0 { fl.uncompressed_bytes as f64 / fl.sealed_bytes as f64 } else { 0.0 };
@@ -582,9 +582,22 @@ impl<'a> Build<'a> {
         Ok(())
     }
 
+    /// One sealed file: counted, checked against the manifests and the upload log, then read.
+    fn sealed(&mut self, f: &layout::ArchiveFile, listed: &BTreeSet<String>, verified: &BTreeSet<String>) -> Io<()> {
+        self.r.files.sealed += 1;
+        self.r.files.sealed_bytes += f.bytes;
+        if !listed.contains(&f.rel) {
+            self.r.files.unlisted.push(f.rel.clone());
+        }
+        if !verified.contains(&f.rel) {
+            self.r.uploads.sealed_not_uploaded.push(f.rel.clone());
+        }
+        self.file(f)
+    }
+
     /// One sealed file: its uncompressed size (decoded to the end), then every line.
-    fn file(&mut self, f: &ArchFile) -> std::io::Result<()> {
-        let stream = f.rel.split('/').find_map(|c| c.strip_prefix("stream=")).unwrap_or_default().to_string();
+    fn file(&mut self, f: &layout::ArchiveFile) -> std::io::Result<()> {
+        let stream = f.stream.clone().unwrap_or_default();
         let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(&f.abs)?));
         let mut sink = [0u8; 64 * 1024];
         let mut n = 0u64;
@@ -604,7 +617,7 @@ impl<'a> Build<'a> {
         while let Some(l) = rd.next_line() {
             let Ok(Ok(b)) = l else { break };
             lines += 1;
-            if let Ok(a) = serde_json::from_slice::<ArchLine>(&b) {
+            if let Ok(a) = serde_json::from_slice::<ArchLine<'_>>(&b) {
                 self.line(&a, &stream, &f.rel);
             }
         }
@@ -630,7 +643,7 @@ impl<'a> Build<'a> {
             (Some("gap"), _) => self.gap(a, at, stream, rel),
             (Some("track"), "books") => self.track(a, at),
             (Some("ws"), _) => {
-                let ev = ctx_str(a, "event").unwrap_or_default();
+                let ev = ws_event(a);
                 *self.r.ws.entry(ev.clone()).or_default() += 1;
                 if ev != "frame" {
                     self.evidence.push((at, "ws".into(), None, a.error.is_some(), Some(ev), None));
@@ -657,9 +670,9 @@ impl<'a> Build<'a> {
             }
         }
         self.r.snapshots += books.len() as u64;
-        let slot = a.ctx.as_ref().and_then(|c| c.get("slot")).and_then(Value::as_u64);
-        let due = ctx_str(a, "due_at_utc").as_deref().and_then(parse_t).unwrap_or(at);
-        if let Some(k) = slot {
+        let poll = ctx::<HttpCtx<PollCtx>>(a).and_then(|c| c.caller);
+        let due = poll.as_ref().and_then(|p| parse_t(&p.due_at_utc)).unwrap_or(at);
+        if let Some(k) = poll.map(|p| p.slot) {
             let run = run_of(rel);
             let e = self.slot_state.entry((run.clone(), k)).or_insert((due, false, false));
             if !books.is_empty() {
@@ -677,10 +690,9 @@ impl<'a> Build<'a> {
                 rs.3 = due;
             }
         }
-        let key = a.status.map(|s| s.to_string()).unwrap_or("none".into());
-        *self.r.http.entry(a.endpoint.clone().unwrap_or_default()).or_default().entry(key).or_default() += 1;
+        self.http_status(a);
         let errish = a.error.is_some() || a.body_error.is_some() || a.body_kind.as_deref() != Some("json");
-        self.evidence.push((at, "books".into(), a.status, errish, None, a.body_kind.clone()));
+        self.evidence.push((at, "books".into(), a.status, errish, None, a.body_kind.as_deref().map(str::to_string)));
     }
 
     /// Other streams' replies: statuses, Gamma lines, resolved markets, trades archived.
@@ -688,36 +700,43 @@ impl<'a> Build<'a> {
         if let (Some(body), "trades", Some(200)) = (&a.body, stream, a.status) {
             self.archived_trade.extend(trade_keys(body));
         }
-        let key = a.status.map(|s| s.to_string()).unwrap_or("none".into());
-        *self.r.http.entry(a.endpoint.clone().unwrap_or_default()).or_default().entry(key).or_default() += 1;
+        self.http_status(a);
         if a.endpoint.as_deref() == Some("gamma") && a.status.is_some() {
             self.r.reconcile.gamma_archived += 1;
         }
-        if let Some(body) = &a.body {
-            if body.get().contains("\"umaResolutionStatus\":\"resolved\"") {
-                if let Ok(v) = serde_json::from_str::<Value>(body.get()) {
-                    if let Some(s) = v.get("slug").and_then(Value::as_str) {
-                        self.resolved.insert(s.to_string());
-                    }
-                }
+        if let Some(body) = a.body.as_ref().filter(|b| b.get().contains("\"umaResolutionStatus\":\"resolved\"")) {
+            /// The slug of a Gamma market reply (the venue's record, `/markets/slug/{slug}`).
+            #[derive(Deserialize)]
+            struct GammaSlug {
+                slug: Option<String>,
+            }
+            if let Ok(GammaSlug { slug: Some(s) }) = serde_json::from_str(body.get()) {
+                self.resolved.insert(s);
             }
         }
         let errish = a.error.is_some() || a.body_error.is_some() || a.body_kind.as_deref() != Some("json");
-        self.evidence.push((at, a.endpoint.clone().unwrap_or_default(), a.status, errish, None, a.body_kind.clone()));
+        let endpoint = a.endpoint.as_deref().unwrap_or_default().to_string();
+        self.evidence.push((at, endpoint, a.status, errish, None, a.body_kind.as_deref().map(str::to_string)));
+    }
+
+    /// An http line's endpoint and status ("none" = no reply) counted.
+    fn http_status(&mut self, a: &ArchLine) {
+        let key = a.status.map(|s| s.to_string()).unwrap_or("none".into());
+        let endpoint = a.endpoint.as_deref().unwrap_or_default().to_string();
+        *self.r.http.entry(endpoint).or_default().entry(key).or_default() += 1;
     }
 
     /// Gap lines: counts by stream/kind, per minute, pm-books' slots they name.
     fn gap(&mut self, a: &ArchLine, at: f64, stream: &str, rel: &str) {
-        let ctx = a.ctx.as_ref();
-        let g = ctx_str(a, "gap").unwrap_or_default();
-        let count = ctx.and_then(|c| c.get("count")).and_then(Value::as_u64).unwrap_or(1);
+        let c = ctx::<GapCtx>(a);
+        let g = c.as_ref().map(|c| c.gap.name()).unwrap_or_default().to_string();
+        let count = c.as_ref().and_then(|c| c.count).unwrap_or(1);
         *self.r.gaps.entry(format!("{stream}/{g}")).or_default() += if g == "missed_slots" { count } else { 1 };
-        let due = ctx_str(a, "due_at_utc").as_deref().and_then(parse_t).unwrap_or(at);
+        let due = c.as_ref().and_then(|c| c.poll.due_at_utc.as_deref()).and_then(parse_t).unwrap_or(at);
         *self.minutes.entry((due / 60.0).floor() as i64).or_default().gaps.entry(g.clone()).or_default() += 1;
-        if stream == "books" {
-            let u = |k: &str| ctx.and_then(|c| c.get(k)).and_then(Value::as_u64);
+        if let (Some(c), "books") = (&c, stream) {
             let run = run_of(rel);
-            match (g.as_str(), u("from_slot"), u("to_slot"), u("slot")) {
+            match (g.as_str(), c.from_slot, c.to_slot, c.poll.slot) {
                 ("missed_slots", Some(a), Some(b), _) => {
                     for k in a..=b.min(a + 100_000) {
                         self.slot_gap.insert((run.clone(), k), g.clone());
@@ -734,13 +753,12 @@ impl<'a> Build<'a> {
 
     /// pm-books' track lines: markets tracked per family, and per slug its start and stop reason.
     fn track(&mut self, a: &ArchLine, at: f64) {
-        let slug = ctx_str(a, "slug").unwrap_or_default();
-        let fam = ctx_str(a, "family").unwrap_or_else(|| "?".into());
-        let action = ctx_str(a, "action").unwrap_or_default();
-        let reason = ctx_str(a, "reason").unwrap_or_default();
+        let Some(c) = ctx::<TrackCtx>(a) else { return };
+        let fam = c.family.map(|f| f.name().to_string()).unwrap_or_else(|| "?".into());
+        let reason = word(c.reason);
         let e = self.r.markets.entry(fam.clone()).or_default();
-        let tr = self.track.entry(slug).or_insert((fam, None, None));
-        if action == "start" {
+        let tr = self.track.entry(c.slug).or_insert((fam, None, None));
+        if c.action == Action::Start {
             e.started += 1;
             tr.1.get_or_insert(at);
         } else {
@@ -820,7 +838,7 @@ impl<'a> Build<'a> {
         // Clock steps the chain saw: its lines carry the stepped time while a step lasts.
         let steps: Vec<f64> = sup
             .iter()
-            .filter(|l| l.event == "clock_step")
+            .filter(|l| l.event == SupervisorEvent::ClockStep)
             .filter_map(|l| l.detail.as_deref().and_then(|d| d.parse::<f64>().ok()))
             .filter(|s| *s > 0.0)
             .collect();
@@ -981,51 +999,38 @@ fn vr(l: &VenueLine) -> f64 {
     parse_t(&l.real_utc).unwrap_or(0.0)
 }
 
-/// A string field of an archived line's `ctx`.
-fn ctx_str(a: &ArchLine, k: &str) -> Option<String> {
-    a.ctx.as_ref().and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_string)
+/// `ctx.event` of a websocket line (pm-stream's [`WsCtx`], or [`StatsCtx`] for `stats`); empty
+/// when the ctx is neither.
+fn ws_event(a: &ArchLine) -> String {
+    let event = ctx::<WsCtx>(a).map(|c| c.event).or_else(|| ctx::<StatsCtx>(a).map(|c| c.event));
+    event.map(word).unwrap_or_default()
 }
 
-/// The run manifests (the sealed files they list, `lines_read`, recovered files) and the upload log
-/// (verified uploads), read as plain JSON by their documented fields (docs/DATA_CONTRACT.md): the
-/// report only needs paths, line counts and verified flags. Returns (listed paths, verified paths).
-fn manifests(archive: &Path, r: &mut Report) -> std::io::Result<(BTreeSet<String>, BTreeSet<String>)> {
-    let mut listed: BTreeMap<String, Value> = BTreeMap::new();
-    let mdir = archive.join("manifests");
-    for e in std::fs::read_dir(&mdir).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("run-") && name.ends_with(".json")) {
-            continue;
-        }
-        let Ok(doc) = std::fs::read(e.path()).map(|b| serde_json::from_slice::<Value>(&b).unwrap_or_default()) else {
-            continue;
-        };
-        for s in doc["streams"].as_object().into_iter().flat_map(|m| m.values()) {
-            for f in s["files"].as_array().into_iter().flatten() {
-                if let Some(p) = f["path"].as_str() {
-                    listed.insert(p.to_string(), f.clone());
-                }
-            }
+/// The run manifests (the files they list, `lines_read`, recovered files: [`manifest::RunManifest`])
+/// and the upload log (verified uploads: [`manifest::Upload`]), read through the types `manifest`
+/// writes them with. Returns (listed paths, verified paths).
+fn manifests(archive: &Path, r: &mut Report) -> Io<(BTreeSet<String>, BTreeSet<String>)> {
+    // path → (lines read, recovered); a path listed twice counts once, as its last listing says.
+    let mut listed: BTreeMap<String, (u64, bool)> = BTreeMap::new();
+    for doc in manifest::load_manifests(archive).into_iter().filter_map(|m| m.doc.ok()) {
+        for f in doc.files().filter(|f| !f.path.is_empty()) {
+            listed.insert(f.path.clone(), (f.lines_read, f.recovered));
         }
     }
-    r.files.manifest_lines = listed.values().filter_map(|f| f.get("lines_read").and_then(Value::as_u64)).sum();
-    r.files.recovered =
-        listed.values().filter(|f| f.get("recovered").and_then(Value::as_bool) == Some(true)).count() as u64;
-    let uploads: Vec<Value> = match read_jsonl::<Value>(&mdir.join("uploads.jsonl")) {
-        Ok((v, _)) => v.into_iter().filter(|u| u["record"] == "upload" && u["dry_run"] != true).collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    let verified: BTreeSet<String> = uploads
-        .iter()
-        .filter(|v| v.get("verified").and_then(Value::as_bool) == Some(true))
-        .filter_map(|v| v.get("local_path").and_then(Value::as_str).map(str::to_string))
-        .collect();
+    r.files.manifest_lines = listed.values().map(|f| f.0).sum();
+    r.files.recovered = listed.values().filter(|f| f.1).count() as u64;
+    let uploads = manifest::read_uploads(archive)?.unwrap_or_default().uploads;
+    let verified: BTreeSet<String> = uploads.iter().filter(|u| u.verified).map(|u| u.local_path.clone()).collect();
     r.uploads.records = uploads.len() as u64;
     r.uploads.verified = verified.len() as u64;
-    r.uploads.not_verified =
-        uploads.iter().filter(|v| v.get("verified").and_then(Value::as_bool) != Some(true)).count() as u64;
+    r.uploads.not_verified = uploads.iter().filter(|u| !u.verified).count() as u64;
     Ok((listed.into_keys().collect(), verified))
+}
+
+/// Reads [`Latency::histogram`] back: a `null` bound is the +inf that serde_json wrote as `null`.
+fn null_is_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(f64, u64)>, D::Error> {
+    let bins = Vec::<(Option<f64>, u64)>::deserialize(d)?;
+    Ok(bins.into_iter().map(|(b, n)| (b.unwrap_or(f64::INFINITY), n)).collect())
 }
 
 /// Receive latency: quantiles and a histogram.
@@ -1184,14 +1189,18 @@ fn reconcile_trades(served: &BTreeMap<String, Vec<f64>>, archived: &BTreeSet<Str
     t
 }
 
-/// The trade reconciliation's gate line (not applicable when no `/v2/trades` request was served:
-/// a real run has no venue log, a loopback run may have the trades lane off).
+/// The trade reconciliation's gate line. Not applicable when the venue log is empty (a real run has
+/// none: nothing to reconcile against, trades lane on or off); a loopback run (venue log present)
+/// whose trades lane made no `/v2/trades` request fails: the soak runs every lane.
 fn trade_gate(t: &TradeReconcile, venue_replies: u64) -> Gate {
     let name = "every trade served is archived or its loss explained".to_string();
-    if t.requests == 0 {
-        let why = if venue_replies == 0 { "the venue log is empty (a real run has none)" } else { "trades lane off" };
-        let value = format!("not applicable: no /v2/trades request ({why})");
+    if venue_replies == 0 {
+        let value = "not applicable: the venue log is empty (a real run has none)".to_string();
         return Gate { name, value, pass: true, not_judgeable: false };
+    }
+    if t.requests == 0 {
+        let value = "the trades lane made no request (no /v2/trades request in the venue log)".to_string();
+        return Gate { name, value, pass: false, not_judgeable: false };
     }
     let unexplained = t.missing.get("UNEXPLAINED").copied().unwrap_or(0);
     Gate {
@@ -1347,28 +1356,6 @@ fn slot_gate(sl: &Slots) -> Gate {
     }
 }
 
-struct ArchFile {
-    rel: String,
-    abs: PathBuf,
-    bytes: u64,
-}
-
-/// Every file under `dir` except `manifests/` and dot files: (relative path, path, bytes).
-fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf, u64)>) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || (rel.is_empty() && name == "manifests") {
-            continue;
-        }
-        let r = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
-        match e.file_type() {
-            Ok(t) if t.is_dir() => walk(&e.path(), &r, out),
-            Ok(t) if t.is_file() => out.push((r, e.path(), e.metadata().map(|m| m.len()).unwrap_or(0))),
-            _ => {}
-        }
-    }
-}
-
 /// The `<host>-<run_id>` part of a raw file's name (`…/<host>-<run_id>-<n>.jsonl.gz`).
 fn run_of(rel: &str) -> String {
     let name = rel.rsplit('/').next().unwrap_or("");
@@ -1386,15 +1373,15 @@ fn pct(a: u64, b: u64) -> f64 {
 /// What a check found, in a line: the health problems, pm-normalize's flags and errors,
 /// pm-rebuild's hash verify rate; else the output itself, shortened.
 fn check_summary(name: &str, out: &str, err: &str) -> String {
+    if name == "manifest_status" {
+        if let Ok(st) = serde_json::from_str::<manifest::status::Status>(out) {
+            let problems: Vec<&str> = st.problems.iter().map(|p| p.message.as_str()).collect();
+            return summarize(&format!("healthy: {}; problems: {}", st.healthy, problems.join("; ")));
+        }
+    }
+    // pm-normalize --check writes its document with json! (no Rust type to read it through yet).
     let v = serde_json::from_str::<Value>(out).ok();
     match (name, &v) {
-        ("manifest_status", Some(v)) => {
-            let problems: Vec<&str> = v["problems"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|p| p["message"].as_str()).collect())
-                .unwrap_or_default();
-            summarize(&format!("healthy: {}; problems: {}", v["healthy"], problems.join("; ")))
-        }
         ("normalize_check", Some(v)) => {
             let flags: BTreeMap<&str, &Value> = v["flags"]
                 .as_object()
@@ -1482,6 +1469,64 @@ mod tests {
         assert!(matches!(j.fate(260.0, 250.0), Fate::Unexplained), "a run that began later is not the fault's");
         let gamma = [(200.3, "Status(500)".to_string(), "/markets/slug/".to_string(), Some(500))];
         assert!(matches!(judge([&[], &[], &[]], &gamma).fate(200.0, 200.0), Fate::Unexplained));
+    }
+
+    #[test]
+    fn a_loopback_run_whose_trades_lane_made_no_request_fails_the_trade_line() {
+        let none = TradeReconcile::default();
+        let g = trade_gate(&none, 120);
+        assert!(!g.pass && !g.not_judgeable, "{g:?}");
+        assert!(g.value.starts_with("the trades lane made no request"), "{}", g.value);
+        // A real run (no venue log): nothing to reconcile against, trades lane on or off.
+        let g = trade_gate(&none, 0);
+        assert!(g.pass && g.value.starts_with("not applicable: the venue log is empty"), "{g:?}");
+        let served = TradeReconcile { requests: 3, ok_replies: 3, served: 2, archived: 2, matched: 2, ..none };
+        let g = trade_gate(&served, 120);
+        assert!(g.pass && g.value.starts_with("2 of 2 distinct trades archived"), "{g:?}");
+    }
+
+    /// Archived lines are read through their writers' ctx types: a gap line as `GapCtx` (its
+    /// count and slots), a track line as `TrackCtx` (old pm-stream reason words too), a websocket
+    /// `stats` line as `StatsCtx`.
+    #[test]
+    fn archived_lines_are_read_through_their_ctx_types() {
+        let inp = Inputs {
+            archive: PathBuf::new(),
+            venue_log: PathBuf::new(),
+            supervisor_log: PathBuf::new(),
+            checks_dir: None,
+            flush_secs: 5.0,
+            interval_secs: 1.0,
+            lead_secs: 60.0,
+            grace_secs: 120.0,
+            families: vec!["5m".into()],
+            label: "test".into(),
+            notes: vec![],
+        };
+        let mut b = Build::new(&inp);
+        let rel = "venue=polymarket/stream=books/date=2026-01-01/hour=00/vm-run1-0.jsonl.gz";
+        let gap = GapCtx::missed_slots(10, 12, "2026-01-01T00:00:10.000000Z".into());
+        let gap = format!(r#"{{"kind":"gap","ctx":{}}}"#, serde_json::to_string(&gap).unwrap());
+        let track = r#"{"kind":"track","collected_at_utc":"2026-01-01T00:06:00.000000Z","ctx":{"action":"stop","reason":"window_grace_over","slug":"btc-updown-5m-1767225600","condition_id":"0xc","family":"5m","tokens":[],"window_start_utc":"2026-01-01T00:00:00Z","window_end_utc":"2026-01-01T00:05:00Z"}}"#;
+        let stats = r#"{"kind":"ws","ctx":{"event":"stats","conn_id":1,"shard":0,"interval_s":5.0,"frames":3,"bytes":99,"ws_event_types":{"book":3}}}"#;
+        for (l, stream) in [(gap.as_str(), "books"), (track, "books"), (stats, "ws_market")] {
+            b.line(&serde_json::from_str::<ArchLine>(l).unwrap(), stream, rel);
+        }
+        assert_eq!(b.r.gaps.get("books/missed_slots"), Some(&3), "{:?}", b.r.gaps);
+        assert_eq!(b.slot_gap.keys().map(|k| k.1).collect::<Vec<_>>(), [10, 11, 12]);
+        assert_eq!(b.r.markets["5m"].stops.get("grace_elapsed"), Some(&1), "{:?}", b.r.markets);
+        assert_eq!(b.r.ws.get("stats"), Some(&1), "{:?}", b.r.ws);
+    }
+
+    /// The report's JSON reads back as the report (the histogram's +inf bound is written as null).
+    #[test]
+    fn the_report_json_reads_back_as_the_report() {
+        let r = Report { latency: latency(vec![0.5, 7.0, 9000.0]), ..Report::default() };
+        let text = serde_json::to_string_pretty(&r).unwrap();
+        let back: Report = serde_json::from_str(&text).expect("the report's JSON is a Report");
+        assert_eq!(back.latency.histogram, r.latency.histogram);
+        assert_eq!(back.latency.histogram.last(), Some(&(f64::INFINITY, 1)));
+        assert_eq!(serde_json::to_string_pretty(&back).unwrap(), text);
     }
 
     #[test]
