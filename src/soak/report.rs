@@ -1379,35 +1379,33 @@ fn check_summary(name: &str, out: &str, err: &str) -> String {
             return summarize(&format!("healthy: {}; problems: {}", st.healthy, problems.join("; ")));
         }
     }
-    // pm-normalize --check writes its document with json! (no Rust type to read it through yet).
-    let v = serde_json::from_str::<Value>(out).ok();
-    match (name, &v) {
-        ("normalize_check", Some(v)) => {
-            let flags: BTreeMap<&str, &Value> = v["flags"]
-                .as_object()
-                .map(|m| m.iter().filter(|(_, n)| n.as_u64() != Some(0)).map(|(k, n)| (k.as_str(), n)).collect())
-                .unwrap_or_default();
-            summarize(&format!(
-                "ok: {}; rows: {}; flags other than 0: {:?}; errors: {}; problems: {}",
-                v["ok"], v["rows"], flags, v["errors"], v["problems"]
-            ))
+    if name == "normalize_check" {
+        if let Ok(c) = serde_json::from_str::<crate::normalize::check::CheckReport>(out) {
+            let flags: BTreeMap<&str, u64> =
+                c.flags.iter().filter(|(_, &n)| n != 0).map(|(k, &n)| (k.as_str(), n)).collect();
+            let problems: Vec<String> =
+                c.problems.iter().map(|p| format!("{}:{}: {}", p.file, p.line, p.problem)).collect();
+            return summarize(&format!(
+                "ok: {}; rows: {:?}; flags other than 0: {:?}; errors: {:?}; problems: {:?}",
+                c.ok, c.rows, flags, c.errors, problems
+            ));
         }
-        ("rebuild", _) => {
-            let line = err.lines().rev().find(|l| l.starts_with("pm-rebuild: lines=")).unwrap_or("");
-            let num = |key: &str| -> Option<f64> {
-                let i = line.find(key)? + key.len();
-                line[i..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-            };
-            let rate = match (num("hashes matched="), num(" mismatched=")) {
-                (Some(m), Some(x)) if m + x > 0.0 => {
-                    format!("hash verify rate {:.2} % ({m} of {}); ", 100.0 * m / (m + x), m + x)
-                }
-                _ => String::new(),
-            };
-            summarize(&format!("{rate}{line}"))
-        }
-        _ => summarize(out),
     }
+    if name == "rebuild" {
+        let line = err.lines().rev().find(|l| l.starts_with("pm-rebuild: lines=")).unwrap_or("");
+        let num = |key: &str| -> Option<f64> {
+            let i = line.find(key)? + key.len();
+            line[i..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        };
+        let rate = match (num("hashes matched="), num(" mismatched=")) {
+            (Some(m), Some(x)) if m + x > 0.0 => {
+                format!("hash verify rate {:.2} % ({m} of {}); ", 100.0 * m / (m + x), m + x)
+            }
+            _ => String::new(),
+        };
+        return summarize(&format!("{rate}{line}"));
+    }
+    summarize(out)
 }
 
 /// The first lines of a check's output (JSON compacted), at most 600 characters.
