@@ -20,7 +20,7 @@ use std::rc::Rc;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::dec::{self, Dec};
+use super::dec::{self, Dec, Divisor};
 use super::fast::{self, SideText};
 use super::parse::{self, Body, Book, Ctx, Env, Item, Level, TrackCtx};
 use crate::bookhash as book;
@@ -709,7 +709,8 @@ impl Rows {
             .tick_size
             .and_then(|r| serde_json::from_str::<&str>(r.get()).ok())
             .and_then(Dec::parse)
-            .filter(|t| t.signum() > 0);
+            .filter(|t| t.signum() > 0)
+            .map(|t| (t, t.key18().and_then(Divisor::new)));
         flags |= side(b.bids.as_ref(), pre.map(|p| p[0]), true, tick, bids);
         flags |= side(b.asks.as_ref(), pre.map(|p| p[1]), false, tick, asks);
         if bids.is_empty() {
@@ -814,7 +815,19 @@ impl BookText<'_, '_> {
         match (recv, ts) {
             (Some(r), Some(t)) => {
                 let lag = r - t * 1000;
-                let _ = write!(out, "{}{}.{:03}", if lag < 0 { "-" } else { "" }, lag.abs() / 1000, lag.abs() % 1000);
+                let a = lag.abs();
+                if lag < 0 {
+                    out.push(b'-');
+                }
+                // `{}.{:03}` of a / 1000, a % 1000 without the formatter.
+                dec::write_u64(out, (a / 1000) as u64);
+                let ms = a % 1000;
+                out.extend_from_slice(&[
+                    b'.',
+                    b'0' + (ms / 100) as u8,
+                    b'0' + (ms / 10 % 10) as u8,
+                    b'0' + (ms % 10) as u8,
+                ]);
             }
             _ => out.extend_from_slice(b"null"),
         }
@@ -844,15 +857,18 @@ impl BookText<'_, '_> {
         put_dec(out, mid);
         out.extend_from_slice(b",\"spread\":");
         put_dec(out, spread);
-        let _ = write!(out, ",\"bid_levels\":{},\"ask_levels\":{}", bids.len(), asks.len());
+        out.extend_from_slice(b",\"bid_levels\":");
+        dec::write_u64(out, bids.len() as u64);
+        out.extend_from_slice(b",\"ask_levels\":");
+        dec::write_u64(out, asks.len() as u64);
         out.extend_from_slice(b",\"bid_depth\":");
         put_dec(out, bids.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)));
         out.extend_from_slice(b",\"ask_depth\":");
         put_dec(out, asks.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)));
-        for (k, v) in [("tick_size", b.tick_size), ("min_order_size", b.min_order_size)] {
-            let _ = write!(out, ",\"{k}\":");
-            put_str_or_number(out, v);
-        }
+        out.extend_from_slice(b",\"tick_size\":");
+        put_str_or_number(out, b.tick_size);
+        out.extend_from_slice(b",\"min_order_size\":");
+        put_str_or_number(out, b.min_order_size);
         out.extend_from_slice(b",\"neg_risk\":");
         put_raw(out, b.neg_risk.filter(|r| matches!(r.get(), "true" | "false")));
         out.extend_from_slice(b",\"last_trade_price\":");
@@ -961,12 +977,21 @@ fn error_row(
 
 /// Collects the valid levels of a side (wire order) into `dst`; returns flags.
 /// `pre`: the levels' (price, size) already parsed with [`Dec::parse`], same order (pm-rebuild
-/// keeps them with its book); parsed here otherwise.
-fn side(levels: Option<&Vec<Level>>, pre: Option<&[Parsed]>, bids: bool, tick: Option<Dec>, dst: &mut Vec<Lvl>) -> u32 {
+/// keeps them with its book); parsed here otherwise. `tick`: the book's tick (> 0) with its
+/// [`Divisor`] when its [`Dec::key18`] fits.
+fn side(
+    levels: Option<&Vec<Level>>,
+    pre: Option<&[Parsed]>,
+    bids: bool,
+    tick: Option<(Dec, Option<Divisor>)>,
+    dst: &mut Vec<Lvl>,
+) -> u32 {
+    use std::cmp::Ordering::{Equal, Greater, Less};
     dst.clear();
     let Some(levels) = levels else { return BAD_LEVEL | MISSING_FIELD };
     let mut f = 0;
-    let mut prev: Option<Dec> = None;
+    // The previous valid price and its key (None: no previous level yet).
+    let mut prev: Option<(Dec, Option<u64>)> = None;
     for (i, l) in levels.iter().enumerate() {
         let parsed = match pre {
             Some(p) => p[i],
@@ -976,26 +1001,40 @@ fn side(levels: Option<&Vec<Level>>, pre: Option<&[Parsed]>, bids: bool, tick: O
             f |= BAD_LEVEL;
             continue;
         };
-        if px.signum() <= 0 || px >= ONE {
+        // Prices as keys (every price in [0, 18.4)): integer compares, a multiply for the tick.
+        // A price without a key (negative, huge) takes the decimal path; both agree exactly.
+        let key = px.key18();
+        let out_of_range = match key {
+            Some(k) => k == 0 || k >= dec::ONE_KEY18,
+            None => px.signum() <= 0 || px >= ONE,
+        };
+        if out_of_range {
             f |= OUT_OF_RANGE;
         }
         if sz.signum() <= 0 {
             f |= NONPOS_SIZE;
         }
-        if let Some(t) = tick {
-            if !px.is_multiple_of(t) {
-                f |= OFF_TICK;
-            }
+        let on_tick = match (tick, key) {
+            (Some((_, Some(d))), Some(k)) => d.divides(k),
+            (Some((t, _)), _) => px.is_multiple_of(t),
+            (None, _) => true,
+        };
+        if !on_tick {
+            f |= OFF_TICK;
         }
-        if let Some(p) = prev {
+        if let Some((p, pk)) = prev {
+            let ord = match (key, pk) {
+                (Some(a), Some(b)) => a.cmp(&b),
+                _ => px.cmp(&p),
+            };
             // Wire order: bids ascending, asks descending (best last), facts §4.1.
-            match (px.cmp(&p), bids) {
-                (std::cmp::Ordering::Equal, _) => f |= DUP_PRICE,
-                (std::cmp::Ordering::Less, true) | (std::cmp::Ordering::Greater, false) => f |= UNSORTED,
+            match (ord, bids) {
+                (Equal, _) => f |= DUP_PRICE,
+                (Less, true) | (Greater, false) => f |= UNSORTED,
                 _ => {}
             }
         }
-        prev = Some(px);
+        prev = Some((px, key));
         dst.push(Lvl { px, sz, i: i as u32 });
     }
     // Best first: reversing the wire order sorts a well-formed side; otherwise sort explicitly.
@@ -1126,18 +1165,14 @@ fn put_str_or_number(out: &mut Vec<u8>, r: Option<&RawValue>) {
 
 fn put_u64(out: &mut Vec<u8>, v: Option<u64>) {
     match v {
-        Some(v) => {
-            let _ = write!(out, "{v}");
-        }
+        Some(v) => dec::write_u64(out, v),
         None => out.extend_from_slice(b"null"),
     }
 }
 
 fn put_i64(out: &mut Vec<u8>, v: Option<i64>) {
     match v {
-        Some(v) => {
-            let _ = write!(out, "{v}");
-        }
+        Some(v) => dec::write_i64(out, v),
         None => out.extend_from_slice(b"null"),
     }
 }
