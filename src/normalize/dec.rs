@@ -277,8 +277,15 @@ impl Dec {
     /// compare as the values do, and divide as they do.
     #[inline]
     pub fn key18(self) -> Option<u64> {
+        self.key(18)
+    }
+
+    /// The value times 10^`scale` as a u64 when it is ≥ 0, has at most `scale` fractional digits
+    /// and fits.
+    #[inline]
+    pub fn key(self, scale: u32) -> Option<u64> {
         let m = u64::try_from(self.m).ok()?;
-        m.checked_mul(*POW10_U64.get(18usize.checked_sub(self.s as usize)?)?)
+        m.checked_mul(*POW10_U64.get(scale.checked_sub(self.s)? as usize)?)
     }
 
     /// The canonical form as a String (tests, summaries).

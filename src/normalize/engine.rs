@@ -666,7 +666,8 @@ impl Rows {
         let ts = b.timestamp.as_deref().and_then(dec::parse_ms);
         let recv = env.collected_at_utc.as_deref().and_then(dec::parse_utc_micros);
         let (mut bids, mut asks) = (std::mem::take(&mut self.bids), std::mem::take(&mut self.asks));
-        let mut flags = extra | self.book_flags(b, pre, ts, recv, &mut bids, &mut asks);
+        let mut depths = [None; 2];
+        let mut flags = extra | self.book_flags(b, pre, ts, recv, [&mut bids, &mut asks], &mut depths);
         let stats = &mut part.stats;
         match hash_ok {
             Some(true) => stats.hash_match += 1,
@@ -681,7 +682,7 @@ impl Rows {
         }
         count_static(&mut stats.rows, "book");
         count(&mut stats.book_rows_by_source, env.endpoint.as_deref().unwrap_or("?"));
-        let row = BookText { env, ctx, b, asset, ts, recv, hash_ok, bids: &bids, asks: &asks };
+        let row = BookText { env, ctx, b, asset, ts, recv, hash_ok, bids: &bids, asks: &asks, depths };
         let (join_at, flags_at) = row.write(&mut part.out, self.opts.depth);
         self.bids = bids;
         self.asks = asks;
@@ -691,15 +692,16 @@ impl Rows {
     }
 
     /// The flags a book raises on its own (all but the hash's and the per-asset ones); its valid
-    /// levels, best first, go to `bids`/`asks`.
+    /// levels, best first, go to `bids`/`asks`, the sums of their sizes (when [`side`] has them) to
+    /// `depths`.
     fn book_flags(
         &self,
         b: &Book,
         pre: Option<[&[Parsed]; 2]>,
         ts: Option<i64>,
         recv: Option<i64>,
-        bids: &mut Vec<Lvl>,
-        asks: &mut Vec<Lvl>,
+        [bids, asks]: [&mut Vec<Lvl>; 2],
+        depths: &mut [Option<u64>; 2],
     ) -> u32 {
         let mut flags = 0;
         if ts.is_none() {
@@ -711,8 +713,12 @@ impl Rows {
             .and_then(Dec::parse)
             .filter(|t| t.signum() > 0)
             .map(|t| (t, t.key18().and_then(Divisor::new)));
-        flags |= side(b.bids.as_ref(), pre.map(|p| p[0]), true, tick, bids);
-        flags |= side(b.asks.as_ref(), pre.map(|p| p[1]), false, tick, asks);
+        let (f, d) = side(b.bids.as_ref(), pre.map(|p| p[0]), true, tick, bids);
+        flags |= f;
+        depths[0] = d;
+        let (f, d) = side(b.asks.as_ref(), pre.map(|p| p[1]), false, tick, asks);
+        flags |= f;
+        depths[1] = d;
         if bids.is_empty() {
             flags |= EMPTY_BIDS;
         }
@@ -792,13 +798,15 @@ struct BookText<'r, 'a> {
     /// Valid levels, best first.
     bids: &'r [Lvl],
     asks: &'r [Lvl],
+    /// The sides' size sums at scale [`DEPTH_SCALE`] when [`side`] could add them so.
+    depths: [Option<u64>; 2],
 }
 
 impl BookText<'_, '_> {
     /// Appends the row (with `depth` levels a side) to `out`, leaving out the join fields and the
     /// flag names; returns where they go (hole 1, hole 2).
     fn write(&self, out: &mut Vec<u8>, depth: usize) -> (usize, usize) {
-        let BookText { env, ctx, b, asset, ts, recv, hash_ok, bids, asks } = *self;
+        let BookText { env, ctx, b, asset, ts, recv, hash_ok, bids, asks, depths } = *self;
         head(out, "book", env);
         out.extend_from_slice(b",\"exchange_at_utc\":");
         match ts {
@@ -862,9 +870,9 @@ impl BookText<'_, '_> {
         out.extend_from_slice(b",\"ask_levels\":");
         dec::write_u64(out, asks.len() as u64);
         out.extend_from_slice(b",\"bid_depth\":");
-        put_dec(out, bids.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)));
+        put_dec(out, size_sum(bids, depths[0]));
         out.extend_from_slice(b",\"ask_depth\":");
-        put_dec(out, asks.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)));
+        put_dec(out, size_sum(asks, depths[1]));
         out.extend_from_slice(b",\"tick_size\":");
         put_str_or_number(out, b.tick_size);
         out.extend_from_slice(b",\"min_order_size\":");
@@ -985,11 +993,13 @@ fn side(
     bids: bool,
     tick: Option<(Dec, Option<Divisor>)>,
     dst: &mut Vec<Lvl>,
-) -> u32 {
+) -> (u32, Option<u64>) {
     use std::cmp::Ordering::{Equal, Greater, Less};
     dst.clear();
-    let Some(levels) = levels else { return BAD_LEVEL | MISSING_FIELD };
+    let Some(levels) = levels else { return (BAD_LEVEL | MISSING_FIELD, Some(0)) };
     let mut f = 0;
+    // The sizes' sum at DEPTH_SCALE while every size has a key there and it fits.
+    let mut sum = Some(0u64);
     // The previous valid price and its key (None: no previous level yet).
     let mut prev: Option<(Dec, Option<u64>)> = None;
     for (i, l) in levels.iter().enumerate() {
@@ -1014,6 +1024,7 @@ fn side(
         if sz.signum() <= 0 {
             f |= NONPOS_SIZE;
         }
+        sum = sum.and_then(|a| a.checked_add(sz.key(DEPTH_SCALE)?));
         let on_tick = match (tick, key) {
             (Some((_, Some(d))), Some(k)) => d.divides(k),
             (Some((t, _)), _) => px.is_multiple_of(t),
@@ -1046,7 +1057,20 @@ fn side(
             dst.sort_by_key(|l| l.px);
         }
     }
-    f
+    (f, sum)
+}
+
+/// The scale of [`side`]'s size sums: sizes of at most 6 fractional digits (the venue sends 2).
+const DEPTH_SCALE: u32 = 6;
+
+/// The sum of a side's sizes: `fast` (at [`DEPTH_SCALE`]) or, without it, the exact fold. Both
+/// give the same value: the sizes of `fast` are ≥ 0 and their sum fits in u64, so no step of the
+/// fold overflows; a row prints only the value (canonical form).
+fn size_sum(side: &[Lvl], fast: Option<u64>) -> Option<Dec> {
+    match fast {
+        Some(m) => Some(Dec { m: m as i128, s: DEPTH_SCALE }),
+        None => side.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)),
+    }
 }
 
 /// The best level of a side: the wire level and its parsed price.
