@@ -255,8 +255,36 @@ pub struct Rows {
     hash_buf: Vec<u8>,
     /// Where the current line's book sides are ([`fast::env`]).
     sides: Vec<SideText>,
-    bids: Vec<Lvl>,
-    asks: Vec<Lvl>,
+    /// [`side`]'s results for books without a caller's [`Pre`] (recomputed for every book).
+    memo: [SideMemo; 2],
+}
+
+/// What [`side`] found on one side of a book at its last row: its flags, valid levels best first
+/// and size sum. pm-rebuild keeps one per side of each book and calls [`SideMemo::stale`] when a
+/// level of that side changes, so a side that did not change (a websocket change touches one) is
+/// not scanned again; the row is the same, as every input of [`side`] is the same.
+#[derive(Default)]
+pub struct SideMemo {
+    fresh: bool,
+    /// The tick the flags were found with.
+    tick: Option<Dec>,
+    flags: u32,
+    sum: Option<u64>,
+    lvls: Vec<Lvl>,
+}
+
+impl SideMemo {
+    /// The side's levels changed: scan it again at the next row.
+    pub fn stale(&mut self) {
+        self.fresh = false;
+    }
+}
+
+/// A book's levels as pm-rebuild keeps them: (price, size) parsed with [`Dec::parse`] in wire
+/// order, and a [`SideMemo`] per side (bids, asks).
+pub struct Pre<'p> {
+    pub parsed: [&'p [Parsed]; 2],
+    pub memo: &'p mut [SideMemo; 2],
 }
 
 const ONE: Dec = Dec { m: 1, s: 0 };
@@ -500,13 +528,12 @@ impl Normalizer {
     /// `env.collected_at_utc`/`run_id`/`seq` the receive time and provenance. `hash_ok` is the
     /// caller's verification of `b.hash` (the rebuild may have matched it with a trade price, so it
     /// is not recomputed here); `ws_flags` are [`WS_FLAGS`] bits (e.g. [`UNTRUSTED`]). `b.asset_id`
-    /// must be set. `pre`: the bid and ask levels already parsed (as [`Rows::book_row`] takes them),
-    /// or None.
+    /// must be set. `pre`: the bid and ask levels already parsed, with their memos, or None.
     pub fn state_row(
         &mut self,
         env: &Env,
         b: &Book,
-        pre: Option<[&[Parsed]; 2]>,
+        pre: Option<Pre>,
         hash_ok: Option<bool>,
         ws_flags: u32,
         out: &mut Vec<u8>,
@@ -526,7 +553,7 @@ fn ctx<'a>(env: &'a Env<'a>) -> Ctx<'a> {
 
 impl Rows {
     pub fn new(opts: Options) -> Rows {
-        Rows { opts, hash_buf: Vec::with_capacity(8192), sides: Vec::new(), bids: Vec::new(), asks: Vec::new() }
+        Rows { opts, hash_buf: Vec::with_capacity(8192), sides: Vec::new(), memo: Default::default() }
     }
 
     /// Parses one raw line (without its `\n`) into `part`: rows, holes, counts (module docs).
@@ -650,14 +677,14 @@ impl Rows {
 
     /// The one formatter of `book` rows (REST and rebuilt): the flags known from this book alone,
     /// the counts, and the row with its two holes ([`Op::Book`]).
-    /// `pre`: the bid and ask levels already parsed (as [`side`] takes them), or None.
+    /// `pre`: the bid and ask levels already parsed, with their memos ([`SideMemo`]), or None.
     #[allow(clippy::too_many_arguments)]
     fn book_row(
         &mut self,
         env: &Env,
         ctx: &Ctx,
         b: &Book,
-        pre: Option<[&[Parsed]; 2]>,
+        pre: Option<Pre>,
         hash_ok: Option<bool>,
         extra: u32,
         part: &mut Part,
@@ -665,9 +692,15 @@ impl Rows {
         let asset = b.asset_id.as_deref().expect("caller checked");
         let ts = b.timestamp.as_deref().and_then(dec::parse_ms);
         let recv = env.collected_at_utc.as_deref().and_then(dec::parse_utc_micros);
-        let (mut bids, mut asks) = (std::mem::take(&mut self.bids), std::mem::take(&mut self.asks));
-        let mut depths = [None; 2];
-        let mut flags = extra | self.book_flags(b, pre, ts, recv, [&mut bids, &mut asks], &mut depths);
+        let mut own = std::mem::take(&mut self.memo);
+        let (parsed, memo) = match pre {
+            Some(Pre { parsed, memo }) => (Some(parsed), memo),
+            None => {
+                own.iter_mut().for_each(SideMemo::stale);
+                (None, &mut own)
+            }
+        };
+        let mut flags = extra | self.book_flags(b, parsed, ts, recv, memo);
         let stats = &mut part.stats;
         match hash_ok {
             Some(true) => stats.hash_match += 1,
@@ -682,26 +715,35 @@ impl Rows {
         }
         count_static(&mut stats.rows, "book");
         count(&mut stats.book_rows_by_source, env.endpoint.as_deref().unwrap_or("?"));
-        let row = BookText { env, ctx, b, asset, ts, recv, hash_ok, bids: &bids, asks: &asks, depths };
+        let [bm, am] = &*memo;
+        let row = BookText {
+            env,
+            ctx,
+            b,
+            asset,
+            ts,
+            recv,
+            hash_ok,
+            bids: &bm.lvls,
+            asks: &am.lvls,
+            depths: [bm.sum, am.sum],
+        };
         let (join_at, flags_at) = row.write(&mut part.out, self.opts.depth);
-        self.bids = bids;
-        self.asks = asks;
+        self.memo = own;
         let asset = part.keep(asset);
         let hash = b.hash.as_deref().map(|h| part.keep(h));
         part.ops.push(Op::Book { join_at, flags_at, asset, hash, ts, flags });
     }
 
     /// The flags a book raises on its own (all but the hash's and the per-asset ones); its valid
-    /// levels, best first, go to `bids`/`asks`, the sums of their sizes (when [`side`] has them) to
-    /// `depths`.
+    /// levels, best first, and the sums of their sizes go to `memo` (kept when still fresh).
     fn book_flags(
         &self,
         b: &Book,
         pre: Option<[&[Parsed]; 2]>,
         ts: Option<i64>,
         recv: Option<i64>,
-        [bids, asks]: [&mut Vec<Lvl>; 2],
-        depths: &mut [Option<u64>; 2],
+        memo: &mut [SideMemo; 2],
     ) -> u32 {
         let mut flags = 0;
         if ts.is_none() {
@@ -713,12 +755,15 @@ impl Rows {
             .and_then(Dec::parse)
             .filter(|t| t.signum() > 0)
             .map(|t| (t, t.key18().and_then(Divisor::new)));
-        let (f, d) = side(b.bids.as_ref(), pre.map(|p| p[0]), true, tick, bids);
-        flags |= f;
-        depths[0] = d;
-        let (f, d) = side(b.asks.as_ref(), pre.map(|p| p[1]), false, tick, asks);
-        flags |= f;
-        depths[1] = d;
+        for (k, (m, levels)) in memo.iter_mut().zip([b.bids.as_ref(), b.asks.as_ref()]).enumerate() {
+            let t = tick.map(|t| t.0);
+            if !m.fresh || m.tick != t {
+                (m.flags, m.sum) = side(levels, pre.map(|p| p[k]), k == 0, tick, &mut m.lvls);
+                (m.fresh, m.tick) = (true, t);
+            }
+            flags |= m.flags;
+        }
+        let (bids, asks) = (&memo[0].lvls, &memo[1].lvls);
         if bids.is_empty() {
             flags |= EMPTY_BIDS;
         }
