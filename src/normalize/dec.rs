@@ -71,14 +71,6 @@ pub fn write_i64(out: &mut Vec<u8>, v: i64) {
     write_u64(out, v.unsigned_abs());
 }
 
-/// Appends `v` with at least `width` digits, zero-padded (`{:0width$}` for v ≥ 0).
-fn write_padded(out: &mut Vec<u8>, v: u64, width: usize) {
-    let mut buf = [0u8; 20];
-    let at = digits_u64(&mut buf, v);
-    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(buf.len() - at)));
-    out.extend_from_slice(&buf[at..]);
-}
-
 /// "Is `k` a multiple of `d`" for a fixed `d > 0` by a multiply and a compare instead of a
 /// division (Granlund–Montgomery: `d = odd · 2^shift`; for odd `d`, `n` is a multiple exactly when
 /// `n · d⁻¹ mod 2^64 ≤ (2^64−1) / d`).
@@ -125,24 +117,36 @@ impl Dec {
         if b.len() > 19 {
             return Self::parse_wide(neg, b);
         }
-        // At most 19 digits: the mantissa fits a u64 whatever they are.
-        let (mut m, mut dot) = (0u64, usize::MAX);
-        for (i, &c) in b.iter().enumerate() {
-            let d = c.wrapping_sub(b'0');
-            if d < 10 {
-                m = m * 10 + d as u64;
-            } else if c == b'.' && dot == usize::MAX {
-                dot = i;
-            } else {
-                return None;
-            }
+        // At most 19 digits: the mantissa fits a u64 whatever they are. Integer digits, then
+        // (after a '.') fractional ones: two tight loops, no per-byte test for the dot.
+        let (mut m, mut i) = (0u64, 0);
+        while let Some(d) = b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|d| *d < 10) {
+            m = m * 10 + d as u64;
+            i += 1;
         }
-        let (int_digits, s) = if dot == usize::MAX { (b.len(), 0) } else { (dot, b.len() - dot - 1) };
-        if int_digits == 0 || (dot != usize::MAX && s == 0) || s > MAX_SCALE as usize {
+        if i == 0 {
             return None;
         }
+        let s = match b.get(i) {
+            None => 0,
+            Some(b'.') => {
+                let frac = &b[i + 1..];
+                if frac.is_empty() || frac.len() > MAX_SCALE as usize {
+                    return None;
+                }
+                for &c in frac {
+                    let d = c.wrapping_sub(b'0');
+                    if d >= 10 {
+                        return None;
+                    }
+                    m = m * 10 + d as u64;
+                }
+                frac.len() as u32
+            }
+            Some(_) => return None,
+        };
         let m = m as i128;
-        Some(Dec { m: if neg { -m } else { m }, s: s as u32 })
+        Some(Dec { m: if neg { -m } else { m }, s })
     }
 
     /// [`Self::parse`] for 20 or more characters (after the sign), in i128.
@@ -387,15 +391,23 @@ pub fn write_utc_micros(out: &mut Vec<u8>, us: i64) {
         );
         return;
     }
-    // `{:04}-{:02}-…` without the formatter: every field is in range here.
-    for (v, w, sep) in [(y, 4, b'-'), (m, 2, b'-'), (d, 2, b'T'), (sod / 3600, 2, b':'), (sod / 60 % 60, 2, b':')] {
-        write_padded(out, v as u64, w);
-        out.push(sep);
+    // `{:04}-{:02}-…` without the formatter (every field is in range here), into one fixed array.
+    let mut t = *b"0000-00-00T00:00:00.000000Z";
+    for (v, end, width) in
+        [(y, 4, 4), (m, 7, 2), (d, 10, 2), (sod / 3600, 13, 2), (sod / 60 % 60, 16, 2), (sod % 60, 19, 2)]
+    {
+        let mut v = v as u32;
+        for k in (end - width..end).rev() {
+            t[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
     }
-    write_padded(out, (sod % 60) as u64, 2);
-    out.push(b'.');
-    write_padded(out, frac as u64, 6);
-    out.push(b'Z');
+    let mut f = frac as u32;
+    for k in (20..26).rev() {
+        t[k] = b'0' + (f % 10) as u8;
+        f /= 10;
+    }
+    out.extend_from_slice(&t);
 }
 
 /// The venue's book timestamp (Unix ms as a decimal string, 1–16 digits).
