@@ -29,19 +29,8 @@ const POW10: [i128; 39] = {
     t
 };
 
-/// 10^k for k = 0..=19 (all that fit in u64).
-const POW10_U64: [u64; 20] = {
-    let mut t = [1u64; 20];
-    let mut k = 1;
-    while k < 20 {
-        t[k] = t[k - 1] * 10;
-        k += 1;
-    }
-    t
-};
-
 /// [`Dec::key18`] of 1.
-pub const ONE_KEY18: u64 = POW10_U64[18];
+pub const ONE_KEY18: u64 = POW10[18] as u64;
 
 /// Writes the decimal digits of `v` at the end of `buf`; returns where they start.
 fn digits_u64(buf: &mut [u8; 20], mut v: u64) -> usize {
@@ -289,7 +278,8 @@ impl Dec {
     #[inline]
     pub fn key(self, scale: u32) -> Option<u64> {
         let m = u64::try_from(self.m).ok()?;
-        m.checked_mul(*POW10_U64.get(scale.checked_sub(self.s)? as usize)?)
+        // 10^k < 2^64 for k ≤ 19 (the key is None beyond).
+        m.checked_mul(u64::try_from(*POW10.get(scale.checked_sub(self.s)? as usize)?).ok()?)
     }
 
     /// The canonical form as a String (tests, summaries).

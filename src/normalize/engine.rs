@@ -865,25 +865,7 @@ impl BookText<'_, '_> {
         out.extend_from_slice(b",\"exchange_ts_ms\":");
         put_i64(out, ts);
         out.extend_from_slice(b",\"recv_lag_ms\":");
-        match (recv, ts) {
-            (Some(r), Some(t)) => {
-                let lag = r - t * 1000;
-                let a = lag.abs();
-                if lag < 0 {
-                    out.push(b'-');
-                }
-                // `{}.{:03}` of a / 1000, a % 1000 without the formatter.
-                dec::write_u64(out, (a / 1000) as u64);
-                let ms = a % 1000;
-                out.extend_from_slice(&[
-                    b'.',
-                    b'0' + (ms / 100) as u8,
-                    b'0' + (ms / 10 % 10) as u8,
-                    b'0' + (ms % 10) as u8,
-                ]);
-            }
-            _ => out.extend_from_slice(b"null"),
-        }
+        put_lag(out, recv, ts);
         out.extend_from_slice(b",\"market\":");
         put_opt(out, b.market.as_deref());
         out.extend_from_slice(b",\"asset_id\":");
@@ -950,6 +932,29 @@ impl BookText<'_, '_> {
         }
         out.extend_from_slice(b"}\n");
         (join_at, flags_at)
+    }
+}
+
+/// `recv_lag_ms`: receive time (µs) minus exchange time (ms), in ms with 3 decimals, or null.
+fn put_lag(out: &mut Vec<u8>, recv: Option<i64>, ts: Option<i64>) {
+    match (recv, ts) {
+        (Some(r), Some(t)) => {
+            let lag = r - t * 1000;
+            let a = lag.abs();
+            if lag < 0 {
+                out.push(b'-');
+            }
+            // `{}.{:03}` of a / 1000, a % 1000 without the formatter.
+            dec::write_u64(out, (a / 1000) as u64);
+            let ms = a % 1000;
+            out.extend_from_slice(&[
+                b'.',
+                b'0' + (ms / 100) as u8,
+                b'0' + (ms / 10 % 10) as u8,
+                b'0' + (ms % 10) as u8,
+            ]);
+        }
+        _ => out.extend_from_slice(b"null"),
     }
 }
 
