@@ -50,7 +50,7 @@ use crate::bookhash;
 use crate::clock;
 use crate::envelope::RawLine;
 use crate::normalize::dec::{self, Dec};
-use crate::normalize::{self, parse, Normalizer, Parsed};
+use crate::normalize::{self, parse, Normalizer, Parsed, Pre, SideMemo};
 use crate::tradeset::{self, TradeRow};
 use crate::util::AtomicFile;
 
@@ -1237,7 +1237,8 @@ fn take_field<'o>(ops: &'o [u8], at: &mut usize) -> &'o str {
 }
 
 /// Applies encoded level changes to the row thread's copy of a book.
-fn apply_ops(ops: &[u8], bids: &mut Side, asks: &mut Side) {
+/// Marks the [`SideMemo`] of each side an op touches stale.
+fn apply_ops(ops: &[u8], bids: &mut Side, asks: &mut Side, memo: &mut [SideMemo; 2]) {
     let mut at = 0;
     while at < ops.len() {
         let tag = ops[at];
@@ -1247,12 +1248,14 @@ fn apply_ops(ops: &[u8], bids: &mut Side, asks: &mut Side) {
                 let p = take_field(ops, &mut at);
                 let z = take_field(ops, &mut at);
                 let side = if tag == b'B' { &mut *bids } else { &mut *asks };
+                memo[usize::from(tag != b'B')].stale();
                 side.apply(tag == b'B', p, z);
             }
             _ => {
                 let n = u32::from_le_bytes([ops[at], ops[at + 1], ops[at + 2], ops[at + 3]]) as usize;
                 at += 4;
                 let side = if tag == b'b' { &mut *bids } else { &mut *asks };
+                memo[usize::from(tag != b'b')].stale();
                 let mut level = || (take_field(ops, &mut at), take_field(ops, &mut at));
                 // Written from a side whose prices all parsed.
                 side.replace((0..n).map(|_| Some(level())));
@@ -1285,6 +1288,8 @@ struct RowBook {
     bids: Side,
     asks: Side,
     scalars: [(String, Option<Box<RawValue>>); 4],
+    /// The row writer's findings on each side, kept while the side does not change.
+    memo: [SideMemo; 2],
 }
 
 impl RowBook {
@@ -1320,7 +1325,7 @@ fn book_row(
         Some(b) => b,
         None => books.entry(j.asset.clone()).or_default(),
     };
-    apply_ops(&j.ops, &mut b.bids, &mut b.asks);
+    apply_ops(&j.ops, &mut b.bids, &mut b.asks, &mut b.memo);
     j.ops.clear();
     b.set_scalars(&j.scalars);
     let [mut bv, mut av] = [0, 1].map(|i| recycle(std::mem::take(&mut views[i])));
@@ -1341,7 +1346,7 @@ fn book_row(
         error: None,
         unknown_fields: 0,
     };
-    let pre = [b.bids.parsed.as_slice(), b.asks.parsed.as_slice()];
+    let pre = Pre { parsed: [b.bids.parsed.as_slice(), b.asks.parsed.as_slice()], memo: &mut b.memo };
     nor.state_row(&env_of(&j.recv, j.source), &view, Some(pre), j.verified, j.flags, buf);
     let parse::Book { bids, asks, .. } = view;
     *views = [bids, asks].map(|v| recycle(v.unwrap_or_default()));

@@ -349,3 +349,29 @@ fn rows_are_byte_identical_to_the_golden_rows() {
     let sha = pm_archive::util::hex(&<sha2::Sha256 as sha2::Digest>::digest(&out.stdout));
     assert_eq!(sha, GOLDEN_ROWS_SHA256);
 }
+
+/// The row writer keeps what it found on a side until that side changes (normalize::SideMemo):
+/// a tick change must still re-check the side it did not touch. Here the asks never change, and
+/// their 0.55 is off the new 0.1 tick, while every bid (0.4, then 0.3) is on it.
+#[test]
+fn a_tick_change_rechecks_the_side_that_did_not_change() {
+    let dir = common::tempdir("rebuild-tick-memo");
+    let (a, m) = ("123", "0xabc");
+    let bodies = [
+        json!({"event_type": "book", "market": m, "asset_id": a, "timestamp": "1795708800000", "hash": "x",
+            "bids": [{"price": "0.40", "size": "10"}], "asks": [{"price": "0.55", "size": "10"}],
+            "tick_size": "0.01", "min_order_size": "5", "neg_risk": false, "last_trade_price": "0.5"}),
+        json!({"event_type": "tick_size_change", "market": m, "asset_id": a, "old_tick_size": "0.01",
+            "new_tick_size": "0.1", "timestamp": "1795708801000"}),
+        json!({"event_type": "price_change", "market": m, "timestamp": "1795708802000", "price_changes": [
+            {"asset_id": a, "price": "0.3", "size": "7", "side": "BUY", "hash": "y", "best_bid": "0.4", "best_ask": "0.55"}]}),
+    ];
+    let f = write_lines(&dir, "tick.jsonl", &frame_lines(&bodies, "2026-11-24", 57600));
+    let (out, _, rows) = rebuild(&dir, &[&f], &[]);
+    assert!(out.status.code().is_some(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let books: Vec<&Value> = rows.iter().filter(|r| r["record"] == "book").collect();
+    assert_eq!(books.len(), 2, "{rows:?}");
+    assert_eq!((books[0]["tick_size"].as_str(), flags(books[0]).contains(&"off_tick")), (Some("0.01"), false));
+    assert_eq!((books[1]["tick_size"].as_str(), books[1]["bid_levels"].as_u64()), (Some("0.1"), Some(2)));
+    assert!(flags(books[1]).contains(&"off_tick"), "{}", books[1]);
+}

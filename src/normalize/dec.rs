@@ -29,6 +29,70 @@ const POW10: [i128; 39] = {
     t
 };
 
+/// [`Dec::key18`] of 1.
+pub const ONE_KEY18: u64 = POW10[18] as u64;
+
+/// Writes the decimal digits of `v` at the end of `buf`; returns where they start.
+fn digits_u64(buf: &mut [u8; 20], mut v: u64) -> usize {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return i;
+        }
+    }
+}
+
+/// Appends `v` in decimal (what `write!(out, "{v}")` writes, without the formatter).
+pub fn write_u64(out: &mut Vec<u8>, v: u64) {
+    let mut buf = [0u8; 20];
+    let at = digits_u64(&mut buf, v);
+    out.extend_from_slice(&buf[at..]);
+}
+
+/// Appends `v` in decimal (what `write!(out, "{v}")` writes).
+pub fn write_i64(out: &mut Vec<u8>, v: i64) {
+    if v < 0 {
+        out.push(b'-');
+    }
+    write_u64(out, v.unsigned_abs());
+}
+
+/// "Is `k` a multiple of `d`" for a fixed `d > 0` by a multiply and a compare instead of a
+/// division (Granlund–Montgomery: `d = odd · 2^shift`; for odd `d`, `n` is a multiple exactly when
+/// `n · d⁻¹ mod 2^64 ≤ (2^64−1) / d`).
+#[derive(Clone, Copy, Debug)]
+pub struct Divisor {
+    inv: u64,
+    max_q: u64,
+    shift: u32,
+}
+
+impl Divisor {
+    /// None for 0.
+    pub fn new(d: u64) -> Option<Divisor> {
+        if d == 0 {
+            return None;
+        }
+        let shift = d.trailing_zeros();
+        let odd = d >> shift;
+        // Newton's iteration for the inverse mod 2^64: each step doubles the correct low bits
+        // (an odd number is its own inverse mod 8: 3 bits, then 6, 12, 24, 48, 96).
+        let mut inv = odd;
+        for _ in 0..5 {
+            inv = inv.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inv)));
+        }
+        Some(Divisor { inv, max_q: u64::MAX / odd, shift })
+    }
+
+    #[inline]
+    pub fn divides(self, k: u64) -> bool {
+        k.trailing_zeros() >= self.shift && (k >> self.shift).wrapping_mul(self.inv) <= self.max_q
+    }
+}
+
 impl Dec {
     pub const ZERO: Dec = Dec { m: 0, s: 0 };
 
@@ -42,24 +106,36 @@ impl Dec {
         if b.len() > 19 {
             return Self::parse_wide(neg, b);
         }
-        // At most 19 digits: the mantissa fits a u64 whatever they are.
-        let (mut m, mut dot) = (0u64, usize::MAX);
-        for (i, &c) in b.iter().enumerate() {
-            let d = c.wrapping_sub(b'0');
-            if d < 10 {
-                m = m * 10 + d as u64;
-            } else if c == b'.' && dot == usize::MAX {
-                dot = i;
-            } else {
-                return None;
-            }
+        // At most 19 digits: the mantissa fits a u64 whatever they are. Integer digits, then
+        // (after a '.') fractional ones: two tight loops, no per-byte test for the dot.
+        let (mut m, mut i) = (0u64, 0);
+        while let Some(d) = b.get(i).map(|c| c.wrapping_sub(b'0')).filter(|d| *d < 10) {
+            m = m * 10 + d as u64;
+            i += 1;
         }
-        let (int_digits, s) = if dot == usize::MAX { (b.len(), 0) } else { (dot, b.len() - dot - 1) };
-        if int_digits == 0 || (dot != usize::MAX && s == 0) || s > MAX_SCALE as usize {
+        if i == 0 {
             return None;
         }
+        let s = match b.get(i) {
+            None => 0,
+            Some(b'.') => {
+                let frac = &b[i + 1..];
+                if frac.is_empty() || frac.len() > MAX_SCALE as usize {
+                    return None;
+                }
+                for &c in frac {
+                    let d = c.wrapping_sub(b'0');
+                    if d >= 10 {
+                        return None;
+                    }
+                    m = m * 10 + d as u64;
+                }
+                frac.len() as u32
+            }
+            Some(_) => return None,
+        };
         let m = m as i128;
-        Some(Dec { m: if neg { -m } else { m }, s: s as u32 })
+        Some(Dec { m: if neg { -m } else { m }, s })
     }
 
     /// [`Self::parse`] for 20 or more characters (after the sign), in i128.
@@ -153,16 +229,29 @@ impl Dec {
     /// Writes the canonical form (module docs).
     pub fn write(self, out: &mut Vec<u8>) {
         let (mut m, mut s) = (self.m, self.s);
+        if m < 0 {
+            out.push(b'-');
+        }
+        // Fast path: |m| < 2^64 (every price, size, mid, spread and depth of a real book) in u64.
+        if let Ok(mut u) = u64::try_from(m.unsigned_abs()) {
+            while s > 0 && u % 10 == 0 {
+                u /= 10;
+                s -= 1;
+            }
+            let mut buf = [0u8; 20];
+            let at = digits_u64(&mut buf, u);
+            Self::place(out, &buf[at..], s as usize);
+            return;
+        }
         while s > 0 && m % 10 == 0 {
             m /= 10;
             s -= 1;
         }
-        if m < 0 {
-            out.push(b'-');
-        }
-        let digits = m.unsigned_abs().to_string();
-        let d = digits.as_bytes();
-        let s = s as usize;
+        Self::place(out, m.unsigned_abs().to_string().as_bytes(), s as usize);
+    }
+
+    /// Writes the digits `d` of the mantissa with `s` of them fractional.
+    fn place(out: &mut Vec<u8>, d: &[u8], s: usize) {
         if s == 0 {
             out.extend_from_slice(d);
         } else if d.len() > s {
@@ -174,6 +263,23 @@ impl Dec {
             out.extend(std::iter::repeat_n(b'0', s - d.len()));
             out.extend_from_slice(d);
         }
+    }
+
+    /// The value times 10^18 as a u64 when it is ≥ 0 and fits (every price below 18.4): integers
+    /// at one scale, so comparisons, range and tick checks need no alignment. Exact: two such keys
+    /// compare as the values do, and divide as they do.
+    #[inline]
+    pub fn key18(self) -> Option<u64> {
+        self.key(18)
+    }
+
+    /// The value times 10^`scale` as a u64 when it is ≥ 0, has at most `scale` fractional digits
+    /// and fits.
+    #[inline]
+    pub fn key(self, scale: u32) -> Option<u64> {
+        let m = u64::try_from(self.m).ok()?;
+        // 10^k < 2^64 for k ≤ 19 (the key is None beyond).
+        m.checked_mul(u64::try_from(*POW10.get(scale.checked_sub(self.s)? as usize)?).ok()?)
     }
 
     /// The canonical form as a String (tests, summaries).
@@ -260,9 +366,38 @@ pub fn write_utc_micros(out: &mut Vec<u8>, us: i64) {
     let frac = us.rem_euclid(1_000_000);
     let (y, m, d) = civil_from_days(secs.div_euclid(86400));
     let sod = secs.rem_euclid(86400);
-    use std::io::Write;
-    let _ =
-        write!(out, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", y, m, d, sod / 3600, sod / 60 % 60, sod % 60, frac);
+    if !(0..=9999).contains(&y) {
+        use std::io::Write;
+        let _ = write!(
+            out,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            y,
+            m,
+            d,
+            sod / 3600,
+            sod / 60 % 60,
+            sod % 60,
+            frac
+        );
+        return;
+    }
+    // `{:04}-{:02}-…` without the formatter (every field is in range here), into one fixed array.
+    let mut t = *b"0000-00-00T00:00:00.000000Z";
+    for (v, end, width) in
+        [(y, 4, 4), (m, 7, 2), (d, 10, 2), (sod / 3600, 13, 2), (sod / 60 % 60, 16, 2), (sod % 60, 19, 2)]
+    {
+        let mut v = v as u32;
+        for k in (end - width..end).rev() {
+            t[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    let mut f = frac as u32;
+    for k in (20..26).rev() {
+        t[k] = b'0' + (f % 10) as u8;
+        f /= 10;
+    }
+    out.extend_from_slice(&t);
 }
 
 /// The venue's book timestamp (Unix ms as a decimal string, 1–16 digits).
@@ -341,6 +476,93 @@ mod tests {
         assert!(d("0.50") == d("0.5").checked_add(Dec::ZERO).unwrap() || d("0.50").cmp(&d("0.5")).is_eq());
         assert!(d("0.015").is_multiple_of(d("0.001")));
         assert!(!d("0.015").is_multiple_of(d("0.01")));
+    }
+
+    /// The formatter-free writers print what `write!` prints.
+    #[test]
+    fn digit_writers_match_fmt() {
+        for v in [0i64, 1, -1, 9, 10, -10, 99, 1234567, i64::MAX, i64::MIN, -9_223_372_036_854_775_807] {
+            let mut o = Vec::new();
+            write_i64(&mut o, v);
+            assert_eq!(String::from_utf8(o).unwrap(), v.to_string());
+        }
+        let mut o = Vec::new();
+        write_u64(&mut o, u64::MAX);
+        assert_eq!(String::from_utf8(o).unwrap(), u64::MAX.to_string());
+        // Canonical decimals: the u64 path against the i128 one (values above 2^64 take the latter).
+        let slow = |d: Dec| {
+            let (mut m, mut s) = (d.m, d.s);
+            while s > 0 && m % 10 == 0 {
+                m /= 10;
+                s -= 1;
+            }
+            let mut o = if m < 0 { vec![b'-'] } else { Vec::new() };
+            Dec::place(&mut o, m.unsigned_abs().to_string().as_bytes(), s as usize);
+            String::from_utf8(o).unwrap()
+        };
+        for m in [0i128, 1, -1, 5, 10, 100, -120, 123456789, 18446744073709551615, 18446744073709551616, -(1 << 100)] {
+            for s in [0, 1, 2, 3, 9, 18, 19, 30] {
+                assert_eq!(Dec { m, s }.to_canonical(), slow(Dec { m, s }), "{m} e-{s}");
+            }
+        }
+        // Times: every field padded as `{:04}-{:02}…` pads it, the year outside 0..=9999 included.
+        for us in [0i64, 1, 999_999, 1_785_734_468_581_000, 253_402_300_799_999_999, 253_402_300_800_000_000, -1] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            write_utc_micros(&mut a, us);
+            let secs = us.div_euclid(1_000_000);
+            let (y, m, d) = civil_from_days(secs.div_euclid(86400));
+            let sod = secs.rem_euclid(86400);
+            use std::io::Write;
+            let f = us.rem_euclid(1_000_000);
+            write!(b, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", y, m, d, sod / 3600, sod / 60 % 60, sod % 60, f)
+                .unwrap();
+            assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+        }
+    }
+
+    /// Keys compare and divide exactly as the decimals do ([`Dec::cmp`], [`Dec::is_multiple_of`]).
+    #[test]
+    fn keys_and_divisors_agree_with_decimals() {
+        let vals = ["0", "0.5", "0.50", "0.49", "0.001", "0.015", "0.01", "0.1", "1", "1.000", "0.999999999999999999"];
+        let ticks = ["0.01", "0.001", "0.1", "0.0001", "0.025", "0.03", "0.000000000000000007", "3", "0.5"];
+        for a in vals {
+            let x = d(a);
+            let kx = x.key18().unwrap();
+            assert_eq!(kx >= ONE_KEY18, x >= d("1"), "{a}");
+            for b in vals {
+                assert_eq!(kx.cmp(&d(b).key18().unwrap()), x.cmp(&d(b)), "{a} vs {b}");
+            }
+            for t in ticks {
+                let div = Divisor::new(d(t).key18().unwrap()).unwrap();
+                assert_eq!(div.divides(kx), x.is_multiple_of(d(t)), "{a} / {t}");
+            }
+        }
+        assert_eq!(d("-0.5").key18(), None);
+        assert_eq!(d("18.5").key18(), None);
+        assert!(Divisor::new(0).is_none());
+        for dv in [1u64, 2, 3, 6, 7, 10, 12, 1 << 40, 3 << 50, 999_999_937, u64::MAX] {
+            let div = Divisor::new(dv).unwrap();
+            for k in [
+                0u64,
+                1,
+                2,
+                3,
+                6,
+                7,
+                10,
+                12,
+                14,
+                36,
+                1 << 40,
+                3 << 50,
+                6 << 50,
+                999_999_937 * 5,
+                u64::MAX,
+                u64::MAX - 1,
+            ] {
+                assert_eq!(div.divides(k), k % dv == 0, "{k} % {dv}");
+            }
+        }
     }
 
     #[test]

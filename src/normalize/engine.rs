@@ -20,7 +20,7 @@ use std::rc::Rc;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::dec::{self, Dec};
+use super::dec::{self, Dec, Divisor};
 use super::fast::{self, SideText};
 use super::parse::{self, Body, Book, Ctx, Env, Item, Level, TrackCtx};
 use crate::bookhash as book;
@@ -255,8 +255,36 @@ pub struct Rows {
     hash_buf: Vec<u8>,
     /// Where the current line's book sides are ([`fast::env`]).
     sides: Vec<SideText>,
-    bids: Vec<Lvl>,
-    asks: Vec<Lvl>,
+    /// [`side`]'s results for books without a caller's [`Pre`] (recomputed for every book).
+    memo: [SideMemo; 2],
+}
+
+/// What [`side`] found on one side of a book at its last row: its flags, valid levels best first
+/// and size sum. pm-rebuild keeps one per side of each book and calls [`SideMemo::stale`] when a
+/// level of that side changes, so a side that did not change (a websocket change touches one) is
+/// not scanned again; the row is the same, as every input of [`side`] is the same.
+#[derive(Default)]
+pub struct SideMemo {
+    fresh: bool,
+    /// The tick the flags were found with.
+    tick: Option<Dec>,
+    flags: u32,
+    sum: Option<u64>,
+    lvls: Vec<Lvl>,
+}
+
+impl SideMemo {
+    /// The side's levels changed: scan it again at the next row.
+    pub fn stale(&mut self) {
+        self.fresh = false;
+    }
+}
+
+/// A book's levels as pm-rebuild keeps them: (price, size) parsed with [`Dec::parse`] in wire
+/// order, and a [`SideMemo`] per side (bids, asks).
+pub struct Pre<'p> {
+    pub parsed: [&'p [Parsed]; 2],
+    pub memo: &'p mut [SideMemo; 2],
 }
 
 const ONE: Dec = Dec { m: 1, s: 0 };
@@ -500,13 +528,12 @@ impl Normalizer {
     /// `env.collected_at_utc`/`run_id`/`seq` the receive time and provenance. `hash_ok` is the
     /// caller's verification of `b.hash` (the rebuild may have matched it with a trade price, so it
     /// is not recomputed here); `ws_flags` are [`WS_FLAGS`] bits (e.g. [`UNTRUSTED`]). `b.asset_id`
-    /// must be set. `pre`: the bid and ask levels already parsed (as [`Rows::book_row`] takes them),
-    /// or None.
+    /// must be set. `pre`: the bid and ask levels already parsed, with their memos, or None.
     pub fn state_row(
         &mut self,
         env: &Env,
         b: &Book,
-        pre: Option<[&[Parsed]; 2]>,
+        pre: Option<Pre>,
         hash_ok: Option<bool>,
         ws_flags: u32,
         out: &mut Vec<u8>,
@@ -526,7 +553,7 @@ fn ctx<'a>(env: &'a Env<'a>) -> Ctx<'a> {
 
 impl Rows {
     pub fn new(opts: Options) -> Rows {
-        Rows { opts, hash_buf: Vec::with_capacity(8192), sides: Vec::new(), bids: Vec::new(), asks: Vec::new() }
+        Rows { opts, hash_buf: Vec::with_capacity(8192), sides: Vec::new(), memo: Default::default() }
     }
 
     /// Parses one raw line (without its `\n`) into `part`: rows, holes, counts (module docs).
@@ -650,14 +677,14 @@ impl Rows {
 
     /// The one formatter of `book` rows (REST and rebuilt): the flags known from this book alone,
     /// the counts, and the row with its two holes ([`Op::Book`]).
-    /// `pre`: the bid and ask levels already parsed (as [`side`] takes them), or None.
+    /// `pre`: the bid and ask levels already parsed, with their memos ([`SideMemo`]), or None.
     #[allow(clippy::too_many_arguments)]
     fn book_row(
         &mut self,
         env: &Env,
         ctx: &Ctx,
         b: &Book,
-        pre: Option<[&[Parsed]; 2]>,
+        pre: Option<Pre>,
         hash_ok: Option<bool>,
         extra: u32,
         part: &mut Part,
@@ -665,8 +692,15 @@ impl Rows {
         let asset = b.asset_id.as_deref().expect("caller checked");
         let ts = b.timestamp.as_deref().and_then(dec::parse_ms);
         let recv = env.collected_at_utc.as_deref().and_then(dec::parse_utc_micros);
-        let (mut bids, mut asks) = (std::mem::take(&mut self.bids), std::mem::take(&mut self.asks));
-        let mut flags = extra | self.book_flags(b, pre, ts, recv, &mut bids, &mut asks);
+        let mut own = std::mem::take(&mut self.memo);
+        let (parsed, memo) = match pre {
+            Some(Pre { parsed, memo }) => (Some(parsed), memo),
+            None => {
+                own.iter_mut().for_each(SideMemo::stale);
+                (None, &mut own)
+            }
+        };
+        let mut flags = extra | self.book_flags(b, parsed, ts, recv, memo);
         let stats = &mut part.stats;
         match hash_ok {
             Some(true) => stats.hash_match += 1,
@@ -681,25 +715,35 @@ impl Rows {
         }
         count_static(&mut stats.rows, "book");
         count(&mut stats.book_rows_by_source, env.endpoint.as_deref().unwrap_or("?"));
-        let row = BookText { env, ctx, b, asset, ts, recv, hash_ok, bids: &bids, asks: &asks };
+        let [bm, am] = &*memo;
+        let row = BookText {
+            env,
+            ctx,
+            b,
+            asset,
+            ts,
+            recv,
+            hash_ok,
+            bids: &bm.lvls,
+            asks: &am.lvls,
+            depths: [bm.sum, am.sum],
+        };
         let (join_at, flags_at) = row.write(&mut part.out, self.opts.depth);
-        self.bids = bids;
-        self.asks = asks;
+        self.memo = own;
         let asset = part.keep(asset);
         let hash = b.hash.as_deref().map(|h| part.keep(h));
         part.ops.push(Op::Book { join_at, flags_at, asset, hash, ts, flags });
     }
 
     /// The flags a book raises on its own (all but the hash's and the per-asset ones); its valid
-    /// levels, best first, go to `bids`/`asks`.
+    /// levels, best first, and the sums of their sizes go to `memo` (kept when still fresh).
     fn book_flags(
         &self,
         b: &Book,
         pre: Option<[&[Parsed]; 2]>,
         ts: Option<i64>,
         recv: Option<i64>,
-        bids: &mut Vec<Lvl>,
-        asks: &mut Vec<Lvl>,
+        memo: &mut [SideMemo; 2],
     ) -> u32 {
         let mut flags = 0;
         if ts.is_none() {
@@ -709,9 +753,17 @@ impl Rows {
             .tick_size
             .and_then(|r| serde_json::from_str::<&str>(r.get()).ok())
             .and_then(Dec::parse)
-            .filter(|t| t.signum() > 0);
-        flags |= side(b.bids.as_ref(), pre.map(|p| p[0]), true, tick, bids);
-        flags |= side(b.asks.as_ref(), pre.map(|p| p[1]), false, tick, asks);
+            .filter(|t| t.signum() > 0)
+            .map(|t| (t, t.key18().and_then(Divisor::new)));
+        for (k, (m, levels)) in memo.iter_mut().zip([b.bids.as_ref(), b.asks.as_ref()]).enumerate() {
+            let t = tick.map(|t| t.0);
+            if !m.fresh || m.tick != t {
+                (m.flags, m.sum) = side(levels, pre.map(|p| p[k]), k == 0, tick, &mut m.lvls);
+                (m.fresh, m.tick) = (true, t);
+            }
+            flags |= m.flags;
+        }
+        let (bids, asks) = (&memo[0].lvls, &memo[1].lvls);
         if bids.is_empty() {
             flags |= EMPTY_BIDS;
         }
@@ -791,13 +843,15 @@ struct BookText<'r, 'a> {
     /// Valid levels, best first.
     bids: &'r [Lvl],
     asks: &'r [Lvl],
+    /// The sides' size sums at scale [`DEPTH_SCALE`] when [`side`] could add them so.
+    depths: [Option<u64>; 2],
 }
 
 impl BookText<'_, '_> {
     /// Appends the row (with `depth` levels a side) to `out`, leaving out the join fields and the
     /// flag names; returns where they go (hole 1, hole 2).
     fn write(&self, out: &mut Vec<u8>, depth: usize) -> (usize, usize) {
-        let BookText { env, ctx, b, asset, ts, recv, hash_ok, bids, asks } = *self;
+        let BookText { env, ctx, b, asset, ts, recv, hash_ok, bids, asks, depths } = *self;
         head(out, "book", env);
         out.extend_from_slice(b",\"exchange_at_utc\":");
         match ts {
@@ -811,13 +865,7 @@ impl BookText<'_, '_> {
         out.extend_from_slice(b",\"exchange_ts_ms\":");
         put_i64(out, ts);
         out.extend_from_slice(b",\"recv_lag_ms\":");
-        match (recv, ts) {
-            (Some(r), Some(t)) => {
-                let lag = r - t * 1000;
-                let _ = write!(out, "{}{}.{:03}", if lag < 0 { "-" } else { "" }, lag.abs() / 1000, lag.abs() % 1000);
-            }
-            _ => out.extend_from_slice(b"null"),
-        }
+        put_lag(out, recv, ts);
         out.extend_from_slice(b",\"market\":");
         put_opt(out, b.market.as_deref());
         out.extend_from_slice(b",\"asset_id\":");
@@ -844,15 +892,18 @@ impl BookText<'_, '_> {
         put_dec(out, mid);
         out.extend_from_slice(b",\"spread\":");
         put_dec(out, spread);
-        let _ = write!(out, ",\"bid_levels\":{},\"ask_levels\":{}", bids.len(), asks.len());
+        out.extend_from_slice(b",\"bid_levels\":");
+        dec::write_u64(out, bids.len() as u64);
+        out.extend_from_slice(b",\"ask_levels\":");
+        dec::write_u64(out, asks.len() as u64);
         out.extend_from_slice(b",\"bid_depth\":");
-        put_dec(out, bids.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)));
+        put_dec(out, size_sum(bids, depths[0]));
         out.extend_from_slice(b",\"ask_depth\":");
-        put_dec(out, asks.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)));
-        for (k, v) in [("tick_size", b.tick_size), ("min_order_size", b.min_order_size)] {
-            let _ = write!(out, ",\"{k}\":");
-            put_str_or_number(out, v);
-        }
+        put_dec(out, size_sum(asks, depths[1]));
+        out.extend_from_slice(b",\"tick_size\":");
+        put_str_or_number(out, b.tick_size);
+        out.extend_from_slice(b",\"min_order_size\":");
+        put_str_or_number(out, b.min_order_size);
         out.extend_from_slice(b",\"neg_risk\":");
         put_raw(out, b.neg_risk.filter(|r| matches!(r.get(), "true" | "false")));
         out.extend_from_slice(b",\"last_trade_price\":");
@@ -881,6 +932,29 @@ impl BookText<'_, '_> {
         }
         out.extend_from_slice(b"}\n");
         (join_at, flags_at)
+    }
+}
+
+/// `recv_lag_ms`: receive time (µs) minus exchange time (ms), in ms with 3 decimals, or null.
+fn put_lag(out: &mut Vec<u8>, recv: Option<i64>, ts: Option<i64>) {
+    match (recv, ts) {
+        (Some(r), Some(t)) => {
+            let lag = r - t * 1000;
+            let a = lag.abs();
+            if lag < 0 {
+                out.push(b'-');
+            }
+            // `{}.{:03}` of a / 1000, a % 1000 without the formatter.
+            dec::write_u64(out, (a / 1000) as u64);
+            let ms = a % 1000;
+            out.extend_from_slice(&[
+                b'.',
+                b'0' + (ms / 100) as u8,
+                b'0' + (ms / 10 % 10) as u8,
+                b'0' + (ms % 10) as u8,
+            ]);
+        }
+        _ => out.extend_from_slice(b"null"),
     }
 }
 
@@ -961,12 +1035,23 @@ fn error_row(
 
 /// Collects the valid levels of a side (wire order) into `dst`; returns flags.
 /// `pre`: the levels' (price, size) already parsed with [`Dec::parse`], same order (pm-rebuild
-/// keeps them with its book); parsed here otherwise.
-fn side(levels: Option<&Vec<Level>>, pre: Option<&[Parsed]>, bids: bool, tick: Option<Dec>, dst: &mut Vec<Lvl>) -> u32 {
+/// keeps them with its book); parsed here otherwise. `tick`: the book's tick (> 0) with its
+/// [`Divisor`] when its [`Dec::key18`] fits.
+fn side(
+    levels: Option<&Vec<Level>>,
+    pre: Option<&[Parsed]>,
+    bids: bool,
+    tick: Option<(Dec, Option<Divisor>)>,
+    dst: &mut Vec<Lvl>,
+) -> (u32, Option<u64>) {
+    use std::cmp::Ordering::{Equal, Greater, Less};
     dst.clear();
-    let Some(levels) = levels else { return BAD_LEVEL | MISSING_FIELD };
+    let Some(levels) = levels else { return (BAD_LEVEL | MISSING_FIELD, Some(0)) };
     let mut f = 0;
-    let mut prev: Option<Dec> = None;
+    // The sizes' sum at DEPTH_SCALE while every size has a key there and it fits.
+    let mut sum = Some(0u64);
+    // The previous valid price and its key (None: no previous level yet).
+    let mut prev: Option<(Dec, Option<u64>)> = None;
     for (i, l) in levels.iter().enumerate() {
         let parsed = match pre {
             Some(p) => p[i],
@@ -976,26 +1061,41 @@ fn side(levels: Option<&Vec<Level>>, pre: Option<&[Parsed]>, bids: bool, tick: O
             f |= BAD_LEVEL;
             continue;
         };
-        if px.signum() <= 0 || px >= ONE {
+        // Prices as keys (every price in [0, 18.4)): integer compares, a multiply for the tick.
+        // A price without a key (negative, huge) takes the decimal path; both agree exactly.
+        let key = px.key18();
+        let out_of_range = match key {
+            Some(k) => k == 0 || k >= dec::ONE_KEY18,
+            None => px.signum() <= 0 || px >= ONE,
+        };
+        if out_of_range {
             f |= OUT_OF_RANGE;
         }
         if sz.signum() <= 0 {
             f |= NONPOS_SIZE;
         }
-        if let Some(t) = tick {
-            if !px.is_multiple_of(t) {
-                f |= OFF_TICK;
-            }
+        sum = sum.and_then(|a| a.checked_add(sz.key(DEPTH_SCALE)?));
+        let on_tick = match (tick, key) {
+            (Some((_, Some(d))), Some(k)) => d.divides(k),
+            (Some((t, _)), _) => px.is_multiple_of(t),
+            (None, _) => true,
+        };
+        if !on_tick {
+            f |= OFF_TICK;
         }
-        if let Some(p) = prev {
+        if let Some((p, pk)) = prev {
+            let ord = match (key, pk) {
+                (Some(a), Some(b)) => a.cmp(&b),
+                _ => px.cmp(&p),
+            };
             // Wire order: bids ascending, asks descending (best last), facts §4.1.
-            match (px.cmp(&p), bids) {
-                (std::cmp::Ordering::Equal, _) => f |= DUP_PRICE,
-                (std::cmp::Ordering::Less, true) | (std::cmp::Ordering::Greater, false) => f |= UNSORTED,
+            match (ord, bids) {
+                (Equal, _) => f |= DUP_PRICE,
+                (Less, true) | (Greater, false) => f |= UNSORTED,
                 _ => {}
             }
         }
-        prev = Some(px);
+        prev = Some((px, key));
         dst.push(Lvl { px, sz, i: i as u32 });
     }
     // Best first: reversing the wire order sorts a well-formed side; otherwise sort explicitly.
@@ -1007,7 +1107,20 @@ fn side(levels: Option<&Vec<Level>>, pre: Option<&[Parsed]>, bids: bool, tick: O
             dst.sort_by_key(|l| l.px);
         }
     }
-    f
+    (f, sum)
+}
+
+/// The scale of [`side`]'s size sums: sizes of at most 6 fractional digits (the venue sends 2).
+const DEPTH_SCALE: u32 = 6;
+
+/// The sum of a side's sizes: `fast` (at [`DEPTH_SCALE`]) or, without it, the exact fold. Both
+/// give the same value: the sizes of `fast` are ≥ 0 and their sum fits in u64, so no step of the
+/// fold overflows; a row prints only the value (canonical form).
+fn size_sum(side: &[Lvl], fast: Option<u64>) -> Option<Dec> {
+    match fast {
+        Some(m) => Some(Dec { m: m as i128, s: DEPTH_SCALE }),
+        None => side.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)),
+    }
 }
 
 /// The best level of a side: the wire level and its parsed price.
@@ -1126,18 +1239,14 @@ fn put_str_or_number(out: &mut Vec<u8>, r: Option<&RawValue>) {
 
 fn put_u64(out: &mut Vec<u8>, v: Option<u64>) {
     match v {
-        Some(v) => {
-            let _ = write!(out, "{v}");
-        }
+        Some(v) => dec::write_u64(out, v),
         None => out.extend_from_slice(b"null"),
     }
 }
 
 fn put_i64(out: &mut Vec<u8>, v: Option<i64>) {
     match v {
-        Some(v) => {
-            let _ = write!(out, "{v}");
-        }
+        Some(v) => dec::write_i64(out, v),
         None => out.extend_from_slice(b"null"),
     }
 }

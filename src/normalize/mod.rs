@@ -29,7 +29,9 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-pub use engine::{JoinInfo, Normalizer, Options, Parsed, Part, Rows, Stats, FLAGS, SCHEMA, UNTRUSTED, WS_FLAGS};
+pub use engine::{
+    JoinInfo, Normalizer, Options, Parsed, Part, Pre, Rows, SideMemo, Stats, FLAGS, SCHEMA, UNTRUSTED, WS_FLAGS,
+};
 
 use crate::jsonl;
 
