@@ -85,7 +85,9 @@ fn main() {
 /// How long a new writer waits for a previous one (draining after SIGTERM) to release the stream.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-fn run() -> cli::Result<ExitCode> {
+/// The settings of a run: `Err` is the exit code of a run that ends here (--help, --version,
+/// --check-args); bad arguments are the usual usage error.
+fn parse_args() -> cli::Result<Result<(Config, bool), ExitCode>> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
     let mut root: Option<PathBuf> = None;
@@ -114,8 +116,8 @@ fn run() -> cli::Result<ExitCode> {
             Long("level") => level = cli::value(&mut p, "--level")?,
             Long("recover-only") => recover_only = true,
             Long("check-args") => check_args = true,
-            Short('h') | Long("help") => return cli::help(USAGE),
-            Short('V') | Long("version") => return cli::version("jsonl-rotate"),
+            Short('h') | Long("help") => return cli::help(USAGE).map(Err),
+            Short('V') | Long("version") => return cli::version("jsonl-rotate").map(Err),
             other => return cli::unexpected(other),
         }
     }
@@ -144,11 +146,18 @@ fn run() -> cli::Result<ExitCode> {
         }
     }
     if check_args {
-        return Ok(ExitCode::Success);
+        return Ok(Err(ExitCode::Success));
     }
     let cfg =
         Config { root, venue, stream, host, run_id, flush_every, rotate_secs, level, flush_bytes, member_per_flush };
+    Ok(Ok((cfg, recover_only)))
+}
 
+fn run() -> cli::Result<ExitCode> {
+    let (cfg, recover_only) = match parse_args()? {
+        Ok(settings) => settings,
+        Err(code) => return Ok(code),
+    };
     signal::install();
     let _lock = match rotate::lock_stream(&cfg, LOCK_WAIT) {
         Ok(Some(f)) => f,
