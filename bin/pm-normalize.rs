@@ -29,7 +29,8 @@ Options:
     --threads N         Threads that parse (1..=64): chunks of about 1 MiB of whole lines are parsed
                         in parallel and their rows written in input order, byte-identical for every
                         N; 1 parses on the main thread. Reading/gunzip and writing have a thread
-                        each. [default: the number of cores, at most 8]
+                        each. [default: the number of cores plus one on a machine with two or more, at
+                        most 8]
     --check             Check mode (see above): every row against its documented type (all keys,
                         none unknown, one JSON type each) and in order; exit 1 when one fails.
     -h, --help          Show this help.

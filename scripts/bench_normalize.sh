@@ -166,7 +166,7 @@ printf '\nraw JSON: %s MB in %s lines, pm-normalize rows: %s\n' "$RAW_MB" "$RAW_
 printf '%-40s %8s %8s %9s\n' "median of runs" "wall s" "CPU s" "MB/s"
 row() { printf '%-40s %8.3f %8.3f %9.1f\n' "$1" "$(wall "$2")" "$(cpu "$2")" "$(echo "$RAW_BYTES / 1000000 / $(wall "$2")" | bc -l)"; }
 row "zcat > /dev/null" zcat
-row "pm-normalize (default: $("$BIN" --help | grep -q threads && echo "$(nproc) cores"))" norm
+row "pm-normalize (default threads: $(( $(nproc) > 1 ? $(nproc) + 1 : 1 )) on $(nproc) cores)" norm
 row "pm-normalize --threads 1" norm1
 [ -n "$BASE" ] && row "baseline ($BASE)" base
 if [ -n "$ONE" ]; then
