@@ -532,6 +532,32 @@ fn with_tmpfs(size: &str, script: &str, env: &[(&str, &Path)]) -> std::process::
     panic!("cannot mount a size-limited tmpfs for the disk-full test (needs unshare -rm, or root): {tried:#?}");
 }
 
+/// `manifest offload append` on a full disk appends nothing: the upload log keeps exactly the bytes it
+/// had (no torn record that readers would count as a bad line), and the exit status says it failed.
+#[test]
+fn an_upload_log_append_on_a_full_disk_leaves_no_torn_record() {
+    let notes = tempdir("diskfull-append");
+    let sha = "0".repeat(64);
+    let lines: String = (0..4000)
+        .map(|i| format!("upload\tvenue=polymarket/stream=books/date=2026-12-01/hour=08/h-{i}.jsonl.gz\t10\t{sha}\tmd5x\tgd:pm\tmd5x\ttrue\tmd5\t0\t\t\t\t\n"))
+        .collect();
+    std::fs::write(notes.join("lines.tsv"), lines).unwrap();
+    let script = r#"
+A="$D/arch"; mkdir -p "$A/manifests"
+head -n 1 "$N/lines.tsv" | "$MAN" offload append "$A" 2> "$N/first.err"; echo "first=$?"
+cp "$A/manifests/uploads.jsonl" "$N/before.jsonl"
+dd if=/dev/zero of="$D/filler" bs=4096 2>/dev/null
+"$MAN" offload append "$A" < "$N/lines.tsv" 2> "$N/full.err"; echo "full=$?"
+cmp -s "$A/manifests/uploads.jsonl" "$N/before.jsonl"; echo "same=$?"
+"#;
+    let out = with_tmpfs("1m", script, &[("N", &notes), ("MAN", &common::bin("manifest"))]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = std::fs::read_to_string(notes.join("full.err")).unwrap_or_default();
+    assert!(text.contains("first=0"), "{text}");
+    assert!(!text.contains("full=0"), "the append on a full disk must fail: {text} {err}");
+    assert!(text.contains("same=0"), "the upload log changed: {text} {err}");
+}
+
 #[test]
 fn a_full_disk_stops_the_writer_cleanly_leaves_no_empty_or_temp_file_and_recovery_resumes_after() {
     // A dead run's partial on the gamma stream: one complete member, then 5000 bytes of a torn one.

@@ -349,8 +349,13 @@ pub fn append(root: &Path, records: &[UploadRecord]) -> io::Result<usize> {
         serde_json::to_writer(&mut buf, r)?;
         buf.push(b'\n');
     }
-    f.write_all(&buf)?;
-    f.sync_all()?;
+    // All or nothing: a write that fails part-way (ENOSPC on a full disk) is cut back to the length
+    // before it, so that the log never keeps a torn record (best effort: the truncation itself frees
+    // space; if it fails, readers count the torn line as one bad line).
+    if let Err(e) = f.write_all(&buf).and_then(|()| f.sync_all()) {
+        let _ = f.set_len(len).and_then(|()| f.sync_all());
+        return Err(e);
+    }
     if created {
         util::fsync_dir(path.parent().expect("uploads.jsonl has a directory"))?;
     }
