@@ -114,7 +114,7 @@ impl Default for Options {
 }
 
 /// Verification summary (also `--summary FILE`).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Stats {
     pub lines: u64,
     pub bad_lines: u64,
@@ -159,7 +159,7 @@ pub struct Stats {
     /// `hash_checks_matched / hash_checks` (null without checks): the measured verification rate.
     pub verified_rate: Option<f64>,
     /// Unverifiable checks by reason ([`UNV_TRADE_PRICE`], [`UNV_TICK_SIZE`], [`UNV_REST_FIELDS`]).
-    pub unverifiable: BTreeMap<&'static str, u64>,
+    pub unverifiable: BTreeMap<Cow<'static, str>, u64>,
     /// Rebuilt states that came without a venue hash (not checks).
     pub states_without_hash: u64,
     /// Rebuilt states (after price_change messages) whose hash matched.
@@ -186,7 +186,7 @@ pub struct Stats {
     /// `book` rows written (pmarchive.orderbook/1).
     pub rows: u64,
     /// Quality flags over the rows written (pm-normalize's counts, plus `untrusted` when raised).
-    pub row_flags: BTreeMap<&'static str, u64>,
+    pub row_flags: BTreeMap<Cow<'static, str>, u64>,
     /// Rows without a joined slug (no `track` line or `--markets` record for the token).
     pub unjoined_rows: u64,
     pub trades: u64,
@@ -195,7 +195,7 @@ pub struct Stats {
     pub files: Vec<FileStats>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct AssetStats {
     /// Rebuilt states (price_change) of the asset: changes applied, hashes matched / mismatched /
     /// unverifiable.
@@ -207,7 +207,7 @@ pub struct AssetStats {
 }
 
 /// The verification of one input file: every hash check settled while reading it.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FileStats {
     pub file: String,
     pub lines: u64,
@@ -1827,7 +1827,7 @@ impl Rebuilder {
             Tally::Matched => (&mut self.stats.hash_checks_matched, f.map(|f| &mut f.matched)),
             Tally::Mismatched => (&mut self.stats.hash_checks_mismatched, f.map(|f| &mut f.mismatched)),
             Tally::Unverifiable(why) => {
-                *self.stats.unverifiable.entry(why).or_default() += 1;
+                *self.stats.unverifiable.entry(Cow::Borrowed(why)).or_default() += 1;
                 (&mut self.stats.hash_checks_unverifiable, f.map(|f| &mut f.unverifiable))
             }
         };
@@ -2244,7 +2244,7 @@ impl Rebuilder {
         if let Some(w) = self.writer.take() {
             drop(w.tx);
             let st = w.handle.join().map_err(|_| io::Error::other("the row thread panicked"))??;
-            self.stats.row_flags = st.flags;
+            self.stats.row_flags = st.flags.into_iter().map(|(k, n)| (Cow::Borrowed(k), n)).collect();
             self.stats.unjoined_rows = st.unjoined_book_rows;
         }
         if let Some(t) = self.trades.take() {

@@ -1392,21 +1392,18 @@ fn check_summary(name: &str, out: &str, err: &str) -> String {
         }
     }
     if name == "rebuild" {
-        // pm-rebuild's closing stderr line (its --summary JSON is `rebuild::Stats`, which serializes only).
+        // The counters from pm-rebuild's --summary (its own type); its closing stderr line beside them.
         let line = err.lines().rev().find(|l| l.starts_with("pm-rebuild: lines=")).unwrap_or("");
-        let after = |from: &str, key: &str| -> Option<u64> {
-            let rest = &line[line.find(from)?..];
-            let i = rest.find(key)? + key.len();
-            rest[i..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-        };
-        let rate = match (after("hash_checks=", "hash_checks="), after("hash_checks=", " matched=")) {
-            (Some(n), Some(m)) if n > 0 => format!(
-                "hash verify rate {:.2} % ({m} of {n} hash checks; mismatches on a trusted book {}, while \
+        let rate = match serde_json::from_str::<crate::rebuild::Stats>(out) {
+            Ok(st) if st.hash_checks > 0 => format!(
+                "hash verify rate {:.2} % ({} of {} hash checks; mismatches on a trusted book {}, while \
                  untrusted {}; REST/websocket cross-checks disagreeing {}); ",
-                100.0 * m as f64 / n as f64,
-                after("state hashes", " mismatched=").unwrap_or(0),
-                after("state hashes", "(+").unwrap_or(0),
-                after("cross_checks", "disagree=").unwrap_or(0),
+                100.0 * st.hash_checks_matched as f64 / st.hash_checks as f64,
+                st.hash_checks_matched,
+                st.hash_checks,
+                st.hashes_mismatched,
+                st.mismatches_while_untrusted,
+                st.cross_checks_disagree,
             ),
             _ => String::new(),
         };
@@ -1447,8 +1444,9 @@ fn dir_bytes(p: &Path) -> u64 {
 mod tests {
     use super::*;
 
-    /// The verify rate is pm-rebuild's own (hash_checks matched / hash_checks), not a mix of its
-    /// state-hash and hash-check counters (the report printed 89.80 % for a run whose rate was 90.09 %).
+    /// The verify rate is pm-rebuild's own (hash_checks matched / hash_checks, read from its --summary
+    /// through `rebuild::Stats`), not a mix of its state-hash and hash-check counters (the report printed
+    /// 89.80 % for a run whose rate was 90.09 %).
     #[test]
     fn the_rebuild_summary_quotes_pm_rebuilds_own_rate_and_counters() {
         let err = "pm-rebuild: lines=41697 frames=41245 books(ws/rest)=1452/392 changes=34324 (merged 4094) \
@@ -1456,7 +1454,15 @@ mod tests {
                    verified_rate=0.9009 state hashes matched=27059 mismatched=155 (+2918 while untrusted; 86 \
                    matches while untrusted) resyncs(book/rest)=141/2 untrusted_s=65769.885 cross_checks agree=0 \
                    disagree=37 rows=31838";
-        let s = check_summary("rebuild", "", err);
+        let st = crate::rebuild::Stats {
+            hash_checks: 32074,
+            hash_checks_matched: 28894,
+            hashes_mismatched: 155,
+            mismatches_while_untrusted: 2918,
+            cross_checks_disagree: 37,
+            ..Default::default()
+        };
+        let s = check_summary("rebuild", &serde_json::to_string(&st).unwrap(), err);
         assert!(
             s.starts_with(
                 "hash verify rate 90.09 % (28894 of 32074 hash checks; mismatches on a trusted book 155, while \
