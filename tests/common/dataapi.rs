@@ -29,14 +29,16 @@ use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use pm_archive::{clock, trades};
+use pm_archive::trades;
 
-use super::venue::{accept_loop, clock_now, percent_decode, read_request, sha_hex, MarketSeen, SimClock, Venue};
+use super::venue::{
+    accept_loop, clock_now, clock_start, percent_decode, read_request, sha_hex, MarketSeen, SimClock, Venue,
+};
 
 #[derive(Clone, Debug)]
 pub enum Fault {
@@ -147,8 +149,7 @@ impl DataApi {
 
     /// Makes the API's clock a simulated one (same meaning as `PMARCHIVE_CLOCK`).
     pub fn simulate_clock(&self, start: OffsetDateTime, rate: f64) -> String {
-        self.state.lock().unwrap().clock_start = Some((Instant::now(), start, rate));
-        format!("{}x{}", clock::fmt_micros(start), rate)
+        clock_start(&mut self.state.lock().unwrap().clock_start, start, rate)
     }
 
     pub fn now(&self) -> OffsetDateTime {

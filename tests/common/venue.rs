@@ -210,8 +210,7 @@ impl Venue {
     /// Makes the venue's clock a simulated one (same meaning as `PMARCHIVE_CLOCK`); returns the spec
     /// to pass to the tools so that both clocks agree.
     pub fn simulate_clock(&self, start: OffsetDateTime, rate: f64) -> String {
-        self.state.lock().unwrap().clock_start = Some((Instant::now(), start, rate));
-        format!("{}x{}", clock::fmt_micros(start), rate)
+        clock_start(&mut self.state.lock().unwrap().clock_start, start, rate)
     }
 
     pub fn now(&self) -> OffsetDateTime {
@@ -307,6 +306,13 @@ impl Drop for Venue {
 
 fn now_of(st: &State) -> OffsetDateTime {
     clock_now(&st.clock_start)
+}
+
+/// Starts a loopback server's simulated clock at `start`, `rate` times real time; returns the spec to
+/// pass to the tools (`PMARCHIVE_CLOCK`) so that both clocks agree.
+pub fn clock_start(c: &mut SimClock, start: OffsetDateTime, rate: f64) -> String {
+    *c = Some((Instant::now(), start, rate));
+    format!("{}x{}", clock::fmt_micros(start), rate)
 }
 
 /// The time on a loopback server's clock.
