@@ -66,9 +66,9 @@ were not usable market records (bad_input gaps); 2 bad arguments, stdin is a dir
 error.
 ";
 
-use pm_archive::books::{self, Config, Poller};
 use pm_archive::cli::{self, ExitCode, PollArgs};
 use pm_archive::http::{self, Client};
+use pm_archive::polymarket::books::{self, Config, Poller};
 use pm_archive::{feed, jsonl};
 
 fn main() {

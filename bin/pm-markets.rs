@@ -54,8 +54,8 @@ use std::time::Duration;
 use pm_archive::cli::{self, ExitCode};
 use pm_archive::envelope::{RunInfo, Sequencer};
 use pm_archive::http::{self, Client, HttpConfig};
-use pm_archive::market::{Family, ALL_FAMILIES};
-use pm_archive::markets::{Config, Discoverer};
+use pm_archive::polymarket::market::{Family, ALL_FAMILIES};
+use pm_archive::polymarket::markets::{Config, Discoverer};
 use pm_archive::{clock, jsonl, signal};
 
 fn main() {

@@ -46,7 +46,7 @@ use std::time::Duration;
 use pm_archive::cli::{self, ExitCode};
 use pm_archive::envelope::{RunInfo, Sequencer};
 use pm_archive::http::{self, Client, HttpConfig};
-use pm_archive::probe::{Config, Prober};
+use pm_archive::polymarket::probe::{Config, Prober};
 use pm_archive::{signal, util};
 
 fn main() {

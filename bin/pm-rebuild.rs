@@ -68,7 +68,7 @@ use std::path::PathBuf;
 
 use pm_archive::cli::{self, ExitCode};
 use pm_archive::normalize::{self, dec::Dec};
-use pm_archive::rebuild::{Options, ReadError, Rebuilder};
+use pm_archive::polymarket::rebuild::{Options, ReadError, Rebuilder};
 
 fn main() {
     cli::main("pm-rebuild", run)

@@ -69,8 +69,9 @@ use std::time::Duration;
 use pm_archive::cli::{self, ExitCode};
 use pm_archive::envelope::RunInfo;
 use pm_archive::http::{Client, HttpConfig};
-use pm_archive::stream::{self, Config, Counters};
-use pm_archive::{clock, market, signal};
+use pm_archive::polymarket::market;
+use pm_archive::polymarket::stream::{self, Config, Counters};
+use pm_archive::{clock, signal};
 
 fn main() {
     cli::main("pm-stream", run)

@@ -61,7 +61,7 @@ not usable market records (bad_input gaps); 2 bad arguments, stdin is a director
 
 use pm_archive::cli::{self, ExitCode, PollArgs};
 use pm_archive::http::{Client, HttpConfig};
-use pm_archive::trades::{self, Config, Poller};
+use pm_archive::polymarket::trades::{self, Config, Poller};
 use pm_archive::{feed, jsonl};
 
 fn main() {

@@ -42,7 +42,7 @@ use std::path::PathBuf;
 
 use pm_archive::cli::{self, ExitCode};
 use pm_archive::derived::{self, Derivation, OutputFile};
-use pm_archive::tradeset::{self, ManifestExtra, TradeSet};
+use pm_archive::polymarket::tradeset::{self, ManifestExtra, TradeSet};
 use pm_archive::util;
 
 fn main() {

@@ -23,6 +23,8 @@
 #                         as systemd/polymarket-orderbook-collector.service]
 #   --kill-every SECS     SIGKILL one random stage of the chain every SECS on average (0 = never).
 #                         [default: 300 in loopback mode, 0 with --real]
+#   --kill-at T[,T...]    SIGKILL one random stage at these seconds instead (a schedule that keeps
+#                         kills out of chosen fault slots, as the CI soak does). Overrides --kill-every.
 #   --disk-full AT:SECS   At AT seconds, fill the archive's disk (a size-limited tmpfs mounted on
 #                         DIR/archive; needs root) for SECS seconds. Repeatable.
 #   --tmpfs-size SIZE     Size of that tmpfs. [default: 512m]
@@ -56,7 +58,7 @@ usage() { sed -n '2,/^set -uo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 die2() { printf 'soak.sh: %s\n' "$*" >&2; exit 2; }
 say() { printf 'soak.sh: %s\n' "$*" >&2; }
 
-duration="" out="" bin="$repo/target/release" restart_sec=15 kill_every="" tmpfs_size=512m
+duration="" out="" bin="$repo/target/release" restart_sec=15 kill_every="" kill_list="" tmpfs_size=512m
 remote="" rclone_config="" fault_every=30 faults=soak rate="" start="" offload_every=300 report="" label="" seed=16 real_env=""
 disk_full=() clock_steps=() outages=()
 num() { [[ "$2" =~ ^[0-9]+([.][0-9]+)?$ ]] || die2 "$1: expected a number, got '$2'"; }
@@ -68,6 +70,7 @@ while [ $# -gt 0 ]; do
     --bin-dir) bin=${2:?}; shift 2 ;;
     --restart-sec) num "$1" "${2:-}"; restart_sec=$2; shift 2 ;;
     --kill-every) num "$1" "${2:-}"; kill_every=$2; shift 2 ;;
+    --kill-at) [[ "${2:-}" =~ ^[0-9]+(,[0-9]+)*$ ]] || die2 "--kill-at: expected T[,T...] (whole seconds)"; kill_list=$2; shift 2 ;;
     --disk-full) [[ "${2:-}" =~ ^[0-9]+:[0-9]+$ ]] || die2 "--disk-full: expected AT:SECS"; disk_full+=("$2"); shift 2 ;;
     --tmpfs-size) tmpfs_size=${2:?}; shift 2 ;;
     --clock-step) [[ "${2:-}" =~ ^[0-9]+:[0-9]+:[+-]?[0-9]+$ ]] || die2 "--clock-step: expected AT:SECS:STEP"; clock_steps+=("$2"); shift 2 ;;
@@ -103,6 +106,7 @@ else
   [ -x "$bin/pm-venue" ] || die2 "$bin/pm-venue not found (cargo build --release)"
   kill_every=${kill_every:-300}; label=${label:-LOOPBACK soak}
 fi
+[ -z "$kill_list" ] || kill_every=0
 command -v rclone >/dev/null || die2 "rclone not found (the offload uses it)"
 mkdir -p "$out" || die2 "cannot create $out"
 out="$(cd "$out" && pwd)"
@@ -141,7 +145,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'stop=1' TERM INT
 
-ev soak_start "" "$([ -n "$real_env" ] && echo real || echo loopback) duration=${duration}s rate=${rate:-1} kill_every=${kill_every} faults=$faults disk_full=${disk_full[*]:-none} clock_steps=${clock_steps[*]:-none} outages=${outages[*]:-none}"
+ev soak_start "" "$([ -n "$real_env" ] && echo real || echo loopback) duration=${duration}s rate=${rate:-1} kill_every=${kill_every}${kill_list:+ kill_at=$kill_list} faults=$faults disk_full=${disk_full[*]:-none} clock_steps=${clock_steps[*]:-none} outages=${outages[*]:-none}"
 
 # --- the venue (loopback)
 export PMARCHIVE_ROOT="$ROOT" PMARCHIVE_BIN_DIR="$bin"
@@ -207,8 +211,18 @@ offload() {
 # --- the supervisor
 RANDOM=$seed
 end_at=$duration
-next_kill() { awk -v e="$(elapsed)" -v k="$kill_every" -v r="$RANDOM" 'BEGIN{printf "%.3f", e + k*(0.5 + r/32767)}'; }
-kill_at=""; [ "$kill_every" = 0 ] || kill_at=$(next_kill)
+# next_kill: sets kill_at to the next of --kill-at's times, or to a random time about --kill-every
+# from now, or to "" (no more kills).
+next_kill() {
+  kill_at=""
+  if [ -n "$kill_list" ]; then
+    kill_at=${kill_list%%,*}
+    if [ "$kill_at" = "$kill_list" ]; then kill_list=""; else kill_list=${kill_list#*,}; fi
+  elif [ "$kill_every" != 0 ]; then
+    kill_at=$(awk -v e="$(elapsed)" -v k="$kill_every" -v r="$RANDOM" 'BEGIN{printf "%.3f", e + k*(0.5 + r/32767)}')
+  fi
+}
+next_kill
 next_offload=$offload_every
 declare -A disk_started=() disk_ended=() step_seen=()
 offload_pids=()
@@ -245,7 +259,7 @@ while [ -z "$stop" ] && ! past "$end_at"; do
       fi
     done
     if [ -n "$kill_at" ] && past "$kill_at"; then
-      kill_at=$(next_kill)
+      next_kill
       mapfile -t kids < <(pgrep -P "$chain_pid" | while read -r p; do
         c=$(cat "/proc/$p/comm" 2>/dev/null); case "$c" in sleep|cat|"") ;; *) echo "$p $c" ;; esac; done)
       if [ ${#kids[@]} -gt 0 ]; then

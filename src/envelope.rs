@@ -27,6 +27,7 @@ pub const SCHEMA: &str = "pmarchive.raw/1";
 /// within the 128 of serde_json and DuckDB, jq's 10000 and Python's recursion limit.
 pub const MAX_BODY_DEPTH: usize = 100;
 pub const VENUE_POLYMARKET: &str = "polymarket";
+pub const VENUE_KALSHI: &str = "kalshi";
 
 /// Who is writing: constant for one process run.
 #[derive(Clone, Debug)]

@@ -277,8 +277,8 @@ impl Attempt {
     }
 }
 
-/// The `ctx` of an http line: the caller's fields (pm-books' [`crate::books::PollCtx`], pm-stream's
-/// [`crate::stream::SnapshotCtx`], pm-markets' and pm-probe's) and the client's [`RetryCtx`], in
+/// The `ctx` of an http line: the caller's fields (pm-books' [`crate::polymarket::books::PollCtx`], pm-stream's
+/// [`crate::polymarket::stream::SnapshotCtx`], pm-markets' and pm-probe's) and the client's [`RetryCtx`], in
 /// one object.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HttpCtx<C> {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::clock;
-use crate::market::{Family, Market, Token};
+use crate::polymarket::market::{Family, Market, Token};
 
 /// Both readings of "now" (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,13 +70,22 @@ pub struct Window {
 impl Window {
     /// The tracking window of a market record; None when its window times do not parse.
     pub fn of(m: &Market, lead: std::time::Duration, grace: std::time::Duration) -> Option<Window> {
-        let (start, end) = (m.window_start()?, m.window_end()?);
-        Some(Window {
+        Some(Window::new(m.window_start()?, m.window_end()?, lead, grace))
+    }
+
+    /// The tracking window of a market window `start..end` (any venue).
+    pub fn new(
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+        lead: std::time::Duration,
+        grace: std::time::Duration,
+    ) -> Window {
+        Window {
             start,
             end,
             from: start - time::Duration::seconds_f64(lead.as_secs_f64()),
             until: end + time::Duration::seconds_f64(grace.as_secs_f64()),
-        })
+        }
     }
 
     pub fn phase(&self, now: &Now) -> Phase {
@@ -163,7 +172,7 @@ pub struct TrackCtx {
 pub enum Sweep {
     /// Both passes (`taker_only=false`, then `true`) reached the end of the market's feed.
     Complete,
-    /// The sweep failed [`crate::trades::FINAL_TRIES`] times; what was fetched is in the raw.
+    /// The sweep failed [`crate::polymarket::trades::FINAL_TRIES`] times; what was fetched is in the raw.
     Failed,
 }
 

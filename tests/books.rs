@@ -109,8 +109,8 @@ fn check_one_type_per_ctx_key(lines: &[Value]) {
 /// Every `ctx` reads back through its Rust type (`HttpCtx<PollCtx>`, `GapCtx`, `TrackCtx`) and writes
 /// again as the same JSON: no key without a type, none of another JSON type.
 fn check_typed_ctx(lines: &[Value]) {
-    use pm_archive::books::PollCtx;
     use pm_archive::http::HttpCtx;
+    use pm_archive::polymarket::books::PollCtx;
     use pm_archive::track::{GapCtx, TrackCtx};
     for l in lines {
         match l["kind"].as_str().unwrap() {

@@ -548,11 +548,11 @@ fn example_env_lists_every_setting_and_is_valid_for_shell_and_systemd() {
     assert_eq!(assigned["PMARCHIVE_BIN_DIR"].0, "/opt/pm-archive/bin");
     assert_eq!(assigned["PMARCHIVE_GAMMA_URL"].0, pm_archive::http::DEFAULT_GAMMA_URL);
     assert_eq!(assigned["PMARCHIVE_CLOB_URL"].0, pm_archive::http::DEFAULT_CLOB_URL);
-    assert_eq!(assigned["PMARCHIVE_WS_URL"].0, pm_archive::stream::DEFAULT_WS_URL);
+    assert_eq!(assigned["PMARCHIVE_WS_URL"].0, pm_archive::polymarket::stream::DEFAULT_WS_URL);
     assert_eq!(assigned["PMARCHIVE_FAMILIES"].0, "5m,15m,1h,4h,daily");
     assert_eq!(assigned["PMARCHIVE_INTERVAL"].0, "1");
     assert_eq!(assigned["PMARCHIVE_WS"].0, "1");
-    assert_eq!(assigned["PMARCHIVE_DATA_URL"].0, pm_archive::trades::DEFAULT_DATA_URL);
+    assert_eq!(assigned["PMARCHIVE_DATA_URL"].0, pm_archive::polymarket::trades::DEFAULT_DATA_URL);
     assert_eq!(assigned["PMARCHIVE_TRADES"].0, "1");
     assert_eq!(assigned["PMARCHIVE_DURATION"].0, "");
     // An empty PMARCHIVE_HOST would name the host "unknown-host": it must stay commented out.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::venue::{self, Fault, Venue};
 use common::{assert_ctx_reads_as, jsonl, read_jsonl, run_with_timeout, tempdir, tool};
 use pm_archive::http::HttpCtx;
-use pm_archive::markets::GammaCtx;
+use pm_archive::polymarket::markets::GammaCtx;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -587,10 +587,10 @@ fn resolutions_are_followed_after_the_window_and_recorded_once() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     // Each line is its record type (markets::Record: a market or a resolution) written as itself.
     for l in std::iter::once(&line).chain(&lines) {
-        let rec: pm_archive::markets::Record = serde_json::from_str(l).unwrap();
+        let rec: pm_archive::polymarket::markets::Record = serde_json::from_str(l).unwrap();
         assert_eq!(&serde_json::to_string(&rec).unwrap(), l);
     }
-    assert!(matches!(serde_json::from_str(&line).unwrap(), pm_archive::markets::Record::Resolution(_)));
+    assert!(matches!(serde_json::from_str(&line).unwrap(), pm_archive::polymarket::markets::Record::Resolution(_)));
     let r: Value = serde_json::from_str(&line).unwrap();
     let market: Value =
         lines.iter().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|m| m["slug"] == slug).unwrap();

@@ -206,7 +206,7 @@ fn the_chain_archives_every_reply_exactly_once_while_markets_roll_over() {
     let mut keys = std::collections::HashSet::new();
     for l in trades.iter().filter(|l| l["kind"] == "http" && l["status"] == 200) {
         for r in l["body"]["data"].as_array().unwrap() {
-            keys.insert(pm_archive::trades::row_key(&serde_json::from_value(r.clone()).unwrap()));
+            keys.insert(pm_archive::polymarket::trades::row_key(&serde_json::from_value(r.clone()).unwrap()));
         }
     }
     let log = api.log();
@@ -221,7 +221,7 @@ fn the_chain_archives_every_reply_exactly_once_while_markets_roll_over() {
     assert!(swept.len() >= 2, "{} markets swept", swept.len());
     for s in swept {
         for r in api.rows(s["ctx"]["condition_id"].as_str().unwrap()) {
-            let k = pm_archive::trades::row_key(&serde_json::from_value(r.value).unwrap());
+            let k = pm_archive::polymarket::trades::row_key(&serde_json::from_value(r.value).unwrap());
             assert!(keys.contains(&k), "{}: trade missing after the sweep", s["ctx"]["slug"]);
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::venue::{self, Fault, Venue};
 use common::{assert_ctx_reads_as, read_jsonl, run_with_timeout, tempdir, tool};
 use pm_archive::http::HttpCtx;
-use pm_archive::probe::run::ProbeCtx;
+use pm_archive::polymarket::probe::run::ProbeCtx;
 use serde_json::Value;
 
 const REPORT: &str = "polymarket_public_sources_probe_v1";
@@ -209,7 +209,7 @@ fn probes_every_endpoint_and_writes_both_reports() {
     assert_eq!(u["status"], 404);
     assert_eq!(u["expected_status"], 404);
     assert!(u["error"].as_str().unwrap().contains("No orderbook exists for the requested token id"));
-    assert!(served[10].query.contains(pm_archive::probe::UNKNOWN_TOKEN_ID));
+    assert!(served[10].query.contains(pm_archive::polymarket::probe::UNKNOWN_TOKEN_ID));
     // The human report: banner first, table, the checkpoint questions, websocket not probed.
     let first_lines: String = r.md.lines().take(4).collect::<Vec<_>>().join("\n");
     assert!(first_lines.contains("LOOPBACK REPLAY OF RECORDED RESPONSES — NOT A LIVE PROBE"), "{first_lines}");
@@ -427,7 +427,7 @@ fn bad_arguments_exit_2_and_write_nothing() {
 /// complete run and for one the cap cut short (not_probed endpoints, a stopped reason).
 #[test]
 fn both_reports_are_renderings_of_the_typed_report() {
-    use pm_archive::probe::{render_json, render_md, Outcome, Report};
+    use pm_archive::polymarket::probe::{render_json, render_md, Outcome, Report};
     let v = Venue::start();
     for args in [&["--min-spacing", "0.05"][..], &["--max-requests", "3", "--min-spacing", "0.05"][..]] {
         let r = probe(&v, args, None);

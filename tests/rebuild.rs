@@ -311,7 +311,8 @@ fn trades_out_writes_pm_tradesets_row_type_atomically() {
     assert_eq!(names, ["trades.jsonl"]);
     // One type for pmarchive.trade/1: the rows are pm-tradeset's TradeRow ...
     let text = std::fs::read_to_string(&trades).unwrap();
-    let rows: Vec<pm_archive::tradeset::TradeRow> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<pm_archive::polymarket::tradeset::TradeRow> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 2);
     assert_eq!((rows[0].source.as_str(), rows[0].transaction_hash.as_deref()), ("ws", None));
     assert_eq!(rows[1].key, format!("ws|{A}|0.301|45.83|BUY|{}|0x5eed", BURST_TS + 5));

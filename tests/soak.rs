@@ -41,7 +41,11 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
     let bin_dir = bin("pm-venue").parent().unwrap().to_path_buf();
     let mut cmd = Command::new(repo().join("pipelines/soak.sh"));
     cmd.args(["--duration", "120", "--out"]).arg(&out).arg("--bin-dir").arg(&bin_dir);
-    cmd.args(["--kill-every", "40", "--fault-every", "8", "--outage", "50:15", "--clock-step", "25:8:3600"]);
+    // Faults every 8 s walk pm-venue's soak cycle: /books and /markets faults at 8–80 s, the two
+    // /v2/trades faults at 88 and 96 s, the websocket ones at 104 and 112 s. The SIGKILLs land at 18
+    // and 72 s, away from the trade-fault slots: a kill there can take every trade fault down with the
+    // chain ("lost in flight", explained, but then none is visible and this test proves nothing).
+    cmd.args(["--kill-at", "18,72", "--fault-every", "8", "--outage", "50:15", "--clock-step", "25:8:3600"]);
     cmd.args(["--offload-every", "45", "--restart-sec", "2", "--seed", "7", "--report"]).arg(&md);
     let root = nix_is_root();
     if root {
@@ -62,7 +66,7 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
 
     // The supervisor restarted the chain after every SIGKILL, as systemd would.
     let kills = r.kills.len();
-    assert!(kills >= 1, "at least one SIGKILL in two minutes: {:?}", r.kills);
+    assert!(kills >= 1, "SIGKILLs at 18 and 72 s: {:?}", r.kills);
     assert!(r.uptime.chain_starts > kills as u64, "{:?}", r.uptime);
     assert!(r.clock_steps.len() == 2, "step and step back: {:?}", r.clock_steps);
     assert_eq!(r.outages.len(), 1);

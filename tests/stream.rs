@@ -82,7 +82,7 @@ fn events<'a>(lines: &'a [Value], ev: &str) -> Vec<&'a Value> {
 fn assert_typed_ctx(lines: &[Value]) {
     use common::assert_ctx_reads_as as again;
     use pm_archive::http::HttpCtx;
-    use pm_archive::stream::{SnapshotCtx, StatsCtx, WsCtx};
+    use pm_archive::polymarket::stream::{SnapshotCtx, StatsCtx, WsCtx};
     use pm_archive::track::{GapCtx, TrackCtx};
     for l in lines {
         match (l["kind"].as_str().unwrap(), l["ctx"]["event"].as_str()) {
@@ -692,7 +692,8 @@ fn a_rebuilt_row_is_a_rest_row_for_the_same_book() {
 fn summed_event_types(lines: &[Value]) -> std::collections::BTreeMap<String, u64> {
     let mut m = std::collections::BTreeMap::new();
     for l in events(lines, "stats") {
-        let ctx: pm_archive::stream::StatsCtx = serde_json::from_value(l["ctx"].clone()).expect("a StatsCtx");
+        let ctx: pm_archive::polymarket::stream::StatsCtx =
+            serde_json::from_value(l["ctx"].clone()).expect("a StatsCtx");
         for (k, n) in ctx.ws_event_types.0 {
             *m.entry(k).or_insert(0) += n;
         }
@@ -898,7 +899,11 @@ fn a_reconnect_subscribes_the_wanted_set_from_scratch() {
     let c1 = on(1);
     assert_eq!(
         c1[0],
-        serde_json::from_str::<Value>(&pm_archive::stream::subscribe_message(&["221".into(), "222".into()])).unwrap()
+        serde_json::from_str::<Value>(&pm_archive::polymarket::stream::subscribe_message(&[
+            "221".into(),
+            "222".into()
+        ]))
+        .unwrap()
     );
     assert_eq!(c1.len(), 1, "nothing else to send: {c1:?}");
     let lines = common::jsonl(&out.stdout);
@@ -988,7 +993,7 @@ fn the_modelled_venue_hashes_verify_under_an_independent_check() {
     };
     let check = |b: &(String, Side, Side, String), asset: &str, ts: &str| -> String {
         let (mos, tick, neg, ltp) = (json!("5"), json!("0.01"), json!(false), json!(b.3));
-        pm_archive::bookhash::hash(&pm_archive::bookhash::HashInput {
+        pm_archive::polymarket::bookhash::hash(&pm_archive::polymarket::bookhash::HashInput {
             market: &b.0,
             asset_id: asset,
             timestamp: ts,

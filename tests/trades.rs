@@ -14,8 +14,8 @@ use common::venue::Venue;
 use common::{assert_ctx_reads_as, jsonl, market_lines, run_with_timeout, tool};
 use pm_archive::clock;
 use pm_archive::http::HttpCtx;
+use pm_archive::polymarket::trades::{row_key, PageCtx, RowId};
 use pm_archive::track::{GapCtx, TrackCtx};
-use pm_archive::trades::{row_key, PageCtx, RowId};
 use serde_json::Value;
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -444,7 +444,7 @@ fn trade_rows_are_deterministic_deduplicated_and_reconciled() {
     assert_eq!(ws_rows.iter().filter(|r| r["copies"] == 2).count(), 1);
     for r in &rows {
         assert_eq!(r.as_object().unwrap().len(), 21, "every key present: {r}");
-        let t = serde_json::from_value::<pm_archive::tradeset::TradeRow>((*r).clone()).unwrap();
+        let t = serde_json::from_value::<pm_archive::polymarket::tradeset::TradeRow>((*r).clone()).unwrap();
         assert_eq!(serde_json::to_value(&t).unwrap(), *r, "one Rust type reads and writes the row");
     }
     let ms: Vec<i64> = rows.iter().map(|r| r["ts_event_ms"].as_i64().unwrap()).collect();
@@ -477,7 +477,7 @@ fn trade_rows_are_deterministic_deduplicated_and_reconciled() {
     assert_eq!(doc["reconciliation"], rep);
     assert_eq!(doc["outputs"][0]["rows"], rows.len());
     // One Rust type writes and reads it: the same JSON again, its inputs hashed as they were read.
-    let typed: pm_archive::tradeset::Manifest = serde_json::from_value(doc.clone()).unwrap();
+    let typed: pm_archive::polymarket::tradeset::Manifest = serde_json::from_value(doc.clone()).unwrap();
     assert_eq!(serde_json::to_value(&typed).unwrap(), doc);
     assert_eq!(typed.schema, pm_archive::derived::TRADESET_SCHEMA);
     assert_eq!(typed.inputs.iter().map(|i| &i.path).collect::<Vec<_>>(), [&raw, &wsf]);

@@ -72,7 +72,10 @@ impl RawLine<'_> {
     pub fn is_data(&self) -> bool {
         // pm-markets' own records (stream `markets`): each is a market or resolution the venue
         // listed, so data (they are not envelopes and carry no body).
-        if matches!(self.schema.as_deref(), Some(crate::market::MARKET_SCHEMA | crate::market::RESOLUTION_SCHEMA)) {
+        if matches!(
+            self.schema.as_deref(),
+            Some(crate::polymarket::market::MARKET_SCHEMA | crate::polymarket::market::RESOLUTION_SCHEMA)
+        ) {
             return true;
         }
         let Some(b) = &self.body else { return false };
@@ -212,7 +215,7 @@ struct RecordLine {
 
 /// Classifies one line (without its newline).
 pub fn parse_line(bytes: &[u8]) -> Parsed<'_> {
-    let schemas = [crate::market::MARKET_SCHEMA, crate::market::RESOLUTION_SCHEMA];
+    let schemas = [crate::polymarket::market::MARKET_SCHEMA, crate::polymarket::market::RESOLUTION_SCHEMA];
     // Envelopes (the bulk, some of them megabytes) start with their schema and are not searched.
     let envelope = bytes.starts_with(br#"{"schema":"pmarchive.raw/1""#);
     if !envelope && schemas.iter().any(|s| bytes.windows(s.len()).any(|w| w == s.as_bytes())) {

@@ -23,7 +23,7 @@ use serde_json::value::RawValue;
 use super::dec::{self, Dec, Divisor};
 use super::fast::{self, SideText};
 use super::parse::{self, Body, Book, Ctx, Env, Item, Level, TrackCtx};
-use crate::bookhash as book;
+use crate::polymarket::bookhash as book;
 
 /// Schema id of every normalized row.
 pub const SCHEMA: &str = "pmarchive.orderbook/1";
@@ -331,7 +331,7 @@ impl Normalizer {
     pub fn load_join_line(&mut self, line: &[u8]) -> Result<usize, String> {
         let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
         let ctx = match v.get("schema").and_then(|s| s.as_str()) {
-            Some(crate::market::MARKET_SCHEMA | crate::market::RESOLUTION_SCHEMA) => v.clone(),
+            Some(crate::polymarket::market::MARKET_SCHEMA | crate::polymarket::market::RESOLUTION_SCHEMA) => v.clone(),
             Some(crate::envelope::SCHEMA) if v.get("kind").and_then(|k| k.as_str()) == Some("track") => {
                 v.get("ctx").cloned().unwrap_or_default()
             }

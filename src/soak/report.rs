@@ -12,11 +12,11 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::{SupervisorEvent, SupervisorLine, VenueLine};
-use crate::books::PollCtx;
 use crate::envelope::RawLine;
 use crate::http::HttpCtx;
 use crate::layout::{self, FileKind};
-use crate::stream::{StatsCtx, WsCtx};
+use crate::polymarket::books::PollCtx;
+use crate::polymarket::stream::{StatsCtx, WsCtx};
 use crate::track::{Action, GapCtx, TrackCtx};
 use crate::{clock, jsonl, manifest};
 
@@ -903,7 +903,7 @@ impl<'a> Build<'a> {
         w.to_utc = fmt_t(to);
         let interrupting = [&self.down_v, &self.kill_v, &self.outage_venue, &self.disk_v];
         for fam in &inp.families {
-            let Some(f) = crate::market::Family::parse(fam) else { continue };
+            let Some(f) = crate::polymarket::market::Family::parse(fam) else { continue };
             w.per_family.entry(fam.clone()).or_default();
             let mut ws = f.window_start(clock::from_unix(from as i64 - 86_400).unwrap_or(OffsetDateTime::UNIX_EPOCH));
             loop {
@@ -1154,10 +1154,10 @@ impl Loss<'_> {
 fn trade_keys(body: &RawValue) -> Vec<String> {
     #[derive(Deserialize)]
     struct Page {
-        data: Option<Vec<crate::trades::RowId>>,
+        data: Option<Vec<crate::polymarket::trades::RowId>>,
     }
     match serde_json::from_str::<Page>(body.get()) {
-        Ok(p) => p.data.unwrap_or_default().iter().map(crate::trades::row_key).collect(),
+        Ok(p) => p.data.unwrap_or_default().iter().map(crate::polymarket::trades::row_key).collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -1394,7 +1394,7 @@ fn check_summary(name: &str, out: &str, err: &str) -> String {
     if name == "rebuild" {
         // The counters from pm-rebuild's --summary (its own type); its closing stderr line beside them.
         let line = err.lines().rev().find(|l| l.starts_with("pm-rebuild: lines=")).unwrap_or("");
-        let rate = match serde_json::from_str::<crate::rebuild::Stats>(out) {
+        let rate = match serde_json::from_str::<crate::polymarket::rebuild::Stats>(out) {
             Ok(st) if st.hash_checks > 0 => format!(
                 "hash verify rate {:.2} % ({} of {} hash checks; mismatches on a trusted book {}, while \
                  untrusted {}; REST/websocket cross-checks disagreeing {}); ",
@@ -1454,7 +1454,7 @@ mod tests {
                    verified_rate=0.9009 state hashes matched=27059 mismatched=155 (+2918 while untrusted; 86 \
                    matches while untrusted) resyncs(book/rest)=141/2 untrusted_s=65769.885 cross_checks agree=0 \
                    disagree=37 rows=31838";
-        let st = crate::rebuild::Stats {
+        let st = crate::polymarket::rebuild::Stats {
             hash_checks: 32074,
             hash_checks_matched: 28894,
             hashes_mismatched: 155,

@@ -21,7 +21,7 @@
 //! 200 `{"error":"Too Many Requests"}`, a connection closed without a reply, and a page whose
 //! `has_more` is true with no `next_cursor`. [`DataApi::duplicate_across_pages`] makes every
 //! followed page start with the previous page's last row again. The log ([`DataApi::log`]) records
-//! every request with the keys (pm_archive::trades::row_key) of the rows it served.
+//! every request with the keys (pm_archive::polymarket::trades::row_key) of the rows it served.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -34,7 +34,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use pm_archive::trades;
+use pm_archive::polymarket::trades;
 
 use super::venue::{
     accept_loop, clock_now, clock_start, percent_decode, read_request, sha_hex, MarketSeen, SimClock, Venue,
@@ -337,7 +337,7 @@ fn page(st: &mut State, query: &str, broken_cursor: bool) -> (u16, Vec<u8>, Vec<
     if ids.len() > 20 {
         return with(bad("condition: at most 20 distinct values"));
     }
-    if let Some(badid) = ids.iter().find(|c| !pm_archive::market::is_valid_condition_id(c)) {
+    if let Some(badid) = ids.iter().find(|c| !pm_archive::polymarket::market::is_valid_condition_id(c)) {
         return with(bad(&format!("condition: malformed id {badid}")));
     }
     let now = now_of(st);

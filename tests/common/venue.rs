@@ -48,7 +48,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use pm_archive::{bookhash, clock, market};
+use pm_archive::clock;
+use pm_archive::polymarket::{bookhash, market};
 
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/polymarket")
@@ -526,17 +527,17 @@ fn book_hashes(path: &str, body: &[u8]) -> Vec<String> {
     }
 }
 
-/// The key (`pm_archive::trades::row_key`) of every row of a 200 `/v2/trades` reply.
+/// The key (`pm_archive::polymarket::trades::row_key`) of every row of a 200 `/v2/trades` reply.
 fn trade_keys(path: &str, status: Option<u16>, body: &[u8]) -> Vec<String> {
     #[derive(serde::Deserialize)]
     struct Page {
-        data: Option<Vec<pm_archive::trades::RowId>>,
+        data: Option<Vec<pm_archive::polymarket::trades::RowId>>,
     }
     if path != "/v2/trades" || status != Some(200) {
         return Vec::new();
     }
     match serde_json::from_slice::<Page>(body) {
-        Ok(p) => p.data.unwrap_or_default().iter().map(pm_archive::trades::row_key).collect(),
+        Ok(p) => p.data.unwrap_or_default().iter().map(pm_archive::polymarket::trades::row_key).collect(),
         Err(_) => Vec::new(),
     }
 }

@@ -597,7 +597,7 @@ impl Model {
         let asks: Vec<(String, &str)> = b.asks.iter().rev().map(|(t, s)| (price(*t), s.as_str())).collect();
         let (mos, tick, neg, ltp) =
             (json!(MODEL_MIN_ORDER_SIZE), json!(MODEL_TICK_SIZE), json!(false), json!(b.last_trade_price));
-        pm_archive::bookhash::hash(&pm_archive::bookhash::HashInput {
+        pm_archive::polymarket::bookhash::hash(&pm_archive::polymarket::bookhash::HashInput {
             market: &b.market,
             asset_id: id,
             timestamp: ts,

@@ -27,12 +27,12 @@ use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::books::{failure_text, Outage, SlotLines};
 use crate::envelope::Sequencer;
 use crate::feed::{self, Input};
 use crate::http::{Client, Request, Verdict};
 use crate::jsonl::LineWriter;
-use crate::market::Market;
+use crate::polymarket::books::{failure_text, Outage, SlotLines};
+use crate::polymarket::market::Market;
 use crate::schedule::{self, End, Schedule, Slotted};
 use crate::signal;
 use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, Sweep, TrackCtx, Walk, Window};
@@ -196,7 +196,7 @@ pub struct Poller<W: Write> {
     cfg: Config,
     client: Client,
     lines: SlotLines<W>,
-    input: Receiver<Input>,
+    input: Receiver<Input<Market>>,
     input_done: bool,
     /// Pending and tracked markets, by condition id.
     markets: HashMap<String, Entry>,
@@ -207,7 +207,13 @@ pub struct Poller<W: Write> {
 }
 
 impl<W: Write> Poller<W> {
-    pub fn new(cfg: Config, client: Client, seq: Sequencer, out: LineWriter<W>, input: Receiver<Input>) -> Poller<W> {
+    pub fn new(
+        cfg: Config,
+        client: Client,
+        seq: Sequencer,
+        out: LineWriter<W>,
+        input: Receiver<Input<Market>>,
+    ) -> Poller<W> {
         let lines = SlotLines::new(seq, out, cfg.interval, format!("{}/v2/trades", cfg.data_url));
         Poller {
             client,
@@ -257,7 +263,7 @@ impl<W: Write> Poller<W> {
     /// Stores a market record (new, or an update of a known market's record).
     fn accept(&mut self, m: Market) {
         let cid = m.condition_id.clone();
-        if self.finished.contains(&cid) || !crate::market::is_valid_condition_id(&cid) {
+        if self.finished.contains(&cid) || !crate::polymarket::market::is_valid_condition_id(&cid) {
             self.stats.input_ignored += 1;
             return;
         }

@@ -524,6 +524,57 @@ pub fn parse_gamma_market(v: &Value, source_url: &str, fetched_at: OffsetDateTim
     })
 }
 
+/// Checks a parsed market record enough to poll it (feed::Record).
+fn validate(m: &Market) -> Result<(), String> {
+    if m.schema != MARKET_SCHEMA || m.record != "market" {
+        return Err(format!("not a {MARKET_SCHEMA} market record (record {:?}, schema {:?})", m.record, m.schema));
+    }
+    if m.tokens.is_empty() {
+        return Err("no tokens".into());
+    }
+    if let Some(t) = m.tokens.iter().find(|t| !is_valid_token_id(&t.token_id)) {
+        return Err(format!("token id is not a decimal string: {:?}", t.token_id));
+    }
+    let (Some(s), Some(e)) = (m.window_start(), m.window_end()) else {
+        return Err(format!("window times are not RFC 3339: {:?} .. {:?}", m.window_start_utc, m.window_end_utc));
+    };
+    if e <= s {
+        return Err("window_end_utc is not after window_start_utc".into());
+    }
+    Ok(())
+}
+
+impl crate::feed::Record for Market {
+    const VENUE: &'static str = crate::envelope::VENUE_POLYMARKET;
+
+    /// Parses one input line (blank lines and resolution records give None).
+    fn parse_line(line: &[u8]) -> Option<Result<Market, String>> {
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => t.trim(),
+            Err(e) => return Some(Err(format!("not UTF-8: {e}"))),
+        };
+        if text.is_empty() || is_resolution(text) {
+            return None;
+        }
+        Some(match serde_json::from_str::<Market>(text) {
+            Ok(m) => validate(&m).map(|_| m),
+            Err(e) => Err(format!("not a market record: {e}")),
+        })
+    }
+}
+
+/// A `pmarchive.resolution/1` line (pm-markets writes them into the same stream): not a market to
+/// poll, skipped like a blank line.
+fn is_resolution(text: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(borrow)]
+        schema: Option<&'a str>,
+    }
+    text.contains(RESOLUTION_SCHEMA)
+        && serde_json::from_str::<Kind>(text).is_ok_and(|k| k.schema == Some(RESOLUTION_SCHEMA))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -786,5 +837,82 @@ mod tests {
         // The record round-trips (one type, Serialize + Deserialize).
         let back: Resolution = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
+    }
+}
+
+#[cfg(test)]
+mod feed_tests {
+    use super::*;
+    use crate::feed::{spawn_reader, Input, Record};
+    use serde_json::Value;
+
+    fn record() -> Market {
+        Market {
+            record: "market".into(),
+            schema: MARKET_SCHEMA.into(),
+            venue: "polymarket".into(),
+            family: Some(Family::M5),
+            slug: "btc-updown-5m-1787414400".into(),
+            question: None,
+            market_id: None,
+            condition_id: format!("0x{}", "ab".repeat(32)),
+            question_id: None,
+            tokens: vec![
+                Token { token_id: "123".into(), outcome: "Up".into() },
+                Token { token_id: "456".into(), outcome: "Down".into() },
+            ],
+            window_start_utc: "2026-08-22T16:00:00Z".into(),
+            window_end_utc: "2026-08-22T16:05:00Z".into(),
+            listed_at_utc: None,
+            active: Some(true),
+            closed: Some(false),
+            archived: Some(false),
+            accepting_orders: Some(true),
+            enable_order_book: Some(true),
+            uma_resolution_status: None,
+            version: None,
+            token_id_field: CLOB_TOKEN_IDS.into(),
+            status: "open".into(),
+            tick_size: Value::Null,
+            min_order_size: Value::Null,
+            neg_risk: None,
+            resolution_source: None,
+            source_url: "http://127.0.0.1/x".into(),
+            fetched_at_utc: "2026-08-22T16:00:01.000000Z".into(),
+            change: "new".into(),
+        }
+    }
+
+    #[test]
+    fn parses_and_validates_input_lines() {
+        let good = serde_json::to_vec(&record()).unwrap();
+        assert!(Market::parse_line(&good).unwrap().is_ok());
+        assert!(Market::parse_line(b"   \n").is_none());
+        assert!(Market::parse_line(b"not json").unwrap().unwrap_err().starts_with("not a market record"));
+        assert!(Market::parse_line(&[0xff, 0xfe]).unwrap().unwrap_err().starts_with("not UTF-8"));
+        let mut m = record();
+        m.tokens[0].token_id = "12a".into();
+        assert!(Market::parse_line(&serde_json::to_vec(&m).unwrap()).unwrap().unwrap_err().contains("decimal"));
+        let mut m = record();
+        m.window_end_utc = m.window_start_utc.clone();
+        assert!(Market::parse_line(&serde_json::to_vec(&m).unwrap()).unwrap().is_err());
+        let mut m = record();
+        m.schema = "other/1".into();
+        assert!(Market::parse_line(&serde_json::to_vec(&m).unwrap()).unwrap().is_err());
+        // pm-markets' resolution records share the stream: skipped, not counted as bad lines.
+        let r = Resolution::of_market(&record(), "resolved", 1);
+        assert!(Market::parse_line(&serde_json::to_vec(&r).unwrap()).is_none());
+    }
+
+    #[test]
+    fn reader_thread_numbers_lines_and_disconnects_at_eof() {
+        let good = serde_json::to_string(&record()).unwrap();
+        let input = format!("{good}\nnot json\n\n{good}\n");
+        let rx = spawn_reader::<Market>(Box::new(std::io::Cursor::new(input.into_bytes())));
+        let got: Vec<Input<Market>> = rx.iter().collect();
+        assert_eq!(got.len(), 3);
+        assert!(matches!(got[0], Input::Market { line: 1, .. }));
+        assert!(matches!(got[1], Input::Bad { line: 2, .. }));
+        assert!(matches!(got[2], Input::Market { line: 4, .. }));
     }
 }

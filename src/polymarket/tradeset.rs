@@ -6,7 +6,7 @@
 //!   the market's `taker_only=true` rows (the final sweep's taker pass) is `taker`, any other row of a
 //!   market whose sweep completed is `maker`; without a completed sweep the role is null.
 //! - Websocket prints: every `last_trade_price` event in a `pm-stream` frame (stream `ws_market`).
-//! - Deduplication key ([`TradeRow::key`]): Data API — [`crate::trades::row_key`] (transaction hash,
+//! - Deduplication key ([`TradeRow::key`]): Data API — [`crate::polymarket::trades::row_key`] (transaction hash,
 //!   token, wallet, side, price, size, timestamp: the row has no trade id); websocket — asset, price,
 //!   size, side, ms timestamp and transaction hash. Copies are counted (`copies`), never lost: the
 //!   raw keeps each.
@@ -24,9 +24,9 @@ use crate::clock;
 use crate::envelope::RawLine;
 use crate::http::HttpCtx;
 use crate::jsonl::{self, LineReader, Next};
-use crate::stream::{WsCtx, WsEvent};
+use crate::polymarket::stream::{WsCtx, WsEvent};
+use crate::polymarket::trades::{row_key, PageCtx, RowId};
 use crate::track::{Sweep, TrackCtx};
-use crate::trades::{row_key, PageCtx, RowId};
 
 pub const SCHEMA: &str = "pmarchive.trade/1";
 pub const RECONCILIATION_SCHEMA: &str = "pmarchive.trade_reconciliation/1";

@@ -17,7 +17,7 @@ use crate::clock;
 use crate::envelope::Sequencer;
 use crate::http::{Client, Request, Verdict};
 use crate::jsonl::LineWriter;
-use crate::market::{self, Family, Market, Resolution};
+use crate::polymarket::market::{self, Family, Market, Resolution};
 use crate::signal;
 use crate::util;
 

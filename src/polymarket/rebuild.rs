@@ -1,5 +1,5 @@
 //! pm-rebuild's engine: order books rebuilt from raw websocket frames (and REST `/books` replies),
-//! every state verified with the venue's hash (facts §6.3, [`crate::bookhash`]).
+//! every state verified with the venue's hash (facts §6.3, [`crate::polymarket::bookhash`]).
 //!
 //! Per asset: a `book` event (or a REST book) sets the state; each `price_change` entry sets the
 //! absolute size at one level (`"0"` removes it; BUY = bid, SELL = ask). Consecutive changes of an
@@ -46,12 +46,12 @@ use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 
-use crate::bookhash;
 use crate::clock;
 use crate::envelope::RawLine;
 use crate::normalize::dec::{self, Dec};
 use crate::normalize::{self, parse, Normalizer, Parsed, Pre, SideMemo};
-use crate::tradeset::{self, TradeRow};
+use crate::polymarket::bookhash;
+use crate::polymarket::tradeset::{self, TradeRow};
 use crate::util::AtomicFile;
 
 /// `source` of a row holding the rebuilt state after a websocket message (`book` or `price_change`).

@@ -32,7 +32,7 @@ use crate::envelope::Sequencer;
 use crate::feed::{self, Input};
 use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
-use crate::market::{Market, Token};
+use crate::polymarket::market::{Market, Token};
 use crate::schedule::{self, Schedule, Slotted};
 use crate::signal;
 use crate::track::{Action, GapCtx, GapKind, Now, Phase, PollSlot, Reason, TrackCtx, Window};
@@ -287,7 +287,7 @@ pub struct Poller<W: Write> {
     cfg: Config,
     client: Client,
     lines: SlotLines<W>,
-    input: Receiver<Input>,
+    input: Receiver<Input<Market>>,
     input_done: bool,
     /// Pending and tracked markets, by slug.
     markets: HashMap<String, Entry>,
@@ -299,7 +299,13 @@ pub struct Poller<W: Write> {
 }
 
 impl<W: Write> Poller<W> {
-    pub fn new(cfg: Config, client: Client, seq: Sequencer, out: LineWriter<W>, input: Receiver<Input>) -> Poller<W> {
+    pub fn new(
+        cfg: Config,
+        client: Client,
+        seq: Sequencer,
+        out: LineWriter<W>,
+        input: Receiver<Input<Market>>,
+    ) -> Poller<W> {
         let lines = SlotLines::new(seq, out, cfg.interval, format!("{}/books", cfg.clob_url));
         Poller {
             cfg,

@@ -15,7 +15,7 @@ use super::{run_kind, Config, UNKNOWN_TOKEN_ID};
 use crate::envelope::Sequencer;
 use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
-use crate::market::{self, Family, Market};
+use crate::polymarket::market::{self, Family, Market};
 use crate::{clock, signal, util};
 
 /// The `ctx` of pm-probe's http lines (with the client's retry fields, [`crate::http::HttpCtx`]): the

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::shape::{BookNotes, BooksNotes, Shape, TimeSeen};
 use super::{render_json, render_md, RunKind, LOOPBACK_BANNER, PROBE_NAME, PROBE_VERSION};
-use crate::market::{Market, Token};
+use crate::polymarket::market::{Market, Token};
 use crate::util;
 
 /// One try of a request, as the report shows it.

@@ -31,7 +31,7 @@ use tungstenite::{Message, WebSocket};
 use crate::envelope::{Body, Envelope, RunInfo, Sequencer};
 use crate::feed::Input;
 use crate::http::{self, Client, Request};
-use crate::market::Market;
+use crate::polymarket::market::Market;
 use crate::{clock, signal, track};
 
 pub const DEFAULT_WS_URL: &str = "wss://ws-subscriptions-clob.polymarket.com/ws/market";
@@ -1131,7 +1131,13 @@ struct Controller {
 
 /// The controller: runs until stdin ended and nothing is left to track, a signal, `max_frames`, or a
 /// closed output. Returns the number of bad input lines.
-pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Client>, counters: Arc<Counters>) -> u64 {
+pub fn run(
+    cfg: Config,
+    inputs: Receiver<Input<Market>>,
+    sink: Sink,
+    client: Option<Client>,
+    counters: Arc<Counters>,
+) -> u64 {
     let mut c = Controller {
         fixed: cfg.fixed_tokens.iter().cloned().collect(),
         shared: Arc::new(Shared {
@@ -1186,7 +1192,7 @@ pub fn run(cfg: Config, inputs: Receiver<Input>, sink: Sink, client: Option<Clie
 impl Controller {
     /// Takes one stdin message: a market (its latest record wins) or a bad line (a gap record).
     /// False for a market whose window does not parse (nothing to re-evaluate).
-    fn on_input(&mut self, input: Input) -> bool {
+    fn on_input(&mut self, input: Input<Market>) -> bool {
         let cfg = &self.shared.cfg;
         match input {
             Input::Market { market: m, .. } => {
