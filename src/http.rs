@@ -47,6 +47,11 @@ pub fn family_rate(family: &str) -> f64 {
         "time" => 2.0,
         // Data API `/v2/trades`: documented 200 / 10 s; 4/s is 20 % of it (docs/TRADES.md).
         "trades" => 4.0,
+        // Kalshi: the basic tier allows about 20 reads/s per account or IP, shared by every endpoint
+        // (docs/KALSHI_FACTS.md §5). The three tools together stay at ≤ 11/s: 55 % of it.
+        "kalshi-books" => 8.0,
+        "kalshi-trades" => 2.0,
+        "kalshi-markets" => 1.0,
         _ => 5.0,
     }
 }
