@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use common::{assert_exit, assert_stderr_contains, assert_stdout_empty, run_with_timeout, tool};
 
 /// Every binary of the crate, with options its usage text must mention.
-const TOOLS: [(&str, &[&str]); 12] = [
+const TOOLS: [(&str, &[&str]); 13] = [
+    ("kalshi-markets", &["--once", "--watch SECS", "--series TICKER", "--kalshi-url URL", "--raw-out PATH"]),
     ("pm-markets", &["--once", "--watch SECS", "--gamma-url URL", "--user-agent UA"]),
     ("pm-probe", &["--max-requests N", "--min-spacing SECS", "--timeout SECS"]),
     ("pm-books", &["--interval SECS", "--batch N", "--timeout SECS", "--user-agent UA"]),
@@ -210,6 +211,9 @@ fn one_exit_code_rule_for_every_tool() {
         table.push(("missing input file", name, s(&[&p("no-such.jsonl")]), In::Empty, Out::Piped, 2));
         table.push(("input is a directory", name, s(&[&p("a_dir")]), In::Empty, Out::Piped, 2));
     }
+
+    let raw_dir = s(&["--once", "--kalshi-url", loopback, "--raw-out", &p("a_dir")]);
+    table.push(("--raw-out is a directory", "kalshi-markets", raw_dir, In::Empty, Out::Piped, 2));
 
     let sr = |log: &str| {
         s(&["--archive", &p("root"), "--venue-log", log, "--supervisor-log", &p("empty.jsonl"), "--out", &p("r.md")])

@@ -21,6 +21,10 @@ pub const MARKET_SCHEMA: &str = "pmarchive.kalshi_market/1";
 pub const RESOLUTION_SCHEMA: &str = "pmarchive.kalshi_resolution/1";
 /// The series this lane collects: BTC up or down in the next 15 minutes.
 pub const SERIES: &str = "KXBTC15M";
+/// The REST base URL the Kalshi tools use by default (`--kalshi-url`); paths are appended to it.
+/// Kalshi documents `https://external-api.kalshi.com/trade-api/v2` as the recommended host and this
+/// one as "also supported" (docs/KALSHI_FACTS.md §1).
+pub const DEFAULT_KALSHI_URL: &str = "https://api.elections.kalshi.com/trade-api/v2";
 
 /// The normalized market record (one JSONL line).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

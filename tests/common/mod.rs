@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub fn bin(name: &str) -> PathBuf {
     let p = match name {
         "pm-markets" => env!("CARGO_BIN_EXE_pm-markets"),
+        "kalshi-markets" => env!("CARGO_BIN_EXE_kalshi-markets"),
         "pm-probe" => env!("CARGO_BIN_EXE_pm-probe"),
         "pm-books" => env!("CARGO_BIN_EXE_pm-books"),
         "jsonl-rotate" => env!("CARGO_BIN_EXE_jsonl-rotate"),
