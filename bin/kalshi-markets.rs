@@ -36,7 +36,7 @@ Options:
     --resolve-every SECS  Watch: re-check an expired market without a result this often.
                         [default: 60]
     --resolve-for SECS  Watch: follow a market's resolution at most this long after its window
-                        ends; 0 = do not follow resolutions. [default: 10800]
+                        ends (0..2592000); 0 = do not follow resolutions. [default: 10800]
     --kalshi-url URL    Kalshi REST base URL, paths appended.
                         [default: https://api.elections.kalshi.com/trade-api/v2]
                         Kalshi also documents https://external-api.kalshi.com/trade-api/v2.
@@ -100,11 +100,7 @@ fn run() -> cli::Result<ExitCode> {
             Long("keep-after") => cfg.keep_after = cli::non_negative_seconds(&mut p, "--keep-after")?,
             Long("resolve-every") => cfg.resolve_every = cli::seconds(&mut p, "--resolve-every")?,
             Long("resolve-for") => {
-                let v: f64 = cli::value(&mut p, "--resolve-for")?;
-                if !(v.is_finite() && (0.0..=30.0 * 86_400.0).contains(&v)) {
-                    return cli::usage(format!("--resolve-for: 0 to 2592000 seconds, got {v}"));
-                }
-                cfg.resolve_for = Duration::from_secs_f64(v);
+                cfg.resolve_for = Duration::from_secs_f64(cli::value_in(&mut p, "--resolve-for", 0.0, 2_592_000.0)?)
             }
             Long("kalshi-url") => cfg.kalshi_url = cli::base_url(&mut p, "--kalshi-url")?,
             Long("raw-out") => raw_out = Some(cli::value(&mut p, "--raw-out")?),
