@@ -42,7 +42,11 @@ Options:
                           chain's timeout (7 s), a reset connection, an HTML page, a truncated body,
                           a /books reply that silently omits one token, a 429 burst (2) without
                           Retry-After on /v2/trades, a 503 on /v2/trades, a websocket freeze without
-                          close (--ws-freeze-secs), a server close of every websocket. [default: none]
+                          close (--ws-freeze-secs), a server close of every websocket. With --kalshi,
+                          beside each of them the next Kalshi fault of a cycle of its own: 3×429
+                          (Kalshi's body, no Retry-After) on books, 503 on books, 500 on the market
+                          list, a slow book (7 s), a reset, an HTML page, a truncated book, 2×429 and
+                          a 503 on trades, a 502 on one market. [default: none]
     --fault-every SECS    Real seconds between two scheduled faults. [default: 30]
     --outage AT:SECS      From AT real seconds after start, close every HTTP connection without a
                           reply for SECS seconds. Repeatable.
@@ -91,6 +95,25 @@ fn main() {
 enum Injection {
     Http(&'static str, Vec<Fault>),
     Ws(WsFault),
+}
+
+/// The Kalshi faults of the `soak` profile (with --kalshi), one beside each Polymarket fault of the
+/// cycle (in a cycle of their own: the Polymarket cycle's order and timing do not change).
+fn kalshi_cycle() -> Vec<Injection> {
+    use kalshi::{server_error, too_many, BOOKS, LIST, MARKET, TRADES};
+    use Injection::Http;
+    vec![
+        Http(BOOKS, vec![too_many(), too_many(), too_many()]),
+        Http(BOOKS, vec![server_error(503)]),
+        Http(LIST, vec![server_error(500)]),
+        Http(BOOKS, vec![Fault::Slow(Duration::from_secs(7))]),
+        Http(BOOKS, vec![Fault::Reset]),
+        Http(BOOKS, vec![Fault::Html]),
+        Http(BOOKS, vec![Fault::Truncated]),
+        Http(TRADES, vec![too_many(), too_many()]),
+        Http(TRADES, vec![server_error(503)]),
+        Http(MARKET, vec![server_error(502)]),
+    ]
 }
 
 /// The `soak` profile's cycle, in order.
@@ -279,6 +302,7 @@ fn start(a: &Args) -> cli::Result<(Venue, WsServer, DataApi)> {
 /// every --fault-every seconds.
 fn serve(a: &Args, v: &Venue, w: &WsServer) {
     let cycle = if a.profile == "soak" { soak_cycle(a.freeze) } else { Vec::new() };
+    let kcycle = if a.profile == "soak" && a.kalshi { kalshi_cycle() } else { Vec::new() };
     let t0 = Instant::now();
     let mut next_fault = a.every;
     let mut k = 0usize;
@@ -307,6 +331,9 @@ fn serve(a: &Args, v: &Venue, w: &WsServer) {
         if !cycle.is_empty() && now >= next_fault {
             next_fault += a.every;
             inject(v, w, &cycle[k % cycle.len()]);
+            if !kcycle.is_empty() {
+                inject(v, w, &kcycle[k % kcycle.len()]);
+            }
             k += 1;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -332,3 +332,50 @@ fn soak_log_lines_carry_book_digests_and_trade_ids() {
     assert_eq!(lines[1].trades, ids);
     assert_eq!(lines.len(), 2);
 }
+
+/// (target, fault) of the fault lines of a pm-venue log.
+type Faults = Vec<(String, String)>;
+
+/// Every fault line of a pm-venue log, split into Polymarket's and Kalshi's.
+fn fault_lines(log: &std::path::Path) -> (Faults, Faults) {
+    let text = std::fs::read_to_string(log).unwrap();
+    let lines = text.lines().map(|l| serde_json::from_str::<pm_archive::soak::VenueLine>(l).unwrap());
+    let faults: Vec<(String, String)> = lines
+        .filter(|l| l.kind == "fault")
+        .map(|l| (l.detail.unwrap_or_default(), l.fault.unwrap_or_default()))
+        .collect();
+    faults.into_iter().partition(|(target, _)| !target.starts_with("/trade-api/"))
+}
+
+/// `pm-venue --faults soak --kalshi` injects Kalshi faults beside the Polymarket cycle, whose order is
+/// the same as without --kalshi (so that Polymarket-only soak reports stay reproducible).
+#[test]
+fn pm_venue_soak_cycle_adds_kalshi_faults_and_keeps_the_polymarket_order() {
+    let dir = common::tempdir("kvenue-cycle");
+    let run = |name: &str, kalshi: bool| {
+        let log = dir.join(name);
+        let mut cmd = std::process::Command::new(common::bin("pm-venue"));
+        cmd.arg("--log").arg(&log).args(["--faults", "soak", "--fault-every", "0.2", "--duration", "4"]);
+        if kalshi {
+            cmd.arg("--kalshi");
+        }
+        let o = common::run_with_timeout(cmd, None, Duration::from_secs(120));
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let urls = String::from_utf8(o.stdout).unwrap();
+        (fault_lines(&log), urls)
+    };
+    let ((poly_only, none), urls) = run("plain.jsonl", false);
+    assert!(none.is_empty() && urls.lines().count() == 2, "{urls}");
+    let ((poly, kal), urls) = run("kalshi.jsonl", true);
+    assert!(urls.lines().nth(2).is_some_and(|u| u.starts_with("http://127.0.0.1:") && u.ends_with("/trade-api/v2")));
+    let n = poly.len().min(poly_only.len());
+    assert!(n >= 3, "faults injected: {n}");
+    assert_eq!(poly[..n], poly_only[..n], "the Polymarket cycle is unchanged");
+    assert!(kal.len() >= 3, "{kal:?}");
+    assert_eq!(kal[0].0, kalshi::BOOKS);
+    assert!(kal[0].1.starts_with("Reply { status: 429"), "{:?}", kal[0]);
+    let injected: Vec<&str> = kal.iter().map(|(t, _)| t.as_str()).collect();
+    for target in [kalshi::BOOKS, kalshi::LIST] {
+        assert!(injected.contains(&target), "{injected:?}");
+    }
+}
