@@ -353,3 +353,25 @@ fn soak_report_reconciles_kalshi_books_and_trades_only_when_served() {
     let js = std::fs::read_to_string(dir.join("without.json")).unwrap();
     assert!(!js.contains("\"kalshi\""), "the JSON report has no kalshi key");
 }
+
+/// `PMARCHIVE_KALSHI=1` makes soak.sh run the Kalshi lane too, so it needs the Kalshi tools: without
+/// them in --bin-dir it refuses to start (exit 2, naming the tool) instead of running a soak that
+/// silently has no Kalshi data.
+#[test]
+fn soak_sh_with_the_kalshi_switch_needs_the_kalshi_tools() {
+    let dir = tempdir("soak-kalshi-tools");
+    let bins = dir.join("bin");
+    std::fs::create_dir_all(&bins).unwrap();
+    let tools = ["pm-markets", "pm-books", "pm-stream", "pm-trades", "jsonl-rotate", "manifest", "pm-normalize"];
+    for t in tools.iter().chain(&["pm-rebuild", "soak-report", "pm-venue"]) {
+        std::os::unix::fs::symlink(bin(t), bins.join(t)).unwrap();
+    }
+    let mut cmd = Command::new(repo().join("pipelines/soak.sh"));
+    cmd.args(["--duration", "1", "--out"]).arg(dir.join("out")).arg("--bin-dir").arg(&bins);
+    cmd.args(["--faults", "none", "--kill-every", "0"]).env("PMARCHIVE_KALSHI", "1");
+    let o = run_with_timeout(cmd, None, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("kalshi-markets not found"), "{stderr}");
+    assert!(!dir.join("out").exists(), "nothing was started");
+}

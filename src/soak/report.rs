@@ -1106,7 +1106,17 @@ fn latency(mut lat: Vec<f64>) -> Latency {
 /// The data-quality checks soak.sh wrote.
 fn checks(dir: &Path) -> Vec<Check> {
     let mut out = Vec::new();
-    for name in ["manifest_verify", "manifest_status", "normalize", "normalize_check", "rebuild"] {
+    // The Kalshi pair exists only in a soak with the Kalshi lane on (pipelines/soak.sh, PMARCHIVE_KALSHI=1).
+    let names = [
+        "manifest_verify",
+        "manifest_status",
+        "normalize",
+        "normalize_check",
+        "normalize_kalshi",
+        "normalize_kalshi_check",
+        "rebuild",
+    ];
+    for name in names {
         let text = std::fs::read_to_string(dir.join(format!("{name}.out"))).ok();
         let rc = std::fs::read_to_string(dir.join(format!("{name}.rc"))).ok().and_then(|s| s.trim().parse().ok());
         if text.is_none() && rc.is_none() {
@@ -1436,7 +1446,7 @@ fn check_summary(name: &str, out: &str, err: &str) -> String {
             return summarize(&format!("healthy: {}; problems: {}", st.healthy, problems.join("; ")));
         }
     }
-    if name == "normalize_check" {
+    if name == "normalize_check" || name == "normalize_kalshi_check" {
         if let Ok(c) = serde_json::from_str::<crate::normalize::check::CheckReport>(out) {
             let flags: BTreeMap<&str, u64> =
                 c.flags.iter().filter(|(_, &n)| n != 0).map(|(k, &n)| (k.as_str(), n)).collect();
