@@ -47,8 +47,9 @@
 # override the soak's defaults (families all five, ws on, trades on, rotate 300 s, flush 5 s).
 # PMARCHIVE_KALSHI=1 (the chain's switch of the Kalshi lane, issue 17) runs both venues: pm-venue
 # --kalshi also serves the loopback Kalshi API (its Kalshi faults join the fault schedule), the chain
-# gets PMARCHIVE_KALSHI_URL = its base URL and starts kalshi-markets / kalshi-books / kalshi-trades,
-# the Kalshi books are normalized apart, and the report reconciles Kalshi books and trades.
+# gets PMARCHIVE_KALSHI_URL = its base URL and starts kalshi-markets / kalshi-books / kalshi-trades
+# (not kalshi-trades with PMARCHIVE_KALSHI_TRADES=0), the health check asks for the Kalshi streams
+# too, the Kalshi books are normalized apart, and the report reconciles Kalshi books and trades.
 #
 # Writes DIR/supervisor.jsonl (schema pmarchive.soak_supervisor/1), DIR/venue.jsonl (loopback),
 # DIR/collect.log (the chain's stderr), DIR/offload.log, DIR/checks/*, and the report.
@@ -96,9 +97,10 @@ done
 [ -n "$duration" ] || die2 "--duration SECS is required"
 [ -n "$out" ] || die2 "--out DIR is required"
 [ ! -e "$out" ] || die2 "$out exists; artefacts are never overwritten"
-kalshi_on=""; [ "${PMARCHIVE_KALSHI:-0}" != 1 ] || kalshi_on=1
+kalshi_on="" kalshi_trades=""; [ "${PMARCHIVE_KALSHI:-0}" != 1 ] || kalshi_on=1
+[ -z "$kalshi_on" ] || [ "${PMARCHIVE_KALSHI_TRADES:-1}" = 0 ] || kalshi_trades=1
 for t in pm-markets pm-books pm-stream pm-trades jsonl-rotate manifest pm-normalize pm-rebuild soak-report \
-  ${kalshi_on:+kalshi-markets kalshi-books kalshi-trades}; do
+  ${kalshi_on:+kalshi-markets kalshi-books} ${kalshi_trades:+kalshi-trades}; do
   [ -x "$bin/$t" ] || die2 "$bin/$t not found (cargo build --release)"
 done
 if [ -n "$real_env" ]; then
@@ -309,7 +311,7 @@ chk() { local name=$1; shift; "$@" > "$C/$name.out" 2> "$C/$name.err"; echo $? >
 chk manifest_verify "$bin/manifest" verify "$ROOT"
 # Health: in loopback mode every lane the chain ran must be fresh (trades included); --real: every stream found.
 health=()
-[ -n "$real_env" ] || health=(--streams "books,gamma$([ "${PMARCHIVE_WS:-1}" = 0 ] || echo ,ws_market)$([ "${PMARCHIVE_TRADES:-1}" = 0 ] || echo ,trades)")
+[ -n "$real_env" ] || health=(--streams "books,gamma$([ "${PMARCHIVE_WS:-1}" = 0 ] || echo ,ws_market)$([ "${PMARCHIVE_TRADES:-1}" = 0 ] || echo ,trades)${kalshi_on:+,kalshi/discovery,kalshi/books}${kalshi_trades:+,kalshi/trades}")
 chk manifest_status "$bin/manifest" status "$ROOT" --json "${health[@]}"
 mapfile -t books < <(find "$ROOT" -path '*venue=polymarket/stream=books*' -name '*.jsonl.gz' | sort)
 mapfile -t wsf < <(find "$ROOT" -path '*stream=ws_market*' -name '*.jsonl.gz' | sort)
