@@ -60,7 +60,8 @@ use std::time::Duration;
 
 use pm_archive::cli::{self, ExitCode};
 use pm_archive::http::{Client, HttpConfig};
-use pm_archive::kalshi::market::{self, DEFAULT_KALSHI_URL, SERIES};
+use pm_archive::kalshi::market::{self, SERIES};
+use pm_archive::kalshi::DEFAULT_URL;
 use pm_archive::kalshi::markets::{Config, Discoverer};
 use pm_archive::{clock, jsonl, signal};
 
@@ -74,7 +75,7 @@ fn run() -> cli::Result<ExitCode> {
     let mut once = false;
     let mut watch: Option<Duration> = None;
     let mut cfg = Config {
-        kalshi_url: DEFAULT_KALSHI_URL.to_string(),
+        kalshi_url: DEFAULT_URL.to_string(),
         series: SERIES.to_string(),
         ahead: 1,
         keep_after: Duration::from_secs(600),

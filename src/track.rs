@@ -278,7 +278,10 @@ pub struct GapCtx {
     /// pm-trades: the markets of the walk or slot concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition_ids: Option<Vec<String>>,
-    /// pm-trades: the walk and its page (1-based) where a walk broke off.
+    /// Kalshi tools: the tickers of the market(s) concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tickers: Option<Vec<String>>,
+    /// pm-trades, kalshi-trades: the walk and its page (1-based) where a walk broke off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub walk: Option<Walk>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -318,6 +321,7 @@ impl GapCtx {
             first_due_at_utc: None,
             line: None,
             condition_ids: None,
+            tickers: None,
             walk: None,
             page: None,
             poll: PollSlot::default(),

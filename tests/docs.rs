@@ -203,7 +203,7 @@ fn every_variable_a_doc_names_is_read_by_something() {
 }
 
 /// The docs that describe each tool (the tool's own page first).
-const TOOL_DOCS: [(&str, &[&str]); 13] = [
+const TOOL_DOCS: [(&str, &[&str]); 14] = [
     ("kalshi-markets", &["docs/KALSHI.md"]),
     ("pm-markets", &["docs/POLYMARKET_COLLECTOR.md"]),
     ("pm-books", &["docs/POLYMARKET_COLLECTOR.md"]),
@@ -213,6 +213,7 @@ const TOOL_DOCS: [(&str, &[&str]); 13] = [
     ("pm-probe", &["docs/PROBE.md"]),
     ("pm-trades", &["docs/TRADES.md"]),
     ("pm-tradeset", &["docs/TRADES.md"]),
+    ("kalshi-trades", &["docs/KALSHI.md"]),
     ("pm-venue", &["docs/SOAK.md"]),
     ("soak-report", &["docs/SOAK.md"]),
     ("jsonl-rotate", &["docs/DATA_CONTRACT.md", "docs/POLYMARKET_COLLECTOR.md", "docs/OPERATIONS.md"]),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{assert_exit, assert_stderr_contains, assert_stdout_empty, run_with_timeout, tool};
 
 /// Every binary of the crate, with options its usage text must mention.
-const TOOLS: [(&str, &[&str]); 13] = [
+const TOOLS: [(&str, &[&str]); 14] = [
     ("kalshi-markets", &["--once", "--watch SECS", "--series TICKER", "--kalshi-url URL", "--raw-out PATH"]),
     ("pm-markets", &["--once", "--watch SECS", "--gamma-url URL", "--user-agent UA"]),
     ("pm-probe", &["--max-requests N", "--min-spacing SECS", "--timeout SECS"]),
@@ -28,6 +28,7 @@ const TOOLS: [(&str, &[&str]); 13] = [
     ("pm-rebuild", &["--depth N", "--every-ms MS", "--trades-out FILE", "--summary FILE"]),
     ("pm-tradeset", &["--check", "--manifest PATH", "--match-secs SECS"]),
     ("pm-trades", &["--data-url URL", "--interval SECS", "--settle SECS", "--batch N", "--page-size N"]),
+    ("kalshi-trades", &["--kalshi-url URL", "--interval SECS", "--settle SECS", "--overlap SECS", "--lead SECS"]),
     ("pm-venue", &["--log FILE", "--faults PROFILE", "--outage AT:SECS", "--clock SPEC"]),
     ("soak-report", &["--archive ROOT", "--venue-log FILE", "--supervisor-log FILE", "--out FILE.md"]),
 ];
@@ -182,6 +183,7 @@ fn one_exit_code_rule_for_every_tool() {
         ("pm-books", s(&["--clob-url", loopback])),
         ("pm-stream", s(&["--ws-url", "ws://127.0.0.1:9"])),
         ("pm-trades", s(&["--data-url", loopback])),
+        ("kalshi-trades", s(&["--kalshi-url", loopback])),
         ("jsonl-rotate", s(&["--root", &p("root"), "--stream", "s"])),
         ("manifest", s(&["build", "--root", &p("root")])),
         ("pm-normalize", vec![]),

@@ -4,3 +4,9 @@
 
 pub mod market;
 pub mod markets;
+pub mod trades;
+
+/// Kalshi's REST base URL (the shared host, "also supported"); the documented alternative is
+/// `https://external-api.kalshi.com/trade-api/v2` (docs/KALSHI_FACTS.md §1). Request paths are
+/// appended to it (`/markets`, `/markets/{ticker}/orderbook`, `/markets/trades`).
+pub const DEFAULT_URL: &str = "https://api.elections.kalshi.com/trade-api/v2";

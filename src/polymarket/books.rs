@@ -238,8 +238,8 @@ impl<W: Write> SlotLines<W> {
         Ok((last, failed))
     }
 
-    /// Slot `k`, its due time and the endpoint.
-    fn slot_of_line(&self, k: u64) -> PollSlot {
+    /// Slot `k`, its due time and the endpoint (stamped on every track and gap line).
+    pub fn slot_of_line(&self, k: u64) -> PollSlot {
         PollSlot {
             slot: Some(k),
             due_at_utc: Some(self.sched.due_utc(k)),

@@ -25,6 +25,7 @@ pub fn bin(name: &str) -> PathBuf {
         "pm-rebuild" => env!("CARGO_BIN_EXE_pm-rebuild"),
         "pm-trades" => env!("CARGO_BIN_EXE_pm-trades"),
         "pm-tradeset" => env!("CARGO_BIN_EXE_pm-tradeset"),
+        "kalshi-trades" => env!("CARGO_BIN_EXE_kalshi-trades"),
         "pm-venue" => env!("CARGO_BIN_EXE_pm-venue"),
         "soak-report" => env!("CARGO_BIN_EXE_soak-report"),
         other => panic!("unknown binary {other}"),
