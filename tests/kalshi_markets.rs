@@ -328,7 +328,7 @@ fn bad_arguments_exit_2_with_one_line() {
     for args in [
         vec!["--once", "--watch", "5"],
         vec![],
-        vec!["--once", "--ahead", "97"],
+        vec!["--once", "--ahead", "501"],
         vec!["--watch", "60", "--resolve-for", "NaN"],
         vec!["--watch", "60", "--resolve-for", "2592001"],
         vec!["--once", "--series", "kx/../x"],
