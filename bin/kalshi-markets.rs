@@ -30,7 +30,7 @@ Modes:
 
 Options:
     --series TICKER     The Kalshi series. [default: KXBTC15M]
-    --ahead N           Windows after the current one to keep (0..96). [default: 1]
+    --ahead N           Windows after the current one to keep (0..500). [default: 1]
     --keep-after SECS   Watch: keep re-checking a market this long after its window ends, then
                         report it expired. [default: 600]
     --resolve-every SECS  Watch: re-check an expired market without a result this often.
@@ -97,7 +97,7 @@ fn run() -> cli::Result<ExitCode> {
                     return cli::usage(format!("--series: not a Kalshi series ticker: '{}'", cfg.series));
                 }
             }
-            Long("ahead") => cfg.ahead = cli::value_in(&mut p, "--ahead", 0, 96)?,
+            Long("ahead") => cfg.ahead = cli::value_in(&mut p, "--ahead", 0, 500)?,
             Long("keep-after") => cfg.keep_after = cli::non_negative_seconds(&mut p, "--keep-after")?,
             Long("resolve-every") => cfg.resolve_every = cli::seconds(&mut p, "--resolve-every")?,
             Long("resolve-for") => {
