@@ -3,3 +3,4 @@
 //! tool's engine is the module named after it.
 
 pub mod market;
+pub mod orderbook;
