@@ -203,9 +203,10 @@ fn every_variable_a_doc_names_is_read_by_something() {
 }
 
 /// The docs that describe each tool (the tool's own page first).
-const TOOL_DOCS: [(&str, &[&str]); 12] = [
+const TOOL_DOCS: [(&str, &[&str]); 13] = [
     ("pm-markets", &["docs/POLYMARKET_COLLECTOR.md"]),
     ("pm-books", &["docs/POLYMARKET_COLLECTOR.md"]),
+    ("kalshi-books", &["docs/KALSHI.md"]),
     ("pm-stream", &["docs/WEBSOCKET.md"]),
     ("pm-rebuild", &["docs/WEBSOCKET.md"]),
     ("pm-normalize", &["docs/ORDERBOOK_SCHEMA.md"]),
