@@ -85,10 +85,12 @@ manifest status ROOT
     --future-tolerance SECS
                         Lines dated later than now + this: clock_ahead. [default: 60]
     --min-free-mib N    Less free disk (MiB) than this: disk_full. [default: 100]
-    --streams LIST      Comma-separated streams that must be fresh (e.g. books,gamma); other
-                        streams are shown (stale or not) but never fail the check (clock_ahead,
-                        disk_full and no_market still apply). A listed stream with no file at all is
-                        a failure. An empty LIST means the default. [default: every stream found]
+    --streams LIST      Comma-separated streams that must be fresh (e.g. books,gamma,kalshi/books):
+                        VENUE/STREAM, or a bare STREAM of venue polymarket. Other streams are shown
+                        (stale or not) but never fail the check (clock_ahead, disk_full and
+                        no_market still apply; no_market is judged per venue). A listed stream with
+                        no file at all is a failure. An empty LIST means the default.
+                        [default: every stream found]
     --now RFC3339       Evaluate as of this instant. [default: the clock; PMARCHIVE_CLOCK applies]
     Exit: 0 healthy; 1 unhealthy (any reason above); 2 bad arguments or an unreadable root.
 
@@ -314,8 +316,9 @@ fn run_status(mut p: lexopt::Parser) -> cli::Result<ExitCode> {
                 let list: String = cli::value(&mut p, "--streams")?;
                 let names: Vec<String> =
                     list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-                if let Some(bad) = names.iter().find(|n| !pm_archive::util::is_safe_component(n)) {
-                    return cli::usage(format!("--streams: '{bad}' is not a stream name"));
+                let safe = |n: &str| n.split('/').count() <= 2 && n.split('/').all(pm_archive::util::is_safe_component);
+                if let Some(bad) = names.iter().find(|n| !safe(n)) {
+                    return cli::usage(format!("--streams: '{bad}' is not a stream name (STREAM or VENUE/STREAM)"));
                 }
                 // An empty list (e.g. an unset setting in a unit file) means every stream found.
                 streams = (!names.is_empty()).then_some(names);

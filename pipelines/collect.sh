@@ -5,8 +5,15 @@
 #        │                                   ├──▶ jsonl-rotate --stream markets (market + resolution records) ┤
 #        │                                   ├──▶ pm-trades ──raw envelopes──▶ jsonl-rotate --stream trades ──┤
 #        │                                   └──▶ pm-stream ──raw envelopes──▶ jsonl-rotate --stream ws_market┼─▶ manifest build
-#        └──── raw Gamma replies (--raw-out) ────────────────────────────────▶ jsonl-rotate --stream gamma ───┘
-#   (pm-trades: on unless PMARCHIVE_TRADES=0; pm-stream: on unless PMARCHIVE_WS=0)
+#        └──── raw Gamma replies (--raw-out) ────────────────────────────────▶ jsonl-rotate --stream gamma ───┤
+#   kalshi-markets --watch ─▶ tee ─▶ kalshi-books ──raw envelopes──▶ jsonl-rotate --venue kalshi --stream books ──┤
+#        │                     ├──▶ jsonl-rotate --venue kalshi --stream markets (market + resolution records) ────┤
+#        │                     └──▶ kalshi-trades ──raw envelopes──▶ jsonl-rotate --venue kalshi --stream trades ──┤
+#        └──── raw Kalshi replies (--raw-out) ──────────────────────▶ jsonl-rotate --venue kalshi --stream discovery ┘
+#   (pm-trades: on unless PMARCHIVE_TRADES=0; pm-stream: on unless PMARCHIVE_WS=0; the Kalshi lane
+#   (KXBTC15M): off unless PMARCHIVE_KALSHI=1, its trades on unless PMARCHIVE_KALSHI_TRADES=0.)
+#   Both venues run in this one chain: one run id, one run manifest, one adoption of unlisted files —
+#   the archive's crash recovery assumes one writer chain per archive root (docs/KALSHI.md).
 #
 # Usage: pipelines/collect.sh [ENV_FILE]
 #        pipelines/collect.sh --help
@@ -28,8 +35,8 @@
 #   died of (exit code, signal, failure before its first line), stops the whole chain and the script
 #   exits 1, so that a supervisor (systemd Restart=always) restarts it.
 # - Stopping (a failure, SIGTERM/SIGINT/SIGHUP, or PMARCHIVE_DURATION elapsed), in order, each step
-#   bounded: the producers (pm-markets, tee, pm-books, pm-trades, pm-stream) get SIGTERM; the script closes its
-#   ends of their FIFOs, so the rotators see end-of-input, seal their files and print the sealed
+#   bounded: the producers (pm-markets, tee, pm-books, pm-trades, pm-stream; kalshi-markets, its tee,
+#   kalshi-books, kalshi-trades) get SIGTERM; the script closes its ends of their FIFOs, so the rotators see end-of-input, seal their files and print the sealed
 #   records; then the manifest stage sees end-of-input and finalises the run manifest. A stage still
 #   running 3 s into its step gets SIGTERM (the rotators seal on SIGTERM too), 2 s later SIGKILL. The
 #   whole chain is gone within about 10 s of the trigger.
@@ -83,6 +90,11 @@ WS="${PMARCHIVE_WS:-1}"
 TRADES="${PMARCHIVE_TRADES:-1}"
 TRADES_INTERVAL="${PMARCHIVE_TRADES_INTERVAL:-5}"
 TRADES_SETTLE="${PMARCHIVE_TRADES_SETTLE:-120}"
+KALSHI="${PMARCHIVE_KALSHI:-0}"
+KALSHI_URL="${PMARCHIVE_KALSHI_URL:-https://api.elections.kalshi.com/trade-api/v2}"
+KALSHI_INTERVAL="${PMARCHIVE_KALSHI_INTERVAL:-1}"
+KALSHI_TRADES="${PMARCHIVE_KALSHI_TRADES:-1}"
+KALSHI_TRADES_INTERVAL="${PMARCHIVE_KALSHI_TRADES_INTERVAL:-5}"
 DURATION="${PMARCHIVE_DURATION:-}"
 USER_AGENT="${PMARCHIVE_USER_AGENT:-}"
 LABEL="${PMARCHIVE_LABEL:-}"
@@ -90,6 +102,9 @@ LABEL="${PMARCHIVE_LABEL:-}"
 # The only settings this script reads itself; all others are checked by the tools (--check-args).
 case "$WS" in 0|1) ;; *) die2 "PMARCHIVE_WS must be 0 or 1, got '$WS'" ;; esac
 case "$TRADES" in 0|1) ;; *) die2 "PMARCHIVE_TRADES must be 0 or 1, got '$TRADES'" ;; esac
+case "$KALSHI" in 0|1) ;; *) die2 "PMARCHIVE_KALSHI must be 0 or 1, got '$KALSHI'" ;; esac
+case "$KALSHI_TRADES" in 0|1) ;; *) die2 "PMARCHIVE_KALSHI_TRADES must be 0 or 1, got '$KALSHI_TRADES'" ;; esac
+[ "$KALSHI" = 1 ] || KALSHI_TRADES=0
 if [ -n "$DURATION" ]; then
   [[ "$DURATION" =~ ^[0-9]+([.][0-9]+)?$ ]] && [[ "$DURATION" =~ [1-9] ]] ||
     die2 "PMARCHIVE_DURATION must be a number of seconds greater than 0 (or empty), got '$DURATION'"
@@ -108,6 +123,8 @@ ROTATE="$(tool jsonl-rotate)" || exit 2
 MANIFEST="$(tool manifest)" || exit 2
 if [ "$WS" = 1 ]; then PM_STREAM="$(tool pm-stream)" || exit 2; fi
 if [ "$TRADES" = 1 ]; then PM_TRADES="$(tool pm-trades)" || exit 2; fi
+if [ "$KALSHI" = 1 ]; then KX_MARKETS="$(tool kalshi-markets)" || exit 2; KX_BOOKS="$(tool kalshi-books)" || exit 2; fi
+if [ "$KALSHI_TRADES" = 1 ]; then KX_TRADES="$(tool kalshi-trades)" || exit 2; fi
 
 if [ -z "${PMARCHIVE_RUN_ID:-}" ]; then
   PMARCHIVE_RUN_ID="$("$MANIFEST" run-id)" || die2 "$MANIFEST run-id failed"
@@ -120,17 +137,30 @@ lbl=(); [ -z "$LABEL" ] || lbl=(--label "$LABEL")
 
 # Each stage's exact argument list (the same arrays are checked, then run).
 A_MANIFEST=("$MANIFEST" build --root "$ROOT" --refresh "$MANIFEST_REFRESH" "${cfg[@]}" "${lbl[@]}")
-rotate_args() { A_ROTATE=("$ROTATE" --root "$ROOT" --stream "$1" --flush-secs "$FLUSH_SECS" --rotate-secs "$ROTATE_SECS"); }
+# rotate_args STREAM [VENUE]
+rotate_args() { A_ROTATE=("$ROTATE" --root "$ROOT" --venue "${2:-polymarket}" --stream "$1" --flush-secs "$FLUSH_SECS" --rotate-secs "$ROTATE_SECS"); }
 rotate_args gamma; A_ROT_GAMMA=("${A_ROTATE[@]}")
 rotate_args books; A_ROT_BOOKS=("${A_ROTATE[@]}")
 rotate_args ws_market; A_ROT_WS=("${A_ROTATE[@]}")
 rotate_args markets; A_ROT_MARKETS=("${A_ROTATE[@]}")
 rotate_args trades; A_ROT_TRADES=("${A_ROTATE[@]}")
+rotate_args discovery kalshi; A_ROT_KX_DISCOVERY=("${A_ROTATE[@]}")
+rotate_args books kalshi; A_ROT_KX_BOOKS=("${A_ROTATE[@]}")
+rotate_args markets kalshi; A_ROT_KX_MARKETS=("${A_ROTATE[@]}")
+rotate_args trades kalshi; A_ROT_KX_TRADES=("${A_ROTATE[@]}")
 A_BOOKS=("$PM_BOOKS" --clob-url "$CLOB_URL" --interval "$INTERVAL" --lead "$LEAD" --grace "$GRACE" "${ua[@]}")
 A_MARKETS=("$PM_MARKETS" --watch "$DISCOVERY_EVERY" --families "$FAMILIES" --ahead "$AHEAD" --keep-after "$KEEP_AFTER"
   --gamma-url "$GAMMA_URL" --raw-out /dev/fd/3 "${ua[@]}")
 A_TRADES=()
 [ "$TRADES" = 0 ] || A_TRADES=("$PM_TRADES" --data-url "$DATA_URL" --interval "$TRADES_INTERVAL" --settle "$TRADES_SETTLE" "${ua[@]}")
+A_KX_MARKETS=() A_KX_BOOKS=() A_KX_TRADES=()
+if [ "$KALSHI" = 1 ]; then
+  A_KX_MARKETS=("$KX_MARKETS" --watch "$DISCOVERY_EVERY" --ahead "$AHEAD" --keep-after "$KEEP_AFTER"
+    --kalshi-url "$KALSHI_URL" --raw-out /dev/fd/3 "${ua[@]}")
+  A_KX_BOOKS=("$KX_BOOKS" --kalshi-url "$KALSHI_URL" --interval "$KALSHI_INTERVAL" --lead "$LEAD" --grace "$GRACE" "${ua[@]}")
+fi
+[ "$KALSHI_TRADES" = 0 ] || A_KX_TRADES=("$KX_TRADES" --kalshi-url "$KALSHI_URL" --interval "$KALSHI_TRADES_INTERVAL"
+  --lead "$LEAD" --settle "$TRADES_SETTLE" "${ua[@]}")
 A_STREAM=()
 [ "$WS" = 0 ] || A_STREAM=("$PM_STREAM" --ws-url "$WS_URL" --clob-url "$CLOB_URL" --lead "$LEAD" --grace "$GRACE" "${ua[@]}")
 
@@ -147,9 +177,11 @@ check() {
     flag=$(printf '%s\n' "$out" | grep -o -- '--[a-z-]*' | head -n 1)
     case "$name $flag" in
       "pm-trades --interval") flag=; setting=TRADES_INTERVAL ;; "pm-trades --settle") flag=; setting=TRADES_SETTLE ;;
+      "kalshi-books --interval") flag=; setting=KALSHI_INTERVAL ;;
+      "kalshi-trades --interval") flag=; setting=KALSHI_TRADES_INTERVAL ;; "kalshi-trades --settle") flag=; setting=TRADES_SETTLE ;;
     esac
     case $flag in
-      --data-url) setting=DATA_URL ;;
+      --data-url) setting=DATA_URL ;; --kalshi-url) setting=KALSHI_URL ;;
       --interval) setting=INTERVAL ;; --lead) setting=LEAD ;; --grace) setting=GRACE ;;
       --clob-url) setting=CLOB_URL ;; --gamma-url) setting=GAMMA_URL ;; --ws-url) setting=WS_URL ;;
       --families) setting=FAMILIES ;; --ahead) setting=AHEAD ;; --watch) setting=DISCOVERY_EVERY ;;
@@ -168,6 +200,8 @@ check pm-books "${A_BOOKS[@]}"
 check pm-markets "${A_MARKETS[@]}"
 [ "$WS" = 0 ] || check pm-stream "${A_STREAM[@]}"
 [ "$TRADES" = 0 ] || check pm-trades "${A_TRADES[@]}"
+[ "$KALSHI" = 0 ] || { check kalshi-markets "${A_KX_MARKETS[@]}"; check kalshi-books "${A_KX_BOOKS[@]}"; }
+[ "$KALSHI_TRADES" = 0 ] || check kalshi-trades "${A_KX_TRADES[@]}"
 
 mkdir -p "$ROOT/manifests" 2>/dev/null || die2 "cannot create archive root '$ROOT/manifests'"
 
@@ -175,6 +209,8 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/pm-collect.XXXXXX")" || { log "cannot create 
 fifos=(sealed gamma books markets tick markets_books markets_rot)
 [ "$WS" = 0 ] || fifos+=(markets_ws ws)
 [ "$TRADES" = 0 ] || fifos+=(markets_trades trades)
+[ "$KALSHI" = 0 ] || fifos+=(kx_discovery kx_markets kx_markets_books kx_markets_rot kx_books)
+[ "$KALSHI_TRADES" = 0 ] || fifos+=(kx_markets_trades kx_trades)
 HELD=()
 declare -A FD=()
 for f in "${fifos[@]}"; do
@@ -205,7 +241,7 @@ pids_of() { local p; for p in "${!KIND[@]}"; do [ "${KIND[$p]}" = "$1" ] && prin
 status=0
 cleanup() { rm -rf "$work"; }
 if [ -n "$stop_requested" ]; then log "stopped before any stage started"; cleanup; exit 0; fi
-log "run $PMARCHIVE_RUN_ID: root=$ROOT families=$FAMILIES interval=${INTERVAL}s gamma=$GAMMA_URL clob=$CLOB_URL ws=$WS trades=$TRADES data=$DATA_URL${DURATION:+ duration=${DURATION}s}"
+log "run $PMARCHIVE_RUN_ID: root=$ROOT families=$FAMILIES interval=${INTERVAL}s gamma=$GAMMA_URL clob=$CLOB_URL ws=$WS trades=$TRADES data=$DATA_URL kalshi=$KALSHI${DURATION:+ duration=${DURATION}s}"
 
 # Sealed files that no manifest lists (a previous run's manifest stage died before it read their
 # records, e.g. kill -9) are adopted into this run's manifest. Listed before any rotator starts (a
@@ -245,6 +281,28 @@ started $! tee producer
 started $! pm-books producer
 ( close_held; exec "${A_MARKETS[@]}" < /dev/null 3> "$work/gamma" > "$work/markets" ) &
 started $! pm-markets producer
+if [ "$KALSHI" = 1 ]; then
+  ( close_held; exec "${A_ROT_KX_DISCOVERY[@]}" < "$work/kx_discovery" > "$work/sealed" ) &
+  started $! "jsonl-rotate kalshi discovery" rotator
+  ( close_held; exec "${A_ROT_KX_BOOKS[@]}" < "$work/kx_books" > "$work/sealed" ) &
+  started $! "jsonl-rotate kalshi books" rotator
+  ( close_held; exec "${A_ROT_KX_MARKETS[@]}" < "$work/kx_markets_rot" > "$work/sealed" ) &
+  started $! "jsonl-rotate kalshi markets" rotator
+  kx_tee_out=("$work/kx_markets_rot")
+  if [ "$KALSHI_TRADES" = 1 ]; then
+    ( close_held; exec "${A_ROT_KX_TRADES[@]}" < "$work/kx_trades" > "$work/sealed" ) &
+    started $! "jsonl-rotate kalshi trades" rotator
+    ( close_held; exec "${A_KX_TRADES[@]}" < "$work/kx_markets_trades" > "$work/kx_trades" ) &
+    started $! kalshi-trades producer
+    kx_tee_out+=("$work/kx_markets_trades")
+  fi
+  ( close_held; exec tee "${kx_tee_out[@]}" < "$work/kx_markets" > "$work/kx_markets_books" ) &
+  started $! "kalshi tee" producer
+  ( close_held; exec "${A_KX_BOOKS[@]}" < "$work/kx_markets_books" > "$work/kx_books" ) &
+  started $! kalshi-books producer
+  ( close_held; exec "${A_KX_MARKETS[@]}" < /dev/null 3> "$work/kx_discovery" > "$work/kx_markets" ) &
+  started $! kalshi-markets producer
+fi
 TIMER=""
 if [ -n "$DURATION" ]; then ( close_held; exec sleep "$DURATION" ) & TIMER=$!; fi
 
@@ -311,7 +369,8 @@ log "stopping the chain: $why"
   [ -z "$producers" ] || kill -TERM $producers 2>/dev/null
   # shellcheck disable=SC2086
   end_step 3 $producers $(pids_of oneshot)
-  for f in markets markets_books markets_rot markets_ws markets_trades gamma books ws trades; do
+  for f in markets markets_books markets_rot markets_ws markets_trades gamma books ws trades \
+    kx_discovery kx_markets kx_markets_books kx_markets_rot kx_markets_trades kx_books kx_trades; do
     [ -z "${FD[$f]:-}" ] || { v=${FD[$f]}; exec {v}>&-; }
   done
   # shellcheck disable=SC2086

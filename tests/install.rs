@@ -693,7 +693,7 @@ fn behaving_bins(dir: &Path) -> PathBuf {
         &bin.join("jsonl-rotate"),
         "#!/bin/bash\ntrap 'echo \"jsonl-rotate: got SIGTERM\" >&2' TERM\n\
          case \"$*\" in *--recover-only*) exit 0;; esac\n\
-         stream=${4:-?}; n=$(wc -l); echo \"jsonl-rotate: stream $stream end of input after $n lines, sealed\" >&2\n\
+         stream=$(printf '%s\\n' \"$@\" | grep -A1 -x -- --stream | tail -n 1); n=$(wc -l); echo \"jsonl-rotate: stream $stream end of input after $n lines, sealed\" >&2\n\
          echo '{\"record\":\"sealed_file\"}'\n",
     );
     write_exec(

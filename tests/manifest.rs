@@ -657,6 +657,14 @@ fn status_fresh_then_stale() {
     let (code, doc, _) = run_json(&["status", root, "--json", "--now", NOW, "--stale-after", "60", "--streams", ""]);
     assert_eq!(code, 1, "{doc:#}");
     assert_eq!(run_json(&["status", root, "--streams", "../x"]).0, 2);
+    assert_eq!(run_json(&["status", root, "--streams", "kalshi/books/x"]).0, 2);
+    // VENUE/STREAM names one venue's stream; a bare name is Polymarket's. A second venue's stream
+    // that has no file fails, and Polymarket's books never stand in for it.
+    let (code, doc, _) =
+        run_json(&["status", root, "--json", "--now", NOW, "--streams", "polymarket/books,kalshi/books"]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert!(doc["problems"].to_string().contains("kalshi/books: required"), "{doc:#}");
+    assert_eq!(stream(&doc, "books")["required"], true, "polymarket/books names Polymarket's books");
 
     // Human table.
     let mut c = tool("manifest");

@@ -182,6 +182,8 @@ pub struct RawCtx {
     pub action: Option<String>,
     pub reason: Option<String>,
     pub slug: Option<String>,
+    /// Kalshi's track lines name the market by `ticker` (no slug).
+    pub ticker: Option<String>,
     pub family: Option<String>,
     pub condition_id: Option<String>,
     pub window_start_utc: Option<String>,
@@ -484,7 +486,7 @@ impl Tally {
     }
 
     fn track(&mut self, l: &RawLine, c: &RawCtx) {
-        let Some(slug) = c.slug.as_deref() else { return };
+        let Some(slug) = c.slug.as_deref().or(c.ticker.as_deref()) else { return };
         let at = l.collected_at_utc.as_deref().map(str::to_string);
         let mut one = MarketTrack {
             slug: slug.to_string(),

@@ -649,7 +649,7 @@ fn stream_status(
     let line_age = age(cuts.now, newest.as_deref());
     let data_age = age(cuts.now, st.newest_data.as_deref());
     let stale = data_age.is_none_or(|a| a > stale_s);
-    let required = o.streams.as_ref().is_none_or(|l| l.iter().any(|r| r == stream));
+    let required = o.streams.as_ref().is_none_or(|l| l.iter().any(|r| names_stream(r, venue, stream)));
     let tracked_now: BTreeSet<String> = st
         .markets
         .values()
@@ -742,7 +742,7 @@ fn archive_problems(
     problems: &mut Vec<Problem>,
 ) {
     for r in o.streams.iter().flatten() {
-        if !streams.keys().any(|(_, s)| s == r) {
+        if !streams.keys().any(|(v, s)| names_stream(r, v, s)) {
             problems.push(Problem {
                 reason: Reason::MissingStream,
                 stream: Some(r.clone()),
@@ -758,30 +758,58 @@ fn archive_problems(
         problems.insert(0, Problem { reason: Reason::NoData, stream: None, message: "no data at all".to_string() });
         return;
     }
-    // Discovery: a market is tracked now, or Gamma answered with one within --market-after.
-    let market_streams = ["gamma", "books", "ws_market"];
-    let market_checked = match &o.streams {
-        Some(l) => l.iter().any(|s| market_streams.contains(&s.as_str())),
-        None => streams.keys().any(|(_, s)| market_streams.contains(&s.as_str())),
-    };
-    if !market_checked {
-        return;
+    for (venue, discovery, market_streams) in MARKET_STREAMS {
+        let market_checked = match &o.streams {
+            Some(l) => l.iter().any(|r| market_streams.iter().any(|s| names_stream(r, venue, s))),
+            None => streams.keys().any(|(v, s)| v == venue && market_streams.contains(&s.as_str())),
+        };
+        if market_checked {
+            no_market(venue, discovery, streams, streams_out, o, cuts, problems);
+        }
     }
-    let tracked = streams_out.iter().any(|s| !s.markets_tracked_now.is_empty());
+}
+
+/// Per venue: its discovery stream (whose 2xx replies are "a market found") and the streams that
+/// mean "this venue's markets are collected" (one of them required or present: no_market applies).
+const MARKET_STREAMS: [(&str, &str, &[&str]); 2] =
+    [("polymarket", "gamma", &["gamma", "books", "ws_market"]), ("kalshi", "discovery", &["discovery", "books"])];
+
+/// Whether a `--streams` entry names `venue`/`stream`: `VENUE/STREAM`, or a bare `STREAM` of the
+/// first venue (Polymarket: the entries written before the second venue keep their meaning).
+pub fn names_stream(entry: &str, venue: &str, stream: &str) -> bool {
+    match entry.split_once('/') {
+        Some((v, s)) => v == venue && s == stream,
+        None => venue == "polymarket" && entry == stream,
+    }
+}
+
+/// no_market for one venue: no market of it tracked now, and its discovery found none (2xx) within
+/// --market-after.
+fn no_market(
+    venue: &str,
+    discovery: &str,
+    streams: &BTreeMap<StreamKey, StreamState>,
+    streams_out: &[StreamStatus],
+    o: &StatusOptions,
+    cuts: &Cuts,
+    problems: &mut Vec<Problem>,
+) {
+    let tracked = streams_out.iter().any(|s| s.venue == venue && !s.markets_tracked_now.is_empty());
     let mut found: Option<String> = None;
-    for ((_, s), st) in streams {
-        if s == "gamma" {
+    for ((v, s), st) in streams {
+        if v == venue && s == discovery {
             max_time(&mut found, st.newest_data.as_deref());
         }
     }
     let found_age = age(cuts.now, found.as_deref());
     let market_s = o.market_after.as_secs_f64();
     if !tracked && found_age.is_none_or(|a| a > market_s) {
+        let (prefix, api) = if venue == "polymarket" { ("", "Gamma") } else { ("kalshi: ", "Kalshi") };
         problems.push(Problem {
             reason: Reason::NoMarket,
             stream: None,
             message: format!(
-                "no market tracked now and none found by discovery (Gamma 2xx) in the last {market_s} s; \
+                "{prefix}no market tracked now and none found by discovery ({api} 2xx) in the last {market_s} s; \
                  newest found: {}",
                 found.as_deref().unwrap_or("never")
             ),
@@ -932,4 +960,19 @@ pub fn human(st: &Status) -> String {
         s.push_str(&format!("UNHEALTHY: {}\n", r.join(", ")));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_stream;
+
+    #[test]
+    fn streams_entries_name_one_venue() {
+        assert!(names_stream("books", "polymarket", "books"));
+        assert!(!names_stream("books", "kalshi", "books"), "a bare name is Polymarket's");
+        assert!(names_stream("kalshi/books", "kalshi", "books"));
+        assert!(!names_stream("kalshi/books", "polymarket", "books"));
+        assert!(names_stream("polymarket/gamma", "polymarket", "gamma"));
+        assert!(!names_stream("kalshi/discovery", "kalshi", "books"));
+    }
 }
