@@ -842,4 +842,15 @@ fn kalshi_books_become_yes_side_rows_with_derived_asks() {
     let rep: Value = serde_json::from_slice(&rep).unwrap();
     assert_eq!((code, rep["ok"].as_bool()), (0, Some(true)), "{rep} {err}");
     assert_eq!(rep["unjoined_book_rows"], 1, "only the Polymarket row, which has no track line here");
+
+    // Without the track line, a Kalshi market record given with --markets joins the ticker.
+    let markets = dir.join("kalshi_markets.jsonl");
+    let rec =
+        json!({"record": "market", "schema": "pmarchive.kalshi_market/1", "venue": "kalshi", "ticker": KX_TICKER});
+    std::fs::write(&markets, format!("{rec}\n")).unwrap();
+    let (code, out, err) = normalize(&format!("{}\n", kalshi_reply(1, &fp)), &[]);
+    assert_eq!((code, jsonl(&out)[0]["slug"].is_null()), (0, true), "{err}");
+    let (code, out, err) = normalize(&format!("{}\n", kalshi_reply(1, &fp)), &["--markets", markets.to_str().unwrap()]);
+    let row = &jsonl(&out)[0];
+    assert_eq!((code, row["slug"].as_str(), row["outcome"].as_str()), (0, Some(KX_TICKER), Some("yes")), "{err}");
 }
