@@ -656,10 +656,8 @@ impl Rows {
     fn http_books(&mut self, env: &Env, text: &str, part: &mut Part) {
         let line = text.as_bytes();
         let ctx = ctx(env);
-        match env.status {
-            None => return error_row(part, env, &ctx, "no_reply", None, None, line),
-            Some(200) => {}
-            Some(_) => return error_row(part, env, &ctx, "http_status", None, None, line),
+        if failed_reply(part, env, &ctx, line) {
+            return;
         }
         match (env.body_kind.as_deref(), &env.body, &env.body_text) {
             (Some("json"), Some(body), _) => self.body(env, &ctx, body, text, part),
@@ -1037,6 +1035,17 @@ fn bad_input_row(part: &mut Part, file: &str, lineno: u64, reason: &str, detail:
     let _ = write!(out, ",\"bytes\":{bytes},\"excerpt\":");
     book::put_json_str(out, &String::from_utf8_lossy(&line[..cut]));
     out.extend_from_slice(b"}\n");
+}
+
+/// The error row of an http line without a 200 reply (`no_reply`, `http_status`); true when it
+/// wrote one.
+fn failed_reply(part: &mut Part, env: &Env, ctx: &Ctx, line: &[u8]) -> bool {
+    match env.status {
+        Some(200) => return false,
+        None => error_row(part, env, ctx, "no_reply", None, None, line),
+        Some(_) => error_row(part, env, ctx, "http_status", None, None, line),
+    }
+    true
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
-use super::{ctx, error_row, Part, Rows, BAD_LEVEL};
+use super::{ctx, error_row, failed_reply, Part, Rows, BAD_LEVEL};
 use crate::kalshi::orderbook::{self, Level as KLevel};
 use crate::normalize::parse::{Book, Env, Level};
 
@@ -29,10 +29,8 @@ impl Rows {
     pub(super) fn kalshi_books(&mut self, env: &Env, text: &str, part: &mut Part) {
         let line = text.as_bytes();
         let ctx = ctx(env);
-        match env.status {
-            None => return error_row(part, env, &ctx, "no_reply", None, None, line),
-            Some(200) => {}
-            Some(_) => return error_row(part, env, &ctx, "http_status", None, None, line),
+        if failed_reply(part, env, &ctx, line) {
+            return;
         }
         let Some(ticker) = ctx.ticker.as_deref() else {
             return error_row(part, env, &ctx, "no_ticker", None, None, line);
