@@ -11,14 +11,21 @@ dump as an array, same-timestamp bursts, book refreshes without tick size after 
 API (`GET /v2/trades`, cursor paging, documented v2 shape, DERIVED rows) is served on the HTTP base
 URL: every market the venue issued trades inside its window, one match (a taker row and two maker
 rows) every --trade-every seconds of venue time, every 4th match at the timestamp of the one before.
+With --kalshi it also serves a LOOPBACK Kalshi Trade API v2 (tests/common/kalshi.rs) under
+/trade-api/v2 on the same port: rolling KXBTC15M windows every 15 minutes on its clock (GET /markets
+with status filters and cursor paging, GET /markets/{ticker} with a result after close,
+GET /markets/{ticker}/orderbook in the orderbook_fp shape, GET /markets/trades), all DERIVED from
+Kalshi's docs examples and the captures quoted in docs/KALSHI_FACTS.md. The real base URLs are
+https://api.elections.kalshi.com/trade-api/v2 and https://external-api.kalshi.com/trade-api/v2.
 Nothing it serves is live data. It binds 127.0.0.1 only.
 
 Usage:
     pm-venue [options]
 
-Prints two lines on stdout, then serves until SIGTERM/SIGINT or --duration:
+Prints two lines on stdout (three with --kalshi), then serves until SIGTERM/SIGINT or --duration:
     http://127.0.0.1:<port>              (Gamma, CLOB REST and Data API base URL)
     ws://127.0.0.1:<port>/ws/market      (websocket market channel)
+    http://127.0.0.1:<port>/trade-api/v2 (Kalshi base URL of the kalshi-* tools)
 
 Options:
     --port N              HTTP port (0 = any free port). [default: 0]
@@ -35,7 +42,11 @@ Options:
                           chain's timeout (7 s), a reset connection, an HTML page, a truncated body,
                           a /books reply that silently omits one token, a 429 burst (2) without
                           Retry-After on /v2/trades, a 503 on /v2/trades, a websocket freeze without
-                          close (--ws-freeze-secs), a server close of every websocket. [default: none]
+                          close (--ws-freeze-secs), a server close of every websocket. With --kalshi,
+                          beside each of them the next Kalshi fault of a cycle of its own: 3×429
+                          (Kalshi's body, no Retry-After) on books, 503 on books, 500 on the market
+                          list, a slow book (7 s), a reset, an HTML page, a truncated book, 2×429 and
+                          a 503 on trades, a 502 on one market. [default: none]
     --fault-every SECS    Real seconds between two scheduled faults. [default: 30]
     --outage AT:SECS      From AT real seconds after start, close every HTTP connection without a
                           reply for SECS seconds. Repeatable.
@@ -46,6 +57,7 @@ Options:
     --resolve-after S     Markets resolve (closed, outcome prices 1/0, umaResolutionStatus resolved)
                           this many seconds (venue clock) after their window. [default: never: closed
                           one minute after the window, outcome prices unchanged]
+    --kalshi              Also serve the loopback Kalshi API (see above).
     --duration SECS       Stop after this many seconds.
     -h, --help            Show this help.
     -V, --version         Show the version.
@@ -56,6 +68,8 @@ opened.
 
 #[path = "../tests/common/dataapi.rs"]
 mod dataapi;
+#[path = "../tests/common/kalshi.rs"]
+mod kalshi;
 #[path = "../tests/common/venue.rs"]
 mod venue;
 #[path = "../tests/common/ws.rs"]
@@ -81,6 +95,25 @@ fn main() {
 enum Injection {
     Http(&'static str, Vec<Fault>),
     Ws(WsFault),
+}
+
+/// The Kalshi faults of the `soak` profile (with --kalshi), one beside each Polymarket fault of the
+/// cycle (in a cycle of their own: the Polymarket cycle's order and timing do not change).
+fn kalshi_cycle() -> Vec<Injection> {
+    use kalshi::{server_error, too_many, BOOKS, LIST, MARKET, TRADES};
+    use Injection::Http;
+    vec![
+        Http(BOOKS, vec![too_many(), too_many(), too_many()]),
+        Http(BOOKS, vec![server_error(503)]),
+        Http(LIST, vec![server_error(500)]),
+        Http(BOOKS, vec![Fault::Slow(Duration::from_secs(7))]),
+        Http(BOOKS, vec![Fault::Reset]),
+        Http(BOOKS, vec![Fault::Html]),
+        Http(BOOKS, vec![Fault::Truncated]),
+        Http(TRADES, vec![too_many(), too_many()]),
+        Http(TRADES, vec![server_error(503)]),
+        Http(MARKET, vec![server_error(502)]),
+    ]
 }
 
 /// The `soak` profile's cycle, in order.
@@ -135,6 +168,7 @@ struct Args {
     duration: Option<Duration>,
     resolve_after: Duration,
     trade_every: Duration,
+    kalshi: bool,
 }
 
 fn run() -> cli::Result<ExitCode> {
@@ -168,6 +202,7 @@ fn parse() -> cli::Result<Result<Args, ExitCode>> {
         duration: None,
         resolve_after: Duration::ZERO,
         trade_every: Duration::from_secs(20),
+        kalshi: false,
     };
     let mut log: Option<PathBuf> = None;
     while let Some(arg) = p.next()? {
@@ -185,6 +220,7 @@ fn parse() -> cli::Result<Result<Args, ExitCode>> {
             Long("book-gone-after") => a.gone = cli::seconds(&mut p, "--book-gone-after")?,
             Long("trade-every") => a.trade_every = cli::seconds(&mut p, "--trade-every")?,
             Long("resolve-after") => a.resolve_after = cli::seconds(&mut p, "--resolve-after")?,
+            Long("kalshi") => a.kalshi = true,
             Long("duration") => a.duration = Some(cli::seconds(&mut p, "--duration")?),
             Short('h') | Long("help") => return cli::help(USAGE).map(Err),
             Short('V') | Long("version") => return cli::version("pm-venue").map(Err),
@@ -236,6 +272,7 @@ fn start(a: &Args) -> cli::Result<(Venue, WsServer, DataApi)> {
         v.resolve_after(a.resolve_after);
     }
     let data = DataApi::mount_on(&v);
+    let kalshi = a.kalshi.then(|| kalshi::KalshiVenue::mount_on(&v));
     data.set_spacing(a.trade_every);
     data.set_burst_every(4);
     v.log_to(&a.log).map_err(|e| cli::Error::Usage(format!("--log: {}: {e}", a.log.display())))?;
@@ -255,7 +292,8 @@ fn start(a: &Args) -> cli::Result<(Venue, WsServer, DataApi)> {
             std::fs::write(f, text).map_err(|e| cli::Error::Usage(format!("--clock-file: {}: {e}", f.display())))?;
         }
     }
-    cli::print(&format!("{}\n{}\n", v.url(), w.url()))?;
+    let kalshi_url = kalshi.map(|k| format!("{}\n", k.url())).unwrap_or_default();
+    cli::print(&format!("{}\n{}\n{kalshi_url}", v.url(), w.url()))?;
     v.note(&line(&v, "start", format!("profile={}", a.profile), &format!("{} {}", v.url(), w.url())));
     Ok((v, w, data))
 }
@@ -264,6 +302,7 @@ fn start(a: &Args) -> cli::Result<(Venue, WsServer, DataApi)> {
 /// every --fault-every seconds.
 fn serve(a: &Args, v: &Venue, w: &WsServer) {
     let cycle = if a.profile == "soak" { soak_cycle(a.freeze) } else { Vec::new() };
+    let kcycle = if a.profile == "soak" && a.kalshi { kalshi_cycle() } else { Vec::new() };
     let t0 = Instant::now();
     let mut next_fault = a.every;
     let mut k = 0usize;
@@ -292,6 +331,9 @@ fn serve(a: &Args, v: &Venue, w: &WsServer) {
         if !cycle.is_empty() && now >= next_fault {
             next_fault += a.every;
             inject(v, w, &cycle[k % cycle.len()]);
+            if !kcycle.is_empty() {
+                inject(v, w, &kcycle[k % kcycle.len()]);
+            }
             k += 1;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -45,6 +45,11 @@
 #   --seed N              Seed of the kill schedule. [default: 16]
 # Chain settings (loopback mode; --real reads them from ENV_FILE): PMARCHIVE_* in the environment
 # override the soak's defaults (families all five, ws on, trades on, rotate 300 s, flush 5 s).
+# PMARCHIVE_KALSHI=1 (the chain's switch of the Kalshi lane, issue 17) runs both venues: pm-venue
+# --kalshi also serves the loopback Kalshi API (its Kalshi faults join the fault schedule), the chain
+# gets PMARCHIVE_KALSHI_URL = its base URL and starts kalshi-markets / kalshi-books / kalshi-trades
+# (not kalshi-trades with PMARCHIVE_KALSHI_TRADES=0), the health check asks for the Kalshi streams
+# too, the Kalshi books are normalized apart, and the report reconciles Kalshi books and trades.
 #
 # Writes DIR/supervisor.jsonl (schema pmarchive.soak_supervisor/1), DIR/venue.jsonl (loopback),
 # DIR/collect.log (the chain's stderr), DIR/offload.log, DIR/checks/*, and the report.
@@ -92,7 +97,10 @@ done
 [ -n "$duration" ] || die2 "--duration SECS is required"
 [ -n "$out" ] || die2 "--out DIR is required"
 [ ! -e "$out" ] || die2 "$out exists; artefacts are never overwritten"
-for t in pm-markets pm-books pm-stream pm-trades jsonl-rotate manifest pm-normalize pm-rebuild soak-report; do
+kalshi_on="" kalshi_trades=""; [ "${PMARCHIVE_KALSHI:-0}" != 1 ] || kalshi_on=1
+[ -z "$kalshi_on" ] || [ "${PMARCHIVE_KALSHI_TRADES:-1}" = 0 ] || kalshi_trades=1
+for t in pm-markets pm-books pm-stream pm-trades jsonl-rotate manifest pm-normalize pm-rebuild soak-report \
+  ${kalshi_on:+kalshi-markets kalshi-books} ${kalshi_trades:+kalshi-trades}; do
   [ -x "$bin/$t" ] || die2 "$bin/$t not found (cargo build --release)"
 done
 if [ -n "$real_env" ]; then
@@ -145,21 +153,24 @@ cleanup() {
 trap cleanup EXIT
 trap 'stop=1' TERM INT
 
-ev soak_start "" "$([ -n "$real_env" ] && echo real || echo loopback) duration=${duration}s rate=${rate:-1} kill_every=${kill_every}${kill_list:+ kill_at=$kill_list} faults=$faults disk_full=${disk_full[*]:-none} clock_steps=${clock_steps[*]:-none} outages=${outages[*]:-none}"
+ev soak_start "" "$([ -n "$real_env" ] && echo real || echo loopback) duration=${duration}s rate=${rate:-1} kill_every=${kill_every}${kill_list:+ kill_at=$kill_list} faults=$faults disk_full=${disk_full[*]:-none} clock_steps=${clock_steps[*]:-none} outages=${outages[*]:-none}${kalshi_on:+ kalshi=on}"
 
 # --- the venue (loopback)
 export PMARCHIVE_ROOT="$ROOT" PMARCHIVE_BIN_DIR="$bin"
 if [ -z "$real_env" ]; then
-  vargs=(--log "$out/venue.jsonl" --faults "$faults" --fault-every "$fault_every" --resolve-after 120)
+  vargs=(--log "$out/venue.jsonl" --faults "$faults" --fault-every "$fault_every" --resolve-after 120 ${kalshi_on:+--kalshi})
+  urls=$((2 + ${kalshi_on:-0}))
   for o in "${outages[@]}"; do vargs+=(--outage "$o"); done
   if [ -n "$rate" ]; then
     vargs+=(--clock "${start:-$(iso)}x$rate" --clock-file "$out/venue.clock")
   fi
   "$bin/pm-venue" "${vargs[@]}" > "$out/venue.urls" 2> "$out/venue.log" &
   venue_pid=$!
-  for _ in $(seq 100); do [ "$(wc -l < "$out/venue.urls")" -ge 2 ] && break; sleep 0.1; done
-  [ "$(wc -l < "$out/venue.urls")" -ge 2 ] || die2 "pm-venue did not start (see $out/venue.log)"
+  for _ in $(seq 100); do [ "$(wc -l < "$out/venue.urls")" -ge "$urls" ] && break; sleep 0.1; done
+  [ "$(wc -l < "$out/venue.urls")" -ge "$urls" ] || die2 "pm-venue did not start (see $out/venue.log)"
   http_url=$(sed -n 1p "$out/venue.urls"); ws_url=$(sed -n 2p "$out/venue.urls")
+  # The loopback Kalshi API (pm-venue's third line, …/trade-api/v2) for the chain's Kalshi lane.
+  [ -z "$kalshi_on" ] || export PMARCHIVE_KALSHI_URL="$(sed -n 3p "$out/venue.urls")"
   export PMARCHIVE_GAMMA_URL="$http_url" PMARCHIVE_CLOB_URL="$http_url" PMARCHIVE_WS_URL="$ws_url"
   # pm-venue serves the Data API (/v2/trades) on the same base URL: the trades lane is on.
   export PMARCHIVE_DATA_URL="$http_url" PMARCHIVE_TRADES=${PMARCHIVE_TRADES:-1}
@@ -300,13 +311,20 @@ chk() { local name=$1; shift; "$@" > "$C/$name.out" 2> "$C/$name.err"; echo $? >
 chk manifest_verify "$bin/manifest" verify "$ROOT"
 # Health: in loopback mode every lane the chain ran must be fresh (trades included); --real: every stream found.
 health=()
-[ -n "$real_env" ] || health=(--streams "books,gamma$([ "${PMARCHIVE_WS:-1}" = 0 ] || echo ,ws_market)$([ "${PMARCHIVE_TRADES:-1}" = 0 ] || echo ,trades)")
+[ -n "$real_env" ] || health=(--streams "books,gamma$([ "${PMARCHIVE_WS:-1}" = 0 ] || echo ,ws_market)$([ "${PMARCHIVE_TRADES:-1}" = 0 ] || echo ,trades)${kalshi_on:+,kalshi/discovery,kalshi/books}${kalshi_trades:+,kalshi/trades}")
 chk manifest_status "$bin/manifest" status "$ROOT" --json "${health[@]}"
-mapfile -t books < <(find "$ROOT" -path '*stream=books*' -name '*.jsonl.gz' | sort)
+mapfile -t books < <(find "$ROOT" -path '*venue=polymarket/stream=books*' -name '*.jsonl.gz' | sort)
 mapfile -t wsf < <(find "$ROOT" -path '*stream=ws_market*' -name '*.jsonl.gz' | sort)
 if [ ${#books[@]} -gt 0 ]; then
   chk normalize "$bin/pm-normalize" "${books[@]}" -o "$C/normalized.jsonl.gz"
   chk normalize_check "$bin/pm-normalize" --check "$C/normalized.jsonl.gz"
+fi
+if [ -n "$kalshi_on" ]; then
+  mapfile -t kbooks < <(find "$ROOT" -path '*venue=kalshi/stream=books*' -name '*.jsonl.gz' | sort)
+  if [ ${#kbooks[@]} -gt 0 ]; then
+    chk normalize_kalshi "$bin/pm-normalize" "${kbooks[@]}" -o "$C/normalized_kalshi.jsonl.gz"
+    chk normalize_kalshi_check "$bin/pm-normalize" --check "$C/normalized_kalshi.jsonl.gz"
+  fi
 fi
 if [ ${#wsf[@]} -gt 0 ]; then
   "$bin/pm-rebuild" "${wsf[@]}" --summary "$C/rebuild.out" > /dev/null 2> "$C/rebuild.err"; echo $? > "$C/rebuild.rc"

@@ -219,3 +219,159 @@ fn walk(d: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// One gzip member holding these envelope lines, at `venue=kalshi/stream=<stream>` in the layout.
+fn write_kalshi_file(root: &Path, stream: &str, lines: &[pm_archive::envelope::Envelope]) {
+    use std::io::Write;
+    let dir = pm_archive::layout::stream_dir(root, "kalshi", stream).join("date=2026-08-17/hour=04");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = std::fs::File::create(dir.join(pm_archive::layout::file_name("testhost", "run1", 0))).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::default());
+    for l in lines {
+        gz.write_all(&l.to_line()).unwrap();
+    }
+    gz.finish().unwrap();
+}
+
+/// The Kalshi lines of soak-report (issue 17): books served by the loopback Kalshi API are matched to
+/// the archive by body digest, trades by `trade_id`; a book served and not archived while the chain
+/// was up is UNEXPLAINED and fails its gate line; a Kalshi 429 fault is found in the archive. A venue
+/// log without Kalshi replies gives a report without any of it.
+#[test]
+fn soak_report_reconciles_kalshi_books_and_trades_only_when_served() {
+    use common::kalshi::{self, KalshiVenue};
+    use pm_archive::envelope::{Body, Envelope, RunInfo, VENUE_KALSHI};
+    use pm_archive::soak::{VenueLine, VENUE_SCHEMA};
+    let dir = tempdir("soak-kalshi");
+    let v = common::venue::Venue::start();
+    v.simulate_clock(time::macros::datetime!(2026-08-17 04:56:00 UTC), 1e-6);
+    let k = KalshiVenue::mount_on(&v);
+    v.log_to(&dir.join("venue.jsonl")).unwrap();
+    let sup = dir.join("supervisor.jsonl");
+    let now = time::OffsetDateTime::now_utc();
+    let sup_line = |event: SupervisorEvent, at: time::OffsetDateTime| SupervisorLine {
+        schema: SUPERVISOR_SCHEMA.into(),
+        at_utc: pm_archive::clock::fmt_micros(at),
+        event,
+        ..SupervisorLine::default()
+    };
+    let later = now + time::Duration::seconds(300);
+    let lines = [
+        sup_line(SupervisorEvent::SoakStart, now - time::Duration::seconds(100)),
+        sup_line(SupervisorEvent::ChainStart, now - time::Duration::seconds(99)),
+        sup_line(SupervisorEvent::ChainExit, later),
+        sup_line(SupervisorEvent::SoakEnd, later),
+    ];
+    let text: String = lines.iter().map(|l| serde_json::to_string(l).unwrap() + "\n").collect();
+    std::fs::write(&sup, text).unwrap();
+
+    let get = |path: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut r = agent.get(&format!("{}{path}", k.url())).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_vec().unwrap())
+    };
+    let ticker = "KXBTC15M-26AUG170100-00";
+    let next = k.ticker_at(time::macros::datetime!(2026-08-17 05:05 UTC));
+    // Served: the live book (archived), the next window's empty book (never archived), a 429 fault
+    // (archived as a 429 line), two trade pages (archived).
+    let fault = kalshi::too_many();
+    v.fault(kalshi::BOOKS, fault.clone());
+    v.note(&VenueLine {
+        schema: VENUE_SCHEMA.into(),
+        kind: "fault".into(),
+        at_utc: pm_archive::clock::fmt_micros(v.now()),
+        real_utc: pm_archive::clock::fmt_micros(time::OffsetDateTime::now_utc()),
+        fault: Some(format!("{fault:?}")),
+        detail: Some(kalshi::BOOKS.into()),
+        ..VenueLine::default()
+    });
+    let throttled = get(&format!("/markets/{ticker}/orderbook"));
+    assert_eq!(throttled.0, 429);
+    let book = get(&format!("/markets/{ticker}/orderbook"));
+    let _lost = get(&format!("/markets/{next}/orderbook"));
+    let page1 = get(&format!("/markets/trades?ticker={ticker}"));
+    let p1: kalshi::TradesPage = serde_json::from_slice(&page1.1).unwrap();
+    let c = p1.cursor.flatten().unwrap();
+    let page2 = get(&format!("/markets/trades?ticker={ticker}&cursor={c}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(dir.join("venue.jsonl")).unwrap().lines().count() < 6 {
+        assert!(std::time::Instant::now() < deadline, "the venue never logged its replies");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut run = RunInfo::new("kalshi-books");
+    run.venue = VENUE_KALSHI;
+    let line = |seq: u64, endpoint: &'static str, (status, body): &(u16, Vec<u8>)| {
+        let mut e = Envelope::new(&run, seq, "http").with_body(Body::from_bytes(body.clone()));
+        e.endpoint = Some(endpoint);
+        e.status = Some(*status);
+        // The chain runs the venue's clock.
+        e.collected_at_utc = pm_archive::clock::fmt_micros(v.now());
+        e
+    };
+    let root = dir.join("archive");
+    write_kalshi_file(&root, "books", &[line(0, "orderbook", &throttled), line(1, "orderbook", &book)]);
+    write_kalshi_file(&root, "trades", &[line(0, "trades", &page1), line(1, "trades", &page2)]);
+
+    let report = |venue_log: &Path, md: &Path| {
+        let o = Command::new(bin("soak-report"))
+            .arg("--archive")
+            .arg(&root)
+            .arg("--venue-log")
+            .arg(venue_log)
+            .arg("--supervisor-log")
+            .arg(&sup)
+            .arg("--out")
+            .arg(md)
+            .args(["--label", "LOOPBACK test"])
+            .output()
+            .unwrap();
+        assert!(o.status.code().is_some_and(|c| c <= 1), "{}", String::from_utf8_lossy(&o.stderr));
+        (report_json(md), std::fs::read_to_string(md).unwrap())
+    };
+    let (r, text) = report(&dir.join("venue.jsonl"), &dir.join("with.md"));
+    let kr = r.kalshi.as_ref().expect("a Kalshi section");
+    assert_eq!((kr.replies, kr.books.requests, kr.books.ok_replies), (5, 3, 2));
+    assert_eq!((kr.books.served, kr.books.archived, kr.books.matched), (2, 1, 1));
+    assert_eq!(kr.books.missing.get("UNEXPLAINED"), Some(&1), "{:?}", kr.books.missing);
+    let trades = p1.trades.len() + serde_json::from_slice::<kalshi::TradesPage>(&page2.1).unwrap().trades.len();
+    assert_eq!((kr.trades.requests, kr.trades.served, kr.trades.matched), (2, trades as u64, trades as u64));
+    assert_eq!(kr.trades.not_served, 0);
+    let g = gate(&r, "every Kalshi book served");
+    assert!(!g.pass && g.value.contains("1 unexplained"), "{g:?}");
+    assert!(gate(&r, "every Kalshi trade served").pass);
+    let f = r.faults.iter().find(|f| f.target == kalshi::BOOKS).expect("the Kalshi fault");
+    assert!(f.visible, "{f:?}");
+    assert!(text.contains("### Kalshi (venue=kalshi): served vs archived"), "{text}");
+    assert!(r.files.per_stream.contains_key("kalshi/books"));
+
+    // Without Kalshi replies in the venue log: no Kalshi line, no Kalshi gate.
+    let plain = dir.join("plain.jsonl");
+    std::fs::write(&plain, "").unwrap();
+    let (r, text) = report(&plain, &dir.join("without.md"));
+    assert!(r.kalshi.is_none() && !text.contains("Kalshi") && !r.gate.iter().any(|g| g.name.contains("Kalshi")));
+    let js = std::fs::read_to_string(dir.join("without.json")).unwrap();
+    assert!(!js.contains("\"kalshi\""), "the JSON report has no kalshi key");
+}
+
+/// `PMARCHIVE_KALSHI=1` makes soak.sh run the Kalshi lane too, so it needs the Kalshi tools: without
+/// them in --bin-dir it refuses to start (exit 2, naming the tool) instead of running a soak that
+/// silently has no Kalshi data.
+#[test]
+fn soak_sh_with_the_kalshi_switch_needs_the_kalshi_tools() {
+    let dir = tempdir("soak-kalshi-tools");
+    let bins = dir.join("bin");
+    std::fs::create_dir_all(&bins).unwrap();
+    let tools = ["pm-markets", "pm-books", "pm-stream", "pm-trades", "jsonl-rotate", "manifest", "pm-normalize"];
+    for t in tools.iter().chain(&["pm-rebuild", "soak-report", "pm-venue"]) {
+        std::os::unix::fs::symlink(bin(t), bins.join(t)).unwrap();
+    }
+    let mut cmd = Command::new(repo().join("pipelines/soak.sh"));
+    cmd.args(["--duration", "1", "--out"]).arg(dir.join("out")).arg("--bin-dir").arg(&bins);
+    cmd.args(["--faults", "none", "--kill-every", "0"]).env("PMARCHIVE_KALSHI", "1");
+    let o = run_with_timeout(cmd, None, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("kalshi-markets not found"), "{stderr}");
+    assert!(!dir.join("out").exists(), "nothing was started");
+}

@@ -9,6 +9,7 @@
 //! [`report`] reads them, plus the archive's raw files, run manifests and upload manifest, into one
 //! typed [`report::Report`]; [`render`] writes it as Markdown and SVG pictures.
 
+pub mod kalshi;
 pub mod render;
 pub mod report;
 

@@ -320,6 +320,30 @@ fn md_reconciliation(s: &mut String, r: &Report) {
         let _ = writeln!(s, "- {n} books served but not archived: {why}");
     }
     trades_section(s, &r.trades);
+    if let Some(k) = &r.kalshi {
+        kalshi_section(s, k);
+    }
+}
+
+/// Kalshi (`pm-venue --kalshi`): books by body digest, trades by `trade_id`.
+fn kalshi_section(s: &mut String, k: &super::report::KalshiReconcile) {
+    let _ = writeln!(s, "\n### Kalshi (venue=kalshi): served vs archived\n\n- Kalshi replies logged {}", k.replies);
+    for (what, path, t) in
+        [("books", "/markets/{ticker}/orderbook", &k.books), ("trades", "/markets/trades", &k.trades)]
+    {
+        let _ = writeln!(
+            s,
+            "- Kalshi {what}: {path} requests {} (200 replies {}); distinct {what} served {}; archived {}; matched {}; \
+             archived but not served {}",
+            t.requests, t.ok_replies, t.served, t.archived, t.matched, t.not_served
+        );
+        for (why, n) in &t.missing {
+            let _ = writeln!(s, "- {n} Kalshi {what} served but not archived: {why}");
+        }
+        for key in &t.unexplained_keys {
+            let _ = writeln!(s, "  - unexplained: `{key}`");
+        }
+    }
 }
 
 /// Every injected fault and what the archive shows of it.

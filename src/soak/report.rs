@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::{SupervisorEvent, SupervisorLine, VenueLine};
+use super::{kalshi, SupervisorEvent, SupervisorLine, VenueLine};
 use crate::envelope::RawLine;
 use crate::http::HttpCtx;
 use crate::layout::{self, FileKind};
@@ -76,6 +76,9 @@ pub struct Report {
     pub latency: Latency,
     pub windows: Windows,
     pub gate: Vec<Gate>,
+    /// Kalshi served vs archived (only when the venue log has Kalshi replies: `pm-venue --kalshi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kalshi: Option<KalshiReconcile>,
     /// Notes of the person who ran the soak (`soak-report --note`): shortfalls and why.
     pub notes: Vec<String>,
 }
@@ -209,6 +212,18 @@ pub struct TradeReconcile {
     pub unexplained_keys: Vec<String>,
     /// Trades archived that the venue log does not show as served.
     pub not_served: u64,
+}
+
+/// The loopback Kalshi API's replies vs the `venue=kalshi` archive (src/soak/kalshi.rs): order books
+/// by the sha256 of the reply body, trades by `trade_id`; each counted as [`TradeReconcile`] counts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KalshiReconcile {
+    /// Kalshi replies in the venue log (any path, any status, or none).
+    pub replies: u64,
+    /// `requests`/`ok_replies`: `GET /markets/{ticker}/orderbook` requests and their 200 replies.
+    pub books: TradeReconcile,
+    /// `requests`/`ok_replies`: `GET /markets/trades` requests and their 200 replies.
+    pub trades: TradeReconcile,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -380,6 +395,7 @@ struct Build<'a> {
     evidence: Vec<Evidence>,
     track: BTreeMap<String, (String, Option<f64>, Option<String>)>,
     resolved: BTreeSet<String>,
+    kalshi: kalshi::Collect,
 }
 
 impl<'a> Build<'a> {
@@ -541,6 +557,13 @@ impl<'a> Build<'a> {
             }
         }
         for l in ven.iter().filter(|l| l.kind == "served") {
+            if let Some(f) = &l.fault {
+                self.fault_replies.push((vt(l), f.clone(), l.path.clone().unwrap_or_default(), l.status));
+            }
+            if kalshi::is_kalshi(l) {
+                self.kalshi.served(l, vr(l));
+                continue;
+            }
             r.reconcile.served_replies += 1;
             if l.slug.is_some() && l.status.is_some() {
                 r.reconcile.gamma_served += 1;
@@ -555,9 +578,6 @@ impl<'a> Build<'a> {
                         self.slow_hash.insert(h.clone());
                     }
                 }
-            }
-            if let Some(f) = &l.fault {
-                self.fault_replies.push((vt(l), f.clone(), l.path.clone().unwrap_or_default(), l.status));
             }
         }
         r.reconcile.served_books = self.served_hash.len() as u64;
@@ -598,6 +618,7 @@ impl<'a> Build<'a> {
     /// One sealed file: its uncompressed size (decoded to the end), then every line.
     fn file(&mut self, f: &layout::ArchiveFile) -> std::io::Result<()> {
         let stream = f.stream.clone().unwrap_or_default();
+        let is_kalshi = f.venue.as_deref() == Some(kalshi::VENUE);
         let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(&f.abs)?));
         let mut sink = [0u8; 64 * 1024];
         let mut n = 0u64;
@@ -617,12 +638,15 @@ impl<'a> Build<'a> {
         while let Some(l) = rd.next_line() {
             let Ok(Ok(b)) = l else { break };
             lines += 1;
-            if let Ok(a) = serde_json::from_slice::<ArchLine<'_>>(&b) {
-                self.line(&a, &stream, &f.rel);
+            match serde_json::from_slice::<ArchLine<'_>>(&b) {
+                Ok(a) if is_kalshi => self.kalshi_line(&a, &stream),
+                Ok(a) => self.line(&a, &stream, &f.rel),
+                Err(_) => {}
             }
         }
         self.r.files.lines += lines;
-        let e = self.r.files.per_stream.entry(stream).or_default();
+        let key = if is_kalshi { format!("{}/{stream}", kalshi::VENUE) } else { stream };
+        let e = self.r.files.per_stream.entry(key).or_default();
         e.0 += 1;
         e.1 += f.bytes;
         Ok(())
@@ -648,6 +672,29 @@ impl<'a> Build<'a> {
                 if ev != "frame" {
                     self.evidence.push((at, "ws".into(), None, a.error.is_some(), Some(ev), None));
                 }
+            }
+            _ => {}
+        }
+    }
+
+    /// One archived line of `venue=kalshi/`: statuses, fault evidence, gaps, books and trades archived.
+    fn kalshi_line(&mut self, a: &ArchLine, stream: &str) {
+        let at = a.collected_at_utc.as_deref().and_then(parse_t).unwrap_or(0.0);
+        let ep = format!("{}/{stream}", kalshi::VENUE);
+        match a.kind.as_deref() {
+            Some("http") => {
+                let key = a.status.map(|s| s.to_string()).unwrap_or("none".into());
+                let endpoint = format!("{}/{}", kalshi::VENUE, a.endpoint.as_deref().unwrap_or_default());
+                *self.r.http.entry(endpoint).or_default().entry(key).or_default() += 1;
+                if let (Some(200), Some(body)) = (a.status, &a.body) {
+                    self.kalshi.archived(stream, body);
+                }
+                let errish = a.error.is_some() || a.body_error.is_some() || a.body_kind.as_deref() != Some("json");
+                self.evidence.push((at, ep, a.status, errish, None, a.body_kind.as_deref().map(str::to_string)));
+            }
+            Some("gap") => {
+                let g = ctx::<GapCtx>(a).map(|c| c.gap.name().to_string()).unwrap_or_default();
+                *self.r.gaps.entry(format!("{ep}/{g}")).or_default() += 1;
             }
             _ => {}
         }
@@ -828,7 +875,8 @@ impl<'a> Build<'a> {
         }
         rc.archived_books = self.archived_hash.len() as u64;
         rc.not_served = self.archived_hash.iter().filter(|h| !self.served_hash.contains_key(*h)).count() as u64;
-        let counted = reconcile_trades(&self.served_trade, &self.archived_trade, &loss);
+        self.r.kalshi = self.kalshi.finish(&loss);
+        let counted = reconcile_keys(&self.served_trade, &self.archived_trade, &loss);
         let (requests, ok_replies) = (self.r.trades.requests, self.r.trades.ok_replies);
         self.r.trades = TradeReconcile { requests, ok_replies, ..counted };
     }
@@ -963,7 +1011,7 @@ impl Seen<'_> {
         let want_ep = match target {
             "/books" => "books",
             "/v2/trades" => "trades",
-            _ => "gamma",
+            t => kalshi::evidence_endpoint(t).unwrap_or("gamma"),
         };
         if f.starts_with("TooMany") {
             (near(&|e| e.1 == want_ep && e.2 == Some(429)), "a 429 line")
@@ -976,6 +1024,8 @@ impl Seen<'_> {
             (near(&|e| e.1 == want_ep && e.2.is_none() && e.3), "a line with no reply and an error")
         } else if f == "Html" || f == "Truncated" {
             (near(&|e| e.1 == want_ep && e.2 == Some(200) && e.3), "a 200 line with a body error / non-JSON body")
+        } else if let Some(code) = kalshi::reply_status(f) {
+            (near(&|e| e.1 == want_ep && e.2 == Some(code)), "a line with that status")
         } else if f == "OmitOne" {
             (near(&|e| e.4.as_deref() == Some("missing_token")), "a missing_token gap")
         } else if is_ws {
@@ -1056,7 +1106,17 @@ fn latency(mut lat: Vec<f64>) -> Latency {
 /// The data-quality checks soak.sh wrote.
 fn checks(dir: &Path) -> Vec<Check> {
     let mut out = Vec::new();
-    for name in ["manifest_verify", "manifest_status", "normalize", "normalize_check", "rebuild"] {
+    // The Kalshi pair exists only in a soak with the Kalshi lane on (pipelines/soak.sh, PMARCHIVE_KALSHI=1).
+    let names = [
+        "manifest_verify",
+        "manifest_status",
+        "normalize",
+        "normalize_check",
+        "normalize_kalshi",
+        "normalize_kalshi_check",
+        "rebuild",
+    ];
+    for name in names {
         let text = std::fs::read_to_string(dir.join(format!("{name}.out"))).ok();
         let rc = std::fs::read_to_string(dir.join(format!("{name}.rc"))).ok().and_then(|s| s.trim().parse().ok());
         if text.is_none() && rc.is_none() {
@@ -1079,7 +1139,7 @@ fn gates(r: &Report) -> Vec<Gate> {
     let all_visible = r.faults.iter().all(|f| f.visible || !f.evidence.starts_with("NOT VISIBLE"));
     let unexplained = r.reconcile.missing.get("UNEXPLAINED").copied().unwrap_or(0);
     let books = "every book served is archived or its loss explained";
-    vec![
+    let mut g = vec![
         slot_gate(&r.slots),
         judged(
             "zero sealed lines lost (lines in sealed files = lines the manifests list)",
@@ -1121,11 +1181,13 @@ fn gates(r: &Report) -> Vec<Gate> {
         },
         trade_gate(&r.trades, r.reconcile.served_replies),
         window_gate(&r.windows),
-    ]
+    ];
+    g.extend(r.kalshi.as_ref().map(kalshi::gates).unwrap_or_default());
+    g
 }
 
 /// Why something the venue served (at real time `at`) is not in the archive.
-struct Loss<'a> {
+pub(super) struct Loss<'a> {
     kills: &'a [(f64, String)],
     flush_secs: f64,
     disk: &'a [(f64, f64)],
@@ -1162,9 +1224,14 @@ fn trade_keys(body: &RawValue) -> Vec<String> {
     }
 }
 
-/// Trades served vs archived. A trade served several times and never archived is explained only when
-/// every serve of it is (the reason of its last serve is shown).
-fn reconcile_trades(served: &BTreeMap<String, Vec<f64>>, archived: &BTreeSet<String>, loss: &Loss) -> TradeReconcile {
+/// Trades (or any keyed item: Kalshi books by body digest) served vs archived. An item served several
+/// times and never archived is explained only when every serve of it is (the reason of its last
+/// serve is shown).
+pub(super) fn reconcile_keys(
+    served: &BTreeMap<String, Vec<f64>>,
+    archived: &BTreeSet<String>,
+    loss: &Loss,
+) -> TradeReconcile {
     let mut t = TradeReconcile {
         served: served.len() as u64,
         archived: archived.len() as u64,
@@ -1379,7 +1446,7 @@ fn check_summary(name: &str, out: &str, err: &str) -> String {
             return summarize(&format!("healthy: {}; problems: {}", st.healthy, problems.join("; ")));
         }
     }
-    if name == "normalize_check" {
+    if name == "normalize_check" || name == "normalize_kalshi_check" {
         if let Ok(c) = serde_json::from_str::<crate::normalize::check::CheckReport>(out) {
             let flags: BTreeMap<&str, u64> =
                 c.flags.iter().filter(|(_, &n)| n != 0).map(|(k, &n)| (k.as_str(), n)).collect();

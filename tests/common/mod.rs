@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dataapi;
+pub mod kalshi;
 pub mod venue;
 pub mod ws;
 

@@ -91,6 +91,9 @@ pub enum Fault {
     NotReady,
     /// The normal reply minus its first book (`/books`: a token silently missing, facts §4.2).
     OmitOne,
+    /// This status with exactly this body as `application/json`, no `Retry-After` (another venue's
+    /// documented error bodies, e.g. Kalshi's 429 `{"error": "too many requests"}`).
+    Reply { status: u16, body: String },
 }
 
 /// One request the venue answered (or dropped).
@@ -135,8 +138,11 @@ struct State {
     down_until: Option<Instant>,
     /// When set, the log is written here as JSONL and not kept in memory.
     sink: Option<std::io::LineWriter<std::fs::File>>,
-    /// Other APIs served on this port (the Data API, [`Venue::mount`]): (exact path, handler).
-    mounts: Vec<(String, Handler)>,
+    /// Other APIs served on this port (the Data API, [`Venue::mount`]; Kalshi, [`Venue::mount_prefix`]):
+    /// (path, is a prefix, handler).
+    mounts: Vec<(String, bool, Handler)>,
+    /// Add what a mounted API knows about a reply to its soak log line ([`Venue::annotate`]).
+    annotators: Vec<Annotator>,
     /// Called for every market a Gamma reply issued ([`Venue::on_market`]).
     market_hooks: Vec<MarketHook>,
 }
@@ -159,6 +165,12 @@ pub struct MarketSeen {
 }
 
 pub type MarketHook = Arc<dyn Fn(&MarketSeen) + Send + Sync>;
+
+/// Fills a soak log line's fields from a reply (request, status, body) of a mounted API.
+pub type Annotator = Arc<dyn Fn(&Req, Option<u16>, &[u8], &mut pm_archive::soak::VenueLine) + Send + Sync>;
+
+/// The venue's clock, for a mounted API that serves on it.
+pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
 pub struct Venue {
     pub addr: SocketAddr,
@@ -196,6 +208,7 @@ impl Venue {
             down_until: None,
             sink: None,
             mounts: Vec::new(),
+            annotators: Vec::new(),
             market_hooks: Vec::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -218,7 +231,9 @@ impl Venue {
         now_of(&self.state.lock().unwrap())
     }
 
-    /// Queues a fault for the next request whose path starts with `path_prefix`.
+    /// Queues a fault for the next request whose path starts with `path_prefix`; a `*` in it stands
+    /// for any run of characters but `/` (`/trade-api/v2/markets/*/orderbook`), a final `$` asks for
+    /// the whole path (`/trade-api/v2/markets$`).
     pub fn fault(&self, path_prefix: &str, f: Fault) {
         self.state.lock().unwrap().faults.push((path_prefix.to_string(), f));
     }
@@ -256,7 +271,23 @@ impl Venue {
 
     /// Serves `path` (exact) with this handler, behind the venue's faults, outages and log.
     pub fn mount(&self, path: &str, h: Handler) {
-        self.state.lock().unwrap().mounts.push((path.to_string(), h));
+        self.state.lock().unwrap().mounts.push((path.to_string(), false, h));
+    }
+
+    /// Serves every path that starts with `prefix` with this handler (an API under a base path).
+    pub fn mount_prefix(&self, prefix: &str, h: Handler) {
+        self.state.lock().unwrap().mounts.push((prefix.to_string(), true, h));
+    }
+
+    /// Lets a mounted API add its keys (book identities, trade ids) to the soak log's lines.
+    pub fn annotate(&self, a: Annotator) {
+        self.state.lock().unwrap().annotators.push(a);
+    }
+
+    /// The venue's clock (simulated or wall), for a mounted API.
+    pub fn clock(&self) -> Clock {
+        let st = self.state.clone();
+        Arc::new(move || now_of(&st.lock().unwrap()))
     }
 
     /// Calls `h` for every market a Gamma reply issues (again at every reply of it).
@@ -423,7 +454,7 @@ fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
             let _ = stream.shutdown(std::net::Shutdown::Both);
             return;
         }
-        let pos = s.faults.iter().position(|(p, _)| req.path.starts_with(p.as_str()));
+        let pos = s.faults.iter().position(|(p, _)| path_matches(p, &req.path));
         pos.map(|i| s.faults.remove(i).1)
     };
     if let Some(Fault::Slow(d)) = &fault {
@@ -442,6 +473,7 @@ fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
         Some(Fault::Html) => (200, "text/html", b"<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>stand-in challenge page</body></html>".to_vec(), None),
         Some(Fault::ThrottledOk) => (200, "application/json", br#"{"error":"Too Many Requests"}"#.to_vec(), None),
         Some(Fault::Body(b)) => (200, "application/json", b.clone(), None),
+        Some(Fault::Reply { status, body }) => (*status, "application/json", body.clone().into_bytes(), None),
         // STAND-IN body: only the status and the message "service not ready" were reported.
         Some(Fault::NotReady) => (425, "application/json", br#"{"error":"service not ready"}"#.to_vec(), None),
         Some(Fault::OmitOne) => {
@@ -479,11 +511,27 @@ fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
     log(&st, &req, Some(status), body, fault.map(|f| format!("{f:?}")));
 }
 
+/// A fault's path pattern: a prefix, where `*` matches any run of characters but `/` and a final `$`
+/// the end of the path.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    match pattern.split_once('*') {
+        None => match pattern.strip_suffix('$') {
+            Some(exact) => path == exact,
+            None => path.starts_with(pattern),
+        },
+        Some((head, tail)) => path.strip_prefix(head).is_some_and(|rest| {
+            let run = rest.find('/').unwrap_or(rest.len());
+            (0..=run).any(|i| rest.is_char_boundary(i) && path_matches(tail, &rest[i..]))
+        }),
+    }
+}
+
 fn log(st: &Arc<Mutex<State>>, req: &Req, status: Option<u16>, response: Vec<u8>, fault: Option<String>) {
     let mut s = st.lock().unwrap();
     let at = now_of(&s);
+    let annotators = s.annotators.clone();
     if let Some(w) = s.sink.as_mut() {
-        let line = pm_archive::soak::VenueLine {
+        let mut line = pm_archive::soak::VenueLine {
             schema: pm_archive::soak::VENUE_SCHEMA.into(),
             kind: "served".into(),
             at_utc: clock::fmt_micros(at),
@@ -498,6 +546,7 @@ fn log(st: &Arc<Mutex<State>>, req: &Req, status: Option<u16>, response: Vec<u8>
             slug: req.path.strip_prefix("/markets/slug/").map(percent_decode),
             detail: None,
         };
+        annotators.iter().for_each(|a| a(req, status, &response, &mut line));
         let _ = writeln!(w, "{}", serde_json::to_string(&line).unwrap());
         return;
     }
@@ -571,7 +620,17 @@ fn recorded(status: u16, name: &str) -> (u16, &'static str, Vec<u8>) {
 /// The router: one arm per (method, path). A new API (e.g. the Data API) is one more arm here and
 /// one handler function below.
 fn route(st: &Arc<Mutex<State>>, req: &Req) -> (u16, &'static str, Vec<u8>) {
-    let mounted = st.lock().unwrap().mounts.iter().find(|(p, _)| *p == req.path).map(|(_, h)| h.clone());
+    let mounted = {
+        let s = st.lock().unwrap();
+        let hit = |(p, prefix, _): &&(String, bool, Handler)| {
+            if *prefix {
+                req.path.starts_with(p.as_str())
+            } else {
+                *p == req.path
+            }
+        };
+        s.mounts.iter().find(hit).map(|(_, _, h)| h.clone())
+    };
     if let Some(h) = mounted {
         let (status, body) = h(req);
         return (status, "application/json", body);
