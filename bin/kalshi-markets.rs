@@ -61,8 +61,8 @@ use std::time::Duration;
 use pm_archive::cli::{self, ExitCode};
 use pm_archive::http::{Client, HttpConfig};
 use pm_archive::kalshi::market::{self, SERIES};
-use pm_archive::kalshi::DEFAULT_URL;
 use pm_archive::kalshi::markets::{Config, Discoverer};
+use pm_archive::kalshi::DEFAULT_URL;
 use pm_archive::{clock, jsonl, signal};
 
 fn main() {

@@ -18,6 +18,7 @@ pub fn bin(name: &str) -> PathBuf {
         "kalshi-markets" => env!("CARGO_BIN_EXE_kalshi-markets"),
         "pm-probe" => env!("CARGO_BIN_EXE_pm-probe"),
         "pm-books" => env!("CARGO_BIN_EXE_pm-books"),
+        "kalshi-books" => env!("CARGO_BIN_EXE_kalshi-books"),
         "jsonl-rotate" => env!("CARGO_BIN_EXE_jsonl-rotate"),
         "manifest" => env!("CARGO_BIN_EXE_manifest"),
         "pm-normalize" => env!("CARGO_BIN_EXE_pm-normalize"),
