@@ -57,7 +57,7 @@ use time::OffsetDateTime;
 
 use pm_archive::clock;
 
-use super::venue::{percent_decode, sha_hex, Clock, Fault, Req, Venue};
+use super::venue::{percent_decode, sha_hex, Clock, Fault, FaultBody, Req, Venue};
 
 /// Where the API is mounted on the venue (the path part of the base URL).
 pub const BASE_PATH: &str = "/trade-api/v2";
@@ -107,12 +107,12 @@ const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AU
 
 /// The documented 429 (no `Retry-After`).
 pub fn too_many() -> Fault {
-    Fault::Reply { status: 429, body: TOO_MANY_BODY.into() }
+    Fault::Reply { status: 429, body: FaultBody(TOO_MANY_BODY.into()) }
 }
 
 /// A 5xx in the documented `ErrorResponse` shape (STAND-IN values).
 pub fn server_error(status: u16) -> Fault {
-    Fault::Reply { status, body: error_body("internal_error", "stand-in server error") }
+    Fault::Reply { status, body: FaultBody(error_body("internal_error", "stand-in server error")) }
 }
 
 /// The order-book reply shape.
