@@ -24,6 +24,16 @@ pub const TAIL_TMP_SUFFIX: &str = ".tail-tmp";
 /// The directory under the root holding manifests and logs (never walked as data).
 pub const MANIFESTS_DIR: &str = "manifests";
 
+/// The name of a venue's stream in a run manifest's `streams` and in reports: the bare stream name
+/// for Polymarket (the first venue; manifests written before the second venue read the same) and
+/// `<venue>/<stream>` for any other venue, so that `kalshi/books` never merges with `books`.
+pub fn stream_key(venue: Option<&str>, stream: &str) -> String {
+    match venue {
+        None | Some(crate::envelope::VENUE_POLYMARKET) => stream.to_string(),
+        Some(v) => format!("{v}/{stream}"),
+    }
+}
+
 /// `<root>/venue=<v>/stream=<s>`.
 pub fn stream_dir(root: &Path, venue: &str, stream: &str) -> PathBuf {
     root.join(format!("venue={venue}")).join(format!("stream={stream}"))

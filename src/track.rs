@@ -259,6 +259,9 @@ pub struct GapCtx {
     pub outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_ids: Option<Vec<String>>,
+    /// kalshi-books: the Kalshi market ticker polled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticker: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -278,7 +281,10 @@ pub struct GapCtx {
     /// pm-trades: the markets of the walk or slot concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition_ids: Option<Vec<String>>,
-    /// pm-trades: the walk and its page (1-based) where a walk broke off.
+    /// Kalshi tools: the tickers of the market(s) concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tickers: Option<Vec<String>>,
+    /// pm-trades, kalshi-trades: the walk and its page (1-based) where a walk broke off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub walk: Option<Walk>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,6 +315,7 @@ impl GapCtx {
             slug: None,
             outcome: None,
             token_ids: None,
+            ticker: None,
             batch: None,
             batches: None,
             backoff_s: None,
@@ -318,6 +325,7 @@ impl GapCtx {
             first_due_at_utc: None,
             line: None,
             condition_ids: None,
+            tickers: None,
             walk: None,
             page: None,
             poll: PollSlot::default(),

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 
 use crate::clock;
 use crate::envelope::VENUE_KALSHI;
+use crate::track::{Action, PollSlot, Reason, Sweep};
 
 pub const MARKET_SCHEMA: &str = "pmarchive.kalshi_market/1";
 pub const RESOLUTION_SCHEMA: &str = "pmarchive.kalshi_resolution/1";
@@ -131,6 +132,41 @@ impl Resolution {
             checks,
             source_url: m.source_url.clone(),
             fetched_at_utc: m.fetched_at_utc.clone(),
+        }
+    }
+}
+
+/// The `ctx` of a Kalshi polling tool's `track` line (the Kalshi counterpart of
+/// [`crate::track::TrackCtx`], same `action`/`reason` words): the market's tickers and window, and
+/// the slot, its due time and the endpoint polled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrackCtx {
+    pub action: Action,
+    pub reason: Reason,
+    pub series_ticker: String,
+    pub event_ticker: String,
+    pub ticker: String,
+    pub window_start_utc: String,
+    pub window_end_utc: String,
+    #[serde(flatten)]
+    pub poll: PollSlot,
+    /// kalshi-trades, on the stop after the final sweep: whether the sweep completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_sweep: Option<Sweep>,
+}
+
+impl TrackCtx {
+    pub fn new(action: Action, reason: Reason, m: &Market) -> TrackCtx {
+        TrackCtx {
+            action,
+            reason,
+            series_ticker: m.series_ticker.clone(),
+            event_ticker: m.event_ticker.clone(),
+            ticker: m.ticker.clone(),
+            window_start_utc: m.window_start_utc.clone(),
+            window_end_utc: m.window_end_utc.clone(),
+            poll: PollSlot::default(),
+            final_sweep: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use super::{
     Versions, MANIFEST_SCHEMA, MAX_PROBLEMS,
 };
 use crate::cli;
-use crate::layout::{is_safe_rel_path, Sealed, SEALED_RECORD};
+use crate::layout::{is_safe_rel_path, stream_key, Sealed, SEALED_RECORD};
 use crate::{clock, jsonl, signal, util};
 
 /// Options of `manifest build`.
@@ -355,7 +355,7 @@ impl Builder {
         let mut streams: BTreeMap<String, Tally> = BTreeMap::new();
         for f in self.files.values() {
             all.merge(&f.tally);
-            streams.entry(f.entry.stream.clone()).or_default().merge(&f.tally);
+            streams.entry(stream_key(f.entry.venue.as_deref(), &f.entry.stream)).or_default().merge(&f.tally);
         }
         Outcome::of(&all, &streams.into_iter().collect::<Vec<_>>())
     }
@@ -374,7 +374,7 @@ impl Builder {
             ..RunTotals::default()
         };
         for f in self.files.values() {
-            let s = streams.entry(f.entry.stream.clone()).or_default();
+            let s = streams.entry(stream_key(f.entry.venue.as_deref(), &f.entry.stream)).or_default();
             s.files.push(f.entry.clone());
             s.tally.merge(&f.tally);
             s.totals.files += 1;

@@ -569,7 +569,9 @@ fn read_manifests(root: &Path, scan: &mut Scan, cuts: &Cuts, warnings: &mut Vec<
         };
         for (sname, s) in &doc.streams {
             let venue = s.files.iter().find_map(|f| f.venue.clone()).unwrap_or_else(|| "polymarket".into());
-            let st = scan.streams.entry((venue, sname.clone())).or_default();
+            // The key is `stream` (Polymarket) or `venue/stream` (layout::stream_key).
+            let stream = sname.rsplit_once('/').map_or(sname.as_str(), |(_, s)| s).to_string();
+            let st = scan.streams.entry((venue, stream)).or_default();
             for f in &s.files {
                 let last = f.last_collected_at_utc.as_deref();
                 st.note_listed(last, &cuts.future_after, false);
