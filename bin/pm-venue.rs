@@ -76,6 +76,7 @@ mod venue;
 mod ws;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pm_archive::cli::{self, ExitCode};
@@ -85,7 +86,7 @@ use time::OffsetDateTime;
 
 use dataapi::DataApi;
 use venue::{Fault, Venue};
-use ws::{Behaviour, WsFault, WsServer};
+use ws::{Behaviour, Books, Model, WsFault, WsServer};
 
 fn main() {
     cli::main("pm-venue", run)
@@ -277,7 +278,11 @@ fn start(a: &Args) -> cli::Result<(Venue, WsServer, DataApi)> {
     data.set_burst_every(4);
     v.log_to(&a.log).map_err(|e| cli::Error::Usage(format!("--log: {}: {e}", a.log.display())))?;
     let ws_port = a.ws_port;
-    let w = WsServer::start_with_port(ws_port, Behaviour::Model { events_per_sec: a.eps, seed: 16 }, None)
+    // One book per token, on the venue's clock: the REST books and every websocket connection read it.
+    let books = Books::new(Model::on_clock(16, v.clock(), Some(v.market_of())), a.eps);
+    let b = books.clone();
+    v.books_from(Arc::new(move |token| Some(b.rest_book(token))));
+    let w = WsServer::start_with_port(ws_port, Behaviour::Books(books), None)
         .map_err(|e| cli::Error::Usage(format!("--ws-port: cannot bind 127.0.0.1:{ws_port}: {e}")))?;
     if let Some((start, rate)) = a.clock {
         let real = OffsetDateTime::now_utc();

@@ -156,6 +156,8 @@ struct State {
     annotators: Vec<Annotator>,
     /// Called for every market a Gamma reply issued ([`Venue::on_market`]).
     market_hooks: Vec<MarketHook>,
+    /// The venue-wide book model the REST books are read from ([`Venue::books_from`]).
+    book_source: Option<BookSource>,
 }
 
 /// The simulated clock of a loopback server: (real start, simulated start, rate); None = wall clock.
@@ -176,6 +178,16 @@ pub struct MarketSeen {
 }
 
 pub type MarketHook = Arc<dyn Fn(&MarketSeen) + Send + Sync>;
+
+/// A book of a venue-wide book model (ws.rs `Books::rest_book`): (market, timestamp, bids ascending,
+/// asks descending, last_trade_price), levels as (price, size) wire strings.
+pub type ModelBook = (String, String, Vec<(String, String)>, Vec<(String, String)>, String);
+
+/// The condition id of the market a token was issued under (ws.rs `MarketOf`).
+pub type MarketOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Reads a token's book from a venue-wide book model.
+pub type BookSource = Arc<dyn Fn(&str) -> Option<ModelBook> + Send + Sync>;
 
 /// Fills a soak log line's fields from a reply (request, status, body) of a mounted API.
 pub type Annotator = Arc<dyn Fn(&Req, Option<u16>, &[u8], &mut pm_archive::soak::VenueLine) + Send + Sync>;
@@ -221,6 +233,7 @@ impl Venue {
             mounts: Vec::new(),
             annotators: Vec::new(),
             market_hooks: Vec::new(),
+            book_source: None,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let st = state.clone();
@@ -299,6 +312,20 @@ impl Venue {
     pub fn clock(&self) -> Clock {
         let st = self.state.clone();
         Arc::new(move || now_of(&st.lock().unwrap()))
+    }
+
+    /// Serves the REST books of the tokens this venue issued from a venue-wide book model (ws.rs
+    /// `Books`, which the websocket connections read too) instead of the recorded capture: one book
+    /// per token, with the timestamp of its last change and the hash of that state. Which tokens
+    /// have a book (issued, not gone) stays the venue's rule.
+    pub fn books_from(&self, source: BookSource) {
+        self.state.lock().unwrap().book_source = Some(source);
+    }
+
+    /// The condition id of the market a token was issued under (for the book model's `market`).
+    pub fn market_of(&self) -> MarketOf {
+        let st = self.state.clone();
+        Arc::new(move |token| st.lock().unwrap().tokens.get(token).map(|i| i.condition_id.clone()))
     }
 
     /// Calls `h` for every market a Gamma reply issues (again at every reply of it).
@@ -839,8 +866,8 @@ struct WireBook<'a> {
     hash: String,
     bids: Vec<WireLevel>,
     asks: Vec<WireLevel>,
-    min_order_size: &'a str,
-    tick_size: &'a str,
+    min_order_size: &'static str,
+    tick_size: &'static str,
     neg_risk: bool,
     last_trade_price: &'a str,
 }
@@ -851,56 +878,72 @@ struct WireLevel {
     size: String,
 }
 
-/// A REST book DERIVED from the recorded websocket book capture, or None when the token has none.
+/// A token's REST book, or None when the token has none: read from the book model when the venue
+/// has one ([`Venue::books_from`]), else DERIVED from the recorded websocket book capture.
 fn derived_book(st: &Arc<Mutex<State>>, token: &str) -> Option<Vec<u8>> {
-    let (info, nudge, now, gone) = {
+    let (info, nudge, now, gone, source) = {
         let mut s = st.lock().unwrap();
         let info = s.tokens.get(token)?.clone();
         s.nudge += 1;
-        (info, s.nudge, now_of(&s), s.book_gone_after)
+        (info, s.nudge, now_of(&s), s.book_gone_after, s.book_source.clone())
     };
     if !info.open_late && now > info.window_end + time::Duration::seconds_f64(gone.as_secs_f64()) {
         return None;
     }
+    let (market, ts, bids, asks, ltp) = match source {
+        Some(f) => f(token)?,
+        None => captured_book(&info.condition_id, nudge, now),
+    };
+    let level = |(price, size): (String, String)| WireLevel { price, size };
+    let b = WireBook {
+        market: &market,
+        asset_id: token,
+        timestamp: ts,
+        hash: String::new(),
+        bids: bids.into_iter().map(level).collect(),
+        asks: asks.into_iter().map(level).collect(),
+        min_order_size: "5",
+        tick_size: "0.01",
+        neg_risk: false,
+        last_trade_price: &ltp,
+    };
+    let (mos, tick, neg, ltp) = (
+        Value::from(b.min_order_size),
+        Value::from(b.tick_size),
+        Value::Bool(b.neg_risk),
+        Value::from(b.last_trade_price),
+    );
+    let hash = bookhash::hash(&bookhash::HashInput {
+        market: b.market,
+        asset_id: token,
+        timestamp: &b.timestamp,
+        bids: b.bids.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect(),
+        asks: b.asks.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect(),
+        min_order_size: &mos,
+        tick_size: &tick,
+        neg_risk: &neg,
+        last_trade_price: &ltp,
+    });
+    Some(serde_json::to_vec(&WireBook { hash, ..b }).unwrap())
+}
+
+/// The recorded websocket book capture's levels (DERIVED: best-bid size nudged per request so that
+/// consecutive snapshots differ, timestamp = now) as a [`ModelBook`].
+fn captured_book(market: &str, nudge: u64, now: OffsetDateTime) -> ModelBook {
     let cap = fixture_json("ws_book_snapshot_captured.json");
-    let lv = |side: &str| -> Vec<WireLevel> {
+    let lv = |side: &str| -> Vec<(String, String)> {
         cap[side]
             .as_array()
             .unwrap()
             .iter()
-            .map(|l| WireLevel { price: l["price"].as_str().unwrap().into(), size: l["size"].as_str().unwrap().into() })
+            .map(|l| (l["price"].as_str().unwrap().into(), l["size"].as_str().unwrap().into()))
             .collect()
     };
     let mut bids = lv("bids");
-    let asks = lv("asks");
     // Nudge the best bid (last element: bids ascending) so consecutive snapshots differ.
     if let Some(best) = bids.last_mut() {
-        best.size = format!("{}.{:02}", 100 + nudge % 50, nudge % 100);
+        best.1 = format!("{}.{:02}", 100 + nudge % 50, nudge % 100);
     }
     let ts = (now.unix_timestamp_nanos() / 1_000_000).to_string();
-    let (mos, tick, ltp) = (Value::from("5"), Value::from("0.01"), Value::from("0.920"));
-    let hash = bookhash::hash(&bookhash::HashInput {
-        market: &info.condition_id,
-        asset_id: token,
-        timestamp: &ts,
-        bids: bids.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect(),
-        asks: asks.iter().map(|l| (l.price.as_str(), l.size.as_str())).collect(),
-        min_order_size: &mos,
-        tick_size: &tick,
-        neg_risk: &Value::Bool(false),
-        last_trade_price: &ltp,
-    });
-    let b = WireBook {
-        market: &info.condition_id,
-        asset_id: token,
-        timestamp: ts,
-        hash,
-        bids,
-        asks,
-        min_order_size: "5",
-        tick_size: "0.01",
-        neg_risk: false,
-        last_trade_price: "0.920",
-    };
-    Some(serde_json::to_vec(&b).unwrap())
+    (market.to_string(), ts, bids, lv("asks"), "0.920".into())
 }

@@ -55,12 +55,15 @@ pub struct Script {
 #[derive(Clone, Debug)]
 pub enum Behaviour {
     Scripts(Vec<Script>),
-    /// The modelled venue, `events_per_sec` events per connection (a trade is one event of two frames,
-    /// a burst one of three), seeded for reproducible streams.
+    /// The modelled venue on the wall clock: one [`Books`] of its own, `events_per_sec` events per
+    /// second over the assets any connection subscribed to (a trade is one event of two frames, a
+    /// burst one of three), seeded.
     Model {
         events_per_sec: f64,
         seed: u64,
     },
+    /// The modelled venue reading these [`Books`] (shared with the REST venue: `pm-venue`).
+    Books(Books),
     /// `frames` cycled until `n` were sent, written in batches of 64; then as `Hold`.
     Blast {
         frames: Vec<String>,
@@ -89,6 +92,8 @@ pub struct WsServer {
 
 struct Shared {
     behaviour: Behaviour,
+    /// The book model every `Model`/`Books` connection reads (one per server).
+    books: Option<Books>,
     max_ids_per_frame: Option<usize>,
     got: Arc<Mutex<Vec<Got>>>,
     stop: Arc<AtomicBool>,
@@ -138,7 +143,13 @@ impl WsServer {
         let closed_too_big = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let fault = Arc::new(Mutex::new((0, None)));
+        let books = match &behaviour {
+            Behaviour::Model { events_per_sec, seed } => Some(Books::new(Model::new(*seed), *events_per_sec)),
+            Behaviour::Books(b) => Some(b.clone()),
+            _ => None,
+        };
         let shared = Arc::new(Shared {
+            books,
             behaviour,
             max_ids_per_frame,
             got: got.clone(),
@@ -215,7 +226,7 @@ fn parse_sub(text: &str) -> Sub {
 fn serve(tcp: TcpStream, k: usize, sh: &Shared) {
     let Ok(mut ws) = tungstenite::accept(tcp) else { return };
     ws.get_mut().set_read_timeout(Some(Duration::from_millis(5))).unwrap();
-    let mut conn = Conn { ws, k, sh, subscribed: BTreeSet::new(), new_ids: Vec::new() };
+    let mut conn = Conn { ws, k, sh, subscribed: BTreeSet::new(), new_ids: Vec::new(), gone_ids: Vec::new() };
     // Wait for the subscribe message before sending anything (as the venue does).
     loop {
         if sh.stop.load(Ordering::SeqCst) {
@@ -229,7 +240,7 @@ fn serve(tcp: TcpStream, k: usize, sh: &Shared) {
     }
     match &sh.behaviour {
         Behaviour::Scripts(scripts) => conn.script(&scripts[k.min(scripts.len() - 1)]),
-        Behaviour::Model { events_per_sec, seed } => conn.model(*events_per_sec, seed.wrapping_add(k as u64)),
+        Behaviour::Model { .. } | Behaviour::Books(_) => conn.model(sh.books.as_ref().expect("a model")),
         Behaviour::Blast { frames, n } => conn.blast(frames, *n),
     }
 }
@@ -241,6 +252,8 @@ struct Conn<'a> {
     subscribed: BTreeSet<String>,
     /// Ids subscribed since the model last looked (they get an initial dump).
     new_ids: Vec<String>,
+    /// Ids unsubscribed since the model last looked.
+    gone_ids: Vec<String>,
 }
 
 impl Conn<'_> {
@@ -278,6 +291,7 @@ impl Conn<'_> {
                             self.subscribed.remove(id);
                         }
                         self.new_ids.retain(|x| !ids.contains(x));
+                        self.gone_ids.extend(ids);
                         Ok(true)
                     }
                     Sub::Other => Ok(false),
@@ -366,10 +380,11 @@ impl Conn<'_> {
         }
     }
 
-    fn model(&mut self, events_per_sec: f64, seed: u64) {
-        let mut m = Model::new(seed);
-        let start = Instant::now();
-        let mut sent = 0u64;
+    /// A connection of the modelled venue: the `book` dumps and the changes of the one [`Books`] for
+    /// the assets it subscribed to, and the [`WsFault`]s injected.
+    fn model(&mut self, books: &Books) {
+        let (sub, rx) = books.join();
+        let _leave = Leave(books, sub);
         let mut seen = self.sh.fault.lock().unwrap().0;
         while !self.stopping() {
             let (generation, fault) = *self.sh.fault.lock().unwrap();
@@ -392,33 +407,145 @@ impl Conn<'_> {
                     None => {}
                 }
             }
+            if !self.gone_ids.is_empty() {
+                books.unsubscribe(sub, &std::mem::take(&mut self.gone_ids));
+            }
+            let mut frames: Vec<String> = Vec::new();
             if !self.new_ids.is_empty() {
-                // Every (re)subscribe pushes a fresh `book` per asset, as one array frame.
-                let ids = std::mem::take(&mut self.new_ids);
-                if self.ws.send(Message::text(m.initial_dump(&ids))).is_err() {
+                // Every (re)subscribe pushes a fresh `book` per asset, as one array frame, after the
+                // changes queued before it.
+                frames = books.subscribe(sub, &std::mem::take(&mut self.new_ids), &rx);
+            }
+            frames.extend(rx.try_iter());
+            for f in frames {
+                if self.ws.write(Message::text(f)).is_err() {
                     return;
                 }
             }
-            let due = (start.elapsed().as_secs_f64() * events_per_sec) as u64;
-            let ids: Vec<&String> = self.subscribed.iter().collect();
-            while sent < due && !ids.is_empty() {
-                let id = ids[m.below(ids.len() as u64) as usize].clone();
-                for f in m.event(&id) {
-                    if self.ws.write(Message::text(f)).is_err() {
-                        return;
-                    }
+            if self.ws.flush().is_err() || self.read_one().is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Takes a connection out of the [`Books`] when it ends, however it ends.
+struct Leave<'a>(&'a Books, usize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.leave(self.1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The venue-wide book model
+
+/// The venue's book model: **one book per asset** that the REST venue (`/books`, `/book`: venue.rs
+/// `Venue::books_from`) and every websocket connection read, as on the real venue, where pm-stream's
+/// REST snapshot after a connect and the websocket changes that follow describe the same book.
+///
+/// A driver thread makes `events_per_sec` events per second (real time) of the [`Model`], each about
+/// one asset picked among the assets any open connection subscribed to, and hands each event's frames
+/// to every connection subscribed to that asset. A connection that subscribes gets a `book` dump of
+/// the current state first; the REST venue serves the same state with the same timestamp and hash
+/// (the time of the book's last change). The driver stops when the last handle is dropped.
+#[derive(Clone)]
+pub struct Books(Arc<Hub>);
+
+struct Hub {
+    st: Mutex<HubState>,
+    events_per_sec: f64,
+}
+
+struct HubState {
+    model: Model,
+    /// Connection → (its assets, where its frames go).
+    subs: BTreeMap<usize, (BTreeSet<String>, crossbeam_channel::Sender<String>)>,
+    next: usize,
+}
+
+impl std::fmt::Debug for Books {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Books({} events/s)", self.0.events_per_sec)
+    }
+}
+
+impl Books {
+    pub fn new(model: Model, events_per_sec: f64) -> Books {
+        let hub = Arc::new(Hub { st: Mutex::new(HubState { model, subs: BTreeMap::new(), next: 0 }), events_per_sec });
+        let weak = Arc::downgrade(&hub);
+        std::thread::spawn(move || drive(weak));
+        Books(hub)
+    }
+
+    /// An asset's book as the REST venue serves it (see [`Model::rest_book`]).
+    pub fn rest_book(&self, id: &str) -> RestBook {
+        self.0.st.lock().unwrap().model.rest_book(id)
+    }
+
+    /// A new connection: its id and the receiving end of its frames.
+    fn join(&self) -> (usize, crossbeam_channel::Receiver<String>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut s = self.0.st.lock().unwrap();
+        s.next += 1;
+        let id = s.next;
+        s.subs.insert(id, (BTreeSet::new(), tx));
+        (id, rx)
+    }
+
+    fn leave(&self, sub: usize) {
+        self.0.st.lock().unwrap().subs.remove(&sub);
+    }
+
+    /// Adds `ids` to connection `sub`'s assets; returns the frames queued for it so far, then the
+    /// `book` dump of `ids` (one array frame). Done under one lock: every change after the dump
+    /// reaches the connection after it, none before it.
+    fn subscribe(&self, sub: usize, ids: &[String], rx: &crossbeam_channel::Receiver<String>) -> Vec<String> {
+        let mut s = self.0.st.lock().unwrap();
+        let mut out: Vec<String> = rx.try_iter().collect();
+        out.push(s.model.initial_dump(ids));
+        if let Some((assets, _)) = s.subs.get_mut(&sub) {
+            assets.extend(ids.iter().cloned());
+        }
+        out
+    }
+
+    fn unsubscribe(&self, sub: usize, ids: &[String]) {
+        if let Some((assets, _)) = self.0.st.lock().unwrap().subs.get_mut(&sub) {
+            ids.iter().for_each(|id| {
+                assets.remove(id);
+            });
+        }
+    }
+}
+
+/// The driver of a [`Books`]: events due on real time, until the last handle is gone.
+fn drive(hub: std::sync::Weak<Hub>) {
+    let start = Instant::now();
+    let mut sent = 0u64;
+    loop {
+        std::thread::sleep(Duration::from_millis(5));
+        let Some(hub) = hub.upgrade() else { return };
+        let due = (start.elapsed().as_secs_f64() * hub.events_per_sec) as u64;
+        let mut s = hub.st.lock().unwrap();
+        let ids: Vec<String> =
+            s.subs.values().flat_map(|(a, _)| a.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+        if ids.is_empty() {
+            sent = due;
+            continue;
+        }
+        while sent < due {
+            let id = &ids[s.model.below(ids.len() as u64) as usize];
+            let frames = s.model.event(id);
+            for (assets, tx) in s.subs.values() {
+                if assets.contains(id) {
+                    frames.iter().for_each(|f| {
+                        let _ = tx.send(f.clone());
+                    });
                 }
-                sent += 1;
             }
-            if self.ws.flush().is_err() {
-                return;
-            }
-            if self.subscribed.is_empty() {
-                sent = due;
-            }
-            if self.read_one().is_err() {
-                return;
-            }
+            sent += 1;
         }
     }
 }
@@ -499,11 +626,18 @@ fn price(t: u32) -> String {
 
 struct Book {
     market: String,
+    /// The exchange timestamp (ms) of the book's last change: what its `book` dumps and REST replies
+    /// carry, so that both describe one state with one hash.
+    ts: u64,
     /// ticks → size (wire strings).
     bids: BTreeMap<u32, String>,
     asks: BTreeMap<u32, String>,
     last_trade_price: String,
 }
+
+/// An asset's book as the REST venue serves it: (market, timestamp, bids ascending, asks descending,
+/// last_trade_price), levels as (price, size) wire strings; the same tuple as venue.rs `ModelBook`.
+pub type RestBook = (String, String, Vec<(String, String)>, Vec<(String, String)>, String);
 
 /// The `min_order_size`, `neg_risk` and `tick_size` of every modelled book (pm-rebuild's defaults for
 /// the first two).
@@ -532,10 +666,24 @@ pub struct Model {
     last_ts: u64,
     new_market: String,
     pub events: u64,
+    clock: Clock,
+    market_of: Option<MarketOf>,
 }
 
+/// The clock of the model's timestamps (the venue's: simulated or wall).
+pub type Clock = Arc<dyn Fn() -> time::OffsetDateTime + Send + Sync>;
+/// The market (condition id) the venue issued an asset under, if it did.
+pub type MarketOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 impl Model {
+    /// A model on the wall clock; every asset gets a market id of its own.
     pub fn new(seed: u64) -> Model {
+        Model::on_clock(seed, Arc::new(time::OffsetDateTime::now_utc), None)
+    }
+
+    /// A model whose timestamps come from `clock` and whose books carry the market `market_of` names
+    /// (the REST venue's condition id; else a market id of the asset's own).
+    pub fn on_clock(seed: u64, clock: Clock, market_of: Option<MarketOf>) -> Model {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/polymarket/ws_new_market_docs_example.json");
         let nm: Value = serde_json::from_slice(&std::fs::read(path).expect("new_market fixture")).expect("json");
         Model {
@@ -544,6 +692,8 @@ impl Model {
             last_ts: 0,
             new_market: nm.to_string(),
             events: 0,
+            clock,
+            market_of,
         }
     }
 
@@ -568,8 +718,9 @@ impl Model {
         }
     }
 
+    /// A new timestamp (ms) on the model's clock, later than every one before.
     fn ts(&mut self) -> u64 {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let now = ((self.clock)().unix_timestamp_nanos() / 1_000_000).max(0) as u64;
         self.last_ts = now.max(self.last_ts + 1);
         self.last_ts
     }
@@ -584,9 +735,12 @@ impl Model {
                 bids.insert(mid - d, b);
                 asks.insert(mid + d, a);
             }
-            let h = pm_archive::util::hex(&<sha1::Sha1 as sha1::Digest>::digest(id.as_bytes()));
-            let market = format!("0x{h:0<64}");
-            self.books.insert(id.to_string(), Book { market, bids, asks, last_trade_price: price(mid) });
+            let market = self.market_of.as_ref().and_then(|f| f(id)).unwrap_or_else(|| {
+                let h = pm_archive::util::hex(&<sha1::Sha1 as sha1::Digest>::digest(id.as_bytes()));
+                format!("0x{h:0<64}")
+            });
+            let ts = self.ts();
+            self.books.insert(id.to_string(), Book { market, ts, bids, asks, last_trade_price: price(mid) });
         }
         self.books.get_mut(id).unwrap()
     }
@@ -610,11 +764,10 @@ impl Model {
         })
     }
 
-    /// The `book` object of an asset's current state; `refresh` = as sent after a trade (no
-    /// `tick_size`, no `last_trade_price`).
+    /// The `book` object of an asset's current state, at the time of its last change; `refresh` = as
+    /// sent after a trade (no `tick_size`, no `last_trade_price`).
     fn book_msg(&mut self, id: &str, refresh: bool) -> BookMsg {
-        self.book_mut(id);
-        let ts = self.ts().to_string();
+        let ts = self.book_mut(id).ts.to_string();
         let hash = self.hash(id, &ts);
         let b = &self.books[id];
         let lv = |t: &u32, s: &String| Level { price: price(*t), size: s.clone() };
@@ -635,6 +788,28 @@ impl Model {
     pub fn initial_dump(&mut self, ids: &[String]) -> String {
         let books: Vec<BookMsg> = ids.iter().map(|id| self.book_msg(id, false)).collect();
         serde_json::to_string(&books).unwrap()
+    }
+
+    /// Stamps `id`'s book with a new timestamp (it is about to change); returns it.
+    fn touch(&mut self, id: &str) -> u64 {
+        self.book_mut(id);
+        let ts = self.ts();
+        self.books.get_mut(id).unwrap().ts = ts;
+        ts
+    }
+
+    /// An asset's book as the REST venue serves it (venue.rs `ModelBook`): its market, the timestamp
+    /// of its last change, bids ascending and asks descending (wire order), its last trade price.
+    pub fn rest_book(&mut self, id: &str) -> RestBook {
+        let b = self.book_mut(id);
+        let lv = |(t, s): (&u32, &String)| (price(*t), s.clone());
+        (
+            b.market.clone(),
+            b.ts.to_string(),
+            b.bids.iter().map(lv).collect(),
+            b.asks.iter().rev().map(lv).collect(),
+            b.last_trade_price.clone(),
+        )
     }
 
     fn best(&self, id: &str) -> (String, String) {
@@ -699,12 +874,12 @@ impl Model {
         let roll = self.below(1000);
         if roll < 800 {
             let mut e = self.change(id);
-            let ts = self.ts().to_string();
+            let ts = self.touch(id).to_string();
             e.hash = self.hash(id, &ts);
             vec![self.price_change(&market, vec![e], &ts)]
         } else if roll < 860 {
             // A same-timestamp burst: three messages, one timestamp, the final state's hash on all.
-            let ts = self.ts().to_string();
+            let ts = self.touch(id).to_string();
             let entries: Vec<Entry> = (0..3).map(|_| self.change(id)).collect();
             let h = self.hash(id, &ts);
             entries
@@ -718,6 +893,7 @@ impl Model {
             // A trade at the best ask (BUY) or best bid (SELL), then the refreshed book.
             let buy = self.below(2) == 0;
             let ts = self.ts().to_string();
+            self.touch(id);
             let b = self.books.get_mut(id).unwrap();
             let side = if buy { &mut b.asks } else { &mut b.bids };
             let top = if buy { side.keys().next().copied() } else { side.keys().next_back().copied() };
