@@ -5,9 +5,11 @@ market channel) on 127.0.0.1 with a fault schedule, logging every reply it serve
 It is the loopback venue of the tests (tests/common/venue.rs, dataapi.rs and ws.rs, included by
 path: one implementation): the REAL RECORDED responses of tests/fixtures/polymarket and records
 DERIVED from them — BTC up/down markets of every family (5m, 15m, 1h, 4h, daily) listed on the real
-cadence on its clock, books that change on every request, hashes recomputed with the venue's
-algorithm, `/books` replies in reverse order — and the modelled websocket market channel (initial
-dump as an array, same-timestamp bursts, book refreshes without tick size after trades). The Data
+cadence on its clock, `/books` replies in reverse order — and the modelled websocket market channel
+(initial dump as an array, same-timestamp bursts, book refreshes without tick size after trades).
+One book per token: one book model on the venue's clock that the REST /books replies and every
+websocket connection read (REST: the state with the timestamp of its last change and its hash
+computed with the venue's algorithm; websocket: the dumps and the changes of that one model). The Data
 API (`GET /v2/trades`, cursor paging, documented v2 shape, DERIVED rows) is served on the HTTP base
 URL: every market the venue issued trades inside its window, one match (a taker row and two maker
 rows) every --trade-every seconds of venue time, every 4th match at the timestamp of the one before.
@@ -51,7 +53,9 @@ Options:
     --outage AT:SECS      From AT real seconds after start, close every HTTP connection without a
                           reply for SECS seconds. Repeatable.
     --ws-freeze-secs S    Length of a websocket freeze. [default: 75]
-    --ws-events-per-sec R Websocket events per connection and second. [default: 5]
+    --ws-events-per-sec R Events per second of the book model, each about one asset some websocket
+                          connection subscribed to (books nobody subscribes to keep their state).
+                          [default: 5]
     --book-gone-after S   Seconds after its window end that a token still has a book. [default: 120]
     --trade-every S       Venue seconds between two matches of a market on /v2/trades. [default: 20]
     --resolve-after S     Markets resolve (closed, outcome prices 1/0, umaResolutionStatus resolved)

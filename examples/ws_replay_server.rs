@@ -10,7 +10,8 @@
 //!         client goes away. Prints `sent N frames in S s` on stderr. Used by scripts/bench_stream.sh.
 //!     ws_replay_server --model PORT_FILE EVENTS_PER_SEC [SEED]
 //!         The modelled venue (tests/common/ws.rs `Model`): follows each connection's subscriptions
-//!         and streams EVENTS_PER_SEC modelled events per connection; runs until killed. Used by
+//!         and streams EVENTS_PER_SEC modelled events per second over the subscribed assets (one
+//!         book model for all connections; with one connection, per connection); runs until killed. Used by
 //!         scripts/bench_ws_footprint.sh.
 //!
 //! Binds an ephemeral port and writes it to PORT_FILE (so that the caller can start the client).

@@ -18,8 +18,11 @@
 //!   window, with its trading prices unchanged (never resolved).
 //! - `GET /book?token_id=`: for the recorded token `7261…3692` the recorded body **verbatim**; for
 //!   tokens this venue issued, a book DERIVED from the recorded websocket book capture (its real levels,
-//!   best-bid size nudged per request, timestamp = now, hash recomputed with the venue's algorithm);
-//!   unknown → the recorded 404 body; missing token_id → the recorded 400 body.
+//!   best-bid size nudged per request, timestamp = now, hash recomputed with the venue's algorithm),
+//!   or, with [`Venue::books_from`], the token's book in a venue-wide book model (ws.rs `Books`, which
+//!   the websocket connections read too: one book per token, timestamp of its last change, hash
+//!   recomputed with the venue's algorithm); unknown → the recorded 404 body; missing token_id → the
+//!   recorded 400 body.
 //! - `POST /books`: derived books as above for known, live tokens, **in reverse request order**
 //!   (clients must match by `asset_id`); tokens without a book are silently omitted (as measured
 //!   live, facts §4.2); > 500 tokens → 400 with a STAND-IN body (text from the measurement note).

@@ -4,9 +4,11 @@
 //! Three behaviours:
 //! - [`Behaviour::Scripts`]: connection k replays `scripts[k]` (recorded frames, verbatim), then does
 //!   what [`After`] says (hold, close, drop, freeze, …);
-//! - [`Behaviour::Model`]: a modelled venue ([`Model`]) that follows the subscription of each
-//!   connection (first message, then `{"operation":"subscribe"|"unsubscribe"}`) and streams events
-//!   for the subscribed assets as the real captures show them (see [`Model`]);
+//! - [`Behaviour::Model`] / [`Behaviour::Books`]: a modelled venue with **one book per asset** for
+//!   all its connections ([`Books`] over one [`Model`]; `Books` also shared with the REST venue by
+//!   pm-venue and tests/venue_model.rs): it follows the subscription of each connection (first
+//!   message, then `{"operation":"subscribe"|"unsubscribe"}`) and streams the dumps and changes of
+//!   the subscribed assets as the real captures show them (see [`Model`]);
 //! - [`Behaviour::Blast`]: the recorded frames cycled N times as fast as possible (throughput).
 //!
 //! In every behaviour the server waits for the subscribe message first (as the venue does), answers
@@ -15,7 +17,7 @@
 //! names more asset ids than that (the venue does so for "a few thousand" ids:
 //! Polymarket/rs-clob-client-v2#116; the real limit is not published, the test picks one).
 //!
-//! [`WsServer::inject`] applies a [`WsFault`] to every open `Model` connection at once (the soak
+//! [`WsServer::inject`] applies a [`WsFault`] to every open modelled connection at once (the soak
 //! venue, `pm-venue`, schedules them): a freeze (no frame, no `PONG`, no close) or a server close.
 #![allow(dead_code)]
 
