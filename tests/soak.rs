@@ -109,6 +109,11 @@ fn two_minute_soak_with_every_fault_meets_the_gate() {
     assert!(!trade_faults.is_empty() && trade_faults.iter().any(|f| f.visible), "{trade_faults:?}");
     let served = r.reconcile.served_books;
     assert!(served > 100 && r.reconcile.matched > served / 2, "{:?}", r.reconcile);
+    // One book per token (pm-venue's REST books and its websocket read one book model): pm-stream's
+    // REST snapshots that land between two changes of a book equal the websocket-rebuilt book.
+    let rb: pm_archive::polymarket::rebuild::Stats =
+        serde_json::from_slice(&std::fs::read(out.join("checks/rebuild.out")).unwrap()).unwrap();
+    assert!(rb.cross_checks_agree > 0 && rb.rest_hash_mismatched == 0, "{rb:?}");
 
     // A damaged archive is seen: drop one sealed books file that the manifests list.
     let copy = dir.join("damaged");
