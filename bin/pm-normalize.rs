@@ -1,11 +1,13 @@
 const USAGE: &str = "
-pm-normalize — derive normalized order-book rows from the raw pm-books stream.
+pm-normalize — derive normalized order-book rows from the raw pm-books and kalshi-books streams.
 
 Reads raw envelopes (schema pmarchive.raw/1; plain or multi-member gzip JSONL) and writes one row
 per token snapshot (schema pmarchive.orderbook/1, docs/ORDERBOOK_SCHEMA.md): receive and exchange
 time in UTC, market, asset, slug/outcome (joined), best bid/ask with sizes, mid, spread, the top N
 levels per side best-first, depth per side, the venue hash and whether it recomputes (SHA-1), and
-quality flags. Gaps, failed requests and unreadable input become explicit rows, never dropped.
+quality flags. Kalshi replies (venue kalshi, kalshi-books) give one row for the market's YES
+contract: bids = YES bids, asks = 1 - NO bid prices (docs/ORDERBOOK_SCHEMA.md, \"Kalshi rows\").
+Gaps, failed requests and unreadable input become explicit rows, never dropped.
 The same input and options always give byte-identical output. Every row of a kind has all its
 keys, each with one JSON type (or null), so jq, DuckDB and pyarrow read them as documented.
 
@@ -18,7 +20,8 @@ Options:
                         null). [default: 10]
     --top               Top of book only (same as --depth 0: `bids`/`asks` are null).
     --markets FILE      Join slug/outcome/family for tokens from FILE: market records
-                        (pmarchive.market/1, pm-markets output) and/or raw files with `track` lines.
+                        (pmarchive.market/1, pm-markets output; pmarchive.kalshi_market/1,
+                        kalshi-markets output) and/or raw files with `track` lines.
                         Repeatable. `track` lines inside the input are always used too.
     --max-lag SECS      Flag `recv_far` when receive and exchange time differ by more. [default: 60]
     -o, --output PATH   Write rows to PATH instead of stdout (atomically: a temp file renamed into

@@ -259,6 +259,9 @@ pub struct GapCtx {
     pub outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_ids: Option<Vec<String>>,
+    /// kalshi-books: the Kalshi market ticker polled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticker: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -312,6 +315,7 @@ impl GapCtx {
             slug: None,
             outcome: None,
             token_ids: None,
+            ticker: None,
             batch: None,
             batches: None,
             backoff_s: None,

@@ -203,9 +203,11 @@ fn every_variable_a_doc_names_is_read_by_something() {
 }
 
 /// The docs that describe each tool (the tool's own page first).
-const TOOL_DOCS: [(&str, &[&str]); 13] = [
+const TOOL_DOCS: [(&str, &[&str]); 15] = [
+    ("kalshi-markets", &["docs/KALSHI.md"]),
     ("pm-markets", &["docs/POLYMARKET_COLLECTOR.md"]),
     ("pm-books", &["docs/POLYMARKET_COLLECTOR.md"]),
+    ("kalshi-books", &["docs/KALSHI.md"]),
     ("pm-stream", &["docs/WEBSOCKET.md"]),
     ("pm-rebuild", &["docs/WEBSOCKET.md"]),
     ("pm-normalize", &["docs/ORDERBOOK_SCHEMA.md"]),

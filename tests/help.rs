@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 use common::{assert_exit, assert_stderr_contains, assert_stdout_empty, run_with_timeout, tool};
 
 /// Every binary of the crate, with options its usage text must mention.
-const TOOLS: [(&str, &[&str]); 13] = [
+const TOOLS: [(&str, &[&str]); 15] = [
+    ("kalshi-markets", &["--once", "--watch SECS", "--series TICKER", "--kalshi-url URL", "--raw-out PATH"]),
     ("pm-markets", &["--once", "--watch SECS", "--gamma-url URL", "--user-agent UA"]),
     ("pm-probe", &["--max-requests N", "--min-spacing SECS", "--timeout SECS"]),
     ("pm-books", &["--interval SECS", "--batch N", "--timeout SECS", "--user-agent UA"]),
+    ("kalshi-books", &["--kalshi-url URL", "--interval SECS", "--lead SECS", "--grace SECS", "--user-agent UA"]),
     ("jsonl-rotate", &["--root DIR", "--stream NAME", "--rotate-secs N", "--recover-only"]),
     ("manifest", &["build", "verify", "status"]),
     ("pm-normalize", &["--depth N|all", "--markets FILE", "--check", "--manifest PATH"]),
@@ -180,6 +182,7 @@ fn one_exit_code_rule_for_every_tool() {
     let loopback = "http://127.0.0.1:9";
     let stdin_args: Vec<(&str, Vec<String>)> = vec![
         ("pm-books", s(&["--clob-url", loopback])),
+        ("kalshi-books", s(&["--kalshi-url", loopback])),
         ("pm-stream", s(&["--ws-url", "ws://127.0.0.1:9"])),
         ("pm-trades", s(&["--data-url", loopback])),
         ("kalshi-trades", s(&["--kalshi-url", loopback])),
@@ -212,6 +215,9 @@ fn one_exit_code_rule_for_every_tool() {
         table.push(("missing input file", name, s(&[&p("no-such.jsonl")]), In::Empty, Out::Piped, 2));
         table.push(("input is a directory", name, s(&[&p("a_dir")]), In::Empty, Out::Piped, 2));
     }
+
+    let raw_dir = s(&["--once", "--kalshi-url", loopback, "--raw-out", &p("a_dir")]);
+    table.push(("--raw-out is a directory", "kalshi-markets", raw_dir, In::Empty, Out::Piped, 2));
 
     let sr = |log: &str| {
         s(&["--archive", &p("root"), "--venue-log", log, "--supervisor-log", &p("empty.jsonl"), "--out", &p("r.md")])

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::venue::{self, Fault, Venue};
-use common::{assert_ctx_reads_as, jsonl, read_jsonl, run_with_timeout, tempdir, tool};
+use common::{assert_ctx_reads_as, jsonl, read_jsonl, run_with_timeout, sigterm, tempdir, tool, Lines};
 use pm_archive::http::HttpCtx;
 use pm_archive::polymarket::markets::GammaCtx;
 use serde_json::value::RawValue;
@@ -393,56 +393,6 @@ fn a_reply_slower_than_the_timeout_is_a_recorded_network_error_then_retried() {
     assert!((400.0..2900.0).contains(&ms), "{ms}");
     assert_eq!((second["attempt"].as_u64(), second["status"].as_u64()), (Some(2), Some(200)));
     assert!(second["ctx"]["waited_before_s"].as_f64().unwrap() > 0.0);
-}
-
-/// Lines of a running tool's stdout or stderr, collected by a thread.
-struct Lines(std::sync::mpsc::Receiver<String>, Vec<String>);
-
-impl Lines {
-    fn of(r: impl std::io::Read + Send + 'static) -> Lines {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for l in std::io::BufReader::new(r).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
-        Lines(rx, Vec::new())
-    }
-
-    /// Waits (generously) for a line satisfying `f`; all lines read so far stay in `.1`.
-    fn wait_for(&mut self, what: &str, limit: Duration, f: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + limit;
-        if let Some(l) = self.1.iter().find(|l| f(l)) {
-            return l.clone();
-        }
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.0.recv_timeout(left) {
-                Ok(l) => {
-                    self.1.push(l.clone());
-                    if f(&l) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!("no {what} within {limit:?}; lines so far: {:#?}", self.1),
-            }
-        }
-    }
-
-    /// Everything left once the writer has ended.
-    fn rest(mut self) -> Vec<String> {
-        while let Ok(l) = self.0.recv_timeout(Duration::from_secs(30)) {
-            self.1.push(l);
-        }
-        self.1
-    }
-}
-
-fn sigterm(child: &std::process::Child) {
-    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
 }
 
 /// Protocol V2: a "v2" record's outcome ids are its `positionIds` (a real array), even though it also

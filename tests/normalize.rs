@@ -740,3 +740,117 @@ fn check_report_of_the_loopback_sample_is_the_committed_one() {
     let rep: pm_archive::normalize::check::CheckReport = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((rep.ok, rep.hash.r#match, rep.hash.match_rate, rep.rows["book"]), (true, 3356, Some(1.0), 3356));
 }
+
+const KALSHI_FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kalshi");
+const KX_TICKER: &str = "KXBTC15M-26AUG170100-00";
+
+/// A kalshi-books raw line (envelope DERIVED: the shape kalshi-books writes) of `kind` with `rest`
+/// (status, body, …) and `ctx`.
+fn kalshi_line(seq: u64, kind: &str, rest: &str, ctx: &str) -> String {
+    let endpoint = if kind == "http" { r#""endpoint":"kalshi-books","# } else { "" };
+    format!(
+        r#"{{"schema":"pmarchive.raw/1","venue":"kalshi","tool":"kalshi-books","collector_version":"0.1.0","run_id":"krun","host":"h","seq":{seq},"kind":"{kind}",{endpoint}"collected_at_utc":"2026-08-17T04:50:0{seq}.000000Z"{rest},"ctx":{ctx}}}"#
+    )
+}
+
+/// A 200 kalshi-books reply with `body` (JSON text).
+fn kalshi_reply(seq: u64, body: &str) -> String {
+    let body: Value = serde_json::from_str(body).unwrap();
+    let ctx = format!(
+        r#"{{"slot":{seq},"due_at_utc":"2026-08-17T04:50:0{seq}Z","ticker":"{KX_TICKER}","event_ticker":"KXBTC15M-26AUG170100"}}"#
+    );
+    kalshi_line(seq, "http", &format!(r#","attempt":1,"status":200,"body_kind":"json","body":{body}"#), &ctx)
+}
+
+#[test]
+fn kalshi_books_become_yes_side_rows_with_derived_asks() {
+    let fp = std::fs::read_to_string(format!("{KALSHI_FIX}/orderbook_fp_docs_example.json")).unwrap();
+    let cents = std::fs::read_to_string(format!("{KALSHI_FIX}/orderbook_legacy_cents_docs_example.json")).unwrap();
+    let track = kalshi_line(
+        0,
+        "track",
+        "",
+        &format!(
+            r#"{{"action":"start","reason":"window","series_ticker":"KXBTC15M","event_ticker":"KXBTC15M-26AUG170100","ticker":"{KX_TICKER}","window_start_utc":"2026-08-17T04:45:00Z","window_end_utc":"2026-08-17T05:00:00Z","slot":0}}"#
+        ),
+    );
+    let gap = kalshi_line(
+        5,
+        "gap",
+        r#","error":"no usable reply""#,
+        &format!(r#"{{"gap":"failed_request","ticker":"{KX_TICKER}","slot":5}}"#),
+    );
+    let input = [
+        track,
+        kalshi_reply(1, &fp),
+        kalshi_reply(2, &cents),
+        // Descending on the wire, a bad level, a NO bid at 0.42 that crosses the YES bid at 0.60.
+        kalshi_reply(3, r#"{"orderbook_fp":{"yes_dollars":[["0.6000","1.50"],["0.0010","5.00"],["x","1"]],"no_dollars":[["0.4200","2.00"]]}}"#),
+        kalshi_reply(4, r#"{"error":"too many requests"}"#),
+        gap,
+        // Polymarket in the same run: its rows are unchanged by the Kalshi ones.
+        books_line(6, "2026-08-13T06:54:33.123456Z", &[rest_book()]),
+    ]
+    .join("\n");
+    let (code, out, err) = normalize(&format!("{input}\n"), &[]);
+    assert_eq!(code, 0, "{err}");
+    let rows = jsonl(&out);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    let r = &rows[0];
+    assert_eq!(r["record"], "book");
+    assert_eq!((r["venue"].as_str(), r["source"].as_str()), (Some("kalshi"), Some("kalshi-books")));
+    for k in ["market", "asset_id", "slug"] {
+        assert_eq!(r[k], KX_TICKER, "{k}");
+    }
+    assert_eq!((r["outcome"].as_str(), r["slot"].as_i64()), (Some("yes"), Some(1)));
+    // Best YES bid 0.42 × 13; best YES ask = 1 − best NO bid (0.56 × 17) = 0.44 × 17.
+    assert_eq!((r["best_bid_price"].as_str(), r["best_bid_size"].as_str()), (Some("0.4200"), Some("13.00")));
+    assert_eq!((r["best_ask_price"].as_str(), r["best_ask_size"].as_str()), (Some("0.4400"), Some("17.00")));
+    assert_eq!((r["mid"].as_str(), r["spread"].as_str()), (Some("0.43"), Some("0.02")));
+    assert_eq!((r["bid_levels"].as_u64(), r["ask_levels"].as_u64()), (Some(12), Some(10)));
+    assert_eq!((r["bid_depth"].as_str(), r["ask_depth"].as_str()), (Some("455"), Some("593")));
+    assert_eq!(prices(&r["bids"])[..3], ["0.4200", "0.4100", "0.3500"]);
+    assert_eq!(prices(&r["asks"])[..4], ["0.4400", "0.5500", "0.5600", "0.6200"]);
+    assert_eq!(flags(r), Vec::<String>::new(), "no hash, no timestamp: nothing to flag");
+    for k in ["hash", "hash_ok", "exchange_at_utc", "exchange_ts_ms", "recv_lag_ms", "tick_size", "family"] {
+        assert!(r[k].is_null(), "{k}");
+    }
+    // The legacy cents reply is the same book, in dollars.
+    let c = &rows[1];
+    assert_eq!((c["best_bid_price"].as_str(), c["best_bid_size"].as_str()), (Some("0.42"), Some("13")));
+    assert_eq!((c["best_ask_price"].as_str(), c["best_ask_size"].as_str()), (Some("0.44"), Some("17")));
+    for k in ["mid", "spread", "bid_depth", "ask_depth", "bid_levels", "ask_levels"] {
+        assert_eq!(c[k], r[k], "{k}");
+    }
+    let x = &rows[2];
+    assert_eq!(prices(&x["bids"]), ["0.6000", "0.0010"]);
+    assert_eq!(prices(&x["asks"]), ["0.5800"]);
+    assert_eq!(flags(x), ["crossed", "bad_level"]);
+    assert_eq!((rows[3]["record"].as_str(), rows[3]["reason"].as_str()), (Some("error"), Some("bad_book")));
+    let g = &rows[4];
+    assert_eq!((g["record"].as_str(), g["gap"].as_str()), (Some("gap"), Some("failed_request")));
+    assert_eq!(
+        (g["asset_id"].as_str(), g["slug"].as_str(), g["market"].as_str()),
+        (Some(KX_TICKER), Some(KX_TICKER), Some(KX_TICKER))
+    );
+    assert_eq!((rows[5]["venue"].as_str(), rows[5]["hash_ok"].as_bool()), (Some("polymarket"), Some(true)));
+    // --check passes on the rows of both venues.
+    let dir = tempdir("kcheck");
+    let p = dir.join("rows.jsonl");
+    std::fs::write(&p, &out).unwrap();
+    let (code, rep, err) = normalize_files(&[&p], &["--check"]);
+    let rep: Value = serde_json::from_slice(&rep).unwrap();
+    assert_eq!((code, rep["ok"].as_bool()), (0, Some(true)), "{rep} {err}");
+    assert_eq!(rep["unjoined_book_rows"], 1, "only the Polymarket row, which has no track line here");
+
+    // Without the track line, a Kalshi market record given with --markets joins the ticker.
+    let markets = dir.join("kalshi_markets.jsonl");
+    let rec =
+        json!({"record": "market", "schema": "pmarchive.kalshi_market/1", "venue": "kalshi", "ticker": KX_TICKER});
+    std::fs::write(&markets, format!("{rec}\n")).unwrap();
+    let (code, out, err) = normalize(&format!("{}\n", kalshi_reply(1, &fp)), &[]);
+    assert_eq!((code, jsonl(&out)[0]["slug"].is_null()), (0, true), "{err}");
+    let (code, out, err) = normalize(&format!("{}\n", kalshi_reply(1, &fp)), &["--markets", markets.to_str().unwrap()]);
+    let row = &jsonl(&out)[0];
+    assert_eq!((code, row["slug"].as_str(), row["outcome"].as_str()), (0, Some(KX_TICKER), Some("yes")), "{err}");
+}

@@ -1,8 +1,12 @@
 //! Kalshi: the `KXBTC15M` series (BTC up or down in the next 15 minutes), public REST market data
-//! without keys (docs/KALSHI_FACTS.md). [`market`] holds the market and resolution records; each
+//! without keys (docs/KALSHI_FACTS.md). [`market`] holds the market and resolution records,
+//! [`orderbook`] the one parser of the order-book reply; each
 //! tool's engine is the module named after it.
 
+pub mod books;
 pub mod market;
+pub mod markets;
+pub mod orderbook;
 pub mod trades;
 
 /// Kalshi's REST base URL (the shared host, "also supported"); the documented alternative is

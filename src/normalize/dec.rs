@@ -282,6 +282,17 @@ impl Dec {
         m.checked_mul(u64::try_from(*POW10.get(scale.checked_sub(self.s)? as usize)?).ok()?)
     }
 
+    /// All `s` fractional digits, trailing zeros kept (`0.5600` stays `0.5600`): Kalshi's derived
+    /// ask prices are printed at the scale of the NO bid they come from.
+    pub fn to_fixed(self) -> String {
+        let mut out = Vec::new();
+        if self.m < 0 {
+            out.push(b'-');
+        }
+        Self::place(&mut out, self.m.unsigned_abs().to_string().as_bytes(), self.s as usize);
+        String::from_utf8(out).expect("ascii")
+    }
+
     /// The canonical form as a String (tests, summaries).
     pub fn to_canonical(self) -> String {
         let mut v = Vec::new();
@@ -426,6 +437,16 @@ mod tests {
         for bad in ["", "-", ".5", "5.", "1e3", "+1", " 1", "0.5 ", "abc", "1.2.3", "123456789012345678901"] {
             assert!(Dec::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn fixed_keeps_the_scale() {
+        for (v, want) in
+            [("0.5600", "0.5600"), ("0.0010", "0.0010"), ("12", "12"), ("-0.050", "-0.050"), ("1.0", "1.0")]
+        {
+            assert_eq!(d(v).to_fixed(), want);
+        }
+        assert_eq!(Dec { m: 42, s: 2 }.to_fixed(), "0.42");
     }
 
     #[test]

@@ -23,7 +23,12 @@ use serde_json::value::RawValue;
 use super::dec::{self, Dec, Divisor};
 use super::fast::{self, SideText};
 use super::parse::{self, Body, Book, Ctx, Env, Item, Level, TrackCtx};
+use crate::envelope::VENUE_KALSHI;
+use crate::kalshi::books::FAMILY as KALSHI_BOOKS;
+use crate::kalshi::market::{MARKET_SCHEMA as KALSHI_MARKET, RESOLUTION_SCHEMA as KALSHI_RESOLUTION};
 use crate::polymarket::bookhash as book;
+
+mod kalshi_rows;
 
 /// Schema id of every normalized row.
 pub const SCHEMA: &str = "pmarchive.orderbook/1";
@@ -68,6 +73,10 @@ const RECV_FAR: u32 = 1 << 14;
 const BAD_TS: u32 = 1 << 15;
 const MISSING_FIELD: u32 = 1 << 16;
 const UNKNOWN_FIELDS: u32 = 1 << 17;
+
+/// Flags that never apply to a Kalshi book: it has no hash, no timestamp and none of the
+/// Polymarket book's scalar fields (docs/ORDERBOOK_SCHEMA.md, "Kalshi rows").
+const NOT_KALSHI: u32 = HASH_UNVERIFIABLE | BAD_TS | MISSING_FIELD | UNKNOWN_FIELDS;
 
 /// Flags only rows of the websocket rebuild (pm-rebuild, [`Normalizer::state_row`]) can raise; in
 /// the output they follow [`FLAGS`] (bit 18 + i = WS_FLAGS[i]). Kept apart from [`FLAGS`] so that
@@ -330,7 +339,12 @@ impl Normalizer {
     /// envelope. Returns the number of tokens learnt, or why the line was not usable.
     pub fn load_join_line(&mut self, line: &[u8]) -> Result<usize, String> {
         let v: serde_json::Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+        let kalshi = v.get("venue").and_then(|s| s.as_str()) == Some(VENUE_KALSHI);
         let ctx = match v.get("schema").and_then(|s| s.as_str()) {
+            Some(KALSHI_MARKET | KALSHI_RESOLUTION) => return Ok(self.learn_kalshi(&v.to_string())),
+            Some(crate::envelope::SCHEMA) if kalshi && v.get("kind").and_then(|k| k.as_str()) == Some("track") => {
+                return Ok(self.learn_kalshi(&v.get("ctx").cloned().unwrap_or_default().to_string()));
+            }
             Some(crate::polymarket::market::MARKET_SCHEMA | crate::polymarket::market::RESOLUTION_SCHEMA) => v.clone(),
             Some(crate::envelope::SCHEMA) if v.get("kind").and_then(|k| k.as_str()) == Some("track") => {
                 v.get("ctx").cloned().unwrap_or_default()
@@ -357,6 +371,25 @@ impl Normalizer {
             self.add_join(&tok.token_id, info);
         }
         n
+    }
+
+    /// Learns a Kalshi market from a kalshi-books `track` line's `ctx` or a Kalshi market or
+    /// resolution record (JSON text): its book rows are the YES side of `ticker` (`market`,
+    /// `asset_id` and `slug` are the ticker, `outcome` is `yes`). Returns 1, or 0 without a ticker.
+    pub fn learn_kalshi(&mut self, text: &str) -> usize {
+        #[derive(serde::Deserialize)]
+        struct Ticker {
+            ticker: String,
+        }
+        let Ok(t) = serde_json::from_str::<Ticker>(text) else { return 0 };
+        let info = JoinInfo {
+            slug: Some(t.ticker.clone()),
+            outcome: Some(kalshi_rows::OUTCOME.into()),
+            condition_id: Some(t.ticker.clone()),
+            family: None,
+        };
+        self.add_join(&t.ticker, info);
+        1
     }
 
     /// Learns the tokens of a raw `track` line's `ctx` (JSON text); returns how many (0 when the
@@ -418,8 +451,10 @@ impl Normalizer {
             Some("gap") => self.gap_row(&env, out),
             Some("track") => {
                 self.stats.track_lines += 1;
-                if let Some(ctx) = env.ctx {
-                    self.learn_track_ctx(ctx.get());
+                match env.ctx {
+                    Some(ctx) if env.venue.as_deref() == Some(VENUE_KALSHI) => _ = self.learn_kalshi(ctx.get()),
+                    Some(ctx) => _ = self.learn_track_ctx(ctx.get()),
+                    None => {}
                 }
             }
             _ => {}
@@ -484,7 +519,9 @@ impl Normalizer {
         let kind = ctx.gap.as_deref().unwrap_or("unknown");
         count_static(&mut self.stats.rows, "gap");
         count(&mut self.stats.gaps, kind);
-        let join = ctx.token_id.as_deref().and_then(|t| self.joins.get(t)).cloned();
+        // Polymarket gaps name a token, kalshi-books' a ticker.
+        let asset = ctx.token_id.as_deref().or(ctx.ticker.as_deref());
+        let join = asset.and_then(|t| self.joins.get(t)).cloned();
         head(out, "gap", env);
         out.extend_from_slice(b",\"gap\":");
         book::put_json_str(out, kind);
@@ -492,7 +529,7 @@ impl Normalizer {
         out.extend_from_slice(b",\"market\":");
         put_opt(out, join.as_ref().and_then(|j| j.condition_id.as_deref()));
         out.extend_from_slice(b",\"asset_id\":");
-        put_opt(out, ctx.token_id.as_deref());
+        put_opt(out, asset);
         out.extend_from_slice(b",\"slug\":");
         put_opt(out, ctx.slug.as_deref().or(join.as_ref().and_then(|j| j.slug.as_deref())));
         out.extend_from_slice(b",\"outcome\":");
@@ -586,6 +623,9 @@ impl Rows {
         }
         match (env.kind.as_deref(), env.endpoint.as_deref()) {
             (Some("http"), Some("books" | "book")) => self.http_books(&env, text, part),
+            (Some("http"), Some(KALSHI_BOOKS)) if env.venue.as_deref() == Some(VENUE_KALSHI) => {
+                self.kalshi_books(&env, text, part)
+            }
             (Some("gap" | "track"), _) => {
                 let (at, text) = (part.out.len(), part.keep(text));
                 part.ops.push(Op::Line { at, text });
@@ -616,10 +656,8 @@ impl Rows {
     fn http_books(&mut self, env: &Env, text: &str, part: &mut Part) {
         let line = text.as_bytes();
         let ctx = ctx(env);
-        match env.status {
-            None => return error_row(part, env, &ctx, "no_reply", None, None, line),
-            Some(200) => {}
-            Some(_) => return error_row(part, env, &ctx, "http_status", None, None, line),
+        if failed_reply(part, env, &ctx, line) {
+            return;
         }
         match (env.body_kind.as_deref(), &env.body, &env.body_text) {
             (Some("json"), Some(body), _) => self.body(env, &ctx, body, text, part),
@@ -712,6 +750,9 @@ impl Rows {
                 stats.hash_unverifiable += 1;
                 flags |= HASH_UNVERIFIABLE;
             }
+        }
+        if env.venue.as_deref() == Some(VENUE_KALSHI) {
+            flags &= !NOT_KALSHI;
         }
         count_static(&mut stats.rows, "book");
         count(&mut stats.book_rows_by_source, env.endpoint.as_deref().unwrap_or("?"));
@@ -994,6 +1035,17 @@ fn bad_input_row(part: &mut Part, file: &str, lineno: u64, reason: &str, detail:
     let _ = write!(out, ",\"bytes\":{bytes},\"excerpt\":");
     book::put_json_str(out, &String::from_utf8_lossy(&line[..cut]));
     out.extend_from_slice(b"}\n");
+}
+
+/// The error row of an http line without a 200 reply (`no_reply`, `http_status`); true when it
+/// wrote one.
+fn failed_reply(part: &mut Part, env: &Env, ctx: &Ctx, line: &[u8]) -> bool {
+    match env.status {
+        Some(200) => return false,
+        None => error_row(part, env, ctx, "no_reply", None, None, line),
+        Some(_) => error_row(part, env, ctx, "http_status", None, None, line),
+    }
+    true
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -76,6 +76,9 @@ pub struct Ctx<'a> {
     pub slug: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub outcome: Option<Cow<'a, str>>,
+    /// kalshi-books: the market polled (http and gap lines).
+    #[serde(borrow, default)]
+    pub ticker: Option<Cow<'a, str>>,
 }
 
 /// `ctx` of a `track` line, owned (rare).

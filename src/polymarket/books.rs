@@ -238,7 +238,7 @@ impl<W: Write> SlotLines<W> {
         Ok((last, failed))
     }
 
-    /// Slot `k`, its due time and the endpoint (stamped on every track and gap line).
+    /// Slot `k`, its due time and the endpoint (the `poll` part of a track or gap line's ctx).
     pub fn slot_of_line(&self, k: u64) -> PollSlot {
         PollSlot {
             slot: Some(k),
@@ -594,12 +594,20 @@ impl<W: Write> Poller<W> {
 
     /// The one-line summary printed on stderr at exit.
     pub fn summary(&self, end: End) -> String {
-        let s = &self.stats;
+        self.stats.summary(end, &self.outage, self.tracked())
+    }
+}
+
+impl Stats {
+    /// The one-line summary of a slot-polling run (pm-books, kalshi-books) that ended with `end`,
+    /// `tracked` markets still tracked.
+    pub fn summary(&self, end: End, outage: &Outage, tracked: usize) -> String {
+        let s = self;
         let join = |m: Vec<String>| if m.is_empty() { "none".to_string() } else { m.join(" ") };
         let requests = join(s.requests.iter().map(|(k, v)| format!("{k}:{v}")).collect());
         let gaps = join(s.gaps.iter().map(|(k, v)| format!("{k}:{v}")).collect());
         let ended = end.describe();
-        let outage = match self.outage.ongoing() {
+        let outage = match outage.ongoing() {
             Some((secs, n)) => {
                 format!("; outages {} (one still going on for {secs:.1} s, {n} failed attempts)", s.outages)
             }
@@ -611,7 +619,7 @@ impl<W: Write> Poller<W> {
             s.slots_polled,
             s.slots_missed,
             s.markets_tracked,
-            self.tracked(),
+            tracked,
             s.input_lines,
             s.input_bad,
             s.input_ignored

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 pub fn bin(name: &str) -> PathBuf {
     let p = match name {
         "pm-markets" => env!("CARGO_BIN_EXE_pm-markets"),
+        "kalshi-markets" => env!("CARGO_BIN_EXE_kalshi-markets"),
         "pm-probe" => env!("CARGO_BIN_EXE_pm-probe"),
         "pm-books" => env!("CARGO_BIN_EXE_pm-books"),
+        "kalshi-books" => env!("CARGO_BIN_EXE_kalshi-books"),
         "jsonl-rotate" => env!("CARGO_BIN_EXE_jsonl-rotate"),
         "manifest" => env!("CARGO_BIN_EXE_manifest"),
         "pm-normalize" => env!("CARGO_BIN_EXE_pm-normalize"),
@@ -274,4 +276,55 @@ pub fn market_lines(v: &venue::Venue, families: &str, ahead: &str, now: &str) ->
     let out = run_with_timeout(c, None, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+/// Lines of a running tool's stdout or stderr, collected by a thread.
+pub struct Lines(std::sync::mpsc::Receiver<String>, Vec<String>);
+
+impl Lines {
+    pub fn of(r: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Lines(rx, Vec::new())
+    }
+
+    /// Waits (generously) for a line satisfying `f`; all lines read so far stay in `.1`.
+    pub fn wait_for(&mut self, what: &str, limit: Duration, f: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        if let Some(l) = self.1.iter().find(|l| f(l)) {
+            return l.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(l) => {
+                    self.1.push(l.clone());
+                    if f(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no {what} within {limit:?}; lines so far: {:#?}", self.1),
+            }
+        }
+    }
+
+    /// Everything left once the writer has ended.
+    pub fn rest(mut self) -> Vec<String> {
+        while let Ok(l) = self.0.recv_timeout(Duration::from_secs(30)) {
+            self.1.push(l);
+        }
+        self.1
+    }
+}
+
+/// Asks a running tool to stop (SIGTERM), as systemd does.
+pub fn sigterm(child: &std::process::Child) {
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
 }
