@@ -155,7 +155,7 @@ fn poll_walks(lines: &[Value], ticker: &str) -> Vec<(u64, Option<i64>, bool)> {
             if walks.last().is_none_or(|w| w.0 != slot) {
                 walks.push((slot, c["min_ts"].as_i64(), true));
             }
-        } else if l["kind"] == "gap" && c["tickers"][0] == ticker {
+        } else if l["kind"] == "gap" && c["ticker"] == ticker {
             walks.last_mut().unwrap().2 = false;
         }
     }
