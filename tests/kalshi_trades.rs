@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::kalshi::{self as kv, CursorEnd, KalshiVenue};
 use common::venue::{Fault, Venue};
-use common::{assert_ctx_reads_as, jsonl, run_with_timeout, tool};
+use common::{assert_ctx_reads_as, jsonl, run_with_timeout, sigterm_after_http_lines, tool};
 use pm_archive::http::HttpCtx;
 use pm_archive::kalshi::market::{parse_market, TrackCtx, SERIES};
 use pm_archive::kalshi::trades::PageCtx;
@@ -341,46 +341,17 @@ fn oldest_first_prints_are_all_archived_by_the_polls() {
 /// SIGTERM: the page in flight is finished, the stop record says `signal`, exit 0.
 #[test]
 fn sigterm_finishes_the_page_in_flight_and_exits_0() {
-    use std::io::{BufRead, BufReader, Write};
     let v = Venue::start();
     let k = KalshiVenue::mount_on(&v);
     let recs = records(&k, &[k.now()]);
     let mut c = tool("kalshi-trades");
     c.args(["--kalshi-url", &k.url(), "--interval", "0.2"]);
-    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines() {
-            let _ = tx.send(l.unwrap());
-        }
-    });
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{}", recs[0]).unwrap();
-    let mut got: Vec<String> = Vec::new();
-    while got.iter().filter(|l| l.contains("\"kind\":\"http\"")).count() < 3 {
-        got.push(rx.recv_timeout(Duration::from_secs(60)).expect("lines keep coming"));
-    }
-    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "kalshi-trades did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
-    got.extend(rx.iter());
-    let lines: Vec<Value> = got.iter().map(|l| serde_json::from_str(l).expect("whole lines")).collect();
+    let (code, lines, err) = sigterm_after_http_lines(c, &format!("{}\n", recs[0]), 3, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{err}");
     check_envelopes(&lines);
     let last = lines.last().unwrap();
     assert_eq!((&last["kind"], &last["ctx"]["reason"]), (&"track".into(), &"signal".into()));
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("stopped by signal 15"), "{err}");
-    drop(stdin);
 }
 
 /// The request rate at the default cadence (5 s) on the real clock for 60 s, with the current
