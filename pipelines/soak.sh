@@ -164,6 +164,7 @@ if [ -z "$real_env" ]; then
   if [ -n "$rate" ]; then
     vargs+=(--clock "${start:-$(iso)}x$rate" --clock-file "$out/venue.clock")
   fi
+: > "$out/venue.urls"  # exists before the wait below reads it
   "$bin/pm-venue" "${vargs[@]}" > "$out/venue.urls" 2> "$out/venue.log" &
   venue_pid=$!
   for _ in $(seq 100); do [ "$(wc -l < "$out/venue.urls")" -ge "$urls" ] && break; sleep 0.1; done

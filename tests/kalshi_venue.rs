@@ -207,6 +207,14 @@ fn three_book_shapes_ascending_subpenny_fractional_and_evolving() {
         );
     }
 
+    // Best first, as the spec's prose says: the same levels, reversed.
+    k.set_shape(BookShape::Fp);
+    k.set_descending(true);
+    let desc: Value = get_json(&url);
+    let prices: Vec<f64> = fp_side(&desc, "no_dollars").iter().map(|(p, _)| p.parse().unwrap()).collect();
+    assert!(prices.windows(2).all(|w| w[0] > w[1]), "descending: {prices:?}");
+    k.set_descending(false);
+
     // Outside its window a book is empty.
     k.set_shape(BookShape::Fp);
     let next = k.ticker_at(datetime!(2026-08-17 05:20:00 UTC));
@@ -250,6 +258,15 @@ fn trades_newest_first_with_cursor_and_min_ts() {
     let min = clock_of(&got[5].created_time).unix_timestamp();
     let p: TradesPage = get_json(&format!("{}/markets/trades?ticker={CAPTURE_TICKER}&min_ts={min}", k.url()));
     assert!(p.trades.len() >= 6 && p.trades.iter().all(|t| clock_of(&t.created_time).unix_timestamp() >= min));
+    // The January shape of the real capture: taker_side only.
+    k.set_trade_shape(kalshi::TradeShape::January);
+    let jan: Value = get_json(&format!("{}/markets/trades?ticker={CAPTURE_TICKER}&limit=1", k.url()));
+    let keys: Vec<&str> = jan["trades"][0].as_object().unwrap().keys().map(String::as_str).collect();
+    let want =
+        ["count_fp", "created_time", "no_price_dollars", "taker_side", "ticker", "trade_id", "yes_price_dollars"];
+    assert_eq!(keys, want);
+    assert_eq!(jan["trades"][0]["trade_id"].as_str(), Some(got[0].trade_id.as_str()));
+    k.set_trade_shape(kalshi::TradeShape::Current);
     let future: TradesPage =
         get_json(&format!("{}/markets/trades?ticker={}", k.url(), k.ticker_at(datetime!(2026-08-17 05:10 UTC))));
     assert!(future.trades.is_empty());
@@ -373,7 +390,7 @@ fn pm_venue_soak_cycle_adds_kalshi_faults_and_keeps_the_polymarket_order() {
     assert_eq!(poly[..n], poly_only[..n], "the Polymarket cycle is unchanged");
     assert!(kal.len() >= 3, "{kal:?}");
     assert_eq!(kal[0].0, kalshi::BOOKS);
-    assert!(kal[0].1.starts_with("Reply { status: 429"), "{:?}", kal[0]);
+    assert_eq!(kal[0].1, "Reply { status: 429, body: 30 bytes }", "the fault's name, not its body");
     let injected: Vec<&str> = kal.iter().map(|(t, _)| t.as_str()).collect();
     for target in [kalshi::BOOKS, kalshi::LIST] {
         assert!(injected.contains(&target), "{injected:?}");

@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::venue::{fixture_json, Fault, Venue, RECORDED_BOOK_TOKEN};
-use common::{run_with_timeout, tool};
+use common::{python, run_with_timeout, tool};
 use serde_json::{json, Value};
 
 fn repo() -> PathBuf {
@@ -314,29 +314,6 @@ fn normalized_rows_keep_one_type_per_field() {
 
 // ---------------------------------------------------------------------------------------------
 // Python: DuckDB and pyarrow.
-
-/// The interpreter with duckdb and pyarrow, or None (skip) outside CI. Under `CI=true` a missing
-/// module fails the test.
-fn python(modules: &str) -> Option<String> {
-    let py = std::env::var("PMARCHIVE_PYTHON").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| {
-        let venv = repo().join("target/pyvenv/bin/python");
-        if venv.exists() {
-            venv.to_string_lossy().into_owned()
-        } else {
-            "python3".into()
-        }
-    });
-    let ok = Command::new(&py).args(["-c", &format!("import {modules}")]).output().is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(py);
-    }
-    let msg = format!("{py}: cannot import {modules} (install: .ci/run, or pip install duckdb pyarrow)");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}");
-    }
-    eprintln!("{msg}: skipped");
-    None
-}
 
 /// Runs every statement of the given SQL in one DuckDB connection in `dir`; returns per statement
 /// (first line of the statement, result rows as JSON arrays).

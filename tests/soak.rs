@@ -375,3 +375,41 @@ fn soak_sh_with_the_kalshi_switch_needs_the_kalshi_tools() {
     assert!(stderr.contains("kalshi-markets not found"), "{stderr}");
     assert!(!dir.join("out").exists(), "nothing was started");
 }
+
+/// Both venues in one soak (issue 17): `PMARCHIVE_KALSHI=1` makes soak.sh start `pm-venue --kalshi`
+/// and the chain's Kalshi lane against it (compressed time, ×6, so that Kalshi windows close and
+/// resolve within the run). Every Kalshi book and trade served is archived or its loss explained, and
+/// every Kalshi fault of the cycle that was served is visible in the archive.
+#[test]
+fn soak_with_both_venues_reconciles_kalshi_books_and_trades() {
+    if !common::require_tool("rclone") {
+        return;
+    }
+    let dir = tempdir("soak-both");
+    let out = dir.join("run");
+    let md = dir.join("soak_test_both.md");
+    let bin_dir = bin("pm-venue").parent().unwrap().to_path_buf();
+    let mut cmd = Command::new(repo().join("pipelines/soak.sh"));
+    cmd.args(["--duration", "100", "--out"]).arg(&out).arg("--bin-dir").arg(&bin_dir);
+    cmd.args(["--kill-every", "0", "--fault-every", "8", "--rate", "6", "--offload-every", "60", "--report"]).arg(&md);
+    cmd.env("PMARCHIVE_KALSHI", "1");
+    let o = run_with_timeout(cmd, None, Duration::from_secs(600));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(md.exists(), "no report; soak.sh exit {:?}: {stderr}", o.status.code());
+    let r = report_json(&md);
+    assert!(r.mode.contains("kalshi=on"), "{}", r.mode);
+    let k = r.kalshi.as_ref().expect("Kalshi replies in the venue log");
+    assert!(k.books.served > 10 && k.trades.served > 0, "{k:?}");
+    for g in [gate(&r, "every Kalshi book served"), gate(&r, "every Kalshi trade served")] {
+        assert!(g.pass, "{g:?}");
+    }
+    let kfaults: Vec<&FaultSeen> = r.faults.iter().filter(|f| f.target.starts_with("/trade-api/")).collect();
+    assert!(kfaults.len() >= 5, "{kfaults:?}");
+    let hidden: Vec<&&FaultSeen> = kfaults.iter().filter(|f| f.evidence.starts_with("NOT VISIBLE")).collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+    for stream in ["kalshi/books", "kalshi/discovery", "kalshi/trades"] {
+        assert!(r.files.per_stream.contains_key(stream), "{:?}", r.files.per_stream);
+    }
+    let check = r.checks.iter().find(|c| c.name == "normalize_kalshi_check").expect("Kalshi books normalized");
+    assert_eq!(check.rc, Some(0), "{check:?}");
+}

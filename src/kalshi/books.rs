@@ -33,10 +33,6 @@ use crate::schedule::{self, End, Schedule, Slotted};
 use crate::signal;
 use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, Window};
 
-/// The Kalshi Trade API base URL used when `--kalshi-url` is not given (the documented alternative
-/// is `https://external-api.kalshi.com/trade-api/v2`; docs/KALSHI_FACTS.md §1).
-pub const DEFAULT_KALSHI_URL: &str = "https://api.elections.kalshi.com/trade-api/v2";
-
 /// The request family (rate limit: `http::family_rate`) and the `endpoint` of the http lines.
 pub const FAMILY: &str = "kalshi-books";
 

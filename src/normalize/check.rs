@@ -174,8 +174,10 @@ impl Acc {
 
     fn file(&mut self, name: &str) {
         let mut lines = 0u64;
-        // Order is checked per raw run within this file: (last raw_seq, last collected_at_utc).
-        let mut runs: HashMap<String, (u64, String)> = HashMap::new();
+        // Order is checked per venue and raw run within this file: (last raw_seq, last
+        // collected_at_utc). One chain run numbers each venue's tool on its own (pm-books and
+        // kalshi-books share a run id, not a seq).
+        let mut runs: HashMap<(String, String), (u64, String)> = HashMap::new();
         let mut r = match jsonl::open_lines(Path::new(name)) {
             Ok(r) => r,
             Err(e) => {
@@ -217,14 +219,15 @@ impl Acc {
             if let (Some(run), Some(seq), Some(at)) =
                 (v["raw_run_id"].as_str(), v["raw_seq"].as_u64(), v["collected_at_utc"].as_str())
             {
-                if let Some((ls, la)) = runs.get(run) {
+                let key = (v["venue"].as_str().unwrap_or_default().to_string(), run.to_string());
+                if let Some((ls, la)) = runs.get(&key) {
                     if seq < *ls || at < la.as_str() {
                         self.out_of_order += 1;
                         let what = format!("out of order: run {run} seq {seq} at {at} after seq {ls} at {la}");
                         self.problem(name, lines, what);
                     }
                 }
-                runs.insert(run.to_string(), (seq, at.to_string()));
+                runs.insert(key, (seq, at.to_string()));
             }
         }
         self.lines += lines;

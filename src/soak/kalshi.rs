@@ -154,3 +154,19 @@ pub fn gates(k: &KalshiReconcile) -> Vec<Gate> {
     };
     vec![line("book", &k.books), line("trade", &k.trades)]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kalshi_fault_names_and_targets() {
+        assert_eq!(reply_status("Reply { status: 429, body: 30 bytes }"), Some(429));
+        assert_eq!(reply_status("TooMany { retry_after: None }"), None);
+        assert_eq!(evidence_endpoint("/trade-api/v2/markets/*/orderbook"), Some("kalshi/books"));
+        assert_eq!(evidence_endpoint("/trade-api/v2/markets/trades"), Some("kalshi/trades"));
+        assert_eq!(evidence_endpoint("/trade-api/v2/markets$"), Some("kalshi/discovery"));
+        assert_eq!(evidence_endpoint("/trade-api/v2/markets/KXBTC15M-*$"), Some("kalshi/discovery"));
+        assert_eq!(evidence_endpoint("/books"), None);
+    }
+}

@@ -28,16 +28,19 @@
 //! - `GET /markets/{ticker}/orderbook`: in the window, the docs example's levels shifted by the
 //!   clock (±5 ¢ in 6-s steps, YES up when NO down), sizes with a fractional part that changes every
 //!   second, plus a sub-penny tail level on each side (tapered deci-cent grid: $0.001 below $0.10);
-//!   levels ascending (best last). Outside the window both sides are empty. Shapes
+//!   levels ascending (best last; [`KalshiVenue::set_descending`] serves them best first, as the spec's
+//!   prose says). Outside the window both sides are empty. Shapes
 //!   ([`KalshiVenue::set_shape`]): `orderbook_fp` (default: `["0.4200","13.37"]`), the older
 //!   `orderbook.{yes_dollars,no_dollars}` (integer counts) and legacy cents `orderbook.{yes,no}`
 //!   (`[42,13]`, whole-cent levels only). No hash, no timestamp (as documented).
 //! - `GET /markets/trades`: one print every [`KalshiVenue::set_trade_every`] seconds of each window
 //!   (every 4th in the same second as the one before: a page boundary can fall inside a second),
 //!   shown once the clock has passed it; the 3.29.0 `Trade` shape (`taker_outcome_side`,
-//!   `taker_book_side`, `is_block_trade`), UUID `trade_id`, `created_time` with 0–6 fractional digits;
-//!   newest first ([`KalshiVenue::set_trades_oldest_first`] switches); `ticker`, `min_ts`/`max_ts` (Unix seconds, both inclusive: undocumented, chosen
-//!   here) filters; keyset cursor; page size as for markets.
+//!   `taker_book_side`, `is_block_trade`; [`KalshiVenue::set_trade_shape`]: the January shape of C-trd
+//!   with `taker_side` only), UUID `trade_id`, `created_time` with 0–6 fractional digits;
+//!   newest first ([`KalshiVenue::set_trades_oldest_first`] switches); `ticker`, `min_ts`/`max_ts`
+//!   (Unix seconds, both inclusive: undocumented, chosen here) filters; keyset cursor; page size as
+//!   for markets.
 //! - Errors: 400/404 in the documented `ErrorResponse` shape `{code, message, details, service}`
 //!   (STAND-IN values). Faults: [`too_many`] is the docs' 429 `{"error": "too many requests"}` without
 //!   `Retry-After`; [`server_error`]; and the venue's HTML, truncated, slow and reset faults, on the
@@ -57,7 +60,7 @@ use time::OffsetDateTime;
 
 use pm_archive::clock;
 
-use super::venue::{percent_decode, sha_hex, Clock, Fault, Req, Venue};
+use super::venue::{percent_decode, sha_hex, Clock, Fault, FaultBody, Req, Venue};
 
 /// Where the API is mounted on the venue (the path part of the base URL).
 pub const BASE_PATH: &str = "/trade-api/v2";
@@ -107,12 +110,12 @@ const MONTHS: [&str; 12] = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AU
 
 /// The documented 429 (no `Retry-After`).
 pub fn too_many() -> Fault {
-    Fault::Reply { status: 429, body: TOO_MANY_BODY.into() }
+    Fault::Reply { status: 429, body: FaultBody(TOO_MANY_BODY.into()) }
 }
 
 /// A 5xx in the documented `ErrorResponse` shape (STAND-IN values).
 pub fn server_error(status: u16) -> Fault {
-    Fault::Reply { status, body: error_body("internal_error", "stand-in server error") }
+    Fault::Reply { status, body: FaultBody(error_body("internal_error", "stand-in server error")) }
 }
 
 /// The order-book reply shape.
@@ -126,6 +129,15 @@ pub enum BookShape {
     Cents,
 }
 
+/// The trade print shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TradeShape {
+    /// Spec 3.29.0: `taker_outcome_side`, `taker_book_side`, `is_block_trade` ([`WireTrade`]).
+    Current,
+    /// The real capture C-trd (2026-01-08): `taker_side` only ([`JanuaryTrade`]).
+    January,
+}
+
 /// What the last page's `cursor` is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CursorEnd {
@@ -137,6 +149,9 @@ pub enum CursorEnd {
 #[derive(Clone, Debug)]
 struct Config {
     shape: BookShape,
+    /// Levels best first (the spec's prose) instead of ascending (the guide, live observations).
+    descending: bool,
+    trade_shape: TradeShape,
     cursor_end: CursorEnd,
     ahead: i64,
     keep: Duration,
@@ -160,6 +175,8 @@ impl KalshiVenue {
     pub fn mount_on(v: &Venue) -> KalshiVenue {
         let cfg = Arc::new(Mutex::new(Config {
             shape: BookShape::Fp,
+            descending: false,
+            trade_shape: TradeShape::Current,
             cursor_end: CursorEnd::Empty,
             ahead: 4,
             keep: Duration::from_secs(3600),
@@ -185,7 +202,15 @@ impl KalshiVenue {
             if req.path.ends_with("/orderbook") {
                 line.hashes = vec![pm_archive::util::hex(&Sha256::digest(body))];
             } else if req.path == format!("{BASE_PATH}/markets/trades") {
-                let page: Option<TradesPage> = serde_json::from_slice(body).ok();
+                #[derive(Deserialize)]
+                struct Id {
+                    trade_id: String,
+                }
+                #[derive(Deserialize)]
+                struct Ids {
+                    trades: Vec<Id>,
+                }
+                let page: Option<Ids> = serde_json::from_slice(body).ok();
                 line.trades = page.map(|p| p.trades.into_iter().map(|t| t.trade_id).collect()).unwrap_or_default();
             }
         }));
@@ -203,6 +228,15 @@ impl KalshiVenue {
 
     pub fn set_shape(&self, s: BookShape) {
         self.cfg.lock().unwrap().shape = s;
+    }
+
+    /// Serves book levels best first (descending YES and NO bids), the order the spec's prose says.
+    pub fn set_descending(&self, on: bool) {
+        self.cfg.lock().unwrap().descending = on;
+    }
+
+    pub fn set_trade_shape(&self, s: TradeShape) {
+        self.cfg.lock().unwrap().trade_shape = s;
     }
 
     pub fn set_cursor_end(&self, c: CursorEnd) {
@@ -326,6 +360,39 @@ pub struct WireTrade {
     pub ticker: String,
     pub trade_id: String,
     pub yes_price_dollars: String,
+}
+
+/// A trade print in the January 2026 shape of the real capture C-trd (`taker_side`, nothing newer).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JanuaryTrade {
+    pub count_fp: String,
+    pub created_time: String,
+    pub no_price_dollars: String,
+    pub taker_side: String,
+    pub ticker: String,
+    pub trade_id: String,
+    pub yes_price_dollars: String,
+}
+
+impl From<WireTrade> for JanuaryTrade {
+    fn from(t: WireTrade) -> JanuaryTrade {
+        JanuaryTrade {
+            count_fp: t.count_fp,
+            created_time: t.created_time,
+            no_price_dollars: t.no_price_dollars,
+            taker_side: t.taker_outcome_side,
+            ticker: t.ticker,
+            trade_id: t.trade_id,
+            yes_price_dollars: t.yes_price_dollars,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JanuaryPage {
+    trades: Vec<JanuaryTrade>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<Option<String>>,
 }
 
 /// `GET /markets` → `{"markets": […], "cursor": …}`.
@@ -708,7 +775,11 @@ fn book(ticker: &str, close: OffsetDateTime, now: OffsetDateTime) -> (Levels, Le
 }
 
 fn orderbook(cfg: &Config, close: OffsetDateTime, now: OffsetDateTime) -> (u16, Vec<u8>) {
-    let (yes, no) = book(&ticker_of(close), close, now);
+    let (mut yes, mut no) = book(&ticker_of(close), close, now);
+    if cfg.descending {
+        yes.reverse();
+        no.reverse();
+    }
     match cfg.shape {
         BookShape::Fp => {
             let f = |l: &[(u32, u64)]| l.iter().map(|&(p, c)| (price(p), count(c))).collect();
@@ -818,8 +889,11 @@ fn trades(cfg: &Config, now: OffsetDateTime, q: &HashMap<String, String>) -> (u1
     let page: Vec<&Print> = all.iter().skip(start).take(n).collect();
     let more = start + n < all.len();
     let cursor = more.then(|| page.last().map(|p| format!("{}.{}.{}", p.key.0, p.key.2, p.key.1))).flatten();
-    let trades = page.into_iter().map(|p| p.trade.clone()).collect();
-    ok(&TradesPage { trades, cursor: end(cfg, cursor) })
+    let trades = page.into_iter().map(|p| p.trade.clone());
+    match cfg.trade_shape {
+        TradeShape::Current => ok(&TradesPage { trades: trades.collect(), cursor: end(cfg, cursor) }),
+        TradeShape::January => ok(&JanuaryPage { trades: trades.map(Into::into).collect(), cursor: end(cfg, cursor) }),
+    }
 }
 
 fn parse_trade_cursor(c: &str) -> Option<(i128, String, u64)> {

@@ -371,3 +371,27 @@ impl Lines {
 pub fn sigterm(child: &std::process::Child) {
     std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
 }
+
+/// The Python interpreter that imports `modules` (`PMARCHIVE_PYTHON`, else target/pyvenv, else
+/// python3), or None (skip) outside CI. Under `CI=true` a missing
+/// module fails the test.
+pub fn python(modules: &str) -> Option<String> {
+    let py = std::env::var("PMARCHIVE_PYTHON").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| {
+        let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyvenv/bin/python");
+        if venv.exists() {
+            venv.to_string_lossy().into_owned()
+        } else {
+            "python3".into()
+        }
+    });
+    let ok = Command::new(&py).args(["-c", &format!("import {modules}")]).output().is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    let msg = format!("{py}: cannot import {modules} (install: .ci/run, or pip install duckdb pyarrow)");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("{msg}: skipped");
+    None
+}

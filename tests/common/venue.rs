@@ -93,7 +93,18 @@ pub enum Fault {
     OmitOne,
     /// This status with exactly this body as `application/json`, no `Retry-After` (another venue's
     /// documented error bodies, e.g. Kalshi's 429 `{"error": "too many requests"}`).
-    Reply { status: u16, body: String },
+    Reply { status: u16, body: FaultBody },
+}
+
+/// The body a [`Fault::Reply`] serves. Its `Debug` (part of the fault's name in the logs and the soak
+/// report) is its length only: `Reply { status: 429, body: 30 bytes }`.
+#[derive(Clone)]
+pub struct FaultBody(pub String);
+
+impl std::fmt::Debug for FaultBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.0.len())
+    }
 }
 
 /// One request the venue answered (or dropped).
@@ -473,7 +484,7 @@ fn handle(stream: TcpStream, st: Arc<Mutex<State>>) {
         Some(Fault::Html) => (200, "text/html", b"<!DOCTYPE html><html><head><title>Just a moment...</title></head><body>stand-in challenge page</body></html>".to_vec(), None),
         Some(Fault::ThrottledOk) => (200, "application/json", br#"{"error":"Too Many Requests"}"#.to_vec(), None),
         Some(Fault::Body(b)) => (200, "application/json", b.clone(), None),
-        Some(Fault::Reply { status, body }) => (*status, "application/json", body.clone().into_bytes(), None),
+        Some(Fault::Reply { status, body }) => (*status, "application/json", body.0.clone().into_bytes(), None),
         // STAND-IN body: only the status and the message "service not ready" were reported.
         Some(Fault::NotReady) => (425, "application/json", br#"{"error":"service not ready"}"#.to_vec(), None),
         Some(Fault::OmitOne) => {
