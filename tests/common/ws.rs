@@ -228,7 +228,8 @@ fn parse_sub(text: &str) -> Sub {
 fn serve(tcp: TcpStream, k: usize, sh: &Shared) {
     let Ok(mut ws) = tungstenite::accept(tcp) else { return };
     ws.get_mut().set_read_timeout(Some(Duration::from_millis(5))).unwrap();
-    let mut conn = Conn { ws, k, sh, subscribed: BTreeSet::new(), new_ids: Vec::new(), gone_ids: Vec::new() };
+    let mut conn =
+        Conn { ws, k, sh, subscribed: BTreeSet::new(), new_ids: Vec::new(), gone_ids: Vec::new(), out: None };
     // Wait for the subscribe message before sending anything (as the venue does).
     loop {
         if sh.stop.load(Ordering::SeqCst) {
@@ -256,6 +257,8 @@ struct Conn<'a> {
     new_ids: Vec<String>,
     /// Ids unsubscribed since the model last looked.
     gone_ids: Vec<String>,
+    /// A modelled connection's writing half (see [`Conn::model`]).
+    out: Option<Out>,
 }
 
 impl Conn<'_> {
@@ -268,7 +271,7 @@ impl Conn<'_> {
                 self.sh.got.lock().unwrap().push(Got { conn: self.k, text: text.clone() });
                 match parse_sub(&text) {
                     Sub::Ping => {
-                        self.ws.send(Message::text("PONG")).map_err(|_| ())?;
+                        self.send_text("PONG")?;
                         Ok(false)
                     }
                     Sub::Subscribe(ids) | Sub::Unsubscribe(ids)
@@ -385,7 +388,13 @@ impl Conn<'_> {
     /// A connection of the modelled venue: the `book` dumps and the changes of the one [`Books`] for
     /// the assets it subscribed to, and the [`WsFault`]s injected.
     fn model(&mut self, books: &Books) {
-        let (sub, rx) = books.join();
+        // Every server frame of this connection goes through `out` (the model's driver writes the
+        // changes itself, under the book lock: a REST reply never reads a change before it was sent).
+        let Ok(tcp) = self.ws.get_ref().try_clone() else { return };
+        let _ = tcp.set_write_timeout(Some(Duration::from_secs(2)));
+        let out: Out = Arc::new(Mutex::new(tcp));
+        self.out = Some(out.clone());
+        let sub = books.join(out.clone());
         let _leave = Leave(books, sub);
         let mut seen = self.sh.fault.lock().unwrap().0;
         while !self.stopping() {
@@ -394,12 +403,15 @@ impl Conn<'_> {
                 seen = generation;
                 match fault {
                     Some(WsFault::Close) => {
+                        let _g = out.lock().unwrap();
                         let _ = self.ws.close(None);
                         let _ = self.ws.flush();
+                        drop(_g);
                         std::thread::sleep(Duration::from_millis(100));
                         return;
                     }
                     Some(WsFault::Freeze(d)) => {
+                        books.leave(sub);
                         let until = Instant::now() + d;
                         while Instant::now() < until && !self.stopping() {
                             std::thread::sleep(Duration::from_millis(20));
@@ -412,23 +424,40 @@ impl Conn<'_> {
             if !self.gone_ids.is_empty() {
                 books.unsubscribe(sub, &std::mem::take(&mut self.gone_ids));
             }
-            let mut frames: Vec<String> = Vec::new();
-            if !self.new_ids.is_empty() {
-                // Every (re)subscribe pushes a fresh `book` per asset, as one array frame, after the
-                // changes queued before it.
-                frames = books.subscribe(sub, &std::mem::take(&mut self.new_ids), &rx);
+            // Every (re)subscribe pushes a fresh `book` per asset, as one array frame.
+            if !self.new_ids.is_empty() && books.subscribe(sub, &std::mem::take(&mut self.new_ids)).is_err() {
+                return;
             }
-            frames.extend(rx.try_iter());
-            for f in frames {
-                if self.ws.write(Message::text(f)).is_err() {
-                    return;
-                }
-            }
-            if self.ws.flush().is_err() || self.read_one().is_err() {
+            if self.read_one().is_err() {
                 return;
             }
         }
     }
+
+    /// Sends a text frame: through `out` for a modelled connection, else through the websocket.
+    fn send_text(&mut self, text: &str) -> Result<(), ()> {
+        match &self.out {
+            Some(out) => write_frames(out, &[text.to_string()]).map_err(|_| ()),
+            None => self.ws.send(Message::text(text)).map_err(|_| ()),
+        }
+    }
+}
+
+/// The writing half of a modelled connection (a clone of its TCP stream); one frame at a time.
+type Out = Arc<Mutex<TcpStream>>;
+
+/// Writes `texts` as unmasked websocket text frames (server to client) in one write.
+fn write_frames(out: &Out, texts: &[String]) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    for t in texts {
+        let f = tungstenite::protocol::frame::Frame::message(
+            t.clone().into_bytes(),
+            tungstenite::protocol::frame::coding::OpCode::Data(tungstenite::protocol::frame::coding::Data::Text),
+            true,
+        );
+        f.format(&mut buf).map_err(std::io::Error::other)?;
+    }
+    std::io::Write::write_all(&mut *out.lock().unwrap(), &buf)
 }
 
 /// Takes a connection out of the [`Books`] when it ends, however it ends.
@@ -448,22 +477,26 @@ impl Drop for Leave<'_> {
 /// REST snapshot after a connect and the websocket changes that follow describe the same book.
 ///
 /// A driver thread makes `events_per_sec` events per second (real time) of the [`Model`], each about
-/// one asset picked among the assets any open connection subscribed to, and hands each event's frames
-/// to every connection subscribed to that asset. A connection that subscribes gets a `book` dump of
-/// the current state first; the REST venue serves the same state with the same timestamp and hash
-/// (the time of the book's last change). The driver stops when the last handle is dropped.
+/// one asset picked among the assets any open connection subscribed to, and writes each event's
+/// frames to every connection subscribed to that asset while it holds the model's lock: a REST reply
+/// (which takes that lock) never reads a change before it was sent. A connection that subscribes
+/// gets a `book` dump of the current state first; the REST venue serves the same state with the same
+/// timestamp and hash (the time of the book's last change). The driver stops when the last handle is
+/// dropped.
 #[derive(Clone)]
 pub struct Books(Arc<Hub>);
 
 struct Hub {
     st: Mutex<HubState>,
     events_per_sec: f64,
+    /// No events while set ([`Books::pause`]).
+    paused: AtomicBool,
 }
 
 struct HubState {
     model: Model,
-    /// Connection → (its assets, where its frames go).
-    subs: BTreeMap<usize, (BTreeSet<String>, crossbeam_channel::Sender<String>)>,
+    /// Connection → (its assets, its writing half).
+    subs: BTreeMap<usize, (BTreeSet<String>, Out)>,
     next: usize,
 }
 
@@ -475,10 +508,17 @@ impl std::fmt::Debug for Books {
 
 impl Books {
     pub fn new(model: Model, events_per_sec: f64) -> Books {
-        let hub = Arc::new(Hub { st: Mutex::new(HubState { model, subs: BTreeMap::new(), next: 0 }), events_per_sec });
+        let st = Mutex::new(HubState { model, subs: BTreeMap::new(), next: 0 });
+        let hub = Arc::new(Hub { st, events_per_sec, paused: AtomicBool::new(false) });
         let weak = Arc::downgrade(&hub);
         std::thread::spawn(move || drive(weak));
         Books(hub)
+    }
+
+    /// Stops (true) or resumes the events: a quiet venue, so that a client can stop between two
+    /// events (a stop inside a same-timestamp burst leaves a state no hash describes).
+    pub fn pause(&self, paused: bool) {
+        self.0.paused.store(paused, Ordering::SeqCst);
     }
 
     /// An asset's book as the REST venue serves it (see [`Model::rest_book`]).
@@ -486,31 +526,27 @@ impl Books {
         self.0.st.lock().unwrap().model.rest_book(id)
     }
 
-    /// A new connection: its id and the receiving end of its frames.
-    fn join(&self) -> (usize, crossbeam_channel::Receiver<String>) {
-        let (tx, rx) = crossbeam_channel::unbounded();
+    /// A new connection, written to through `out`: its id.
+    fn join(&self, out: Out) -> usize {
         let mut s = self.0.st.lock().unwrap();
         s.next += 1;
         let id = s.next;
-        s.subs.insert(id, (BTreeSet::new(), tx));
-        (id, rx)
+        s.subs.insert(id, (BTreeSet::new(), out));
+        id
     }
 
     fn leave(&self, sub: usize) {
         self.0.st.lock().unwrap().subs.remove(&sub);
     }
 
-    /// Adds `ids` to connection `sub`'s assets; returns the frames queued for it so far, then the
-    /// `book` dump of `ids` (one array frame). Done under one lock: every change after the dump
-    /// reaches the connection after it, none before it.
-    fn subscribe(&self, sub: usize, ids: &[String], rx: &crossbeam_channel::Receiver<String>) -> Vec<String> {
+    /// Adds `ids` to connection `sub`'s assets and writes their `book` dump (one array frame), under
+    /// the model's lock: every change after the dump reaches the connection after it, none before.
+    fn subscribe(&self, sub: usize, ids: &[String]) -> std::io::Result<()> {
         let mut s = self.0.st.lock().unwrap();
-        let mut out: Vec<String> = rx.try_iter().collect();
-        out.push(s.model.initial_dump(ids));
-        if let Some((assets, _)) = s.subs.get_mut(&sub) {
-            assets.extend(ids.iter().cloned());
-        }
-        out
+        let dump = s.model.initial_dump(ids);
+        let Some((assets, out)) = s.subs.get_mut(&sub) else { return Ok(()) };
+        assets.extend(ids.iter().cloned());
+        write_frames(out, &[dump])
     }
 
     fn unsubscribe(&self, sub: usize, ids: &[String]) {
@@ -533,20 +569,23 @@ fn drive(hub: std::sync::Weak<Hub>) {
         let mut s = hub.st.lock().unwrap();
         let ids: Vec<String> =
             s.subs.values().flat_map(|(a, _)| a.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
-        if ids.is_empty() {
+        if ids.is_empty() || hub.paused.load(Ordering::SeqCst) {
             sent = due;
             continue;
         }
         while sent < due {
             let id = &ids[s.model.below(ids.len() as u64) as usize];
             let frames = s.model.event(id);
-            for (assets, tx) in s.subs.values() {
-                if assets.contains(id) {
-                    frames.iter().for_each(|f| {
-                        let _ = tx.send(f.clone());
-                    });
-                }
-            }
+            // A connection that cannot be written to (gone, or not reading for 2 s) leaves.
+            let dead: Vec<usize> = s
+                .subs
+                .iter()
+                .filter(|(_, (assets, out))| assets.contains(id) && write_frames(out, &frames).is_err())
+                .map(|(k, _)| *k)
+                .collect();
+            dead.iter().for_each(|k| {
+                s.subs.remove(k);
+            });
             sent += 1;
         }
     }
