@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::envelope::Sequencer;
-use crate::feed::{self, Input};
+use crate::feed::{self, Fed, Input};
 use crate::http::{Attempt, Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::polymarket::market::{Market, Token};
@@ -330,64 +330,6 @@ impl<W: Write> Poller<W> {
         Ok(end)
     }
 
-    /// Takes whatever the reader thread has sent so far (never blocks).
-    fn drain_input(&mut self, k: u64) -> io::Result<()> {
-        let rx = self.input.clone();
-        let ended = feed::drain(&rx, |input| {
-            self.stats.input_lines += 1;
-            match input {
-                Input::Market { line, market } => self.accept(k, *market, line),
-                Input::Bad { line, reason } => {
-                    self.stats.input_bad += 1;
-                    let ctx = feed::bad_line("pm-books", line, &reason);
-                    self.write_gap(k, ctx, reason)
-                }
-            }
-        })?;
-        self.input_done |= ended;
-        Ok(())
-    }
-
-    /// Stores a market record: a new market, or an update that replaces the stored record.
-    fn accept(&mut self, k: u64, m: Market, _line: u64) -> io::Result<()> {
-        let slug = m.slug.clone();
-        if self.finished.contains_key(&slug) {
-            self.stats.input_ignored += 1;
-            return Ok(());
-        }
-        // `expired` only says pm-markets stopped watching: tracking keeps its own lead/grace.
-        let informational = m.change == "expired";
-        let Some(new) = Entry::new(m, &self.cfg) else {
-            self.stats.input_ignored += 1;
-            return Ok(());
-        };
-        // Too late to matter (its tracking window is over on both clocks, or the venue closed it):
-        // nothing to do. Any other record of a market not known (any more) starts it.
-        if !self.markets.contains_key(&slug) && (new.window.phase(&Now::read()) == Phase::Over || new.closed()) {
-            self.stats.input_ignored += 1;
-            return Ok(());
-        }
-        match self.markets.get_mut(&slug) {
-            None if informational => self.stats.input_ignored += 1,
-            None => {
-                self.markets.insert(slug, new);
-            }
-            Some(old) if old.market.tokens == new.market.tokens => {
-                old.market = new.market;
-                old.window = new.window;
-            }
-            Some(old) => {
-                // Different tokens for the same slug: stop the old ones, start over with the new.
-                let was_tracked = old.tracked;
-                let old = std::mem::replace(old, new);
-                if was_tracked {
-                    self.write_track(k, &old.market, Action::Stop, Reason::TokensChanged, old.live_tokens())?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Starts and stops tracking by the tracking window (window start − lead, window end + grace,
     /// judged on both clocks: [`Window::phase`]) and by a record saying the market is closed.
     fn update_tracking(&mut self, k: u64, now: Now) -> io::Result<()> {
@@ -582,11 +524,6 @@ impl<W: Write> Poller<W> {
         self.lines.track(k, TrackCtx::new(action, reason, m, tokens))
     }
 
-    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
-        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
-        self.lines.gap(k, ctx, error)
-    }
-
     /// Markets currently tracked.
     pub fn tracked(&self) -> usize {
         self.markets.values().filter(|e| e.tracked).count()
@@ -643,6 +580,65 @@ pub fn failure_text(a: &Attempt) -> String {
     s
 }
 
+impl<W: Write> Fed for Poller<W> {
+    type Market = Market;
+    const TOOL: &'static str = "pm-books";
+
+    fn input(&self) -> Receiver<Input<Market>> {
+        self.input.clone()
+    }
+
+    fn count_input(&mut self, bad: bool) {
+        self.stats.input_lines += 1;
+        self.stats.input_bad += u64::from(bad);
+    }
+
+    /// Stores a market record: a new market, or an update that replaces the stored record.
+    fn accept(&mut self, k: u64, m: Market) -> io::Result<()> {
+        let slug = m.slug.clone();
+        if self.finished.contains_key(&slug) {
+            self.stats.input_ignored += 1;
+            return Ok(());
+        }
+        // `expired` only says pm-markets stopped watching: tracking keeps its own lead/grace.
+        let informational = m.change == "expired";
+        let Some(new) = Entry::new(m, &self.cfg) else {
+            self.stats.input_ignored += 1;
+            return Ok(());
+        };
+        // Too late to matter (its tracking window is over on both clocks, or the venue closed it):
+        // nothing to do. Any other record of a market not known (any more) starts it.
+        if !self.markets.contains_key(&slug) && (new.window.phase(&Now::read()) == Phase::Over || new.closed()) {
+            self.stats.input_ignored += 1;
+            return Ok(());
+        }
+        match self.markets.get_mut(&slug) {
+            None if informational => self.stats.input_ignored += 1,
+            None => {
+                self.markets.insert(slug, new);
+            }
+            Some(old) if old.market.tokens == new.market.tokens => {
+                old.market = new.market;
+                old.window = new.window;
+            }
+            Some(old) => {
+                // Different tokens for the same slug: stop the old ones, start over with the new.
+                let was_tracked = old.tracked;
+                let old = std::mem::replace(old, new);
+                if was_tracked {
+                    self.write_track(k, &old.market, Action::Stop, Reason::TokensChanged, old.live_tokens())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
+        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
+        self.lines.gap(k, ctx, error)
+    }
+}
+
 impl<W: Write> Slotted for Poller<W> {
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
         self.stats.slots_missed += to - from + 1;
@@ -652,7 +648,7 @@ impl<W: Write> Slotted for Poller<W> {
 
     fn slot(&mut self, k: u64) -> io::Result<bool> {
         self.stats.slots += 1;
-        self.drain_input(k)?;
+        self.input_done |= feed::drain_input(self, k)?;
         self.update_tracking(k, Now::read())?;
         if self.input_done && self.markets.is_empty() {
             return Ok(false);
