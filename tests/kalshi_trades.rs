@@ -210,10 +210,11 @@ fn every_fault_kind_is_recorded_retried_or_a_gap_and_nothing_is_lost() {
     assert!(kept.is_some_and(|l| l["seq"].as_u64() < bad["seq"].as_u64()), "the reply is kept raw before its gap");
     let ids: HashSet<String> = archived(&lines).into_iter().map(|(id, _)| id).collect();
     let t = k.ticker_at(start);
+    let summary = err.lines().find(|l| l.starts_with("kalshi-trades: ") && l.contains("slots")).unwrap_or("");
+    assert_eq!(stops(&lines, &t)[0]["ctx"]["final_sweep"], "complete", "{summary}");
     for p in k.trades(&t) {
-        assert!(ids.contains(&p.trade_id), "{}", p.trade_id);
+        assert!(ids.contains(&p.trade_id), "{} ({}) not archived; {summary}", p.trade_id, p.created_time);
     }
-    assert_eq!(stops(&lines, &t)[0]["ctx"]["final_sweep"], "complete");
 }
 
 /// With the venue's last page ending in `null`, then with no cursor at all, walks end there: no
@@ -380,4 +381,55 @@ fn request_rate_at_the_default_cadence() {
     );
     // The client's own cap for the family is 2/s.
     assert!(attempts as f64 <= 60.0 * 2.0);
+}
+
+/// A final sweep that failed on a later page goes on from that page at the next slot (its cursor
+/// and page number), instead of walking the whole feed again: under load a long sweep would
+/// otherwise need every page to succeed in one try.
+#[test]
+fn a_final_sweep_that_failed_on_a_later_page_goes_on_from_that_page() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let v = Venue::start();
+    let k = KalshiVenue::mount_on(&v);
+    let start = datetime!(2026-08-17 04:59:40 UTC);
+    let spec = v.simulate_clock(start, 10.0);
+    k.set_trade_every(Duration::from_secs(5));
+    k.set_page_sizes(2, 10);
+    let recs = records(&k, &[start]);
+    let mut c = tool("kalshi-trades");
+    c.args(["--kalshi-url", &k.url(), "--interval", "1", "--settle", "5", "--retries", "1"]);
+    c.env("PMARCHIVE_CLOCK", &spec);
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(format!("{}\n", recs[0]).as_bytes()).unwrap();
+    let mut lines: Vec<Value> = Vec::new();
+    let mut queued = false;
+    for l in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let l: Value = serde_json::from_str(&l.unwrap()).unwrap();
+        if !queued && l["ctx"]["walk"] == "final" {
+            // The sweep's first page is in: its next request fails (one try).
+            v.fault(kv::TRADES, kv::server_error(500));
+            queued = true;
+        }
+        lines.push(l);
+    }
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{err}");
+    check_envelopes(&lines);
+    let gap = gaps(&lines, "failed_request");
+    assert_eq!(gap.len(), 1, "{err}");
+    let (gap_page, gap_seq) = (gap[0]["ctx"]["page"].as_u64().unwrap(), gap[0]["seq"].as_u64());
+    assert!(gap_page > 1, "the failure hit a later page of the sweep: {}", gap[0]);
+    let finals: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "http" && l["ctx"]["walk"] == "final").collect();
+    assert_eq!(finals.iter().filter(|l| l["ctx"]["page"] == 1).count(), 1, "page 1 was not asked for again");
+    let next = finals.iter().find(|l| l["seq"].as_u64() > gap_seq).expect("the sweep went on");
+    assert_eq!(next["ctx"]["page"].as_u64(), Some(gap_page), "{next}");
+    assert!(next["request"]["params"]["cursor"].is_string(), "{next}");
+    let t = k.ticker_at(start);
+    assert_eq!(stops(&lines, &t)[0]["ctx"]["final_sweep"], "complete");
+    let ids: HashSet<String> = archived(&lines).into_iter().map(|(id, _)| id).collect();
+    for p in k.trades(&t) {
+        assert!(ids.contains(&p.trade_id), "{}", p.trade_id);
+    }
 }
