@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::kalshi::{self as kv, CursorEnd, KalshiVenue};
 use common::venue::{Fault, Venue};
-use common::{assert_ctx_reads_as, jsonl, run_with_timeout, sigterm_after_http_lines, tool};
+use common::{assert_ctx_reads_as, jsonl, run_with_timeout, sigterm_after_http_lines, tool, Lines};
 use pm_archive::http::HttpCtx;
 use pm_archive::kalshi::market::{parse_market, TrackCtx, SERIES};
 use pm_archive::kalshi::trades::PageCtx;
@@ -170,19 +170,24 @@ fn poll_walks(lines: &[Value], ticker: &str) -> Vec<(u64, Option<i64>, bool)> {
 fn every_fault_kind_is_recorded_retried_or_a_gap_and_nothing_is_lost() {
     let v = Venue::start();
     let k = KalshiVenue::mount_on(&v);
-    let start = datetime!(2026-08-17 04:58:00 UTC);
+    // 30 s (real) before the close: the faults are used up by the polls, well before the sweep.
+    let start = datetime!(2026-08-17 04:50:00 UTC);
     let spec = v.simulate_clock(start, 20.0);
     k.set_trade_every(Duration::from_secs(5));
     let recs = records(&k, &[start]);
     let not_a_page = br#"{"code": "internal_error", "message": "stand-in", "details": "", "service": "trade"}"#;
+    // Each group ends in a success, so that the client's backoff (which grows with the failures in a
+    // row) never outlasts the window.
     for f in [
-        // One page, four tries, all failed: a failed_request gap.
+        // Retried until the page gives up (its tries or its deadline): a failed_request gap.
         kv::too_many(),
         kv::server_error(503),
         Fault::Html,
         Fault::Truncated,
+        Fault::Slow(Duration::ZERO),
         // Retried to a success.
         Fault::Reset,
+        Fault::Slow(Duration::ZERO),
         kv::too_many(),
         Fault::Slow(Duration::ZERO),
         // A 200 that is not a trades page: not retried, a gap.
@@ -388,7 +393,8 @@ fn request_rate_at_the_default_cadence() {
 /// otherwise need every page to succeed in one try.
 #[test]
 fn a_final_sweep_that_failed_on_a_later_page_goes_on_from_that_page() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::Write;
+    use std::process::Stdio;
     let v = Venue::start();
     let k = KalshiVenue::mount_on(&v);
     let start = datetime!(2026-08-17 04:59:40 UTC);
@@ -399,22 +405,15 @@ fn a_final_sweep_that_failed_on_a_later_page_goes_on_from_that_page() {
     let mut c = tool("kalshi-trades");
     c.args(["--kalshi-url", &k.url(), "--interval", "1", "--settle", "5", "--retries", "1"]);
     c.env("PMARCHIVE_CLOCK", &spec);
-    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     child.stdin.take().unwrap().write_all(format!("{}\n", recs[0]).as_bytes()).unwrap();
-    let mut lines: Vec<Value> = Vec::new();
-    let mut queued = false;
-    for l in BufReader::new(child.stdout.take().unwrap()).lines() {
-        let l: Value = serde_json::from_str(&l.unwrap()).unwrap();
-        if !queued && l["ctx"]["walk"] == "final" {
-            // The sweep's first page is in: its next request fails (one try).
-            v.fault(kv::TRADES, kv::server_error(500));
-            queued = true;
-        }
-        lines.push(l);
-    }
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let (mut out, err) = (Lines::of(child.stdout.take().unwrap()), Lines::of(child.stderr.take().unwrap()));
+    // The sweep's first page is in: its next request fails (one try).
+    out.wait_for("the final sweep", Duration::from_secs(120), |l| l.contains("\"walk\":\"final\""));
+    v.fault(kv::TRADES, kv::server_error(500));
+    let lines: Vec<Value> = out.rest().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let err = err.rest().join("\n");
     assert_eq!(child.wait().unwrap().code(), Some(0), "{err}");
     check_envelopes(&lines);
     let gap = gaps(&lines, "failed_request");
