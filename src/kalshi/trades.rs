@@ -22,8 +22,9 @@
 //!   and goes as deep again.
 //! - **Final sweep**: once close + `settle` has passed on both clocks, the market's whole feed is
 //!   walked once more without `min_ts` (catching any print the polls' overlap missed), then it stops
-//!   (`grace_elapsed`, `final_sweep: complete|failed`). A failed sweep is retried at the next slots,
-//!   [`FINAL_TRIES`] times in all.
+//!   (`grace_elapsed`, `final_sweep: complete|failed`). A sweep that failed on a page goes on from
+//!   that page (its cursor) at the next slot; [`FINAL_TRIES`] tries in all. A cursor that cannot
+//!   be followed starts the next try from the first page.
 //! - Slot k is due at t0 + k·interval; skipped slots are one `missed_slots` gap; a slot inside a
 //!   backoff (429s carry no `Retry-After`: the client's exponential backoff) is a `backoff` gap.
 //! - SIGTERM/SIGINT: the request in flight is finished, no further page is asked for.
@@ -204,6 +205,9 @@ struct Entry {
     /// The newest `created_time` (Unix seconds) of the completed walks.
     newest: Option<i64>,
     final_tries: u32,
+    /// Where the next try of a failed final sweep starts: the cursor and page number of the page
+    /// that failed (None: from the first page).
+    resume: Option<(String, u32)>,
 }
 
 /// What a walk found, committed only when it completes.
@@ -314,6 +318,7 @@ impl<W: Write> Poller<W> {
                     seen: HashSet::new(),
                     newest: None,
                     final_tries: 0,
+                    resume: None,
                 };
                 self.markets.insert(e.market.ticker.clone(), e);
             }
@@ -428,10 +433,22 @@ impl<W: Write> Poller<W> {
         };
         let mut fresh = Fresh::default();
         let mut cursor: Option<String> = None;
+        if walk == Walk::Final {
+            // A sweep that failed on a later page goes on from that page (after the window, the
+            // pages before it cannot change; they are archived already).
+            if let Some((c, page)) = self.markets.get_mut(ticker).expect("present").resume.take() {
+                (cursor, ctx.page) = (Some(c), page);
+            }
+        }
         let outcome = loop {
             let (rows, next) = match self.fetch_page(&ctx, cursor.as_deref())? {
                 Ok(p) => p,
-                Err(why) => break self.broken_walk(GapKind::FailedRequest, &ctx, why)?,
+                Err(why) => {
+                    if walk == Walk::Final {
+                        self.markets.get_mut(ticker).expect("present").resume = cursor.map(|c| (c, ctx.page));
+                    }
+                    break self.broken_walk(GapKind::FailedRequest, &ctx, why)?;
+                }
             };
             self.take_rows(ticker, &rows, &mut fresh);
             match next_cursor(next, cursor.as_deref(), ctx.page) {
