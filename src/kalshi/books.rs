@@ -3,10 +3,10 @@
 //! drift-free schedule, and write every exchange, every gap and every tracking change as a raw
 //! envelope (`pmarchive.raw/1`, venue `kalshi`; docs/KALSHI.md, "Order books").
 //!
-//! The mechanisms are pm-books' (src/polymarket/books.rs), not copies: the slot loop
-//! ([`crate::schedule::run`]), the stdin reader ([`crate::feed`]), the tracking window and its
-//! vocabulary ([`crate::track`]), the raw lines of a slot ([`SlotLines`]), the outage lines
-//! ([`Outage`]) and the run counters ([`Stats`]). What differs from pm-books:
+//! The mechanisms are shared with pm-books, not copies: the slot loop ([`crate::schedule::run`]),
+//! the stdin reader and its `drain_input` ([`crate::feed`]), the tracking window and its vocabulary
+//! ([`crate::track`]), the raw lines of a slot ([`SlotLines`]) and the outage lines ([`Outage`])
+//! ([`crate::poll`]), and pm-books' run counters ([`Stats`], src/polymarket/books.rs). What differs from pm-books:
 //! - one request per market (Kalshi has no batch endpoint), all of a slot's requests retried at
 //!   most until the next slot is due;
 //! - a 200 reply is checked with the one order-book parser ([`super::orderbook`]); a reply that is
@@ -28,7 +28,8 @@ use crate::envelope::Sequencer;
 use crate::feed::{self, Fed, Input};
 use crate::http::{Client, Request, Verdict};
 use crate::jsonl::LineWriter;
-use crate::polymarket::books::{failure_text, Outage, SlotLines, Stats};
+use crate::poll::{failure_text, Outage, SlotLines};
+use crate::polymarket::books::Stats;
 use crate::schedule::{self, End, Schedule, Slotted};
 use crate::signal;
 use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, Window};
