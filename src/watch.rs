@@ -371,3 +371,135 @@ pub fn run<E: Engine, W: Write>(
     eprintln!("{}: {why}; {}", E::TOOL, e.summary());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A market as small as watch mode needs: a key, a window end, one state field.
+    #[derive(Clone, Debug, PartialEq)]
+    struct M {
+        key: String,
+        end: OffsetDateTime,
+        state: u32,
+        change: String,
+        fetched: String,
+    }
+
+    /// (key, result, checks, fetched_at)
+    type R = (String, String, u32, String);
+
+    impl Watched for M {
+        type Resolution = R;
+        fn key(&self) -> &str {
+            &self.key
+        }
+        fn window_end(&self) -> Option<OffsetDateTime> {
+            Some(self.end)
+        }
+        fn changed_from(&self, old: &M) -> bool {
+            self.state != old.state
+        }
+        fn set_change(&mut self, change: &str) {
+            self.change = change.into();
+        }
+        fn set_fetched_at(&mut self, at: &str) {
+            self.fetched = at.into();
+        }
+        fn unresolved(&self, checks: u32) -> R {
+            (self.key.clone(), "unresolved".into(), checks, String::new())
+        }
+        fn set_checks(r: &mut R, checks: u32) {
+            r.2 = checks;
+        }
+        fn set_resolution_fetched_at(r: &mut R, at: &str) {
+            r.3 = at.into();
+        }
+    }
+
+    const T0: i64 = 1_800_000_000;
+
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(T0 + secs).unwrap()
+    }
+
+    fn m(state: u32) -> M {
+        M { key: "a".into(), end: at(900), state, change: String::new(), fetched: String::new() }
+    }
+
+    fn found(state: u32, result: Option<&str>) -> Found<M> {
+        (m(state), result.map(|r| Box::new(("a".to_string(), r.to_string(), 0, String::new()))))
+    }
+
+    /// The lines of a pass, as words: `new`, `changed`, `expired`, `resolution:<result>:<checks>`.
+    fn words(lines: Lines<M>) -> Vec<String> {
+        lines
+            .into_iter()
+            .map(|l| match l {
+                Line::Market(m) => m.change.clone(),
+                Line::Resolution(r) => format!("resolution:{}:{}", r.1, r.2),
+            })
+            .collect()
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn a_market_is_new_changed_then_resolved_once_with_its_checks_then_expired() {
+        let mut w: Watch<M> = Watch::new(secs(600), secs(60), secs(3600));
+        let none = |_: &M, _: usize| -> io::Result<Option<Found<M>>> { Ok(None) };
+        assert_eq!(words(w.pass(vec![found(0, None)], at(100), none).unwrap()), ["new"]);
+        assert_eq!(words(w.pass(vec![found(0, None)], at(200), none).unwrap()), Vec::<String>::new());
+        assert_eq!(words(w.pass(vec![found(1, None)], at(300), none).unwrap()), ["changed"]);
+        // Ended without a result: pending, nothing written.
+        assert_eq!(words(w.pass(vec![found(1, None)], at(960), none).unwrap()), Vec::<String>::new());
+        assert_eq!((w.pending(), w.followed()), (1, 2));
+        // Gone from the pass: re-fetched (the engine's refetch gets the market and what is followed),
+        // and the result it gives is one resolution line, its second check.
+        let mut asked = Vec::new();
+        let resolved = |m: &M, followed: usize| {
+            asked.push((m.key.clone(), followed));
+            Ok(Some(found(2, Some("yes"))))
+        };
+        assert_eq!(words(w.pass(Vec::new(), at(1020), resolved).unwrap()), ["changed", "resolution:yes:2"]);
+        assert_eq!(asked, [("a".to_string(), 2)]);
+        assert_eq!((w.resolved, w.pending()), (1, 0));
+        // Reported once: the same result again writes nothing.
+        let again = |_: &M, _: usize| Ok(Some(found(2, Some("yes"))));
+        assert!(w.pass(Vec::new(), at(1080), again).unwrap().is_empty());
+        // keep_after (600 s) after the window end: expired, stamped with the pass's time.
+        let lines = w.pass(Vec::new(), at(1501), none).unwrap();
+        assert!(
+            matches!(&lines[..], [Line::Market(m)] if m.change == "expired" && m.fetched == clock::fmt_micros(at(1501)))
+        );
+        assert_eq!(w.followed(), 0);
+        assert_eq!(w.summary(), "; resolutions: 1 reported, 0 unresolved when --resolve-for ran out, 0 pending");
+    }
+
+    #[test]
+    fn an_expired_market_is_rechecked_every_resolve_every_until_resolve_for_runs_out() {
+        let mut w: Watch<M> = Watch::new(secs(60), secs(100), secs(1000));
+        let calls = std::cell::Cell::new(0);
+        let mut none = |_: &M, _: usize| -> io::Result<Option<Found<M>>> {
+            calls.set(calls.get() + 1);
+            Ok(None)
+        };
+        w.pass(vec![found(0, None)], at(910), &mut none).unwrap(); // new, pending (check 1)
+        assert_eq!(words(w.pass(Vec::new(), at(961), &mut none).unwrap()), ["expired"]);
+        // Pending and no longer known: re-checked when resolve_every (100 s) passed since the last check.
+        for s in (1000..=1900).step_by(50) {
+            assert!(w.pass(Vec::new(), at(s), &mut none).unwrap().is_empty(), "at {s}");
+        }
+        assert_eq!(calls.get(), 9, "one refetch per 100 s, from 1050 s to 1850 s");
+        // resolve_for (1000 s) after the window end ran out: one unresolved line with every check.
+        assert_eq!(words(w.pass(Vec::new(), at(1901), &mut none).unwrap()), ["resolution:unresolved:10"]);
+        assert_eq!((w.unresolved, w.pending()), (1, 0));
+        assert!(w.pass(Vec::new(), at(2500), &mut none).unwrap().is_empty());
+        // resolve_for 0: no resolution is followed at all.
+        let mut w: Watch<M> = Watch::new(secs(60), secs(100), Duration::ZERO);
+        w.pass(vec![found(0, Some("no"))], at(910), &mut none).unwrap();
+        assert_eq!((w.pending(), w.resolved), (0, 0));
+    }
+}
