@@ -39,11 +39,11 @@ use serde_json::Value;
 
 use crate::clock;
 use crate::envelope::Sequencer;
-use crate::feed::{self, Input};
+use crate::feed::{self, Fed, Input};
 use crate::http::{Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::kalshi::market::{Market, TrackCtx};
-use crate::polymarket::books::{failure_text, Outage, SlotLines};
+use crate::poll::{failure_text, Outage, SlotLines};
 use crate::schedule::{self, End, Schedule, Slotted};
 use crate::signal;
 use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, Sweep, Walk, Window};
@@ -273,27 +273,9 @@ impl<W: Write> Poller<W> {
         Ok(end)
     }
 
-    fn drain_input(&mut self, k: u64) -> io::Result<()> {
-        let rx = self.input.clone();
-        let ended = feed::drain(&rx, |input| {
-            self.stats.input_lines += 1;
-            match input {
-                Input::Market { market, .. } => self.accept(*market),
-                Input::Bad { line, reason } => {
-                    self.stats.input_bad += 1;
-                    let ctx = feed::bad_line("kalshi-trades", line, &reason);
-                    self.write_gap(k, ctx, reason)?;
-                }
-            }
-            Ok(())
-        })?;
-        self.input_done |= ended;
-        Ok(())
-    }
-
     /// Stores a market record (new, or an update of a known market's record). The feed checked
     /// its ticker and window already.
-    fn accept(&mut self, m: Market) {
+    fn store(&mut self, m: Market) {
         let (Some(start), Some(end)) = (m.window_start(), m.window_end()) else {
             self.stats.input_ignored += 1;
             return;
@@ -554,11 +536,6 @@ impl<W: Write> Poller<W> {
         self.lines.out.write_raw(&self.lines.seq.envelope("track").with_ctx(&ctx).to_line())
     }
 
-    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
-        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
-        self.lines.gap(k, ctx, error)
-    }
-
     /// Markets currently tracked.
     pub fn tracked(&self) -> usize {
         self.markets.values().filter(|e| e.tracked).count()
@@ -609,6 +586,30 @@ fn counts<K: std::fmt::Display>(m: &BTreeMap<K, u64>) -> String {
 /// The prints and the cursor of a page.
 type PageParts = (Vec<TradeId>, Option<Value>);
 
+impl<W: Write> Fed for Poller<W> {
+    type Market = Market;
+    const TOOL: &'static str = "kalshi-trades";
+
+    fn input(&self) -> Receiver<Input<Market>> {
+        self.input.clone()
+    }
+
+    fn count_input(&mut self, bad: bool) {
+        self.stats.input_lines += 1;
+        self.stats.input_bad += u64::from(bad);
+    }
+
+    fn accept(&mut self, _k: u64, m: Market) -> io::Result<()> {
+        self.store(m);
+        Ok(())
+    }
+
+    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
+        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
+        self.lines.gap(k, ctx, error)
+    }
+}
+
 impl<W: Write> Slotted for Poller<W> {
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
         self.stats.slots_missed += to - from + 1;
@@ -618,7 +619,7 @@ impl<W: Write> Slotted for Poller<W> {
 
     fn slot(&mut self, k: u64) -> io::Result<bool> {
         self.stats.slots += 1;
-        self.drain_input(k)?;
+        self.input_done |= feed::drain_input(self, k)?;
         self.update_tracking(k)?;
         if self.input_done && self.markets.is_empty() {
             return Ok(false);

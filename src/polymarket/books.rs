@@ -92,9 +92,7 @@ pub fn default_timeout(interval: Duration) -> Duration {
     (interval * 5).clamp(Duration::from_secs(2), Duration::from_secs(15))
 }
 
-// Shared with the other pollers from `crate::poll`; re-exported for the trades engines, which still
-// import them from here.
-pub use crate::poll::{failure_text, Outage, SlotLines};
+use crate::poll::{failure_text, Outage, SlotLines};
 pub use crate::schedule::End;
 
 /// Counters of one run (the summary line).
