@@ -54,6 +54,10 @@ Options:
                           (older captures' initial books). [default: none: such states are
                           unverifiable and their rows have tick_size null]
     --no-rows             Verify only; write no book rows.
+    --threads N           1: compute the SHA-1 of every state on the thread that rebuilds the
+                          books; 2 or more: on a thread of its own (rows are formatted on a thread
+                          of their own either way). The output is the same for any N.
+                          [default: the number of cores]
     -h, --help            Show this help.
     -V, --version         Show the version.
 
@@ -114,6 +118,7 @@ fn run() -> cli::Result<ExitCode> {
                 opts.tick_size = Some(serde_json::Value::String(v));
             }
             Long("no-rows") => opts.write_rows = false,
+            Long("threads") => opts.threads = cli::value_in(&mut p, "--threads", 1, 1024)?,
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => return cli::version("pm-rebuild"),
             Value(v) => files.push(v.into()),

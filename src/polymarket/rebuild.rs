@@ -30,7 +30,7 @@
 //! decimals, from the changes sent with each row), in order.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -44,7 +44,6 @@ use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
-use sha1::{Digest, Sha1};
 
 use crate::clock;
 use crate::envelope::RawLine;
@@ -53,6 +52,9 @@ use crate::normalize::{self, parse, Normalizer, Parsed, Pre, SideMemo};
 use crate::polymarket::bookhash;
 use crate::polymarket::tradeset::{self, TradeRow};
 use crate::util::AtomicFile;
+
+mod hashing;
+use hashing::{HashJob, HashStage};
 
 /// `source` of a row holding the rebuilt state after a websocket message (`book` or `price_change`).
 pub const SOURCE_WS: &str = "ws";
@@ -73,6 +75,8 @@ pub const UNV_REST_FIELDS: &str = "rest_fields_missing";
 const OUT_CHUNK: usize = 1 << 16;
 /// Trade prices kept per asset for the hash (each trade adds one or two spellings).
 const MAX_CANDIDATES: usize = 8;
+/// Settled states whose verdict may wait for the hashing stage (then the oldest is reached).
+const MAX_DEFERRED: usize = 1024;
 
 /// Why [`Rebuilder::read_file`] stopped: the input could not be opened (exit 2), or writing rows or
 /// trades failed (exit 2 as an I/O error on output). Damage inside an input is not an error: it is
@@ -98,6 +102,9 @@ pub struct Options {
     pub tick_size: Option<Value>,
     /// False: verify only, format no rows (`--no-rows`).
     pub write_rows: bool,
+    /// `--threads`: 1 hashes on the rebuild thread; 2 or more hash on a thread of their own
+    /// ([`hashing`]). Rows are formatted on their own thread either way. Same output for any value.
+    pub threads: usize,
 }
 
 impl Default for Options {
@@ -109,6 +116,7 @@ impl Default for Options {
             neg_risk: Value::Bool(false),
             tick_size: None,
             write_rows: true,
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -547,6 +555,8 @@ struct Book {
     order: u64,
     /// Level changes since the asset's last row, encoded for the row thread ([`put_set`]).
     ops: Vec<u8>,
+    /// Settled states of the asset whose verdict is not reached yet ([`Deferred`]).
+    deferred: u32,
 }
 
 /// A `book` event that is about to replace an asset's state: a pending state at the same
@@ -591,6 +601,7 @@ impl Book {
             recv: RecvBuf::default(),
             order: 0,
             ops: Vec::new(),
+            deferred: 0,
         }
     }
 }
@@ -961,60 +972,31 @@ fn meta_of<'m>(meta: &'m Assets<(Raw, Raw)>, default: &'m (Raw, Raw), asset: &st
     (m, n)
 }
 
-/// The SHA-1 of one rebuilt state, streamed: the one hash text writer
-/// ([`bookhash::write_hash_text_with`], as pm-normalize uses it) writes into `buf`, and the sides'
-/// kept texts are fed to SHA-1 in place instead of being copied. The SHA-1 state after the text
-/// before `last_trade_price` (the last field) is kept, so that each trade price tried costs a block
-/// or two, not the whole book.
-struct StateHash<'b> {
-    head: Sha1,
-    /// The text after `asks` up to `"last_trade_price":`.
-    tail: &'b [u8],
+/// A rebuilt state's hash text up to and including `"last_trade_price":` into `j` (the one hash
+/// text writer, [`bookhash::write_hash_text_with`], as pm-normalize uses it, with the sides' kept
+/// texts), and the state's `last_trade_price` as the text tried first: what the hashing stage
+/// needs ([`hashing`]). The SHA-1 state after the prefix is kept there, so each other trade price
+/// tried costs a block or two, not the whole book.
+fn hash_job(j: &mut HashJob, asset: &str, b: &Book, tick: &RawValue, meta: (&RawValue, &RawValue)) {
+    let tail = [meta.0, tick, meta.1].map(parse::hash_scalar_text);
+    // `last_trade_price` written as nothing: the text then ends in `"last_trade_price":}`.
+    bookhash::write_hash_text_with(
+        &mut j.text,
+        &b.market,
+        asset,
+        &b.timestamp,
+        |o| o.extend_from_slice(&b.bids.text),
+        |o| o.extend_from_slice(&b.asks.text),
+        [&tail[0], &tail[1], &tail[2], ""],
+    );
+    debug_assert!(j.text.ends_with(b":}"));
+    j.text.pop();
+    j.ltp.extend_from_slice(parse::hash_scalar_text(&b.ltp).as_bytes());
 }
 
-impl<'b> StateHash<'b> {
-    fn new(
-        buf: &'b mut Vec<u8>,
-        asset: &str,
-        b: &Book,
-        tick: &RawValue,
-        meta: (&RawValue, &RawValue),
-    ) -> StateHash<'b> {
-        let tail = [meta.0, tick, meta.1].map(parse::hash_scalar_text);
-        let head = std::cell::RefCell::new(Sha1::new());
-        let feed = |o: &mut Vec<u8>, side: &Side| {
-            let mut h = head.borrow_mut();
-            h.update(&o[..]);
-            o.clear();
-            h.update(&side.text);
-        };
-        // `last_trade_price` written as nothing: the text then ends in `"last_trade_price":}`.
-        bookhash::write_hash_text_with(
-            buf,
-            &b.market,
-            asset,
-            &b.timestamp,
-            |o| feed(o, &b.bids),
-            |o| feed(o, &b.asks),
-            [&tail[0], &tail[1], &tail[2], ""],
-        );
-        let text: &'b Vec<u8> = buf;
-        debug_assert!(text.ends_with(b":}"));
-        StateHash { head: head.into_inner(), tail: &text[..text.len() - 1] }
-    }
-
-    /// The SHA-1 with `ltp` (its JSON text as the hash spells it) as `last_trade_price`.
-    fn with_ltp(&self, ltp: &str) -> [u8; 20] {
-        let mut h = self.head.clone();
-        h.update(self.tail);
-        h.update(ltp.as_bytes());
-        h.update(b"}");
-        h.finalize().into()
-    }
-
-    fn with_raw_ltp(&self, ltp: &RawValue) -> [u8; 20] {
-        self.with_ltp(&parse::hash_scalar_text(ltp))
-    }
+/// The SHA-1 of a hashed state with `ltp` (a raw value) as `last_trade_price`.
+fn with_raw_ltp(j: &HashJob, ltp: &RawValue) -> [u8; 20] {
+    j.with_ltp(parse::hash_scalar_text(ltp).as_bytes())
 }
 
 /// The venue's hash (40 lowercase hex digits, as [`bookhash`] writes them) as bytes; None for any
@@ -1036,28 +1018,19 @@ fn venue_digest(h: &str) -> Option<[u8; 20]> {
     Some(d)
 }
 
-/// Checks the rebuilt state against the venue's hash, trying trade prices (newest first) for
-/// `last_trade_price` when the current one does not match. None: no tick size known (no check).
-/// Some((matched, index of the trade price that matched)).
-fn check(
-    buf: &mut Vec<u8>,
-    asset: &str,
-    b: &Book,
-    meta: (&RawValue, &RawValue),
-    venue: &str,
-) -> Option<(bool, Option<usize>)> {
-    let tick = b.tick_size.as_deref()?;
-    let Some(want) = venue_digest(venue) else { return Some((false, None)) };
-    let h = StateHash::new(buf, asset, b, tick, meta);
-    if h.with_raw_ltp(&b.ltp) == want {
-        return Some((true, None));
+/// Checks a hashed state against the venue's digest, trying trade prices (newest first) for
+/// `last_trade_price` when the book's current one does not match: (matched, index of the trade
+/// price that matched).
+fn check(j: &HashJob, b: &Book, want: [u8; 20]) -> (bool, Option<usize>) {
+    if with_raw_ltp(j, &b.ltp) == want {
+        return (true, None);
     }
     for (i, c) in b.cands.iter().enumerate().rev() {
-        if h.with_raw_ltp(c) == want {
-            return Some((true, Some(i)));
+        if with_raw_ltp(j, c) == want {
+            return (true, Some(i));
         }
     }
-    Some((false, None))
+    (false, None)
 }
 
 /// The spellings of the price `k` ticks of `step` as the venue writes prices: padded to the tick's
@@ -1079,19 +1052,16 @@ fn grid_spellings(step: Dec, k: i128, out: &mut Vec<String>) {
 
 /// Searches the tick grid for the `last_trade_price` that reproduces the venue's hash (the price
 /// of a trade the input does not hold): `""`, then every multiple of the tick size in (0, 1) as
-/// [`grid_spellings`] spells it. None when nothing matches, or no tick size is known or it is not
-/// a decimal in [0.001, 1) (at most 1000 prices).
-fn search_ltp(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), venue: &str) -> Option<Raw> {
-    let tick = b.tick_size.as_deref()?;
+/// [`grid_spellings`] spells it. None when nothing matches, or the tick size is not a decimal in
+/// [0.001, 1) (at most 1000 prices).
+fn search_ltp(j: &HashJob, tick: &RawValue, want: [u8; 20]) -> Option<Raw> {
     let t: &str = serde_json::from_str(tick.get()).ok()?;
     let step = Dec::parse(t.trim())?;
     let one = 10i128.pow(step.s);
     if step.m <= 0 || step.m >= one || step.m * 1000 < one {
         return None;
     }
-    let want = venue_digest(venue)?;
-    let h = StateHash::new(buf, asset, b, tick, meta);
-    if h.with_ltp("\"\"") == want {
+    if j.with_ltp(b"\"\"") == want {
         return Some(raw_str(""));
     }
     let mut tried: Vec<String> = Vec::with_capacity(4);
@@ -1104,7 +1074,7 @@ fn search_ltp(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawVa
             quoted.push('"');
             quoted.push_str(s);
             quoted.push('"');
-            if h.with_ltp(&quoted) == want {
+            if j.with_ltp(quoted.as_bytes()) == want {
                 return Some(raw_str(s));
             }
         }
@@ -1112,28 +1082,58 @@ fn search_ltp(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawVa
     None
 }
 
-/// What the verdict on a pending state needs besides its book: the hash buffer, the asset, its
-/// (min_order_size, neg_risk), what the state waited for, the `book` event ending it, the counters.
-struct Verify<'v, 'n> {
-    buf: &'v mut Vec<u8>,
-    asset: &'v str,
-    meta: (&'v RawValue, &'v RawValue),
-    kind: Pend,
-    next: Option<&'v Next<'n>>,
+/// A settled state whose verdict waits for its SHA-1 from the hashing stage: what the verdict needs
+/// of the state as it was when settled (the book goes on changing meanwhile). Verdicts are reached
+/// in settle order ([`Rebuilder::resolve_front`]), before anything reads or changes what they
+/// decide (the asset's trust, trade prices, the order of rows).
+#[derive(Default)]
+struct Deferred {
+    asset: String,
+    kind: Option<Pend>,
+    /// The state's venue hash: None when it came without one; Some(None) when it is not 40 hex
+    /// digits (no state reproduces it).
+    want: Option<Option<[u8; 20]>>,
+    /// A tick size was known (else the check is unverifiable).
+    tick: bool,
+    /// The `book` event that replaced the state has the same timestamp, hash and levels.
+    confirmed: bool,
+    /// Receive time of the line that completed the state (the untrusted span starts there).
+    now_us: Option<i64>,
+    /// The state's row, but for what the verdict decides (`last_trade_price`, `hash_ok`, flags).
+    row: Option<Box<RowJob>>,
+}
+
+impl Deferred {
+    /// The state was sent to the hashing stage (a tick size and a digest to compare with).
+    fn hashed(&self) -> bool {
+        self.tick && matches!(self.want, Some(Some(_)))
+    }
+}
+
+/// What the verdict on a settled state needs besides its book: the deferred state, its SHA-1
+/// (when hashed), the counters.
+struct Verify<'v> {
+    d: &'v Deferred,
+    job: Option<&'v HashJob>,
     stats: &'v mut Stats,
 }
 
-impl Verify<'_, '_> {
-    /// The verdict on the state of `b`: its hash checked with the current and the seen trade
-    /// prices, else (when allowed) the tick grid searched; sets `b.verified` and, on a match
-    /// through another trade price, adopts it. None: the state came without a hash (no check).
+impl Verify<'_> {
+    /// The verdict on the state: its hash checked with the current and the seen trade prices, else
+    /// (when allowed) the tick grid searched; sets `b.verified` and, on a match through another
+    /// trade price, adopts it. None: the state came without a hash (no check).
     fn verdict(&mut self, b: &mut Book) -> Option<Tally> {
-        let Some(h) = &b.hash else {
+        let Some(want) = self.d.want else {
             self.stats.states_without_hash += 1;
             b.verified = None;
             return None;
         };
-        let t = match check(self.buf, self.asset, b, self.meta, h) {
+        let m = match (want, self.job) {
+            _ if !self.d.tick => None,
+            (Some(w), Some(j)) => Some(check(j, b, w)),
+            _ => Some((false, None)),
+        };
+        let t = match m {
             None => Tally::Unverifiable(UNV_TICK_SIZE),
             Some((true, via)) => {
                 b.ltp_known = true;
@@ -1160,32 +1160,27 @@ impl Verify<'_, '_> {
     /// outside its levels is unknown (or the next `book` confirms its levels), and a mismatch
     /// otherwise.
     fn no_match(&mut self, b: &mut Book) -> Tally {
-        let confirmed = self.next.is_some_and(|n| {
-            n.ts_ms == b.ts_ms
-                && b.hash.as_deref() == Some(n.hash)
-                && b.bids.same_levels(n.bids)
-                && b.asks.same_levels(n.asks)
-        });
-        let search = match self.kind {
+        let kind = self.d.kind.expect("a settled state");
+        let search = match kind {
             Pend::Book { had_ltp, .. } => !had_ltp,
             Pend::Change => b.trusted && b.ltp_known,
         };
-        if search {
-            if let Some(l) = search_ltp(self.buf, self.asset, b, self.meta, b.hash.as_deref().unwrap_or("")) {
+        if let (true, Some(j), Some(Some(want)), Some(tick)) = (search, self.job, self.d.want, b.tick_size.as_deref()) {
+            if let Some(l) = search_ltp(j, tick, want) {
                 b.ltp = l;
                 b.ltp_known = true;
                 self.stats.matched_with_inferred_trade_price += 1;
                 return Tally::Matched;
             }
         }
-        let unknown_field = match self.kind {
+        let unknown_field = match kind {
             Pend::Book { complete, had_ltp } => {
                 if !had_ltp {
                     b.ltp_known = false;
                 }
                 (!complete).then_some(if had_ltp { UNV_TICK_SIZE } else { UNV_TRADE_PRICE })
             }
-            Pend::Change => (!b.ltp_known || confirmed).then_some(UNV_TRADE_PRICE),
+            Pend::Change => (!b.ltp_known || self.d.confirmed).then_some(UNV_TRADE_PRICE),
         };
         unknown_field.map_or(Tally::Mismatched, Tally::Unverifiable)
     }
@@ -1502,7 +1497,11 @@ pub struct Rebuilder {
     /// REST books are verified with pm-normalize's check; `--markets` are loaded into it first to
     /// report their bad lines (the row thread loads them again for its join).
     verifier: Normalizer,
-    hash_buf: Vec<u8>,
+    /// SHA-1 of the settled states (a thread of its own with `--threads` >= 2).
+    hasher: HashStage,
+    /// Settled states waiting for their verdict, in settle order, and emptied ones for reuse.
+    deferred: VecDeque<Deferred>,
+    spare_deferred: Vec<Deferred>,
     /// The row thread (pm-normalize's row writer on the second core), started with the first line.
     writer: Option<Writer>,
     /// The row output until the row thread takes it.
@@ -1525,13 +1524,16 @@ pub struct Rebuilder {
 impl Rebuilder {
     pub fn new(opts: Options, rows: Box<dyn Write + Send>) -> Rebuilder {
         let default_meta = (raw(&opts.min_order_size), raw(&opts.neg_risk));
+        let threaded = opts.threads > 1;
         Rebuilder {
             verifier: Normalizer::new(opts.rows.clone()),
             opts,
             books: Assets::default(),
             meta: Assets::default(),
             default_meta,
-            hash_buf: Vec::with_capacity(8192),
+            hasher: HashStage::new(threaded),
+            deferred: VecDeque::new(),
+            spare_deferred: Vec::new(),
             writer: None,
             rows: Some(rows),
             markets: Vec::new(),
@@ -1613,6 +1615,7 @@ impl Rebuilder {
         for (_, asset) in &pending {
             self.settle(asset, None)?;
         }
+        self.resolve_all()?;
         let last = self.file.as_ref().and_then(|f| f.last_us);
         let spans: Vec<Option<i64>> =
             self.books.values_mut().filter(|b| !b.trusted).map(|b| b.untrusted_since_us.take()).collect();
@@ -1748,6 +1751,7 @@ impl Rebuilder {
                 if let (Ok(TrackLine { ctx: Some(ctx) }), true) =
                     (serde_json::from_str::<TrackLine>(text), self.opts.write_rows)
                 {
+                    self.resolve_all()?;
                     self.send(Some(Job::Track(ctx.get().to_string())), false)?;
                 }
             }
@@ -1805,6 +1809,7 @@ impl Rebuilder {
                 (Some(a), Some(n)) => {
                     // The pending state was hashed with the tick size before the change.
                     self.settle(a, None)?;
+                    self.resolve(a)?;
                     if let Some(b) = self.books.get_mut(a) {
                         b.tick_size = Some(n.to_owned());
                     }
@@ -1859,6 +1864,7 @@ impl Rebuilder {
     /// Marks an asset trusted again (only a full book does this); adds its untrusted time.
     fn retrust(&mut self, asset: &str, now_us: Option<i64>) -> bool {
         let Some(b) = self.books.get_mut(asset) else { return false };
+        debug_assert_eq!(b.deferred, 0, "verdicts reached before trust changes");
         let was = !b.trusted;
         let since = b.untrusted_since_us.take();
         b.trusted = true;
@@ -1878,25 +1884,89 @@ impl Rebuilder {
         b.order = self.order;
     }
 
-    /// Checks a pending state against the venue's hash, updates trust and counters, writes its row.
-    /// `next`: the `book` event about to replace the state, if that is what ends it.
+    /// Settles a pending state: what its verdict needs is taken now ([`Deferred`]), its hash text
+    /// goes to the hashing stage, and the verdict (trust, counters, row) follows in settle order
+    /// ([`Rebuilder::resolve_front`]). `next`: the `book` event about to replace the state, if that
+    /// is what ends it.
     fn settle(&mut self, asset: &str, next: Option<&Next>) -> io::Result<()> {
         let Some(b) = self.books.get_mut(asset) else { return Ok(()) };
         let Some(kind) = b.pending.take() else { return Ok(()) };
-        let is_book = kind != Pend::Change;
-        let meta = meta_of(&self.meta, &self.default_meta, asset);
-        let mut v = Verify { buf: &mut self.hash_buf, asset, meta, kind, next, stats: &mut self.stats };
-        let tally = v.verdict(b);
-        let trusted = b.trusted;
-        let now_us = b.recv.view().us();
-        if let Some(t) = tally {
-            self.count_settled(asset, t, is_book, trusted, now_us);
+        let mut d = self.spare_deferred.pop().unwrap_or_default();
+        d.asset.clear();
+        d.asset.push_str(asset);
+        d.kind = Some(kind);
+        d.want = b.hash.as_deref().map(venue_digest);
+        d.tick = b.tick_size.is_some();
+        d.confirmed = next.is_some_and(|n| {
+            n.ts_ms == b.ts_ms
+                && b.hash.as_deref() == Some(n.hash)
+                && b.bids.same_levels(n.bids)
+                && b.asks.same_levels(n.asks)
+        });
+        d.now_us = b.recv.view().us();
+        b.deferred += 1;
+        if let (true, Some(tick)) = (d.hashed(), b.tick_size.as_deref()) {
+            let mut j = self.hasher.job();
+            hash_job(&mut j, asset, b, tick, meta_of(&self.meta, &self.default_meta, asset));
+            self.hasher.push(j);
         }
-        let b = self.books.get_mut(asset).expect("present");
         let recv = std::mem::take(&mut b.recv);
-        let r = self.row(asset, &recv.view(), SOURCE_WS, is_book);
+        d.row = self.row_job(asset, &recv.view(), SOURCE_WS, kind != Pend::Change);
         self.books.get_mut(asset).expect("present").recv = recv;
+        self.deferred.push_back(d);
+        // Without a hashing thread the verdict is reached at once (as before that thread existed).
+        if self.deferred.len() > MAX_DEFERRED || !self.hasher.threaded() {
+            self.resolve_front()?;
+        }
+        Ok(())
+    }
+
+    /// Reaches the verdict on the oldest settled state (its SHA-1 from the hashing stage): checks,
+    /// trust, counters, and its row to the row thread.
+    fn resolve_front(&mut self) -> io::Result<()> {
+        let Some(mut d) = self.deferred.pop_front() else { return Ok(()) };
+        let job = d.hashed().then(|| self.hasher.next());
+        let b = self.books.get_mut(d.asset.as_str()).expect("a settled asset");
+        b.deferred -= 1;
+        let tally = Verify { d: &d, job: job.as_ref(), stats: &mut self.stats }.verdict(b);
+        if let Some(t) = tally {
+            let trusted = b.trusted;
+            self.count_settled(&d.asset, t, d.kind != Some(Pend::Change), trusted, d.now_us);
+        }
+        let r = match d.row.take() {
+            Some(mut row) => {
+                let b = self.books.get(d.asset.as_str()).expect("present");
+                row.scalars[3].clear();
+                row.scalars[3].push_str(b.ltp.get());
+                row.verified = b.verified;
+                row.flags = if b.trusted { 0 } else { normalize::UNTRUSTED };
+                self.send(Some(Job::Row(row)), false)
+            }
+            None => Ok(()),
+        };
+        if let Some(j) = job {
+            self.hasher.recycle(j);
+        }
+        self.spare_deferred.push(d);
         r
+    }
+
+    /// Reaches every verdict of the asset still waiting (and those settled before them): before its
+    /// trust, trade prices or tick size change, or are read.
+    fn resolve(&mut self, asset: &str) -> io::Result<()> {
+        while self.books.get(asset).is_some_and(|b| b.deferred > 0) {
+            self.resolve_front()?;
+        }
+        Ok(())
+    }
+
+    /// Reaches every verdict still waiting: before a row that is not a settled state's, at the end
+    /// of a file.
+    fn resolve_all(&mut self) -> io::Result<()> {
+        while !self.deferred.is_empty() {
+            self.resolve_front()?;
+        }
+        Ok(())
     }
 
     /// Counts a settled state's check; a mismatch on a trusted book makes it untrusted (from `now_us`).
@@ -1963,6 +2033,7 @@ impl Rebuilder {
             self.stats.books_without_last_trade_price += 1;
         }
         self.settle(asset, Some(&Next { ts_ms: f.ts_ms, hash, bids: &f.bids, asks: &f.asks }))?;
+        self.resolve(asset)?;
         let pend = Pend::Book { complete: f.tick.is_some() && f.ltp.is_some(), had_ltp: f.ltp.is_some() };
         let default_tick = self.opts.tick_size.as_ref().map(raw);
         self.set_book(asset, f, Some(hash), default_tick);
@@ -1983,6 +2054,7 @@ impl Rebuilder {
             self.books.insert(asset.to_string(), Book::new());
         }
         let b = self.books.get_mut(asset).expect("present");
+        debug_assert_eq!(b.deferred, 0, "verdicts reached before the state is replaced");
         b.market.clear();
         b.market.push_str(f.market);
         b.timestamp.clear();
@@ -2037,6 +2109,9 @@ impl Rebuilder {
             self.meta.insert(asset.to_string(), (m.to_owned(), n.to_owned()));
         }
         self.settle(asset, None)?;
+        // The verdicts before it first: the cross-check reads the asset's trade price and trust,
+        // and this row follows theirs.
+        self.resolve_all()?;
         if !self.rest_applies(asset, ts_ms, rb.hash.as_deref()) {
             return Ok(());
         }
@@ -2071,7 +2146,17 @@ impl Rebuilder {
             return false;
         }
         let meta = meta_of(&self.meta, &self.default_meta, asset);
-        let agree = hash.is_some_and(|h| check(&mut self.hash_buf, asset, b, meta, h).is_some_and(|(ok, _)| ok));
+        let agree = match (hash.and_then(venue_digest), b.tick_size.as_deref()) {
+            (Some(want), Some(tick)) => {
+                let mut j = self.hasher.job();
+                hash_job(&mut j, asset, b, tick, meta);
+                let j = j.hashed_now();
+                let (ok, _) = check(&j, b, want);
+                self.hasher.recycle(j);
+                ok
+            }
+            _ => false,
+        };
         if agree {
             self.stats.cross_checks_agree += 1;
         } else {
@@ -2165,6 +2250,7 @@ impl Rebuilder {
     fn trade(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
         let (Some(asset), Some(price)) = (ev.asset_id.as_deref(), ev.price.as_deref()) else { return Ok(false) };
         let ms = self.timestamp(ev.timestamp.as_ref()).map(|(_, ms)| ms).unwrap_or(0);
+        self.resolve(asset)?;
         if let Some(b) = self.books.get_mut(asset) {
             b.cands.push(raw_str(price));
             // The REST/WS books sometimes carry a trailing zero ("0.430", facts §4.1).
@@ -2186,22 +2272,27 @@ impl Rebuilder {
         Ok(true)
     }
 
-    /// Writes the asset's rebuilt state as a `pmarchive.orderbook/1` `book` row through
-    /// pm-normalize's row writer (unless sampled out by `--every-ms`; `force` for full books).
-    fn row(&mut self, asset: &str, recv: &Recv, source: &'static str, force: bool) -> io::Result<()> {
+    /// The row of the asset's rebuilt state (`pmarchive.orderbook/1` `book`, written by
+    /// pm-normalize's row writer on the row thread), but for what the verdict decides; None when
+    /// sampled out by `--every-ms` (`force` for full books) or without rows.
+    fn row_job(&mut self, asset: &str, recv: &Recv, source: &'static str, force: bool) -> Option<Box<RowJob>> {
         if !self.opts.write_rows {
-            return Ok(());
+            return None;
         }
         let every = self.opts.every_ms;
-        let Some(b) = self.books.get_mut(asset) else { return Ok(()) };
+        let b = self.books.get_mut(asset)?;
         if let (Some(every), Some(last), false) = (every, b.last_row_ms, force) {
             if b.ts_ms - last < every {
-                return Ok(());
+                return None;
             }
         }
         b.last_row_ms = Some(b.ts_ms);
+        if let Some(w) = &self.writer {
+            while let Ok(j) = w.back.try_recv() {
+                self.spare.push(j);
+            }
+        }
         let mut job = self.spare.pop().unwrap_or_default();
-        let b = self.books.get_mut(asset).expect("present");
         std::mem::swap(&mut job.ops, &mut b.ops);
         b.ops.clear();
         job.asset.clear();
@@ -2212,22 +2303,14 @@ impl Rebuilder {
         job.timestamp.push_str(&b.timestamp);
         put_opt_string(&mut job.hash, b.hash.as_deref());
         let (mos, neg) = meta_of(&self.meta, &self.default_meta, asset);
-        for (dst, src) in job.scalars.iter_mut().zip([Some(mos), b.tick_size.as_deref(), Some(neg), Some(&*b.ltp)]) {
+        for (dst, src) in job.scalars[..3].iter_mut().zip([Some(mos), b.tick_size.as_deref(), Some(neg)]) {
             dst.clear();
             dst.push_str(src.map_or("", RawValue::get));
         }
-        job.verified = b.verified;
-        job.flags = if b.trusted { 0 } else { normalize::UNTRUSTED };
         job.source = source;
         job.recv.set(recv);
         self.stats.rows += 1;
-        self.send(Some(Job::Row(job)), false)?;
-        if let Some(w) = &self.writer {
-            while let Ok(j) = w.back.try_recv() {
-                self.spare.push(j);
-            }
-        }
-        Ok(())
+        Some(job)
     }
 
     /// Ends the input: settles what is pending, closes untrusted spans, flags per asset; flushes.
