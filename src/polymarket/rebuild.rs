@@ -75,8 +75,9 @@ pub const UNV_REST_FIELDS: &str = "rest_fields_missing";
 const OUT_CHUNK: usize = 1 << 16;
 /// Trade prices kept per asset for the hash (each trade adds one or two spellings).
 const MAX_CANDIDATES: usize = 8;
-/// Settled states whose verdict may wait for the hashing stage (then the oldest is reached).
-const MAX_DEFERRED: usize = 1024;
+/// Settled states whose verdict may wait for the hashing stage (then the oldest is reached); a
+/// verdict whose SHA-1 is there is reached at once, so the hash texts stay in the caches.
+const MAX_DEFERRED: usize = 512;
 
 /// Why [`Rebuilder::read_file`] stopped: the input could not be opened (exit 2), or writing rows or
 /// trades failed (exit 2 as an I/O error on output). Damage inside an input is not an error: it is
@@ -1110,6 +1111,29 @@ impl Deferred {
     }
 }
 
+/// What waits, in input order, for the verdicts settled before it: a settled state's verdict, or
+/// a change of what verdicts read that must not reach the states settled before it.
+enum Later {
+    Verdict(Deferred),
+    /// A `last_trade_price` event's price (asset, price): a candidate for the states after it.
+    Trade(String, String),
+    /// A `book` event's `last_trade_price` (when it has one) and the trust it restores.
+    Book {
+        asset: String,
+        ltp: Option<Raw>,
+        now_us: Option<i64>,
+    },
+}
+
+impl Later {
+    fn asset(&self) -> &str {
+        match self {
+            Later::Verdict(d) => &d.asset,
+            Later::Trade(a, _) | Later::Book { asset: a, .. } => a,
+        }
+    }
+}
+
 /// What the verdict on a settled state needs besides its book: the deferred state, its SHA-1
 /// (when hashed), the counters.
 struct Verify<'v> {
@@ -1403,15 +1427,20 @@ struct Writer {
     tx: Sender<Vec<Job>>,
     /// Jobs not sent yet.
     batch: Vec<Job>,
-    back: Receiver<Box<RowJob>>,
+    /// Row jobs written, back for reuse (a batch at a time).
+    #[allow(clippy::vec_box)]
+    back: Receiver<Vec<Box<RowJob>>>,
     handle: JoinHandle<io::Result<WriterStats>>,
 }
 
 impl Writer {
     fn start(opts: normalize::Options, markets: Vec<PathBuf>, out: Box<dyn Write + Send>) -> Writer {
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<Job>>(16);
-        let (back_tx, back) = crossbeam_channel::bounded::<Box<RowJob>>(4 * BATCH);
-        let handle = std::thread::spawn(move || write_rows(opts, &markets, rx, back_tx, out));
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<Job>>(64);
+        let (back_tx, back) = crossbeam_channel::bounded::<Vec<Box<RowJob>>>(8);
+        let handle = std::thread::Builder::new()
+            .name("rebuild-rows".into())
+            .spawn(move || write_rows(opts, &markets, rx, back_tx, out))
+            .expect("a thread for the rows");
         Writer { tx, batch: Vec::with_capacity(BATCH), back, handle }
     }
 }
@@ -1427,12 +1456,14 @@ fn env_of<'r>(recv: &'r RecvBuf, source: &'static str) -> parse::Env<'r> {
     }
 }
 
-/// The row thread: pm-normalize's row writer over the jobs, in order.
+/// The row thread: pm-normalize's row writer over the jobs, in order; the jobs written go `back`
+/// for reuse (boxed: a job moves through the channels as a pointer).
+#[allow(clippy::vec_box)]
 fn write_rows(
     opts: normalize::Options,
     markets: &[PathBuf],
     rx: Receiver<Vec<Job>>,
-    back: Sender<Box<RowJob>>,
+    back: Sender<Vec<Box<RowJob>>>,
     mut out: Box<dyn Write + Send>,
 ) -> io::Result<WriterStats> {
     let mut nor = Normalizer::new(opts);
@@ -1442,14 +1473,18 @@ fn write_rows(
     let mut books: Assets<RowBook> = Assets::default();
     let mut views = [Vec::new(), Vec::new()];
     let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK + (16 << 10));
+    let mut used = Vec::with_capacity(BATCH);
     for job in rx.into_iter().flatten() {
+        if used.len() >= BATCH {
+            let _ = back.try_send(std::mem::replace(&mut used, Vec::with_capacity(BATCH)));
+        }
         match job {
             Job::Track(ctx) => {
                 nor.learn_track_ctx(&ctx);
             }
             Job::Row(mut j) => {
                 book_row(&mut nor, &mut books, &mut views, &mut j, &mut buf);
-                let _ = back.try_send(j);
+                used.push(j);
             }
             Job::Rest(j) => {
                 fn c(s: &Option<String>) -> Option<Cow<'_, str>> {
@@ -1499,8 +1534,9 @@ pub struct Rebuilder {
     verifier: Normalizer,
     /// SHA-1 of the settled states (a thread of its own with `--threads` >= 2).
     hasher: HashStage,
-    /// Settled states waiting for their verdict, in settle order, and emptied ones for reuse.
-    deferred: VecDeque<Deferred>,
+    /// Settled states waiting for their verdict and what must follow them, in input order; emptied
+    /// states for reuse.
+    deferred: VecDeque<Later>,
     spare_deferred: Vec<Deferred>,
     /// The row thread (pm-normalize's row writer on the second core), started with the first line.
     writer: Option<Writer>,
@@ -1864,7 +1900,6 @@ impl Rebuilder {
     /// Marks an asset trusted again (only a full book does this); adds its untrusted time.
     fn retrust(&mut self, asset: &str, now_us: Option<i64>) -> bool {
         let Some(b) = self.books.get_mut(asset) else { return false };
-        debug_assert_eq!(b.deferred, 0, "verdicts reached before trust changes");
         let was = !b.trusted;
         let since = b.untrusted_since_us.take();
         b.trusted = true;
@@ -1913,21 +1948,57 @@ impl Rebuilder {
         let recv = std::mem::take(&mut b.recv);
         d.row = self.row_job(asset, &recv.view(), SOURCE_WS, kind != Pend::Change);
         self.books.get_mut(asset).expect("present").recv = recv;
-        self.deferred.push_back(d);
+        self.deferred.push_back(Later::Verdict(d));
         // Without a hashing thread the verdict is reached at once (as before that thread existed).
         if self.deferred.len() > MAX_DEFERRED || !self.hasher.threaded() {
+            self.resolve_front()?;
+        }
+        self.resolve_ready()
+    }
+
+    /// Reaches the verdicts whose SHA-1 is there, oldest first, up to the first that waits.
+    fn resolve_ready(&mut self) -> io::Result<()> {
+        while let Some(l) = self.deferred.front() {
+            if matches!(l, Later::Verdict(d) if d.hashed()) && !self.hasher.ready() {
+                break;
+            }
             self.resolve_front()?;
         }
         Ok(())
     }
 
-    /// Reaches the verdict on the oldest settled state (its SHA-1 from the hashing stage): checks,
-    /// trust, counters, and its row to the row thread.
+    /// Queues what must wait for the asset's verdicts settled before it.
+    fn later(&mut self, l: Later) {
+        if let Some(b) = self.books.get_mut(l.asset()) {
+            b.deferred += 1;
+        }
+        self.deferred.push_back(l);
+    }
+
+    /// Takes the oldest entry of [`Rebuilder::later`]'s queue: a verdict (its SHA-1 from the
+    /// hashing stage: checks, trust, counters, its row to the row thread), a trade price, a book's.
     fn resolve_front(&mut self) -> io::Result<()> {
-        let Some(mut d) = self.deferred.pop_front() else { return Ok(()) };
+        let Some(l) = self.deferred.pop_front() else { return Ok(()) };
+        if let Some(b) = self.books.get_mut(l.asset()) {
+            b.deferred -= 1;
+        }
+        match l {
+            Later::Verdict(d) => self.verdict(d),
+            Later::Trade(asset, price) => {
+                self.add_trade_price(&asset, &price);
+                Ok(())
+            }
+            Later::Book { asset, ltp, now_us } => {
+                self.ws_book_trust(&asset, ltp, now_us);
+                Ok(())
+            }
+        }
+    }
+
+    /// The verdict on a settled state: checks, trust, counters, and its row to the row thread.
+    fn verdict(&mut self, mut d: Deferred) -> io::Result<()> {
         let job = d.hashed().then(|| self.hasher.next());
         let b = self.books.get_mut(d.asset.as_str()).expect("a settled asset");
-        b.deferred -= 1;
         let tally = Verify { d: &d, job: job.as_ref(), stats: &mut self.stats }.verdict(b);
         if let Some(t) = tally {
             let trusted = b.trusted;
@@ -2033,17 +2104,41 @@ impl Rebuilder {
             self.stats.books_without_last_trade_price += 1;
         }
         self.settle(asset, Some(&Next { ts_ms: f.ts_ms, hash, bids: &f.bids, asks: &f.asks }))?;
-        self.resolve(asset)?;
+        // A tick size search of a state waiting for its verdict reads the tick size (rarely changed).
+        let (old, new) = (self.books.get(asset).and_then(|b| b.tick_size.as_deref()), f.tick.as_deref());
+        if new.is_some_and(|n| old.is_some_and(|o| o.get() != n.get())) {
+            self.resolve(asset)?;
+        }
         let pend = Pend::Book { complete: f.tick.is_some() && f.ltp.is_some(), had_ltp: f.ltp.is_some() };
         let default_tick = self.opts.tick_size.as_ref().map(raw);
+        let mut f = f;
+        let ltp = f.ltp.take();
         self.set_book(asset, f, Some(hash), default_tick);
-        // A full book is a known set of levels, verified or not.
-        if self.retrust(asset, recv.us()) {
-            self.stats.resyncs_ws_book += 1;
+        let now_us = recv.us();
+        if self.books.get(asset).is_some_and(|b| b.deferred > 0) {
+            self.later(Later::Book { asset: asset.to_string(), ltp, now_us });
+        } else {
+            self.ws_book_trust(asset, ltp, now_us);
         }
         asset_stats(&mut self.stats.assets, asset);
         self.pend(asset, pend, recv);
         Ok(())
+    }
+
+    /// A `book` event's `last_trade_price` (when it has one) becomes the asset's, and the asset is
+    /// trusted again: a full book is a known set of levels, verified or not.
+    fn ws_book_trust(&mut self, asset: &str, ltp: Option<Raw>, now_us: Option<i64>) {
+        self.set_ltp(asset, ltp);
+        if self.retrust(asset, now_us) {
+            self.stats.resyncs_ws_book += 1;
+        }
+    }
+
+    fn set_ltp(&mut self, asset: &str, ltp: Option<Raw>) {
+        if let (Some(l), Some(b)) = (ltp, self.books.get_mut(asset)) {
+            b.ltp = l;
+            b.ltp_known = true;
+        }
     }
 
     /// Sets an asset's state from a full book (a `book` event or a REST book; a new asset starts
@@ -2054,7 +2149,6 @@ impl Rebuilder {
             self.books.insert(asset.to_string(), Book::new());
         }
         let b = self.books.get_mut(asset).expect("present");
-        debug_assert_eq!(b.deferred, 0, "verdicts reached before the state is replaced");
         b.market.clear();
         b.market.push_str(f.market);
         b.timestamp.clear();
@@ -2066,10 +2160,6 @@ impl Rebuilder {
             b.tick_size = f.tick;
         } else if b.tick_size.is_none() {
             b.tick_size = default_tick;
-        }
-        if let Some(l) = f.ltp {
-            b.ltp = l;
-            b.ltp_known = true;
         }
         put_opt_string(&mut b.hash, hash);
         if self.opts.write_rows {
@@ -2116,7 +2206,8 @@ impl Rebuilder {
             return Ok(());
         }
         let (tick, ltp) = (rb.tick_size.map(RawValue::to_owned), rb.last_trade_price.map(RawValue::to_owned));
-        self.set_book(asset, Full { market, ts, ts_ms, bids, asks, tick, ltp }, rb.hash.as_deref(), None);
+        self.set_book(asset, Full { market, ts, ts_ms, bids, asks, tick, ltp: None }, rb.hash.as_deref(), None);
+        self.set_ltp(asset, ltp);
         self.books.get_mut(asset).expect("present").verified = rest_ok;
         if self.retrust(asset, recv.us()) {
             self.stats.resyncs_rest += 1;
@@ -2250,19 +2341,9 @@ impl Rebuilder {
     fn trade(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
         let (Some(asset), Some(price)) = (ev.asset_id.as_deref(), ev.price.as_deref()) else { return Ok(false) };
         let ms = self.timestamp(ev.timestamp.as_ref()).map(|(_, ms)| ms).unwrap_or(0);
-        self.resolve(asset)?;
-        if let Some(b) = self.books.get_mut(asset) {
-            b.cands.push(raw_str(price));
-            // The REST/WS books sometimes carry a trailing zero ("0.430", facts §4.1).
-            if let Some((_, frac)) = price.split_once('.') {
-                if frac.len() < 3 {
-                    b.cands.push(raw_str(&format!("{price}{}", "0".repeat(3 - frac.len()))));
-                }
-            }
-            if b.cands.len() > MAX_CANDIDATES {
-                let cut = b.cands.len() - MAX_CANDIDATES;
-                b.cands.drain(..cut);
-            }
+        match self.books.get(asset) {
+            Some(b) if b.deferred > 0 => self.later(Later::Trade(asset.to_string(), price.to_string())),
+            _ => self.add_trade_price(asset, price),
         }
         self.stats.trades += 1;
         if let Some(t) = self.trades.as_mut() {
@@ -2270,6 +2351,22 @@ impl Rebuilder {
             t.w.write_all(b"\n")?;
         }
         Ok(true)
+    }
+
+    /// A trade price becomes a candidate `last_trade_price` of the asset's next states.
+    fn add_trade_price(&mut self, asset: &str, price: &str) {
+        let Some(b) = self.books.get_mut(asset) else { return };
+        b.cands.push(raw_str(price));
+        // The REST/WS books sometimes carry a trailing zero ("0.430", facts §4.1).
+        if let Some((_, frac)) = price.split_once('.') {
+            if frac.len() < 3 {
+                b.cands.push(raw_str(&format!("{price}{}", "0".repeat(3 - frac.len()))));
+            }
+        }
+        if b.cands.len() > MAX_CANDIDATES {
+            let cut = b.cands.len() - MAX_CANDIDATES;
+            b.cands.drain(..cut);
+        }
     }
 
     /// The row of the asset's rebuilt state (`pmarchive.orderbook/1` `book`, written by
@@ -2287,9 +2384,9 @@ impl Rebuilder {
             }
         }
         b.last_row_ms = Some(b.ts_ms);
-        if let Some(w) = &self.writer {
-            while let Ok(j) = w.back.try_recv() {
-                self.spare.push(j);
+        if let (true, Some(w)) = (self.spare.is_empty(), &self.writer) {
+            while let Ok(v) = w.back.try_recv() {
+                self.spare.extend(v);
             }
         }
         let mut job = self.spare.pop().unwrap_or_default();

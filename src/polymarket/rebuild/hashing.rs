@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use sha1::{Digest, Sha1};
 
 /// Jobs travel in batches of this many (fewer thread wake-ups).
-const BATCH: usize = 32;
+const BATCH: usize = 16;
 /// At most this many batches sent and not taken back: the hashing thread never waits on the
 /// rebuild thread (the channels hold them all), and memory stays bounded.
 const MAX_IN_FLIGHT: usize = 32;
@@ -81,22 +81,30 @@ struct Worker {
     handle: JoinHandle<()>,
 }
 
-impl HashStage {
-    /// `threaded`: SHA-1 on a thread of its own; else inline, when a job is pushed.
-    pub fn new(threaded: bool) -> HashStage {
-        let thread = threaded.then(|| {
-            let (tx, jobs) = crossbeam_channel::unbounded::<Vec<HashJob>>();
-            let (back, rx) = crossbeam_channel::unbounded::<Vec<HashJob>>();
-            let handle = std::thread::spawn(move || {
+impl Worker {
+    /// None when no thread can be started (the stage then hashes inline: same output).
+    fn start() -> Option<Worker> {
+        let (tx, jobs) = crossbeam_channel::unbounded::<Vec<HashJob>>();
+        let (back, rx) = crossbeam_channel::unbounded::<Vec<HashJob>>();
+        let handle = std::thread::Builder::new()
+            .name("rebuild-hash".into())
+            .spawn(move || {
                 for mut batch in jobs {
                     batch.iter_mut().for_each(HashJob::run);
                     if back.send(batch).is_err() {
                         break;
                     }
                 }
-            });
-            Worker { tx, rx, in_flight: 0, handle }
-        });
+            })
+            .ok()?;
+        Some(Worker { tx, rx, in_flight: 0, handle })
+    }
+}
+
+impl HashStage {
+    /// `threaded`: SHA-1 on a thread of its own; else inline, when a job is pushed.
+    pub fn new(threaded: bool) -> HashStage {
+        let thread = threaded.then(Worker::start).flatten();
         HashStage { thread, batch: Vec::with_capacity(BATCH), done: VecDeque::new(), spare: Vec::new() }
     }
 
@@ -153,6 +161,22 @@ impl HashStage {
             let v = w.rx.recv().expect("the hashing thread answers every batch");
             w.in_flight -= 1;
             self.done.extend(v);
+        }
+    }
+
+    /// True when the oldest job not taken yet is hashed ([`HashStage::next`] will not wait).
+    pub fn ready(&mut self) -> bool {
+        if !self.done.is_empty() {
+            return true;
+        }
+        let Some(w) = self.thread.as_mut() else { return false };
+        match w.rx.try_recv() {
+            Ok(v) => {
+                w.in_flight -= 1;
+                self.done.extend(v);
+                !self.done.is_empty()
+            }
+            Err(_) => false,
         }
     }
 
