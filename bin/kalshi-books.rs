@@ -71,8 +71,9 @@ error.
 
 use pm_archive::cli::{self, ExitCode, PollArgs};
 use pm_archive::http::Client;
-use pm_archive::kalshi::books::{Config, Poller, DEFAULT_KALSHI_URL};
+use pm_archive::kalshi::books::{Config, Poller};
 use pm_archive::kalshi::market::Market;
+use pm_archive::kalshi::DEFAULT_URL;
 use pm_archive::polymarket::books::default_timeout;
 use pm_archive::{feed, jsonl};
 
@@ -83,7 +84,7 @@ fn main() {
 fn run() -> cli::Result<ExitCode> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
-    let mut cfg = Config::new(DEFAULT_KALSHI_URL);
+    let mut cfg = Config::new(DEFAULT_URL);
     let mut args = PollArgs::default();
     while let Some(arg) = p.next()? {
         match arg {

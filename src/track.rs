@@ -259,7 +259,7 @@ pub struct GapCtx {
     pub outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_ids: Option<Vec<String>>,
-    /// kalshi-books: the Kalshi market ticker polled.
+    /// kalshi-books, kalshi-trades: the Kalshi market ticker concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticker: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -281,9 +281,6 @@ pub struct GapCtx {
     /// pm-trades: the markets of the walk or slot concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition_ids: Option<Vec<String>>,
-    /// Kalshi tools: the tickers of the market(s) concerned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tickers: Option<Vec<String>>,
     /// pm-trades, kalshi-trades: the walk and its page (1-based) where a walk broke off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub walk: Option<Walk>,
@@ -325,7 +322,6 @@ impl GapCtx {
             first_due_at_utc: None,
             line: None,
             condition_ids: None,
-            tickers: None,
             walk: None,
             page: None,
             poll: PollSlot::default(),

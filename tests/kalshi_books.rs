@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use common::kalshi::{BookShape, KalshiVenue};
 use common::venue::Venue;
-use common::{jsonl, run_with_timeout, tool};
+use common::{assert_ctx_reads_as, jsonl, run_with_timeout, tool};
 use pm_archive::clock;
-use pm_archive::kalshi::market::{parse_market, SERIES};
+use pm_archive::http::HttpCtx;
+use pm_archive::kalshi::books::PollCtx;
+use pm_archive::kalshi::market::{parse_market, TrackCtx, SERIES};
+use pm_archive::track::GapCtx;
 use serde_json::{json, Value};
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -186,6 +189,14 @@ fn polls_the_loopback_venue_every_slot_and_normalizes_the_yes_side() {
         let b: B = serde_json::from_str(&raw[i]).unwrap();
         assert_eq!(b.body.get().as_bytes(), s.response.as_slice());
     }
+    // Every ctx reads back through its type (docs/DATA_CONTRACT.md).
+    for l in &lines {
+        match l["kind"].as_str().unwrap() {
+            "http" => assert_ctx_reads_as::<HttpCtx<PollCtx>>(l),
+            "track" => assert_ctx_reads_as::<TrackCtx>(l),
+            _ => assert_ctx_reads_as::<GapCtx>(l),
+        }
+    }
     let tracks: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "track").collect();
     let t: Vec<(&str, &str, &str)> = tracks
         .iter()
@@ -285,6 +296,9 @@ fn a_404_after_the_window_end_stops_the_market_and_a_429_is_retried() {
         lines.iter().filter(|l| l["kind"] == "http" && l["ctx"]["ticker"] == t && l["status"] == status).count()
     };
     assert_eq!(replies("KXBTC15M-99JAN010000-00", 404), 1, "one 404, then stopped");
+    for g in lines.iter().filter(|l| l["kind"] == "gap") {
+        assert_ctx_reads_as::<GapCtx>(g);
+    }
     let gaps = lines.iter().filter(|l| l["kind"] == "gap" && l["ctx"]["ticker"] == "KXBTC15M-99JAN010015-15").count();
     assert!(gaps >= 2, "each slot's 404 of the open window is a failed_request gap: {gaps}");
     // The 429 (first request of the run) is archived, and retried.

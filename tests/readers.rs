@@ -404,14 +404,21 @@ fn python_examples_in_the_docs_run_on_the_sample() {
 }
 
 /// No SQL or Python example in the docs escapes the tests: every fenced `sql`/`python` block is
-/// marked `test` (and so runs above).
+/// marked `test` (and so runs above) or `crossvenue` (docs/KALSHI.md: run by tests/crossvenue.rs on a
+/// chain with both venues).
 #[test]
 fn every_sql_and_python_block_in_the_docs_is_tested() {
     for b in blocks() {
         let mut w = b.info.split_whitespace();
         let lang = w.next().unwrap_or("");
         if matches!(lang, "sql" | "python" | "py") {
-            assert!(w.any(|x| x == "test"), "{}:{}: ```{} block without `test`", b.doc, b.line, b.info);
+            assert!(
+                w.any(|x| x == "test" || x == "crossvenue"),
+                "{}:{}: ```{} block without `test`",
+                b.doc,
+                b.line,
+                b.info
+            );
         }
     }
 }

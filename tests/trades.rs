@@ -5,13 +5,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::dataapi::{DataApi, Fault};
 use common::venue::Venue;
-use common::{assert_ctx_reads_as, jsonl, market_lines, run_with_timeout, tool};
+use common::{assert_ctx_reads_as, jsonl, market_lines, run_with_timeout, sigterm_after_http_lines, tool};
 use pm_archive::clock;
 use pm_archive::http::HttpCtx;
 use pm_archive::polymarket::trades::{row_key, PageCtx, RowId};
@@ -279,11 +278,6 @@ fn every_fault_kind_is_recorded_retried_or_a_gap_and_nothing_is_lost() {
     assert_eq!(stop["ctx"]["final_sweep"], "complete");
 }
 
-fn spawn(mut c: Command) -> Child {
-    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    c.spawn().unwrap()
-}
-
 /// SIGTERM: the page in flight is finished, the stop records are written, exit 0.
 #[test]
 fn sigterm_finishes_the_page_in_flight_and_exits_0() {
@@ -291,39 +285,13 @@ fn sigterm_finishes_the_page_in_flight_and_exits_0() {
     let api = DataApi::start();
     let now = clock::fmt_secs(OffsetDateTime::now_utc());
     let recs = market_lines(&v, "5m", "0", &now);
-    let mut child = spawn(trades_cmd(&api, None, &["--interval", "0.2"]));
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines() {
-            let _ = tx.send(l.unwrap());
-        }
-    });
-    let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, "{}", recs[0]).unwrap();
-    let mut got: Vec<String> = Vec::new();
-    while got.iter().filter(|l| l.contains("\"kind\":\"http\"")).count() < 3 {
-        got.push(rx.recv_timeout(Duration::from_secs(30)).expect("lines keep coming"));
-    }
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "pm-trades did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
-    got.extend(rx.iter());
-    let lines: Vec<Value> = got.iter().map(|l| serde_json::from_str(l).expect("whole lines")).collect();
+    let cmd = trades_cmd(&api, None, &["--interval", "0.2"]);
+    let (code, lines, err) = sigterm_after_http_lines(cmd, &format!("{}\n", recs[0]), 3, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
     check_envelopes(&lines);
     let last = lines.last().unwrap();
     assert_eq!((&last["kind"], &last["ctx"]["reason"]), (&"track".into(), &"signal".into()));
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("stopped by signal 15"), "{err}");
-    drop(stdin);
 }
 
 /// Bad stdin lines: reported, counted, kept as bad_input gaps; exit 1; good records still polled.

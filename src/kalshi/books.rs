@@ -22,7 +22,7 @@ use crossbeam_channel::Receiver;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::market::Market;
+use super::market::{Market, TrackCtx};
 use super::orderbook;
 use crate::envelope::Sequencer;
 use crate::feed::{self, Input};
@@ -31,11 +31,7 @@ use crate::jsonl::LineWriter;
 use crate::polymarket::books::{failure_text, Outage, SlotLines, Stats};
 use crate::schedule::{self, End, Schedule, Slotted};
 use crate::signal;
-use crate::track::{Action, GapCtx, GapKind, Now, Phase, PollSlot, Reason, Window};
-
-/// The Kalshi Trade API base URL used when `--kalshi-url` is not given (the documented alternative
-/// is `https://external-api.kalshi.com/trade-api/v2`; docs/KALSHI_FACTS.md §1).
-pub const DEFAULT_KALSHI_URL: &str = "https://api.elections.kalshi.com/trade-api/v2";
+use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, Window};
 
 /// The request family (rate limit: `http::family_rate`) and the `endpoint` of the http lines.
 pub const FAMILY: &str = "kalshi-books";
@@ -75,21 +71,6 @@ pub struct PollCtx {
     pub due_at_utc: String,
     pub ticker: String,
     pub event_ticker: String,
-}
-
-/// The `ctx` of kalshi-books' track lines: the reasons of [`crate::track::Reason`], the market by
-/// its tickers and window, and the slot ([`PollSlot`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrackCtx {
-    pub action: Action,
-    pub reason: Reason,
-    pub series_ticker: String,
-    pub event_ticker: String,
-    pub ticker: String,
-    pub window_start_utc: String,
-    pub window_end_utc: String,
-    #[serde(flatten)]
-    pub poll: PollSlot,
 }
 
 /// A market known to the poller (pending or tracked).
@@ -330,16 +311,7 @@ impl<W: Write> Poller<W> {
     }
 
     fn write_track(&mut self, k: u64, m: &Market, action: Action, reason: Reason) -> io::Result<()> {
-        let ctx = TrackCtx {
-            action,
-            reason,
-            series_ticker: m.series_ticker.clone(),
-            event_ticker: m.event_ticker.clone(),
-            ticker: m.ticker.clone(),
-            window_start_utc: m.window_start_utc.clone(),
-            window_end_utc: m.window_end_utc.clone(),
-            poll: self.lines.slot_of_line(k),
-        };
+        let ctx = TrackCtx { poll: self.lines.slot_of_line(k), ..TrackCtx::new(action, reason, m) };
         let line = self.lines.seq.envelope("track").with_ctx(&ctx).to_line();
         self.lines.out.write_raw(&line)
     }

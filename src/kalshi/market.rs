@@ -136,7 +136,7 @@ impl Resolution {
     }
 }
 
-/// The `ctx` of a Kalshi polling tool's `track` line (the Kalshi counterpart of
+/// The `ctx` of the `track` lines of kalshi-books and kalshi-trades (the Kalshi counterpart of
 /// [`crate::track::TrackCtx`], same `action`/`reason` words): the market's tickers and window, and
 /// the slot, its due time and the endpoint polled.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

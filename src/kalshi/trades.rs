@@ -385,11 +385,14 @@ impl<W: Write> Poller<W> {
         }
         if let Some((until, reason)) = self.client.backoff_until(FAMILY) {
             if self.backing_off(k) {
+                // One gap per market not polled, as kalshi-books writes them.
                 let wait = until.saturating_duration_since(Instant::now()).as_secs_f64();
-                let mut ctx = GapCtx::new(GapKind::Backoff);
-                ctx.backoff_s = Some((wait * 1000.0).round() / 1000.0);
-                ctx.tickers = Some(tickers);
-                return self.write_gap(k, ctx, format!("not polled: backing off for {wait:.3} s more after {reason}"));
+                for t in tickers {
+                    let mut ctx = GapCtx { ticker: Some(t), ..GapCtx::new(GapKind::Backoff) };
+                    ctx.backoff_s = Some((wait * 1000.0).round() / 1000.0);
+                    self.write_gap(k, ctx, format!("not polled: backing off for {wait:.3} s more after {reason}"))?;
+                }
+                return Ok(());
             }
         }
         for t in tickers {
@@ -503,7 +506,7 @@ impl<W: Write> Poller<W> {
     /// The gap of a walk that broke off at `ctx.page`.
     fn broken_walk(&mut self, gap: GapKind, ctx: &PageCtx, why: String) -> io::Result<Outcome> {
         let mut g = GapCtx::new(gap);
-        (g.tickers, g.walk, g.page) = (Some(vec![ctx.ticker.clone()]), Some(ctx.walk), Some(ctx.page));
+        (g.ticker, g.walk, g.page) = (Some(ctx.ticker.clone()), Some(ctx.walk), Some(ctx.page));
         self.write_gap(ctx.slot, g, why)?;
         Ok(Outcome::Incomplete)
     }

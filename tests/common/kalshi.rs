@@ -38,8 +38,9 @@
 //!   shown once the clock has passed it; the 3.29.0 `Trade` shape (`taker_outcome_side`,
 //!   `taker_book_side`, `is_block_trade`; [`KalshiVenue::set_trade_shape`]: the January shape of C-trd
 //!   with `taker_side` only), UUID `trade_id`, `created_time` with 0–6 fractional digits;
-//!   newest first; `ticker`, `min_ts`/`max_ts` (Unix seconds, both inclusive: undocumented, chosen
-//!   here) filters; keyset cursor; page size as for markets.
+//!   newest first ([`KalshiVenue::set_trades_oldest_first`] switches); `ticker`, `min_ts`/`max_ts`
+//!   (Unix seconds, both inclusive: undocumented, chosen here) filters; keyset cursor; page size as
+//!   for markets.
 //! - Errors: 400/404 in the documented `ErrorResponse` shape `{code, message, details, service}`
 //!   (STAND-IN values). Faults: [`too_many`] is the docs' 429 `{"error": "too many requests"}` without
 //!   `Retry-After`; [`server_error`]; and the venue's HTML, truncated, slow and reset faults, on the
@@ -158,6 +159,8 @@ struct Config {
     markets_page: usize,
     trades_page: usize,
     trade_every: Duration,
+    /// `GET /markets/trades` oldest first (the order is not documented; newest first by default).
+    trades_oldest_first: bool,
 }
 
 /// The Kalshi API mounted on a [`Venue`] (see the module doc).
@@ -181,6 +184,7 @@ impl KalshiVenue {
             markets_page: 2,
             trades_page: 20,
             trade_every: Duration::from_secs(20),
+            trades_oldest_first: false,
         }));
         let clock = v.clock();
         let (c, now) = (cfg.clone(), clock.clone());
@@ -263,6 +267,11 @@ impl KalshiVenue {
     /// Time between two trade prints of a window (default 20 s).
     pub fn set_trade_every(&self, d: Duration) {
         self.cfg.lock().unwrap().trade_every = d.max(Duration::from_secs(1));
+    }
+
+    /// Serve `GET /markets/trades` oldest first (Kalshi does not document the order; facts §9.6).
+    pub fn set_trades_oldest_first(&self, on: bool) {
+        self.cfg.lock().unwrap().trades_oldest_first = on;
     }
 
     /// The ticker of the window trading at `t`.
@@ -863,10 +872,16 @@ fn trades(cfg: &Config, now: OffsetDateTime, q: &HashMap<String, String>) -> (u1
         s >= min_ts && s <= max_ts
     });
     all.sort_by(|a, b| b.key.cmp(&a.key));
+    if cfg.trades_oldest_first {
+        all.reverse();
+    }
     let start = match q.get("cursor").filter(|c| !c.is_empty()) {
         None => 0,
         Some(c) => match parse_trade_cursor(c) {
-            Some(k) => all.iter().position(|p| p.key < k).unwrap_or(all.len()),
+            Some(k) => all
+                .iter()
+                .position(|p| if cfg.trades_oldest_first { p.key > k } else { p.key < k })
+                .unwrap_or(all.len()),
             None => return error(400, "invalid_parameters", "invalid cursor"),
         },
     };

@@ -172,6 +172,49 @@ pub fn run_feeding(mut cmd: Command, feed: Option<Box<dyn FnOnce(ChildStdin) + S
     Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
 }
 
+/// A stdin-fed poller ended by SIGTERM: runs `cmd` with `input` written on its stdin (kept open, so
+/// only the signal can end the run), sends SIGTERM once it has written `n` http lines, and returns
+/// its exit code, every stdout line (each must be whole JSON) and its stderr. Panics when the lines
+/// stop coming or the tool does not exit within `limit`.
+pub fn sigterm_after_http_lines(
+    mut cmd: Command,
+    input: &str,
+    n: usize,
+    limit: Duration,
+) -> (Option<i32>, Vec<serde_json::Value>, String) {
+    use std::io::{BufRead, Read, Write};
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines() {
+            let _ = tx.send(l.unwrap());
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    let mut got: Vec<String> = Vec::new();
+    while got.iter().filter(|l| l.contains("\"kind\":\"http\"")).count() < n {
+        got.push(rx.recv_timeout(limit).expect("lines keep coming"));
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the tool did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    got.extend(rx.iter());
+    let lines = got.iter().map(|l| serde_json::from_str(l).expect("whole lines")).collect();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    drop(stdin);
+    (status.code(), lines, err)
+}
+
 /// fd-style assertion: the tool exited with `code` (a signal or another code fails, showing stderr).
 #[track_caller]
 pub fn assert_exit(out: &Output, code: i32) {
