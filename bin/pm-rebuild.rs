@@ -54,10 +54,11 @@ Options:
                           (older captures' initial books). [default: none: such states are
                           unverifiable and their rows have tick_size null]
     --no-rows             Verify only; write no book rows.
-    --threads N           1: compute the SHA-1 of every state on the thread that rebuilds the
-                          books; 2 or more: on a thread of its own (rows are formatted on a thread
-                          of their own either way). The output is the same for any N.
-                          [default: the number of cores]
+    --threads N           Threads to keep busy: the one that rebuilds the books, the one that
+                          formats rows (always, unless --no-rows), and one that computes the SHA-1
+                          of every state when N leaves room for it (N >= 3 with rows, N >= 2 with
+                          --no-rows; else the rebuilding thread hashes). The output is the same for
+                          any N. [default: the number of cores]
     -h, --help            Show this help.
     -V, --version         Show the version.
 

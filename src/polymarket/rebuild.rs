@@ -103,8 +103,9 @@ pub struct Options {
     pub tick_size: Option<Value>,
     /// False: verify only, format no rows (`--no-rows`).
     pub write_rows: bool,
-    /// `--threads`: 1 hashes on the rebuild thread; 2 or more hash on a thread of their own
-    /// ([`hashing`]). Rows are formatted on their own thread either way. Same output for any value.
+    /// `--threads`: the threads kept busy — the rebuilding thread, the row thread (when rows are
+    /// written) and, when that leaves one, a hashing thread ([`hashing`]): with rows from 3, without
+    /// from 2. Same output for any value.
     pub threads: usize,
 }
 
@@ -1532,7 +1533,7 @@ pub struct Rebuilder {
     /// REST books are verified with pm-normalize's check; `--markets` are loaded into it first to
     /// report their bad lines (the row thread loads them again for its join).
     verifier: Normalizer,
-    /// SHA-1 of the settled states (a thread of its own with `--threads` >= 2).
+    /// SHA-1 of the settled states (a thread of its own when `--threads` leaves one).
     hasher: HashStage,
     /// Settled states waiting for their verdict and what must follow them, in input order; emptied
     /// states for reuse.
@@ -1560,7 +1561,9 @@ pub struct Rebuilder {
 impl Rebuilder {
     pub fn new(opts: Options, rows: Box<dyn Write + Send>) -> Rebuilder {
         let default_meta = (raw(&opts.min_order_size), raw(&opts.neg_risk));
-        let threaded = opts.threads > 1;
+        // On two cores with rows, a third thread costs more than it saves (the hash texts cross to
+        // the other core; reports/bench_stream_loopback_2026-12-01-1-s4.txt).
+        let threaded = opts.threads > 1 + usize::from(opts.write_rows);
         Rebuilder {
             verifier: Normalizer::new(opts.rows.clone()),
             opts,
