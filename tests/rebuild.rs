@@ -239,6 +239,17 @@ fn numeric_timestamps_are_accepted_and_counted() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("numeric_timestamps=16"));
 }
 
+/// A REST `/books` reply line (DERIVED) holding the state of one of pm-rebuild's own rows of asset
+/// A (levels back in wire order), received at `at`.
+fn rest_snapshot(row: &Value, at: &str) -> Value {
+    let rev = |a: &Value| a.as_array().unwrap().iter().rev().cloned().collect::<Vec<_>>();
+    json!({"schema": "pmarchive.raw/1", "kind": "http", "endpoint": "books", "status": 200,
+        "collected_at_utc": at, "body": [{"market": row["market"], "asset_id": A,
+        "timestamp": row["exchange_ts_ms"].to_string(), "hash": row["hash"], "bids": rev(&row["bids"]),
+        "asks": rev(&row["asks"]), "min_order_size": "5", "tick_size": "0.001", "neg_risk": false,
+        "last_trade_price": row["last_trade_price"]}], "ctx": {"reason": "ws_resync", "conn_id": 1}})
+}
+
 #[test]
 fn untrusted_time_is_counted_per_file_and_every_check_is_in_the_summary() {
     // DERIVED: the venue hash of asset A in message 5 zeroed (a detected gap, untrusted from its
@@ -254,13 +265,8 @@ fn untrusted_time_is_counted_per_file_and_every_check_is_in_the_summary() {
     let f1 = write_lines(&dir, "f1.jsonl", &frame_lines(&msgs[..11], "2026-09-29", 5 * 3600 + 12 * 60));
     let (_, _, ref_rows) =
         rebuild(&dir, &[&write_lines(&dir, "all.jsonl", &frame_lines(&messages(BURST), "2026-09-29", 0))], &[]);
-    let after15 = ref_rows.iter().filter(|r| r["asset_id"] == A).nth(15).unwrap().clone();
-    let rev = |a: &Value| a.as_array().unwrap().iter().rev().cloned().collect::<Vec<_>>();
-    let rest = json!({"schema": "pmarchive.raw/1", "kind": "http", "endpoint": "books", "status": 200,
-        "collected_at_utc": "2026-09-30T06:00:05.000000Z", "body": [{"market": after15["market"], "asset_id": A,
-        "timestamp": after15["exchange_ts_ms"].to_string(), "hash": after15["hash"], "bids": rev(&after15["bids"]),
-        "asks": rev(&after15["asks"]), "min_order_size": "5", "tick_size": "0.001", "neg_risk": false,
-        "last_trade_price": after15["last_trade_price"]}], "ctx": {"reason": "ws_resync", "conn_id": 1}});
+    let after15 = ref_rows.iter().filter(|r| r["asset_id"] == A).nth(15).unwrap();
+    let rest = rest_snapshot(after15, "2026-09-30T06:00:05.000000Z");
     let mut l2 = frame_lines(&msgs[11..16], "2026-09-30", 6 * 3600);
     l2.push(rest.to_string());
     let f2 = write_lines(&dir, "f2.jsonl", &l2);
@@ -377,13 +383,8 @@ fn every_thread_count_writes_the_same_rows_trades_and_summary() {
         }
     }
     let (_, _, ref_rows) = rebuild(&dir, &[&burst], &["--threads", "1"]);
-    let last = ref_rows.iter().rfind(|r| r["asset_id"] == A).unwrap().clone();
-    let rev = |a: &Value| a.as_array().unwrap().iter().rev().cloned().collect::<Vec<_>>();
-    let rest = json!({"schema": "pmarchive.raw/1", "kind": "http", "endpoint": "books", "status": 200,
-        "collected_at_utc": "2026-09-29T06:00:05.000000Z", "body": [{"market": last["market"], "asset_id": A,
-        "timestamp": last["exchange_ts_ms"].to_string(), "hash": last["hash"], "bids": rev(&last["bids"]),
-        "asks": rev(&last["asks"]), "min_order_size": "5", "tick_size": "0.001", "neg_risk": false,
-        "last_trade_price": last["last_trade_price"]}], "ctx": {"reason": "ws_resync", "conn_id": 1}});
+    let last = ref_rows.iter().rfind(|r| r["asset_id"] == A).unwrap();
+    let rest = rest_snapshot(last, "2026-09-29T06:00:05.000000Z");
     let track = json!({"schema": "pmarchive.raw/1", "kind": "track", "collected_at_utc": "2026-09-29T05:11:30.000000Z",
         "ctx": {"token_id": A, "slug": "btc-updown-15m-derived", "outcome": "Up"}});
     let mut lines = frame_lines(&msgs, "2026-09-29", 5 * 3600 + 11 * 60);
