@@ -54,7 +54,7 @@ use crate::polymarket::tradeset::{self, TradeRow};
 use crate::util::AtomicFile;
 
 mod hashing;
-use hashing::{HashJob, HashStage};
+use hashing::{HashJob, HashStage, Helper};
 
 /// `source` of a row holding the rebuilt state after a websocket message (`book` or `price_change`).
 pub const SOURCE_WS: &str = "ws";
@@ -103,9 +103,9 @@ pub struct Options {
     pub tick_size: Option<Value>,
     /// False: verify only, format no rows (`--no-rows`).
     pub write_rows: bool,
-    /// `--threads`: the threads kept busy — the rebuilding thread, the row thread (when rows are
-    /// written) and, when that leaves one, a hashing thread ([`hashing`]): with rows from 3, without
-    /// from 2. Same output for any value.
+    /// `--threads`: 1 hashes on the rebuilding thread; from 2 the SHA-1 jobs are shared out
+    /// ([`hashing`]): the row thread takes them between rows, and a hashing thread too when `threads`
+    /// leaves room for it (with rows from 3, without from 2). Same output for any value.
     pub threads: usize,
 }
 
@@ -1435,12 +1435,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(opts: normalize::Options, markets: Vec<PathBuf>, out: Box<dyn Write + Send>) -> Writer {
+    fn start(opts: normalize::Options, markets: Vec<PathBuf>, out: Box<dyn Write + Send>, h: Option<Helper>) -> Writer {
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Job>>(64);
         let (back_tx, back) = crossbeam_channel::bounded::<Vec<Box<RowJob>>>(8);
         let handle = std::thread::Builder::new()
             .name("rebuild-rows".into())
-            .spawn(move || write_rows(opts, &markets, rx, back_tx, out))
+            .spawn(move || write_rows(opts, &markets, (rx, h), back_tx, out))
             .expect("a thread for the rows");
         Writer { tx, batch: Vec::with_capacity(BATCH), back, handle }
     }
@@ -1463,7 +1463,7 @@ fn env_of<'r>(recv: &'r RecvBuf, source: &'static str) -> parse::Env<'r> {
 fn write_rows(
     opts: normalize::Options,
     markets: &[PathBuf],
-    rx: Receiver<Vec<Job>>,
+    (rx, mut hash): (Receiver<Vec<Job>>, Option<Helper>),
     back: Sender<Vec<Box<RowJob>>>,
     mut out: Box<dyn Write + Send>,
 ) -> io::Result<WriterStats> {
@@ -1475,47 +1475,60 @@ fn write_rows(
     let mut views = [Vec::new(), Vec::new()];
     let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK + (16 << 10));
     let mut used = Vec::with_capacity(BATCH);
-    for job in rx.into_iter().flatten() {
-        if used.len() >= BATCH {
-            let _ = back.try_send(std::mem::replace(&mut used, Vec::with_capacity(BATCH)));
+    // Rows in order; between them, hash jobs nobody took yet (either, when both wait).
+    let next = |hash: &mut Option<Helper>| loop {
+        let Some(h) = hash.as_ref() else { return rx.recv().ok() };
+        crossbeam_channel::select! {
+            recv(rx) -> m => return m.ok(),
+            recv(h.jobs) -> b => match b {
+                Ok(b) => h.run(b),
+                Err(_) => *hash = None,
+            },
         }
-        match job {
-            Job::Track(ctx) => {
-                nor.learn_track_ctx(&ctx);
+    };
+    while let Some(batch) = next(&mut hash) {
+        for job in batch {
+            if used.len() >= BATCH {
+                let _ = back.try_send(std::mem::replace(&mut used, Vec::with_capacity(BATCH)));
             }
-            Job::Row(mut j) => {
-                book_row(&mut nor, &mut books, &mut views, &mut j, &mut buf);
-                used.push(j);
-            }
-            Job::Rest(j) => {
-                fn c(s: &Option<String>) -> Option<Cow<'_, str>> {
-                    s.as_deref().map(Cow::Borrowed)
+            match job {
+                Job::Track(ctx) => {
+                    nor.learn_track_ctx(&ctx);
                 }
-                #[allow(clippy::type_complexity)]
-                fn side(v: &Option<Vec<(Option<String>, Option<String>)>>) -> Option<Vec<parse::Level<'_>>> {
-                    v.as_ref().map(|v| v.iter().map(|(p, z)| parse::Level { price: c(p), size: c(z) }).collect())
+                Job::Row(mut j) => {
+                    book_row(&mut nor, &mut books, &mut views, &mut j, &mut buf);
+                    used.push(j);
                 }
-                let [mos, tick, neg, ltp] = &j.scalars;
-                let view = parse::Book {
-                    market: c(&j.market),
-                    asset_id: c(&j.asset_id),
-                    timestamp: c(&j.timestamp),
-                    hash: c(&j.hash),
-                    bids: side(&j.bids),
-                    asks: side(&j.asks),
-                    min_order_size: mos.as_deref(),
-                    tick_size: tick.as_deref(),
-                    neg_risk: neg.as_deref(),
-                    last_trade_price: ltp.as_deref(),
-                    error: j.error.as_deref(),
-                    unknown_fields: j.unknown_fields,
-                };
-                nor.state_row(&env_of(&j.recv, SOURCE_WS_REST), &view, None, j.hash_ok, 0, &mut buf);
+                Job::Rest(j) => {
+                    fn c(s: &Option<String>) -> Option<Cow<'_, str>> {
+                        s.as_deref().map(Cow::Borrowed)
+                    }
+                    #[allow(clippy::type_complexity)]
+                    fn side(v: &Option<Vec<(Option<String>, Option<String>)>>) -> Option<Vec<parse::Level<'_>>> {
+                        v.as_ref().map(|v| v.iter().map(|(p, z)| parse::Level { price: c(p), size: c(z) }).collect())
+                    }
+                    let [mos, tick, neg, ltp] = &j.scalars;
+                    let view = parse::Book {
+                        market: c(&j.market),
+                        asset_id: c(&j.asset_id),
+                        timestamp: c(&j.timestamp),
+                        hash: c(&j.hash),
+                        bids: side(&j.bids),
+                        asks: side(&j.asks),
+                        min_order_size: mos.as_deref(),
+                        tick_size: tick.as_deref(),
+                        neg_risk: neg.as_deref(),
+                        last_trade_price: ltp.as_deref(),
+                        error: j.error.as_deref(),
+                        unknown_fields: j.unknown_fields,
+                    };
+                    nor.state_row(&env_of(&j.recv, SOURCE_WS_REST), &view, None, j.hash_ok, 0, &mut buf);
+                }
             }
-        }
-        if buf.len() >= OUT_CHUNK {
-            out.write_all(&buf)?;
-            buf.clear();
+            if buf.len() >= OUT_CHUNK {
+                out.write_all(&buf)?;
+                buf.clear();
+            }
         }
     }
     out.write_all(&buf)?;
@@ -1533,7 +1546,7 @@ pub struct Rebuilder {
     /// REST books are verified with pm-normalize's check; `--markets` are loaded into it first to
     /// report their bad lines (the row thread loads them again for its join).
     verifier: Normalizer,
-    /// SHA-1 of the settled states (a thread of its own when `--threads` leaves one).
+    /// SHA-1 of the settled states (shared out with `--threads` >= 2).
     hasher: HashStage,
     /// Settled states waiting for their verdict and what must follow them, in input order; emptied
     /// states for reuse.
@@ -1562,15 +1575,16 @@ impl Rebuilder {
     pub fn new(opts: Options, rows: Box<dyn Write + Send>) -> Rebuilder {
         let default_meta = (raw(&opts.min_order_size), raw(&opts.neg_risk));
         // On two cores with rows, a third thread costs more than it saves (the hash texts cross to
-        // the other core; reports/bench_stream_loopback_2026-12-01-1-s4.txt).
-        let threaded = opts.threads > 1 + usize::from(opts.write_rows);
+        // the other core; reports/bench_stream_loopback_2026-12-01-1-s4.txt): the row thread hashes
+        // between rows instead.
+        let (shared, thread) = (opts.threads > 1, opts.threads > 1 + usize::from(opts.write_rows));
         Rebuilder {
             verifier: Normalizer::new(opts.rows.clone()),
             opts,
             books: Assets::default(),
             meta: Assets::default(),
             default_meta,
-            hasher: HashStage::new(threaded),
+            hasher: HashStage::new(shared, thread),
             deferred: VecDeque::new(),
             spare_deferred: Vec::new(),
             writer: None,
@@ -1610,7 +1624,8 @@ impl Rebuilder {
     fn writer(&mut self) -> &mut Writer {
         if self.writer.is_none() {
             let out = self.rows.take().expect("rows not taken yet");
-            self.writer = Some(Writer::start(self.opts.rows.clone(), self.markets.clone(), out));
+            let h = self.hasher.helper();
+            self.writer = Some(Writer::start(self.opts.rows.clone(), self.markets.clone(), out, h));
         }
         self.writer.as_mut().expect("started")
     }

@@ -1,5 +1,8 @@
-//! pm-rebuild's hashing stage: the SHA-1 of every rebuilt state's hash text, computed on a thread
-//! of its own (`--threads` ≥ 2) or inline (`--threads 1`), handed back in request order.
+//! pm-rebuild's hashing stage: the SHA-1 of every rebuilt state's hash text, handed back in request
+//! order. With `--threads 1` it is computed inline; else the jobs go to a queue that any thread with
+//! nothing else to do takes from — a hashing thread of its own when there is a core for it, the row
+//! thread between rows ([`Helper`]) — and the rebuilding thread computes those nobody took yet
+//! when it needs their result: the work spreads over the threads as their load allows.
 //!
 //! The rebuild thread writes a state's hash text up to `"last_trade_price":` into a [`HashJob`]
 //! with the `last_trade_price` it expects to match; the stage keeps the SHA-1 state after the
@@ -15,9 +18,6 @@ use sha1::{Digest, Sha1};
 
 /// Jobs travel in batches of this many (fewer thread wake-ups).
 const BATCH: usize = 16;
-/// At most this many batches sent and not taken back: the hashing thread never waits on the
-/// rebuild thread (the channels hold them all), and memory stays bounded.
-const MAX_IN_FLIGHT: usize = 32;
 
 /// One state's hash text up to and including `"last_trade_price":`, the `last_trade_price` text
 /// (as the hash spells it) tried first, and what the stage computed of them.
@@ -63,54 +63,83 @@ impl HashJob {
     }
 }
 
-/// The hashing stage: a thread, or the caller itself.
+/// A batch of jobs and the request number of its first.
+type Batch = (u64, Vec<HashJob>);
+
+/// What another thread needs to take jobs from the queue and hand them back.
+#[derive(Clone)]
+pub(super) struct Helper {
+    pub jobs: Receiver<Batch>,
+    done: Sender<Batch>,
+}
+
+impl Helper {
+    /// Hashes a batch taken from [`Helper::jobs`] and hands it back.
+    pub fn run(&self, (first, mut batch): Batch) {
+        batch.iter_mut().for_each(HashJob::run);
+        let _ = self.done.send((first, batch));
+    }
+}
+
+/// The hashing stage (see the module text).
 pub(super) struct HashStage {
-    thread: Option<Worker>,
-    /// Jobs not sent yet (thread only).
+    /// The queue and the way back; None with `--threads 1` (inline).
+    queue: Option<(Sender<Batch>, Helper, Receiver<Batch>)>,
+    thread: Option<JoinHandle<()>>,
+    /// Jobs not queued yet.
     batch: Vec<HashJob>,
-    /// Jobs hashed, not taken yet (in request order).
-    done: VecDeque<HashJob>,
+    /// Request number of the next job queued, and of the oldest not taken.
+    sent: u64,
+    taken: u64,
+    /// The jobs from `taken` to `sent`: hashed (Some) or not yet.
+    done: VecDeque<Option<HashJob>>,
     /// Jobs taken back, for their buffers.
     spare: Vec<HashJob>,
 }
 
-struct Worker {
-    tx: Sender<Vec<HashJob>>,
-    rx: Receiver<Vec<HashJob>>,
-    in_flight: usize,
-    handle: JoinHandle<()>,
-}
-
-impl Worker {
-    /// None when no thread can be started (the stage then hashes inline: same output).
-    fn start() -> Option<Worker> {
-        let (tx, jobs) = crossbeam_channel::unbounded::<Vec<HashJob>>();
-        let (back, rx) = crossbeam_channel::unbounded::<Vec<HashJob>>();
-        let handle = std::thread::Builder::new()
-            .name("rebuild-hash".into())
-            .spawn(move || {
-                for mut batch in jobs {
-                    batch.iter_mut().for_each(HashJob::run);
-                    if back.send(batch).is_err() {
-                        break;
-                    }
-                }
-            })
-            .ok()?;
-        Some(Worker { tx, rx, in_flight: 0, handle })
-    }
-}
-
 impl HashStage {
-    /// `threaded`: SHA-1 on a thread of its own; else inline, when a job is pushed.
-    pub fn new(threaded: bool) -> HashStage {
-        let thread = threaded.then(Worker::start).flatten();
-        HashStage { thread, batch: Vec::with_capacity(BATCH), done: VecDeque::new(), spare: Vec::new() }
+    /// `shared`: jobs go to the queue ([`HashStage::helper`]); `thread` (with `shared`): a hashing
+    /// thread takes from it too. Else every job is hashed inline when pushed.
+    pub fn new(shared: bool, thread: bool) -> HashStage {
+        let queue = shared.then(|| {
+            let (tx, jobs) = crossbeam_channel::unbounded::<Batch>();
+            let (done, rx) = crossbeam_channel::unbounded::<Batch>();
+            (tx, Helper { jobs, done }, rx)
+        });
+        let thread = match (&queue, thread) {
+            (Some((_, h, _)), true) => {
+                let h = h.clone();
+                // No thread: the rebuilding (and row) thread hash it all, same output.
+                std::thread::Builder::new()
+                    .name("rebuild-hash".into())
+                    .spawn(move || {
+                        for b in h.jobs.iter() {
+                            h.run(b);
+                        }
+                    })
+                    .ok()
+            }
+            _ => None,
+        };
+        HashStage {
+            queue,
+            thread,
+            batch: Vec::with_capacity(BATCH),
+            sent: 0,
+            taken: 0,
+            done: VecDeque::new(),
+            spare: Vec::new(),
+        }
     }
 
-    /// True when SHA-1 runs on a thread of its own.
+    /// True when jobs may be hashed by another thread (verdicts then wait for them).
     pub fn threaded(&self) -> bool {
-        self.thread.is_some()
+        self.queue.is_some()
+    }
+
+    /// The queue, for another thread to take jobs from (None with `--threads 1`).
+    pub fn helper(&self) -> Option<Helper> {
+        self.queue.as_ref().map(|(_, h, _)| h.clone())
     }
 
     /// An empty job (buffers reused) for the caller to fill and [`HashStage::push`].
@@ -121,11 +150,12 @@ impl HashStage {
         j
     }
 
-    /// Queues a filled job (hashes it now when there is no thread).
+    /// Queues a filled job (hashes it now when inline).
     pub fn push(&mut self, mut j: HashJob) {
-        if self.thread.is_none() {
+        if self.queue.is_none() {
             j.run();
-            self.done.push_back(j);
+            self.done.push_back(Some(j));
+            self.sent += 1;
             return;
         }
         self.batch.push(j);
@@ -134,49 +164,52 @@ impl HashStage {
         }
     }
 
-    /// Sends the jobs not sent yet (taking finished batches back first while too many are out).
+    /// Queues the jobs not queued yet.
     fn send(&mut self) {
-        let Some(w) = self.thread.as_mut() else { return };
-        while w.in_flight >= MAX_IN_FLIGHT {
-            let v = w.rx.recv().expect("the hashing thread answers every batch");
-            w.in_flight -= 1;
-            self.done.extend(v);
-        }
+        let Some((tx, _, _)) = &self.queue else { return };
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-        w.tx.send(batch).expect("the hashing thread runs until the rebuild ends");
-        w.in_flight += 1;
+        self.done.extend(batch.iter().map(|_| None));
+        let first = self.sent;
+        self.sent += batch.len() as u64;
+        tx.send((first, batch)).expect("the stage holds the queue's receiver");
     }
 
-    /// The oldest job pushed and not taken yet, hashed (waits for the thread). Call only with a
-    /// job outstanding.
-    pub fn next(&mut self) -> HashJob {
-        loop {
-            if let Some(j) = self.done.pop_front() {
-                return j;
-            }
-            if self.thread.as_ref().is_some_and(|w| w.in_flight == 0) {
-                self.send();
-            }
-            let w = self.thread.as_mut().expect("a job is outstanding");
-            let v = w.rx.recv().expect("the hashing thread answers every batch");
-            w.in_flight -= 1;
-            self.done.extend(v);
-        }
+    /// Files a hashed batch in its place.
+    fn file(&mut self, b: Batch) {
+        file(&mut self.done, self.taken, b);
     }
 
     /// True when the oldest job not taken yet is hashed ([`HashStage::next`] will not wait).
     pub fn ready(&mut self) -> bool {
-        if !self.done.is_empty() {
-            return true;
-        }
-        let Some(w) = self.thread.as_mut() else { return false };
-        match w.rx.try_recv() {
-            Ok(v) => {
-                w.in_flight -= 1;
-                self.done.extend(v);
-                !self.done.is_empty()
+        if let Some((_, _, rx)) = &self.queue {
+            while let Ok(b) = rx.try_recv() {
+                file(&mut self.done, self.taken, b);
             }
-            Err(_) => false,
+        }
+        matches!(self.done.front(), Some(Some(_)))
+    }
+
+    /// The oldest job pushed and not taken yet, hashed: by another thread, or here when nobody
+    /// took it yet. Call only with a job outstanding.
+    pub fn next(&mut self) -> HashJob {
+        loop {
+            if let Some(Some(_)) = self.done.front() {
+                self.taken += 1;
+                return self.done.pop_front().flatten().expect("hashed");
+            }
+            if self.done.is_empty() {
+                self.send();
+            }
+            let (_, h, rx) = self.queue.as_ref().expect("a job is outstanding");
+            let b = match h.jobs.try_recv() {
+                Ok((first, mut batch)) => {
+                    batch.iter_mut().for_each(HashJob::run);
+                    (first, batch)
+                }
+                // Taken by another thread: wait for it.
+                Err(_) => rx.recv().expect("the stage holds a sender of the way back"),
+            };
+            self.file(b);
         }
     }
 
@@ -186,12 +219,20 @@ impl HashStage {
     }
 }
 
+/// Files a hashed batch in its place among the jobs from request `taken` on.
+fn file(done: &mut VecDeque<Option<HashJob>>, taken: u64, (first, batch): Batch) {
+    let at = (first - taken) as usize;
+    for (slot, j) in done.range_mut(at..).zip(batch) {
+        *slot = Some(j);
+    }
+}
+
 impl Drop for HashStage {
     fn drop(&mut self) {
-        if let Some(w) = self.thread.take() {
-            drop(w.tx);
-            drop(w.rx);
-            let _ = w.handle.join();
+        // The queue's last sender gone, the hashing thread ends.
+        self.queue = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
