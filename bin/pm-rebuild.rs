@@ -54,13 +54,13 @@ Options:
                           (older captures' initial books). [default: none: such states are
                           unverifiable and their rows have tick_size null]
     --no-rows             Verify only; write no book rows.
-    --threads N           1: the thread that rebuilds the books computes the SHA-1 of every state
-                          (rows are formatted on a thread of their own unless --no-rows). 2 or
-                          more: the SHA-1 jobs go to a queue that the row thread takes from
-                          between rows, and a hashing thread too when N leaves room for it (N >= 3
-                          with rows, N >= 2 with --no-rows); the rebuilding thread computes the
-                          jobs nobody took yet when it needs them. The output is the same for any
-                          N. [default: the number of cores]
+    --threads N           Threads to keep busy: the one that rebuilds the books, the one that
+                          formats rows (always, unless --no-rows) and, when N leaves room for it
+                          (N >= 3 with rows, N >= 2 with --no-rows), one that computes the SHA-1
+                          of every state; the SHA-1 jobs are then shared out (the row thread takes
+                          them between rows, the rebuilding thread those nobody took yet when it
+                          needs them). Else the rebuilding thread hashes. The output is the same
+                          for any N. [default: the number of cores]
     -h, --help            Show this help.
     -V, --version         Show the version.
 

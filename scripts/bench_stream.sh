@@ -19,8 +19,8 @@
 #    two books keep 60-100 levels (both sides together, the size of the real captures' books),
 #    every hash the venue's, with trades, refreshes without tick_size/last_trade_price and
 #    same-timestamp bursts. `jq -c .`, pm-rebuild (rows; default --threads = the cores: on 2 cores
-#    the rebuilding and the row thread, which hashes between rows), pm-rebuild --threads 3 (rows;
-#    and a hashing thread) and pm-rebuild --no-rows (default --threads: from 2 cores a hashing
+#    the rebuilding and the row thread), pm-rebuild --threads 3 (rows; and a hashing thread, the
+#    row thread hashing between rows too) and pm-rebuild --no-rows (default --threads: from 2 cores a hashing
 #    thread beside the rebuilding one) run RUNS times
 #    each, interleaved (jq, rows, rows --threads 3, no-rows, jq, ...), every output to /dev/null
 #    as jq's (the disk is not what is measured); the medians of wall

@@ -402,8 +402,8 @@ fn every_thread_count_writes_the_same_rows_trades_and_summary() {
     let inputs: [&[&Path]; 2] = [&[&burst, &external], &[&gap, &again, &burst]];
     for files in inputs {
         let mut runs = Vec::new();
-        // From --threads 2 the row thread hashes between rows; a hashing thread runs with rows from
-        // 3, without rows from 2.
+        // A hashing thread (and the row thread hashing between rows) with rows from --threads 3,
+        // without rows from 2.
         let variants = [("1", true), ("2", true), ("3", true), ("4", true), ("1", false), ("2", false)];
         for (threads, rows) in variants {
             let trades = dir.join(format!("trades-{threads}-{rows}.jsonl"));

@@ -103,9 +103,10 @@ pub struct Options {
     pub tick_size: Option<Value>,
     /// False: verify only, format no rows (`--no-rows`).
     pub write_rows: bool,
-    /// `--threads`: 1 hashes on the rebuilding thread; from 2 the SHA-1 jobs are shared out
-    /// ([`hashing`]): the row thread takes them between rows, and a hashing thread too when `threads`
-    /// leaves room for it (with rows from 3, without from 2). Same output for any value.
+    /// `--threads`: the threads kept busy. When that leaves room for a hashing thread beside the
+    /// rebuilding and the row thread (with rows from 3, without from 2), the SHA-1 jobs are shared
+    /// out ([`hashing`]: that thread, the row thread between rows, the rebuilding thread for those
+    /// nobody took); else the rebuilding thread hashes. Same output for any value.
     pub threads: usize,
 }
 
@@ -1546,7 +1547,7 @@ pub struct Rebuilder {
     /// REST books are verified with pm-normalize's check; `--markets` are loaded into it first to
     /// report their bad lines (the row thread loads them again for its join).
     verifier: Normalizer,
-    /// SHA-1 of the settled states (shared out with `--threads` >= 2).
+    /// SHA-1 of the settled states (shared out when there is a hashing thread).
     hasher: HashStage,
     /// Settled states waiting for their verdict and what must follow them, in input order; emptied
     /// states for reuse.
@@ -1574,17 +1575,18 @@ pub struct Rebuilder {
 impl Rebuilder {
     pub fn new(opts: Options, rows: Box<dyn Write + Send>) -> Rebuilder {
         let default_meta = (raw(&opts.min_order_size), raw(&opts.neg_risk));
-        // On two cores with rows, a third thread costs more than it saves (the hash texts cross to
-        // the other core; reports/bench_stream_loopback_2026-12-01-1-s4.txt): the row thread hashes
-        // between rows instead.
-        let (shared, thread) = (opts.threads > 1, opts.threads > 1 + usize::from(opts.write_rows));
+        // On two cores with rows, neither a third thread nor the row thread hashing between rows
+        // was measured faster than hashing on the rebuilding thread
+        // (reports/bench_stream_loopback_2026-12-01-{1,2}-s4.txt): jobs are shared out only when
+        // there is a core for a hashing thread.
+        let shared = opts.threads > 1 + usize::from(opts.write_rows);
         Rebuilder {
             verifier: Normalizer::new(opts.rows.clone()),
             opts,
             books: Assets::default(),
             meta: Assets::default(),
             default_meta,
-            hasher: HashStage::new(shared, thread),
+            hasher: HashStage::new(shared),
             deferred: VecDeque::new(),
             spare_deferred: Vec::new(),
             writer: None,

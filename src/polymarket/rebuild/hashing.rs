@@ -98,16 +98,16 @@ pub(super) struct HashStage {
 }
 
 impl HashStage {
-    /// `shared`: jobs go to the queue ([`HashStage::helper`]); `thread` (with `shared`): a hashing
-    /// thread takes from it too. Else every job is hashed inline when pushed.
-    pub fn new(shared: bool, thread: bool) -> HashStage {
-        let queue = shared.then(|| {
+    /// `threaded`: jobs go to the queue, which a hashing thread takes from (and the row thread,
+    /// [`HashStage::helper`]); else every job is hashed inline when pushed.
+    pub fn new(threaded: bool) -> HashStage {
+        let queue = threaded.then(|| {
             let (tx, jobs) = crossbeam_channel::unbounded::<Batch>();
             let (done, rx) = crossbeam_channel::unbounded::<Batch>();
             (tx, Helper { jobs, done }, rx)
         });
-        let thread = match (&queue, thread) {
-            (Some((_, h, _)), true) => {
+        let thread = match &queue {
+            Some((_, h, _)) => {
                 let h = h.clone();
                 // No thread: the rebuilding (and row) thread hash it all, same output.
                 std::thread::Builder::new()
@@ -119,7 +119,7 @@ impl HashStage {
                     })
                     .ok()
             }
-            _ => None,
+            None => None,
         };
         HashStage {
             queue,
