@@ -58,8 +58,8 @@ malformed; 2 bad arguments or an I/O error. A closed stdout ends the tool with 0
 
 use std::time::Duration;
 
-use pm_archive::cli::{self, ExitCode};
-use pm_archive::http::{Client, HttpConfig};
+use pm_archive::cli::{self, ExitCode, WatchArgs};
+use pm_archive::http::Client;
 use pm_archive::kalshi::market::{self, SERIES};
 use pm_archive::kalshi::markets::{Config, Discoverer};
 use pm_archive::kalshi::DEFAULT_URL;
@@ -72,8 +72,7 @@ fn main() {
 fn run() -> cli::Result<ExitCode> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
-    let mut once = false;
-    let mut watch: Option<Duration> = None;
+    let mut args = WatchArgs::default();
     let mut cfg = Config {
         kalshi_url: DEFAULT_URL.to_string(),
         series: SERIES.to_string(),
@@ -82,15 +81,9 @@ fn run() -> cli::Result<ExitCode> {
         resolve_every: Duration::from_secs(60),
         resolve_for: Duration::from_secs(10_800),
     };
-    let mut raw_out: Option<String> = None;
-    let mut now_override = None;
     let mut duration = None;
-    let mut hc = HttpConfig::default();
-    let mut check_args = false;
     while let Some(arg) = p.next()? {
         match arg {
-            Long("once") => once = true,
-            Long("watch") => watch = Some(cli::seconds(&mut p, "--watch")?),
             Long("series") => {
                 cfg.series = cli::value(&mut p, "--series")?;
                 if !market::is_valid_ticker(&cfg.series) {
@@ -99,48 +92,37 @@ fn run() -> cli::Result<ExitCode> {
             }
             Long("ahead") => cfg.ahead = cli::value_in(&mut p, "--ahead", 0, 500)?,
             Long("keep-after") => cfg.keep_after = cli::non_negative_seconds(&mut p, "--keep-after")?,
-            Long("resolve-every") => cfg.resolve_every = cli::seconds(&mut p, "--resolve-every")?,
             Long("resolve-for") => {
                 cfg.resolve_for = Duration::from_secs_f64(cli::value_in(&mut p, "--resolve-for", 0.0, 2_592_000.0)?)
             }
             Long("kalshi-url") => cfg.kalshi_url = cli::base_url(&mut p, "--kalshi-url")?,
-            Long("raw-out") => raw_out = Some(cli::value(&mut p, "--raw-out")?),
-            Long("now") => {
-                let s: String = cli::value(&mut p, "--now")?;
-                now_override = Some(
-                    clock::parse_rfc3339(&s)
-                        .ok_or_else(|| cli::Error::Usage(format!("--now: not an RFC 3339 time: '{s}'")))?,
-                );
-            }
             Long("duration") => duration = Some(cli::seconds(&mut p, "--duration")?),
-            Long("timeout") => hc.call_timeout = cli::seconds(&mut p, "--timeout")?,
-            Long("user-agent") => hc.user_agent = cli::value(&mut p, "--user-agent")?,
-            Long("check-args") => check_args = true,
+            Long(name) if WatchArgs::OPTIONS.contains(&name) => {
+                let name = name.to_owned();
+                args.take(&mut p, &name)?
+            }
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => return cli::version("kalshi-markets"),
             other => return cli::unexpected(other),
         }
     }
-    if once == watch.is_some() {
-        return cli::usage("give exactly one of --once or --watch SECS");
-    }
-    if now_override.is_some() && watch.is_some() {
-        return cli::usage("--now only works with --once");
-    }
-    if duration.is_some() && once {
+    args.check()?;
+    if duration.is_some() && args.once {
         return cli::usage("--duration only works with --watch");
     }
-    if check_args {
+    if args.check_args {
         return Ok(ExitCode::Success);
     }
+    cfg.resolve_every = args.resolve_every.unwrap_or(cfg.resolve_every);
+    let mut hc = args.http;
     hc.connect_timeout = hc.connect_timeout.min(hc.call_timeout);
-    let raw = cli::append_out(raw_out.as_deref(), "--raw-out")?;
+    let raw = cli::append_out(args.raw_out.as_deref(), "--raw-out")?;
     signal::install();
     let mut d = Discoverer::new(cfg, Client::new(hc), raw);
     let mut out = jsonl::stdout_lines();
-    match watch {
+    match args.watch {
         None => {
-            let failed = d.run_once(now_override.unwrap_or_else(clock::now), &mut out)?;
+            let failed = d.run_once(args.now.unwrap_or_else(clock::now), &mut out)?;
             Ok(if failed { ExitCode::Failure } else { ExitCode::Success })
         }
         Some(every) => {

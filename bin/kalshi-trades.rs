@@ -23,11 +23,11 @@ matter: its first complete walk reads its whole feed; later polls ask for min_ts
 created_time of the completed walks minus --overlap. trade_id is the dedupe key (the summary counts
 new prints; the raw keeps every page). A walk that failed half-way commits nothing, so the next one
 asks for the same min_ts again. Once close_time + settle has passed, the final sweep walks the
-whole feed once more without min_ts and the market stops; a failed sweep is retried at the next
-slots, 3 tries in all. Slot k is due at start + k·interval (no drift). Retries (429 without
-Retry-After: exponential backoff; 5xx, network errors, 200 replies with an error body) never wait
-past one interval; the client spaces requests at 2 per second at most (10 % of the basic tier's
-~20 reads/s, docs/KALSHI_FACTS.md §5).
+whole feed once more without min_ts and the market stops; a sweep that failed on a page goes on
+from that page (its cursor) at the next slot, 3 tries in all. Slot k is due at start + k·interval
+(no drift). Retries (429 without Retry-After: exponential backoff; 5xx, network errors, 200 replies
+with an error body) never wait past one interval; the client spaces requests at 2 per second at
+most (10 % of the basic tier's ~20 reads/s, docs/KALSHI_FACTS.md §5).
 
 Usage:
     kalshi-markets --watch 60 | kalshi-trades [options] | jsonl-rotate --venue kalshi --stream trades ...

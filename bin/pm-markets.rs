@@ -51,9 +51,9 @@ or of an unsupported version;
 
 use std::time::Duration;
 
-use pm_archive::cli::{self, ExitCode};
+use pm_archive::cli::{self, ExitCode, WatchArgs};
 use pm_archive::envelope::{RunInfo, Sequencer};
-use pm_archive::http::{self, Client, HttpConfig};
+use pm_archive::http::{self, Client};
 use pm_archive::polymarket::market::{Family, ALL_FAMILIES};
 use pm_archive::polymarket::markets::{Config, Discoverer};
 use pm_archive::{clock, jsonl, signal};
@@ -65,22 +65,14 @@ fn main() {
 fn run() -> cli::Result<ExitCode> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
-    let mut once = false;
-    let mut watch: Option<Duration> = None;
+    let mut args = WatchArgs::default();
     let mut families: Vec<Family> = ALL_FAMILIES.to_vec();
     let mut ahead: u32 = 1;
     let mut keep_after = Duration::from_secs(600);
-    let mut resolve_every = Duration::from_secs(60);
     let mut resolve_for = Duration::from_secs(10_800);
     let mut gamma_url = http::DEFAULT_GAMMA_URL.to_string();
-    let mut raw_out: Option<String> = None;
-    let mut now_override = None;
-    let mut hc = HttpConfig::default();
-    let mut check_args = false;
     while let Some(arg) = p.next()? {
         match arg {
-            Long("once") => once = true,
-            Long("watch") => watch = Some(cli::seconds(&mut p, "--watch")?),
             Long("families") => {
                 let list: String = cli::value(&mut p, "--families")?;
                 families = Vec::new();
@@ -101,7 +93,6 @@ fn run() -> cli::Result<ExitCode> {
             Long("keep-after") => {
                 keep_after = Duration::from_secs_f64(cli::value::<f64>(&mut p, "--keep-after")?.max(0.0))
             }
-            Long("resolve-every") => resolve_every = cli::seconds(&mut p, "--resolve-every")?,
             Long("resolve-for") => {
                 let v: f64 = cli::value(&mut p, "--resolve-for")?;
                 if !(v.is_finite() && (0.0..=30.0 * 86_400.0).contains(&v)) {
@@ -110,42 +101,31 @@ fn run() -> cli::Result<ExitCode> {
                 resolve_for = Duration::from_secs_f64(v);
             }
             Long("gamma-url") => gamma_url = cli::base_url(&mut p, "--gamma-url")?,
-            Long("raw-out") => raw_out = Some(cli::value(&mut p, "--raw-out")?),
-            Long("now") => {
-                let s: String = cli::value(&mut p, "--now")?;
-                now_override = Some(
-                    clock::parse_rfc3339(&s)
-                        .ok_or_else(|| cli::Error::Usage(format!("--now: not an RFC 3339 time: '{s}'")))?,
-                );
+            Long(name) if WatchArgs::OPTIONS.contains(&name) => {
+                let name = name.to_owned();
+                args.take(&mut p, &name)?
             }
-            Long("timeout") => hc.call_timeout = cli::seconds(&mut p, "--timeout")?,
-            Long("user-agent") => hc.user_agent = cli::value(&mut p, "--user-agent")?,
-            Long("check-args") => check_args = true,
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => return cli::version("pm-markets"),
             other => return cli::unexpected(other),
         }
     }
-    if once == watch.is_some() {
-        return cli::usage("give exactly one of --once or --watch SECS");
-    }
+    args.check()?;
     if ahead > 500 {
         return cli::usage("--ahead: at most 500");
     }
-    if now_override.is_some() && watch.is_some() {
-        return cli::usage("--now only works with --once");
-    }
-    if check_args {
+    if args.check_args {
         return Ok(ExitCode::Success);
     }
-    let raw = cli::append_out(raw_out.as_deref(), "--raw-out")?;
+    let raw = cli::append_out(args.raw_out.as_deref(), "--raw-out")?;
     signal::install();
+    let resolve_every = args.resolve_every.unwrap_or(Duration::from_secs(60));
     let cfg = Config { gamma_url, families, ahead, keep_after, resolve_every, resolve_for };
-    let mut d = Discoverer::new(cfg, Client::new(hc), Sequencer::new(RunInfo::new("pm-markets")), raw);
+    let mut d = Discoverer::new(cfg, Client::new(args.http), Sequencer::new(RunInfo::new("pm-markets")), raw);
     let mut out = jsonl::stdout_lines();
-    match watch {
+    match args.watch {
         None => {
-            let failed = d.run_once(now_override.unwrap_or_else(clock::now), &mut out)?;
+            let failed = d.run_once(args.now.unwrap_or_else(clock::now), &mut out)?;
             Ok(if failed { ExitCode::Failure } else { ExitCode::Success })
         }
         Some(every) => {

@@ -54,6 +54,13 @@ Options:
                           (older captures' initial books). [default: none: such states are
                           unverifiable and their rows have tick_size null]
     --no-rows             Verify only; write no book rows.
+    --threads N           Threads to keep busy: the one that rebuilds the books, the one that
+                          formats rows (always, unless --no-rows) and, when N leaves room for it
+                          (N >= 3 with rows, N >= 2 with --no-rows), one that computes the SHA-1
+                          of every state; the SHA-1 jobs are then shared out (the row thread takes
+                          them between rows, the rebuilding thread those nobody took yet when it
+                          needs them). Else the rebuilding thread hashes. The output is the same
+                          for any N. [default: the number of cores]
     -h, --help            Show this help.
     -V, --version         Show the version.
 
@@ -114,6 +121,7 @@ fn run() -> cli::Result<ExitCode> {
                 opts.tick_size = Some(serde_json::Value::String(v));
             }
             Long("no-rows") => opts.write_rows = false,
+            Long("threads") => opts.threads = cli::value_in(&mut p, "--threads", 1, 1024)?,
             Short('h') | Long("help") => return cli::help(USAGE),
             Short('V') | Long("version") => return cli::version("pm-rebuild"),
             Value(v) => files.push(v.into()),

@@ -10,8 +10,10 @@
 #        │                     ├──▶ jsonl-rotate --venue kalshi --stream markets (market + resolution records) ────┤
 #        │                     └──▶ kalshi-trades ──raw envelopes──▶ jsonl-rotate --venue kalshi --stream trades ──┤
 #        └──── raw Kalshi replies (--raw-out) ──────────────────────▶ jsonl-rotate --venue kalshi --stream discovery ┘
-#   (pm-trades: on unless PMARCHIVE_TRADES=0; pm-stream: on unless PMARCHIVE_WS=0; the Kalshi lane
-#   (KXBTC15M): off unless PMARCHIVE_KALSHI=1, its trades on unless PMARCHIVE_KALSHI_TRADES=0.)
+#   (Polymarket: on unless PMARCHIVE_POLYMARKET=0 — then pm-stream and pm-trades are off too;
+#   pm-trades: on unless PMARCHIVE_TRADES=0; pm-stream: on unless PMARCHIVE_WS=0; the Kalshi lane
+#   (KXBTC15M): off unless PMARCHIVE_KALSHI=1, its trades on unless PMARCHIVE_KALSHI_TRADES=0. At
+#   least one venue must be on.)
 #   Both venues run in this one chain: one run id, one run manifest, one adoption of unlisted files —
 #   the archive's crash recovery assumes one writer chain per archive root (docs/KALSHI.md).
 #
@@ -86,6 +88,7 @@ GRACE="${PMARCHIVE_GRACE:-120}"
 FLUSH_SECS="${PMARCHIVE_FLUSH_SECS:-5}"
 ROTATE_SECS="${PMARCHIVE_ROTATE_SECS:-3600}"
 MANIFEST_REFRESH="${PMARCHIVE_MANIFEST_REFRESH:-60}"
+POLYMARKET="${PMARCHIVE_POLYMARKET:-1}"
 WS="${PMARCHIVE_WS:-1}"
 TRADES="${PMARCHIVE_TRADES:-1}"
 TRADES_INTERVAL="${PMARCHIVE_TRADES_INTERVAL:-5}"
@@ -100,11 +103,15 @@ USER_AGENT="${PMARCHIVE_USER_AGENT:-}"
 LABEL="${PMARCHIVE_LABEL:-}"
 
 # The only settings this script reads itself; all others are checked by the tools (--check-args).
+case "$POLYMARKET" in 0|1) ;; *) die2 "PMARCHIVE_POLYMARKET must be 0 or 1, got '$POLYMARKET'" ;; esac
 case "$WS" in 0|1) ;; *) die2 "PMARCHIVE_WS must be 0 or 1, got '$WS'" ;; esac
 case "$TRADES" in 0|1) ;; *) die2 "PMARCHIVE_TRADES must be 0 or 1, got '$TRADES'" ;; esac
 case "$KALSHI" in 0|1) ;; *) die2 "PMARCHIVE_KALSHI must be 0 or 1, got '$KALSHI'" ;; esac
 case "$KALSHI_TRADES" in 0|1) ;; *) die2 "PMARCHIVE_KALSHI_TRADES must be 0 or 1, got '$KALSHI_TRADES'" ;; esac
 [ "$KALSHI" = 1 ] || KALSHI_TRADES=0
+[ "$POLYMARKET" = 1 ] || { WS=0; TRADES=0; }
+[ "$POLYMARKET" = 1 ] || [ "$KALSHI" = 1 ] ||
+  die2 "no venue is on: PMARCHIVE_POLYMARKET=0 needs PMARCHIVE_KALSHI=1"
 if [ -n "$DURATION" ]; then
   [[ "$DURATION" =~ ^[0-9]+([.][0-9]+)?$ ]] && [[ "$DURATION" =~ [1-9] ]] ||
     die2 "PMARCHIVE_DURATION must be a number of seconds greater than 0 (or empty), got '$DURATION'"
@@ -117,8 +124,8 @@ tool() {
   else die2 "binary '$1' not found in $BIN_DIR or PATH (build with: cargo build --release)"
   fi
 }
-PM_MARKETS="$(tool pm-markets)" || exit 2
-PM_BOOKS="$(tool pm-books)" || exit 2
+PM_MARKETS="" PM_BOOKS=""
+if [ "$POLYMARKET" = 1 ]; then PM_MARKETS="$(tool pm-markets)" || exit 2; PM_BOOKS="$(tool pm-books)" || exit 2; fi
 ROTATE="$(tool jsonl-rotate)" || exit 2
 MANIFEST="$(tool manifest)" || exit 2
 if [ "$WS" = 1 ]; then PM_STREAM="$(tool pm-stream)" || exit 2; fi
@@ -196,8 +203,7 @@ check() {
 }
 check "manifest build" "${A_MANIFEST[@]}"
 check "jsonl-rotate" "${A_ROT_BOOKS[@]}"
-check pm-books "${A_BOOKS[@]}"
-check pm-markets "${A_MARKETS[@]}"
+[ "$POLYMARKET" = 0 ] || { check pm-books "${A_BOOKS[@]}"; check pm-markets "${A_MARKETS[@]}"; }
 [ "$WS" = 0 ] || check pm-stream "${A_STREAM[@]}"
 [ "$TRADES" = 0 ] || check pm-trades "${A_TRADES[@]}"
 [ "$KALSHI" = 0 ] || { check kalshi-markets "${A_KX_MARKETS[@]}"; check kalshi-books "${A_KX_BOOKS[@]}"; }
@@ -206,7 +212,8 @@ check pm-markets "${A_MARKETS[@]}"
 mkdir -p "$ROOT/manifests" 2>/dev/null || die2 "cannot create archive root '$ROOT/manifests'"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/pm-collect.XXXXXX")" || { log "cannot create a temp dir"; exit 1; }
-fifos=(sealed gamma books markets tick markets_books markets_rot)
+fifos=(sealed tick)
+[ "$POLYMARKET" = 0 ] || fifos+=(gamma books markets markets_books markets_rot)
 [ "$WS" = 0 ] || fifos+=(markets_ws ws)
 [ "$TRADES" = 0 ] || fifos+=(markets_trades trades)
 [ "$KALSHI" = 0 ] || fifos+=(kx_discovery kx_markets kx_markets_books kx_markets_rot kx_books)
@@ -253,34 +260,36 @@ log "run $PMARCHIVE_RUN_ID: root=$ROOT families=$FAMILIES interval=${INTERVAL}s 
 started $! "manifest build" manifest
 ( close_held; exec cat "$work/unlisted" ) > "$work/sealed" &
 started $! "unlisted feed" oneshot
-( close_held; exec "${A_ROT_GAMMA[@]}" < "$work/gamma" > "$work/sealed" ) &
-started $! "jsonl-rotate gamma" rotator
-( close_held; exec "${A_ROT_BOOKS[@]}" < "$work/books" > "$work/sealed" ) &
-started $! "jsonl-rotate books" rotator
-# pm-markets' records (market and resolution records) go to every consumer and into the archive.
-( close_held; exec "${A_ROT_MARKETS[@]}" < "$work/markets_rot" > "$work/sealed" ) &
-started $! "jsonl-rotate markets" rotator
-tee_out=("$work/markets_rot")
-if [ "$WS" = 1 ]; then
-  ( close_held; exec "${A_ROT_WS[@]}" < "$work/ws" > "$work/sealed" ) &
-  started $! "jsonl-rotate ws_market" rotator
-  ( close_held; exec "${A_STREAM[@]}" < "$work/markets_ws" > "$work/ws" ) &
-  started $! pm-stream producer
-  tee_out+=("$work/markets_ws")
+if [ "$POLYMARKET" = 1 ]; then
+  ( close_held; exec "${A_ROT_GAMMA[@]}" < "$work/gamma" > "$work/sealed" ) &
+  started $! "jsonl-rotate gamma" rotator
+  ( close_held; exec "${A_ROT_BOOKS[@]}" < "$work/books" > "$work/sealed" ) &
+  started $! "jsonl-rotate books" rotator
+  # pm-markets' records (market and resolution records) go to every consumer and into the archive.
+  ( close_held; exec "${A_ROT_MARKETS[@]}" < "$work/markets_rot" > "$work/sealed" ) &
+  started $! "jsonl-rotate markets" rotator
+  tee_out=("$work/markets_rot")
+  if [ "$WS" = 1 ]; then
+    ( close_held; exec "${A_ROT_WS[@]}" < "$work/ws" > "$work/sealed" ) &
+    started $! "jsonl-rotate ws_market" rotator
+    ( close_held; exec "${A_STREAM[@]}" < "$work/markets_ws" > "$work/ws" ) &
+    started $! pm-stream producer
+    tee_out+=("$work/markets_ws")
+  fi
+  if [ "$TRADES" = 1 ]; then
+    ( close_held; exec "${A_ROT_TRADES[@]}" < "$work/trades" > "$work/sealed" ) &
+    started $! "jsonl-rotate trades" rotator
+    ( close_held; exec "${A_TRADES[@]}" < "$work/markets_trades" > "$work/trades" ) &
+    started $! pm-trades producer
+    tee_out+=("$work/markets_trades")
+  fi
+  ( close_held; exec tee "${tee_out[@]}" < "$work/markets" > "$work/markets_books" ) &
+  started $! tee producer
+  ( close_held; exec "${A_BOOKS[@]}" < "$work/markets_books" > "$work/books" ) &
+  started $! pm-books producer
+  ( close_held; exec "${A_MARKETS[@]}" < /dev/null 3> "$work/gamma" > "$work/markets" ) &
+  started $! pm-markets producer
 fi
-if [ "$TRADES" = 1 ]; then
-  ( close_held; exec "${A_ROT_TRADES[@]}" < "$work/trades" > "$work/sealed" ) &
-  started $! "jsonl-rotate trades" rotator
-  ( close_held; exec "${A_TRADES[@]}" < "$work/markets_trades" > "$work/trades" ) &
-  started $! pm-trades producer
-  tee_out+=("$work/markets_trades")
-fi
-( close_held; exec tee "${tee_out[@]}" < "$work/markets" > "$work/markets_books" ) &
-started $! tee producer
-( close_held; exec "${A_BOOKS[@]}" < "$work/markets_books" > "$work/books" ) &
-started $! pm-books producer
-( close_held; exec "${A_MARKETS[@]}" < /dev/null 3> "$work/gamma" > "$work/markets" ) &
-started $! pm-markets producer
 if [ "$KALSHI" = 1 ]; then
   ( close_held; exec "${A_ROT_KX_DISCOVERY[@]}" < "$work/kx_discovery" > "$work/sealed" ) &
   started $! "jsonl-rotate kalshi discovery" rotator

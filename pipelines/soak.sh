@@ -171,7 +171,7 @@ if [ -z "$real_env" ]; then
   [ "$(wc -l < "$out/venue.urls")" -ge "$urls" ] || die2 "pm-venue did not start (see $out/venue.log)"
   http_url=$(sed -n 1p "$out/venue.urls"); ws_url=$(sed -n 2p "$out/venue.urls")
   # The loopback Kalshi API (pm-venue's third line, …/trade-api/v2) for the chain's Kalshi lane.
-  [ -z "$kalshi_on" ] || export PMARCHIVE_KALSHI_URL="$(sed -n 3p "$out/venue.urls")"
+  if [ -n "$kalshi_on" ]; then PMARCHIVE_KALSHI_URL="$(sed -n 3p "$out/venue.urls")"; export PMARCHIVE_KALSHI_URL; fi
   export PMARCHIVE_GAMMA_URL="$http_url" PMARCHIVE_CLOB_URL="$http_url" PMARCHIVE_WS_URL="$ws_url"
   # pm-venue serves the Data API (/v2/trades) on the same base URL: the trades lane is on.
   export PMARCHIVE_DATA_URL="$http_url" PMARCHIVE_TRADES=${PMARCHIVE_TRADES:-1}

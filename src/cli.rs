@@ -269,6 +269,59 @@ impl PollArgs {
     }
 }
 
+/// The options the market tools share (pm-markets, kalshi-markets): `--once` | `--watch SECS`,
+/// `--now`, `--resolve-every`, `--raw-out`, `--timeout`, `--user-agent`, `--check-args`.
+#[derive(Default)]
+pub struct WatchArgs {
+    pub once: bool,
+    pub watch: Option<std::time::Duration>,
+    pub now: Option<time::OffsetDateTime>,
+    /// None: the tool's default.
+    pub resolve_every: Option<std::time::Duration>,
+    pub raw_out: Option<String>,
+    pub http: crate::http::HttpConfig,
+    pub check_args: bool,
+}
+
+impl WatchArgs {
+    /// The long options [`WatchArgs::take`] handles.
+    pub const OPTIONS: [&'static str; 8] =
+        ["once", "watch", "now", "resolve-every", "raw-out", "timeout", "user-agent", "check-args"];
+
+    /// Takes one of [`WatchArgs::OPTIONS`] (`name` without the dashes) and its value.
+    pub fn take(&mut self, parser: &mut lexopt::Parser, name: &str) -> Result<()> {
+        match name {
+            "once" => self.once = true,
+            "watch" => self.watch = Some(seconds(parser, "--watch")?),
+            "now" => {
+                let s: String = value(parser, "--now")?;
+                self.now = Some(
+                    crate::clock::parse_rfc3339(&s)
+                        .ok_or_else(|| Error::Usage(format!("--now: not an RFC 3339 time: '{s}'")))?,
+                );
+            }
+            "resolve-every" => self.resolve_every = Some(seconds(parser, "--resolve-every")?),
+            "raw-out" => self.raw_out = Some(value(parser, "--raw-out")?),
+            "timeout" => self.http.call_timeout = seconds(parser, "--timeout")?,
+            "user-agent" => self.http.user_agent = value(parser, "--user-agent")?,
+            "check-args" => self.check_args = true,
+            _ => unreachable!("not one of WatchArgs::OPTIONS: {name}"),
+        }
+        Ok(())
+    }
+
+    /// Exactly one of `--once` and `--watch`; `--now` with `--once` only.
+    pub fn check(&self) -> Result<()> {
+        if self.once == self.watch.is_some() {
+            return usage("give exactly one of --once or --watch SECS");
+        }
+        if self.now.is_some() && self.watch.is_some() {
+            return usage("--now only works with --once");
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

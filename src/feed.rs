@@ -3,7 +3,8 @@
 //! line is parsed and checked by its venue's record type ([`Record`]: Polymarket's
 //! `pmarchive.market/1`, Kalshi's `pmarchive.kalshi_market/1`); an unusable line is handed on as
 //! [`Input::Bad`] with its line number, never dropped silently. The channel disconnects at the end of
-//! the input.
+//! the input. [`drain_input`] is the pollers' one handling of what arrived: markets to the engine,
+//! bad lines reported and kept as bad_input gaps ([`Fed`]: pm-books, kalshi-books).
 
 use std::io::{self, Read};
 
@@ -41,6 +42,39 @@ pub fn drain<M>(rx: &Receiver<Input<M>>, mut f: impl FnMut(Input<M>) -> io::Resu
             Err(TryRecvError::Disconnected) => return Ok(true),
         }
     }
+}
+
+/// A stdin-fed polling engine's side of [`drain_input`]: its input, its counters, what it does with
+/// a market record and with a bad line's gap.
+pub trait Fed {
+    type Market;
+    /// The tool's name, as its stderr lines start.
+    const TOOL: &'static str;
+    /// The reader thread's channel (a clone: [`drain_input`] calls the engine while it reads).
+    fn input(&self) -> Receiver<Input<Self::Market>>;
+    /// Counts one input line; `bad`: it is not a usable market record.
+    fn count_input(&mut self, bad: bool);
+    /// Stores a market record at slot `k`.
+    fn accept(&mut self, k: u64, market: Self::Market) -> io::Result<()>;
+    /// Writes a gap record at slot `k` (here: a bad line's bad_input gap).
+    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()>;
+}
+
+/// Takes whatever the reader thread of `e` has sent so far (never blocks): each market record to
+/// [`Fed::accept`], each bad line reported on stderr and kept as its bad_input gap ([`bad_line`]).
+/// True once the input has ended.
+pub fn drain_input<E: Fed>(e: &mut E, k: u64) -> io::Result<bool> {
+    drain(&e.input(), |input| match input {
+        Input::Market { market, .. } => {
+            e.count_input(false);
+            e.accept(k, *market)
+        }
+        Input::Bad { line, reason } => {
+            e.count_input(true);
+            let ctx = bad_line(E::TOOL, line, &reason);
+            e.write_gap(k, ctx, reason)
+        }
+    })
 }
 
 /// A bad input line: reported on stderr (`<tool>: stdin line N: skipped: <reason>`) and returned

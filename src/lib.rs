@@ -5,6 +5,8 @@
 //! Mechanisms both use exist once, here: exit codes and errors ([`cli`]), time ([`clock`]), the raw
 //! envelope ([`envelope`]), the HTTP client with rate limiting and backoff ([`http`]), JSONL
 //! reading/writing ([`jsonl`]), signals ([`signal`]), the drift-free slot loop ([`schedule`]),
+//! the market tools' watch mode ([`watch`]: pm-markets' and kalshi-markets'),
+//! the pollers' raw lines and outage lines ([`poll`]),
 //! tracking windows with the track/gap records' `ctx` ([`track`]), the archive layout with the
 //! sealed-file record ([`layout`]), the manifest of a derived file ([`derived`]: pm-normalize's and
 //! pm-tradeset's). Each tool's engine lives in the module named after it: [`normalize`]
@@ -22,6 +24,7 @@ pub mod kalshi;
 pub mod layout;
 pub mod manifest;
 pub mod normalize;
+pub mod poll;
 pub mod polymarket;
 pub mod rotate;
 pub mod schedule;
@@ -29,6 +32,7 @@ pub mod signal;
 pub mod soak;
 pub mod track;
 pub mod util;
+pub mod watch;
 
 /// The version every envelope and manifest records.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

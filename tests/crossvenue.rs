@@ -237,3 +237,41 @@ fn both_venues_in_one_chain_archive_normalize_and_answer_the_cross_venue_query()
         assert!(kx > 0.0 && kx < 1.0, "a Kalshi spread in dollars: {r:?}");
     }
 }
+
+/// Each venue can be switched off: Kalshi alone writes only venue=kalshi streams; no venue at all is a
+/// configuration error (exit 2, nothing started).
+#[test]
+fn kalshi_alone_and_no_venue_at_all() {
+    let v = Venue::start();
+    let clock = v.simulate_clock(time::macros::datetime!(2026-08-22 16:14:00 UTC), 30.0);
+    let kx = KalshiVenue::mount_on(&v);
+    let dir = tempdir("kalshi-alone");
+    let root = dir.join("archive");
+    let chain = |extra: &[(&str, &str)]| {
+        let mut c = Command::new(repo().join("pipelines/collect.sh"));
+        c.env_remove("PMARCHIVE_RUN_ID");
+        c.env("PMARCHIVE_HOST", "testhost").env("PMARCHIVE_CLOCK", &clock).env("PMARCHIVE_ROOT", &root);
+        c.env("PMARCHIVE_BIN_DIR", common::bin("kalshi-books").parent().unwrap());
+        c.env("PMARCHIVE_GAMMA_URL", "http://127.0.0.1:9").env("PMARCHIVE_CLOB_URL", "http://127.0.0.1:9");
+        c.env("PMARCHIVE_KALSHI_URL", kx.url()).env("PMARCHIVE_DISCOVERY_EVERY", "1");
+        c.env("PMARCHIVE_KALSHI_INTERVAL", "0.5").env("PMARCHIVE_FLUSH_SECS", "1");
+        for (k, val) in extra {
+            c.env(k, val);
+        }
+        run_with_timeout(c, None, Duration::from_secs(120))
+    };
+    let o = chain(&[("PMARCHIVE_POLYMARKET", "0"), ("PMARCHIVE_KALSHI", "1"), ("PMARCHIVE_DURATION", "8")]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("started pm-") && stderr.contains("started kalshi-books"), "{stderr}");
+    let venues: BTreeSet<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("venue="))
+        .collect();
+    assert_eq!(venues, BTreeSet::from(["venue=kalshi".to_string()]));
+    assert!(!lines(&root, "kalshi", "books").is_empty());
+    let o = chain(&[("PMARCHIVE_POLYMARKET", "0"), ("PMARCHIVE_KALSHI", "0")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no venue is on"), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::kalshi::{self as kv, CursorEnd, KalshiVenue};
 use common::venue::{Fault, Venue};
-use common::{assert_ctx_reads_as, jsonl, run_with_timeout, sigterm_after_http_lines, tool};
+use common::{assert_ctx_reads_as, jsonl, run_with_timeout, sigterm_after_http_lines, tool, Lines};
 use pm_archive::http::HttpCtx;
 use pm_archive::kalshi::market::{parse_market, TrackCtx, SERIES};
 use pm_archive::kalshi::trades::PageCtx;
@@ -170,19 +170,24 @@ fn poll_walks(lines: &[Value], ticker: &str) -> Vec<(u64, Option<i64>, bool)> {
 fn every_fault_kind_is_recorded_retried_or_a_gap_and_nothing_is_lost() {
     let v = Venue::start();
     let k = KalshiVenue::mount_on(&v);
-    let start = datetime!(2026-08-17 04:58:00 UTC);
+    // 30 s (real) before the close: the faults are used up by the polls, well before the sweep.
+    let start = datetime!(2026-08-17 04:50:00 UTC);
     let spec = v.simulate_clock(start, 20.0);
     k.set_trade_every(Duration::from_secs(5));
     let recs = records(&k, &[start]);
     let not_a_page = br#"{"code": "internal_error", "message": "stand-in", "details": "", "service": "trade"}"#;
+    // Each group ends in a success, so that the client's backoff (which grows with the failures in a
+    // row) never outlasts the window.
     for f in [
-        // One page, four tries, all failed: a failed_request gap.
+        // Retried until the page gives up (its tries or its deadline): a failed_request gap.
         kv::too_many(),
         kv::server_error(503),
         Fault::Html,
         Fault::Truncated,
+        Fault::Slow(Duration::ZERO),
         // Retried to a success.
         Fault::Reset,
+        Fault::Slow(Duration::ZERO),
         kv::too_many(),
         Fault::Slow(Duration::ZERO),
         // A 200 that is not a trades page: not retried, a gap.
@@ -210,10 +215,11 @@ fn every_fault_kind_is_recorded_retried_or_a_gap_and_nothing_is_lost() {
     assert!(kept.is_some_and(|l| l["seq"].as_u64() < bad["seq"].as_u64()), "the reply is kept raw before its gap");
     let ids: HashSet<String> = archived(&lines).into_iter().map(|(id, _)| id).collect();
     let t = k.ticker_at(start);
+    let summary = err.lines().find(|l| l.starts_with("kalshi-trades: ") && l.contains("slots")).unwrap_or("");
+    assert_eq!(stops(&lines, &t)[0]["ctx"]["final_sweep"], "complete", "{summary}");
     for p in k.trades(&t) {
-        assert!(ids.contains(&p.trade_id), "{}", p.trade_id);
+        assert!(ids.contains(&p.trade_id), "{} ({}) not archived; {summary}", p.trade_id, p.created_time);
     }
-    assert_eq!(stops(&lines, &t)[0]["ctx"]["final_sweep"], "complete");
 }
 
 /// With the venue's last page ending in `null`, then with no cursor at all, walks end there: no
@@ -380,4 +386,49 @@ fn request_rate_at_the_default_cadence() {
     );
     // The client's own cap for the family is 2/s.
     assert!(attempts as f64 <= 60.0 * 2.0);
+}
+
+/// A final sweep that failed on a later page goes on from that page at the next slot (its cursor
+/// and page number), instead of walking the whole feed again: under load a long sweep would
+/// otherwise need every page to succeed in one try.
+#[test]
+fn a_final_sweep_that_failed_on_a_later_page_goes_on_from_that_page() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let v = Venue::start();
+    let k = KalshiVenue::mount_on(&v);
+    let start = datetime!(2026-08-17 04:59:40 UTC);
+    let spec = v.simulate_clock(start, 10.0);
+    k.set_trade_every(Duration::from_secs(5));
+    k.set_page_sizes(2, 10);
+    let recs = records(&k, &[start]);
+    let mut c = tool("kalshi-trades");
+    c.args(["--kalshi-url", &k.url(), "--interval", "1", "--settle", "5", "--retries", "1"]);
+    c.env("PMARCHIVE_CLOCK", &spec);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(format!("{}\n", recs[0]).as_bytes()).unwrap();
+    let (mut out, err) = (Lines::of(child.stdout.take().unwrap()), Lines::of(child.stderr.take().unwrap()));
+    // The sweep's first page is in: its next request fails (one try).
+    out.wait_for("the final sweep", Duration::from_secs(120), |l| l.contains("\"walk\":\"final\""));
+    v.fault(kv::TRADES, kv::server_error(500));
+    let lines: Vec<Value> = out.rest().iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let err = err.rest().join("\n");
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{err}");
+    check_envelopes(&lines);
+    let gap = gaps(&lines, "failed_request");
+    assert_eq!(gap.len(), 1, "{err}");
+    let (gap_page, gap_seq) = (gap[0]["ctx"]["page"].as_u64().unwrap(), gap[0]["seq"].as_u64());
+    assert!(gap_page > 1, "the failure hit a later page of the sweep: {}", gap[0]);
+    let finals: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "http" && l["ctx"]["walk"] == "final").collect();
+    assert_eq!(finals.iter().filter(|l| l["ctx"]["page"] == 1).count(), 1, "page 1 was not asked for again");
+    let next = finals.iter().find(|l| l["seq"].as_u64() > gap_seq).expect("the sweep went on");
+    assert_eq!(next["ctx"]["page"].as_u64(), Some(gap_page), "{next}");
+    assert!(next["request"]["params"]["cursor"].is_string(), "{next}");
+    let t = k.ticker_at(start);
+    assert_eq!(stops(&lines, &t)[0]["ctx"]["final_sweep"], "complete");
+    let ids: HashSet<String> = archived(&lines).into_iter().map(|(id, _)| id).collect();
+    for p in k.trades(&t) {
+        assert!(ids.contains(&p.trade_id), "{}", p.trade_id);
+    }
 }

@@ -239,6 +239,17 @@ fn numeric_timestamps_are_accepted_and_counted() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("numeric_timestamps=16"));
 }
 
+/// A REST `/books` reply line (DERIVED) holding the state of one of pm-rebuild's own rows of asset
+/// A (levels back in wire order), received at `at`.
+fn rest_snapshot(row: &Value, at: &str) -> Value {
+    let rev = |a: &Value| a.as_array().unwrap().iter().rev().cloned().collect::<Vec<_>>();
+    json!({"schema": "pmarchive.raw/1", "kind": "http", "endpoint": "books", "status": 200,
+        "collected_at_utc": at, "body": [{"market": row["market"], "asset_id": A,
+        "timestamp": row["exchange_ts_ms"].to_string(), "hash": row["hash"], "bids": rev(&row["bids"]),
+        "asks": rev(&row["asks"]), "min_order_size": "5", "tick_size": "0.001", "neg_risk": false,
+        "last_trade_price": row["last_trade_price"]}], "ctx": {"reason": "ws_resync", "conn_id": 1}})
+}
+
 #[test]
 fn untrusted_time_is_counted_per_file_and_every_check_is_in_the_summary() {
     // DERIVED: the venue hash of asset A in message 5 zeroed (a detected gap, untrusted from its
@@ -254,13 +265,8 @@ fn untrusted_time_is_counted_per_file_and_every_check_is_in_the_summary() {
     let f1 = write_lines(&dir, "f1.jsonl", &frame_lines(&msgs[..11], "2026-09-29", 5 * 3600 + 12 * 60));
     let (_, _, ref_rows) =
         rebuild(&dir, &[&write_lines(&dir, "all.jsonl", &frame_lines(&messages(BURST), "2026-09-29", 0))], &[]);
-    let after15 = ref_rows.iter().filter(|r| r["asset_id"] == A).nth(15).unwrap().clone();
-    let rev = |a: &Value| a.as_array().unwrap().iter().rev().cloned().collect::<Vec<_>>();
-    let rest = json!({"schema": "pmarchive.raw/1", "kind": "http", "endpoint": "books", "status": 200,
-        "collected_at_utc": "2026-09-30T06:00:05.000000Z", "body": [{"market": after15["market"], "asset_id": A,
-        "timestamp": after15["exchange_ts_ms"].to_string(), "hash": after15["hash"], "bids": rev(&after15["bids"]),
-        "asks": rev(&after15["asks"]), "min_order_size": "5", "tick_size": "0.001", "neg_risk": false,
-        "last_trade_price": after15["last_trade_price"]}], "ctx": {"reason": "ws_resync", "conn_id": 1}});
+    let after15 = ref_rows.iter().filter(|r| r["asset_id"] == A).nth(15).unwrap();
+    let rest = rest_snapshot(after15, "2026-09-30T06:00:05.000000Z");
     let mut l2 = frame_lines(&msgs[11..16], "2026-09-30", 6 * 3600);
     l2.push(rest.to_string());
     let f2 = write_lines(&dir, "f2.jsonl", &l2);
@@ -328,27 +334,101 @@ fn trades_out_writes_pm_tradesets_row_type_atomically() {
 /// rebuild work (commit 911f5d2, release build): the rows must stay byte-identical.
 const GOLDEN_ROWS_SHA256: &str = "a244a906432863d98e79232a78e95a842352083c51cdc815d0558c650ff8ecfd";
 
-#[test]
-fn rows_are_byte_identical_to_the_golden_rows() {
-    // The recorded crossing burst with a DERIVED trade (a match through a trade price, a grid
-    // search, a refresh) and the external capture (inferred trade prices, --tick-size), every level.
-    let dir = common::tempdir("rebuild-golden");
+/// The golden input: the recorded crossing burst with a DERIVED trade (a match through a trade
+/// price, a grid search, a refresh) and the external capture (inferred trade prices, --tick-size).
+fn golden_inputs(dir: &Path) -> [PathBuf; 2] {
     let mut msgs = messages(BURST);
     msgs.insert(46, trade_0301());
-    let burst = write_lines(&dir, "burst.jsonl", &frame_lines(&msgs, "2026-09-29", 5 * 3600 + 11 * 60));
+    let burst = write_lines(dir, "burst.jsonl", &frame_lines(&msgs, "2026-09-29", 5 * 3600 + 11 * 60));
     let text = std::fs::read_to_string(
         common::venue::fixtures_dir().join("../external/ws_market_frames_polybot_go_2025-12-23.txt"),
     )
     .unwrap();
     let bodies: Vec<Value> =
         text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
-    let external = write_lines(&dir, "external.jsonl", &frame_lines(&bodies, "2025-12-23", 9 * 3600 + 19 * 60 + 7));
-    let (out, s, rows) = rebuild(&dir, &[&burst, &external], &["--tick-size", "0.01"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!((s["hash_checks"].as_u64(), s["hash_checks_matched"].as_u64()), (Some(54), Some(54)), "{s:#}");
-    assert_eq!(rows.len(), 54);
-    let sha = pm_archive::util::hex(&<sha2::Sha256 as sha2::Digest>::digest(&out.stdout));
-    assert_eq!(sha, GOLDEN_ROWS_SHA256);
+    [burst, write_lines(dir, "external.jsonl", &frame_lines(&bodies, "2025-12-23", 9 * 3600 + 19 * 60 + 7))]
+}
+
+#[test]
+fn rows_are_byte_identical_to_the_golden_rows() {
+    // Every level; with the SHA-1 on the rebuilding thread (--threads 1, 2) and on a thread of its
+    // own (3: besides the rebuilding and the row thread).
+    let dir = common::tempdir("rebuild-golden");
+    let [burst, external] = golden_inputs(&dir);
+    for threads in ["1", "2", "3"] {
+        let (out, s, rows) = rebuild(&dir, &[&burst, &external], &["--tick-size", "0.01", "--threads", threads]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!((s["hash_checks"].as_u64(), s["hash_checks_matched"].as_u64()), (Some(54), Some(54)), "{s:#}");
+        assert_eq!(rows.len(), 54);
+        let sha = pm_archive::util::hex(&<sha2::Sha256 as sha2::Digest>::digest(&out.stdout));
+        assert_eq!(sha, GOLDEN_ROWS_SHA256, "--threads {threads}");
+    }
+}
+
+/// SHA-1 on a thread of its own (verdicts reached later, in settle order) changes nothing: the
+/// same rows, trades, summary and exit status as on the rebuild thread, on inputs with trade
+/// prices found late, refreshes, a detected gap, untrusted spans over two files, a REST resync,
+/// a cross-check and `track` lines between states.
+#[test]
+fn every_thread_count_writes_the_same_rows_trades_and_summary() {
+    let dir = common::tempdir("rebuild-threads");
+    let [burst, external] = golden_inputs(&dir);
+    // DERIVED: a gap (asset A's hash zeroed in message 5), `track` lines between messages, the
+    // rest of the capture, a REST snapshot of the last state (a cross-check at the same time),
+    // then the capture again a day later.
+    let mut msgs = messages(BURST);
+    for e in msgs[5]["price_changes"].as_array_mut().unwrap() {
+        if e["asset_id"] == A {
+            e["hash"] = json!("0".repeat(40));
+        }
+    }
+    let (_, _, ref_rows) = rebuild(&dir, &[&burst], &["--threads", "1"]);
+    let last = ref_rows.iter().rfind(|r| r["asset_id"] == A).unwrap();
+    let rest = rest_snapshot(last, "2026-09-29T06:00:05.000000Z");
+    let track = json!({"schema": "pmarchive.raw/1", "kind": "track", "collected_at_utc": "2026-09-29T05:11:30.000000Z",
+        "ctx": {"token_id": A, "slug": "btc-updown-15m-derived", "outcome": "Up"}});
+    let mut lines = frame_lines(&msgs, "2026-09-29", 5 * 3600 + 11 * 60);
+    lines.insert(20, track.to_string());
+    lines.insert(9, track.to_string());
+    lines.push(rest.to_string());
+    let gap = write_lines(&dir, "gap.jsonl", &lines);
+    // DERIVED, a day later: the burst's state settled by a change (without a hash) before the trade
+    // its hash needs arrives — found on the tick grid, never through that later trade's price.
+    let mut later = messages(BURST);
+    let change = json!({"event_type": "price_change", "market": later[49]["market"], "timestamp": (BURST_TS + 1).to_string(),
+        "price_changes": [{"asset_id": A, "price": "0.2", "size": "1", "side": "BUY"}]});
+    later.splice(50..50, [change, trade_0301()]);
+    let again = write_lines(&dir, "again.jsonl", &frame_lines(&later, "2026-09-30", 5 * 3600));
+    let inputs: [&[&Path]; 2] = [&[&burst, &external], &[&gap, &again, &burst]];
+    for files in inputs {
+        let mut runs = Vec::new();
+        // A hashing thread (and the row thread hashing between rows) with rows from --threads 3,
+        // without rows from 2.
+        let variants = [("1", true), ("2", true), ("3", true), ("4", true), ("1", false), ("2", false)];
+        for (threads, rows) in variants {
+            let trades = dir.join(format!("trades-{threads}-{rows}.jsonl"));
+            let mut args = vec!["--tick-size", "0.01", "--threads", threads, "--trades-out", trades.to_str().unwrap()];
+            if !rows {
+                args.push("--no-rows");
+            }
+            let (out, s, _) = rebuild(&dir, files, &args);
+            runs.push((out.status.code(), out.stdout, s, std::fs::read(&trades).unwrap()));
+        }
+        assert!(runs[0].2["hash_checks"].as_u64().unwrap() > 50, "{:#}", runs[0].2);
+        for (i, r) in runs.iter().enumerate().skip(1) {
+            let first = &runs[if i < 4 { 0 } else { 4 }];
+            assert_eq!(r.0, first.0, "exit status");
+            assert!(r.1 == first.1, "rows differ");
+            assert_eq!(r.2, first.2, "summary");
+            assert!(r.3 == first.3, "trades differ");
+        }
+        let (mut with_rows, mut without) = (runs[0].2.clone(), runs[4].2.clone());
+        for k in ["rows", "row_flags", "unjoined_rows"] {
+            with_rows.as_object_mut().unwrap().remove(k);
+            without.as_object_mut().unwrap().remove(k);
+        }
+        assert_eq!(with_rows, without, "the verification does not depend on the rows");
+    }
 }
 
 /// The row writer keeps what it found on a side until that side changes (normalize::SideMemo):

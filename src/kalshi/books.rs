@@ -3,10 +3,10 @@
 //! drift-free schedule, and write every exchange, every gap and every tracking change as a raw
 //! envelope (`pmarchive.raw/1`, venue `kalshi`; docs/KALSHI.md, "Order books").
 //!
-//! The mechanisms are pm-books' (src/polymarket/books.rs), not copies: the slot loop
-//! ([`crate::schedule::run`]), the stdin reader ([`crate::feed`]), the tracking window and its
-//! vocabulary ([`crate::track`]), the raw lines of a slot ([`SlotLines`]), the outage lines
-//! ([`Outage`]) and the run counters ([`Stats`]). What differs from pm-books:
+//! The mechanisms are shared with pm-books, not copies: the slot loop ([`crate::schedule::run`]),
+//! the stdin reader and its `drain_input` ([`crate::feed`]), the tracking window and its vocabulary
+//! ([`crate::track`]), the raw lines of a slot ([`SlotLines`]) and the outage lines ([`Outage`])
+//! ([`crate::poll`]), and pm-books' run counters ([`Stats`], src/polymarket/books.rs). What differs from pm-books:
 //! - one request per market (Kalshi has no batch endpoint), all of a slot's requests retried at
 //!   most until the next slot is due;
 //! - a 200 reply is checked with the one order-book parser ([`super::orderbook`]); a reply that is
@@ -25,10 +25,11 @@ use time::OffsetDateTime;
 use super::market::{Market, TrackCtx};
 use super::orderbook;
 use crate::envelope::Sequencer;
-use crate::feed::{self, Input};
+use crate::feed::{self, Fed, Input};
 use crate::http::{Client, Request, Verdict};
 use crate::jsonl::LineWriter;
-use crate::polymarket::books::{failure_text, Outage, SlotLines, Stats};
+use crate::poll::{failure_text, Outage, SlotLines};
+use crate::polymarket::books::Stats;
 use crate::schedule::{self, End, Schedule, Slotted};
 use crate::signal;
 use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, Window};
@@ -140,50 +141,6 @@ impl<W: Write> Poller<W> {
         self.stop_all(end, k)?;
         self.lines.out.flush()?;
         Ok(end)
-    }
-
-    fn drain_input(&mut self, k: u64) -> io::Result<()> {
-        let rx = self.input.clone();
-        let ended = feed::drain(&rx, |input| {
-            self.stats.input_lines += 1;
-            match input {
-                Input::Market { market, .. } => self.accept(*market),
-                Input::Bad { line, reason } => {
-                    self.stats.input_bad += 1;
-                    let ctx = feed::bad_line(TOOL, line, &reason);
-                    self.write_gap(k, ctx, reason)
-                }
-            }
-        })?;
-        self.input_done |= ended;
-        Ok(())
-    }
-
-    /// Stores a market record: a new market, or an update of a known one.
-    fn accept(&mut self, m: Market) -> io::Result<()> {
-        let ticker = m.ticker.clone();
-        // `expired` only says kalshi-markets stopped watching: tracking keeps its own lead/grace.
-        let informational = m.change == "expired";
-        let new = match Entry::new(m, &self.cfg) {
-            Some(e) if !self.finished.contains_key(&ticker) => e,
-            _ => {
-                self.stats.input_ignored += 1;
-                return Ok(());
-            }
-        };
-        match self.markets.get_mut(&ticker) {
-            Some(old) => {
-                old.market = new.market;
-                old.window = new.window;
-            }
-            None if informational || new.closed() || new.window.phase(&Now::read()) == Phase::Over => {
-                self.stats.input_ignored += 1
-            }
-            None => {
-                self.markets.insert(ticker, new);
-            }
-        }
-        Ok(())
     }
 
     /// Starts and stops tracking by the tracking window (judged on both clocks: [`Window::phase`])
@@ -316,11 +273,6 @@ impl<W: Write> Poller<W> {
         self.lines.out.write_raw(&line)
     }
 
-    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
-        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
-        self.lines.gap(k, ctx, error)
-    }
-
     /// Markets currently tracked.
     pub fn tracked(&self) -> usize {
         self.markets.values().filter(|e| e.tracked).count()
@@ -329,6 +281,52 @@ impl<W: Write> Poller<W> {
     /// The one-line summary printed on stderr at exit (pm-books' format).
     pub fn summary(&self, end: End) -> String {
         self.stats.summary(end, &self.outage, self.tracked())
+    }
+}
+
+impl<W: Write> Fed for Poller<W> {
+    type Market = Market;
+    const TOOL: &'static str = TOOL;
+
+    fn input(&self) -> Receiver<Input<Market>> {
+        self.input.clone()
+    }
+
+    fn count_input(&mut self, bad: bool) {
+        self.stats.input_lines += 1;
+        self.stats.input_bad += u64::from(bad);
+    }
+
+    /// Stores a market record: a new market, or an update of a known one.
+    fn accept(&mut self, _k: u64, m: Market) -> io::Result<()> {
+        let ticker = m.ticker.clone();
+        // `expired` only says kalshi-markets stopped watching: tracking keeps its own lead/grace.
+        let informational = m.change == "expired";
+        let new = match Entry::new(m, &self.cfg) {
+            Some(e) if !self.finished.contains_key(&ticker) => e,
+            _ => {
+                self.stats.input_ignored += 1;
+                return Ok(());
+            }
+        };
+        match self.markets.get_mut(&ticker) {
+            Some(old) => {
+                old.market = new.market;
+                old.window = new.window;
+            }
+            None if informational || new.closed() || new.window.phase(&Now::read()) == Phase::Over => {
+                self.stats.input_ignored += 1
+            }
+            None => {
+                self.markets.insert(ticker, new);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
+        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
+        self.lines.gap(k, ctx, error)
     }
 }
 
@@ -341,7 +339,7 @@ impl<W: Write> Slotted for Poller<W> {
 
     fn slot(&mut self, k: u64) -> io::Result<bool> {
         self.stats.slots += 1;
-        self.drain_input(k)?;
+        self.input_done |= feed::drain_input(self, k)?;
         self.update_tracking(k, Now::read())?;
         if self.input_done && self.markets.is_empty() {
             return Ok(false);

@@ -11,18 +11,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::clock;
 use crate::envelope::{RunInfo, Sequencer, VENUE_KALSHI};
 use crate::http::{Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::kalshi::market::{self, Market, Resolution};
 use crate::signal;
+use crate::watch::{self, Engine, Outage, Watch, Watched};
 
 /// The request family (rate limit, envelope `endpoint`) of every request of this tool.
 pub const FAMILY: &str = "kalshi-markets";
@@ -48,11 +48,34 @@ pub struct Config {
 
 /// One line kalshi-markets writes: a market record (`pmarchive.kalshi_market/1`) or a resolution
 /// record (`pmarchive.kalshi_resolution/1`), each serialized as its own type.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Record {
-    Market(Box<Market>),
-    Resolution(Box<Resolution>),
+pub type Record = watch::Line<Market, Resolution>;
+
+impl Watched for Market {
+    type Resolution = Resolution;
+    fn key(&self) -> &str {
+        &self.ticker
+    }
+    fn window_end(&self) -> Option<OffsetDateTime> {
+        Market::window_end(self)
+    }
+    fn changed_from(&self, old: &Market) -> bool {
+        old.state_key() != self.state_key()
+    }
+    fn set_change(&mut self, change: &str) {
+        self.change = change.into();
+    }
+    fn set_fetched_at(&mut self, at: &str) {
+        self.fetched_at_utc = at.into();
+    }
+    fn unresolved(&self, checks: u32) -> Resolution {
+        Resolution::unresolved(self, checks)
+    }
+    fn set_checks(r: &mut Resolution, checks: u32) {
+        r.checks = checks;
+    }
+    fn set_resolution_fetched_at(r: &mut Resolution, at: &str) {
+        r.fetched_at_utc = at.into();
+    }
 }
 
 /// The `ctx` of kalshi-markets' http lines (with the client's retry fields, [`crate::http::HttpCtx`]):
@@ -84,12 +107,10 @@ pub struct Stats {
     /// Requests that gave up (listings and single markets).
     pub failed: u64,
     pub requests: u64,
-    pub resolved: u64,
-    pub unresolved: u64,
 }
 
 /// A market and its resolution when Kalshi already reports one.
-pub type Found = (Market, Option<Box<Resolution>>);
+pub type Found = watch::Found<Market>;
 
 /// One page of `GET /markets`: each market object parsed (or why it is unusable), and the cursor
 /// of the next page (None: the last page).
@@ -156,58 +177,110 @@ enum Fetch {
     Stopped,
 }
 
-/// A market whose window ended, followed until Kalshi sets its `result`.
-struct Pending {
-    market: Market,
-    /// Fetches since the window ended.
-    checks: u32,
-    /// When it was last fetched (by any pass).
-    last_check: OffsetDateTime,
-}
-
-/// Outage bookkeeping: since when every request gave up, and how many.
-struct Outage {
-    since: OffsetDateTime,
-    failed: u64,
-    first_reason: String,
-}
-
-pub struct Discoverer {
+/// Kalshi's side of kalshi-markets: the requests, their raw lines, the counters and the outage lines.
+struct Lister {
     cfg: Config,
     client: Client,
     seq: Sequencer,
     raw: Option<LineWriter<Box<dyn Write + Send>>>,
-    /// Markets seen in watch mode, by ticker.
-    known: BTreeMap<String, Market>,
-    /// Ended markets without a result yet, by ticker (watch mode).
-    pending: BTreeMap<String, Pending>,
-    /// Tickers whose resolution was reported (kept while the market is known or pending).
-    reported: BTreeSet<String>,
-    outage: Option<Outage>,
-    pub stats: Stats,
+    outage: Outage,
+    /// Markets watch mode follows right now (what an outage line says stands).
+    followed: usize,
+    stats: Stats,
+}
+
+pub struct Discoverer {
+    lister: Lister,
+    watch: Watch<Market>,
 }
 
 impl Discoverer {
     pub fn new(cfg: Config, client: Client, raw: Option<Box<dyn Write + Send>>) -> Discoverer {
         let run = RunInfo { venue: VENUE_KALSHI, ..RunInfo::new("kalshi-markets") };
-        Discoverer {
+        let watch = Watch::new(cfg.keep_after, cfg.resolve_every, cfg.resolve_for);
+        let lister = Lister {
             cfg,
             client,
             seq: Sequencer::new(run),
             raw: raw.map(|w| LineWriter::new(w, true)),
-            known: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            reported: BTreeSet::new(),
-            outage: None,
+            outage: Outage::new("kalshi-markets", "Kalshi"),
+            followed: 0,
             stats: Stats::default(),
+        };
+        Discoverer { lister, watch }
+    }
+
+    /// The run's counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.lister.stats
+    }
+
+    /// One pass over the wanted windows at `now`: the markets found, by window start.
+    pub fn once(&mut self, now: OffsetDateTime) -> io::Result<Vec<Market>> {
+        Ok(self.lister.pass(now)?.into_iter().map(|(m, _)| m).collect())
+    }
+
+    /// `--once`: one pass at `now`, every market kept written to `out`, the summary on stderr.
+    /// Returns true when a request failed or something was malformed.
+    pub fn run_once<W: Write>(&mut self, now: OffsetDateTime, out: &mut LineWriter<W>) -> io::Result<bool> {
+        for m in self.once(now)? {
+            out.write(&m)?;
         }
+        eprintln!("kalshi-markets: {}", self.summary());
+        Ok(self.bad() > 0)
     }
 
-    /// True while every request gives up.
-    pub fn in_outage(&self) -> bool {
-        self.outage.is_some()
+    /// `--watch`: see [`watch::run`].
+    pub fn run_watch<W: Write>(
+        &mut self,
+        every: Duration,
+        duration: Option<Duration>,
+        out: &mut LineWriter<W>,
+    ) -> io::Result<()> {
+        watch::run(self, every, duration, out)
     }
 
+    /// Markets followed for their resolution right now.
+    pub fn pending_resolutions(&self) -> usize {
+        self.watch.pending()
+    }
+}
+
+impl Engine for Discoverer {
+    const TOOL: &'static str = "kalshi-markets";
+    type Line = Record;
+
+    /// One watch pass: the lines to emit (market records `new`, `changed`, `expired`, and
+    /// resolution records), in emission order. Markets the listings no longer show (closed) are
+    /// re-fetched by ticker.
+    fn watch_pass(&mut self, now: OffsetDateTime) -> io::Result<Vec<Record>> {
+        self.lister.followed = self.watch.followed();
+        let seen = self.lister.pass(now)?;
+        let lister = &mut self.lister;
+        self.watch.pass(seen, now, |m, followed| {
+            lister.followed = followed;
+            lister.refetch(&m.ticker)
+        })
+    }
+
+    fn bad(&self) -> u64 {
+        self.lister.stats.failed + self.lister.stats.malformed
+    }
+
+    fn in_outage(&self) -> bool {
+        self.lister.outage.active()
+    }
+
+    fn summary(&self) -> String {
+        let s = &self.lister.stats;
+        format!(
+            "{} passes ({} without a current window): {} markets listed on {} pages, {} kept, {} malformed, {} failed; {} HTTP attempts",
+            s.passes, s.no_current, s.listed, s.pages, s.found, s.malformed, s.failed, s.requests
+        ) + &self.watch.summary()
+    }
+}
+
+impl Lister {
     fn ctx(&self, status_filter: Option<&str>, page: Option<u32>, ticker: Option<&str>) -> ListCtx {
         ListCtx {
             series: self.cfg.series.clone(),
@@ -239,38 +312,14 @@ impl Discoverer {
                 })
             }
         };
-        self.note_outage(&reply, last.received_at);
-        Ok(reply)
-    }
-
-    /// One stderr line when the first request gives up, one when Kalshi answers again.
-    fn note_outage(&mut self, r: &Reply, at: OffsetDateTime) {
-        match (r, &mut self.outage) {
-            (Reply::Failed(reason), None) => {
-                let known = self.known.len() + self.pending.len();
-                let state = if known == 0 {
-                    "no market yet".to_string()
-                } else {
-                    format!("{known} markets known, their records stand")
-                };
-                eprintln!(
-                    "kalshi-markets: outage: Kalshi unreachable ({reason}); retrying with backoff (up to {:.0} s apart), {state}",
-                    self.client.cfg.backoff_max.as_secs_f64()
-                );
-                self.outage = Some(Outage { since: at, failed: 1, first_reason: reason.clone() });
+        match &reply {
+            Reply::Failed(reason) => {
+                self.outage.failed(reason, last.received_at, self.followed, self.client.cfg.backoff_max)
             }
-            (Reply::Failed(_), Some(o)) => o.failed += 1,
-            (Reply::Json(..) | Reply::NotFound, Some(o)) => {
-                eprintln!(
-                    "kalshi-markets: outage over: Kalshi answers again after {:.1} s (requests that gave up: {}; first: {})",
-                    (at - o.since).as_seconds_f64().max(0.0),
-                    o.failed,
-                    o.first_reason
-                );
-                self.outage = None;
-            }
-            (Reply::Stopped, _) | (_, None) => {}
+            Reply::Stopped => {}
+            Reply::Json(..) | Reply::NotFound => self.outage.answered(last.received_at),
         }
+        Ok(reply)
     }
 
     fn malformed(&mut self, what: &str, reason: &str) {
@@ -281,7 +330,7 @@ impl Discoverer {
     /// A request that gave up; its line is left out during an outage (the outage lines say it once).
     fn failed(&mut self, what: &str, reason: &str) {
         self.stats.failed += 1;
-        if self.outage.as_ref().is_none_or(|o| o.failed <= 1) {
+        if !self.outage.quiet() {
             eprintln!("kalshi-markets: could not fetch {what}: {reason}");
         }
     }
@@ -366,11 +415,6 @@ impl Discoverer {
         Ok(kept)
     }
 
-    /// One pass over the wanted windows at `now`: the markets found, by window start.
-    pub fn once(&mut self, now: OffsetDateTime) -> io::Result<Vec<Market>> {
-        Ok(self.pass(now)?.into_iter().map(|(m, _)| m).collect())
-    }
-
     /// Fetches one market found earlier (`GET /markets/{ticker}`: closing, resolution).
     fn by_ticker(&mut self, ticker: &str) -> io::Result<Fetch> {
         if !market::is_valid_ticker(ticker) {
@@ -413,210 +457,12 @@ impl Discoverer {
             }
         })
     }
-
-    /// One watch pass: returns the lines to emit (market records `new`, `changed`, `expired`, and
-    /// resolution records), in emission order.
-    pub fn watch_pass(&mut self, now: OffsetDateTime) -> io::Result<Vec<Record>> {
-        let mut emit: Vec<Record> = Vec::new();
-        let mut seen = self.pass(now)?;
-        // Markets found earlier that the listings no longer show (closed) but not expired yet:
-        // re-fetch them so that closing and resolution are reported.
-        let wanted: BTreeSet<String> = seen.iter().map(|(m, _)| m.ticker.clone()).collect();
-        let older: Vec<Market> = self.known.values().filter(|m| !wanted.contains(&m.ticker)).cloned().collect();
-        for m in older {
-            if signal::stop_requested() {
-                break;
-            }
-            if m.window_end().is_some_and(|e| e + self.cfg.keep_after < now) {
-                continue;
-            }
-            if let Some(found) = self.refetch(&m.ticker)? {
-                seen.push(found);
-            }
-        }
-        for (mut m, r) in seen {
-            let change = match self.known.get(&m.ticker) {
-                None => Some("new"),
-                Some(old) if old.state_key() != m.state_key() => Some("changed"),
-                Some(_) => None,
-            };
-            if let Some(c) = change {
-                m.change = c.into();
-                emit.push(Record::Market(Box::new(m.clone())));
-            }
-            if m.window_end().is_some_and(|e| e <= now) {
-                self.follow(&m, r, now, &mut emit);
-            }
-            self.known.insert(m.ticker.clone(), m);
-        }
-        self.expire(now, &mut emit);
-        self.check_pending(now, &mut emit)?;
-        Ok(emit)
-    }
-
-    /// Reports the known markets whose window ended more than `keep_after` ago as `expired`.
-    fn expire(&mut self, now: OffsetDateTime, emit: &mut Vec<Record>) {
-        let expired: Vec<String> = self
-            .known
-            .values()
-            .filter(|m| m.window_end().map(|e| e + self.cfg.keep_after < now).unwrap_or(true))
-            .map(|m| m.ticker.clone())
-            .collect();
-        for ticker in expired {
-            let mut m = self.known.remove(&ticker).expect("present");
-            m.change = "expired".into();
-            m.fetched_at_utc = clock::fmt_micros(now);
-            emit.push(Record::Market(Box::new(m)));
-            if !self.pending.contains_key(&ticker) {
-                self.reported.remove(&ticker);
-            }
-        }
-    }
-
-    /// Notes a fetch of an ended market: reports its resolution once, or keeps it pending.
-    fn follow(&mut self, m: &Market, r: Option<Box<Resolution>>, now: OffsetDateTime, emit: &mut Vec<Record>) {
-        if self.cfg.resolve_for.is_zero() || self.reported.contains(&m.ticker) {
-            return;
-        }
-        match r {
-            Some(mut r) => {
-                self.stats.resolved += 1;
-                r.checks = self.pending.get(&m.ticker).map(|p| p.checks + 1).unwrap_or(1);
-                emit.push(Record::Resolution(r));
-                self.pending.remove(&m.ticker);
-                self.reported.insert(m.ticker.clone());
-            }
-            None => {
-                let p = self.pending.entry(m.ticker.clone()).or_insert(Pending {
-                    market: m.clone(),
-                    checks: 0,
-                    last_check: now,
-                });
-                p.market = m.clone();
-                p.checks += 1;
-                p.last_check = now;
-            }
-        }
-    }
-
-    /// Re-checks pending markets that left `known` (every `resolve_every`), and gives up on those
-    /// whose `resolve_for` ran out (one `unresolved` record each).
-    fn check_pending(&mut self, now: OffsetDateTime, emit: &mut Vec<Record>) -> io::Result<()> {
-        let every = time::Duration::seconds_f64(self.cfg.resolve_every.as_secs_f64());
-        let limit = time::Duration::seconds_f64(self.cfg.resolve_for.as_secs_f64());
-        let tickers: Vec<String> = self.pending.keys().cloned().collect();
-        for ticker in tickers {
-            if signal::stop_requested() {
-                break;
-            }
-            let p = &self.pending[&ticker];
-            let end = p.market.window_end().unwrap_or(now);
-            if end + limit < now {
-                let p = self.pending.remove(&ticker).expect("present");
-                self.stats.unresolved += 1;
-                let mut r = Resolution::unresolved(&p.market, p.checks);
-                r.fetched_at_utc = clock::fmt_micros(now);
-                emit.push(Record::Resolution(Box::new(r)));
-                // Reported once: a market still re-fetched as known is not followed again.
-                if self.known.contains_key(&ticker) {
-                    self.reported.insert(ticker);
-                } else {
-                    self.reported.remove(&ticker);
-                }
-                continue;
-            }
-            if self.known.contains_key(&ticker) || p.last_check + every > now {
-                continue;
-            }
-            if let Some((nm, r)) = self.refetch(&ticker)? {
-                self.follow(&nm, r, now, emit);
-                if !self.pending.contains_key(&ticker) {
-                    self.reported.remove(&ticker);
-                }
-            } else if let Some(p) = self.pending.get_mut(&ticker) {
-                p.last_check = now;
-                p.checks += 1;
-            }
-        }
-        Ok(())
-    }
-
-    /// `--once`: one pass at `now`, every market kept written to `out`, the summary on stderr.
-    /// Returns true when a request failed or something was malformed.
-    pub fn run_once<W: Write>(&mut self, now: OffsetDateTime, out: &mut LineWriter<W>) -> io::Result<bool> {
-        for m in self.once(now)? {
-            out.write(&m)?;
-        }
-        eprintln!("kalshi-markets: {}", self.summary());
-        Ok(self.stats.failed + self.stats.malformed > 0)
-    }
-
-    /// `--watch`: a pass every `every` (drift-free: pass k starts at start + k·every) until a stop is
-    /// requested or `duration` has passed, each pass's lines written to `out`. The summary goes to
-    /// stderr when a pass added a failure outside an outage (an outage reports itself), and once more
-    /// at the end.
-    pub fn run_watch<W: Write>(
-        &mut self,
-        every: Duration,
-        duration: Option<Duration>,
-        out: &mut LineWriter<W>,
-    ) -> io::Result<()> {
-        let start = Instant::now();
-        let end = duration.map(|d| start + d);
-        let mut k: u32 = 0;
-        let bad = |s: &Stats| s.failed + s.malformed;
-        let why = loop {
-            if signal::stop_requested() {
-                break format!("stopped by signal {}", signal::last_signal());
-            }
-            let before = bad(&self.stats);
-            for r in self.watch_pass(clock::now())? {
-                out.write(&r)?;
-            }
-            if bad(&self.stats) > before && !self.in_outage() {
-                eprintln!("kalshi-markets: {}", self.summary());
-            }
-            k += 1;
-            let due = start + every * k;
-            let until = end.map_or(due, |e| e.min(due));
-            let now = Instant::now();
-            if until > now && !signal::sleep(until - now) {
-                continue;
-            }
-            if end.is_some_and(|e| Instant::now() >= e) {
-                break "--duration reached".to_string();
-            }
-        };
-        eprintln!("kalshi-markets: {why}; {}", self.summary());
-        Ok(())
-    }
-
-    /// Markets followed for their resolution right now.
-    pub fn pending_resolutions(&self) -> usize {
-        self.pending.len()
-    }
-
-    pub fn summary(&self) -> String {
-        let s = &self.stats;
-        let mut line = format!(
-            "{} passes ({} without a current window): {} markets listed on {} pages, {} kept, {} malformed, {} failed; {} HTTP attempts",
-            s.passes, s.no_current, s.listed, s.pages, s.found, s.malformed, s.failed, s.requests
-        );
-        if s.resolved + s.unresolved > 0 || !self.pending.is_empty() {
-            line.push_str(&format!(
-                "; resolutions: {} reported, {} unresolved when --resolve-for ran out, {} pending",
-                s.resolved,
-                s.unresolved,
-                self.pending.len()
-            ));
-        }
-        line
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock;
     use crate::kalshi::market::SERIES;
 
     /// The real `GET /markets` capture quoted in docs/KALSHI_FACTS.md §2.2 (C-mkt, 2026-08-17; the

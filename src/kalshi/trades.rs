@@ -22,8 +22,9 @@
 //!   and goes as deep again.
 //! - **Final sweep**: once close + `settle` has passed on both clocks, the market's whole feed is
 //!   walked once more without `min_ts` (catching any print the polls' overlap missed), then it stops
-//!   (`grace_elapsed`, `final_sweep: complete|failed`). A failed sweep is retried at the next slots,
-//!   [`FINAL_TRIES`] times in all.
+//!   (`grace_elapsed`, `final_sweep: complete|failed`). A sweep that failed on a page goes on from
+//!   that page (its cursor) at the next slot; [`FINAL_TRIES`] tries in all. A cursor that cannot
+//!   be followed starts the next try from the first page.
 //! - Slot k is due at t0 + k·interval; skipped slots are one `missed_slots` gap; a slot inside a
 //!   backoff (429s carry no `Retry-After`: the client's exponential backoff) is a `backoff` gap.
 //! - SIGTERM/SIGINT: the request in flight is finished, no further page is asked for.
@@ -38,11 +39,11 @@ use serde_json::Value;
 
 use crate::clock;
 use crate::envelope::Sequencer;
-use crate::feed::{self, Input};
+use crate::feed::{self, Fed, Input};
 use crate::http::{Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::kalshi::market::{Market, TrackCtx};
-use crate::polymarket::books::{failure_text, Outage, SlotLines};
+use crate::poll::{failure_text, Outage, SlotLines};
 use crate::schedule::{self, End, Schedule, Slotted};
 use crate::signal;
 use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, Sweep, Walk, Window};
@@ -204,6 +205,9 @@ struct Entry {
     /// The newest `created_time` (Unix seconds) of the completed walks.
     newest: Option<i64>,
     final_tries: u32,
+    /// Where the next try of a failed final sweep starts: the cursor and page number of the page
+    /// that failed (None: from the first page).
+    resume: Option<(String, u32)>,
 }
 
 /// What a walk found, committed only when it completes.
@@ -269,27 +273,9 @@ impl<W: Write> Poller<W> {
         Ok(end)
     }
 
-    fn drain_input(&mut self, k: u64) -> io::Result<()> {
-        let rx = self.input.clone();
-        let ended = feed::drain(&rx, |input| {
-            self.stats.input_lines += 1;
-            match input {
-                Input::Market { market, .. } => self.accept(*market),
-                Input::Bad { line, reason } => {
-                    self.stats.input_bad += 1;
-                    let ctx = feed::bad_line("kalshi-trades", line, &reason);
-                    self.write_gap(k, ctx, reason)?;
-                }
-            }
-            Ok(())
-        })?;
-        self.input_done |= ended;
-        Ok(())
-    }
-
     /// Stores a market record (new, or an update of a known market's record). The feed checked
     /// its ticker and window already.
-    fn accept(&mut self, m: Market) {
+    fn store(&mut self, m: Market) {
         let (Some(start), Some(end)) = (m.window_start(), m.window_end()) else {
             self.stats.input_ignored += 1;
             return;
@@ -314,6 +300,7 @@ impl<W: Write> Poller<W> {
                     seen: HashSet::new(),
                     newest: None,
                     final_tries: 0,
+                    resume: None,
                 };
                 self.markets.insert(e.market.ticker.clone(), e);
             }
@@ -428,10 +415,22 @@ impl<W: Write> Poller<W> {
         };
         let mut fresh = Fresh::default();
         let mut cursor: Option<String> = None;
+        if walk == Walk::Final {
+            // A sweep that failed on a later page goes on from that page (after the window, the
+            // pages before it cannot change; they are archived already).
+            if let Some((c, page)) = self.markets.get_mut(ticker).expect("present").resume.take() {
+                (cursor, ctx.page) = (Some(c), page);
+            }
+        }
         let outcome = loop {
             let (rows, next) = match self.fetch_page(&ctx, cursor.as_deref())? {
                 Ok(p) => p,
-                Err(why) => break self.broken_walk(GapKind::FailedRequest, &ctx, why)?,
+                Err(why) => {
+                    if walk == Walk::Final {
+                        self.markets.get_mut(ticker).expect("present").resume = cursor.map(|c| (c, ctx.page));
+                    }
+                    break self.broken_walk(GapKind::FailedRequest, &ctx, why)?;
+                }
             };
             self.take_rows(ticker, &rows, &mut fresh);
             match next_cursor(next, cursor.as_deref(), ctx.page) {
@@ -537,11 +536,6 @@ impl<W: Write> Poller<W> {
         self.lines.out.write_raw(&self.lines.seq.envelope("track").with_ctx(&ctx).to_line())
     }
 
-    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
-        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
-        self.lines.gap(k, ctx, error)
-    }
-
     /// Markets currently tracked.
     pub fn tracked(&self) -> usize {
         self.markets.values().filter(|e| e.tracked).count()
@@ -592,6 +586,30 @@ fn counts<K: std::fmt::Display>(m: &BTreeMap<K, u64>) -> String {
 /// The prints and the cursor of a page.
 type PageParts = (Vec<TradeId>, Option<Value>);
 
+impl<W: Write> Fed for Poller<W> {
+    type Market = Market;
+    const TOOL: &'static str = "kalshi-trades";
+
+    fn input(&self) -> Receiver<Input<Market>> {
+        self.input.clone()
+    }
+
+    fn count_input(&mut self, bad: bool) {
+        self.stats.input_lines += 1;
+        self.stats.input_bad += u64::from(bad);
+    }
+
+    fn accept(&mut self, _k: u64, m: Market) -> io::Result<()> {
+        self.store(m);
+        Ok(())
+    }
+
+    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
+        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
+        self.lines.gap(k, ctx, error)
+    }
+}
+
 impl<W: Write> Slotted for Poller<W> {
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
         self.stats.slots_missed += to - from + 1;
@@ -601,7 +619,7 @@ impl<W: Write> Slotted for Poller<W> {
 
     fn slot(&mut self, k: u64) -> io::Result<bool> {
         self.stats.slots += 1;
-        self.drain_input(k)?;
+        self.input_done |= feed::drain_input(self, k)?;
         self.update_tracking(k)?;
         if self.input_done && self.markets.is_empty() {
             return Ok(false);

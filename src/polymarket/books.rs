@@ -29,13 +29,13 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::envelope::Sequencer;
-use crate::feed::{self, Input};
-use crate::http::{Attempt, Client, Request, Verdict};
+use crate::feed::{self, Fed, Input};
+use crate::http::{Client, Request, Verdict};
 use crate::jsonl::LineWriter;
 use crate::polymarket::market::{Market, Token};
 use crate::schedule::{self, Schedule, Slotted};
 use crate::signal;
-use crate::track::{Action, GapCtx, GapKind, Now, Phase, PollSlot, Reason, TrackCtx, Window};
+use crate::track::{Action, GapCtx, GapKind, Now, Phase, Reason, TrackCtx, Window};
 
 /// The caller's part of the `ctx` of pm-books' http lines (one `POST /books` of a slot); the
 /// client adds its retry fields ([`crate::http::HttpCtx`]).
@@ -92,6 +92,7 @@ pub fn default_timeout(interval: Duration) -> Duration {
     (interval * 5).clamp(Duration::from_secs(2), Duration::from_secs(15))
 }
 
+use crate::poll::{failure_text, Outage, SlotLines};
 pub use crate::schedule::End;
 
 /// Counters of one run (the summary line).
@@ -149,122 +150,6 @@ impl Entry {
 
     fn closed(&self) -> bool {
         self.market.closed == Some(true)
-    }
-}
-
-/// Outage announcements on stderr: one line when requests stop getting a usable reply (the first
-/// failed request after a success, or since the start), one when a usable reply comes back, with
-/// how long it lasted and how many attempts failed. Every failure is also a record on stdout; these
-/// lines are for the journal, which is otherwise silent until the run ends.
-#[derive(Debug, Default)]
-pub struct Outage {
-    /// When the current outage started (monotonic) and its failed attempts so far.
-    current: Option<(Instant, u64)>,
-}
-
-impl Outage {
-    /// A request ended without a usable reply after `failed` failed attempts. Returns the line that
-    /// announces a new outage.
-    pub fn failed(&mut self, failed: u64, what: &str, why: &str, interval: Duration) -> Option<String> {
-        match &mut self.current {
-            Some((_, n)) => {
-                *n += failed;
-                None
-            }
-            None => {
-                self.current = Some((Instant::now(), failed));
-                Some(format!(
-                    "outage: {what}: {why}; retrying every slot ({} s), less often \
-                     while failures repeat; each slot without a reply is a gap record; one more line when it \
-                     answers again",
-                    interval.as_secs_f64()
-                ))
-            }
-        }
-    }
-
-    /// A request got a usable reply after `failed` failed attempts. Returns the line that announces
-    /// the end of an outage.
-    pub fn succeeded(&mut self, failed: u64, what: &str) -> Option<String> {
-        let (since, n) = self.current.take()?;
-        Some(format!(
-            "outage over: {what} answered again after {:.1} s and {} failed attempt(s)",
-            since.elapsed().as_secs_f64(),
-            n + failed
-        ))
-    }
-
-    /// The outage still going on: (seconds, failed attempts).
-    pub fn ongoing(&self) -> Option<(f64, u64)> {
-        self.current.map(|(since, n)| (since.elapsed().as_secs_f64(), n))
-    }
-}
-
-/// The raw output of a slot-polling engine (pm-books, pm-trades): one sequencer numbers every line;
-/// an http line per attempt with the caller's `ctx`; track and gap lines stamped with the slot, its
-/// due time and the endpoint polled (every raw line names the endpoint it is about:
-/// docs/POLYMARKET_COLLECTOR.md, Output).
-pub struct SlotLines<W: Write> {
-    pub seq: Sequencer,
-    pub out: LineWriter<W>,
-    pub sched: Schedule,
-    pub endpoint_url: String,
-}
-
-impl<W: Write> SlotLines<W> {
-    pub fn new(seq: Sequencer, out: LineWriter<W>, interval: Duration, endpoint_url: String) -> SlotLines<W> {
-        SlotLines { seq, out, sched: Schedule::new(interval), endpoint_url }
-    }
-
-    /// Sends `req` (retries until `deadline`), writing each attempt as an http line with `ctx` and
-    /// counting it by status (`none` when no reply arrived) in `requests`. Returns the last attempt
-    /// and how many attempts failed.
-    pub fn execute<C: Serialize>(
-        &mut self,
-        client: &Client,
-        req: &Request,
-        deadline: Instant,
-        ctx: &C,
-        requests: &mut BTreeMap<String, u64>,
-    ) -> io::Result<(Attempt, u64)> {
-        let (seq, out) = (&mut self.seq, &mut self.out);
-        let mut failed: u64 = 0;
-        let last = client.execute(req, Some(deadline), |a: &Attempt| -> io::Result<()> {
-            let key = a.status.map_or_else(|| "none".to_string(), |s| s.to_string());
-            *requests.entry(key).or_default() += 1;
-            failed += u64::from(!a.is_ok());
-            out.write_raw(&a.envelope(seq, req, Some(ctx)).to_line())
-        })?;
-        Ok((last, failed))
-    }
-
-    /// Slot `k`, its due time and the endpoint (the `poll` part of a track or gap line's ctx).
-    pub fn slot_of_line(&self, k: u64) -> PollSlot {
-        PollSlot {
-            slot: Some(k),
-            due_at_utc: Some(self.sched.due_utc(k)),
-            endpoint_url: Some(self.endpoint_url.clone()),
-        }
-    }
-
-    /// A track line at slot `k`.
-    pub fn track(&mut self, k: u64, ctx: TrackCtx) -> io::Result<()> {
-        let ctx = TrackCtx { poll: self.slot_of_line(k), ..ctx };
-        self.out.write_raw(&self.seq.envelope("track").with_ctx(&ctx).to_line())
-    }
-
-    /// A gap line at slot `k`.
-    pub fn gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
-        let ctx = GapCtx { poll: self.slot_of_line(k), ..ctx };
-        self.out.write_raw(&self.seq.envelope("gap").with_ctx(&ctx).with_error(error).to_line())
-    }
-
-    /// The missed_slots gap of slots `from..=to`, written at slot `k`: they never started because the
-    /// slot before them overran (`cause`).
-    pub fn missed(&mut self, k: u64, from: u64, to: u64, cause: &str) -> io::Result<()> {
-        let ctx = GapCtx::missed_slots(from, to, self.sched.due_utc(from));
-        let error = format!("{} slot(s) not started: the previous slot overran ({cause})", to - from + 1);
-        self.gap(k, ctx, error)
     }
 }
 
@@ -328,64 +213,6 @@ impl<W: Write> Poller<W> {
         self.stop_all(end, k)?;
         self.lines.out.flush()?;
         Ok(end)
-    }
-
-    /// Takes whatever the reader thread has sent so far (never blocks).
-    fn drain_input(&mut self, k: u64) -> io::Result<()> {
-        let rx = self.input.clone();
-        let ended = feed::drain(&rx, |input| {
-            self.stats.input_lines += 1;
-            match input {
-                Input::Market { line, market } => self.accept(k, *market, line),
-                Input::Bad { line, reason } => {
-                    self.stats.input_bad += 1;
-                    let ctx = feed::bad_line("pm-books", line, &reason);
-                    self.write_gap(k, ctx, reason)
-                }
-            }
-        })?;
-        self.input_done |= ended;
-        Ok(())
-    }
-
-    /// Stores a market record: a new market, or an update that replaces the stored record.
-    fn accept(&mut self, k: u64, m: Market, _line: u64) -> io::Result<()> {
-        let slug = m.slug.clone();
-        if self.finished.contains_key(&slug) {
-            self.stats.input_ignored += 1;
-            return Ok(());
-        }
-        // `expired` only says pm-markets stopped watching: tracking keeps its own lead/grace.
-        let informational = m.change == "expired";
-        let Some(new) = Entry::new(m, &self.cfg) else {
-            self.stats.input_ignored += 1;
-            return Ok(());
-        };
-        // Too late to matter (its tracking window is over on both clocks, or the venue closed it):
-        // nothing to do. Any other record of a market not known (any more) starts it.
-        if !self.markets.contains_key(&slug) && (new.window.phase(&Now::read()) == Phase::Over || new.closed()) {
-            self.stats.input_ignored += 1;
-            return Ok(());
-        }
-        match self.markets.get_mut(&slug) {
-            None if informational => self.stats.input_ignored += 1,
-            None => {
-                self.markets.insert(slug, new);
-            }
-            Some(old) if old.market.tokens == new.market.tokens => {
-                old.market = new.market;
-                old.window = new.window;
-            }
-            Some(old) => {
-                // Different tokens for the same slug: stop the old ones, start over with the new.
-                let was_tracked = old.tracked;
-                let old = std::mem::replace(old, new);
-                if was_tracked {
-                    self.write_track(k, &old.market, Action::Stop, Reason::TokensChanged, old.live_tokens())?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Starts and stops tracking by the tracking window (window start − lead, window end + grace,
@@ -582,11 +409,6 @@ impl<W: Write> Poller<W> {
         self.lines.track(k, TrackCtx::new(action, reason, m, tokens))
     }
 
-    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
-        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
-        self.lines.gap(k, ctx, error)
-    }
-
     /// Markets currently tracked.
     pub fn tracked(&self) -> usize {
         self.markets.values().filter(|e| e.tracked).count()
@@ -627,20 +449,63 @@ impl Stats {
     }
 }
 
-/// Why a request gave no usable reply, in one line (pm-trades' too).
-pub fn failure_text(a: &Attempt) -> String {
-    let what = match (&a.verdict, a.status) {
-        (Verdict::Ok, Some(s)) => format!("status {s} without a JSON body"),
-        (Verdict::Retry(r) | Verdict::Final(r), _) => r.clone(),
-        (Verdict::Ok, None) => "no reply".to_string(),
-    };
-    let mut s = format!("no usable reply after {} attempt(s): {what}", a.attempt);
-    if let Some(e) = &a.error {
-        s.push_str(&format!(" ({e})"));
-    } else if let Some(g) = &a.gave_up {
-        s.push_str(&format!(" (gave up: {g})"));
+impl<W: Write> Fed for Poller<W> {
+    type Market = Market;
+    const TOOL: &'static str = "pm-books";
+
+    fn input(&self) -> Receiver<Input<Market>> {
+        self.input.clone()
     }
-    s
+
+    fn count_input(&mut self, bad: bool) {
+        self.stats.input_lines += 1;
+        self.stats.input_bad += u64::from(bad);
+    }
+
+    /// Stores a market record: a new market, or an update that replaces the stored record.
+    fn accept(&mut self, k: u64, m: Market) -> io::Result<()> {
+        let slug = m.slug.clone();
+        if self.finished.contains_key(&slug) {
+            self.stats.input_ignored += 1;
+            return Ok(());
+        }
+        // `expired` only says pm-markets stopped watching: tracking keeps its own lead/grace.
+        let informational = m.change == "expired";
+        let Some(new) = Entry::new(m, &self.cfg) else {
+            self.stats.input_ignored += 1;
+            return Ok(());
+        };
+        // Too late to matter (its tracking window is over on both clocks, or the venue closed it):
+        // nothing to do. Any other record of a market not known (any more) starts it.
+        if !self.markets.contains_key(&slug) && (new.window.phase(&Now::read()) == Phase::Over || new.closed()) {
+            self.stats.input_ignored += 1;
+            return Ok(());
+        }
+        match self.markets.get_mut(&slug) {
+            None if informational => self.stats.input_ignored += 1,
+            None => {
+                self.markets.insert(slug, new);
+            }
+            Some(old) if old.market.tokens == new.market.tokens => {
+                old.market = new.market;
+                old.window = new.window;
+            }
+            Some(old) => {
+                // Different tokens for the same slug: stop the old ones, start over with the new.
+                let was_tracked = old.tracked;
+                let old = std::mem::replace(old, new);
+                if was_tracked {
+                    self.write_track(k, &old.market, Action::Stop, Reason::TokensChanged, old.live_tokens())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
+        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
+        self.lines.gap(k, ctx, error)
+    }
 }
 
 impl<W: Write> Slotted for Poller<W> {
@@ -652,7 +517,7 @@ impl<W: Write> Slotted for Poller<W> {
 
     fn slot(&mut self, k: u64) -> io::Result<bool> {
         self.stats.slots += 1;
-        self.drain_input(k)?;
+        self.input_done |= feed::drain_input(self, k)?;
         self.update_tracking(k, Now::read())?;
         if self.input_done && self.markets.is_empty() {
             return Ok(false);

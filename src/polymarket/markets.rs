@@ -5,9 +5,8 @@
 //! goes to the raw sink as an envelope, whatever happened. An outage (a request that gave up after
 //! its retries) is reported on stderr once when it starts and once when it ends.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,6 +19,10 @@ use crate::jsonl::LineWriter;
 use crate::polymarket::market::{self, Family, Market, Resolution};
 use crate::signal;
 use crate::util;
+use crate::watch::{self, Engine, Outage, Watch, Watched};
+
+/// A market and its resolution when Gamma already reports one.
+type Found = watch::Found<Market>;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -36,11 +39,34 @@ pub struct Config {
 
 /// One line pm-markets writes: a market record (`pmarchive.market/1`) or a resolution record
 /// (`pmarchive.resolution/1`), each serialized as its own type.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Record {
-    Market(Box<Market>),
-    Resolution(Box<Resolution>),
+pub type Record = watch::Line<Market, Resolution>;
+
+impl Watched for Market {
+    type Resolution = Resolution;
+    fn key(&self) -> &str {
+        &self.slug
+    }
+    fn window_end(&self) -> Option<OffsetDateTime> {
+        Market::window_end(self)
+    }
+    fn changed_from(&self, old: &Market) -> bool {
+        old.state_key() != self.state_key() || old.tokens != self.tokens
+    }
+    fn set_change(&mut self, change: &str) {
+        self.change = change.into();
+    }
+    fn set_fetched_at(&mut self, at: &str) {
+        self.fetched_at_utc = at.into();
+    }
+    fn unresolved(&self, checks: u32) -> Resolution {
+        Resolution::of_market(self, "unresolved", checks)
+    }
+    fn set_checks(r: &mut Resolution, checks: u32) {
+        r.checks = checks;
+    }
+    fn set_resolution_fetched_at(r: &mut Resolution, at: &str) {
+        r.fetched_at_utc = at.into();
+    }
 }
 
 /// The `ctx` of pm-markets' http lines (with the client's retry fields, [`crate::http::HttpCtx`]): the
@@ -64,8 +90,6 @@ pub struct Stats {
     pub unknown_version: u64,
     pub failed: u64,
     pub requests: u64,
-    pub resolved: u64,
-    pub unresolved: u64,
 }
 
 /// What fetching one slug gave.
@@ -80,61 +104,27 @@ enum Fetch {
     Stopped,
 }
 
-/// A market whose window ended, followed until Gamma says it is resolved.
-struct Pending {
-    market: Market,
-    /// Gamma fetches since the window ended.
-    checks: u32,
-    /// When it was last fetched (by any pass).
-    last_check: OffsetDateTime,
-}
-
-/// Outage bookkeeping: since when every request gave up, and how many.
-struct Outage {
-    since: OffsetDateTime,
-    failed: u64,
-    first_reason: String,
-}
-
-pub struct Discoverer {
+/// Gamma's side of pm-markets: the requests, their raw lines, the counters and the outage lines.
+struct Gamma {
     cfg: Config,
     client: Client,
     seq: Sequencer,
     raw: Option<LineWriter<Box<dyn Write + Send>>>,
-    /// Markets seen in watch mode, by slug.
-    known: BTreeMap<String, Market>,
-    /// Ended markets not resolved yet, by slug (watch mode).
-    pending: BTreeMap<String, Pending>,
-    /// Slugs whose resolution was reported (kept while the market is known or pending).
-    reported: BTreeSet<String>,
     /// Slugs already asked for in the current pass (the ET hour that happens twice on the DST
     /// fall-back day maps two UTC windows to one hourly slug).
     asked: std::collections::HashSet<String>,
-    outage: Option<Outage>,
-    pub stats: Stats,
+    outage: Outage,
+    /// Markets watch mode follows right now (what an outage line says stands).
+    followed: usize,
+    stats: Stats,
 }
 
-impl Discoverer {
-    pub fn new(cfg: Config, client: Client, seq: Sequencer, raw: Option<Box<dyn Write + Send>>) -> Discoverer {
-        Discoverer {
-            cfg,
-            client,
-            seq,
-            raw: raw.map(|w| LineWriter::new(w, true)),
-            known: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            reported: BTreeSet::new(),
-            asked: Default::default(),
-            outage: None,
-            stats: Stats::default(),
-        }
-    }
+pub struct Discoverer {
+    gamma: Gamma,
+    watch: Watch<Market>,
+}
 
-    /// True while every request gives up (no reply from Gamma that ends an outage).
-    pub fn in_outage(&self) -> bool {
-        self.outage.is_some()
-    }
-
+impl Gamma {
     fn fetch(&mut self, slug: &str, family: Family, window: (OffsetDateTime, OffsetDateTime)) -> io::Result<Fetch> {
         if !util::is_safe_component(slug) {
             return Ok(Fetch::Malformed(format!("unsafe slug {slug:?}")));
@@ -155,7 +145,6 @@ impl Discoverer {
                 None => Ok(()),
             }
         })?;
-        let checks = self.pending.get(slug).map(|p| p.checks + 1).unwrap_or(1);
         let fetch = match (&last.verdict, last.status) {
             (Verdict::Ok, _) => {
                 let text = last.json_text().unwrap_or("null");
@@ -164,8 +153,9 @@ impl Discoverer {
                     Ok(v) => match market::id_field(&v) {
                         Err(e) => Fetch::UnknownVersion(e),
                         Ok(_) => match market::parse_gamma_market(&v, &url, last.received_at) {
+                            // The resolution's `checks` is set by the watch (watch::Watched::set_checks).
                             Ok(m) if m.slug == slug => {
-                                let r = market::resolution_of(&v, &m, checks).map(Box::new);
+                                let r = market::resolution_of(&v, &m, 1).map(Box::new);
                                 Fetch::Found(Box::new(m), r)
                             }
                             Ok(m) => {
@@ -186,38 +176,14 @@ impl Discoverer {
                 })
             }
         };
-        self.note_outage(&fetch, last.received_at);
-        Ok(fetch)
-    }
-
-    /// One stderr line when the first request gives up, one when Gamma answers again.
-    fn note_outage(&mut self, f: &Fetch, at: OffsetDateTime) {
-        match (f, &mut self.outage) {
-            (Fetch::Failed(reason), None) => {
-                let known = self.known.len() + self.pending.len();
-                let state = if known == 0 {
-                    "no market yet".to_string()
-                } else {
-                    format!("{known} markets known, their records stand")
-                };
-                eprintln!(
-                    "pm-markets: outage: Gamma unreachable ({reason}); retrying with backoff (up to {:.0} s apart), {state}",
-                    self.client.cfg.backoff_max.as_secs_f64()
-                );
-                self.outage = Some(Outage { since: at, failed: 1, first_reason: reason.clone() });
+        match &fetch {
+            Fetch::Failed(reason) => {
+                self.outage.failed(reason, last.received_at, self.followed, self.client.cfg.backoff_max)
             }
-            (Fetch::Failed(_), Some(o)) => o.failed += 1,
-            (Fetch::Found(..) | Fetch::NotListed | Fetch::Malformed(_) | Fetch::UnknownVersion(_), Some(o)) => {
-                eprintln!(
-                    "pm-markets: outage over: Gamma answers again after {:.1} s (requests that gave up: {}; first: {})",
-                    (at - o.since).as_seconds_f64().max(0.0),
-                    o.failed,
-                    o.first_reason
-                );
-                self.outage = None;
-            }
-            (Fetch::Stopped, _) | (_, None) => {}
+            Fetch::Stopped => {}
+            _ => self.outage.answered(last.received_at),
         }
+        Ok(fetch)
     }
 
     /// Counts and reports a fetch that gave no market. Per-window failure lines are left out
@@ -234,7 +200,7 @@ impl Discoverer {
             }
             Fetch::Failed(reason) => {
                 self.stats.failed += 1;
-                if self.outage.as_ref().is_none_or(|o| o.failed <= 1) {
+                if !self.outage.quiet() {
                     eprintln!("pm-markets: could not fetch {slug}: {reason}");
                 }
             }
@@ -243,11 +209,7 @@ impl Discoverer {
     }
 
     /// Tries the candidate slugs of one window in order; the first listed one wins.
-    fn fetch_window(
-        &mut self,
-        family: Family,
-        window: (OffsetDateTime, OffsetDateTime),
-    ) -> io::Result<Option<(Market, Option<Box<Resolution>>)>> {
+    fn fetch_window(&mut self, family: Family, window: (OffsetDateTime, OffsetDateTime)) -> io::Result<Option<Found>> {
         let candidates = family.slugs(window.0);
         if candidates.iter().all(|s| self.asked.contains(s)) {
             return Ok(None);
@@ -271,7 +233,7 @@ impl Discoverer {
         Ok(None)
     }
 
-    fn pass(&mut self, now: OffsetDateTime) -> io::Result<Vec<(Market, Option<Box<Resolution>>)>> {
+    fn pass(&mut self, now: OffsetDateTime) -> io::Result<Vec<Found>> {
         let mut out = Vec::new();
         self.asked.clear();
         for family in self.cfg.families.clone() {
@@ -287,13 +249,8 @@ impl Discoverer {
         Ok(out)
     }
 
-    /// One pass over the wanted windows at `now`: the markets found, in family/window order.
-    pub fn once(&mut self, now: OffsetDateTime) -> io::Result<Vec<Market>> {
-        Ok(self.pass(now)?.into_iter().map(|(m, _)| m).collect())
-    }
-
     /// Re-fetches a market found earlier (closing, resolution).
-    fn refetch(&mut self, m: &Market) -> io::Result<Option<(Market, Option<Box<Resolution>>)>> {
+    fn refetch(&mut self, m: &Market) -> io::Result<Option<Found>> {
         let (Some(s), Some(e), Some(f)) = (m.window_start(), m.window_end(), m.family) else { return Ok(None) };
         Ok(match self.fetch(&m.slug, f, (s, e))? {
             Fetch::Found(nm, r) => Some((*nm, r)),
@@ -304,127 +261,32 @@ impl Discoverer {
             }
         })
     }
+}
 
-    /// One watch pass: returns the lines to emit (market records `new`, `changed`, `expired`, and
-    /// resolution records), in emission order.
-    pub fn watch_pass(&mut self, now: OffsetDateTime) -> io::Result<Vec<Record>> {
-        let mut emit: Vec<Record> = Vec::new();
-        let mut seen = self.pass(now)?;
-        // Markets found earlier whose window is no longer wanted but not yet expired: re-fetch them so
-        // that closing and resolution are reported.
-        let wanted: Vec<String> = seen.iter().map(|(m, _)| m.slug.clone()).collect();
-        let older: Vec<Market> = self.known.values().filter(|m| !wanted.contains(&m.slug)).cloned().collect();
-        for m in older {
-            if signal::stop_requested() {
-                break;
-            }
-            if m.window_end().is_some_and(|e| e + self.cfg.keep_after < now) {
-                continue;
-            }
-            if let Some(found) = self.refetch(&m)? {
-                seen.push(found);
-            }
-        }
-        for (mut m, r) in seen {
-            let change = match self.known.get(&m.slug) {
-                None => Some("new"),
-                Some(old) if old.state_key() != m.state_key() || old.tokens != m.tokens => Some("changed"),
-                Some(_) => None,
-            };
-            if let Some(c) = change {
-                m.change = c.into();
-                emit.push(Record::Market(Box::new(m.clone())));
-            }
-            if m.window_end().is_some_and(|e| e <= now) {
-                self.follow(&m, r, now, &mut emit);
-            }
-            self.known.insert(m.slug.clone(), m);
-        }
-        let expired: Vec<String> = self
-            .known
-            .values()
-            .filter(|m| m.window_end().map(|e| e + self.cfg.keep_after < now).unwrap_or(true))
-            .map(|m| m.slug.clone())
-            .collect();
-        for slug in expired {
-            let mut m = self.known.remove(&slug).expect("present");
-            m.change = "expired".into();
-            m.fetched_at_utc = clock::fmt_micros(now);
-            emit.push(Record::Market(Box::new(m.clone())));
-            if !self.pending.contains_key(&slug) {
-                self.reported.remove(&slug);
-            }
-        }
-        self.check_pending(now, &mut emit)?;
-        Ok(emit)
+impl Discoverer {
+    pub fn new(cfg: Config, client: Client, seq: Sequencer, raw: Option<Box<dyn Write + Send>>) -> Discoverer {
+        let watch = Watch::new(cfg.keep_after, cfg.resolve_every, cfg.resolve_for);
+        let gamma = Gamma {
+            cfg,
+            client,
+            seq,
+            raw: raw.map(|w| LineWriter::new(w, true)),
+            asked: Default::default(),
+            outage: Outage::new("pm-markets", "Gamma"),
+            followed: 0,
+            stats: Stats::default(),
+        };
+        Discoverer { gamma, watch }
     }
 
-    /// Notes a fetch of an ended market: reports its resolution once, or keeps it pending.
-    fn follow(&mut self, m: &Market, r: Option<Box<Resolution>>, now: OffsetDateTime, emit: &mut Vec<Record>) {
-        if self.cfg.resolve_for.is_zero() || self.reported.contains(&m.slug) {
-            return;
-        }
-        match r {
-            Some(r) => {
-                self.stats.resolved += 1;
-                emit.push(Record::Resolution(r));
-                self.pending.remove(&m.slug);
-                self.reported.insert(m.slug.clone());
-            }
-            None => {
-                let p = self.pending.entry(m.slug.clone()).or_insert(Pending {
-                    market: m.clone(),
-                    checks: 0,
-                    last_check: now,
-                });
-                p.market = m.clone();
-                p.checks += 1;
-                p.last_check = now;
-            }
-        }
+    /// The run's counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.gamma.stats
     }
 
-    /// Re-checks pending markets that left `known` (every `resolve_every`), and gives up on those
-    /// whose `resolve_for` ran out (one `unresolved` record each).
-    fn check_pending(&mut self, now: OffsetDateTime, emit: &mut Vec<Record>) -> io::Result<()> {
-        let every = time::Duration::seconds_f64(self.cfg.resolve_every.as_secs_f64());
-        let limit = time::Duration::seconds_f64(self.cfg.resolve_for.as_secs_f64());
-        let slugs: Vec<String> = self.pending.keys().cloned().collect();
-        for slug in slugs {
-            if signal::stop_requested() {
-                break;
-            }
-            let p = &self.pending[&slug];
-            let end = p.market.window_end().unwrap_or(now);
-            if end + limit < now {
-                let p = self.pending.remove(&slug).expect("present");
-                self.stats.unresolved += 1;
-                let mut r = Resolution::of_market(&p.market, "unresolved", p.checks);
-                r.fetched_at_utc = clock::fmt_micros(now);
-                emit.push(Record::Resolution(Box::new(r)));
-                // Reported once: a market still re-fetched as known is not followed again.
-                if self.known.contains_key(&slug) {
-                    self.reported.insert(slug);
-                } else {
-                    self.reported.remove(&slug);
-                }
-                continue;
-            }
-            if self.known.contains_key(&slug) || p.last_check + every > now {
-                continue;
-            }
-            let m = p.market.clone();
-            if let Some((nm, r)) = self.refetch(&m)? {
-                self.follow(&nm, r, now, emit);
-                if !self.pending.contains_key(&slug) {
-                    self.reported.remove(&slug);
-                }
-            } else if let Some(p) = self.pending.get_mut(&slug) {
-                p.last_check = now;
-                p.checks += 1;
-            }
-        }
-        Ok(())
+    /// One pass over the wanted windows at `now`: the markets found, in family/window order.
+    pub fn once(&mut self, now: OffsetDateTime) -> io::Result<Vec<Market>> {
+        Ok(self.gamma.pass(now)?.into_iter().map(|(m, _)| m).collect())
     }
 
     /// `--once`: one pass at `now`, every market found written to `out`, the summary on stderr.
@@ -434,42 +296,47 @@ impl Discoverer {
             out.write(&m)?;
         }
         eprintln!("pm-markets: {}", self.summary());
-        Ok(self.stats.failed + self.stats.malformed + self.stats.unknown_version > 0)
+        Ok(self.bad() > 0)
     }
 
-    /// `--watch`: a pass every `every` (drift-free: pass k starts at start + k·every) until a stop is
-    /// requested, each pass's lines written to `out`. The summary goes to stderr when a pass added a
-    /// failure outside an outage (an outage reports itself), and once more at the end.
+    /// `--watch`: see [`watch::run`] (no `--duration`: until a stop is requested).
     pub fn run_watch<W: Write>(&mut self, every: Duration, out: &mut LineWriter<W>) -> io::Result<()> {
-        let start = Instant::now();
-        let mut k: u32 = 0;
-        let bad = |s: &Stats| s.failed + s.malformed + s.unknown_version;
-        while !signal::stop_requested() {
-            let before = bad(&self.stats);
-            for m in self.watch_pass(clock::now())? {
-                out.write(&m)?;
-            }
-            if bad(&self.stats) > before && !self.in_outage() {
-                eprintln!("pm-markets: {}", self.summary());
-            }
-            k += 1;
-            let due = start + every * k;
-            let now = Instant::now();
-            if due > now && !signal::sleep(due - now) {
-                break;
-            }
-        }
-        eprintln!("pm-markets: stopped by signal {}; {}", signal::last_signal(), self.summary());
-        Ok(())
+        watch::run(self, every, None, out)
     }
 
     /// Markets followed for their resolution right now.
     pub fn pending_resolutions(&self) -> usize {
-        self.pending.len()
+        self.watch.pending()
+    }
+}
+
+impl Engine for Discoverer {
+    const TOOL: &'static str = "pm-markets";
+    type Line = Record;
+
+    /// One watch pass: the lines to emit (market records `new`, `changed`, `expired`, and
+    /// resolution records), in emission order.
+    fn watch_pass(&mut self, now: OffsetDateTime) -> io::Result<Vec<Record>> {
+        self.gamma.followed = self.watch.followed();
+        let seen = self.gamma.pass(now)?;
+        let gamma = &mut self.gamma;
+        self.watch.pass(seen, now, |m, followed| {
+            gamma.followed = followed;
+            gamma.refetch(m)
+        })
     }
 
-    pub fn summary(&self) -> String {
-        let s = &self.stats;
+    fn bad(&self) -> u64 {
+        let s = &self.gamma.stats;
+        s.failed + s.malformed + s.unknown_version
+    }
+
+    fn in_outage(&self) -> bool {
+        self.gamma.outage.active()
+    }
+
+    fn summary(&self) -> String {
+        let s = &self.gamma.stats;
         let mut line = format!(
             "{} windows: {} found, {} not listed yet, {} malformed, {} failed; {} HTTP attempts",
             s.windows, s.found, s.not_listed, s.malformed, s.failed, s.requests
@@ -477,14 +344,6 @@ impl Discoverer {
         if s.unknown_version > 0 {
             line.push_str(&format!("; {} with an unsupported version", s.unknown_version));
         }
-        if s.resolved + s.unresolved > 0 || !self.pending.is_empty() {
-            line.push_str(&format!(
-                "; resolutions: {} reported, {} unresolved when --resolve-for ran out, {} pending",
-                s.resolved,
-                s.unresolved,
-                self.pending.len()
-            ));
-        }
-        line
+        line + &self.watch.summary()
     }
 }

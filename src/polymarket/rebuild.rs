@@ -30,7 +30,7 @@
 //! decimals, from the changes sent with each row), in order.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -44,7 +44,6 @@ use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::{to_raw_value, RawValue};
 use serde_json::Value;
-use sha1::{Digest, Sha1};
 
 use crate::clock;
 use crate::envelope::RawLine;
@@ -53,6 +52,9 @@ use crate::normalize::{self, parse, Normalizer, Parsed, Pre, SideMemo};
 use crate::polymarket::bookhash;
 use crate::polymarket::tradeset::{self, TradeRow};
 use crate::util::AtomicFile;
+
+mod hashing;
+use hashing::{HashJob, HashStage, Helper};
 
 /// `source` of a row holding the rebuilt state after a websocket message (`book` or `price_change`).
 pub const SOURCE_WS: &str = "ws";
@@ -73,6 +75,9 @@ pub const UNV_REST_FIELDS: &str = "rest_fields_missing";
 const OUT_CHUNK: usize = 1 << 16;
 /// Trade prices kept per asset for the hash (each trade adds one or two spellings).
 const MAX_CANDIDATES: usize = 8;
+/// Settled states whose verdict may wait for the hashing stage (then the oldest is reached); a
+/// verdict whose SHA-1 is there is reached at once, so the hash texts stay in the caches.
+const MAX_DEFERRED: usize = 512;
 
 /// Why [`Rebuilder::read_file`] stopped: the input could not be opened (exit 2), or writing rows or
 /// trades failed (exit 2 as an I/O error on output). Damage inside an input is not an error: it is
@@ -98,6 +103,11 @@ pub struct Options {
     pub tick_size: Option<Value>,
     /// False: verify only, format no rows (`--no-rows`).
     pub write_rows: bool,
+    /// `--threads`: the threads kept busy. When that leaves room for a hashing thread beside the
+    /// rebuilding and the row thread (with rows from 3, without from 2), the SHA-1 jobs are shared
+    /// out ([`hashing`]: that thread, the row thread between rows, the rebuilding thread for those
+    /// nobody took); else the rebuilding thread hashes. Same output for any value.
+    pub threads: usize,
 }
 
 impl Default for Options {
@@ -109,6 +119,7 @@ impl Default for Options {
             neg_risk: Value::Bool(false),
             tick_size: None,
             write_rows: true,
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -547,6 +558,8 @@ struct Book {
     order: u64,
     /// Level changes since the asset's last row, encoded for the row thread ([`put_set`]).
     ops: Vec<u8>,
+    /// Settled states of the asset whose verdict is not reached yet ([`Deferred`]).
+    deferred: u32,
 }
 
 /// A `book` event that is about to replace an asset's state: a pending state at the same
@@ -591,6 +604,7 @@ impl Book {
             recv: RecvBuf::default(),
             order: 0,
             ops: Vec::new(),
+            deferred: 0,
         }
     }
 }
@@ -961,60 +975,31 @@ fn meta_of<'m>(meta: &'m Assets<(Raw, Raw)>, default: &'m (Raw, Raw), asset: &st
     (m, n)
 }
 
-/// The SHA-1 of one rebuilt state, streamed: the one hash text writer
-/// ([`bookhash::write_hash_text_with`], as pm-normalize uses it) writes into `buf`, and the sides'
-/// kept texts are fed to SHA-1 in place instead of being copied. The SHA-1 state after the text
-/// before `last_trade_price` (the last field) is kept, so that each trade price tried costs a block
-/// or two, not the whole book.
-struct StateHash<'b> {
-    head: Sha1,
-    /// The text after `asks` up to `"last_trade_price":`.
-    tail: &'b [u8],
+/// A rebuilt state's hash text up to and including `"last_trade_price":` into `j` (the one hash
+/// text writer, [`bookhash::write_hash_text_with`], as pm-normalize uses it, with the sides' kept
+/// texts), and the state's `last_trade_price` as the text tried first: what the hashing stage
+/// needs ([`hashing`]). The SHA-1 state after the prefix is kept there, so each other trade price
+/// tried costs a block or two, not the whole book.
+fn hash_job(j: &mut HashJob, asset: &str, b: &Book, tick: &RawValue, meta: (&RawValue, &RawValue)) {
+    let tail = [meta.0, tick, meta.1].map(parse::hash_scalar_text);
+    // `last_trade_price` written as nothing: the text then ends in `"last_trade_price":}`.
+    bookhash::write_hash_text_with(
+        &mut j.text,
+        &b.market,
+        asset,
+        &b.timestamp,
+        |o| o.extend_from_slice(&b.bids.text),
+        |o| o.extend_from_slice(&b.asks.text),
+        [&tail[0], &tail[1], &tail[2], ""],
+    );
+    debug_assert!(j.text.ends_with(b":}"));
+    j.text.pop();
+    j.ltp.extend_from_slice(parse::hash_scalar_text(&b.ltp).as_bytes());
 }
 
-impl<'b> StateHash<'b> {
-    fn new(
-        buf: &'b mut Vec<u8>,
-        asset: &str,
-        b: &Book,
-        tick: &RawValue,
-        meta: (&RawValue, &RawValue),
-    ) -> StateHash<'b> {
-        let tail = [meta.0, tick, meta.1].map(parse::hash_scalar_text);
-        let head = std::cell::RefCell::new(Sha1::new());
-        let feed = |o: &mut Vec<u8>, side: &Side| {
-            let mut h = head.borrow_mut();
-            h.update(&o[..]);
-            o.clear();
-            h.update(&side.text);
-        };
-        // `last_trade_price` written as nothing: the text then ends in `"last_trade_price":}`.
-        bookhash::write_hash_text_with(
-            buf,
-            &b.market,
-            asset,
-            &b.timestamp,
-            |o| feed(o, &b.bids),
-            |o| feed(o, &b.asks),
-            [&tail[0], &tail[1], &tail[2], ""],
-        );
-        let text: &'b Vec<u8> = buf;
-        debug_assert!(text.ends_with(b":}"));
-        StateHash { head: head.into_inner(), tail: &text[..text.len() - 1] }
-    }
-
-    /// The SHA-1 with `ltp` (its JSON text as the hash spells it) as `last_trade_price`.
-    fn with_ltp(&self, ltp: &str) -> [u8; 20] {
-        let mut h = self.head.clone();
-        h.update(self.tail);
-        h.update(ltp.as_bytes());
-        h.update(b"}");
-        h.finalize().into()
-    }
-
-    fn with_raw_ltp(&self, ltp: &RawValue) -> [u8; 20] {
-        self.with_ltp(&parse::hash_scalar_text(ltp))
-    }
+/// The SHA-1 of a hashed state with `ltp` (a raw value) as `last_trade_price`.
+fn with_raw_ltp(j: &HashJob, ltp: &RawValue) -> [u8; 20] {
+    j.with_ltp(parse::hash_scalar_text(ltp).as_bytes())
 }
 
 /// The venue's hash (40 lowercase hex digits, as [`bookhash`] writes them) as bytes; None for any
@@ -1036,28 +1021,19 @@ fn venue_digest(h: &str) -> Option<[u8; 20]> {
     Some(d)
 }
 
-/// Checks the rebuilt state against the venue's hash, trying trade prices (newest first) for
-/// `last_trade_price` when the current one does not match. None: no tick size known (no check).
-/// Some((matched, index of the trade price that matched)).
-fn check(
-    buf: &mut Vec<u8>,
-    asset: &str,
-    b: &Book,
-    meta: (&RawValue, &RawValue),
-    venue: &str,
-) -> Option<(bool, Option<usize>)> {
-    let tick = b.tick_size.as_deref()?;
-    let Some(want) = venue_digest(venue) else { return Some((false, None)) };
-    let h = StateHash::new(buf, asset, b, tick, meta);
-    if h.with_raw_ltp(&b.ltp) == want {
-        return Some((true, None));
+/// Checks a hashed state against the venue's digest, trying trade prices (newest first) for
+/// `last_trade_price` when the book's current one does not match: (matched, index of the trade
+/// price that matched).
+fn check(j: &HashJob, b: &Book, want: [u8; 20]) -> (bool, Option<usize>) {
+    if with_raw_ltp(j, &b.ltp) == want {
+        return (true, None);
     }
     for (i, c) in b.cands.iter().enumerate().rev() {
-        if h.with_raw_ltp(c) == want {
-            return Some((true, Some(i)));
+        if with_raw_ltp(j, c) == want {
+            return (true, Some(i));
         }
     }
-    Some((false, None))
+    (false, None)
 }
 
 /// The spellings of the price `k` ticks of `step` as the venue writes prices: padded to the tick's
@@ -1079,19 +1055,16 @@ fn grid_spellings(step: Dec, k: i128, out: &mut Vec<String>) {
 
 /// Searches the tick grid for the `last_trade_price` that reproduces the venue's hash (the price
 /// of a trade the input does not hold): `""`, then every multiple of the tick size in (0, 1) as
-/// [`grid_spellings`] spells it. None when nothing matches, or no tick size is known or it is not
-/// a decimal in [0.001, 1) (at most 1000 prices).
-fn search_ltp(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawValue), venue: &str) -> Option<Raw> {
-    let tick = b.tick_size.as_deref()?;
+/// [`grid_spellings`] spells it. None when nothing matches, or the tick size is not a decimal in
+/// [0.001, 1) (at most 1000 prices).
+fn search_ltp(j: &HashJob, tick: &RawValue, want: [u8; 20]) -> Option<Raw> {
     let t: &str = serde_json::from_str(tick.get()).ok()?;
     let step = Dec::parse(t.trim())?;
     let one = 10i128.pow(step.s);
     if step.m <= 0 || step.m >= one || step.m * 1000 < one {
         return None;
     }
-    let want = venue_digest(venue)?;
-    let h = StateHash::new(buf, asset, b, tick, meta);
-    if h.with_ltp("\"\"") == want {
+    if j.with_ltp(b"\"\"") == want {
         return Some(raw_str(""));
     }
     let mut tried: Vec<String> = Vec::with_capacity(4);
@@ -1104,7 +1077,7 @@ fn search_ltp(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawVa
             quoted.push('"');
             quoted.push_str(s);
             quoted.push('"');
-            if h.with_ltp(&quoted) == want {
+            if j.with_ltp(quoted.as_bytes()) == want {
                 return Some(raw_str(s));
             }
         }
@@ -1112,28 +1085,81 @@ fn search_ltp(buf: &mut Vec<u8>, asset: &str, b: &Book, meta: (&RawValue, &RawVa
     None
 }
 
-/// What the verdict on a pending state needs besides its book: the hash buffer, the asset, its
-/// (min_order_size, neg_risk), what the state waited for, the `book` event ending it, the counters.
-struct Verify<'v, 'n> {
-    buf: &'v mut Vec<u8>,
-    asset: &'v str,
-    meta: (&'v RawValue, &'v RawValue),
-    kind: Pend,
-    next: Option<&'v Next<'n>>,
+/// A settled state whose verdict waits for its SHA-1 from the hashing stage: what the verdict needs
+/// of the state as it was when settled (the book goes on changing meanwhile). Verdicts are reached
+/// in settle order ([`Rebuilder::resolve_front`]), before anything reads or changes what they
+/// decide (the asset's trust, trade prices, the order of rows).
+#[derive(Default)]
+struct Deferred {
+    asset: String,
+    kind: Option<Pend>,
+    /// The state's venue hash: None when it came without one; Some(None) when it is not 40 hex
+    /// digits (no state reproduces it).
+    want: Option<Option<[u8; 20]>>,
+    /// A tick size was known (else the check is unverifiable).
+    tick: bool,
+    /// The `book` event that replaced the state has the same timestamp, hash and levels.
+    confirmed: bool,
+    /// Receive time of the line that completed the state (the untrusted span starts there).
+    now_us: Option<i64>,
+    /// The state's row, but for what the verdict decides (`last_trade_price`, `hash_ok`, flags).
+    row: Option<Box<RowJob>>,
+}
+
+impl Deferred {
+    /// The state was sent to the hashing stage (a tick size and a digest to compare with).
+    fn hashed(&self) -> bool {
+        self.tick && matches!(self.want, Some(Some(_)))
+    }
+}
+
+/// What waits, in input order, for the verdicts settled before it: a settled state's verdict, or
+/// a change of what verdicts read that must not reach the states settled before it.
+enum Later {
+    Verdict(Deferred),
+    /// A `last_trade_price` event's price (asset, price): a candidate for the states after it.
+    Trade(String, String),
+    /// A `book` event's `last_trade_price` (when it has one) and the trust it restores.
+    Book {
+        asset: String,
+        ltp: Option<Raw>,
+        now_us: Option<i64>,
+    },
+}
+
+impl Later {
+    fn asset(&self) -> &str {
+        match self {
+            Later::Verdict(d) => &d.asset,
+            Later::Trade(a, _) | Later::Book { asset: a, .. } => a,
+        }
+    }
+}
+
+/// What the verdict on a settled state needs besides its book: the deferred state, its SHA-1
+/// (when hashed), the counters.
+struct Verify<'v> {
+    d: &'v Deferred,
+    job: Option<&'v HashJob>,
     stats: &'v mut Stats,
 }
 
-impl Verify<'_, '_> {
-    /// The verdict on the state of `b`: its hash checked with the current and the seen trade
-    /// prices, else (when allowed) the tick grid searched; sets `b.verified` and, on a match
-    /// through another trade price, adopts it. None: the state came without a hash (no check).
+impl Verify<'_> {
+    /// The verdict on the state: its hash checked with the current and the seen trade prices, else
+    /// (when allowed) the tick grid searched; sets `b.verified` and, on a match through another
+    /// trade price, adopts it. None: the state came without a hash (no check).
     fn verdict(&mut self, b: &mut Book) -> Option<Tally> {
-        let Some(h) = &b.hash else {
+        let Some(want) = self.d.want else {
             self.stats.states_without_hash += 1;
             b.verified = None;
             return None;
         };
-        let t = match check(self.buf, self.asset, b, self.meta, h) {
+        let m = match (want, self.job) {
+            _ if !self.d.tick => None,
+            (Some(w), Some(j)) => Some(check(j, b, w)),
+            _ => Some((false, None)),
+        };
+        let t = match m {
             None => Tally::Unverifiable(UNV_TICK_SIZE),
             Some((true, via)) => {
                 b.ltp_known = true;
@@ -1160,32 +1186,27 @@ impl Verify<'_, '_> {
     /// outside its levels is unknown (or the next `book` confirms its levels), and a mismatch
     /// otherwise.
     fn no_match(&mut self, b: &mut Book) -> Tally {
-        let confirmed = self.next.is_some_and(|n| {
-            n.ts_ms == b.ts_ms
-                && b.hash.as_deref() == Some(n.hash)
-                && b.bids.same_levels(n.bids)
-                && b.asks.same_levels(n.asks)
-        });
-        let search = match self.kind {
+        let kind = self.d.kind.expect("a settled state");
+        let search = match kind {
             Pend::Book { had_ltp, .. } => !had_ltp,
             Pend::Change => b.trusted && b.ltp_known,
         };
-        if search {
-            if let Some(l) = search_ltp(self.buf, self.asset, b, self.meta, b.hash.as_deref().unwrap_or("")) {
+        if let (true, Some(j), Some(Some(want)), Some(tick)) = (search, self.job, self.d.want, b.tick_size.as_deref()) {
+            if let Some(l) = search_ltp(j, tick, want) {
                 b.ltp = l;
                 b.ltp_known = true;
                 self.stats.matched_with_inferred_trade_price += 1;
                 return Tally::Matched;
             }
         }
-        let unknown_field = match self.kind {
+        let unknown_field = match kind {
             Pend::Book { complete, had_ltp } => {
                 if !had_ltp {
                     b.ltp_known = false;
                 }
                 (!complete).then_some(if had_ltp { UNV_TICK_SIZE } else { UNV_TRADE_PRICE })
             }
-            Pend::Change => (!b.ltp_known || confirmed).then_some(UNV_TRADE_PRICE),
+            Pend::Change => (!b.ltp_known || self.d.confirmed).then_some(UNV_TRADE_PRICE),
         };
         unknown_field.map_or(Tally::Mismatched, Tally::Unverifiable)
     }
@@ -1408,15 +1429,20 @@ struct Writer {
     tx: Sender<Vec<Job>>,
     /// Jobs not sent yet.
     batch: Vec<Job>,
-    back: Receiver<Box<RowJob>>,
+    /// Row jobs written, back for reuse (a batch at a time).
+    #[allow(clippy::vec_box)]
+    back: Receiver<Vec<Box<RowJob>>>,
     handle: JoinHandle<io::Result<WriterStats>>,
 }
 
 impl Writer {
-    fn start(opts: normalize::Options, markets: Vec<PathBuf>, out: Box<dyn Write + Send>) -> Writer {
-        let (tx, rx) = crossbeam_channel::bounded::<Vec<Job>>(16);
-        let (back_tx, back) = crossbeam_channel::bounded::<Box<RowJob>>(4 * BATCH);
-        let handle = std::thread::spawn(move || write_rows(opts, &markets, rx, back_tx, out));
+    fn start(opts: normalize::Options, markets: Vec<PathBuf>, out: Box<dyn Write + Send>, h: Option<Helper>) -> Writer {
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<Job>>(64);
+        let (back_tx, back) = crossbeam_channel::bounded::<Vec<Box<RowJob>>>(8);
+        let handle = std::thread::Builder::new()
+            .name("rebuild-rows".into())
+            .spawn(move || write_rows(opts, &markets, (rx, h), back_tx, out))
+            .expect("a thread for the rows");
         Writer { tx, batch: Vec::with_capacity(BATCH), back, handle }
     }
 }
@@ -1432,12 +1458,14 @@ fn env_of<'r>(recv: &'r RecvBuf, source: &'static str) -> parse::Env<'r> {
     }
 }
 
-/// The row thread: pm-normalize's row writer over the jobs, in order.
+/// The row thread: pm-normalize's row writer over the jobs, in order; the jobs written go `back`
+/// for reuse (boxed: a job moves through the channels as a pointer).
+#[allow(clippy::vec_box)]
 fn write_rows(
     opts: normalize::Options,
     markets: &[PathBuf],
-    rx: Receiver<Vec<Job>>,
-    back: Sender<Box<RowJob>>,
+    (rx, mut hash): (Receiver<Vec<Job>>, Option<Helper>),
+    back: Sender<Vec<Box<RowJob>>>,
     mut out: Box<dyn Write + Send>,
 ) -> io::Result<WriterStats> {
     let mut nor = Normalizer::new(opts);
@@ -1447,44 +1475,61 @@ fn write_rows(
     let mut books: Assets<RowBook> = Assets::default();
     let mut views = [Vec::new(), Vec::new()];
     let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK + (16 << 10));
-    for job in rx.into_iter().flatten() {
-        match job {
-            Job::Track(ctx) => {
-                nor.learn_track_ctx(&ctx);
-            }
-            Job::Row(mut j) => {
-                book_row(&mut nor, &mut books, &mut views, &mut j, &mut buf);
-                let _ = back.try_send(j);
-            }
-            Job::Rest(j) => {
-                fn c(s: &Option<String>) -> Option<Cow<'_, str>> {
-                    s.as_deref().map(Cow::Borrowed)
-                }
-                #[allow(clippy::type_complexity)]
-                fn side(v: &Option<Vec<(Option<String>, Option<String>)>>) -> Option<Vec<parse::Level<'_>>> {
-                    v.as_ref().map(|v| v.iter().map(|(p, z)| parse::Level { price: c(p), size: c(z) }).collect())
-                }
-                let [mos, tick, neg, ltp] = &j.scalars;
-                let view = parse::Book {
-                    market: c(&j.market),
-                    asset_id: c(&j.asset_id),
-                    timestamp: c(&j.timestamp),
-                    hash: c(&j.hash),
-                    bids: side(&j.bids),
-                    asks: side(&j.asks),
-                    min_order_size: mos.as_deref(),
-                    tick_size: tick.as_deref(),
-                    neg_risk: neg.as_deref(),
-                    last_trade_price: ltp.as_deref(),
-                    error: j.error.as_deref(),
-                    unknown_fields: j.unknown_fields,
-                };
-                nor.state_row(&env_of(&j.recv, SOURCE_WS_REST), &view, None, j.hash_ok, 0, &mut buf);
-            }
+    let mut used = Vec::with_capacity(BATCH);
+    // Rows in order; between them, hash jobs nobody took yet (either, when both wait).
+    let next = |hash: &mut Option<Helper>| loop {
+        let Some(h) = hash.as_ref() else { return rx.recv().ok() };
+        crossbeam_channel::select! {
+            recv(rx) -> m => return m.ok(),
+            recv(h.jobs) -> b => match b {
+                Ok(b) => h.run(b),
+                Err(_) => *hash = None,
+            },
         }
-        if buf.len() >= OUT_CHUNK {
-            out.write_all(&buf)?;
-            buf.clear();
+    };
+    while let Some(batch) = next(&mut hash) {
+        for job in batch {
+            if used.len() >= BATCH {
+                let _ = back.try_send(std::mem::replace(&mut used, Vec::with_capacity(BATCH)));
+            }
+            match job {
+                Job::Track(ctx) => {
+                    nor.learn_track_ctx(&ctx);
+                }
+                Job::Row(mut j) => {
+                    book_row(&mut nor, &mut books, &mut views, &mut j, &mut buf);
+                    used.push(j);
+                }
+                Job::Rest(j) => {
+                    fn c(s: &Option<String>) -> Option<Cow<'_, str>> {
+                        s.as_deref().map(Cow::Borrowed)
+                    }
+                    #[allow(clippy::type_complexity)]
+                    fn side(v: &Option<Vec<(Option<String>, Option<String>)>>) -> Option<Vec<parse::Level<'_>>> {
+                        v.as_ref().map(|v| v.iter().map(|(p, z)| parse::Level { price: c(p), size: c(z) }).collect())
+                    }
+                    let [mos, tick, neg, ltp] = &j.scalars;
+                    let view = parse::Book {
+                        market: c(&j.market),
+                        asset_id: c(&j.asset_id),
+                        timestamp: c(&j.timestamp),
+                        hash: c(&j.hash),
+                        bids: side(&j.bids),
+                        asks: side(&j.asks),
+                        min_order_size: mos.as_deref(),
+                        tick_size: tick.as_deref(),
+                        neg_risk: neg.as_deref(),
+                        last_trade_price: ltp.as_deref(),
+                        error: j.error.as_deref(),
+                        unknown_fields: j.unknown_fields,
+                    };
+                    nor.state_row(&env_of(&j.recv, SOURCE_WS_REST), &view, None, j.hash_ok, 0, &mut buf);
+                }
+            }
+            if buf.len() >= OUT_CHUNK {
+                out.write_all(&buf)?;
+                buf.clear();
+            }
         }
     }
     out.write_all(&buf)?;
@@ -1502,7 +1547,12 @@ pub struct Rebuilder {
     /// REST books are verified with pm-normalize's check; `--markets` are loaded into it first to
     /// report their bad lines (the row thread loads them again for its join).
     verifier: Normalizer,
-    hash_buf: Vec<u8>,
+    /// SHA-1 of the settled states (shared out when there is a hashing thread).
+    hasher: HashStage,
+    /// Settled states waiting for their verdict and what must follow them, in input order; emptied
+    /// states for reuse.
+    deferred: VecDeque<Later>,
+    spare_deferred: Vec<Deferred>,
     /// The row thread (pm-normalize's row writer on the second core), started with the first line.
     writer: Option<Writer>,
     /// The row output until the row thread takes it.
@@ -1525,13 +1575,20 @@ pub struct Rebuilder {
 impl Rebuilder {
     pub fn new(opts: Options, rows: Box<dyn Write + Send>) -> Rebuilder {
         let default_meta = (raw(&opts.min_order_size), raw(&opts.neg_risk));
+        // On two cores with rows, neither a third thread nor the row thread hashing between rows
+        // was measured faster than hashing on the rebuilding thread
+        // (reports/bench_stream_loopback_2026-12-01-{1,2}-s4.txt): jobs are shared out only when
+        // there is a core for a hashing thread.
+        let shared = opts.threads > 1 + usize::from(opts.write_rows);
         Rebuilder {
             verifier: Normalizer::new(opts.rows.clone()),
             opts,
             books: Assets::default(),
             meta: Assets::default(),
             default_meta,
-            hash_buf: Vec::with_capacity(8192),
+            hasher: HashStage::new(shared),
+            deferred: VecDeque::new(),
+            spare_deferred: Vec::new(),
             writer: None,
             rows: Some(rows),
             markets: Vec::new(),
@@ -1569,7 +1626,8 @@ impl Rebuilder {
     fn writer(&mut self) -> &mut Writer {
         if self.writer.is_none() {
             let out = self.rows.take().expect("rows not taken yet");
-            self.writer = Some(Writer::start(self.opts.rows.clone(), self.markets.clone(), out));
+            let h = self.hasher.helper();
+            self.writer = Some(Writer::start(self.opts.rows.clone(), self.markets.clone(), out, h));
         }
         self.writer.as_mut().expect("started")
     }
@@ -1613,6 +1671,7 @@ impl Rebuilder {
         for (_, asset) in &pending {
             self.settle(asset, None)?;
         }
+        self.resolve_all()?;
         let last = self.file.as_ref().and_then(|f| f.last_us);
         let spans: Vec<Option<i64>> =
             self.books.values_mut().filter(|b| !b.trusted).map(|b| b.untrusted_since_us.take()).collect();
@@ -1748,6 +1807,7 @@ impl Rebuilder {
                 if let (Ok(TrackLine { ctx: Some(ctx) }), true) =
                     (serde_json::from_str::<TrackLine>(text), self.opts.write_rows)
                 {
+                    self.resolve_all()?;
                     self.send(Some(Job::Track(ctx.get().to_string())), false)?;
                 }
             }
@@ -1805,6 +1865,7 @@ impl Rebuilder {
                 (Some(a), Some(n)) => {
                     // The pending state was hashed with the tick size before the change.
                     self.settle(a, None)?;
+                    self.resolve(a)?;
                     if let Some(b) = self.books.get_mut(a) {
                         b.tick_size = Some(n.to_owned());
                     }
@@ -1878,25 +1939,125 @@ impl Rebuilder {
         b.order = self.order;
     }
 
-    /// Checks a pending state against the venue's hash, updates trust and counters, writes its row.
-    /// `next`: the `book` event about to replace the state, if that is what ends it.
+    /// Settles a pending state: what its verdict needs is taken now ([`Deferred`]), its hash text
+    /// goes to the hashing stage, and the verdict (trust, counters, row) follows in settle order
+    /// ([`Rebuilder::resolve_front`]). `next`: the `book` event about to replace the state, if that
+    /// is what ends it.
     fn settle(&mut self, asset: &str, next: Option<&Next>) -> io::Result<()> {
         let Some(b) = self.books.get_mut(asset) else { return Ok(()) };
         let Some(kind) = b.pending.take() else { return Ok(()) };
-        let is_book = kind != Pend::Change;
-        let meta = meta_of(&self.meta, &self.default_meta, asset);
-        let mut v = Verify { buf: &mut self.hash_buf, asset, meta, kind, next, stats: &mut self.stats };
-        let tally = v.verdict(b);
-        let trusted = b.trusted;
-        let now_us = b.recv.view().us();
-        if let Some(t) = tally {
-            self.count_settled(asset, t, is_book, trusted, now_us);
+        let mut d = self.spare_deferred.pop().unwrap_or_default();
+        d.asset.clear();
+        d.asset.push_str(asset);
+        d.kind = Some(kind);
+        d.want = b.hash.as_deref().map(venue_digest);
+        d.tick = b.tick_size.is_some();
+        d.confirmed = next.is_some_and(|n| {
+            n.ts_ms == b.ts_ms
+                && b.hash.as_deref() == Some(n.hash)
+                && b.bids.same_levels(n.bids)
+                && b.asks.same_levels(n.asks)
+        });
+        d.now_us = b.recv.view().us();
+        b.deferred += 1;
+        if let (true, Some(tick)) = (d.hashed(), b.tick_size.as_deref()) {
+            let mut j = self.hasher.job();
+            hash_job(&mut j, asset, b, tick, meta_of(&self.meta, &self.default_meta, asset));
+            self.hasher.push(j);
         }
-        let b = self.books.get_mut(asset).expect("present");
         let recv = std::mem::take(&mut b.recv);
-        let r = self.row(asset, &recv.view(), SOURCE_WS, is_book);
+        d.row = self.row_job(asset, &recv.view(), SOURCE_WS, kind != Pend::Change);
         self.books.get_mut(asset).expect("present").recv = recv;
+        self.deferred.push_back(Later::Verdict(d));
+        // Without a hashing thread the verdict is reached at once (as before that thread existed).
+        if self.deferred.len() > MAX_DEFERRED || !self.hasher.threaded() {
+            self.resolve_front()?;
+        }
+        self.resolve_ready()
+    }
+
+    /// Reaches the verdicts whose SHA-1 is there, oldest first, up to the first that waits.
+    fn resolve_ready(&mut self) -> io::Result<()> {
+        while let Some(l) = self.deferred.front() {
+            if matches!(l, Later::Verdict(d) if d.hashed()) && !self.hasher.ready() {
+                break;
+            }
+            self.resolve_front()?;
+        }
+        Ok(())
+    }
+
+    /// Queues what must wait for the asset's verdicts settled before it.
+    fn later(&mut self, l: Later) {
+        if let Some(b) = self.books.get_mut(l.asset()) {
+            b.deferred += 1;
+        }
+        self.deferred.push_back(l);
+    }
+
+    /// Takes the oldest entry of [`Rebuilder::later`]'s queue: a verdict (its SHA-1 from the
+    /// hashing stage: checks, trust, counters, its row to the row thread), a trade price, a book's.
+    fn resolve_front(&mut self) -> io::Result<()> {
+        let Some(l) = self.deferred.pop_front() else { return Ok(()) };
+        if let Some(b) = self.books.get_mut(l.asset()) {
+            b.deferred -= 1;
+        }
+        match l {
+            Later::Verdict(d) => self.verdict(d),
+            Later::Trade(asset, price) => {
+                self.add_trade_price(&asset, &price);
+                Ok(())
+            }
+            Later::Book { asset, ltp, now_us } => {
+                self.ws_book_trust(&asset, ltp, now_us);
+                Ok(())
+            }
+        }
+    }
+
+    /// The verdict on a settled state: checks, trust, counters, and its row to the row thread.
+    fn verdict(&mut self, mut d: Deferred) -> io::Result<()> {
+        let job = d.hashed().then(|| self.hasher.next());
+        let b = self.books.get_mut(d.asset.as_str()).expect("a settled asset");
+        let tally = Verify { d: &d, job: job.as_ref(), stats: &mut self.stats }.verdict(b);
+        if let Some(t) = tally {
+            let trusted = b.trusted;
+            self.count_settled(&d.asset, t, d.kind != Some(Pend::Change), trusted, d.now_us);
+        }
+        let r = match d.row.take() {
+            Some(mut row) => {
+                let b = self.books.get(d.asset.as_str()).expect("present");
+                row.scalars[3].clear();
+                row.scalars[3].push_str(b.ltp.get());
+                row.verified = b.verified;
+                row.flags = if b.trusted { 0 } else { normalize::UNTRUSTED };
+                self.send(Some(Job::Row(row)), false)
+            }
+            None => Ok(()),
+        };
+        if let Some(j) = job {
+            self.hasher.recycle(j);
+        }
+        self.spare_deferred.push(d);
         r
+    }
+
+    /// Reaches every verdict of the asset still waiting (and those settled before them): before its
+    /// trust, trade prices or tick size change, or are read.
+    fn resolve(&mut self, asset: &str) -> io::Result<()> {
+        while self.books.get(asset).is_some_and(|b| b.deferred > 0) {
+            self.resolve_front()?;
+        }
+        Ok(())
+    }
+
+    /// Reaches every verdict still waiting: before a row that is not a settled state's, at the end
+    /// of a file.
+    fn resolve_all(&mut self) -> io::Result<()> {
+        while !self.deferred.is_empty() {
+            self.resolve_front()?;
+        }
+        Ok(())
     }
 
     /// Counts a settled state's check; a mismatch on a trusted book makes it untrusted (from `now_us`).
@@ -1963,16 +2124,41 @@ impl Rebuilder {
             self.stats.books_without_last_trade_price += 1;
         }
         self.settle(asset, Some(&Next { ts_ms: f.ts_ms, hash, bids: &f.bids, asks: &f.asks }))?;
+        // A tick size search of a state waiting for its verdict reads the tick size (rarely changed).
+        let (old, new) = (self.books.get(asset).and_then(|b| b.tick_size.as_deref()), f.tick.as_deref());
+        if new.is_some_and(|n| old.is_some_and(|o| o.get() != n.get())) {
+            self.resolve(asset)?;
+        }
         let pend = Pend::Book { complete: f.tick.is_some() && f.ltp.is_some(), had_ltp: f.ltp.is_some() };
         let default_tick = self.opts.tick_size.as_ref().map(raw);
+        let mut f = f;
+        let ltp = f.ltp.take();
         self.set_book(asset, f, Some(hash), default_tick);
-        // A full book is a known set of levels, verified or not.
-        if self.retrust(asset, recv.us()) {
-            self.stats.resyncs_ws_book += 1;
+        let now_us = recv.us();
+        if self.books.get(asset).is_some_and(|b| b.deferred > 0) {
+            self.later(Later::Book { asset: asset.to_string(), ltp, now_us });
+        } else {
+            self.ws_book_trust(asset, ltp, now_us);
         }
         asset_stats(&mut self.stats.assets, asset);
         self.pend(asset, pend, recv);
         Ok(())
+    }
+
+    /// A `book` event's `last_trade_price` (when it has one) becomes the asset's, and the asset is
+    /// trusted again: a full book is a known set of levels, verified or not.
+    fn ws_book_trust(&mut self, asset: &str, ltp: Option<Raw>, now_us: Option<i64>) {
+        self.set_ltp(asset, ltp);
+        if self.retrust(asset, now_us) {
+            self.stats.resyncs_ws_book += 1;
+        }
+    }
+
+    fn set_ltp(&mut self, asset: &str, ltp: Option<Raw>) {
+        if let (Some(l), Some(b)) = (ltp, self.books.get_mut(asset)) {
+            b.ltp = l;
+            b.ltp_known = true;
+        }
     }
 
     /// Sets an asset's state from a full book (a `book` event or a REST book; a new asset starts
@@ -1994,10 +2180,6 @@ impl Rebuilder {
             b.tick_size = f.tick;
         } else if b.tick_size.is_none() {
             b.tick_size = default_tick;
-        }
-        if let Some(l) = f.ltp {
-            b.ltp = l;
-            b.ltp_known = true;
         }
         put_opt_string(&mut b.hash, hash);
         if self.opts.write_rows {
@@ -2037,11 +2219,15 @@ impl Rebuilder {
             self.meta.insert(asset.to_string(), (m.to_owned(), n.to_owned()));
         }
         self.settle(asset, None)?;
+        // The verdicts before it first: the cross-check reads the asset's trade price and trust,
+        // and this row follows theirs.
+        self.resolve_all()?;
         if !self.rest_applies(asset, ts_ms, rb.hash.as_deref()) {
             return Ok(());
         }
         let (tick, ltp) = (rb.tick_size.map(RawValue::to_owned), rb.last_trade_price.map(RawValue::to_owned));
-        self.set_book(asset, Full { market, ts, ts_ms, bids, asks, tick, ltp }, rb.hash.as_deref(), None);
+        self.set_book(asset, Full { market, ts, ts_ms, bids, asks, tick, ltp: None }, rb.hash.as_deref(), None);
+        self.set_ltp(asset, ltp);
         self.books.get_mut(asset).expect("present").verified = rest_ok;
         if self.retrust(asset, recv.us()) {
             self.stats.resyncs_rest += 1;
@@ -2071,7 +2257,17 @@ impl Rebuilder {
             return false;
         }
         let meta = meta_of(&self.meta, &self.default_meta, asset);
-        let agree = hash.is_some_and(|h| check(&mut self.hash_buf, asset, b, meta, h).is_some_and(|(ok, _)| ok));
+        let agree = match (hash.and_then(venue_digest), b.tick_size.as_deref()) {
+            (Some(want), Some(tick)) => {
+                let mut j = self.hasher.job();
+                hash_job(&mut j, asset, b, tick, meta);
+                let j = j.hashed_now();
+                let (ok, _) = check(&j, b, want);
+                self.hasher.recycle(j);
+                ok
+            }
+            _ => false,
+        };
         if agree {
             self.stats.cross_checks_agree += 1;
         } else {
@@ -2165,18 +2361,9 @@ impl Rebuilder {
     fn trade(&mut self, ev: &Msg, recv: &Recv) -> io::Result<bool> {
         let (Some(asset), Some(price)) = (ev.asset_id.as_deref(), ev.price.as_deref()) else { return Ok(false) };
         let ms = self.timestamp(ev.timestamp.as_ref()).map(|(_, ms)| ms).unwrap_or(0);
-        if let Some(b) = self.books.get_mut(asset) {
-            b.cands.push(raw_str(price));
-            // The REST/WS books sometimes carry a trailing zero ("0.430", facts §4.1).
-            if let Some((_, frac)) = price.split_once('.') {
-                if frac.len() < 3 {
-                    b.cands.push(raw_str(&format!("{price}{}", "0".repeat(3 - frac.len()))));
-                }
-            }
-            if b.cands.len() > MAX_CANDIDATES {
-                let cut = b.cands.len() - MAX_CANDIDATES;
-                b.cands.drain(..cut);
-            }
+        match self.books.get(asset) {
+            Some(b) if b.deferred > 0 => self.later(Later::Trade(asset.to_string(), price.to_string())),
+            _ => self.add_trade_price(asset, price),
         }
         self.stats.trades += 1;
         if let Some(t) = self.trades.as_mut() {
@@ -2186,22 +2373,43 @@ impl Rebuilder {
         Ok(true)
     }
 
-    /// Writes the asset's rebuilt state as a `pmarchive.orderbook/1` `book` row through
-    /// pm-normalize's row writer (unless sampled out by `--every-ms`; `force` for full books).
-    fn row(&mut self, asset: &str, recv: &Recv, source: &'static str, force: bool) -> io::Result<()> {
+    /// A trade price becomes a candidate `last_trade_price` of the asset's next states.
+    fn add_trade_price(&mut self, asset: &str, price: &str) {
+        let Some(b) = self.books.get_mut(asset) else { return };
+        b.cands.push(raw_str(price));
+        // The REST/WS books sometimes carry a trailing zero ("0.430", facts §4.1).
+        if let Some((_, frac)) = price.split_once('.') {
+            if frac.len() < 3 {
+                b.cands.push(raw_str(&format!("{price}{}", "0".repeat(3 - frac.len()))));
+            }
+        }
+        if b.cands.len() > MAX_CANDIDATES {
+            let cut = b.cands.len() - MAX_CANDIDATES;
+            b.cands.drain(..cut);
+        }
+    }
+
+    /// The row of the asset's rebuilt state (`pmarchive.orderbook/1` `book`, written by
+    /// pm-normalize's row writer on the row thread), but for what the verdict decides; None when
+    /// sampled out by `--every-ms` (`force` for full books) or without rows.
+    fn row_job(&mut self, asset: &str, recv: &Recv, source: &'static str, force: bool) -> Option<Box<RowJob>> {
         if !self.opts.write_rows {
-            return Ok(());
+            return None;
         }
         let every = self.opts.every_ms;
-        let Some(b) = self.books.get_mut(asset) else { return Ok(()) };
+        let b = self.books.get_mut(asset)?;
         if let (Some(every), Some(last), false) = (every, b.last_row_ms, force) {
             if b.ts_ms - last < every {
-                return Ok(());
+                return None;
             }
         }
         b.last_row_ms = Some(b.ts_ms);
+        if let (true, Some(w)) = (self.spare.is_empty(), &self.writer) {
+            while let Ok(v) = w.back.try_recv() {
+                self.spare.extend(v);
+            }
+        }
         let mut job = self.spare.pop().unwrap_or_default();
-        let b = self.books.get_mut(asset).expect("present");
         std::mem::swap(&mut job.ops, &mut b.ops);
         b.ops.clear();
         job.asset.clear();
@@ -2212,22 +2420,14 @@ impl Rebuilder {
         job.timestamp.push_str(&b.timestamp);
         put_opt_string(&mut job.hash, b.hash.as_deref());
         let (mos, neg) = meta_of(&self.meta, &self.default_meta, asset);
-        for (dst, src) in job.scalars.iter_mut().zip([Some(mos), b.tick_size.as_deref(), Some(neg), Some(&*b.ltp)]) {
+        for (dst, src) in job.scalars[..3].iter_mut().zip([Some(mos), b.tick_size.as_deref(), Some(neg)]) {
             dst.clear();
             dst.push_str(src.map_or("", RawValue::get));
         }
-        job.verified = b.verified;
-        job.flags = if b.trusted { 0 } else { normalize::UNTRUSTED };
         job.source = source;
         job.recv.set(recv);
         self.stats.rows += 1;
-        self.send(Some(Job::Row(job)), false)?;
-        if let Some(w) = &self.writer {
-            while let Ok(j) = w.back.try_recv() {
-                self.spare.push(j);
-            }
-        }
-        Ok(())
+        Some(job)
     }
 
     /// Ends the input: settles what is pending, closes untrusted spans, flags per asset; flushes.

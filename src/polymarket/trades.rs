@@ -28,10 +28,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::envelope::Sequencer;
-use crate::feed::{self, Input};
+use crate::feed::{self, Fed, Input};
 use crate::http::{Client, Request, Verdict};
 use crate::jsonl::LineWriter;
-use crate::polymarket::books::{failure_text, Outage, SlotLines};
+use crate::poll::{failure_text, Outage, SlotLines};
 use crate::polymarket::market::Market;
 use crate::schedule::{self, End, Schedule, Slotted};
 use crate::signal;
@@ -242,26 +242,8 @@ impl<W: Write> Poller<W> {
         Ok(end)
     }
 
-    fn drain_input(&mut self, k: u64) -> io::Result<()> {
-        let rx = self.input.clone();
-        let ended = feed::drain(&rx, |input| {
-            self.stats.input_lines += 1;
-            match input {
-                Input::Market { market, .. } => self.accept(*market),
-                Input::Bad { line, reason } => {
-                    self.stats.input_bad += 1;
-                    let ctx = feed::bad_line("pm-trades", line, &reason);
-                    self.write_gap(k, ctx, reason)?;
-                }
-            }
-            Ok(())
-        })?;
-        self.input_done |= ended;
-        Ok(())
-    }
-
     /// Stores a market record (new, or an update of a known market's record).
-    fn accept(&mut self, m: Market) {
+    fn store(&mut self, m: Market) {
         let cid = m.condition_id.clone();
         if self.finished.contains(&cid) || !crate::polymarket::market::is_valid_condition_id(&cid) {
             self.stats.input_ignored += 1;
@@ -512,11 +494,6 @@ impl<W: Write> Poller<W> {
         self.lines.track(k, TrackCtx { final_sweep, ..TrackCtx::new(action, reason, m, m.tokens.clone()) })
     }
 
-    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
-        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
-        self.lines.gap(k, ctx, error)
-    }
-
     /// Markets currently tracked.
     pub fn tracked(&self) -> usize {
         self.markets.values().filter(|e| e.tracked).count()
@@ -585,6 +562,30 @@ fn next_cursor(pagination: Option<Pagination>, followed: Option<&str>, page: u32
     }
 }
 
+impl<W: Write> Fed for Poller<W> {
+    type Market = Market;
+    const TOOL: &'static str = "pm-trades";
+
+    fn input(&self) -> Receiver<Input<Market>> {
+        self.input.clone()
+    }
+
+    fn count_input(&mut self, bad: bool) {
+        self.stats.input_lines += 1;
+        self.stats.input_bad += u64::from(bad);
+    }
+
+    fn accept(&mut self, _k: u64, m: Market) -> io::Result<()> {
+        self.store(m);
+        Ok(())
+    }
+
+    fn write_gap(&mut self, k: u64, ctx: GapCtx, error: String) -> io::Result<()> {
+        *self.stats.gaps.entry(ctx.gap.name()).or_default() += 1;
+        self.lines.gap(k, ctx, error)
+    }
+}
+
 impl<W: Write> Slotted for Poller<W> {
     fn write_missed(&mut self, k: u64, from: u64, to: u64) -> io::Result<()> {
         self.stats.slots_missed += to - from + 1;
@@ -594,7 +595,7 @@ impl<W: Write> Slotted for Poller<W> {
 
     fn slot(&mut self, k: u64) -> io::Result<bool> {
         self.stats.slots += 1;
-        self.drain_input(k)?;
+        self.input_done |= feed::drain_input(self, k)?;
         self.update_tracking(k)?;
         if self.input_done && self.markets.is_empty() {
             return Ok(false);

@@ -182,23 +182,18 @@ pub fn sigterm_after_http_lines(
     n: usize,
     limit: Duration,
 ) -> (Option<i32>, Vec<serde_json::Value>, String) {
-    use std::io::{BufRead, Read, Write};
+    use std::io::Write;
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(out).lines() {
-            let _ = tx.send(l.unwrap());
-        }
-    });
+    let (mut out, err) = (Lines::of(child.stdout.take().unwrap()), Lines::of(child.stderr.take().unwrap()));
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(input.as_bytes()).unwrap();
-    let mut got: Vec<String> = Vec::new();
-    while got.iter().filter(|l| l.contains("\"kind\":\"http\"")).count() < n {
-        got.push(rx.recv_timeout(limit).expect("lines keep coming"));
-    }
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let seen = std::cell::Cell::new(0);
+    out.wait_for(&format!("{n} http lines"), limit, |l| {
+        seen.set(seen.get() + usize::from(l.contains("\"kind\":\"http\"")));
+        seen.get() >= n
+    });
+    sigterm(&child);
     let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -207,12 +202,9 @@ pub fn sigterm_after_http_lines(
         assert!(Instant::now() < deadline, "the tool did not stop after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
-    got.extend(rx.iter());
-    let lines = got.iter().map(|l| serde_json::from_str(l).expect("whole lines")).collect();
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     drop(stdin);
-    (status.code(), lines, err)
+    let lines = out.rest().iter().map(|l| serde_json::from_str(l).expect("whole lines")).collect();
+    (status.code(), lines, err.rest().join("\n"))
 }
 
 /// fd-style assertion: the tool exited with `code` (a signal or another code fails, showing stderr).
