@@ -314,14 +314,18 @@ chk manifest_verify "$bin/manifest" verify "$ROOT"
 health=()
 [ -n "$real_env" ] || health=(--streams "books,gamma$([ "${PMARCHIVE_WS:-1}" = 0 ] || echo ,ws_market)$([ "${PMARCHIVE_TRADES:-1}" = 0 ] || echo ,trades)${kalshi_on:+,kalshi/discovery,kalshi/books}${kalshi_trades:+,kalshi/trades}")
 chk manifest_status "$bin/manifest" status "$ROOT" --json "${health[@]}"
-mapfile -t books < <(find "$ROOT" -path '*venue=polymarket/stream=books*' -name '*.jsonl.gz' | sort)
-mapfile -t wsf < <(find "$ROOT" -path '*stream=ws_market*' -name '*.jsonl.gz' | sort)
+# A stream's files in run order: by file name (<host>-<run_id>-<n>: run ids sort by start time, n
+# numerically), not by path — after a clock step a file sits under another hour's partition, and -10
+# sorts before -2 as text. pm-rebuild and pm-normalize --check read runs in order.
+in_run_order() { find "$ROOT" -path "$1" -name '*.jsonl.gz' -printf '%f\t%p\n' | sort -t "$(printf '\t')" -k1,1V | cut -f2-; }
+mapfile -t books < <(in_run_order '*venue=polymarket/stream=books*')
+mapfile -t wsf < <(in_run_order '*stream=ws_market*')
 if [ ${#books[@]} -gt 0 ]; then
   chk normalize "$bin/pm-normalize" "${books[@]}" -o "$C/normalized.jsonl.gz"
   chk normalize_check "$bin/pm-normalize" --check "$C/normalized.jsonl.gz"
 fi
 if [ -n "$kalshi_on" ]; then
-  mapfile -t kbooks < <(find "$ROOT" -path '*venue=kalshi/stream=books*' -name '*.jsonl.gz' | sort)
+  mapfile -t kbooks < <(in_run_order '*venue=kalshi/stream=books*')
   if [ ${#kbooks[@]} -gt 0 ]; then
     chk normalize_kalshi "$bin/pm-normalize" "${kbooks[@]}" -o "$C/normalized_kalshi.jsonl.gz"
     chk normalize_kalshi_check "$bin/pm-normalize" --check "$C/normalized_kalshi.jsonl.gz"
