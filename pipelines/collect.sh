@@ -38,8 +38,9 @@
 #   exits 1, so that a supervisor (systemd Restart=always) restarts it.
 # - Stopping (a failure, SIGTERM/SIGINT/SIGHUP, or PMARCHIVE_DURATION elapsed), in order, each step
 #   bounded: the producers (pm-markets, tee, pm-books, pm-trades, pm-stream; kalshi-markets, its tee,
-#   kalshi-books, kalshi-trades) get SIGTERM; the script closes its ends of their FIFOs, so the rotators see end-of-input, seal their files and print the sealed
-#   records; then the manifest stage sees end-of-input and finalises the run manifest. A stage still
+#   kalshi-books, kalshi-trades) get SIGTERM; the script closes its ends of their FIFOs, so the
+#   rotators see end-of-input, seal their files and print the sealed records; then the manifest stage
+#   sees end-of-input and finalises the run manifest. A stage still
 #   running 3 s into its step gets SIGTERM (the rotators seal on SIGTERM too), 2 s later SIGKILL. The
 #   whole chain is gone within about 10 s of the trigger.
 # - At start, sealed files that no manifest lists (their run's manifest stage died) are adopted into
