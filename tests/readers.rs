@@ -149,7 +149,9 @@ fn build_sample() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let v = Venue::start();
     // 10 simulated seconds per real second; each tool's simulated clock starts at START when the
-    // tool starts, and slots, --duration and rotation periods follow it (9 s ≈ 23:59:20 → 00:00:50).
+    // tool starts, and slots, --duration and rotation periods follow it (14 s ≈ 23:59:20 → 00:01:40).
+    // The faults below can leave the poller backing off for up to ~4 s (jittered, and longer in
+    // slots on a loaded machine): the run is long enough for 20+ book rows after that.
     let clock = v.simulate_clock(START, 10.0);
     // With --retries 2: the first slot fails twice (an error row per attempt, a failed_request
     // gap), the next two recover on their retry (error rows, then books).
@@ -164,7 +166,7 @@ fn build_sample() -> PathBuf {
     std::fs::write(dir.join("markets.jsonl"), &out.stdout).unwrap();
     let bins = common::bin("pm-books").parent().unwrap().to_path_buf();
     let script = format!(
-        "set -o pipefail; pm-books --clob-url {url} --interval 0.5 --lead 60 --grace 150 --retries 2 --duration 9 \
+        "set -o pipefail; pm-books --clob-url {url} --interval 0.5 --lead 60 --grace 150 --retries 2 --duration 14 \
          < markets.jsonl | jsonl-rotate --root archive --stream books --flush-secs 1 --rotate-secs 3600 > sealed.jsonl",
         url = v.url()
     );
