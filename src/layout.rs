@@ -34,6 +34,11 @@ pub fn stream_key(venue: Option<&str>, stream: &str) -> String {
     }
 }
 
+/// The stream name in a [`stream_key`] (`books` of `books` and of `kalshi/books`).
+pub fn stream_of_key(key: &str) -> &str {
+    key.rsplit_once('/').map_or(key, |(_, s)| s)
+}
+
 /// `<root>/venue=<v>/stream=<s>`.
 pub fn stream_dir(root: &Path, venue: &str, stream: &str) -> PathBuf {
     root.join(format!("venue={venue}")).join(format!("stream={stream}"))

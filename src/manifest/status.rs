@@ -569,8 +569,7 @@ fn read_manifests(root: &Path, scan: &mut Scan, cuts: &Cuts, warnings: &mut Vec<
         };
         for (sname, s) in &doc.streams {
             let venue = s.files.iter().find_map(|f| f.venue.clone()).unwrap_or_else(|| "polymarket".into());
-            // The key is `stream` (Polymarket) or `venue/stream` (layout::stream_key).
-            let stream = sname.rsplit_once('/').map_or(sname.as_str(), |(_, s)| s).to_string();
+            let stream = crate::layout::stream_of_key(sname).to_string();
             let st = scan.streams.entry((venue, stream)).or_default();
             for f in &s.files {
                 let last = f.last_collected_at_utc.as_deref();
