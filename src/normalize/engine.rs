@@ -91,6 +91,12 @@ fn flag_names() -> impl Iterator<Item = &'static str> {
     FLAGS.iter().chain(WS_FLAGS.iter()).copied()
 }
 
+/// The name of flag bit `i` ([`flag_names`]), None past the last.
+fn flag_name(i: u32) -> Option<&'static str> {
+    let i = i as usize;
+    FLAGS.get(i).or_else(|| WS_FLAGS.get(i - FLAGS.len())).copied()
+}
+
 /// Options that shape the rows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Options {
@@ -129,6 +135,76 @@ struct TokenState {
     join: Option<Rc<JoinInfo>>,
     last_ts: Option<i64>,
     last_hash: Option<String>,
+}
+
+/// The state that spans lines: the join (token → what is known of it) and, per asset seen in a
+/// `book` row, its join and its previous row's exchange time and hash.
+#[derive(Default)]
+struct Tokens {
+    joins: HashMap<String, Rc<JoinInfo>>,
+    tokens: HashMap<Box<str>, TokenState>,
+}
+
+impl Tokens {
+    /// The per-asset part of a `book` row: `duplicate`/`ts_backwards` against the asset's previous
+    /// row, the state update and the counts. Returns all flags and the asset's join.
+    fn book_state(
+        &mut self,
+        asset: &str,
+        hash: Option<&str>,
+        ts: Option<i64>,
+        mut flags: u32,
+        stats: &mut Stats,
+    ) -> (u32, Option<Rc<JoinInfo>>) {
+        let st = match self.tokens.get_mut(asset) {
+            Some(st) => st,
+            None => {
+                let join = self.joins.get(asset).cloned();
+                self.tokens.entry(asset.into()).or_insert(TokenState { join, last_ts: None, last_hash: None })
+            }
+        };
+        if let (Some(prev), Some(t)) = (st.last_ts, ts) {
+            if t < prev {
+                flags |= TS_BACKWARDS;
+            } else if t == prev && st.last_hash.as_deref() == hash {
+                flags |= DUPLICATE;
+            }
+        }
+        if ts.is_some() {
+            st.last_ts = ts;
+            match (&mut st.last_hash, hash) {
+                (Some(h), Some(n)) => {
+                    h.clear();
+                    h.push_str(n);
+                }
+                (slot, n) => *slot = n.map(String::from),
+            }
+        }
+        let j = st.join.clone();
+        if j.as_ref().and_then(|j| j.slug.as_ref()).is_none() {
+            stats.unjoined_book_rows += 1;
+        }
+        // FLAGS are pre-set to 0; a WS_FLAGS name appears once raised (REST summaries unchanged).
+        let mut rest = flags;
+        while rest != 0 {
+            let i = rest.trailing_zeros();
+            rest &= rest - 1;
+            if let Some(name) = flag_name(i) {
+                count_static(&mut stats.flags, name);
+            }
+        }
+        (flags, j)
+    }
+}
+
+/// The join fields of a `book` row (hole 1).
+fn put_join(out: &mut Vec<u8>, j: Option<&JoinInfo>) {
+    out.extend_from_slice(b",\"slug\":");
+    put_opt(out, j.and_then(|j| j.slug.as_deref()));
+    out.extend_from_slice(b",\"outcome\":");
+    put_opt(out, j.and_then(|j| j.outcome.as_deref()));
+    out.extend_from_slice(b",\"family\":");
+    put_opt(out, j.and_then(|j| j.family.as_deref()));
 }
 
 /// Counts of one run (printed as the summary and stored in the manifest).
@@ -219,6 +295,15 @@ pub struct Part {
     stats: Stats,
 }
 
+/// Where [`Rows::book_row`] writes a row.
+enum Dest<'d> {
+    /// Into a part, with holes for the sequential stage ([`Normalizer::apply`]).
+    Part(&'d mut Part),
+    /// Straight into the output, the holes filled from the sequential state (one thread:
+    /// [`Normalizer::state_row`]; the row is written once, not copied again).
+    Out { out: &'d mut Vec<u8>, tokens: &'d mut Tokens, stats: &'d mut Stats },
+}
+
 /// A place in [`Part::out`] where the sequential stage has to write something.
 enum Op {
     /// A `book` row: the join fields go at `join_at`, the flag names at `flags_at`. `asset` and
@@ -250,8 +335,7 @@ impl Part {
 
 /// The normalizer's sequential state (module docs).
 pub struct Normalizer {
-    joins: HashMap<String, Rc<JoinInfo>>,
-    tokens: HashMap<Box<str>, TokenState>,
+    tokens: Tokens,
     pub stats: Stats,
     /// The formatter used on this thread (single-threaded runs, [`Self::state_row`]).
     rows: Rows,
@@ -307,13 +391,7 @@ impl Normalizer {
         for r in ["book", "gap", "error", "bad_input"] {
             stats.rows.insert(r, 0);
         }
-        Normalizer {
-            joins: HashMap::new(),
-            tokens: HashMap::new(),
-            stats,
-            rows: Rows::new(opts),
-            scratch: Part::default(),
-        }
+        Normalizer { tokens: Tokens::default(), stats, rows: Rows::new(opts), scratch: Part::default() }
     }
 
     /// [`Rows::verify_hash`] (pm-rebuild checks REST books with it, so both tools agree).
@@ -329,10 +407,10 @@ impl Normalizer {
     /// Records what is known about a token (later information replaces earlier).
     pub fn add_join(&mut self, token_id: &str, info: JoinInfo) {
         let info = Rc::new(info);
-        if let Some(st) = self.tokens.get_mut(token_id) {
+        if let Some(st) = self.tokens.tokens.get_mut(token_id) {
             st.join = Some(info.clone());
         }
-        self.joins.insert(token_id.to_string(), info);
+        self.tokens.joins.insert(token_id.to_string(), info);
     }
 
     /// Loads one line of a `--markets` file: a market or resolution record (pm-markets) or a raw `track`
@@ -427,7 +505,8 @@ impl Normalizer {
                     out.extend_from_slice(&part.out[pos..join_at]);
                     let asset = &part.arena[asset.0..asset.1];
                     let hash = hash.map(|h| &part.arena[h.0..h.1]);
-                    let flags = self.book_state(asset, hash, ts, flags, out);
+                    let (flags, join) = self.tokens.book_state(asset, hash, ts, flags, &mut self.stats);
+                    put_join(out, join.as_deref());
                     out.extend_from_slice(&part.out[join_at..flags_at]);
                     put_flags(out, flags);
                     pos = flags_at;
@@ -461,59 +540,6 @@ impl Normalizer {
         }
     }
 
-    /// The per-asset part of a `book` row: `duplicate`/`ts_backwards` against the asset's previous
-    /// row, the state update, the join fields (written to `out`) and the counts. Returns all flags.
-    fn book_state(
-        &mut self,
-        asset: &str,
-        hash: Option<&str>,
-        ts: Option<i64>,
-        mut flags: u32,
-        out: &mut Vec<u8>,
-    ) -> u32 {
-        let st = match self.tokens.get_mut(asset) {
-            Some(st) => st,
-            None => {
-                let join = self.joins.get(asset).cloned();
-                self.tokens.entry(asset.into()).or_insert(TokenState { join, last_ts: None, last_hash: None })
-            }
-        };
-        if let (Some(prev), Some(t)) = (st.last_ts, ts) {
-            if t < prev {
-                flags |= TS_BACKWARDS;
-            } else if t == prev && st.last_hash.as_deref() == hash {
-                flags |= DUPLICATE;
-            }
-        }
-        if ts.is_some() {
-            st.last_ts = ts;
-            match (&mut st.last_hash, hash) {
-                (Some(h), Some(n)) => {
-                    h.clear();
-                    h.push_str(n);
-                }
-                (slot, n) => *slot = n.map(String::from),
-            }
-        }
-        let j = st.join.as_deref();
-        if j.and_then(|j| j.slug.as_ref()).is_none() {
-            self.stats.unjoined_book_rows += 1;
-        }
-        out.extend_from_slice(b",\"slug\":");
-        put_opt(out, j.and_then(|j| j.slug.as_deref()));
-        out.extend_from_slice(b",\"outcome\":");
-        put_opt(out, j.and_then(|j| j.outcome.as_deref()));
-        out.extend_from_slice(b",\"family\":");
-        put_opt(out, j.and_then(|j| j.family.as_deref()));
-        for (i, name) in flag_names().enumerate() {
-            if flags & (1 << i) != 0 {
-                // FLAGS are pre-set to 0; a WS_FLAGS name appears once raised (REST summaries unchanged).
-                count_static(&mut self.stats.flags, name);
-            }
-        }
-        flags
-    }
-
     fn gap_row(&mut self, env: &Env, out: &mut Vec<u8>) {
         let ctx = ctx(env);
         let kind = ctx.gap.as_deref().unwrap_or("unknown");
@@ -521,7 +547,7 @@ impl Normalizer {
         count(&mut self.stats.gaps, kind);
         // Polymarket gaps name a token, kalshi-books' a ticker.
         let asset = ctx.token_id.as_deref().or(ctx.ticker.as_deref());
-        let join = asset.and_then(|t| self.joins.get(t)).cloned();
+        let join = asset.and_then(|t| self.tokens.joins.get(t)).cloned();
         head(out, "gap", env);
         out.extend_from_slice(b",\"gap\":");
         book::put_json_str(out, kind);
@@ -576,11 +602,9 @@ impl Normalizer {
         out: &mut Vec<u8>,
     ) {
         debug_assert!(b.asset_id.is_some());
-        let mut part = std::mem::take(&mut self.scratch);
         let extra = ws_flags & !((1u32 << FLAGS.len()) - 1);
-        self.rows.book_row(env, &Ctx::default(), b, pre, hash_ok, extra, &mut part);
-        self.apply(&mut part, out);
-        self.scratch = part;
+        let dest = Dest::Out { out, tokens: &mut self.tokens, stats: &mut self.stats };
+        self.rows.book_row(env, &Ctx::default(), b, pre, hash_ok, extra, dest);
     }
 }
 
@@ -710,11 +734,12 @@ impl Rows {
     /// when both are in the venue's shape (then that text is the hash text of the sides).
     fn rest_book(&mut self, env: &Env, ctx: &Ctx, b: &Book, wire: Option<[&str; 2]>, part: &mut Part) {
         let hash_ok = self.hash_ok(b, wire);
-        self.book_row(env, ctx, b, None, hash_ok, 0, part);
+        self.book_row(env, ctx, b, None, hash_ok, 0, Dest::Part(part));
     }
 
     /// The one formatter of `book` rows (REST and rebuilt): the flags known from this book alone,
-    /// the counts, and the row with its two holes ([`Op::Book`]).
+    /// the counts, and the row, into a part with its two holes ([`Op::Book`]) or straight into the
+    /// output with the holes filled ([`Dest`]).
     /// `pre`: the bid and ask levels already parsed, with their memos ([`SideMemo`]), or None.
     #[allow(clippy::too_many_arguments)]
     fn book_row(
@@ -725,7 +750,7 @@ impl Rows {
         pre: Option<Pre>,
         hash_ok: Option<bool>,
         extra: u32,
-        part: &mut Part,
+        mut dest: Dest,
     ) {
         let asset = b.asset_id.as_deref().expect("caller checked");
         let ts = b.timestamp.as_deref().and_then(dec::parse_ms);
@@ -739,7 +764,10 @@ impl Rows {
             }
         };
         let mut flags = extra | self.book_flags(b, parsed, ts, recv, memo);
-        let stats = &mut part.stats;
+        let stats = match &mut dest {
+            Dest::Part(part) => &mut part.stats,
+            Dest::Out { stats, .. } => &mut **stats,
+        };
         match hash_ok {
             Some(true) => stats.hash_match += 1,
             Some(false) => {
@@ -769,11 +797,19 @@ impl Rows {
             asks: &am.lvls,
             depths: [bm.sum, am.sum],
         };
-        let (join_at, flags_at) = row.write(&mut part.out, self.opts.depth);
+        match dest {
+            Dest::Part(part) => {
+                let (join_at, flags_at) = row.write(&mut part.out, self.opts.depth, None);
+                let asset = part.keep(asset);
+                let hash = b.hash.as_deref().map(|h| part.keep(h));
+                part.ops.push(Op::Book { join_at, flags_at, asset, hash, ts, flags });
+            }
+            Dest::Out { out, tokens, stats } => {
+                let (flags, join) = tokens.book_state(asset, b.hash.as_deref(), ts, flags, stats);
+                row.write(out, self.opts.depth, Some((join.as_deref(), flags)));
+            }
+        }
         self.memo = own;
-        let asset = part.keep(asset);
-        let hash = b.hash.as_deref().map(|h| part.keep(h));
-        part.ops.push(Op::Book { join_at, flags_at, asset, hash, ts, flags });
     }
 
     /// The flags a book raises on its own (all but the hash's and the per-asset ones); its valid
@@ -889,9 +925,10 @@ struct BookText<'r, 'a> {
 }
 
 impl BookText<'_, '_> {
-    /// Appends the row (with `depth` levels a side) to `out`, leaving out the join fields and the
-    /// flag names; returns where they go (hole 1, hole 2).
-    fn write(&self, out: &mut Vec<u8>, depth: usize) -> (usize, usize) {
+    /// Appends the row (with `depth` levels a side) to `out`; returns where the join fields and
+    /// the flag names go (hole 1, hole 2). They are written there when `fill` has them (the join
+    /// and all flags), else left out.
+    fn write(&self, out: &mut Vec<u8>, depth: usize, fill: Option<(Option<&JoinInfo>, u32)>) -> (usize, usize) {
         let BookText { env, ctx, b, asset, ts, recv, hash_ok, bids, asks, depths } = *self;
         head(out, "book", env);
         out.extend_from_slice(b",\"exchange_at_utc\":");
@@ -911,8 +948,11 @@ impl BookText<'_, '_> {
         put_opt(out, b.market.as_deref());
         out.extend_from_slice(b",\"asset_id\":");
         book::put_json_str(out, asset);
-        // Hole 1: `slug`, `outcome`, `family` (Normalizer::book_state).
+        // Hole 1: `slug`, `outcome`, `family` (Tokens::book_state).
         let join_at = out.len();
+        if let Some((join, _)) = fill {
+            put_join(out, join);
+        }
         put_slot(out, ctx);
         put_prov(out, env);
         let bb = best(bids, b.bids.as_ref());
@@ -958,8 +998,11 @@ impl BookText<'_, '_> {
             None => b"null",
         });
         out.extend_from_slice(b",\"flags\":[");
-        // Hole 2: the flag names (Normalizer::book_state adds `duplicate`/`ts_backwards`).
+        // Hole 2: the flag names (Tokens::book_state adds `duplicate`/`ts_backwards`).
         let flags_at = out.len();
+        if let Some((_, flags)) = fill {
+            put_flags(out, flags);
+        }
         match depth {
             0 => out.extend_from_slice(b"],\"depth\":0,\"bids\":null,\"asks\":null"),
             d => {
