@@ -231,14 +231,6 @@ pub struct Stats {
 /// A level's price and size as [`Dec::parse`] gives them (None: not a decimal).
 pub type Parsed = (Option<Dec>, Option<Dec>);
 
-/// One valid level: parsed price and size, index into the wire side.
-#[derive(Clone, Copy)]
-struct Lvl {
-    px: Dec,
-    sz: Dec,
-    i: u32,
-}
-
 impl Stats {
     /// Adds the counts of `o` (a [`Part`]'s) to these.
     fn merge(&mut self, o: &Stats) {
@@ -352,18 +344,30 @@ pub struct Rows {
     memo: [SideMemo; 2],
 }
 
-/// What [`side`] found on one side of a book at its last row: its flags, valid levels best first
-/// and size sum. pm-rebuild keeps one per side of each book and calls [`SideMemo::stale`] when a
-/// level of that side changes, so a side that did not change (a websocket change touches one) is
-/// not scanned again; the row is the same, as every input of [`side`] is the same.
+/// What [`side`] found on one side of a book at its last row: its flags, valid levels best first,
+/// best price and size sum, and (for a caller's memo) the side's `bids`/`asks` array as last
+/// written. pm-rebuild keeps one per side of each book and calls [`SideMemo::stale`] when a level
+/// of that side changes, so a side that did not change (a websocket change touches one) is
+/// neither scanned nor written again; the row is the same, as every input of [`side`] and of the
+/// array is the same.
 #[derive(Default)]
 pub struct SideMemo {
     fresh: bool,
     /// The tick the flags were found with.
     tick: Option<Dec>,
     flags: u32,
-    sum: Option<u64>,
-    lvls: Vec<Lvl>,
+    /// The valid levels, best first: indices into the wire side.
+    lvls: Vec<u32>,
+    /// The best valid price.
+    best: Option<Dec>,
+    /// The valid levels' size sum (`bid_depth`/`ask_depth`).
+    depth: Option<Dec>,
+    /// The levels' (price, size) as parsed here, for a book without a caller's [`Pre`].
+    parsed: Vec<Parsed>,
+    /// The side's array as last written, and the depth it was written with (None: not since the
+    /// last scan).
+    text: Vec<u8>,
+    text_depth: Option<usize>,
 }
 
 impl SideMemo {
@@ -784,19 +788,9 @@ impl Rows {
         }
         count_static(&mut stats.rows, "book");
         count(&mut stats.book_rows_by_source, env.endpoint.as_deref().unwrap_or("?"));
-        let [bm, am] = &*memo;
-        let row = BookText {
-            env,
-            ctx,
-            b,
-            asset,
-            ts,
-            recv,
-            hash_ok,
-            bids: &bm.lvls,
-            asks: &am.lvls,
-            depths: [bm.sum, am.sum],
-        };
+        // A caller's memo keeps each side's array for the next rows; ours is scanned every time.
+        let keep = parsed.is_some();
+        let row = BookText { env, ctx, b, asset, ts, recv, hash_ok, sides: memo, keep };
         match dest {
             Dest::Part(part) => {
                 let (join_at, flags_at) = row.write(&mut part.out, self.opts.depth, None);
@@ -835,20 +829,19 @@ impl Rows {
         for (k, (m, levels)) in memo.iter_mut().zip([b.bids.as_ref(), b.asks.as_ref()]).enumerate() {
             let t = tick.map(|t| t.0);
             if !m.fresh || m.tick != t {
-                (m.flags, m.sum) = side(levels, pre.map(|p| p[k]), k == 0, tick, &mut m.lvls);
+                m.flags = side(levels, pre.map(|p| p[k]), k == 0, tick, m);
                 (m.fresh, m.tick) = (true, t);
             }
             flags |= m.flags;
         }
-        let (bids, asks) = (&memo[0].lvls, &memo[1].lvls);
-        if bids.is_empty() {
+        if memo[0].lvls.is_empty() {
             flags |= EMPTY_BIDS;
         }
-        if asks.is_empty() {
+        if memo[1].lvls.is_empty() {
             flags |= EMPTY_ASKS;
         }
-        if let (Some(bb), Some(ba)) = (bids.first(), asks.first()) {
-            match bb.px.cmp(&ba.px) {
+        if let (Some(bb), Some(ba)) = (memo[0].best, memo[1].best) {
+            match bb.cmp(&ba) {
                 std::cmp::Ordering::Greater => flags |= CROSSED,
                 std::cmp::Ordering::Equal => flags |= LOCKED,
                 _ => {}
@@ -917,19 +910,19 @@ struct BookText<'r, 'a> {
     ts: Option<i64>,
     recv: Option<i64>,
     hash_ok: Option<bool>,
-    /// Valid levels, best first.
-    bids: &'r [Lvl],
-    asks: &'r [Lvl],
-    /// The sides' size sums at scale [`DEPTH_SCALE`] when [`side`] could add them so.
-    depths: [Option<u64>; 2],
+    /// What [`side`] found on the bids and the asks.
+    sides: &'r mut [SideMemo; 2],
+    /// Keep each side's array in its memo (a caller's memo, [`Pre`]).
+    keep: bool,
 }
 
 impl BookText<'_, '_> {
     /// Appends the row (with `depth` levels a side) to `out`; returns where the join fields and
     /// the flag names go (hole 1, hole 2). They are written there when `fill` has them (the join
     /// and all flags), else left out.
-    fn write(&self, out: &mut Vec<u8>, depth: usize, fill: Option<(Option<&JoinInfo>, u32)>) -> (usize, usize) {
-        let BookText { env, ctx, b, asset, ts, recv, hash_ok, bids, asks, depths } = *self;
+    fn write(self, out: &mut Vec<u8>, depth: usize, fill: Option<(Option<&JoinInfo>, u32)>) -> (usize, usize) {
+        let BookText { env, ctx, b, asset, ts, recv, hash_ok, sides, keep } = self;
+        let [bids, asks] = sides;
         head(out, "book", env);
         out.extend_from_slice(b",\"exchange_at_utc\":");
         match ts {
@@ -957,14 +950,15 @@ impl BookText<'_, '_> {
         put_prov(out, env);
         let bb = best(bids, b.bids.as_ref());
         let ba = best(asks, b.asks.as_ref());
+        // A valid level's price and size parsed as decimals (digits, '.', '-'): no escapes.
         out.extend_from_slice(b",\"best_bid_price\":");
-        put_opt(out, bb.and_then(|(l, _)| l.price.as_deref()));
+        put_plain(out, bb.and_then(|(l, _)| l.price.as_deref()));
         out.extend_from_slice(b",\"best_bid_size\":");
-        put_opt(out, bb.and_then(|(l, _)| l.size.as_deref()));
+        put_plain(out, bb.and_then(|(l, _)| l.size.as_deref()));
         out.extend_from_slice(b",\"best_ask_price\":");
-        put_opt(out, ba.and_then(|(l, _)| l.price.as_deref()));
+        put_plain(out, ba.and_then(|(l, _)| l.price.as_deref()));
         out.extend_from_slice(b",\"best_ask_size\":");
-        put_opt(out, ba.and_then(|(l, _)| l.size.as_deref()));
+        put_plain(out, ba.and_then(|(l, _)| l.size.as_deref()));
         let (mid, spread) = match (bb, ba) {
             (Some((_, b)), Some((_, a))) => (b.checked_add(a).and_then(Dec::half), a.checked_sub(b)),
             _ => (None, None),
@@ -974,13 +968,13 @@ impl BookText<'_, '_> {
         out.extend_from_slice(b",\"spread\":");
         put_dec(out, spread);
         out.extend_from_slice(b",\"bid_levels\":");
-        dec::write_u64(out, bids.len() as u64);
+        dec::write_u64(out, bids.lvls.len() as u64);
         out.extend_from_slice(b",\"ask_levels\":");
-        dec::write_u64(out, asks.len() as u64);
+        dec::write_u64(out, asks.lvls.len() as u64);
         out.extend_from_slice(b",\"bid_depth\":");
-        put_dec(out, size_sum(bids, depths[0]));
+        put_dec(out, bids.depth);
         out.extend_from_slice(b",\"ask_depth\":");
-        put_dec(out, size_sum(asks, depths[1]));
+        put_dec(out, asks.depth);
         out.extend_from_slice(b",\"tick_size\":");
         put_str_or_number(out, b.tick_size);
         out.extend_from_slice(b",\"min_order_size\":");
@@ -1009,9 +1003,9 @@ impl BookText<'_, '_> {
                 out.extend_from_slice(b"],\"depth\":");
                 put_u64(out, (d != usize::MAX).then_some(d as u64));
                 out.extend_from_slice(b",\"bids\":");
-                put_levels(out, bids, b.bids.as_ref(), d);
+                put_side(out, bids, b.bids.as_ref(), d, keep);
                 out.extend_from_slice(b",\"asks\":");
-                put_levels(out, asks, b.asks.as_ref(), d);
+                put_side(out, asks, b.asks.as_ref(), d, keep);
             }
         }
         out.extend_from_slice(b"}\n");
@@ -1128,30 +1122,73 @@ fn error_row(
     out.extend_from_slice(b"}\n");
 }
 
-/// Collects the valid levels of a side (wire order) into `dst`; returns flags.
-/// `pre`: the levels' (price, size) already parsed with [`Dec::parse`], same order (pm-rebuild
-/// keeps them with its book); parsed here otherwise. `tick`: the book's tick (> 0) with its
-/// [`Divisor`] when its [`Dec::key18`] fits.
+/// Scans a side: its valid levels best first, best price and size sum go to `m`; returns its
+/// flags. `pre`: the levels' (price, size) already parsed with [`Dec::parse`], same order
+/// (pm-rebuild keeps them with its book); parsed here (into `m.parsed`) otherwise. `tick`: the
+/// book's tick (> 0) with its [`Divisor`] when its [`Dec::key18`] fits.
 fn side(
     levels: Option<&Vec<Level>>,
     pre: Option<&[Parsed]>,
     bids: bool,
     tick: Option<(Dec, Option<Divisor>)>,
-    dst: &mut Vec<Lvl>,
+    m: &mut SideMemo,
+) -> u32 {
+    m.lvls.clear();
+    m.parsed.clear();
+    m.text_depth = None;
+    let Some(levels) = levels else {
+        (m.best, m.depth) = (None, Some(Dec { m: 0, s: DEPTH_SCALE }));
+        return BAD_LEVEL | MISSING_FIELD;
+    };
+    let (f, sum) = match pre {
+        Some(p) => scan(p[..levels.len()].iter().copied(), bids, tick, &mut m.lvls),
+        None => {
+            let parsed = &mut m.parsed;
+            let each = levels.iter().map(|l| {
+                let v = (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse));
+                parsed.push(v);
+                v
+            });
+            scan(each, bids, tick, &mut m.lvls)
+        }
+    };
+    let parsed = pre.unwrap_or(&m.parsed);
+    let px = |i: u32| parsed[i as usize].0.expect("a valid level's price");
+    // Best first: reversing the wire order sorts a well-formed side; otherwise sort explicitly.
+    m.lvls.reverse();
+    if f & UNSORTED != 0 {
+        if bids {
+            m.lvls.sort_by_key(|&i| std::cmp::Reverse(px(i)));
+        } else {
+            m.lvls.sort_by_key(|&i| px(i));
+        }
+    }
+    m.best = m.lvls.first().map(|&i| px(i));
+    // The sizes' sum: `sum` (at DEPTH_SCALE) or, without it, the exact fold. Both give the same
+    // value: the sizes of `sum` are ≥ 0 and their sum fits in u64, so no step of the fold
+    // overflows; a row prints only the value (canonical form).
+    m.depth = match sum {
+        Some(s) => Some(Dec { m: s as i128, s: DEPTH_SCALE }),
+        None => m.lvls.iter().try_fold(Dec::ZERO, |acc, &i| acc.checked_add(parsed[i as usize].1?)),
+    };
+    f
+}
+
+/// [`side`]'s loop over the levels' (price, size) in wire order: the indices of the valid ones
+/// go to `dst` (wire order); returns the flags and the sizes' sum at [`DEPTH_SCALE`] while every
+/// size has a key there and it fits.
+fn scan(
+    levels: impl Iterator<Item = Parsed>,
+    bids: bool,
+    tick: Option<(Dec, Option<Divisor>)>,
+    dst: &mut Vec<u32>,
 ) -> (u32, Option<u64>) {
     use std::cmp::Ordering::{Equal, Greater, Less};
-    dst.clear();
-    let Some(levels) = levels else { return (BAD_LEVEL | MISSING_FIELD, Some(0)) };
     let mut f = 0;
-    // The sizes' sum at DEPTH_SCALE while every size has a key there and it fits.
     let mut sum = Some(0u64);
     // The previous valid price and its key (None: no previous level yet).
     let mut prev: Option<(Dec, Option<u64>)> = None;
-    for (i, l) in levels.iter().enumerate() {
-        let parsed = match pre {
-            Some(p) => p[i],
-            None => (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse)),
-        };
+    for (i, parsed) in levels.enumerate() {
         let (Some(px), Some(sz)) = parsed else {
             f |= BAD_LEVEL;
             continue;
@@ -1191,16 +1228,7 @@ fn side(
             }
         }
         prev = Some((px, key));
-        dst.push(Lvl { px, sz, i: i as u32 });
-    }
-    // Best first: reversing the wire order sorts a well-formed side; otherwise sort explicitly.
-    dst.reverse();
-    if f & UNSORTED != 0 {
-        if bids {
-            dst.sort_by_key(|l| std::cmp::Reverse(l.px));
-        } else {
-            dst.sort_by_key(|l| l.px);
-        }
+        dst.push(i as u32);
     }
     (f, sum)
 }
@@ -1208,20 +1236,10 @@ fn side(
 /// The scale of [`side`]'s size sums: sizes of at most 6 fractional digits (the venue sends 2).
 const DEPTH_SCALE: u32 = 6;
 
-/// The sum of a side's sizes: `fast` (at [`DEPTH_SCALE`]) or, without it, the exact fold. Both
-/// give the same value: the sizes of `fast` are ≥ 0 and their sum fits in u64, so no step of the
-/// fold overflows; a row prints only the value (canonical form).
-fn size_sum(side: &[Lvl], fast: Option<u64>) -> Option<Dec> {
-    match fast {
-        Some(m) => Some(Dec { m: m as i128, s: DEPTH_SCALE }),
-        None => side.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)),
-    }
-}
-
 /// The best level of a side: the wire level and its parsed price.
-fn best<'b, 'a>(side: &[Lvl], wire: Option<&'b Vec<Level<'a>>>) -> Option<(&'b Level<'a>, Dec)> {
-    let l = side.first()?;
-    Some((&wire?[l.i as usize], l.px))
+fn best<'b, 'a>(side: &SideMemo, wire: Option<&'b Vec<Level<'a>>>) -> Option<(&'b Level<'a>, Dec)> {
+    let &i = side.lvls.first()?;
+    Some((&wire?[i as usize], side.best?))
 }
 
 /// A side's levels as (price, size) strings in wire order (callers checked that all are strings).
@@ -1280,14 +1298,28 @@ fn put_prov(out: &mut Vec<u8>, env: &Env) {
     put_u64(out, env.seq);
 }
 
-fn put_levels(out: &mut Vec<u8>, side: &[Lvl], wire: Option<&Vec<Level>>, n: usize) {
+/// A side's `bids`/`asks` array (its first `n` valid levels); `keep`: kept in its memo and
+/// written from there while the side does not change.
+fn put_side(out: &mut Vec<u8>, m: &mut SideMemo, wire: Option<&Vec<Level>>, n: usize, keep: bool) {
+    if !keep {
+        return put_levels(out, &m.lvls, wire, n);
+    }
+    if m.text_depth != Some(n) {
+        m.text.clear();
+        put_levels(&mut m.text, &m.lvls, wire, n);
+        m.text_depth = Some(n);
+    }
+    out.extend_from_slice(&m.text);
+}
+
+fn put_levels(out: &mut Vec<u8>, side: &[u32], wire: Option<&Vec<Level>>, n: usize) {
     out.push(b'[');
     if let Some(wire) = wire {
-        for (k, l) in side.iter().take(n).enumerate() {
+        for (k, &i) in side.iter().take(n).enumerate() {
             if k > 0 {
                 out.push(b',');
             }
-            let w = &wire[l.i as usize];
+            let w = &wire[i as usize];
             // Both parsed as decimals, so they hold only digits, '.', '-': copied verbatim.
             out.extend_from_slice(b"{\"price\":\"");
             out.extend_from_slice(w.price.as_deref().unwrap_or_default().as_bytes());
@@ -1297,6 +1329,18 @@ fn put_levels(out: &mut Vec<u8>, side: &[Lvl], wire: Option<&Vec<Level>>, n: usi
         }
     }
     out.push(b']');
+}
+
+/// A string known to need no escapes (a decimal), or null.
+fn put_plain(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
