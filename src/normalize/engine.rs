@@ -362,7 +362,8 @@ pub struct SideMemo {
     best: Option<Dec>,
     /// The valid levels' size sum (`bid_depth`/`ask_depth`).
     depth: Option<Dec>,
-    /// The levels' (price, size) as parsed here, for a book without a caller's [`Pre`].
+    /// The levels' (price, size) parsed again for a book without a caller's [`Pre`] whose side
+    /// needs sorting or the exact size sum.
     parsed: Vec<Parsed>,
     /// The side's array as last written, and the depth it was written with (None: not since the
     /// last scan).
@@ -1124,8 +1125,8 @@ fn error_row(
 
 /// Scans a side: its valid levels best first, best price and size sum go to `m`; returns its
 /// flags. `pre`: the levels' (price, size) already parsed with [`Dec::parse`], same order
-/// (pm-rebuild keeps them with its book); parsed here (into `m.parsed`) otherwise. `tick`: the
-/// book's tick (> 0) with its [`Divisor`] when its [`Dec::key18`] fits.
+/// (pm-rebuild keeps them with its book); parsed here otherwise. `tick`: the book's tick (> 0)
+/// with its [`Divisor`] when its [`Dec::key18`] fits.
 fn side(
     levels: Option<&Vec<Level>>,
     pre: Option<&[Parsed]>,
@@ -1140,20 +1141,25 @@ fn side(
         (m.best, m.depth) = (None, Some(Dec { m: 0, s: DEPTH_SCALE }));
         return BAD_LEVEL | MISSING_FIELD;
     };
+    let parse = |l: &Level| (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse));
     let (f, sum) = match pre {
         Some(p) => scan(p[..levels.len()].iter().copied(), bids, tick, &mut m.lvls),
-        None => {
-            let parsed = &mut m.parsed;
-            let each = levels.iter().map(|l| {
-                let v = (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse));
-                parsed.push(v);
-                v
-            });
-            scan(each, bids, tick, &mut m.lvls)
-        }
+        None => scan(levels.iter().map(parse), bids, tick, &mut m.lvls),
     };
-    let parsed = pre.unwrap_or(&m.parsed);
-    let px = |i: u32| parsed[i as usize].0.expect("a valid level's price");
+    // The parsed levels for what follows: the caller's, or ours (parsed again) when the side
+    // needs sorting or the exact sum; else the best price alone is parsed again.
+    let parsed: &[Parsed] = match pre {
+        Some(p) => p,
+        None if f & UNSORTED != 0 || sum.is_none() => {
+            m.parsed.extend(levels.iter().map(parse));
+            &m.parsed
+        }
+        None => &[],
+    };
+    let px = |i: u32| {
+        let i = i as usize;
+        parsed.get(i).map_or_else(|| parse(&levels[i]).0, |p| p.0).expect("a valid level's price")
+    };
     // Best first: reversing the wire order sorts a well-formed side; otherwise sort explicitly.
     m.lvls.reverse();
     if f & UNSORTED != 0 {
@@ -1177,6 +1183,7 @@ fn side(
 /// [`side`]'s loop over the levels' (price, size) in wire order: the indices of the valid ones
 /// go to `dst` (wire order); returns the flags and the sizes' sum at [`DEPTH_SCALE`] while every
 /// size has a key there and it fits.
+#[inline(never)]
 fn scan(
     levels: impl Iterator<Item = Parsed>,
     bids: bool,
