@@ -342,6 +342,41 @@ pub struct Rows {
     sides: Vec<SideText>,
     /// [`side`]'s results for books without a caller's [`Pre`] (recomputed for every book).
     memo: [SideMemo; 2],
+    times: Times,
+}
+
+/// The last book row's receive time and exchange time, as text and value: consecutive rows (the
+/// books of one reply, the states of one websocket message) often share them.
+#[derive(Default)]
+struct Times {
+    recv_text: String,
+    recv: Option<i64>,
+    ts: Option<i64>,
+    /// `exchange_at_utc` of `ts` (without quotes).
+    ts_text: Vec<u8>,
+}
+
+impl Times {
+    /// [`dec::parse_utc_micros`] of `t`.
+    fn recv(&mut self, t: Option<&str>) -> Option<i64> {
+        let t = t?;
+        if t != self.recv_text {
+            self.recv = dec::parse_utc_micros(t);
+            self.recv_text.clear();
+            self.recv_text.push_str(t);
+        }
+        self.recv
+    }
+
+    /// [`dec::write_utc_micros`] of `ts` (ms).
+    fn exchange_at(&mut self, ts: i64) -> &[u8] {
+        if self.ts != Some(ts) {
+            self.ts_text.clear();
+            dec::write_utc_micros(&mut self.ts_text, ts.saturating_mul(1000));
+            self.ts = Some(ts);
+        }
+        &self.ts_text
+    }
 }
 
 /// What [`side`] found on one side of a book at its last row: its flags, valid levels best first,
@@ -619,7 +654,13 @@ fn ctx<'a>(env: &'a Env<'a>) -> Ctx<'a> {
 
 impl Rows {
     pub fn new(opts: Options) -> Rows {
-        Rows { opts, hash_buf: Vec::with_capacity(8192), sides: Vec::new(), memo: Default::default() }
+        Rows {
+            opts,
+            hash_buf: Vec::with_capacity(8192),
+            sides: Vec::new(),
+            memo: Default::default(),
+            times: Times::default(),
+        }
     }
 
     /// Parses one raw line (without its `\n`) into `part`: rows, holes, counts (module docs).
@@ -759,7 +800,7 @@ impl Rows {
     ) {
         let asset = b.asset_id.as_deref().expect("caller checked");
         let ts = b.timestamp.as_deref().and_then(dec::parse_ms);
-        let recv = env.collected_at_utc.as_deref().and_then(dec::parse_utc_micros);
+        let recv = self.times.recv(env.collected_at_utc.as_deref());
         let mut own = std::mem::take(&mut self.memo);
         let (parsed, memo) = match pre {
             Some(Pre { parsed, memo }) => (Some(parsed), memo),
@@ -791,7 +832,8 @@ impl Rows {
         count(&mut stats.book_rows_by_source, env.endpoint.as_deref().unwrap_or("?"));
         // A caller's memo keeps each side's array for the next rows; ours is scanned every time.
         let keep = parsed.is_some();
-        let row = BookText { env, ctx, b, asset, ts, recv, hash_ok, sides: memo, keep };
+        let exchange_at = ts.map(|t| self.times.exchange_at(t));
+        let row = BookText { env, ctx, b, asset, ts, exchange_at, recv, hash_ok, sides: memo, keep };
         match dest {
             Dest::Part(part) => {
                 let (join_at, flags_at) = row.write(&mut part.out, self.opts.depth, None);
@@ -909,6 +951,8 @@ struct BookText<'r, 'a> {
     b: &'r Book<'a>,
     asset: &'r str,
     ts: Option<i64>,
+    /// `exchange_at_utc` of `ts`.
+    exchange_at: Option<&'r [u8]>,
     recv: Option<i64>,
     hash_ok: Option<bool>,
     /// What [`side`] found on the bids and the asks.
@@ -922,14 +966,14 @@ impl BookText<'_, '_> {
     /// the flag names go (hole 1, hole 2). They are written there when `fill` has them (the join
     /// and all flags), else left out.
     fn write(self, out: &mut Vec<u8>, depth: usize, fill: Option<(Option<&JoinInfo>, u32)>) -> (usize, usize) {
-        let BookText { env, ctx, b, asset, ts, recv, hash_ok, sides, keep } = self;
+        let BookText { env, ctx, b, asset, ts, exchange_at, recv, hash_ok, sides, keep } = self;
         let [bids, asks] = sides;
         head(out, "book", env);
         out.extend_from_slice(b",\"exchange_at_utc\":");
-        match ts {
+        match exchange_at {
             Some(t) => {
                 out.push(b'"');
-                dec::write_utc_micros(out, t.saturating_mul(1000));
+                out.extend_from_slice(t);
                 out.push(b'"');
             }
             None => out.extend_from_slice(b"null"),
