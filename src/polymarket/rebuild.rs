@@ -295,8 +295,8 @@ fn is_zero(size: &str) -> bool {
     Dec::parse(size).is_some_and(|d| d.m == 0)
 }
 
-/// One level of a rebuilt side: the wire strings, and what the hash needs of them, computed once
-/// when the level is set (not for every state).
+/// One level of a rebuilt side: the wire strings, and its exact price, computed once when the
+/// level is set (48 bytes: levels shift on every insert and removal, in three copies).
 #[derive(Clone, Debug)]
 struct Level {
     /// The exact price ([`price_key`]).
@@ -304,37 +304,25 @@ struct Level {
     /// Price then size, as sent (one allocation); the size starts at `split`.
     ps: String,
     split: u32,
-    /// `{"price":…,"size":…}` exactly as in the hash text ([`bookhash::put_level`]); empty but in
-    /// the hashing stage's copy of a book ([`Role::Hash`]).
-    text: Vec<u8>,
 }
 
 impl Level {
     /// None when the price is not an exact decimal ([`Dec::parse`]); else the level and its price.
-    fn new(price: &str, size: &str, hashed: bool) -> Option<(Level, Dec)> {
+    fn new(price: &str, size: &str) -> Option<(Level, Dec)> {
         let px = Dec::parse(price)?;
-        let mut text = Vec::new();
-        if hashed {
-            text.reserve_exact(price.len() + size.len() + 22);
-            bookhash::put_level(&mut text, price, size);
-        }
         let mut ps = String::with_capacity(price.len() + size.len());
         ps.push_str(price);
         ps.push_str(size);
-        Some((Level { key: price_key(px), ps, split: price.len() as u32, text }, px))
+        Some((Level { key: price_key(px), ps, split: price.len() as u32 }, px))
     }
 
-    /// [`Level::new`] in this level's buffers (`px`: the price, parsed).
-    fn reset(&mut self, price: &str, size: &str, px: Dec, hashed: bool) {
+    /// [`Level::new`] in this level's buffer (`px`: the price, parsed).
+    fn reset(&mut self, price: &str, size: &str, px: Dec) {
         self.key = price_key(px);
         self.ps.clear();
         self.ps.push_str(price);
         self.ps.push_str(size);
         self.split = price.len() as u32;
-        self.text.clear();
-        if hashed {
-            bookhash::put_level(&mut self.text, price, size);
-        }
     }
 
     fn price(&self) -> &str {
@@ -344,6 +332,13 @@ impl Level {
     fn size(&self) -> &str {
         &self.ps[self.split as usize..]
     }
+}
+
+/// A level's text in the hash text, `{"price":…,"size":…}` ([`bookhash::put_level`]), into `t`
+/// (cleared first).
+fn level_text(t: &mut Vec<u8>, price: &str, size: &str) {
+    t.clear();
+    bookhash::put_level(t, price, size);
 }
 
 /// Which copy of a book a side belongs to: each thread keeps its own, with what it needs (the
@@ -365,6 +360,8 @@ struct Side {
     levels: Vec<Level>,
     /// [`Role::Rows`] only (same order as `levels`).
     parsed: Vec<Parsed>,
+    /// [`Role::Hash`] only: each level's hash text ([`level_text`]; same order as `levels`).
+    texts: Vec<Vec<u8>>,
     /// [`Role::Hash`] only: the side as the hash text's array, rendered when a hash needs it
     /// ([`Side::text`]) after changes (`dirty`).
     text: Vec<u8>,
@@ -388,6 +385,8 @@ impl Side {
                 self.levels.remove(i);
                 if rows {
                     self.parsed.remove(i);
+                } else if hashed {
+                    self.texts.remove(i);
                 }
             }
             (Some(i), false) => {
@@ -396,8 +395,7 @@ impl Side {
                     l.ps.truncate(l.split as usize);
                     l.ps.push_str(size);
                     if hashed {
-                        l.text.clear();
-                        bookhash::put_level(&mut l.text, &l.ps[..l.split as usize], size);
+                        level_text(&mut self.texts[i], &l.ps[..l.split as usize], size);
                     } else if rows {
                         self.parsed[i].1 = Dec::parse(size);
                     }
@@ -410,10 +408,14 @@ impl Side {
                     .iter()
                     .position(|l| if ascending { l.key > key } else { l.key < key })
                     .unwrap_or(self.levels.len());
-                let (l, px) = Level::new(price, size, hashed)?;
+                let (l, px) = Level::new(price, size)?;
                 self.levels.insert(at, l);
                 if rows {
                     self.parsed.insert(at, (Some(px), Dec::parse(size)));
+                } else if hashed {
+                    let mut t = Vec::with_capacity(price.len() + size.len() + 22);
+                    level_text(&mut t, price, size);
+                    self.texts.insert(at, t);
                 }
             }
         }
@@ -432,15 +434,25 @@ impl Side {
             let (p, z) = l?;
             let px = Dec::parse(p)?;
             match self.levels.get_mut(n) {
-                Some(l) => l.reset(p, z, px, hashed),
-                None => self.levels.push(Level::new(p, z, hashed)?.0),
+                Some(l) => l.reset(p, z, px),
+                None => self.levels.push(Level::new(p, z)?.0),
             }
             if rows {
                 self.parsed.push((Some(px), Dec::parse(z)));
+            } else if hashed {
+                match self.texts.get_mut(n) {
+                    Some(t) => level_text(t, p, z),
+                    None => {
+                        let mut t = Vec::new();
+                        level_text(&mut t, p, z);
+                        self.texts.push(t);
+                    }
+                }
             }
             n += 1;
         }
         self.levels.truncate(n);
+        self.texts.truncate(n);
         Some(())
     }
 
@@ -459,11 +471,11 @@ impl Side {
             let t = &mut self.text;
             t.clear();
             t.push(b'[');
-            for (i, l) in self.levels.iter().enumerate() {
+            for (i, l) in self.texts.iter().enumerate() {
                 if i > 0 {
                     t.push(b',');
                 }
-                t.extend_from_slice(&l.text);
+                t.extend_from_slice(l);
             }
             t.push(b']');
             self.dirty = false;
@@ -1802,11 +1814,12 @@ impl Rebuilder {
         match (l.kind.as_deref(), l.endpoint.as_deref()) {
             (Some("ws"), _) if l.ctx.as_ref().and_then(|c| c.event.as_deref()) == Some("frame") => {
                 self.stats.ws_frames += 1;
-                match (l.body, l.body_text.as_deref()) {
+                // By reference: a parsed line is some hundred bytes, not moved again.
+                match (&l.body, l.body_text.as_deref()) {
                     (Some(f), _) => self.frame(f, &recv)?,
                     // Frames kept as text (multi-line JSON, or not JSON: PONG, NO NEW ASSETS).
                     (None, Some(t)) => match serde_json::from_str::<Frame>(t) {
-                        Ok(f) => self.frame(f, &recv)?,
+                        Ok(f) => self.frame(&f, &recv)?,
                         Err(_) => self.stats.text_frames += 1,
                     },
                     (None, None) => self.stats.text_frames += 1,
@@ -1850,11 +1863,11 @@ impl Rebuilder {
         Ok(Ok(()))
     }
 
-    fn frame(&mut self, f: Frame, recv: &Recv) -> io::Result<()> {
+    fn frame(&mut self, f: &Frame, recv: &Recv) -> io::Result<()> {
         match f {
-            Frame::One(m) => self.event(&m, recv),
+            Frame::One(m) => self.event(m, recv),
             Frame::Many(ms) => {
-                for m in &ms {
+                for m in ms {
                     self.event(m, recv)?;
                 }
                 Ok(())
@@ -2062,7 +2075,7 @@ impl Rebuilder {
     fn verdict(&mut self, mut d: Deferred) -> io::Result<()> {
         let job = d.hashed().then(|| self.hasher.next());
         let b = self.books.get_mut(d.asset.as_str()).expect("a settled asset");
-        let tally = Verify { d: &d, job: job.as_ref(), stats: &mut self.stats }.verdict(b);
+        let tally = Verify { d: &d, job: job.as_deref(), stats: &mut self.stats }.verdict(b);
         if let Some(t) = tally {
             let trusted = b.trusted;
             self.count_settled(&d.asset, t, d.kind != Some(Pend::Change), trusted, d.now_us);
@@ -2585,7 +2598,7 @@ mod tests {
             } else {
                 let want = [(Dec::parse("0.1"), Dec::parse("5")), (Dec::parse("0.3"), Dec::parse("11"))];
                 assert_eq!(bids.parsed, want);
-                assert!(bids.text.is_empty() && bids.levels.iter().all(|l| l.text.is_empty()));
+                assert!(bids.text.is_empty() && bids.texts.is_empty());
             }
             let mut asks = Side::new(role);
             asks.set(false, "0.5", "1").unwrap();

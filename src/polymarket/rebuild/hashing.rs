@@ -45,8 +45,8 @@ pub(super) struct HashJob {
 }
 
 impl HashJob {
-    fn new() -> HashJob {
-        HashJob {
+    fn new() -> Box<HashJob> {
+        Box::new(HashJob {
             asset: String::new(),
             ops: Vec::new(),
             market: String::new(),
@@ -55,12 +55,16 @@ impl HashJob {
             ltp: Vec::with_capacity(16),
             head: Sha1::new(),
             digest: [0; 20],
-        }
+        })
     }
 
     /// Hashes `text`: the hash text up to and including `"last_trade_price":`.
     fn hash_text(&mut self, text: &[u8]) {
-        let mut h = Sha1::new();
+        self.hash_from(Sha1::new(), text);
+    }
+
+    /// Hashes the rest of the text, `h` holding the SHA-1 state after its start.
+    fn hash_from(&mut self, mut h: Sha1, text: &[u8]) {
         h.update(text);
         self.head = h.clone();
         h.update(&self.ltp);
@@ -83,26 +87,42 @@ impl HashJob {
     /// The job hashed here and now with `text` (written by the caller) as its hash text up to
     /// `"last_trade_price":` (a REST cross-check, which waits for nothing and is not a state of
     /// the stage's books).
-    pub fn hashed_now(mut self, text: &[u8]) -> HashJob {
+    pub fn hashed_now(mut self: Box<Self>, text: &[u8]) -> Box<HashJob> {
         self.hash_text(text);
         self
     }
 }
 
-/// The stage's copy of every book: per asset, bids and asks with their hash texts ([`Role::Hash`]);
-/// and the one buffer every hash text is written into (so it stays in this core's caches).
+/// The stage's copy of every book: per asset, bids and asks with their hash texts ([`Role::Hash`])
+/// and the SHA-1 state after the first blocks of its last hash text ([`Start`]); and the one
+/// buffer every hash text is written into (so it stays in this core's caches).
 #[derive(Default)]
 struct HashBooks {
-    books: Assets<[Side; 2]>,
+    books: Assets<([Side; 2], Start)>,
     text: Vec<u8>,
 }
+
+/// The first [`START`] bytes of an asset's last hash text — `{"market":"0x…","asset_id":"…` with
+/// the venue's ids, the same in every state of the asset — and the SHA-1 state after them: a state
+/// whose text starts with the same bytes (compared, not assumed) is hashed from there.
+#[derive(Default)]
+struct Start {
+    bytes: Vec<u8>,
+    sha: Sha1,
+}
+
+/// Two SHA-1 blocks.
+const START: usize = 128;
 
 impl HashBooks {
     /// Applies the job's level changes to the asset's copy, writes its hash text, hashes it.
     fn run(&mut self, j: &mut HashJob) {
-        let [bids, asks] = match self.books.get_mut(j.asset.as_str()) {
+        let ([bids, asks], start) = match self.books.get_mut(j.asset.as_str()) {
             Some(b) => b,
-            None => self.books.entry(j.asset.clone()).or_insert_with(|| [Side::new(Role::Hash), Side::new(Role::Hash)]),
+            None => self
+                .books
+                .entry(j.asset.clone())
+                .or_insert_with(|| ([Side::new(Role::Hash), Side::new(Role::Hash)], Start::default())),
         };
         apply_ops(&j.ops, bids, asks, None);
         let [mos, tick, neg] = &j.tail;
@@ -118,33 +138,43 @@ impl HashBooks {
         );
         debug_assert!(self.text.ends_with(b":}"));
         self.text.pop();
-        j.hash_text(&self.text);
+        let Some(head) = self.text.get(..START) else { return j.hash_text(&self.text) };
+        if start.bytes != head {
+            start.bytes.clear();
+            start.bytes.extend_from_slice(head);
+            start.sha = Sha1::new();
+            start.sha.update(head);
+        }
+        j.hash_from(start.sha.clone(), &self.text[START..]);
     }
 
-    fn run_all(&mut self, batch: &mut [HashJob]) {
+    fn run_all(&mut self, batch: &mut [Box<HashJob>]) {
         batch.iter_mut().for_each(|j| self.run(j));
     }
 }
 
 /// Where the jobs are hashed.
+#[allow(clippy::vec_box)]
 enum Mode {
     /// On the rebuilding thread, as they are pushed.
     Inline(HashBooks),
     /// On a thread of its own, in order: batches go out on `tx` and come back on `rx`.
-    Thread { tx: Option<Sender<Vec<HashJob>>>, rx: Receiver<Vec<HashJob>>, thread: Option<JoinHandle<()>> },
+    Thread { tx: Option<Sender<Vec<Box<HashJob>>>>, rx: Receiver<Vec<Box<HashJob>>>, thread: Option<JoinHandle<()>> },
 }
 
-/// The hashing stage (see the module text).
+/// The hashing stage (see the module text). Jobs are boxed: some hundred bytes each (the SHA-1
+/// state), they move through the queues as pointers.
+#[allow(clippy::vec_box)]
 pub(super) struct HashStage {
     mode: Mode,
     /// Jobs not sent yet.
-    batch: Vec<HashJob>,
+    batch: Vec<Box<HashJob>>,
     /// Batches sent and not back yet.
     in_flight: usize,
     /// Jobs hashed and not taken yet, in request order.
-    done: VecDeque<HashJob>,
+    done: VecDeque<Box<HashJob>>,
     /// Jobs taken back, for their buffers.
-    spare: Vec<HashJob>,
+    spare: Vec<Box<HashJob>>,
 }
 
 impl HashStage {
@@ -152,8 +182,8 @@ impl HashStage {
     pub fn new(threaded: bool) -> HashStage {
         let mut mode = Mode::Inline(HashBooks::default());
         if threaded {
-            let (tx, jobs) = crossbeam_channel::unbounded::<Vec<HashJob>>();
-            let (back, rx) = crossbeam_channel::unbounded::<Vec<HashJob>>();
+            let (tx, jobs) = crossbeam_channel::unbounded::<Vec<Box<HashJob>>>();
+            let (back, rx) = crossbeam_channel::unbounded::<Vec<Box<HashJob>>>();
             let thread = std::thread::Builder::new().name("rebuild-hash".into()).spawn(move || {
                 let mut books = HashBooks::default();
                 for mut b in jobs.iter() {
@@ -176,7 +206,7 @@ impl HashStage {
     }
 
     /// An empty job (buffers reused) for the caller to fill and [`HashStage::push`].
-    pub fn job(&mut self) -> HashJob {
+    pub fn job(&mut self) -> Box<HashJob> {
         let mut j = self.spare.pop().unwrap_or_else(HashJob::new);
         j.ops.clear();
         j.ltp.clear();
@@ -184,7 +214,7 @@ impl HashStage {
     }
 
     /// Queues a filled job (hashes it now when inline).
-    pub fn push(&mut self, mut j: HashJob) {
+    pub fn push(&mut self, mut j: Box<HashJob>) {
         match &mut self.mode {
             Mode::Inline(books) => {
                 books.run(&mut j);
@@ -229,7 +259,7 @@ impl HashStage {
 
     /// The oldest job pushed and not taken yet, hashed (waits for the hashing thread). Call only with
     /// a job outstanding.
-    pub fn next(&mut self) -> HashJob {
+    pub fn next(&mut self) -> Box<HashJob> {
         if self.done.is_empty() && self.in_flight == 0 {
             self.send();
         }
@@ -238,7 +268,7 @@ impl HashStage {
     }
 
     /// A job taken and used: its buffers serve the next one.
-    pub fn recycle(&mut self, j: HashJob) {
+    pub fn recycle(&mut self, j: Box<HashJob>) {
         self.spare.push(j);
     }
 }
