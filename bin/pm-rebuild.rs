@@ -57,10 +57,9 @@ Options:
     --threads N           Threads to keep busy: the one that rebuilds the books, the one that
                           formats rows (always, unless --no-rows) and, when N leaves room for it
                           (N >= 3 with rows, N >= 2 with --no-rows), one that computes the SHA-1
-                          of every state; the SHA-1 jobs are then shared out (the row thread takes
-                          them between rows, the rebuilding thread those nobody took yet when it
-                          needs them). Else the rebuilding thread hashes. The output is the same
-                          for any N. [default: the number of cores]
+                          of every state from its own copy of the books (else the rebuilding
+                          thread hashes). The output is the same for any N. [default: the number
+                          of cores + 1: all three threads from 2 cores]
     -h, --help            Show this help.
     -V, --version         Show the version.
 

@@ -18,11 +18,11 @@
 #    `jq -c .`): scripts/gen_ws_bench.py writes REBUILD_FRAMES DERIVED frame lines of one market whose
 #    two books keep 60-100 levels (both sides together, the size of the real captures' books),
 #    every hash the venue's, with trades, refreshes without tick_size/last_trade_price and
-#    same-timestamp bursts. `jq -c .`, pm-rebuild (rows; default --threads = the cores: on 2 cores
-#    the rebuilding and the row thread), pm-rebuild --threads 3 (rows; and a hashing thread, the
-#    row thread hashing between rows too) and pm-rebuild --no-rows (default --threads: from 2 cores a hashing
-#    thread beside the rebuilding one) run RUNS times
-#    each, interleaved (jq, rows, rows --threads 3, no-rows, jq, ...), every output to /dev/null
+#    same-timestamp bursts. `jq -c .`, pm-rebuild (rows; default --threads = the cores + 1: on 2
+#    cores the rebuilding, the hashing and the row thread, each with its own copy of the books),
+#    pm-rebuild --threads 2 (rows; the rebuilding thread hashes) and pm-rebuild --no-rows (default
+#    --threads: a hashing thread beside the rebuilding one) run RUNS times
+#    each, interleaved (jq, rows, rows --threads 2, no-rows, jq, ...), every output to /dev/null
 #    as jq's (the disk is not what is measured); the medians of wall
 #    and user-CPU seconds are printed with the ratios against jq and the TARGET beside them, the
 #    load average after every run, and `uptime` before and after. The wall ratio needs free cores
@@ -115,17 +115,17 @@ declare -a jq_w jq_u rb_w rb_u r1_w r1_u rv_w rv_u ba_w ba_u
 for r in $(seq "$RUNS"); do
     read -r w u < <(timed /dev/null jq -c . "$IN"); jq_w+=("$w"); jq_u+=("$u")
     read -r w u < <(timed /dev/null "$BIN/pm-rebuild" "$IN"); rb_w+=("$w"); rb_u+=("$u")
-    read -r w u < <(timed /dev/null "$BIN/pm-rebuild" --threads 3 "$IN"); r1_w+=("$w"); r1_u+=("$u")
+    read -r w u < <(timed /dev/null "$BIN/pm-rebuild" --threads 2 "$IN"); r1_w+=("$w"); r1_u+=("$u")
     read -r w u < <(timed /dev/null "$BIN/pm-rebuild" --no-rows "$IN"); rv_w+=("$w"); rv_u+=("$u")
     base=
     if [ -n "$BASE" ]; then
         read -r w u < <(timed /dev/null "$BASE" "$IN"); ba_w+=("$w"); ba_u+=("$u")
         base="  base ${ba_w[-1]} s (user ${ba_u[-1]})"
     fi
-    echo "rebuild  run $r: jq ${jq_w[-1]} s (user ${jq_u[-1]})  pm-rebuild ${rb_w[-1]} s (user ${rb_u[-1]})  --threads 3 ${r1_w[-1]} s (user ${r1_u[-1]})  --no-rows ${rv_w[-1]} s (user ${rv_u[-1]})$base  load $(cut -d' ' -f1 /proc/loadavg)"
+    echo "rebuild  run $r: jq ${jq_w[-1]} s (user ${jq_u[-1]})  pm-rebuild ${rb_w[-1]} s (user ${rb_u[-1]})  --threads 2 ${r1_w[-1]} s (user ${r1_u[-1]})  --no-rows ${rv_w[-1]} s (user ${rv_u[-1]})$base  load $(cut -d' ' -f1 /proc/loadavg)"
 done
 "$BIN/pm-rebuild" --summary "$TMP/summary.json" "$IN" > "$TMP/rows.jsonl" 2> /dev/null || true
-"$BIN/pm-rebuild" --threads 3 --summary "$TMP/summary1.json" "$IN" > "$TMP/rows1.jsonl" 2> /dev/null || true
+"$BIN/pm-rebuild" --threads 2 --summary "$TMP/summary1.json" "$IN" > "$TMP/rows1.jsonl" 2> /dev/null || true
 mjw=$(median "${jq_w[@]}"); mju=$(median "${jq_u[@]}")
 mrw=$(median "${rb_w[@]}"); mru=$(median "${rb_u[@]}")
 m1w=$(median "${r1_w[@]}"); m1u=$(median "${r1_u[@]}")
@@ -137,13 +137,13 @@ echo "rebuild  input: $lines DERIVED frame lines, $((ibytes / 1024 / 1024)) MiB,
 echo "rebuild  medians of $RUNS interleaved runs (wall / user CPU seconds, user CPU of all threads):"
 echo "rebuild    jq -c .                    $mjw / $mju  ($(rate "$lines" "$mjw") lines/s)"
 echo "rebuild    pm-rebuild (rows + hashes) $mrw / $mru  ($(rate "$lines" "$mrw") frames/s)"
-echo "rebuild    pm-rebuild --threads 3 (rows)  $m1w / $m1u  ($(rate "$lines" "$m1w") frames/s)"
+echo "rebuild    pm-rebuild --threads 2 (rows)  $m1w / $m1u  ($(rate "$lines" "$m1w") frames/s)"
 echo "rebuild    pm-rebuild --no-rows       $mvw / $mvu  ($(rate "$lines" "$mvw") frames/s)"
 echo "rebuild  ratio pm-rebuild/jq with rows: wall ${rw}x (TARGET >= ${TARGET}x: $(verdict "$rw")), user CPU ${ru}x"
-echo "rebuild  ratio pm-rebuild --threads 3/jq with rows: wall $(ratio "$mjw" "$m1w")x, user CPU $(ratio "$mju" "$m1u")x"
+echo "rebuild  ratio pm-rebuild --threads 2/jq with rows: wall $(ratio "$mjw" "$m1w")x, user CPU $(ratio "$mju" "$m1u")x"
 echo "rebuild  ratio pm-rebuild/jq --no-rows: wall $(ratio "$mjw" "$mvw")x, user CPU $(ratio "$mju" "$mvu")x"
 echo "rebuild  verification: $(jq -c '{hash_checks, hash_checks_matched, hash_checks_mismatched, hash_checks_unverifiable, verified_rate, rows}' "$TMP/summary.json")"
-echo "rebuild  rows sha256: $(sha256sum < "$TMP/rows.jsonl" | cut -d' ' -f1) (--threads 3: $(sha256sum < "$TMP/rows1.jsonl" | cut -d' ' -f1); summaries $(cmp -s "$TMP/summary.json" "$TMP/summary1.json" && echo equal || echo DIFFER))"
+echo "rebuild  rows sha256: $(sha256sum < "$TMP/rows.jsonl" | cut -d' ' -f1) (--threads 2: $(sha256sum < "$TMP/rows1.jsonl" | cut -d' ' -f1); summaries $(cmp -s "$TMP/summary.json" "$TMP/summary1.json" && echo equal || echo DIFFER))"
 if [ -n "$BASE" ]; then
     mbw=$(median "${ba_w[@]}"); mbu=$(median "${ba_u[@]}")
     "$BASE" "$IN" > "$TMP/base_rows.jsonl" 2> /dev/null || true

@@ -24,10 +24,12 @@
 //! input file. Fields: docs/ORDERBOOK_SCHEMA.md ("Derived websocket streams") and docs/WEBSOCKET.md.
 //!
 //! Speed (issue 14 §2; docs/WEBSOCKET.md "Throughput"): each line is parsed once into typed
-//! structs borrowing from it; prices are exact integers (`price_key`); every level keeps its hash
-//! text and each side its array text, streamed into SHA-1 in place (`StateHash`); the rows are
-//! formatted on a second thread (the row thread keeps its own copy of the levels, with their parsed
-//! decimals, from the changes sent with each row), in order.
+//! structs borrowing from it; prices are exact integers (`price_key`). Up to three threads, each
+//! with its own copy of the books kept from the level changes the rebuilding thread encodes
+//! ([`put_set`]): the rebuilding thread (levels only), the hashing stage ([`hashing`]: every
+//! level's hash text and each side's) and the row thread (the levels' parsed decimals for
+//! pm-normalize's row writer). Only those changes and a few fields per state cross between cores;
+//! rows are written in order.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -54,7 +56,7 @@ use crate::polymarket::tradeset::{self, TradeRow};
 use crate::util::AtomicFile;
 
 mod hashing;
-use hashing::{HashJob, HashStage, Helper};
+use hashing::{HashJob, HashStage};
 
 /// `source` of a row holding the rebuilt state after a websocket message (`book` or `price_change`).
 pub const SOURCE_WS: &str = "ws";
@@ -78,6 +80,9 @@ const MAX_CANDIDATES: usize = 8;
 /// Settled states whose verdict may wait for the hashing stage (then the oldest is reached); a
 /// verdict whose SHA-1 is there is reached at once, so the hash texts stay in the caches.
 const MAX_DEFERRED: usize = 512;
+/// Bytes of level changes an asset queues for the hashing stage's copy while its states are not
+/// hashed (no tick size known), before the whole book replaces them.
+const MAX_HOPS: usize = 1 << 16;
 
 /// Why [`Rebuilder::read_file`] stopped: the input could not be opened (exit 2), or writing rows or
 /// trades failed (exit 2 as an I/O error on output). Damage inside an input is not an error: it is
@@ -104,9 +109,8 @@ pub struct Options {
     /// False: verify only, format no rows (`--no-rows`).
     pub write_rows: bool,
     /// `--threads`: the threads kept busy. When that leaves room for a hashing thread beside the
-    /// rebuilding and the row thread (with rows from 3, without from 2), the SHA-1 jobs are shared
-    /// out ([`hashing`]: that thread, the row thread between rows, the rebuilding thread for those
-    /// nobody took); else the rebuilding thread hashes. Same output for any value.
+    /// rebuilding and the row thread (with rows from 3, without from 2), it computes every SHA-1
+    /// ([`hashing`]); else the rebuilding thread does. Same output for any value.
     pub threads: usize,
 }
 
@@ -119,7 +123,9 @@ impl Default for Options {
             neg_risk: Value::Bool(false),
             tick_size: None,
             write_rows: true,
-            threads: std::thread::available_parallelism().map_or(1, usize::from),
+            // Cores + 1: on 2 cores the three threads together were measured faster than two
+            // (reports/bench_stream_loopback_2026-12-01-3-s5.txt and later, quiet machine).
+            threads: std::thread::available_parallelism().map_or(1, usize::from) + 1,
         }
     }
 }
@@ -289,8 +295,8 @@ fn is_zero(size: &str) -> bool {
     Dec::parse(size).is_some_and(|d| d.m == 0)
 }
 
-/// One level of a rebuilt side: the wire strings, and what the hash needs of them, computed once
-/// when the level is set (not for every state).
+/// One level of a rebuilt side: the wire strings, and its exact price, computed once when the
+/// level is set (48 bytes: levels shift on every insert and removal, in three copies).
 #[derive(Clone, Debug)]
 struct Level {
     /// The exact price ([`price_key`]).
@@ -298,37 +304,25 @@ struct Level {
     /// Price then size, as sent (one allocation); the size starts at `split`.
     ps: String,
     split: u32,
-    /// `{"price":…,"size":…}` exactly as in the hash text ([`bookhash::put_level`]); empty in the
-    /// row thread's copy of a book, which hashes nothing.
-    text: Vec<u8>,
 }
 
 impl Level {
     /// None when the price is not an exact decimal ([`Dec::parse`]); else the level and its price.
-    fn new(price: &str, size: &str, hashed: bool) -> Option<(Level, Dec)> {
+    fn new(price: &str, size: &str) -> Option<(Level, Dec)> {
         let px = Dec::parse(price)?;
-        let mut text = Vec::new();
-        if hashed {
-            text.reserve_exact(price.len() + size.len() + 22);
-            bookhash::put_level(&mut text, price, size);
-        }
         let mut ps = String::with_capacity(price.len() + size.len());
         ps.push_str(price);
         ps.push_str(size);
-        Some((Level { key: price_key(px), ps, split: price.len() as u32, text }, px))
+        Some((Level { key: price_key(px), ps, split: price.len() as u32 }, px))
     }
 
-    /// [`Level::new`] in this level's buffers (`px`: the price, parsed).
-    fn reset(&mut self, price: &str, size: &str, px: Dec, hashed: bool) {
+    /// [`Level::new`] in this level's buffer (`px`: the price, parsed).
+    fn reset(&mut self, price: &str, size: &str, px: Dec) {
         self.key = price_key(px);
         self.ps.clear();
         self.ps.push_str(price);
         self.ps.push_str(size);
         self.split = price.len() as u32;
-        self.text.clear();
-        if hashed {
-            bookhash::put_level(&mut self.text, price, size);
-        }
     }
 
     fn price(&self) -> &str {
@@ -340,38 +334,59 @@ impl Level {
     }
 }
 
-/// A rebuilt side in wire order. The rebuild thread's copy (`hashed`) keeps the side's hash text;
-/// the row thread's keeps every level's (price, size) as [`Dec::parse`] gives them for the row
-/// writer (same order).
+/// A level's text in the hash text, `{"price":…,"size":…}` ([`bookhash::put_level`]), into `t`
+/// (cleared first).
+fn level_text(t: &mut Vec<u8>, price: &str, size: &str) {
+    t.clear();
+    bookhash::put_level(t, price, size);
+}
+
+/// Which copy of a book a side belongs to: each thread keeps its own, with what it needs (the
+/// level changes travel between them encoded, [`put_set`]), so no thread reads another's memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum Role {
+    /// The rebuilding thread's: the levels only.
+    #[default]
+    Plain,
+    /// The hashing stage's ([`hashing`]): every level's hash text, and the side's.
+    Hash,
+    /// The row thread's: every level's (price, size) as [`Dec::parse`] gives them.
+    Rows,
+}
+
+/// A rebuilt side in wire order, in one of the copies ([`Role`]).
 #[derive(Clone, Debug, Default)]
 struct Side {
     levels: Vec<Level>,
-    /// Row thread only (empty when `hashed`).
+    /// [`Role::Rows`] only (same order as `levels`).
     parsed: Vec<Parsed>,
-    /// The side as the hash text's array, kept up to date with every change (when `hashed`).
+    /// [`Role::Hash`] only: each level's hash text ([`level_text`]; same order as `levels`).
+    texts: Vec<Vec<u8>>,
+    /// [`Role::Hash`] only: the side as the hash text's array, rendered when a hash needs it
+    /// ([`Side::text`]) after changes (`dirty`).
     text: Vec<u8>,
-    /// True for the rebuild thread's copy, false for the row thread's.
-    hashed: bool,
+    dirty: bool,
+    role: Role,
 }
 
 impl Side {
-    /// Sets the absolute size at a level; keeps `ascending` (bids) or descending (asks) order.
-    fn set(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
-        self.apply(ascending, price, size)?;
-        if self.hashed {
-            self.render();
-        }
-        Some(())
+    fn new(role: Role) -> Side {
+        Side { role, ..Side::default() }
     }
 
-    fn apply(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
+    /// Sets the absolute size at a level; keeps `ascending` (bids) or descending (asks) order.
+    /// None (the side unchanged) when the price is not an exact decimal.
+    fn set(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
         let key = price_key(Dec::parse(price)?);
+        let (hashed, rows) = (self.role == Role::Hash, self.role == Role::Rows);
         let pos = self.levels.iter().position(|l| l.key == key);
         match (pos, is_zero(size)) {
             (Some(i), true) => {
                 self.levels.remove(i);
-                if !self.hashed {
+                if rows {
                     self.parsed.remove(i);
+                } else if hashed {
+                    self.texts.remove(i);
                 }
             }
             (Some(i), false) => {
@@ -379,10 +394,9 @@ impl Side {
                 if l.size() != size {
                     l.ps.truncate(l.split as usize);
                     l.ps.push_str(size);
-                    if self.hashed {
-                        l.text.clear();
-                        bookhash::put_level(&mut l.text, &l.ps[..l.split as usize], size);
-                    } else {
+                    if hashed {
+                        level_text(&mut self.texts[i], &l.ps[..l.split as usize], size);
+                    } else if rows {
                         self.parsed[i].1 = Dec::parse(size);
                     }
                 }
@@ -394,60 +408,91 @@ impl Side {
                     .iter()
                     .position(|l| if ascending { l.key > key } else { l.key < key })
                     .unwrap_or(self.levels.len());
-                let (l, px) = Level::new(price, size, self.hashed)?;
+                let (l, px) = Level::new(price, size)?;
                 self.levels.insert(at, l);
-                if !self.hashed {
+                if rows {
                     self.parsed.insert(at, (Some(px), Dec::parse(size)));
+                } else if hashed {
+                    let mut t = Vec::with_capacity(price.len() + size.len() + 22);
+                    level_text(&mut t, price, size);
+                    self.texts.insert(at, t);
                 }
             }
         }
+        self.dirty = true;
         Some(())
     }
 
     /// Replaces the levels (in wire order), reusing the buffers of the levels there; None when a
     /// level is None or its price not an exact decimal (the side is then unusable).
     fn replace<'l>(&mut self, levels: impl Iterator<Item = Option<(&'l str, &'l str)>>) -> Option<()> {
+        let (hashed, rows) = (self.role == Role::Hash, self.role == Role::Rows);
         self.parsed.clear();
+        self.dirty = true;
         let mut n = 0;
         for l in levels {
             let (p, z) = l?;
             let px = Dec::parse(p)?;
             match self.levels.get_mut(n) {
-                Some(l) => l.reset(p, z, px, self.hashed),
-                None => self.levels.push(Level::new(p, z, self.hashed)?.0),
+                Some(l) => l.reset(p, z, px),
+                None => self.levels.push(Level::new(p, z)?.0),
             }
-            if !self.hashed {
+            if rows {
                 self.parsed.push((Some(px), Dec::parse(z)));
+            } else if hashed {
+                match self.texts.get_mut(n) {
+                    Some(t) => level_text(t, p, z),
+                    None => {
+                        let mut t = Vec::new();
+                        level_text(&mut t, p, z);
+                        self.texts.push(t);
+                    }
+                }
             }
             n += 1;
         }
         self.levels.truncate(n);
-        if self.hashed {
-            self.render();
-        }
+        self.texts.truncate(n);
         Some(())
     }
 
     /// A wire side for the rebuild (all levels pairs of strings with an exact decimal price), else
     /// None; built in `spare`'s buffers (a side no longer used).
     fn from_wire(levels: &[parse::Level], mut spare: Side) -> Option<Side> {
-        spare.hashed = true;
+        spare.role = Role::Plain;
         spare.replace(levels.iter().map(|l| Some((l.price.as_deref()?, l.size.as_deref()?))))?;
         Some(spare)
     }
 
-    /// Rebuilds the side's hash text from its levels' texts.
-    fn render(&mut self) {
-        let t = &mut self.text;
-        t.clear();
-        t.push(b'[');
+    /// The side as the hash text's array ([`Role::Hash`]): rendered from the levels' texts when it
+    /// changed since.
+    fn text(&mut self) -> &[u8] {
+        if self.dirty {
+            let t = &mut self.text;
+            t.clear();
+            t.push(b'[');
+            for (i, l) in self.texts.iter().enumerate() {
+                if i > 0 {
+                    t.push(b',');
+                }
+                t.extend_from_slice(l);
+            }
+            t.push(b']');
+            self.dirty = false;
+        }
+        &self.text
+    }
+
+    /// The side as the hash text's array, written from the levels (any copy; a REST cross-check).
+    fn put_text(&self, out: &mut Vec<u8>) {
+        out.push(b'[');
         for (i, l) in self.levels.iter().enumerate() {
             if i > 0 {
-                t.push(b',');
+                out.push(b',');
             }
-            t.extend_from_slice(&l.text);
+            bookhash::put_level(out, l.price(), l.size());
         }
-        t.push(b']');
+        out.push(b']');
     }
 
     /// The side as the row writer's levels (borrowed, wire order), into `v` (cleared first).
@@ -490,6 +535,8 @@ enum Pend {
 #[derive(Clone, Debug, Default)]
 struct RecvBuf {
     at: Option<String>,
+    /// `at` in µs since the epoch (parsed once per line).
+    us: Option<i64>,
     conn_id: Option<u64>,
     venue: Option<String>,
     run_id: Option<String>,
@@ -509,6 +556,7 @@ fn put_opt_string(dst: &mut Option<String>, src: Option<&str>) {
 impl RecvBuf {
     fn set(&mut self, r: &Recv) {
         put_opt_string(&mut self.at, r.at);
+        self.us = r.us;
         put_opt_string(&mut self.venue, r.venue);
         put_opt_string(&mut self.run_id, r.run_id);
         self.conn_id = r.conn_id;
@@ -517,6 +565,7 @@ impl RecvBuf {
     fn view(&self) -> Recv<'_> {
         Recv {
             at: self.at.as_deref(),
+            us: self.us,
             conn_id: self.conn_id,
             venue: self.venue.as_deref(),
             run_id: self.run_id.as_deref(),
@@ -558,6 +607,8 @@ struct Book {
     order: u64,
     /// Level changes since the asset's last row, encoded for the row thread ([`put_set`]).
     ops: Vec<u8>,
+    /// Level changes since the asset's last hash job, for the hashing stage's copy of the book.
+    hops: Vec<u8>,
     /// Settled states of the asset whose verdict is not reached yet ([`Deferred`]).
     deferred: u32,
 }
@@ -589,8 +640,8 @@ impl Book {
             market: String::new(),
             timestamp: String::new(),
             ts_ms: 0,
-            bids: Side::default(),
-            asks: Side::default(),
+            bids: Side::new(Role::Plain),
+            asks: Side::new(Role::Plain),
             tick_size: None,
             ltp: raw_str(""),
             ltp_known: false,
@@ -604,6 +655,7 @@ impl Book {
             recv: RecvBuf::default(),
             order: 0,
             ops: Vec::new(),
+            hops: Vec::new(),
             deferred: 0,
         }
     }
@@ -957,6 +1009,8 @@ struct TradesOut {
 /// The receive context and provenance of the line being processed.
 struct Recv<'a> {
     at: Option<&'a str>,
+    /// `at` in µs since the epoch.
+    us: Option<i64>,
     conn_id: Option<u64>,
     venue: Option<&'a str>,
     run_id: Option<&'a str>,
@@ -965,7 +1019,7 @@ struct Recv<'a> {
 
 impl Recv<'_> {
     fn us(&self) -> Option<i64> {
-        self.at.and_then(dec::parse_utc_micros)
+        self.us
     }
 }
 
@@ -975,25 +1029,18 @@ fn meta_of<'m>(meta: &'m Assets<(Raw, Raw)>, default: &'m (Raw, Raw), asset: &st
     (m, n)
 }
 
-/// A rebuilt state's hash text up to and including `"last_trade_price":` into `j` (the one hash
-/// text writer, [`bookhash::write_hash_text_with`], as pm-normalize uses it, with the sides' kept
-/// texts), and the state's `last_trade_price` as the text tried first: what the hashing stage
-/// needs ([`hashing`]). The SHA-1 state after the prefix is kept there, so each other trade price
-/// tried costs a block or two, not the whole book.
-fn hash_job(j: &mut HashJob, asset: &str, b: &Book, tick: &RawValue, meta: (&RawValue, &RawValue)) {
-    let tail = [meta.0, tick, meta.1].map(parse::hash_scalar_text);
-    // `last_trade_price` written as nothing: the text then ends in `"last_trade_price":}`.
-    bookhash::write_hash_text_with(
-        &mut j.text,
-        &b.market,
-        asset,
-        &b.timestamp,
-        |o| o.extend_from_slice(&b.bids.text),
-        |o| o.extend_from_slice(&b.asks.text),
-        [&tail[0], &tail[1], &tail[2], ""],
-    );
-    debug_assert!(j.text.ends_with(b":}"));
-    j.text.pop();
+/// The fields of a state's hash text around its levels, and its `last_trade_price` as the text
+/// tried first, into `j` (what the hashing stage needs of a state besides its level changes).
+fn hash_fields(j: &mut HashJob, asset: &str, b: &Book, tick: &RawValue, meta: (&RawValue, &RawValue)) {
+    for (dst, src) in [&mut j.asset, &mut j.market, &mut j.timestamp].into_iter().zip([asset, &b.market, &b.timestamp])
+    {
+        dst.clear();
+        dst.push_str(src);
+    }
+    for (dst, src) in j.tail.iter_mut().zip([meta.0, tick, meta.1]) {
+        dst.clear();
+        dst.push_str(&parse::hash_scalar_text(src));
+    }
     j.ltp.extend_from_slice(parse::hash_scalar_text(&b.ltp).as_bytes());
 }
 
@@ -1257,9 +1304,9 @@ fn take_field<'o>(ops: &'o [u8], at: &mut usize) -> &'o str {
     std::str::from_utf8(f).expect("written from a str")
 }
 
-/// Applies encoded level changes to the row thread's copy of a book.
-/// Marks the [`SideMemo`] of each side an op touches stale.
-fn apply_ops(ops: &[u8], bids: &mut Side, asks: &mut Side, memo: &mut [SideMemo; 2]) {
+/// Applies encoded level changes to another thread's copy of a book (the row thread's, the hashing
+/// stage's). Marks the [`SideMemo`] of each side an op touches stale (row thread).
+fn apply_ops(ops: &[u8], bids: &mut Side, asks: &mut Side, mut memo: Option<&mut [SideMemo; 2]>) {
     let mut at = 0;
     while at < ops.len() {
         let tag = ops[at];
@@ -1269,14 +1316,19 @@ fn apply_ops(ops: &[u8], bids: &mut Side, asks: &mut Side, memo: &mut [SideMemo;
                 let p = take_field(ops, &mut at);
                 let z = take_field(ops, &mut at);
                 let side = if tag == b'B' { &mut *bids } else { &mut *asks };
-                memo[usize::from(tag != b'B')].stale();
-                side.apply(tag == b'B', p, z);
+                if let Some(m) = memo.as_deref_mut() {
+                    m[usize::from(tag != b'B')].stale();
+                }
+                // Applied on the rebuilding thread first, where a bad price was refused.
+                side.set(tag == b'B', p, z);
             }
             _ => {
                 let n = u32::from_le_bytes([ops[at], ops[at + 1], ops[at + 2], ops[at + 3]]) as usize;
                 at += 4;
                 let side = if tag == b'b' { &mut *bids } else { &mut *asks };
-                memo[usize::from(tag != b'b')].stale();
+                if let Some(m) = memo.as_deref_mut() {
+                    m[usize::from(tag != b'b')].stale();
+                }
                 let mut level = || (take_field(ops, &mut at), take_field(ops, &mut at));
                 // Written from a side whose prices all parsed.
                 side.replace((0..n).map(|_| Some(level())));
@@ -1304,7 +1356,6 @@ struct RowJob {
 
 /// The row thread's copy of a book: its levels, and the hash-relevant scalars as raw values, read
 /// back from their JSON text only when that text changes (not for every row).
-#[derive(Default)]
 struct RowBook {
     bids: Side,
     asks: Side,
@@ -1314,6 +1365,15 @@ struct RowBook {
 }
 
 impl RowBook {
+    fn new() -> RowBook {
+        RowBook {
+            bids: Side::new(Role::Rows),
+            asks: Side::new(Role::Rows),
+            scalars: Default::default(),
+            memo: Default::default(),
+        }
+    }
+
     /// Takes a row job's scalars (JSON text, "" = absent: written from raw values, so they parse).
     fn set_scalars(&mut self, texts: &[String; 4]) {
         for ((have, raw), text) in self.scalars.iter_mut().zip(texts) {
@@ -1344,9 +1404,9 @@ fn book_row(
 ) {
     let b = match books.get_mut(j.asset.as_str()) {
         Some(b) => b,
-        None => books.entry(j.asset.clone()).or_default(),
+        None => books.entry(j.asset.clone()).or_insert_with(RowBook::new),
     };
-    apply_ops(&j.ops, &mut b.bids, &mut b.asks, &mut b.memo);
+    apply_ops(&j.ops, &mut b.bids, &mut b.asks, Some(&mut b.memo));
     j.ops.clear();
     b.set_scalars(&j.scalars);
     let [mut bv, mut av] = [0, 1].map(|i| recycle(std::mem::take(&mut views[i])));
@@ -1436,12 +1496,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(opts: normalize::Options, markets: Vec<PathBuf>, out: Box<dyn Write + Send>, h: Option<Helper>) -> Writer {
+    fn start(opts: normalize::Options, markets: Vec<PathBuf>, out: Box<dyn Write + Send>) -> Writer {
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Job>>(64);
         let (back_tx, back) = crossbeam_channel::bounded::<Vec<Box<RowJob>>>(8);
         let handle = std::thread::Builder::new()
             .name("rebuild-rows".into())
-            .spawn(move || write_rows(opts, &markets, (rx, h), back_tx, out))
+            .spawn(move || write_rows(opts, &markets, rx, back_tx, out))
             .expect("a thread for the rows");
         Writer { tx, batch: Vec::with_capacity(BATCH), back, handle }
     }
@@ -1464,7 +1524,7 @@ fn env_of<'r>(recv: &'r RecvBuf, source: &'static str) -> parse::Env<'r> {
 fn write_rows(
     opts: normalize::Options,
     markets: &[PathBuf],
-    (rx, mut hash): (Receiver<Vec<Job>>, Option<Helper>),
+    rx: Receiver<Vec<Job>>,
     back: Sender<Vec<Box<RowJob>>>,
     mut out: Box<dyn Write + Send>,
 ) -> io::Result<WriterStats> {
@@ -1476,18 +1536,7 @@ fn write_rows(
     let mut views = [Vec::new(), Vec::new()];
     let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK + (16 << 10));
     let mut used = Vec::with_capacity(BATCH);
-    // Rows in order; between them, hash jobs nobody took yet (either, when both wait).
-    let next = |hash: &mut Option<Helper>| loop {
-        let Some(h) = hash.as_ref() else { return rx.recv().ok() };
-        crossbeam_channel::select! {
-            recv(rx) -> m => return m.ok(),
-            recv(h.jobs) -> b => match b {
-                Ok(b) => h.run(b),
-                Err(_) => *hash = None,
-            },
-        }
-    };
-    while let Some(batch) = next(&mut hash) {
+    for batch in rx.iter() {
         for job in batch {
             if used.len() >= BATCH {
                 let _ = back.try_send(std::mem::replace(&mut used, Vec::with_capacity(BATCH)));
@@ -1575,10 +1624,6 @@ pub struct Rebuilder {
 impl Rebuilder {
     pub fn new(opts: Options, rows: Box<dyn Write + Send>) -> Rebuilder {
         let default_meta = (raw(&opts.min_order_size), raw(&opts.neg_risk));
-        // On two cores with rows, neither a third thread nor the row thread hashing between rows
-        // was measured faster than hashing on the rebuilding thread
-        // (reports/bench_stream_loopback_2026-12-01-{1,2}-s4.txt): jobs are shared out only when
-        // there is a core for a hashing thread.
         let shared = opts.threads > 1 + usize::from(opts.write_rows);
         Rebuilder {
             verifier: Normalizer::new(opts.rows.clone()),
@@ -1626,8 +1671,7 @@ impl Rebuilder {
     fn writer(&mut self) -> &mut Writer {
         if self.writer.is_none() {
             let out = self.rows.take().expect("rows not taken yet");
-            let h = self.hasher.helper();
-            self.writer = Some(Writer::start(self.opts.rows.clone(), self.markets.clone(), out, h));
+            self.writer = Some(Writer::start(self.opts.rows.clone(), self.markets.clone(), out));
         }
         self.writer.as_mut().expect("started")
     }
@@ -1754,12 +1798,14 @@ impl Rebuilder {
             }
         };
         let at = l.collected_at_utc.as_deref();
-        if let (Some(us), Some(f)) = (at.and_then(dec::parse_utc_micros), self.file.as_mut()) {
+        let us = at.and_then(dec::parse_utc_micros);
+        if let (Some(us), Some(f)) = (us, self.file.as_mut()) {
             f.first_us.get_or_insert(us);
             f.last_us = Some(us);
         }
         let recv = Recv {
             at,
+            us,
             conn_id: l.ctx.as_ref().and_then(|c| c.conn_id),
             venue: l.venue.as_deref(),
             run_id: l.run_id.as_deref(),
@@ -1768,11 +1814,12 @@ impl Rebuilder {
         match (l.kind.as_deref(), l.endpoint.as_deref()) {
             (Some("ws"), _) if l.ctx.as_ref().and_then(|c| c.event.as_deref()) == Some("frame") => {
                 self.stats.ws_frames += 1;
-                match (l.body, l.body_text.as_deref()) {
+                // By reference: a parsed line is some hundred bytes, not moved again.
+                match (&l.body, l.body_text.as_deref()) {
                     (Some(f), _) => self.frame(f, &recv)?,
                     // Frames kept as text (multi-line JSON, or not JSON: PONG, NO NEW ASSETS).
                     (None, Some(t)) => match serde_json::from_str::<Frame>(t) {
-                        Ok(f) => self.frame(f, &recv)?,
+                        Ok(f) => self.frame(&f, &recv)?,
                         Err(_) => self.stats.text_frames += 1,
                     },
                     (None, None) => self.stats.text_frames += 1,
@@ -1816,11 +1863,11 @@ impl Rebuilder {
         Ok(Ok(()))
     }
 
-    fn frame(&mut self, f: Frame, recv: &Recv) -> io::Result<()> {
+    fn frame(&mut self, f: &Frame, recv: &Recv) -> io::Result<()> {
         match f {
-            Frame::One(m) => self.event(&m, recv),
+            Frame::One(m) => self.event(m, recv),
             Frame::Many(ms) => {
-                for m in &ms {
+                for m in ms {
                     self.event(m, recv)?;
                 }
                 Ok(())
@@ -1962,8 +2009,17 @@ impl Rebuilder {
         b.deferred += 1;
         if let (true, Some(tick)) = (d.hashed(), b.tick_size.as_deref()) {
             let mut j = self.hasher.job();
-            hash_job(&mut j, asset, b, tick, meta_of(&self.meta, &self.default_meta, asset));
+            hash_fields(&mut j, asset, b, tick, meta_of(&self.meta, &self.default_meta, asset));
+            // The level changes since the asset's previous job go with it.
+            std::mem::swap(&mut j.ops, &mut b.hops);
+            b.hops.clear();
             self.hasher.push(j);
+        } else if b.hops.len() > MAX_HOPS {
+            // States that are not hashed leave their changes queued for the next that is: past
+            // this size they are replaced by the whole book (no growth without bound).
+            b.hops.clear();
+            put_replace(&mut b.hops, b'b', &b.bids);
+            put_replace(&mut b.hops, b'a', &b.asks);
         }
         let recv = std::mem::take(&mut b.recv);
         d.row = self.row_job(asset, &recv.view(), SOURCE_WS, kind != Pend::Change);
@@ -2019,7 +2075,7 @@ impl Rebuilder {
     fn verdict(&mut self, mut d: Deferred) -> io::Result<()> {
         let job = d.hashed().then(|| self.hasher.next());
         let b = self.books.get_mut(d.asset.as_str()).expect("a settled asset");
-        let tally = Verify { d: &d, job: job.as_ref(), stats: &mut self.stats }.verdict(b);
+        let tally = Verify { d: &d, job: job.as_deref(), stats: &mut self.stats }.verdict(b);
         if let Some(t) = tally {
             let trusted = b.trusted;
             self.count_settled(&d.asset, t, d.kind != Some(Pend::Change), trusted, d.now_us);
@@ -2182,6 +2238,9 @@ impl Rebuilder {
             b.tick_size = default_tick;
         }
         put_opt_string(&mut b.hash, hash);
+        b.hops.clear();
+        put_replace(&mut b.hops, b'b', &b.bids);
+        put_replace(&mut b.hops, b'a', &b.asks);
         if self.opts.write_rows {
             put_replace(&mut b.ops, b'b', &b.bids);
             put_replace(&mut b.ops, b'a', &b.asks);
@@ -2260,8 +2319,19 @@ impl Rebuilder {
         let agree = match (hash.and_then(venue_digest), b.tick_size.as_deref()) {
             (Some(want), Some(tick)) => {
                 let mut j = self.hasher.job();
-                hash_job(&mut j, asset, b, tick, meta);
-                let j = j.hashed_now();
+                hash_fields(&mut j, asset, b, tick, meta);
+                let mut text = Vec::new();
+                bookhash::write_hash_text_with(
+                    &mut text,
+                    &b.market,
+                    asset,
+                    &b.timestamp,
+                    |o| b.bids.put_text(o),
+                    |o| b.asks.put_text(o),
+                    [&j.tail[0], &j.tail[1], &j.tail[2], ""],
+                );
+                text.pop();
+                let j = j.hashed_now(&text);
                 let (ok, _) = check(&j, b, want);
                 self.hasher.recycle(j);
                 ok
@@ -2340,8 +2410,10 @@ impl Rebuilder {
         if r.is_none() {
             return Ok(false);
         }
+        let tag = if side == "BUY" { b'B' } else { b'A' };
+        put_set(&mut b.hops, tag, price, size);
         if self.opts.write_rows {
-            put_set(&mut b.ops, if side == "BUY" { b'B' } else { b'A' }, price, size);
+            put_set(&mut b.ops, tag, price, size);
         }
         if b.timestamp != ts {
             b.timestamp.clear();
@@ -2504,10 +2576,11 @@ mod tests {
 
     #[test]
     fn levels_keep_wire_order() {
-        // The rebuild thread's copy (hash text) and the row thread's (parsed values) alike.
+        // The hashing stage's copy (hash text) and the row thread's (parsed values) alike.
         for hashed in [true, false] {
+            let role = if hashed { Role::Hash } else { Role::Rows };
             let prices = |s: &Side| s.levels.iter().map(|l| l.price().to_string()).collect::<Vec<_>>();
-            let mut bids = Side { hashed, ..Side::default() };
+            let mut bids = Side::new(role);
             bids.set(true, "0.3", "10").unwrap();
             bids.set(true, "0.1", "5").unwrap();
             bids.set(true, "0.2", "7").unwrap();
@@ -2520,14 +2593,14 @@ mod tests {
             );
             // The kept hash text or parsed values follow every change.
             if hashed {
-                assert_eq!(bids.text, br#"[{"price":"0.1","size":"5"},{"price":"0.3","size":"11"}]"#);
+                assert_eq!(bids.text(), br#"[{"price":"0.1","size":"5"},{"price":"0.3","size":"11"}]"#);
                 assert!(bids.parsed.is_empty());
             } else {
                 let want = [(Dec::parse("0.1"), Dec::parse("5")), (Dec::parse("0.3"), Dec::parse("11"))];
                 assert_eq!(bids.parsed, want);
-                assert!(bids.text.is_empty() && bids.levels.iter().all(|l| l.text.is_empty()));
+                assert!(bids.text.is_empty() && bids.texts.is_empty());
             }
-            let mut asks = Side { hashed, ..Side::default() };
+            let mut asks = Side::new(role);
             asks.set(false, "0.5", "1").unwrap();
             asks.set(false, "0.9", "1").unwrap();
             asks.set(false, "0.7", "1").unwrap();
@@ -2541,7 +2614,7 @@ mod tests {
 
     #[test]
     fn price_levels_are_exact_decimals_never_f64() {
-        let mut bids = Side { hashed: true, ..Side::default() };
+        let mut bids = Side::new(Role::Plain);
         let levels =
             |s: &Side| s.levels.iter().map(|l| (l.price().to_string(), l.size().to_string())).collect::<Vec<_>>();
         let pair = |p: &str, z: &str| (p.to_string(), z.to_string());

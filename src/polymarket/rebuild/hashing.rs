@@ -1,14 +1,19 @@
-//! pm-rebuild's hashing stage: the SHA-1 of every rebuilt state's hash text, handed back in request
-//! order. With `--threads 1` it is computed inline; else the jobs go to a queue that any thread with
-//! nothing else to do takes from — a hashing thread of its own when there is a core for it, the row
-//! thread between rows ([`Helper`]) — and the rebuilding thread computes those nobody took yet
-//! when it needs their result: the work spreads over the threads as their load allows.
+//! pm-rebuild's hashing stage: the SHA-1 of every rebuilt state, handed back in request order.
+//! With `--threads` leaving room for it, a hashing thread of its own computes them; else the
+//! rebuilding thread does, when it asks for them.
 //!
-//! The rebuild thread writes a state's hash text up to `"last_trade_price":` into a [`HashJob`]
-//! with the `last_trade_price` it expects to match; the stage keeps the SHA-1 state after the
-//! prefix (so that other trade prices cost a block or two, not the whole book) and the digest with
-//! that price. Only SHA-1 moves: every verdict is still reached on the rebuild thread, in input
-//! order, from these digests ([`super::Rebuilder`]), so the output is the same for any thread count.
+//! The stage keeps its own copy of every book ([`HashBooks`]: each level's hash text and each
+//! side's), kept up to date from the level changes the rebuilding thread sends with each state
+//! ([`super::put_set`], the encoding the row thread reads too). So the hash text — some kilobytes per
+//! state, six times the input on 60–100-level books — is written and read by one thread, in its own
+//! caches: nothing of it crosses between cores (copying it across cost more than the SHA-1 saved).
+//!
+//! A [`HashJob`] carries a state: its level changes since the asset's previous job and the fields
+//! around the levels. The stage writes the hash text up to `"last_trade_price":`, keeps the SHA-1
+//! state after it (so that other trade prices cost a block or two, not the whole book), and the digest
+//! with the `last_trade_price` the rebuilding thread expects. Only the SHA-1 moves: every verdict is
+//! still reached on the rebuilding thread, in input order, from these digests ([`super::Rebuilder`]),
+//! so the output is the same for any thread count.
 
 use std::collections::VecDeque;
 use std::thread::JoinHandle;
@@ -16,28 +21,51 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 use sha1::{Digest, Sha1};
 
+use super::{apply_ops, Assets, Role, Side};
+use crate::polymarket::bookhash;
+
 /// Jobs travel in batches of this many (fewer thread wake-ups).
 const BATCH: usize = 16;
 
-/// One state's hash text up to and including `"last_trade_price":`, the `last_trade_price` text
-/// (as the hash spells it) tried first, and what the stage computed of them.
+/// One state to hash, and what the stage computed of it.
 pub(super) struct HashJob {
-    pub text: Vec<u8>,
+    pub asset: String,
+    /// The asset's level changes since its previous job ([`super::put_set`]/[`super::put_replace`]).
+    pub ops: Vec<u8>,
+    pub market: String,
+    pub timestamp: String,
+    /// `min_order_size`, `tick_size`, `neg_risk` as the hash text spells them.
+    pub tail: [String; 3],
+    /// The `last_trade_price` tried first, as the hash text spells it.
     pub ltp: Vec<u8>,
-    /// The SHA-1 state after `text`.
+    /// The SHA-1 state after the hash text up to and including `"last_trade_price":`.
     head: Sha1,
-    /// The SHA-1 of `text`, `ltp` and the closing `}`.
+    /// The SHA-1 of that text, `ltp` and the closing `}`.
     digest: [u8; 20],
 }
 
 impl HashJob {
-    fn new() -> HashJob {
-        HashJob { text: Vec::with_capacity(8192), ltp: Vec::with_capacity(16), head: Sha1::new(), digest: [0; 20] }
+    fn new() -> Box<HashJob> {
+        Box::new(HashJob {
+            asset: String::new(),
+            ops: Vec::new(),
+            market: String::new(),
+            timestamp: String::new(),
+            tail: Default::default(),
+            ltp: Vec::with_capacity(16),
+            head: Sha1::new(),
+            digest: [0; 20],
+        })
     }
 
-    fn run(&mut self) {
-        let mut h = Sha1::new();
-        h.update(&self.text);
+    /// Hashes `text`: the hash text up to and including `"last_trade_price":`.
+    fn hash_text(&mut self, text: &[u8]) {
+        self.hash_from(Sha1::new(), text);
+    }
+
+    /// Hashes the rest of the text, `h` holding the SHA-1 state after its start.
+    fn hash_from(&mut self, mut h: Sha1, text: &[u8]) {
+        h.update(text);
         self.head = h.clone();
         h.update(&self.ltp);
         h.update(b"}");
@@ -56,183 +84,203 @@ impl HashJob {
         h.finalize().into()
     }
 
-    /// Computes the job here and now (a REST cross-check, which waits for nothing).
-    pub fn hashed_now(mut self) -> HashJob {
-        self.run();
+    /// The job hashed here and now with `text` (written by the caller) as its hash text up to
+    /// `"last_trade_price":` (a REST cross-check, which waits for nothing and is not a state of
+    /// the stage's books).
+    pub fn hashed_now(mut self: Box<Self>, text: &[u8]) -> Box<HashJob> {
+        self.hash_text(text);
         self
     }
 }
 
-/// A batch of jobs and the request number of its first.
-type Batch = (u64, Vec<HashJob>);
-
-/// What another thread needs to take jobs from the queue and hand them back.
-#[derive(Clone)]
-pub(super) struct Helper {
-    pub jobs: Receiver<Batch>,
-    done: Sender<Batch>,
+/// The stage's copy of every book: per asset, bids and asks with their hash texts ([`Role::Hash`])
+/// and the SHA-1 state after the first blocks of its last hash text ([`Start`]); and the one
+/// buffer every hash text is written into (so it stays in this core's caches).
+#[derive(Default)]
+struct HashBooks {
+    books: Assets<([Side; 2], Start)>,
+    text: Vec<u8>,
 }
 
-impl Helper {
-    /// Hashes a batch taken from [`Helper::jobs`] and hands it back.
-    pub fn run(&self, (first, mut batch): Batch) {
-        batch.iter_mut().for_each(HashJob::run);
-        let _ = self.done.send((first, batch));
+/// The first [`START`] bytes of an asset's last hash text — `{"market":"0x…","asset_id":"…` with
+/// the venue's ids, the same in every state of the asset — and the SHA-1 state after them: a state
+/// whose text starts with the same bytes (compared, not assumed) is hashed from there.
+#[derive(Default)]
+struct Start {
+    bytes: Vec<u8>,
+    sha: Sha1,
+}
+
+/// Two SHA-1 blocks.
+const START: usize = 128;
+
+impl HashBooks {
+    /// Applies the job's level changes to the asset's copy, writes its hash text, hashes it.
+    fn run(&mut self, j: &mut HashJob) {
+        let ([bids, asks], start) = match self.books.get_mut(j.asset.as_str()) {
+            Some(b) => b,
+            None => self
+                .books
+                .entry(j.asset.clone())
+                .or_insert_with(|| ([Side::new(Role::Hash), Side::new(Role::Hash)], Start::default())),
+        };
+        apply_ops(&j.ops, bids, asks, None);
+        let [mos, tick, neg] = &j.tail;
+        // `last_trade_price` written as nothing: the text then ends in `"last_trade_price":}`.
+        bookhash::write_hash_text_with(
+            &mut self.text,
+            &j.market,
+            &j.asset,
+            &j.timestamp,
+            |o| o.extend_from_slice(bids.text()),
+            |o| o.extend_from_slice(asks.text()),
+            [mos, tick, neg, ""],
+        );
+        debug_assert!(self.text.ends_with(b":}"));
+        self.text.pop();
+        let Some(head) = self.text.get(..START) else { return j.hash_text(&self.text) };
+        if start.bytes != head {
+            start.bytes.clear();
+            start.bytes.extend_from_slice(head);
+            start.sha = Sha1::new();
+            start.sha.update(head);
+        }
+        j.hash_from(start.sha.clone(), &self.text[START..]);
+    }
+
+    fn run_all(&mut self, batch: &mut [Box<HashJob>]) {
+        batch.iter_mut().for_each(|j| self.run(j));
     }
 }
 
-/// The hashing stage (see the module text).
+/// Where the jobs are hashed.
+#[allow(clippy::vec_box)]
+enum Mode {
+    /// On the rebuilding thread, as they are pushed.
+    Inline(HashBooks),
+    /// On a thread of its own, in order: batches go out on `tx` and come back on `rx`.
+    Thread { tx: Option<Sender<Vec<Box<HashJob>>>>, rx: Receiver<Vec<Box<HashJob>>>, thread: Option<JoinHandle<()>> },
+}
+
+/// The hashing stage (see the module text). Jobs are boxed: some hundred bytes each (the SHA-1
+/// state), they move through the queues as pointers.
+#[allow(clippy::vec_box)]
 pub(super) struct HashStage {
-    /// The queue and the way back; None with `--threads 1` (inline).
-    queue: Option<(Sender<Batch>, Helper, Receiver<Batch>)>,
-    thread: Option<JoinHandle<()>>,
-    /// Jobs not queued yet.
-    batch: Vec<HashJob>,
-    /// Request number of the next job queued, and of the oldest not taken.
-    sent: u64,
-    taken: u64,
-    /// The jobs from `taken` to `sent`: hashed (Some) or not yet.
-    done: VecDeque<Option<HashJob>>,
+    mode: Mode,
+    /// Jobs not sent yet.
+    batch: Vec<Box<HashJob>>,
+    /// Batches sent and not back yet.
+    in_flight: usize,
+    /// Jobs hashed and not taken yet, in request order.
+    done: VecDeque<Box<HashJob>>,
     /// Jobs taken back, for their buffers.
-    spare: Vec<HashJob>,
+    spare: Vec<Box<HashJob>>,
 }
 
 impl HashStage {
-    /// `threaded`: jobs go to the queue, which a hashing thread takes from (and the row thread,
-    /// [`HashStage::helper`]); else every job is hashed inline when pushed.
+    /// `threaded`: a hashing thread (when one can be started; else inline, same output).
     pub fn new(threaded: bool) -> HashStage {
-        let queue = threaded.then(|| {
-            let (tx, jobs) = crossbeam_channel::unbounded::<Batch>();
-            let (done, rx) = crossbeam_channel::unbounded::<Batch>();
-            (tx, Helper { jobs, done }, rx)
-        });
-        let thread = match &queue {
-            Some((_, h, _)) => {
-                let h = h.clone();
-                // No thread: the rebuilding (and row) thread hash it all, same output.
-                std::thread::Builder::new()
-                    .name("rebuild-hash".into())
-                    .spawn(move || {
-                        for b in h.jobs.iter() {
-                            h.run(b);
-                        }
-                    })
-                    .ok()
+        let mut mode = Mode::Inline(HashBooks::default());
+        if threaded {
+            let (tx, jobs) = crossbeam_channel::unbounded::<Vec<Box<HashJob>>>();
+            let (back, rx) = crossbeam_channel::unbounded::<Vec<Box<HashJob>>>();
+            let thread = std::thread::Builder::new().name("rebuild-hash".into()).spawn(move || {
+                let mut books = HashBooks::default();
+                for mut b in jobs.iter() {
+                    books.run_all(&mut b);
+                    if back.send(b).is_err() {
+                        return;
+                    }
+                }
+            });
+            if let Ok(t) = thread {
+                mode = Mode::Thread { tx: Some(tx), rx, thread: Some(t) };
             }
-            None => None,
-        };
-        HashStage {
-            queue,
-            thread,
-            batch: Vec::with_capacity(BATCH),
-            sent: 0,
-            taken: 0,
-            done: VecDeque::new(),
-            spare: Vec::new(),
         }
+        HashStage { mode, batch: Vec::with_capacity(BATCH), in_flight: 0, done: VecDeque::new(), spare: Vec::new() }
     }
 
-    /// True when jobs may be hashed by another thread (verdicts then wait for them).
+    /// True when jobs are hashed on another thread (verdicts then wait for them).
     pub fn threaded(&self) -> bool {
-        self.queue.is_some()
-    }
-
-    /// The queue, for another thread to take jobs from (None with `--threads 1`).
-    pub fn helper(&self) -> Option<Helper> {
-        self.queue.as_ref().map(|(_, h, _)| h.clone())
+        matches!(self.mode, Mode::Thread { .. })
     }
 
     /// An empty job (buffers reused) for the caller to fill and [`HashStage::push`].
-    pub fn job(&mut self) -> HashJob {
+    pub fn job(&mut self) -> Box<HashJob> {
         let mut j = self.spare.pop().unwrap_or_else(HashJob::new);
-        j.text.clear();
+        j.ops.clear();
         j.ltp.clear();
         j
     }
 
     /// Queues a filled job (hashes it now when inline).
-    pub fn push(&mut self, mut j: HashJob) {
-        if self.queue.is_none() {
-            j.run();
-            self.done.push_back(Some(j));
-            self.sent += 1;
+    pub fn push(&mut self, mut j: Box<HashJob>) {
+        match &mut self.mode {
+            Mode::Inline(books) => {
+                books.run(&mut j);
+                self.done.push_back(j);
+            }
+            Mode::Thread { .. } => {
+                self.batch.push(j);
+                if self.batch.len() >= BATCH {
+                    self.send();
+                }
+            }
+        }
+    }
+
+    /// Sends the jobs not sent yet to the hashing thread.
+    fn send(&mut self) {
+        let Mode::Thread { tx: Some(tx), .. } = &self.mode else { return };
+        if self.batch.is_empty() {
             return;
         }
-        self.batch.push(j);
-        if self.batch.len() >= BATCH {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        tx.send(batch).expect("the hashing thread runs while the stage holds its queue");
+        self.in_flight += 1;
+    }
+
+    /// Takes the batches that are back.
+    fn collect(&mut self, wait: bool) {
+        let Mode::Thread { rx, .. } = &self.mode else { return };
+        while self.in_flight > 0 {
+            let b = if wait && self.done.is_empty() { rx.recv().ok() } else { rx.try_recv().ok() };
+            let Some(b) = b else { break };
+            self.in_flight -= 1;
+            self.done.extend(b);
+        }
+    }
+
+    /// True when the oldest job pushed and not taken yet is hashed ([`HashStage::next`] will not wait).
+    pub fn ready(&mut self) -> bool {
+        self.collect(false);
+        !self.done.is_empty()
+    }
+
+    /// The oldest job pushed and not taken yet, hashed (waits for the hashing thread). Call only with
+    /// a job outstanding.
+    pub fn next(&mut self) -> Box<HashJob> {
+        if self.done.is_empty() && self.in_flight == 0 {
             self.send();
         }
-    }
-
-    /// Queues the jobs not queued yet.
-    fn send(&mut self) {
-        let Some((tx, _, _)) = &self.queue else { return };
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
-        self.done.extend(batch.iter().map(|_| None));
-        let first = self.sent;
-        self.sent += batch.len() as u64;
-        tx.send((first, batch)).expect("the stage holds the queue's receiver");
-    }
-
-    /// Files a hashed batch in its place.
-    fn file(&mut self, b: Batch) {
-        file(&mut self.done, self.taken, b);
-    }
-
-    /// True when the oldest job not taken yet is hashed ([`HashStage::next`] will not wait).
-    pub fn ready(&mut self) -> bool {
-        if let Some((_, _, rx)) = &self.queue {
-            while let Ok(b) = rx.try_recv() {
-                file(&mut self.done, self.taken, b);
-            }
-        }
-        matches!(self.done.front(), Some(Some(_)))
-    }
-
-    /// The oldest job pushed and not taken yet, hashed: by another thread, or here when nobody
-    /// took it yet. Call only with a job outstanding.
-    pub fn next(&mut self) -> HashJob {
-        loop {
-            if let Some(Some(_)) = self.done.front() {
-                self.taken += 1;
-                return self.done.pop_front().flatten().expect("hashed");
-            }
-            if self.done.is_empty() {
-                self.send();
-            }
-            let (_, h, rx) = self.queue.as_ref().expect("a job is outstanding");
-            let b = match h.jobs.try_recv() {
-                Ok((first, mut batch)) => {
-                    batch.iter_mut().for_each(HashJob::run);
-                    (first, batch)
-                }
-                // Taken by another thread: wait for it.
-                Err(_) => rx.recv().expect("the stage holds a sender of the way back"),
-            };
-            self.file(b);
-        }
+        self.collect(true);
+        self.done.pop_front().expect("a job is outstanding")
     }
 
     /// A job taken and used: its buffers serve the next one.
-    pub fn recycle(&mut self, j: HashJob) {
+    pub fn recycle(&mut self, j: Box<HashJob>) {
         self.spare.push(j);
-    }
-}
-
-/// Files a hashed batch in its place among the jobs from request `taken` on.
-fn file(done: &mut VecDeque<Option<HashJob>>, taken: u64, (first, batch): Batch) {
-    let at = (first - taken) as usize;
-    for (slot, j) in done.range_mut(at..).zip(batch) {
-        *slot = Some(j);
     }
 }
 
 impl Drop for HashStage {
     fn drop(&mut self) {
-        // The queue's last sender gone, the hashing thread ends.
-        self.queue = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Mode::Thread { tx, thread, .. } = &mut self.mode {
+            // The queue's sender gone, the hashing thread ends.
+            drop(tx.take());
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
