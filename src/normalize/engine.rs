@@ -342,21 +342,40 @@ pub struct Rows {
     sides: Vec<SideText>,
     /// [`side`]'s results for books without a caller's [`Pre`] (recomputed for every book).
     memo: [SideMemo; 2],
-    times: Times,
+    last: Last,
 }
 
-/// The last book row's receive time and exchange time, as text and value: consecutive rows (the
-/// books of one reply, the states of one websocket message) often share them.
+/// What the last book row had, as text and value: its receive time and exchange time (rows of
+/// one reply or one websocket message share them) and its tick (the same row after row).
 #[derive(Default)]
-struct Times {
+struct Last {
     recv_text: String,
     recv: Option<i64>,
     ts: Option<i64>,
     /// `exchange_at_utc` of `ts` (without quotes).
     ts_text: Vec<u8>,
+    /// `tick_size` as JSON text ("": absent).
+    tick_text: String,
+    tick: Option<(Dec, Option<Divisor>)>,
 }
 
-impl Times {
+impl Last {
+    /// The tick of a book's `tick_size` (a JSON string of a decimal > 0) with its [`Divisor`]
+    /// when its [`Dec::key18`] fits.
+    fn tick(&mut self, raw: Option<&RawValue>) -> Option<(Dec, Option<Divisor>)> {
+        let text = raw.map_or("", RawValue::get);
+        if text != self.tick_text {
+            self.tick = raw
+                .and_then(|r| serde_json::from_str::<&str>(r.get()).ok())
+                .and_then(Dec::parse)
+                .filter(|t| t.signum() > 0)
+                .map(|t| (t, t.key18().and_then(Divisor::new)));
+            self.tick_text.clear();
+            self.tick_text.push_str(text);
+        }
+        self.tick
+    }
+
     /// [`dec::parse_utc_micros`] of `t`.
     fn recv(&mut self, t: Option<&str>) -> Option<i64> {
         let t = t?;
@@ -659,7 +678,7 @@ impl Rows {
             hash_buf: Vec::with_capacity(8192),
             sides: Vec::new(),
             memo: Default::default(),
-            times: Times::default(),
+            last: Last::default(),
         }
     }
 
@@ -800,7 +819,7 @@ impl Rows {
     ) {
         let asset = b.asset_id.as_deref().expect("caller checked");
         let ts = b.timestamp.as_deref().and_then(dec::parse_ms);
-        let recv = self.times.recv(env.collected_at_utc.as_deref());
+        let recv = self.last.recv(env.collected_at_utc.as_deref());
         let mut own = std::mem::take(&mut self.memo);
         let (parsed, memo) = match pre {
             Some(Pre { parsed, memo }) => (Some(parsed), memo),
@@ -832,7 +851,7 @@ impl Rows {
         count(&mut stats.book_rows_by_source, env.endpoint.as_deref().unwrap_or("?"));
         // A caller's memo keeps each side's array for the next rows; ours is scanned every time.
         let keep = parsed.is_some();
-        let exchange_at = ts.map(|t| self.times.exchange_at(t));
+        let exchange_at = ts.map(|t| self.last.exchange_at(t));
         let row = BookText { env, ctx, b, asset, ts, exchange_at, recv, hash_ok, sides: memo, keep };
         match dest {
             Dest::Part(part) => {
@@ -852,7 +871,7 @@ impl Rows {
     /// The flags a book raises on its own (all but the hash's and the per-asset ones); its valid
     /// levels, best first, and the sums of their sizes go to `memo` (kept when still fresh).
     fn book_flags(
-        &self,
+        &mut self,
         b: &Book,
         pre: Option<[&[Parsed]; 2]>,
         ts: Option<i64>,
@@ -863,12 +882,7 @@ impl Rows {
         if ts.is_none() {
             flags |= BAD_TS;
         }
-        let tick = b
-            .tick_size
-            .and_then(|r| serde_json::from_str::<&str>(r.get()).ok())
-            .and_then(Dec::parse)
-            .filter(|t| t.signum() > 0)
-            .map(|t| (t, t.key18().and_then(Divisor::new)));
+        let tick = self.last.tick(b.tick_size);
         for (k, (m, levels)) in memo.iter_mut().zip([b.bids.as_ref(), b.asks.as_ref()]).enumerate() {
             let t = tick.map(|t| t.0);
             if !m.fresh || m.tick != t {
@@ -1449,5 +1463,137 @@ fn put_dec(out: &mut Vec<u8>, d: Option<Dec>) {
             out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    /// A book of owned level texts (wire order: bids ascending, asks descending, unless a test
+    /// breaks it on purpose) with one of a few ticks.
+    #[derive(Clone)]
+    struct Owned {
+        sides: [Vec<(String, String)>; 2],
+        tick: Option<Box<RawValue>>,
+    }
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_string()).unwrap()
+    }
+
+    fn levels(side: &[(String, String)]) -> Vec<Level<'_>> {
+        side.iter().map(|(p, s)| Level { price: Some(Cow::Borrowed(p)), size: Some(Cow::Borrowed(s)) }).collect()
+    }
+
+    fn parsed(side: &[(String, String)]) -> Vec<Parsed> {
+        side.iter().map(|(p, s)| (Dec::parse(p), Dec::parse(s))).collect()
+    }
+
+    /// The row of `o` as pm-rebuild writes it: with a kept memo (`memo`) or without.
+    fn row(nor: &mut Normalizer, o: &Owned, asset: &str, ts: u64, memo: Option<&mut [SideMemo; 2]>) -> String {
+        let env = Env {
+            venue: Some(Cow::Borrowed("polymarket")),
+            endpoint: Some(Cow::Borrowed("ws")),
+            collected_at_utc: Some(Cow::Owned(format!("2026-08-13T06:54:{:02}.000000Z", ts % 60))),
+            ..Env::default()
+        };
+        let ts = (1786604000000 + ts * 1000).to_string();
+        let one = raw("\"5\"");
+        let b = Book {
+            market: Some(Cow::Borrowed("0xabc")),
+            asset_id: Some(Cow::Borrowed(asset)),
+            timestamp: Some(Cow::Borrowed(&ts)),
+            hash: Some(Cow::Borrowed("0123")),
+            bids: Some(levels(&o.sides[0])),
+            asks: Some(levels(&o.sides[1])),
+            min_order_size: Some(&one),
+            tick_size: o.tick.as_deref(),
+            ..Book::default()
+        };
+        let p = [parsed(&o.sides[0]), parsed(&o.sides[1])];
+        let pre = memo.map(|memo| Pre { parsed: [&p[0], &p[1]], memo });
+        let mut out = Vec::new();
+        nor.state_row(&env, &b, pre, Some(true), 0, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A row written from a memo kept across rows (pm-rebuild) is the row written from scratch,
+    /// whatever changes between rows: levels added, changed and removed on one side or both,
+    /// bad, unsorted and duplicate levels, sizes beyond the fast sum, ticks that come and go.
+    #[test]
+    fn a_kept_memo_writes_the_rows_a_fresh_scan_writes() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let ticks = [Some(raw("\"0.01\"")), Some(raw("\"0.001\"")), None, Some(raw("0.01"))];
+        for depth in [0, 3, 10, usize::MAX] {
+            let opts = Options { depth, ..Options::default() };
+            let (mut kept, mut fresh) = (Normalizer::new(opts.clone()), Normalizer::new(opts));
+            let mut books = [0, 1].map(|_| Owned { sides: [Vec::new(), Vec::new()], tick: ticks[0].clone() });
+            let mut memos: [[SideMemo; 2]; 2] = Default::default();
+            let mut reused = 0;
+            for step in 0..1500u64 {
+                let a = rnd(2) as usize;
+                let (o, memo) = (&mut books[a], &mut memos[a]);
+                match rnd(10) {
+                    0 => o.tick = ticks[rnd(4) as usize].clone(),
+                    1 => {}
+                    _ => {
+                        let k = rnd(2) as usize;
+                        let side = &mut o.sides[k];
+                        let price = format!("0.{:03}", 1 + rnd(998));
+                        let size = match rnd(20) {
+                            0 => "0".to_string(),
+                            1 => "x".to_string(),
+                            2 => format!("1.{:07}", rnd(10_000_000)),
+                            _ => format!("{}.{:02}", rnd(50_000), rnd(100)),
+                        };
+                        let at = side.iter().position(|(p, _)| {
+                            let (x, y) = (Dec::parse(p).unwrap(), Dec::parse(&price).unwrap());
+                            if k == 0 {
+                                x >= y
+                            } else {
+                                x <= y
+                            }
+                        });
+                        match (at, rnd(8)) {
+                            (_, 0) => side.insert(rnd(side.len() as u64 + 1) as usize, (price, size)),
+                            (Some(i), 1) if !side.is_empty() => _ = side.remove(i),
+                            (Some(i), _) if side[i].0 == price => side[i].1 = size,
+                            (Some(i), _) => side.insert(i, (price, size)),
+                            (None, _) => side.push((price, size)),
+                        }
+                        memo[k].stale();
+                    }
+                }
+                let o = books[a].clone();
+                let asset = ["a1", "a2"][a];
+                reused += memos[a].iter().filter(|m| m.fresh).count();
+                let want = row(&mut fresh, &o, asset, step / 3, None);
+                assert_eq!(row(&mut kept, &o, asset, step / 3, Some(&mut memos[a])), want, "step {step} depth {depth}");
+            }
+            assert!(reused > 500, "sides were written from their memo: {reused}");
+        }
+    }
+
+    /// Each book's flags use its own tick, also when the row before had another.
+    #[test]
+    fn each_book_is_judged_by_its_own_tick() {
+        let mut nor = Normalizer::new(Options::default());
+        let side = |p: &str| vec![(p.to_string(), "10".to_string())];
+        let mut o = Owned { sides: [side("0.405"), side("0.6")], tick: Some(raw("\"0.01\"")) };
+        let mut off_tick = Vec::new();
+        for (i, tick) in ["\"0.01\"", "\"0.001\"", "\"0.001\"", "\"0.01\"", "", "\"0.01\""].into_iter().enumerate() {
+            o.tick = (!tick.is_empty()).then(|| raw(tick));
+            off_tick.push(row(&mut nor, &o, "t", i as u64, None).contains("\"off_tick\""));
+        }
+        assert_eq!(off_tick, [true, false, false, true, false, true]);
     }
 }
