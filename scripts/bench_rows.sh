@@ -4,16 +4,19 @@
 # scale. DERIVED data only (scripts/gen_ws_bench.py): this is NOT a live measurement. Not a test:
 # it prints figures and ratios and the machine's load; it asserts nothing.
 #
-# Usage: scripts/bench_rows.sh --baseline BIN [--runs N] [--frames N] [--dir DIR]
+# Usage: scripts/bench_rows.sh --baseline BIN [--runs N] [--frames N] [--dir DIR] [--to-file]
 #   --baseline BIN  the pm-rebuild build to compare with (e.g. built from main before a change)
 #   --runs N        interleaved rounds (default 5): each runs this build, then the baseline
 #   --frames N      frame lines of the input (default 200000: 371 695 rows of 60-100-level books)
 #   --dir DIR       keep the input (and the rows of the last run) in DIR between runs
+#   --to-file       timed runs write the rows to a file in DIR (the kernel's copy into the page
+#                   cache, about a third of a second here, counts on the row thread) instead of
+#                   /dev/null
 #
-# Each round runs `pm-rebuild --threads 1 INPUT > /dev/null` (the rebuilding thread and the row
+# Each round runs `pm-rebuild --threads 1 INPUT > /dev/null` (or the file; the rebuilding and the row
 # thread, no hashing thread) under `perf record -e task-clock -c 1000000`: one sample per ms of CPU
 # on each thread, so the samples of the thread named rebuild-rows are its CPU ms. Medians are
-# printed with the ratio this/baseline (TARGET, issue 14 §2: the row thread's CPU <= 0.75x, i.e.
+# printed with the ratio this/baseline (TARGET set for the row writer under issue 14 §2: <= 0.75x, i.e.
 # 25 % less). Then one untimed run of each build per depth (default 10, --depth all, --top) writes
 # the rows to a file for their sha256: equal = the rows are byte-identical. `jq -c .` runs once on
 # the same input (its user CPU s, for scale: the row thread's share of the job). The load
@@ -25,13 +28,15 @@ RUNS=5
 FRAMES=200000
 DIR=
 BASE=
-usage() { sed -n '/^# Usage:/,/^#   --dir/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+TO=/dev/null
+usage() { sed -n '/^# Usage:/,/^#$/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=${2:?--runs N}; shift 2 ;;
     --frames) FRAMES=${2:?--frames N}; shift 2 ;;
     --dir) DIR=${2:?--dir DIR}; shift 2 ;;
     --baseline) BASE=${2:?--baseline BIN}; shift 2 ;;
+    --to-file) TO=file; shift ;;
     -h|--help) usage ;;
     *) echo "bench_rows: unknown argument '$1'" >&2; usage ;;
   esac
@@ -45,6 +50,7 @@ for c in perf jq python3; do
 done
 [ -n "$DIR" ] || DIR=$(mktemp -d /tmp/pmarchive-bench-rows.XXXXXX)
 mkdir -p "$DIR"
+[ "$TO" = /dev/null ] || TO="$DIR/rows.timed.jsonl"
 BIN=target/release/pm-rebuild
 echo "building $BIN (release)…" >&2
 cargo build --release --quiet --bin pm-rebuild
@@ -59,12 +65,12 @@ echo "cores: $(nproc)"
 
 # cpu BIN : "ROWS_MS TOTAL_MS" of one run (task-clock samples of the row thread, of all threads).
 cpu() {
-  perf record -q -o "$DIR/perf.data" -e task-clock -c 1000000 "$1" --threads 1 "$IN" > /dev/null 2>&1
+  perf record -q -o "$DIR/perf.data" -e task-clock -c 1000000 "$1" --threads 1 "$IN" > "$TO" 2>/dev/null
   perf report -i "$DIR/perf.data" --sort comm -n --stdio 2>/dev/null |
     awk '$1 ~ /%$/ { t += $2; if ($3 == "rebuild-rows") r = $2 } END { print r + 0, t + 0 }'
 }
 med() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-rm -f "$DIR"/c.*.txt
+rm -f "$DIR"/c.*.txt "$DIR/rows.timed.jsonl"
 for r in $(seq "$RUNS"); do
   echo "round $r/$RUNS …" >&2
   cpu "$BIN" >> "$DIR/c.this.txt"
@@ -78,7 +84,7 @@ TIMEFORMAT='%U'
 jq_user=$( { time jq -c . "$IN" > /dev/null; } 2>&1 )
 echo "load after: $(uptime)"
 echo
-echo "median of $RUNS interleaved runs (pm-rebuild --threads 1, rows to /dev/null)   CPU ms"
+echo "median of $RUNS interleaved runs (pm-rebuild --threads 1, rows to $TO)   CPU ms"
 printf '  %-44s %8s   (all rounds: %s)\n' "row thread, this build" "$rows_this" "$(awk '{printf "%s ", $1}' "$DIR/c.this.txt")"
 printf '  %-44s %8s   (all rounds: %s)\n' "row thread, baseline" "$rows_base" "$(awk '{printf "%s ", $1}' "$DIR/c.base.txt")"
 printf '  %-44s %8s\n' "whole process, this build" "$tot_this"
