@@ -56,6 +56,7 @@ use crate::polymarket::tradeset::{self, TradeRow};
 use crate::util::AtomicFile;
 
 mod hashing;
+mod sha1x2;
 use hashing::{HashJob, HashStage};
 
 /// `source` of a row holding the rebuilt state after a websocket message (`book` or `price_change`).
