@@ -1280,7 +1280,7 @@ enum Tally {
 // encoded in a byte buffer) and writes the rows in job order, so the output is the same bytes as
 // when written inline.
 
-/// A level change for the row thread: `B`/`A` (bid/ask), price, size (u16 length-prefixed).
+/// A level change for the other threads' copies: `B`/`A` (bid/ask), price, size (length-prefixed).
 fn put_set(ops: &mut Vec<u8>, side: u8, price: &str, size: &str) {
     ops.push(side);
     put_field(ops, price);
@@ -1297,17 +1297,17 @@ fn put_replace(ops: &mut Vec<u8>, side: u8, s: &Side) {
     }
 }
 
+/// A string, whole (u32 length: a line is at most 256 MiB, [`crate::jsonl::MAX_LINE`]).
 fn put_field(ops: &mut Vec<u8>, f: &str) {
-    let n = f.len().min(u16::MAX as usize);
-    ops.extend_from_slice(&(n as u16).to_le_bytes());
-    ops.extend_from_slice(&f.as_bytes()[..n]);
+    ops.extend_from_slice(&(f.len() as u32).to_le_bytes());
+    ops.extend_from_slice(f.as_bytes());
 }
 
 fn take_field<'o>(ops: &'o [u8], at: &mut usize) -> &'o str {
-    let n = u16::from_le_bytes([ops[*at], ops[*at + 1]]) as usize;
-    let f = &ops[*at + 2..*at + 2 + n];
-    *at += 2 + n;
-    std::str::from_utf8(f).expect("written from a str")
+    let n = u32::from_le_bytes(ops[*at..*at + 4].try_into().expect("4 bytes")) as usize;
+    let f = &ops[*at + 4..*at + 4 + n];
+    *at += 4 + n;
+    std::str::from_utf8(f).expect("written whole from a str")
 }
 
 /// Applies encoded level changes to another thread's copy of a book (the row thread's, the hashing
@@ -2248,8 +2248,7 @@ impl Rebuilder {
         put_replace(&mut b.hops, b'b', &b.bids);
         put_replace(&mut b.hops, b'a', &b.asks);
         if self.opts.write_rows {
-            put_replace(&mut b.ops, b'b', &b.bids);
-            put_replace(&mut b.ops, b'a', &b.asks);
+            b.ops.extend_from_slice(&b.hops);
         }
     }
 
@@ -2416,10 +2415,11 @@ impl Rebuilder {
         if r.is_none() {
             return Ok(false);
         }
-        let tag = if side == "BUY" { b'B' } else { b'A' };
-        put_set(&mut b.hops, tag, price, size);
+        // Encoded once, for the hashing stage's copy and the row thread's.
+        let at = b.hops.len();
+        put_set(&mut b.hops, if side == "BUY" { b'B' } else { b'A' }, price, size);
         if self.opts.write_rows {
-            put_set(&mut b.ops, tag, price, size);
+            b.ops.extend_from_slice(&b.hops[at..]);
         }
         if b.timestamp != ts {
             b.timestamp.clear();

@@ -11,7 +11,9 @@
 //! A [`HashJob`] carries a state: its level changes since the asset's previous job and the fields
 //! around the levels. The stage writes the hash text up to `"last_trade_price":`, keeps the SHA-1
 //! state after it (so that other trade prices cost a block or two, not the whole book), and the digest
-//! with the `last_trade_price` the rebuilding thread expects. Only the SHA-1 moves: every verdict is
+//! with the `last_trade_price` the rebuilding thread expects. The hashing thread takes the jobs two
+//! at a time ([`super::sha1x2::update2`]), from the SHA-1 state after each asset's first two blocks
+//! (the same in all its states). Only the SHA-1 moves: every verdict is
 //! still reached on the rebuilding thread, in input order, from these digests ([`super::Rebuilder`]),
 //! so the output is the same for any thread count.
 
