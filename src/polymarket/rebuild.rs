@@ -342,6 +342,81 @@ fn level_text(t: &mut Vec<u8>, price: &str, size: &str) {
     bookhash::put_level(t, price, size);
 }
 
+/// The hashing stage's side text: `[` the levels' texts joined by `,` `]`, edited in place at the
+/// level that changes (one move of what follows, not a copy per level), with each level's length.
+#[derive(Clone, Debug, Default)]
+struct SideText {
+    text: Vec<u8>,
+    lens: Vec<u32>,
+    /// The changed level's text, before it goes in.
+    scratch: Vec<u8>,
+}
+
+impl SideText {
+    /// Where level `i`'s text starts.
+    fn offset(&self, i: usize) -> usize {
+        1 + self.lens[..i].iter().map(|&l| l as usize + 1).sum::<usize>()
+    }
+
+    /// Level `i` has a new size.
+    fn set(&mut self, i: usize, price: &str, size: &str) {
+        level_text(&mut self.scratch, price, size);
+        let (at, old) = (self.offset(i), self.lens[i] as usize);
+        self.text.splice(at..at + old, self.scratch.iter().copied());
+        self.lens[i] = self.scratch.len() as u32;
+    }
+
+    /// A new level at `i`.
+    fn insert(&mut self, i: usize, price: &str, size: &str) {
+        level_text(&mut self.scratch, price, size);
+        let n = self.scratch.len() as u32;
+        if self.lens.is_empty() {
+            self.text.splice(1..1, self.scratch.iter().copied());
+        } else if i < self.lens.len() {
+            self.scratch.push(b',');
+            let at = self.offset(i);
+            self.text.splice(at..at, self.scratch.iter().copied());
+        } else {
+            let at = self.text.len() - 1;
+            self.text.splice(at..at, std::iter::once(b',').chain(self.scratch.iter().copied()));
+        }
+        self.lens.insert(i, n);
+    }
+
+    /// Level `i` removed (with the comma after it, or before it for the last).
+    fn remove(&mut self, i: usize) {
+        let (at, len) = (self.offset(i), self.lens[i] as usize);
+        if self.lens.len() == 1 {
+            self.text.drain(at..at + len);
+        } else if i + 1 < self.lens.len() {
+            self.text.drain(at..at + len + 1);
+        } else {
+            self.text.drain(at - 1..at + len);
+        }
+        self.lens.remove(i);
+    }
+
+    /// Starts over: `[`, then [`SideText::push`] each level, then [`SideText::close`].
+    fn open(&mut self) {
+        self.text.clear();
+        self.text.push(b'[');
+        self.lens.clear();
+    }
+
+    fn push(&mut self, price: &str, size: &str) {
+        if !self.lens.is_empty() {
+            self.text.push(b',');
+        }
+        let at = self.text.len();
+        bookhash::put_level(&mut self.text, price, size);
+        self.lens.push((self.text.len() - at) as u32);
+    }
+
+    fn close(&mut self) {
+        self.text.push(b']');
+    }
+}
+
 /// Which copy of a book a side belongs to: each thread keeps its own, with what it needs (the
 /// level changes travel between them encoded, [`put_set`]), so no thread reads another's memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -361,18 +436,19 @@ struct Side {
     levels: Vec<Level>,
     /// [`Role::Rows`] only (same order as `levels`).
     parsed: Vec<Parsed>,
-    /// [`Role::Hash`] only: each level's hash text ([`level_text`]; same order as `levels`).
-    texts: Vec<Vec<u8>>,
-    /// [`Role::Hash`] only: the side as the hash text's array, rendered when a hash needs it
-    /// ([`Side::text`]) after changes (`dirty`).
-    text: Vec<u8>,
-    dirty: bool,
+    /// [`Role::Hash`] only: the side as the hash text's array, kept with every change.
+    text: SideText,
     role: Role,
 }
 
 impl Side {
     fn new(role: Role) -> Side {
-        Side { role, ..Side::default() }
+        let mut s = Side { role, ..Side::default() };
+        if role == Role::Hash {
+            s.text.open();
+            s.text.close();
+        }
+        s
     }
 
     /// Sets the absolute size at a level; keeps `ascending` (bids) or descending (asks) order.
@@ -387,7 +463,7 @@ impl Side {
                 if rows {
                     self.parsed.remove(i);
                 } else if hashed {
-                    self.texts.remove(i);
+                    self.text.remove(i);
                 }
             }
             (Some(i), false) => {
@@ -396,7 +472,7 @@ impl Side {
                     l.ps.truncate(l.split as usize);
                     l.ps.push_str(size);
                     if hashed {
-                        level_text(&mut self.texts[i], &l.ps[..l.split as usize], size);
+                        self.text.set(i, &l.ps[..l.split as usize], size);
                     } else if rows {
                         self.parsed[i].1 = Dec::parse(size);
                     }
@@ -414,13 +490,10 @@ impl Side {
                 if rows {
                     self.parsed.insert(at, (Some(px), Dec::parse(size)));
                 } else if hashed {
-                    let mut t = Vec::with_capacity(price.len() + size.len() + 22);
-                    level_text(&mut t, price, size);
-                    self.texts.insert(at, t);
+                    self.text.insert(at, price, size);
                 }
             }
         }
-        self.dirty = true;
         Some(())
     }
 
@@ -429,7 +502,9 @@ impl Side {
     fn replace<'l>(&mut self, levels: impl Iterator<Item = Option<(&'l str, &'l str)>>) -> Option<()> {
         let (hashed, rows) = (self.role == Role::Hash, self.role == Role::Rows);
         self.parsed.clear();
-        self.dirty = true;
+        if hashed {
+            self.text.open();
+        }
         let mut n = 0;
         for l in levels {
             let (p, z) = l?;
@@ -441,19 +516,14 @@ impl Side {
             if rows {
                 self.parsed.push((Some(px), Dec::parse(z)));
             } else if hashed {
-                match self.texts.get_mut(n) {
-                    Some(t) => level_text(t, p, z),
-                    None => {
-                        let mut t = Vec::new();
-                        level_text(&mut t, p, z);
-                        self.texts.push(t);
-                    }
-                }
+                self.text.push(p, z);
             }
             n += 1;
         }
         self.levels.truncate(n);
-        self.texts.truncate(n);
+        if hashed {
+            self.text.close();
+        }
         Some(())
     }
 
@@ -465,23 +535,9 @@ impl Side {
         Some(spare)
     }
 
-    /// The side as the hash text's array ([`Role::Hash`]): rendered from the levels' texts when it
-    /// changed since.
-    fn text(&mut self) -> &[u8] {
-        if self.dirty {
-            let t = &mut self.text;
-            t.clear();
-            t.push(b'[');
-            for (i, l) in self.texts.iter().enumerate() {
-                if i > 0 {
-                    t.push(b',');
-                }
-                t.extend_from_slice(l);
-            }
-            t.push(b']');
-            self.dirty = false;
-        }
-        &self.text
+    /// The side as the hash text's array ([`Role::Hash`]).
+    fn text(&self) -> &[u8] {
+        &self.text.text
     }
 
     /// The side as the hash text's array, written from the levels (any copy; a REST cross-check).
@@ -2604,7 +2660,7 @@ mod tests {
             } else {
                 let want = [(Dec::parse("0.1"), Dec::parse("5")), (Dec::parse("0.3"), Dec::parse("11"))];
                 assert_eq!(bids.parsed, want);
-                assert!(bids.text.is_empty() && bids.texts.is_empty());
+                assert!(bids.text().is_empty());
             }
             let mut asks = Side::new(role);
             asks.set(false, "0.5", "1").unwrap();
@@ -2615,6 +2671,34 @@ mod tests {
             asks.set(false, "0.6", "0").unwrap();
             assert_eq!(asks.levels.len(), 3);
             assert_eq!(asks.parsed.len(), if hashed { 0 } else { 3 });
+        }
+    }
+
+    #[test]
+    fn the_hash_copy_edits_its_side_text_in_place_as_a_full_render_writes_it() {
+        // Inserts at the front, middle and end, size changes, removals down to empty, full books.
+        let mut x: u64 = 7;
+        let mut next = move |n: u64| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        let mut side = Side::new(Role::Hash);
+        let full = |s: &Side| {
+            let mut t = Vec::new();
+            s.put_text(&mut t);
+            t
+        };
+        assert_eq!(side.text(), b"[]");
+        for step in 0..3000 {
+            if step % 500 == 499 {
+                let levels = [("0.1", "5"), ("0.25", "7")];
+                side.replace(levels.iter().map(|&(p, z)| Some((p, z)))).unwrap();
+            } else {
+                let price = format!("0.{:02}", 1 + next(12));
+                let size = if next(3) == 0 { "0".to_string() } else { (1 + next(1000)).to_string() };
+                side.set(true, &price, &size).unwrap();
+            }
+            assert_eq!(side.text(), full(&side), "step {step}");
         }
     }
 
