@@ -359,16 +359,26 @@ fn digits(b: &[u8]) -> Option<i64> {
 /// Unix microseconds of an RFC 3339 UTC time. Fast path for the archive's own form
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`; anything else goes through [`crate::clock::parse_rfc3339`].
 pub fn parse_utc_micros(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if crate::clock::is_canonical(b) {
-        let (y, mo, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
-        let (h, mi, se, us) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?, digits(&b[20..26])?);
-        if (1..=12).contains(&mo) && (1..=31).contains(&d) && h < 24 && mi < 60 && se < 61 {
-            return Some(((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000_000 + se * 1_000_000 + us);
-        }
+    if let Some(us) = canonical_micros(s.as_bytes()) {
+        return Some(us);
     }
     let t = crate::clock::parse_rfc3339(s)?;
     i64::try_from(t.unix_timestamp_nanos().div_euclid(1000)).ok()
+}
+
+/// [`parse_utc_micros`]'s fast path: a time in the archive's form ([`crate::clock::is_canonical`]:
+/// the separators in place, digits everywhere else) with its fields in range; None otherwise.
+fn canonical_micros(b: &[u8]) -> Option<i64> {
+    let b: &[u8; 27] = b.try_into().ok()?;
+    if [b[4], b[7], b[10], b[13], b[16], b[19], b[26]] != *b"--T::.Z" {
+        return None;
+    }
+    let (y, mo, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let (h, mi, se, us) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?, digits(&b[20..26])?);
+    if (1..=12).contains(&mo) && (1..=31).contains(&d) && h < 24 && mi < 60 && se < 61 {
+        return Some(((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000_000 + se * 1_000_000 + us);
+    }
+    None
 }
 
 /// Writes Unix microseconds as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (the archive's timestamp form).
@@ -601,6 +611,39 @@ mod tests {
             parse_utc_micros("2026-11-24T16:01:33.000000Z").unwrap()
         );
         assert_eq!(parse_ms("1785734468581"), Some(1785734468581));
+    }
+
+    /// The fast path takes exactly the canonical form with its fields in range: every one-byte
+    /// change of a canonical time gives what `clock::is_canonical` + `parse_rfc3339` give.
+    #[test]
+    fn the_fast_time_path_takes_exactly_the_canonical_form() {
+        let reference = |s: &str| -> Option<i64> {
+            let b = s.as_bytes();
+            if crate::clock::is_canonical(b) {
+                let n = |r: std::ops::Range<usize>| digits(&b[r]).unwrap();
+                let (y, mo, d, h, mi, se) = (n(0..4), n(5..7), n(8..10), n(11..13), n(14..16), n(17..19));
+                if (1..=12).contains(&mo) && (1..=31).contains(&d) && h < 24 && mi < 60 && se < 61 {
+                    return Some(
+                        ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000_000 + se * 1_000_000 + n(20..26),
+                    );
+                }
+            }
+            let t = crate::clock::parse_rfc3339(s)?;
+            i64::try_from(t.unix_timestamp_nanos().div_euclid(1000)).ok()
+        };
+        let base = "2026-11-24T16:01:33.123456Z";
+        let mut fast = 0;
+        for i in 0..=base.len() {
+            for c in ["0", "1", "3", "9", "-", ":", "T", ".", "Z", "z", " ", "+", "/", "é", ""] {
+                let s = format!("{}{}{}", &base[..i], c, &base[(i + 1).min(base.len())..]);
+                let ins = format!("{}{}{}", &base[..i], c, &base[i..]);
+                for s in [s, ins] {
+                    assert_eq!(parse_utc_micros(&s), reference(&s), "{s}");
+                    fast += canonical_micros(s.as_bytes()).is_some() as usize;
+                }
+            }
+        }
+        assert!(fast > 100, "the fast path was taken: {fast}");
         assert_eq!(parse_ms("17857x"), None);
     }
 }

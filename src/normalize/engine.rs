@@ -91,6 +91,12 @@ fn flag_names() -> impl Iterator<Item = &'static str> {
     FLAGS.iter().chain(WS_FLAGS.iter()).copied()
 }
 
+/// The name of flag bit `i` ([`flag_names`]), None past the last.
+fn flag_name(i: u32) -> Option<&'static str> {
+    let i = i as usize;
+    FLAGS.get(i).or_else(|| WS_FLAGS.get(i - FLAGS.len())).copied()
+}
+
 /// Options that shape the rows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Options {
@@ -131,6 +137,76 @@ struct TokenState {
     last_hash: Option<String>,
 }
 
+/// The state that spans lines: the join (token → what is known of it) and, per asset seen in a
+/// `book` row, its join and its previous row's exchange time and hash.
+#[derive(Default)]
+struct Tokens {
+    joins: HashMap<String, Rc<JoinInfo>>,
+    tokens: HashMap<Box<str>, TokenState>,
+}
+
+impl Tokens {
+    /// The per-asset part of a `book` row: `duplicate`/`ts_backwards` against the asset's previous
+    /// row, the state update and the counts. Returns all flags and the asset's join.
+    fn book_state(
+        &mut self,
+        asset: &str,
+        hash: Option<&str>,
+        ts: Option<i64>,
+        mut flags: u32,
+        stats: &mut Stats,
+    ) -> (u32, Option<Rc<JoinInfo>>) {
+        let st = match self.tokens.get_mut(asset) {
+            Some(st) => st,
+            None => {
+                let join = self.joins.get(asset).cloned();
+                self.tokens.entry(asset.into()).or_insert(TokenState { join, last_ts: None, last_hash: None })
+            }
+        };
+        if let (Some(prev), Some(t)) = (st.last_ts, ts) {
+            if t < prev {
+                flags |= TS_BACKWARDS;
+            } else if t == prev && st.last_hash.as_deref() == hash {
+                flags |= DUPLICATE;
+            }
+        }
+        if ts.is_some() {
+            st.last_ts = ts;
+            match (&mut st.last_hash, hash) {
+                (Some(h), Some(n)) => {
+                    h.clear();
+                    h.push_str(n);
+                }
+                (slot, n) => *slot = n.map(String::from),
+            }
+        }
+        let j = st.join.clone();
+        if j.as_ref().and_then(|j| j.slug.as_ref()).is_none() {
+            stats.unjoined_book_rows += 1;
+        }
+        // FLAGS are pre-set to 0; a WS_FLAGS name appears once raised (REST summaries unchanged).
+        let mut rest = flags;
+        while rest != 0 {
+            let i = rest.trailing_zeros();
+            rest &= rest - 1;
+            if let Some(name) = flag_name(i) {
+                count_static(&mut stats.flags, name);
+            }
+        }
+        (flags, j)
+    }
+}
+
+/// The join fields of a `book` row (hole 1).
+fn put_join(out: &mut Vec<u8>, j: Option<&JoinInfo>) {
+    out.extend_from_slice(b",\"slug\":");
+    put_opt(out, j.and_then(|j| j.slug.as_deref()));
+    out.extend_from_slice(b",\"outcome\":");
+    put_opt(out, j.and_then(|j| j.outcome.as_deref()));
+    out.extend_from_slice(b",\"family\":");
+    put_opt(out, j.and_then(|j| j.family.as_deref()));
+}
+
 /// Counts of one run (printed as the summary and stored in the manifest).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
@@ -154,14 +230,6 @@ pub struct Stats {
 
 /// A level's price and size as [`Dec::parse`] gives them (None: not a decimal).
 pub type Parsed = (Option<Dec>, Option<Dec>);
-
-/// One valid level: parsed price and size, index into the wire side.
-#[derive(Clone, Copy)]
-struct Lvl {
-    px: Dec,
-    sz: Dec,
-    i: u32,
-}
 
 impl Stats {
     /// Adds the counts of `o` (a [`Part`]'s) to these.
@@ -219,6 +287,15 @@ pub struct Part {
     stats: Stats,
 }
 
+/// Where [`Rows::book_row`] writes a row.
+enum Dest<'d> {
+    /// Into a part, with holes for the sequential stage ([`Normalizer::apply`]).
+    Part(&'d mut Part),
+    /// Straight into the output, the holes filled from the sequential state (one thread:
+    /// [`Normalizer::state_row`]; the row is written once, not copied again).
+    Out { out: &'d mut Vec<u8>, tokens: &'d mut Tokens, stats: &'d mut Stats },
+}
+
 /// A place in [`Part::out`] where the sequential stage has to write something.
 enum Op {
     /// A `book` row: the join fields go at `join_at`, the flag names at `flags_at`. `asset` and
@@ -250,8 +327,7 @@ impl Part {
 
 /// The normalizer's sequential state (module docs).
 pub struct Normalizer {
-    joins: HashMap<String, Rc<JoinInfo>>,
-    tokens: HashMap<Box<str>, TokenState>,
+    tokens: Tokens,
     pub stats: Stats,
     /// The formatter used on this thread (single-threaded runs, [`Self::state_row`]).
     rows: Rows,
@@ -266,20 +342,87 @@ pub struct Rows {
     sides: Vec<SideText>,
     /// [`side`]'s results for books without a caller's [`Pre`] (recomputed for every book).
     memo: [SideMemo; 2],
+    last: Last,
 }
 
-/// What [`side`] found on one side of a book at its last row: its flags, valid levels best first
-/// and size sum. pm-rebuild keeps one per side of each book and calls [`SideMemo::stale`] when a
-/// level of that side changes, so a side that did not change (a websocket change touches one) is
-/// not scanned again; the row is the same, as every input of [`side`] is the same.
+/// What the last book row had, as text and value: its receive time and exchange time (rows of
+/// one reply or one websocket message share them) and its tick (the same row after row).
+#[derive(Default)]
+struct Last {
+    recv_text: String,
+    recv: Option<i64>,
+    ts: Option<i64>,
+    /// `exchange_at_utc` of `ts` (without quotes).
+    ts_text: Vec<u8>,
+    /// `tick_size` as JSON text ("": absent).
+    tick_text: String,
+    tick: Option<(Dec, Option<Divisor>)>,
+}
+
+impl Last {
+    /// The tick of a book's `tick_size` (a JSON string of a decimal > 0) with its [`Divisor`]
+    /// when its [`Dec::key18`] fits.
+    fn tick(&mut self, raw: Option<&RawValue>) -> Option<(Dec, Option<Divisor>)> {
+        let text = raw.map_or("", RawValue::get);
+        if text != self.tick_text {
+            self.tick = raw
+                .and_then(|r| serde_json::from_str::<&str>(r.get()).ok())
+                .and_then(Dec::parse)
+                .filter(|t| t.signum() > 0)
+                .map(|t| (t, t.key18().and_then(Divisor::new)));
+            self.tick_text.clear();
+            self.tick_text.push_str(text);
+        }
+        self.tick
+    }
+
+    /// [`dec::parse_utc_micros`] of `t`.
+    fn recv(&mut self, t: Option<&str>) -> Option<i64> {
+        let t = t?;
+        if t != self.recv_text {
+            self.recv = dec::parse_utc_micros(t);
+            self.recv_text.clear();
+            self.recv_text.push_str(t);
+        }
+        self.recv
+    }
+
+    /// [`dec::write_utc_micros`] of `ts` (ms).
+    fn exchange_at(&mut self, ts: i64) -> &[u8] {
+        if self.ts != Some(ts) {
+            self.ts_text.clear();
+            dec::write_utc_micros(&mut self.ts_text, ts.saturating_mul(1000));
+            self.ts = Some(ts);
+        }
+        &self.ts_text
+    }
+}
+
+/// What [`side`] found on one side of a book at its last row: its flags, valid levels best first,
+/// best price and size sum, and (for a caller's memo) the side's `bids`/`asks` array as last
+/// written. pm-rebuild keeps one per side of each book and calls [`SideMemo::stale`] when a level
+/// of that side changes, so a side that did not change (a websocket change touches one) is
+/// neither scanned nor written again; the row is the same, as every input of [`side`] and of the
+/// array is the same.
 #[derive(Default)]
 pub struct SideMemo {
     fresh: bool,
     /// The tick the flags were found with.
     tick: Option<Dec>,
     flags: u32,
-    sum: Option<u64>,
-    lvls: Vec<Lvl>,
+    /// The valid levels, best first: indices into the wire side.
+    lvls: Vec<u32>,
+    /// The best valid price.
+    best: Option<Dec>,
+    /// The valid levels' size sum (`bid_depth`/`ask_depth`).
+    depth: Option<Dec>,
+    /// The levels' (price, size) parsed again for a book without a caller's [`Pre`] whose side
+    /// needs sorting or the exact size sum.
+    parsed: Vec<Parsed>,
+    /// The side's array as last written, and the depth it was written with (None: not since the
+    /// last scan).
+    text: Vec<u8>,
+    text_depth: Option<usize>,
 }
 
 impl SideMemo {
@@ -307,13 +450,7 @@ impl Normalizer {
         for r in ["book", "gap", "error", "bad_input"] {
             stats.rows.insert(r, 0);
         }
-        Normalizer {
-            joins: HashMap::new(),
-            tokens: HashMap::new(),
-            stats,
-            rows: Rows::new(opts),
-            scratch: Part::default(),
-        }
+        Normalizer { tokens: Tokens::default(), stats, rows: Rows::new(opts), scratch: Part::default() }
     }
 
     /// [`Rows::verify_hash`] (pm-rebuild checks REST books with it, so both tools agree).
@@ -329,10 +466,10 @@ impl Normalizer {
     /// Records what is known about a token (later information replaces earlier).
     pub fn add_join(&mut self, token_id: &str, info: JoinInfo) {
         let info = Rc::new(info);
-        if let Some(st) = self.tokens.get_mut(token_id) {
+        if let Some(st) = self.tokens.tokens.get_mut(token_id) {
             st.join = Some(info.clone());
         }
-        self.joins.insert(token_id.to_string(), info);
+        self.tokens.joins.insert(token_id.to_string(), info);
     }
 
     /// Loads one line of a `--markets` file: a market or resolution record (pm-markets) or a raw `track`
@@ -427,7 +564,8 @@ impl Normalizer {
                     out.extend_from_slice(&part.out[pos..join_at]);
                     let asset = &part.arena[asset.0..asset.1];
                     let hash = hash.map(|h| &part.arena[h.0..h.1]);
-                    let flags = self.book_state(asset, hash, ts, flags, out);
+                    let (flags, join) = self.tokens.book_state(asset, hash, ts, flags, &mut self.stats);
+                    put_join(out, join.as_deref());
                     out.extend_from_slice(&part.out[join_at..flags_at]);
                     put_flags(out, flags);
                     pos = flags_at;
@@ -461,59 +599,6 @@ impl Normalizer {
         }
     }
 
-    /// The per-asset part of a `book` row: `duplicate`/`ts_backwards` against the asset's previous
-    /// row, the state update, the join fields (written to `out`) and the counts. Returns all flags.
-    fn book_state(
-        &mut self,
-        asset: &str,
-        hash: Option<&str>,
-        ts: Option<i64>,
-        mut flags: u32,
-        out: &mut Vec<u8>,
-    ) -> u32 {
-        let st = match self.tokens.get_mut(asset) {
-            Some(st) => st,
-            None => {
-                let join = self.joins.get(asset).cloned();
-                self.tokens.entry(asset.into()).or_insert(TokenState { join, last_ts: None, last_hash: None })
-            }
-        };
-        if let (Some(prev), Some(t)) = (st.last_ts, ts) {
-            if t < prev {
-                flags |= TS_BACKWARDS;
-            } else if t == prev && st.last_hash.as_deref() == hash {
-                flags |= DUPLICATE;
-            }
-        }
-        if ts.is_some() {
-            st.last_ts = ts;
-            match (&mut st.last_hash, hash) {
-                (Some(h), Some(n)) => {
-                    h.clear();
-                    h.push_str(n);
-                }
-                (slot, n) => *slot = n.map(String::from),
-            }
-        }
-        let j = st.join.as_deref();
-        if j.and_then(|j| j.slug.as_ref()).is_none() {
-            self.stats.unjoined_book_rows += 1;
-        }
-        out.extend_from_slice(b",\"slug\":");
-        put_opt(out, j.and_then(|j| j.slug.as_deref()));
-        out.extend_from_slice(b",\"outcome\":");
-        put_opt(out, j.and_then(|j| j.outcome.as_deref()));
-        out.extend_from_slice(b",\"family\":");
-        put_opt(out, j.and_then(|j| j.family.as_deref()));
-        for (i, name) in flag_names().enumerate() {
-            if flags & (1 << i) != 0 {
-                // FLAGS are pre-set to 0; a WS_FLAGS name appears once raised (REST summaries unchanged).
-                count_static(&mut self.stats.flags, name);
-            }
-        }
-        flags
-    }
-
     fn gap_row(&mut self, env: &Env, out: &mut Vec<u8>) {
         let ctx = ctx(env);
         let kind = ctx.gap.as_deref().unwrap_or("unknown");
@@ -521,7 +606,7 @@ impl Normalizer {
         count(&mut self.stats.gaps, kind);
         // Polymarket gaps name a token, kalshi-books' a ticker.
         let asset = ctx.token_id.as_deref().or(ctx.ticker.as_deref());
-        let join = asset.and_then(|t| self.joins.get(t)).cloned();
+        let join = asset.and_then(|t| self.tokens.joins.get(t)).cloned();
         head(out, "gap", env);
         out.extend_from_slice(b",\"gap\":");
         book::put_json_str(out, kind);
@@ -576,11 +661,9 @@ impl Normalizer {
         out: &mut Vec<u8>,
     ) {
         debug_assert!(b.asset_id.is_some());
-        let mut part = std::mem::take(&mut self.scratch);
         let extra = ws_flags & !((1u32 << FLAGS.len()) - 1);
-        self.rows.book_row(env, &Ctx::default(), b, pre, hash_ok, extra, &mut part);
-        self.apply(&mut part, out);
-        self.scratch = part;
+        let dest = Dest::Out { out, tokens: &mut self.tokens, stats: &mut self.stats };
+        self.rows.book_row(env, &Ctx::default(), b, pre, hash_ok, extra, dest);
     }
 }
 
@@ -590,7 +673,13 @@ fn ctx<'a>(env: &'a Env<'a>) -> Ctx<'a> {
 
 impl Rows {
     pub fn new(opts: Options) -> Rows {
-        Rows { opts, hash_buf: Vec::with_capacity(8192), sides: Vec::new(), memo: Default::default() }
+        Rows {
+            opts,
+            hash_buf: Vec::with_capacity(8192),
+            sides: Vec::new(),
+            memo: Default::default(),
+            last: Last::default(),
+        }
     }
 
     /// Parses one raw line (without its `\n`) into `part`: rows, holes, counts (module docs).
@@ -710,11 +799,12 @@ impl Rows {
     /// when both are in the venue's shape (then that text is the hash text of the sides).
     fn rest_book(&mut self, env: &Env, ctx: &Ctx, b: &Book, wire: Option<[&str; 2]>, part: &mut Part) {
         let hash_ok = self.hash_ok(b, wire);
-        self.book_row(env, ctx, b, None, hash_ok, 0, part);
+        self.book_row(env, ctx, b, None, hash_ok, 0, Dest::Part(part));
     }
 
     /// The one formatter of `book` rows (REST and rebuilt): the flags known from this book alone,
-    /// the counts, and the row with its two holes ([`Op::Book`]).
+    /// the counts, and the row, into a part with its two holes ([`Op::Book`]) or straight into the
+    /// output with the holes filled ([`Dest`]).
     /// `pre`: the bid and ask levels already parsed, with their memos ([`SideMemo`]), or None.
     #[allow(clippy::too_many_arguments)]
     fn book_row(
@@ -725,11 +815,11 @@ impl Rows {
         pre: Option<Pre>,
         hash_ok: Option<bool>,
         extra: u32,
-        part: &mut Part,
+        mut dest: Dest,
     ) {
         let asset = b.asset_id.as_deref().expect("caller checked");
         let ts = b.timestamp.as_deref().and_then(dec::parse_ms);
-        let recv = env.collected_at_utc.as_deref().and_then(dec::parse_utc_micros);
+        let recv = self.last.recv(env.collected_at_utc.as_deref());
         let mut own = std::mem::take(&mut self.memo);
         let (parsed, memo) = match pre {
             Some(Pre { parsed, memo }) => (Some(parsed), memo),
@@ -739,7 +829,10 @@ impl Rows {
             }
         };
         let mut flags = extra | self.book_flags(b, parsed, ts, recv, memo);
-        let stats = &mut part.stats;
+        let stats = match &mut dest {
+            Dest::Part(part) => &mut part.stats,
+            Dest::Out { stats, .. } => &mut **stats,
+        };
         match hash_ok {
             Some(true) => stats.hash_match += 1,
             Some(false) => {
@@ -756,30 +849,29 @@ impl Rows {
         }
         count_static(&mut stats.rows, "book");
         count(&mut stats.book_rows_by_source, env.endpoint.as_deref().unwrap_or("?"));
-        let [bm, am] = &*memo;
-        let row = BookText {
-            env,
-            ctx,
-            b,
-            asset,
-            ts,
-            recv,
-            hash_ok,
-            bids: &bm.lvls,
-            asks: &am.lvls,
-            depths: [bm.sum, am.sum],
-        };
-        let (join_at, flags_at) = row.write(&mut part.out, self.opts.depth);
+        // A caller's memo keeps each side's array for the next rows; ours is scanned every time.
+        let keep = parsed.is_some();
+        let exchange_at = ts.map(|t| self.last.exchange_at(t));
+        let row = BookText { env, ctx, b, asset, ts, exchange_at, recv, hash_ok, sides: memo, keep };
+        match dest {
+            Dest::Part(part) => {
+                let (join_at, flags_at) = row.write(&mut part.out, self.opts.depth, None);
+                let asset = part.keep(asset);
+                let hash = b.hash.as_deref().map(|h| part.keep(h));
+                part.ops.push(Op::Book { join_at, flags_at, asset, hash, ts, flags });
+            }
+            Dest::Out { out, tokens, stats } => {
+                let (flags, join) = tokens.book_state(asset, b.hash.as_deref(), ts, flags, stats);
+                row.write(out, self.opts.depth, Some((join.as_deref(), flags)));
+            }
+        }
         self.memo = own;
-        let asset = part.keep(asset);
-        let hash = b.hash.as_deref().map(|h| part.keep(h));
-        part.ops.push(Op::Book { join_at, flags_at, asset, hash, ts, flags });
     }
 
     /// The flags a book raises on its own (all but the hash's and the per-asset ones); its valid
     /// levels, best first, and the sums of their sizes go to `memo` (kept when still fresh).
     fn book_flags(
-        &self,
+        &mut self,
         b: &Book,
         pre: Option<[&[Parsed]; 2]>,
         ts: Option<i64>,
@@ -790,29 +882,23 @@ impl Rows {
         if ts.is_none() {
             flags |= BAD_TS;
         }
-        let tick = b
-            .tick_size
-            .and_then(|r| serde_json::from_str::<&str>(r.get()).ok())
-            .and_then(Dec::parse)
-            .filter(|t| t.signum() > 0)
-            .map(|t| (t, t.key18().and_then(Divisor::new)));
+        let tick = self.last.tick(b.tick_size);
         for (k, (m, levels)) in memo.iter_mut().zip([b.bids.as_ref(), b.asks.as_ref()]).enumerate() {
             let t = tick.map(|t| t.0);
             if !m.fresh || m.tick != t {
-                (m.flags, m.sum) = side(levels, pre.map(|p| p[k]), k == 0, tick, &mut m.lvls);
+                m.flags = side(levels, pre.map(|p| p[k]), k == 0, tick, m);
                 (m.fresh, m.tick) = (true, t);
             }
             flags |= m.flags;
         }
-        let (bids, asks) = (&memo[0].lvls, &memo[1].lvls);
-        if bids.is_empty() {
+        if memo[0].lvls.is_empty() {
             flags |= EMPTY_BIDS;
         }
-        if asks.is_empty() {
+        if memo[1].lvls.is_empty() {
             flags |= EMPTY_ASKS;
         }
-        if let (Some(bb), Some(ba)) = (bids.first(), asks.first()) {
-            match bb.px.cmp(&ba.px) {
+        if let (Some(bb), Some(ba)) = (memo[0].best, memo[1].best) {
+            match bb.cmp(&ba) {
                 std::cmp::Ordering::Greater => flags |= CROSSED,
                 std::cmp::Ordering::Equal => flags |= LOCKED,
                 _ => {}
@@ -879,26 +965,29 @@ struct BookText<'r, 'a> {
     b: &'r Book<'a>,
     asset: &'r str,
     ts: Option<i64>,
+    /// `exchange_at_utc` of `ts`.
+    exchange_at: Option<&'r [u8]>,
     recv: Option<i64>,
     hash_ok: Option<bool>,
-    /// Valid levels, best first.
-    bids: &'r [Lvl],
-    asks: &'r [Lvl],
-    /// The sides' size sums at scale [`DEPTH_SCALE`] when [`side`] could add them so.
-    depths: [Option<u64>; 2],
+    /// What [`side`] found on the bids and the asks.
+    sides: &'r mut [SideMemo; 2],
+    /// Keep each side's array in its memo (a caller's memo, [`Pre`]).
+    keep: bool,
 }
 
 impl BookText<'_, '_> {
-    /// Appends the row (with `depth` levels a side) to `out`, leaving out the join fields and the
-    /// flag names; returns where they go (hole 1, hole 2).
-    fn write(&self, out: &mut Vec<u8>, depth: usize) -> (usize, usize) {
-        let BookText { env, ctx, b, asset, ts, recv, hash_ok, bids, asks, depths } = *self;
+    /// Appends the row (with `depth` levels a side) to `out`; returns where the join fields and
+    /// the flag names go (hole 1, hole 2). They are written there when `fill` has them (the join
+    /// and all flags), else left out.
+    fn write(self, out: &mut Vec<u8>, depth: usize, fill: Option<(Option<&JoinInfo>, u32)>) -> (usize, usize) {
+        let BookText { env, ctx, b, asset, ts, exchange_at, recv, hash_ok, sides, keep } = self;
+        let [bids, asks] = sides;
         head(out, "book", env);
         out.extend_from_slice(b",\"exchange_at_utc\":");
-        match ts {
+        match exchange_at {
             Some(t) => {
                 out.push(b'"');
-                dec::write_utc_micros(out, t.saturating_mul(1000));
+                out.extend_from_slice(t);
                 out.push(b'"');
             }
             None => out.extend_from_slice(b"null"),
@@ -911,20 +1000,24 @@ impl BookText<'_, '_> {
         put_opt(out, b.market.as_deref());
         out.extend_from_slice(b",\"asset_id\":");
         book::put_json_str(out, asset);
-        // Hole 1: `slug`, `outcome`, `family` (Normalizer::book_state).
+        // Hole 1: `slug`, `outcome`, `family` (Tokens::book_state).
         let join_at = out.len();
+        if let Some((join, _)) = fill {
+            put_join(out, join);
+        }
         put_slot(out, ctx);
         put_prov(out, env);
         let bb = best(bids, b.bids.as_ref());
         let ba = best(asks, b.asks.as_ref());
+        // A valid level's price and size parsed as decimals (digits, '.', '-'): no escapes.
         out.extend_from_slice(b",\"best_bid_price\":");
-        put_opt(out, bb.and_then(|(l, _)| l.price.as_deref()));
+        put_plain(out, bb.and_then(|(l, _)| l.price.as_deref()));
         out.extend_from_slice(b",\"best_bid_size\":");
-        put_opt(out, bb.and_then(|(l, _)| l.size.as_deref()));
+        put_plain(out, bb.and_then(|(l, _)| l.size.as_deref()));
         out.extend_from_slice(b",\"best_ask_price\":");
-        put_opt(out, ba.and_then(|(l, _)| l.price.as_deref()));
+        put_plain(out, ba.and_then(|(l, _)| l.price.as_deref()));
         out.extend_from_slice(b",\"best_ask_size\":");
-        put_opt(out, ba.and_then(|(l, _)| l.size.as_deref()));
+        put_plain(out, ba.and_then(|(l, _)| l.size.as_deref()));
         let (mid, spread) = match (bb, ba) {
             (Some((_, b)), Some((_, a))) => (b.checked_add(a).and_then(Dec::half), a.checked_sub(b)),
             _ => (None, None),
@@ -934,13 +1027,13 @@ impl BookText<'_, '_> {
         out.extend_from_slice(b",\"spread\":");
         put_dec(out, spread);
         out.extend_from_slice(b",\"bid_levels\":");
-        dec::write_u64(out, bids.len() as u64);
+        dec::write_u64(out, bids.lvls.len() as u64);
         out.extend_from_slice(b",\"ask_levels\":");
-        dec::write_u64(out, asks.len() as u64);
+        dec::write_u64(out, asks.lvls.len() as u64);
         out.extend_from_slice(b",\"bid_depth\":");
-        put_dec(out, size_sum(bids, depths[0]));
+        put_dec(out, bids.depth);
         out.extend_from_slice(b",\"ask_depth\":");
-        put_dec(out, size_sum(asks, depths[1]));
+        put_dec(out, asks.depth);
         out.extend_from_slice(b",\"tick_size\":");
         put_str_or_number(out, b.tick_size);
         out.extend_from_slice(b",\"min_order_size\":");
@@ -958,17 +1051,20 @@ impl BookText<'_, '_> {
             None => b"null",
         });
         out.extend_from_slice(b",\"flags\":[");
-        // Hole 2: the flag names (Normalizer::book_state adds `duplicate`/`ts_backwards`).
+        // Hole 2: the flag names (Tokens::book_state adds `duplicate`/`ts_backwards`).
         let flags_at = out.len();
+        if let Some((_, flags)) = fill {
+            put_flags(out, flags);
+        }
         match depth {
             0 => out.extend_from_slice(b"],\"depth\":0,\"bids\":null,\"asks\":null"),
             d => {
                 out.extend_from_slice(b"],\"depth\":");
                 put_u64(out, (d != usize::MAX).then_some(d as u64));
                 out.extend_from_slice(b",\"bids\":");
-                put_levels(out, bids, b.bids.as_ref(), d);
+                put_side(out, bids, b.bids.as_ref(), d, keep);
                 out.extend_from_slice(b",\"asks\":");
-                put_levels(out, asks, b.asks.as_ref(), d);
+                put_side(out, asks, b.asks.as_ref(), d, keep);
             }
         }
         out.extend_from_slice(b"}\n");
@@ -1085,30 +1181,79 @@ fn error_row(
     out.extend_from_slice(b"}\n");
 }
 
-/// Collects the valid levels of a side (wire order) into `dst`; returns flags.
-/// `pre`: the levels' (price, size) already parsed with [`Dec::parse`], same order (pm-rebuild
-/// keeps them with its book); parsed here otherwise. `tick`: the book's tick (> 0) with its
-/// [`Divisor`] when its [`Dec::key18`] fits.
+/// Scans a side: its valid levels best first, best price and size sum go to `m`; returns its
+/// flags. `pre`: the levels' (price, size) already parsed with [`Dec::parse`], same order
+/// (pm-rebuild keeps them with its book); parsed here otherwise. `tick`: the book's tick (> 0)
+/// with its [`Divisor`] when its [`Dec::key18`] fits.
 fn side(
     levels: Option<&Vec<Level>>,
     pre: Option<&[Parsed]>,
     bids: bool,
     tick: Option<(Dec, Option<Divisor>)>,
-    dst: &mut Vec<Lvl>,
+    m: &mut SideMemo,
+) -> u32 {
+    m.lvls.clear();
+    m.parsed.clear();
+    m.text_depth = None;
+    let Some(levels) = levels else {
+        (m.best, m.depth) = (None, Some(Dec { m: 0, s: DEPTH_SCALE }));
+        return BAD_LEVEL | MISSING_FIELD;
+    };
+    let parse = |l: &Level| (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse));
+    let (f, sum) = match pre {
+        Some(p) => scan(p[..levels.len()].iter().copied(), bids, tick, &mut m.lvls),
+        None => scan(levels.iter().map(parse), bids, tick, &mut m.lvls),
+    };
+    // The parsed levels for what follows: the caller's, or ours (parsed again) when the side
+    // needs sorting or the exact sum; else the best price alone is parsed again.
+    let parsed: &[Parsed] = match pre {
+        Some(p) => p,
+        None if f & UNSORTED != 0 || sum.is_none() => {
+            m.parsed.extend(levels.iter().map(parse));
+            &m.parsed
+        }
+        None => &[],
+    };
+    let px = |i: u32| {
+        let i = i as usize;
+        parsed.get(i).map_or_else(|| parse(&levels[i]).0, |p| p.0).expect("a valid level's price")
+    };
+    // Best first: reversing the wire order sorts a well-formed side; otherwise sort explicitly.
+    m.lvls.reverse();
+    if f & UNSORTED != 0 {
+        if bids {
+            m.lvls.sort_by_key(|&i| std::cmp::Reverse(px(i)));
+        } else {
+            m.lvls.sort_by_key(|&i| px(i));
+        }
+    }
+    m.best = m.lvls.first().map(|&i| px(i));
+    // The sizes' sum: `sum` (at DEPTH_SCALE) or, without it, the exact fold. Both give the same
+    // value: the sizes of `sum` are ≥ 0 and their sum fits in u64, so no step of the fold
+    // overflows; a row prints only the value (canonical form).
+    m.depth = match sum {
+        Some(s) => Some(Dec { m: s as i128, s: DEPTH_SCALE }),
+        None => m.lvls.iter().try_fold(Dec::ZERO, |acc, &i| acc.checked_add(parsed[i as usize].1?)),
+    };
+    f
+}
+
+/// [`side`]'s loop over the levels' (price, size) in wire order: the indices of the valid ones
+/// go to `dst` (wire order); returns the flags and the sizes' sum at [`DEPTH_SCALE`] while every
+/// size has a key there and it fits.
+#[inline(never)]
+fn scan(
+    levels: impl Iterator<Item = Parsed>,
+    bids: bool,
+    tick: Option<(Dec, Option<Divisor>)>,
+    dst: &mut Vec<u32>,
 ) -> (u32, Option<u64>) {
     use std::cmp::Ordering::{Equal, Greater, Less};
-    dst.clear();
-    let Some(levels) = levels else { return (BAD_LEVEL | MISSING_FIELD, Some(0)) };
     let mut f = 0;
-    // The sizes' sum at DEPTH_SCALE while every size has a key there and it fits.
     let mut sum = Some(0u64);
     // The previous valid price and its key (None: no previous level yet).
     let mut prev: Option<(Dec, Option<u64>)> = None;
-    for (i, l) in levels.iter().enumerate() {
-        let parsed = match pre {
-            Some(p) => p[i],
-            None => (l.price.as_deref().and_then(Dec::parse), l.size.as_deref().and_then(Dec::parse)),
-        };
+    for (i, parsed) in levels.enumerate() {
         let (Some(px), Some(sz)) = parsed else {
             f |= BAD_LEVEL;
             continue;
@@ -1148,16 +1293,7 @@ fn side(
             }
         }
         prev = Some((px, key));
-        dst.push(Lvl { px, sz, i: i as u32 });
-    }
-    // Best first: reversing the wire order sorts a well-formed side; otherwise sort explicitly.
-    dst.reverse();
-    if f & UNSORTED != 0 {
-        if bids {
-            dst.sort_by_key(|l| std::cmp::Reverse(l.px));
-        } else {
-            dst.sort_by_key(|l| l.px);
-        }
+        dst.push(i as u32);
     }
     (f, sum)
 }
@@ -1165,20 +1301,10 @@ fn side(
 /// The scale of [`side`]'s size sums: sizes of at most 6 fractional digits (the venue sends 2).
 const DEPTH_SCALE: u32 = 6;
 
-/// The sum of a side's sizes: `fast` (at [`DEPTH_SCALE`]) or, without it, the exact fold. Both
-/// give the same value: the sizes of `fast` are ≥ 0 and their sum fits in u64, so no step of the
-/// fold overflows; a row prints only the value (canonical form).
-fn size_sum(side: &[Lvl], fast: Option<u64>) -> Option<Dec> {
-    match fast {
-        Some(m) => Some(Dec { m: m as i128, s: DEPTH_SCALE }),
-        None => side.iter().try_fold(Dec::ZERO, |acc, l| acc.checked_add(l.sz)),
-    }
-}
-
 /// The best level of a side: the wire level and its parsed price.
-fn best<'b, 'a>(side: &[Lvl], wire: Option<&'b Vec<Level<'a>>>) -> Option<(&'b Level<'a>, Dec)> {
-    let l = side.first()?;
-    Some((&wire?[l.i as usize], l.px))
+fn best<'b, 'a>(side: &SideMemo, wire: Option<&'b Vec<Level<'a>>>) -> Option<(&'b Level<'a>, Dec)> {
+    let &i = side.lvls.first()?;
+    Some((&wire?[i as usize], side.best?))
 }
 
 /// A side's levels as (price, size) strings in wire order (callers checked that all are strings).
@@ -1237,14 +1363,28 @@ fn put_prov(out: &mut Vec<u8>, env: &Env) {
     put_u64(out, env.seq);
 }
 
-fn put_levels(out: &mut Vec<u8>, side: &[Lvl], wire: Option<&Vec<Level>>, n: usize) {
+/// A side's `bids`/`asks` array (its first `n` valid levels); `keep`: kept in its memo and
+/// written from there while the side does not change.
+fn put_side(out: &mut Vec<u8>, m: &mut SideMemo, wire: Option<&Vec<Level>>, n: usize, keep: bool) {
+    if !keep {
+        return put_levels(out, &m.lvls, wire, n);
+    }
+    if m.text_depth != Some(n) {
+        m.text.clear();
+        put_levels(&mut m.text, &m.lvls, wire, n);
+        m.text_depth = Some(n);
+    }
+    out.extend_from_slice(&m.text);
+}
+
+fn put_levels(out: &mut Vec<u8>, side: &[u32], wire: Option<&Vec<Level>>, n: usize) {
     out.push(b'[');
     if let Some(wire) = wire {
-        for (k, l) in side.iter().take(n).enumerate() {
+        for (k, &i) in side.iter().take(n).enumerate() {
             if k > 0 {
                 out.push(b',');
             }
-            let w = &wire[l.i as usize];
+            let w = &wire[i as usize];
             // Both parsed as decimals, so they hold only digits, '.', '-': copied verbatim.
             out.extend_from_slice(b"{\"price\":\"");
             out.extend_from_slice(w.price.as_deref().unwrap_or_default().as_bytes());
@@ -1254,6 +1394,18 @@ fn put_levels(out: &mut Vec<u8>, side: &[Lvl], wire: Option<&Vec<Level>>, n: usi
         }
     }
     out.push(b']');
+}
+
+/// A string known to need no escapes (a decimal), or null.
+fn put_plain(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
 }
 
 fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
@@ -1311,5 +1463,137 @@ fn put_dec(out: &mut Vec<u8>, d: Option<Dec>) {
             out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    /// A book of owned level texts (wire order: bids ascending, asks descending, unless a test
+    /// breaks it on purpose) with one of a few ticks.
+    #[derive(Clone)]
+    struct Owned {
+        sides: [Vec<(String, String)>; 2],
+        tick: Option<Box<RawValue>>,
+    }
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_string()).unwrap()
+    }
+
+    fn levels(side: &[(String, String)]) -> Vec<Level<'_>> {
+        side.iter().map(|(p, s)| Level { price: Some(Cow::Borrowed(p)), size: Some(Cow::Borrowed(s)) }).collect()
+    }
+
+    fn parsed(side: &[(String, String)]) -> Vec<Parsed> {
+        side.iter().map(|(p, s)| (Dec::parse(p), Dec::parse(s))).collect()
+    }
+
+    /// The row of `o` as pm-rebuild writes it: with a kept memo (`memo`) or without.
+    fn row(nor: &mut Normalizer, o: &Owned, asset: &str, ts: u64, memo: Option<&mut [SideMemo; 2]>) -> String {
+        let env = Env {
+            venue: Some(Cow::Borrowed("polymarket")),
+            endpoint: Some(Cow::Borrowed("ws")),
+            collected_at_utc: Some(Cow::Owned(format!("2026-08-13T06:54:{:02}.000000Z", ts % 60))),
+            ..Env::default()
+        };
+        let ts = (1786604000000 + ts * 1000).to_string();
+        let one = raw("\"5\"");
+        let b = Book {
+            market: Some(Cow::Borrowed("0xabc")),
+            asset_id: Some(Cow::Borrowed(asset)),
+            timestamp: Some(Cow::Borrowed(&ts)),
+            hash: Some(Cow::Borrowed("0123")),
+            bids: Some(levels(&o.sides[0])),
+            asks: Some(levels(&o.sides[1])),
+            min_order_size: Some(&one),
+            tick_size: o.tick.as_deref(),
+            ..Book::default()
+        };
+        let p = [parsed(&o.sides[0]), parsed(&o.sides[1])];
+        let pre = memo.map(|memo| Pre { parsed: [&p[0], &p[1]], memo });
+        let mut out = Vec::new();
+        nor.state_row(&env, &b, pre, Some(true), 0, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A row written from a memo kept across rows (pm-rebuild) is the row written from scratch,
+    /// whatever changes between rows: levels added, changed and removed on one side or both,
+    /// bad, unsorted and duplicate levels, sizes beyond the fast sum, ticks that come and go.
+    #[test]
+    fn a_kept_memo_writes_the_rows_a_fresh_scan_writes() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let ticks = [Some(raw("\"0.01\"")), Some(raw("\"0.001\"")), None, Some(raw("0.01"))];
+        for depth in [0, 3, 10, usize::MAX] {
+            let opts = Options { depth, ..Options::default() };
+            let (mut kept, mut fresh) = (Normalizer::new(opts.clone()), Normalizer::new(opts));
+            let mut books = [0, 1].map(|_| Owned { sides: [Vec::new(), Vec::new()], tick: ticks[0].clone() });
+            let mut memos: [[SideMemo; 2]; 2] = Default::default();
+            let mut reused = 0;
+            for step in 0..1500u64 {
+                let a = rnd(2) as usize;
+                let (o, memo) = (&mut books[a], &mut memos[a]);
+                match rnd(10) {
+                    0 => o.tick = ticks[rnd(4) as usize].clone(),
+                    1 => {}
+                    _ => {
+                        let k = rnd(2) as usize;
+                        let side = &mut o.sides[k];
+                        let price = format!("0.{:03}", 1 + rnd(998));
+                        let size = match rnd(20) {
+                            0 => "0".to_string(),
+                            1 => "x".to_string(),
+                            2 => format!("1.{:07}", rnd(10_000_000)),
+                            _ => format!("{}.{:02}", rnd(50_000), rnd(100)),
+                        };
+                        let at = side.iter().position(|(p, _)| {
+                            let (x, y) = (Dec::parse(p).unwrap(), Dec::parse(&price).unwrap());
+                            if k == 0 {
+                                x >= y
+                            } else {
+                                x <= y
+                            }
+                        });
+                        match (at, rnd(8)) {
+                            (_, 0) => side.insert(rnd(side.len() as u64 + 1) as usize, (price, size)),
+                            (Some(i), 1) if !side.is_empty() => _ = side.remove(i),
+                            (Some(i), _) if side[i].0 == price => side[i].1 = size,
+                            (Some(i), _) => side.insert(i, (price, size)),
+                            (None, _) => side.push((price, size)),
+                        }
+                        memo[k].stale();
+                    }
+                }
+                let o = books[a].clone();
+                let asset = ["a1", "a2"][a];
+                reused += memos[a].iter().filter(|m| m.fresh).count();
+                let want = row(&mut fresh, &o, asset, step / 3, None);
+                assert_eq!(row(&mut kept, &o, asset, step / 3, Some(&mut memos[a])), want, "step {step} depth {depth}");
+            }
+            assert!(reused > 500, "sides were written from their memo: {reused}");
+        }
+    }
+
+    /// Each book's flags use its own tick, also when the row before had another.
+    #[test]
+    fn each_book_is_judged_by_its_own_tick() {
+        let mut nor = Normalizer::new(Options::default());
+        let side = |p: &str| vec![(p.to_string(), "10".to_string())];
+        let mut o = Owned { sides: [side("0.405"), side("0.6")], tick: Some(raw("\"0.01\"")) };
+        let mut off_tick = Vec::new();
+        for (i, tick) in ["\"0.01\"", "\"0.001\"", "\"0.001\"", "\"0.01\"", "", "\"0.01\""].into_iter().enumerate() {
+            o.tick = (!tick.is_empty()).then(|| raw(tick));
+            off_tick.push(row(&mut nor, &o, "t", i as u64, None).contains("\"off_tick\""));
+        }
+        assert_eq!(off_tick, [true, false, false, true, false, true]);
     }
 }

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
-use super::{ctx, error_row, failed_reply, Part, Rows, BAD_LEVEL};
+use super::{ctx, error_row, failed_reply, Dest, Part, Rows, BAD_LEVEL};
 use crate::kalshi::orderbook::{self, Level as KLevel};
 use crate::normalize::parse::{Book, Env, Level};
 
@@ -53,7 +53,7 @@ impl Rows {
             ..Book::default()
         };
         let extra = if ob.bad_levels > 0 { BAD_LEVEL } else { 0 };
-        self.book_row(env, &ctx, &book, None, None, extra, part);
+        self.book_row(env, &ctx, &book, None, None, extra, Dest::Part(part));
     }
 }
 
