@@ -439,6 +439,21 @@ struct Side {
     /// [`Role::Hash`] only: the side as the hash text's array, kept with every change.
     text: SideText,
     role: Role,
+    /// The order of the prices: a side in its own (bids ascending, asks descending, strictly) is
+    /// searched by bisection; one that is not (a full book sent out of order, kept as sent) level
+    /// by level.
+    order: Order,
+}
+
+/// The order of a side's prices ([`Side::find`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum Order {
+    /// At most one level.
+    #[default]
+    Any,
+    Up,
+    Down,
+    Neither,
 }
 
 impl Side {
@@ -456,7 +471,7 @@ impl Side {
     fn set(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
         let key = price_key(Dec::parse(price)?);
         let (hashed, rows) = (self.role == Role::Hash, self.role == Role::Rows);
-        let pos = self.levels.iter().position(|l| l.key == key);
+        let (pos, at) = self.find(ascending, key);
         match (pos, is_zero(size)) {
             (Some(i), true) => {
                 self.levels.remove(i);
@@ -480,13 +495,11 @@ impl Side {
             }
             (None, true) => {}
             (None, false) => {
-                let at = self
-                    .levels
-                    .iter()
-                    .position(|l| if ascending { l.key > key } else { l.key < key })
-                    .unwrap_or(self.levels.len());
                 let (l, px) = Level::new(price, size)?;
                 self.levels.insert(at, l);
+                if self.order == Order::Any && self.levels.len() > 1 {
+                    self.order = if ascending { Order::Up } else { Order::Down };
+                }
                 if rows {
                     self.parsed.insert(at, (Some(px), Dec::parse(size)));
                 } else if hashed {
@@ -495,6 +508,20 @@ impl Side {
             }
         }
         Some(())
+    }
+
+    /// The level with price `key` (if any), and where a new one goes: the first level past it in
+    /// the side's order (ascending bids, descending asks).
+    fn find(&self, ascending: bool, key: i128) -> (Option<usize>, usize) {
+        let past = |l: &Level| if ascending { l.key > key } else { l.key < key };
+        let own = if ascending { Order::Up } else { Order::Down };
+        if self.order != own && self.order != Order::Any {
+            let at = self.levels.iter().position(past).unwrap_or(self.levels.len());
+            return (self.levels.iter().position(|l| l.key == key), at);
+        }
+        let at = self.levels.partition_point(|l| !past(l));
+        let found = at.checked_sub(1).filter(|&i| self.levels[i].key == key);
+        (found, at)
     }
 
     /// Replaces the levels (in wire order), reusing the buffers of the levels there; None when a
@@ -524,6 +551,14 @@ impl Side {
         if hashed {
             self.text.close();
         }
+        let (up, down) =
+            (self.levels.windows(2).all(|w| w[0].key < w[1].key), self.levels.windows(2).all(|w| w[0].key > w[1].key));
+        self.order = match (up, down) {
+            (true, true) => Order::Any,
+            (true, false) => Order::Up,
+            (false, true) => Order::Down,
+            _ => Order::Neither,
+        };
         Some(())
     }
 
@@ -2699,6 +2734,30 @@ mod tests {
                 side.set(true, &price, &size).unwrap();
             }
             assert_eq!(side.text(), full(&side), "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_side_out_of_order_is_searched_level_by_level() {
+        // A full book sent out of order is kept as sent; its levels are still found (not doubled).
+        for role in [Role::Plain, Role::Hash, Role::Rows] {
+            let mut bids = Side::new(role);
+            let book = [("0.3", "1"), ("0.1", "2"), ("0.2", "3")];
+            bids.replace(book.iter().map(|&(p, z)| Some((p, z)))).unwrap();
+            bids.set(true, "0.1", "9").unwrap();
+            bids.set(true, "0.2", "0").unwrap();
+            bids.set(true, "0.25", "4").unwrap();
+            let got: Vec<(&str, &str)> = bids.levels.iter().map(|l| (l.price(), l.size())).collect();
+            assert_eq!(got, [("0.25", "4"), ("0.3", "1"), ("0.1", "9")], "{role:?}");
+            // In order, the bisection finds the same levels.
+            let mut asks = Side::new(role);
+            for p in ["0.5", "0.9", "0.7", "0.6", "0.8"] {
+                asks.set(false, p, "1").unwrap();
+            }
+            asks.set(false, "0.7", "0").unwrap();
+            asks.set(false, "0.9", "2").unwrap();
+            let got: Vec<(&str, &str)> = asks.levels.iter().map(|l| (l.price(), l.size())).collect();
+            assert_eq!(got, [("0.9", "2"), ("0.8", "1"), ("0.6", "1"), ("0.5", "1")], "{role:?}");
         }
     }
 
