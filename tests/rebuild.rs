@@ -508,3 +508,37 @@ fn changes_of_unhashed_states_reach_the_hashing_copy() {
     }
     assert!(runs[0] == runs[1], "the same rows and summary on one thread and with a hashing thread");
 }
+
+/// Level changes travel between the threads' copies length-prefixed: a size of any length (a
+/// malformed reply: 80 000 bytes of two-byte characters) reaches every copy whole — nothing panics
+/// (it did when the length was cut to 16 bits inside a character) and every thread count writes
+/// the same rows, the level flagged in the row, not lost from the book.
+#[test]
+fn a_huge_size_string_reaches_every_copy_whole() {
+    let dir = common::tempdir("rebuild-huge-size");
+    let (a, m) = ("123", "0xabc");
+    let huge = "é".repeat(40_000);
+    let bodies = [
+        json!({"event_type": "book", "market": m, "asset_id": a, "timestamp": "1795708800000", "hash": "x",
+            "bids": [{"price": "0.40", "size": "10"}], "asks": [{"price": "0.55", "size": "10"}],
+            "tick_size": "0.01", "min_order_size": "5", "neg_risk": false, "last_trade_price": "0.5"}),
+        json!({"event_type": "price_change", "market": m, "timestamp": "1795708801000", "price_changes": [
+            {"asset_id": a, "price": "0.3", "size": huge, "side": "BUY", "hash": "y"}]}),
+        json!({"event_type": "price_change", "market": m, "timestamp": "1795708802000", "price_changes": [
+            {"asset_id": a, "price": "0.2", "size": "1", "side": "BUY", "hash": "z"}]}),
+    ];
+    let f = write_lines(&dir, "huge.jsonl", &frame_lines(&bodies, "2026-11-24", 57600));
+    let mut runs = Vec::new();
+    for threads in ["1", "3"] {
+        let (out, s, rows) = rebuild(&dir, &[&f], &["--threads", threads]);
+        assert!(out.status.code().is_some_and(|c| c < 2), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(s["hash_checks"].as_u64(), Some(3), "{s:#}");
+        let books: Vec<&Value> = rows.iter().filter(|r| r["record"] == "book").collect();
+        assert_eq!(books.len(), 3);
+        // The huge level stays in the book (the next state has it too): `bad_level`, not counted.
+        assert_eq!(books[2]["bid_levels"].as_u64(), Some(2), "{}", &books[2].to_string()[..300]);
+        assert!(flags(books[2]).contains(&"bad_level"), "{:?}", flags(books[2]));
+        runs.push(out.stdout);
+    }
+    assert!(runs[0] == runs[1], "the same rows on one thread and with a hashing thread");
+}

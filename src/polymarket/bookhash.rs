@@ -72,6 +72,8 @@ pub fn put_json_str(out: &mut Vec<u8>, s: &str) {
     let needs_escape = |b: &[u8]| b.iter().fold(false, |acc, &c| acc | (c < 0x20) | (c == b'"') | (c == b'\\'));
     let (blocks, tail) = s.as_bytes().split_at(s.len() & !15);
     if !blocks.chunks_exact(16).any(needs_escape) && !needs_escape(tail) {
+        // One capacity check for the three pieces.
+        out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');

@@ -56,6 +56,7 @@ use crate::polymarket::tradeset::{self, TradeRow};
 use crate::util::AtomicFile;
 
 mod hashing;
+mod sha1x2;
 use hashing::{HashJob, HashStage};
 
 /// `source` of a row holding the rebuilt state after a websocket message (`book` or `price_change`).
@@ -341,6 +342,81 @@ fn level_text(t: &mut Vec<u8>, price: &str, size: &str) {
     bookhash::put_level(t, price, size);
 }
 
+/// The hashing stage's side text: `[` the levels' texts joined by `,` `]`, edited in place at the
+/// level that changes (one move of what follows, not a copy per level), with each level's length.
+#[derive(Clone, Debug, Default)]
+struct SideText {
+    text: Vec<u8>,
+    lens: Vec<u32>,
+    /// The changed level's text, before it goes in.
+    scratch: Vec<u8>,
+}
+
+impl SideText {
+    /// Where level `i`'s text starts.
+    fn offset(&self, i: usize) -> usize {
+        1 + self.lens[..i].iter().map(|&l| l as usize + 1).sum::<usize>()
+    }
+
+    /// Level `i` has a new size.
+    fn set(&mut self, i: usize, price: &str, size: &str) {
+        level_text(&mut self.scratch, price, size);
+        let (at, old) = (self.offset(i), self.lens[i] as usize);
+        self.text.splice(at..at + old, self.scratch.iter().copied());
+        self.lens[i] = self.scratch.len() as u32;
+    }
+
+    /// A new level at `i`.
+    fn insert(&mut self, i: usize, price: &str, size: &str) {
+        level_text(&mut self.scratch, price, size);
+        let n = self.scratch.len() as u32;
+        if self.lens.is_empty() {
+            self.text.splice(1..1, self.scratch.iter().copied());
+        } else if i < self.lens.len() {
+            self.scratch.push(b',');
+            let at = self.offset(i);
+            self.text.splice(at..at, self.scratch.iter().copied());
+        } else {
+            let at = self.text.len() - 1;
+            self.text.splice(at..at, std::iter::once(b',').chain(self.scratch.iter().copied()));
+        }
+        self.lens.insert(i, n);
+    }
+
+    /// Level `i` removed (with the comma after it, or before it for the last).
+    fn remove(&mut self, i: usize) {
+        let (at, len) = (self.offset(i), self.lens[i] as usize);
+        if self.lens.len() == 1 {
+            self.text.drain(at..at + len);
+        } else if i + 1 < self.lens.len() {
+            self.text.drain(at..at + len + 1);
+        } else {
+            self.text.drain(at - 1..at + len);
+        }
+        self.lens.remove(i);
+    }
+
+    /// Starts over: `[`, then [`SideText::push`] each level, then [`SideText::close`].
+    fn open(&mut self) {
+        self.text.clear();
+        self.text.push(b'[');
+        self.lens.clear();
+    }
+
+    fn push(&mut self, price: &str, size: &str) {
+        if !self.lens.is_empty() {
+            self.text.push(b',');
+        }
+        let at = self.text.len();
+        bookhash::put_level(&mut self.text, price, size);
+        self.lens.push((self.text.len() - at) as u32);
+    }
+
+    fn close(&mut self) {
+        self.text.push(b']');
+    }
+}
+
 /// Which copy of a book a side belongs to: each thread keeps its own, with what it needs (the
 /// level changes travel between them encoded, [`put_set`]), so no thread reads another's memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -360,18 +436,34 @@ struct Side {
     levels: Vec<Level>,
     /// [`Role::Rows`] only (same order as `levels`).
     parsed: Vec<Parsed>,
-    /// [`Role::Hash`] only: each level's hash text ([`level_text`]; same order as `levels`).
-    texts: Vec<Vec<u8>>,
-    /// [`Role::Hash`] only: the side as the hash text's array, rendered when a hash needs it
-    /// ([`Side::text`]) after changes (`dirty`).
-    text: Vec<u8>,
-    dirty: bool,
+    /// [`Role::Hash`] only: the side as the hash text's array, kept with every change.
+    text: SideText,
     role: Role,
+    /// The order of the prices: a side in its own (bids ascending, asks descending, strictly) is
+    /// searched by bisection; one that is not (a full book sent out of order, kept as sent) level
+    /// by level.
+    order: Order,
+}
+
+/// The order of a side's prices ([`Side::find`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum Order {
+    /// At most one level.
+    #[default]
+    Any,
+    Up,
+    Down,
+    Neither,
 }
 
 impl Side {
     fn new(role: Role) -> Side {
-        Side { role, ..Side::default() }
+        let mut s = Side { role, ..Side::default() };
+        if role == Role::Hash {
+            s.text.open();
+            s.text.close();
+        }
+        s
     }
 
     /// Sets the absolute size at a level; keeps `ascending` (bids) or descending (asks) order.
@@ -379,14 +471,14 @@ impl Side {
     fn set(&mut self, ascending: bool, price: &str, size: &str) -> Option<()> {
         let key = price_key(Dec::parse(price)?);
         let (hashed, rows) = (self.role == Role::Hash, self.role == Role::Rows);
-        let pos = self.levels.iter().position(|l| l.key == key);
+        let (pos, at) = self.find(ascending, key);
         match (pos, is_zero(size)) {
             (Some(i), true) => {
                 self.levels.remove(i);
                 if rows {
                     self.parsed.remove(i);
                 } else if hashed {
-                    self.texts.remove(i);
+                    self.text.remove(i);
                 }
             }
             (Some(i), false) => {
@@ -395,7 +487,7 @@ impl Side {
                     l.ps.truncate(l.split as usize);
                     l.ps.push_str(size);
                     if hashed {
-                        level_text(&mut self.texts[i], &l.ps[..l.split as usize], size);
+                        self.text.set(i, &l.ps[..l.split as usize], size);
                     } else if rows {
                         self.parsed[i].1 = Dec::parse(size);
                     }
@@ -403,24 +495,33 @@ impl Side {
             }
             (None, true) => {}
             (None, false) => {
-                let at = self
-                    .levels
-                    .iter()
-                    .position(|l| if ascending { l.key > key } else { l.key < key })
-                    .unwrap_or(self.levels.len());
                 let (l, px) = Level::new(price, size)?;
                 self.levels.insert(at, l);
+                if self.order == Order::Any && self.levels.len() > 1 {
+                    self.order = if ascending { Order::Up } else { Order::Down };
+                }
                 if rows {
                     self.parsed.insert(at, (Some(px), Dec::parse(size)));
                 } else if hashed {
-                    let mut t = Vec::with_capacity(price.len() + size.len() + 22);
-                    level_text(&mut t, price, size);
-                    self.texts.insert(at, t);
+                    self.text.insert(at, price, size);
                 }
             }
         }
-        self.dirty = true;
         Some(())
+    }
+
+    /// The level with price `key` (if any), and where a new one goes: the first level past it in
+    /// the side's order (ascending bids, descending asks).
+    fn find(&self, ascending: bool, key: i128) -> (Option<usize>, usize) {
+        let past = |l: &Level| if ascending { l.key > key } else { l.key < key };
+        let own = if ascending { Order::Up } else { Order::Down };
+        if self.order != own && self.order != Order::Any {
+            let at = self.levels.iter().position(past).unwrap_or(self.levels.len());
+            return (self.levels.iter().position(|l| l.key == key), at);
+        }
+        let at = self.levels.partition_point(|l| !past(l));
+        let found = at.checked_sub(1).filter(|&i| self.levels[i].key == key);
+        (found, at)
     }
 
     /// Replaces the levels (in wire order), reusing the buffers of the levels there; None when a
@@ -428,7 +529,9 @@ impl Side {
     fn replace<'l>(&mut self, levels: impl Iterator<Item = Option<(&'l str, &'l str)>>) -> Option<()> {
         let (hashed, rows) = (self.role == Role::Hash, self.role == Role::Rows);
         self.parsed.clear();
-        self.dirty = true;
+        if hashed {
+            self.text.open();
+        }
         let mut n = 0;
         for l in levels {
             let (p, z) = l?;
@@ -440,19 +543,22 @@ impl Side {
             if rows {
                 self.parsed.push((Some(px), Dec::parse(z)));
             } else if hashed {
-                match self.texts.get_mut(n) {
-                    Some(t) => level_text(t, p, z),
-                    None => {
-                        let mut t = Vec::new();
-                        level_text(&mut t, p, z);
-                        self.texts.push(t);
-                    }
-                }
+                self.text.push(p, z);
             }
             n += 1;
         }
         self.levels.truncate(n);
-        self.texts.truncate(n);
+        if hashed {
+            self.text.close();
+        }
+        let (up, down) =
+            (self.levels.windows(2).all(|w| w[0].key < w[1].key), self.levels.windows(2).all(|w| w[0].key > w[1].key));
+        self.order = match (up, down) {
+            (true, true) => Order::Any,
+            (true, false) => Order::Up,
+            (false, true) => Order::Down,
+            _ => Order::Neither,
+        };
         Some(())
     }
 
@@ -464,23 +570,9 @@ impl Side {
         Some(spare)
     }
 
-    /// The side as the hash text's array ([`Role::Hash`]): rendered from the levels' texts when it
-    /// changed since.
-    fn text(&mut self) -> &[u8] {
-        if self.dirty {
-            let t = &mut self.text;
-            t.clear();
-            t.push(b'[');
-            for (i, l) in self.texts.iter().enumerate() {
-                if i > 0 {
-                    t.push(b',');
-                }
-                t.extend_from_slice(l);
-            }
-            t.push(b']');
-            self.dirty = false;
-        }
-        &self.text
+    /// The side as the hash text's array ([`Role::Hash`]).
+    fn text(&self) -> &[u8] {
+        &self.text.text
     }
 
     /// The side as the hash text's array, written from the levels (any copy; a REST cross-check).
@@ -1050,22 +1142,27 @@ fn with_raw_ltp(j: &HashJob, ltp: &RawValue) -> [u8; 20] {
 }
 
 /// The venue's hash (40 lowercase hex digits, as [`bookhash`] writes them) as bytes; None for any
-/// other text, which no state reproduces.
+/// other text, which no state reproduces. Decoded through a table, without a branch per digit
+/// (this runs for every settled state).
 fn venue_digest(h: &str) -> Option<[u8; 20]> {
-    let b = h.as_bytes();
-    if b.len() != 40 {
-        return None;
+    const fn table() -> [u8; 256] {
+        let mut t = [0xff_u8; 256];
+        let mut i = 0;
+        while i < 16 {
+            t[b"0123456789abcdef"[i] as usize] = i as u8;
+            i += 1;
+        }
+        t
     }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut d = [0u8; 20];
-    for (i, x) in d.iter_mut().enumerate() {
-        *x = nibble(b[2 * i])? << 4 | nibble(b[2 * i + 1])?;
+    static HEX: [u8; 256] = table();
+    let b: &[u8; 40] = h.as_bytes().try_into().ok()?;
+    let (mut d, mut bad) = ([0u8; 20], 0u8);
+    for (x, pair) in d.iter_mut().zip(b.chunks_exact(2)) {
+        let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+        bad |= hi | lo;
+        *x = hi << 4 | lo;
     }
-    Some(d)
+    (bad & 0xf0 == 0).then_some(d)
 }
 
 /// Checks a hashed state against the venue's digest, trying trade prices (newest first) for
@@ -1274,7 +1371,7 @@ enum Tally {
 // encoded in a byte buffer) and writes the rows in job order, so the output is the same bytes as
 // when written inline.
 
-/// A level change for the row thread: `B`/`A` (bid/ask), price, size (u16 length-prefixed).
+/// A level change for the other threads' copies: `B`/`A` (bid/ask), price, size (length-prefixed).
 fn put_set(ops: &mut Vec<u8>, side: u8, price: &str, size: &str) {
     ops.push(side);
     put_field(ops, price);
@@ -1291,17 +1388,17 @@ fn put_replace(ops: &mut Vec<u8>, side: u8, s: &Side) {
     }
 }
 
+/// A string, whole (u32 length: a line is at most 256 MiB, [`crate::jsonl::MAX_LINE`]).
 fn put_field(ops: &mut Vec<u8>, f: &str) {
-    let n = f.len().min(u16::MAX as usize);
-    ops.extend_from_slice(&(n as u16).to_le_bytes());
-    ops.extend_from_slice(&f.as_bytes()[..n]);
+    ops.extend_from_slice(&(f.len() as u32).to_le_bytes());
+    ops.extend_from_slice(f.as_bytes());
 }
 
 fn take_field<'o>(ops: &'o [u8], at: &mut usize) -> &'o str {
-    let n = u16::from_le_bytes([ops[*at], ops[*at + 1]]) as usize;
-    let f = &ops[*at + 2..*at + 2 + n];
-    *at += 2 + n;
-    std::str::from_utf8(f).expect("written from a str")
+    let n = u32::from_le_bytes(ops[*at..*at + 4].try_into().expect("4 bytes")) as usize;
+    let f = &ops[*at + 4..*at + 4 + n];
+    *at += 4 + n;
+    std::str::from_utf8(f).expect("written whole from a str")
 }
 
 /// Applies encoded level changes to another thread's copy of a book (the row thread's, the hashing
@@ -2242,8 +2339,7 @@ impl Rebuilder {
         put_replace(&mut b.hops, b'b', &b.bids);
         put_replace(&mut b.hops, b'a', &b.asks);
         if self.opts.write_rows {
-            put_replace(&mut b.ops, b'b', &b.bids);
-            put_replace(&mut b.ops, b'a', &b.asks);
+            b.ops.extend_from_slice(&b.hops);
         }
     }
 
@@ -2410,10 +2506,11 @@ impl Rebuilder {
         if r.is_none() {
             return Ok(false);
         }
-        let tag = if side == "BUY" { b'B' } else { b'A' };
-        put_set(&mut b.hops, tag, price, size);
+        // Encoded once, for the hashing stage's copy and the row thread's.
+        let at = b.hops.len();
+        put_set(&mut b.hops, if side == "BUY" { b'B' } else { b'A' }, price, size);
         if self.opts.write_rows {
-            put_set(&mut b.ops, tag, price, size);
+            b.ops.extend_from_slice(&b.hops[at..]);
         }
         if b.timestamp != ts {
             b.timestamp.clear();
@@ -2598,7 +2695,7 @@ mod tests {
             } else {
                 let want = [(Dec::parse("0.1"), Dec::parse("5")), (Dec::parse("0.3"), Dec::parse("11"))];
                 assert_eq!(bids.parsed, want);
-                assert!(bids.text.is_empty() && bids.texts.is_empty());
+                assert!(bids.text().is_empty());
             }
             let mut asks = Side::new(role);
             asks.set(false, "0.5", "1").unwrap();
@@ -2609,6 +2706,58 @@ mod tests {
             asks.set(false, "0.6", "0").unwrap();
             assert_eq!(asks.levels.len(), 3);
             assert_eq!(asks.parsed.len(), if hashed { 0 } else { 3 });
+        }
+    }
+
+    #[test]
+    fn the_hash_copy_edits_its_side_text_in_place_as_a_full_render_writes_it() {
+        // Inserts at the front, middle and end, size changes, removals down to empty, full books.
+        let mut x: u64 = 7;
+        let mut next = move |n: u64| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        let mut side = Side::new(Role::Hash);
+        let full = |s: &Side| {
+            let mut t = Vec::new();
+            s.put_text(&mut t);
+            t
+        };
+        assert_eq!(side.text(), b"[]");
+        for step in 0..3000 {
+            if step % 500 == 499 {
+                let levels = [("0.1", "5"), ("0.25", "7")];
+                side.replace(levels.iter().map(|&(p, z)| Some((p, z)))).unwrap();
+            } else {
+                let price = format!("0.{:02}", 1 + next(12));
+                let size = if next(3) == 0 { "0".to_string() } else { (1 + next(1000)).to_string() };
+                side.set(true, &price, &size).unwrap();
+            }
+            assert_eq!(side.text(), full(&side), "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_side_out_of_order_is_searched_level_by_level() {
+        // A full book sent out of order is kept as sent; its levels are still found (not doubled).
+        for role in [Role::Plain, Role::Hash, Role::Rows] {
+            let mut bids = Side::new(role);
+            let book = [("0.3", "1"), ("0.1", "2"), ("0.2", "3")];
+            bids.replace(book.iter().map(|&(p, z)| Some((p, z)))).unwrap();
+            bids.set(true, "0.1", "9").unwrap();
+            bids.set(true, "0.2", "0").unwrap();
+            bids.set(true, "0.25", "4").unwrap();
+            let got: Vec<(&str, &str)> = bids.levels.iter().map(|l| (l.price(), l.size())).collect();
+            assert_eq!(got, [("0.25", "4"), ("0.3", "1"), ("0.1", "9")], "{role:?}");
+            // In order, the bisection finds the same levels.
+            let mut asks = Side::new(role);
+            for p in ["0.5", "0.9", "0.7", "0.6", "0.8"] {
+                asks.set(false, p, "1").unwrap();
+            }
+            asks.set(false, "0.7", "0").unwrap();
+            asks.set(false, "0.9", "2").unwrap();
+            let got: Vec<(&str, &str)> = asks.levels.iter().map(|l| (l.price(), l.size())).collect();
+            assert_eq!(got, [("0.9", "2"), ("0.8", "1"), ("0.6", "1"), ("0.5", "1")], "{role:?}");
         }
     }
 
@@ -2657,6 +2806,10 @@ mod tests {
         assert_eq!(venue_digest(&"ab".repeat(20)), Some([0xab; 20]));
         assert_eq!(venue_digest(&"AB".repeat(20)), None);
         assert_eq!(venue_digest("ab"), None);
+        let d = venue_digest("0123456789abcdef0123456789abcdeffedcba98").unwrap();
+        assert_eq!(crate::util::hex(&d), "0123456789abcdef0123456789abcdeffedcba98");
+        assert_eq!(venue_digest(&format!("{}g", "a".repeat(39))), None);
+        assert_eq!(venue_digest(&format!("{} ", "a".repeat(39))), None);
     }
 
     #[test]

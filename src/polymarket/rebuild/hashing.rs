@@ -11,7 +11,9 @@
 //! A [`HashJob`] carries a state: its level changes since the asset's previous job and the fields
 //! around the levels. The stage writes the hash text up to `"last_trade_price":`, keeps the SHA-1
 //! state after it (so that other trade prices cost a block or two, not the whole book), and the digest
-//! with the `last_trade_price` the rebuilding thread expects. Only the SHA-1 moves: every verdict is
+//! with the `last_trade_price` the rebuilding thread expects. The hashing thread takes the jobs two
+//! at a time ([`super::sha1x2::update2`]), from the SHA-1 state after each asset's first two blocks
+//! (the same in all its states). Only the SHA-1 moves: every verdict is
 //! still reached on the rebuilding thread, in input order, from these digests ([`super::Rebuilder`]),
 //! so the output is the same for any thread count.
 
@@ -19,8 +21,8 @@ use std::collections::VecDeque;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
-use sha1::{Digest, Sha1};
 
+use super::sha1x2::{update2, Mid};
 use super::{apply_ops, Assets, Role, Side};
 use crate::polymarket::bookhash;
 
@@ -39,7 +41,7 @@ pub(super) struct HashJob {
     /// The `last_trade_price` tried first, as the hash text spells it.
     pub ltp: Vec<u8>,
     /// The SHA-1 state after the hash text up to and including `"last_trade_price":`.
-    head: Sha1,
+    head: Mid,
     /// The SHA-1 of that text, `ltp` and the closing `}`.
     digest: [u8; 20],
 }
@@ -53,23 +55,16 @@ impl HashJob {
             timestamp: String::new(),
             tail: Default::default(),
             ltp: Vec::with_capacity(16),
-            head: Sha1::new(),
+            head: Mid::default(),
             digest: [0; 20],
         })
     }
 
-    /// Hashes `text`: the hash text up to and including `"last_trade_price":`.
-    fn hash_text(&mut self, text: &[u8]) {
-        self.hash_from(Sha1::new(), text);
-    }
-
-    /// Hashes the rest of the text, `h` holding the SHA-1 state after its start.
-    fn hash_from(&mut self, mut h: Sha1, text: &[u8]) {
-        h.update(text);
-        self.head = h.clone();
-        h.update(&self.ltp);
-        h.update(b"}");
-        self.digest = h.finalize().into();
+    /// Takes `head`, the SHA-1 state after the hash text up to and including `"last_trade_price":`:
+    /// the digest with the job's `last_trade_price` follows.
+    fn set_head(&mut self, head: Mid) {
+        self.digest = head.clone().digest_with(&[&self.ltp, b"}"]);
+        self.head = head;
     }
 
     /// The SHA-1 of the state with `ltp` (its JSON text as the hash spells it) as
@@ -78,28 +73,27 @@ impl HashJob {
         if ltp == self.ltp.as_slice() {
             return self.digest;
         }
-        let mut h = self.head.clone();
-        h.update(ltp);
-        h.update(b"}");
-        h.finalize().into()
+        self.head.clone().digest_with(&[ltp, b"}"])
     }
 
     /// The job hashed here and now with `text` (written by the caller) as its hash text up to
     /// `"last_trade_price":` (a REST cross-check, which waits for nothing and is not a state of
     /// the stage's books).
     pub fn hashed_now(mut self: Box<Self>, text: &[u8]) -> Box<HashJob> {
-        self.hash_text(text);
+        let mut head = Mid::default();
+        head.update(text);
+        self.set_head(head);
         self
     }
 }
 
 /// The stage's copy of every book: per asset, bids and asks with their hash texts ([`Role::Hash`])
-/// and the SHA-1 state after the first blocks of its last hash text ([`Start`]); and the one
-/// buffer every hash text is written into (so it stays in this core's caches).
+/// and the SHA-1 state after the first blocks of its last hash text ([`Start`]); and the two
+/// buffers the hash texts are written into (so they stay in this core's caches).
 #[derive(Default)]
 struct HashBooks {
     books: Assets<([Side; 2], Start)>,
-    text: Vec<u8>,
+    texts: [Vec<u8>; 2],
 }
 
 /// The first [`START`] bytes of an asset's last hash text — `{"market":"0x…","asset_id":"…` with
@@ -108,48 +102,70 @@ struct HashBooks {
 #[derive(Default)]
 struct Start {
     bytes: Vec<u8>,
-    sha: Sha1,
+    sha: Mid,
 }
 
 /// Two SHA-1 blocks.
 const START: usize = 128;
 
+/// Applies the job's level changes to the asset's copy and writes its hash text up to
+/// `"last_trade_price":` into `text`: the SHA-1 state to hash the text from, and where in it.
+fn prepare(books: &mut Assets<([Side; 2], Start)>, j: &HashJob, text: &mut Vec<u8>) -> (Mid, usize) {
+    let ([bids, asks], start) = match books.get_mut(j.asset.as_str()) {
+        Some(b) => b,
+        None => books
+            .entry(j.asset.clone())
+            .or_insert_with(|| ([Side::new(Role::Hash), Side::new(Role::Hash)], Start::default())),
+    };
+    apply_ops(&j.ops, bids, asks, None);
+    let [mos, tick, neg] = &j.tail;
+    // `last_trade_price` written as nothing: the text then ends in `"last_trade_price":}`.
+    bookhash::write_hash_text_with(
+        text,
+        &j.market,
+        &j.asset,
+        &j.timestamp,
+        |o| o.extend_from_slice(bids.text()),
+        |o| o.extend_from_slice(asks.text()),
+        [mos, tick, neg, ""],
+    );
+    debug_assert!(text.ends_with(b":}"));
+    text.pop();
+    let Some(head) = text.get(..START) else { return (Mid::default(), 0) };
+    if start.bytes != head {
+        start.bytes.clear();
+        start.bytes.extend_from_slice(head);
+        start.sha = Mid::default();
+        start.sha.update(head);
+    }
+    (start.sha.clone(), START)
+}
+
 impl HashBooks {
-    /// Applies the job's level changes to the asset's copy, writes its hash text, hashes it.
+    /// Hashes one job.
     fn run(&mut self, j: &mut HashJob) {
-        let ([bids, asks], start) = match self.books.get_mut(j.asset.as_str()) {
-            Some(b) => b,
-            None => self
-                .books
-                .entry(j.asset.clone())
-                .or_insert_with(|| ([Side::new(Role::Hash), Side::new(Role::Hash)], Start::default())),
-        };
-        apply_ops(&j.ops, bids, asks, None);
-        let [mos, tick, neg] = &j.tail;
-        // `last_trade_price` written as nothing: the text then ends in `"last_trade_price":}`.
-        bookhash::write_hash_text_with(
-            &mut self.text,
-            &j.market,
-            &j.asset,
-            &j.timestamp,
-            |o| o.extend_from_slice(bids.text()),
-            |o| o.extend_from_slice(asks.text()),
-            [mos, tick, neg, ""],
-        );
-        debug_assert!(self.text.ends_with(b":}"));
-        self.text.pop();
-        let Some(head) = self.text.get(..START) else { return j.hash_text(&self.text) };
-        if start.bytes != head {
-            start.bytes.clear();
-            start.bytes.extend_from_slice(head);
-            start.sha = Sha1::new();
-            start.sha.update(head);
-        }
-        j.hash_from(start.sha.clone(), &self.text[START..]);
+        let text = &mut self.texts[0];
+        let (mut head, at) = prepare(&mut self.books, j, text);
+        head.update(&text[at..]);
+        j.set_head(head);
     }
 
+    /// Hashes a batch, two jobs at a time ([`update2`]).
     fn run_all(&mut self, batch: &mut [Box<HashJob>]) {
-        batch.iter_mut().for_each(|j| self.run(j));
+        for pair in batch.chunks_mut(2) {
+            match pair {
+                [a, b] => {
+                    let [ta, tb] = &mut self.texts;
+                    let (mut ha, at_a) = prepare(&mut self.books, a, ta);
+                    let (mut hb, at_b) = prepare(&mut self.books, b, tb);
+                    update2(&mut ha, &ta[at_a..], &mut hb, &tb[at_b..]);
+                    a.set_head(ha);
+                    b.set_head(hb);
+                }
+                [a] => self.run(a),
+                _ => unreachable!("chunks of two"),
+            }
+        }
     }
 }
 
