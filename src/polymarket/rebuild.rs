@@ -1591,7 +1591,7 @@ struct WriterStats {
 }
 
 /// Jobs travel in batches of this many (fewer thread wake-ups).
-const BATCH: usize = 128;
+const BATCH: usize = 512;
 
 struct Writer {
     tx: Sender<Vec<Job>>,

@@ -27,7 +27,7 @@ use super::{apply_ops, Assets, Role, Side};
 use crate::polymarket::bookhash;
 
 /// Jobs travel in batches of this many (fewer thread wake-ups).
-const BATCH: usize = 16;
+const BATCH: usize = 64;
 
 /// One state to hash, and what the stage computed of it.
 pub(super) struct HashJob {
