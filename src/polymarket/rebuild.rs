@@ -113,6 +113,10 @@ pub struct Options {
     /// rebuilding and the row thread (with rows from 3, without from 2), it computes every SHA-1
     /// ([`hashing`]); else the rebuilding thread does. Same output for any value.
     pub threads: usize,
+    /// With a hashing thread: the rebuilding thread hashes a state itself when more than this many
+    /// batches of states wait at the hashing thread ([`HashStage::behind`]). Not a flag: tests
+    /// set 0 to take that path for sure.
+    pub steal_after: usize,
 }
 
 impl Default for Options {
@@ -127,6 +131,7 @@ impl Default for Options {
             // Cores + 1: on 2 cores the three threads together were measured faster than two
             // (reports/bench_stream_loopback_2026-12-01-3-s5.txt and later, quiet machine).
             threads: std::thread::available_parallelism().map_or(1, usize::from) + 1,
+            steal_after: 3,
         }
     }
 }
@@ -570,8 +575,8 @@ impl Side {
 
     /// A wire side for the rebuild (all levels pairs of strings with an exact decimal price), else
     /// None; built in `spare`'s buffers (a side no longer used).
-    fn from_wire(levels: &[parse::Level], mut spare: Side) -> Option<Side> {
-        spare.role = Role::Plain;
+    fn from_wire(levels: &[parse::Level], mut spare: Side, role: Role) -> Option<Side> {
+        spare.role = role;
         spare.replace(levels.iter().map(|l| Some((l.price.as_deref()?, l.size.as_deref()?))))?;
         Some(spare)
     }
@@ -733,13 +738,13 @@ struct Full<'a> {
 
 impl Book {
     /// A book before its first state: trusted, no levels, no trade price known.
-    fn new() -> Book {
+    fn new(role: Role) -> Book {
         Book {
             market: String::new(),
             timestamp: String::new(),
             ts_ms: 0,
-            bids: Side::new(Role::Plain),
-            asks: Side::new(Role::Plain),
+            bids: Side::new(role),
+            asks: Side::new(role),
             tick_size: None,
             ltp: raw_str(""),
             ltp_known: false,
@@ -1706,6 +1711,12 @@ pub struct Rebuilder {
     verifier: Normalizer,
     /// SHA-1 of the settled states (shared out when there is a hashing thread).
     hasher: HashStage,
+    /// The role of the rebuilding thread's own copy: with a hashing thread it keeps the hash texts
+    /// too, to hash states itself when that thread falls behind ([`HashStage::behind`]).
+    role: Role,
+    /// The hash text of a state hashed here, and how many were.
+    text: Vec<u8>,
+    hashed_here: u64,
     /// Settled states waiting for their verdict and what must follow them, in input order; emptied
     /// states for reuse.
     deferred: VecDeque<Later>,
@@ -1740,6 +1751,9 @@ impl Rebuilder {
             meta: Assets::default(),
             default_meta,
             hasher: HashStage::new(shared),
+            role: if shared { Role::Hash } else { Role::Plain },
+            text: Vec::new(),
+            hashed_here: 0,
             deferred: VecDeque::new(),
             spare_deferred: Vec::new(),
             writer: None,
@@ -2118,6 +2132,22 @@ impl Rebuilder {
         if let (true, Some(tick)) = (d.hashed(), b.tick_size.as_deref()) {
             let mut j = self.hasher.job();
             hash_fields(&mut j, asset, b, tick, meta_of(&self.meta, &self.default_meta, asset));
+            if self.hasher.behind(self.opts.steal_after) {
+                self.hashed_here += 1;
+                let text = &mut self.text;
+                text.clear();
+                bookhash::write_hash_text_with(
+                    text,
+                    &b.market,
+                    asset,
+                    &b.timestamp,
+                    |o| o.extend_from_slice(b.bids.text()),
+                    |o| o.extend_from_slice(b.asks.text()),
+                    [&j.tail[0], &j.tail[1], &j.tail[2], ""],
+                );
+                text.pop();
+                j.hash_here(text);
+            }
             // The level changes since the asset's previous job go with it.
             std::mem::swap(&mut j.ops, &mut b.hops);
             b.hops.clear();
@@ -2266,8 +2296,8 @@ impl Rebuilder {
             return Ok(false);
         };
         let (Some(bids), Some(asks)) = (
-            ev.bids.as_deref().and_then(|l| Side::from_wire(l, self.spare_side())),
-            ev.asks.as_deref().and_then(|l| Side::from_wire(l, self.spare_side())),
+            ev.bids.as_deref().and_then(|l| Side::from_wire(l, self.spare_side(), self.role)),
+            ev.asks.as_deref().and_then(|l| Side::from_wire(l, self.spare_side(), self.role)),
         ) else {
             return Ok(false);
         };
@@ -2330,7 +2360,7 @@ impl Rebuilder {
     /// `last_trade_price` the current one; the level changes go to the row thread as whole sides.
     fn set_book(&mut self, asset: &str, f: Full, hash: Option<&str>, default_tick: Option<Raw>) {
         if !self.books.contains_key(asset) {
-            self.books.insert(asset.to_string(), Book::new());
+            self.books.insert(asset.to_string(), Book::new(self.role));
         }
         let b = self.books.get_mut(asset).expect("present");
         b.market.clear();
@@ -2365,8 +2395,8 @@ impl Rebuilder {
             return Ok(());
         };
         let (Some(bids), Some(asks), Ok(ts_ms)) = (
-            rb.bids.as_deref().and_then(|l| Side::from_wire(l, self.spare_side())),
-            rb.asks.as_deref().and_then(|l| Side::from_wire(l, self.spare_side())),
+            rb.bids.as_deref().and_then(|l| Side::from_wire(l, self.spare_side(), self.role)),
+            rb.asks.as_deref().and_then(|l| Side::from_wire(l, self.spare_side(), self.role)),
             ts.parse::<i64>(),
         ) else {
             self.stats.bad_events += 1;
@@ -2770,6 +2800,113 @@ mod tests {
             let got: Vec<(&str, &str)> = asks.levels.iter().map(|l| (l.price(), l.size())).collect();
             assert_eq!(got, [("0.9", "2"), ("0.8", "1"), ("0.6", "1"), ("0.5", "1")], "{role:?}");
         }
+    }
+
+    /// Rows written into memory (the row thread's output).
+    #[derive(Clone, Default)]
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// DERIVED frames of one asset: a `book`, then `n` changes, each with the venue's hash of the
+    /// state after it (computed with the one hash routine over a model of the book).
+    fn derived_frames(n: usize) -> Vec<String> {
+        let (m, a) = ("0xabc", "123");
+        let mut levels: BTreeMap<i128, (String, String, bool)> = BTreeMap::new();
+        let mut x: u64 = 11;
+        let mut next = move |k: u64| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % k
+        };
+        let hash_of = |levels: &BTreeMap<i128, (String, String, bool)>, ts: &str| {
+            let side = |buy: bool| levels.values().filter(move |l| l.2 == buy).map(|l| (l.0.as_str(), l.1.as_str()));
+            bookhash::hash(&bookhash::HashInput {
+                market: m,
+                asset_id: a,
+                timestamp: ts,
+                bids: side(true).collect(),
+                asks: side(false).collect::<Vec<_>>().into_iter().rev().collect(),
+                min_order_size: &Value::from("5"),
+                tick_size: &Value::from("0.01"),
+                neg_risk: &Value::Bool(false),
+                last_trade_price: &Value::from("0.5"),
+            })
+        };
+        for c in 1..=40 {
+            let p = format!("0.{c:02}");
+            levels.insert(price_key(Dec::parse(&p).unwrap()), (p, "10".into(), c <= 20));
+        }
+        let env = |i: usize, body: String| {
+            format!(
+                r#"{{"kind":"ws","seq":{i},"collected_at_utc":"2026-11-24T00:00:00.000000Z","ctx":{{"event":"frame"}},"body":{body}}}"#
+            )
+        };
+        let side_json = |levels: &BTreeMap<i128, (String, String, bool)>, buy: bool| {
+            let mut v: Vec<Value> = levels
+                .values()
+                .filter(|l| l.2 == buy)
+                .map(|l| serde_json::json!({"price": l.0, "size": l.1}))
+                .collect();
+            if !buy {
+                v.reverse();
+            }
+            Value::Array(v)
+        };
+        let t0 = 1795708800000i64;
+        let book = serde_json::json!({"event_type": "book", "market": m, "asset_id": a, "timestamp": t0.to_string(),
+            "hash": hash_of(&levels, &t0.to_string()), "bids": side_json(&levels, true), "asks": side_json(&levels, false),
+            "tick_size": "0.01", "last_trade_price": "0.5"});
+        let mut out = vec![env(0, book.to_string())];
+        for i in 1..=n {
+            let c = 1 + next(40);
+            let p = format!("0.{c:02}");
+            let size = if next(4) == 0 { "0".to_string() } else { (1 + next(500)).to_string() };
+            let key = price_key(Dec::parse(&p).unwrap());
+            if size == "0" {
+                levels.remove(&key);
+            } else {
+                levels.insert(key, (p.clone(), size.clone(), c <= 20));
+            }
+            let ts = (t0 + i as i64).to_string();
+            let side = if c <= 20 { "BUY" } else { "SELL" };
+            let body = serde_json::json!({"event_type": "price_change", "market": m, "timestamp": ts, "price_changes": [
+                {"asset_id": a, "price": p, "size": size, "side": side, "hash": hash_of(&levels, &ts)}]});
+            out.push(env(i, body.to_string()));
+        }
+        out
+    }
+
+    #[test]
+    fn states_hashed_on_the_rebuilding_thread_give_the_same_rows_and_verdicts() {
+        // `steal_after` 0: the rebuilding thread hashes states itself from its own copy whenever a
+        // batch waits at the hashing thread (timing decides which ones; the output may not).
+        let lines = derived_frames(3000);
+        let run = |threads: usize| {
+            let sink = Sink::default();
+            let opts = Options { threads, steal_after: 0, ..Options::default() };
+            let mut r = Rebuilder::new(opts, Box::new(sink.clone()));
+            for l in &lines {
+                r.line(l).unwrap().unwrap();
+            }
+            let stats = r.finish().unwrap();
+            let rows = sink.0.lock().unwrap().clone();
+            (stats, rows, r.hashed_here)
+        };
+        let (one, rows_one, _) = run(1);
+        let (three, rows_three, here) = run(3);
+        assert_eq!((one.hash_checks, one.hash_checks_matched), (3001, 3001));
+        assert!(here > 0, "no state was hashed on the rebuilding thread");
+        assert!(here < 3001, "every state was hashed on the rebuilding thread");
+        assert_eq!(serde_json::to_value(&one).unwrap(), serde_json::to_value(&three).unwrap());
+        assert!(rows_one == rows_three, "rows differ");
     }
 
     #[test]
