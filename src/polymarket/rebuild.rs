@@ -1714,8 +1714,7 @@ pub struct Rebuilder {
     /// The role of the rebuilding thread's own copy: with a hashing thread it keeps the hash texts
     /// too, to hash states itself when that thread falls behind ([`HashStage::behind`]).
     role: Role,
-    /// The hash text of a state hashed here, and how many were.
-    text: Vec<u8>,
+    /// How many states were hashed here.
     hashed_here: u64,
     /// Settled states waiting for their verdict and what must follow them, in input order; emptied
     /// states for reuse.
@@ -1752,7 +1751,6 @@ impl Rebuilder {
             default_meta,
             hasher: HashStage::new(shared),
             role: if shared { Role::Hash } else { Role::Plain },
-            text: Vec::new(),
             hashed_here: 0,
             deferred: VecDeque::new(),
             spare_deferred: Vec::new(),
@@ -2132,10 +2130,10 @@ impl Rebuilder {
         if let (true, Some(tick)) = (d.hashed(), b.tick_size.as_deref()) {
             let mut j = self.hasher.job();
             hash_fields(&mut j, asset, b, tick, meta_of(&self.meta, &self.default_meta, asset));
-            if self.hasher.behind(self.opts.steal_after) {
+            let here = self.hasher.behind(self.opts.steal_after);
+            if here {
                 self.hashed_here += 1;
-                let text = &mut self.text;
-                text.clear();
+                let text = self.hasher.here_text();
                 bookhash::write_hash_text_with(
                     text,
                     &b.market,
@@ -2146,12 +2144,15 @@ impl Rebuilder {
                     [&j.tail[0], &j.tail[1], &j.tail[2], ""],
                 );
                 text.pop();
-                j.hash_here(text);
             }
             // The level changes since the asset's previous job go with it.
             std::mem::swap(&mut j.ops, &mut b.hops);
             b.hops.clear();
-            self.hasher.push(j);
+            if here {
+                self.hasher.push_here(j);
+            } else {
+                self.hasher.push(j);
+            }
         } else if b.hops.len() > MAX_HOPS {
             // States that are not hashed leave their changes queued for the next that is: past
             // this size they are replaced by the whole book (no growth without bound).

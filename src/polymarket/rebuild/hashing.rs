@@ -82,7 +82,7 @@ impl HashJob {
 
     /// Hashes the job on the calling thread with `text` (its hash text up to `"last_trade_price":`,
     /// written by the caller from its own copy of the book) before it is pushed.
-    pub fn hash_here(&mut self, text: &[u8]) {
+    fn hash_here(&mut self, text: &[u8]) {
         let mut head = Mid::default();
         head.update(text);
         self.set_head(head);
@@ -224,6 +224,11 @@ pub(super) struct HashStage {
     done: VecDeque<Box<HashJob>>,
     /// Jobs taken back, for their buffers.
     spare: Vec<Box<HashJob>>,
+    /// A job to hash on the calling thread, held until a second one comes to hash it with
+    /// ([`update2`]), or anything needs it; and the hash texts of the two (the caller writes the
+    /// next one into [`HashStage::here_text`]).
+    held: Option<Box<HashJob>>,
+    here_texts: [Vec<u8>; 2],
 }
 
 impl HashStage {
@@ -246,7 +251,15 @@ impl HashStage {
                 mode = Mode::Thread { tx: Some(tx), rx, thread: Some(t) };
             }
         }
-        HashStage { mode, batch: Vec::with_capacity(BATCH), in_flight: 0, done: VecDeque::new(), spare: Vec::new() }
+        HashStage {
+            mode,
+            batch: Vec::with_capacity(BATCH),
+            in_flight: 0,
+            done: VecDeque::new(),
+            spare: Vec::new(),
+            held: None,
+            here_texts: Default::default(),
+        }
     }
 
     /// True when the hashing thread has more than `after` batches to catch up with: the rebuilding
@@ -273,7 +286,47 @@ impl HashStage {
     }
 
     /// Queues a filled job (hashes it now when inline).
-    pub fn push(&mut self, mut j: Box<HashJob>) {
+    pub fn push(&mut self, j: Box<HashJob>) {
+        self.flush_held();
+        self.queue(j);
+    }
+
+    /// The buffer for the hash text (up to `"last_trade_price":`) of the next job the caller
+    /// hashes itself ([`HashStage::push_here`]; cleared).
+    pub fn here_text(&mut self) -> &mut Vec<u8> {
+        let t = &mut self.here_texts[usize::from(self.held.is_some())];
+        t.clear();
+        t
+    }
+
+    /// Queues a job hashed on the calling thread from the text just written into
+    /// [`HashStage::here_text`]: two such jobs are hashed together; the hashing stage only applies
+    /// their level changes to its copy.
+    pub fn push_here(&mut self, mut j: Box<HashJob>) {
+        match self.held.take() {
+            None => self.held = Some(j),
+            Some(mut h) => {
+                let ([ta, tb], mut ha, mut hb) = (&self.here_texts, Mid::default(), Mid::default());
+                update2(&mut ha, ta, &mut hb, tb);
+                h.set_head(ha);
+                j.set_head(hb);
+                h.here = true;
+                j.here = true;
+                self.queue(h);
+                self.queue(j);
+            }
+        }
+    }
+
+    /// Hashes a held job alone and queues it (before a later job, or when it is needed).
+    fn flush_held(&mut self) {
+        if let Some(mut h) = self.held.take() {
+            h.hash_here(&self.here_texts[0]);
+            self.queue(h);
+        }
+    }
+
+    fn queue(&mut self, mut j: Box<HashJob>) {
         match &mut self.mode {
             Mode::Inline(books) => {
                 books.run(&mut j);
@@ -319,6 +372,9 @@ impl HashStage {
     /// The oldest job pushed and not taken yet, hashed (waits for the hashing thread). Call only with
     /// a job outstanding.
     pub fn next(&mut self) -> Box<HashJob> {
+        if self.done.is_empty() && self.in_flight == 0 && self.batch.is_empty() {
+            self.flush_held();
+        }
         if self.done.is_empty() && self.in_flight == 0 {
             self.send();
         }
