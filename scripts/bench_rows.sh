@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
     --frames) FRAMES=${2:?--frames N}; shift 2 ;;
     --dir) DIR=${2:?--dir DIR}; shift 2 ;;
     --baseline) BASE=${2:?--baseline BIN}; shift 2 ;;
-    --to-file) TO=file; shift ;;
+    --to-file) TO="file"; shift ;;
     -h|--help) usage ;;
     *) echo "bench_rows: unknown argument '$1'" >&2; usage ;;
   esac
@@ -98,8 +98,9 @@ echo
 echo "rows sha256 (first 16 hex), this build vs baseline:"
 same=yes
 for d in "" "--depth all" "--top"; do
-  a=$("$BIN" --threads 1 $d "$IN" 2>/dev/null | tee "$DIR/rows.jsonl" | sha256sum | cut -c1-16)
-  b=$("$BASE" --threads 1 $d "$IN" 2>/dev/null | sha256sum | cut -c1-16)
+  read -ra opt <<< "$d"
+  a=$("$BIN" --threads 1 "${opt[@]}" "$IN" 2>/dev/null | tee "$DIR/rows.jsonl" | sha256sum | cut -c1-16)
+  b=$("$BASE" --threads 1 "${opt[@]}" "$IN" 2>/dev/null | sha256sum | cut -c1-16)
   [ "$a" = "$b" ] || same=no
   printf '  %-14s %s  %s\n' "${d:-(depth 10)}" "$a" "$b"
 done
