@@ -13,9 +13,12 @@
 //! state after it (so that other trade prices cost a block or two, not the whole book), and the digest
 //! with the `last_trade_price` the rebuilding thread expects. The hashing thread takes the jobs two
 //! at a time ([`super::sha1x2::update2`]), from the SHA-1 state after each asset's first two blocks
-//! (the same in all its states). Only the SHA-1 moves: every verdict is
-//! still reached on the rebuilding thread, in input order, from these digests ([`super::Rebuilder`]),
-//! so the output is the same for any thread count.
+//! (the same in all its states). When more than a few batches wait at the hashing thread, the
+//! rebuilding thread hashes the next states itself, from its own copy (which then keeps the hash
+//! texts too), also two at a time ([`HashStage::push_here`]); the hashing thread only applies their
+//! level changes. Only the SHA-1 moves: every verdict is still reached on the rebuilding thread, in
+//! input order, from these digests ([`super::Rebuilder`]), so the output is the same for any thread
+//! count and whichever thread hashed a state.
 
 use std::collections::VecDeque;
 use std::thread::JoinHandle;
