@@ -33,7 +33,7 @@ mod kalshi_rows;
 /// Schema id of every normalized row.
 pub const SCHEMA: &str = "pmarchive.orderbook/1";
 
-/// Quality flags in their fixed output order (bit i = FLAGS[i]).
+/// Quality flags in their fixed output order (bit i = `FLAGS[i]`).
 pub const FLAGS: [&str; 18] = [
     "crossed",
     "locked",
@@ -79,7 +79,7 @@ const UNKNOWN_FIELDS: u32 = 1 << 17;
 const NOT_KALSHI: u32 = HASH_UNVERIFIABLE | BAD_TS | MISSING_FIELD | UNKNOWN_FIELDS;
 
 /// Flags only rows of the websocket rebuild (pm-rebuild, [`Normalizer::state_row`]) can raise; in
-/// the output they follow [`FLAGS`] (bit 18 + i = WS_FLAGS[i]). Kept apart from [`FLAGS`] so that
+/// the output they follow [`FLAGS`] (bit 18 + i = `WS_FLAGS[i]`). Kept apart from [`FLAGS`] so that
 /// REST rows, their summary and `--check` report stay exactly as they were.
 pub const WS_FLAGS: [&str; 1] = ["untrusted"];
 
