@@ -3,7 +3,7 @@
 //! rebuild, and the Data API trade feed. Each tool's engine is the module named after it:
 //! [`markets`] (pm-markets), [`books`] (pm-books), [`stream`] (pm-stream), [`trades`] (pm-trades),
 //! [`tradeset`] (pm-tradeset), [`rebuild`] (pm-rebuild), [`probe`] (pm-probe); [`market`] holds the
-//! records, [`bookhash`] the venue's book hash, [`feed`] the reader of market records on stdin.
+//! records, [`bookhash`] the venue's book hash, [`crate::feed`] the reader of market records on stdin.
 
 pub mod bookhash;
 pub mod books;

@@ -13,7 +13,7 @@
 //!
 //! In every behaviour the server waits for the subscribe message first (as the venue does), answers
 //! the text `PING` with `PONG`, logs every text message it received ([`Got`]), and — when
-//! [`WsServer::max_ids_per_frame`] is set — closes the connection right after a subscribe frame that
+//! `max_ids_per_frame` of [`WsServer::start_with`] is set — closes the connection right after a subscribe frame that
 //! names more asset ids than that (the venue does so for "a few thousand" ids:
 //! Polymarket/rs-clob-client-v2#116; the real limit is not published, the test picks one).
 //!
