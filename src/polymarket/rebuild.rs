@@ -2134,16 +2134,7 @@ impl Rebuilder {
             if here {
                 self.hashed_here += 1;
                 let text = self.hasher.here_text();
-                bookhash::write_hash_text_with(
-                    text,
-                    &b.market,
-                    asset,
-                    &b.timestamp,
-                    |o| o.extend_from_slice(b.bids.text()),
-                    |o| o.extend_from_slice(b.asks.text()),
-                    [&j.tail[0], &j.tail[1], &j.tail[2], ""],
-                );
-                text.pop();
+                j.write_text(text, |o| o.extend_from_slice(b.bids.text()), |o| o.extend_from_slice(b.asks.text()));
             }
             // The level changes since the asset's previous job go with it.
             std::mem::swap(&mut j.ops, &mut b.hops);
@@ -2459,16 +2450,7 @@ impl Rebuilder {
                 let mut j = self.hasher.job();
                 hash_fields(&mut j, asset, b, tick, meta);
                 let mut text = Vec::new();
-                bookhash::write_hash_text_with(
-                    &mut text,
-                    &b.market,
-                    asset,
-                    &b.timestamp,
-                    |o| b.bids.put_text(o),
-                    |o| b.asks.put_text(o),
-                    [&j.tail[0], &j.tail[1], &j.tail[2], ""],
-                );
-                text.pop();
+                j.write_text(&mut text, |o| b.bids.put_text(o), |o| b.asks.put_text(o));
                 let j = j.hashed_now(&text);
                 let (ok, _) = check(&j, b, want);
                 self.hasher.recycle(j);

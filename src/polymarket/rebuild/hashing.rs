@@ -86,19 +86,42 @@ impl HashJob {
     /// Hashes the job on the calling thread with `text` (its hash text up to `"last_trade_price":`,
     /// written by the caller from its own copy of the book) before it is pushed.
     fn hash_here(&mut self, text: &[u8]) {
+        self.hash_text(text);
+        self.here = true;
+    }
+
+    /// Hashes `text`, the state's hash text up to `"last_trade_price":`, from the start.
+    fn hash_text(&mut self, text: &[u8]) {
         let mut head = Mid::default();
         head.update(text);
         self.set_head(head);
-        self.here = true;
+    }
+
+    /// Writes the state's hash text up to and including `"last_trade_price":` into `out`
+    /// (cleared first) from the job's fields and the two sides' arrays, as `bids` and `asks` write
+    /// them: the one writer for the hashing stage's copy, the rebuilding thread's and a REST
+    /// cross-check.
+    pub fn write_text(&self, out: &mut Vec<u8>, bids: impl FnOnce(&mut Vec<u8>), asks: impl FnOnce(&mut Vec<u8>)) {
+        let [mos, tick, neg] = &self.tail;
+        // `last_trade_price` written as nothing: the text then ends in `"last_trade_price":}`.
+        bookhash::write_hash_text_with(
+            out,
+            &self.market,
+            &self.asset,
+            &self.timestamp,
+            bids,
+            asks,
+            [mos, tick, neg, ""],
+        );
+        debug_assert!(out.ends_with(b":}"));
+        out.pop();
     }
 
     /// The job hashed here and now with `text` (written by the caller) as its hash text up to
     /// `"last_trade_price":` (a REST cross-check, which waits for nothing and is not a state of
     /// the stage's books).
     pub fn hashed_now(mut self: Box<Self>, text: &[u8]) -> Box<HashJob> {
-        let mut head = Mid::default();
-        head.update(text);
-        self.set_head(head);
+        self.hash_text(text);
         self
     }
 }
@@ -143,19 +166,7 @@ fn sync(books: &mut Assets<([Side; 2], Start)>, j: &HashJob) {
 fn prepare(books: &mut Assets<([Side; 2], Start)>, j: &HashJob, text: &mut Vec<u8>) -> (Mid, usize) {
     let ([bids, asks], start) = copy_of(books, &j.asset);
     apply_ops(&j.ops, bids, asks, None);
-    let [mos, tick, neg] = &j.tail;
-    // `last_trade_price` written as nothing: the text then ends in `"last_trade_price":}`.
-    bookhash::write_hash_text_with(
-        text,
-        &j.market,
-        &j.asset,
-        &j.timestamp,
-        |o| o.extend_from_slice(bids.text()),
-        |o| o.extend_from_slice(asks.text()),
-        [mos, tick, neg, ""],
-    );
-    debug_assert!(text.ends_with(b":}"));
-    text.pop();
+    j.write_text(text, |o| o.extend_from_slice(bids.text()), |o| o.extend_from_slice(asks.text()));
     let Some(head) = text.get(..START) else { return (Mid::default(), 0) };
     if start.bytes != head {
         start.bytes.clear();
