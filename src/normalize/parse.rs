@@ -194,7 +194,7 @@ pub enum Item<'a> {
 }
 
 /// One level as sent; `None` for a missing or non-string price/size (or a level that is not an object).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Level<'a> {
     pub price: Option<Cow<'a, str>>,
     pub size: Option<Cow<'a, str>>,

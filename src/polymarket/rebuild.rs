@@ -56,6 +56,7 @@ use crate::polymarket::tradeset::{self, TradeRow};
 use crate::util::AtomicFile;
 
 mod hashing;
+mod scan;
 mod sha1x2;
 use hashing::{HashJob, HashStage};
 
@@ -767,6 +768,7 @@ impl Book {
 // ---- Websocket messages, parsed once, borrowing from the line (no generic JSON value) ----
 
 /// An event's `timestamp`: a string as sent, or a JSON number (other recorders' captures).
+#[derive(Debug)]
 enum Ts<'a> {
     Str(Cow<'a, str>),
     Num(i64),
@@ -818,7 +820,7 @@ impl<'de> Deserialize<'de> for Ts<'de> {
 }
 
 /// One `price_change` entry (or a legacy `changes[]` element); a non-object gives all None.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Entry<'a> {
     asset_id: Option<Cow<'a, str>>,
     price: Option<Cow<'a, str>>,
@@ -829,7 +831,7 @@ struct Entry<'a> {
 
 /// One websocket message of any event type: the fields pm-rebuild reads (wrong types read as
 /// absent, others skipped). `object` is false for an array element that is not an object.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Msg<'a> {
     object: bool,
     event_type: Option<Cow<'a, str>>,
@@ -998,6 +1000,7 @@ impl<'de> Deserialize<'de> for Msg<'de> {
 // One frame at a time lives on the stack while it is handled; boxing `Msg` would cost an allocation
 // per frame on the hot path.
 #[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
 enum Frame<'a> {
     One(Msg<'a>),
     Many(Vec<Msg<'a>>),
@@ -1038,7 +1041,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Frame<'a> {
     }
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct Ctx<'a> {
     #[serde(borrow)]
     event: Option<Cow<'a, str>>,
@@ -1910,7 +1913,8 @@ impl Rebuilder {
         if let Some(f) = self.file.as_mut() {
             f.lines += 1;
         }
-        let l: Line = match serde_json::from_str(text) {
+        // The fast reader, else serde_json (the reference: same Line, and the error's text).
+        let l: Line = match scan::line(text).map_or_else(|| serde_json::from_str(text), Ok) {
             Ok(l) => l,
             Err(e) => {
                 self.stats.bad_lines += 1;

@@ -1,0 +1,714 @@
+//! pm-rebuild's fast reader of a raw line: the same [`Line`] serde_json gives (the reference
+//! reader, [`super::Rebuilder::line`]), read in one pass over the bytes, or `None`.
+//!
+//! It takes the lines pm-stream writes — compact JSON, strings without escapes, integers where
+//! the envelope has numbers — and gives up (`None`) on anything else, so that serde_json reads
+//! that line as before: any escape or control character in a string, a number other than a
+//! short integer where a value is read (skipped values may be any valid number), an envelope
+//! field of the wrong type or given twice, `ctx` as an array, nesting deeper than [`MAX_DEPTH`],
+//! anything after the value, and anything that is not JSON. Giving up is always correct; when it
+//! does not give up, its [`Line`] is the one serde_json would give (the tests compare both on the
+//! recorded frames and on thousands of mutated lines). It exists for speed (issue 14 §2: about
+//! a quarter of the rebuilding thread's time was serde_json's reading of the line).
+
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+
+use super::{Ctx, Entry, Frame, Line, Msg, Ts};
+use crate::normalize::parse;
+
+/// Deeper values are left to serde_json (its own limit is 128).
+const MAX_DEPTH: u32 = 64;
+
+/// The line as serde_json reads it into [`Line`], or `None`: this reader gives up (see the module
+/// text), the caller reads the line with serde_json.
+pub(super) fn line(text: &str) -> Option<Line<'_>> {
+    let mut c = Cur { s: text, b: text.as_bytes(), i: 0, depth: 0 };
+    let l = c.envelope()?;
+    c.ws();
+    (c.i == c.b.len()).then_some(l)
+}
+
+/// A cursor over the line. Every reading method returns `None` to give up.
+struct Cur<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+    depth: u32,
+}
+
+/// Bit `k` set: envelope field `k` was seen (a second one is serde_json's error: give up).
+fn once(seen: &mut u32, k: u32) -> Option<()> {
+    let bit = 1 << k;
+    if *seen & bit != 0 {
+        return None;
+    }
+    *seen |= bit;
+    Some(())
+}
+
+/// One byte in each lane of a u64.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The length of a string's text up to its closing `"` when it holds no `\` and no control
+/// character (else None).
+#[inline]
+fn plain_len(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SSE2 is part of x86_64: sixteen bytes at a time, the first flagged byte decides.
+        use std::arch::x86_64::*;
+        while i + 16 <= b.len() {
+            // SAFETY: i + 16 <= b.len(), an unaligned load of 16 bytes of `b`; SSE2 is always
+            // present on x86_64.
+            let m = unsafe {
+                let v = _mm_loadu_si128(b.as_ptr().add(i).cast());
+                let q = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+                let bs = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+                // Control characters: bytes 0x00..=0x1f, i.e. max(v, 0x1f) == 0x1f (unsigned).
+                let ctl = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+                _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, bs), ctl)) as u32
+            };
+            if m != 0 {
+                let k = i + m.trailing_zeros() as usize;
+                return (b[k] == b'"').then_some(k);
+            }
+            i += 16;
+        }
+    }
+    while let Some(w) = b.get(i..i + 8) {
+        // Eight bytes at a time: the lowest flagged lane of each test is exact (a false flag can
+        // only follow a true one in the same word), so the lowest of all three is.
+        let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+        let m = zero(w ^ (ONES * u64::from(b'"')))
+            | zero(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
+        if m != 0 {
+            let k = i + (m.trailing_zeros() / 8) as usize;
+            return (b[k] == b'"').then_some(k);
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => return Some(i),
+            b'\\' | 0..=0x1f => return None,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+impl<'a> Cur<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    /// The next byte after blanks (not taken).
+    #[inline]
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.b.get(self.i).copied()
+    }
+
+    /// Takes `c` (after blanks) if it is next.
+    #[inline]
+    fn eat(&mut self, c: u8) -> bool {
+        let next = self.peek() == Some(c);
+        self.i += usize::from(next);
+        next
+    }
+
+    #[inline]
+    fn expect(&mut self, c: u8) -> Option<()> {
+        self.eat(c).then_some(())
+    }
+
+    /// A string (its text; no escapes).
+    #[inline]
+    fn str(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.i;
+        let end = start + plain_len(&self.b[start..])?;
+        self.i = end + 1;
+        // Both ends are ASCII `"`, so they are char boundaries of the &str.
+        Some(&self.s[start..end])
+    }
+
+    /// A literal `true`, `false` or `null` starting at the cursor.
+    fn literal(&mut self) -> Option<()> {
+        let rest = &self.b[self.i..];
+        let n = [&b"true"[..], b"false", b"null"].into_iter().find(|w| rest.starts_with(w))?.len();
+        self.i += n;
+        Some(())
+    }
+
+    /// A number at the cursor, checked against JSON's grammar: its text and whether it is a
+    /// plain integer (no fraction, no exponent).
+    fn number(&mut self) -> Option<(&'a str, bool)> {
+        let b = self.b;
+        let start = self.i;
+        let mut i = start;
+        let digits = |i: &mut usize| {
+            let from = *i;
+            while b.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            *i > from
+        };
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => {
+                digits(&mut i);
+            }
+            _ => return None,
+        }
+        let mut plain = true;
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            if !digits(&mut i) {
+                return None;
+            }
+            plain = false;
+        }
+        if let Some(b'e' | b'E') = b.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = b.get(i) {
+                i += 1;
+            }
+            if !digits(&mut i) {
+                return None;
+            }
+            plain = false;
+        }
+        self.i = i;
+        Some((&self.s[start..i], plain))
+    }
+
+    /// A number read as a value (a visitor sees it): only plain integers of up to 18 digits,
+    /// which every reader takes alike (serde_json can reject a float that overflows).
+    fn int(&mut self) -> Option<i64> {
+        let (t, plain) = self.number()?;
+        // serde_json reads `-0` as the float -0.0.
+        if !plain || t.len() > 18 || t == "-0" {
+            return None;
+        }
+        t.parse().ok()
+    }
+
+    /// Any value, checked and skipped (serde's `IgnoredAny`).
+    fn skip(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.str().map(drop),
+            b'{' => self.object(|c, _| c.skip()),
+            b'[' => self.array(|c| c.skip()),
+            b't' | b'f' | b'n' => self.literal(),
+            _ => self.number().map(drop),
+        }
+    }
+
+    /// Any value: its text as serde_json's `RawValue` holds it.
+    fn raw(&mut self) -> Option<&'a RawValue> {
+        self.ws();
+        let start = self.i;
+        self.skip()?;
+        // serde_json makes a borrowed RawValue only by reading it (short values: prices, ticks).
+        serde_json::from_str::<&'a RawValue>(&self.s[start..self.i]).ok()
+    }
+
+    /// An object's members: `member` reads the value of each key (the cursor after the `:`).
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.expect(b'{')?;
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        if !self.eat(b'}') {
+            loop {
+                let k = self.str()?;
+                self.expect(b':')?;
+                member(self, k)?;
+                if self.eat(b'}') {
+                    break;
+                }
+                self.expect(b',')?;
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// An array's elements, each read by `element`.
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.expect(b'[')?;
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
+        if !self.eat(b']') {
+            loop {
+                element(self)?;
+                if self.eat(b']') {
+                    break;
+                }
+                self.expect(b',')?;
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// A scalar other than a string, as a lenient visitor takes it (and drops it).
+    fn other_scalar(&mut self) -> Option<()> {
+        match self.peek()? {
+            b't' | b'f' | b'n' => self.literal(),
+            _ => self.int().map(drop),
+        }
+    }
+
+    /// A value read by [`parse::Str`]: a string, or None for any other value.
+    fn any_str(&mut self) -> Option<Option<Cow<'a, str>>> {
+        match self.peek()? {
+            b'"' => self.str().map(|s| Some(Cow::Borrowed(s))),
+            b'{' | b'[' => self.skip().map(|()| None),
+            _ => self.other_scalar().map(|()| None),
+        }
+    }
+
+    /// A value read by an envelope's `Option<Cow<str>>`: null or a string.
+    fn opt_str(&mut self) -> Option<Option<Cow<'a, str>>> {
+        match self.peek()? {
+            b'"' => self.str().map(|s| Some(Cow::Borrowed(s))),
+            b'n' => self.literal().map(|()| None),
+            _ => None,
+        }
+    }
+
+    /// A value read by an envelope's `Option<u64>`: null or a non-negative integer.
+    fn opt_u64(&mut self) -> Option<Option<u64>> {
+        match self.peek()? {
+            b'n' => self.literal().map(|()| None),
+            b'0'..=b'9' => u64::try_from(self.int()?).ok().map(Some),
+            _ => None,
+        }
+    }
+
+    fn envelope(&mut self) -> Option<Line<'a>> {
+        let (mut schema, mut venue, mut tool, mut collector_version, mut run_id, mut host) = Default::default();
+        let (mut seq, mut kind, mut endpoint, mut sent_at_utc, mut collected_at_utc) = Default::default();
+        let (mut attempt, mut status, mut body_kind, mut body, mut body_text) = Default::default();
+        let (mut body_error, mut error, mut ctx) = Default::default();
+        let mut seen = 0u32;
+        self.object(|c, k| {
+            match k {
+                "schema" => (once(&mut seen, 0)?, schema = c.opt_str()?),
+                "venue" => (once(&mut seen, 1)?, venue = c.opt_str()?),
+                "tool" => (once(&mut seen, 2)?, tool = c.opt_str()?),
+                "collector_version" => (once(&mut seen, 3)?, collector_version = c.opt_str()?),
+                "run_id" => (once(&mut seen, 4)?, run_id = c.opt_str()?),
+                "host" => (once(&mut seen, 5)?, host = c.opt_str()?),
+                "seq" => (once(&mut seen, 6)?, seq = c.opt_u64()?),
+                "kind" => (once(&mut seen, 7)?, kind = c.opt_str()?),
+                "endpoint" => (once(&mut seen, 8)?, endpoint = c.opt_str()?),
+                "sent_at_utc" => (once(&mut seen, 9)?, sent_at_utc = c.opt_str()?),
+                "collected_at_utc" => (once(&mut seen, 10)?, collected_at_utc = c.opt_str()?),
+                "attempt" => (once(&mut seen, 11)?, attempt = c.opt_u64()?),
+                "status" => (once(&mut seen, 12)?, status = c.opt_u64()?),
+                "body_kind" => (once(&mut seen, 13)?, body_kind = c.opt_str()?),
+                "body" => (once(&mut seen, 14)?, body = c.opt_frame()?),
+                "body_text" => (once(&mut seen, 15)?, body_text = c.opt_str()?),
+                "body_error" => (once(&mut seen, 16)?, body_error = c.opt_str()?),
+                "error" => (once(&mut seen, 17)?, error = c.opt_str()?),
+                "ctx" => (once(&mut seen, 18)?, ctx = c.opt_ctx()?),
+                _ => ((), c.skip()?),
+            };
+            Some(())
+        })?;
+        // Every field named: a field added to the envelope reader must be read here too.
+        Some(Line {
+            schema,
+            venue,
+            tool,
+            collector_version,
+            run_id,
+            host,
+            seq,
+            kind,
+            endpoint,
+            sent_at_utc,
+            collected_at_utc,
+            attempt,
+            status,
+            body_kind,
+            body,
+            body_text,
+            body_error,
+            error,
+            ctx,
+        })
+    }
+
+    /// `ctx`: null or an object (an array, which serde's derive reads by position: give up).
+    fn opt_ctx(&mut self) -> Option<Option<Ctx<'a>>> {
+        if self.peek()? == b'n' {
+            return self.literal().map(|()| None);
+        }
+        let (mut event, mut conn_id) = (None, None);
+        let mut seen = 0u32;
+        self.object(|c, k| {
+            match k {
+                "event" => (once(&mut seen, 0)?, event = c.opt_str()?),
+                "conn_id" => (once(&mut seen, 1)?, conn_id = c.opt_u64()?),
+                _ => ((), c.skip()?),
+            };
+            Some(())
+        })?;
+        Some(Some(Ctx { event, conn_id }))
+    }
+
+    /// `body`: null, or a frame: one message, an array of them, or any other value.
+    fn opt_frame(&mut self) -> Option<Option<Frame<'a>>> {
+        Some(Some(match self.peek()? {
+            b'n' => return self.literal().map(|()| None),
+            b'{' => Frame::One(self.msg()?),
+            b'[' => {
+                let mut v = Vec::with_capacity(2);
+                self.array(|c| {
+                    v.push(c.msg()?);
+                    Some(())
+                })?;
+                Frame::Many(v)
+            }
+            b'"' => {
+                self.str()?;
+                Frame::Other
+            }
+            _ => {
+                self.other_scalar()?;
+                Frame::Other
+            }
+        }))
+    }
+
+    /// A message ([`super::MsgV`]): an object; any other value gives the default.
+    fn msg(&mut self) -> Option<Msg<'a>> {
+        if self.peek()? != b'{' {
+            self.any_str()?;
+            return Some(Msg::default());
+        }
+        let mut m = Msg { object: true, ..Msg::default() };
+        self.object(|c, k| {
+            let slot = match k {
+                "event_type" => &mut m.event_type,
+                "market" => &mut m.market,
+                "asset_id" => &mut m.asset_id,
+                "hash" => &mut m.hash,
+                "price" => &mut m.price,
+                "size" => &mut m.size,
+                "side" => &mut m.side,
+                "fee_rate_bps" => &mut m.fee_rate_bps,
+                "transaction_hash" => &mut m.transaction_hash,
+                "timestamp" => {
+                    m.timestamp = Some(c.ts()?);
+                    return Some(());
+                }
+                "bids" => {
+                    m.bids = c.levels()?;
+                    return Some(());
+                }
+                "asks" => {
+                    m.asks = c.levels()?;
+                    return Some(());
+                }
+                "tick_size" => {
+                    m.tick_size = Some(c.raw()?);
+                    return Some(());
+                }
+                "last_trade_price" => {
+                    m.last_trade_price = Some(c.raw()?);
+                    return Some(());
+                }
+                "new_tick_size" => {
+                    m.new_tick_size = Some(c.raw()?);
+                    return Some(());
+                }
+                "price_changes" => {
+                    m.price_changes = c.entries()?;
+                    return Some(());
+                }
+                "changes" => {
+                    m.changes = c.entries()?;
+                    return Some(());
+                }
+                _ => return c.skip(),
+            };
+            *slot = c.any_str()?;
+            Some(())
+        })?;
+        Some(m)
+    }
+
+    /// A `timestamp` ([`super::TsV`]).
+    fn ts(&mut self) -> Option<Ts<'a>> {
+        Some(match self.peek()? {
+            b'"' => Ts::Str(Cow::Borrowed(self.str()?)),
+            b'-' | b'0'..=b'9' => Ts::Num(self.int()?),
+            _ => {
+                self.skip()?;
+                Ts::Other
+            }
+        })
+    }
+
+    /// A book side ([`parse::Side`]): Some(levels) for an array, None for any other value.
+    fn levels(&mut self) -> Option<Option<Vec<parse::Level<'a>>>> {
+        if self.peek()? != b'[' {
+            self.any_str()?;
+            return Some(None);
+        }
+        let mut v = Vec::with_capacity(16);
+        self.array(|c| {
+            let mut l = parse::Level::default();
+            if c.peek()? == b'{' {
+                c.object(|c, k| {
+                    match k {
+                        "price" => l.price = c.any_str()?,
+                        "size" => l.size = c.any_str()?,
+                        _ => c.skip()?,
+                    }
+                    Some(())
+                })?;
+            } else {
+                c.any_str()?;
+            }
+            v.push(l);
+            Some(())
+        })?;
+        Some(Some(v))
+    }
+
+    /// `price_changes`/`changes` ([`super::Entries`]): Some(entries) for an array, else None.
+    fn entries(&mut self) -> Option<Option<Vec<Entry<'a>>>> {
+        if self.peek()? != b'[' {
+            self.any_str()?;
+            return Some(None);
+        }
+        let mut v = Vec::with_capacity(4);
+        self.array(|c| {
+            let mut e = Entry::default();
+            if c.peek()? == b'{' {
+                c.object(|c, k| {
+                    let slot = match k {
+                        "asset_id" => &mut e.asset_id,
+                        "price" => &mut e.price,
+                        "size" => &mut e.size,
+                        "side" => &mut e.side,
+                        "hash" => &mut e.hash,
+                        _ => return c.skip(),
+                    };
+                    *slot = c.any_str()?;
+                    Some(())
+                })?;
+            } else {
+                c.any_str()?;
+            }
+            v.push(e);
+            Some(())
+        })?;
+        Some(Some(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// The fast reader agrees with serde_json on `text`: when it reads the line, serde_json reads
+    /// the same [`Line`]. True when it read it.
+    fn agrees(text: &str) -> bool {
+        let Some(fast) = line(text) else { return false };
+        let slow: Line = serde_json::from_str(text).unwrap_or_else(|e| panic!("serde_json rejects {text:?} ({e})"));
+        assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{text}");
+        true
+    }
+
+    /// Raw lines around `body` (JSON text) in the shapes the readers meet.
+    fn lines_around(body: &str) -> Vec<String> {
+        vec![
+            format!(
+                r#"{{"schema":"pmarchive.raw/1","venue":"polymarket","tool":"pm-stream","collector_version":"0.1.0","run_id":"r1","host":"h","seq":7,"kind":"ws","collected_at_utc":"2026-09-29T05:11:01.265000Z","body_kind":"json","body":{body},"ctx":{{"event":"frame","conn_id":3,"frame_no":2}}}}"#
+            ),
+            format!(
+                "{{ \"seq\" : 1 ,\n\"kind\":\"ws\",\t\"body\" :\r\n {body} , \"ctx\":{{\"conn_id\":null,\"event\":\"frame\"}},\"extra\":[1,-2.5e3,{{\"a\":[true,false,null]}}]}} "
+            ),
+            format!(r#"{{"kind":"http","endpoint":"books","status":200,"attempt":0,"body":{body},"body_text":null,"error":null}}"#),
+            format!(r#"{{"body":[{body},{body}],"ctx":null}}"#),
+        ]
+    }
+
+    /// The recorded frames: every websocket fixture, compact and as recorded (with its blanks),
+    /// whole and element by element.
+    fn recorded_bodies() -> Vec<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let mut texts = Vec::new();
+        for sub in ["polymarket", "external"] {
+            let mut names: Vec<_> =
+                std::fs::read_dir(format!("{dir}/{sub}")).expect("fixtures").flatten().map(|e| e.path()).collect();
+            names.sort();
+            for p in names {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+                if name.starts_with("ws_") || sub == "external" {
+                    let text = std::fs::read_to_string(&p).expect("fixture");
+                    texts.extend(text.lines().filter(|l| l.starts_with('[') || l.starts_with('{')).map(String::from));
+                    texts.push(text);
+                }
+            }
+        }
+        let mut bodies = Vec::new();
+        for t in texts {
+            let Ok(v) = serde_json::from_str::<Value>(&t) else { continue };
+            if let Value::Array(items) = &v {
+                bodies.extend(items.iter().map(|i| i.to_string()));
+            }
+            bodies.push(v.to_string());
+            bodies.push(t.trim().to_string());
+        }
+        bodies
+    }
+
+    #[test]
+    fn recorded_frames_are_read_as_serde_json_reads_them() {
+        let bodies = recorded_bodies();
+        assert!(bodies.len() > 60, "{} bodies", bodies.len());
+        let (mut n, mut fast) = (0, 0);
+        for b in &bodies {
+            for l in lines_around(b) {
+                n += 1;
+                if agrees(&l) {
+                    fast += 1;
+                } else {
+                    // Only lines with an escape are left to serde_json.
+                    assert!(l.contains('\\'), "not read fast: {l}");
+                }
+            }
+        }
+        assert!(fast * 10 > n * 9, "{fast} of {n} read fast");
+    }
+
+    /// Lines the fast reader must leave to serde_json, and lines it must read (checked against
+    /// serde_json either way).
+    #[test]
+    fn what_it_leaves_to_serde_json() {
+        let leaves = [
+            r#"{"kind":"w\u0073"}"#,
+            r#"{"body":{"asset_id":"a\"b"}}"#,
+            "{\"body\":{\"asset_id\":\"a\u{1}b\"}}",
+            r#"{"kind":"ws","kind":"ws"}"#,
+            r#"{"ctx":{"event":"frame","event":"frame"}}"#,
+            r#"{"ctx":["frame",1]}"#,
+            r#"["x"]"#,
+            r#"{"seq":-1}"#,
+            r#"{"seq":1.0}"#,
+            r#"{"seq":12345678901234567890}"#,
+            r#"{"kind":5}"#,
+            r#"{"body":{"timestamp":-0}}"#,
+            r#"{"body":{"timestamp":1.5}}"#,
+            r#"{"body":{"timestamp":1e400}}"#,
+            r#"{"body":{"price":1e400}}"#,
+            r#"{"body":{}} x"#,
+            r#"{"body":{"x":01}}"#,
+            r#"{"body":{"x":1.}}"#,
+            r#"{"body":{"x":nul}}"#,
+            r#"{"body":{"x":1,}}"#,
+            r#"{"body":{"x"}}"#,
+            "",
+        ];
+        for t in leaves {
+            assert!(line(t).is_none(), "read fast: {t}");
+        }
+        let deep = format!(r#"{{"body":{{"x":{}1{}}}}}"#, "[".repeat(100), "]".repeat(100));
+        assert!(line(&deep).is_none());
+        let reads = [
+            r#"{}"#,
+            r#"{"body":null,"ctx":null,"seq":null}"#,
+            r#"{"body":{"timestamp":1790658661278,"hash":"h","hash":"g","bids":5,"asks":"x"}}"#,
+            r#"{"body":{"timestamp":-12,"price_changes":{"a":1},"changes":[1,"x",null,[2],{"side":"BUY","side":"SELL"}]}}"#,
+            r#"{"body":{"timestamp":true,"bids":[{"price":1,"size":"2","price":"3"},[],"x",null],"tick_size":{"a":[1,2]},"last_trade_price":null}}"#,
+            r#"{"body":{"timestamp":{"a":1},"new_tick_size":"0.01","market":["m"],"asset_id":{"a":"b"}}}"#,
+            r#"{"body":"PONG"}"#,
+            r#"{"body":12}"#,
+            r#"{"body":[1,"x",null,{"event_type":"book"},[]]}"#,
+            r#"{"body":{"x":-0,"y":-0.5e-7,"z":1E+9,"w":"é✓"}}"#,
+            r#"{"body":{"timestamp":"1790658661278"},"unknown":{"seq":"x","kind":5}}"#,
+        ];
+        for t in reads {
+            assert!(agrees(t), "not read fast: {t}");
+        }
+    }
+
+    /// Thousands of lines mutated at random (bytes deleted, inserted, replaced, spans repeated):
+    /// whenever the fast reader reads one, serde_json reads the same.
+    #[test]
+    fn mutated_lines_are_read_as_serde_json_reads_them_or_left_to_it() {
+        let seeds: Vec<String> = [
+            r#"{"body":{"market":"0x5e","price_changes":[{"asset_id":"71","price":"0.949","size":"0","side":"SELL","hash":"7170","best_bid":"0.475"}],"timestamp":"1790658661278","event_type":"price_change"},"ctx":{"event":"frame","conn_id":0}}"#,
+            r#"{"seq":2,"kind":"ws","body":[{"market":"0x5e","asset_id":"71","timestamp":"17","hash":"1f","bids":[{"price":"0.029","size":"28817.82"},{"price":"0.033","size":"18842"}],"asks":[],"tick_size":"0.001","last_trade_price":"0.5"}],"ctx":{"event":"frame"}}"#,
+            r#"{"kind":"ws","body":{"event_type":"last_trade_price","asset_id":"71","price":"0.5","size":"10","side":"BUY","fee_rate_bps":"0","timestamp":17,"transaction_hash":"0xab"}}"#,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        let alphabet: &[&str] = &[
+            "\"", "\\", "{", "}", "[", "]", ",", ":", " ", "0", "1", "-", ".", "e", "n", "t", "a", "\u{1}", "é",
+            "null", "\"x\":",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let (mut fast, mut slow_ok) = (0, 0);
+        for round in 0..30000 {
+            let mut t = seeds[round % seeds.len()].clone().into_bytes();
+            for _ in 0..1 + rand(3) {
+                let at = rand(t.len() + 1);
+                match rand(4) {
+                    0 if at < t.len() => {
+                        t.remove(at);
+                    }
+                    1 => {
+                        let ins = alphabet[rand(alphabet.len())].as_bytes();
+                        t.splice(at..at, ins.iter().copied());
+                    }
+                    2 if at < t.len() => {
+                        let ins = alphabet[rand(alphabet.len())].as_bytes();
+                        t.splice(at..at + 1, ins.iter().copied());
+                    }
+                    _ => {
+                        let end = (at + rand(40)).min(t.len());
+                        let span = t[at..end].to_vec();
+                        t.splice(at..at, span);
+                    }
+                }
+            }
+            let Ok(text) = String::from_utf8(t) else { continue };
+            slow_ok += usize::from(serde_json::from_str::<Line>(&text).is_ok());
+            fast += usize::from(agrees(&text));
+        }
+        // Both kinds of lines were met: many read fast, many left to serde_json.
+        assert!(fast > 3000 && slow_ok > fast, "{fast} read fast, {slow_ok} read by serde_json");
+    }
+}
