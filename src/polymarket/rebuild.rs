@@ -1505,7 +1505,10 @@ impl RowBook {
 /// allocation of its level views from row to row (collecting an emptied vector into one of the
 /// same layout keeps the buffer).
 fn recycle<'x>(mut v: Vec<parse::Level<'_>>) -> Vec<parse::Level<'x>> {
-    v.clear();
+    // Forgotten, not dropped one by one: a view's levels only borrow (a Cow::Owned among them
+    // would be leaked, never freed twice).
+    // SAFETY: a length of 0 is within the capacity and leaves no element exposed.
+    unsafe { v.set_len(0) };
     v.into_iter().map(|_| -> parse::Level<'x> { unreachable!("emptied") }).collect()
 }
 
@@ -1740,6 +1743,8 @@ pub struct Rebuilder {
     file: Option<FileStats>,
     /// Pending-state order counter.
     order: u64,
+    /// The fast line reader's index of a line's quotes ([`scan::line`]), kept between lines.
+    quotes: Vec<u64>,
 }
 
 impl Rebuilder {
@@ -1766,6 +1771,7 @@ impl Rebuilder {
             stats: Stats::default(),
             file: None,
             order: 0,
+            quotes: Vec::new(),
         }
     }
 
@@ -1914,7 +1920,7 @@ impl Rebuilder {
             f.lines += 1;
         }
         // The fast reader, else serde_json (the reference: same Line, and the error's text).
-        let l: Line = match scan::line(text).map_or_else(|| serde_json::from_str(text), Ok) {
+        let l: Line = match scan::line(text, &mut self.quotes).map_or_else(|| serde_json::from_str(text), Ok) {
             Ok(l) => l,
             Err(e) => {
                 self.stats.bad_lines += 1;
