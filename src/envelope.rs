@@ -192,6 +192,9 @@ fn escaped_len(s: &str) -> usize {
 /// [`Envelope`], every one optional (a reader keeps a line it cannot use, with a reason), strings
 /// borrowed from the line when they have no escapes. Each reader chooses how to read the reply body
 /// `B` and the tool's context `C` (skipped by default); fields it does not name are skipped.
+/// pm-rebuild also fills it with a fast reader of its own (`src/polymarket/rebuild/scan.rs`, tested
+/// against serde_json), which names every field: a field added here does not compile there until
+/// it is read there too.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct RawLine<'a, B = serde::de::IgnoredAny, C = serde::de::IgnoredAny> {
     #[serde(borrow, default)]
