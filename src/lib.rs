@@ -17,6 +17,7 @@ pub mod cli;
 pub mod clock;
 pub mod derived;
 pub mod envelope;
+pub mod fastjson;
 pub mod feed;
 pub mod http;
 pub mod jsonl;

@@ -16,15 +16,13 @@
 //! their golden sha256), and a line the serde
 //! reader rejects is never accepted here (it would have to be invalid JSON, which this reader
 //! checks as strictly as serde_json: strings, numbers, literals, nesting, trailing characters).
+//! The cursor (strings, numbers, skipping, members) is [`crate::fastjson`], shared with
+//! pm-rebuild's reader; this file is the REST book schema on it.
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
-
 use super::parse::{Body, Book, Env, Item, Level};
-
-/// Nesting this reader follows before it leaves a line to the serde reader.
-const MAX_DEPTH: usize = 64;
+use crate::fastjson::Cursor;
 
 /// The byte ranges of a book's `bids` and `asks` text in the line (when each is an array in the
 /// venue's shape), by body element (`Body::Object`: element 0).
@@ -37,217 +35,16 @@ pub fn env<'a>(text: &'a str, sides: &mut Vec<SideText>) -> Option<Env<'a>> {
     if text.len() >= u32::MAX as usize {
         return None;
     }
-    let mut p = P { t: text, b: text.as_bytes(), i: 0, sides };
+    let mut p = Cursor::new(text, sides);
     p.ws();
     let env = p.envelope()?;
-    p.ws();
-    (p.i == p.b.len()).then_some(env)
+    p.at_end().then_some(env)
 }
 
-struct P<'a, 's> {
-    t: &'a str,
-    b: &'a [u8],
-    i: usize,
-    sides: &'s mut Vec<SideText>,
-}
-
-/// Index of the first byte of `h` that is `"`, `\` or a control character (SWAR, 8 bytes a step).
-fn string_stop(h: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let mut i = 0;
-    while i + 8 <= h.len() {
-        let w = u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes"));
-        let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
-        // Bytes < 0x20: (w & 0xe0..) == 0 per byte; `"` and `\` as zero bytes of w ^ pattern.
-        let t = has_zero(w ^ (LO * b'"' as u64)) | has_zero(w ^ (LO * b'\\' as u64)) | has_zero(w & (LO * 0xe0));
-        if t != 0 {
-            return Some(i + (t.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    h[i..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).map(|p| i + p)
-}
+/// The reader: the shared cursor with the side ranges it finds.
+type P<'a, 's> = Cursor<'a, &'s mut Vec<SideText>>;
 
 impl<'a> P<'a, '_> {
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
-    }
-
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
-            self.i += 1;
-        }
-    }
-
-    /// `c` after optional blanks.
-    fn eat(&mut self, c: u8) -> Option<()> {
-        self.ws();
-        (self.peek()? == c).then(|| self.i += 1)
-    }
-
-    /// A string without escapes at `i` (which is `"`); its content.
-    fn string(&mut self) -> Option<&'a str> {
-        let s = self.i + 1;
-        let n = string_stop(&self.b[s..])?;
-        if self.b[s + n] != b'"' {
-            return None;
-        }
-        self.i = s + n + 1;
-        Some(&self.t[s..s + n])
-    }
-
-    fn digits(&mut self) -> usize {
-        let s = self.i;
-        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-            self.i += 1;
-        }
-        self.i - s
-    }
-
-    /// A JSON number at `i`, syntax only (what serde_json accepts when it skips one).
-    fn number(&mut self) -> Option<()> {
-        if self.peek() == Some(b'-') {
-            self.i += 1;
-        }
-        match self.peek()? {
-            b'0' => {
-                self.i += 1;
-                if self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                    return None;
-                }
-            }
-            b'1'..=b'9' => {
-                self.digits();
-            }
-            _ => return None,
-        }
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            if self.digits() == 0 {
-                return None;
-            }
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
-            }
-            if self.digits() == 0 {
-                return None;
-            }
-        }
-        Some(())
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        self.b[self.i..].starts_with(word).then(|| self.i += word.len())
-    }
-
-    /// Skips one value after optional blanks (checking its syntax).
-    fn skip(&mut self, depth: usize) -> Option<()> {
-        self.ws();
-        match self.peek()? {
-            b'"' => self.string().map(drop),
-            b'{' | b'[' if depth >= MAX_DEPTH => None,
-            b'{' => {
-                self.i += 1;
-                self.members(|p, _| p.skip(depth + 1))
-            }
-            b'[' => {
-                self.i += 1;
-                self.elements(|p| p.skip(depth + 1))
-            }
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            _ => self.number(),
-        }
-    }
-
-    /// One value's text (after blanks), as serde_json's `RawValue` takes it.
-    fn raw(&mut self) -> Option<&'a RawValue> {
-        self.ws();
-        let s = self.i;
-        self.skip(1)?;
-        let t: &'a str = &self.t[s..self.i];
-        // serde_json has no public constructor of a borrowed RawValue: it reads the text back (the
-        // values taken this way are short: the four hash scalars of a book and the envelope `ctx`).
-        serde_json::from_str::<&'a RawValue>(t).ok()
-    }
-
-    /// The items of an object or array whose opening bracket was read, up to `close`: `f` reads
-    /// each (serde_json's rules: no trailing comma, blanks anywhere between tokens).
-    fn items(&mut self, close: u8, mut f: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.ws();
-        if self.peek()? == close {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
-            f(self)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                c if c == close => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
-    }
-
-    /// The members of an object whose `{` was read: `f(p, key)` reads each value.
-    fn members(&mut self, mut f: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
-        self.items(b'}', |p| {
-            p.ws();
-            if p.peek()? != b'"' {
-                return None;
-            }
-            let key = p.string()?;
-            p.eat(b':')?;
-            f(p, key)
-        })
-    }
-
-    /// The elements of an array whose `[` was read: `f(p)` reads each.
-    fn elements(&mut self, f: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.items(b']', f)
-    }
-
-    /// An `Option<Cow<str>>` member of the envelope: a string or null (anything else fails serde).
-    fn opt_str(&mut self) -> Option<Option<Cow<'a, str>>> {
-        self.ws();
-        match self.peek()? {
-            b'"' => Some(Some(Cow::Borrowed(self.string()?))),
-            b'n' => self.literal(b"null").map(|_| None),
-            _ => None,
-        }
-    }
-
-    /// An `Option<u64>` member: digits without fraction or exponent, or null.
-    fn opt_u64(&mut self) -> Option<Option<u64>> {
-        self.ws();
-        if self.peek()? == b'n' {
-            return self.literal(b"null").map(|_| None);
-        }
-        let s = self.i;
-        self.number()?;
-        self.t[s..self.i].parse::<u64>().ok().map(Some)
-    }
-
-    /// A value read through [`parse::Str`]: a string, or None for any other value. None overall
-    /// for a number (serde would convert it, and could fail) and for anything this reader does not take.
-    fn str_or_none(&mut self) -> Option<Option<Cow<'a, str>>> {
-        self.ws();
-        match self.peek()? {
-            b'"' => Some(Some(Cow::Borrowed(self.string()?))),
-            b'{' | b'[' | b't' | b'f' | b'n' => self.skip(2).map(|_| None),
-            _ => None,
-        }
-    }
-
     fn envelope(&mut self) -> Option<Env<'a>> {
         if self.peek()? != b'{' {
             return None;
@@ -339,10 +136,10 @@ impl<'a> P<'a, '_> {
         let mut text: SideText = [None, None];
         self.members(|p, key| {
             match key {
-                "market" => b.market = p.str_or_none()?,
-                "asset_id" => b.asset_id = p.str_or_none()?,
-                "timestamp" => b.timestamp = p.str_or_none()?,
-                "hash" => b.hash = p.str_or_none()?,
+                "market" => b.market = p.str_or_none(2)?,
+                "asset_id" => b.asset_id = p.str_or_none(2)?,
+                "timestamp" => b.timestamp = p.str_or_none(2)?,
+                "hash" => b.hash = p.str_or_none(2)?,
                 "bids" => (b.bids, text[0]) = p.side()?,
                 "asks" => (b.asks, text[1]) = p.side()?,
                 "min_order_size" => b.min_order_size = Some(p.raw()?),
@@ -357,10 +154,10 @@ impl<'a> P<'a, '_> {
             }
             Some(())
         })?;
-        if self.sides.len() <= index {
-            self.sides.resize(index + 1, [None, None]);
+        if self.x.len() <= index {
+            self.x.resize(index + 1, [None, None]);
         }
-        self.sides[index] = text;
+        self.x[index] = text;
         Some(b)
     }
 
@@ -433,6 +230,7 @@ fn serde_env(text: &str) -> Option<Env<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::value::RawValue;
 
     /// Every field of an [`Env`] as text, for comparing two readers.
     fn show(e: &Env) -> String {
@@ -629,13 +427,7 @@ mod tests {
             "true",
             "{\"price\":\"1\",\"size\":\"2\"}",
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rnd = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut rnd = crate::fastjson::test_rand(0x9e37_79b9_7f4a_7c15);
         let (mut taken, mut n) = (0, 0);
         while n < 20_000 {
             let mut l = LINE.to_string();
@@ -667,15 +459,5 @@ mod tests {
             n += 1;
         }
         assert!(taken > 1000, "some mutated lines are still the venue's shape: {taken}");
-    }
-
-    #[test]
-    fn string_stop_finds_the_first_stop() {
-        let s = b"abcdefghijklmnop\"q\\r\x01";
-        for start in 0..s.len() {
-            let want = s[start..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
-            assert_eq!(string_stop(&s[start..]), want, "{start}");
-        }
-        assert_eq!(string_stop("é\u{7f}xxxxxxxxx".as_bytes()), None);
     }
 }

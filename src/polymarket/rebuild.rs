@@ -1743,8 +1743,6 @@ pub struct Rebuilder {
     file: Option<FileStats>,
     /// Pending-state order counter.
     order: u64,
-    /// The fast line reader's index of a line's quotes ([`scan::line`]), kept between lines.
-    quotes: Vec<u64>,
 }
 
 impl Rebuilder {
@@ -1771,7 +1769,6 @@ impl Rebuilder {
             stats: Stats::default(),
             file: None,
             order: 0,
-            quotes: Vec::new(),
         }
     }
 
@@ -1920,7 +1917,7 @@ impl Rebuilder {
             f.lines += 1;
         }
         // The fast reader, else serde_json (the reference: same Line, and the error's text).
-        let l: Line = match scan::line(text, &mut self.quotes).map_or_else(|| serde_json::from_str(text), Ok) {
+        let l: Line = match scan::line(text).map_or_else(|| serde_json::from_str(text), Ok) {
             Ok(l) => l,
             Err(e) => {
                 self.stats.bad_lines += 1;

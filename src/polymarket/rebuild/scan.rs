@@ -3,46 +3,34 @@
 //!
 //! It takes the lines pm-stream writes — compact JSON, strings without escapes, integers where
 //! the envelope has numbers — and gives up (`None`) on anything else, so that serde_json reads
-//! that line as before: a `\` or a control character anywhere in the line (tabs and line breaks
-//! between values too; a recorder writes one compact line), a number other than a
-//! short integer where a value is read (skipped values may be any valid number), an envelope
-//! field of the wrong type or given twice, `ctx` as an array, nesting deeper than [`MAX_DEPTH`],
-//! anything after the value, and anything that is not JSON. Giving up is always correct; when it
-//! does not give up, its [`Line`] is the one serde_json would give (the tests compare both on the
-//! recorded frames and on thousands of mutated lines). It exists for speed (issue 14 §2: about
-//! a quarter of the rebuilding thread's time was serde_json's reading of the line).
+//! that line as before: a string with a `\` escape or a control character, a number where a
+//! message's string or a timestamp is read (other than a short integer timestamp; skipped values
+//! may be any valid number), an envelope field of the wrong type or given twice, `ctx` as an
+//! array, deep nesting, anything after the value, and anything that is not JSON. Giving up is
+//! always correct; when it does not give up, its [`Line`] is the one serde_json would give (the
+//! tests compare both on the recorded frames and on thousands of mutated lines). It exists for
+//! speed (issue 14 §2: about a quarter of the rebuilding thread's time was serde_json's reading of
+//! the line). The cursor is pm-normalize's fast reader's ([`crate::fastjson`]); this file is the
+//! websocket schema on it.
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
-
 use super::{Ctx, Entry, Frame, Line, Msg, Ts};
+use crate::fastjson::Cursor;
 use crate::normalize::parse;
 
-/// Deeper values are left to serde_json (its own limit is 128).
-const MAX_DEPTH: u32 = 64;
-
 /// The line as serde_json reads it into [`Line`], or `None`: this reader gives up (see the module
-/// text), the caller reads the line with serde_json. `quotes`: a buffer kept between lines.
-pub(super) fn line<'t>(text: &'t str, quotes: &mut Vec<u64>) -> Option<Line<'t>> {
-    index_quotes(text.as_bytes(), quotes)?;
-    let mut c = Cur { s: text, b: text.as_bytes(), q: quotes, i: 0, depth: 0 };
+/// text), the caller reads the line with serde_json.
+pub(super) fn line(text: &str) -> Option<Line<'_>> {
+    let mut c = Cursor::new(text, Frames);
     let l = c.envelope()?;
-    c.ws();
-    (c.i == c.b.len()).then_some(l)
+    c.at_end().then_some(l)
 }
 
-/// A cursor over the line. Every reading method returns `None` to give up.
-struct Cur<'a, 'q> {
-    s: &'a str,
-    b: &'a [u8],
-    /// Where the line's `"` are: bit `k % 64` of word `k / 64` for byte `k` ([`index_quotes`]).
-    q: &'q [u64],
-    i: usize,
-    depth: u32,
-}
+/// This reader's cursor state (none: the schema is in the methods).
+struct Frames;
 
-/// Bit `k` set: envelope field `k` was seen (a second one is serde_json's error: give up).
+/// Bit `k` set: field `k` was seen (a second one is serde's "duplicate field": give up).
 fn once(seen: &mut u32, k: u32) -> Option<()> {
     let bit = 1 << k;
     if *seen & bit != 0 {
@@ -52,270 +40,11 @@ fn once(seen: &mut u32, k: u32) -> Option<()> {
     Some(())
 }
 
-/// Marks every `"` of the line in `quotes` (bit `k % 64` of word `k / 64` for byte `k`), or None
-/// when the line holds a `\` or a control character anywhere: such lines are left to serde_json
-/// whole. Without escapes a string is the text between a `"` and the next one.
-fn index_quotes(b: &[u8], quotes: &mut Vec<u64>) -> Option<()> {
-    quotes.clear();
-    let mut chunks = b.chunks_exact(64);
-    for chunk in &mut chunks {
-        let (q, bad) = flags64(chunk);
-        if bad != 0 {
-            return None;
-        }
-        quotes.push(q);
-    }
-    let (mut q, mut bad) = (0u64, false);
-    for (k, &c) in chunks.remainder().iter().enumerate() {
-        q |= u64::from(c == b'"') << k;
-        bad |= c == b'\\' || c < 0x20;
-    }
-    if bad {
-        return None;
-    }
-    quotes.push(q);
-    Some(())
-}
-
-/// For 64 bytes: the bits of their `"` and of their `\` or control characters.
-#[inline]
-fn flags64(chunk: &[u8]) -> (u64, u64) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SSE2 is part of x86_64: four 16-byte compares.
-        use std::arch::x86_64::*;
-        let (mut q, mut bad) = (0u64, 0u64);
-        for k in 0..4 {
-            // SAFETY: `chunk` holds 64 bytes (chunks_exact), so bytes 16k..16k+16 are in it: an
-            // unaligned 16-byte load. SSE2 is always present on x86_64.
-            let (mq, mb) = unsafe {
-                let v = _mm_loadu_si128(chunk.as_ptr().add(16 * k).cast());
-                let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-                let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-                // Control characters: the bytes 0x00..=0x1f, those with max(byte, 0x1f) == 0x1f.
-                let ctl = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
-                (_mm_movemask_epi8(quote) as u16, _mm_movemask_epi8(_mm_or_si128(backslash, ctl)) as u16)
-            };
-            q |= u64::from(mq) << (16 * k);
-            bad |= u64::from(mb) << (16 * k);
-        }
-        (q, bad)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let (mut q, mut bad) = (0u64, 0u64);
-        for (k, &c) in chunk.iter().enumerate() {
-            q |= u64::from(c == b'"') << k;
-            bad |= u64::from(c == b'\\' || c < 0x20) << k;
-        }
-        (q, bad)
-    }
-}
-
-impl<'a> Cur<'a, '_> {
-    #[inline]
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
-            self.i += 1;
-        }
-    }
-
-    /// The next byte after blanks (not taken).
-    #[inline]
-    fn peek(&mut self) -> Option<u8> {
-        self.ws();
-        self.b.get(self.i).copied()
-    }
-
-    /// Takes `c` (after blanks) if it is next.
-    #[inline]
-    fn eat(&mut self, c: u8) -> bool {
-        let next = self.peek() == Some(c);
-        self.i += usize::from(next);
-        next
-    }
-
-    #[inline]
-    fn expect(&mut self, c: u8) -> Option<()> {
-        self.eat(c).then_some(())
-    }
-
-    /// A string (its text: the line has no escapes, [`index_quotes`]).
-    #[inline]
-    fn str(&mut self) -> Option<&'a str> {
-        self.expect(b'"')?;
-        let start = self.i;
-        let mut w = start / 64;
-        let mut bits = self.q.get(w)? & (!0u64 << (start % 64));
-        while bits == 0 {
-            w += 1;
-            bits = *self.q.get(w)?;
-        }
-        let end = w * 64 + bits.trailing_zeros() as usize;
-        self.i = end + 1;
-        // Both ends are ASCII `"`, so they are char boundaries of the &str.
-        Some(&self.s[start..end])
-    }
-
-    /// A literal `true`, `false` or `null` starting at the cursor.
-    fn literal(&mut self) -> Option<()> {
-        let rest = &self.b[self.i..];
-        let n = [&b"true"[..], b"false", b"null"].into_iter().find(|w| rest.starts_with(w))?.len();
-        self.i += n;
-        Some(())
-    }
-
-    /// A number at the cursor, checked against JSON's grammar: its text and whether it is a
-    /// plain integer (no fraction, no exponent).
-    fn number(&mut self) -> Option<(&'a str, bool)> {
-        let b = self.b;
-        let start = self.i;
-        let mut i = start;
-        let digits = |i: &mut usize| {
-            let from = *i;
-            while b.get(*i).is_some_and(u8::is_ascii_digit) {
-                *i += 1;
-            }
-            *i > from
-        };
-        if b.get(i) == Some(&b'-') {
-            i += 1;
-        }
-        match b.get(i) {
-            Some(b'0') => i += 1,
-            Some(b'1'..=b'9') => {
-                digits(&mut i);
-            }
-            _ => return None,
-        }
-        let mut plain = true;
-        if b.get(i) == Some(&b'.') {
-            i += 1;
-            if !digits(&mut i) {
-                return None;
-            }
-            plain = false;
-        }
-        if let Some(b'e' | b'E') = b.get(i) {
-            i += 1;
-            if let Some(b'+' | b'-') = b.get(i) {
-                i += 1;
-            }
-            if !digits(&mut i) {
-                return None;
-            }
-            plain = false;
-        }
-        self.i = i;
-        Some((&self.s[start..i], plain))
-    }
-
-    /// A number read as a value (a visitor sees it): only plain integers of up to 18 digits,
-    /// which every reader takes alike (serde_json can reject a float that overflows).
-    fn int(&mut self) -> Option<i64> {
-        let (t, plain) = self.number()?;
-        // serde_json reads `-0` as the float -0.0.
-        if !plain || t.len() > 18 || t == "-0" {
-            return None;
-        }
-        t.parse().ok()
-    }
-
-    /// Any value, checked and skipped (serde's `IgnoredAny`).
-    fn skip(&mut self) -> Option<()> {
-        match self.peek()? {
-            b'"' => self.str().map(drop),
-            b'{' => self.object(|c, _| c.skip()),
-            b'[' => self.array(|c| c.skip()),
-            b't' | b'f' | b'n' => self.literal(),
-            _ => self.number().map(drop),
-        }
-    }
-
-    /// Any value: its text as serde_json's `RawValue` holds it.
-    fn raw(&mut self) -> Option<&'a RawValue> {
-        self.ws();
-        let start = self.i;
-        self.skip()?;
-        // serde_json makes a borrowed RawValue only by reading it (short values: prices, ticks).
-        serde_json::from_str::<&'a RawValue>(&self.s[start..self.i]).ok()
-    }
-
-    /// An object's members: `member` reads the value of each key (the cursor after the `:`).
-    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
-        self.expect(b'{')?;
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return None;
-        }
-        if !self.eat(b'}') {
-            loop {
-                let k = self.str()?;
-                self.expect(b':')?;
-                member(self, k)?;
-                if self.eat(b'}') {
-                    break;
-                }
-                self.expect(b',')?;
-            }
-        }
-        self.depth -= 1;
-        Some(())
-    }
-
-    /// An array's elements, each read by `element`.
-    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.expect(b'[')?;
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return None;
-        }
-        if !self.eat(b']') {
-            loop {
-                element(self)?;
-                if self.eat(b']') {
-                    break;
-                }
-                self.expect(b',')?;
-            }
-        }
-        self.depth -= 1;
-        Some(())
-    }
-
-    /// A scalar other than a string, as a lenient visitor takes it (and drops it).
-    fn other_scalar(&mut self) -> Option<()> {
-        match self.peek()? {
-            b't' | b'f' | b'n' => self.literal(),
-            _ => self.int().map(drop),
-        }
-    }
-
-    /// A value read by [`parse::Str`]: a string, or None for any other value.
-    fn any_str(&mut self) -> Option<Option<Cow<'a, str>>> {
-        match self.peek()? {
-            b'"' => self.str().map(|s| Some(Cow::Borrowed(s))),
-            b'{' | b'[' => self.skip().map(|()| None),
-            _ => self.other_scalar().map(|()| None),
-        }
-    }
-
-    /// A value read by an envelope's `Option<Cow<str>>`: null or a string.
-    fn opt_str(&mut self) -> Option<Option<Cow<'a, str>>> {
-        match self.peek()? {
-            b'"' => self.str().map(|s| Some(Cow::Borrowed(s))),
-            b'n' => self.literal().map(|()| None),
-            _ => None,
-        }
-    }
-
-    /// A value read by an envelope's `Option<u64>`: null or a non-negative integer.
-    fn opt_u64(&mut self) -> Option<Option<u64>> {
-        match self.peek()? {
-            b'n' => self.literal().map(|()| None),
-            b'0'..=b'9' => u64::try_from(self.int()?).ok().map(Some),
-            _ => None,
-        }
+impl<'a> Cursor<'a, Frames> {
+    /// A value where a message, a level or an entry is read and is not an object: a lenient
+    /// visitor takes it as the default (numbers left to serde_json, [`Cursor::str_or_none`]).
+    fn not_object(&mut self, depth: usize) -> Option<()> {
+        self.str_or_none(depth).map(drop)
     }
 
     fn envelope(&mut self) -> Option<Line<'a>> {
@@ -324,7 +53,8 @@ impl<'a> Cur<'a, '_> {
         let (mut attempt, mut status, mut body_kind, mut body, mut body_text) = Default::default();
         let (mut body_error, mut error, mut ctx) = Default::default();
         let mut seen = 0u32;
-        self.object(|c, k| {
+        self.eat(b'{')?;
+        self.members(|c, k| {
             match k {
                 "schema" => (once(&mut seen, 0)?, schema = c.opt_str()?),
                 "venue" => (once(&mut seen, 1)?, venue = c.opt_str()?),
@@ -345,7 +75,7 @@ impl<'a> Cur<'a, '_> {
                 "body_error" => (once(&mut seen, 16)?, body_error = c.opt_str()?),
                 "error" => (once(&mut seen, 17)?, error = c.opt_str()?),
                 "ctx" => (once(&mut seen, 18)?, ctx = c.opt_ctx()?),
-                _ => ((), c.skip()?),
+                _ => ((), c.skip(1)?),
             };
             Some(())
         })?;
@@ -375,16 +105,17 @@ impl<'a> Cur<'a, '_> {
 
     /// `ctx`: null or an object (an array, which serde's derive reads by position: give up).
     fn opt_ctx(&mut self) -> Option<Option<Ctx<'a>>> {
-        if self.peek()? == b'n' {
-            return self.literal().map(|()| None);
+        if self.after_ws()? == b'n' {
+            return self.literal(b"null").map(|()| None);
         }
         let (mut event, mut conn_id) = (None, None);
         let mut seen = 0u32;
-        self.object(|c, k| {
+        self.eat(b'{')?;
+        self.members(|c, k| {
             match k {
                 "event" => (once(&mut seen, 0)?, event = c.opt_str()?),
                 "conn_id" => (once(&mut seen, 1)?, conn_id = c.opt_u64()?),
-                _ => ((), c.skip()?),
+                _ => ((), c.skip(2)?),
             };
             Some(())
         })?;
@@ -393,23 +124,20 @@ impl<'a> Cur<'a, '_> {
 
     /// `body`: null, or a frame: one message, an array of them, or any other value.
     fn opt_frame(&mut self) -> Option<Option<Frame<'a>>> {
-        Some(Some(match self.peek()? {
-            b'n' => return self.literal().map(|()| None),
+        Some(Some(match self.after_ws()? {
+            b'n' => return self.literal(b"null").map(|()| None),
             b'{' => Frame::One(self.msg()?),
             b'[' => {
+                self.i += 1;
                 let mut v = Vec::with_capacity(2);
-                self.array(|c| {
+                self.elements(|c| {
                     v.push(c.msg()?);
                     Some(())
                 })?;
                 Frame::Many(v)
             }
-            b'"' => {
-                self.str()?;
-                Frame::Other
-            }
             _ => {
-                self.other_scalar()?;
+                self.not_object(1)?;
                 Frame::Other
             }
         }))
@@ -417,12 +145,13 @@ impl<'a> Cur<'a, '_> {
 
     /// A message ([`super::MsgV`]): an object; any other value gives the default.
     fn msg(&mut self) -> Option<Msg<'a>> {
-        if self.peek()? != b'{' {
-            self.any_str()?;
+        if self.after_ws()? != b'{' {
+            self.not_object(2)?;
             return Some(Msg::default());
         }
+        self.i += 1;
         let mut m = Msg { object: true, ..Msg::default() };
-        self.object(|c, k| {
+        self.members(|c, k| {
             let slot = match k {
                 "event_type" => &mut m.event_type,
                 "market" => &mut m.market,
@@ -465,9 +194,9 @@ impl<'a> Cur<'a, '_> {
                     m.changes = c.entries()?;
                     return Some(());
                 }
-                _ => return c.skip(),
+                _ => return c.skip(3),
             };
-            *slot = c.any_str()?;
+            *slot = c.str_or_none(3)?;
             Some(())
         })?;
         Some(m)
@@ -475,11 +204,11 @@ impl<'a> Cur<'a, '_> {
 
     /// A `timestamp` ([`super::TsV`]).
     fn ts(&mut self) -> Option<Ts<'a>> {
-        Some(match self.peek()? {
-            b'"' => Ts::Str(Cow::Borrowed(self.str()?)),
+        Some(match self.after_ws()? {
+            b'"' => Ts::Str(Cow::Borrowed(self.string()?)),
             b'-' | b'0'..=b'9' => Ts::Num(self.int()?),
             _ => {
-                self.skip()?;
+                self.skip(3)?;
                 Ts::Other
             }
         })
@@ -487,24 +216,26 @@ impl<'a> Cur<'a, '_> {
 
     /// A book side ([`parse::Side`]): Some(levels) for an array, None for any other value.
     fn levels(&mut self) -> Option<Option<Vec<parse::Level<'a>>>> {
-        if self.peek()? != b'[' {
-            self.any_str()?;
+        if self.after_ws()? != b'[' {
+            self.not_object(3)?;
             return Some(None);
         }
+        self.i += 1;
         let mut v = Vec::with_capacity(16);
-        self.array(|c| {
+        self.elements(|c| {
             let mut l = parse::Level::default();
-            if c.peek()? == b'{' {
-                c.object(|c, k| {
+            if c.after_ws()? == b'{' {
+                c.i += 1;
+                c.members(|c, k| {
                     match k {
-                        "price" => l.price = c.any_str()?,
-                        "size" => l.size = c.any_str()?,
-                        _ => c.skip()?,
+                        "price" => l.price = c.str_or_none(5)?,
+                        "size" => l.size = c.str_or_none(5)?,
+                        _ => c.skip(5)?,
                     }
                     Some(())
                 })?;
             } else {
-                c.any_str()?;
+                c.not_object(4)?;
             }
             v.push(l);
             Some(())
@@ -514,28 +245,30 @@ impl<'a> Cur<'a, '_> {
 
     /// `price_changes`/`changes` ([`super::Entries`]): Some(entries) for an array, else None.
     fn entries(&mut self) -> Option<Option<Vec<Entry<'a>>>> {
-        if self.peek()? != b'[' {
-            self.any_str()?;
+        if self.after_ws()? != b'[' {
+            self.not_object(3)?;
             return Some(None);
         }
+        self.i += 1;
         let mut v = Vec::with_capacity(4);
-        self.array(|c| {
+        self.elements(|c| {
             let mut e = Entry::default();
-            if c.peek()? == b'{' {
-                c.object(|c, k| {
+            if c.after_ws()? == b'{' {
+                c.i += 1;
+                c.members(|c, k| {
                     let slot = match k {
                         "asset_id" => &mut e.asset_id,
                         "price" => &mut e.price,
                         "size" => &mut e.size,
                         "side" => &mut e.side,
                         "hash" => &mut e.hash,
-                        _ => return c.skip(),
+                        _ => return c.skip(5),
                     };
-                    *slot = c.any_str()?;
+                    *slot = c.str_or_none(5)?;
                     Some(())
                 })?;
             } else {
-                c.any_str()?;
+                c.not_object(4)?;
             }
             v.push(e);
             Some(())
@@ -552,7 +285,7 @@ mod tests {
     /// The fast reader agrees with serde_json on `text`: when it reads the line, serde_json reads
     /// the same [`Line`]. True when it read it.
     fn agrees(text: &str) -> bool {
-        let Some(fast) = line(text, &mut Vec::new()) else { return false };
+        let Some(fast) = line(text) else { return false };
         let slow: Line = serde_json::from_str(text).unwrap_or_else(|e| panic!("serde_json rejects {text:?} ({e})"));
         assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{text}");
         true
@@ -613,12 +346,12 @@ mod tests {
                 if agrees(&l) {
                     fast += 1;
                 } else {
-                    // Only lines with an escape or a control character are left to serde_json.
-                    assert!(l.contains(['\\', '\n', '\r', '\t']), "not read fast: {l}");
+                    // Only lines with an escape are left to serde_json.
+                    assert!(l.contains('\\'), "not read fast: {l}");
                 }
             }
         }
-        assert!(fast * 2 > n, "{fast} of {n} read fast");
+        assert!(fast * 10 > n * 9, "{fast} of {n} read fast");
     }
 
     /// Lines the fast reader must leave to serde_json, and lines it must read (checked against
@@ -635,12 +368,18 @@ mod tests {
             r#"["x"]"#,
             r#"{"seq":-1}"#,
             r#"{"seq":1.0}"#,
-            r#"{"seq":12345678901234567890}"#,
+            r#"{"seq":123456789012345678901}"#,
             r#"{"kind":5}"#,
             r#"{"body":{"timestamp":-0}}"#,
             r#"{"body":{"timestamp":1.5}}"#,
             r#"{"body":{"timestamp":1e400}}"#,
             r#"{"body":{"price":1e400}}"#,
+            r#"{"body":{"price":1}}"#,
+            r#"{"body":{"bids":5}}"#,
+            r#"{"body":{"bids":[{"price":1,"size":"2"}]}}"#,
+            r#"{"body":{"changes":[1]}}"#,
+            r#"{"body":12}"#,
+            r#"{"body":[1]}"#,
             r#"{"body":{}} x"#,
             r#"{"body":{"x":01}}"#,
             r#"{"body":{"x":1.}}"#,
@@ -650,22 +389,23 @@ mod tests {
             "",
         ];
         for t in leaves {
-            assert!(line(t, &mut Vec::new()).is_none(), "read fast: {t}");
+            assert!(line(t).is_none(), "read fast: {t}");
         }
         let deep = format!(r#"{{"body":{{"x":{}1{}}}}}"#, "[".repeat(100), "]".repeat(100));
-        assert!(line(&deep, &mut Vec::new()).is_none());
+        assert!(line(&deep).is_none());
         let reads = [
             r#"{}"#,
             r#"{"body":null,"ctx":null,"seq":null}"#,
-            r#"{"body":{"timestamp":1790658661278,"hash":"h","hash":"g","bids":5,"asks":"x"}}"#,
-            r#"{"body":{"timestamp":-12,"price_changes":{"a":1},"changes":[1,"x",null,[2],{"side":"BUY","side":"SELL"}]}}"#,
-            r#"{"body":{"timestamp":true,"bids":[{"price":1,"size":"2","price":"3"},[],"x",null],"tick_size":{"a":[1,2]},"last_trade_price":null}}"#,
+            r#"{"body":{"timestamp":1790658661278,"hash":"h","hash":"g","bids":true,"asks":"x"}}"#,
+            r#"{"body":{"timestamp":-12,"price_changes":{"a":1},"changes":[false,"x",null,[2],{"side":"BUY","side":"SELL"}]}}"#,
+            r#"{"body":{"timestamp":true,"bids":[{"price":null,"size":"2","price":"3"},[],"x",null],"tick_size":{"a":[1,2]},"last_trade_price":null}}"#,
             r#"{"body":{"timestamp":{"a":1},"new_tick_size":"0.01","market":["m"],"asset_id":{"a":"b"}}}"#,
             r#"{"body":"PONG"}"#,
-            r#"{"body":12}"#,
-            r#"{"body":[1,"x",null,{"event_type":"book"},[]]}"#,
+            r#"{"body":true}"#,
+            r#"{"body":[false,"x",null,{"event_type":"book"},[]]}"#,
             r#"{"body":{"x":-0,"y":-0.5e-7,"z":1E+9,"w":"é✓"}}"#,
             r#"{"body":{"timestamp":"1790658661278"},"unknown":{"seq":"x","kind":5}}"#,
+            r#"{"seq":12345678901234567890,"attempt":0,"status":200}"#,
         ];
         for t in reads {
             assert!(agrees(t), "not read fast: {t}");
@@ -688,13 +428,7 @@ mod tests {
             "\"", "\\", "{", "}", "[", "]", ",", ":", " ", "0", "1", "-", ".", "e", "n", "t", "a", "\u{1}", "é",
             "null", "\"x\":",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut rand = crate::fastjson::test_rand(0x2545_f491_4f6c_dd1d);
         let (mut fast, mut slow_ok) = (0, 0);
         for round in 0..30000 {
             let mut t = seeds[round % seeds.len()].clone().into_bytes();
