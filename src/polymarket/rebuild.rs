@@ -24,12 +24,12 @@
 //! input file. Fields: docs/ORDERBOOK_SCHEMA.md ("Derived websocket streams") and docs/WEBSOCKET.md.
 //!
 //! Speed (issue 14 §2; docs/WEBSOCKET.md "Throughput"): each line is parsed once into typed
-//! structs borrowing from it ([`scan`]'s fast reader, serde_json for the lines it leaves); prices are exact integers (`price_key`). Up to three threads, each
-//! with its own copy of the books kept from the level changes the rebuilding thread encodes
-//! ([`put_set`]): the rebuilding thread (levels only), the hashing stage ([`hashing`]: every
-//! level's hash text and each side's) and the row thread (the levels' parsed decimals for
-//! pm-normalize's row writer). Only those changes and a few fields per state cross between cores;
-//! rows are written in order.
+//! structs borrowing from it ([`scan`]'s fast reader, serde_json for the lines it leaves); prices
+//! are exact integers (`price_key`). Up to three threads, each with its own copy of the books kept
+//! from the level changes the rebuilding thread encodes ([`put_set`]): the rebuilding thread
+//! (levels only), the hashing stage ([`hashing`]: every level's hash text and each side's) and the
+//! row thread (the levels' parsed decimals for pm-normalize's row writer). Only those changes and
+//! a few fields per state cross between cores; rows are written in order.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
