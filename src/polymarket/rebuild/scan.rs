@@ -152,51 +152,26 @@ impl<'a> Cursor<'a, Frames> {
         self.i += 1;
         let mut m = Msg { object: true, ..Msg::default() };
         self.members(|c, k| {
-            let slot = match k {
-                "event_type" => &mut m.event_type,
-                "market" => &mut m.market,
-                "asset_id" => &mut m.asset_id,
-                "hash" => &mut m.hash,
-                "price" => &mut m.price,
-                "size" => &mut m.size,
-                "side" => &mut m.side,
-                "fee_rate_bps" => &mut m.fee_rate_bps,
-                "transaction_hash" => &mut m.transaction_hash,
-                "timestamp" => {
-                    m.timestamp = Some(c.ts()?);
-                    return Some(());
-                }
-                "bids" => {
-                    m.bids = c.levels()?;
-                    return Some(());
-                }
-                "asks" => {
-                    m.asks = c.levels()?;
-                    return Some(());
-                }
-                "tick_size" => {
-                    m.tick_size = Some(c.raw()?);
-                    return Some(());
-                }
-                "last_trade_price" => {
-                    m.last_trade_price = Some(c.raw()?);
-                    return Some(());
-                }
-                "new_tick_size" => {
-                    m.new_tick_size = Some(c.raw()?);
-                    return Some(());
-                }
-                "price_changes" => {
-                    m.price_changes = c.entries()?;
-                    return Some(());
-                }
-                "changes" => {
-                    m.changes = c.entries()?;
-                    return Some(());
-                }
-                _ => return c.skip(3),
-            };
-            *slot = c.str_or_none(3)?;
+            match k {
+                "event_type" => m.event_type = c.str_or_none(3)?,
+                "market" => m.market = c.str_or_none(3)?,
+                "asset_id" => m.asset_id = c.str_or_none(3)?,
+                "hash" => m.hash = c.str_or_none(3)?,
+                "price" => m.price = c.str_or_none(3)?,
+                "size" => m.size = c.str_or_none(3)?,
+                "side" => m.side = c.str_or_none(3)?,
+                "fee_rate_bps" => m.fee_rate_bps = c.str_or_none(3)?,
+                "transaction_hash" => m.transaction_hash = c.str_or_none(3)?,
+                "timestamp" => m.timestamp = Some(c.ts()?),
+                "bids" => m.bids = c.levels()?,
+                "asks" => m.asks = c.levels()?,
+                "tick_size" => m.tick_size = Some(c.raw()?),
+                "last_trade_price" => m.last_trade_price = Some(c.raw()?),
+                "new_tick_size" => m.new_tick_size = Some(c.raw()?),
+                "price_changes" => m.price_changes = c.entries()?,
+                "changes" => m.changes = c.entries()?,
+                _ => c.skip(3)?,
+            }
             Some(())
         })?;
         Some(m)
@@ -216,61 +191,53 @@ impl<'a> Cursor<'a, Frames> {
 
     /// A book side ([`parse::Side`]): Some(levels) for an array, None for any other value.
     fn levels(&mut self) -> Option<Option<Vec<parse::Level<'a>>>> {
-        if self.after_ws()? != b'[' {
-            self.not_object(3)?;
-            return Some(None);
-        }
-        self.i += 1;
-        let mut v = Vec::with_capacity(16);
-        self.elements(|c| {
-            let mut l = parse::Level::default();
-            if c.after_ws()? == b'{' {
-                c.i += 1;
-                c.members(|c, k| {
-                    match k {
-                        "price" => l.price = c.str_or_none(5)?,
-                        "size" => l.size = c.str_or_none(5)?,
-                        _ => c.skip(5)?,
-                    }
-                    Some(())
-                })?;
-            } else {
-                c.not_object(4)?;
+        self.objects(16, |c, k, l: &mut parse::Level<'a>| {
+            match k {
+                "price" => l.price = c.str_or_none(5)?,
+                "size" => l.size = c.str_or_none(5)?,
+                _ => c.skip(5)?,
             }
-            v.push(l);
             Some(())
-        })?;
-        Some(Some(v))
+        })
     }
 
     /// `price_changes`/`changes` ([`super::Entries`]): Some(entries) for an array, else None.
     fn entries(&mut self) -> Option<Option<Vec<Entry<'a>>>> {
+        self.objects(4, |c, k, e: &mut Entry<'a>| {
+            match k {
+                "asset_id" => e.asset_id = c.str_or_none(5)?,
+                "price" => e.price = c.str_or_none(5)?,
+                "size" => e.size = c.str_or_none(5)?,
+                "side" => e.side = c.str_or_none(5)?,
+                "hash" => e.hash = c.str_or_none(5)?,
+                _ => c.skip(5)?,
+            }
+            Some(())
+        })
+    }
+
+    /// An array whose objects `member` reads (one member at a time; an element that is not an
+    /// object is the default): Some(elements); None for any other value.
+    fn objects<T: Default>(
+        &mut self,
+        capacity: usize,
+        mut member: impl FnMut(&mut Self, &'a str, &mut T) -> Option<()>,
+    ) -> Option<Option<Vec<T>>> {
         if self.after_ws()? != b'[' {
             self.not_object(3)?;
             return Some(None);
         }
         self.i += 1;
-        let mut v = Vec::with_capacity(4);
+        let mut v = Vec::with_capacity(capacity);
         self.elements(|c| {
-            let mut e = Entry::default();
+            let mut t = T::default();
             if c.after_ws()? == b'{' {
                 c.i += 1;
-                c.members(|c, k| {
-                    let slot = match k {
-                        "asset_id" => &mut e.asset_id,
-                        "price" => &mut e.price,
-                        "size" => &mut e.size,
-                        "side" => &mut e.side,
-                        "hash" => &mut e.hash,
-                        _ => return c.skip(5),
-                    };
-                    *slot = c.str_or_none(5)?;
-                    Some(())
-                })?;
+                c.members(|c, k| member(c, k, &mut t))?;
             } else {
                 c.not_object(4)?;
             }
-            v.push(e);
+            v.push(t);
             Some(())
         })?;
         Some(Some(v))
