@@ -24,6 +24,17 @@ pub struct Cursor<'a, X> {
     pub x: X,
 }
 
+/// Marks field `k` (bit `k` of `seen`) read; None when it was read before: a serde derive
+/// rejects a duplicate field, so the reader gives the line up.
+pub fn once(seen: &mut u32, k: u32) -> Option<()> {
+    let bit = 1 << k;
+    if *seen & bit != 0 {
+        return None;
+    }
+    *seen |= bit;
+    Some(())
+}
+
 /// Index of the first byte of `h` that is `"`, `\` or a control character: sixteen bytes a step
 /// with SSE2 (part of x86_64), eight a step elsewhere (SWAR).
 pub fn string_stop(h: &[u8]) -> Option<usize> {

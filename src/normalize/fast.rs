@@ -22,7 +22,7 @@
 use std::borrow::Cow;
 
 use super::parse::{Body, Book, Env, Item, Level};
-use crate::fastjson::Cursor;
+use crate::fastjson::{once, Cursor};
 
 /// The byte ranges of a book's `bids` and `asks` text in the line (when each is an array in the
 /// venue's shape), by body element (`Body::Object`: element 0).
@@ -71,10 +71,7 @@ impl<'a> P<'a, '_> {
                 "ctx" => 14,
                 _ => return p.skip(1),
             };
-            if seen & (1 << bit) != 0 {
-                return None; // serde: "duplicate field"
-            }
-            seen |= 1 << bit;
+            once(&mut seen, bit)?;
             match bit {
                 0 => e.schema = p.opt_str()?,
                 1 => e.venue = p.opt_str()?,

@@ -16,7 +16,7 @@
 use std::borrow::Cow;
 
 use super::{Ctx, Entry, Frame, Line, Msg, Ts};
-use crate::fastjson::Cursor;
+use crate::fastjson::{once, Cursor};
 use crate::normalize::parse;
 
 /// The line as serde_json reads it into [`Line`], or `None`: this reader gives up (see the module
@@ -29,16 +29,6 @@ pub(super) fn line(text: &str) -> Option<Line<'_>> {
 
 /// This reader's cursor state (none: the schema is in the methods).
 struct Frames;
-
-/// Bit `k` set: field `k` was seen (a second one is serde's "duplicate field": give up).
-fn once(seen: &mut u32, k: u32) -> Option<()> {
-    let bit = 1 << k;
-    if *seen & bit != 0 {
-        return None;
-    }
-    *seen |= bit;
-    Some(())
-}
 
 impl<'a> Cursor<'a, Frames> {
     /// A value where a message, a level or an entry is read and is not an object: a lenient
