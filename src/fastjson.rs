@@ -282,18 +282,6 @@ impl<'a, X> Cursor<'a, X> {
     }
 }
 
-/// The fast readers' mutation tests' random source (xorshift, deterministic from `state`): a
-/// number below `n` per call.
-#[cfg(test)]
-pub(crate) fn test_rand(mut state: u64) -> impl FnMut(usize) -> usize {
-    move |n| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n as u64) as usize
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,6 +175,18 @@ pub fn is_disk_full(e: &std::io::Error) -> bool {
         || matches!(e.raw_os_error(), Some(28 | 122))
 }
 
+/// The unit tests' random source (xorshift64, deterministic from a non-zero `state`): a number
+/// below `n` per call.
+#[cfg(test)]
+pub(crate) fn test_rand(mut state: u64) -> impl FnMut(usize) -> usize {
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1525,13 +1525,7 @@ mod tests {
     /// bad, unsorted and duplicate levels, sizes beyond the fast sum, ticks that come and go.
     #[test]
     fn a_kept_memo_writes_the_rows_a_fresh_scan_writes() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rnd = crate::util::test_rand(0x2545_f491_4f6c_dd1d);
         let ticks = [Some(raw("\"0.01\"")), Some(raw("\"0.001\"")), None, Some(raw("0.01"))];
         for depth in [0, 3, 10, usize::MAX] {
             let opts = Options { depth, ..Options::default() };
@@ -1540,13 +1534,13 @@ mod tests {
             let mut memos: [[SideMemo; 2]; 2] = Default::default();
             let mut reused = 0;
             for step in 0..1500u64 {
-                let a = rnd(2) as usize;
+                let a = rnd(2);
                 let (o, memo) = (&mut books[a], &mut memos[a]);
                 match rnd(10) {
-                    0 => o.tick = ticks[rnd(4) as usize].clone(),
+                    0 => o.tick = ticks[rnd(4)].clone(),
                     1 => {}
                     _ => {
-                        let k = rnd(2) as usize;
+                        let k = rnd(2);
                         let side = &mut o.sides[k];
                         let price = format!("0.{:03}", 1 + rnd(998));
                         let size = match rnd(20) {
@@ -1564,7 +1558,7 @@ mod tests {
                             }
                         });
                         match (at, rnd(8)) {
-                            (_, 0) => side.insert(rnd(side.len() as u64 + 1) as usize, (price, size)),
+                            (_, 0) => side.insert(rnd(side.len() + 1), (price, size)),
                             (Some(i), 1) if !side.is_empty() => _ = side.remove(i),
                             (Some(i), _) if side[i].0 == price => side[i].1 = size,
                             (Some(i), _) => side.insert(i, (price, size)),

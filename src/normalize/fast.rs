@@ -424,7 +424,7 @@ mod tests {
             "true",
             "{\"price\":\"1\",\"size\":\"2\"}",
         ];
-        let mut rnd = crate::fastjson::test_rand(0x9e37_79b9_7f4a_7c15);
+        let mut rnd = crate::util::test_rand(0x9e37_79b9_7f4a_7c15);
         let (mut taken, mut n) = (0, 0);
         while n < 20_000 {
             let mut l = LINE.to_string();

@@ -2743,11 +2743,7 @@ mod tests {
     #[test]
     fn the_hash_copy_edits_its_side_text_in_place_as_a_full_render_writes_it() {
         // Inserts at the front, middle and end, size changes, removals down to empty, full books.
-        let mut x: u64 = 7;
-        let mut next = move |n: u64| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (x >> 33) % n
-        };
+        let mut next = crate::util::test_rand(7);
         let mut side = Side::new(Role::Hash);
         let full = |s: &Side| {
             let mut t = Vec::new();
@@ -2811,11 +2807,7 @@ mod tests {
     fn derived_frames(n: usize) -> Vec<String> {
         let (m, a) = ("0xabc", "123");
         let mut levels: BTreeMap<i128, (String, String, bool)> = BTreeMap::new();
-        let mut x: u64 = 11;
-        let mut next = move |k: u64| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (x >> 33) % k
-        };
+        let mut next = crate::util::test_rand(11);
         let hash_of = |levels: &BTreeMap<i128, (String, String, bool)>, ts: &str| {
             let side = |buy: bool| levels.values().filter(move |l| l.2 == buy).map(|l| (l.0.as_str(), l.1.as_str()));
             bookhash::hash(&bookhash::HashInput {

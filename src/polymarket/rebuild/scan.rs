@@ -385,7 +385,7 @@ mod tests {
             "\"", "\\", "{", "}", "[", "]", ",", ":", " ", "0", "1", "-", ".", "e", "n", "t", "a", "\u{1}", "é",
             "null", "\"x\":",
         ];
-        let mut rand = crate::fastjson::test_rand(0x2545_f491_4f6c_dd1d);
+        let mut rand = crate::util::test_rand(0x2545_f491_4f6c_dd1d);
         let (mut fast, mut slow_ok) = (0, 0);
         for round in 0..30000 {
             let mut t = seeds[round % seeds.len()].clone().into_bytes();
